@@ -1,0 +1,125 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* The entrance: the one XDP program attached to the NIC. It classifies every frame, counts it,
+ * and hands TCP and Homa to their transport programs through a program array. Everything else,
+ * and etran protocols while no transport is loaded, goes to the kernel stack untouched, so ping,
+ * ARP and ssh keep working on an interface under etran. */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <bpf/bpf_helpers.h>
+
+#include "parse.h"
+#include "stats.h"
+
+/* Which transport program handles a protocol: the index into etran_transports. */
+enum etran_transport {
+	ETRAN_TRANSPORT_TCP,
+	ETRAN_TRANSPORT_HOMA,
+	ETRAN_TRANSPORT_MAX,
+};
+
+/* Set by `etran up` before load; read back by `etran stats`. */
+struct etran_config {
+	__u32 backend; /* 0 compat, 1 native */
+	__u32 queues;
+};
+
+const volatile struct etran_config etran_config;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, ETRAN_TRANSPORT_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} etran_transports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ETRAN_PROTO_MAX * ETRAN_VERDICT_MAX);
+	__type(key, __u32);
+	__type(value, struct etran_count);
+} etran_traffic SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ETRAN_DROP_REASON_MAX);
+	__type(key, __u32);
+	__type(value, struct etran_count);
+} etran_drops SEC(".maps");
+
+static __always_inline void count(void *map, __u32 key, __u64 bytes)
+{
+	struct etran_count *c = bpf_map_lookup_elem(map, &key);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+static __always_inline int verdict(enum etran_proto proto, enum etran_verdict v, __u64 bytes)
+{
+	count(&etran_traffic, proto * ETRAN_VERDICT_MAX + v, bytes);
+	return v == ETRAN_VERDICT_DROP ? XDP_DROP : XDP_PASS;
+}
+
+static __always_inline int drop(enum etran_proto proto, enum etran_drop_reason why, __u64 bytes)
+{
+	count(&etran_drops, why, bytes);
+	return verdict(proto, ETRAN_VERDICT_DROP, bytes);
+}
+
+/* Hands the frame to its transport program, which counts its own verdict. Returns only when no
+ * transport program is installed for the protocol, and then the kernel gets the frame. */
+static __always_inline int to_transport(struct xdp_md *ctx, enum etran_proto proto,
+					enum etran_transport t, __u64 bytes)
+{
+	bpf_tail_call(ctx, &etran_transports, t);
+	return verdict(proto, ETRAN_VERDICT_PASS, bytes);
+}
+
+SEC("xdp")
+int etran_entrance(struct xdp_md *ctx)
+{
+	struct cursor c = { .pos = (void *)(long)ctx->data, .end = (void *)(long)ctx->data_end };
+	__u64 bytes = ctx->data_end - ctx->data;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+
+	eth = parse_eth(&c);
+	if (!eth)
+		return drop(ETRAN_PROTO_OTHER, ETRAN_DROP_SHORT_FRAME, bytes);
+	switch (bpf_ntohs(eth->h_proto)) {
+	case ETH_P_IP:
+		break;
+	case ETH_P_IPV6:
+		return verdict(ETRAN_PROTO_IPV6, ETRAN_VERDICT_PASS, bytes);
+	case ETH_P_ARP:
+		return verdict(ETRAN_PROTO_ARP, ETRAN_VERDICT_PASS, bytes);
+	default:
+		return verdict(ETRAN_PROTO_OTHER, ETRAN_VERDICT_PASS, bytes);
+	}
+
+	ip = parse_ipv4(&c);
+	if (!ip) {
+		/* The kernel would drop it too; only its header is known to be IPv4. */
+		return drop(ETRAN_PROTO_IPV4_OTHER, ETRAN_DROP_BAD_IPV4, bytes);
+	}
+	switch (ip->protocol) {
+	case IPPROTO_TCP:
+		if (ipv4_is_later_fragment(ip))
+			return verdict(ETRAN_PROTO_TCP, ETRAN_VERDICT_PASS, bytes);
+		if (!parse_tcp(&c))
+			return drop(ETRAN_PROTO_TCP, ETRAN_DROP_SHORT_L4, bytes);
+		return to_transport(ctx, ETRAN_PROTO_TCP, ETRAN_TRANSPORT_TCP, bytes);
+	case IPPROTO_HOMA:
+		if (ipv4_is_later_fragment(ip))
+			return verdict(ETRAN_PROTO_HOMA, ETRAN_VERDICT_PASS, bytes);
+		if (!parse_homa(&c))
+			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_SHORT_L4, bytes);
+		return to_transport(ctx, ETRAN_PROTO_HOMA, ETRAN_TRANSPORT_HOMA, bytes);
+	default:
+		return verdict(ETRAN_PROTO_IPV4_OTHER, ETRAN_VERDICT_PASS, bytes);
+	}
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,15 @@
+//! The embedded BPF programs: one libbpf skeleton per `src/bpf/*.bpf.c`, built by build.rs.
+//!
+//! Layout of the C side: `parse.h` (bounds-checked header parsing), `stats.h` (counter layouts
+//! and names shared with `etran stats`), one `*.bpf.c` per program object.
+#![allow(
+    clippy::all,
+    missing_docs,
+    non_camel_case_types,
+    non_upper_case_globals,
+    dead_code
+)]
+
+pub mod entrance {
+    include!(concat!(env!("OUT_DIR"), "/entrance.skel.rs"));
+}

@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Bounds-checked header parsing for XDP programs. Each parser advances a cursor and returns
+ * NULL when the frame is too short or the header is inconsistent, so callers never touch bytes
+ * past data_end. */
+#ifndef ETRAN_PARSE_H
+#define ETRAN_PARSE_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_endian.h>
+
+#define IPPROTO_HOMA 146
+
+struct cursor {
+	void *pos;
+	void *end;
+};
+
+static __always_inline struct ethhdr *parse_eth(struct cursor *c)
+{
+	struct ethhdr *eth = c->pos;
+
+	if ((void *)(eth + 1) > c->end)
+		return NULL;
+	c->pos = eth + 1;
+	return eth;
+}
+
+/* Validates version, header length and total length against the frame; options are skipped. */
+static __always_inline struct iphdr *parse_ipv4(struct cursor *c)
+{
+	struct iphdr *ip = c->pos;
+	__u32 hlen, tot;
+
+	if ((void *)(ip + 1) > c->end)
+		return NULL;
+	if (ip->version != 4 || ip->ihl < 5)
+		return NULL;
+	hlen = ip->ihl * 4;
+	tot = bpf_ntohs(ip->tot_len);
+	if (tot < hlen || (void *)ip + tot > c->end)
+		return NULL;
+	c->pos = (void *)ip + hlen;
+	/* Ethernet padding after the IP datagram is not payload. */
+	c->end = (void *)ip + tot;
+	return ip;
+}
+
+/* True for every fragment but the first: those carry no transport header. */
+static __always_inline int ipv4_is_later_fragment(const struct iphdr *ip)
+{
+	return (ip->frag_off & bpf_htons(0x1fff)) != 0;
+}
+
+static __always_inline struct tcphdr *parse_tcp(struct cursor *c)
+{
+	struct tcphdr *tcp = c->pos;
+
+	if ((void *)(tcp + 1) > c->end)
+		return NULL;
+	if (tcp->doff < 5 || (void *)tcp + tcp->doff * 4 > c->end)
+		return NULL;
+	c->pos = (void *)tcp + tcp->doff * 4;
+	return tcp;
+}
+
+/* HomaModule's common header: ports, 8 unused bytes, doff, type, 2 bytes, checksum, 2 bytes,
+ * sender id (28 bytes in all). */
+struct homa_common_hdr {
+	__be16 sport;
+	__be16 dport;
+	__u8 unused1[8];
+	__u8 doff;
+	__u8 type;
+	__u16 unused3;
+	__be16 checksum;
+	__u16 unused4;
+	__be64 sender_id;
+} __attribute__((packed));
+
+static __always_inline struct homa_common_hdr *parse_homa(struct cursor *c)
+{
+	struct homa_common_hdr *h = c->pos;
+
+	if ((void *)(h + 1) > c->end)
+		return NULL;
+	c->pos = h + 1;
+	return h;
+}
+
+#endif

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Counter layouts shared by every etran program and by `etran stats`.
+ *
+ * The enums below are the single source of counter names: `etran stats` reads them (names and
+ * values) from the BTF embedded in the entrance object, so adding a reason here is all it takes
+ * to have it reported.
+ */
+#ifndef ETRAN_STATS_H
+#define ETRAN_STATS_H
+
+#include <linux/types.h>
+
+/* What the entrance program classified a frame as. */
+enum etran_proto {
+	ETRAN_PROTO_TCP,
+	ETRAN_PROTO_HOMA,
+	ETRAN_PROTO_IPV4_OTHER,
+	ETRAN_PROTO_IPV6,
+	ETRAN_PROTO_ARP,
+	ETRAN_PROTO_OTHER,
+	ETRAN_PROTO_MAX,
+};
+
+/* What happened to it. */
+enum etran_verdict {
+	ETRAN_VERDICT_TRANSPORT, /* handed to a transport program */
+	ETRAN_VERDICT_PASS,      /* given to the kernel stack untouched */
+	ETRAN_VERDICT_DROP,      /* dropped; the reason is counted in etran_drops */
+	ETRAN_VERDICT_MAX,
+};
+
+/* Why a frame was dropped. */
+enum etran_drop_reason {
+	ETRAN_DROP_SHORT_FRAME,   /* shorter than an Ethernet header */
+	ETRAN_DROP_BAD_IPV4,      /* IPv4 header truncated or inconsistent */
+	ETRAN_DROP_SHORT_L4,      /* TCP/Homa header truncated */
+	ETRAN_DROP_REASON_MAX,
+};
+
+/* Per-CPU counter cell: index proto * ETRAN_VERDICT_MAX + verdict in etran_traffic, reason in
+ * etran_drops. */
+struct etran_count {
+	__u64 packets;
+	__u64 bytes;
+};
+
+#endif

@@ -1,0 +1,292 @@
+//! The command line, defined once with clap derive. main.rs dispatches on it; the man pages in
+//! man/ and the completions in completions/ are generated from it (tests/docs.rs keeps them in
+//! step).
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Extensible kernel transports (TCP/DCTCP, Homa) in eBPF, driven through AF_XDP.
+#[derive(Debug, Parser)]
+#[command(
+    name = "etran",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of tables.
+    #[arg(short = 'j', long, global = true)]
+    pub json: bool,
+    /// Pretty-print JSON (implies --json).
+    #[arg(short = 'p', long, global = true)]
+    pub pretty: bool,
+    /// More log output (repeat for more).
+    #[arg(short = 'v', long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load and attach the etran datapath on an interface.
+    Up(UpArgs),
+    /// Detach the etran datapath from an interface and remove its pinned state.
+    Down(DownArgs),
+    /// Run the control path: app registration, handshakes, timers.
+    Daemon(DaemonArgs),
+    /// Show datapath counters read from the pinned maps.
+    Stats(StatsArgs),
+    /// Benchmarks, each run side by side with Linux.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// The built-in network of namespaces used by benches and tests.
+    #[command(subcommand)]
+    Testbed(TestbedCommand),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// Native when the running kernel has the eTran hooks, compat otherwise.
+    Auto,
+    /// Stock kernel: egress runs on a per-app veth port.
+    Compat,
+    /// Patched kernel with XDP_EGRESS/XDP_GEN hooks.
+    Native,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum XdpMode {
+    /// Driver mode (falls back to generic with a warning when the driver lacks XDP).
+    Native,
+    /// Generic (SKB) mode.
+    Generic,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Interface to attach to.
+    pub iface: String,
+    /// Datapath backend.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value_t = XdpMode::Native)]
+    pub mode: XdpMode,
+    /// Number of NIC queues etran serves (default: all RX queues of the interface).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub queues: Option<u32>,
+    /// Replace an XDP program that etran did not attach.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Interface to detach from.
+    pub iface: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Unix socket that apps connect to.
+    #[arg(long, default_value = "/run/etran/etran.sock")]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Interface to report on (default: every interface under etran in this network namespace).
+    pub iface: Option<String>,
+    /// Refresh every DURATION (e.g. 1s, 500ms) until interrupted.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub watch: Option<Duration>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// TCP echo: eTran against Linux TCP (blocking and busy-polling).
+    Echo(EchoArgs),
+    /// Homa RPCs in HomaModule's cp_node dialect.
+    Rpc(RpcArgs),
+    /// Raw AF_XDP frame rate: the ceiling of the path.
+    Raw(RawArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EchoTransport {
+    Etran,
+    Linux,
+    LinuxBusy,
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    /// Interface to run on instead of the built-in testbed.
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// Address of a remote echo server (with --iface).
+    #[arg(long, requires = "iface")]
+    pub server: Option<std::net::Ipv4Addr>,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: u32,
+    /// Connections.
+    #[arg(long, default_value_t = 1)]
+    pub conns: u32,
+    /// Outstanding messages per connection.
+    #[arg(long, default_value_t = 1)]
+    pub depth: u32,
+    /// Client threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: u32,
+    /// How long to measure.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Which transports to measure.
+    #[arg(long, value_enum, default_value_t = EchoTransport::All)]
+    pub transport: EchoTransport,
+}
+
+#[derive(Debug, Args)]
+pub struct RpcArgs {
+    /// Message sizes: w1..w5 or a fixed size in bytes.
+    #[arg(long, default_value = "100")]
+    pub workload: String,
+    /// How long to measure.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RawMode {
+    /// One host transmits as fast as it can; the peer counts.
+    Txonly,
+    /// The peer transmits; one host receives and drops.
+    Rxdrop,
+    /// One host sends, the peer reflects every frame back.
+    Echo,
+}
+
+#[derive(Debug, Args)]
+pub struct RawArgs {
+    /// Interface to run on instead of the built-in testbed (one-sided: sends or receives only).
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// Traffic pattern.
+    #[arg(long, value_enum, default_value_t = RawMode::Txonly)]
+    pub mode: RawMode,
+    /// Frame size in bytes (Ethernet header included, FCS excluded).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(60..=3000))]
+    pub size: u32,
+    /// Frames per ring operation.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=2048))]
+    pub batch: u32,
+    /// How long to measure.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub duration: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TestbedCommand {
+    /// Build the testbed (removing a stale one of the same name first).
+    Up(TestbedUpArgs),
+    /// Remove the testbed.
+    Down(TestbedNameArgs),
+    /// Show the testbed's hosts, addresses and switch mode.
+    Status(TestbedNameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TestbedNameArgs {
+    /// Name of the testbed: namespaces are NAME-h1..NAME-hN and NAME-sw.
+    #[arg(long, default_value = "etran")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TestbedUpArgs {
+    #[command(flatten)]
+    pub name: TestbedNameArgs,
+    /// Number of hosts.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=32))]
+    pub hosts: u8,
+    /// Bottleneck rate of every switch port towards a host, e.g. 1gbit, 500mbit (kernel forwarding).
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<u64>,
+    /// Mark ECN CE when the estimated backlog of a port exceeds BYTES (needs --rate).
+    #[arg(long, value_name = "BYTES", requires = "rate")]
+    pub ecn_threshold: Option<u32>,
+    /// Fraction of frames the switch drops, 0..1.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    pub loss: f64,
+    /// Fraction of frames the switch duplicates, 0..1.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    pub duplicate: f64,
+    /// Fraction of frames the switch corrupts (one flipped payload byte), 0..1.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    pub corrupt: f64,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 10s, 500ms, 1m)"))?;
+    if d.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err("expected a fraction between 0 and 1, e.g. 0.01".into()),
+    }
+}
+
+/// Parses a rate in bits per second: `1gbit`, `500mbit`, `10kbit`, `123bit` (tc's spelling).
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let lower = s.to_ascii_lowercase();
+    let (num, mult) = [("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3), ("bit", 1.0)]
+        .iter()
+        .find_map(|(suffix, m)| lower.strip_suffix(suffix).map(|n| (n, *m)))
+        .ok_or("expected a rate such as 1gbit, 500mbit or 100kbit")?;
+    match num.trim().parse::<f64>() {
+        Ok(n) if n > 0.0 && (n * mult) >= 8000.0 && (n * mult) < 1e12 => Ok((n * mult) as u64),
+        _ => Err("rate must be between 8kbit and 1000gbit".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rates_parse_in_tc_spelling() {
+        assert_eq!(parse_rate("1gbit"), Ok(1_000_000_000));
+        assert_eq!(parse_rate("2.5Mbit"), Ok(2_500_000));
+        assert!(parse_rate("10").is_err());
+        assert!(parse_rate("0mbit").is_err());
+        assert!(parse_rate("-1gbit").is_err());
+    }
+
+    #[test]
+    fn durations_reject_zero_and_garbage() {
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn fractions_are_bounded() {
+        assert_eq!(parse_fraction("0.25"), Ok(0.25));
+        assert!(parse_fraction("1.5").is_err());
+        assert!(parse_fraction("nan").is_err());
+    }
+}

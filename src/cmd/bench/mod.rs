@@ -1,0 +1,4 @@
+//! `etran bench`: built-in benchmarks, each run side by side with Linux.
+pub mod echo;
+pub mod raw;
+pub mod rpc;

@@ -1,0 +1,13 @@
+//! etran: transports whose state and fast path live in the kernel as eBPF, with applications
+//! moving packets through AF_XDP sockets. See DESIGN.md for the architecture.
+pub mod bpf;
+pub mod cli;
+pub mod cmd;
+pub mod datapath;
+pub mod log;
+pub mod netlink;
+pub mod netns;
+pub mod output;
+pub mod sys;
+pub mod testbed;
+pub mod xsk;

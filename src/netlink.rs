@@ -1,0 +1,1 @@
+//! rtnetlink (placeholder; being written).

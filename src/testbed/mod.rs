@@ -1,0 +1,1 @@
+//! The built-in testbed (placeholder; being written).
