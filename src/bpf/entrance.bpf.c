@@ -17,13 +17,22 @@ enum etran_transport {
 	ETRAN_TRANSPORT_MAX,
 };
 
+enum etran_backend {
+	ETRAN_BACKEND_COMPAT, /* stock kernel: egress on per-app veth ports */
+	ETRAN_BACKEND_NATIVE, /* patched kernel: XDP_EGRESS and XDP_GEN hooks */
+};
+
 /* Set by `etran up` before load; read back by `etran stats`. */
 struct etran_config {
-	__u32 backend; /* 0 compat, 1 native */
-	__u32 queues;
+	enum etran_backend backend;
+	__u32 queues;  /* NIC queues served */
 };
 
 const volatile struct etran_config etran_config;
+
+/* Array maps take only plain integer keys, so the enums naming the counters reach the program's
+ * BTF (where `etran stats` reads them) through this declaration. */
+const volatile struct etran_stats_names etran_stats_names;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
@@ -34,38 +43,45 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, ETRAN_PROTO_MAX * ETRAN_VERDICT_MAX);
-	__type(key, __u32);
-	__type(value, struct etran_count);
+	__uint(max_entries, ETRAN_PROTO_MAX);
+	__type(key, __u32); /* enum etran_proto */
+	__type(value, struct etran_class_counts);
 } etran_traffic SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, ETRAN_DROP_REASON_MAX);
-	__type(key, __u32);
+	__type(key, __u32); /* enum etran_drop_reason */
 	__type(value, struct etran_count);
 } etran_drops SEC(".maps");
 
-static __always_inline void count(void *map, __u32 key, __u64 bytes)
+static __always_inline void add(struct etran_count *c, __u64 bytes)
 {
-	struct etran_count *c = bpf_map_lookup_elem(map, &key);
-
-	if (c) {
-		c->packets++;
-		c->bytes += bytes;
-	}
+	c->packets++;
+	c->bytes += bytes;
 }
 
-static __always_inline int verdict(enum etran_proto proto, enum etran_verdict v, __u64 bytes)
+static __always_inline int pass(enum etran_proto proto, __u64 bytes)
 {
-	count(&etran_traffic, proto * ETRAN_VERDICT_MAX + v, bytes);
-	return v == ETRAN_VERDICT_DROP ? XDP_DROP : XDP_PASS;
+	__u32 key = proto;
+	struct etran_class_counts *c = bpf_map_lookup_elem(&etran_traffic, &key);
+
+	if (c)
+		add(&c->pass, bytes);
+	return XDP_PASS;
 }
 
 static __always_inline int drop(enum etran_proto proto, enum etran_drop_reason why, __u64 bytes)
 {
-	count(&etran_drops, why, bytes);
-	return verdict(proto, ETRAN_VERDICT_DROP, bytes);
+	__u32 key = proto, reason = why;
+	struct etran_class_counts *c = bpf_map_lookup_elem(&etran_traffic, &key);
+	struct etran_count *r = bpf_map_lookup_elem(&etran_drops, &reason);
+
+	if (c)
+		add(&c->drop, bytes);
+	if (r)
+		add(r, bytes);
+	return XDP_DROP;
 }
 
 /* Hands the frame to its transport program, which counts its own verdict. Returns only when no
@@ -74,7 +90,7 @@ static __always_inline int to_transport(struct xdp_md *ctx, enum etran_proto pro
 					enum etran_transport t, __u64 bytes)
 {
 	bpf_tail_call(ctx, &etran_transports, t);
-	return verdict(proto, ETRAN_VERDICT_PASS, bytes);
+	return pass(proto, bytes);
 }
 
 SEC("xdp")
@@ -92,11 +108,11 @@ int etran_entrance(struct xdp_md *ctx)
 	case ETH_P_IP:
 		break;
 	case ETH_P_IPV6:
-		return verdict(ETRAN_PROTO_IPV6, ETRAN_VERDICT_PASS, bytes);
+		return pass(ETRAN_PROTO_IPV6, bytes);
 	case ETH_P_ARP:
-		return verdict(ETRAN_PROTO_ARP, ETRAN_VERDICT_PASS, bytes);
+		return pass(ETRAN_PROTO_ARP, bytes);
 	default:
-		return verdict(ETRAN_PROTO_OTHER, ETRAN_VERDICT_PASS, bytes);
+		return pass(ETRAN_PROTO_OTHER, bytes);
 	}
 
 	ip = parse_ipv4(&c);
@@ -107,18 +123,18 @@ int etran_entrance(struct xdp_md *ctx)
 	switch (ip->protocol) {
 	case IPPROTO_TCP:
 		if (ipv4_is_later_fragment(ip))
-			return verdict(ETRAN_PROTO_TCP, ETRAN_VERDICT_PASS, bytes);
+			return pass(ETRAN_PROTO_TCP, bytes);
 		if (!parse_tcp(&c))
 			return drop(ETRAN_PROTO_TCP, ETRAN_DROP_SHORT_L4, bytes);
 		return to_transport(ctx, ETRAN_PROTO_TCP, ETRAN_TRANSPORT_TCP, bytes);
 	case IPPROTO_HOMA:
 		if (ipv4_is_later_fragment(ip))
-			return verdict(ETRAN_PROTO_HOMA, ETRAN_VERDICT_PASS, bytes);
+			return pass(ETRAN_PROTO_HOMA, bytes);
 		if (!parse_homa(&c))
 			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_SHORT_L4, bytes);
 		return to_transport(ctx, ETRAN_PROTO_HOMA, ETRAN_TRANSPORT_HOMA, bytes);
 	default:
-		return verdict(ETRAN_PROTO_IPV4_OTHER, ETRAN_VERDICT_PASS, bytes);
+		return pass(ETRAN_PROTO_IPV4_OTHER, bytes);
 	}
 }
 

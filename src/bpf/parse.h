@@ -29,7 +29,9 @@ static __always_inline struct ethhdr *parse_eth(struct cursor *c)
 	return eth;
 }
 
-/* Validates version, header length and total length against the frame; options are skipped. */
+/* Validates version, header length and total length against the frame; options are skipped.
+ * The cursor's end stays at data_end (the verifier only trusts bounds checked against it), so
+ * payload lengths must come from tot_len: Ethernet may pad short datagrams. */
 static __always_inline struct iphdr *parse_ipv4(struct cursor *c)
 {
 	struct iphdr *ip = c->pos;
@@ -44,8 +46,6 @@ static __always_inline struct iphdr *parse_ipv4(struct cursor *c)
 	if (tot < hlen || (void *)ip + tot > c->end)
 		return NULL;
 	c->pos = (void *)ip + hlen;
-	/* Ethernet padding after the IP datagram is not payload. */
-	c->end = (void *)ip + tot;
 	return ip;
 }
 

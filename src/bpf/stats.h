@@ -2,7 +2,7 @@
 /* Counter layouts shared by every etran program and by `etran stats`.
  *
  * The enums below are the single source of counter names: `etran stats` reads them (names and
- * values) from the BTF embedded in the entrance object, so adding a reason here is all it takes
+ * values) from the BTF of the loaded program, so adding a class or a reason here is all it takes
  * to have it reported.
  */
 #ifndef ETRAN_STATS_H
@@ -21,14 +21,6 @@ enum etran_proto {
 	ETRAN_PROTO_MAX,
 };
 
-/* What happened to it. */
-enum etran_verdict {
-	ETRAN_VERDICT_TRANSPORT, /* handed to a transport program */
-	ETRAN_VERDICT_PASS,      /* given to the kernel stack untouched */
-	ETRAN_VERDICT_DROP,      /* dropped; the reason is counted in etran_drops */
-	ETRAN_VERDICT_MAX,
-};
-
 /* Why a frame was dropped. */
 enum etran_drop_reason {
 	ETRAN_DROP_SHORT_FRAME,   /* shorter than an Ethernet header */
@@ -37,11 +29,22 @@ enum etran_drop_reason {
 	ETRAN_DROP_REASON_MAX,
 };
 
-/* Per-CPU counter cell: index proto * ETRAN_VERDICT_MAX + verdict in etran_traffic, reason in
- * etran_drops. */
 struct etran_count {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/* Per-CPU traffic of one class (value of etran_traffic, keyed by enum etran_proto). */
+struct etran_class_counts {
+	struct etran_count transport; /* handed to a transport program (counted by it) */
+	struct etran_count pass;      /* given to the kernel stack untouched */
+	struct etran_count drop;      /* dropped; the reason is counted in etran_drops */
+};
+
+/* Carries the enums above into BTF (see etran_stats_names in entrance.bpf.c). */
+struct etran_stats_names {
+	enum etran_proto proto;
+	enum etran_drop_reason reason;
 };
 
 #endif

@@ -1,5 +1,15 @@
-use crate::{cli::*, output::Output};
+//! `etran down IFACE`: detach the datapath and remove its pins.
+use crate::{cli::DownArgs, datapath, output::Output};
 
-pub fn run(_args: DownArgs, _out: &Output) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+pub fn run(args: DownArgs, out: &Output) -> anyhow::Result<()> {
+    let was_up = datapath::down(&args.iface)?;
+    if out.json() {
+        return out.print_json(&serde_json::json!({ "iface": args.iface, "was_up": was_up }));
+    }
+    if was_up {
+        println!("etran down on {}", args.iface);
+    } else {
+        println!("etran was not up on {}; nothing to do", args.iface);
+    }
+    Ok(())
 }

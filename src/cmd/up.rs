@@ -1,5 +1,33 @@
-use crate::{cli::*, output::Output};
+//! `etran up IFACE`: load, attach and pin the datapath.
+use crate::{
+    cli::UpArgs,
+    datapath::{self, UpOptions, UpOutcome},
+    output::Output,
+};
 
-pub fn run(_args: UpArgs, _out: &Output) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+pub fn run(args: UpArgs, out: &Output) -> anyhow::Result<()> {
+    let opts = UpOptions {
+        backend: args.backend,
+        mode: args.mode,
+        queues: args.queues,
+        force: args.force,
+    };
+    let (summary, already) = match datapath::up(&args.iface, &opts)? {
+        UpOutcome::Attached(s) => (s, false),
+        UpOutcome::AlreadyUp(s) => (s, true),
+    };
+    if out.json() {
+        return out.print_json(&serde_json::json!({ "already_up": already, "datapath": summary }));
+    }
+    let verb = if already { "already up on" } else { "up on" };
+    println!(
+        "etran {verb} {} (ifindex {}): {} backend, {} XDP, {} queue(s), program id {}",
+        summary.iface,
+        summary.ifindex,
+        summary.backend,
+        summary.xdp_mode,
+        summary.queues,
+        summary.prog_id
+    );
+    Ok(())
 }

@@ -1,1 +1,279 @@
-//! Loading, attaching and pinning the datapath (placeholder; being written).
+//! The datapath on one interface: load the entrance program, attach it, pin its objects, find
+//! it again from another process, and remove it.
+//!
+//! The program attached to the interface is the source of truth: `find` starts from it (netlink
+//! query → program id → its maps by id), so `stats` and `down` work from any process in the
+//! network namespace, whatever its mount namespace. Pins (see [`pins`]) keep the objects
+//! reachable by name for other tools and across daemon restarts.
+use std::{
+    mem::MaybeUninit,
+    os::fd::{AsFd, AsRawFd},
+};
+
+use anyhow::{bail, Context};
+use libbpf_rs::{
+    skel::{OpenSkel, SkelBuilder},
+    Btf, MapCore, MapFlags, MapHandle,
+};
+use serde::Serialize;
+
+use crate::{
+    bpf::entrance::{types, EntranceSkelBuilder},
+    cli::{Backend, XdpMode},
+    log,
+};
+
+pub mod counters;
+pub mod kernel;
+pub mod pins;
+
+pub use kernel::AttachMode;
+
+/// Name of the entrance program as the kernel reports it (BPF names are cut at 15 bytes).
+pub const ENTRANCE_PROG: &str = "etran_entrance";
+
+pub struct UpOptions {
+    pub backend: Backend,
+    pub mode: XdpMode,
+    pub queues: Option<u32>,
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub iface: String,
+    pub ifindex: u32,
+    pub prog_id: u32,
+    pub xdp_mode: &'static str,
+    pub backend: String,
+    pub queues: u32,
+}
+
+pub enum UpOutcome {
+    Attached(Summary),
+    AlreadyUp(Summary),
+}
+
+/// An interface carrying the etran datapath, found through its attached program.
+pub struct Datapath {
+    pub summary: Summary,
+    btf: Btf<'static>,
+    traffic: MapHandle,
+    drops: MapHandle,
+}
+
+impl Datapath {
+    pub fn counters(&self) -> anyhow::Result<counters::Counters> {
+        counters::read(&self.btf, &self.traffic, &self.drops)
+    }
+}
+
+/// Finds the etran datapath on `iface`; `None` when none is attached.
+pub fn find(iface: &str) -> anyhow::Result<Option<Datapath>> {
+    let ifindex = crate::sys::ifindex(iface)?;
+    let Some((prog_id, mode)) = kernel::attached(ifindex)? else {
+        return Ok(None);
+    };
+    let info = kernel::prog_info(prog_id)?;
+    if info.name != ENTRANCE_PROG {
+        return Ok(None);
+    }
+    let (mut traffic, mut drops, mut config) = (None, None, None);
+    for id in info.map_ids {
+        let map = MapHandle::from_map_id(id).with_context(|| format!("opening map {id}"))?;
+        let name = map.name().to_string_lossy().into_owned();
+        match name.as_str() {
+            "etran_traffic" => traffic = Some(map),
+            "etran_drops" => drops = Some(map),
+            n if n.ends_with(".rodata") => config = Some(map),
+            _ => {}
+        }
+    }
+    let missing = || anyhow::anyhow!("program {prog_id} on {iface} lacks the etran maps");
+    let (traffic, drops, config) = (
+        traffic.ok_or_else(missing)?,
+        drops.ok_or_else(missing)?,
+        config.ok_or_else(missing)?,
+    );
+    let btf = Btf::from_prog_id(prog_id).context("reading the program's BTF")?;
+    let rodata = config
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)?
+        .unwrap_or_default();
+    if rodata.len() < std::mem::size_of::<types::rodata>() {
+        bail!("program {prog_id} on {iface} has an unexpected configuration layout");
+    }
+    // SAFETY: rodata is the program's .rodata section, of the generated type `types::rodata`.
+    let rodata: types::rodata = unsafe { std::ptr::read_unaligned(rodata.as_ptr().cast()) };
+    let backend = counters::enum_members(&btf, "etran_backend", "ETRAN_BACKEND_")?
+        .into_iter()
+        .find(|(v, _)| *v == rodata.etran_config.backend.0)
+        .map_or_else(|| "unknown".to_string(), |(_, n)| n);
+    let summary = Summary {
+        iface: iface.to_string(),
+        ifindex,
+        prog_id,
+        xdp_mode: mode.name(),
+        backend,
+        queues: rodata.etran_config.queues,
+    };
+    Ok(Some(Datapath {
+        summary,
+        btf,
+        traffic,
+        drops,
+    }))
+}
+
+/// Every interface of this network namespace that carries the etran datapath.
+pub fn find_all() -> anyhow::Result<Vec<Datapath>> {
+    let mut found = Vec::new();
+    for name in interface_names()? {
+        if let Some(dp) = find(&name)? {
+            found.push(dp);
+        }
+    }
+    Ok(found)
+}
+
+fn interface_names() -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
+    let list = unsafe { libc::if_nameindex() };
+    if list.is_null() {
+        return Err(std::io::Error::last_os_error()).context("listing interfaces");
+    }
+    let mut p = list;
+    unsafe {
+        while (*p).if_index != 0 {
+            names.push(
+                std::ffi::CStr::from_ptr((*p).if_name)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    Ok(names)
+}
+
+fn resolve_backend(requested: Backend) -> anyhow::Result<types::etran_backend> {
+    let native = kernel::has_native_hooks();
+    Ok(match requested {
+        Backend::Native if !native => bail!(
+            "this kernel lacks the XDP_EGRESS/XDP_GEN hooks of the etran patch series; use --backend compat"
+        ),
+        Backend::Native => types::etran_backend::ETRAN_BACKEND_NATIVE,
+        Backend::Auto if native => types::etran_backend::ETRAN_BACKEND_NATIVE,
+        Backend::Auto | Backend::Compat => types::etran_backend::ETRAN_BACKEND_COMPAT,
+    })
+}
+
+/// `etran up`: loads, attaches and pins the datapath on `iface`. Idempotent; on any failure
+/// nothing is left attached or pinned.
+pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
+    crate::sys::require_root("etran up")?;
+    kernel::check_supported()?;
+    let ifindex = crate::sys::ifindex(iface)?;
+    let backend = resolve_backend(opts.backend)?;
+    let available = kernel::rx_queues(iface)?;
+    let queues = opts.queues.unwrap_or(available);
+    if queues > available {
+        bail!("{iface} has {available} RX queue(s); --queues {queues} is more than that");
+    }
+
+    if let Some((prog_id, mode)) = kernel::attached(ifindex)? {
+        let info = kernel::prog_info(prog_id)?;
+        if info.name == ENTRANCE_PROG {
+            let dp = find(iface)?.context("etran program vanished while checking it")?;
+            return Ok(UpOutcome::AlreadyUp(dp.summary));
+        }
+        if !opts.force {
+            bail!(
+                "{iface} already carries XDP program {:?} (id {prog_id}); use --force to replace it",
+                info.name
+            );
+        }
+        log::warn(format!(
+            "replacing XDP program {:?} (id {prog_id}) on {iface}",
+            info.name
+        ));
+        kernel::detach(ifindex, mode)?;
+    }
+
+    let mut storage = MaybeUninit::uninit();
+    let mut open = EntranceSkelBuilder::default()
+        .open(&mut storage)
+        .context("opening the embedded entrance object")?;
+    let config = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .context("entrance object has no .rodata")?;
+    config.etran_config.backend = backend;
+    config.etran_config.queues = queues;
+    let mut skel = open
+        .load()
+        .context("loading the entrance program (verifier log above)")?;
+    let prog_fd = skel.progs.etran_entrance.as_fd().as_raw_fd();
+
+    let mode = attach_with_fallback(iface, ifindex, prog_fd, opts.mode)?;
+    let pinned = (|| -> anyhow::Result<()> {
+        pins::ensure_bpffs(std::path::Path::new(pins::BPFFS_ROOT))?;
+        let dir = pins::iface_dir(iface)?;
+        pins::remove_dir(&dir)?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        skel.progs.etran_entrance.pin(dir.join("entrance"))?;
+        skel.maps.etran_traffic.pin(dir.join("traffic"))?;
+        skel.maps.etran_drops.pin(dir.join("drops"))?;
+        skel.maps.etran_transports.pin(dir.join("transports"))?;
+        skel.maps.rodata.pin(dir.join("config"))?;
+        Ok(())
+    })();
+    if let Err(err) = pinned {
+        let _ = kernel::detach(ifindex, mode);
+        if let Ok(dir) = pins::iface_dir(iface) {
+            let _ = pins::remove_dir(&dir);
+        }
+        return Err(err.context("pinning the datapath (nothing was left attached)"));
+    }
+    let dp = find(iface)?.context("the entrance program is not attached after attaching it")?;
+    Ok(UpOutcome::Attached(dp.summary))
+}
+
+fn attach_with_fallback(
+    iface: &str,
+    ifindex: u32,
+    prog_fd: i32,
+    mode: XdpMode,
+) -> anyhow::Result<AttachMode> {
+    if mode == XdpMode::Native {
+        match kernel::attach(ifindex, prog_fd, AttachMode::Native) {
+            Ok(()) => return Ok(AttachMode::Native),
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => log::warn(format!(
+                "{iface} has no native XDP support; attaching in generic mode"
+            )),
+            Err(e) => return Err(e).with_context(|| format!("attaching to {iface}")),
+        }
+    }
+    kernel::attach(ifindex, prog_fd, AttachMode::Generic)
+        .with_context(|| format!("attaching to {iface} in generic mode"))?;
+    Ok(AttachMode::Generic)
+}
+
+/// `etran down`: detaches and unpins. Returns false when etran was not up on `iface`.
+pub fn down(iface: &str) -> anyhow::Result<bool> {
+    crate::sys::require_root("etran down")?;
+    let ifindex = crate::sys::ifindex(iface)?;
+    let dir = pins::iface_dir(iface)?;
+    let had_pins = dir.exists();
+    let mut was_up = false;
+    if let Some((prog_id, mode)) = kernel::attached(ifindex)? {
+        if kernel::prog_info(prog_id)?.name == ENTRANCE_PROG {
+            kernel::detach(ifindex, mode)?;
+            was_up = true;
+        }
+    }
+    pins::remove_dir(&dir)?;
+    Ok(was_up || had_pins)
+}

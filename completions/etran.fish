@@ -1,0 +1,165 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_etran_global_optspecs
+    string join \n j/json p/pretty v/verbose h/help V/version
+end
+
+function __fish_etran_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_etran_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_etran_using_subcommand
+    set -l cmd (__fish_etran_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c etran -n "__fish_etran_needs_command" -s j -l json -d 'Print machine-readable JSON instead of tables'
+complete -c etran -n "__fish_etran_needs_command" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
+complete -c etran -n "__fish_etran_needs_command" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c etran -n "__fish_etran_needs_command" -s h -l help -d 'Print help'
+complete -c etran -n "__fish_etran_needs_command" -s V -l version -d 'Print version'
+complete -c etran -n "__fish_etran_needs_command" -f -a "up" -d 'Load and attach the etran datapath on an interface'
+complete -c etran -n "__fish_etran_needs_command" -f -a "down" -d 'Detach the etran datapath from an interface and remove its pinned state'
+complete -c etran -n "__fish_etran_needs_command" -f -a "daemon" -d 'Run the control path: app registration, handshakes, timers'
+complete -c etran -n "__fish_etran_needs_command" -f -a "stats" -d 'Show datapath counters read from the pinned maps'
+complete -c etran -n "__fish_etran_needs_command" -f -a "bench" -d 'Benchmarks, each run side by side with Linux'
+complete -c etran -n "__fish_etran_needs_command" -f -a "testbed" -d 'The built-in network of namespaces used by benches and tests'
+complete -c etran -n "__fish_etran_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c etran -n "__fish_etran_using_subcommand up" -l backend -d 'Datapath backend' -r -f -a "auto\t'Native when the running kernel has the eTran hooks, compat otherwise'
+compat\t'Stock kernel: egress runs on a per-app veth port'
+native\t'Patched kernel with XDP_EGRESS/XDP_GEN hooks'"
+complete -c etran -n "__fish_etran_using_subcommand up" -l mode -d 'XDP attach mode' -r -f -a "native\t'Driver mode (falls back to generic with a warning when the driver lacks XDP)'
+generic\t'Generic (SKB) mode'"
+complete -c etran -n "__fish_etran_using_subcommand up" -l queues -d 'Number of NIC queues etran serves (default: all RX queues of the interface)' -r
+complete -c etran -n "__fish_etran_using_subcommand up" -l force -d 'Replace an XDP program that etran did not attach'
+complete -c etran -n "__fish_etran_using_subcommand up" -s j -l json -d 'Print machine-readable JSON instead of tables'
+complete -c etran -n "__fish_etran_using_subcommand up" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
+complete -c etran -n "__fish_etran_using_subcommand up" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c etran -n "__fish_etran_using_subcommand up" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c etran -n "__fish_etran_using_subcommand up" -s V -l version -d 'Print version'
+complete -c etran -n "__fish_etran_using_subcommand down" -s j -l json -d 'Print machine-readable JSON instead of tables'
+complete -c etran -n "__fish_etran_using_subcommand down" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
+complete -c etran -n "__fish_etran_using_subcommand down" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c etran -n "__fish_etran_using_subcommand down" -s h -l help -d 'Print help'
+complete -c etran -n "__fish_etran_using_subcommand down" -s V -l version -d 'Print version'
+complete -c etran -n "__fish_etran_using_subcommand daemon" -l socket -d 'Unix socket that apps connect to' -r -F
+complete -c etran -n "__fish_etran_using_subcommand daemon" -s j -l json -d 'Print machine-readable JSON instead of tables'
+complete -c etran -n "__fish_etran_using_subcommand daemon" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
+complete -c etran -n "__fish_etran_using_subcommand daemon" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c etran -n "__fish_etran_using_subcommand daemon" -s h -l help -d 'Print help'
+complete -c etran -n "__fish_etran_using_subcommand daemon" -s V -l version -d 'Print version'
+complete -c etran -n "__fish_etran_using_subcommand stats" -l watch -d 'Refresh every DURATION (e.g. 1s, 500ms) until interrupted' -r
+complete -c etran -n "__fish_etran_using_subcommand stats" -s j -l json -d 'Print machine-readable JSON instead of tables'
+complete -c etran -n "__fish_etran_using_subcommand stats" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
+complete -c etran -n "__fish_etran_using_subcommand stats" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c etran -n "__fish_etran_using_subcommand stats" -s h -l help -d 'Print help'
+complete -c etran -n "__fish_etran_using_subcommand stats" -s V -l version -d 'Print version'
+complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_subcommand_from echo rpc raw help" -s j -l json -d 'Print machine-readable JSON instead of tables'
+complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_subcommand_from echo rpc raw help" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
+complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_subcommand_from echo rpc raw help" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_subcommand_from echo rpc raw help" -s h -l help -d 'Print help'
+complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_subcommand_from echo rpc raw help" -s V -l version -d 'Print version'
+complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_subcommand_from echo rpc raw help" -f -a "echo" -d 'TCP echo: eTran against Linux TCP (blocking and busy-polling)'
+complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_subcommand_from echo rpc raw help" -f -a "rpc" -d 'Homa RPCs in HomaModule\'s cp_node dialect'
+complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_subcommand_from echo rpc raw help" -f -a "raw" -d 'Raw AF_XDP frame rate: the ceiling of the path'
+complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_subcommand_from echo rpc raw help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l iface -d 'Interface to run on instead of the built-in testbed' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l server -d 'Address of a remote echo server (with --iface)' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l size -d 'Message size in bytes' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l conns -d 'Connections' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l depth -d 'Outstanding messages per connection' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l threads -d 'Client threads' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l duration -d 'How long to measure' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l transport -d 'Which transports to measure' -r -f -a "etran\t''
+linux\t''
+linux-busy\t''
+all\t''"
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s j -l json -d 'Print machine-readable JSON instead of tables'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s h -l help -d 'Print help'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s V -l version -d 'Print version'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l workload -d 'Message sizes: w1..w5 or a fixed size in bytes' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l duration -d 'How long to measure' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s j -l json -d 'Print machine-readable JSON instead of tables'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s h -l help -d 'Print help'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s V -l version -d 'Print version'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l iface -d 'Interface to run on instead of the built-in testbed (one-sided: sends or receives only)' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l mode -d 'Traffic pattern' -r -f -a "txonly\t'One host transmits as fast as it can; the peer counts'
+rxdrop\t'The peer transmits; one host receives and drops'
+echo\t'One host sends, the peer reflects every frame back'"
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l size -d 'Frame size in bytes (Ethernet header included, FCS excluded)' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l batch -d 'Frames per ring operation' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l duration -d 'How long to measure' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -s j -l json -d 'Print machine-readable JSON instead of tables'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -s V -l version -d 'Print version'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "echo" -d 'TCP echo: eTran against Linux TCP (blocking and busy-polling)'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "rpc" -d 'Homa RPCs in HomaModule\'s cp_node dialect'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "raw" -d 'Raw AF_XDP frame rate: the ceiling of the path'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and not __fish_seen_subcommand_from up down status help" -s j -l json -d 'Print machine-readable JSON instead of tables'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and not __fish_seen_subcommand_from up down status help" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and not __fish_seen_subcommand_from up down status help" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and not __fish_seen_subcommand_from up down status help" -s h -l help -d 'Print help'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and not __fish_seen_subcommand_from up down status help" -s V -l version -d 'Print version'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and not __fish_seen_subcommand_from up down status help" -f -a "up" -d 'Build the testbed (removing a stale one of the same name first)'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and not __fish_seen_subcommand_from up down status help" -f -a "down" -d 'Remove the testbed'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and not __fish_seen_subcommand_from up down status help" -f -a "status" -d 'Show the testbed\'s hosts, addresses and switch mode'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and not __fish_seen_subcommand_from up down status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l name -d 'Name of the testbed: namespaces are NAME-h1..NAME-hN and NAME-sw' -r
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l hosts -d 'Number of hosts' -r
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l rate -d 'Bottleneck rate of every switch port towards a host, e.g. 1gbit, 500mbit (kernel forwarding)' -r
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l ecn-threshold -d 'Mark ECN CE when the estimated backlog of a port exceeds BYTES (needs --rate)' -r
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l loss -d 'Fraction of frames the switch drops, 0..1' -r
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l duplicate -d 'Fraction of frames the switch duplicates, 0..1' -r
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l corrupt -d 'Fraction of frames the switch corrupts (one flipped payload byte), 0..1' -r
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -s j -l json -d 'Print machine-readable JSON instead of tables'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -s h -l help -d 'Print help'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -s V -l version -d 'Print version'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from down" -l name -d 'Name of the testbed: namespaces are NAME-h1..NAME-hN and NAME-sw' -r
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from down" -s j -l json -d 'Print machine-readable JSON instead of tables'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from down" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from down" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from down" -s h -l help -d 'Print help'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from down" -s V -l version -d 'Print version'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from status" -l name -d 'Name of the testbed: namespaces are NAME-h1..NAME-hN and NAME-sw' -r
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from status" -s j -l json -d 'Print machine-readable JSON instead of tables'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from status" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from status" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from status" -s V -l version -d 'Print version'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from help" -f -a "up" -d 'Build the testbed (removing a stale one of the same name first)'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from help" -f -a "down" -d 'Remove the testbed'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show the testbed\'s hosts, addresses and switch mode'
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats bench testbed help" -f -a "up" -d 'Load and attach the etran datapath on an interface'
+complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats bench testbed help" -f -a "down" -d 'Detach the etran datapath from an interface and remove its pinned state'
+complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats bench testbed help" -f -a "daemon" -d 'Run the control path: app registration, handshakes, timers'
+complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats bench testbed help" -f -a "stats" -d 'Show datapath counters read from the pinned maps'
+complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats bench testbed help" -f -a "bench" -d 'Benchmarks, each run side by side with Linux'
+complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats bench testbed help" -f -a "testbed" -d 'The built-in network of namespaces used by benches and tests'
+complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats bench testbed help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c etran -n "__fish_etran_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "echo" -d 'TCP echo: eTran against Linux TCP (blocking and busy-polling)'
+complete -c etran -n "__fish_etran_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "rpc" -d 'Homa RPCs in HomaModule\'s cp_node dialect'
+complete -c etran -n "__fish_etran_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "raw" -d 'Raw AF_XDP frame rate: the ceiling of the path'
+complete -c etran -n "__fish_etran_using_subcommand help; and __fish_seen_subcommand_from testbed" -f -a "up" -d 'Build the testbed (removing a stale one of the same name first)'
+complete -c etran -n "__fish_etran_using_subcommand help; and __fish_seen_subcommand_from testbed" -f -a "down" -d 'Remove the testbed'
+complete -c etran -n "__fish_etran_using_subcommand help; and __fish_seen_subcommand_from testbed" -f -a "status" -d 'Show the testbed\'s hosts, addresses and switch mode'

@@ -1,0 +1,109 @@
+//! Builds test frames: Ethernet, IPv4 (with a correct header checksum) and TCP/UDP/Homa/ICMP
+//! headers, byte by byte, so fixtures say exactly what is on the wire.
+#![allow(dead_code)]
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_HOMA: u8 = 146;
+
+pub const SRC_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 1];
+pub const DST_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 2];
+pub const SRC_IP: [u8; 4] = [10, 99, 0, 1];
+pub const DST_IP: [u8; 4] = [10, 99, 0, 2];
+
+pub fn eth(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + payload.len());
+    f.extend_from_slice(&DST_MAC);
+    f.extend_from_slice(&SRC_MAC);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// RFC 1071 ones' complement sum.
+pub fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A 20-byte IPv4 header followed by `payload`.
+pub fn ipv4(protocol: u8, payload: &[u8]) -> Vec<u8> {
+    let total = (20 + payload.len()) as u16;
+    let mut h = vec![0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, protocol, 0, 0];
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h.extend_from_slice(&SRC_IP);
+    h.extend_from_slice(&DST_IP);
+    let sum = checksum(&h);
+    h[10..12].copy_from_slice(&sum.to_be_bytes());
+    h.extend_from_slice(payload);
+    h
+}
+
+/// A TCP header without options (checksum left zero: the entrance does not verify it).
+pub fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut h = Vec::with_capacity(20 + payload.len());
+    h.extend_from_slice(&sport.to_be_bytes());
+    h.extend_from_slice(&dport.to_be_bytes());
+    h.extend_from_slice(&1000u32.to_be_bytes());
+    h.extend_from_slice(&0u32.to_be_bytes());
+    h.extend_from_slice(&[5 << 4, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    h.extend_from_slice(payload);
+    h
+}
+
+pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut h = Vec::with_capacity(8 + payload.len());
+    h.extend_from_slice(&sport.to_be_bytes());
+    h.extend_from_slice(&dport.to_be_bytes());
+    h.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    h.extend_from_slice(&[0, 0]);
+    h.extend_from_slice(payload);
+    h
+}
+
+/// HomaModule common header (28 bytes): ports, unused, doff, type, unused, checksum, unused,
+/// sender id.
+pub fn homa(sport: u16, dport: u16, kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut h = Vec::with_capacity(28 + payload.len());
+    h.extend_from_slice(&sport.to_be_bytes());
+    h.extend_from_slice(&dport.to_be_bytes());
+    h.extend_from_slice(&[0; 8]);
+    h.extend_from_slice(&[28 << 2, kind, 0, 0, 0, 0, 0, 0]);
+    h.extend_from_slice(&42u64.to_be_bytes());
+    h.extend_from_slice(payload);
+    h
+}
+
+pub fn icmp_echo() -> Vec<u8> {
+    let mut h = vec![8, 0, 0, 0, 0, 1, 0, 1];
+    let sum = checksum(&h);
+    h[2..4].copy_from_slice(&sum.to_be_bytes());
+    h
+}
+
+pub fn arp_request() -> Vec<u8> {
+    let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1];
+    a.extend_from_slice(&SRC_MAC);
+    a.extend_from_slice(&SRC_IP);
+    a.extend_from_slice(&[0; 6]);
+    a.extend_from_slice(&DST_IP);
+    a
+}
+
+/// A minimal IPv6 header (next header: no next header) with no payload.
+pub fn ipv6() -> Vec<u8> {
+    let mut h = vec![0x60, 0, 0, 0, 0, 0, 59, 64];
+    h.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    h.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    h
+}
