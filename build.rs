@@ -22,24 +22,13 @@ fn main() {
             println!("cargo:rerun-if-changed={}", path.display());
         }
     }
-    for src in sources
-        .iter()
-        .filter(|p| p.to_string_lossy().ends_with(".bpf.c"))
-    {
-        let file = src
-            .file_name()
-            .and_then(OsStr::to_str)
-            .expect("utf-8 file name");
+    for src in sources.iter().filter(|p| p.to_string_lossy().ends_with(".bpf.c")) {
+        let file = src.file_name().and_then(OsStr::to_str).expect("utf-8 file name");
         let name = file.trim_end_matches(".bpf.c");
         SkeletonBuilder::new()
             .source(src)
             .clang(&clang)
-            .clang_args([
-                "-I/usr/include/x86_64-linux-gnu",
-                "-Isrc/bpf",
-                "-Wall",
-                "-Werror",
-            ])
+            .clang_args(["-I/usr/include/x86_64-linux-gnu", "-Isrc/bpf", "-Wall", "-Werror"])
             .build_and_generate(out.join(format!("{name}.skel.rs")))
             .unwrap_or_else(|e| panic!("building {}: {e:#}", src.display()));
     }

@@ -7,12 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Extensible kernel transports (TCP/DCTCP, Homa) in eBPF, driven through AF_XDP.
 #[derive(Debug, Parser)]
-#[command(
-    name = "etran",
-    version,
-    propagate_version = true,
-    max_term_width = 100
-)]
+#[command(name = "etran", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(short = 'j', long, global = true)]

@@ -1,13 +1,17 @@
 //! etran: transports whose state and fast path live in the kernel as eBPF, with applications
 //! moving packets through AF_XDP sockets. See DESIGN.md for the architecture.
+pub mod bench;
 pub mod bpf;
+pub mod cleanup;
 pub mod cli;
 pub mod cmd;
 pub mod datapath;
+pub mod ethtool;
 pub mod log;
 pub mod netlink;
 pub mod netns;
 pub mod output;
 pub mod sys;
+pub mod tcp;
 pub mod testbed;
 pub mod xsk;

@@ -17,11 +17,7 @@ fn etran(ns: &str, args: &[&str]) -> Output {
 
 fn ok_json(ns: &str, args: &[&str]) -> Value {
     let out = etran(ns, args);
-    assert!(
-        out.status.success(),
-        "etran {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "etran {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("JSON output")
 }
 
@@ -37,12 +33,7 @@ fn err_line(out: &Output) -> String {
 }
 
 fn class<'a>(stats: &'a Value, name: &str) -> &'a Value {
-    stats[0]["traffic"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["class"] == name)
-        .unwrap()
+    stats[0]["traffic"].as_array().unwrap().iter().find(|c| c["class"] == name).unwrap()
 }
 
 #[test]
@@ -52,46 +43,24 @@ fn up_stats_down_lifecycle() {
     assert_eq!(up["already_up"], false);
     assert_eq!(up["datapath"]["backend"], "compat");
     assert_eq!(up["datapath"]["xdp_mode"], "native");
-    assert_eq!(
-        ok_json(&net.a, &["-j", "up", "va"])["already_up"],
-        true,
-        "up is idempotent"
-    );
+    assert_eq!(ok_json(&net.a, &["-j", "up", "va"])["already_up"], true, "up is idempotent");
 
     // Traffic the kernel owns still flows through an interface under etran, and is counted.
-    sh(&format!(
-        "ip netns exec {} ping -c 5 -i 0.05 -W 1 10.77.0.2",
-        net.a
-    ));
+    sh(&format!("ip netns exec {} ping -c 5 -i 0.05 -W 1 10.77.0.2", net.a));
     let stats = ok_json(&net.a, &["-j", "stats", "va"]);
     assert_eq!(stats[0]["iface"], "va");
-    assert!(
-        class(&stats, "ipv4_other")["pass"]["packets"]
-            .as_u64()
-            .unwrap()
-            >= 5
-    );
+    assert!(class(&stats, "ipv4_other")["pass"]["packets"].as_u64().unwrap() >= 5);
     assert_eq!(class(&stats, "tcp")["drop"]["packets"], 0);
     let all = ok_json(&net.a, &["-j", "stats"]);
-    assert_eq!(
-        all.as_array().unwrap().len(),
-        1,
-        "stats without IFACE lists every etran interface"
-    );
+    assert_eq!(all.as_array().unwrap().len(), 1, "stats without IFACE lists every etran interface");
 
     let down = ok_json(&net.a, &["-j", "down", "va"]);
     assert_eq!(down["was_up"], true);
     let again = etran(&net.a, &["down", "va"]);
-    assert!(
-        again.status.success(),
-        "down of an interface that is not up exits 0"
-    );
+    assert!(again.status.success(), "down of an interface that is not up exits 0");
     assert!(String::from_utf8_lossy(&again.stdout).contains("not up"));
     let xdp = sh(&format!("ip -n {} -d link show va", net.a));
-    assert!(
-        !String::from_utf8_lossy(&xdp.stdout).contains("prog/xdp"),
-        "nothing left attached"
-    );
+    assert!(!String::from_utf8_lossy(&xdp.stdout).contains("prog/xdp"), "nothing left attached");
     let stats = etran(&net.a, &["stats", "va"]);
     assert!(err_line(&stats).contains("not up on va"));
 }
@@ -99,10 +68,7 @@ fn up_stats_down_lifecycle() {
 #[test]
 fn generic_mode_and_queue_limits() {
     let net = VethPair::new("dp-mode");
-    let up = ok_json(
-        &net.a,
-        &["-j", "up", "va", "--mode", "generic", "--queues", "1"],
-    );
+    let up = ok_json(&net.a, &["-j", "up", "va", "--mode", "generic", "--queues", "1"]);
     assert_eq!(up["datapath"]["xdp_mode"], "generic");
     assert_eq!(up["datapath"]["queues"], 1);
     ok_json(&net.a, &["-j", "down", "va"]);
@@ -167,12 +133,7 @@ fn attach_foreign_program(ns: &str, iface: &str) {
         assert!(fd >= 0, "load foreign program: {fd}");
         let ifindex = etran::sys::ifindex(iface).unwrap();
         let ret = unsafe {
-            sys::bpf_xdp_attach(
-                ifindex as i32,
-                fd,
-                sys::XDP_FLAGS_DRV_MODE,
-                std::ptr::null(),
-            )
+            sys::bpf_xdp_attach(ifindex as i32, fd, sys::XDP_FLAGS_DRV_MODE, std::ptr::null())
         };
         assert_eq!(ret, 0, "attach foreign program");
         unsafe { libc::close(fd) };
@@ -184,18 +145,9 @@ fn foreign_program_is_refused_unless_forced() {
     let net = VethPair::new("dp-frgn");
     attach_foreign_program(&net.a, "va");
     let err = err_line(&etran(&net.a, &["up", "va"]));
-    assert!(
-        err.contains("already carries XDP program") && err.contains("--force"),
-        "{err}"
-    );
+    assert!(err.contains("already carries XDP program") && err.contains("--force"), "{err}");
     let out = sh(&format!("ip -n {} -d link show va", net.a));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("foreign"),
-        "foreign program untouched"
-    );
-    assert_eq!(
-        ok_json(&net.a, &["-j", "up", "va", "--force"])["already_up"],
-        false
-    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("foreign"), "foreign program untouched");
+    assert_eq!(ok_json(&net.a, &["-j", "up", "va", "--force"])["already_up"], false);
     ok_json(&net.a, &["-j", "down", "va"]);
 }

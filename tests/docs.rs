@@ -13,11 +13,9 @@ fn generated() -> Vec<(String, Vec<u8>)> {
     cmd.build();
     let mut files = Vec::new();
     man_pages(&cmd, "etran", &mut files);
-    for (shell, file) in [
-        (Shell::Bash, "etran.bash"),
-        (Shell::Zsh, "_etran"),
-        (Shell::Fish, "etran.fish"),
-    ] {
+    for (shell, file) in
+        [(Shell::Bash, "etran.bash"), (Shell::Zsh, "_etran"), (Shell::Fish, "etran.fish")]
+    {
         let mut buf = Vec::new();
         clap_complete::generate(shell, &mut Cli::command(), "etran", &mut buf);
         files.push((format!("completions/{file}"), buf));
@@ -27,19 +25,11 @@ fn generated() -> Vec<(String, Vec<u8>)> {
 
 /// One page per command and subcommand: etran.1, etran-up.1, etran-bench-echo.1, ...
 fn man_pages(cmd: &Command, name: &str, files: &mut Vec<(String, Vec<u8>)>) {
-    let page = cmd
-        .clone()
-        .name(name.to_string())
-        .bin_name(name.replace('-', " "));
+    let page = cmd.clone().name(name.to_string()).bin_name(name.replace('-', " "));
     let mut buf = Vec::new();
-    clap_mangen::Man::new(page)
-        .render(&mut buf)
-        .expect("render man page");
+    clap_mangen::Man::new(page).render(&mut buf).expect("render man page");
     files.push((format!("man/{name}.1"), buf));
-    for sub in cmd
-        .get_subcommands()
-        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
-    {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
         man_pages(sub, &format!("{name}-{}", sub.get_name()), files);
     }
 }

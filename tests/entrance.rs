@@ -51,12 +51,7 @@ fn fixtures() -> Vec<Fixture> {
     later_fragment[20..22].copy_from_slice(&0x00b9u16.to_be_bytes());
     let mut ip_options = eth(ETH_P_IP, &ipv4(IPPROTO_UDP, &[1, 1, 1, 0]));
     ip_options[14] = 0x46; // ihl 6: one word of options (NOPs and EOL)
-    let f = |name, frame, class, outcome| Fixture {
-        name,
-        frame,
-        class,
-        outcome,
-    };
+    let f = |name, frame, class, outcome| Fixture { name, frame, class, outcome };
     vec![
         f("tcp syn", tcp_syn, "tcp", Outcome::Pass),
         f(
@@ -84,75 +79,20 @@ fn fixtures() -> Vec<Fixture> {
             Outcome::Pass,
         ),
         f("ipv4 options", ip_options, "ipv4_other", Outcome::Pass),
-        f(
-            "arp request",
-            eth(ETH_P_ARP, &arp_request()),
-            "arp",
-            Outcome::Pass,
-        ),
+        f("arp request", eth(ETH_P_ARP, &arp_request()), "arp", Outcome::Pass),
         f("ipv6", eth(ETH_P_IPV6, &ipv6()), "ipv6", Outcome::Pass),
-        f(
-            "unknown ethertype",
-            eth(0x88b5, &[0; 46]),
-            "other",
-            Outcome::Pass,
-        ),
+        f("unknown ethertype", eth(0x88b5, &[0; 46]), "other", Outcome::Pass),
         f("tcp later fragment", later_fragment, "tcp", Outcome::Pass),
-        f(
-            "ethernet only",
-            eth(ETH_P_IP, &[]),
-            "ipv4_other",
-            Outcome::Drop("bad_ipv4"),
-        ),
-        f(
-            "ipv4 cut short",
-            eth(ETH_P_IP, &[0x45; 10]),
-            "ipv4_other",
-            Outcome::Drop("bad_ipv4"),
-        ),
-        f(
-            "ipv4 ihl 4",
-            bad_ihl,
-            "ipv4_other",
-            Outcome::Drop("bad_ipv4"),
-        ),
-        f(
-            "ipv4 version 6",
-            bad_version,
-            "ipv4_other",
-            Outcome::Drop("bad_ipv4"),
-        ),
-        f(
-            "ipv4 tot_len past frame",
-            long_tot_len,
-            "ipv4_other",
-            Outcome::Drop("bad_ipv4"),
-        ),
-        f(
-            "ipv4 tot_len below header",
-            tot_below_header,
-            "ipv4_other",
-            Outcome::Drop("bad_ipv4"),
-        ),
+        f("ethernet only", eth(ETH_P_IP, &[]), "ipv4_other", Outcome::Drop("bad_ipv4")),
+        f("ipv4 cut short", eth(ETH_P_IP, &[0x45; 10]), "ipv4_other", Outcome::Drop("bad_ipv4")),
+        f("ipv4 ihl 4", bad_ihl, "ipv4_other", Outcome::Drop("bad_ipv4")),
+        f("ipv4 version 6", bad_version, "ipv4_other", Outcome::Drop("bad_ipv4")),
+        f("ipv4 tot_len past frame", long_tot_len, "ipv4_other", Outcome::Drop("bad_ipv4")),
+        f("ipv4 tot_len below header", tot_below_header, "ipv4_other", Outcome::Drop("bad_ipv4")),
         f("tcp header cut", tcp_cut, "tcp", Outcome::Drop("short_l4")),
-        f(
-            "tcp doff 4",
-            tcp_doff_small,
-            "tcp",
-            Outcome::Drop("short_l4"),
-        ),
-        f(
-            "tcp doff past end",
-            tcp_doff_past_end,
-            "tcp",
-            Outcome::Drop("short_l4"),
-        ),
-        f(
-            "homa header cut",
-            homa_cut,
-            "homa",
-            Outcome::Drop("short_l4"),
-        ),
+        f("tcp doff 4", tcp_doff_small, "tcp", Outcome::Drop("short_l4")),
+        f("tcp doff past end", tcp_doff_past_end, "tcp", Outcome::Drop("short_l4")),
+        f("homa header cut", homa_cut, "homa", Outcome::Drop("short_l4")),
     ]
 }
 
@@ -165,24 +105,15 @@ struct Harness<'a> {
 
 impl Harness<'_> {
     fn new(storage: &mut MaybeUninit<libbpf_rs::OpenObject>) -> Harness<'_> {
-        let open = EntranceSkelBuilder::default()
-            .open(storage)
-            .expect("open entrance");
-        let skel = open
-            .load()
-            .expect("the verifier accepts the entrance program");
+        let open = EntranceSkelBuilder::default().open(storage).expect("open entrance");
+        let skel = open.load().expect("the verifier accepts the entrance program");
         let id =
             libbpf_rs::Program::id_from_fd(std::os::fd::AsFd::as_fd(&skel.progs.etran_entrance))
                 .unwrap();
         let btf = Btf::from_prog_id(id).unwrap();
         let traffic = MapHandle::try_from(&skel.maps.etran_traffic).unwrap();
         let drops = MapHandle::try_from(&skel.maps.etran_drops).unwrap();
-        Harness {
-            skel,
-            btf,
-            traffic,
-            drops,
-        }
+        Harness { skel, btf, traffic, drops }
     }
 
     fn counters(&self) -> Counters {
@@ -192,15 +123,9 @@ impl Harness<'_> {
     /// Runs one frame; returns the verdict and the frame as the program left it.
     fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
         let mut out = vec![0u8; frame.len() + 256];
-        let mut input = ProgramInput::default();
-        input.data_in = Some(frame);
-        input.data_out = Some(&mut out);
-        let output = self
-            .skel
-            .progs
-            .etran_entrance
-            .test_run(input)
-            .expect("test run");
+        let input =
+            ProgramInput { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() };
+        let output = self.skel.progs.etran_entrance.test_run(input).expect("test run");
         let len = output.data.as_ref().map_or(0, |d| d.len());
         let verdict = output.return_value;
         out.truncate(len);
@@ -209,11 +134,8 @@ impl Harness<'_> {
 }
 
 fn class_total(c: &Counters, class: &str) -> (u64, u64) {
-    let row = c
-        .traffic
-        .iter()
-        .find(|r| r.class == class)
-        .unwrap_or_else(|| panic!("no class {class}"));
+    let row =
+        c.traffic.iter().find(|r| r.class == class).unwrap_or_else(|| panic!("no class {class}"));
     (row.pass.packets, row.drop.packets)
 }
 
@@ -240,21 +162,11 @@ fn entrance_fixtures() {
             Outcome::Pass => {
                 assert_eq!(verdict, XDP_PASS, "{}: verdict", fx.name);
                 assert_eq!(out, fx.frame, "{}: a passed frame is untouched", fx.name);
-                assert_eq!(
-                    (pass1 - pass0, drop1 - drop0),
-                    (1, 0),
-                    "{}: counted as pass",
-                    fx.name
-                );
+                assert_eq!((pass1 - pass0, drop1 - drop0), (1, 0), "{}: counted as pass", fx.name);
             }
             Outcome::Drop(reason) => {
                 assert_eq!(verdict, XDP_DROP, "{}: verdict", fx.name);
-                assert_eq!(
-                    (pass1 - pass0, drop1 - drop0),
-                    (0, 1),
-                    "{}: counted as drop",
-                    fx.name
-                );
+                assert_eq!((pass1 - pass0, drop1 - drop0), (0, 1), "{}: counted as drop", fx.name);
                 assert_eq!(
                     drop_total(&after, reason) - drop_total(&before, reason),
                     1,
@@ -263,18 +175,9 @@ fn entrance_fixtures() {
                 );
             }
         }
-        let bytes = |c: &Counters| {
-            c.traffic
-                .iter()
-                .map(|r| r.pass.bytes + r.drop.bytes)
-                .sum::<u64>()
-        };
-        assert_eq!(
-            bytes(&after) - bytes(&before),
-            fx.frame.len() as u64,
-            "{}: bytes",
-            fx.name
-        );
+        let bytes =
+            |c: &Counters| c.traffic.iter().map(|r| r.pass.bytes + r.drop.bytes).sum::<u64>();
+        assert_eq!(bytes(&after) - bytes(&before), fx.frame.len() as u64, "{}: bytes", fx.name);
     }
 }
 
@@ -322,17 +225,9 @@ fn entrance_survives_mutated_frames() {
         );
     }
     let after = h.counters();
-    let total = |c: &Counters| {
-        c.traffic
-            .iter()
-            .map(|r| r.pass.packets + r.drop.packets)
-            .sum::<u64>()
-    };
-    assert_eq!(
-        total(&after) - total(&before),
-        runs,
-        "every frame is counted exactly once"
-    );
+    let total =
+        |c: &Counters| c.traffic.iter().map(|r| r.pass.packets + r.drop.packets).sum::<u64>();
+    assert_eq!(total(&after) - total(&before), runs, "every frame is counted exactly once");
     let drops = |c: &Counters| c.drops.iter().map(|d| d.count.packets).sum::<u64>();
     let class_drops = |c: &Counters| c.traffic.iter().map(|r| r.drop.packets).sum::<u64>();
     assert_eq!(

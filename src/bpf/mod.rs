@@ -2,14 +2,16 @@
 //!
 //! Layout of the C side: `parse.h` (bounds-checked header parsing), `stats.h` (counter layouts
 //! and names shared with `etran stats`), one `*.bpf.c` per program object.
-#![allow(
-    clippy::all,
-    missing_docs,
-    non_camel_case_types,
-    non_upper_case_globals,
-    dead_code
-)]
+#![allow(clippy::all, missing_docs, non_camel_case_types, non_upper_case_globals, dead_code)]
 
 pub mod entrance {
     include!(concat!(env!("OUT_DIR"), "/entrance.skel.rs"));
+}
+
+pub mod switch {
+    include!(concat!(env!("OUT_DIR"), "/switch.skel.rs"));
+}
+
+pub mod xsk_redirect {
+    include!(concat!(env!("OUT_DIR"), "/xsk_redirect.skel.rs"));
 }

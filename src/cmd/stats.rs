@@ -29,12 +29,7 @@ fn collect(args: &StatsArgs) -> anyhow::Result<Vec<Datapath>> {
 
 fn snapshot(dps: &[Datapath]) -> anyhow::Result<Vec<Report>> {
     dps.iter()
-        .map(|dp| {
-            Ok(Report {
-                datapath: dp.summary.clone(),
-                counters: dp.counters()?,
-            })
-        })
+        .map(|dp| Ok(Report { datapath: dp.summary.clone(), counters: dp.counters()? }))
         .collect()
 }
 
@@ -71,11 +66,7 @@ fn render(reports: &[Report], previous: Option<(&[Report], f64)>) -> String {
         text += &t.render();
         let mut drops = Table::new(["drop reason", "packets", "bytes"]);
         for d in &r.counters.drops {
-            drops.row([
-                d.reason.clone(),
-                d.count.packets.to_string(),
-                d.count.bytes.to_string(),
-            ]);
+            drops.row([d.reason.clone(), d.count.packets.to_string(), d.count.bytes.to_string()]);
         }
         text += &drops.render();
         text.push('\n');
@@ -101,12 +92,9 @@ pub fn run(args: StatsArgs, out: &Output) -> anyhow::Result<()> {
         if out.json() {
             out.print_json(&reports)?;
         } else {
-            let prev = previous.as_ref().map(|(p, at)| {
-                (
-                    p.as_slice(),
-                    now.duration_since(*at).as_secs_f64().max(1e-9),
-                )
-            });
+            let prev = previous
+                .as_ref()
+                .map(|(p, at)| (p.as_slice(), now.duration_since(*at).as_secs_f64().max(1e-9)));
             print!("\x1b[2J\x1b[H{}", render(&reports, prev));
         }
         previous = Some((reports, now));

@@ -56,16 +56,11 @@ pub fn enum_members(btf: &Btf<'_>, name: &str, prefix: &str) -> anyhow::Result<V
 
 /// Sums a per-CPU value of type `T` at `key` over all CPUs.
 fn read_percpu<T: Copy + Default>(map: &MapHandle, key: u32) -> anyhow::Result<Vec<T>> {
-    let values = map
-        .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)?
-        .unwrap_or_default();
+    let values = map.lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)?.unwrap_or_default();
     Ok(values
         .iter()
         .map(|bytes| {
-            assert!(
-                bytes.len() >= std::mem::size_of::<T>(),
-                "map value smaller than its type"
-            );
+            assert!(bytes.len() >= std::mem::size_of::<T>(), "map value smaller than its type");
             // SAFETY: T is a plain #[repr(C)] type generated from the map's value type, and the
             // buffer holds at least size_of::<T>() bytes.
             unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
@@ -74,10 +69,7 @@ fn read_percpu<T: Copy + Default>(map: &MapHandle, key: u32) -> anyhow::Result<V
 }
 
 pub fn read(btf: &Btf<'_>, traffic: &MapHandle, drops: &MapHandle) -> anyhow::Result<Counters> {
-    let mut out = Counters {
-        traffic: Vec::new(),
-        drops: Vec::new(),
-    };
+    let mut out = Counters { traffic: Vec::new(), drops: Vec::new() };
     for (key, class) in enum_members(btf, "etran_proto", "ETRAN_PROTO_")? {
         let mut row = ClassCounts {
             class,

@@ -32,9 +32,7 @@ fn kernel_release() -> anyhow::Result<String> {
     let mut uts: libc::utsname = unsafe { mem::zeroed() };
     crate::sys::cvt(unsafe { libc::uname(&mut uts) })?;
     // SAFETY: uname NUL-terminates release.
-    Ok(unsafe { CStr::from_ptr(uts.release.as_ptr()) }
-        .to_string_lossy()
-        .into_owned())
+    Ok(unsafe { CStr::from_ptr(uts.release.as_ptr()) }.to_string_lossy().into_owned())
 }
 
 /// `6.18.44-fc-v782` → (6, 18).
@@ -51,11 +49,7 @@ pub fn has_native_hooks() -> bool {
     };
     let found = btf
         .type_by_name::<libbpf_rs::btf::types::Enum<'_>>("bpf_attach_type")
-        .is_some_and(|attach| {
-            attach
-                .iter()
-                .any(|m| m.name.is_some_and(|n| n == "BPF_XDP_EGRESS"))
-        });
+        .is_some_and(|attach| attach.iter().any(|m| m.name.is_some_and(|n| n == "BPF_XDP_EGRESS")));
     found
 }
 
@@ -151,52 +145,8 @@ pub fn prog_info(id: u32) -> anyhow::Result<ProgInfo> {
     }
     map_ids.truncate(info.nr_map_ids.min(64) as usize);
     // SAFETY: the kernel NUL-terminates name within BPF_OBJ_NAME_LEN.
-    let name = unsafe { CStr::from_ptr(info.name.as_ptr()) }
-        .to_string_lossy()
-        .into_owned();
+    let name = unsafe { CStr::from_ptr(info.name.as_ptr()) }.to_string_lossy().into_owned();
     Ok(ProgInfo { name, map_ids })
-}
-
-/// Number of RX queues of an interface (ETHTOOL_GCHANNELS), 1 when the driver does not say.
-pub fn rx_queues(iface: &str) -> anyhow::Result<u32> {
-    #[repr(C)]
-    #[derive(Default)]
-    struct EthtoolChannels {
-        cmd: u32,
-        max_rx: u32,
-        max_tx: u32,
-        max_other: u32,
-        max_combined: u32,
-        rx_count: u32,
-        tx_count: u32,
-        other_count: u32,
-        combined_count: u32,
-    }
-    const ETHTOOL_GCHANNELS: u32 = 0x3c;
-    let mut ch = EthtoolChannels {
-        cmd: ETHTOOL_GCHANNELS,
-        ..Default::default()
-    };
-    // SAFETY: ifreq is plain data; the name fits (checked) and ifr_data points at `ch`.
-    let mut ifr: libc::ifreq = unsafe { mem::zeroed() };
-    if iface.len() >= ifr.ifr_name.len() {
-        bail!("interface name {iface:?} is too long");
-    }
-    for (dst, src) in ifr.ifr_name.iter_mut().zip(iface.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    ifr.ifr_ifru.ifru_data = (&mut ch as *mut EthtoolChannels).cast();
-    let sock = crate::sys::cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) })?;
-    let ret = unsafe { libc::ioctl(sock, libc::SIOCETHTOOL, &mut ifr) };
-    let err = io::Error::last_os_error();
-    unsafe { libc::close(sock) };
-    if ret < 0 {
-        return match err.raw_os_error() {
-            Some(libc::EOPNOTSUPP) => Ok(1),
-            _ => Err(err).with_context(|| format!("reading the channels of {iface}")),
-        };
-    }
-    Ok((ch.rx_count + ch.combined_count).max(1))
 }
 
 #[cfg(test)]

@@ -90,15 +90,10 @@ pub fn find(iface: &str) -> anyhow::Result<Option<Datapath>> {
         }
     }
     let missing = || anyhow::anyhow!("program {prog_id} on {iface} lacks the etran maps");
-    let (traffic, drops, config) = (
-        traffic.ok_or_else(missing)?,
-        drops.ok_or_else(missing)?,
-        config.ok_or_else(missing)?,
-    );
+    let (traffic, drops, config) =
+        (traffic.ok_or_else(missing)?, drops.ok_or_else(missing)?, config.ok_or_else(missing)?);
     let btf = Btf::from_prog_id(prog_id).context("reading the program's BTF")?;
-    let rodata = config
-        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)?
-        .unwrap_or_default();
+    let rodata = config.lookup(&0u32.to_ne_bytes(), MapFlags::ANY)?.unwrap_or_default();
     if rodata.len() < std::mem::size_of::<types::rodata>() {
         bail!("program {prog_id} on {iface} has an unexpected configuration layout");
     }
@@ -116,12 +111,7 @@ pub fn find(iface: &str) -> anyhow::Result<Option<Datapath>> {
         backend,
         queues: rodata.etran_config.queues,
     };
-    Ok(Some(Datapath {
-        summary,
-        btf,
-        traffic,
-        drops,
-    }))
+    Ok(Some(Datapath { summary, btf, traffic, drops }))
 }
 
 /// Every interface of this network namespace that carries the etran datapath.
@@ -145,11 +135,7 @@ fn interface_names() -> anyhow::Result<Vec<String>> {
     let mut p = list;
     unsafe {
         while (*p).if_index != 0 {
-            names.push(
-                std::ffi::CStr::from_ptr((*p).if_name)
-                    .to_string_lossy()
-                    .into_owned(),
-            );
+            names.push(std::ffi::CStr::from_ptr((*p).if_name).to_string_lossy().into_owned());
             p = p.add(1);
         }
         libc::if_freenameindex(list);
@@ -176,7 +162,7 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
     kernel::check_supported()?;
     let ifindex = crate::sys::ifindex(iface)?;
     let backend = resolve_backend(opts.backend)?;
-    let available = kernel::rx_queues(iface)?;
+    let available = crate::ethtool::rx_queues(iface)?.unwrap_or(1);
     let queues = opts.queues.unwrap_or(available);
     if queues > available {
         bail!("{iface} has {available} RX queue(s); --queues {queues} is more than that");
@@ -194,10 +180,7 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
                 info.name
             );
         }
-        log::warn(format!(
-            "replacing XDP program {:?} (id {prog_id}) on {iface}",
-            info.name
-        ));
+        log::warn(format!("replacing XDP program {:?} (id {prog_id}) on {iface}", info.name));
         kernel::detach(ifindex, mode)?;
     }
 
@@ -205,16 +188,10 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
     let mut open = EntranceSkelBuilder::default()
         .open(&mut storage)
         .context("opening the embedded entrance object")?;
-    let config = open
-        .maps
-        .rodata_data
-        .as_deref_mut()
-        .context("entrance object has no .rodata")?;
+    let config = open.maps.rodata_data.as_deref_mut().context("entrance object has no .rodata")?;
     config.etran_config.backend = backend;
     config.etran_config.queues = queues;
-    let mut skel = open
-        .load()
-        .context("loading the entrance program (verifier log above)")?;
+    let mut skel = open.load().context("loading the entrance program (verifier log above)")?;
     let prog_fd = skel.progs.etran_entrance.as_fd().as_raw_fd();
 
     let mode = attach_with_fallback(iface, ifindex, prog_fd, opts.mode)?;
@@ -250,9 +227,9 @@ fn attach_with_fallback(
     if mode == XdpMode::Native {
         match kernel::attach(ifindex, prog_fd, AttachMode::Native) {
             Ok(()) => return Ok(AttachMode::Native),
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => log::warn(format!(
-                "{iface} has no native XDP support; attaching in generic mode"
-            )),
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                log::warn(format!("{iface} has no native XDP support; attaching in generic mode"))
+            }
             Err(e) => return Err(e).with_context(|| format!("attaching to {iface}")),
         }
     }

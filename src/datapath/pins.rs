@@ -32,13 +32,7 @@ pub fn ensure_bpffs(path: &Path) -> anyhow::Result<()> {
     let target = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
     // SAFETY: all arguments are valid NUL-terminated strings or NULL.
     let ret = unsafe {
-        libc::mount(
-            c"bpf".as_ptr(),
-            target.as_ptr(),
-            c"bpf".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
+        libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null())
     };
     crate::sys::cvt(ret).with_context(|| format!("mounting bpffs at {}", path.display()))?;
     if in_private_mount_ns() {
@@ -72,9 +66,8 @@ fn is_bpffs(path: &Path) -> anyhow::Result<bool> {
 
 /// The pin directory of `iface` in the calling thread's network namespace.
 pub fn iface_dir(iface: &str) -> anyhow::Result<PathBuf> {
-    let ino = fs::metadata("/proc/thread-self/ns/net")
-        .context("reading our network namespace")?
-        .ino();
+    let ino =
+        fs::metadata("/proc/thread-self/ns/net").context("reading our network namespace")?.ino();
     Ok(Path::new(BPFFS_ROOT).join(format!("net{ino}")).join(iface))
 }
 

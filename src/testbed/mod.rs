@@ -1,1 +1,750 @@
-//! The built-in testbed (placeholder; being written).
+//! The built-in testbed: N hosts, each a network namespace `NAME-hI` with one veth "NIC"
+//! (`eth0`, 10.99.0.I/24, MAC 02:99:00:00:00:II, permanent ARP entries for every other host),
+//! all plugged into a switch namespace `NAME-sw`.
+//!
+//! The switch holds a Linux bridge `br0` with every port `pI` (the other end of host I's veth)
+//! enslaved, with static FDB entries for the hosts' MACs. By default an XDP program on each port
+//! redirects known unicast straight to the destination port through a devmap, so a frame crosses
+//! the switch without ever becoming an skb; the bridge only sees broadcast and unknown frames.
+//! With a bottleneck rate (HTB on every port towards a host) or ECN marking, the XDP redirect is
+//! off and frames go through the bridge and the qdisc, so a real queue forms. Loss, duplication
+//! and corruption are our own BPF (see src/bpf/switch.bpf.c), since this kernel has no netem.
+//!
+//! The hosts' eth0 get GRO rather than an XDP program (users run `etran up eth0` there), which
+//! is what a veth needs to receive redirected frames; the switch ports get GRO too. Whenever
+//! XDP runs on the switch ports (XDP forwarding, or any impairment), the hosts' eth0 also get TX
+//! checksum offload (and so TSO) off: XDP turns an skb into raw bytes, and a TCP/UDP checksum the
+//! sending stack left for "hardware" to finish would arrive wrong. The cost: host kernel TCP sends
+//! MTU-sized segments with software checksums in XDP mode (etran's AF_XDP frames are unaffected);
+//! in pure kernel forwarding (--rate/--ecn-threshold without impairments) offloads stay on.
+//!
+//! Impairments (all in src/bpf/switch.bpf.c, probabilities in .rodata): loss is XDP_DROP and
+//! corruption flips one random byte of the Ethernet payload, both in the ports' XDP program;
+//! duplication is XDP_PASS with a mark in the XDP metadata, then a tc ingress program clones the
+//! frame out of the destination port (`bpf_clone_redirect`) and lets the original go on through
+//! the bridge. With --rate (kernel forwarding) the XDP program still impairs but never redirects,
+//! so impaired traffic also crosses the bridge and the HTB queue. ECN marking is a tc egress
+//! program on each port keeping a virtual queue drained at the HTB rate.
+//!
+//! IPv6 is disabled in every testbed namespace (no router solicitation, DAD or MLD chatter in
+//! measurements and counters).
+//!
+//! Every namespace of a testbed is marked: the alias of its `lo` reads
+//! `etran-testbed v1 name=NAME role=sw|hI ...`, the switch's also holding the spec. [`down`],
+//! [`status`] and stale-testbed removal only ever touch namespaces with the right mark.
+use std::{
+    net::Ipv4Addr,
+    sync::{atomic::AtomicU32, Mutex},
+};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::{
+    cleanup,
+    ethtool::{set_gro, set_tx_checksum},
+    netlink::Netlink,
+    netns::NetNs,
+};
+
+pub mod switch;
+
+pub use switch::Counters;
+
+/// The NIC name inside every host namespace.
+pub const HOST_NIC: &str = "eth0";
+/// The bridge inside the switch namespace.
+pub const BRIDGE: &str = "br0";
+/// The largest testbed.
+pub const MAX_HOSTS: u8 = 32;
+const MARK: &str = "etran-testbed v1";
+
+/// What to build.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Spec {
+    pub name: String,
+    pub hosts: u8,
+    /// Bottleneck rate of every switch port towards a host, bits/s (HTB; kernel forwarding).
+    pub rate_bps: Option<u64>,
+    /// Mark CE on ECT packets when a port's estimated backlog exceeds this many bytes (needs
+    /// `rate_bps`).
+    pub ecn_threshold: Option<u32>,
+    /// Fractions of frames (0..=1) the switch drops, duplicates, corrupts.
+    pub loss: f64,
+    pub duplicate: f64,
+    pub corrupt: f64,
+}
+
+impl Spec {
+    /// A testbed of `hosts` hosts with no impairments, forwarding with XDP.
+    pub fn new(name: &str, hosts: u8) -> Spec {
+        Spec {
+            name: name.to_string(),
+            hosts,
+            rate_bps: None,
+            ecn_threshold: None,
+            loss: 0.0,
+            duplicate: 0.0,
+            corrupt: 0.0,
+        }
+    }
+
+    /// Whether the switch forwards through the kernel (bridge + qdisc) rather than XDP.
+    pub fn kernel_forwarding(&self) -> bool {
+        self.rate_bps.is_some() || self.ecn_threshold.is_some()
+    }
+
+    /// "xdp" or "kernel".
+    pub fn mode(&self) -> &'static str {
+        if self.kernel_forwarding() {
+            "kernel"
+        } else {
+            "xdp"
+        }
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        validate_name(&self.name)?;
+        if !(2..=MAX_HOSTS).contains(&self.hosts) {
+            bail!("a testbed has 2 to {MAX_HOSTS} hosts, not {}", self.hosts);
+        }
+        for (what, f) in
+            [("loss", self.loss), ("duplicate", self.duplicate), ("corrupt", self.corrupt)]
+        {
+            if !(0.0..=1.0).contains(&f) {
+                bail!("--{what} must be a fraction between 0 and 1, not {f}");
+            }
+        }
+        if self.ecn_threshold.is_some() && self.rate_bps.is_none() {
+            bail!("--ecn-threshold needs --rate (ECN marks against the bottleneck rate)");
+        }
+        if self.rate_bps == Some(0) {
+            bail!("--rate must be above zero");
+        }
+        Ok(())
+    }
+
+    fn marker(&self) -> String {
+        let mut s = format!("{MARK} name={} role=sw hosts={}", self.name, self.hosts);
+        if let Some(r) = self.rate_bps {
+            s += &format!(" rate={r}");
+        }
+        if let Some(e) = self.ecn_threshold {
+            s += &format!(" ecn={e}");
+        }
+        for (k, v) in [("loss", self.loss), ("dup", self.duplicate), ("corrupt", self.corrupt)] {
+            if v != 0.0 {
+                s += &format!(" {k}={v}");
+            }
+        }
+        s
+    }
+}
+
+/// A parsed namespace mark.
+#[derive(Debug, Clone, PartialEq)]
+struct Mark {
+    name: String,
+    role: String,
+    spec: Option<Spec>,
+}
+
+fn host_marker(name: &str, index: u8) -> String {
+    format!("{MARK} name={name} role=h{index}")
+}
+
+fn parse_mark(alias: &str) -> Option<Mark> {
+    let rest = alias.strip_prefix(MARK)?.strip_prefix(' ')?;
+    let mut name = None;
+    let mut role = None;
+    let mut spec = Spec::new("", 0);
+    for kv in rest.split(' ') {
+        let (k, v) = kv.split_once('=')?;
+        match k {
+            "name" => name = Some(v.to_string()),
+            "role" => role = Some(v.to_string()),
+            "hosts" => spec.hosts = v.parse().ok()?,
+            "rate" => spec.rate_bps = Some(v.parse().ok()?),
+            "ecn" => spec.ecn_threshold = Some(v.parse().ok()?),
+            "loss" => spec.loss = v.parse().ok()?,
+            "dup" => spec.duplicate = v.parse().ok()?,
+            "corrupt" => spec.corrupt = v.parse().ok()?,
+            _ => {}
+        }
+    }
+    let name = name?;
+    let role = role?;
+    spec.name = name.clone();
+    let spec = (role == "sw").then_some(spec);
+    Some(Mark { name, role, spec })
+}
+
+/// Testbed names: 1 to 32 of A-Z a-z 0-9 _ - ., not starting with `-` or `.` (they prefix
+/// namespace names).
+pub fn validate_name(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with(['-', '.'])
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !ok {
+        bail!(
+            "bad testbed name {name:?}: use 1 to 32 of A-Z a-z 0-9 _ - . (not starting with - or .)"
+        );
+    }
+    Ok(())
+}
+
+/// Which testbed role a namespace name would play in testbed `name` ("sw", "h3"), by name only.
+fn role_by_name(testbed: &str, ns: &str) -> Option<String> {
+    let rest = ns.strip_prefix(testbed)?.strip_prefix('-')?;
+    if rest == "sw" {
+        return Some(rest.to_string());
+    }
+    let n = rest.strip_prefix('h')?;
+    if n.is_empty() || n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(rest.to_string())
+}
+
+/// The address of host `index`.
+pub fn host_ip(index: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 99, 0, index)
+}
+
+/// The MAC of host `index`'s NIC.
+pub fn host_mac(index: u8) -> [u8; 6] {
+    [0x02, 0x99, 0, 0, 0, index]
+}
+
+/// The MAC of the switch port towards host `index`.
+pub fn port_mac(index: u8) -> [u8; 6] {
+    [0x02, 0x99, 0, 0, 1, index]
+}
+
+/// The switch port towards host `index`.
+pub fn port_name(index: u8) -> String {
+    format!("p{index}")
+}
+
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+fn serialize_mac<S: serde::Serializer>(mac: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_mac(mac))
+}
+
+/// One host of a testbed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Host {
+    /// 1-based.
+    pub index: u8,
+    pub netns: String,
+    pub nic: String,
+    pub ip: Ipv4Addr,
+    #[serde(serialize_with = "serialize_mac")]
+    pub mac: [u8; 6],
+}
+
+impl Host {
+    fn of(testbed: &str, index: u8) -> Host {
+        Host {
+            index,
+            netns: format!("{testbed}-h{index}"),
+            nic: HOST_NIC.to_string(),
+            ip: host_ip(index),
+            mac: host_mac(index),
+        }
+    }
+}
+
+/// A built testbed. One made by [`Testbed::up`] stays after the process exits; one made by
+/// [`Testbed::private`] is removed when dropped or when the process is interrupted.
+#[derive(Debug)]
+pub struct Testbed {
+    spec: Spec,
+    hosts: Vec<Host>,
+    private: bool,
+}
+
+/// Serializes building and interrupt-time removal: a Ctrl-C in the middle of a build waits for
+/// the build (or its failure cleanup) to finish, then removes what it made.
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+static PRIVATE_SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn cleanup_key(name: &str) -> String {
+    format!("testbed:{name}")
+}
+
+impl Testbed {
+    /// Builds the testbed `spec` describes, first removing a stale testbed of the same name.
+    /// It persists (nothing removes it on drop). Fails, leaving nothing behind, if a namespace
+    /// it needs exists and is not part of an etran testbed of that name.
+    pub fn up(spec: &Spec) -> anyhow::Result<Testbed> {
+        Self::build(spec.clone(), false)
+    }
+
+    /// A private testbed of `hosts` hosts under a unique name (`etb<pid>_<n>`), removed when
+    /// dropped and when the process gets Ctrl-C/SIGTERM. Private testbeds left by processes
+    /// that died are removed first.
+    pub fn private(hosts: u8) -> anyhow::Result<Testbed> {
+        Self::private_with(Spec::new("", hosts))
+    }
+
+    /// Like [`Testbed::private`] with impairments; `spec.name` is ignored.
+    pub fn private_with(mut spec: Spec) -> anyhow::Result<Testbed> {
+        reap_dead_private();
+        let n = PRIVATE_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        spec.name = format!("etb{}_{n}", std::process::id());
+        Self::build(spec, true)
+    }
+
+    fn build(spec: Spec, private: bool) -> anyhow::Result<Testbed> {
+        spec.validate()?;
+        check_names_free(&spec)?;
+        let name = spec.name.clone();
+        let key = cleanup_key(&name);
+        {
+            let n = name.clone();
+            cleanup::register(
+                key.clone(),
+                Box::new(move || {
+                    let _guard = BUILD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+                    let _ = down(&n);
+                }),
+            );
+        }
+        let guard = BUILD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let built = down(&name).and_then(|_| build_all(&spec));
+        let hosts = match built {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = down(&name);
+                drop(guard);
+                cleanup::unregister(&key);
+                return Err(e.context(format!("building testbed {name:?}")));
+            }
+        };
+        drop(guard);
+        if !private {
+            cleanup::unregister(&key);
+        }
+        crate::log::info(format!(
+            "testbed {name}: {} hosts, {} forwarding",
+            spec.hosts,
+            spec.mode()
+        ));
+        Ok(Testbed { spec, hosts, private })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    /// Host `index` (1-based). Panics when out of range.
+    pub fn host(&self, index: u8) -> &Host {
+        assert!(
+            (1..=self.hosts.len()).contains(&(index as usize)),
+            "testbed {} has no host {index}",
+            self.name()
+        );
+        &self.hosts[index as usize - 1]
+    }
+
+    /// Host `index`'s namespace.
+    pub fn netns(&self, index: u8) -> anyhow::Result<NetNs> {
+        let host = self
+            .hosts
+            .get((index as usize).wrapping_sub(1))
+            .with_context(|| format!("testbed {} has no host {index}", self.name()))?;
+        NetNs::open(&host.netns)
+    }
+
+    /// The switch's namespace name.
+    pub fn switch_netns_name(&self) -> String {
+        format!("{}-sw", self.name())
+    }
+
+    /// The switch's namespace.
+    pub fn switch_netns(&self) -> anyhow::Result<NetNs> {
+        NetNs::open(&self.switch_netns_name())
+    }
+
+    /// Whether this testbed is removed on drop.
+    pub fn is_private(&self) -> bool {
+        self.private
+    }
+
+    /// The switch's counters (summed over ports and CPUs; zero when it runs no BPF program).
+    pub fn counters(&self) -> anyhow::Result<Counters> {
+        read_counters(&self.switch_netns()?, self.hosts.len() as u8)
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        if self.private {
+            let _guard = BUILD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = down(self.name()) {
+                crate::log::warn(format!("removing testbed {}: {e:#}", self.name()));
+            }
+            cleanup::unregister(&cleanup_key(self.name()));
+        }
+    }
+}
+
+/// Runs inside every new namespace before it gets its name: marks it, brings lo up and turns
+/// IPv6 off (no router solicitations, DAD or MLD chatter in measurements).
+fn init_ns(mark: &str) -> anyhow::Result<()> {
+    for path in
+        ["/proc/sys/net/ipv6/conf/all/disable_ipv6", "/proc/sys/net/ipv6/conf/default/disable_ipv6"]
+    {
+        if let Err(e) = std::fs::write(path, "1") {
+            crate::log::debug(format!("{path}: {e}"));
+        }
+    }
+    let mut nl = Netlink::open()?;
+    let lo = nl.index("lo")?;
+    nl.set_alias(lo, mark)?;
+    nl.set_up(lo)?;
+    Ok(())
+}
+
+/// The mark of namespace `ns`, or None when it has none (or is not a namespace at all).
+fn read_mark(ns: &str) -> anyhow::Result<Option<Mark>> {
+    let handle = match NetNs::open(ns) {
+        Ok(h) => h,
+        Err(_) => return Ok(None),
+    };
+    let alias = handle.run(|| -> anyhow::Result<Option<String>> {
+        Ok(Netlink::open()?.link("lo")?.and_then(|l| l.alias))
+    })??;
+    Ok(alias.as_deref().and_then(parse_mark))
+}
+
+/// Namespaces (by name) that belong to testbed `name`: named like its parts and marked as such.
+fn namespaces_of(name: &str) -> anyhow::Result<Vec<(String, Mark)>> {
+    let mut out = Vec::new();
+    for ns in NetNs::list()? {
+        if role_by_name(name, &ns).is_none() {
+            continue;
+        }
+        if let Some(mark) = read_mark(&ns)? {
+            if mark.name == name && role_by_name(name, &ns).as_deref() == Some(mark.role.as_str()) {
+                out.push((ns, mark));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses to build over a namespace that has one of our names but is not ours.
+fn check_names_free(spec: &Spec) -> anyhow::Result<()> {
+    let mut wanted: Vec<String> = (1..=spec.hosts).map(|i| format!("{}-h{i}", spec.name)).collect();
+    wanted.push(format!("{}-sw", spec.name));
+    let existing = NetNs::list()?;
+    for ns in wanted.iter().filter(|w| existing.contains(w)) {
+        if NetNs::is_stale_file(ns) {
+            continue; // an empty leftover file, removed by down()
+        }
+        match read_mark(ns)? {
+            Some(m) if m.name == spec.name => {}
+            _ => bail!(
+                "network namespace {ns:?} exists and is not part of etran testbed {:?}; \
+                 refusing to touch it (pick another --name)",
+                spec.name
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Removes testbed `name`: every namespace marked as part of it (and empty leftover files under
+/// its names). Returns whether anything was removed. Never touches unmarked namespaces.
+pub fn down(name: &str) -> anyhow::Result<bool> {
+    validate_name(name)?;
+    let mut removed = false;
+    for ns in NetNs::list()? {
+        if role_by_name(name, &ns).is_some() && NetNs::is_stale_file(&ns) {
+            NetNs::delete(&ns)?;
+            removed = true;
+        }
+    }
+    for (ns, _) in namespaces_of(name)? {
+        // A datapath a user put on a host NIC dies with the namespace, but its pins would keep
+        // its maps alive: take it down first.
+        if let Ok(handle) = NetNs::open(&ns) {
+            if let Ok(Err(e)) = handle.run(|| crate::datapath::down(HOST_NIC)) {
+                crate::log::debug(format!("etran down {HOST_NIC} in {ns}: {e:#}"));
+            }
+        }
+        NetNs::delete(&ns).with_context(|| format!("removing network namespace {ns}"))?;
+        removed = true;
+    }
+    Ok(removed)
+}
+
+/// Removes private testbeds (`etb<pid>_<n>`) whose process is gone.
+fn reap_dead_private() {
+    let Ok(list) = NetNs::list() else { return };
+    let mut dead: Vec<String> = Vec::new();
+    for ns in list {
+        let Some(rest) = ns.strip_prefix("etb") else {
+            continue;
+        };
+        let Some((tb_rest, _role)) = rest.rsplit_once('-') else {
+            continue;
+        };
+        let Some((pid, _n)) = tb_rest.split_once('_') else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<i32>() else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks for existence.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        let tb = format!("etb{tb_rest}");
+        if gone && !dead.contains(&tb) {
+            dead.push(tb);
+        }
+    }
+    for tb in dead {
+        crate::log::info(format!("removing stale private testbed {tb}"));
+        let _ = down(&tb);
+    }
+}
+
+fn build_all(spec: &Spec) -> anyhow::Result<Vec<Host>> {
+    let name = &spec.name;
+    let sw_mark = spec.marker();
+    let sw = NetNs::add_with(&format!("{name}-sw"), || init_ns(&sw_mark))?;
+    let hosts: Vec<Host> = (1..=spec.hosts).map(|i| Host::of(name, i)).collect();
+    let mut host_ns = Vec::new();
+    for h in &hosts {
+        let mark = host_marker(name, h.index);
+        host_ns.push(NetNs::add_with(&h.netns, || init_ns(&mark))?);
+    }
+
+    let mut nl = Netlink::open_in(&sw)?;
+    nl.add_bridge(BRIDGE, [0x02, 0x99, 0, 0, 2, 0])?;
+    let br = nl.index(BRIDGE)?;
+    for (h, ns) in hosts.iter().zip(&host_ns) {
+        nl.add_veth(&port_name(h.index), port_mac(h.index), HOST_NIC, h.mac, ns)?;
+    }
+    let links = nl.links()?;
+    let mut ports = Vec::new();
+    for h in &hosts {
+        let pname = port_name(h.index);
+        let idx = links
+            .iter()
+            .find(|l| l.name == pname)
+            .map(|l| l.index)
+            .with_context(|| format!("port {pname} vanished"))?;
+        nl.set_master(idx, br)?;
+        nl.add_bridge_fdb(idx, h.mac)?;
+        ports.push(switch::Port { host: h.index, ifindex: idx, host_mac: h.mac });
+    }
+    let port_names: Vec<String> = hosts.iter().map(|h| port_name(h.index)).collect();
+    sw.run(|| switch::install(spec, &ports))??;
+    for p in &ports {
+        nl.set_up(p.ifindex)?;
+    }
+    nl.set_up(br)?;
+    // GRO after the link is up: a veth enables NAPI (which receiving redirected frames needs)
+    // when GRO is switched on while it is up; switched on while down, it stays without.
+    sw.run(|| -> anyhow::Result<()> {
+        for p in &port_names {
+            set_gro(p, true)?;
+        }
+        Ok(())
+    })??;
+
+    let xdp_on_ports = switch::SwitchConfig::of(spec).needs_xdp();
+    for (h, ns) in hosts.iter().zip(&host_ns) {
+        let mut hn = Netlink::open_in(ns)?;
+        let nic = hn.index(HOST_NIC)?;
+        hn.add_address_v4(nic, h.ip, 24)?;
+        for other in hosts.iter().filter(|o| o.index != h.index) {
+            hn.add_neighbour_v4(nic, other.ip, other.mac)?;
+        }
+        hn.set_up(nic)?;
+        ns.run(|| -> anyhow::Result<()> {
+            set_gro(HOST_NIC, true)?;
+            if xdp_on_ports {
+                set_tx_checksum(HOST_NIC, false)?;
+            }
+            Ok(())
+        })??;
+    }
+    Ok(hosts)
+}
+
+fn read_counters(sw: &NetNs, hosts: u8) -> anyhow::Result<Counters> {
+    sw.run(|| -> anyhow::Result<Counters> {
+        let mut nl = Netlink::open()?;
+        let links = nl.links()?;
+        // Every port runs programs of the same object, so one port's program tells all.
+        let port = (1..=hosts).find_map(|i| links.iter().find(|l| l.name == port_name(i)));
+        let Some(port) = port else {
+            return Ok(Counters::default());
+        };
+        match port.xdp_prog_id.or_else(|| switch::tc_prog_id(port.index)) {
+            Some(id) => switch::counters(id),
+            None => Ok(Counters::default()),
+        }
+    })?
+}
+
+/// What `etran testbed status` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub name: String,
+    pub switch_netns: String,
+    /// "xdp" or "kernel".
+    pub mode: String,
+    pub rate_bps: Option<u64>,
+    pub ecn_threshold: Option<u32>,
+    pub loss: f64,
+    pub duplicate: f64,
+    pub corrupt: f64,
+    pub hosts: Vec<HostStatus>,
+    /// Whether every namespace of the testbed is there.
+    pub complete: bool,
+    /// Switch program counters (absent when the switch runs no BPF program: a bare --rate).
+    pub counters: Option<Counters>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostStatus {
+    #[serde(flatten)]
+    pub host: Host,
+    pub present: bool,
+}
+
+/// The state of testbed `name`, or None when none of it exists.
+pub fn status(name: &str) -> anyhow::Result<Option<Status>> {
+    validate_name(name)?;
+    let found = namespaces_of(name)?;
+    if found.is_empty() {
+        return Ok(None);
+    }
+    let sw_name = format!("{name}-sw");
+    let spec = found.iter().find_map(|(_, m)| m.spec.clone());
+    let host_count = match &spec {
+        Some(s) => s.hosts,
+        None => found
+            .iter()
+            .filter_map(|(_, m)| m.role.strip_prefix('h')?.parse::<u8>().ok())
+            .max()
+            .unwrap_or(0),
+    };
+    let hosts: Vec<HostStatus> = (1..=host_count)
+        .map(|i| {
+            let host = Host::of(name, i);
+            let present = found.iter().any(|(ns, _)| *ns == host.netns);
+            HostStatus { host, present }
+        })
+        .collect();
+    let complete = spec.is_some() && hosts.iter().all(|h| h.present);
+    let counters = match &spec {
+        Some(s) => NetNs::open(&sw_name)
+            .and_then(|sw| read_counters(&sw, s.hosts))
+            .ok()
+            .filter(|_| switch::SwitchConfig::of(s).loads_programs()),
+        None => None,
+    };
+    let spec = spec.unwrap_or_else(|| Spec::new(name, host_count));
+    Ok(Some(Status {
+        name: name.to_string(),
+        switch_netns: sw_name,
+        mode: if complete { spec.mode().to_string() } else { "broken".to_string() },
+        rate_bps: spec.rate_bps,
+        ecn_threshold: spec.ecn_threshold,
+        loss: spec.loss,
+        duplicate: spec.duplicate,
+        corrupt: spec.corrupt,
+        hosts,
+        complete,
+        counters,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_deterministic() {
+        assert_eq!(host_ip(3), Ipv4Addr::new(10, 99, 0, 3));
+        assert_eq!(format_mac(&host_mac(17)), "02:99:00:00:00:11");
+        assert_eq!(format_mac(&port_mac(2)), "02:99:00:00:01:02");
+        let h = Host::of("etran", 2);
+        assert_eq!(h.netns, "etran-h2");
+        assert_eq!(h.nic, "eth0");
+        assert!(port_name(MAX_HOSTS).len() <= 15);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for ok in ["etran", "tb-1", "a.b_c", &"x".repeat(32)] {
+            validate_name(ok).unwrap();
+        }
+        for bad in ["", "-x", ".x", "a/b", "a b", &"x".repeat(33)] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn roles_come_from_names() {
+        assert_eq!(role_by_name("tb", "tb-sw").as_deref(), Some("sw"));
+        assert_eq!(role_by_name("tb", "tb-h12").as_deref(), Some("h12"));
+        assert_eq!(role_by_name("tb", "tb-x-h1"), None);
+        assert_eq!(role_by_name("tb", "tb-h"), None);
+        assert_eq!(role_by_name("tb", "tb-h01"), None);
+        assert_eq!(role_by_name("tb", "tbx-sw"), None);
+    }
+
+    #[test]
+    fn specs_are_validated() {
+        Spec::new("t", 2).validate().unwrap();
+        assert!(Spec::new("t", 1).validate().is_err());
+        assert!(Spec::new("t", 33).validate().is_err());
+        let mut s = Spec::new("t", 2);
+        s.ecn_threshold = Some(1000);
+        assert!(s.validate().is_err());
+        s.rate_bps = Some(1_000_000);
+        s.validate().unwrap();
+        assert_eq!(s.mode(), "kernel");
+        s.loss = 1.5;
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn marks_round_trip() {
+        let mut s = Spec::new(&"n".repeat(32), 32);
+        s.rate_bps = Some(999_999_999_999);
+        s.ecn_threshold = Some(u32::MAX);
+        s.loss = 0.123456789012345;
+        s.duplicate = 1.0;
+        s.corrupt = 0.000001;
+        let m = s.marker();
+        assert!(m.len() <= 255, "{} bytes", m.len());
+        let parsed = parse_mark(&m).unwrap();
+        assert_eq!(parsed.role, "sw");
+        assert_eq!(parsed.spec.unwrap(), s);
+        let h = parse_mark(&host_marker("tb", 4)).unwrap();
+        assert_eq!((h.name.as_str(), h.role.as_str(), h.spec), ("tb", "h4", None));
+        assert_eq!(parse_mark("my own alias"), None);
+        assert_eq!(parse_mark("etran-testbed v1 role=sw"), None);
+    }
+}

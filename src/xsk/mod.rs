@@ -1,1 +1,39 @@
-//! AF_XDP (placeholder; being written).
+//! Our own AF_XDP layer: UMEM and frame allocator ([`umem`]), lock-free rings over the kernel's
+//! shared memory ([`ring`]), sockets ([`socket`]) and multi-queue virtual sockets with deficit
+//! round robin ([`vsock`]). Raw syscalls over memmap2; no libxdp.
+//!
+//! Typical use (one queue):
+//! 1. [`Umem::new`] the packet memory, [`FrameAlloc::new`] to track its frames;
+//! 2. [`Socket::new`] on an interface queue (registers the UMEM; zero-copy or copy);
+//! 3. put frames on the fill ring for RX, descriptors on the TX ring for TX, kick with
+//!    [`Socket::wake_tx`] / [`Socket::wake_rx`], reap the completion ring.
+//!
+//! Frames reach the socket only through an XSKMAP: see `crate::bpf::xsk_redirect`.
+pub mod prog;
+pub mod ring;
+pub mod socket;
+pub mod sys;
+pub mod umem;
+pub mod vsock;
+
+pub use prog::XskProgram;
+pub use ring::{ring_pair, ConsRing, Peek, ProdRing, Reservation};
+pub use socket::{
+    BindMode, CompRing, Desc, FillRing, Mode, Rings, RxRing, Socket, SocketConfig, Statistics,
+    TxRing,
+};
+pub use umem::{FrameAlloc, Umem, UmemConfig};
+pub use vsock::{Drr, Served, VirtualSocket};
+
+/// Ring sizes must be powers of two (the kernel masks indices) and at most 2^31.
+pub(crate) fn check_ring_size(which: &str, size: u32) -> anyhow::Result<()> {
+    if size == 0 || !size.is_power_of_two() || size > 1 << 31 {
+        anyhow::bail!("{which} ring size {size} is not a power of two (use e.g. 2048)");
+    }
+    Ok(())
+}
+
+/// A TX/RX descriptor for `len` bytes at UMEM address `addr`.
+pub fn desc(addr: u64, len: u32) -> Desc {
+    Desc { addr, len, options: 0 }
+}

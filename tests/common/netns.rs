@@ -5,16 +5,8 @@
 use std::process::{Command, Output};
 
 pub fn sh(cmd: &str) -> Output {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .expect("run sh");
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("run sh");
+    assert!(out.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
     out
 }
 
@@ -27,10 +19,7 @@ pub struct VethPair {
 
 impl VethPair {
     pub fn new(name: &str) -> VethPair {
-        let pair = VethPair {
-            a: format!("{name}-a"),
-            b: format!("{name}-b"),
-        };
+        let pair = VethPair { a: format!("{name}-a"), b: format!("{name}-b") };
         pair.remove();
         let (a, b) = (&pair.a, &pair.b);
         sh(&format!(

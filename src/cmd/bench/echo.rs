@@ -1,6 +1,304 @@
-//! `etran bench echo`: TCP echo over eTran against Linux TCP (issue #4, not built yet).
-use crate::{cli::EchoArgs, output::Output};
+//! `etran bench echo`: TCP echo, eTran against Linux TCP with blocking and with busy-polling
+//! sockets, same testbed, same message pattern, same CPU placement, printed side by side.
+use std::{
+    net::Ipv4Addr,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
 
-pub fn run(_args: EchoArgs, _out: &Output) -> anyhow::Result<()> {
-    anyhow::bail!("bench echo needs the eTran TCP transport, which is not in this build yet; `etran bench raw` measures the AF_XDP path")
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use super::linux_echo::{self, Client, ClientResult, Server, Wait};
+use crate::{
+    cli::{EchoArgs, EchoTransport},
+    netns::NetNs,
+    output::{Output, Table},
+    sys, testbed,
+};
+
+#[derive(Serialize)]
+struct Percentiles {
+    p50: f64,
+    p99: f64,
+    p99_9: f64,
+}
+
+#[derive(Serialize)]
+struct Row {
+    transport: &'static str,
+    /// Why there are no numbers (a transport this build cannot run yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unavailable: Option<String>,
+    messages_per_sec: f64,
+    /// Payload each way.
+    gbit_per_sec: f64,
+    rtt_us: Option<Percentiles>,
+    messages: u64,
+    verified_bytes: u64,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    size: u32,
+    conns: u32,
+    depth: u32,
+    threads: u32,
+    duration_secs: f64,
+    placement: &'a str,
+    results: Vec<Row>,
+}
+
+/// Where the two sides run: (client host netns, server netns, server address).
+struct Sides {
+    client: NetNs,
+    server: NetNs,
+    server_ip: Ipv4Addr,
+}
+
+pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
+    validate(&args)?;
+    let transports: &[EchoTransport] = match args.transport {
+        EchoTransport::All => {
+            &[EchoTransport::Etran, EchoTransport::Linux, EchoTransport::LinuxBusy]
+        }
+        EchoTransport::Etran => &[EchoTransport::Etran],
+        EchoTransport::Linux => &[EchoTransport::Linux],
+        EchoTransport::LinuxBusy => &[EchoTransport::LinuxBusy],
+    };
+    if args.transport == EchoTransport::Etran {
+        bail!("{}", ETRAN_UNAVAILABLE);
+    }
+    if args.iface.is_some() {
+        bail!("bench echo on --iface needs the eTran TCP transport, which is not in this build yet; run it on the built-in testbed");
+    }
+    sys::require_root("etran bench echo (it builds a private testbed)")?;
+    let tb = testbed::Testbed::private(2)?;
+    let sides = Sides { client: tb.netns(1)?, server: tb.netns(2)?, server_ip: tb.host(2).ip };
+    let cpus = sys::online_cpus();
+    let placement = if cpus >= 2 {
+        "client threads on CPU 0 (thread i on CPU i mod N), server threads on CPU 1 (i+1 mod N)"
+            .to_string()
+    } else {
+        "client and server share CPU 0".to_string()
+    };
+
+    let mut results = Vec::new();
+    for &t in transports {
+        results.push(match t {
+            EchoTransport::Etran => unavailable("etran"),
+            EchoTransport::Linux => measure("linux", Wait::Blocking, &args, &sides, out)?,
+            EchoTransport::LinuxBusy => measure("linux-busy", Wait::Busy, &args, &sides, out)?,
+            EchoTransport::All => unreachable!("expanded above"),
+        });
+    }
+    drop(tb);
+    let report = Report {
+        size: args.size,
+        conns: args.conns,
+        depth: args.depth,
+        threads: args.threads,
+        duration_secs: args.duration.as_secs_f64(),
+        placement: &placement,
+        results,
+    };
+    if out.json() {
+        return out.print_json(&report);
+    }
+    print_table(&report);
+    Ok(())
+}
+
+const ETRAN_UNAVAILABLE: &str =
+    "the eTran TCP transport is not in this build yet (daemon and TCP datapath are in progress)";
+
+fn validate(args: &EchoArgs) -> anyhow::Result<()> {
+    if args.size == 0 || args.size > 1 << 20 {
+        bail!("--size must be between 1 and 1048576 bytes");
+    }
+    if args.conns == 0 || args.depth == 0 || args.threads == 0 {
+        bail!("--conns, --depth and --threads must be at least 1");
+    }
+    if args.threads > args.conns {
+        bail!("--threads ({}) cannot exceed --conns ({})", args.threads, args.conns);
+    }
+    if args.threads > 64
+        || args.conns > 20_000
+        || u64::from(args.depth) * u64::from(args.size) > 64 << 20
+    {
+        bail!("at most 64 threads, 20000 connections and 64 MiB outstanding per connection");
+    }
+    Ok(())
+}
+
+fn unavailable(transport: &'static str) -> Row {
+    Row {
+        transport,
+        unavailable: Some(ETRAN_UNAVAILABLE.to_string()),
+        messages_per_sec: 0.0,
+        gbit_per_sec: 0.0,
+        rtt_us: None,
+        messages: 0,
+        verified_bytes: 0,
+    }
+}
+
+/// One Linux run: servers in the server namespace, clients in the client namespace.
+fn measure(
+    name: &'static str,
+    wait: Wait,
+    args: &EchoArgs,
+    sides: &Sides,
+    out: &Output,
+) -> anyhow::Result<Row> {
+    let cpus = sys::online_cpus();
+    let stop = AtomicBool::new(false);
+    let progress = AtomicU64::new(0);
+    let servers = sides.server.run(|| {
+        (0..args.threads)
+            .map(|i| Server::bind(linux_echo::server_addr(Ipv4Addr::UNSPECIFIED, i).into()))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })??;
+    let wakers: Vec<_> = servers.iter().map(Server::waker).collect();
+    let bar = out.interactive().then(|| {
+        let bar = indicatif::ProgressBar::new(args.duration.as_secs().max(1));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:30}] {msg}")
+                .expect("valid template"),
+        );
+        bar.set_prefix(name);
+        bar
+    });
+
+    let results: Vec<anyhow::Result<ClientResult>> = std::thread::scope(|s| {
+        let mut server_threads = Vec::new();
+        for (i, server) in servers.into_iter().enumerate() {
+            let (ns, stop) = (&sides.server, &stop);
+            server_threads.push(s.spawn(move || -> anyhow::Result<u64> {
+                ns.enter()?;
+                sys::pin_thread((i + 1) % cpus)?;
+                server.run(wait, stop)
+            }));
+        }
+        let start = Instant::now();
+        let deadline = start + args.duration;
+        let per_thread = args.conns / args.threads;
+        let extra = args.conns % args.threads;
+        let clients: Vec<_> = (0..args.threads)
+            .map(|i| {
+                let client = Client {
+                    server: linux_echo::server_addr(sides.server_ip, i),
+                    first_conn_id: i * (per_thread + 1),
+                    conns: per_thread + u32::from(i < extra),
+                    depth: args.depth,
+                    size: args.size,
+                    wait,
+                };
+                let (ns, progress) = (&sides.client, &progress);
+                s.spawn(move || -> anyhow::Result<ClientResult> {
+                    ns.enter()?;
+                    sys::pin_thread(i as usize % cpus)?;
+                    client.run(deadline, progress)
+                })
+            })
+            .collect();
+        // Per-second progress while the clients run.
+        let mut last = 0;
+        let mut tick = start;
+        while clients.iter().any(|c| !c.is_finished()) {
+            std::thread::sleep(Duration::from_millis(50));
+            if tick.elapsed() >= Duration::from_secs(1) {
+                let now = progress.load(Ordering::Relaxed);
+                if let Some(bar) = &bar {
+                    bar.inc(1);
+                    bar.set_message(format!(
+                        "{:.0} msgs/s",
+                        (now - last) as f64 / tick.elapsed().as_secs_f64()
+                    ));
+                }
+                last = now;
+                tick = Instant::now();
+            }
+        }
+        let results = clients.into_iter().map(|c| c.join().expect("client thread")).collect();
+        stop.store(true, Ordering::Relaxed);
+        for w in &wakers {
+            let _ = w.wake();
+        }
+        for t in server_threads {
+            if let Err(e) = t.join().expect("server thread") {
+                crate::log::warn(format!("{name} echo server: {e:#}"));
+            }
+        }
+        results
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+
+    let mut messages = 0;
+    let mut verified = 0;
+    let mut rtt = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    for r in results {
+        let r = r.with_context(|| format!("{name} echo client"))?;
+        messages += r.messages;
+        verified += r.verified_bytes;
+        rtt.add(&r.rtt_ns)?;
+    }
+    if messages == 0 {
+        bail!("{name}: no message completed a round trip in {:?}", args.duration);
+    }
+    let secs = args.duration.as_secs_f64();
+    let us = |q: f64| rtt.value_at_quantile(q) as f64 / 1000.0;
+    Ok(Row {
+        transport: name,
+        unavailable: None,
+        messages_per_sec: messages as f64 / secs,
+        gbit_per_sec: (messages * u64::from(args.size)) as f64 * 8.0 / secs / 1e9,
+        rtt_us: Some(Percentiles { p50: us(0.5), p99: us(0.99), p99_9: us(0.999) }),
+        messages,
+        verified_bytes: verified,
+    })
+}
+
+fn print_table(r: &Report<'_>) {
+    println!(
+        "echo: {} B messages, {} connection(s), depth {}, {} thread(s), {:.1} s; {}",
+        r.size, r.conns, r.depth, r.threads, r.duration_secs, r.placement
+    );
+    let mut t = Table::new([
+        "transport",
+        "msgs/s",
+        "Gbit/s",
+        "RTT p50 us",
+        "p99 us",
+        "p99.9 us",
+        "verified bytes",
+    ]);
+    for row in &r.results {
+        match (&row.unavailable, &row.rtt_us) {
+            (None, Some(p)) => t.row([
+                row.transport.to_string(),
+                format!("{:.0}", row.messages_per_sec),
+                format!("{:.3}", row.gbit_per_sec),
+                format!("{:.1}", p.p50),
+                format!("{:.1}", p.p99),
+                format!("{:.1}", p.p99_9),
+                row.verified_bytes.to_string(),
+            ]),
+            _ => t.row([
+                row.transport.to_string(),
+                "n/a".into(),
+                "n/a".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]),
+        }
+    }
+    print!("{}", t.render());
+    for row in r.results.iter().filter(|r| r.unavailable.is_some()) {
+        println!("{}: {}", row.transport, row.unavailable.as_deref().unwrap_or_default());
+    }
 }

@@ -1,4 +1,5 @@
 //! `etran bench`: built-in benchmarks, each run side by side with Linux.
 pub mod echo;
+mod linux_echo;
 pub mod raw;
 pub mod rpc;

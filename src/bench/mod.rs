@@ -1,0 +1,320 @@
+//! Shared helpers for the built-in benchmarks: CPU placement, test frames, rates, latency
+//! histograms, per-second progress, and a small runner for timed multi-thread phases.
+use std::{
+    net::Ipv4Addr,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+
+use crate::output::Output;
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        crate::sys::cvt(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set))
+            .with_context(|| format!("pinning to CPU {cpu}"))?;
+    }
+    Ok(())
+}
+
+/// CPUs this process may run on.
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The CPU for role `i` (0 = sender/client, 1 = receiver/server): distinct when possible.
+pub fn cpu_for(i: usize) -> usize {
+    i % cpu_count()
+}
+
+/// An Ethernet + IPv4 + UDP frame of exactly `size` bytes (at least 60), UDP checksum 0, the
+/// payload zero-filled.
+pub fn udp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    size: usize,
+) -> Vec<u8> {
+    let size = size.max(60);
+    let mut f = vec![0u8; size];
+    f[0..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&src_mac);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip_len = (size - 14) as u16;
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    ip[6] = 0x40; // DF
+    ip[8] = 64;
+    ip[9] = libc::IPPROTO_UDP as u8;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let csum = ip_checksum(ip);
+    ip[10..12].copy_from_slice(&csum.to_be_bytes());
+    let udp = &mut f[34..42];
+    udp[0..2].copy_from_slice(&sport.to_be_bytes());
+    udp[2..4].copy_from_slice(&dport.to_be_bytes());
+    udp[4..6].copy_from_slice(&(ip_len - 20).to_be_bytes());
+    f
+}
+
+/// The Internet checksum of a header whose checksum field is zero.
+pub fn ip_checksum(hdr: &[u8]) -> u16 {
+    let mut sum: u32 =
+        hdr.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Where the UDP payload starts in frames from [`udp_frame`].
+pub const UDP_PAYLOAD: usize = 42;
+
+/// The hardware address of `ifname` in the calling thread's namespace.
+pub fn mac_of(ifname: &str) -> anyhow::Result<[u8; 6]> {
+    // SAFETY: ifreq is plain data.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    anyhow::ensure!(ifname.len() < libc::IFNAMSIZ, "interface name too long");
+    for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: plain socket call.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    crate::sys::cvt(fd).context("socket for SIOCGIFHWADDR")?;
+    // SAFETY: ifr is a valid ifreq.
+    let ret = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut ifr) };
+    // SAFETY: our fd.
+    unsafe { libc::close(fd) };
+    crate::sys::cvt(ret).with_context(|| format!("reading the MAC address of {ifname}"))?;
+    // SAFETY: SIOCGIFHWADDR filled the sockaddr variant.
+    let sa = unsafe { ifr.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (m, b) in mac.iter_mut().zip(sa.sa_data.iter()) {
+        *m = *b as u8;
+    }
+    Ok(mac)
+}
+
+/// Monotonic nanoseconds (CLOCK_MONOTONIC), comparable across threads and namespaces.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A latency histogram in nanoseconds (1 ns .. 10 s, 3 significant digits).
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// "1.234 Mpps"-style rate.
+pub fn fmt_pps(pps: f64) -> String {
+    if pps >= 1e6 {
+        format!("{:.3} Mpps", pps / 1e6)
+    } else {
+        format!("{:.1} Kpps", pps / 1e3)
+    }
+}
+
+/// Gbit/s of `size`-byte frames at `pps` (frame bytes only, no preamble or gap).
+pub fn gbps(pps: f64, size: u32) -> f64 {
+    pps * f64::from(size) * 8.0 / 1e9
+}
+
+/// Shared state of one timed phase: workers count into `tx`/`rx`, the runner sets `stop`.
+#[derive(Default)]
+pub struct Ctl {
+    pub stop: AtomicBool,
+    pub tx: AtomicU64,
+    pub rx: AtomicU64,
+    ready: AtomicUsize,
+    workers: AtomicUsize,
+    failed: AtomicBool,
+    setup_error: Mutex<Option<String>>,
+}
+
+impl Ctl {
+    /// Called by a worker when its setup is done; returns when every worker is ready (or
+    /// false when the phase is being abandoned).
+    pub fn ready(&self) -> bool {
+        self.ready.fetch_add(1, Ordering::AcqRel);
+        while self.ready.load(Ordering::Acquire) < self.workers.load(Ordering::Acquire) {
+            if self.failed.load(Ordering::Acquire) || self.stop.load(Ordering::Acquire) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn fail(&self, msg: String) {
+        let mut e = self.setup_error.lock().unwrap_or_else(|p| p.into_inner());
+        e.get_or_insert(msg);
+        self.failed.store(true, Ordering::Release);
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// What a phase measured.
+#[derive(Debug, Clone, Default)]
+pub struct PhaseResult {
+    pub tx_pps: f64,
+    pub rx_pps: f64,
+    pub seconds: f64,
+}
+
+/// A worker of a phase: does its setup, calls `ctl.ready()`, runs until `ctl.stopped()`,
+/// counting into `ctl.tx` / `ctl.rx`, and returns its report.
+pub type Worker<'a, R> = Box<dyn FnOnce(&Ctl) -> anyhow::Result<R> + Send + 'a>;
+
+/// Runs `workers` concurrently for `duration` after all are ready, with per-second progress
+/// (`label` names the phase). Returns the rates measured between the first and the last
+/// sample and each worker's report.
+pub fn run_phase<R: Send>(
+    label: &str,
+    duration: Duration,
+    out: &Output,
+    workers: Vec<Worker<'_, R>>,
+) -> anyhow::Result<(PhaseResult, Vec<R>)> {
+    let ctl = Ctl::default();
+    let n = workers.len();
+    ctl.workers.store(n, Ordering::Release);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = workers
+            .into_iter()
+            .map(|w| {
+                let ctl = &ctl;
+                s.spawn(move || {
+                    let r = w(ctl);
+                    if let Err(e) = &r {
+                        ctl.fail(format!("{e:#}"));
+                    }
+                    r
+                })
+            })
+            .collect();
+        // Wait for every worker's setup.
+        let setup_deadline = Instant::now() + Duration::from_secs(30);
+        while ctl.ready.load(Ordering::Acquire) < n && !ctl.failed.load(Ordering::Acquire) {
+            if Instant::now() > setup_deadline {
+                ctl.fail("workers did not get ready within 30 s".into());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let mut result = PhaseResult::default();
+        if !ctl.failed.load(Ordering::Acquire) {
+            result = sample(label, duration, out, &ctl);
+        }
+        ctl.stop.store(true, Ordering::Release);
+        let mut reports = Vec::with_capacity(n);
+        let mut first_err = None;
+        for h in handles {
+            match h.join() {
+                Ok(Ok(r)) => reports.push(r),
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e.context(format!("{label} failed")));
+        }
+        if let Some(msg) = ctl.setup_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            anyhow::bail!("{label}: {msg}");
+        }
+        Ok((result, reports))
+    })
+}
+
+fn sample(label: &str, duration: Duration, out: &Output, ctl: &Ctl) -> PhaseResult {
+    let bar = out.interactive().then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(Duration::from_millis(200));
+        b.set_message(format!("{label}: starting"));
+        b
+    });
+    // Let the pipeline fill for a moment before the first sample.
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    let (tx0, rx0) = (ctl.tx.load(Ordering::Relaxed), ctl.rx.load(Ordering::Relaxed));
+    let (mut ltx, mut lrx, mut lt) = (tx0, rx0, start);
+    let mut sec = 0;
+    while start.elapsed() < duration && !ctl.stopped() {
+        let next = start + Duration::from_secs(sec + 1);
+        let until = next.min(start + duration);
+        std::thread::sleep(until.saturating_duration_since(Instant::now()));
+        sec += 1;
+        let now = Instant::now();
+        let (tx, rx) = (ctl.tx.load(Ordering::Relaxed), ctl.rx.load(Ordering::Relaxed));
+        let dt = (now - lt).as_secs_f64().max(1e-9);
+        let line = format!(
+            "{label} [{sec:>3}s] tx {}  rx {}",
+            fmt_pps((tx - ltx) as f64 / dt),
+            fmt_pps((rx - lrx) as f64 / dt)
+        );
+        match &bar {
+            Some(b) => b.println(line),
+            None if !out.json() => eprintln!("{line}"),
+            None => {}
+        }
+        (ltx, lrx, lt) = (tx, rx, now);
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let secs = lt.duration_since(start).as_secs_f64().max(1e-9);
+    PhaseResult {
+        tx_pps: (ltx - tx0) as f64 / secs,
+        rx_pps: (lrx - rx0) as f64 / secs,
+        seconds: secs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_frame_is_well_formed() {
+        let f = udp_frame(
+            [2, 0, 0, 0, 0, 1],
+            [2, 0, 0, 0, 0, 2],
+            Ipv4Addr::new(10, 99, 0, 1),
+            Ipv4Addr::new(10, 99, 0, 2),
+            9000,
+            9,
+            64,
+        );
+        assert_eq!(f.len(), 64);
+        assert_eq!(ip_checksum(&f[14..34]), 0, "header checksum verifies");
+        assert_eq!(u16::from_be_bytes([f[16], f[17]]), 50);
+        assert_eq!(u16::from_be_bytes([f[38], f[39]]), 30);
+    }
+
+    #[test]
+    fn rates_format() {
+        assert_eq!(fmt_pps(1_234_000.0), "1.234 Mpps");
+        assert_eq!(fmt_pps(220_000.0), "220.0 Kpps");
+        assert!((gbps(1e6, 64) - 0.512).abs() < 1e-9);
+    }
+}

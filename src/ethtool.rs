@@ -1,0 +1,95 @@
+//! The few ethtool operations etran needs, through the SIOCETHTOOL ioctl on an interface of the
+//! calling thread's network namespace.
+use std::io;
+
+use anyhow::Context;
+
+const ETHTOOL_STXCSUM: u32 = 0x17;
+const ETHTOOL_SGRO: u32 = 0x2c;
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+
+/// Runs one SIOCETHTOOL command whose argument struct (starting with its `cmd`) is `arg`.
+fn ioctl<T>(name: &str, arg: &mut T) -> io::Result<()> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"));
+    }
+    // SAFETY: ifreq is plain data for which all-zero is valid.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = (arg as *mut T).cast();
+    // SAFETY: plain socket/ioctl/close on a descriptor we own; ifr and arg outlive the ioctl.
+    unsafe {
+        let fd =
+            crate::sys::cvt(libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0))?;
+        let ret = libc::ioctl(fd, libc::SIOCETHTOOL, &mut ifr);
+        let err = io::Error::last_os_error();
+        libc::close(fd);
+        if ret < 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+fn set_value(name: &str, cmd: u32, on: bool) -> io::Result<()> {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    ioctl(name, &mut EthtoolValue { cmd, data: u32::from(on) })
+}
+
+/// Number of RX queues of `name` (ETHTOOL_GCHANNELS): None when the driver does not report
+/// channels.
+pub fn rx_queues(name: &str) -> anyhow::Result<Option<u32>> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct EthtoolChannels {
+        cmd: u32,
+        max_rx: u32,
+        max_tx: u32,
+        max_other: u32,
+        max_combined: u32,
+        rx_count: u32,
+        tx_count: u32,
+        other_count: u32,
+        combined_count: u32,
+    }
+    let mut ch = EthtoolChannels { cmd: ETHTOOL_GCHANNELS, ..Default::default() };
+    match ioctl(name, &mut ch) {
+        Ok(()) => Ok(Some((ch.rx_count + ch.combined_count).max(1))),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading the channels of {name}")),
+    }
+}
+
+/// Turns GRO on or off. A veth with GRO on receives frames that its peer's XDP program redirects
+/// or bounces into it; without GRO or an XDP program of its own, they are dropped. Call it while
+/// the veth is up: the kernel (6.18) enables the veth's NAPI when GRO changes on an up device,
+/// and a veth whose GRO was switched on while down comes up without it.
+pub fn set_gro(name: &str, on: bool) -> anyhow::Result<()> {
+    set_value(name, ETHTOOL_SGRO, on)
+        .with_context(|| format!("turning GRO {} for {name}", if on { "on" } else { "off" }))
+}
+
+/// Turns TX checksum offload on or off (off also turns TSO off). A veth whose frames are
+/// forwarded by XDP on its peer needs it off: with offload the stack leaves TCP/UDP checksums
+/// partial (to be finished by "hardware"), XDP turns the frame into raw bytes, and the receiver
+/// then sees a bad checksum.
+pub fn set_tx_checksum(name: &str, on: bool) -> anyhow::Result<()> {
+    set_value(name, ETHTOOL_STXCSUM, on).with_context(|| {
+        format!("turning TX checksum offload {} for {name}", if on { "on" } else { "off" })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bad_names_are_errors() {
+        assert!(super::rx_queues("").is_err());
+        assert!(super::rx_queues("a-name-much-too-long-for-linux").is_err());
+    }
+}

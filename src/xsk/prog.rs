@@ -1,0 +1,131 @@
+//! The XDP side of a plain AF_XDP setup: `xsk_redirect` (frames on queue q → the socket in
+//! XSKMAP slot q) and the `xsk_gen` live-frame generator, from `src/bpf/xsk_redirect.bpf.c`.
+//! Attachments are BPF links: they go away when this value is dropped, or when the process
+//! dies, so nothing stale stays on an interface.
+use std::{mem::MaybeUninit, os::fd::AsRawFd};
+
+use anyhow::Context;
+use libbpf_rs::{
+    skel::{OpenSkel, SkelBuilder},
+    Link, MapCore, MapFlags, OpenObject,
+};
+
+use crate::bpf::xsk_redirect::{XskRedirectSkel, XskRedirectSkelBuilder};
+
+use super::Socket;
+
+/// `BPF_F_TEST_XDP_LIVE_FRAMES`.
+const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+
+/// The loaded `xsk_redirect` object and whatever of it is attached.
+pub struct XskProgram {
+    links: Vec<Link>,
+    // Declared before `object` so it is dropped first: it borrows the object storage.
+    skel: Option<XskRedirectSkel<'static>>,
+    object: *mut MaybeUninit<OpenObject>,
+}
+
+// SAFETY: the skeleton is Send; `object` is uniquely owned heap storage it borrows.
+unsafe impl Send for XskProgram {}
+
+impl XskProgram {
+    /// Loads the programs. `gen_ifindex` is the interface `xsk_gen` transmits on (0 when the
+    /// generator is not used).
+    pub fn load(gen_ifindex: u32) -> anyhow::Result<XskProgram> {
+        crate::sys::require_root("loading XDP programs")?;
+        let object = Box::into_raw(Box::new(MaybeUninit::<OpenObject>::uninit()));
+        let mut this = XskProgram { links: Vec::new(), skel: None, object };
+        // SAFETY: `object` stays allocated until our Drop, which drops the skeleton first.
+        let storage: &'static mut MaybeUninit<OpenObject> = unsafe { &mut *object };
+        let mut open = XskRedirectSkelBuilder::default()
+            .open(storage)
+            .context("opening the xsk_redirect BPF object")?;
+        if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+            ro.gen_ifindex = gen_ifindex;
+        }
+        this.skel = Some(open.load().context("loading the xsk_redirect BPF object")?);
+        Ok(this)
+    }
+
+    fn skel(&self) -> &XskRedirectSkel<'static> {
+        self.skel.as_ref().expect("loaded")
+    }
+
+    /// Attaches `xsk_redirect` to `ifindex` (native XDP when the driver has it).
+    pub fn attach_redirect(&mut self, ifindex: u32) -> anyhow::Result<()> {
+        let link =
+            self.skel().progs.xsk_redirect.attach_xdp(ifindex as i32).with_context(|| {
+                format!(
+                    "attaching xsk_redirect to ifindex {ifindex} (is another XDP program there?)"
+                )
+            })?;
+        self.links.push(link);
+        Ok(())
+    }
+
+    /// Attaches `xsk_gen` to `ifindex` (any interface: attaching only keeps test runs cheap;
+    /// real traffic there passes).
+    pub fn attach_gen(&mut self, ifindex: u32) -> anyhow::Result<()> {
+        let link = self
+            .skel()
+            .progs
+            .xsk_gen
+            .attach_xdp(ifindex as i32)
+            .with_context(|| format!("attaching xsk_gen to ifindex {ifindex}"))?;
+        self.links.push(link);
+        Ok(())
+    }
+
+    /// Points XSKMAP slot `queue` at `sock`.
+    pub fn insert(&self, queue: u32, sock: &Socket) -> anyhow::Result<()> {
+        let fd = sock.as_raw_fd() as u32;
+        self.skel()
+            .maps
+            .xsks
+            .update(&queue.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+            .with_context(|| format!("inserting the AF_XDP socket into XSKMAP slot {queue}"))
+    }
+
+    /// Empties XSKMAP slot `queue`.
+    pub fn remove(&self, queue: u32) -> anyhow::Result<()> {
+        self.skel()
+            .maps
+            .xsks
+            .delete(&queue.to_ne_bytes())
+            .with_context(|| format!("clearing XSKMAP slot {queue}"))
+    }
+
+    /// Sends `frame` `repeat` times out of `ifindex` (which must be the `gen_ifindex` given to
+    /// [`XskProgram::load`]) with `BPF_PROG_RUN` live frames, from the calling thread.
+    pub fn generate(&self, frame: &[u8], ifindex: u32, repeat: u32) -> anyhow::Result<()> {
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex.
+        let words = [0u32, frame.len() as u32, 0, ifindex, 0, 0];
+        let mut ctx = [0u8; 24];
+        for (c, w) in ctx.chunks_exact_mut(4).zip(words) {
+            c.copy_from_slice(&w.to_ne_bytes());
+        }
+        let input = libbpf_rs::ProgramInput {
+            context_in: Some(&mut ctx),
+            data_in: Some(frame),
+            repeat,
+            flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+            ..Default::default()
+        };
+        self.skel()
+            .progs
+            .xsk_gen
+            .test_run(input)
+            .context("BPF_PROG_RUN of xsk_gen (live frames)")?;
+        Ok(())
+    }
+}
+
+impl Drop for XskProgram {
+    fn drop(&mut self) {
+        self.links.clear();
+        self.skel = None;
+        // SAFETY: allocated by Box::into_raw in `load`; the skeleton borrowing it is gone.
+        drop(unsafe { Box::from_raw(self.object) });
+    }
+}

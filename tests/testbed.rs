@@ -1,0 +1,340 @@
+//! The built-in testbed end to end: build, forward, impair, report, remove. Needs root; every
+//! test uses its own testbed name (`tb-<pid>-<tag>`) and removes it even when it fails.
+use std::{
+    net::UdpSocket,
+    os::fd::AsRawFd,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use etran::{
+    netlink::Netlink,
+    netns::NetNs,
+    testbed::{self, Spec, Testbed},
+};
+
+/// Removes the testbed on drop, panics included.
+struct Guard(String);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = testbed::down(&self.0);
+    }
+}
+
+/// Deletes a namespace made by hand on drop.
+struct NsGuard(String);
+
+impl Drop for NsGuard {
+    fn drop(&mut self) {
+        let _ = NetNs::delete(&self.0);
+    }
+}
+
+fn name(tag: &str) -> String {
+    format!("tb-{}-{tag}", std::process::id())
+}
+
+fn up(spec: &Spec) -> (Testbed, Guard) {
+    let guard = Guard(spec.name.clone());
+    let tb = Testbed::up(spec).unwrap_or_else(|e| panic!("testbed up {}: {e:#}", spec.name));
+    (tb, guard)
+}
+
+fn ours(prefix: &str) -> Vec<String> {
+    NetNs::list().unwrap().into_iter().filter(|n| n.starts_with(&format!("{prefix}-"))).collect()
+}
+
+fn ping(ns: &str, dst: &str) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-c", "2", "-i", "0.2", "-W", "2", "-q", dst])
+        .output()
+        .expect("run ping")
+        .status
+        .success()
+}
+
+fn etran(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_etran")).args(args).output().expect("run etran")
+}
+
+/// Sends `n` UDP datagrams of `size` bytes (IP TOS `tos`) from host `from` to host `to`, paced
+/// so that no socket or ring overflows, and counts what arrives.
+fn udp_blast(tb: &Testbed, from: u8, to: u8, n: usize, size: usize, tos: i32, pace: bool) -> usize {
+    let dst = tb.host(to).ip;
+    let src = tb.host(from).ip;
+    let rx = tb.netns(to).unwrap().run(|| UdpSocket::bind((dst, 0))).unwrap().unwrap();
+    let tx = tb.netns(from).unwrap().run(|| UdpSocket::bind((src, 0))).unwrap().unwrap();
+    let big: libc::c_int = 64 << 20;
+    // SAFETY: plain setsockopt with an int option on sockets we own.
+    unsafe {
+        libc::setsockopt(
+            rx.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&big as *const libc::c_int).cast(),
+            4,
+        );
+        libc::setsockopt(
+            tx.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_TOS,
+            (&tos as *const libc::c_int).cast(),
+            4,
+        );
+    }
+    let to_addr = rx.local_addr().unwrap();
+    let payload = vec![0x5au8; size];
+    let mut received = 0;
+    let mut buf = [0u8; 2048];
+    rx.set_nonblocking(true).unwrap();
+    for i in 0..n {
+        tx.send_to(&payload, to_addr).unwrap();
+        if pace && i % 32 == 31 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        while rx.recv(&mut buf).is_ok() {
+            received += 1;
+        }
+    }
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_millis(300) {
+        match rx.recv(&mut buf) {
+            Ok(_) => {
+                received += 1;
+                last = Instant::now();
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    received
+}
+
+/// A counter from /proc/net/netstat or /proc/net/snmp of host `index`'s namespace.
+fn net_stat(tb: &Testbed, index: u8, key: &str) -> u64 {
+    let (group, field) = key.split_once(':').unwrap();
+    tb.netns(index)
+        .unwrap()
+        .run(|| {
+            let mut text = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap();
+            text += &std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+            let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(group)).collect();
+            for pair in lines.chunks(2) {
+                let names: Vec<&str> = pair[0].split_whitespace().collect();
+                let values: Vec<&str> = pair[1].split_whitespace().collect();
+                if names[0] != format!("{group}:") {
+                    continue;
+                }
+                if let Some(i) = names.iter().position(|n| *n == field) {
+                    return values[i].parse().unwrap();
+                }
+            }
+            panic!("no counter {key}")
+        })
+        .unwrap()
+}
+
+#[test]
+fn xdp_switch_forwards_and_testbed_comes_down() {
+    let n = name("xdp");
+    let (tb, _guard) = up(&Spec::new(&n, 3));
+    assert_eq!(ours(&n).len(), 4, "{:?}", ours(&n));
+    assert_eq!(tb.host(3).ip.to_string(), "10.99.0.3");
+    assert!(ping(&format!("{n}-h1"), "10.99.0.3"), "h1 -> h3");
+    assert!(ping(&format!("{n}-h2"), "10.99.0.1"), "h2 -> h1");
+    // Unimpaired, paced UDP all arrives (kernel checksums are checked on the way in).
+    assert_eq!(udp_blast(&tb, 1, 2, 2000, 1000, 0, true), 2000);
+    let c = tb.counters().unwrap();
+    assert!(c.redirected >= 2000, "{c:?}");
+
+    let st = testbed::status(&n).unwrap().expect("status of a live testbed");
+    assert_eq!(st.mode, "xdp");
+    assert!(st.complete);
+    assert_eq!(st.hosts.len(), 3);
+    assert_eq!(st.hosts[1].host.netns, format!("{n}-h2"));
+    assert_eq!(format!("{:?}", st.hosts[1].host.mac), "[2, 153, 0, 0, 0, 2]");
+
+    let out = etran(&["testbed", "status", "--name", &n, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["mode"], "xdp");
+    assert_eq!(v["hosts"][2]["ip"], "10.99.0.3");
+    assert_eq!(v["hosts"][0]["mac"], "02:99:00:00:00:01");
+
+    // The host NICs carry no XDP program (users attach etran there); the switch ports do.
+    let h1 = tb.netns(1).unwrap();
+    let nic = Netlink::open_in(&h1).unwrap().link("eth0").unwrap().unwrap();
+    assert_eq!(nic.xdp_prog_id, None);
+
+    drop(h1);
+    assert!(testbed::down(&n).unwrap());
+    assert!(ours(&n).is_empty(), "{:?}", ours(&n));
+    assert!(!testbed::down(&n).unwrap());
+    assert!(testbed::status(&n).unwrap().is_none());
+    let out = etran(&["testbed", "down", "--name", &n]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no testbed"));
+}
+
+#[test]
+fn cli_up_replaces_a_stale_testbed_and_refuses_foreign_namespaces() {
+    let n = name("cli");
+    let _guard = Guard(n.clone());
+    for _ in 0..2 {
+        let out = etran(&["testbed", "up", "--name", &n, "--hosts", "2"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(ours(&n).len(), 3);
+    }
+    assert!(ping(&format!("{n}-h1"), "10.99.0.2"));
+    let out = etran(&["testbed", "down", "--name", &n]);
+    assert!(out.status.success());
+    assert!(ours(&n).is_empty());
+
+    // A namespace that merely has one of the names is not ours: refuse, touch nothing.
+    let foreign = format!("{n}-h2");
+    let _foreign_guard = NsGuard(foreign.clone());
+    NetNs::add(&foreign).unwrap();
+    let again = NetNs::add(&foreign).unwrap_err().to_string();
+    assert!(again.contains("already exists"), "{again}");
+    let out = etran(&["testbed", "up", "--name", &n]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(err.starts_with("etran: error:") && err.contains("refusing"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(ours(&n), vec![foreign.clone()]);
+    assert!(!testbed::down(&n).unwrap(), "down must not remove a foreign namespace");
+    NetNs::delete(&foreign).unwrap();
+}
+
+#[test]
+fn loss_drops_about_a_fifth() {
+    let mut spec = Spec::new(&name("loss"), 2);
+    spec.loss = 0.2;
+    let (tb, _guard) = up(&spec);
+    let sent = 10_000;
+    let got = udp_blast(&tb, 1, 2, sent, 64, 0, true);
+    let lost = sent - got;
+    // Binomial sd is 40 frames; allow far more.
+    assert!((1700..=2300).contains(&lost), "lost {lost} of {sent}");
+    // Everything missing was dropped by the switch's loss (a few may overflow a ring on a
+    // busy machine).
+    let c = tb.counters().unwrap();
+    assert!(lost.abs_diff(c.lost as usize) <= 50, "lost {lost}, {c:?}");
+}
+
+#[test]
+fn duplicate_and_corrupt_are_visible() {
+    let mut spec = Spec::new(&name("dup"), 2);
+    spec.duplicate = 0.5;
+    let (tb, _guard) = up(&spec);
+    let sent = 2000;
+    let got = udp_blast(&tb, 1, 2, sent, 200, 0, true);
+    assert!((2800..=3200).contains(&got), "received {got} of {sent} with 50% duplication");
+    let dup = tb.counters().unwrap().duplicated as usize;
+    assert!((sent + dup).abs_diff(got) <= 50, "received {got}, duplicated {dup}");
+    drop(tb);
+
+    let mut spec = Spec::new(&name("bad"), 2);
+    spec.corrupt = 0.5;
+    let (tb, _guard) = up(&spec);
+    let got = udp_blast(&tb, 1, 2, sent, 200, 0, true);
+    assert!((800..=1200).contains(&got), "received {got} of {sent} with 50% corruption");
+    let corrupted = tb.counters().unwrap().corrupted as usize;
+    assert!((800..=1200).contains(&corrupted), "{corrupted}");
+    // Every corrupted datagram failed a checksum (UDP or IP header) or a header check.
+    let csum = net_stat(&tb, 2, "Udp:InCsumErrors") + net_stat(&tb, 2, "IpExt:InCsumErrors");
+    assert!(csum > 0, "no checksum errors seen");
+    assert!(got + corrupted >= sent - 5, "{got} + {corrupted}");
+}
+
+#[test]
+fn rate_limit_uses_htb_and_ecn_marks_above_threshold() {
+    let mut spec = Spec::new(&name("rate"), 2);
+    spec.rate_bps = Some(20_000_000);
+    spec.ecn_threshold = Some(15_000);
+    let (tb, _guard) = up(&spec);
+    assert!(ping(&format!("{}-h1", spec.name), "10.99.0.2"));
+    let sw = tb.switch_netns().unwrap();
+    let mut nl = Netlink::open_in(&sw).unwrap();
+    for p in ["p1", "p2"] {
+        let idx = nl.index(p).unwrap();
+        let q = nl.qdiscs(idx).unwrap();
+        assert!(q.iter().any(|k| k == "htb"), "{p}: {q:?}");
+        assert!(nl.link(p).unwrap().unwrap().xdp_prog_id.is_none());
+    }
+    let st = testbed::status(&spec.name).unwrap().unwrap();
+    assert_eq!((st.mode.as_str(), st.rate_bps), ("kernel", Some(20_000_000)));
+
+    // 2 MB of ECT(0) datagrams in a burst: 0.8 s at 20 Mbit/s, so a queue forms and CE appears;
+    // the first frames (queue still short) arrive unmarked.
+    let before = net_stat(&tb, 2, "IpExt:InCEPkts");
+    let got = udp_blast(&tb, 1, 2, 500, 1000, 0x02, true);
+    let ce = net_stat(&tb, 2, "IpExt:InCEPkts") - before;
+    let ect0 = net_stat(&tb, 2, "IpExt:InECT0Pkts");
+    assert!(got > 0);
+    assert!(ce > 0 && ect0 > 0, "CE {ce}, ECT0 {ect0}, received {got}");
+    assert_eq!(tb.counters().unwrap().ce_marked, ce);
+}
+
+#[test]
+fn private_testbed_goes_away_on_drop() {
+    let tb = Testbed::private(2).unwrap();
+    let name = tb.name().to_string();
+    assert!(name.starts_with("etb"));
+    assert_eq!(ours(&name).len(), 3);
+    assert!(ping(&tb.host(2).netns, "10.99.0.1"));
+    drop(tb);
+    assert!(ours(&name).is_empty(), "{:?}", ours(&name));
+}
+
+/// Run as a child process by `private_testbed_goes_away_on_sigterm`; does nothing otherwise.
+#[test]
+fn sigterm_child() {
+    if std::env::var_os("ETRAN_TESTBED_SIGTERM_CHILD").is_none() {
+        return;
+    }
+    let tb = Testbed::private(2).unwrap();
+    println!("TESTBED {}", tb.name());
+    std::thread::sleep(Duration::from_secs(30));
+    unreachable!("the parent kills this process");
+}
+
+#[test]
+fn private_testbed_goes_away_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "sigterm_child", "--nocapture", "--test-threads=1"])
+        .env("ETRAN_TESTBED_SIGTERM_CHILD", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let name = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| Some(l.split_once("TESTBED ")?.1.trim().to_string()));
+    let Some(name) = name else {
+        let _ = child.kill();
+        panic!("child built no testbed: {:?}", child.wait());
+    };
+    let _guard = Guard(name.clone());
+    assert_eq!(ours(&name).len(), 3);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(ours(&name).is_empty(), "{:?}", ours(&name));
+}
+
+#[test]
+fn private_testbeds_of_dead_processes_are_reaped() {
+    // A pid above the kernel's maximum (4194304) belongs to no process.
+    let stale = format!("etb4999999_{}", std::process::id());
+    let _guard = Guard(stale.clone());
+    let tb = Testbed::up(&Spec::new(&stale, 2)).unwrap();
+    drop(tb); // persistent: still there
+    assert_eq!(ours(&stale).len(), 3);
+    let private = Testbed::private(2).unwrap();
+    assert!(ours(&stale).is_empty(), "{:?}", ours(&stale));
+    drop(private);
+}
