@@ -31,23 +31,6 @@ pub fn require_root(what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Number of CPUs this process may run on.
-pub fn online_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// Pins the calling thread to `cpu` (benchmarks state where every side ran).
-pub fn pin_thread(cpu: usize) -> anyhow::Result<()> {
-    // SAFETY: cpu_set_t is plain data; CPU_SET stays within it for cpu < CPU_SETSIZE.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        anyhow::ensure!(cpu < libc::CPU_SETSIZE as usize, "no CPU {cpu}");
-        libc::CPU_SET(cpu, &mut set);
-        cvt(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set))?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     #[test]

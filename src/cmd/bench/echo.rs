@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::linux_echo::{self, Client, ClientResult, Server, Wait};
 use crate::{
+    bench,
     cli::{EchoArgs, EchoTransport},
     netns::NetNs,
     output::{Output, Table},
@@ -46,6 +47,7 @@ struct Report<'a> {
     threads: u32,
     duration_secs: f64,
     placement: &'a str,
+    testbed: &'a str,
     results: Vec<Row>,
 }
 
@@ -75,13 +77,21 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
     sys::require_root("etran bench echo (it builds a private testbed)")?;
     let tb = testbed::Testbed::private(2)?;
     let sides = Sides { client: tb.netns(1)?, server: tb.netns(2)?, server_ip: tb.host(2).ip };
-    let cpus = sys::online_cpus();
+    let cpus = bench::cpu_count();
     let placement = if cpus >= 2 {
         "client threads on CPU 0 (thread i on CPU i mod N), server threads on CPU 1 (i+1 mod N)"
-            .to_string()
     } else {
-        "client and server share CPU 0".to_string()
+        "client and server share CPU 0"
     };
+    let testbed = format!(
+        "private testbed, 2 hosts, {} switch{}",
+        tb.spec().mode(),
+        if tb.spec().kernel_forwarding() {
+            ""
+        } else {
+            " (host NICs without TX checksum offload, so without TSO)"
+        }
+    );
 
     let mut results = Vec::new();
     for &t in transports {
@@ -99,7 +109,8 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
         depth: args.depth,
         threads: args.threads,
         duration_secs: args.duration.as_secs_f64(),
-        placement: &placement,
+        placement,
+        testbed: &testbed,
         results,
     };
     if out.json() {
@@ -151,7 +162,7 @@ fn measure(
     sides: &Sides,
     out: &Output,
 ) -> anyhow::Result<Row> {
-    let cpus = sys::online_cpus();
+    let cpus = bench::cpu_count();
     let stop = AtomicBool::new(false);
     let progress = AtomicU64::new(0);
     let servers = sides.server.run(|| {
@@ -176,7 +187,7 @@ fn measure(
             let (ns, stop) = (&sides.server, &stop);
             server_threads.push(s.spawn(move || -> anyhow::Result<u64> {
                 ns.enter()?;
-                sys::pin_thread((i + 1) % cpus)?;
+                bench::pin_to_cpu((i + 1) % cpus)?;
                 server.run(wait, stop)
             }));
         }
@@ -197,7 +208,7 @@ fn measure(
                 let (ns, progress) = (&sides.client, &progress);
                 s.spawn(move || -> anyhow::Result<ClientResult> {
                     ns.enter()?;
-                    sys::pin_thread(i as usize % cpus)?;
+                    bench::pin_to_cpu(bench::cpu_for(i as usize))?;
                     client.run(deadline, progress)
                 })
             })
@@ -238,7 +249,7 @@ fn measure(
 
     let mut messages = 0;
     let mut verified = 0;
-    let mut rtt = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    let mut rtt = bench::latency_histogram();
     for r in results {
         let r = r.with_context(|| format!("{name} echo client"))?;
         messages += r.messages;
@@ -263,9 +274,10 @@ fn measure(
 
 fn print_table(r: &Report<'_>) {
     println!(
-        "echo: {} B messages, {} connection(s), depth {}, {} thread(s), {:.1} s; {}",
-        r.size, r.conns, r.depth, r.threads, r.duration_secs, r.placement
+        "echo: {} B messages, {} connection(s), depth {}, {} thread(s), {:.1} s",
+        r.size, r.conns, r.depth, r.threads, r.duration_secs
     );
+    println!("placement: {}; {}", r.placement, r.testbed);
     let mut t = Table::new([
         "transport",
         "msgs/s",

@@ -217,7 +217,7 @@ impl Client {
         let mut result = ClientResult {
             messages: 0,
             verified_bytes: 0,
-            rtt_ns: Histogram::new_with_bounds(1, 60_000_000_000, 3)?,
+            rtt_ns: crate::bench::latency_histogram(),
         };
         let now = Instant::now();
         for c in &mut conns {
