@@ -11,6 +11,29 @@ pub(super) fn umem(frames: u32) -> anyhow::Result<Umem> {
     })
 }
 
+/// Rings for a socket that both receives and transmits (reflector, echo client).
+fn duplex_config() -> SocketConfig {
+    SocketConfig {
+        rx_size: 2048,
+        tx_size: 2048,
+        fill_size: 4096,
+        comp_size: 4096,
+        tx_budget: Some(TX_BUDGET),
+        ..Default::default()
+    }
+}
+
+/// Gives the kernel frames `frames` (by index) to receive into and steers queue 0 of the
+/// socket's interface to it. Traffic stops reaching the socket when the program is dropped.
+fn receive_into(s: &mut Socket, frames: std::ops::Range<u64>) -> anyhow::Result<XskProgram> {
+    let addrs: Vec<u64> = frames.map(|i| i * u64::from(FRAME_SIZE)).collect();
+    s.fill().expect("own fill ring").produce_from(&addrs);
+    let mut prog = XskProgram::load(0)?;
+    prog.attach_redirect(s.ifindex())?;
+    prog.insert(0, s)?;
+    Ok(prog)
+}
+
 /// AF_XDP TX as fast as possible: every UMEM frame holds the template once; descriptors
 /// recycle through the completion ring. Counts completions as `tx`.
 pub(super) fn xsk_tx_worker<'a>(
@@ -89,17 +112,7 @@ pub(super) fn xsk_rx_worker<'a>(pl: Place, iface: String, p: Params) -> Worker<'
             ..Default::default()
         };
         let mut s = Socket::new(&um, &iface, 0, &cfg)?;
-        {
-            let fill = s.fill().expect("own fill ring");
-            let mut r = fill.reserve(8192);
-            for i in 0..r.len() {
-                r.set(i, u64::from(i) * u64::from(FRAME_SIZE));
-            }
-            r.submit();
-        }
-        let mut prog = XskProgram::load(0)?;
-        prog.attach_redirect(s.ifindex())?;
-        prog.insert(0, &s)?;
+        let prog = receive_into(&mut s, 0..8192)?;
         let mut report = Report { xsk: Some(XskInfo::of(&s)), ..Default::default() };
         if !ctl.ready() {
             return Ok(report);
@@ -152,21 +165,8 @@ pub(super) fn xsk_reflect_worker<'a>(
         pl.enter()?;
         let share = pl.share;
         let um = umem(16384)?;
-        let cfg = SocketConfig {
-            rx_size: 2048,
-            tx_size: 2048,
-            fill_size: 4096,
-            comp_size: 4096,
-            tx_budget: Some(TX_BUDGET),
-            ..Default::default()
-        };
-        let mut s = Socket::new(&um, &iface, 0, &cfg)?;
-        s.fill()
-            .expect("own fill ring")
-            .produce_from(&(0..4096u64).map(|i| i * u64::from(FRAME_SIZE)).collect::<Vec<_>>());
-        let mut prog = XskProgram::load(0)?;
-        prog.attach_redirect(s.ifindex())?;
-        prog.insert(0, &s)?;
+        let mut s = Socket::new(&um, &iface, 0, &duplex_config())?;
+        let prog = receive_into(&mut s, 0..4096)?;
         let mut report = Report { xsk: Some(XskInfo::of(&s)), ..Default::default() };
         if !ctl.ready() {
             return Ok(report);
@@ -233,27 +233,14 @@ pub(super) fn xsk_echo_client_worker<'a>(
         pl.enter()?;
         let share = pl.share;
         let um = umem(8192)?;
-        let cfg = SocketConfig {
-            rx_size: 2048,
-            tx_size: 2048,
-            fill_size: 4096,
-            comp_size: 4096,
-            tx_budget: Some(TX_BUDGET),
-            ..Default::default()
-        };
-        let mut s = Socket::new(&um, &iface, 0, &cfg)?;
+        let mut s = Socket::new(&um, &iface, 0, &duplex_config())?;
         // Frames 0..4096 transmit, 4096..8192 receive.
         let mut alloc = FrameAlloc::with_range(FRAME_SIZE, 0, 4096);
         for i in 0..4096u64 {
             // SAFETY: not yet handed to the kernel.
             unsafe { um.data_mut(i * u64::from(FRAME_SIZE), frame.len()) }.copy_from_slice(&frame);
         }
-        s.fill()
-            .expect("own fill ring")
-            .produce_from(&(4096..8192u64).map(|i| i * u64::from(FRAME_SIZE)).collect::<Vec<_>>());
-        let mut prog = XskProgram::load(0)?;
-        prog.attach_redirect(s.ifindex())?;
-        prog.insert(0, &s)?;
+        let prog = receive_into(&mut s, 4096..8192)?;
         let mut hist = latency_histogram();
         let mut report = Report { xsk: Some(XskInfo::of(&s)), ..Default::default() };
         if !ctl.ready() {
