@@ -14,4 +14,5 @@ pub mod output;
 pub mod sys;
 pub mod tcp;
 pub mod testbed;
+pub mod timer;
 pub mod xsk;
