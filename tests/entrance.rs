@@ -5,7 +5,10 @@ mod common;
 
 use std::mem::MaybeUninit;
 
-use common::packet::*;
+use common::{
+    fixture::{class, drop_total, Rng},
+    packet::*,
+};
 use etran::{
     bpf::entrance::{EntranceSkel, EntranceSkelBuilder},
     datapath::counters::{self, Counters},
@@ -133,19 +136,9 @@ impl Harness<'_> {
     }
 }
 
-fn class_total(c: &Counters, class: &str) -> (u64, u64) {
-    let row =
-        c.traffic.iter().find(|r| r.class == class).unwrap_or_else(|| panic!("no class {class}"));
+fn class_total(c: &Counters, name: &str) -> (u64, u64) {
+    let row = class(c, name);
     (row.pass.packets, row.drop.packets)
-}
-
-fn drop_total(c: &Counters, reason: &str) -> u64 {
-    c.drops
-        .iter()
-        .find(|d| d.reason == reason)
-        .unwrap_or_else(|| panic!("no reason {reason}"))
-        .count
-        .packets
 }
 
 #[test]
@@ -178,20 +171,6 @@ fn entrance_fixtures() {
         let bytes =
             |c: &Counters| c.traffic.iter().map(|r| r.pass.bytes + r.drop.bytes).sum::<u64>();
         assert_eq!(bytes(&after) - bytes(&before), fx.frame.len() as u64, "{}: bytes", fx.name);
-    }
-}
-
-/// xorshift64*: deterministic, so a failure names a reproducible seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
     }
 }
 

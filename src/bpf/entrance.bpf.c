@@ -9,13 +9,8 @@
 
 #include "parse.h"
 #include "stats.h"
-
-/* Which transport program handles a protocol: the index into etran_transports. */
-enum etran_transport {
-	ETRAN_TRANSPORT_TCP,
-	ETRAN_TRANSPORT_HOMA,
-	ETRAN_TRANSPORT_MAX,
-};
+#include "stats_maps.h"
+#include "transport.h"
 
 enum etran_backend {
 	ETRAN_BACKEND_COMPAT, /* stock kernel: egress on per-app veth ports */
@@ -40,49 +35,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } etran_transports SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, ETRAN_PROTO_MAX);
-	__type(key, __u32); /* enum etran_proto */
-	__type(value, struct etran_class_counts);
-} etran_traffic SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, ETRAN_DROP_REASON_MAX);
-	__type(key, __u32); /* enum etran_drop_reason */
-	__type(value, struct etran_count);
-} etran_drops SEC(".maps");
-
-static __always_inline void add(struct etran_count *c, __u64 bytes)
-{
-	c->packets++;
-	c->bytes += bytes;
-}
-
-static __always_inline int pass(enum etran_proto proto, __u64 bytes)
-{
-	__u32 key = proto;
-	struct etran_class_counts *c = bpf_map_lookup_elem(&etran_traffic, &key);
-
-	if (c)
-		add(&c->pass, bytes);
-	return XDP_PASS;
-}
-
-static __always_inline int drop(enum etran_proto proto, enum etran_drop_reason why, __u64 bytes)
-{
-	__u32 key = proto, reason = why;
-	struct etran_class_counts *c = bpf_map_lookup_elem(&etran_traffic, &key);
-	struct etran_count *r = bpf_map_lookup_elem(&etran_drops, &reason);
-
-	if (c)
-		add(&c->drop, bytes);
-	if (r)
-		add(r, bytes);
-	return XDP_DROP;
-}
 
 /* Hands the frame to its transport program, which counts its own verdict. Returns only when no
  * transport program is installed for the protocol, and then the kernel gets the frame. */

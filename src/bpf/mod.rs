@@ -1,7 +1,9 @@
 //! The embedded BPF programs: one libbpf skeleton per `src/bpf/*.bpf.c`, built by build.rs.
 //!
 //! Layout of the C side: `parse.h` (bounds-checked header parsing), `stats.h` (counter layouts
-//! and names shared with `etran stats`), one `*.bpf.c` per program object.
+//! and names shared with `etran stats`), `stats_maps.h` (the counter maps every program shares),
+//! `transport.h` (the entrance's program-array slots), `tcp.h` (TCP state and metadata layouts),
+//! one `*.bpf.c` per program object.
 #![allow(clippy::all, missing_docs, non_camel_case_types, non_upper_case_globals, dead_code)]
 
 pub mod entrance {
@@ -14,4 +16,8 @@ pub mod switch {
 
 pub mod xsk_redirect {
     include!(concat!(env!("OUT_DIR"), "/xsk_redirect.skel.rs"));
+}
+
+pub mod tcp {
+    include!(concat!(env!("OUT_DIR"), "/tcp.skel.rs"));
 }

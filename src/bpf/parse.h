@@ -67,6 +67,28 @@ static __always_inline struct tcphdr *parse_tcp(struct cursor *c)
 	return tcp;
 }
 
+/* The timestamp option in the layout RFC 7323 (appendix A) recommends and Linux always sends:
+ * NOP, NOP, kind 8, length 10, TSval, TSecr, first among the options. Other layouts are not
+ * searched for: a segment without it simply does not refresh ts_recent. */
+struct tcp_ts_opt {
+	__u8 nop[2];
+	__u8 kind;
+	__u8 len;
+	__be32 val;
+	__be32 ecr;
+};
+
+static __always_inline struct tcp_ts_opt *parse_tcp_ts(struct tcphdr *tcp, void *end)
+{
+	struct tcp_ts_opt *ts = (void *)(tcp + 1);
+
+	if (tcp->doff * 4 < sizeof(*tcp) + sizeof(*ts) || (void *)(ts + 1) > end)
+		return NULL;
+	if (ts->nop[0] != 1 || ts->nop[1] != 1 || ts->kind != 8 || ts->len != 10)
+		return NULL;
+	return ts;
+}
+
 /* HomaModule's common header: ports, 8 unused bytes, doff, type, 2 bytes, checksum, 2 bytes,
  * sender id (28 bytes in all). */
 struct homa_common_hdr {

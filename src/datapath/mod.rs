@@ -1,5 +1,5 @@
-//! The datapath on one interface: load the entrance program, attach it, pin its objects, find
-//! it again from another process, and remove it.
+//! The datapath on one interface: load the entrance and transport programs, attach the entrance,
+//! pin their objects, find them again from another process, and remove them.
 //!
 //! The program attached to the interface is the source of truth: `find` starts from it (netlink
 //! query → program id → its maps by id), so `stats` and `down` work from any process in the
@@ -13,12 +13,15 @@ use std::{
 use anyhow::{bail, Context};
 use libbpf_rs::{
     skel::{OpenSkel, SkelBuilder},
-    Btf, MapCore, MapFlags, MapHandle,
+    Btf, MapCore, MapFlags, MapHandle, OpenObject,
 };
 use serde::Serialize;
 
 use crate::{
-    bpf::entrance::{types, EntranceSkelBuilder},
+    bpf::{
+        entrance::{types, EntranceSkel, EntranceSkelBuilder},
+        tcp::{TcpSkel, TcpSkelBuilder},
+    },
     cli::{Backend, XdpMode},
     log,
 };
@@ -155,6 +158,56 @@ fn resolve_backend(requested: Backend) -> anyhow::Result<types::etran_backend> {
     })
 }
 
+/// Memory the loaded objects live in: libbpf skeletons borrow caller-provided storage.
+pub struct ObjectStorage {
+    entrance: MaybeUninit<OpenObject>,
+    tcp: MaybeUninit<OpenObject>,
+}
+
+impl Default for ObjectStorage {
+    fn default() -> Self {
+        ObjectStorage { entrance: MaybeUninit::uninit(), tcp: MaybeUninit::uninit() }
+    }
+}
+
+/// The datapath's program objects, loaded and linked to one another but attached nowhere.
+pub struct Objects<'a> {
+    pub entrance: EntranceSkel<'a>,
+    pub tcp: TcpSkel<'a>,
+}
+
+/// Loads the entrance and the TCP object. The TCP object gets the entrance's counter maps
+/// (declared identically by both, created once) and is installed in the entrance's program
+/// array, so a frame the entrance hands to TCP is counted in the same place either way.
+pub fn load(
+    storage: &mut ObjectStorage,
+    backend: types::etran_backend,
+    queues: u32,
+) -> anyhow::Result<Objects<'_>> {
+    let mut open = EntranceSkelBuilder::default()
+        .open(&mut storage.entrance)
+        .context("opening the embedded entrance object")?;
+    let config = open.maps.rodata_data.as_deref_mut().context("entrance object has no .rodata")?;
+    config.etran_config.backend = backend;
+    config.etran_config.queues = queues;
+    let entrance = open.load().context("loading the entrance program (verifier log above)")?;
+
+    let mut open = TcpSkelBuilder::default()
+        .open(&mut storage.tcp)
+        .context("opening the embedded TCP object")?;
+    open.maps.etran_traffic.reuse_fd(entrance.maps.etran_traffic.as_fd())?;
+    open.maps.etran_drops.reuse_fd(entrance.maps.etran_drops.as_fd())?;
+    let tcp = open.load().context("loading the TCP program (verifier log above)")?;
+    let slot = tcp.maps.rodata_data.context("TCP object has no .rodata")?.etran_transport_slot.0;
+    let fd = tcp.progs.etran_tcp_ingress.as_fd().as_raw_fd();
+    entrance
+        .maps
+        .etran_transports
+        .update(&slot.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+        .context("installing the TCP program in the entrance's program array")?;
+    Ok(Objects { entrance, tcp })
+}
+
 /// `etran up`: loads, attaches and pins the datapath on `iface`. Idempotent; on any failure
 /// nothing is left attached or pinned.
 pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
@@ -184,15 +237,9 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
         kernel::detach(ifindex, mode)?;
     }
 
-    let mut storage = MaybeUninit::uninit();
-    let mut open = EntranceSkelBuilder::default()
-        .open(&mut storage)
-        .context("opening the embedded entrance object")?;
-    let config = open.maps.rodata_data.as_deref_mut().context("entrance object has no .rodata")?;
-    config.etran_config.backend = backend;
-    config.etran_config.queues = queues;
-    let mut skel = open.load().context("loading the entrance program (verifier log above)")?;
-    let prog_fd = skel.progs.etran_entrance.as_fd().as_raw_fd();
+    let mut storage = ObjectStorage::default();
+    let Objects { mut entrance, mut tcp } = load(&mut storage, backend, queues)?;
+    let prog_fd = entrance.progs.etran_entrance.as_fd().as_raw_fd();
 
     let mode = attach_with_fallback(iface, ifindex, prog_fd, opts.mode)?;
     let pinned = (|| -> anyhow::Result<()> {
@@ -200,11 +247,14 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
         let dir = pins::iface_dir(iface)?;
         pins::remove_dir(&dir)?;
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        skel.progs.etran_entrance.pin(dir.join("entrance"))?;
-        skel.maps.etran_traffic.pin(dir.join("traffic"))?;
-        skel.maps.etran_drops.pin(dir.join("drops"))?;
-        skel.maps.etran_transports.pin(dir.join("transports"))?;
-        skel.maps.rodata.pin(dir.join("config"))?;
+        entrance.progs.etran_entrance.pin(dir.join("entrance"))?;
+        entrance.maps.etran_traffic.pin(dir.join("traffic"))?;
+        entrance.maps.etran_drops.pin(dir.join("drops"))?;
+        entrance.maps.etran_transports.pin(dir.join("transports"))?;
+        entrance.maps.rodata.pin(dir.join("config"))?;
+        tcp.progs.etran_tcp_ingress.pin(dir.join("tcp"))?;
+        tcp.maps.etran_tcp_conns.pin(dir.join("tcp_conns"))?;
+        tcp.maps.etran_app_ports.pin(dir.join("app_ports"))?;
         Ok(())
     })();
     if let Err(err) = pinned {

@@ -38,7 +38,8 @@ pub fn ensure_bpffs(path: &Path) -> anyhow::Result<()> {
     if in_private_mount_ns() {
         crate::log::warn(format!(
             "mounted bpffs at {} in a private mount namespace (ip netns exec?): pins made here \
-             vanish when this command exits; mount it on the host first \
+             vanish when this command exits, and the kernel then empties the program array, so \
+             transports fall back to the kernel stack; mount it on the host first \
              (`etran testbed up` does, or `mount -t bpf bpf {0}`)",
             path.display()
         ));

@@ -1,3 +1,4 @@
 //! Support shared by the integration tests.
+pub mod fixture;
 pub mod netns;
 pub mod packet;

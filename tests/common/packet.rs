@@ -51,14 +51,49 @@ pub fn ipv4(protocol: u8, payload: &[u8]) -> Vec<u8> {
 
 /// A TCP header without options (checksum left zero: the entrance does not verify it).
 pub fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut h = Vec::with_capacity(20 + payload.len());
+    tcp_segment(sport, dport, 1000, 0, flags, 0xffff, &[], payload)
+}
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
+pub const TCP_ACK: u8 = 0x10;
+
+/// A TCP segment with every header field given; `options` must be a multiple of 4 bytes.
+/// Checksum left zero (the datapath does not verify it).
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_segment(
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    assert_eq!(options.len() % 4, 0, "TCP options come in 4-byte words");
+    let doff = (20 + options.len()) / 4;
+    let mut h = Vec::with_capacity(20 + options.len() + payload.len());
     h.extend_from_slice(&sport.to_be_bytes());
     h.extend_from_slice(&dport.to_be_bytes());
-    h.extend_from_slice(&1000u32.to_be_bytes());
-    h.extend_from_slice(&0u32.to_be_bytes());
-    h.extend_from_slice(&[5 << 4, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    h.extend_from_slice(&seq.to_be_bytes());
+    h.extend_from_slice(&ack.to_be_bytes());
+    h.extend_from_slice(&[(doff as u8) << 4, flags]);
+    h.extend_from_slice(&window.to_be_bytes());
+    h.extend_from_slice(&[0, 0, 0, 0]);
+    h.extend_from_slice(options);
     h.extend_from_slice(payload);
     h
+}
+
+/// The timestamp option as Linux lays it out: NOP, NOP, kind 8, length 10, TSval, TSecr.
+pub fn tcp_ts_option(val: u32, ecr: u32) -> Vec<u8> {
+    let mut o = vec![1, 1, 8, 10];
+    o.extend_from_slice(&val.to_be_bytes());
+    o.extend_from_slice(&ecr.to_be_bytes());
+    o
 }
 
 pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {

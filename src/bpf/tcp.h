@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* TCP fast-path layouts shared by the TCP programs, the daemon and the app library (Rust reads
+ * them from the skeleton's generated types). Sequence numbers are host order; addresses and
+ * ports stay in network order, as on the wire, so keys are built without byte swapping. */
+#ifndef ETRAN_TCP_H
+#define ETRAN_TCP_H
+
+#include <linux/bpf.h>
+#include <linux/types.h>
+
+/* Key of etran_tcp_conns. Local = this host: the IP destination of an ingress segment. */
+struct tcp_conn_key {
+	__be32 local_ip;
+	__be32 remote_ip;
+	__be16 local_port;
+	__be16 remote_port;
+};
+
+/* Options negotiated at the handshake (tcp_conn.flags). */
+enum tcp_conn_flag {
+	TCP_CONN_TIMESTAMPS = 1 << 0, /* the timestamp option is in use: keep ts_recent */
+	TCP_CONN_ECN = 1 << 1,        /* ECN negotiated (DCTCP) */
+};
+
+/* Value of etran_tcp_conns: an established connection's fast-path state. The daemon inserts it
+ * after the handshake; the programs change it only under the lock. */
+struct tcp_conn {
+	struct bpf_spin_lock lock;
+	__u32 owner_port; /* slot of the owning app's port in etran_app_ports; never changes */
+	__u64 handle;     /* the app's opaque handle, echoed in RX metadata */
+
+	/* Receive side */
+	__u32 rcv_nxt;   /* next sequence number expected */
+	__u32 rcv_wnd;   /* bytes from rcv_nxt on the app can still take (its free buffer) */
+	__u32 rx_pos;    /* stream position of rcv_nxt (the app's buffer offset, wrapping) */
+	__u32 ooo_start; /* first sequence number of the one out-of-order interval the app holds */
+	__u32 ooo_len;   /* its length; 0 when there is none */
+
+	/* Send side */
+	__u32 snd_una;   /* oldest unacknowledged sequence number */
+	__u32 snd_nxt;   /* next sequence number to send */
+	__u32 snd_wnd;   /* the peer's receive window in bytes (already scaled) */
+	__u32 ts_recent; /* latest in-order TSval from the peer, echoed as TSecr */
+
+	/* Towards the ACK generator */
+	__u32 ack_pending; /* bytes received since the last ACK we sent */
+	__u16 dupacks;     /* consecutive duplicate ACKs seen */
+	__u8 snd_wscale;   /* shift for the peer's window field */
+	__u8 flags;        /* enum tcp_conn_flag */
+	__u8 ack_now;      /* send an ACK without waiting (duplicate, out of order, gap filled, FIN) */
+};
+
+/* What an ingress segment told the app (etran_tcp_rx_meta.flags). */
+enum etran_tcp_rx_flag {
+	ETRAN_TCP_RX_FAST_RETRANSMIT = 1 << 0, /* third duplicate ACK: resend from snd_una */
+	ETRAN_TCP_RX_FIN = 1 << 1,             /* the peer's stream ends after this payload */
+	ETRAN_TCP_RX_OUT_OF_ORDER = 1 << 2,    /* the payload lies past rcv_nxt, held out of order */
+	ETRAN_TCP_RX_MERGED = 1 << 3,          /* the out-of-order interval became in order */
+};
+
+/* XDP metadata in front of every frame handed to an app (a multiple of 4, at most 32 bytes, as
+ * bpf_xdp_adjust_meta requires). */
+struct etran_tcp_rx_meta {
+	__u64 handle;      /* the connection's app handle */
+	__u32 rx_pos;      /* stream position of the first payload byte */
+	__u16 payload_off; /* payload offset from the start of the frame */
+	__u16 payload_len; /* payload bytes for the app; 0 when there are none */
+	__u32 acked;       /* bytes newly acknowledged by the peer */
+	__u32 peer_wnd;    /* the peer's receive window in bytes */
+	__u32 merged;      /* with MERGED: bytes of the interval beyond this payload now in order */
+	__u32 flags;       /* enum etran_tcp_rx_flag */
+};
+
+/* Carries into BTF, hence into the Rust skeleton types, the layouts no map names: see
+ * etran_tcp_layouts in tcp.bpf.c. */
+struct etran_tcp_layouts {
+	struct etran_tcp_rx_meta rx_meta;
+	enum etran_tcp_rx_flag rx_flag;
+	enum tcp_conn_flag conn_flag;
+};
+
+#endif

@@ -1,0 +1,600 @@
+//! Table-driven BPF_PROG_TEST_RUN fixtures for the TCP ingress program, run through the entrance
+//! exactly as `etran up` links them: packet in → verdict, connection state, RX metadata,
+//! counters. Plus a mutation fuzzer over one connection's segments. Needs root (CAP_BPF).
+mod common;
+
+use std::{mem::size_of, os::fd::AsFd};
+
+use common::{
+    fixture::{class, drop_total, Rng},
+    packet::*,
+};
+use etran::{
+    bpf::{
+        entrance::types::etran_backend,
+        tcp::types::{etran_tcp_rx_flag, etran_tcp_rx_meta, tcp_conn, tcp_conn_flag, tcp_conn_key},
+    },
+    datapath::{
+        self,
+        counters::{self, Counters},
+        ObjectStorage, Objects,
+    },
+};
+use libbpf_rs::{Btf, MapCore, MapFlags, MapHandle, ProgramInput};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_REDIRECT: u32 = 4;
+
+const PEER_PORT: u16 = 40000;
+const LOCAL_PORT: u16 = 80;
+const HANDLE: u64 = 0xfeed_0000_beef;
+/// Both sequence spaces start just short of the 2^32 wrap, so serial arithmetic is exercised.
+const RCV: u32 = 0xffff_ff00;
+const SND: u32 = 0xffff_fc00;
+const OUTSTANDING: u32 = 2000;
+const RX_POS: u32 = 0xffff_fff0;
+const WND: u32 = 10_000;
+const PEER_WND: u16 = 65535;
+/// Offset of the payload in a frame built by `seg` (Ethernet + IPv4 + TCP + timestamp option).
+const PAYLOAD_OFF: u16 = 14 + 20 + 20 + 12;
+
+const FR: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_FAST_RETRANSMIT.0;
+const FIN: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_FIN.0;
+const OOO: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_OUT_OF_ORDER.0;
+const MERGED: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_MERGED.0;
+
+fn key() -> tcp_conn_key {
+    tcp_conn_key {
+        local_ip: u32::from_ne_bytes(DST_IP),
+        remote_ip: u32::from_ne_bytes(SRC_IP),
+        local_port: LOCAL_PORT.to_be(),
+        remote_port: PEER_PORT.to_be(),
+    }
+}
+
+/// The connection every fixture starts from: 2000 bytes in flight, 10000 bytes of app buffer.
+fn base_conn() -> tcp_conn {
+    tcp_conn {
+        owner_port: 0,
+        handle: HANDLE,
+        rcv_nxt: RCV,
+        rcv_wnd: WND,
+        rx_pos: RX_POS,
+        snd_una: SND,
+        snd_nxt: SND.wrapping_add(OUTSTANDING),
+        snd_wnd: PEER_WND.into(),
+        ts_recent: 7,
+        flags: tcp_conn_flag::TCP_CONN_TIMESTAMPS.0 as u8,
+        ..Default::default()
+    }
+}
+
+/// A segment of the fixture connection with the timestamp option (TSval 100).
+fn seg(seq: u32, ack: u32, flags: u8, wnd: u16, payload: &[u8]) -> Vec<u8> {
+    let tcp =
+        tcp_segment(PEER_PORT, LOCAL_PORT, seq, ack, flags, wnd, &tcp_ts_option(100, 1), payload);
+    eth(ETH_P_IP, &ipv4(IPPROTO_TCP, &tcp))
+}
+
+fn data(seq_off: i64, len: usize) -> Vec<u8> {
+    let seq = RCV.wrapping_add(seq_off as u32);
+    seg(seq, SND, TCP_ACK | TCP_PSH, PEER_WND, &vec![0x5a; len])
+}
+
+fn ack(ack_off: u32, wnd: u16) -> Vec<u8> {
+    seg(RCV, SND.wrapping_add(ack_off), TCP_ACK, wnd, &[])
+}
+
+/// The fields the program may change, for comparison.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct State {
+    rcv_nxt: u32,
+    rcv_wnd: u32,
+    rx_pos: u32,
+    ooo: (u32, u32),
+    snd_una: u32,
+    snd_wnd: u32,
+    dupacks: u16,
+    ts_recent: u32,
+    ack_pending: u32,
+    ack_now: u8,
+}
+
+impl From<&tcp_conn> for State {
+    fn from(c: &tcp_conn) -> State {
+        State {
+            rcv_nxt: c.rcv_nxt,
+            rcv_wnd: c.rcv_wnd,
+            rx_pos: c.rx_pos,
+            ooo: (c.ooo_start, c.ooo_len),
+            snd_una: c.snd_una,
+            snd_wnd: c.snd_wnd,
+            dupacks: c.dupacks,
+            ts_recent: c.ts_recent,
+            ack_pending: c.ack_pending,
+            ack_now: c.ack_now,
+        }
+    }
+}
+
+impl State {
+    /// In-order bytes the app now holds.
+    fn advance(&mut self, n: u32) {
+        self.rcv_nxt = self.rcv_nxt.wrapping_add(n);
+        self.rx_pos = self.rx_pos.wrapping_add(n);
+        self.rcv_wnd -= n;
+        self.ack_pending += n;
+    }
+}
+
+/// The metadata fields a fixture expects (the handle is always checked).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Meta {
+    rx_pos: u32,
+    off: u16,
+    len: u16,
+    acked: u32,
+    peer_wnd: u32,
+    merged: u32,
+    flags: u32,
+}
+
+impl From<&etran_tcp_rx_meta> for Meta {
+    fn from(m: &etran_tcp_rx_meta) -> Meta {
+        Meta {
+            rx_pos: m.rx_pos,
+            off: m.payload_off,
+            len: m.payload_len,
+            acked: m.acked,
+            peer_wnd: m.peer_wnd,
+            merged: m.merged,
+            flags: m.flags,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Verdict {
+    Pass,
+    Drop(&'static str),
+    Redirect(Meta),
+}
+
+struct Fixture {
+    name: &'static str,
+    /// Changes to `base_conn()` before the frame.
+    setup: fn(&mut tcp_conn),
+    frame: Vec<u8>,
+    verdict: Verdict,
+    /// Changes the frame makes to the connection's state.
+    effect: fn(&mut State),
+}
+
+/// Metadata of a delivered in-order segment at the start of the window.
+fn meta(len: u16) -> Meta {
+    Meta { rx_pos: RX_POS, off: PAYLOAD_OFF, len, peer_wnd: PEER_WND.into(), ..Default::default() }
+}
+
+fn fixtures() -> Vec<Fixture> {
+    let none = |_: &mut tcp_conn| {};
+    let same = |_: &mut State| {};
+    let ooo_1000_200 = |c: &mut tcp_conn| {
+        c.ooo_start = RCV.wrapping_add(1000);
+        c.ooo_len = 200;
+    };
+    let unknown = eth(
+        ETH_P_IP,
+        &ipv4(IPPROTO_TCP, &tcp_segment(PEER_PORT, 81, RCV, SND, TCP_ACK, 100, &[], b"x")),
+    );
+    let mut padded = data(0, 10);
+    padded.extend_from_slice(&[0xee; 20]); // Ethernet trailer padding, not payload
+    let mut tot_below_headers = data(0, 10);
+    tot_below_headers[16..18].copy_from_slice(&40u16.to_be_bytes());
+    let f = |name, setup, frame, verdict, effect| Fixture { name, setup, frame, verdict, effect };
+    vec![
+        f("unknown flow", none, unknown, Verdict::Pass, same),
+        f("syn", none, seg(RCV, SND, TCP_SYN, PEER_WND, &[]), Verdict::Pass, same),
+        f("rst", none, seg(RCV, SND, TCP_RST | TCP_ACK, PEER_WND, &[]), Verdict::Pass, same),
+        f("in-order data", none, data(0, 300), Verdict::Redirect(meta(300)), |s| {
+            s.advance(300);
+            s.ts_recent = 100;
+        }),
+        f(
+            "in-order with an overlapping prefix",
+            none,
+            data(-100, 300),
+            Verdict::Redirect(Meta { off: PAYLOAD_OFF + 100, ..meta(200) }),
+            |s| {
+                s.advance(200);
+                s.ts_recent = 100;
+            },
+        ),
+        f("ethernet padding is not payload", none, padded, Verdict::Redirect(meta(10)), |s| {
+            s.advance(10);
+            s.ts_recent = 100;
+        }),
+        f(
+            "payload over rcv_wnd is capped",
+            |c| c.rcv_wnd = 100,
+            data(0, 300),
+            Verdict::Redirect(meta(100)),
+            |s| {
+                s.advance(100);
+                s.ts_recent = 100;
+            },
+        ),
+        f(
+            "in-order data with FIN",
+            none,
+            seg(RCV, SND, TCP_ACK | TCP_FIN, PEER_WND, &[1; 50]),
+            Verdict::Redirect(Meta { flags: FIN, ..meta(50) }),
+            |s| {
+                s.advance(50);
+                s.rcv_nxt = s.rcv_nxt.wrapping_add(1);
+                s.ack_now = 1;
+                s.ts_recent = 100;
+            },
+        ),
+        f(
+            "beyond the window",
+            none,
+            data(WND.into(), 100),
+            Verdict::Drop("tcp_beyond_window"),
+            |s| s.ack_now = 1,
+        ),
+        f(
+            "zero-window probe",
+            |c| c.rcv_wnd = 0,
+            data(0, 1),
+            Verdict::Drop("tcp_beyond_window"),
+            |s| s.ack_now = 1,
+        ),
+        f("pure duplicate", none, data(-300, 300), Verdict::Drop("tcp_duplicate"), |s| {
+            s.ack_now = 1
+        }),
+        f(
+            "out of order starts the interval",
+            none,
+            data(1000, 200),
+            Verdict::Redirect(Meta { rx_pos: RX_POS.wrapping_add(1000), flags: OOO, ..meta(200) }),
+            |s| {
+                s.ooo = (RCV.wrapping_add(1000), 200);
+                s.ack_now = 1;
+            },
+        ),
+        f(
+            "out of order extends an adjacent interval",
+            ooo_1000_200,
+            data(1200, 100),
+            Verdict::Redirect(Meta { rx_pos: RX_POS.wrapping_add(1200), flags: OOO, ..meta(100) }),
+            |s| {
+                s.ooo.1 = 300;
+                s.ack_now = 1;
+            },
+        ),
+        f(
+            "out of order overlapping the interval's front",
+            ooo_1000_200,
+            data(900, 150),
+            Verdict::Redirect(Meta { rx_pos: RX_POS.wrapping_add(900), flags: OOO, ..meta(150) }),
+            |s| {
+                s.ooo = (RCV.wrapping_add(900), 300);
+                s.ack_now = 1;
+            },
+        ),
+        f(
+            "out of order apart from the interval",
+            ooo_1000_200,
+            data(2000, 100),
+            Verdict::Drop("tcp_ooo_gap"),
+            |s| s.ack_now = 1,
+        ),
+        f(
+            "in-order data fills the gap",
+            ooo_1000_200,
+            data(0, 1000),
+            Verdict::Redirect(Meta { merged: 200, flags: MERGED, ..meta(1000) }),
+            |s| {
+                s.advance(1200);
+                s.ooo = (RCV.wrapping_add(1000), 0);
+                s.ack_now = 1;
+                s.ts_recent = 100;
+            },
+        ),
+        f(
+            "ack advances snd_una",
+            |c| c.dupacks = 2,
+            ack(500, PEER_WND),
+            Verdict::Redirect(Meta { acked: 500, ..meta(0) }),
+            |s| {
+                s.snd_una = SND.wrapping_add(500);
+                s.dupacks = 0;
+                s.ts_recent = 100;
+            },
+        ),
+        f(
+            "ack of all outstanding data",
+            none,
+            ack(OUTSTANDING, PEER_WND),
+            Verdict::Redirect(Meta { acked: OUTSTANDING, ..meta(0) }),
+            |s| {
+                s.snd_una = SND.wrapping_add(OUTSTANDING);
+                s.ts_recent = 100;
+            },
+        ),
+        f(
+            "ack beyond snd_nxt",
+            none,
+            ack(OUTSTANDING + 1, PEER_WND),
+            Verdict::Drop("tcp_ack_unsent"),
+            |s| s.ack_now = 1,
+        ),
+        f("first duplicate ack", none, ack(0, PEER_WND), Verdict::Drop("tcp_consumed"), |s| {
+            s.dupacks = 1;
+            s.ts_recent = 100;
+        }),
+        f(
+            "third duplicate ack",
+            |c| c.dupacks = 2,
+            ack(0, PEER_WND),
+            Verdict::Redirect(Meta { flags: FR, ..meta(0) }),
+            |s| {
+                s.dupacks = 3;
+                s.ts_recent = 100;
+            },
+        ),
+        f(
+            "same ack with nothing outstanding is no duplicate",
+            |c| c.snd_nxt = c.snd_una,
+            ack(0, PEER_WND),
+            Verdict::Drop("tcp_consumed"),
+            |s| s.ts_recent = 100,
+        ),
+        f(
+            "window update is scaled",
+            |c| c.snd_wscale = 7,
+            ack(0, 1000),
+            Verdict::Redirect(Meta { peer_wnd: 128_000, ..meta(0) }),
+            |s| {
+                s.snd_wnd = 128_000;
+                s.ts_recent = 100;
+            },
+        ),
+        f(
+            "old ack is ignored",
+            none,
+            seg(RCV, SND.wrapping_sub(10), TCP_ACK, 10, &[]),
+            Verdict::Drop("tcp_consumed"),
+            |s| s.ts_recent = 100,
+        ),
+        f(
+            "bare ack beyond the window",
+            none,
+            seg(RCV.wrapping_add(WND + 1), SND.wrapping_add(500), TCP_ACK, PEER_WND, &[]),
+            Verdict::Drop("tcp_beyond_window"),
+            |s| s.ack_now = 1,
+        ),
+        f(
+            "bare ack at the window's right edge",
+            none,
+            seg(RCV.wrapping_add(WND), SND.wrapping_add(500), TCP_ACK, PEER_WND, &[]),
+            Verdict::Redirect(Meta { acked: 500, ..meta(0) }),
+            |s| s.snd_una = SND.wrapping_add(500),
+        ),
+        f("no owner port", |c| c.owner_port = 5, data(0, 10), Verdict::Drop("tcp_no_owner"), same),
+        f("tot_len below the headers", none, tot_below_headers, Verdict::Drop("short_l4"), same),
+    ]
+}
+
+struct Harness<'a> {
+    objs: Objects<'a>,
+    btf: Btf<'static>,
+    traffic: MapHandle,
+    drops: MapHandle,
+}
+
+/// What one run returned: verdict, metadata (when any was written) and the frame.
+struct Run {
+    verdict: u32,
+    meta: Option<etran_tcp_rx_meta>,
+    frame: Vec<u8>,
+}
+
+fn as_bytes<T>(v: &T) -> &[u8] {
+    // SAFETY: T is a plain #[repr(C)] type generated from the BPF object's BTF.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast(), size_of::<T>()) }
+}
+
+fn from_bytes<T: Copy>(b: &[u8]) -> T {
+    assert!(b.len() >= size_of::<T>());
+    // SAFETY: as above; the length was checked.
+    unsafe { std::ptr::read_unaligned(b.as_ptr().cast()) }
+}
+
+impl Harness<'_> {
+    fn new(storage: &mut ObjectStorage) -> Harness<'_> {
+        let objs = datapath::load(storage, etran_backend::ETRAN_BACKEND_COMPAT, 1)
+            .expect("the verifier accepts both programs");
+        let id =
+            libbpf_rs::Program::id_from_fd(objs.entrance.progs.etran_entrance.as_fd()).unwrap();
+        let btf = Btf::from_prog_id(id).unwrap();
+        let traffic = MapHandle::try_from(&objs.entrance.maps.etran_traffic).unwrap();
+        let drops = MapHandle::try_from(&objs.entrance.maps.etran_drops).unwrap();
+        // Slot 0 is an app port; lo stands in for it (a test run never transmits).
+        objs.tcp
+            .maps
+            .etran_app_ports
+            .update(&0u32.to_ne_bytes(), &1u32.to_ne_bytes(), MapFlags::ANY)
+            .expect("devmap entry for lo");
+        Harness { objs, btf, traffic, drops }
+    }
+
+    fn counters(&self) -> Counters {
+        counters::read(&self.btf, &self.traffic, &self.drops).unwrap()
+    }
+
+    fn set_conn(&self, c: &tcp_conn) {
+        self.objs
+            .tcp
+            .maps
+            .etran_tcp_conns
+            .update(as_bytes(&key()), as_bytes(c), MapFlags::ANY)
+            .expect("insert conn");
+    }
+
+    fn conn(&self) -> tcp_conn {
+        let v = self.objs.tcp.maps.etran_tcp_conns.lookup(as_bytes(&key()), MapFlags::ANY);
+        from_bytes(&v.unwrap().expect("conn present"))
+    }
+
+    /// Runs a frame through the entrance (which tail-calls TCP) with an xdp_md context, so the
+    /// metadata length comes back: the kernel copies data out from data_meta on.
+    fn run(&self, frame: &[u8]) -> Run {
+        use etran::bpf::tcp::types::xdp_md;
+        let md = xdp_md { data_end: frame.len() as u32, ..Default::default() };
+        let mut ctx_in = as_bytes(&md).to_vec();
+        let mut ctx_out = vec![0u8; size_of::<xdp_md>()];
+        let mut out = vec![0u8; frame.len() + 64];
+        let input = ProgramInput {
+            context_in: Some(&mut ctx_in),
+            context_out: Some(&mut ctx_out),
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        };
+        let output = self.objs.entrance.progs.etran_entrance.test_run(input).expect("test run");
+        let verdict = output.return_value;
+        let len = output.data.as_ref().map_or(0, |d| d.len());
+        out.truncate(len);
+        let md: xdp_md = from_bytes(&ctx_out);
+        let meta_len = md.data as usize;
+        let meta = (meta_len == size_of::<etran_tcp_rx_meta>()).then(|| from_bytes(&out));
+        assert!(meta_len == 0 || meta.is_some(), "unexpected metadata length {meta_len}");
+        Run { verdict, meta, frame: out.split_off(meta_len) }
+    }
+}
+
+fn tcp_row(c: &Counters) -> (u64, u64, u64) {
+    let row = class(c, "tcp");
+    (row.transport.packets, row.pass.packets, row.drop.packets)
+}
+
+#[test]
+fn tcp_ingress_fixtures() {
+    let mut storage = ObjectStorage::default();
+    let h = Harness::new(&mut storage);
+    for fx in fixtures() {
+        let mut conn = base_conn();
+        (fx.setup)(&mut conn);
+        h.set_conn(&conn);
+        let mut want = State::from(&conn);
+        (fx.effect)(&mut want);
+        let before = h.counters();
+        let run = h.run(&fx.frame);
+        let after = h.counters();
+        let (t0, p0, d0) = tcp_row(&before);
+        let (t1, p1, d1) = tcp_row(&after);
+        let name = fx.name;
+        match fx.verdict {
+            Verdict::Pass => {
+                assert_eq!(run.verdict, XDP_PASS, "{name}: verdict");
+                assert!(run.meta.is_none(), "{name}: no metadata on a passed frame");
+                assert_eq!(run.frame, fx.frame, "{name}: a passed frame is untouched");
+                assert_eq!((t1 - t0, p1 - p0, d1 - d0), (0, 1, 0), "{name}: counted as pass");
+            }
+            Verdict::Drop(reason) => {
+                assert_eq!(run.verdict, XDP_DROP, "{name}: verdict");
+                assert_eq!((t1 - t0, p1 - p0, d1 - d0), (0, 0, 1), "{name}: counted as drop");
+                assert_eq!(
+                    drop_total(&after, reason) - drop_total(&before, reason),
+                    1,
+                    "{name}: reason {reason}"
+                );
+            }
+            Verdict::Redirect(m) => {
+                assert_eq!(run.verdict, XDP_REDIRECT, "{name}: verdict");
+                assert_eq!((t1 - t0, p1 - p0, d1 - d0), (1, 0, 0), "{name}: counted as transport");
+                let got = run.meta.unwrap_or_else(|| panic!("{name}: metadata written"));
+                assert_eq!(got.handle, HANDLE, "{name}: handle");
+                assert_eq!(Meta::from(&got), m, "{name}: metadata");
+                assert_eq!(run.frame, fx.frame, "{name}: the frame itself is untouched");
+            }
+        }
+        assert_eq!(State::from(&h.conn()), want, "{name}: connection state");
+    }
+}
+
+/// Serial `a <= b`.
+fn not_after(a: u32, b: u32) -> bool {
+    (b.wrapping_sub(a) as i32) >= 0
+}
+
+#[test]
+fn tcp_ingress_survives_mutated_segments() {
+    let mut storage = ObjectStorage::default();
+    let h = Harness::new(&mut storage);
+    let seeds: Vec<Vec<u8>> = fixtures().into_iter().map(|f| f.frame).collect();
+    let mut rng = Rng(0x7c90_5eed);
+    let runs = 3000;
+    let base = base_conn();
+    let mut prev = base;
+    for i in 0..runs {
+        if i % 64 == 0 {
+            h.set_conn(&base);
+            prev = base;
+        }
+        let mut frame = seeds[rng.below(seeds.len())].clone();
+        for _ in 0..=rng.below(4) {
+            let at = match rng.below(4) {
+                // The TCP sequence, ack, flags and window fields mostly.
+                0 | 1 => 14 + 20 + 4 + rng.below(12),
+                _ => rng.below(frame.len()),
+            };
+            match rng.below(3) {
+                0 if at < frame.len() => frame[at] ^= 1 << rng.below(8),
+                1 if at < frame.len() => frame[at] = rng.next() as u8,
+                _ => frame.truncate(14.max(rng.below(frame.len() + 1))),
+            }
+        }
+        let run = h.run(&frame);
+        assert!(
+            matches!(run.verdict, XDP_PASS | XDP_DROP | XDP_REDIRECT),
+            "run {i}: verdict {} for {frame:02x?}",
+            run.verdict
+        );
+        let c = h.conn();
+        let ctx = || format!("run {i}: {prev:?} → {c:?} for {frame:02x?}");
+        assert!(c.rcv_wnd <= prev.rcv_wnd, "rcv_wnd never grows on ingress: {}", ctx());
+        assert_eq!(
+            c.rx_pos.wrapping_sub(prev.rx_pos),
+            prev.rcv_wnd - c.rcv_wnd,
+            "the app's stream and its window move together: {}",
+            ctx()
+        );
+        if c.ooo_len != 0 {
+            let start = c.ooo_start.wrapping_sub(c.rcv_nxt);
+            assert!(
+                start > 0 && start < 1 << 31 && start + c.ooo_len <= c.rcv_wnd,
+                "the interval lies within the window past rcv_nxt: {}",
+                ctx()
+            );
+        }
+        assert!(
+            not_after(prev.snd_una, c.snd_una) && not_after(c.snd_una, c.snd_nxt),
+            "snd_una moves forward, never past snd_nxt: {}",
+            ctx()
+        );
+        assert_eq!(c.snd_nxt, prev.snd_nxt, "ingress never sends: {}", ctx());
+        if run.verdict == XDP_REDIRECT {
+            let m = run.meta.expect("a redirected frame carries metadata");
+            assert_eq!(m.handle, HANDLE);
+            assert!(
+                usize::from(m.payload_off) + usize::from(m.payload_len) <= run.frame.len(),
+                "payload within the frame: {}",
+                ctx()
+            );
+        }
+        prev = c;
+    }
+}
