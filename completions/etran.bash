@@ -331,12 +331,16 @@ _etran() {
             return 0
             ;;
         etran__subcmd__daemon)
-            opts="-j -p -v -h -V --socket --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --iface --socket --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --iface)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -53,6 +53,7 @@ complete -c etran -n "__fish_etran_using_subcommand down" -s p -l pretty -d 'Pre
 complete -c etran -n "__fish_etran_using_subcommand down" -s v -l verbose -d 'More log output (repeat for more)'
 complete -c etran -n "__fish_etran_using_subcommand down" -s h -l help -d 'Print help'
 complete -c etran -n "__fish_etran_using_subcommand down" -s V -l version -d 'Print version'
+complete -c etran -n "__fish_etran_using_subcommand daemon" -l iface -d 'Interface carrying the etran datapath (`etran up IFACE` first)' -r
 complete -c etran -n "__fish_etran_using_subcommand daemon" -l socket -d 'Unix socket that apps connect to' -r -F
 complete -c etran -n "__fish_etran_using_subcommand daemon" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand daemon" -s p -l pretty -d 'Pretty-print JSON (implies --json)'

@@ -84,6 +84,9 @@ pub struct DownArgs {
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
+    /// Interface carrying the etran datapath (`etran up IFACE` first).
+    #[arg(long)]
+    pub iface: String,
     /// Unix socket that apps connect to.
     #[arg(long, default_value = "/run/etran/etran.sock")]
     pub socket: PathBuf,

@@ -5,6 +5,7 @@ pub mod bpf;
 pub mod cleanup;
 pub mod cli;
 pub mod cmd;
+pub mod daemon;
 pub mod datapath;
 pub mod ethtool;
 pub mod log;

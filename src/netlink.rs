@@ -208,6 +208,15 @@ impl Netlink {
         self.new_link(msg, &format!("bridge {name}"))
     }
 
+    /// Deletes interface `index` (for a veth, its peer goes too).
+    pub fn delete_link(&mut self, index: u32) -> anyhow::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        self.request(RouteNetlinkMessage::DelLink(msg), 0)
+            .with_context(|| format!("deleting interface {index}"))?;
+        Ok(())
+    }
+
     /// Brings interface `index` up.
     pub fn set_up(&mut self, index: u32) -> anyhow::Result<()> {
         let mut msg = LinkMessage::default();

@@ -3,28 +3,19 @@
 //! counters. Plus a mutation fuzzer over one connection's segments. Needs root (CAP_BPF).
 mod common;
 
-use std::{mem::size_of, os::fd::AsFd};
+use std::mem::size_of;
 
 use common::{
-    fixture::{class, drop_total, Rng},
+    fixture::{drop_total, Rng},
     packet::*,
+    tcp::*,
 };
 use etran::{
-    bpf::{
-        entrance::types::etran_backend,
-        tcp::types::{etran_tcp_rx_flag, etran_tcp_rx_meta, tcp_conn, tcp_conn_flag, tcp_conn_key},
+    bpf::tcp::types::{
+        etran_tcp_rx_flag, etran_tcp_rx_meta, tcp_conn, tcp_conn_flag, tcp_conn_key,
     },
-    datapath::{
-        self,
-        counters::{self, Counters},
-        ObjectStorage, Objects,
-    },
+    datapath::ObjectStorage,
 };
-use libbpf_rs::{Btf, MapCore, MapFlags, MapHandle, ProgramInput};
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_REDIRECT: u32 = 4;
 
 const PEER_PORT: u16 = 40000;
 const LOCAL_PORT: u16 = 80;
@@ -387,13 +378,6 @@ fn fixtures() -> Vec<Fixture> {
     ]
 }
 
-struct Harness<'a> {
-    objs: Objects<'a>,
-    btf: Btf<'static>,
-    traffic: MapHandle,
-    drops: MapHandle,
-}
-
 /// What one run returned: verdict, metadata (when any was written) and the frame.
 struct Run {
     verdict: u32,
@@ -401,83 +385,14 @@ struct Run {
     frame: Vec<u8>,
 }
 
-fn as_bytes<T>(v: &T) -> &[u8] {
-    // SAFETY: T is a plain #[repr(C)] type generated from the BPF object's BTF.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast(), size_of::<T>()) }
-}
-
-fn from_bytes<T: Copy>(b: &[u8]) -> T {
-    assert!(b.len() >= size_of::<T>());
-    // SAFETY: as above; the length was checked.
-    unsafe { std::ptr::read_unaligned(b.as_ptr().cast()) }
-}
-
-impl Harness<'_> {
-    fn new(storage: &mut ObjectStorage) -> Harness<'_> {
-        let objs = datapath::load(storage, etran_backend::ETRAN_BACKEND_COMPAT, 1)
-            .expect("the verifier accepts both programs");
-        let id =
-            libbpf_rs::Program::id_from_fd(objs.entrance.progs.etran_entrance.as_fd()).unwrap();
-        let btf = Btf::from_prog_id(id).unwrap();
-        let traffic = MapHandle::try_from(&objs.entrance.maps.etran_traffic).unwrap();
-        let drops = MapHandle::try_from(&objs.entrance.maps.etran_drops).unwrap();
-        // Slot 0 is an app port; lo stands in for it (a test run never transmits).
-        objs.tcp
-            .maps
-            .etran_app_ports
-            .update(&0u32.to_ne_bytes(), &1u32.to_ne_bytes(), MapFlags::ANY)
-            .expect("devmap entry for lo");
-        Harness { objs, btf, traffic, drops }
-    }
-
-    fn counters(&self) -> Counters {
-        counters::read(&self.btf, &self.traffic, &self.drops).unwrap()
-    }
-
-    fn set_conn(&self, c: &tcp_conn) {
-        self.objs
-            .tcp
-            .maps
-            .etran_tcp_conns
-            .update(as_bytes(&key()), as_bytes(c), MapFlags::ANY)
-            .expect("insert conn");
-    }
-
-    fn conn(&self) -> tcp_conn {
-        let v = self.objs.tcp.maps.etran_tcp_conns.lookup(as_bytes(&key()), MapFlags::ANY);
-        from_bytes(&v.unwrap().expect("conn present"))
-    }
-
-    /// Runs a frame through the entrance (which tail-calls TCP) with an xdp_md context, so the
-    /// metadata length comes back: the kernel copies data out from data_meta on.
-    fn run(&self, frame: &[u8]) -> Run {
-        use etran::bpf::tcp::types::xdp_md;
-        let md = xdp_md { data_end: frame.len() as u32, ..Default::default() };
-        let mut ctx_in = as_bytes(&md).to_vec();
-        let mut ctx_out = vec![0u8; size_of::<xdp_md>()];
-        let mut out = vec![0u8; frame.len() + 64];
-        let input = ProgramInput {
-            context_in: Some(&mut ctx_in),
-            context_out: Some(&mut ctx_out),
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..Default::default()
-        };
-        let output = self.objs.entrance.progs.etran_entrance.test_run(input).expect("test run");
-        let verdict = output.return_value;
-        let len = output.data.as_ref().map_or(0, |d| d.len());
-        out.truncate(len);
-        let md: xdp_md = from_bytes(&ctx_out);
-        let meta_len = md.data as usize;
-        let meta = (meta_len == size_of::<etran_tcp_rx_meta>()).then(|| from_bytes(&out));
-        assert!(meta_len == 0 || meta.is_some(), "unexpected metadata length {meta_len}");
-        Run { verdict, meta, frame: out.split_off(meta_len) }
-    }
-}
-
-fn tcp_row(c: &Counters) -> (u64, u64, u64) {
-    let row = class(c, "tcp");
-    (row.transport.packets, row.pass.packets, row.drop.packets)
+/// Runs a frame through the entrance (which tail-calls TCP) with an xdp_md context, so the
+/// metadata length comes back: the kernel copies data out from data_meta on.
+fn run(h: &Harness<'_>, frame: &[u8]) -> Run {
+    let mut raw = h.run(&h.objs.entrance.progs.etran_entrance, frame, LO);
+    let meta_len = raw.ctx.data as usize;
+    let meta = (meta_len == size_of::<etran_tcp_rx_meta>()).then(|| from_bytes(&raw.data));
+    assert!(meta_len == 0 || meta.is_some(), "unexpected metadata length {meta_len}");
+    Run { verdict: raw.verdict, meta, frame: raw.data.split_off(meta_len) }
 }
 
 #[test]
@@ -487,11 +402,11 @@ fn tcp_ingress_fixtures() {
     for fx in fixtures() {
         let mut conn = base_conn();
         (fx.setup)(&mut conn);
-        h.set_conn(&conn);
+        h.set_conn(&key(), &conn);
         let mut want = State::from(&conn);
         (fx.effect)(&mut want);
         let before = h.counters();
-        let run = h.run(&fx.frame);
+        let run = run(&h, &fx.frame);
         let after = h.counters();
         let (t0, p0, d0) = tcp_row(&before);
         let (t1, p1, d1) = tcp_row(&after);
@@ -521,13 +436,8 @@ fn tcp_ingress_fixtures() {
                 assert_eq!(run.frame, fx.frame, "{name}: the frame itself is untouched");
             }
         }
-        assert_eq!(State::from(&h.conn()), want, "{name}: connection state");
+        assert_eq!(State::from(&h.conn(&key())), want, "{name}: connection state");
     }
-}
-
-/// Serial `a <= b`.
-fn not_after(a: u32, b: u32) -> bool {
-    (b.wrapping_sub(a) as i32) >= 0
 }
 
 #[test]
@@ -541,7 +451,7 @@ fn tcp_ingress_survives_mutated_segments() {
     let mut prev = base;
     for i in 0..runs {
         if i % 64 == 0 {
-            h.set_conn(&base);
+            h.set_conn(&key(), &base);
             prev = base;
         }
         let mut frame = seeds[rng.below(seeds.len())].clone();
@@ -557,13 +467,13 @@ fn tcp_ingress_survives_mutated_segments() {
                 _ => frame.truncate(14.max(rng.below(frame.len() + 1))),
             }
         }
-        let run = h.run(&frame);
+        let run = run(&h, &frame);
         assert!(
             matches!(run.verdict, XDP_PASS | XDP_DROP | XDP_REDIRECT),
             "run {i}: verdict {} for {frame:02x?}",
             run.verdict
         );
-        let c = h.conn();
+        let c = h.conn(&key());
         let ctx = || format!("run {i}: {prev:?} → {c:?} for {frame:02x?}");
         assert!(c.rcv_wnd <= prev.rcv_wnd, "rcv_wnd never grows on ingress: {}", ctx());
         assert_eq!(

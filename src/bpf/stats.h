@@ -33,6 +33,16 @@ enum etran_drop_reason {
 	ETRAN_DROP_TCP_CONSUMED,      /* valid but nothing for the app (e.g. 1st/2nd duplicate ACK) */
 	ETRAN_DROP_TCP_NO_OWNER,      /* the connection's app port slot is empty */
 	ETRAN_DROP_TCP_NO_HEADROOM,   /* no room in front of the frame for the RX metadata */
+	ETRAN_DROP_TCP_TX_SHORT,      /* TX frame shorter than its TX header */
+	ETRAN_DROP_TCP_TX_BAD_HDR,    /* TX header inconsistent: intent, length, reserved bits */
+	ETRAN_DROP_TCP_TX_OVER_MSS,   /* TX payload longer than the connection's MSS */
+	ETRAN_DROP_TCP_TX_UNKNOWN_CONN, /* TX header names no connection */
+	ETRAN_DROP_TCP_TX_WRONG_OWNER,  /* sent from a port other than the connection owner's */
+	ETRAN_DROP_TCP_TX_STALE,      /* payload not at the conn's tx_pos (e.g. after a rollback) */
+	ETRAN_DROP_TCP_TX_PEER_WINDOW, /* payload would exceed the peer's receive window */
+	ETRAN_DROP_TCP_TX_CWND,       /* payload would exceed the congestion window */
+	ETRAN_DROP_TCP_TX_NO_HEADROOM, /* no room in front of the frame for the protocol headers */
+	ETRAN_DROP_TCP_TX_NO_NIC,     /* the NIC slot of etran_nic is empty */
 	ETRAN_DROP_REASON_MAX,
 };
 

@@ -1,20 +1,17 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* TCP ingress: the fast path of established connections. The entrance tail-calls it for every
- * valid TCP frame. Segments of connections in etran_tcp_conns are checked against and applied to
- * the connection state, then handed to the owning app's port with RX metadata in front; anything
- * else (no connection, SYN, RST) goes to the kernel, where the daemon's slow path will see it. */
+/* The TCP object: the fast path of established connections, in two programs sharing the
+ * connection map.
+ * - etran_tcp_ingress: tail-called by the entrance for every valid TCP frame from the NIC
+ *   (tcp_ingress.h).
+ * - etran_tcp_egress: XDP on the kernel side of an app's port (compat backend); turns the app's
+ *   TX frames into TCP segments for the NIC (tcp_egress.h). */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
-#include <bpf/bpf_endian.h>
 
-#include "parse.h"
-#include "stats_maps.h"
 #include "tcp.h"
+#include "tcp_egress.h"
+#include "tcp_ingress.h"
 #include "transport.h"
-
-#define MAX_CONNS 65536
-#define MAX_APP_PORTS 64
-#define MAX_WSCALE 14 /* RFC 7323 */
 
 /* The slot of etran_transports this program fills; read by the loader. */
 const volatile enum etran_transport etran_transport_slot = ETRAN_TRANSPORT_TCP;
@@ -22,299 +19,16 @@ const volatile enum etran_transport etran_transport_slot = ETRAN_TRANSPORT_TCP;
 /* Never read: declared so that the metadata layout and flag values reach the program's BTF. */
 const volatile struct etran_tcp_layouts etran_tcp_layouts;
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_CONNS);
-	__type(key, struct tcp_conn_key);
-	__type(value, struct tcp_conn);
-} etran_tcp_conns SEC(".maps");
-
-/* App ports (compat backend): slot → ifindex of the kernel side of the app's veth. */
-struct {
-	__uint(type, BPF_MAP_TYPE_DEVMAP);
-	__uint(max_entries, MAX_APP_PORTS);
-	__type(key, __u32);
-	__type(value, __u32);
-} etran_app_ports SEC(".maps");
-
-/* The fields of a segment, copied out of the frame before the lock is taken. */
-struct segment {
-	__u32 seq;
-	__u32 ack;
-	__u32 len;   /* payload bytes, from the IP total length (Ethernet may pad) */
-	__u32 wnd;   /* the window field, unscaled */
-	__u32 tsval; /* valid with has_ts */
-	__u16 payload_off;
-	__u8 has_ack;
-	__u8 fin;
-	__u8 has_ts;
-};
-
-/* What the update under the lock decided, acted upon after it. */
-struct verdict {
-	struct etran_tcp_rx_meta meta;
-	__u32 reason;     /* enum etran_drop_reason, when dropped */
-	__u8 dropped;     /* drop the frame instead of delivering it */
-	__u8 wnd_changed; /* the peer's window is news for the app */
-};
-
-/* Sequence-number (serial) comparisons: correct across wrap-around. */
-static __always_inline int before(__u32 a, __u32 b)
-{
-	return (__s32)(a - b) < 0;
-}
-
-static __always_inline int after(__u32 a, __u32 b)
-{
-	return before(b, a);
-}
-
-static __always_inline void set_drop(struct verdict *v, enum etran_drop_reason why)
-{
-	v->dropped = 1;
-	v->reason = why;
-}
-
-/* Moves the in-order frontier by n bytes the app now holds. */
-static __always_inline void advance(struct tcp_conn *c, __u32 n)
-{
-	c->rcv_nxt += n;
-	c->rx_pos += n;
-	c->rcv_wnd -= n;
-	c->ack_pending += n;
-}
-
-/* In-order data reached the out-of-order interval: all of it is now in order. */
-static __always_inline void merge_ooo(struct tcp_conn *c, struct verdict *v)
-{
-	__u32 end = c->ooo_start + c->ooo_len, n = 0;
-
-	if (after(end, c->rcv_nxt)) {
-		n = end - c->rcv_nxt;
-		/* The interval lies within the window; the clamp keeps a bad insert harmless. */
-		if (n > c->rcv_wnd)
-			n = c->rcv_wnd;
-		advance(c, n);
-	}
-	c->ooo_len = 0;
-	c->ack_now = 1; /* a filled gap is ACKed at once (RFC 5681 4.2) */
-	v->meta.merged = n;
-	v->meta.flags |= ETRAN_TCP_RX_MERGED;
-}
-
-/* Out-of-order payload [seq, end) inside the window: it starts the interval or grows it when
- * adjacent or overlapping. Returns 0 when it lies apart from the interval (the app cannot hold
- * two). */
-static __always_inline int hold_ooo(struct tcp_conn *c, __u32 seq, __u32 end)
-{
-	__u32 start = c->ooo_start, stop = c->ooo_start + c->ooo_len;
-
-	if (!c->ooo_len) {
-		c->ooo_start = seq;
-		c->ooo_len = end - seq;
-		return 1;
-	}
-	if (after(seq, stop) || before(end, start))
-		return 0;
-	if (before(seq, start))
-		start = seq;
-	if (after(end, stop))
-		stop = end;
-	c->ooo_start = start;
-	c->ooo_len = stop - start;
-	return 1;
-}
-
-/* The ACK field and the window. Returns 0 when the segment must be dropped. */
-static __always_inline int rx_ack(struct tcp_conn *c, const struct segment *s, struct verdict *v)
-{
-	__u32 wscale = c->snd_wscale > MAX_WSCALE ? MAX_WSCALE : c->snd_wscale;
-	__u32 wnd = s->wnd << wscale;
-
-	if (!s->has_ack)
-		return 1;
-	if (after(s->ack, c->snd_nxt)) {
-		c->ack_now = 1; /* RFC 9293 3.10.7.4: ACK it and drop it */
-		set_drop(v, ETRAN_DROP_TCP_ACK_UNSENT);
-		return 0;
-	}
-	if (before(s->ack, c->snd_una))
-		return 1; /* an old ACK, reordered: neither its ack nor its window is news */
-	if (after(s->ack, c->snd_una)) {
-		v->meta.acked = s->ack - c->snd_una;
-		c->snd_una = s->ack;
-		c->dupacks = 0;
-	} else if (!s->len && !s->fin && c->snd_una != c->snd_nxt && wnd == c->snd_wnd) {
-		/* A duplicate ACK as RFC 5681 defines it; the third one triggers fast retransmit. */
-		if (++c->dupacks == 3)
-			v->meta.flags |= ETRAN_TCP_RX_FAST_RETRANSMIT;
-	}
-	if (wnd != c->snd_wnd) {
-		c->snd_wnd = wnd;
-		v->wnd_changed = 1;
-	}
-	return 1;
-}
-
-/* Is the segment acceptable (RFC 9293 3.10.7.4)? Returns 0 when it must be dropped: entirely
- * old, or starting past the window. Checked before rx_ack changes anything. */
-static __always_inline int rx_check_seq(struct tcp_conn *c, const struct segment *s,
-					struct verdict *v)
-{
-	__u32 start, off;
-
-	if (!s->len) {
-		/* A bare ACK is checked against the right edge only, as Linux does: one sent before
-		 * data that is still in flight, or reordered behind it, carries an older seq. */
-		if (after(s->seq, c->rcv_nxt + c->rcv_wnd)) {
-			c->ack_now = 1;
-			set_drop(v, ETRAN_DROP_TCP_BEYOND_WINDOW);
-			return 0;
-		}
-		return 1;
-	}
-	if (!after(s->seq + s->len, c->rcv_nxt)) {
-		c->ack_now = 1; /* the peer missed our ACK: repeat it */
-		set_drop(v, ETRAN_DROP_TCP_DUPLICATE);
-		return 0;
-	}
-	start = before(s->seq, c->rcv_nxt) ? c->rcv_nxt : s->seq;
-	off = start - c->rcv_nxt;
-	if (off >= c->rcv_wnd) {
-		c->ack_now = 1; /* tells the peer the window (a zero-window probe lands here) */
-		set_drop(v, ETRAN_DROP_TCP_BEYOND_WINDOW);
-		return 0;
-	}
-	return 1;
-}
-
-/* An acceptable segment's payload and FIN: the in-order part advances the stream (and may reach
- * the out-of-order interval), a later part joins the interval or is left out. */
-static __always_inline void rx_payload(struct tcp_conn *c, const struct segment *s,
-				       struct verdict *v)
-{
-	__u32 skip = 0, off, len, fin = 0;
-
-	v->meta.rx_pos = c->rx_pos;
-	v->meta.payload_off = s->payload_off;
-	if (!s->len) {
-		fin = s->fin && s->seq == c->rcv_nxt && !c->ooo_len;
-		goto out;
-	}
-	if (before(s->seq, c->rcv_nxt))
-		skip = c->rcv_nxt - s->seq; /* overlapping prefix the app already has */
-	off = s->seq + skip - c->rcv_nxt;
-	len = s->len - skip;
-	if (len > c->rcv_wnd - off)
-		len = c->rcv_wnd - off; /* the rest does not fit the app's buffer: dropped */
-	v->meta.rx_pos = c->rx_pos + off;
-	v->meta.payload_off = s->payload_off + skip;
-	v->meta.payload_len = len;
-	if (off == 0) {
-		/* A FIN counts only once everything before it is in order and kept. */
-		fin = s->fin && len == s->len - skip && !c->ooo_len;
-		advance(c, len);
-		if (c->ooo_len && !after(c->ooo_start, c->rcv_nxt))
-			merge_ooo(c, v);
-		goto out;
-	}
-	c->ack_now = 1; /* duplicate ACKs drive the peer's fast retransmit */
-	if (hold_ooo(c, c->rcv_nxt + off, c->rcv_nxt + off + len))
-		v->meta.flags |= ETRAN_TCP_RX_OUT_OF_ORDER;
-	else
-		v->meta.payload_len = 0;
-out:
-	if (fin) {
-		c->rcv_nxt++; /* the FIN takes one sequence number, no stream byte */
-		c->ack_now = 1;
-		v->meta.flags |= ETRAN_TCP_RX_FIN;
-	}
-}
-
-/* Everything done under the connection lock: no helper calls, only the state and the copied
- * segment. */
-static __always_inline void rx_update(struct tcp_conn *c, const struct segment *s,
-				      struct verdict *v)
-{
-	__u32 rcv_nxt = c->rcv_nxt;
-
-	if (!rx_check_seq(c, s, v) || !rx_ack(c, s, v))
-		return;
-	rx_payload(c, s, v);
-	/* RFC 7323 4.3: remember the TSval of a segment that covers rcv_nxt. */
-	if ((c->flags & TCP_CONN_TIMESTAMPS) && s->has_ts && !after(s->seq, rcv_nxt) &&
-	    !before(s->tsval, c->ts_recent))
-		c->ts_recent = s->tsval;
-	v->meta.handle = c->handle;
-	v->meta.peer_wnd = c->snd_wnd;
-	if (!v->meta.payload_len && !v->meta.acked && !v->meta.flags && !v->wnd_changed)
-		set_drop(v, s->len ? ETRAN_DROP_TCP_OOO_GAP : ETRAN_DROP_TCP_CONSUMED);
-}
-
 SEC("xdp")
 int etran_tcp_ingress(struct xdp_md *ctx)
 {
-	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
-	struct cursor cur = { .pos = data, .end = data_end };
-	struct etran_tcp_rx_meta *meta;
-	struct verdict v = {};
-	struct segment s = {};
-	struct tcp_conn_key key;
-	struct tcp_ts_opt *ts;
-	struct tcp_conn *c;
-	__u64 bytes = data_end - data;
-	__u32 hdrs, tot;
-	struct iphdr *ip;
-	struct tcphdr *tcp;
+	return tcp_ingress(ctx);
+}
 
-	/* The entrance checked all this already; the verifier needs it proven here too. */
-	if (!parse_eth(&cur) || !(ip = parse_ipv4(&cur)) || !(tcp = parse_tcp(&cur)))
-		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_SHORT_L4, bytes);
-	if (tcp->syn || tcp->rst)
-		return pass(ETRAN_PROTO_TCP, bytes); /* the daemon's slow path */
-	key.local_ip = ip->daddr;
-	key.remote_ip = ip->saddr;
-	key.local_port = tcp->dest;
-	key.remote_port = tcp->source;
-	c = bpf_map_lookup_elem(&etran_tcp_conns, &key);
-	if (!c)
-		return pass(ETRAN_PROTO_TCP, bytes);
-
-	hdrs = ip->ihl * 4 + tcp->doff * 4;
-	tot = bpf_ntohs(ip->tot_len);
-	if (tot < hdrs)
-		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_SHORT_L4, bytes);
-	s.seq = bpf_ntohl(tcp->seq);
-	s.ack = bpf_ntohl(tcp->ack_seq);
-	s.len = tot - hdrs;
-	s.wnd = bpf_ntohs(tcp->window);
-	s.payload_off = (void *)tcp + tcp->doff * 4 - data;
-	s.has_ack = tcp->ack;
-	s.fin = tcp->fin;
-	ts = parse_tcp_ts(tcp, data_end);
-	if (ts) {
-		s.has_ts = 1;
-		s.tsval = bpf_ntohl(ts->val);
-	}
-
-	/* Both can fail; they go first so that a failure leaves the connection untouched. A
-	 * redirect takes effect only if the program returns XDP_REDIRECT. */
-	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(*meta)))
-		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_NO_HEADROOM, bytes);
-	if (bpf_redirect_map(&etran_app_ports, c->owner_port, XDP_DROP) != XDP_REDIRECT)
-		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_NO_OWNER, bytes);
-
-	bpf_spin_lock(&c->lock);
-	rx_update(c, &s, &v);
-	bpf_spin_unlock(&c->lock);
-	if (v.dropped)
-		return drop(ETRAN_PROTO_TCP, v.reason, bytes);
-
-	meta = (void *)(long)ctx->data_meta;
-	if ((void *)(meta + 1) > (void *)(long)ctx->data)
-		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_NO_HEADROOM, bytes);
-	*meta = v.meta;
-	return delivered(ETRAN_PROTO_TCP, bytes, XDP_REDIRECT);
+SEC("xdp")
+int etran_tcp_egress(struct xdp_md *ctx)
+{
+	return tcp_egress(ctx);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -23,11 +23,12 @@ enum tcp_conn_flag {
 };
 
 /* Value of etran_tcp_conns: an established connection's fast-path state. The daemon inserts it
- * after the handshake; the programs change it only under the lock. */
+ * after the handshake; the programs change it only under the lock. Fields marked "fixed" are set
+ * at insertion and never change, so they may be read without the lock. */
 struct tcp_conn {
 	struct bpf_spin_lock lock;
-	__u32 owner_port; /* slot of the owning app's port in etran_app_ports; never changes */
-	__u64 handle;     /* the app's opaque handle, echoed in RX metadata */
+	__u32 owner_port; /* fixed: the owner's port slot (etran_app_ports, etran_port_ifindex) */
+	__u64 handle;     /* fixed: the app's opaque handle, echoed in RX metadata */
 
 	/* Receive side */
 	__u32 rcv_nxt;   /* next sequence number expected */
@@ -41,13 +42,29 @@ struct tcp_conn {
 	__u32 snd_nxt;   /* next sequence number to send */
 	__u32 snd_wnd;   /* the peer's receive window in bytes (already scaled) */
 	__u32 ts_recent; /* latest in-order TSval from the peer, echoed as TSecr */
+	__u32 tx_pos;    /* stream position of snd_nxt (the app's send buffer offset, wrapping) */
+	__u32 cwnd;      /* congestion window (bytes) the daemon's DCTCP writes; 0: unlimited */
 
 	/* Towards the ACK generator */
 	__u32 ack_pending; /* bytes received since the last ACK we sent */
 	__u16 dupacks;     /* consecutive duplicate ACKs seen */
-	__u8 snd_wscale;   /* shift for the peer's window field */
-	__u8 flags;        /* enum tcp_conn_flag */
+	__u8 snd_wscale;   /* fixed: shift for the peer's window field */
+	__u8 flags;        /* fixed: enum tcp_conn_flag */
 	__u8 ack_now;      /* send an ACK without waiting (duplicate, out of order, gap filled, FIN) */
+	__u8 rcv_wscale;   /* fixed: shift for our window field (what we announced in our SYN) */
+	__u16 mss;         /* fixed: largest payload egress sends (<= ETRAN_TCP_MAX_PAYLOAD) */
+
+	/* Headers egress writes */
+	__u8 local_mac[6];  /* fixed: Ethernet source (the NIC's address) */
+	__u8 remote_mac[6]; /* fixed: Ethernet destination (the peer or the next hop) */
+	__u16 ip_id;        /* IPv4 identification of the next segment sent */
+};
+
+/* Limits apps must know (an enum so that they reach BTF, hence Rust). */
+enum etran_tcp_limit {
+	/* The most payload one TX frame may carry: an Ethernet MTU less IPv4 and TCP headers.
+	 * Bounds the egress checksum loop. */
+	ETRAN_TCP_MAX_PAYLOAD = 1460,
 };
 
 /* What an ingress segment told the app (etran_tcp_rx_meta.flags). */
@@ -71,12 +88,35 @@ struct etran_tcp_rx_meta {
 	__u32 flags;       /* enum etran_tcp_rx_flag */
 };
 
+/* What a TX frame asks egress to send (etran_tcp_tx_hdr.intent). Zero is no intent, so a
+ * zeroed header is refused. */
+enum etran_tcp_tx_intent {
+	ETRAN_TCP_TX_DATA = 1,          /* payload at tx_pos, with the ACK and window piggybacked */
+	ETRAN_TCP_TX_ACK = 2,           /* a pure ACK (no payload) */
+	ETRAN_TCP_TX_WINDOW_UPDATE = 3, /* a pure ACK announcing the window `consumed` reopened */
+};
+
+/* In front of the payload of every frame an app transmits (compat backend: on its port). Egress
+ * validates it, strips it and writes every protocol header from the connection state: nothing
+ * here reaches the wire except the payload. A multiple of 4 bytes. */
+struct etran_tcp_tx_hdr {
+	struct tcp_conn_key key; /* the connection, as in etran_tcp_conns */
+	__u32 tx_pos;   /* DATA: stream position of the first payload byte (the conn's tx_pos) */
+	__u32 consumed; /* bytes the app consumed since its last report: reopens rcv_wnd */
+	__u16 len;      /* payload bytes after this header (the rest of the frame, exactly) */
+	__u8 intent;    /* enum etran_tcp_tx_intent */
+	__u8 reserved;  /* zero */
+};
+
 /* Carries into BTF, hence into the Rust skeleton types, the layouts no map names: see
  * etran_tcp_layouts in tcp.bpf.c. */
 struct etran_tcp_layouts {
 	struct etran_tcp_rx_meta rx_meta;
 	enum etran_tcp_rx_flag rx_flag;
 	enum tcp_conn_flag conn_flag;
+	struct etran_tcp_tx_hdr tx_hdr;
+	enum etran_tcp_tx_intent tx_intent;
+	enum etran_tcp_limit limit;
 };
 
 #endif

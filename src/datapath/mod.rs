@@ -239,11 +239,18 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
 
     let mut storage = ObjectStorage::default();
     let Objects { mut entrance, mut tcp } = load(&mut storage, backend, queues)?;
+    tcp.maps
+        .etran_nic
+        .update(&0u32.to_ne_bytes(), &ifindex.to_ne_bytes(), MapFlags::ANY)
+        .with_context(|| format!("making {iface} the TCP egress destination"))?;
     let prog_fd = entrance.progs.etran_entrance.as_fd().as_raw_fd();
 
     let mode = attach_with_fallback(iface, ifindex, prog_fd, opts.mode)?;
     let pinned = (|| -> anyhow::Result<()> {
         pins::ensure_bpffs(std::path::Path::new(pins::BPFFS_ROOT))?;
+        if pins::remove_stale()? > 0 {
+            log::info("removed the pins of network namespaces that no longer exist");
+        }
         let dir = pins::iface_dir(iface)?;
         pins::remove_dir(&dir)?;
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -255,6 +262,9 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
         tcp.progs.etran_tcp_ingress.pin(dir.join("tcp"))?;
         tcp.maps.etran_tcp_conns.pin(dir.join("tcp_conns"))?;
         tcp.maps.etran_app_ports.pin(dir.join("app_ports"))?;
+        tcp.maps.etran_port_ifindex.pin(dir.join("port_ifindex"))?;
+        tcp.progs.etran_tcp_egress.pin(dir.join("tcp_egress"))?;
+        tcp.maps.etran_nic.pin(dir.join("nic"))?;
         Ok(())
     })();
     if let Err(err) = pinned {
@@ -266,6 +276,17 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
     }
     let dp = find(iface)?.context("the entrance program is not attached after attaching it")?;
     Ok(UpOutcome::Attached(dp.summary))
+}
+
+/// Attaches TCP egress to the kernel side of an app's port (native mode, generic when the
+/// driver lacks XDP). It goes away with the port.
+pub fn attach_egress(egress: impl AsFd, port_ifindex: u32) -> anyhow::Result<AttachMode> {
+    attach_with_fallback(
+        &format!("port ifindex {port_ifindex}"),
+        port_ifindex,
+        egress.as_fd().as_raw_fd(),
+        XdpMode::Native,
+    )
 }
 
 fn attach_with_fallback(
@@ -303,4 +324,53 @@ pub fn down(iface: &str) -> anyhow::Result<bool> {
     }
     pins::remove_dir(&dir)?;
     Ok(was_up || had_pins)
+}
+
+/// What the daemon needs of the TCP object of a datapath: the app-port maps and the egress
+/// program. Found from the attached entrance program (program array → TCP ingress → its maps;
+/// the egress program by its name and its shared connection map), so no pins are needed.
+pub struct TcpHandles {
+    /// DEVMAP: port slot → kernel-side ifindex (where ingress hands frames to apps).
+    pub app_ports: MapHandle,
+    /// ARRAY: port slot → kernel-side ifindex (what egress checks a frame's origin against).
+    pub port_ifindex: MapHandle,
+    pub egress: std::os::fd::OwnedFd,
+}
+
+/// Kernel names are cut at 15 bytes: etran_tcp_ingress, etran_tcp_egress, etran_transports,
+/// etran_port_ifindex.
+const TCP_INGRESS_PROG: &str = "etran_tcp_ingre";
+const TCP_EGRESS_PROG: &str = "etran_tcp_egres";
+
+pub fn tcp_handles(entrance_prog_id: u32) -> anyhow::Result<TcpHandles> {
+    let missing = || anyhow::anyhow!("the datapath has no TCP transport loaded");
+    let transports = kernel::prog_info(entrance_prog_id)?
+        .map_ids
+        .into_iter()
+        .filter_map(|id| MapHandle::from_map_id(id).ok())
+        .find(|m| m.name() == "etran_transport")
+        .ok_or_else(missing)?;
+    let tcp_id = (0..transports.max_entries())
+        .filter_map(|k| transports.lookup(&k.to_ne_bytes(), MapFlags::ANY).ok().flatten())
+        .filter_map(|v| <[u8; 4]>::try_from(v.as_slice()).ok().map(u32::from_ne_bytes))
+        .find(|id| kernel::prog_info(*id).is_ok_and(|i| i.name == TCP_INGRESS_PROG))
+        .ok_or_else(missing)?;
+    let named = |prog: u32, name: &str| -> anyhow::Result<Option<(u32, MapHandle)>> {
+        for id in kernel::prog_info(prog)?.map_ids {
+            let map = MapHandle::from_map_id(id).with_context(|| format!("opening map {id}"))?;
+            if map.name() == name {
+                return Ok(Some((id, map)));
+            }
+        }
+        Ok(None)
+    };
+    let (conns_id, _) = named(tcp_id, "etran_tcp_conns")?.ok_or_else(missing)?;
+    let (_, app_ports) = named(tcp_id, "etran_app_ports")?.ok_or_else(missing)?;
+    let egress = libbpf_rs::query::ProgInfoIter::with_query_opts(
+        libbpf_rs::query::ProgInfoQueryOptions::default().include_map_ids(true),
+    )
+    .find(|p| p.name == TCP_EGRESS_PROG && p.map_ids.contains(&conns_id))
+    .ok_or_else(missing)?;
+    let (_, port_ifindex) = named(egress.id, "etran_port_ifin")?.ok_or_else(missing)?;
+    Ok(TcpHandles { app_ports, port_ifindex, egress: libbpf_rs::Program::fd_from_id(egress.id)? })
 }

@@ -72,6 +72,51 @@ pub fn iface_dir(iface: &str) -> anyhow::Result<PathBuf> {
     Ok(Path::new(BPFFS_ROOT).join(format!("net{ino}")).join(iface))
 }
 
+/// Removes the pin directories of network namespaces that no longer exist: a namespace deleted
+/// while etran was up on one of its interfaces detaches the programs, but its pins would keep
+/// their maps alive for good. A namespace counts as alive while any thread is in it or a
+/// namespace file (`ip netns`, Docker) names it. Returns how many directories went.
+pub fn remove_stale() -> anyhow::Result<usize> {
+    let root = Path::new(BPFFS_ROOT);
+    let Ok(entries) = fs::read_dir(root) else { return Ok(0) };
+    let live = live_netns_inodes();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(ino) = name.to_str().and_then(|n| n.strip_prefix("net")?.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if !live.contains(&ino) {
+            fs::remove_dir_all(entry.path())
+                .with_context(|| format!("removing stale pins {}", entry.path().display()))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+fn live_netns_inodes() -> std::collections::HashSet<u64> {
+    let mut live = std::collections::HashSet::new();
+    let mut add = |path: &Path| {
+        if let Ok(m) = fs::metadata(path) {
+            live.insert(m.ino());
+        }
+    };
+    for dir in ["/run/netns", "/var/run/docker/netns"] {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            add(&e.path());
+        }
+    }
+    for proc_entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let tasks = proc_entry.path().join("task");
+        for task in fs::read_dir(tasks).into_iter().flatten().flatten() {
+            add(&task.path().join("ns/net"));
+        }
+    }
+    live
+}
+
 /// Removes a pin directory and everything pinned in it (unpinning drops the references).
 pub fn remove_dir(dir: &Path) -> anyhow::Result<()> {
     match fs::remove_dir_all(dir) {

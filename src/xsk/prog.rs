@@ -2,7 +2,10 @@
 //! XSKMAP slot q) and the `xsk_gen` live-frame generator, from `src/bpf/xsk_redirect.bpf.c`.
 //! Attachments are BPF links: they go away when this value is dropped, or when the process
 //! dies, so nothing stale stays on an interface.
-use std::{mem::MaybeUninit, os::fd::AsRawFd};
+use std::{
+    mem::MaybeUninit,
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
+};
 
 use anyhow::Context;
 use libbpf_rs::{
@@ -78,7 +81,13 @@ impl XskProgram {
 
     /// Points XSKMAP slot `queue` at `sock`.
     pub fn insert(&self, queue: u32, sock: &Socket) -> anyhow::Result<()> {
-        let fd = sock.as_raw_fd() as u32;
+        self.insert_fd(queue, sock.as_fd())
+    }
+
+    /// Points XSKMAP slot `queue` at the bound AF_XDP socket `fd` (the daemon holds app
+    /// sockets as bare descriptors).
+    pub fn insert_fd(&self, queue: u32, fd: BorrowedFd<'_>) -> anyhow::Result<()> {
+        let fd = fd.as_raw_fd() as u32;
         self.skel()
             .maps
             .xsks

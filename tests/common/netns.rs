@@ -33,6 +33,14 @@ impl VethPair {
     }
 
     fn remove(&self) {
+        // Take down any datapath a test left up, so its pins do not outlive the namespace.
+        for (ns, iface) in [(&self.a, "va"), (&self.b, "vb")] {
+            if std::path::Path::new("/run/netns").join(ns).exists() {
+                in_netns(ns, || {
+                    let _ = etran::datapath::down(iface);
+                });
+            }
+        }
         for ns in [&self.a, &self.b] {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
@@ -58,4 +66,74 @@ pub fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
         .join()
         .expect("netns thread")
     })
+}
+
+/// An AF_PACKET socket bound to one interface of the calling thread's namespace: sends whole
+/// Ethernet frames and receives every frame the interface sees. Closed on drop.
+pub struct RawSocket {
+    fd: std::os::fd::OwnedFd,
+    ifindex: i32,
+}
+
+impl RawSocket {
+    pub fn open(iface: &str) -> RawSocket {
+        use std::os::fd::FromRawFd;
+        let name = std::ffi::CString::new(iface).unwrap();
+        // SAFETY: plain socket calls; the descriptor is owned from here on.
+        unsafe {
+            let ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
+            assert!(ifindex > 0, "no interface {iface}");
+            let proto = (libc::ETH_P_ALL as u16).to_be();
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto.into());
+            assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+            let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = proto;
+            sll.sll_ifindex = ifindex;
+            let rc = libc::bind(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            assert_eq!(rc, 0, "bind AF_PACKET: {}", std::io::Error::last_os_error());
+            RawSocket { fd, ifindex }
+        }
+    }
+
+    pub fn send(&self, frame: &[u8]) {
+        // SAFETY: sending from a valid buffer to a zeroed-then-filled sockaddr_ll.
+        unsafe {
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_ifindex = self.ifindex;
+            sll.sll_halen = 6;
+            let n = libc::sendto(
+                std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            assert_eq!(n as usize, frame.len(), "sendto: {}", std::io::Error::last_os_error());
+        }
+    }
+
+    /// The next frame seen (sent or received), or None after `timeout_ms` without one.
+    pub fn recv(&self, timeout_ms: i32) -> Option<Vec<u8>> {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.fd);
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: polling one valid descriptor, reading into a buffer of the given length.
+        unsafe {
+            if libc::poll(&mut pfd, 1, timeout_ms) <= 0 {
+                return None;
+            }
+            let mut buf = vec![0u8; 65536];
+            let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+            assert!(n >= 0, "recv: {}", std::io::Error::last_os_error());
+            buf.truncate(n as usize);
+            Some(buf)
+        }
+    }
 }

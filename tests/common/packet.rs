@@ -16,9 +16,13 @@ pub const SRC_IP: [u8; 4] = [10, 99, 0, 1];
 pub const DST_IP: [u8; 4] = [10, 99, 0, 2];
 
 pub fn eth(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    eth_with(DST_MAC, SRC_MAC, ethertype, payload)
+}
+
+pub fn eth_with(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(14 + payload.len());
-    f.extend_from_slice(&DST_MAC);
-    f.extend_from_slice(&SRC_MAC);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
     f.extend_from_slice(&ethertype.to_be_bytes());
     f.extend_from_slice(payload);
     f
@@ -38,11 +42,33 @@ pub fn checksum(data: &[u8]) -> u16 {
 
 /// A 20-byte IPv4 header followed by `payload`.
 pub fn ipv4(protocol: u8, payload: &[u8]) -> Vec<u8> {
+    ipv4_with(&Ipv4 { protocol, ..Ipv4::default() }, payload)
+}
+
+/// The IPv4 header fields a test may choose (the flags are always DF).
+#[derive(Clone, Copy, Debug)]
+pub struct Ipv4 {
+    pub tos: u8,
+    pub id: u16,
+    pub ttl: u8,
+    pub protocol: u8,
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+}
+
+impl Default for Ipv4 {
+    fn default() -> Ipv4 {
+        Ipv4 { tos: 0, id: 0x1234, ttl: 64, protocol: IPPROTO_TCP, src: SRC_IP, dst: DST_IP }
+    }
+}
+
+pub fn ipv4_with(ip: &Ipv4, payload: &[u8]) -> Vec<u8> {
     let total = (20 + payload.len()) as u16;
-    let mut h = vec![0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, protocol, 0, 0];
+    let mut h = vec![0x45, ip.tos, 0, 0, 0, 0, 0x40, 0, ip.ttl, ip.protocol, 0, 0];
     h[2..4].copy_from_slice(&total.to_be_bytes());
-    h.extend_from_slice(&SRC_IP);
-    h.extend_from_slice(&DST_IP);
+    h[4..6].copy_from_slice(&ip.id.to_be_bytes());
+    h.extend_from_slice(&ip.src);
+    h.extend_from_slice(&ip.dst);
     let sum = checksum(&h);
     h[10..12].copy_from_slice(&sum.to_be_bytes());
     h.extend_from_slice(payload);
@@ -86,6 +112,25 @@ pub fn tcp_segment(
     h.extend_from_slice(options);
     h.extend_from_slice(payload);
     h
+}
+
+/// The TCP checksum of `segment` (its checksum field included: 0 when that field is right)
+/// between `src` and `dst`: RFC 1071 over the pseudo-header (RFC 9293 3.1) and the segment.
+pub fn tcp_checksum(src: [u8; 4], dst: [u8; 4], segment: &[u8]) -> u16 {
+    let mut data = Vec::with_capacity(12 + segment.len());
+    data.extend_from_slice(&src);
+    data.extend_from_slice(&dst);
+    data.extend_from_slice(&[0, IPPROTO_TCP]);
+    data.extend_from_slice(&(segment.len() as u16).to_be_bytes());
+    data.extend_from_slice(segment);
+    checksum(&data)
+}
+
+/// Fills the checksum field of a TCP segment built with a zero one.
+pub fn with_tcp_checksum(src: [u8; 4], dst: [u8; 4], mut segment: Vec<u8>) -> Vec<u8> {
+    let sum = tcp_checksum(src, dst, &segment);
+    segment[16..18].copy_from_slice(&sum.to_be_bytes());
+    segment
 }
 
 /// The timestamp option as Linux lays it out: NOP, NOP, kind 8, length 10, TSval, TSecr.

@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Internet checksum (RFC 1071) pieces for XDP programs. Sums are of 32-bit words loaded in host
+ * order into a 64-bit accumulator; folded and complemented, the result is stored in host order
+ * too, which makes the bytes on the wire right whatever the host's endianness (RFC 1071 2.(B)).
+ * Every summed range starts at an even offset of the checksummed data. */
+#ifndef ETRAN_CSUM_H
+#define ETRAN_CSUM_H
+
+#include <linux/types.h>
+
+/* Folds a 64-bit sum of 32-bit words into 16 bits, end-around carries included. */
+static __always_inline __u16 csum_fold(__u64 sum)
+{
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)sum;
+}
+
+/* Sum of `bytes` (a constant multiple of 4) bytes of 4-byte aligned memory, e.g. a header built
+ * on the stack. */
+static __always_inline __u64 csum_words(const void *p, const __u32 bytes)
+{
+	const __u32 *w = p;
+	__u64 sum = 0;
+
+#pragma unroll
+	for (__u32 i = 0; i < bytes / 4; i++)
+		sum += w[i];
+	return sum;
+}
+
+union csum_tail {
+	__u8 b[4];
+	__u32 w;
+};
+
+/* Sum of `len` (at most max_len, a constant) packet bytes from p; a last partial word is padded
+ * with zeros. Returns 0 in *ok when the bytes are not all before end (callers have checked the
+ * frame's length; the verifier needs it proven here). */
+static __always_inline __u64 csum_packet(void *p, void *end, __u32 len, const __u32 max_len,
+					 int *ok)
+{
+	union csum_tail tail = { .w = 0 };
+	__u32 words = len / 4, rest = len & 3;
+	__u64 sum = 0;
+
+	*ok = 0;
+	for (__u32 i = 0; i < max_len / 4; i++) {
+		if (i >= words)
+			break;
+		if (p + 4 > end)
+			return 0;
+		sum += *(__u32 *)p;
+		p += 4;
+	}
+#pragma unroll
+	for (__u32 j = 0; j < 3; j++) {
+		if (j >= rest)
+			break;
+		if (p + 1 > end)
+			return 0;
+		tail.b[j] = *(__u8 *)p;
+		p++;
+	}
+	sum += tail.w;
+	*ok = 1;
+	return sum;
+}
+
+#endif

@@ -1,0 +1,378 @@
+//! `etran daemon`: the control path. One mio `Poll` drives the Unix listener apps connect to,
+//! one source per app session, a timer wheel and a Waker that asks the loop to shut down.
+//!
+//! - [`proto`]: the wire protocol (length-prefixed JSON, descriptors with SCM_RIGHTS).
+//! - [`session`]: one app's connection and what it owns.
+//! - [`port`]: an app's veth port, its AF_XDP socket and UMEM, its `app_ports` slot.
+//! - [`client`]: the app side (`connect`, `register`).
+//!
+//! Nothing outlives its owner: a session's port is torn down when the app closes its socket
+//! (exit, crash or `Close`), and every session's when the daemon stops. Links named like ports
+//! (`etp<n>k`/`etp<n>a`) left by a daemon that crashed are deleted at start. One daemon per
+//! interface and network namespace (an flock under /run/etran), so a second one cannot mistake
+//! the first one's ports for stale ones.
+//!
+//! Stopping: SIGINT/SIGTERM reach the process-wide handler of [`crate::cleanup`]; the cleanup
+//! that `etran daemon` registers wakes this loop through its mio [`Waker`], waits for the
+//! teardown, and exits 0 (see `cmd/daemon.rs`).
+//!
+//! Replies are small and sent inline from the loop (a full socket buffer is waited on for at
+//! most 5 s, then the session is dropped).
+use std::{
+    collections::HashMap,
+    io,
+    os::{
+        fd::{AsFd, BorrowedFd},
+        unix::fs::PermissionsExt,
+    },
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use libbpf_rs::{MapCore, MapFlags};
+use mio::{net::UnixListener, Events, Interest, Poll, Token, Waker};
+
+use crate::{datapath::TcpHandles, log, netlink::Netlink, timer::TimerWheel};
+
+pub mod client;
+pub mod port;
+pub mod proto;
+pub mod session;
+
+use port::Port;
+use proto::{FdKind, Reply, Request, Transport};
+use session::{Input, Session};
+
+const WAKER: Token = Token(0);
+const LISTENER: Token = Token(1);
+const FIRST_SESSION: usize = 2;
+/// Slots of the `app_ports` devmap (MAX_APP_PORTS in tcp_maps.h). Slot 0 is never given out, so
+/// a zeroed connection entry never routes to an app.
+const APP_SLOTS: u32 = 64;
+const HOUSEKEEPING: Duration = Duration::from_secs(5);
+
+pub struct Config {
+    pub iface: String,
+    pub socket: PathBuf,
+}
+
+enum Timer {
+    Housekeeping,
+}
+
+pub struct Daemon {
+    cfg: Config,
+    poll: Poll,
+    waker: Arc<Waker>,
+    listener: UnixListener,
+    sessions: HashMap<Token, Session>,
+    next_token: usize,
+    next_id: u64,
+    timers: TimerWheel<Timer>,
+    nl: Netlink,
+    tcp: TcpHandles,
+    /// Held for the daemon's lifetime: one daemon per interface and network namespace.
+    lock: (std::fs::File, PathBuf),
+}
+
+/// Lifecycle lines, printed whatever the verbosity.
+fn note(msg: impl std::fmt::Display) {
+    eprintln!("etran daemon: {msg}");
+}
+
+impl Daemon {
+    /// Checks the datapath on `cfg.iface`, removes stale ports and binds the socket.
+    pub fn new(cfg: Config) -> anyhow::Result<Daemon> {
+        crate::sys::require_root("etran daemon")?;
+        let dp = crate::datapath::find(&cfg.iface)?.with_context(|| {
+            format!("etran is not up on {}: run `etran up {}` first", cfg.iface, cfg.iface)
+        })?;
+        let tcp = crate::datapath::tcp_handles(dp.summary.prog_id)?;
+        let lock = lock_iface(&cfg.iface)?;
+        let listener = bind_listener(&cfg.socket)?;
+        let mut nl = Netlink::open()?;
+        if let Err(e) = remove_stale_ports(&mut nl, &tcp) {
+            let _ = std::fs::remove_file(&cfg.socket);
+            return Err(e);
+        }
+        let poll = Poll::new().context("creating the event loop")?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut listener = listener;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let now = Instant::now();
+        let mut timers = TimerWheel::new(Duration::from_millis(10), now);
+        timers.insert(now + HOUSEKEEPING, Timer::Housekeeping);
+        Ok(Daemon {
+            cfg,
+            poll,
+            waker,
+            listener,
+            sessions: HashMap::new(),
+            next_token: FIRST_SESSION,
+            next_id: 1,
+            timers,
+            nl,
+            tcp,
+            lock,
+        })
+    }
+
+    /// Waking it makes [`Daemon::run`] return (used from the signal cleanup).
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
+    /// Runs the event loop until the waker fires, then tears everything down.
+    pub fn run(&mut self) -> anyhow::Result<()> {
+        note(format!(
+            "serving {} on {} (pid {})",
+            self.cfg.iface,
+            self.cfg.socket.display(),
+            std::process::id()
+        ));
+        let result = self.run_loop();
+        self.shutdown();
+        result
+    }
+
+    fn run_loop(&mut self) -> anyhow::Result<()> {
+        let mut events = Events::with_capacity(64);
+        let mut fired = Vec::new();
+        loop {
+            let timeout = self
+                .timers
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()) + Duration::from_millis(1));
+            match self.poll.poll(&mut events, timeout) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => r.context("waiting for events")?,
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => return Ok(()),
+                    LISTENER => self.accept(),
+                    t => self.serve(t),
+                }
+            }
+            let now = Instant::now();
+            self.timers.expire(now, &mut fired);
+            for t in fired.drain(..) {
+                match t {
+                    Timer::Housekeeping => {
+                        log::debug(format!("{} app session(s)", self.sessions.len()));
+                        self.timers.insert(now + HOUSEKEEPING, Timer::Housekeeping);
+                    }
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    if let Err(e) =
+                        self.poll.registry().register(&mut stream, token, Interest::READABLE)
+                    {
+                        log::warn(format!("registering app session {id}: {e}"));
+                        continue;
+                    }
+                    log::info(format!("app session {id} connected"));
+                    self.sessions.insert(token, Session::new(stream, id));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn(format!("accepting an app: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn serve(&mut self, token: Token) {
+        let Some(session) = self.sessions.get_mut(&token) else { return };
+        let mut inputs = Vec::new();
+        session.read(&mut inputs);
+        for input in inputs {
+            let close = match input {
+                Input::Request(Request::Register { version, transport, queues }) => {
+                    match self.register(token, version, transport, queues) {
+                        Ok(()) => false,
+                        Err(e) => {
+                            self.refuse(token, &format!("{e:#}"));
+                            true
+                        }
+                    }
+                }
+                Input::Request(Request::Close) => true,
+                Input::Closed => true,
+                Input::Bad(e) => {
+                    self.refuse(token, &e.to_string());
+                    true
+                }
+            };
+            if close {
+                self.close(token);
+                return;
+            }
+        }
+    }
+
+    fn register(
+        &mut self,
+        token: Token,
+        version: u32,
+        transport: Transport,
+        queues: u32,
+    ) -> anyhow::Result<()> {
+        proto::check_version(version).map_err(anyhow::Error::msg)?;
+        let session = self.sessions.get(&token).expect("live session");
+        if session.port.is_some() {
+            bail!("this session is already registered");
+        }
+        match transport {
+            Transport::Tcp => {}
+        }
+        if queues != 1 {
+            bail!("{queues} queues asked for; this daemon gives each app 1 queue for now");
+        }
+        let slot = self.free_slot().context("no free app port (all slots are in use)")?;
+        let port = Port::create(&mut self.nl, &self.tcp, slot)?;
+        let reply = Reply::Registered {
+            version: proto::PROTOCOL_VERSION,
+            slot,
+            port: port.app_name.clone(),
+            port_ifindex: port.app_ifindex,
+            kernel_port: port.kernel_name.clone(),
+            kernel_ifindex: port.kernel_ifindex,
+            geometry: port::geometry(),
+            fds: vec![FdKind::Xsk { queue: 0 }, FdKind::Umem],
+        };
+        let session = self.sessions.get_mut(&token).expect("live session");
+        let id = session.id;
+        let name = port.app_name.clone();
+        let fds: Vec<BorrowedFd<'_>> = [port.xsk.as_ref(), port.umem.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|f| f.as_fd())
+            .collect();
+        let sent = proto::send_fds(session.stream.as_fd(), &proto::encode(&reply), &fds);
+        session.port = Some(port);
+        sent.context("sending the registration")?;
+        note(format!("app session {id} registered: slot {slot}, port {name}"));
+        Ok(())
+    }
+
+    fn free_slot(&self) -> Option<u32> {
+        (1..APP_SLOTS).find(|&s| {
+            let ours = self.sessions.values().any(|x| x.port.as_ref().is_some_and(|p| p.slot == s));
+            let taken =
+                matches!(self.tcp.app_ports.lookup(&s.to_ne_bytes(), MapFlags::ANY), Ok(Some(_)));
+            !ours && !taken
+        })
+    }
+
+    /// Tells the session why it is being closed (best effort).
+    fn refuse(&mut self, token: Token, why: &str) {
+        if let Some(s) = self.sessions.get(&token) {
+            log::warn(format!("app session {}: {why}", s.id));
+            let msg = proto::encode(&Reply::Error { message: why.to_string() });
+            let _ = proto::send_fds(s.stream.as_fd(), &msg, &[]);
+        }
+    }
+
+    fn close(&mut self, token: Token) {
+        let Some(mut s) = self.sessions.remove(&token) else { return };
+        let _ = self.poll.registry().deregister(&mut s.stream);
+        if let Some(mut port) = s.port.take() {
+            port.teardown(&mut self.nl, &self.tcp);
+            note(format!("app session {} closed: port {} removed", s.id, port.app_name));
+        } else {
+            log::info(format!("app session {} closed", s.id));
+        }
+    }
+
+    /// Tears down every session and removes the socket file.
+    fn shutdown(&mut self) {
+        let tokens: Vec<Token> = self.sessions.keys().copied().collect();
+        for t in tokens {
+            self.close(t);
+        }
+        let _ = self.poll.registry().deregister(&mut self.listener);
+        if let Err(e) = std::fs::remove_file(&self.cfg.socket) {
+            if e.kind() != io::ErrorKind::NotFound {
+                log::warn(format!("removing {}: {e}", self.cfg.socket.display()));
+            }
+        }
+        let _ = std::fs::remove_file(&self.lock.1);
+        note("stopped; every app port was removed");
+    }
+}
+
+/// Deletes port links left by a daemon that died without cleaning up (their devmap entries go
+/// with them) and clears slots that point at no live port.
+fn remove_stale_ports(nl: &mut Netlink, tcp: &TcpHandles) -> anyhow::Result<()> {
+    for link in nl.links()? {
+        if port::is_port_name(&link.name) && link.name.ends_with('k') {
+            log::warn(format!("removing stale app port {}", link.name));
+            nl.delete_link(link.index)?;
+        }
+    }
+    for slot in 1..APP_SLOTS {
+        if let Ok(Some(_)) = tcp.app_ports.lookup(&slot.to_ne_bytes(), MapFlags::ANY) {
+            log::warn(format!("clearing stale app_ports slot {slot}"));
+            let _ = tcp.app_ports.delete(&slot.to_ne_bytes());
+        }
+        let _ = tcp.port_ifindex.update(&slot.to_ne_bytes(), &0u32.to_ne_bytes(), MapFlags::ANY);
+    }
+    Ok(())
+}
+
+/// Takes the per-interface daemon lock (`/run/etran/daemon-net<ino>-<iface>.lock`, flock), so
+/// that a second daemon cannot remove the first one's ports as stale.
+fn lock_iface(iface: &str) -> anyhow::Result<(std::fs::File, PathBuf)> {
+    use std::os::{fd::AsRawFd, unix::fs::MetadataExt};
+    let ino = std::fs::metadata("/proc/thread-self/ns/net")
+        .context("reading our network namespace")?
+        .ino();
+    std::fs::create_dir_all("/run/etran").context("creating /run/etran")?;
+    let path = format!("/run/etran/daemon-net{ino}-{iface}.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {path}"))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!("another etran daemon already serves {iface} in this network namespace");
+    }
+    Ok((file, PathBuf::from(path)))
+}
+
+/// Binds the Unix listener: creates the parent directory, replaces a stale socket file (one
+/// nobody listens on) and refuses to steal a live one; mode 0660.
+fn bind_listener(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if std::fs::symlink_metadata(path).is_ok() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("another daemon is listening on {}", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing the stale socket {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    Ok(listener)
+}

@@ -1,0 +1,325 @@
+//! The app ↔ daemon protocol on the Unix socket.
+//!
+//! Framing: every message is a 4-byte little-endian length `n` (1 ≤ n ≤ [`MAX_MESSAGE`])
+//! followed by `n` bytes of UTF-8 JSON (serde's externally tagged enums, e.g.
+//! `{"Register":{"version":1,"transport":"tcp","queues":1}}`). JSON keeps the control path easy
+//! to inspect and extend; it carries only a handful of messages per app lifetime.
+//!
+//! Versioning: the first message of a session must be `Register` with `version` =
+//! [`PROTOCOL_VERSION`]; any other version gets an `Error` and the session is closed. Fields
+//! added later are optional (`#[serde(default)]`), so a newer daemon still reads older apps.
+//!
+//! Descriptors: `Registered` travels in one `sendmsg` together with its descriptors
+//! (SCM_RIGHTS), in the order the message lists them (`fds`). See [`send_fds`] / [`recv_fds`].
+use std::{
+    io,
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Version of this protocol; bumped on incompatible changes.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest message body accepted (a `Registered` is a few hundred bytes).
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Most descriptors one message carries.
+pub const MAX_FDS: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Tcp,
+}
+
+/// App → daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Asks for a port: must be the first message of a session, and is accepted once.
+    Register { version: u32, transport: Transport, queues: u32 },
+    /// Ends the session; the daemon tears down everything it owned and closes the socket.
+    Close,
+}
+
+/// What each descriptor passed with `Registered` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FdKind {
+    /// A bound AF_XDP socket (app side of the port, queue `queue`): mmap its rings.
+    Xsk { queue: u32 },
+    /// The memfd backing the UMEM registered on the queue-0 socket: mmap it `MAP_SHARED`.
+    Umem,
+}
+
+/// UMEM and ring geometry of a registration: what the app needs to map and use its rings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Geometry {
+    pub umem_len: u64,
+    pub frame_size: u32,
+    pub headroom: u32,
+    pub fill_size: u32,
+    pub comp_size: u32,
+    pub rx_size: u32,
+    pub tx_size: u32,
+}
+
+/// Daemon → app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Registered {
+        version: u32,
+        /// The app's slot in the datapath's `app_ports` devmap: its identity in BPF.
+        slot: u32,
+        /// The app side of its port (the sockets are bound there).
+        port: String,
+        port_ifindex: u32,
+        /// The kernel side of its port (in `app_ports`, runs egress).
+        kernel_port: String,
+        kernel_ifindex: u32,
+        geometry: Geometry,
+        /// The descriptors sent with this message, in order.
+        fds: Vec<FdKind>,
+    },
+    /// The request failed; the daemon closes the session after sending it.
+    Error { message: String },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The length prefix is 0 or above [`MAX_MESSAGE`].
+    BadLength(usize),
+    /// The body is not a message of this protocol.
+    Malformed(String),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::BadLength(n) => {
+                write!(f, "message length {n} outside 1..={MAX_MESSAGE}")
+            }
+            DecodeError::Malformed(e) => write!(f, "malformed message: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Frames `msg`: length prefix + JSON.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let body = serde_json::to_vec(msg).expect("protocol messages always serialize");
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes the first message in `buf`: `Ok(None)` while it is incomplete, else the message and
+/// the bytes it used.
+pub fn decode<T: for<'de> Deserialize<'de>>(buf: &[u8]) -> Result<Option<(T, usize)>, DecodeError> {
+    let Some(prefix) = buf.get(..4) else { return Ok(None) };
+    let len = u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize;
+    if len == 0 || len > MAX_MESSAGE {
+        return Err(DecodeError::BadLength(len));
+    }
+    let Some(body) = buf.get(4..4 + len) else { return Ok(None) };
+    let msg = serde_json::from_slice(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    Ok(Some((msg, 4 + len)))
+}
+
+/// Checks the version of a `Register`.
+pub fn check_version(version: u32) -> Result<(), String> {
+    if version != PROTOCOL_VERSION {
+        return Err(format!(
+            "unsupported protocol version {version} (this daemon speaks {PROTOCOL_VERSION})"
+        ));
+    }
+    Ok(())
+}
+
+/// Sends all of `data` on the stream socket `sock`, with `fds` attached to the first byte
+/// (SCM_RIGHTS). Retries on EINTR/EAGAIN (messages are small; the socket buffer holds them).
+pub fn send_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors"));
+    }
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let mut sent = 0;
+    let mut first = true;
+    while sent < data.len() {
+        let mut iov =
+            libc::iovec { iov_base: data[sent..].as_ptr() as *mut _, iov_len: data.len() - sent };
+        let space = cmsg_space(MAX_FDS);
+        let mut cbuf = vec![0u64; space.div_ceil(8)];
+        // SAFETY: msghdr is plain data; every pointer below outlives the sendmsg call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if first && !raw.is_empty() {
+            let len = std::mem::size_of_val(raw.as_slice());
+            msg.msg_control = cbuf.as_mut_ptr().cast();
+            // SAFETY: CMSG_SPACE is a pure computation.
+            msg.msg_controllen = unsafe { libc::CMSG_SPACE(len as u32) } as usize;
+            // SAFETY: the control buffer is large enough for one header with `len` bytes.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(&msg);
+                (*c).cmsg_level = libc::SOL_SOCKET;
+                (*c).cmsg_type = libc::SCM_RIGHTS;
+                (*c).cmsg_len = libc::CMSG_LEN(len as u32) as usize;
+                std::ptr::copy_nonoverlapping(raw.as_ptr().cast::<u8>(), libc::CMSG_DATA(c), len);
+            }
+        }
+        // SAFETY: msg is fully initialised above.
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => {
+                    wait_fd(sock.as_raw_fd(), libc::POLLOUT)?;
+                    continue;
+                }
+                _ => return Err(err),
+            }
+        }
+        first = false;
+        sent += n as usize;
+    }
+    Ok(())
+}
+
+fn cmsg_space(fds: usize) -> usize {
+    // SAFETY: CMSG_SPACE is a pure computation.
+    unsafe { libc::CMSG_SPACE((fds * std::mem::size_of::<RawFd>()) as u32) as usize }
+}
+
+fn wait_fd(fd: RawFd, events: i16) -> io::Result<()> {
+    let mut p = libc::pollfd { fd, events, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, 5000) };
+    match n {
+        n if n < 0 => Err(io::Error::last_os_error()),
+        0 => Err(io::Error::new(io::ErrorKind::TimedOut, "socket not ready for 5 s")),
+        _ => Ok(()),
+    }
+}
+
+/// Receives bytes into `buf` and any descriptors passed with them (appended to `fds`, close-on-
+/// exec). Returns the byte count (0 at end of stream). Blocking semantics follow the socket.
+pub fn recv_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let space = cmsg_space(MAX_FDS);
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    // SAFETY: msghdr is plain data; the buffers outlive recvmsg.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    let n = loop {
+        // SAFETY: msg is valid for recvmsg.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    };
+    // SAFETY: walking the control messages the kernel wrote into cbuf.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c);
+                let bytes = (*c).cmsg_len - libc::CMSG_LEN(0) as usize;
+                for i in 0..bytes / std::mem::size_of::<RawFd>() {
+                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                    fds.push(OwnedFd::from_raw_fd(fd));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::other("descriptors were truncated (MSG_CTRUNC)"));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::{fd::AsFd, unix::net::UnixStream};
+
+    use super::*;
+
+    fn register() -> Request {
+        Request::Register { version: PROTOCOL_VERSION, transport: Transport::Tcp, queues: 1 }
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut buf = encode(&register());
+        buf.extend(encode(&Request::Close));
+        let (a, n) = decode::<Request>(&buf).unwrap().unwrap();
+        assert_eq!(a, register());
+        let (b, m) = decode::<Request>(&buf[n..]).unwrap().unwrap();
+        assert_eq!(b, Request::Close);
+        assert_eq!(n + m, buf.len());
+        let reply = Reply::Error { message: "x".into() };
+        let enc = encode(&reply);
+        assert_eq!(decode::<Reply>(&enc).unwrap().unwrap(), (reply, enc.len()));
+    }
+
+    #[test]
+    fn wire_form_is_documented_json() {
+        let enc = encode(&register());
+        assert_eq!(u32::from_le_bytes(enc[..4].try_into().unwrap()) as usize, enc.len() - 4);
+        assert_eq!(&enc[4..], br#"{"Register":{"version":1,"transport":"tcp","queues":1}}"#);
+    }
+
+    #[test]
+    fn truncated_waits_for_more() {
+        let enc = encode(&register());
+        for cut in 0..enc.len() {
+            assert_eq!(decode::<Request>(&enc[..cut]).unwrap(), None, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn oversized_and_empty_are_rejected() {
+        let mut big = ((MAX_MESSAGE + 1) as u32).to_le_bytes().to_vec();
+        big.extend_from_slice(b"{}");
+        assert_eq!(decode::<Request>(&big), Err(DecodeError::BadLength(MAX_MESSAGE + 1)));
+        assert_eq!(decode::<Request>(&[0, 0, 0, 0]), Err(DecodeError::BadLength(0)));
+    }
+
+    #[test]
+    fn garbage_and_unknown_messages_are_malformed() {
+        for body in [&b"GET / HTTP/1.1"[..], br#"{"Launch":{}}"#, br#"{"Register":{}}"#] {
+            let mut m = (body.len() as u32).to_le_bytes().to_vec();
+            m.extend_from_slice(body);
+            assert!(matches!(decode::<Request>(&m), Err(DecodeError::Malformed(_))));
+        }
+    }
+
+    #[test]
+    fn unknown_version_is_refused() {
+        assert!(check_version(PROTOCOL_VERSION).is_ok());
+        let err = check_version(PROTOCOL_VERSION + 1).unwrap_err();
+        assert!(err.contains("unsupported protocol version"), "{err}");
+    }
+
+    #[test]
+    fn descriptors_travel_with_the_message() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        send_fds(a.as_fd(), b"hello", &[file.as_fd(), file.as_fd()]).unwrap();
+        let mut buf = [0u8; 16];
+        let mut fds = Vec::new();
+        let n = recv_fds(b.as_fd(), &mut buf, &mut fds).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(fds.len(), 2);
+        assert_ne!(fds[0].as_raw_fd(), file.as_raw_fd());
+    }
+}

@@ -1,0 +1,74 @@
+//! One app's session: its Unix stream, the bytes read so far, and the port it owns.
+use std::io::{self, Read};
+
+use mio::net::UnixStream;
+
+use super::{
+    port::Port,
+    proto::{self, DecodeError, Request},
+};
+
+pub struct Session {
+    pub stream: UnixStream,
+    pub id: u64,
+    buf: Vec<u8>,
+    pub port: Option<Port>,
+}
+
+/// What reading a session produced.
+pub enum Input {
+    Request(Request),
+    /// The peer closed its end (or the connection failed).
+    Closed,
+    /// Bytes that are not our protocol; the session must be told and closed.
+    Bad(DecodeError),
+}
+
+impl Session {
+    pub fn new(stream: UnixStream, id: u64) -> Session {
+        Session { stream, id, buf: Vec::new(), port: None }
+    }
+
+    /// Reads everything available and decodes it into `out`; stops at the first close or error.
+    pub fn read(&mut self, out: &mut Vec<Input>) {
+        let mut chunk = [0u8; 4096];
+        let mut closed = false;
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    // Never hold more than one maximal message plus its prefix.
+                    if self.buf.len() > proto::MAX_MESSAGE + 4 {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        loop {
+            match proto::decode::<Request>(&self.buf) {
+                Ok(Some((req, used))) => {
+                    self.buf.drain(..used);
+                    out.push(Input::Request(req));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    out.push(Input::Bad(e));
+                    return;
+                }
+            }
+        }
+        if closed {
+            out.push(Input::Closed);
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The harness of the TCP program fixtures (ingress and egress): the datapath loaded as
+//! `etran up` links it, with lo standing in for the app port and the NIC (a test run never
+//! transmits), connection-map access, BPF_PROG_TEST_RUN with an xdp_md context, counters.
+#![allow(dead_code)]
+
+use std::{mem::size_of, os::fd::AsFd};
+
+use etran::{
+    bpf::{
+        entrance::types::etran_backend,
+        tcp::types::{tcp_conn, tcp_conn_key, xdp_md},
+    },
+    datapath::{
+        self,
+        counters::{self, Counters},
+        ObjectStorage, Objects,
+    },
+};
+use libbpf_rs::{Btf, MapCore, MapFlags, MapHandle, ProgramInput, ProgramMut};
+
+use super::fixture::class;
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_REDIRECT: u32 = 4;
+
+/// ifindex of lo, which stands in for app port 0 and for the NIC.
+pub const LO: u32 = 1;
+
+pub fn as_bytes<T>(v: &T) -> &[u8] {
+    // SAFETY: T is a plain #[repr(C)] type generated from the BPF object's BTF.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast(), size_of::<T>()) }
+}
+
+pub fn from_bytes<T: Copy>(b: &[u8]) -> T {
+    assert!(b.len() >= size_of::<T>());
+    // SAFETY: as above; the length was checked.
+    unsafe { std::ptr::read_unaligned(b.as_ptr().cast()) }
+}
+
+/// Serial `a <= b`.
+pub fn not_after(a: u32, b: u32) -> bool {
+    (b.wrapping_sub(a) as i32) >= 0
+}
+
+pub struct Harness<'a> {
+    pub objs: Objects<'a>,
+    btf: Btf<'static>,
+    traffic: MapHandle,
+    drops: MapHandle,
+}
+
+/// What one test run returned: the verdict, the context after the run and the data (from
+/// data_meta on: the kernel copies out any metadata in front of the frame).
+pub struct RawRun {
+    pub verdict: u32,
+    pub ctx: xdp_md,
+    pub data: Vec<u8>,
+}
+
+impl Harness<'_> {
+    pub fn new(storage: &mut ObjectStorage) -> Harness<'_> {
+        let objs = datapath::load(storage, etran_backend::ETRAN_BACKEND_COMPAT, 1)
+            .expect("the verifier accepts every program");
+        let id =
+            libbpf_rs::Program::id_from_fd(objs.entrance.progs.etran_entrance.as_fd()).unwrap();
+        let btf = Btf::from_prog_id(id).unwrap();
+        let traffic = MapHandle::try_from(&objs.entrance.maps.etran_traffic).unwrap();
+        let drops = MapHandle::try_from(&objs.entrance.maps.etran_drops).unwrap();
+        let (slot, lo) = (0u32.to_ne_bytes(), LO.to_ne_bytes());
+        let maps = &objs.tcp.maps;
+        maps.etran_app_ports.update(&slot, &lo, MapFlags::ANY).expect("app port 0: lo");
+        maps.etran_port_ifindex.update(&slot, &lo, MapFlags::ANY).expect("port 0 ifindex: lo");
+        maps.etran_nic.update(&slot, &lo, MapFlags::ANY).expect("NIC: lo");
+        Harness { objs, btf, traffic, drops }
+    }
+
+    pub fn counters(&self) -> Counters {
+        counters::read(&self.btf, &self.traffic, &self.drops).unwrap()
+    }
+
+    pub fn set_conn(&self, key: &tcp_conn_key, c: &tcp_conn) {
+        let conns = &self.objs.tcp.maps.etran_tcp_conns;
+        conns.update(as_bytes(key), as_bytes(c), MapFlags::ANY).expect("insert conn");
+    }
+
+    pub fn conn(&self, key: &tcp_conn_key) -> tcp_conn {
+        let v = self.objs.tcp.maps.etran_tcp_conns.lookup(as_bytes(key), MapFlags::ANY);
+        from_bytes(&v.unwrap().expect("conn present"))
+    }
+
+    /// Runs `prog` on `frame` as if it arrived on `ingress_ifindex`.
+    pub fn run(&self, prog: &ProgramMut<'_>, frame: &[u8], ingress_ifindex: u32) -> RawRun {
+        let md = xdp_md { data_end: frame.len() as u32, ingress_ifindex, ..Default::default() };
+        let mut ctx_in = as_bytes(&md).to_vec();
+        let mut ctx_out = vec![0u8; size_of::<xdp_md>()];
+        // Room for the headers egress puts in front of the frame.
+        let mut out = vec![0u8; frame.len() + 128];
+        let input = ProgramInput {
+            context_in: Some(&mut ctx_in),
+            context_out: Some(&mut ctx_out),
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        };
+        let output = prog.test_run(input).expect("test run");
+        let verdict = output.return_value;
+        let len = output.data.as_ref().map_or(0, |d| d.len());
+        out.truncate(len);
+        RawRun { verdict, ctx: from_bytes(&ctx_out), data: out }
+    }
+}
+
+/// (transport, pass, drop) packets of class tcp.
+pub fn tcp_row(c: &Counters) -> (u64, u64, u64) {
+    let row = class(c, "tcp");
+    (row.transport.packets, row.pass.packets, row.drop.packets)
+}

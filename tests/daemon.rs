@@ -1,0 +1,444 @@
+//! `etran daemon` end to end: the real binary in a private namespace (`ip netns exec`), apps
+//! registering through the library client, ports and `app_ports` slots checked from inside the
+//! namespace, teardown on app exit and on SIGTERM. Needs root.
+mod common;
+
+use std::{
+    fs,
+    io::{Read, Write},
+    os::fd::{AsRawFd, OwnedFd},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::netns::{in_netns, sh, VethPair};
+use etran::daemon::{
+    client::Session,
+    proto::{self, Reply, Request, Transport},
+};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+fn etran(ns: &str, args: &[&str]) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_etran")])
+        .args(args)
+        .output()
+        .expect("run etran")
+}
+
+/// A daemon child process; killed (and its socket dir removed) on drop.
+struct Daemon {
+    child: Option<Child>,
+    dir: PathBuf,
+    sock: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(ns: &str, name: &str) -> Daemon {
+        let dir = PathBuf::from(format!("/tmp/etran-test-{name}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Daemon::start_in(ns, dir)
+    }
+
+    /// Starts a daemon whose socket is `dir/run/etran.sock`, leaving what is there.
+    fn start_in(ns: &str, dir: PathBuf) -> Daemon {
+        let sock = dir.join("run/etran.sock");
+        let log = dir.join("daemon.log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_etran"), "-v", "daemon"])
+            .args(["--iface", "va", "--socket"])
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn daemon");
+        let mut d = Daemon { child: Some(child), dir, sock, log };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&d.sock).is_err() {
+            if let Some(st) = d.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited with {st}: {}", d.log());
+            }
+            assert!(Instant::now() < deadline, "daemon not listening: {}", d.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: plain kill on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("daemon ignored SIGTERM: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A namespace with `etran up va` done.
+fn setup(name: &str) -> VethPair {
+    etran::datapath::pins::ensure_bpffs(Path::new(etran::datapath::pins::BPFFS_ROOT)).unwrap();
+    let net = VethPair::new(name);
+    let out = etran(&net.a, &["up", "va"]);
+    assert!(out.status.success(), "etran up: {}", String::from_utf8_lossy(&out.stderr));
+    net
+}
+
+fn port_links(ns: &str) -> Vec<String> {
+    let out = sh(&format!("ip -n {ns} -o link show"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap().to_string())
+        .filter(|n| etran::daemon::port::is_port_name(n))
+        .collect()
+}
+
+/// Every occupied `app_ports` slot → ifindex, read from inside the namespace.
+fn app_ports(ns: &str) -> Vec<(u32, u32)> {
+    in_netns(ns, || {
+        let dir = etran::datapath::pins::iface_dir("va").unwrap();
+        let map = MapHandle::from_pinned_path(dir.join("app_ports")).unwrap();
+        (0..map.max_entries())
+            .filter_map(|s| {
+                let v = map.lookup(&s.to_ne_bytes(), MapFlags::ANY).ok().flatten()?;
+                Some((s, u32::from_ne_bytes(v[..4].try_into().unwrap())))
+            })
+            .collect()
+    })
+}
+
+fn ifindex_in(ns: &str, name: &str) -> u32 {
+    let name = name.to_string();
+    in_netns(ns, move || etran::sys::ifindex(&name).unwrap())
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sockopt_int(fd: &OwnedFd, opt: libc::c_int) -> i32 {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: v and len are valid for writes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&mut v as *mut i32).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "getsockopt: {}", std::io::Error::last_os_error());
+    v
+}
+
+/// A second bind of a bound AF_XDP socket fails with EBUSY (an unbound one would try to bind).
+fn is_bound_xsk(fd: &OwnedFd, ifindex: u32) -> bool {
+    // SAFETY: sockaddr_xdp is plain data.
+    let mut sa: libc::sockaddr_xdp = unsafe { std::mem::zeroed() };
+    sa.sxdp_family = libc::AF_XDP as u16;
+    sa.sxdp_ifindex = ifindex;
+    // SAFETY: valid sockaddr of the given size.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_xdp).cast(),
+            std::mem::size_of::<libc::sockaddr_xdp>() as u32,
+        )
+    };
+    r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EBUSY)
+}
+
+/// Maps the app's rings and UMEM from the descriptors alone (as an app would), sends a frame
+/// into the kernel side of its port from inside `ns`, and waits for it on the RX ring.
+fn frame_reaches_app(ns: &str, reg: &etran::daemon::client::Registration) -> bool {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let xsk = reg.xsks[0].as_raw_fd();
+    let g = reg.geometry;
+    // SAFETY: plain data filled by the kernel.
+    let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
+    let r = unsafe {
+        libc::getsockopt(
+            xsk,
+            libc::SOL_XDP,
+            libc::XDP_MMAP_OFFSETS,
+            (&mut off as *mut libc::xdp_mmap_offsets).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "XDP_MMAP_OFFSETS");
+    let map = |fd: i32, len: usize, pgoff: i64| -> *mut u8 {
+        // SAFETY: mapping a ring or the UMEM of a descriptor we own; never unmapped (test).
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd,
+                pgoff,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+        p.cast()
+    };
+    let fill = map(xsk, off.fr.desc as usize + g.fill_size as usize * 8, 0x1_0000_0000);
+    let rx = map(xsk, off.rx.desc as usize + g.rx_size as usize * 16, 0);
+    let umem = map(reg.umem.as_raw_fd(), g.umem_len as usize, 0);
+    const FRAMES: u32 = 64;
+    // SAFETY: offsets come from the kernel; the rings are mapped above.
+    unsafe {
+        let descs = fill.add(off.fr.desc as usize).cast::<u64>();
+        for i in 0..FRAMES {
+            *descs.add(i as usize) = i as u64 * g.frame_size as u64;
+        }
+        (*fill.add(off.fr.producer as usize).cast::<AtomicU32>()).store(FRAMES, Ordering::Release);
+    }
+    let payload = b"etran daemon port test frame";
+    let (kidx, midx) = (reg.kernel_ifindex, reg.port_ifindex);
+    in_netns(ns, move || {
+        // SAFETY: plain socket calls on a descriptor we close below.
+        unsafe {
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(fd >= 0, "AF_PACKET socket");
+            let mut frame = vec![0xffu8; 6];
+            frame.extend_from_slice(&[0x02, 0, 0, 0, 0, midx as u8]);
+            frame.extend_from_slice(&[0x88, 0xb5]);
+            frame.extend_from_slice(payload);
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_ifindex = kidx as i32;
+            sll.sll_halen = 6;
+            let n = libc::sendto(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            assert_eq!(n as usize, frame.len(), "sendto: {}", std::io::Error::last_os_error());
+            libc::close(fd);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut seen = 0u32;
+    while Instant::now() < deadline {
+        // SAFETY: reading the RX ring the kernel produces into.
+        unsafe {
+            let prod =
+                (*rx.add(off.rx.producer as usize).cast::<AtomicU32>()).load(Ordering::Acquire);
+            while seen != prod {
+                let d = *rx
+                    .add(off.rx.desc as usize)
+                    .cast::<libc::xdp_desc>()
+                    .add((seen % g.rx_size) as usize);
+                let data = std::slice::from_raw_parts(umem.add(d.addr as usize), d.len as usize);
+                if data.ends_with(payload) {
+                    return true;
+                }
+                seen += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn apps_register_get_ports_and_leave_nothing_behind() {
+    let net = setup("dmn-reg");
+    let mut daemon = Daemon::start(&net.a, "dmn-reg");
+    let meta = fs::metadata(&daemon.sock).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o660);
+
+    // First app.
+    let mut one = Session::connect(&daemon.sock).unwrap();
+    let r1 = one.register(Transport::Tcp, 1).unwrap();
+    assert_ne!(r1.slot, 0);
+    assert_eq!(r1.xsks.len(), 1);
+    assert_eq!(sockopt_int(&r1.xsks[0], libc::SO_DOMAIN), libc::AF_XDP);
+    assert!(is_bound_xsk(&r1.xsks[0], r1.port_ifindex), "the AF_XDP socket is bound");
+    // SAFETY: fstat on a descriptor we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::fstat(r1.umem.as_raw_fd(), &mut st) }, 0);
+    assert_eq!(st.st_size as u64, r1.geometry.umem_len);
+    assert_eq!(ifindex_in(&net.a, &r1.kernel_port), r1.kernel_ifindex);
+    assert_eq!(ifindex_in(&net.a, &r1.port), r1.port_ifindex);
+    assert_eq!(app_ports(&net.a), vec![(r1.slot, r1.kernel_ifindex)]);
+    assert!(frame_reaches_app(&net.a, &r1), "a frame into the kernel side reaches the socket");
+    // A second registration on the same session is refused and ends it.
+    let mut twice = Session::connect(&daemon.sock).unwrap();
+    let rt = twice.register(Transport::Tcp, 1).unwrap();
+    twice.send(&Request::Register { version: 1, transport: Transport::Tcp, queues: 1 }).unwrap();
+    assert!(matches!(twice.recv().unwrap().0, Reply::Error { .. }));
+    wait_until("the twice-registered port to go", || !port_links(&net.a).contains(&rt.port));
+
+    // Second app: another slot, another port.
+    let mut two = Session::connect(&daemon.sock).unwrap();
+    let r2 = two.register(Transport::Tcp, 1).unwrap();
+    assert_ne!(r1.slot, r2.slot);
+    assert_ne!(r1.port, r2.port);
+    let mut ports = app_ports(&net.a);
+    ports.sort();
+    let mut want = vec![(r1.slot, r1.kernel_ifindex), (r2.slot, r2.kernel_ifindex)];
+    want.sort();
+    assert_eq!(ports, want);
+
+    // An app that goes away (socket closed, as on exit or crash) loses its port and slot.
+    drop(one);
+    wait_until("app one's port to go", || !port_links(&net.a).contains(&r1.port));
+    assert_eq!(app_ports(&net.a), vec![(r2.slot, r2.kernel_ifindex)]);
+    // `Close` does the same.
+    two.close().unwrap();
+    wait_until("app two's port to go", || port_links(&net.a).is_empty());
+    assert!(app_ports(&net.a).is_empty());
+
+    // A freed slot is given out again.
+    let mut three = Session::connect(&daemon.sock).unwrap();
+    let r3 = three.register(Transport::Tcp, 1).unwrap();
+    assert_eq!(r3.slot, r1.slot.min(r2.slot));
+
+    // SIGTERM with an app still registered: clean exit, nothing left.
+    assert!(daemon.alive());
+    let st = daemon.terminate();
+    assert!(st.success(), "exit status {st}: {}", daemon.log());
+    assert!(!daemon.sock.exists(), "socket file removed");
+    assert!(port_links(&net.a).is_empty(), "no etp* links: {:?}", port_links(&net.a));
+    assert!(app_ports(&net.a).is_empty(), "no devmap entries");
+    let mut buf = [0u8; 1];
+    three.stream().set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert_eq!(three.stream().read(&mut buf).unwrap_or(0), 0, "the app sees EOF");
+}
+
+#[test]
+fn bad_input_is_refused_without_harm() {
+    let net = setup("dmn-bad");
+    let mut daemon = Daemon::start(&net.a, "dmn-bad");
+
+    // Garbage: an error reply, then EOF.
+    let mut s = Session::connect(&daemon.sock).unwrap();
+    s.stream().write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    match s.recv().unwrap().0 {
+        Reply::Error { message } => assert!(message.contains("message length"), "{message}"),
+        r => panic!("unexpected {r:?}"),
+    }
+    assert!(s.recv().is_err(), "the session is closed");
+
+    // Well-framed nonsense, an unknown version, an unsupported queue count.
+    let mut bad_json = (4u32).to_le_bytes().to_vec();
+    bad_json.extend_from_slice(b"{{{{");
+    let unknown_version =
+        proto::encode(&Request::Register { version: 99, transport: Transport::Tcp, queues: 1 });
+    let queues = proto::encode(&Request::Register {
+        version: proto::PROTOCOL_VERSION,
+        transport: Transport::Tcp,
+        queues: 4,
+    });
+    for (bytes, want) in [
+        (bad_json, "malformed"),
+        (unknown_version, "unsupported protocol version"),
+        (queues, "queue"),
+    ] {
+        let mut s = Session::connect(&daemon.sock).unwrap();
+        s.stream().write_all(&bytes).unwrap();
+        match s.recv().unwrap().0 {
+            Reply::Error { message } => assert!(message.contains(want), "{message}"),
+            r => panic!("unexpected {r:?}"),
+        }
+    }
+    // A client that vanishes mid-message.
+    {
+        let s = Session::connect(&daemon.sock).unwrap();
+        s.stream().write_all(&[200, 0]).unwrap();
+    }
+
+    // The daemon still serves.
+    assert!(daemon.alive());
+    let mut ok = Session::connect(&daemon.sock).unwrap();
+    let r = ok.register(Transport::Tcp, 1).unwrap();
+    assert!(port_links(&net.a).contains(&r.port));
+    drop(ok);
+    wait_until("the port to go", || port_links(&net.a).is_empty());
+    assert!(daemon.terminate().success());
+    assert!(!daemon.sock.exists());
+}
+
+#[test]
+fn daemon_needs_etran_up_and_refuses_a_live_socket() {
+    let net = VethPair::new("dmn-noup");
+    let out = etran(&net.a, &["daemon", "--iface", "va", "--socket", "/tmp/etran-test-noup.sock"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "one-line error, got {err:?}");
+    assert!(err.contains("etran up va"), "{err}");
+    assert!(!Path::new("/tmp/etran-test-noup.sock").exists());
+
+    // A second daemon on a live socket is refused; a stale socket file is replaced.
+    let out = etran(&net.a, &["up", "va"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let daemon = Daemon::start(&net.a, "dmn-noup");
+    let sock = daemon.sock.to_str().unwrap().to_string();
+    let out = etran(&net.a, &["daemon", "--iface", "va", "--socket", &sock]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("another"), "{err}");
+    assert!(daemon.sock.exists(), "the live daemon's socket is untouched");
+    let out = etran(&net.a, &["daemon", "--iface", "va", "--socket", "/tmp/etran-test-noup.sock"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("already serves va"), "{err}");
+    assert!(!Path::new("/tmp/etran-test-noup.sock").exists());
+
+    // A daemon that dies hard leaves its socket file and its apps' ports; the next one
+    // replaces the stale file and removes the stale ports.
+    let mut app = Session::connect(&daemon.sock).unwrap();
+    let r = app.register(Transport::Tcp, 1).unwrap();
+    let mut daemon = daemon;
+    let mut child = daemon.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(daemon.sock.exists() && port_links(&net.a).contains(&r.port));
+    drop(app);
+    let mut again = Daemon::start_in(&net.a, daemon.dir.clone());
+    assert!(port_links(&net.a).is_empty(), "stale ports removed: {:?}", port_links(&net.a));
+    assert!(app_ports(&net.a).is_empty(), "stale slots cleared");
+    assert!(again.log().contains("stale"), "{}", again.log());
+    let st = again.terminate();
+    assert!(st.success(), "{st}: {}", again.log());
+    assert!(!daemon.sock.exists());
+}

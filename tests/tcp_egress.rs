@@ -1,0 +1,654 @@
+//! Table-driven BPF_PROG_TEST_RUN fixtures for the TCP egress program (compat backend: XDP on
+//! the kernel side of an app's port): TX frame in → verdict, the exact frame sent (compared with
+//! one built here, checksums computed independently), connection state, counters. Plus a
+//! mutation fuzzer over TX frames. Needs root (CAP_BPF).
+mod common;
+
+use std::mem::size_of;
+
+use common::{
+    fixture::{drop_total, Rng},
+    packet::*,
+    tcp::*,
+};
+use etran::{
+    bpf::tcp::types::{
+        etran_tcp_limit, etran_tcp_tx_hdr, etran_tcp_tx_intent, tcp_conn, tcp_conn_flag,
+        tcp_conn_key,
+    },
+    datapath::ObjectStorage,
+};
+use libbpf_rs::{MapCore, MapFlags};
+
+const PEER_PORT: u16 = 40000;
+const LOCAL_PORT: u16 = 80;
+const LOCAL_IP: [u8; 4] = DST_IP;
+const PEER_IP: [u8; 4] = SRC_IP;
+const LOCAL_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x0a];
+const PEER_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x0b];
+/// Both sequence spaces and the send stream start just short of the 2^32 wrap.
+const RCV: u32 = 0xffff_ff00;
+const SND: u32 = 0xffff_fc00;
+const OUTSTANDING: u32 = 2000;
+const TX_POS: u32 = 0xffff_fff0;
+const WND: u32 = 10_000;
+const RCV_WSCALE: u8 = 2;
+const PEER_WND: u32 = 8000;
+/// The largest payload a TX frame may carry; the fixture connection's MSS.
+const MAX: u16 = etran_tcp_limit::ETRAN_TCP_MAX_PAYLOAD.0 as u16;
+const MSS: u16 = MAX;
+const TS_RECENT: u32 = 7;
+
+const DATA: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_DATA.0 as u8;
+const ACK: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_ACK.0 as u8;
+const WINDOW_UPDATE: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_WINDOW_UPDATE.0 as u8;
+const TS: u8 = tcp_conn_flag::TCP_CONN_TIMESTAMPS.0 as u8;
+const ECN: u8 = tcp_conn_flag::TCP_CONN_ECN.0 as u8;
+
+/// App port slots besides 0 (lo): 1 is another app's port, 2 is empty.
+const OTHER_PORT: u32 = 1;
+const EMPTY_PORT: u32 = 2;
+
+fn key() -> tcp_conn_key {
+    tcp_conn_key {
+        local_ip: u32::from_ne_bytes(LOCAL_IP),
+        remote_ip: u32::from_ne_bytes(PEER_IP),
+        local_port: LOCAL_PORT.to_be(),
+        remote_port: PEER_PORT.to_be(),
+    }
+}
+
+/// The connection every fixture starts from: 2000 bytes in flight of an 8000-byte peer window,
+/// 10000 bytes of receive window, an ACK owed.
+fn base_conn() -> tcp_conn {
+    tcp_conn {
+        owner_port: 0,
+        handle: 0xfeed,
+        rcv_nxt: RCV,
+        rcv_wnd: WND,
+        snd_una: SND,
+        snd_nxt: SND.wrapping_add(OUTSTANDING),
+        snd_wnd: PEER_WND,
+        ts_recent: TS_RECENT,
+        tx_pos: TX_POS,
+        ack_pending: 300,
+        ack_now: 1,
+        rcv_wscale: RCV_WSCALE,
+        mss: MSS,
+        flags: TS,
+        local_mac: LOCAL_MAC,
+        remote_mac: PEER_MAC,
+        ip_id: 0xfffe,
+        ..Default::default()
+    }
+}
+
+fn payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + 3) as u8).collect()
+}
+
+/// A TX frame: the header (laid out by the C definition) and `len` payload bytes.
+fn tx_frame(h: &etran_tcp_tx_hdr) -> Vec<u8> {
+    let mut f = as_bytes(h).to_vec();
+    f.extend_from_slice(&payload(h.len.into()));
+    f
+}
+
+fn hdr(intent: u8, tx_pos: u32, len: u16, consumed: u32) -> etran_tcp_tx_hdr {
+    etran_tcp_tx_hdr { key: key(), tx_pos, consumed, len, intent, reserved: 0 }
+}
+
+fn data(pos_off: u32, len: u16) -> Vec<u8> {
+    tx_frame(&hdr(DATA, TX_POS.wrapping_add(pos_off), len, 0))
+}
+
+/// The fields egress may change, for comparison.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct State {
+    rcv_nxt: u32,
+    rcv_wnd: u32,
+    snd_una: u32,
+    snd_nxt: u32,
+    snd_wnd: u32,
+    tx_pos: u32,
+    ack_pending: u32,
+    ack_now: u8,
+    ip_id: u16,
+}
+
+impl From<&tcp_conn> for State {
+    fn from(c: &tcp_conn) -> State {
+        State {
+            rcv_nxt: c.rcv_nxt,
+            rcv_wnd: c.rcv_wnd,
+            snd_una: c.snd_una,
+            snd_nxt: c.snd_nxt,
+            snd_wnd: c.snd_wnd,
+            tx_pos: c.tx_pos,
+            ack_pending: c.ack_pending,
+            ack_now: c.ack_now,
+            ip_id: c.ip_id,
+        }
+    }
+}
+
+impl State {
+    /// A segment of `len` payload bytes went out, carrying the ACK.
+    fn sent(&mut self, len: u32) {
+        self.snd_nxt = self.snd_nxt.wrapping_add(len);
+        self.tx_pos = self.tx_pos.wrapping_add(len);
+        self.ack_pending = 0;
+        self.ack_now = 0;
+        self.ip_id = self.ip_id.wrapping_add(1);
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Verdict {
+    Drop(&'static str),
+    Send,
+}
+
+struct Fixture {
+    name: &'static str,
+    /// Changes to `base_conn()` before the frame.
+    setup: fn(&mut tcp_conn),
+    frame: Vec<u8>,
+    verdict: Verdict,
+    /// Changes the frame makes to the connection's state.
+    effect: fn(&mut State),
+}
+
+fn fixtures() -> Vec<Fixture> {
+    let none = |_: &mut tcp_conn| {};
+    let same = |_: &mut State| {};
+    let f = |name, setup, frame, verdict, effect| Fixture { name, setup, frame, verdict, effect };
+    let mut unknown = hdr(DATA, TX_POS, 10, 0);
+    unknown.key.local_port = 81u16.to_be();
+    let mut longer = data(0, 10);
+    longer.push(0);
+    let mut shorter = data(0, 10);
+    shorter.pop();
+    let reserved = tx_frame(&etran_tcp_tx_hdr { reserved: 1, ..hdr(ACK, 0, 0, 0) });
+    let over_max = tx_frame(&hdr(DATA, TX_POS, MAX + 1, 0));
+    vec![
+        f("data", none, data(0, 100), Verdict::Send, |s| s.sent(100)),
+        f("one byte", none, data(0, 1), Verdict::Send, |s| s.sent(1)),
+        f("three bytes", none, data(0, 3), Verdict::Send, |s| s.sent(3)),
+        f("a full MSS", |c| c.snd_wnd = 65535, data(0, MSS), Verdict::Send, |s| s.sent(MSS.into())),
+        f(
+            "data with a consumption report",
+            none,
+            tx_frame(&hdr(DATA, TX_POS, 7, 1000)),
+            Verdict::Send,
+            |s| {
+                s.rcv_wnd += 1000;
+                s.sent(7);
+            },
+        ),
+        f("ack only", none, tx_frame(&hdr(ACK, 0, 0, 0)), Verdict::Send, |s| s.sent(0)),
+        f("window update", none, tx_frame(&hdr(WINDOW_UPDATE, 0, 0, 5000)), Verdict::Send, |s| {
+            s.rcv_wnd += 5000;
+            s.sent(0);
+        }),
+        f(
+            "window update stops at the largest announceable window",
+            |c| c.rcv_wscale = 0,
+            tx_frame(&hdr(WINDOW_UPDATE, 0, 0, u32::MAX)),
+            Verdict::Send,
+            |s| {
+                s.rcv_wnd = 65535;
+                s.sent(0);
+            },
+        ),
+        f(
+            "window field capped at 65535",
+            |c| c.rcv_wnd = 1 << 20,
+            data(0, 5),
+            Verdict::Send,
+            |s| s.sent(5),
+        ),
+        f("no timestamps", |c| c.flags = 0, data(0, 100), Verdict::Send, |s| s.sent(100)),
+        f(
+            "ECN data is ECT(0)",
+            |c| c.flags = TS | ECN,
+            data(0, 100),
+            Verdict::Send,
+            |s| s.sent(100),
+        ),
+        f(
+            "ECN pure ack is not ECN-capable",
+            |c| c.flags = ECN,
+            tx_frame(&hdr(ACK, 0, 0, 0)),
+            Verdict::Send,
+            |s| s.sent(0),
+        ),
+        f(
+            "data filling the peer window exactly",
+            |c| c.snd_wnd = OUTSTANDING + 100,
+            data(0, 100),
+            Verdict::Send,
+            |s| s.sent(100),
+        ),
+        f(
+            "peer window exceeded",
+            |c| c.snd_wnd = OUTSTANDING + 99,
+            data(0, 100),
+            Verdict::Drop("tcp_tx_peer_window"),
+            same,
+        ),
+        f(
+            "zero peer window",
+            |c| {
+                c.snd_una = c.snd_nxt;
+                c.snd_wnd = 0
+            },
+            data(0, 1),
+            Verdict::Drop("tcp_tx_peer_window"),
+            same,
+        ),
+        f(
+            "data filling the congestion window exactly",
+            |c| c.cwnd = OUTSTANDING + 100,
+            data(0, 100),
+            Verdict::Send,
+            |s| s.sent(100),
+        ),
+        f(
+            "congestion window exceeded",
+            |c| c.cwnd = OUTSTANDING + 50,
+            data(0, 100),
+            Verdict::Drop("tcp_tx_cwnd"),
+            same,
+        ),
+        f(
+            "stale position",
+            none,
+            data(100u32.wrapping_neg(), 100),
+            Verdict::Drop("tcp_tx_stale"),
+            same,
+        ),
+        f("position ahead", none, data(1, 100), Verdict::Drop("tcp_tx_stale"), same),
+        f(
+            "a refused frame's consumption report still counts",
+            none,
+            tx_frame(&hdr(DATA, TX_POS.wrapping_add(1), 10, 300)),
+            Verdict::Drop("tcp_tx_stale"),
+            |s| s.rcv_wnd += 300,
+        ),
+        f(
+            "unknown connection",
+            none,
+            tx_frame(&unknown),
+            Verdict::Drop("tcp_tx_unknown_conn"),
+            same,
+        ),
+        f(
+            "another app's port",
+            |c| c.owner_port = OTHER_PORT,
+            data(0, 10),
+            Verdict::Drop("tcp_tx_wrong_owner"),
+            same,
+        ),
+        f(
+            "empty port slot",
+            |c| c.owner_port = EMPTY_PORT,
+            data(0, 10),
+            Verdict::Drop("tcp_tx_wrong_owner"),
+            same,
+        ),
+        f(
+            "port slot out of range",
+            |c| c.owner_port = 1000,
+            data(0, 10),
+            Verdict::Drop("tcp_tx_wrong_owner"),
+            same,
+        ),
+        f("shorter than a TX header", none, vec![0xab; 20], Verdict::Drop("tcp_tx_short"), same),
+        f("zeroed header", none, vec![0; 24], Verdict::Drop("tcp_tx_bad_hdr"), same),
+        f(
+            "unknown intent",
+            none,
+            tx_frame(&hdr(4, 0, 0, 0)),
+            Verdict::Drop("tcp_tx_bad_hdr"),
+            same,
+        ),
+        f("reserved bits set", none, reserved, Verdict::Drop("tcp_tx_bad_hdr"), same),
+        f("frame longer than announced", none, longer, Verdict::Drop("tcp_tx_bad_hdr"), same),
+        f("frame shorter than announced", none, shorter, Verdict::Drop("tcp_tx_bad_hdr"), same),
+        f("data without payload", none, data(0, 0), Verdict::Drop("tcp_tx_bad_hdr"), same),
+        f(
+            "ack with payload",
+            none,
+            tx_frame(&hdr(ACK, 0, 10, 0)),
+            Verdict::Drop("tcp_tx_bad_hdr"),
+            same,
+        ),
+        f("payload over the maximum", none, over_max, Verdict::Drop("tcp_tx_bad_hdr"), same),
+        f(
+            "payload over the MSS",
+            |c| c.mss = 536,
+            data(0, 537),
+            Verdict::Drop("tcp_tx_over_mss"),
+            same,
+        ),
+    ]
+}
+
+/// CLOCK_MONOTONIC in ms: bpf_ktime_get_ns's clock, in egress's TSval unit.
+fn monotonic_ms() -> u32 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid timespec.
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) }, 0);
+    (ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000) as u32
+}
+
+/// The frame egress must send for TX header `h` on connection `before`, whose state becomes
+/// `after`; built field by field from TCP and IPv4 rules, checksums by `packet`'s RFC 1071 code.
+fn expected_frame(before: &tcp_conn, after: &State, h: &etran_tcp_tx_hdr, tsval: u32) -> Vec<u8> {
+    let len = usize::from(h.len);
+    let window = (after.rcv_wnd >> before.rcv_wscale).min(65535) as u16;
+    let flags = if len > 0 { TCP_ACK | TCP_PSH } else { TCP_ACK };
+    let options =
+        if before.flags & TS != 0 { tcp_ts_option(tsval, before.ts_recent) } else { vec![] };
+    let seg = tcp_segment(
+        LOCAL_PORT,
+        PEER_PORT,
+        before.snd_nxt,
+        before.rcv_nxt,
+        flags,
+        window,
+        &options,
+        &payload(len),
+    );
+    let seg = with_tcp_checksum(LOCAL_IP, PEER_IP, seg);
+    let tos = if before.flags & ECN != 0 && len > 0 { 0x02 } else { 0 };
+    let ip = Ipv4 { tos, id: before.ip_id, src: LOCAL_IP, dst: PEER_IP, ..Ipv4::default() };
+    eth_with(PEER_MAC, LOCAL_MAC, ETH_P_IP, &ipv4_with(&ip, &seg))
+}
+
+/// Checks a sent frame's checksums on their own (RFC 1071, independent of the expected frame)
+/// and returns its TCP segment.
+fn check_sums(frame: &[u8]) -> &[u8] {
+    assert!(frame.len() >= 14 + 20 + 20, "a whole header stack: {frame:02x?}");
+    let ip = &frame[14..34];
+    assert_eq!(checksum(ip), 0, "IPv4 header checksum");
+    let tot = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    assert_eq!(tot, frame.len() - 14, "tot_len covers the frame");
+    let seg = &frame[34..];
+    let (src, dst) = (ip[12..16].try_into().unwrap(), ip[16..20].try_into().unwrap());
+    assert_eq!(tcp_checksum(src, dst, seg), 0, "TCP checksum");
+    seg
+}
+
+fn egress_harness(storage: &mut ObjectStorage) -> Harness<'_> {
+    let h = Harness::new(storage);
+    let ports = &h.objs.tcp.maps.etran_port_ifindex;
+    ports.update(&OTHER_PORT.to_ne_bytes(), &999u32.to_ne_bytes(), MapFlags::ANY).unwrap();
+    h
+}
+
+fn run(h: &Harness<'_>, frame: &[u8]) -> RawRun {
+    h.run(&h.objs.tcp.progs.etran_tcp_egress, frame, LO)
+}
+
+#[test]
+fn tcp_egress_fixtures() {
+    let mut storage = ObjectStorage::default();
+    let h = egress_harness(&mut storage);
+    for fx in fixtures() {
+        let name = fx.name;
+        let mut conn = base_conn();
+        (fx.setup)(&mut conn);
+        h.set_conn(&key(), &conn);
+        let mut want = State::from(&conn);
+        (fx.effect)(&mut want);
+        let before = h.counters();
+        let t0 = monotonic_ms();
+        let run = run(&h, &fx.frame);
+        let t1 = monotonic_ms();
+        let after = h.counters();
+        let (t0c, p0, d0) = tcp_row(&before);
+        let (t1c, p1, d1) = tcp_row(&after);
+        match fx.verdict {
+            Verdict::Drop(reason) => {
+                assert_eq!(run.verdict, XDP_DROP, "{name}: verdict");
+                assert_eq!((t1c - t0c, p1 - p0, d1 - d0), (0, 0, 1), "{name}: counted as drop");
+                assert_eq!(
+                    drop_total(&after, reason) - drop_total(&before, reason),
+                    1,
+                    "{name}: reason {reason}"
+                );
+            }
+            Verdict::Send => {
+                assert_eq!(run.verdict, XDP_REDIRECT, "{name}: verdict");
+                assert_eq!((t1c - t0c, p1 - p0, d1 - d0), (1, 0, 0), "{name}: counted as sent");
+                assert_eq!(run.ctx.data, 0, "{name}: no metadata");
+                let seg = check_sums(&run.data);
+                let h: etran_tcp_tx_hdr = from_bytes(&fx.frame);
+                let tsval = if conn.flags & TS != 0 {
+                    assert_eq!(seg[20..24], [1, 1, 8, 10], "{name}: timestamp option");
+                    let v = u32::from_be_bytes(seg[24..28].try_into().unwrap());
+                    assert!(
+                        not_after(t0, v) && not_after(v, t1),
+                        "{name}: TSval {v} is the ms clock ({t0}..={t1})"
+                    );
+                    v
+                } else {
+                    0
+                };
+                let expect = expected_frame(&conn, &want, &h, tsval);
+                assert_eq!(run.data, expect, "{name}: the frame sent");
+            }
+        }
+        assert_eq!(State::from(&h.conn(&key())), want, "{name}: connection state");
+    }
+}
+
+#[test]
+fn tcp_egress_without_a_nic_drops() {
+    let mut storage = ObjectStorage::default();
+    let h = egress_harness(&mut storage);
+    h.objs.tcp.maps.etran_nic.delete(&0u32.to_ne_bytes()).unwrap();
+    let conn = base_conn();
+    h.set_conn(&key(), &conn);
+    let before = h.counters();
+    assert_eq!(run(&h, &data(0, 10)).verdict, XDP_DROP);
+    let after = h.counters();
+    assert_eq!(drop_total(&after, "tcp_tx_no_nic") - drop_total(&before, "tcp_tx_no_nic"), 1);
+    assert_eq!(State::from(&h.conn(&key())), State::from(&conn), "state untouched");
+}
+
+/// Mutated TX frames, valid ones for the current state mostly: the verdict is only ever
+/// REDIRECT or DROP, the send window always holds, snd_nxt never moves back, and whatever is
+/// sent is a well-formed segment of the connection with correct checksums.
+#[test]
+fn tcp_egress_survives_mutated_frames() {
+    let mut storage = ObjectStorage::default();
+    let h = egress_harness(&mut storage);
+    let mut rng = Rng(0x3e9_7e55);
+    let base = base_conn();
+    h.set_conn(&key(), &base);
+    let mut prev = base;
+    for i in 0..3000 {
+        if i % 50 == 0 {
+            // The peer acknowledges everything and varies its window; the daemon its cwnd.
+            let mut c = h.conn(&key());
+            c.snd_una = c.snd_nxt;
+            c.snd_wnd = [0, 1000, 8000, 65535][rng.below(4)];
+            c.cwnd = [0, 0, 3000][rng.below(3)];
+            c.flags = [0, TS, ECN, TS | ECN][rng.below(4)];
+            c.rcv_wnd = (rng.next() % 200_000) as u32;
+            h.set_conn(&key(), &c);
+            prev = c;
+        }
+        let len = [1, 3, 100, MAX, MAX + 1, 0][rng.below(6)];
+        let intent = [DATA, DATA, DATA, ACK, WINDOW_UPDATE, 0][rng.below(6)];
+        let consumed = [0, 100, 70_000, u32::MAX][rng.below(4)];
+        let mut frame = tx_frame(&hdr(intent, prev.tx_pos, len, consumed));
+        for _ in 0..rng.below(3) {
+            let at = if rng.below(3) == 0 { rng.below(frame.len()) } else { rng.below(24) };
+            let at = at % frame.len();
+            match rng.below(4) {
+                0 => frame[at] ^= 1 << rng.below(8),
+                1 => frame[at] = rng.next() as u8,
+                2 => frame.truncate(14.max(rng.below(frame.len() + 1))),
+                _ => frame.push(rng.next() as u8),
+            }
+        }
+        let run = run(&h, &frame);
+        let c = h.conn(&key());
+        let ctx = || format!("run {i}: {prev:?} → {c:?} for {frame:02x?}");
+        assert!(matches!(run.verdict, XDP_DROP | XDP_REDIRECT), "verdict: {}", ctx());
+        let sent = c.snd_nxt.wrapping_sub(prev.snd_nxt);
+        assert!(not_after(prev.snd_nxt, c.snd_nxt), "snd_nxt never moves back: {}", ctx());
+        assert_eq!(c.tx_pos.wrapping_sub(prev.tx_pos), sent, "stream and seq move together");
+        let flight = c.snd_nxt.wrapping_sub(c.snd_una);
+        let limit = if c.cwnd != 0 { c.snd_wnd.min(c.cwnd) } else { c.snd_wnd };
+        assert!(sent == 0 || flight <= limit, "within the send window: {}", ctx());
+        assert!(c.rcv_wnd >= prev.rcv_wnd, "egress never shrinks rcv_wnd: {}", ctx());
+        assert_eq!((c.rcv_nxt, c.snd_una), (prev.rcv_nxt, prev.snd_una), "{}", ctx());
+        if run.verdict == XDP_REDIRECT {
+            let seg = check_sums(&run.data);
+            assert_eq!(run.data[..6], PEER_MAC, "destination MAC");
+            assert_eq!(run.data[26..34], [LOCAL_IP, PEER_IP].concat(), "addresses");
+            assert_eq!(seg[..4], [LOCAL_PORT.to_be_bytes(), PEER_PORT.to_be_bytes()].concat());
+            let seq = u32::from_be_bytes(seg[4..8].try_into().unwrap());
+            assert_eq!(seq, prev.snd_nxt, "sent at snd_nxt: {}", ctx());
+            let doff = usize::from(seg[12] >> 4) * 4;
+            assert_eq!((seg.len() - doff) as u32, sent, "payload is what snd_nxt advanced by");
+            assert_eq!((c.ack_pending, c.ack_now), (0, 0), "the segment carried the ACK");
+        } else {
+            assert_eq!(sent, 0, "a dropped frame sends nothing: {}", ctx());
+        }
+        prev = c;
+    }
+    assert!(h.conn(&key()).snd_nxt != base.snd_nxt, "some data was sent");
+}
+
+#[test]
+fn tx_header_is_a_multiple_of_4() {
+    assert_eq!(size_of::<etran_tcp_tx_hdr>() % 4, 0);
+    assert_eq!(size_of::<etran_tcp_tx_hdr>(), 24);
+}
+
+/// Linux's own TCP takes what egress writes: a handshake done by hand from a raw socket, then
+/// egress's ACK and a data segment (with timestamps) reach a Linux listener in another
+/// namespace, which must hand the payload to its accepted socket.
+#[test]
+fn linux_accepts_egress_segments() {
+    use std::{
+        io::Read,
+        net::TcpListener,
+        time::{Duration, Instant},
+    };
+
+    use common::netns::{in_netns, sh, RawSocket, VethPair};
+
+    const ME: [u8; 4] = [10, 77, 0, 9]; // no namespace owns it: the kernel of -a stays out
+    const SERVER: [u8; 4] = [10, 77, 0, 2];
+    const MY_MAC: [u8; 6] = [0x02, 0x77, 0, 0, 0, 1];
+    const SERVER_MAC: [u8; 6] = [0x02, 0x77, 0, 0, 0, 2];
+    const ISN: u32 = 0xffff_fff0;
+    let pair = VethPair::new("etran-egress");
+    let (a, b) = (&pair.a, &pair.b);
+    sh(&format!(
+        "ip -n {a} link set va address 02:77:00:00:00:01 && \
+         ip -n {b} link set vb address 02:77:00:00:00:02 && \
+         ip -n {b} neigh replace 10.77.0.9 lladdr 02:77:00:00:00:01 dev vb"
+    ));
+    let listener = in_netns(b, || TcpListener::bind("10.77.0.2:5555").expect("listen"));
+    listener.set_nonblocking(true).unwrap();
+    let raw = in_netns(a, || RawSocket::open("va"));
+
+    // SYN with MSS 1460, timestamps and window scale 2, as a Linux client would.
+    let syn_ts = monotonic_ms().wrapping_sub(1000);
+    let mut opts = vec![2, 4, 0x05, 0xb4];
+    opts.extend_from_slice(&tcp_ts_option(syn_ts, 0));
+    opts.extend_from_slice(&[1, 3, 3, RCV_WSCALE]);
+    let syn = tcp_segment(40000, 5555, ISN, 0, TCP_SYN, 65535, &opts, &[]);
+    let syn = with_tcp_checksum(ME, SERVER, syn);
+    let ip = Ipv4 { src: ME, dst: SERVER, ..Ipv4::default() };
+    raw.send(&eth_with(SERVER_MAC, MY_MAC, ETH_P_IP, &ipv4_with(&ip, &syn)));
+
+    // The SYN-ACK: the server's ISN and TSval.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let (server_isn, server_ts) = loop {
+        assert!(Instant::now() < deadline, "no SYN-ACK from Linux");
+        let Some(f) = raw.recv(100) else { continue };
+        if f.len() < 54 || f[12..14] != [8, 0] || f[23] != IPPROTO_TCP || f[26..30] != SERVER {
+            continue;
+        }
+        let seg = &f[34..];
+        if seg[13] != TCP_SYN | TCP_ACK {
+            continue;
+        }
+        let isn = u32::from_be_bytes(seg[4..8].try_into().unwrap());
+        let doff = usize::from(seg[12] >> 4) * 4;
+        let mut opts = &seg[20..doff];
+        let mut ts = None;
+        while let [kind, rest @ ..] = opts {
+            match kind {
+                0 => break,
+                1 => opts = rest,
+                _ => {
+                    let len = usize::from(rest[0]);
+                    if *kind == 8 {
+                        ts = Some(u32::from_be_bytes(opts[2..6].try_into().unwrap()));
+                    }
+                    opts = &opts[len..];
+                }
+            }
+        }
+        break (isn, ts.expect("Linux echoes the timestamp option"));
+    };
+
+    let mut storage = ObjectStorage::default();
+    let h = Harness::new(&mut storage);
+    let key = tcp_conn_key {
+        local_ip: u32::from_ne_bytes(ME),
+        remote_ip: u32::from_ne_bytes(SERVER),
+        local_port: 40000u16.to_be(),
+        remote_port: 5555u16.to_be(),
+    };
+    let conn = tcp_conn {
+        rcv_nxt: server_isn.wrapping_add(1),
+        rcv_wnd: 65535 << RCV_WSCALE,
+        snd_una: ISN.wrapping_add(1),
+        snd_nxt: ISN.wrapping_add(1),
+        snd_wnd: 65535,
+        ts_recent: server_ts,
+        rcv_wscale: RCV_WSCALE,
+        mss: MSS,
+        flags: TS,
+        local_mac: MY_MAC,
+        remote_mac: SERVER_MAC,
+        ..Default::default()
+    };
+    h.set_conn(&key, &conn);
+    let msg = payload(777);
+    let ack = etran_tcp_tx_hdr { key, tx_pos: 0, consumed: 0, len: 0, intent: ACK, reserved: 0 };
+    let data = etran_tcp_tx_hdr { len: msg.len() as u16, intent: DATA, ..ack };
+    for tx in [tx_frame(&ack), tx_frame(&data)] {
+        let run = h.run(&h.objs.tcp.progs.etran_tcp_egress, &tx, LO);
+        assert_eq!(run.verdict, XDP_REDIRECT);
+        raw.send(&run.data);
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let (mut stream, _) = loop {
+        match listener.accept() {
+            Ok(s) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "Linux did not complete the handshake");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut got = vec![0u8; msg.len()];
+    stream.read_exact(&mut got).expect("Linux delivers egress's payload");
+    assert_eq!(got, msg);
+}
