@@ -1,5 +1,6 @@
 //! etran: transports whose state and fast path live in the kernel as eBPF, with applications
 //! moving packets through AF_XDP sockets. See DESIGN.md for the architecture.
+pub mod app;
 pub mod bench;
 pub mod bpf;
 pub mod cleanup;

@@ -7,12 +7,15 @@ use std::{
     fs,
     io::{Read, Write},
     os::fd::{AsRawFd, OwnedFd},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::Command,
     time::{Duration, Instant},
 };
 
-use common::netns::{in_netns, sh, VethPair};
+use common::{
+    daemon::Daemon,
+    netns::{in_netns, sh, VethPair},
+};
 use etran::daemon::{
     client::Session,
     proto::{self, Reply, Request, Transport},
@@ -25,83 +28,6 @@ fn etran(ns: &str, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run etran")
-}
-
-/// A daemon child process; killed (and its socket dir removed) on drop.
-struct Daemon {
-    child: Option<Child>,
-    dir: PathBuf,
-    sock: PathBuf,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(ns: &str, name: &str) -> Daemon {
-        let dir = PathBuf::from(format!("/tmp/etran-test-{name}"));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Daemon::start_in(ns, dir)
-    }
-
-    /// Starts a daemon whose socket is `dir/run/etran.sock`, leaving what is there.
-    fn start_in(ns: &str, dir: PathBuf) -> Daemon {
-        let sock = dir.join("run/etran.sock");
-        let log = dir.join("daemon.log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_etran"), "-v", "daemon"])
-            .args(["--iface", "va", "--socket"])
-            .arg(&sock)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn daemon");
-        let mut d = Daemon { child: Some(child), dir, sock, log };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(&d.sock).is_err() {
-            if let Some(st) = d.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("daemon exited with {st}: {}", d.log());
-            }
-            assert!(Instant::now() < deadline, "daemon not listening: {}", d.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        d
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
-    }
-
-    /// SIGTERM, then the exit status.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        // SAFETY: plain kill on our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return st;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("daemon ignored SIGTERM: {}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// A namespace with `etran up va` done.
@@ -121,6 +47,19 @@ fn port_links(ns: &str) -> Vec<String> {
         .map(|n| n.trim().split('@').next().unwrap().to_string())
         .filter(|n| etran::daemon::port::is_port_name(n))
         .collect()
+}
+
+/// The gen pump's spare veth pair (`etgen<ifindex>` and its peer `…p`).
+fn gen_links(ns: &str) -> Vec<String> {
+    let out = sh(&format!("ip -n {ns} -o link show"));
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap().to_string())
+        .filter(|n| n.starts_with("etgen"))
+        .collect();
+    names.sort();
+    names
 }
 
 /// Every occupied `app_ports` slot → ifindex, read from inside the namespace.
@@ -287,6 +226,9 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
     let mut daemon = Daemon::start(&net.a, "dmn-reg");
     let meta = fs::metadata(&daemon.sock).unwrap();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o660);
+    let va = ifindex_in(&net.a, "va");
+    let spare = vec![format!("etgen{va}"), format!("etgen{va}p")];
+    assert_eq!(gen_links(&net.a), spare, "the gen pump's spare veth pair");
 
     // First app.
     let mut one = Session::connect(&daemon.sock).unwrap();
@@ -341,6 +283,7 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
     assert!(st.success(), "exit status {st}: {}", daemon.log());
     assert!(!daemon.sock.exists(), "socket file removed");
     assert!(port_links(&net.a).is_empty(), "no etp* links: {:?}", port_links(&net.a));
+    assert!(gen_links(&net.a).is_empty(), "no spare veth: {:?}", gen_links(&net.a));
     assert!(app_ports(&net.a).is_empty(), "no devmap entries");
     let mut buf = [0u8; 1];
     three.stream().set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -438,6 +381,7 @@ fn daemon_needs_etran_up_and_refuses_a_live_socket() {
     assert!(port_links(&net.a).is_empty(), "stale ports removed: {:?}", port_links(&net.a));
     assert!(app_ports(&net.a).is_empty(), "stale slots cleared");
     assert!(again.log().contains("stale"), "{}", again.log());
+    assert_eq!(gen_links(&net.a).len(), 2, "the dead daemon's spare veth replaced, not added to");
     let st = again.terminate();
     assert!(st.success(), "{st}: {}", again.log());
     assert!(!daemon.sock.exists());

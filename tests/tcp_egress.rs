@@ -20,12 +20,6 @@ use etran::{
 };
 use libbpf_rs::{MapCore, MapFlags};
 
-const PEER_PORT: u16 = 40000;
-const LOCAL_PORT: u16 = 80;
-const LOCAL_IP: [u8; 4] = DST_IP;
-const PEER_IP: [u8; 4] = SRC_IP;
-const LOCAL_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x0a];
-const PEER_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x0b];
 /// Both sequence spaces and the send stream start just short of the 2^32 wrap.
 const RCV: u32 = 0xffff_ff00;
 const SND: u32 = 0xffff_fc00;
@@ -48,15 +42,6 @@ const ECN: u8 = tcp_conn_flag::TCP_CONN_ECN.0 as u8;
 /// App port slots besides 0 (lo): 1 is another app's port, 2 is empty.
 const OTHER_PORT: u32 = 1;
 const EMPTY_PORT: u32 = 2;
-
-fn key() -> tcp_conn_key {
-    tcp_conn_key {
-        local_ip: u32::from_ne_bytes(LOCAL_IP),
-        remote_ip: u32::from_ne_bytes(PEER_IP),
-        local_port: LOCAL_PORT.to_be(),
-        remote_port: PEER_PORT.to_be(),
-    }
-}
 
 /// The connection every fixture starts from: 2000 bytes in flight of an 8000-byte peer window,
 /// 10000 bytes of receive window, an ACK owed.

@@ -229,9 +229,14 @@ fn duplicate_and_corrupt_are_visible() {
     let (tb, _guard) = up(&spec);
     let sent = 2000;
     let got = udp_blast(&tb, 1, 2, sent, 200, 0, true);
-    assert!((2800..=3200).contains(&got), "received {got} of {sent} with 50% duplication");
+    // About 1000 duplicates (σ ≈ 22); a loaded machine may also lose a few percent in veth
+    // queues, so the bounds allow for that but never for more than was sent and duplicated.
+    assert!((2700..=3200).contains(&got), "received {got} of {sent} with 50% duplication");
     let dup = tb.counters().unwrap().duplicated as usize;
-    assert!((sent + dup).abs_diff(got) <= 50, "received {got}, duplicated {dup}");
+    assert!(
+        got <= sent + dup && got * 100 >= (sent + dup) * 95,
+        "received {got}, duplicated {dup}"
+    );
     drop(tb);
 
     let mut spec = Spec::new(&name("bad"), 2);

@@ -43,6 +43,8 @@ enum etran_drop_reason {
 	ETRAN_DROP_TCP_TX_CWND,       /* payload would exceed the congestion window */
 	ETRAN_DROP_TCP_TX_NO_HEADROOM, /* no room in front of the frame for the protocol headers */
 	ETRAN_DROP_TCP_TX_NO_NIC,     /* the NIC slot of etran_nic is empty */
+	ETRAN_DROP_TCP_GEN_NO_CONN,   /* ACK generator: the queued connection is gone */
+	ETRAN_DROP_TCP_GEN_SETTLED,   /* ACK generator: nothing owed any more (data carried the ACK) */
 	ETRAN_DROP_REASON_MAX,
 };
 

@@ -10,6 +10,7 @@
 
 #include "tcp.h"
 #include "tcp_egress.h"
+#include "tcp_gen.h"
 #include "tcp_ingress.h"
 #include "transport.h"
 
@@ -29,6 +30,12 @@ SEC("xdp")
 int etran_tcp_egress(struct xdp_md *ctx)
 {
 	return tcp_egress(ctx);
+}
+
+SEC("xdp")
+int etran_tcp_gen(struct xdp_md *ctx)
+{
+	return tcp_gen(ctx);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -58,6 +58,21 @@ struct tcp_conn {
 	__u8 local_mac[6];  /* fixed: Ethernet source (the NIC's address) */
 	__u8 remote_mac[6]; /* fixed: Ethernet destination (the peer or the next hop) */
 	__u16 ip_id;        /* IPv4 identification of the next segment sent */
+	__u8 ack_queued;    /* enum etran_tcp_ack_queued: the key is in etran_tcp_ack_queue */
+};
+
+/* tcp_conn.ack_queued: how far an owed ACK has gone towards the generator. Ingress raises it
+ * (and pushes the key on the first step), the generator clears it when it pops the key. */
+enum etran_tcp_ack_queued {
+	ETRAN_TCP_ACK_NOT_QUEUED = 0,
+	ETRAN_TCP_ACK_DELAYED = 1,   /* queued; the gen pump flushes it at its delayed-ACK deadline */
+	ETRAN_TCP_ACK_IMMEDIATE = 2, /* queued and the gen pump told to flush at once */
+};
+
+/* A record of etran_tcp_gen_wake: ingress tells the gen pump about owed ACKs. */
+struct etran_tcp_gen_wake {
+	__u32 pushed; /* 1 if a key was pushed on etran_tcp_ack_queue with this record */
+	__u32 kind;   /* enum etran_tcp_ack_queued: DELAYED or IMMEDIATE */
 };
 
 /* Limits apps must know (an enum so that they reach BTF, hence Rust). */
@@ -117,6 +132,8 @@ struct etran_tcp_layouts {
 	struct etran_tcp_tx_hdr tx_hdr;
 	enum etran_tcp_tx_intent tx_intent;
 	enum etran_tcp_limit limit;
+	enum etran_tcp_ack_queued ack_queued;
+	struct etran_tcp_gen_wake gen_wake;
 };
 
 #endif

@@ -13,6 +13,7 @@
 #include "parse.h"
 #include "stats_maps.h"
 #include "tcp.h"
+#include "tcp_gen.h"
 #include "tcp_maps.h"
 #include "tcp_seq.h"
 
@@ -224,6 +225,7 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
 	struct cursor cur = { .pos = data, .end = data_end };
 	struct etran_tcp_rx_meta *meta;
+	struct gen_mark mark;
 	struct verdict v = {};
 	struct segment s = {};
 	struct tcp_conn_key key;
@@ -273,7 +275,10 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 
 	bpf_spin_lock(&c->lock);
 	rx_update(c, &s, &v);
+	mark = gen_mark(c);
 	bpf_spin_unlock(&c->lock);
+	/* The ACK this segment made due goes out without the app (even if the frame is dropped). */
+	gen_queue(c, &key, mark);
 	if (v.dropped)
 		return drop(ETRAN_PROTO_TCP, v.reason, bytes);
 

@@ -45,4 +45,18 @@ struct {
 	__type(value, __u32);
 } etran_nic SEC(".maps");
 
+/* Connections owing an ACK, in the order they came to owe it: ingress pushes, the ACK generator
+ * (etran_tcp_gen) pops. A connection is in it at most once (tcp_conn.ack_queued). */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, MAX_CONNS);
+	__type(value, struct tcp_conn_key);
+} etran_tcp_ack_queue SEC(".maps");
+
+/* Wakes the gen pump: one struct etran_tcp_gen_wake per change of a connection's ack_queued. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} etran_tcp_gen_wake SEC(".maps");
+
 #endif

@@ -1,5 +1,6 @@
 //! `etran daemon`: the control path. One mio `Poll` drives the Unix listener apps connect to,
-//! one source per app session, a timer wheel and a Waker that asks the loop to shut down.
+//! one source per app session, the gen pump's wake ring buffer (ACKs the kernel decided on, see
+//! [`crate::datapath::gen`]), a timer wheel and a Waker that asks the loop to shut down.
 //!
 //! - [`proto`]: the wire protocol (length-prefixed JSON, descriptors with SCM_RIGHTS).
 //! - [`session`]: one app's connection and what it owns.
@@ -32,9 +33,14 @@ use std::{
 
 use anyhow::{bail, Context};
 use libbpf_rs::{MapCore, MapFlags};
-use mio::{net::UnixListener, Events, Interest, Poll, Token, Waker};
+use mio::{net::UnixListener, unix::SourceFd, Events, Interest, Poll, Token, Waker};
 
-use crate::{datapath::TcpHandles, log, netlink::Netlink, timer::TimerWheel};
+use crate::{
+    datapath::{gen::GenPump, TcpHandles},
+    log,
+    netlink::Netlink,
+    timer::TimerWheel,
+};
 
 pub mod client;
 pub mod port;
@@ -47,7 +53,8 @@ use session::{Input, Session};
 
 const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
-const FIRST_SESSION: usize = 2;
+const GEN: Token = Token(2);
+const FIRST_SESSION: usize = 3;
 /// Slots of the `app_ports` devmap (MAX_APP_PORTS in tcp_maps.h). Slot 0 is never given out, so
 /// a zeroed connection entry never routes to an app.
 const APP_SLOTS: u32 = 64;
@@ -73,6 +80,7 @@ pub struct Daemon {
     timers: TimerWheel<Timer>,
     nl: Netlink,
     tcp: TcpHandles,
+    gen: GenPump,
     /// Held for the daemon's lifetime: one daemon per interface and network namespace.
     lock: (std::fs::File, PathBuf),
 }
@@ -91,6 +99,11 @@ impl Daemon {
         })?;
         let tcp = crate::datapath::tcp_handles(dp.summary.prog_id)?;
         let lock = lock_iface(&cfg.iface)?;
+        // Before the socket appears, so that a daemon apps can reach is complete. The pump's
+        // spare veth is named after the interface: one daemon per interface and namespace (the
+        // lock above), and a stale pair from a crash is replaced.
+        let gen = GenPump::new(&tcp, Some(&format!("etgen{}", dp.summary.ifindex)))
+            .context("starting the gen pump")?;
         let listener = bind_listener(&cfg.socket)?;
         let mut nl = Netlink::open()?;
         if let Err(e) = remove_stale_ports(&mut nl, &tcp) {
@@ -98,6 +111,7 @@ impl Daemon {
             return Err(e);
         }
         let poll = Poll::new().context("creating the event loop")?;
+        poll.registry().register(&mut SourceFd(&gen.fd()), GEN, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut listener = listener;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -115,6 +129,7 @@ impl Daemon {
             timers,
             nl,
             tcp,
+            gen,
             lock,
         })
     }
@@ -141,10 +156,18 @@ impl Daemon {
         let mut events = Events::with_capacity(64);
         let mut fired = Vec::new();
         loop {
-            let timeout = self
+            // The wheel's deadlines are coarse (a tick, plus 1 ms of slack); the gen pump's
+            // delayed-ACK deadline is not.
+            let now = Instant::now();
+            let wheel = self
                 .timers
                 .next_deadline()
-                .map(|d| d.saturating_duration_since(Instant::now()) + Duration::from_millis(1));
+                .map(|d| d.saturating_duration_since(now) + Duration::from_millis(1));
+            let gen = self.gen.deadline().map(|d| d.saturating_duration_since(now));
+            let timeout = match (wheel, gen) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             match self.poll.poll(&mut events, timeout) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => r.context("waiting for events")?,
@@ -153,15 +176,29 @@ impl Daemon {
                 match ev.token() {
                     WAKER => return Ok(()),
                     LISTENER => self.accept(),
+                    GEN => {
+                        if let Err(e) = self.gen.on_readable(Instant::now()) {
+                            log::warn(format!("gen pump: {e:#}"));
+                        }
+                    }
                     t => self.serve(t),
                 }
             }
             let now = Instant::now();
+            if let Err(e) = self.gen.on_deadline(now) {
+                log::warn(format!("gen pump: {e:#}"));
+            }
             self.timers.expire(now, &mut fired);
             for t in fired.drain(..) {
                 match t {
                     Timer::Housekeeping => {
                         log::debug(format!("{} app session(s)", self.sessions.len()));
+                        // A wake record lost to a full ring buffer leaves keys queued.
+                        if self.gen.queued() {
+                            if let Err(e) = self.gen.pump() {
+                                log::warn(format!("gen pump: {e:#}"));
+                            }
+                        }
                         self.timers.insert(now + HOUSEKEEPING, Timer::Housekeeping);
                     }
                 }
@@ -306,6 +343,7 @@ impl Daemon {
             self.close(t);
         }
         let _ = self.poll.registry().deregister(&mut self.listener);
+        let _ = self.poll.registry().deregister(&mut SourceFd(&self.gen.fd()));
         if let Err(e) = std::fs::remove_file(&self.cfg.socket) {
             if e.kind() != io::ErrorKind::NotFound {
                 log::warn(format!("removing {}: {e}", self.cfg.socket.display()));

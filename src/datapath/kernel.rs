@@ -125,6 +125,16 @@ pub struct ProgInfo {
     pub map_ids: Vec<u32>,
 }
 
+/// The ids of every loaded program, at the time of the call.
+pub fn prog_ids() -> Vec<u32> {
+    let (mut id, mut ids) = (0u32, Vec::new());
+    // SAFETY: plain syscall wrapper writing the next id into a valid u32.
+    while unsafe { libbpf_sys::bpf_prog_get_next_id(id, &mut id) } == 0 {
+        ids.push(id);
+    }
+    ids
+}
+
 pub fn prog_info(id: u32) -> anyhow::Result<ProgInfo> {
     let fd = libbpf_rs::Program::fd_from_id(id).with_context(|| format!("opening program {id}"))?;
     let mut map_ids = vec![0u32; 64];

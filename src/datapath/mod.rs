@@ -27,6 +27,7 @@ use crate::{
 };
 
 pub mod counters;
+pub mod gen;
 pub mod kernel;
 pub mod pins;
 
@@ -265,6 +266,9 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
         tcp.maps.etran_port_ifindex.pin(dir.join("port_ifindex"))?;
         tcp.progs.etran_tcp_egress.pin(dir.join("tcp_egress"))?;
         tcp.maps.etran_nic.pin(dir.join("nic"))?;
+        tcp.progs.etran_tcp_gen.pin(dir.join("tcp_gen"))?;
+        tcp.maps.etran_tcp_ack_queue.pin(dir.join("tcp_ack_queue"))?;
+        tcp.maps.etran_tcp_gen_wake.pin(dir.join("tcp_gen_wake"))?;
         Ok(())
     })();
     if let Err(err) = pinned {
@@ -326,21 +330,31 @@ pub fn down(iface: &str) -> anyhow::Result<bool> {
     Ok(was_up || had_pins)
 }
 
-/// What the daemon needs of the TCP object of a datapath: the app-port maps and the egress
-/// program. Found from the attached entrance program (program array → TCP ingress → its maps;
-/// the egress program by its name and its shared connection map), so no pins are needed.
+/// What the daemon needs of the TCP object of a datapath: the app-port maps, the egress program
+/// and what the gen pump runs. Found from the attached entrance program (program array → TCP
+/// ingress → its maps; the egress and gen programs by their names and the shared connection
+/// map), so no pins are needed.
 pub struct TcpHandles {
     /// DEVMAP: port slot → kernel-side ifindex (where ingress hands frames to apps).
     pub app_ports: MapHandle,
     /// ARRAY: port slot → kernel-side ifindex (what egress checks a frame's origin against).
     pub port_ifindex: MapHandle,
     pub egress: std::os::fd::OwnedFd,
+    /// HASH: the connections (etran_tcp_conns).
+    pub conns: MapHandle,
+    /// The ACK generator (etran_tcp_gen), run by the gen pump.
+    pub gen: std::os::fd::OwnedFd,
+    /// QUEUE of connection keys owing an ACK (etran_tcp_ack_queue).
+    pub ack_queue: MapHandle,
+    /// RINGBUF where ingress wakes the gen pump (etran_tcp_gen_wake).
+    pub gen_wake: MapHandle,
 }
 
 /// Kernel names are cut at 15 bytes: etran_tcp_ingress, etran_tcp_egress, etran_transports,
 /// etran_port_ifindex.
 const TCP_INGRESS_PROG: &str = "etran_tcp_ingre";
 const TCP_EGRESS_PROG: &str = "etran_tcp_egres";
+const TCP_GEN_PROG: &str = "etran_tcp_gen";
 
 pub fn tcp_handles(entrance_prog_id: u32) -> anyhow::Result<TcpHandles> {
     let missing = || anyhow::anyhow!("the datapath has no TCP transport loaded");
@@ -364,13 +378,33 @@ pub fn tcp_handles(entrance_prog_id: u32) -> anyhow::Result<TcpHandles> {
         }
         Ok(None)
     };
-    let (conns_id, _) = named(tcp_id, "etran_tcp_conns")?.ok_or_else(missing)?;
+    let (conns_id, conns) = named(tcp_id, "etran_tcp_conns")?.ok_or_else(missing)?;
     let (_, app_ports) = named(tcp_id, "etran_app_ports")?.ok_or_else(missing)?;
-    let egress = libbpf_rs::query::ProgInfoIter::with_query_opts(
-        libbpf_rs::query::ProgInfoQueryOptions::default().include_map_ids(true),
-    )
-    .find(|p| p.name == TCP_EGRESS_PROG && p.map_ids.contains(&conns_id))
-    .ok_or_else(missing)?;
-    let (_, port_ifindex) = named(egress.id, "etran_port_ifin")?.ok_or_else(missing)?;
-    Ok(TcpHandles { app_ports, port_ifindex, egress: libbpf_rs::Program::fd_from_id(egress.id)? })
+    // The egress and gen programs: the ones of those names sharing the connection map. A
+    // program freed while we look (another process's) is skipped, not an error.
+    let (mut egress, mut gen) = (None, None);
+    for id in kernel::prog_ids() {
+        let Ok(info) = kernel::prog_info(id) else { continue };
+        if !info.map_ids.contains(&conns_id) {
+            continue;
+        }
+        match info.name.as_str() {
+            TCP_EGRESS_PROG => egress = Some(id),
+            TCP_GEN_PROG => gen = Some(id),
+            _ => {}
+        }
+    }
+    let (egress, gen) = (egress.ok_or_else(missing)?, gen.ok_or_else(missing)?);
+    let (_, port_ifindex) = named(egress, "etran_port_ifin")?.ok_or_else(missing)?;
+    let (_, ack_queue) = named(gen, "etran_tcp_ack_q")?.ok_or_else(missing)?;
+    let (_, gen_wake) = named(tcp_id, "etran_tcp_gen_w")?.ok_or_else(missing)?;
+    Ok(TcpHandles {
+        app_ports,
+        port_ifindex,
+        egress: libbpf_rs::Program::fd_from_id(egress)?,
+        conns,
+        gen: libbpf_rs::Program::fd_from_id(gen)?,
+        ack_queue,
+        gen_wake,
+    })
 }

@@ -16,7 +16,7 @@ pub mod sys;
 pub mod umem;
 pub mod vsock;
 
-pub use prog::XskProgram;
+pub use prog::{run_live_frames, XskProgram};
 pub use ring::{ring_pair, ConsRing, Peek, ProdRing, Reservation};
 pub use socket::{
     BindMode, CompRing, Desc, FillRing, Mode, Rings, RxRing, Socket, SocketConfig, Statistics,

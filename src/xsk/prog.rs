@@ -107,27 +107,45 @@ impl XskProgram {
     /// Sends `frame` `repeat` times out of `ifindex` (which must be the `gen_ifindex` given to
     /// [`XskProgram::load`]) with `BPF_PROG_RUN` live frames, from the calling thread.
     pub fn generate(&self, frame: &[u8], ifindex: u32, repeat: u32) -> anyhow::Result<()> {
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-        // egress_ifindex.
-        let words = [0u32, frame.len() as u32, 0, ifindex, 0, 0];
-        let mut ctx = [0u8; 24];
-        for (c, w) in ctx.chunks_exact_mut(4).zip(words) {
-            c.copy_from_slice(&w.to_ne_bytes());
-        }
-        let input = libbpf_rs::ProgramInput {
-            context_in: Some(&mut ctx),
-            data_in: Some(frame),
-            repeat,
-            flags: BPF_F_TEST_XDP_LIVE_FRAMES,
-            ..Default::default()
-        };
-        self.skel()
-            .progs
-            .xsk_gen
-            .test_run(input)
-            .context("BPF_PROG_RUN of xsk_gen (live frames)")?;
-        Ok(())
+        run_live_frames(self.skel().progs.xsk_gen.as_fd(), frame, ifindex, repeat)
+            .context("BPF_PROG_RUN of xsk_gen (live frames)")
     }
+}
+
+/// Runs the XDP program `prog` `repeat` times over `frame` with `BPF_PROG_RUN` and
+/// `BPF_F_TEST_XDP_LIVE_FRAMES`: each run's verdict really happens (XDP_TX out of `ifindex`,
+/// XDP_REDIRECT through the program's maps), from the calling thread. `ifindex` 0 is the
+/// network namespace's loopback. Attach `prog` to some interface first, or every call with
+/// `repeat` > 1 waits for an RCU grace period (see reference/machine-facts.md).
+pub fn run_live_frames(
+    prog: BorrowedFd<'_>,
+    frame: &[u8],
+    ifindex: u32,
+    repeat: u32,
+) -> std::io::Result<()> {
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    // egress_ifindex. data_end must be the frame's size.
+    let words = [0u32, frame.len() as u32, 0, ifindex, 0, 0];
+    let mut ctx = [0u8; 24];
+    for (c, w) in ctx.chunks_exact_mut(4).zip(words) {
+        c.copy_from_slice(&w.to_ne_bytes());
+    }
+    let mut opts = libbpf_rs::libbpf_sys::bpf_test_run_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_test_run_opts>() as _,
+        data_in: frame.as_ptr().cast(),
+        data_size_in: frame.len() as u32,
+        ctx_in: ctx.as_ptr().cast(),
+        ctx_size_in: ctx.len() as u32,
+        repeat: repeat as _,
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        ..Default::default()
+    };
+    // SAFETY: the buffers outlive the call; the kernel only reads them (no output buffers).
+    let ret = unsafe { libbpf_rs::libbpf_sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) };
+    if ret < 0 {
+        return Err(std::io::Error::from_raw_os_error(-ret));
+    }
+    Ok(())
 }
 
 impl Drop for XskProgram {

@@ -379,6 +379,57 @@ impl Socket {
         })
     }
 
+    /// Takes over a socket another process created, registered `umem` on and bound (the
+    /// daemon's app port): maps its four rings (`fill_size`/`comp_size`/`rx_size`/`tx_size`,
+    /// as the creator sized them) and reads its mode. `umem` must map the registered memory
+    /// ([`Umem::from_memfd`]). `need_wakeup` says whether it was bound with
+    /// `XDP_USE_NEED_WAKEUP`.
+    pub fn from_bound(
+        fd: OwnedFd,
+        umem: &Umem,
+        ifname: &str,
+        sizes: [u32; 4],
+        need_wakeup: bool,
+    ) -> anyhow::Result<Self> {
+        let [fill_size, comp_size, rx_size, tx_size] = sizes;
+        for (name, size) in
+            [("fill", fill_size), ("completion", comp_size), ("RX", rx_size), ("TX", tx_size)]
+        {
+            check_ring_size(name, size)?;
+        }
+        let rfd = fd.as_raw_fd();
+        let (off, _) = sys::get_opt::<sys::xdp_mmap_offsets>(rfd, sys::XDP_MMAP_OFFSETS)
+            .context("reading XDP_MMAP_OFFSETS")?;
+        let desc_size = std::mem::size_of::<Desc>();
+        let rx = map_ring(rfd, &off.rx, sys::PGOFF_RX_RING, rx_size, desc_size)
+            .context("mapping the RX ring")?;
+        let tx = map_ring(rfd, &off.tx, sys::PGOFF_TX_RING, tx_size, desc_size)
+            .context("mapping the TX ring")?;
+        let fill = map_ring(rfd, &off.fr, sys::PGOFF_FILL_RING, fill_size, 8)
+            .context("mapping the fill ring")?;
+        let comp = map_ring(rfd, &off.cr, sys::PGOFF_COMPLETION_RING, comp_size, 8)
+            .context("mapping the completion ring")?;
+        let (opts, _) = sys::get_opt::<sys::xdp_options>(rfd, sys::XDP_OPTIONS)
+            .context("reading XDP_OPTIONS")?;
+        let mode =
+            if opts.flags & sys::XDP_OPTIONS_ZEROCOPY != 0 { Mode::ZeroCopy } else { Mode::Copy };
+        Ok(Socket {
+            rx: Some(ConsRing::new(rx)),
+            tx: Some(ProdRing::new(tx)),
+            fill: Some(ProdRing::new(fill)),
+            comp: Some(ConsRing::new(comp)),
+            fd,
+            umem: umem.clone(),
+            ifname: ifname.to_string(),
+            ifindex: crate::sys::ifindex(ifname).unwrap_or(0),
+            queue: 0,
+            mode,
+            need_wakeup,
+            shared: false,
+            tx_budget: None,
+        })
+    }
+
     pub fn umem(&self) -> &Umem {
         &self.umem
     }

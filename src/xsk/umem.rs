@@ -116,6 +116,22 @@ impl Umem {
         Ok(Umem { area: Arc::new(Area { ptr, len, huge, cfg, _map: map }) })
     }
 
+    /// Maps a UMEM another process registered (the daemon's memfd, `MAP_SHARED`): the same
+    /// pages the kernel already pinned for the socket, laid out as `cfg` says (no huge pages).
+    pub fn from_memfd(fd: std::os::fd::BorrowedFd<'_>, cfg: UmemConfig) -> anyhow::Result<Umem> {
+        use std::os::fd::AsRawFd;
+        cfg.validate()?;
+        let len = cfg.frame_count as usize * cfg.frame_size as usize;
+        // SAFETY: the memfd is the UMEM, shared with the kernel by design; frames are accessed
+        // only by their owner (see Umem::data), and the kernel writes only frames it was given.
+        let mut map =
+            unsafe { memmap2::MmapOptions::new().len(len).populate().map_mut(fd.as_raw_fd()) }
+                .with_context(|| format!("mapping the {len}-byte UMEM memfd"))?;
+        let cfg = UmemConfig { huge_pages: false, ..cfg };
+        let ptr = NonNull::new(map.as_mut_ptr()).context("UMEM mapped at null")?;
+        Ok(Umem { area: Arc::new(Area { ptr, len, huge: false, cfg, _map: map }) })
+    }
+
     pub fn config(&self) -> UmemConfig {
         self.area.cfg
     }

@@ -1,4 +1,5 @@
 //! Support shared by the integration tests.
+pub mod daemon;
 pub mod fixture;
 pub mod netns;
 pub mod packet;

@@ -116,3 +116,20 @@ pub fn tcp_row(c: &Counters) -> (u64, u64, u64) {
     let row = class(c, "tcp");
     (row.transport.packets, row.pass.packets, row.drop.packets)
 }
+
+/// The connection the egress and generator fixtures use: the peer (SRC_IP) talks to us.
+pub const PEER_PORT: u16 = 40000;
+pub const LOCAL_PORT: u16 = 80;
+pub const LOCAL_IP: [u8; 4] = super::packet::DST_IP;
+pub const PEER_IP: [u8; 4] = super::packet::SRC_IP;
+pub const LOCAL_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x0a];
+pub const PEER_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x0b];
+
+pub fn key() -> tcp_conn_key {
+    tcp_conn_key {
+        local_ip: u32::from_ne_bytes(LOCAL_IP),
+        remote_ip: u32::from_ne_bytes(PEER_IP),
+        local_port: LOCAL_PORT.to_be(),
+        remote_port: PEER_PORT.to_be(),
+    }
+}

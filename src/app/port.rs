@@ -1,0 +1,254 @@
+//! An app's end of its port: the AF_XDP socket and memfd UMEM the daemon created for it
+//! ([`crate::daemon::client::Registration`]), mapped through [`crate::xsk`].
+//!
+//! The daemon registered the memfd as the socket's UMEM (`geometry.frame_size` chunks,
+//! `geometry.headroom`, rings sized from `geometry`) and bound the socket on the app side of the
+//! port with need-wakeup, in copy mode. Here the memfd is mapped `MAP_SHARED`
+//! ([`Umem::from_memfd`]: the very pages the kernel pinned) and the four rings are mapped from
+//! the socket ([`Socket::from_bound`]). The frames are split in two: the first half feeds the
+//! fill ring (RX), the second half is the TX pool, reclaimed from the completion ring.
+//!
+//! RX frames: the kernel copies the XDP metadata along with the packet (copy mode copies
+//! `data_meta..data_end`), so the `etran_tcp_rx_meta` the ingress program wrote sits in the
+//! [`RX_META_LEN`] bytes right before the descriptor's address; the descriptor's address is the
+//! Ethernet header (past `XDP_PACKET_HEADROOM` + headroom), and `payload_off` counts from it.
+use std::{io, os::fd::AsFd};
+
+use anyhow::{bail, Context};
+
+use crate::{
+    bpf::tcp::types::etran_tcp_rx_meta,
+    daemon::client::Registration,
+    xsk::{desc, Desc, FrameAlloc, Socket, Umem, UmemConfig},
+};
+
+use super::stream::{read_meta, RX_META_LEN};
+
+/// Descriptors handled per ring operation.
+const BATCH: u32 = 64;
+
+/// Counters of the port's own checks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PortStats {
+    pub rx_frames: u64,
+    /// Frames without room for metadata in front, or whose payload lies outside the frame.
+    pub rx_malformed: u64,
+    pub tx_frames: u64,
+    /// Sends refused for want of a TX frame or ring slot.
+    pub tx_full: u64,
+}
+
+pub struct AppPort {
+    sock: Socket,
+    umem: Umem,
+    tx_frames: FrameAlloc,
+    /// Frames written but not yet on the TX ring.
+    pending: Vec<Desc>,
+    rx_frame_count: u32,
+    stats: PortStats,
+}
+
+impl AppPort {
+    /// Maps the registration's UMEM and its first socket's rings, and fills the fill ring.
+    pub fn open(reg: Registration) -> anyhow::Result<AppPort> {
+        let g = reg.geometry;
+        if g.frame_size == 0 || g.umem_len % u64::from(g.frame_size) != 0 {
+            bail!("the daemon's UMEM geometry is inconsistent: {g:?}");
+        }
+        let frame_count = u32::try_from(g.umem_len / u64::from(g.frame_size))?;
+        let cfg = UmemConfig {
+            frame_count,
+            frame_size: g.frame_size,
+            headroom: g.headroom,
+            huge_pages: false,
+        };
+        let umem = Umem::from_memfd(reg.umem.as_fd(), cfg)?;
+        let fd = reg.xsks.into_iter().next().context("the daemon passed no AF_XDP socket")?;
+        let sock = Socket::from_bound(
+            fd,
+            &umem,
+            &reg.port,
+            [g.fill_size, g.comp_size, g.rx_size, g.tx_size],
+            true,
+        )
+        .with_context(|| format!("mapping the rings of the socket on {}", reg.port))?;
+        // RX gets what the fill ring can hold (at most half the frames), TX the rest.
+        let rx_frame_count = (frame_count / 2).min(g.fill_size);
+        let tx_frames = FrameAlloc::with_range(
+            g.frame_size,
+            rx_frame_count,
+            (frame_count - rx_frame_count).min(g.tx_size).min(g.comp_size),
+        );
+        let mut port = AppPort {
+            sock,
+            umem,
+            tx_frames,
+            pending: Vec::new(),
+            rx_frame_count,
+            stats: PortStats::default(),
+        };
+        let addrs: Vec<u64> =
+            (0..rx_frame_count).map(|i| u64::from(i) * u64::from(g.frame_size)).collect();
+        let fill = port.sock.fill().context("no fill ring")?;
+        if fill.produce_from(&addrs) != rx_frame_count {
+            bail!("the fill ring took fewer than {rx_frame_count} frames");
+        }
+        port.sock.wake_rx()?;
+        Ok(port)
+    }
+
+    pub fn socket(&self) -> &Socket {
+        &self.sock
+    }
+
+    pub fn stats(&self) -> PortStats {
+        self.stats
+    }
+
+    /// Frames owned by the receive side (all on the fill ring or the RX ring between polls).
+    pub fn rx_frame_count(&self) -> u32 {
+        self.rx_frame_count
+    }
+
+    /// Hands every received frame's metadata and payload to `f`, then gives the frames back
+    /// to the fill ring. Returns how many frames were handled.
+    pub fn poll_rx(&mut self, mut f: impl FnMut(&etran_tcp_rx_meta, &[u8])) -> io::Result<usize> {
+        let mut total = 0;
+        let mut done = Vec::with_capacity(BATCH as usize);
+        loop {
+            done.clear();
+            let rx = self.sock.rx().expect("from_bound maps RX");
+            let peek = rx.peek(BATCH);
+            if peek.is_empty() {
+                break;
+            }
+            for d in peek.iter() {
+                done.push(d);
+            }
+            peek.release();
+            let umem = self.umem.clone();
+            for d in &done {
+                self.stats.rx_frames += 1;
+                match frame_parts(&umem, d) {
+                    Some((meta, payload)) => f(&meta, payload),
+                    None => self.stats.rx_malformed += 1,
+                }
+            }
+            let bases: Vec<u64> = done.iter().map(|d| self.umem.frame_base(d.addr)).collect();
+            let fill = self.sock.fill().expect("from_bound maps the fill ring");
+            // The fill ring holds every RX frame, so there is always room.
+            let n = fill.produce_from(&bases);
+            debug_assert_eq!(n as usize, bases.len());
+            total += done.len();
+        }
+        self.sock.wake_rx()?;
+        Ok(total)
+    }
+
+    /// Writes one TX frame with `f` (given the whole frame buffer; it returns the length to
+    /// send, or `None` to send nothing). The frame goes out at the next [`AppPort::flush`].
+    /// Returns what `f` returned; `Ok(None)` too when no TX frame is free.
+    pub fn send_with(
+        &mut self,
+        f: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> io::Result<Option<usize>> {
+        self.reclaim();
+        let Some(addr) = self.tx_frames.alloc() else {
+            self.stats.tx_full += 1;
+            return Ok(None);
+        };
+        let room = self.umem.frame_size() as usize;
+        // SAFETY: the frame was just allocated from the TX pool: nothing else uses it.
+        let buf = unsafe { self.umem.data_mut(addr, room) };
+        match f(buf) {
+            Some(len) if len > 0 && len <= room => {
+                self.pending.push(desc(addr, len as u32));
+                Ok(Some(len))
+            }
+            _ => {
+                self.tx_frames.free(addr);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Frames written and not yet flushed.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether a TX frame is free (after reclaiming completions).
+    pub fn can_send(&mut self) -> bool {
+        self.reclaim();
+        self.tx_frames.available() > 0
+    }
+
+    /// Puts the written frames on the TX ring and kicks the kernel if it asks for it.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            let tx = self.sock.tx().expect("from_bound maps TX");
+            // The TX pool is no larger than the TX ring, so every pending frame fits.
+            let n = tx.produce_from(&self.pending) as usize;
+            self.stats.tx_frames += n as u64;
+            self.pending.drain(..n);
+        }
+        self.sock.wake_tx()?;
+        self.reclaim();
+        Ok(())
+    }
+
+    /// Takes back the frames the kernel finished sending.
+    fn reclaim(&mut self) {
+        let mut done = [0u64; BATCH as usize];
+        loop {
+            let comp = self.sock.comp().expect("from_bound maps the completion ring");
+            let n = comp.consume_into(&mut done) as usize;
+            for &a in &done[..n] {
+                self.tx_frames.free(self.umem.frame_base(a));
+            }
+            if n < done.len() {
+                break;
+            }
+        }
+    }
+}
+
+/// The metadata and payload of a received frame, if they lie within it.
+fn frame_parts<'a>(umem: &'a Umem, d: &Desc) -> Option<(etran_tcp_rx_meta, &'a [u8])> {
+    let base = umem.frame_base(d.addr);
+    let meta_at = d.addr.checked_sub(RX_META_LEN as u64).filter(|&a| a >= base)?;
+    // SAFETY: the frame came off the RX ring, so it is ours until it goes back to the fill
+    // ring after the caller is done; the ranges lie within the frame (Umem::data checks).
+    let meta = read_meta(unsafe { umem.data(meta_at, RX_META_LEN) });
+    // SAFETY: as above.
+    let frame = unsafe { umem.data(d.addr, d.len as usize) };
+    let start = usize::from(meta.payload_off);
+    let payload = frame.get(start..start + usize::from(meta.payload_len))?;
+    Some((meta, payload))
+}
+
+/// The port is pollable: readable when RX has frames (edge-triggered: drain with
+/// [`AppPort::poll_rx`] before waiting again).
+impl mio::event::Source for AppPort {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> io::Result<()> {
+        self.sock.register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> io::Result<()> {
+        self.sock.reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        self.sock.deregister(registry)
+    }
+}

@@ -1,0 +1,427 @@
+//! The TCP byte-stream engine of one connection: pure logic, no sockets.
+//!
+//! Positions are the kernel's `rx_pos` / `tx_pos`: free-running `u32` stream offsets (they wrap;
+//! every comparison is a wrapping difference). The kernel keeps the sequence numbers; the app
+//! only ever sees positions.
+//!
+//! Receive side: a ring buffer of `rcv_buf` bytes covering positions `[read_pos, read_pos +
+//! rcv_buf)`, which is exactly what the kernel's receive window allows (`rcv_wnd` = free room
+//! past the in-order frontier, reopened by the app's `consumed` reports). In-order payload is
+//! written at its `rx_pos` and moves the readable frontier; out-of-order payload
+//! (`OUT_OF_ORDER`) is written at its position but stays unreadable until a later in-order frame
+//! carries `MERGED`, whose `merged` bytes beyond its own payload then become readable. `FIN`
+//! ends the stream after the in-order data. [`Stream::read`] consumes bytes;
+//! [`Stream::take_consumed`] hands the not yet reported count to the next TX header, and
+//! [`Stream::window_update_due`] says when a pure `WINDOW_UPDATE` is worth a frame.
+//!
+//! Send side: [`Stream::write`] appends to a bounded send buffer holding every byte from
+//! `snd_una` (oldest unacknowledged) on. [`Stream::next_segment`] cuts the unsent bytes into
+//! frames of at most `mss` payload behind an `etran_tcp_tx_hdr` (intent DATA at `snd_nxt`),
+//! never past the peer's window (`snd_nxt - snd_una + len <= peer_wnd`, the check egress makes).
+//! `acked` metadata frees bytes at the front. `FAST_RETRANSMIT` rewinds a resend cursor to
+//! `snd_una`; [`Stream::next_retransmit`] produces the resend frames.
+//!
+//! Egress today refuses DATA whose `tx_pos` is not the connection's `tx_pos` (`snd_nxt`'s
+//! position, drop reason `TCP_TX_STALE`), so resend frames cannot pass it yet; see
+//! [`crate::app`] for the BPF change that would admit them. The engine keeps the bytes and
+//! the cursor so that nothing on this side changes when egress learns to.
+use std::collections::VecDeque;
+
+use crate::bpf::tcp::types::{
+    etran_tcp_limit, etran_tcp_rx_flag, etran_tcp_rx_meta, etran_tcp_tx_hdr, etran_tcp_tx_intent,
+    tcp_conn_key,
+};
+
+/// Bytes of the TX header in front of every frame's payload.
+pub const TX_HDR_LEN: usize = std::mem::size_of::<etran_tcp_tx_hdr>();
+/// Bytes of RX metadata in front of every received frame.
+pub const RX_META_LEN: usize = std::mem::size_of::<etran_tcp_rx_meta>();
+/// The most payload one frame may carry (egress's bound).
+pub const MAX_PAYLOAD: u16 = etran_tcp_limit::ETRAN_TCP_MAX_PAYLOAD.0 as u16;
+/// The largest consumption that waits for a piggyback before a pure window update is due.
+pub const WINDOW_UPDATE_MAX: u32 = 32 * 1024;
+
+const FAST_RETRANSMIT: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_FAST_RETRANSMIT.0;
+const FIN: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_FIN.0;
+const OUT_OF_ORDER: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_OUT_OF_ORDER.0;
+const MERGED: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_MERGED.0;
+
+/// TX intents as the header's `u8`.
+pub const INTENT_DATA: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_DATA.0 as u8;
+pub const INTENT_ACK: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_ACK.0 as u8;
+pub const INTENT_WINDOW_UPDATE: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_WINDOW_UPDATE.0 as u8;
+
+/// What the daemon hands over for an established connection (and what it put in the
+/// connection's `tcp_conn`).
+#[derive(Debug, Clone, Copy)]
+pub struct StreamInit {
+    pub key: tcp_conn_key,
+    /// The kernel's `rx_pos` (stream position of `rcv_nxt`).
+    pub rx_pos: u32,
+    /// The kernel's `tx_pos` (stream position of `snd_nxt`).
+    pub tx_pos: u32,
+    /// The peer's window (`snd_wnd`).
+    pub peer_wnd: u32,
+    /// The connection's MSS (at most [`MAX_PAYLOAD`]).
+    pub mss: u16,
+    /// Receive buffer bytes: must equal the `rcv_wnd` the daemon gave the connection.
+    pub rcv_buf: u32,
+    /// Send buffer bytes (unacknowledged plus unsent).
+    pub snd_buf: u32,
+}
+
+/// What one RX frame changed, for the caller's readiness bookkeeping.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RxEffect {
+    /// Bytes that became readable.
+    pub readable: u32,
+    /// Send-buffer bytes freed by the peer's acknowledgement.
+    pub freed: u32,
+    /// The stream ended (FIN) with this frame.
+    pub fin: bool,
+    /// Fast retransmit was requested.
+    pub fast_retransmit: bool,
+    /// Payload bytes that fell outside the receive buffer and were dropped (a kernel/app
+    /// disagreement; should stay 0).
+    pub dropped: u32,
+}
+
+/// One frame [`Stream::next_segment`] or [`Stream::next_retransmit`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub tx_pos: u32,
+    pub payload_len: u16,
+    /// Header plus payload: the TX descriptor's length.
+    pub frame_len: usize,
+}
+
+/// Counters for tests and stats.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StreamStats {
+    pub rx_bytes: u64,
+    pub rx_dropped: u64,
+    pub tx_bytes: u64,
+    pub retransmitted: u64,
+    pub fast_retransmits: u64,
+}
+
+/// One connection's byte streams.
+pub struct Stream {
+    key: tcp_conn_key,
+    mss: u16,
+    // Receive side.
+    rbuf: Box<[u8]>,
+    head: usize,     // index of read_pos in rbuf
+    read_pos: u32,   // next byte read() returns
+    rcv_end: u32,    // end of the readable (in-order) bytes
+    unreported: u32, // consumed, not yet reported in a TX header
+    fin: bool,       // the stream ends at rcv_end
+    // Send side.
+    sbuf: VecDeque<u8>, // bytes from snd_una on
+    snd_cap: usize,
+    snd_una: u32,
+    snd_nxt: u32,
+    peer_wnd: u32,
+    retx: Option<u32>, // next position to resend
+    stats: StreamStats,
+}
+
+/// `a - b` as a distance along the stream.
+fn dist(a: u32, b: u32) -> u32 {
+    a.wrapping_sub(b)
+}
+
+impl Stream {
+    pub fn new(init: StreamInit) -> Stream {
+        assert!(init.rcv_buf > 0, "a receive buffer needs room");
+        Stream {
+            key: init.key,
+            mss: init.mss.clamp(1, MAX_PAYLOAD),
+            rbuf: vec![0; init.rcv_buf as usize].into_boxed_slice(),
+            head: 0,
+            read_pos: init.rx_pos,
+            rcv_end: init.rx_pos,
+            unreported: 0,
+            fin: false,
+            sbuf: VecDeque::with_capacity(init.snd_buf as usize),
+            snd_cap: init.snd_buf as usize,
+            snd_una: init.tx_pos,
+            snd_nxt: init.tx_pos,
+            peer_wnd: init.peer_wnd,
+            retx: None,
+            stats: StreamStats::default(),
+        }
+    }
+
+    pub fn key(&self) -> tcp_conn_key {
+        self.key
+    }
+
+    pub fn mss(&self) -> u16 {
+        self.mss
+    }
+
+    pub fn stats(&self) -> StreamStats {
+        self.stats
+    }
+
+    // ---- Receive side ----
+
+    /// Applies one RX frame: its metadata and its payload (`meta.payload_len` bytes).
+    pub fn on_rx(&mut self, meta: &etran_tcp_rx_meta, payload: &[u8]) -> RxEffect {
+        let mut fx = RxEffect { freed: self.on_acked(meta.acked), ..RxEffect::default() };
+        self.peer_wnd = meta.peer_wnd;
+        if meta.flags & FAST_RETRANSMIT != 0 && self.snd_nxt != self.snd_una {
+            self.retx = Some(self.snd_una);
+            self.stats.fast_retransmits += 1;
+            fx.fast_retransmit = true;
+        }
+        let len = (meta.payload_len as usize).min(payload.len()) as u32;
+        fx.dropped += meta.payload_len as u32 - len;
+        if len > 0 {
+            fx.dropped += self.store(meta.rx_pos, &payload[..len as usize]);
+        }
+        if meta.flags & OUT_OF_ORDER == 0 {
+            let mut end = meta.rx_pos.wrapping_add(len);
+            if meta.flags & MERGED != 0 {
+                end = end.wrapping_add(meta.merged);
+            }
+            let cap = self.rbuf.len() as u32;
+            let reach = dist(end, self.read_pos).min(cap);
+            // Only the frame that continues the readable bytes moves the frontier.
+            if dist(meta.rx_pos, self.read_pos) <= dist(self.rcv_end, self.read_pos)
+                && reach > dist(self.rcv_end, self.read_pos)
+            {
+                fx.readable = reach - dist(self.rcv_end, self.read_pos);
+                self.rcv_end = self.read_pos.wrapping_add(reach);
+            }
+            if meta.flags & FIN != 0 && !self.fin {
+                self.fin = true;
+                fx.fin = true;
+            }
+        }
+        self.stats.rx_bytes += u64::from(fx.readable);
+        self.stats.rx_dropped += u64::from(fx.dropped);
+        fx
+    }
+
+    /// Writes `data` at stream position `pos`; returns the bytes outside the buffer.
+    fn store(&mut self, pos: u32, data: &[u8]) -> u32 {
+        let cap = self.rbuf.len();
+        let off = dist(pos, self.read_pos) as usize;
+        if off >= cap {
+            return data.len() as u32;
+        }
+        let n = data.len().min(cap - off);
+        let start = (self.head + off) % cap;
+        let first = n.min(cap - start);
+        self.rbuf[start..start + first].copy_from_slice(&data[..first]);
+        self.rbuf[..n - first].copy_from_slice(&data[first..n]);
+        (data.len() - n) as u32
+    }
+
+    /// Bytes ready for [`Stream::read`].
+    pub fn readable(&self) -> usize {
+        dist(self.rcv_end, self.read_pos) as usize
+    }
+
+    /// All data was read and the peer closed its side.
+    pub fn is_eof(&self) -> bool {
+        self.fin && self.readable() == 0
+    }
+
+    /// The peer's FIN arrived (data may still be unread).
+    pub fn fin_received(&self) -> bool {
+        self.fin
+    }
+
+    /// Copies readable bytes into `buf`; returns how many (0: none ready, or EOF).
+    pub fn read(&mut self, buf: &mut [u8]) -> usize {
+        let cap = self.rbuf.len();
+        let n = buf.len().min(self.readable());
+        let first = n.min(cap - self.head);
+        buf[..first].copy_from_slice(&self.rbuf[self.head..self.head + first]);
+        buf[first..n].copy_from_slice(&self.rbuf[..n - first]);
+        self.head = (self.head + n) % cap;
+        self.read_pos = self.read_pos.wrapping_add(n as u32);
+        self.unreported = self.unreported.wrapping_add(n as u32);
+        n
+    }
+
+    /// Consumed bytes not yet reported to the kernel.
+    pub fn unreported(&self) -> u32 {
+        self.unreported
+    }
+
+    /// Whether enough was consumed that a pure window update should be sent now:
+    /// at least min(buffer / 4, 32 KiB).
+    pub fn window_update_due(&self) -> bool {
+        let threshold = (self.rbuf.len() as u32 / 4).clamp(1, WINDOW_UPDATE_MAX);
+        self.unreported >= threshold
+    }
+
+    /// Takes the consumption report for a TX header.
+    pub fn take_consumed(&mut self) -> u32 {
+        std::mem::take(&mut self.unreported)
+    }
+
+    // ---- Send side ----
+
+    /// Appends as much of `data` as the send buffer takes; returns how much.
+    pub fn write(&mut self, data: &[u8]) -> usize {
+        let n = data.len().min(self.send_space());
+        self.sbuf.extend(&data[..n]);
+        n
+    }
+
+    /// Free room in the send buffer.
+    pub fn send_space(&self) -> usize {
+        self.snd_cap - self.sbuf.len()
+    }
+
+    /// Bytes sent and not yet acknowledged.
+    pub fn in_flight(&self) -> u32 {
+        dist(self.snd_nxt, self.snd_una)
+    }
+
+    /// Bytes written and not yet sent.
+    pub fn unsent(&self) -> usize {
+        self.sbuf.len() - self.in_flight() as usize
+    }
+
+    pub fn peer_wnd(&self) -> u32 {
+        self.peer_wnd
+    }
+
+    /// Positions (snd_una, snd_nxt).
+    pub fn send_positions(&self) -> (u32, u32) {
+        (self.snd_una, self.snd_nxt)
+    }
+
+    /// Frees `acked` bytes from the front; returns how many were freed.
+    fn on_acked(&mut self, acked: u32) -> u32 {
+        let n = acked.min(self.in_flight());
+        self.sbuf.drain(..n as usize);
+        self.snd_una = self.snd_una.wrapping_add(n);
+        if let Some(r) = self.retx {
+            // The cursor never lags snd_una: resending what the peer has is pointless.
+            self.retx = if self.in_flight() == 0 {
+                None
+            } else if dist(r, self.snd_una) > self.in_flight() {
+                Some(self.snd_una)
+            } else {
+                Some(r)
+            };
+        }
+        n
+    }
+
+    /// Writes the next new DATA frame into `frame` (header plus payload), if there are unsent
+    /// bytes the peer's window admits. The header carries the pending consumption report.
+    pub fn next_segment(&mut self, frame: &mut [u8]) -> Option<Segment> {
+        let room = frame.len().checked_sub(TX_HDR_LEN)?;
+        let window = self.peer_wnd.saturating_sub(self.in_flight()) as usize;
+        let len = self.unsent().min(window).min(self.mss as usize).min(room);
+        if len == 0 {
+            return None;
+        }
+        let seg = self.emit(frame, self.snd_nxt, len);
+        self.snd_nxt = self.snd_nxt.wrapping_add(len as u32);
+        self.stats.tx_bytes += len as u64;
+        Some(seg)
+    }
+
+    /// Whether a fast retransmit left bytes to resend.
+    pub fn retransmit_pending(&self) -> bool {
+        self.retx.is_some()
+    }
+
+    /// Forgets a pending resend (the caller cannot send it).
+    pub fn cancel_retransmit(&mut self) {
+        self.retx = None;
+    }
+
+    /// Writes the next resend frame (from the cursor fast retransmit set at `snd_una`).
+    pub fn next_retransmit(&mut self, frame: &mut [u8]) -> Option<Segment> {
+        let pos = self.retx?;
+        let room = frame.len().checked_sub(TX_HDR_LEN)?;
+        let len = (dist(self.snd_nxt, pos) as usize).min(self.mss as usize).min(room);
+        if len == 0 {
+            self.retx = None;
+            return None;
+        }
+        let seg = self.emit(frame, pos, len);
+        let next = pos.wrapping_add(len as u32);
+        self.retx = (next != self.snd_nxt).then_some(next);
+        self.stats.retransmitted += len as u64;
+        Some(seg)
+    }
+
+    /// Header and `len` bytes from stream position `pos` (within the send buffer).
+    fn emit(&mut self, frame: &mut [u8], pos: u32, len: usize) -> Segment {
+        let off = dist(pos, self.snd_una) as usize;
+        let hdr = etran_tcp_tx_hdr {
+            key: self.key,
+            tx_pos: pos,
+            consumed: self.take_consumed(),
+            len: len as u16,
+            intent: INTENT_DATA,
+            reserved: 0,
+        };
+        write_hdr(frame, &hdr);
+        let (a, b) = self.sbuf.as_slices();
+        let out = &mut frame[TX_HDR_LEN..TX_HDR_LEN + len];
+        if off + len <= a.len() {
+            out.copy_from_slice(&a[off..off + len]);
+        } else if off >= a.len() {
+            out.copy_from_slice(&b[off - a.len()..off - a.len() + len]);
+        } else {
+            let first = a.len() - off;
+            out[..first].copy_from_slice(&a[off..]);
+            out[first..].copy_from_slice(&b[..len - first]);
+        }
+        Segment { tx_pos: pos, payload_len: len as u16, frame_len: TX_HDR_LEN + len }
+    }
+
+    /// Writes a payload-less frame (ACK or WINDOW_UPDATE) carrying the consumption report.
+    pub fn control_frame(&mut self, intent: u8, frame: &mut [u8]) -> Option<usize> {
+        if frame.len() < TX_HDR_LEN {
+            return None;
+        }
+        let hdr = etran_tcp_tx_hdr {
+            key: self.key,
+            tx_pos: self.snd_nxt,
+            consumed: self.take_consumed(),
+            len: 0,
+            intent,
+            reserved: 0,
+        };
+        write_hdr(frame, &hdr);
+        Some(TX_HDR_LEN)
+    }
+}
+
+/// Writes a TX header at the start of `frame`.
+pub fn write_hdr(frame: &mut [u8], hdr: &etran_tcp_tx_hdr) {
+    assert!(frame.len() >= TX_HDR_LEN);
+    // SAFETY: the frame has room for the header; write_unaligned needs no alignment, and the
+    // header is plain data with no padding (24 bytes, every field explicit).
+    unsafe { std::ptr::write_unaligned(frame.as_mut_ptr().cast::<etran_tcp_tx_hdr>(), *hdr) }
+}
+
+/// Reads a TX header from the start of `frame` (tests, and the TX path's own checks).
+pub fn read_hdr(frame: &[u8]) -> etran_tcp_tx_hdr {
+    assert!(frame.len() >= TX_HDR_LEN);
+    // SAFETY: as for write_hdr; every bit pattern is a valid header.
+    unsafe { std::ptr::read_unaligned(frame.as_ptr().cast::<etran_tcp_tx_hdr>()) }
+}
+
+/// Reads RX metadata from `bytes` (exactly [`RX_META_LEN`] or more).
+pub fn read_meta(bytes: &[u8]) -> etran_tcp_rx_meta {
+    assert!(bytes.len() >= RX_META_LEN);
+    // SAFETY: plain data, every bit pattern valid, read without alignment.
+    unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<etran_tcp_rx_meta>()) }
+}
+
+#[cfg(test)]
+mod tests;

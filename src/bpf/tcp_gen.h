@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The ACK generator (compat backend: run by the daemon's gen pump with BPF_PROG_RUN live frames
+ * over a template frame). ACKs are decided in the kernel: ingress marks a connection that owes
+ * one (ack_now, ack_pending) and queues its key once (gen_mark/gen_queue below); each run of
+ * etran_tcp_gen pops one key and turns the template into that connection's pure ACK, its headers
+ * written from the connection state by the same code egress uses (tcp_tx.h), for the NIC.
+ *
+ * Policy: an ACK is due at once on ack_now (duplicate, out of order, gap filled, FIN, window
+ * probe) or once two full segments are unacknowledged (RFC 5681 4.2); any other owed ACK is
+ * delayed: queued too, but the pump flushes it only at its delayed-ACK deadline (or with the next
+ * immediate batch). Data an app sends carries the ACK and settles it (egress clears ack_pending
+ * and ack_now); the generator then skips the connection. */
+#ifndef ETRAN_TCP_GEN_H
+#define ETRAN_TCP_GEN_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "stats_maps.h"
+#include "tcp.h"
+#include "tcp_maps.h"
+#include "tcp_tx.h"
+
+/* The pump runs the generator with this ingress ifindex (the loopback's, 0 in the context). The
+ * program is also attached to a spare interface only so that BPF_PROG_RUN is cheap; a frame
+ * really arriving there passes untouched. */
+#define GEN_LOOPBACK_IFINDEX 1
+
+/* What ingress does about the ACK a connection owes, decided under the lock. */
+struct gen_mark {
+	__u8 push;   /* push the key on etran_tcp_ack_queue */
+	__u8 notify; /* enum etran_tcp_ack_queued to tell the pump; 0: nothing */
+};
+
+/* Under the connection lock, after ingress updated it: raises ack_queued to what the owed ACK
+ * needs. Each step happens once per ACK, so ingress pushes and notifies at most twice per ACK. */
+static __always_inline struct gen_mark gen_mark(struct tcp_conn *c)
+{
+	struct gen_mark m = {};
+	__u8 want = ETRAN_TCP_ACK_NOT_QUEUED;
+
+	if (c->ack_now || (c->ack_pending && c->ack_pending >= 2 * (__u32)c->mss))
+		want = ETRAN_TCP_ACK_IMMEDIATE;
+	else if (c->ack_pending)
+		want = ETRAN_TCP_ACK_DELAYED;
+	if (want > c->ack_queued) {
+		m.push = c->ack_queued == ETRAN_TCP_ACK_NOT_QUEUED;
+		m.notify = want;
+		c->ack_queued = want;
+	}
+	return m;
+}
+
+/* After the lock: queues the key and wakes the pump. A full queue undoes the mark, so the next
+ * segment tries again. */
+static __always_inline void gen_queue(struct tcp_conn *c, const struct tcp_conn_key *key,
+				      struct gen_mark m)
+{
+	struct etran_tcp_gen_wake w = { .kind = m.notify };
+
+	if (!m.notify)
+		return;
+	if (m.push) {
+		if (bpf_map_push_elem(&etran_tcp_ack_queue, key, 0)) {
+			bpf_spin_lock(&c->lock);
+			c->ack_queued = ETRAN_TCP_ACK_NOT_QUEUED;
+			bpf_spin_unlock(&c->lock);
+			return;
+		}
+		w.pushed = 1;
+	}
+	bpf_ringbuf_output(&etran_tcp_gen_wake, &w, sizeof(w), 0);
+}
+
+/* What the generator found under the lock. */
+enum gen_outcome {
+	GEN_SEND,
+	GEN_SETTLED, /* nothing owed any more: data carried the ACK */
+	GEN_REQUEUE, /* could not send: ACK still owed, the next segment queues it again */
+};
+
+/* The generator's body; see tcp.bpf.c. */
+static __always_inline int tcp_gen(struct xdp_md *ctx)
+{
+	void *data, *data_end;
+	struct tx_plan plan = {};
+	struct tcp_conn_key key;
+	enum gen_outcome out = GEN_SEND;
+	__u32 hdrs, ts_now;
+	struct tcp_conn *c;
+	int room;
+
+	if (ctx->ingress_ifindex != GEN_LOOPBACK_IFINDEX)
+		return XDP_PASS;
+	/* An empty queue ends the batch cheaply; nothing to count. */
+	if (bpf_map_pop_elem(&etran_tcp_ack_queue, &key))
+		return XDP_DROP;
+	c = bpf_map_lookup_elem(&etran_tcp_conns, &key);
+	if (!c)
+		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_GEN_NO_CONN, 0);
+
+	ts_now = tx_ts_now();
+	hdrs = tx_hdrs_len(c);
+	/* Both can fail; a redirect takes effect only if the program returns XDP_REDIRECT. */
+	room = bpf_xdp_adjust_tail(ctx, (int)hdrs - (int)(ctx->data_end - ctx->data)) == 0;
+	if (room && bpf_redirect_map(&etran_nic, 0, XDP_DROP) != XDP_REDIRECT)
+		room = -1;
+
+	bpf_spin_lock(&c->lock);
+	c->ack_queued = ETRAN_TCP_ACK_NOT_QUEUED;
+	if (room != 1)
+		out = GEN_REQUEUE;
+	else if (!c->ack_now && !c->ack_pending)
+		out = GEN_SETTLED;
+	else
+		tx_plan_segment(c, &plan);
+	bpf_spin_unlock(&c->lock);
+	if (out == GEN_SETTLED)
+		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_GEN_SETTLED, 0);
+	if (out == GEN_REQUEUE)
+		return drop(ETRAN_PROTO_TCP,
+			    room ? ETRAN_DROP_TCP_TX_NO_NIC : ETRAN_DROP_TCP_TX_NO_HEADROOM, 0);
+
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (!tx_write_headers(data, data_end, c, &key, 0, &plan, 0, ts_now))
+		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_NO_HEADROOM, 0);
+	return delivered(ETRAN_PROTO_TCP, data_end - data, XDP_REDIRECT);
+}
+
+#endif

@@ -1,0 +1,232 @@
+//! The gen pump: the compat backend's ACK generator role (DESIGN.md, "The four datapath roles").
+//!
+//! ACKs are decided in the kernel (`src/bpf/tcp_gen.h`): ingress marks a connection that owes
+//! one, pushes its key on `etran_tcp_ack_queue` once, and writes a small record to the
+//! `etran_tcp_gen_wake` ring buffer. The ring buffer's descriptor is pollable (the daemon
+//! registers it with its mio loop); on readiness [`GenPump::on_readable`] drains the records and,
+//! when an ACK is due at once, runs `etran_tcp_gen` with `BPF_PROG_RUN` live frames over a
+//! template frame, `repeat` = the keys queued: each run pops one key and sends that connection's
+//! pure ACK to the NIC. Nothing sleeps on a fixed period.
+//!
+//! Delayed-ACK policy: an ACK owed for less than two full segments (and no `ack_now`) is queued
+//! too, but flushed only at the pump's deadline, [`DELAYED_ACK`] after its first record (the
+//! caller's loop waits for [`GenPump::deadline`] and calls [`GenPump::on_deadline`]), or earlier
+//! with the next immediate batch, which pops every queued key. Data the app sends before then
+//! carries the ACK, and the generator skips the connection (counted as `tcp_gen_settled`).
+//!
+//! Cheap calls: a live-frames run with `repeat` > 1 of a program attached nowhere waits for an
+//! RCU grace period (≈ 24 ms, reference/machine-facts.md), so the pump attaches the generator
+//! (generic XDP) to a spare veth pair it creates and deletes. The program passes any frame that
+//! really arrives there; the pair is never up.
+use std::{
+    os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use libbpf_rs::{MapCore, MapFlags, MapHandle, RingBuffer, RingBufferBuilder};
+
+use crate::{
+    bpf::tcp::types::{etran_tcp_ack_queued, etran_tcp_gen_wake},
+    netlink::Netlink,
+    netns::NetNs,
+};
+
+use super::{kernel, AttachMode, TcpHandles};
+
+/// How long an ACK owed for less than two full segments may wait for data to carry it. (In the
+/// daemon's mio loop, epoll's millisecond timeouts round it up to about 1 ms.)
+pub const DELAYED_ACK: Duration = Duration::from_micros(500);
+
+/// The template frame: as long as the longest pure ACK (Ethernet, IPv4, TCP with the timestamp
+/// option); the generator trims it for connections without timestamps.
+const TEMPLATE_LEN: usize = 14 + 20 + 20 + 12;
+
+/// The most runs one `BPF_PROG_RUN` call asks for.
+const MAX_REPEAT: u64 = 1024;
+
+/// Calls one pump may make before leaving what is left to the next wakeup (a queue refilled as
+/// fast as it is drained must not starve the loop).
+const MAX_CALLS: u32 = 16;
+
+/// What the ring-buffer records said since the last drain.
+#[derive(Default)]
+struct Wakes {
+    pushed: u64,
+    immediate: bool,
+    delayed: bool,
+}
+
+/// A veth pair that exists only to carry the generator's attachment.
+struct Spare {
+    ifindex: u32,
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        // Deleting one end deletes the pair and the attachment with it.
+        if let Ok(mut nl) = Netlink::open() {
+            let _ = nl.delete_link(self.ifindex);
+        }
+    }
+}
+
+/// Work done so far, for logs and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PumpStats {
+    /// `BPF_PROG_RUN` calls.
+    pub calls: u64,
+    /// Program runs asked for in them.
+    pub runs: u64,
+}
+
+pub struct GenPump {
+    // Declared before the maps it reads.
+    ring: RingBuffer<'static>,
+    wakes: Arc<Mutex<Wakes>>,
+    wake_map: MapHandle,
+    queue: MapHandle,
+    prog: OwnedFd,
+    spare: Option<Spare>,
+    template: [u8; TEMPLATE_LEN],
+    outstanding: u64,
+    deadline: Option<Instant>,
+    stats: PumpStats,
+}
+
+impl GenPump {
+    /// Opens the pump on the TCP object of a datapath. With `spare`, creates the veth pair
+    /// `spare`/`spare`p (replacing a stale one left by a crash) and attaches the generator to it
+    /// so that calls are cheap; without, calls with `repeat` > 1 are slow (for measurements).
+    pub fn new(tcp: &TcpHandles, spare: Option<&str>) -> anyhow::Result<GenPump> {
+        let prog = tcp.gen.try_clone().context("duplicating the gen program descriptor")?;
+        let queue = MapHandle::try_from(&tcp.ack_queue)?;
+        let wake_map = MapHandle::try_from(&tcp.gen_wake)?;
+        let wakes = Arc::new(Mutex::new(Wakes::default()));
+        let sink = wakes.clone();
+        let mut builder = RingBufferBuilder::new();
+        builder.add(&wake_map, move |rec: &[u8]| {
+            if rec.len() >= std::mem::size_of::<etran_tcp_gen_wake>() {
+                // SAFETY: the record is a struct etran_tcp_gen_wake (checked length, any bits).
+                let w: etran_tcp_gen_wake =
+                    unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
+                let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+                s.pushed += u64::from(w.pushed);
+                if w.kind == etran_tcp_ack_queued::ETRAN_TCP_ACK_IMMEDIATE.0 {
+                    s.immediate = true;
+                } else {
+                    s.delayed = true;
+                }
+            }
+            0
+        })?;
+        let ring = builder.build().context("opening the gen wake ring buffer")?;
+        let spare = match spare {
+            Some(name) => Some(attach_spare(name, prog.as_raw_fd())?),
+            None => None,
+        };
+        Ok(GenPump {
+            ring,
+            wakes,
+            wake_map,
+            queue,
+            prog,
+            spare,
+            template: [0; TEMPLATE_LEN],
+            outstanding: 0,
+            deadline: None,
+            stats: PumpStats::default(),
+        })
+    }
+
+    /// The descriptor to poll for readability (the wake ring buffer; level-triggered by the
+    /// kernel, so draining on every readiness is enough under edge-triggered mio too).
+    pub fn fd(&self) -> RawFd {
+        self.wake_map.as_fd().as_raw_fd()
+    }
+
+    /// When [`GenPump::on_deadline`] must be called next (delayed ACKs are waiting).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The ifindex the generator is attached to, if any.
+    pub fn spare_ifindex(&self) -> Option<u32> {
+        self.spare.as_ref().map(|s| s.ifindex)
+    }
+
+    pub fn stats(&self) -> PumpStats {
+        self.stats
+    }
+
+    /// Drains the wake records; pumps if an ACK is due at once, else arms the delayed-ACK
+    /// deadline.
+    pub fn on_readable(&mut self, now: Instant) -> anyhow::Result<()> {
+        self.ring.consume().context("reading the gen wake ring buffer")?;
+        let w = std::mem::take(&mut *self.wakes.lock().unwrap_or_else(|e| e.into_inner()));
+        self.outstanding += w.pushed;
+        if w.immediate {
+            self.pump()?;
+        } else if w.delayed && self.deadline.is_none() {
+            self.deadline = Some(now + DELAYED_ACK);
+        }
+        Ok(())
+    }
+
+    /// Flushes delayed ACKs once their deadline passed.
+    pub fn on_deadline(&mut self, now: Instant) -> anyhow::Result<()> {
+        match self.deadline {
+            Some(d) if d <= now => self.pump(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether keys are queued (a wake record may have been lost to a full ring buffer; the
+    /// daemon's housekeeping pumps then).
+    pub fn queued(&self) -> bool {
+        // A queue map's lookup is a peek: ENOENT when empty.
+        matches!(self.queue.lookup(&[], MapFlags::ANY), Ok(Some(_)))
+    }
+
+    /// Sends every queued ACK now: runs the generator `repeat` = keys announced, then as long
+    /// as keys remain (up to [`MAX_CALLS`] calls).
+    pub fn pump(&mut self) -> anyhow::Result<()> {
+        self.deadline = None;
+        let mut repeat = self.outstanding.clamp(1, MAX_REPEAT);
+        for _ in 0..MAX_CALLS {
+            self.run(repeat as u32)?;
+            self.outstanding = self.outstanding.saturating_sub(repeat);
+            if self.outstanding == 0 && !self.queued() {
+                break;
+            }
+            repeat = self.outstanding.clamp(64, MAX_REPEAT);
+        }
+        Ok(())
+    }
+
+    /// One `BPF_PROG_RUN` call of `repeat` runs (each pops at most one key).
+    pub fn run(&mut self, repeat: u32) -> anyhow::Result<()> {
+        crate::xsk::run_live_frames(self.prog.as_fd(), &self.template, 0, repeat)
+            .context("BPF_PROG_RUN of etran_tcp_gen (live frames)")?;
+        self.stats.calls += 1;
+        self.stats.runs += u64::from(repeat);
+        Ok(())
+    }
+}
+
+/// Creates the veth pair `name`/`name`p (down, no addresses) and attaches the program to it.
+fn attach_spare(name: &str, prog_fd: RawFd) -> anyhow::Result<Spare> {
+    let mut nl = Netlink::open()?;
+    if let Some(stale) = nl.link(name)? {
+        nl.delete_link(stale.index)?;
+    }
+    let here = NetNs::current()?;
+    let peer = format!("{name}p");
+    nl.add_veth(name, [0x02, 0xe7, 0, 0, 0, 1], &peer, [0x02, 0xe7, 0, 0, 0, 2], &here)
+        .with_context(|| format!("creating the gen pump's spare veth pair {name}"))?;
+    let spare = Spare { ifindex: nl.index(name)? };
+    kernel::attach(spare.ifindex, prog_fd, AttachMode::Generic)
+        .with_context(|| format!("attaching etran_tcp_gen to {name}"))?;
+    Ok(spare)
+}

@@ -1,0 +1,502 @@
+//! The ACK generator: ingress marking and queueing the ACKs it decides on (run through the
+//! entrance as `etran up` links them), the `etran_tcp_gen` program turning a queued key into a
+//! byte-exact pure ACK for the NIC (BPF_PROG_TEST_RUN fixtures, checksums computed
+//! independently), the gen pump's live-frames calls (cost with and without the spare
+//! attachment), and an end-to-end run: a segment injected at a veth "NIC" is ACKed onto the wire
+//! by the pump, no app involved. Needs root (CAP_BPF, CAP_NET_ADMIN).
+mod common;
+
+use std::{
+    os::fd::AsFd,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use common::{
+    fixture::drop_total,
+    netns::{in_netns, sh, RawSocket, VethPair},
+    packet::*,
+    tcp::*,
+};
+use etran::{
+    bpf::tcp::types::{
+        etran_tcp_ack_queued, etran_tcp_gen_wake, tcp_conn, tcp_conn_flag, tcp_conn_key,
+    },
+    datapath::{self, gen::GenPump, ObjectStorage},
+};
+use libbpf_rs::{MapCore, MapFlags, RingBufferBuilder};
+
+/// Both sequence spaces start just short of the 2^32 wrap.
+const RCV: u32 = 0xffff_ff00;
+const SND: u32 = 0xffff_fc00;
+const WND: u32 = 100_000;
+const RCV_WSCALE: u8 = 2;
+const MSS: u16 = 1000;
+const TS_RECENT: u32 = 7;
+const TS: u8 = tcp_conn_flag::TCP_CONN_TIMESTAMPS.0 as u8;
+const ECN: u8 = tcp_conn_flag::TCP_CONN_ECN.0 as u8;
+
+const NOT_QUEUED: u8 = etran_tcp_ack_queued::ETRAN_TCP_ACK_NOT_QUEUED.0 as u8;
+const DELAYED: u8 = etran_tcp_ack_queued::ETRAN_TCP_ACK_DELAYED.0 as u8;
+const IMMEDIATE: u8 = etran_tcp_ack_queued::ETRAN_TCP_ACK_IMMEDIATE.0 as u8;
+
+/// The template the pump runs the generator over: as long as the longest pure ACK.
+const TEMPLATE: [u8; 66] = [0; 66];
+
+/// An established connection with nothing owed.
+fn base_conn() -> tcp_conn {
+    tcp_conn {
+        owner_port: 0,
+        handle: 0xfeed,
+        rcv_nxt: RCV,
+        rcv_wnd: WND,
+        snd_una: SND,
+        snd_nxt: SND.wrapping_add(500),
+        snd_wnd: 65535,
+        ts_recent: TS_RECENT,
+        rcv_wscale: RCV_WSCALE,
+        mss: MSS,
+        flags: TS,
+        local_mac: LOCAL_MAC,
+        remote_mac: PEER_MAC,
+        ip_id: 0xffff,
+        ..Default::default()
+    }
+}
+
+/// A segment from the peer (timestamp option, TSval 100) at `seq_off` from rcv_nxt.
+fn data(seq_off: u32, len: usize) -> Vec<u8> {
+    let tcp = tcp_segment(
+        PEER_PORT,
+        LOCAL_PORT,
+        RCV.wrapping_add(seq_off),
+        SND,
+        TCP_ACK | TCP_PSH,
+        65535,
+        &tcp_ts_option(100, 1),
+        &vec![0x5a; len],
+    );
+    eth(ETH_P_IP, &ipv4(IPPROTO_TCP, &tcp))
+}
+
+/// A pure ACK from the peer for 100 of our bytes.
+fn peer_ack() -> Vec<u8> {
+    let opts = tcp_ts_option(100, 1);
+    let tcp = tcp_segment(PEER_PORT, LOCAL_PORT, RCV, SND + 100, TCP_ACK, 65535, &opts, &[]);
+    eth(ETH_P_IP, &ipv4(IPPROTO_TCP, &tcp))
+}
+
+/// Pops every key queued for the generator.
+fn drain_queue(h: &Harness<'_>) -> Vec<tcp_conn_key> {
+    let q = &h.objs.tcp.maps.etran_tcp_ack_queue;
+    std::iter::from_fn(|| q.lookup_and_delete(&[]).unwrap().map(|v| from_bytes(&v))).collect()
+}
+
+fn push_key(h: &Harness<'_>, k: &tcp_conn_key) {
+    h.objs.tcp.maps.etran_tcp_ack_queue.update(&[], as_bytes(k), MapFlags::ANY).unwrap();
+}
+
+/// Reads the wake ring buffer: (pushed, kind) of each record since the last call.
+struct Wakes {
+    ring: libbpf_rs::RingBuffer<'static>,
+    got: Arc<Mutex<Vec<(u32, u32)>>>,
+}
+
+impl Wakes {
+    fn new(h: &Harness<'_>) -> Wakes {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = got.clone();
+        let mut b = RingBufferBuilder::new();
+        b.add(&h.objs.tcp.maps.etran_tcp_gen_wake, move |rec: &[u8]| {
+            let w: etran_tcp_gen_wake = from_bytes(rec);
+            sink.lock().unwrap().push((w.pushed, w.kind));
+            0
+        })
+        .unwrap();
+        Wakes { ring: b.build().unwrap(), got }
+    }
+
+    fn take(&self) -> Vec<(u32, u32)> {
+        self.ring.consume().unwrap();
+        std::mem::take(&mut *self.got.lock().unwrap())
+    }
+}
+
+struct Case {
+    name: &'static str,
+    setup: fn(&mut tcp_conn),
+    frames: Vec<Vec<u8>>,
+    /// ack_queued afterwards.
+    queued: u8,
+    /// Keys pushed on the queue.
+    pushed: usize,
+    /// (pushed, kind) wake records.
+    wakes: Vec<(u32, u32)>,
+}
+
+#[test]
+fn tcp_gen_ingress_queues_due_acks() {
+    let mut storage = ObjectStorage::default();
+    let h = Harness::new(&mut storage);
+    let wakes = Wakes::new(&h);
+    let none = |_: &mut tcp_conn| {};
+    let (d, i) = (u32::from(DELAYED), u32::from(IMMEDIATE));
+    let c = |name, setup, frames, queued, pushed, wakes| Case {
+        name,
+        setup,
+        frames,
+        queued,
+        pushed,
+        wakes,
+    };
+    let cases = vec![
+        c("a small in-order segment: delayed", none, vec![data(0, 100)], DELAYED, 1, vec![(1, d)]),
+        c(
+            "the second full segment: at once, queued once",
+            none,
+            vec![data(0, MSS.into()), data(MSS.into(), MSS.into())],
+            IMMEDIATE,
+            1,
+            vec![(1, d), (0, i)],
+        ),
+        c(
+            "a segment of two MSS at once",
+            none,
+            vec![data(0, 2 * usize::from(MSS))],
+            IMMEDIATE,
+            1,
+            vec![(1, i)],
+        ),
+        c("out of order", none, vec![data(500, 100)], IMMEDIATE, 1, vec![(1, i)]),
+        c(
+            "a gap filled",
+            |c| {
+                c.ooo_start = RCV.wrapping_add(100);
+                c.ooo_len = 50;
+            },
+            vec![data(0, 100)],
+            IMMEDIATE,
+            1,
+            vec![(1, i)],
+        ),
+        c(
+            "a duplicate (dropped, re-ACKed)",
+            none,
+            vec![data(200u32.wrapping_neg(), 100)],
+            IMMEDIATE,
+            1,
+            vec![(1, i)],
+        ),
+        c("a pure ACK: nothing owed", none, vec![peer_ack()], NOT_QUEUED, 0, vec![]),
+        c(
+            "already queued for at once: nothing more",
+            |c| c.ack_queued = IMMEDIATE,
+            vec![data(500, 100), data(0, 100)],
+            IMMEDIATE,
+            0,
+            vec![],
+        ),
+        c(
+            "already queued delayed, then out of order: upgraded, not pushed again",
+            |c| {
+                c.ack_queued = DELAYED;
+                c.ack_pending = 10;
+            },
+            vec![data(0, 100), data(500, 100)],
+            IMMEDIATE,
+            0,
+            vec![(0, i)],
+        ),
+    ];
+    for case in cases {
+        let name = case.name;
+        let mut conn = base_conn();
+        (case.setup)(&mut conn);
+        h.set_conn(&key(), &conn);
+        drain_queue(&h);
+        wakes.take();
+        for f in &case.frames {
+            let v = h.run(&h.objs.entrance.progs.etran_entrance, f, LO).verdict;
+            assert!(matches!(v, XDP_REDIRECT | XDP_DROP), "{name}: verdict {v}");
+        }
+        assert_eq!(h.conn(&key()).ack_queued, case.queued, "{name}: ack_queued");
+        let keys = drain_queue(&h);
+        assert_eq!(keys.len(), case.pushed, "{name}: keys queued");
+        assert!(keys.iter().all(|k| as_bytes(k) == as_bytes(&key())), "{name}: the conn's key");
+        assert_eq!(wakes.take(), case.wakes, "{name}: wake records");
+    }
+}
+
+/// CLOCK_MONOTONIC in ms: bpf_ktime_get_ns's clock, in the TSval unit.
+fn monotonic_ms() -> u32 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid timespec.
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) }, 0);
+    (ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000) as u32
+}
+
+/// The pure ACK the generator must send for `c`, built field by field.
+fn expected_ack(c: &tcp_conn, tsval: u32) -> Vec<u8> {
+    let window = (c.rcv_wnd >> c.rcv_wscale).min(65535) as u16;
+    let options = if c.flags & TS != 0 { tcp_ts_option(tsval, c.ts_recent) } else { vec![] };
+    let seg =
+        tcp_segment(LOCAL_PORT, PEER_PORT, c.snd_nxt, c.rcv_nxt, TCP_ACK, window, &options, &[]);
+    let seg = with_tcp_checksum(LOCAL_IP, PEER_IP, seg);
+    let ip = Ipv4 { tos: 0, id: c.ip_id, src: LOCAL_IP, dst: PEER_IP, ..Ipv4::default() };
+    eth_with(PEER_MAC, LOCAL_MAC, ETH_P_IP, &ipv4_with(&ip, &seg))
+}
+
+/// Checks a frame's checksums on their own (RFC 1071) and returns its TCP segment.
+fn check_sums(frame: &[u8]) -> &[u8] {
+    assert!(frame.len() >= 54, "a whole header stack: {frame:02x?}");
+    assert_eq!(checksum(&frame[14..34]), 0, "IPv4 header checksum");
+    let tot = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+    assert_eq!(tot, frame.len() - 14, "tot_len covers the frame");
+    let seg = &frame[34..];
+    let (src, dst) = (frame[26..30].try_into().unwrap(), frame[30..34].try_into().unwrap());
+    assert_eq!(tcp_checksum(src, dst, seg), 0, "TCP checksum");
+    seg
+}
+
+fn gen(h: &Harness<'_>) -> RawRun {
+    h.run(&h.objs.tcp.progs.etran_tcp_gen, &TEMPLATE, LO)
+}
+
+fn queued_conn(h: &Harness<'_>, change: impl Fn(&mut tcp_conn)) -> tcp_conn {
+    let mut c = base_conn();
+    c.ack_pending = 300;
+    c.ack_now = 1;
+    c.ack_queued = IMMEDIATE;
+    change(&mut c);
+    h.set_conn(&key(), &c);
+    drain_queue(h);
+    push_key(h, &key());
+    c
+}
+
+#[test]
+fn tcp_gen_emits_a_pure_ack() {
+    let mut storage = ObjectStorage::default();
+    let h = Harness::new(&mut storage);
+    type Change = fn(&mut tcp_conn);
+    let variants: [(&str, Change); 5] = [
+        ("timestamps", |_| {}),
+        ("no timestamps", |c| c.flags = 0),
+        ("ECN: a pure ACK is not ECN-capable", |c| c.flags = TS | ECN),
+        ("delayed, no ack_now", |c| {
+            c.ack_now = 0;
+            c.ack_queued = DELAYED;
+        }),
+        ("window field capped", |c| c.rcv_wnd = 1 << 20),
+    ];
+    for (name, change) in variants {
+        let before = queued_conn(&h, change);
+        let c0 = h.counters();
+        let t0 = monotonic_ms();
+        let run = gen(&h);
+        let t1 = monotonic_ms();
+        let c1 = h.counters();
+        assert_eq!(run.verdict, XDP_REDIRECT, "{name}: verdict");
+        assert_eq!(run.ctx.data, 0, "{name}: no metadata");
+        let seg = check_sums(&run.data);
+        let tsval = if before.flags & TS != 0 {
+            assert_eq!(seg[20..24], [1, 1, 8, 10], "{name}: timestamp option");
+            let v = u32::from_be_bytes(seg[24..28].try_into().unwrap());
+            assert!(not_after(t0, v) && not_after(v, t1), "{name}: TSval {v} in {t0}..={t1}");
+            v
+        } else {
+            0
+        };
+        assert_eq!(run.data, expected_ack(&before, tsval), "{name}: the frame sent");
+        let (t0c, p0, d0) = tcp_row(&c0);
+        let (t1c, p1, d1) = tcp_row(&c1);
+        assert_eq!((t1c - t0c, p1 - p0, d1 - d0), (1, 0, 0), "{name}: counted as sent");
+
+        let after = h.conn(&key());
+        let mut want = before;
+        want.ack_now = 0;
+        want.ack_pending = 0;
+        want.ack_queued = NOT_QUEUED;
+        want.ip_id = before.ip_id.wrapping_add(1);
+        assert_eq!(as_bytes(&after)[4..], as_bytes(&want)[4..], "{name}: conn (lock word aside)");
+
+        // Nothing queued: the batch ends with a drop that counts nothing.
+        let run = gen(&h);
+        assert_eq!(run.verdict, XDP_DROP, "{name}: empty queue");
+        assert_eq!(tcp_row(&h.counters()), tcp_row(&c1), "{name}: an empty pop counts nothing");
+    }
+}
+
+#[test]
+fn tcp_gen_skips_what_is_not_owed() {
+    let mut storage = ObjectStorage::default();
+    let h = Harness::new(&mut storage);
+    let reason = |h: &Harness<'_>, r| drop_total(&h.counters(), r);
+
+    // A key queued twice is sent once: the second pop finds nothing owed.
+    queued_conn(&h, |_| {});
+    push_key(&h, &key());
+    assert_eq!(gen(&h).verdict, XDP_REDIRECT, "first pop");
+    let settled = reason(&h, "tcp_gen_settled");
+    assert_eq!(gen(&h).verdict, XDP_DROP, "second pop");
+    assert_eq!(reason(&h, "tcp_gen_settled"), settled + 1, "counted as settled");
+    assert_eq!(gen(&h).verdict, XDP_DROP, "queue empty");
+
+    // Data the app sent carried the ACK before the generator ran.
+    queued_conn(&h, |c| {
+        c.ack_now = 0;
+        c.ack_pending = 0;
+    });
+    let settled = reason(&h, "tcp_gen_settled");
+    assert_eq!(gen(&h).verdict, XDP_DROP);
+    assert_eq!(reason(&h, "tcp_gen_settled"), settled + 1);
+    assert_eq!(h.conn(&key()).ack_queued, NOT_QUEUED, "unmarked");
+
+    // A connection deleted after queuing is skipped and counted.
+    queued_conn(&h, |_| {});
+    h.objs.tcp.maps.etran_tcp_conns.delete(as_bytes(&key())).unwrap();
+    let gone = reason(&h, "tcp_gen_no_conn");
+    assert_eq!(gen(&h).verdict, XDP_DROP);
+    assert_eq!(reason(&h, "tcp_gen_no_conn"), gone + 1);
+
+    // No NIC: the ACK stays owed, the mark is cleared so the next segment queues it again.
+    let before = queued_conn(&h, |_| {});
+    h.objs.tcp.maps.etran_nic.delete(&0u32.to_ne_bytes()).unwrap();
+    let no_nic = reason(&h, "tcp_tx_no_nic");
+    assert_eq!(gen(&h).verdict, XDP_DROP);
+    assert_eq!(reason(&h, "tcp_tx_no_nic"), no_nic + 1);
+    let after = h.conn(&key());
+    assert_eq!((after.ack_now, after.ack_pending), (before.ack_now, before.ack_pending));
+    assert_eq!(after.ack_queued, NOT_QUEUED);
+    assert_eq!(after.ip_id, before.ip_id, "nothing sent");
+}
+
+/// The pump's live-frames calls, attached to its spare veth and not, in a private namespace:
+/// prints the cost per call (run with --nocapture) and checks that the live runs popped and sent.
+#[test]
+fn tcp_gen_pump_live_frames() {
+    let pair = VethPair::new("etran-gencost");
+    in_netns(&pair.a, || {
+        let mut storage = ObjectStorage::default();
+        let h = Harness::new(&mut storage);
+        let id = libbpf_rs::Program::id_from_fd(h.objs.entrance.progs.etran_entrance.as_fd());
+        let handles = datapath::tcp_handles(id.unwrap()).expect("TCP handles");
+        for attached in [true, false] {
+            let mut pump =
+                GenPump::new(&handles, attached.then_some("etgentest")).expect("gen pump");
+            assert_eq!(pump.spare_ifindex().is_some(), attached);
+            for repeat in [1u32, 8, 64] {
+                let calls = if attached || repeat == 1 { 200 } else { 5 };
+                let t = Instant::now();
+                for _ in 0..calls {
+                    pump.run(repeat).unwrap();
+                }
+                let per_call = t.elapsed() / calls;
+                eprintln!("gen pump, attached {attached:5}: repeat {repeat:3}: {per_call:?}/call");
+            }
+            // Live runs pop keys and update the connection (the frames go to lo, which has no
+            // XDP transmit and drops them).
+            let before = queued_conn(&h, |_| {});
+            let sent = tcp_row(&h.counters()).0;
+            pump.pump().unwrap();
+            assert!(!pump.queued(), "queue drained");
+            let after = h.conn(&key());
+            assert_eq!((after.ack_now, after.ack_pending, after.ack_queued), (0, 0, 0));
+            assert_eq!(after.ip_id, before.ip_id.wrapping_add(1));
+            assert_eq!(tcp_row(&h.counters()).0, sent + 1, "counted as sent");
+        }
+        assert!(etran::sys::ifindex("etgentest").is_err(), "spare veth removed");
+    });
+}
+
+/// End to end, no app and no daemon: `etran up` on a veth "NIC", a connection inserted, a pump
+/// on its datapath; segments the peer injects (AF_PACKET) make the kernel owe ACKs, and the pump
+/// puts them on the wire: at once for two full segments, at the delayed-ACK deadline for one
+/// small segment.
+#[test]
+fn tcp_gen_pump_acks_on_the_wire() {
+    const ME: [u8; 4] = [10, 77, 0, 1];
+    const PEER: [u8; 4] = [10, 77, 0, 2];
+    const MY_MAC: [u8; 6] = [0x02, 0x77, 0, 0, 0, 1];
+    const PEER_MAC_: [u8; 6] = [0x02, 0x77, 0, 0, 0, 2];
+    const SMALL_MSS: u16 = 100;
+    let pair = VethPair::new("etran-gen");
+    let (a, b) = (&pair.a, &pair.b);
+    let etran = env!("CARGO_BIN_EXE_etran");
+    sh(&format!(
+        "ip -n {a} link set va address 02:77:00:00:00:01 && \
+         ip -n {b} link set vb address 02:77:00:00:00:02 && \
+         ip netns exec {a} {etran} up va && ip netns exec {b} {etran} up vb"
+    ));
+    // vb carries the etran datapath too only so that frames redirected into va reach it (the
+    // veth rule); it passes them, since it knows no connection.
+    let raw = in_netns(b, || RawSocket::open("vb"));
+    let key = tcp_conn_key {
+        local_ip: u32::from_ne_bytes(ME),
+        remote_ip: u32::from_ne_bytes(PEER),
+        local_port: 40000u16.to_be(),
+        remote_port: 5555u16.to_be(),
+    };
+    let conn = tcp_conn { remote_mac: PEER_MAC_, local_mac: MY_MAC, mss: SMALL_MSS, ..base_conn() };
+    let segment = |seq_off: u32, len: usize| {
+        let opts = tcp_ts_option(100, 1);
+        let seq = RCV.wrapping_add(seq_off);
+        let tcp = tcp_segment(5555, 40000, seq, SND, TCP_ACK, 65535, &opts, &vec![7; len]);
+        let ip = Ipv4 { src: PEER, dst: ME, ..Ipv4::default() };
+        eth_with(MY_MAC, PEER_MAC_, ETH_P_IP, &ipv4_with(&ip, &with_tcp_checksum(PEER, ME, tcp)))
+    };
+    // The ACK numbers that reach the peer within `ms`.
+    let acks_seen = |ms: u64| {
+        let deadline = Instant::now() + Duration::from_millis(ms);
+        let mut acks = Vec::new();
+        while let Some(f) =
+            raw.recv(deadline.saturating_duration_since(Instant::now()).as_millis() as i32)
+        {
+            if f.len() >= 54 && f[12..14] == [8, 0] && f[23] == IPPROTO_TCP && f[26..30] == ME {
+                let seg = check_sums(&f);
+                if seg[13] == TCP_ACK && f.len() == 14 + 20 + 32 {
+                    acks.push(u32::from_be_bytes(seg[8..12].try_into().unwrap()));
+                }
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        acks
+    };
+    in_netns(a, || {
+        let dp = datapath::find("va").unwrap().expect("etran is up on va");
+        let tcp = datapath::tcp_handles(dp.summary.prog_id).expect("TCP handles");
+        // Ingress hands payload to the owner's port: lo stands in for it (nobody reads it).
+        let (slot, lo) = (0u32.to_ne_bytes(), LO.to_ne_bytes());
+        tcp.app_ports.update(&slot, &lo, MapFlags::ANY).unwrap();
+        tcp.port_ifindex.update(&slot, &lo, MapFlags::ANY).unwrap();
+        tcp.conns.update(as_bytes(&key), as_bytes(&conn), MapFlags::ANY).unwrap();
+        let mut pump = GenPump::new(&tcp, Some("etgen")).expect("gen pump");
+        let wait = |pump: &mut GenPump| {
+            let mut pfd = libc::pollfd { fd: pump.fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: polling one valid descriptor.
+            assert_eq!(unsafe { libc::poll(&mut pfd, 1, 2000) }, 1, "the pump is woken");
+            pump.on_readable(Instant::now()).unwrap();
+        };
+
+        // Two full segments: the ACK goes out at once.
+        raw.send(&segment(0, 2 * usize::from(SMALL_MSS)));
+        wait(&mut pump);
+        assert_eq!(pump.deadline(), None, "nothing left for later");
+        assert_eq!(acks_seen(300), vec![RCV.wrapping_add(200)], "the immediate ACK");
+
+        // One small segment: delayed until the pump's deadline.
+        raw.send(&segment(200, 10));
+        wait(&mut pump);
+        let deadline = pump.deadline().expect("a delayed ACK arms the deadline");
+        assert!(acks_seen(0).is_empty(), "not sent before the deadline");
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+        pump.on_deadline(Instant::now()).unwrap();
+        assert_eq!(acks_seen(300), vec![RCV.wrapping_add(210)], "the delayed ACK");
+        let c: tcp_conn =
+            from_bytes(&tcp.conns.lookup(as_bytes(&key), MapFlags::ANY).unwrap().unwrap());
+        assert_eq!((c.ack_pending, c.ack_now, c.ack_queued), (0, 0, NOT_QUEUED));
+    });
+    // Dropping `pair` takes both datapaths down and removes the namespaces.
+}
