@@ -3,6 +3,7 @@
 pub mod app;
 pub mod bench;
 pub mod bpf;
+pub mod checksum;
 pub mod cleanup;
 pub mod cli;
 pub mod cmd;

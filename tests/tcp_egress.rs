@@ -36,6 +36,7 @@ const TS_RECENT: u32 = 7;
 const DATA: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_DATA.0 as u8;
 const ACK: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_ACK.0 as u8;
 const WINDOW_UPDATE: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_WINDOW_UPDATE.0 as u8;
+const RETRANSMIT: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_RETRANSMIT.0 as u8;
 const TS: u8 = tcp_conn_flag::TCP_CONN_TIMESTAMPS.0 as u8;
 const ECN: u8 = tcp_conn_flag::TCP_CONN_ECN.0 as u8;
 
@@ -85,6 +86,18 @@ fn hdr(intent: u8, tx_pos: u32, len: u16, consumed: u32) -> etran_tcp_tx_hdr {
 
 fn data(pos_off: u32, len: u16) -> Vec<u8> {
     tx_frame(&hdr(DATA, TX_POS.wrapping_add(pos_off), len, 0))
+}
+
+/// A RETRANSMIT of `len` bytes starting `back` bytes before the fixture's tx_pos.
+fn retx(back: u32, len: u16) -> Vec<u8> {
+    tx_frame(&hdr(RETRANSMIT, TX_POS.wrapping_sub(back), len, 0))
+}
+
+/// The sequence number of the payload at stream position `pos` on connection `c`: the bytes in
+/// flight [snd_una, snd_nxt) sit at positions ending at tx_pos.
+fn seq_of(c: &tcp_conn, pos: u32) -> u32 {
+    let flight = c.snd_nxt.wrapping_sub(c.snd_una);
+    c.snd_una.wrapping_add(pos.wrapping_sub(c.tx_pos.wrapping_sub(flight)))
 }
 
 /// The fields egress may change, for comparison.
@@ -247,10 +260,135 @@ fn fixtures() -> Vec<Fixture> {
             same,
         ),
         f(
-            "stale position",
+            "data before snd_una's position",
             none,
-            data(100u32.wrapping_neg(), 100),
+            data(OUTSTANDING.wrapping_add(1).wrapping_neg(), 100),
             Verdict::Drop("tcp_tx_stale"),
+            same,
+        ),
+        f(
+            "data wholly in flight is resent, windows aside",
+            |c| {
+                c.snd_wnd = 0;
+                c.cwnd = 1
+            },
+            data(100u32.wrapping_neg(), 100),
+            Verdict::Send,
+            |s| s.sent(0),
+        ),
+        f(
+            "data overlapping tx_pos: only the new part advances",
+            none,
+            data(100u32.wrapping_neg(), 300),
+            Verdict::Send,
+            |s| s.sent(200),
+        ),
+        f(
+            "data from snd_una's position (app resync)",
+            none,
+            data(OUTSTANDING.wrapping_neg(), MSS),
+            Verdict::Send,
+            |s| s.sent(0),
+        ),
+        f(
+            "overlapping data whose new part exceeds the peer window",
+            |c| c.snd_wnd = OUTSTANDING + 199,
+            data(100u32.wrapping_neg(), 300),
+            Verdict::Drop("tcp_tx_peer_window"),
+            same,
+        ),
+        f(
+            "overlapping data whose new part exceeds the congestion window",
+            |c| c.cwnd = OUTSTANDING + 199,
+            data(100u32.wrapping_neg(), 300),
+            Verdict::Drop("tcp_tx_cwnd"),
+            same,
+        ),
+        f("retransmit from snd_una", none, retx(OUTSTANDING, 1000), Verdict::Send, |s| s.sent(0)),
+        f(
+            "retransmit across the sequence wrap",
+            none,
+            retx(OUTSTANDING - 1000, 100),
+            Verdict::Send,
+            |s| s.sent(0),
+        ),
+        f("retransmit of the last byte", none, retx(1, 1), Verdict::Send, |s| s.sent(0)),
+        f(
+            "retransmit across the position wrap",
+            |c| c.tx_pos = 20,
+            tx_frame(&hdr(RETRANSMIT, 20u32.wrapping_sub(30), 30, 0)),
+            Verdict::Send,
+            |s| s.sent(0),
+        ),
+        f(
+            "retransmit ignores the peer and congestion windows",
+            |c| {
+                c.snd_wnd = 0;
+                c.cwnd = 1
+            },
+            retx(500, 400),
+            Verdict::Send,
+            |s| s.sent(0),
+        ),
+        f(
+            "retransmit with a consumption report",
+            none,
+            tx_frame(&hdr(RETRANSMIT, TX_POS.wrapping_sub(10), 10, 400)),
+            Verdict::Send,
+            |s| {
+                s.rcv_wnd += 400;
+                s.sent(0)
+            },
+        ),
+        f(
+            "retransmit before snd_una",
+            none,
+            retx(OUTSTANDING + 1, 10),
+            Verdict::Drop("tcp_tx_retx_range"),
+            same,
+        ),
+        f("retransmit at tx_pos", none, retx(0, 10), Verdict::Drop("tcp_tx_retx_range"), same),
+        f(
+            "retransmit past tx_pos",
+            none,
+            tx_frame(&hdr(RETRANSMIT, TX_POS.wrapping_add(5), 10, 0)),
+            Verdict::Drop("tcp_tx_retx_range"),
+            same,
+        ),
+        f(
+            "retransmit with nothing in flight",
+            |c| c.snd_una = c.snd_nxt,
+            retx(10, 10),
+            Verdict::Drop("tcp_tx_retx_range"),
+            same,
+        ),
+        f(
+            "retransmit running past the bytes sent",
+            none,
+            retx(10, 11),
+            Verdict::Drop("tcp_tx_retx_unsent"),
+            same,
+        ),
+        f(
+            "a refused retransmit's consumption report still counts",
+            none,
+            tx_frame(&hdr(RETRANSMIT, TX_POS, 10, 300)),
+            Verdict::Drop("tcp_tx_retx_range"),
+            |s| s.rcv_wnd += 300,
+        ),
+        f(
+            "retransmit over the MSS",
+            |c| c.mss = 536,
+            retx(1000, 537),
+            Verdict::Drop("tcp_tx_over_mss"),
+            same,
+        ),
+        f("retransmit without payload", none, retx(100, 0), Verdict::Drop("tcp_tx_bad_hdr"), same),
+        f(
+            "retransmit from another app's port",
+            |c| c.owner_port = OTHER_PORT,
+            retx(100, 10),
+            Verdict::Drop("tcp_tx_wrong_owner"),
             same,
         ),
         f("position ahead", none, data(1, 100), Verdict::Drop("tcp_tx_stale"), same),
@@ -294,7 +432,7 @@ fn fixtures() -> Vec<Fixture> {
         f(
             "unknown intent",
             none,
-            tx_frame(&hdr(4, 0, 0, 0)),
+            tx_frame(&hdr(5, 0, 0, 0)),
             Verdict::Drop("tcp_tx_bad_hdr"),
             same,
         ),
@@ -336,10 +474,11 @@ fn expected_frame(before: &tcp_conn, after: &State, h: &etran_tcp_tx_hdr, tsval:
     let flags = if len > 0 { TCP_ACK | TCP_PSH } else { TCP_ACK };
     let options =
         if before.flags & TS != 0 { tcp_ts_option(tsval, before.ts_recent) } else { vec![] };
+    let seq = if len > 0 { seq_of(before, h.tx_pos) } else { before.snd_nxt };
     let seg = tcp_segment(
         LOCAL_PORT,
         PEER_PORT,
-        before.snd_nxt,
+        seq,
         before.rcv_nxt,
         flags,
         window,
@@ -430,6 +569,35 @@ fn tcp_egress_fixtures() {
     }
 }
 
+/// Sequence numbers of resent bytes, as literals: the fixture's flight [0xffff_fc00, 0x3d0)
+/// crosses 2^32 at its 1024th byte.
+#[test]
+fn tcp_egress_resends_at_their_own_sequence_numbers() {
+    let mut storage = ObjectStorage::default();
+    let h = egress_harness(&mut storage);
+    // (frame, seq, payload bytes, new bytes)
+    for (frame, seq, len, fresh) in [
+        (retx(OUTSTANDING, 10), 0xffff_fc00u32, 10, 0),
+        (retx(OUTSTANDING - 1000, 100), 0xffff_ffe8, 100, 0),
+        (retx(OUTSTANDING - 1100, 10), 0x4c, 10, 0),
+        (retx(1, 1), 0x3cf, 1, 0),
+        (data(OUTSTANDING.wrapping_neg(), 30), 0xffff_fc00, 30, 0),
+        (data(5u32.wrapping_neg(), 20), 0x3cb, 20, 15),
+    ] {
+        let conn = base_conn();
+        h.set_conn(&key(), &conn);
+        let run = run(&h, &frame);
+        assert_eq!(run.verdict, XDP_REDIRECT, "{seq:#x}");
+        let seg = check_sums(&run.data);
+        assert_eq!(u32::from_be_bytes(seg[4..8].try_into().unwrap()), seq);
+        assert_eq!(seg.len() - usize::from(seg[12] >> 4) * 4, len, "{seq:#x}: payload");
+        assert_eq!(seg[seg.len() - len..], frame[24..], "{seq:#x}: the payload itself");
+        let c = h.conn(&key());
+        assert_eq!(c.snd_nxt, conn.snd_nxt.wrapping_add(fresh), "{seq:#x}: snd_nxt");
+        assert_eq!(c.tx_pos, conn.tx_pos.wrapping_add(fresh), "{seq:#x}: tx_pos");
+    }
+}
+
 #[test]
 fn tcp_egress_without_a_nic_drops() {
     let mut storage = ObjectStorage::default();
@@ -455,11 +623,13 @@ fn tcp_egress_survives_mutated_frames() {
     let base = base_conn();
     h.set_conn(&key(), &base);
     let mut prev = base;
+    let (mut resent, mut overlapping) = (0, 0);
     for i in 0..3000 {
         if i % 50 == 0 {
             // The peer acknowledges everything and varies its window; the daemon its cwnd.
             let mut c = h.conn(&key());
-            c.snd_una = c.snd_nxt;
+            // Mostly; sometimes it leaves bytes in flight for retransmits to resend.
+            c.snd_una = c.snd_nxt.wrapping_sub([0, 0, 700, 2500][rng.below(4)]);
             c.snd_wnd = [0, 1000, 8000, 65535][rng.below(4)];
             c.cwnd = [0, 0, 3000][rng.below(3)];
             c.flags = [0, TS, ECN, TS | ECN][rng.below(4)];
@@ -468,9 +638,19 @@ fn tcp_egress_survives_mutated_frames() {
             prev = c;
         }
         let len = [1, 3, 100, MAX, MAX + 1, 0][rng.below(6)];
-        let intent = [DATA, DATA, DATA, ACK, WINDOW_UPDATE, 0][rng.below(6)];
+        let intent =
+            [DATA, DATA, DATA, RETRANSMIT, RETRANSMIT, ACK, WINDOW_UPDATE, 0][rng.below(8)];
         let consumed = [0, 100, 70_000, u32::MAX][rng.below(4)];
-        let mut frame = tx_frame(&hdr(intent, prev.tx_pos, len, consumed));
+        // At tx_pos, or anywhere in (or just around) the bytes in flight.
+        let flight = prev.snd_nxt.wrapping_sub(prev.snd_una);
+        let pos = match rng.below(3) {
+            0 => prev.tx_pos,
+            1 => {
+                prev.tx_pos.wrapping_sub(flight).wrapping_add(rng.below(flight as usize + 1) as u32)
+            }
+            _ => prev.tx_pos.wrapping_sub(flight).wrapping_add(rng.below(3) as u32).wrapping_sub(1),
+        };
+        let mut frame = tx_frame(&hdr(intent, pos, len, consumed));
         for _ in 0..rng.below(3) {
             let at = if rng.below(3) == 0 { rng.below(frame.len()) } else { rng.below(24) };
             let at = at % frame.len();
@@ -484,6 +664,11 @@ fn tcp_egress_survives_mutated_frames() {
         let run = run(&h, &frame);
         let c = h.conn(&key());
         let ctx = || format!("run {i}: {prev:?} → {c:?} for {frame:02x?}");
+        // The header as egress saw it, mutations included.
+        let sent_hdr = (frame.len() >= 24).then(|| from_bytes::<etran_tcp_tx_hdr>(&frame));
+        if sent_hdr.is_some_and(|h| h.intent == RETRANSMIT) {
+            assert_eq!((c.snd_nxt, c.tx_pos), (prev.snd_nxt, prev.tx_pos), "retransmit: {}", ctx());
+        }
         assert!(matches!(run.verdict, XDP_DROP | XDP_REDIRECT), "verdict: {}", ctx());
         let sent = c.snd_nxt.wrapping_sub(prev.snd_nxt);
         assert!(not_after(prev.snd_nxt, c.snd_nxt), "snd_nxt never moves back: {}", ctx());
@@ -499,9 +684,29 @@ fn tcp_egress_survives_mutated_frames() {
             assert_eq!(run.data[26..34], [LOCAL_IP, PEER_IP].concat(), "addresses");
             assert_eq!(seg[..4], [LOCAL_PORT.to_be_bytes(), PEER_PORT.to_be_bytes()].concat());
             let seq = u32::from_be_bytes(seg[4..8].try_into().unwrap());
-            assert_eq!(seq, prev.snd_nxt, "sent at snd_nxt: {}", ctx());
             let doff = usize::from(seg[12] >> 4) * 4;
-            assert_eq!((seg.len() - doff) as u32, sent, "payload is what snd_nxt advanced by");
+            let len = (seg.len() - doff) as u32;
+            let th = sent_hdr.expect("a sent frame had a header");
+            assert_eq!(len, u32::from(th.len), "the whole payload: {}", ctx());
+            if len == 0 {
+                assert_eq!(seq, prev.snd_nxt, "a pure ACK at snd_nxt: {}", ctx());
+            } else {
+                assert_eq!(seq, seq_of(&prev, th.tx_pos), "seq from position: {}", ctx());
+            }
+            // Starts within [snd_una, snd_nxt]; only what lies past snd_nxt is new.
+            assert!(
+                not_after(prev.snd_una, seq) && not_after(seq, prev.snd_nxt),
+                "sent from the bytes in flight or at snd_nxt: {}",
+                ctx()
+            );
+            let end = seq.wrapping_add(len);
+            let fresh =
+                if not_after(end, prev.snd_nxt) { 0 } else { end.wrapping_sub(prev.snd_nxt) };
+            assert_eq!(fresh, sent, "snd_nxt advanced by the new bytes only: {}", ctx());
+            if len > 0 && seq != prev.snd_nxt {
+                resent += 1;
+                overlapping += usize::from(fresh > 0);
+            }
             assert_eq!((c.ack_pending, c.ack_now), (0, 0), "the segment carried the ACK");
         } else {
             assert_eq!(sent, 0, "a dropped frame sends nothing: {}", ctx());
@@ -509,6 +714,7 @@ fn tcp_egress_survives_mutated_frames() {
         prev = c;
     }
     assert!(h.conn(&key()).snd_nxt != base.snd_nxt, "some data was sent");
+    assert!(resent > 0 && overlapping > 0, "resends: {resent}, of which overlapping {overlapping}");
 }
 
 #[test]

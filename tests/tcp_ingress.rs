@@ -150,6 +150,8 @@ enum Verdict {
     Pass,
     Drop(&'static str),
     Redirect(Meta),
+    /// Copied to the daemon's slow-path ring buffer and dropped (counted as transport).
+    Slow,
 }
 
 struct Fixture {
@@ -185,8 +187,9 @@ fn fixtures() -> Vec<Fixture> {
     let f = |name, setup, frame, verdict, effect| Fixture { name, setup, frame, verdict, effect };
     vec![
         f("unknown flow", none, unknown, Verdict::Pass, same),
-        f("syn", none, seg(RCV, SND, TCP_SYN, PEER_WND, &[]), Verdict::Pass, same),
-        f("rst", none, seg(RCV, SND, TCP_RST | TCP_ACK, PEER_WND, &[]), Verdict::Pass, same),
+        // SYN and RST of an established connection: the daemon's, never the kernel's.
+        f("syn", none, seg(RCV, SND, TCP_SYN, PEER_WND, &[]), Verdict::Slow, same),
+        f("rst", none, seg(RCV, SND, TCP_RST | TCP_ACK, PEER_WND, &[]), Verdict::Slow, same),
         f("in-order data", none, data(0, 300), Verdict::Redirect(meta(300)), |s| {
             s.advance(300);
             s.ts_recent = 100;
@@ -426,6 +429,11 @@ fn tcp_ingress_fixtures() {
                     1,
                     "{name}: reason {reason}"
                 );
+            }
+            Verdict::Slow => {
+                assert_eq!(run.verdict, XDP_DROP, "{name}: verdict");
+                assert!(run.meta.is_none(), "{name}: no metadata");
+                assert_eq!((t1 - t0, p1 - p0, d1 - d0), (1, 0, 0), "{name}: counted as transport");
             }
             Verdict::Redirect(m) => {
                 assert_eq!(run.verdict, XDP_REDIRECT, "{name}: verdict");

@@ -10,15 +10,9 @@
 //! Connections are created from what the daemon will hand over after its handshake
 //! ([`StreamInit`] plus the conn's `handle`, the value ingress echoes in RX metadata).
 //!
-//! Known gap (BPF): fast retransmit. Egress accepts DATA only at the connection's current
-//! `tx_pos` (`tcp_egress.h`, `tx_update`: `h->tx_pos != c->tx_pos` → `TCP_TX_STALE`) and then
-//! advances `snd_nxt`, so a resend at `snd_una`'s position is refused. The engine produces
-//! resend frames ([`stream::Stream::next_retransmit`]); [`App`] does not send them yet and
-//! counts them ([`AppStats::retransmits_blocked`]). Admitting them needs, in egress, either a
-//! `RETRANSMIT` intent or accepting DATA with `tx_pos` in `[c->tx_pos - (snd_nxt - snd_una),
-//! c->tx_pos)`: `seq = snd_una + (h->tx_pos - (c->tx_pos - (snd_nxt - snd_una)))`, `h->len`
-//! bounded by `c->tx_pos - h->tx_pos`, snd_nxt/tx_pos unchanged, no window check (the bytes are
-//! already in flight).
+//! Loss recovery: fast retransmits go out with the RETRANSMIT intent; a retransmission timeout
+//! (per connection, checked in [`App::poll`]) rewinds to `snd_una` and resends as DATA, which
+//! egress takes whatever its own position (see `tcp_egress.h`).
 pub mod port;
 pub mod stream;
 
@@ -38,8 +32,8 @@ pub struct ConnId(pub u64);
 pub struct AppStats {
     /// RX frames whose handle matches no connection.
     pub rx_unknown: u64,
-    /// Fast retransmits the engine asked for that egress cannot take yet (see the module doc).
-    pub retransmits_blocked: u64,
+    /// Connections whose retransmission timer gave up (the peer is gone).
+    pub timeouts_given_up: u64,
     pub window_updates: u64,
 }
 
@@ -119,16 +113,19 @@ impl App {
         let stats = &mut self.stats;
         let n = self.port.poll_rx(|meta, payload| match conns.get_mut(&meta.handle) {
             Some(s) => {
-                if s.on_rx(meta, payload).fast_retransmit {
-                    // Egress cannot take a resend yet: see the module doc.
-                    s.cancel_retransmit();
-                    stats.retransmits_blocked += 1;
-                }
+                s.on_rx(meta, payload);
             }
             None => stats.rx_unknown += 1,
         })?;
+        let now = std::time::Instant::now();
         let ids: Vec<u64> = self.conns.keys().copied().collect();
         for h in ids {
+            if let Some(s) = self.conns.get_mut(&h) {
+                if let stream::TimerEvent::GaveUp(_) = s.on_timer(now) {
+                    // Aborting (RST through the daemon) comes with connection teardown.
+                    self.stats.timeouts_given_up += 1;
+                }
+            }
             self.transmit(ConnId(h))?;
             if self.conns[&h].window_update_due() {
                 self.window_update(ConnId(h))?;
@@ -142,10 +139,10 @@ impl App {
     fn transmit(&mut self, id: ConnId) -> io::Result<()> {
         loop {
             let s = self.conns.get_mut(&id.0).ok_or(io::ErrorKind::NotConnected)?;
-            if s.unsent() == 0 || !self.port.can_send() {
+            if !s.tx_ready() || !self.port.can_send() {
                 return Ok(());
             }
-            let sent = self.port.send_with(|frame| s.next_segment(frame).map(|g| g.frame_len))?;
+            let sent = self.port.send_with(|frame| s.next_frame(frame).map(|g| g.frame_len))?;
             if sent.is_none() {
                 return Ok(());
             }

@@ -19,18 +19,32 @@
 //! frames of at most `mss` payload behind an `etran_tcp_tx_hdr` (intent DATA at `snd_nxt`),
 //! never past the peer's window (`snd_nxt - snd_una + len <= peer_wnd`, the check egress makes).
 //! `acked` metadata frees bytes at the front. `FAST_RETRANSMIT` rewinds a resend cursor to
-//! `snd_una`; [`Stream::next_retransmit`] produces the resend frames.
+//! `snd_una`; [`Stream::next_retransmit`] produces the resend frames, intent RETRANSMIT, which
+//! egress sends at their own sequence numbers without moving `snd_nxt`.
 //!
-//! Egress today refuses DATA whose `tx_pos` is not the connection's `tx_pos` (`snd_nxt`'s
-//! position, drop reason `TCP_TX_STALE`), so resend frames cannot pass it yet; see
-//! [`crate::app`] for the BPF change that would admit them. The engine keeps the bytes and
-//! the cursor so that nothing on this side changes when egress learns to.
-use std::collections::VecDeque;
+//! Recovery from refused frames. Egress may refuse a DATA frame the app cannot foresee (the
+//! congestion window, a peer window that shrank, a full ring on the way): the kernel's `tx_pos`
+//! then stays behind the app's `snd_nxt` and the app is never told. Egress places DATA by
+//! position: a DATA frame may start anywhere from `snd_una`'s position up to the kernel's
+//! `tx_pos`; the part already sent goes out as a retransmission, only the rest is new (and
+//! window-checked). So the rule here is the TCP retransmission timeout: when no byte was
+//! acknowledged for an RTO ([`RtoEstimator`], exponential backoff) while bytes are
+//! outstanding, [`Stream::on_timer`] rewinds `snd_nxt` to `snd_una` and [`Stream::next_segment`]
+//! sends everything again from there as DATA. Whatever the kernel's `tx_pos` (it is always
+//! `snd_una` plus the bytes egress accepted, somewhere in `[snd_una, snd_max]`), the resent
+//! frames are accepted, no byte is sent twice as new, and a refused frame costs at most one RTO
+//! instead of wedging the stream. RETRANSMIT stays strict (refused unless wholly in flight),
+//! which is what fast retransmit wants: it never turns into new data.
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
 
 use crate::bpf::tcp::types::{
     etran_tcp_limit, etran_tcp_rx_flag, etran_tcp_rx_meta, etran_tcp_tx_hdr, etran_tcp_tx_intent,
     tcp_conn_key,
 };
+use crate::tcp::rto::{GaveUp, RtoConfig, RtoEstimator};
 
 /// Bytes of the TX header in front of every frame's payload.
 pub const TX_HDR_LEN: usize = std::mem::size_of::<etran_tcp_tx_hdr>();
@@ -50,6 +64,7 @@ const MERGED: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_MERGED.0;
 pub const INTENT_DATA: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_DATA.0 as u8;
 pub const INTENT_ACK: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_ACK.0 as u8;
 pub const INTENT_WINDOW_UPDATE: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_WINDOW_UPDATE.0 as u8;
+pub const INTENT_RETRANSMIT: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_RETRANSMIT.0 as u8;
 
 /// What the daemon hands over for an established connection (and what it put in the
 /// connection's `tcp_conn`).
@@ -100,9 +115,27 @@ pub struct Segment {
 pub struct StreamStats {
     pub rx_bytes: u64,
     pub rx_dropped: u64,
+    /// New bytes framed (each byte once).
     pub tx_bytes: u64,
+    /// Bytes framed again: fast retransmits and resends after a timeout.
     pub retransmitted: u64,
     pub fast_retransmits: u64,
+    /// Retransmission timeouts that rewound the send position.
+    pub timeouts: u64,
+}
+
+/// What [`Stream::on_timer`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerEvent {
+    /// Nothing outstanding: no timer runs.
+    Idle,
+    /// Bytes are outstanding; call again at (or after) this instant.
+    Waiting(Instant),
+    /// The RTO expired: the send position went back to `snd_una`, so [`Stream::next_segment`]
+    /// (or [`Stream::next_frame`]) has frames to resend. The next deadline is backed off.
+    Resend,
+    /// Too many timeouts in a row without progress: the connection should be aborted.
+    GaveUp(GaveUp),
 }
 
 /// One connection's byte streams.
@@ -120,9 +153,13 @@ pub struct Stream {
     sbuf: VecDeque<u8>, // bytes from snd_una on
     snd_cap: usize,
     snd_una: u32,
-    snd_nxt: u32,
+    snd_nxt: u32, // next position next_segment frames (goes back on a timeout)
+    snd_max: u32, // end of every byte ever framed: [snd_una, snd_max) is outstanding
     peer_wnd: u32,
-    retx: Option<u32>, // next position to resend
+    retx: Option<(u32, u32)>, // [next, end) positions still to resend
+    recover: Option<u32>,     // in fast recovery until snd_una reaches this (RFC 6582)
+    rto: RtoEstimator,
+    rto_deadline: Option<Instant>, // armed lazily by on_timer; None after progress
     stats: StreamStats,
 }
 
@@ -133,6 +170,11 @@ fn dist(a: u32, b: u32) -> u32 {
 
 impl Stream {
     pub fn new(init: StreamInit) -> Stream {
+        Stream::with_rto(init, RtoConfig::default())
+    }
+
+    /// A stream whose retransmission timeout follows `rto`.
+    pub fn with_rto(init: StreamInit, rto: RtoConfig) -> Stream {
         assert!(init.rcv_buf > 0, "a receive buffer needs room");
         Stream {
             key: init.key,
@@ -147,8 +189,12 @@ impl Stream {
             snd_cap: init.snd_buf as usize,
             snd_una: init.tx_pos,
             snd_nxt: init.tx_pos,
+            snd_max: init.tx_pos,
             peer_wnd: init.peer_wnd,
             retx: None,
+            recover: None,
+            rto: RtoEstimator::new(rto),
+            rto_deadline: None,
             stats: StreamStats::default(),
         }
     }
@@ -171,8 +217,11 @@ impl Stream {
     pub fn on_rx(&mut self, meta: &etran_tcp_rx_meta, payload: &[u8]) -> RxEffect {
         let mut fx = RxEffect { freed: self.on_acked(meta.acked), ..RxEffect::default() };
         self.peer_wnd = meta.peer_wnd;
-        if meta.flags & FAST_RETRANSMIT != 0 && self.snd_nxt != self.snd_una {
-            self.retx = Some(self.snd_una);
+        // One fast retransmit per window (RFC 6582): the holes after the first are resent on
+        // the partial acknowledgements that follow (on_acked).
+        if meta.flags & FAST_RETRANSMIT != 0 && self.in_flight() != 0 && self.recover.is_none() {
+            self.recover = Some(self.snd_nxt);
+            self.resend_hole();
             self.stats.fast_retransmits += 1;
             fx.fast_retransmit = true;
         }
@@ -298,22 +347,47 @@ impl Stream {
         (self.snd_una, self.snd_nxt)
     }
 
+    /// Bytes framed at least once and not yet acknowledged (after a timeout, more than
+    /// [`Stream::in_flight`]).
+    pub fn outstanding(&self) -> u32 {
+        dist(self.snd_max, self.snd_una)
+    }
+
     /// Frees `acked` bytes from the front; returns how many were freed.
     fn on_acked(&mut self, acked: u32) -> u32 {
-        let n = acked.min(self.in_flight());
+        // Up to everything ever framed: after a timeout rewound snd_nxt, acknowledgements of
+        // the earlier transmissions still arrive, and dropping them would leave snd_una behind
+        // the kernel's for good.
+        let n = acked.min(self.outstanding());
+        if n == 0 {
+            return 0;
+        }
         self.sbuf.drain(..n as usize);
+        if n > self.in_flight() {
+            self.snd_nxt = self.snd_una.wrapping_add(n);
+        }
+        let old_una = self.snd_una;
         self.snd_una = self.snd_una.wrapping_add(n);
-        if let Some(r) = self.retx {
-            // The cursor never lags snd_una: resending what the peer has is pointless.
-            self.retx = if self.in_flight() == 0 {
-                None
-            } else if dist(r, self.snd_una) > self.in_flight() {
-                Some(self.snd_una)
-            } else {
-                Some(r)
-            };
+        // Progress: the retry count starts over and the timer restarts (RFC 6298 5.3).
+        self.rto.on_progress();
+        self.rto_deadline = None;
+        match self.recover {
+            // Everything sent before the loss is acknowledged: recovery is over.
+            Some(rec) if n >= dist(rec, old_una) => {
+                self.recover = None;
+                self.retx = None;
+            }
+            // A partial acknowledgement: the peer's next hole starts at snd_una.
+            Some(_) => self.resend_hole(),
+            None => self.retx = None,
         }
         n
+    }
+
+    /// Sets the resend range to the segment at snd_una, the one the peer is missing.
+    fn resend_hole(&mut self) {
+        let len = self.in_flight().min(u32::from(self.mss));
+        self.retx = (len > 0).then(|| (self.snd_una, self.snd_una.wrapping_add(len)));
     }
 
     /// Writes the next new DATA frame into `frame` (header plus payload), if there are unsent
@@ -325,47 +399,108 @@ impl Stream {
         if len == 0 {
             return None;
         }
-        let seg = self.emit(frame, self.snd_nxt, len);
+        let seg = self.emit(frame, self.snd_nxt, len, INTENT_DATA);
+        // Below snd_max the bytes were framed before (a resend after a timeout).
+        let again = dist(self.snd_max, self.snd_nxt).min(len as u32);
         self.snd_nxt = self.snd_nxt.wrapping_add(len as u32);
-        self.stats.tx_bytes += len as u64;
+        if dist(self.snd_nxt, self.snd_una) > self.outstanding() {
+            self.snd_max = self.snd_nxt;
+        }
+        self.stats.tx_bytes += u64::from(len as u32 - again);
+        self.stats.retransmitted += u64::from(again);
         Some(seg)
     }
 
-    /// Whether a fast retransmit left bytes to resend.
+    /// The next frame to send: a pending resend first, then new data.
+    pub fn next_frame(&mut self, frame: &mut [u8]) -> Option<Segment> {
+        if self.retx.is_some() {
+            if let Some(seg) = self.next_retransmit(frame) {
+                return Some(seg);
+            }
+        }
+        self.next_segment(frame)
+    }
+
+    /// Whether [`Stream::next_frame`] would produce a frame now (windows included).
+    pub fn tx_ready(&self) -> bool {
+        self.retx.is_some() || (self.unsent() > 0 && self.peer_wnd > self.in_flight())
+    }
+
+    /// Drives the retransmission timer: call it on every poll (and at the [`TimerEvent::Waiting`]
+    /// instant). The timer runs while bytes are outstanding; it is armed at the first call that
+    /// finds them, so the caller's polling granularity adds to the RTO.
+    pub fn on_timer(&mut self, now: Instant) -> TimerEvent {
+        if self.outstanding() == 0 {
+            self.rto_deadline = None;
+            return TimerEvent::Idle;
+        }
+        match self.rto_deadline {
+            None => {
+                let at = now + self.rto.rto();
+                self.rto_deadline = Some(at);
+                TimerEvent::Waiting(at)
+            }
+            Some(at) if now < at => TimerEvent::Waiting(at),
+            Some(_) => match self.rto.on_timeout() {
+                Err(gave_up) => {
+                    self.rto_deadline = None;
+                    TimerEvent::GaveUp(gave_up)
+                }
+                Ok(wait) => {
+                    // Resend everything from the last acknowledged byte: see the module doc.
+                    self.snd_nxt = self.snd_una;
+                    self.retx = None;
+                    self.recover = None;
+                    self.rto_deadline = Some(now + wait);
+                    self.stats.timeouts += 1;
+                    TimerEvent::Resend
+                }
+            },
+        }
+    }
+
+    /// The current retransmission timeout (backoff included).
+    pub fn rto(&self) -> Duration {
+        self.rto.rto()
+    }
+
+    /// A round-trip sample for the RTO (Karn's rule is the caller's).
+    pub fn on_rtt_sample(&mut self, rtt: Duration) {
+        self.rto.on_sample(rtt);
+    }
+
+    /// Whether fast recovery left bytes to resend.
     pub fn retransmit_pending(&self) -> bool {
         self.retx.is_some()
     }
 
-    /// Forgets a pending resend (the caller cannot send it).
-    pub fn cancel_retransmit(&mut self) {
-        self.retx = None;
-    }
-
-    /// Writes the next resend frame (from the cursor fast retransmit set at `snd_una`).
+    /// Writes the next resend frame, intent RETRANSMIT: the segment at `snd_una` after a fast
+    /// retransmit or a partial acknowledgement in fast recovery.
     pub fn next_retransmit(&mut self, frame: &mut [u8]) -> Option<Segment> {
-        let pos = self.retx?;
+        let (pos, end) = self.retx?;
         let room = frame.len().checked_sub(TX_HDR_LEN)?;
-        let len = (dist(self.snd_nxt, pos) as usize).min(self.mss as usize).min(room);
+        let len = dist(end, pos).min(dist(self.snd_nxt, pos)) as usize;
+        let len = len.min(self.mss as usize).min(room);
         if len == 0 {
             self.retx = None;
             return None;
         }
-        let seg = self.emit(frame, pos, len);
+        let seg = self.emit(frame, pos, len, INTENT_RETRANSMIT);
         let next = pos.wrapping_add(len as u32);
-        self.retx = (next != self.snd_nxt).then_some(next);
+        self.retx = (next != end).then_some((next, end));
         self.stats.retransmitted += len as u64;
         Some(seg)
     }
 
     /// Header and `len` bytes from stream position `pos` (within the send buffer).
-    fn emit(&mut self, frame: &mut [u8], pos: u32, len: usize) -> Segment {
+    fn emit(&mut self, frame: &mut [u8], pos: u32, len: usize, intent: u8) -> Segment {
         let off = dist(pos, self.snd_una) as usize;
         let hdr = etran_tcp_tx_hdr {
             key: self.key,
             tx_pos: pos,
             consumed: self.take_consumed(),
             len: len as u16,
-            intent: INTENT_DATA,
+            intent,
             reserved: 0,
         };
         write_hdr(frame, &hdr);

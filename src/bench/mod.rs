@@ -61,23 +61,13 @@ pub fn udp_frame(
     ip[9] = libc::IPPROTO_UDP as u8;
     ip[12..16].copy_from_slice(&src.octets());
     ip[16..20].copy_from_slice(&dst.octets());
-    let csum = ip_checksum(ip);
+    let csum = crate::checksum::checksum(ip);
     ip[10..12].copy_from_slice(&csum.to_be_bytes());
     let udp = &mut f[34..42];
     udp[0..2].copy_from_slice(&sport.to_be_bytes());
     udp[2..4].copy_from_slice(&dport.to_be_bytes());
     udp[4..6].copy_from_slice(&(ip_len - 20).to_be_bytes());
     f
-}
-
-/// The Internet checksum of a header whose checksum field is zero.
-pub fn ip_checksum(hdr: &[u8]) -> u16 {
-    let mut sum: u32 =
-        hdr.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// Where the UDP payload starts in frames from [`udp_frame`].
@@ -306,7 +296,7 @@ mod tests {
             64,
         );
         assert_eq!(f.len(), 64);
-        assert_eq!(ip_checksum(&f[14..34]), 0, "header checksum verifies");
+        assert_eq!(crate::checksum::checksum(&f[14..34]), 0, "header checksum verifies");
         assert_eq!(u16::from_be_bytes([f[16], f[17]]), 50);
         assert_eq!(u16::from_be_bytes([f[38], f[39]]), 30);
     }

@@ -38,13 +38,15 @@ enum etran_drop_reason {
 	ETRAN_DROP_TCP_TX_OVER_MSS,   /* TX payload longer than the connection's MSS */
 	ETRAN_DROP_TCP_TX_UNKNOWN_CONN, /* TX header names no connection */
 	ETRAN_DROP_TCP_TX_WRONG_OWNER,  /* sent from a port other than the connection owner's */
-	ETRAN_DROP_TCP_TX_STALE,      /* payload not at the conn's tx_pos (e.g. after a rollback) */
+	ETRAN_DROP_TCP_TX_STALE,      /* DATA before snd_una's position or past the conn's tx_pos */
 	ETRAN_DROP_TCP_TX_PEER_WINDOW, /* payload would exceed the peer's receive window */
 	ETRAN_DROP_TCP_TX_CWND,       /* payload would exceed the congestion window */
 	ETRAN_DROP_TCP_TX_NO_HEADROOM, /* no room in front of the frame for the protocol headers */
 	ETRAN_DROP_TCP_TX_NO_NIC,     /* the NIC slot of etran_nic is empty */
 	ETRAN_DROP_TCP_GEN_NO_CONN,   /* ACK generator: the queued connection is gone */
 	ETRAN_DROP_TCP_GEN_SETTLED,   /* ACK generator: nothing owed any more (data carried the ACK) */
+	ETRAN_DROP_TCP_TX_RETX_RANGE, /* retransmit not starting within the bytes in flight */
+	ETRAN_DROP_TCP_TX_RETX_UNSENT, /* retransmit running past the bytes sent (the conn's tx_pos) */
 	ETRAN_DROP_REASON_MAX,
 };
 

@@ -109,6 +109,8 @@ enum etran_tcp_tx_intent {
 	ETRAN_TCP_TX_DATA = 1,          /* payload at tx_pos, with the ACK and window piggybacked */
 	ETRAN_TCP_TX_ACK = 2,           /* a pure ACK (no payload) */
 	ETRAN_TCP_TX_WINDOW_UPDATE = 3, /* a pure ACK announcing the window `consumed` reopened */
+	ETRAN_TCP_TX_RETRANSMIT = 4,    /* payload already sent, within [snd_una, snd_nxt): resent at
+					 * its own sequence number, outside the windows */
 };
 
 /* In front of the payload of every frame an app transmits (compat backend: on its port). Egress
@@ -116,11 +118,24 @@ enum etran_tcp_tx_intent {
  * here reaches the wire except the payload. A multiple of 4 bytes. */
 struct etran_tcp_tx_hdr {
 	struct tcp_conn_key key; /* the connection, as in etran_tcp_conns */
-	__u32 tx_pos;   /* DATA: stream position of the first payload byte (the conn's tx_pos) */
+	__u32 tx_pos;   /* DATA, RETRANSMIT: stream position of the first payload byte */
 	__u32 consumed; /* bytes the app consumed since its last report: reopens rcv_wnd */
 	__u16 len;      /* payload bytes after this header (the rest of the frame, exactly) */
 	__u8 intent;    /* enum etran_tcp_tx_intent */
 	__u8 reserved;  /* zero */
+};
+
+/* The slow path: SYNs to listening ports, segments of handshakes the daemon runs
+ * (etran_tcp_pending) and SYN/RST of established connections reach the daemon as copies of
+ * their first bytes in etran_tcp_slow (ingress drops the frame, so the kernel never answers). */
+enum etran_tcp_slow_limit {
+	ETRAN_TCP_SLOW_CAPTURE = 160, /* Ethernet + IPv4 with options + TCP with options */
+};
+
+struct etran_tcp_slow_seg {
+	__u32 len;      /* bytes of frame[] filled */
+	__u32 wire_len; /* the whole frame's length */
+	__u8 frame[ETRAN_TCP_SLOW_CAPTURE];
 };
 
 /* Carries into BTF, hence into the Rust skeleton types, the layouts no map names: see
@@ -134,6 +149,8 @@ struct etran_tcp_layouts {
 	enum etran_tcp_limit limit;
 	enum etran_tcp_ack_queued ack_queued;
 	struct etran_tcp_gen_wake gen_wake;
+	struct etran_tcp_slow_seg slow_seg;
+	enum etran_tcp_slow_limit slow_limit;
 };
 
 #endif

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* TCP egress (compat backend: XDP on the kernel side of an app's port). An app's TX frame is a
  * struct etran_tcp_tx_hdr followed by payload. Egress checks that the frame comes from the
- * connection's owner, that the payload continues the stream at snd_nxt and fits the peer's and
- * the congestion window; it applies the app's consumption report to the receive window, replaces
- * the TX header with Ethernet, IPv4 and TCP headers written from the connection state alone (the
- * app writes no header field), and sends the segment to the NIC. */
+ * connection's owner, that its payload lies in the stream where it may (new data at tx_pos
+ * fitting the peer's and the congestion window, or bytes in flight resent: see tx_update); it
+ * applies the app's consumption report to the receive window, replaces the TX header with
+ * Ethernet, IPv4 and TCP headers written from the connection state alone (the app writes no
+ * header field), and sends the segment to the NIC. */
 #ifndef ETRAN_TCP_EGRESS_H
 #define ETRAN_TCP_EGRESS_H
 
@@ -31,6 +32,7 @@ static __always_inline int tx_hdr_valid(const struct etran_tcp_tx_hdr *h, __u64 
 		return 0;
 	switch (h->intent) {
 	case ETRAN_TCP_TX_DATA:
+	case ETRAN_TCP_TX_RETRANSMIT:
 		return h->len > 0 && h->len <= ETRAN_TCP_MAX_PAYLOAD;
 	case ETRAN_TCP_TX_ACK:
 	case ETRAN_TCP_TX_WINDOW_UPDATE:
@@ -62,32 +64,59 @@ static __always_inline void tx_refuse(struct tx_plan *p, enum etran_drop_reason 
 }
 
 /* Everything done under the connection lock: no helper calls, only the state and the copied
- * TX header. */
+ * TX header.
+ *
+ * Payload is placed by stream position. The bytes in flight, [snd_una, snd_nxt), sit at
+ * positions [una_pos, tx_pos) with una_pos = tx_pos - (snd_nxt - snd_una), so a payload at
+ * position `pos` has sequence number snd_una + (pos - una_pos), wrap-around included.
+ * - RETRANSMIT must lie wholly within the bytes in flight: it is resent at its own sequence
+ *   number and changes neither snd_nxt nor tx_pos. The windows do not limit it (its bytes are
+ *   already counted in the flight).
+ * - DATA may start anywhere in [una_pos, tx_pos]: the part before tx_pos is a retransmission,
+ *   the rest is new data, which alone advances snd_nxt/tx_pos and must fit both windows (else
+ *   the whole frame is refused and nothing moves). So an app that lost track of which of its
+ *   frames were refused may resend from its last acknowledged position and no byte is ever
+ *   counted twice as new. */
 static __always_inline void tx_update(struct tcp_conn *c, const struct etran_tcp_tx_hdr *h,
 				      struct tx_plan *p)
 {
-	__u32 flight;
+	__u32 flight = c->snd_nxt - c->snd_una; /* snd_una never passes snd_nxt */
+	__u32 off = h->tx_pos - (c->tx_pos - flight); /* from snd_una's position */
+	__u32 fresh = 0, seq = c->snd_nxt;
 
 	tx_reopen(c, h->consumed);
-	if (h->intent == ETRAN_TCP_TX_DATA) {
-		if (h->tx_pos != c->tx_pos) {
+	if (h->intent == ETRAN_TCP_TX_RETRANSMIT) {
+		if (off >= flight) {
+			tx_refuse(p, ETRAN_DROP_TCP_TX_RETX_RANGE);
+			return;
+		}
+		if (h->len > flight - off) {
+			tx_refuse(p, ETRAN_DROP_TCP_TX_RETX_UNSENT);
+			return;
+		}
+		seq = c->snd_una + off;
+	} else if (h->intent == ETRAN_TCP_TX_DATA) {
+		if (off > flight) {
 			tx_refuse(p, ETRAN_DROP_TCP_TX_STALE);
 			return;
 		}
-		/* Bytes in flight once this payload is sent; snd_una never passes snd_nxt. */
-		flight = c->snd_nxt - c->snd_una + h->len;
-		if (flight > c->snd_wnd) {
+		if (h->len > flight - off)
+			fresh = h->len - (flight - off);
+		/* Bytes in flight once the new part is sent. */
+		if (fresh && flight + fresh > c->snd_wnd) {
 			tx_refuse(p, ETRAN_DROP_TCP_TX_PEER_WINDOW);
 			return;
 		}
-		if (c->cwnd && flight > c->cwnd) {
+		if (fresh && c->cwnd && flight + fresh > c->cwnd) {
 			tx_refuse(p, ETRAN_DROP_TCP_TX_CWND);
 			return;
 		}
+		seq = c->snd_una + off;
 	}
 	tx_plan_segment(c, p);
-	c->snd_nxt += h->len;
-	c->tx_pos += h->len;
+	p->seq = seq;
+	c->snd_nxt += fresh;
+	c->tx_pos += fresh;
 }
 
 /* The egress program's body; see tcp.bpf.c. */

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* TCP ingress: the fast path of established connections. Segments of connections in
  * etran_tcp_conns are checked against and applied to the connection state, then handed to the
- * owning app's port with RX metadata in front; anything else (no connection, SYN, RST) goes to the
- * kernel, where the daemon's slow path will see it. */
+ * owning app's port with RX metadata in front. The slow path (see slow_path below) goes to the
+ * daemon through a ring buffer; anything else (no connection, nothing etran owns) goes to the
+ * kernel. */
 #ifndef ETRAN_TCP_INGRESS_H
 #define ETRAN_TCP_INGRESS_H
 
@@ -219,6 +220,43 @@ static __always_inline void rx_update(struct tcp_conn *c, const struct segment *
 		set_drop(v, s->len ? ETRAN_DROP_TCP_OOO_GAP : ETRAN_DROP_TCP_CONSUMED);
 }
 
+/* Is this segment the daemon's? A SYN (no ACK) to a listening port; any segment of a handshake
+ * the daemon runs; a SYN or RST of an established connection (the kernel knows no socket for it
+ * and would answer a SYN with RST). */
+static __always_inline int for_slow_path(const struct tcphdr *tcp, const struct tcp_conn_key *key,
+					 int established)
+{
+	__be16 port = key->local_port;
+
+	if (tcp->syn && !tcp->ack && bpf_map_lookup_elem(&etran_tcp_listen, &port))
+		return 1;
+	if (bpf_map_lookup_elem(&etran_tcp_pending, key))
+		return 1;
+	return established && (tcp->syn || tcp->rst);
+}
+
+/* Copies the head of the frame to etran_tcp_slow and drops the frame (counted as handed to
+ * the transport). With the ring full the copy is lost too: the peer retransmits. */
+static __always_inline int slow_path(struct xdp_md *ctx, __u64 bytes)
+{
+	struct etran_tcp_slow_seg *rec;
+	__u32 n = bytes;
+
+	rec = bpf_ringbuf_reserve(&etran_tcp_slow, sizeof(*rec), 0);
+	if (!rec)
+		return delivered(ETRAN_PROTO_TCP, bytes, XDP_DROP);
+	if (n > ETRAN_TCP_SLOW_CAPTURE)
+		n = ETRAN_TCP_SLOW_CAPTURE;
+	if (n < 1 || bpf_xdp_load_bytes(ctx, 0, rec->frame, n)) {
+		bpf_ringbuf_discard(rec, 0);
+		return delivered(ETRAN_PROTO_TCP, bytes, XDP_DROP);
+	}
+	rec->len = n;
+	rec->wire_len = bytes;
+	bpf_ringbuf_submit(rec, 0);
+	return delivered(ETRAN_PROTO_TCP, bytes, XDP_DROP);
+}
+
 /* The ingress program's body; see tcp.bpf.c. */
 static __always_inline int tcp_ingress(struct xdp_md *ctx)
 {
@@ -239,15 +277,16 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 	/* The entrance checked all this already; the verifier needs it proven here too. */
 	if (!parse_eth(&cur) || !(ip = parse_ipv4(&cur)) || !(tcp = parse_tcp(&cur)))
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_SHORT_L4, bytes);
-	if (tcp->syn || tcp->rst)
-		return pass(ETRAN_PROTO_TCP, bytes); /* the daemon's slow path */
 	key.local_ip = ip->daddr;
 	key.remote_ip = ip->saddr;
 	key.local_port = tcp->dest;
 	key.remote_port = tcp->source;
 	c = bpf_map_lookup_elem(&etran_tcp_conns, &key);
-	if (!c)
+	if (tcp->syn || tcp->rst || !c) {
+		if (for_slow_path(tcp, &key, c != NULL))
+			return slow_path(ctx, bytes);
 		return pass(ETRAN_PROTO_TCP, bytes);
+	}
 
 	hdrs = ip->ihl * 4 + tcp->doff * 4;
 	tot = bpf_ntohs(ip->tot_len);

@@ -59,4 +59,28 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } etran_tcp_gen_wake SEC(".maps");
 
+/* Ports etran apps listen on: TCP port (network order) → the owner's port slot. A SYN (without
+ * ACK) to one of them goes to the daemon's slow path instead of the kernel. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __be16);
+	__type(value, __u32);
+} etran_tcp_listen SEC(".maps");
+
+/* Handshakes the daemon runs (SYN sent or SYN-ACK sent): every segment of them goes to the
+ * slow path. The value is the owner's port slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct tcp_conn_key);
+	__type(value, __u32);
+} etran_tcp_pending SEC(".maps");
+
+/* Slow-path segments for the daemon: struct etran_tcp_slow_seg records. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} etran_tcp_slow SEC(".maps");
+
 #endif

@@ -348,6 +348,12 @@ pub struct TcpHandles {
     pub ack_queue: MapHandle,
     /// RINGBUF where ingress wakes the gen pump (etran_tcp_gen_wake).
     pub gen_wake: MapHandle,
+    /// HASH: listening TCP port (network order) → owner's port slot (etran_tcp_listen).
+    pub listen: MapHandle,
+    /// HASH: connections in handshake (etran_tcp_pending): their segments reach the daemon.
+    pub pending: MapHandle,
+    /// RINGBUF of slow-path segments (etran_tcp_slow, struct etran_tcp_slow_seg records).
+    pub slow: MapHandle,
 }
 
 /// Kernel names are cut at 15 bytes: etran_tcp_ingress, etran_tcp_egress, etran_transports,
@@ -398,6 +404,9 @@ pub fn tcp_handles(entrance_prog_id: u32) -> anyhow::Result<TcpHandles> {
     let (_, port_ifindex) = named(egress, "etran_port_ifin")?.ok_or_else(missing)?;
     let (_, ack_queue) = named(gen, "etran_tcp_ack_q")?.ok_or_else(missing)?;
     let (_, gen_wake) = named(tcp_id, "etran_tcp_gen_w")?.ok_or_else(missing)?;
+    let (_, listen) = named(tcp_id, "etran_tcp_liste")?.ok_or_else(missing)?;
+    let (_, pending) = named(tcp_id, "etran_tcp_pendi")?.ok_or_else(missing)?;
+    let (_, slow) = named(tcp_id, "etran_tcp_slow")?.ok_or_else(missing)?;
     Ok(TcpHandles {
         app_ports,
         port_ifindex,
@@ -406,5 +415,8 @@ pub fn tcp_handles(entrance_prog_id: u32) -> anyhow::Result<TcpHandles> {
         gen: libbpf_rs::Program::fd_from_id(gen)?,
         ack_queue,
         gen_wake,
+        listen,
+        pending,
+        slow,
     })
 }

@@ -1,3 +1,5 @@
+use std::time::{Duration, Instant};
+
 use super::*;
 
 fn key() -> tcp_conn_key {
@@ -330,39 +332,53 @@ fn fast_retransmit_resends_from_snd_una() {
     assert!(fx.fast_retransmit);
     assert!(s.retransmit_pending());
     let mut frame = [0u8; 2048];
-    let mut got = Vec::new();
-    while let Some(seg) = s.next_retransmit(&mut frame) {
-        let h = read_hdr(&frame);
-        assert_eq!(h.intent, INTENT_DATA);
-        got.push((seg.tx_pos, frame[TX_HDR_LEN..seg.frame_len].to_vec()));
-    }
-    let pos: Vec<u32> = got.iter().map(|g| g.0).collect();
-    assert_eq!(pos, vec![1100, 2100, 3100]);
-    let all: Vec<u8> = got.into_iter().flat_map(|g| g.1).collect();
-    assert_eq!(all, bytes(1000, 2500));
+    let mut resend = |s: &mut Stream| {
+        let mut got = Vec::new();
+        while let Some(seg) = s.next_retransmit(&mut frame) {
+            let h = read_hdr(&frame);
+            assert_eq!(h.intent, INTENT_RETRANSMIT);
+            got.push((seg.tx_pos, frame[TX_HDR_LEN..seg.frame_len].to_vec()));
+        }
+        got
+    };
+    // The segment at snd_una: the one the duplicate ACKs point at.
+    assert_eq!(resend(&mut s), vec![(1100, bytes(1000, 1000))]);
     assert!(!s.retransmit_pending());
+    // Another third duplicate ACK during recovery changes nothing.
+    let fx = s.on_rx(&etran_tcp_rx_meta { flags: FAST_RETRANSMIT, ..ack(0, 1 << 20) }, &[]);
+    assert!(!fx.fast_retransmit);
+    assert!(!s.retransmit_pending());
+    // A partial acknowledgement: the peer's next hole is at the new snd_una.
+    s.on_rx(&ack(1000, 1 << 20), &[]);
+    assert_eq!(resend(&mut s), vec![(2100, bytes(2000, 1000))]);
+    // Everything sent before the loss acknowledged: recovery is over.
+    s.on_rx(&ack(1500, 1 << 20), &[]);
+    assert!(!s.retransmit_pending());
+    assert!(resend(&mut s).is_empty());
     // New data continues at snd_nxt, unaffected.
-    assert_eq!(s.send_positions(), (1100, 3600));
-    assert_eq!(s.stats().retransmitted, 2500);
+    assert_eq!(s.send_positions(), (3600, 3600));
+    assert_eq!(s.stats().retransmitted, 2000);
     assert_eq!(s.stats().fast_retransmits, 1);
+    assert_eq!(s.stats().tx_bytes, 3500);
 }
 
 #[test]
-fn ack_moves_the_resend_cursor() {
-    let mut s = Stream::new(init(0, 0));
+fn acks_shrink_or_end_a_pending_resend() {
+    let mut s = Stream::new(StreamInit { mss: 1400, ..init(0, 0) });
     s.write(&bytes(0, 3000));
     drain(&mut s);
     s.on_rx(&etran_tcp_rx_meta { flags: FAST_RETRANSMIT, ..ack(0, 1 << 20) }, &[]);
-    let mut frame = [0u8; 2048];
-    assert_eq!(s.next_retransmit(&mut frame).unwrap().tx_pos, 0);
-    // The peer now has up to 2500: resending continues there, not at 1000.
+    // A small frame resends part of the hole; the rest stays pending.
+    let mut small = [0u8; TX_HDR_LEN + 400];
+    assert_eq!(s.next_retransmit(&mut small).unwrap().tx_pos, 0);
+    assert!(s.retransmit_pending());
+    // A partial ack past the hole: the resend moves to the new snd_una.
     s.on_rx(&ack(2500, 1 << 20), &[]);
+    let mut frame = [0u8; 2048];
     let seg = s.next_retransmit(&mut frame).unwrap();
     assert_eq!((seg.tx_pos, seg.payload_len), (2500, 500));
     assert!(s.next_retransmit(&mut frame).is_none());
     // Everything acked: nothing to resend.
-    s.on_rx(&etran_tcp_rx_meta { flags: FAST_RETRANSMIT, ..ack(0, 1 << 20) }, &[]);
-    assert!(s.retransmit_pending());
     s.on_rx(&ack(500, 1 << 20), &[]);
     assert!(!s.retransmit_pending());
     // With nothing in flight a fast retransmit flag is ignored.
@@ -371,8 +387,7 @@ fn ack_moves_the_resend_cursor() {
     s.write(&[1]);
     drain(&mut s);
     s.on_rx(&etran_tcp_rx_meta { flags: FAST_RETRANSMIT, ..ack(0, 1 << 20) }, &[]);
-    s.cancel_retransmit();
-    assert!(!s.retransmit_pending());
+    assert!(s.retransmit_pending());
 }
 
 #[test]
@@ -428,4 +443,386 @@ fn randomized_streams_stay_intact() {
         }
         assert_eq!(got, bytes(0, total as usize));
     }
+}
+
+// ---- Retransmission and recovery, against a model of egress and the peer ----
+
+/// Egress's placement rules (tcp_egress.h, tx_update) over stream positions, and a peer that
+/// holds out-of-order bytes and acknowledges cumulatively.
+struct Link {
+    una: u32,    // kernel snd_una's position
+    tx_pos: u32, // kernel tx_pos
+    snd_wnd: u32,
+    cwnd: u32,
+    /// Position -> byte the peer received; `new` counts bytes egress sent as new data.
+    got: std::collections::BTreeMap<u32, u8>,
+    rcv_nxt: u32,
+    new_bytes: u64,
+    refused: u64,
+    dupacks: u32,
+    /// Egress accepted the frame but the wire lost it.
+    lose_next: bool,
+}
+
+impl Link {
+    fn new(pos: u32) -> Link {
+        Link {
+            una: pos,
+            tx_pos: pos,
+            snd_wnd: 1 << 20,
+            cwnd: 0,
+            got: Default::default(),
+            rcv_nxt: pos,
+            new_bytes: 0,
+            refused: 0,
+            dupacks: 0,
+            lose_next: false,
+        }
+    }
+
+    /// Egress: Some((pos, payload)) if the frame is sent.
+    fn egress(&mut self, frame: &[u8]) -> Option<(u32, Vec<u8>)> {
+        let h = read_hdr(frame);
+        let payload = frame[TX_HDR_LEN..TX_HDR_LEN + h.len as usize].to_vec();
+        let flight = self.tx_pos.wrapping_sub(self.una);
+        let off = h.tx_pos.wrapping_sub(self.una);
+        let len = u32::from(h.len);
+        let ok = match h.intent {
+            INTENT_RETRANSMIT => off < flight && len <= flight - off,
+            INTENT_DATA if off <= flight => {
+                let fresh = len.saturating_sub(flight - off);
+                let fits = fresh == 0
+                    || (flight + fresh <= self.snd_wnd
+                        && (self.cwnd == 0 || flight + fresh <= self.cwnd));
+                if fits {
+                    self.tx_pos = self.tx_pos.wrapping_add(fresh);
+                    self.new_bytes += u64::from(fresh);
+                }
+                fits
+            }
+            _ => false,
+        };
+        if !ok {
+            self.refused += 1;
+            return None;
+        }
+        Some((h.tx_pos, payload))
+    }
+
+    /// The peer receives a segment; returns the RX metadata of the ACK it sends back, if any.
+    fn deliver(&mut self, pos: u32, payload: &[u8]) -> etran_tcp_rx_meta {
+        for (i, b) in payload.iter().enumerate() {
+            let p = pos.wrapping_add(i as u32);
+            if dist(p, self.rcv_nxt) < 1 << 30 {
+                if let Some(old) = self.got.insert(p, *b) {
+                    assert_eq!(old, *b, "a byte changed at position {p}");
+                }
+            }
+        }
+        let before = self.rcv_nxt;
+        while self.got.contains_key(&self.rcv_nxt) {
+            self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
+        }
+        let acked = dist(self.rcv_nxt, self.una).min(dist(self.tx_pos, self.una));
+        self.una = self.una.wrapping_add(acked);
+        let mut flags = 0;
+        if self.rcv_nxt == before && self.una != self.tx_pos {
+            self.dupacks += 1;
+            if self.dupacks == 3 {
+                flags = FAST_RETRANSMIT;
+            }
+        } else {
+            self.dupacks = 0;
+        }
+        etran_tcp_rx_meta { acked, peer_wnd: self.snd_wnd, flags, ..meta(0, 0, 0) }
+    }
+
+    /// Sends every frame the stream produces now; returns the payload positions that egress
+    /// sent, with their intents.
+    fn pump(&mut self, s: &mut Stream) -> Vec<(u8, u32, u16)> {
+        let mut frame = [0u8; 2048];
+        let mut sent = Vec::new();
+        let mut acks = Vec::new();
+        while let Some(seg) = s.next_frame(&mut frame) {
+            let h = read_hdr(&frame);
+            if let Some((pos, payload)) = self.egress(&frame[..seg.frame_len]) {
+                sent.push((h.intent, pos, h.len));
+                if !std::mem::take(&mut self.lose_next) {
+                    acks.push(self.deliver(pos, &payload));
+                }
+            }
+        }
+        for m in acks {
+            s.on_rx(&m, &[]);
+        }
+        sent
+    }
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+#[test]
+fn fast_retransmit_resends_exactly_the_lost_range() {
+    let mut s = Stream::new(init(0, 0));
+    let mut link = Link::new(0);
+    s.write(&bytes(0, 6000));
+    let mut frame = [0u8; 2048];
+    // Six segments; the wire loses the second. The four after it each draw a duplicate ACK.
+    let mut acks = Vec::new();
+    for i in 0..6 {
+        let seg = s.next_frame(&mut frame).unwrap();
+        let (pos, payload) = link.egress(&frame[..seg.frame_len]).unwrap();
+        if i != 1 {
+            acks.push(link.deliver(pos, &payload));
+        }
+    }
+    let mut fast = 0;
+    for m in acks {
+        fast += u32::from(s.on_rx(&m, &[]).fast_retransmit);
+    }
+    assert_eq!(fast, 1, "the third duplicate ACK asks for it");
+    assert_eq!(s.send_positions(), (1000, 6000));
+    // The resend of [1000, 2000) fills the hole; the peer then acknowledges everything, which
+    // ends the resend: nothing beyond the lost range goes again.
+    let sent = link.pump(&mut s);
+    assert_eq!(sent, vec![(INTENT_RETRANSMIT, 1000, 1000)]);
+    assert_eq!(s.send_positions(), (6000, 6000));
+    assert!(!s.retransmit_pending());
+    assert_eq!(link.got.values().copied().collect::<Vec<u8>>(), bytes(0, 6000));
+    assert_eq!((link.new_bytes, s.stats().tx_bytes, s.stats().retransmitted), (6000, 6000, 1000));
+}
+
+#[test]
+fn retransmits_past_the_kernels_tx_pos_are_refused_not_sent_as_new() {
+    // The app's snd_nxt is ahead of the kernel's (a refused frame): fast recovery resends what
+    // the kernel has in flight, egress refuses the rest, and the timer then sends it as new.
+    let t0 = Instant::now();
+    let mut s = Stream::new(init(0, 0));
+    let mut link = Link::new(0);
+    link.cwnd = 2000;
+    s.write(&bytes(0, 3000));
+    let mut frame = [0u8; 2048];
+    let mut wire = Vec::new();
+    for _ in 0..3 {
+        let seg = s.next_frame(&mut frame).unwrap();
+        wire.extend(link.egress(&frame[..seg.frame_len]));
+    }
+    assert_eq!((link.tx_pos, link.refused, wire.len()), (2000, 1, 2));
+    s.on_timer(t0);
+    s.on_rx(&etran_tcp_rx_meta { flags: FAST_RETRANSMIT, ..ack(0, 1 << 20) }, &[]);
+    let mut resend = |s: &mut Stream, link: &mut Link| {
+        let seg = s.next_frame(&mut frame).expect("a resend");
+        assert_eq!(read_hdr(&frame).intent, INTENT_RETRANSMIT);
+        assert!(s.next_frame(&mut frame).is_none());
+        (seg.tx_pos, link.egress(&frame[..seg.frame_len]).is_some())
+    };
+    assert_eq!(resend(&mut s, &mut link), (0, true));
+    // The peer gets the first segment: a partial acknowledgement, the hole is at 1000.
+    let m = link.deliver(wire[0].0, &wire[0].1);
+    s.on_rx(&m, &[]);
+    assert_eq!(resend(&mut s, &mut link), (1000, true));
+    let m = link.deliver(wire[1].0, &wire[1].1);
+    s.on_rx(&m, &[]);
+    // The app thinks [2000, 3000) is missing; the kernel never sent it: refused.
+    assert_eq!(resend(&mut s, &mut link), (2000, false));
+    assert_eq!(link.new_bytes, 2000);
+    // The timer (restarted by the last progress) rewinds to snd_una: DATA, new this time.
+    let TimerEvent::Waiting(at) = s.on_timer(t0) else { panic!("armed") };
+    assert_eq!(s.on_timer(at), TimerEvent::Resend);
+    link.cwnd = 0;
+    assert_eq!(link.pump(&mut s), vec![(INTENT_DATA, 2000, 1000)]);
+    assert_eq!(link.new_bytes, 3000);
+    assert_eq!(s.outstanding(), 0);
+    assert_eq!(link.got.values().copied().collect::<Vec<u8>>(), bytes(0, 3000));
+}
+
+#[test]
+fn a_refused_frame_does_not_wedge_the_stream() {
+    let t0 = Instant::now();
+    let mut s = Stream::new(init(0, 500));
+    let mut link = Link::new(500);
+    // The congestion window (which the app cannot see) admits two segments of the five.
+    link.cwnd = 2000;
+    s.write(&bytes(0, 5000));
+    assert_eq!(s.on_timer(t0), TimerEvent::Idle);
+    // Acknowledgements come back after the whole burst.
+    let mut frame = [0u8; 2048];
+    let mut sent = Vec::new();
+    while let Some(seg) = s.next_frame(&mut frame) {
+        let h = read_hdr(&frame);
+        if let Some(p) = link.egress(&frame[..seg.frame_len]) {
+            sent.push((h.intent, p));
+        }
+    }
+    assert_eq!(
+        sent.iter().map(|(i, p)| (*i, p.0)).collect::<Vec<_>>(),
+        [(INTENT_DATA, 500), (INTENT_DATA, 1500)]
+    );
+    assert_eq!(link.refused, 3, "the 3rd frame for cwnd, the later ones as stale");
+    for (_, (pos, payload)) in sent {
+        let m = link.deliver(pos, &payload);
+        s.on_rx(&m, &[]);
+    }
+    // The peer acknowledged both; the app believes 3000 more are in flight.
+    assert_eq!(s.send_positions(), (2500, 5500));
+    assert_eq!(link.pump(&mut s), vec![], "nothing to send: wedged until the timer");
+    let at = match s.on_timer(t0) {
+        TimerEvent::Waiting(at) => at,
+        e => panic!("{e:?}"),
+    };
+    assert_eq!(at, t0 + s.rto());
+    assert_eq!(s.on_timer(at - MS), TimerEvent::Waiting(at));
+    assert_eq!(s.on_timer(at), TimerEvent::Resend);
+    assert_eq!(s.send_positions(), (2500, 2500));
+    link.cwnd = 0;
+    let sent = link.pump(&mut s);
+    assert_eq!(
+        sent,
+        vec![(INTENT_DATA, 2500, 1000), (INTENT_DATA, 3500, 1000), (INTENT_DATA, 4500, 1000)]
+    );
+    assert_eq!(s.send_positions(), (5500, 5500));
+    assert_eq!(s.outstanding(), 0);
+    assert_eq!(s.on_timer(at), TimerEvent::Idle);
+    assert_eq!(link.got.values().copied().collect::<Vec<u8>>(), bytes(0, 5000));
+    assert_eq!(link.new_bytes, 5000, "no byte went out twice as new");
+    assert_eq!(s.stats().timeouts, 1);
+    assert_eq!(s.stats().tx_bytes, 5000);
+    assert_eq!(s.stats().retransmitted, 3000, "framed again (egress had refused them)");
+}
+
+#[test]
+fn rto_resend_starts_at_snd_una_and_backs_off() {
+    let t0 = Instant::now();
+    let cfg = RtoConfig { max_retries: 2, ..RtoConfig::default() };
+    let mut s = Stream::with_rto(init(0, 0), cfg);
+    s.write(&bytes(0, 3000));
+    drain(&mut s);
+    s.on_rx(&ack(1000, 1 << 20), &[]);
+    let first = s.rto();
+    assert_eq!(s.on_timer(t0), TimerEvent::Waiting(t0 + first));
+    assert_eq!(s.on_timer(t0 + first), TimerEvent::Resend);
+    assert_eq!(s.rto(), first * 2, "backed off");
+    let t1 = t0 + first;
+    assert_eq!(s.on_timer(t1), TimerEvent::Waiting(t1 + first * 2));
+    // The resend is DATA from snd_una, in order.
+    let segs = drain(&mut s);
+    let got: Vec<(u8, u32, u16)> = segs.iter().map(|(h, _)| (h.intent, h.tx_pos, h.len)).collect();
+    assert_eq!(got, vec![(INTENT_DATA, 1000, 1000), (INTENT_DATA, 2000, 1000)]);
+    assert_eq!(segs[0].1, bytes(1000, 1000));
+    assert_eq!(s.on_timer(t1 + first * 2), TimerEvent::Resend);
+    let t2 = t1 + first * 2;
+    match s.on_timer(t2 + first * 4) {
+        TimerEvent::GaveUp(g) => assert_eq!(g.retries, 2),
+        e => panic!("{e:?}"),
+    }
+    // Progress resets the count and restarts the timer at the current RTO.
+    let mut s = Stream::with_rto(init(0, 0), cfg);
+    s.write(&bytes(0, 3000));
+    drain(&mut s);
+    s.on_timer(t0);
+    assert_eq!(s.on_timer(t0 + first), TimerEvent::Resend);
+    s.on_rx(&ack(500, 1 << 20), &[]);
+    assert_eq!(s.on_timer(t1), TimerEvent::Waiting(t1 + first * 2));
+    assert_eq!(s.on_timer(t1 + first * 2), TimerEvent::Resend);
+    assert_eq!(s.on_timer(t1 + first * 6), TimerEvent::Resend, "retries started over");
+}
+
+#[test]
+fn late_acks_after_a_rewind_still_count() {
+    let t0 = Instant::now();
+    let mut s = Stream::new(init(0, 0));
+    s.write(&bytes(0, 3000));
+    drain(&mut s);
+    s.on_timer(t0);
+    assert_eq!(s.on_timer(t0 + s.rto()), TimerEvent::Resend);
+    assert_eq!((s.in_flight(), s.outstanding()), (0, 3000));
+    // One segment resent, then the acknowledgement of the first transmission arrives: it
+    // covers more than the app has framed since the rewind.
+    let mut frame = [0u8; 2048];
+    s.next_segment(&mut frame).unwrap();
+    assert_eq!(s.on_rx(&ack(2500, 1 << 20), &[]).freed, 2500);
+    assert_eq!(s.send_positions(), (2500, 2500));
+    let segs = drain(&mut s);
+    assert_eq!((segs[0].0.tx_pos, segs[0].0.len), (2500, 500));
+    assert_eq!(segs[0].1, bytes(2500, 500));
+    assert_eq!(s.on_rx(&ack(500, 1 << 20), &[]).freed, 500);
+    assert_eq!(s.outstanding(), 0);
+    assert_eq!(s.stats().tx_bytes, 3000);
+}
+
+#[test]
+fn tx_ready_follows_what_next_frame_would_do() {
+    let mut s = Stream::new(StreamInit { peer_wnd: 1000, ..init(0, 0) });
+    assert!(!s.tx_ready());
+    s.write(&bytes(0, 2000));
+    assert!(s.tx_ready());
+    let mut frame = [0u8; 2048];
+    s.next_frame(&mut frame).unwrap();
+    assert!(!s.tx_ready(), "the peer window is full");
+    s.on_rx(&etran_tcp_rx_meta { flags: FAST_RETRANSMIT, ..ack(0, 1000) }, &[]);
+    assert!(s.tx_ready(), "a resend is pending");
+    assert_eq!(read_hdr(&frame).intent, INTENT_DATA);
+    s.next_frame(&mut frame).unwrap();
+    assert_eq!(read_hdr(&frame).intent, INTENT_RETRANSMIT);
+    assert!(!s.tx_ready());
+}
+
+/// Random refusals (cwnd and peer window changing under the app), random losses on the wire,
+/// fast retransmits and timeouts: the peer always ends up with the whole stream, and egress
+/// never sends a byte twice as new.
+#[test]
+fn randomized_refusals_and_losses_never_wedge() {
+    let mut rng = 0x0dd_ba11_cafe_f00du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let (mut timeouts, mut fast, mut refused) = (0, 0, 0);
+    for round in 0..12 {
+        let start = (next() as u32).wrapping_add(u32::MAX - 20_000);
+        let mut s = Stream::new(StreamInit { snd_buf: 20_000, ..init(0, start) });
+        let mut link = Link::new(start);
+        let total = 40_000usize;
+        let mut written = 0;
+        let mut now = Instant::now();
+        let mut frame = [0u8; 2048];
+        let mut steps = 0;
+        while dist(link.rcv_nxt, start) < total as u32 {
+            steps += 1;
+            assert!(steps < 100_000, "round {round}: wedged at {:?}", s.send_positions());
+            written += s.write(&bytes(written as u32, total - written));
+            link.cwnd = [0, 0, 1500, 4000, 9000][(next() % 5) as usize];
+            link.snd_wnd = [1 << 20, 1 << 20, 3000, 12_000][(next() % 4) as usize];
+            let mut acks = Vec::new();
+            for _ in 0..next() % 6 {
+                let Some(seg) = s.next_frame(&mut frame) else { break };
+                if let Some((pos, payload)) = link.egress(&frame[..seg.frame_len]) {
+                    if next() % 10 != 0 {
+                        acks.push(link.deliver(pos, &payload));
+                    }
+                }
+            }
+            for m in acks {
+                s.on_rx(&m, &[]);
+            }
+            now += MS;
+            if let TimerEvent::GaveUp(g) = s.on_timer(now) {
+                panic!("round {round}: gave up {g:?}");
+            }
+        }
+        let got: Vec<u8> = link.got.range(..).map(|(_, b)| *b).collect();
+        assert_eq!(got.len(), total);
+        assert_eq!(link.new_bytes, total as u64, "round {round}");
+        assert_eq!(s.stats().tx_bytes, total as u64, "round {round}");
+        timeouts += s.stats().timeouts;
+        fast += s.stats().fast_retransmits;
+        refused += link.refused;
+        let expect = bytes(0, total);
+        for (i, b) in expect.iter().enumerate() {
+            assert_eq!(link.got[&start.wrapping_add(i as u32)], *b, "round {round}: {i}");
+        }
+    }
+    assert!(timeouts > 0 && fast > 0 && refused > 0, "{timeouts} {fast} {refused}");
 }

@@ -1,0 +1,138 @@
+//! The slow path in the TCP ingress program (BPF_PROG_TEST_RUN through the entrance, as `etran
+//! up` links it): SYNs to listening ports and segments of handshakes the daemon runs are copied
+//! to the etran_tcp_slow ring buffer and dropped, so the kernel never answers them with RST;
+//! everything else etran does not own still reaches the kernel. Needs root (CAP_BPF).
+mod common;
+
+use std::{
+    cell::RefCell,
+    net::{Ipv4Addr, SocketAddrV4},
+    os::fd::AsFd,
+    rc::Rc,
+};
+
+use common::tcp::*;
+use etran::{
+    bpf::tcp::types::{etran_tcp_slow_limit, etran_tcp_slow_seg, tcp_conn, tcp_conn_key},
+    datapath::{self, ObjectStorage},
+    tcp::segment::{Segment, ACK, RST, SYN},
+};
+use libbpf_rs::{MapCore, MapFlags, RingBufferBuilder};
+
+const LISTEN_PORT: u16 = 8080;
+
+fn local() -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::new(10, 99, 0, 2), LISTEN_PORT)
+}
+
+fn remote() -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::new(10, 99, 0, 1), 40000)
+}
+
+fn key_of(local: SocketAddrV4, remote: SocketAddrV4) -> tcp_conn_key {
+    tcp_conn_key {
+        local_ip: u32::from_ne_bytes(local.ip().octets()),
+        remote_ip: u32::from_ne_bytes(remote.ip().octets()),
+        local_port: local.port().to_be(),
+        remote_port: remote.port().to_be(),
+    }
+}
+
+/// A segment from the peer to `dst`.
+fn from_peer(dst: SocketAddrV4, flags: u8, payload: &[u8]) -> Vec<u8> {
+    Segment {
+        src_mac: [2, 0x99, 0, 0, 0, 1],
+        dst_mac: [2, 0x99, 0, 0, 0, 2],
+        src: remote(),
+        dst,
+        seq: 1000,
+        ack: if flags & ACK != 0 { 5001 } else { 0 },
+        flags,
+        window: 64240,
+        options: if flags & SYN != 0 { vec![2, 4, 5, 180] } else { vec![] },
+        payload: payload.to_vec(),
+        ..Segment::default()
+    }
+    .build()
+}
+
+#[test]
+fn handshake_segments_reach_the_daemon_and_nothing_else_does() {
+    let mut storage = ObjectStorage::default();
+    let h = Harness::new(&mut storage);
+    // The daemon's view of the same maps (found by name from the entrance, as `etran daemon`
+    // does): the test drives the listen and pending maps through it.
+    let id = libbpf_rs::Program::id_from_fd(h.objs.entrance.progs.etran_entrance.as_fd());
+    let handles = datapath::tcp_handles(id.unwrap()).expect("TCP handles");
+    let got: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+    let sink = got.clone();
+    let mut builder = RingBufferBuilder::new();
+    builder
+        .add(&handles.slow, move |rec: &[u8]| {
+            assert_eq!(rec.len(), std::mem::size_of::<etran_tcp_slow_seg>());
+            let r: etran_tcp_slow_seg = from_bytes(rec);
+            assert!(r.len as usize <= r.frame.len());
+            assert!(r.len <= r.wire_len);
+            sink.borrow_mut().push(r.frame[..r.len as usize].to_vec());
+            0
+        })
+        .unwrap();
+    let ring = builder.build().unwrap();
+    let take = || {
+        ring.consume().unwrap();
+        std::mem::take(&mut *got.borrow_mut())
+    };
+    let entrance = &h.objs.entrance.progs.etran_entrance;
+    let run = |frame: &[u8]| h.run(entrance, frame, LO).verdict;
+
+    // Nobody listens: the kernel answers (RST), etran stays out of the way.
+    let syn = from_peer(local(), SYN, &[]);
+    assert_eq!(run(&syn), XDP_PASS);
+    assert!(take().is_empty());
+
+    // A listening port: the SYN is the daemon's, byte-exact, and the kernel never sees it.
+    let port = LISTEN_PORT.to_be_bytes();
+    handles.listen.update(&port, &0u32.to_ne_bytes(), MapFlags::ANY).unwrap();
+    assert_eq!(run(&syn), XDP_DROP);
+    assert_eq!(take(), vec![syn.clone()]);
+    let parsed = Segment::parse(&syn).unwrap();
+    assert_eq!((parsed.src, parsed.dst, parsed.flags), (remote(), local(), SYN));
+    // Other ports and non-SYN segments of unknown flows still go to the kernel.
+    let other = SocketAddrV4::new(*local().ip(), LISTEN_PORT + 1);
+    assert_eq!(run(&from_peer(other, SYN, &[])), XDP_PASS);
+    assert_eq!(run(&from_peer(local(), ACK, b"x")), XDP_PASS);
+    assert_eq!(run(&from_peer(local(), SYN | ACK, &[])), XDP_PASS);
+    assert!(take().is_empty());
+
+    // A handshake the daemon runs: SYN-ACK, RST, the final ACK and early data are its.
+    let key = key_of(local(), remote());
+    handles.pending.update(as_bytes(&key), &0u32.to_ne_bytes(), MapFlags::ANY).unwrap();
+    let frames = [
+        from_peer(local(), SYN | ACK, &[]),
+        from_peer(local(), RST | ACK, &[]),
+        from_peer(local(), ACK, &[]),
+        from_peer(local(), ACK, b"early data"),
+    ];
+    for f in &frames {
+        assert_eq!(run(f), XDP_DROP);
+    }
+    assert_eq!(take(), frames.to_vec());
+    handles.pending.delete(as_bytes(&key)).unwrap();
+    handles.listen.delete(&port).unwrap();
+
+    // A long frame is captured up to the limit; its length is reported.
+    handles.pending.update(as_bytes(&key), &0u32.to_ne_bytes(), MapFlags::ANY).unwrap();
+    let long = from_peer(local(), ACK, &[7; 1000]);
+    assert_eq!(run(&long), XDP_DROP);
+    let cap = etran_tcp_slow_limit::ETRAN_TCP_SLOW_CAPTURE.0 as usize;
+    assert_eq!(take(), vec![long[..cap].to_vec()]);
+    handles.pending.delete(as_bytes(&key)).unwrap();
+
+    // An established connection: its SYN and RST are the daemon's too (the kernel has no
+    // socket for it and would RST the SYN).
+    h.set_conn(&key, &tcp_conn::default());
+    let (syn2, rst) = (from_peer(local(), SYN, &[]), from_peer(local(), RST, &[]));
+    assert_eq!(run(&syn2), XDP_DROP);
+    assert_eq!(run(&rst), XDP_DROP);
+    assert_eq!(take(), vec![syn2, rst]);
+}
