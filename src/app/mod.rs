@@ -21,7 +21,7 @@ use std::{collections::HashMap, io};
 pub use port::{AppPort, PortStats};
 pub use stream::{Stream, StreamInit, StreamStats};
 
-use crate::daemon::client::Registration;
+use crate::daemon::client::{Registration, Session};
 
 /// One connection of an [`App`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,6 +47,24 @@ pub struct App {
 impl App {
     pub fn open(reg: Registration) -> anyhow::Result<App> {
         Ok(App { port: AppPort::open(reg)?, conns: HashMap::new(), stats: AppStats::default() })
+    }
+
+    /// Adopts the next connection `session` accepted on a listening port, if any (non-blocking).
+    pub fn accept(&mut self, session: &mut Session) -> anyhow::Result<Option<ConnId>> {
+        Ok(session
+            .try_accept()?
+            .map(|(handle, init)| self.add_connection(handle, init.stream_init())))
+    }
+
+    /// Opens a connection to `remote` through the daemon and adopts it (blocks for the
+    /// handshake).
+    pub fn connect(
+        &mut self,
+        session: &mut Session,
+        remote: std::net::SocketAddrV4,
+    ) -> anyhow::Result<ConnId> {
+        let (handle, init) = session.connect_tcp(remote, None)?;
+        Ok(self.add_connection(handle, init.stream_init()))
     }
 
     pub fn port(&self) -> &AppPort {

@@ -9,6 +9,8 @@
 //! Dropping the [`Session`] (or the process exiting) closes the socket, and the daemon removes
 //! the port; [`Session::close`] does the same explicitly.
 use std::{
+    collections::VecDeque,
+    io,
     io::Write,
     os::{
         fd::{AsFd, OwnedFd},
@@ -20,12 +22,14 @@ use std::{
 
 use anyhow::{bail, Context};
 
-use super::proto::{self, FdKind, Geometry, Reply, Request, Transport};
+use super::proto::{self, ConnInit, FdKind, Geometry, Reply, Request, Transport};
 
 /// A connection to the daemon.
 pub struct Session {
     stream: UnixStream,
     buf: Vec<u8>,
+    /// Connections accepted while waiting for a reply, handed out by [`Session::try_accept`].
+    accepted: VecDeque<(u64, ConnInit)>,
 }
 
 /// What a successful registration hands the app.
@@ -50,7 +54,7 @@ impl Session {
             format!("connecting to the etran daemon at {} (is it running?)", path.display())
         })?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(Session { stream, buf: Vec::new() })
+        Ok(Session { stream, buf: Vec::new(), accepted: VecDeque::new() })
     }
 
     /// The raw stream (tests use it to send arbitrary bytes).
@@ -124,6 +128,73 @@ impl Session {
                 })
             }
             Reply::Error { message } => bail!("the daemon refused the registration: {message}"),
+            other => bail!("unexpected reply to Register: {other:?}"),
+        }
+    }
+
+    /// Listens on TCP `port`: connections to it arrive through [`Session::try_accept`].
+    pub fn listen(&mut self, port: u16) -> anyhow::Result<()> {
+        self.send(&Request::Listen { port })?;
+        loop {
+            match self.recv()?.0 {
+                Reply::Listening { port: p } if p == port => return Ok(()),
+                Reply::ListenFailed { reason, .. } => bail!("listening on {port}: {reason}"),
+                Reply::Accepted { handle, init } => self.accepted.push_back((handle, init)),
+                Reply::Error { message } => bail!("listening on {port}: {message}"),
+                other => bail!("unexpected reply to Listen: {other:?}"),
+            }
+        }
+    }
+
+    /// Connects to `remote` (blocking until the handshake completes or fails).
+    pub fn connect_tcp(
+        &mut self,
+        remote: std::net::SocketAddrV4,
+        local_port: Option<u16>,
+    ) -> anyhow::Result<(u64, ConnInit)> {
+        self.send(&Request::Connect {
+            remote_ip: *remote.ip(),
+            remote_port: remote.port(),
+            local_port,
+        })?;
+        loop {
+            match self.recv()?.0 {
+                Reply::Connected { handle, init } => return Ok((handle, init)),
+                Reply::ConnectFailed { reason } => bail!("connecting to {remote}: {reason}"),
+                Reply::Accepted { handle, init } => self.accepted.push_back((handle, init)),
+                Reply::Error { message } => bail!("connecting to {remote}: {message}"),
+                other => bail!("unexpected reply to Connect: {other:?}"),
+            }
+        }
+    }
+
+    /// The next accepted connection (`handle`, what the app adopts), without blocking.
+    pub fn try_accept(&mut self) -> anyhow::Result<Option<(u64, ConnInit)>> {
+        if let Some(a) = self.accepted.pop_front() {
+            return Ok(Some(a));
+        }
+        loop {
+            if let Some((reply, used)) =
+                proto::decode::<Reply>(&self.buf).context("reading the daemon's message")?
+            {
+                self.buf.drain(..used);
+                match reply {
+                    Reply::Accepted { handle, init } => return Ok(Some((handle, init))),
+                    Reply::Error { message } => bail!("the daemon closed the session: {message}"),
+                    other => bail!("unexpected message from the daemon: {other:?}"),
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let mut fds = Vec::new();
+            self.stream.set_nonblocking(true)?;
+            let r = proto::recv_fds(self.stream.as_fd(), &mut chunk, &mut fds);
+            self.stream.set_nonblocking(false)?;
+            match r {
+                Ok(0) => bail!("the daemon closed the connection"),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(e).context("reading from the daemon"),
+            }
         }
     }
 

@@ -4,6 +4,7 @@
 //!
 //! - [`proto`]: the wire protocol (length-prefixed JSON, descriptors with SCM_RIGHTS).
 //! - [`session`]: one app's connection and what it owns.
+//! - [`slow`]: the TCP slow path (handshakes: listen, accept, connect) and its AF_PACKET socket.
 //! - [`port`]: an app's veth port, its AF_XDP socket and UMEM, its `app_ports` slot.
 //! - [`client`]: the app side (`connect`, `register`).
 //!
@@ -46,15 +47,18 @@ pub mod client;
 pub mod port;
 pub mod proto;
 pub mod session;
+pub mod slow;
 
 use port::Port;
 use proto::{FdKind, Reply, Request, Transport};
 use session::{Input, Session};
+use slow::{FlowKey, Notify, SlowPath};
 
 const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
 const GEN: Token = Token(2);
-const FIRST_SESSION: usize = 3;
+const SLOW: Token = Token(3);
+const FIRST_SESSION: usize = 4;
 /// Slots of the `app_ports` devmap (MAX_APP_PORTS in tcp_maps.h). Slot 0 is never given out, so
 /// a zeroed connection entry never routes to an app.
 const APP_SLOTS: u32 = 64;
@@ -67,6 +71,8 @@ pub struct Config {
 
 enum Timer {
     Housekeeping,
+    /// A handshake's retransmission timeout.
+    Handshake(FlowKey),
 }
 
 pub struct Daemon {
@@ -81,6 +87,7 @@ pub struct Daemon {
     nl: Netlink,
     tcp: TcpHandles,
     gen: GenPump,
+    slow: SlowPath,
     /// Held for the daemon's lifetime: one daemon per interface and network namespace.
     lock: (std::fs::File, PathBuf),
 }
@@ -104,14 +111,21 @@ impl Daemon {
         // lock above), and a stale pair from a crash is replaced.
         let gen = GenPump::new(&tcp, Some(&format!("etgen{}", dp.summary.ifindex)))
             .context("starting the gen pump")?;
-        let listener = bind_listener(&cfg.socket)?;
         let mut nl = Netlink::open()?;
+        let local_mac = nl
+            .link(&cfg.iface)?
+            .and_then(|l| l.mac)
+            .with_context(|| format!("{} has no Ethernet address", cfg.iface))?;
+        let slow =
+            SlowPath::new(&tcp, &cfg.iface, local_mac, 1460).context("starting the slow path")?;
+        let listener = bind_listener(&cfg.socket)?;
         if let Err(e) = remove_stale_ports(&mut nl, &tcp) {
             let _ = std::fs::remove_file(&cfg.socket);
             return Err(e);
         }
         let poll = Poll::new().context("creating the event loop")?;
         poll.registry().register(&mut SourceFd(&gen.fd()), GEN, Interest::READABLE)?;
+        poll.registry().register(&mut SourceFd(&slow.fd()), SLOW, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut listener = listener;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -130,6 +144,7 @@ impl Daemon {
             nl,
             tcp,
             gen,
+            slow,
             lock,
         })
     }
@@ -181,6 +196,16 @@ impl Daemon {
                             log::warn(format!("gen pump: {e:#}"));
                         }
                     }
+                    SLOW => {
+                        let mut out = Vec::new();
+                        self.slow.on_readable(
+                            &self.tcp,
+                            &mut self.timers,
+                            Timer::Handshake,
+                            &mut out,
+                        );
+                        self.notify(out);
+                    }
                     t => self.serve(t),
                 }
             }
@@ -200,6 +225,9 @@ impl Daemon {
                             }
                         }
                         self.timers.insert(now + HOUSEKEEPING, Timer::Housekeeping);
+                    }
+                    Timer::Handshake(key) => {
+                        self.slow.on_timeout(&self.tcp, &mut self.timers, Timer::Handshake, key)
                     }
                 }
             }
@@ -247,6 +275,15 @@ impl Daemon {
                             true
                         }
                     }
+                }
+                Input::Request(Request::Listen { port }) => {
+                    self.listen(token, port);
+                    false
+                }
+                Input::Request(Request::Connect { remote_ip, remote_port, local_port }) => {
+                    let remote = std::net::SocketAddrV4::new(remote_ip, remote_port);
+                    self.connect(token, remote, local_port);
+                    false
                 }
                 Input::Request(Request::Close) => true,
                 Input::Closed => true,
@@ -307,6 +344,51 @@ impl Daemon {
         Ok(())
     }
 
+    fn listen(&mut self, token: Token, port: u16) {
+        let Some(session) = self.sessions.get(&token) else { return };
+        let reply = match session.port.as_ref().map(|p| p.slot) {
+            None => Reply::ListenFailed { port, reason: "register first".into() },
+            Some(slot) => match self.slow.listen(&self.tcp, token, slot, port) {
+                Ok(()) => {
+                    log::info(format!("app session {} listens on {port}", session.id));
+                    Reply::Listening { port }
+                }
+                Err(reason) => Reply::ListenFailed { port, reason },
+            },
+        };
+        self.notify(vec![Notify { owner: token, reply }]);
+    }
+
+    fn connect(&mut self, token: Token, remote: std::net::SocketAddrV4, local_port: Option<u16>) {
+        let Some(session) = self.sessions.get(&token) else { return };
+        let result = match session.port.as_ref().map(|p| p.slot) {
+            None => Err("register first".to_string()),
+            Some(slot) => self.slow.connect(
+                &self.tcp,
+                &mut self.timers,
+                Timer::Handshake,
+                token,
+                slot,
+                remote,
+                local_port,
+            ),
+        };
+        if let Err(reason) = result {
+            self.notify(vec![Notify { owner: token, reply: Reply::ConnectFailed { reason } }]);
+        }
+    }
+
+    /// Sends slow-path results to their sessions; a session that cannot take them is closed.
+    fn notify(&mut self, out: Vec<Notify>) {
+        for n in out {
+            let Some(s) = self.sessions.get(&n.owner) else { continue };
+            if let Err(e) = proto::send_fds(s.stream.as_fd(), &proto::encode(&n.reply), &[]) {
+                log::warn(format!("app session {}: {e}", s.id));
+                self.close(n.owner);
+            }
+        }
+    }
+
     fn free_slot(&self) -> Option<u32> {
         (1..APP_SLOTS).find(|&s| {
             let ours = self.sessions.values().any(|x| x.port.as_ref().is_some_and(|p| p.slot == s));
@@ -328,6 +410,8 @@ impl Daemon {
     fn close(&mut self, token: Token) {
         let Some(mut s) = self.sessions.remove(&token) else { return };
         let _ = self.poll.registry().deregister(&mut s.stream);
+        // Connections before the port: nothing may route to a slot that is gone.
+        self.slow.teardown(&self.tcp, &mut self.timers, token);
         if let Some(mut port) = s.port.take() {
             port.teardown(&mut self.nl, &self.tcp);
             note(format!("app session {} closed: port {} removed", s.id, port.app_name));
@@ -344,6 +428,7 @@ impl Daemon {
         }
         let _ = self.poll.registry().deregister(&mut self.listener);
         let _ = self.poll.registry().deregister(&mut SourceFd(&self.gen.fd()));
+        let _ = self.poll.registry().deregister(&mut SourceFd(&self.slow.fd()));
         if let Err(e) = std::fs::remove_file(&self.cfg.socket) {
             if e.kind() != io::ErrorKind::NotFound {
                 log::warn(format!("removing {}: {e}", self.cfg.socket.display()));

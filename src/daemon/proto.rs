@@ -13,10 +13,13 @@
 //! (SCM_RIGHTS), in the order the message lists them (`fds`). See [`send_fds`] / [`recv_fds`].
 use std::{
     io,
+    net::{Ipv4Addr, SocketAddrV4},
     os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
 };
 
 use serde::{Deserialize, Serialize};
+
+use crate::{app::StreamInit, bpf::tcp::types::tcp_conn_key};
 
 /// Version of this protocol; bumped on incompatible changes.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -38,6 +41,44 @@ pub enum Request {
     Register { version: u32, transport: Transport, queues: u32 },
     /// Ends the session; the daemon tears down everything it owned and closes the socket.
     Close,
+    /// Accept TCP connections to `port` on the NIC's address(es) (after `Register`). Answered
+    /// by `Listening` or `ListenFailed`; each completed handshake then by `Accepted`.
+    Listen { port: u16 },
+    /// Opens a TCP connection from the NIC's address (`local_port`, or an ephemeral one).
+    /// Answered by `Connected` or `ConnectFailed`.
+    Connect { remote_ip: Ipv4Addr, remote_port: u16, local_port: Option<u16> },
+}
+
+/// What the app needs to adopt an established connection (`etran::app::StreamInit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnInit {
+    pub local: SocketAddrV4,
+    pub remote: SocketAddrV4,
+    pub rx_pos: u32,
+    pub tx_pos: u32,
+    pub peer_wnd: u32,
+    pub mss: u16,
+    pub rcv_buf: u32,
+    pub snd_buf: u32,
+}
+
+impl ConnInit {
+    pub fn stream_init(&self) -> StreamInit {
+        StreamInit {
+            key: tcp_conn_key {
+                local_ip: u32::from_ne_bytes(self.local.ip().octets()),
+                remote_ip: u32::from_ne_bytes(self.remote.ip().octets()),
+                local_port: self.local.port().to_be(),
+                remote_port: self.remote.port().to_be(),
+            },
+            rx_pos: self.rx_pos,
+            tx_pos: self.tx_pos,
+            peer_wnd: self.peer_wnd,
+            mss: self.mss,
+            rcv_buf: self.rcv_buf,
+            snd_buf: self.snd_buf,
+        }
+    }
 }
 
 /// What each descriptor passed with `Registered` is.
@@ -80,7 +121,31 @@ pub enum Reply {
         fds: Vec<FdKind>,
     },
     /// The request failed; the daemon closes the session after sending it.
-    Error { message: String },
+    Error {
+        message: String,
+    },
+    Listening {
+        port: u16,
+    },
+    /// The `Listen` was refused (the session stays open).
+    ListenFailed {
+        port: u16,
+        reason: String,
+    },
+    /// A connection to a listening port completed its handshake and is in the fast path under
+    /// `handle` (the value RX metadata carries).
+    Accepted {
+        handle: u64,
+        init: ConnInit,
+    },
+    /// A `Connect` completed its handshake (same meaning as `Accepted`).
+    Connected {
+        handle: u64,
+        init: ConnInit,
+    },
+    ConnectFailed {
+        reason: String,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -91,6 +91,13 @@ impl Established {
         self.irs.wrapping_add(1)
     }
 
+    /// The largest payload per segment: the peer's MSS less the timestamp option every segment
+    /// carries when timestamps are in use (RFC 6691: the MSS excludes TCP options).
+    pub fn segment_payload(&self) -> u16 {
+        let opts = if self.negotiated.timestamps { 12 } else { 0 };
+        self.negotiated.send_mss.saturating_sub(opts)
+    }
+
     /// The key of this connection in `etran_tcp_conns`.
     pub fn key(&self) -> tcp_conn_key {
         tcp_conn_key {
@@ -127,7 +134,7 @@ impl Established {
             snd_wscale: self.negotiated.send_wscale,
             rcv_wscale: self.negotiated.recv_wscale,
             flags,
-            mss: self.negotiated.send_mss.min(max),
+            mss: self.segment_payload().min(max),
             local_mac: self.local_mac,
             remote_mac: self.remote_mac,
             ..Default::default()
@@ -725,7 +732,7 @@ mod tests {
         let c = e.conn(3, 0xabc, 4096);
         assert_eq!((c.owner_port, c.handle, c.rcv_wnd, c.rx_pos, c.tx_pos), (3, 0xabc, 4096, 0, 0));
         assert_eq!((c.rcv_nxt, c.snd_una, c.snd_nxt), (2, 3, 3));
-        assert_eq!((c.snd_wscale, c.rcv_wscale, c.mss), (7, 7, 1460));
+        assert_eq!((c.snd_wscale, c.rcv_wscale, c.mss), (7, 7, 1448), "1460 less timestamps");
         let want = tcp_conn_flag::TCP_CONN_TIMESTAMPS.0 | tcp_conn_flag::TCP_CONN_ECN.0;
         assert_eq!(u32::from(c.flags), want);
         assert_eq!((c.local_mac, c.remote_mac), (LMAC, RMAC));

@@ -1,0 +1,558 @@
+//! The TCP slow path of the daemon: handshakes.
+//!
+//! Ingress copies SYNs to listening ports (`etran_tcp_listen`) and every segment of a flow in
+//! `etran_tcp_pending` to the `etran_tcp_slow` ring buffer; the loop drains it here, runs the
+//! handshake state machine ([`crate::tcp::handshake`]) per 4-tuple and sends its segments
+//! through an AF_PACKET socket bound to the NIC. SYN-ACKs are retransmitted from the daemon's
+//! timer wheel. Once a handshake completes the connection goes into `etran_tcp_conns` *before*
+//! it leaves `etran_tcp_pending` (so no segment of it ever reaches the kernel, which would
+//! answer with RST), and the owning session is told (`Accepted`).
+//!
+//! Active open (`Connect`): the local address is the NIC's first IPv4 address, the port an
+//! ephemeral one (`EPHEMERAL`) unless asked for, the peer's MAC comes from the neighbour table
+//! (the kernel's, as `/proc/net/arp` shows it): no entry is a clear error, not an ARP probe.
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    ffi::CString,
+    io,
+    net::SocketAddrV4,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    rc::Rc,
+    time::Instant,
+};
+
+use anyhow::{bail, Context};
+use libbpf_rs::{MapCore, MapFlags, RingBuffer, RingBufferBuilder};
+use mio::Token;
+
+use super::proto::{ConnInit, Reply};
+use crate::{
+    bpf::tcp::types::{etran_tcp_slow_seg, tcp_conn, tcp_conn_key},
+    datapath::TcpHandles,
+    log,
+    tcp::{
+        handshake::{Config, Established, Handshake, Outcome},
+        isn::IsnGenerator,
+        segment::{Segment, RST, SYN},
+    },
+    timer::{TimerId, TimerWheel},
+};
+
+/// Send buffer the app gets for each connection.
+const SND_BUF: u32 = 1 << 20;
+/// Local ports active opens pick from.
+const EPHEMERAL: std::ops::Range<u16> = 49152..65535;
+
+/// (local, remote) of a connection.
+pub type FlowKey = (SocketAddrV4, SocketAddrV4);
+
+struct Pending {
+    hs: Handshake,
+    active: bool,
+    owner: Token,
+    slot: u32,
+    timer: Option<TimerId>,
+}
+
+struct Conn {
+    est: Established,
+    owner: Token,
+}
+
+/// A message for a session, produced by the slow path.
+pub struct Notify {
+    pub owner: Token,
+    pub reply: Reply,
+}
+
+pub struct SlowPath {
+    ring: RingBuffer<'static>,
+    segs: Rc<RefCell<Vec<Vec<u8>>>>,
+    raw: OwnedFd,
+    ifindex: i32,
+    iface: String,
+    local_mac: [u8; 6],
+    next_ephemeral: u16,
+    isn: IsnGenerator,
+    config: Config,
+    /// Listening port → (owner, slot).
+    listeners: HashMap<u16, (Token, u32)>,
+    pending: HashMap<FlowKey, Pending>,
+    conns: HashMap<FlowKey, Conn>,
+    next_handle: u64,
+}
+
+/// Bytes of a plain generated C struct.
+fn bytes_of<T: Copy>(v: &T) -> &[u8] {
+    // SAFETY: T is a plain-data struct from the BPF skeleton; any reader takes its bytes.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+fn map_key(k: &FlowKey) -> tcp_conn_key {
+    tcp_conn_key {
+        local_ip: u32::from_ne_bytes(k.0.ip().octets()),
+        remote_ip: u32::from_ne_bytes(k.1.ip().octets()),
+        local_port: k.0.port().to_be(),
+        remote_port: k.1.port().to_be(),
+    }
+}
+
+/// Our timestamp clock (CLOCK_MONOTONIC in ms, as the BPF programs' `bpf_ktime_get_ns`).
+fn ts_ms() -> u32 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000) as u32
+}
+
+fn open_packet_socket(iface: &str) -> anyhow::Result<(OwnedFd, i32)> {
+    let name = CString::new(iface).context("interface name")?;
+    // SAFETY: a NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
+    if ifindex == 0 {
+        bail!("no interface {iface}");
+    }
+    // Protocol 0: this socket only sends, it receives nothing.
+    // SAFETY: plain socket call; the fd is owned right after.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error()).context("opening the slow-path AF_PACKET socket");
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok((fd, ifindex))
+}
+
+impl SlowPath {
+    pub fn new(
+        tcp: &TcpHandles,
+        iface: &str,
+        local_mac: [u8; 6],
+        mtu_mss: u16,
+    ) -> anyhow::Result<SlowPath> {
+        let segs: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+        let sink = segs.clone();
+        let mut builder = RingBufferBuilder::new();
+        builder.add(&tcp.slow, move |rec: &[u8]| {
+            if rec.len() >= std::mem::size_of::<etran_tcp_slow_seg>() {
+                // SAFETY: the record is a struct etran_tcp_slow_seg (checked length, any bits).
+                let r: etran_tcp_slow_seg =
+                    unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
+                let n = (r.len as usize).min(r.frame.len());
+                sink.borrow_mut().push(r.frame[..n].to_vec());
+            }
+            0
+        })?;
+        let ring = builder.build().context("opening the slow-path ring buffer")?;
+        let (raw, ifindex) = open_packet_socket(iface)?;
+        let config = Config { mss: mtu_mss, ..Config::default() };
+        Ok(SlowPath {
+            ring,
+            segs,
+            raw,
+            ifindex,
+            iface: iface.to_string(),
+            local_mac,
+            next_ephemeral: EPHEMERAL.start,
+            isn: IsnGenerator::default(),
+            config,
+            listeners: HashMap::new(),
+            pending: HashMap::new(),
+            conns: HashMap::new(),
+            next_handle: 1,
+        })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.ring.epoll_fd()
+    }
+
+    fn send(&self, seg: &Segment) {
+        let frame = seg.build();
+        // SAFETY: sockaddr_ll is plain data.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = self.ifindex;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&seg.dst_mac);
+        // SAFETY: frame and sll outlive the call.
+        let n = unsafe {
+            libc::sendto(
+                self.raw.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if n < 0 {
+            log::warn(format!("slow path: sending to {}: {}", seg.dst, io::Error::last_os_error()));
+        }
+    }
+
+    /// `Listen { port }` from the session `owner` whose port is `slot`.
+    pub fn listen(
+        &mut self,
+        tcp: &TcpHandles,
+        owner: Token,
+        slot: u32,
+        port: u16,
+    ) -> Result<(), String> {
+        if port == 0 {
+            return Err("port 0 cannot be listened on".into());
+        }
+        let k = port.to_be_bytes();
+        if self.listeners.contains_key(&port)
+            || matches!(tcp.listen.lookup(&k, MapFlags::ANY), Ok(Some(_)))
+        {
+            return Err(format!("port {port} is already taken"));
+        }
+        tcp.listen
+            .update(&k, &slot.to_ne_bytes(), MapFlags::NO_EXIST)
+            .map_err(|e| format!("inserting listening port {port}: {e}"))?;
+        self.listeners.insert(port, (owner, slot));
+        Ok(())
+    }
+
+    /// Drains the ring buffer and handles every segment.
+    pub fn on_readable<T>(
+        &mut self,
+        tcp: &TcpHandles,
+        timers: &mut TimerWheel<T>,
+        wrap: impl Fn(FlowKey) -> T,
+        out: &mut Vec<Notify>,
+    ) {
+        if let Err(e) = self.ring.consume() {
+            log::warn(format!("slow path: reading the ring buffer: {e}"));
+        }
+        let frames = std::mem::take(&mut *self.segs.borrow_mut());
+        for f in frames {
+            match Segment::parse(&f) {
+                Ok(seg) => self.on_segment(tcp, timers, &wrap, seg, out),
+                Err(e) => log::debug(format!("slow path: unparsable frame: {e:?}")),
+            }
+        }
+    }
+
+    fn on_segment<T>(
+        &mut self,
+        tcp: &TcpHandles,
+        timers: &mut TimerWheel<T>,
+        wrap: &impl Fn(FlowKey) -> T,
+        seg: Segment,
+        out: &mut Vec<Notify>,
+    ) {
+        let key = (seg.dst, seg.src);
+        if let Some(p) = self.pending.get_mut(&key) {
+            let step = p.hs.on_segment(&seg, ts_ms());
+            if let Some(s) = &step.send {
+                self.send(s);
+            }
+            match step.outcome {
+                Outcome::Pending => {}
+                Outcome::Established(e) => self.establish(tcp, timers, key, e, out),
+                Outcome::Failed(f) => {
+                    log::info(format!("handshake {} ← {} failed: {f:?}", key.0, key.1));
+                    self.fail(tcp, timers, &key, format!("{f:?}"), out);
+                }
+            }
+            return;
+        }
+        if self.conns.contains_key(&key) {
+            // A SYN or RST of an established connection: not handled yet (see the module doc).
+            log::debug(format!("slow path: flags {:#x} on established {}", seg.flags, key.1));
+            return;
+        }
+        let Some(&(owner, slot)) = self.listeners.get(&seg.dst.port()) else {
+            return;
+        };
+        if seg.flags & SYN == 0 || seg.flags & RST != 0 {
+            return;
+        }
+        let iss = self.isn.isn(key.0, key.1);
+        let Ok((hs, synack)) = Handshake::passive(self.config, &seg, iss, ts_ms()) else {
+            log::debug(format!("slow path: not a SYN from {}", key.1));
+            return;
+        };
+        if let Err(e) =
+            tcp.pending.update(bytes_of(&map_key(&key)), &slot.to_ne_bytes(), MapFlags::ANY)
+        {
+            log::warn(format!("slow path: inserting pending {}: {e}", key.1));
+            return;
+        }
+        let timer = Some(timers.insert(Instant::now() + hs.rto(), wrap(key)));
+        self.send(&synack);
+        self.pending.insert(key, Pending { hs, active: false, owner, slot, timer });
+    }
+
+    fn establish<T>(
+        &mut self,
+        tcp: &TcpHandles,
+        timers: &mut TimerWheel<T>,
+        key: FlowKey,
+        e: Established,
+        out: &mut Vec<Notify>,
+    ) {
+        let Some(mut p) = self.pending.remove(&key) else { return };
+        let active = p.active;
+        if let Some(t) = p.timer.take() {
+            timers.cancel(t);
+        }
+        let handle = self.next_handle;
+        self.next_handle += 1;
+        let conn = e.conn(p.slot, handle, self.config.rcv_wnd);
+        let mk = map_key(&key);
+        // Into conns first: the flow never has a moment where the kernel would see it.
+        if let Err(err) = tcp.conns.update(bytes_of(&mk), bytes_of(&conn), MapFlags::ANY) {
+            log::warn(format!("slow path: inserting connection {}: {err}", key.1));
+            let _ = tcp.pending.delete(bytes_of(&mk));
+            self.send(&e.abort(e.snd_nxt(), e.rcv_nxt()));
+            return;
+        }
+        let _ = tcp.pending.delete(bytes_of(&mk));
+        let init = ConnInit {
+            local: key.0,
+            remote: key.1,
+            rx_pos: conn.rx_pos,
+            tx_pos: conn.tx_pos,
+            peer_wnd: conn.snd_wnd,
+            mss: conn.mss,
+            rcv_buf: self.config.rcv_wnd,
+            snd_buf: SND_BUF,
+        };
+        log::info(format!("connection {} ← {} established (handle {handle})", key.0, key.1));
+        self.conns.insert(key, Conn { est: e, owner: p.owner });
+        let reply = if active {
+            Reply::Connected { handle, init }
+        } else {
+            Reply::Accepted { handle, init }
+        };
+        out.push(Notify { owner: p.owner, reply });
+    }
+
+    /// Ends a failed handshake; an active open's session is told.
+    fn fail<T>(
+        &mut self,
+        tcp: &TcpHandles,
+        timers: &mut TimerWheel<T>,
+        key: &FlowKey,
+        reason: String,
+        out: &mut Vec<Notify>,
+    ) {
+        if let Some(p) = self.pending.get(key) {
+            if p.active {
+                let reason = format!("{} → {}: {reason}", key.0, key.1);
+                out.push(Notify { owner: p.owner, reply: Reply::ConnectFailed { reason } });
+            }
+        }
+        self.drop_pending(tcp, timers, key);
+    }
+
+    /// `Connect` from the session `owner` whose port is `slot`: sends the SYN.
+    #[allow(clippy::too_many_arguments)]
+    pub fn connect<T>(
+        &mut self,
+        tcp: &TcpHandles,
+        timers: &mut TimerWheel<T>,
+        wrap: impl Fn(FlowKey) -> T,
+        owner: Token,
+        slot: u32,
+        remote: SocketAddrV4,
+        local_port: Option<u16>,
+    ) -> Result<(), String> {
+        let ip =
+            local_ipv4(&self.iface).ok_or_else(|| format!("{} has no IPv4 address", self.iface))?;
+        let remote_mac = neighbour(&self.iface, *remote.ip()).ok_or_else(|| {
+            format!("no neighbour entry for {} on {} (add one)", remote.ip(), self.iface)
+        })?;
+        let busy = |this: &SlowPath, l: SocketAddrV4| {
+            this.pending.contains_key(&(l, remote))
+                || this.conns.contains_key(&(l, remote))
+                || this.listeners.contains_key(&l.port())
+        };
+        let local = match local_port {
+            Some(p) => {
+                let l = SocketAddrV4::new(ip, p);
+                if busy(self, l) {
+                    return Err(format!("{l} → {remote} is in use"));
+                }
+                l
+            }
+            None => {
+                let span = EPHEMERAL.end - EPHEMERAL.start;
+                let mut found = None;
+                for _ in 0..span {
+                    let p = self.next_ephemeral;
+                    self.next_ephemeral =
+                        if p + 1 == EPHEMERAL.end { EPHEMERAL.start } else { p + 1 };
+                    let l = SocketAddrV4::new(ip, p);
+                    if !busy(self, l) {
+                        found = Some(l);
+                        break;
+                    }
+                }
+                found.ok_or("no free ephemeral port")?
+            }
+        };
+        let key = (local, remote);
+        let iss = self.isn.isn(local, remote);
+        let (hs, syn) =
+            Handshake::active(self.config, local, remote, self.local_mac, remote_mac, iss, ts_ms());
+        tcp.pending
+            .update(bytes_of(&map_key(&key)), &slot.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| format!("inserting pending {local} → {remote}: {e}"))?;
+        let timer = Some(timers.insert(Instant::now() + hs.rto(), wrap(key)));
+        self.send(&syn);
+        self.pending.insert(key, Pending { hs, active: true, owner, slot, timer });
+        Ok(())
+    }
+
+    fn drop_pending<T>(&mut self, tcp: &TcpHandles, timers: &mut TimerWheel<T>, key: &FlowKey) {
+        if let Some(mut p) = self.pending.remove(key) {
+            if let Some(t) = p.timer.take() {
+                timers.cancel(t);
+            }
+        }
+        let _ = tcp.pending.delete(bytes_of(&map_key(key)));
+    }
+
+    /// A handshake's retransmission timer fired.
+    pub fn on_timeout<T>(
+        &mut self,
+        tcp: &TcpHandles,
+        timers: &mut TimerWheel<T>,
+        wrap: impl Fn(FlowKey) -> T,
+        key: FlowKey,
+    ) {
+        let Some(p) = self.pending.get_mut(&key) else { return };
+        p.timer = None;
+        let step = p.hs.on_timeout(ts_ms());
+        if let Some(s) = &step.send {
+            self.send(s);
+        }
+        match step.outcome {
+            Outcome::Pending => {
+                let p = self.pending.get_mut(&key).expect("still pending");
+                p.timer = Some(timers.insert(Instant::now() + p.hs.rto(), wrap(key)));
+            }
+            _ => {
+                log::info(format!("handshake {} ← {} timed out", key.0, key.1));
+                self.drop_pending(tcp, timers, &key);
+            }
+        }
+    }
+
+    /// Removes everything `owner` had: listening ports, handshakes, connections (each aborted
+    /// with a RST at the positions the fast path reached).
+    pub fn teardown<T>(&mut self, tcp: &TcpHandles, timers: &mut TimerWheel<T>, owner: Token) {
+        self.listeners.retain(|port, (o, _)| {
+            if *o == owner {
+                let _ = tcp.listen.delete(&port.to_be_bytes());
+            }
+            *o != owner
+        });
+        let keys: Vec<FlowKey> =
+            self.pending.iter().filter(|(_, p)| p.owner == owner).map(|(k, _)| *k).collect();
+        for k in keys {
+            self.drop_pending(tcp, timers, &k);
+        }
+        let keys: Vec<FlowKey> =
+            self.conns.iter().filter(|(_, c)| c.owner == owner).map(|(k, _)| *k).collect();
+        for k in keys {
+            let c = self.conns.remove(&k).expect("listed");
+            let mk = map_key(&k);
+            let (mut snd_nxt, mut rcv_nxt) = (c.est.snd_nxt(), c.est.rcv_nxt());
+            if let Ok(Some(v)) = tcp.conns.lookup(bytes_of(&mk), MapFlags::ANY) {
+                if v.len() >= std::mem::size_of::<tcp_conn>() {
+                    // SAFETY: the value is a struct tcp_conn (checked length, any bits).
+                    let cur: tcp_conn = unsafe { std::ptr::read_unaligned(v.as_ptr().cast()) };
+                    (snd_nxt, rcv_nxt) = (cur.snd_nxt, cur.rcv_nxt);
+                }
+            }
+            let _ = tcp.conns.delete(bytes_of(&mk));
+            self.send(&c.est.abort(snd_nxt, rcv_nxt));
+        }
+    }
+}
+
+/// The first IPv4 address of `iface`.
+fn local_ipv4(iface: &str) -> Option<std::net::Ipv4Addr> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head`; freed below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        // SAFETY: ifa_name is a NUL-terminated string.
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+        if !ifa.ifa_addr.is_null() && name.to_bytes() == iface.as_bytes() {
+            // SAFETY: ifa_addr points to a sockaddr; sa_family tells its kind.
+            if i32::from(unsafe { (*ifa.ifa_addr).sa_family }) == libc::AF_INET {
+                // SAFETY: an AF_INET address is a sockaddr_in.
+                let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+                found = Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+                break;
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: the list getifaddrs allocated.
+    unsafe { libc::freeifaddrs(head) };
+    found
+}
+
+/// The neighbour table's (complete) entry for `ip` on `iface`.
+fn neighbour(iface: &str, ip: std::net::Ipv4Addr) -> Option<[u8; 6]> {
+    let table = std::fs::read_to_string("/proc/net/arp").ok()?;
+    parse_arp(&table, iface, ip)
+}
+
+fn parse_arp(table: &str, iface: &str, ip: std::net::Ipv4Addr) -> Option<[u8; 6]> {
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // IP address, HW type, Flags, HW address, Mask, Device; flag 0x2 = complete.
+        if f.len() < 6 || f[5] != iface || f[0].parse() != Ok(ip) {
+            continue;
+        }
+        let flags = u32::from_str_radix(f[2].trim_start_matches("0x"), 16).ok()?;
+        if flags & 0x2 == 0 {
+            continue;
+        }
+        let mut mac = [0u8; 6];
+        let parts: Vec<&str> = f[3].split(':').collect();
+        if parts.len() != 6 {
+            return None;
+        }
+        for (m, p) in mac.iter_mut().zip(parts) {
+            *m = u8::from_str_radix(p, 16).ok()?;
+        }
+        if mac == [0; 6] {
+            return None;
+        }
+        return Some(mac);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arp_table_lookup() {
+        let t = "IP address       HW type     Flags       HW address            Mask     Device\n\
+                 10.77.0.2        0x1         0x2         02:77:00:00:00:02     *        va\n\
+                 10.77.0.3        0x1         0x0         00:00:00:00:00:00     *        va\n";
+        let ip = |s: &str| s.parse().unwrap();
+        assert_eq!(parse_arp(t, "va", ip("10.77.0.2")), Some([2, 0x77, 0, 0, 0, 2]));
+        assert_eq!(parse_arp(t, "vb", ip("10.77.0.2")), None);
+        assert_eq!(parse_arp(t, "va", ip("10.77.0.3")), None, "incomplete");
+        assert_eq!(parse_arp(t, "va", ip("10.77.0.4")), None);
+    }
+}
