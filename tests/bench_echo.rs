@@ -1,8 +1,11 @@
-//! `etran bench echo` through the real binary on its private testbed: numbers for every Linux
-//! variant, every byte verified, nothing left behind. Needs root.
+//! `etran bench echo` through the real binary on its private testbed: numbers for Linux and
+//! eTran, every byte verified, nothing left behind. Needs root.
 use std::process::Command;
 
 use serde_json::Value;
+
+/// The runs build private testbeds and check that none is left: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn etran(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_etran")).args(args).output().expect("run etran")
@@ -18,6 +21,7 @@ fn namespaces() -> Vec<String> {
 
 #[test]
 fn linux_echo_runs_verified_and_cleans_up() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let before = namespaces();
     let out = etran(&[
         "-j",
@@ -50,13 +54,63 @@ fn linux_echo_runs_verified_and_cleans_up() {
     assert!(left.iter().all(|n| !n.starts_with("etb")), "private testbed left behind: {left:?}");
 }
 
+fn bpf_pins() -> Vec<String> {
+    std::fs::read_dir("/run/etran/bpf")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("net"))
+        .collect()
+}
+
+/// eTran against eTran: datapath, daemons and apps in the testbed's hosts, every echoed byte
+/// checked; the namespaces, pins and daemon sockets are gone afterwards.
+#[test]
+fn etran_echo_runs_verified_and_cleans_up() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let before = namespaces();
+    let pins_before = bpf_pins();
+    for size in ["64", "1000"] {
+        let out = etran(&[
+            "-j",
+            "bench",
+            "echo",
+            "--transport",
+            "etran",
+            "--duration",
+            "1s",
+            "--size",
+            size,
+            "--conns",
+            "4",
+            "--depth",
+            "3",
+        ]);
+        assert!(out.status.success(), "{size} B: {}", String::from_utf8_lossy(&out.stderr));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let row = &report["results"][0];
+        assert_eq!(row["transport"], "etran");
+        let messages = row["messages"].as_u64().unwrap();
+        assert!(messages > 0, "{row}");
+        let size: u64 = size.parse().unwrap();
+        assert!(row["verified_bytes"].as_u64().unwrap() >= messages * size, "{row}");
+        let p = &row["rtt_us"];
+        assert!(p["p50"].as_f64().unwrap() <= p["p99"].as_f64().unwrap());
+    }
+    let left: Vec<_> = namespaces().into_iter().filter(|n| !before.contains(n)).collect();
+    assert!(left.iter().all(|n| !n.starts_with("etb")), "private testbed left behind: {left:?}");
+    let pins: Vec<_> = bpf_pins().into_iter().filter(|n| !pins_before.contains(n)).collect();
+    assert!(pins.is_empty(), "pins left behind: {pins:?}");
+}
+
 #[test]
 fn echo_rejects_bad_flags_in_one_line() {
     for args in [
         &["bench", "echo", "--threads", "3", "--conns", "2"][..],
         &["bench", "echo", "--size", "0"],
         &["bench", "echo", "--duration", "0s"],
-        &["bench", "echo", "--transport", "etran"],
+        &["bench", "echo", "--transport", "etran", "--iface", "lo"],
     ] {
         let out = etran(args);
         assert!(!out.status.success(), "{args:?} should fail");

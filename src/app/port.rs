@@ -45,6 +45,9 @@ pub struct AppPort {
     /// Frames written but not yet on the TX ring.
     pending: Vec<Desc>,
     rx_frame_count: u32,
+    /// Received frames not yet back on the fill ring: the kernel publishes how far it consumed
+    /// the fill ring lazily, so the ring can look full for a moment; they go at the next poll.
+    refill: Vec<u64>,
     stats: PortStats,
 }
 
@@ -85,6 +88,7 @@ impl AppPort {
             tx_frames,
             pending: Vec::new(),
             rx_frame_count,
+            refill: Vec::new(),
             stats: PortStats::default(),
         };
         let addrs: Vec<u64> =
@@ -115,6 +119,7 @@ impl AppPort {
     pub fn poll_rx(&mut self, mut f: impl FnMut(&etran_tcp_rx_meta, &[u8])) -> io::Result<usize> {
         let mut total = 0;
         let mut done = Vec::with_capacity(BATCH as usize);
+        self.refill_fill();
         loop {
             done.clear();
             let rx = self.sock.rx().expect("from_bound maps RX");
@@ -134,15 +139,22 @@ impl AppPort {
                     None => self.stats.rx_malformed += 1,
                 }
             }
-            let bases: Vec<u64> = done.iter().map(|d| self.umem.frame_base(d.addr)).collect();
-            let fill = self.sock.fill().expect("from_bound maps the fill ring");
-            // The fill ring holds every RX frame, so there is always room.
-            let n = fill.produce_from(&bases);
-            debug_assert_eq!(n as usize, bases.len());
+            self.refill.extend(done.iter().map(|d| self.umem.frame_base(d.addr)));
+            self.refill_fill();
             total += done.len();
         }
         self.sock.wake_rx()?;
         Ok(total)
+    }
+
+    /// Gives the frames waiting in `refill` back to the fill ring (as many as it has room for).
+    fn refill_fill(&mut self) {
+        if self.refill.is_empty() {
+            return;
+        }
+        let fill = self.sock.fill().expect("from_bound maps the fill ring");
+        let n = fill.produce_from(&self.refill) as usize;
+        self.refill.drain(..n);
     }
 
     /// Writes one TX frame with `f` (given the whole frame buffer; it returns the length to

@@ -507,9 +507,10 @@ fn local_ipv4(iface: &str) -> Option<std::net::Ipv4Addr> {
     found
 }
 
-/// The neighbour table's (complete) entry for `ip` on `iface`.
+/// The neighbour table's (complete) entry for `ip` on `iface`, in the calling thread's network
+/// namespace (`/proc/net` follows the process's main thread, not an in-process daemon's).
 fn neighbour(iface: &str, ip: std::net::Ipv4Addr) -> Option<[u8; 6]> {
-    let table = std::fs::read_to_string("/proc/net/arp").ok()?;
+    let table = std::fs::read_to_string("/proc/thread-self/net/arp").ok()?;
     parse_arp(&table, iface, ip)
 }
 

@@ -9,7 +9,10 @@ use std::{
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use super::linux_echo::{self, Client, ClientResult, Server, Wait};
+use super::{
+    etran_echo,
+    linux_echo::{self, Client, ClientResult, Server, Wait},
+};
 use crate::{
     bench,
     cli::{EchoArgs, EchoTransport},
@@ -31,6 +34,9 @@ struct Row {
     /// Why there are no numbers (a transport this build cannot run yet).
     #[serde(skip_serializing_if = "Option::is_none")]
     unavailable: Option<String>,
+    /// How this row's run differs from what was asked (e.g. fewer threads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
     messages_per_sec: f64,
     /// Payload each way.
     gbit_per_sec: f64,
@@ -68,11 +74,8 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
         EchoTransport::Linux => &[EchoTransport::Linux],
         EchoTransport::LinuxBusy => &[EchoTransport::LinuxBusy],
     };
-    if args.transport == EchoTransport::Etran {
-        bail!("{}", ETRAN_UNAVAILABLE);
-    }
     if args.iface.is_some() {
-        bail!("bench echo on --iface needs the eTran TCP transport, which is not in this build yet; run it on the built-in testbed");
+        bail!("bench echo runs on its built-in private testbed; --iface is not supported yet");
     }
     sys::require_root("etran bench echo (it builds a private testbed)")?;
     let tb = testbed::Testbed::private(2)?;
@@ -96,7 +99,7 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for &t in transports {
         results.push(match t {
-            EchoTransport::Etran => unavailable("etran"),
+            EchoTransport::Etran => measure_etran(&args, &sides, out)?,
             EchoTransport::Linux => measure("linux", Wait::Blocking, &args, &sides, out)?,
             EchoTransport::LinuxBusy => measure("linux-busy", Wait::Busy, &args, &sides, out)?,
             EchoTransport::All => unreachable!("expanded above"),
@@ -120,9 +123,6 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-const ETRAN_UNAVAILABLE: &str =
-    "the eTran TCP transport is not in this build yet (daemon and TCP datapath are in progress)";
-
 fn validate(args: &EchoArgs) -> anyhow::Result<()> {
     if args.size == 0 || args.size > 1 << 20 {
         bail!("--size must be between 1 and 1048576 bytes");
@@ -142,18 +142,6 @@ fn validate(args: &EchoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn unavailable(transport: &'static str) -> Row {
-    Row {
-        transport,
-        unavailable: Some(ETRAN_UNAVAILABLE.to_string()),
-        messages_per_sec: 0.0,
-        gbit_per_sec: 0.0,
-        rtt_us: None,
-        messages: 0,
-        verified_bytes: 0,
-    }
-}
-
 /// One Linux run: servers in the server namespace, clients in the client namespace.
 fn measure(
     name: &'static str,
@@ -171,15 +159,7 @@ fn measure(
             .collect::<anyhow::Result<Vec<_>>>()
     })??;
     let wakers: Vec<_> = servers.iter().map(Server::waker).collect();
-    let bar = out.interactive().then(|| {
-        let bar = indicatif::ProgressBar::new(args.duration.as_secs().max(1));
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:30}] {msg}")
-                .expect("valid template"),
-        );
-        bar.set_prefix(name);
-        bar
-    });
+    let bar = progress_bar(name, args, out);
 
     let results: Vec<anyhow::Result<ClientResult>> = std::thread::scope(|s| {
         let mut server_threads = Vec::new();
@@ -213,24 +193,7 @@ fn measure(
                 })
             })
             .collect();
-        // Per-second progress while the clients run.
-        let mut last = 0;
-        let mut tick = start;
-        while clients.iter().any(|c| !c.is_finished()) {
-            std::thread::sleep(Duration::from_millis(50));
-            if tick.elapsed() >= Duration::from_secs(1) {
-                let now = progress.load(Ordering::Relaxed);
-                if let Some(bar) = &bar {
-                    bar.inc(1);
-                    bar.set_message(format!(
-                        "{:.0} msgs/s",
-                        (now - last) as f64 / tick.elapsed().as_secs_f64()
-                    ));
-                }
-                last = now;
-                tick = Instant::now();
-            }
-        }
+        watch_progress(bar.as_ref(), &progress, start, &|| clients.iter().all(|c| c.is_finished()));
         let results = clients.into_iter().map(|c| c.join().expect("client thread")).collect();
         stop.store(true, Ordering::Relaxed);
         for w in &wakers {
@@ -256,14 +219,96 @@ fn measure(
         verified += r.verified_bytes;
         rtt.add(&r.rtt_ns)?;
     }
+    row(name, args, messages, verified, &rtt, None)
+}
+
+/// Per-second progress on `bar` until `done`.
+fn watch_progress(
+    bar: Option<&indicatif::ProgressBar>,
+    progress: &AtomicU64,
+    start: Instant,
+    done: &dyn Fn() -> bool,
+) {
+    let mut last = 0;
+    let mut tick = start;
+    while !done() {
+        std::thread::sleep(Duration::from_millis(50));
+        if tick.elapsed() >= Duration::from_secs(1) {
+            let now = progress.load(Ordering::Relaxed);
+            if let Some(bar) = bar {
+                bar.inc(1);
+                bar.set_message(format!(
+                    "{:.0} msgs/s",
+                    (now - last) as f64 / tick.elapsed().as_secs_f64()
+                ));
+            }
+            last = now;
+            tick = Instant::now();
+        }
+    }
+}
+
+fn progress_bar(name: &str, args: &EchoArgs, out: &Output) -> Option<indicatif::ProgressBar> {
+    out.interactive().then(|| {
+        let bar = indicatif::ProgressBar::new(args.duration.as_secs().max(1));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:30}] {msg}")
+                .expect("valid template"),
+        );
+        bar.set_prefix(name.to_string());
+        bar
+    })
+}
+
+/// The eTran run: one client App (all connections) on CPU 0, one server App on CPU 1.
+fn measure_etran(args: &EchoArgs, sides: &Sides, out: &Output) -> anyhow::Result<Row> {
+    let cpus = bench::cpu_count();
+    let progress = AtomicU64::new(0);
+    let bar = progress_bar("etran", args, out);
+    let params = etran_echo::Params {
+        client: &sides.client,
+        server: &sides.server,
+        server_addr: linux_echo::server_addr(sides.server_ip, 0),
+        conns: args.conns,
+        depth: args.depth,
+        size: args.size,
+        duration: args.duration,
+        client_cpu: 0,
+        server_cpu: 1 % cpus,
+    };
+    let r = etran_echo::run(&params, &progress, |done| {
+        watch_progress(bar.as_ref(), &progress, Instant::now(), done)
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let r = r.context("etran echo")?;
+    let note = (args.threads > 1).then(|| {
+        format!(
+            "ran with 1 client and 1 server thread (one App per side), not --threads {}",
+            args.threads
+        )
+    });
+    row("etran", args, r.messages, r.verified_bytes, &r.rtt_ns, note)
+}
+
+fn row(
+    transport: &'static str,
+    args: &EchoArgs,
+    messages: u64,
+    verified: u64,
+    rtt: &hdrhistogram::Histogram<u64>,
+    note: Option<String>,
+) -> anyhow::Result<Row> {
     if messages == 0 {
-        bail!("{name}: no message completed a round trip in {:?}", args.duration);
+        bail!("{transport}: no message completed a round trip in {:?}", args.duration);
     }
     let secs = args.duration.as_secs_f64();
     let us = |q: f64| rtt.value_at_quantile(q) as f64 / 1000.0;
     Ok(Row {
-        transport: name,
+        transport,
         unavailable: None,
+        note,
         messages_per_sec: messages as f64 / secs,
         gbit_per_sec: (messages * u64::from(args.size)) as f64 * 8.0 / secs / 1e9,
         rtt_us: Some(Percentiles { p50: us(0.5), p99: us(0.99), p99_9: us(0.999) }),
@@ -310,6 +355,11 @@ fn print_table(r: &Report<'_>) {
         }
     }
     print!("{}", t.render());
+    for row in &r.results {
+        if let Some(note) = &row.note {
+            println!("{}: {note}", row.transport);
+        }
+    }
     for row in r.results.iter().filter(|r| r.unavailable.is_some()) {
         println!("{}: {}", row.transport, row.unavailable.as_deref().unwrap_or_default());
     }

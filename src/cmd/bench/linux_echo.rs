@@ -161,16 +161,81 @@ pub struct ClientResult {
     pub rtt_ns: Histogram<u64>,
 }
 
-struct ClientConn {
-    id: u32,
-    stream: TcpStream,
+/// One connection's echo bookkeeping, whatever transport moves its bytes: what to send next,
+/// which messages are in flight since when, and the check of every byte that comes back.
+pub struct Echo {
+    pub id: u32,
     sent_bytes: u64,
     recv_bytes: u64,
     /// Messages fully echoed back.
     completed: u64,
     /// Send times of the messages not yet echoed, oldest first.
     in_flight: VecDeque<Instant>,
-    write_buf: Vec<u8>,
+    /// Queued message bytes not yet taken by the transport.
+    pub write_buf: Vec<u8>,
+}
+
+impl Echo {
+    pub fn new(id: u32, depth: u32) -> Echo {
+        Echo {
+            id,
+            sent_bytes: 0,
+            recv_bytes: 0,
+            completed: 0,
+            in_flight: VecDeque::with_capacity(depth as usize),
+            write_buf: Vec::new(),
+        }
+    }
+
+    /// Queues one more message of `size` bytes, sent at `now`.
+    pub fn queue_message(&mut self, size: u64, now: Instant) {
+        let start = self.sent_bytes + self.write_buf.len() as u64;
+        self.write_buf.extend((start..start + size).map(|o| pattern(self.id, o)));
+        self.in_flight.push_back(now);
+    }
+
+    /// The transport took the first `n` queued bytes.
+    pub fn sent(&mut self, n: usize) {
+        self.sent_bytes += n as u64;
+        self.write_buf.drain(..n);
+    }
+
+    /// Checks echoed `bytes`, records each completed round trip, and replaces it with a new
+    /// message while `deadline` has not passed.
+    pub fn on_echo(
+        &mut self,
+        bytes: &[u8],
+        size: u64,
+        deadline: Instant,
+        result: &mut ClientResult,
+        progress: &AtomicU64,
+    ) -> anyhow::Result<()> {
+        for (i, &b) in bytes.iter().enumerate() {
+            let offset = self.recv_bytes + i as u64;
+            if b != pattern(self.id, offset) {
+                bail!("echo mismatch on connection {} at byte {offset}", self.id);
+            }
+        }
+        self.recv_bytes += bytes.len() as u64;
+        result.verified_bytes += bytes.len() as u64;
+        let arrived = Instant::now();
+        while self.completed < self.recv_bytes / size {
+            self.completed += 1;
+            let sent = self.in_flight.pop_front().context("an echo of a message never sent")?;
+            result.rtt_ns.saturating_record(arrived.duration_since(sent).as_nanos() as u64);
+            result.messages += 1;
+            progress.fetch_add(1, Ordering::Relaxed);
+            if arrived < deadline {
+                self.queue_message(size, arrived);
+            }
+        }
+        Ok(())
+    }
+}
+
+struct ClientConn {
+    stream: TcpStream,
+    echo: Echo,
 }
 
 /// Client thread: `conns` connections to `server`, `depth` messages of `size` bytes outstanding
@@ -203,15 +268,7 @@ impl Client {
                 Token(i as usize),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
-            conns.push(ClientConn {
-                id: self.first_conn_id + i,
-                stream,
-                sent_bytes: 0,
-                recv_bytes: 0,
-                completed: 0,
-                in_flight: VecDeque::with_capacity(self.depth as usize),
-                write_buf: Vec::new(),
-            });
+            conns.push(ClientConn { stream, echo: Echo::new(self.first_conn_id + i, self.depth) });
         }
         let size = u64::from(self.size);
         let mut result = ClientResult {
@@ -222,7 +279,7 @@ impl Client {
         let now = Instant::now();
         for c in &mut conns {
             for _ in 0..self.depth {
-                queue_message(c, size, now);
+                c.echo.queue_message(size, now);
             }
             flush(c)?;
         }
@@ -237,32 +294,12 @@ impl Client {
                 let c = &mut conns[event.token().0];
                 loop {
                     let n = match c.stream.read(&mut buf) {
-                        Ok(0) => bail!("the server closed connection {}", c.id),
+                        Ok(0) => bail!("the server closed connection {}", c.echo.id),
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) => return Err(e).context("receiving echoes"),
                     };
-                    for (i, &b) in buf[..n].iter().enumerate() {
-                        let offset = c.recv_bytes + i as u64;
-                        if b != pattern(c.id, offset) {
-                            bail!("echo mismatch on connection {} at byte {offset}", c.id);
-                        }
-                    }
-                    c.recv_bytes += n as u64;
-                    result.verified_bytes += n as u64;
-                    let arrived = Instant::now();
-                    while c.completed < c.recv_bytes / size {
-                        c.completed += 1;
-                        let sent = c.in_flight.pop_front().expect("in-flight message");
-                        result
-                            .rtt_ns
-                            .saturating_record(arrived.duration_since(sent).as_nanos() as u64);
-                        result.messages += 1;
-                        progress.fetch_add(1, Ordering::Relaxed);
-                        if arrived < deadline {
-                            queue_message(c, size, arrived);
-                        }
-                    }
+                    c.echo.on_echo(&buf[..n], size, deadline, &mut result, progress)?;
                 }
                 flush(c)?;
             }
@@ -271,19 +308,10 @@ impl Client {
     }
 }
 
-fn queue_message(c: &mut ClientConn, size: u64, now: Instant) {
-    let start = c.sent_bytes + c.write_buf.len() as u64;
-    c.write_buf.extend((start..start + size).map(|o| pattern(c.id, o)));
-    c.in_flight.push_back(now);
-}
-
 fn flush(c: &mut ClientConn) -> anyhow::Result<()> {
-    while !c.write_buf.is_empty() {
-        match c.stream.write(&c.write_buf) {
-            Ok(n) => {
-                c.sent_bytes += n as u64;
-                c.write_buf.drain(..n);
-            }
+    while !c.echo.write_buf.is_empty() {
+        match c.stream.write(&c.echo.write_buf) {
+            Ok(n) => c.echo.sent(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) => return Err(e).context("sending messages"),
         }
