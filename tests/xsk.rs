@@ -47,6 +47,13 @@ impl VethNs {
         let name = format!("xt-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
         ip(&["netns", "add", &name]);
         let ns = VethNs { name };
+        // No IPv6: its neighbour discovery and MLD frames would land in the sockets under test.
+        let quiet = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.name, "sh", "-c"])
+            .arg("echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6")
+            .status()
+            .expect("run sh");
+        assert!(quiet.success(), "disabling IPv6 in {}", ns.name);
         let q = queues.to_string();
         ip(&[
             "-n",
