@@ -7,14 +7,13 @@
 mod common;
 
 use std::{
-    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
 
 use common::{
-    daemon::Daemon,
-    netns::{in_netns, RawSocket, VethPair},
+    daemon::{etran_up_pair, Daemon},
+    netns::{in_netns, RawSocket},
     packet::*,
     tcp::as_bytes,
 };
@@ -94,16 +93,8 @@ fn poll_until(app: &mut App, what: &str, mut f: impl FnMut(&mut App) -> bool) {
 
 #[test]
 fn app_sends_and_receives_through_its_port() {
-    etran::datapath::pins::ensure_bpffs(Path::new(etran::datapath::pins::BPFFS_ROOT)).unwrap();
-    let net = VethPair::new("appdp");
+    let net = etran_up_pair("appdp");
     let (a, b) = (net.a.clone(), net.b.clone());
-    let out = Command::new("ip")
-        .args(["netns", "exec", &a, env!("CARGO_BIN_EXE_etran"), "up", "va"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "etran up: {}", String::from_utf8_lossy(&out.stderr));
-    // Frames redirected out of va reach vb only if vb runs NAPI (the veth rule): GRO on.
-    in_netns(&b, || etran::ethtool::set_gro("vb", true).unwrap());
     let daemon = Daemon::start(&a, "appdp");
     let (va_mac, vb_mac) = (mac_of(&a, "va"), mac_of(&b, "vb"));
 

@@ -13,7 +13,7 @@ use std::{
 };
 
 use common::{
-    daemon::Daemon,
+    daemon::{etran_up_pair, Daemon},
     netns::{in_netns, sh, VethPair},
 };
 use etran::daemon::{
@@ -28,15 +28,6 @@ fn etran(ns: &str, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run etran")
-}
-
-/// A namespace with `etran up va` done.
-fn setup(name: &str) -> VethPair {
-    etran::datapath::pins::ensure_bpffs(Path::new(etran::datapath::pins::BPFFS_ROOT)).unwrap();
-    let net = VethPair::new(name);
-    let out = etran(&net.a, &["up", "va"]);
-    assert!(out.status.success(), "etran up: {}", String::from_utf8_lossy(&out.stderr));
-    net
 }
 
 fn port_links(ns: &str) -> Vec<String> {
@@ -222,7 +213,7 @@ fn frame_reaches_app(ns: &str, reg: &etran::daemon::client::Registration) -> boo
 
 #[test]
 fn apps_register_get_ports_and_leave_nothing_behind() {
-    let net = setup("dmn-reg");
+    let net = etran_up_pair("dmn-reg");
     let mut daemon = Daemon::start(&net.a, "dmn-reg");
     let meta = fs::metadata(&daemon.sock).unwrap();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o660);
@@ -292,7 +283,7 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
 
 #[test]
 fn bad_input_is_refused_without_harm() {
-    let net = setup("dmn-bad");
+    let net = etran_up_pair("dmn-bad");
     let mut daemon = Daemon::start(&net.a, "dmn-bad");
 
     // Garbage: an error reply, then EOF.

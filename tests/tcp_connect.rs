@@ -9,14 +9,13 @@ mod common;
 use std::{
     io::{ErrorKind, Read, Write},
     net::{SocketAddrV4, TcpListener, TcpStream},
-    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
 
 use common::{
-    daemon::Daemon,
-    netns::{in_netns, VethPair},
+    daemon::{etran_up_pair, Daemon},
+    netns::in_netns,
     tcp::as_bytes,
 };
 use etran::{
@@ -81,15 +80,8 @@ fn exchange(app: &mut App, id: ConnId, client: &mut TcpStream) {
 
 #[test]
 fn linux_client_connects_to_an_etran_listener() {
-    etran::datapath::pins::ensure_bpffs(Path::new(etran::datapath::pins::BPFFS_ROOT)).unwrap();
-    let net = VethPair::new("tcpconn");
+    let net = etran_up_pair("tcpconn");
     let (a, b) = (net.a.clone(), net.b.clone());
-    let out = Command::new("ip")
-        .args(["netns", "exec", &a, env!("CARGO_BIN_EXE_etran"), "up", "va"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "etran up: {}", String::from_utf8_lossy(&out.stderr));
-    in_netns(&b, || etran::ethtool::set_gro("vb", true).unwrap());
     let daemon = Daemon::start(&a, "tcpconn");
 
     let mut session = Session::connect(&daemon.sock).unwrap();
@@ -141,15 +133,8 @@ fn linux_client_connects_to_an_etran_listener() {
 
 #[test]
 fn etran_app_connects_to_a_linux_listener() {
-    etran::datapath::pins::ensure_bpffs(Path::new(etran::datapath::pins::BPFFS_ROOT)).unwrap();
-    let net = VethPair::new("tcpact");
+    let net = etran_up_pair("tcpact");
     let (a, b) = (net.a.clone(), net.b.clone());
-    let out = Command::new("ip")
-        .args(["netns", "exec", &a, env!("CARGO_BIN_EXE_etran"), "up", "va"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "etran up: {}", String::from_utf8_lossy(&out.stderr));
-    in_netns(&b, || etran::ethtool::set_gro("vb", true).unwrap());
     let daemon = Daemon::start(&a, "tcpact");
     let mut session = Session::connect(&daemon.sock).unwrap();
     let reg = session.register(Transport::Tcp, 1).unwrap();

@@ -85,3 +85,18 @@ impl Drop for Daemon {
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A veth pair (`va` in `<name>-a`, `vb` in `<name>-b`) with `etran up va` done and GRO on `vb`
+/// (frames redirected out of `va` reach `vb` only if it runs NAPI: the veth rule).
+pub fn etran_up_pair(name: &str) -> super::netns::VethPair {
+    use etran::datapath::pins;
+    pins::ensure_bpffs(std::path::Path::new(pins::BPFFS_ROOT)).unwrap();
+    let net = super::netns::VethPair::new(name);
+    let out = Command::new("ip")
+        .args(["netns", "exec", &net.a, env!("CARGO_BIN_EXE_etran"), "up", "va"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "etran up: {}", String::from_utf8_lossy(&out.stderr));
+    super::netns::in_netns(&net.b, || etran::ethtool::set_gro("vb", true).unwrap());
+    net
+}
