@@ -159,7 +159,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__bench__subcmd__echo)
-            opts="-j -p -v -h -V --iface --server --size --conns --depth --threads --duration --transport --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --iface --server --size --conns --depth --threads --duration --transport --churn --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -195,6 +195,10 @@ _etran() {
                     ;;
                 --transport)
                     COMPREPLY=($(compgen -W "etran linux linux-busy all" -- "${cur}"))
+                    return 0
+                    ;;
+                --churn)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)
@@ -275,7 +279,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__bench__subcmd__raw)
-            opts="-j -p -v -h -V --iface --mode --size --batch --duration --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --iface --mode --size --batch --duration --switch --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -701,7 +705,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__testbed__subcmd__up)
-            opts="-j -p -v -h -V --name --hosts --rate --ecn-threshold --loss --duplicate --corrupt --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --name --hosts --rate --ecn-threshold --loss --duplicate --corrupt --direct --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -136,7 +136,7 @@ pub struct EchoArgs {
     /// Outstanding messages per connection.
     #[arg(long, default_value_t = 1)]
     pub depth: u32,
-    /// Client threads.
+    /// Client threads, each with its own server thread (and, for eTran, one App on each side).
     #[arg(long, default_value_t = 1)]
     pub threads: u32,
     /// How long to measure.
@@ -145,6 +145,10 @@ pub struct EchoArgs {
     /// Which transports to measure.
     #[arg(long, value_enum, default_value_t = EchoTransport::All)]
     pub transport: EchoTransport,
+    /// Connection churn: close each connection after this many round trips and open a new one
+    /// in its place; reports opens and closes per second and the eTran leak check.
+    #[arg(long, value_name = "MESSAGES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub churn: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +188,10 @@ pub struct RawArgs {
     /// How long to measure.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Put the testbed's switch namespace (one more XDP hop) between the hosts instead of
+    /// joining them with one veth pair.
+    #[arg(long, conflicts_with = "iface")]
+    pub switch: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,6 +233,9 @@ pub struct TestbedUpArgs {
     /// Fraction of frames the switch corrupts (one flipped payload byte), 0..1.
     #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
     pub corrupt: f64,
+    /// No switch: the 2 hosts' eth0 are the two ends of one veth pair (same addresses).
+    #[arg(long)]
+    pub direct: bool,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

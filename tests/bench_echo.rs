@@ -65,13 +65,14 @@ fn bpf_pins() -> Vec<String> {
 }
 
 /// eTran against eTran: datapath, daemons and apps in the testbed's hosts, every echoed byte
-/// checked; the namespaces, pins and daemon sockets are gone afterwards.
+/// checked, one and two App threads per side; the namespaces, pins and daemon sockets are gone
+/// afterwards.
 #[test]
 fn etran_echo_runs_verified_and_cleans_up() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let before = namespaces();
     let pins_before = bpf_pins();
-    for size in ["64", "1000"] {
+    for (size, threads) in [("64", "1"), ("1000", "2")] {
         let out = etran(&[
             "-j",
             "bench",
@@ -86,6 +87,8 @@ fn etran_echo_runs_verified_and_cleans_up() {
             "4",
             "--depth",
             "3",
+            "--threads",
+            threads,
         ]);
         assert!(out.status.success(), "{size} B: {}", String::from_utf8_lossy(&out.stderr));
         let report: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -97,11 +100,57 @@ fn etran_echo_runs_verified_and_cleans_up() {
         assert!(row["verified_bytes"].as_u64().unwrap() >= messages * size, "{row}");
         let p = &row["rtt_us"];
         assert!(p["p50"].as_f64().unwrap() <= p["p99"].as_f64().unwrap());
+        // One client and one server App per thread, each back to all its TX frames.
+        let apps = row["leak_check"]["apps"].as_array().unwrap();
+        assert_eq!(apps.len(), 2 * threads.parse::<usize>().unwrap(), "{row}");
     }
     let left: Vec<_> = namespaces().into_iter().filter(|n| !before.contains(n)).collect();
     assert!(left.iter().all(|n| !n.starts_with("etb")), "private testbed left behind: {left:?}");
     let pins: Vec<_> = bpf_pins().into_iter().filter(|n| !pins_before.contains(n)).collect();
     assert!(pins.is_empty(), "pins left behind: {pins:?}");
+}
+
+/// Connections opened and closed continuously (each after 2 round trips), on both engines:
+/// eTran's connection maps, app ports, descriptors and UMEM frames are back where they started.
+#[test]
+fn churn_leaves_nothing_behind() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let out = etran(&[
+        "-j",
+        "bench",
+        "echo",
+        "--duration",
+        "3s",
+        "--size",
+        "200",
+        "--conns",
+        "4",
+        "--depth",
+        "1",
+        "--threads",
+        "2",
+        "--churn",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["churn"], 2);
+    for row in report["results"].as_array().unwrap() {
+        let churn = &row["churn"];
+        let closes = churn["closes"].as_u64().unwrap();
+        assert!(closes >= 20, "{row}");
+        assert!(churn["opens"].as_u64().unwrap() >= closes + 4, "{row}");
+        assert!(row["messages"].as_u64().unwrap() >= 2 * closes, "{row}");
+    }
+    let etran = &report["results"][0];
+    assert_eq!(etran["transport"], "etran");
+    let leaks = &etran["leak_check"];
+    assert_eq!(leaks["before"], leaks["after"], "{leaks}");
+    assert_eq!(leaks["closed_conns"], leaks["before"]["tcp_conns"], "{leaks}");
+    assert!(leaks["peak_conns"][0].as_u64().unwrap() > 0, "the sampler saw connections: {leaks}");
+    for app in leaks["apps"].as_array().unwrap() {
+        assert_eq!(app["tx_free_at_end"], app["tx_frames"], "{app}");
+    }
 }
 
 #[test]
@@ -111,6 +160,7 @@ fn echo_rejects_bad_flags_in_one_line() {
         &["bench", "echo", "--size", "0"],
         &["bench", "echo", "--duration", "0s"],
         &["bench", "echo", "--transport", "etran", "--iface", "lo"],
+        &["bench", "echo", "--churn", "0"],
     ] {
         let out = etran(args);
         assert!(!out.status.success(), "{args:?} should fail");

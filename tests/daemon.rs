@@ -13,7 +13,7 @@ use std::{
 };
 
 use common::{
-    daemon::{etran_up_pair, Daemon},
+    daemon::{etran_up_pair, port_links, Daemon},
     netns::{in_netns, sh, VethPair},
 };
 use etran::daemon::{
@@ -28,16 +28,6 @@ fn etran(ns: &str, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run etran")
-}
-
-fn port_links(ns: &str) -> Vec<String> {
-    let out = sh(&format!("ip -n {ns} -o link show"));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split(':').nth(1))
-        .map(|n| n.trim().split('@').next().unwrap().to_string())
-        .filter(|n| etran::daemon::port::is_port_name(n))
-        .collect()
 }
 
 /// The gen pump's spare veth pair (`etgen<ifindex>` and its peer `…p`).

@@ -9,35 +9,20 @@ mod common;
 use std::{
     io::{ErrorKind, Read, Write},
     net::{SocketAddrV4, TcpListener, TcpStream},
-    process::Command,
     time::{Duration, Instant},
 };
 
 use common::{
     daemon::{etran_up_pair, Daemon},
     netns::in_netns,
-    tcp::as_bytes,
+    tcp::{add_neighbour_of_b, conn_present, pattern},
 };
 use etran::{
     app::{App, ConnId},
-    bpf::tcp::types::tcp_conn_key,
     daemon::{client::Session, proto::Transport},
 };
-use libbpf_rs::{MapCore, MapFlags};
 
 const PORT: u16 = 7100;
-
-fn pattern(seed: usize, n: usize) -> Vec<u8> {
-    (0..n).map(|i| ((i + seed) * 31 % 251) as u8).collect()
-}
-
-fn conn_present(ns: &str, key: &tcp_conn_key) -> bool {
-    in_netns(ns, || {
-        let dp = etran::datapath::find("va").unwrap().expect("etran is up on va");
-        let tcp = etran::datapath::tcp_handles(dp.summary.prog_id).unwrap();
-        tcp.conns.lookup(as_bytes(key), MapFlags::ANY).unwrap().is_some()
-    })
-}
 
 /// Both directions at once: Linux writes 20 kB from a thread while the app sends 30 kB and
 /// receives; each side checks the other's bytes exactly.
@@ -144,14 +129,7 @@ fn etran_app_connects_to_a_linux_listener() {
     // No neighbour entry for the peer yet: a clear refusal, the session lives on.
     let err = app.connect(&mut session, peer).unwrap_err();
     assert!(format!("{err:#}").contains("no neighbour entry"), "{err:#}");
-    let mac = Command::new("ip").args(["-n", &b, "-o", "link", "show", "vb"]).output().unwrap();
-    let mac = String::from_utf8_lossy(&mac.stdout);
-    let mac = mac.split("link/ether ").nth(1).unwrap().split(' ').next().unwrap().to_string();
-    let st = Command::new("ip")
-        .args(["-n", &a, "neigh", "replace", "10.77.0.2", "lladdr", &mac, "dev", "va"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    add_neighbour_of_b(&net);
 
     let listener = in_netns(&b, || TcpListener::bind(peer).expect("listen"));
     let id = app.connect(&mut session, peer).expect("connected");

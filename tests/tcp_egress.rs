@@ -13,8 +13,8 @@ use common::{
 };
 use etran::{
     bpf::tcp::types::{
-        etran_tcp_limit, etran_tcp_tx_hdr, etran_tcp_tx_intent, tcp_conn, tcp_conn_flag,
-        tcp_conn_key,
+        etran_tcp_limit, etran_tcp_tx_hdr, etran_tcp_tx_intent, tcp_conn, tcp_conn_fin,
+        tcp_conn_flag, tcp_conn_key,
     },
     datapath::ObjectStorage,
 };
@@ -37,6 +37,8 @@ const DATA: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_DATA.0 as u8;
 const ACK: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_ACK.0 as u8;
 const WINDOW_UPDATE: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_WINDOW_UPDATE.0 as u8;
 const RETRANSMIT: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_RETRANSMIT.0 as u8;
+const FIN: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_FIN.0 as u8;
+const FIN_SENT: u8 = tcp_conn_fin::TCP_CONN_FIN_SENT.0 as u8;
 const TS: u8 = tcp_conn_flag::TCP_CONN_TIMESTAMPS.0 as u8;
 const ECN: u8 = tcp_conn_flag::TCP_CONN_ECN.0 as u8;
 
@@ -93,10 +95,26 @@ fn retx(back: u32, len: u16) -> Vec<u8> {
     tx_frame(&hdr(RETRANSMIT, TX_POS.wrapping_sub(back), len, 0))
 }
 
+/// A FIN frame: the end of the app's stream at `tx_pos`.
+fn fin(tx_pos: u32) -> Vec<u8> {
+    tx_frame(&hdr(FIN, tx_pos, 0, 0))
+}
+
+/// Our FIN was sent (at snd_nxt - 1) and is not acknowledged.
+fn fin_in_flight(c: &tcp_conn) -> bool {
+    c.fin & FIN_SENT != 0 && c.snd_una != c.snd_nxt
+}
+
+/// The fixture connection after its FIN went out behind the bytes in flight.
+fn fin_sent(c: &mut tcp_conn) {
+    c.fin = FIN_SENT;
+    c.snd_nxt = c.snd_nxt.wrapping_add(1);
+}
+
 /// The sequence number of the payload at stream position `pos` on connection `c`: the bytes in
-/// flight [snd_una, snd_nxt) sit at positions ending at tx_pos.
+/// flight [snd_una, snd_nxt), less a FIN, sit at positions ending at tx_pos.
 fn seq_of(c: &tcp_conn, pos: u32) -> u32 {
-    let flight = c.snd_nxt.wrapping_sub(c.snd_una);
+    let flight = c.snd_nxt.wrapping_sub(c.snd_una) - u32::from(fin_in_flight(c));
     c.snd_una.wrapping_add(pos.wrapping_sub(c.tx_pos.wrapping_sub(flight)))
 }
 
@@ -112,6 +130,7 @@ struct State {
     ack_pending: u32,
     ack_now: u8,
     ip_id: u16,
+    fin: u8,
 }
 
 impl From<&tcp_conn> for State {
@@ -126,6 +145,7 @@ impl From<&tcp_conn> for State {
             ack_pending: c.ack_pending,
             ack_now: c.ack_now,
             ip_id: c.ip_id,
+            fin: c.fin,
         }
     }
 }
@@ -138,6 +158,13 @@ impl State {
         self.ack_pending = 0;
         self.ack_now = 0;
         self.ip_id = self.ip_id.wrapping_add(1);
+    }
+
+    /// Our first FIN went out: one sequence number, no stream byte.
+    fn fin_sent(&mut self) {
+        self.sent(0);
+        self.snd_nxt = self.snd_nxt.wrapping_add(1);
+        self.fin = FIN_SENT;
     }
 }
 
@@ -429,10 +456,88 @@ fn fixtures() -> Vec<Fixture> {
         ),
         f("shorter than a TX header", none, vec![0xab; 20], Verdict::Drop("tcp_tx_short"), same),
         f("zeroed header", none, vec![0; 24], Verdict::Drop("tcp_tx_bad_hdr"), same),
+        f("fin after every byte", none, fin(TX_POS), Verdict::Send, |s| s.fin_sent()),
+        f(
+            "fin with nothing in flight",
+            |c| c.snd_una = c.snd_nxt,
+            fin(TX_POS),
+            Verdict::Send,
+            |s| s.fin_sent(),
+        ),
+        f(
+            "fin ignores the peer and congestion windows",
+            |c| {
+                c.snd_wnd = 0;
+                c.cwnd = 1
+            },
+            fin(TX_POS),
+            Verdict::Send,
+            |s| s.fin_sent(),
+        ),
+        f(
+            "fin with a consumption report",
+            none,
+            tx_frame(&hdr(FIN, TX_POS, 0, 600)),
+            Verdict::Send,
+            |s| {
+                s.rcv_wnd += 600;
+                s.fin_sent()
+            },
+        ),
+        f(
+            "fin before the app's last bytes were sent",
+            none,
+            fin(TX_POS.wrapping_add(10)),
+            Verdict::Drop("tcp_tx_fin_early"),
+            same,
+        ),
+        f("fin before tx_pos", none, fin(TX_POS - 1), Verdict::Drop("tcp_tx_fin_early"), same),
+        f("fin resent at its own sequence number", fin_sent, fin(TX_POS), Verdict::Send, |s| {
+            s.sent(0)
+        }),
+        f(
+            "fin resent after its acknowledgement",
+            |c| {
+                fin_sent(c);
+                c.snd_una = c.snd_nxt
+            },
+            fin(0),
+            Verdict::Send,
+            |s| s.sent(0),
+        ),
+        f(
+            "fin with payload",
+            none,
+            tx_frame(&hdr(FIN, TX_POS, 10, 0)),
+            Verdict::Drop("tcp_tx_bad_hdr"),
+            same,
+        ),
+        f("new data after the fin", fin_sent, data(0, 10), Verdict::Drop("tcp_tx_after_fin"), same),
+        f(
+            "data overlapping the fin",
+            fin_sent,
+            data(5u32.wrapping_neg(), 10),
+            Verdict::Drop("tcp_tx_after_fin"),
+            same,
+        ),
+        f(
+            "data in flight resent after the fin",
+            fin_sent,
+            data(OUTSTANDING.wrapping_neg(), 100),
+            Verdict::Send,
+            |s| s.sent(0),
+        ),
+        f("retransmit of the last byte before the fin", fin_sent, retx(1, 1), Verdict::Send, |s| {
+            s.sent(0)
+        }),
+        f("retransmit of the fin", fin_sent, retx(0, 1), Verdict::Drop("tcp_tx_retx_range"), same),
+        f("ack after the fin", fin_sent, tx_frame(&hdr(ACK, 0, 0, 0)), Verdict::Send, |s| {
+            s.sent(0)
+        }),
         f(
             "unknown intent",
             none,
-            tx_frame(&hdr(5, 0, 0, 0)),
+            tx_frame(&hdr(FIN + 1, 0, 0, 0)),
             Verdict::Drop("tcp_tx_bad_hdr"),
             same,
         ),
@@ -471,10 +576,18 @@ fn monotonic_ms() -> u32 {
 fn expected_frame(before: &tcp_conn, after: &State, h: &etran_tcp_tx_hdr, tsval: u32) -> Vec<u8> {
     let len = usize::from(h.len);
     let window = (after.rcv_wnd >> before.rcv_wscale).min(65535) as u16;
-    let flags = if len > 0 { TCP_ACK | TCP_PSH } else { TCP_ACK };
+    let flags = match (len, h.intent) {
+        (0, FIN) => TCP_ACK | TCP_FIN,
+        (0, _) => TCP_ACK,
+        _ => TCP_ACK | TCP_PSH,
+    };
     let options =
         if before.flags & TS != 0 { tcp_ts_option(tsval, before.ts_recent) } else { vec![] };
-    let seq = if len > 0 { seq_of(before, h.tx_pos) } else { before.snd_nxt };
+    let seq = match (len, h.intent) {
+        (0, FIN) if before.fin & FIN_SENT != 0 => before.snd_nxt.wrapping_sub(1),
+        (0, _) => before.snd_nxt,
+        _ => seq_of(before, h.tx_pos),
+    };
     let seg = tcp_segment(
         LOCAL_PORT,
         PEER_PORT,
@@ -634,15 +747,19 @@ fn tcp_egress_survives_mutated_frames() {
             c.cwnd = [0, 0, 3000][rng.below(3)];
             c.flags = [0, TS, ECN, TS | ECN][rng.below(4)];
             c.rcv_wnd = (rng.next() % 200_000) as u32;
+            // A FIN stops new data: mostly start over without one.
+            if rng.below(4) != 0 {
+                c.fin = 0;
+            }
             h.set_conn(&key(), &c);
             prev = c;
         }
         let len = [1, 3, 100, MAX, MAX + 1, 0][rng.below(6)];
         let intent =
-            [DATA, DATA, DATA, RETRANSMIT, RETRANSMIT, ACK, WINDOW_UPDATE, 0][rng.below(8)];
+            [DATA, DATA, DATA, RETRANSMIT, RETRANSMIT, ACK, WINDOW_UPDATE, FIN, 0][rng.below(9)];
         let consumed = [0, 100, 70_000, u32::MAX][rng.below(4)];
         // At tx_pos, or anywhere in (or just around) the bytes in flight.
-        let flight = prev.snd_nxt.wrapping_sub(prev.snd_una);
+        let flight = prev.snd_nxt.wrapping_sub(prev.snd_una) - u32::from(fin_in_flight(&prev));
         let pos = match rng.below(3) {
             0 => prev.tx_pos,
             1 => {
@@ -670,10 +787,13 @@ fn tcp_egress_survives_mutated_frames() {
             assert_eq!((c.snd_nxt, c.tx_pos), (prev.snd_nxt, prev.tx_pos), "retransmit: {}", ctx());
         }
         assert!(matches!(run.verdict, XDP_DROP | XDP_REDIRECT), "verdict: {}", ctx());
-        let sent = c.snd_nxt.wrapping_sub(prev.snd_nxt);
+        // The first FIN takes a sequence number and no stream byte.
+        let fin_first = u32::from(c.fin & FIN_SENT != 0 && prev.fin & FIN_SENT == 0);
+        let sent = c.snd_nxt.wrapping_sub(prev.snd_nxt) - fin_first;
         assert!(not_after(prev.snd_nxt, c.snd_nxt), "snd_nxt never moves back: {}", ctx());
         assert_eq!(c.tx_pos.wrapping_sub(prev.tx_pos), sent, "stream and seq move together");
-        let flight = c.snd_nxt.wrapping_sub(c.snd_una);
+        assert!(sent == 0 || prev.fin & FIN_SENT == 0, "no new data after a FIN: {}", ctx());
+        let flight = c.snd_nxt.wrapping_sub(c.snd_una) - u32::from(fin_in_flight(&c));
         let limit = if c.cwnd != 0 { c.snd_wnd.min(c.cwnd) } else { c.snd_wnd };
         assert!(sent == 0 || flight <= limit, "within the send window: {}", ctx());
         assert!(c.rcv_wnd >= prev.rcv_wnd, "egress never shrinks rcv_wnd: {}", ctx());
@@ -688,8 +808,13 @@ fn tcp_egress_survives_mutated_frames() {
             let len = (seg.len() - doff) as u32;
             let th = sent_hdr.expect("a sent frame had a header");
             assert_eq!(len, u32::from(th.len), "the whole payload: {}", ctx());
+            if th.intent == FIN && fin_first == 0 {
+                assert_eq!(seq, prev.snd_nxt.wrapping_sub(1), "the FIN again: {}", ctx());
+                prev = c;
+                continue;
+            }
             if len == 0 {
-                assert_eq!(seq, prev.snd_nxt, "a pure ACK at snd_nxt: {}", ctx());
+                assert_eq!(seq, prev.snd_nxt, "a pure ACK or the FIN at snd_nxt: {}", ctx());
             } else {
                 assert_eq!(seq, seq_of(&prev, th.tx_pos), "seq from position: {}", ctx());
             }

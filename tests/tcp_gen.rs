@@ -66,8 +66,13 @@ fn base_conn() -> tcp_conn {
 
 /// A segment from the peer (timestamp option, TSval 100) at `seq_off` from rcv_nxt.
 fn data(seq_off: u32, len: usize) -> Vec<u8> {
+    data_from(PEER_PORT, seq_off, len)
+}
+
+/// The same from another peer port (another connection).
+fn data_from(peer_port: u16, seq_off: u32, len: usize) -> Vec<u8> {
     let tcp = tcp_segment(
-        PEER_PORT,
+        peer_port,
         LOCAL_PORT,
         RCV.wrapping_add(seq_off),
         SND,
@@ -86,14 +91,29 @@ fn peer_ack() -> Vec<u8> {
     eth(ETH_P_IP, &ipv4(IPPROTO_TCP, &tcp))
 }
 
-/// Pops every key queued for the generator.
-fn drain_queue(h: &Harness<'_>) -> Vec<tcp_conn_key> {
-    let q = &h.objs.tcp.maps.etran_tcp_ack_queue;
+/// The generator queue named by an `etran_tcp_ack_queued` bit.
+fn queue<'a>(h: &'a Harness<'_>, q: u8) -> &'a libbpf_rs::MapMut<'a> {
+    match q {
+        IMMEDIATE => &h.objs.tcp.maps.etran_tcp_ack_queue,
+        DELAYED => &h.objs.tcp.maps.etran_tcp_dack_queue,
+        _ => panic!("no queue {q}"),
+    }
+}
+
+/// Pops every key of one queue.
+fn drain_queue(h: &Harness<'_>, q: u8) -> Vec<tcp_conn_key> {
+    let q = queue(h, q);
     std::iter::from_fn(|| q.lookup_and_delete(&[]).unwrap().map(|v| from_bytes(&v))).collect()
 }
 
-fn push_key(h: &Harness<'_>, k: &tcp_conn_key) {
-    h.objs.tcp.maps.etran_tcp_ack_queue.update(&[], as_bytes(k), MapFlags::ANY).unwrap();
+/// Empties both queues.
+fn drain_queues(h: &Harness<'_>) {
+    drain_queue(h, IMMEDIATE);
+    drain_queue(h, DELAYED);
+}
+
+fn push_key(h: &Harness<'_>, q: u8, k: &tcp_conn_key) {
+    queue(h, q).update(&[], as_bytes(k), MapFlags::ANY).unwrap();
 }
 
 /// Reads the wake ring buffer: (pushed, kind) of each record since the last call.
@@ -128,8 +148,8 @@ struct Case {
     frames: Vec<Vec<u8>>,
     /// ack_queued afterwards.
     queued: u8,
-    /// Keys pushed on the queue.
-    pushed: usize,
+    /// Keys pushed on the (immediate, delayed) queues.
+    pushed: (usize, usize),
     /// (pushed, kind) wake records.
     wakes: Vec<(u32, u32)>,
 }
@@ -149,25 +169,61 @@ fn tcp_gen_ingress_queues_due_acks() {
         pushed,
         wakes,
     };
+    let both = DELAYED | IMMEDIATE;
+    let full = |n: u32| (0..n).map(|k| data(k * u32::from(MSS), MSS.into())).collect::<Vec<_>>();
     let cases = vec![
-        c("a small in-order segment: delayed", none, vec![data(0, 100)], DELAYED, 1, vec![(1, d)]),
         c(
-            "the second full segment: at once, queued once",
+            "a small in-order segment: delayed",
             none,
-            vec![data(0, MSS.into()), data(MSS.into(), MSS.into())],
-            IMMEDIATE,
-            1,
-            vec![(1, d), (0, i)],
+            vec![data(0, 100)],
+            DELAYED,
+            (0, 1),
+            vec![(1, d)],
         ),
         c(
-            "a segment of two MSS at once",
+            "seven full segments: still delayed, queued once",
             none,
-            vec![data(0, 2 * usize::from(MSS))],
-            IMMEDIATE,
-            1,
+            full(7),
+            DELAYED,
+            (0, 1),
+            vec![(1, d)],
+        ),
+        c(
+            "the eighth full segment: due at once, the delayed key stays",
+            none,
+            full(8),
+            both,
+            (1, 1),
+            vec![(1, d), (1, i)],
+        ),
+        c(
+            "seven segments owed, one more: at once",
+            |c| {
+                c.ack_pending = 7 * u32::from(MSS);
+                c.ack_queued = DELAYED;
+            },
+            vec![data(0, MSS.into())],
+            both,
+            (1, 0),
             vec![(1, i)],
         ),
-        c("out of order", none, vec![data(500, 100)], IMMEDIATE, 1, vec![(1, i)]),
+        c(
+            "owed bytes short of the window left: delayed",
+            |c| c.rcv_wnd = 500,
+            vec![data(0, 249)],
+            DELAYED,
+            (0, 1),
+            vec![(1, d)],
+        ),
+        c(
+            "owed bytes reach the window left: at once",
+            |c| c.rcv_wnd = 500,
+            vec![data(0, 250)],
+            IMMEDIATE,
+            (1, 0),
+            vec![(1, i)],
+        ),
+        c("out of order", none, vec![data(500, 100)], IMMEDIATE, (1, 0), vec![(1, i)]),
         c(
             "a gap filled",
             |c| {
@@ -176,7 +232,7 @@ fn tcp_gen_ingress_queues_due_acks() {
             },
             vec![data(0, 100)],
             IMMEDIATE,
-            1,
+            (1, 0),
             vec![(1, i)],
         ),
         c(
@@ -184,28 +240,28 @@ fn tcp_gen_ingress_queues_due_acks() {
             none,
             vec![data(200u32.wrapping_neg(), 100)],
             IMMEDIATE,
-            1,
+            (1, 0),
             vec![(1, i)],
         ),
-        c("a pure ACK: nothing owed", none, vec![peer_ack()], NOT_QUEUED, 0, vec![]),
+        c("a pure ACK: nothing owed", none, vec![peer_ack()], NOT_QUEUED, (0, 0), vec![]),
         c(
             "already queued for at once: nothing more",
             |c| c.ack_queued = IMMEDIATE,
             vec![data(500, 100), data(0, 100)],
             IMMEDIATE,
-            0,
+            (0, 0),
             vec![],
         ),
         c(
-            "already queued delayed, then out of order: upgraded, not pushed again",
+            "already queued delayed, then out of order: pushed on the immediate queue too",
             |c| {
                 c.ack_queued = DELAYED;
                 c.ack_pending = 10;
             },
             vec![data(0, 100), data(500, 100)],
-            IMMEDIATE,
-            0,
-            vec![(0, i)],
+            both,
+            (1, 0),
+            vec![(1, i)],
         ),
     ];
     for case in cases {
@@ -213,16 +269,17 @@ fn tcp_gen_ingress_queues_due_acks() {
         let mut conn = base_conn();
         (case.setup)(&mut conn);
         h.set_conn(&key(), &conn);
-        drain_queue(&h);
+        drain_queues(&h);
         wakes.take();
         for f in &case.frames {
             let v = h.run(&h.objs.entrance.progs.etran_entrance, f, LO).verdict;
             assert!(matches!(v, XDP_REDIRECT | XDP_DROP), "{name}: verdict {v}");
         }
         assert_eq!(h.conn(&key()).ack_queued, case.queued, "{name}: ack_queued");
-        let keys = drain_queue(&h);
-        assert_eq!(keys.len(), case.pushed, "{name}: keys queued");
-        assert!(keys.iter().all(|k| as_bytes(k) == as_bytes(&key())), "{name}: the conn's key");
+        let keys = (drain_queue(&h, IMMEDIATE), drain_queue(&h, DELAYED));
+        assert_eq!((keys.0.len(), keys.1.len()), case.pushed, "{name}: keys queued");
+        let all = keys.0.iter().chain(&keys.1);
+        assert!(all.map(as_bytes).all(|k| k == as_bytes(&key())), "{name}: the conn's key");
         assert_eq!(wakes.take(), case.wakes, "{name}: wake records");
     }
 }
@@ -258,19 +315,23 @@ fn check_sums(frame: &[u8]) -> &[u8] {
     seg
 }
 
-fn gen(h: &Harness<'_>) -> RawRun {
-    h.run(&h.objs.tcp.progs.etran_tcp_gen, &TEMPLATE, LO)
+/// One generator run popping queue `q` (the template's first byte names it, as the pump does).
+fn gen(h: &Harness<'_>, q: u8) -> RawRun {
+    let mut template = TEMPLATE;
+    template[0] = q;
+    h.run(&h.objs.tcp.progs.etran_tcp_gen, &template, LO)
 }
 
-fn queued_conn(h: &Harness<'_>, change: impl Fn(&mut tcp_conn)) -> tcp_conn {
+/// A connection owing an ACK, its key alone on queue `q`.
+fn queued_conn(h: &Harness<'_>, q: u8, change: impl Fn(&mut tcp_conn)) -> tcp_conn {
     let mut c = base_conn();
     c.ack_pending = 300;
     c.ack_now = 1;
-    c.ack_queued = IMMEDIATE;
+    c.ack_queued = q;
     change(&mut c);
     h.set_conn(&key(), &c);
-    drain_queue(h);
-    push_key(h, &key());
+    drain_queues(h);
+    push_key(h, q, &key());
     c
 }
 
@@ -279,21 +340,18 @@ fn tcp_gen_emits_a_pure_ack() {
     let mut storage = ObjectStorage::default();
     let h = Harness::new(&mut storage);
     type Change = fn(&mut tcp_conn);
-    let variants: [(&str, Change); 5] = [
-        ("timestamps", |_| {}),
-        ("no timestamps", |c| c.flags = 0),
-        ("ECN: a pure ACK is not ECN-capable", |c| c.flags = TS | ECN),
-        ("delayed, no ack_now", |c| {
-            c.ack_now = 0;
-            c.ack_queued = DELAYED;
-        }),
-        ("window field capped", |c| c.rcv_wnd = 1 << 20),
+    let variants: [(&str, u8, Change); 5] = [
+        ("timestamps", IMMEDIATE, |_| {}),
+        ("no timestamps", IMMEDIATE, |c| c.flags = 0),
+        ("ECN: a pure ACK is not ECN-capable", IMMEDIATE, |c| c.flags = TS | ECN),
+        ("delayed, no ack_now", DELAYED, |c| c.ack_now = 0),
+        ("window field capped", IMMEDIATE, |c| c.rcv_wnd = 1 << 20),
     ];
-    for (name, change) in variants {
-        let before = queued_conn(&h, change);
+    for (name, q, change) in variants {
+        let before = queued_conn(&h, q, change);
         let c0 = h.counters();
         let t0 = monotonic_ms();
-        let run = gen(&h);
+        let run = gen(&h, q);
         let t1 = monotonic_ms();
         let c1 = h.counters();
         assert_eq!(run.verdict, XDP_REDIRECT, "{name}: verdict");
@@ -321,7 +379,7 @@ fn tcp_gen_emits_a_pure_ack() {
         assert_eq!(as_bytes(&after)[4..], as_bytes(&want)[4..], "{name}: conn (lock word aside)");
 
         // Nothing queued: the batch ends with a drop that counts nothing.
-        let run = gen(&h);
+        let run = gen(&h, q);
         assert_eq!(run.verdict, XDP_DROP, "{name}: empty queue");
         assert_eq!(tcp_row(&h.counters()), tcp_row(&c1), "{name}: an empty pop counts nothing");
     }
@@ -334,36 +392,50 @@ fn tcp_gen_skips_what_is_not_owed() {
     let reason = |h: &Harness<'_>, r| drop_total(&h.counters(), r);
 
     // A key queued twice is sent once: the second pop finds nothing owed.
-    queued_conn(&h, |_| {});
-    push_key(&h, &key());
-    assert_eq!(gen(&h).verdict, XDP_REDIRECT, "first pop");
+    queued_conn(&h, IMMEDIATE, |_| {});
+    push_key(&h, IMMEDIATE, &key());
+    assert_eq!(gen(&h, IMMEDIATE).verdict, XDP_REDIRECT, "first pop");
     let settled = reason(&h, "tcp_gen_settled");
-    assert_eq!(gen(&h).verdict, XDP_DROP, "second pop");
+    assert_eq!(gen(&h, IMMEDIATE).verdict, XDP_DROP, "second pop");
     assert_eq!(reason(&h, "tcp_gen_settled"), settled + 1, "counted as settled");
-    assert_eq!(gen(&h).verdict, XDP_DROP, "queue empty");
+    assert_eq!(gen(&h, IMMEDIATE).verdict, XDP_DROP, "queue empty");
+
+    // A key in both queues: the immediate pop sends and clears only its own bit; the delayed
+    // pop later finds nothing owed.
+    queued_conn(&h, IMMEDIATE, |c| c.ack_queued = DELAYED | IMMEDIATE);
+    push_key(&h, DELAYED, &key());
+    assert_eq!(gen(&h, IMMEDIATE).verdict, XDP_REDIRECT, "immediate pop sends");
+    assert_eq!(h.conn(&key()).ack_queued, DELAYED, "still in the delayed queue");
+    let settled = reason(&h, "tcp_gen_settled");
+    assert_eq!(gen(&h, DELAYED).verdict, XDP_DROP, "delayed pop");
+    assert_eq!(reason(&h, "tcp_gen_settled"), settled + 1, "counted as settled");
+    assert_eq!(h.conn(&key()).ack_queued, NOT_QUEUED, "in no queue");
+    assert_eq!(gen(&h, DELAYED).verdict, XDP_DROP, "delayed queue empty");
 
     // Data the app sent carried the ACK before the generator ran.
-    queued_conn(&h, |c| {
-        c.ack_now = 0;
-        c.ack_pending = 0;
-    });
-    let settled = reason(&h, "tcp_gen_settled");
-    assert_eq!(gen(&h).verdict, XDP_DROP);
-    assert_eq!(reason(&h, "tcp_gen_settled"), settled + 1);
-    assert_eq!(h.conn(&key()).ack_queued, NOT_QUEUED, "unmarked");
+    for q in [IMMEDIATE, DELAYED] {
+        queued_conn(&h, q, |c| {
+            c.ack_now = 0;
+            c.ack_pending = 0;
+        });
+        let settled = reason(&h, "tcp_gen_settled");
+        assert_eq!(gen(&h, q).verdict, XDP_DROP, "queue {q}");
+        assert_eq!(reason(&h, "tcp_gen_settled"), settled + 1, "queue {q}");
+        assert_eq!(h.conn(&key()).ack_queued, NOT_QUEUED, "queue {q}: unmarked");
+    }
 
     // A connection deleted after queuing is skipped and counted.
-    queued_conn(&h, |_| {});
+    queued_conn(&h, IMMEDIATE, |_| {});
     h.objs.tcp.maps.etran_tcp_conns.delete(as_bytes(&key())).unwrap();
     let gone = reason(&h, "tcp_gen_no_conn");
-    assert_eq!(gen(&h).verdict, XDP_DROP);
+    assert_eq!(gen(&h, IMMEDIATE).verdict, XDP_DROP);
     assert_eq!(reason(&h, "tcp_gen_no_conn"), gone + 1);
 
     // No NIC: the ACK stays owed, the mark is cleared so the next segment queues it again.
-    let before = queued_conn(&h, |_| {});
+    let before = queued_conn(&h, IMMEDIATE, |_| {});
     h.objs.tcp.maps.etran_nic.delete(&0u32.to_ne_bytes()).unwrap();
     let no_nic = reason(&h, "tcp_tx_no_nic");
-    assert_eq!(gen(&h).verdict, XDP_DROP);
+    assert_eq!(gen(&h, IMMEDIATE).verdict, XDP_DROP);
     assert_eq!(reason(&h, "tcp_tx_no_nic"), no_nic + 1);
     let after = h.conn(&key());
     assert_eq!((after.ack_now, after.ack_pending), (before.ack_now, before.ack_pending));
@@ -396,23 +468,73 @@ fn tcp_gen_pump_live_frames() {
             }
             // Live runs pop keys and update the connection (the frames go to lo, which has no
             // XDP transmit and drops them).
-            let before = queued_conn(&h, |_| {});
-            let sent = tcp_row(&h.counters()).0;
-            pump.pump().unwrap();
-            assert!(!pump.queued(), "queue drained");
-            let after = h.conn(&key());
-            assert_eq!((after.ack_now, after.ack_pending, after.ack_queued), (0, 0, 0));
-            assert_eq!(after.ip_id, before.ip_id.wrapping_add(1));
-            assert_eq!(tcp_row(&h.counters()).0, sent + 1, "counted as sent");
+            for q in [IMMEDIATE, DELAYED] {
+                let before = queued_conn(&h, q, |_| {});
+                let sent = tcp_row(&h.counters()).0;
+                pump.pump().unwrap();
+                assert!(!pump.queued(), "queue {q} drained");
+                let after = h.conn(&key());
+                assert_eq!((after.ack_now, after.ack_pending, after.ack_queued), (0, 0, 0));
+                assert_eq!(after.ip_id, before.ip_id.wrapping_add(1));
+                assert_eq!(tcp_row(&h.counters()).0, sent + 1, "queue {q}: counted as sent");
+            }
         }
         assert!(etran::sys::ifindex("etgentest").is_err(), "spare veth removed");
     });
 }
 
+/// The pump flushes the ACKs due at once as soon as ingress wakes it and leaves the delayed
+/// ones queued and owed until its deadline.
+#[test]
+fn tcp_gen_pump_immediate_flush_leaves_delayed_acks() {
+    const OTHER_PORT: u16 = PEER_PORT + 1;
+    let pair = VethPair::new("etran-genflush");
+    in_netns(&pair.a, || {
+        let mut storage = ObjectStorage::default();
+        let h = Harness::new(&mut storage);
+        let id = libbpf_rs::Program::id_from_fd(h.objs.entrance.progs.etran_entrance.as_fd());
+        let handles = datapath::tcp_handles(id.unwrap()).expect("TCP handles");
+        let mut pump = GenPump::new(&handles, Some("etgenflush")).expect("gen pump");
+        let other = tcp_conn_key { remote_port: OTHER_PORT.to_be(), ..key() };
+        h.set_conn(&key(), &base_conn());
+        h.set_conn(&other, &base_conn());
+        drain_queues(&h);
+
+        // A small segment on one connection (delayed), one out of order on the other (at once).
+        let entrance = &h.objs.entrance.progs.etran_entrance;
+        assert_eq!(h.run(entrance, &data(0, 100), LO).verdict, XDP_REDIRECT);
+        assert_eq!(h.run(entrance, &data_from(OTHER_PORT, 500, 100), LO).verdict, XDP_REDIRECT);
+        let sent = tcp_row(&h.counters()).0;
+        let t0 = Instant::now();
+        pump.on_readable(t0).unwrap();
+        assert_eq!(tcp_row(&h.counters()).0, sent + 1, "the ACK due at once sent");
+        let o = h.conn(&other);
+        assert_eq!((o.ack_now, o.ack_queued), (0, NOT_QUEUED), "the immediate ACK settled");
+        let d = h.conn(&key());
+        assert_eq!((d.ack_pending, d.ack_queued), (100, DELAYED), "the delayed ACK still owed");
+        assert!(matches!(
+            queue(&h, DELAYED).lookup(&[], MapFlags::ANY),
+            Ok(Some(k)) if k == as_bytes(&key())
+        ));
+        let deadline = pump.deadline().expect("the delayed ACK arms the deadline");
+        assert_eq!(deadline, t0 + etran::datapath::gen::DELAYED_ACK);
+
+        // Before the deadline nothing happens; at it the delayed ACK goes.
+        pump.on_deadline(t0).unwrap();
+        assert_eq!(h.conn(&key()).ack_queued, DELAYED, "not before the deadline");
+        pump.on_deadline(deadline).unwrap();
+        assert_eq!(tcp_row(&h.counters()).0, sent + 2, "the delayed ACK sent");
+        let d = h.conn(&key());
+        assert_eq!((d.ack_pending, d.ack_queued), (0, NOT_QUEUED));
+        assert_eq!(pump.deadline(), None);
+        assert!(!pump.queued(), "both queues empty");
+    });
+}
+
 /// End to end, no app and no daemon: `etran up` on a veth "NIC", a connection inserted, a pump
 /// on its datapath; segments the peer injects (AF_PACKET) make the kernel owe ACKs, and the pump
-/// puts them on the wire: at once for two full segments, at the delayed-ACK deadline for one
-/// small segment.
+/// puts them on the wire: at once for eight full segments (GEN_STRETCH_SEGMENTS), at the
+/// delayed-ACK deadline for one small segment.
 #[test]
 fn tcp_gen_pump_acks_on_the_wire() {
     const ME: [u8; 4] = [10, 77, 0, 1];
@@ -480,20 +602,20 @@ fn tcp_gen_pump_acks_on_the_wire() {
             pump.on_readable(Instant::now()).unwrap();
         };
 
-        // Two full segments: the ACK goes out at once.
-        raw.send(&segment(0, 2 * usize::from(SMALL_MSS)));
+        // Eight full segments in one: the ACK goes out at once.
+        raw.send(&segment(0, 8 * usize::from(SMALL_MSS)));
         wait(&mut pump);
         assert_eq!(pump.deadline(), None, "nothing left for later");
-        assert_eq!(acks_seen(300), vec![RCV.wrapping_add(200)], "the immediate ACK");
+        assert_eq!(acks_seen(300), vec![RCV.wrapping_add(800)], "the immediate ACK");
 
         // One small segment: delayed until the pump's deadline.
-        raw.send(&segment(200, 10));
+        raw.send(&segment(800, 10));
         wait(&mut pump);
         let deadline = pump.deadline().expect("a delayed ACK arms the deadline");
         assert!(acks_seen(0).is_empty(), "not sent before the deadline");
         std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
         pump.on_deadline(Instant::now()).unwrap();
-        assert_eq!(acks_seen(300), vec![RCV.wrapping_add(210)], "the delayed ACK");
+        assert_eq!(acks_seen(300), vec![RCV.wrapping_add(810)], "the delayed ACK");
         let c: tcp_conn =
             from_bytes(&tcp.conns.lookup(as_bytes(&key), MapFlags::ANY).unwrap().unwrap());
         assert_eq!((c.ack_pending, c.ack_now, c.ack_queued), (0, 0, NOT_QUEUED));

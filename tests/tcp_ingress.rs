@@ -12,7 +12,7 @@ use common::{
 };
 use etran::{
     bpf::tcp::types::{
-        etran_tcp_rx_flag, etran_tcp_rx_meta, tcp_conn, tcp_conn_flag, tcp_conn_key,
+        etran_tcp_rx_flag, etran_tcp_rx_meta, tcp_conn, tcp_conn_fin, tcp_conn_flag, tcp_conn_key,
     },
     datapath::ObjectStorage,
 };
@@ -25,6 +25,9 @@ const RCV: u32 = 0xffff_ff00;
 const SND: u32 = 0xffff_fc00;
 const OUTSTANDING: u32 = 2000;
 const RX_POS: u32 = 0xffff_fff0;
+/// Stream position of snd_nxt; snd_una's lies OUTSTANDING before it, across the wrap.
+const TX_POS: u32 = 0x0000_0300;
+const UNA_POS: u32 = TX_POS.wrapping_sub(OUTSTANDING);
 const WND: u32 = 10_000;
 const PEER_WND: u16 = 65535;
 /// Offset of the payload in a frame built by `seg` (Ethernet + IPv4 + TCP + timestamp option).
@@ -34,6 +37,9 @@ const FR: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_FAST_RETRANSMIT.0;
 const FIN: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_FIN.0;
 const OOO: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_OUT_OF_ORDER.0;
 const MERGED: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_MERGED.0;
+const FIN_ACKED: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_FIN_ACKED.0;
+const FIN_SENT: u8 = tcp_conn_fin::TCP_CONN_FIN_SENT.0 as u8;
+const FIN_RCVD: u8 = tcp_conn_fin::TCP_CONN_FIN_RCVD.0 as u8;
 
 fn key() -> tcp_conn_key {
     tcp_conn_key {
@@ -52,6 +58,7 @@ fn base_conn() -> tcp_conn {
         rcv_nxt: RCV,
         rcv_wnd: WND,
         rx_pos: RX_POS,
+        tx_pos: TX_POS,
         snd_una: SND,
         snd_nxt: SND.wrapping_add(OUTSTANDING),
         snd_wnd: PEER_WND.into(),
@@ -90,6 +97,7 @@ struct State {
     ts_recent: u32,
     ack_pending: u32,
     ack_now: u8,
+    fin: u8,
 }
 
 impl From<&tcp_conn> for State {
@@ -105,6 +113,7 @@ impl From<&tcp_conn> for State {
             ts_recent: c.ts_recent,
             ack_pending: c.ack_pending,
             ack_now: c.ack_now,
+            fin: c.fin,
         }
     }
 }
@@ -125,7 +134,7 @@ struct Meta {
     rx_pos: u32,
     off: u16,
     len: u16,
-    acked: u32,
+    una_pos: u32,
     peer_wnd: u32,
     merged: u32,
     flags: u32,
@@ -137,7 +146,7 @@ impl From<&etran_tcp_rx_meta> for Meta {
             rx_pos: m.rx_pos,
             off: m.payload_off,
             len: m.payload_len,
-            acked: m.acked,
+            una_pos: m.una_pos,
             peer_wnd: m.peer_wnd,
             merged: m.merged,
             flags: m.flags,
@@ -164,9 +173,16 @@ struct Fixture {
     effect: fn(&mut State),
 }
 
-/// Metadata of a delivered in-order segment at the start of the window.
+/// Metadata of a delivered in-order segment at the start of the window, nothing acknowledged.
 fn meta(len: u16) -> Meta {
-    Meta { rx_pos: RX_POS, off: PAYLOAD_OFF, len, peer_wnd: PEER_WND.into(), ..Default::default() }
+    Meta {
+        rx_pos: RX_POS,
+        off: PAYLOAD_OFF,
+        len,
+        una_pos: UNA_POS,
+        peer_wnd: PEER_WND.into(),
+        ..Default::default()
+    }
 }
 
 fn fixtures() -> Vec<Fixture> {
@@ -185,6 +201,13 @@ fn fixtures() -> Vec<Fixture> {
     let mut tot_below_headers = data(0, 10);
     tot_below_headers[16..18].copy_from_slice(&40u16.to_be_bytes());
     let f = |name, setup, frame, verdict, effect| Fixture { name, setup, frame, verdict, effect };
+    // Our FIN went out behind the bytes in flight.
+    let fin_sent = |c: &mut tcp_conn| {
+        c.fin = FIN_SENT;
+        c.snd_nxt = c.snd_nxt.wrapping_add(1);
+    };
+    // The peer's FIN was taken: rcv_nxt is past it.
+    let fin_rcvd = |c: &mut tcp_conn| c.fin = FIN_RCVD;
     vec![
         f("unknown flow", none, unknown, Verdict::Pass, same),
         // SYN and RST of an established connection: the daemon's, never the kernel's.
@@ -228,6 +251,125 @@ fn fixtures() -> Vec<Fixture> {
                 s.rcv_nxt = s.rcv_nxt.wrapping_add(1);
                 s.ack_now = 1;
                 s.ts_recent = 100;
+                s.fin = FIN_RCVD;
+            },
+        ),
+        f(
+            "bare FIN",
+            none,
+            seg(RCV, SND, TCP_ACK | TCP_FIN, PEER_WND, &[]),
+            Verdict::Redirect(Meta { flags: FIN, ..meta(0) }),
+            |s| {
+                s.rcv_nxt = s.rcv_nxt.wrapping_add(1);
+                s.ack_now = 1;
+                s.ts_recent = 100;
+                s.fin = FIN_RCVD;
+            },
+        ),
+        f(
+            "FIN out of order is not taken",
+            none,
+            seg(RCV.wrapping_add(100), SND, TCP_ACK | TCP_FIN, PEER_WND, &[1; 10]),
+            Verdict::Redirect(Meta { rx_pos: RX_POS.wrapping_add(100), flags: OOO, ..meta(10) }),
+            |s| {
+                s.ooo = (RCV.wrapping_add(100), 10);
+                s.ack_now = 1;
+            },
+        ),
+        f(
+            "their FIN again: ACKed again, and said again (the app may have lost the first)",
+            fin_rcvd,
+            seg(RCV.wrapping_sub(1), SND, TCP_ACK | TCP_FIN, PEER_WND, &[]),
+            Verdict::Redirect(Meta { flags: FIN, ..meta(0) }),
+            |s| {
+                s.ack_now = 1;
+                s.ts_recent = 100;
+            },
+        ),
+        f(
+            "their FIN again with its data",
+            fin_rcvd,
+            seg(RCV.wrapping_sub(11), SND, TCP_ACK | TCP_FIN, PEER_WND, &[1; 10]),
+            Verdict::Drop("tcp_duplicate"),
+            |s| s.ack_now = 1,
+        ),
+        f("data after their FIN", fin_rcvd, data(0, 10), Verdict::Drop("tcp_after_fin"), same),
+        f(
+            "ACK after their FIN: says it again",
+            fin_rcvd,
+            ack(500, PEER_WND),
+            Verdict::Redirect(Meta { una_pos: UNA_POS + 500, flags: FIN, ..meta(0) }),
+            |s| {
+                s.snd_una = SND.wrapping_add(500);
+                s.ts_recent = 100;
+            },
+        ),
+        f(
+            "ACK of our FIN",
+            fin_sent,
+            ack(OUTSTANDING + 1, PEER_WND),
+            Verdict::Redirect(Meta { una_pos: TX_POS, flags: FIN_ACKED, ..meta(0) }),
+            |s| {
+                s.snd_una = SND.wrapping_add(OUTSTANDING + 1);
+                s.ts_recent = 100;
+            },
+        ),
+        f(
+            "ACK of the bytes before our FIN",
+            fin_sent,
+            ack(OUTSTANDING, PEER_WND),
+            Verdict::Redirect(Meta { una_pos: TX_POS, ..meta(0) }),
+            |s| {
+                s.snd_una = SND.wrapping_add(OUTSTANDING);
+                s.ts_recent = 100;
+            },
+        ),
+        f(
+            "data while our FIN is unacknowledged: it takes no stream position",
+            fin_sent,
+            data(0, 10),
+            Verdict::Redirect(meta(10)),
+            |s| {
+                s.advance(10);
+                s.ts_recent = 100;
+            },
+        ),
+        f(
+            "ACK of our FIN alone",
+            |c| {
+                c.fin = FIN_SENT;
+                c.snd_una = c.snd_nxt;
+                c.snd_nxt = c.snd_nxt.wrapping_add(1);
+            },
+            seg(RCV, SND.wrapping_add(OUTSTANDING + 1), TCP_ACK, PEER_WND, &[]),
+            Verdict::Redirect(Meta { una_pos: TX_POS, flags: FIN_ACKED, ..meta(0) }),
+            |s| {
+                s.snd_una = SND.wrapping_add(OUTSTANDING + 1);
+                s.ts_recent = 100;
+            },
+        ),
+        f(
+            "our FIN acknowledged again: said again (the app may have lost the first)",
+            |c| {
+                c.fin = FIN_SENT;
+                c.snd_nxt = c.snd_nxt.wrapping_add(1);
+                c.snd_una = c.snd_nxt;
+            },
+            seg(RCV, SND.wrapping_add(OUTSTANDING + 1), TCP_ACK, PEER_WND, &[]),
+            Verdict::Redirect(Meta { una_pos: TX_POS, flags: FIN_ACKED, ..meta(0) }),
+            |s| s.ts_recent = 100,
+        ),
+        f(
+            "their FIN acknowledging ours",
+            fin_sent,
+            seg(RCV, SND.wrapping_add(OUTSTANDING + 1), TCP_ACK | TCP_FIN, PEER_WND, &[]),
+            Verdict::Redirect(Meta { una_pos: TX_POS, flags: FIN | FIN_ACKED, ..meta(0) }),
+            |s| {
+                s.snd_una = SND.wrapping_add(OUTSTANDING + 1);
+                s.rcv_nxt = s.rcv_nxt.wrapping_add(1);
+                s.ack_now = 1;
+                s.ts_recent = 100;
+                s.fin = FIN_SENT | FIN_RCVD;
             },
         ),
         f(
@@ -285,6 +427,16 @@ fn fixtures() -> Vec<Fixture> {
             |s| s.ack_now = 1,
         ),
         f(
+            "out of order apart from the interval, acknowledging: in order, no payload",
+            ooo_1000_200,
+            seg(RCV.wrapping_add(2000), SND.wrapping_add(500), TCP_ACK, PEER_WND, &[1; 100]),
+            Verdict::Redirect(Meta { una_pos: UNA_POS + 500, ..meta(0) }),
+            |s| {
+                s.snd_una = SND.wrapping_add(500);
+                s.ack_now = 1;
+            },
+        ),
+        f(
             "in-order data fills the gap",
             ooo_1000_200,
             data(0, 1000),
@@ -300,7 +452,7 @@ fn fixtures() -> Vec<Fixture> {
             "ack advances snd_una",
             |c| c.dupacks = 2,
             ack(500, PEER_WND),
-            Verdict::Redirect(Meta { acked: 500, ..meta(0) }),
+            Verdict::Redirect(Meta { una_pos: UNA_POS + 500, ..meta(0) }),
             |s| {
                 s.snd_una = SND.wrapping_add(500);
                 s.dupacks = 0;
@@ -311,7 +463,7 @@ fn fixtures() -> Vec<Fixture> {
             "ack of all outstanding data",
             none,
             ack(OUTSTANDING, PEER_WND),
-            Verdict::Redirect(Meta { acked: OUTSTANDING, ..meta(0) }),
+            Verdict::Redirect(Meta { una_pos: TX_POS, ..meta(0) }),
             |s| {
                 s.snd_una = SND.wrapping_add(OUTSTANDING);
                 s.ts_recent = 100;
@@ -373,7 +525,7 @@ fn fixtures() -> Vec<Fixture> {
             "bare ack at the window's right edge",
             none,
             seg(RCV.wrapping_add(WND), SND.wrapping_add(500), TCP_ACK, PEER_WND, &[]),
-            Verdict::Redirect(Meta { acked: 500, ..meta(0) }),
+            Verdict::Redirect(Meta { una_pos: UNA_POS + 500, ..meta(0) }),
             |s| s.snd_una = SND.wrapping_add(500),
         ),
         f("no owner port", |c| c.owner_port = 5, data(0, 10), Verdict::Drop("tcp_no_owner"), same),
@@ -507,6 +659,11 @@ fn tcp_ingress_survives_mutated_segments() {
         if run.verdict == XDP_REDIRECT {
             let m = run.meta.expect("a redirected frame carries metadata");
             assert_eq!(m.handle, HANDLE);
+            if m.flags & OOO == 0 {
+                assert_eq!(m.rx_pos, prev.rx_pos, "an in-order frame starts at rx_pos: {}", ctx());
+            }
+            let flight = c.snd_nxt.wrapping_sub(c.snd_una);
+            assert_eq!(m.una_pos, TX_POS.wrapping_sub(flight), "snd_una's position: {}", ctx());
             assert!(
                 usize::from(m.payload_off) + usize::from(m.payload_len) <= run.frame.len(),
                 "payload within the frame: {}",

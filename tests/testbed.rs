@@ -177,6 +177,78 @@ fn xdp_switch_forwards_and_testbed_comes_down() {
 }
 
 #[test]
+fn direct_topology_is_one_veth_pair_and_comes_down() {
+    let n = name("direct");
+    let (tb, _guard) = up(&Spec { direct: true, ..Spec::new(&n, 2) });
+    // Two hosts, no switch namespace.
+    let mut have = ours(&n);
+    have.sort();
+    assert_eq!(have, vec![format!("{n}-h1"), format!("{n}-h2")]);
+    assert!(ping(&format!("{n}-h1"), "10.99.0.2"), "h1 -> h2");
+    assert!(ping(&format!("{n}-h2"), "10.99.0.1"), "h2 -> h1");
+    assert_eq!(udp_blast(&tb, 1, 2, 2000, 1000, 0, true), 2000);
+    assert!(tb.switch_netns().is_err());
+    assert_eq!(tb.counters().unwrap(), testbed::Counters::default());
+
+    // Each eth0 is the other's peer: same addresses and MACs as with a switch.
+    for (i, peer) in [(1u8, 2u8), (2, 1)] {
+        let ns = tb.netns(i).unwrap();
+        let nic = Netlink::open_in(&ns).unwrap().link("eth0").unwrap().unwrap();
+        assert_eq!(nic.xdp_prog_id, None);
+        let (ns, dst) = (format!("{n}-h{i}"), format!("10.99.0.{peer}"));
+        let out = Command::new("ip").args(["-n", &ns, "neigh", "show", &dst]).output().unwrap();
+        let neigh = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(neigh.contains(&format!("02:99:00:00:00:0{peer}")), "{neigh}");
+    }
+
+    let out = etran(&["testbed", "status", "--name", &n, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["mode"], "direct", "{v}");
+    assert_eq!(v["complete"], true, "{v}");
+    assert!(v["switch_netns"].is_null(), "{v}");
+    let out = etran(&["testbed", "status", "--name", &n]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("direct veth pair"));
+
+    // Rebuilt as switched under the same name: the direct one goes first.
+    drop(tb);
+    let out = etran(&["testbed", "up", "--name", &n]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(ours(&n).len(), 3);
+    let out = etran(&["testbed", "up", "--name", &n, "--direct"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(ours(&n).len(), 2, "{:?}", ours(&n));
+
+    // Down removes both ends.
+    assert!(testbed::down(&n).unwrap());
+    assert!(ours(&n).is_empty(), "{:?}", ours(&n));
+    assert!(testbed::status(&n).unwrap().is_none());
+}
+
+#[test]
+fn direct_refuses_what_needs_a_switch() {
+    let n = name("direct-no");
+    let _guard = Guard(n.clone());
+    for extra in [
+        &["--loss", "0.1"][..],
+        &["--duplicate", "0.1"],
+        &["--corrupt", "0.1"],
+        &["--rate", "1gbit"],
+        &["--rate", "1gbit", "--ecn-threshold", "30000"],
+        &["--hosts", "3"],
+    ] {
+        let mut args = vec!["testbed", "up", "--name", &n, "--direct"];
+        args.extend_from_slice(extra);
+        let out = etran(&args);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{extra:?}");
+        assert!(err.starts_with("etran: error:") && err.contains("--direct"), "{extra:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{extra:?}: {err}");
+        assert!(ours(&n).is_empty(), "{extra:?}: {:?}", ours(&n));
+    }
+}
+
+#[test]
 fn cli_up_replaces_a_stale_testbed_and_refuses_foreign_namespaces() {
     let n = name("cli");
     let _guard = Guard(n.clone());

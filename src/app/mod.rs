@@ -13,15 +13,39 @@
 //! Loss recovery: fast retransmits go out with the RETRANSMIT intent; a retransmission timeout
 //! (per connection, checked in [`App::poll`]) rewinds to `snd_una` and resends as DATA, which
 //! egress takes whatever its own position (see `tcp_egress.h`).
+//!
+//! Close and abort: [`App::close`] sends a FIN after the queued bytes (the receive side stays
+//! open); `recv` returns `Ok(0)` after the peer's FIN, and sending goes on until the app closes.
+//! Once both FINs went through and ours was acknowledged ([`App::is_closed`]) the app releases
+//! the connection to the daemon, which removes it from the fast path (holding the 4-tuple in
+//! TIME_WAIT if we closed first). [`App::abort`] (or forgetting a connection that is not
+//! closed, see [`App::remove_connection`]) has the daemon send a RST. A reset from the peer
+//! (learnt through the [`Session`]: [`App::poll_daemon`]) makes `send`/`recv` fail with
+//! `ConnectionReset`; a retransmission timer that gives up aborts the connection and they fail
+//! with `TimedOut`. A data frame the kernel accepted but the port lost (see
+//! [`PortStats::xdp`]) leaves a hole no one will fill: that connection is aborted and fails with
+//! `ConnectionAborted` ([`AppStats::rx_lost_data`]). A closed or failed connection stays until
+//! [`App::remove_connection`].
 pub mod port;
 pub mod stream;
 
-use std::{collections::HashMap, io};
+use std::{
+    collections::{HashMap, HashSet},
+    io,
+    os::{fd::AsFd, unix::net::UnixStream},
+    sync::Weak,
+};
 
 pub use port::{AppPort, PortStats};
 pub use stream::{Stream, StreamInit, StreamStats};
 
-use crate::daemon::client::{Registration, Session};
+use crate::{
+    bpf::tcp::types::etran_tcp_rx_meta,
+    daemon::{
+        client::{Registration, Session},
+        proto::{self, Request},
+    },
+};
 
 /// One connection of an [`App`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,26 +58,87 @@ pub struct AppStats {
     pub rx_unknown: u64,
     /// Connections whose retransmission timer gave up (the peer is gone).
     pub timeouts_given_up: u64,
+    /// Connections aborted because a data frame was lost on the way to the app.
+    pub rx_lost_data: u64,
     pub window_updates: u64,
 }
+
+/// Hashes a connection handle with one multiplication: handles are daemon-chosen integers, not
+/// attacker input, and the map is looked up for every received frame.
+#[derive(Default)]
+struct HandleHasher(u64);
+
+impl std::hash::Hasher for HandleHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: the high bits, which hashbrown uses, depend on every input bit.
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// Connections by handle.
+type ConnMap = HashMap<u64, Stream, std::hash::BuildHasherDefault<HandleHasher>>;
 
 /// One app thread's connections over its port.
 pub struct App {
     port: AppPort,
-    conns: HashMap<u64, Stream>,
+    /// The daemon session's socket, for `Release` and `Abort` (gone with the session, whose
+    /// end tears down every connection anyway).
+    control: Weak<UnixStream>,
+    conns: ConnMap,
+    /// Handles visited by [`App::poll`] (kept to spare an allocation per poll).
+    scratch: Vec<u64>,
+    /// Connections the daemon no longer holds for us (released, aborted, reset).
+    released: HashSet<u64>,
     stats: AppStats,
 }
 
 impl App {
     pub fn open(reg: Registration) -> anyhow::Result<App> {
-        Ok(App { port: AppPort::open(reg)?, conns: HashMap::new(), stats: AppStats::default() })
+        let control = reg.control.clone();
+        Ok(App {
+            port: AppPort::open(reg)?,
+            control,
+            conns: ConnMap::default(),
+            scratch: Vec::new(),
+            released: HashSet::new(),
+            stats: AppStats::default(),
+        })
     }
 
-    /// Adopts the next connection `session` accepted on a listening port, if any (non-blocking).
+    /// Adopts the next connection `session` accepted on a listening port, if any (non-blocking);
+    /// applies what else the daemon sent ([`App::poll_daemon`]).
     pub fn accept(&mut self, session: &mut Session) -> anyhow::Result<Option<ConnId>> {
-        Ok(session
-            .try_accept()?
-            .map(|(handle, init)| self.add_connection(handle, init.stream_init())))
+        let next = session.try_accept()?;
+        self.apply_resets(session);
+        Ok(next.map(|(handle, init)| self.add_connection(handle, init.stream_init())))
+    }
+
+    /// Reads the daemon's messages without blocking and applies them: connections the peer
+    /// reset fail with `ConnectionReset` (accepted ones wait for [`App::accept`]). Call it when
+    /// the session is readable, or now and then in a busy loop.
+    pub fn poll_daemon(&mut self, session: &mut Session) -> anyhow::Result<()> {
+        session.poll()?;
+        self.apply_resets(session);
+        Ok(())
+    }
+
+    fn apply_resets(&mut self, session: &mut Session) {
+        while let Some(h) = session.take_reset() {
+            if let Some(s) = self.conns.get_mut(&h) {
+                s.fail(io::ErrorKind::ConnectionReset);
+                self.released.insert(h);
+            }
+        }
     }
 
     /// Opens a connection to `remote` through the daemon and adopts it (blocks for the
@@ -82,22 +167,76 @@ impl App {
         ConnId(handle)
     }
 
+    /// Forgets a connection; one the daemon still holds is released (closed) or aborted (any
+    /// other).
     pub fn remove_connection(&mut self, id: ConnId) -> Option<Stream> {
+        self.release(id.0)?;
+        self.released.remove(&id.0);
         self.conns.remove(&id.0)
+    }
+
+    /// Closes the sending side: a FIN follows the bytes queued so far. Receiving goes on until
+    /// the peer's FIN (`recv` returns `Ok(0)`); [`App::is_closed`] tells when it is all over.
+    pub fn close(&mut self, id: ConnId) -> io::Result<()> {
+        self.usable(id)?.close();
+        self.transmit(id)?;
+        self.port.flush()
+    }
+
+    /// Aborts the connection: the daemon sends the peer a RST and removes it; the app forgets it.
+    pub fn abort(&mut self, id: ConnId) {
+        if self.conns.contains_key(&id.0) && !self.released.contains(&id.0) {
+            self.conns.get_mut(&id.0).expect("present").fail(io::ErrorKind::ConnectionAborted);
+        }
+        self.remove_connection(id);
+    }
+
+    /// Whether the connection is over: both FINs went through and ours was acknowledged, or it
+    /// was reset, aborted or timed out. True for an unknown (e.g. removed) connection.
+    pub fn is_closed(&self, id: ConnId) -> bool {
+        self.conns.get(&id.0).is_none_or(Stream::is_closed)
+    }
+
+    /// Tells the daemon it no longer holds the connection for us, once: `Release` when it is
+    /// closed, `Abort` otherwise. None for an unknown connection.
+    fn release(&mut self, h: u64) -> Option<()> {
+        let s = self.conns.get(&h)?;
+        if !self.released.insert(h) {
+            return Some(());
+        }
+        let req = if s.is_closed() && s.error().is_none() {
+            Request::Release { handle: h, time_wait: s.close_state().time_wait() }
+        } else {
+            Request::Abort { handle: h }
+        };
+        let Some(control) = self.control.upgrade() else { return Some(()) };
+        if let Err(e) = proto::send_fds(control.as_fd(), &proto::encode(&req), &[]) {
+            crate::log::warn(format!("telling the daemon about connection {h}: {e}"));
+        }
+        Some(())
     }
 
     pub fn stream(&self, id: ConnId) -> Option<&Stream> {
         self.conns.get(&id.0)
     }
 
-    fn conn(&mut self, id: ConnId) -> io::Result<&mut Stream> {
-        self.conns.get_mut(&id.0).ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    /// The connection, unless it failed (its error then).
+    fn usable(&mut self, id: ConnId) -> io::Result<&mut Stream> {
+        let s = self.conns.get_mut(&id.0).ok_or(io::ErrorKind::NotConnected)?;
+        match s.error() {
+            Some(e) => Err(e.into()),
+            None => Ok(s),
+        }
     }
 
     /// Queues bytes to send (as many as the send buffer takes) and pushes frames out.
-    /// `WouldBlock` when the send buffer is full.
+    /// `WouldBlock` when the send buffer is full, `BrokenPipe` after [`App::close`].
     pub fn send(&mut self, id: ConnId, data: &[u8]) -> io::Result<usize> {
-        let n = self.conn(id)?.write(data);
+        let s = self.usable(id)?;
+        if !s.close_state().can_send() {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        let n = s.write(data);
         if n == 0 && !data.is_empty() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
@@ -108,7 +247,7 @@ impl App {
 
     /// Reads received bytes. `Ok(0)` at end of stream, `WouldBlock` when nothing is ready.
     pub fn recv(&mut self, id: ConnId, buf: &mut [u8]) -> io::Result<usize> {
-        let s = self.conn(id)?;
+        let s = self.usable(id)?;
         if s.is_eof() || buf.is_empty() {
             return Ok(0);
         }
@@ -116,7 +255,7 @@ impl App {
         if n == 0 {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        if s.window_update_due() {
+        if s.window_update_due() && !s.is_closed() {
             self.window_update(id)?;
             self.port.flush()?;
         }
@@ -129,26 +268,27 @@ impl App {
     pub fn poll(&mut self) -> io::Result<usize> {
         let conns = &mut self.conns;
         let stats = &mut self.stats;
-        let n = self.port.poll_rx(|meta, payload| match conns.get_mut(&meta.handle) {
-            Some(s) => {
-                s.on_rx(meta, payload);
-            }
-            None => stats.rx_unknown += 1,
-        })?;
+        let n = self.port.poll_rx(|meta, payload| deliver(conns, stats, meta, payload))?;
         let now = std::time::Instant::now();
-        let ids: Vec<u64> = self.conns.keys().copied().collect();
-        for h in ids {
-            if let Some(s) = self.conns.get_mut(&h) {
-                if let stream::TimerEvent::GaveUp(_) = s.on_timer(now) {
-                    // Aborting (RST through the daemon) comes with connection teardown.
-                    self.stats.timeouts_given_up += 1;
-                }
+        let mut ids = std::mem::take(&mut self.scratch);
+        ids.clear();
+        ids.extend(self.conns.keys().copied());
+        for &h in &ids {
+            let s = self.conns.get_mut(&h).expect("listed");
+            if let stream::TimerEvent::GaveUp(_) = s.on_timer(now) {
+                s.fail(io::ErrorKind::TimedOut);
+                self.stats.timeouts_given_up += 1;
+            }
+            if s.is_closed() {
+                self.release(h);
+                continue;
             }
             self.transmit(ConnId(h))?;
             if self.conns[&h].window_update_due() {
                 self.window_update(ConnId(h))?;
             }
         }
+        self.scratch = ids;
         self.port.flush()?;
         Ok(n)
     }
@@ -180,6 +320,28 @@ impl App {
     }
 }
 
+/// Hands one RX frame to its connection, counting what went wrong.
+fn deliver(conns: &mut ConnMap, stats: &mut AppStats, meta: &etran_tcp_rx_meta, payload: &[u8]) {
+    match conns.get_mut(&meta.handle) {
+        Some(s) => {
+            if s.on_rx(meta, payload).lost > 0 {
+                stats.rx_lost_data += 1;
+            }
+        }
+        None => stats.rx_unknown += 1,
+    }
+}
+
+/// Connections the daemon still holds for us are released or aborted.
+impl Drop for App {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.conns.keys().copied().collect();
+        for h in ids {
+            self.release(h);
+        }
+    }
+}
+
 /// The app is pollable through its port.
 impl mio::event::Source for App {
     fn register(
@@ -202,5 +364,40 @@ impl mio::event::Source for App {
 
     fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
         self.port.deregister(registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_data_frame_aborts_its_connection_and_is_counted() {
+        let init = StreamInit {
+            key: Default::default(),
+            rx_pos: 0,
+            tx_pos: 0,
+            peer_wnd: 1 << 20,
+            mss: 1000,
+            rcv_buf: 4096,
+            snd_buf: 4096,
+        };
+        let mut conns = ConnMap::from_iter([(7, Stream::new(init)), (8, Stream::new(init))]);
+        let mut stats = AppStats::default();
+        let frame = |handle, rx_pos| etran_tcp_rx_meta {
+            handle,
+            rx_pos,
+            payload_len: 10,
+            ..Default::default()
+        };
+        deliver(&mut conns, &mut stats, &frame(7, 0), &[1; 10]);
+        deliver(&mut conns, &mut stats, &frame(8, 0), &[1; 10]);
+        // [10, 20) of connection 7 never came.
+        deliver(&mut conns, &mut stats, &frame(7, 20), &[1; 10]);
+        deliver(&mut conns, &mut stats, &frame(8, 10), &[1; 10]);
+        deliver(&mut conns, &mut stats, &frame(9, 0), &[1; 10]);
+        assert_eq!((stats.rx_lost_data, stats.rx_unknown), (1, 1));
+        assert_eq!(conns[&7].error(), Some(io::ErrorKind::ConnectionAborted));
+        assert_eq!((conns[&8].error(), conns[&8].readable()), (None, 20));
     }
 }

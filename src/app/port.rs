@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 use crate::{
     bpf::tcp::types::etran_tcp_rx_meta,
     daemon::client::Registration,
-    xsk::{desc, Desc, FrameAlloc, Socket, Umem, UmemConfig},
+    xsk::{desc, Desc, FrameAlloc, Socket, Statistics, Umem, UmemConfig},
 };
 
 use super::stream::{read_meta, RX_META_LEN};
@@ -36,6 +36,10 @@ pub struct PortStats {
     pub tx_frames: u64,
     /// Sends refused for want of a TX frame or ring slot.
     pub tx_full: u64,
+    /// The socket's own counters (`XDP_STATISTICS`), read by [`AppPort::stats`]: RX frames it
+    /// dropped (`rx_dropped`, `rx_ring_full`, `rx_fill_ring_empty_descs`) never reached the app,
+    /// though ingress accepted them.
+    pub xdp: Statistics,
 }
 
 pub struct AppPort {
@@ -75,8 +79,8 @@ impl AppPort {
             true,
         )
         .with_context(|| format!("mapping the rings of the socket on {}", reg.port))?;
-        // RX gets what the fill ring can hold (at most half the frames), TX the rest.
-        let rx_frame_count = (frame_count / 2).min(g.fill_size);
+        // RX gets what the fill ring can hold (leaving TX at least a quarter), TX the rest.
+        let rx_frame_count = (frame_count - frame_count / 4).min(g.fill_size);
         let tx_frames = FrameAlloc::with_range(
             g.frame_size,
             rx_frame_count,
@@ -105,8 +109,14 @@ impl AppPort {
         &self.sock
     }
 
+    /// The port's counters, with the socket's read now (zeros if the kernel refuses).
     pub fn stats(&self) -> PortStats {
-        self.stats
+        PortStats { xdp: self.sock.statistics().unwrap_or_default(), ..self.stats }
+    }
+
+    /// The TX frame pool (all of it free again once nothing is in flight: a leak check).
+    pub fn tx_frames(&self) -> &FrameAlloc {
+        &self.tx_frames
     }
 
     /// Frames owned by the receive side (all on the fill ring or the RX ring between polls).

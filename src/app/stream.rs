@@ -10,7 +10,12 @@
 //! written at its `rx_pos` and moves the readable frontier; out-of-order payload
 //! (`OUT_OF_ORDER`) is written at its position but stays unreadable until a later in-order frame
 //! carries `MERGED`, whose `merged` bytes beyond its own payload then become readable. `FIN`
-//! ends the stream after the in-order data. [`Stream::read`] consumes bytes;
+//! ends the stream after the in-order data. An in-order frame (one not `OUT_OF_ORDER`) always
+//! starts where the readable bytes end, and a merge covers only out-of-order bytes the app
+//! holds: anything else means a data frame the kernel accepted, and acknowledged, was lost on
+//! the way to the app (its fill ring ran empty). The peer will not resend it, so the connection
+//! fails with `ConnectionAborted` rather than hang or read garbage.
+//! [`Stream::read`] consumes bytes;
 //! [`Stream::take_consumed`] hands the not yet reported count to the next TX header, and
 //! [`Stream::window_update_due`] says when a pure `WINDOW_UPDATE` is worth a frame.
 //!
@@ -18,7 +23,9 @@
 //! `snd_una` (oldest unacknowledged) on. [`Stream::next_segment`] cuts the unsent bytes into
 //! frames of at most `mss` payload behind an `etran_tcp_tx_hdr` (intent DATA at `snd_nxt`),
 //! never past the peer's window (`snd_nxt - snd_una + len <= peer_wnd`, the check egress makes).
-//! `acked` metadata frees bytes at the front. `FAST_RETRANSMIT` rewinds a resend cursor to
+//! The metadata's `una_pos` (the kernel's `snd_una` as a stream position, absolute so that a
+//! lost RX frame is healed by the next one) frees bytes at the front. `FAST_RETRANSMIT` rewinds
+//! a resend cursor to
 //! `snd_una`; [`Stream::next_retransmit`] produces the resend frames, intent RETRANSMIT, which
 //! egress sends at their own sequence numbers without moving `snd_nxt`.
 //!
@@ -30,13 +37,23 @@
 //! window-checked). So the rule here is the TCP retransmission timeout: when no byte was
 //! acknowledged for an RTO ([`RtoEstimator`], exponential backoff) while bytes are
 //! outstanding, [`Stream::on_timer`] rewinds `snd_nxt` to `snd_una` and [`Stream::next_segment`]
-//! sends everything again from there as DATA. Whatever the kernel's `tx_pos` (it is always
-//! `snd_una` plus the bytes egress accepted, somewhere in `[snd_una, snd_max]`), the resent
-//! frames are accepted, no byte is sent twice as new, and a refused frame costs at most one RTO
-//! instead of wedging the stream. RETRANSMIT stays strict (refused unless wholly in flight),
-//! which is what fast retransmit wants: it never turns into new data.
+//! sends the bytes again from there as DATA, under a slow-start resend window (one MSS, growing
+//! by what each acknowledgement frees) rather than in one burst. Whatever the kernel's `tx_pos`
+//! (it is always `snd_una` plus the bytes egress accepted, somewhere in `[snd_una, snd_max]`),
+//! the resent frames are accepted, no byte is sent twice as new, and a refused frame costs at
+//! most one RTO instead of wedging the stream. RETRANSMIT stays strict (refused unless wholly in
+//! flight), which is what fast retransmit wants: it never turns into new data. The RTO follows
+//! RTT samples taken one segment at a time, first transmissions only (Karn's rule).
+//!
+//! Close ([`crate::tcp::close`] keeps the state): [`Stream::close`] ends the send side; once
+//! every written byte was framed, [`Stream::next_frame`] writes a FIN frame (intent FIN, no
+//! payload), which egress sends in sequence order. The retransmission timer covers the FIN as
+//! it covers bytes: a timeout resends the unacknowledged bytes, then the FIN again. `FIN_ACKED`
+//! metadata ends our side; the peer's `FIN` ends the other. [`Stream::fail`] ends everything
+//! (reset, abort, timeout) with the error later calls report.
 use std::{
     collections::VecDeque,
+    io,
     time::{Duration, Instant},
 };
 
@@ -44,7 +61,10 @@ use crate::bpf::tcp::types::{
     etran_tcp_limit, etran_tcp_rx_flag, etran_tcp_rx_meta, etran_tcp_tx_hdr, etran_tcp_tx_intent,
     tcp_conn_key,
 };
-use crate::tcp::rto::{GaveUp, RtoConfig, RtoEstimator};
+use crate::tcp::{
+    close::{self, Event},
+    rto::{GaveUp, RtoConfig, RtoEstimator},
+};
 
 /// Bytes of the TX header in front of every frame's payload.
 pub const TX_HDR_LEN: usize = std::mem::size_of::<etran_tcp_tx_hdr>();
@@ -59,12 +79,14 @@ const FAST_RETRANSMIT: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_FAST_RETRANSMIT.0;
 const FIN: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_FIN.0;
 const OUT_OF_ORDER: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_OUT_OF_ORDER.0;
 const MERGED: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_MERGED.0;
+const FIN_ACKED: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_FIN_ACKED.0;
 
 /// TX intents as the header's `u8`.
 pub const INTENT_DATA: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_DATA.0 as u8;
 pub const INTENT_ACK: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_ACK.0 as u8;
 pub const INTENT_WINDOW_UPDATE: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_WINDOW_UPDATE.0 as u8;
 pub const INTENT_RETRANSMIT: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_RETRANSMIT.0 as u8;
+pub const INTENT_FIN: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_FIN.0 as u8;
 
 /// What the daemon hands over for an established connection (and what it put in the
 /// connection's `tcp_conn`).
@@ -99,6 +121,9 @@ pub struct RxEffect {
     /// Payload bytes that fell outside the receive buffer and were dropped (a kernel/app
     /// disagreement; should stay 0).
     pub dropped: u32,
+    /// Bytes (at most) of data frames that never reached the app, found with this frame: the
+    /// connection failed with `ConnectionAborted`.
+    pub lost: u32,
 }
 
 /// One frame [`Stream::next_segment`] or [`Stream::next_retransmit`] wrote.
@@ -122,6 +147,8 @@ pub struct StreamStats {
     pub fast_retransmits: u64,
     /// Retransmission timeouts that rewound the send position.
     pub timeouts: u64,
+    /// Holes left by data frames lost between ingress and the app (each fails the stream).
+    pub rx_holes: u64,
 }
 
 /// What [`Stream::on_timer`] found.
@@ -144,11 +171,12 @@ pub struct Stream {
     mss: u16,
     // Receive side.
     rbuf: Box<[u8]>,
-    head: usize,     // index of read_pos in rbuf
-    read_pos: u32,   // next byte read() returns
-    rcv_end: u32,    // end of the readable (in-order) bytes
-    unreported: u32, // consumed, not yet reported in a TX header
-    fin: bool,       // the stream ends at rcv_end
+    head: usize,             // index of read_pos in rbuf
+    read_pos: u32,           // next byte read() returns
+    rcv_end: u32,            // end of the readable (in-order) bytes
+    unreported: u32,         // consumed, not yet reported in a TX header
+    fin: bool,               // the stream ends at rcv_end
+    ooo: Option<(u32, u32)>, // out-of-order bytes held: [start, end), one interval as the kernel
     // Send side.
     sbuf: VecDeque<u8>, // bytes from snd_una on
     snd_cap: usize,
@@ -160,12 +188,28 @@ pub struct Stream {
     recover: Option<u32>,     // in fast recovery until snd_una reaches this (RFC 6582)
     rto: RtoEstimator,
     rto_deadline: Option<Instant>, // armed lazily by on_timer; None after progress
+    // The one segment being timed for an RTT sample: (its end position, when it was framed).
+    // Karn's rule: only first transmissions are timed, and a resend cancels the measurement.
+    rtt_probe: Option<(u32, Instant)>,
+    // After a timeout: how many bytes may be in flight while the rewound bytes are resent. It
+    // starts at one segment and grows by what each ACK frees (slow start, RFC 5681 3.1), so a
+    // spurious timeout costs a few segments, not a window's worth of duplicates.
+    resend_wnd: Option<u32>,
+    // Close.
+    close: close::State,
+    fin_sent: bool, // a FIN frame went out since the last timeout
+    error: Option<io::ErrorKind>,
     stats: StreamStats,
 }
 
 /// `a - b` as a distance along the stream.
 fn dist(a: u32, b: u32) -> u32 {
     a.wrapping_sub(b)
+}
+
+/// Whether position `a` lies past `b` (serial arithmetic).
+fn after(a: u32, b: u32) -> bool {
+    (dist(a, b) as i32) > 0
 }
 
 impl Stream {
@@ -185,6 +229,7 @@ impl Stream {
             rcv_end: init.rx_pos,
             unreported: 0,
             fin: false,
+            ooo: None,
             sbuf: VecDeque::with_capacity(init.snd_buf as usize),
             snd_cap: init.snd_buf as usize,
             snd_una: init.tx_pos,
@@ -195,6 +240,11 @@ impl Stream {
             recover: None,
             rto: RtoEstimator::new(rto),
             rto_deadline: None,
+            rtt_probe: None,
+            resend_wnd: None,
+            close: close::State::Established,
+            fin_sent: false,
+            error: None,
             stats: StreamStats::default(),
         }
     }
@@ -215,20 +265,45 @@ impl Stream {
 
     /// Applies one RX frame: its metadata and its payload (`meta.payload_len` bytes).
     pub fn on_rx(&mut self, meta: &etran_tcp_rx_meta, payload: &[u8]) -> RxEffect {
-        let mut fx = RxEffect { freed: self.on_acked(meta.acked), ..RxEffect::default() };
+        let mut fx = RxEffect { freed: self.on_una(meta.una_pos), ..RxEffect::default() };
         self.peer_wnd = meta.peer_wnd;
+        let len = (meta.payload_len as usize).min(payload.len()) as u32;
+        let lost = self.lost_before(meta, len);
+        if lost > 0 && self.error.is_none() {
+            self.fail(io::ErrorKind::ConnectionAborted);
+            self.stats.rx_holes += 1;
+            fx.lost = lost;
+            return fx;
+        }
+        if meta.flags & FIN_ACKED != 0 && self.close.fin_queued() {
+            self.close = self.close.on(Event::FinAcked);
+            self.rto.on_progress();
+            self.rto_deadline = None;
+        }
         // One fast retransmit per window (RFC 6582): the holes after the first are resent on
-        // the partial acknowledgements that follow (on_acked).
+        // the partial acknowledgements that follow (on_una).
         if meta.flags & FAST_RETRANSMIT != 0 && self.in_flight() != 0 && self.recover.is_none() {
             self.recover = Some(self.snd_nxt);
             self.resend_hole();
             self.stats.fast_retransmits += 1;
             fx.fast_retransmit = true;
         }
-        let len = (meta.payload_len as usize).min(payload.len()) as u32;
         fx.dropped += meta.payload_len as u32 - len;
         if len > 0 {
             fx.dropped += self.store(meta.rx_pos, &payload[..len as usize]);
+        }
+        if meta.flags & OUT_OF_ORDER != 0 && len > 0 {
+            let (start, end) = (meta.rx_pos, meta.rx_pos.wrapping_add(len));
+            // lost_before checked that it touches the interval held, if any.
+            self.ooo = Some(match self.ooo {
+                None => (start, end),
+                Some((a, b)) => {
+                    (if after(a, start) { start } else { a }, if after(end, b) { end } else { b })
+                }
+            });
+        }
+        if meta.flags & MERGED != 0 {
+            self.ooo = None;
         }
         if meta.flags & OUT_OF_ORDER == 0 {
             let mut end = meta.rx_pos.wrapping_add(len);
@@ -246,12 +321,37 @@ impl Stream {
             }
             if meta.flags & FIN != 0 && !self.fin {
                 self.fin = true;
+                self.close = self.close.on(Event::PeerFin);
                 fx.fin = true;
             }
         }
         self.stats.rx_bytes += u64::from(fx.readable);
         self.stats.rx_dropped += u64::from(fx.dropped);
         fx
+    }
+
+    /// Bytes (at most) the kernel delivered in frames that never reached us, as far as this
+    /// frame (of `len` payload bytes) shows: an in-order frame starting past the readable end, an
+    /// out-of-order one apart from the interval held (the kernel grows its one interval only
+    /// by adjacent or overlapping payload), a merge reaching past what we hold.
+    fn lost_before(&self, meta: &etran_tcp_rx_meta, len: u32) -> u32 {
+        let (pos, end) = (meta.rx_pos, meta.rx_pos.wrapping_add(len));
+        if meta.flags & OUT_OF_ORDER != 0 {
+            return match self.ooo {
+                Some((_, b)) if after(pos, b) => dist(pos, b),
+                Some((a, _)) if after(a, end) => dist(a, end),
+                _ => 0,
+            };
+        }
+        if after(pos, self.rcv_end) {
+            return dist(pos, self.rcv_end);
+        }
+        let merged_end = end.wrapping_add(meta.merged);
+        let covers = |(a, b): (u32, u32)| !after(a, end) && !after(merged_end, b);
+        if meta.flags & MERGED != 0 && meta.merged > 0 && !self.ooo.is_some_and(covers) {
+            return meta.merged;
+        }
+        0
     }
 
     /// Writes `data` at stream position `pos`; returns the bytes outside the buffer.
@@ -316,8 +416,12 @@ impl Stream {
 
     // ---- Send side ----
 
-    /// Appends as much of `data` as the send buffer takes; returns how much.
+    /// Appends as much of `data` as the send buffer takes; returns how much (0 once the send
+    /// side is closed).
     pub fn write(&mut self, data: &[u8]) -> usize {
+        if !self.close.can_send() {
+            return 0;
+        }
         let n = data.len().min(self.send_space());
         self.sbuf.extend(&data[..n]);
         n
@@ -353,13 +457,13 @@ impl Stream {
         dist(self.snd_max, self.snd_una)
     }
 
-    /// Frees `acked` bytes from the front; returns how many were freed.
-    fn on_acked(&mut self, acked: u32) -> u32 {
+    /// Frees the bytes before the kernel's `snd_una` position; returns how many were freed.
+    fn on_una(&mut self, una_pos: u32) -> u32 {
         // Up to everything ever framed: after a timeout rewound snd_nxt, acknowledgements of
         // the earlier transmissions still arrive, and dropping them would leave snd_una behind
-        // the kernel's for good.
-        let n = acked.min(self.outstanding());
-        if n == 0 {
+        // the kernel's for good. Anything further is a position behind ours: nothing new.
+        let n = dist(una_pos, self.snd_una);
+        if n == 0 || n > self.outstanding() {
             return 0;
         }
         self.sbuf.drain(..n as usize);
@@ -368,6 +472,16 @@ impl Stream {
         }
         let old_una = self.snd_una;
         self.snd_una = self.snd_una.wrapping_add(n);
+        if let Some((end, sent)) = self.rtt_probe {
+            if dist(end, old_una) <= n {
+                self.rtt_probe = None;
+                self.rto.on_sample(sent.elapsed());
+            }
+        }
+        if let Some(w) = self.resend_wnd {
+            // Done once everything rewound is acknowledged or resent.
+            self.resend_wnd = (dist(self.snd_max, self.snd_nxt) != 0).then(|| w.saturating_add(n));
+        }
         // Progress: the retry count starts over and the timer restarts (RFC 6298 5.3).
         self.rto.on_progress();
         self.rto_deadline = None;
@@ -394,7 +508,7 @@ impl Stream {
     /// bytes the peer's window admits. The header carries the pending consumption report.
     pub fn next_segment(&mut self, frame: &mut [u8]) -> Option<Segment> {
         let room = frame.len().checked_sub(TX_HDR_LEN)?;
-        let window = self.peer_wnd.saturating_sub(self.in_flight()) as usize;
+        let window = self.send_wnd().saturating_sub(self.in_flight()) as usize;
         let len = self.unsent().min(window).min(self.mss as usize).min(room);
         if len == 0 {
             return None;
@@ -403,34 +517,99 @@ impl Stream {
         // Below snd_max the bytes were framed before (a resend after a timeout).
         let again = dist(self.snd_max, self.snd_nxt).min(len as u32);
         self.snd_nxt = self.snd_nxt.wrapping_add(len as u32);
-        if dist(self.snd_nxt, self.snd_una) > self.outstanding() {
+        if again == 0 && self.rtt_probe.is_none() {
+            self.rtt_probe = Some((self.snd_nxt, Instant::now()));
+        }
+        if dist(self.snd_nxt, self.snd_una) >= self.outstanding() {
             self.snd_max = self.snd_nxt;
+            self.resend_wnd = None;
         }
         self.stats.tx_bytes += u64::from(len as u32 - again);
         self.stats.retransmitted += u64::from(again);
         Some(seg)
     }
 
-    /// The next frame to send: a pending resend first, then new data.
+    /// The next frame to send: a pending resend first, then new data, then the FIN.
     pub fn next_frame(&mut self, frame: &mut [u8]) -> Option<Segment> {
+        if self.close.is_closed() {
+            return None;
+        }
         if self.retx.is_some() {
             if let Some(seg) = self.next_retransmit(frame) {
                 return Some(seg);
             }
         }
-        self.next_segment(frame)
+        if let Some(seg) = self.next_segment(frame) {
+            return Some(seg);
+        }
+        if !self.fin_due() {
+            return None;
+        }
+        let frame_len = self.control_frame(INTENT_FIN, frame)?;
+        self.fin_sent = true;
+        Some(Segment { tx_pos: self.snd_nxt, payload_len: 0, frame_len })
     }
 
     /// Whether [`Stream::next_frame`] would produce a frame now (windows included).
     pub fn tx_ready(&self) -> bool {
-        self.retx.is_some() || (self.unsent() > 0 && self.peer_wnd > self.in_flight())
+        !self.close.is_closed()
+            && (self.retx.is_some()
+                || (self.unsent() > 0 && self.send_wnd() > self.in_flight())
+                || self.fin_due())
+    }
+
+    /// The window new frames may fill: the peer's, and after a timeout the resend window.
+    fn send_wnd(&self) -> u32 {
+        self.resend_wnd.map_or(self.peer_wnd, |w| w.min(self.peer_wnd))
+    }
+
+    /// The FIN goes out once every written byte was framed.
+    fn fin_due(&self) -> bool {
+        self.close.fin_queued() && !self.fin_sent && self.unsent() == 0
+    }
+
+    /// A FIN went out and is not acknowledged: the retransmission timer covers it.
+    fn fin_in_flight(&self) -> bool {
+        self.close.fin_queued() && self.fin_sent
+    }
+
+    // ---- Close ----
+
+    /// Closes the send side: the FIN follows the bytes written so far. Closing again is a
+    /// no-op.
+    pub fn close(&mut self) {
+        self.close = self.close.on(Event::Close);
+    }
+
+    /// Ends the connection at once (reset, abort, timeout): nothing more is sent, and
+    /// [`Stream::error`] reports `why`.
+    pub fn fail(&mut self, why: io::ErrorKind) {
+        self.close = self.close.on(Event::Abort);
+        self.error.get_or_insert(why);
+        self.retx = None;
+        self.rto_deadline = None;
+    }
+
+    pub fn close_state(&self) -> close::State {
+        self.close
+    }
+
+    /// Nothing more will be exchanged: both FINs went through and ours was acknowledged, or
+    /// the connection failed.
+    pub fn is_closed(&self) -> bool {
+        self.close.is_closed()
+    }
+
+    /// Why the connection failed, if it did.
+    pub fn error(&self) -> Option<io::ErrorKind> {
+        self.error
     }
 
     /// Drives the retransmission timer: call it on every poll (and at the [`TimerEvent::Waiting`]
     /// instant). The timer runs while bytes are outstanding; it is armed at the first call that
     /// finds them, so the caller's polling granularity adds to the RTO.
     pub fn on_timer(&mut self, now: Instant) -> TimerEvent {
-        if self.outstanding() == 0 {
+        if self.close.is_closed() || (self.outstanding() == 0 && !self.fin_in_flight()) {
             self.rto_deadline = None;
             return TimerEvent::Idle;
         }
@@ -447,8 +626,12 @@ impl Stream {
                     TimerEvent::GaveUp(gave_up)
                 }
                 Ok(wait) => {
-                    // Resend everything from the last acknowledged byte: see the module doc.
+                    // Resend everything from the last acknowledged byte (and the FIN after
+                    // it): see the module doc.
                     self.snd_nxt = self.snd_una;
+                    self.resend_wnd = Some(u32::from(self.mss));
+                    self.rtt_probe = None;
+                    self.fin_sent = false;
                     self.retx = None;
                     self.recover = None;
                     self.rto_deadline = Some(now + wait);
@@ -464,9 +647,9 @@ impl Stream {
         self.rto.rto()
     }
 
-    /// A round-trip sample for the RTO (Karn's rule is the caller's).
-    pub fn on_rtt_sample(&mut self, rtt: Duration) {
-        self.rto.on_sample(rtt);
+    /// The smoothed round-trip time, once a segment was timed.
+    pub fn srtt(&self) -> Option<Duration> {
+        self.rto.srtt()
     }
 
     /// Whether fast recovery left bytes to resend.
@@ -486,6 +669,7 @@ impl Stream {
             return None;
         }
         let seg = self.emit(frame, pos, len, INTENT_RETRANSMIT);
+        self.rtt_probe = None;
         let next = pos.wrapping_add(len as u32);
         self.retx = (next != end).then_some((next, end));
         self.stats.retransmitted += len as u64;

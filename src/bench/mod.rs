@@ -98,6 +98,22 @@ pub fn mac_of(ifname: &str) -> anyhow::Result<[u8; 6]> {
     Ok(mac)
 }
 
+/// CPU time the calling thread has used, in nanoseconds. On this kernel (no IRQ time
+/// accounting) it includes the softirq work that ran in the thread's context.
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CPU time thread `tid` (any process, e.g. a kernel NAPI thread) has run, in nanoseconds
+/// (`/proc/TID/schedstat`).
+pub fn task_cpu_ns(tid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{tid}/schedstat")).ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
 /// Monotonic nanoseconds (CLOCK_MONOTONIC), comparable across threads and namespaces.
 pub fn now_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -137,10 +153,16 @@ pub struct Ctl {
     setup_error: Mutex<Option<String>>,
 }
 
+thread_local! {
+    /// The worker's CPU time when it became ready (see [`PhaseResult::cpu_ns`]).
+    static READY_CPU_NS: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
 impl Ctl {
     /// Called by a worker when its setup is done; returns when every worker is ready (or
     /// false when the phase is being abandoned).
     pub fn ready(&self) -> bool {
+        READY_CPU_NS.with(|c| c.set(Some(thread_cpu_ns())));
         self.ready.fetch_add(1, Ordering::AcqRel);
         while self.ready.load(Ordering::Acquire) < self.workers.load(Ordering::Acquire) {
             if self.failed.load(Ordering::Acquire) || self.stop.load(Ordering::Acquire) {
@@ -169,6 +191,12 @@ pub struct PhaseResult {
     pub tx_pps: f64,
     pub rx_pps: f64,
     pub seconds: f64,
+    /// Everything counted from the workers' start to their stop.
+    pub tx_total: u64,
+    pub rx_total: u64,
+    /// Each worker's CPU time (in order) from ready to stop: divided by the totals, the CPU
+    /// cost of a frame, which other load on the machine hardly changes (unlike the rates).
+    pub cpu_ns: Vec<u64>,
 }
 
 /// A worker of a phase: does its setup, calls `ctl.ready()`, runs until `ctl.stopped()`,
@@ -197,7 +225,8 @@ pub fn run_phase<R: Send>(
                     if let Err(e) = &r {
                         ctl.fail(format!("{e:#}"));
                     }
-                    r
+                    let cpu = READY_CPU_NS.with(|c| c.get()).map_or(0, |t| thread_cpu_ns() - t);
+                    r.map(|r| (r, cpu))
                 })
             })
             .collect();
@@ -219,7 +248,10 @@ pub fn run_phase<R: Send>(
         let mut first_err = None;
         for h in handles {
             match h.join() {
-                Ok(Ok(r)) => reports.push(r),
+                Ok(Ok((r, cpu))) => {
+                    reports.push(r);
+                    result.cpu_ns.push(cpu);
+                }
                 Ok(Err(e)) => {
                     first_err.get_or_insert(e);
                 }
@@ -232,6 +264,8 @@ pub fn run_phase<R: Send>(
         if let Some(msg) = ctl.setup_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
             anyhow::bail!("{label}: {msg}");
         }
+        result.tx_total = ctl.tx.load(Ordering::Acquire);
+        result.rx_total = ctl.rx.load(Ordering::Acquire);
         Ok((result, reports))
     })
 }
@@ -277,6 +311,7 @@ fn sample(label: &str, duration: Duration, out: &Output, ctl: &Ctl) -> PhaseResu
         tx_pps: (ltx - tx0) as f64 / secs,
         rx_pps: (lrx - rx0) as f64 / secs,
         seconds: secs,
+        ..Default::default()
     }
 }
 

@@ -22,6 +22,13 @@ enum tcp_conn_flag {
 	TCP_CONN_ECN = 1 << 1,        /* ECN negotiated (DCTCP) */
 };
 
+/* How far the connection's close went (tcp_conn.fin). Our FIN is acknowledged once it is sent
+ * and snd_una reached snd_nxt (the FIN is the last sequence number sent). */
+enum tcp_conn_fin {
+	TCP_CONN_FIN_SENT = 1 << 0, /* our FIN went out at snd_nxt - 1: no new data after it */
+	TCP_CONN_FIN_RCVD = 1 << 1, /* the peer's FIN is in order: no data after it */
+};
+
 /* Value of etran_tcp_conns: an established connection's fast-path state. The daemon inserts it
  * after the handshake; the programs change it only under the lock. Fields marked "fixed" are set
  * at insertion and never change, so they may be read without the lock. */
@@ -58,20 +65,21 @@ struct tcp_conn {
 	__u8 local_mac[6];  /* fixed: Ethernet source (the NIC's address) */
 	__u8 remote_mac[6]; /* fixed: Ethernet destination (the peer or the next hop) */
 	__u16 ip_id;        /* IPv4 identification of the next segment sent */
-	__u8 ack_queued;    /* enum etran_tcp_ack_queued: the key is in etran_tcp_ack_queue */
+	__u8 ack_queued;    /* enum etran_tcp_ack_queued bits: the queues the key is in */
+	__u8 fin;           /* enum tcp_conn_fin */
 };
 
-/* tcp_conn.ack_queued: how far an owed ACK has gone towards the generator. Ingress raises it
- * (and pushes the key on the first step), the generator clears it when it pops the key. */
+/* tcp_conn.ack_queued: bits, the generator queues a connection's key is in. Ingress sets one
+ * when it pushes the key, the generator clears it when it pops the key from that queue. */
 enum etran_tcp_ack_queued {
 	ETRAN_TCP_ACK_NOT_QUEUED = 0,
-	ETRAN_TCP_ACK_DELAYED = 1,   /* queued; the gen pump flushes it at its delayed-ACK deadline */
-	ETRAN_TCP_ACK_IMMEDIATE = 2, /* queued and the gen pump told to flush at once */
+	ETRAN_TCP_ACK_DELAYED = 1,   /* in etran_tcp_dack_queue: flushed at the delayed-ACK deadline */
+	ETRAN_TCP_ACK_IMMEDIATE = 2, /* in etran_tcp_ack_queue: the gen pump flushes it at once */
 };
 
 /* A record of etran_tcp_gen_wake: ingress tells the gen pump about owed ACKs. */
 struct etran_tcp_gen_wake {
-	__u32 pushed; /* 1 if a key was pushed on etran_tcp_ack_queue with this record */
+	__u32 pushed; /* 1: a key was pushed on the queue of `kind` with this record */
 	__u32 kind;   /* enum etran_tcp_ack_queued: DELAYED or IMMEDIATE */
 };
 
@@ -85,9 +93,12 @@ enum etran_tcp_limit {
 /* What an ingress segment told the app (etran_tcp_rx_meta.flags). */
 enum etran_tcp_rx_flag {
 	ETRAN_TCP_RX_FAST_RETRANSMIT = 1 << 0, /* third duplicate ACK: resend from snd_una */
-	ETRAN_TCP_RX_FIN = 1 << 1,             /* the peer's stream ends after this payload */
+	ETRAN_TCP_RX_FIN = 1 << 1, /* the peer's stream ends after this payload (then on every
+				    * frame: a lost one is healed by the next) */
 	ETRAN_TCP_RX_OUT_OF_ORDER = 1 << 2,    /* the payload lies past rcv_nxt, held out of order */
 	ETRAN_TCP_RX_MERGED = 1 << 3,          /* the out-of-order interval became in order */
+	ETRAN_TCP_RX_FIN_ACKED = 1 << 4, /* the segment acknowledges our FIN (which has no stream
+					  * position), the first time or again */
 };
 
 /* XDP metadata in front of every frame handed to an app (a multiple of 4, at most 32 bytes, as
@@ -97,7 +108,7 @@ struct etran_tcp_rx_meta {
 	__u32 rx_pos;      /* stream position of the first payload byte */
 	__u16 payload_off; /* payload offset from the start of the frame */
 	__u16 payload_len; /* payload bytes for the app; 0 when there are none */
-	__u32 acked;       /* bytes newly acknowledged by the peer */
+	__u32 una_pos;     /* stream position of snd_una: absolute, so a lost frame costs nothing */
 	__u32 peer_wnd;    /* the peer's receive window in bytes */
 	__u32 merged;      /* with MERGED: bytes of the interval beyond this payload now in order */
 	__u32 flags;       /* enum etran_tcp_rx_flag */
@@ -111,6 +122,8 @@ enum etran_tcp_tx_intent {
 	ETRAN_TCP_TX_WINDOW_UPDATE = 3, /* a pure ACK announcing the window `consumed` reopened */
 	ETRAN_TCP_TX_RETRANSMIT = 4,    /* payload already sent, within [snd_una, snd_nxt): resent at
 					 * its own sequence number, outside the windows */
+	ETRAN_TCP_TX_FIN = 5, /* no payload: our FIN once every byte up to tx_pos was sent (the
+			       * first one), else the FIN resent at its own sequence number */
 };
 
 /* In front of the payload of every frame an app transmits (compat backend: on its port). Egress
@@ -118,16 +131,18 @@ enum etran_tcp_tx_intent {
  * here reaches the wire except the payload. A multiple of 4 bytes. */
 struct etran_tcp_tx_hdr {
 	struct tcp_conn_key key; /* the connection, as in etran_tcp_conns */
-	__u32 tx_pos;   /* DATA, RETRANSMIT: stream position of the first payload byte */
+	__u32 tx_pos;   /* DATA, RETRANSMIT: stream position of the first payload byte; FIN: the
+			 * end of the app's stream */
 	__u32 consumed; /* bytes the app consumed since its last report: reopens rcv_wnd */
 	__u16 len;      /* payload bytes after this header (the rest of the frame, exactly) */
 	__u8 intent;    /* enum etran_tcp_tx_intent */
 	__u8 reserved;  /* zero */
 };
 
-/* The slow path: SYNs to listening ports, segments of handshakes the daemon runs
- * (etran_tcp_pending) and SYN/RST of established connections reach the daemon as copies of
- * their first bytes in etran_tcp_slow (ingress drops the frame, so the kernel never answers). */
+/* The slow path: SYNs to listening ports, segments of flows the daemon handles itself
+ * (etran_tcp_pending: handshakes, TIME_WAIT) and SYN/RST of established connections reach the
+ * daemon as copies of their first bytes in etran_tcp_slow (ingress drops the frame, so the kernel
+ * never answers). */
 enum etran_tcp_slow_limit {
 	ETRAN_TCP_SLOW_CAPTURE = 160, /* Ethernet + IPv4 with options + TCP with options */
 };
@@ -144,6 +159,7 @@ struct etran_tcp_layouts {
 	struct etran_tcp_rx_meta rx_meta;
 	enum etran_tcp_rx_flag rx_flag;
 	enum tcp_conn_flag conn_flag;
+	enum tcp_conn_fin conn_fin;
 	struct etran_tcp_tx_hdr tx_hdr;
 	enum etran_tcp_tx_intent tx_intent;
 	enum etran_tcp_limit limit;

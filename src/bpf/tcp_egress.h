@@ -36,6 +36,7 @@ static __always_inline int tx_hdr_valid(const struct etran_tcp_tx_hdr *h, __u64 
 		return h->len > 0 && h->len <= ETRAN_TCP_MAX_PAYLOAD;
 	case ETRAN_TCP_TX_ACK:
 	case ETRAN_TCP_TX_WINDOW_UPDATE:
+	case ETRAN_TCP_TX_FIN:
 		return h->len == 0;
 	default:
 		return 0;
@@ -63,12 +64,33 @@ static __always_inline void tx_refuse(struct tx_plan *p, enum etran_drop_reason 
 	p->reason = why;
 }
 
+/* Our FIN (under the lock). The first one goes out at snd_nxt once the app's stream up to its
+ * tx_pos was all sent, and takes one sequence number; any later one is the same FIN resent at
+ * snd_nxt - 1. The windows do not limit it. */
+static __always_inline void tx_fin(struct tcp_conn *c, const struct etran_tcp_tx_hdr *h,
+				   struct tx_plan *p)
+{
+	if (c->fin & TCP_CONN_FIN_SENT) {
+		tx_plan_segment(c, p);
+		p->seq = c->snd_nxt - 1;
+	} else if (h->tx_pos != c->tx_pos) {
+		tx_refuse(p, ETRAN_DROP_TCP_TX_FIN_EARLY);
+		return;
+	} else {
+		tx_plan_segment(c, p);
+		c->snd_nxt++;
+		c->fin |= TCP_CONN_FIN_SENT;
+	}
+	p->fin = 1;
+}
+
 /* Everything done under the connection lock: no helper calls, only the state and the copied
  * TX header.
  *
- * Payload is placed by stream position. The bytes in flight, [snd_una, snd_nxt), sit at
- * positions [una_pos, tx_pos) with una_pos = tx_pos - (snd_nxt - snd_una), so a payload at
- * position `pos` has sequence number snd_una + (pos - una_pos), wrap-around included.
+ * Payload is placed by stream position. The bytes in flight, [snd_una, snd_nxt) less a FIN
+ * not yet acknowledged, sit at positions [una_pos, tx_pos) with una_pos = tx_pos - flight, so
+ * a payload at position `pos` has sequence number snd_una + (pos - una_pos), wrap-around
+ * included.
  * - RETRANSMIT must lie wholly within the bytes in flight: it is resent at its own sequence
  *   number and changes neither snd_nxt nor tx_pos. The windows do not limit it (its bytes are
  *   already counted in the flight).
@@ -76,15 +98,22 @@ static __always_inline void tx_refuse(struct tx_plan *p, enum etran_drop_reason 
  *   the rest is new data, which alone advances snd_nxt/tx_pos and must fit both windows (else
  *   the whole frame is refused and nothing moves). So an app that lost track of which of its
  *   frames were refused may resend from its last acknowledged position and no byte is ever
- *   counted twice as new. */
+ *   counted twice as new. After our FIN no new data is taken.
+ * - FIN: see tx_fin. */
 static __always_inline void tx_update(struct tcp_conn *c, const struct etran_tcp_tx_hdr *h,
 				      struct tx_plan *p)
 {
-	__u32 flight = c->snd_nxt - c->snd_una; /* snd_una never passes snd_nxt */
+	/* snd_una never passes snd_nxt; a FIN in flight is the last sequence number. */
+	__u32 flight = c->snd_nxt - c->snd_una -
+		       ((c->fin & TCP_CONN_FIN_SENT) && c->snd_una != c->snd_nxt);
 	__u32 off = h->tx_pos - (c->tx_pos - flight); /* from snd_una's position */
 	__u32 fresh = 0, seq = c->snd_nxt;
 
 	tx_reopen(c, h->consumed);
+	if (h->intent == ETRAN_TCP_TX_FIN) {
+		tx_fin(c, h, p);
+		return;
+	}
 	if (h->intent == ETRAN_TCP_TX_RETRANSMIT) {
 		if (off >= flight) {
 			tx_refuse(p, ETRAN_DROP_TCP_TX_RETX_RANGE);
@@ -102,6 +131,10 @@ static __always_inline void tx_update(struct tcp_conn *c, const struct etran_tcp
 		}
 		if (h->len > flight - off)
 			fresh = h->len - (flight - off);
+		if (fresh && (c->fin & TCP_CONN_FIN_SENT)) {
+			tx_refuse(p, ETRAN_DROP_TCP_TX_AFTER_FIN);
+			return;
+		}
 		/* Bytes in flight once the new part is sent. */
 		if (fresh && flight + fresh > c->snd_wnd) {
 			tx_refuse(p, ETRAN_DROP_TCP_TX_PEER_WINDOW);

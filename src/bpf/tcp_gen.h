@@ -6,10 +6,11 @@
  * written from the connection state by the same code egress uses (tcp_tx.h), for the NIC.
  *
  * Policy: an ACK is due at once on ack_now (duplicate, out of order, gap filled, FIN, window
- * probe) or once two full segments are unacknowledged (RFC 5681 4.2); any other owed ACK is
- * delayed: queued too, but the pump flushes it only at its delayed-ACK deadline (or with the next
- * immediate batch). Data an app sends carries the ACK and settles it (egress clears ack_pending
- * and ack_now); the generator then skips the connection. */
+ * probe), once GEN_STRETCH_SEGMENTS full segments are unacknowledged, or when the unacknowledged
+ * bytes reach what is left of the receive window; any other owed ACK is delayed: queued on the
+ * delayed queue, which the pump flushes only at its delayed-ACK deadline. Data an app sends
+ * carries the ACK and settles it (egress clears ack_pending and ack_now); the generator then
+ * skips the connection. */
 #ifndef ETRAN_TCP_GEN_H
 #define ETRAN_TCP_GEN_H
 
@@ -26,27 +27,31 @@
  * really arriving there passes untouched. */
 #define GEN_LOOPBACK_IFINDEX 1
 
+/* Full segments one ACK may cover before it is due at once. RFC 5681 asks for an ACK every
+ * second segment; a Linux receiver with GRO acknowledges whole aggregates. Every pure ACK here
+ * costs a frame through each hop of the path, while data the app sends carries it for free. */
+#define GEN_STRETCH_SEGMENTS 8
+
 /* What ingress does about the ACK a connection owes, decided under the lock. */
 struct gen_mark {
-	__u8 push;   /* push the key on etran_tcp_ack_queue */
-	__u8 notify; /* enum etran_tcp_ack_queued to tell the pump; 0: nothing */
+	__u8 queue; /* enum etran_tcp_ack_queued: the queue to push the key on; 0: none */
 };
 
-/* Under the connection lock, after ingress updated it: raises ack_queued to what the owed ACK
- * needs. Each step happens once per ACK, so ingress pushes and notifies at most twice per ACK. */
+/* Under the connection lock, after ingress updated it: the queue the owed ACK needs, unless the
+ * key is in it already. So ingress pushes at most once per queue until the generator pops. */
 static __always_inline struct gen_mark gen_mark(struct tcp_conn *c)
 {
 	struct gen_mark m = {};
 	__u8 want = ETRAN_TCP_ACK_NOT_QUEUED;
 
-	if (c->ack_now || (c->ack_pending && c->ack_pending >= 2 * (__u32)c->mss))
+	if (c->ack_now || c->ack_pending >= GEN_STRETCH_SEGMENTS * (__u32)c->mss ||
+	    (c->ack_pending && c->ack_pending >= c->rcv_wnd))
 		want = ETRAN_TCP_ACK_IMMEDIATE;
 	else if (c->ack_pending)
 		want = ETRAN_TCP_ACK_DELAYED;
-	if (want > c->ack_queued) {
-		m.push = c->ack_queued == ETRAN_TCP_ACK_NOT_QUEUED;
-		m.notify = want;
-		c->ack_queued = want;
+	if (want && !(c->ack_queued & want)) {
+		m.queue = want;
+		c->ack_queued |= want;
 	}
 	return m;
 }
@@ -56,18 +61,20 @@ static __always_inline struct gen_mark gen_mark(struct tcp_conn *c)
 static __always_inline void gen_queue(struct tcp_conn *c, const struct tcp_conn_key *key,
 				      struct gen_mark m)
 {
-	struct etran_tcp_gen_wake w = { .kind = m.notify };
+	struct etran_tcp_gen_wake w = { .pushed = 1, .kind = m.queue };
+	int err;
 
-	if (!m.notify)
+	if (!m.queue)
 		return;
-	if (m.push) {
-		if (bpf_map_push_elem(&etran_tcp_ack_queue, key, 0)) {
-			bpf_spin_lock(&c->lock);
-			c->ack_queued = ETRAN_TCP_ACK_NOT_QUEUED;
-			bpf_spin_unlock(&c->lock);
-			return;
-		}
-		w.pushed = 1;
+	if (m.queue == ETRAN_TCP_ACK_IMMEDIATE)
+		err = bpf_map_push_elem(&etran_tcp_ack_queue, key, 0);
+	else
+		err = bpf_map_push_elem(&etran_tcp_dack_queue, key, 0);
+	if (err) {
+		bpf_spin_lock(&c->lock);
+		c->ack_queued &= ~m.queue;
+		bpf_spin_unlock(&c->lock);
+		return;
 	}
 	bpf_ringbuf_output(&etran_tcp_gen_wake, &w, sizeof(w), 0);
 }
@@ -88,12 +95,20 @@ static __always_inline int tcp_gen(struct xdp_md *ctx)
 	enum gen_outcome out = GEN_SEND;
 	__u32 hdrs, ts_now;
 	struct tcp_conn *c;
+	__u8 queue;
 	int room;
 
 	if (ctx->ingress_ifindex != GEN_LOOPBACK_IFINDEX)
 		return XDP_PASS;
+	/* The template's first byte names the queue this call drains (the pump's choice). */
+	data = (void *)(long)ctx->data;
+	if (data + 1 > (void *)(long)ctx->data_end)
+		return XDP_DROP;
+	queue = *(__u8 *)data == ETRAN_TCP_ACK_DELAYED ? ETRAN_TCP_ACK_DELAYED
+						       : ETRAN_TCP_ACK_IMMEDIATE;
 	/* An empty queue ends the batch cheaply; nothing to count. */
-	if (bpf_map_pop_elem(&etran_tcp_ack_queue, &key))
+	if (queue == ETRAN_TCP_ACK_DELAYED ? bpf_map_pop_elem(&etran_tcp_dack_queue, &key)
+					   : bpf_map_pop_elem(&etran_tcp_ack_queue, &key))
 		return XDP_DROP;
 	c = bpf_map_lookup_elem(&etran_tcp_conns, &key);
 	if (!c)
@@ -107,7 +122,7 @@ static __always_inline int tcp_gen(struct xdp_md *ctx)
 		room = -1;
 
 	bpf_spin_lock(&c->lock);
-	c->ack_queued = ETRAN_TCP_ACK_NOT_QUEUED;
+	c->ack_queued &= ~queue;
 	if (room != 1)
 		out = GEN_REQUEUE;
 	else if (!c->ack_now && !c->ack_pending)

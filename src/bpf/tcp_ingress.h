@@ -37,6 +37,7 @@ struct verdict {
 	__u32 reason;     /* enum etran_drop_reason, when dropped */
 	__u8 dropped;     /* drop the frame instead of delivering it */
 	__u8 wnd_changed; /* the peer's window is news for the app */
+	__u8 acked;       /* snd_una moved: news for the app */
 };
 
 static __always_inline void set_drop(struct verdict *v, enum etran_drop_reason why)
@@ -109,8 +110,12 @@ static __always_inline int rx_ack(struct tcp_conn *c, const struct segment *s, s
 	}
 	if (before(s->ack, c->snd_una))
 		return 1; /* an old ACK, reordered: neither its ack nor its window is news */
+	/* Said by every segment that acknowledges our FIN, not just the first: if the app lost
+	 * that frame, the next one (the answer to our resent FIN, say) tells it. */
+	if ((c->fin & TCP_CONN_FIN_SENT) && s->ack == c->snd_nxt)
+		v->meta.flags |= ETRAN_TCP_RX_FIN_ACKED;
 	if (after(s->ack, c->snd_una)) {
-		v->meta.acked = s->ack - c->snd_una;
+		v->acked = 1;
 		c->snd_una = s->ack;
 		c->dupacks = 0;
 	} else if (!s->len && !s->fin && c->snd_una != c->snd_nxt && wnd == c->snd_wnd) {
@@ -145,6 +150,11 @@ static __always_inline int rx_check_seq(struct tcp_conn *c, const struct segment
 	if (!after(s->seq + s->len, c->rcv_nxt)) {
 		c->ack_now = 1; /* the peer missed our ACK: repeat it */
 		set_drop(v, ETRAN_DROP_TCP_DUPLICATE);
+		return 0;
+	}
+	/* Not all old, so past the FIN, which ended the peer's stream (RFC 9293 3.10.7.4). */
+	if (c->fin & TCP_CONN_FIN_RCVD) {
+		set_drop(v, ETRAN_DROP_TCP_AFTER_FIN);
 		return 0;
 	}
 	start = before(s->seq, c->rcv_nxt) ? c->rcv_nxt : s->seq;
@@ -188,16 +198,36 @@ static __always_inline void rx_payload(struct tcp_conn *c, const struct segment 
 		goto out;
 	}
 	c->ack_now = 1; /* duplicate ACKs drive the peer's fast retransmit */
-	if (hold_ooo(c, c->rcv_nxt + off, c->rcv_nxt + off + len))
+	if (hold_ooo(c, c->rcv_nxt + off, c->rcv_nxt + off + len)) {
 		v->meta.flags |= ETRAN_TCP_RX_OUT_OF_ORDER;
-	else
+	} else {
+		/* Left out: without payload the frame is in order, at rx_pos (else the app would
+		 * see a hole). */
+		v->meta.rx_pos = c->rx_pos;
+		v->meta.payload_off = s->payload_off;
 		v->meta.payload_len = 0;
-out:
-	if (fin) {
-		c->rcv_nxt++; /* the FIN takes one sequence number, no stream byte */
-		c->ack_now = 1;
-		v->meta.flags |= ETRAN_TCP_RX_FIN;
 	}
+out:
+	if (fin && !(c->fin & TCP_CONN_FIN_RCVD)) {
+		c->rcv_nxt++; /* the FIN takes one sequence number, no stream byte */
+		c->fin |= TCP_CONN_FIN_RCVD;
+		c->ack_now = 1;
+	} else if (s->fin && (c->fin & TCP_CONN_FIN_RCVD)) {
+		c->ack_now = 1; /* the FIN again: our ACK of it was lost */
+	}
+	/* Said by every frame after the peer's FIN, not just the first: if the app lost that
+	 * frame, the next one tells it. */
+	if (c->fin & TCP_CONN_FIN_RCVD)
+		v->meta.flags |= ETRAN_TCP_RX_FIN;
+}
+
+/* Stream position of snd_una: tx_pos less the bytes in flight, which are [snd_una, snd_nxt)
+ * less our FIN while it is unacknowledged (the last sequence number, no stream byte). Every
+ * delivered frame carries it, so the app heals from a lost frame with the next one. */
+static __always_inline __u32 una_pos(const struct tcp_conn *c)
+{
+	return c->tx_pos - (c->snd_nxt - c->snd_una) +
+	       ((c->fin & TCP_CONN_FIN_SENT) && c->snd_una != c->snd_nxt);
 }
 
 /* Everything done under the connection lock: no helper calls, only the state and the copied
@@ -216,7 +246,8 @@ static __always_inline void rx_update(struct tcp_conn *c, const struct segment *
 		c->ts_recent = s->tsval;
 	v->meta.handle = c->handle;
 	v->meta.peer_wnd = c->snd_wnd;
-	if (!v->meta.payload_len && !v->meta.acked && !v->meta.flags && !v->wnd_changed)
+	v->meta.una_pos = una_pos(c);
+	if (!v->meta.payload_len && !v->acked && !v->meta.flags && !v->wnd_changed)
 		set_drop(v, s->len ? ETRAN_DROP_TCP_OOO_GAP : ETRAN_DROP_TCP_CONSUMED);
 }
 

@@ -46,12 +46,20 @@ struct {
 } etran_nic SEC(".maps");
 
 /* Connections owing an ACK, in the order they came to owe it: ingress pushes, the ACK generator
- * (etran_tcp_gen) pops. A connection is in it at most once (tcp_conn.ack_queued). */
+ * (etran_tcp_gen) pops. Two queues, so that flushing the ACKs due at once never flushes the
+ * delayed ones with them (data from the app would still carry those). A connection is in each at
+ * most once (the bits of tcp_conn.ack_queued). */
 struct {
 	__uint(type, BPF_MAP_TYPE_QUEUE);
 	__uint(max_entries, MAX_CONNS);
 	__type(value, struct tcp_conn_key);
-} etran_tcp_ack_queue SEC(".maps");
+} etran_tcp_ack_queue SEC(".maps"); /* due at once */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, MAX_CONNS);
+	__type(value, struct tcp_conn_key);
+} etran_tcp_dack_queue SEC(".maps"); /* delayed: flushed at the pump's deadline */
 
 /* Wakes the gen pump: one struct etran_tcp_gen_wake per change of a connection's ack_queued. */
 struct {
@@ -68,8 +76,9 @@ struct {
 	__type(value, __u32);
 } etran_tcp_listen SEC(".maps");
 
-/* Handshakes the daemon runs (SYN sent or SYN-ACK sent): every segment of them goes to the
- * slow path. The value is the owner's port slot. */
+/* Flows the daemon handles itself: handshakes (SYN sent or SYN-ACK sent) and closed
+ * connections in TIME_WAIT. Every segment of them goes to the slow path. The value is the
+ * owner's port slot (0 in TIME_WAIT). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);

@@ -37,6 +37,7 @@ struct tx_plan {
 	__u16 window; /* the window field, scaled */
 	__u16 ip_id;
 	__u8 dropped;
+	__u8 fin; /* set FIN */
 };
 
 /* TSval: a monotonic 1 ms clock. */
@@ -117,6 +118,7 @@ static __always_inline int tx_write_headers(void *data, void *data_end, const st
 			.doff = tcp_len / 4,
 			.ack = 1,
 			.psh = len > 0,
+			.fin = p->fin,
 			.window = bpf_htons(p->window),
 		},
 		.ts = {

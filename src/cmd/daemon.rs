@@ -42,7 +42,11 @@ pub fn run(args: DaemonArgs, _out: &Output) -> anyhow::Result<()> {
         );
     }
     let result = (|| {
-        let mut daemon = Daemon::new(Config { iface: args.iface, socket: args.socket })?;
+        let mut daemon = Daemon::new(Config {
+            iface: args.iface,
+            socket: args.socket,
+            time_wait: crate::daemon::DEFAULT_TIME_WAIT,
+        })?;
         *waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(daemon.waker());
         if stop.load(Ordering::SeqCst) {
             daemon.waker().wake()?;

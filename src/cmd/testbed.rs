@@ -48,6 +48,7 @@ fn up(args: TestbedUpArgs, out: &Output) -> anyhow::Result<()> {
         loss: args.loss,
         duplicate: args.duplicate,
         corrupt: args.corrupt,
+        direct: args.direct,
         ..Spec::new(&args.name.name, args.hosts)
     };
     spec.validate()?;
@@ -67,22 +68,26 @@ fn print_status(st: &Status, out: &Output) -> anyhow::Result<()> {
     if out.json() {
         return out.print_json(st);
     }
+    let topology = match &st.switch_netns {
+        Some(sw) => format!("switch {sw} forwarding {}", st.mode),
+        None => "direct veth pair (no switch)".to_string(),
+    };
     println!(
-        "testbed {}: {} hosts, switch {} forwarding {}{}",
+        "testbed {}: {} hosts, {topology}{}",
         st.name,
         st.hosts.len(),
-        st.switch_netns,
-        st.mode,
         if st.complete { "" } else { " (incomplete: run `etran testbed up` again)" }
     );
-    println!(
-        "rate {}  ecn-threshold {}  loss {}  duplicate {}  corrupt {}",
-        st.rate_bps.map_or_else(|| "-".to_string(), |r| format!("{}bit", fmt_rate(r))),
-        fmt_opt(st.ecn_threshold),
-        st.loss,
-        st.duplicate,
-        st.corrupt
-    );
+    if st.switch_netns.is_some() {
+        println!(
+            "rate {}  ecn-threshold {}  loss {}  duplicate {}  corrupt {}",
+            st.rate_bps.map_or_else(|| "-".to_string(), |r| format!("{}bit", fmt_rate(r))),
+            fmt_opt(st.ecn_threshold),
+            st.loss,
+            st.duplicate,
+            st.corrupt
+        );
+    }
     let mut t = Table::new(["host", "netns", "nic", "address", "mac", "present"]);
     for h in &st.hosts {
         t.row([

@@ -8,15 +8,20 @@
 //! ```
 //! Dropping the [`Session`] (or the process exiting) closes the socket, and the daemon removes
 //! the port; [`Session::close`] does the same explicitly.
+//!
+//! Messages the daemon sends on its own (`Accepted`, `Reset`) are queued as they are read;
+//! [`Session::poll`] reads without blocking, and the session's descriptor (`AsFd`) can join an
+//! event loop.
 use std::{
     collections::VecDeque,
     io,
     io::Write,
     os::{
-        fd::{AsFd, OwnedFd},
+        fd::{AsFd, BorrowedFd, OwnedFd},
         unix::net::UnixStream,
     },
     path::Path,
+    sync::{Arc, Weak},
     time::Duration,
 };
 
@@ -26,10 +31,13 @@ use super::proto::{self, ConnInit, FdKind, Geometry, Reply, Request, Transport};
 
 /// A connection to the daemon.
 pub struct Session {
-    stream: UnixStream,
+    /// The only strong reference: dropping the session closes the socket.
+    stream: Arc<UnixStream>,
     buf: Vec<u8>,
-    /// Connections accepted while waiting for a reply, handed out by [`Session::try_accept`].
+    /// Connections accepted, handed out by [`Session::try_accept`].
     accepted: VecDeque<(u64, ConnInit)>,
+    /// Handles of connections the peer reset, handed out by [`Session::take_reset`].
+    resets: VecDeque<u64>,
 }
 
 /// What a successful registration hands the app.
@@ -45,6 +53,9 @@ pub struct Registration {
     pub xsks: Vec<OwnedFd>,
     /// The UMEM memfd (map it `MAP_SHARED`, `geometry.umem_len` bytes).
     pub umem: OwnedFd,
+    /// The session's socket, for the requests the app library sends on its own (`Release`,
+    /// `Abort`); replies are read through the [`Session`]. It does not keep the session open.
+    pub control: Weak<UnixStream>,
 }
 
 impl Session {
@@ -54,7 +65,12 @@ impl Session {
             format!("connecting to the etran daemon at {} (is it running?)", path.display())
         })?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(Session { stream, buf: Vec::new(), accepted: VecDeque::new() })
+        Ok(Session {
+            stream: Arc::new(stream),
+            buf: Vec::new(),
+            accepted: VecDeque::new(),
+            resets: VecDeque::new(),
+        })
     }
 
     /// The raw stream (tests use it to send arbitrary bytes).
@@ -63,7 +79,7 @@ impl Session {
     }
 
     pub fn send(&mut self, req: &Request) -> anyhow::Result<()> {
-        self.stream.write_all(&proto::encode(req)).context("writing to the daemon")
+        (&*self.stream).write_all(&proto::encode(req)).context("writing to the daemon")
     }
 
     /// Waits for the next reply, collecting any descriptors that come with it.
@@ -116,6 +132,7 @@ impl Session {
                     }
                 }
                 let umem = umem.context("the daemon sent no UMEM")?;
+                let control = Arc::downgrade(&self.stream);
                 Ok(Registration {
                     slot,
                     port,
@@ -125,6 +142,7 @@ impl Session {
                     geometry,
                     xsks,
                     umem,
+                    control,
                 })
             }
             Reply::Error { message } => bail!("the daemon refused the registration: {message}"),
@@ -136,12 +154,13 @@ impl Session {
     pub fn listen(&mut self, port: u16) -> anyhow::Result<()> {
         self.send(&Request::Listen { port })?;
         loop {
-            match self.recv()?.0 {
-                Reply::Listening { port: p } if p == port => return Ok(()),
-                Reply::ListenFailed { reason, .. } => bail!("listening on {port}: {reason}"),
-                Reply::Accepted { handle, init } => self.accepted.push_back((handle, init)),
-                Reply::Error { message } => bail!("listening on {port}: {message}"),
-                other => bail!("unexpected reply to Listen: {other:?}"),
+            let (reply, _) = self.recv()?;
+            match self.stash(reply) {
+                None => {}
+                Some(Reply::Listening { port: p }) if p == port => return Ok(()),
+                Some(Reply::ListenFailed { reason, .. }) => bail!("listening on {port}: {reason}"),
+                Some(Reply::Error { message }) => bail!("listening on {port}: {message}"),
+                Some(other) => bail!("unexpected reply to Listen: {other:?}"),
             }
         }
     }
@@ -158,30 +177,45 @@ impl Session {
             local_port,
         })?;
         loop {
-            match self.recv()?.0 {
-                Reply::Connected { handle, init } => return Ok((handle, init)),
-                Reply::ConnectFailed { reason } => bail!("connecting to {remote}: {reason}"),
-                Reply::Accepted { handle, init } => self.accepted.push_back((handle, init)),
-                Reply::Error { message } => bail!("connecting to {remote}: {message}"),
-                other => bail!("unexpected reply to Connect: {other:?}"),
+            let (reply, _) = self.recv()?;
+            match self.stash(reply) {
+                None => {}
+                Some(Reply::Connected { handle, init }) => return Ok((handle, init)),
+                Some(Reply::ConnectFailed { reason }) => bail!("connecting to {remote}: {reason}"),
+                Some(Reply::Error { message }) => bail!("connecting to {remote}: {message}"),
+                Some(other) => bail!("unexpected reply to Connect: {other:?}"),
             }
         }
     }
 
-    /// The next accepted connection (`handle`, what the app adopts), without blocking.
-    pub fn try_accept(&mut self) -> anyhow::Result<Option<(u64, ConnInit)>> {
-        if let Some(a) = self.accepted.pop_front() {
-            return Ok(Some(a));
+    /// Queues a message the daemon sends on its own; any other is handed back.
+    fn stash(&mut self, reply: Reply) -> Option<Reply> {
+        match reply {
+            Reply::Accepted { handle, init } => self.accepted.push_back((handle, init)),
+            // A connection reset before it was handed out is never handed out.
+            Reply::Reset { handle } if self.accepted.iter().any(|a| a.0 == handle) => {
+                self.accepted.retain(|a| a.0 != handle)
+            }
+            Reply::Reset { handle } => self.resets.push_back(handle),
+            other => return Some(other),
         }
+        None
+    }
+
+    /// Reads and queues whatever the daemon sent, without blocking. An `Error` (the daemon
+    /// closes the session after it) or the daemon going away is an error.
+    pub fn poll(&mut self) -> anyhow::Result<()> {
         loop {
-            if let Some((reply, used)) =
+            while let Some((reply, used)) =
                 proto::decode::<Reply>(&self.buf).context("reading the daemon's message")?
             {
                 self.buf.drain(..used);
-                match reply {
-                    Reply::Accepted { handle, init } => return Ok(Some((handle, init))),
-                    Reply::Error { message } => bail!("the daemon closed the session: {message}"),
-                    other => bail!("unexpected message from the daemon: {other:?}"),
+                match self.stash(reply) {
+                    None => {}
+                    Some(Reply::Error { message }) => {
+                        bail!("the daemon closed the session: {message}")
+                    }
+                    Some(other) => bail!("unexpected message from the daemon: {other:?}"),
                 }
             }
             let mut chunk = [0u8; 4096];
@@ -192,14 +226,35 @@ impl Session {
             match r {
                 Ok(0) => bail!("the daemon closed the connection"),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e).context("reading from the daemon"),
             }
         }
     }
 
+    /// The next accepted connection (`handle`, what the app adopts), without blocking.
+    pub fn try_accept(&mut self) -> anyhow::Result<Option<(u64, ConnInit)>> {
+        if self.accepted.is_empty() {
+            self.poll()?;
+        }
+        Ok(self.accepted.pop_front())
+    }
+
+    /// The handle of the next connection the peer reset, from what was read so far (see
+    /// [`Session::poll`]).
+    pub fn take_reset(&mut self) -> Option<u64> {
+        self.resets.pop_front()
+    }
+
     /// Ends the session; the daemon removes the port.
     pub fn close(mut self) -> anyhow::Result<()> {
         self.send(&Request::Close)
+    }
+}
+
+/// The session's socket: readable when the daemon sent something ([`Session::poll`]).
+impl AsFd for Session {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! - [`proto`]: the wire protocol (length-prefixed JSON, descriptors with SCM_RIGHTS).
 //! - [`session`]: one app's connection and what it owns.
-//! - [`slow`]: the TCP slow path (handshakes: listen, accept, connect) and its AF_PACKET socket.
+//! - [`slow`]: the TCP slow path (handshakes: listen, accept, connect; release, TIME_WAIT,
+//!   aborts and resets) and its AF_PACKET socket.
 //! - [`port`]: an app's veth port, its AF_XDP socket and UMEM, its `app_ports` slot.
 //! - [`client`]: the app side (`connect`, `register`).
 //!
@@ -52,7 +53,7 @@ pub mod slow;
 use port::Port;
 use proto::{FdKind, Reply, Request, Transport};
 use session::{Input, Session};
-use slow::{FlowKey, Notify, SlowPath};
+use slow::{Notify, SlowPath, SlowTimer};
 
 const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
@@ -64,15 +65,22 @@ const FIRST_SESSION: usize = 4;
 const APP_SLOTS: u32 = 64;
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 
+/// TIME_WAIT of the connections apps close first, by default. Linux holds 60 s (2 MSL); a
+/// short one suits etran's uses (tests, benchmarks on a private network whose delays are far
+/// below a second) and keeps connection churn from piling up tuples; the ISN clock keeps a
+/// reopened tuple's sequence numbers apart anyway.
+pub const DEFAULT_TIME_WAIT: Duration = Duration::from_secs(1);
+
 pub struct Config {
     pub iface: String,
     pub socket: PathBuf,
+    /// How long a 4-tuple an app closed first stays in TIME_WAIT.
+    pub time_wait: Duration,
 }
 
 enum Timer {
     Housekeeping,
-    /// A handshake's retransmission timeout.
-    Handshake(FlowKey),
+    Slow(SlowTimer),
 }
 
 pub struct Daemon {
@@ -116,8 +124,8 @@ impl Daemon {
             .link(&cfg.iface)?
             .and_then(|l| l.mac)
             .with_context(|| format!("{} has no Ethernet address", cfg.iface))?;
-        let slow =
-            SlowPath::new(&tcp, &cfg.iface, local_mac, 1460).context("starting the slow path")?;
+        let slow = SlowPath::new(&tcp, &cfg.iface, local_mac, 1460, cfg.time_wait)
+            .context("starting the slow path")?;
         let listener = bind_listener(&cfg.socket)?;
         if let Err(e) = remove_stale_ports(&mut nl, &tcp) {
             let _ = std::fs::remove_file(&cfg.socket);
@@ -198,12 +206,7 @@ impl Daemon {
                     }
                     SLOW => {
                         let mut out = Vec::new();
-                        self.slow.on_readable(
-                            &self.tcp,
-                            &mut self.timers,
-                            Timer::Handshake,
-                            &mut out,
-                        );
+                        self.slow.on_readable(&self.tcp, &mut self.timers, Timer::Slow, &mut out);
                         self.notify(out);
                     }
                     t => self.serve(t),
@@ -226,8 +229,9 @@ impl Daemon {
                         }
                         self.timers.insert(now + HOUSEKEEPING, Timer::Housekeeping);
                     }
-                    Timer::Handshake(key) => {
-                        self.slow.on_timeout(&self.tcp, &mut self.timers, Timer::Handshake, key)
+                    Timer::Slow(t) => {
+                        let out = self.slow.on_timeout(&self.tcp, &mut self.timers, Timer::Slow, t);
+                        self.notify(out);
                     }
                 }
             }
@@ -283,6 +287,15 @@ impl Daemon {
                 Input::Request(Request::Connect { remote_ip, remote_port, local_port }) => {
                     let remote = std::net::SocketAddrV4::new(remote_ip, remote_port);
                     self.connect(token, remote, local_port);
+                    false
+                }
+                Input::Request(Request::Release { handle, time_wait }) => {
+                    let (tcp, timers) = (&self.tcp, &mut self.timers);
+                    self.slow.release(tcp, timers, Timer::Slow, token, handle, time_wait);
+                    false
+                }
+                Input::Request(Request::Abort { handle }) => {
+                    self.slow.abort(&self.tcp, token, handle);
                     false
                 }
                 Input::Request(Request::Close) => true,
@@ -366,7 +379,7 @@ impl Daemon {
             Some(slot) => self.slow.connect(
                 &self.tcp,
                 &mut self.timers,
-                Timer::Handshake,
+                Timer::Slow,
                 token,
                 slot,
                 remote,
@@ -426,6 +439,7 @@ impl Daemon {
         for t in tokens {
             self.close(t);
         }
+        self.slow.shutdown(&self.tcp, &mut self.timers);
         let _ = self.poll.registry().deregister(&mut self.listener);
         let _ = self.poll.registry().deregister(&mut SourceFd(&self.gen.fd()));
         let _ = self.poll.registry().deregister(&mut SourceFd(&self.slow.fd()));
@@ -435,6 +449,8 @@ impl Daemon {
             }
         }
         let _ = std::fs::remove_file(&self.lock.1);
+        let g = self.gen.stats();
+        log::info(format!("gen pump: {} BPF_PROG_RUN calls, {} runs", g.calls, g.runs));
         note("stopped; every app port was removed");
     }
 }

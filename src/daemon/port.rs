@@ -32,8 +32,12 @@ use crate::{
 };
 
 pub const FRAME_SIZE: u32 = 2048;
-pub const FRAME_COUNT: u32 = 4096;
-pub const RING_SIZE: u32 = 2048;
+/// Receive frames (fill and RX rings). A frame that finds the fill ring empty is lost after
+/// ingress accepted it, so the receive side gets room for bursts of thousands of frames.
+pub const RX_RING_SIZE: u32 = 8192;
+/// Transmit frames (TX and completion rings).
+pub const TX_RING_SIZE: u32 = 4096;
+pub const FRAME_COUNT: u32 = RX_RING_SIZE + TX_RING_SIZE;
 /// Prefix of every port name; the daemon owns every link named `etp<digits>{k,a}`.
 pub const PREFIX: &str = "etp";
 
@@ -42,10 +46,10 @@ pub fn geometry() -> Geometry {
         umem_len: FRAME_SIZE as u64 * FRAME_COUNT as u64,
         frame_size: FRAME_SIZE,
         headroom: 0,
-        fill_size: RING_SIZE,
-        comp_size: RING_SIZE,
-        rx_size: RING_SIZE,
-        tx_size: RING_SIZE,
+        fill_size: RX_RING_SIZE,
+        comp_size: TX_RING_SIZE,
+        rx_size: RX_RING_SIZE,
+        tx_size: TX_RING_SIZE,
     }
 }
 

@@ -8,6 +8,8 @@
 //! Versioning: the first message of a session must be `Register` with `version` =
 //! [`PROTOCOL_VERSION`]; any other version gets an `Error` and the session is closed. Fields
 //! added later are optional (`#[serde(default)]`), so a newer daemon still reads older apps.
+//! New messages bump the version: an older peer would take them for garbage. (2: `Release`,
+//! `Abort`, `Reset`.)
 //!
 //! Descriptors: `Registered` travels in one `sendmsg` together with its descriptors
 //! (SCM_RIGHTS), in the order the message lists them (`fds`). See [`send_fds`] / [`recv_fds`].
@@ -22,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::{app::StreamInit, bpf::tcp::types::tcp_conn_key};
 
 /// Version of this protocol; bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest message body accepted (a `Registered` is a few hundred bytes).
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Most descriptors one message carries.
@@ -47,6 +49,12 @@ pub enum Request {
     /// Opens a TCP connection from the NIC's address (`local_port`, or an ephemeral one).
     /// Answered by `Connected` or `ConnectFailed`.
     Connect { remote_ip: Ipv4Addr, remote_port: u16, local_port: Option<u16> },
+    /// The connection `handle` is closed on the app's side (both FINs exchanged, ours
+    /// acknowledged): the daemon removes it from the fast path, and holds its 4-tuple in
+    /// TIME_WAIT when `time_wait` (the app closed first). Not answered.
+    Release { handle: u64, time_wait: bool },
+    /// Abort the connection `handle`: the daemon resets it (RST) and removes it. Not answered.
+    Abort { handle: u64 },
 }
 
 /// What the app needs to adopt an established connection (`etran::app::StreamInit`).
@@ -145,6 +153,10 @@ pub enum Reply {
     },
     ConnectFailed {
         reason: String,
+    },
+    /// The peer reset the connection `handle`: it is gone from the fast path.
+    Reset {
+        handle: u64,
     },
 }
 
@@ -331,16 +343,21 @@ mod tests {
         let (b, m) = decode::<Request>(&buf[n..]).unwrap().unwrap();
         assert_eq!(b, Request::Close);
         assert_eq!(n + m, buf.len());
-        let reply = Reply::Error { message: "x".into() };
-        let enc = encode(&reply);
-        assert_eq!(decode::<Reply>(&enc).unwrap().unwrap(), (reply, enc.len()));
+        for reply in [Reply::Error { message: "x".into() }, Reply::Reset { handle: 3 }] {
+            let enc = encode(&reply);
+            assert_eq!(decode::<Reply>(&enc).unwrap().unwrap(), (reply, enc.len()));
+        }
+        for req in [Request::Release { handle: 9, time_wait: true }, Request::Abort { handle: 9 }] {
+            let enc = encode(&req);
+            assert_eq!(decode::<Request>(&enc).unwrap().unwrap(), (req, enc.len()));
+        }
     }
 
     #[test]
     fn wire_form_is_documented_json() {
         let enc = encode(&register());
         assert_eq!(u32::from_le_bytes(enc[..4].try_into().unwrap()) as usize, enc.len() - 4);
-        assert_eq!(&enc[4..], br#"{"Register":{"version":1,"transport":"tcp","queues":1}}"#);
+        assert_eq!(&enc[4..], br#"{"Register":{"version":2,"transport":"tcp","queues":1}}"#);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The TCP slow path of the daemon: handshakes.
+//! The TCP slow path of the daemon: handshakes, the end of connections, resets.
 //!
 //! Ingress copies SYNs to listening ports (`etran_tcp_listen`) and every segment of a flow in
 //! `etran_tcp_pending` to the `etran_tcp_slow` ring buffer; the loop drains it here, runs the
@@ -11,6 +11,16 @@
 //! Active open (`Connect`): the local address is the NIC's first IPv4 address, the port an
 //! ephemeral one (`EPHEMERAL`) unless asked for, the peer's MAC comes from the neighbour table
 //! (the kernel's, as `/proc/net/arp` shows it): no entry is a clear error, not an ARP probe.
+//!
+//! Close: the fast path exchanges the FINs; the app then releases the connection (`Release`)
+//! and it leaves `etran_tcp_conns`. If the app closed first the 4-tuple stays in TIME_WAIT for
+//! `time_wait` (in `etran_tcp_pending`, so its segments come here and are answered as
+//! [`close::time_wait_segment`] decides), and no active open picks it.
+//!
+//! Abort (`Abort`, the app's session ending) sends a RST at the positions the fast path reached.
+//! A RST from the peer on an established connection is checked by [`close::check_rst`]: a reset
+//! removes the connection and the app is told (`Reset`). A SYN on an established connection
+//! gets a challenge ACK (RFC 5961 4.2).
 use std::{
     cell::RefCell,
     collections::HashMap,
@@ -19,7 +29,7 @@ use std::{
     net::SocketAddrV4,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     rc::Rc,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context};
@@ -32,6 +42,7 @@ use crate::{
     datapath::TcpHandles,
     log,
     tcp::{
+        close::{self, RstCheck, TimeWaitAction},
         handshake::{Config, Established, Handshake, Outcome},
         isn::IsnGenerator,
         segment::{Segment, RST, SYN},
@@ -47,6 +58,15 @@ const EPHEMERAL: std::ops::Range<u16> = 49152..65535;
 /// (local, remote) of a connection.
 pub type FlowKey = (SocketAddrV4, SocketAddrV4);
 
+/// The slow path's timers (the daemon's wheel holds them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowTimer {
+    /// A handshake's retransmission timeout.
+    Handshake(FlowKey),
+    /// The end of a 4-tuple's TIME_WAIT.
+    TimeWait(FlowKey),
+}
+
 struct Pending {
     hs: Handshake,
     active: bool,
@@ -58,6 +78,16 @@ struct Pending {
 struct Conn {
     est: Established,
     owner: Token,
+    handle: u64,
+}
+
+/// A released connection we closed first: what answering its late segments needs.
+struct TimeWait {
+    est: Established,
+    snd_nxt: u32,
+    rcv_nxt: u32,
+    window: u16,
+    timer: TimerId,
 }
 
 /// A message for a session, produced by the slow path.
@@ -80,6 +110,9 @@ pub struct SlowPath {
     listeners: HashMap<u16, (Token, u32)>,
     pending: HashMap<FlowKey, Pending>,
     conns: HashMap<FlowKey, Conn>,
+    handles: HashMap<u64, FlowKey>,
+    time_wait: HashMap<FlowKey, TimeWait>,
+    time_wait_for: Duration,
     next_handle: u64,
 }
 
@@ -87,6 +120,19 @@ pub struct SlowPath {
 fn bytes_of<T: Copy>(v: &T) -> &[u8] {
     // SAFETY: T is a plain-data struct from the BPF skeleton; any reader takes its bytes.
     unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+/// The fast path's current state of a connection.
+fn read_conn(tcp: &TcpHandles, key: &tcp_conn_key) -> Option<tcp_conn> {
+    let v = tcp.conns.lookup(bytes_of(key), MapFlags::ANY).ok()??;
+    // SAFETY: the value is a struct tcp_conn (checked length, any bits).
+    (v.len() >= std::mem::size_of::<tcp_conn>())
+        .then(|| unsafe { std::ptr::read_unaligned(v.as_ptr().cast()) })
+}
+
+/// The window field a segment of `c` announces (as egress writes it).
+fn window_field(c: &tcp_conn) -> u16 {
+    (c.rcv_wnd >> c.rcv_wscale.min(14)).min(0xffff) as u16
 }
 
 fn map_key(k: &FlowKey) -> tcp_conn_key {
@@ -130,6 +176,7 @@ impl SlowPath {
         iface: &str,
         local_mac: [u8; 6],
         mtu_mss: u16,
+        time_wait: Duration,
     ) -> anyhow::Result<SlowPath> {
         let segs: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
         let sink = segs.clone();
@@ -160,6 +207,9 @@ impl SlowPath {
             listeners: HashMap::new(),
             pending: HashMap::new(),
             conns: HashMap::new(),
+            handles: HashMap::new(),
+            time_wait: HashMap::new(),
+            time_wait_for: time_wait,
             next_handle: 1,
         })
     }
@@ -221,7 +271,7 @@ impl SlowPath {
         &mut self,
         tcp: &TcpHandles,
         timers: &mut TimerWheel<T>,
-        wrap: impl Fn(FlowKey) -> T,
+        wrap: impl Fn(SlowTimer) -> T,
         out: &mut Vec<Notify>,
     ) {
         if let Err(e) = self.ring.consume() {
@@ -240,11 +290,14 @@ impl SlowPath {
         &mut self,
         tcp: &TcpHandles,
         timers: &mut TimerWheel<T>,
-        wrap: &impl Fn(FlowKey) -> T,
+        wrap: &impl Fn(SlowTimer) -> T,
         seg: Segment,
         out: &mut Vec<Notify>,
     ) {
         let key = (seg.dst, seg.src);
+        if self.time_wait.contains_key(&key) && self.on_time_wait(tcp, timers, wrap, &key, &seg) {
+            return;
+        }
         if let Some(p) = self.pending.get_mut(&key) {
             let step = p.hs.on_segment(&seg, ts_ms());
             if let Some(s) = &step.send {
@@ -261,8 +314,7 @@ impl SlowPath {
             return;
         }
         if self.conns.contains_key(&key) {
-            // A SYN or RST of an established connection: not handled yet (see the module doc).
-            log::debug(format!("slow path: flags {:#x} on established {}", seg.flags, key.1));
+            self.on_established(tcp, &key, &seg, out);
             return;
         }
         let Some(&(owner, slot)) = self.listeners.get(&seg.dst.port()) else {
@@ -282,7 +334,7 @@ impl SlowPath {
             log::warn(format!("slow path: inserting pending {}: {e}", key.1));
             return;
         }
-        let timer = Some(timers.insert(Instant::now() + hs.rto(), wrap(key)));
+        let timer = Some(timers.insert(Instant::now() + hs.rto(), wrap(SlowTimer::Handshake(key))));
         self.send(&synack);
         self.pending.insert(key, Pending { hs, active: false, owner, slot, timer });
     }
@@ -323,7 +375,8 @@ impl SlowPath {
             snd_buf: SND_BUF,
         };
         log::info(format!("connection {} ← {} established (handle {handle})", key.0, key.1));
-        self.conns.insert(key, Conn { est: e, owner: p.owner });
+        self.conns.insert(key, Conn { est: e, owner: p.owner, handle });
+        self.handles.insert(handle, key);
         let reply = if active {
             Reply::Connected { handle, init }
         } else {
@@ -356,7 +409,7 @@ impl SlowPath {
         &mut self,
         tcp: &TcpHandles,
         timers: &mut TimerWheel<T>,
-        wrap: impl Fn(FlowKey) -> T,
+        wrap: impl Fn(SlowTimer) -> T,
         owner: Token,
         slot: u32,
         remote: SocketAddrV4,
@@ -370,6 +423,7 @@ impl SlowPath {
         let busy = |this: &SlowPath, l: SocketAddrV4| {
             this.pending.contains_key(&(l, remote))
                 || this.conns.contains_key(&(l, remote))
+                || this.time_wait.contains_key(&(l, remote))
                 || this.listeners.contains_key(&l.port())
         };
         let local = match local_port {
@@ -403,7 +457,7 @@ impl SlowPath {
         tcp.pending
             .update(bytes_of(&map_key(&key)), &slot.to_ne_bytes(), MapFlags::ANY)
             .map_err(|e| format!("inserting pending {local} → {remote}: {e}"))?;
-        let timer = Some(timers.insert(Instant::now() + hs.rto(), wrap(key)));
+        let timer = Some(timers.insert(Instant::now() + hs.rto(), wrap(SlowTimer::Handshake(key))));
         self.send(&syn);
         self.pending.insert(key, Pending { hs, active: true, owner, slot, timer });
         Ok(())
@@ -418,15 +472,23 @@ impl SlowPath {
         let _ = tcp.pending.delete(bytes_of(&map_key(key)));
     }
 
-    /// A handshake's retransmission timer fired.
+    /// A timer of the slow path fired. Returns what sessions must be told (a failed connect).
     pub fn on_timeout<T>(
         &mut self,
         tcp: &TcpHandles,
         timers: &mut TimerWheel<T>,
-        wrap: impl Fn(FlowKey) -> T,
-        key: FlowKey,
-    ) {
-        let Some(p) = self.pending.get_mut(&key) else { return };
+        wrap: impl Fn(SlowTimer) -> T,
+        timer: SlowTimer,
+    ) -> Vec<Notify> {
+        let mut out = Vec::new();
+        let key = match timer {
+            SlowTimer::Handshake(key) => key,
+            SlowTimer::TimeWait(key) => {
+                self.end_time_wait(tcp, timers, &key);
+                return out;
+            }
+        };
+        let Some(p) = self.pending.get_mut(&key) else { return out };
         p.timer = None;
         let step = p.hs.on_timeout(ts_ms());
         if let Some(s) = &step.send {
@@ -435,12 +497,157 @@ impl SlowPath {
         match step.outcome {
             Outcome::Pending => {
                 let p = self.pending.get_mut(&key).expect("still pending");
-                p.timer = Some(timers.insert(Instant::now() + p.hs.rto(), wrap(key)));
+                let at = Instant::now() + p.hs.rto();
+                p.timer = Some(timers.insert(at, wrap(SlowTimer::Handshake(key))));
             }
             _ => {
                 log::info(format!("handshake {} ← {} timed out", key.0, key.1));
-                self.drop_pending(tcp, timers, &key);
+                self.fail(tcp, timers, &key, "no answer to the SYN".to_string(), &mut out);
             }
+        }
+        out
+    }
+
+    /// Takes a connection out of the fast path; returns it with the positions the fast path
+    /// reached (snd_nxt, rcv_nxt), its window field and whether it still owed the peer an ACK
+    /// (the gen pump finds no connection once it is gone). With `hold` the 4-tuple goes into
+    /// `etran_tcp_pending` first, so that none of its segments reaches the kernel (which would
+    /// answer with RST).
+    fn take_conn(
+        &mut self,
+        tcp: &TcpHandles,
+        key: &FlowKey,
+        hold: bool,
+    ) -> Option<(Conn, u32, u32, u16, bool)> {
+        let c = self.conns.remove(key)?;
+        self.handles.remove(&c.handle);
+        let mk = map_key(key);
+        let (mut snd_nxt, mut rcv_nxt, mut window) = (c.est.snd_nxt(), c.est.rcv_nxt(), 0);
+        let mut owes_ack = false;
+        if let Some(cur) = read_conn(tcp, &mk) {
+            (snd_nxt, rcv_nxt, window) = (cur.snd_nxt, cur.rcv_nxt, window_field(&cur));
+            owes_ack = cur.ack_now != 0 || cur.ack_pending != 0;
+        }
+        if hold {
+            if let Err(e) = tcp.pending.update(bytes_of(&mk), &0u32.to_ne_bytes(), MapFlags::ANY) {
+                log::warn(format!("slow path: holding {} in TIME_WAIT: {e}", key.1));
+            }
+        }
+        let _ = tcp.conns.delete(bytes_of(&mk));
+        Some((c, snd_nxt, rcv_nxt, window, owes_ack))
+    }
+
+    /// Resets a connection (RST at the fast path's positions) and removes it.
+    fn abort_conn(&mut self, tcp: &TcpHandles, key: &FlowKey) {
+        if let Some((c, snd_nxt, rcv_nxt, ..)) = self.take_conn(tcp, key, false) {
+            self.send(&c.est.abort(snd_nxt, rcv_nxt));
+        }
+    }
+
+    /// The connection `handle`, if `owner` owns it.
+    fn owned(&self, owner: Token, handle: u64) -> Option<FlowKey> {
+        let key = self.handles.get(&handle)?;
+        (self.conns.get(key)?.owner == owner).then_some(*key)
+    }
+
+    /// `Release { handle, time_wait }` from `owner`: the connection is closed on the app's side.
+    pub fn release<T>(
+        &mut self,
+        tcp: &TcpHandles,
+        timers: &mut TimerWheel<T>,
+        wrap: impl Fn(SlowTimer) -> T,
+        owner: Token,
+        handle: u64,
+        time_wait: bool,
+    ) {
+        let Some(key) = self.owned(owner, handle) else {
+            log::debug(format!("slow path: release of unknown connection {handle}"));
+            return;
+        };
+        let (c, snd_nxt, rcv_nxt, window, owes_ack) =
+            self.take_conn(tcp, &key, time_wait).expect("owned connection");
+        log::info(format!("connection {} ← {} closed (handle {handle})", key.0, key.1));
+        if owes_ack {
+            // Typically the ACK of the peer's FIN, still waiting for the gen pump.
+            self.send(&c.est.ack(snd_nxt, rcv_nxt, window));
+        }
+        if time_wait {
+            let timer =
+                timers.insert(Instant::now() + self.time_wait_for, wrap(SlowTimer::TimeWait(key)));
+            self.time_wait.insert(key, TimeWait { est: c.est, snd_nxt, rcv_nxt, window, timer });
+        }
+    }
+
+    /// `Abort { handle }` from `owner`.
+    pub fn abort(&mut self, tcp: &TcpHandles, owner: Token, handle: u64) {
+        if let Some(key) = self.owned(owner, handle) {
+            log::info(format!("connection {} ← {} aborted (handle {handle})", key.0, key.1));
+            self.abort_conn(tcp, &key);
+        }
+    }
+
+    /// A segment of a 4-tuple in TIME_WAIT. Returns false when it is a SYN that ended TIME_WAIT
+    /// and must be handled as a new connection.
+    fn on_time_wait<T>(
+        &mut self,
+        tcp: &TcpHandles,
+        timers: &mut TimerWheel<T>,
+        wrap: &impl Fn(SlowTimer) -> T,
+        key: &FlowKey,
+        seg: &Segment,
+    ) -> bool {
+        let tw = self.time_wait.get(key).expect("in TIME_WAIT");
+        let ack = tw.est.ack(tw.snd_nxt, tw.rcv_nxt, tw.window);
+        let listening = self.listeners.contains_key(&key.0.port());
+        match close::time_wait_segment(seg.flags, seg.seq, tw.rcv_nxt, listening) {
+            TimeWaitAction::Ignore => {}
+            TimeWaitAction::Ack => self.send(&ack),
+            TimeWaitAction::AckAndRestart => {
+                self.send(&ack);
+                let at = Instant::now() + self.time_wait_for;
+                let tw = self.time_wait.get_mut(key).expect("in TIME_WAIT");
+                timers.cancel(tw.timer);
+                tw.timer = timers.insert(at, wrap(SlowTimer::TimeWait(*key)));
+            }
+            TimeWaitAction::Reopen => {
+                self.end_time_wait(tcp, timers, key);
+                return false;
+            }
+        }
+        true
+    }
+
+    fn end_time_wait<T>(&mut self, tcp: &TcpHandles, timers: &mut TimerWheel<T>, key: &FlowKey) {
+        if let Some(tw) = self.time_wait.remove(key) {
+            timers.cancel(tw.timer);
+            let _ = tcp.pending.delete(bytes_of(&map_key(key)));
+        }
+    }
+
+    /// A SYN or RST of an established connection (see the module doc).
+    fn on_established(
+        &mut self,
+        tcp: &TcpHandles,
+        key: &FlowKey,
+        seg: &Segment,
+        out: &mut Vec<Notify>,
+    ) {
+        let Some(cur) = read_conn(tcp, &map_key(key)) else { return };
+        let c = self.conns.get(key).expect("established");
+        let challenge = c.est.ack(cur.snd_nxt, cur.rcv_nxt, window_field(&cur));
+        if seg.has(RST) {
+            match close::check_rst(seg.seq, cur.rcv_nxt, cur.rcv_wnd) {
+                RstCheck::Reset => {
+                    let (owner, handle) = (c.owner, c.handle);
+                    log::info(format!("connection {} ← {} reset by the peer", key.0, key.1));
+                    self.take_conn(tcp, key, false);
+                    out.push(Notify { owner, reply: Reply::Reset { handle } });
+                }
+                RstCheck::ChallengeAck => self.send(&challenge),
+                RstCheck::Ignore => {}
+            }
+        } else if seg.has(SYN) {
+            self.send(&challenge);
         }
     }
 
@@ -461,18 +668,15 @@ impl SlowPath {
         let keys: Vec<FlowKey> =
             self.conns.iter().filter(|(_, c)| c.owner == owner).map(|(k, _)| *k).collect();
         for k in keys {
-            let c = self.conns.remove(&k).expect("listed");
-            let mk = map_key(&k);
-            let (mut snd_nxt, mut rcv_nxt) = (c.est.snd_nxt(), c.est.rcv_nxt());
-            if let Ok(Some(v)) = tcp.conns.lookup(bytes_of(&mk), MapFlags::ANY) {
-                if v.len() >= std::mem::size_of::<tcp_conn>() {
-                    // SAFETY: the value is a struct tcp_conn (checked length, any bits).
-                    let cur: tcp_conn = unsafe { std::ptr::read_unaligned(v.as_ptr().cast()) };
-                    (snd_nxt, rcv_nxt) = (cur.snd_nxt, cur.rcv_nxt);
-                }
-            }
-            let _ = tcp.conns.delete(bytes_of(&mk));
-            self.send(&c.est.abort(snd_nxt, rcv_nxt));
+            self.abort_conn(tcp, &k);
+        }
+    }
+
+    /// Ends every TIME_WAIT (the daemon stops: nothing may route to it any more).
+    pub fn shutdown<T>(&mut self, tcp: &TcpHandles, timers: &mut TimerWheel<T>) {
+        let keys: Vec<FlowKey> = self.time_wait.keys().copied().collect();
+        for k in keys {
+            self.end_time_wait(tcp, timers, &k);
         }
     }
 }

@@ -1,18 +1,20 @@
 //! The gen pump: the compat backend's ACK generator role (DESIGN.md, "The four datapath roles").
 //!
 //! ACKs are decided in the kernel (`src/bpf/tcp_gen.h`): ingress marks a connection that owes
-//! one, pushes its key on `etran_tcp_ack_queue` once, and writes a small record to the
+//! one, pushes its key on the queue of ACKs due at once (`etran_tcp_ack_queue`) or on the
+//! delayed one (`etran_tcp_dack_queue`), at most once per queue, and writes a small record to the
 //! `etran_tcp_gen_wake` ring buffer. The ring buffer's descriptor is pollable (the daemon
 //! registers it with its mio loop); on readiness [`GenPump::on_readable`] drains the records and,
 //! when an ACK is due at once, runs `etran_tcp_gen` with `BPF_PROG_RUN` live frames over a
 //! template frame, `repeat` = the keys queued: each run pops one key and sends that connection's
-//! pure ACK to the NIC. Nothing sleeps on a fixed period.
+//! pure ACK to the NIC. The template's first byte tells the program which queue to pop. Nothing
+//! sleeps on a fixed period.
 //!
-//! Delayed-ACK policy: an ACK owed for less than two full segments (and no `ack_now`) is queued
-//! too, but flushed only at the pump's deadline, [`DELAYED_ACK`] after its first record (the
-//! caller's loop waits for [`GenPump::deadline`] and calls [`GenPump::on_deadline`]), or earlier
-//! with the next immediate batch, which pops every queued key. Data the app sends before then
-//! carries the ACK, and the generator skips the connection (counted as `tcp_gen_settled`).
+//! Delayed-ACK policy: the delayed queue is flushed only at the pump's deadline, [`DELAYED_ACK`]
+//! after its first record (the caller's loop waits for [`GenPump::deadline`] and calls
+//! [`GenPump::on_deadline`]). Data the app sends before then carries the ACK, and the generator
+//! skips the connection (counted as `tcp_gen_settled`). Flushing the ACKs due at once leaves the
+//! delayed ones alone: with many connections something is due at once nearly all the time.
 //!
 //! Cheap calls: a live-frames run with `repeat` > 1 of a program attached nowhere waits for an
 //! RCU grace period (≈ 24 ms, reference/machine-facts.md), so the pump attaches the generator
@@ -35,9 +37,10 @@ use crate::{
 
 use super::{kernel, AttachMode, TcpHandles};
 
-/// How long an ACK owed for less than two full segments may wait for data to carry it. (In the
-/// daemon's mio loop, epoll's millisecond timeouts round it up to about 1 ms.)
-pub const DELAYED_ACK: Duration = Duration::from_micros(500);
+/// How long an ACK not due at once may wait for data to carry it. Well under the minimum RTO
+/// (`tcp::rto`), so a delayed ACK never looks like a loss to our own sender. (In the daemon's
+/// mio loop, epoll's millisecond timeouts round it up to the next millisecond.)
+pub const DELAYED_ACK: Duration = Duration::from_millis(1);
 
 /// The template frame: as long as the longest pure ACK (Ethernet, IPv4, TCP with the timestamp
 /// option); the generator trims it for connections without timestamps.
@@ -50,12 +53,27 @@ const MAX_REPEAT: u64 = 1024;
 /// fast as it is drained must not starve the loop).
 const MAX_CALLS: u32 = 16;
 
-/// What the ring-buffer records said since the last drain.
+/// What the ring-buffer records said since the last drain: keys pushed on each queue.
 #[derive(Default)]
 struct Wakes {
-    pushed: u64,
-    immediate: bool,
-    delayed: bool,
+    immediate: u64,
+    delayed: u64,
+}
+
+/// The generator's two queues (the value is the template's first byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queue {
+    Immediate = etran_tcp_ack_queued::ETRAN_TCP_ACK_IMMEDIATE.0 as isize,
+    Delayed = etran_tcp_ack_queued::ETRAN_TCP_ACK_DELAYED.0 as isize,
+}
+
+impl Queue {
+    fn index(self) -> usize {
+        match self {
+            Queue::Immediate => 0,
+            Queue::Delayed => 1,
+        }
+    }
 }
 
 /// A veth pair that exists only to carry the generator's attachment.
@@ -86,11 +104,11 @@ pub struct GenPump {
     ring: RingBuffer<'static>,
     wakes: Arc<Mutex<Wakes>>,
     wake_map: MapHandle,
-    queue: MapHandle,
+    queues: [MapHandle; 2],
     prog: OwnedFd,
     spare: Option<Spare>,
-    template: [u8; TEMPLATE_LEN],
-    outstanding: u64,
+    /// Keys announced and not yet run for, per queue ([`Queue::index`]).
+    outstanding: [u64; 2],
     deadline: Option<Instant>,
     stats: PumpStats,
 }
@@ -101,7 +119,7 @@ impl GenPump {
     /// so that calls are cheap; without, calls with `repeat` > 1 are slow (for measurements).
     pub fn new(tcp: &TcpHandles, spare: Option<&str>) -> anyhow::Result<GenPump> {
         let prog = tcp.gen.try_clone().context("duplicating the gen program descriptor")?;
-        let queue = MapHandle::try_from(&tcp.ack_queue)?;
+        let queues = [MapHandle::try_from(&tcp.ack_queue)?, MapHandle::try_from(&tcp.dack_queue)?];
         let wake_map = MapHandle::try_from(&tcp.gen_wake)?;
         let wakes = Arc::new(Mutex::new(Wakes::default()));
         let sink = wakes.clone();
@@ -112,11 +130,10 @@ impl GenPump {
                 let w: etran_tcp_gen_wake =
                     unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
                 let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
-                s.pushed += u64::from(w.pushed);
                 if w.kind == etran_tcp_ack_queued::ETRAN_TCP_ACK_IMMEDIATE.0 {
-                    s.immediate = true;
+                    s.immediate += u64::from(w.pushed);
                 } else {
-                    s.delayed = true;
+                    s.delayed += u64::from(w.pushed);
                 }
             }
             0
@@ -130,11 +147,10 @@ impl GenPump {
             ring,
             wakes,
             wake_map,
-            queue,
+            queues,
             prog,
             spare,
-            template: [0; TEMPLATE_LEN],
-            outstanding: 0,
+            outstanding: [0; 2],
             deadline: None,
             stats: PumpStats::default(),
         })
@@ -165,10 +181,12 @@ impl GenPump {
     pub fn on_readable(&mut self, now: Instant) -> anyhow::Result<()> {
         self.ring.consume().context("reading the gen wake ring buffer")?;
         let w = std::mem::take(&mut *self.wakes.lock().unwrap_or_else(|e| e.into_inner()));
-        self.outstanding += w.pushed;
-        if w.immediate {
-            self.pump()?;
-        } else if w.delayed && self.deadline.is_none() {
+        self.outstanding[0] += w.immediate;
+        self.outstanding[1] += w.delayed;
+        if w.immediate > 0 {
+            self.flush(Queue::Immediate)?;
+        }
+        if w.delayed > 0 && self.deadline.is_none() {
             self.deadline = Some(now + DELAYED_ACK);
         }
         Ok(())
@@ -177,7 +195,10 @@ impl GenPump {
     /// Flushes delayed ACKs once their deadline passed.
     pub fn on_deadline(&mut self, now: Instant) -> anyhow::Result<()> {
         match self.deadline {
-            Some(d) if d <= now => self.pump(),
+            Some(d) if d <= now => {
+                self.deadline = None;
+                self.flush(Queue::Delayed)
+            }
             _ => Ok(()),
         }
     }
@@ -185,29 +206,47 @@ impl GenPump {
     /// Whether keys are queued (a wake record may have been lost to a full ring buffer; the
     /// daemon's housekeeping pumps then).
     pub fn queued(&self) -> bool {
-        // A queue map's lookup is a peek: ENOENT when empty.
-        matches!(self.queue.lookup(&[], MapFlags::ANY), Ok(Some(_)))
+        [Queue::Immediate, Queue::Delayed].into_iter().any(|q| self.has_keys(q))
     }
 
-    /// Sends every queued ACK now: runs the generator `repeat` = keys announced, then as long
-    /// as keys remain (up to [`MAX_CALLS`] calls).
+    fn has_keys(&self, q: Queue) -> bool {
+        // A queue map's lookup is a peek: ENOENT when empty.
+        matches!(self.queues[q.index()].lookup(&[], MapFlags::ANY), Ok(Some(_)))
+    }
+
+    /// Sends every queued ACK now, due or delayed.
     pub fn pump(&mut self) -> anyhow::Result<()> {
         self.deadline = None;
-        let mut repeat = self.outstanding.clamp(1, MAX_REPEAT);
+        self.flush(Queue::Immediate)?;
+        self.flush(Queue::Delayed)
+    }
+
+    /// Empties one queue: runs the generator `repeat` = keys announced, then as long as keys
+    /// remain (up to [`MAX_CALLS`] calls).
+    fn flush(&mut self, q: Queue) -> anyhow::Result<()> {
+        let i = q.index();
+        let mut repeat = self.outstanding[i].clamp(1, MAX_REPEAT);
         for _ in 0..MAX_CALLS {
-            self.run(repeat as u32)?;
-            self.outstanding = self.outstanding.saturating_sub(repeat);
-            if self.outstanding == 0 && !self.queued() {
+            self.run_queue(q, repeat as u32)?;
+            self.outstanding[i] = self.outstanding[i].saturating_sub(repeat);
+            if self.outstanding[i] == 0 && !self.has_keys(q) {
                 break;
             }
-            repeat = self.outstanding.clamp(64, MAX_REPEAT);
+            repeat = self.outstanding[i].clamp(64, MAX_REPEAT);
         }
         Ok(())
     }
 
-    /// One `BPF_PROG_RUN` call of `repeat` runs (each pops at most one key).
+    /// One `BPF_PROG_RUN` call of `repeat` runs over the queue of ACKs due at once (each pops
+    /// at most one key).
     pub fn run(&mut self, repeat: u32) -> anyhow::Result<()> {
-        crate::xsk::run_live_frames(self.prog.as_fd(), &self.template, 0, repeat)
+        self.run_queue(Queue::Immediate, repeat)
+    }
+
+    fn run_queue(&mut self, q: Queue, repeat: u32) -> anyhow::Result<()> {
+        let mut template = [0u8; TEMPLATE_LEN];
+        template[0] = q as u8;
+        crate::xsk::run_live_frames(self.prog.as_fd(), &template, 0, repeat)
             .context("BPF_PROG_RUN of etran_tcp_gen (live frames)")?;
         self.stats.calls += 1;
         self.stats.runs += u64::from(repeat);

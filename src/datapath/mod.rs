@@ -268,6 +268,7 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
         tcp.maps.etran_nic.pin(dir.join("nic"))?;
         tcp.progs.etran_tcp_gen.pin(dir.join("tcp_gen"))?;
         tcp.maps.etran_tcp_ack_queue.pin(dir.join("tcp_ack_queue"))?;
+        tcp.maps.etran_tcp_dack_queue.pin(dir.join("tcp_dack_queue"))?;
         tcp.maps.etran_tcp_gen_wake.pin(dir.join("tcp_gen_wake"))?;
         Ok(())
     })();
@@ -344,13 +345,16 @@ pub struct TcpHandles {
     pub conns: MapHandle,
     /// The ACK generator (etran_tcp_gen), run by the gen pump.
     pub gen: std::os::fd::OwnedFd,
-    /// QUEUE of connection keys owing an ACK (etran_tcp_ack_queue).
+    /// QUEUE of connection keys owing an ACK at once (etran_tcp_ack_queue).
     pub ack_queue: MapHandle,
+    /// QUEUE of connection keys owing a delayed ACK (etran_tcp_dack_queue).
+    pub dack_queue: MapHandle,
     /// RINGBUF where ingress wakes the gen pump (etran_tcp_gen_wake).
     pub gen_wake: MapHandle,
     /// HASH: listening TCP port (network order) → owner's port slot (etran_tcp_listen).
     pub listen: MapHandle,
-    /// HASH: connections in handshake (etran_tcp_pending): their segments reach the daemon.
+    /// HASH: flows in handshake or TIME_WAIT (etran_tcp_pending): their segments reach the
+    /// daemon.
     pub pending: MapHandle,
     /// RINGBUF of slow-path segments (etran_tcp_slow, struct etran_tcp_slow_seg records).
     pub slow: MapHandle,
@@ -403,6 +407,7 @@ pub fn tcp_handles(entrance_prog_id: u32) -> anyhow::Result<TcpHandles> {
     let (egress, gen) = (egress.ok_or_else(missing)?, gen.ok_or_else(missing)?);
     let (_, port_ifindex) = named(egress, "etran_port_ifin")?.ok_or_else(missing)?;
     let (_, ack_queue) = named(gen, "etran_tcp_ack_q")?.ok_or_else(missing)?;
+    let (_, dack_queue) = named(gen, "etran_tcp_dack_")?.ok_or_else(missing)?;
     let (_, gen_wake) = named(tcp_id, "etran_tcp_gen_w")?.ok_or_else(missing)?;
     let (_, listen) = named(tcp_id, "etran_tcp_liste")?.ok_or_else(missing)?;
     let (_, pending) = named(tcp_id, "etran_tcp_pendi")?.ok_or_else(missing)?;
@@ -414,6 +419,7 @@ pub fn tcp_handles(entrance_prog_id: u32) -> anyhow::Result<TcpHandles> {
         conns,
         gen: libbpf_rs::Program::fd_from_id(gen)?,
         ack_queue,
+        dack_queue,
         gen_wake,
         listen,
         pending,

@@ -144,14 +144,25 @@ impl Established {
     /// The RST that aborts this connection (session closed, app gone): `seq = snd_nxt` is
     /// acceptable to the peer whatever it has acknowledged.
     pub fn abort(&self, snd_nxt: u32, rcv_nxt: u32) -> Segment {
+        self.control(RST | ACK, snd_nxt, rcv_nxt, 0)
+    }
+
+    /// A bare ACK at the given positions announcing the `window` field (TIME_WAIT's answer to
+    /// a FIN, a challenge ACK).
+    pub fn ack(&self, snd_nxt: u32, rcv_nxt: u32, window: u16) -> Segment {
+        self.control(ACK, snd_nxt, rcv_nxt, window)
+    }
+
+    fn control(&self, flags: u8, seq: u32, ack: u32, window: u16) -> Segment {
         Segment {
             src_mac: self.local_mac,
             dst_mac: self.remote_mac,
             src: self.local,
             dst: self.remote,
-            seq: snd_nxt,
-            ack: rcv_nxt,
-            flags: RST | ACK,
+            seq,
+            ack,
+            flags,
+            window,
             ..Segment::default()
         }
     }

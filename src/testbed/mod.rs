@@ -1,6 +1,8 @@
 //! The built-in testbed: N hosts, each a network namespace `NAME-hI` with one veth "NIC"
 //! (`eth0`, 10.99.0.I/24, MAC 02:99:00:00:00:II, permanent ARP entries for every other host),
-//! all plugged into a switch namespace `NAME-sw`.
+//! all plugged into a switch namespace `NAME-sw`; or, with `direct` (2 hosts only), h1's and
+//! h2's eth0 are the two ends of one veth pair, with the same addresses, MACs and neighbours and
+//! no switch (nothing between the hosts: the topology the raw AF_XDP ceiling is judged on).
 //!
 //! The switch holds a Linux bridge `br0` with every port `pI` (the other end of host I's veth)
 //! enslaved, with static FDB entries for the hosts' MACs. By default an XDP program on each port
@@ -73,6 +75,8 @@ pub struct Spec {
     pub loss: f64,
     pub duplicate: f64,
     pub corrupt: f64,
+    /// No switch: the two hosts' NICs are one veth pair.
+    pub direct: bool,
 }
 
 impl Spec {
@@ -86,6 +90,7 @@ impl Spec {
             loss: 0.0,
             duplicate: 0.0,
             corrupt: 0.0,
+            direct: false,
         }
     }
 
@@ -94,9 +99,11 @@ impl Spec {
         self.rate_bps.is_some() || self.ecn_threshold.is_some()
     }
 
-    /// "xdp" or "kernel".
+    /// "xdp" or "kernel" (how the switch forwards), or "direct" (no switch).
     pub fn mode(&self) -> &'static str {
-        if self.kernel_forwarding() {
+        if self.direct {
+            "direct"
+        } else if self.kernel_forwarding() {
             "kernel"
         } else {
             "xdp"
@@ -121,9 +128,21 @@ impl Spec {
         if self.rate_bps == Some(0) {
             bail!("--rate must be above zero");
         }
+        if self.direct && self.hosts != 2 {
+            bail!("--direct joins exactly 2 hosts with one veth pair, not {}", self.hosts);
+        }
+        let impaired = self.loss != 0.0 || self.duplicate != 0.0 || self.corrupt != 0.0;
+        if self.direct && (self.kernel_forwarding() || impaired) {
+            bail!(
+                "--direct has no switch, which --rate, --ecn-threshold, --loss, --duplicate and \
+                 --corrupt need"
+            );
+        }
         Ok(())
     }
 
+    /// The switch's mark, holding the spec (a direct testbed has no switch: its hosts' marks say
+    /// so instead, see [`host_marker`]).
     fn marker(&self) -> String {
         let mut s = format!("{MARK} name={} role=sw hosts={}", self.name, self.hosts);
         if let Some(r) = self.rate_bps {
@@ -149,8 +168,9 @@ struct Mark {
     spec: Option<Spec>,
 }
 
-fn host_marker(name: &str, index: u8) -> String {
-    format!("{MARK} name={name} role=h{index}")
+fn host_marker(spec: &Spec, index: u8) -> String {
+    let topology = if spec.direct { " topology=direct" } else { "" };
+    format!("{MARK} name={} role=h{index}{topology}", spec.name)
 }
 
 fn parse_mark(alias: &str) -> Option<Mark> {
@@ -169,13 +189,17 @@ fn parse_mark(alias: &str) -> Option<Mark> {
             "loss" => spec.loss = v.parse().ok()?,
             "dup" => spec.duplicate = v.parse().ok()?,
             "corrupt" => spec.corrupt = v.parse().ok()?,
+            "topology" => spec.direct = v == "direct",
             _ => {}
         }
     }
     let name = name?;
     let role = role?;
     spec.name = name.clone();
-    let spec = (role == "sw").then_some(spec);
+    if spec.direct {
+        spec.hosts = 2;
+    }
+    let spec = (role == "sw" || spec.direct).then_some(spec);
     Some(Mark { name, role, spec })
 }
 
@@ -374,8 +398,11 @@ impl Testbed {
         format!("{}-sw", self.name())
     }
 
-    /// The switch's namespace.
+    /// The switch's namespace (an error for a direct testbed).
     pub fn switch_netns(&self) -> anyhow::Result<NetNs> {
+        if self.spec.direct {
+            bail!("testbed {} is direct: it has no switch", self.name());
+        }
         NetNs::open(&self.switch_netns_name())
     }
 
@@ -384,8 +411,12 @@ impl Testbed {
         self.private
     }
 
-    /// The switch's counters (summed over ports and CPUs; zero when it runs no BPF program).
+    /// The switch's counters (summed over ports and CPUs; zero when it runs no BPF program or
+    /// there is no switch).
     pub fn counters(&self) -> anyhow::Result<Counters> {
+        if self.spec.direct {
+            return Ok(Counters::default());
+        }
         read_counters(&self.switch_netns()?, self.hosts.len() as u8)
     }
 }
@@ -450,7 +481,9 @@ fn namespaces_of(name: &str) -> anyhow::Result<Vec<(String, Mark)>> {
 /// Refuses to build over a namespace that has one of our names but is not ours.
 fn check_names_free(spec: &Spec) -> anyhow::Result<()> {
     let mut wanted: Vec<String> = (1..=spec.hosts).map(|i| format!("{}-h{i}", spec.name)).collect();
-    wanted.push(format!("{}-sw", spec.name));
+    if !spec.direct {
+        wanted.push(format!("{}-sw", spec.name));
+    }
     let existing = NetNs::list()?;
     for ns in wanted.iter().filter(|w| existing.contains(w)) {
         if NetNs::is_stale_file(ns) {
@@ -526,24 +559,68 @@ fn reap_dead_private() {
 
 fn build_all(spec: &Spec) -> anyhow::Result<Vec<Host>> {
     let name = &spec.name;
-    let sw_mark = spec.marker();
-    let sw = NetNs::add_with(&format!("{name}-sw"), || init_ns(&sw_mark))?;
     let hosts: Vec<Host> = (1..=spec.hosts).map(|i| Host::of(name, i)).collect();
+    let sw = if spec.direct {
+        None
+    } else {
+        let sw_mark = spec.marker();
+        Some(NetNs::add_with(&format!("{name}-sw"), || init_ns(&sw_mark))?)
+    };
     let mut host_ns = Vec::new();
     for h in &hosts {
-        let mark = host_marker(name, h.index);
+        let mark = host_marker(spec, h.index);
         host_ns.push(NetNs::add_with(&h.netns, || init_ns(&mark))?);
     }
+    let xdp_on_ports = match &sw {
+        Some(sw) => {
+            build_switch(spec, sw, &hosts, &host_ns)?;
+            switch::SwitchConfig::of(spec).needs_xdp()
+        }
+        None => {
+            // Created in h1, the peer end goes straight into h2 under the same name.
+            let (a, b) = (&hosts[0], &hosts[1]);
+            Netlink::open_in(&host_ns[0])?.add_veth(
+                HOST_NIC,
+                a.mac,
+                HOST_NIC,
+                b.mac,
+                &host_ns[1],
+            )?;
+            false
+        }
+    };
 
-    let mut nl = Netlink::open_in(&sw)?;
+    for (h, ns) in hosts.iter().zip(&host_ns) {
+        let mut hn = Netlink::open_in(ns)?;
+        let nic = hn.index(HOST_NIC)?;
+        hn.add_address_v4(nic, h.ip, 24)?;
+        for other in hosts.iter().filter(|o| o.index != h.index) {
+            hn.add_neighbour_v4(nic, other.ip, other.mac)?;
+        }
+        hn.set_up(nic)?;
+        ns.run(|| -> anyhow::Result<()> {
+            set_gro(HOST_NIC, true)?;
+            if xdp_on_ports {
+                set_tx_checksum(HOST_NIC, false)?;
+            }
+            Ok(())
+        })??;
+    }
+    Ok(hosts)
+}
+
+/// The switch namespace's bridge, one port per host (the peer of the host's NIC) and its
+/// forwarding programs.
+fn build_switch(spec: &Spec, sw: &NetNs, hosts: &[Host], host_ns: &[NetNs]) -> anyhow::Result<()> {
+    let mut nl = Netlink::open_in(sw)?;
     nl.add_bridge(BRIDGE, [0x02, 0x99, 0, 0, 2, 0])?;
     let br = nl.index(BRIDGE)?;
-    for (h, ns) in hosts.iter().zip(&host_ns) {
+    for (h, ns) in hosts.iter().zip(host_ns) {
         nl.add_veth(&port_name(h.index), port_mac(h.index), HOST_NIC, h.mac, ns)?;
     }
     let links = nl.links()?;
     let mut ports = Vec::new();
-    for h in &hosts {
+    for h in hosts {
         let pname = port_name(h.index);
         let idx = links
             .iter()
@@ -568,25 +645,7 @@ fn build_all(spec: &Spec) -> anyhow::Result<Vec<Host>> {
         }
         Ok(())
     })??;
-
-    let xdp_on_ports = switch::SwitchConfig::of(spec).needs_xdp();
-    for (h, ns) in hosts.iter().zip(&host_ns) {
-        let mut hn = Netlink::open_in(ns)?;
-        let nic = hn.index(HOST_NIC)?;
-        hn.add_address_v4(nic, h.ip, 24)?;
-        for other in hosts.iter().filter(|o| o.index != h.index) {
-            hn.add_neighbour_v4(nic, other.ip, other.mac)?;
-        }
-        hn.set_up(nic)?;
-        ns.run(|| -> anyhow::Result<()> {
-            set_gro(HOST_NIC, true)?;
-            if xdp_on_ports {
-                set_tx_checksum(HOST_NIC, false)?;
-            }
-            Ok(())
-        })??;
-    }
-    Ok(hosts)
+    Ok(())
 }
 
 fn read_counters(sw: &NetNs, hosts: u8) -> anyhow::Result<Counters> {
@@ -609,8 +668,9 @@ fn read_counters(sw: &NetNs, hosts: u8) -> anyhow::Result<Counters> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub name: String,
-    pub switch_netns: String,
-    /// "xdp" or "kernel".
+    /// None for a direct testbed.
+    pub switch_netns: Option<String>,
+    /// "xdp" or "kernel" (switch forwarding), "direct" (no switch), or "broken".
     pub mode: String,
     pub rate_bps: Option<u64>,
     pub ecn_threshold: Option<u32>,
@@ -656,17 +716,18 @@ pub fn status(name: &str) -> anyhow::Result<Option<Status>> {
         })
         .collect();
     let complete = spec.is_some() && hosts.iter().all(|h| h.present);
+    let direct = spec.as_ref().is_some_and(|s| s.direct);
     let counters = match &spec {
-        Some(s) => NetNs::open(&sw_name)
+        Some(s) if !direct => NetNs::open(&sw_name)
             .and_then(|sw| read_counters(&sw, s.hosts))
             .ok()
             .filter(|_| switch::SwitchConfig::of(s).loads_programs()),
-        None => None,
+        _ => None,
     };
     let spec = spec.unwrap_or_else(|| Spec::new(name, host_count));
     Ok(Some(Status {
         name: name.to_string(),
-        switch_netns: sw_name,
+        switch_netns: (!direct).then_some(sw_name),
         mode: if complete { spec.mode().to_string() } else { "broken".to_string() },
         rate_bps: spec.rate_bps,
         ecn_threshold: spec.ecn_threshold,
@@ -727,6 +788,12 @@ mod tests {
         assert_eq!(s.mode(), "kernel");
         s.loss = 1.5;
         assert!(s.validate().is_err());
+        let mut d = Spec { direct: true, ..Spec::new("t", 2) };
+        d.validate().unwrap();
+        assert_eq!(d.mode(), "direct");
+        d.loss = 0.1;
+        assert!(d.validate().is_err());
+        assert!(Spec { direct: true, ..Spec::new("t", 3) }.validate().is_err());
     }
 
     #[test]
@@ -742,8 +809,11 @@ mod tests {
         let parsed = parse_mark(&m).unwrap();
         assert_eq!(parsed.role, "sw");
         assert_eq!(parsed.spec.unwrap(), s);
-        let h = parse_mark(&host_marker("tb", 4)).unwrap();
+        let h = parse_mark(&host_marker(&Spec::new("tb", 4), 4)).unwrap();
         assert_eq!((h.name.as_str(), h.role.as_str(), h.spec), ("tb", "h4", None));
+        let direct = Spec { direct: true, ..Spec::new("tb", 2) };
+        let h = parse_mark(&host_marker(&direct, 2)).unwrap();
+        assert_eq!((h.role.as_str(), h.spec), ("h2", Some(direct)));
         assert_eq!(parse_mark("my own alias"), None);
         assert_eq!(parse_mark("etran-testbed v1 role=sw"), None);
     }

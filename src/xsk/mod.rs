@@ -19,8 +19,8 @@ pub mod vsock;
 pub use prog::{run_live_frames, XskProgram};
 pub use ring::{ring_pair, ConsRing, Peek, ProdRing, Reservation};
 pub use socket::{
-    BindMode, CompRing, Desc, FillRing, Mode, Rings, RxRing, Socket, SocketConfig, Statistics,
-    TxRing,
+    BindMode, BusyPoll, CompRing, Desc, FillRing, Mode, Rings, RxRing, Socket, SocketConfig,
+    Statistics, TxRing,
 };
 pub use umem::{FrameAlloc, Umem, UmemConfig};
 pub use vsock::{Drr, Served, VirtualSocket};

@@ -65,6 +65,19 @@ pub struct SocketConfig {
     /// `XDP_MAX_TX_SKB_BUDGET` (Linux 6.17+): descriptors sent per `sendto` in copy mode.
     /// Ignored where the kernel lacks it.
     pub tx_budget: Option<u32>,
+    /// Busy polling: see [`BusyPoll`].
+    pub busy_poll: Option<BusyPoll>,
+}
+
+/// Busy polling (`SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL`, `SO_BUSY_POLL_BUDGET`): each
+/// [`Socket::kick_rx`] (and each TX kick) runs one receive NAPI poll of the socket's device
+/// queue, up to `budget` frames, in the calling thread. With the device's
+/// `napi_defer_hard_irqs` and `gro_flush_timeout` set, the kernel then leaves that NAPI to the
+/// polling thread instead of running it in softirq wherever the sender happens to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BusyPoll {
+    pub usecs: u32,
+    pub budget: u32,
 }
 
 impl Default for SocketConfig {
@@ -77,6 +90,7 @@ impl Default for SocketConfig {
             bind: BindMode::Auto,
             need_wakeup: true,
             tx_budget: None,
+            busy_poll: None,
         }
     }
 }
@@ -362,6 +376,27 @@ impl Socket {
                 tx_budget = Some(b);
             }
         }
+        if let Some(bp) = cfg.busy_poll {
+            for (opt, val, name) in [
+                (libc::SO_PREFER_BUSY_POLL, 1, "SO_PREFER_BUSY_POLL"),
+                (libc::SO_BUSY_POLL, bp.usecs, "SO_BUSY_POLL"),
+                (libc::SO_BUSY_POLL_BUDGET, bp.budget, "SO_BUSY_POLL_BUDGET"),
+            ] {
+                let val = val as libc::c_int;
+                // SAFETY: an int option on our socket.
+                let ret = unsafe {
+                    libc::setsockopt(
+                        rfd,
+                        libc::SOL_SOCKET,
+                        opt,
+                        (&val as *const libc::c_int).cast(),
+                        4,
+                    )
+                };
+                crate::sys::cvt(ret)
+                    .with_context(|| format!("setting {name} (needs CAP_NET_ADMIN)"))?;
+            }
+        }
         Ok(Socket {
             fd,
             umem: umem.clone(),
@@ -511,7 +546,8 @@ impl Socket {
         }
     }
 
-    /// Tells the kernel to process the fill ring / RX path: `recvfrom` (non-blocking).
+    /// Tells the kernel to process the fill ring / RX path: `recvfrom` (non-blocking). With
+    /// [`BusyPoll`], also one receive NAPI poll in this thread.
     pub fn kick_rx(&self) -> io::Result<()> {
         // SAFETY: a zero-length receive with null buffers is the documented AF_XDP kick.
         let ret = unsafe {

@@ -27,11 +27,16 @@ impl Daemon {
 
     /// Starts a daemon whose socket is `dir/run/etran.sock`, leaving what is there.
     pub fn start_in(ns: &str, dir: PathBuf) -> Daemon {
+        Daemon::start_on(ns, "va", dir)
+    }
+
+    /// Like [`Daemon::start_in`], serving `iface`.
+    pub fn start_on(ns: &str, iface: &str, dir: PathBuf) -> Daemon {
         let sock = dir.join("run/etran.sock");
         let log = dir.join("daemon.log");
         let child = Command::new("ip")
             .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_etran"), "-v", "daemon"])
-            .args(["--iface", "va", "--socket"])
+            .args(["--iface", iface, "--socket"])
             .arg(&sock)
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
@@ -51,6 +56,20 @@ impl Daemon {
 
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// What the daemon's open descriptors point to, sorted (`ip netns exec` execs it: the
+    /// child's pid is its own).
+    pub fn fds(&self) -> Vec<String> {
+        let pid = self.child.as_ref().unwrap().id();
+        let mut fds: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| fs::read_link(e.path()).ok())
+            .map(|t| t.to_string_lossy().into_owned())
+            .collect();
+        fds.sort();
+        fds
     }
 
     pub fn alive(&mut self) -> bool {
@@ -99,4 +118,76 @@ pub fn etran_up_pair(name: &str) -> super::netns::VethPair {
     assert!(out.status.success(), "etran up: {}", String::from_utf8_lossy(&out.stderr));
     super::netns::in_netns(&net.b, || etran::ethtool::set_gro("vb", true).unwrap());
     net
+}
+
+/// Names of the app ports (`etp<n>k`/`etp<n>a`) in namespace `ns`.
+pub fn port_links(ns: &str) -> Vec<String> {
+    let out = super::netns::sh(&format!("ip -n {ns} -o link show"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap().to_string())
+        .filter(|n| etran::daemon::port::is_port_name(n))
+        .collect()
+}
+
+/// Entries in the `etran_tcp_conns` map of the datapath on `iface` in namespace `ns`.
+pub fn tcp_conn_count(ns: &str, iface: &str) -> usize {
+    use libbpf_rs::MapCore;
+    super::netns::in_netns(ns, || {
+        let dp = etran::datapath::find(iface).unwrap().expect("etran is up");
+        etran::datapath::tcp_handles(dp.summary.prog_id).unwrap().conns.keys().count()
+    })
+}
+
+/// Two hosts of a private testbed, each with `etran up eth0` and an `etran daemon`; all of it
+/// removed on drop (panics included).
+pub struct EtranHosts {
+    pub daemons: Vec<Daemon>,
+    pub tb: etran::testbed::Testbed,
+}
+
+impl EtranHosts {
+    pub fn new(name: &str) -> EtranHosts {
+        use etran::{
+            datapath::pins,
+            testbed::{Testbed, HOST_NIC},
+        };
+        // On the host, so that the pins `etran up` makes under `ip netns exec` are shared.
+        pins::ensure_bpffs(std::path::Path::new(pins::BPFFS_ROOT)).unwrap();
+        let tb = Testbed::private(2).expect("private testbed");
+        let mut hosts = EtranHosts { daemons: Vec::new(), tb };
+        for i in 1..=2u8 {
+            let ns = hosts.tb.host(i).netns.clone();
+            let out = Command::new("ip")
+                .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_etran"), "up", HOST_NIC])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "etran up: {}", String::from_utf8_lossy(&out.stderr));
+            let dir = PathBuf::from(format!("/tmp/etran-test-{name}-h{i}"));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            hosts.daemons.push(Daemon::start_on(&ns, HOST_NIC, dir));
+        }
+        hosts
+    }
+
+    /// Host `i`'s (1-based) namespace name.
+    pub fn ns(&self, i: u8) -> String {
+        self.tb.host(i).netns.clone()
+    }
+}
+
+impl Drop for EtranHosts {
+    fn drop(&mut self) {
+        // Daemons first: they hold ports on the NICs the datapath leaves.
+        self.daemons.clear();
+        for i in 1..=2u8 {
+            let ns = self.ns(i);
+            let _ = Command::new("ip")
+                .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_etran"), "down"])
+                .arg(etran::testbed::HOST_NIC)
+                .output();
+        }
+    }
 }

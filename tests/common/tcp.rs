@@ -133,3 +133,62 @@ pub fn key() -> tcp_conn_key {
         remote_port: PEER_PORT.to_be(),
     }
 }
+
+// ---- End to end: an etran app against Linux TCP (see daemon::etran_up_pair) ----
+
+/// Deterministic bytes for byte-exact checks.
+pub fn pattern(seed: usize, n: usize) -> Vec<u8> {
+    (0..n).map(|i| ((i + seed) * 31 % 251) as u8).collect()
+}
+
+/// The TCP maps of `etran up va` in the calling thread's namespace.
+fn va_handles() -> datapath::TcpHandles {
+    let dp = datapath::find("va").unwrap().expect("etran is up on va");
+    datapath::tcp_handles(dp.summary.prog_id).unwrap()
+}
+
+/// Whether `key` is in etran_tcp_conns of `va` in namespace `ns`.
+pub fn conn_present(ns: &str, key: &tcp_conn_key) -> bool {
+    super::netns::in_netns(ns, || {
+        let tcp = va_handles();
+        tcp.conns.lookup(as_bytes(key), MapFlags::ANY).unwrap().is_some()
+    })
+}
+
+/// Whether `key` is in etran_tcp_pending (a handshake or TIME_WAIT) in namespace `ns`.
+pub fn pending_present(ns: &str, key: &tcp_conn_key) -> bool {
+    super::netns::in_netns(ns, || {
+        let tcp = va_handles();
+        tcp.pending.lookup(as_bytes(key), MapFlags::ANY).unwrap().is_some()
+    })
+}
+
+/// Entries of (etran_tcp_conns, etran_tcp_pending) in namespace `ns`.
+pub fn map_entries(ns: &str) -> (usize, usize) {
+    super::netns::in_netns(ns, || {
+        let tcp = va_handles();
+        (tcp.conns.keys().count(), tcp.pending.keys().count())
+    })
+}
+
+/// Polls `cond` every 10 ms for up to `secs` seconds; panics with `what` if it never holds.
+pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A neighbour entry for vb (10.77.0.2) on va, which active opens need.
+pub fn add_neighbour_of_b(net: &super::netns::VethPair) {
+    use std::process::Command;
+    let mac = Command::new("ip").args(["-n", &net.b, "-o", "link", "show", "vb"]).output().unwrap();
+    let mac = String::from_utf8_lossy(&mac.stdout);
+    let mac = mac.split("link/ether ").nth(1).unwrap().split(' ').next().unwrap().to_string();
+    let st = Command::new("ip")
+        .args(["-n", &net.a, "neigh", "replace", "10.77.0.2", "lladdr", &mac, "dev", "va"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}

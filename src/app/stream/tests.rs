@@ -29,15 +29,15 @@ fn meta(rx_pos: u32, len: usize, flags: u32) -> etran_tcp_rx_meta {
         rx_pos,
         payload_off: 54,
         payload_len: len as u16,
-        acked: 0,
+        una_pos: 0,
         peer_wnd: 1 << 20,
         merged: 0,
         flags,
     }
 }
 
-fn ack(acked: u32, peer_wnd: u32) -> etran_tcp_rx_meta {
-    etran_tcp_rx_meta { acked, peer_wnd, ..meta(0, 0, 0) }
+fn ack(una_pos: u32, peer_wnd: u32) -> etran_tcp_rx_meta {
+    etran_tcp_rx_meta { una_pos, peer_wnd, ..meta(0, 0, 0) }
 }
 
 fn bytes(from: u32, n: usize) -> Vec<u8> {
@@ -158,7 +158,7 @@ fn ring_buffer_wraps_in_memory() {
 #[test]
 fn payload_past_the_buffer_is_dropped_not_stored() {
     let mut s = Stream::new(StreamInit { rcv_buf: 16, ..init(0, 0) });
-    let fx = s.on_rx(&meta(10, 10, 0), &bytes(10, 10));
+    let fx = s.on_rx(&meta(0, 20, 0), &bytes(0, 20));
     assert_eq!(fx.dropped, 4);
     let fx = s.on_rx(&meta(40, 4, OUT_OF_ORDER), &bytes(40, 4));
     assert_eq!(fx.dropped, 4);
@@ -277,7 +277,7 @@ fn send_positions_wrap() {
     let pos: Vec<u32> = segs.iter().map(|(h, _)| h.tx_pos).collect();
     assert_eq!(pos, vec![start, start.wrapping_add(1000), start.wrapping_add(2000)]);
     assert_eq!(s.send_positions(), (start, start.wrapping_add(3000)));
-    assert_eq!(s.on_rx(&ack(2500, 1 << 20), &[]).freed, 2500);
+    assert_eq!(s.on_rx(&ack(start.wrapping_add(2500), 1 << 20), &[]).freed, 2500);
     assert_eq!(s.send_positions().0, start.wrapping_add(2500));
     assert_eq!(s.in_flight(), 500);
 }
@@ -294,10 +294,10 @@ fn peer_window_bounds_the_flight() {
     s.on_rx(&ack(1000, 2500), &[]);
     assert_eq!(drain(&mut s).iter().map(|(h, _)| h.len).collect::<Vec<_>>(), vec![1000]);
     // A zero window stops everything; an update reopens it.
-    s.on_rx(&ack(2500, 0), &[]);
+    s.on_rx(&ack(3500, 0), &[]);
     assert_eq!(s.in_flight(), 0);
     assert!(drain(&mut s).is_empty());
-    s.on_rx(&ack(0, 700), &[]);
+    s.on_rx(&ack(3500, 700), &[]);
     let segs = drain(&mut s);
     assert_eq!(segs.len(), 1);
     assert_eq!((segs[0].0.tx_pos, segs[0].0.len), (3500, 700));
@@ -314,8 +314,9 @@ fn acks_free_the_send_buffer() {
     assert_eq!(s.on_rx(&ack(1200, 1 << 20), &[]).freed, 1200);
     assert_eq!(s.send_space(), 1200);
     assert_eq!(s.write(&bytes(3000, 2000)), 1200);
-    // An ack beyond what was sent frees only what was sent.
-    assert_eq!(s.on_rx(&ack(9999, 1 << 20), &[]).freed, 1800);
+    // A position past every byte framed is no acknowledgement.
+    assert_eq!(s.on_rx(&ack(9999, 1 << 20), &[]).freed, 0);
+    assert_eq!(s.on_rx(&ack(3000, 1 << 20), &[]).freed, 1800);
     let segs = drain(&mut s);
     let all: Vec<u8> = segs.into_iter().flat_map(|(_, p)| p).collect();
     assert_eq!(all, bytes(3000, 1200));
@@ -326,9 +327,9 @@ fn fast_retransmit_resends_from_snd_una() {
     let mut s = Stream::new(init(0, 100));
     s.write(&bytes(0, 3500));
     drain(&mut s);
-    s.on_rx(&ack(1000, 1 << 20), &[]);
+    s.on_rx(&ack(1100, 1 << 20), &[]);
     assert!(!s.retransmit_pending());
-    let fx = s.on_rx(&etran_tcp_rx_meta { flags: FAST_RETRANSMIT, ..ack(0, 1 << 20) }, &[]);
+    let fx = s.on_rx(&etran_tcp_rx_meta { flags: FAST_RETRANSMIT, ..ack(1100, 1 << 20) }, &[]);
     assert!(fx.fast_retransmit);
     assert!(s.retransmit_pending());
     let mut frame = [0u8; 2048];
@@ -345,14 +346,14 @@ fn fast_retransmit_resends_from_snd_una() {
     assert_eq!(resend(&mut s), vec![(1100, bytes(1000, 1000))]);
     assert!(!s.retransmit_pending());
     // Another third duplicate ACK during recovery changes nothing.
-    let fx = s.on_rx(&etran_tcp_rx_meta { flags: FAST_RETRANSMIT, ..ack(0, 1 << 20) }, &[]);
+    let fx = s.on_rx(&etran_tcp_rx_meta { flags: FAST_RETRANSMIT, ..ack(1100, 1 << 20) }, &[]);
     assert!(!fx.fast_retransmit);
     assert!(!s.retransmit_pending());
     // A partial acknowledgement: the peer's next hole is at the new snd_una.
-    s.on_rx(&ack(1000, 1 << 20), &[]);
+    s.on_rx(&ack(2100, 1 << 20), &[]);
     assert_eq!(resend(&mut s), vec![(2100, bytes(2000, 1000))]);
     // Everything sent before the loss acknowledged: recovery is over.
-    s.on_rx(&ack(1500, 1 << 20), &[]);
+    s.on_rx(&ack(3600, 1 << 20), &[]);
     assert!(!s.retransmit_pending());
     assert!(resend(&mut s).is_empty());
     // New data continues at snd_nxt, unaffected.
@@ -379,14 +380,14 @@ fn acks_shrink_or_end_a_pending_resend() {
     assert_eq!((seg.tx_pos, seg.payload_len), (2500, 500));
     assert!(s.next_retransmit(&mut frame).is_none());
     // Everything acked: nothing to resend.
-    s.on_rx(&ack(500, 1 << 20), &[]);
+    s.on_rx(&ack(3000, 1 << 20), &[]);
     assert!(!s.retransmit_pending());
     // With nothing in flight a fast retransmit flag is ignored.
-    s.on_rx(&etran_tcp_rx_meta { flags: FAST_RETRANSMIT, ..ack(0, 1 << 20) }, &[]);
+    s.on_rx(&etran_tcp_rx_meta { flags: FAST_RETRANSMIT, ..ack(3000, 1 << 20) }, &[]);
     assert!(!s.retransmit_pending());
     s.write(&[1]);
     drain(&mut s);
-    s.on_rx(&etran_tcp_rx_meta { flags: FAST_RETRANSMIT, ..ack(0, 1 << 20) }, &[]);
+    s.on_rx(&etran_tcp_rx_meta { flags: FAST_RETRANSMIT, ..ack(3000, 1 << 20) }, &[]);
     assert!(s.retransmit_pending());
 }
 
@@ -534,7 +535,7 @@ impl Link {
         } else {
             self.dupacks = 0;
         }
-        etran_tcp_rx_meta { acked, peer_wnd: self.snd_wnd, flags, ..meta(0, 0, 0) }
+        etran_tcp_rx_meta { una_pos: self.una, peer_wnd: self.snd_wnd, flags, ..meta(0, 0, 0) }
     }
 
     /// Sends every frame the stream produces now; returns the payload positions that egress
@@ -675,11 +676,10 @@ fn a_refused_frame_does_not_wedge_the_stream() {
     assert_eq!(s.on_timer(at), TimerEvent::Resend);
     assert_eq!(s.send_positions(), (2500, 2500));
     link.cwnd = 0;
-    let sent = link.pump(&mut s);
-    assert_eq!(
-        sent,
-        vec![(INTENT_DATA, 2500, 1000), (INTENT_DATA, 3500, 1000), (INTENT_DATA, 4500, 1000)]
-    );
+    // The resend starts at one segment and grows with each acknowledgement that comes back.
+    assert_eq!(link.pump(&mut s), vec![(INTENT_DATA, 2500, 1000)]);
+    assert_eq!(s.send_positions(), (3500, 3500));
+    assert_eq!(link.pump(&mut s), vec![(INTENT_DATA, 3500, 1000), (INTENT_DATA, 4500, 1000)]);
     assert_eq!(s.send_positions(), (5500, 5500));
     assert_eq!(s.outstanding(), 0);
     assert_eq!(s.on_timer(at), TimerEvent::Idle);
@@ -699,6 +699,7 @@ fn rto_resend_starts_at_snd_una_and_backs_off() {
     drain(&mut s);
     s.on_rx(&ack(1000, 1 << 20), &[]);
     let first = s.rto();
+    assert!(first < cfg.initial, "the first segment was timed: {first:?}");
     assert_eq!(s.on_timer(t0), TimerEvent::Waiting(t0 + first));
     assert_eq!(s.on_timer(t0 + first), TimerEvent::Resend);
     assert_eq!(s.rto(), first * 2, "backed off");
@@ -707,7 +708,7 @@ fn rto_resend_starts_at_snd_una_and_backs_off() {
     // The resend is DATA from snd_una, in order.
     let segs = drain(&mut s);
     let got: Vec<(u8, u32, u16)> = segs.iter().map(|(h, _)| (h.intent, h.tx_pos, h.len)).collect();
-    assert_eq!(got, vec![(INTENT_DATA, 1000, 1000), (INTENT_DATA, 2000, 1000)]);
+    assert_eq!(got, vec![(INTENT_DATA, 1000, 1000)], "the resend window starts at one MSS");
     assert_eq!(segs[0].1, bytes(1000, 1000));
     assert_eq!(s.on_timer(t1 + first * 2), TimerEvent::Resend);
     let t2 = t1 + first * 2;
@@ -719,12 +720,148 @@ fn rto_resend_starts_at_snd_una_and_backs_off() {
     let mut s = Stream::with_rto(init(0, 0), cfg);
     s.write(&bytes(0, 3000));
     drain(&mut s);
+    let first = s.rto();
+    let t1 = t0 + first;
     s.on_timer(t0);
     assert_eq!(s.on_timer(t0 + first), TimerEvent::Resend);
     s.on_rx(&ack(500, 1 << 20), &[]);
     assert_eq!(s.on_timer(t1), TimerEvent::Waiting(t1 + first * 2));
     assert_eq!(s.on_timer(t1 + first * 2), TimerEvent::Resend);
     assert_eq!(s.on_timer(t1 + first * 6), TimerEvent::Resend, "retries started over");
+}
+
+#[test]
+fn resend_window_grows_by_what_acks_free() {
+    let t0 = Instant::now();
+    let mut s = Stream::new(init(0, 0));
+    s.write(&bytes(0, 8000));
+    drain(&mut s);
+    s.on_timer(t0);
+    assert_eq!(s.on_timer(t0 + s.rto()), TimerEvent::Resend);
+    let lens = |s: &mut Stream| frames(s).iter().map(|f| f.1).collect::<Vec<_>>();
+    assert_eq!(lens(&mut s), [0], "one MSS");
+    s.on_rx(&ack(1000, 1 << 20), &[]);
+    assert_eq!(lens(&mut s), [1000, 2000], "1000 freed: two segments");
+    // A partial acknowledgement grows it by what it freed only.
+    s.on_rx(&ack(1500, 1 << 20), &[]);
+    assert_eq!(lens(&mut s), [3000], "a window of 2500, 1500 in flight");
+    s.on_rx(&ack(4000, 1 << 20), &[]);
+    assert_eq!(lens(&mut s), [4000, 5000, 6000, 7000], "a window of 5000: the rest");
+    // Everything rewound was resent: new bytes go by the peer's window alone again.
+    s.on_rx(&ack(5000, 1 << 20), &[]);
+    s.write(&bytes(8000, 3000));
+    assert_eq!(lens(&mut s), [8000, 9000, 10_000]);
+    assert_eq!(s.stats().retransmitted, 8000);
+}
+
+#[test]
+fn an_rtt_sample_when_the_timed_segment_is_acked() {
+    let cfg =
+        RtoConfig { initial: Duration::from_secs(1), min: Duration::ZERO, ..RtoConfig::default() };
+    let mut s = Stream::with_rto(init(0, 0), cfg);
+    s.write(&bytes(0, 3000));
+    drain(&mut s);
+    std::thread::sleep(2 * MS);
+    // Part of the timed (first) segment: no sample yet.
+    s.on_rx(&ack(500, 1 << 20), &[]);
+    assert_eq!(s.srtt(), None);
+    s.on_rx(&ack(1000, 1 << 20), &[]);
+    let srtt = s.srtt().expect("the first segment was timed");
+    assert!(srtt >= 2 * MS && srtt < Duration::from_secs(1), "{srtt:?}");
+    assert!(s.rto() < Duration::from_secs(1), "the estimator took it: {:?}", s.rto());
+    // The other two were sent while the first was timed: no sample from them.
+    s.on_rx(&ack(3000, 1 << 20), &[]);
+    assert_eq!(s.srtt(), Some(srtt));
+    // The next first transmission is timed again.
+    s.write(&bytes(3000, 100));
+    drain(&mut s);
+    std::thread::sleep(20 * MS);
+    s.on_rx(&ack(3100, 1 << 20), &[]);
+    assert!(s.srtt().unwrap() > srtt, "a second, longer sample");
+}
+
+#[test]
+fn no_rtt_sample_after_a_retransmission() {
+    let t0 = Instant::now();
+    // A timeout: the resent segment is not timed, nor is the original.
+    let mut s = Stream::new(init(0, 0));
+    s.write(&bytes(0, 2000));
+    drain(&mut s);
+    s.on_timer(t0);
+    assert_eq!(s.on_timer(t0 + s.rto()), TimerEvent::Resend);
+    assert_eq!(frames(&mut s), [(INTENT_DATA, 0, 1000)]);
+    s.on_rx(&ack(2000, 1 << 20), &[]);
+    assert_eq!(s.srtt(), None);
+    // A fast retransmit of the timed segment cancels its measurement.
+    let mut s = Stream::new(init(0, 0));
+    s.write(&bytes(0, 3000));
+    drain(&mut s);
+    s.on_rx(&etran_tcp_rx_meta { flags: FAST_RETRANSMIT, ..ack(0, 1 << 20) }, &[]);
+    assert_eq!(frames(&mut s), [(INTENT_RETRANSMIT, 0, 1000)]);
+    s.on_rx(&ack(3000, 1 << 20), &[]);
+    assert_eq!(s.srtt(), None);
+}
+
+#[test]
+fn a_lost_ack_frame_is_healed_by_the_next() {
+    let mut s = Stream::new(init(0, 500));
+    s.write(&bytes(0, 3000));
+    drain(&mut s);
+    // The frame saying 1500 never reached the app; the next one says 2500.
+    assert_eq!(s.on_rx(&ack(2500, 1 << 20), &[]).freed, 2000);
+    assert_eq!(s.send_positions(), (2500, 3500));
+    // An older position (a frame that overtook it) frees nothing and moves nothing back.
+    assert_eq!(s.on_rx(&ack(1500, 1 << 20), &[]).freed, 0);
+    assert_eq!(s.on_rx(&ack(2500, 1 << 20), &[]).freed, 0);
+    assert_eq!(s.send_positions(), (2500, 3500));
+    assert_eq!(s.on_rx(&ack(3500, 1 << 20), &[]).freed, 1000);
+    assert_eq!(s.outstanding(), 0);
+}
+
+#[test]
+fn a_lost_data_frame_fails_the_stream() {
+    let mut s = Stream::new(init(100, 0));
+    s.on_rx(&meta(100, 10, 0), &bytes(0, 10));
+    // [110, 120) was lost on the way: the next in-order frame starts past the readable end.
+    let fx = s.on_rx(&meta(120, 10, 0), &bytes(20, 10));
+    assert_eq!((fx.lost, fx.readable), (10, 0));
+    assert_eq!(s.error(), Some(std::io::ErrorKind::ConnectionAborted));
+    assert!(s.is_closed());
+    assert_eq!(s.stats().rx_holes, 1);
+    // Counted once; later frames change nothing.
+    assert_eq!(s.on_rx(&meta(130, 0, 0), &[]).lost, 0);
+    assert_eq!(s.stats().rx_holes, 1);
+    // A lost pure ACK leaves no hole, nor does out-of-order data, nor a frame already seen.
+    let mut s = Stream::new(init(100, 0));
+    s.on_rx(&meta(100, 10, 0), &bytes(0, 10));
+    s.on_rx(&meta(130, 10, OUT_OF_ORDER), &bytes(30, 10));
+    s.on_rx(&meta(105, 5, 0), &bytes(5, 5));
+    assert_eq!(s.on_rx(&meta(110, 0, 0), &[]).lost, 0);
+    assert_eq!((s.error(), s.readable()), (None, 10));
+}
+
+#[test]
+fn a_lost_out_of_order_frame_fails_the_stream() {
+    let aborted = Some(std::io::ErrorKind::ConnectionAborted);
+    // The kernel held [10, 30) from two frames; [10, 20) never arrived: the merge shows it.
+    let mut s = Stream::new(init(0, 0));
+    s.on_rx(&meta(20, 10, OUT_OF_ORDER), &bytes(20, 10));
+    let m = etran_tcp_rx_meta { merged: 20, ..meta(0, 10, MERGED) };
+    let fx = s.on_rx(&m, &bytes(0, 10));
+    assert_eq!((fx.lost, fx.readable, s.error()), (20, 0, aborted));
+    // [20, 30) lost between two held frames: the third is apart from what the app holds.
+    let mut s = Stream::new(init(0, 0));
+    s.on_rx(&meta(10, 10, OUT_OF_ORDER), &bytes(10, 10));
+    assert_eq!(s.on_rx(&meta(30, 10, OUT_OF_ORDER), &bytes(30, 10)).lost, 10);
+    assert_eq!((s.error(), s.stats().rx_holes), (aborted, 1));
+    // Below the interval too.
+    let mut s = Stream::new(init(0, 0));
+    s.on_rx(&meta(30, 10, OUT_OF_ORDER), &bytes(30, 10));
+    assert_eq!(s.on_rx(&meta(10, 10, OUT_OF_ORDER), &bytes(10, 10)).lost, 10);
+    // A merge of nothing beyond the payload needs nothing held.
+    let mut s = Stream::new(init(0, 0));
+    s.on_rx(&meta(0, 10, MERGED), &bytes(0, 10));
+    assert_eq!((s.error(), s.readable()), (None, 10));
 }
 
 #[test]
@@ -745,7 +882,7 @@ fn late_acks_after_a_rewind_still_count() {
     let segs = drain(&mut s);
     assert_eq!((segs[0].0.tx_pos, segs[0].0.len), (2500, 500));
     assert_eq!(segs[0].1, bytes(2500, 500));
-    assert_eq!(s.on_rx(&ack(500, 1 << 20), &[]).freed, 500);
+    assert_eq!(s.on_rx(&ack(3000, 1 << 20), &[]).freed, 500);
     assert_eq!(s.outstanding(), 0);
     assert_eq!(s.stats().tx_bytes, 3000);
 }
@@ -825,4 +962,164 @@ fn randomized_refusals_and_losses_never_wedge() {
         }
     }
     assert!(timeouts > 0 && fast > 0 && refused > 0, "{timeouts} {fast} {refused}");
+}
+
+// ---- Close ----
+
+const FIN_ACKED: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_FIN_ACKED.0;
+
+/// Every frame next_frame gives now: (intent, tx_pos, payload length).
+fn frames(s: &mut Stream) -> Vec<(u8, u32, u16)> {
+    let mut out = Vec::new();
+    let mut frame = [0u8; 2048];
+    while let Some(seg) = s.next_frame(&mut frame) {
+        let h = read_hdr(&frame);
+        assert_eq!((seg.tx_pos, seg.payload_len), (h.tx_pos, h.len));
+        out.push((h.intent, h.tx_pos, h.len));
+    }
+    out
+}
+
+fn fin_acked(una_pos: u32) -> etran_tcp_rx_meta {
+    etran_tcp_rx_meta { flags: FIN_ACKED, ..ack(una_pos, 1 << 20) }
+}
+
+#[test]
+fn fin_follows_the_queued_bytes_once() {
+    let mut s = Stream::new(init(0, 50));
+    assert_eq!(s.write(&bytes(0, 2500)), 2500);
+    s.close();
+    assert_eq!(s.close_state(), close::State::FinWait1);
+    assert_eq!(s.write(b"more"), 0, "nothing is queued after the close");
+    assert_eq!(
+        frames(&mut s),
+        [
+            (INTENT_DATA, 50, 1000),
+            (INTENT_DATA, 1050, 1000),
+            (INTENT_DATA, 2050, 500),
+            (INTENT_FIN, 2550, 0)
+        ]
+    );
+    assert!(!s.tx_ready());
+    assert_eq!(frames(&mut s), []);
+    s.close();
+    assert_eq!(frames(&mut s), [], "closing again sends nothing");
+}
+
+#[test]
+fn fin_waits_for_the_peer_window() {
+    let mut s = Stream::new(StreamInit { peer_wnd: 1000, ..init(0, 0) });
+    s.write(&bytes(0, 1500));
+    s.close();
+    assert_eq!(frames(&mut s), [(INTENT_DATA, 0, 1000)], "no FIN before the last byte");
+    s.on_rx(&ack(1000, 1000), &[]);
+    assert_eq!(frames(&mut s), [(INTENT_DATA, 1000, 500), (INTENT_FIN, 1500, 0)]);
+}
+
+#[test]
+fn active_close_to_time_wait() {
+    let mut s = Stream::new(init(0, 0));
+    s.write(&bytes(0, 100));
+    s.close();
+    frames(&mut s);
+    // Data acknowledged, FIN not yet: still FIN_WAIT_1.
+    s.on_rx(&ack(100, 1 << 20), &[]);
+    assert_eq!(s.close_state(), close::State::FinWait1);
+    s.on_rx(&fin_acked(100), &[]);
+    assert_eq!(s.close_state(), close::State::FinWait2);
+    assert!(!s.is_closed());
+    // The peer may still send; its FIN ends it.
+    s.on_rx(&meta(0, 10, 0), &bytes(0, 10));
+    let fx = s.on_rx(&meta(10, 0, FIN), &[]);
+    assert!(fx.fin);
+    assert_eq!(s.close_state(), close::State::TimeWait);
+    assert!(s.is_closed() && s.close_state().time_wait());
+    assert_eq!(read_all(&mut s), bytes(0, 10), "data before the FIN stays readable");
+    assert!(s.is_eof());
+    assert_eq!(s.error(), None);
+}
+
+#[test]
+fn one_segment_acks_our_fin_and_carries_theirs() {
+    let mut s = Stream::new(init(0, 0));
+    s.write(&bytes(0, 10));
+    s.close();
+    frames(&mut s);
+    let m = etran_tcp_rx_meta { flags: FIN | FIN_ACKED, ..ack(10, 1 << 20) };
+    s.on_rx(&m, &[]);
+    assert_eq!(s.close_state(), close::State::TimeWait);
+    assert_eq!(s.outstanding(), 0);
+}
+
+#[test]
+fn passive_close_keeps_sending_until_ours() {
+    let mut s = Stream::new(init(0, 0));
+    s.on_rx(&meta(0, 0, FIN), &[]);
+    assert_eq!(s.close_state(), close::State::CloseWait);
+    assert!(s.is_eof());
+    // Half-closed: sending goes on.
+    assert_eq!(s.write(&bytes(0, 1200)), 1200);
+    assert_eq!(frames(&mut s), [(INTENT_DATA, 0, 1000), (INTENT_DATA, 1000, 200)]);
+    s.close();
+    assert_eq!(s.close_state(), close::State::LastAck);
+    assert_eq!(frames(&mut s), [(INTENT_FIN, 1200, 0)]);
+    s.on_rx(&fin_acked(1200), &[]);
+    assert_eq!(s.close_state(), close::State::Closed);
+    assert!(s.is_closed() && !s.close_state().time_wait());
+    assert_eq!(s.send_space(), 8192, "every byte acknowledged");
+}
+
+/// The retransmission timer covers a FIN alone in flight; a timeout resends the unacknowledged
+/// bytes first, then the FIN.
+#[test]
+fn fin_is_retransmitted_after_a_timeout() {
+    let t0 = Instant::now();
+    let mut s = Stream::new(init(0, 0));
+    s.write(&bytes(0, 1500));
+    s.close();
+    frames(&mut s);
+    // The first 1000 bytes acknowledged; the rest and the FIN lost.
+    s.on_rx(&ack(1000, 1 << 20), &[]);
+    let TimerEvent::Waiting(at) = s.on_timer(t0) else { panic!("armed") };
+    assert_eq!(s.on_timer(at), TimerEvent::Resend);
+    assert_eq!(frames(&mut s), [(INTENT_DATA, 1000, 500), (INTENT_FIN, 1500, 0)]);
+    // Now only the FIN is lost: the timer still runs, and resends it alone.
+    s.on_rx(&ack(1500, 1 << 20), &[]);
+    assert_eq!(s.outstanding(), 0);
+    let TimerEvent::Waiting(at) = s.on_timer(at) else { panic!("armed for the FIN") };
+    assert_eq!(s.on_timer(at), TimerEvent::Resend);
+    assert_eq!(frames(&mut s), [(INTENT_FIN, 1500, 0)]);
+    s.on_rx(&fin_acked(1500), &[]);
+    assert_eq!(s.on_timer(at + Duration::from_secs(10)), TimerEvent::Idle);
+    assert_eq!(frames(&mut s), []);
+}
+
+#[test]
+fn an_unacknowledged_fin_gives_up_like_bytes() {
+    let cfg = RtoConfig { max_retries: 1, ..RtoConfig::default() };
+    let mut s = Stream::with_rto(init(0, 0), cfg);
+    s.close();
+    assert_eq!(frames(&mut s), [(INTENT_FIN, 0, 0)]);
+    let t0 = Instant::now();
+    let TimerEvent::Waiting(at) = s.on_timer(t0) else { panic!("armed") };
+    assert_eq!(s.on_timer(at), TimerEvent::Resend);
+    frames(&mut s);
+    let TimerEvent::Waiting(at) = s.on_timer(at) else { panic!("armed") };
+    assert!(matches!(s.on_timer(at), TimerEvent::GaveUp(_)));
+}
+
+#[test]
+fn a_failed_stream_sends_nothing_more() {
+    let mut s = Stream::new(init(0, 0));
+    s.write(&bytes(0, 3000));
+    frames(&mut s);
+    s.on_rx(&meta(0, 5, 0), &bytes(0, 5));
+    s.fail(std::io::ErrorKind::ConnectionReset);
+    s.fail(std::io::ErrorKind::TimedOut);
+    assert_eq!(s.error(), Some(std::io::ErrorKind::ConnectionReset), "the first cause stays");
+    assert!(s.is_closed() && !s.close_state().time_wait());
+    assert!(!s.tx_ready());
+    assert_eq!(frames(&mut s), []);
+    assert_eq!(s.on_timer(Instant::now()), TimerEvent::Idle);
+    assert_eq!(s.write(b"x"), 0);
 }

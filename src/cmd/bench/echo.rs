@@ -2,7 +2,7 @@
 //! sockets, same testbed, same message pattern, same CPU placement, printed side by side.
 use std::{
     net::Ipv4Addr,
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -10,8 +10,8 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use super::{
-    etran_echo,
-    linux_echo::{self, Client, ClientResult, Server, Wait},
+    etran_echo::{self, LeakCheck},
+    linux_echo::{self, Client, ClientResult, Progress, Server, Share, Wait},
 };
 use crate::{
     bench,
@@ -34,15 +34,26 @@ struct Row {
     /// Why there are no numbers (a transport this build cannot run yet).
     #[serde(skip_serializing_if = "Option::is_none")]
     unavailable: Option<String>,
-    /// How this row's run differs from what was asked (e.g. fewer threads).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    note: Option<String>,
     messages_per_sec: f64,
     /// Payload each way.
     gbit_per_sec: f64,
     rtt_us: Option<Percentiles>,
     messages: u64,
     verified_bytes: u64,
+    /// Under churn: connections opened (the first ones included) and closed, per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    churn: Option<ChurnRates>,
+    /// eTran only: what the apps left behind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leak_check: Option<LeakCheck>,
+}
+
+#[derive(Serialize)]
+struct ChurnRates {
+    opens: u64,
+    closes: u64,
+    opens_per_sec: f64,
+    closes_per_sec: f64,
 }
 
 #[derive(Serialize)]
@@ -51,6 +62,8 @@ struct Report<'a> {
     conns: u32,
     depth: u32,
     threads: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    churn: Option<u32>,
     duration_secs: f64,
     placement: &'a str,
     testbed: &'a str,
@@ -80,11 +93,12 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
     sys::require_root("etran bench echo (it builds a private testbed)")?;
     let tb = testbed::Testbed::private(2)?;
     let sides = Sides { client: tb.netns(1)?, server: tb.netns(2)?, server_ip: tb.host(2).ip };
-    let cpus = bench::cpu_count();
-    let placement = if cpus >= 2 {
-        "client threads on CPU 0 (thread i on CPU i mod N), server threads on CPU 1 (i+1 mod N)"
+    let shares = linux_echo::plan(sides.server_ip, args.conns, args.threads);
+    let placement = if bench::cpu_count() >= 2 {
+        "client thread i on CPU i mod N, server thread i on CPU i+1 mod N \
+         (each engine: one server thread, port and listening port per client thread)"
     } else {
-        "client and server share CPU 0"
+        "client and server threads share CPU 0"
     };
     let testbed = format!(
         "private testbed, 2 hosts, {} switch{}",
@@ -99,9 +113,11 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for &t in transports {
         results.push(match t {
-            EchoTransport::Etran => measure_etran(&args, &sides, out)?,
-            EchoTransport::Linux => measure("linux", Wait::Blocking, &args, &sides, out)?,
-            EchoTransport::LinuxBusy => measure("linux-busy", Wait::Busy, &args, &sides, out)?,
+            EchoTransport::Etran => measure_etran(&args, &sides, &shares, out)?,
+            EchoTransport::Linux => measure("linux", Wait::Blocking, &args, &sides, &shares, out)?,
+            EchoTransport::LinuxBusy => {
+                measure("linux-busy", Wait::Busy, &args, &sides, &shares, out)?
+            }
             EchoTransport::All => unreachable!("expanded above"),
         });
     }
@@ -111,15 +127,26 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
         conns: args.conns,
         depth: args.depth,
         threads: args.threads,
+        churn: args.churn,
         duration_secs: args.duration.as_secs_f64(),
         placement,
         testbed: &testbed,
         results,
     };
     if out.json() {
-        return out.print_json(&report);
+        out.print_json(&report)?;
+    } else {
+        print_table(&report);
     }
-    print_table(&report);
+    let leaks: Vec<String> = report
+        .results
+        .iter()
+        .filter_map(|r| r.leak_check.as_ref())
+        .flat_map(|l| l.leaks())
+        .collect();
+    if !leaks.is_empty() {
+        bail!("leak check failed: {}", leaks.join("; "));
+    }
     Ok(())
 }
 
@@ -142,20 +169,30 @@ fn validate(args: &EchoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One Linux run: servers in the server namespace, clients in the client namespace.
+/// One Linux run: one server thread per share in the server namespace, the client threads in the
+/// client namespace.
 fn measure(
     name: &'static str,
     wait: Wait,
     args: &EchoArgs,
     sides: &Sides,
+    shares: &[Share],
     out: &Output,
 ) -> anyhow::Result<Row> {
-    let cpus = bench::cpu_count();
     let stop = AtomicBool::new(false);
-    let progress = AtomicU64::new(0);
+    let progress = Progress::default();
+    if args.churn.is_some() {
+        // Client-side TIME_WAIT would use up the ephemeral ports within seconds of churn; the
+        // namespace is the private testbed's, gone after the run.
+        sides
+            .client
+            .run(|| std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "1"))?
+            .context("enabling tcp_tw_reuse in the client namespace")?;
+    }
     let servers = sides.server.run(|| {
-        (0..args.threads)
-            .map(|i| Server::bind(linux_echo::server_addr(Ipv4Addr::UNSPECIFIED, i).into()))
+        shares
+            .iter()
+            .map(|sh| Server::bind((Ipv4Addr::UNSPECIFIED, sh.server.port()).into()))
             .collect::<anyhow::Result<Vec<_>>>()
     })??;
     let wakers: Vec<_> = servers.iter().map(Server::waker).collect();
@@ -163,32 +200,30 @@ fn measure(
 
     let results: Vec<anyhow::Result<ClientResult>> = std::thread::scope(|s| {
         let mut server_threads = Vec::new();
-        for (i, server) in servers.into_iter().enumerate() {
+        for (server, share) in servers.into_iter().zip(shares) {
             let (ns, stop) = (&sides.server, &stop);
             server_threads.push(s.spawn(move || -> anyhow::Result<u64> {
                 ns.enter()?;
-                bench::pin_to_cpu((i + 1) % cpus)?;
+                bench::pin_to_cpu(share.server_cpu)?;
                 server.run(wait, stop)
             }));
         }
         let start = Instant::now();
         let deadline = start + args.duration;
-        let per_thread = args.conns / args.threads;
-        let extra = args.conns % args.threads;
-        let clients: Vec<_> = (0..args.threads)
-            .map(|i| {
+        let clients: Vec<_> = shares
+            .iter()
+            .map(|share| {
                 let client = Client {
-                    server: linux_echo::server_addr(sides.server_ip, i),
-                    first_conn_id: i * (per_thread + 1),
-                    conns: per_thread + u32::from(i < extra),
+                    share: share.clone(),
                     depth: args.depth,
                     size: args.size,
+                    churn: args.churn,
                     wait,
                 };
                 let (ns, progress) = (&sides.client, &progress);
                 s.spawn(move || -> anyhow::Result<ClientResult> {
                     ns.enter()?;
-                    bench::pin_to_cpu(bench::cpu_for(i as usize))?;
+                    bench::pin_to_cpu(client.share.client_cpu)?;
                     client.run(deadline, progress)
                 })
             })
@@ -210,37 +245,37 @@ fn measure(
         bar.finish_and_clear();
     }
 
-    let mut messages = 0;
-    let mut verified = 0;
-    let mut rtt = bench::latency_histogram();
+    let mut total = ClientResult::new();
     for r in results {
-        let r = r.with_context(|| format!("{name} echo client"))?;
-        messages += r.messages;
-        verified += r.verified_bytes;
-        rtt.add(&r.rtt_ns)?;
+        total.merge(&r.with_context(|| format!("{name} echo client"))?)?;
     }
-    row(name, args, messages, verified, &rtt, None)
+    row(name, args, &total, None)
 }
 
 /// Per-second progress on `bar` until `done`.
 fn watch_progress(
     bar: Option<&indicatif::ProgressBar>,
-    progress: &AtomicU64,
+    progress: &Progress,
     start: Instant,
     done: &dyn Fn() -> bool,
 ) {
-    let mut last = 0;
+    let mut last = (0, 0);
     let mut tick = start;
     while !done() {
         std::thread::sleep(Duration::from_millis(50));
         if tick.elapsed() >= Duration::from_secs(1) {
-            let now = progress.load(Ordering::Relaxed);
+            let now = (
+                progress.messages.load(Ordering::Relaxed),
+                progress.reopened.load(Ordering::Relaxed),
+            );
             if let Some(bar) = bar {
+                let secs = tick.elapsed().as_secs_f64();
+                let mut msg = format!("{:.0} msgs/s", (now.0 - last.0) as f64 / secs);
+                if now.1 > 0 {
+                    msg += &format!(", {:.0} reconnects/s", (now.1 - last.1) as f64 / secs);
+                }
                 bar.inc(1);
-                bar.set_message(format!(
-                    "{:.0} msgs/s",
-                    (now - last) as f64 / tick.elapsed().as_secs_f64()
-                ));
+                bar.set_message(msg);
             }
             last = now;
             tick = Instant::now();
@@ -260,21 +295,23 @@ fn progress_bar(name: &str, args: &EchoArgs, out: &Output) -> Option<indicatif::
     })
 }
 
-/// The eTran run: one client App (all connections) on CPU 0, one server App on CPU 1.
-fn measure_etran(args: &EchoArgs, sides: &Sides, out: &Output) -> anyhow::Result<Row> {
-    let cpus = bench::cpu_count();
-    let progress = AtomicU64::new(0);
+/// The eTran run: per share one client App and one server App, placed as the Linux threads.
+fn measure_etran(
+    args: &EchoArgs,
+    sides: &Sides,
+    shares: &[Share],
+    out: &Output,
+) -> anyhow::Result<Row> {
+    let progress = Progress::default();
     let bar = progress_bar("etran", args, out);
     let params = etran_echo::Params {
         client: &sides.client,
         server: &sides.server,
-        server_addr: linux_echo::server_addr(sides.server_ip, 0),
-        conns: args.conns,
+        shares,
         depth: args.depth,
         size: args.size,
+        churn: args.churn,
         duration: args.duration,
-        client_cpu: 0,
-        server_cpu: 1 % cpus,
     };
     let r = etran_echo::run(&params, &progress, |done| {
         watch_progress(bar.as_ref(), &progress, Instant::now(), done)
@@ -283,37 +320,36 @@ fn measure_etran(args: &EchoArgs, sides: &Sides, out: &Output) -> anyhow::Result
         bar.finish_and_clear();
     }
     let r = r.context("etran echo")?;
-    let note = (args.threads > 1).then(|| {
-        format!(
-            "ran with 1 client and 1 server thread (one App per side), not --threads {}",
-            args.threads
-        )
-    });
-    row("etran", args, r.messages, r.verified_bytes, &r.rtt_ns, note)
+    row("etran", args, &r.result, Some(r.leaks))
 }
 
 fn row(
     transport: &'static str,
     args: &EchoArgs,
-    messages: u64,
-    verified: u64,
-    rtt: &hdrhistogram::Histogram<u64>,
-    note: Option<String>,
+    r: &ClientResult,
+    leak_check: Option<LeakCheck>,
 ) -> anyhow::Result<Row> {
-    if messages == 0 {
+    if r.messages == 0 {
         bail!("{transport}: no message completed a round trip in {:?}", args.duration);
     }
     let secs = args.duration.as_secs_f64();
-    let us = |q: f64| rtt.value_at_quantile(q) as f64 / 1000.0;
+    let us = |q: f64| r.rtt_ns.value_at_quantile(q) as f64 / 1000.0;
     Ok(Row {
         transport,
         unavailable: None,
-        note,
-        messages_per_sec: messages as f64 / secs,
-        gbit_per_sec: (messages * u64::from(args.size)) as f64 * 8.0 / secs / 1e9,
+        messages_per_sec: r.messages as f64 / secs,
+        gbit_per_sec: (r.messages * u64::from(args.size)) as f64 * 8.0 / secs / 1e9,
         rtt_us: Some(Percentiles { p50: us(0.5), p99: us(0.99), p99_9: us(0.999) }),
-        messages,
-        verified_bytes: verified,
+        messages: r.messages,
+        verified_bytes: r.verified_bytes,
+        churn: args.churn.map(|_| ChurnRates {
+            opens: r.opens,
+            closes: r.closes,
+            opens_per_sec: r.opens as f64 / secs,
+            closes_per_sec: r.closes as f64 / secs,
+        }),
+        // The leak check is printed under churn, and always enforced.
+        leak_check,
     })
 }
 
@@ -356,11 +392,71 @@ fn print_table(r: &Report<'_>) {
     }
     print!("{}", t.render());
     for row in &r.results {
-        if let Some(note) = &row.note {
-            println!("{}: {note}", row.transport);
+        if let Some(c) = &row.churn {
+            println!(
+                "{}: {} connections opened, {} closed ({:.0} opens/s, {:.0} closes/s)",
+                row.transport, c.opens, c.closes, c.opens_per_sec, c.closes_per_sec
+            );
+        }
+    }
+    if r.churn.is_some() {
+        for row in &r.results {
+            if let Some(l) = &row.leak_check {
+                print_leak_check(row.transport, l);
+            }
         }
     }
     for row in r.results.iter().filter(|r| r.unavailable.is_some()) {
         println!("{}: {}", row.transport, row.unavailable.as_deref().unwrap_or_default());
+    }
+}
+
+fn print_leak_check(transport: &str, l: &LeakCheck) {
+    let (b, a) = (&l.before, &l.after);
+    println!(
+        "{transport} leak check: before the first app, peak during the run, once every \
+         connection was closed (apps still registered), after the last app:"
+    );
+    let mut t = Table::new(["resource", "before", "peak", "all closed", "after"]);
+    let none = || "-".to_string();
+    for (i, host) in ["client", "server"].iter().enumerate() {
+        t.row([
+            format!("etran_tcp_conns entries, {host} host"),
+            b.tcp_conns[i].to_string(),
+            l.peak_conns[i].to_string(),
+            l.closed_conns[i].to_string(),
+            a.tcp_conns[i].to_string(),
+        ]);
+        t.row([
+            format!("app ports, {host} host"),
+            b.app_ports[i].to_string(),
+            none(),
+            none(),
+            a.app_ports[i].to_string(),
+        ]);
+    }
+    t.row([
+        "descriptors (daemons and apps)".into(),
+        b.fds.to_string(),
+        none(),
+        none(),
+        a.fds.to_string(),
+    ]);
+    for f in &l.apps {
+        t.row([
+            format!("free UMEM TX frames, {} (of {})", f.app, f.tx_frames),
+            f.tx_free_at_open.to_string(),
+            none(),
+            f.tx_free_at_end.to_string(),
+            none(),
+        ]);
+    }
+    print!("{}", t.render());
+    let leaks = l.leaks();
+    if leaks.is_empty() {
+        println!("{transport}: nothing leaked");
+    }
+    for leak in leaks {
+        println!("{transport}: LEAKED: {leak}");
     }
 }

@@ -1,29 +1,36 @@
 //! The eTran side of `etran bench echo`: the datapath up on both hosts' NICs, a daemon per host
-//! (in-process, on a thread inside the host's namespace, socket in a private directory), one
-//! busy-polling server App in the server host and one busy-polling client App (all
-//! connections) in the client host. Same protocol and byte check as the Linux engine
-//! ([`linux_echo::pattern`]). Everything is torn down before returning: apps closed (abort
-//! RSTs), daemons stopped, the datapath taken down; a Ctrl-C on the way runs the same stop.
+//! (in-process, on a thread inside the host's namespace, socket in a private directory), and per
+//! [`Share`] one busy-polling server App (its own registration, port and listening port) in the
+//! server host and one busy-polling client App in the client host, placed as the Linux engine
+//! places its threads. Same protocol and byte check as the Linux engine
+//! ([`linux_echo::pattern`]). At the end every connection is closed (FIN both ways; one that
+//! does not close within 3 s is aborted and reported). A leak check brackets the apps:
+//! connection-map entries, app ports and descriptors before any app, once every connection
+//! closed and after the last app, and each app's UMEM TX pool. Everything is torn down before
+//! returning: apps gone, daemons stopped, the datapath taken down; a Ctrl-C on the way runs the
+//! same stop.
 use std::{
     io::ErrorKind,
-    net::SocketAddrV4,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
         mpsc, Arc, Mutex,
     },
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context};
+use libbpf_rs::{MapCore, MapHandle};
 use mio::Waker;
+use serde::Serialize;
 
-use super::linux_echo::{ClientResult, Echo};
+use super::linux_echo::{ClientResult, Echo, Progress, Share};
 use crate::{
     app::{App, ConnId},
     cli::{Backend, XdpMode},
-    daemon::{client::Session, proto::Transport, Config, Daemon},
+    daemon::{client::Session, port, proto::Transport, Config, Daemon},
     datapath::{self, UpOptions},
+    netlink::Netlink,
     netns::NetNs,
     testbed::HOST_NIC,
 };
@@ -32,22 +39,22 @@ use crate::{
 pub struct Params<'a> {
     pub client: &'a NetNs,
     pub server: &'a NetNs,
-    pub server_addr: SocketAddrV4,
-    pub conns: u32,
+    /// One client and one server App per share.
+    pub shares: &'a [Share],
     pub depth: u32,
     pub size: u32,
+    /// Round trips per connection before it is closed and replaced.
+    pub churn: Option<u32>,
     pub duration: Duration,
-    pub client_cpu: usize,
-    pub server_cpu: usize,
 }
 
-/// Runs the echo over eTran. `watch` runs on the calling thread while the client runs (the
-/// caller's progress display); its argument tells whether the client is done.
+/// Runs the echo over eTran. `watch` runs on the calling thread while the clients run (the
+/// caller's progress display); its argument tells whether the clients are done.
 pub fn run(
     p: &Params<'_>,
-    progress: &AtomicU64,
+    progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool) + Send,
-) -> anyhow::Result<ClientResult> {
+) -> anyhow::Result<Outcome> {
     let dir = std::env::temp_dir().join(format!("etran-echo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -93,9 +100,9 @@ fn run_in(
     dir: &std::path::Path,
     wakers: &Mutex<Vec<Arc<Waker>>>,
     done_tx: &mpsc::Sender<()>,
-    progress: &AtomicU64,
+    progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool) + Send,
-) -> anyhow::Result<ClientResult> {
+) -> anyhow::Result<Outcome> {
     let opts =
         UpOptions { backend: Backend::Auto, mode: XdpMode::Native, queues: None, force: false };
     for ns in [p.client, p.server] {
@@ -115,6 +122,7 @@ fn run_in(
                     let mut d = match Daemon::new(Config {
                         iface: HOST_NIC.to_string(),
                         socket: sock.clone(),
+                        time_wait: crate::daemon::DEFAULT_TIME_WAIT,
                     }) {
                         Ok(d) => d,
                         Err(e) => {
@@ -159,81 +167,295 @@ fn run_in(
 fn apps(
     p: &Params<'_>,
     socks: &[PathBuf; 2],
-    progress: &AtomicU64,
+    progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool) + Send,
-) -> anyhow::Result<ClientResult> {
+) -> anyhow::Result<Outcome> {
+    let mut probe = Probe::open(p.client, p.server)?;
+    let before = probe.snapshot()?;
+    let n = p.shares.len();
     let stop = AtomicBool::new(false);
+    let phases = Phases::default();
+    // Per share: connections its server app adopted.
+    let adopted: Vec<AtomicU64> = p.shares.iter().map(|_| AtomicU64::new(0)).collect();
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
-    std::thread::scope(|s| {
-        let server = s.spawn(|| -> anyhow::Result<u64> {
-            let r = (|| {
-                p.server.enter()?;
-                crate::bench::pin_to_cpu(p.server_cpu)?;
-                let mut session = Session::connect(&socks[1])?;
-                let reg = session.register(Transport::Tcp, 1)?;
-                let app = App::open(reg)?;
-                session.listen(p.server_addr.port())?;
-                Ok((session, app))
-            })();
-            let (mut session, mut app) = match r {
-                Ok(x) => {
-                    let _ = ready_tx.send(Ok(()));
-                    x
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return Ok(0);
-                }
-            };
-            serve(&mut app, &mut session, p.conns, &stop)
+    let mut closed_conns = [0u64; 2];
+    let run = std::thread::scope(|s| -> anyhow::Result<(ClientResult, Vec<AppFrames>, [u64; 2])> {
+        let servers: Vec<_> = p
+            .shares
+            .iter()
+            .enumerate()
+            .map(|(i, share)| {
+                let (ready_tx, stop, adopted) = (ready_tx.clone(), &stop, &adopted[i]);
+                s.spawn(move || -> anyhow::Result<AppFrames> {
+                    let setup = (|| {
+                        p.server.enter()?;
+                        crate::bench::pin_to_cpu(share.server_cpu)?;
+                        let (mut session, app) = register(&socks[1], format!("server {i}"))?;
+                        session.listen(share.server.port())?;
+                        Ok((session, app))
+                    })();
+                    match setup {
+                        Ok((mut session, mut app)) => {
+                            let _ = ready_tx.send(Ok(()));
+                            let churn = p.churn.is_some();
+                            let unclosed =
+                                serve(&mut app, &mut session, share.conns, churn, adopted, stop)?;
+                            app.quiesce(&unclosed)
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(anyhow::anyhow!("{e:#}")));
+                            Err(e)
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(ready_tx);
+        let ready = (0..n).try_for_each(|_| {
+            ready_rx.recv().unwrap_or_else(|_| Err(anyhow::anyhow!("server died")))
         });
-        let ready = ready_rx.recv().unwrap_or_else(|_| Err(anyhow::anyhow!("server died")));
-        let client = s.spawn(|| -> anyhow::Result<ClientResult> {
-            ready.context("eTran echo server")?;
-            p.client.enter()?;
-            crate::bench::pin_to_cpu(p.client_cpu)?;
-            client(p, &socks[0], progress)
+        let clients: Vec<_> = match &ready {
+            Err(_) => Vec::new(),
+            Ok(()) => p
+                .shares
+                .iter()
+                .enumerate()
+                .map(|(i, _)| {
+                    let (phases, adopted) = (&phases, &adopted[i]);
+                    s.spawn(move || -> anyhow::Result<(ClientResult, AppFrames)> {
+                        let r = client(p, i, &socks[0], phases, adopted, progress);
+                        if r.is_err() {
+                            phases.failed.store(true, Ordering::Release);
+                        }
+                        r
+                    })
+                })
+                .collect(),
+        };
+        let peak = std::cell::Cell::new([0u64; 2]);
+        let sampled = std::cell::Cell::new(Instant::now());
+        watch(&|| {
+            // The display's polling doubles as the sampler of the connection maps, once a
+            // second under churn (walking a large map is not free).
+            if p.churn.is_some() && sampled.get().elapsed() >= Duration::from_secs(1) {
+                sampled.set(Instant::now());
+                if let Ok(c) = probe.conns() {
+                    let old = peak.get();
+                    peak.set([old[0].max(c[0]), old[1].max(c[1])]);
+                }
+            }
+            let finished = clients.iter().filter(|c| c.is_finished()).count();
+            finished + phases.closed.load(Ordering::Acquire) as usize >= clients.len()
         });
-        watch(&|| client.is_finished());
-        // A panicking app thread becomes an error, so the teardown still runs.
-        let r =
-            client.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the client thread panicked")));
-        stop.store(true, Ordering::Relaxed);
-        match server.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the thread panicked"))) {
-            Ok(_) => r,
-            Err(e) => r.and(Err(e.context("eTran echo server"))),
+        if !clients.is_empty() && phases.closed.load(Ordering::Acquire) as usize == clients.len() {
+            // Every client closed its connections; the servers close theirs as the FINs come.
+            let give_up = Instant::now() + Duration::from_secs(2);
+            closed_conns = probe.conns()?;
+            while closed_conns != before.tcp_conns && Instant::now() < give_up {
+                std::thread::sleep(Duration::from_millis(10));
+                closed_conns = probe.conns()?;
+            }
         }
-    })
+        // The last to arrive: lets the clients go on.
+        if phases.pass(&phases.closed, clients.len() + 1).is_err() {
+            phases.failed.store(true, Ordering::Release);
+        }
+        let mut total = ClientResult::new();
+        let mut frames = Vec::new();
+        let mut first_err = ready.err().map(|e| e.context("eTran echo server"));
+        // The cause, rather than the threads that gave up because of it.
+        let mut note = |e: anyhow::Error| {
+            if first_err.as_ref().is_none_or(|f| f.is::<Abandoned>() && !e.is::<Abandoned>()) {
+                first_err = Some(e);
+            }
+        };
+        for c in clients {
+            match joined(c) {
+                Ok((r, f)) => {
+                    total.merge(&r)?;
+                    frames.push(f);
+                }
+                Err(e) => note(e.context("eTran echo client")),
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for srv in servers {
+            match joined(srv) {
+                Ok(f) => frames.push(f),
+                Err(e) => note(e.context("eTran echo server")),
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok((total, frames, peak.get())),
+        }
+    });
+    let (result, apps, peak_conns) = run?;
+    // The daemons tear down closed sessions asynchronously: give them a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut after = probe.snapshot()?;
+    while after != before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        after = probe.snapshot()?;
+    }
+    Ok(Outcome { result, leaks: LeakCheck { before, closed_conns, after, peak_conns, apps } })
 }
 
-/// Echoes everything until `stop`; accepts up to `expect` connections on the way.
+/// A panicking thread becomes an error, so that the teardown still runs.
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>) -> anyhow::Result<T> {
+    h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the thread panicked")))
+}
+
+/// Registers an app with the daemon at `sock`; `role` names it in the leak check.
+fn register(sock: &Path, role: String) -> anyhow::Result<(Session, Probed)> {
+    let mut session = Session::connect(sock)?;
+    let reg = session.register(Transport::Tcp, 1)?;
+    let app = App::open(reg)?;
+    let tx_free_at_open = app.port().tx_frames().available();
+    Ok((session, Probed { app, role, tx_free_at_open }))
+}
+
+/// An app and what the leak check needs to know about it.
+struct Probed {
+    app: App,
+    role: String,
+    tx_free_at_open: u32,
+}
+
+impl std::ops::Deref for Probed {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.app
+    }
+}
+
+impl std::ops::DerefMut for Probed {
+    fn deref_mut(&mut self) -> &mut App {
+        &mut self.app
+    }
+}
+
+impl Probed {
+    /// Aborts the connections in `unclosed` (their close did not complete), waits (briefly)
+    /// for the kernel to complete every TX frame, then reports the pool.
+    fn quiesce(mut self, unclosed: &[ConnId]) -> anyhow::Result<AppFrames> {
+        if !unclosed.is_empty() {
+            let states: Vec<_> = unclosed
+                .iter()
+                .filter_map(|&id| self.app.stream(id))
+                .map(|s| s.close_state())
+                .collect();
+            crate::log::warn(format!("{}: connections that did not close: {states:?}", self.role));
+        }
+        for &id in unclosed {
+            self.app.abort(id);
+        }
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            self.app.poll()?;
+            let pool = self.app.port().tx_frames();
+            if pool.available() == pool.capacity() || Instant::now() >= deadline {
+                return Ok(AppFrames {
+                    app: self.role,
+                    tx_frames: pool.capacity(),
+                    tx_free_at_open: self.tx_free_at_open,
+                    tx_free_at_end: pool.available(),
+                    unclosed: unclosed.len(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Where the client threads wait for each other: to start measuring together once all are
+/// connected, and once all closed their connections, for the leak check's look at the
+/// connection maps (the main thread is the last to arrive there).
+#[derive(Default)]
+struct Phases {
+    connected: AtomicU32,
+    closed: AtomicU32,
+    failed: AtomicBool,
+}
+
+impl Phases {
+    /// Arrives at `phase` and waits until `n` arrived (or a thread failed).
+    fn pass(&self, phase: &AtomicU32, n: usize) -> anyhow::Result<()> {
+        phase.fetch_add(1, Ordering::AcqRel);
+        while (phase.load(Ordering::Acquire) as usize) < n {
+            if self.failed.load(Ordering::Acquire) {
+                return Err(Abandoned.into());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+}
+
+/// A thread gave up because another failed: that one's error is the one to report.
+#[derive(Debug)]
+struct Abandoned;
+
+impl std::fmt::Display for Abandoned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("another thread failed")
+    }
+}
+
+impl std::error::Error for Abandoned {}
+
+/// Forgets the connections in `closing` that are closed; returns how many. One that failed
+/// (reset, timed out) instead of closing is an error.
+fn reap(app: &mut App, closing: &mut Vec<ConnId>) -> anyhow::Result<u64> {
+    let mut n = 0;
+    let mut i = 0;
+    while i < closing.len() {
+        let id = closing[i];
+        if !app.is_closed(id) {
+            i += 1;
+            continue;
+        }
+        if let Some(e) = app.stream(id).and_then(|s| s.error()) {
+            bail!("a connection failed while closing: {}", std::io::Error::from(e));
+        }
+        app.remove_connection(id);
+        closing.swap_remove(i);
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Echoes everything until `stop`; accepts connections on the way (up to `expect`, or without
+/// end under churn) and closes each one the client closed. Returns the connections not closed
+/// by then.
 fn serve(
     app: &mut App,
     session: &mut Session,
     expect: u32,
+    churn: bool,
+    adopted: &AtomicU64,
     stop: &AtomicBool,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<Vec<ConnId>> {
     let mut conns: Vec<(ConnId, Vec<u8>)> = Vec::new();
+    let mut closing = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
-    let mut echoed = 0u64;
-    let mut spins = 0u32;
     while !stop.load(Ordering::Relaxed) {
-        app.poll()?;
-        // Accepting costs a syscall: only while connections are expected, and not every spin.
-        spins = spins.wrapping_add(1);
-        if conns.len() < expect as usize && spins % 16 == 0 {
+        // Accepting costs a syscall: only while connections are expected.
+        if churn || (adopted.load(Ordering::Relaxed) as usize) < expect as usize {
             while let Some(id) = app.accept(session)? {
                 conns.push((id, Vec::new()));
+                adopted.fetch_add(1, Ordering::Release);
             }
         }
-        for (id, pending) in &mut conns {
+        app.poll()?;
+        let mut i = 0;
+        while i < conns.len() {
+            let (id, pending) = &mut conns[i];
+            let mut ended = false;
             loop {
                 if !pending.is_empty() {
                     match app.send(*id, pending) {
-                        Ok(n) => {
-                            echoed += n as u64;
-                            pending.drain(..n);
-                        }
+                        Ok(n) => drop(pending.drain(..n)),
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) => return Err(e).context("echoing"),
                     }
@@ -242,53 +464,160 @@ fn serve(
                     }
                 }
                 match app.recv(*id, &mut buf) {
-                    Ok(0) => break,
+                    Ok(0) => {
+                        ended = true;
+                        break;
+                    }
                     Ok(n) => pending.extend_from_slice(&buf[..n]),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) => return Err(e).context("receiving"),
                 }
             }
+            if ended {
+                // The client closed its side (everything echoed): close ours.
+                app.close(*id).context("closing")?;
+                closing.push(*id);
+                conns.swap_remove(i);
+            } else {
+                i += 1;
+            }
         }
+        reap(app, &mut closing)?;
     }
-    Ok(echoed)
+    closing.extend(conns.iter().map(|c| c.0));
+    Ok(closing)
 }
 
 struct Conn {
     conn: ConnId,
     echo: Echo,
+    /// This client thread's n-th connection (1-based): messages start once its server thread
+    /// adopted that many.
+    seq: u64,
+    started: bool,
 }
 
-fn client(p: &Params<'_>, sock: &PathBuf, progress: &AtomicU64) -> anyhow::Result<ClientResult> {
-    let mut session = Session::connect(sock)?;
-    let reg = session.register(Transport::Tcp, 1)?;
-    let mut app = App::open(reg)?;
-    let mut conns = Vec::with_capacity(p.conns as usize);
-    for i in 0..p.conns {
-        let conn = app.connect(&mut session, p.server_addr)?;
-        conns.push(Conn { conn, echo: Echo::new(i, p.depth) });
+/// Client thread `index`: its share of the connections, measured from the moment every client
+/// thread is connected. After the deadline it lets the messages in flight come back (not
+/// counted), closes every connection and waits until they are closed, for the leak check.
+fn client(
+    p: &Params<'_>,
+    index: usize,
+    sock: &Path,
+    phases: &Phases,
+    adopted: &AtomicU64,
+    progress: &Progress,
+) -> anyhow::Result<(ClientResult, AppFrames)> {
+    let share = &p.shares[index];
+    p.client.enter()?;
+    crate::bench::pin_to_cpu(share.client_cpu)?;
+    let (mut session, mut app) = register(sock, format!("client {index}"))?;
+    let mut result = ClientResult::new();
+    let mut conns = Vec::with_capacity(share.conns as usize);
+    for i in 0..share.conns {
+        let echo = Echo::new(share.first_conn_id + i, p.depth, p.churn);
+        conns.push(open(&mut app, &mut session, share, echo, &mut result)?);
     }
+    phases.pass(&phases.connected, p.shares.len())?;
     let size = u64::from(p.size);
-    let mut result =
-        ClientResult { messages: 0, verified_bytes: 0, rtt_ns: crate::bench::latency_histogram() };
-    let now = Instant::now();
-    let deadline = now + p.duration;
-    for c in &mut conns {
-        for _ in 0..p.depth {
-            c.echo.queue_message(size, now);
-        }
-    }
+    let deadline = Instant::now() + p.duration;
     let mut buf = vec![0u8; 1 << 16];
+    let mut run = Exchange { size, deadline, adopted, progress };
+    let mut closing = Vec::new();
     while Instant::now() < deadline {
-        app.poll()?;
+        run.pass(&mut app, &mut conns, &mut buf, &mut result)?;
         for c in &mut conns {
+            if c.echo.finished() {
+                app.close(c.conn).context("closing a connection")?;
+                closing.push(c.conn);
+                let echo = c.echo.successor(share.id_stride);
+                *c = open(&mut app, &mut session, share, echo, &mut result)?;
+            }
+        }
+        let closed = reap(&mut app, &mut closing)?;
+        result.closes += closed;
+        progress.reopened.fetch_add(closed, Ordering::Relaxed);
+    }
+    // The messages still in flight come back before the connections close (not counted).
+    let mut late = ClientResult::new();
+    let give_up = Instant::now() + Duration::from_secs(3);
+    while conns.iter().any(|c| !c.echo.idle()) {
+        if Instant::now() >= give_up {
+            let stuck: Vec<u32> =
+                conns.iter().filter(|c| !c.echo.idle()).map(|c| c.echo.id).collect();
+            bail!("echoes on connections {stuck:?} still missing 3 s after the end of the run");
+        }
+        run.pass(&mut app, &mut conns, &mut buf, &mut late)?;
+    }
+    for c in &conns {
+        app.close(c.conn).context("closing a connection")?;
+        closing.push(c.conn);
+    }
+    let give_up = Instant::now() + Duration::from_secs(3);
+    while !closing.is_empty() && Instant::now() < give_up {
+        app.poll()?;
+        reap(&mut app, &mut closing)?;
+    }
+    phases.pass(&phases.closed, p.shares.len() + 1)?;
+    let frames = app.quiesce(&closing)?;
+    let _ = session.close();
+    Ok((result, frames))
+}
+
+/// Opens the client thread's next connection (blocking for the handshake) for `echo`.
+fn open(
+    app: &mut App,
+    session: &mut Session,
+    share: &Share,
+    echo: Echo,
+    result: &mut ClientResult,
+) -> anyhow::Result<Conn> {
+    result.opens += 1;
+    let seq = result.opens;
+    let t = Instant::now();
+    let conn = app.connect(session, share.server).with_context(|| {
+        format!("opening connection {seq} to {} (after {:?})", share.server, t.elapsed())
+    })?;
+    Ok(Conn { conn, echo, seq, started: false })
+}
+
+/// The client loop's fixed inputs.
+struct Exchange<'a> {
+    size: u64,
+    deadline: Instant,
+    adopted: &'a AtomicU64,
+    progress: &'a Progress,
+}
+
+impl Exchange<'_> {
+    /// One pass over the connections: polls the port, starts the adopted connections, checks
+    /// echoes, sends queued messages.
+    fn pass(
+        &mut self,
+        app: &mut App,
+        conns: &mut [Conn],
+        buf: &mut [u8],
+        result: &mut ClientResult,
+    ) -> anyhow::Result<()> {
+        app.poll()?;
+        for c in conns {
+            if !c.started {
+                // Bytes reaching the server app before it adopted the connection would be lost
+                // (AppStats::rx_unknown), though the kernel acknowledged them.
+                if self.adopted.load(Ordering::Acquire) < c.seq {
+                    continue;
+                }
+                c.echo.start(self.size, Instant::now());
+                c.started = true;
+            }
             loop {
-                let n = match app.recv(c.conn, &mut buf) {
+                let n = match app.recv(c.conn, buf) {
                     Ok(0) => bail!("the server closed connection {}", c.echo.id),
                     Ok(n) => n,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) => return Err(e).context("receiving echoes"),
                 };
-                c.echo.on_echo(&buf[..n], size, deadline, &mut result, progress)?;
+                c.echo.on_echo(&buf[..n], self.size, self.deadline, result, self.progress)?;
             }
             while !c.echo.write_buf.is_empty() {
                 match app.send(c.conn, &c.echo.write_buf) {
@@ -298,8 +627,128 @@ fn client(p: &Params<'_>, sock: &PathBuf, progress: &AtomicU64) -> anyhow::Resul
                 }
             }
         }
+        Ok(())
     }
-    drop(app);
-    let _ = session.close();
-    Ok(result)
+}
+
+/// What the eTran run measured, and its leak check.
+pub struct Outcome {
+    pub result: ClientResult,
+    pub leaks: LeakCheck,
+}
+
+/// Counts that must come back to where they started once every app has gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// Entries in `etran_tcp_conns`: client host, server host.
+    pub tcp_conns: [u64; 2],
+    /// App ports (veth pairs) the daemons hold: client host, server host.
+    pub app_ports: [u64; 2],
+    /// Open descriptors of this process, where the daemons and the apps run.
+    pub fds: u64,
+}
+
+/// One app at its end: its UMEM TX pool must be all free again once nothing is in flight (RX
+/// frames go back to the fill ring as each poll consumes them), and every connection closed.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppFrames {
+    pub app: String,
+    pub tx_frames: u32,
+    pub tx_free_at_open: u32,
+    pub tx_free_at_end: u32,
+    /// Connections whose close did not complete within 3 s (then aborted).
+    pub unclosed: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LeakCheck {
+    /// Before any app registered.
+    pub before: Snapshot,
+    /// `etran_tcp_conns` entries (client host, server host) once every connection was closed,
+    /// the apps still registered: what orderly closes left.
+    pub closed_conns: [u64; 2],
+    /// After every app closed its connections and its session.
+    pub after: Snapshot,
+    /// The most `etran_tcp_conns` entries seen during the run (client host, server host).
+    pub peak_conns: [u64; 2],
+    pub apps: Vec<AppFrames>,
+}
+
+impl LeakCheck {
+    /// What grew, one line each; empty when nothing leaked.
+    pub fn leaks(&self) -> Vec<String> {
+        let (b, a) = (&self.before, &self.after);
+        let mut out = Vec::new();
+        for (i, host) in ["client", "server"].iter().enumerate() {
+            if self.closed_conns[i] > b.tcp_conns[i] {
+                out.push(format!(
+                    "{host} host: {} etran_tcp_conns entries after every connection closed \
+                     (started with {})",
+                    self.closed_conns[i], b.tcp_conns[i]
+                ));
+            }
+            if a.tcp_conns[i] > b.tcp_conns[i] {
+                out.push(format!(
+                    "{host} host: {} etran_tcp_conns entries left (started with {})",
+                    a.tcp_conns[i], b.tcp_conns[i]
+                ));
+            }
+            if a.app_ports[i] > b.app_ports[i] {
+                out.push(format!(
+                    "{host} host: {} app ports left (started with {})",
+                    a.app_ports[i], b.app_ports[i]
+                ));
+            }
+        }
+        if a.fds > b.fds {
+            out.push(format!("{} descriptors open, {} before the apps", a.fds, b.fds));
+        }
+        for f in &self.apps {
+            if f.unclosed > 0 {
+                out.push(format!("{}: {} connections did not close", f.app, f.unclosed));
+            }
+            if f.tx_free_at_end < f.tx_free_at_open {
+                out.push(format!(
+                    "{}: {} of {} TX frames free at the end, {} at the start",
+                    f.app, f.tx_free_at_end, f.tx_frames, f.tx_free_at_open
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Reads the counts of a [`Snapshot`]; its own descriptors are open before the first snapshot,
+/// so they cancel out.
+struct Probe {
+    conns: [MapHandle; 2],
+    netlink: [Netlink; 2],
+}
+
+impl Probe {
+    fn open(client: &NetNs, server: &NetNs) -> anyhow::Result<Probe> {
+        let conns = |ns: &NetNs| -> anyhow::Result<MapHandle> {
+            ns.run(|| -> anyhow::Result<MapHandle> {
+                let dp = datapath::find(HOST_NIC)?.context("etran is not up")?;
+                Ok(datapath::tcp_handles(dp.summary.prog_id)?.conns)
+            })?
+        };
+        Ok(Probe {
+            conns: [conns(client)?, conns(server)?],
+            netlink: [Netlink::open_in(client)?, Netlink::open_in(server)?],
+        })
+    }
+
+    fn conns(&self) -> anyhow::Result<[u64; 2]> {
+        Ok(self.conns.each_ref().map(|m| m.keys().count() as u64))
+    }
+
+    fn snapshot(&mut self) -> anyhow::Result<Snapshot> {
+        let mut app_ports = [0u64; 2];
+        for (n, nl) in app_ports.iter_mut().zip(&mut self.netlink) {
+            *n = nl.links()?.iter().filter(|l| port::is_port_name(&l.name)).count() as u64;
+        }
+        let fds = std::fs::read_dir("/proc/self/fd").context("listing /proc/self/fd")?.count();
+        Ok(Snapshot { tcp_conns: self.conns()?, app_ports, fds: fds as u64 })
+    }
 }

@@ -81,6 +81,8 @@ impl Server {
             pending: Vec<u8>,
         }
         let mut conns: Vec<Option<Conn>> = Vec::new();
+        // Slots of closed connections, reused (churn closes them continuously).
+        let mut free: Vec<usize> = Vec::new();
         let mut events = Events::with_capacity(1024);
         let mut buf = vec![0u8; 1 << 16];
         let mut echoed = 0u64;
@@ -96,13 +98,16 @@ impl Server {
                         match self.listener.accept() {
                             Ok((mut stream, _)) => {
                                 stream.set_nodelay(true)?;
-                                let token = Token(conns.len());
+                                let i = free.pop().unwrap_or_else(|| {
+                                    conns.push(None);
+                                    conns.len() - 1
+                                });
                                 self.poll.registry().register(
                                     &mut stream,
-                                    token,
+                                    Token(i),
                                     Interest::READABLE | Interest::WRITABLE,
                                 )?;
-                                conns.push(Some(Conn { stream, pending: Vec::new() }));
+                                conns[i] = Some(Conn { stream, pending: Vec::new() });
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             Err(e) => return Err(e).context("accept"),
@@ -145,6 +150,7 @@ impl Server {
                         }
                         if closed {
                             conns[i] = None;
+                            free.push(i);
                         }
                     }
                 }
@@ -159,12 +165,50 @@ pub struct ClientResult {
     pub messages: u64,
     pub verified_bytes: u64,
     pub rtt_ns: Histogram<u64>,
+    /// Connections opened (the first ones included) and closed (churn).
+    pub opens: u64,
+    pub closes: u64,
+}
+
+impl ClientResult {
+    pub fn new() -> ClientResult {
+        ClientResult {
+            messages: 0,
+            verified_bytes: 0,
+            rtt_ns: crate::bench::latency_histogram(),
+            opens: 0,
+            closes: 0,
+        }
+    }
+
+    /// Adds another thread's counts.
+    pub fn merge(&mut self, other: &ClientResult) -> anyhow::Result<()> {
+        self.messages += other.messages;
+        self.verified_bytes += other.verified_bytes;
+        self.opens += other.opens;
+        self.closes += other.closes;
+        self.rtt_ns.add(&other.rtt_ns)?;
+        Ok(())
+    }
+}
+
+/// What the clients count as they go, for the per-second display.
+#[derive(Default)]
+pub struct Progress {
+    /// Completed round trips.
+    pub messages: AtomicU64,
+    /// Connections closed and replaced (churn).
+    pub reopened: AtomicU64,
 }
 
 /// One connection's echo bookkeeping, whatever transport moves its bytes: what to send next,
 /// which messages are in flight since when, and the check of every byte that comes back.
 pub struct Echo {
     pub id: u32,
+    depth: u32,
+    /// Messages this connection carries before it is closed (churn), or unlimited.
+    limit: Option<u32>,
+    queued: u64,
     sent_bytes: u64,
     recv_bytes: u64,
     /// Messages fully echoed back.
@@ -176,9 +220,12 @@ pub struct Echo {
 }
 
 impl Echo {
-    pub fn new(id: u32, depth: u32) -> Echo {
+    pub fn new(id: u32, depth: u32, limit: Option<u32>) -> Echo {
         Echo {
             id,
+            depth,
+            limit,
+            queued: 0,
             sent_bytes: 0,
             recv_bytes: 0,
             completed: 0,
@@ -187,11 +234,38 @@ impl Echo {
         }
     }
 
-    /// Queues one more message of `size` bytes, sent at `now`.
-    pub fn queue_message(&mut self, size: u64, now: Instant) {
+    /// The bookkeeping of the connection that replaces this one after a churn close: a fresh
+    /// stream under another id (`stride` apart, so ids stay unique across threads).
+    pub fn successor(&self, stride: u32) -> Echo {
+        Echo::new(self.id.wrapping_add(stride), self.depth, self.limit)
+    }
+
+    /// Queues the first `depth` messages (fewer if the connection carries fewer), sent at `now`.
+    pub fn start(&mut self, size: u64, now: Instant) {
+        for _ in 0..self.depth {
+            self.queue_message(size, now);
+        }
+    }
+
+    /// Queues one more message of `size` bytes, sent at `now`, unless the limit is reached.
+    fn queue_message(&mut self, size: u64, now: Instant) {
+        if self.limit.is_some_and(|l| self.queued >= u64::from(l)) {
+            return;
+        }
         let start = self.sent_bytes + self.write_buf.len() as u64;
         self.write_buf.extend((start..start + size).map(|o| pattern(self.id, o)));
         self.in_flight.push_back(now);
+        self.queued += 1;
+    }
+
+    /// Every message this connection was to carry came back: it is due for closing.
+    pub fn finished(&self) -> bool {
+        self.limit.is_some_and(|l| self.queued >= u64::from(l)) && self.idle()
+    }
+
+    /// No message is in flight.
+    pub fn idle(&self) -> bool {
+        self.in_flight.is_empty()
     }
 
     /// The transport took the first `n` queued bytes.
@@ -208,7 +282,7 @@ impl Echo {
         size: u64,
         deadline: Instant,
         result: &mut ClientResult,
-        progress: &AtomicU64,
+        progress: &Progress,
     ) -> anyhow::Result<()> {
         for (i, &b) in bytes.iter().enumerate() {
             let offset = self.recv_bytes + i as u64;
@@ -224,7 +298,7 @@ impl Echo {
             let sent = self.in_flight.pop_front().context("an echo of a message never sent")?;
             result.rtt_ns.saturating_record(arrived.duration_since(sent).as_nanos() as u64);
             result.messages += 1;
-            progress.fetch_add(1, Ordering::Relaxed);
+            progress.messages.fetch_add(1, Ordering::Relaxed);
             if arrived < deadline {
                 self.queue_message(size, arrived);
             }
@@ -238,49 +312,63 @@ struct ClientConn {
     echo: Echo,
 }
 
-/// Client thread: `conns` connections to `server`, `depth` messages of `size` bytes outstanding
-/// on each, until `deadline`. Counts completed round trips in `progress`.
-pub struct Client {
+/// What client thread `i` runs, and where: one split of the connections and one CPU placement
+/// for every engine, so that rows compare. Client thread `i` talks to server thread `i` only
+/// (its own listening port), since an eTran port cannot be listened on by two apps.
+#[derive(Debug, Clone)]
+pub struct Share {
+    /// Server thread `i`'s address.
     pub server: SocketAddrV4,
     pub first_conn_id: u32,
     pub conns: u32,
+    /// Replacement connections (churn) take ids this far apart: the total, so ids stay unique.
+    pub id_stride: u32,
+    pub client_cpu: usize,
+    pub server_cpu: usize,
+}
+
+/// Splits `conns` over `threads` client threads: thread `i` on CPU `i mod N`, its server thread
+/// on CPU `i+1 mod N`, listening on [`server_port`]`(i)` of `server_ip`.
+pub fn plan(server_ip: Ipv4Addr, conns: u32, threads: u32) -> Vec<Share> {
+    let cpus = crate::bench::cpu_count();
+    let (per_thread, extra) = (conns / threads, conns % threads);
+    (0..threads)
+        .map(|i| Share {
+            server: SocketAddrV4::new(server_ip, server_port(i)),
+            first_conn_id: i * per_thread + i.min(extra),
+            conns: per_thread + u32::from(i < extra),
+            id_stride: conns,
+            client_cpu: crate::bench::cpu_for(i as usize),
+            server_cpu: (i as usize + 1) % cpus,
+        })
+        .collect()
+}
+
+/// Client thread: its share's connections, `depth` messages of `size` bytes outstanding on each,
+/// until `deadline`; with `churn`, each connection closes after that many round trips and a new
+/// one takes its place.
+pub struct Client {
+    pub share: Share,
     pub depth: u32,
     pub size: u32,
+    pub churn: Option<u32>,
     pub wait: Wait,
 }
 
 impl Client {
-    pub fn run(&self, deadline: Instant, progress: &AtomicU64) -> anyhow::Result<ClientResult> {
+    pub fn run(&self, deadline: Instant, progress: &Progress) -> anyhow::Result<ClientResult> {
         let poll_timeout = self.wait.timeout();
         let mut poll = Poll::new()?;
-        let mut conns = Vec::with_capacity(self.conns as usize);
-        for i in 0..self.conns {
-            let std_stream = std::net::TcpStream::connect_timeout(
-                &SocketAddr::V4(self.server),
-                Duration::from_secs(3),
-            )
-            .with_context(|| format!("connecting to {}", self.server))?;
-            std_stream.set_nodelay(true)?;
-            std_stream.set_nonblocking(true)?;
-            let mut stream = TcpStream::from_std(std_stream);
-            poll.registry().register(
-                &mut stream,
-                Token(i as usize),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            conns.push(ClientConn { stream, echo: Echo::new(self.first_conn_id + i, self.depth) });
+        let mut result = ClientResult::new();
+        let mut conns = Vec::with_capacity(self.share.conns as usize);
+        for i in 0..self.share.conns {
+            let echo = Echo::new(self.share.first_conn_id + i, self.depth, self.churn);
+            conns.push(self.open(&poll, Token(i as usize), echo, &mut result)?);
         }
         let size = u64::from(self.size);
-        let mut result = ClientResult {
-            messages: 0,
-            verified_bytes: 0,
-            rtt_ns: crate::bench::latency_histogram(),
-        };
         let now = Instant::now();
         for c in &mut conns {
-            for _ in 0..self.depth {
-                c.echo.queue_message(size, now);
-            }
+            c.echo.start(size, now);
             flush(c)?;
         }
         let mut events = Events::with_capacity(1024);
@@ -291,7 +379,8 @@ impl Client {
                 r => r?,
             }
             for event in events.iter() {
-                let c = &mut conns[event.token().0];
+                let token = event.token();
+                let c = &mut conns[token.0];
                 loop {
                     let n = match c.stream.read(&mut buf) {
                         Ok(0) => bail!("the server closed connection {}", c.echo.id),
@@ -301,10 +390,38 @@ impl Client {
                     };
                     c.echo.on_echo(&buf[..n], size, deadline, &mut result, progress)?;
                 }
+                if c.echo.finished() {
+                    poll.registry().deregister(&mut c.stream)?;
+                    let echo = c.echo.successor(self.share.id_stride);
+                    // Dropping the old stream closes it (FIN).
+                    *c = self.open(&poll, token, echo, &mut result)?;
+                    result.closes += 1;
+                    progress.reopened.fetch_add(1, Ordering::Relaxed);
+                    c.echo.start(size, Instant::now());
+                }
                 flush(c)?;
             }
         }
         Ok(result)
+    }
+
+    /// Connects a new stream for `echo`, registered under `token`.
+    fn open(
+        &self,
+        poll: &Poll,
+        token: Token,
+        echo: Echo,
+        result: &mut ClientResult,
+    ) -> anyhow::Result<ClientConn> {
+        let server = SocketAddr::V4(self.share.server);
+        let std_stream = std::net::TcpStream::connect_timeout(&server, Duration::from_secs(3))
+            .with_context(|| format!("connecting to {server}"))?;
+        std_stream.set_nodelay(true)?;
+        std_stream.set_nonblocking(true)?;
+        let mut stream = TcpStream::from_std(std_stream);
+        poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        result.opens += 1;
+        Ok(ClientConn { stream, echo })
     }
 }
 
@@ -324,10 +441,6 @@ pub fn server_port(i: u32) -> u16 {
     7700 + i as u16
 }
 
-pub fn server_addr(ip: Ipv4Addr, i: u32) -> SocketAddrV4 {
-    SocketAddrV4::new(ip, server_port(i))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,17 +453,44 @@ mod tests {
         assert_ne!(a[..256], a[256..]);
     }
 
-    /// Loopback echo with pipelining: every message completes and every byte is verified.
+    #[test]
+    fn plan_splits_connections_and_places_threads_like_every_engine() {
+        let shares = plan(Ipv4Addr::new(10, 0, 0, 2), 10, 4);
+        assert_eq!(shares.iter().map(|s| s.conns).collect::<Vec<_>>(), [3, 3, 2, 2]);
+        assert_eq!(shares.iter().map(|s| s.first_conn_id).collect::<Vec<_>>(), [0, 3, 6, 8]);
+        let ports: Vec<u16> = shares.iter().map(|s| s.server.port()).collect();
+        assert_eq!(ports, [7700, 7701, 7702, 7703]);
+        let cpus = crate::bench::cpu_count();
+        for (i, s) in shares.iter().enumerate() {
+            assert_eq!((s.client_cpu, s.server_cpu), (i % cpus, (i + 1) % cpus));
+            assert_eq!(s.id_stride, 10);
+        }
+        // Connection ids never collide across threads, replacements included.
+        let mut ids: Vec<u32> = shares
+            .iter()
+            .flat_map(|s| (0..s.conns).map(move |k| s.first_conn_id + k))
+            .flat_map(|id| [id, id + 10, id + 20])
+            .collect();
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n);
+    }
+
+    /// Loopback echo with pipelining, with and without churn: every message completes, every
+    /// byte is verified, and churned connections are replaced.
     #[test]
     fn loopback_echo_round_trips_are_verified() {
-        for wait in [Wait::Blocking, Wait::Busy] {
+        let runs = [Wait::Blocking, Wait::Busy].into_iter().flat_map(|w| [(w, None), (w, Some(3))]);
+        for (wait, churn) in runs {
             let server = Server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
             let SocketAddr::V4(addr) = server.addr().unwrap() else { unreachable!() };
             let waker = server.waker();
             let stop = AtomicBool::new(false);
-            let progress = AtomicU64::new(0);
-            let client =
-                Client { server: addr, first_conn_id: 0, conns: 3, depth: 4, size: 3000, wait };
+            let progress = Progress::default();
+            let mut share = plan(*addr.ip(), 3, 1).remove(0);
+            share.server = addr;
+            let client = Client { share, depth: 4, size: 3000, churn, wait };
             let result = std::thread::scope(|s| {
                 let srv = s.spawn(|| server.run(wait, &stop));
                 let r = client.run(Instant::now() + Duration::from_millis(300), &progress);
@@ -362,7 +502,14 @@ mod tests {
             assert!(result.messages > 10, "{wait:?}: {} messages", result.messages);
             assert!(result.verified_bytes >= result.messages * 3000);
             assert_eq!(result.rtt_ns.len(), result.messages);
-            assert_eq!(progress.load(Ordering::Relaxed), result.messages);
+            assert_eq!(progress.messages.load(Ordering::Relaxed), result.messages);
+            assert_eq!(progress.reopened.load(Ordering::Relaxed), result.closes);
+            assert_eq!(result.opens, 3 + result.closes);
+            match churn {
+                None => assert_eq!(result.closes, 0),
+                // Each connection carries 3 messages: about one close per 3 round trips.
+                Some(k) => assert!(result.closes + 3 >= result.messages / u64::from(k)),
+            }
         }
     }
 }

@@ -2,13 +2,15 @@
 //! the Linux UDP socket rate for the same pattern. The ceiling every transport is judged by.
 //!
 //! On the built-in testbed (no `--iface`): host 1 is the sender / echo client, host 2 the
-//! receiver / reflector; the receiving NIC gets `xsk_redirect` for the AF_XDP phases only.
-//! Placement (printed with the results): on one CPU the whole one-way path (send, the switch's
-//! XDP forwarding, the receiver's XDP and AF_XDP copy) would run where the sender runs, so for
-//! txonly and rxdrop the switch port facing h1 gets threaded NAPI pinned to CPU 1, and the
-//! sender plus the receiving loop (which does almost nothing per frame and yields after each
-//! batch) share CPU 0. Echo splits naturally: client on CPU 0, reflector on CPU 1. Linux UDP
-//! receivers spin on CPU 1. Modes:
+//! receiver / reflector; the receiving NIC gets `xsk_redirect` for the AF_XDP phases only. The
+//! testbed is direct (h1 and h2 on one veth pair) unless `--switch` puts the switch namespace,
+//! one more XDP hop, between them. Placement, per row and printed with the results (see [`Rx`]):
+//! the sender or client always on CPU 0; the receive processing (NAPI: XDP, AF_XDP copy) as a
+//! kernel thread on CPU 1 with the nearly idle receiving loop next to the sender (txonly, the
+//! AF_XDP→AF_XDP row), or run by the receiving loop itself busy-polling on CPU 1 (the generator
+//! row: a NAPI thread there would hand the generator's pages back across CPUs under a contended
+//! lock), or the kernel's default, softirq where frames are sent (echo, and Linux rows that do
+//! best so). Each row also reports the CPU time each side spent per frame. Modes:
 //! - txonly: AF_XDP TX on h1, AF_XDP RX counting on h2; then UDP sendmmsg → recvmmsg.
 //! - rxdrop: h1 generates with `BPF_PROG_RUN` live frames (≈ 6.5 Mpps from one thread: more
 //!   than any socket can send) into h2's AF_XDP socket; then the same with an AF_XDP sender;
@@ -44,7 +46,11 @@ use crate::{
     cli::{RawArgs, RawMode},
     netns::NetNs,
     output::{Output, Table},
-    xsk::{desc, FrameAlloc, Mode, Socket, SocketConfig, Statistics, Umem, UmemConfig, XskProgram},
+    testbed::{port_name, Spec, Testbed, HOST_NIC},
+    xsk::{
+        desc, BusyPoll, FrameAlloc, Mode, Socket, SocketConfig, Statistics, Umem, UmemConfig,
+        XskProgram,
+    },
 };
 
 const FRAME_SIZE: u32 = 2048;
@@ -102,6 +108,43 @@ struct Row {
     /// Frames received that were not the bench's (wrong size: neighbour discovery and such).
     other_frames: u64,
     seconds: f64,
+    cpu_ns_per_frame: CpuPerFrame,
+}
+
+/// CPU nanoseconds per frame, from start to stop of the workers: the sending thread per frame
+/// sent, the receiving thread per frame received (echo: per round trip), the receive NAPI
+/// kernel thread per frame received (when it runs as a thread). Softirq work is charged to the
+/// thread it interrupted. Unlike the rates, hardly changed by other load on the machine:
+/// 1e9 / the busiest CPU's sum is the rate that CPU would sustain alone.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+struct CpuPerFrame {
+    sender: Option<f64>,
+    receiver: Option<f64>,
+    napi: Option<f64>,
+}
+
+impl CpuPerFrame {
+    /// From a phase's results: `sender`/`receiver` index the workers; `napi_ns` is the NAPI
+    /// thread's CPU time over the phase.
+    fn of(
+        res: &bench::PhaseResult,
+        sender: Option<usize>,
+        receiver: Option<usize>,
+        napi_ns: Option<u64>,
+    ) -> CpuPerFrame {
+        let per = |ns: u64, frames: u64| (frames > 0).then(|| ns as f64 / frames as f64);
+        let cpu = |i: Option<usize>| i.and_then(|i| res.cpu_ns.get(i).copied());
+        CpuPerFrame {
+            sender: cpu(sender).and_then(|ns| per(ns, res.tx_total)),
+            receiver: cpu(receiver).and_then(|ns| per(ns, res.rx_total)),
+            napi: napi_ns.and_then(|ns| per(ns, res.rx_total)),
+        }
+    }
+
+    fn cell(&self) -> String {
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+        format!("{} / {} / {}", f(self.sender), f(self.receiver), f(self.napi))
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -113,6 +156,9 @@ struct Summary {
     queues: u32,
     cpus: usize,
     iface: Option<String>,
+    /// "direct" (one veth pair between the hosts) or "switch" (the testbed's switch namespace
+    /// between them); None with `--iface`.
+    topology: Option<&'static str>,
     rows: Vec<Row>,
     notes: Vec<String>,
 }
@@ -124,6 +170,8 @@ struct Place {
     name: String,
     /// Another busy worker runs on the same CPU: yield after every batch.
     share: bool,
+    /// Receive by busy polling ([`BusyPoll`]): the worker runs its NIC's receive processing.
+    busy_poll: bool,
 }
 
 impl Place {
@@ -143,15 +191,21 @@ impl Place {
 pub fn run(args: RawArgs, out: &Output) -> anyhow::Result<()> {
     crate::sys::require_root("etran bench raw")?;
     let p = Params { size: args.size, batch: args.batch };
-    let mut notes =
-        vec!["tx: frames the sending kernel completed (AF_XDP completions, sendmmsg returns, \
+    let mut notes = vec![
+        "tx: frames the sending kernel completed (AF_XDP completions, sendmmsg returns, \
          generated frames); rx: frames delivered to the receiving socket (echo: round trips); \
          the difference was dropped on the way (veth queues, a full fill ring)"
-            .to_string()];
+            .to_string(),
+        "CPU ns/frame: CPU time of the sending thread per frame sent, of the receiving thread \
+          and of the receive NAPI thread per frame received (softirq work counts for the thread \
+          it ran on); 1e9 / the sum on one CPU is the rate that CPU sustains alone"
+            .to_string(),
+    ];
     let rows = match &args.iface {
         Some(iface) => one_sided(iface, args.mode, p, args.duration, out)?,
-        None => on_testbed(args.mode, p, args.duration, out, &mut notes)?,
+        None => on_testbed(args.mode, p, args.duration, args.switch, out, &mut notes)?,
     };
+    let topology = args.iface.is_none().then_some(if args.switch { "switch" } else { "direct" });
     let summary = Summary {
         mode: mode_name(args.mode),
         size: p.size,
@@ -160,6 +214,7 @@ pub fn run(args: RawArgs, out: &Output) -> anyhow::Result<()> {
         queues: 1,
         cpus: bench::cpu_count(),
         iface: args.iface.clone(),
+        topology,
         rows,
         notes,
     };
@@ -179,20 +234,21 @@ fn mode_name(m: RawMode) -> &'static str {
 }
 
 fn print_summary(s: &Summary) {
+    let place = match (&s.iface, s.topology) {
+        (Some(i), _) => format!("one-sided on {i}"),
+        (None, Some("switch")) => "testbed h1 → switch namespace (XDP forwarding) → h2".into(),
+        (None, _) => "testbed h1 ↔ h2 on one veth pair (no switch)".into(),
+    };
     println!(
-        "bench raw {}: {}-byte frames, batch {}, {:.1} s per path, one queue, {} CPUs{}",
-        s.mode,
-        s.size,
-        s.batch,
-        s.duration_s,
-        s.cpus,
-        s.iface.as_ref().map(|i| format!(", one-sided on {i}")).unwrap_or_default()
+        "bench raw {}: {}-byte frames, batch {}, {:.1} s per path, one queue, {} CPUs, {place}",
+        s.mode, s.size, s.batch, s.duration_s, s.cpus,
     );
     let echo = s.rows.iter().any(|r| r.rtt_p50_us.is_some());
     let mut header = vec!["path", "sender", "receiver", "tx", "rx", "Gbit/s"];
     if echo {
         header.extend(["RTT p50 µs", "RTT p99 µs"]);
     }
+    header.push("CPU ns/frame tx / rx / napi");
     let mut t = Table::new(header);
     for r in &s.rows {
         let mut cells = vec![
@@ -208,6 +264,7 @@ fn print_summary(s: &Summary) {
             cells.push(f(r.rtt_p50_us));
             cells.push(f(r.rtt_p99_us));
         }
+        cells.push(r.cpu_ns_per_frame.cell());
         t.row(cells);
     }
     print!("{}", t.render());
@@ -240,179 +297,212 @@ fn on_testbed(
     mode: RawMode,
     p: Params,
     d: Duration,
+    switch: bool,
     out: &Output,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Vec<Row>> {
-    let tb = crate::testbed::Testbed::private(2).context("building the private testbed")?;
+    let spec = Spec { direct: !switch, ..Spec::new("", 2) };
+    let tb = Testbed::private_with(spec).context("building the private testbed")?;
     let (h1, h2) = (tb.host(1).clone(), tb.host(2).clone());
-    // One-way modes: the switch's receive processing for h1's frames (its XDP forwarding, and
-    // with it h2's XDP and AF_XDP copy) moves to a kernel thread on the second CPU, so the
-    // sender's CPU only sends; the receiving loop, which does almost nothing per frame, shares
-    // the first CPU with the sender. Without that, one CPU runs the whole path.
-    let mut split = false;
-    if mode != RawMode::Echo && bench::cpu_count() > 1 {
-        match threaded_napi(&tb, 1, Some(cpu_for(1))) {
-            Ok(()) => {
-                split = true;
-                notes.push(format!(
-                    "placement (AF_XDP rows): switch port {} receive processing (threaded NAPI, \
-                     where h2's XDP and AF_XDP copy also run) on cpu{}; h1 sender and h2 receive \
-                     loop on cpu{}",
-                    crate::testbed::port_name(1),
-                    cpu_for(1),
-                    cpu_for(0)
-                ));
-                notes.push(if mode == RawMode::Txonly {
-                    format!(
-                        "placement (Linux UDP rows): the same, but the UDP receiver spins on \
-                         cpu{} (Linux's best placement for this pattern)",
-                        cpu_for(1)
-                    )
-                } else {
-                    format!(
-                        "placement (Linux UDP rows): switch port {} back to softirq on the \
-                         sender's cpu{}, UDP receiver spinning on cpu{} (Linux's best placement \
-                         for this pattern: with threaded NAPI it received about 4x less)",
-                        crate::testbed::port_name(1),
-                        cpu_for(0),
-                        cpu_for(1)
-                    )
-                });
-            }
-            Err(e) => notes.push(format!(
-                "placement: could not move the switch's receive processing off the sender's \
-                 CPU ({e:#}); the whole path runs on cpu{}",
-                cpu_for(0)
-            )),
-        }
-    }
-    let place = |idx: u8, role: usize| -> anyhow::Result<Place> {
-        let receiver = role == 1 && split;
-        Ok(Place {
-            ns: Some(tb.netns(idx)?),
-            cpu: if receiver { cpu_for(0) } else { cpu_for(role) },
-            name: format!("h{idx}"),
-            share: receiver,
-        })
-    };
-    // Linux UDP gets the placement where it did best in our measurements: its receive loop
-    // spinning alone on the second CPU; for the generator pattern with the switch back in
-    // softirq (its GRO/IP/UDP work then stays on the first CPU), for txonly as is.
-    let udp_receiver = |keep_split: bool| -> anyhow::Result<Place> {
-        if split && !keep_split {
-            threaded_napi(&tb, 1, None)?;
-        }
-        Ok(Place { ns: Some(tb.netns(2)?), cpu: cpu_for(1), name: "h2".into(), share: false })
-    };
+    let mut kernel =
+        Kernel { hop: first_hop(&tb)?, h2: tb.netns(2)?, napi: Vec::new(), defer: false };
     let frame = udp_frame(h1.mac, h2.mac, h1.ip, h2.ip, 9000, UDP_PORT, p.size as usize);
     let payload = p.size as usize - UDP_PAYLOAD;
     let (nic1, nic2) = (h1.nic.clone(), h2.nic.clone());
-    let mut rows = Vec::new();
+    let (udp_dst, udp_src) = (SocketAddrV4::new(h2.ip, UDP_PORT), h1.ip);
+    // Each row: its path, where its receive side runs, its two workers and their roles.
+    type Make<'a> = Box<dyn FnOnce(Place) -> Worker<'a, Report> + 'a>;
+    let mut plan: Vec<(&str, Rx, Make<'_>, Make<'_>, [&str; 2])> = Vec::new();
     match mode {
         RawMode::Txonly => {
-            rows.push(pair(
+            plan.push((
                 "AF_XDP",
-                d,
-                out,
-                place(1, 0)?,
-                place(2, 1)?,
-                |pl| xsk_tx_worker(pl, nic1.clone(), frame.clone(), p),
-                |pl| xsk_rx_worker(pl, nic2.clone(), p),
-                "tx",
-                "rx",
-                p,
-            )?);
-            rows.push(pair(
+                Rx::NapiThread { loop_cpu: 0 },
+                Box::new(|pl| xsk_tx_worker(pl, nic1.clone(), frame.clone(), p)),
+                Box::new(|pl| xsk_rx_worker(pl, nic2.clone(), p)),
+                ["tx", "rx"],
+            ));
+            plan.push((
                 "Linux UDP",
-                d,
-                out,
-                place(1, 0)?,
-                udp_receiver(true)?,
-                |pl| udp_tx_worker(pl, h1.ip, SocketAddrV4::new(h2.ip, UDP_PORT), payload, p),
-                |pl| udp_rx_worker(pl, SocketAddrV4::new(h2.ip, UDP_PORT), payload, p),
-                "tx",
-                "rx",
-                p,
-            )?);
+                Rx::NapiThread { loop_cpu: 1 },
+                Box::new(move |pl| udp_tx_worker(pl, udp_src, udp_dst, payload, p)),
+                Box::new(move |pl| udp_rx_worker(pl, udp_dst, payload, p)),
+                ["tx", "rx"],
+            ));
         }
         RawMode::Rxdrop => {
-            rows.push(pair(
+            plan.push((
                 "AF_XDP (BPF_PROG_RUN gen)",
-                d,
-                out,
-                place(1, 0)?,
-                place(2, 1)?,
-                |pl| gen_worker(pl, nic1.clone(), frame.clone()),
-                |pl| xsk_rx_worker(pl, nic2.clone(), p),
-                "gen",
-                "rx",
-                p,
-            )?);
-            rows.push(pair(
+                Rx::BusyPoll,
+                Box::new(|pl| gen_worker(pl, nic1.clone(), frame.clone())),
+                Box::new(|pl| xsk_rx_worker(pl, nic2.clone(), p)),
+                ["gen", "rx"],
+            ));
+            plan.push((
                 "AF_XDP→AF_XDP",
-                d,
-                out,
-                place(1, 0)?,
-                place(2, 1)?,
-                |pl| xsk_tx_worker(pl, nic1.clone(), frame.clone(), p),
-                |pl| xsk_rx_worker(pl, nic2.clone(), p),
-                "tx",
-                "rx",
-                p,
-            )?);
-            rows.push(pair(
+                Rx::NapiThread { loop_cpu: 0 },
+                Box::new(|pl| xsk_tx_worker(pl, nic1.clone(), frame.clone(), p)),
+                Box::new(|pl| xsk_rx_worker(pl, nic2.clone(), p)),
+                ["tx", "rx"],
+            ));
+            plan.push((
                 "Linux UDP (BPF_PROG_RUN gen)",
-                d,
-                out,
-                place(1, 0)?,
-                udp_receiver(false)?,
-                |pl| gen_worker(pl, nic1.clone(), frame.clone()),
-                |pl| udp_rx_worker(pl, SocketAddrV4::new(h2.ip, UDP_PORT), payload, p),
-                "gen",
-                "rx",
-                p,
-            )?);
+                Rx::Softirq,
+                Box::new(|pl| gen_worker(pl, nic1.clone(), frame.clone())),
+                Box::new(move |pl| udp_rx_worker(pl, udp_dst, payload, p)),
+                ["gen", "rx"],
+            ));
         }
         RawMode::Echo => {
-            rows.push(pair(
+            plan.push((
                 "AF_XDP",
-                d,
-                out,
-                place(1, 0)?,
-                place(2, 1)?,
-                |pl| xsk_echo_client_worker(pl, nic1.clone(), frame.clone(), p),
-                |pl| xsk_reflect_worker(pl, nic2.clone(), p, false),
-                "client",
-                "reflector",
-                p,
-            )?);
-            rows.push(pair(
+                Rx::Softirq,
+                Box::new(|pl| xsk_echo_client_worker(pl, nic1.clone(), frame.clone(), p)),
+                Box::new(|pl| xsk_reflect_worker(pl, nic2.clone(), p, false)),
+                ["client", "reflector"],
+            ));
+            plan.push((
                 "Linux UDP (busy-poll)",
-                d,
-                out,
-                place(1, 0)?,
-                place(2, 1)?,
-                |pl| udp_echo_client_worker(pl, SocketAddrV4::new(h2.ip, UDP_PORT), payload, p),
-                |pl| udp_echo_server_worker(pl, SocketAddrV4::new(h2.ip, UDP_PORT), payload, p),
-                "client",
-                "server",
-                p,
-            )?);
+                Rx::Softirq,
+                Box::new(move |pl| udp_echo_client_worker(pl, udp_dst, payload, p)),
+                Box::new(move |pl| udp_echo_server_worker(pl, udp_dst, payload, p)),
+                ["client", "server"],
+            ));
         }
     }
+    let mut rows = Vec::new();
+    for (path, rx, make_a, make_b, [role_a, role_b]) in plan {
+        let rx = kernel.place(rx)?;
+        notes.push(format!("placement ({path}): {}", rx.describe(&kernel.hop)));
+        let (cpu_a, cpu_b) = (cpu_for(0), cpu_for(rx.loop_cpu()));
+        let a = Place {
+            ns: Some(tb.netns(1)?),
+            cpu: cpu_a,
+            name: "h1".into(),
+            share: false,
+            busy_poll: false,
+        };
+        let b = Place {
+            ns: Some(tb.netns(2)?),
+            cpu: cpu_b,
+            name: "h2".into(),
+            share: cpu_a == cpu_b,
+            busy_poll: rx == Rx::BusyPoll,
+        };
+        rows.push(pair(path, d, out, a, b, make_a, make_b, role_a, role_b, p, &kernel.napi)?);
+    }
+    drop(kernel);
     drop(tb);
     Ok(rows)
 }
 
-/// Gives switch port `p{idx}` threaded NAPI with its kernel thread pinned to `cpu`, or (None)
-/// takes it back to softirq. Threaded NAPI is switched through sysfs, which has to be the switch
-/// namespace's: a short-lived thread enters it, unshares its mount namespace (slave, so nothing
-/// propagates back) and mounts a fresh sysfs there. The kernel thread that appears is pinned.
-fn threaded_napi(tb: &crate::testbed::Testbed, idx: u8, cpu: Option<usize>) -> anyhow::Result<()> {
+/// Where a row's receive processing runs. The sender (or echo client) is always on cpu0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rx {
+    /// The kernel's default: receive processing in softirq on the CPU that sent the frames;
+    /// the receiving loop spins on cpu1.
+    Softirq,
+    /// The first hop's receive NAPI (and with it h2's XDP and AF_XDP copy) as a kernel thread
+    /// on cpu1; the receiving loop on `loop_cpu` (with the sender on cpu0 it does almost
+    /// nothing per frame and yields after each batch).
+    NapiThread { loop_cpu: usize },
+    /// The receiving loop busy-polls h2's NIC on cpu1: the AF_XDP copy runs in its thread and
+    /// the kernel leaves that NAPI to it (no softirq on the sender's CPU, no kernel thread
+    /// to wake). Any switch hop stays in softirq on the sender's CPU.
+    BusyPoll,
+}
+
+impl Rx {
+    fn loop_cpu(self) -> usize {
+        match self {
+            Rx::NapiThread { loop_cpu } => loop_cpu,
+            Rx::Softirq | Rx::BusyPoll => 1,
+        }
+    }
+
+    fn describe(self, hop: &Hop) -> String {
+        match self {
+            Rx::Softirq => format!(
+                "receive processing in softirq on the sending cpu{}, receiving loop on cpu{}",
+                cpu_for(0),
+                cpu_for(1)
+            ),
+            Rx::NapiThread { loop_cpu } => format!(
+                "{} receive NAPI as a thread on cpu{}, receiving loop on cpu{}",
+                hop.label,
+                cpu_for(1),
+                cpu_for(loop_cpu)
+            ),
+            Rx::BusyPoll => format!(
+                "receiving loop on cpu{} busy-polls h2 {HOST_NIC} (SO_PREFER_BUSY_POLL)",
+                cpu_for(1)
+            ),
+        }
+    }
+}
+
+/// The kernel side of the placement, switched between rows and put back on drop (the testbed
+/// goes right after, but a failure in between should not leave a NAPI thread pinned).
+struct Kernel {
+    hop: Hop,
+    h2: NetNs,
+    /// The hop's NAPI threads while it runs threaded.
+    napi: Vec<i32>,
+    /// Whether h2's NIC defers its NAPI to busy polling.
+    defer: bool,
+}
+
+impl Kernel {
+    /// Sets up `rx`; on a one-CPU machine (or when threaded NAPI cannot be had) everything
+    /// stays in softirq.
+    fn place(&mut self, rx: Rx) -> anyhow::Result<Rx> {
+        let rx = if bench::cpu_count() > 1 { rx } else { Rx::Softirq };
+        let want_thread = matches!(rx, Rx::NapiThread { .. });
+        let threaded = !self.napi.is_empty();
+        if want_thread != threaded {
+            self.napi = threaded_napi(&self.hop, want_thread.then(|| cpu_for(1)))?;
+        }
+        let want_defer = rx == Rx::BusyPoll;
+        if want_defer != self.defer {
+            defer_to_busy_poll(&self.h2, HOST_NIC, want_defer)?;
+            self.defer = want_defer;
+        }
+        Ok(rx)
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        let _ = self.place(Rx::Softirq);
+    }
+}
+
+/// The interface where frames from h1 are first received (NAPI): the switch port facing h1,
+/// or h2's NIC when the hosts share one veth pair.
+struct Hop {
+    ns: NetNs,
+    dev: String,
+    label: String,
+}
+
+fn first_hop(tb: &Testbed) -> anyhow::Result<Hop> {
+    Ok(if tb.spec().direct {
+        Hop { ns: tb.netns(2)?, dev: HOST_NIC.into(), label: format!("h2 {HOST_NIC}") }
+    } else {
+        let dev = port_name(1);
+        Hop { ns: tb.switch_netns()?, label: format!("switch port {dev}"), dev }
+    })
+}
+
+/// Runs `f` on a thread in `ns` that sees that namespace's sysfs (interface attributes are
+/// per namespace): it unshares its mount namespace (slave, so nothing propagates back) and
+/// mounts a fresh sysfs there, both gone with the thread.
+fn in_sysfs<T: Send>(
+    ns: &NetNs,
+    f: impl FnOnce() -> anyhow::Result<T> + Send,
+) -> anyhow::Result<T> {
     use crate::sys::cvt;
-    let dev = crate::testbed::port_name(idx);
-    let ns = tb.switch_netns()?;
-    ns.run(|| -> anyhow::Result<()> {
+    ns.run(|| -> anyhow::Result<T> {
         // SAFETY: plain syscalls with valid NUL-terminated strings; they affect only this
         // thread's mount namespace, which dies with the thread.
         unsafe {
@@ -432,21 +522,44 @@ fn threaded_napi(tb: &crate::testbed::Testbed, idx: u8, cpu: Option<usize>) -> a
                 0,
                 std::ptr::null(),
             ))
-            .context("mounting the switch's sysfs")?;
+            .context("mounting the namespace's sysfs")?;
         }
-        let before = napi_threads(&dev);
+        f()
+    })?
+}
+
+/// Makes `dev` in `ns` leave its receive NAPI to busy-polling sockets ([`BusyPoll`]), or
+/// (`on` false) not: after a busy poll the kernel re-arms a timer instead of the device's
+/// "interrupt" (for a veth, the peer's transmit scheduling its NAPI), twice before giving up.
+fn defer_to_busy_poll(ns: &NetNs, dev: &str, on: bool) -> anyhow::Result<()> {
+    let vals = if on { ["2", "200000"] } else { ["0", "0"] };
+    in_sysfs(ns, || {
+        for (attr, val) in ["napi_defer_hard_irqs", "gro_flush_timeout"].into_iter().zip(vals) {
+            std::fs::write(format!("/sys/class/net/{dev}/{attr}"), val)
+                .with_context(|| format!("setting {attr} of {dev}"))?;
+        }
+        Ok(())
+    })
+}
+
+/// Gives `hop` threaded NAPI with its kernel thread pinned to `cpu`, or (None) takes it back to
+/// softirq; returns the new kernel threads.
+fn threaded_napi(hop: &Hop, cpu: Option<usize>) -> anyhow::Result<Vec<i32>> {
+    use crate::sys::cvt;
+    let dev = hop.dev.as_str();
+    in_sysfs(&hop.ns, || {
+        let before = napi_threads(dev);
         std::fs::write(
             format!("/sys/class/net/{dev}/threaded"),
             if cpu.is_some() { "1" } else { "0" },
         )
         .with_context(|| format!("switching threaded NAPI on {dev}"))?;
         let Some(cpu) = cpu else {
-            return Ok(());
+            return Ok(Vec::new());
         };
-        let new: Vec<i32> =
-            napi_threads(&dev).into_iter().filter(|p| !before.contains(p)).collect();
+        let new: Vec<i32> = napi_threads(dev).into_iter().filter(|p| !before.contains(p)).collect();
         anyhow::ensure!(!new.is_empty(), "no NAPI thread appeared for {dev}");
-        for pid in new {
+        for &pid in &new {
             // SAFETY: cpu_set_t is plain data.
             unsafe {
                 let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -455,8 +568,8 @@ fn threaded_napi(tb: &crate::testbed::Testbed, idx: u8, cpu: Option<usize>) -> a
                     .with_context(|| format!("pinning NAPI thread {pid}"))?;
             }
         }
-        Ok(())
-    })?
+        Ok(new)
+    })
 }
 
 /// Thread ids of the kernel's NAPI threads for `dev` (`napi/<dev>-<id>`).
@@ -487,6 +600,7 @@ fn one_sided(
         cpu: cpu_for(usize::from(mode != RawMode::Txonly)),
         name: "local".into(),
         share: false,
+        busy_poll: false,
     };
     let label = pl.label(match mode {
         RawMode::Txonly => "tx",
@@ -530,6 +644,11 @@ fn one_sided(
         receiver_stats: r.stats,
         other_frames: r.other,
         seconds: res.seconds,
+        cpu_ns_per_frame: if mode == RawMode::Txonly {
+            CpuPerFrame::of(&res, Some(0), None, None)
+        } else {
+            CpuPerFrame::of(&res, None, Some(0), None)
+        },
     }])
 }
 
@@ -545,10 +664,14 @@ fn pair<'a>(
     role_a: &str,
     role_b: &str,
     p: Params,
+    napi: &[i32],
 ) -> anyhow::Result<Row> {
     let (la, lb) = (a.label(role_a), b.label(role_b));
+    let napi_cpu = || napi.iter().filter_map(|&t| bench::task_cpu_ns(t)).sum::<u64>();
+    let napi0 = napi_cpu();
     let (res, reports) = run_phase(path, d, out, vec![make_a(a), make_b(b)])?;
-    Ok(row(path, la, lb, &res, reports, p))
+    let napi_ns = (!napi.is_empty()).then(|| napi_cpu().saturating_sub(napi0));
+    Ok(row(path, la, lb, &res, reports, p, napi_ns))
 }
 
 fn row(
@@ -558,6 +681,7 @@ fn row(
     res: &bench::PhaseResult,
     reports: Vec<Report>,
     p: Params,
+    napi_ns: Option<u64>,
 ) -> Row {
     let hist = reports.iter().find_map(|r| r.hist.as_ref());
     let us = |q: f64| hist.filter(|h| !h.is_empty()).map(|h| h.value_at_quantile(q) as f64 / 1e3);
@@ -576,6 +700,7 @@ fn row(
         receiver_stats,
         other_frames: reports.iter().map(|r| r.other).sum(),
         seconds: res.seconds,
+        cpu_ns_per_frame: CpuPerFrame::of(res, Some(0), Some(1), napi_ns),
     }
 }
 

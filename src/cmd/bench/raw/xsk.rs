@@ -2,6 +2,9 @@
 //! `BPF_PROG_RUN` live-frames generator.
 use super::*;
 
+/// Busy polling for receivers that run their NIC's receive processing.
+const BUSY_POLL: BusyPoll = BusyPoll { usecs: 20, budget: 64 };
+
 pub(super) fn umem(frames: u32) -> anyhow::Result<Umem> {
     Umem::new(UmemConfig {
         frame_count: frames,
@@ -12,8 +15,9 @@ pub(super) fn umem(frames: u32) -> anyhow::Result<Umem> {
 }
 
 /// Rings for a socket that both receives and transmits (reflector, echo client).
-fn duplex_config() -> SocketConfig {
+fn duplex_config(busy_poll: bool) -> SocketConfig {
     SocketConfig {
+        busy_poll: busy_poll.then_some(BUSY_POLL),
         rx_size: 2048,
         tx_size: 2048,
         fill_size: 4096,
@@ -109,6 +113,7 @@ pub(super) fn xsk_rx_worker<'a>(pl: Place, iface: String, p: Params) -> Worker<'
             tx_size: 0,
             fill_size: 8192,
             comp_size: 64,
+            busy_poll: pl.busy_poll.then_some(BUSY_POLL),
             ..Default::default()
         };
         let mut s = Socket::new(&um, &iface, 0, &cfg)?;
@@ -121,6 +126,9 @@ pub(super) fn xsk_rx_worker<'a>(pl: Place, iface: String, p: Params) -> Worker<'
         // frame, so big batches keep it off the kernel's back.
         let batch = 4096;
         while !ctl.stopped() {
+            if pl.busy_poll {
+                s.kick_rx()?;
+            }
             let rings = s.rings();
             let (fill, rx) = (rings.fill.expect("fill"), rings.rx.expect("rx"));
             let pk = rx.peek(batch);
@@ -165,13 +173,16 @@ pub(super) fn xsk_reflect_worker<'a>(
         pl.enter()?;
         let share = pl.share;
         let um = umem(16384)?;
-        let mut s = Socket::new(&um, &iface, 0, &duplex_config())?;
+        let mut s = Socket::new(&um, &iface, 0, &duplex_config(pl.busy_poll))?;
         let prog = receive_into(&mut s, 0..4096)?;
         let mut report = Report { xsk: Some(XskInfo::of(&s)), ..Default::default() };
         if !ctl.ready() {
             return Ok(report);
         }
         while !ctl.stopped() {
+            if pl.busy_poll {
+                s.kick_rx()?;
+            }
             let rings = s.rings();
             let (fill, comp, rx, tx) = (
                 rings.fill.expect("fill"),
@@ -233,7 +244,7 @@ pub(super) fn xsk_echo_client_worker<'a>(
         pl.enter()?;
         let share = pl.share;
         let um = umem(8192)?;
-        let mut s = Socket::new(&um, &iface, 0, &duplex_config())?;
+        let mut s = Socket::new(&um, &iface, 0, &duplex_config(pl.busy_poll))?;
         // Frames 0..4096 transmit, 4096..8192 receive.
         let mut alloc = FrameAlloc::with_range(FRAME_SIZE, 0, 4096);
         for i in 0..4096u64 {
@@ -251,6 +262,9 @@ pub(super) fn xsk_echo_client_worker<'a>(
         let mut last_progress = Instant::now();
         let len = frame.len() as u32;
         while !ctl.stopped() {
+            if pl.busy_poll {
+                s.kick_rx()?;
+            }
             let rings = s.rings();
             let (fill, comp, rx, tx) = (
                 rings.fill.expect("fill"),
