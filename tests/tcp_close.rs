@@ -16,14 +16,14 @@ use std::{
 
 use common::{
     daemon::{etran_up_pair, Daemon},
-    netns::{in_netns, VethPair},
+    netns::{in_netns, sh, VethPair},
     tcp::{add_neighbour_of_b, conn_present, map_entries, pattern, pending_present, wait_for},
 };
 use etran::{
     app::{App, ConnId},
     bpf::tcp::types::tcp_conn_key,
     daemon::{client::Session, proto::Transport},
-    tcp::close,
+    tcp::{close, rto::RtoConfig},
 };
 
 const PORT: u16 = 7300;
@@ -286,6 +286,39 @@ fn linux_reset_reaches_the_app() {
     assert!(e.app.is_closed(id));
     assert!(!conn_present(&e.net.a, &key));
     assert_eq!(map_entries(&e.net.a), (0, 0));
+    e.app.remove_connection(id);
+}
+
+/// The peer becomes unreachable: the app's retransmission timer gives up after its retries,
+/// `send` and `recv` report the timeout, and the daemon removes the connection.
+#[test]
+fn an_unreachable_peer_times_out() {
+    let mut e = Etran::new("tcpclsg");
+    let ms = Duration::from_millis;
+    e.app.set_rto(RtoConfig {
+        initial: ms(2),
+        min: ms(1),
+        max: ms(8),
+        max_retries: 3,
+        ..RtoConfig::default()
+    });
+    let (linux, id, key) = e.linux_client(None);
+    sh(&format!("ip -n {} link set vb down", e.net.b));
+    e.app.send(id, b"never acknowledged").unwrap();
+    let mut buf = [0u8; 16];
+    e.poll_until("the timeout", |app| match app.recv(id, &mut buf) {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+        Err(e) => {
+            assert_eq!(e.kind(), ErrorKind::TimedOut);
+            true
+        }
+        Ok(n) => panic!("recv returned {n}"),
+    });
+    assert_eq!(e.app.send(id, b"x").unwrap_err().kind(), ErrorKind::TimedOut);
+    assert_eq!(e.app.stats().timeouts_given_up, 1);
+    wait_for("the daemon to remove it", 3, || !conn_present(&e.net.a, &key));
+    assert_eq!(map_entries(&e.net.a), (0, 0));
+    drop(linux);
     e.app.remove_connection(id);
 }
 

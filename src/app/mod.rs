@@ -4,6 +4,8 @@
 //! - [`port`]: the daemon-created AF_XDP socket and memfd UMEM, mapped; RX with metadata, TX
 //!   frames, fill/completion recycling, need-wakeup kicks; a mio source.
 //! - [`stream`]: the per-connection byte-stream engine (pure, unit-tested).
+//! - `early`: frames that reach the port before the app adopted their connection, held
+//!   until `accept` (the kernel acknowledged them already).
 //! - [`App`] / [`ConnId`]: the socket-style API over both: non-blocking
 //!   [`App::send`] / [`App::recv`], [`App::poll`] to move frames, pollable through mio.
 //!
@@ -26,6 +28,7 @@
 //! [`PortStats::xdp`]) leaves a hole no one will fill: that connection is aborted and fails with
 //! `ConnectionAborted` ([`AppStats::rx_lost_data`]). A closed or failed connection stays until
 //! [`App::remove_connection`].
+mod early;
 pub mod port;
 pub mod stream;
 
@@ -54,8 +57,11 @@ pub struct ConnId(pub u64);
 /// App-level counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct AppStats {
-    /// RX frames whose handle matches no connection.
+    /// RX frames whose handle matches no connection (and that could not be held for one
+    /// about to be adopted, or waited for it in vain: see `early`).
     pub rx_unknown: u64,
+    /// RX frames held for a connection not yet adopted.
+    pub rx_early: u64,
     /// Connections whose retransmission timer gave up (the peer is gone).
     pub timeouts_given_up: u64,
     /// Connections aborted because a data frame was lost on the way to the app.
@@ -97,6 +103,10 @@ pub struct App {
     conns: ConnMap,
     /// Handles visited by [`App::poll`] (kept to spare an allocation per poll).
     scratch: Vec<u64>,
+    /// Frames for connections the daemon accepted and the app has not adopted yet.
+    early: early::Early,
+    /// Retransmission timeout settings of connections adopted from now on.
+    rto: crate::tcp::rto::RtoConfig,
     /// Connections the daemon no longer holds for us (released, aborted, reset).
     released: HashSet<u64>,
     stats: AppStats,
@@ -110,9 +120,18 @@ impl App {
             control,
             conns: ConnMap::default(),
             scratch: Vec::new(),
+            early: early::Early::default(),
+            rto: crate::tcp::rto::RtoConfig::default(),
             released: HashSet::new(),
             stats: AppStats::default(),
         })
+    }
+
+    /// Sets the retransmission timeout (minimum, maximum, initial, retries before giving up) of
+    /// the connections adopted after this call. The default minimum is a few milliseconds, as
+    /// suits a datacenter; Linux uses 200 ms.
+    pub fn set_rto(&mut self, rto: crate::tcp::rto::RtoConfig) {
+        self.rto = rto;
     }
 
     /// Adopts the next connection `session` accepted on a listening port, if any (non-blocking);
@@ -163,7 +182,10 @@ impl App {
     /// Adopts an established connection. `handle` is the `tcp_conn.handle` the daemon
     /// inserted (ingress puts it in every RX frame's metadata).
     pub fn add_connection(&mut self, handle: u64, init: StreamInit) -> ConnId {
-        self.conns.insert(handle, Stream::new(init));
+        self.conns.insert(handle, Stream::with_rto(init, self.rto));
+        for (meta, payload) in self.early.take(handle) {
+            deliver(&mut self.conns, &mut self.stats, &meta, &payload);
+        }
         ConnId(handle)
     }
 
@@ -266,10 +288,18 @@ impl App {
     /// allow. Call it when the port is readable (and periodically while sends are pending).
     /// Returns the frames received.
     pub fn poll(&mut self) -> io::Result<usize> {
-        let conns = &mut self.conns;
-        let stats = &mut self.stats;
-        let n = self.port.poll_rx(|meta, payload| deliver(conns, stats, meta, payload))?;
         let now = std::time::Instant::now();
+        let (conns, early, stats) = (&mut self.conns, &mut self.early, &mut self.stats);
+        let n = self.port.poll_rx(|meta, payload| {
+            if conns.contains_key(&meta.handle) {
+                deliver(conns, stats, meta, payload);
+            } else if early.hold(meta, payload, now) {
+                stats.rx_early += 1;
+            } else {
+                stats.rx_unknown += 1;
+            }
+        })?;
+        self.stats.rx_unknown += self.early.expire(now) as u64;
         let mut ids = std::mem::take(&mut self.scratch);
         ids.clear();
         ids.extend(self.conns.keys().copied());

@@ -602,8 +602,8 @@ impl Exchange<'_> {
         app.poll()?;
         for c in conns {
             if !c.started {
-                // Bytes reaching the server app before it adopted the connection would be lost
-                // (AppStats::rx_unknown), though the kernel acknowledged them.
+                // Start once the server app adopted the connection, so that no round trip
+                // counts the accept (the library would hold earlier bytes: app::early).
                 if self.adopted.load(Ordering::Acquire) < c.seq {
                     continue;
                 }
