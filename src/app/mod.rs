@@ -254,6 +254,15 @@ impl App {
     /// Queues bytes to send (as many as the send buffer takes) and pushes frames out.
     /// `WouldBlock` when the send buffer is full, `BrokenPipe` after [`App::close`].
     pub fn send(&mut self, id: ConnId, data: &[u8]) -> io::Result<usize> {
+        let n = self.send_more(id, data)?;
+        self.port.flush()?;
+        Ok(n)
+    }
+
+    /// [`App::send`] without the kick (as `MSG_MORE`): the frames wait on the port for the
+    /// next [`App::flush`] or [`App::poll`], so one system call sends what a pass over many
+    /// connections wrote (in copy mode every kick is a synchronous transmit).
+    pub fn send_more(&mut self, id: ConnId, data: &[u8]) -> io::Result<usize> {
         let s = self.usable(id)?;
         if !s.close_state().can_send() {
             return Err(io::ErrorKind::BrokenPipe.into());
@@ -263,8 +272,12 @@ impl App {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         self.transmit(id)?;
-        self.port.flush()?;
         Ok(n)
+    }
+
+    /// Hands the frames written so far to the kernel.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.port.flush()
     }
 
     /// Reads received bytes. `Ok(0)` at end of stream, `WouldBlock` when nothing is ready.

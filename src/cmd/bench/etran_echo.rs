@@ -454,7 +454,7 @@ fn serve(
             let mut ended = false;
             loop {
                 if !pending.is_empty() {
-                    match app.send(*id, pending) {
+                    match app.send_more(*id, pending) {
                         Ok(n) => drop(pending.drain(..n)),
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) => return Err(e).context("echoing"),
@@ -620,7 +620,7 @@ impl Exchange<'_> {
                 c.echo.on_echo(&buf[..n], self.size, self.deadline, result, self.progress)?;
             }
             while !c.echo.write_buf.is_empty() {
-                match app.send(c.conn, &c.echo.write_buf) {
+                match app.send_more(c.conn, &c.echo.write_buf) {
                     Ok(n) => c.echo.sent(n),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) => return Err(e).context("sending messages"),
