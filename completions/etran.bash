@@ -335,7 +335,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__daemon)
-            opts="-j -p -v -h -V --iface --socket --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --iface --socket --time-wait --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -346,6 +346,10 @@ _etran() {
                     return 0
                     ;;
                 --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --time-wait)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

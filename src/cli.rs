@@ -90,6 +90,10 @@ pub struct DaemonArgs {
     /// Unix socket that apps connect to.
     #[arg(long, default_value = "/run/etran/etran.sock")]
     pub socket: PathBuf,
+    /// How long a connection closed by our side first holds its 4-tuple (TIME_WAIT). Short by
+    /// default: datacenter RTTs are microseconds, and timestamps guard against old duplicates.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1s")]
+    pub time_wait: Duration,
 }
 
 #[derive(Debug, Args)]

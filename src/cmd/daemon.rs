@@ -45,7 +45,7 @@ pub fn run(args: DaemonArgs, _out: &Output) -> anyhow::Result<()> {
         let mut daemon = Daemon::new(Config {
             iface: args.iface,
             socket: args.socket,
-            time_wait: crate::daemon::DEFAULT_TIME_WAIT,
+            time_wait: args.time_wait,
         })?;
         *waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(daemon.waker());
         if stop.load(Ordering::SeqCst) {
