@@ -29,6 +29,9 @@ use anyhow::{bail, Context};
 
 use super::proto::{self, ConnInit, FdKind, Geometry, Reply, Request, Transport};
 
+/// How long a blocking request (`register`, `listen`, `connect_tcp`) waits for its reply.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A connection to the daemon.
 pub struct Session {
     /// The only strong reference: dropping the session closes the socket.
@@ -64,7 +67,7 @@ impl Session {
         let stream = UnixStream::connect(path).with_context(|| {
             format!("connecting to the etran daemon at {} (is it running?)", path.display())
         })?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
         Ok(Session {
             stream: Arc::new(stream),
             buf: Vec::new(),

@@ -199,20 +199,22 @@ impl Daemon {
                 match ev.token() {
                     WAKER => return Ok(()),
                     LISTENER => self.accept(),
-                    GEN => {
-                        if let Err(e) = self.gen.on_readable(Instant::now()) {
-                            log::warn(format!("gen pump: {e:#}"));
-                        }
-                    }
-                    SLOW => {
-                        let mut out = Vec::new();
-                        self.slow.on_readable(&self.tcp, &mut self.timers, Timer::Slow, &mut out);
-                        self.notify(out);
-                    }
+                    // Drained below, on every pass.
+                    GEN | SLOW => {}
                     t => self.serve(t),
                 }
             }
+            // A BPF ring buffer wakes its reader only when the reader had caught up, and a
+            // wakeup can be lost: the ring then stays non-empty and silent for good. So both
+            // are drained on every pass (a handshake's RTO timer guarantees one), before the
+            // timers, so that an answer waiting there is not taken for a loss.
             let now = Instant::now();
+            if let Err(e) = self.gen.on_readable(now) {
+                log::warn(format!("gen pump: {e:#}"));
+            }
+            let mut out = Vec::new();
+            self.slow.on_readable(&self.tcp, &mut self.timers, Timer::Slow, &mut out);
+            self.notify(out);
             if let Err(e) = self.gen.on_deadline(now) {
                 log::warn(format!("gen pump: {e:#}"));
             }

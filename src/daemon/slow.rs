@@ -274,7 +274,7 @@ impl SlowPath {
         wrap: impl Fn(SlowTimer) -> T,
         out: &mut Vec<Notify>,
     ) {
-        if let Err(e) = self.ring.consume() {
+        if let Err(e) = crate::datapath::drain_ring(&self.ring) {
             log::warn(format!("slow path: reading the ring buffer: {e}"));
         }
         let frames = std::mem::take(&mut *self.segs.borrow_mut());

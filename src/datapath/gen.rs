@@ -156,8 +156,8 @@ impl GenPump {
         })
     }
 
-    /// The descriptor to poll for readability (the wake ring buffer; level-triggered by the
-    /// kernel, so draining on every readiness is enough under edge-triggered mio too).
+    /// The descriptor to poll for readability (the wake ring buffer). A ring buffer's wakeup
+    /// can be lost, after which it stays silent: the caller also drains it without readiness.
     pub fn fd(&self) -> RawFd {
         self.wake_map.as_fd().as_raw_fd()
     }
@@ -179,7 +179,7 @@ impl GenPump {
     /// Drains the wake records; pumps if an ACK is due at once, else arms the delayed-ACK
     /// deadline.
     pub fn on_readable(&mut self, now: Instant) -> anyhow::Result<()> {
-        self.ring.consume().context("reading the gen wake ring buffer")?;
+        super::drain_ring(&self.ring).context("reading the gen wake ring buffer")?;
         let w = std::mem::take(&mut *self.wakes.lock().unwrap_or_else(|e| e.into_inner()));
         self.outstanding[0] += w.immediate;
         self.outstanding[1] += w.delayed;

@@ -360,6 +360,17 @@ pub struct TcpHandles {
     pub slow: MapHandle,
 }
 
+/// Reads every record of `ring`. libbpf stores its consumer position and then reads the
+/// producer's without a full barrier, while the kernel wakes the reader only if the consumer
+/// had caught up: a record committed in that window is neither read nor announced, and the
+/// ring stays silent. A fence and a second pass close the window.
+pub fn drain_ring(ring: &libbpf_rs::RingBuffer<'_>) -> libbpf_rs::Result<()> {
+    ring.consume()?;
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    ring.consume()?;
+    Ok(())
+}
+
 /// Kernel names are cut at 15 bytes: etran_tcp_ingress, etran_tcp_egress, etran_transports,
 /// etran_port_ifindex.
 const TCP_INGRESS_PROG: &str = "etran_tcp_ingre";

@@ -47,7 +47,13 @@ impl Default for Config {
             timestamps: true,
             ecn: true,
             rcv_wnd: 1 << 20,
-            rto: RtoConfig { initial: Duration::from_millis(200), ..RtoConfig::default() },
+            // SYNs at 0, 0.2, 0.6, 1.4 and 3 s, given up at 5 s: an app blocked in `connect`
+            // hears `ConnectFailed` well before its session's reply timeout.
+            rto: RtoConfig {
+                initial: Duration::from_millis(200),
+                max_retries: 4,
+                ..RtoConfig::default()
+            },
         }
     }
 }
@@ -732,6 +738,23 @@ mod tests {
         let gave_up = p.on_timeout(3);
         assert_eq!(gave_up.outcome, Outcome::Failed(Failure::TimedOut));
         assert_eq!((gave_up.send.as_ref().unwrap().flags, gave_up.send.unwrap().seq), (RST, 3));
+    }
+
+    #[test]
+    fn default_handshake_gives_up_well_before_the_app_stops_waiting() {
+        let (mut h, _) = Handshake::active(Config::default(), local(), remote(), LMAC, RMAC, 1, 0);
+        let mut waited = Duration::ZERO;
+        let mut sent = 1;
+        loop {
+            waited += h.rto();
+            let step = h.on_timeout(0);
+            if step.outcome == Outcome::Failed(Failure::TimedOut) {
+                break;
+            }
+            sent += usize::from(step.send.is_some());
+        }
+        assert_eq!(sent, 5, "the SYN and 4 retransmissions");
+        assert!(waited <= crate::daemon::client::REPLY_TIMEOUT / 2, "gave up after {waited:?}");
     }
 
     #[test]
