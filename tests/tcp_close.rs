@@ -115,6 +115,20 @@ impl Etran {
         got
     }
 
+    /// Polls until `recv` fails (it must return no bytes on the way); the error's kind.
+    fn recv_error(&mut self, id: ConnId) -> ErrorKind {
+        let (mut kind, mut buf) = (None, [0u8; 16]);
+        self.poll_until("recv to fail", |app| match app.recv(id, &mut buf) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+            Err(e) => {
+                kind = Some(e.kind());
+                true
+            }
+            Ok(n) => panic!("recv returned {n} where an error was expected"),
+        });
+        kind.expect("recv failed")
+    }
+
     fn state(&self, id: ConnId) -> close::State {
         self.app.stream(id).expect("known connection").close_state()
     }
@@ -274,14 +288,7 @@ fn linux_reset_reaches_the_app() {
     set_linger_zero(&linux);
     drop(linux);
 
-    e.poll_until("the reset", |app| match app.recv(id, &mut buf) {
-        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
-        Err(e) => {
-            assert_eq!(e.kind(), ErrorKind::ConnectionReset);
-            true
-        }
-        Ok(n) => panic!("recv returned {n} after a reset"),
-    });
+    assert_eq!(e.recv_error(id), ErrorKind::ConnectionReset);
     assert_eq!(e.app.send(id, b"x").unwrap_err().kind(), ErrorKind::ConnectionReset);
     assert!(e.app.is_closed(id));
     assert!(!conn_present(&e.net.a, &key));
@@ -305,15 +312,7 @@ fn an_unreachable_peer_times_out() {
     let (linux, id, key) = e.linux_client(None);
     sh(&format!("ip -n {} link set vb down", e.net.b));
     e.app.send(id, b"never acknowledged").unwrap();
-    let mut buf = [0u8; 16];
-    e.poll_until("the timeout", |app| match app.recv(id, &mut buf) {
-        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
-        Err(e) => {
-            assert_eq!(e.kind(), ErrorKind::TimedOut);
-            true
-        }
-        Ok(n) => panic!("recv returned {n}"),
-    });
+    assert_eq!(e.recv_error(id), ErrorKind::TimedOut);
     assert_eq!(e.app.send(id, b"x").unwrap_err().kind(), ErrorKind::TimedOut);
     assert_eq!(e.app.stats().timeouts_given_up, 1);
     wait_for("the daemon to remove it", 3, || !conn_present(&e.net.a, &key));
