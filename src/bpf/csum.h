@@ -7,6 +7,7 @@
 #define ETRAN_CSUM_H
 
 #include <linux/types.h>
+#include <bpf/bpf_helpers.h>
 
 /* Folds a 64-bit sum of 32-bit words into 16 bits, end-around carries included. */
 static __always_inline __u16 csum_fold(__u64 sum)
@@ -39,22 +40,39 @@ union csum_tail {
 
 /* Sum of `len` (at most max_len, a constant) packet bytes from p; a last partial word is padded
  * with zeros. Returns 0 in *ok when the bytes are not all before end (callers have checked the
- * frame's length; the verifier needs it proven here). */
+ * frame's length; the verifier needs it proven here).
+ *
+ * The whole words go to bpf_csum_diff, i.e. the kernel's csum_partial, which sums memory in the
+ * same byte order as csum_words: its 32-bit result folds to the same 16 bits, so it is simply
+ * added. Its sizes must be multiples of 4 and at most 512, and the verifier checks the packet
+ * range against a size's upper bound, so each call gets a constant size: 512-byte chunks, then
+ * one chunk per set bit of the rest. */
 static __always_inline __u64 csum_packet(void *p, void *end, __u32 len, const __u32 max_len,
 					 int *ok)
 {
 	union csum_tail tail = { .w = 0 };
-	__u32 words = len / 4, rest = len & 3;
+	__u32 word_bytes = len & ~3U, rest = len & 3;
 	__u64 sum = 0;
 
 	*ok = 0;
-	for (__u32 i = 0; i < max_len / 4; i++) {
-		if (i >= words)
+#pragma unroll
+	for (__u32 i = 0; i < max_len / 512; i++) {
+		if (word_bytes < 512)
 			break;
-		if (p + 4 > end)
+		if (p + 512 > end)
 			return 0;
-		sum += *(__u32 *)p;
-		p += 4;
+		sum += (__u32)bpf_csum_diff(NULL, 0, p, 512, 0);
+		p += 512;
+		word_bytes -= 512;
+	}
+#pragma unroll
+	for (__u32 size = 256; size >= 4; size /= 2) {
+		if (!(word_bytes & size))
+			continue;
+		if (p + size > end)
+			return 0;
+		sum += (__u32)bpf_csum_diff(NULL, 0, p, size, 0);
+		p += size;
 	}
 #pragma unroll
 	for (__u32 j = 0; j < 3; j++) {
