@@ -103,10 +103,8 @@ static __always_inline void tx_fin(struct tcp_conn *c, const struct etran_tcp_tx
 static __always_inline void tx_update(struct tcp_conn *c, const struct etran_tcp_tx_hdr *h,
 				      struct tx_plan *p)
 {
-	/* snd_una never passes snd_nxt; a FIN in flight is the last sequence number. */
-	__u32 flight = c->snd_nxt - c->snd_una -
-		       ((c->fin & TCP_CONN_FIN_SENT) && c->snd_una != c->snd_nxt);
-	__u32 off = h->tx_pos - (c->tx_pos - flight); /* from snd_una's position */
+	__u32 flight = flight_bytes(c);
+	__u32 off = h->tx_pos - una_pos(c); /* from snd_una's position */
 	__u32 fresh = 0, seq = c->snd_nxt;
 
 	tx_reopen(c, h->consumed);

@@ -221,14 +221,6 @@ out:
 		v->meta.flags |= ETRAN_TCP_RX_FIN;
 }
 
-/* Stream position of snd_una: tx_pos less the bytes in flight, which are [snd_una, snd_nxt)
- * less our FIN while it is unacknowledged (the last sequence number, no stream byte). Every
- * delivered frame carries it, so the app heals from a lost frame with the next one. */
-static __always_inline __u32 una_pos(const struct tcp_conn *c)
-{
-	return c->tx_pos - (c->snd_nxt - c->snd_una) +
-	       ((c->fin & TCP_CONN_FIN_SENT) && c->snd_una != c->snd_nxt);
-}
 
 /* Everything done under the connection lock: no helper calls, only the state and the copied
  * segment. */
