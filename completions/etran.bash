@@ -279,7 +279,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__bench__subcmd__raw)
-            opts="-j -p -v -h -V --iface --mode --size --batch --duration --switch --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --iface --mode --size --batch --duration --switch --queues --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -302,6 +302,10 @@ _etran() {
                     return 0
                     ;;
                 --duration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --queues)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -709,7 +713,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__testbed__subcmd__up)
-            opts="-j -p -v -h -V --name --hosts --rate --ecn-threshold --loss --duplicate --corrupt --direct --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --name --hosts --rate --ecn-threshold --loss --duplicate --corrupt --direct --queues --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -740,6 +744,10 @@ _etran() {
                     return 0
                     ;;
                 --corrupt)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --queues)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

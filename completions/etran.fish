@@ -107,6 +107,7 @@ echo\t'One host sends, the peer reflects every frame back'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l size -d 'Frame size in bytes (Ethernet header included, FCS excluded)' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l batch -d 'Frames per ring operation' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l duration -d 'How long to measure' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l queues -d 'Queues to use, one lane (socket pair, thread) per queue and CPU; with more than one, each lane runs both ends of its queue on its own CPU' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l switch -d 'Put the testbed\'s switch namespace (one more XDP hop) between the hosts instead of joining them with one veth pair'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
@@ -133,6 +134,7 @@ complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_sub
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l loss -d 'Fraction of frames the switch drops, 0..1' -r
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l duplicate -d 'Fraction of frames the switch duplicates, 0..1' -r
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l corrupt -d 'Fraction of frames the switch corrupts (one flipped payload byte), 0..1' -r
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l queues -d 'RX/TX queues of every testbed interface (veth), so traffic can be spread over CPUs' -r
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l direct -d 'No switch: the 2 hosts\' eth0 are the two ends of one veth pair (same addresses)'
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -s p -l pretty -d 'Pretty-print JSON (implies --json)'

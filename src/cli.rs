@@ -196,6 +196,10 @@ pub struct RawArgs {
     /// joining them with one veth pair.
     #[arg(long, conflicts_with = "iface")]
     pub switch: bool,
+    /// Queues to use, one lane (socket pair, thread) per queue and CPU; with more than one, each
+    /// lane runs both ends of its queue on its own CPU.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub queues: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,6 +244,9 @@ pub struct TestbedUpArgs {
     /// No switch: the 2 hosts' eth0 are the two ends of one veth pair (same addresses).
     #[arg(long)]
     pub direct: bool,
+    /// RX/TX queues of every testbed interface (veth), so traffic can be spread over CPUs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub queues: u32,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -171,6 +171,8 @@ impl Netlink {
 
     /// Creates a veth pair: `name` (with `mac`) in this socket's namespace and `peer` (with
     /// `peer_mac`) directly inside `peer_ns`, so the peer's name never exists anywhere else.
+    /// Both ends get `queues` real RX and TX queues (a frame sent on TX queue q arrives on the
+    /// peer's RX queue q).
     pub fn add_veth(
         &mut self,
         name: &str,
@@ -178,17 +180,25 @@ impl Netlink {
         peer: &str,
         peer_mac: [u8; 6],
         peer_ns: &NetNs,
+        queues: u32,
     ) -> anyhow::Result<()> {
+        if queues == 0 {
+            bail!("a veth needs at least one queue");
+        }
         let mut peer_msg = LinkMessage::default();
         peer_msg.attributes = vec![
             LinkAttribute::IfName(peer.to_string()),
             LinkAttribute::Address(peer_mac.to_vec()),
             LinkAttribute::NetNsFd(peer_ns.as_raw_fd()),
+            LinkAttribute::NumTxQueues(queues),
+            LinkAttribute::NumRxQueues(queues),
         ];
         let mut msg = LinkMessage::default();
         msg.attributes = vec![
             LinkAttribute::IfName(name.to_string()),
             LinkAttribute::Address(mac.to_vec()),
+            LinkAttribute::NumTxQueues(queues),
+            LinkAttribute::NumRxQueues(queues),
             LinkAttribute::LinkInfo(vec![
                 LinkInfo::Kind(InfoKind::Veth),
                 LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),

@@ -248,6 +248,103 @@ fn direct_refuses_what_needs_a_switch() {
     }
 }
 
+/// (rx, tx) queue counts of `nic` in namespace `ns`, from both `ip -d link` and sysfs.
+fn queues(ns: &str, nic: &str) -> (usize, usize) {
+    let out = Command::new("ip").args(["-n", ns, "-d", "link", "show", nic]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |k: &str| -> usize {
+        let mut words = text.split_whitespace();
+        words.find(|w| *w == k).and_then(|_| words.next()).unwrap().parse().unwrap()
+    };
+    let (ip_rx, ip_tx) = (field("numrxqueues"), field("numtxqueues"));
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "ls", &format!("/sys/class/net/{nic}/queues")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list = String::from_utf8_lossy(&out.stdout).to_string();
+    let count = |p: &str| -> usize {
+        let mut n: Vec<usize> =
+            list.split_whitespace().filter_map(|q| q.strip_prefix(p)?.parse().ok()).collect();
+        n.sort();
+        assert_eq!(n, (0..n.len()).collect::<Vec<_>>(), "{ns} {nic}: {list}");
+        n.len()
+    };
+    let (rx, tx) = (count("rx-"), count("tx-"));
+    assert_eq!((ip_rx, ip_tx), (rx, tx), "{ns} {nic}: {text} / {list}");
+    (rx, tx)
+}
+
+#[test]
+fn queues_reach_every_veth_and_status() {
+    // Direct: both ends of the one pair.
+    let n = name("q-direct");
+    let (tb, guard) = up(&Spec { direct: true, queues: 2, ..Spec::new(&n, 2) });
+    for i in 1..=2 {
+        assert_eq!(queues(&format!("{n}-h{i}"), "eth0"), (2, 2), "h{i}");
+    }
+    assert!(ping(&format!("{n}-h1"), "10.99.0.2"), "h1 -> h2");
+    assert!(ping(&format!("{n}-h2"), "10.99.0.1"), "h2 -> h1");
+    assert_eq!(testbed::status(&n).unwrap().unwrap().queues, 2);
+    let out = etran(&["testbed", "status", "--name", &n, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["queues"].as_u64(), v["mode"].as_str()), (Some(2), Some("direct")), "{v}");
+    let out = etran(&["testbed", "status", "--name", &n]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("2 queues per interface"), "{text}");
+    drop(tb);
+    drop(guard);
+
+    // Switched, through the CLI: host NICs and switch ports.
+    let n = name("q-sw");
+    let _guard = Guard(n.clone());
+    let out = etran(&["testbed", "up", "--name", &n, "--hosts", "2", "--queues", "2", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["queues"].as_u64(), v["mode"].as_str()), (Some(2), Some("xdp")), "{v}");
+    for i in 1..=2 {
+        assert_eq!(queues(&format!("{n}-h{i}"), "eth0"), (2, 2), "h{i}");
+        assert_eq!(queues(&format!("{n}-sw"), &format!("p{i}")), (2, 2), "p{i}");
+    }
+    assert!(ping(&format!("{n}-h1"), "10.99.0.2"), "h1 -> h2");
+    assert!(ping(&format!("{n}-h2"), "10.99.0.1"), "h2 -> h1");
+    let out = etran(&["testbed", "status", "--name", &n, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["queues"].as_u64(), Some(2), "{v}");
+    assert!(testbed::down(&n).unwrap());
+
+    // The default stays one queue, and says so.
+    let n = name("q-one");
+    let (_tb, _guard) = up(&Spec::new(&n, 2));
+    assert_eq!(queues(&format!("{n}-h1"), "eth0"), (1, 1));
+    assert_eq!(queues(&format!("{n}-sw"), "p2"), (1, 1));
+    assert_eq!(testbed::status(&n).unwrap().unwrap().queues, 1);
+}
+
+#[test]
+fn queues_out_of_range_are_refused() {
+    let n = name("q-bad");
+    let _guard = Guard(n.clone());
+    for q in ["0", "65", "x"] {
+        for direct in [false, true] {
+            let mut args = vec!["testbed", "up", "--name", &n, "--queues", q];
+            if direct {
+                args.push("--direct");
+            }
+            let out = etran(&args);
+            let err = String::from_utf8_lossy(&out.stderr).to_string();
+            assert!(!out.status.success(), "{args:?}");
+            assert!(err.contains("--queues"), "{args:?}: {err}");
+            assert!(ours(&n).is_empty(), "{args:?}: {:?}", ours(&n));
+        }
+    }
+    let e = Testbed::up(&Spec { queues: 0, ..Spec::new(&n, 2) }).unwrap_err();
+    assert!(format!("{e:#}").contains("--queues"), "{e:#}");
+    assert!(ours(&n).is_empty(), "{:?}", ours(&n));
+}
+
 #[test]
 fn cli_up_replaces_a_stale_testbed_and_refuses_foreign_namespaces() {
     let n = name("cli");

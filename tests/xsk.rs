@@ -690,3 +690,38 @@ fn bench_raw_smoke() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no interface named"), "{err}");
 }
+
+/// `--queues 2`: one lane per queue and CPU; every lane moves frames in every mode, and a lane
+/// count above the CPU count is refused with one line.
+#[test]
+fn bench_raw_lanes() {
+    require_root!();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus >= 2 {
+        for mode in ["rxdrop", "echo", "txonly"] {
+            let args =
+                ["-j", "bench", "raw", "--mode", mode, "--queues", "2", "--duration", "300ms"];
+            let out = Command::new(env!("CARGO_BIN_EXE_etran"))
+                .args(args)
+                .output()
+                .expect("running etran");
+            assert!(out.status.success(), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
+            assert_eq!(v["queues"], 2, "{v}");
+            for r in v["rows"].as_array().expect("rows") {
+                let lanes = r["lane_rx"].as_array().expect("per-lane counts");
+                assert_eq!(lanes.len(), 2, "{mode}: {r}");
+                assert!(lanes.iter().all(|n| n.as_u64().unwrap() > 0), "{mode}: {r}");
+                assert!(r["cpu_ns_per_frame"]["lanes"].as_f64().unwrap() > 0.0, "{mode}: {r}");
+            }
+        }
+    }
+    let too_many = (cpus + 1).to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_etran"))
+        .args(["bench", "raw", "--queues", &too_many, "--duration", "100ms"])
+        .output()
+        .expect("running etran");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lane per queue") && err.lines().count() == 1, "{err}");
+}

@@ -49,6 +49,7 @@ fn up(args: TestbedUpArgs, out: &Output) -> anyhow::Result<()> {
         duplicate: args.duplicate,
         corrupt: args.corrupt,
         direct: args.direct,
+        queues: args.queues,
         ..Spec::new(&args.name.name, args.hosts)
     };
     spec.validate()?;
@@ -73,9 +74,11 @@ fn print_status(st: &Status, out: &Output) -> anyhow::Result<()> {
         None => "direct veth pair (no switch)".to_string(),
     };
     println!(
-        "testbed {}: {} hosts, {topology}{}",
+        "testbed {}: {} hosts, {topology}, {} queue{} per interface{}",
         st.name,
         st.hosts.len(),
+        st.queues,
+        if st.queues == 1 { "" } else { "s" },
         if st.complete { "" } else { " (incomplete: run `etran testbed up` again)" }
     );
     if st.switch_netns.is_some() {

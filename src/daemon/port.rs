@@ -109,6 +109,7 @@ impl Port {
             &self.app_name,
             [0x02, 0xe7, 0x70, s, (self.slot >> 8) as u8, 0x02],
             &here,
+            1,
         )?;
         self.created = true;
         self.kernel_ifindex = nl.index(&self.kernel_name)?;

@@ -262,7 +262,7 @@ fn attach_spare(name: &str, prog_fd: RawFd) -> anyhow::Result<Spare> {
     }
     let here = NetNs::current()?;
     let peer = format!("{name}p");
-    nl.add_veth(name, [0x02, 0xe7, 0, 0, 0, 1], &peer, [0x02, 0xe7, 0, 0, 0, 2], &here)
+    nl.add_veth(name, [0x02, 0xe7, 0, 0, 0, 1], &peer, [0x02, 0xe7, 0, 0, 0, 2], &here, 1)
         .with_context(|| format!("creating the gen pump's spare veth pair {name}"))?;
     let spare = Spare { ifindex: nl.index(name)? };
     kernel::attach(spare.ifindex, prog_fd, AttachMode::Generic)

@@ -3,6 +3,8 @@
 //! all plugged into a switch namespace `NAME-sw`; or, with `direct` (2 hosts only), h1's and
 //! h2's eth0 are the two ends of one veth pair, with the same addresses, MACs and neighbours and
 //! no switch (nothing between the hosts: the topology the raw AF_XDP ceiling is judged on).
+//! Every veth (host NICs and switch ports) has `queues` real RX/TX queues (default 1), so traffic
+//! can be spread over CPUs: on a veth, a frame sent on TX queue q arrives on the peer's RX queue q.
 //!
 //! The switch holds a Linux bridge `br0` with every port `pI` (the other end of host I's veth)
 //! enslaved, with static FDB entries for the hosts' MACs. By default an XDP program on each port
@@ -32,7 +34,8 @@
 //! measurements and counters).
 //!
 //! Every namespace of a testbed is marked: the alias of its `lo` reads
-//! `etran-testbed v1 name=NAME role=sw|hI ...`, the switch's also holding the spec. [`down`],
+//! `etran-testbed v1 name=NAME role=sw|hI ...`, the switch's also holding the spec (a direct
+//! testbed's hosts hold it instead; `queues=N` only when N > 1). [`down`],
 //! [`status`] and stale-testbed removal only ever touch namespaces with the right mark.
 use std::{
     net::Ipv4Addr,
@@ -59,6 +62,8 @@ pub const HOST_NIC: &str = "eth0";
 pub const BRIDGE: &str = "br0";
 /// The largest testbed.
 pub const MAX_HOSTS: u8 = 32;
+/// The most RX/TX queues a testbed interface can have.
+pub const MAX_QUEUES: u32 = 64;
 const MARK: &str = "etran-testbed v1";
 
 /// What to build.
@@ -77,6 +82,9 @@ pub struct Spec {
     pub corrupt: f64,
     /// No switch: the two hosts' NICs are one veth pair.
     pub direct: bool,
+    /// RX/TX queues of every veth (host NICs and switch ports): a frame sent on queue q arrives
+    /// on the peer's RX queue q at every hop.
+    pub queues: u32,
 }
 
 impl Spec {
@@ -91,6 +99,7 @@ impl Spec {
             duplicate: 0.0,
             corrupt: 0.0,
             direct: false,
+            queues: 1,
         }
     }
 
@@ -128,6 +137,9 @@ impl Spec {
         if self.rate_bps == Some(0) {
             bail!("--rate must be above zero");
         }
+        if !(1..=MAX_QUEUES).contains(&self.queues) {
+            bail!("--queues must be 1 to {MAX_QUEUES}, not {}", self.queues);
+        }
         if self.direct && self.hosts != 2 {
             bail!("--direct joins exactly 2 hosts with one veth pair, not {}", self.hosts);
         }
@@ -156,7 +168,7 @@ impl Spec {
                 s += &format!(" {k}={v}");
             }
         }
-        s
+        s + &queues_marker(self)
     }
 }
 
@@ -168,9 +180,20 @@ struct Mark {
     spec: Option<Spec>,
 }
 
+/// ` queues=N` when N > 1 (marks without it mean 1 queue).
+fn queues_marker(spec: &Spec) -> String {
+    if spec.queues > 1 {
+        format!(" queues={}", spec.queues)
+    } else {
+        String::new()
+    }
+}
+
 fn host_marker(spec: &Spec, index: u8) -> String {
     let topology = if spec.direct { " topology=direct" } else { "" };
-    format!("{MARK} name={} role=h{index}{topology}", spec.name)
+    // Only a direct testbed's host marks carry the spec (there is no switch to hold it).
+    let queues = if spec.direct { queues_marker(spec) } else { String::new() };
+    format!("{MARK} name={} role=h{index}{topology}{queues}", spec.name)
 }
 
 fn parse_mark(alias: &str) -> Option<Mark> {
@@ -190,6 +213,7 @@ fn parse_mark(alias: &str) -> Option<Mark> {
             "dup" => spec.duplicate = v.parse().ok()?,
             "corrupt" => spec.corrupt = v.parse().ok()?,
             "topology" => spec.direct = v == "direct",
+            "queues" => spec.queues = v.parse().ok()?,
             _ => {}
         }
     }
@@ -355,9 +379,10 @@ impl Testbed {
             cleanup::unregister(&key);
         }
         crate::log::info(format!(
-            "testbed {name}: {} hosts, {} forwarding",
+            "testbed {name}: {} hosts, {} forwarding, {} queue(s) per interface",
             spec.hosts,
-            spec.mode()
+            spec.mode(),
+            spec.queues
         ));
         Ok(Testbed { spec, hosts, private })
     }
@@ -585,6 +610,7 @@ fn build_all(spec: &Spec) -> anyhow::Result<Vec<Host>> {
                 HOST_NIC,
                 b.mac,
                 &host_ns[1],
+                spec.queues,
             )?;
             false
         }
@@ -616,7 +642,7 @@ fn build_switch(spec: &Spec, sw: &NetNs, hosts: &[Host], host_ns: &[NetNs]) -> a
     nl.add_bridge(BRIDGE, [0x02, 0x99, 0, 0, 2, 0])?;
     let br = nl.index(BRIDGE)?;
     for (h, ns) in hosts.iter().zip(host_ns) {
-        nl.add_veth(&port_name(h.index), port_mac(h.index), HOST_NIC, h.mac, ns)?;
+        nl.add_veth(&port_name(h.index), port_mac(h.index), HOST_NIC, h.mac, ns, spec.queues)?;
     }
     let links = nl.links()?;
     let mut ports = Vec::new();
@@ -677,6 +703,8 @@ pub struct Status {
     pub loss: f64,
     pub duplicate: f64,
     pub corrupt: f64,
+    /// RX/TX queues of every testbed interface.
+    pub queues: u32,
     pub hosts: Vec<HostStatus>,
     /// Whether every namespace of the testbed is there.
     pub complete: bool,
@@ -734,6 +762,7 @@ pub fn status(name: &str) -> anyhow::Result<Option<Status>> {
         loss: spec.loss,
         duplicate: spec.duplicate,
         corrupt: spec.corrupt,
+        queues: spec.queues,
         hosts,
         complete,
         counters,
@@ -794,6 +823,14 @@ mod tests {
         d.loss = 0.1;
         assert!(d.validate().is_err());
         assert!(Spec { direct: true, ..Spec::new("t", 3) }.validate().is_err());
+        assert_eq!(Spec::new("t", 2).queues, 1);
+        for q in [1, 2, MAX_QUEUES] {
+            Spec { queues: q, ..Spec::new("t", 2) }.validate().unwrap();
+        }
+        for q in [0, MAX_QUEUES + 1] {
+            let e = Spec { queues: q, ..Spec::new("t", 2) }.validate().unwrap_err().to_string();
+            assert!(e.contains("--queues") && !e.contains('\n'), "{e}");
+        }
     }
 
     #[test]
@@ -813,7 +850,20 @@ mod tests {
         assert_eq!((h.name.as_str(), h.role.as_str(), h.spec), ("tb", "h4", None));
         let direct = Spec { direct: true, ..Spec::new("tb", 2) };
         let h = parse_mark(&host_marker(&direct, 2)).unwrap();
-        assert_eq!((h.role.as_str(), h.spec), ("h2", Some(direct)));
+        assert_eq!((h.role.as_str(), h.spec), ("h2", Some(direct.clone())));
+        // Queues: written only when above 1, absent means 1.
+        assert!(!Spec::new("tb", 2).marker().contains("queues"));
+        assert!(!host_marker(&direct, 1).contains("queues"));
+        let q = Spec { queues: MAX_QUEUES, ..s.clone() };
+        let m = q.marker();
+        assert!(m.len() <= 255, "{} bytes", m.len());
+        assert_eq!(parse_mark(&m).unwrap().spec.unwrap(), q);
+        let dq = Spec { queues: 4, ..direct.clone() };
+        assert_eq!(parse_mark(&host_marker(&dq, 1)).unwrap().spec, Some(dq));
+        let old = "etran-testbed v1 name=tb role=sw hosts=3";
+        assert_eq!(parse_mark(old).unwrap().spec.unwrap().queues, 1);
+        let h = parse_mark(&host_marker(&Spec { queues: 2, ..Spec::new("tb", 2) }, 1)).unwrap();
+        assert_eq!(h.spec, None);
         assert_eq!(parse_mark("my own alias"), None);
         assert_eq!(parse_mark("etran-testbed v1 role=sw"), None);
     }

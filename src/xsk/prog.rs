@@ -4,7 +4,7 @@
 //! dies, so nothing stale stays on an interface.
 use std::{
     mem::MaybeUninit,
-    os::fd::{AsFd, AsRawFd, BorrowedFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
 };
 
 use anyhow::Context;
@@ -104,11 +104,10 @@ impl XskProgram {
             .with_context(|| format!("clearing XSKMAP slot {queue}"))
     }
 
-    /// Sends `frame` `repeat` times out of `ifindex` (which must be the `gen_ifindex` given to
-    /// [`XskProgram::load`]) with `BPF_PROG_RUN` live frames, from the calling thread.
-    pub fn generate(&self, frame: &[u8], ifindex: u32, repeat: u32) -> anyhow::Result<()> {
-        run_live_frames(self.skel().progs.xsk_gen.as_fd(), frame, ifindex, repeat)
-            .context("BPF_PROG_RUN of xsk_gen (live frames)")
+    /// A descriptor of `xsk_gen`, for threads that generate at once: each runs it with
+    /// [`run_live_frames`] out of the `gen_ifindex` given to [`XskProgram::load`].
+    pub fn gen_fd(&self) -> anyhow::Result<OwnedFd> {
+        self.skel().progs.xsk_gen.as_fd().try_clone_to_owned().context("dup of xsk_gen's fd")
     }
 }
 

@@ -110,6 +110,18 @@ pub struct Statistics {
     pub tx_ring_empty_descs: u64,
 }
 
+/// The counters of several sockets together.
+impl std::ops::AddAssign for Statistics {
+    fn add_assign(&mut self, o: Statistics) {
+        self.rx_dropped += o.rx_dropped;
+        self.rx_invalid_descs += o.rx_invalid_descs;
+        self.tx_invalid_descs += o.tx_invalid_descs;
+        self.rx_ring_full += o.rx_ring_full;
+        self.rx_fill_ring_empty_descs += o.rx_fill_ring_empty_descs;
+        self.tx_ring_empty_descs += o.tx_ring_empty_descs;
+    }
+}
+
 /// One AF_XDP socket bound to one device queue. Closing (drop) unbinds it and unmaps its rings;
 /// the UMEM stays mapped while other sockets or handles use it.
 pub struct Socket {

@@ -19,9 +19,16 @@
 //!   them (MACs swapped); round-trip p50/p99 from the timestamps. Then the same with UDP sockets
 //!   (non-blocking, busy-polling).
 //!
+//! With `--queues N` (at most one per CPU) the hosts' NICs get N queues and each row runs N
+//! lanes: lane q is one thread on CPU q that runs both ends of queue q in turn (socket pair,
+//! or generator and socket), so each queue's frames, their receive processing (softirq on the
+//! sending CPU) and their pages stay on one CPU. The Linux rows use N socket pairs on ports
+//! 9 + q.
+//!
 //! With `--iface` the bench is one-sided on that interface (no placement tuning): txonly sends
 //! to a locally administered unicast MAC (02:00:00:00:00:02), rxdrop receives whatever arrives,
-//! echo reflects for a remote client.
+//! echo reflects for a remote client; `--queues N` runs one socket per queue, queue q on the
+//! CPU after queue q−1's.
 mod udp;
 mod xsk;
 
@@ -29,8 +36,8 @@ use self::{udp::*, xsk::*};
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
-    os::fd::AsRawFd,
-    sync::atomic::Ordering,
+    os::fd::{AsFd, AsRawFd, OwnedFd},
+    sync::{atomic::Ordering, Mutex},
     time::{Duration, Instant},
 };
 
@@ -48,15 +55,27 @@ use crate::{
     output::{Output, Table},
     testbed::{port_name, Spec, Testbed, HOST_NIC},
     xsk::{
-        desc, BusyPoll, FrameAlloc, Mode, Socket, SocketConfig, Statistics, Umem, UmemConfig,
-        XskProgram,
+        desc, run_live_frames, BusyPoll, FrameAlloc, Mode, Socket, SocketConfig, Statistics, Umem,
+        UmemConfig, XskProgram,
     },
 };
 
 const FRAME_SIZE: u32 = 2048;
 const UDP_PORT: u16 = 9;
-/// Frames per live-frames `BPF_PROG_RUN` call.
-const GEN_REPEAT: u32 = 1 << 14;
+/// Frames per live-frames `BPF_PROG_RUN` call of a generator with a CPU of its own.
+const GEN_BURST: u32 = 1 << 14;
+/// Frames a receive-only socket lends the kernel when its loop has a CPU of its own. The frames
+/// cycle through the FIFO fill ring, so each one's first cache line (where the kernel copies the
+/// frame) and page are touched once per round: 1024 of them stay in cache and TLB; with 8192 the
+/// copy missed, and rx-drop ran 25–40 % slower.
+const RX_FRAMES_HOT: u32 = 1024;
+/// ... and when the loop shares its CPU with the sender: it refills only when it gets the CPU
+/// back, so the kernel needs a deeper reserve or it drops frames on an empty fill ring.
+const RX_FRAMES_SHARED: u32 = 8192;
+/// In a lane, the generator makes this many frames per call and the receiving end, which runs
+/// right after, lends twice as many.
+const LANE_GEN_BURST: u32 = 1024;
+const RX_FRAMES_LANE: u32 = 2 * LANE_GEN_BURST;
 /// Copy-mode TX descriptors per `sendto` (`XDP_MAX_TX_SKB_BUDGET`; default 32).
 const TX_BUDGET: u32 = 256;
 
@@ -74,6 +93,117 @@ struct Report {
     hist: Option<Histogram<u64>>,
     lost: u64,
     other: u64,
+    /// Frames (echo: round trips) this worker counted as `rx`.
+    rx: u64,
+}
+
+impl Report {
+    /// Folds in the report of the other end of the same lane or of another lane; receive
+    /// statistics add up.
+    fn absorb(&mut self, other: Report) {
+        self.xsk = self.xsk.or(other.xsk);
+        self.stats = match (self.stats, other.stats) {
+            (Some(mut a), Some(b)) => {
+                a += b;
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        };
+        self.hist = match (self.hist.take(), other.hist) {
+            (Some(mut a), Some(b)) => {
+                let _ = a.add(&b);
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        };
+        self.lost += other.lost;
+        self.other += other.other;
+        self.rx += other.rx;
+    }
+}
+
+/// One end of a pattern (sender, receiver, reflector, client, generator), opened in its
+/// namespace and then driven by `step` from one thread: alone on a CPU, or in a lane, taking
+/// turns with the other end of its queue.
+trait End {
+    /// One batch of work; whether anything moved.
+    fn step(&mut self, ctl: &Ctl) -> anyhow::Result<bool>;
+    /// What the end saw, once the phase is over.
+    fn finish(self: Box<Self>) -> Report;
+}
+
+/// What the thread running an end decides for it.
+#[derive(Clone, Copy)]
+struct Setup<'s> {
+    /// The queue of the end's interface.
+    queue: u32,
+    /// Receive by busy polling ([`BusyPoll`]): the end runs its NIC's receive processing.
+    busy_poll: bool,
+    /// Frames a receive-only socket lends the kernel.
+    lent: u32,
+    /// Frames per generator call.
+    burst: u32,
+    /// The row's XDP programs on the end's host: steering its NIC's queues into AF_XDP
+    /// sockets, and the generator.
+    programs: Option<&'s Mutex<XskProgram>>,
+}
+
+impl Setup<'_> {
+    fn programs(&self) -> anyhow::Result<std::sync::MutexGuard<'_, XskProgram>> {
+        self.programs
+            .context("the row loaded no XDP programs on this host")?
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a worker panicked holding the XDP programs"))
+    }
+}
+
+/// Opens an end in the calling thread's namespace.
+type Open<'a> = Box<dyn for<'s> Fn(Setup<'s>) -> anyhow::Result<Box<dyn End>> + Send + Sync + 'a>;
+
+/// A worker that runs one end on its own (pinned, in its namespace).
+fn solo<'a>(pl: Place, open: &'a Open<'a>, setup: Setup<'a>) -> Worker<'a, Report> {
+    Box::new(move |ctl: &Ctl| {
+        pl.enter()?;
+        let mut end = open(setup)?;
+        if ctl.ready() {
+            while !ctl.stopped() {
+                let moved = end.step(ctl)?;
+                if pl.share || !moved {
+                    relax(pl.share);
+                }
+            }
+        }
+        Ok(end.finish())
+    })
+}
+
+/// A worker that runs both ends of queue `setup.queue` in one thread on `cpu`: `b` (the
+/// receiving side) opened in its namespace first, then `a` in its own, where the thread stays
+/// (a generator needs that). Frames cross from one end to the other in softirq on this CPU,
+/// so nothing crosses CPUs.
+fn lane<'a>(
+    cpu: usize,
+    a: (NetNs, &'a Open<'a>, Setup<'a>),
+    b: (NetNs, &'a Open<'a>, Setup<'a>),
+) -> Worker<'a, Report> {
+    Box::new(move |ctl: &Ctl| {
+        b.0.enter()?;
+        let mut end_b = (b.1)(b.2)?;
+        a.0.enter()?;
+        let mut end_a = (a.1)(a.2)?;
+        pin_to_cpu(cpu)?;
+        if ctl.ready() {
+            while !ctl.stopped() {
+                let moved = end_a.step(ctl)?;
+                if !(end_b.step(ctl)? || moved) {
+                    relax(false);
+                }
+            }
+        }
+        let mut r = end_a.finish();
+        r.absorb(end_b.finish());
+        Ok(r)
+    })
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -107,6 +237,9 @@ struct Row {
     receiver_stats: Option<Statistics>,
     /// Frames received that were not the bench's (wrong size: neighbour discovery and such).
     other_frames: u64,
+    /// With lanes: the frames (echo: round trips) each lane received, by queue.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    lane_rx: Vec<u64>,
     seconds: f64,
     cpu_ns_per_frame: CpuPerFrame,
 }
@@ -121,6 +254,9 @@ struct CpuPerFrame {
     sender: Option<f64>,
     receiver: Option<f64>,
     napi: Option<f64>,
+    /// With lanes: the CPU time of all lanes per frame received (or round trip).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lanes: Option<f64>,
 }
 
 impl CpuPerFrame {
@@ -138,12 +274,22 @@ impl CpuPerFrame {
             sender: cpu(sender).and_then(|ns| per(ns, res.tx_total)),
             receiver: cpu(receiver).and_then(|ns| per(ns, res.rx_total)),
             napi: napi_ns.and_then(|ns| per(ns, res.rx_total)),
+            lanes: None,
         }
+    }
+
+    fn of_lanes(res: &bench::PhaseResult) -> CpuPerFrame {
+        let total: u64 = res.cpu_ns.iter().sum();
+        let lanes = (res.rx_total > 0).then(|| total as f64 / res.rx_total as f64);
+        CpuPerFrame { lanes, ..Default::default() }
     }
 
     fn cell(&self) -> String {
         let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
-        format!("{} / {} / {}", f(self.sender), f(self.receiver), f(self.napi))
+        match self.lanes {
+            Some(v) => format!("{v:.0} (lanes)"),
+            None => format!("{} / {} / {}", f(self.sender), f(self.receiver), f(self.napi)),
+        }
     }
 }
 
@@ -170,8 +316,6 @@ struct Place {
     name: String,
     /// Another busy worker runs on the same CPU: yield after every batch.
     share: bool,
-    /// Receive by busy polling ([`BusyPoll`]): the worker runs its NIC's receive processing.
-    busy_poll: bool,
 }
 
 impl Place {
@@ -201,9 +345,25 @@ pub fn run(args: RawArgs, out: &Output) -> anyhow::Result<()> {
           it ran on); 1e9 / the sum on one CPU is the rate that CPU sustains alone"
             .to_string(),
     ];
+    let cpus = bench::cpu_count();
+    if args.queues as usize > cpus {
+        anyhow::bail!(
+            "--queues {}: this machine has {cpus} CPUs, and bench raw runs one lane per queue \
+             and CPU",
+            args.queues
+        );
+    }
+    if args.queues > 1 {
+        notes.push(
+            "lanes: queue q's two ends run in one thread on cpu q, taking turns; frames cross \
+             between them in softirq on that CPU; CPU ns/frame (lanes) is all lanes' CPU time \
+             per frame received"
+                .to_string(),
+        );
+    }
     let rows = match &args.iface {
-        Some(iface) => one_sided(iface, args.mode, p, args.duration, out)?,
-        None => on_testbed(args.mode, p, args.duration, args.switch, out, &mut notes)?,
+        Some(iface) => one_sided(iface, args.mode, p, args.queues, args.duration, out)?,
+        None => on_testbed(args.mode, p, args.queues, args.duration, args.switch, out, &mut notes)?,
     };
     let topology = args.iface.is_none().then_some(if args.switch { "switch" } else { "direct" });
     let summary = Summary {
@@ -211,7 +371,7 @@ pub fn run(args: RawArgs, out: &Output) -> anyhow::Result<()> {
         size: p.size,
         batch: p.batch,
         duration_s: args.duration.as_secs_f64(),
-        queues: 1,
+        queues: args.queues,
         cpus: bench::cpu_count(),
         iface: args.iface.clone(),
         topology,
@@ -239,8 +399,12 @@ fn print_summary(s: &Summary) {
         (None, Some("switch")) => "testbed h1 → switch namespace (XDP forwarding) → h2".into(),
         (None, _) => "testbed h1 ↔ h2 on one veth pair (no switch)".into(),
     };
+    let queues = match s.queues {
+        1 => "one queue".to_string(),
+        n => format!("{n} queues"),
+    };
     println!(
-        "bench raw {}: {}-byte frames, batch {}, {:.1} s per path, one queue, {} CPUs, {place}",
+        "bench raw {}: {}-byte frames, batch {}, {:.1} s per path, {queues}, {} CPUs, {place}",
         s.mode, s.size, s.batch, s.duration_s, s.cpus,
     );
     let echo = s.rows.iter().any(|r| r.rtt_p50_us.is_some());
@@ -284,7 +448,7 @@ fn print_summary(s: &Summary) {
             }
             if let Some(st) = &r.receiver_stats {
                 line.push_str(&format!(
-                    "; receiver drops: ring full {}, fill empty {}, other {}",
+                    "; drops at receiving sockets: ring full {}, fill empty {}, other {}",
                     st.rx_ring_full, st.rx_fill_ring_empty_descs, st.rx_dropped
                 ));
             }
@@ -293,103 +457,204 @@ fn print_summary(s: &Summary) {
     }
 }
 
+/// The XDP programs a row needs on a host.
+#[derive(Debug, Clone, Copy, Default)]
+struct Needs {
+    /// `xsk_redirect` on the NIC: the host receives with AF_XDP.
+    steer: bool,
+    /// `xsk_gen`, transmitting out of the NIC.
+    gen: bool,
+}
+
+const NOTHING: Needs = Needs { steer: false, gen: false };
+const STEER: Needs = Needs { steer: true, gen: false };
+const GEN: Needs = Needs { steer: false, gen: true };
+
+/// One row of a mode: its path, where its receive side runs (one queue), and its two ends: h1's
+/// (sender, generator or client) and h2's (receiver or reflector).
+struct RowPlan<'a> {
+    path: &'static str,
+    rx: Rx,
+    a: (&'static str, Needs, Open<'a>),
+    b: (&'static str, Needs, Open<'a>),
+}
+
+/// Loads and attaches what `needs` asks for on the host of `ns` (None when nothing).
+fn host_programs(ns: &NetNs, needs: Needs) -> anyhow::Result<Option<Mutex<XskProgram>>> {
+    if !needs.steer && !needs.gen {
+        return Ok(None);
+    }
+    let prog = ns.run(|| -> anyhow::Result<XskProgram> {
+        let nic = crate::sys::ifindex(HOST_NIC)?;
+        let mut prog = XskProgram::load(if needs.gen { nic } else { 0 })?;
+        if needs.steer {
+            prog.attach_redirect(nic)?;
+        }
+        if needs.gen {
+            // Attached (to lo, where it passes everything) so test runs skip an RCU grace
+            // period.
+            prog.attach_gen(crate::sys::ifindex("lo")?)?;
+        }
+        Ok(prog)
+    })??;
+    Ok(Some(Mutex::new(prog)))
+}
+
+fn plan<'a>(mode: RawMode, tb: &Testbed, p: Params) -> Vec<RowPlan<'a>> {
+    let (h1, h2) = (tb.host(1).clone(), tb.host(2).clone());
+    let payload = p.size as usize - UDP_PAYLOAD;
+    let (src, dst) = (h1.ip, h2.ip);
+    // Queue q's traffic goes to UDP port UDP_PORT + q (where lane q's Linux socket listens).
+    let port = |s: &Setup| UDP_PORT + s.queue as u16;
+    let udp_dst = move |s: &Setup| SocketAddrV4::new(dst, port(s));
+    let frame =
+        move |s: &Setup| udp_frame(h1.mac, h2.mac, src, dst, 9000, port(s), p.size as usize);
+    let xsk_rx =
+        move || -> Open<'a> { Box::new(move |s| Ok(Box::new(XskRx::open(HOST_NIC, p, s)?))) };
+    // AF_XDP TX into AF_XDP RX; the receive NAPI as a thread on the other CPU.
+    let xsk_to_xsk = |path| RowPlan {
+        path,
+        rx: Rx::NapiThread { loop_cpu: 0 },
+        a: (
+            "tx",
+            NOTHING,
+            Box::new(move |s| Ok(Box::new(XskTx::open(HOST_NIC, &frame(&s), p, s)?))),
+        ),
+        b: ("rx", STEER, xsk_rx()),
+    };
+    let gen = move || -> Open<'a> {
+        Box::new(move |s| Ok(Box::new(Gen::open(HOST_NIC, &frame(&s), s)?)))
+    };
+    let udp_rx =
+        || -> Open<'a> { Box::new(move |s| Ok(Box::new(UdpRx::open(udp_dst(&s), payload, p)?))) };
+    match mode {
+        RawMode::Txonly => vec![
+            xsk_to_xsk("AF_XDP"),
+            RowPlan {
+                path: "Linux UDP",
+                rx: Rx::NapiThread { loop_cpu: 1 },
+                a: (
+                    "tx",
+                    NOTHING,
+                    Box::new(move |s| Ok(Box::new(UdpTx::open(src, udp_dst(&s), payload, p)?))),
+                ),
+                b: ("rx", NOTHING, udp_rx()),
+            },
+        ],
+        RawMode::Rxdrop => vec![
+            RowPlan {
+                path: "AF_XDP (BPF_PROG_RUN gen)",
+                rx: Rx::BusyPoll,
+                a: ("gen", GEN, gen()),
+                b: ("rx", STEER, xsk_rx()),
+            },
+            xsk_to_xsk("AF_XDP→AF_XDP"),
+            RowPlan {
+                path: "Linux UDP (BPF_PROG_RUN gen)",
+                rx: Rx::Softirq,
+                a: ("gen", GEN, gen()),
+                b: ("rx", NOTHING, udp_rx()),
+            },
+        ],
+        RawMode::Echo => vec![
+            RowPlan {
+                path: "AF_XDP",
+                rx: Rx::Softirq,
+                a: (
+                    "client",
+                    STEER,
+                    Box::new(move |s| {
+                        Ok(Box::new(XskEchoClient::open(HOST_NIC, &frame(&s), p, s)?))
+                    }),
+                ),
+                b: (
+                    "reflector",
+                    STEER,
+                    Box::new(move |s| Ok(Box::new(XskReflect::open(HOST_NIC, p, false, s)?))),
+                ),
+            },
+            RowPlan {
+                path: "Linux UDP (busy-poll)",
+                rx: Rx::Softirq,
+                a: (
+                    "client",
+                    NOTHING,
+                    Box::new(move |s| Ok(Box::new(UdpEchoClient::open(udp_dst(&s), payload, p)?))),
+                ),
+                b: (
+                    "server",
+                    NOTHING,
+                    Box::new(move |s| Ok(Box::new(UdpEchoServer::open(udp_dst(&s), payload, p)?))),
+                ),
+            },
+        ],
+    }
+}
+
 fn on_testbed(
     mode: RawMode,
     p: Params,
+    queues: u32,
     d: Duration,
     switch: bool,
     out: &Output,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Vec<Row>> {
-    let spec = Spec { direct: !switch, ..Spec::new("", 2) };
+    let spec = Spec { direct: !switch, queues, ..Spec::new("", 2) };
     let tb = Testbed::private_with(spec).context("building the private testbed")?;
-    let (h1, h2) = (tb.host(1).clone(), tb.host(2).clone());
     let mut kernel =
         Kernel { hop: first_hop(&tb)?, h2: tb.netns(2)?, napi: Vec::new(), defer: false };
-    let frame = udp_frame(h1.mac, h2.mac, h1.ip, h2.ip, 9000, UDP_PORT, p.size as usize);
-    let payload = p.size as usize - UDP_PAYLOAD;
-    let (nic1, nic2) = (h1.nic.clone(), h2.nic.clone());
-    let (udp_dst, udp_src) = (SocketAddrV4::new(h2.ip, UDP_PORT), h1.ip);
-    // Each row: its path, where its receive side runs, its two workers and their roles.
-    type Make<'a> = Box<dyn FnOnce(Place) -> Worker<'a, Report> + 'a>;
-    let mut plan: Vec<(&str, Rx, Make<'_>, Make<'_>, [&str; 2])> = Vec::new();
-    match mode {
-        RawMode::Txonly => {
-            plan.push((
-                "AF_XDP",
-                Rx::NapiThread { loop_cpu: 0 },
-                Box::new(|pl| xsk_tx_worker(pl, nic1.clone(), frame.clone(), p)),
-                Box::new(|pl| xsk_rx_worker(pl, nic2.clone(), p)),
-                ["tx", "rx"],
-            ));
-            plan.push((
-                "Linux UDP",
-                Rx::NapiThread { loop_cpu: 1 },
-                Box::new(move |pl| udp_tx_worker(pl, udp_src, udp_dst, payload, p)),
-                Box::new(move |pl| udp_rx_worker(pl, udp_dst, payload, p)),
-                ["tx", "rx"],
-            ));
-        }
-        RawMode::Rxdrop => {
-            plan.push((
-                "AF_XDP (BPF_PROG_RUN gen)",
-                Rx::BusyPoll,
-                Box::new(|pl| gen_worker(pl, nic1.clone(), frame.clone())),
-                Box::new(|pl| xsk_rx_worker(pl, nic2.clone(), p)),
-                ["gen", "rx"],
-            ));
-            plan.push((
-                "AF_XDP→AF_XDP",
-                Rx::NapiThread { loop_cpu: 0 },
-                Box::new(|pl| xsk_tx_worker(pl, nic1.clone(), frame.clone(), p)),
-                Box::new(|pl| xsk_rx_worker(pl, nic2.clone(), p)),
-                ["tx", "rx"],
-            ));
-            plan.push((
-                "Linux UDP (BPF_PROG_RUN gen)",
-                Rx::Softirq,
-                Box::new(|pl| gen_worker(pl, nic1.clone(), frame.clone())),
-                Box::new(move |pl| udp_rx_worker(pl, udp_dst, payload, p)),
-                ["gen", "rx"],
-            ));
-        }
-        RawMode::Echo => {
-            plan.push((
-                "AF_XDP",
-                Rx::Softirq,
-                Box::new(|pl| xsk_echo_client_worker(pl, nic1.clone(), frame.clone(), p)),
-                Box::new(|pl| xsk_reflect_worker(pl, nic2.clone(), p, false)),
-                ["client", "reflector"],
-            ));
-            plan.push((
-                "Linux UDP (busy-poll)",
-                Rx::Softirq,
-                Box::new(move |pl| udp_echo_client_worker(pl, udp_dst, payload, p)),
-                Box::new(move |pl| udp_echo_server_worker(pl, udp_dst, payload, p)),
-                ["client", "server"],
-            ));
-        }
-    }
     let mut rows = Vec::new();
-    for (path, rx, make_a, make_b, [role_a, role_b]) in plan {
+    for row_plan in plan(mode, &tb, p) {
+        let RowPlan { path, rx, a, b } = row_plan;
+        let (ns1, ns2) = (tb.netns(1)?, tb.netns(2)?);
+        let progs_a = host_programs(&ns1, a.1)?;
+        let progs_b = host_programs(&ns2, b.1)?;
+        fn setup(programs: &Option<Mutex<XskProgram>>, queue: u32) -> Setup<'_> {
+            Setup {
+                queue,
+                busy_poll: false,
+                lent: RX_FRAMES_LANE,
+                burst: LANE_GEN_BURST,
+                programs: programs.as_ref(),
+            }
+        }
+        if queues > 1 {
+            kernel.place(Rx::Softirq)?;
+            let mut workers = Vec::new();
+            for q in 0..queues {
+                workers.push(lane(
+                    q as usize,
+                    (ns1.try_clone()?, &a.2, setup(&progs_a, q)),
+                    (ns2.try_clone()?, &b.2, setup(&progs_b, q)),
+                ));
+            }
+            let (res, reports) = run_phase(path, d, out, workers)?;
+            let last = queues - 1;
+            let (la, lb) = (format!("h1 {} q0-{last}", a.0), format!("h2 {} q0-{last}", b.0));
+            rows.push(row(path, la, lb, &res, reports, p, CpuPerFrame::of_lanes(&res)));
+            continue;
+        }
         let rx = kernel.place(rx)?;
         notes.push(format!("placement ({path}): {}", rx.describe(&kernel.hop)));
         let (cpu_a, cpu_b) = (cpu_for(0), cpu_for(rx.loop_cpu()));
-        let a = Place {
-            ns: Some(tb.netns(1)?),
-            cpu: cpu_a,
-            name: "h1".into(),
-            share: false,
-            busy_poll: false,
-        };
-        let b = Place {
-            ns: Some(tb.netns(2)?),
-            cpu: cpu_b,
-            name: "h2".into(),
-            share: cpu_a == cpu_b,
+        let share = cpu_a == cpu_b;
+        let pa = Place { ns: Some(ns1), cpu: cpu_a, name: "h1".into(), share: false };
+        let pb = Place { ns: Some(ns2), cpu: cpu_b, name: "h2".into(), share };
+        let sa = Setup { burst: GEN_BURST, ..setup(&progs_a, 0) };
+        let sb = Setup {
             busy_poll: rx == Rx::BusyPoll,
+            lent: if share { RX_FRAMES_SHARED } else { RX_FRAMES_HOT },
+            ..setup(&progs_b, 0)
         };
-        rows.push(pair(path, d, out, a, b, make_a, make_b, role_a, role_b, p, &kernel.napi)?);
+        let (la, lb) = (pa.label(a.0), pb.label(b.0));
+        let napi = kernel.napi.clone();
+        let napi_cpu = || napi.iter().filter_map(|&t| bench::task_cpu_ns(t)).sum::<u64>();
+        let napi0 = napi_cpu();
+        let (res, reports) = run_phase(path, d, out, vec![solo(pa, &a.2, sa), solo(pb, &b.2, sb)])?;
+        let napi_ns = (!napi.is_empty()).then(|| napi_cpu().saturating_sub(napi0));
+        let cpu = CpuPerFrame::of(&res, Some(0), Some(1), napi_ns);
+        rows.push(row(path, la, lb, &res, reports, p, cpu));
     }
     drop(kernel);
     drop(tb);
@@ -590,24 +855,15 @@ fn one_sided(
     iface: &str,
     mode: RawMode,
     p: Params,
+    queues: u32,
     d: Duration,
     out: &Output,
 ) -> anyhow::Result<Vec<Row>> {
-    crate::sys::ifindex(iface)?;
-    // Same placement as on the testbed: senders on CPU 0, receivers and reflectors on CPU 1.
-    let pl = Place {
-        ns: None,
-        cpu: cpu_for(usize::from(mode != RawMode::Txonly)),
-        name: "local".into(),
-        share: false,
-        busy_poll: false,
-    };
-    let label = pl.label(match mode {
-        RawMode::Txonly => "tx",
-        RawMode::Rxdrop => "rx",
-        RawMode::Echo => "reflector",
-    });
-    let worker: Worker<'_, Report> = match mode {
+    let ifindex = crate::sys::ifindex(iface)?;
+    if let Some(have) = crate::ethtool::rx_queues(iface)? {
+        anyhow::ensure!(queues <= have, "--queues {queues}: {iface} has {have} RX queues");
+    }
+    let open: Open<'_> = match mode {
         RawMode::Txonly => {
             let mac = bench::mac_of(iface)?;
             let frame = udp_frame(
@@ -619,61 +875,66 @@ fn one_sided(
                 UDP_PORT,
                 p.size as usize,
             );
-            xsk_tx_worker(pl, iface.to_string(), frame, p)
+            Box::new(move |s| Ok(Box::new(XskTx::open(iface, &frame, p, s)?)))
         }
-        RawMode::Rxdrop => xsk_rx_worker(pl, iface.to_string(), p),
-        RawMode::Echo => xsk_reflect_worker(pl, iface.to_string(), p, true),
+        RawMode::Rxdrop => Box::new(move |s| Ok(Box::new(XskRx::open(iface, p, s)?))),
+        RawMode::Echo => Box::new(move |s| Ok(Box::new(XskReflect::open(iface, p, true, s)?))),
     };
-    let (res, reports) = run_phase("AF_XDP", d, out, vec![worker])?;
-    let r = reports.into_iter().next().unwrap_or_default();
+    let programs = if mode == RawMode::Txonly {
+        None
+    } else {
+        let mut prog = XskProgram::load(0)?;
+        prog.attach_redirect(ifindex)?;
+        Some(Mutex::new(prog))
+    };
+    // Same placement as on the testbed: senders from CPU 0, receivers and reflectors from
+    // CPU 1; queue q one CPU further.
+    let first = usize::from(mode != RawMode::Txonly);
+    let role = match mode {
+        RawMode::Txonly => "tx",
+        RawMode::Rxdrop => "rx",
+        RawMode::Echo => "reflector",
+    };
+    let place = |q: u32| Place {
+        ns: None,
+        cpu: cpu_for(first + q as usize),
+        name: "local".into(),
+        share: false,
+    };
+    let label = match queues {
+        1 => place(0).label(role),
+        n => format!("local {role} q0-{}", n - 1),
+    };
+    let workers = (0..queues)
+        .map(|q| {
+            let setup = Setup {
+                queue: q,
+                busy_poll: false,
+                lent: RX_FRAMES_HOT,
+                burst: GEN_BURST,
+                programs: programs.as_ref(),
+            };
+            solo(place(q), &open, setup)
+        })
+        .collect();
+    let (res, reports) = run_phase("AF_XDP", d, out, workers)?;
     let (sender, receiver) = match mode {
         RawMode::Txonly => (label, "-".to_string()),
         _ => ("-".to_string(), label),
     };
-    let pps = res.tx_pps.max(res.rx_pps);
-    Ok(vec![Row {
-        path: "AF_XDP".into(),
-        sender,
-        receiver,
-        tx_pps: res.tx_pps,
-        rx_pps: res.rx_pps,
-        gbit_s: gbps(pps, p.size),
-        rtt_p50_us: None,
-        rtt_p99_us: None,
-        xsk: r.xsk,
-        receiver_stats: r.stats,
-        other_frames: r.other,
-        seconds: res.seconds,
-        cpu_ns_per_frame: if mode == RawMode::Txonly {
-            CpuPerFrame::of(&res, Some(0), None, None)
-        } else {
-            CpuPerFrame::of(&res, None, Some(0), None)
-        },
-    }])
+    let cpu = if queues > 1 {
+        CpuPerFrame::of_lanes(&res)
+    } else if mode == RawMode::Txonly {
+        CpuPerFrame::of(&res, Some(0), None, None)
+    } else {
+        CpuPerFrame::of(&res, None, Some(0), None)
+    };
+    let mut r = row("AF_XDP", sender, receiver, &res, reports, p, cpu);
+    r.gbit_s = gbps(res.tx_pps.max(res.rx_pps), p.size);
+    Ok(vec![r])
 }
 
-#[allow(clippy::too_many_arguments)]
-fn pair<'a>(
-    path: &str,
-    d: Duration,
-    out: &Output,
-    a: Place,
-    b: Place,
-    make_a: impl FnOnce(Place) -> Worker<'a, Report> + 'a,
-    make_b: impl FnOnce(Place) -> Worker<'a, Report> + 'a,
-    role_a: &str,
-    role_b: &str,
-    p: Params,
-    napi: &[i32],
-) -> anyhow::Result<Row> {
-    let (la, lb) = (a.label(role_a), b.label(role_b));
-    let napi_cpu = || napi.iter().filter_map(|&t| bench::task_cpu_ns(t)).sum::<u64>();
-    let napi0 = napi_cpu();
-    let (res, reports) = run_phase(path, d, out, vec![make_a(a), make_b(b)])?;
-    let napi_ns = (!napi.is_empty()).then(|| napi_cpu().saturating_sub(napi0));
-    Ok(row(path, la, lb, &res, reports, p, napi_ns))
-}
-
+/// A row from a phase's results; the workers' reports are folded into one.
 fn row(
     path: &str,
     sender: String,
@@ -681,12 +942,19 @@ fn row(
     res: &bench::PhaseResult,
     reports: Vec<Report>,
     p: Params,
-    napi_ns: Option<u64>,
+    cpu_ns_per_frame: CpuPerFrame,
 ) -> Row {
-    let hist = reports.iter().find_map(|r| r.hist.as_ref());
-    let us = |q: f64| hist.filter(|h| !h.is_empty()).map(|h| h.value_at_quantile(q) as f64 / 1e3);
-    let xsk = reports.iter().find_map(|r| r.xsk);
-    let receiver_stats = reports.get(1).and_then(|r| r.stats).or_else(|| reports[0].stats);
+    let lane_rx = match cpu_ns_per_frame.lanes {
+        Some(_) => reports.iter().map(|r| r.rx).collect(),
+        None => Vec::new(),
+    };
+    let mut all = Report::default();
+    for r in reports {
+        all.absorb(r);
+    }
+    let us = |q: f64| {
+        all.hist.as_ref().filter(|h| !h.is_empty()).map(|h| h.value_at_quantile(q) as f64 / 1e3)
+    };
     Row {
         path: path.to_string(),
         sender,
@@ -696,11 +964,12 @@ fn row(
         gbit_s: gbps(res.rx_pps, p.size),
         rtt_p50_us: us(0.5),
         rtt_p99_us: us(0.99),
-        xsk,
-        receiver_stats,
-        other_frames: reports.iter().map(|r| r.other).sum(),
+        xsk: all.xsk,
+        receiver_stats: all.stats,
+        other_frames: all.other,
+        lane_rx,
         seconds: res.seconds,
-        cpu_ns_per_frame: CpuPerFrame::of(res, Some(0), Some(1), napi_ns),
+        cpu_ns_per_frame,
     }
 }
 

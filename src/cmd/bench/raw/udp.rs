@@ -1,5 +1,5 @@
-//! Linux UDP socket workers of `etran bench raw`, the comparison for every AF_XDP pattern:
-//! sendmmsg/recvmmsg batches, busy-polling.
+//! Linux UDP socket ends of `etran bench raw`, the comparison for every AF_XDP pattern:
+//! sendmmsg/recvmmsg batches, never blocking (a lane takes turns with the other end).
 use super::*;
 
 pub(super) fn udp_socket(bind: SocketAddrV4) -> anyhow::Result<UdpSocket> {
@@ -91,181 +91,224 @@ pub(super) fn would_block(e: &std::io::Error) -> bool {
     )
 }
 
-pub(super) fn udp_tx_worker<'a>(
-    pl: Place,
-    src: Ipv4Addr,
-    dst: SocketAddrV4,
-    payload: usize,
-    p: Params,
-) -> Worker<'a, Report> {
-    Box::new(move |ctl: &Ctl| {
-        pl.enter()?;
+/// Sends batches of datagrams as fast as the socket takes them.
+pub(super) struct UdpTx {
+    s: UdpSocket,
+    b: Box<MsgBatch>,
+    batch: usize,
+}
+
+impl UdpTx {
+    pub(super) fn open(
+        src: Ipv4Addr,
+        dst: SocketAddrV4,
+        payload: usize,
+        p: Params,
+    ) -> anyhow::Result<Self> {
         let s = udp_socket(SocketAddrV4::new(src, 0))?;
         s.connect(dst)?;
-        let mut b = MsgBatch::new(p.batch as usize, payload, false);
-        let report = Report { ..Default::default() };
-        if !ctl.ready() {
-            return Ok(report);
+        let b = MsgBatch::new(p.batch as usize, payload, false);
+        Ok(UdpTx { s, b, batch: p.batch as usize })
+    }
+}
+
+impl End for UdpTx {
+    fn step(&mut self, ctl: &Ctl) -> anyhow::Result<bool> {
+        match self.b.send(self.s.as_raw_fd(), self.batch, libc::MSG_DONTWAIT) {
+            Ok(n) => {
+                ctl.tx.fetch_add(n as u64, Ordering::Relaxed);
+                Ok(n > 0)
+            }
+            Err(e) if would_block(&e) => Ok(false),
+            Err(e) => Err(e).context("sendmmsg"),
         }
-        while !ctl.stopped() {
-            match b.send(s.as_raw_fd(), p.batch as usize, 0) {
+    }
+
+    fn finish(self: Box<Self>) -> Report {
+        Report::default()
+    }
+}
+
+/// Receives and counts datagrams of the expected size.
+pub(super) struct UdpRx {
+    s: UdpSocket,
+    b: Box<MsgBatch>,
+    payload: usize,
+    report: Report,
+}
+
+impl UdpRx {
+    pub(super) fn open(bind: SocketAddrV4, payload: usize, p: Params) -> anyhow::Result<Self> {
+        let s = udp_socket(bind)?;
+        let b = MsgBatch::new(p.batch.max(64) as usize, payload, false);
+        Ok(UdpRx { s, b, payload, report: Report::default() })
+    }
+}
+
+impl End for UdpRx {
+    /// Drains the socket (up to 4096 datagrams): in a lane the generator runs a burst between
+    /// two steps.
+    fn step(&mut self, ctl: &Ctl) -> anyhow::Result<bool> {
+        let mut total = 0;
+        while total < 4096 {
+            let n = match self.b.recv(self.s.as_raw_fd(), libc::MSG_DONTWAIT) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if would_block(&e) => break,
+                Err(e) => return Err(e).context("recvmmsg"),
+            };
+            let good =
+                self.b.hdrs[..n].iter().filter(|h| h.msg_len as usize == self.payload).count();
+            self.report.other += (n - good) as u64;
+            self.report.rx += good as u64;
+            ctl.rx.fetch_add(good as u64, Ordering::Relaxed);
+            total += n;
+        }
+        Ok(total > 0)
+    }
+
+    fn finish(self: Box<Self>) -> Report {
+        self.report
+    }
+}
+
+/// Sends back every datagram it receives, as it came in. The client counts round trips.
+pub(super) struct UdpEchoServer {
+    s: UdpSocket,
+    b: Box<MsgBatch>,
+    payload: usize,
+}
+
+impl UdpEchoServer {
+    pub(super) fn open(bind: SocketAddrV4, payload: usize, p: Params) -> anyhow::Result<Self> {
+        let s = udp_socket(bind)?;
+        let b = MsgBatch::new(p.batch as usize, payload, true);
+        Ok(UdpEchoServer { s, b, payload })
+    }
+}
+
+impl End for UdpEchoServer {
+    fn step(&mut self, ctl: &Ctl) -> anyhow::Result<bool> {
+        let fd = self.s.as_raw_fd();
+        let n = match self.b.recv(fd, libc::MSG_DONTWAIT) {
+            Ok(n) => n,
+            Err(e) if would_block(&e) => return Ok(false),
+            Err(e) => return Err(e).context("recvmmsg"),
+        };
+        for h in &mut self.b.hdrs[..n] {
+            // Echo exactly what came in.
+            // SAFETY: msg_iov points at this header's iovec.
+            unsafe { (*h.msg_hdr.msg_iov).iov_len = h.msg_len as usize };
+        }
+        let mut done = 0;
+        while done < n && !ctl.stopped() {
+            // SAFETY: the tail of the header array is still valid.
+            let r = unsafe {
+                libc::sendmmsg(fd, self.b.hdrs.as_mut_ptr().add(done), (n - done) as u32, 0)
+            };
+            if r > 0 {
+                done += r as usize;
+            }
+        }
+        for iov in &mut self.b.iovs {
+            iov.iov_len = self.payload;
+        }
+        Ok(n > 0)
+    }
+
+    fn finish(self: Box<Self>) -> Report {
+        Report::default()
+    }
+}
+
+/// Keeps a window of timestamped datagrams in flight to the server and times their return.
+pub(super) struct UdpEchoClient {
+    s: UdpSocket,
+    tx: Box<MsgBatch>,
+    rx: Box<MsgBatch>,
+    hist: Histogram<u64>,
+    payload: usize,
+    batch: u64,
+    window: u64,
+    sent: u64,
+    back: u64,
+    seq: u64,
+    last_progress: Instant,
+    report: Report,
+}
+
+impl UdpEchoClient {
+    pub(super) fn open(server: SocketAddrV4, payload: usize, p: Params) -> anyhow::Result<Self> {
+        let s = udp_socket(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
+        s.connect(server)?;
+        Ok(UdpEchoClient {
+            s,
+            tx: MsgBatch::new(p.batch as usize, payload, false),
+            rx: MsgBatch::new(p.batch as usize, payload, false),
+            hist: latency_histogram(),
+            payload,
+            batch: u64::from(p.batch),
+            window: u64::from(echo_window(p.batch)),
+            sent: 0,
+            back: 0,
+            seq: 0,
+            last_progress: Instant::now(),
+            report: Report::default(),
+        })
+    }
+}
+
+impl End for UdpEchoClient {
+    fn step(&mut self, ctl: &Ctl) -> anyhow::Result<bool> {
+        let fd = self.s.as_raw_fd();
+        let mut moved = false;
+        match self.rx.recv(fd, libc::MSG_DONTWAIT) {
+            Ok(n) => {
+                let now = now_ns();
+                for (h, buf) in self.rx.hdrs[..n].iter().zip(&self.rx.bufs) {
+                    if h.msg_len as usize == self.payload {
+                        let ts = u64::from_ne_bytes(buf[8..16].try_into().expect("8 bytes"));
+                        let _ = self.hist.record(now.saturating_sub(ts).max(1));
+                    }
+                }
+                self.back += n as u64;
+                self.report.rx += n as u64;
+                ctl.rx.fetch_add(n as u64, Ordering::Relaxed);
+                self.last_progress = Instant::now();
+                moved = n > 0;
+            }
+            Err(e) if would_block(&e) => {}
+            Err(e) => return Err(e).context("recvmmsg"),
+        }
+        let outstanding = self.sent - self.back - self.report.lost;
+        if outstanding > 0 && self.last_progress.elapsed() > Duration::from_millis(50) {
+            self.report.lost += outstanding;
+            self.last_progress = Instant::now();
+        }
+        let room = self.window.saturating_sub(self.sent - self.back - self.report.lost);
+        let k = room.min(self.batch) as usize;
+        if k > 0 {
+            let now = now_ns();
+            for buf in &mut self.tx.bufs[..k] {
+                buf[0..8].copy_from_slice(&self.seq.to_ne_bytes());
+                buf[8..16].copy_from_slice(&now.to_ne_bytes());
+                self.seq += 1;
+            }
+            match self.tx.send(fd, k, libc::MSG_DONTWAIT) {
                 Ok(n) => {
+                    self.sent += n as u64;
                     ctl.tx.fetch_add(n as u64, Ordering::Relaxed);
+                    moved |= n > 0;
                 }
                 Err(e) if would_block(&e) => {}
                 Err(e) => return Err(e).context("sendmmsg"),
             }
         }
-        Ok(report)
-    })
-}
+        Ok(moved)
+    }
 
-pub(super) fn udp_rx_worker<'a>(
-    pl: Place,
-    bind: SocketAddrV4,
-    payload: usize,
-    p: Params,
-) -> Worker<'a, Report> {
-    Box::new(move |ctl: &Ctl| {
-        pl.enter()?;
-        let share = pl.share;
-        let s = udp_socket(bind)?;
-        let mut b = MsgBatch::new(p.batch.max(64) as usize, payload, false);
-        let mut report = Report { ..Default::default() };
-        if !ctl.ready() {
-            return Ok(report);
-        }
-        while !ctl.stopped() {
-            match b.recv(s.as_raw_fd(), libc::MSG_DONTWAIT) {
-                Ok(n) => {
-                    let good = b.hdrs[..n].iter().filter(|h| h.msg_len as usize == payload).count();
-                    report.other += (n - good) as u64;
-                    ctl.rx.fetch_add(good as u64, Ordering::Relaxed);
-                    if share {
-                        relax(true);
-                    }
-                }
-                Err(e) if would_block(&e) => relax(share),
-                Err(e) => return Err(e).context("recvmmsg"),
-            }
-        }
-        Ok(report)
-    })
-}
-
-pub(super) fn udp_echo_server_worker<'a>(
-    pl: Place,
-    bind: SocketAddrV4,
-    payload: usize,
-    p: Params,
-) -> Worker<'a, Report> {
-    Box::new(move |ctl: &Ctl| {
-        pl.enter()?;
-        let s = udp_socket(bind)?;
-        let mut b = MsgBatch::new(p.batch as usize, payload, true);
-        let report = Report { ..Default::default() };
-        if !ctl.ready() {
-            return Ok(report);
-        }
-        while !ctl.stopped() {
-            match b.recv(s.as_raw_fd(), libc::MSG_DONTWAIT) {
-                Ok(n) => {
-                    for h in &mut b.hdrs[..n] {
-                        // Echo exactly what came in.
-                        // SAFETY: msg_iov points at this header's iovec.
-                        unsafe { (*h.msg_hdr.msg_iov).iov_len = h.msg_len as usize };
-                    }
-                    let mut done = 0;
-                    while done < n && !ctl.stopped() {
-                        // SAFETY: the tail of the header array is still valid.
-                        let r = unsafe {
-                            libc::sendmmsg(
-                                s.as_raw_fd(),
-                                b.hdrs.as_mut_ptr().add(done),
-                                (n - done) as u32,
-                                0,
-                            )
-                        };
-                        if r > 0 {
-                            done += r as usize;
-                        }
-                    }
-                    for iov in &mut b.iovs {
-                        iov.iov_len = payload;
-                    }
-                    // The client counts round trips; the server does not add to them.
-                }
-                Err(e) if would_block(&e) => std::hint::spin_loop(),
-                Err(e) => return Err(e).context("recvmmsg"),
-            }
-        }
-        Ok(report)
-    })
-}
-
-pub(super) fn udp_echo_client_worker<'a>(
-    pl: Place,
-    server: SocketAddrV4,
-    payload: usize,
-    p: Params,
-) -> Worker<'a, Report> {
-    Box::new(move |ctl: &Ctl| {
-        pl.enter()?;
-        let s = udp_socket(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
-        s.connect(server)?;
-        let mut tx = MsgBatch::new(p.batch as usize, payload, false);
-        let mut rx = MsgBatch::new(p.batch as usize, payload, false);
-        let mut hist = latency_histogram();
-        let mut report = Report { ..Default::default() };
-        if !ctl.ready() {
-            return Ok(report);
-        }
-        let window = u64::from(echo_window(p.batch));
-        let (mut sent, mut back, mut seq) = (0u64, 0u64, 0u64);
-        let mut last_progress = Instant::now();
-        let fd = s.as_raw_fd();
-        while !ctl.stopped() {
-            match rx.recv(fd, libc::MSG_DONTWAIT) {
-                Ok(n) => {
-                    let now = now_ns();
-                    for (h, buf) in rx.hdrs[..n].iter().zip(&rx.bufs) {
-                        if h.msg_len as usize == payload {
-                            let ts = u64::from_ne_bytes(buf[8..16].try_into().expect("8 bytes"));
-                            let _ = hist.record(now.saturating_sub(ts).max(1));
-                        }
-                    }
-                    back += n as u64;
-                    ctl.rx.fetch_add(n as u64, Ordering::Relaxed);
-                    last_progress = Instant::now();
-                }
-                Err(e) if would_block(&e) => {}
-                Err(e) => return Err(e).context("recvmmsg"),
-            }
-            let outstanding = sent - back - report.lost;
-            if outstanding > 0 && last_progress.elapsed() > Duration::from_millis(50) {
-                report.lost += outstanding;
-                last_progress = Instant::now();
-            }
-            let room = window.saturating_sub(sent - back - report.lost);
-            let k = room.min(u64::from(p.batch)) as usize;
-            if k > 0 {
-                let now = now_ns();
-                for buf in &mut tx.bufs[..k] {
-                    buf[0..8].copy_from_slice(&seq.to_ne_bytes());
-                    buf[8..16].copy_from_slice(&now.to_ne_bytes());
-                    seq += 1;
-                }
-                match tx.send(fd, k, libc::MSG_DONTWAIT) {
-                    Ok(n) => {
-                        sent += n as u64;
-                        ctl.tx.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                    Err(e) if would_block(&e) => {}
-                    Err(e) => return Err(e).context("sendmmsg"),
-                }
-            }
-        }
-        report.hist = Some(hist);
-        Ok(report)
-    })
+    fn finish(mut self: Box<Self>) -> Report {
+        self.report.hist = Some(self.hist);
+        self.report
+    }
 }
