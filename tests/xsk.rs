@@ -716,6 +716,29 @@ fn bench_raw_lanes() {
             }
         }
     }
+    // One-sided: a socket per queue of the interface, and no more queues than it has.
+    for (queues, ok) in [(1, false), (2, true)] {
+        let ns = VethNs::new(queues);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_etran"), "-j", "bench", "raw"])
+            .args(["--iface", "va", "--queues", "2", "--duration", "300ms"])
+            .output()
+            .expect("running etran");
+        if !ok {
+            // With -j the error comes as JSON on stdout.
+            let err = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success() && err.contains("va has only 1 RX queue"), "{err}");
+            continue;
+        }
+        if cpus < 2 {
+            continue;
+        }
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
+        let r = &v["rows"][0];
+        assert!(r["tx_pps"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(r["cpu_ns_per_frame"]["lanes"].as_f64().unwrap() > 0.0, "{v}");
+    }
     let too_many = (cpus + 1).to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_etran"))
         .args(["bench", "raw", "--queues", &too_many, "--duration", "100ms"])

@@ -254,7 +254,8 @@ struct CpuPerFrame {
     sender: Option<f64>,
     receiver: Option<f64>,
     napi: Option<f64>,
-    /// With lanes: the CPU time of all lanes per frame received (or round trip).
+    /// With lanes: the CPU time of all lanes per frame received (or round trip; per frame sent
+    /// for one-sided TX).
     #[serde(skip_serializing_if = "Option::is_none")]
     lanes: Option<f64>,
 }
@@ -278,9 +279,12 @@ impl CpuPerFrame {
         }
     }
 
+    /// All workers' CPU time per frame received (per frame sent when nothing is received:
+    /// one-sided TX).
     fn of_lanes(res: &bench::PhaseResult) -> CpuPerFrame {
         let total: u64 = res.cpu_ns.iter().sum();
-        let lanes = (res.rx_total > 0).then(|| total as f64 / res.rx_total as f64);
+        let frames = if res.rx_total > 0 { res.rx_total } else { res.tx_total };
+        let lanes = (frames > 0).then(|| total as f64 / frames as f64);
         CpuPerFrame { lanes, ..Default::default() }
     }
 
@@ -861,7 +865,11 @@ fn one_sided(
 ) -> anyhow::Result<Vec<Row>> {
     let ifindex = crate::sys::ifindex(iface)?;
     if let Some(have) = crate::ethtool::rx_queues(iface)? {
-        anyhow::ensure!(queues <= have, "--queues {queues}: {iface} has {have} RX queues");
+        let plural = if have == 1 { "" } else { "s" };
+        anyhow::ensure!(
+            queues <= have,
+            "--queues {queues}: {iface} has only {have} RX queue{plural}"
+        );
     }
     let open: Open<'_> = match mode {
         RawMode::Txonly => {
