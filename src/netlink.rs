@@ -171,8 +171,9 @@ impl Netlink {
 
     /// Creates a veth pair: `name` (with `mac`) in this socket's namespace and `peer` (with
     /// `peer_mac`) directly inside `peer_ns`, so the peer's name never exists anywhere else.
-    /// Both ends get `queues` real RX and TX queues (a frame sent on TX queue q arrives on the
-    /// peer's RX queue q).
+    /// Both ends get `queues` real RX and TX queues (a frame the stack or AF_XDP sends on TX
+    /// queue q arrives on the peer's RX queue q; one redirected by XDP, on the queue of the
+    /// sending CPU).
     pub fn add_veth(
         &mut self,
         name: &str,

@@ -4,7 +4,8 @@
 //! h2's eth0 are the two ends of one veth pair, with the same addresses, MACs and neighbours and
 //! no switch (nothing between the hosts: the topology the raw AF_XDP ceiling is judged on).
 //! Every veth (host NICs and switch ports) has `queues` real RX/TX queues (default 1), so traffic
-//! can be spread over CPUs: on a veth, a frame sent on TX queue q arrives on the peer's RX queue q.
+//! can be spread over CPUs: on a veth, a frame the stack or AF_XDP sends on TX queue q arrives
+//! on the peer's RX queue q, and one redirected by XDP (the switch) on the queue of its CPU.
 //!
 //! The switch holds a Linux bridge `br0` with every port `pI` (the other end of host I's veth)
 //! enslaved, with static FDB entries for the hosts' MACs. By default an XDP program on each port
@@ -82,8 +83,7 @@ pub struct Spec {
     pub corrupt: f64,
     /// No switch: the two hosts' NICs are one veth pair.
     pub direct: bool,
-    /// RX/TX queues of every veth (host NICs and switch ports): a frame sent on queue q arrives
-    /// on the peer's RX queue q at every hop.
+    /// RX/TX queues of every veth (host NICs and switch ports).
     pub queues: u32,
 }
 
