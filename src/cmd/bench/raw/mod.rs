@@ -991,3 +991,62 @@ fn relax(share: bool) {
         std::hint::spin_loop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_of_lanes_add_up() {
+        let stats = |full, empty| Statistics {
+            rx_ring_full: full,
+            rx_fill_ring_empty_descs: empty,
+            ..Default::default()
+        };
+        let hist = |v: u64| {
+            let mut h = latency_histogram();
+            h.record(v).unwrap();
+            h
+        };
+        let mut a = Report {
+            stats: Some(stats(1, 2)),
+            hist: Some(hist(1_000)),
+            lost: 1,
+            other: 2,
+            rx: 10,
+            ..Default::default()
+        };
+        let b = Report {
+            stats: Some(stats(10, 20)),
+            hist: Some(hist(3_000)),
+            lost: 3,
+            other: 4,
+            rx: 30,
+            ..Default::default()
+        };
+        a.absorb(b);
+        assert_eq!(a.stats, Some(stats(11, 22)));
+        let h = a.hist.expect("merged histogram");
+        assert_eq!((h.len(), h.min(), h.max() / 1000), (2, 1_000, 3));
+        assert_eq!((a.lost, a.other, a.rx), (4, 6, 40));
+        // A side without statistics or histogram takes the other's.
+        let mut c = Report::default();
+        c.absorb(Report { stats: Some(stats(5, 0)), ..Default::default() });
+        assert_eq!(c.stats, Some(stats(5, 0)));
+        assert!(c.hist.is_none());
+    }
+
+    #[test]
+    fn lane_cpu_is_per_frame_received_or_sent() {
+        let res = |tx_total, rx_total| bench::PhaseResult {
+            tx_total,
+            rx_total,
+            cpu_ns: vec![600, 400],
+            ..Default::default()
+        };
+        assert_eq!(CpuPerFrame::of_lanes(&res(100, 10)).lanes, Some(100.0));
+        assert_eq!(CpuPerFrame::of_lanes(&res(50, 0)).lanes, Some(20.0));
+        assert_eq!(CpuPerFrame::of_lanes(&res(0, 0)).lanes, None);
+        assert_eq!(CpuPerFrame::of_lanes(&res(1, 1)).cell(), "1000 (lanes)");
+    }
+}
