@@ -134,7 +134,7 @@ complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_sub
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l loss -d 'Fraction of frames the switch drops, 0..1' -r
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l duplicate -d 'Fraction of frames the switch duplicates, 0..1' -r
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l corrupt -d 'Fraction of frames the switch corrupts (one flipped payload byte), 0..1' -r
-complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l queues -d 'RX/TX queues of every testbed interface (veth), so traffic can be spread over CPUs' -r
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l queues -d 'RX/TX queues of every testbed interface (veth), so traffic can be spread over CPUs. For AF_XDP measurements: `etran up` refuses a veth with more than one queue' -r
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l direct -d 'No switch: the 2 hosts\' eth0 are the two ends of one veth pair (same addresses)'
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -s p -l pretty -d 'Pretty-print JSON (implies --json)'

@@ -244,7 +244,8 @@ pub struct TestbedUpArgs {
     /// No switch: the 2 hosts' eth0 are the two ends of one veth pair (same addresses).
     #[arg(long)]
     pub direct: bool,
-    /// RX/TX queues of every testbed interface (veth), so traffic can be spread over CPUs.
+    /// RX/TX queues of every testbed interface (veth), so traffic can be spread over CPUs. For
+    /// AF_XDP measurements: `etran up` refuses a veth with more than one queue.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub queues: u32,
 }

@@ -4,6 +4,7 @@ use std::io;
 
 use anyhow::Context;
 
+const ETHTOOL_GDRVINFO: u32 = 0x03;
 const ETHTOOL_STXCSUM: u32 = 0x17;
 const ETHTOOL_SGRO: u32 = 0x2c;
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
@@ -64,6 +65,31 @@ pub fn rx_queues(name: &str) -> anyhow::Result<Option<u32>> {
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading the channels of {name}")),
     }
+}
+
+/// The name of `name`'s driver (ETHTOOL_GDRVINFO), e.g. "veth".
+pub fn driver(name: &str) -> anyhow::Result<String> {
+    #[repr(C)]
+    struct EthtoolDrvinfo {
+        cmd: u32,
+        driver: [u8; 32],
+        version: [u8; 32],
+        fw_version: [u8; 32],
+        bus_info: [u8; 32],
+        erom_version: [u8; 32],
+        reserved2: [u8; 12],
+        n_priv_flags: u32,
+        n_stats: u32,
+        testinfo_len: u32,
+        eedump_len: u32,
+        regdump_len: u32,
+    }
+    // SAFETY: plain data, all-zero is valid.
+    let mut info: EthtoolDrvinfo = unsafe { std::mem::zeroed() };
+    info.cmd = ETHTOOL_GDRVINFO;
+    ioctl(name, &mut info).with_context(|| format!("reading the driver of {name}"))?;
+    let len = info.driver.iter().position(|&b| b == 0).unwrap_or(info.driver.len());
+    Ok(String::from_utf8_lossy(&info.driver[..len]).into_owned())
 }
 
 /// Turns GRO on or off. A veth with GRO on receives frames that its peer's XDP program redirects

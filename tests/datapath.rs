@@ -79,6 +79,16 @@ fn generic_mode_and_queue_limits() {
         !String::from_utf8_lossy(&out.stdout).contains("prog/xdp"),
         "refused up attaches nothing"
     );
+    // A veth with several queues cannot keep a connection on one of them.
+    sh(&format!(
+        "ip -n {} link add vq numtxqueues 2 numrxqueues 2 type veth peer name vr \
+         numtxqueues 2 numrxqueues 2",
+        net.a
+    ));
+    let err = err_line(&etran(&net.a, &["up", "vq"]));
+    assert!(err.contains("veth with 2 RX queues"), "{err}");
+    let out = sh(&format!("ip -n {} -d link show vq", net.a));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("prog/xdp"), "nothing attached");
 }
 
 #[test]

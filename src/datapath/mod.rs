@@ -221,6 +221,15 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
     if queues > available {
         bail!("{iface} has {available} RX queue(s); --queues {queues} is more than that");
     }
+    // A NIC's RSS keeps each connection on one RX queue, so ingress sees its frames in order.
+    // A veth picks the queue by the sending CPU: frames of one connection would be accepted
+    // on two CPUs at once and reach the app out of order.
+    if available > 1 && crate::ethtool::driver(iface)? == "veth" {
+        bail!(
+            "{iface} is a veth with {available} RX queues, which spreads a connection's frames \
+             over them by sending CPU; the TCP datapath needs one queue on a veth"
+        );
+    }
 
     if let Some((prog_id, mode)) = kernel::attached(ifindex)? {
         let info = kernel::prog_info(prog_id)?;
