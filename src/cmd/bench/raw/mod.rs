@@ -148,7 +148,28 @@ struct Setup<'s> {
     programs: Option<&'s Mutex<XskProgram>>,
 }
 
-impl Setup<'_> {
+impl<'s> Setup<'s> {
+    /// For an end of lane `queue`: the generator's bursts fit in what the receiving end lends.
+    fn lane(programs: &'s Option<Mutex<XskProgram>>, queue: u32) -> Setup<'s> {
+        Setup {
+            queue,
+            busy_poll: false,
+            lent: RX_FRAMES_LANE,
+            burst: LANE_GEN_BURST,
+            programs: programs.as_ref(),
+        }
+    }
+
+    /// For an end with a thread of its own.
+    fn solo(
+        programs: &'s Option<Mutex<XskProgram>>,
+        queue: u32,
+        busy_poll: bool,
+        lent: u32,
+    ) -> Setup<'s> {
+        Setup { queue, busy_poll, lent, burst: GEN_BURST, programs: programs.as_ref() }
+    }
+
     fn programs(&self) -> anyhow::Result<std::sync::MutexGuard<'_, XskProgram>> {
         self.programs
             .context("the row loaded no XDP programs on this host")?
@@ -614,23 +635,14 @@ fn on_testbed(
         let (ns1, ns2) = (tb.netns(1)?, tb.netns(2)?);
         let progs_a = host_programs(&ns1, a.1)?;
         let progs_b = host_programs(&ns2, b.1)?;
-        fn setup(programs: &Option<Mutex<XskProgram>>, queue: u32) -> Setup<'_> {
-            Setup {
-                queue,
-                busy_poll: false,
-                lent: RX_FRAMES_LANE,
-                burst: LANE_GEN_BURST,
-                programs: programs.as_ref(),
-            }
-        }
         if queues > 1 {
             kernel.place(Rx::Softirq)?;
             let mut workers = Vec::new();
             for q in 0..queues {
                 workers.push(lane(
                     q as usize,
-                    (ns1.try_clone()?, &a.2, setup(&progs_a, q)),
-                    (ns2.try_clone()?, &b.2, setup(&progs_b, q)),
+                    (ns1.try_clone()?, &a.2, Setup::lane(&progs_a, q)),
+                    (ns2.try_clone()?, &b.2, Setup::lane(&progs_b, q)),
                 ));
             }
             let (res, reports) = run_phase(path, d, out, workers)?;
@@ -645,12 +657,9 @@ fn on_testbed(
         let share = cpu_a == cpu_b;
         let pa = Place { ns: Some(ns1), cpu: cpu_a, name: "h1".into(), share: false };
         let pb = Place { ns: Some(ns2), cpu: cpu_b, name: "h2".into(), share };
-        let sa = Setup { burst: GEN_BURST, ..setup(&progs_a, 0) };
-        let sb = Setup {
-            busy_poll: rx == Rx::BusyPoll,
-            lent: if share { RX_FRAMES_SHARED } else { RX_FRAMES_HOT },
-            ..setup(&progs_b, 0)
-        };
+        let sa = Setup::solo(&progs_a, 0, false, RX_FRAMES_HOT);
+        let lent = if share { RX_FRAMES_SHARED } else { RX_FRAMES_HOT };
+        let sb = Setup::solo(&progs_b, 0, rx == Rx::BusyPoll, lent);
         let (la, lb) = (pa.label(a.0), pb.label(b.0));
         let napi = kernel.napi.clone();
         let napi_cpu = || napi.iter().filter_map(|&t| bench::task_cpu_ns(t)).sum::<u64>();
@@ -914,16 +923,7 @@ fn one_sided(
         n => format!("local {role} q0-{}", n - 1),
     };
     let workers = (0..queues)
-        .map(|q| {
-            let setup = Setup {
-                queue: q,
-                busy_poll: false,
-                lent: RX_FRAMES_HOT,
-                burst: GEN_BURST,
-                programs: programs.as_ref(),
-            };
-            solo(place(q), &open, setup)
-        })
+        .map(|q| solo(place(q), &open, Setup::solo(&programs, q, false, RX_FRAMES_HOT)))
         .collect();
     let (res, reports) = run_phase("AF_XDP", d, out, workers)?;
     let (sender, receiver) = match mode {
