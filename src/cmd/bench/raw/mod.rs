@@ -373,9 +373,10 @@ pub fn run(args: RawArgs, out: &Output) -> anyhow::Result<()> {
     let cpus = bench::cpu_count();
     if args.queues as usize > cpus {
         anyhow::bail!(
-            "--queues {}: this machine has {cpus} CPUs, and bench raw runs one lane per queue \
+            "--queues {}: this machine has {cpus} CPU{}, and bench raw runs one lane per queue \
              and CPU",
-            args.queues
+            args.queues,
+            if cpus == 1 { "" } else { "s" }
         );
     }
     if args.queues > 1 {
