@@ -215,7 +215,7 @@ fn killed_app_leaves_nothing_behind() {
     let net = etran_up_pair("tcpkill");
     let (a, b) = (net.a.clone(), net.b.clone());
     let daemon = Daemon::start(&a, "tcpkill");
-    let fds_before = daemon.fds();
+    let fds_before = daemon.settled_fds();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["killed_app_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, &daemon.sock)

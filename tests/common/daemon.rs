@@ -72,6 +72,21 @@ impl Daemon {
         fds
     }
 
+    /// The daemon's descriptors once they stop changing (the readiness probe's connection, for
+    /// one, closes a moment after `start` returns).
+    pub fn settled_fds(&self) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut fds = self.fds();
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = self.fds();
+            if now == fds || Instant::now() > deadline {
+                return now;
+            }
+            fds = now;
+        }
+    }
+
     pub fn alive(&mut self) -> bool {
         self.child.as_mut().unwrap().try_wait().unwrap().is_none()
     }
