@@ -198,20 +198,23 @@ fn solo<'a>(pl: Place, open: &'a Open<'a>, setup: Setup<'a>) -> Worker<'a, Repor
     })
 }
 
+/// One end of a lane: where it opens, how, and with what.
+struct LaneEnd<'a> {
+    ns: NetNs,
+    open: &'a Open<'a>,
+    setup: Setup<'a>,
+}
+
 /// A worker that runs both ends of queue `setup.queue` in one thread on `cpu`: `b` (the
 /// receiving side) opened in its namespace first, then `a` in its own, where the thread stays
 /// (a generator needs that). Frames cross from one end to the other in softirq on this CPU,
 /// so nothing crosses CPUs.
-fn lane<'a>(
-    cpu: usize,
-    a: (NetNs, &'a Open<'a>, Setup<'a>),
-    b: (NetNs, &'a Open<'a>, Setup<'a>),
-) -> Worker<'a, Report> {
+fn lane<'a>(cpu: usize, a: LaneEnd<'a>, b: LaneEnd<'a>) -> Worker<'a, Report> {
     Box::new(move |ctl: &Ctl| {
-        b.0.enter()?;
-        let mut end_b = (b.1)(b.2)?;
-        a.0.enter()?;
-        let mut end_a = (a.1)(a.2)?;
+        b.ns.enter()?;
+        let mut end_b = (b.open)(b.setup)?;
+        a.ns.enter()?;
+        let mut end_a = (a.open)(a.setup)?;
         pin_to_cpu(cpu)?;
         if ctl.ready() {
             while !ctl.stopped() {
@@ -501,8 +504,20 @@ const GEN: Needs = Needs { steer: false, gen: true };
 struct RowPlan<'a> {
     path: &'static str,
     rx: Rx,
-    a: (&'static str, Needs, Open<'a>),
-    b: (&'static str, Needs, Open<'a>),
+    a: EndPlan<'a>,
+    b: EndPlan<'a>,
+}
+
+/// One end of a row: its role (for labels), the XDP programs it needs on its host, and how it
+/// opens.
+struct EndPlan<'a> {
+    role: &'static str,
+    needs: Needs,
+    open: Open<'a>,
+}
+
+fn end<'a>(role: &'static str, needs: Needs, open: Open<'a>) -> EndPlan<'a> {
+    EndPlan { role, needs, open }
 }
 
 /// Loads and attaches what `needs` asks for on the host of `ns` (None when nothing).
@@ -541,12 +556,12 @@ fn plan<'a>(mode: RawMode, tb: &Testbed, p: Params) -> Vec<RowPlan<'a>> {
     let xsk_to_xsk = |path| RowPlan {
         path,
         rx: Rx::NapiThread { loop_cpu: 0 },
-        a: (
+        a: end(
             "tx",
             NOTHING,
             Box::new(move |s| Ok(Box::new(XskTx::open(HOST_NIC, &frame(&s), p, s)?))),
         ),
-        b: ("rx", STEER, xsk_rx()),
+        b: end("rx", STEER, xsk_rx()),
     };
     let gen = move || -> Open<'a> {
         Box::new(move |s| Ok(Box::new(Gen::open(HOST_NIC, &frame(&s), s)?)))
@@ -559,41 +574,41 @@ fn plan<'a>(mode: RawMode, tb: &Testbed, p: Params) -> Vec<RowPlan<'a>> {
             RowPlan {
                 path: "Linux UDP",
                 rx: Rx::NapiThread { loop_cpu: 1 },
-                a: (
+                a: end(
                     "tx",
                     NOTHING,
                     Box::new(move |s| Ok(Box::new(UdpTx::open(src, udp_dst(&s), payload, p)?))),
                 ),
-                b: ("rx", NOTHING, udp_rx()),
+                b: end("rx", NOTHING, udp_rx()),
             },
         ],
         RawMode::Rxdrop => vec![
             RowPlan {
                 path: "AF_XDP (BPF_PROG_RUN gen)",
                 rx: Rx::BusyPoll,
-                a: ("gen", GEN, gen()),
-                b: ("rx", STEER, xsk_rx()),
+                a: end("gen", GEN, gen()),
+                b: end("rx", STEER, xsk_rx()),
             },
             xsk_to_xsk("AF_XDP→AF_XDP"),
             RowPlan {
                 path: "Linux UDP (BPF_PROG_RUN gen)",
                 rx: Rx::Softirq,
-                a: ("gen", GEN, gen()),
-                b: ("rx", NOTHING, udp_rx()),
+                a: end("gen", GEN, gen()),
+                b: end("rx", NOTHING, udp_rx()),
             },
         ],
         RawMode::Echo => vec![
             RowPlan {
                 path: "AF_XDP",
                 rx: Rx::Softirq,
-                a: (
+                a: end(
                     "client",
                     STEER,
                     Box::new(move |s| {
                         Ok(Box::new(XskEchoClient::open(HOST_NIC, &frame(&s), p, s)?))
                     }),
                 ),
-                b: (
+                b: end(
                     "reflector",
                     STEER,
                     Box::new(move |s| Ok(Box::new(XskReflect::open(HOST_NIC, p, false, s)?))),
@@ -602,12 +617,12 @@ fn plan<'a>(mode: RawMode, tb: &Testbed, p: Params) -> Vec<RowPlan<'a>> {
             RowPlan {
                 path: "Linux UDP (busy-poll)",
                 rx: Rx::Softirq,
-                a: (
+                a: end(
                     "client",
                     NOTHING,
                     Box::new(move |s| Ok(Box::new(UdpEchoClient::open(udp_dst(&s), payload, p)?))),
                 ),
-                b: (
+                b: end(
                     "server",
                     NOTHING,
                     Box::new(move |s| Ok(Box::new(UdpEchoServer::open(udp_dst(&s), payload, p)?))),
@@ -634,21 +649,29 @@ fn on_testbed(
     for row_plan in plan(mode, &tb, p) {
         let RowPlan { path, rx, a, b } = row_plan;
         let (ns1, ns2) = (tb.netns(1)?, tb.netns(2)?);
-        let progs_a = host_programs(&ns1, a.1)?;
-        let progs_b = host_programs(&ns2, b.1)?;
+        let progs_a = host_programs(&ns1, a.needs)?;
+        let progs_b = host_programs(&ns2, b.needs)?;
         if queues > 1 {
             kernel.place(Rx::Softirq)?;
             let mut workers = Vec::new();
             for q in 0..queues {
                 workers.push(lane(
                     q as usize,
-                    (ns1.try_clone()?, &a.2, Setup::lane(&progs_a, q)),
-                    (ns2.try_clone()?, &b.2, Setup::lane(&progs_b, q)),
+                    LaneEnd {
+                        ns: ns1.try_clone()?,
+                        open: &a.open,
+                        setup: Setup::lane(&progs_a, q),
+                    },
+                    LaneEnd {
+                        ns: ns2.try_clone()?,
+                        open: &b.open,
+                        setup: Setup::lane(&progs_b, q),
+                    },
                 ));
             }
             let (res, reports) = run_phase(path, d, out, workers)?;
             let last = queues - 1;
-            let (la, lb) = (format!("h1 {} q0-{last}", a.0), format!("h2 {} q0-{last}", b.0));
+            let (la, lb) = (format!("h1 {} q0-{last}", a.role), format!("h2 {} q0-{last}", b.role));
             rows.push(row(path, la, lb, &res, reports, p, CpuPerFrame::of_lanes(&res)));
             continue;
         }
@@ -661,11 +684,12 @@ fn on_testbed(
         let sa = Setup::solo(&progs_a, 0, false, RX_FRAMES_HOT);
         let lent = if share { RX_FRAMES_SHARED } else { RX_FRAMES_HOT };
         let sb = Setup::solo(&progs_b, 0, rx == Rx::BusyPoll, lent);
-        let (la, lb) = (pa.label(a.0), pb.label(b.0));
+        let (la, lb) = (pa.label(a.role), pb.label(b.role));
         let napi = kernel.napi.clone();
         let napi_cpu = || napi.iter().filter_map(|&t| bench::task_cpu_ns(t)).sum::<u64>();
         let napi0 = napi_cpu();
-        let (res, reports) = run_phase(path, d, out, vec![solo(pa, &a.2, sa), solo(pb, &b.2, sb)])?;
+        let (res, reports) =
+            run_phase(path, d, out, vec![solo(pa, &a.open, sa), solo(pb, &b.open, sb)])?;
         let napi_ns = (!napi.is_empty()).then(|| napi_cpu().saturating_sub(napi0));
         let cpu = CpuPerFrame::of(&res, Some(0), Some(1), napi_ns);
         rows.push(row(path, la, lb, &res, reports, p, cpu));
