@@ -1062,6 +1062,19 @@ mod tests {
     }
 
     #[test]
+    fn echo_window_keeps_its_frames_in_flight_and_gives_up_on_silence() {
+        let mut w = EchoWindow::new(64);
+        assert_eq!(w.room(), 64, "a batch at a time");
+        w.sent(256);
+        assert_eq!(w.room(), 0, "4 × batch in flight");
+        w.returned(10);
+        assert_eq!(w.room(), 10);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(w.room(), 64, "the rest counted lost after 50 ms of silence");
+        assert_eq!(w.lost, 246);
+    }
+
+    #[test]
     fn lane_cpu_is_per_frame_received_or_sent() {
         let res = |tx_total, rx_total| bench::PhaseResult {
             tx_total,

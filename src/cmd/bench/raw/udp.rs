@@ -228,12 +228,8 @@ pub(super) struct UdpEchoClient {
     rx: Box<MsgBatch>,
     hist: Histogram<u64>,
     payload: usize,
-    batch: u64,
-    window: u64,
-    sent: u64,
-    back: u64,
+    window: EchoWindow,
     seq: u64,
-    last_progress: Instant,
     report: Report,
 }
 
@@ -247,12 +243,8 @@ impl UdpEchoClient {
             rx: MsgBatch::new(p.batch as usize, payload, false),
             hist: latency_histogram(),
             payload,
-            batch: u64::from(p.batch),
-            window: u64::from(echo_window(p.batch)),
-            sent: 0,
-            back: 0,
+            window: EchoWindow::new(p.batch),
             seq: 0,
-            last_progress: Instant::now(),
             report: Report::default(),
         })
     }
@@ -271,22 +263,15 @@ impl End for UdpEchoClient {
                         let _ = self.hist.record(now.saturating_sub(ts).max(1));
                     }
                 }
-                self.back += n as u64;
+                self.window.returned(n as u64);
                 self.report.rx += n as u64;
                 ctl.rx.fetch_add(n as u64, Ordering::Relaxed);
-                self.last_progress = Instant::now();
                 moved = n > 0;
             }
             Err(e) if would_block(&e) => {}
             Err(e) => return Err(e).context("recvmmsg"),
         }
-        let outstanding = self.sent - self.back - self.report.lost;
-        if outstanding > 0 && self.last_progress.elapsed() > Duration::from_millis(50) {
-            self.report.lost += outstanding;
-            self.last_progress = Instant::now();
-        }
-        let room = self.window.saturating_sub(self.sent - self.back - self.report.lost);
-        let k = room.min(self.batch) as usize;
+        let k = self.window.room() as usize;
         if k > 0 {
             let now = now_ns();
             for buf in &mut self.tx.bufs[..k] {
@@ -296,7 +281,7 @@ impl End for UdpEchoClient {
             }
             match self.tx.send(fd, k, libc::MSG_DONTWAIT) {
                 Ok(n) => {
-                    self.sent += n as u64;
+                    self.window.sent(n as u64);
                     ctl.tx.fetch_add(n as u64, Ordering::Relaxed);
                     moved |= n > 0;
                 }
@@ -309,6 +294,7 @@ impl End for UdpEchoClient {
 
     fn finish(mut self: Box<Self>) -> Report {
         self.report.hist = Some(self.hist);
+        self.report.lost = self.window.lost;
         self.report
     }
 }

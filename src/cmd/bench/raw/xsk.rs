@@ -84,15 +84,7 @@ impl XskTx {
 
 impl End for XskTx {
     fn step(&mut self, ctl: &Ctl) -> anyhow::Result<bool> {
-        let done = {
-            let c = self.s.comp().expect("own completion ring").peek(4096);
-            for a in c.iter() {
-                self.alloc.free(a);
-            }
-            let n = c.len();
-            c.release();
-            n
-        };
+        let done = reclaim(&mut self.s, &mut self.alloc);
         if done > 0 {
             ctl.tx.fetch_add(u64::from(done), Ordering::Relaxed);
         }
@@ -258,13 +250,10 @@ pub(super) struct XskEchoClient {
     um: Umem,
     alloc: FrameAlloc,
     hist: Histogram<u64>,
-    p: Params,
+    batch: u32,
     len: u32,
-    window: u64,
-    sent: u64,
-    back: u64,
+    window: EchoWindow,
     seq: u64,
-    last_progress: Instant,
     busy_poll: bool,
     report: Report,
 }
@@ -286,13 +275,10 @@ impl XskEchoClient {
             um,
             alloc,
             hist: latency_histogram(),
-            p,
+            batch: p.batch,
             len: frame.len() as u32,
-            window: u64::from(echo_window(p.batch)),
-            sent: 0,
-            back: 0,
+            window: EchoWindow::new(p.batch),
             seq: 0,
-            last_progress: Instant::now(),
             busy_poll: setup.busy_poll,
             report,
         })
@@ -304,20 +290,12 @@ impl End for XskEchoClient {
         if self.busy_poll {
             self.s.kick_rx()?;
         }
+        reclaim(&mut self.s, &mut self.alloc);
         let um = &self.um;
         let rings = self.s.rings();
-        let (fill, comp, rx, tx) = (
-            rings.fill.expect("fill"),
-            rings.comp.expect("comp"),
-            rings.rx.expect("rx"),
-            rings.tx.expect("tx"),
-        );
-        let c = comp.peek(4096);
-        for a in c.iter() {
-            self.alloc.free(a);
-        }
-        c.release();
-        let pk = rx.peek(self.p.batch);
+        let (fill, rx, tx) =
+            (rings.fill.expect("fill"), rings.rx.expect("rx"), rings.tx.expect("tx"));
+        let pk = rx.peek(self.batch);
         let got_any = !pk.is_empty();
         if got_any {
             let now = now_ns();
@@ -339,20 +317,12 @@ impl End for XskEchoClient {
             }
             r.submit();
             pk.release_first(n);
-            self.back += got;
+            self.window.returned(got);
             self.report.other += u64::from(n) - got;
             self.report.rx += got;
             ctl.rx.fetch_add(got, Ordering::Relaxed);
-            self.last_progress = Instant::now();
         }
-        let outstanding = self.sent - self.back - self.report.lost;
-        if outstanding > 0 && self.last_progress.elapsed() > Duration::from_millis(50) {
-            // Whatever is still out after 50 ms of silence is lost.
-            self.report.lost += outstanding;
-            self.last_progress = Instant::now();
-        }
-        let room = self.window.saturating_sub(self.sent - self.back - self.report.lost);
-        let want = (room.min(u64::from(self.p.batch)) as u32).min(self.alloc.available());
+        let want = (self.window.room() as u32).min(self.alloc.available());
         if want > 0 {
             let now = now_ns();
             let mut r = tx.reserve(want);
@@ -367,7 +337,7 @@ impl End for XskEchoClient {
             }
             let k = r.len();
             r.submit();
-            self.sent += u64::from(k);
+            self.window.sent(u64::from(k));
             ctl.tx.fetch_add(u64::from(k), Ordering::Relaxed);
         }
         flush_tx(&mut self.s)?;
@@ -377,13 +347,66 @@ impl End for XskEchoClient {
     fn finish(mut self: Box<Self>) -> Report {
         self.report.stats = self.s.statistics().ok();
         self.report.hist = Some(self.hist);
+        self.report.lost = self.window.lost;
         self.report
     }
 }
 
-/// Frames the echo clients keep in flight.
-pub(super) fn echo_window(batch: u32) -> u32 {
-    (batch * 4).clamp(32, 1024)
+/// An echo client's frames in flight: sent, back, and given up for lost.
+pub(super) struct EchoWindow {
+    /// Frames kept in flight: 4 × batch, 32..1024.
+    window: u64,
+    batch: u64,
+    sent: u64,
+    back: u64,
+    pub(super) lost: u64,
+    last_progress: Instant,
+}
+
+impl EchoWindow {
+    pub(super) fn new(batch: u32) -> EchoWindow {
+        EchoWindow {
+            window: u64::from((batch * 4).clamp(32, 1024)),
+            batch: u64::from(batch),
+            sent: 0,
+            back: 0,
+            lost: 0,
+            last_progress: Instant::now(),
+        }
+    }
+
+    pub(super) fn sent(&mut self, n: u64) {
+        self.sent += n;
+    }
+
+    pub(super) fn returned(&mut self, n: u64) {
+        if n > 0 {
+            self.back += n;
+            self.last_progress = Instant::now();
+        }
+    }
+
+    /// How many frames may go out now (at most a batch). Whatever is still out after 50 ms of
+    /// silence is counted lost first.
+    pub(super) fn room(&mut self) -> u64 {
+        let out = self.sent - self.back - self.lost;
+        if out > 0 && self.last_progress.elapsed() > Duration::from_millis(50) {
+            self.lost += out;
+            self.last_progress = Instant::now();
+        }
+        self.window.saturating_sub(self.sent - self.back - self.lost).min(self.batch)
+    }
+}
+
+/// Returns the frames the kernel finished sending to `alloc`; how many.
+fn reclaim(s: &mut Socket, alloc: &mut FrameAlloc) -> u32 {
+    let c = s.comp().expect("own completion ring").peek(4096);
+    for a in c.iter() {
+        alloc.free(a);
+    }
+    let n = c.len();
+    c.release();
+    n
 }
 
 /// `BPF_PROG_RUN` live-frames generator: XDP_TX of the template out of `iface`, `setup.burst`
