@@ -103,6 +103,9 @@ fn etran_echo_runs_verified_and_cleans_up() {
         // One client and one server App per thread, each back to all its TX frames.
         let apps = row["leak_check"]["apps"].as_array().unwrap();
         assert_eq!(apps.len(), 2 * threads.parse::<usize>().unwrap(), "{row}");
+        for app in apps {
+            assert_eq!(app["tx_free_at_end"], app["tx_frames"], "{app}");
+        }
     }
     let left: Vec<_> = namespaces().into_iter().filter(|n| !before.contains(n)).collect();
     assert!(left.iter().all(|n| !n.starts_with("etb")), "private testbed left behind: {left:?}");

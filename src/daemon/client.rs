@@ -96,7 +96,7 @@ impl Session {
                 return Ok((reply, fds));
             }
             let mut chunk = [0u8; 4096];
-            let n = proto::recv_fds(self.stream.as_fd(), &mut chunk, &mut fds)
+            let n = proto::recv_fds(self.stream.as_fd(), &mut chunk, &mut fds, false)
                 .context("reading from the daemon")?;
             if n == 0 {
                 bail!("the daemon closed the connection");
@@ -223,9 +223,7 @@ impl Session {
             }
             let mut chunk = [0u8; 4096];
             let mut fds = Vec::new();
-            self.stream.set_nonblocking(true)?;
-            let r = proto::recv_fds(self.stream.as_fd(), &mut chunk, &mut fds);
-            self.stream.set_nonblocking(false)?;
+            let r = proto::recv_fds(self.stream.as_fd(), &mut chunk, &mut fds, true);
             match r {
                 Ok(0) => bail!("the daemon closed the connection"),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),

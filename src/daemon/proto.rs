@@ -281,11 +281,19 @@ fn wait_fd(fd: RawFd, events: i16) -> io::Result<()> {
 }
 
 /// Receives bytes into `buf` and any descriptors passed with them (appended to `fds`, close-on-
-/// exec). Returns the byte count (0 at end of stream). Blocking semantics follow the socket.
-pub fn recv_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+/// exec). Returns the byte count (0 at end of stream). Blocks as the socket does, unless
+/// `dontwait` (then `WouldBlock` when nothing is there, in one syscall).
+pub fn recv_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    dontwait: bool,
+) -> io::Result<usize> {
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     let space = cmsg_space(MAX_FDS);
-    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    // Room for MAX_FDS descriptors (CMSG_SPACE(64) is 80 bytes), on the stack.
+    let mut cbuf = [0u64; 16];
+    debug_assert!(space <= std::mem::size_of_val(&cbuf));
     // SAFETY: msghdr is plain data; the buffers outlive recvmsg.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -294,7 +302,8 @@ pub fn recv_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) ->
     msg.msg_controllen = space;
     let n = loop {
         // SAFETY: msg is valid for recvmsg.
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        let flags = libc::MSG_CMSG_CLOEXEC | if dontwait { libc::MSG_DONTWAIT } else { 0 };
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) };
         if n >= 0 {
             break n as usize;
         }
@@ -399,7 +408,7 @@ mod tests {
         send_fds(a.as_fd(), b"hello", &[file.as_fd(), file.as_fd()]).unwrap();
         let mut buf = [0u8; 16];
         let mut fds = Vec::new();
-        let n = recv_fds(b.as_fd(), &mut buf, &mut fds).unwrap();
+        let n = recv_fds(b.as_fd(), &mut buf, &mut fds, false).unwrap();
         assert_eq!(&buf[..n], b"hello");
         assert_eq!(fds.len(), 2);
         assert_ne!(fds[0].as_raw_fd(), file.as_raw_fd());

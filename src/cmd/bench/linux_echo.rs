@@ -201,6 +201,17 @@ pub struct Progress {
     pub reopened: AtomicU64,
 }
 
+impl Progress {
+    /// Adds the round trips `result` completed since the last call (`published` remembers how
+    /// many were added): once per pass, so client threads do not share a cache line per message.
+    pub fn publish(&self, result: &ClientResult, published: &mut u64) {
+        if result.messages > *published {
+            self.messages.fetch_add(result.messages - *published, Ordering::Relaxed);
+            *published = result.messages;
+        }
+    }
+}
+
 /// One connection's echo bookkeeping, whatever transport moves its bytes: what to send next,
 /// which messages are in flight since when, and the check of every byte that comes back.
 pub struct Echo {
@@ -282,7 +293,6 @@ impl Echo {
         size: u64,
         deadline: Instant,
         result: &mut ClientResult,
-        progress: &Progress,
     ) -> anyhow::Result<()> {
         for (i, &b) in bytes.iter().enumerate() {
             let offset = self.recv_bytes + i as u64;
@@ -298,7 +308,6 @@ impl Echo {
             let sent = self.in_flight.pop_front().context("an echo of a message never sent")?;
             result.rtt_ns.saturating_record(arrived.duration_since(sent).as_nanos() as u64);
             result.messages += 1;
-            progress.messages.fetch_add(1, Ordering::Relaxed);
             if arrived < deadline {
                 self.queue_message(size, arrived);
             }
@@ -373,7 +382,9 @@ impl Client {
         }
         let mut events = Events::with_capacity(1024);
         let mut buf = vec![0u8; 1 << 16];
+        let mut published = 0;
         while Instant::now() < deadline {
+            progress.publish(&result, &mut published);
             match poll.poll(&mut events, poll_timeout.or(Some(Duration::from_millis(50)))) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => r?,
@@ -388,7 +399,7 @@ impl Client {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) => return Err(e).context("receiving echoes"),
                     };
-                    c.echo.on_echo(&buf[..n], size, deadline, &mut result, progress)?;
+                    c.echo.on_echo(&buf[..n], size, deadline, &mut result)?;
                 }
                 if c.echo.finished() {
                     poll.registry().deregister(&mut c.stream)?;
@@ -402,6 +413,7 @@ impl Client {
                 flush(c)?;
             }
         }
+        progress.publish(&result, &mut published);
         Ok(result)
     }
 
