@@ -304,8 +304,8 @@ impl App {
         let now = std::time::Instant::now();
         let (conns, early, stats) = (&mut self.conns, &mut self.early, &mut self.stats);
         let n = self.port.poll_rx(|meta, payload| {
-            if conns.contains_key(&meta.handle) {
-                deliver(conns, stats, meta, payload);
+            if let Some(s) = conns.get_mut(&meta.handle) {
+                deliver_to(s, stats, meta, payload);
             } else if early.hold(meta, payload, now) {
                 stats.rx_early += 1;
             } else {
@@ -366,12 +366,15 @@ impl App {
 /// Hands one RX frame to its connection, counting what went wrong.
 fn deliver(conns: &mut ConnMap, stats: &mut AppStats, meta: &etran_tcp_rx_meta, payload: &[u8]) {
     match conns.get_mut(&meta.handle) {
-        Some(s) => {
-            if s.on_rx(meta, payload).lost > 0 {
-                stats.rx_lost_data += 1;
-            }
-        }
+        Some(s) => deliver_to(s, stats, meta, payload),
         None => stats.rx_unknown += 1,
+    }
+}
+
+/// Hands one RX frame to connection `s` (one map lookup per frame: the caller found it).
+fn deliver_to(s: &mut Stream, stats: &mut AppStats, meta: &etran_tcp_rx_meta, payload: &[u8]) {
+    if s.on_rx(meta, payload).lost > 0 {
+        stats.rx_lost_data += 1;
     }
 }
 
