@@ -77,10 +77,9 @@ enum etran_tcp_ack_queued {
 	ETRAN_TCP_ACK_IMMEDIATE = 2, /* in etran_tcp_ack_queue: the gen pump flushes it at once */
 };
 
-/* A record of etran_tcp_gen_wake: ingress tells the gen pump about owed ACKs. */
+/* A record of etran_tcp_gen_wake: ingress pushed one connection key on the queue of `kind`. */
 struct etran_tcp_gen_wake {
-	__u32 pushed; /* 1: a key was pushed on the queue of `kind` with this record */
-	__u32 kind;   /* enum etran_tcp_ack_queued: DELAYED or IMMEDIATE */
+	__u32 kind; /* enum etran_tcp_ack_queued: DELAYED or IMMEDIATE */
 };
 
 /* Limits apps must know (an enum so that they reach BTF, hence Rust). */

@@ -61,7 +61,7 @@ static __always_inline struct gen_mark gen_mark(struct tcp_conn *c)
 static __always_inline void gen_queue(struct tcp_conn *c, const struct tcp_conn_key *key,
 				      struct gen_mark m)
 {
-	struct etran_tcp_gen_wake w = { .pushed = 1, .kind = m.queue };
+	struct etran_tcp_gen_wake w = { .kind = m.queue };
 	int err;
 
 	if (!m.queue)

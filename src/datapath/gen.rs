@@ -131,9 +131,9 @@ impl GenPump {
                     unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
                 let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
                 if w.kind == etran_tcp_ack_queued::ETRAN_TCP_ACK_IMMEDIATE.0 {
-                    s.immediate += u64::from(w.pushed);
+                    s.immediate += 1;
                 } else {
-                    s.delayed += u64::from(w.pushed);
+                    s.delayed += 1;
                 }
             }
             0
