@@ -159,7 +159,11 @@ fn random_sizes_echo_byte_exact_over_many_connections() {
         let ns = hosts.ns(i);
         let deadline = Instant::now() + Duration::from_secs(5);
         while tcp_conn_count(&ns, HOST_NIC) > 0 || !port_links(&ns).is_empty() {
-            assert!(Instant::now() < deadline, "host {i} kept state: {}", hosts.daemons[0].log());
+            assert!(
+                Instant::now() < deadline,
+                "host {i} kept state: {}",
+                hosts.daemons[usize::from(i) - 1].log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -215,7 +219,7 @@ fn killed_app_leaves_nothing_behind() {
     let net = etran_up_pair("tcpkill");
     let (a, b) = (net.a.clone(), net.b.clone());
     let daemon = Daemon::start(&a, "tcpkill");
-    let fds_before = daemon.settled_fds();
+    let fds_before = daemon.fds();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["killed_app_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, &daemon.sock)

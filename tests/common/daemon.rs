@@ -51,6 +51,19 @@ impl Daemon {
             assert!(Instant::now() < deadline, "daemon not listening: {}", d.log());
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The probe was a session too: hand the daemon back once it has closed it, so tests
+        // see it quiet (no extra descriptor, no stray session).
+        let ends = |log: &str, word: &str| {
+            log.lines().filter(|l| l.contains("app session") && l.ends_with(word)).count()
+        };
+        loop {
+            let log = d.log();
+            if ends(&log, " connected") > 0 && ends(&log, " connected") == ends(&log, " closed") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the probe session never closed: {log}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         d
     }
 
@@ -70,21 +83,6 @@ impl Daemon {
             .collect();
         fds.sort();
         fds
-    }
-
-    /// The daemon's descriptors once they stop changing (the readiness probe's connection, for
-    /// one, closes a moment after `start` returns).
-    pub fn settled_fds(&self) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut fds = self.fds();
-        loop {
-            std::thread::sleep(Duration::from_millis(100));
-            let now = self.fds();
-            if now == fds || Instant::now() > deadline {
-                return now;
-            }
-            fds = now;
-        }
     }
 
     pub fn alive(&mut self) -> bool {
