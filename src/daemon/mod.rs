@@ -204,10 +204,10 @@ impl Daemon {
                     t => self.serve(t),
                 }
             }
-            // A BPF ring buffer wakes its reader only when the reader had caught up, and a
-            // wakeup can be lost: the ring then stays non-empty and silent for good. So both
-            // are drained on every pass (a handshake's RTO timer guarantees one), before the
-            // timers, so that an answer waiting there is not taken for a loss.
+            // Both rings are drained on every pass, not only when epoll says so: before the
+            // timers, so that an answer waiting there is not taken for a loss, and as a
+            // backstop to `datapath::drain_ring`'s fence against a lost ring wakeup (it costs
+            // no syscall).
             let now = Instant::now();
             if let Err(e) = self.gen.on_readable(now) {
                 log::warn(format!("gen pump: {e:#}"));
