@@ -267,6 +267,18 @@ fn fixtures() -> Vec<Fixture> {
             },
         ),
         f(
+            "old data with a new FIN: the FIN is taken (Linux merges a FIN into a retransmission)",
+            none,
+            seg(RCV.wrapping_sub(10), SND, TCP_ACK | TCP_FIN, PEER_WND, &[1; 10]),
+            Verdict::Redirect(Meta { off: PAYLOAD_OFF + 10, flags: FIN, ..meta(0) }),
+            |s| {
+                s.rcv_nxt = s.rcv_nxt.wrapping_add(1);
+                s.ack_now = 1;
+                s.ts_recent = 100;
+                s.fin = FIN_RCVD;
+            },
+        ),
+        f(
             "FIN out of order is not taken",
             none,
             seg(RCV.wrapping_add(100), SND, TCP_ACK | TCP_FIN, PEER_WND, &[1; 10]),

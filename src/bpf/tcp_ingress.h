@@ -147,7 +147,9 @@ static __always_inline int rx_check_seq(struct tcp_conn *c, const struct segment
 		}
 		return 1;
 	}
-	if (!after(s->seq + s->len, c->rcv_nxt)) {
+	/* A FIN not yet received counts in the segment's length (RFC 9293 3.10.7.4): old data
+	 * carrying a new FIN is not a duplicate. */
+	if (!after(s->seq + s->len + (s->fin && !(c->fin & TCP_CONN_FIN_RCVD)), c->rcv_nxt)) {
 		c->ack_now = 1; /* the peer missed our ACK: repeat it */
 		set_drop(v, ETRAN_DROP_TCP_DUPLICATE);
 		return 0;
