@@ -70,17 +70,16 @@ static __always_inline void tx_refuse(struct tx_plan *p, enum etran_drop_reason 
 static __always_inline void tx_fin(struct tcp_conn *c, const struct etran_tcp_tx_hdr *h,
 				   struct tx_plan *p)
 {
-	if (c->fin & TCP_CONN_FIN_SENT) {
-		tx_plan_segment(c, p);
-		p->seq = c->snd_nxt - 1;
-	} else if (h->tx_pos != c->tx_pos) {
-		tx_refuse(p, ETRAN_DROP_TCP_TX_FIN_EARLY);
-		return;
-	} else {
-		tx_plan_segment(c, p);
+	if (!(c->fin & TCP_CONN_FIN_SENT)) {
+		if (h->tx_pos != c->tx_pos) {
+			tx_refuse(p, ETRAN_DROP_TCP_TX_FIN_EARLY);
+			return;
+		}
 		c->snd_nxt++;
 		c->fin |= TCP_CONN_FIN_SENT;
 	}
+	tx_plan_segment(c, p);
+	p->seq = c->snd_nxt - 1;
 	p->fin = 1;
 }
 

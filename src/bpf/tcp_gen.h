@@ -44,10 +44,12 @@ static __always_inline struct gen_mark gen_mark(struct tcp_conn *c)
 	struct gen_mark m = {};
 	__u8 want = ETRAN_TCP_ACK_NOT_QUEUED;
 
+	if (!c->ack_now && !c->ack_pending)
+		return m;
 	if (c->ack_now || c->ack_pending >= GEN_STRETCH_SEGMENTS * (__u32)c->mss ||
-	    (c->ack_pending && c->ack_pending >= c->rcv_wnd))
+	    c->ack_pending >= c->rcv_wnd)
 		want = ETRAN_TCP_ACK_IMMEDIATE;
-	else if (c->ack_pending)
+	else
 		want = ETRAN_TCP_ACK_DELAYED;
 	if (want && !(c->ack_queued & want)) {
 		m.queue = want;
