@@ -131,8 +131,8 @@ fn read_conn(tcp: &TcpHandles, key: &tcp_conn_key) -> Option<tcp_conn> {
 }
 
 /// The window field a segment of `c` announces (as egress writes it).
-fn window_field(c: &tcp_conn) -> u16 {
-    (c.rcv_wnd >> c.rcv_wscale.min(14)).min(0xffff) as u16
+fn window_of(c: &tcp_conn) -> u16 {
+    crate::tcp::handshake::window_field(c.rcv_wnd, c.rcv_wscale)
 }
 
 fn map_key(k: &FlowKey) -> tcp_conn_key {
@@ -525,7 +525,7 @@ impl SlowPath {
         let (mut snd_nxt, mut rcv_nxt, mut window) = (c.est.snd_nxt(), c.est.rcv_nxt(), 0);
         let mut owes_ack = false;
         if let Some(cur) = read_conn(tcp, &mk) {
-            (snd_nxt, rcv_nxt, window) = (cur.snd_nxt, cur.rcv_nxt, window_field(&cur));
+            (snd_nxt, rcv_nxt, window) = (cur.snd_nxt, cur.rcv_nxt, window_of(&cur));
             owes_ack = cur.ack_now != 0 || cur.ack_pending != 0;
         }
         if hold {
@@ -634,7 +634,7 @@ impl SlowPath {
     ) {
         let Some(cur) = read_conn(tcp, &map_key(key)) else { return };
         let c = self.conns.get(key).expect("established");
-        let challenge = c.est.ack(cur.snd_nxt, cur.rcv_nxt, window_field(&cur));
+        let challenge = c.est.ack(cur.snd_nxt, cur.rcv_nxt, window_of(&cur));
         if seg.has(RST) {
             match close::check_rst(seg.seq, cur.rcv_nxt, cur.rcv_wnd) {
                 RstCheck::Reset => {

@@ -228,8 +228,9 @@ pub struct Handshake {
     rto: RtoEstimator,
 }
 
-fn window_field(bytes: u32, shift: u8) -> u16 {
-    (bytes >> shift).min(u32::from(u16::MAX)) as u16
+/// The window field announcing `bytes` under window scale `shift` (at most 14, RFC 7323).
+pub(crate) fn window_field(bytes: u32, shift: u8) -> u16 {
+    (bytes >> shift.min(14)).min(u32::from(u16::MAX)) as u16
 }
 
 impl Handshake {
