@@ -34,8 +34,8 @@ pub mod stream;
 
 use std::{
     collections::{HashMap, HashSet},
-    io,
-    os::{fd::AsFd, unix::net::UnixStream},
+    io::{self, Write},
+    os::unix::net::UnixStream,
     sync::Weak,
 };
 
@@ -232,7 +232,7 @@ impl App {
             Request::Abort { handle: h }
         };
         let Some(control) = self.control.upgrade() else { return Some(()) };
-        if let Err(e) = proto::send_fds(control.as_fd(), &proto::encode(&req), &[]) {
+        if let Err(e) = (&*control).write_all(&proto::encode(&req)) {
             crate::log::warn(format!("telling the daemon about connection {h}: {e}"));
         }
         Some(())
