@@ -219,7 +219,6 @@ pub struct Echo {
     depth: u32,
     /// Messages this connection carries before it is closed (churn), or unlimited.
     limit: Option<u32>,
-    queued: u64,
     sent_bytes: u64,
     recv_bytes: u64,
     /// Messages fully echoed back.
@@ -236,7 +235,6 @@ impl Echo {
             id,
             depth,
             limit,
-            queued: 0,
             sent_bytes: 0,
             recv_bytes: 0,
             completed: 0,
@@ -260,18 +258,23 @@ impl Echo {
 
     /// Queues one more message of `size` bytes, sent at `now`, unless the limit is reached.
     fn queue_message(&mut self, size: u64, now: Instant) {
-        if self.limit.is_some_and(|l| self.queued >= u64::from(l)) {
+        if self.exhausted() {
             return;
         }
         let start = self.sent_bytes + self.write_buf.len() as u64;
         self.write_buf.extend((start..start + size).map(|o| pattern(self.id, o)));
         self.in_flight.push_back(now);
-        self.queued += 1;
+    }
+
+    /// Every message this connection is to carry has been queued.
+    fn exhausted(&self) -> bool {
+        let queued = self.completed + self.in_flight.len() as u64;
+        self.limit.is_some_and(|l| queued >= u64::from(l))
     }
 
     /// Every message this connection was to carry came back: it is due for closing.
     pub fn finished(&self) -> bool {
-        self.limit.is_some_and(|l| self.queued >= u64::from(l)) && self.idle()
+        self.exhausted() && self.idle()
     }
 
     /// No message is in flight.
