@@ -35,6 +35,15 @@ fn name(tag: &str) -> String {
     format!("tb-{}-{tag}", std::process::id())
 }
 
+/// Held by the tests that build private testbeds: building one reaps the private testbeds of
+/// dead processes, which would pull the stale one `private_testbeds_of_dead_processes_are_reaped`
+/// builds out from under it.
+static PRIVATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn private_lock() -> std::sync::MutexGuard<'static, ()> {
+    PRIVATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn up(spec: &Spec) -> (Testbed, Guard) {
     let guard = Guard(spec.name.clone());
     let tb = Testbed::up(spec).unwrap_or_else(|e| panic!("testbed up {}: {e:#}", spec.name));
@@ -452,6 +461,7 @@ fn rate_limit_uses_htb_and_ecn_marks_above_threshold() {
 
 #[test]
 fn private_testbed_goes_away_on_drop() {
+    let _private = private_lock();
     let tb = Testbed::private(2).unwrap();
     let name = tb.name().to_string();
     assert!(name.starts_with("etb"));
@@ -475,6 +485,7 @@ fn sigterm_child() {
 
 #[test]
 fn private_testbed_goes_away_on_sigterm() {
+    let _private = private_lock();
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "sigterm_child", "--nocapture", "--test-threads=1"])
@@ -502,6 +513,7 @@ fn private_testbed_goes_away_on_sigterm() {
 
 #[test]
 fn private_testbeds_of_dead_processes_are_reaped() {
+    let _private = private_lock();
     // A pid above the kernel's maximum (4194304) belongs to no process.
     let stale = format!("etb4999999_{}", std::process::id());
     let _guard = Guard(stale.clone());
