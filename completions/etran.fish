@@ -65,7 +65,7 @@ complete -c etran -n "__fish_etran_using_subcommand stats" -l watch -d 'Refresh 
 complete -c etran -n "__fish_etran_using_subcommand stats" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand stats" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
 complete -c etran -n "__fish_etran_using_subcommand stats" -s v -l verbose -d 'More log output (repeat for more)'
-complete -c etran -n "__fish_etran_using_subcommand stats" -s h -l help -d 'Print help'
+complete -c etran -n "__fish_etran_using_subcommand stats" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c etran -n "__fish_etran_using_subcommand stats" -s V -l version -d 'Print version'
 complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_subcommand_from echo rpc raw help" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_subcommand_from echo rpc raw help" -s p -l pretty -d 'Pretty-print JSON (implies --json)'

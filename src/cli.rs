@@ -31,6 +31,9 @@ pub enum Command {
     /// Run the control path: app registration, handshakes, timers.
     Daemon(DaemonArgs),
     /// Show datapath counters read from the pinned maps.
+    ///
+    /// Packets per class and verdict (handed to a transport, passed to the kernel, dropped), then
+    /// the drop reasons that occurred; `--json` lists every reason, zeros included.
     Stats(StatsArgs),
     /// Benchmarks, each run side by side with Linux.
     #[command(subcommand)]

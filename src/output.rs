@@ -1,6 +1,9 @@
 //! How commands report: human tables by default, JSON with -j/--json (pretty with -p), and
 //! errors as one line (`etran: error: ...`) or a JSON `{"error": ...}` object, as bpftool does.
-use std::io::{IsTerminal, Write};
+use std::{
+    fmt,
+    io::{ErrorKind, IsTerminal, Write},
+};
 
 use serde::Serialize;
 
@@ -24,24 +27,50 @@ impl Output {
     }
 
     pub fn print_json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
-        let mut stdout = std::io::stdout().lock();
-        if self.pretty {
-            serde_json::to_writer_pretty(&mut stdout, value)?;
+        let text = if self.pretty {
+            serde_json::to_string_pretty(value)?
         } else {
-            serde_json::to_writer(&mut stdout, value)?;
-        }
-        writeln!(stdout)?;
+            serde_json::to_string(value)?
+        };
+        stdout(format_args!("{text}\n"));
         Ok(())
     }
 
     pub fn error(&self, err: &anyhow::Error) {
         if self.json {
             let msg = serde_json::json!({ "error": format!("{err:#}") });
-            println!("{msg}");
+            stdout(format_args!("{msg}\n"));
         } else {
             eprintln!("etran: error: {err:#}");
         }
     }
+}
+
+/// Writes to standard output. When the reader went away (`etran stats | head`) the program ends
+/// quietly with status 0, as command-line tools do; Rust's `print!` would panic instead. (SIGPIPE
+/// stays ignored: the daemon and the benches write to Unix sockets whose peers may close.)
+pub fn stdout(args: fmt::Arguments) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("etran: error: writing to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `print!` through [`stdout`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::stdout(format_args!($($arg)*)) };
+}
+
+/// `println!` through [`stdout`].
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::output::stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::stdout(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
 /// A plain text table with left-aligned first column and right-aligned numbers.
@@ -57,6 +86,10 @@ impl Table {
 
     pub fn row<S: Into<String>>(&mut self, cells: impl IntoIterator<Item = S>) {
         self.rows.push(cells.into_iter().map(Into::into).collect());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
     }
 
     pub fn render(&self) -> String {

@@ -90,7 +90,10 @@ fn etran_echo_runs_verified_and_cleans_up() {
             "--threads",
             threads,
         ]);
-        assert!(out.status.success(), "{size} B: {}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{size} B: {stderr}");
+        // The built-in daemons' lifecycle lines are for -v only.
+        assert!(!stderr.contains("etran daemon:"), "daemon lines in the output: {stderr}");
         let report: Value = serde_json::from_slice(&out.stdout).unwrap();
         let row = &report["results"][0];
         assert_eq!(row["transport"], "etran");

@@ -53,6 +53,21 @@ fn up_stats_down_lifecycle() {
     assert_eq!(class(&stats, "tcp")["drop"]["packets"], 0);
     let all = ok_json(&net.a, &["-j", "stats"]);
     assert_eq!(all.as_array().unwrap().len(), 1, "stats without IFACE lists every etran interface");
+    let table = String::from_utf8(etran(&net.a, &["stats", "va"]).stdout).unwrap();
+    assert!(table.contains("total bytes") && table.contains("no drops"), "{table}");
+
+    // A reader that goes away (`| head`) ends the command quietly, not with a panic.
+    let piped = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; ip netns exec {} {} stats --watch 10ms va | head -c 1 >/dev/null",
+            net.a,
+            env!("CARGO_BIN_EXE_etran")
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(piped.status.success() && stderr.is_empty(), "{:?}: {stderr}", piped.status);
 
     let down = ok_json(&net.a, &["-j", "down", "va"]);
     assert_eq!(down["was_up"], true);

@@ -7,9 +7,9 @@ pub fn run(args: DownArgs, out: &Output) -> anyhow::Result<()> {
         return out.print_json(&serde_json::json!({ "iface": args.iface, "was_up": was_up }));
     }
     if was_up {
-        println!("etran down on {}", args.iface);
+        crate::outln!("etran down on {}", args.iface);
     } else {
-        println!("etran was not up on {}; nothing to do", args.iface);
+        crate::outln!("etran was not up on {}; nothing to do", args.iface);
     }
     Ok(())
 }

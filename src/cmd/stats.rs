@@ -45,7 +45,9 @@ fn render(reports: &[Report], previous: Option<(&[Report], f64)>) -> String {
             d.iface, d.ifindex, d.backend, d.xdp_mode, d.queues, d.prog_id
         );
         let before = previous.and_then(|(p, secs)| p.get(i).map(|p| (p, secs)));
-        let mut t = Table::new(["class", "transport", "pass", "drop", "bytes", "pkt/s"]);
+        // Packets by verdict; bytes and the rate count every verdict.
+        let mut t =
+            Table::new(["class", "transport", "pass", "drop", "total bytes", "total pkt/s"]);
         for (j, c) in r.counters.traffic.iter().enumerate() {
             let packets = c.transport.packets + c.pass.packets + c.drop.packets;
             let rate = before.map_or("-".to_string(), |(p, secs)| {
@@ -64,11 +66,16 @@ fn render(reports: &[Report], previous: Option<(&[Report], f64)>) -> String {
             ]);
         }
         text += &t.render();
+        // Only the reasons that happened (JSON lists them all).
         let mut drops = Table::new(["drop reason", "packets", "bytes"]);
-        for d in &r.counters.drops {
+        for d in r.counters.drops.iter().filter(|d| d.count.packets > 0) {
             drops.row([d.reason.clone(), d.count.packets.to_string(), d.count.bytes.to_string()]);
         }
-        text += &drops.render();
+        if drops.is_empty() {
+            text += "no drops\n";
+        } else {
+            text += &drops.render();
+        }
         text.push('\n');
     }
     text
@@ -81,7 +88,7 @@ pub fn run(args: StatsArgs, out: &Output) -> anyhow::Result<()> {
         if out.json() {
             return out.print_json(&reports);
         }
-        print!("{}", render(&reports, None));
+        crate::out!("{}", render(&reports, None));
         return Ok(());
     };
     // --watch: one JSON document per line, or a redrawn table with rates, until interrupted.
@@ -95,7 +102,7 @@ pub fn run(args: StatsArgs, out: &Output) -> anyhow::Result<()> {
             let prev = previous
                 .as_ref()
                 .map(|(p, at)| (p.as_slice(), now.duration_since(*at).as_secs_f64().max(1e-9)));
-            print!("\x1b[2J\x1b[H{}", render(&reports, prev));
+            crate::out!("\x1b[2J\x1b[H{}", render(&reports, prev));
         }
         previous = Some((reports, now));
         std::thread::sleep(every);

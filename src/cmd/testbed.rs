@@ -19,9 +19,9 @@ pub fn run(cmd: TestbedCommand, out: &Output) -> anyhow::Result<()> {
                 out.print_json(&serde_json::json!({ "name": args.name, "removed": removed }))
             } else {
                 if removed {
-                    println!("testbed {} removed", args.name);
+                    crate::outln!("testbed {} removed", args.name);
                 } else {
-                    println!("no testbed named {}", args.name);
+                    crate::outln!("no testbed named {}", args.name);
                 }
                 Ok(())
             }
@@ -73,7 +73,7 @@ fn print_status(st: &Status, out: &Output) -> anyhow::Result<()> {
         Some(sw) => format!("switch {sw} forwarding {}", st.mode),
         None => "direct veth pair (no switch)".to_string(),
     };
-    println!(
+    crate::outln!(
         "testbed {}: {} hosts, {topology}, {} queue{} per interface{}",
         st.name,
         st.hosts.len(),
@@ -82,7 +82,7 @@ fn print_status(st: &Status, out: &Output) -> anyhow::Result<()> {
         if st.complete { "" } else { " (incomplete: run `etran testbed up` again)" }
     );
     if st.switch_netns.is_some() {
-        println!(
+        crate::outln!(
             "rate {}  ecn-threshold {}  loss {}  duplicate {}  corrupt {}",
             st.rate_bps.map_or_else(|| "-".to_string(), |r| format!("{}bit", fmt_rate(r))),
             fmt_opt(st.ecn_threshold),
@@ -102,11 +102,16 @@ fn print_status(st: &Status, out: &Output) -> anyhow::Result<()> {
             if h.present { "yes" } else { "no" }.to_string(),
         ]);
     }
-    print!("{}", t.render());
+    crate::out!("{}", t.render());
     if let Some(c) = &st.counters {
-        println!(
+        crate::outln!(
             "switch: {} redirected, {} passed, {} lost, {} corrupted, {} duplicated, {} CE-marked",
-            c.redirected, c.passed, c.lost, c.corrupted, c.duplicated, c.ce_marked
+            c.redirected,
+            c.passed,
+            c.lost,
+            c.corrupted,
+            c.duplicated,
+            c.ce_marked
         );
     }
     Ok(())

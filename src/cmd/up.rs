@@ -20,7 +20,7 @@ pub fn run(args: UpArgs, out: &Output) -> anyhow::Result<()> {
         return out.print_json(&serde_json::json!({ "already_up": already, "datapath": summary }));
     }
     let verb = if already { "already up on" } else { "up on" };
-    println!(
+    crate::outln!(
         "etran {verb} {} (ifindex {}): {} backend, {} XDP, {} queue(s), program id {}",
         summary.iface,
         summary.ifindex,

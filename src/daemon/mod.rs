@@ -76,6 +76,10 @@ pub struct Config {
     pub socket: PathBuf,
     /// How long a 4-tuple an app closed first stays in TIME_WAIT.
     pub time_wait: Duration,
+    /// Print lifecycle lines (serving, sessions registered and closed, stopped) whatever the
+    /// verbosity, as `etran daemon` does; otherwise only with `-v` (a bench's built-in daemons,
+    /// whose lines would interleave with its results).
+    pub announce: bool,
 }
 
 enum Timer {
@@ -100,12 +104,16 @@ pub struct Daemon {
     lock: (std::fs::File, PathBuf),
 }
 
-/// Lifecycle lines, printed whatever the verbosity.
-fn note(msg: impl std::fmt::Display) {
-    eprintln!("etran daemon: {msg}");
-}
-
 impl Daemon {
+    /// A lifecycle line (see [`Config::announce`]).
+    fn note(&self, msg: impl std::fmt::Display) {
+        if self.cfg.announce {
+            eprintln!("etran daemon: {msg}");
+        } else {
+            crate::log::info(format!("daemon: {msg}"));
+        }
+    }
+
     /// Checks the datapath on `cfg.iface`, removes stale ports and binds the socket.
     pub fn new(cfg: Config) -> anyhow::Result<Daemon> {
         crate::sys::require_root("etran daemon")?;
@@ -164,7 +172,7 @@ impl Daemon {
 
     /// Runs the event loop until the waker fires, then tears everything down.
     pub fn run(&mut self) -> anyhow::Result<()> {
-        note(format!(
+        self.note(format!(
             "serving {} on {} (pid {})",
             self.cfg.iface,
             self.cfg.socket.display(),
@@ -355,7 +363,7 @@ impl Daemon {
         let sent = proto::send_fds(session.stream.as_fd(), &proto::encode(&reply), &fds);
         session.port = Some(port);
         sent.context("sending the registration")?;
-        note(format!("app session {id} registered: slot {slot}, port {name}"));
+        self.note(format!("app session {id} registered: slot {slot}, port {name}"));
         Ok(())
     }
 
@@ -429,7 +437,7 @@ impl Daemon {
         self.slow.teardown(&self.tcp, &mut self.timers, token);
         if let Some(mut port) = s.port.take() {
             port.teardown(&mut self.nl, &self.tcp);
-            note(format!("app session {} closed: port {} removed", s.id, port.app_name));
+            self.note(format!("app session {} closed: port {} removed", s.id, port.app_name));
         } else {
             log::info(format!("app session {} closed", s.id));
         }
@@ -453,7 +461,7 @@ impl Daemon {
         let _ = std::fs::remove_file(&self.lock.1);
         let g = self.gen.stats();
         log::info(format!("gen pump: {} BPF_PROG_RUN calls, {} runs", g.calls, g.runs));
-        note("stopped; every app port was removed");
+        self.note("stopped; every app port was removed");
     }
 }
 

@@ -354,11 +354,15 @@ fn row(
 }
 
 fn print_table(r: &Report<'_>) {
-    println!(
+    crate::outln!(
         "echo: {} B messages, {} connection(s), depth {}, {} thread(s), {:.1} s",
-        r.size, r.conns, r.depth, r.threads, r.duration_secs
+        r.size,
+        r.conns,
+        r.depth,
+        r.threads,
+        r.duration_secs
     );
-    println!("placement: {}; {}", r.placement, r.testbed);
+    crate::outln!("placement: {}; {}", r.placement, r.testbed);
     let mut t = Table::new([
         "transport",
         "msgs/s",
@@ -390,12 +394,16 @@ fn print_table(r: &Report<'_>) {
             ]),
         }
     }
-    print!("{}", t.render());
+    crate::out!("{}", t.render());
     for row in &r.results {
         if let Some(c) = &row.churn {
-            println!(
+            crate::outln!(
                 "{}: {} connections opened, {} closed ({:.0} opens/s, {:.0} closes/s)",
-                row.transport, c.opens, c.closes, c.opens_per_sec, c.closes_per_sec
+                row.transport,
+                c.opens,
+                c.closes,
+                c.opens_per_sec,
+                c.closes_per_sec
             );
         }
     }
@@ -407,13 +415,13 @@ fn print_table(r: &Report<'_>) {
         }
     }
     for row in r.results.iter().filter(|r| r.unavailable.is_some()) {
-        println!("{}: {}", row.transport, row.unavailable.as_deref().unwrap_or_default());
+        crate::outln!("{}: {}", row.transport, row.unavailable.as_deref().unwrap_or_default());
     }
 }
 
 fn print_leak_check(transport: &str, l: &LeakCheck) {
     let (b, a) = (&l.before, &l.after);
-    println!(
+    crate::outln!(
         "{transport} leak check: before the first app, peak during the run, once every \
          connection was closed (apps still registered), after the last app:"
     );
@@ -451,12 +459,12 @@ fn print_leak_check(transport: &str, l: &LeakCheck) {
             none(),
         ]);
     }
-    print!("{}", t.render());
+    crate::out!("{}", t.render());
     let leaks = l.leaks();
     if leaks.is_empty() {
-        println!("{transport}: nothing leaked");
+        crate::outln!("{transport}: nothing leaked");
     }
     for leak in leaks {
-        println!("{transport}: LEAKED: {leak}");
+        crate::outln!("{transport}: LEAKED: {leak}");
     }
 }

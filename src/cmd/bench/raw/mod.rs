@@ -432,9 +432,13 @@ fn print_summary(s: &Summary) {
         1 => "one queue".to_string(),
         n => format!("{n} queues"),
     };
-    println!(
+    crate::outln!(
         "bench raw {}: {}-byte frames, batch {}, {:.1} s per path, {queues}, {} CPUs, {place}",
-        s.mode, s.size, s.batch, s.duration_s, s.cpus,
+        s.mode,
+        s.size,
+        s.batch,
+        s.duration_s,
+        s.cpus,
     );
     let echo = s.rows.iter().any(|r| r.rtt_p50_us.is_some());
     let mut header = vec!["path", "sender", "receiver", "tx", "rx", "Gbit/s"];
@@ -460,9 +464,9 @@ fn print_summary(s: &Summary) {
         cells.push(r.cpu_ns_per_frame.cell());
         t.row(cells);
     }
-    print!("{}", t.render());
+    crate::out!("{}", t.render());
     for n in &s.notes {
-        println!("{n}");
+        crate::outln!("{n}");
     }
     for r in &s.rows {
         if let Some(x) = &r.xsk {
@@ -481,7 +485,7 @@ fn print_summary(s: &Summary) {
                     st.rx_ring_full, st.rx_fill_ring_empty_descs, st.rx_dropped
                 ));
             }
-            println!("{line}");
+            crate::outln!("{line}");
         }
     }
 }
