@@ -171,12 +171,12 @@ pub struct Stream {
     mss: u16,
     // Receive side.
     rbuf: Box<[u8]>,
-    head: usize,             // index of read_pos in rbuf
-    read_pos: u32,           // next byte read() returns
-    rcv_end: u32,            // end of the readable (in-order) bytes
-    unreported: u32,         // consumed, not yet reported in a TX header
-    fin: bool,               // the stream ends at rcv_end
-    ooo: Option<(u32, u32)>, // out-of-order bytes held: [start, end), one interval as the kernel
+    head: usize,          // index of read_pos in rbuf
+    read_pos: u32,        // next byte read() returns
+    rcv_end: u32,         // end of the readable (in-order) bytes
+    unreported: u32,      // consumed, not yet reported in a TX header
+    fin: bool,            // the stream ends at rcv_end
+    ooo: Vec<(u32, u32)>, // out-of-order bytes held: disjoint [start, end) intervals
     // Send side.
     sbuf: VecDeque<u8>, // bytes from snd_una on
     snd_cap: usize,
@@ -229,7 +229,7 @@ impl Stream {
             rcv_end: init.rx_pos,
             unreported: 0,
             fin: false,
-            ooo: None,
+            ooo: Vec::new(),
             sbuf: VecDeque::with_capacity(init.snd_buf as usize),
             snd_cap: init.snd_buf as usize,
             snd_una: init.tx_pos,
@@ -293,17 +293,7 @@ impl Stream {
             fx.dropped += self.store(meta.rx_pos, &payload[..len as usize]);
         }
         if meta.flags & OUT_OF_ORDER != 0 && len > 0 {
-            let (start, end) = (meta.rx_pos, meta.rx_pos.wrapping_add(len));
-            // lost_before checked that it touches the interval held, if any.
-            self.ooo = Some(match self.ooo {
-                None => (start, end),
-                Some((a, b)) => {
-                    (if after(a, start) { start } else { a }, if after(end, b) { end } else { b })
-                }
-            });
-        }
-        if meta.flags & MERGED != 0 {
-            self.ooo = None;
+            self.hold_ooo(meta.rx_pos, meta.rx_pos.wrapping_add(len));
         }
         if meta.flags & OUT_OF_ORDER == 0 {
             let mut end = meta.rx_pos.wrapping_add(len);
@@ -319,6 +309,9 @@ impl Stream {
                 fx.readable = reach - dist(self.rcv_end, self.read_pos);
                 self.rcv_end = self.read_pos.wrapping_add(reach);
             }
+            // Intervals the frontier reached are in order now (the kernel merged them).
+            let frontier = self.rcv_end;
+            self.ooo.retain(|&(a, _)| after(a, frontier));
             if meta.flags & FIN != 0 && !self.fin {
                 self.fin = true;
                 self.close = self.close.on(Event::PeerFin);
@@ -330,25 +323,36 @@ impl Stream {
         fx
     }
 
+    /// Adds out-of-order bytes [start, end) to the intervals held, joining the ones it touches
+    /// (as the kernel does).
+    fn hold_ooo(&mut self, mut start: u32, mut end: u32) {
+        self.ooo.retain(|&(a, b)| {
+            let apart = after(a, end) || after(start, b);
+            if !apart {
+                start = if after(a, start) { start } else { a };
+                end = if after(end, b) { end } else { b };
+            }
+            apart
+        });
+        self.ooo.push((start, end));
+    }
+
     /// Bytes (at most) the kernel delivered in frames that never reached us, as far as this
-    /// frame (of `len` payload bytes) shows: an in-order frame starting past the readable end, an
-    /// out-of-order one apart from the interval held (the kernel grows its one interval only
-    /// by adjacent or overlapping payload), a merge reaching past what we hold.
+    /// frame (of `len` payload bytes) shows: an in-order frame starting past the readable end,
+    /// a merge reaching bytes past this payload that no interval we hold covers. (A lost
+    /// out-of-order frame shows when its interval merges: the kernel's intervals never touch,
+    /// so the bytes merged past a payload lie in one of them, which we must hold whole.)
     fn lost_before(&self, meta: &etran_tcp_rx_meta, len: u32) -> u32 {
         let (pos, end) = (meta.rx_pos, meta.rx_pos.wrapping_add(len));
         if meta.flags & OUT_OF_ORDER != 0 {
-            return match self.ooo {
-                Some((_, b)) if after(pos, b) => dist(pos, b),
-                Some((a, _)) if after(a, end) => dist(a, end),
-                _ => 0,
-            };
+            return 0;
         }
         if after(pos, self.rcv_end) {
             return dist(pos, self.rcv_end);
         }
         let merged_end = end.wrapping_add(meta.merged);
-        let covers = |(a, b): (u32, u32)| !after(a, end) && !after(merged_end, b);
-        if meta.flags & MERGED != 0 && meta.merged > 0 && !self.ooo.is_some_and(covers) {
+        let covers = |&(a, b): &(u32, u32)| !after(a, end) && !after(merged_end, b);
+        if meta.flags & MERGED != 0 && meta.merged > 0 && !self.ooo.iter().any(covers) {
             return meta.merged;
         }
         0

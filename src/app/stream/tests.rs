@@ -850,19 +850,38 @@ fn a_lost_out_of_order_frame_fails_the_stream() {
     let m = etran_tcp_rx_meta { merged: 20, ..meta(0, 10, MERGED) };
     let fx = s.on_rx(&m, &bytes(0, 10));
     assert_eq!((fx.lost, fx.readable, s.error()), (20, 0, aborted));
-    // [20, 30) lost between two held frames: the third is apart from what the app holds.
+    // [20, 30) lost between two held frames: the kernel held [10, 40) as one interval, the app
+    // two, and the merge reaches across the gap.
     let mut s = Stream::new(init(0, 0));
     s.on_rx(&meta(10, 10, OUT_OF_ORDER), &bytes(10, 10));
-    assert_eq!(s.on_rx(&meta(30, 10, OUT_OF_ORDER), &bytes(30, 10)).lost, 10);
+    assert_eq!(s.on_rx(&meta(30, 10, OUT_OF_ORDER), &bytes(30, 10)).lost, 0, "not yet seen");
+    let m = etran_tcp_rx_meta { merged: 30, ..meta(0, 10, MERGED) };
+    assert_eq!(s.on_rx(&m, &bytes(0, 10)).lost, 30);
     assert_eq!((s.error(), s.stats().rx_holes), (aborted, 1));
-    // Below the interval too.
-    let mut s = Stream::new(init(0, 0));
-    s.on_rx(&meta(30, 10, OUT_OF_ORDER), &bytes(30, 10));
-    assert_eq!(s.on_rx(&meta(10, 10, OUT_OF_ORDER), &bytes(10, 10)).lost, 10);
     // A merge of nothing beyond the payload needs nothing held.
     let mut s = Stream::new(init(0, 0));
     s.on_rx(&meta(0, 10, MERGED), &bytes(0, 10));
     assert_eq!((s.error(), s.readable()), (None, 10));
+}
+
+#[test]
+fn several_out_of_order_intervals_merge_as_the_gaps_fill() {
+    let mut s = Stream::new(init(0, 0));
+    // Held: [40, 50), then [10, 20), then [22, 30) (apart), then [20, 22) joins the two.
+    for (pos, len) in [(40, 10), (10, 10), (22, 8), (20, 2)] {
+        let fx = s.on_rx(&meta(pos, len, OUT_OF_ORDER), &bytes(pos, len));
+        assert_eq!((fx.lost, fx.readable), (0, 0), "[{pos}, +{len})");
+    }
+    assert_eq!(s.ooo, [(40, 50), (10, 30)]);
+    // [0, 10) reaches [10, 30): 20 bytes merged past the payload; [40, 50) stays held.
+    let m = etran_tcp_rx_meta { merged: 20, ..meta(0, 10, MERGED) };
+    assert_eq!(s.on_rx(&m, &bytes(0, 10)).readable, 30);
+    assert_eq!(s.ooo, [(40, 50)]);
+    // A retransmission covering [30, 45) reaches the last: 5 more.
+    let m = etran_tcp_rx_meta { merged: 5, ..meta(30, 15, MERGED) };
+    assert_eq!(s.on_rx(&m, &bytes(30, 15)).readable, 20);
+    assert!(s.ooo.is_empty());
+    assert_eq!((read_all(&mut s), s.error()), (bytes(0, 50), None));
 }
 
 #[test]
