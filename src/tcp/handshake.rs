@@ -555,6 +555,7 @@ mod tests {
         Config {
             rto: RtoConfig {
                 initial: Duration::from_millis(10),
+                min: Duration::from_millis(4),
                 max_retries: 2,
                 ..RtoConfig::default()
             },
