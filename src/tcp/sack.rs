@@ -254,17 +254,11 @@ impl Scoreboard {
                 s.lost = false;
                 self.lost_bytes -= s.len();
             }
+            self.resent_segs += usize::from(!s.retransmitted);
             s.retransmitted = true;
             s.sent = now;
             s.xmit = self.xmits;
         }
-        self.recount_resent();
-    }
-
-    /// Recounts the segments whose last transmission was a retransmission (cheap next to a
-    /// retransmission's own cost, and keeps the bookkeeping simple).
-    fn recount_resent(&mut self) {
-        self.resent_segs = self.segs.iter().filter(|s| s.retransmitted && !s.sacked).count();
     }
 
     /// A segment was delivered: remember its transmission's place.
@@ -295,7 +289,8 @@ impl Scoreboard {
     }
 
     fn drop_front(&mut self, n: usize, out: &mut Delivery, newest: &mut Option<Seg>) {
-        for s in self.segs.drain(..n).collect::<Vec<_>>() {
+        for _ in 0..n {
+            let s = self.segs.pop_front().expect("n segments held");
             if s.sacked {
                 self.sacked_bytes -= s.len();
                 self.sacked_segs -= 1;
@@ -304,13 +299,13 @@ impl Scoreboard {
             if s.lost {
                 self.lost_bytes -= s.len();
             }
+            self.resent_segs -= usize::from(s.retransmitted);
             self.note_delivered(s.xmit);
             out.segments += 1;
             if newest.is_none_or(|n| s.xmit > n.xmit) {
                 *newest = Some(s);
             }
         }
-        self.recount_resent();
     }
 
     /// SACK blocks (positions): the segments they cover are delivered. Blocks below the first
@@ -354,15 +349,13 @@ impl Scoreboard {
                 self.segs[i].lost = false;
                 self.sacked_bytes += s.len();
                 self.sacked_segs += 1;
+                self.resent_segs -= usize::from(s.retransmitted);
                 self.note_delivered(s.xmit);
                 out.segments += 1;
                 if newest.is_none_or(|n| s.xmit > n.xmit) {
                     newest = Some(s);
                 }
             }
-        }
-        if out.segments > 0 {
-            self.recount_resent();
         }
         out.rtt =
             newest.filter(|s| !s.retransmitted).map(|s| now.saturating_duration_since(s.sent));
@@ -384,12 +377,12 @@ impl Scoreboard {
 
     /// Forgets every SACK mark (after reneging, or when a timeout suggests it).
     pub fn clear_sacks(&mut self) {
-        for s in self.segs.iter_mut() {
+        for s in self.segs.iter_mut().filter(|s| s.sacked) {
             s.sacked = false;
+            self.resent_segs += usize::from(s.retransmitted);
         }
         self.sacked_bytes = 0;
         self.sacked_segs = 0;
-        self.recount_resent();
     }
 
     /// Marks losses (see the module doc): `reo_timeout` is how long after its transmission a
@@ -447,6 +440,20 @@ impl Scoreboard {
     /// Segments held (tests and stats).
     pub fn segments(&self) -> usize {
         self.segs.len()
+    }
+
+    /// The counters kept along agree with the segments (tests).
+    #[cfg(test)]
+    pub fn assert_consistent(&self) {
+        let sum =
+            |f: fn(&Seg) -> bool| -> u32 { self.segs.iter().filter(|s| f(s)).map(Seg::len).sum() };
+        assert_eq!(self.sacked_bytes, sum(|s| s.sacked), "sacked bytes");
+        assert_eq!(self.lost_bytes, sum(|s| s.lost), "lost bytes");
+        let count = |f: fn(&Seg) -> bool| self.segs.iter().filter(|s| f(s)).count();
+        assert_eq!(self.sacked_segs, count(|s| s.sacked), "sacked segments");
+        assert_eq!(self.resent_segs, count(|s| s.retransmitted && !s.sacked), "resent segments");
+        assert!(self.segs.iter().zip(self.segs.iter().skip(1)).all(|(a, b)| a.end == b.start));
+        assert!(self.segs.iter().all(|s| !(s.sacked && s.lost) && s.len() > 0));
     }
 }
 

@@ -1210,6 +1210,7 @@ impl SackPeer {
         }
         for (m, b) in acks {
             s.on_rx_at(&m, &[], &b, now + RTT);
+            s.scoreboard().assert_consistent();
         }
         s.on_timer(now + RTT);
         self.wire.extend(&sent);

@@ -58,6 +58,7 @@ fn three_segments_sacked_above_make_the_ones_below_lost() {
     let d = b.on_ack(1600, &[], t0 + MS * 30);
     assert_eq!((d.segments, d.rtt), (4, None), "retransmissions give no RTT sample");
     assert_eq!((b.outstanding(), b.sacked_bytes(), b.lost_bytes()), (400, 0, 0));
+    b.assert_consistent();
 }
 
 #[test]
@@ -93,6 +94,7 @@ fn a_lost_retransmission_is_found_by_later_deliveries() {
     b.on_ack(0, &[(100, 800)], t0 + MS * 9);
     b.mark_losses(t0 + MS * 9, MS * 100);
     assert_eq!(b.next_lost(100), Some((0, 100)), "the retransmission was lost too");
+    b.assert_consistent();
 }
 
 #[test]
@@ -110,6 +112,7 @@ fn dsack_blocks_are_recognised_and_reneging_is_seen() {
     b.clear_sacks();
     assert!(!b.reneged());
     assert_eq!((b.sacked_bytes(), b.pipe()), (0, 200));
+    b.assert_consistent();
 }
 
 #[test]
@@ -123,4 +126,5 @@ fn positions_wrap() {
     assert_eq!(b.next_lost(1000), Some((u32::MAX - 50, 49)));
     assert_eq!(b.pipe(), 0);
     assert_eq!(b.last(), Some((149, 249)));
+    b.assert_consistent();
 }
