@@ -3,7 +3,12 @@
  * etran_tcp_conns are checked against and applied to the connection state, then handed to the
  * owning app's port with RX metadata in front. The slow path (see slow_path below) goes to the
  * daemon through a ring buffer; anything else (no connection, nothing etran owns) goes to the
- * kernel. */
+ * kernel.
+ *
+ * Out-of-order data: up to TCP_OOO_MAX intervals past rcv_nxt, held by the app at their stream
+ * positions, reported in our ACKs' SACK blocks (tcp_tx.h) and merged when in-order data reaches
+ * them. Segments carrying SACK blocks reach the app even as duplicate ACKs: its scoreboard needs
+ * them. */
 #ifndef ETRAN_TCP_INGRESS_H
 #define ETRAN_TCP_INGRESS_H
 
