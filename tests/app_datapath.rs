@@ -133,6 +133,8 @@ fn app_sends_and_receives_through_its_port() {
             tx_pos: TX_POS,
             peer_wnd: 0xffff,
             mss: 1460,
+            sack: false,
+            snd_seq: SND_ISN,
             rcv_buf: RCV_BUF,
             snd_buf: 1 << 20,
         },

@@ -711,6 +711,51 @@ fn tcp_egress_resends_at_their_own_sequence_numbers() {
     }
 }
 
+/// SACK blocks ride on the app's segments where the payload leaves them room within the MSS;
+/// when the ones an immediate ACK owes do not fit, the ACK stays owed (the generator sends it).
+#[test]
+fn tcp_egress_carries_sack_blocks_where_they_fit() {
+    let mut storage = ObjectStorage::default();
+    let h = egress_harness(&mut storage);
+    let sack = tcp_conn_flag::TCP_CONN_SACK.0 as u8;
+    let at = |off: u32| RCV.wrapping_add(off);
+    let (i0, i1) = ((at(3000), at(3100)), (at(1000), at(1200)));
+    // (payload, blocks carried, ACK still owed)
+    for (len, carried, owed) in [(0u16, 2usize, 0u8), (100, 2, 0), (1436, 1, 1), (1448, 0, 1)] {
+        let mut conn = base_conn();
+        conn.flags = TS | sack;
+        conn.mss = 1448;
+        (conn.ooo[0].start, conn.ooo[0].end) = i0;
+        (conn.ooo[1].start, conn.ooo[1].end) = i1;
+        conn.ooo_n = 2;
+        h.set_conn(&key(), &conn);
+        let frame = if len == 0 { tx_frame(&hdr(ACK, TX_POS, 0, 0)) } else { data(0, len) };
+        let run = run(&h, &frame);
+        assert_eq!(run.verdict, XDP_REDIRECT, "{len}: verdict");
+        let seg = check_sums(&run.data);
+        let doff = usize::from(seg[12] >> 4) * 4;
+        assert_eq!(seg.len() - doff, usize::from(len), "{len}: the payload whole");
+        assert!(doff <= 60 && seg.len() - 20 <= 1448 + 12, "{len}: within the MSS");
+        let opts = &seg[32..doff];
+        if carried == 0 {
+            assert!(opts.is_empty(), "{len}: no SACK option: {opts:02x?}");
+        } else {
+            assert_eq!(opts[..4], [1, 1, 5, 2 + 8 * carried as u8], "{len}: SACK option");
+            let block = |i: usize| {
+                let b = &opts[4 + 8 * i..12 + 8 * i];
+                let word = |w: &[u8]| u32::from_be_bytes(w.try_into().unwrap());
+                (word(&b[..4]), word(&b[4..]))
+            };
+            let want = [i0, i1];
+            for (i, w) in want.iter().enumerate().take(carried) {
+                assert_eq!(block(i), *w, "{len}: block {i}");
+            }
+        }
+        let c = h.conn(&key());
+        assert_eq!((c.ack_now, c.ack_pending), (owed, 0), "{len}: ACK owed after");
+    }
+}
+
 #[test]
 fn tcp_egress_without_a_nic_drops() {
     let mut storage = ObjectStorage::default();

@@ -35,13 +35,14 @@ const MSS: u16 = 1000;
 const TS_RECENT: u32 = 7;
 const TS: u8 = tcp_conn_flag::TCP_CONN_TIMESTAMPS.0 as u8;
 const ECN: u8 = tcp_conn_flag::TCP_CONN_ECN.0 as u8;
+const SACK: u8 = tcp_conn_flag::TCP_CONN_SACK.0 as u8;
 
 const NOT_QUEUED: u8 = etran_tcp_ack_queued::ETRAN_TCP_ACK_NOT_QUEUED.0 as u8;
 const DELAYED: u8 = etran_tcp_ack_queued::ETRAN_TCP_ACK_DELAYED.0 as u8;
 const IMMEDIATE: u8 = etran_tcp_ack_queued::ETRAN_TCP_ACK_IMMEDIATE.0 as u8;
 
 /// The template the pump runs the generator over: as long as the longest pure ACK.
-const TEMPLATE: [u8; 66] = [0; 66];
+const TEMPLATE: [u8; datapath::gen::TEMPLATE_LEN] = [0; datapath::gen::TEMPLATE_LEN];
 
 /// An established connection with nothing owed.
 fn base_conn() -> tcp_conn {
@@ -221,8 +222,9 @@ fn tcp_gen_ingress_queues_due_acks() {
         c(
             "a gap filled",
             |c| {
-                c.ooo_start = RCV.wrapping_add(100);
-                c.ooo_len = 50;
+                c.ooo[0].start = RCV.wrapping_add(100);
+                c.ooo[0].end = RCV.wrapping_add(150);
+                c.ooo_n = 1;
             },
             vec![data(0, 100)],
             IMMEDIATE,
@@ -288,8 +290,20 @@ fn monotonic_ms() -> u32 {
 
 /// The pure ACK the generator must send for `c`, built field by field.
 fn expected_ack(c: &tcp_conn, tsval: u32) -> Vec<u8> {
+    expected_sack(c, tsval, &[])
+}
+
+/// The same with SACK blocks (sequence numbers) after the options.
+fn expected_sack(c: &tcp_conn, tsval: u32, blocks: &[(u32, u32)]) -> Vec<u8> {
     let window = (c.rcv_wnd >> c.rcv_wscale).min(65535) as u16;
-    let options = if c.flags & TS != 0 { tcp_ts_option(tsval, c.ts_recent) } else { vec![] };
+    let mut options = if c.flags & TS != 0 { tcp_ts_option(tsval, c.ts_recent) } else { vec![] };
+    if !blocks.is_empty() {
+        options.extend_from_slice(&[1, 1, 5, 2 + 8 * blocks.len() as u8]);
+        for (l, r) in blocks {
+            options.extend_from_slice(&l.to_be_bytes());
+            options.extend_from_slice(&r.to_be_bytes());
+        }
+    }
     let seg =
         tcp_segment(LOCAL_PORT, PEER_PORT, c.snd_nxt, c.rcv_nxt, TCP_ACK, window, &options, &[]);
     let seg = with_tcp_checksum(LOCAL_IP, PEER_IP, seg);
@@ -376,6 +390,72 @@ fn tcp_gen_emits_a_pure_ack() {
         let run = gen(&h, q);
         assert_eq!(run.verdict, XDP_DROP, "{name}: empty queue");
         assert_eq!(tcp_row(&h.counters()), tcp_row(&c1), "{name}: an empty pop counts nothing");
+    }
+}
+
+#[test]
+fn tcp_gen_writes_sack_blocks() {
+    let mut storage = ObjectStorage::default();
+    let h = Harness::new(&mut storage);
+    let r = |off: u32, len: u32| (RCV.wrapping_add(off), RCV.wrapping_add(off + len));
+    let set = |c: &mut tcp_conn, ooo: &[(u32, u32)], dsack: Option<(u32, u32)>| {
+        for (slot, &(start, end)) in c.ooo.iter_mut().zip(ooo) {
+            (slot.start, slot.end) = (start, end);
+        }
+        c.ooo_n = ooo.len() as u8;
+        if let Some((start, end)) = dsack {
+            (c.dsack.start, c.dsack.end) = (start, end);
+        }
+    };
+    type Case = (&'static str, u8, Vec<(u32, u32)>, Option<(u32, u32)>, Vec<(u32, u32)>);
+    let cases: Vec<Case> = vec![
+        (
+            "intervals in their order (most recent first)",
+            TS | SACK,
+            vec![r(2000, 100), r(1000, 200)],
+            None,
+            vec![r(2000, 100), r(1000, 200)],
+        ),
+        (
+            "D-SACK first; three blocks next to timestamps",
+            TS | SACK,
+            vec![r(1000, 200), r(2000, 100), r(3000, 10)],
+            Some(r(1020, 50)),
+            vec![r(1020, 50), r(1000, 200), r(2000, 100)],
+        ),
+        (
+            "a D-SACK below rcv_nxt alone",
+            TS | SACK,
+            vec![],
+            Some((RCV.wrapping_sub(300), RCV)),
+            vec![(RCV.wrapping_sub(300), RCV)],
+        ),
+        (
+            "four blocks without timestamps",
+            SACK,
+            vec![r(4000, 1), r(3000, 10), r(2000, 100), r(1000, 200)],
+            None,
+            vec![r(4000, 1), r(3000, 10), r(2000, 100), r(1000, 200)],
+        ),
+        ("no SACK negotiated: no blocks", TS, vec![r(1000, 200)], None, vec![]),
+    ];
+    for (name, flags, ooo, dsack, blocks) in cases {
+        let before = queued_conn(&h, IMMEDIATE, |c| {
+            c.flags = flags;
+            set(c, &ooo, dsack);
+        });
+        let t0 = monotonic_ms();
+        let run = gen(&h, IMMEDIATE);
+        assert_eq!(run.verdict, XDP_REDIRECT, "{name}: verdict");
+        let seg = check_sums(&run.data);
+        let tsval =
+            if flags & TS != 0 { u32::from_be_bytes(seg[24..28].try_into().unwrap()) } else { 0 };
+        assert!(flags & TS == 0 || not_after(t0, tsval), "{name}: TSval");
+        assert_eq!(run.data, expected_sack(&before, tsval, &blocks), "{name}: the frame sent");
+        let after = h.conn(&key());
+        assert_eq!(after.dsack.start, after.dsack.end, "{name}: a D-SACK is reported once");
+        assert_eq!(after.ooo_n, before.ooo_n, "{name}: the intervals stay");
+        assert_eq!((after.ack_now, after.ack_pending), (0, 0), "{name}: settled");
     }
 }
 

@@ -38,6 +38,7 @@ const FIN: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_FIN.0;
 const OOO: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_OUT_OF_ORDER.0;
 const MERGED: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_MERGED.0;
 const FIN_ACKED: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_FIN_ACKED.0;
+const SACK: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_SACK.0;
 const FIN_SENT: u8 = tcp_conn_fin::TCP_CONN_FIN_SENT.0 as u8;
 const FIN_RCVD: u8 = tcp_conn_fin::TCP_CONN_FIN_RCVD.0 as u8;
 
@@ -84,13 +85,29 @@ fn ack(ack_off: u32, wnd: u16) -> Vec<u8> {
     seg(RCV, SND.wrapping_add(ack_off), TCP_ACK, wnd, &[])
 }
 
+/// A pure ACK with the timestamp option and SACK blocks (offsets from SND), as Linux sends it.
+fn sack_ack(ack_off: u32, blocks: &[(u32, u32)]) -> Vec<u8> {
+    let mut opts = tcp_ts_option(100, 1);
+    opts.extend_from_slice(&[1, 1, 5, 2 + 8 * blocks.len() as u8]);
+    for &(l, r) in blocks {
+        opts.extend_from_slice(&SND.wrapping_add(l).to_be_bytes());
+        opts.extend_from_slice(&SND.wrapping_add(r).to_be_bytes());
+    }
+    let seq = SND.wrapping_add(ack_off);
+    let tcp = tcp_segment(PEER_PORT, LOCAL_PORT, RCV, seq, TCP_ACK, PEER_WND, &opts, &[]);
+    eth(ETH_P_IP, &ipv4(IPPROTO_TCP, &tcp))
+}
+
 /// The fields the program may change, for comparison.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 struct State {
     rcv_nxt: u32,
     rcv_wnd: u32,
     rx_pos: u32,
-    ooo: (u32, u32),
+    /// Out-of-order intervals as (offset from RCV, length), most recent first.
+    ooo: Vec<(u32, u32)>,
+    /// The D-SACK range as (offset from RCV, length); (_, 0) for none.
+    dsack: (u32, u32),
     snd_una: u32,
     snd_wnd: u32,
     dupacks: u16,
@@ -106,7 +123,14 @@ impl From<&tcp_conn> for State {
             rcv_nxt: c.rcv_nxt,
             rcv_wnd: c.rcv_wnd,
             rx_pos: c.rx_pos,
-            ooo: (c.ooo_start, c.ooo_len),
+            ooo: c.ooo[..usize::from(c.ooo_n).min(c.ooo.len())]
+                .iter()
+                .map(|r| (r.start.wrapping_sub(RCV), r.end.wrapping_sub(r.start)))
+                .collect(),
+            dsack: match c.dsack.end.wrapping_sub(c.dsack.start) {
+                0 => (0, 0),
+                len => (c.dsack.start.wrapping_sub(RCV), len),
+            },
             snd_una: c.snd_una,
             snd_wnd: c.snd_wnd,
             dupacks: c.dupacks,
@@ -173,6 +197,20 @@ struct Fixture {
     effect: fn(&mut State),
 }
 
+/// Sets the connection's out-of-order intervals: (offset from RCV, length), most recent first.
+fn set_ooo(c: &mut tcp_conn, ooo: &[(u32, u32)]) {
+    for (slot, &(off, len)) in c.ooo.iter_mut().zip(ooo) {
+        slot.start = RCV.wrapping_add(off);
+        slot.end = RCV.wrapping_add(off + len);
+    }
+    c.ooo_n = ooo.len() as u8;
+}
+
+/// SACK negotiated (D-SACK ranges are recorded only then).
+fn sack(c: &mut tcp_conn) {
+    c.flags |= tcp_conn_flag::TCP_CONN_SACK.0 as u8;
+}
+
 /// Metadata of a delivered in-order segment at the start of the window, nothing acknowledged.
 fn meta(len: u16) -> Meta {
     Meta {
@@ -188,10 +226,9 @@ fn meta(len: u16) -> Meta {
 fn fixtures() -> Vec<Fixture> {
     let none = |_: &mut tcp_conn| {};
     let same = |_: &mut State| {};
-    let ooo_1000_200 = |c: &mut tcp_conn| {
-        c.ooo_start = RCV.wrapping_add(1000);
-        c.ooo_len = 200;
-    };
+    let ooo_1000_200 = |c: &mut tcp_conn| set_ooo(c, &[(1000, 200)]);
+    let four_intervals =
+        |c: &mut tcp_conn| set_ooo(c, &[(1000, 100), (2000, 100), (3000, 100), (4000, 100)]);
     let unknown = eth(
         ETH_P_IP,
         &ipv4(IPPROTO_TCP, &tcp_segment(PEER_PORT, 81, RCV, SND, TCP_ACK, 100, &[], b"x")),
@@ -284,7 +321,7 @@ fn fixtures() -> Vec<Fixture> {
             seg(RCV.wrapping_add(100), SND, TCP_ACK | TCP_FIN, PEER_WND, &[1; 10]),
             Verdict::Redirect(Meta { rx_pos: RX_POS.wrapping_add(100), flags: OOO, ..meta(10) }),
             |s| {
-                s.ooo = (RCV.wrapping_add(100), 10);
+                s.ooo = vec![(100, 10)];
                 s.ack_now = 1;
             },
         ),
@@ -407,7 +444,7 @@ fn fixtures() -> Vec<Fixture> {
             data(1000, 200),
             Verdict::Redirect(Meta { rx_pos: RX_POS.wrapping_add(1000), flags: OOO, ..meta(200) }),
             |s| {
-                s.ooo = (RCV.wrapping_add(1000), 200);
+                s.ooo = vec![(1000, 200)];
                 s.ack_now = 1;
             },
         ),
@@ -417,7 +454,7 @@ fn fixtures() -> Vec<Fixture> {
             data(1200, 100),
             Verdict::Redirect(Meta { rx_pos: RX_POS.wrapping_add(1200), flags: OOO, ..meta(100) }),
             |s| {
-                s.ooo.1 = 300;
+                s.ooo = vec![(1000, 300)];
                 s.ack_now = 1;
             },
         ),
@@ -427,25 +464,140 @@ fn fixtures() -> Vec<Fixture> {
             data(900, 150),
             Verdict::Redirect(Meta { rx_pos: RX_POS.wrapping_add(900), flags: OOO, ..meta(150) }),
             |s| {
-                s.ooo = (RCV.wrapping_add(900), 300);
+                s.ooo = vec![(900, 300)];
                 s.ack_now = 1;
             },
         ),
         f(
-            "out of order apart from the interval",
+            "out of order apart from the interval: a second interval, in front",
             ooo_1000_200,
             data(2000, 100),
+            Verdict::Redirect(Meta { rx_pos: RX_POS.wrapping_add(2000), flags: OOO, ..meta(100) }),
+            |s| {
+                s.ooo = vec![(2000, 100), (1000, 200)];
+                s.ack_now = 1;
+            },
+        ),
+        f(
+            "out of order extending an older interval moves it to the front",
+            |c| set_ooo(c, &[(2000, 100), (1000, 200), (3000, 10)]),
+            data(1200, 50),
+            Verdict::Redirect(Meta { rx_pos: RX_POS.wrapping_add(1200), flags: OOO, ..meta(50) }),
+            |s| {
+                s.ooo = vec![(1000, 250), (2000, 100), (3000, 10)];
+                s.ack_now = 1;
+            },
+        ),
+        f(
+            "out of order bridging two intervals joins them",
+            |c| set_ooo(c, &[(3000, 10), (1300, 100), (1000, 200)]),
+            data(1150, 200),
+            Verdict::Redirect(Meta { rx_pos: RX_POS.wrapping_add(1150), flags: OOO, ..meta(200) }),
+            |s| {
+                s.ooo = vec![(1000, 400), (3000, 10)];
+                s.ack_now = 1;
+            },
+        ),
+        f(
+            "no room for a fifth interval: left out",
+            four_intervals,
+            data(5000, 100),
             Verdict::Drop("tcp_ooo_gap"),
             |s| s.ack_now = 1,
         ),
         f(
-            "out of order apart from the interval, acknowledging: in order, no payload",
-            ooo_1000_200,
-            seg(RCV.wrapping_add(2000), SND.wrapping_add(500), TCP_ACK, PEER_WND, &[1; 100]),
+            "no room for a fifth interval, acknowledging: in order, no payload",
+            four_intervals,
+            seg(RCV.wrapping_add(5000), SND.wrapping_add(500), TCP_ACK, PEER_WND, &[1; 100]),
             Verdict::Redirect(Meta { una_pos: UNA_POS + 500, ..meta(0) }),
             |s| {
                 s.snd_una = SND.wrapping_add(500);
                 s.ack_now = 1;
+            },
+        ),
+        f(
+            "four intervals: data next to one still joins it",
+            four_intervals,
+            data(4100, 100),
+            Verdict::Redirect(Meta { rx_pos: RX_POS.wrapping_add(4100), flags: OOO, ..meta(100) }),
+            |s| {
+                s.ooo = vec![(4000, 200), (1000, 100), (2000, 100), (3000, 100)];
+                s.ack_now = 1;
+            },
+        ),
+        f(
+            "in-order data reaching two intervals: both merge, one past its end stays",
+            |c| set_ooo(c, &[(2000, 100), (1300, 100), (1000, 200)]),
+            data(0, 1350),
+            Verdict::Redirect(Meta { merged: 50, flags: MERGED, ..meta(1350) }),
+            |s| {
+                s.advance(1400);
+                s.ooo = vec![(2000, 100)];
+                s.ack_now = 1;
+                s.ts_recent = 100;
+            },
+        ),
+        f(
+            "duplicate inside an interval: D-SACK, its interval to the front",
+            |c| {
+                sack(c);
+                set_ooo(c, &[(2000, 100), (1000, 200)]);
+            },
+            data(1020, 50),
+            Verdict::Drop("tcp_duplicate"),
+            |s| {
+                s.ooo = vec![(1000, 200), (2000, 100)];
+                s.dsack = (1020, 50);
+                s.ack_now = 1;
+            },
+        ),
+        f(
+            "duplicate inside an interval without SACK: no D-SACK kept",
+            ooo_1000_200,
+            data(1020, 50),
+            Verdict::Drop("tcp_duplicate"),
+            |s| s.ack_now = 1,
+        ),
+        f(
+            "pure duplicate with SACK: D-SACK",
+            sack,
+            data(-300, 300),
+            Verdict::Drop("tcp_duplicate"),
+            |s| {
+                s.dsack = (300u32.wrapping_neg(), 300);
+                s.ack_now = 1;
+            },
+        ),
+        f(
+            "overlapping prefix with SACK: D-SACK for the overlap, ACKed at once",
+            sack,
+            data(-100, 300),
+            Verdict::Redirect(Meta { off: PAYLOAD_OFF + 100, ..meta(200) }),
+            |s| {
+                s.advance(200);
+                s.dsack = (100u32.wrapping_neg(), 100);
+                s.ack_now = 1;
+                s.ts_recent = 100;
+            },
+        ),
+        f(
+            "duplicate ACK with SACK blocks reaches the app",
+            sack,
+            sack_ack(0, &[(500, 1000)]),
+            Verdict::Redirect(Meta { off: PAYLOAD_OFF + 12, flags: SACK, ..meta(0) }),
+            |s| {
+                s.dupacks = 1;
+                s.ts_recent = 100;
+            },
+        ),
+        f(
+            "SACK blocks on a connection without SACK are not news",
+            none,
+            sack_ack(0, &[(500, 1000)]),
+            Verdict::Drop("tcp_consumed"),
+            |s| {
+                s.dupacks = 1;
+                s.ts_recent = 100;
             },
         ),
         f(
@@ -455,7 +607,7 @@ fn fixtures() -> Vec<Fixture> {
             Verdict::Redirect(Meta { merged: 200, flags: MERGED, ..meta(1000) }),
             |s| {
                 s.advance(1200);
-                s.ooo = (RCV.wrapping_add(1000), 0);
+                s.ooo = vec![];
                 s.ack_now = 1;
                 s.ts_recent = 100;
             },
@@ -654,13 +806,19 @@ fn tcp_ingress_survives_mutated_segments() {
             "the app's stream and its window move together: {}",
             ctx()
         );
-        if c.ooo_len != 0 {
-            let start = c.ooo_start.wrapping_sub(c.rcv_nxt);
+        assert!(usize::from(c.ooo_n) <= c.ooo.len(), "interval count in bounds: {}", ctx());
+        let held = &c.ooo[..usize::from(c.ooo_n).min(c.ooo.len())];
+        for (i, r) in held.iter().enumerate() {
+            let (start, end) = (r.start.wrapping_sub(c.rcv_nxt), r.end.wrapping_sub(c.rcv_nxt));
             assert!(
-                start > 0 && start < 1 << 31 && start + c.ooo_len <= c.rcv_wnd,
-                "the interval lies within the window past rcv_nxt: {}",
+                start > 0 && start < end && end <= c.rcv_wnd,
+                "interval {i} lies within the window past rcv_nxt: {}",
                 ctx()
             );
+            for o in &held[i + 1..] {
+                let (a, b) = (o.start.wrapping_sub(c.rcv_nxt), o.end.wrapping_sub(c.rcv_nxt));
+                assert!(b < start || a > end, "intervals never touch: {}", ctx());
+            }
         }
         assert!(
             not_after(prev.snd_una, c.snd_una) && not_after(c.snd_una, c.snd_nxt),

@@ -12,9 +12,11 @@
 //! Connections are created from what the daemon will hand over after its handshake
 //! ([`StreamInit`] plus the conn's `handle`, the value ingress echoes in RX metadata).
 //!
-//! Loss recovery: fast retransmits go out with the RETRANSMIT intent; a retransmission timeout
-//! (per connection, checked in [`App::poll`]) rewinds to `snd_una` and resends as DATA, which
-//! egress takes whatever its own position (see `tcp_egress.h`).
+//! Loss recovery (see [`stream`]): SACK blocks of received frames (the RX metadata's SACK flag
+//! says the TCP header has some) feed each connection's scoreboard; lost ranges go out with the
+//! RETRANSMIT intent; the timers (reordering, tail-loss probe, RTO; per connection, checked in
+//! [`App::poll`]) resend what they find, after a timeout as DATA, which egress takes whatever
+//! its own position (see `tcp_egress.h`).
 //!
 //! Close and abort: [`App::close`] sends a FIN after the queued bytes (the receive side stays
 //! open); `recv` returns `Ok(0)` after the peer's FIN, and sending goes on until the app closes.
@@ -48,6 +50,7 @@ use crate::{
         client::{Registration, Session},
         proto::{self, Request},
     },
+    tcp::sack::Blocks,
 };
 
 /// One connection of an [`App`].
@@ -127,9 +130,10 @@ impl App {
         })
     }
 
-    /// Sets the retransmission timeout (minimum, maximum, initial, retries before giving up) of
-    /// the connections adopted after this call. The default minimum is a few milliseconds, as
-    /// suits a datacenter; Linux uses 200 ms.
+    /// Sets the retransmission timeout (minimum, maximum, initial, retries before giving up)
+    /// and the tail-loss probe's bounds of the connections adopted after this call. The default
+    /// minimum RTO is Linux's 200 ms, which a Linux receiver's delayed ACK (40 to 200 ms) never
+    /// reaches; between etran hosts (1 ms delayed ACK) a few milliseconds suit a datacenter.
     pub fn set_rto(&mut self, rto: crate::tcp::rto::RtoConfig) {
         self.rto = rto;
     }
@@ -303,9 +307,14 @@ impl App {
     pub fn poll(&mut self) -> io::Result<usize> {
         let now = std::time::Instant::now();
         let (conns, early, stats) = (&mut self.conns, &mut self.early, &mut self.stats);
-        let n = self.port.poll_rx(|meta, payload| {
+        let n = self.port.poll_rx(|meta, payload, frame| {
             if let Some(s) = conns.get_mut(&meta.handle) {
-                deliver_to(s, stats, meta, payload);
+                let sack = if meta.flags & stream::RX_SACK != 0 {
+                    Blocks::from_frame(frame)
+                } else {
+                    Blocks::default()
+                };
+                deliver_to(s, stats, meta, payload, &sack, now);
             } else if early.hold(meta, payload, now) {
                 stats.rx_early += 1;
             } else {
@@ -343,7 +352,9 @@ impl App {
             if !s.tx_ready() || !self.port.can_send() {
                 return Ok(());
             }
-            let sent = self.port.send_with(|frame| s.next_frame(frame).map(|g| g.frame_len))?;
+            let now = std::time::Instant::now();
+            let sent =
+                self.port.send_with(|frame| s.next_frame_at(frame, now).map(|g| g.frame_len))?;
             if sent.is_none() {
                 return Ok(());
             }
@@ -363,17 +374,26 @@ impl App {
     }
 }
 
-/// Hands one RX frame to its connection, counting what went wrong.
+/// Hands one RX frame held before its connection was adopted to it (nothing was sent then, so
+/// it has no SACK blocks that matter), counting what went wrong.
 fn deliver(conns: &mut ConnMap, stats: &mut AppStats, meta: &etran_tcp_rx_meta, payload: &[u8]) {
+    let now = std::time::Instant::now();
     match conns.get_mut(&meta.handle) {
-        Some(s) => deliver_to(s, stats, meta, payload),
+        Some(s) => deliver_to(s, stats, meta, payload, &Blocks::default(), now),
         None => stats.rx_unknown += 1,
     }
 }
 
 /// Hands one RX frame to connection `s` (one map lookup per frame: the caller found it).
-fn deliver_to(s: &mut Stream, stats: &mut AppStats, meta: &etran_tcp_rx_meta, payload: &[u8]) {
-    if s.on_rx(meta, payload).lost > 0 {
+fn deliver_to(
+    s: &mut Stream,
+    stats: &mut AppStats,
+    meta: &etran_tcp_rx_meta,
+    payload: &[u8],
+    sack: &Blocks,
+    now: std::time::Instant,
+) {
+    if s.on_rx_at(meta, payload, sack, now).lost > 0 {
         stats.rx_lost_data += 1;
     }
 }
@@ -425,6 +445,8 @@ mod tests {
             tx_pos: 0,
             peer_wnd: 1 << 20,
             mss: 1000,
+            sack: false,
+            snd_seq: 0,
             rcv_buf: 4096,
             snd_buf: 4096,
         };

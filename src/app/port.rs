@@ -124,9 +124,12 @@ impl AppPort {
         self.rx_frame_count
     }
 
-    /// Hands every received frame's metadata and payload to `f`, then gives the frames back
-    /// to the fill ring. Returns how many frames were handled.
-    pub fn poll_rx(&mut self, mut f: impl FnMut(&etran_tcp_rx_meta, &[u8])) -> io::Result<usize> {
+    /// Hands every received frame's metadata, payload and whole frame (its TCP header holds
+    /// SACK blocks) to `f`, then gives the frames back to the fill ring. Returns how many frames were handled.
+    pub fn poll_rx(
+        &mut self,
+        mut f: impl FnMut(&etran_tcp_rx_meta, &[u8], &[u8]),
+    ) -> io::Result<usize> {
         let mut total = 0;
         let mut done = Vec::with_capacity(BATCH as usize);
         self.refill_fill();
@@ -145,7 +148,7 @@ impl AppPort {
             for d in &done {
                 self.stats.rx_frames += 1;
                 match frame_parts(&umem, d) {
-                    Some((meta, payload)) => f(&meta, payload),
+                    Some((meta, payload, frame)) => f(&meta, payload, frame),
                     None => self.stats.rx_malformed += 1,
                 }
             }
@@ -235,8 +238,9 @@ impl AppPort {
     }
 }
 
-/// The metadata and payload of a received frame, if they lie within it.
-fn frame_parts<'a>(umem: &'a Umem, d: &Desc) -> Option<(etran_tcp_rx_meta, &'a [u8])> {
+/// The metadata, payload and whole frame (headers included) of a received frame, if they lie
+/// within it.
+fn frame_parts<'a>(umem: &'a Umem, d: &Desc) -> Option<(etran_tcp_rx_meta, &'a [u8], &'a [u8])> {
     let base = umem.frame_base(d.addr);
     let meta_at = d.addr.checked_sub(RX_META_LEN as u64).filter(|&a| a >= base)?;
     // SAFETY: the frame came off the RX ring, so it is ours until it goes back to the fill
@@ -246,7 +250,7 @@ fn frame_parts<'a>(umem: &'a Umem, d: &Desc) -> Option<(etran_tcp_rx_meta, &'a [
     let frame = unsafe { umem.data(d.addr, d.len as usize) };
     let start = usize::from(meta.payload_off);
     let payload = frame.get(start..start + usize::from(meta.payload_len))?;
-    Some((meta, payload))
+    Some((meta, payload, frame))
 }
 
 /// The port is pollable: readable when RX has frames (edge-triggered: drain with

@@ -20,14 +20,29 @@
 //! [`Stream::window_update_due`] says when a pure `WINDOW_UPDATE` is worth a frame.
 //!
 //! Send side: [`Stream::write`] appends to a bounded send buffer holding every byte from
-//! `snd_una` (oldest unacknowledged) on. [`Stream::next_segment`] cuts the unsent bytes into
+//! `snd_una` (oldest unacknowledged) on. [`Stream::next_frame`] cuts the unsent bytes into
 //! frames of at most `mss` payload behind an `etran_tcp_tx_hdr` (intent DATA at `snd_nxt`),
 //! never past the peer's window (`snd_nxt - snd_una + len <= peer_wnd`, the check egress makes).
 //! The metadata's `una_pos` (the kernel's `snd_una` as a stream position, absolute so that a
-//! lost RX frame is healed by the next one) frees bytes at the front. `FAST_RETRANSMIT` rewinds
-//! a resend cursor to
-//! `snd_una`; [`Stream::next_retransmit`] produces the resend frames, intent RETRANSMIT, which
-//! egress sends at their own sequence numbers without moving `snd_nxt`.
+//! lost RX frame is healed by the next one) frees bytes at the front.
+//!
+//! Loss recovery ([`crate::tcp::sack`] keeps the scoreboard): every frame sent is recorded with
+//! when and in which order it went out. With SACK (negotiated: [`StreamInit::sack`]) the peer's
+//! blocks, parsed from the frame's TCP header by the caller and mapped to positions through
+//! [`StreamInit::snd_seq`], mark segments delivered; a segment is deemed lost once three
+//! segments sent after it were delivered, or one was and a reordering timeout (SRTT plus a
+//! quarter of the smallest RTT) passed (RFC 6675 with RFC 8985's timing, so a lost
+//! retransmission is found too). Exactly the lost ranges are resent, intent RETRANSMIT (egress
+//! resends them at their own sequence numbers, without moving `snd_nxt`), lowest first, while
+//! the bytes in the network (pipe) stay under the congestion window — today unlimited except
+//! after a timeout, read from one place (`cwnd`) so that a congestion controller can feed it.
+//! A tail-loss probe (RFC 8985 7.3) goes out after 2 SRTT without progress (plus the peer's
+//! delayed ACK with one segment in flight): new data if the window allows, else the last segment
+//! again, so that the peer's SACK shows what the tail lost. Without SACK: NewReno (the kernel's
+//! `FAST_RETRANSMIT` after three duplicate ACKs resends the segment at `snd_una`, each partial
+//! acknowledgement the next). D-SACK blocks (the peer got bytes twice) are counted; a peer that
+//! drops bytes it SACKed (the cumulative ACK stops at a SACKed segment) loses every mark.
+//! RTT samples come from every acknowledgement of a segment sent once (Karn's rule).
 //!
 //! Recovery from refused frames. Egress may refuse a DATA frame the app cannot foresee (the
 //! congestion window, a peer window that shrank, a full ring on the way): the kernel's `tx_pos`
@@ -35,15 +50,16 @@
 //! position: a DATA frame may start anywhere from `snd_una`'s position up to the kernel's
 //! `tx_pos`; the part already sent goes out as a retransmission, only the rest is new (and
 //! window-checked). So the rule here is the TCP retransmission timeout: when no byte was
-//! acknowledged for an RTO ([`RtoEstimator`], exponential backoff) while bytes are
-//! outstanding, [`Stream::on_timer`] rewinds `snd_nxt` to `snd_una` and [`Stream::next_segment`]
-//! sends the bytes again from there as DATA, under a slow-start resend window (one MSS, growing
-//! by what each acknowledgement frees) rather than in one burst. Whatever the kernel's `tx_pos`
-//! (it is always `snd_una` plus the bytes egress accepted, somewhere in `[snd_una, snd_max]`),
-//! the resent frames are accepted, no byte is sent twice as new, and a refused frame costs at
-//! most one RTO instead of wedging the stream. RETRANSMIT stays strict (refused unless wholly in
-//! flight), which is what fast retransmit wants: it never turns into new data. The RTO follows
-//! RTT samples taken one segment at a time, first transmissions only (Karn's rule).
+//! acknowledged for an RTO ([`RtoEstimator`], exponential backoff, 200 ms minimum by default for
+//! Linux peers) while bytes are outstanding, [`Stream::on_timer`] deems every byte not SACKed
+//! lost and they are resent from `snd_una` as DATA, lowest first, under a slow-start resend
+//! window (one MSS, growing by what each acknowledgement frees) rather than in one burst. Whatever
+//! the kernel's `tx_pos` (always `snd_una` plus the bytes egress accepted), the resent frames are
+//! accepted in order, no byte is sent twice as new, and a refused frame costs at most one RTO
+//! instead of wedging the stream. A second timeout in a row forgets the SACK marks as well (a peer
+//! that dropped what it SACKed must get it again). Tail-loss probes go as DATA for the same
+//! reason; RETRANSMIT stays strict (refused unless wholly in flight): it never turns into new
+//! data.
 //!
 //! Close ([`crate::tcp::close`] keeps the state): [`Stream::close`] ends the send side; once
 //! every written byte was framed, [`Stream::next_frame`] writes a FIN frame (intent FIN, no
@@ -64,6 +80,7 @@ use crate::bpf::tcp::types::{
 use crate::tcp::{
     close::{self, Event},
     rto::{GaveUp, RtoConfig, RtoEstimator},
+    sack::{Blocks, Scoreboard, MAX_BLOCKS},
 };
 
 /// Bytes of the TX header in front of every frame's payload.
@@ -80,6 +97,8 @@ const FIN: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_FIN.0;
 const OUT_OF_ORDER: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_OUT_OF_ORDER.0;
 const MERGED: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_MERGED.0;
 const FIN_ACKED: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_FIN_ACKED.0;
+/// RX flag: the frame's TCP header carries SACK blocks ([`Blocks::from_frame`]).
+pub const RX_SACK: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_SACK.0;
 
 /// TX intents as the header's `u8`.
 pub const INTENT_DATA: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_DATA.0 as u8;
@@ -101,6 +120,11 @@ pub struct StreamInit {
     pub peer_wnd: u32,
     /// The connection's MSS (at most [`MAX_PAYLOAD`]).
     pub mss: u16,
+    /// SACK was negotiated: the peer's SACK blocks drive loss recovery.
+    pub sack: bool,
+    /// The sequence number of `tx_pos` (`snd_nxt` at the start): maps the peer's SACK blocks to
+    /// positions.
+    pub snd_seq: u32,
     /// Receive buffer bytes: must equal the `rcv_wnd` the daemon gave the connection.
     pub rcv_buf: u32,
     /// Send buffer bytes (unacknowledged plus unsent).
@@ -142,13 +166,30 @@ pub struct StreamStats {
     pub rx_dropped: u64,
     /// New bytes framed (each byte once).
     pub tx_bytes: u64,
-    /// Bytes framed again: fast retransmits and resends after a timeout.
+    /// Bytes framed again: resends of lost bytes (after a timeout too) and probes.
     pub retransmitted: u64,
+    /// Recoveries entered on a loss found by SACK or duplicate ACKs (not by a timeout).
     pub fast_retransmits: u64,
-    /// Retransmission timeouts that rewound the send position.
+    /// Retransmission timeouts.
     pub timeouts: u64,
+    /// Tail-loss probes sent.
+    pub probes: u64,
+    /// D-SACK blocks received: the peer got bytes twice (a needless retransmission, or
+    /// duplication in the network).
+    pub dsacks: u64,
+    /// Times the peer dropped data it had SACKed.
+    pub reneged: u64,
     /// Holes left by data frames lost between ingress and the app (each fails the stream).
     pub rx_holes: u64,
+}
+
+/// A tail-loss probe to send (RFC 8985 7.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// One new segment, beyond the congestion window (not the peer's).
+    NewData,
+    /// The last segment sent, again.
+    Last,
 }
 
 /// What [`Stream::on_timer`] found.
@@ -158,8 +199,9 @@ pub enum TimerEvent {
     Idle,
     /// Bytes are outstanding; call again at (or after) this instant.
     Waiting(Instant),
-    /// The RTO expired: the send position went back to `snd_una`, so [`Stream::next_segment`]
-    /// (or [`Stream::next_frame`]) has frames to resend. The next deadline is backed off.
+    /// A timer found something to send: losses (the reordering timer), a tail-loss probe, or,
+    /// after an RTO, every byte not SACKed (the next RTO is backed off). See
+    /// [`Stream::next_frame`].
     Resend,
     /// Too many timeouts in a row without progress: the connection should be aborted.
     GaveUp(GaveUp),
@@ -171,27 +213,30 @@ pub struct Stream {
     mss: u16,
     // Receive side.
     rbuf: Box<[u8]>,
-    head: usize,             // index of read_pos in rbuf
-    read_pos: u32,           // next byte read() returns
-    rcv_end: u32,            // end of the readable (in-order) bytes
-    unreported: u32,         // consumed, not yet reported in a TX header
-    fin: bool,               // the stream ends at rcv_end
-    ooo: Option<(u32, u32)>, // out-of-order bytes held: [start, end), one interval as the kernel
+    head: usize,          // index of read_pos in rbuf
+    read_pos: u32,        // next byte read() returns
+    rcv_end: u32,         // end of the readable (in-order) bytes
+    unreported: u32,      // consumed, not yet reported in a TX header
+    fin: bool,            // the stream ends at rcv_end
+    ooo: Vec<(u32, u32)>, // out-of-order bytes held: disjoint [start, end) intervals
     // Send side.
     sbuf: VecDeque<u8>, // bytes from snd_una on
     snd_cap: usize,
     snd_una: u32,
-    snd_nxt: u32, // next position next_segment frames (goes back on a timeout)
-    snd_max: u32, // end of every byte ever framed: [snd_una, snd_max) is outstanding
+    snd_nxt: u32, // end of every byte framed: [snd_una, snd_nxt) is outstanding
     peer_wnd: u32,
-    retx: Option<(u32, u32)>, // [next, end) positions still to resend
-    recover: Option<u32>,     // in fast recovery until snd_una reaches this (RFC 6582)
+    sack: bool,           // SACK negotiated: losses come from the scoreboard, else NewReno
+    seq_base: u32,        // sequence number of send position 0 (the peer's SACK blocks → positions)
+    board: Scoreboard,    // what was sent from snd_una on: SACKed, lost, when
+    recover: Option<u32>, // in recovery until snd_una reaches this (RFC 6675 RecoveryPoint)
+    after_timeout: bool,  // the recovery follows a timeout: resends go out as DATA
     rto: RtoEstimator,
     rto_deadline: Option<Instant>, // armed lazily by on_timer; None after progress
-    // The one segment being timed for an RTT sample: (its end position, when it was framed).
-    // Karn's rule: only first transmissions are timed, and a resend cancels the measurement.
-    rtt_probe: Option<(u32, Instant)>,
-    // After a timeout: how many bytes may be in flight while the rewound bytes are resent. It
+    rack_deadline: Option<Instant>, // when a segment a later one overtook is deemed lost
+    pto_deadline: Option<Instant>, // tail-loss probe; armed lazily, None after progress
+    probed: bool,                  // a probe went out since the last progress
+    probe: Option<Probe>,          // a probe to send
+    // After a timeout: how many bytes may be in the network while the lost bytes are resent. It
     // starts at one segment and grows by what each ACK frees (slow start, RFC 5681 3.1), so a
     // spurious timeout costs a few segments, not a window's worth of duplicates.
     resend_wnd: Option<u32>,
@@ -229,18 +274,23 @@ impl Stream {
             rcv_end: init.rx_pos,
             unreported: 0,
             fin: false,
-            ooo: None,
+            ooo: Vec::new(),
             sbuf: VecDeque::with_capacity(init.snd_buf as usize),
             snd_cap: init.snd_buf as usize,
             snd_una: init.tx_pos,
             snd_nxt: init.tx_pos,
-            snd_max: init.tx_pos,
             peer_wnd: init.peer_wnd,
-            retx: None,
+            sack: init.sack,
+            seq_base: init.snd_seq.wrapping_sub(init.tx_pos),
+            board: Scoreboard::default(),
             recover: None,
+            after_timeout: false,
             rto: RtoEstimator::new(rto),
             rto_deadline: None,
-            rtt_probe: None,
+            rack_deadline: None,
+            pto_deadline: None,
+            probed: false,
+            probe: None,
             resend_wnd: None,
             close: close::State::Established,
             fin_sent: false,
@@ -265,7 +315,20 @@ impl Stream {
 
     /// Applies one RX frame: its metadata and its payload (`meta.payload_len` bytes).
     pub fn on_rx(&mut self, meta: &etran_tcp_rx_meta, payload: &[u8]) -> RxEffect {
-        let mut fx = RxEffect { freed: self.on_una(meta.una_pos), ..RxEffect::default() };
+        self.on_rx_at(meta, payload, &Blocks::default(), Instant::now())
+    }
+
+    /// [`Stream::on_rx`] with the frame's SACK blocks (sequence numbers, see
+    /// [`Blocks::from_frame`]) at `now`.
+    pub fn on_rx_at(
+        &mut self,
+        meta: &etran_tcp_rx_meta,
+        payload: &[u8],
+        sack: &Blocks,
+        now: Instant,
+    ) -> RxEffect {
+        let mut fx =
+            RxEffect { freed: self.on_ack(meta.una_pos, sack, now), ..RxEffect::default() };
         self.peer_wnd = meta.peer_wnd;
         let len = (meta.payload_len as usize).min(payload.len()) as u32;
         let lost = self.lost_before(meta, len);
@@ -280,11 +343,15 @@ impl Stream {
             self.rto.on_progress();
             self.rto_deadline = None;
         }
-        // One fast retransmit per window (RFC 6582): the holes after the first are resent on
-        // the partial acknowledgements that follow (on_una).
-        if meta.flags & FAST_RETRANSMIT != 0 && self.in_flight() != 0 && self.recover.is_none() {
+        // Without SACK, NewReno (RFC 6582): the third duplicate ACK resends the segment at
+        // snd_una, each partial acknowledgement the next one (on_ack).
+        if meta.flags & FAST_RETRANSMIT != 0
+            && !self.sack
+            && self.in_flight() != 0
+            && self.recover.is_none()
+        {
             self.recover = Some(self.snd_nxt);
-            self.resend_hole();
+            self.board.mark_lost_at(self.snd_una);
             self.stats.fast_retransmits += 1;
             fx.fast_retransmit = true;
         }
@@ -293,17 +360,7 @@ impl Stream {
             fx.dropped += self.store(meta.rx_pos, &payload[..len as usize]);
         }
         if meta.flags & OUT_OF_ORDER != 0 && len > 0 {
-            let (start, end) = (meta.rx_pos, meta.rx_pos.wrapping_add(len));
-            // lost_before checked that it touches the interval held, if any.
-            self.ooo = Some(match self.ooo {
-                None => (start, end),
-                Some((a, b)) => {
-                    (if after(a, start) { start } else { a }, if after(end, b) { end } else { b })
-                }
-            });
-        }
-        if meta.flags & MERGED != 0 {
-            self.ooo = None;
+            self.hold_ooo(meta.rx_pos, meta.rx_pos.wrapping_add(len));
         }
         if meta.flags & OUT_OF_ORDER == 0 {
             let mut end = meta.rx_pos.wrapping_add(len);
@@ -319,6 +376,9 @@ impl Stream {
                 fx.readable = reach - dist(self.rcv_end, self.read_pos);
                 self.rcv_end = self.read_pos.wrapping_add(reach);
             }
+            // Intervals the frontier reached are in order now (the kernel merged them).
+            let frontier = self.rcv_end;
+            self.ooo.retain(|&(a, _)| after(a, frontier));
             if meta.flags & FIN != 0 && !self.fin {
                 self.fin = true;
                 self.close = self.close.on(Event::PeerFin);
@@ -330,25 +390,36 @@ impl Stream {
         fx
     }
 
+    /// Adds out-of-order bytes [start, end) to the intervals held, joining the ones it touches
+    /// (as the kernel does).
+    fn hold_ooo(&mut self, mut start: u32, mut end: u32) {
+        self.ooo.retain(|&(a, b)| {
+            let apart = after(a, end) || after(start, b);
+            if !apart {
+                start = if after(a, start) { start } else { a };
+                end = if after(end, b) { end } else { b };
+            }
+            apart
+        });
+        self.ooo.push((start, end));
+    }
+
     /// Bytes (at most) the kernel delivered in frames that never reached us, as far as this
-    /// frame (of `len` payload bytes) shows: an in-order frame starting past the readable end, an
-    /// out-of-order one apart from the interval held (the kernel grows its one interval only
-    /// by adjacent or overlapping payload), a merge reaching past what we hold.
+    /// frame (of `len` payload bytes) shows: an in-order frame starting past the readable end,
+    /// a merge reaching bytes past this payload that no interval we hold covers. (A lost
+    /// out-of-order frame shows when its interval merges: the kernel's intervals never touch,
+    /// so the bytes merged past a payload lie in one of them, which we must hold whole.)
     fn lost_before(&self, meta: &etran_tcp_rx_meta, len: u32) -> u32 {
         let (pos, end) = (meta.rx_pos, meta.rx_pos.wrapping_add(len));
         if meta.flags & OUT_OF_ORDER != 0 {
-            return match self.ooo {
-                Some((_, b)) if after(pos, b) => dist(pos, b),
-                Some((a, _)) if after(a, end) => dist(a, end),
-                _ => 0,
-            };
+            return 0;
         }
         if after(pos, self.rcv_end) {
             return dist(pos, self.rcv_end);
         }
         let merged_end = end.wrapping_add(meta.merged);
-        let covers = |(a, b): (u32, u32)| !after(a, end) && !after(merged_end, b);
-        if meta.flags & MERGED != 0 && meta.merged > 0 && !self.ooo.is_some_and(covers) {
+        let covers = |&(a, b): &(u32, u32)| !after(a, end) && !after(merged_end, b);
+        if meta.flags & MERGED != 0 && meta.merged > 0 && !self.ooo.iter().any(covers) {
             return meta.merged;
         }
         0
@@ -451,95 +522,143 @@ impl Stream {
         (self.snd_una, self.snd_nxt)
     }
 
-    /// Bytes framed at least once and not yet acknowledged (after a timeout, more than
-    /// [`Stream::in_flight`]).
-    pub fn outstanding(&self) -> u32 {
-        dist(self.snd_max, self.snd_una)
+    /// The scoreboard of the bytes in flight (what was SACKed, deemed lost, resent).
+    pub fn scoreboard(&self) -> &Scoreboard {
+        &self.board
     }
 
-    /// Frees the bytes before the kernel's `snd_una` position; returns how many were freed.
-    fn on_una(&mut self, una_pos: u32) -> u32 {
-        // Up to everything ever framed: after a timeout rewound snd_nxt, acknowledgements of
-        // the earlier transmissions still arrive, and dropping them would leave snd_una behind
-        // the kernel's for good. Anything further is a position behind ours: nothing new.
-        let n = dist(una_pos, self.snd_una);
-        if n == 0 || n > self.outstanding() {
-            return 0;
-        }
-        self.sbuf.drain(..n as usize);
+    /// The peer's acknowledgement: the cumulative one (the kernel's `snd_una` as a position)
+    /// and SACK blocks. Frees the acknowledged bytes (returns how many), takes an RTT sample,
+    /// and finds losses.
+    fn on_ack(&mut self, una_pos: u32, sack: &Blocks, now: Instant) -> u32 {
+        // Anything past what was framed is a position behind ours: nothing new.
+        let mut n = dist(una_pos, self.snd_una);
         if n > self.in_flight() {
-            self.snd_nxt = self.snd_una.wrapping_add(n);
+            n = 0;
         }
-        let old_una = self.snd_una;
-        self.snd_una = self.snd_una.wrapping_add(n);
-        if let Some((end, sent)) = self.rtt_probe {
-            if dist(end, old_una) <= n {
-                self.rtt_probe = None;
-                self.rto.on_sample(sent.elapsed());
+        if n > 0 {
+            self.sbuf.drain(..n as usize);
+            self.snd_una = self.snd_una.wrapping_add(n);
+        }
+        let mut blocks = [(0, 0); MAX_BLOCKS];
+        let sacked = sack.as_slice();
+        for (pos, &(l, r)) in blocks.iter_mut().zip(sacked) {
+            *pos = (l.wrapping_sub(self.seq_base), r.wrapping_sub(self.seq_base));
+        }
+        let d = self.board.on_ack(self.snd_una, &blocks[..sacked.len()], now);
+        if let Some(rtt) = d.rtt {
+            self.rto.on_sample(rtt);
+        }
+        self.stats.dsacks += u64::from(d.dsack);
+        if n > 0 {
+            // Progress: the retry count starts over and the timer restarts (RFC 6298 5.3).
+            self.rto.on_progress();
+            self.rto_deadline = None;
+            self.resend_wnd = self.resend_wnd.map(|w| w.saturating_add(n));
+            match self.recover {
+                // Everything sent before the loss is acknowledged: recovery is over.
+                Some(rec) if !after(rec, self.snd_una) => self.end_recovery(),
+                // A partial acknowledgement in fast recovery without SACK: the next hole
+                // starts at snd_una.
+                Some(_) if !self.sack && !self.after_timeout => {
+                    self.board.mark_lost_at(self.snd_una)
+                }
+                _ => {}
             }
         }
-        if let Some(w) = self.resend_wnd {
-            // Done once everything rewound is acknowledged or resent.
-            self.resend_wnd = (dist(self.snd_max, self.snd_nxt) != 0).then(|| w.saturating_add(n));
+        if n > 0 || d.segments > 0 {
+            self.probed = false;
+            self.pto_deadline = None;
         }
-        // Progress: the retry count starts over and the timer restarts (RFC 6298 5.3).
-        self.rto.on_progress();
-        self.rto_deadline = None;
-        match self.recover {
-            // Everything sent before the loss is acknowledged: recovery is over.
-            Some(rec) if n >= dist(rec, old_una) => {
-                self.recover = None;
-                self.retx = None;
-            }
-            // A partial acknowledgement: the peer's next hole starts at snd_una.
-            Some(_) => self.resend_hole(),
-            None => self.retx = None,
+        if self.board.reneged() {
+            // The peer dropped data it had SACKed (RFC 2018 8): forget every mark, resend
+            // from snd_una.
+            self.board.clear_sacks();
+            self.board.mark_lost_at(self.snd_una);
+            self.stats.reneged += 1;
         }
+        self.detect_losses(now);
         n
     }
 
-    /// Sets the resend range to the segment at snd_una, the one the peer is missing.
-    fn resend_hole(&mut self) {
-        let len = self.in_flight().min(u32::from(self.mss));
-        self.retx = (len > 0).then(|| (self.snd_una, self.snd_una.wrapping_add(len)));
+    fn end_recovery(&mut self) {
+        self.recover = None;
+        self.after_timeout = false;
+        self.resend_wnd = None;
+    }
+
+    /// Marks what the scoreboard shows lost (RFC 6675 with RACK's timing, see `tcp::sack`);
+    /// the first loss starts a recovery.
+    fn detect_losses(&mut self, now: Instant) {
+        if self.sack {
+            let srtt = self.rto.srtt().unwrap_or(self.rto.rto());
+            let reo_wnd = self.rto.min_rtt().map_or(Duration::ZERO, |m| m / 4);
+            self.rack_deadline = self.board.mark_losses(now, srtt + reo_wnd);
+        }
+        if self.board.lost_bytes() > 0 && self.recover.is_none() {
+            self.recover = Some(self.snd_nxt);
+            self.stats.fast_retransmits += 1;
+        }
+    }
+
+    /// The window the bytes in the network may fill: the one place a congestion window will
+    /// feed. Today it is unlimited but after a timeout (the resend window).
+    fn cwnd(&self) -> u32 {
+        self.resend_wnd.unwrap_or(u32::MAX)
+    }
+
+    /// Whether `len` more bytes may go into the network (one always may when none are).
+    fn pipe_admits(&self, len: u32) -> bool {
+        let pipe = self.board.pipe();
+        pipe == 0 || pipe.saturating_add(len) <= self.cwnd()
+    }
+
+    /// New bytes the peer's window admits now (its right edge is snd_una + peer_wnd).
+    fn new_data_room(&self) -> usize {
+        let room = self.peer_wnd.saturating_sub(self.in_flight()) as usize;
+        self.unsent().min(room).min(self.mss as usize)
     }
 
     /// Writes the next new DATA frame into `frame` (header plus payload), if there are unsent
-    /// bytes the peer's window admits. The header carries the pending consumption report.
+    /// bytes the windows admit. The header carries the pending consumption report.
     pub fn next_segment(&mut self, frame: &mut [u8]) -> Option<Segment> {
+        self.next_segment_at(frame, Instant::now())
+    }
+
+    fn next_segment_at(&mut self, frame: &mut [u8], now: Instant) -> Option<Segment> {
         let room = frame.len().checked_sub(TX_HDR_LEN)?;
-        let window = self.send_wnd().saturating_sub(self.in_flight()) as usize;
-        let len = self.unsent().min(window).min(self.mss as usize).min(room);
-        if len == 0 {
+        let len = self.new_data_room().min(room);
+        // A probe may go beyond the congestion window, not the peer's.
+        if len == 0 || !(self.probe == Some(Probe::NewData) || self.pipe_admits(len as u32)) {
             return None;
         }
+        if self.probe == Some(Probe::NewData) {
+            self.probe = None;
+        }
         let seg = self.emit(frame, self.snd_nxt, len, INTENT_DATA);
-        // Below snd_max the bytes were framed before (a resend after a timeout).
-        let again = dist(self.snd_max, self.snd_nxt).min(len as u32);
-        self.snd_nxt = self.snd_nxt.wrapping_add(len as u32);
-        if again == 0 && self.rtt_probe.is_none() {
-            self.rtt_probe = Some((self.snd_nxt, Instant::now()));
-        }
-        if dist(self.snd_nxt, self.snd_una) >= self.outstanding() {
-            self.snd_max = self.snd_nxt;
-            self.resend_wnd = None;
-        }
-        self.stats.tx_bytes += u64::from(len as u32 - again);
-        self.stats.retransmitted += u64::from(again);
+        let end = self.snd_nxt.wrapping_add(len as u32);
+        self.board.sent(self.snd_nxt, end, now);
+        self.snd_nxt = end;
+        self.pto_deadline = None;
+        self.stats.tx_bytes += len as u64;
         Some(seg)
     }
 
-    /// The next frame to send: a pending resend first, then new data, then the FIN.
+    /// The next frame to send: a resend first (a lost range, or a probe), then new data, then
+    /// the FIN.
     pub fn next_frame(&mut self, frame: &mut [u8]) -> Option<Segment> {
+        self.next_frame_at(frame, Instant::now())
+    }
+
+    /// [`Stream::next_frame`] at `now` (the transmission time the scoreboard keeps).
+    pub fn next_frame_at(&mut self, frame: &mut [u8], now: Instant) -> Option<Segment> {
         if self.close.is_closed() {
             return None;
         }
-        if self.retx.is_some() {
-            if let Some(seg) = self.next_retransmit(frame) {
-                return Some(seg);
-            }
+        if let Some(seg) = self.next_resend(frame, now) {
+            return Some(seg);
         }
-        if let Some(seg) = self.next_segment(frame) {
+        if let Some(seg) = self.next_segment_at(frame, now) {
             return Some(seg);
         }
         if !self.fin_due() {
@@ -553,14 +672,11 @@ impl Stream {
     /// Whether [`Stream::next_frame`] would produce a frame now (windows included).
     pub fn tx_ready(&self) -> bool {
         !self.close.is_closed()
-            && (self.retx.is_some()
-                || (self.unsent() > 0 && self.send_wnd() > self.in_flight())
+            && (matches!(self.probe, Some(Probe::Last))
+                || (self.board.lost_bytes() > 0 && self.pipe_admits(1))
+                || (self.new_data_room() > 0
+                    && (self.probe.is_some() || self.pipe_admits(self.mss.into())))
                 || self.fin_due())
-    }
-
-    /// The window new frames may fill: the peer's, and after a timeout the resend window.
-    fn send_wnd(&self) -> u32 {
-        self.resend_wnd.map_or(self.peer_wnd, |w| w.min(self.peer_wnd))
     }
 
     /// The FIN goes out once every written byte was framed.
@@ -571,6 +687,38 @@ impl Stream {
     /// A FIN went out and is not acknowledged: the retransmission timer covers it.
     fn fin_in_flight(&self) -> bool {
         self.close.fin_queued() && self.fin_sent
+    }
+
+    /// Whether a resend is waiting: a range deemed lost, or a probe of the last segment.
+    pub fn retransmit_pending(&self) -> bool {
+        self.board.lost_bytes() > 0 || matches!(self.probe, Some(Probe::Last))
+    }
+
+    /// Writes the next resend frame: the lowest range deemed lost, intent RETRANSMIT (egress
+    /// resends it at its own sequence numbers), or DATA after a timeout and for a probe (which
+    /// egress also takes when the original never left: see the module doc).
+    pub fn next_retransmit(&mut self, frame: &mut [u8]) -> Option<Segment> {
+        self.next_resend(frame, Instant::now())
+    }
+
+    fn next_resend(&mut self, frame: &mut [u8], now: Instant) -> Option<Segment> {
+        let room = frame.len().checked_sub(TX_HDR_LEN)?.min(self.mss as usize) as u32;
+        let (start, end, intent) = if self.probe == Some(Probe::Last) {
+            self.probe = None;
+            let (start, end) = self.board.last()?;
+            (start, start.wrapping_add(dist(end, start).min(room)), INTENT_DATA)
+        } else {
+            let (start, end) = self.board.next_lost(room)?;
+            if !self.pipe_admits(dist(end, start)) {
+                return None;
+            }
+            (start, end, if self.after_timeout { INTENT_DATA } else { INTENT_RETRANSMIT })
+        };
+        let len = dist(end, start);
+        let seg = self.emit(frame, start, len as usize, intent);
+        self.board.resent(start, end, now);
+        self.stats.retransmitted += u64::from(len);
+        Some(seg)
     }
 
     // ---- Close ----
@@ -586,7 +734,6 @@ impl Stream {
     pub fn fail(&mut self, why: io::ErrorKind) {
         self.close = self.close.on(Event::Abort);
         self.error.get_or_insert(why);
-        self.retx = None;
         self.rto_deadline = None;
     }
 
@@ -605,41 +752,93 @@ impl Stream {
         self.error
     }
 
-    /// Drives the retransmission timer: call it on every poll (and at the [`TimerEvent::Waiting`]
-    /// instant). The timer runs while bytes are outstanding; it is armed at the first call that
-    /// finds them, so the caller's polling granularity adds to the RTO.
+    /// Drives the timers: call it on every poll (and at the [`TimerEvent::Waiting`] instant).
+    /// While bytes (or the FIN) are outstanding: the reordering timer (a segment that a later
+    /// one overtook is deemed lost once it expires), the tail-loss probe (RFC 8985: after a
+    /// PTO without progress, one segment goes out, new data or the last one sent, so that
+    /// the peer's answer shows any loss), and the RTO. Timers are armed at the first call that
+    /// finds them needed, so the caller's polling granularity adds to them.
     pub fn on_timer(&mut self, now: Instant) -> TimerEvent {
-        if self.close.is_closed() || (self.outstanding() == 0 && !self.fin_in_flight()) {
+        if self.close.is_closed() || (self.in_flight() == 0 && !self.fin_in_flight()) {
             self.rto_deadline = None;
+            self.pto_deadline = None;
+            self.rack_deadline = None;
             return TimerEvent::Idle;
         }
-        match self.rto_deadline {
-            None => {
-                let at = now + self.rto.rto();
-                self.rto_deadline = Some(at);
-                TimerEvent::Waiting(at)
+        if self.rack_deadline.is_some_and(|at| now >= at) {
+            let lost = self.board.lost_bytes();
+            self.detect_losses(now);
+            if self.board.lost_bytes() > lost {
+                return TimerEvent::Resend;
             }
-            Some(at) if now < at => TimerEvent::Waiting(at),
-            Some(_) => match self.rto.on_timeout() {
-                Err(gave_up) => {
-                    self.rto_deadline = None;
-                    TimerEvent::GaveUp(gave_up)
-                }
-                Ok(wait) => {
-                    // Resend everything from the last acknowledged byte (and the FIN after
-                    // it): see the module doc.
-                    self.snd_nxt = self.snd_una;
-                    self.resend_wnd = Some(u32::from(self.mss));
-                    self.rtt_probe = None;
-                    self.fin_sent = false;
-                    self.retx = None;
-                    self.recover = None;
-                    self.rto_deadline = Some(now + wait);
-                    self.stats.timeouts += 1;
-                    TimerEvent::Resend
-                }
-            },
         }
+        if let Some(event) = self.tail_probe(now) {
+            return event;
+        }
+        let rto_at = match self.rto_deadline {
+            None => *self.rto_deadline.insert(now + self.rto.rto()),
+            Some(at) if now < at => at,
+            Some(_) => return self.on_rto(now),
+        };
+        let next = [self.rack_deadline, self.pto_deadline].into_iter().flatten().min();
+        TimerEvent::Waiting(next.map_or(rto_at, |at| at.min(rto_at)))
+    }
+
+    /// The tail-loss probe timer: Some(Resend) when a probe is due now.
+    fn tail_probe(&mut self, now: Instant) -> Option<TimerEvent> {
+        // Only the peer's SACK blocks tell what a probe found (RFC 8985 needs SACK).
+        if !self.sack || self.probed || self.recover.is_some() {
+            self.pto_deadline = None;
+            return None;
+        }
+        let at = match self.pto_deadline {
+            Some(at) => at,
+            None => {
+                let lone = self.in_flight() <= u32::from(self.mss);
+                *self.pto_deadline.insert(now + self.rto.pto(lone)?)
+            }
+        };
+        if now < at {
+            return None;
+        }
+        self.pto_deadline = None;
+        self.probed = true;
+        self.stats.probes += 1;
+        if self.new_data_room() > 0 {
+            self.probe = Some(Probe::NewData);
+        } else if self.in_flight() > 0 {
+            self.probe = Some(Probe::Last);
+        } else {
+            self.fin_sent = false; // only the FIN is out: it is the probe
+        }
+        Some(TimerEvent::Resend)
+    }
+
+    /// The RTO expired: every byte not SACKed is deemed lost and resent from snd_una, as DATA,
+    /// under the resend window (then the FIN). A second timeout in a row also forgets the SACK
+    /// marks: a peer that reneged on them would otherwise wait for bytes never resent.
+    fn on_rto(&mut self, now: Instant) -> TimerEvent {
+        let wait = match self.rto.on_timeout() {
+            Err(gave_up) => {
+                self.rto_deadline = None;
+                return TimerEvent::GaveUp(gave_up);
+            }
+            Ok(wait) => wait,
+        };
+        if self.after_timeout {
+            self.board.clear_sacks();
+        }
+        self.board.mark_all_lost();
+        self.recover = Some(self.snd_nxt);
+        self.after_timeout = true;
+        self.resend_wnd = Some(u32::from(self.mss));
+        self.fin_sent = false;
+        self.probe = None;
+        self.pto_deadline = None;
+        self.rack_deadline = None;
+        self.rto_deadline = Some(now + wait);
+        self.stats.timeouts += 1;
+        TimerEvent::Resend
     }
 
     /// The current retransmission timeout (backoff included).
@@ -650,30 +849,6 @@ impl Stream {
     /// The smoothed round-trip time, once a segment was timed.
     pub fn srtt(&self) -> Option<Duration> {
         self.rto.srtt()
-    }
-
-    /// Whether fast recovery left bytes to resend.
-    pub fn retransmit_pending(&self) -> bool {
-        self.retx.is_some()
-    }
-
-    /// Writes the next resend frame, intent RETRANSMIT: the segment at `snd_una` after a fast
-    /// retransmit or a partial acknowledgement in fast recovery.
-    pub fn next_retransmit(&mut self, frame: &mut [u8]) -> Option<Segment> {
-        let (pos, end) = self.retx?;
-        let room = frame.len().checked_sub(TX_HDR_LEN)?;
-        let len = dist(end, pos).min(dist(self.snd_nxt, pos)) as usize;
-        let len = len.min(self.mss as usize).min(room);
-        if len == 0 {
-            self.retx = None;
-            return None;
-        }
-        let seg = self.emit(frame, pos, len, INTENT_RETRANSMIT);
-        self.rtt_probe = None;
-        let next = pos.wrapping_add(len as u32);
-        self.retx = (next != end).then_some((next, end));
-        self.stats.retransmitted += len as u64;
-        Some(seg)
     }
 
     /// Header and `len` bytes from stream position `pos` (within the send buffer).

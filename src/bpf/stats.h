@@ -29,7 +29,7 @@ enum etran_drop_reason {
 	ETRAN_DROP_TCP_ACK_UNSENT,    /* acknowledges bytes never sent (beyond snd_nxt) */
 	ETRAN_DROP_TCP_DUPLICATE,     /* payload entirely received before: only re-ACKed */
 	ETRAN_DROP_TCP_BEYOND_WINDOW, /* payload starts past the receive window */
-	ETRAN_DROP_TCP_OOO_GAP,       /* out of order, apart from the held interval, nothing else new */
+	ETRAN_DROP_TCP_OOO_GAP,       /* out of order, no interval free to hold it, nothing else new */
 	ETRAN_DROP_TCP_CONSUMED,      /* valid but nothing for the app (e.g. 1st/2nd duplicate ACK) */
 	ETRAN_DROP_TCP_NO_OWNER,      /* the connection's app port slot is empty */
 	ETRAN_DROP_TCP_NO_HEADROOM,   /* no room in front of the frame for the RX metadata */

@@ -20,6 +20,22 @@ struct tcp_conn_key {
 enum tcp_conn_flag {
 	TCP_CONN_TIMESTAMPS = 1 << 0, /* the timestamp option is in use: keep ts_recent */
 	TCP_CONN_ECN = 1 << 1,        /* ECN negotiated (DCTCP) */
+	TCP_CONN_SACK = 1 << 2,       /* SACK permitted both ways (RFC 2018): our ACKs carry blocks */
+};
+
+/* Selective acknowledgement on the receive side (RFC 2018, 2883). */
+enum tcp_sack_limit {
+	TCP_OOO_MAX = 4, /* out-of-order intervals ingress holds per connection */
+	/* SACK blocks one segment carries: 40 bytes of options hold 4, or 3 next to the
+	 * timestamp option (each block 8 bytes, plus 2 NOPs, kind and length). */
+	TCP_SACK_MAX_BLOCKS = 4,
+	TCP_SACK_MAX_BLOCKS_TS = 3,
+};
+
+/* Sequence numbers [start, end). */
+struct tcp_seq_range {
+	__u32 start;
+	__u32 end;
 };
 
 /* How far the connection's close went (tcp_conn.fin). Our FIN is acknowledged once it is sent
@@ -41,8 +57,6 @@ struct tcp_conn {
 	__u32 rcv_nxt;   /* next sequence number expected */
 	__u32 rcv_wnd;   /* bytes from rcv_nxt on the app can still take (its free buffer) */
 	__u32 rx_pos;    /* stream position of rcv_nxt (the app's buffer offset, wrapping) */
-	__u32 ooo_start; /* first sequence number of the one out-of-order interval the app holds */
-	__u32 ooo_len;   /* its length; 0 when there is none */
 
 	/* Send side */
 	__u32 snd_una;   /* oldest unacknowledged sequence number */
@@ -67,6 +81,15 @@ struct tcp_conn {
 	__u16 ip_id;        /* IPv4 identification of the next segment sent */
 	__u8 ack_queued;    /* enum etran_tcp_ack_queued bits: the queues the key is in */
 	__u8 fin;           /* enum tcp_conn_fin */
+
+	/* Out-of-order data the app holds, and what our next ACK reports of it (SACK). The
+	 * intervals lie within the receive window past rcv_nxt, are disjoint and never touch
+	 * (adjacent ones are merged), and are kept most recently changed first: the order of the
+	 * SACK blocks (RFC 2018 4). Without TCP_CONN_SACK they are held all the same. */
+	struct tcp_seq_range ooo[TCP_OOO_MAX]; /* ooo[0, ooo_n) are in use */
+	struct tcp_seq_range dsack; /* a duplicate to report first in the next ACK (RFC 2883);
+				     * empty (start == end) when there is none */
+	__u8 ooo_n;                 /* intervals in use */
 };
 
 /* tcp_conn.ack_queued: bits, the generator queues a connection's key is in. Ingress sets one
@@ -94,10 +117,13 @@ enum etran_tcp_rx_flag {
 	ETRAN_TCP_RX_FAST_RETRANSMIT = 1 << 0, /* third duplicate ACK: resend from snd_una */
 	ETRAN_TCP_RX_FIN = 1 << 1, /* the peer's stream ends after this payload (then on every
 				    * frame: a lost one is healed by the next) */
-	ETRAN_TCP_RX_OUT_OF_ORDER = 1 << 2,    /* the payload lies past rcv_nxt, held out of order */
-	ETRAN_TCP_RX_MERGED = 1 << 3,          /* the out-of-order interval became in order */
+	ETRAN_TCP_RX_OUT_OF_ORDER = 1 << 2, /* the payload lies past rcv_nxt, held out of order */
+	ETRAN_TCP_RX_MERGED = 1 << 3, /* in-order data reached held out-of-order intervals: they
+				       * are in order now (`merged` bytes past this payload) */
 	ETRAN_TCP_RX_FIN_ACKED = 1 << 4, /* the segment acknowledges our FIN (which has no stream
 					  * position), the first time or again */
+	ETRAN_TCP_RX_SACK = 1 << 5, /* the segment carries options past the timestamp (SACK
+				     * blocks): the app reads them from the TCP header */
 };
 
 /* XDP metadata in front of every frame handed to an app (a multiple of 4, at most 32 bytes, as
@@ -109,7 +135,7 @@ struct etran_tcp_rx_meta {
 	__u16 payload_len; /* payload bytes for the app; 0 when there are none */
 	__u32 una_pos;     /* stream position of snd_una: absolute, so a lost frame costs nothing */
 	__u32 peer_wnd;    /* the peer's receive window in bytes */
-	__u32 merged;      /* with MERGED: bytes of the interval beyond this payload now in order */
+	__u32 merged;      /* with MERGED: bytes beyond this payload now in order */
 	__u32 flags;       /* enum etran_tcp_rx_flag */
 };
 
@@ -159,6 +185,7 @@ struct etran_tcp_layouts {
 	enum etran_tcp_rx_flag rx_flag;
 	enum tcp_conn_flag conn_flag;
 	enum tcp_conn_fin conn_fin;
+	enum tcp_sack_limit sack_limit;
 	struct etran_tcp_tx_hdr tx_hdr;
 	enum etran_tcp_tx_intent tx_intent;
 	enum etran_tcp_limit limit;

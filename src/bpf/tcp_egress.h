@@ -181,7 +181,8 @@ static __always_inline int tcp_egress(struct xdp_md *ctx)
 	if (!ok)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_SHORT, bytes);
 	ts_now = tx_ts_now();
-	hdrs = tx_hdrs_len(c);
+	plan.sack_room = tx_sack_room(c, h.len);
+	hdrs = tx_hdrs_len(c, plan.sack_room);
 	/* Both can fail; they go first so that a failure leaves the connection untouched. A
 	 * redirect takes effect only if the program returns XDP_REDIRECT. */
 	if (bpf_xdp_adjust_head(ctx, (int)sizeof(h) - (int)hdrs))

@@ -95,7 +95,7 @@ static __always_inline int tcp_gen(struct xdp_md *ctx)
 	struct tx_plan plan = {};
 	struct tcp_conn_key key;
 	enum gen_outcome out = GEN_SEND;
-	__u32 hdrs, ts_now;
+	__u32 hdrs, ts_now, tpl_len;
 	struct tcp_conn *c;
 	__u8 queue;
 	int room;
@@ -117,9 +117,14 @@ static __always_inline int tcp_gen(struct xdp_md *ctx)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_GEN_NO_CONN, 0);
 
 	ts_now = tx_ts_now();
-	hdrs = tx_hdrs_len(c);
+	plan.sack_room = tx_sack_room(c, 0);
+	hdrs = tx_hdrs_len(c, plan.sack_room);
 	/* Both can fail; a redirect takes effect only if the program returns XDP_REDIRECT. */
-	room = bpf_xdp_adjust_tail(ctx, (int)hdrs - (int)(ctx->data_end - ctx->data)) == 0;
+	/* The template's length, computed apart: folded into the sum below, the compiler would
+	 * subtract the packet end pointer from a scalar, which the verifier refuses. */
+	tpl_len = ctx->data_end - ctx->data;
+	barrier_var(tpl_len);
+	room = bpf_xdp_adjust_tail(ctx, (int)hdrs - (int)tpl_len) == 0;
 	if (room && bpf_redirect_map(&etran_nic, 0, XDP_DROP) != XDP_REDIRECT)
 		room = -1;
 

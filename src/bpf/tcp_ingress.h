@@ -3,7 +3,12 @@
  * etran_tcp_conns are checked against and applied to the connection state, then handed to the
  * owning app's port with RX metadata in front. The slow path (see slow_path below) goes to the
  * daemon through a ring buffer; anything else (no connection, nothing etran owns) goes to the
- * kernel. */
+ * kernel.
+ *
+ * Out-of-order data: up to TCP_OOO_MAX intervals past rcv_nxt, held by the app at their stream
+ * positions, reported in our ACKs' SACK blocks (tcp_tx.h) and merged when in-order data reaches
+ * them. Segments carrying SACK blocks reach the app even as duplicate ACKs: its scoreboard needs
+ * them. */
 #ifndef ETRAN_TCP_INGRESS_H
 #define ETRAN_TCP_INGRESS_H
 
@@ -29,6 +34,7 @@ struct segment {
 	__u8 has_ack;
 	__u8 fin;
 	__u8 has_ts;
+	__u8 sack; /* options past the timestamp on a SACK connection: SACK blocks for the app */
 };
 
 /* What the update under the lock decided, acted upon after it. */
@@ -38,6 +44,7 @@ struct verdict {
 	__u8 dropped;     /* drop the frame instead of delivering it */
 	__u8 wnd_changed; /* the peer's window is news for the app */
 	__u8 acked;       /* snd_una moved: news for the app */
+	__u8 duplicate;   /* the payload was held already (reported by D-SACK) */
 };
 
 static __always_inline void set_drop(struct verdict *v, enum etran_drop_reason why)
@@ -55,45 +62,95 @@ static __always_inline void advance(struct tcp_conn *c, __u32 n)
 	c->ack_pending += n;
 }
 
-/* In-order data reached the out-of-order interval: all of it is now in order. */
+/* Remembers [start, end), received before, for the D-SACK block (RFC 2883) of an ACK sent at
+ * once: it tells the peer that its retransmission was not needed. */
+static __always_inline void note_dsack(struct tcp_conn *c, __u32 start, __u32 end)
+{
+	if (!(c->flags & TCP_CONN_SACK))
+		return;
+	c->dsack.start = start;
+	c->dsack.end = end;
+	c->ack_now = 1;
+}
+
+/* In-order data advanced rcv_nxt: every interval it reached is in order now, and the bytes
+ * past the new frontier that they held are too. One pass suffices: intervals never touch, so
+ * none starts within another's reach. */
 static __always_inline void merge_ooo(struct tcp_conn *c, struct verdict *v)
 {
-	__u32 end = c->ooo_start + c->ooo_len, n = 0;
+	struct tcp_seq_range keep[TCP_OOO_MAX] = {};
+	__u32 from = c->rcv_nxt, n, kept = 0, reached = 0;
 
-	if (after(end, c->rcv_nxt)) {
-		n = end - c->rcv_nxt;
-		/* The interval lies within the window; the clamp keeps a bad insert harmless. */
-		if (n > c->rcv_wnd)
-			n = c->rcv_wnd;
-		advance(c, n);
+	for (__u32 i = 0; i < TCP_OOO_MAX; i++) {
+		if (i >= c->ooo_n)
+			break;
+		if (after(c->ooo[i].start, c->rcv_nxt)) {
+			keep[kept++ & (TCP_OOO_MAX - 1)] = c->ooo[i];
+			continue;
+		}
+		reached = 1;
+		if (after(c->ooo[i].end, c->rcv_nxt)) {
+			n = c->ooo[i].end - c->rcv_nxt;
+			/* Intervals lie within the window; the clamp keeps a bad insert harmless. */
+			if (n > c->rcv_wnd)
+				n = c->rcv_wnd;
+			advance(c, n);
+		}
 	}
-	c->ooo_len = 0;
+	if (!reached)
+		return;
+	for (__u32 i = 0; i < TCP_OOO_MAX; i++)
+		c->ooo[i] = keep[i];
+	c->ooo_n = kept;
 	c->ack_now = 1; /* a filled gap is ACKed at once (RFC 5681 4.2) */
-	v->meta.merged = n;
+	v->meta.merged = c->rcv_nxt - from;
 	v->meta.flags |= ETRAN_TCP_RX_MERGED;
 }
 
-/* Out-of-order payload [seq, end) inside the window: it starts the interval or grows it when
- * adjacent or overlapping. Returns 0 when it lies apart from the interval (the app cannot hold
- * two). */
-static __always_inline int hold_ooo(struct tcp_conn *c, __u32 seq, __u32 end)
-{
-	__u32 start = c->ooo_start, stop = c->ooo_start + c->ooo_len;
+/* What hold_ooo did with out-of-order payload. */
+enum ooo_verdict {
+	OOO_HELD,      /* held: it started an interval or grew one (possibly joining several) */
+	OOO_DUPLICATE, /* an interval held all of it already */
+	OOO_FULL,      /* apart from every interval, and no room for another: left out */
+};
 
-	if (!c->ooo_len) {
-		c->ooo_start = seq;
-		c->ooo_len = end - seq;
-		return 1;
+/* Out-of-order payload [seq, end) inside the window: the intervals it touches (overlapping or
+ * adjacent) and it become one interval, which moves to the front (it holds the most recently
+ * received segment, so its SACK block goes first); the others keep their order behind it. */
+static __always_inline enum ooo_verdict hold_ooo(struct tcp_conn *c, __u32 seq, __u32 end)
+{
+	struct tcp_seq_range keep[TCP_OOO_MAX] = {};
+	__u32 lo = seq, hi = end, kept = 0, touched = 0, dup = 0;
+
+	for (__u32 i = 0; i < TCP_OOO_MAX; i++) {
+		if (i >= c->ooo_n)
+			break;
+		if (after(c->ooo[i].start, end) || before(c->ooo[i].end, seq)) {
+			keep[kept++ & (TCP_OOO_MAX - 1)] = c->ooo[i];
+			continue;
+		}
+		/* All of it held already: still moved to the front, so that the block holding
+		 * the D-SACK'd bytes follows the D-SACK block (RFC 2883 4). */
+		if (!after(c->ooo[i].start, seq) && !before(c->ooo[i].end, end))
+			dup = 1;
+		touched = 1;
+		if (before(c->ooo[i].start, lo))
+			lo = c->ooo[i].start;
+		if (after(c->ooo[i].end, hi))
+			hi = c->ooo[i].end;
 	}
-	if (after(seq, stop) || before(end, start))
-		return 0;
-	if (before(seq, start))
-		start = seq;
-	if (after(end, stop))
-		stop = end;
-	c->ooo_start = start;
-	c->ooo_len = stop - start;
-	return 1;
+	if (!touched && kept >= TCP_OOO_MAX)
+		return OOO_FULL;
+	c->ooo[0].start = lo;
+	c->ooo[0].end = hi;
+	for (__u32 i = 1; i < TCP_OOO_MAX; i++)
+		c->ooo[i] = keep[i - 1];
+	c->ooo_n = kept + 1;
+	if (dup) {
+		note_dsack(c, seq, end);
+		return OOO_DUPLICATE;
+	}
+	return OOO_HELD;
 }
 
 /* The ACK field and the window. Returns 0 when the segment must be dropped. */
@@ -151,6 +208,8 @@ static __always_inline int rx_check_seq(struct tcp_conn *c, const struct segment
 	 * carrying a new FIN is not a duplicate. */
 	if (!after(s->seq + s->len + (s->fin && !(c->fin & TCP_CONN_FIN_RCVD)), c->rcv_nxt)) {
 		c->ack_now = 1; /* the peer missed our ACK: repeat it */
+		if (s->len)
+			note_dsack(c, s->seq, s->seq + s->len);
 		set_drop(v, ETRAN_DROP_TCP_DUPLICATE);
 		return 0;
 	}
@@ -170,20 +229,24 @@ static __always_inline int rx_check_seq(struct tcp_conn *c, const struct segment
 }
 
 /* An acceptable segment's payload and FIN: the in-order part advances the stream (and may reach
- * the out-of-order interval), a later part joins the interval or is left out. */
+ * out-of-order intervals), a later part is held in an interval or, without room for one, left
+ * out. */
 static __always_inline void rx_payload(struct tcp_conn *c, const struct segment *s,
 				       struct verdict *v)
 {
 	__u32 skip = 0, off, len, fin = 0;
+	enum ooo_verdict held;
 
 	v->meta.rx_pos = c->rx_pos;
 	v->meta.payload_off = s->payload_off;
 	if (!s->len) {
-		fin = s->fin && s->seq == c->rcv_nxt && !c->ooo_len;
+		fin = s->fin && s->seq == c->rcv_nxt && !c->ooo_n;
 		goto out;
 	}
-	if (before(s->seq, c->rcv_nxt))
+	if (before(s->seq, c->rcv_nxt)) {
 		skip = c->rcv_nxt - s->seq; /* overlapping prefix the app already has */
+		note_dsack(c, s->seq, c->rcv_nxt);
+	}
 	off = s->seq + skip - c->rcv_nxt;
 	len = s->len - skip;
 	if (len > c->rcv_wnd - off)
@@ -193,18 +256,20 @@ static __always_inline void rx_payload(struct tcp_conn *c, const struct segment 
 	v->meta.payload_len = len;
 	if (off == 0) {
 		/* A FIN counts only once everything before it is in order and kept. */
-		fin = s->fin && len == s->len - skip && !c->ooo_len;
+		fin = s->fin && len == s->len - skip && !c->ooo_n;
 		advance(c, len);
-		if (c->ooo_len && !after(c->ooo_start, c->rcv_nxt))
+		if (c->ooo_n)
 			merge_ooo(c, v);
 		goto out;
 	}
-	c->ack_now = 1; /* duplicate ACKs drive the peer's fast retransmit */
-	if (hold_ooo(c, c->rcv_nxt + off, c->rcv_nxt + off + len)) {
+	c->ack_now = 1; /* duplicate ACKs (with SACK blocks) drive the peer's recovery */
+	held = hold_ooo(c, c->rcv_nxt + off, c->rcv_nxt + off + len);
+	if (held == OOO_HELD) {
 		v->meta.flags |= ETRAN_TCP_RX_OUT_OF_ORDER;
 	} else {
-		/* Left out: without payload the frame is in order, at rx_pos (else the app would
-		 * see a hole). */
+		v->duplicate = held == OOO_DUPLICATE;
+		/* Left out (or had already): without payload the frame is in order, at rx_pos
+		 * (else the app would see a hole). */
 		v->meta.rx_pos = c->rx_pos;
 		v->meta.payload_off = s->payload_off;
 		v->meta.payload_len = 0;
@@ -241,8 +306,13 @@ static __always_inline void rx_update(struct tcp_conn *c, const struct segment *
 	v->meta.handle = c->handle;
 	v->meta.peer_wnd = c->snd_wnd;
 	v->meta.una_pos = una_pos(c);
+	/* SACK blocks are news for the app's scoreboard even on a duplicate ACK. */
+	if (s->sack)
+		v->meta.flags |= ETRAN_TCP_RX_SACK;
 	if (!v->meta.payload_len && !v->acked && !v->meta.flags && !v->wnd_changed)
-		set_drop(v, s->len ? ETRAN_DROP_TCP_OOO_GAP : ETRAN_DROP_TCP_CONSUMED);
+		set_drop(v, !s->len	    ? ETRAN_DROP_TCP_CONSUMED
+			    : v->duplicate ? ETRAN_DROP_TCP_DUPLICATE
+					   : ETRAN_DROP_TCP_OOO_GAP);
 }
 
 /* Is this segment the daemon's? A SYN (no ACK) to a listening port; any segment of a handshake
@@ -329,6 +399,10 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 		s.has_ts = 1;
 		s.tsval = bpf_ntohl(ts->val);
 	}
+	/* Linux puts the timestamp option first and SACK blocks after it: any more option bytes
+	 * are (most likely) SACK blocks, which the app parses. Flags are fixed: no lock needed. */
+	s.sack = (c->flags & TCP_CONN_SACK) &&
+		 tcp->doff * 4 > sizeof(*tcp) + (ts ? sizeof(*ts) : 0);
 
 	/* Both can fail; they go first so that a failure leaves the connection untouched. A
 	 * redirect takes effect only if the program returns XDP_REDIRECT. */

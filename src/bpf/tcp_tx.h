@@ -1,6 +1,15 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Writing a TCP segment's headers from connection state alone: shared by egress (segments apps
- * send) and the ACK generator (pure ACKs the kernel decided on). */
+ * send) and the ACK generator (pure ACKs the kernel decided on).
+ *
+ * Options: the timestamp option when negotiated, then SACK blocks (RFC 2018) when the
+ * connection has any to report: a D-SACK block first (RFC 2883), then the out-of-order
+ * intervals, most recently changed first. The header's length must be known before the lock
+ * (the frame is resized first, so that a failure leaves the connection untouched), so the
+ * number of blocks is read without the lock (tx_sack_room); under the lock the plan takes the
+ * blocks still there, at most that many, and NOPs fill the room of any that went away (a
+ * segment arriving in between may have filled a gap). A data segment carries blocks only where
+ * its payload leaves them room within the MSS. */
 #ifndef ETRAN_TCP_TX_H
 #define ETRAN_TCP_TX_H
 
@@ -28,6 +37,24 @@ struct tx_tcp {
 	struct tcp_ts_opt ts;
 };
 
+#define TCPOPT_NOP 1
+#define TCPOPT_SACK 5
+#define TCPOPT_NOP4 0x01010101U
+
+/* The SACK option written after the fixed header (and the timestamp option): NOP, NOP, kind,
+ * length, then the blocks the segment has room for. */
+struct tx_sack_block {
+	__be32 left;
+	__be32 right;
+};
+
+struct tx_sack_opt {
+	__u8 nop[2];
+	__u8 kind;
+	__u8 len;
+	struct tx_sack_block block[TCP_SACK_MAX_BLOCKS];
+};
+
 /* What the update under the lock decided, acted upon after it. */
 struct tx_plan {
 	__u32 seq;
@@ -37,7 +64,10 @@ struct tx_plan {
 	__u16 window; /* the window field, scaled */
 	__u16 ip_id;
 	__u8 dropped;
-	__u8 fin; /* set FIN */
+	__u8 fin;       /* set FIN */
+	__u8 sack_room; /* SACK blocks the header has room for (decided before the lock) */
+	__u8 sack_n;    /* blocks written, at most sack_room: NOPs fill the rest */
+	struct tcp_seq_range sack[TCP_SACK_MAX_BLOCKS];
 };
 
 /* TSval: a monotonic 1 ms clock. */
@@ -46,11 +76,37 @@ static __always_inline __u32 tx_ts_now(void)
 	return bpf_ktime_get_ns() / NSEC_PER_MSEC;
 }
 
-/* Bytes of Ethernet, IPv4 and TCP headers (with options) of the connection's segments. */
-static __always_inline __u32 tx_hdrs_len(const struct tcp_conn *c)
+/* SACK blocks the connection has to report: a D-SACK block, then its out-of-order intervals. */
+static __always_inline __u32 tx_sack_owed(const struct tcp_conn *c)
+{
+	__u32 n = (c->ooo_n & 7) + (c->dsack.start != c->dsack.end);
+	__u32 max = (c->flags & TCP_CONN_TIMESTAMPS) ? TCP_SACK_MAX_BLOCKS_TS : TCP_SACK_MAX_BLOCKS;
+
+	if (!(c->flags & TCP_CONN_SACK))
+		return 0;
+	return n < max ? n : max;
+}
+
+/* Before the lock: room for the SACK blocks owed now, in a segment of `payload` bytes (the
+ * option takes 4 + 8 bytes a block, and payload plus options stay within the MSS). Read without
+ * the lock: see the file comment. */
+static __always_inline __u32 tx_sack_room(const struct tcp_conn *c, __u32 payload)
+{
+	__u32 owed = tx_sack_owed(c), fit;
+
+	if (!owed || payload + 12 > c->mss)
+		return 0;
+	fit = (c->mss - payload - 4) / 8;
+	return owed < fit ? owed : fit;
+}
+
+/* Bytes of Ethernet, IPv4 and TCP headers (with options) of a segment of the connection with
+ * room for `sack_room` SACK blocks. */
+static __always_inline __u32 tx_hdrs_len(const struct tcp_conn *c, __u32 sack_room)
 {
 	return sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct tcphdr) +
-	       ((c->flags & TCP_CONN_TIMESTAMPS) ? sizeof(struct tcp_ts_opt) : 0);
+	       ((c->flags & TCP_CONN_TIMESTAMPS) ? sizeof(struct tcp_ts_opt) : 0) +
+	       (sack_room ? 4 + 8 * sack_room : 0);
 }
 
 /* The window field announcing rcv_wnd: scaled down, at most 65535. */
@@ -61,17 +117,44 @@ static __always_inline __u16 tx_window(const struct tcp_conn *c)
 	return wnd > 0xffff ? 0xffff : wnd;
 }
 
+/* Under the connection lock: the SACK blocks of a segment with room for p->sack_room of them.
+ * The D-SACK block is reported once. */
+static __always_inline void tx_plan_sack(struct tcp_conn *c, struct tx_plan *p)
+{
+	__u32 n = 0, room = p->sack_room;
+
+	if (!room)
+		return;
+	if (c->dsack.start != c->dsack.end) {
+		p->sack[0] = c->dsack;
+		c->dsack.end = c->dsack.start;
+		n = 1;
+	}
+	for (__u32 i = 0; i < TCP_OOO_MAX; i++) {
+		if (i >= c->ooo_n || n >= room)
+			break;
+		p->sack[n & (TCP_SACK_MAX_BLOCKS - 1)] = c->ooo[i];
+		n++;
+	}
+	p->sack_n = n;
+}
+
 /* Under the connection lock: the header fields of a segment sent now (before its payload, if
- * any, advances snd_nxt), which carries the ACK and so settles what was owed. */
+ * any, advances snd_nxt), which carries the ACK and so settles what was owed, unless it had
+ * no room for SACK blocks an immediate ACK owes (news of out-of-order data): the generator
+ * then still sends a pure ACK with them. */
 static __always_inline void tx_plan_segment(struct tcp_conn *c, struct tx_plan *p)
 {
+	__u32 owed = tx_sack_owed(c);
+
 	p->seq = c->snd_nxt;
 	p->ack = c->rcv_nxt;
 	p->window = tx_window(c);
 	p->ts_recent = c->ts_recent;
 	p->ip_id = c->ip_id++;
+	tx_plan_sack(c, p);
 	c->ack_pending = 0;
-	c->ack_now = 0;
+	c->ack_now = c->ack_now && p->sack_n < owed;
 }
 
 /* Writes Ethernet, IPv4 and TCP headers in front of len payload bytes (data points at the
@@ -84,7 +167,9 @@ static __always_inline int tx_write_headers(void *data, void *data_end, const st
 					    __u32 ts_now)
 {
 	int ts = c->flags & TCP_CONN_TIMESTAMPS;
-	__u32 tcp_len = sizeof(struct tcphdr) + (ts ? sizeof(struct tcp_ts_opt) : 0);
+	__u32 room = p->sack_room < TCP_SACK_MAX_BLOCKS ? p->sack_room : TCP_SACK_MAX_BLOCKS;
+	__u32 tcp_len = sizeof(struct tcphdr) + (ts ? sizeof(struct tcp_ts_opt) : 0) +
+			(room ? 4 + 8 * room : 0);
 	struct {
 		__be32 saddr;
 		__be32 daddr;
@@ -129,8 +214,26 @@ static __always_inline int tx_write_headers(void *data, void *data_end, const st
 			.ecr = bpf_htonl(p->ts_recent),
 		},
 	};
+	struct tx_sack_opt sack = {
+		.nop = { TCPOPT_NOP, TCPOPT_NOP },
+		.kind = TCPOPT_SACK,
+		.len = 2 + 8 * p->sack_n,
+	};
+	void *opt;
 	__u64 sum;
 
+#pragma unroll
+	for (__u32 j = 0; j < TCP_SACK_MAX_BLOCKS; j++) {
+		if (j < p->sack_n) {
+			sack.block[j].left = bpf_htonl(p->sack[j].start);
+			sack.block[j].right = bpf_htonl(p->sack[j].end);
+		} else {
+			sack.block[j].left = TCPOPT_NOP4;
+			sack.block[j].right = TCPOPT_NOP4;
+		}
+	}
+	if (!p->sack_n)
+		*(__u32 *)&sack = TCPOPT_NOP4; /* blocks planned, none left: all NOPs */
 	__builtin_memcpy(eth.h_dest, c->remote_mac, ETH_ALEN);
 	__builtin_memcpy(eth.h_source, c->local_mac, ETH_ALEN);
 	/* ECT(0) on data only: pure ACKs are not ECN-capable (RFC 3168 6.1.4). */
@@ -141,19 +244,40 @@ static __always_inline int tx_write_headers(void *data, void *data_end, const st
 	sum = csum_words(&pseudo, sizeof(pseudo)) + csum_words(&t.tcp, sizeof(t.tcp)) + payload_sum;
 	if (ts)
 		sum += csum_words(&t.ts, sizeof(t.ts));
+	if (room)
+		sum += csum_words(&sack, 4);
+#pragma unroll
+	for (__u32 j = 0; j < TCP_SACK_MAX_BLOCKS; j++)
+		if (j < room)
+			sum += csum_words(&sack.block[j], sizeof(sack.block[j]));
 	t.tcp.check = ~csum_fold(sum);
 
 	if (data + sizeof(eth) + sizeof(ip) + sizeof(t.tcp) > data_end)
 		return 0;
 	__builtin_memcpy(data, &eth, sizeof(eth));
 	__builtin_memcpy(data + sizeof(eth), &ip, sizeof(ip));
+	opt = data + sizeof(eth) + sizeof(ip) + sizeof(t.tcp);
 	if (!ts) {
 		__builtin_memcpy(data + sizeof(eth) + sizeof(ip), &t.tcp, sizeof(t.tcp));
-		return 1;
+	} else {
+		if (data + sizeof(eth) + sizeof(ip) + sizeof(t) > data_end)
+			return 0;
+		__builtin_memcpy(data + sizeof(eth) + sizeof(ip), &t, sizeof(t));
+		opt += sizeof(t.ts);
 	}
-	if (data + sizeof(eth) + sizeof(ip) + sizeof(t) > data_end)
+	if (!room)
+		return 1;
+	if (opt + 4 > data_end)
 		return 0;
-	__builtin_memcpy(data + sizeof(eth) + sizeof(ip), &t, sizeof(t));
+	__builtin_memcpy(opt, &sack, 4);
+#pragma unroll
+	for (__u32 j = 0; j < TCP_SACK_MAX_BLOCKS; j++) {
+		if (j >= room)
+			break;
+		if (opt + 4 + 8 * (j + 1) > data_end)
+			return 0;
+		__builtin_memcpy(opt + 4 + 8 * j, &sack.block[j], sizeof(sack.block[j]));
+	}
 	return 1;
 }
 

@@ -68,6 +68,12 @@ pub struct ConnInit {
     pub mss: u16,
     pub rcv_buf: u32,
     pub snd_buf: u32,
+    /// SACK negotiated.
+    #[serde(default)]
+    pub sack: bool,
+    /// The sequence number of `tx_pos`.
+    #[serde(default)]
+    pub snd_seq: u32,
 }
 
 impl ConnInit {
@@ -83,6 +89,8 @@ impl ConnInit {
             tx_pos: self.tx_pos,
             peer_wnd: self.peer_wnd,
             mss: self.mss,
+            sack: self.sack,
+            snd_seq: self.snd_seq,
             rcv_buf: self.rcv_buf,
             snd_buf: self.snd_buf,
         }

@@ -373,6 +373,8 @@ impl SlowPath {
             mss: conn.mss,
             rcv_buf: self.config.rcv_wnd,
             snd_buf: SND_BUF,
+            sack: e.negotiated.sack,
+            snd_seq: conn.snd_nxt,
         };
         log::info(format!("connection {} ← {} established (handle {handle})", key.0, key.1));
         self.conns.insert(key, Conn { est: e, owner: p.owner, handle });

@@ -42,9 +42,10 @@ use super::{kernel, AttachMode, TcpHandles};
 /// mio loop, epoll's millisecond timeouts round it up to the next millisecond.)
 pub const DELAYED_ACK: Duration = Duration::from_millis(1);
 
-/// The template frame: as long as the longest pure ACK (Ethernet, IPv4, TCP with the timestamp
-/// option); the generator trims it for connections without timestamps.
-const TEMPLATE_LEN: usize = 14 + 20 + 20 + 12;
+/// The template frame: as long as the longest pure ACK (Ethernet, IPv4, TCP with 40 bytes of
+/// options: the timestamp option and three SACK blocks); the generator trims it to the ACK it
+/// writes.
+pub const TEMPLATE_LEN: usize = 14 + 20 + 20 + 40;
 
 /// The most runs one `BPF_PROG_RUN` call asks for.
 const MAX_REPEAT: u64 = 1024;

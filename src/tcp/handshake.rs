@@ -8,7 +8,8 @@
 //!   the peer retransmits it to the fast path.
 //! - Active open: [`Handshake::active`] sends SYN; an acceptable SYN-ACK establishes and is
 //!   answered with an ACK. Simultaneous open is not supported (a bare SYN is ignored).
-//! - Options: MSS, window scale and timestamps through [`negotiate`]; SACK is never offered.
+//! - Options: MSS, window scale, SACK-permitted (RFC 2018: offered in our SYN, answered in a
+//!   SYN-ACK only to a SYN that offered it) and timestamps through [`negotiate`].
 //!   ECN (RFC 3168): the SYN carries ECE|CWR, the SYN-ACK ECE; recorded in
 //!   [`Established::ecn`].
 //! - SYN and SYN-ACK are retransmitted on [`Handshake::on_timeout`] with [`RtoEstimator`]
@@ -29,6 +30,9 @@ use super::{
 pub struct Config {
     /// Our MSS (the NIC MTU minus 40).
     pub mss: u16,
+    /// Offer SACK (RFC 2018): our ACKs then carry SACK blocks, and the app's sender uses the
+    /// peer's.
+    pub sack: bool,
     /// Window scale we announce (the shift of the windows we advertise).
     pub wscale: u8,
     pub timestamps: bool,
@@ -43,6 +47,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             mss: 1460,
+            sack: true,
             wscale: 7,
             timestamps: true,
             ecn: true,
@@ -124,6 +129,9 @@ impl Established {
         }
         if self.ecn {
             flags |= tcp_conn_flag::TCP_CONN_ECN.0 as u8;
+        }
+        if self.negotiated.sack {
+            flags |= tcp_conn_flag::TCP_CONN_SACK.0 as u8;
         }
         let max = etran_tcp_limit::ETRAN_TCP_MAX_PAYLOAD.0 as u16;
         tcp_conn {
@@ -248,7 +256,7 @@ impl Handshake {
         let ours = SynOptions {
             mss: Some(config.mss),
             wscale: Some(config.wscale),
-            sack_permitted: false,
+            sack_permitted: config.sack,
             timestamps: config.timestamps.then_some((ts_now, 0)),
         };
         let h = Handshake {
@@ -284,7 +292,7 @@ impl Handshake {
         let ours = SynOptions {
             mss: Some(config.mss),
             wscale: theirs.wscale.map(|_| config.wscale),
-            sack_permitted: false,
+            sack_permitted: config.sack && theirs.sack_permitted,
             timestamps: (config.timestamps && theirs.timestamps.is_some()).then_some((ts_now, 0)),
         };
         let h = Handshake {
@@ -547,6 +555,7 @@ mod tests {
         Config {
             rto: RtoConfig {
                 initial: Duration::from_millis(10),
+                min: Duration::from_millis(4),
                 max_retries: 2,
                 ..RtoConfig::default()
             },
@@ -565,7 +574,7 @@ mod tests {
         let o = SynOptions::parse(&synack.options).unwrap();
         assert_eq!(o.mss, Some(1460));
         assert_eq!(o.wscale, Some(7));
-        assert!(!o.sack_permitted, "SACK is never offered");
+        assert!(o.sack_permitted, "SACK-permitted answers the SYN's");
         assert_eq!(o.timestamps, Some((77, 1000)));
         assert!(Segment::checksums_ok(&synack.build()));
 
@@ -582,7 +591,7 @@ mod tests {
             (e.negotiated.send_mss, e.negotiated.send_wscale, e.negotiated.recv_wscale),
             (1460, 7, 7)
         );
-        assert!(e.negotiated.timestamps && !e.negotiated.sack && e.ecn);
+        assert!(e.negotiated.timestamps && e.negotiated.sack && e.ecn);
         assert_eq!(e.ts_recent, 1010);
         assert_eq!((e.local_mac, e.remote_mac), (LMAC, RMAC));
         // Later segments are the fast path's business.
@@ -655,7 +664,7 @@ mod tests {
         let o = SynOptions::parse(&syn.options).unwrap();
         assert_eq!(
             (o.mss, o.wscale, o.timestamps, o.sack_permitted),
-            (Some(1460), Some(7), Some((5, 0)), false)
+            (Some(1460), Some(7), Some((5, 0)), true)
         );
 
         let mut synack = from_remote(7000, 0, SYN | ACK | ECE);
@@ -675,7 +684,7 @@ mod tests {
             (e.negotiated.send_mss, e.negotiated.send_wscale, e.negotiated.recv_wscale),
             (1400, 9, 7)
         );
-        assert!(e.ecn && e.negotiated.timestamps && !e.negotiated.sack);
+        assert!(e.ecn && e.negotiated.timestamps && e.negotiated.sack);
         assert_eq!(e.ts_recent, 444);
         let ack = step.send.unwrap();
         assert_eq!((ack.flags, ack.seq, ack.ack), (ACK, 0, 7001));
@@ -759,6 +768,46 @@ mod tests {
     }
 
     #[test]
+    fn sack_is_offered_and_needs_both_sides() {
+        let sack_of = |e: &Established| {
+            let flag = tcp_conn_flag::TCP_CONN_SACK.0 as u8;
+            (e.negotiated.sack, e.conn(0, 0, 4096).flags & flag != 0)
+        };
+        // Passive: a SYN without SACK-permitted gets none back and the connection has none.
+        let mut syn = linux_syn(1);
+        syn.options =
+            SynOptions { sack_permitted: false, ..SynOptions::parse(&syn.options).unwrap() }
+                .encode();
+        let (mut h, synack) = Handshake::passive(quick(), &syn, 2, 0).unwrap();
+        assert!(!SynOptions::parse(&synack.options).unwrap().sack_permitted);
+        let Outcome::Established(e) = h.on_segment(&from_remote(2, 3, ACK), 0).outcome else {
+            panic!()
+        };
+        assert_eq!(sack_of(&e), (false, false));
+        // SACK off locally: not answered even to a SYN that offers it.
+        let cfg = Config { sack: false, ..quick() };
+        let (mut h, synack) = Handshake::passive(cfg, &linux_syn(1), 2, 0).unwrap();
+        assert!(!SynOptions::parse(&synack.options).unwrap().sack_permitted);
+        let Outcome::Established(e) = h.on_segment(&from_remote(2, 3, ACK), 0).outcome else {
+            panic!()
+        };
+        assert_eq!(sack_of(&e), (false, false));
+        // Active: offered; a SYN-ACK without it leaves the connection without SACK.
+        let (mut h, syn) = Handshake::active(quick(), local(), remote(), LMAC, RMAC, 10, 0);
+        assert!(SynOptions::parse(&syn.options).unwrap().sack_permitted);
+        let mut synack = from_remote(1, 11, SYN | ACK);
+        synack.options = SynOptions { mss: Some(1460), ..SynOptions::default() }.encode();
+        let Outcome::Established(e) = h.on_segment(&synack, 0).outcome else { panic!() };
+        assert_eq!(sack_of(&e), (false, false));
+        // Both: the connection's flag is set.
+        let (mut h, _) = Handshake::passive(quick(), &linux_syn(1), 2, 0).unwrap();
+        let Outcome::Established(e) = h.on_segment(&from_remote(2, 3, ACK), 0).outcome else {
+            panic!()
+        };
+        assert_eq!(sack_of(&e), (true, true));
+    }
+
+    #[test]
     fn abort_rst_is_acceptable_to_the_peer() {
         let (mut h, _) = Handshake::passive(quick(), &linux_syn(1), 2, 0).unwrap();
         let Outcome::Established(e) = h.on_segment(&from_remote(2, 3, ACK), 0).outcome else {
@@ -768,7 +817,9 @@ mod tests {
         assert_eq!((c.owner_port, c.handle, c.rcv_wnd, c.rx_pos, c.tx_pos), (3, 0xabc, 4096, 0, 0));
         assert_eq!((c.rcv_nxt, c.snd_una, c.snd_nxt), (2, 3, 3));
         assert_eq!((c.snd_wscale, c.rcv_wscale, c.mss), (7, 7, 1448), "1460 less timestamps");
-        let want = tcp_conn_flag::TCP_CONN_TIMESTAMPS.0 | tcp_conn_flag::TCP_CONN_ECN.0;
+        let want = tcp_conn_flag::TCP_CONN_TIMESTAMPS.0
+            | tcp_conn_flag::TCP_CONN_ECN.0
+            | tcp_conn_flag::TCP_CONN_SACK.0;
         assert_eq!(u32::from(c.flags), want);
         assert_eq!((c.local_mac, c.remote_mac), (LMAC, RMAC));
         let k = e.key();

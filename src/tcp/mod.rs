@@ -6,4 +6,5 @@ pub mod handshake;
 pub mod isn;
 pub mod options;
 pub mod rto;
+pub mod sack;
 pub mod segment;

@@ -1,8 +1,13 @@
 //! Retransmission timeout (RFC 6298): smoothed RTT and variance from samples, exponential
-//! backoff on timeouts, and a retry limit after which the connection is reported dead.
+//! backoff on timeouts, and a retry limit after which the connection is reported dead; and the
+//! tail-loss probe timeout (RFC 8985 7.2) derived from the same samples.
 //!
-//! Datacenter defaults follow eTran (a minimum RTO of a few milliseconds rather than RFC 6298's
-//! one second); every bound is configurable.
+//! The defaults suit Linux peers: a minimum RTO of 200 ms, as Linux's own, because a Linux
+//! receiver delays its ACK of a lone segment by 40 to 200 ms, and an RTO below that fires
+//! spuriously on request/response traffic. Tail losses do not wait that long: a probe goes out
+//! after 2 SRTT (at least `pto_min`), plus the peer's delayed ACK when a single segment is in
+//! flight. Between etran hosts (whose receiver delays an ACK by 1 ms) smaller bounds are fine:
+//! every one is configurable (`App::set_rto`).
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,16 +20,23 @@ pub struct RtoConfig {
     pub max_retries: u32,
     /// Clock granularity G of RFC 6298.
     pub granularity: Duration,
+    /// The longest the peer may delay an ACK (RFC 8985's WCDelAckT): added to the probe timeout
+    /// when one segment is in flight.
+    pub delayed_ack: Duration,
+    /// The shortest probe timeout.
+    pub pto_min: Duration,
 }
 
 impl Default for RtoConfig {
     fn default() -> Self {
         RtoConfig {
-            initial: Duration::from_millis(10),
-            min: Duration::from_millis(4),
+            initial: Duration::from_millis(200),
+            min: Duration::from_millis(200),
             max: Duration::from_secs(2),
             max_retries: 12,
             granularity: Duration::from_micros(1),
+            delayed_ack: Duration::from_millis(200),
+            pto_min: Duration::from_millis(10),
         }
     }
 }
@@ -51,12 +63,13 @@ pub struct RtoEstimator {
     /// Current timeout, backoff included.
     rto: Duration,
     retries: u32,
+    min_rtt: Option<Duration>,
 }
 
 impl RtoEstimator {
     pub fn new(config: RtoConfig) -> Self {
         let rto = config.initial.clamp(config.min, config.max);
-        RtoEstimator { config, smoothed: None, rto, retries: 0 }
+        RtoEstimator { config, smoothed: None, rto, retries: 0, min_rtt: None }
     }
 
     pub fn rto(&self) -> Duration {
@@ -79,9 +92,27 @@ impl RtoEstimator {
             }
         };
         self.smoothed = Some((srtt, rttvar));
+        self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
         self.retries = 0;
         self.rto = (srtt + self.config.granularity.max(rttvar * 4))
             .clamp(self.config.min, self.config.max);
+    }
+
+    /// The tail-loss probe timeout (RFC 8985 7.2) with `one_segment` in flight or more: 2 SRTT,
+    /// plus the peer's delayed ACK for a lone segment, at least `pto_min`; never later than the
+    /// RTO. None before the first RTT sample (the RTO covers that time).
+    pub fn pto(&self, one_segment: bool) -> Option<Duration> {
+        let (srtt, _) = self.smoothed?;
+        let mut pto = (srtt * 2).max(self.config.pto_min);
+        if one_segment {
+            pto += self.config.delayed_ack;
+        }
+        Some(pto.min(self.rto))
+    }
+
+    /// The smallest RTT sampled (RFC 8985's reordering window is a quarter of it).
+    pub fn min_rtt(&self) -> Option<Duration> {
+        self.min_rtt
     }
 
     /// New data was acknowledged: the retry count starts over (the RTO keeps its backoff until
@@ -109,7 +140,7 @@ mod tests {
     const US: Duration = Duration::from_micros(1);
 
     fn est() -> RtoEstimator {
-        RtoEstimator::new(RtoConfig { min: 200 * US, ..RtoConfig::default() })
+        RtoEstimator::new(RtoConfig { min: 200 * US, initial: 10 * MS, ..RtoConfig::default() })
     }
 
     #[test]
@@ -138,12 +169,32 @@ mod tests {
         for _ in 0..20 {
             e.on_sample(20 * US);
         }
-        assert_eq!(e.rto(), 4 * MS);
+        assert_eq!(e.rto(), 200 * MS, "Linux's minimum: above its receiver's delayed ACK");
+    }
+
+    #[test]
+    fn probe_timeout_is_two_srtt_plus_a_delayed_ack_for_a_lone_segment() {
+        let mut e = RtoEstimator::new(RtoConfig::default());
+        assert_eq!(e.pto(false), None, "no sample: the RTO covers it");
+        e.on_sample(8 * MS);
+        assert_eq!(e.pto(false), Some(16 * MS));
+        assert_eq!(e.pto(true), Some(200 * MS), "capped by the RTO (8 + 4 * 4 -> 200 ms)");
+        e.on_sample(US * 100);
+        assert_eq!(e.min_rtt(), Some(US * 100));
+        let mut e = RtoEstimator::new(RtoConfig { min: MS, ..RtoConfig::default() });
+        e.on_sample(US * 100);
+        assert_eq!(e.pto(false), Some(MS), "at least pto_min, at most the RTO (1 ms)");
+        let cfg = RtoConfig { min: MS, pto_min: US, delayed_ack: MS, ..RtoConfig::default() };
+        let mut e = RtoEstimator::new(cfg);
+        e.on_sample(US * 100);
+        assert_eq!((e.pto(false), e.pto(true)), (Some(US * 200), Some(MS)));
     }
 
     #[test]
     fn timeouts_back_off_exponentially_up_to_max_then_give_up() {
-        let mut e = RtoEstimator::new(RtoConfig { max_retries: 10, ..RtoConfig::default() });
+        let cfg =
+            RtoConfig { max_retries: 10, initial: 10 * MS, min: 4 * MS, ..Default::default() };
+        let mut e = RtoEstimator::new(cfg);
         let waits: Vec<_> = (0..10).map(|_| e.on_timeout().unwrap()).collect();
         assert_eq!(waits[0], 20 * MS);
         assert_eq!(waits[1], 40 * MS);
@@ -153,7 +204,8 @@ mod tests {
 
     #[test]
     fn progress_resets_retries_and_a_sample_ends_backoff() {
-        let mut e = RtoEstimator::new(RtoConfig { max_retries: 2, ..RtoConfig::default() });
+        let cfg = RtoConfig { max_retries: 2, min: 4 * MS, ..RtoConfig::default() };
+        let mut e = RtoEstimator::new(cfg);
         e.on_timeout().unwrap();
         e.on_timeout().unwrap();
         e.on_progress();

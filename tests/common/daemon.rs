@@ -153,8 +153,8 @@ pub fn tcp_conn_count(ns: &str, iface: &str) -> usize {
     })
 }
 
-/// Two hosts of a private testbed, each with `etran up eth0` and an `etran daemon`; all of it
-/// removed on drop (panics included).
+/// Two hosts of a private testbed, each with `etran up eth0` and an `etran daemon` (or only
+/// the first: [`EtranHosts::first_only`]); all of it removed on drop (panics included).
 pub struct EtranHosts {
     pub daemons: Vec<Daemon>,
     pub tb: etran::testbed::Testbed,
@@ -162,15 +162,25 @@ pub struct EtranHosts {
 
 impl EtranHosts {
     pub fn new(name: &str) -> EtranHosts {
+        EtranHosts::build(name, etran::testbed::Spec::new("", 2), 2)
+    }
+
+    /// etran on host 1 only (host 2 is plain Linux), on a testbed built from `spec`
+    /// (impairments; its name is ignored).
+    pub fn first_only(name: &str, spec: etran::testbed::Spec) -> EtranHosts {
+        EtranHosts::build(name, spec, 1)
+    }
+
+    fn build(name: &str, spec: etran::testbed::Spec, with_etran: u8) -> EtranHosts {
         use etran::{
             datapath::pins,
             testbed::{Testbed, HOST_NIC},
         };
         // On the host, so that the pins `etran up` makes under `ip netns exec` are shared.
         pins::ensure_bpffs(std::path::Path::new(pins::BPFFS_ROOT)).unwrap();
-        let tb = Testbed::private(2).expect("private testbed");
+        let tb = Testbed::private_with(spec).expect("private testbed");
         let mut hosts = EtranHosts { daemons: Vec::new(), tb };
-        for i in 1..=2u8 {
+        for i in 1..=with_etran {
             let ns = hosts.tb.host(i).netns.clone();
             let out = Command::new("ip")
                 .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_etran"), "up", HOST_NIC])
@@ -194,8 +204,9 @@ impl EtranHosts {
 impl Drop for EtranHosts {
     fn drop(&mut self) {
         // Daemons first: they hold ports on the NICs the datapath leaves.
+        let with_etran = self.daemons.len() as u8;
         self.daemons.clear();
-        for i in 1..=2u8 {
+        for i in 1..=with_etran {
             let ns = self.ns(i);
             let _ = Command::new("ip")
                 .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_etran"), "down"])

@@ -18,6 +18,8 @@ fn init(rx_pos: u32, tx_pos: u32) -> StreamInit {
         tx_pos,
         peer_wnd: 1 << 20,
         mss: 1000,
+        sack: false,
+        snd_seq: 0,
         rcv_buf: 4096,
         snd_buf: 8192,
     }
@@ -377,7 +379,7 @@ fn acks_shrink_or_end_a_pending_resend() {
     s.on_rx(&ack(2500, 1 << 20), &[]);
     let mut frame = [0u8; 2048];
     let seg = s.next_retransmit(&mut frame).unwrap();
-    assert_eq!((seg.tx_pos, seg.payload_len), (2500, 500));
+    assert_eq!((seg.tx_pos, seg.payload_len), (2500, 300), "the rest of its segment");
     assert!(s.next_retransmit(&mut frame).is_none());
     // Everything acked: nothing to resend.
     s.on_rx(&ack(3000, 1 << 20), &[]);
@@ -633,7 +635,7 @@ fn retransmits_past_the_kernels_tx_pos_are_refused_not_sent_as_new() {
     link.cwnd = 0;
     assert_eq!(link.pump(&mut s), vec![(INTENT_DATA, 2000, 1000)]);
     assert_eq!(link.new_bytes, 3000);
-    assert_eq!(s.outstanding(), 0);
+    assert_eq!(s.in_flight(), 0);
     assert_eq!(link.got.values().copied().collect::<Vec<u8>>(), bytes(0, 3000));
 }
 
@@ -674,14 +676,15 @@ fn a_refused_frame_does_not_wedge_the_stream() {
     assert_eq!(at, t0 + s.rto());
     assert_eq!(s.on_timer(at - MS), TimerEvent::Waiting(at));
     assert_eq!(s.on_timer(at), TimerEvent::Resend);
-    assert_eq!(s.send_positions(), (2500, 2500));
+    assert_eq!(s.send_positions(), (2500, 5500));
+    assert_eq!(s.scoreboard().lost_bytes(), 3000, "all deemed lost");
     link.cwnd = 0;
     // The resend starts at one segment and grows with each acknowledgement that comes back.
     assert_eq!(link.pump(&mut s), vec![(INTENT_DATA, 2500, 1000)]);
-    assert_eq!(s.send_positions(), (3500, 3500));
+    assert_eq!(s.send_positions(), (3500, 5500));
     assert_eq!(link.pump(&mut s), vec![(INTENT_DATA, 3500, 1000), (INTENT_DATA, 4500, 1000)]);
     assert_eq!(s.send_positions(), (5500, 5500));
-    assert_eq!(s.outstanding(), 0);
+    assert_eq!(s.in_flight(), 0);
     assert_eq!(s.on_timer(at), TimerEvent::Idle);
     assert_eq!(link.got.values().copied().collect::<Vec<u8>>(), bytes(0, 5000));
     assert_eq!(link.new_bytes, 5000, "no byte went out twice as new");
@@ -693,7 +696,7 @@ fn a_refused_frame_does_not_wedge_the_stream() {
 #[test]
 fn rto_resend_starts_at_snd_una_and_backs_off() {
     let t0 = Instant::now();
-    let cfg = RtoConfig { max_retries: 2, ..RtoConfig::default() };
+    let cfg = RtoConfig { max_retries: 2, min: MS, ..RtoConfig::default() };
     let mut s = Stream::with_rto(init(0, 0), cfg);
     s.write(&bytes(0, 3000));
     drain(&mut s);
@@ -706,10 +709,8 @@ fn rto_resend_starts_at_snd_una_and_backs_off() {
     let t1 = t0 + first;
     assert_eq!(s.on_timer(t1), TimerEvent::Waiting(t1 + first * 2));
     // The resend is DATA from snd_una, in order.
-    let segs = drain(&mut s);
-    let got: Vec<(u8, u32, u16)> = segs.iter().map(|(h, _)| (h.intent, h.tx_pos, h.len)).collect();
+    let got = frames(&mut s);
     assert_eq!(got, vec![(INTENT_DATA, 1000, 1000)], "the resend window starts at one MSS");
-    assert_eq!(segs[0].1, bytes(1000, 1000));
     assert_eq!(s.on_timer(t1 + first * 2), TimerEvent::Resend);
     let t2 = t1 + first * 2;
     match s.on_timer(t2 + first * 4) {
@@ -724,6 +725,7 @@ fn rto_resend_starts_at_snd_una_and_backs_off() {
     let t1 = t0 + first;
     s.on_timer(t0);
     assert_eq!(s.on_timer(t0 + first), TimerEvent::Resend);
+    frames(&mut s); // resent: its acknowledgement is no RTT sample (Karn)
     s.on_rx(&ack(500, 1 << 20), &[]);
     assert_eq!(s.on_timer(t1), TimerEvent::Waiting(t1 + first * 2));
     assert_eq!(s.on_timer(t1 + first * 2), TimerEvent::Resend);
@@ -755,24 +757,23 @@ fn resend_window_grows_by_what_acks_free() {
 }
 
 #[test]
-fn an_rtt_sample_when_the_timed_segment_is_acked() {
+fn every_ack_of_a_first_transmission_is_an_rtt_sample() {
     let cfg =
         RtoConfig { initial: Duration::from_secs(1), min: Duration::ZERO, ..RtoConfig::default() };
     let mut s = Stream::with_rto(init(0, 0), cfg);
     s.write(&bytes(0, 3000));
     drain(&mut s);
     std::thread::sleep(2 * MS);
-    // Part of the timed (first) segment: no sample yet.
+    // Part of the first segment: it arrived, so the time it took is a sample.
     s.on_rx(&ack(500, 1 << 20), &[]);
-    assert_eq!(s.srtt(), None);
-    s.on_rx(&ack(1000, 1 << 20), &[]);
-    let srtt = s.srtt().expect("the first segment was timed");
+    let srtt = s.srtt().expect("sampled");
     assert!(srtt >= 2 * MS && srtt < Duration::from_secs(1), "{srtt:?}");
     assert!(s.rto() < Duration::from_secs(1), "the estimator took it: {:?}", s.rto());
-    // The other two were sent while the first was timed: no sample from them.
-    s.on_rx(&ack(3000, 1 << 20), &[]);
+    // An ACK that frees nothing samples nothing.
+    s.on_rx(&ack(500, 1 << 20), &[]);
     assert_eq!(s.srtt(), Some(srtt));
-    // The next first transmission is timed again.
+    // The next first transmission, much later: a longer sample.
+    s.on_rx(&ack(3000, 1 << 20), &[]);
     s.write(&bytes(3000, 100));
     drain(&mut s);
     // Far longer than the first sample could have been even on a loaded machine.
@@ -816,7 +817,7 @@ fn a_lost_ack_frame_is_healed_by_the_next() {
     assert_eq!(s.on_rx(&ack(2500, 1 << 20), &[]).freed, 0);
     assert_eq!(s.send_positions(), (2500, 3500));
     assert_eq!(s.on_rx(&ack(3500, 1 << 20), &[]).freed, 1000);
-    assert_eq!(s.outstanding(), 0);
+    assert_eq!(s.in_flight(), 0);
 }
 
 #[test]
@@ -850,15 +851,14 @@ fn a_lost_out_of_order_frame_fails_the_stream() {
     let m = etran_tcp_rx_meta { merged: 20, ..meta(0, 10, MERGED) };
     let fx = s.on_rx(&m, &bytes(0, 10));
     assert_eq!((fx.lost, fx.readable, s.error()), (20, 0, aborted));
-    // [20, 30) lost between two held frames: the third is apart from what the app holds.
+    // [20, 30) lost between two held frames: the kernel held [10, 40) as one interval, the app
+    // two, and the merge reaches across the gap.
     let mut s = Stream::new(init(0, 0));
     s.on_rx(&meta(10, 10, OUT_OF_ORDER), &bytes(10, 10));
-    assert_eq!(s.on_rx(&meta(30, 10, OUT_OF_ORDER), &bytes(30, 10)).lost, 10);
+    assert_eq!(s.on_rx(&meta(30, 10, OUT_OF_ORDER), &bytes(30, 10)).lost, 0, "not yet seen");
+    let m = etran_tcp_rx_meta { merged: 30, ..meta(0, 10, MERGED) };
+    assert_eq!(s.on_rx(&m, &bytes(0, 10)).lost, 30);
     assert_eq!((s.error(), s.stats().rx_holes), (aborted, 1));
-    // Below the interval too.
-    let mut s = Stream::new(init(0, 0));
-    s.on_rx(&meta(30, 10, OUT_OF_ORDER), &bytes(30, 10));
-    assert_eq!(s.on_rx(&meta(10, 10, OUT_OF_ORDER), &bytes(10, 10)).lost, 10);
     // A merge of nothing beyond the payload needs nothing held.
     let mut s = Stream::new(init(0, 0));
     s.on_rx(&meta(0, 10, MERGED), &bytes(0, 10));
@@ -866,26 +866,43 @@ fn a_lost_out_of_order_frame_fails_the_stream() {
 }
 
 #[test]
-fn late_acks_after_a_rewind_still_count() {
+fn several_out_of_order_intervals_merge_as_the_gaps_fill() {
+    let mut s = Stream::new(init(0, 0));
+    // Held: [40, 50), then [10, 20), then [22, 30) (apart), then [20, 22) joins the two.
+    for (pos, len) in [(40, 10), (10, 10), (22, 8), (20, 2)] {
+        let fx = s.on_rx(&meta(pos, len, OUT_OF_ORDER), &bytes(pos, len));
+        assert_eq!((fx.lost, fx.readable), (0, 0), "[{pos}, +{len})");
+    }
+    assert_eq!(s.ooo, [(40, 50), (10, 30)]);
+    // [0, 10) reaches [10, 30): 20 bytes merged past the payload; [40, 50) stays held.
+    let m = etran_tcp_rx_meta { merged: 20, ..meta(0, 10, MERGED) };
+    assert_eq!(s.on_rx(&m, &bytes(0, 10)).readable, 30);
+    assert_eq!(s.ooo, [(40, 50)]);
+    // A retransmission covering [30, 45) reaches the last: 5 more.
+    let m = etran_tcp_rx_meta { merged: 5, ..meta(30, 15, MERGED) };
+    assert_eq!(s.on_rx(&m, &bytes(30, 15)).readable, 20);
+    assert!(s.ooo.is_empty());
+    assert_eq!((read_all(&mut s), s.error()), (bytes(0, 50), None));
+}
+
+#[test]
+fn late_acks_after_a_timeout_still_count() {
     let t0 = Instant::now();
     let mut s = Stream::new(init(0, 0));
     s.write(&bytes(0, 3000));
     drain(&mut s);
     s.on_timer(t0);
     assert_eq!(s.on_timer(t0 + s.rto()), TimerEvent::Resend);
-    assert_eq!((s.in_flight(), s.outstanding()), (0, 3000));
+    assert_eq!((s.in_flight(), s.scoreboard().lost_bytes()), (3000, 3000));
     // One segment resent, then the acknowledgement of the first transmission arrives: it
-    // covers more than the app has framed since the rewind.
-    let mut frame = [0u8; 2048];
-    s.next_segment(&mut frame).unwrap();
+    // covers more than was resent, and what it covers is not resent.
+    assert_eq!(frames(&mut s), [(INTENT_DATA, 0, 1000)]);
     assert_eq!(s.on_rx(&ack(2500, 1 << 20), &[]).freed, 2500);
-    assert_eq!(s.send_positions(), (2500, 2500));
-    let segs = drain(&mut s);
-    assert_eq!((segs[0].0.tx_pos, segs[0].0.len), (2500, 500));
-    assert_eq!(segs[0].1, bytes(2500, 500));
+    assert_eq!(s.send_positions(), (2500, 3000));
+    assert_eq!(frames(&mut s), [(INTENT_DATA, 2500, 500)]);
     assert_eq!(s.on_rx(&ack(3000, 1 << 20), &[]).freed, 500);
-    assert_eq!(s.outstanding(), 0);
-    assert_eq!(s.stats().tx_bytes, 3000);
+    assert_eq!(s.in_flight(), 0);
+    assert_eq!((s.stats().tx_bytes, s.stats().retransmitted), (3000, 1500));
 }
 
 #[test]
@@ -1049,7 +1066,7 @@ fn one_segment_acks_our_fin_and_carries_theirs() {
     let m = etran_tcp_rx_meta { flags: FIN | FIN_ACKED, ..ack(10, 1 << 20) };
     s.on_rx(&m, &[]);
     assert_eq!(s.close_state(), close::State::TimeWait);
-    assert_eq!(s.outstanding(), 0);
+    assert_eq!(s.in_flight(), 0);
 }
 
 #[test]
@@ -1086,7 +1103,7 @@ fn fin_is_retransmitted_after_a_timeout() {
     assert_eq!(frames(&mut s), [(INTENT_DATA, 1000, 500), (INTENT_FIN, 1500, 0)]);
     // Now only the FIN is lost: the timer still runs, and resends it alone.
     s.on_rx(&ack(1500, 1 << 20), &[]);
-    assert_eq!(s.outstanding(), 0);
+    assert_eq!(s.in_flight(), 0);
     let TimerEvent::Waiting(at) = s.on_timer(at) else { panic!("armed for the FIN") };
     assert_eq!(s.on_timer(at), TimerEvent::Resend);
     assert_eq!(frames(&mut s), [(INTENT_FIN, 1500, 0)]);
@@ -1123,4 +1140,224 @@ fn a_failed_stream_sends_nothing_more() {
     assert_eq!(frames(&mut s), []);
     assert_eq!(s.on_timer(Instant::now()), TimerEvent::Idle);
     assert_eq!(s.write(b"x"), 0);
+}
+
+// ---- SACK loss recovery, scripted ----
+
+/// A peer that SACKs: sequence numbers are positions (`snd_seq` = `tx_pos`). The wire loses
+/// the transmissions whose (position, nth time sent) is in `lose`; every delivered segment is
+/// answered at once, one RTT after it was sent.
+struct SackPeer {
+    link: Link,
+    lose: Vec<(u32, u32)>,
+    sent_count: std::collections::HashMap<u32, u32>,
+    /// Positions of every transmission egress sent, in order, with its intent.
+    wire: Vec<(u8, u32, u16)>,
+}
+
+const RTT: Duration = Duration::from_millis(1);
+
+fn sack_init() -> StreamInit {
+    StreamInit { sack: true, snd_seq: 0, peer_wnd: 1 << 20, snd_buf: 1 << 20, ..init(0, 0) }
+}
+
+impl SackPeer {
+    fn new(lose: &[(u32, u32)]) -> SackPeer {
+        SackPeer {
+            link: Link::new(0),
+            lose: lose.to_vec(),
+            sent_count: Default::default(),
+            wire: Vec::new(),
+        }
+    }
+
+    /// The peer's SACK blocks: its out-of-order ranges, the one holding `latest` first.
+    fn blocks(&self, latest: u32) -> Blocks {
+        let mut ranges: Vec<(u32, u32)> = Vec::new();
+        for &p in self.link.got.keys().filter(|&&p| p >= self.link.rcv_nxt) {
+            match ranges.last_mut() {
+                Some(r) if r.1 == p => r.1 = p + 1,
+                _ => ranges.push((p, p + 1)),
+            }
+        }
+        if let Some(i) = ranges.iter().position(|r| r.0 <= latest && latest < r.1) {
+            let first = ranges.remove(i);
+            ranges.insert(0, first);
+        }
+        ranges.truncate(3);
+        Blocks::new(&ranges)
+    }
+
+    /// One round: everything the stream sends at `now` (answered at now + RTT), then the
+    /// timers at now + RTT. Returns what went on the wire.
+    fn round(&mut self, s: &mut Stream, now: Instant) -> Vec<(u8, u32, u16)> {
+        let mut frame = [0u8; 2048];
+        let mut sent = Vec::new();
+        let mut acks = Vec::new();
+        while let Some(seg) = s.next_frame_at(&mut frame, now) {
+            let h = read_hdr(&frame);
+            let Some((pos, payload)) = self.link.egress(&frame[..seg.frame_len]) else {
+                continue;
+            };
+            sent.push((h.intent, pos, h.len));
+            let n = self.sent_count.entry(pos).or_default();
+            *n += 1;
+            if self.lose.contains(&(pos, *n)) {
+                continue;
+            }
+            let m = self.link.deliver(pos, &payload);
+            acks.push((m, self.blocks(pos)));
+        }
+        for (m, b) in acks {
+            s.on_rx_at(&m, &[], &b, now + RTT);
+            s.scoreboard().assert_consistent();
+        }
+        s.on_timer(now + RTT);
+        self.wire.extend(&sent);
+        sent
+    }
+
+    /// Rounds until everything written is acknowledged (or `max` rounds): the timer's
+    /// deadlines are honoured by jumping to them when a round sends nothing.
+    fn run(&mut self, s: &mut Stream, mut now: Instant, max: usize) -> Instant {
+        for _ in 0..max {
+            if s.in_flight() == 0 && s.unsent() == 0 {
+                break;
+            }
+            if self.round(s, now).is_empty() {
+                if let TimerEvent::Waiting(at) = s.on_timer(now + RTT) {
+                    now = at;
+                    s.on_timer(now);
+                    continue;
+                }
+            }
+            now += RTT;
+        }
+        now
+    }
+
+    fn retransmissions(&self) -> Vec<(u8, u32, u16)> {
+        let mut seen = std::collections::HashSet::new();
+        self.wire.iter().copied().filter(|&(_, pos, _)| !seen.insert(pos)).collect()
+    }
+}
+
+#[test]
+fn sack_recovery_resends_exactly_the_holes_of_a_window() {
+    let t0 = Instant::now();
+    let mut s = Stream::new(sack_init());
+    // 20 segments; the wire loses three of them in one window.
+    let mut peer = SackPeer::new(&[(2000, 1), (5000, 1), (11_000, 1)]);
+    s.write(&bytes(0, 20_000));
+    peer.run(&mut s, t0, 50);
+    assert_eq!(peer.link.got.values().copied().collect::<Vec<u8>>(), bytes(0, 20_000));
+    assert_eq!(
+        peer.retransmissions(),
+        [
+            (INTENT_RETRANSMIT, 2000, 1000),
+            (INTENT_RETRANSMIT, 5000, 1000),
+            (INTENT_RETRANSMIT, 11_000, 1000)
+        ],
+        "each hole once, nothing else"
+    );
+    let st = s.stats();
+    assert_eq!((st.retransmitted, st.timeouts, st.probes, st.fast_retransmits), (3000, 0, 0, 1));
+    assert_eq!(s.scoreboard().segments(), 0);
+}
+
+#[test]
+fn sack_recovery_finds_a_lost_retransmission_without_a_timeout() {
+    let t0 = Instant::now();
+    let mut s = Stream::new(sack_init());
+    // Position 3000 is lost, and so is its first retransmission.
+    let mut peer = SackPeer::new(&[(3000, 1), (3000, 2)]);
+    s.write(&bytes(0, 10_000));
+    // Keep new data coming after the retransmission, so later segments are SACKed.
+    let mut now = peer.run(&mut s, t0, 2);
+    s.write(&bytes(10_000, 10_000));
+    now = peer.run(&mut s, now, 50);
+    assert!(now < t0 + s.rto(), "recovered before any timeout");
+    assert_eq!(peer.link.got.values().copied().collect::<Vec<u8>>(), bytes(0, 20_000));
+    let resent: Vec<u32> = peer.retransmissions().iter().map(|r| r.1).collect();
+    assert_eq!(resent, [3000, 3000], "the hole twice: its first resend was lost");
+    assert_eq!(s.stats().timeouts, 0);
+}
+
+#[test]
+fn reordering_within_the_threshold_resends_nothing() {
+    let t0 = Instant::now();
+    let mut s = Stream::new(sack_init());
+    s.write(&bytes(0, 6000));
+    let mut link = Link::new(0);
+    let mut peer = SackPeer::new(&[]);
+    let mut frame = [0u8; 2048];
+    let mut wire = Vec::new();
+    while let Some(seg) = s.next_frame_at(&mut frame, t0) {
+        wire.push(link.egress(&frame[..seg.frame_len]).unwrap());
+    }
+    // The segment at 1000 arrives after the next two.
+    wire.swap(1, 3);
+    for (pos, payload) in wire {
+        let m = link.deliver(pos, &payload);
+        peer.link.got = link.got.clone();
+        peer.link.rcv_nxt = link.rcv_nxt;
+        s.on_rx_at(&m, &[], &peer.blocks(pos), t0 + RTT);
+    }
+    assert_eq!(s.in_flight(), 0);
+    assert!(!s.retransmit_pending());
+    assert_eq!((s.stats().retransmitted, s.stats().fast_retransmits), (0, 0));
+}
+
+#[test]
+fn a_tail_loss_is_probed_and_recovered_without_a_timeout() {
+    let t0 = Instant::now();
+    let mut s = Stream::new(sack_init());
+    // The last two segments of the flight are lost.
+    let mut peer = SackPeer::new(&[(8000, 1), (9000, 1)]);
+    s.write(&bytes(0, 10_000));
+    let end = peer.run(&mut s, t0, 20);
+    assert_eq!(peer.link.got.values().copied().collect::<Vec<u8>>(), bytes(0, 10_000));
+    assert_eq!(s.stats().probes, 1);
+    assert_eq!(s.stats().timeouts, 0);
+    // The probe resent the last segment; its SACK showed the one before it lost.
+    let resent: Vec<(u8, u32)> = peer.retransmissions().iter().map(|r| (r.0, r.1)).collect();
+    assert_eq!(resent, [(INTENT_DATA, 9000), (INTENT_RETRANSMIT, 8000)]);
+    let rto_min = RtoConfig::default().min;
+    assert!(end - t0 < rto_min, "well before the RTO: {:?}", end - t0);
+}
+
+#[test]
+fn after_a_timeout_sacked_bytes_are_not_resent_unless_the_peer_reneged() {
+    let t0 = Instant::now();
+    let mut s = Stream::new(sack_init());
+    s.write(&bytes(0, 5000));
+    let mut frame = [0u8; 2048];
+    while s.next_frame_at(&mut frame, t0).is_some() {}
+    // [2000, 4000) SACKed, then silence.
+    s.on_rx_at(&ack(1000, 1 << 20), &[], &Blocks::new(&[(2000, 4000)]), t0 + RTT);
+    s.on_timer(t0 + RTT);
+    let mut now = t0 + RTT;
+    loop {
+        match s.on_timer(now) {
+            TimerEvent::Waiting(at) => now = at,
+            TimerEvent::Resend if s.stats().timeouts == 1 => break,
+            TimerEvent::Resend => while s.next_frame_at(&mut frame, now).is_some() {},
+            e => panic!("{e:?}"),
+        }
+    }
+    // Resent: [1000, 2000) and [4000, 5000), never the SACKed bytes.
+    let mut resent = Vec::new();
+    for _ in 0..3 {
+        while let Some(seg) = s.next_frame_at(&mut frame, now) {
+            resent.push((read_hdr(&frame).intent, seg.tx_pos, seg.payload_len));
+        }
+        s.on_rx_at(&ack(1000, 1 << 20), &[], &Blocks::default(), now);
+    }
+    assert!(resent.contains(&(INTENT_DATA, 1000, 1000)), "{resent:?}");
+    assert!(resent.iter().all(|r| r.1 < 2000 || r.1 >= 4000), "SACKed bytes kept: {resent:?}");
+    // The peer acknowledges up to the SACKed bytes and stops there: it dropped them.
+    s.on_rx_at(&ack(2000, 1 << 20), &[], &Blocks::default(), now);
+    assert_eq!(s.stats().reneged, 1);
+    let f = frames(&mut s);
+    assert_eq!(f.first().map(|f| f.1), Some(2000), "resent from snd_una: {f:?}");
 }
