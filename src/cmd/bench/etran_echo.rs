@@ -149,13 +149,15 @@ fn run_in(
         };
         let mut result = result;
         for (handle, waker) in daemons {
+            let started = waker.is_some();
             if let Some(w) = waker {
                 let _ = w.wake();
             }
             let joined =
                 handle.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the thread panicked")));
             if let Err(e) = joined {
-                if result.is_ok() {
+                // Why a daemon did not start says more than that it did not.
+                if result.is_ok() || !started {
                     result = Err(e.context("etran daemon"));
                 }
             }
