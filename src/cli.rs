@@ -32,6 +32,8 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Show datapath counters read from the pinned maps.
     Stats(StatsArgs),
+    /// Check this kernel: the features each transport needs, and that every BPF program loads.
+    Check,
     /// Benchmarks, each run side by side with Linux.
     #[command(subcommand)]
     Bench(BenchCommand),

@@ -109,6 +109,8 @@ impl Daemon {
     /// Checks the datapath on `cfg.iface`, removes stale ports and binds the socket.
     pub fn new(cfg: Config) -> anyhow::Result<Daemon> {
         crate::sys::require_root("etran daemon")?;
+        use crate::datapath::kernel;
+        kernel::require(kernel::TCP_DAEMON, "the etran daemon (its apps' ports)")?;
         let dp = crate::datapath::find(&cfg.iface)?.with_context(|| {
             format!("etran is not up on {}: run `etran up {}` first", cfg.iface, cfg.iface)
         })?;

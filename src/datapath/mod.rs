@@ -228,7 +228,7 @@ pub fn load_tcp<'a>(
 /// nothing is left attached or pinned.
 pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
     crate::sys::require_root("etran up")?;
-    kernel::check_supported()?;
+    kernel::require(kernel::TCP_DATAPATH, "the TCP datapath")?;
     let ifindex = crate::sys::ifindex(iface)?;
     let backend = resolve_backend(opts.backend)?;
     let available = crate::ethtool::rx_queues(iface)?.unwrap_or(1);
