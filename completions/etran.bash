@@ -200,7 +200,7 @@ _etran() {
                     return 0
                     ;;
                 --transport)
-                    COMPREPLY=($(compgen -W "etran linux linux-busy all" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "etran etran-linux linux linux-busy all" -- "${cur}"))
                     return 0
                     ;;
                 --churn)

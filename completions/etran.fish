@@ -89,15 +89,16 @@ complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subco
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l depth -d 'Outstanding messages per connection' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l threads -d 'Client threads, each with its own server thread (and, for eTran, one App on each side)' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l duration -d 'How long to measure' -r
-complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l transport -d 'Which transports to measure' -r -f -a "etran\t''
-linux\t''
-linux-busy\t''
-all\t''"
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l transport -d 'Which transports to measure' -r -f -a "etran\t'eTran apps on both hosts'
+etran-linux\t'eTran client apps against busy-polling Linux TCP servers (interoperation)'
+linux\t'Linux TCP on both hosts, blocking sockets'
+linux-busy\t'Linux TCP on both hosts, busy-polling sockets'
+all\t'Every row above'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l churn -d 'Connection churn: close each connection after this many round trips and open a new one in its place; reports opens and closes per second and the eTran leak check' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s v -l verbose -d 'More log output (repeat for more)'
-complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s h -l help -d 'Print help'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s V -l version -d 'Print version'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l workload -d 'Message sizes: w1..w5 or a fixed size in bytes' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l duration -d 'How long to measure' -r

@@ -119,9 +119,15 @@ pub enum BenchCommand {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EchoTransport {
+    /// eTran apps on both hosts.
     Etran,
+    /// eTran client apps against busy-polling Linux TCP servers (interoperation).
+    EtranLinux,
+    /// Linux TCP on both hosts, blocking sockets.
     Linux,
+    /// Linux TCP on both hosts, busy-polling sockets.
     LinuxBusy,
+    /// Every row above.
     All,
 }
 
