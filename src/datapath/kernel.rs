@@ -96,7 +96,7 @@ impl Feature {
             Feature::XdpLoadBytes | Feature::LiveFrames => "5.18",
             Feature::AfXdp => "4.18",
             Feature::XskMapBound => "6.4",
-            Feature::VmlinuxBtf => "5.2",
+            Feature::VmlinuxBtf => "5.4",
             Feature::NativeHooks => "patched",
         }
     }
@@ -111,9 +111,9 @@ impl Feature {
             Feature::QueueMap => map(MapType::Queue),
             Feature::DevMap => map(MapType::Devmap),
             Feature::XdpLoadBytes => helper(libbpf_sys::BPF_FUNC_xdp_load_bytes),
-            Feature::LiveFrames => probe_live_frames().is_ok(),
+            Feature::LiveFrames => has_live_frames(),
             Feature::AfXdp => map(MapType::Xskmap) && xsk_socket().is_ok(),
-            Feature::XskMapBound => probe_xsk_map_bound().is_ok(),
+            Feature::XskMapBound => maps_bound_xsk(),
             Feature::VmlinuxBtf => std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
             Feature::NativeHooks => has_native_hooks(),
         }
@@ -137,7 +137,13 @@ pub fn require(features: &[Feature], what: &str) -> anyhow::Result<()> {
 }
 
 /// Runs a two-instruction XDP program (`return XDP_DROP`) once in live-frames mode: kernels
-/// without the mode refuse the flag.
+/// without the mode refuse the flag (EINVAL). Only that refusal counts as missing: a probe that
+/// could not even load its program learned nothing.
+fn has_live_frames() -> bool {
+    let refused = |e: &io::Error| e.raw_os_error() == Some(libc::EINVAL);
+    !probe_live_frames().is_err_and(|e| refused(&e))
+}
+
 fn probe_live_frames() -> io::Result<()> {
     // r0 = XDP_DROP; exit
     let insns = [
@@ -171,10 +177,18 @@ fn xsk_socket() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Binds an AF_XDP socket with a one-page UMEM to the loopback interface in copy mode (nothing
-/// is attached there, no frame moves), then maps its RX ring: kernels before 6.4 refuse
-/// mapping once the socket is bound (EBUSY).
-fn probe_xsk_map_bound() -> anyhow::Result<()> {
+/// Maps the RX ring of a bound AF_XDP socket: kernels before 6.4 refuse once the socket is
+/// bound (EBUSY). Only that refusal counts as missing: a socket that could not be bound here
+/// (another one holds lo's queue, say) proves nothing.
+fn maps_bound_xsk() -> bool {
+    let Ok(xsk) = bound_probe_socket() else { return true };
+    let mapped = memmap2::MmapOptions::new().len(4096).offset(sys::PGOFF_RX_RING).map_raw(&xsk);
+    !mapped.is_err_and(|e| e.raw_os_error() == Some(libc::EBUSY))
+}
+
+/// An AF_XDP socket with a one-page UMEM, bound to the loopback interface in copy mode (nothing
+/// is attached there, no frame moves).
+fn bound_probe_socket() -> anyhow::Result<OwnedFd> {
     const PAGE: usize = 4096;
     const RING: u32 = 4;
     let umem = memmap2::MmapMut::map_anon(PAGE)?;
@@ -203,8 +217,7 @@ fn probe_xsk_map_bound() -> anyhow::Result<()> {
         )
     };
     crate::sys::cvt(ret)?;
-    memmap2::MmapOptions::new().len(PAGE).offset(sys::PGOFF_RX_RING).map_raw(fd)?;
-    Ok(())
+    Ok(xsk)
 }
 
 /// The running kernel's release, e.g. `6.1.0-57-amd64`.
