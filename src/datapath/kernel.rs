@@ -4,7 +4,7 @@
 use std::{
     ffi::CStr,
     io, mem,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{FromRawFd, OwnedFd},
 };
 
 use anyhow::{bail, Context};
@@ -32,9 +32,6 @@ pub enum Feature {
     LiveFrames,
     /// AF_XDP sockets and BPF_MAP_TYPE_XSKMAP: how apps send and receive.
     AfXdp,
-    /// Mapping the rings of an AF_XDP socket that is already bound: the daemon binds an app's
-    /// socket and hands it over, and the app maps the rings.
-    XskMapBound,
     /// The kernel's own BTF (/sys/kernel/btf/vmlinux): how etran recognises a kernel with the
     /// eTran hooks; without it only the compat backend is considered.
     VmlinuxBtf,
@@ -53,7 +50,7 @@ pub const TCP_DATAPATH: &[Feature] = &[
 
 /// What the daemon and its apps need on the compat backend (`etran daemon`): app ports with
 /// AF_XDP sockets, and the gen pump.
-pub const TCP_DAEMON: &[Feature] = &[Feature::AfXdp, Feature::XskMapBound, Feature::LiveFrames];
+pub const TCP_DAEMON: &[Feature] = &[Feature::AfXdp, Feature::LiveFrames];
 
 /// Every feature, in the order `etran check` lists them.
 pub const ALL: &[Feature] = &[
@@ -64,7 +61,6 @@ pub const ALL: &[Feature] = &[
     Feature::XdpLoadBytes,
     Feature::LiveFrames,
     Feature::AfXdp,
-    Feature::XskMapBound,
     Feature::VmlinuxBtf,
     Feature::NativeHooks,
 ];
@@ -79,7 +75,6 @@ impl Feature {
             Feature::XdpLoadBytes => "bpf_xdp_load_bytes",
             Feature::LiveFrames => "BPF_PROG_RUN with live XDP frames",
             Feature::AfXdp => "AF_XDP sockets",
-            Feature::XskMapBound => "mapping a bound AF_XDP socket's rings",
             Feature::VmlinuxBtf => "kernel BTF (/sys/kernel/btf/vmlinux)",
             Feature::NativeHooks => "eTran XDP_EGRESS/XDP_GEN hooks",
         }
@@ -95,7 +90,6 @@ impl Feature {
             Feature::DevMap => "4.14",
             Feature::XdpLoadBytes | Feature::LiveFrames => "5.18",
             Feature::AfXdp => "4.18",
-            Feature::XskMapBound => "6.4",
             Feature::VmlinuxBtf => "5.4",
             Feature::NativeHooks => "patched",
         }
@@ -113,7 +107,6 @@ impl Feature {
             Feature::XdpLoadBytes => helper(libbpf_sys::BPF_FUNC_xdp_load_bytes),
             Feature::LiveFrames => has_live_frames(),
             Feature::AfXdp => map(MapType::Xskmap) && xsk_socket().is_ok(),
-            Feature::XskMapBound => maps_bound_xsk(),
             Feature::VmlinuxBtf => std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
             Feature::NativeHooks => has_native_hooks(),
         }
@@ -175,49 +168,6 @@ fn xsk_socket() -> io::Result<OwnedFd> {
     crate::sys::cvt(fd)?;
     // SAFETY: a fresh descriptor we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Maps the RX ring of a bound AF_XDP socket: kernels before 6.4 refuse once the socket is
-/// bound (EBUSY). Only that refusal counts as missing: a socket that could not be bound here
-/// (another one holds lo's queue, say) proves nothing.
-fn maps_bound_xsk() -> bool {
-    let Ok(xsk) = bound_probe_socket() else { return true };
-    let mapped = memmap2::MmapOptions::new().len(4096).offset(sys::PGOFF_RX_RING).map_raw(&xsk);
-    !mapped.is_err_and(|e| e.raw_os_error() == Some(libc::EBUSY))
-}
-
-/// An AF_XDP socket with a one-page UMEM, bound to the loopback interface in copy mode (nothing
-/// is attached there, no frame moves).
-fn bound_probe_socket() -> anyhow::Result<OwnedFd> {
-    const PAGE: usize = 4096;
-    const RING: u32 = 4;
-    let umem = memmap2::MmapMut::map_anon(PAGE)?;
-    let xsk = xsk_socket()?;
-    let fd = xsk.as_raw_fd();
-    // SAFETY: xdp_umem_reg is plain data; unset fields stay zero.
-    let mut reg: sys::xdp_umem_reg = unsafe { mem::zeroed() };
-    reg.addr = umem.as_ptr() as u64;
-    reg.len = PAGE as u64;
-    reg.chunk_size = 2048;
-    sys::set_opt(fd, sys::XDP_UMEM_REG, &reg)?;
-    for ring in [sys::XDP_UMEM_FILL_RING, sys::XDP_UMEM_COMPLETION_RING, sys::XDP_RX_RING] {
-        sys::set_opt(fd, ring, &RING)?;
-    }
-    // SAFETY: sockaddr_xdp is plain data.
-    let mut sa: sys::sockaddr_xdp = unsafe { mem::zeroed() };
-    sa.sxdp_family = sys::AF_XDP as u16;
-    sa.sxdp_ifindex = crate::sys::ifindex("lo")?;
-    sa.sxdp_flags = sys::XDP_COPY;
-    // SAFETY: sa is a valid sockaddr_xdp of the length passed.
-    let ret = unsafe {
-        libc::bind(
-            fd,
-            (&sa as *const sys::sockaddr_xdp).cast(),
-            mem::size_of::<sys::sockaddr_xdp>() as libc::socklen_t,
-        )
-    };
-    crate::sys::cvt(ret)?;
-    Ok(xsk)
 }
 
 /// The running kernel's release, e.g. `6.1.0-57-amd64`.
