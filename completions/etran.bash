@@ -19,6 +19,9 @@ _etran() {
             etran,bench)
                 cmd="etran__subcmd__bench"
                 ;;
+            etran,check)
+                cmd="etran__subcmd__check"
+                ;;
             etran,daemon)
                 cmd="etran__subcmd__daemon"
                 ;;
@@ -63,6 +66,9 @@ _etran() {
                 ;;
             etran__subcmd__help,bench)
                 cmd="etran__subcmd__help__subcmd__bench"
+                ;;
+            etran__subcmd__help,check)
+                cmd="etran__subcmd__help__subcmd__check"
                 ;;
             etran__subcmd__help,daemon)
                 cmd="etran__subcmd__help__subcmd__daemon"
@@ -131,7 +137,7 @@ _etran() {
 
     case "${cmd}" in
         etran)
-            opts="-j -p -v -h -V --json --pretty --verbose --help --version up down daemon stats bench testbed help"
+            opts="-j -p -v -h -V --json --pretty --verbose --help --version up down daemon stats check bench testbed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -194,7 +200,7 @@ _etran() {
                     return 0
                     ;;
                 --transport)
-                    COMPREPLY=($(compgen -W "etran linux linux-busy all" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "etran etran-linux linux linux-busy all" -- "${cur}"))
                     return 0
                     ;;
                 --churn)
@@ -338,6 +344,20 @@ _etran() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        etran__subcmd__check)
+            opts="-j -p -v -h -V --json --pretty --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         etran__subcmd__daemon)
             opts="-j -p -v -h -V --iface --socket --time-wait --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -379,7 +399,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__help)
-            opts="up down daemon stats bench testbed help"
+            opts="up down daemon stats check bench testbed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -437,6 +457,20 @@ _etran() {
         etran__subcmd__help__subcmd__bench__subcmd__rpc)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        etran__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -33,6 +33,7 @@ complete -c etran -n "__fish_etran_needs_command" -f -a "up" -d 'Load and attach
 complete -c etran -n "__fish_etran_needs_command" -f -a "down" -d 'Detach the etran datapath from an interface and remove its pinned state'
 complete -c etran -n "__fish_etran_needs_command" -f -a "daemon" -d 'Run the control path: app registration, handshakes, timers'
 complete -c etran -n "__fish_etran_needs_command" -f -a "stats" -d 'Show datapath counters read from the pinned maps'
+complete -c etran -n "__fish_etran_needs_command" -f -a "check" -d 'Check this kernel: the features each transport needs, and that every BPF program loads'
 complete -c etran -n "__fish_etran_needs_command" -f -a "bench" -d 'Benchmarks, each run side by side with Linux'
 complete -c etran -n "__fish_etran_needs_command" -f -a "testbed" -d 'The built-in network of namespaces used by benches and tests'
 complete -c etran -n "__fish_etran_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -67,6 +68,11 @@ complete -c etran -n "__fish_etran_using_subcommand stats" -s p -l pretty -d 'Pr
 complete -c etran -n "__fish_etran_using_subcommand stats" -s v -l verbose -d 'More log output (repeat for more)'
 complete -c etran -n "__fish_etran_using_subcommand stats" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c etran -n "__fish_etran_using_subcommand stats" -s V -l version -d 'Print version'
+complete -c etran -n "__fish_etran_using_subcommand check" -s j -l json -d 'Print machine-readable JSON instead of tables'
+complete -c etran -n "__fish_etran_using_subcommand check" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
+complete -c etran -n "__fish_etran_using_subcommand check" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c etran -n "__fish_etran_using_subcommand check" -s h -l help -d 'Print help'
+complete -c etran -n "__fish_etran_using_subcommand check" -s V -l version -d 'Print version'
 complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_subcommand_from echo rpc raw help" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_subcommand_from echo rpc raw help" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
 complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_subcommand_from echo rpc raw help" -s v -l verbose -d 'More log output (repeat for more)'
@@ -83,15 +89,16 @@ complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subco
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l depth -d 'Outstanding messages per connection' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l threads -d 'Client threads, each with its own server thread (and, for eTran, one App on each side)' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l duration -d 'How long to measure' -r
-complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l transport -d 'Which transports to measure' -r -f -a "etran\t''
-linux\t''
-linux-busy\t''
-all\t''"
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l transport -d 'Which transports to measure' -r -f -a "etran\t'eTran apps on both hosts'
+etran-linux\t'eTran client apps against busy-polling Linux TCP servers (interoperation)'
+linux\t'Linux TCP on both hosts, blocking sockets'
+linux-busy\t'Linux TCP on both hosts, busy-polling sockets'
+all\t'Every row above'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l churn -d 'Connection churn: close each connection after this many round trips and open a new one in its place; reports opens and closes per second and the eTran leak check' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s v -l verbose -d 'More log output (repeat for more)'
-complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s h -l help -d 'Print help'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s V -l version -d 'Print version'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l workload -d 'Message sizes: w1..w5 or a fixed size in bytes' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l duration -d 'How long to measure' -r
@@ -157,13 +164,14 @@ complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_sub
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from help" -f -a "down" -d 'Remove the testbed'
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show the testbed\'s hosts, addresses and switch mode'
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats bench testbed help" -f -a "up" -d 'Load and attach the etran datapath on an interface'
-complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats bench testbed help" -f -a "down" -d 'Detach the etran datapath from an interface and remove its pinned state'
-complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats bench testbed help" -f -a "daemon" -d 'Run the control path: app registration, handshakes, timers'
-complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats bench testbed help" -f -a "stats" -d 'Show datapath counters read from the pinned maps'
-complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats bench testbed help" -f -a "bench" -d 'Benchmarks, each run side by side with Linux'
-complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats bench testbed help" -f -a "testbed" -d 'The built-in network of namespaces used by benches and tests'
-complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats bench testbed help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats check bench testbed help" -f -a "up" -d 'Load and attach the etran datapath on an interface'
+complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats check bench testbed help" -f -a "down" -d 'Detach the etran datapath from an interface and remove its pinned state'
+complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats check bench testbed help" -f -a "daemon" -d 'Run the control path: app registration, handshakes, timers'
+complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats check bench testbed help" -f -a "stats" -d 'Show datapath counters read from the pinned maps'
+complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats check bench testbed help" -f -a "check" -d 'Check this kernel: the features each transport needs, and that every BPF program loads'
+complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats check bench testbed help" -f -a "bench" -d 'Benchmarks, each run side by side with Linux'
+complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats check bench testbed help" -f -a "testbed" -d 'The built-in network of namespaces used by benches and tests'
+complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats check bench testbed help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c etran -n "__fish_etran_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "echo" -d 'TCP echo: eTran against Linux TCP (blocking and busy-polling)'
 complete -c etran -n "__fish_etran_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "rpc" -d 'Homa RPCs in HomaModule\'s cp_node dialect'
 complete -c etran -n "__fish_etran_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "raw" -d 'Raw AF_XDP frame rate: the ceiling of the path'

@@ -35,6 +35,8 @@ pub enum Command {
     /// Packets per class and verdict (handed to a transport, passed to the kernel, dropped), then
     /// the drop reasons that occurred; `--json` lists every reason, zeros included.
     Stats(StatsArgs),
+    /// Check this kernel: the features each transport needs, and that every BPF program loads.
+    Check,
     /// Benchmarks, each run side by side with Linux.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -120,9 +122,15 @@ pub enum BenchCommand {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EchoTransport {
+    /// eTran apps on both hosts.
     Etran,
+    /// eTran client apps against busy-polling Linux TCP servers (interoperation).
+    EtranLinux,
+    /// Linux TCP on both hosts, blocking sockets.
     Linux,
+    /// Linux TCP on both hosts, busy-polling sockets.
     LinuxBusy,
+    /// Every row above.
     All,
 }
 

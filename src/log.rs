@@ -10,6 +10,10 @@ pub fn set_verbosity(level: u8) {
     VERBOSITY.store(level, Ordering::Relaxed);
 }
 
+pub fn verbosity() -> u8 {
+    VERBOSITY.load(Ordering::Relaxed)
+}
+
 pub fn warn(msg: impl Display) {
     eprintln!("etran: warning: {msg}");
 }

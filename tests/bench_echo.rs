@@ -1,5 +1,5 @@
-//! `etran bench echo` through the real binary on its private testbed: numbers for Linux and
-//! eTran, every byte verified, nothing left behind. Needs root.
+//! `etran bench echo` through the real binary on its private testbed: numbers for Linux, eTran,
+//! and eTran against Linux, every byte verified, nothing left behind. Needs root.
 use std::process::Command;
 
 use serde_json::Value;
@@ -109,6 +109,54 @@ fn etran_echo_runs_verified_and_cleans_up() {
         for app in apps {
             assert_eq!(app["tx_free_at_end"], app["tx_frames"], "{app}");
         }
+    }
+    let left: Vec<_> = namespaces().into_iter().filter(|n| !before.contains(n)).collect();
+    assert!(left.iter().all(|n| !n.starts_with("etb")), "private testbed left behind: {left:?}");
+    let pins: Vec<_> = bpf_pins().into_iter().filter(|n| !pins_before.contains(n)).collect();
+    assert!(pins.is_empty(), "pins left behind: {pins:?}");
+}
+
+/// eTran clients against Linux TCP servers (the server host runs no etran): every echoed byte
+/// checked, the client apps back to all their TX frames, the client host's connection map and
+/// ports back where they started, nothing left behind.
+#[test]
+fn etran_against_linux_echo_runs_verified_and_cleans_up() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let before = namespaces();
+    let pins_before = bpf_pins();
+    let out = etran(&[
+        "-j",
+        "bench",
+        "echo",
+        "--transport",
+        "etran-linux",
+        "--duration",
+        "1s",
+        "--size",
+        "1000",
+        "--conns",
+        "4",
+        "--depth",
+        "3",
+        "--threads",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = &report["results"][0];
+    assert_eq!(row["transport"], "etran-linux");
+    let messages = row["messages"].as_u64().unwrap();
+    assert!(messages > 0, "{row}");
+    assert!(row["verified_bytes"].as_u64().unwrap() >= messages * 1000, "{row}");
+    let leaks = &row["leak_check"];
+    assert_eq!(leaks["before"], leaks["after"], "{leaks}");
+    assert_eq!(leaks["closed_conns"], leaks["before"]["tcp_conns"], "{leaks}");
+    // Only the client host has apps: one per thread.
+    let apps = leaks["apps"].as_array().unwrap();
+    assert_eq!(apps.len(), 2, "{row}");
+    for app in apps {
+        assert!(app["app"].as_str().unwrap().starts_with("client"), "{app}");
+        assert_eq!(app["tx_free_at_end"], app["tx_frames"], "{app}");
     }
     let left: Vec<_> = namespaces().into_iter().filter(|n| !before.contains(n)).collect();
     assert!(left.iter().all(|n| !n.starts_with("etb")), "private testbed left behind: {left:?}");

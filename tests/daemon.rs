@@ -88,11 +88,22 @@ fn sockopt_int(fd: &OwnedFd, opt: libc::c_int) -> i32 {
 }
 
 /// A second bind of a bound AF_XDP socket fails with EBUSY (an unbound one would try to bind).
-fn is_bound_xsk(fd: &OwnedFd, ifindex: u32) -> bool {
+/// Whether an AF_XDP socket is bound: a TX kick of an unbound one fails with ENXIO.
+fn is_bound_xsk(fd: &OwnedFd) -> bool {
+    // SAFETY: a zero-length send on a descriptor we own.
+    let r = unsafe {
+        libc::sendto(fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0)
+    };
+    !(r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO))
+}
+
+/// Binds the app's AF_XDP socket to queue 0 of its port, as the app library does.
+fn bind_xsk(fd: &OwnedFd, ifindex: u32) -> std::io::Result<()> {
     // SAFETY: sockaddr_xdp is plain data.
     let mut sa: libc::sockaddr_xdp = unsafe { std::mem::zeroed() };
     sa.sxdp_family = libc::AF_XDP as u16;
     sa.sxdp_ifindex = ifindex;
+    sa.sxdp_flags = libc::XDP_COPY | libc::XDP_USE_NEED_WAKEUP;
     // SAFETY: valid sockaddr of the given size.
     let r = unsafe {
         libc::bind(
@@ -101,11 +112,15 @@ fn is_bound_xsk(fd: &OwnedFd, ifindex: u32) -> bool {
             std::mem::size_of::<libc::sockaddr_xdp>() as u32,
         )
     };
-    r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EBUSY)
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
-/// Maps the app's rings and UMEM from the descriptors alone (as an app would), sends a frame
-/// into the kernel side of its port from inside `ns`, and waits for it on the RX ring.
+/// Maps the app's rings and UMEM from the descriptors alone and binds the socket (as an app
+/// would), sends a frame into the kernel side of its port from inside `ns`, and waits for it on
+/// the RX ring.
 fn frame_reaches_app(ns: &str, reg: &etran::daemon::client::Registration) -> bool {
     use std::sync::atomic::{AtomicU32, Ordering};
     let xsk = reg.xsks[0].as_raw_fd();
@@ -141,6 +156,8 @@ fn frame_reaches_app(ns: &str, reg: &etran::daemon::client::Registration) -> boo
     let fill = map(xsk, off.fr.desc as usize + g.fill_size as usize * 8, 0x1_0000_0000);
     let rx = map(xsk, off.rx.desc as usize + g.rx_size as usize * 16, 0);
     let umem = map(reg.umem.as_raw_fd(), g.umem_len as usize, 0);
+    bind_xsk(&reg.xsks[0], reg.port_ifindex).expect("binding the mapped socket");
+    assert!(is_bound_xsk(&reg.xsks[0]));
     const FRAMES: u32 = 64;
     // SAFETY: offsets come from the kernel; the rings are mapped above.
     unsafe {
@@ -217,7 +234,7 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
     assert_ne!(r1.slot, 0);
     assert_eq!(r1.xsks.len(), 1);
     assert_eq!(sockopt_int(&r1.xsks[0], libc::SO_DOMAIN), libc::AF_XDP);
-    assert!(is_bound_xsk(&r1.xsks[0], r1.port_ifindex), "the AF_XDP socket is bound");
+    assert!(!is_bound_xsk(&r1.xsks[0]), "the app binds the socket, after mapping its rings");
     // SAFETY: fstat on a descriptor we own.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     assert_eq!(unsafe { libc::fstat(r1.umem.as_raw_fd(), &mut st) }, 0);

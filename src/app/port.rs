@@ -2,10 +2,11 @@
 //! ([`crate::daemon::client::Registration`]), mapped through [`crate::xsk`].
 //!
 //! The daemon registered the memfd as the socket's UMEM (`geometry.frame_size` chunks,
-//! `geometry.headroom`, rings sized from `geometry`) and bound the socket on the app side of the
-//! port with need-wakeup, in copy mode. Here the memfd is mapped `MAP_SHARED`
-//! ([`Umem::from_memfd`]: the very pages the kernel pinned) and the four rings are mapped from
-//! the socket ([`Socket::from_bound`]). The frames are split in two: the first half feeds the
+//! `geometry.headroom`, rings sized from `geometry`) and left the socket unbound. Here the memfd
+//! is mapped `MAP_SHARED` ([`Umem::from_memfd`]: the very pages the kernel pinned), the four
+//! rings are mapped from the socket, and the socket is bound on the app side of the port (queue
+//! 0, need-wakeup, copy mode: [`Socket::adopt`]; binding needs no privilege, and mapping first
+//! is what kernels before 6.4 require). The frames are split in two: the first half feeds the
 //! fill ring (RX), the second half is the TX pool, reclaimed from the completion ring.
 //!
 //! RX frames: the kernel copies the XDP metadata along with the packet (copy mode copies
@@ -71,14 +72,16 @@ impl AppPort {
         };
         let umem = Umem::from_memfd(reg.umem.as_fd(), cfg)?;
         let fd = reg.xsks.into_iter().next().context("the daemon passed no AF_XDP socket")?;
-        let sock = Socket::from_bound(
+        let sock = Socket::adopt(
             fd,
             &umem,
             &reg.port,
+            reg.port_ifindex,
+            0,
             [g.fill_size, g.comp_size, g.rx_size, g.tx_size],
             true,
         )
-        .with_context(|| format!("mapping the rings of the socket on {}", reg.port))?;
+        .with_context(|| format!("taking over the socket on {}", reg.port))?;
         // RX gets what the fill ring can hold (leaving TX at least a quarter), TX the rest.
         let rx_frame_count = (frame_count - frame_count / 4).min(g.fill_size);
         let tx_frames = FrameAlloc::with_range(
@@ -135,7 +138,7 @@ impl AppPort {
         self.refill_fill();
         loop {
             done.clear();
-            let rx = self.sock.rx().expect("from_bound maps RX");
+            let rx = self.sock.rx().expect("adopt maps RX");
             let peek = rx.peek(BATCH);
             if peek.is_empty() {
                 break;
@@ -165,7 +168,7 @@ impl AppPort {
         if self.refill.is_empty() {
             return;
         }
-        let fill = self.sock.fill().expect("from_bound maps the fill ring");
+        let fill = self.sock.fill().expect("adopt maps the fill ring");
         let n = fill.produce_from(&self.refill) as usize;
         self.refill.drain(..n);
     }
@@ -211,7 +214,7 @@ impl AppPort {
     /// Puts the written frames on the TX ring and kicks the kernel if it asks for it.
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.pending.is_empty() {
-            let tx = self.sock.tx().expect("from_bound maps TX");
+            let tx = self.sock.tx().expect("adopt maps TX");
             // The TX pool is no larger than the TX ring, so every pending frame fits.
             let n = tx.produce_from(&self.pending) as usize;
             self.stats.tx_frames += n as u64;
@@ -226,7 +229,7 @@ impl AppPort {
     fn reclaim(&mut self) {
         let mut done = [0u64; BATCH as usize];
         loop {
-            let comp = self.sock.comp().expect("from_bound maps the completion ring");
+            let comp = self.sock.comp().expect("adopt maps the completion ring");
             let n = comp.consume_into(&mut done) as usize;
             for &a in &done[..n] {
                 self.tx_frames.free(self.umem.frame_base(a));

@@ -14,6 +14,18 @@
 
 #define IPPROTO_HOMA 146
 
+/* A 16-bit network-order field in host order, in a form the verifier can bound. The verifiers
+ * of 6.1 and 6.12 know nothing about the result of a byte swap, so a swapped length cannot be
+ * added to a packet pointer; the mask restores the bound. clang knows the swap fits 16 bits and
+ * would drop the mask as a no-op: the empty asm hides that from it. */
+static __always_inline __u32 ntohs_bounded(__be16 v)
+{
+	__u32 x = bpf_ntohs(v);
+
+	asm volatile("" : "+r"(x));
+	return x & 0xffff;
+}
+
 struct cursor {
 	void *pos;
 	void *end;
@@ -42,7 +54,7 @@ static __always_inline struct iphdr *parse_ipv4(struct cursor *c)
 	if (ip->version != 4 || ip->ihl < 5)
 		return NULL;
 	hlen = ip->ihl * 4;
-	tot = bpf_ntohs(ip->tot_len);
+	tot = ntohs_bounded(ip->tot_len);
 	if (tot < hlen || (void *)ip + tot > c->end)
 		return NULL;
 	c->pos = (void *)ip + hlen;

@@ -334,19 +334,24 @@ static __always_inline int for_slow_path(const struct tcphdr *tcp, const struct 
  * the transport). With the ring full the copy is lost too: the peer retransmits. */
 static __always_inline int slow_path(struct xdp_md *ctx, __u64 bytes)
 {
+	/* The frame holds at least the headers parsed before (were it shorter, the copy would
+	 * fail). The copy's length is that minimum plus a clamped rest: bounded from below in a
+	 * form the verifier of 6.1 follows, which learns nothing from a length compared unequal
+	 * to 0. */
+	const __u32 min = sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct tcphdr);
 	struct etran_tcp_slow_seg *rec;
-	__u32 n = bytes;
+	__u32 rest = bytes - min;
 
 	rec = bpf_ringbuf_reserve(&etran_tcp_slow, sizeof(*rec), 0);
 	if (!rec)
 		return delivered(ETRAN_PROTO_TCP, bytes, XDP_DROP);
-	if (n > ETRAN_TCP_SLOW_CAPTURE)
-		n = ETRAN_TCP_SLOW_CAPTURE;
-	if (n < 1 || bpf_xdp_load_bytes(ctx, 0, rec->frame, n)) {
+	if (rest > ETRAN_TCP_SLOW_CAPTURE - min)
+		rest = ETRAN_TCP_SLOW_CAPTURE - min;
+	if (bpf_xdp_load_bytes(ctx, 0, rec->frame, min + rest)) {
 		bpf_ringbuf_discard(rec, 0);
 		return delivered(ETRAN_PROTO_TCP, bytes, XDP_DROP);
 	}
-	rec->len = n;
+	rec->len = min + rest;
 	rec->wire_len = bytes;
 	bpf_ringbuf_submit(rec, 0);
 	return delivered(ETRAN_PROTO_TCP, bytes, XDP_DROP);

@@ -1,7 +1,7 @@
 //! `etran up IFACE`: load, attach and pin the datapath.
 use crate::{
     cli::UpArgs,
-    datapath::{self, UpOptions, UpOutcome},
+    datapath::{self, kernel, UpOptions, UpOutcome},
     output::Output,
 };
 
@@ -16,6 +16,11 @@ pub fn run(args: UpArgs, out: &Output) -> anyhow::Result<()> {
         UpOutcome::Attached(s) => (s, false),
         UpOutcome::AlreadyUp(s) => (s, true),
     };
+    // The datapath runs, but it is of no use without apps: say so now rather than at
+    // `etran daemon`.
+    if let Err(e) = kernel::require(kernel::TCP_DAEMON, "the etran daemon (its apps' ports)") {
+        crate::log::warn(format!("{e:#}"));
+    }
     if out.json() {
         return out.print_json(&serde_json::json!({ "already_up": already, "datapath": summary }));
     }

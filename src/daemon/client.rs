@@ -52,7 +52,8 @@ pub struct Registration {
     pub kernel_port: String,
     pub kernel_ifindex: u32,
     pub geometry: Geometry,
-    /// Bound AF_XDP sockets, one per queue, in queue order.
+    /// AF_XDP sockets, one per queue, in queue order: to map, then bind on `port`
+    /// ([`crate::xsk::Socket::adopt`]).
     pub xsks: Vec<OwnedFd>,
     /// The UMEM memfd (map it `MAP_SHARED`, `geometry.umem_len` bytes).
     pub umem: OwnedFd,

@@ -38,7 +38,7 @@ use libbpf_rs::{MapCore, MapFlags};
 use mio::{net::UnixListener, unix::SourceFd, Events, Interest, Poll, Token, Waker};
 
 use crate::{
-    datapath::{gen::GenPump, TcpHandles},
+    datapath::{gen::GenPump, kernel, TcpHandles},
     log,
     netlink::Netlink,
     timer::TimerWheel,
@@ -117,6 +117,7 @@ impl Daemon {
     /// Checks the datapath on `cfg.iface`, removes stale ports and binds the socket.
     pub fn new(cfg: Config) -> anyhow::Result<Daemon> {
         crate::sys::require_root("etran daemon")?;
+        kernel::require(kernel::TCP_DAEMON, "the etran daemon (its apps' ports)")?;
         let dp = crate::datapath::find(&cfg.iface)?.with_context(|| {
             format!("etran is not up on {}: run `etran up {}` first", cfg.iface, cfg.iface)
         })?;

@@ -3,16 +3,18 @@
 //! - `etp<slot>k`, the kernel side: its ifindex sits in the datapath's `app_ports` devmap at
 //!   `slot` (the app's identity in BPF); the egress program will run here.
 //! - `etp<slot>a`, the app side: `xsk_redirect` is attached (native XDP), the app's AF_XDP
-//!   socket is bound to its queue 0 and sits in that program's XSKMAP.
+//!   socket sits in that program's XSKMAP and is bound to its queue 0 by the app.
 //!
 //! Both ends are up with GRO on (see [`crate::ethtool::set_gro`]; the app side also has its XDP
 //! program, which the veth rule asks for).
 //!
 //! The UMEM: an AF_XDP socket cannot bind without one, and apps hold no CAP_NET_RAW, so the
 //! daemon creates it: a memfd of [`FRAME_COUNT`] × [`FRAME_SIZE`] bytes, mapped shared,
-//! registered on the socket (`XDP_UMEM_REG` pins the pages), rings sized, socket bound
-//! (copy mode, need-wakeup). The app receives the socket and the memfd, maps the memfd
-//! `MAP_SHARED` (same pages) and the four rings from the socket, and owns them from then on.
+//! registered on the socket (`XDP_UMEM_REG` pins the pages), rings sized. The app receives the
+//! socket and the memfd, maps the memfd `MAP_SHARED` (same pages) and the four rings from the
+//! socket, binds it (copy mode, need-wakeup; binding needs no privilege), and owns them from then
+//! on. The socket goes unbound because kernels before 6.4 refuse to map a bound socket's rings;
+//! the XSKMAP takes it unbound, and frames reach it once the app has bound it.
 use std::{
     ffi::CString,
     fs::File,
@@ -124,7 +126,7 @@ impl Port {
         prog.attach_redirect(self.app_ifindex)?;
         self.prog = Some(prog);
 
-        let (xsk, umem) = make_socket(self.app_ifindex)
+        let (xsk, umem) = make_socket()
             .with_context(|| format!("creating the AF_XDP socket on {}", self.app_name))?;
         self.prog.as_ref().expect("loaded").insert_fd(0, xsk.as_fd())?;
         self.xsk = Some(xsk);
@@ -169,8 +171,9 @@ impl Port {
     }
 }
 
-/// Creates the memfd UMEM and a bound AF_XDP socket on `ifindex` queue 0.
-fn make_socket(ifindex: u32) -> anyhow::Result<(OwnedFd, OwnedFd)> {
+/// Creates the memfd UMEM and an AF_XDP socket with it registered and its rings sized, for the
+/// app to map and bind.
+fn make_socket() -> anyhow::Result<(OwnedFd, OwnedFd)> {
     let g = geometry();
     let name = CString::new("etran-umem").expect("no NUL");
     // SAFETY: plain syscall with a valid name.
@@ -204,21 +207,6 @@ fn make_socket(ifindex: u32) -> anyhow::Result<(OwnedFd, OwnedFd)> {
         .context("sizing the completion ring")?;
     sys::set_opt(fd, sys::XDP_RX_RING, &g.rx_size).context("sizing the RX ring")?;
     sys::set_opt(fd, sys::XDP_TX_RING, &g.tx_size).context("sizing the TX ring")?;
-    // SAFETY: sockaddr_xdp is plain data.
-    let mut sa: sys::sockaddr_xdp = unsafe { std::mem::zeroed() };
-    sa.sxdp_family = sys::AF_XDP as u16;
-    sa.sxdp_ifindex = ifindex;
-    sa.sxdp_queue_id = 0;
-    sa.sxdp_flags = sys::XDP_COPY | sys::XDP_USE_NEED_WAKEUP;
-    // SAFETY: sa is a valid sockaddr_xdp of the length passed.
-    let ret = unsafe {
-        libc::bind(
-            fd,
-            (&sa as *const sys::sockaddr_xdp).cast(),
-            std::mem::size_of::<sys::sockaddr_xdp>() as libc::socklen_t,
-        )
-    };
-    crate::sys::cvt(ret).context("binding the AF_XDP socket")?;
     // The pages stay pinned by the socket's UMEM; the app maps them through the memfd.
     drop(map);
     Ok((xsk, OwnedFd::from(memfd)))

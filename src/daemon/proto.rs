@@ -8,8 +8,8 @@
 //! Versioning: the first message of a session must be `Register` with `version` =
 //! [`PROTOCOL_VERSION`]; any other version gets an `Error` and the session is closed. Fields
 //! added later are optional (`#[serde(default)]`), so a newer daemon still reads older apps.
-//! New messages bump the version: an older peer would take them for garbage. (2: `Release`,
-//! `Abort`, `Reset`.)
+//! New messages, and changed meanings, bump the version: an older peer would take them for
+//! garbage. (2: `Release`, `Abort`, `Reset`. 3: the app binds the AF_XDP socket it is given.)
 //!
 //! Descriptors: `Registered` travels in one `sendmsg` together with its descriptors
 //! (SCM_RIGHTS), in the order the message lists them (`fds`). See [`send_fds`] / [`recv_fds`].
@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::{app::StreamInit, bpf::tcp::types::tcp_conn_key};
 
 /// Version of this protocol; bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Largest message body accepted (a `Registered` is a few hundred bytes).
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Most descriptors one message carries.
@@ -101,7 +101,9 @@ impl ConnInit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FdKind {
-    /// A bound AF_XDP socket (app side of the port, queue `queue`): mmap its rings.
+    /// An AF_XDP socket for the app side of the port, queue `queue`, not yet bound: mmap its
+    /// rings, then bind it there (copy mode, need-wakeup). Since version 3; before, the daemon
+    /// bound it, which kernels before 6.4 do not let the app map.
     Xsk { queue: u32 },
     /// The memfd backing the UMEM registered on the queue-0 socket: mmap it `MAP_SHARED`.
     Umem,
@@ -126,7 +128,7 @@ pub enum Reply {
         version: u32,
         /// The app's slot in the datapath's `app_ports` devmap: its identity in BPF.
         slot: u32,
-        /// The app side of its port (the sockets are bound there).
+        /// The app side of its port (where the app binds its sockets).
         port: String,
         port_ifindex: u32,
         /// The kernel side of its port (in `app_ports`, runs egress).
@@ -374,7 +376,7 @@ mod tests {
     fn wire_form_is_documented_json() {
         let enc = encode(&register());
         assert_eq!(u32::from_le_bytes(enc[..4].try_into().unwrap()) as usize, enc.len() - 4);
-        assert_eq!(&enc[4..], br#"{"Register":{"version":2,"transport":"tcp","queues":1}}"#);
+        assert_eq!(&enc[4..], br#"{"Register":{"version":3,"transport":"tcp","queues":1}}"#);
     }
 
     #[test]

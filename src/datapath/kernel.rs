@@ -1,44 +1,182 @@
-//! What the running kernel offers (BTF, version, the native eTran hooks) and the XDP attach
-//! operations on an interface, over libbpf's netlink helpers.
-use std::{ffi::CStr, io, mem};
+//! What the running kernel offers, probed feature by feature rather than guessed from its
+//! version (distributions backport, and the release number says nothing about BTF or our
+//! patches), and the XDP attach operations on an interface, over libbpf's netlink helpers.
+use std::{
+    ffi::CStr,
+    io, mem,
+    os::fd::{FromRawFd, OwnedFd},
+};
 
 use anyhow::{bail, Context};
-use libbpf_rs::{libbpf_sys, Btf};
+use libbpf_rs::{libbpf_sys, Btf, MapType, ProgramType};
+use serde::Serialize;
 
-/// Oldest kernel etran supports: the XDP metadata, tail-call and map features of the datapath
-/// were all in place by 6.6 (the base of the original eTran kernel).
-pub const MIN_KERNEL: (u32, u32) = (6, 6);
+use crate::xsk::sys;
 
-/// Checks the running kernel: version at least [`MIN_KERNEL`] and BTF present.
-pub fn check_supported() -> anyhow::Result<()> {
-    let release = kernel_release()?;
-    let version = parse_release(&release)
-        .with_context(|| format!("cannot parse the kernel release {release:?}"))?;
-    if version < MIN_KERNEL {
-        bail!(
-            "kernel {release} is too old: etran needs Linux {}.{} or newer",
-            MIN_KERNEL.0,
-            MIN_KERNEL.1
-        );
+/// A kernel feature etran uses. [`Feature::since`] is the first mainline release that has it,
+/// for messages only: whether the running kernel has it is always probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Feature {
+    /// bpf_spin_lock in XDP programs: every TCP connection's state is updated under its lock.
+    XdpSpinLock,
+    /// BPF_MAP_TYPE_RINGBUF: slow-path segments and ACK-generator wakeups to the daemon.
+    RingBuf,
+    /// BPF_MAP_TYPE_QUEUE: the connections owing an ACK.
+    QueueMap,
+    /// BPF_MAP_TYPE_DEVMAP: redirects between the NIC and apps' ports, and in the testbed switch.
+    DevMap,
+    /// bpf_xdp_load_bytes: ingress copies slow-path segments for the daemon.
+    XdpLoadBytes,
+    /// BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES: the gen pump sends ACKs with it.
+    LiveFrames,
+    /// AF_XDP sockets and BPF_MAP_TYPE_XSKMAP: how apps send and receive.
+    AfXdp,
+    /// The kernel's own BTF (/sys/kernel/btf/vmlinux): how etran recognises a kernel with the
+    /// eTran hooks; without it only the compat backend is considered.
+    VmlinuxBtf,
+    /// The XDP_EGRESS/XDP_GEN hooks of the eTran kernel patches (native backend).
+    NativeHooks,
+}
+
+/// What the TCP datapath needs (`etran up`: its programs and maps).
+pub const TCP_DATAPATH: &[Feature] = &[
+    Feature::XdpSpinLock,
+    Feature::RingBuf,
+    Feature::QueueMap,
+    Feature::DevMap,
+    Feature::XdpLoadBytes,
+];
+
+/// What the daemon and its apps need on the compat backend (`etran daemon`): app ports with
+/// AF_XDP sockets, and the gen pump.
+pub const TCP_DAEMON: &[Feature] = &[Feature::AfXdp, Feature::LiveFrames];
+
+/// Every feature, in the order `etran check` lists them.
+pub const ALL: &[Feature] = &[
+    Feature::XdpSpinLock,
+    Feature::RingBuf,
+    Feature::QueueMap,
+    Feature::DevMap,
+    Feature::XdpLoadBytes,
+    Feature::LiveFrames,
+    Feature::AfXdp,
+    Feature::VmlinuxBtf,
+    Feature::NativeHooks,
+];
+
+impl Feature {
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::XdpSpinLock => "bpf_spin_lock in XDP programs",
+            Feature::RingBuf => "BPF ring buffer maps",
+            Feature::QueueMap => "BPF queue maps",
+            Feature::DevMap => "XDP device maps",
+            Feature::XdpLoadBytes => "bpf_xdp_load_bytes",
+            Feature::LiveFrames => "BPF_PROG_RUN with live XDP frames",
+            Feature::AfXdp => "AF_XDP sockets",
+            Feature::VmlinuxBtf => "kernel BTF (/sys/kernel/btf/vmlinux)",
+            Feature::NativeHooks => "eTran XDP_EGRESS/XDP_GEN hooks",
+        }
     }
-    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
-        bail!("kernel {release} has no BTF (/sys/kernel/btf/vmlinux): build it with CONFIG_DEBUG_INFO_BTF=y");
+
+    /// The first Linux release that has the feature ("patched" for our own hooks; the kernel's
+    /// BTF is a build option, CONFIG_DEBUG_INFO_BTF).
+    pub fn since(self) -> &'static str {
+        match self {
+            Feature::XdpSpinLock => "5.1",
+            Feature::RingBuf => "5.8",
+            Feature::QueueMap => "4.20",
+            Feature::DevMap => "4.14",
+            Feature::XdpLoadBytes | Feature::LiveFrames => "5.18",
+            Feature::AfXdp => "4.18",
+            Feature::VmlinuxBtf => "5.4",
+            Feature::NativeHooks => "patched",
+        }
+    }
+
+    /// Whether the running kernel has it (needs CAP_BPF for the BPF probes).
+    pub fn probe(self) -> bool {
+        let helper = |id| ProgramType::Xdp.is_helper_supported(id).unwrap_or(false);
+        let map = |t: MapType| t.is_supported().unwrap_or(false);
+        match self {
+            Feature::XdpSpinLock => helper(libbpf_sys::BPF_FUNC_spin_lock),
+            Feature::RingBuf => map(MapType::RingBuf),
+            Feature::QueueMap => map(MapType::Queue),
+            Feature::DevMap => map(MapType::Devmap),
+            Feature::XdpLoadBytes => helper(libbpf_sys::BPF_FUNC_xdp_load_bytes),
+            Feature::LiveFrames => has_live_frames(),
+            Feature::AfXdp => map(MapType::Xskmap) && xsk_socket().is_ok(),
+            Feature::VmlinuxBtf => std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
+            Feature::NativeHooks => has_native_hooks(),
+        }
+    }
+}
+
+/// Fails with a message naming the first of `features` the running kernel lacks, the first
+/// release that has it and `what` needs it.
+pub fn require(features: &[Feature], what: &str) -> anyhow::Result<()> {
+    for &f in features {
+        if !f.probe() {
+            let release = kernel_release().unwrap_or_else(|_| "?".into());
+            let since = match f.since() {
+                "patched" => "only a kernel with the eTran patches has it".to_string(),
+                v => format!("Linux {v} and newer have it"),
+            };
+            bail!("this kernel ({release}) lacks {} ({since}), which {what} needs", f.name());
+        }
     }
     Ok(())
 }
 
-fn kernel_release() -> anyhow::Result<String> {
-    // SAFETY: utsname is plain data; uname fills it.
-    let mut uts: libc::utsname = unsafe { mem::zeroed() };
-    crate::sys::cvt(unsafe { libc::uname(&mut uts) })?;
-    // SAFETY: uname NUL-terminates release.
-    Ok(unsafe { CStr::from_ptr(uts.release.as_ptr()) }.to_string_lossy().into_owned())
+/// Runs a two-instruction XDP program (`return XDP_DROP`) once in live-frames mode: kernels
+/// without the mode refuse the flag (EINVAL). Only that refusal counts as missing: a probe that
+/// could not even load its program learned nothing.
+fn has_live_frames() -> bool {
+    let refused = |e: &io::Error| e.raw_os_error() == Some(libc::EINVAL);
+    !probe_live_frames().is_err_and(|e| refused(&e))
 }
 
-/// `6.18.44-fc-v782` → (6, 18).
-fn parse_release(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+fn probe_live_frames() -> io::Result<()> {
+    // r0 = XDP_DROP; exit
+    let insns = [
+        libbpf_sys::bpf_insn { code: 0xb7, imm: libbpf_sys::XDP_DROP as i32, ..Default::default() },
+        libbpf_sys::bpf_insn { code: 0x95, ..Default::default() },
+    ];
+    // SAFETY: valid instruction array and NUL-terminated strings; NULL opts are accepted.
+    let fd = unsafe {
+        libbpf_sys::bpf_prog_load(
+            libbpf_sys::BPF_PROG_TYPE_XDP,
+            c"etran_probe".as_ptr(),
+            c"GPL".as_ptr(),
+            insns.as_ptr(),
+            insns.len() as _,
+            std::ptr::null_mut(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(-fd));
+    }
+    // SAFETY: bpf_prog_load returned a new descriptor we own.
+    let prog = unsafe { OwnedFd::from_raw_fd(fd) };
+    crate::xsk::run_live_frames(std::os::fd::AsFd::as_fd(&prog), &[0u8; 64], 0, 1)
+}
+
+fn xsk_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(sys::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    crate::sys::cvt(fd)?;
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The running kernel's release, e.g. `6.1.0-57-amd64`.
+pub fn kernel_release() -> anyhow::Result<String> {
+    // SAFETY: utsname is plain data; uname fills it.
+    let mut uts: libc::utsname = unsafe { mem::zeroed() };
+    crate::sys::cvt(unsafe { libc::uname(&mut uts) }).context("uname")?;
+    // SAFETY: uname NUL-terminates release.
+    Ok(unsafe { CStr::from_ptr(uts.release.as_ptr()) }.to_string_lossy().into_owned())
 }
 
 /// True when the kernel carries the eTran hooks (our patch series adds `BPF_XDP_EGRESS` to
@@ -157,21 +295,4 @@ pub fn prog_info(id: u32) -> anyhow::Result<ProgInfo> {
     // SAFETY: the kernel NUL-terminates name within BPF_OBJ_NAME_LEN.
     let name = unsafe { CStr::from_ptr(info.name.as_ptr()) }.to_string_lossy().into_owned();
     Ok(ProgInfo { name, map_ids })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn releases_parse() {
-        assert_eq!(parse_release("6.18.44-fc-v782"), Some((6, 18)));
-        assert_eq!(parse_release("5.10.0"), Some((5, 10)));
-        assert_eq!(parse_release("garbage"), None);
-    }
-
-    #[test]
-    fn this_kernel_is_supported() {
-        check_supported().unwrap();
-    }
 }

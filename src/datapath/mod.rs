@@ -11,10 +11,7 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use libbpf_rs::{
-    skel::{OpenSkel, SkelBuilder},
-    Btf, MapCore, MapFlags, MapHandle, OpenObject,
-};
+use libbpf_rs::{skel::SkelBuilder, Btf, MapCore, MapFlags, MapHandle, OpenObject};
 use serde::Serialize;
 
 use crate::{
@@ -30,6 +27,7 @@ pub mod counters;
 pub mod gen;
 pub mod kernel;
 pub mod pins;
+pub mod verifier;
 
 pub use kernel::AttachMode;
 
@@ -185,20 +183,8 @@ pub fn load(
     backend: types::etran_backend,
     queues: u32,
 ) -> anyhow::Result<Objects<'_>> {
-    let mut open = EntranceSkelBuilder::default()
-        .open(&mut storage.entrance)
-        .context("opening the embedded entrance object")?;
-    let config = open.maps.rodata_data.as_deref_mut().context("entrance object has no .rodata")?;
-    config.etran_config.backend = backend;
-    config.etran_config.queues = queues;
-    let entrance = open.load().context("loading the entrance program (verifier log above)")?;
-
-    let mut open = TcpSkelBuilder::default()
-        .open(&mut storage.tcp)
-        .context("opening the embedded TCP object")?;
-    open.maps.etran_traffic.reuse_fd(entrance.maps.etran_traffic.as_fd())?;
-    open.maps.etran_drops.reuse_fd(entrance.maps.etran_drops.as_fd())?;
-    let tcp = open.load().context("loading the TCP program (verifier log above)")?;
+    let entrance = load_entrance(&mut storage.entrance, backend, queues)?;
+    let tcp = load_tcp(&mut storage.tcp, Some(&entrance))?;
     let slot = tcp.maps.rodata_data.context("TCP object has no .rodata")?.etran_transport_slot.0;
     let fd = tcp.progs.etran_tcp_ingress.as_fd().as_raw_fd();
     entrance
@@ -209,11 +195,40 @@ pub fn load(
     Ok(Objects { entrance, tcp })
 }
 
+/// Loads the entrance object alone.
+pub fn load_entrance(
+    storage: &mut MaybeUninit<OpenObject>,
+    backend: types::etran_backend,
+    queues: u32,
+) -> anyhow::Result<EntranceSkel<'_>> {
+    let mut open = EntranceSkelBuilder::default()
+        .open(storage)
+        .context("opening the embedded entrance object")?;
+    let config = open.maps.rodata_data.as_deref_mut().context("entrance object has no .rodata")?;
+    config.etran_config.backend = backend;
+    config.etran_config.queues = queues;
+    verifier::load(open, "the entrance program")
+}
+
+/// Loads the TCP object, sharing `entrance`'s counter maps when given (else it has its own).
+pub fn load_tcp<'a>(
+    storage: &'a mut MaybeUninit<OpenObject>,
+    entrance: Option<&EntranceSkel<'_>>,
+) -> anyhow::Result<TcpSkel<'a>> {
+    let mut open =
+        TcpSkelBuilder::default().open(storage).context("opening the embedded TCP object")?;
+    if let Some(entrance) = entrance {
+        open.maps.etran_traffic.reuse_fd(entrance.maps.etran_traffic.as_fd())?;
+        open.maps.etran_drops.reuse_fd(entrance.maps.etran_drops.as_fd())?;
+    }
+    verifier::load(open, "the TCP programs")
+}
+
 /// `etran up`: loads, attaches and pins the datapath on `iface`. Idempotent; on any failure
 /// nothing is left attached or pinned.
 pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
     crate::sys::require_root("etran up")?;
-    kernel::check_supported()?;
+    kernel::require(kernel::TCP_DATAPATH, "the TCP datapath")?;
     let ifindex = crate::sys::ifindex(iface)?;
     let backend = resolve_backend(opts.backend)?;
     let available = crate::ethtool::rx_queues(iface)?.unwrap_or(1);

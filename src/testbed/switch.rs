@@ -5,12 +5,15 @@ use std::{mem::MaybeUninit, os::fd::AsFd};
 
 use anyhow::Context;
 use libbpf_rs::{
-    skel::{OpenSkel, SkelBuilder},
-    MapCore, MapFlags, TcHookBuilder, Xdp, XdpFlags, TC_EGRESS, TC_INGRESS,
+    skel::SkelBuilder, MapCore, MapFlags, OpenObject, TcHookBuilder, Xdp, XdpFlags, TC_EGRESS,
+    TC_INGRESS,
 };
 
 use super::Spec;
-use crate::{bpf::switch::SwitchSkelBuilder, netlink::Netlink};
+use crate::{
+    bpf::switch::{SwitchSkel, SwitchSkelBuilder},
+    netlink::Netlink,
+};
 
 /// One switch port: the host it leads to (1-based), its ifindex and the host's MAC.
 #[derive(Debug, Clone, Copy)]
@@ -99,19 +102,7 @@ pub(crate) fn install(spec: &Spec, ports: &[Port]) -> anyhow::Result<()> {
     }
 
     let mut storage = MaybeUninit::uninit();
-    let mut open =
-        SwitchSkelBuilder::default().open(&mut storage).context("opening the switch BPF object")?;
-    let rodata =
-        open.maps.rodata_data.as_deref_mut().context("switch BPF object has no .rodata")?;
-    let c = &mut rodata.sw_config;
-    c.loss = cfg.loss;
-    c.duplicate = cfg.duplicate;
-    c.corrupt = cfg.corrupt;
-    c.rate_bytes_per_sec = cfg.rate_bytes_per_sec;
-    c.redirect = cfg.redirect as u32;
-    c.ecn_threshold = cfg.ecn_threshold;
-    c.queue_cap = cfg.queue_cap;
-    let skel = open.load().context("loading the switch BPF programs (verifier log above)")?;
+    let skel = load(&mut storage, &cfg)?;
 
     for (slot, p) in ports.iter().enumerate() {
         let slot = slot as u32;
@@ -166,6 +157,26 @@ pub(crate) fn install(spec: &Spec, ports: &[Port]) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Loads the switch programs configured with `cfg`, attached nowhere.
+pub fn load<'a>(
+    storage: &'a mut MaybeUninit<OpenObject>,
+    cfg: &SwitchConfig,
+) -> anyhow::Result<SwitchSkel<'a>> {
+    let mut open =
+        SwitchSkelBuilder::default().open(storage).context("opening the switch BPF object")?;
+    let rodata =
+        open.maps.rodata_data.as_deref_mut().context("switch BPF object has no .rodata")?;
+    let c = &mut rodata.sw_config;
+    c.loss = cfg.loss;
+    c.duplicate = cfg.duplicate;
+    c.corrupt = cfg.corrupt;
+    c.rate_bytes_per_sec = cfg.rate_bytes_per_sec;
+    c.redirect = cfg.redirect as u32;
+    c.ecn_threshold = cfg.ecn_threshold;
+    c.queue_cap = cfg.queue_cap;
+    crate::datapath::verifier::load(open, "the switch programs")
 }
 
 /// Switch counters, summed over CPUs, read from the XDP program attached to a port (or the

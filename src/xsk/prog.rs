@@ -8,10 +8,7 @@ use std::{
 };
 
 use anyhow::Context;
-use libbpf_rs::{
-    skel::{OpenSkel, SkelBuilder},
-    Link, MapCore, MapFlags, OpenObject,
-};
+use libbpf_rs::{skel::SkelBuilder, Link, MapCore, MapFlags, OpenObject};
 
 use crate::bpf::xsk_redirect::{XskRedirectSkel, XskRedirectSkelBuilder};
 
@@ -46,7 +43,7 @@ impl XskProgram {
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.gen_ifindex = gen_ifindex;
         }
-        this.skel = Some(open.load().context("loading the xsk_redirect BPF object")?);
+        this.skel = Some(crate::datapath::verifier::load(open, "the xsk_redirect programs")?);
         Ok(this)
     }
 

@@ -163,8 +163,34 @@ pub struct Rings<'a> {
     pub tx: Option<&'a mut TxRing>,
 }
 
-/// How long a bind keeps retrying EBUSY (see `Socket::build`).
+/// How long a bind keeps retrying EBUSY (see [`bind_retrying`]).
 const BUSY_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// bind(2) of an AF_XDP socket. A socket that was just closed gives its queue back
+/// asynchronously (the kernel frees its buffer pool from a workqueue), so EBUSY right after a
+/// close is retried briefly.
+fn bind_retrying(fd: RawFd, addr: &sys::sockaddr_xdp) -> io::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_RETRY;
+    loop {
+        // SAFETY: addr is a valid sockaddr_xdp of the length passed.
+        let ret = unsafe {
+            libc::bind(
+                fd,
+                (addr as *const sys::sockaddr_xdp).cast(),
+                std::mem::size_of::<sys::sockaddr_xdp>() as libc::socklen_t,
+            )
+        };
+        match crate::sys::cvt(ret) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            r => return r.map(drop),
+        }
+    }
+}
 
 fn is_transient(err: &io::Error) -> bool {
     matches!(
@@ -303,30 +329,7 @@ impl Socket {
             sxdp_queue_id: queue,
             sxdp_shared_umem_fd: 0,
         };
-        // A socket that was just closed gives its queue back asynchronously (the kernel frees
-        // its buffer pool from a workqueue), so EBUSY right after a close is retried briefly.
-        let bind = |addr: &sys::sockaddr_xdp| -> io::Result<()> {
-            let deadline = std::time::Instant::now() + BUSY_RETRY;
-            loop {
-                // SAFETY: addr is a valid sockaddr_xdp of the length passed.
-                let ret = unsafe {
-                    libc::bind(
-                        rfd,
-                        (addr as *const sys::sockaddr_xdp).cast(),
-                        std::mem::size_of::<sys::sockaddr_xdp>() as libc::socklen_t,
-                    )
-                };
-                match crate::sys::cvt(ret) {
-                    Err(e)
-                        if e.raw_os_error() == Some(libc::EBUSY)
-                            && std::time::Instant::now() < deadline =>
-                    {
-                        std::thread::sleep(std::time::Duration::from_millis(5));
-                    }
-                    r => return r.map(drop),
-                }
-            }
-        };
+        let bind = |addr: &sys::sockaddr_xdp| bind_retrying(rfd, addr);
         let describe = |e: io::Error, flags: u16| -> anyhow::Error {
             let what = format!("binding an AF_XDP socket to {ifname} queue {queue}");
             match e.raw_os_error() {
@@ -426,15 +429,20 @@ impl Socket {
         })
     }
 
-    /// Takes over a socket another process created, registered `umem` on and bound (the
-    /// daemon's app port): maps its four rings (`fill_size`/`comp_size`/`rx_size`/`tx_size`,
-    /// as the creator sized them) and reads its mode. `umem` must map the registered memory
-    /// ([`Umem::from_memfd`]). `need_wakeup` says whether it was bound with
-    /// `XDP_USE_NEED_WAKEUP`.
-    pub fn from_bound(
+    /// Takes over a socket another process created and registered `umem` on, not yet bound
+    /// (the daemon's app port): maps its four rings (`fill_size`/`comp_size`/`rx_size`/
+    /// `tx_size`, as the creator sized them), then binds it to interface `ifindex` (named
+    /// `ifname`) queue `queue` in copy mode, with `XDP_USE_NEED_WAKEUP` when `need_wakeup`.
+    /// The interface is the creator's: a socket binds in the network namespace it was created
+    /// in, whatever the caller's. Mapping before binding is the order every kernel allows:
+    /// before 6.4 the rings of a bound socket cannot be mapped. `umem` must map the registered
+    /// memory ([`Umem::from_memfd`]).
+    pub fn adopt(
         fd: OwnedFd,
         umem: &Umem,
         ifname: &str,
+        ifindex: u32,
+        queue: u32,
         sizes: [u32; 4],
         need_wakeup: bool,
     ) -> anyhow::Result<Self> {
@@ -456,10 +464,16 @@ impl Socket {
             .context("mapping the fill ring")?;
         let comp = map_ring(rfd, &off.cr, sys::PGOFF_COMPLETION_RING, comp_size, 8)
             .context("mapping the completion ring")?;
-        let (opts, _) = sys::get_opt::<sys::xdp_options>(rfd, sys::XDP_OPTIONS)
-            .context("reading XDP_OPTIONS")?;
-        let mode =
-            if opts.flags & sys::XDP_OPTIONS_ZEROCOPY != 0 { Mode::ZeroCopy } else { Mode::Copy };
+        let wake = if need_wakeup { sys::XDP_USE_NEED_WAKEUP } else { 0 };
+        let addr = sys::sockaddr_xdp {
+            sxdp_family: sys::AF_XDP as u16,
+            sxdp_flags: wake | sys::XDP_COPY,
+            sxdp_ifindex: ifindex,
+            sxdp_queue_id: queue,
+            sxdp_shared_umem_fd: 0,
+        };
+        bind_retrying(rfd, &addr)
+            .with_context(|| format!("binding the AF_XDP socket to {ifname} queue {queue}"))?;
         Ok(Socket {
             rx: Some(ConsRing::new(rx)),
             tx: Some(ProdRing::new(tx)),
@@ -468,9 +482,9 @@ impl Socket {
             fd,
             umem: umem.clone(),
             ifname: ifname.to_string(),
-            ifindex: crate::sys::ifindex(ifname).unwrap_or(0),
-            queue: 0,
-            mode,
+            ifindex,
+            queue,
+            mode: Mode::Copy,
             need_wakeup,
             shared: false,
             tx_budget: None,

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use super::{
-    etran_echo::{self, LeakCheck},
+    etran_echo::{self, LeakCheck, Peer},
     linux_echo::{self, Client, ClientResult, Progress, Server, Share, Wait},
 };
 use crate::{
@@ -80,10 +80,14 @@ struct Sides {
 pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
     validate(&args)?;
     let transports: &[EchoTransport] = match args.transport {
-        EchoTransport::All => {
-            &[EchoTransport::Etran, EchoTransport::Linux, EchoTransport::LinuxBusy]
-        }
+        EchoTransport::All => &[
+            EchoTransport::Etran,
+            EchoTransport::EtranLinux,
+            EchoTransport::Linux,
+            EchoTransport::LinuxBusy,
+        ],
         EchoTransport::Etran => &[EchoTransport::Etran],
+        EchoTransport::EtranLinux => &[EchoTransport::EtranLinux],
         EchoTransport::Linux => &[EchoTransport::Linux],
         EchoTransport::LinuxBusy => &[EchoTransport::LinuxBusy],
     };
@@ -113,7 +117,8 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for &t in transports {
         results.push(match t {
-            EchoTransport::Etran => measure_etran(&args, &sides, &shares, out)?,
+            EchoTransport::Etran => measure_etran(Peer::Etran, &args, &sides, &shares, out)?,
+            EchoTransport::EtranLinux => measure_etran(Peer::Linux, &args, &sides, &shares, out)?,
             EchoTransport::Linux => measure("linux", Wait::Blocking, &args, &sides, &shares, out)?,
             EchoTransport::LinuxBusy => {
                 measure("linux-busy", Wait::Busy, &args, &sides, &shares, out)?
@@ -295,18 +300,25 @@ fn progress_bar(name: &str, args: &EchoArgs, out: &Output) -> Option<indicatif::
     })
 }
 
-/// The eTran run: per share one client App and one server App, placed as the Linux threads.
+/// An eTran run: per share one client App and, against `peer`, one server App or Linux server
+/// thread, placed as the Linux threads.
 fn measure_etran(
+    peer: Peer,
     args: &EchoArgs,
     sides: &Sides,
     shares: &[Share],
     out: &Output,
 ) -> anyhow::Result<Row> {
+    let name = match peer {
+        Peer::Etran => "etran",
+        Peer::Linux => "etran-linux",
+    };
     let progress = Progress::default();
-    let bar = progress_bar("etran", args, out);
+    let bar = progress_bar(name, args, out);
     let params = etran_echo::Params {
         client: &sides.client,
         server: &sides.server,
+        peer,
         shares,
         depth: args.depth,
         size: args.size,
@@ -319,8 +331,8 @@ fn measure_etran(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let r = r.context("etran echo")?;
-    row("etran", args, &r.result, Some(r.leaks))
+    let r = r.with_context(|| format!("{name} echo"))?;
+    row(name, args, &r.result, Some(r.leaks))
 }
 
 fn row(

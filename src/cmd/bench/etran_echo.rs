@@ -2,7 +2,8 @@
 //! (in-process, on a thread inside the host's namespace, socket in a private directory), and per
 //! [`Share`] one busy-polling server App (its own registration, port and listening port) in the
 //! server host and one busy-polling client App in the client host, placed as the Linux engine
-//! places its threads. Same protocol and byte check as the Linux engine
+//! places its threads. With a Linux peer ([`Peer::Linux`]) the server host runs no etran: each
+//! share's server is the Linux engine's, busy-polling. Same protocol and byte check as the Linux engine
 //! ([`linux_echo::pattern`]). At the end every connection is closed (FIN both ways; one that
 //! does not close within 3 s is aborted and reported). A leak check brackets the apps:
 //! connection-map entries, app ports and descriptors before any app, once every connection
@@ -24,7 +25,7 @@ use libbpf_rs::{MapCore, MapHandle};
 use mio::Waker;
 use serde::Serialize;
 
-use super::linux_echo::{ClientResult, Echo, Progress, Share};
+use super::linux_echo::{self, ClientResult, Echo, Progress, Share, Wait};
 use crate::{
     app::{App, ConnId},
     cli::{Backend, XdpMode},
@@ -35,10 +36,20 @@ use crate::{
     testbed::HOST_NIC,
 };
 
+/// Who answers the eTran clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// eTran server apps, on a datapath and daemon of their own.
+    Etran,
+    /// Linux TCP sockets (busy-polling), with no etran on the server host.
+    Linux,
+}
+
 /// What one eTran run needs.
 pub struct Params<'a> {
     pub client: &'a NetNs,
     pub server: &'a NetNs,
+    pub peer: Peer,
     /// One client and one server App per share.
     pub shares: &'a [Share],
     pub depth: u32,
@@ -46,6 +57,16 @@ pub struct Params<'a> {
     /// Round trips per connection before it is closed and replaced.
     pub churn: Option<u32>,
     pub duration: Duration,
+}
+
+impl Params<'_> {
+    /// The hosts that run etran (datapath and daemon): the client's first.
+    fn etran_hosts(&self) -> Vec<&NetNs> {
+        match self.peer {
+            Peer::Etran => vec![self.client, self.server],
+            Peer::Linux => vec![self.client],
+        }
+    }
 }
 
 /// Runs the echo over eTran. `watch` runs on the calling thread while the clients run (the
@@ -84,7 +105,7 @@ pub fn run(
         );
     }
     let result = run_in(p, &dir, &wakers, &done_tx, progress, watch);
-    for ns in [p.client, p.server] {
+    for ns in p.etran_hosts() {
         match ns.run(|| datapath::down(HOST_NIC)) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) | Err(e) => crate::log::warn(format!("etran down {HOST_NIC}: {e:#}")),
@@ -105,7 +126,7 @@ fn run_in(
 ) -> anyhow::Result<Outcome> {
     let opts =
         UpOptions { backend: Backend::Auto, mode: XdpMode::Native, queues: None, force: false };
-    for ns in [p.client, p.server] {
+    for ns in p.etran_hosts() {
         ns.run(|| datapath::up(HOST_NIC, &opts))?
             .with_context(|| format!("etran up {HOST_NIC}"))?;
     }
@@ -113,7 +134,7 @@ fn run_in(
     std::thread::scope(|s| {
         // Daemons: built inside their namespace, their wakers handed back.
         let mut daemons = Vec::new();
-        for (ns, sock) in [p.client, p.server].into_iter().zip(&socks) {
+        for (ns, sock) in p.etran_hosts().into_iter().zip(&socks) {
             let (tx, rx) = mpsc::channel();
             let done_tx = done_tx.clone();
             let handle = s.spawn(move || -> anyhow::Result<()> {
@@ -150,13 +171,15 @@ fn run_in(
         };
         let mut result = result;
         for (handle, waker) in daemons {
+            let started = waker.is_some();
             if let Some(w) = waker {
                 let _ = w.wake();
             }
             let joined =
                 handle.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the thread panicked")));
             if let Err(e) = joined {
-                if result.is_ok() {
+                // Why a daemon did not start says more than that it did not.
+                if result.is_ok() || !started {
                     result = Err(e.context("etran daemon"));
                 }
             }
@@ -171,13 +194,14 @@ fn apps(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool) + Send,
 ) -> anyhow::Result<Outcome> {
-    let mut probe = Probe::open(p.client, p.server)?;
+    let mut probe = Probe::open(p.client, (p.peer == Peer::Etran).then_some(p.server))?;
     let before = probe.snapshot()?;
     let n = p.shares.len();
     let stop = AtomicBool::new(false);
     let phases = Phases::default();
-    // Per share: connections its server app adopted.
-    let adopted: Vec<AtomicU64> = p.shares.iter().map(|_| AtomicU64::new(0)).collect();
+    // Per share: connections its server app adopted (a Linux server needs no adopting).
+    let unadopted = if p.peer == Peer::Linux { u64::MAX } else { 0 };
+    let adopted: Vec<AtomicU64> = p.shares.iter().map(|_| AtomicU64::new(unadopted)).collect();
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
     let mut closed_conns = [0u64; 2];
     let run = std::thread::scope(|s| -> anyhow::Result<(ClientResult, Vec<AppFrames>, [u64; 2])> {
@@ -187,21 +211,34 @@ fn apps(
             .enumerate()
             .map(|(i, share)| {
                 let (ready_tx, stop, adopted) = (ready_tx.clone(), &stop, &adopted[i]);
-                s.spawn(move || -> anyhow::Result<AppFrames> {
+                s.spawn(move || -> anyhow::Result<Option<AppFrames>> {
                     let setup = (|| {
                         p.server.enter()?;
                         crate::bench::pin_to_cpu(share.server_cpu)?;
-                        let (mut session, app) = register(&socks[1], format!("server {i}"))?;
-                        session.listen(share.server.port())?;
-                        Ok((session, app))
+                        let port = share.server.port();
+                        Ok(match p.peer {
+                            Peer::Etran => {
+                                let (mut session, app) =
+                                    register(&socks[1], format!("server {i}"))?;
+                                session.listen(port)?;
+                                Server::Etran(session, Box::new(app))
+                            }
+                            Peer::Linux => Server::Linux(linux_echo::Server::bind(
+                                (std::net::Ipv4Addr::UNSPECIFIED, port).into(),
+                            )?),
+                        })
                     })();
                     match setup {
-                        Ok((mut session, mut app)) => {
+                        Ok(Server::Etran(mut session, mut app)) => {
                             let _ = ready_tx.send(Ok(()));
                             let churn = p.churn.is_some();
                             let unclosed =
                                 serve(&mut app, &mut session, share.conns, churn, adopted, stop)?;
-                            app.quiesce(&unclosed)
+                            app.quiesce(&unclosed).map(Some)
+                        }
+                        Ok(Server::Linux(server)) => {
+                            let _ = ready_tx.send(Ok(()));
+                            server.run(Wait::Busy, stop).map(|_| None)
                         }
                         Err(e) => {
                             let _ = ready_tx.send(Err(anyhow::anyhow!("{e:#}")));
@@ -282,7 +319,7 @@ fn apps(
         stop.store(true, Ordering::Relaxed);
         for srv in servers {
             match joined(srv) {
-                Ok(f) => frames.push(f),
+                Ok(f) => frames.extend(f),
                 Err(e) => note(e.context("eTran echo server")),
             }
         }
@@ -305,6 +342,12 @@ fn apps(
 /// A panicking thread becomes an error, so that the teardown still runs.
 fn joined<T>(h: std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>) -> anyhow::Result<T> {
     h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the thread panicked")))
+}
+
+/// One share's echo server (the app boxed: it is large, and a Linux server small).
+enum Server {
+    Etran(Session, Box<Probed>),
+    Linux(linux_echo::Server),
 }
 
 /// Registers an app with the daemon at `sock`; `role` names it in the leak check.
@@ -726,14 +769,14 @@ impl LeakCheck {
 }
 
 /// Reads the counts of a [`Snapshot`]; its own descriptors are open before the first snapshot,
-/// so they cancel out.
+/// so they cancel out. A server host without etran (a Linux peer) counts 0.
 struct Probe {
-    conns: [MapHandle; 2],
-    netlink: [Netlink; 2],
+    conns: [Option<MapHandle>; 2],
+    netlink: [Option<Netlink>; 2],
 }
 
 impl Probe {
-    fn open(client: &NetNs, server: &NetNs) -> anyhow::Result<Probe> {
+    fn open(client: &NetNs, server: Option<&NetNs>) -> anyhow::Result<Probe> {
         let conns = |ns: &NetNs| -> anyhow::Result<MapHandle> {
             ns.run(|| -> anyhow::Result<MapHandle> {
                 let dp = datapath::find(HOST_NIC)?.context("etran is not up")?;
@@ -741,19 +784,21 @@ impl Probe {
             })?
         };
         Ok(Probe {
-            conns: [conns(client)?, conns(server)?],
-            netlink: [Netlink::open_in(client)?, Netlink::open_in(server)?],
+            conns: [Some(conns(client)?), server.map(conns).transpose()?],
+            netlink: [Some(Netlink::open_in(client)?), server.map(Netlink::open_in).transpose()?],
         })
     }
 
     fn conns(&self) -> anyhow::Result<[u64; 2]> {
-        Ok(self.conns.each_ref().map(|m| m.keys().count() as u64))
+        Ok(self.conns.each_ref().map(|m| m.as_ref().map_or(0, |m| m.keys().count() as u64)))
     }
 
     fn snapshot(&mut self) -> anyhow::Result<Snapshot> {
         let mut app_ports = [0u64; 2];
         for (n, nl) in app_ports.iter_mut().zip(&mut self.netlink) {
-            *n = nl.links()?.iter().filter(|l| port::is_port_name(&l.name)).count() as u64;
+            if let Some(nl) = nl {
+                *n = nl.links()?.iter().filter(|l| port::is_port_name(&l.name)).count() as u64;
+            }
         }
         let fds = std::fs::read_dir("/proc/self/fd").context("listing /proc/self/fd")?.count();
         Ok(Snapshot { tcp_conns: self.conns()?, app_ports, fds: fds as u64 })

@@ -1,0 +1,131 @@
+//! `etran check`: what the running kernel offers etran. Probes every kernel feature etran uses
+//! and loads every embedded BPF program (attached nowhere), so a kernel's verifier is tried on
+//! all of them at once; fails when the TCP datapath could not run here.
+use std::mem::MaybeUninit;
+
+use serde::Serialize;
+
+use crate::{
+    bpf::entrance::types::etran_backend,
+    datapath::{
+        self,
+        kernel::{self, Feature},
+    },
+    output::{Output, Table},
+    testbed::switch::{self, SwitchConfig},
+    xsk::XskProgram,
+};
+
+#[derive(Serialize)]
+struct FeatureRow {
+    feature: Feature,
+    name: &'static str,
+    since: &'static str,
+    needed_by: &'static str,
+    present: bool,
+}
+
+#[derive(Serialize)]
+struct ProgramRow {
+    object: &'static str,
+    /// Why it did not load (the verifier's rejection, for one); none when it loaded.
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    kernel: String,
+    features: Vec<FeatureRow>,
+    programs: Vec<ProgramRow>,
+    /// Whether the TCP transport (compat backend: `etran up`, the daemon, apps) can run here.
+    tcp_compat: bool,
+}
+
+/// Loads each program object on its own and says whether the kernel took it. Each object is
+/// configured so that the verifier sees all of its code (read-only settings that would leave
+/// branches dead are turned on).
+fn load_all() -> Vec<ProgramRow> {
+    fn row(object: &'static str, r: anyhow::Result<()>) -> ProgramRow {
+        ProgramRow { object, error: r.err().map(|e| format!("{e:#}")) }
+    }
+    let mut storage = MaybeUninit::uninit();
+    let entrance = datapath::load_entrance(&mut storage, etran_backend::ETRAN_BACKEND_COMPAT, 1);
+    let mut storage = MaybeUninit::uninit();
+    let tcp = datapath::load_tcp(&mut storage, None);
+    let mut storage = MaybeUninit::uninit();
+    let every_path = SwitchConfig {
+        loss: 1,
+        duplicate: 1,
+        corrupt: 1,
+        rate_bytes_per_sec: 125_000_000,
+        redirect: true,
+        ecn_threshold: 30_000,
+        queue_cap: 1_514_000,
+    };
+    let switch = switch::load(&mut storage, &every_path);
+    vec![
+        row("entrance", entrance.map(drop)),
+        row("tcp", tcp.map(drop)),
+        row("switch", switch.map(drop)),
+        row("xsk_redirect", XskProgram::load(1).map(drop)),
+    ]
+}
+
+const NATIVE: &str = "native backend";
+
+fn needed_by(f: Feature) -> &'static str {
+    if kernel::TCP_DATAPATH.contains(&f) {
+        "etran up"
+    } else if kernel::TCP_DAEMON.contains(&f) {
+        "etran daemon"
+    } else {
+        NATIVE
+    }
+}
+
+pub fn run(out: &Output) -> anyhow::Result<()> {
+    crate::sys::require_root("etran check (probing BPF features loads programs)")?;
+    let features: Vec<FeatureRow> = kernel::ALL
+        .iter()
+        .map(|&f| FeatureRow {
+            feature: f,
+            name: f.name(),
+            since: f.since(),
+            needed_by: needed_by(f),
+            present: f.probe(),
+        })
+        .collect();
+    let programs = load_all();
+    let tcp_compat = features.iter().all(|f| f.present || f.needed_by == NATIVE)
+        && programs.iter().all(|p| p.error.is_none());
+    let report = Report { kernel: kernel::kernel_release()?, features, programs, tcp_compat };
+
+    if out.json() {
+        out.print_json(&report)?;
+    } else {
+        println!("kernel {}", report.kernel);
+        let mut t = Table::new(["feature", "since Linux", "needed by", "present"]);
+        for f in &report.features {
+            t.row([f.name, f.since, f.needed_by, if f.present { "yes" } else { "NO" }]);
+        }
+        print!("{}", t.render());
+        let mut t = Table::new(["BPF object", "loads"]);
+        for p in &report.programs {
+            t.row([p.object, if p.error.is_none() { "yes" } else { "NO" }]);
+        }
+        print!("{}", t.render());
+        for p in &report.programs {
+            if let Some(e) = &p.error {
+                println!("{}: {e}", p.object);
+            }
+        }
+    }
+    if !report.tcp_compat {
+        kernel::require(kernel::TCP_DATAPATH, "the TCP datapath (etran up)")?;
+        kernel::require(kernel::TCP_DAEMON, "the etran daemon (its apps' ports)")?;
+        let failed: Vec<&str> =
+            report.programs.iter().filter(|p| p.error.is_some()).map(|p| p.object).collect();
+        anyhow::bail!("BPF objects the kernel refused: {}", failed.join(", "));
+    }
+    Ok(())
+}
