@@ -19,9 +19,6 @@ _etran() {
             etran,bench)
                 cmd="etran__subcmd__bench"
                 ;;
-            etran,check)
-                cmd="etran__subcmd__check"
-                ;;
             etran,daemon)
                 cmd="etran__subcmd__daemon"
                 ;;
@@ -66,9 +63,6 @@ _etran() {
                 ;;
             etran__subcmd__help,bench)
                 cmd="etran__subcmd__help__subcmd__bench"
-                ;;
-            etran__subcmd__help,check)
-                cmd="etran__subcmd__help__subcmd__check"
                 ;;
             etran__subcmd__help,daemon)
                 cmd="etran__subcmd__help__subcmd__daemon"
@@ -137,7 +131,7 @@ _etran() {
 
     case "${cmd}" in
         etran)
-            opts="-j -p -v -h -V --json --pretty --verbose --help --version up down daemon stats check bench testbed help"
+            opts="-j -p -v -h -V --json --pretty --verbose --help --version up down daemon stats bench testbed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -344,20 +338,6 @@ _etran() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        etran__subcmd__check)
-            opts="-j -p -v -h -V --json --pretty --verbose --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         etran__subcmd__daemon)
             opts="-j -p -v -h -V --iface --socket --time-wait --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -399,7 +379,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__help)
-            opts="up down daemon stats check bench testbed help"
+            opts="up down daemon stats bench testbed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -457,20 +437,6 @@ _etran() {
         etran__subcmd__help__subcmd__bench__subcmd__rpc)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        etran__subcmd__help__subcmd__check)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -793,7 +759,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__up)
-            opts="-j -p -v -h -V --backend --mode --queues --force --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --check --backend --mode --queues --force --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -35,8 +35,6 @@ pub enum Command {
     /// Packets per class and verdict (handed to a transport, passed to the kernel, dropped), then
     /// the drop reasons that occurred; `--json` lists every reason, zeros included.
     Stats(StatsArgs),
-    /// Check this kernel: the features each transport needs, and that every BPF program loads.
-    Check,
     /// Benchmarks, each run side by side with Linux.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -66,7 +64,13 @@ pub enum XdpMode {
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// Interface to attach to.
-    pub iface: String,
+    #[arg(required_unless_present = "check")]
+    pub iface: Option<String>,
+    /// Check this kernel instead: list the features each transport needs (with the first Linux
+    /// release that has each) and load every BPF program, attached nowhere. Changes nothing;
+    /// fails when the TCP datapath could not run here.
+    #[arg(long, conflicts_with_all = ["iface", "backend", "mode", "queues", "force"])]
+    pub check: bool,
     /// Datapath backend.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,

@@ -1,4 +1,4 @@
-//! `etran check` on this machine's kernel: every feature the TCP transport needs is found and
+//! `etran up --check` on this machine's kernel: every feature the TCP transport needs is found and
 //! every embedded BPF program loads (the kernel matrix, scripts/kernel-matrix, runs the same
 //! check on older kernels). Needs root.
 use std::process::Command;
@@ -7,8 +7,9 @@ use serde_json::Value;
 
 #[test]
 fn this_kernel_has_every_tcp_feature_and_loads_every_program() {
-    let out = Command::new(env!("CARGO_BIN_EXE_etran")).args(["check", "-j"]).output().unwrap();
-    assert!(out.status.success(), "etran check: {}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_etran")).args(["up", "--check", "-j"]).output().unwrap();
+    assert!(out.status.success(), "etran up --check: {}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).expect("JSON output");
     assert_eq!(report["tcp_compat"], true, "{report:#}");
 

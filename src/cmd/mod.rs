@@ -5,7 +5,6 @@ use crate::{
 };
 
 mod bench;
-mod check;
 mod daemon;
 mod down;
 mod stats;
@@ -18,7 +17,6 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Down(args) => down::run(args, out),
         Command::Daemon(args) => daemon::run(args, out),
         Command::Stats(args) => stats::run(args, out),
-        Command::Check => check::run(out),
         Command::Bench(BenchCommand::Echo(args)) => bench::echo::run(args, out),
         Command::Bench(BenchCommand::Rpc(args)) => bench::rpc::run(args, out),
         Command::Bench(BenchCommand::Raw(args)) => bench::raw::run(args, out),

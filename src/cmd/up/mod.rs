@@ -1,4 +1,7 @@
-//! `etran up IFACE`: load, attach and pin the datapath.
+//! `etran up IFACE`: load, attach and pin the datapath; `etran up --check`: what this kernel
+//! offers etran, attaching nothing.
+mod check;
+
 use crate::{
     cli::UpArgs,
     datapath::{self, kernel, UpOptions, UpOutcome},
@@ -6,13 +9,18 @@ use crate::{
 };
 
 pub fn run(args: UpArgs, out: &Output) -> anyhow::Result<()> {
+    if args.check {
+        return check::run(out);
+    }
+    // clap requires IFACE unless --check.
+    let iface = args.iface.expect("IFACE is required without --check");
     let opts = UpOptions {
         backend: args.backend,
         mode: args.mode,
         queues: args.queues,
         force: args.force,
     };
-    let (summary, already) = match datapath::up(&args.iface, &opts)? {
+    let (summary, already) = match datapath::up(&iface, &opts)? {
         UpOutcome::Attached(s) => (s, false),
         UpOutcome::AlreadyUp(s) => (s, true),
     };

@@ -1,4 +1,4 @@
-//! `etran check`: what the running kernel offers etran. Probes every kernel feature etran uses
+//! `etran up --check`: what the running kernel offers etran. Probes every kernel feature etran uses
 //! and loads every embedded BPF program (attached nowhere), so a kernel's verifier is tried on
 //! all of them at once; fails when the TCP datapath could not run here.
 use std::mem::MaybeUninit;
@@ -103,20 +103,20 @@ pub fn run(out: &Output) -> anyhow::Result<()> {
     if out.json() {
         out.print_json(&report)?;
     } else {
-        println!("kernel {}", report.kernel);
+        crate::outln!("kernel {}", report.kernel);
         let mut t = Table::new(["feature", "since Linux", "needed by", "present"]);
         for f in &report.features {
             t.row([f.name, f.since, f.needed_by, if f.present { "yes" } else { "NO" }]);
         }
-        print!("{}", t.render());
+        crate::out!("{}", t.render());
         let mut t = Table::new(["BPF object", "loads"]);
         for p in &report.programs {
             t.row([p.object, if p.error.is_none() { "yes" } else { "NO" }]);
         }
-        print!("{}", t.render());
+        crate::out!("{}", t.render());
         for p in &report.programs {
             if let Some(e) = &p.error {
-                println!("{}: {e}", p.object);
+                crate::outln!("{}: {e}", p.object);
             }
         }
     }
