@@ -70,9 +70,16 @@ fn base_conn() -> tcp_conn {
 
 /// A segment of the fixture connection with the timestamp option (TSval 100).
 fn seg(seq: u32, ack: u32, flags: u8, wnd: u16, payload: &[u8]) -> Vec<u8> {
-    let tcp =
-        tcp_segment(PEER_PORT, LOCAL_PORT, seq, ack, flags, wnd, &tcp_ts_option(100, 1), payload);
-    eth(ETH_P_IP, &ipv4(IPPROTO_TCP, &tcp))
+    tcp_frame(tcp_segment(
+        PEER_PORT,
+        LOCAL_PORT,
+        seq,
+        ack,
+        flags,
+        wnd,
+        &tcp_ts_option(100, 1),
+        payload,
+    ))
 }
 
 fn data(seq_off: i64, len: usize) -> Vec<u8> {
@@ -200,6 +207,28 @@ fn fixtures() -> Vec<Fixture> {
     padded.extend_from_slice(&[0xee; 20]); // Ethernet trailer padding, not payload
     let mut tot_below_headers = data(0, 10);
     tot_below_headers[16..18].copy_from_slice(&40u16.to_be_bytes());
+    fix_checksums(&mut tot_below_headers);
+    // Corrupted on the way (each would change the state if taken: see the fixtures below).
+    let corrupt = |mut frame: Vec<u8>, at: usize, xor: u8| {
+        frame[at] ^= xor;
+        frame
+    };
+    const TCP: usize = 14 + 20;
+    let bad_payload = corrupt(data(0, 300), usize::from(PAYLOAD_OFF) + 123, 0x10);
+    let bad_ack = corrupt(ack(500, PEER_WND), TCP + 10, 0x02);
+    let bad_fin = corrupt(data(0, 50), TCP + 13, TCP_FIN);
+    let bad_ttl = corrupt(data(0, 10), 14 + 8, 0x01);
+    let bad_ip_check = corrupt(data(0, 10), 14 + 10, 0x80);
+    let bad_bare_fin = corrupt(seg(RCV, SND, TCP_ACK, PEER_WND, &[]), TCP + 13, TCP_FIN);
+    // What a Linux sender with TX checksum offload leaves in the field: the pseudo-header sum.
+    let mut partial = data(0, 10);
+    partial[TCP + 16..TCP + 18].fill(0);
+    let len = (partial.len() - TCP) as u16;
+    let pseudo = !checksum(&[&SRC_IP[..], &DST_IP, &[0, IPPROTO_TCP], &len.to_be_bytes()].concat());
+    partial[TCP + 16..TCP + 18].copy_from_slice(&pseudo.to_be_bytes());
+    // RX_MAX_SEGMENT: a header with every option and our MSS's payload.
+    let largest = data(0, 60 + 1460 - 32);
+    let oversize = data(0, 60 + 1460 - 32 + 1);
     let f = |name, setup, frame, verdict, effect| Fixture { name, setup, frame, verdict, effect };
     // Our FIN went out behind the bytes in flight.
     let fin_sent = |c: &mut tcp_conn| {
@@ -209,7 +238,7 @@ fn fixtures() -> Vec<Fixture> {
     // The peer's FIN was taken: rcv_nxt is past it.
     let fin_rcvd = |c: &mut tcp_conn| c.fin = FIN_RCVD;
     vec![
-        f("unknown flow", none, unknown, Verdict::Pass, same),
+        f("unknown flow (the kernel's: not checked here)", none, unknown, Verdict::Pass, same),
         // SYN and RST of an established connection: the daemon's, never the kernel's.
         f("syn", none, seg(RCV, SND, TCP_SYN, PEER_WND, &[]), Verdict::Slow, same),
         f("rst", none, seg(RCV, SND, TCP_RST | TCP_ACK, PEER_WND, &[]), Verdict::Slow, same),
@@ -540,6 +569,41 @@ fn fixtures() -> Vec<Fixture> {
             Verdict::Redirect(Meta { una_pos: UNA_POS + 500, ..meta(0) }),
             |s| s.snd_una = SND.wrapping_add(500),
         ),
+        f(
+            "the longest segment taken (checksum over every chunk size)",
+            none,
+            largest,
+            Verdict::Redirect(meta(60 + 1460 - 32)),
+            |s| {
+                s.advance(60 + 1460 - 32);
+                s.ts_recent = 100;
+            },
+        ),
+        f("odd payload length", none, data(0, 301), Verdict::Redirect(meta(301)), |s| {
+            s.advance(301);
+            s.ts_recent = 100;
+        }),
+        f("longer than our MSS allows", none, oversize, Verdict::Drop("tcp_oversize"), same),
+        f("corrupted payload byte", none, bad_payload, Verdict::Drop("tcp_bad_csum"), same),
+        f("corrupted ACK number", none, bad_ack, Verdict::Drop("tcp_bad_csum"), same),
+        f("corrupted flags: a FIN never sent", none, bad_fin, Verdict::Drop("tcp_bad_csum"), same),
+        f("corrupted bare ACK: a FIN", none, bad_bare_fin, Verdict::Drop("tcp_bad_csum"), same),
+        f(
+            "partial checksum (sender's offload)",
+            none,
+            partial,
+            Verdict::Drop("tcp_bad_csum"),
+            same,
+        ),
+        f("corrupted TTL", none, bad_ttl, Verdict::Drop("bad_ip_csum"), same),
+        f("corrupted IP checksum", none, bad_ip_check, Verdict::Drop("bad_ip_csum"), same),
+        f(
+            "corrupted SYN of an established connection (never reaches the daemon)",
+            none,
+            corrupt(seg(RCV, SND, TCP_SYN, PEER_WND, &[]), TCP + 5, 0x40),
+            Verdict::Drop("tcp_bad_csum"),
+            same,
+        ),
         f("no owner port", |c| c.owner_port = 5, data(0, 10), Verdict::Drop("tcp_no_owner"), same),
         f("tot_len below the headers", none, tot_below_headers, Verdict::Drop("short_l4"), same),
     ]
@@ -587,6 +651,12 @@ fn tcp_ingress_fixtures() {
             }
             Verdict::Drop(reason) => {
                 assert_eq!(run.verdict, XDP_DROP, "{name}: verdict");
+                if reason.contains("csum") || reason == "tcp_oversize" {
+                    // Dropped before anything was prepared for an app, let alone changed.
+                    assert!(run.meta.is_none(), "{name}: no metadata");
+                    let now = h.conn(&key());
+                    assert_eq!(as_bytes(&now), as_bytes(&conn), "{name}: state byte for byte");
+                }
                 assert_eq!((t1 - t0, p1 - p0, d1 - d0), (0, 0, 1), "{name}: counted as drop");
                 assert_eq!(
                     drop_total(&after, reason) - drop_total(&before, reason),

@@ -75,7 +75,8 @@ pub fn ipv4_with(ip: &Ipv4, payload: &[u8]) -> Vec<u8> {
     h
 }
 
-/// A TCP header without options (checksum left zero: the entrance does not verify it).
+/// A TCP header without options (checksum left zero: the entrance does not verify it, TCP
+/// ingress does for frames it takes: see [`tcp_frame`]).
 pub fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
     tcp_segment(sport, dport, 1000, 0, flags, 0xffff, &[], payload)
 }
@@ -87,7 +88,7 @@ pub const TCP_PSH: u8 = 0x08;
 pub const TCP_ACK: u8 = 0x10;
 
 /// A TCP segment with every header field given; `options` must be a multiple of 4 bytes.
-/// Checksum left zero (the datapath does not verify it).
+/// Checksum left zero (see [`with_tcp_checksum`], [`tcp_frame`]).
 #[allow(clippy::too_many_arguments)]
 pub fn tcp_segment(
     sport: u16,
@@ -131,6 +132,38 @@ pub fn with_tcp_checksum(src: [u8; 4], dst: [u8; 4], mut segment: Vec<u8>) -> Ve
     let sum = tcp_checksum(src, dst, &segment);
     segment[16..18].copy_from_slice(&sum.to_be_bytes());
     segment
+}
+
+/// An Ethernet frame (SRC_MAC → DST_MAC) carrying `segment` from SRC_IP to DST_IP, with both
+/// checksums filled in, as TCP ingress requires of every frame it takes.
+pub fn tcp_frame(segment: Vec<u8>) -> Vec<u8> {
+    eth(ETH_P_IP, &ipv4(IPPROTO_TCP, &with_tcp_checksum(SRC_IP, DST_IP, segment)))
+}
+
+/// Recomputes the IPv4 header checksum (over `ihl` words) and the TCP checksum (over what
+/// `tot_len` says follows the IP header) of an Ethernet frame, whatever lies those fields tell:
+/// a mutated frame then reaches the protocol checks instead of failing its checksums. Leaves a
+/// checksum alone when the frame is too short for what it covers.
+pub fn fix_checksums(frame: &mut [u8]) {
+    if frame.len() < 14 + 20 {
+        return;
+    }
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    if ihl < 20 || 14 + ihl > frame.len() {
+        return;
+    }
+    frame[24..26].fill(0);
+    let sum = checksum(&frame[14..14 + ihl]);
+    frame[24..26].copy_from_slice(&sum.to_be_bytes());
+    let tot = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+    if tot < ihl + 18 || 14 + tot > frame.len() {
+        return;
+    }
+    let (src, dst) = (frame[26..30].try_into().unwrap(), frame[30..34].try_into().unwrap());
+    let tcp = &mut frame[14 + ihl..14 + tot];
+    tcp[16..18].fill(0);
+    let sum = tcp_checksum(src, dst, tcp);
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
 }
 
 /// The timestamp option as Linux lays it out: NOP, NOP, kind 8, length 10, TSval, TSecr.
