@@ -166,13 +166,18 @@ pub struct EtranHosts {
 
 impl EtranHosts {
     pub fn new(name: &str) -> EtranHosts {
+        EtranHosts::with(name, etran::testbed::Spec::new("", 2))
+    }
+
+    /// Like [`EtranHosts::new`] on a testbed built to `spec` (2 hosts; its name is ignored).
+    pub fn with(name: &str, spec: etran::testbed::Spec) -> EtranHosts {
         use etran::{
             datapath::pins,
             testbed::{Testbed, HOST_NIC},
         };
         // On the host, so that the pins `etran up` makes under `ip netns exec` are shared.
         pins::ensure_bpffs(std::path::Path::new(pins::BPFFS_ROOT)).unwrap();
-        let tb = Testbed::private(2).expect("private testbed");
+        let tb = Testbed::private_with(spec).expect("private testbed");
         let mut hosts = EtranHosts { daemons: Vec::new(), tb };
         for i in 1..=2u8 {
             let ns = hosts.tb.host(i).netns.clone();
