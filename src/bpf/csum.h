@@ -24,8 +24,9 @@ static __always_inline __u16 csum_fold(__u64 sum)
 	return (__u16)sum;
 }
 
-/* Sum of `bytes` (a constant multiple of 4) bytes of 4-byte aligned memory, e.g. a header built
- * on the stack. */
+/* Sum of `bytes` (a constant multiple of 4) bytes of memory read as 32-bit words: a header built
+ * on the stack, or packet bytes (unaligned loads, which the verifier allows where the
+ * architecture handles them efficiently: x86-64, etran's target). */
 static __always_inline __u64 csum_words(const void *p, const __u32 bytes)
 {
 	const __u32 *w = p;
@@ -50,7 +51,10 @@ union csum_tail {
  * same byte order as csum_words: its 32-bit result folds to the same 16 bits, so it is simply
  * added. Its sizes must be multiples of 4 and at most 512, and the verifier checks the packet
  * range against a size's upper bound, so each call gets a constant size: 512-byte chunks, then
- * one chunk per set bit of the rest. */
+ * one chunk per set bit of the rest. Chunks up to CSUM_INLINE_MAX bytes are summed inline
+ * instead: a helper call costs more than a few loads (a header-only segment then needs none). */
+#define CSUM_INLINE_MAX 64
+
 static __always_inline __u64 csum_packet(void *p, void *end, __u32 len, const __u32 max_len,
 					 int *ok)
 {
@@ -75,7 +79,10 @@ static __always_inline __u64 csum_packet(void *p, void *end, __u32 len, const __
 			continue;
 		if (p + size > end)
 			return 0;
-		sum += (__u32)bpf_csum_diff(NULL, 0, p, size, 0);
+		if (size <= CSUM_INLINE_MAX)
+			sum += csum_words(p, size);
+		else
+			sum += (__u32)bpf_csum_diff(NULL, 0, p, size, 0);
 		p += size;
 	}
 #pragma unroll
