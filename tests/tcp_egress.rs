@@ -7,7 +7,7 @@ mod common;
 use std::mem::size_of;
 
 use common::{
-    fixture::{drop_total, Rng},
+    fixture::{drop_total, fuzz_seed, total_frames, Rng},
     packet::*,
     tcp::*,
 };
@@ -770,19 +770,30 @@ fn tcp_egress_without_a_nic_drops() {
     assert_eq!(State::from(&h.conn(&key())), State::from(&conn), "state untouched");
 }
 
-/// Mutated TX frames, valid ones for the current state mostly: the verdict is only ever
-/// REDIRECT or DROP, the send window always holds, snd_nxt never moves back, and whatever is
-/// sent is a well-formed segment of the connection with correct checksums.
+/// 100 000 mutated TX frames against the live connection, valid ones for its current state
+/// mostly (bit flips, random bytes, truncations, trailing bytes; headers naming another app's
+/// connection): the verdict is only ever REDIRECT or DROP, the send window always holds,
+/// snd_nxt never moves back, whatever is sent is a well-formed segment of the connection with
+/// correct checksums, another app's connection never changes, and every frame is counted once.
+/// ETRAN_FUZZ_SEED picks the seed.
 #[test]
 fn tcp_egress_survives_mutated_frames() {
+    const RUNS: usize = 100_000;
     let mut storage = ObjectStorage::default();
     let h = egress_harness(&mut storage);
-    let mut rng = Rng(0x3e9_7e55);
+    let seed = fuzz_seed("tcp egress", 0x3e9_7e55);
+    let mut rng = Rng(seed);
     let base = base_conn();
     h.set_conn(&key(), &base);
+    // Another app's connection (port slot 1), next to ours.
+    let mut other_key = key();
+    other_key.remote_port = (PEER_PORT + 1).to_be();
+    let other = tcp_conn { owner_port: OTHER_PORT, ..base };
+    h.set_conn(&other_key, &other);
+    let frames_before = total_frames(&h.counters());
     let mut prev = base;
-    let (mut resent, mut overlapping) = (0, 0);
-    for i in 0..3000 {
+    let (mut resent, mut overlapping, mut sent_frames) = (0, 0, 0);
+    for i in 0..RUNS {
         if i % 50 == 0 {
             // The peer acknowledges everything and varies its window; the daemon its cwnd.
             let mut c = h.conn(&key());
@@ -814,7 +825,11 @@ fn tcp_egress_survives_mutated_frames() {
             }
             _ => prev.tx_pos.wrapping_sub(flight).wrapping_add(rng.below(3) as u32).wrapping_sub(1),
         };
-        let mut frame = tx_frame(&hdr(intent, pos, len, consumed));
+        let mut h_tx = hdr(intent, pos, len, consumed);
+        if rng.below(20) == 0 {
+            h_tx.key = other_key; // well-formed, at our position, on another app's connection
+        }
+        let mut frame = tx_frame(&h_tx);
         for _ in 0..rng.below(3) {
             let at = if rng.below(3) == 0 { rng.below(frame.len()) } else { rng.below(24) };
             let at = at % frame.len();
@@ -827,7 +842,12 @@ fn tcp_egress_survives_mutated_frames() {
         }
         let run = run(&h, &frame);
         let c = h.conn(&key());
-        let ctx = || format!("run {i}: {prev:?} → {c:?} for {frame:02x?}");
+        let ctx = || format!("seed {seed:#x} run {i}: {prev:?} → {c:?} for {frame:02x?}");
+        assert!(
+            as_bytes(&h.conn(&other_key)) == as_bytes(&other),
+            "another app's connection never changes: {}",
+            ctx()
+        );
         // The header as egress saw it, mutations included.
         let sent_hdr = (frame.len() >= 24).then(|| from_bytes::<etran_tcp_tx_hdr>(&frame));
         if sent_hdr.is_some_and(|h| h.intent == RETRANSMIT) {
@@ -880,12 +900,16 @@ fn tcp_egress_survives_mutated_frames() {
                 overlapping += usize::from(fresh > 0);
             }
             assert_eq!((c.ack_pending, c.ack_now), (0, 0), "the segment carried the ACK");
+            sent_frames += 1;
         } else {
             assert_eq!(sent, 0, "a dropped frame sends nothing: {}", ctx());
         }
         prev = c;
     }
+    assert_eq!(total_frames(&h.counters()) - frames_before, RUNS as u64, "each counted once");
+    eprintln!("{RUNS} TX frames: {sent_frames} sent, {resent} resends ({overlapping} overlapping)");
     assert!(h.conn(&key()).snd_nxt != base.snd_nxt, "some data was sent");
+    assert!(sent_frames > RUNS / 20, "the mix sent");
     assert!(resent > 0 && overlapping > 0, "resends: {resent}, of which overlapping {overlapping}");
 }
 

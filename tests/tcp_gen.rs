@@ -72,7 +72,7 @@ fn data(seq_off: u32, len: usize) -> Vec<u8> {
 
 /// The same from another peer port (another connection).
 fn data_from(peer_port: u16, seq_off: u32, len: usize) -> Vec<u8> {
-    let tcp = tcp_segment(
+    tcp_frame(tcp_segment(
         peer_port,
         LOCAL_PORT,
         RCV.wrapping_add(seq_off),
@@ -81,15 +81,13 @@ fn data_from(peer_port: u16, seq_off: u32, len: usize) -> Vec<u8> {
         65535,
         &tcp_ts_option(100, 1),
         &vec![0x5a; len],
-    );
-    eth(ETH_P_IP, &ipv4(IPPROTO_TCP, &tcp))
+    ))
 }
 
 /// A pure ACK from the peer for 100 of our bytes.
 fn peer_ack() -> Vec<u8> {
     let opts = tcp_ts_option(100, 1);
-    let tcp = tcp_segment(PEER_PORT, LOCAL_PORT, RCV, SND + 100, TCP_ACK, 65535, &opts, &[]);
-    eth(ETH_P_IP, &ipv4(IPPROTO_TCP, &tcp))
+    tcp_frame(tcp_segment(PEER_PORT, LOCAL_PORT, RCV, SND + 100, TCP_ACK, 65535, &opts, &[]))
 }
 
 /// The generator queue named by an `etran_tcp_ack_queued` bit.

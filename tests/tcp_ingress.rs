@@ -6,7 +6,7 @@ mod common;
 use std::mem::size_of;
 
 use common::{
-    fixture::{drop_total, Rng},
+    fixture::{drop_total, fuzz_seed, total_frames, Rng},
     packet::*,
     tcp::*,
 };
@@ -71,9 +71,16 @@ fn base_conn() -> tcp_conn {
 
 /// A segment of the fixture connection with the timestamp option (TSval 100).
 fn seg(seq: u32, ack: u32, flags: u8, wnd: u16, payload: &[u8]) -> Vec<u8> {
-    let tcp =
-        tcp_segment(PEER_PORT, LOCAL_PORT, seq, ack, flags, wnd, &tcp_ts_option(100, 1), payload);
-    eth(ETH_P_IP, &ipv4(IPPROTO_TCP, &tcp))
+    tcp_frame(tcp_segment(
+        PEER_PORT,
+        LOCAL_PORT,
+        seq,
+        ack,
+        flags,
+        wnd,
+        &tcp_ts_option(100, 1),
+        payload,
+    ))
 }
 
 fn data(seq_off: i64, len: usize) -> Vec<u8> {
@@ -237,6 +244,28 @@ fn fixtures() -> Vec<Fixture> {
     padded.extend_from_slice(&[0xee; 20]); // Ethernet trailer padding, not payload
     let mut tot_below_headers = data(0, 10);
     tot_below_headers[16..18].copy_from_slice(&40u16.to_be_bytes());
+    fix_checksums(&mut tot_below_headers);
+    // Corrupted on the way (each would change the state if taken: see the fixtures below).
+    let corrupt = |mut frame: Vec<u8>, at: usize, xor: u8| {
+        frame[at] ^= xor;
+        frame
+    };
+    const TCP: usize = 14 + 20;
+    let bad_payload = corrupt(data(0, 300), usize::from(PAYLOAD_OFF) + 123, 0x10);
+    let bad_ack = corrupt(ack(500, PEER_WND), TCP + 10, 0x02);
+    let bad_fin = corrupt(data(0, 50), TCP + 13, TCP_FIN);
+    let bad_ttl = corrupt(data(0, 10), 14 + 8, 0x01);
+    let bad_ip_check = corrupt(data(0, 10), 14 + 10, 0x80);
+    let bad_bare_fin = corrupt(seg(RCV, SND, TCP_ACK, PEER_WND, &[]), TCP + 13, TCP_FIN);
+    // What a Linux sender with TX checksum offload leaves in the field: the pseudo-header sum.
+    let mut partial = data(0, 10);
+    partial[TCP + 16..TCP + 18].fill(0);
+    let len = (partial.len() - TCP) as u16;
+    let pseudo = !checksum(&[&SRC_IP[..], &DST_IP, &[0, IPPROTO_TCP], &len.to_be_bytes()].concat());
+    partial[TCP + 16..TCP + 18].copy_from_slice(&pseudo.to_be_bytes());
+    // RX_MAX_SEGMENT: a header with every option and our MSS's payload.
+    let largest = data(0, 60 + 1460 - 32);
+    let oversize = data(0, 60 + 1460 - 32 + 1);
     let f = |name, setup, frame, verdict, effect| Fixture { name, setup, frame, verdict, effect };
     // Our FIN went out behind the bytes in flight.
     let fin_sent = |c: &mut tcp_conn| {
@@ -246,7 +275,7 @@ fn fixtures() -> Vec<Fixture> {
     // The peer's FIN was taken: rcv_nxt is past it.
     let fin_rcvd = |c: &mut tcp_conn| c.fin = FIN_RCVD;
     vec![
-        f("unknown flow", none, unknown, Verdict::Pass, same),
+        f("unknown flow (the kernel's: not checked here)", none, unknown, Verdict::Pass, same),
         // SYN and RST of an established connection: the daemon's, never the kernel's.
         f("syn", none, seg(RCV, SND, TCP_SYN, PEER_WND, &[]), Verdict::Slow, same),
         f("rst", none, seg(RCV, SND, TCP_RST | TCP_ACK, PEER_WND, &[]), Verdict::Slow, same),
@@ -692,6 +721,41 @@ fn fixtures() -> Vec<Fixture> {
             Verdict::Redirect(Meta { una_pos: UNA_POS + 500, ..meta(0) }),
             |s| s.snd_una = SND.wrapping_add(500),
         ),
+        f(
+            "the longest segment taken (checksum over every chunk size)",
+            none,
+            largest,
+            Verdict::Redirect(meta(60 + 1460 - 32)),
+            |s| {
+                s.advance(60 + 1460 - 32);
+                s.ts_recent = 100;
+            },
+        ),
+        f("odd payload length", none, data(0, 301), Verdict::Redirect(meta(301)), |s| {
+            s.advance(301);
+            s.ts_recent = 100;
+        }),
+        f("longer than our MSS allows", none, oversize, Verdict::Drop("tcp_oversize"), same),
+        f("corrupted payload byte", none, bad_payload, Verdict::Drop("tcp_bad_csum"), same),
+        f("corrupted ACK number", none, bad_ack, Verdict::Drop("tcp_bad_csum"), same),
+        f("corrupted flags: a FIN never sent", none, bad_fin, Verdict::Drop("tcp_bad_csum"), same),
+        f("corrupted bare ACK: a FIN", none, bad_bare_fin, Verdict::Drop("tcp_bad_csum"), same),
+        f(
+            "partial checksum (sender's offload)",
+            none,
+            partial,
+            Verdict::Drop("tcp_bad_csum"),
+            same,
+        ),
+        f("corrupted TTL", none, bad_ttl, Verdict::Drop("bad_ip_csum"), same),
+        f("corrupted IP checksum", none, bad_ip_check, Verdict::Drop("bad_ip_csum"), same),
+        f(
+            "corrupted SYN of an established connection (never reaches the daemon)",
+            none,
+            corrupt(seg(RCV, SND, TCP_SYN, PEER_WND, &[]), TCP + 5, 0x40),
+            Verdict::Drop("tcp_bad_csum"),
+            same,
+        ),
         f("no owner port", |c| c.owner_port = 5, data(0, 10), Verdict::Drop("tcp_no_owner"), same),
         f("tot_len below the headers", none, tot_below_headers, Verdict::Drop("short_l4"), same),
     ]
@@ -739,6 +803,12 @@ fn tcp_ingress_fixtures() {
             }
             Verdict::Drop(reason) => {
                 assert_eq!(run.verdict, XDP_DROP, "{name}: verdict");
+                if reason.contains("csum") || reason == "tcp_oversize" {
+                    // Dropped before anything was prepared for an app, let alone changed.
+                    assert!(run.meta.is_none(), "{name}: no metadata");
+                    let now = h.conn(&key());
+                    assert_eq!(as_bytes(&now), as_bytes(&conn), "{name}: state byte for byte");
+                }
                 assert_eq!((t1 - t0, p1 - p0, d1 - d0), (0, 0, 1), "{name}: counted as drop");
                 assert_eq!(
                     drop_total(&after, reason) - drop_total(&before, reason),
@@ -764,46 +834,220 @@ fn tcp_ingress_fixtures() {
     }
 }
 
-#[test]
-fn tcp_ingress_survives_mutated_segments() {
-    let mut storage = ObjectStorage::default();
-    let h = Harness::new(&mut storage);
-    let seeds: Vec<Vec<u8>> = fixtures().into_iter().map(|f| f.frame).collect();
-    let mut rng = Rng(0x7c90_5eed);
-    let runs = 3000;
-    let base = base_conn();
-    let mut prev = base;
-    for i in 0..runs {
-        if i % 64 == 0 {
-            h.set_conn(&key(), &base);
-            prev = base;
+/// A segment of the fixture connection aimed at its current state `c`: sequence numbers near
+/// rcv_nxt (in order, overlapping, ahead, beyond the window, far off), ACKs within and around
+/// the bytes in flight, any window, flags mostly ACK (sometimes FIN, PSH; rarely SYN or RST,
+/// which go to the slow path), the timestamp option or none or option garbage, 0 to 1488
+/// payload bytes. Checksums right: the state machine itself is exercised.
+fn live_segment(rng: &mut Rng, c: &tcp_conn) -> Vec<u8> {
+    let len = [0, 0, 1, rng.below(100), rng.below(1449), 1448, 1488][rng.below(7)];
+    let seq = c.rcv_nxt.wrapping_add(match rng.below(8) {
+        0..=2 => 0,
+        3 => rng.below(len + 2) as u32,
+        4 => (rng.below(len + 2) as u32).wrapping_neg(),
+        5 => rng.below(c.rcv_wnd as usize + 2000) as u32,
+        6 => 1 << 31,
+        _ => rng.next() as u32,
+    });
+    let flight = c.snd_nxt.wrapping_sub(c.snd_una);
+    let ack = c.snd_una.wrapping_add(match rng.below(6) {
+        0..=2 => rng.below(flight as usize + 1) as u32,
+        3 => flight + 1 + rng.below(3) as u32,
+        4 => (1 + rng.below(3) as u32).wrapping_neg(),
+        _ => rng.next() as u32,
+    });
+    let mut flags = TCP_ACK;
+    for (bit, one_in) in [(TCP_PSH, 2), (TCP_FIN, 40), (TCP_SYN, 50), (TCP_RST, 50)] {
+        if rng.below(one_in) == 0 {
+            flags |= bit;
         }
-        let mut frame = seeds[rng.below(seeds.len())].clone();
-        for _ in 0..=rng.below(4) {
-            let at = match rng.below(4) {
-                // The TCP sequence, ack, flags and window fields mostly.
-                0 | 1 => 14 + 20 + 4 + rng.below(12),
-                _ => rng.below(frame.len()),
-            };
-            match rng.below(3) {
-                0 if at < frame.len() => frame[at] ^= 1 << rng.below(8),
-                1 if at < frame.len() => frame[at] = rng.next() as u8,
-                _ => frame.truncate(14.max(rng.below(frame.len() + 1))),
+    }
+    if rng.below(20) == 0 {
+        flags &= !TCP_ACK;
+    }
+    let options = match rng.below(6) {
+        0 => Vec::new(),
+        // Option garbage, a whole number of words (up to the 40 bytes a header has room for).
+        1 => (0..4 * (1 + rng.below(10))).map(|_| rng.next() as u8).collect(),
+        // The timestamp option, TSval around ts_recent (older, equal, newer).
+        _ => tcp_ts_option(c.ts_recent.wrapping_add(rng.below(5) as u32).wrapping_sub(2), 1),
+    };
+    let payload: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x5a).collect();
+    let window = [0, 1, 1000, 65535, rng.next() as u16][rng.below(5)];
+    tcp_frame(tcp_segment(PEER_PORT, LOCAL_PORT, seq, ack, flags, window, &options, &payload))
+}
+
+/// Mutates a frame in one of the ways a corrupted or hostile segment differs from a good one;
+/// half of the mutations are re-checksummed, so they reach the protocol checks.
+fn mutate(rng: &mut Rng, frame: &mut Vec<u8>) {
+    const TCP: usize = 14 + 20;
+    let refix = rng.below(2) == 0;
+    match rng.below(10) {
+        // Bit flips: the TCP sequence, ack, flags and window fields mostly.
+        0 | 1 => {
+            for _ in 0..=rng.below(3) {
+                let at = if rng.below(2) == 0 {
+                    TCP + 4 + rng.below(12)
+                } else {
+                    rng.below(frame.len())
+                };
+                if at < frame.len() {
+                    frame[at] ^= 1 << rng.below(8);
+                }
             }
         }
+        // A random byte anywhere.
+        2 => {
+            let at = rng.below(frame.len());
+            frame[at] = rng.next() as u8;
+        }
+        // Truncated.
+        3 => frame.truncate(14.max(rng.below(frame.len() + 1))),
+        // tot_len lies.
+        4 => {
+            let tot = u16::from_be_bytes([frame[16], frame[17]]);
+            let lie = [0, 19, 20, 39, 40, tot - 1, tot + 1, tot + 100, rng.next() as u16];
+            frame[16..18].copy_from_slice(&lie[rng.below(lie.len())].to_be_bytes());
+        }
+        // doff lies.
+        5 => frame[TCP + 12] = (rng.below(16) as u8) << 4 | (frame[TCP + 12] & 0x0f),
+        // ihl lies.
+        6 => frame[14] = 0x40 | rng.below(16) as u8,
+        // Checksum lies (never re-checksummed).
+        7 => {
+            let at = if rng.below(2) == 0 { 24 } else { TCP + 16 };
+            let lie = rng.next() as u16;
+            frame[at..at + 2].copy_from_slice(&lie.to_be_bytes());
+            return;
+        }
+        // Ethernet padding after the datagram (not payload, not summed).
+        8 => frame.extend((0..1 + rng.below(60)).map(|_| rng.next() as u8)),
+        // Another 4-tuple or protocol.
+        _ => {
+            let at = [23, 26 + rng.below(8), TCP + rng.below(4)][rng.below(3)];
+            frame[at] ^= 1 + rng.below(255) as u8;
+        }
+    }
+    if refix {
+        fix_checksums(frame);
+    }
+}
+
+/// The TCP header of a frame, where the IPv4 header's length says it starts (as much of it
+/// as there is).
+fn tcp_header(frame: &[u8]) -> &[u8] {
+    let ihl = usize::from(frame.get(14).map_or(0, |b| b & 0x0f)) * 4;
+    frame.get(14 + ihl..).unwrap_or(&[])
+}
+
+/// The TSval of a frame's timestamp option where ingress looks for it (first option).
+fn tsval_of(frame: &[u8]) -> Option<u32> {
+    let o = tcp_header(frame).get(20..32)?;
+    (o[..4] == [1, 1, 8, 10]).then(|| u32::from_be_bytes(o[4..8].try_into().unwrap()))
+}
+
+/// 100 000 segments (fixture frames and segments aimed at the connection's current state, half
+/// of them mutated: bit flips, truncations, option garbage, tot_len/doff/ihl lies, checksum lies,
+/// padding, other 4-tuples; half of the mutations re-checksummed) through the entrance against
+/// the live connection. After each: the verdict is one of three; a frame whose checksums fail
+/// changes nothing, reaches no app and not the daemon; nothing is delivered that is not a
+/// well-formed segment of the connection, and its metadata points inside it; the receive
+/// window only shrinks, by what the stream advanced, and ACKs owed grow by as much; the
+/// out-of-order interval lies within the window; snd_una moves forward, never past snd_nxt,
+/// and only for an ACK; the peer's FIN is taken only from a segment that carries one; ts_recent
+/// takes only the segment's TSval. Every frame is counted once. ETRAN_FUZZ_SEED picks the seed.
+#[test]
+fn tcp_ingress_survives_mutated_segments() {
+    const RUNS: usize = 100_000;
+    let mut storage = ObjectStorage::default();
+    let h = Harness::new(&mut storage);
+    let records = std::cell::Cell::new(0usize);
+    let mut ring = libbpf_rs::RingBufferBuilder::new();
+    ring.add(&h.objs.tcp.maps.etran_tcp_slow, |_| {
+        records.set(records.get() + 1);
+        0
+    })
+    .unwrap();
+    let ring = ring.build().unwrap();
+    let seeds: Vec<Vec<u8>> = fixtures().into_iter().map(|f| f.frame).collect();
+    let seed = fuzz_seed("tcp ingress", 0x7c90_5eed);
+    let mut rng = Rng(seed);
+    let frames_before = total_frames(&h.counters());
+    let mut prev = base_conn();
+    let (mut redirected, mut bad_sums, mut fins) = (0, 0, 0);
+    for i in 0..RUNS {
+        if i % 128 == 0 {
+            // A fresh connection, in one of the states the fast path holds.
+            let mut c = base_conn();
+            c.rcv_wnd = [WND, 1000, 0, 200_000][rng.below(4)];
+            c.snd_wscale = [0, 7, 14][rng.below(3)];
+            c.flags = [0, tcp_conn_flag::TCP_CONN_TIMESTAMPS.0 as u8][rng.below(2)];
+            c.fin = [0, 0, 0, FIN_SENT, FIN_RCVD][rng.below(5)];
+            if c.fin == FIN_SENT {
+                c.snd_nxt = c.snd_nxt.wrapping_add(1);
+            }
+            h.set_conn(&key(), &c);
+            prev = c;
+        } else if i % 16 == 0 {
+            // What egress does meanwhile: the app consumed and reopened its window, sent more
+            // (unless it sent its FIN), and that carried the ACK owed.
+            let mut c = prev;
+            c.rcv_wnd = c.rcv_wnd.max(WND);
+            if c.fin & FIN_SENT == 0 {
+                let more = rng.below(3000) as u32;
+                c.snd_nxt = c.snd_nxt.wrapping_add(more);
+                c.tx_pos = c.tx_pos.wrapping_add(more);
+            }
+            c.ack_pending = 0;
+            c.ack_now = 0;
+            h.set_conn(&key(), &c);
+            prev = c;
+        }
+        let mut frame = if rng.below(3) == 0 {
+            seeds[rng.below(seeds.len())].clone()
+        } else {
+            live_segment(&mut rng, &prev)
+        };
+        if rng.below(2) == 0 {
+            mutate(&mut rng, &mut frame);
+        }
+        let verifies = checksums_verify(&frame);
         let run = run(&h, &frame);
-        assert!(
-            matches!(run.verdict, XDP_PASS | XDP_DROP | XDP_REDIRECT),
-            "run {i}: verdict {} for {frame:02x?}",
-            run.verdict
-        );
+        ring.consume().unwrap();
+        let to_daemon = records.replace(0);
         let c = h.conn(&key());
-        let ctx = || format!("run {i}: {prev:?} → {c:?} for {frame:02x?}");
+        let ctx = || format!("seed {seed:#x} run {i}: {prev:?} → {c:?} for {frame:02x?}");
+        let unchanged = as_bytes(&c) == as_bytes(&prev);
+        assert!(matches!(run.verdict, XDP_PASS | XDP_DROP | XDP_REDIRECT), "verdict: {}", ctx());
+        if !verifies {
+            bad_sums += 1;
+            assert!(unchanged, "a frame failing its checksums changes nothing: {}", ctx());
+            assert_ne!(run.verdict, XDP_REDIRECT, "and reaches no app: {}", ctx());
+            assert_eq!(to_daemon, 0, "and not the daemon: {}", ctx());
+        }
+        if run.verdict == XDP_PASS || to_daemon > 0 {
+            assert!(unchanged, "a frame for the kernel or the daemon changes nothing: {}", ctx());
+        }
+        let flags = tcp_header(&frame).get(13).copied().unwrap_or(0);
         assert!(c.rcv_wnd <= prev.rcv_wnd, "rcv_wnd never grows on ingress: {}", ctx());
+        let advanced = c.rx_pos.wrapping_sub(prev.rx_pos);
+        assert_eq!(advanced, prev.rcv_wnd - c.rcv_wnd, "stream and window together: {}", ctx());
         assert_eq!(
-            c.rx_pos.wrapping_sub(prev.rx_pos),
-            prev.rcv_wnd - c.rcv_wnd,
-            "the app's stream and its window move together: {}",
+            c.ack_pending.wrapping_sub(prev.ack_pending),
+            advanced,
+            "ACKs owed grow by the bytes taken: {}",
+            ctx()
+        );
+        let fin_taken = c.fin & FIN_RCVD != 0 && prev.fin & FIN_RCVD == 0;
+        assert_eq!(prev.fin & !c.fin, 0, "FIN states are never undone: {}", ctx());
+        if fin_taken {
+            fins += 1;
+            assert!(verifies && flags & TCP_FIN != 0, "a FIN only from a FIN: {}", ctx());
+        }
+        assert_eq!(
+            c.rcv_nxt.wrapping_sub(prev.rcv_nxt),
+            advanced + u32::from(fin_taken),
+            "rcv_nxt moves by the bytes taken and the FIN: {}",
             ctx()
         );
         assert!(usize::from(c.ooo_n) <= c.ooo.len(), "interval count in bounds: {}", ctx());
@@ -825,21 +1069,43 @@ fn tcp_ingress_survives_mutated_segments() {
             "snd_una moves forward, never past snd_nxt: {}",
             ctx()
         );
+        if c.snd_una != prev.snd_una {
+            assert!(flags & TCP_ACK != 0, "only an ACK moves snd_una: {}", ctx());
+        }
         assert_eq!(c.snd_nxt, prev.snd_nxt, "ingress never sends: {}", ctx());
+        if c.ts_recent != prev.ts_recent {
+            assert_eq!(Some(c.ts_recent), tsval_of(&frame), "ts_recent is a TSval: {}", ctx());
+        }
         if run.verdict == XDP_REDIRECT {
+            redirected += 1;
+            assert!(verifies, "only intact frames reach the app: {}", ctx());
+            let ports = [PEER_PORT.to_be_bytes(), LOCAL_PORT.to_be_bytes()].concat();
+            assert_eq!(tcp_header(&frame)[..4], ports, "the connection's segment: {}", ctx());
             let m = run.meta.expect("a redirected frame carries metadata");
             assert_eq!(m.handle, HANDLE);
             if m.flags & OOO == 0 {
                 assert_eq!(m.rx_pos, prev.rx_pos, "an in-order frame starts at rx_pos: {}", ctx());
             }
-            let flight = c.snd_nxt.wrapping_sub(c.snd_una);
-            assert_eq!(m.una_pos, TX_POS.wrapping_sub(flight), "snd_una's position: {}", ctx());
+            if m.flags & FIN != 0 {
+                assert!(c.fin & FIN_RCVD != 0, "FIN said only after the FIN: {}", ctx());
+            }
+            let flight = c.snd_nxt.wrapping_sub(c.snd_una)
+                - u32::from(c.fin & FIN_SENT != 0 && c.snd_una != c.snd_nxt);
+            assert_eq!(m.una_pos, c.tx_pos.wrapping_sub(flight), "snd_una's position: {}", ctx());
+            assert_eq!(m.peer_wnd, c.snd_wnd, "the peer's window: {}", ctx());
+            let tot = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
             assert!(
-                usize::from(m.payload_off) + usize::from(m.payload_len) <= run.frame.len(),
-                "payload within the frame: {}",
+                usize::from(m.payload_off) + usize::from(m.payload_len) <= 14 + tot,
+                "payload within the datagram (not the padding): {}",
                 ctx()
             );
         }
         prev = c;
     }
+    // Every frame counted once, whatever became of it.
+    assert_eq!(total_frames(&h.counters()) - frames_before, RUNS as u64);
+    eprintln!(
+        "{RUNS} segments: {redirected} delivered, {bad_sums} with bad checksums, {fins} FINs"
+    );
+    assert!(redirected > RUNS / 10 && bad_sums > RUNS / 5 && fins > 50, "the mix exercised all");
 }

@@ -136,3 +136,62 @@ fn handshake_segments_reach_the_daemon_and_nothing_else_does() {
     assert_eq!(run(&rst), XDP_DROP);
     assert_eq!(take(), vec![syn2, rst]);
 }
+
+/// Segments corrupted on the way never reach the daemon (it gets only their head and could not
+/// check them): a SYN to a listening port, a handshake's final ACK with data, a SYN and a RST of
+/// an established connection, each with one byte changed, are dropped and counted by reason,
+/// and the ring stays empty. The intact frames still get through.
+#[test]
+fn corrupted_segments_never_reach_the_daemon() {
+    use common::fixture::drop_total;
+
+    let mut storage = ObjectStorage::default();
+    let h = Harness::new(&mut storage);
+    let id = libbpf_rs::Program::id_from_fd(h.objs.entrance.progs.etran_entrance.as_fd());
+    let handles = datapath::tcp_handles(id.unwrap()).expect("TCP handles");
+    let got: Rc<RefCell<usize>> = Rc::default();
+    let sink = got.clone();
+    let mut builder = RingBufferBuilder::new();
+    builder
+        .add(&handles.slow, move |_: &[u8]| {
+            *sink.borrow_mut() += 1;
+            0
+        })
+        .unwrap();
+    let ring = builder.build().unwrap();
+    let records = || {
+        ring.consume().unwrap();
+        std::mem::take(&mut *got.borrow_mut())
+    };
+    let entrance = &h.objs.entrance.progs.etran_entrance;
+    handles.listen.update(&LISTEN_PORT.to_be_bytes(), &0u32.to_ne_bytes(), MapFlags::ANY).unwrap();
+    let pending = key_of(local(), SocketAddrV4::new(*remote().ip(), 40001));
+    handles.pending.update(as_bytes(&pending), &0u32.to_ne_bytes(), MapFlags::ANY).unwrap();
+    let established = key_of(local(), SocketAddrV4::new(*remote().ip(), 40002));
+    h.set_conn(&established, &tcp_conn::default());
+    let from = |port: u16, flags: u8, payload: &[u8]| {
+        let seg = Segment::parse(&from_peer(local(), flags, payload)).unwrap();
+        Segment { src: SocketAddrV4::new(*remote().ip(), port), ..seg }.build()
+    };
+    // (frame, byte to corrupt, the reason it is dropped for)
+    let cases = [
+        (from(40000, SYN, &[]), 14 + 20 + 4, "tcp_bad_csum"), // the sequence number
+        (from(40000, SYN, &[]), 14 + 8, "bad_ip_csum"),       // the TTL
+        (from(40001, ACK, b"early data"), 14 + 20 + 20 + 3, "tcp_bad_csum"),
+        (from(40001, ACK, &[]), 14 + 20 + 13, "tcp_bad_csum"), // a FIN appears
+        (from(40002, SYN, &[]), 14 + 20 + 14, "tcp_bad_csum"), // the window
+        (from(40002, RST, &[]), 14 + 20 + 9, "tcp_bad_csum"),  // the ACK number
+    ];
+    for (frame, at, reason) in cases {
+        assert!(Segment::checksums_ok(&frame), "the intact frame verifies");
+        let mut bad = frame.clone();
+        bad[at] ^= 0x01;
+        let before = h.counters();
+        assert_eq!(h.run(entrance, &bad, LO).verdict, XDP_DROP, "{reason} at {at}");
+        let after = h.counters();
+        assert_eq!(drop_total(&after, reason) - drop_total(&before, reason), 1, "{reason} at {at}");
+        assert_eq!(records(), 0, "a corrupted frame reached the daemon ({reason} at {at})");
+        assert_eq!(h.run(entrance, &frame, LO).verdict, XDP_DROP);
+        assert_eq!(records(), 1, "the intact frame reaches the daemon");
+    }
+}

@@ -2,12 +2,16 @@
 /* Internet checksum (RFC 1071) pieces for XDP programs. Sums are of 32-bit words loaded in host
  * order into a 64-bit accumulator; folded and complemented, the result is stored in host order
  * too, which makes the bytes on the wire right whatever the host's endianness (RFC 1071 2.(B)).
- * Every summed range starts at an even offset of the checksummed data. */
+ * Every summed range starts at an even offset of the checksummed data. A received header
+ * verifies when the sum over it, checksum field included, folds to 0xffff (either byte order). */
 #ifndef ETRAN_CSUM_H
 #define ETRAN_CSUM_H
 
 #include <linux/types.h>
+#include <linux/in.h>
+#include <linux/ip.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 
 /* Folds a 64-bit sum of 32-bit words into 16 bits, end-around carries included. */
 static __always_inline __u16 csum_fold(__u64 sum)
@@ -20,8 +24,9 @@ static __always_inline __u16 csum_fold(__u64 sum)
 	return (__u16)sum;
 }
 
-/* Sum of `bytes` (a constant multiple of 4) bytes of 4-byte aligned memory, e.g. a header built
- * on the stack. */
+/* Sum of `bytes` (a constant multiple of 4) bytes of memory read as 32-bit words: a header built
+ * on the stack, or packet bytes (unaligned loads, which the verifier allows where the
+ * architecture handles them efficiently: x86-64, etran's target). */
 static __always_inline __u64 csum_words(const void *p, const __u32 bytes)
 {
 	const __u32 *w = p;
@@ -46,7 +51,10 @@ union csum_tail {
  * same byte order as csum_words: its 32-bit result folds to the same 16 bits, so it is simply
  * added. Its sizes must be multiples of 4 and at most 512, and the verifier checks the packet
  * range against a size's upper bound, so each call gets a constant size: 512-byte chunks, then
- * one chunk per set bit of the rest. */
+ * one chunk per set bit of the rest. Chunks up to CSUM_INLINE_MAX bytes are summed inline
+ * instead: a helper call costs more than a few loads (a header-only segment then needs none). */
+#define CSUM_INLINE_MAX 64
+
 static __always_inline __u64 csum_packet(void *p, void *end, __u32 len, const __u32 max_len,
 					 int *ok)
 {
@@ -71,7 +79,10 @@ static __always_inline __u64 csum_packet(void *p, void *end, __u32 len, const __
 			continue;
 		if (p + size > end)
 			return 0;
-		sum += (__u32)bpf_csum_diff(NULL, 0, p, size, 0);
+		if (size <= CSUM_INLINE_MAX)
+			sum += csum_words(p, size);
+		else
+			sum += (__u32)bpf_csum_diff(NULL, 0, p, size, 0);
 		p += size;
 	}
 #pragma unroll
@@ -86,6 +97,49 @@ static __always_inline __u64 csum_packet(void *p, void *end, __u32 len, const __
 	sum += tail.w;
 	*ok = 1;
 	return sum;
+}
+
+/* The IPv4 pseudo-header of a TCP/UDP checksum (RFC 9293 3.1). */
+struct csum_pseudo {
+	__be32 saddr;
+	__be32 daddr;
+	__u8 zero;
+	__u8 protocol;
+	__be16 len;
+};
+
+/* Sum of the pseudo-header of len transport bytes (protocol `proto`) from saddr to daddr. */
+static __always_inline __u64 csum_pseudo(__be32 saddr, __be32 daddr, __u8 proto, __u32 len)
+{
+	struct csum_pseudo p = {
+		.saddr = saddr,
+		.daddr = daddr,
+		.protocol = proto,
+		.len = bpf_htons(len),
+	};
+
+	return csum_words(&p, sizeof(p));
+}
+
+/* Whether a received IPv4 header's checksum verifies (options included: ihl words). */
+static __always_inline int csum_ipv4_ok(struct iphdr *ip, void *end)
+{
+	int ok;
+	__u64 sum = csum_packet(ip, end, ip->ihl * 4, 60, &ok);
+
+	return ok && csum_fold(sum) == 0xffff;
+}
+
+/* Whether the TCP checksum of the len bytes at l4 (header and payload, Ethernet padding left
+ * out: len comes from the IP total length) verifies. The caller checked len <= max_len. */
+static __always_inline int csum_tcp_ok(const struct iphdr *ip, void *l4, void *end, __u32 len,
+				       const __u32 max_len)
+{
+	int ok;
+	__u64 sum = csum_packet(l4, end, len, max_len, &ok);
+
+	sum += csum_pseudo(ip->saddr, ip->daddr, IPPROTO_TCP, len);
+	return ok && csum_fold(sum) == 0xffff;
 }
 
 #endif

@@ -25,7 +25,10 @@ enum etran_proto {
 enum etran_drop_reason {
 	ETRAN_DROP_SHORT_FRAME,   /* shorter than an Ethernet header */
 	ETRAN_DROP_BAD_IPV4,      /* IPv4 header truncated or inconsistent */
+	ETRAN_DROP_BAD_IP_CSUM,   /* IPv4 header checksum wrong (frames a transport consumes) */
 	ETRAN_DROP_SHORT_L4,      /* TCP/Homa header truncated */
+	ETRAN_DROP_TCP_BAD_CSUM,  /* TCP checksum wrong: corrupted on the way */
+	ETRAN_DROP_TCP_OVERSIZE,  /* segment longer than our MSS allows: not verifiable */
 	ETRAN_DROP_TCP_ACK_UNSENT,    /* acknowledges bytes never sent (beyond snd_nxt) */
 	ETRAN_DROP_TCP_DUPLICATE,     /* payload entirely received before: only re-ACKed */
 	ETRAN_DROP_TCP_BEYOND_WINDOW, /* payload starts past the receive window */

@@ -8,7 +8,13 @@
  * Out-of-order data: up to TCP_OOO_MAX intervals past rcv_nxt, held by the app at their stream
  * positions, reported in our ACKs' SACK blocks (tcp_tx.h) and merged when in-order data reaches
  * them. Segments carrying SACK blocks reach the app even as duplicate ACKs: its scoreboard needs
- * them. */
+ * them.
+ *
+ * Every frame etran consumes (fast or slow path) must first pass the checks the kernel would
+ * have made: the IPv4 header checksum and the TCP checksum (see rx_corruption). So a segment
+ * corrupted on the way changes no state, reaches no app and never reaches the daemon, which
+ * gets only the head of a frame and could not check it. Frames left to the kernel are its to
+ * check. */
 #ifndef ETRAN_TCP_INGRESS_H
 #define ETRAN_TCP_INGRESS_H
 
@@ -16,6 +22,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "csum.h"
 #include "parse.h"
 #include "stats_maps.h"
 #include "tcp.h"
@@ -330,6 +337,41 @@ static __always_inline int for_slow_path(const struct tcphdr *tcp, const struct 
 	return established && (tcp->syn || tcp->rst);
 }
 
+/* The longest TCP segment (header and payload) ingress takes: a header with every option and
+ * the most payload our MSS lets a peer send. It bounds the checksum loop. */
+#define RX_MAX_SEGMENT (60 + ETRAN_TCP_MAX_PAYLOAD)
+
+/* What rx_corruption returns for a frame that arrived intact. */
+#define RX_INTACT -1
+
+/* Whether a frame etran consumes arrived intact: its IPv4 header checksum and TCP checksum
+ * verify (RFC 1122 3.2.1.2, RFC 9293 3.1). Returns RX_INTACT, else the drop reason.
+ *
+ * A global function, so that the verifier checks it once on its own: inlined, the branches of
+ * its chunked checksum loop would multiply the states of everything after it.
+ *
+ * A sender on a local veth with TX checksum offload leaves only the pseudo-header sum in the TCP
+ * checksum, for "hardware" to finish: such frames fail here (XDP cannot tell them from corrupted
+ * ones), so peers on a veth must send full checksums (see README). */
+__noinline int rx_corruption(struct xdp_md *ctx)
+{
+	struct cursor cur = { .pos = (void *)(long)ctx->data, .end = (void *)(long)ctx->data_end };
+	struct tcphdr *tcp;
+	struct iphdr *ip;
+	__u32 len;
+
+	if (!parse_eth(&cur) || !(ip = parse_ipv4(&cur)) || !(tcp = parse_tcp(&cur)))
+		return ETRAN_DROP_SHORT_L4;
+	if (!csum_ipv4_ok(ip, cur.end))
+		return ETRAN_DROP_BAD_IP_CSUM;
+	len = bpf_ntohs(ip->tot_len) - ip->ihl * 4; /* parse_ipv4: tot_len >= ihl * 4 */
+	if (len > RX_MAX_SEGMENT)
+		return ETRAN_DROP_TCP_OVERSIZE;
+	if (!csum_tcp_ok(ip, tcp, cur.end, len, RX_MAX_SEGMENT))
+		return ETRAN_DROP_TCP_BAD_CSUM;
+	return RX_INTACT;
+}
+
 /* Copies the head of the frame to etran_tcp_slow and drops the frame (counted as handed to
  * the transport). With the ring full the copy is lost too: the peer retransmits. */
 static __always_inline int slow_path(struct xdp_md *ctx, __u64 bytes)
@@ -369,6 +411,7 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 	struct tcp_conn_key key;
 	struct tcp_ts_opt *ts;
 	struct tcp_conn *c;
+	int corrupt;
 	__u64 bytes = data_end - data;
 	__u32 hdrs, tot;
 	struct iphdr *ip;
@@ -383,10 +426,16 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 	key.remote_port = tcp->source;
 	c = bpf_map_lookup_elem(&etran_tcp_conns, &key);
 	if (tcp->syn || tcp->rst || !c) {
-		if (for_slow_path(tcp, &key, c != NULL))
-			return slow_path(ctx, bytes);
-		return pass(ETRAN_PROTO_TCP, bytes);
+		if (!for_slow_path(tcp, &key, c != NULL))
+			return pass(ETRAN_PROTO_TCP, bytes);
+		c = NULL; /* the daemon's, even if established */
 	}
+	/* etran consumes the frame from here on: nothing before this line changed any state. */
+	corrupt = rx_corruption(ctx);
+	if (corrupt != RX_INTACT)
+		return drop(ETRAN_PROTO_TCP, corrupt, bytes);
+	if (!c)
+		return slow_path(ctx, bytes);
 
 	hdrs = ip->ihl * 4 + tcp->doff * 4;
 	tot = bpf_ntohs(ip->tot_len);

@@ -170,18 +170,6 @@ static __always_inline int tx_write_headers(void *data, void *data_end, const st
 	__u32 room = p->sack_room < TCP_SACK_MAX_BLOCKS ? p->sack_room : TCP_SACK_MAX_BLOCKS;
 	__u32 tcp_len = sizeof(struct tcphdr) + (ts ? sizeof(struct tcp_ts_opt) : 0) +
 			(room ? 4 + 8 * room : 0);
-	struct {
-		__be32 saddr;
-		__be32 daddr;
-		__u8 zero;
-		__u8 protocol;
-		__be16 len;
-	} pseudo = {
-		.saddr = key->local_ip,
-		.daddr = key->remote_ip,
-		.protocol = IPPROTO_TCP,
-		.len = bpf_htons(tcp_len + len),
-	};
 	struct ethhdr eth = { .h_proto = bpf_htons(ETH_P_IP) };
 	struct iphdr ip = {
 		.version = 4,
@@ -241,7 +229,8 @@ static __always_inline int tx_write_headers(void *data, void *data_end, const st
 		ip.tos = IPTOS_ECT0;
 	ip.check = ~csum_fold(csum_words(&ip, sizeof(ip)));
 
-	sum = csum_words(&pseudo, sizeof(pseudo)) + csum_words(&t.tcp, sizeof(t.tcp)) + payload_sum;
+	sum = csum_pseudo(key->local_ip, key->remote_ip, IPPROTO_TCP, tcp_len + len) +
+	      csum_words(&t.tcp, sizeof(t.tcp)) + payload_sum;
 	if (ts)
 		sum += csum_words(&t.ts, sizeof(t.ts));
 	if (room)

@@ -16,12 +16,14 @@
 //! and corruption are our own BPF (see src/bpf/switch.bpf.c), since this kernel has no netem.
 //!
 //! The hosts' eth0 get GRO rather than an XDP program (users run `etran up eth0` there), which
-//! is what a veth needs to receive redirected frames; the switch ports get GRO too. Whenever
-//! XDP runs on the switch ports (XDP forwarding, or any impairment), the hosts' eth0 also get TX
-//! checksum offload (and so TSO) off: XDP turns an skb into raw bytes, and a TCP/UDP checksum the
-//! sending stack left for "hardware" to finish would arrive wrong. The cost: host kernel TCP sends
-//! MTU-sized segments with software checksums in XDP mode (etran's AF_XDP frames are unaffected);
-//! in pure kernel forwarding (--rate/--ecn-threshold without impairments) offloads stay on.
+//! is what a veth needs to receive redirected frames; the switch ports get GRO too. Every veth
+//! of a testbed (hosts' eth0 and switch ports) has TX checksum offload (and so TSO) off, so
+//! every frame carries full checksums: with offload, a sending stack leaves the TCP/UDP
+//! checksum for "hardware" to finish, and that partial checksum is what XDP sees — on a host
+//! running etran, whose ingress verifies checksums and cannot tell it from corruption (in every
+//! mode: the direct pair, the bridge, and segments the switch's GRO merged and its port split
+//! again), and on the raw bytes an XDP switch forwards. The cost: host kernel TCP sends MTU-sized
+//! segments with software checksums (etran's AF_XDP frames are unaffected).
 //!
 //! Impairments (all in src/bpf/switch.bpf.c, probabilities in .rodata): loss is XDP_DROP and
 //! corruption flips one random byte of the Ethernet payload, both in the ports' XDP program;
@@ -596,11 +598,8 @@ fn build_all(spec: &Spec) -> anyhow::Result<Vec<Host>> {
         let mark = host_marker(spec, h.index);
         host_ns.push(NetNs::add_with(&h.netns, || init_ns(&mark))?);
     }
-    let xdp_on_ports = match &sw {
-        Some(sw) => {
-            build_switch(spec, sw, &hosts, &host_ns)?;
-            switch::SwitchConfig::of(spec).needs_xdp()
-        }
+    match &sw {
+        Some(sw) => build_switch(spec, sw, &hosts, &host_ns)?,
         None => {
             // Created in h1, the peer end goes straight into h2 under the same name.
             let (a, b) = (&hosts[0], &hosts[1]);
@@ -612,9 +611,8 @@ fn build_all(spec: &Spec) -> anyhow::Result<Vec<Host>> {
                 &host_ns[1],
                 spec.queues,
             )?;
-            false
         }
-    };
+    }
 
     for (h, ns) in hosts.iter().zip(&host_ns) {
         let mut hn = Netlink::open_in(ns)?;
@@ -626,9 +624,7 @@ fn build_all(spec: &Spec) -> anyhow::Result<Vec<Host>> {
         hn.set_up(nic)?;
         ns.run(|| -> anyhow::Result<()> {
             set_gro(HOST_NIC, true)?;
-            if xdp_on_ports {
-                set_tx_checksum(HOST_NIC, false)?;
-            }
+            set_tx_checksum(HOST_NIC, false)?;
             Ok(())
         })??;
     }
@@ -668,6 +664,7 @@ fn build_switch(spec: &Spec, sw: &NetNs, hosts: &[Host], host_ns: &[NetNs]) -> a
     sw.run(|| -> anyhow::Result<()> {
         for p in &port_names {
             set_gro(p, true)?;
+            set_tx_checksum(p, false)?;
         }
         Ok(())
     })??;

@@ -118,8 +118,9 @@ impl Drop for Daemon {
     }
 }
 
-/// A veth pair (`va` in `<name>-a`, `vb` in `<name>-b`) with `etran up va` done and GRO on `vb`
-/// (frames redirected out of `va` reach `vb` only if it runs NAPI: the veth rule).
+/// A veth pair (`va` in `<name>-a`, `vb` in `<name>-b`) with `etran up va` done, GRO on `vb`
+/// (frames redirected out of `va` reach `vb` only if it runs NAPI: the veth rule) and TX checksum
+/// offload off on `vb` (Linux would leave its checksums partial, which etran's ingress drops).
 pub fn etran_up_pair(name: &str) -> super::netns::VethPair {
     use etran::datapath::pins;
     pins::ensure_bpffs(std::path::Path::new(pins::BPFFS_ROOT)).unwrap();
@@ -129,7 +130,10 @@ pub fn etran_up_pair(name: &str) -> super::netns::VethPair {
         .output()
         .unwrap();
     assert!(out.status.success(), "etran up: {}", String::from_utf8_lossy(&out.stderr));
-    super::netns::in_netns(&net.b, || etran::ethtool::set_gro("vb", true).unwrap());
+    super::netns::in_netns(&net.b, || {
+        etran::ethtool::set_gro("vb", true).unwrap();
+        etran::ethtool::set_tx_checksum("vb", false).unwrap();
+    });
     net
 }
 
@@ -163,6 +167,11 @@ pub struct EtranHosts {
 impl EtranHosts {
     pub fn new(name: &str) -> EtranHosts {
         EtranHosts::build(name, etran::testbed::Spec::new("", 2), 2)
+    }
+
+    /// Like [`EtranHosts::new`] on a testbed built to `spec` (2 hosts; its name is ignored).
+    pub fn with(name: &str, spec: etran::testbed::Spec) -> EtranHosts {
+        EtranHosts::build(name, spec, 2)
     }
 
     /// etran on host 1 only (host 2 is plain Linux), on a testbed built from `spec`

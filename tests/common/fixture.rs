@@ -17,6 +17,30 @@ pub fn drop_total(c: &Counters, reason: &str) -> u64 {
         .packets
 }
 
+/// Frames counted in any class and verdict.
+pub fn total_frames(c: &Counters) -> u64 {
+    c.traffic.iter().map(|r| r.transport.packets + r.pass.packets + r.drop.packets).sum()
+}
+
+/// The seed of mutation fuzzer `name`: `ETRAN_FUZZ_SEED` (decimal or 0x-hex) when set, else
+/// `default`. Printed, so that any run can be repeated (and other seeds explored).
+pub fn fuzz_seed(name: &str, default: u64) -> u64 {
+    let seed = match std::env::var("ETRAN_FUZZ_SEED") {
+        Ok(v) => {
+            let v = v.trim();
+            let parsed = match v.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => v.parse(),
+            };
+            parsed.unwrap_or_else(|e| panic!("ETRAN_FUZZ_SEED={v}: {e}"))
+        }
+        Err(_) => default,
+    };
+    assert_ne!(seed, 0, "xorshift never leaves 0: pick another seed");
+    eprintln!("{name}: fuzz seed {seed:#x} (set ETRAN_FUZZ_SEED to change it)");
+    seed
+}
+
 /// xorshift64*: deterministic, so a failure names a reproducible seed.
 pub struct Rng(pub u64);
 

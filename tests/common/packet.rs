@@ -28,12 +28,17 @@ pub fn eth_with(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> V
     f
 }
 
-/// RFC 1071 ones' complement sum.
+/// RFC 1071 ones' complement sum. A plain loop over 32-bit words: the mutation fuzzers checksum
+/// every frame, in debug builds, where iterator adapters cost ten times as much.
 pub fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
+    let (mut sum, mut i) = (0u64, 0);
+    while i + 4 <= data.len() {
+        sum += u64::from(u32::from_be_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]));
+        i += 4;
+    }
+    let mut tail = [0u8; 4];
+    tail[..data.len() - i].copy_from_slice(&data[i..]);
+    sum += u64::from(u32::from_be_bytes(tail));
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -75,7 +80,8 @@ pub fn ipv4_with(ip: &Ipv4, payload: &[u8]) -> Vec<u8> {
     h
 }
 
-/// A TCP header without options (checksum left zero: the entrance does not verify it).
+/// A TCP header without options (checksum left zero: the entrance does not verify it, TCP
+/// ingress does for frames it takes: see [`tcp_frame`]).
 pub fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
     tcp_segment(sport, dport, 1000, 0, flags, 0xffff, &[], payload)
 }
@@ -87,7 +93,7 @@ pub const TCP_PSH: u8 = 0x08;
 pub const TCP_ACK: u8 = 0x10;
 
 /// A TCP segment with every header field given; `options` must be a multiple of 4 bytes.
-/// Checksum left zero (the datapath does not verify it).
+/// Checksum left zero (see [`with_tcp_checksum`], [`tcp_frame`]).
 #[allow(clippy::too_many_arguments)]
 pub fn tcp_segment(
     sport: u16,
@@ -131,6 +137,59 @@ pub fn with_tcp_checksum(src: [u8; 4], dst: [u8; 4], mut segment: Vec<u8>) -> Ve
     let sum = tcp_checksum(src, dst, &segment);
     segment[16..18].copy_from_slice(&sum.to_be_bytes());
     segment
+}
+
+/// An Ethernet frame (SRC_MAC → DST_MAC) carrying `segment` from SRC_IP to DST_IP, with both
+/// checksums filled in, as TCP ingress requires of every frame it takes.
+pub fn tcp_frame(segment: Vec<u8>) -> Vec<u8> {
+    eth(ETH_P_IP, &ipv4(IPPROTO_TCP, &with_tcp_checksum(SRC_IP, DST_IP, segment)))
+}
+
+/// Recomputes the IPv4 header checksum (over `ihl` words) and the TCP checksum (over what
+/// `tot_len` says follows the IP header) of an Ethernet frame, whatever lies those fields tell:
+/// a mutated frame then reaches the protocol checks instead of failing its checksums. Leaves a
+/// checksum alone when the frame is too short for what it covers.
+pub fn fix_checksums(frame: &mut [u8]) {
+    if frame.len() < 14 + 20 {
+        return;
+    }
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    if ihl < 20 || 14 + ihl > frame.len() {
+        return;
+    }
+    frame[24..26].fill(0);
+    let sum = checksum(&frame[14..14 + ihl]);
+    frame[24..26].copy_from_slice(&sum.to_be_bytes());
+    let tot = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+    if tot < ihl + 18 || 14 + tot > frame.len() {
+        return;
+    }
+    let (src, dst) = (frame[26..30].try_into().unwrap(), frame[30..34].try_into().unwrap());
+    let tcp = &mut frame[14 + ihl..14 + tot];
+    tcp[16..18].fill(0);
+    let sum = tcp_checksum(src, dst, tcp);
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// Whether both checksums of an Ethernet/IPv4/TCP frame verify, judged as TCP ingress judges
+/// them: the IPv4 header over its `ihl` words, the TCP checksum over what `tot_len` says follows
+/// the IP header (trailing Ethernet padding left out). False for a frame whose headers do not
+/// parse as ingress parses them (parse.h).
+pub fn checksums_verify(frame: &[u8]) -> bool {
+    if frame.len() < 14 + 20 || frame[12..14] != ETH_P_IP.to_be_bytes() || frame[14] >> 4 != 4 {
+        return false;
+    }
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    let tot = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+    if ihl < 20 || tot < ihl || 14 + tot > frame.len() || 14 + ihl + 20 > frame.len() {
+        return false;
+    }
+    let doff = usize::from(frame[14 + ihl + 12] >> 4) * 4;
+    if doff < 20 || 14 + ihl + doff > frame.len() {
+        return false;
+    }
+    let (src, dst) = (frame[26..30].try_into().unwrap(), frame[30..34].try_into().unwrap());
+    checksum(&frame[14..14 + ihl]) == 0 && tcp_checksum(src, dst, &frame[14 + ihl..14 + tot]) == 0
 }
 
 /// The timestamp option as Linux lays it out: NOP, NOP, kind 8, length 10, TSval, TSecr.

@@ -105,13 +105,9 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
         "client and server threads share CPU 0"
     };
     let testbed = format!(
-        "private testbed, 2 hosts, {} switch{}",
-        tb.spec().mode(),
-        if tb.spec().kernel_forwarding() {
-            ""
-        } else {
-            " (host NICs without TX checksum offload, so without TSO)"
-        }
+        "private testbed, 2 hosts, {} switch (host NICs without TX checksum offload, so \
+         without TSO)",
+        tb.spec().mode()
     );
 
     let mut results = Vec::new();
