@@ -101,8 +101,7 @@ fn sack_ack(ack_off: u32, blocks: &[(u32, u32)]) -> Vec<u8> {
         opts.extend_from_slice(&SND.wrapping_add(r).to_be_bytes());
     }
     let seq = SND.wrapping_add(ack_off);
-    let tcp = tcp_segment(PEER_PORT, LOCAL_PORT, RCV, seq, TCP_ACK, PEER_WND, &opts, &[]);
-    eth(ETH_P_IP, &ipv4(IPPROTO_TCP, &tcp))
+    tcp_frame(tcp_segment(PEER_PORT, LOCAL_PORT, RCV, seq, TCP_ACK, PEER_WND, &opts, &[]))
 }
 
 /// The fields the program may change, for comparison.
@@ -981,7 +980,9 @@ fn tcp_ingress_survives_mutated_segments() {
             let mut c = base_conn();
             c.rcv_wnd = [WND, 1000, 0, 200_000][rng.below(4)];
             c.snd_wscale = [0, 7, 14][rng.below(3)];
-            c.flags = [0, tcp_conn_flag::TCP_CONN_TIMESTAMPS.0 as u8][rng.below(2)];
+            let (ts, sack) =
+                (tcp_conn_flag::TCP_CONN_TIMESTAMPS.0 as u8, tcp_conn_flag::TCP_CONN_SACK.0 as u8);
+            c.flags = [0, ts, ts | sack, sack][rng.below(4)];
             c.fin = [0, 0, 0, FIN_SENT, FIN_RCVD][rng.below(5)];
             if c.fin == FIN_SENT {
                 c.snd_nxt = c.snd_nxt.wrapping_add(1);
