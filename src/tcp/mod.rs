@@ -7,3 +7,4 @@ pub mod isn;
 pub mod options;
 pub mod rto;
 pub mod segment;
+pub mod window;
