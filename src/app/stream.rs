@@ -17,12 +17,19 @@
 //! fails with `ConnectionAborted` rather than hang or read garbage.
 //! [`Stream::read`] consumes bytes;
 //! [`Stream::take_consumed`] hands the not yet reported count to the next TX header, and
-//! [`Stream::window_update_due`] says when a pure `WINDOW_UPDATE` is worth a frame.
+//! [`Stream::window_update_due`] says when a pure `WINDOW_UPDATE` is worth a frame: only when
+//! the window the peer still has is down to half the advertisable buffer and the report at least
+//! doubles it ([`crate::tcp::window::update_due`]), and never after the peer's FIN. Bytes
+//! received stay readable after the connection failed (a reset, say): [`Stream::read`] returns
+//! them before the caller reports the error.
 //!
 //! Send side: [`Stream::write`] appends to a bounded send buffer holding every byte from
 //! `snd_una` (oldest unacknowledged) on. [`Stream::next_segment`] cuts the unsent bytes into
 //! frames of at most `mss` payload behind an `etran_tcp_tx_hdr` (intent DATA at `snd_nxt`),
 //! never past the peer's window (`snd_nxt - snd_una + len <= peer_wnd`, the check egress makes).
+//! While the caller holds the tail ([`Stream::hold_tail`]: small writes within one pass of its
+//! loop), new bytes short of a segment wait for the next write or the end of the pass, so that
+//! consecutive small writes leave as one segment; [`Stream::set_nodelay`] turns that off.
 //! The metadata's `una_pos` (the kernel's `snd_una` as a stream position, absolute so that a
 //! lost RX frame is healed by the next one) frees bytes at the front. `FAST_RETRANSMIT` rewinds
 //! a resend cursor to
@@ -64,6 +71,7 @@ use crate::bpf::tcp::types::{
 use crate::tcp::{
     close::{self, Event},
     rto::{GaveUp, RtoConfig, RtoEstimator},
+    window,
 };
 
 /// Bytes of the TX header in front of every frame's payload.
@@ -72,8 +80,6 @@ pub const TX_HDR_LEN: usize = std::mem::size_of::<etran_tcp_tx_hdr>();
 pub const RX_META_LEN: usize = std::mem::size_of::<etran_tcp_rx_meta>();
 /// The most payload one frame may carry (egress's bound).
 pub const MAX_PAYLOAD: u16 = etran_tcp_limit::ETRAN_TCP_MAX_PAYLOAD.0 as u16;
-/// The largest consumption that waits for a piggyback before a pure window update is due.
-pub const WINDOW_UPDATE_MAX: u32 = 32 * 1024;
 
 const FAST_RETRANSMIT: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_FAST_RETRANSMIT.0;
 const FIN: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_FIN.0;
@@ -184,6 +190,8 @@ pub struct Stream {
     snd_nxt: u32, // next position next_segment frames (goes back on a timeout)
     snd_max: u32, // end of every byte ever framed: [snd_una, snd_max) is outstanding
     peer_wnd: u32,
+    hold: bool,               // a short tail of new bytes waits for more (hold_tail)
+    nodelay: bool,            // never hold (set_nodelay)
     retx: Option<(u32, u32)>, // [next, end) positions still to resend
     recover: Option<u32>,     // in fast recovery until snd_una reaches this (RFC 6582)
     rto: RtoEstimator,
@@ -236,6 +244,8 @@ impl Stream {
             snd_nxt: init.tx_pos,
             snd_max: init.tx_pos,
             peer_wnd: init.peer_wnd,
+            hold: false,
+            nodelay: false,
             retx: None,
             recover: None,
             rto: RtoEstimator::new(rto),
@@ -402,11 +412,18 @@ impl Stream {
         self.unreported
     }
 
-    /// Whether enough was consumed that a pure window update should be sent now:
-    /// at least min(buffer / 4, 32 KiB).
+    /// Whether a pure window update should be sent now (see the module doc). The window the
+    /// peer has is what the kernel last advertised less what arrived since, as far as this
+    /// side knows: the advertisable buffer less the bytes held or read and not reported.
     pub fn window_update_due(&self) -> bool {
-        let threshold = (self.rbuf.len() as u32 / 4).clamp(1, WINDOW_UPDATE_MAX);
-        self.unreported >= threshold
+        if self.fin || self.unreported == 0 {
+            return false;
+        }
+        let adv = window::advertisable(self.rbuf.len() as u32);
+        let held = dist(self.rcv_end, self.read_pos);
+        let after = adv.saturating_sub(held);
+        let left = after.saturating_sub(self.unreported);
+        window::update_due(left, after, adv, u32::from(self.mss))
     }
 
     /// Takes the consumption report for a TX header.
@@ -508,8 +525,7 @@ impl Stream {
     /// bytes the peer's window admits. The header carries the pending consumption report.
     pub fn next_segment(&mut self, frame: &mut [u8]) -> Option<Segment> {
         let room = frame.len().checked_sub(TX_HDR_LEN)?;
-        let window = self.send_wnd().saturating_sub(self.in_flight()) as usize;
-        let len = self.unsent().min(window).min(self.mss as usize).min(room);
+        let len = self.sendable().min(room);
         if len == 0 {
             return None;
         }
@@ -550,12 +566,49 @@ impl Stream {
         Some(Segment { tx_pos: self.snd_nxt, payload_len: 0, frame_len })
     }
 
-    /// Whether [`Stream::next_frame`] would produce a frame now (windows included).
+    /// Whether [`Stream::next_frame`] would produce a frame now (windows and coalescing
+    /// included).
     pub fn tx_ready(&self) -> bool {
-        !self.close.is_closed()
-            && (self.retx.is_some()
-                || (self.unsent() > 0 && self.send_wnd() > self.in_flight())
-                || self.fin_due())
+        !self.close.is_closed() && (self.retx.is_some() || self.sendable() > 0 || self.fin_due())
+    }
+
+    /// Payload the next DATA frame carries (frame room aside): the unsent bytes the windows
+    /// admit, at most a segment; 0 while a short tail of new bytes is held (see
+    /// [`Stream::hold_tail`]).
+    fn sendable(&self) -> usize {
+        let window = self.send_wnd().saturating_sub(self.in_flight()) as usize;
+        let len = self.unsent().min(window).min(self.mss as usize);
+        let short_tail =
+            len == self.unsent() && len < self.mss as usize && self.snd_nxt == self.snd_max;
+        if short_tail && self.hold {
+            0
+        } else {
+            len
+        }
+    }
+
+    /// Coalescing of small writes (Nagle-like): while held, new bytes that do not fill a
+    /// segment are not framed, so that the next writes join them; full segments go as always.
+    /// The caller releases the hold at the end of its pass. Ignored with [`Stream::set_nodelay`].
+    pub fn hold_tail(&mut self, hold: bool) {
+        self.hold = hold && !self.nodelay;
+    }
+
+    /// Whether a short tail is held.
+    pub fn holds_tail(&self) -> bool {
+        self.hold && self.unsent() > 0
+    }
+
+    /// Never hold small writes (TCP_NODELAY): every write is framed at once.
+    pub fn set_nodelay(&mut self, on: bool) {
+        self.nodelay = on;
+        if on {
+            self.hold = false;
+        }
+    }
+
+    pub fn nodelay(&self) -> bool {
+        self.nodelay
     }
 
     /// The window new frames may fill: the peer's, and after a timeout the resend window.
