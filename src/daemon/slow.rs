@@ -49,7 +49,7 @@ use mio::Token;
 
 use super::proto::{ConnInit, Reply};
 use crate::{
-    bpf::tcp::types::{tcp_conn, tcp_conn_key},
+    bpf::tcp::types::{etran_tcp_slow_seg, tcp_conn, tcp_conn_key},
     datapath::TcpHandles,
     log,
     tcp::{
@@ -69,8 +69,8 @@ const EPHEMERAL: std::ops::Range<u16> = 49152..65535;
 /// Segments carrying payload or a FIN held per running handshake (a peer's initial window is
 /// typically 10); later ones are dropped, and the peer retransmits them.
 pub const MAX_HELD: usize = 64;
-/// Bytes of a slow-path record's header (`len`, `wire_len` of `etran_tcp_slow_seg`).
-const SLOW_HDR: usize = 8;
+/// Where the frame starts in a slow-path record (after `len` and `wire_len`).
+const SLOW_FRAME_AT: usize = std::mem::offset_of!(etran_tcp_slow_seg, frame);
 
 /// (local, remote) of a connection.
 pub type FlowKey = (SocketAddrV4, SocketAddrV4);
@@ -227,12 +227,13 @@ impl SlowPath {
         let sink = segs.clone();
         let mut builder = RingBufferBuilder::new();
         builder.add(&tcp.slow, move |rec: &[u8]| {
-            // struct etran_tcp_slow_seg: len, wire_len, then len bytes of frame (a record is
-            // only as long as what it may hold).
-            if rec.len() >= SLOW_HDR {
+            // struct etran_tcp_slow_seg, as long as what it may hold: len, wire_len, then len
+            // bytes of frame.
+            if rec.len() >= SLOW_FRAME_AT {
                 let word = |o: usize| u32::from_ne_bytes(rec[o..o + 4].try_into().expect("4"));
-                let (len, wire_len) = (word(0) as usize, word(4) as usize);
-                let frame = &rec[SLOW_HDR..(SLOW_HDR + len).min(rec.len())];
+                let len = word(std::mem::offset_of!(etran_tcp_slow_seg, len)) as usize;
+                let wire_len = word(std::mem::offset_of!(etran_tcp_slow_seg, wire_len)) as usize;
+                let frame = &rec[SLOW_FRAME_AT..(SLOW_FRAME_AT + len).min(rec.len())];
                 let whole = frame.len() == wire_len;
                 sink.borrow_mut().push(Captured { frame: frame.to_vec(), whole });
             }
