@@ -266,7 +266,9 @@ impl App {
     /// Small sends are coalesced as Nagle's algorithm does, bounded by the pass: with nothing
     /// in flight the bytes go at once; with bytes in flight a tail short of a segment waits
     /// for the next sends of the pass and leaves with them at the next [`App::flush`] or
-    /// [`App::poll`], not later. [`App::set_nodelay`] turns it off.
+    /// [`App::poll`], not later. An app that sleeps on readiness right after `send` should end
+    /// its pass with [`App::flush`] first (or the tail waits for the ACK of what is in flight,
+    /// as with Nagle). [`App::set_nodelay`] turns it off.
     pub fn send(&mut self, id: ConnId, data: &[u8]) -> io::Result<usize> {
         let n = self.write(id, data, |s| s.in_flight() > 0)?;
         self.port.flush()?;
