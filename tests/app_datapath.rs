@@ -136,6 +136,7 @@ fn app_sends_and_receives_through_its_port() {
             mss: 1460,
             rcv_buf: RCV_BUF,
             snd_buf: 1 << 20,
+            rcv_wscale: 0,
         },
     );
     let raw = in_netns(&b, || RawSocket::open("vb"));

@@ -2,6 +2,7 @@
 //! in namespace -a, Linux sockets in -b):
 //! - a 10 MB download from Linux: few pure window updates (one per half buffer read, not one per
 //!   64 KiB), and the edge our segments advertise never moves back, as the sender sees them;
+//!   the same without window scaling (64 KiB windows) never stalls;
 //! - 6 connections × 3 MB echo against a Linux server that closes as soon as it has echoed
 //!   everything: every byte arrives, nothing is reset (no window update after the peer's FIN,
 //!   and bytes the kernel acknowledged are never thrown away);
@@ -72,19 +73,24 @@ fn capture(raw: &RawSocket, from: SocketAddrV4, stop: &AtomicBool, wscale: u8) -
     seen
 }
 
-#[test]
-fn a_linux_download_gets_few_window_updates_and_no_window_shrink() {
-    let mut e = Etran::new("etran-wnd-dl");
+/// A download of `total` bytes from a Linux client to an app; returns the pure window updates
+/// the app sent and our segments as the sender saw them (ack, edge under `wscale`).
+fn download(name: &str, total: usize, wscale: u8) -> (u64, Vec<(u32, u32)>) {
+    let mut e = Etran::new(name);
     e.session.listen(PORT).unwrap();
-    const TOTAL: usize = 10 << 20;
-    let data = pattern(9, TOTAL);
+    if wscale == 0 {
+        common::netns::sh(&format!(
+            "ip netns exec {} sysctl -qw net.ipv4.tcp_window_scaling=0",
+            e.net.b
+        ));
+    }
+    let data = pattern(9, total);
     let b = e.net.b.clone();
     let stop = AtomicBool::new(false);
     let us = SocketAddrV4::new("10.77.0.1".parse().unwrap(), PORT);
     let raw = in_netns(&b, || RawSocket::open("vb"));
-    let (updates, seen) = std::thread::scope(|s| {
-        // Our SYN-ACK announces window scale 7 (handshake::Config) to a Linux client.
-        let cap = s.spawn(|| capture(&raw, us, &stop, 7));
+    std::thread::scope(|s| {
+        let cap = s.spawn(|| capture(&raw, us, &stop, wscale));
         let linux = s.spawn(|| {
             let mut c = in_netns(&b, || TcpStream::connect(us).expect("connect"));
             c.write_all(&data).unwrap();
@@ -97,7 +103,7 @@ fn a_linux_download_gets_few_window_updates_and_no_window_shrink() {
             }
             assert!(Instant::now() < deadline, "no accept: {}", e.daemon.log());
         };
-        let mut got = Vec::with_capacity(TOTAL);
+        let mut got = Vec::with_capacity(total);
         let mut buf = vec![0u8; 64 << 10];
         // Each pass reads what is there, 64 KiB at a time.
         'read: loop {
@@ -113,15 +119,16 @@ fn a_linux_download_gets_few_window_updates_and_no_window_shrink() {
             assert!(Instant::now() < deadline, "stalled at {} bytes", got.len());
         }
         linux.join().unwrap();
-        assert!(got == data, "10 MB byte-exact");
+        assert!(got == data, "byte-exact");
         stop.store(true, Ordering::Release);
         (e.app.stats().window_updates, cap.join().unwrap())
-    });
-    eprintln!("10 MB from Linux: {updates} pure window updates, {} segments seen", seen.len());
-    assert!(updates <= 30, "{updates} window updates per 10 MB");
-    // A segment with an older ACK is a reordered one, which the sender ignores (RFC 9293
-    // 3.10.7.4); every other one must not pull the edge back.
-    let (mut ack, mut edge) = seen[0];
+    })
+}
+
+/// A segment with an older ACK is a reordered one, which the sender ignores (RFC 9293
+/// 3.10.7.4); every other one must not pull the edge back.
+fn assert_no_shrink(seen: &[(u32, u32)]) {
+    let Some(&(mut ack, mut edge)) = seen.first() else { return };
     for &(a, ed) in &seen[1..] {
         if (a.wrapping_sub(ack) as i32) < 0 {
             continue;
@@ -129,6 +136,24 @@ fn a_linux_download_gets_few_window_updates_and_no_window_shrink() {
         assert!((ed.wrapping_sub(edge) as i32) >= 0, "the edge moved back from {edge} to {ed}");
         (ack, edge) = (a, ed);
     }
+}
+
+#[test]
+fn a_linux_download_gets_few_window_updates_and_no_window_shrink() {
+    // Our SYN-ACK announces window scale 7 (handshake::Config) to a Linux client.
+    let (updates, seen) = download("etran-wnd-dl", 10 << 20, 7);
+    eprintln!("10 MB from Linux: {updates} pure window updates, {} segments seen", seen.len());
+    assert!(updates <= 30, "{updates} window updates per 10 MB");
+    assert_no_shrink(&seen);
+}
+
+/// Without window scaling the window tops out at 64 KiB whatever the buffer: the app's window
+/// updates must follow that, or the sender stalls.
+#[test]
+fn a_linux_download_without_window_scaling_never_stalls() {
+    let (updates, seen) = download("etran-wnd-ns", 4 << 20, 0);
+    eprintln!("4 MB from Linux, no scaling: {updates} pure window updates");
+    assert_no_shrink(&seen);
 }
 
 #[test]

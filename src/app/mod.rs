@@ -483,6 +483,7 @@ mod tests {
             mss: 1000,
             rcv_buf: 4096,
             snd_buf: 4096,
+            rcv_wscale: 7,
         };
         let mut conns = ConnMap::from_iter([(7, Stream::new(init)), (8, Stream::new(init))]);
         let mut stats = AppStats::default();

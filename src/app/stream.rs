@@ -109,6 +109,9 @@ pub struct StreamInit {
     pub mss: u16,
     /// Receive buffer bytes: must equal the `rcv_wnd` the daemon gave the connection.
     pub rcv_buf: u32,
+    /// Our window scale, which limits the window the buffer can advertise
+    /// ([`window::advertisable`]).
+    pub rcv_wscale: u8,
     /// Send buffer bytes (unacknowledged plus unsent).
     pub snd_buf: u32,
 }
@@ -183,6 +186,7 @@ pub struct Stream {
     unreported: u32,         // consumed, not yet reported in a TX header
     fin: bool,               // the stream ends at rcv_end
     ooo: Option<(u32, u32)>, // out-of-order bytes held: [start, end), one interval as the kernel
+    adv: u32,                // the largest window the kernel advertises for this buffer
     // Send side.
     sbuf: VecDeque<u8>, // bytes from snd_una on
     snd_cap: usize,
@@ -238,6 +242,7 @@ impl Stream {
             unreported: 0,
             fin: false,
             ooo: None,
+            adv: window::advertisable(init.rcv_buf, init.rcv_wscale),
             sbuf: VecDeque::with_capacity(init.snd_buf as usize),
             snd_cap: init.snd_buf as usize,
             snd_una: init.tx_pos,
@@ -419,11 +424,10 @@ impl Stream {
         if self.fin || self.unreported == 0 {
             return false;
         }
-        let adv = window::advertisable(self.rbuf.len() as u32);
         let held = dist(self.rcv_end, self.read_pos);
-        let after = adv.saturating_sub(held);
+        let after = self.adv.saturating_sub(held);
         let left = after.saturating_sub(self.unreported);
-        window::update_due(left, after, adv, u32::from(self.mss))
+        window::update_due(left, after, self.adv, u32::from(self.mss))
     }
 
     /// Takes the consumption report for a TX header.

@@ -68,6 +68,10 @@ pub struct ConnInit {
     pub mss: u16,
     pub rcv_buf: u32,
     pub snd_buf: u32,
+    /// Our window scale (what limits the window the buffer can advertise). Absent: 0, which
+    /// makes the app's window updates only more eager.
+    #[serde(default)]
+    pub rcv_wscale: u8,
 }
 
 impl ConnInit {
@@ -85,6 +89,7 @@ impl ConnInit {
             mss: self.mss,
             rcv_buf: self.rcv_buf,
             snd_buf: self.snd_buf,
+            rcv_wscale: self.rcv_wscale,
         }
     }
 }

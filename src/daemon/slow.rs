@@ -478,6 +478,7 @@ impl SlowPath {
             mss: conn.mss,
             rcv_buf: self.config.rcv_wnd,
             snd_buf: SND_BUF,
+            rcv_wscale: conn.rcv_wscale,
         };
         log::info(format!("connection {} ← {} established (handle {handle})", key.0, key.1));
         self.conns.insert(key, Conn { est: e, owner: p.owner, handle });

@@ -143,7 +143,7 @@ impl Established {
             rcv_wnd,
             rx_pos: 0,
             rcv_adv: self.rcv_nxt().wrapping_add(self.adv_wnd),
-            rcv_reserve: window::reserve(rcv_wnd),
+            rcv_reserve: window::reserve(rcv_wnd, self.negotiated.recv_wscale),
             snd_una: self.snd_nxt(),
             snd_nxt: self.snd_nxt(),
             snd_wnd: self.snd_wnd,
@@ -357,9 +357,11 @@ impl Handshake {
         seg
     }
 
-    /// The window field of our SYN or SYN-ACK (never scaled, RFC 7323 2.2).
+    /// The window field of our SYN or SYN-ACK (never scaled, RFC 7323 2.2), for the scale we
+    /// announce in it.
     fn syn_window(&self) -> u16 {
-        window::field(window::advertisable(self.config.rcv_wnd), 0)
+        let shift = self.ours.wscale.unwrap_or(0);
+        window::field(window::advertisable(self.config.rcv_wnd, shift), 0)
     }
 
     fn ts_recent(&self) -> u32 {
@@ -429,7 +431,7 @@ impl Handshake {
         // RFC 3168 6.1.1: a SYN-ACK with ECE and without CWR accepts ECN.
         self.ecn = self.config.ecn && seg.flags & (ECE | CWR) == ECE;
         let shift = negotiate(&self.ours, &self.theirs).recv_wscale;
-        let window = window::field(window::advertisable(self.config.rcv_wnd), shift);
+        let window = window::field(window::advertisable(self.config.rcv_wnd, shift), shift);
         let adv_wnd = u32::from(window) << shift;
         let est = self.established(u32::from(seg.window), self.ts_recent(), adv_wnd);
         let mut ack =
@@ -732,7 +734,7 @@ mod tests {
         assert_eq!(e.ts_recent, 444);
         let ack = step.send.unwrap();
         assert_eq!((ack.flags, ack.seq, ack.ack), (ACK, 0, 7001));
-        let window = window::advertisable(1 << 20) >> 7;
+        let window = window::advertisable(1 << 20, 7) >> 7;
         assert_eq!(u32::from(ack.window), window, "the advertisable buffer, scaled");
         assert_eq!(e.adv_wnd, window << 7);
         assert_eq!(ack.options, timestamp_option(6, 444));
@@ -751,7 +753,7 @@ mod tests {
         assert_eq!((e.negotiated.send_wscale, e.negotiated.recv_wscale), (0, 0));
         let ack = step.send.unwrap();
         assert!(ack.options.is_empty());
-        assert_eq!(ack.window, u16::MAX, "unscaled window is capped");
+        assert_eq!(ack.window, 61440, "unscaled: 64 KiB less the reserve");
     }
 
     #[test]
@@ -821,7 +823,7 @@ mod tests {
         };
         let c = e.conn(3, 0xabc, 4096);
         assert_eq!((c.owner_port, c.handle, c.rcv_wnd, c.rx_pos, c.tx_pos), (3, 0xabc, 4096, 0, 0));
-        assert_eq!(c.rcv_reserve, window::reserve(4096));
+        assert_eq!(c.rcv_reserve, window::reserve(4096, 7));
         assert_eq!(c.rcv_adv, 2 + 65535, "the edge the SYN-ACK advertised");
         assert_eq!((c.rcv_nxt, c.snd_una, c.snd_nxt), (2, 3, 3));
         assert_eq!((c.snd_wscale, c.rcv_wscale, c.mss), (7, 7, 1448), "1460 less timestamps");

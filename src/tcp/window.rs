@@ -3,7 +3,8 @@
 //! writes itself.
 //!
 //! - **Reserve.** Of an app's receive buffer, [`reserve`] bytes are never advertised: the window
-//!   is the free room less the reserve ([`advertisable`] when the buffer is empty).
+//!   is the free room less the reserve, at most [`advertisable`] (which the window scale may
+//!   limit: without scaling, 64 KiB is all a window field holds).
 //! - **No shrinking** (RFC 9293 3.8.6.2.1). The right edge a segment advertises, `rcv_nxt +
 //!   (field << rcv_wscale)`, never moves back, whoever writes the segment (egress, the gen pump,
 //!   the daemon). Rounding the window down by the scale would move it back and forth as
@@ -23,16 +24,23 @@ use crate::bpf::tcp::types::tcp_conn;
 /// Largest window-scale shift (RFC 7323 2.3).
 const MAX_WSCALE: u8 = 14;
 
-/// Bytes of a receive buffer of `rcv_buf` bytes kept out of the advertised window: room for
-/// edges rounded up. A 16th (64 KiB of 1 MiB) holds more than 500 round-ups of the largest
-/// scale unit etran uses (128 bytes), more than a window's worth of full segments.
-pub fn reserve(rcv_buf: u32) -> u32 {
-    rcv_buf / 16
+/// The largest window a field announces under window scale `shift`.
+pub fn max_window(shift: u8) -> u32 {
+    0xffff << shift.min(MAX_WSCALE)
 }
 
-/// The window a receive buffer of `rcv_buf` bytes advertises when empty.
-pub fn advertisable(rcv_buf: u32) -> u32 {
-    rcv_buf - reserve(rcv_buf)
+/// Bytes of a receive buffer of `rcv_buf` bytes kept out of the advertised window, under window
+/// scale `shift`: room for edges rounded up. A 16th of the buffer, or of the largest window
+/// the scale announces if less (64 KiB of 1 MiB under etran's scale 7: more than 500 round-ups
+/// of its unit, 128 bytes, and more than a window's worth of full segments).
+pub fn reserve(rcv_buf: u32, shift: u8) -> u32 {
+    rcv_buf.min(max_window(shift)) / 16
+}
+
+/// The largest window a receive buffer of `rcv_buf` bytes advertises (when empty) under window
+/// scale `shift`.
+pub fn advertisable(rcv_buf: u32, shift: u8) -> u32 {
+    rcv_buf.min(max_window(shift)) - reserve(rcv_buf, shift)
 }
 
 /// The window field announcing `bytes` under window scale `shift` (taken as at most 14),
@@ -73,7 +81,7 @@ mod tests {
             rcv_nxt,
             rcv_wnd,
             rcv_adv,
-            rcv_reserve: reserve(1 << 20),
+            rcv_reserve: reserve(1 << 20, 7),
             rcv_wscale: 7,
             ..Default::default()
         }
@@ -85,7 +93,11 @@ mod tests {
 
     #[test]
     fn the_reserve_stays_out_of_the_window() {
-        assert_eq!((reserve(1 << 20), advertisable(1 << 20)), (65536, 983_040));
+        assert_eq!((reserve(1 << 20, 7), advertisable(1 << 20, 7)), (65536, 983_040));
+        // Without window scaling a field holds 64 KiB at most: the reserve follows, so that
+        // what the window may grow back to is never eaten by it.
+        assert_eq!((reserve(1 << 20, 0), advertisable(1 << 20, 0)), (4095, 61440));
+        assert_eq!(advertisable(4096, 0), 3840);
         let c = conn(1000, 1 << 20, 0);
         assert_eq!(no_shrink_field(&c), (983_040 >> 7) as u16);
     }

@@ -20,6 +20,7 @@ fn init(rx_pos: u32, tx_pos: u32) -> StreamInit {
         mss: 1000,
         rcv_buf: 4096,
         snd_buf: 8192,
+        rcv_wscale: 7,
     }
 }
 
@@ -189,7 +190,7 @@ fn window_feedback() {
     // A large buffer read as fast as it fills: one update per half of it (Linux's rule), not
     // one per 64 KiB read.
     let mut s = Stream::new(StreamInit { rcv_buf: 1 << 20, mss: 1448, ..init(0, 0) });
-    let half = crate::tcp::window::advertisable(1 << 20) / 2;
+    let half = crate::tcp::window::advertisable(1 << 20, 7) / 2;
     let (mut pos, mut updates) = (0u32, 0);
     while pos < 10 << 20 {
         s.on_rx(&meta(pos, 1400, 0), &bytes(pos, 1400));
@@ -202,6 +203,16 @@ fn window_feedback() {
         }
     }
     assert!((19..=21).contains(&updates), "{updates} updates per 10 MiB");
+
+    // Without window scaling the peer never sees more than 61440 bytes of window (64 KiB less
+    // the reserve): updates follow that, not the 1 MiB buffer, or the peer would stall.
+    let mut s = Stream::new(StreamInit { rcv_buf: 1 << 20, rcv_wscale: 0, ..init(0, 0) });
+    s.on_rx(&meta(0, 30_000, 0), &bytes(0, 30_000));
+    assert_eq!(s.read(&mut vec![0u8; 30_000]), 30_000);
+    assert!(!s.window_update_due(), "31440 left: more than half");
+    s.on_rx(&meta(30_000, 800, 0), &bytes(30_000, 800));
+    assert_eq!(s.read(&mut [0u8; 800]), 800);
+    assert!(s.window_update_due(), "30640 left of 61440");
 }
 
 #[test]
