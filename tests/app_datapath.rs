@@ -32,8 +32,9 @@ const HANDLE: u64 = 0x00e7_4a11;
 const SND_ISN: u32 = 0xffff_f000; // sequence numbers wrap during the test
 const RCV_ISN: u32 = 0x1234_5678;
 const TX_POS: u32 = 0xffff_fc00; // and so do stream positions
-/// Small, so that reading 520 bytes makes a window update due (at a quarter of the buffer).
-const RCV_BUF: u32 = 2048;
+/// Small, so that reading 520 bytes makes a window update due: the peer is down to 440 of the
+/// 960 advertisable bytes (less than half) and the update more than doubles that.
+const RCV_BUF: u32 = 1024;
 
 fn mac_of(ns: &str, iface: &str) -> [u8; 6] {
     let out = Command::new("ip").args(["-n", ns, "-o", "link", "show", iface]).output().unwrap();
@@ -137,6 +138,7 @@ fn app_sends_and_receives_through_its_port() {
             snd_seq: SND_ISN,
             rcv_buf: RCV_BUF,
             snd_buf: 1 << 20,
+            rcv_wscale: 0,
         },
     );
     let raw = in_netns(&b, || RawSocket::open("vb"));
@@ -226,8 +228,8 @@ fn app_sends_and_receives_through_its_port() {
     assert_eq!(rx, more);
 
     // ---- Consumption feedback ----
-    // Reading 520 of 2048 bytes crossed a quarter of the buffer: recv sent a WINDOW_UPDATE
-    // (egress reopened the window); the 50 read since wait for the next frame.
+    // Reading 520 of 1024 bytes left the peer less than half the window: recv sent a
+    // WINDOW_UPDATE (egress reopened the window); the 50 read since wait for the next frame.
     let conn_now = || {
         in_netns(&a, || {
             let dp = etran::datapath::find("va").unwrap().unwrap();

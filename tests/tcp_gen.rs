@@ -382,6 +382,9 @@ fn tcp_gen_emits_a_pure_ack() {
         want.ack_pending = 0;
         want.ack_queued = NOT_QUEUED;
         want.ip_id = before.ip_id.wrapping_add(1);
+        // The edge it advertised is remembered (no reserve here: the whole free room).
+        let field = (before.rcv_wnd >> before.rcv_wscale).min(65535);
+        want.rcv_adv = before.rcv_nxt.wrapping_add(field << before.rcv_wscale);
         assert_eq!(as_bytes(&after)[4..], as_bytes(&want)[4..], "{name}: conn (lock word aside)");
 
         // Nothing queued: the batch ends with a drop that counts nothing.
@@ -693,4 +696,159 @@ fn tcp_gen_pump_acks_on_the_wire() {
         assert_eq!((c.ack_pending, c.ack_now, c.ack_queued), (0, 0, NOT_QUEUED));
     });
     // Dropping `pair` takes both datapaths down and removes the namespaces.
+}
+
+/// Where segment `frame` (as the NIC would send it) puts the right edge of our window:
+/// ack + (window << rcv_wscale).
+fn advertised_edge(frame: &[u8], rcv_wscale: u8) -> u32 {
+    let seg = check_sums(frame);
+    let ack = u32::from_be_bytes(seg[8..12].try_into().unwrap());
+    let window = u32::from(u16::from_be_bytes([seg[14], seg[15]]));
+    ack.wrapping_add(window << rcv_wscale)
+}
+
+/// An app's DATA frame (TX header and payload) at the connection's tx_pos, with a consumption
+/// report.
+fn app_data(c: &tcp_conn, consumed: u32, len: usize) -> Vec<u8> {
+    use etran::app::stream::{write_hdr, INTENT_DATA, TX_HDR_LEN};
+    use etran::bpf::tcp::types::etran_tcp_tx_hdr;
+    let mut f = vec![0x33u8; TX_HDR_LEN + len];
+    let hdr = etran_tcp_tx_hdr {
+        key: key(),
+        tx_pos: c.tx_pos,
+        consumed,
+        len: len as u16,
+        intent: INTENT_DATA,
+        reserved: 0,
+    };
+    write_hdr(&mut f, &hdr);
+    f
+}
+
+/// RFC 9293 3.8.6.2.1: the right edge we advertise never moves back, whoever writes the
+/// segment. Data arriving in pieces that are not multiples of the window scale (128) would make
+/// a rounded-down window field move it back and forth; pure ACKs from the generator and data
+/// segments from egress, interleaved, consumption reports now and then, must all advertise an
+/// edge at least the highest one before, backed by the app's buffer; ingress takes data up to
+/// the last edge.
+#[test]
+fn tcp_window_edge_never_moves_back() {
+    let mut storage = ObjectStorage::default();
+    let h = Harness::new(&mut storage);
+    let entrance = &h.objs.entrance.progs.etran_entrance;
+    let egress = &h.objs.tcp.progs.etran_tcp_egress;
+    let (buf, reserve, shift) = (1u32 << 20, 1u32 << 16, 7u8);
+    let mut c = base_conn();
+    c.rcv_wnd = buf;
+    c.rcv_wscale = shift;
+    c.rcv_reserve = reserve;
+    c.rcv_adv = RCV.wrapping_add((buf - reserve) >> shift << shift);
+    c.snd_wnd = 1 << 20;
+    c.mss = 1448;
+    h.set_conn(&key(), &c);
+    drain_queues(&h);
+
+    let mut last = c.rcv_adv;
+    let mut off = 0u32; // received bytes past RCV
+    for i in 0..300u32 {
+        let len = 1000 + (i * 37) % 448;
+        assert_eq!(h.run(entrance, &data(off, len as usize), LO).verdict, XDP_REDIRECT, "{i}");
+        off += len;
+        let run = if i % 3 == 0 {
+            // The app answers: its data segment carries the window (and a report, sometimes).
+            let consumed = if i % 30 == 0 { 20_000 + i } else { 0 };
+            let run = h.run(egress, &app_data(&h.conn(&key()), consumed, 10), LO);
+            assert_eq!(run.verdict, XDP_REDIRECT, "{i}: egress");
+            run
+        } else {
+            drain_queues(&h);
+            push_key(&h, IMMEDIATE, &key());
+            let run = gen(&h, IMMEDIATE);
+            assert_eq!(run.verdict, XDP_REDIRECT, "{i}: gen");
+            run
+        };
+        let edge = advertised_edge(&run.data, shift);
+        assert!(not_after(last, edge), "{i}: the edge moved back from {last} to {edge}");
+        let now = h.conn(&key());
+        assert!(
+            not_after(edge, now.rcv_nxt.wrapping_add(now.rcv_wnd)),
+            "{i}: edge {edge} past the buffer (rcv_nxt {} + room {})",
+            now.rcv_nxt,
+            now.rcv_wnd
+        );
+        assert_eq!((now.rcv_adv, now.rcv_shrinks), (edge, 0), "{i}: remembered, no shrink");
+        last = edge;
+    }
+    // The peer may fill the window up to the last edge: every byte is taken.
+    let now = h.conn(&key());
+    let room = last.wrapping_sub(now.rcv_nxt);
+    let mut left = room;
+    while left > 0 {
+        let len = left.min(1448);
+        let run = h.run(entrance, &data(off, len as usize), LO);
+        assert_eq!(run.verdict, XDP_REDIRECT);
+        let meta: etran::bpf::tcp::types::etran_tcp_rx_meta = from_bytes(&run.data);
+        assert_eq!(u32::from(meta.payload_len), len, "taken up to the advertised edge");
+        off += len;
+        left -= len;
+    }
+    assert_eq!(h.conn(&key()).rcv_nxt, last);
+    drain_queues(&h);
+
+    // Once round-ups used the whole reserve up, the edge falls back to the buffer, counted.
+    let mut c = h.conn(&key());
+    c.rcv_wnd = 1000;
+    c.rcv_adv = c.rcv_nxt.wrapping_add(1100);
+    c.ack_now = 1;
+    h.set_conn(&key(), &c);
+    push_key(&h, IMMEDIATE, &key());
+    let edge = advertised_edge(&gen(&h, IMMEDIATE).data, shift);
+    assert_eq!(edge, c.rcv_nxt.wrapping_add(1000 >> shift << shift));
+    let now = h.conn(&key());
+    assert_eq!((now.rcv_adv, now.rcv_shrinks), (edge, 1));
+}
+
+/// After the peer's FIN a segment that would only announce the window is not sent (a closed
+/// Linux peer answers it with RST); the consumption report it carries still counts, and one
+/// that is also an owed ACK goes out.
+#[test]
+fn tcp_window_update_after_the_peer_fin_is_not_sent() {
+    use etran::app::stream::{write_hdr, INTENT_WINDOW_UPDATE, TX_HDR_LEN};
+    use etran::bpf::tcp::types::{etran_tcp_tx_hdr, tcp_conn_fin};
+    let mut storage = ObjectStorage::default();
+    let h = Harness::new(&mut storage);
+    let egress = &h.objs.tcp.progs.etran_tcp_egress;
+    let update = |consumed: u32| {
+        let mut f = vec![0u8; TX_HDR_LEN];
+        let c = h.conn(&key());
+        let hdr = etran_tcp_tx_hdr {
+            key: key(),
+            tx_pos: c.tx_pos,
+            consumed,
+            len: 0,
+            intent: INTENT_WINDOW_UPDATE,
+            reserved: 0,
+        };
+        write_hdr(&mut f, &hdr);
+        h.run(egress, &f, LO)
+    };
+    let mut c = base_conn();
+    c.rcv_wnd = 1000;
+    h.set_conn(&key(), &c);
+    assert_eq!(update(100).verdict, XDP_REDIRECT, "before the FIN: sent");
+    c = h.conn(&key());
+    c.fin = tcp_conn_fin::TCP_CONN_FIN_RCVD.0 as u8;
+    h.set_conn(&key(), &c);
+    let before = h.counters();
+    assert_eq!(update(200).verdict, XDP_DROP, "after the FIN: not sent");
+    assert_eq!(
+        drop_total(&h.counters(), "tcp_tx_wnd_after_fin")
+            - drop_total(&before, "tcp_tx_wnd_after_fin"),
+        1
+    );
+    assert_eq!(h.conn(&key()).rcv_wnd, 1300, "the reports count");
+    c = h.conn(&key());
+    c.ack_now = 1;
+    h.set_conn(&key(), &c);
+    assert_eq!(update(0).verdict, XDP_REDIRECT, "an owed ACK goes out");
 }

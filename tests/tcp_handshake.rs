@@ -33,6 +33,11 @@ fn setup(name: &str) -> VethPair {
     pair
 }
 
+/// The daemon's configuration with ECN negotiation on (the code path kept for DCTCP).
+fn ecn_on() -> Config {
+    Config { ecn: true, ..Config::default() }
+}
+
 fn ts_ms() -> u32 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: ts is a valid timespec.
@@ -75,7 +80,7 @@ fn active_open_to_a_linux_listener_then_refused_then_abort() {
     let local = SocketAddrV4::new(ME, 40001);
     let remote = SocketAddrV4::new(PEER, 5555);
     let (mut h, syn) =
-        Handshake::active(Config::default(), local, remote, MY_MAC, PEER_MAC, 0xffff_fff0, ts_ms());
+        Handshake::active(ecn_on(), local, remote, MY_MAC, PEER_MAC, 0xffff_fff0, ts_ms());
     raw.send(&syn.build());
     let synack = next_from_peer(&raw, local);
     let step = h.on_segment(&synack, ts_ms());
@@ -83,7 +88,7 @@ fn active_open_to_a_linux_listener_then_refused_then_abort() {
     raw.send(&step.send.expect("the final ACK").build());
     assert_eq!(e.irs, synack.seq);
     assert!(e.negotiated.timestamps && e.negotiated.sack, "Linux agrees to SACK: {e:?}");
-    assert!(e.ecn, "Linux with tcp_ecn=1 accepts ECN");
+    assert!(e.ecn, "Linux with tcp_ecn=1 accepts ECN (when asked: it is off by default)");
     assert!(e.negotiated.send_mss >= 1400 && e.negotiated.send_wscale > 0, "{e:?}");
 
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -140,7 +145,7 @@ fn passive_open_from_a_linux_client() {
         let syn = next_from_peer(&raw, local);
         assert_eq!(syn.flags & SYN, SYN);
         let (mut h, synack) =
-            Handshake::passive(Config::default(), &syn, 0x7fff_0000, ts_ms()).expect("a SYN");
+            Handshake::passive(ecn_on(), &syn, 0x7fff_0000, ts_ms()).expect("a SYN");
         raw.send(&synack.build());
         let e = loop {
             let seg = next_from_peer(&raw, local);

@@ -1,6 +1,7 @@
 //! The slow path in the TCP ingress program (BPF_PROG_TEST_RUN through the entrance, as `etran
 //! up` links it): SYNs to listening ports and segments of handshakes the daemon runs are copied
-//! to the etran_tcp_slow ring buffer and dropped, so the kernel never answers them with RST;
+//! to the etran_tcp_slow ring buffer and dropped, so the kernel never answers them with RST —
+//! whole when they carry payload or a FIN (the daemon replays those), else their head;
 //! everything else etran does not own still reaches the kernel. Needs root (CAP_BPF).
 mod common;
 
@@ -15,11 +16,13 @@ use common::tcp::*;
 use etran::{
     bpf::tcp::types::{etran_tcp_slow_limit, etran_tcp_slow_seg, tcp_conn, tcp_conn_key},
     datapath::{self, ObjectStorage},
-    tcp::segment::{Segment, ACK, RST, SYN},
+    tcp::segment::{Segment, ACK, FIN, RST, SYN},
 };
 use libbpf_rs::{MapCore, MapFlags, RingBufferBuilder};
 
 const LISTEN_PORT: u16 = 8080;
+const CAPTURE: usize = etran_tcp_slow_limit::ETRAN_TCP_SLOW_CAPTURE.0 as usize;
+const FRAME: usize = etran_tcp_slow_limit::ETRAN_TCP_SLOW_FRAME.0 as usize;
 
 fn local() -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::new(10, 99, 0, 2), LISTEN_PORT)
@@ -69,11 +72,13 @@ fn handshake_segments_reach_the_daemon_and_nothing_else_does() {
     let mut builder = RingBufferBuilder::new();
     builder
         .add(&handles.slow, move |rec: &[u8]| {
-            assert_eq!(rec.len(), std::mem::size_of::<etran_tcp_slow_seg>());
-            let r: etran_tcp_slow_seg = from_bytes(rec);
-            assert!(r.len as usize <= r.frame.len());
-            assert!(r.len <= r.wire_len);
-            sink.borrow_mut().push(r.frame[..r.len as usize].to_vec());
+            // len, wire_len, then the frame: a whole-frame record or a head record.
+            let (len, wire_len): (u32, u32) = (from_bytes(rec), from_bytes(&rec[4..]));
+            let whole = std::mem::size_of::<etran_tcp_slow_seg>();
+            let cap = rec.len() + FRAME - whole;
+            assert!(cap == FRAME || cap == CAPTURE, "a record of {} bytes", rec.len());
+            assert!(len as usize <= cap && len <= wire_len);
+            sink.borrow_mut().push(rec[8..8 + len as usize].to_vec());
             0
         })
         .unwrap();
@@ -104,7 +109,7 @@ fn handshake_segments_reach_the_daemon_and_nothing_else_does() {
     assert_eq!(run(&from_peer(local(), SYN | ACK, &[])), XDP_PASS);
     assert!(take().is_empty());
 
-    // A handshake the daemon runs: SYN-ACK, RST, the final ACK and early data are its.
+    // A handshake the daemon runs: SYN-ACK, RST, the final ACK, early data and FIN are its.
     let key = key_of(local(), remote());
     handles.pending.update(as_bytes(&key), &0u32.to_ne_bytes(), MapFlags::ANY).unwrap();
     let frames = [
@@ -112,6 +117,7 @@ fn handshake_segments_reach_the_daemon_and_nothing_else_does() {
         from_peer(local(), RST | ACK, &[]),
         from_peer(local(), ACK, &[]),
         from_peer(local(), ACK, b"early data"),
+        from_peer(local(), ACK | FIN, &[]),
     ];
     for f in &frames {
         assert_eq!(run(f), XDP_DROP);
@@ -120,12 +126,18 @@ fn handshake_segments_reach_the_daemon_and_nothing_else_does() {
     handles.pending.delete(as_bytes(&key)).unwrap();
     handles.listen.delete(&port).unwrap();
 
-    // A long frame is captured up to the limit; its length is reported.
+    // Data is copied whole, up to a full-sized frame (the daemon replays it once the
+    // connection is established); a control segment only up to the head limit, and so is a
+    // frame too long to replay. The whole length is reported.
     handles.pending.update(as_bytes(&key), &0u32.to_ne_bytes(), MapFlags::ANY).unwrap();
-    let long = from_peer(local(), ACK, &[7; 1000]);
-    assert_eq!(run(&long), XDP_DROP);
-    let cap = etran_tcp_slow_limit::ETRAN_TCP_SLOW_CAPTURE.0 as usize;
-    assert_eq!(take(), vec![long[..cap].to_vec()]);
+    let full = from_peer(local(), ACK | FIN, &[7; 1460]);
+    assert_eq!(full.len(), FRAME);
+    let long_rst = from_peer(local(), RST | ACK, &[7; 1000]);
+    let jumbo = from_peer(local(), ACK, &[7; 2000]);
+    for f in [&full, &long_rst, &jumbo] {
+        assert_eq!(run(f), XDP_DROP);
+    }
+    assert_eq!(take(), vec![full, long_rst[..CAPTURE].to_vec(), jumbo[..CAPTURE].to_vec()]);
     handles.pending.delete(as_bytes(&key)).unwrap();
 
     // An established connection: its SYN and RST are the daemon's too (the kernel has no

@@ -9,6 +9,10 @@
 //! - [`App`] / [`ConnId`]: the socket-style API over both: non-blocking
 //!   [`App::send`] / [`App::recv`], [`App::poll`] to move frames, pollable through mio.
 //!
+//! A pass: the app's loop calls [`App::poll`], then sends and receives on its connections, then
+//! [`App::flush`] (or polls again). Small sends within a pass are coalesced (Nagle-like, see
+//! [`App::send`], [`App::send_more`]); [`App::set_nodelay`] opts a connection out.
+//!
 //! Connections are created from what the daemon will hand over after its handshake
 //! ([`StreamInit`] plus the conn's `handle`, the value ingress echoes in RX metadata).
 //!
@@ -112,6 +116,8 @@ pub struct App {
     rto: crate::tcp::rto::RtoConfig,
     /// Connections the daemon no longer holds for us (released, aborted, reset).
     released: HashSet<u64>,
+    /// Connections holding a short tail of small writes until the end of the pass.
+    holding: Vec<u64>,
     stats: AppStats,
 }
 
@@ -126,6 +132,7 @@ impl App {
             early: early::Early::default(),
             rto: crate::tcp::rto::RtoConfig::default(),
             released: HashSet::new(),
+            holding: Vec::new(),
             stats: AppStats::default(),
         })
     }
@@ -204,7 +211,9 @@ impl App {
     /// Closes the sending side: a FIN follows the bytes queued so far. Receiving goes on until
     /// the peer's FIN (`recv` returns `Ok(0)`); [`App::is_closed`] tells when it is all over.
     pub fn close(&mut self, id: ConnId) -> io::Result<()> {
-        self.usable(id)?.close();
+        let s = self.usable(id)?;
+        s.close();
+        s.hold_tail(false);
         self.transmit(id)?;
         self.port.flush()
     }
@@ -257,16 +266,30 @@ impl App {
 
     /// Queues bytes to send (as many as the send buffer takes) and pushes frames out.
     /// `WouldBlock` when the send buffer is full, `BrokenPipe` after [`App::close`].
+    ///
+    /// Small sends are coalesced as Nagle's algorithm does, bounded by the pass: with nothing
+    /// in flight the bytes go at once; with bytes in flight a tail short of a segment waits
+    /// for the next sends of the pass and leaves with them at the next [`App::flush`] or
+    /// [`App::poll`], not later. An app that sleeps on readiness right after `send` should end
+    /// its pass with [`App::flush`] first (or the tail waits for the ACK of what is in flight,
+    /// as with Nagle). [`App::set_nodelay`] turns it off.
     pub fn send(&mut self, id: ConnId, data: &[u8]) -> io::Result<usize> {
-        let n = self.send_more(id, data)?;
+        let n = self.write(id, data, |s| s.in_flight() > 0)?;
         self.port.flush()?;
         Ok(n)
     }
 
     /// [`App::send`] without the kick (as `MSG_MORE`): the frames wait on the port for the
     /// next [`App::flush`] or [`App::poll`], so one system call sends what a pass over many
-    /// connections wrote (in copy mode every kick is a synchronous transmit).
+    /// connections wrote (in copy mode every kick is a synchronous transmit). More is coming:
+    /// a tail short of a segment waits for the end of the pass, so consecutive small sends in
+    /// a pass leave as one segment (unless [`App::set_nodelay`]).
     pub fn send_more(&mut self, id: ConnId, data: &[u8]) -> io::Result<usize> {
+        self.write(id, data, |_| true)
+    }
+
+    /// Queues `data` and frames what may go now; `hold` says whether a short tail waits.
+    fn write(&mut self, id: ConnId, data: &[u8], hold: fn(&Stream) -> bool) -> io::Result<usize> {
         let s = self.usable(id)?;
         if !s.close_state().can_send() {
             return Err(io::ErrorKind::BrokenPipe.into());
@@ -275,26 +298,57 @@ impl App {
         if n == 0 && !data.is_empty() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
+        let held = hold(s);
+        s.hold_tail(held);
+        if s.holds_tail() {
+            self.holding.push(id.0);
+        }
         self.transmit(id)?;
         Ok(n)
     }
 
-    /// Hands the frames written so far to the kernel.
+    /// Never coalesce the connection's small sends (TCP_NODELAY): each one is framed at once.
+    /// For request/response traffic whose every message must leave without waiting for the
+    /// end of the pass.
+    pub fn set_nodelay(&mut self, id: ConnId, on: bool) -> io::Result<()> {
+        self.conns.get_mut(&id.0).ok_or(io::ErrorKind::NotConnected)?.set_nodelay(on);
+        self.transmit(id)
+    }
+
+    /// Ends the pass: frames the short tails small sends left waiting, and hands every frame
+    /// written so far to the kernel.
     pub fn flush(&mut self) -> io::Result<()> {
+        self.release_holds()?;
         self.port.flush()
     }
 
-    /// Reads received bytes. `Ok(0)` at end of stream, `WouldBlock` when nothing is ready.
-    pub fn recv(&mut self, id: ConnId, buf: &mut [u8]) -> io::Result<usize> {
-        let s = self.usable(id)?;
-        if s.is_eof() || buf.is_empty() {
-            return Ok(0);
+    /// Frames what the connections holding a short tail have.
+    fn release_holds(&mut self) -> io::Result<()> {
+        for h in std::mem::take(&mut self.holding) {
+            if let Some(s) = self.conns.get_mut(&h) {
+                s.hold_tail(false);
+                self.transmit(ConnId(h))?;
+            }
         }
+        Ok(())
+    }
+
+    /// Reads received bytes. `Ok(0)` at end of stream, `WouldBlock` when nothing is ready.
+    /// Bytes the kernel acknowledged are returned even after the connection failed (a reset,
+    /// say): its error comes once they are all read.
+    pub fn recv(&mut self, id: ConnId, buf: &mut [u8]) -> io::Result<usize> {
+        let s = self.conns.get_mut(&id.0).ok_or(io::ErrorKind::NotConnected)?;
         let n = s.read(buf);
         if n == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
+            return match s.error() {
+                Some(e) => Err(e.into()),
+                None if s.is_eof() || buf.is_empty() => Ok(0),
+                None => Err(io::ErrorKind::WouldBlock.into()),
+            };
         }
-        if s.window_update_due() && !s.is_closed() {
+        // Once the app drained what was there (an app that reads less waits for poll's check,
+        // which comes with the next pass anyway): the window then is as large as it gets.
+        if s.readable() == 0 && s.window_update_due() && !s.is_closed() {
             self.window_update(id)?;
             self.port.flush()?;
         }
@@ -335,12 +389,14 @@ impl App {
                 self.release(h);
                 continue;
             }
+            s.hold_tail(false);
             self.transmit(ConnId(h))?;
             if self.conns[&h].window_update_due() {
                 self.window_update(ConnId(h))?;
             }
         }
         self.scratch = ids;
+        self.holding.clear();
         self.port.flush()?;
         Ok(n)
     }
@@ -449,6 +505,7 @@ mod tests {
             snd_seq: 0,
             rcv_buf: 4096,
             snd_buf: 4096,
+            rcv_wscale: 7,
         };
         let mut conns = ConnMap::from_iter([(7, Stream::new(init)), (8, Stream::new(init))]);
         let mut stats = AppStats::default();

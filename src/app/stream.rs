@@ -17,12 +17,19 @@
 //! fails with `ConnectionAborted` rather than hang or read garbage.
 //! [`Stream::read`] consumes bytes;
 //! [`Stream::take_consumed`] hands the not yet reported count to the next TX header, and
-//! [`Stream::window_update_due`] says when a pure `WINDOW_UPDATE` is worth a frame.
+//! [`Stream::window_update_due`] says when a pure `WINDOW_UPDATE` is worth a frame: only when
+//! the window the peer still has is down to half the advertisable buffer and the report at least
+//! doubles it ([`crate::tcp::window::update_due`]), and never after the peer's FIN. Bytes
+//! received stay readable after the connection failed (a reset, say): [`Stream::read`] returns
+//! them before the caller reports the error.
 //!
 //! Send side: [`Stream::write`] appends to a bounded send buffer holding every byte from
 //! `snd_una` (oldest unacknowledged) on. [`Stream::next_frame`] cuts the unsent bytes into
 //! frames of at most `mss` payload behind an `etran_tcp_tx_hdr` (intent DATA at `snd_nxt`),
 //! never past the peer's window (`snd_nxt - snd_una + len <= peer_wnd`, the check egress makes).
+//! While the caller holds the tail ([`Stream::hold_tail`]: small writes within one pass of its
+//! loop), new bytes short of a segment wait for the next write or the end of the pass, so that
+//! consecutive small writes leave as one segment; [`Stream::set_nodelay`] turns that off.
 //! The metadata's `una_pos` (the kernel's `snd_una` as a stream position, absolute so that a
 //! lost RX frame is healed by the next one) frees bytes at the front.
 //!
@@ -81,6 +88,7 @@ use crate::tcp::{
     close::{self, Event},
     rto::{GaveUp, RtoConfig, RtoEstimator},
     sack::{Blocks, Scoreboard, MAX_BLOCKS},
+    window,
 };
 
 /// Bytes of the TX header in front of every frame's payload.
@@ -89,8 +97,6 @@ pub const TX_HDR_LEN: usize = std::mem::size_of::<etran_tcp_tx_hdr>();
 pub const RX_META_LEN: usize = std::mem::size_of::<etran_tcp_rx_meta>();
 /// The most payload one frame may carry (egress's bound).
 pub const MAX_PAYLOAD: u16 = etran_tcp_limit::ETRAN_TCP_MAX_PAYLOAD.0 as u16;
-/// The largest consumption that waits for a piggyback before a pure window update is due.
-pub const WINDOW_UPDATE_MAX: u32 = 32 * 1024;
 
 const FAST_RETRANSMIT: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_FAST_RETRANSMIT.0;
 const FIN: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_FIN.0;
@@ -127,6 +133,9 @@ pub struct StreamInit {
     pub snd_seq: u32,
     /// Receive buffer bytes: must equal the `rcv_wnd` the daemon gave the connection.
     pub rcv_buf: u32,
+    /// Our window scale, which limits the window the buffer can advertise
+    /// ([`window::advertisable`]).
+    pub rcv_wscale: u8,
     /// Send buffer bytes (unacknowledged plus unsent).
     pub snd_buf: u32,
 }
@@ -219,6 +228,7 @@ pub struct Stream {
     unreported: u32,      // consumed, not yet reported in a TX header
     fin: bool,            // the stream ends at rcv_end
     ooo: Vec<(u32, u32)>, // out-of-order bytes held: disjoint [start, end) intervals
+    adv: u32,             // the largest window the kernel advertises for this buffer
     // Send side.
     sbuf: VecDeque<u8>, // bytes from snd_una on
     snd_cap: usize,
@@ -230,6 +240,8 @@ pub struct Stream {
     board: Scoreboard,    // what was sent from snd_una on: SACKed, lost, when
     recover: Option<u32>, // in recovery until snd_una reaches this (RFC 6675 RecoveryPoint)
     after_timeout: bool,  // the recovery follows a timeout: resends go out as DATA
+    hold: bool,           // a short tail of new bytes waits for more (hold_tail)
+    nodelay: bool,        // never hold (set_nodelay)
     rto: RtoEstimator,
     rto_deadline: Option<Instant>, // armed lazily by on_timer; None after progress
     rack_deadline: Option<Instant>, // when a segment a later one overtook is deemed lost
@@ -275,6 +287,7 @@ impl Stream {
             unreported: 0,
             fin: false,
             ooo: Vec::new(),
+            adv: window::advertisable(init.rcv_buf, init.rcv_wscale),
             sbuf: VecDeque::with_capacity(init.snd_buf as usize),
             snd_cap: init.snd_buf as usize,
             snd_una: init.tx_pos,
@@ -283,6 +296,8 @@ impl Stream {
             sack: init.sack,
             seq_base: init.snd_seq.wrapping_sub(init.tx_pos),
             board: Scoreboard::default(),
+            hold: false,
+            nodelay: false,
             recover: None,
             after_timeout: false,
             rto: RtoEstimator::new(rto),
@@ -473,11 +488,17 @@ impl Stream {
         self.unreported
     }
 
-    /// Whether enough was consumed that a pure window update should be sent now:
-    /// at least min(buffer / 4, 32 KiB).
+    /// Whether a pure window update should be sent now (see the module doc). The window the
+    /// peer has is what the kernel last advertised less what arrived since, as far as this
+    /// side knows: the advertisable buffer less the bytes held or read and not reported.
     pub fn window_update_due(&self) -> bool {
-        let threshold = (self.rbuf.len() as u32 / 4).clamp(1, WINDOW_UPDATE_MAX);
-        self.unreported >= threshold
+        if self.fin || self.unreported == 0 {
+            return false;
+        }
+        let held = dist(self.rcv_end, self.read_pos);
+        let after = self.adv.saturating_sub(held);
+        let left = after.saturating_sub(self.unreported);
+        window::update_due(left, after, self.adv, u32::from(self.mss))
     }
 
     /// Takes the consumption report for a TX header.
@@ -613,10 +634,17 @@ impl Stream {
         pipe == 0 || pipe.saturating_add(len) <= self.cwnd()
     }
 
-    /// New bytes the peer's window admits now (its right edge is snd_una + peer_wnd).
+    /// New bytes the peer's window admits now (its right edge is snd_una + peer_wnd), at most a
+    /// segment; 0 while a short tail of new bytes is held (see [`Stream::hold_tail`]).
     fn new_data_room(&self) -> usize {
         let room = self.peer_wnd.saturating_sub(self.in_flight()) as usize;
-        self.unsent().min(room).min(self.mss as usize)
+        let len = self.unsent().min(room).min(self.mss as usize);
+        let short_tail = len == self.unsent() && len < self.mss as usize;
+        if short_tail && self.hold {
+            0
+        } else {
+            len
+        }
     }
 
     /// Writes the next new DATA frame into `frame` (header plus payload), if there are unsent
@@ -669,7 +697,8 @@ impl Stream {
         Some(Segment { tx_pos: self.snd_nxt, payload_len: 0, frame_len })
     }
 
-    /// Whether [`Stream::next_frame`] would produce a frame now (windows included).
+    /// Whether [`Stream::next_frame`] would produce a frame now (windows and coalescing
+    /// included).
     pub fn tx_ready(&self) -> bool {
         !self.close.is_closed()
             && (matches!(self.probe, Some(Probe::Last))
@@ -677,6 +706,30 @@ impl Stream {
                 || (self.new_data_room() > 0
                     && (self.probe.is_some() || self.pipe_admits(self.mss.into())))
                 || self.fin_due())
+    }
+
+    /// Coalescing of small writes (Nagle-like): while held, new bytes that do not fill a
+    /// segment are not framed, so that the next writes join them; full segments go as always.
+    /// The caller releases the hold at the end of its pass. Ignored with [`Stream::set_nodelay`].
+    pub fn hold_tail(&mut self, hold: bool) {
+        self.hold = hold && !self.nodelay;
+    }
+
+    /// Whether a short tail is held.
+    pub fn holds_tail(&self) -> bool {
+        self.hold && self.unsent() > 0
+    }
+
+    /// Never hold small writes (TCP_NODELAY): every write is framed at once.
+    pub fn set_nodelay(&mut self, on: bool) {
+        self.nodelay = on;
+        if on {
+            self.hold = false;
+        }
+    }
+
+    pub fn nodelay(&self) -> bool {
+        self.nodelay
     }
 
     /// The FIN goes out once every written byte was framed.

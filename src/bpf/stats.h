@@ -53,6 +53,9 @@ enum etran_drop_reason {
 	ETRAN_DROP_TCP_TX_FIN_EARLY,  /* FIN before every byte up to the app's tx_pos was sent */
 	ETRAN_DROP_TCP_TX_AFTER_FIN,  /* new data after our FIN */
 	ETRAN_DROP_TCP_AFTER_FIN,     /* payload past the peer's FIN */
+	ETRAN_DROP_TCP_TX_WND_AFTER_FIN, /* a pure window update after the peer's FIN: no news for
+					  * a peer that sends nothing more (a closed Linux peer
+					  * would answer RST); the consumption report still counts */
 	ETRAN_DROP_REASON_MAX,
 };
 

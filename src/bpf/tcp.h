@@ -57,6 +57,9 @@ struct tcp_conn {
 	__u32 rcv_nxt;   /* next sequence number expected */
 	__u32 rcv_wnd;   /* bytes from rcv_nxt on the app can still take (its free buffer) */
 	__u32 rx_pos;    /* stream position of rcv_nxt (the app's buffer offset, wrapping) */
+	__u32 rcv_adv;     /* the highest right edge advertised (rcv_nxt + window): never moves back */
+	__u32 rcv_reserve; /* fixed: bytes of rcv_wnd never advertised, room for rounded-up edges */
+	__u32 rcv_shrinks; /* segments whose edge moved back all the same (reserve used up) */
 
 	/* Send side */
 	__u32 snd_una;   /* oldest unacknowledged sequence number */
@@ -166,16 +169,21 @@ struct etran_tcp_tx_hdr {
 
 /* The slow path: SYNs to listening ports, segments of flows the daemon handles itself
  * (etran_tcp_pending: handshakes, TIME_WAIT) and SYN/RST of established connections reach the
- * daemon as copies of their first bytes in etran_tcp_slow (ingress drops the frame, so the kernel
- * never answers). */
+ * daemon as copies in etran_tcp_slow (ingress drops the frame, so the kernel never answers).
+ * Control segments are copied up to ETRAN_TCP_SLOW_CAPTURE bytes (a record of that much frame[]);
+ * segments carrying payload or a FIN are copied whole (up to ETRAN_TCP_SLOW_FRAME), so that the
+ * daemon can replay them through the ingress program once the connection is established: what
+ * rides right behind a handshake is never lost. */
 enum etran_tcp_slow_limit {
 	ETRAN_TCP_SLOW_CAPTURE = 160, /* Ethernet + IPv4 with options + TCP with options */
+	ETRAN_TCP_SLOW_FRAME = 1514,  /* a whole frame: Ethernet + a 1500-byte IPv4 packet */
 };
 
+/* A record of etran_tcp_slow: the header and len bytes of frame[] (the record may end there). */
 struct etran_tcp_slow_seg {
 	__u32 len;      /* bytes of frame[] filled */
-	__u32 wire_len; /* the whole frame's length */
-	__u8 frame[ETRAN_TCP_SLOW_CAPTURE];
+	__u32 wire_len; /* the whole frame's length: len == wire_len when it was copied whole */
+	__u8 frame[ETRAN_TCP_SLOW_FRAME];
 };
 
 /* Carries into BTF, hence into the Rust skeleton types, the layouts no map names: see

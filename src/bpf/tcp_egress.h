@@ -98,7 +98,9 @@ static __always_inline void tx_fin(struct tcp_conn *c, const struct etran_tcp_tx
  *   the whole frame is refused and nothing moves). So an app that lost track of which of its
  *   frames were refused may resend from its last acknowledged position and no byte is ever
  *   counted twice as new. After our FIN no new data is taken.
- * - FIN: see tx_fin. */
+ * - FIN: see tx_fin.
+ * - WINDOW_UPDATE: refused after the peer's FIN unless an ACK is owed (see tx_window for the
+ *   window itself). */
 static __always_inline void tx_update(struct tcp_conn *c, const struct etran_tcp_tx_hdr *h,
 				      struct tx_plan *p)
 {
@@ -107,6 +109,12 @@ static __always_inline void tx_update(struct tcp_conn *c, const struct etran_tcp
 	__u32 fresh = 0, seq = c->snd_nxt;
 
 	tx_reopen(c, h->consumed);
+	/* After the peer's FIN a segment that would only announce the window is not sent. */
+	if (h->intent == ETRAN_TCP_TX_WINDOW_UPDATE && (c->fin & TCP_CONN_FIN_RCVD) &&
+	    !c->ack_now && !c->ack_pending) {
+		tx_refuse(p, ETRAN_DROP_TCP_TX_WND_AFTER_FIN);
+		return;
+	}
 	if (h->intent == ETRAN_TCP_TX_FIN) {
 		tx_fin(c, h, p);
 		return;

@@ -372,9 +372,21 @@ __noinline int rx_corruption(struct xdp_md *ctx)
 	return RX_INTACT;
 }
 
-/* Copies the head of the frame to etran_tcp_slow and drops the frame (counted as handed to
- * the transport). With the ring full the copy is lost too: the peer retransmits. */
-static __always_inline int slow_path(struct xdp_md *ctx, __u64 bytes)
+/* Does the segment carry something of the peer's stream, payload or a FIN? Then the daemon
+ * gets all of it (see etran_tcp_slow_seg); a SYN or RST never (the daemon never replays those). */
+static __always_inline int carries_stream(const struct iphdr *ip, const struct tcphdr *tcp)
+{
+	__u32 hdrs = ip->ihl * 4 + tcp->doff * 4;
+
+	if (tcp->syn || tcp->rst)
+		return 0;
+	return tcp->fin || bpf_ntohs(ip->tot_len) > hdrs;
+}
+
+/* Copies the frame to etran_tcp_slow, whole or its head (see etran_tcp_slow_seg), and drops it
+ * (counted as handed to the transport). With the ring full the copy is lost too: the peer
+ * retransmits. A record is as long as what it may hold. */
+static __always_inline int slow_path(struct xdp_md *ctx, __u64 bytes, int whole)
 {
 	/* The frame holds at least the headers parsed before (were it shorter, the copy would
 	 * fail). The copy's length is that minimum plus a clamped rest: bounded from below in a
@@ -382,13 +394,20 @@ static __always_inline int slow_path(struct xdp_md *ctx, __u64 bytes)
 	 * to 0. */
 	const __u32 min = sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct tcphdr);
 	struct etran_tcp_slow_seg *rec;
-	__u32 rest = bytes - min;
+	__u32 rest = bytes - min, cap;
 
-	rec = bpf_ringbuf_reserve(&etran_tcp_slow, sizeof(*rec), 0);
+	if (whole && bytes <= ETRAN_TCP_SLOW_FRAME) {
+		cap = ETRAN_TCP_SLOW_FRAME;
+		rec = bpf_ringbuf_reserve(&etran_tcp_slow, sizeof(*rec), 0);
+	} else {
+		cap = ETRAN_TCP_SLOW_CAPTURE;
+		rec = bpf_ringbuf_reserve(&etran_tcp_slow,
+					  sizeof(*rec) - ETRAN_TCP_SLOW_FRAME + ETRAN_TCP_SLOW_CAPTURE, 0);
+	}
 	if (!rec)
 		return delivered(ETRAN_PROTO_TCP, bytes, XDP_DROP);
-	if (rest > ETRAN_TCP_SLOW_CAPTURE - min)
-		rest = ETRAN_TCP_SLOW_CAPTURE - min;
+	if (rest > cap - min)
+		rest = cap - min;
 	if (bpf_xdp_load_bytes(ctx, 0, rec->frame, min + rest)) {
 		bpf_ringbuf_discard(rec, 0);
 		return delivered(ETRAN_PROTO_TCP, bytes, XDP_DROP);
@@ -435,7 +454,7 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 	if (corrupt != RX_INTACT)
 		return drop(ETRAN_PROTO_TCP, corrupt, bytes);
 	if (!c)
-		return slow_path(ctx, bytes);
+		return slow_path(ctx, bytes, carries_stream(ip, tcp));
 
 	hdrs = ip->ihl * 4 + tcp->doff * 4;
 	tot = bpf_ntohs(ip->tot_len);

@@ -109,12 +109,39 @@ static __always_inline __u32 tx_hdrs_len(const struct tcp_conn *c, __u32 sack_ro
 	       (sack_room ? 4 + 8 * sack_room : 0);
 }
 
-/* The window field announcing rcv_wnd: scaled down, at most 65535. */
-static __always_inline __u16 tx_window(const struct tcp_conn *c)
+/* Under the connection lock: the window field of a segment sent now, whose right edge
+ * (rcv_nxt + field << rcv_wscale) it remembers in rcv_adv. The window is the app's free room
+ * (rcv_wnd) less rcv_reserve, scaled down. But the edge never moves back (RFC 9293 3.8.6.2.1),
+ * whoever writes the segment: where rounding down would put it before the highest edge advertised
+ * (rcv_nxt moved by a non-multiple of the scale since), the field is rounded up instead, into the
+ * reserve. Repeated round-ups carry the edge past the normal window by less than one scale unit
+ * each; the reserve is room for them, so that every advertised byte has buffer behind it. Should
+ * they ever use it up (the edge would pass rcv_nxt + rcv_wnd), the edge moves back to what the
+ * buffer holds, counted in rcv_shrinks. */
+static __always_inline __u16 tx_window(struct tcp_conn *c)
 {
-	__u32 wnd = c->rcv_wnd >> wscale(c->rcv_wscale);
+	__u32 shift = wscale(c->rcv_wscale), room = c->rcv_wnd;
+	__u32 field = (room > c->rcv_reserve ? room - c->rcv_reserve : 0) >> shift;
+	__u32 need, edge;
+	int shrunk = 0;
 
-	return wnd > 0xffff ? 0xffff : wnd;
+	if (field > 0xffff)
+		field = 0xffff;
+	if (after(c->rcv_adv, c->rcv_nxt + (field << shift))) {
+		need = c->rcv_adv - c->rcv_nxt; /* at most the largest window ever advertised */
+		field = (need + (1U << shift) - 1) >> shift;
+		if ((field << shift) > room || field > 0xffff) {
+			field = room >> shift;
+			if (field > 0xffff)
+				field = 0xffff;
+			shrunk = 1;
+			c->rcv_shrinks++;
+		}
+	}
+	edge = c->rcv_nxt + (field << shift);
+	if (shrunk || after(edge, c->rcv_adv))
+		c->rcv_adv = edge;
+	return field;
 }
 
 /* Under the connection lock: the SACK blocks of a segment with room for p->sack_room of them.

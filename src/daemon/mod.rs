@@ -462,6 +462,11 @@ impl Daemon {
         let _ = std::fs::remove_file(&self.lock.1);
         let g = self.gen.stats();
         log::info(format!("gen pump: {} BPF_PROG_RUN calls, {} runs", g.calls, g.runs));
+        let s = self.slow.stats();
+        log::info(format!(
+            "slow path: {} segments replayed through ingress, {} dropped",
+            s.replayed, s.dropped
+        ));
         self.note("stopped; every app port was removed");
     }
 }

@@ -74,6 +74,10 @@ pub struct ConnInit {
     /// The sequence number of `tx_pos`.
     #[serde(default)]
     pub snd_seq: u32,
+    /// Our window scale (what limits the window the buffer can advertise). Absent: 0, which
+    /// makes the app's window updates only more eager.
+    #[serde(default)]
+    pub rcv_wscale: u8,
 }
 
 impl ConnInit {
@@ -93,6 +97,7 @@ impl ConnInit {
             snd_seq: self.snd_seq,
             rcv_buf: self.rcv_buf,
             snd_buf: self.snd_buf,
+            rcv_wscale: self.rcv_wscale,
         }
     }
 }

@@ -6,7 +6,18 @@
 //! through an AF_PACKET socket bound to the NIC. SYN-ACKs are retransmitted from the daemon's
 //! timer wheel. Once a handshake completes the connection goes into `etran_tcp_conns` *before*
 //! it leaves `etran_tcp_pending` (so no segment of it ever reaches the kernel, which would
-//! answer with RST), and the owning session is told (`Accepted`).
+//! answer with RST), and before our final ACK of an active open leaves (so the server's first
+//! data finds the fast path), and the owning session is told (`Accepted`, `Connected`).
+//!
+//! Nothing the peer sends right behind the handshake is lost. Ingress copies segments of
+//! pending flows that carry payload or a FIN whole (control segments only in part). The daemon
+//! holds those of a handshake still running ([`MAX_HELD`] at most) and, once the connection is
+//! in the fast path, replays them, the establishing segment's own payload included, in sequence
+//! order through the TCP ingress program (`BPF_PROG_RUN` with live frames, one call per frame):
+//! each is checked, applied and acknowledged, and reaches the app's port with its metadata,
+//! exactly like a segment that arrived later (the app library holds frames that come before
+//! `accept`). A copy drained after the connection was established is replayed at once. A
+//! segment that overtook a replayed one on the fast path is simply out of order there.
 //!
 //! Active open (`Connect`): the local address is the NIC's first IPv4 address, the port an
 //! ephemeral one (`EPHEMERAL`) unless asked for, the peer's MAC comes from the neighbour table
@@ -27,7 +38,7 @@ use std::{
     ffi::CString,
     io,
     net::SocketAddrV4,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
     rc::Rc,
     time::{Duration, Instant},
 };
@@ -45,7 +56,8 @@ use crate::{
         close::{self, RstCheck, TimeWaitAction},
         handshake::{Config, Established, Handshake, Outcome},
         isn::IsnGenerator,
-        segment::{Segment, RST, SYN},
+        segment::{Segment, FIN, RST, SYN},
+        window,
     },
     timer::{TimerId, TimerWheel},
 };
@@ -54,6 +66,11 @@ use crate::{
 const SND_BUF: u32 = 1 << 20;
 /// Local ports active opens pick from.
 const EPHEMERAL: std::ops::Range<u16> = 49152..65535;
+/// Segments carrying payload or a FIN held per running handshake (a peer's initial window is
+/// typically 10); later ones are dropped, and the peer retransmits them.
+pub const MAX_HELD: usize = 64;
+/// Where the frame starts in a slow-path record (after `len` and `wire_len`).
+const SLOW_FRAME_AT: usize = std::mem::offset_of!(etran_tcp_slow_seg, frame);
 
 /// (local, remote) of a connection.
 pub type FlowKey = (SocketAddrV4, SocketAddrV4);
@@ -73,6 +90,20 @@ struct Pending {
     owner: Token,
     slot: u32,
     timer: Option<TimerId>,
+    /// Whole frames carrying payload or a FIN, with their sequence numbers, in arrival order.
+    held: Vec<(u32, Vec<u8>)>,
+}
+
+/// A frame ingress copied: whole, or only its head (`etran_tcp_slow_seg`).
+struct Captured {
+    frame: Vec<u8>,
+    whole: bool,
+}
+
+/// Whether the segment carries something of the peer's stream (payload, FIN): such a segment,
+/// captured whole, is replayed through the fast path instead of being handled here.
+fn carries_stream(seg: &Segment) -> bool {
+    seg.flags & (SYN | RST) == 0 && (!seg.payload.is_empty() || seg.flags & FIN != 0)
 }
 
 struct Conn {
@@ -96,10 +127,22 @@ pub struct Notify {
     pub reply: Reply,
 }
 
+/// Work of the slow path, for logs and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SlowStats {
+    /// Captured segments replayed through the ingress program.
+    pub replayed: u64,
+    /// Segments carrying payload or a FIN that could not be kept (too many held, a failed
+    /// handshake, a replay that failed): the peer retransmits them.
+    pub dropped: u64,
+}
+
 pub struct SlowPath {
     ring: RingBuffer<'static>,
-    segs: Rc<RefCell<Vec<Vec<u8>>>>,
+    segs: Rc<RefCell<Vec<Captured>>>,
     raw: OwnedFd,
+    /// The TCP ingress program, which captured segments are replayed through.
+    ingress: OwnedFd,
     ifindex: i32,
     iface: String,
     local_mac: [u8; 6],
@@ -114,6 +157,7 @@ pub struct SlowPath {
     time_wait: HashMap<FlowKey, TimeWait>,
     time_wait_for: Duration,
     next_handle: u64,
+    stats: SlowStats,
 }
 
 /// Bytes of a plain generated C struct.
@@ -130,9 +174,10 @@ fn read_conn(tcp: &TcpHandles, key: &tcp_conn_key) -> Option<tcp_conn> {
         .then(|| unsafe { std::ptr::read_unaligned(v.as_ptr().cast()) })
 }
 
-/// The window field a segment of `c` announces (as egress writes it).
+/// The window field a segment of `c` announces (as egress writes it: the edge never moves
+/// back).
 fn window_of(c: &tcp_conn) -> u16 {
-    crate::tcp::handshake::window_field(c.rcv_wnd, c.rcv_wscale)
+    window::no_shrink_field(c)
 }
 
 fn map_key(k: &FlowKey) -> tcp_conn_key {
@@ -178,26 +223,32 @@ impl SlowPath {
         mtu_mss: u16,
         time_wait: Duration,
     ) -> anyhow::Result<SlowPath> {
-        let segs: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+        let segs: Rc<RefCell<Vec<Captured>>> = Rc::default();
         let sink = segs.clone();
         let mut builder = RingBufferBuilder::new();
         builder.add(&tcp.slow, move |rec: &[u8]| {
-            if rec.len() >= std::mem::size_of::<etran_tcp_slow_seg>() {
-                // SAFETY: the record is a struct etran_tcp_slow_seg (checked length, any bits).
-                let r: etran_tcp_slow_seg =
-                    unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
-                let n = (r.len as usize).min(r.frame.len());
-                sink.borrow_mut().push(r.frame[..n].to_vec());
+            // struct etran_tcp_slow_seg, as long as what it may hold: len, wire_len, then len
+            // bytes of frame.
+            if rec.len() >= SLOW_FRAME_AT {
+                let word = |o: usize| u32::from_ne_bytes(rec[o..o + 4].try_into().expect("4"));
+                let len = word(std::mem::offset_of!(etran_tcp_slow_seg, len)) as usize;
+                let wire_len = word(std::mem::offset_of!(etran_tcp_slow_seg, wire_len)) as usize;
+                let frame = &rec[SLOW_FRAME_AT..(SLOW_FRAME_AT + len).min(rec.len())];
+                let whole = frame.len() == wire_len;
+                sink.borrow_mut().push(Captured { frame: frame.to_vec(), whole });
             }
             0
         })?;
         let ring = builder.build().context("opening the slow-path ring buffer")?;
         let (raw, ifindex) = open_packet_socket(iface)?;
         let config = Config { mss: mtu_mss, ..Config::default() };
+        let ingress =
+            tcp.ingress.try_clone().context("duplicating the ingress program descriptor")?;
         Ok(SlowPath {
             ring,
             segs,
             raw,
+            ingress,
             ifindex,
             iface: iface.to_string(),
             local_mac,
@@ -211,7 +262,12 @@ impl SlowPath {
             time_wait: HashMap::new(),
             time_wait_for: time_wait,
             next_handle: 1,
+            stats: SlowStats::default(),
         })
+    }
+
+    pub fn stats(&self) -> SlowStats {
+        self.stats
     }
 
     pub fn fd(&self) -> RawFd {
@@ -278,10 +334,26 @@ impl SlowPath {
             log::warn(format!("slow path: reading the ring buffer: {e}"));
         }
         let frames = std::mem::take(&mut *self.segs.borrow_mut());
-        for f in frames {
-            match Segment::parse(&f) {
-                Ok(seg) => self.on_segment(tcp, timers, &wrap, seg, out),
+        for c in frames {
+            match Segment::parse(&c.frame) {
+                Ok(seg) => {
+                    let replay = (c.whole && carries_stream(&seg)).then_some(c.frame);
+                    self.on_segment(tcp, timers, &wrap, seg, replay, out)
+                }
                 Err(e) => log::debug(format!("slow path: unparsable frame: {e:?}")),
+            }
+        }
+    }
+
+    /// Runs the TCP ingress program over a captured frame, as if it arrived from the NIC now:
+    /// with the connection in the fast path it is checked, applied, acknowledged and handed to
+    /// the app's port. One `BPF_PROG_RUN` call (≈ 15 µs: reference/machine-facts.md).
+    fn replay(&mut self, frame: &[u8]) {
+        match crate::xsk::run_live_frames(self.ingress.as_fd(), frame, 0, 1) {
+            Ok(()) => self.stats.replayed += 1,
+            Err(e) => {
+                self.stats.dropped += 1;
+                log::warn(format!("slow path: replaying a segment through ingress: {e}"));
             }
         }
     }
@@ -292,6 +364,7 @@ impl SlowPath {
         timers: &mut TimerWheel<T>,
         wrap: &impl Fn(SlowTimer) -> T,
         seg: Segment,
+        replay: Option<Vec<u8>>,
         out: &mut Vec<Notify>,
     ) {
         let key = (seg.dst, seg.src);
@@ -299,14 +372,38 @@ impl SlowPath {
             return;
         }
         if let Some(p) = self.pending.get_mut(&key) {
-            let step = p.hs.on_segment(&seg, ts_ms());
-            if let Some(s) = &step.send {
-                self.send(s);
+            if let Some(frame) = replay {
+                if p.held.len() < MAX_HELD {
+                    p.held.push((seg.seq, frame));
+                } else {
+                    self.stats.dropped += 1;
+                }
             }
+            let step = p.hs.on_segment(&seg, ts_ms());
             match step.outcome {
-                Outcome::Pending => {}
-                Outcome::Established(e) => self.establish(tcp, timers, key, e, out),
+                Outcome::Pending => {
+                    if let Some(s) = &step.send {
+                        self.send(s);
+                    }
+                }
+                Outcome::Established(e) => {
+                    // Into the fast path before our ACK (of a SYN-ACK) leaves: the server's
+                    // first data may follow it at once.
+                    let irs = e.irs;
+                    if let Some(mut held) = self.establish(tcp, timers, key, e, out) {
+                        if let Some(s) = &step.send {
+                            self.send(s);
+                        }
+                        held.sort_by_key(|(seq, _)| seq.wrapping_sub(irs));
+                        for (_, frame) in held {
+                            self.replay(&frame);
+                        }
+                    }
+                }
                 Outcome::Failed(f) => {
+                    if let Some(s) = &step.send {
+                        self.send(s);
+                    }
                     log::info(format!("handshake {} ← {} failed: {f:?}", key.0, key.1));
                     self.fail(tcp, timers, &key, format!("{f:?}"), out);
                 }
@@ -314,7 +411,11 @@ impl SlowPath {
             return;
         }
         if self.conns.contains_key(&key) {
-            self.on_established(tcp, &key, &seg, out);
+            // Copied before the connection reached the fast path, drained after.
+            match replay {
+                Some(frame) => self.replay(&frame),
+                None => self.on_established(tcp, &key, &seg, out),
+            }
             return;
         }
         let Some(&(owner, slot)) = self.listeners.get(&seg.dst.port()) else {
@@ -336,9 +437,12 @@ impl SlowPath {
         }
         let timer = Some(timers.insert(Instant::now() + hs.rto(), wrap(SlowTimer::Handshake(key))));
         self.send(&synack);
-        self.pending.insert(key, Pending { hs, active: false, owner, slot, timer });
+        let held = Vec::new();
+        self.pending.insert(key, Pending { hs, active: false, owner, slot, timer, held });
     }
 
+    /// Puts the connection into the fast path and tells its session; returns the frames held
+    /// for it (None when it could not be inserted: then it was reset).
     fn establish<T>(
         &mut self,
         tcp: &TcpHandles,
@@ -346,8 +450,8 @@ impl SlowPath {
         key: FlowKey,
         e: Established,
         out: &mut Vec<Notify>,
-    ) {
-        let Some(mut p) = self.pending.remove(&key) else { return };
+    ) -> Option<Vec<(u32, Vec<u8>)>> {
+        let mut p = self.pending.remove(&key)?;
         let active = p.active;
         if let Some(t) = p.timer.take() {
             timers.cancel(t);
@@ -361,7 +465,8 @@ impl SlowPath {
             log::warn(format!("slow path: inserting connection {}: {err}", key.1));
             let _ = tcp.pending.delete(bytes_of(&mk));
             self.send(&e.abort(e.snd_nxt(), e.rcv_nxt()));
-            return;
+            self.stats.dropped += p.held.len() as u64;
+            return None;
         }
         let _ = tcp.pending.delete(bytes_of(&mk));
         let init = ConnInit {
@@ -375,6 +480,7 @@ impl SlowPath {
             snd_buf: SND_BUF,
             sack: e.negotiated.sack,
             snd_seq: conn.snd_nxt,
+            rcv_wscale: conn.rcv_wscale,
         };
         log::info(format!("connection {} ← {} established (handle {handle})", key.0, key.1));
         self.conns.insert(key, Conn { est: e, owner: p.owner, handle });
@@ -385,6 +491,7 @@ impl SlowPath {
             Reply::Accepted { handle, init }
         };
         out.push(Notify { owner: p.owner, reply });
+        Some(p.held)
     }
 
     /// Ends a failed handshake; an active open's session is told.
@@ -461,7 +568,8 @@ impl SlowPath {
             .map_err(|e| format!("inserting pending {local} → {remote}: {e}"))?;
         let timer = Some(timers.insert(Instant::now() + hs.rto(), wrap(SlowTimer::Handshake(key))));
         self.send(&syn);
-        self.pending.insert(key, Pending { hs, active: true, owner, slot, timer });
+        let held = Vec::new();
+        self.pending.insert(key, Pending { hs, active: true, owner, slot, timer, held });
         Ok(())
     }
 
@@ -470,6 +578,7 @@ impl SlowPath {
             if let Some(t) = p.timer.take() {
                 timers.cancel(t);
             }
+            self.stats.dropped += p.held.len() as u64;
         }
         let _ = tcp.pending.delete(bytes_of(&map_key(key)));
     }

@@ -362,8 +362,8 @@ pub fn down(iface: &str) -> anyhow::Result<bool> {
     Ok(was_up || had_pins)
 }
 
-/// What the daemon needs of the TCP object of a datapath: the app-port maps, the egress program
-/// and what the gen pump runs. Found from the attached entrance program (program array → TCP
+/// What the daemon needs of the TCP object of a datapath: the app-port maps, the egress program,
+/// the ingress program (for segments the slow path replays) and what the gen pump runs. Found from the attached entrance program (program array → TCP
 /// ingress → its maps; the egress and gen programs by their names and the shared connection
 /// map), so no pins are needed.
 pub struct TcpHandles {
@@ -372,6 +372,8 @@ pub struct TcpHandles {
     /// ARRAY: port slot → kernel-side ifindex (what egress checks a frame's origin against).
     pub port_ifindex: MapHandle,
     pub egress: std::os::fd::OwnedFd,
+    /// TCP ingress (etran_tcp_ingress), which the slow path replays captured segments through.
+    pub ingress: std::os::fd::OwnedFd,
     /// HASH: the connections (etran_tcp_conns).
     pub conns: MapHandle,
     /// The ACK generator (etran_tcp_gen), run by the gen pump.
@@ -458,6 +460,7 @@ pub fn tcp_handles(entrance_prog_id: u32) -> anyhow::Result<TcpHandles> {
         app_ports,
         port_ifindex,
         egress: libbpf_rs::Program::fd_from_id(egress)?,
+        ingress: libbpf_rs::Program::fd_from_id(tcp_id)?,
         conns,
         gen: libbpf_rs::Program::fd_from_id(gen)?,
         ack_queue,

@@ -3,15 +3,19 @@
 //! daemon owns the sockets, the clock and the maps; this module decides.
 //!
 //! - Passive open: a SYN to a listening port → [`Handshake::passive`] answers SYN-ACK; the
-//!   final ACK (or any acceptable ACK-bearing segment, e.g. the first data segment when the ACK
-//!   was lost) establishes. Payload on that segment is not taken: `rcv_nxt` stays at IRS+1 so
-//!   the peer retransmits it to the fast path.
+//!   final ACK (or any acceptable ACK-bearing segment within the window we offered, e.g. a data
+//!   segment when the ACK was lost) establishes. This machine takes no payload or FIN: `rcv_nxt`
+//!   stays at IRS+1, and the daemon replays every segment that carried some (this one and any
+//!   captured while the handshake ran) through the fast path once the connection is in it (see
+//!   `daemon::slow`).
 //! - Active open: [`Handshake::active`] sends SYN; an acceptable SYN-ACK establishes and is
 //!   answered with an ACK. Simultaneous open is not supported (a bare SYN is ignored).
 //! - Options: MSS, window scale, SACK-permitted (RFC 2018: offered in our SYN, answered in a
 //!   SYN-ACK only to a SYN that offered it) and timestamps through [`negotiate`].
-//!   ECN (RFC 3168): the SYN carries ECE|CWR, the SYN-ACK ECE; recorded in
-//!   [`Established::ecn`].
+//!   Windows: what [`window::advertisable`] allows of the receive buffer; [`Established::conn`]
+//!   starts the fast path's no-shrink bookkeeping at the edge the handshake advertised.
+//! - ECN (RFC 3168) is off by default ([`Config::ecn`]) until DCTCP reacts to it: with it on,
+//!   the SYN carries ECE|CWR, the SYN-ACK ECE, recorded in [`Established::ecn`].
 //! - SYN and SYN-ACK are retransmitted on [`Handshake::on_timeout`] with [`RtoEstimator`]
 //!   backoff until it gives up.
 //! - RST: an acceptable RST fails the handshake; an unacceptable ACK is answered with RST.
@@ -23,6 +27,7 @@ use super::{
     options::{negotiate, Negotiated, SynOptions},
     rto::{RtoConfig, RtoEstimator},
     segment::{Segment, ACK, CWR, ECE, FIN, RST, SYN},
+    window,
 };
 
 /// What this host offers in its SYN or SYN-ACK.
@@ -36,9 +41,11 @@ pub struct Config {
     /// Window scale we announce (the shift of the windows we advertise).
     pub wscale: u8,
     pub timestamps: bool,
-    /// Negotiate ECN (DCTCP).
+    /// Negotiate ECN (DCTCP). Off by default: nothing reacts to CE marks yet, so negotiating
+    /// it would promise the peer a congestion response we do not give.
     pub ecn: bool,
-    /// Receive window in bytes the app's buffer allows.
+    /// The app's receive buffer in bytes (the window advertised is [`window::advertisable`]
+    /// of it).
     pub rcv_wnd: u32,
     pub rto: RtoConfig,
 }
@@ -50,7 +57,7 @@ impl Default for Config {
             sack: true,
             wscale: 7,
             timestamps: true,
-            ecn: true,
+            ecn: false,
             rcv_wnd: 1 << 20,
             // SYNs at 0, 0.2, 0.6, 1.4 and 3 s, given up at 5 s: an app blocked in `connect`
             // hears `ConnectFailed` well before its session's reply timeout.
@@ -91,6 +98,8 @@ pub struct Established {
     pub ecn: bool,
     /// Latest TSval from the peer (echoed as TSecr) when timestamps are in use.
     pub ts_recent: u32,
+    /// The window (bytes past `rcv_nxt`) our last handshake segment advertised.
+    pub adv_wnd: u32,
 }
 
 impl Established {
@@ -120,8 +129,9 @@ impl Established {
     }
 
     /// The fast-path state the daemon inserts into `etran_tcp_conns`: stream positions start
-    /// at 0 (the app's `StreamInit` uses the same), `rcv_wnd` is the app's receive buffer, the
-    /// MSS is capped at what one TX frame carries.
+    /// at 0 (the app's `StreamInit` uses the same), `rcv_wnd` is the app's receive buffer (its
+    /// [`window::reserve`] never advertised), the highest edge advertised is the handshake's,
+    /// the MSS is capped at what one TX frame carries.
     pub fn conn(&self, owner_port: u32, handle: u64, rcv_wnd: u32) -> tcp_conn {
         let mut flags = 0u8;
         if self.negotiated.timestamps {
@@ -140,6 +150,8 @@ impl Established {
             rcv_nxt: self.rcv_nxt(),
             rcv_wnd,
             rx_pos: 0,
+            rcv_adv: self.rcv_nxt().wrapping_add(self.adv_wnd),
+            rcv_reserve: window::reserve(rcv_wnd, self.negotiated.recv_wscale),
             snd_una: self.snd_nxt(),
             snd_nxt: self.snd_nxt(),
             snd_wnd: self.snd_wnd,
@@ -234,11 +246,6 @@ pub struct Handshake {
     theirs: SynOptions,
     ecn: bool,
     rto: RtoEstimator,
-}
-
-/// The window field announcing `bytes` under window scale `shift` (at most 14, RFC 7323).
-pub(crate) fn window_field(bytes: u32, shift: u8) -> u16 {
-    (bytes >> shift.min(14)).min(u32::from(u16::MAX)) as u16
 }
 
 impl Handshake {
@@ -345,8 +352,7 @@ impl Handshake {
     /// scaled (RFC 7323 2.2).
     fn syn(&self, ts_now: u32) -> Segment {
         let mut opts = self.ours;
-        let mut seg =
-            Segment { seq: self.iss, window: window_field(self.config.rcv_wnd, 0), ..self.base() };
+        let mut seg = Segment { seq: self.iss, window: self.syn_window(), ..self.base() };
         if self.state == State::SynReceived {
             seg.flags = SYN | ACK | if self.ecn { ECE } else { 0 };
             seg.ack = self.irs.wrapping_add(1);
@@ -359,11 +365,18 @@ impl Handshake {
         seg
     }
 
+    /// The window field of our SYN or SYN-ACK (never scaled, RFC 7323 2.2), for the scale we
+    /// announce in it.
+    fn syn_window(&self) -> u16 {
+        let shift = self.ours.wscale.unwrap_or(0);
+        window::field(window::advertisable(self.config.rcv_wnd, shift), 0)
+    }
+
     fn ts_recent(&self) -> u32 {
         self.theirs.timestamps.map_or(0, |(val, _)| val)
     }
 
-    fn established(&mut self, snd_wnd: u32, ts_recent: u32) -> Established {
+    fn established(&mut self, snd_wnd: u32, ts_recent: u32, adv_wnd: u32) -> Established {
         self.state = State::Established;
         let negotiated = negotiate(&self.ours, &self.theirs);
         Established {
@@ -377,6 +390,7 @@ impl Handshake {
             negotiated,
             ecn: self.ecn,
             ts_recent: if negotiated.timestamps { ts_recent } else { 0 },
+            adv_wnd,
         }
     }
 
@@ -424,14 +438,12 @@ impl Handshake {
         self.irs = seg.seq;
         // RFC 3168 6.1.1: a SYN-ACK with ECE and without CWR accepts ECN.
         self.ecn = self.config.ecn && seg.flags & (ECE | CWR) == ECE;
-        let est = self.established(u32::from(seg.window), self.ts_recent());
-        let mut ack = Segment {
-            seq: est.snd_nxt(),
-            ack: est.rcv_nxt(),
-            flags: ACK,
-            window: window_field(self.config.rcv_wnd, est.negotiated.recv_wscale),
-            ..self.base()
-        };
+        let shift = negotiate(&self.ours, &self.theirs).recv_wscale;
+        let window = window::field(window::advertisable(self.config.rcv_wnd, shift), shift);
+        let adv_wnd = u32::from(window) << shift;
+        let est = self.established(u32::from(seg.window), self.ts_recent(), adv_wnd);
+        let mut ack =
+            Segment { seq: est.snd_nxt(), ack: est.rcv_nxt(), flags: ACK, window, ..self.base() };
         if est.negotiated.timestamps {
             ack.options = timestamp_option(ts_now, est.ts_recent);
         }
@@ -461,17 +473,22 @@ impl Handshake {
         if seg.ack != self.iss.wrapping_add(1) {
             return Step::pending(Segment::reset_for(seg));
         }
-        if seg.seq != irs1 {
-            // Not the next byte (RFC 9293 would ACK; the peer's retransmission fixes it).
+        let offered = u32::from(self.syn_window());
+        if seg.seq.wrapping_sub(irs1) >= offered.max(1) {
+            // Outside the window we offered (RFC 9293 would ACK; the peer's retransmission
+            // fixes it).
             return Step::pending(None);
         }
         let negotiated = negotiate(&self.ours, &self.theirs);
         let snd_wnd = u32::from(seg.window) << negotiated.send_wscale;
+        // RFC 7323 4.3: only a segment at rcv_nxt updates ts_recent.
         let ts = SynOptions::parse(&seg.options)
             .ok()
             .and_then(|o| o.timestamps)
+            .filter(|_| seg.seq == irs1)
             .map_or(self.ts_recent(), |(val, _)| val);
-        Step { send: None, outcome: Outcome::Established(self.established(snd_wnd, ts)) }
+        let est = self.established(snd_wnd, ts, offered);
+        Step { send: None, outcome: Outcome::Established(est) }
     }
 
     /// The retransmission timer fired: resend the SYN or SYN-ACK, or give up.
@@ -563,12 +580,17 @@ mod tests {
         }
     }
 
+    fn with_ecn() -> Config {
+        Config { ecn: true, ..quick() }
+    }
+
     #[test]
     fn passive_open_answers_syn_ack_and_establishes_on_the_final_ack() {
         let syn = linux_syn(0xffff_fff0);
-        let (mut h, synack) = Handshake::passive(quick(), &syn, 5000, 77).unwrap();
+        let (mut h, synack) = Handshake::passive(with_ecn(), &syn, 5000, 77).unwrap();
         assert_eq!(h.state(), State::SynReceived);
         assert_eq!(synack.flags, SYN | ACK | ECE);
+        assert_eq!(synack.window, 65535, "the advertisable buffer, capped (unscaled)");
         assert_eq!((synack.seq, synack.ack), (5000, 0xffff_fff1));
         assert_eq!((synack.src, synack.dst, synack.dst_mac), (local(), remote(), RMAC));
         let o = SynOptions::parse(&synack.options).unwrap();
@@ -594,17 +616,50 @@ mod tests {
         assert!(e.negotiated.timestamps && e.negotiated.sack && e.ecn);
         assert_eq!(e.ts_recent, 1010);
         assert_eq!((e.local_mac, e.remote_mac), (LMAC, RMAC));
+        assert_eq!(e.adv_wnd, 65535, "what the SYN-ACK advertised");
         // Later segments are the fast path's business.
         assert_eq!(h.on_segment(&ack, 81), Step::pending(None));
     }
 
     #[test]
-    fn first_data_segment_establishes_when_the_ack_was_lost_and_its_data_is_left_to_retransmit() {
+    fn ecn_is_not_negotiated_by_default() {
+        assert!(!Config::default().ecn);
+        let (mut h, synack) = Handshake::passive(quick(), &linux_syn(1), 2, 0).unwrap();
+        assert_eq!(synack.flags, SYN | ACK, "an ECN-setup SYN is not accepted");
+        let Outcome::Established(e) = h.on_segment(&from_remote(2, 3, ACK), 0).outcome else {
+            panic!()
+        };
+        assert!(!e.ecn);
+        let (_, syn) = Handshake::active(quick(), local(), remote(), LMAC, RMAC, 1, 0);
+        assert_eq!(syn.flags, SYN, "no ECN-setup SYN");
+    }
+
+    #[test]
+    fn a_data_segment_establishes_when_the_ack_was_lost_and_its_data_is_left_to_the_replay() {
         let (mut h, _) = Handshake::passive(quick(), &linux_syn(100), 9, 0).unwrap();
         let mut data = from_remote(101, 10, ACK | PSH);
         data.payload = b"hello".to_vec();
+        data.options = timestamp_option(5, 0);
         let Outcome::Established(e) = h.on_segment(&data, 1).outcome else { panic!() };
-        assert_eq!(e.rcv_nxt(), 101, "payload not consumed");
+        assert_eq!(e.rcv_nxt(), 101, "payload not consumed here: the daemon replays it");
+        assert_eq!(e.ts_recent, 5);
+        // Also a later segment within the window we offered (the first ones were lost); its
+        // timestamp is not taken (RFC 7323 4.3: only at rcv_nxt).
+        for (seq, ok) in
+            [(101 + 1448, true), (101 + 65534, true), (101 + 65535, false), (99, false)]
+        {
+            let (mut h, _) = Handshake::passive(quick(), &linux_syn(100), 9, 0).unwrap();
+            let mut data = from_remote(seq, 10, ACK | PSH);
+            data.payload = b"later".to_vec();
+            data.options = timestamp_option(5, 0);
+            match h.on_segment(&data, 1).outcome {
+                Outcome::Established(e) if ok => {
+                    assert_eq!((e.rcv_nxt(), e.ts_recent), (101, 1000))
+                }
+                Outcome::Pending if !ok => {}
+                o => panic!("seq {seq}: {o:?}"),
+            }
+        }
     }
 
     #[test]
@@ -657,7 +712,7 @@ mod tests {
     #[test]
     fn active_open_sends_syn_and_acks_the_syn_ack() {
         let (mut h, syn) =
-            Handshake::active(quick(), local(), remote(), LMAC, RMAC, 0xffff_ffff, 5);
+            Handshake::active(with_ecn(), local(), remote(), LMAC, RMAC, 0xffff_ffff, 5);
         assert_eq!(h.state(), State::SynSent);
         assert_eq!((syn.flags, syn.seq, syn.ack), (SYN | ECE | CWR, 0xffff_ffff, 0));
         assert_eq!((syn.src, syn.dst, syn.src_mac, syn.dst_mac), (local(), remote(), LMAC, RMAC));
@@ -688,14 +743,16 @@ mod tests {
         assert_eq!(e.ts_recent, 444);
         let ack = step.send.unwrap();
         assert_eq!((ack.flags, ack.seq, ack.ack), (ACK, 0, 7001));
-        assert_eq!(ack.window, ((1u32 << 20) >> 7) as u16);
+        let window = window::advertisable(1 << 20, 7) >> 7;
+        assert_eq!(u32::from(ack.window), window, "the advertisable buffer, scaled");
+        assert_eq!(e.adv_wnd, window << 7);
         assert_eq!(ack.options, timestamp_option(6, 444));
         assert!(Segment::checksums_ok(&ack.build()));
     }
 
     #[test]
     fn active_open_ecn_needs_ece_without_cwr_and_options_need_both_sides() {
-        let (mut h, _) = Handshake::active(quick(), local(), remote(), LMAC, RMAC, 10, 0);
+        let (mut h, _) = Handshake::active(with_ecn(), local(), remote(), LMAC, RMAC, 10, 0);
         let mut synack = from_remote(1, 11, SYN | ACK | ECE | CWR);
         synack.window = 100;
         let step = h.on_segment(&synack, 0);
@@ -705,7 +762,7 @@ mod tests {
         assert_eq!((e.negotiated.send_wscale, e.negotiated.recv_wscale), (0, 0));
         let ack = step.send.unwrap();
         assert!(ack.options.is_empty());
-        assert_eq!(ack.window, u16::MAX, "unscaled window is capped");
+        assert_eq!(ack.window, 61440, "unscaled: 64 KiB less the reserve");
     }
 
     #[test]
@@ -815,12 +872,21 @@ mod tests {
         };
         let c = e.conn(3, 0xabc, 4096);
         assert_eq!((c.owner_port, c.handle, c.rcv_wnd, c.rx_pos, c.tx_pos), (3, 0xabc, 4096, 0, 0));
+        assert_eq!(c.rcv_reserve, window::reserve(4096, 7));
+        assert_eq!(c.rcv_adv, 2 + 65535, "the edge the SYN-ACK advertised");
         assert_eq!((c.rcv_nxt, c.snd_una, c.snd_nxt), (2, 3, 3));
         assert_eq!((c.snd_wscale, c.rcv_wscale, c.mss), (7, 7, 1448), "1460 less timestamps");
-        let want = tcp_conn_flag::TCP_CONN_TIMESTAMPS.0
-            | tcp_conn_flag::TCP_CONN_ECN.0
-            | tcp_conn_flag::TCP_CONN_SACK.0;
-        assert_eq!(u32::from(c.flags), want);
+        let (ts, sack, ecn) = (
+            tcp_conn_flag::TCP_CONN_TIMESTAMPS.0,
+            tcp_conn_flag::TCP_CONN_SACK.0,
+            tcp_conn_flag::TCP_CONN_ECN.0,
+        );
+        assert_eq!(u32::from(c.flags), ts | sack);
+        let (mut h, _) = Handshake::passive(with_ecn(), &linux_syn(1), 2, 0).unwrap();
+        let Outcome::Established(with) = h.on_segment(&from_remote(2, 3, ACK), 0).outcome else {
+            panic!()
+        };
+        assert_eq!(u32::from(with.conn(3, 0xabc, 4096).flags), ts | sack | ecn);
         assert_eq!((c.local_mac, c.remote_mac), (LMAC, RMAC));
         let k = e.key();
         assert_eq!(k.local_port, 8080u16.to_be());

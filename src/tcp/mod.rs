@@ -8,3 +8,4 @@ pub mod options;
 pub mod rto;
 pub mod sack;
 pub mod segment;
+pub mod window;

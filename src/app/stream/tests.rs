@@ -22,6 +22,7 @@ fn init(rx_pos: u32, tx_pos: u32) -> StreamInit {
         snd_seq: 0,
         rcv_buf: 4096,
         snd_buf: 8192,
+        rcv_wscale: 7,
     }
 }
 
@@ -172,33 +173,62 @@ fn payload_past_the_buffer_is_dropped_not_stored() {
 
 #[test]
 fn window_feedback() {
-    // 4 KiB buffer: an update is due after 1 KiB consumed.
+    // 4 KiB buffer, 3840 bytes advertisable: 2000 arrived, the peer has 1840 left.
     let mut s = Stream::new(init(0, 0));
     s.on_rx(&meta(0, 2000, 0), &bytes(0, 2000));
-    let mut buf = [0u8; 1023];
+    let mut buf = [0u8; 1000];
     s.read(&mut buf);
-    assert!(!s.window_update_due());
-    s.read(&mut buf[..1]);
-    assert!(s.window_update_due());
-    assert_eq!(s.unreported(), 1024);
+    assert!(!s.window_update_due(), "2840 after the update: not double the 1840 left");
+    s.read(&mut buf);
+    assert!(s.window_update_due(), "3840 after the update: double the 1840 left");
+    assert_eq!(s.unreported(), 2000);
     let mut frame = [0u8; 64];
     assert_eq!(s.control_frame(INTENT_WINDOW_UPDATE, &mut frame), Some(TX_HDR_LEN));
     let h = read_hdr(&frame);
-    assert_eq!((h.intent, h.consumed, h.len, h.reserved), (INTENT_WINDOW_UPDATE, 1024, 0, 0));
+    assert_eq!((h.intent, h.consumed, h.len, h.reserved), (INTENT_WINDOW_UPDATE, 2000, 0, 0));
     assert_eq!(s.unreported(), 0);
     assert!(!s.window_update_due());
-    // A large buffer caps the threshold at 32 KiB.
-    let mut s = Stream::new(StreamInit { rcv_buf: 1 << 20, ..init(0, 0) });
-    s.on_rx(&meta(0, 1400, 0), &bytes(0, 1400));
-    let mut total = 0;
-    let mut pos = 1400u32;
-    while total < WINDOW_UPDATE_MAX {
-        assert!(!s.window_update_due());
-        total += s.read(&mut [0u8; 1400]) as u32;
+
+    // A large buffer read as fast as it fills: one update per half of it (Linux's rule), not
+    // one per 64 KiB read.
+    let mut s = Stream::new(StreamInit { rcv_buf: 1 << 20, mss: 1448, ..init(0, 0) });
+    let half = crate::tcp::window::advertisable(1 << 20, 7) / 2;
+    let (mut pos, mut updates) = (0u32, 0);
+    while pos < 10 << 20 {
         s.on_rx(&meta(pos, 1400, 0), &bytes(pos, 1400));
         pos += 1400;
+        s.read(&mut [0u8; 1400]);
+        if s.window_update_due() {
+            assert!(s.unreported() >= half, "only once the peer is down to half");
+            s.take_consumed();
+            updates += 1;
+        }
     }
-    assert!(s.window_update_due());
+    assert!((19..=21).contains(&updates), "{updates} updates per 10 MiB");
+
+    // Without window scaling the peer never sees more than 61440 bytes of window (64 KiB less
+    // the reserve): updates follow that, not the 1 MiB buffer, or the peer would stall.
+    let mut s = Stream::new(StreamInit { rcv_buf: 1 << 20, rcv_wscale: 0, ..init(0, 0) });
+    s.on_rx(&meta(0, 30_000, 0), &bytes(0, 30_000));
+    assert_eq!(s.read(&mut vec![0u8; 30_000]), 30_000);
+    assert!(!s.window_update_due(), "31440 left: more than half");
+    s.on_rx(&meta(30_000, 800, 0), &bytes(30_000, 800));
+    assert_eq!(s.read(&mut [0u8; 800]), 800);
+    assert!(s.window_update_due(), "30640 left of 61440");
+}
+
+#[test]
+fn no_window_update_after_the_peer_fin_and_data_outlives_a_reset() {
+    let mut s = Stream::new(init(0, 0));
+    s.on_rx(&meta(0, 2000, FIN), &bytes(0, 2000));
+    let mut buf = [0u8; 1500];
+    assert_eq!(s.read(&mut buf), 1500);
+    assert!(!s.window_update_due(), "the peer sends nothing more");
+    // A reset (the peer closed for good) leaves the bytes the kernel acknowledged readable.
+    s.fail(io::ErrorKind::ConnectionReset);
+    assert_eq!(s.readable(), 500);
+    assert_eq!(s.read(&mut buf), 500);
+    assert_eq!(buf[..500], bytes(1500, 500)[..]);
 }
 
 #[test]
@@ -253,6 +283,42 @@ fn segmentation_at_mss_boundaries() {
         assert_eq!(s.in_flight() as usize, total);
         assert_eq!(s.unsent(), 0);
     }
+}
+
+#[test]
+fn small_writes_held_within_a_pass_leave_as_one_segment() {
+    let mut s = Stream::new(init(0, 0));
+    s.hold_tail(true);
+    for i in 0..10u32 {
+        assert_eq!(s.write(&bytes(i * 30, 30)), 30);
+        assert!(!s.tx_ready() && drain(&mut s).is_empty(), "a short tail waits");
+    }
+    assert!(s.holds_tail());
+    // More than a segment: the full one goes, the short rest waits.
+    s.write(&bytes(300, 800));
+    let segs = drain(&mut s);
+    assert_eq!((segs.len(), segs[0].0.len), (1, 1000));
+    assert_eq!(s.unsent(), 100);
+    // The end of the pass: one segment with the rest.
+    s.hold_tail(false);
+    let segs = drain(&mut s);
+    assert_eq!((segs.len(), segs[0].0.len), (1, 100));
+    assert_eq!([&segs[0].1[..]].concat(), bytes(1000, 100));
+    // Nodelay: nothing is ever held.
+    s.set_nodelay(true);
+    s.hold_tail(true);
+    s.write(&bytes(1100, 10));
+    assert!(!s.holds_tail() && s.tx_ready());
+    assert_eq!(drain(&mut s).len(), 1);
+    // A resend after a timeout is never held (it is not a tail of new bytes).
+    let mut s = Stream::new(init(0, 0));
+    s.write(&bytes(0, 10));
+    assert_eq!(drain(&mut s).len(), 1);
+    let t0 = Instant::now();
+    assert!(matches!(s.on_timer(t0), TimerEvent::Waiting(_)));
+    assert_eq!(s.on_timer(t0 + Duration::from_secs(5)), TimerEvent::Resend);
+    s.hold_tail(true);
+    assert_eq!(drain(&mut s).len(), 1, "resent while held");
 }
 
 #[test]

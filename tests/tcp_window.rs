@@ -1,0 +1,274 @@
+//! Window rules and small sends, end to end against Linux TCP (`etran up va` and `etran daemon`
+//! in namespace -a, Linux sockets in -b):
+//! - a 10 MB download from Linux: few pure window updates (one per half buffer read, not one per
+//!   64 KiB), and the edge our segments advertise never moves back, as the sender sees them;
+//!   the same without window scaling (64 KiB windows) never stalls;
+//! - 6 connections × 3 MB echo against a Linux server that closes as soon as it has echoed
+//!   everything: every byte arrives, nothing is reset (no window update after the peer's FIN,
+//!   and bytes the kernel acknowledged are never thrown away);
+//! - consecutive small sends in one pass leave as one segment, unless the connection is
+//!   nodelay. Needs root.
+mod common;
+
+use std::{
+    io::{ErrorKind, Read, Write},
+    net::{SocketAddrV4, TcpListener, TcpStream},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use common::{
+    daemon::{etran_up_pair, Daemon},
+    netns::{in_netns, RawSocket, VethPair},
+    tcp::{add_neighbour_of_b, pattern},
+};
+use etran::{
+    app::{App, ConnId},
+    daemon::{client::Session, proto::Transport},
+    tcp::segment::{Segment, ACK, RST, SYN},
+};
+
+const PORT: u16 = 7400;
+
+/// An app behind a daemon on `va`. Dropped in field order: the app first.
+struct Etran {
+    app: App,
+    session: Session,
+    daemon: Daemon,
+    net: VethPair,
+}
+
+impl Etran {
+    fn new(name: &str) -> Etran {
+        let net = etran_up_pair(name);
+        let daemon = Daemon::start(&net.a, name);
+        let mut session = Session::connect(&daemon.sock).unwrap();
+        let reg = session.register(Transport::Tcp, 1).unwrap();
+        let app = App::open(reg).unwrap();
+        Etran { app, session, daemon, net }
+    }
+}
+
+/// Linux's count of RSTs it sent, in the calling thread's namespace.
+fn linux_out_rsts() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
+    let at = names.split_whitespace().position(|n| n == "OutRsts").unwrap();
+    values.split_whitespace().nth(at).unwrap().parse().unwrap()
+}
+
+/// Our segments as the sender sees them: (ack, right edge), captured on `vb`.
+fn capture(raw: &RawSocket, from: SocketAddrV4, stop: &AtomicBool, wscale: u8) -> Vec<(u32, u32)> {
+    let mut seen = Vec::new();
+    while !stop.load(Ordering::Acquire) {
+        let Some(f) = raw.recv(20) else { continue };
+        let Ok(s) = Segment::parse(&f) else { continue };
+        // SYN-ACK windows are not scaled.
+        if s.src == from && s.flags & (ACK | SYN) == ACK {
+            assert_eq!(s.flags & RST, 0, "etran reset the connection");
+            seen.push((s.ack, s.ack.wrapping_add(u32::from(s.window) << wscale)));
+        }
+    }
+    seen
+}
+
+/// A download of `total` bytes from a Linux client to an app; returns the pure window updates
+/// the app sent and our segments as the sender saw them (ack, edge under `wscale`).
+fn download(name: &str, total: usize, wscale: u8) -> (u64, Vec<(u32, u32)>) {
+    let mut e = Etran::new(name);
+    e.session.listen(PORT).unwrap();
+    if wscale == 0 {
+        common::netns::sh(&format!(
+            "ip netns exec {} sysctl -qw net.ipv4.tcp_window_scaling=0",
+            e.net.b
+        ));
+    }
+    let data = pattern(9, total);
+    let b = e.net.b.clone();
+    let stop = AtomicBool::new(false);
+    let us = SocketAddrV4::new("10.77.0.1".parse().unwrap(), PORT);
+    let raw = in_netns(&b, || RawSocket::open("vb"));
+    std::thread::scope(|s| {
+        let cap = s.spawn(|| capture(&raw, us, &stop, wscale));
+        let linux = s.spawn(|| {
+            let mut c = in_netns(&b, || TcpStream::connect(us).expect("connect"));
+            c.write_all(&data).unwrap();
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let id = loop {
+            e.app.poll().unwrap();
+            if let Some(id) = e.app.accept(&mut e.session).unwrap() {
+                break id;
+            }
+            assert!(Instant::now() < deadline, "no accept: {}", e.daemon.log());
+        };
+        let mut got = Vec::with_capacity(total);
+        let mut buf = vec![0u8; 64 << 10];
+        // Each pass reads what is there, 64 KiB at a time.
+        'read: loop {
+            e.app.poll().unwrap();
+            loop {
+                match e.app.recv(id, &mut buf) {
+                    Ok(0) => break 'read,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(err) if err.kind() == ErrorKind::WouldBlock => break,
+                    Err(err) => panic!("recv: {err}"),
+                }
+            }
+            assert!(Instant::now() < deadline, "stalled at {} bytes", got.len());
+        }
+        linux.join().unwrap();
+        assert!(got == data, "byte-exact");
+        stop.store(true, Ordering::Release);
+        (e.app.stats().window_updates, cap.join().unwrap())
+    })
+}
+
+/// A segment with an older ACK is a reordered one, which the sender ignores (RFC 9293
+/// 3.10.7.4); every other one must not pull the edge back.
+fn assert_no_shrink(seen: &[(u32, u32)]) {
+    let Some(&(mut ack, mut edge)) = seen.first() else { return };
+    for &(a, ed) in &seen[1..] {
+        if (a.wrapping_sub(ack) as i32) < 0 {
+            continue;
+        }
+        assert!((ed.wrapping_sub(edge) as i32) >= 0, "the edge moved back from {edge} to {ed}");
+        (ack, edge) = (a, ed);
+    }
+}
+
+#[test]
+fn a_linux_download_gets_few_window_updates_and_no_window_shrink() {
+    // Our SYN-ACK announces window scale 7 (handshake::Config) to a Linux client.
+    let (updates, seen) = download("etran-wnd-dl", 10 << 20, 7);
+    eprintln!("10 MB from Linux: {updates} pure window updates, {} segments seen", seen.len());
+    assert!(updates <= 30, "{updates} window updates per 10 MB");
+    assert_no_shrink(&seen);
+}
+
+/// Without window scaling the window tops out at 64 KiB whatever the buffer: the app's window
+/// updates must follow that, or the sender stalls.
+#[test]
+fn a_linux_download_without_window_scaling_never_stalls() {
+    let (updates, seen) = download("etran-wnd-ns", 4 << 20, 0);
+    eprintln!("4 MB from Linux, no scaling: {updates} pure window updates");
+    assert_no_shrink(&seen);
+}
+
+#[test]
+fn a_linux_peer_closing_right_after_echoing_loses_nothing_and_resets_nothing() {
+    let mut e = Etran::new("etran-wnd-echo");
+    add_neighbour_of_b(&e.net);
+    const CONNS: usize = 6;
+    const EACH: usize = 3 << 20;
+    let peer: SocketAddrV4 = format!("10.77.0.2:{PORT}").parse().unwrap();
+    let b = e.net.b.clone();
+    let listener = in_netns(&b, || TcpListener::bind(peer).expect("listen"));
+    let rsts_before = in_netns(&b, linux_out_rsts);
+    std::thread::scope(|s| {
+        // A Linux echo server: echoes everything, and closes at the end of the stream.
+        let server = s.spawn(|| {
+            std::thread::scope(|t| {
+                for _ in 0..CONNS {
+                    let (mut c, _) = listener.accept().unwrap();
+                    t.spawn(move || {
+                        let mut buf = vec![0u8; 1 << 16];
+                        loop {
+                            let n = c.read(&mut buf).expect("no reset from etran");
+                            if n == 0 {
+                                break;
+                            }
+                            c.write_all(&buf[..n]).expect("no reset from etran");
+                        }
+                    });
+                }
+            })
+        });
+        let ids: Vec<ConnId> =
+            (0..CONNS).map(|_| e.app.connect(&mut e.session, peer).expect("connect")).collect();
+        let sent: Vec<Vec<u8>> = (0..CONNS).map(|i| pattern(i * 7 + 1, EACH)).collect();
+        let mut off = [0usize; CONNS];
+        let mut got: Vec<Vec<u8>> = (0..CONNS).map(|_| Vec::with_capacity(EACH)).collect();
+        let mut eof = [false; CONNS];
+        let mut buf = vec![0u8; 16 << 10];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while eof.iter().any(|d| !d) {
+            e.app.poll().unwrap();
+            e.app.poll_daemon(&mut e.session).unwrap();
+            // A busy app: what arrives meanwhile (the peer's FIN, say) waits for the next poll,
+            // while the kernel has acknowledged it already.
+            std::thread::sleep(Duration::from_micros(300));
+            for i in 0..CONNS {
+                if off[i] < EACH {
+                    match e.app.send_more(ids[i], &sent[i][off[i]..]) {
+                        Ok(n) => off[i] += n,
+                        Err(err) if err.kind() == ErrorKind::WouldBlock => {}
+                        Err(err) => panic!("send {i}: {err}"),
+                    }
+                    if off[i] == EACH {
+                        e.app.close(ids[i]).unwrap();
+                    }
+                }
+                // One read per pass: the echo piles up in our buffer, and the peer's FIN
+                // arrives while much of it is still unread.
+                match e.app.recv(ids[i], &mut buf) {
+                    Ok(0) => eof[i] = true,
+                    Ok(n) => got[i].extend_from_slice(&buf[..n]),
+                    Err(err) if err.kind() == ErrorKind::WouldBlock => {}
+                    Err(err) => panic!("connection {i} after {} bytes: {err}", got[i].len()),
+                }
+            }
+            e.app.flush().unwrap();
+            let progress: Vec<usize> = got.iter().map(Vec::len).collect();
+            assert!(Instant::now() < deadline, "stalled: {progress:?}");
+        }
+        server.join().unwrap();
+        for i in 0..CONNS {
+            assert!(got[i] == sent[i], "connection {i}: every byte, exactly");
+        }
+    });
+    let rsts = in_netns(&b, linux_out_rsts) - rsts_before;
+    assert_eq!(rsts, 0, "Linux sent RSTs: {}", e.daemon.log());
+}
+
+#[test]
+fn small_sends_in_one_pass_leave_as_one_segment_unless_nodelay() {
+    let mut e = Etran::new("etran-wnd-nagle");
+    add_neighbour_of_b(&e.net);
+    let peer: SocketAddrV4 = format!("10.77.0.2:{PORT}").parse().unwrap();
+    let b = e.net.b.clone();
+    let listener = in_netns(&b, || TcpListener::bind(peer).expect("listen"));
+    let raw = in_netns(&b, || RawSocket::open("vb"));
+    for nodelay in [false, true] {
+        let id = e.app.connect(&mut e.session, peer).expect("connect");
+        let (mut server, from) = listener.accept().unwrap();
+        e.app.set_nodelay(id, nodelay).unwrap();
+        // Forget what the handshake left on the capture.
+        while raw.recv(50).is_some() {}
+        for i in 0..10u8 {
+            assert_eq!(e.app.send(id, &[i; 10]).unwrap(), 10);
+        }
+        e.app.flush().unwrap();
+        let mut got = [0u8; 100];
+        server.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        server.read_exact(&mut got).unwrap();
+        let want: Vec<u8> = (0..10u8).flat_map(|i| [i; 10]).collect();
+        assert_eq!(got[..], want[..]);
+        let mut segments = Vec::new();
+        while let Some(f) = raw.recv(100) {
+            if let Ok(s) = Segment::parse(&f) {
+                if std::net::SocketAddr::V4(s.src) == from && !s.payload.is_empty() {
+                    segments.push(s.payload.len());
+                }
+            }
+        }
+        if nodelay {
+            assert_eq!(segments, vec![10; 10], "nodelay: one segment per send");
+        } else {
+            // Nagle: the first goes at once, the rest waits for the end of the pass.
+            assert_eq!(segments, vec![10, 90], "coalesced");
+        }
+        e.app.abort(id);
+    }
+}
