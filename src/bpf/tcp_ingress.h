@@ -388,13 +388,14 @@ static __always_inline int carries_stream(const struct iphdr *ip, const struct t
  * retransmits. A record is as long as what it may hold. */
 static __always_inline int slow_path(struct xdp_md *ctx, __u64 bytes, int whole)
 {
-	/* The frame holds at least the headers parsed before (were it shorter, the copy would
-	 * fail). The copy's length is that minimum plus a clamped rest: bounded from below in a
-	 * form the verifier of 6.1 follows, which learns nothing from a length compared unequal
-	 * to 0. */
+	/* The frame holds at least the headers parsed before. The copy's length is bounded from
+	 * below by a comparison with that minimum, a form the verifiers of 6.1 and 6.12 follow
+	 * (they learn nothing from a length compared unequal to 0, which is what `n < 1` compiles
+	 * to). */
 	const __u32 min = sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct tcphdr);
 	struct etran_tcp_slow_seg *rec;
-	__u32 rest = bytes - min, cap;
+	__u64 n = bytes;
+	__u32 cap;
 
 	if (whole && bytes <= ETRAN_TCP_SLOW_FRAME) {
 		cap = ETRAN_TCP_SLOW_FRAME;
@@ -406,13 +407,13 @@ static __always_inline int slow_path(struct xdp_md *ctx, __u64 bytes, int whole)
 	}
 	if (!rec)
 		return delivered(ETRAN_PROTO_TCP, bytes, XDP_DROP);
-	if (rest > cap - min)
-		rest = cap - min;
-	if (bpf_xdp_load_bytes(ctx, 0, rec->frame, min + rest)) {
+	if (n > cap)
+		n = cap;
+	if (n < min || bpf_xdp_load_bytes(ctx, 0, rec->frame, n)) {
 		bpf_ringbuf_discard(rec, 0);
 		return delivered(ETRAN_PROTO_TCP, bytes, XDP_DROP);
 	}
-	rec->len = min + rest;
+	rec->len = n;
 	rec->wire_len = bytes;
 	bpf_ringbuf_submit(rec, 0);
 	return delivered(ETRAN_PROTO_TCP, bytes, XDP_DROP);
