@@ -101,6 +101,22 @@ impl RawSocket {
         }
     }
 
+    /// Sets the socket's receive buffer (beyond rmem_max: the tests run as root).
+    pub fn set_rcvbuf(&self, bytes: i32) {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.fd);
+        // SAFETY: setsockopt with a valid int option value.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&bytes as *const i32).cast(),
+                std::mem::size_of::<i32>() as u32,
+            )
+        };
+        assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+    }
+
     pub fn send(&self, frame: &[u8]) {
         // SAFETY: sending from a valid buffer to a zeroed-then-filled sockaddr_ll.
         unsafe {
