@@ -339,7 +339,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__daemon)
-            opts="-j -p -v -h -V --iface --socket --time-wait --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --iface --socket --time-wait --no-ecn --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

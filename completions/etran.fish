@@ -57,6 +57,7 @@ complete -c etran -n "__fish_etran_using_subcommand down" -s V -l version -d 'Pr
 complete -c etran -n "__fish_etran_using_subcommand daemon" -l iface -d 'Interface carrying the etran datapath (`etran up IFACE` first)' -r
 complete -c etran -n "__fish_etran_using_subcommand daemon" -l socket -d 'Unix socket that apps connect to' -r -F
 complete -c etran -n "__fish_etran_using_subcommand daemon" -l time-wait -d 'How long a connection closed by our side first holds its 4-tuple (TIME_WAIT). Short by default: datacenter RTTs are microseconds, and timestamps guard against old duplicates' -r
+complete -c etran -n "__fish_etran_using_subcommand daemon" -l no-ecn -d 'Do not negotiate ECN. By default connections offer and accept it, and congestion control reacts to the network\'s marks as DCTCP does; without it only losses cut the window'
 complete -c etran -n "__fish_etran_using_subcommand daemon" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand daemon" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
 complete -c etran -n "__fish_etran_using_subcommand daemon" -s v -l verbose -d 'More log output (repeat for more)'

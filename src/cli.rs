@@ -103,6 +103,11 @@ pub struct DaemonArgs {
     /// default: datacenter RTTs are microseconds, and timestamps guard against old duplicates.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1s")]
     pub time_wait: Duration,
+    /// Do not negotiate ECN. By default connections offer and accept it, and congestion
+    /// control reacts to the network's marks as DCTCP does; without it only losses cut the
+    /// window.
+    #[arg(long)]
+    pub no_ecn: bool,
 }
 
 #[derive(Debug, Args)]

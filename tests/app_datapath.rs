@@ -15,7 +15,7 @@ use common::{
     daemon::{etran_up_pair, Daemon},
     netns::{in_netns, RawSocket},
     packet::*,
-    tcp::as_bytes,
+    tcp::{as_bytes, with_cwnd},
 };
 use etran::{
     app::{App, StreamInit},
@@ -119,6 +119,7 @@ fn app_sends_and_receives_through_its_port() {
         remote_mac: vb_mac,
         ..Default::default()
     };
+    let conn = with_cwnd(conn, 1 << 20);
     in_netns(&a, || {
         let dp = etran::datapath::find("va").unwrap().expect("etran is up on va");
         let tcp = etran::datapath::tcp_handles(dp.summary.prog_id).unwrap();
@@ -132,7 +133,7 @@ fn app_sends_and_receives_through_its_port() {
             key: key(),
             rx_pos: 0,
             tx_pos: TX_POS,
-            peer_wnd: 0xffff,
+            send_wnd: 0xffff,
             mss: 1460,
             sack: false,
             snd_seq: SND_ISN,

@@ -46,10 +46,10 @@ const ECN: u8 = tcp_conn_flag::TCP_CONN_ECN.0 as u8;
 const OTHER_PORT: u32 = 1;
 const EMPTY_PORT: u32 = 2;
 
-/// The connection every fixture starts from: 2000 bytes in flight of an 8000-byte peer window,
-/// 10000 bytes of receive window, an ACK owed.
+/// The connection every fixture starts from: 2000 bytes in flight of an 8000-byte peer window
+/// (the congestion window is larger), 10000 bytes of receive window, an ACK owed.
 fn base_conn() -> tcp_conn {
-    tcp_conn {
+    let c = tcp_conn {
         owner_port: 0,
         handle: 0xfeed,
         rcv_nxt: RCV,
@@ -68,7 +68,8 @@ fn base_conn() -> tcp_conn {
         remote_mac: PEER_MAC,
         ip_id: 0xfffe,
         ..Default::default()
-    }
+    };
+    with_cwnd(c, 1 << 20)
 }
 
 fn payload(len: usize) -> Vec<u8> {
@@ -274,14 +275,14 @@ fn fixtures() -> Vec<Fixture> {
         ),
         f(
             "data filling the congestion window exactly",
-            |c| c.cwnd = OUTSTANDING + 100,
+            |c| *c = with_cwnd(*c, OUTSTANDING + 100),
             data(0, 100),
             Verdict::Send,
             |s| s.sent(100),
         ),
         f(
             "congestion window exceeded",
-            |c| c.cwnd = OUTSTANDING + 50,
+            |c| *c = with_cwnd(*c, OUTSTANDING + 50),
             data(0, 100),
             Verdict::Drop("tcp_tx_cwnd"),
             same,
@@ -297,7 +298,7 @@ fn fixtures() -> Vec<Fixture> {
             "data wholly in flight is resent, windows aside",
             |c| {
                 c.snd_wnd = 0;
-                c.cwnd = 1
+                *c = with_cwnd(*c, 1);
             },
             data(100u32.wrapping_neg(), 100),
             Verdict::Send,
@@ -326,7 +327,7 @@ fn fixtures() -> Vec<Fixture> {
         ),
         f(
             "overlapping data whose new part exceeds the congestion window",
-            |c| c.cwnd = OUTSTANDING + 199,
+            |c| *c = with_cwnd(*c, OUTSTANDING + 199),
             data(100u32.wrapping_neg(), 300),
             Verdict::Drop("tcp_tx_cwnd"),
             same,
@@ -351,7 +352,7 @@ fn fixtures() -> Vec<Fixture> {
             "retransmit ignores the peer and congestion windows",
             |c| {
                 c.snd_wnd = 0;
-                c.cwnd = 1
+                *c = with_cwnd(*c, 1);
             },
             retx(500, 400),
             Verdict::Send,
@@ -468,7 +469,7 @@ fn fixtures() -> Vec<Fixture> {
             "fin ignores the peer and congestion windows",
             |c| {
                 c.snd_wnd = 0;
-                c.cwnd = 1
+                *c = with_cwnd(*c, 1);
             },
             fin(TX_POS),
             Verdict::Send,
@@ -604,20 +605,6 @@ fn expected_frame(before: &tcp_conn, after: &State, h: &etran_tcp_tx_hdr, tsval:
     eth_with(PEER_MAC, LOCAL_MAC, ETH_P_IP, &ipv4_with(&ip, &seg))
 }
 
-/// Checks a sent frame's checksums on their own (RFC 1071, independent of the expected frame)
-/// and returns its TCP segment.
-fn check_sums(frame: &[u8]) -> &[u8] {
-    assert!(frame.len() >= 14 + 20 + 20, "a whole header stack: {frame:02x?}");
-    let ip = &frame[14..34];
-    assert_eq!(checksum(ip), 0, "IPv4 header checksum");
-    let tot = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    assert_eq!(tot, frame.len() - 14, "tot_len covers the frame");
-    let seg = &frame[34..];
-    let (src, dst) = (ip[12..16].try_into().unwrap(), ip[16..20].try_into().unwrap());
-    assert_eq!(tcp_checksum(src, dst, seg), 0, "TCP checksum");
-    seg
-}
-
 fn egress_harness(storage: &mut ObjectStorage) -> Harness<'_> {
     let h = Harness::new(storage);
     let ports = &h.objs.tcp.maps.etran_port_ifindex;
@@ -661,7 +648,7 @@ fn tcp_egress_fixtures() {
                 assert_eq!(run.verdict, XDP_REDIRECT, "{name}: verdict");
                 assert_eq!((t1c - t0c, p1 - p0, d1 - d0), (1, 0, 0), "{name}: counted as sent");
                 assert_eq!(run.ctx.data, 0, "{name}: no metadata");
-                let seg = check_sums(&run.data);
+                let seg = checked_tcp_segment(&run.data);
                 let h: etran_tcp_tx_hdr = from_bytes(&fx.frame);
                 let tsval = if conn.flags & TS != 0 {
                     assert_eq!(seg[20..24], [1, 1, 8, 10], "{name}: timestamp option");
@@ -701,7 +688,7 @@ fn tcp_egress_resends_at_their_own_sequence_numbers() {
         h.set_conn(&key(), &conn);
         let run = run(&h, &frame);
         assert_eq!(run.verdict, XDP_REDIRECT, "{seq:#x}");
-        let seg = check_sums(&run.data);
+        let seg = checked_tcp_segment(&run.data);
         assert_eq!(u32::from_be_bytes(seg[4..8].try_into().unwrap()), seq);
         assert_eq!(seg.len() - usize::from(seg[12] >> 4) * 4, len, "{seq:#x}: payload");
         assert_eq!(seg[seg.len() - len..], frame[24..], "{seq:#x}: the payload itself");
@@ -732,7 +719,7 @@ fn tcp_egress_carries_sack_blocks_where_they_fit() {
         let frame = if len == 0 { tx_frame(&hdr(ACK, TX_POS, 0, 0)) } else { data(0, len) };
         let run = run(&h, &frame);
         assert_eq!(run.verdict, XDP_REDIRECT, "{len}: verdict");
-        let seg = check_sums(&run.data);
+        let seg = checked_tcp_segment(&run.data);
         let doff = usize::from(seg[12] >> 4) * 4;
         assert_eq!(seg.len() - doff, usize::from(len), "{len}: the payload whole");
         assert!(doff <= 60 && seg.len() - 20 <= 1448 + 12, "{len}: within the MSS");
@@ -806,7 +793,7 @@ fn tcp_egress_survives_mutated_frames() {
             // Mostly; sometimes it leaves bytes in flight for retransmits to resend.
             c.snd_una = c.snd_nxt.wrapping_sub([0, 0, 700, 2500][rng.below(4)]);
             c.snd_wnd = [0, 1000, 8000, 65535][rng.below(4)];
-            c.cwnd = [0, 0, 3000][rng.below(3)];
+            c = with_cwnd(c, [1 << 20, 1 << 20, 3000][rng.below(3)]);
             c.flags = [0, TS, ECN, TS | ECN][rng.below(4)];
             c.rcv_wnd = (rng.next() % 200_000) as u32;
             h.set_conn(&key(), &c);
@@ -861,12 +848,12 @@ fn tcp_egress_survives_mutated_frames() {
         assert_eq!(c.tx_pos.wrapping_sub(prev.tx_pos), sent, "stream and seq move together");
         assert!(sent == 0 || prev.fin & FIN_SENT == 0, "no new data after a FIN: {}", ctx());
         let flight = c.snd_nxt.wrapping_sub(c.snd_una) - u32::from(fin_in_flight(&c));
-        let limit = if c.cwnd != 0 { c.snd_wnd.min(c.cwnd) } else { c.snd_wnd };
+        let limit = c.snd_wnd.min(c.cwnd_edge.wrapping_sub(c.snd_una));
         assert!(sent == 0 || flight <= limit, "within the send window: {}", ctx());
         assert!(c.rcv_wnd >= prev.rcv_wnd, "egress never shrinks rcv_wnd: {}", ctx());
         assert_eq!((c.rcv_nxt, c.snd_una), (prev.rcv_nxt, prev.snd_una), "{}", ctx());
         if run.verdict == XDP_REDIRECT {
-            let seg = check_sums(&run.data);
+            let seg = checked_tcp_segment(&run.data);
             assert_eq!(run.data[..6], PEER_MAC, "destination MAC");
             assert_eq!(run.data[26..34], [LOCAL_IP, PEER_IP].concat(), "addresses");
             assert_eq!(seg[..4], [LOCAL_PORT.to_be_bytes(), PEER_PORT.to_be_bytes()].concat());
@@ -1012,6 +999,7 @@ fn linux_accepts_egress_segments() {
         remote_mac: SERVER_MAC,
         ..Default::default()
     };
+    let conn = with_cwnd(conn, 1 << 20);
     h.set_conn(&key, &conn);
     let msg = payload(777);
     let ack = etran_tcp_tx_hdr { key, tx_pos: 0, consumed: 0, len: 0, intent: ACK, reserved: 0 };

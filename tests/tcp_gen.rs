@@ -44,9 +44,9 @@ const IMMEDIATE: u8 = etran_tcp_ack_queued::ETRAN_TCP_ACK_IMMEDIATE.0 as u8;
 /// The template the pump runs the generator over: as long as the longest pure ACK.
 const TEMPLATE: [u8; datapath::gen::TEMPLATE_LEN] = [0; datapath::gen::TEMPLATE_LEN];
 
-/// An established connection with nothing owed.
+/// An established connection with nothing owed (and a congestion window out of the way).
 fn base_conn() -> tcp_conn {
-    tcp_conn {
+    let c = tcp_conn {
         owner_port: 0,
         handle: 0xfeed,
         rcv_nxt: RCV,
@@ -62,7 +62,8 @@ fn base_conn() -> tcp_conn {
         remote_mac: PEER_MAC,
         ip_id: 0xffff,
         ..Default::default()
-    }
+    };
+    with_cwnd(c, 1 << 20)
 }
 
 /// A segment from the peer (timestamp option, TSval 100) at `seq_off` from rcv_nxt.
@@ -309,18 +310,6 @@ fn expected_sack(c: &tcp_conn, tsval: u32, blocks: &[(u32, u32)]) -> Vec<u8> {
     eth_with(PEER_MAC, LOCAL_MAC, ETH_P_IP, &ipv4_with(&ip, &seg))
 }
 
-/// Checks a frame's checksums on their own (RFC 1071) and returns its TCP segment.
-fn check_sums(frame: &[u8]) -> &[u8] {
-    assert!(frame.len() >= 54, "a whole header stack: {frame:02x?}");
-    assert_eq!(checksum(&frame[14..34]), 0, "IPv4 header checksum");
-    let tot = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
-    assert_eq!(tot, frame.len() - 14, "tot_len covers the frame");
-    let seg = &frame[34..];
-    let (src, dst) = (frame[26..30].try_into().unwrap(), frame[30..34].try_into().unwrap());
-    assert_eq!(tcp_checksum(src, dst, seg), 0, "TCP checksum");
-    seg
-}
-
 /// One generator run popping queue `q` (the template's first byte names it, as the pump does).
 fn gen(h: &Harness<'_>, q: u8) -> RawRun {
     let mut template = TEMPLATE;
@@ -362,7 +351,7 @@ fn tcp_gen_emits_a_pure_ack() {
         let c1 = h.counters();
         assert_eq!(run.verdict, XDP_REDIRECT, "{name}: verdict");
         assert_eq!(run.ctx.data, 0, "{name}: no metadata");
-        let seg = check_sums(&run.data);
+        let seg = checked_tcp_segment(&run.data);
         let tsval = if before.flags & TS != 0 {
             assert_eq!(seg[20..24], [1, 1, 8, 10], "{name}: timestamp option");
             let v = u32::from_be_bytes(seg[24..28].try_into().unwrap());
@@ -448,7 +437,7 @@ fn tcp_gen_writes_sack_blocks() {
         let t0 = monotonic_ms();
         let run = gen(&h, IMMEDIATE);
         assert_eq!(run.verdict, XDP_REDIRECT, "{name}: verdict");
-        let seg = check_sums(&run.data);
+        let seg = checked_tcp_segment(&run.data);
         let tsval =
             if flags & TS != 0 { u32::from_be_bytes(seg[24..28].try_into().unwrap()) } else { 0 };
         assert!(flags & TS == 0 || not_after(t0, tsval), "{name}: TSval");
@@ -650,7 +639,7 @@ fn tcp_gen_pump_acks_on_the_wire() {
             raw.recv(deadline.saturating_duration_since(Instant::now()).as_millis() as i32)
         {
             if f.len() >= 54 && f[12..14] == [8, 0] && f[23] == IPPROTO_TCP && f[26..30] == ME {
-                let seg = check_sums(&f);
+                let seg = checked_tcp_segment(&f);
                 if seg[13] == TCP_ACK && f.len() == 14 + 20 + 32 {
                     acks.push(u32::from_be_bytes(seg[8..12].try_into().unwrap()));
                 }
@@ -701,7 +690,7 @@ fn tcp_gen_pump_acks_on_the_wire() {
 /// Where segment `frame` (as the NIC would send it) puts the right edge of our window:
 /// ack + (window << rcv_wscale).
 fn advertised_edge(frame: &[u8], rcv_wscale: u8) -> u32 {
-    let seg = check_sums(frame);
+    let seg = checked_tcp_segment(frame);
     let ack = u32::from_be_bytes(seg[8..12].try_into().unwrap());
     let window = u32::from(u16::from_be_bytes([seg[14], seg[15]]));
     ack.wrapping_add(window << rcv_wscale)

@@ -51,9 +51,10 @@ fn key() -> tcp_conn_key {
     }
 }
 
-/// The connection every fixture starts from: 2000 bytes in flight, 10000 bytes of app buffer.
+/// The connection every fixture starts from: 2000 bytes in flight, 10000 bytes of app buffer, a
+/// congestion window the peer's window hides.
 fn base_conn() -> tcp_conn {
-    tcp_conn {
+    let c = tcp_conn {
         owner_port: 0,
         handle: HANDLE,
         rcv_nxt: RCV,
@@ -66,7 +67,8 @@ fn base_conn() -> tcp_conn {
         ts_recent: 7,
         flags: tcp_conn_flag::TCP_CONN_TIMESTAMPS.0 as u8,
         ..Default::default()
-    }
+    };
+    with_cwnd(c, 1 << 20)
 }
 
 /// A segment of the fixture connection with the timestamp option (TSval 100).
@@ -165,7 +167,7 @@ struct Meta {
     off: u16,
     len: u16,
     una_pos: u32,
-    peer_wnd: u32,
+    send_wnd: u32,
     merged: u32,
     flags: u32,
 }
@@ -177,7 +179,7 @@ impl From<&etran_tcp_rx_meta> for Meta {
             off: m.payload_off,
             len: m.payload_len,
             una_pos: m.una_pos,
-            peer_wnd: m.peer_wnd,
+            send_wnd: m.send_wnd,
             merged: m.merged,
             flags: m.flags,
         }
@@ -224,7 +226,7 @@ fn meta(len: u16) -> Meta {
         off: PAYLOAD_OFF,
         len,
         una_pos: UNA_POS,
-        peer_wnd: PEER_WND.into(),
+        send_wnd: PEER_WND.into(),
         ..Default::default()
     }
 }
@@ -693,7 +695,7 @@ fn fixtures() -> Vec<Fixture> {
             "window update is scaled",
             |c| c.snd_wscale = 7,
             ack(0, 1000),
-            Verdict::Redirect(Meta { peer_wnd: 128_000, ..meta(0) }),
+            Verdict::Redirect(Meta { send_wnd: 128_000, ..meta(0) }),
             |s| {
                 s.snd_wnd = 128_000;
                 s.ts_recent = 100;
@@ -1093,7 +1095,9 @@ fn tcp_ingress_survives_mutated_segments() {
             let flight = c.snd_nxt.wrapping_sub(c.snd_una)
                 - u32::from(c.fin & FIN_SENT != 0 && c.snd_una != c.snd_nxt);
             assert_eq!(m.una_pos, c.tx_pos.wrapping_sub(flight), "snd_una's position: {}", ctx());
-            assert_eq!(m.peer_wnd, c.snd_wnd, "the peer's window: {}", ctx());
+            let room = c.cwnd_edge.wrapping_sub(c.snd_una);
+            let room = if (room as i32) > 0 { room } else { 0 };
+            assert_eq!(m.send_wnd, c.snd_wnd.min(room), "the send window: {}", ctx());
             let tot = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
             assert!(
                 usize::from(m.payload_off) + usize::from(m.payload_len) <= 14 + tot,

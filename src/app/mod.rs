@@ -499,7 +499,7 @@ mod tests {
             key: Default::default(),
             rx_pos: 0,
             tx_pos: 0,
-            peer_wnd: 1 << 20,
+            send_wnd: 1 << 20,
             mss: 1000,
             sack: false,
             snd_seq: 0,

@@ -26,12 +26,17 @@
 //! Send side: [`Stream::write`] appends to a bounded send buffer holding every byte from
 //! `snd_una` (oldest unacknowledged) on. [`Stream::next_frame`] cuts the unsent bytes into
 //! frames of at most `mss` payload behind an `etran_tcp_tx_hdr` (intent DATA at `snd_nxt`),
-//! never past the peer's window (`snd_nxt - snd_una + len <= peer_wnd`, the check egress makes).
+//! never past the send window (`snd_nxt - snd_una + len <= send_wnd`, the check egress makes).
 //! While the caller holds the tail ([`Stream::hold_tail`]: small writes within one pass of its
 //! loop), new bytes short of a segment wait for the next write or the end of the pass, so that
 //! consecutive small writes leave as one segment; [`Stream::set_nodelay`] turns that off.
-//! The metadata's `una_pos` (the kernel's `snd_una` as a stream position, absolute so that a
-//! lost RX frame is healed by the next one) frees bytes at the front.
+//! The kernel runs congestion control (`tcp_cc.h`: slow start, congestion avoidance, DCTCP's
+//! reaction to ECN marks, cuts on the losses and timeouts this engine signals by resending),
+//! and each RX frame's metadata says the window it leaves: `send_wnd`, the peer's window and
+//! the congestion window, the less. Its edge never moves back, so a window read from an older
+//! frame is never one egress refuses. The metadata's `una_pos` (the kernel's `snd_una` as a
+//! stream position, absolute so that a lost RX frame is healed by the next one) frees bytes at
+//! the front.
 //!
 //! Loss recovery ([`crate::tcp::sack`] keeps the scoreboard): every frame sent is recorded with
 //! when and in which order it went out. With SACK (negotiated: [`StreamInit::sack`]) the peer's
@@ -41,11 +46,14 @@
 //! quarter of the smallest RTT) passed (RFC 6675 with RFC 8985's timing, so a lost
 //! retransmission is found too). Exactly the lost ranges are resent, intent RETRANSMIT (egress
 //! resends them at their own sequence numbers, without moving `snd_nxt`), lowest first, while
-//! the bytes in the network (pipe) stay under the congestion window — today unlimited except
-//! after a timeout, read from one place (`cwnd`) so that a congestion controller can feed it.
-//! A tail-loss probe (RFC 8985 7.3) goes out after 2 SRTT without progress (plus the peer's
-//! delayed ACK with one segment in flight): new data if the window allows, else the last segment
-//! again, so that the peer's SACK shows what the tail lost. Without SACK: NewReno (the kernel's
+//! the bytes in the network (pipe) stay under the window (`cwnd`: the send window, or after a
+//! timeout the resend window). The kernel takes the first RETRANSMIT of a window of data as
+//! the loss signal and halves its congestion window: new data waits until the acknowledgements
+//! catch up with the cut, while the lost bytes go at once (egress never holds them back: they
+//! replace bytes the network dropped). A tail-loss probe (RFC 8985 7.3) goes out after 2 SRTT
+//! without progress (plus the peer's delayed ACK with one segment in flight): new data if the
+//! send window allows, else the last segment again, so that the peer's SACK shows what the tail
+//! lost. Without SACK: NewReno (the kernel's
 //! `FAST_RETRANSMIT` after three duplicate ACKs resends the segment at `snd_una`, each partial
 //! acknowledgement the next). D-SACK blocks (the peer got bytes twice) are counted; a peer that
 //! drops bytes it SACKed (the cumulative ACK stops at a SACKed segment) loses every mark.
@@ -60,7 +68,8 @@
 //! acknowledged for an RTO ([`RtoEstimator`], exponential backoff, 200 ms minimum by default for
 //! Linux peers) while bytes are outstanding, [`Stream::on_timer`] deems every byte not SACKed
 //! lost and they are resent from `snd_una` as DATA, lowest first, under a slow-start resend
-//! window (one MSS, growing by what each acknowledgement frees) rather than in one burst. Whatever
+//! window (one MSS, growing by what each acknowledgement frees, as the kernel's congestion
+//! window does after the timeout it sees in the first resend) rather than in one burst. Whatever
 //! the kernel's `tx_pos` (always `snd_una` plus the bytes egress accepted), the resent frames are
 //! accepted in order, no byte is sent twice as new, and a refused frame costs at most one RTO
 //! instead of wedging the stream. A second timeout in a row forgets the SACK marks as well (a peer
@@ -122,8 +131,9 @@ pub struct StreamInit {
     pub rx_pos: u32,
     /// The kernel's `tx_pos` (stream position of `snd_nxt`).
     pub tx_pos: u32,
-    /// The peer's window (`snd_wnd`).
-    pub peer_wnd: u32,
+    /// The send window: bytes from `tx_pos` that new data may fill (the peer's window and the
+    /// initial congestion window, the less).
+    pub send_wnd: u32,
     /// The connection's MSS (at most [`MAX_PAYLOAD`]).
     pub mss: u16,
     /// SACK was negotiated: the peer's SACK blocks drive loss recovery.
@@ -233,15 +243,15 @@ pub struct Stream {
     sbuf: VecDeque<u8>, // bytes from snd_una on
     snd_cap: usize,
     snd_una: u32,
-    snd_nxt: u32, // end of every byte framed: [snd_una, snd_nxt) is outstanding
-    peer_wnd: u32,
-    sack: bool,           // SACK negotiated: losses come from the scoreboard, else NewReno
-    seq_base: u32,        // sequence number of send position 0 (the peer's SACK blocks → positions)
-    board: Scoreboard,    // what was sent from snd_una on: SACKed, lost, when
+    snd_nxt: u32,         // end of every byte framed: [snd_una, snd_nxt) is outstanding
+    send_wnd: u32, // bytes from snd_una new data may fill (RX metadata: the kernel's windows)
+    sack: bool,    // SACK negotiated: losses come from the scoreboard, else NewReno
+    seq_base: u32, // sequence number of send position 0 (the peer's SACK blocks → positions)
+    board: Scoreboard, // what was sent from snd_una on: SACKed, lost, when
     recover: Option<u32>, // in recovery until snd_una reaches this (RFC 6675 RecoveryPoint)
-    after_timeout: bool,  // the recovery follows a timeout: resends go out as DATA
-    hold: bool,           // a short tail of new bytes waits for more (hold_tail)
-    nodelay: bool,        // never hold (set_nodelay)
+    after_timeout: bool, // the recovery follows a timeout: resends go out as DATA
+    hold: bool,    // a short tail of new bytes waits for more (hold_tail)
+    nodelay: bool, // never hold (set_nodelay)
     rto: RtoEstimator,
     rto_deadline: Option<Instant>, // armed lazily by on_timer; None after progress
     rack_deadline: Option<Instant>, // when a segment a later one overtook is deemed lost
@@ -292,7 +302,7 @@ impl Stream {
             snd_cap: init.snd_buf as usize,
             snd_una: init.tx_pos,
             snd_nxt: init.tx_pos,
-            peer_wnd: init.peer_wnd,
+            send_wnd: init.send_wnd,
             sack: init.sack,
             seq_base: init.snd_seq.wrapping_sub(init.tx_pos),
             board: Scoreboard::default(),
@@ -344,7 +354,7 @@ impl Stream {
     ) -> RxEffect {
         let mut fx =
             RxEffect { freed: self.on_ack(meta.una_pos, sack, now), ..RxEffect::default() };
-        self.peer_wnd = meta.peer_wnd;
+        self.send_wnd = meta.send_wnd;
         let len = (meta.payload_len as usize).min(payload.len()) as u32;
         let lost = self.lost_before(meta, len);
         if lost > 0 && self.error.is_none() {
@@ -534,8 +544,10 @@ impl Stream {
         self.sbuf.len() - self.in_flight() as usize
     }
 
-    pub fn peer_wnd(&self) -> u32 {
-        self.peer_wnd
+    /// The send window the latest RX frame reported (the peer's and the congestion window's,
+    /// the less).
+    pub fn send_wnd(&self) -> u32 {
+        self.send_wnd
     }
 
     /// Positions (snd_una, snd_nxt).
@@ -622,10 +634,11 @@ impl Stream {
         }
     }
 
-    /// The window the bytes in the network may fill: the one place a congestion window will
-    /// feed. Today it is unlimited but after a timeout (the resend window).
+    /// The window the bytes in the network (pipe) may fill: the send window, and after a
+    /// timeout the resend window too. (Pipe never exceeds the bytes in flight, which the send
+    /// window bounds: outside a timeout's recovery lost bytes are resent at once.)
     fn cwnd(&self) -> u32 {
-        self.resend_wnd.unwrap_or(u32::MAX)
+        self.resend_wnd.map_or(self.send_wnd, |w| w.min(self.send_wnd))
     }
 
     /// Whether `len` more bytes may go into the network (one always may when none are).
@@ -634,10 +647,11 @@ impl Stream {
         pipe == 0 || pipe.saturating_add(len) <= self.cwnd()
     }
 
-    /// New bytes the peer's window admits now (its right edge is snd_una + peer_wnd), at most a
-    /// segment; 0 while a short tail of new bytes is held (see [`Stream::hold_tail`]).
+    /// New bytes the send window admits now (its right edge is snd_una + send_wnd, as egress
+    /// checks), at most a segment; 0 while a short tail of new bytes is held (see
+    /// [`Stream::hold_tail`]).
     fn new_data_room(&self) -> usize {
-        let room = self.peer_wnd.saturating_sub(self.in_flight()) as usize;
+        let room = self.send_wnd.saturating_sub(self.in_flight()) as usize;
         let len = self.unsent().min(room).min(self.mss as usize);
         let short_tail = len == self.unsent() && len < self.mss as usize;
         if short_tail && self.hold {
@@ -656,7 +670,7 @@ impl Stream {
     fn next_segment_at(&mut self, frame: &mut [u8], now: Instant) -> Option<Segment> {
         let room = frame.len().checked_sub(TX_HDR_LEN)?;
         let len = self.new_data_room().min(room);
-        // A probe may go beyond the congestion window, not the peer's.
+        // A probe needs only the send window (never a resend window: RFC 8985 7.3).
         if len == 0 || !(self.probe == Some(Probe::NewData) || self.pipe_admits(len as u32)) {
             return None;
         }

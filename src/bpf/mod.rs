@@ -5,9 +5,10 @@
 //! `transport.h` (the entrance's program-array slots), `tcp.h` (TCP state, RX metadata and TX
 //! header layouts), `tcp_maps.h` (the TCP object's maps), `tcp_seq.h` (serial arithmetic and
 //! window scaling), `csum.h` (Internet checksum: sums, and the checks of received IPv4 and TCP
-//! checksums), `tcp_tx.h` (a segment's headers written from connection state, shared by egress
-//! and the ACK generator), `tcp_ingress.h`, `tcp_egress.h` and `tcp_gen.h` (the three TCP
-//! programs' logic), one `*.bpf.c` per program object holding only the hook glue.
+//! checksums), `tcp_cc.h` (congestion control: the window, DCTCP, the echo of ECN marks),
+//! `tcp_tx.h` (a segment's headers written from connection state, shared by egress and the ACK
+//! generator), `tcp_ingress.h`, `tcp_egress.h` and `tcp_gen.h` (the three TCP programs' logic),
+//! one `*.bpf.c` per program object holding only the hook glue.
 #![allow(clippy::all, missing_docs, non_camel_case_types, non_upper_case_globals, dead_code)]
 
 pub mod entrance {

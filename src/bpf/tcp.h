@@ -67,7 +67,6 @@ struct tcp_conn {
 	__u32 snd_wnd;   /* the peer's receive window in bytes (already scaled) */
 	__u32 ts_recent; /* latest in-order TSval from the peer, echoed as TSecr */
 	__u32 tx_pos;    /* stream position of snd_nxt (the app's send buffer offset, wrapping) */
-	__u32 cwnd;      /* congestion window (bytes) the daemon's DCTCP writes; 0: unlimited */
 
 	/* Towards the ACK generator */
 	__u32 ack_pending; /* bytes received since the last ACK we sent */
@@ -93,6 +92,45 @@ struct tcp_conn {
 	struct tcp_seq_range dsack; /* a duplicate to report first in the next ACK (RFC 2883);
 				     * empty (start == end) when there is none */
 	__u8 ooo_n;                 /* intervals in use */
+
+	/* Congestion control (tcp_cc.h): NewReno-style windows, DCTCP's reaction to ECN marks. */
+	__u8 cc;            /* enum tcp_cc_flag */
+	__u32 cwnd;         /* congestion window, bytes */
+	__u32 ssthresh;     /* slow start while cwnd is below it */
+	__u32 cwnd_edge;    /* new data may reach this sequence number: snd_una + cwnd as of the
+			     * latest ACK, never moved back (the app may hold a window it read
+			     * before a cut: see tcp_cc.h) */
+	__u32 cc_recover;   /* with REDUCED or TIMEOUT: snd_nxt when it began; over once snd_una
+			     * reaches it */
+	__u32 ca_acked;     /* bytes acknowledged towards the next congestion-avoidance step */
+	__u32 alpha;        /* DCTCP's estimate of the fraction of bytes marked, in units of
+			     * 2^-TCP_DCTCP_ALPHA_SHIFT */
+	__u32 dctcp_end;    /* DCTCP's observation window ends when snd_una reaches it */
+	__u32 dctcp_acked;  /* bytes acknowledged in the observation window */
+	__u32 dctcp_marked; /* of those, bytes acknowledged with ECE */
+};
+
+/* tcp_conn.cc: congestion state. */
+enum tcp_cc_flag {
+	/* The window was cut (a loss, or ECE) for the data in flight: no other cut until snd_una
+	 * reaches cc_recover, and no growth either (RFC 5681, RFC 3168 6.1.2). */
+	TCP_CC_REDUCED = 1 << 0,
+	/* Recovering from a retransmission timeout until snd_una reaches cc_recover: DATA from
+	 * snd_una is the app's resend, not another timeout. Slow start goes on meanwhile. */
+	TCP_CC_TIMEOUT = 1 << 1,
+	TCP_CC_CWR = 1 << 2, /* ECN: set CWR on the next segment with payload (RFC 3168 6.1.2) */
+	TCP_CC_CE = 1 << 3,  /* ECN receiver: the latest data segment came with CE, so our ACKs
+			      * carry ECE (DCTCP, RFC 8257 3.2) */
+};
+
+/* Congestion control's constants (an enum so that they reach BTF, hence Rust). */
+enum tcp_cc_limit {
+	TCP_CC_INIT_SEGMENTS = 10,  /* initial window (RFC 6928) */
+	/* Slow start grows by at most this many segments per ACK (RFC 3465's L; 8 rather than 2:
+	 * a receiver with GRO, and ours, acknowledge 8 segments at a time). */
+	TCP_CC_SS_MAX_SEGMENTS = 8,
+	TCP_DCTCP_ALPHA_SHIFT = 16, /* alpha == 1 << 16 is 1 */
+	TCP_DCTCP_G_SHIFT = 4,      /* the estimator's gain g = 1/16 (RFC 8257 4.2) */
 };
 
 /* tcp_conn.ack_queued: bits, the generator queues a connection's key is in. Ingress sets one
@@ -137,7 +175,8 @@ struct etran_tcp_rx_meta {
 	__u16 payload_off; /* payload offset from the start of the frame */
 	__u16 payload_len; /* payload bytes for the app; 0 when there are none */
 	__u32 una_pos;     /* stream position of snd_una: absolute, so a lost frame costs nothing */
-	__u32 peer_wnd;    /* the peer's receive window in bytes */
+	__u32 send_wnd;    /* bytes from snd_una that new data may fill: the peer's window and the
+			    * congestion window (its edge: see tcp_conn.cwnd_edge), the less */
 	__u32 merged;      /* with MERGED: bytes beyond this payload now in order */
 	__u32 flags;       /* enum etran_tcp_rx_flag */
 };
@@ -193,6 +232,8 @@ struct etran_tcp_layouts {
 	enum etran_tcp_rx_flag rx_flag;
 	enum tcp_conn_flag conn_flag;
 	enum tcp_conn_fin conn_fin;
+	enum tcp_cc_flag cc_flag;
+	enum tcp_cc_limit cc_limit;
 	enum tcp_sack_limit sack_limit;
 	struct etran_tcp_tx_hdr tx_hdr;
 	enum etran_tcp_tx_intent tx_intent;

@@ -21,6 +21,7 @@
 #include "parse.h"
 #include "stats_maps.h"
 #include "tcp.h"
+#include "tcp_cc.h"
 #include "tcp_maps.h"
 #include "tcp_seq.h"
 #include "tcp_tx.h"
@@ -92,15 +93,18 @@ static __always_inline void tx_fin(struct tcp_conn *c, const struct etran_tcp_tx
  * included.
  * - RETRANSMIT must lie wholly within the bytes in flight: it is resent at its own sequence
  *   number and changes neither snd_nxt nor tx_pos. The windows do not limit it (its bytes are
- *   already counted in the flight).
+ *   already counted in the flight). It is the loss signal of congestion control (tcp_cc.h).
  * - DATA may start anywhere in [una_pos, tx_pos]: the part before tx_pos is a retransmission,
- *   the rest is new data, which alone advances snd_nxt/tx_pos and must fit both windows (else
- *   the whole frame is refused and nothing moves). So an app that lost track of which of its
- *   frames were refused may resend from its last acknowledged position and no byte is ever
- *   counted twice as new. After our FIN no new data is taken.
+ *   the rest is new data, which alone advances snd_nxt/tx_pos and must fit both windows (the
+ *   peer's, and the congestion window up to its edge; else the whole frame is refused and
+ *   nothing moves). So an app that lost track of which of its frames were refused may resend
+ *   from its last acknowledged position and no byte is ever counted twice as new. After our
+ *   FIN no new data is taken. DATA from snd_una while bytes are in flight is the resend after
+ *   a retransmission timeout: congestion control's timeout signal.
  * - FIN: see tx_fin.
  * - WINDOW_UPDATE: refused after the peer's FIN unless an ACK is owed (see tx_window for the
- *   window itself). */
+ *   window itself).
+ * A segment with payload carries the CWR a window cut asked for. */
 static __always_inline void tx_update(struct tcp_conn *c, const struct etran_tcp_tx_hdr *h,
 				      struct tx_plan *p)
 {
@@ -129,6 +133,7 @@ static __always_inline void tx_update(struct tcp_conn *c, const struct etran_tcp
 			return;
 		}
 		seq = c->snd_una + off;
+		cc_on_loss(c);
 	} else if (h->intent == ETRAN_TCP_TX_DATA) {
 		if (off > flight) {
 			tx_refuse(p, ETRAN_DROP_TCP_TX_STALE);
@@ -145,14 +150,18 @@ static __always_inline void tx_update(struct tcp_conn *c, const struct etran_tcp
 			tx_refuse(p, ETRAN_DROP_TCP_TX_PEER_WINDOW);
 			return;
 		}
-		if (fresh && c->cwnd && flight + fresh > c->cwnd) {
+		if (fresh && flight + fresh > cc_room(c)) {
 			tx_refuse(p, ETRAN_DROP_TCP_TX_CWND);
 			return;
 		}
 		seq = c->snd_una + off;
+		/* Bytes in flight resent from snd_una: the app's retransmission timeout fired. */
+		if (off == 0 && flight)
+			cc_on_timeout(c);
 	}
 	tx_plan_segment(c, p);
 	p->seq = seq;
+	p->cwr = h->len && cc_take_cwr(c);
 	c->snd_nxt += fresh;
 	c->tx_pos += fresh;
 }

@@ -14,7 +14,11 @@
  * have made: the IPv4 header checksum and the TCP checksum (see rx_corruption). So a segment
  * corrupted on the way changes no state, reaches no app and never reaches the daemon, which
  * gets only the head of a frame and could not check it. Frames left to the kernel are its to
- * check. */
+ * check.
+ *
+ * Congestion control (tcp_cc.h) runs on every acceptable ACK, under the lock with the rest: the
+ * window grows or is cut (ECE), and RX metadata carries the send window it leaves. A data
+ * segment's CE mark sets the connection's CE state, which our ACKs echo. */
 #ifndef ETRAN_TCP_INGRESS_H
 #define ETRAN_TCP_INGRESS_H
 
@@ -26,6 +30,7 @@
 #include "parse.h"
 #include "stats_maps.h"
 #include "tcp.h"
+#include "tcp_cc.h"
 #include "tcp_gen.h"
 #include "tcp_maps.h"
 #include "tcp_seq.h"
@@ -42,6 +47,8 @@ struct segment {
 	__u8 fin;
 	__u8 has_ts;
 	__u8 sack; /* options past the timestamp on a SACK connection: SACK blocks for the app */
+	__u8 ece;  /* the ECE flag: the peer echoes congestion marks */
+	__u8 ce;   /* the IP header's ECN field is CE: the network marked this segment */
 };
 
 /* What the update under the lock decided, acted upon after it. */
@@ -160,10 +167,11 @@ static __always_inline enum ooo_verdict hold_ooo(struct tcp_conn *c, __u32 seq, 
 	return OOO_HELD;
 }
 
-/* The ACK field and the window. Returns 0 when the segment must be dropped. */
+/* The ACK field, the window, and congestion control (tcp_cc.h). Returns 0 when the segment
+ * must be dropped. */
 static __always_inline int rx_ack(struct tcp_conn *c, const struct segment *s, struct verdict *v)
 {
-	__u32 wnd = s->wnd << wscale(c->snd_wscale);
+	__u32 wnd = s->wnd << wscale(c->snd_wscale), flight = flight_bytes(c), acked = 0;
 
 	if (!s->has_ack)
 		return 1;
@@ -180,6 +188,7 @@ static __always_inline int rx_ack(struct tcp_conn *c, const struct segment *s, s
 		v->meta.flags |= ETRAN_TCP_RX_FIN_ACKED;
 	if (after(s->ack, c->snd_una)) {
 		v->acked = 1;
+		acked = s->ack - c->snd_una;
 		c->snd_una = s->ack;
 		c->dupacks = 0;
 	} else if (!s->len && !s->fin && c->snd_una != c->snd_nxt && wnd == c->snd_wnd) {
@@ -191,6 +200,7 @@ static __always_inline int rx_ack(struct tcp_conn *c, const struct segment *s, s
 		c->snd_wnd = wnd;
 		v->wnd_changed = 1;
 	}
+	cc_on_ack(c, acked, flight, s->ece);
 	return 1;
 }
 
@@ -303,6 +313,9 @@ static __always_inline void rx_update(struct tcp_conn *c, const struct segment *
 {
 	__u32 rcv_nxt = c->rcv_nxt;
 
+	/* The mark is news of the path whether or not the payload is taken. */
+	if (s->len)
+		cc_on_data(c, s->ce);
 	if (!rx_check_seq(c, s, v) || !rx_ack(c, s, v))
 		return;
 	rx_payload(c, s, v);
@@ -311,7 +324,7 @@ static __always_inline void rx_update(struct tcp_conn *c, const struct segment *
 	    !before(s->tsval, c->ts_recent))
 		c->ts_recent = s->tsval;
 	v->meta.handle = c->handle;
-	v->meta.peer_wnd = c->snd_wnd;
+	v->meta.send_wnd = cc_send_wnd(c);
 	v->meta.una_pos = una_pos(c);
 	/* SACK blocks are news for the app's scoreboard even on a duplicate ACK. */
 	if (s->sack)
@@ -468,6 +481,8 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 	s.payload_off = (void *)tcp + tcp->doff * 4 - data;
 	s.has_ack = tcp->ack;
 	s.fin = tcp->fin;
+	s.ece = tcp->ece;
+	s.ce = (ip->tos & IPTOS_ECN_MASK) == IPTOS_ECN_CE;
 	ts = parse_tcp_ts(tcp, data_end);
 	if (ts) {
 		s.has_ts = 1;

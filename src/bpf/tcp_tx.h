@@ -9,7 +9,11 @@
  * number of blocks is read without the lock (tx_sack_room); under the lock the plan takes the
  * blocks still there, at most that many, and NOPs fill the room of any that went away (a
  * segment arriving in between may have filled a gap). A data segment carries blocks only where
- * its payload leaves them room within the MSS. */
+ * its payload leaves them room within the MSS.
+ *
+ * ECN (negotiated): segments with payload are ECT(0), pure ACKs are not ECN-capable; every
+ * segment carries ECE while the connection's CE state is set, and egress sets CWR where
+ * congestion control asks for it (tcp_cc.h). */
 #ifndef ETRAN_TCP_TX_H
 #define ETRAN_TCP_TX_H
 
@@ -24,11 +28,11 @@
 #include "csum.h"
 #include "parse.h"
 #include "tcp.h"
+#include "tcp_cc.h"
 #include "tcp_seq.h"
 
 #define TX_TTL 64
 #define IP_DF 0x4000
-#define IPTOS_ECT0 0x02
 #define NSEC_PER_MSEC 1000000ULL
 
 /* The TCP header written: the timestamp option follows when negotiated. */
@@ -65,6 +69,8 @@ struct tx_plan {
 	__u16 ip_id;
 	__u8 dropped;
 	__u8 fin;       /* set FIN */
+	__u8 ece;       /* set ECE: echo the congestion marks we received */
+	__u8 cwr;       /* set CWR: we cut the window for ECE */
 	__u8 sack_room; /* SACK blocks the header has room for (decided before the lock) */
 	__u8 sack_n;    /* blocks written, at most sack_room: NOPs fill the rest */
 	struct tcp_seq_range sack[TCP_SACK_MAX_BLOCKS];
@@ -179,6 +185,7 @@ static __always_inline void tx_plan_segment(struct tcp_conn *c, struct tx_plan *
 	p->window = tx_window(c);
 	p->ts_recent = c->ts_recent;
 	p->ip_id = c->ip_id++;
+	p->ece = !!(c->cc & TCP_CC_CE);
 	tx_plan_sack(c, p);
 	c->ack_pending = 0;
 	c->ack_now = c->ack_now && p->sack_n < owed;
@@ -219,6 +226,8 @@ static __always_inline int tx_write_headers(void *data, void *data_end, const st
 			.ack = 1,
 			.psh = len > 0,
 			.fin = p->fin,
+			.ece = p->ece,
+			.cwr = p->cwr,
 			.window = bpf_htons(p->window),
 		},
 		.ts = {
@@ -253,7 +262,7 @@ static __always_inline int tx_write_headers(void *data, void *data_end, const st
 	__builtin_memcpy(eth.h_source, c->local_mac, ETH_ALEN);
 	/* ECT(0) on data only: pure ACKs are not ECN-capable (RFC 3168 6.1.4). */
 	if ((c->flags & TCP_CONN_ECN) && len)
-		ip.tos = IPTOS_ECT0;
+		ip.tos = IPTOS_ECN_ECT0;
 	ip.check = ~csum_fold(csum_words(&ip, sizeof(ip)));
 
 	sum = csum_pseudo(key->local_ip, key->remote_ip, IPPROTO_TCP, tcp_len + len) +

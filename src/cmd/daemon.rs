@@ -46,6 +46,7 @@ pub fn run(args: DaemonArgs, _out: &Output) -> anyhow::Result<()> {
             iface: args.iface,
             socket: args.socket,
             time_wait: args.time_wait,
+            ecn: !args.no_ecn,
             announce: true,
         })?;
         *waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(daemon.waker());

@@ -76,6 +76,9 @@ pub struct Config {
     pub socket: PathBuf,
     /// How long a 4-tuple an app closed first stays in TIME_WAIT.
     pub time_wait: Duration,
+    /// Negotiate ECN in handshakes (DCTCP reacts to the marks); off: loss-based congestion
+    /// control only.
+    pub ecn: bool,
     /// Print lifecycle lines (serving, sessions registered and closed, stopped) whatever the
     /// verbosity, as `etran daemon` does; otherwise only with `-v` (a bench's built-in daemons,
     /// whose lines would interleave with its results).
@@ -133,7 +136,7 @@ impl Daemon {
             .link(&cfg.iface)?
             .and_then(|l| l.mac)
             .with_context(|| format!("{} has no Ethernet address", cfg.iface))?;
-        let slow = SlowPath::new(&tcp, &cfg.iface, local_mac, 1460, cfg.time_wait)
+        let slow = SlowPath::new(&tcp, &cfg.iface, local_mac, 1460, cfg.time_wait, cfg.ecn)
             .context("starting the slow path")?;
         let listener = bind_listener(&cfg.socket)?;
         if let Err(e) = remove_stale_ports(&mut nl, &tcp) {

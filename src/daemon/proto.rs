@@ -64,7 +64,8 @@ pub struct ConnInit {
     pub remote: SocketAddrV4,
     pub rx_pos: u32,
     pub tx_pos: u32,
-    pub peer_wnd: u32,
+    /// The send window: the peer's window and the initial congestion window, the less.
+    pub send_wnd: u32,
     pub mss: u16,
     pub rcv_buf: u32,
     pub snd_buf: u32,
@@ -91,7 +92,7 @@ impl ConnInit {
             },
             rx_pos: self.rx_pos,
             tx_pos: self.tx_pos,
-            peer_wnd: self.peer_wnd,
+            send_wnd: self.send_wnd,
             mss: self.mss,
             sack: self.sack,
             snd_seq: self.snd_seq,

@@ -222,6 +222,7 @@ impl SlowPath {
         local_mac: [u8; 6],
         mtu_mss: u16,
         time_wait: Duration,
+        ecn: bool,
     ) -> anyhow::Result<SlowPath> {
         let segs: Rc<RefCell<Vec<Captured>>> = Rc::default();
         let sink = segs.clone();
@@ -241,7 +242,7 @@ impl SlowPath {
         })?;
         let ring = builder.build().context("opening the slow-path ring buffer")?;
         let (raw, ifindex) = open_packet_socket(iface)?;
-        let config = Config { mss: mtu_mss, ..Config::default() };
+        let config = Config { mss: mtu_mss, ecn, ..Config::default() };
         let ingress =
             tcp.ingress.try_clone().context("duplicating the ingress program descriptor")?;
         Ok(SlowPath {
@@ -474,7 +475,7 @@ impl SlowPath {
             remote: key.1,
             rx_pos: conn.rx_pos,
             tx_pos: conn.tx_pos,
-            peer_wnd: conn.snd_wnd,
+            send_wnd: conn.snd_wnd.min(conn.cwnd),
             mss: conn.mss,
             rcv_buf: self.config.rcv_wnd,
             snd_buf: SND_BUF,

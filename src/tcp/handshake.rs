@@ -14,14 +14,16 @@
 //!   SYN-ACK only to a SYN that offered it) and timestamps through [`negotiate`].
 //!   Windows: what [`window::advertisable`] allows of the receive buffer; [`Established::conn`]
 //!   starts the fast path's no-shrink bookkeeping at the edge the handshake advertised.
-//! - ECN (RFC 3168) is off by default ([`Config::ecn`]) until DCTCP reacts to it: with it on,
-//!   the SYN carries ECE|CWR, the SYN-ACK ECE, recorded in [`Established::ecn`].
+//! - ECN (RFC 3168) is negotiated by default ([`Config::ecn`]), for DCTCP (`tcp_cc.h`): the
+//!   SYN carries ECE|CWR, the SYN-ACK ECE, recorded in [`Established::ecn`].
 //! - SYN and SYN-ACK are retransmitted on [`Handshake::on_timeout`] with [`RtoEstimator`]
 //!   backoff until it gives up.
 //! - RST: an acceptable RST fails the handshake; an unacceptable ACK is answered with RST.
 use std::{net::SocketAddrV4, time::Duration};
 
-use crate::bpf::tcp::types::{etran_tcp_limit, tcp_conn, tcp_conn_flag, tcp_conn_key};
+use crate::bpf::tcp::types::{
+    etran_tcp_limit, tcp_cc_limit, tcp_conn, tcp_conn_flag, tcp_conn_key,
+};
 
 use super::{
     options::{negotiate, Negotiated, SynOptions},
@@ -41,8 +43,8 @@ pub struct Config {
     /// Window scale we announce (the shift of the windows we advertise).
     pub wscale: u8,
     pub timestamps: bool,
-    /// Negotiate ECN (DCTCP). Off by default: nothing reacts to CE marks yet, so negotiating
-    /// it would promise the peer a congestion response we do not give.
+    /// Negotiate ECN (RFC 3168), for DCTCP's congestion control (`tcp_cc.h`); without it the
+    /// same window logic reacts to losses only. On by default (`etran daemon --no-ecn`).
     pub ecn: bool,
     /// The app's receive buffer in bytes (the window advertised is [`window::advertisable`]
     /// of it).
@@ -57,7 +59,7 @@ impl Default for Config {
             sack: true,
             wscale: 7,
             timestamps: true,
-            ecn: false,
+            ecn: true,
             rcv_wnd: 1 << 20,
             // SYNs at 0, 0.2, 0.6, 1.4 and 3 s, given up at 5 s: an app blocked in `connect`
             // hears `ConnectFailed` well before its session's reply timeout.
@@ -131,7 +133,9 @@ impl Established {
     /// The fast-path state the daemon inserts into `etran_tcp_conns`: stream positions start
     /// at 0 (the app's `StreamInit` uses the same), `rcv_wnd` is the app's receive buffer (its
     /// [`window::reserve`] never advertised), the highest edge advertised is the handshake's,
-    /// the MSS is capped at what one TX frame carries.
+    /// the MSS is capped at what one TX frame carries; congestion control starts in slow start
+    /// from the initial window, DCTCP's alpha at 1 (RFC 8257 3.3: cautious until it has
+    /// measured).
     pub fn conn(&self, owner_port: u32, handle: u64, rcv_wnd: u32) -> tcp_conn {
         let mut flags = 0u8;
         if self.negotiated.timestamps {
@@ -144,6 +148,9 @@ impl Established {
             flags |= tcp_conn_flag::TCP_CONN_SACK.0 as u8;
         }
         let max = etran_tcp_limit::ETRAN_TCP_MAX_PAYLOAD.0 as u16;
+        let mss = self.segment_payload().min(max);
+        let cwnd = tcp_cc_limit::TCP_CC_INIT_SEGMENTS.0 * u32::from(mss);
+        let snd_nxt = self.snd_nxt();
         tcp_conn {
             owner_port,
             handle,
@@ -152,17 +159,23 @@ impl Established {
             rx_pos: 0,
             rcv_adv: self.rcv_nxt().wrapping_add(self.adv_wnd),
             rcv_reserve: window::reserve(rcv_wnd, self.negotiated.recv_wscale),
-            snd_una: self.snd_nxt(),
-            snd_nxt: self.snd_nxt(),
+            snd_una: snd_nxt,
+            snd_nxt,
             snd_wnd: self.snd_wnd,
             ts_recent: self.ts_recent,
             tx_pos: 0,
             snd_wscale: self.negotiated.send_wscale,
             rcv_wscale: self.negotiated.recv_wscale,
             flags,
-            mss: self.segment_payload().min(max),
+            mss,
             local_mac: self.local_mac,
             remote_mac: self.remote_mac,
+            cwnd,
+            ssthresh: u32::MAX,
+            cwnd_edge: snd_nxt.wrapping_add(cwnd),
+            cc_recover: snd_nxt,
+            alpha: 1 << tcp_cc_limit::TCP_DCTCP_ALPHA_SHIFT.0,
+            dctcp_end: snd_nxt,
             ..Default::default()
         }
     }
@@ -580,14 +593,10 @@ mod tests {
         }
     }
 
-    fn with_ecn() -> Config {
-        Config { ecn: true, ..quick() }
-    }
-
     #[test]
     fn passive_open_answers_syn_ack_and_establishes_on_the_final_ack() {
         let syn = linux_syn(0xffff_fff0);
-        let (mut h, synack) = Handshake::passive(with_ecn(), &syn, 5000, 77).unwrap();
+        let (mut h, synack) = Handshake::passive(quick(), &syn, 5000, 77).unwrap();
         assert_eq!(h.state(), State::SynReceived);
         assert_eq!(synack.flags, SYN | ACK | ECE);
         assert_eq!(synack.window, 65535, "the advertisable buffer, capped (unscaled)");
@@ -622,15 +631,18 @@ mod tests {
     }
 
     #[test]
-    fn ecn_is_not_negotiated_by_default() {
-        assert!(!Config::default().ecn);
-        let (mut h, synack) = Handshake::passive(quick(), &linux_syn(1), 2, 0).unwrap();
+    fn ecn_is_negotiated_by_default_and_not_when_turned_off() {
+        assert!(Config::default().ecn);
+        let (_, syn) = Handshake::active(quick(), local(), remote(), LMAC, RMAC, 1, 0);
+        assert_eq!(syn.flags, SYN | ECE | CWR, "an ECN-setup SYN");
+        let off = Config { ecn: false, ..quick() };
+        let (mut h, synack) = Handshake::passive(off, &linux_syn(1), 2, 0).unwrap();
         assert_eq!(synack.flags, SYN | ACK, "an ECN-setup SYN is not accepted");
         let Outcome::Established(e) = h.on_segment(&from_remote(2, 3, ACK), 0).outcome else {
             panic!()
         };
         assert!(!e.ecn);
-        let (_, syn) = Handshake::active(quick(), local(), remote(), LMAC, RMAC, 1, 0);
+        let (_, syn) = Handshake::active(off, local(), remote(), LMAC, RMAC, 1, 0);
         assert_eq!(syn.flags, SYN, "no ECN-setup SYN");
     }
 
@@ -712,7 +724,7 @@ mod tests {
     #[test]
     fn active_open_sends_syn_and_acks_the_syn_ack() {
         let (mut h, syn) =
-            Handshake::active(with_ecn(), local(), remote(), LMAC, RMAC, 0xffff_ffff, 5);
+            Handshake::active(quick(), local(), remote(), LMAC, RMAC, 0xffff_ffff, 5);
         assert_eq!(h.state(), State::SynSent);
         assert_eq!((syn.flags, syn.seq, syn.ack), (SYN | ECE | CWR, 0xffff_ffff, 0));
         assert_eq!((syn.src, syn.dst, syn.src_mac, syn.dst_mac), (local(), remote(), LMAC, RMAC));
@@ -752,7 +764,7 @@ mod tests {
 
     #[test]
     fn active_open_ecn_needs_ece_without_cwr_and_options_need_both_sides() {
-        let (mut h, _) = Handshake::active(with_ecn(), local(), remote(), LMAC, RMAC, 10, 0);
+        let (mut h, _) = Handshake::active(quick(), local(), remote(), LMAC, RMAC, 10, 0);
         let mut synack = from_remote(1, 11, SYN | ACK | ECE | CWR);
         synack.window = 100;
         let step = h.on_segment(&synack, 0);
@@ -876,17 +888,20 @@ mod tests {
         assert_eq!(c.rcv_adv, 2 + 65535, "the edge the SYN-ACK advertised");
         assert_eq!((c.rcv_nxt, c.snd_una, c.snd_nxt), (2, 3, 3));
         assert_eq!((c.snd_wscale, c.rcv_wscale, c.mss), (7, 7, 1448), "1460 less timestamps");
+        assert_eq!((c.cwnd, c.ssthresh, c.cwnd_edge), (14480, u32::MAX, 3 + 14480), "IW 10");
+        assert_eq!((c.alpha, c.cc_recover, c.dctcp_end, c.cc), (1 << 16, 3, 3, 0));
         let (ts, sack, ecn) = (
             tcp_conn_flag::TCP_CONN_TIMESTAMPS.0,
             tcp_conn_flag::TCP_CONN_SACK.0,
             tcp_conn_flag::TCP_CONN_ECN.0,
         );
-        assert_eq!(u32::from(c.flags), ts | sack);
-        let (mut h, _) = Handshake::passive(with_ecn(), &linux_syn(1), 2, 0).unwrap();
-        let Outcome::Established(with) = h.on_segment(&from_remote(2, 3, ACK), 0).outcome else {
+        assert_eq!(u32::from(c.flags), ts | sack | ecn);
+        let no_ecn = Config { ecn: false, ..quick() };
+        let (mut h, _) = Handshake::passive(no_ecn, &linux_syn(1), 2, 0).unwrap();
+        let Outcome::Established(without) = h.on_segment(&from_remote(2, 3, ACK), 0).outcome else {
             panic!()
         };
-        assert_eq!(u32::from(with.conn(3, 0xabc, 4096).flags), ts | sack | ecn);
+        assert_eq!(u32::from(without.conn(3, 0xabc, 4096).flags), ts | sack);
         assert_eq!((c.local_mac, c.remote_mac), (LMAC, RMAC));
         let k = e.key();
         assert_eq!(k.local_port, 8080u16.to_be());

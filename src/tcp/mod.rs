@@ -1,7 +1,6 @@
 //! Protocol logic of the TCP transport that lives in user space (the daemon's slow path and the
 //! library), kept pure so it is tested without BPF or sockets.
 pub mod close;
-pub mod dctcp;
 pub mod handshake;
 pub mod isn;
 pub mod options;

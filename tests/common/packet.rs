@@ -91,6 +91,8 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_PSH: u8 = 0x08;
 pub const TCP_ACK: u8 = 0x10;
+pub const TCP_ECE: u8 = 0x40;
+pub const TCP_CWR: u8 = 0x80;
 
 /// A TCP segment with every header field given; `options` must be a multiple of 4 bytes.
 /// Checksum left zero (see [`with_tcp_checksum`], [`tcp_frame`]).
@@ -190,6 +192,20 @@ pub fn checksums_verify(frame: &[u8]) -> bool {
     }
     let (src, dst) = (frame[26..30].try_into().unwrap(), frame[30..34].try_into().unwrap());
     checksum(&frame[14..14 + ihl]) == 0 && tcp_checksum(src, dst, &frame[14 + ihl..14 + tot]) == 0
+}
+
+/// Checks a frame's checksums on their own (RFC 1071: IPv4 header, TCP over the pseudo-header)
+/// and that tot_len covers it; returns its TCP segment.
+pub fn checked_tcp_segment(frame: &[u8]) -> &[u8] {
+    assert!(frame.len() >= 14 + 20 + 20, "a whole header stack: {frame:02x?}");
+    let ip = &frame[14..34];
+    assert_eq!(checksum(ip), 0, "IPv4 header checksum");
+    let tot = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    assert_eq!(tot, frame.len() - 14, "tot_len covers the frame");
+    let seg = &frame[34..];
+    let (src, dst) = (ip[12..16].try_into().unwrap(), ip[16..20].try_into().unwrap());
+    assert_eq!(tcp_checksum(src, dst, seg), 0, "TCP checksum");
+    seg
 }
 
 /// The timestamp option as Linux lays it out: NOP, NOP, kind 8, length 10, TSval, TSecr.

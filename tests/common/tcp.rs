@@ -111,6 +111,21 @@ impl Harness<'_> {
     }
 }
 
+/// `c` with congestion control as the daemon starts it (slow start, DCTCP's alpha at 1, nothing
+/// cut: see tcp_cc.h), its window `cwnd` bytes from snd_una.
+pub fn with_cwnd(c: tcp_conn, cwnd: u32) -> tcp_conn {
+    tcp_conn {
+        cwnd,
+        ssthresh: u32::MAX,
+        cwnd_edge: c.snd_una.wrapping_add(cwnd),
+        cc_recover: c.snd_nxt,
+        alpha: 1 << 16,
+        dctcp_end: c.snd_nxt,
+        cc: 0,
+        ..c
+    }
+}
+
 /// (transport, pass, drop) packets of class tcp.
 pub fn tcp_row(c: &Counters) -> (u64, u64, u64) {
     let row = class(c, "tcp");

@@ -16,7 +16,7 @@ fn init(rx_pos: u32, tx_pos: u32) -> StreamInit {
         key: key(),
         rx_pos,
         tx_pos,
-        peer_wnd: 1 << 20,
+        send_wnd: 1 << 20,
         mss: 1000,
         sack: false,
         snd_seq: 0,
@@ -33,14 +33,14 @@ fn meta(rx_pos: u32, len: usize, flags: u32) -> etran_tcp_rx_meta {
         payload_off: 54,
         payload_len: len as u16,
         una_pos: 0,
-        peer_wnd: 1 << 20,
+        send_wnd: 1 << 20,
         merged: 0,
         flags,
     }
 }
 
-fn ack(una_pos: u32, peer_wnd: u32) -> etran_tcp_rx_meta {
-    etran_tcp_rx_meta { una_pos, peer_wnd, ..meta(0, 0, 0) }
+fn ack(una_pos: u32, send_wnd: u32) -> etran_tcp_rx_meta {
+    etran_tcp_rx_meta { una_pos, send_wnd, ..meta(0, 0, 0) }
 }
 
 fn bytes(from: u32, n: usize) -> Vec<u8> {
@@ -354,7 +354,7 @@ fn send_positions_wrap() {
 
 #[test]
 fn peer_window_bounds_the_flight() {
-    let mut s = Stream::new(StreamInit { peer_wnd: 2500, ..init(0, 0) });
+    let mut s = Stream::new(StreamInit { send_wnd: 2500, ..init(0, 0) });
     s.write(&bytes(0, 6000));
     let segs = drain(&mut s);
     let lens: Vec<u16> = segs.iter().map(|(h, _)| h.len).collect();
@@ -605,7 +605,7 @@ impl Link {
         } else {
             self.dupacks = 0;
         }
-        etran_tcp_rx_meta { una_pos: self.una, peer_wnd: self.snd_wnd, flags, ..meta(0, 0, 0) }
+        etran_tcp_rx_meta { una_pos: self.una, send_wnd: self.snd_wnd, flags, ..meta(0, 0, 0) }
     }
 
     /// Sends every frame the stream produces now; returns the payload positions that egress
@@ -975,7 +975,7 @@ fn late_acks_after_a_timeout_still_count() {
 
 #[test]
 fn tx_ready_follows_what_next_frame_would_do() {
-    let mut s = Stream::new(StreamInit { peer_wnd: 1000, ..init(0, 0) });
+    let mut s = Stream::new(StreamInit { send_wnd: 1000, ..init(0, 0) });
     assert!(!s.tx_ready());
     s.write(&bytes(0, 2000));
     assert!(s.tx_ready());
@@ -1094,7 +1094,7 @@ fn fin_follows_the_queued_bytes_once() {
 
 #[test]
 fn fin_waits_for_the_peer_window() {
-    let mut s = Stream::new(StreamInit { peer_wnd: 1000, ..init(0, 0) });
+    let mut s = Stream::new(StreamInit { send_wnd: 1000, ..init(0, 0) });
     s.write(&bytes(0, 1500));
     s.close();
     assert_eq!(frames(&mut s), [(INTENT_DATA, 0, 1000)], "no FIN before the last byte");
@@ -1226,7 +1226,7 @@ struct SackPeer {
 const RTT: Duration = Duration::from_millis(1);
 
 fn sack_init() -> StreamInit {
-    StreamInit { sack: true, snd_seq: 0, peer_wnd: 1 << 20, snd_buf: 1 << 20, ..init(0, 0) }
+    StreamInit { sack: true, snd_seq: 0, send_wnd: 1 << 20, snd_buf: 1 << 20, ..init(0, 0) }
 }
 
 impl SackPeer {

@@ -144,6 +144,7 @@ fn run_in(
                         iface: HOST_NIC.to_string(),
                         socket: sock.clone(),
                         time_wait: crate::daemon::DEFAULT_TIME_WAIT,
+                        ecn: true,
                         announce: false,
                     }) {
                         Ok(d) => d,
