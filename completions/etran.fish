@@ -133,7 +133,7 @@ complete -c etran -n "__fish_etran_using_subcommand testbed; and not __fish_seen
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l name -d 'Name of the testbed: namespaces are NAME-h1..NAME-hN and NAME-sw' -r
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l hosts -d 'Number of hosts' -r
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l rate -d 'Bottleneck rate of every switch port towards a host, e.g. 1gbit, 500mbit (kernel forwarding)' -r
-complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l ecn-threshold -d 'Mark ECN CE when the estimated backlog of a port exceeds BYTES (needs --rate)' -r
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l ecn-threshold -d 'Mark ECN CE when the estimated queue of a port exceeds BYTES (needs --rate). The queue is what arrived beyond the rate and beyond the burst HTB lets through at once' -r
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l loss -d 'Fraction of frames the switch drops, 0..1' -r
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l duplicate -d 'Fraction of frames the switch duplicates, 0..1' -r
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l corrupt -d 'Fraction of frames the switch corrupts (one flipped payload byte), 0..1' -r

@@ -249,7 +249,8 @@ pub struct TestbedUpArgs {
     /// Bottleneck rate of every switch port towards a host, e.g. 1gbit, 500mbit (kernel forwarding).
     #[arg(long, value_parser = parse_rate)]
     pub rate: Option<u64>,
-    /// Mark ECN CE when the estimated backlog of a port exceeds BYTES (needs --rate).
+    /// Mark ECN CE when the estimated queue of a port exceeds BYTES (needs --rate). The queue
+    /// is what arrived beyond the rate and beyond the burst HTB lets through at once.
     #[arg(long, value_name = "BYTES", requires = "rate")]
     pub ecn_threshold: Option<u32>,
     /// Fraction of frames the switch drops, 0..1.

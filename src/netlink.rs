@@ -426,6 +426,8 @@ pub struct HtbParams {
     pub rate64: u64,
     /// Burst as transmission time at `rate`, in psched ticks (64 ns).
     pub buffer_ticks: u32,
+    /// The same burst in bytes: what passes at once after an idle period, without queueing.
+    pub burst_bytes: u32,
     pub quantum: u32,
 }
 
@@ -440,6 +442,7 @@ pub fn htb_params(rate_bps: u64) -> HtbParams {
         rate32: bytes.min(u32::MAX as u64) as u32,
         rate64: bytes,
         buffer_ticks: ticks,
+        burst_bytes: burst.min(u32::MAX as u64) as u32,
         quantum: (bytes / 10).clamp(1600, 200_000) as u32,
     }
 }
@@ -485,6 +488,7 @@ mod tests {
         assert_eq!(p.rate64, 125_000_000);
         // 125000 + 1600 bytes at 125 MB/s = 1.0128 ms = 15825 ticks of 64 ns.
         assert_eq!(p.buffer_ticks, 15_825);
+        assert_eq!(p.burst_bytes, 126_600);
         assert_eq!(p.quantum, 200_000);
         let slow = htb_params(8_000);
         assert_eq!(slow.rate32, 1000);

@@ -459,6 +459,24 @@ fn rate_limit_uses_htb_and_ecn_marks_above_threshold() {
     assert_eq!(tb.counters().unwrap().ce_marked, ce);
 }
 
+/// HTB passes a burst of its bucket's size (1 ms at the rate, plus a frame) without queueing:
+/// the marker's virtual queue holds it, but only what lies beyond it is a queue to mark for. At
+/// 20 Mbit/s the bucket is 4100 bytes: three back-to-back datagrams of 1042 bytes on the wire
+/// pass unmarked under a 1500-byte threshold (the second and third once drew marks); a long
+/// burst is marked.
+#[test]
+fn ecn_marks_only_what_htb_queues_beyond_its_burst() {
+    let mut spec = Spec::new(&name("burst"), 2);
+    spec.rate_bps = Some(20_000_000);
+    spec.ecn_threshold = Some(1500);
+    let (tb, _guard) = up(&spec);
+    std::thread::sleep(Duration::from_millis(50)); // the bucket fills after the ping
+    assert_eq!(udp_blast(&tb, 1, 2, 3, 1000, 0x02, false), 3);
+    assert_eq!(tb.counters().unwrap().ce_marked, 0, "within HTB's burst: no queue");
+    assert_eq!(udp_blast(&tb, 1, 2, 40, 1000, 0x02, false), 40);
+    assert!(tb.counters().unwrap().ce_marked > 0, "a queue beyond the burst is marked");
+}
+
 #[test]
 fn private_testbed_goes_away_on_drop() {
     let _private = private_lock();

@@ -16,7 +16,12 @@
  *
  * sw_ecn (tc clsact egress, every port, with --ecn-threshold)
  *   Keeps a virtual queue per port drained at the configured rate (the HTB rate) and sets CE on
- *   ECT IPv4 packets while its backlog is above the threshold.
+ *   ECT IPv4 packets while the queue it estimates is above the threshold. HTB is a token bucket:
+ *   after an idle period it lets a burst through at once (sw_config.burst bytes), and the
+ *   virtual queue then holds the bucket's deficit as well as the packets really queued. So the
+ *   queue is the virtual backlog less that burst: the bytes beyond what HTB passes without
+ *   queueing. (Compared against the backlog itself, the threshold would be crossed with an
+ *   empty queue whenever the link is busy, since the burst alone exceeds a DCTCP-sized one.)
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -37,7 +42,7 @@ struct sw_config {
 	__u32 redirect; /* 1: XDP forwarding; 0: everything goes through the bridge */
 	__u32 ecn_threshold; /* bytes */
 	__u32 queue_cap; /* bytes: the virtual queue never grows past what the real one holds */
-	__u32 pad;
+	__u32 burst;     /* bytes HTB lets through at once (its bucket) */
 };
 
 const volatile struct sw_config sw_config;
@@ -244,7 +249,7 @@ int sw_ecn(struct __sk_buff *skb)
 	else
 		drained = elapsed * sw_config.rate_bytes_per_sec / 1000000000ULL;
 	backlog = vq->backlog > drained ? vq->backlog - drained : 0;
-	mark = backlog > sw_config.ecn_threshold;
+	mark = backlog > sw_config.burst && backlog - sw_config.burst > sw_config.ecn_threshold;
 	backlog += skb->len;
 	if (backlog > sw_config.queue_cap)
 		backlog = sw_config.queue_cap;

@@ -31,7 +31,8 @@
 //! frame out of the destination port (`bpf_clone_redirect`) and lets the original go on through
 //! the bridge. With --rate (kernel forwarding) the XDP program still impairs but never redirects,
 //! so impaired traffic also crosses the bridge and the HTB queue. ECN marking is a tc egress
-//! program on each port keeping a virtual queue drained at the HTB rate.
+//! program on each port keeping a virtual queue drained at the HTB rate; it marks while that
+//! queue, less the burst HTB passes at once, exceeds the threshold.
 //!
 //! IPv6 is disabled in every testbed namespace (no router solicitation, DAD or MLD chatter in
 //! measurements and counters).

@@ -24,7 +24,7 @@ pub(crate) struct Port {
 }
 
 /// Packets per HTB leaf queue (HTB's default pfifo takes the port's txqueuelen, 1000): the ECN
-/// virtual queue never grows past this many full-sized frames.
+/// virtual queue never grows past this many full-sized frames (and HTB's burst).
 const QUEUE_PACKETS: u32 = 1000;
 
 /// The switch configuration as the BPF programs see it (`struct sw_config`).
@@ -37,6 +37,9 @@ pub struct SwitchConfig {
     pub redirect: bool,
     pub ecn_threshold: u32,
     pub queue_cap: u32,
+    /// Bytes HTB passes at once without queueing (its bucket): the ECN marker's virtual queue
+    /// holds them besides the real queue (see switch.bpf.c).
+    pub burst: u32,
 }
 
 /// A probability as a threshold on a 32-bit random number: p * 2^32, 2^32 meaning always.
@@ -53,6 +56,7 @@ pub fn probability_threshold(p: f64) -> u64 {
 impl SwitchConfig {
     pub fn of(spec: &Spec) -> SwitchConfig {
         let threshold = spec.ecn_threshold.unwrap_or(0);
+        let burst = spec.rate_bps.map_or(0, |r| crate::netlink::htb_params(r).burst_bytes);
         SwitchConfig {
             loss: probability_threshold(spec.loss),
             duplicate: probability_threshold(spec.duplicate),
@@ -60,7 +64,10 @@ impl SwitchConfig {
             rate_bytes_per_sec: spec.rate_bps.map_or(0, |r| r / 8),
             redirect: !spec.kernel_forwarding(),
             ecn_threshold: threshold,
-            queue_cap: (QUEUE_PACKETS * 1514).max(threshold.saturating_mul(2)),
+            queue_cap: (QUEUE_PACKETS * 1514)
+                .max(threshold.saturating_mul(2))
+                .saturating_add(burst),
+            burst,
         }
     }
 
@@ -176,6 +183,7 @@ pub fn load<'a>(
     c.redirect = cfg.redirect as u32;
     c.ecn_threshold = cfg.ecn_threshold;
     c.queue_cap = cfg.queue_cap;
+    c.burst = cfg.burst;
     crate::datapath::verifier::load(open, "the switch programs")
 }
 
@@ -296,7 +304,8 @@ mod tests {
         let c = SwitchConfig::of(&spec);
         assert!(!c.redirect && c.needs_xdp());
         assert_eq!(c.ecn_threshold, 30_000);
-        assert_eq!(c.queue_cap, 1_514_000);
+        assert_eq!(c.burst, 126_600, "1 ms at 1 Gbit/s and a frame");
+        assert_eq!(c.queue_cap, 1_514_000 + 126_600);
     }
 
     #[test]

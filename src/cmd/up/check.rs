@@ -60,7 +60,8 @@ fn load_all() -> Vec<ProgramRow> {
         rate_bytes_per_sec: 125_000_000,
         redirect: true,
         ecn_threshold: 30_000,
-        queue_cap: 1_514_000,
+        queue_cap: 1_640_600,
+        burst: 126_600,
     };
     let switch = switch::load(&mut storage, &every_path);
     vec![
