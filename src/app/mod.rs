@@ -22,6 +22,17 @@
 //! [`App::poll`]) resend what they find, after a timeout as DATA, which egress takes whatever
 //! its own position (see `tcp_egress.h`).
 //!
+//! Congestion control runs in the kernel (`tcp_cc.h`); the library learns the send window from
+//! each RX frame's metadata and never sends new data beyond it (see [`stream`]). Each
+//! [`App::poll`] pass visits the connections starting one further than the last pass, so that
+//! no connection always sends first (with several connections through one bottleneck, the
+//! first one's segments would always find the shortest queue and draw the fewest ECN marks),
+//! and ends with a pure ACK for every connection that received two full segments since it
+//! last sent anything ([`Stream::ack_due`]): a busy-polling receiver acknowledges each burst as
+//! it ends, as a kernel does at the end of a NAPI poll, instead of waiting for the daemon's
+//! generator (a wakeup, which a busy machine delays; with the generator alone, DCTCP flows into
+//! one eTran receiver filled 85-88 % of a 300 Mbit/s bottleneck instead of 95 %, `tcp_dctcp`).
+//!
 //! Close and abort: [`App::close`] sends a FIN after the queued bytes (the receive side stays
 //! open); `recv` returns `Ok(0)` after the peer's FIN, and sending goes on until the app closes.
 //! Once both FINs went through and ours was acknowledged ([`App::is_closed`]) the app releases
@@ -74,6 +85,8 @@ pub struct AppStats {
     /// Connections aborted because a data frame was lost on the way to the app.
     pub rx_lost_data: u64,
     pub window_updates: u64,
+    /// Pure ACKs sent at the end of a pass (see [`Stream::ack_due`]).
+    pub acks: u64,
 }
 
 /// Hashes a connection handle with one multiplication: handles are daemon-chosen integers, not
@@ -110,6 +123,10 @@ pub struct App {
     conns: ConnMap,
     /// Handles visited by [`App::poll`] (kept to spare an allocation per poll).
     scratch: Vec<u64>,
+    /// Where [`App::poll`]'s pass over the connections starts: one further each pass, so that
+    /// no connection always sends first (its segments would always find the bottleneck's
+    /// queue shortest and draw the fewest ECN marks).
+    first: usize,
     /// Frames for connections the daemon accepted and the app has not adopted yet.
     early: early::Early,
     /// Retransmission timeout settings of connections adopted from now on.
@@ -129,6 +146,7 @@ impl App {
             control,
             conns: ConnMap::default(),
             scratch: Vec::new(),
+            first: 0,
             early: early::Early::default(),
             rto: crate::tcp::rto::RtoConfig::default(),
             released: HashSet::new(),
@@ -379,6 +397,11 @@ impl App {
         let mut ids = std::mem::take(&mut self.scratch);
         ids.clear();
         ids.extend(self.conns.keys().copied());
+        self.first = self.first.wrapping_add(1);
+        if !ids.is_empty() {
+            let first = self.first % ids.len();
+            ids.rotate_left(first);
+        }
         for &h in &ids {
             let s = self.conns.get_mut(&h).expect("listed");
             if let stream::TimerEvent::GaveUp(_) = s.on_timer(now) {
@@ -391,8 +414,11 @@ impl App {
             }
             s.hold_tail(false);
             self.transmit(ConnId(h))?;
-            if self.conns[&h].window_update_due() {
+            let s = &self.conns[&h];
+            if s.window_update_due() {
                 self.window_update(ConnId(h))?;
+            } else if s.ack_due() {
+                self.ack(ConnId(h))?;
             }
         }
         self.scratch = ids;
@@ -415,6 +441,16 @@ impl App {
                 return Ok(());
             }
         }
+    }
+
+    /// Sends a pure ACK (see [`Stream::ack_due`]). Without a free TX frame the generator sends
+    /// it.
+    fn ack(&mut self, id: ConnId) -> io::Result<()> {
+        let s = self.conns.get_mut(&id.0).ok_or(io::ErrorKind::NotConnected)?;
+        if self.port.send_with(|frame| s.control_frame(stream::INTENT_ACK, frame))?.is_some() {
+            self.stats.acks += 1;
+        }
+        Ok(())
     }
 
     /// Sends a pure window update carrying the unreported consumption. Without a free TX

@@ -236,6 +236,7 @@ pub struct Stream {
     read_pos: u32,        // next byte read() returns
     rcv_end: u32,         // end of the readable (in-order) bytes
     unreported: u32,      // consumed, not yet reported in a TX header
+    rx_unacked: u32,      // payload bytes received since our last frame (each carries the ACK)
     fin: bool,            // the stream ends at rcv_end
     ooo: Vec<(u32, u32)>, // out-of-order bytes held: disjoint [start, end) intervals
     adv: u32,             // the largest window the kernel advertises for this buffer
@@ -295,6 +296,7 @@ impl Stream {
             read_pos: init.rx_pos,
             rcv_end: init.rx_pos,
             unreported: 0,
+            rx_unacked: 0,
             fin: false,
             ooo: Vec::new(),
             adv: window::advertisable(init.rcv_buf, init.rcv_wscale),
@@ -381,6 +383,7 @@ impl Stream {
             fx.fast_retransmit = true;
         }
         fx.dropped += meta.payload_len as u32 - len;
+        self.rx_unacked = self.rx_unacked.saturating_add(len);
         if len > 0 {
             fx.dropped += self.store(meta.rx_pos, &payload[..len as usize]);
         }
@@ -511,9 +514,19 @@ impl Stream {
         window::update_due(left, after, self.adv, u32::from(self.mss))
     }
 
-    /// Takes the consumption report for a TX header.
+    /// Takes the consumption report for a TX header (every frame carries one, and the ACK).
     pub fn take_consumed(&mut self) -> u32 {
+        self.rx_unacked = 0;
         std::mem::take(&mut self.unreported)
+    }
+
+    /// Whether a pure ACK is worth a frame now, at the end of a pass over what was received:
+    /// two full segments arrived since the last frame we sent (RFC 5681 4.2). A busy-polling
+    /// app then acknowledges each burst as it ends, as a kernel does at the end of a NAPI poll,
+    /// without waiting for the daemon's generator (a wakeup, and its scheduling on a busy
+    /// machine); the generator finds nothing owed and skips the connection.
+    pub fn ack_due(&self) -> bool {
+        self.rx_unacked >= 2 * u32::from(self.mss) && !self.fin
     }
 
     // ---- Send side ----

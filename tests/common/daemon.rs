@@ -180,6 +180,11 @@ impl EtranHosts {
         EtranHosts::build(name, spec, 1)
     }
 
+    /// etran on both hosts of a testbed built from `spec` (its name is ignored).
+    pub fn with_spec(name: &str, spec: etran::testbed::Spec) -> EtranHosts {
+        EtranHosts::build(name, spec, 2)
+    }
+
     fn build(name: &str, spec: etran::testbed::Spec, with_etran: u8) -> EtranHosts {
         use etran::{
             datapath::pins,

@@ -231,6 +231,34 @@ fn no_window_update_after_the_peer_fin_and_data_outlives_a_reset() {
     assert_eq!(buf[..500], bytes(1500, 500)[..]);
 }
 
+/// Two full segments received since our last frame make a pure ACK worth sending at the end
+/// of the pass; any frame we send carries the ACK and starts the count again.
+#[test]
+fn an_ack_is_due_after_two_segments_unacknowledged() {
+    let mut s = Stream::new(StreamInit { rcv_buf: 1 << 16, ..init(0, 0) });
+    s.on_rx(&meta(0, 1000, 0), &bytes(0, 1000));
+    assert!(!s.ack_due(), "one segment: the generator's delayed ACK will do");
+    s.on_rx(&meta(1000, 999, 0), &bytes(1000, 999));
+    assert!(!s.ack_due());
+    s.on_rx(&meta(1999, 1, 0), &bytes(1999, 1));
+    assert!(s.ack_due(), "two segments' worth");
+    let mut frame = [0u8; 2048];
+    assert!(s.control_frame(INTENT_ACK, &mut frame).is_some());
+    assert!(!s.ack_due(), "the ACK went out");
+    // Out-of-order bytes count too; data we send carries the ACK as well.
+    s.on_rx(&meta(3000, 2000, OUT_OF_ORDER), &bytes(3000, 2000));
+    assert!(s.ack_due());
+    s.write(b"reply");
+    assert!(s.next_frame(&mut frame).is_some());
+    assert!(!s.ack_due(), "data carried the ACK");
+    // After the peer's FIN (which the kernel acknowledges at once) none is.
+    let mut s = Stream::new(StreamInit { rcv_buf: 1 << 16, ..init(0, 0) });
+    s.on_rx(&meta(0, 1000, 0), &bytes(0, 1000));
+    s.on_rx(&meta(1000, 1000, FIN), &bytes(1000, 1000));
+    assert!(s.fin_received() && s.error().is_none());
+    assert!(!s.ack_due());
+}
+
 #[test]
 fn consumption_piggybacks_on_data() {
     let mut s = Stream::new(init(0, 0));
