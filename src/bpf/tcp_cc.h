@@ -18,8 +18,10 @@
  * - Losses are found by the app (SACK scoreboard, RACK timing, duplicate ACKs), which resends
  *   lost bytes with the RETRANSMIT intent: egress takes that as the loss signal and halves
  *   cwnd, once per window of data. After a retransmission timeout the app resends from
- *   snd_una as DATA, which egress recognises: cwnd drops to one segment, ssthresh to half.
- *   Floor: two segments, one after a timeout.
+ *   snd_una as DATA, which egress recognises: cwnd drops to one segment, ssthresh to half. (A
+ *   tail-loss probe resending the only segment in flight looks the same and counts as one:
+ *   rare, it waits 2 SRTT plus the peer's delayed ACK.) Floor: two segments, one after a
+ *   timeout.
  * Without ECN the same rules run without the DCTCP part: loss-based, NewReno-like.
  *
  * The window the app sees. Egress refuses new data beyond the window, and a refused frame

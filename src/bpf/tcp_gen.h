@@ -6,7 +6,7 @@
  * written from the connection state by the same code egress uses (tcp_tx.h), for the NIC.
  *
  * Policy: an ACK is due at once on ack_now (duplicate, out of order, gap filled, FIN, window
- * probe), once GEN_STRETCH_SEGMENTS full segments are unacknowledged, or when the unacknowledged
+ * probe, a change of the CE marks to echo: tcp_cc.h), once GEN_STRETCH_SEGMENTS full segments are unacknowledged, or when the unacknowledged
  * bytes reach what is left of the receive window; any other owed ACK is delayed: queued on the
  * delayed queue, which the pump flushes only at its delayed-ACK deadline. Data an app sends
  * carries the ACK and settles it (egress clears ack_pending and ack_now); the generator then
