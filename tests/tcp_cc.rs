@@ -32,6 +32,7 @@ const PEER_WSCALE: u8 = 4;
 
 const TS: u8 = tcp_conn_flag::TCP_CONN_TIMESTAMPS.0 as u8;
 const ECN: u8 = tcp_conn_flag::TCP_CONN_ECN.0 as u8;
+const SACK: u8 = tcp_conn_flag::TCP_CONN_SACK.0 as u8;
 const REDUCED: u8 = tcp_cc_flag::TCP_CC_REDUCED.0 as u8;
 const TIMEOUT: u8 = tcp_cc_flag::TCP_CC_TIMEOUT.0 as u8;
 const CWR: u8 = tcp_cc_flag::TCP_CC_CWR.0 as u8;
@@ -82,6 +83,20 @@ fn peer_segment(seq: u32, ack: u32, flags: u8, wnd: u16, tos: u8, payload: &[u8]
 fn ack_to(upto: u32, ece: bool) -> Vec<u8> {
     let flags = TCP_ACK | if ece { TCP_ECE } else { 0 };
     peer_segment(RCV, SND.wrapping_add(upto), flags, PEER_WND, 0, &[])
+}
+
+/// The peer's duplicate ACK (at SND) with SACK blocks (offsets from SND), as Linux sends it.
+fn sack_ack(blocks: &[(u32, u32)]) -> Vec<u8> {
+    let mut opts = tcp_ts_option(100, 1);
+    opts.extend_from_slice(&[1, 1, 5, 2 + 8 * blocks.len() as u8]);
+    for &(l, r) in blocks {
+        opts.extend_from_slice(&SND.wrapping_add(l).to_be_bytes());
+        opts.extend_from_slice(&SND.wrapping_add(r).to_be_bytes());
+    }
+    let tcp = tcp_segment(PEER_PORT, LOCAL_PORT, RCV, SND, TCP_ACK, PEER_WND, &opts, &[]);
+    let tcp = with_tcp_checksum(PEER_IP, LOCAL_IP, tcp);
+    let ip = Ipv4 { src: PEER_IP, dst: LOCAL_IP, ..Ipv4::default() };
+    eth_with(LOCAL_MAC, PEER_MAC, ETH_P_IP, &ipv4_with(&ip, &tcp))
 }
 
 /// The peer's in-order data (acknowledging nothing new), ECN field `tos`.
@@ -333,7 +348,8 @@ fn ece_cuts_the_window_by_half_alpha_once_per_window_of_data() {
 fn cwr_goes_on_the_next_segment_with_payload_only() {
     let mut storage = ObjectStorage::default();
     let b = bed(&mut storage);
-    let c = conn(0, 20_000, true);
+    let mut c = conn(0, 20_000, true);
+    c.ack_pending = 100; // an ACK is owed
     b.set(&c);
     // An ECE cut asks for CWR; a pure ACK does not carry it.
     b.ingress(&ack_to(0, true));
@@ -379,6 +395,41 @@ fn losses_halve_the_window_once_per_window_of_data() {
     assert_eq!(tcp_flags(&seg) & TCP_CWR, TCP_CWR);
     let c = b.conn();
     assert_eq!((c.cwnd, c.cc), (2000, REDUCED));
+}
+
+/// After a loss's cut nothing new fits until the hole is filled (egress counts SACKed bytes as
+/// in flight), but each segment the peer got out of order left the network: one more may go
+/// in (limited transmit, fast recovery's inflation), so segments sent after a retransmission
+/// can reveal its loss.
+#[test]
+fn each_segment_delivered_out_of_order_lets_another_in() {
+    let mut storage = ObjectStorage::default();
+    let b = bed(&mut storage);
+    let mut c = conn(10_000, 10_000, false);
+    c.flags |= SACK;
+    b.set(&c);
+    b.egress(&tx(RETRANSMIT, una_pos(&c), 1000)).expect("sent");
+    assert_eq!(b.conn().cwnd, 5000);
+    assert!(b.egress(&tx(DATA, TX_POS, 1)).is_none(), "the window is full");
+    // A duplicate ACK with SACK blocks: a segment's room, told to the app.
+    assert_eq!(b.send_wnd_after(&sack_ack(&[(1000, 2000)])), 11_000);
+    assert!(b.egress(&tx(DATA, TX_POS, 1000)).is_some());
+    assert!(b.egress(&tx(DATA, TX_POS + 1000, 1)).is_none());
+    // SACK blocks count even when the window moved (a Linux receiver's often does).
+    let mut moved = sack_ack(&[(1000, 3000)]);
+    moved[14 + 20 + 14..14 + 20 + 16].copy_from_slice(&(PEER_WND - 1).to_be_bytes());
+    moved[14 + 20 + 16..14 + 20 + 18].copy_from_slice(&[0, 0]);
+    let seg = with_tcp_checksum(PEER_IP, LOCAL_IP, moved[34..].to_vec());
+    moved[34..].copy_from_slice(&seg);
+    assert_eq!(b.send_wnd_after(&moved), 12_000);
+    // A plain duplicate ACK counts; a bare window update (no SACK, the window moved) does not.
+    let mut c = conn(10_000, 10_000, false);
+    c.snd_wnd = u32::from(PEER_WND - 1) << PEER_WSCALE;
+    b.set(&c);
+    b.ingress(&ack_to(0, false));
+    assert_eq!(b.conn().cwnd_edge, SND.wrapping_add(10_000), "a window update");
+    b.ingress(&ack_to(0, false));
+    assert_eq!(b.conn().cwnd_edge, SND.wrapping_add(11_000), "a duplicate ACK");
 }
 
 #[test]

@@ -213,6 +213,20 @@ fn fixtures() -> Vec<Fixture> {
             },
         ),
         f("ack only", none, tx_frame(&hdr(ACK, 0, 0, 0)), Verdict::Send, |s| s.sent(0)),
+        f(
+            "ack when none is owed: it would be a duplicate ACK",
+            |c| (c.ack_now, c.ack_pending) = (0, 0),
+            tx_frame(&hdr(ACK, 0, 0, 0)),
+            Verdict::Drop("tcp_tx_ack_settled"),
+            same,
+        ),
+        f(
+            "ack owed only by ack_now",
+            |c| c.ack_pending = 0,
+            tx_frame(&hdr(ACK, 0, 0, 0)),
+            Verdict::Send,
+            |s| s.sent(0),
+        ),
         f("window update", none, tx_frame(&hdr(WINDOW_UPDATE, 0, 0, 5000)), Verdict::Send, |s| {
             s.rcv_wnd += 5000;
             s.sent(0);
@@ -997,6 +1011,7 @@ fn linux_accepts_egress_segments() {
         flags: TS,
         local_mac: MY_MAC,
         remote_mac: SERVER_MAC,
+        ack_now: 1, // the handshake's final ACK
         ..Default::default()
     };
     let conn = with_cwnd(conn, 1 << 20);

@@ -185,7 +185,8 @@ struct etran_tcp_rx_meta {
  * zeroed header is refused. */
 enum etran_tcp_tx_intent {
 	ETRAN_TCP_TX_DATA = 1,          /* payload at tx_pos, with the ACK and window piggybacked */
-	ETRAN_TCP_TX_ACK = 2,           /* a pure ACK (no payload) */
+	ETRAN_TCP_TX_ACK = 2,           /* a pure ACK (no payload), if one is owed: a repeated one
+					 * would be a duplicate ACK to the peer's loss detection */
 	ETRAN_TCP_TX_WINDOW_UPDATE = 3, /* a pure ACK announcing the window `consumed` reopened */
 	ETRAN_TCP_TX_RETRANSMIT = 4,    /* payload already sent, within [snd_una, snd_nxt): resent at
 					 * its own sequence number, outside the windows */

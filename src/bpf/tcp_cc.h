@@ -22,6 +22,11 @@
  *   tail-loss probe resending the only segment in flight looks the same and counts as one:
  *   rare, it waits 2 SRTT plus the peer's delayed ACK.) Floor: two segments, one after a
  *   timeout.
+ * - Every duplicate ACK (or one with SACK blocks and no new cumulative data) lets one more
+ *   segment into the network: a segment left it, delivered out of order (RFC 3042's limited
+ *   transmit before a loss is found, RFC 5681's window inflation in fast recovery). Without it nothing new would go out until the hole is filled
+ *   (egress counts every byte in flight, SACKed ones too), and a lost retransmission, which
+ *   only segments sent after it can reveal, would wait for a retransmission timeout.
  * Without ECN the same rules run without the DCTCP part: loss-based, NewReno-like.
  *
  * The window the app sees. Egress refuses new data beyond the window, and a refused frame
@@ -165,8 +170,10 @@ static __always_inline void dctcp_observe(struct tcp_conn *c, __u32 acked, int e
 }
 
 /* Ingress, for an acceptable ACK (not an old one) after snd_una moved by `acked` bytes, with
- * `flight` stream bytes having been in flight before it. */
-static __always_inline void cc_on_ack(struct tcp_conn *c, __u32 acked, __u32 flight, int ece)
+ * `flight` stream bytes having been in flight before it; `left`: the ACK says a segment left the
+ * network out of order (a duplicate ACK, or SACK blocks without new cumulative data). */
+static __always_inline void cc_on_ack(struct tcp_conn *c, __u32 acked, __u32 flight, int ece,
+				      int left)
 {
 	ece = ece && (c->flags & TCP_CONN_ECN);
 	if ((c->cc & (TCP_CC_REDUCED | TCP_CC_TIMEOUT)) && !before(c->snd_una, c->cc_recover))
@@ -180,6 +187,8 @@ static __always_inline void cc_on_ack(struct tcp_conn *c, __u32 acked, __u32 fli
 		cc_grow(c, acked, flight);
 	if (after(c->snd_una + c->cwnd, c->cwnd_edge))
 		c->cwnd_edge = c->snd_una + c->cwnd;
+	if (left)
+		c->cwnd_edge += c->mss;
 }
 
 /* Ingress, for every data segment of an ECN connection: the CE state follows the segment's

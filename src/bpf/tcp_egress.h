@@ -101,6 +101,7 @@ static __always_inline void tx_fin(struct tcp_conn *c, const struct etran_tcp_tx
  *   from its last acknowledged position and no byte is ever counted twice as new. After our
  *   FIN no new data is taken. DATA from snd_una while bytes are in flight is the resend after
  *   a retransmission timeout: congestion control's timeout signal.
+ * - ACK: only while one is owed (ack_pending or ack_now), as for the generator.
  * - FIN: see tx_fin.
  * - WINDOW_UPDATE: refused after the peer's FIN unless an ACK is owed (see tx_window for the
  *   window itself).
@@ -117,6 +118,10 @@ static __always_inline void tx_update(struct tcp_conn *c, const struct etran_tcp
 	if (h->intent == ETRAN_TCP_TX_WINDOW_UPDATE && (c->fin & TCP_CONN_FIN_RCVD) &&
 	    !c->ack_now && !c->ack_pending) {
 		tx_refuse(p, ETRAN_DROP_TCP_TX_WND_AFTER_FIN);
+		return;
+	}
+	if (h->intent == ETRAN_TCP_TX_ACK && !c->ack_pending && !c->ack_now) {
+		tx_refuse(p, ETRAN_DROP_TCP_TX_ACK_SETTLED);
 		return;
 	}
 	if (h->intent == ETRAN_TCP_TX_FIN) {

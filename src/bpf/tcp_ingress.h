@@ -172,6 +172,8 @@ static __always_inline enum ooo_verdict hold_ooo(struct tcp_conn *c, __u32 seq, 
 static __always_inline int rx_ack(struct tcp_conn *c, const struct segment *s, struct verdict *v)
 {
 	__u32 wnd = s->wnd << wscale(c->snd_wscale), flight = flight_bytes(c), acked = 0;
+	__u32 send_wnd = cc_send_wnd(c);
+	int left = 0;
 
 	if (!s->has_ack)
 		return 1;
@@ -191,16 +193,22 @@ static __always_inline int rx_ack(struct tcp_conn *c, const struct segment *s, s
 		acked = s->ack - c->snd_una;
 		c->snd_una = s->ack;
 		c->dupacks = 0;
-	} else if (!s->len && !s->fin && c->snd_una != c->snd_nxt && wnd == c->snd_wnd) {
-		/* A duplicate ACK as RFC 5681 defines it; the third one triggers fast retransmit. */
-		if (++c->dupacks == 3)
+	} else if (!s->len && !s->fin && c->snd_una != c->snd_nxt) {
+		/* The peer got a segment out of order: one left the network. A duplicate ACK as
+		 * RFC 5681 defines it has the window unchanged (the third triggers fast retransmit);
+		 * SACK blocks say it even when the window moved, as a Linux receiver's does. */
+		left = wnd == c->snd_wnd || s->sack;
+		if (wnd == c->snd_wnd && ++c->dupacks == 3)
 			v->meta.flags |= ETRAN_TCP_RX_FAST_RETRANSMIT;
 	}
 	if (wnd != c->snd_wnd) {
 		c->snd_wnd = wnd;
 		v->wnd_changed = 1;
 	}
-	cc_on_ack(c, acked, flight, s->ece);
+	cc_on_ack(c, acked, flight, s->ece, left);
+	/* A segment that left let another into the network: news if it opened the app's window. */
+	if (left && cc_send_wnd(c) != send_wnd)
+		v->wnd_changed = 1;
 	return 1;
 }
 
