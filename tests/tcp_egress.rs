@@ -38,6 +38,7 @@ const ACK: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_ACK.0 as u8;
 const WINDOW_UPDATE: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_WINDOW_UPDATE.0 as u8;
 const RETRANSMIT: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_RETRANSMIT.0 as u8;
 const FIN: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_FIN.0 as u8;
+const ACK_DUE: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_ACK_DUE.0 as u8;
 const FIN_SENT: u8 = tcp_conn_fin::TCP_CONN_FIN_SENT.0 as u8;
 const TS: u8 = tcp_conn_flag::TCP_CONN_TIMESTAMPS.0 as u8;
 const ECN: u8 = tcp_conn_flag::TCP_CONN_ECN.0 as u8;
@@ -214,18 +215,33 @@ fn fixtures() -> Vec<Fixture> {
         ),
         f("ack only", none, tx_frame(&hdr(ACK, 0, 0, 0)), Verdict::Send, |s| s.sent(0)),
         f(
-            "ack when none is owed: it would be a duplicate ACK",
+            "ack when none is owed: sent (the app asks for it)",
             |c| (c.ack_now, c.ack_pending) = (0, 0),
-            tx_frame(&hdr(ACK, 0, 0, 0)),
-            Verdict::Drop("tcp_tx_ack_settled"),
-            same,
-        ),
-        f(
-            "ack owed only by ack_now",
-            |c| c.ack_pending = 0,
             tx_frame(&hdr(ACK, 0, 0, 0)),
             Verdict::Send,
             |s| s.sent(0),
+        ),
+        f("ack due, owed", none, tx_frame(&hdr(ACK_DUE, 0, 0, 0)), Verdict::Send, |s| s.sent(0)),
+        f(
+            "ack due, owed only by ack_now",
+            |c| c.ack_pending = 0,
+            tx_frame(&hdr(ACK_DUE, 0, 0, 0)),
+            Verdict::Send,
+            |s| s.sent(0),
+        ),
+        f(
+            "ack due when none is owed: it would be a duplicate ACK",
+            |c| (c.ack_now, c.ack_pending) = (0, 0),
+            tx_frame(&hdr(ACK_DUE, 0, 0, 5000)),
+            Verdict::Drop("tcp_tx_ack_settled"),
+            |s| s.rcv_wnd += 5000,
+        ),
+        f(
+            "ack due with payload",
+            none,
+            tx_frame(&hdr(ACK_DUE, 0, 10, 0)),
+            Verdict::Drop("tcp_tx_bad_hdr"),
+            same,
         ),
         f("window update", none, tx_frame(&hdr(WINDOW_UPDATE, 0, 0, 5000)), Verdict::Send, |s| {
             s.rcv_wnd += 5000;
@@ -552,7 +568,7 @@ fn fixtures() -> Vec<Fixture> {
         f(
             "unknown intent",
             none,
-            tx_frame(&hdr(FIN + 1, 0, 0, 0)),
+            tx_frame(&hdr(ACK_DUE + 1, 0, 0, 0)),
             Verdict::Drop("tcp_tx_bad_hdr"),
             same,
         ),
@@ -1011,7 +1027,6 @@ fn linux_accepts_egress_segments() {
         flags: TS,
         local_mac: MY_MAC,
         remote_mac: SERVER_MAC,
-        ack_now: 1, // the handshake's final ACK
         ..Default::default()
     };
     let conn = with_cwnd(conn, 1 << 20);

@@ -447,7 +447,7 @@ impl App {
     /// it.
     fn ack(&mut self, id: ConnId) -> io::Result<()> {
         let s = self.conns.get_mut(&id.0).ok_or(io::ErrorKind::NotConnected)?;
-        if self.port.send_with(|frame| s.control_frame(stream::INTENT_ACK, frame))?.is_some() {
+        if self.port.send_with(|frame| s.control_frame(stream::INTENT_ACK_DUE, frame))?.is_some() {
             self.stats.acks += 1;
         }
         Ok(())

@@ -121,6 +121,7 @@ pub const INTENT_ACK: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_ACK.0 as u8;
 pub const INTENT_WINDOW_UPDATE: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_WINDOW_UPDATE.0 as u8;
 pub const INTENT_RETRANSMIT: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_RETRANSMIT.0 as u8;
 pub const INTENT_FIN: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_FIN.0 as u8;
+pub const INTENT_ACK_DUE: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_ACK_DUE.0 as u8;
 
 /// What the daemon hands over for an established connection (and what it put in the
 /// connection's `tcp_conn`).
@@ -524,7 +525,9 @@ impl Stream {
     /// two full segments arrived since the last frame we sent (RFC 5681 4.2). A busy-polling
     /// app then acknowledges each burst as it ends, as a kernel does at the end of a NAPI poll,
     /// without waiting for the daemon's generator (a wakeup, and its scheduling on a busy
-    /// machine); the generator finds nothing owed and skips the connection.
+    /// machine); the generator then finds nothing owed and skips the connection. Sent with
+    /// [`INTENT_ACK_DUE`]: egress drops it if the generator went first (a repeated ACK would
+    /// be a duplicate ACK to the peer).
     pub fn ack_due(&self) -> bool {
         self.rx_unacked >= 2 * u32::from(self.mss) && !self.fin
     }

@@ -56,7 +56,7 @@ enum etran_drop_reason {
 	ETRAN_DROP_TCP_TX_WND_AFTER_FIN, /* a pure window update after the peer's FIN: no news for
 					  * a peer that sends nothing more (a closed Linux peer
 					  * would answer RST); the consumption report still counts */
-	ETRAN_DROP_TCP_TX_ACK_SETTLED, /* an app's pure ACK with nothing owed any more (the
+	ETRAN_DROP_TCP_TX_ACK_SETTLED, /* an app's ACK_DUE with nothing owed any more (the
 					* generator or data carried it): it would be a duplicate */
 	ETRAN_DROP_REASON_MAX,
 };

@@ -185,13 +185,16 @@ struct etran_tcp_rx_meta {
  * zeroed header is refused. */
 enum etran_tcp_tx_intent {
 	ETRAN_TCP_TX_DATA = 1,          /* payload at tx_pos, with the ACK and window piggybacked */
-	ETRAN_TCP_TX_ACK = 2,           /* a pure ACK (no payload), if one is owed: a repeated one
-					 * would be a duplicate ACK to the peer's loss detection */
+	ETRAN_TCP_TX_ACK = 2,           /* a pure ACK (no payload) */
 	ETRAN_TCP_TX_WINDOW_UPDATE = 3, /* a pure ACK announcing the window `consumed` reopened */
 	ETRAN_TCP_TX_RETRANSMIT = 4,    /* payload already sent, within [snd_una, snd_nxt): resent at
 					 * its own sequence number, outside the windows */
 	ETRAN_TCP_TX_FIN = 5, /* no payload: our FIN once every byte up to tx_pos was sent (the
 			       * first one), else the FIN resent at its own sequence number */
+	ETRAN_TCP_TX_ACK_DUE = 6, /* a pure ACK only while one is owed (ack_pending, ack_now), as
+				   * the generator sends them: an app acknowledging what it
+				   * received without repeating an ACK (a duplicate ACK to the
+				   * peer's loss detection) */
 };
 
 /* In front of the payload of every frame an app transmits (compat backend: on its port). Egress

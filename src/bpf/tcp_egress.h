@@ -36,6 +36,7 @@ static __always_inline int tx_hdr_valid(const struct etran_tcp_tx_hdr *h, __u64 
 	case ETRAN_TCP_TX_RETRANSMIT:
 		return h->len > 0 && h->len <= ETRAN_TCP_MAX_PAYLOAD;
 	case ETRAN_TCP_TX_ACK:
+	case ETRAN_TCP_TX_ACK_DUE:
 	case ETRAN_TCP_TX_WINDOW_UPDATE:
 	case ETRAN_TCP_TX_FIN:
 		return h->len == 0;
@@ -101,7 +102,7 @@ static __always_inline void tx_fin(struct tcp_conn *c, const struct etran_tcp_tx
  *   from its last acknowledged position and no byte is ever counted twice as new. After our
  *   FIN no new data is taken. DATA from snd_una while bytes are in flight is the resend after
  *   a retransmission timeout: congestion control's timeout signal.
- * - ACK: only while one is owed (ack_pending or ack_now), as for the generator.
+ * - ACK_DUE: only while an ACK is owed (ack_pending or ack_now), as for the generator.
  * - FIN: see tx_fin.
  * - WINDOW_UPDATE: refused after the peer's FIN unless an ACK is owed (see tx_window for the
  *   window itself).
@@ -120,7 +121,7 @@ static __always_inline void tx_update(struct tcp_conn *c, const struct etran_tcp
 		tx_refuse(p, ETRAN_DROP_TCP_TX_WND_AFTER_FIN);
 		return;
 	}
-	if (h->intent == ETRAN_TCP_TX_ACK && !c->ack_pending && !c->ack_now) {
+	if (h->intent == ETRAN_TCP_TX_ACK_DUE && !c->ack_pending && !c->ack_now) {
 		tx_refuse(p, ETRAN_DROP_TCP_TX_ACK_SETTLED);
 		return;
 	}

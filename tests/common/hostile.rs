@@ -220,7 +220,7 @@ impl Hostile {
             }
             Forgery::BogusIntent => {
                 let mut h = self.own(0, self.init.tx_pos, 0);
-                h.intent = [0, 6, 7, 0x80, 0xff][rng.below(5)];
+                h.intent = [0, 7, 8, 0x80, 0xff][rng.below(5)];
                 frame(h, Vec::new())
             }
             Forgery::Reserved => {

@@ -243,7 +243,7 @@ fn an_ack_is_due_after_two_segments_unacknowledged() {
     s.on_rx(&meta(1999, 1, 0), &bytes(1999, 1));
     assert!(s.ack_due(), "two segments' worth");
     let mut frame = [0u8; 2048];
-    assert!(s.control_frame(INTENT_ACK, &mut frame).is_some());
+    assert!(s.control_frame(INTENT_ACK_DUE, &mut frame).is_some());
     assert!(!s.ack_due(), "the ACK went out");
     // Out-of-order bytes count too; data we send carries the ACK as well.
     s.on_rx(&meta(3000, 2000, OUT_OF_ORDER), &bytes(3000, 2000));
