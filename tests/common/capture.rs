@@ -159,6 +159,10 @@ pub struct DirectionReport {
     /// advertised earlier: window shrinks (RFC 9293 3.8.6.2.1).
     pub window_shrinks: u64,
     pub largest_shrink: u32,
+    /// Frames that arrived after a frame the sender sent later (IP ids count up per
+    /// connection): a copy the switch duplicated through its slower path, its original lost.
+    /// Their windows are stale, so they are not judged for shrinking.
+    pub reordered: u64,
     pub resets: u64,
 }
 
@@ -284,6 +288,7 @@ struct DirectionState {
     ranges: Ranges,
     right_edge: Option<u32>,
     seen: HashSet<(u16, u32, u32)>,
+    last_ip_id: Option<u16>,
 }
 
 impl DirectionState {
@@ -341,7 +346,13 @@ pub fn analyse(frames: &[Frame]) -> HashMap<Direction, DirectionReport> {
             }
             d.ranges.insert(start, end);
         }
-        if p.flags & ACK != 0 {
+        let late = d.last_ip_id.is_some_and(|last| (p.ip_id.wrapping_sub(last) as i16) < 0);
+        if late {
+            d.report.reordered += 1;
+        } else {
+            d.last_ip_id = Some(p.ip_id);
+        }
+        if p.flags & ACK != 0 && !late {
             let edge = p.ack.wrapping_add(u32::from(p.window) << d.wscale);
             match d.right_edge {
                 Some(old) if before(edge, old) => {
