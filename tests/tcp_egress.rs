@@ -40,6 +40,7 @@ const RETRANSMIT: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_RETRANSMIT.0 as u8;
 const FIN: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_FIN.0 as u8;
 const ACK_DUE: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_ACK_DUE.0 as u8;
 const FIN_SENT: u8 = tcp_conn_fin::TCP_CONN_FIN_SENT.0 as u8;
+const FIN_RCVD: u8 = tcp_conn_fin::TCP_CONN_FIN_RCVD.0 as u8;
 const TS: u8 = tcp_conn_flag::TCP_CONN_TIMESTAMPS.0 as u8;
 const ECN: u8 = tcp_conn_flag::TCP_CONN_ECN.0 as u8;
 
@@ -174,6 +175,16 @@ impl State {
 enum Verdict {
     Drop(&'static str),
     Send,
+    /// Refused, but sent without its payload as the window update its report made due.
+    SendBare,
+}
+
+/// A receive window closed to the peer (everything advertised arrived) with 15000 bytes of
+/// advertisable buffer: a report of 5000 consumed bytes makes a window update due.
+fn closed_window(c: &mut tcp_conn) {
+    c.rcv_reserve = 1000;
+    c.rcv_wnd = 1000;
+    c.rcv_adv = RCV;
 }
 
 struct Fixture {
@@ -234,6 +245,54 @@ fn fixtures() -> Vec<Fixture> {
             |c| (c.ack_now, c.ack_pending) = (0, 0),
             tx_frame(&hdr(ACK_DUE, 0, 0, 5000)),
             Verdict::Drop("tcp_tx_ack_settled"),
+            |s| s.rcv_wnd += 5000,
+        ),
+        f(
+            "ack due when none is owed, the window it reopens matters: sent as the update",
+            |c| {
+                closed_window(c);
+                (c.ack_now, c.ack_pending) = (0, 0);
+            },
+            tx_frame(&hdr(ACK_DUE, 0, 0, 5000)),
+            Verdict::Send,
+            |s| {
+                s.rcv_wnd += 5000;
+                s.sent(0);
+            },
+        ),
+        f(
+            "ack due when none is owed, the peer still has most of the window: dropped",
+            |c| {
+                closed_window(c);
+                c.rcv_adv = RCV.wrapping_add(8000);
+                (c.ack_now, c.ack_pending) = (0, 0);
+            },
+            tx_frame(&hdr(ACK_DUE, 0, 0, 5000)),
+            Verdict::Drop("tcp_tx_ack_settled"),
+            |s| s.rcv_wnd += 5000,
+        ),
+        f(
+            "data beyond the peer window, its report reopens a closed window: the update alone",
+            |c| {
+                closed_window(c);
+                c.snd_wnd = OUTSTANDING + 99;
+            },
+            tx_frame(&hdr(DATA, TX_POS, 100, 5000)),
+            Verdict::SendBare,
+            |s| {
+                s.rcv_wnd += 5000;
+                s.sent(0);
+            },
+        ),
+        f(
+            "a window update after the peer's FIN, even when it would matter",
+            |c| {
+                closed_window(c);
+                c.fin = FIN_RCVD;
+                (c.ack_now, c.ack_pending) = (0, 0);
+            },
+            tx_frame(&hdr(WINDOW_UPDATE, 0, 0, 5000)),
+            Verdict::Drop("tcp_tx_wnd_after_fin"),
             |s| s.rcv_wnd += 5000,
         ),
         f(
@@ -606,7 +665,8 @@ fn monotonic_ms() -> u32 {
 /// `after`; built field by field from TCP and IPv4 rules, checksums by `packet`'s RFC 1071 code.
 fn expected_frame(before: &tcp_conn, after: &State, h: &etran_tcp_tx_hdr, tsval: u32) -> Vec<u8> {
     let len = usize::from(h.len);
-    let window = (after.rcv_wnd >> before.rcv_wscale).min(65535) as u16;
+    let window =
+        (after.rcv_wnd.saturating_sub(before.rcv_reserve) >> before.rcv_wscale).min(65535) as u16;
     let flags = match (len, h.intent) {
         (0, FIN) => TCP_ACK | TCP_FIN,
         (0, _) => TCP_ACK,
@@ -674,12 +734,15 @@ fn tcp_egress_fixtures() {
                     "{name}: reason {reason}"
                 );
             }
-            Verdict::Send => {
+            Verdict::Send | Verdict::SendBare => {
                 assert_eq!(run.verdict, XDP_REDIRECT, "{name}: verdict");
                 assert_eq!((t1c - t0c, p1 - p0, d1 - d0), (1, 0, 0), "{name}: counted as sent");
                 assert_eq!(run.ctx.data, 0, "{name}: no metadata");
                 let seg = checked_tcp_segment(&run.data);
-                let h: etran_tcp_tx_hdr = from_bytes(&fx.frame);
+                let mut h: etran_tcp_tx_hdr = from_bytes(&fx.frame);
+                if let Verdict::SendBare = fx.verdict {
+                    (h.len, h.intent) = (0, ACK);
+                }
                 let tsval = if conn.flags & TS != 0 {
                     assert_eq!(seg[20..24], [1, 1, 8, 10], "{name}: timestamp option");
                     let v = u32::from_be_bytes(seg[24..28].try_into().unwrap());

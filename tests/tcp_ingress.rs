@@ -709,6 +709,20 @@ fn fixtures() -> Vec<Fixture> {
             |s| s.ts_recent = 100,
         ),
         f(
+            "keepalive: no data at rcv_nxt - 1, answered with an ACK",
+            none,
+            seg(RCV.wrapping_sub(1), SND, TCP_ACK, PEER_WND, &[]),
+            Verdict::Drop("tcp_probe"),
+            |s| s.ack_now = 1,
+        ),
+        f(
+            "Linux's zero-window probe (a keepalive into a closed window): answered",
+            |c| c.rcv_wnd = 0,
+            seg(RCV.wrapping_sub(1), SND, TCP_ACK, PEER_WND, &[]),
+            Verdict::Drop("tcp_probe"),
+            |s| s.ack_now = 1,
+        ),
+        f(
             "bare ack beyond the window",
             none,
             seg(RCV.wrapping_add(WND + 1), SND.wrapping_add(500), TCP_ACK, PEER_WND, &[]),

@@ -6,12 +6,15 @@
 //! - 6 connections × 3 MB echo against a Linux server that closes as soon as it has echoed
 //!   everything: every byte arrives, nothing is reset (no window update after the peer's FIN,
 //!   and bytes the kernel acknowledged are never thrown away);
+//! - an idle connection answers a Linux peer's keepalive probes (which are also its zero-window
+//!   probes) and lives on;
 //! - consecutive small sends in one pass leave as one segment, unless the connection is
 //!   nodelay. Needs root.
 mod common;
 
 use std::{
     io::{ErrorKind, Read, Write},
+    mem::size_of,
     net::{SocketAddrV4, TcpListener, TcpStream},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
@@ -230,6 +233,76 @@ fn a_linux_peer_closing_right_after_echoing_loses_nothing_and_resets_nothing() {
     });
     let rsts = in_netns(&b, linux_out_rsts) - rsts_before;
     assert_eq!(rsts, 0, "Linux sent RSTs: {}", e.daemon.log());
+}
+
+/// Linux's count of keepalive probes it sent, in the calling thread's namespace.
+fn linux_keepalive_probes() -> u64 {
+    let netstat = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap();
+    let mut ext = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (ext.next().unwrap(), ext.next().unwrap());
+    let at = names.split_whitespace().position(|n| n == "TCPKeepAlive").unwrap();
+    values.split_whitespace().nth(at).unwrap().parse().unwrap()
+}
+
+/// Sets an integer socket option.
+fn set_opt(fd: std::os::fd::RawFd, level: i32, name: i32, value: i32) {
+    // SAFETY: a valid fd and a pointer to an int of the size given.
+    let rc = unsafe {
+        libc::setsockopt(fd, level, name, (&value as *const i32).cast(), size_of::<i32>() as u32)
+    };
+    assert_eq!(rc, 0, "setsockopt {level}/{name}: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn an_idle_connection_answers_a_linux_peers_keepalive_probes() {
+    use std::os::fd::AsRawFd;
+    let mut e = Etran::new("etran-wnd-keep");
+    add_neighbour_of_b(&e.net);
+    let peer: SocketAddrV4 = format!("10.77.0.2:{PORT}").parse().unwrap();
+    let b = e.net.b.clone();
+    // A probe after 1 s of silence, then every second; 2 unanswered end the connection (the
+    // accepted socket inherits all of it).
+    let listener = in_netns(&b, || TcpListener::bind(peer).expect("listen"));
+    let fd = listener.as_raw_fd();
+    set_opt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set_opt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 1);
+    set_opt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 1);
+    set_opt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 2);
+    let probes_before = in_netns(&b, linux_keepalive_probes);
+    std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            let (mut c, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 5];
+            c.read_exact(&mut buf).expect("the connection outlived the probes");
+            c.write_all(&buf).unwrap();
+        });
+        let id = e.app.connect(&mut e.session, peer).expect("connect");
+        // Idle past three probes: unanswered, Linux would have ended it after the second.
+        let idle = Instant::now() + Duration::from_millis(4500);
+        while Instant::now() < idle {
+            e.app.poll().unwrap();
+            e.app.poll_daemon(&mut e.session).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        e.app.send(id, b"hello").expect("send after the idle time");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 16];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.len() < 5 {
+            e.app.poll().unwrap();
+            e.app.poll_daemon(&mut e.session).unwrap();
+            match e.app.recv(id, &mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(err) if err.kind() == ErrorKind::WouldBlock => {}
+                Err(err) => panic!("after the idle time: {err}"),
+            }
+            assert!(Instant::now() < deadline, "no echo after the idle time");
+        }
+        assert_eq!(got, b"hello");
+        server.join().unwrap();
+    });
+    let probes = in_netns(&b, linux_keepalive_probes) - probes_before;
+    assert!(probes >= 3, "Linux sent {probes} keepalive probes");
 }
 
 #[test]

@@ -34,6 +34,7 @@ enum etran_drop_reason {
 	ETRAN_DROP_TCP_BEYOND_WINDOW, /* payload starts past the receive window */
 	ETRAN_DROP_TCP_OOO_GAP,       /* out of order, no interval free to hold it, nothing else new */
 	ETRAN_DROP_TCP_CONSUMED,      /* valid but nothing for the app (e.g. 1st/2nd duplicate ACK) */
+	ETRAN_DROP_TCP_PROBE,         /* keepalive or zero-window probe: answered with an ACK */
 	ETRAN_DROP_TCP_NO_OWNER,      /* the connection's app port slot is empty */
 	ETRAN_DROP_TCP_NO_HEADROOM,   /* no room in front of the frame for the RX metadata */
 	ETRAN_DROP_TCP_TX_SHORT,      /* TX frame shorter than its TX header */

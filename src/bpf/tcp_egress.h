@@ -107,14 +107,13 @@ static __always_inline void tx_fin(struct tcp_conn *c, const struct etran_tcp_tx
  * - WINDOW_UPDATE: refused after the peer's FIN unless an ACK is owed (see tx_window for the
  *   window itself).
  * A segment with payload carries the CWR a window cut asked for. */
-static __always_inline void tx_update(struct tcp_conn *c, const struct etran_tcp_tx_hdr *h,
+static __always_inline void tx_decide(struct tcp_conn *c, const struct etran_tcp_tx_hdr *h,
 				      struct tx_plan *p)
 {
 	__u32 flight = flight_bytes(c);
 	__u32 off = h->tx_pos - una_pos(c); /* from snd_una's position */
 	__u32 fresh = 0, seq = c->snd_nxt;
 
-	tx_reopen(c, h->consumed);
 	/* After the peer's FIN a segment that would only announce the window is not sent. */
 	if (h->intent == ETRAN_TCP_TX_WINDOW_UPDATE && (c->fin & TCP_CONN_FIN_RCVD) &&
 	    !c->ack_now && !c->ack_pending) {
@@ -172,6 +171,25 @@ static __always_inline void tx_update(struct tcp_conn *c, const struct etran_tcp
 	c->tx_pos += fresh;
 }
 
+/* Applies the frame's consumption report, then decides the frame (tx_decide). A refused frame
+ * whose report made a window update due goes out all the same, as that update: a pure ACK
+ * (its payload, if any, cut off). Else the report would be taken without the peer ever hearing
+ * of it, and the app, which cannot tell, would wait for data the peer cannot send (a zero
+ * window that never reopens). */
+static __always_inline void tx_update(struct tcp_conn *c, const struct etran_tcp_tx_hdr *h,
+				      struct tx_plan *p)
+{
+	tx_reopen(c, h->consumed);
+	tx_decide(c, h, p);
+	if (!p->dropped || !tx_window_update_due(c))
+		return;
+	p->dropped = 0;
+	p->bare = 1;
+	p->fin = 0;
+	p->cwr = 0;
+	tx_plan_segment(c, p);
+}
+
 /* The egress program's body; see tcp.bpf.c. */
 static __always_inline int tcp_egress(struct xdp_md *ctx)
 {
@@ -219,6 +237,13 @@ static __always_inline int tcp_egress(struct xdp_md *ctx)
 	if (plan.dropped)
 		return drop(ETRAN_PROTO_TCP, plan.reason, bytes);
 
+	if (plan.bare && h.len) {
+		/* Shrinking within the frame cannot fail; the headers stay where they are. */
+		if (bpf_xdp_adjust_tail(ctx, -(int)h.len))
+			return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_NO_HEADROOM, bytes);
+		h.len = 0;
+		payload_sum = 0;
+	}
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	if (!tx_write_headers(data, data_end, c, &h.key, h.len, &plan, payload_sum, ts_now))

@@ -220,6 +220,16 @@ static __always_inline int rx_check_seq(struct tcp_conn *c, const struct segment
 	__u32 start, off;
 
 	if (!s->len) {
+		/* A keepalive (RFC 9293 3.8.4) or Linux's zero-window probe: no data at rcv_nxt - 1,
+		 * sent to draw an ACK. Unanswered, the peer ends the connection (or never learns
+		 * that the window reopened). Its old seq makes it unacceptable, as for Linux: the
+		 * ACK it carries is not news (a duplicate ACK would count towards a fast
+		 * retransmit). */
+		if (s->seq == c->rcv_nxt - 1 && !s->fin) {
+			c->ack_now = 1;
+			set_drop(v, ETRAN_DROP_TCP_PROBE);
+			return 0;
+		}
 		/* A bare ACK is checked against the right edge only, as Linux does: one sent before
 		 * data that is still in flight, or reordered behind it, carries an older seq. */
 		if (after(s->seq, c->rcv_nxt + c->rcv_wnd)) {

@@ -68,6 +68,7 @@ struct tx_plan {
 	__u16 window; /* the window field, scaled */
 	__u16 ip_id;
 	__u8 dropped;
+	__u8 bare;      /* sent without its payload: a refused frame's window update */
 	__u8 fin;       /* set FIN */
 	__u8 ece;       /* set ECE: echo the congestion marks we received */
 	__u8 cwr;       /* set CWR: we cut the window for ECE */
@@ -148,6 +149,22 @@ static __always_inline __u16 tx_window(struct tcp_conn *c)
 	if (shrunk || after(edge, c->rcv_adv))
 		c->rcv_adv = edge;
 	return field;
+}
+
+/* Under the connection lock: would a pure window update matter to the peer now? The rule of
+ * the app library's `tcp::window::update_due` (receiver silly-window avoidance, Linux's rule),
+ * here on exact state: the peer has rcv_adv - rcv_nxt; an update would announce the room less
+ * the reserve; the advertisable buffer is 15 reserves (the reserve is a 16th of the buffer).
+ * After the peer's FIN no update matters. */
+static __always_inline int tx_window_update_due(const struct tcp_conn *c)
+{
+	__u32 left = after(c->rcv_adv, c->rcv_nxt) ? c->rcv_adv - c->rcv_nxt : 0;
+	__u32 room = c->rcv_wnd > c->rcv_reserve ? c->rcv_wnd - c->rcv_reserve : 0;
+	__u32 adv = 15 * c->rcv_reserve, step = c->mss < adv / 2 ? c->mss : adv / 2;
+
+	if (c->fin & TCP_CONN_FIN_RCVD)
+		return 0;
+	return left <= adv / 2 && room >= 2 * left && room >= left + (step ? step : 1);
 }
 
 /* Under the connection lock: the SACK blocks of a segment with room for p->sack_room of them.
