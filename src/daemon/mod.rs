@@ -1,12 +1,13 @@
 //! `etran daemon`: the control path. One mio `Poll` drives the Unix listener apps connect to,
 //! one source per app session, the gen pump's wake ring buffer (ACKs the kernel decided on, see
-//! [`crate::datapath::gen`]), a timer wheel and a Waker that asks the loop to shut down.
+//! [`crate::backend::compat::pump`]), a timer wheel and a Waker that asks the loop to shut down.
 //!
 //! - [`proto`]: the wire protocol (length-prefixed JSON, descriptors with SCM_RIGHTS).
 //! - [`session`]: one app's connection and what it owns.
-//! - [`slow`]: the TCP slow path (handshakes: listen, accept, connect; release, TIME_WAIT,
-//!   aborts and resets) and its AF_PACKET socket.
-//! - [`port`]: an app's veth port, its AF_XDP socket and UMEM, its `app_ports` slot.
+//! - [`crate::transport::tcp::control`]: the TCP slow path (handshakes: listen, accept, connect;
+//!   release, TIME_WAIT, aborts and resets) and its AF_PACKET socket.
+//! - [`crate::backend::compat::port`]: an app's veth port, its AF_XDP socket and UMEM, its
+//!   `app_ports` slot.
 //! - [`client`]: the app side (`connect`, `register`).
 //!
 //! Nothing outlives its owner: a session's port is torn down when the app closes its socket
@@ -38,22 +39,26 @@ use libbpf_rs::{MapCore, MapFlags};
 use mio::{net::UnixListener, unix::SourceFd, Events, Interest, Poll, Token, Waker};
 
 use crate::{
-    datapath::{gen::GenPump, kernel, TcpHandles},
+    backend::compat::{
+        port::{self, Port},
+        pump::GenPump,
+    },
+    loader::kernel,
     log,
     netlink::Netlink,
     timer::TimerWheel,
+    transport::tcp::{
+        control::{Notify, SlowPath, SlowTimer},
+        TcpHandles,
+    },
 };
 
 pub mod client;
-pub mod port;
 pub mod proto;
 pub mod session;
-pub mod slow;
 
-use port::Port;
 use proto::{FdKind, Reply, Request, Transport};
 use session::{Input, Session};
-use slow::{Notify, SlowPath, SlowTimer};
 
 const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
@@ -121,10 +126,10 @@ impl Daemon {
     pub fn new(cfg: Config) -> anyhow::Result<Daemon> {
         crate::sys::require_root("etran daemon")?;
         kernel::require(kernel::TCP_DAEMON, "the etran daemon (its apps' ports)")?;
-        let dp = crate::datapath::find(&cfg.iface)?.with_context(|| {
+        let dp = crate::loader::find(&cfg.iface)?.with_context(|| {
             format!("etran is not up on {}: run `etran up {}` first", cfg.iface, cfg.iface)
         })?;
-        let tcp = crate::datapath::tcp_handles(dp.summary.prog_id)?;
+        let tcp = crate::transport::tcp::tcp_handles(dp.summary.prog_id)?;
         let lock = lock_iface(&cfg.iface)?;
         // Before the socket appears, so that a daemon apps can reach is complete. The pump's
         // spare veth is named after the interface: one daemon per interface and namespace (the

@@ -3,10 +3,8 @@ use std::io::{self, Read};
 
 use mio::net::UnixStream;
 
-use super::{
-    port::Port,
-    proto::{self, DecodeError, Request},
-};
+use super::proto::{self, DecodeError, Request};
+use crate::backend::compat::port::Port;
 
 pub struct Session {
     pub stream: UnixStream,

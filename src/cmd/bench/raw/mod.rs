@@ -45,11 +45,11 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::support::{
+    self as bench, cpu_for, fmt_pps, gbps, latency_histogram, now_ns, pin_to_cpu, run_phase,
+    udp_frame, Ctl, Worker, UDP_PAYLOAD,
+};
 use crate::{
-    bench::{
-        self, cpu_for, fmt_pps, gbps, latency_histogram, now_ns, pin_to_cpu, run_phase, udp_frame,
-        Ctl, Worker, UDP_PAYLOAD,
-    },
     cli::{RawArgs, RawMode},
     netns::NetNs,
     output::{Output, Table},

@@ -26,14 +26,14 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#include "csum.h"
-#include "parse.h"
-#include "stats_maps.h"
-#include "tcp.h"
-#include "tcp_cc.h"
-#include "tcp_gen.h"
-#include "tcp_maps.h"
-#include "tcp_seq.h"
+#include "common/csum.h"
+#include "common/parse.h"
+#include "common/stats_maps.h"
+#include "tcp/tcp.h"
+#include "tcp/tcp_cc.h"
+#include "tcp/tcp_gen.h"
+#include "tcp/tcp_maps.h"
+#include "tcp/tcp_seq.h"
 
 /* The fields of a segment, copied out of the frame before the lock is taken. */
 struct segment {

@@ -534,7 +534,7 @@ pub fn timestamp_option(val: u32, ecr: u32) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tcp::segment::PSH;
+    use crate::transport::tcp::segment::PSH;
 
     const LMAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
     const RMAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
@@ -686,7 +686,7 @@ mod tests {
         let mut ack = from_remote(2, 3, ACK);
         ack.window = 1000;
         let Outcome::Established(e) = h.on_segment(&ack, 0).outcome else { panic!() };
-        assert_eq!(e.negotiated.send_mss, crate::tcp::options::DEFAULT_MSS);
+        assert_eq!(e.negotiated.send_mss, crate::transport::tcp::options::DEFAULT_MSS);
         assert_eq!((e.negotiated.send_wscale, e.negotiated.recv_wscale), (0, 0));
         assert_eq!(e.snd_wnd, 1000);
         assert!(!e.ecn && !e.negotiated.timestamps);

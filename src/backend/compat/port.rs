@@ -24,12 +24,11 @@ use std::{
 use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags};
 
-use crate::datapath::TcpHandles;
-
-use super::proto::Geometry;
 use crate::{
+    daemon::proto::Geometry,
     netlink::Netlink,
     netns::NetNs,
+    transport::tcp::TcpHandles,
     xsk::{sys, XskProgram},
 };
 
@@ -139,7 +138,7 @@ impl Port {
         tcp.port_ifindex
             .update(&slot, &ifindex, MapFlags::ANY)
             .with_context(|| format!("registering {} as port {}", self.kernel_name, self.slot))?;
-        crate::datapath::attach_egress(&tcp.egress, self.kernel_ifindex)?;
+        crate::loader::attach_egress(&tcp.egress, self.kernel_ifindex)?;
         tcp.app_ports.update(&slot, &ifindex, MapFlags::ANY).with_context(|| {
             format!("inserting {} into app_ports slot {}", self.kernel_name, self.slot)
         })?;

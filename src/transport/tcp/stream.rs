@@ -19,7 +19,7 @@
 //! [`Stream::take_consumed`] hands the not yet reported count to the next TX header, and
 //! [`Stream::window_update_due`] says when a pure `WINDOW_UPDATE` is worth a frame: only when
 //! the window the peer still has is down to half the advertisable buffer and the report at least
-//! doubles it ([`crate::tcp::window::update_due`]), and never after the peer's FIN. Bytes
+//! doubles it ([`crate::transport::tcp::window::update_due`]), and never after the peer's FIN. Bytes
 //! received stay readable after the connection failed (a reset, say): [`Stream::read`] returns
 //! them before the caller reports the error.
 //!
@@ -38,7 +38,7 @@
 //! stream position, absolute so that a lost RX frame is healed by the next one) frees bytes at
 //! the front.
 //!
-//! Loss recovery ([`crate::tcp::sack`] keeps the scoreboard): every frame sent is recorded with
+//! Loss recovery ([`crate::transport::tcp::sack`] keeps the scoreboard): every frame sent is recorded with
 //! when and in which order it went out. With SACK (negotiated: [`StreamInit::sack`]) the peer's
 //! blocks, parsed from the frame's TCP header by the caller and mapped to positions through
 //! [`StreamInit::snd_seq`], mark segments delivered; a segment is deemed lost once three
@@ -77,7 +77,7 @@
 //! reason; RETRANSMIT stays strict (refused unless wholly in flight): it never turns into new
 //! data.
 //!
-//! Close ([`crate::tcp::close`] keeps the state): [`Stream::close`] ends the send side; once
+//! Close ([`crate::transport::tcp::close`] keeps the state): [`Stream::close`] ends the send side; once
 //! every written byte was framed, [`Stream::next_frame`] writes a FIN frame (intent FIN, no
 //! payload), which egress sends in sequence order. The retransmission timer covers the FIN as
 //! it covers bytes: a timeout resends the unacknowledged bytes, then the FIN again. `FIN_ACKED`
@@ -93,7 +93,7 @@ use crate::bpf::tcp::types::{
     etran_tcp_limit, etran_tcp_rx_flag, etran_tcp_rx_meta, etran_tcp_tx_hdr, etran_tcp_tx_intent,
     tcp_conn_key,
 };
-use crate::tcp::{
+use crate::transport::tcp::{
     close::{self, Event},
     rto::{GaveUp, RtoConfig, RtoEstimator},
     sack::{Blocks, Scoreboard, MAX_BLOCKS},

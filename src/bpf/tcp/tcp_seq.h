@@ -6,7 +6,7 @@
 
 #include <linux/types.h>
 
-#include "tcp.h"
+#include "tcp/tcp.h"
 
 #define MAX_WSCALE 14 /* RFC 7323 2.3 */
 

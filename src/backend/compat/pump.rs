@@ -1,6 +1,6 @@
 //! The gen pump: the compat backend's ACK generator role (DESIGN.md, "The four datapath roles").
 //!
-//! ACKs are decided in the kernel (`src/bpf/tcp_gen.h`): ingress marks a connection that owes
+//! ACKs are decided in the kernel (`src/bpf/tcp/tcp_gen.h`): ingress marks a connection that owes
 //! one, pushes its key on the queue of ACKs due at once (`etran_tcp_ack_queue`) or on the
 //! delayed one (`etran_tcp_dack_queue`), at most once per queue, and writes a small record to the
 //! `etran_tcp_gen_wake` ring buffer. The ring buffer's descriptor is pollable (the daemon
@@ -31,11 +31,11 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, RingBuffer, RingBufferBuilder};
 
 use crate::{
     bpf::tcp::types::{etran_tcp_ack_queued, etran_tcp_gen_wake},
+    loader::{kernel, AttachMode},
     netlink::Netlink,
     netns::NetNs,
+    transport::tcp::TcpHandles,
 };
-
-use super::{kernel, AttachMode, TcpHandles};
 
 /// How long an ACK not due at once may wait for data to carry it. Well under the minimum RTO
 /// (`tcp::rto`), so a delayed ACK never looks like a loss to our own sender. (In the daemon's
@@ -180,7 +180,7 @@ impl GenPump {
     /// Drains the wake records; pumps if an ACK is due at once, else arms the delayed-ACK
     /// deadline.
     pub fn on_readable(&mut self, now: Instant) -> anyhow::Result<()> {
-        super::drain_ring(&self.ring).context("reading the gen wake ring buffer")?;
+        crate::loader::drain_ring(&self.ring).context("reading the gen wake ring buffer")?;
         let w = std::mem::take(&mut *self.wakes.lock().unwrap_or_else(|e| e.into_inner()));
         self.outstanding[0] += w.immediate;
         self.outstanding[1] += w.delayed;

@@ -1,15 +1,16 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* The maps of the TCP object, shared by its ingress and egress programs. */
+/* The maps of the TCP object, shared by its ingress, egress and gen programs (the app ports and
+ * the NIC slot are the compat backend's: compat/app_ports.h). */
 #ifndef ETRAN_TCP_MAPS_H
 #define ETRAN_TCP_MAPS_H
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
-#include "tcp.h"
+#include "compat/app_ports.h"
+#include "tcp/tcp.h"
 
 #define MAX_CONNS 65536
-#define MAX_APP_PORTS 64
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -17,33 +18,6 @@ struct {
 	__type(key, struct tcp_conn_key);
 	__type(value, struct tcp_conn);
 } etran_tcp_conns SEC(".maps");
-
-/* App ports (compat backend): slot → ifindex of the kernel side of the app's veth, where
- * ingress redirects the app's frames. */
-struct {
-	__uint(type, BPF_MAP_TYPE_DEVMAP);
-	__uint(max_entries, MAX_APP_PORTS);
-	__type(key, __u32);
-	__type(value, __u32);
-} etran_app_ports SEC(".maps");
-
-/* The same slots, readable: a devmap's values cannot be read from BPF, and egress needs the
- * ifindex to check that a frame comes from its connection's owner. The daemon fills both
- * together; 0 is an empty slot. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MAX_APP_PORTS);
-	__type(key, __u32);
-	__type(value, __u32);
-} etran_port_ifindex SEC(".maps");
-
-/* Where egress sends: slot 0 is the NIC (filled by `etran up`). */
-struct {
-	__uint(type, BPF_MAP_TYPE_DEVMAP);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} etran_nic SEC(".maps");
 
 /* Connections owing an ACK, in the order they came to owe it: ingress pushes, the ACK generator
  * (etran_tcp_gen) pops. Two queues, so that flushing the ACKs due at once never flushes the

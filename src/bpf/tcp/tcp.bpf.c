@@ -8,11 +8,11 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
-#include "tcp.h"
-#include "tcp_egress.h"
-#include "tcp_gen.h"
-#include "tcp_ingress.h"
-#include "transport.h"
+#include "tcp/tcp.h"
+#include "tcp/tcp_egress.h"
+#include "tcp/tcp_gen.h"
+#include "tcp/tcp_ingress.h"
+#include "common/transport.h"
 
 /* The slot of etran_transports this program fills; read by the loader. */
 const volatile enum etran_transport etran_transport_slot = ETRAN_TRANSPORT_TCP;

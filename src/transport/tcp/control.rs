@@ -2,7 +2,7 @@
 //!
 //! Ingress copies SYNs to listening ports (`etran_tcp_listen`) and every segment of a flow in
 //! `etran_tcp_pending` to the `etran_tcp_slow` ring buffer; the loop drains it here, runs the
-//! handshake state machine ([`crate::tcp::handshake`]) per 4-tuple and sends its segments
+//! handshake state machine ([`crate::transport::tcp::handshake`]) per 4-tuple and sends its segments
 //! through an AF_PACKET socket bound to the NIC. SYN-ACKs are retransmitted from the daemon's
 //! timer wheel. Once a handshake completes the connection goes into `etran_tcp_conns` *before*
 //! it leaves `etran_tcp_pending` (so no segment of it ever reaches the kernel, which would
@@ -47,19 +47,19 @@ use anyhow::{bail, Context};
 use libbpf_rs::{MapCore, MapFlags, RingBuffer, RingBufferBuilder};
 use mio::Token;
 
-use super::proto::{ConnInit, Reply};
+use super::TcpHandles;
 use crate::{
     bpf::tcp::types::{etran_tcp_slow_seg, tcp_conn, tcp_conn_key},
-    datapath::TcpHandles,
+    daemon::proto::{ConnInit, Reply},
     log,
-    tcp::{
+    timer::{TimerId, TimerWheel},
+    transport::tcp::{
         close::{self, RstCheck, TimeWaitAction},
         handshake::{Config, Established, Handshake, Outcome},
         isn::IsnGenerator,
         segment::{Segment, FIN, RST, SYN},
         window,
     },
-    timer::{TimerId, TimerWheel},
 };
 
 /// Send buffer the app gets for each connection.
@@ -331,7 +331,7 @@ impl SlowPath {
         wrap: impl Fn(SlowTimer) -> T,
         out: &mut Vec<Notify>,
     ) {
-        if let Err(e) = crate::datapath::drain_ring(&self.ring) {
+        if let Err(e) = crate::loader::drain_ring(&self.ring) {
             log::warn(format!("slow path: reading the ring buffer: {e}"));
         }
         let frames = std::mem::take(&mut *self.segs.borrow_mut());

@@ -1,5 +1,5 @@
 //! Receive-window rules shared by the daemon and the app library. The fast path's half is
-//! `tx_window` in `src/bpf/tcp_tx.h`; [`no_shrink_field`] mirrors it for the segments the daemon
+//! `tx_window` in `src/bpf/tcp/tcp_tx.h`; [`no_shrink_field`] mirrors it for the segments the daemon
 //! writes itself.
 //!
 //! - **Reserve.** Of an app's receive buffer, [`reserve`] bytes are never advertised: the window

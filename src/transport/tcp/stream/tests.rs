@@ -192,7 +192,7 @@ fn window_feedback() {
     // A large buffer read as fast as it fills: one update per half of it (Linux's rule), not
     // one per 64 KiB read.
     let mut s = Stream::new(StreamInit { rcv_buf: 1 << 20, mss: 1448, ..init(0, 0) });
-    let half = crate::tcp::window::advertisable(1 << 20, 7) / 2;
+    let half = crate::transport::tcp::window::advertisable(1 << 20, 7) / 2;
     let (mut pos, mut updates) = (0u32, 0);
     while pos < 10 << 20 {
         s.on_rx(&meta(pos, 1400, 0), &bytes(pos, 1400));

@@ -25,11 +25,11 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#include "csum.h"
-#include "parse.h"
-#include "tcp.h"
-#include "tcp_cc.h"
-#include "tcp_seq.h"
+#include "common/csum.h"
+#include "common/parse.h"
+#include "tcp/tcp.h"
+#include "tcp/tcp_cc.h"
+#include "tcp/tcp_seq.h"
 
 #define TX_TTL 64
 #define IP_DF 0x4000

@@ -228,7 +228,7 @@ impl Segment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tcp::options::SynOptions;
+    use crate::transport::tcp::options::SynOptions;
 
     fn sample() -> Segment {
         Segment {

@@ -1,5 +1,5 @@
 //! Reading the entrance counters. Class and drop-reason names come from the enums in
-//! src/bpf/stats.h, read out of the loaded program's BTF, so they are never listed twice.
+//! src/bpf/common/stats.h, read out of the loaded program's BTF, so they are never listed twice.
 use libbpf_rs::{btf::types::Enum, Btf, MapCore, MapFlags, MapHandle};
 use serde::Serialize;
 

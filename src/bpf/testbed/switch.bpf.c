@@ -28,7 +28,7 @@
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 
-#include "parse.h"
+#include "common/parse.h"
 
 #define SW_MAX_PORTS 64
 #define SW_DUP_MAGIC 0xe7d0b1e5u

@@ -17,10 +17,10 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
-#include "stats_maps.h"
-#include "tcp.h"
-#include "tcp_maps.h"
-#include "tcp_tx.h"
+#include "common/stats_maps.h"
+#include "tcp/tcp.h"
+#include "tcp/tcp_maps.h"
+#include "tcp/tcp_tx.h"
 
 /* The pump runs the generator with this ingress ifindex (the loopback's, 0 in the context). The
  * program is also attached to a spare interface only so that BPF_PROG_RUN is cheap; a frame

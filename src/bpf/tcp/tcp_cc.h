@@ -49,8 +49,8 @@
 
 #include <linux/types.h>
 
-#include "tcp.h"
-#include "tcp_seq.h"
+#include "tcp/tcp.h"
+#include "tcp/tcp_seq.h"
 
 #define TCP_DCTCP_ALPHA_ONE (1U << TCP_DCTCP_ALPHA_SHIFT)
 

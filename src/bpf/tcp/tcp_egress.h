@@ -17,14 +17,14 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#include "csum.h"
-#include "parse.h"
-#include "stats_maps.h"
-#include "tcp.h"
-#include "tcp_cc.h"
-#include "tcp_maps.h"
-#include "tcp_seq.h"
-#include "tcp_tx.h"
+#include "common/csum.h"
+#include "common/parse.h"
+#include "common/stats_maps.h"
+#include "tcp/tcp.h"
+#include "tcp/tcp_cc.h"
+#include "tcp/tcp_maps.h"
+#include "tcp/tcp_seq.h"
+#include "tcp/tcp_tx.h"
 
 /* The header checks that need no connection. */
 static __always_inline int tx_hdr_valid(const struct etran_tcp_tx_hdr *h, __u64 frame_len)
