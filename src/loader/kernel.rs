@@ -8,6 +8,7 @@ use std::{
 };
 
 use anyhow::{bail, Context};
+use clap::ValueEnum;
 use libbpf_rs::{libbpf_sys, Btf, MapType, ProgramType};
 use serde::Serialize;
 
@@ -191,28 +192,33 @@ pub fn has_native_hooks() -> bool {
     found
 }
 
-/// How an XDP program sits on an interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How an XDP program sits on an interface, in the words of iproute2 and the kernel's
+/// `XDP_FLAGS_*_MODE` (`drv`, `skb`, `hw`), so that "native" names only the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AttachMode {
-    Native,
-    Generic,
-    Offload,
+    /// Driver mode (falls back to skb with a warning when the driver lacks XDP).
+    Drv,
+    /// Generic (skb) mode, in the kernel's stack.
+    Skb,
+    /// Offloaded to the NIC: never asked for, only found.
+    #[value(skip)]
+    Hw,
 }
 
 impl AttachMode {
     pub fn name(self) -> &'static str {
         match self {
-            AttachMode::Native => "native",
-            AttachMode::Generic => "generic",
-            AttachMode::Offload => "offload",
+            AttachMode::Drv => "drv",
+            AttachMode::Skb => "skb",
+            AttachMode::Hw => "hw",
         }
     }
 
     fn flag(self) -> u32 {
         match self {
-            AttachMode::Native => libbpf_sys::XDP_FLAGS_DRV_MODE,
-            AttachMode::Generic => libbpf_sys::XDP_FLAGS_SKB_MODE,
-            AttachMode::Offload => libbpf_sys::XDP_FLAGS_HW_MODE,
+            AttachMode::Drv => libbpf_sys::XDP_FLAGS_DRV_MODE,
+            AttachMode::Skb => libbpf_sys::XDP_FLAGS_SKB_MODE,
+            AttachMode::Hw => libbpf_sys::XDP_FLAGS_HW_MODE,
         }
     }
 }
@@ -227,9 +233,9 @@ pub fn attached(ifindex: u32) -> anyhow::Result<Option<(u32, AttachMode)>> {
         return Err(io::Error::from_raw_os_error(-ret)).context("querying XDP programs");
     }
     let found = [
-        (opts.drv_prog_id, AttachMode::Native),
-        (opts.skb_prog_id, AttachMode::Generic),
-        (opts.hw_prog_id, AttachMode::Offload),
+        (opts.drv_prog_id, AttachMode::Drv),
+        (opts.skb_prog_id, AttachMode::Skb),
+        (opts.hw_prog_id, AttachMode::Hw),
     ]
     .into_iter()
     .find(|(id, _)| *id != 0);

@@ -15,11 +15,11 @@ use libbpf_rs::{skel::SkelBuilder, Btf, MapCore, MapFlags, MapHandle, OpenObject
 use serde::Serialize;
 
 use crate::{
+    backend::BackendChoice,
     bpf::{
         entrance::{types, EntranceSkel, EntranceSkelBuilder},
         tcp::{TcpSkel, TcpSkelBuilder},
     },
-    cli::{Backend, XdpMode},
     log,
 };
 
@@ -34,8 +34,8 @@ pub use kernel::AttachMode;
 pub const ENTRANCE_PROG: &str = "etran_entrance";
 
 pub struct UpOptions {
-    pub backend: Backend,
-    pub mode: XdpMode,
+    pub backend: BackendChoice,
+    pub mode: AttachMode,
     pub queues: Option<u32>,
     pub force: bool,
 }
@@ -144,18 +144,6 @@ fn interface_names() -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-fn resolve_backend(requested: Backend) -> anyhow::Result<types::etran_backend> {
-    let native = kernel::has_native_hooks();
-    Ok(match requested {
-        Backend::Native if !native => bail!(
-            "this kernel lacks the XDP_EGRESS/XDP_GEN hooks of the etran patch series; use --backend compat"
-        ),
-        Backend::Native => types::etran_backend::ETRAN_BACKEND_NATIVE,
-        Backend::Auto if native => types::etran_backend::ETRAN_BACKEND_NATIVE,
-        Backend::Auto | Backend::Compat => types::etran_backend::ETRAN_BACKEND_COMPAT,
-    })
-}
-
 /// Memory the loaded objects live in: libbpf skeletons borrow caller-provided storage.
 pub struct ObjectStorage {
     entrance: MaybeUninit<OpenObject>,
@@ -229,7 +217,7 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
     crate::sys::require_root("etran up")?;
     kernel::require(kernel::TCP_DATAPATH, "the TCP datapath")?;
     let ifindex = crate::sys::ifindex(iface)?;
-    let backend = resolve_backend(opts.backend)?;
+    let backend = opts.backend.resolve()?;
     let available = crate::ethtool::rx_queues(iface)?.unwrap_or(1);
     let queues = opts.queues.unwrap_or(available);
     if queues > available {
@@ -313,14 +301,14 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
     Ok(UpOutcome::Attached(dp.summary))
 }
 
-/// Attaches TCP egress to the kernel side of an app's port (native mode, generic when the
+/// Attaches TCP egress to the kernel side of an app's port (drv mode, skb when the
 /// driver lacks XDP). It goes away with the port.
 pub fn attach_egress(egress: impl AsFd, port_ifindex: u32) -> anyhow::Result<AttachMode> {
     attach_with_fallback(
         &format!("port ifindex {port_ifindex}"),
         port_ifindex,
         egress.as_fd().as_raw_fd(),
-        XdpMode::Native,
+        AttachMode::Drv,
     )
 }
 
@@ -328,20 +316,20 @@ fn attach_with_fallback(
     iface: &str,
     ifindex: u32,
     prog_fd: i32,
-    mode: XdpMode,
+    mode: AttachMode,
 ) -> anyhow::Result<AttachMode> {
-    if mode == XdpMode::Native {
-        match kernel::attach(ifindex, prog_fd, AttachMode::Native) {
-            Ok(()) => return Ok(AttachMode::Native),
+    if mode == AttachMode::Drv {
+        match kernel::attach(ifindex, prog_fd, AttachMode::Drv) {
+            Ok(()) => return Ok(AttachMode::Drv),
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                log::warn(format!("{iface} has no native XDP support; attaching in generic mode"))
+                log::warn(format!("{iface} has no driver-mode XDP; attaching in skb mode"))
             }
             Err(e) => return Err(e).with_context(|| format!("attaching to {iface}")),
         }
     }
-    kernel::attach(ifindex, prog_fd, AttachMode::Generic)
-        .with_context(|| format!("attaching to {iface} in generic mode"))?;
-    Ok(AttachMode::Generic)
+    kernel::attach(ifindex, prog_fd, AttachMode::Skb)
+        .with_context(|| format!("attaching to {iface} in skb mode"))?;
+    Ok(AttachMode::Skb)
 }
 
 /// `etran down`: detaches and unpins. Returns false when etran was not up on `iface`.

@@ -51,7 +51,7 @@ impl XskProgram {
         self.skel.as_ref().expect("loaded")
     }
 
-    /// Attaches `xsk_redirect` to `ifindex` (native XDP when the driver has it).
+    /// Attaches `xsk_redirect` to `ifindex` (drv mode when the driver has it).
     pub fn attach_redirect(&mut self, ifindex: u32) -> anyhow::Result<()> {
         let link =
             self.skel().progs.xsk_redirect.attach_xdp(ifindex as i32).with_context(|| {

@@ -2,7 +2,7 @@
 //!
 //! - `etp<slot>k`, the kernel side: its ifindex sits in the datapath's `app_ports` devmap at
 //!   `slot` (the app's identity in BPF); the egress program will run here.
-//! - `etp<slot>a`, the app side: `xsk_redirect` is attached (native XDP), the app's AF_XDP
+//! - `etp<slot>a`, the app side: `xsk_redirect` is attached (drv-mode XDP), the app's AF_XDP
 //!   socket sits in that program's XSKMAP and is bound to its queue 0 by the app.
 //!
 //! Both ends are up with GRO on (see [`crate::ethtool::set_gro`]; the app side also has its XDP

@@ -18,7 +18,7 @@
 //!
 //! Cheap calls: a live-frames run with `repeat` > 1 of a program attached nowhere waits for an
 //! RCU grace period (≈ 24 ms, reference/machine-facts.md), so the pump attaches the generator
-//! (generic XDP) to a spare veth pair it creates and deletes. The program passes any frame that
+//! (skb-mode XDP) to a spare veth pair it creates and deletes. The program passes any frame that
 //! really arrives there; the pair is never up.
 use std::{
     os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
@@ -266,7 +266,7 @@ fn attach_spare(name: &str, prog_fd: RawFd) -> anyhow::Result<Spare> {
     nl.add_veth(name, [0x02, 0xe7, 0, 0, 0, 1], &peer, [0x02, 0xe7, 0, 0, 0, 2], &here, 1)
         .with_context(|| format!("creating the gen pump's spare veth pair {name}"))?;
     let spare = Spare { ifindex: nl.index(name)? };
-    kernel::attach(spare.ifindex, prog_fd, AttachMode::Generic)
+    kernel::attach(spare.ifindex, prog_fd, AttachMode::Skb)
         .with_context(|| format!("attaching etran_tcp_gen to {name}"))?;
     Ok(spare)
 }

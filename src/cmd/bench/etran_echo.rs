@@ -29,9 +29,9 @@ use super::linux_echo::{self, ClientResult, Echo, Progress, Share, Wait};
 use crate::{
     app::{App, ConnId},
     backend::compat::port,
-    cli::{Backend, XdpMode},
+    backend::BackendChoice,
     daemon::{client::Session, proto::Transport, Config, Daemon},
-    loader::{self, UpOptions},
+    loader::{self, AttachMode, UpOptions},
     netlink::Netlink,
     netns::NetNs,
     testbed::HOST_NIC,
@@ -125,8 +125,12 @@ fn run_in(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool) + Send,
 ) -> anyhow::Result<Outcome> {
-    let opts =
-        UpOptions { backend: Backend::Auto, mode: XdpMode::Native, queues: None, force: false };
+    let opts = UpOptions {
+        backend: BackendChoice::Auto,
+        mode: AttachMode::Drv,
+        queues: None,
+        force: false,
+    };
     for ns in p.etran_hosts() {
         ns.run(|| loader::up(HOST_NIC, &opts))?.with_context(|| format!("etran up {HOST_NIC}"))?;
     }
