@@ -48,7 +48,7 @@ use crate::{
     netlink::Netlink,
     timer::TimerWheel,
     transport::tcp::{
-        control::{Notify, SlowPath, SlowTimer},
+        control::{Event, Notify, SlowPath, SlowTimer},
         TcpHandles,
     },
 };
@@ -388,7 +388,7 @@ impl Daemon {
                 Err(reason) => Reply::ListenFailed { port, reason },
             },
         };
-        self.notify(vec![Notify { owner: token, reply }]);
+        self.tell(token, &reply);
     }
 
     fn connect(&mut self, token: Token, remote: std::net::SocketAddrV4, local_port: Option<u16>) {
@@ -406,18 +406,29 @@ impl Daemon {
             ),
         };
         if let Err(reason) = result {
-            self.notify(vec![Notify { owner: token, reply: Reply::ConnectFailed { reason } }]);
+            self.tell(token, &Reply::ConnectFailed { reason });
         }
     }
 
-    /// Sends slow-path results to their sessions; a session that cannot take them is closed.
+    /// Sends what the slow path has to tell sessions, in the protocol's words.
     fn notify(&mut self, out: Vec<Notify>) {
         for n in out {
-            let Some(s) = self.sessions.get(&n.owner) else { continue };
-            if let Err(e) = proto::send_fds(s.stream.as_fd(), &proto::encode(&n.reply), &[]) {
-                log::warn(format!("app session {}: {e}", s.id));
-                self.close(n.owner);
-            }
+            let reply = match n.event {
+                Event::Connected { handle, init } => Reply::Connected { handle, init },
+                Event::Accepted { handle, init } => Reply::Accepted { handle, init },
+                Event::ConnectFailed { reason } => Reply::ConnectFailed { reason },
+                Event::Reset { handle } => Reply::Reset { handle },
+            };
+            self.tell(n.owner, &reply);
+        }
+    }
+
+    /// Sends `reply` to a session; a session that cannot take it is closed.
+    fn tell(&mut self, owner: Token, reply: &Reply) {
+        let Some(s) = self.sessions.get(&owner) else { return };
+        if let Err(e) = proto::send_fds(s.stream.as_fd(), &proto::encode(reply), &[]) {
+            log::warn(format!("app session {}: {e}", s.id));
+            self.close(owner);
         }
     }
 

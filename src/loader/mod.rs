@@ -15,7 +15,6 @@ use libbpf_rs::{skel::SkelBuilder, Btf, MapCore, MapFlags, MapHandle, OpenObject
 use serde::Serialize;
 
 use crate::{
-    backend::BackendChoice,
     bpf::{
         entrance::{types, EntranceSkel, EntranceSkelBuilder},
         tcp::{TcpSkel, TcpSkelBuilder},
@@ -26,7 +25,6 @@ use crate::{
 pub mod counters;
 pub mod kernel;
 pub mod pins;
-pub mod verifier;
 
 pub use kernel::AttachMode;
 
@@ -34,7 +32,8 @@ pub use kernel::AttachMode;
 pub const ENTRANCE_PROG: &str = "etran_entrance";
 
 pub struct UpOptions {
-    pub backend: BackendChoice,
+    /// The backend, resolved against this kernel ([`crate::backend::BackendChoice::resolve`]).
+    pub backend: types::etran_backend,
     pub mode: AttachMode,
     pub queues: Option<u32>,
     pub force: bool,
@@ -194,7 +193,7 @@ pub fn load_entrance(
     let config = open.maps.rodata_data.as_deref_mut().context("entrance object has no .rodata")?;
     config.etran_config.backend = backend;
     config.etran_config.queues = queues;
-    verifier::load(open, "the entrance program")
+    crate::bpf::verifier::load(open, "the entrance program")
 }
 
 /// Loads the TCP object, sharing `entrance`'s counter maps when given (else it has its own).
@@ -208,7 +207,7 @@ pub fn load_tcp<'a>(
         open.maps.etran_traffic.reuse_fd(entrance.maps.etran_traffic.as_fd())?;
         open.maps.etran_drops.reuse_fd(entrance.maps.etran_drops.as_fd())?;
     }
-    verifier::load(open, "the TCP programs")
+    crate::bpf::verifier::load(open, "the TCP programs")
 }
 
 /// `etran up`: loads, attaches and pins the datapath on `iface`. Idempotent; on any failure
@@ -217,7 +216,7 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
     crate::sys::require_root("etran up")?;
     kernel::require(kernel::TCP_DATAPATH, "the TCP datapath")?;
     let ifindex = crate::sys::ifindex(iface)?;
-    let backend = opts.backend.resolve()?;
+    let backend = opts.backend;
     let available = crate::ethtool::rx_queues(iface)?.unwrap_or(1);
     let queues = opts.queues.unwrap_or(available);
     if queues > available {

@@ -43,7 +43,7 @@ impl XskProgram {
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.gen_ifindex = gen_ifindex;
         }
-        this.skel = Some(crate::loader::verifier::load(open, "the xsk_redirect programs")?);
+        this.skel = Some(crate::bpf::verifier::load(open, "the xsk_redirect programs")?);
         Ok(this)
     }
 

@@ -25,11 +25,10 @@ use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags};
 
 use crate::{
-    daemon::proto::Geometry,
     netlink::Netlink,
     netns::NetNs,
     transport::tcp::TcpHandles,
-    xsk::{sys, XskProgram},
+    xsk::{sys, Geometry, XskProgram},
 };
 
 pub const FRAME_SIZE: u32 = 2048;

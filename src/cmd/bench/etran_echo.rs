@@ -126,7 +126,7 @@ fn run_in(
     watch: impl FnOnce(&dyn Fn() -> bool) + Send,
 ) -> anyhow::Result<Outcome> {
     let opts = UpOptions {
-        backend: BackendChoice::Auto,
+        backend: BackendChoice::Auto.resolve()?,
         mode: AttachMode::Drv,
         queues: None,
         force: false,

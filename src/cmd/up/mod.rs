@@ -15,7 +15,7 @@ pub fn run(args: UpArgs, out: &Output) -> anyhow::Result<()> {
     // clap requires IFACE unless --check.
     let iface = args.iface.expect("IFACE is required without --check");
     let opts = UpOptions {
-        backend: args.backend,
+        backend: args.backend.resolve()?,
         mode: args.mode,
         queues: args.queues,
         force: args.force,

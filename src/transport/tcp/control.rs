@@ -47,10 +47,9 @@ use anyhow::{bail, Context};
 use libbpf_rs::{MapCore, MapFlags, RingBuffer, RingBufferBuilder};
 use mio::Token;
 
-use super::TcpHandles;
+use super::{stream::ConnInit, TcpHandles};
 use crate::{
     bpf::tcp::types::{etran_tcp_slow_seg, tcp_conn, tcp_conn_key},
-    daemon::proto::{ConnInit, Reply},
     log,
     timer::{TimerId, TimerWheel},
     transport::tcp::{
@@ -121,10 +120,22 @@ struct TimeWait {
     timer: TimerId,
 }
 
-/// A message for a session, produced by the slow path.
+/// What the slow path has to tell a session (the daemon words it for the app).
 pub struct Notify {
     pub owner: Token,
-    pub reply: Reply,
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A connection the session opened completed its handshake.
+    Connected { handle: u64, init: ConnInit },
+    /// A connection to a port the session listens on completed its handshake.
+    Accepted { handle: u64, init: ConnInit },
+    /// A connection the session opened failed.
+    ConnectFailed { reason: String },
+    /// The peer reset connection `handle`.
+    Reset { handle: u64 },
 }
 
 /// Work of the slow path, for logs and tests.
@@ -486,12 +497,12 @@ impl SlowPath {
         log::info(format!("connection {} ← {} established (handle {handle})", key.0, key.1));
         self.conns.insert(key, Conn { est: e, owner: p.owner, handle });
         self.handles.insert(handle, key);
-        let reply = if active {
-            Reply::Connected { handle, init }
+        let event = if active {
+            Event::Connected { handle, init }
         } else {
-            Reply::Accepted { handle, init }
+            Event::Accepted { handle, init }
         };
-        out.push(Notify { owner: p.owner, reply });
+        out.push(Notify { owner: p.owner, event });
         Some(p.held)
     }
 
@@ -507,7 +518,7 @@ impl SlowPath {
         if let Some(p) = self.pending.get(key) {
             if p.active {
                 let reason = format!("{} → {}: {reason}", key.0, key.1);
-                out.push(Notify { owner: p.owner, reply: Reply::ConnectFailed { reason } });
+                out.push(Notify { owner: p.owner, event: Event::ConnectFailed { reason } });
             }
         }
         self.drop_pending(tcp, timers, key);
@@ -753,7 +764,7 @@ impl SlowPath {
                     let (owner, handle) = (c.owner, c.handle);
                     log::info(format!("connection {} ← {} reset by the peer", key.0, key.1));
                     self.take_conn(tcp, key, false);
-                    out.push(Notify { owner, reply: Reply::Reset { handle } });
+                    out.push(Notify { owner, event: Event::Reset { handle } });
                 }
                 RstCheck::ChallengeAck => self.send(&challenge),
                 RstCheck::Ignore => {}

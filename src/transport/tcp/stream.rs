@@ -86,8 +86,11 @@
 use std::{
     collections::VecDeque,
     io,
+    net::SocketAddrV4,
     time::{Duration, Instant},
 };
+
+use serde::{Deserialize, Serialize};
 
 use crate::bpf::tcp::types::{
     etran_tcp_limit, etran_tcp_rx_flag, etran_tcp_rx_meta, etran_tcp_tx_hdr, etran_tcp_tx_intent,
@@ -149,6 +152,53 @@ pub struct StreamInit {
     pub rcv_wscale: u8,
     /// Send buffer bytes (unacknowledged plus unsent).
     pub snd_buf: u32,
+}
+
+/// [`StreamInit`] as the daemon sends it to the app (the control path's handover, in the wire
+/// protocol's words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnInit {
+    pub local: SocketAddrV4,
+    pub remote: SocketAddrV4,
+    pub rx_pos: u32,
+    pub tx_pos: u32,
+    /// The send window: the peer's window and the initial congestion window, the less.
+    pub send_wnd: u32,
+    pub mss: u16,
+    pub rcv_buf: u32,
+    pub snd_buf: u32,
+    /// SACK negotiated.
+    #[serde(default)]
+    pub sack: bool,
+    /// The sequence number of `tx_pos`.
+    #[serde(default)]
+    pub snd_seq: u32,
+    /// Our window scale (what limits the window the buffer can advertise). Absent: 0, which
+    /// makes the app's window updates only more eager.
+    #[serde(default)]
+    pub rcv_wscale: u8,
+}
+
+impl ConnInit {
+    pub fn stream_init(&self) -> StreamInit {
+        StreamInit {
+            key: tcp_conn_key {
+                local_ip: u32::from_ne_bytes(self.local.ip().octets()),
+                remote_ip: u32::from_ne_bytes(self.remote.ip().octets()),
+                local_port: self.local.port().to_be(),
+                remote_port: self.remote.port().to_be(),
+            },
+            rx_pos: self.rx_pos,
+            tx_pos: self.tx_pos,
+            send_wnd: self.send_wnd,
+            mss: self.mss,
+            sack: self.sack,
+            snd_seq: self.snd_seq,
+            rcv_buf: self.rcv_buf,
+            snd_buf: self.snd_buf,
+            rcv_wscale: self.rcv_wscale,
+        }
+    }
 }
 
 /// What one RX frame changed, for the caller's readiness bookkeeping.
