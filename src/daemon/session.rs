@@ -3,7 +3,7 @@ use std::io::{self, Read};
 
 use mio::net::UnixStream;
 
-use super::proto::{self, DecodeError, Request};
+use super::proto::{self, DecodeError, Request, Transport};
 use crate::backend::compat::port::Port;
 
 pub struct Session {
@@ -11,6 +11,8 @@ pub struct Session {
     pub id: u64,
     buf: Vec<u8>,
     pub port: Option<Port>,
+    /// The transport it registered for: whose control path owns its connections.
+    pub transport: Option<Transport>,
 }
 
 /// What reading a session produced.
@@ -24,7 +26,7 @@ pub enum Input {
 
 impl Session {
     pub fn new(stream: UnixStream, id: u64) -> Session {
-        Session { stream, id, buf: Vec::new(), port: None }
+        Session { stream, id, buf: Vec::new(), port: None, transport: None }
     }
 
     /// Reads everything available and decodes it into `out`; stops at the first close or error.

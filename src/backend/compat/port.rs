@@ -24,10 +24,10 @@ use std::{
 use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags};
 
+use super::PortMaps;
 use crate::{
     netlink::Netlink,
     netns::NetNs,
-    transport::tcp::TcpHandles,
     xsk::{sys, Geometry, XskProgram},
 };
 
@@ -78,7 +78,7 @@ pub struct Port {
 
 impl Port {
     /// Builds the port for `slot`; on failure, whatever was built is removed again.
-    pub fn create(nl: &mut Netlink, tcp: &TcpHandles, slot: u32) -> anyhow::Result<Port> {
+    pub fn create(nl: &mut Netlink, maps: &PortMaps, slot: u32) -> anyhow::Result<Port> {
         let mut port = Port {
             slot,
             kernel_name: format!("{PREFIX}{slot}k"),
@@ -91,16 +91,16 @@ impl Port {
             in_devmap: false,
             created: false,
         };
-        match port.build(nl, tcp) {
+        match port.build(nl, maps) {
             Ok(()) => Ok(port),
             Err(e) => {
-                port.teardown(nl, tcp);
+                port.teardown(nl, maps);
                 Err(e)
             }
         }
     }
 
-    fn build(&mut self, nl: &mut Netlink, tcp: &TcpHandles) -> anyhow::Result<()> {
+    fn build(&mut self, nl: &mut Netlink, maps: &PortMaps) -> anyhow::Result<()> {
         let s = self.slot as u8;
         let here = NetNs::current()?;
         nl.add_veth(
@@ -134,11 +134,11 @@ impl Port {
         // connection: register the port's ifindex, then hand it frames.
         let (slot, ifindex) = (self.slot.to_ne_bytes(), self.kernel_ifindex.to_ne_bytes());
         self.in_devmap = true;
-        tcp.port_ifindex
+        maps.port_ifindex
             .update(&slot, &ifindex, MapFlags::ANY)
             .with_context(|| format!("registering {} as port {}", self.kernel_name, self.slot))?;
-        crate::loader::attach_egress(&tcp.egress, self.kernel_ifindex)?;
-        tcp.app_ports.update(&slot, &ifindex, MapFlags::ANY).with_context(|| {
+        crate::loader::attach_egress(&maps.egress, self.kernel_ifindex)?;
+        maps.app_ports.update(&slot, &ifindex, MapFlags::ANY).with_context(|| {
             format!("inserting {} into app_ports slot {}", self.kernel_name, self.slot)
         })?;
         Ok(())
@@ -146,12 +146,12 @@ impl Port {
 
     /// Removes everything the port owns: devmap slot, XDP program, veth pair, descriptors.
     /// Best effort: every step runs, failures are logged.
-    pub fn teardown(&mut self, nl: &mut Netlink, tcp: &TcpHandles) {
+    pub fn teardown(&mut self, nl: &mut Netlink, maps: &PortMaps) {
         if self.in_devmap {
             let slot = self.slot.to_ne_bytes();
             // A missing devmap entry is fine (the build may have stopped before inserting it).
-            let _ = tcp.app_ports.delete(&slot);
-            if let Err(e) = tcp.port_ifindex.update(&slot, &0u32.to_ne_bytes(), MapFlags::ANY) {
+            let _ = maps.app_ports.delete(&slot);
+            if let Err(e) = maps.port_ifindex.update(&slot, &0u32.to_ne_bytes(), MapFlags::ANY) {
                 crate::log::warn(format!("clearing port_ifindex slot {}: {e}", self.slot));
             }
             self.in_devmap = false;

@@ -48,6 +48,7 @@ use libbpf_rs::{MapCore, MapFlags, RingBuffer, RingBufferBuilder};
 use mio::Token;
 
 use super::{stream::ConnInit, TcpHandles};
+use crate::transport::Control;
 use crate::{
     bpf::tcp::types::{etran_tcp_slow_seg, tcp_conn, tcp_conn_key},
     log,
@@ -801,6 +802,108 @@ impl SlowPath {
         for k in keys {
             self.end_time_wait(tcp, timers, &k);
         }
+    }
+}
+
+/// TCP's control path as the daemon holds it: the slow path over the TCP object's handles.
+/// The daemon drives it through [`Control`]; the requests only TCP has (listen, connect,
+/// release, abort) are its own methods.
+pub struct TcpControl {
+    handles: TcpHandles,
+    slow: SlowPath,
+}
+
+impl TcpControl {
+    /// Opens the slow path on `iface` (whose address is `local_mac`); SYNs offer `mss`.
+    pub fn new(
+        handles: TcpHandles,
+        iface: &str,
+        local_mac: [u8; 6],
+        mss: u16,
+        time_wait: Duration,
+        ecn: bool,
+    ) -> anyhow::Result<TcpControl> {
+        let slow = SlowPath::new(&handles, iface, local_mac, mss, time_wait, ecn)
+            .context("starting the slow path")?;
+        Ok(TcpControl { handles, slow })
+    }
+
+    /// See [`SlowPath::listen`].
+    pub fn listen(&mut self, owner: Token, slot: u32, port: u16) -> Result<(), String> {
+        self.slow.listen(&self.handles, owner, slot, port)
+    }
+
+    /// See [`SlowPath::connect`].
+    pub fn connect<T>(
+        &mut self,
+        timers: &mut TimerWheel<T>,
+        wrap: impl Fn(SlowTimer) -> T,
+        owner: Token,
+        slot: u32,
+        remote: SocketAddrV4,
+        local_port: Option<u16>,
+    ) -> Result<(), String> {
+        self.slow.connect(&self.handles, timers, wrap, owner, slot, remote, local_port)
+    }
+
+    /// See [`SlowPath::release`].
+    pub fn release<T>(
+        &mut self,
+        timers: &mut TimerWheel<T>,
+        wrap: impl Fn(SlowTimer) -> T,
+        owner: Token,
+        handle: u64,
+        time_wait: bool,
+    ) {
+        self.slow.release(&self.handles, timers, wrap, owner, handle, time_wait)
+    }
+
+    /// See [`SlowPath::abort`].
+    pub fn abort(&mut self, owner: Token, handle: u64) {
+        self.slow.abort(&self.handles, owner, handle)
+    }
+}
+
+impl Control for TcpControl {
+    type Timer = SlowTimer;
+    type Notice = Notify;
+
+    fn fd(&self) -> RawFd {
+        self.slow.fd()
+    }
+
+    fn on_readable<T>(
+        &mut self,
+        timers: &mut TimerWheel<T>,
+        wrap: impl Fn(SlowTimer) -> T,
+        out: &mut Vec<Notify>,
+    ) {
+        self.slow.on_readable(&self.handles, timers, wrap, out)
+    }
+
+    fn on_timeout<T>(
+        &mut self,
+        timers: &mut TimerWheel<T>,
+        wrap: impl Fn(SlowTimer) -> T,
+        timer: SlowTimer,
+    ) -> Vec<Notify> {
+        self.slow.on_timeout(&self.handles, timers, wrap, timer)
+    }
+
+    fn teardown<T>(&mut self, timers: &mut TimerWheel<T>, owner: Token) {
+        self.slow.teardown(&self.handles, timers, owner)
+    }
+
+    fn shutdown<T>(&mut self, timers: &mut TimerWheel<T>) {
+        self.slow.shutdown(&self.handles, timers)
+    }
+
+    fn report(&self) -> String {
+        let s = self.slow.stats();
+        format!(
+            "slow path: {} segments replayed through ingress, {} dropped",
+            s.replayed, s.dropped
+        )
     }
 }
 

@@ -96,17 +96,18 @@ use crate::bpf::tcp::types::{
     etran_tcp_limit, etran_tcp_rx_flag, etran_tcp_rx_meta, etran_tcp_tx_hdr, etran_tcp_tx_intent,
     tcp_conn_key,
 };
-use crate::transport::tcp::{
-    close::{self, Event},
-    rto::{GaveUp, RtoConfig, RtoEstimator},
-    sack::{Blocks, Scoreboard, MAX_BLOCKS},
-    window,
+use crate::transport::{
+    tcp::{
+        close::{self, Event},
+        rto::{GaveUp, RtoConfig, RtoEstimator},
+        sack::{Blocks, Scoreboard, MAX_BLOCKS},
+        window,
+    },
+    RxMeta,
 };
 
 /// Bytes of the TX header in front of every frame's payload.
 pub const TX_HDR_LEN: usize = std::mem::size_of::<etran_tcp_tx_hdr>();
-/// Bytes of RX metadata in front of every received frame.
-pub const RX_META_LEN: usize = std::mem::size_of::<etran_tcp_rx_meta>();
 /// The most payload one frame may carry (egress's bound).
 pub const MAX_PAYLOAD: u16 = etran_tcp_limit::ETRAN_TCP_MAX_PAYLOAD.0 as u16;
 
@@ -1043,11 +1044,17 @@ pub fn read_hdr(frame: &[u8]) -> etran_tcp_tx_hdr {
     unsafe { std::ptr::read_unaligned(frame.as_ptr().cast::<etran_tcp_tx_hdr>()) }
 }
 
-/// Reads RX metadata from `bytes` (exactly [`RX_META_LEN`] or more).
-pub fn read_meta(bytes: &[u8]) -> etran_tcp_rx_meta {
-    assert!(bytes.len() >= RX_META_LEN);
-    // SAFETY: plain data, every bit pattern valid, read without alignment.
-    unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<etran_tcp_rx_meta>()) }
+/// TCP ingress's RX metadata, in front of every frame it hands an app.
+impl RxMeta for etran_tcp_rx_meta {
+    const LEN: usize = std::mem::size_of::<etran_tcp_rx_meta>();
+
+    fn read(frame: &[u8]) -> Option<etran_tcp_rx_meta> {
+        // SAFETY: plain data, every bit pattern valid, read without alignment from at least
+        // LEN bytes.
+        (frame.len() >= Self::LEN).then(|| unsafe {
+            std::ptr::read_unaligned(frame.as_ptr().cast::<etran_tcp_rx_meta>())
+        })
+    }
 }
 
 #[cfg(test)]

@@ -492,11 +492,12 @@ fn acks_shrink_or_end_a_pending_resend() {
 #[test]
 fn header_layout() {
     assert_eq!(TX_HDR_LEN, 24);
-    assert_eq!(RX_META_LEN, 32);
+    assert_eq!(etran_tcp_rx_meta::LEN, 32);
     let mut raw = [0u8; 32];
     raw[8..12].copy_from_slice(&7u32.to_ne_bytes());
     raw[14..16].copy_from_slice(&9u16.to_ne_bytes());
-    let m = read_meta(&raw);
+    assert!(etran_tcp_rx_meta::read(&raw[..31]).is_none(), "too short");
+    let m = etran_tcp_rx_meta::read(&raw).expect("long enough");
     assert_eq!((m.rx_pos, m.payload_len), (7, 9));
 }
 
