@@ -1,4 +1,4 @@
-//! The app library's TCP data path (DESIGN.md, "Library (the app side)"): one app thread, one
+//! The app library's TCP data path (ARCHITECTURE.md, "Data"): one app thread, one
 //! port, any number of established connections.
 //!
 //! - [`port`]: the daemon-created AF_XDP socket and memfd UMEM, mapped; RX with metadata, TX

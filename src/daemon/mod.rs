@@ -1,14 +1,16 @@
 //! `etran daemon`: the control path. One mio `Poll` drives the Unix listener apps connect to,
-//! one source per app session, the gen pump's wake ring buffer (ACKs the kernel decided on, see
-//! [`crate::backend::compat::pump`]), a timer wheel and a Waker that asks the loop to shut down.
+//! one source per app session, the descriptor the backend's ACK generator work arrives on
+//! ([`Backend::gen_fd`]), the one the transport's control path is handed segments on
+//! ([`Control::fd`]), a timer wheel and a Waker that asks the loop to shut down. It reaches
+//! the transport and the backend only through their seams ([`crate::transport`],
+//! [`crate::backend`]).
 //!
 //! - [`proto`]: the wire protocol (length-prefixed JSON, descriptors with SCM_RIGHTS).
-//! - [`session`]: one app's connection and what it owns.
-//! - [`crate::transport::tcp::control`]: the TCP slow path (handshakes: listen, accept, connect;
-//!   release, TIME_WAIT, aborts and resets) and its AF_PACKET socket.
-//! - [`crate::backend::compat::port`]: an app's veth port, its AF_XDP socket and UMEM, its
-//!   `app_ports` slot.
+//! - [`session`]: one app's connection, its port and its transport.
 //! - [`client`]: the app side (`connect`, `register`).
+//! - TCP's control path ([`TcpControl`]: handshakes, release, TIME_WAIT, aborts and resets) and
+//!   the compat backend ([`Compat`]: an app's veth port, its AF_XDP socket and UMEM, its slot;
+//!   the gen pump) live in their own rooms.
 //!
 //! Nothing outlives its owner: a session's port is torn down when the app closes its socket
 //! (exit, crash or `Close`), and every session's when the daemon stops. Links named like ports

@@ -1,4 +1,5 @@
-//! One app's session: its Unix stream, the bytes read so far, and the port it owns.
+//! One app's session: its Unix stream, the bytes read so far, the port it owns and the
+//! transport it registered for.
 use std::io::{self, Read};
 
 use mio::net::UnixStream;

@@ -1,4 +1,5 @@
-//! The gen pump: the compat backend's ACK generator role (DESIGN.md, "The four datapath roles").
+//! The gen pump: how the compat backend emits the ACK generator's work (ARCHITECTURE.md, "ACKs:
+//! the generator").
 //!
 //! ACKs are decided in the kernel (`src/bpf/tcp/tcp_gen.h`): ingress marks a connection that owes
 //! one, pushes its key on the queue of ACKs due at once (`etran_tcp_ack_queue`) or on the

@@ -1,8 +1,9 @@
-//! The TCP slow path of the daemon: handshakes, the end of connections, resets.
+//! TCP's control path, the slow path the daemon runs: handshakes, the end of connections, resets.
+//! [`TcpControl`] is what the daemon holds (the transport seam's [`Control`]).
 //!
 //! Ingress copies SYNs to listening ports (`etran_tcp_listen`) and every segment of a flow in
 //! `etran_tcp_pending` to the `etran_tcp_slow` ring buffer; the loop drains it here, runs the
-//! handshake state machine ([`crate::transport::tcp::handshake`]) per 4-tuple and sends its segments
+//! handshake state machine ([`super::handshake`]) per 4-tuple and sends its segments
 //! through an AF_PACKET socket bound to the NIC. SYN-ACKs are retransmitted from the daemon's
 //! timer wheel. Once a handshake completes the connection goes into `etran_tcp_conns` *before*
 //! it leaves `etran_tcp_pending` (so no segment of it ever reaches the kernel, which would
