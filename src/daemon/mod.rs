@@ -59,7 +59,7 @@ pub mod proto;
 pub mod session;
 
 use proto::{FdKind, Reply, Request, Transport};
-use session::{Input, Session};
+use session::{AppSession, Input};
 
 const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
@@ -98,7 +98,7 @@ pub struct Daemon {
     poll: Poll,
     waker: Arc<Waker>,
     listener: UnixListener,
-    sessions: HashMap<Token, Session>,
+    sessions: HashMap<Token, AppSession>,
     next_token: usize,
     next_id: u64,
     timers: TimerWheel<Timer>,
@@ -260,7 +260,7 @@ impl Daemon {
                         continue;
                     }
                     log::info(format!("app session {id} connected"));
-                    self.sessions.insert(token, Session::new(stream, id));
+                    self.sessions.insert(token, AppSession::new(stream, id));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

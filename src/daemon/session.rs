@@ -5,13 +5,13 @@ use std::io::{self, Read};
 use mio::net::UnixStream;
 
 use super::proto::{self, DecodeError, Request, Transport};
-use crate::backend::compat::port::Port;
+use crate::backend::compat::port::VethPort;
 
-pub struct Session {
+pub struct AppSession {
     pub stream: UnixStream,
     pub id: u64,
     buf: Vec<u8>,
-    pub port: Option<Port>,
+    pub port: Option<VethPort>,
     /// The transport it registered for: whose control path owns its connections.
     pub transport: Option<Transport>,
 }
@@ -25,9 +25,9 @@ pub enum Input {
     Bad(DecodeError),
 }
 
-impl Session {
-    pub fn new(stream: UnixStream, id: u64) -> Session {
-        Session { stream, id, buf: Vec::new(), port: None, transport: None }
+impl AppSession {
+    pub fn new(stream: UnixStream, id: u64) -> AppSession {
+        AppSession { stream, id, buf: Vec::new(), port: None, transport: None }
     }
 
     /// Reads everything available and decodes it into `out`; stops at the first close or error.

@@ -17,7 +17,7 @@ use crate::{log, netlink::Netlink, transport::tcp::TcpHandles};
 pub mod port;
 pub mod pump;
 
-use port::Port;
+use port::VethPort;
 use pump::GenPump;
 
 /// The datapath objects a port is wired into.
@@ -51,15 +51,15 @@ impl Compat {
 }
 
 impl Backend for Compat {
-    type AppPort = Port;
+    type AppPort = VethPort;
     /// The `etran_app_ports` devmap's size (MAX_APP_PORTS in compat/app_ports.h).
     const SLOTS: u32 = 64;
 
-    fn open_port(&mut self, slot: u32) -> anyhow::Result<Port> {
-        Port::create(&mut self.nl, &self.maps, slot)
+    fn open_port(&mut self, slot: u32) -> anyhow::Result<VethPort> {
+        VethPort::create(&mut self.nl, &self.maps, slot)
     }
 
-    fn close_port(&mut self, port: &mut Port) {
+    fn close_port(&mut self, port: &mut VethPort) {
         port.teardown(&mut self.nl, &self.maps);
     }
 

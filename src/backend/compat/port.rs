@@ -62,7 +62,7 @@ pub fn is_port_name(name: &str) -> bool {
     !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit())
 }
 
-pub struct Port {
+pub struct VethPort {
     pub slot: u32,
     pub kernel_name: String,
     pub app_name: String,
@@ -76,10 +76,10 @@ pub struct Port {
     created: bool,
 }
 
-impl Port {
+impl VethPort {
     /// Builds the port for `slot`; on failure, whatever was built is removed again.
-    pub fn create(nl: &mut Netlink, maps: &PortMaps, slot: u32) -> anyhow::Result<Port> {
-        let mut port = Port {
+    pub fn create(nl: &mut Netlink, maps: &PortMaps, slot: u32) -> anyhow::Result<VethPort> {
+        let mut port = VethPort {
             slot,
             kernel_name: format!("{PREFIX}{slot}k"),
             app_name: format!("{PREFIX}{slot}a"),

@@ -3,8 +3,8 @@
  * xsks[q]; without a socket there, to the kernel stack. `etran bench raw` attaches it to the
  * receiving NIC.
  *
- * xsk_gen is the frame generator of `bench raw --mode rxdrop`: run with BPF_PROG_RUN and
- * BPF_F_TEST_XDP_LIVE_FRAMES, it sends its input frame out of gen_ifindex with XDP_TX. It must
+ * xsk_pktgen is the frame generator of `bench raw --mode rxdrop`: run with BPF_PROG_RUN and
+ * BPF_F_TEST_XDP_LIVE_FRAMES, it sends its input frame out of pktgen_ifindex with XDP_TX. It must
  * also be attached somewhere (the bench attaches it to lo) so that test runs with repeat > 1 do
  * not wait for an RCU grace period each; frames that really arrive there pass untouched. */
 #include <linux/bpf.h>
@@ -17,7 +17,7 @@ struct {
 	__type(value, __u32);
 } xsks SEC(".maps");
 
-const volatile __u32 gen_ifindex;
+const volatile __u32 pktgen_ifindex;
 
 SEC("xdp")
 int xsk_redirect(struct xdp_md *ctx)
@@ -26,9 +26,9 @@ int xsk_redirect(struct xdp_md *ctx)
 }
 
 SEC("xdp")
-int xsk_gen(struct xdp_md *ctx)
+int xsk_pktgen(struct xdp_md *ctx)
 {
-	if (gen_ifindex && ctx->ingress_ifindex == gen_ifindex)
+	if (pktgen_ifindex && ctx->ingress_ifindex == pktgen_ifindex)
 		return XDP_TX;
 	return XDP_PASS;
 }

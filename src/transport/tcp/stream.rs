@@ -223,7 +223,7 @@ pub struct RxEffect {
 
 /// One frame [`Stream::next_segment`] or [`Stream::next_retransmit`] wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment {
+pub struct TxFrame {
     pub tx_pos: u32,
     pub payload_len: u16,
     /// Header plus payload: the TX descriptor's length.
@@ -730,11 +730,11 @@ impl Stream {
 
     /// Writes the next new DATA frame into `frame` (header plus payload), if there are unsent
     /// bytes the windows admit. The header carries the pending consumption report.
-    pub fn next_segment(&mut self, frame: &mut [u8]) -> Option<Segment> {
+    pub fn next_segment(&mut self, frame: &mut [u8]) -> Option<TxFrame> {
         self.next_segment_at(frame, Instant::now())
     }
 
-    fn next_segment_at(&mut self, frame: &mut [u8], now: Instant) -> Option<Segment> {
+    fn next_segment_at(&mut self, frame: &mut [u8], now: Instant) -> Option<TxFrame> {
         let room = frame.len().checked_sub(TX_HDR_LEN)?;
         let len = self.new_data_room().min(room);
         // A probe needs only the send window (never a resend window: RFC 8985 7.3).
@@ -755,12 +755,12 @@ impl Stream {
 
     /// The next frame to send: a resend first (a lost range, or a probe), then new data, then
     /// the FIN.
-    pub fn next_frame(&mut self, frame: &mut [u8]) -> Option<Segment> {
+    pub fn next_frame(&mut self, frame: &mut [u8]) -> Option<TxFrame> {
         self.next_frame_at(frame, Instant::now())
     }
 
     /// [`Stream::next_frame`] at `now` (the transmission time the scoreboard keeps).
-    pub fn next_frame_at(&mut self, frame: &mut [u8], now: Instant) -> Option<Segment> {
+    pub fn next_frame_at(&mut self, frame: &mut [u8], now: Instant) -> Option<TxFrame> {
         if self.close.is_closed() {
             return None;
         }
@@ -775,7 +775,7 @@ impl Stream {
         }
         let frame_len = self.control_frame(INTENT_FIN, frame)?;
         self.fin_sent = true;
-        Some(Segment { tx_pos: self.snd_nxt, payload_len: 0, frame_len })
+        Some(TxFrame { tx_pos: self.snd_nxt, payload_len: 0, frame_len })
     }
 
     /// Whether [`Stream::next_frame`] would produce a frame now (windows and coalescing
@@ -831,11 +831,11 @@ impl Stream {
     /// Writes the next resend frame: the lowest range deemed lost, intent RETRANSMIT (egress
     /// resends it at its own sequence numbers), or DATA after a timeout and for a probe (which
     /// egress also takes when the original never left: see the module doc).
-    pub fn next_retransmit(&mut self, frame: &mut [u8]) -> Option<Segment> {
+    pub fn next_retransmit(&mut self, frame: &mut [u8]) -> Option<TxFrame> {
         self.next_resend(frame, Instant::now())
     }
 
-    fn next_resend(&mut self, frame: &mut [u8], now: Instant) -> Option<Segment> {
+    fn next_resend(&mut self, frame: &mut [u8], now: Instant) -> Option<TxFrame> {
         let room = frame.len().checked_sub(TX_HDR_LEN)?.min(self.mss as usize) as u32;
         let (start, end, intent) = if self.probe == Some(Probe::Last) {
             self.probe = None;
@@ -986,7 +986,7 @@ impl Stream {
     }
 
     /// Header and `len` bytes from stream position `pos` (within the send buffer).
-    fn emit(&mut self, frame: &mut [u8], pos: u32, len: usize, intent: u8) -> Segment {
+    fn emit(&mut self, frame: &mut [u8], pos: u32, len: usize, intent: u8) -> TxFrame {
         let off = dist(pos, self.snd_una) as usize;
         let hdr = etran_tcp_tx_hdr {
             key: self.key,
@@ -1008,7 +1008,7 @@ impl Stream {
             out[..first].copy_from_slice(&a[off..]);
             out[first..].copy_from_slice(&b[..len - first]);
         }
-        Segment { tx_pos: pos, payload_len: len as u16, frame_len: TX_HDR_LEN + len }
+        TxFrame { tx_pos: pos, payload_len: len as u16, frame_len: TX_HDR_LEN + len }
     }
 
     /// Writes a payload-less frame (ACK or WINDOW_UPDATE) carrying the consumption report.

@@ -495,7 +495,7 @@ fn print_summary(s: &Summary) {
 struct Needs {
     /// `xsk_redirect` on the NIC: the host receives with AF_XDP.
     steer: bool,
-    /// `xsk_gen`, transmitting out of the NIC.
+    /// `xsk_pktgen`, transmitting out of the NIC.
     gen: bool,
 }
 
@@ -538,7 +538,7 @@ fn host_programs(ns: &NetNs, needs: Needs) -> anyhow::Result<Option<Mutex<XskPro
         if needs.gen {
             // Attached (to lo, where it passes everything) so test runs skip an RCU grace
             // period.
-            prog.attach_gen(crate::sys::ifindex("lo")?)?;
+            prog.attach_pktgen(crate::sys::ifindex("lo")?)?;
         }
         Ok(prog)
     })??;
