@@ -21,22 +21,24 @@
 //!   live-frame traffic generator of `etran bench raw`.
 pub mod verifier;
 
-#[allow(clippy::all, missing_docs, non_camel_case_types, non_upper_case_globals, dead_code)]
-pub mod entrance {
-    include!(concat!(env!("OUT_DIR"), "/entrance.skel.rs"));
-}
+pub use skeletons::*;
 
+/// libbpf-cargo's generated code, linted as generated code.
 #[allow(clippy::all, missing_docs, non_camel_case_types, non_upper_case_globals, dead_code)]
-pub mod switch {
-    include!(concat!(env!("OUT_DIR"), "/switch.skel.rs"));
-}
+mod skeletons {
+    pub mod entrance {
+        include!(concat!(env!("OUT_DIR"), "/entrance.skel.rs"));
+    }
 
-#[allow(clippy::all, missing_docs, non_camel_case_types, non_upper_case_globals, dead_code)]
-pub mod xsk_redirect {
-    include!(concat!(env!("OUT_DIR"), "/xsk_redirect.skel.rs"));
-}
+    pub mod switch {
+        include!(concat!(env!("OUT_DIR"), "/switch.skel.rs"));
+    }
 
-#[allow(clippy::all, missing_docs, non_camel_case_types, non_upper_case_globals, dead_code)]
-pub mod tcp {
-    include!(concat!(env!("OUT_DIR"), "/tcp.skel.rs"));
+    pub mod xsk_redirect {
+        include!(concat!(env!("OUT_DIR"), "/xsk_redirect.skel.rs"));
+    }
+
+    pub mod tcp {
+        include!(concat!(env!("OUT_DIR"), "/tcp.skel.rs"));
+    }
 }
