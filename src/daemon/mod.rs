@@ -214,7 +214,7 @@ impl Daemon {
             }
             // Both rings are drained on every pass, not only when epoll says so: before the
             // timers, so that an answer waiting there is not taken for a loss, and as a
-            // backstop to `datapath::drain_ring`'s fence against a lost ring wakeup (it costs
+            // backstop to `loader::drain_ring`'s fence against a lost ring wakeup (it costs
             // no syscall).
             let now = Instant::now();
             if let Err(e) = self.backend.on_gen_wake(now) {
