@@ -1,10 +1,34 @@
-//! Compiles every `src/bpf/*.bpf.c` into a libbpf skeleton (`$OUT_DIR/<name>.skel.rs`) that is
-//! embedded in the binary. Programs are written against the kernel UAPI headers (linux-libc-dev)
-//! plus our own headers in src/bpf: XDP code touches only packet bytes and UAPI structs, so it
-//! needs no CO-RE relocations and no committed vmlinux.h.
-use std::{env, ffi::OsStr, fs, path::PathBuf};
+//! Compiles every `*.bpf.c` under `src/bpf` (one folder per room: `tcp/`, `testbed/`, `xsk/`,
+//! the entrance at the top) into a libbpf skeleton (`$OUT_DIR/<name>.skel.rs`, named by the
+//! file) that is embedded in the binary. Programs are written against the kernel UAPI headers
+//! (linux-libc-dev) plus our own headers, included by their path under src/bpf
+//! (`"common/parse.h"`, `"tcp/tcp.h"`): XDP code touches only packet bytes and UAPI structs, so
+//! it needs no CO-RE relocations and no committed vmlinux.h.
+use std::{
+    env,
+    ffi::OsStr,
+    fs,
+    path::{Path, PathBuf},
+};
 
 use libbpf_cargo::SkeletonBuilder;
+
+/// Every file under `dir`, depth first, sorted so that the build order is stable.
+fn files(dir: &Path, found: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.expect("readable src/bpf entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            println!("cargo:rerun-if-changed={}", path.display());
+            files(&path, found);
+        } else {
+            found.push(path);
+        }
+    }
+}
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
@@ -12,11 +36,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=ETRAN_CLANG");
     println!("cargo:rerun-if-changed=src/bpf");
 
-    let mut sources: Vec<PathBuf> = fs::read_dir("src/bpf")
-        .expect("src/bpf exists")
-        .map(|e| e.expect("readable src/bpf entry").path())
-        .collect();
-    sources.sort();
+    let mut sources = Vec::new();
+    files(Path::new("src/bpf"), &mut sources);
     for path in &sources {
         if matches!(path.extension().and_then(OsStr::to_str), Some("c" | "h")) {
             println!("cargo:rerun-if-changed={}", path.display());

@@ -770,7 +770,7 @@ _etran() {
                     return 0
                     ;;
                 --mode)
-                    COMPREPLY=($(compgen -W "native generic" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "drv skb" -- "${cur}"))
                     return 0
                     ;;
                 --queues)

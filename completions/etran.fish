@@ -39,8 +39,8 @@ complete -c etran -n "__fish_etran_needs_command" -f -a "help" -d 'Print this me
 complete -c etran -n "__fish_etran_using_subcommand up" -l backend -d 'Datapath backend' -r -f -a "auto\t'Native when the running kernel has the eTran hooks, compat otherwise'
 compat\t'Stock kernel: egress runs on a per-app veth port'
 native\t'Patched kernel with XDP_EGRESS/XDP_GEN hooks'"
-complete -c etran -n "__fish_etran_using_subcommand up" -l mode -d 'XDP attach mode' -r -f -a "native\t'Driver mode (falls back to generic with a warning when the driver lacks XDP)'
-generic\t'Generic (SKB) mode'"
+complete -c etran -n "__fish_etran_using_subcommand up" -l mode -d 'XDP attach mode' -r -f -a "drv\t'Driver mode (falls back to skb with a warning when the driver lacks XDP)'
+skb\t'Generic (skb) mode, in the kernel\'s stack'"
 complete -c etran -n "__fish_etran_using_subcommand up" -l queues -d 'Number of NIC queues etran serves (default: all RX queues of the interface)' -r
 complete -c etran -n "__fish_etran_using_subcommand up" -l check -d 'Check this kernel instead: list the features each transport needs (with the first Linux release that has each) and load every BPF program, attached nowhere. Changes nothing; fails when the TCP datapath could not run here'
 complete -c etran -n "__fish_etran_using_subcommand up" -l force -d 'Replace an XDP program that etran did not attach'

@@ -5,6 +5,8 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::{backend::BackendChoice, loader::AttachMode};
+
 /// Extensible kernel transports (TCP/DCTCP, Homa) in eBPF, driven through AF_XDP.
 #[derive(Debug, Parser)]
 #[command(name = "etran", version, propagate_version = true, max_term_width = 100)]
@@ -43,24 +45,6 @@ pub enum Command {
     Testbed(TestbedCommand),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Backend {
-    /// Native when the running kernel has the eTran hooks, compat otherwise.
-    Auto,
-    /// Stock kernel: egress runs on a per-app veth port.
-    Compat,
-    /// Patched kernel with XDP_EGRESS/XDP_GEN hooks.
-    Native,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum XdpMode {
-    /// Driver mode (falls back to generic with a warning when the driver lacks XDP).
-    Native,
-    /// Generic (SKB) mode.
-    Generic,
-}
-
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// Interface to attach to.
@@ -72,11 +56,11 @@ pub struct UpArgs {
     #[arg(long, conflicts_with_all = ["iface", "backend", "mode", "queues", "force"])]
     pub check: bool,
     /// Datapath backend.
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
-    pub backend: Backend,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
     /// XDP attach mode.
-    #[arg(long, value_enum, default_value_t = XdpMode::Native)]
-    pub mode: XdpMode,
+    #[arg(long, value_enum, default_value_t = AttachMode::Drv)]
+    pub mode: AttachMode,
     /// Number of NIC queues etran serves (default: all RX queues of the interface).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub queues: Option<u32>,

@@ -121,8 +121,8 @@ fn app_sends_and_receives_through_its_port() {
     };
     let conn = with_cwnd(conn, 1 << 20);
     in_netns(&a, || {
-        let dp = etran::datapath::find("va").unwrap().expect("etran is up on va");
-        let tcp = etran::datapath::tcp_handles(dp.summary.prog_id).unwrap();
+        let dp = etran::loader::find("va").unwrap().expect("etran is up on va");
+        let tcp = etran::transport::tcp::tcp_handles(dp.summary.prog_id).unwrap();
         tcp.conns.update(as_bytes(&key()), as_bytes(&conn), MapFlags::ANY).unwrap();
     });
 
@@ -233,8 +233,8 @@ fn app_sends_and_receives_through_its_port() {
     // WINDOW_UPDATE (egress reopened the window); the 50 read since wait for the next frame.
     let conn_now = || {
         in_netns(&a, || {
-            let dp = etran::datapath::find("va").unwrap().unwrap();
-            let tcp = etran::datapath::tcp_handles(dp.summary.prog_id).unwrap();
+            let dp = etran::loader::find("va").unwrap().unwrap();
+            let tcp = etran::transport::tcp::tcp_handles(dp.summary.prog_id).unwrap();
             let v = tcp.conns.lookup(as_bytes(&key()), MapFlags::ANY).unwrap().unwrap();
             common::tcp::from_bytes::<tcp_conn>(&v)
         })

@@ -46,7 +46,7 @@ fn gen_links(ns: &str) -> Vec<String> {
 /// Every occupied `app_ports` slot → ifindex, read from inside the namespace.
 fn app_ports(ns: &str) -> Vec<(u32, u32)> {
     in_netns(ns, || {
-        let dir = etran::datapath::pins::iface_dir("va").unwrap();
+        let dir = etran::loader::pins::iface_dir("va").unwrap();
         let map = MapHandle::from_pinned_path(dir.join("app_ports")).unwrap();
         (0..map.max_entries())
             .filter_map(|s| {

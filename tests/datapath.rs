@@ -42,7 +42,7 @@ fn up_stats_down_lifecycle() {
     let up = ok_json(&net.a, &["-j", "up", "va"]);
     assert_eq!(up["already_up"], false);
     assert_eq!(up["datapath"]["backend"], "compat");
-    assert_eq!(up["datapath"]["xdp_mode"], "native");
+    assert_eq!(up["datapath"]["xdp_mode"], "drv");
     assert_eq!(ok_json(&net.a, &["-j", "up", "va"])["already_up"], true, "up is idempotent");
 
     // Traffic the kernel owns still flows through an interface under etran, and is counted.
@@ -81,10 +81,10 @@ fn up_stats_down_lifecycle() {
 }
 
 #[test]
-fn generic_mode_and_queue_limits() {
+fn skb_mode_and_queue_limits() {
     let net = VethPair::new("dp-mode");
-    let up = ok_json(&net.a, &["-j", "up", "va", "--mode", "generic", "--queues", "1"]);
-    assert_eq!(up["datapath"]["xdp_mode"], "generic");
+    let up = ok_json(&net.a, &["-j", "up", "va", "--mode", "skb", "--queues", "1"]);
+    assert_eq!(up["datapath"]["xdp_mode"], "skb");
     assert_eq!(up["datapath"]["queues"], 1);
     ok_json(&net.a, &["-j", "down", "va"]);
     let err = err_line(&etran(&net.a, &["up", "va", "--queues", "8"]));

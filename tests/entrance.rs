@@ -11,7 +11,7 @@ use common::{
 };
 use etran::{
     bpf::entrance::{EntranceSkel, EntranceSkelBuilder},
-    datapath::counters::{self, Counters},
+    loader::counters::{self, Counters},
 };
 use libbpf_rs::{
     skel::{OpenSkel, SkelBuilder},

@@ -16,7 +16,7 @@ use etran::{
         etran_tcp_ack_queued, etran_tcp_rx_meta, etran_tcp_tx_hdr, etran_tcp_tx_intent,
         tcp_cc_flag, tcp_conn, tcp_conn_flag,
     },
-    datapath::{self, ObjectStorage},
+    loader::ObjectStorage,
 };
 use libbpf_rs::MapCore;
 
@@ -176,7 +176,7 @@ impl Bed<'_> {
 
     /// One generator run popping queue `q`: the frame it sent, if any.
     fn gen(&self, q: u8) -> Option<Vec<u8>> {
-        let mut template = [0u8; datapath::gen::TEMPLATE_LEN];
+        let mut template = [0u8; etran::backend::compat::pump::TEMPLATE_LEN];
         template[0] = q;
         let run = self.h.run(&self.h.objs.tcp.progs.etran_tcp_gen, &template, LO);
         (run.verdict == XDP_REDIRECT).then(|| {

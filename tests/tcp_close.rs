@@ -23,7 +23,7 @@ use etran::{
     app::{App, ConnId},
     bpf::tcp::types::tcp_conn_key,
     daemon::{client::Session, proto::Transport},
-    tcp::{close, rto::RtoConfig},
+    transport::tcp::{close, rto::RtoConfig},
 };
 
 const PORT: u16 = 7300;

@@ -166,8 +166,8 @@ fn ce_marks(hosts: &EtranHosts) -> u64 {
 /// The fast-path state of host 1's connections to `port`.
 fn conns_to(hosts: &EtranHosts, port: u16) -> Vec<tcp_conn> {
     in_netns(&hosts.ns(1), || {
-        let dp = etran::datapath::find(HOST_NIC).unwrap().expect("etran is up");
-        let tcp = etran::datapath::tcp_handles(dp.summary.prog_id).unwrap();
+        let dp = etran::loader::find(HOST_NIC).unwrap().expect("etran is up");
+        let tcp = etran::transport::tcp::tcp_handles(dp.summary.prog_id).unwrap();
         let keys: Vec<Vec<u8>> = tcp.conns.keys().collect();
         keys.iter()
             .filter(|k| from_bytes::<tcp_conn_key>(k).remote_port == port.to_be())

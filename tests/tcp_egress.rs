@@ -16,7 +16,7 @@ use etran::{
         etran_tcp_limit, etran_tcp_tx_hdr, etran_tcp_tx_intent, tcp_conn, tcp_conn_fin,
         tcp_conn_flag, tcp_conn_key,
     },
-    datapath::ObjectStorage,
+    loader::ObjectStorage,
 };
 use libbpf_rs::{MapCore, MapFlags};
 

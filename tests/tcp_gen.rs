@@ -19,10 +19,12 @@ use common::{
     tcp::*,
 };
 use etran::{
+    backend::compat::pump::{self, GenPump},
     bpf::tcp::types::{
         etran_tcp_ack_queued, etran_tcp_gen_wake, tcp_conn, tcp_conn_flag, tcp_conn_key,
     },
-    datapath::{self, gen::GenPump, ObjectStorage},
+    loader::{self, ObjectStorage},
+    transport::tcp::tcp_handles,
 };
 use libbpf_rs::{MapCore, MapFlags, RingBufferBuilder};
 
@@ -42,7 +44,7 @@ const DELAYED: u8 = etran_tcp_ack_queued::ETRAN_TCP_ACK_DELAYED.0 as u8;
 const IMMEDIATE: u8 = etran_tcp_ack_queued::ETRAN_TCP_ACK_IMMEDIATE.0 as u8;
 
 /// The template the pump runs the generator over: as long as the longest pure ACK.
-const TEMPLATE: [u8; datapath::gen::TEMPLATE_LEN] = [0; datapath::gen::TEMPLATE_LEN];
+const TEMPLATE: [u8; pump::TEMPLATE_LEN] = [0; pump::TEMPLATE_LEN];
 
 /// An established connection with nothing owed (and a congestion window out of the way).
 fn base_conn() -> tcp_conn {
@@ -516,7 +518,7 @@ fn tcp_gen_pump_live_frames() {
         let mut storage = ObjectStorage::default();
         let h = Harness::new(&mut storage);
         let id = libbpf_rs::Program::id_from_fd(h.objs.entrance.progs.etran_entrance.as_fd());
-        let handles = datapath::tcp_handles(id.unwrap()).expect("TCP handles");
+        let handles = tcp_handles(id.unwrap()).expect("TCP handles");
         for attached in [true, false] {
             let mut pump =
                 GenPump::new(&handles, attached.then_some("etgentest")).expect("gen pump");
@@ -557,7 +559,7 @@ fn tcp_gen_pump_immediate_flush_leaves_delayed_acks() {
         let mut storage = ObjectStorage::default();
         let h = Harness::new(&mut storage);
         let id = libbpf_rs::Program::id_from_fd(h.objs.entrance.progs.etran_entrance.as_fd());
-        let handles = datapath::tcp_handles(id.unwrap()).expect("TCP handles");
+        let handles = tcp_handles(id.unwrap()).expect("TCP handles");
         let mut pump = GenPump::new(&handles, Some("etgenflush")).expect("gen pump");
         let other = tcp_conn_key { remote_port: OTHER_PORT.to_be(), ..key() };
         h.set_conn(&key(), &base_conn());
@@ -581,7 +583,7 @@ fn tcp_gen_pump_immediate_flush_leaves_delayed_acks() {
             Ok(Some(k)) if k == as_bytes(&key())
         ));
         let deadline = pump.deadline().expect("the delayed ACK arms the deadline");
-        assert_eq!(deadline, t0 + etran::datapath::gen::DELAYED_ACK);
+        assert_eq!(deadline, t0 + etran::backend::compat::pump::DELAYED_ACK);
 
         // Before the deadline nothing happens; at it the delayed ACK goes.
         pump.on_deadline(t0).unwrap();
@@ -651,8 +653,8 @@ fn tcp_gen_pump_acks_on_the_wire() {
         acks
     };
     in_netns(a, || {
-        let dp = datapath::find("va").unwrap().expect("etran is up on va");
-        let tcp = datapath::tcp_handles(dp.summary.prog_id).expect("TCP handles");
+        let dp = loader::find("va").unwrap().expect("etran is up on va");
+        let tcp = tcp_handles(dp.summary.prog_id).expect("TCP handles");
         // Ingress hands payload to the owner's port: lo stands in for it (nobody reads it).
         let (slot, lo) = (0u32.to_ne_bytes(), LO.to_ne_bytes());
         tcp.app_ports.update(&slot, &lo, MapFlags::ANY).unwrap();
@@ -699,8 +701,8 @@ fn advertised_edge(frame: &[u8], rcv_wscale: u8) -> u32 {
 /// An app's DATA frame (TX header and payload) at the connection's tx_pos, with a consumption
 /// report.
 fn app_data(c: &tcp_conn, consumed: u32, len: usize) -> Vec<u8> {
-    use etran::app::stream::{write_hdr, INTENT_DATA, TX_HDR_LEN};
     use etran::bpf::tcp::types::etran_tcp_tx_hdr;
+    use etran::transport::tcp::stream::{write_hdr, INTENT_DATA, TX_HDR_LEN};
     let mut f = vec![0x33u8; TX_HDR_LEN + len];
     let hdr = etran_tcp_tx_hdr {
         key: key(),
@@ -802,8 +804,8 @@ fn tcp_window_edge_never_moves_back() {
 /// that is also an owed ACK goes out.
 #[test]
 fn tcp_window_update_after_the_peer_fin_is_not_sent() {
-    use etran::app::stream::{write_hdr, INTENT_WINDOW_UPDATE, TX_HDR_LEN};
     use etran::bpf::tcp::types::{etran_tcp_tx_hdr, tcp_conn_fin};
+    use etran::transport::tcp::stream::{write_hdr, INTENT_WINDOW_UPDATE, TX_HDR_LEN};
     let mut storage = ObjectStorage::default();
     let h = Harness::new(&mut storage);
     let egress = &h.objs.tcp.progs.etran_tcp_egress;

@@ -1,5 +1,5 @@
-//! The daemon's handshake logic (`etran::tcp::handshake`) and frame builder
-//! (`etran::tcp::segment`) against real Linux TCP, both directions, over a private veth pair:
+//! The daemon's handshake logic (`etran::transport::tcp::handshake`) and frame builder
+//! (`etran::transport::tcp::segment`) against real Linux TCP, both directions, over a private veth pair:
 //! an AF_PACKET socket in namespace -a plays the daemon for an address no namespace owns (so
 //! the kernel of -a stays out), Linux sockets in -b are the peer. Needs root.
 mod common;
@@ -11,7 +11,7 @@ use std::{
 };
 
 use common::netns::{in_netns, sh, RawSocket, VethPair};
-use etran::tcp::{
+use etran::transport::tcp::{
     handshake::{Config, Established, Failure, Handshake, Outcome},
     segment::{Segment, SYN},
 };

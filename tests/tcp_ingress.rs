@@ -14,7 +14,7 @@ use etran::{
     bpf::tcp::types::{
         etran_tcp_rx_flag, etran_tcp_rx_meta, tcp_conn, tcp_conn_fin, tcp_conn_flag, tcp_conn_key,
     },
-    datapath::ObjectStorage,
+    loader::ObjectStorage,
 };
 
 const PEER_PORT: u16 = 40000;

@@ -116,7 +116,7 @@ fn kernel_input_errors() -> u64 {
 /// etran's drops of host `ns` for a reason in `reasons`.
 fn etran_drops(ns: &str, reasons: &[&str]) -> u64 {
     in_netns(ns, || {
-        let dp = etran::datapath::find(HOST_NIC).unwrap().expect("etran is up");
+        let dp = etran::loader::find(HOST_NIC).unwrap().expect("etran is up");
         let c = dp.counters().unwrap();
         c.drops
             .iter()

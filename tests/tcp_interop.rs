@@ -44,7 +44,7 @@ fn register(sock: &Path) -> (Session, App) {
 /// Drop counters of host `i`'s datapath whose reason names a checksum.
 fn checksum_drops(hosts: &EtranHosts, i: u8) -> u64 {
     in_netns(&hosts.ns(i), || {
-        let dp = etran::datapath::find(HOST_NIC).unwrap().expect("etran is up");
+        let dp = etran::loader::find(HOST_NIC).unwrap().expect("etran is up");
         let c = dp.counters().unwrap();
         c.drops.iter().filter(|d| d.reason.contains("csum")).map(|d| d.count.packets).sum()
     })

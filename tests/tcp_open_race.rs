@@ -24,7 +24,7 @@ use etran::{
     app::{App, ConnId},
     bpf::tcp::types::tcp_conn_key,
     daemon::{client::Session, proto::Transport},
-    tcp::{
+    transport::tcp::{
         handshake::timestamp_option,
         options::SynOptions,
         segment::{Segment, ACK, FIN, PSH, RST, SYN},

@@ -32,7 +32,7 @@ use etran::{
     app::App,
     bpf::tcp::types::{tcp_conn, tcp_conn_key},
     daemon::{client::Session, proto::Transport},
-    tcp::segment::{Segment, RST},
+    transport::tcp::segment::{Segment, RST},
 };
 use libbpf_rs::{MapCore, MapFlags};
 
@@ -53,8 +53,8 @@ fn register(sock: &std::path::Path) -> (Session, App) {
 /// The raw bytes of connection `key` in etran_tcp_conns of `va` in namespace `ns`.
 fn conn_bytes(ns: &str, key: &tcp_conn_key) -> Vec<u8> {
     in_netns(ns, || {
-        let dp = etran::datapath::find("va").unwrap().expect("etran is up on va");
-        let tcp = etran::datapath::tcp_handles(dp.summary.prog_id).unwrap();
+        let dp = etran::loader::find("va").unwrap().expect("etran is up on va");
+        let tcp = etran::transport::tcp::tcp_handles(dp.summary.prog_id).unwrap();
         tcp.conns.lookup(as_bytes(key), MapFlags::ANY).unwrap().expect("the connection")
     })
 }
@@ -62,7 +62,7 @@ fn conn_bytes(ns: &str, key: &tcp_conn_key) -> Vec<u8> {
 /// etran's drops on `va` in namespace `ns`, by reason.
 fn drops(ns: &str) -> BTreeMap<String, u64> {
     in_netns(ns, || {
-        let dp = etran::datapath::find("va").unwrap().expect("etran is up on va");
+        let dp = etran::loader::find("va").unwrap().expect("etran is up on va");
         dp.counters().unwrap().drops.into_iter().map(|d| (d.reason, d.count.packets)).collect()
     })
 }

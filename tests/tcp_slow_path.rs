@@ -15,8 +15,11 @@ use std::{
 use common::tcp::*;
 use etran::{
     bpf::tcp::types::{etran_tcp_slow_limit, etran_tcp_slow_seg, tcp_conn, tcp_conn_key},
-    datapath::{self, ObjectStorage},
-    tcp::segment::{Segment, ACK, FIN, RST, SYN},
+    loader::ObjectStorage,
+    transport::tcp::{
+        segment::{Segment, ACK, FIN, RST, SYN},
+        tcp_handles,
+    },
 };
 use libbpf_rs::{MapCore, MapFlags, RingBufferBuilder};
 
@@ -66,7 +69,7 @@ fn handshake_segments_reach_the_daemon_and_nothing_else_does() {
     // The daemon's view of the same maps (found by name from the entrance, as `etran daemon`
     // does): the test drives the listen and pending maps through it.
     let id = libbpf_rs::Program::id_from_fd(h.objs.entrance.progs.etran_entrance.as_fd());
-    let handles = datapath::tcp_handles(id.unwrap()).expect("TCP handles");
+    let handles = tcp_handles(id.unwrap()).expect("TCP handles");
     let got: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
     let sink = got.clone();
     let mut builder = RingBufferBuilder::new();
@@ -160,7 +163,7 @@ fn corrupted_segments_never_reach_the_daemon() {
     let mut storage = ObjectStorage::default();
     let h = Harness::new(&mut storage);
     let id = libbpf_rs::Program::id_from_fd(h.objs.entrance.progs.etran_entrance.as_fd());
-    let handles = datapath::tcp_handles(id.unwrap()).expect("TCP handles");
+    let handles = tcp_handles(id.unwrap()).expect("TCP handles");
     let got: Rc<RefCell<usize>> = Rc::default();
     let sink = got.clone();
     let mut builder = RingBufferBuilder::new();

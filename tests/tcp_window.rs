@@ -28,7 +28,7 @@ use common::{
 use etran::{
     app::{App, ConnId},
     daemon::{client::Session, proto::Transport},
-    tcp::segment::{Segment, ACK, RST, SYN},
+    transport::tcp::segment::{Segment, ACK, RST, SYN},
 };
 
 const PORT: u16 = 7400;

@@ -1,4 +1,4 @@
-//! The app library's TCP data path (DESIGN.md, "Library (the app side)"): one app thread, one
+//! The app library's TCP data path (ARCHITECTURE.md, "Data"): one app thread, one
 //! port, any number of established connections.
 //!
 //! - [`port`]: the daemon-created AF_XDP socket and memfd UMEM, mapped; RX with metadata, TX
@@ -45,9 +45,7 @@
 //! [`PortStats::xdp`]) leaves a hole no one will fill: that connection is aborted and fails with
 //! `ConnectionAborted` ([`AppStats::rx_lost_data`]). A closed or failed connection stays until
 //! [`App::remove_connection`].
-mod early;
 pub mod port;
-pub mod stream;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -65,7 +63,7 @@ use crate::{
         client::{Registration, Session},
         proto::{self, Request},
     },
-    tcp::sack::Blocks,
+    transport::tcp::{early, sack::Blocks, stream},
 };
 
 /// One connection of an [`App`].
@@ -130,7 +128,7 @@ pub struct App {
     /// Frames for connections the daemon accepted and the app has not adopted yet.
     early: early::Early,
     /// Retransmission timeout settings of connections adopted from now on.
-    rto: crate::tcp::rto::RtoConfig,
+    rto: crate::transport::tcp::rto::RtoConfig,
     /// Connections the daemon no longer holds for us (released, aborted, reset).
     released: HashSet<u64>,
     /// Connections holding a short tail of small writes until the end of the pass.
@@ -148,7 +146,7 @@ impl App {
             scratch: Vec::new(),
             first: 0,
             early: early::Early::default(),
-            rto: crate::tcp::rto::RtoConfig::default(),
+            rto: crate::transport::tcp::rto::RtoConfig::default(),
             released: HashSet::new(),
             holding: Vec::new(),
             stats: AppStats::default(),
@@ -159,7 +157,7 @@ impl App {
     /// and the tail-loss probe's bounds of the connections adopted after this call. The default
     /// minimum RTO is Linux's 200 ms, which a Linux receiver's delayed ACK (40 to 200 ms) never
     /// reaches; between etran hosts (1 ms delayed ACK) a few milliseconds suit a datacenter.
-    pub fn set_rto(&mut self, rto: crate::tcp::rto::RtoConfig) {
+    pub fn set_rto(&mut self, rto: crate::transport::tcp::rto::RtoConfig) {
         self.rto = rto;
     }
 

@@ -11,7 +11,7 @@
 //!
 //! RX frames: the kernel copies the XDP metadata along with the packet (copy mode copies
 //! `data_meta..data_end`), so the `etran_tcp_rx_meta` the ingress program wrote sits in the
-//! [`RX_META_LEN`] bytes right before the descriptor's address; the descriptor's address is the
+//! [`RxMeta::LEN`] bytes right before the descriptor's address; the descriptor's address is the
 //! Ethernet header (past `XDP_PACKET_HEADROOM` + headroom), and `payload_off` counts from it.
 use std::{io, os::fd::AsFd};
 
@@ -20,10 +20,9 @@ use anyhow::{bail, Context};
 use crate::{
     bpf::tcp::types::etran_tcp_rx_meta,
     daemon::client::Registration,
+    transport::RxMeta,
     xsk::{desc, Desc, FrameAlloc, Socket, Statistics, Umem, UmemConfig},
 };
-
-use super::stream::{read_meta, RX_META_LEN};
 
 /// Descriptors handled per ring operation.
 const BATCH: u32 = 64;
@@ -245,10 +244,10 @@ impl AppPort {
 /// within it.
 fn frame_parts<'a>(umem: &'a Umem, d: &Desc) -> Option<(etran_tcp_rx_meta, &'a [u8], &'a [u8])> {
     let base = umem.frame_base(d.addr);
-    let meta_at = d.addr.checked_sub(RX_META_LEN as u64).filter(|&a| a >= base)?;
+    let meta_at = d.addr.checked_sub(etran_tcp_rx_meta::LEN as u64).filter(|&a| a >= base)?;
     // SAFETY: the frame came off the RX ring, so it is ours until it goes back to the fill
     // ring after the caller is done; the ranges lie within the frame (Umem::data checks).
-    let meta = read_meta(unsafe { umem.data(meta_at, RX_META_LEN) });
+    let meta = etran_tcp_rx_meta::read(unsafe { umem.data(meta_at, etran_tcp_rx_meta::LEN) })?;
     // SAFETY: as above.
     let frame = unsafe { umem.data(d.addr, d.len as usize) };
     let start = usize::from(meta.payload_off);

@@ -7,10 +7,10 @@
 #include <linux/if_ether.h>
 #include <bpf/bpf_helpers.h>
 
-#include "parse.h"
-#include "stats.h"
-#include "stats_maps.h"
-#include "transport.h"
+#include "common/parse.h"
+#include "common/stats.h"
+#include "common/stats_maps.h"
+#include "common/transport.h"
 
 enum etran_backend {
 	ETRAN_BACKEND_COMPAT, /* stock kernel: egress on per-app veth ports */

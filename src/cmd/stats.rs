@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::{
     cli::StatsArgs,
-    datapath::{self, counters::Counters, Datapath, Summary},
+    loader::{self, counters::Counters, Datapath, Summary},
     output::{Output, Table},
 };
 
@@ -19,11 +19,11 @@ struct Report {
 
 fn collect(args: &StatsArgs) -> anyhow::Result<Vec<Datapath>> {
     match &args.iface {
-        Some(iface) => match datapath::find(iface)? {
+        Some(iface) => match loader::find(iface)? {
             Some(dp) => Ok(vec![dp]),
             None => anyhow::bail!("etran is not up on {iface} (run `etran up {iface}`)"),
         },
-        None => datapath::find_all(),
+        None => loader::find_all(),
     }
 }
 

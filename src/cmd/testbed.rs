@@ -3,7 +3,7 @@ use std::path::Path;
 
 use crate::{
     cli::{TestbedCommand, TestbedUpArgs},
-    datapath::pins,
+    loader::pins,
     output::{Output, Table},
     sys::require_root,
     testbed::{self, format_mac, Spec, Status, Testbed},

@@ -1,13 +1,16 @@
 //! `etran daemon`: the control path. One mio `Poll` drives the Unix listener apps connect to,
-//! one source per app session, the gen pump's wake ring buffer (ACKs the kernel decided on, see
-//! [`crate::datapath::gen`]), a timer wheel and a Waker that asks the loop to shut down.
+//! one source per app session, the descriptor the backend's ACK generator work arrives on
+//! ([`Backend::gen_fd`]), the one the transport's control path is handed segments on
+//! ([`Control::fd`]), a timer wheel and a Waker that asks the loop to shut down. It reaches
+//! the transport and the backend only through their seams ([`crate::transport`],
+//! [`crate::backend`]).
 //!
 //! - [`proto`]: the wire protocol (length-prefixed JSON, descriptors with SCM_RIGHTS).
-//! - [`session`]: one app's connection and what it owns.
-//! - [`slow`]: the TCP slow path (handshakes: listen, accept, connect; release, TIME_WAIT,
-//!   aborts and resets) and its AF_PACKET socket.
-//! - [`port`]: an app's veth port, its AF_XDP socket and UMEM, its `app_ports` slot.
+//! - [`session`]: one app's connection, its port and its transport.
 //! - [`client`]: the app side (`connect`, `register`).
+//! - TCP's control path ([`TcpControl`]: handshakes, release, TIME_WAIT, aborts and resets) and
+//!   the compat backend ([`Compat`]: an app's veth port, its AF_XDP socket and UMEM, its slot;
+//!   the gen pump) live in their own rooms.
 //!
 //! Nothing outlives its owner: a session's port is torn down when the app closes its socket
 //! (exit, crash or `Close`), and every session's when the daemon stops. Links named like ports
@@ -34,35 +37,35 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use libbpf_rs::{MapCore, MapFlags};
 use mio::{net::UnixListener, unix::SourceFd, Events, Interest, Poll, Token, Waker};
 
 use crate::{
-    datapath::{gen::GenPump, kernel, TcpHandles},
+    backend::{
+        compat::{port, Compat},
+        Backend,
+    },
+    loader::kernel,
     log,
     netlink::Netlink,
     timer::TimerWheel,
+    transport::{
+        tcp::control::{Event, Notify, SlowTimer, TcpControl},
+        Control,
+    },
 };
 
 pub mod client;
-pub mod port;
 pub mod proto;
 pub mod session;
-pub mod slow;
 
-use port::Port;
 use proto::{FdKind, Reply, Request, Transport};
-use session::{Input, Session};
-use slow::{Notify, SlowPath, SlowTimer};
+use session::{AppSession, Input};
 
 const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
 const GEN: Token = Token(2);
 const SLOW: Token = Token(3);
 const FIRST_SESSION: usize = 4;
-/// Slots of the `app_ports` devmap (MAX_APP_PORTS in tcp_maps.h). Slot 0 is never given out, so
-/// a zeroed connection entry never routes to an app.
-const APP_SLOTS: u32 = 64;
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 
 /// TIME_WAIT of the connections apps close first, by default. Linux holds 60 s (2 MSL); a
@@ -87,7 +90,7 @@ pub struct Config {
 
 enum Timer {
     Housekeeping,
-    Slow(SlowTimer),
+    Tcp(SlowTimer),
 }
 
 pub struct Daemon {
@@ -95,14 +98,12 @@ pub struct Daemon {
     poll: Poll,
     waker: Arc<Waker>,
     listener: UnixListener,
-    sessions: HashMap<Token, Session>,
+    sessions: HashMap<Token, AppSession>,
     next_token: usize,
     next_id: u64,
     timers: TimerWheel<Timer>,
-    nl: Netlink,
-    tcp: TcpHandles,
-    gen: GenPump,
-    slow: SlowPath,
+    backend: Compat,
+    tcp: TcpControl,
     /// Held for the daemon's lifetime: one daemon per interface and network namespace.
     lock: (std::fs::File, PathBuf),
 }
@@ -121,31 +122,28 @@ impl Daemon {
     pub fn new(cfg: Config) -> anyhow::Result<Daemon> {
         crate::sys::require_root("etran daemon")?;
         kernel::require(kernel::TCP_DAEMON, "the etran daemon (its apps' ports)")?;
-        let dp = crate::datapath::find(&cfg.iface)?.with_context(|| {
+        let dp = crate::loader::find(&cfg.iface)?.with_context(|| {
             format!("etran is not up on {}: run `etran up {}` first", cfg.iface, cfg.iface)
         })?;
-        let tcp = crate::datapath::tcp_handles(dp.summary.prog_id)?;
+        let tcp = crate::transport::tcp::tcp_handles(dp.summary.prog_id)?;
         let lock = lock_iface(&cfg.iface)?;
         // Before the socket appears, so that a daemon apps can reach is complete. The pump's
         // spare veth is named after the interface: one daemon per interface and namespace (the
         // lock above), and a stale pair from a crash is replaced.
-        let gen = GenPump::new(&tcp, Some(&format!("etgen{}", dp.summary.ifindex)))
-            .context("starting the gen pump")?;
-        let mut nl = Netlink::open()?;
-        let local_mac = nl
+        let mut backend = Compat::new(&tcp, &format!("etgen{}", dp.summary.ifindex))?;
+        let local_mac = Netlink::open()?
             .link(&cfg.iface)?
             .and_then(|l| l.mac)
             .with_context(|| format!("{} has no Ethernet address", cfg.iface))?;
-        let slow = SlowPath::new(&tcp, &cfg.iface, local_mac, 1460, cfg.time_wait, cfg.ecn)
-            .context("starting the slow path")?;
+        let tcp = TcpControl::new(tcp, &cfg.iface, local_mac, 1460, cfg.time_wait, cfg.ecn)?;
         let listener = bind_listener(&cfg.socket)?;
-        if let Err(e) = remove_stale_ports(&mut nl, &tcp) {
+        if let Err(e) = backend.remove_stale() {
             let _ = std::fs::remove_file(&cfg.socket);
             return Err(e);
         }
         let poll = Poll::new().context("creating the event loop")?;
-        poll.registry().register(&mut SourceFd(&gen.fd()), GEN, Interest::READABLE)?;
-        poll.registry().register(&mut SourceFd(&slow.fd()), SLOW, Interest::READABLE)?;
+        poll.registry().register(&mut SourceFd(&backend.gen_fd()), GEN, Interest::READABLE)?;
+        poll.registry().register(&mut SourceFd(&tcp.fd()), SLOW, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut listener = listener;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -161,10 +159,8 @@ impl Daemon {
             next_token: FIRST_SESSION,
             next_id: 1,
             timers,
-            nl,
+            backend,
             tcp,
-            gen,
-            slow,
             lock,
         })
     }
@@ -198,7 +194,7 @@ impl Daemon {
                 .timers
                 .next_deadline()
                 .map(|d| d.saturating_duration_since(now) + Duration::from_millis(1));
-            let gen = self.gen.deadline().map(|d| d.saturating_duration_since(now));
+            let gen = self.backend.gen_deadline().map(|d| d.saturating_duration_since(now));
             let timeout = match (wheel, gen) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -218,16 +214,16 @@ impl Daemon {
             }
             // Both rings are drained on every pass, not only when epoll says so: before the
             // timers, so that an answer waiting there is not taken for a loss, and as a
-            // backstop to `datapath::drain_ring`'s fence against a lost ring wakeup (it costs
+            // backstop to `loader::drain_ring`'s fence against a lost ring wakeup (it costs
             // no syscall).
             let now = Instant::now();
-            if let Err(e) = self.gen.on_readable(now) {
+            if let Err(e) = self.backend.on_gen_wake(now) {
                 log::warn(format!("gen pump: {e:#}"));
             }
             let mut out = Vec::new();
-            self.slow.on_readable(&self.tcp, &mut self.timers, Timer::Slow, &mut out);
+            self.tcp.on_readable(&mut self.timers, Timer::Tcp, &mut out);
             self.notify(out);
-            if let Err(e) = self.gen.on_deadline(now) {
+            if let Err(e) = self.backend.on_gen_deadline(now) {
                 log::warn(format!("gen pump: {e:#}"));
             }
             self.timers.expire(now, &mut fired);
@@ -235,16 +231,13 @@ impl Daemon {
                 match t {
                     Timer::Housekeeping => {
                         log::debug(format!("{} app session(s)", self.sessions.len()));
-                        // A wake record lost to a full ring buffer leaves keys queued.
-                        if self.gen.queued() {
-                            if let Err(e) = self.gen.pump() {
-                                log::warn(format!("gen pump: {e:#}"));
-                            }
+                        if let Err(e) = self.backend.on_housekeeping() {
+                            log::warn(format!("gen pump: {e:#}"));
                         }
                         self.timers.insert(now + HOUSEKEEPING, Timer::Housekeeping);
                     }
-                    Timer::Slow(t) => {
-                        let out = self.slow.on_timeout(&self.tcp, &mut self.timers, Timer::Slow, t);
+                    Timer::Tcp(t) => {
+                        let out = self.tcp.on_timeout(&mut self.timers, Timer::Tcp, t);
                         self.notify(out);
                     }
                 }
@@ -267,7 +260,7 @@ impl Daemon {
                         continue;
                     }
                     log::info(format!("app session {id} connected"));
-                    self.sessions.insert(token, Session::new(stream, id));
+                    self.sessions.insert(token, AppSession::new(stream, id));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -304,12 +297,11 @@ impl Daemon {
                     false
                 }
                 Input::Request(Request::Release { handle, time_wait }) => {
-                    let (tcp, timers) = (&self.tcp, &mut self.timers);
-                    self.slow.release(tcp, timers, Timer::Slow, token, handle, time_wait);
+                    self.tcp.release(&mut self.timers, Timer::Tcp, token, handle, time_wait);
                     false
                 }
                 Input::Request(Request::Abort { handle }) => {
-                    self.slow.abort(&self.tcp, token, handle);
+                    self.tcp.abort(token, handle);
                     false
                 }
                 Input::Request(Request::Close) => true,
@@ -338,14 +330,11 @@ impl Daemon {
         if session.port.is_some() {
             bail!("this session is already registered");
         }
-        match transport {
-            Transport::Tcp => {}
-        }
         if queues != 1 {
             bail!("{queues} queues asked for; this daemon gives each app 1 queue for now");
         }
         let slot = self.free_slot().context("no free app port (all slots are in use)")?;
-        let port = Port::create(&mut self.nl, &self.tcp, slot)?;
+        let port = self.backend.open_port(slot)?;
         let reply = Reply::Registered {
             version: proto::PROTOCOL_VERSION,
             slot,
@@ -366,6 +355,7 @@ impl Daemon {
             .collect();
         let sent = proto::send_fds(session.stream.as_fd(), &proto::encode(&reply), &fds);
         session.port = Some(port);
+        session.transport = Some(transport);
         sent.context("sending the registration")?;
         self.note(format!("app session {id} registered: slot {slot}, port {name}"));
         Ok(())
@@ -375,7 +365,7 @@ impl Daemon {
         let Some(session) = self.sessions.get(&token) else { return };
         let reply = match session.port.as_ref().map(|p| p.slot) {
             None => Reply::ListenFailed { port, reason: "register first".into() },
-            Some(slot) => match self.slow.listen(&self.tcp, token, slot, port) {
+            Some(slot) => match self.tcp.listen(token, slot, port) {
                 Ok(()) => {
                     log::info(format!("app session {} listens on {port}", session.id));
                     Reply::Listening { port }
@@ -383,45 +373,48 @@ impl Daemon {
                 Err(reason) => Reply::ListenFailed { port, reason },
             },
         };
-        self.notify(vec![Notify { owner: token, reply }]);
+        self.tell(token, &reply);
     }
 
     fn connect(&mut self, token: Token, remote: std::net::SocketAddrV4, local_port: Option<u16>) {
         let Some(session) = self.sessions.get(&token) else { return };
         let result = match session.port.as_ref().map(|p| p.slot) {
             None => Err("register first".to_string()),
-            Some(slot) => self.slow.connect(
-                &self.tcp,
-                &mut self.timers,
-                Timer::Slow,
-                token,
-                slot,
-                remote,
-                local_port,
-            ),
+            Some(slot) => {
+                self.tcp.connect(&mut self.timers, Timer::Tcp, token, slot, remote, local_port)
+            }
         };
         if let Err(reason) = result {
-            self.notify(vec![Notify { owner: token, reply: Reply::ConnectFailed { reason } }]);
+            self.tell(token, &Reply::ConnectFailed { reason });
         }
     }
 
-    /// Sends slow-path results to their sessions; a session that cannot take them is closed.
+    /// Sends what the slow path has to tell sessions, in the protocol's words.
     fn notify(&mut self, out: Vec<Notify>) {
         for n in out {
-            let Some(s) = self.sessions.get(&n.owner) else { continue };
-            if let Err(e) = proto::send_fds(s.stream.as_fd(), &proto::encode(&n.reply), &[]) {
-                log::warn(format!("app session {}: {e}", s.id));
-                self.close(n.owner);
-            }
+            let reply = match n.event {
+                Event::Connected { handle, init } => Reply::Connected { handle, init },
+                Event::Accepted { handle, init } => Reply::Accepted { handle, init },
+                Event::ConnectFailed { reason } => Reply::ConnectFailed { reason },
+                Event::Reset { handle } => Reply::Reset { handle },
+            };
+            self.tell(n.owner, &reply);
+        }
+    }
+
+    /// Sends `reply` to a session; a session that cannot take it is closed.
+    fn tell(&mut self, owner: Token, reply: &Reply) {
+        let Some(s) = self.sessions.get(&owner) else { return };
+        if let Err(e) = proto::send_fds(s.stream.as_fd(), &proto::encode(reply), &[]) {
+            log::warn(format!("app session {}: {e}", s.id));
+            self.close(owner);
         }
     }
 
     fn free_slot(&self) -> Option<u32> {
-        (1..APP_SLOTS).find(|&s| {
+        (1..Compat::SLOTS).find(|&s| {
             let ours = self.sessions.values().any(|x| x.port.as_ref().is_some_and(|p| p.slot == s));
-            let taken =
-                matches!(self.tcp.app_ports.lookup(&s.to_ne_bytes(), MapFlags::ANY), Ok(Some(_)));
-            !ours && !taken
+            !ours && !self.backend.slot_in_use(s)
         })
     }
 
@@ -438,9 +431,12 @@ impl Daemon {
         let Some(mut s) = self.sessions.remove(&token) else { return };
         let _ = self.poll.registry().deregister(&mut s.stream);
         // Connections before the port: nothing may route to a slot that is gone.
-        self.slow.teardown(&self.tcp, &mut self.timers, token);
+        match s.transport {
+            Some(Transport::Tcp) => self.tcp.teardown(&mut self.timers, token),
+            None => {}
+        }
         if let Some(mut port) = s.port.take() {
-            port.teardown(&mut self.nl, &self.tcp);
+            self.backend.close_port(&mut port);
             self.note(format!("app session {} closed: port {} removed", s.id, port.app_name));
         } else {
             log::info(format!("app session {} closed", s.id));
@@ -453,44 +449,20 @@ impl Daemon {
         for t in tokens {
             self.close(t);
         }
-        self.slow.shutdown(&self.tcp, &mut self.timers);
+        self.tcp.shutdown(&mut self.timers);
         let _ = self.poll.registry().deregister(&mut self.listener);
-        let _ = self.poll.registry().deregister(&mut SourceFd(&self.gen.fd()));
-        let _ = self.poll.registry().deregister(&mut SourceFd(&self.slow.fd()));
+        let _ = self.poll.registry().deregister(&mut SourceFd(&self.backend.gen_fd()));
+        let _ = self.poll.registry().deregister(&mut SourceFd(&self.tcp.fd()));
         if let Err(e) = std::fs::remove_file(&self.cfg.socket) {
             if e.kind() != io::ErrorKind::NotFound {
                 log::warn(format!("removing {}: {e}", self.cfg.socket.display()));
             }
         }
         let _ = std::fs::remove_file(&self.lock.1);
-        let g = self.gen.stats();
-        log::info(format!("gen pump: {} BPF_PROG_RUN calls, {} runs", g.calls, g.runs));
-        let s = self.slow.stats();
-        log::info(format!(
-            "slow path: {} segments replayed through ingress, {} dropped",
-            s.replayed, s.dropped
-        ));
+        log::info(self.backend.report());
+        log::info(self.tcp.report());
         self.note("stopped; every app port was removed");
     }
-}
-
-/// Deletes port links left by a daemon that died without cleaning up (their devmap entries go
-/// with them) and clears slots that point at no live port.
-fn remove_stale_ports(nl: &mut Netlink, tcp: &TcpHandles) -> anyhow::Result<()> {
-    for link in nl.links()? {
-        if port::is_port_name(&link.name) && link.name.ends_with('k') {
-            log::warn(format!("removing stale app port {}", link.name));
-            nl.delete_link(link.index)?;
-        }
-    }
-    for slot in 1..APP_SLOTS {
-        if let Ok(Some(_)) = tcp.app_ports.lookup(&slot.to_ne_bytes(), MapFlags::ANY) {
-            log::warn(format!("clearing stale app_ports slot {slot}"));
-            let _ = tcp.app_ports.delete(&slot.to_ne_bytes());
-        }
-        let _ = tcp.port_ifindex.update(&slot.to_ne_bytes(), &0u32.to_ne_bytes(), MapFlags::ANY);
-    }
-    Ok(())
 }
 
 /// Takes the per-interface daemon lock (`/run/etran/daemon-net<ino>-<iface>.lock`, flock), so

@@ -15,13 +15,15 @@
 //! (SCM_RIGHTS), in the order the message lists them (`fds`). See [`send_fds`] / [`recv_fds`].
 use std::{
     io,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::Ipv4Addr,
     os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
 };
 
 use serde::{Deserialize, Serialize};
 
-use crate::{app::StreamInit, bpf::tcp::types::tcp_conn_key};
+/// What the app needs to adopt a connection and to map its rings: defined by the TCP
+/// transport and by the AF_XDP layer, carried here.
+pub use crate::{transport::tcp::stream::ConnInit, xsk::Geometry};
 
 /// Version of this protocol; bumped on incompatible changes.
 pub const PROTOCOL_VERSION: u32 = 3;
@@ -57,52 +59,6 @@ pub enum Request {
     Abort { handle: u64 },
 }
 
-/// What the app needs to adopt an established connection (`etran::app::StreamInit`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConnInit {
-    pub local: SocketAddrV4,
-    pub remote: SocketAddrV4,
-    pub rx_pos: u32,
-    pub tx_pos: u32,
-    /// The send window: the peer's window and the initial congestion window, the less.
-    pub send_wnd: u32,
-    pub mss: u16,
-    pub rcv_buf: u32,
-    pub snd_buf: u32,
-    /// SACK negotiated.
-    #[serde(default)]
-    pub sack: bool,
-    /// The sequence number of `tx_pos`.
-    #[serde(default)]
-    pub snd_seq: u32,
-    /// Our window scale (what limits the window the buffer can advertise). Absent: 0, which
-    /// makes the app's window updates only more eager.
-    #[serde(default)]
-    pub rcv_wscale: u8,
-}
-
-impl ConnInit {
-    pub fn stream_init(&self) -> StreamInit {
-        StreamInit {
-            key: tcp_conn_key {
-                local_ip: u32::from_ne_bytes(self.local.ip().octets()),
-                remote_ip: u32::from_ne_bytes(self.remote.ip().octets()),
-                local_port: self.local.port().to_be(),
-                remote_port: self.remote.port().to_be(),
-            },
-            rx_pos: self.rx_pos,
-            tx_pos: self.tx_pos,
-            send_wnd: self.send_wnd,
-            mss: self.mss,
-            sack: self.sack,
-            snd_seq: self.snd_seq,
-            rcv_buf: self.rcv_buf,
-            snd_buf: self.snd_buf,
-            rcv_wscale: self.rcv_wscale,
-        }
-    }
-}
-
 /// What each descriptor passed with `Registered` is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -113,18 +69,6 @@ pub enum FdKind {
     Xsk { queue: u32 },
     /// The memfd backing the UMEM registered on the queue-0 socket: mmap it `MAP_SHARED`.
     Umem,
-}
-
-/// UMEM and ring geometry of a registration: what the app needs to map and use its rings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Geometry {
-    pub umem_len: u64,
-    pub frame_size: u32,
-    pub headroom: u32,
-    pub fill_size: u32,
-    pub comp_size: u32,
-    pub rx_size: u32,
-    pub tx_size: u32,
 }
 
 /// Daemon → app.

@@ -1,18 +1,19 @@
-//! One app's session: its Unix stream, the bytes read so far, and the port it owns.
+//! One app's session: its Unix stream, the bytes read so far, the port it owns and the
+//! transport it registered for.
 use std::io::{self, Read};
 
 use mio::net::UnixStream;
 
-use super::{
-    port::Port,
-    proto::{self, DecodeError, Request},
-};
+use super::proto::{self, DecodeError, Request, Transport};
+use crate::backend::compat::port::VethPort;
 
-pub struct Session {
+pub struct AppSession {
     pub stream: UnixStream,
     pub id: u64,
     buf: Vec<u8>,
-    pub port: Option<Port>,
+    pub port: Option<VethPort>,
+    /// The transport it registered for: whose control path owns its connections.
+    pub transport: Option<Transport>,
 }
 
 /// What reading a session produced.
@@ -24,9 +25,9 @@ pub enum Input {
     Bad(DecodeError),
 }
 
-impl Session {
-    pub fn new(stream: UnixStream, id: u64) -> Session {
-        Session { stream, id, buf: Vec::new(), port: None }
+impl AppSession {
+    pub fn new(stream: UnixStream, id: u64) -> AppSession {
+        AppSession { stream, id, buf: Vec::new(), port: None, transport: None }
     }
 
     /// Reads everything available and decodes it into `out`; stops at the first close or error.

@@ -544,7 +544,7 @@ pub fn down(name: &str) -> anyhow::Result<bool> {
         // A datapath a user put on a host NIC dies with the namespace, but its pins would keep
         // its maps alive: take it down first.
         if let Ok(handle) = NetNs::open(&ns) {
-            if let Ok(Err(e)) = handle.run(|| crate::datapath::down(HOST_NIC)) {
+            if let Ok(Err(e)) = handle.run(|| crate::loader::down(HOST_NIC)) {
                 crate::log::debug(format!("etran down {HOST_NIC} in {ns}: {e:#}"));
             }
         }

@@ -184,7 +184,7 @@ pub fn load<'a>(
     c.ecn_threshold = cfg.ecn_threshold;
     c.queue_cap = cfg.queue_cap;
     c.burst = cfg.burst;
-    crate::datapath::verifier::load(open, "the switch programs")
+    crate::bpf::verifier::load(open, "the switch programs")
 }
 
 /// Switch counters, summed over CPUs, read from the XDP program attached to a port (or the

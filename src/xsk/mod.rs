@@ -16,6 +16,8 @@ pub mod sys;
 pub mod umem;
 pub mod vsock;
 
+use serde::{Deserialize, Serialize};
+
 pub use prog::{run_live_frames, XskProgram};
 pub use ring::{ring_pair, ConsRing, Peek, ProdRing, Reservation};
 pub use socket::{
@@ -24,6 +26,19 @@ pub use socket::{
 };
 pub use umem::{FrameAlloc, Umem, UmemConfig};
 pub use vsock::{Drr, Served, VirtualSocket};
+
+/// UMEM and ring geometry of a socket made for someone else (the daemon makes the app's):
+/// what its user needs to map and use its rings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Geometry {
+    pub umem_len: u64,
+    pub frame_size: u32,
+    pub headroom: u32,
+    pub fill_size: u32,
+    pub comp_size: u32,
+    pub rx_size: u32,
+    pub tx_size: u32,
+}
 
 /// Ring sizes must be powers of two (the kernel masks indices) and at most 2^31.
 pub(crate) fn check_ring_size(which: &str, size: u32) -> anyhow::Result<()> {

@@ -1,5 +1,5 @@
 //! The XDP side of a plain AF_XDP setup: `xsk_redirect` (frames on queue q → the socket in
-//! XSKMAP slot q) and the `xsk_gen` live-frame generator, from `src/bpf/xsk_redirect.bpf.c`.
+//! XSKMAP slot q) and the `xsk_pktgen` live-frame generator, from `src/bpf/xsk_redirect.bpf.c`.
 //! Attachments are BPF links: they go away when this value is dropped, or when the process
 //! dies, so nothing stale stays on an interface.
 use std::{
@@ -29,9 +29,9 @@ pub struct XskProgram {
 unsafe impl Send for XskProgram {}
 
 impl XskProgram {
-    /// Loads the programs. `gen_ifindex` is the interface `xsk_gen` transmits on (0 when the
+    /// Loads the programs. `pktgen_ifindex` is the interface `xsk_pktgen` transmits on (0 when the
     /// generator is not used).
-    pub fn load(gen_ifindex: u32) -> anyhow::Result<XskProgram> {
+    pub fn load(pktgen_ifindex: u32) -> anyhow::Result<XskProgram> {
         crate::sys::require_root("loading XDP programs")?;
         let object = Box::into_raw(Box::new(MaybeUninit::<OpenObject>::uninit()));
         let mut this = XskProgram { links: Vec::new(), skel: None, object };
@@ -41,9 +41,9 @@ impl XskProgram {
             .open(storage)
             .context("opening the xsk_redirect BPF object")?;
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
-            ro.gen_ifindex = gen_ifindex;
+            ro.pktgen_ifindex = pktgen_ifindex;
         }
-        this.skel = Some(crate::datapath::verifier::load(open, "the xsk_redirect programs")?);
+        this.skel = Some(crate::bpf::verifier::load(open, "the xsk_redirect programs")?);
         Ok(this)
     }
 
@@ -51,7 +51,7 @@ impl XskProgram {
         self.skel.as_ref().expect("loaded")
     }
 
-    /// Attaches `xsk_redirect` to `ifindex` (native XDP when the driver has it).
+    /// Attaches `xsk_redirect` to `ifindex` (drv mode when the driver has it).
     pub fn attach_redirect(&mut self, ifindex: u32) -> anyhow::Result<()> {
         let link =
             self.skel().progs.xsk_redirect.attach_xdp(ifindex as i32).with_context(|| {
@@ -63,15 +63,15 @@ impl XskProgram {
         Ok(())
     }
 
-    /// Attaches `xsk_gen` to `ifindex` (any interface: attaching only keeps test runs cheap;
+    /// Attaches `xsk_pktgen` to `ifindex` (any interface: attaching only keeps test runs cheap;
     /// real traffic there passes).
-    pub fn attach_gen(&mut self, ifindex: u32) -> anyhow::Result<()> {
+    pub fn attach_pktgen(&mut self, ifindex: u32) -> anyhow::Result<()> {
         let link = self
             .skel()
             .progs
-            .xsk_gen
+            .xsk_pktgen
             .attach_xdp(ifindex as i32)
-            .with_context(|| format!("attaching xsk_gen to ifindex {ifindex}"))?;
+            .with_context(|| format!("attaching xsk_pktgen to ifindex {ifindex}"))?;
         self.links.push(link);
         Ok(())
     }
@@ -101,10 +101,10 @@ impl XskProgram {
             .with_context(|| format!("clearing XSKMAP slot {queue}"))
     }
 
-    /// A descriptor of `xsk_gen`, for threads that generate at once: each runs it with
-    /// [`run_live_frames`] out of the `gen_ifindex` given to [`XskProgram::load`].
-    pub fn gen_fd(&self) -> anyhow::Result<OwnedFd> {
-        self.skel().progs.xsk_gen.as_fd().try_clone_to_owned().context("dup of xsk_gen's fd")
+    /// A descriptor of `xsk_pktgen`, for threads that generate at once: each runs it with
+    /// [`run_live_frames`] out of the `pktgen_ifindex` given to [`XskProgram::load`].
+    pub fn pktgen_fd(&self) -> anyhow::Result<OwnedFd> {
+        self.skel().progs.xsk_pktgen.as_fd().try_clone_to_owned().context("dup of xsk_pktgen's fd")
     }
 }
 

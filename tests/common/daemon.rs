@@ -122,7 +122,7 @@ impl Drop for Daemon {
 /// (frames redirected out of `va` reach `vb` only if it runs NAPI: the veth rule) and TX checksum
 /// offload off on `vb` (Linux would leave its checksums partial, which etran's ingress drops).
 pub fn etran_up_pair(name: &str) -> super::netns::VethPair {
-    use etran::datapath::pins;
+    use etran::loader::pins;
     pins::ensure_bpffs(std::path::Path::new(pins::BPFFS_ROOT)).unwrap();
     let net = super::netns::VethPair::new(name);
     let out = Command::new("ip")
@@ -144,7 +144,7 @@ pub fn port_links(ns: &str) -> Vec<String> {
         .lines()
         .filter_map(|l| l.split(':').nth(1))
         .map(|n| n.trim().split('@').next().unwrap().to_string())
-        .filter(|n| etran::daemon::port::is_port_name(n))
+        .filter(|n| etran::backend::compat::port::is_port_name(n))
         .collect()
 }
 
@@ -152,8 +152,8 @@ pub fn port_links(ns: &str) -> Vec<String> {
 pub fn tcp_conn_count(ns: &str, iface: &str) -> usize {
     use libbpf_rs::MapCore;
     super::netns::in_netns(ns, || {
-        let dp = etran::datapath::find(iface).unwrap().expect("etran is up");
-        etran::datapath::tcp_handles(dp.summary.prog_id).unwrap().conns.keys().count()
+        let dp = etran::loader::find(iface).unwrap().expect("etran is up");
+        etran::transport::tcp::tcp_handles(dp.summary.prog_id).unwrap().conns.keys().count()
     })
 }
 
@@ -187,7 +187,7 @@ impl EtranHosts {
 
     fn build(name: &str, spec: etran::testbed::Spec, with_etran: u8) -> EtranHosts {
         use etran::{
-            datapath::pins,
+            loader::pins,
             testbed::{Testbed, HOST_NIC},
         };
         // On the host, so that the pins `etran up` makes under `ip netns exec` are shared.

@@ -2,7 +2,7 @@
 //! deterministic random source for the mutation fuzzers.
 #![allow(dead_code)]
 
-use etran::datapath::counters::{ClassCounts, Counters};
+use etran::loader::counters::{ClassCounts, Counters};
 
 pub fn class<'a>(c: &'a Counters, class: &str) -> &'a ClassCounts {
     c.traffic.iter().find(|r| r.class == class).unwrap_or_else(|| panic!("no class {class}"))

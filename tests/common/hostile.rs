@@ -9,20 +9,20 @@
 use std::{net::SocketAddrV4, path::Path};
 
 use etran::{
-    app::{
+    app::AppPort,
+    backend::compat::port::FRAME_SIZE,
+    bpf::tcp::types::{etran_tcp_limit, etran_tcp_tx_hdr, tcp_conn_key},
+    daemon::{
+        client::Session,
+        proto::{ConnInit, Transport},
+    },
+    transport::tcp::{
+        segment::{Segment, ACK, RST, SYN},
         stream::{
             write_hdr, INTENT_ACK, INTENT_DATA, INTENT_FIN, INTENT_RETRANSMIT,
             INTENT_WINDOW_UPDATE, TX_HDR_LEN,
         },
-        AppPort,
     },
-    bpf::tcp::types::{etran_tcp_limit, etran_tcp_tx_hdr, tcp_conn_key},
-    daemon::{
-        client::Session,
-        port::FRAME_SIZE,
-        proto::{ConnInit, Transport},
-    },
-    tcp::segment::{Segment, ACK, RST, SYN},
 };
 
 use super::fixture::Rng;

@@ -37,7 +37,7 @@ impl VethPair {
         for (ns, iface) in [(&self.a, "va"), (&self.b, "vb")] {
             if std::path::Path::new("/run/netns").join(ns).exists() {
                 in_netns(ns, || {
-                    let _ = etran::datapath::down(iface);
+                    let _ = etran::loader::down(iface);
                 });
             }
         }

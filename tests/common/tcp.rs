@@ -10,7 +10,7 @@ use etran::{
         entrance::types::etran_backend,
         tcp::types::{tcp_conn, tcp_conn_key, xdp_md},
     },
-    datapath::{
+    loader::{
         self,
         counters::{self, Counters},
         ObjectStorage, Objects,
@@ -60,7 +60,7 @@ pub struct RawRun {
 
 impl Harness<'_> {
     pub fn new(storage: &mut ObjectStorage) -> Harness<'_> {
-        let objs = datapath::load(storage, etran_backend::ETRAN_BACKEND_COMPAT, 1)
+        let objs = loader::load(storage, etran_backend::ETRAN_BACKEND_COMPAT, 1)
             .expect("the verifier accepts every program");
         let id =
             libbpf_rs::Program::id_from_fd(objs.entrance.progs.etran_entrance.as_fd()).unwrap();
@@ -157,9 +157,9 @@ pub fn pattern(seed: usize, n: usize) -> Vec<u8> {
 }
 
 /// The TCP maps of `etran up va` in the calling thread's namespace.
-fn va_handles() -> datapath::TcpHandles {
-    let dp = datapath::find("va").unwrap().expect("etran is up on va");
-    datapath::tcp_handles(dp.summary.prog_id).unwrap()
+fn va_handles() -> etran::transport::tcp::TcpHandles {
+    let dp = loader::find("va").unwrap().expect("etran is up on va");
+    etran::transport::tcp::tcp_handles(dp.summary.prog_id).unwrap()
 }
 
 /// Whether `key` is in etran_tcp_conns of `va` in namespace `ns`.

@@ -12,9 +12,9 @@ use serde::Serialize;
 use super::{
     etran_echo::{self, LeakCheck, Peer},
     linux_echo::{self, Client, ClientResult, Progress, Server, Share, Wait},
+    support as bench,
 };
 use crate::{
-    bench,
     cli::{EchoArgs, EchoTransport},
     netns::NetNs,
     output::{Output, Table},

@@ -28,9 +28,10 @@ use serde::Serialize;
 use super::linux_echo::{self, ClientResult, Echo, Progress, Share, Wait};
 use crate::{
     app::{App, ConnId},
-    cli::{Backend, XdpMode},
-    daemon::{client::Session, port, proto::Transport, Config, Daemon},
-    datapath::{self, UpOptions},
+    backend::compat::port,
+    backend::BackendChoice,
+    daemon::{client::Session, proto::Transport, Config, Daemon},
+    loader::{self, AttachMode, UpOptions},
     netlink::Netlink,
     netns::NetNs,
     testbed::HOST_NIC,
@@ -106,7 +107,7 @@ pub fn run(
     }
     let result = run_in(p, &dir, &wakers, &done_tx, progress, watch);
     for ns in p.etran_hosts() {
-        match ns.run(|| datapath::down(HOST_NIC)) {
+        match ns.run(|| loader::down(HOST_NIC)) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) | Err(e) => crate::log::warn(format!("etran down {HOST_NIC}: {e:#}")),
         }
@@ -124,11 +125,14 @@ fn run_in(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool) + Send,
 ) -> anyhow::Result<Outcome> {
-    let opts =
-        UpOptions { backend: Backend::Auto, mode: XdpMode::Native, queues: None, force: false };
+    let opts = UpOptions {
+        backend: BackendChoice::Auto.resolve()?,
+        mode: AttachMode::Drv,
+        queues: None,
+        force: false,
+    };
     for ns in p.etran_hosts() {
-        ns.run(|| datapath::up(HOST_NIC, &opts))?
-            .with_context(|| format!("etran up {HOST_NIC}"))?;
+        ns.run(|| loader::up(HOST_NIC, &opts))?.with_context(|| format!("etran up {HOST_NIC}"))?;
     }
     let socks = [dir.join("client.sock"), dir.join("server.sock")];
     std::thread::scope(|s| {
@@ -215,7 +219,7 @@ fn apps(
                 s.spawn(move || -> anyhow::Result<Option<AppFrames>> {
                     let setup = (|| {
                         p.server.enter()?;
-                        crate::bench::pin_to_cpu(share.server_cpu)?;
+                        super::support::pin_to_cpu(share.server_cpu)?;
                         let port = share.server.port();
                         Ok(match p.peer {
                             Peer::Etran => {
@@ -558,7 +562,7 @@ fn client(
 ) -> anyhow::Result<(ClientResult, AppFrames)> {
     let share = &p.shares[index];
     p.client.enter()?;
-    crate::bench::pin_to_cpu(share.client_cpu)?;
+    super::support::pin_to_cpu(share.client_cpu)?;
     let (mut session, mut app) = register(sock, format!("client {index}"))?;
     let mut result = ClientResult::new();
     let mut conns = Vec::with_capacity(share.conns as usize);
@@ -780,8 +784,8 @@ impl Probe {
     fn open(client: &NetNs, server: Option<&NetNs>) -> anyhow::Result<Probe> {
         let conns = |ns: &NetNs| -> anyhow::Result<MapHandle> {
             ns.run(|| -> anyhow::Result<MapHandle> {
-                let dp = datapath::find(HOST_NIC)?.context("etran is not up")?;
-                Ok(datapath::tcp_handles(dp.summary.prog_id)?.conns)
+                let dp = loader::find(HOST_NIC)?.context("etran is not up")?;
+                Ok(crate::transport::tcp::tcp_handles(dp.summary.prog_id)?.conns)
             })?
         };
         Ok(Probe {

@@ -175,7 +175,7 @@ impl ClientResult {
         ClientResult {
             messages: 0,
             verified_bytes: 0,
-            rtt_ns: crate::bench::latency_histogram(),
+            rtt_ns: super::support::latency_histogram(),
             opens: 0,
             closes: 0,
         }
@@ -342,7 +342,7 @@ pub struct Share {
 /// Splits `conns` over `threads` client threads: thread `i` on CPU `i mod N`, its server thread
 /// on CPU `i+1 mod N`, listening on [`server_port`]`(i)` of `server_ip`.
 pub fn plan(server_ip: Ipv4Addr, conns: u32, threads: u32) -> Vec<Share> {
-    let cpus = crate::bench::cpu_count();
+    let cpus = super::support::cpu_count();
     let (per_thread, extra) = (conns / threads, conns % threads);
     (0..threads)
         .map(|i| Share {
@@ -350,7 +350,7 @@ pub fn plan(server_ip: Ipv4Addr, conns: u32, threads: u32) -> Vec<Share> {
             first_conn_id: i * per_thread + i.min(extra),
             conns: per_thread + u32::from(i < extra),
             id_stride: conns,
-            client_cpu: crate::bench::cpu_for(i as usize),
+            client_cpu: super::support::cpu_for(i as usize),
             server_cpu: (i as usize + 1) % cpus,
         })
         .collect()
@@ -475,7 +475,7 @@ mod tests {
         assert_eq!(shares.iter().map(|s| s.first_conn_id).collect::<Vec<_>>(), [0, 3, 6, 8]);
         let ports: Vec<u16> = shares.iter().map(|s| s.server.port()).collect();
         assert_eq!(ports, [7700, 7701, 7702, 7703]);
-        let cpus = crate::bench::cpu_count();
+        let cpus = super::super::support::cpu_count();
         for (i, s) in shares.iter().enumerate() {
             assert_eq!((s.client_cpu, s.server_cpu), (i % cpus, (i + 1) % cpus));
             assert_eq!(s.id_stride, 10);

@@ -4,3 +4,4 @@ mod etran_echo;
 mod linux_echo;
 pub mod raw;
 pub mod rpc;
+mod support;

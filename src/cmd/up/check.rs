@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::{
     bpf::entrance::types::etran_backend,
-    datapath::{
+    loader::{
         self,
         kernel::{self, Feature},
     },
@@ -49,9 +49,9 @@ fn load_all() -> Vec<ProgramRow> {
         ProgramRow { object, error: r.err().map(|e| format!("{e:#}")) }
     }
     let mut storage = MaybeUninit::uninit();
-    let entrance = datapath::load_entrance(&mut storage, etran_backend::ETRAN_BACKEND_COMPAT, 1);
+    let entrance = loader::load_entrance(&mut storage, etran_backend::ETRAN_BACKEND_COMPAT, 1);
     let mut storage = MaybeUninit::uninit();
-    let tcp = datapath::load_tcp(&mut storage, None);
+    let tcp = loader::load_tcp(&mut storage, None);
     let mut storage = MaybeUninit::uninit();
     let every_path = SwitchConfig {
         loss: 1,

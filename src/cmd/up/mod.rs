@@ -4,7 +4,7 @@ mod check;
 
 use crate::{
     cli::UpArgs,
-    datapath::{self, kernel, UpOptions, UpOutcome},
+    loader::{self, kernel, UpOptions, UpOutcome},
     output::Output,
 };
 
@@ -15,12 +15,12 @@ pub fn run(args: UpArgs, out: &Output) -> anyhow::Result<()> {
     // clap requires IFACE unless --check.
     let iface = args.iface.expect("IFACE is required without --check");
     let opts = UpOptions {
-        backend: args.backend,
+        backend: args.backend.resolve()?,
         mode: args.mode,
         queues: args.queues,
         force: args.force,
     };
-    let (summary, already) = match datapath::up(&iface, &opts)? {
+    let (summary, already) = match loader::up(&iface, &opts)? {
         UpOutcome::Attached(s) => (s, false),
         UpOutcome::AlreadyUp(s) => (s, true),
     };

@@ -45,11 +45,11 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::support::{
+    self as bench, cpu_for, fmt_pps, gbps, latency_histogram, now_ns, pin_to_cpu, run_phase,
+    udp_frame, Ctl, Worker, UDP_PAYLOAD,
+};
 use crate::{
-    bench::{
-        self, cpu_for, fmt_pps, gbps, latency_histogram, now_ns, pin_to_cpu, run_phase, udp_frame,
-        Ctl, Worker, UDP_PAYLOAD,
-    },
     cli::{RawArgs, RawMode},
     netns::NetNs,
     output::{Output, Table},
@@ -495,7 +495,7 @@ fn print_summary(s: &Summary) {
 struct Needs {
     /// `xsk_redirect` on the NIC: the host receives with AF_XDP.
     steer: bool,
-    /// `xsk_gen`, transmitting out of the NIC.
+    /// `xsk_pktgen`, transmitting out of the NIC.
     gen: bool,
 }
 
@@ -538,7 +538,7 @@ fn host_programs(ns: &NetNs, needs: Needs) -> anyhow::Result<Option<Mutex<XskPro
         if needs.gen {
             // Attached (to lo, where it passes everything) so test runs skip an RCU grace
             // period.
-            prog.attach_gen(crate::sys::ifindex("lo")?)?;
+            prog.attach_pktgen(crate::sys::ifindex("lo")?)?;
         }
         Ok(prog)
     })??;

@@ -422,7 +422,7 @@ pub(super) struct Gen {
 impl Gen {
     pub(super) fn open(iface: &str, frame: &[u8], setup: Setup) -> anyhow::Result<Self> {
         let ifindex = crate::sys::ifindex(iface)?;
-        let prog = setup.programs()?.gen_fd()?;
+        let prog = setup.programs()?.pktgen_fd()?;
         let gen = Gen { prog, frame: frame.to_vec(), ifindex, burst: setup.burst };
         gen.run(1)?;
         Ok(gen)
@@ -430,7 +430,7 @@ impl Gen {
 
     fn run(&self, repeat: u32) -> anyhow::Result<()> {
         run_live_frames(self.prog.as_fd(), &self.frame, self.ifindex, repeat)
-            .context("BPF_PROG_RUN of xsk_gen (live frames)")
+            .context("BPF_PROG_RUN of xsk_pktgen (live frames)")
     }
 }
 

@@ -1,0 +1,118 @@
+//! The compat backend, for stock kernels. Each app gets a veth port whose kernel side carries
+//! the transport's egress program ([`port`]): the app's frames cross the pair and egress
+//! checks and rewrites them before they are redirected to the NIC. The ACK generator has no
+//! hook: the gen pump runs it with live frames whenever ingress queues work ([`pump`]). No
+//! pacing: egress hands each frame to the NIC as the app sends it.
+use std::{
+    os::fd::{OwnedFd, RawFd},
+    time::Instant,
+};
+
+use anyhow::Context;
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use super::Backend;
+use crate::{log, netlink::Netlink, transport::tcp::TcpHandles};
+
+pub mod port;
+pub mod pump;
+
+use port::VethPort;
+use pump::GenPump;
+
+/// The datapath objects a port is wired into.
+pub struct PortMaps {
+    /// DEVMAP: port slot → kernel-side ifindex (where ingress hands frames to apps).
+    pub app_ports: MapHandle,
+    /// ARRAY: port slot → kernel-side ifindex (what egress checks a frame's origin against).
+    pub port_ifindex: MapHandle,
+    /// The transport's egress program, attached to each port's kernel side.
+    pub egress: OwnedFd,
+}
+
+pub struct Compat {
+    nl: Netlink,
+    maps: PortMaps,
+    pump: GenPump,
+}
+
+impl Compat {
+    /// The backend over the TCP object of a datapath; the gen pump's spare veth pair is named
+    /// `spare` (see [`GenPump::new`]).
+    pub fn new(tcp: &TcpHandles, spare: &str) -> anyhow::Result<Compat> {
+        let pump = GenPump::new(tcp, Some(spare)).context("starting the gen pump")?;
+        let maps = PortMaps {
+            app_ports: MapHandle::try_from(&tcp.app_ports)?,
+            port_ifindex: MapHandle::try_from(&tcp.port_ifindex)?,
+            egress: tcp.egress.try_clone().context("duplicating the egress program descriptor")?,
+        };
+        Ok(Compat { nl: Netlink::open()?, maps, pump })
+    }
+}
+
+impl Backend for Compat {
+    type AppPort = VethPort;
+    /// The `etran_app_ports` devmap's size (MAX_APP_PORTS in compat/app_ports.h).
+    const SLOTS: u32 = 64;
+
+    fn open_port(&mut self, slot: u32) -> anyhow::Result<VethPort> {
+        VethPort::create(&mut self.nl, &self.maps, slot)
+    }
+
+    fn close_port(&mut self, port: &mut VethPort) {
+        port.teardown(&mut self.nl, &self.maps);
+    }
+
+    fn slot_in_use(&self, slot: u32) -> bool {
+        matches!(self.maps.app_ports.lookup(&slot.to_ne_bytes(), MapFlags::ANY), Ok(Some(_)))
+    }
+
+    /// Deletes port links left by a daemon that died without cleaning up (their devmap entries
+    /// go with them) and clears slots that point at no live port.
+    fn remove_stale(&mut self) -> anyhow::Result<()> {
+        for link in self.nl.links()? {
+            if port::is_port_name(&link.name) && link.name.ends_with('k') {
+                log::warn(format!("removing stale app port {}", link.name));
+                self.nl.delete_link(link.index)?;
+            }
+        }
+        for slot in 1..Self::SLOTS {
+            let key = slot.to_ne_bytes();
+            if let Ok(Some(_)) = self.maps.app_ports.lookup(&key, MapFlags::ANY) {
+                log::warn(format!("clearing stale app_ports slot {slot}"));
+                let _ = self.maps.app_ports.delete(&key);
+            }
+            let _ = self.maps.port_ifindex.update(&key, &0u32.to_ne_bytes(), MapFlags::ANY);
+        }
+        Ok(())
+    }
+
+    fn gen_fd(&self) -> RawFd {
+        self.pump.fd()
+    }
+
+    fn gen_deadline(&self) -> Option<Instant> {
+        self.pump.deadline()
+    }
+
+    fn on_gen_wake(&mut self, now: Instant) -> anyhow::Result<()> {
+        self.pump.on_readable(now)
+    }
+
+    fn on_gen_deadline(&mut self, now: Instant) -> anyhow::Result<()> {
+        self.pump.on_deadline(now)
+    }
+
+    fn on_housekeeping(&mut self) -> anyhow::Result<()> {
+        // A wake record lost to a full ring buffer leaves keys queued.
+        if self.pump.queued() {
+            self.pump.pump()?;
+        }
+        Ok(())
+    }
+
+    fn report(&self) -> String {
+        let g = self.pump.stats();
+        format!("gen pump: {} BPF_PROG_RUN calls, {} runs", g.calls, g.runs)
+    }
+}

@@ -1,0 +1,224 @@
+//! An app's *port* (compat backend): a veth pair in the daemon's network namespace.
+//!
+//! - `etp<slot>k`, the kernel side: its ifindex sits in the datapath's `app_ports` devmap at
+//!   `slot` (the app's identity in BPF); the egress program will run here.
+//! - `etp<slot>a`, the app side: `xsk_redirect` is attached (drv-mode XDP), the app's AF_XDP
+//!   socket sits in that program's XSKMAP and is bound to its queue 0 by the app.
+//!
+//! Both ends are up with GRO on (see [`crate::ethtool::set_gro`]; the app side also has its XDP
+//! program, which the veth rule asks for).
+//!
+//! The UMEM: an AF_XDP socket cannot bind without one, and apps hold no CAP_NET_RAW, so the
+//! daemon creates it: a memfd of [`FRAME_COUNT`] × [`FRAME_SIZE`] bytes, mapped shared,
+//! registered on the socket (`XDP_UMEM_REG` pins the pages), rings sized. The app receives the
+//! socket and the memfd, maps the memfd `MAP_SHARED` (same pages) and the four rings from the
+//! socket, binds it (copy mode, need-wakeup; binding needs no privilege), and owns them from then
+//! on. The socket goes unbound because kernels before 6.4 refuse to map a bound socket's rings;
+//! the XSKMAP takes it unbound, and frames reach it once the app has bound it.
+use std::{
+    ffi::CString,
+    fs::File,
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+};
+
+use anyhow::Context;
+use libbpf_rs::{MapCore, MapFlags};
+
+use super::PortMaps;
+use crate::{
+    netlink::Netlink,
+    netns::NetNs,
+    xsk::{sys, Geometry, XskProgram},
+};
+
+pub const FRAME_SIZE: u32 = 2048;
+/// Receive frames (fill and RX rings). A frame that finds the fill ring empty is lost after
+/// ingress accepted it, so the receive side gets room for bursts of thousands of frames.
+pub const RX_RING_SIZE: u32 = 8192;
+/// Transmit frames (TX and completion rings).
+pub const TX_RING_SIZE: u32 = 4096;
+pub const FRAME_COUNT: u32 = RX_RING_SIZE + TX_RING_SIZE;
+/// Prefix of every port name; the daemon owns every link named `etp<digits>{k,a}`.
+pub const PREFIX: &str = "etp";
+
+pub fn geometry() -> Geometry {
+    Geometry {
+        umem_len: FRAME_SIZE as u64 * FRAME_COUNT as u64,
+        frame_size: FRAME_SIZE,
+        headroom: 0,
+        fill_size: RX_RING_SIZE,
+        comp_size: TX_RING_SIZE,
+        rx_size: RX_RING_SIZE,
+        tx_size: TX_RING_SIZE,
+    }
+}
+
+/// Whether `name` is a port name (`etp<digits>k` or `etp<digits>a`).
+pub fn is_port_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(PREFIX) else { return false };
+    let Some(num) = rest.strip_suffix('k').or_else(|| rest.strip_suffix('a')) else {
+        return false;
+    };
+    !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit())
+}
+
+pub struct VethPort {
+    pub slot: u32,
+    pub kernel_name: String,
+    pub app_name: String,
+    pub kernel_ifindex: u32,
+    pub app_ifindex: u32,
+    pub xsk: Option<OwnedFd>,
+    pub umem: Option<OwnedFd>,
+    prog: Option<XskProgram>,
+    in_devmap: bool,
+    /// The veth pair exists and is ours to delete.
+    created: bool,
+}
+
+impl VethPort {
+    /// Builds the port for `slot`; on failure, whatever was built is removed again.
+    pub fn create(nl: &mut Netlink, maps: &PortMaps, slot: u32) -> anyhow::Result<VethPort> {
+        let mut port = VethPort {
+            slot,
+            kernel_name: format!("{PREFIX}{slot}k"),
+            app_name: format!("{PREFIX}{slot}a"),
+            kernel_ifindex: 0,
+            app_ifindex: 0,
+            xsk: None,
+            umem: None,
+            prog: None,
+            in_devmap: false,
+            created: false,
+        };
+        match port.build(nl, maps) {
+            Ok(()) => Ok(port),
+            Err(e) => {
+                port.teardown(nl, maps);
+                Err(e)
+            }
+        }
+    }
+
+    fn build(&mut self, nl: &mut Netlink, maps: &PortMaps) -> anyhow::Result<()> {
+        let s = self.slot as u8;
+        let here = NetNs::current()?;
+        nl.add_veth(
+            &self.kernel_name,
+            [0x02, 0xe7, 0x70, s, (self.slot >> 8) as u8, 0x01],
+            &self.app_name,
+            [0x02, 0xe7, 0x70, s, (self.slot >> 8) as u8, 0x02],
+            &here,
+            1,
+        )?;
+        self.created = true;
+        self.kernel_ifindex = nl.index(&self.kernel_name)?;
+        self.app_ifindex = nl.index(&self.app_name)?;
+        for (name, idx) in
+            [(&self.kernel_name, self.kernel_ifindex), (&self.app_name, self.app_ifindex)]
+        {
+            nl.set_up(idx)?;
+            crate::ethtool::set_gro(name, true)?;
+        }
+        let mut prog = XskProgram::load(0)?;
+        prog.attach_redirect(self.app_ifindex)?;
+        self.prog = Some(prog);
+
+        let (xsk, umem) = make_socket()
+            .with_context(|| format!("creating the AF_XDP socket on {}", self.app_name))?;
+        self.prog.as_ref().expect("loaded").insert_fd(0, xsk.as_fd())?;
+        self.xsk = Some(xsk);
+        self.umem = Some(umem);
+
+        // Egress on the kernel side checks that a frame came from the port owning its
+        // connection: register the port's ifindex, then hand it frames.
+        let (slot, ifindex) = (self.slot.to_ne_bytes(), self.kernel_ifindex.to_ne_bytes());
+        self.in_devmap = true;
+        maps.port_ifindex
+            .update(&slot, &ifindex, MapFlags::ANY)
+            .with_context(|| format!("registering {} as port {}", self.kernel_name, self.slot))?;
+        crate::loader::attach_egress(&maps.egress, self.kernel_ifindex)?;
+        maps.app_ports.update(&slot, &ifindex, MapFlags::ANY).with_context(|| {
+            format!("inserting {} into app_ports slot {}", self.kernel_name, self.slot)
+        })?;
+        Ok(())
+    }
+
+    /// Removes everything the port owns: devmap slot, XDP program, veth pair, descriptors.
+    /// Best effort: every step runs, failures are logged.
+    pub fn teardown(&mut self, nl: &mut Netlink, maps: &PortMaps) {
+        if self.in_devmap {
+            let slot = self.slot.to_ne_bytes();
+            // A missing devmap entry is fine (the build may have stopped before inserting it).
+            let _ = maps.app_ports.delete(&slot);
+            if let Err(e) = maps.port_ifindex.update(&slot, &0u32.to_ne_bytes(), MapFlags::ANY) {
+                crate::log::warn(format!("clearing port_ifindex slot {}: {e}", self.slot));
+            }
+            self.in_devmap = false;
+        }
+        self.prog = None; // detaches xsk_redirect and frees its XSKMAP
+        self.xsk = None;
+        self.umem = None;
+        if self.created {
+            // Deleting one end of a veth deletes both.
+            match nl.index(&self.kernel_name).and_then(|i| nl.delete_link(i)) {
+                Ok(()) => self.created = false,
+                Err(e) => crate::log::warn(format!("deleting port {}: {e:#}", self.kernel_name)),
+            }
+        }
+    }
+}
+
+/// Creates the memfd UMEM and an AF_XDP socket with it registered and its rings sized, for the
+/// app to map and bind.
+fn make_socket() -> anyhow::Result<(OwnedFd, OwnedFd)> {
+    let g = geometry();
+    let name = CString::new("etran-umem").expect("no NUL");
+    // SAFETY: plain syscall with a valid name.
+    let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    let raw = crate::sys::cvt(raw).context("memfd_create")?;
+    // SAFETY: raw is a fresh descriptor we own.
+    let memfd = unsafe { File::from_raw_fd(raw) };
+    memfd.set_len(g.umem_len).context("sizing the UMEM memfd")?;
+    let map = memmap2::MmapOptions::new()
+        .len(g.umem_len as usize)
+        .map_raw(&memfd)
+        .context("mapping the UMEM memfd")?;
+
+    // SAFETY: plain socket call.
+    let raw = unsafe { libc::socket(sys::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    let raw = crate::sys::cvt(raw).context("creating an AF_XDP socket")?;
+    // SAFETY: raw is a fresh descriptor we own.
+    let xsk = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = xsk.as_raw_fd();
+    let reg = sys::xdp_umem_reg {
+        addr: map.as_ptr() as u64,
+        len: g.umem_len,
+        chunk_size: g.frame_size,
+        headroom: g.headroom,
+        flags: 0,
+        tx_metadata_len: 0,
+    };
+    sys::set_opt(fd, sys::XDP_UMEM_REG, &reg).context("registering the UMEM")?;
+    sys::set_opt(fd, sys::XDP_UMEM_FILL_RING, &g.fill_size).context("sizing the fill ring")?;
+    sys::set_opt(fd, sys::XDP_UMEM_COMPLETION_RING, &g.comp_size)
+        .context("sizing the completion ring")?;
+    sys::set_opt(fd, sys::XDP_RX_RING, &g.rx_size).context("sizing the RX ring")?;
+    sys::set_opt(fd, sys::XDP_TX_RING, &g.tx_size).context("sizing the TX ring")?;
+    // The pages stay pinned by the socket's UMEM; the app maps them through the memfd.
+    drop(map);
+    Ok((xsk, OwnedFd::from(memfd)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn port_names() {
+        assert!(super::is_port_name("etp1k"));
+        assert!(super::is_port_name("etp63a"));
+        assert!(!super::is_port_name("etpk"));
+        assert!(!super::is_port_name("etp1x"));
+        assert!(!super::is_port_name("eth0"));
+        assert!("etp63k".len() <= 15);
+    }
+}

@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* The TCP object: the fast path of established connections, in two programs sharing the
+ * connection map.
+ * - etran_tcp_ingress: tail-called by the entrance for every valid TCP frame from the NIC
+ *   (tcp_ingress.h).
+ * - etran_tcp_egress: XDP on the kernel side of an app's port (compat backend); turns the app's
+ *   TX frames into TCP segments for the NIC (tcp_egress.h). */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "tcp/tcp.h"
+#include "tcp/tcp_egress.h"
+#include "tcp/tcp_gen.h"
+#include "tcp/tcp_ingress.h"
+#include "common/transport.h"
+
+/* The slot of etran_transports this program fills; read by the loader. */
+const volatile enum etran_transport etran_transport_slot = ETRAN_TRANSPORT_TCP;
+
+/* Never read: declared so that the metadata layout and flag values reach the program's BTF. */
+const volatile struct etran_tcp_layouts etran_tcp_layouts;
+
+SEC("xdp")
+int etran_tcp_ingress(struct xdp_md *ctx)
+{
+	return tcp_ingress(ctx);
+}
+
+SEC("xdp")
+int etran_tcp_egress(struct xdp_md *ctx)
+{
+	return tcp_egress(ctx);
+}
+
+SEC("xdp")
+int etran_tcp_gen(struct xdp_md *ctx)
+{
+	return tcp_gen(ctx);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

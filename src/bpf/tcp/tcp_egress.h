@@ -1,0 +1,254 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* TCP egress (compat backend: XDP on the kernel side of an app's port). An app's TX frame is a
+ * struct etran_tcp_tx_hdr followed by payload. Egress checks that the frame comes from the
+ * connection's owner, that its payload lies in the stream where it may (new data at tx_pos
+ * fitting the peer's and the congestion window, or bytes in flight resent: see tx_update); it
+ * applies the app's consumption report to the receive window, replaces the TX header with
+ * Ethernet, IPv4 and TCP headers written from the connection state alone (the app writes no
+ * header field), and sends the segment to the NIC. */
+#ifndef ETRAN_TCP_EGRESS_H
+#define ETRAN_TCP_EGRESS_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "common/csum.h"
+#include "common/parse.h"
+#include "common/stats_maps.h"
+#include "tcp/tcp.h"
+#include "tcp/tcp_cc.h"
+#include "tcp/tcp_maps.h"
+#include "tcp/tcp_seq.h"
+#include "tcp/tcp_tx.h"
+
+/* The header checks that need no connection. */
+static __always_inline int tx_hdr_valid(const struct etran_tcp_tx_hdr *h, __u64 frame_len)
+{
+	if (h->reserved || frame_len != sizeof(*h) + h->len)
+		return 0;
+	switch (h->intent) {
+	case ETRAN_TCP_TX_DATA:
+	case ETRAN_TCP_TX_RETRANSMIT:
+		return h->len > 0 && h->len <= ETRAN_TCP_MAX_PAYLOAD;
+	case ETRAN_TCP_TX_ACK:
+	case ETRAN_TCP_TX_ACK_DUE:
+	case ETRAN_TCP_TX_WINDOW_UPDATE:
+	case ETRAN_TCP_TX_FIN:
+		return h->len == 0;
+	default:
+		return 0;
+	}
+}
+
+/* The consumption report reopens the receive window, up to the largest window the field can
+ * announce: more could never reach the peer. It counts even when the frame's data is refused
+ * below (the app cannot tell a dropped frame from a sent one, so a lost report would shrink its
+ * window for good). */
+static __always_inline void tx_reopen(struct tcp_conn *c, __u32 consumed)
+{
+	__u32 max = 0xffffU << wscale(c->rcv_wscale);
+
+	if (c->rcv_wnd >= max)
+		return;
+	if (consumed > max - c->rcv_wnd)
+		consumed = max - c->rcv_wnd;
+	c->rcv_wnd += consumed;
+}
+
+static __always_inline void tx_refuse(struct tx_plan *p, enum etran_drop_reason why)
+{
+	p->dropped = 1;
+	p->reason = why;
+}
+
+/* Our FIN (under the lock). The first one goes out at snd_nxt once the app's stream up to its
+ * tx_pos was all sent, and takes one sequence number; any later one is the same FIN resent at
+ * snd_nxt - 1. The windows do not limit it. */
+static __always_inline void tx_fin(struct tcp_conn *c, const struct etran_tcp_tx_hdr *h,
+				   struct tx_plan *p)
+{
+	if (!(c->fin & TCP_CONN_FIN_SENT)) {
+		if (h->tx_pos != c->tx_pos) {
+			tx_refuse(p, ETRAN_DROP_TCP_TX_FIN_EARLY);
+			return;
+		}
+		c->snd_nxt++;
+		c->fin |= TCP_CONN_FIN_SENT;
+	}
+	tx_plan_segment(c, p);
+	p->seq = c->snd_nxt - 1;
+	p->fin = 1;
+}
+
+/* Everything done under the connection lock: no helper calls, only the state and the copied
+ * TX header.
+ *
+ * Payload is placed by stream position. The bytes in flight, [snd_una, snd_nxt) less a FIN
+ * not yet acknowledged, sit at positions [una_pos, tx_pos) with una_pos = tx_pos - flight, so
+ * a payload at position `pos` has sequence number snd_una + (pos - una_pos), wrap-around
+ * included.
+ * - RETRANSMIT must lie wholly within the bytes in flight: it is resent at its own sequence
+ *   number and changes neither snd_nxt nor tx_pos. The windows do not limit it (its bytes are
+ *   already counted in the flight). It is the loss signal of congestion control (tcp_cc.h).
+ * - DATA may start anywhere in [una_pos, tx_pos]: the part before tx_pos is a retransmission,
+ *   the rest is new data, which alone advances snd_nxt/tx_pos and must fit both windows (the
+ *   peer's, and the congestion window up to its edge; else the whole frame is refused and
+ *   nothing moves). So an app that lost track of which of its frames were refused may resend
+ *   from its last acknowledged position and no byte is ever counted twice as new. After our
+ *   FIN no new data is taken. DATA from snd_una while bytes are in flight is the resend after
+ *   a retransmission timeout: congestion control's timeout signal.
+ * - ACK_DUE: only while an ACK is owed (ack_pending or ack_now), as for the generator.
+ * - FIN: see tx_fin.
+ * - WINDOW_UPDATE: refused after the peer's FIN unless an ACK is owed (see tx_window for the
+ *   window itself).
+ * A segment with payload carries the CWR a window cut asked for. */
+static __always_inline void tx_decide(struct tcp_conn *c, const struct etran_tcp_tx_hdr *h,
+				      struct tx_plan *p)
+{
+	__u32 flight = flight_bytes(c);
+	__u32 off = h->tx_pos - una_pos(c); /* from snd_una's position */
+	__u32 fresh = 0, seq = c->snd_nxt;
+
+	/* After the peer's FIN a segment that would only announce the window is not sent. */
+	if (h->intent == ETRAN_TCP_TX_WINDOW_UPDATE && (c->fin & TCP_CONN_FIN_RCVD) &&
+	    !c->ack_now && !c->ack_pending) {
+		tx_refuse(p, ETRAN_DROP_TCP_TX_WND_AFTER_FIN);
+		return;
+	}
+	if (h->intent == ETRAN_TCP_TX_ACK_DUE && !c->ack_pending && !c->ack_now) {
+		tx_refuse(p, ETRAN_DROP_TCP_TX_ACK_SETTLED);
+		return;
+	}
+	if (h->intent == ETRAN_TCP_TX_FIN) {
+		tx_fin(c, h, p);
+		return;
+	}
+	if (h->intent == ETRAN_TCP_TX_RETRANSMIT) {
+		if (off >= flight) {
+			tx_refuse(p, ETRAN_DROP_TCP_TX_RETX_RANGE);
+			return;
+		}
+		if (h->len > flight - off) {
+			tx_refuse(p, ETRAN_DROP_TCP_TX_RETX_UNSENT);
+			return;
+		}
+		seq = c->snd_una + off;
+		cc_on_loss(c);
+	} else if (h->intent == ETRAN_TCP_TX_DATA) {
+		if (off > flight) {
+			tx_refuse(p, ETRAN_DROP_TCP_TX_STALE);
+			return;
+		}
+		if (h->len > flight - off)
+			fresh = h->len - (flight - off);
+		if (fresh && (c->fin & TCP_CONN_FIN_SENT)) {
+			tx_refuse(p, ETRAN_DROP_TCP_TX_AFTER_FIN);
+			return;
+		}
+		/* Bytes in flight once the new part is sent. */
+		if (fresh && flight + fresh > c->snd_wnd) {
+			tx_refuse(p, ETRAN_DROP_TCP_TX_PEER_WINDOW);
+			return;
+		}
+		if (fresh && flight + fresh > cc_room(c)) {
+			tx_refuse(p, ETRAN_DROP_TCP_TX_CWND);
+			return;
+		}
+		seq = c->snd_una + off;
+		/* Bytes in flight resent from snd_una: the app's retransmission timeout fired. */
+		if (off == 0 && flight)
+			cc_on_timeout(c);
+	}
+	tx_plan_segment(c, p);
+	p->seq = seq;
+	p->cwr = h->len && cc_take_cwr(c);
+	c->snd_nxt += fresh;
+	c->tx_pos += fresh;
+}
+
+/* Applies the frame's consumption report, then decides the frame (tx_decide). A refused frame
+ * whose report made a window update due goes out all the same, as that update: a pure ACK
+ * (its payload, if any, cut off). Else the report would be taken without the peer ever hearing
+ * of it, and the app, which cannot tell, would wait for data the peer cannot send (a zero
+ * window that never reopens). */
+static __always_inline void tx_update(struct tcp_conn *c, const struct etran_tcp_tx_hdr *h,
+				      struct tx_plan *p)
+{
+	tx_reopen(c, h->consumed);
+	tx_decide(c, h, p);
+	if (!p->dropped || !tx_window_update_due(c))
+		return;
+	p->dropped = 0;
+	p->bare = 1;
+	p->fin = 0;
+	p->cwr = 0;
+	tx_plan_segment(c, p);
+}
+
+/* The egress program's body; see tcp.bpf.c. */
+static __always_inline int tcp_egress(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	struct etran_tcp_tx_hdr *th = data, h;
+	__u64 bytes = data_end - data, payload_sum;
+	struct tx_plan plan = {};
+	__u32 slot, *owner, hdrs, ts_now;
+	struct tcp_conn *c;
+	int ok;
+
+	if ((void *)(th + 1) > data_end)
+		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_SHORT, bytes);
+	h = *th;
+	if (!tx_hdr_valid(&h, bytes))
+		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_BAD_HDR, bytes);
+	c = bpf_map_lookup_elem(&etran_tcp_conns, &h.key);
+	if (!c)
+		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_UNKNOWN_CONN, bytes);
+	/* The port a frame arrives on is the app's identity: it cannot be forged. */
+	slot = c->owner_port;
+	owner = bpf_map_lookup_elem(&etran_port_ifindex, &slot);
+	if (!owner || !*owner || *owner != ctx->ingress_ifindex)
+		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_WRONG_OWNER, bytes);
+	if (h.len > c->mss)
+		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_OVER_MSS, bytes);
+
+	/* Work that needs no state, or helpers, goes before the lock. */
+	payload_sum = csum_packet(th + 1, data_end, h.len, ETRAN_TCP_MAX_PAYLOAD, &ok);
+	if (!ok)
+		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_SHORT, bytes);
+	ts_now = tx_ts_now();
+	plan.sack_room = tx_sack_room(c, h.len);
+	hdrs = tx_hdrs_len(c, plan.sack_room);
+	/* Both can fail; they go first so that a failure leaves the connection untouched. A
+	 * redirect takes effect only if the program returns XDP_REDIRECT. */
+	if (bpf_xdp_adjust_head(ctx, (int)sizeof(h) - (int)hdrs))
+		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_NO_HEADROOM, bytes);
+	if (bpf_redirect_map(&etran_nic, 0, XDP_DROP) != XDP_REDIRECT)
+		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_NO_NIC, bytes);
+
+	bpf_spin_lock(&c->lock);
+	tx_update(c, &h, &plan);
+	bpf_spin_unlock(&c->lock);
+	if (plan.dropped)
+		return drop(ETRAN_PROTO_TCP, plan.reason, bytes);
+
+	if (plan.bare && h.len) {
+		/* Shrinking within the frame cannot fail; the headers stay where they are. */
+		if (bpf_xdp_adjust_tail(ctx, -(int)h.len))
+			return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_NO_HEADROOM, bytes);
+		h.len = 0;
+		payload_sum = 0;
+	}
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (!tx_write_headers(data, data_end, c, &h.key, h.len, &plan, payload_sum, ts_now))
+		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_NO_HEADROOM, bytes);
+	return delivered(ETRAN_PROTO_TCP, data_end - data, XDP_REDIRECT);
+}
+
+#endif

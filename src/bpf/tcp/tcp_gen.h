@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The ACK generator (compat backend: run by the daemon's gen pump with BPF_PROG_RUN live frames
+ * over a template frame). ACKs are decided in the kernel: ingress marks a connection that owes
+ * one (ack_now, ack_pending) and queues its key once (gen_mark/gen_queue below); each run of
+ * etran_tcp_gen pops one key and turns the template into that connection's pure ACK, its headers
+ * written from the connection state by the same code egress uses (tcp_tx.h), for the NIC.
+ *
+ * Policy: an ACK is due at once on ack_now (duplicate, out of order, gap filled, FIN, window
+ * probe, a change of the CE marks to echo: tcp_cc.h), once GEN_STRETCH_SEGMENTS full segments are unacknowledged, or when the unacknowledged
+ * bytes reach what is left of the receive window; any other owed ACK is delayed: queued on the
+ * delayed queue, which the pump flushes only at its delayed-ACK deadline. Data an app sends
+ * carries the ACK and settles it (egress clears ack_pending and ack_now); the generator then
+ * skips the connection. */
+#ifndef ETRAN_TCP_GEN_H
+#define ETRAN_TCP_GEN_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "common/stats_maps.h"
+#include "tcp/tcp.h"
+#include "tcp/tcp_maps.h"
+#include "tcp/tcp_tx.h"
+
+/* The pump runs the generator with this ingress ifindex (the loopback's, 0 in the context). The
+ * program is also attached to a spare interface only so that BPF_PROG_RUN is cheap; a frame
+ * really arriving there passes untouched. */
+#define GEN_LOOPBACK_IFINDEX 1
+
+/* Full segments one ACK may cover before it is due at once. RFC 5681 asks for an ACK every
+ * second segment; a Linux receiver with GRO acknowledges whole aggregates. Every pure ACK here
+ * costs a frame through each hop of the path, while data the app sends carries it for free. */
+#define GEN_STRETCH_SEGMENTS 8
+
+/* What ingress does about the ACK a connection owes, decided under the lock. */
+struct gen_mark {
+	__u8 queue; /* enum etran_tcp_ack_queued: the queue to push the key on; 0: none */
+};
+
+/* Under the connection lock, after ingress updated it: the queue the owed ACK needs, unless the
+ * key is in it already. So ingress pushes at most once per queue until the generator pops. */
+static __always_inline struct gen_mark gen_mark(struct tcp_conn *c)
+{
+	struct gen_mark m = {};
+	__u8 want = ETRAN_TCP_ACK_NOT_QUEUED;
+
+	if (!c->ack_now && !c->ack_pending)
+		return m;
+	if (c->ack_now || c->ack_pending >= GEN_STRETCH_SEGMENTS * (__u32)c->mss ||
+	    c->ack_pending >= c->rcv_wnd)
+		want = ETRAN_TCP_ACK_IMMEDIATE;
+	else
+		want = ETRAN_TCP_ACK_DELAYED;
+	if (want && !(c->ack_queued & want)) {
+		m.queue = want;
+		c->ack_queued |= want;
+	}
+	return m;
+}
+
+/* After the lock: queues the key and wakes the pump. A full queue undoes the mark, so the next
+ * segment tries again. */
+static __always_inline void gen_queue(struct tcp_conn *c, const struct tcp_conn_key *key,
+				      struct gen_mark m)
+{
+	struct etran_tcp_gen_wake w = { .kind = m.queue };
+	int err;
+
+	if (!m.queue)
+		return;
+	if (m.queue == ETRAN_TCP_ACK_IMMEDIATE)
+		err = bpf_map_push_elem(&etran_tcp_ack_queue, key, 0);
+	else
+		err = bpf_map_push_elem(&etran_tcp_dack_queue, key, 0);
+	if (err) {
+		bpf_spin_lock(&c->lock);
+		c->ack_queued &= ~m.queue;
+		bpf_spin_unlock(&c->lock);
+		return;
+	}
+	bpf_ringbuf_output(&etran_tcp_gen_wake, &w, sizeof(w), 0);
+}
+
+/* What the generator found under the lock. */
+enum gen_outcome {
+	GEN_SEND,
+	GEN_SETTLED, /* nothing owed any more: data carried the ACK */
+	GEN_REQUEUE, /* could not send: ACK still owed, the next segment queues it again */
+};
+
+/* The generator's body; see tcp.bpf.c. */
+static __always_inline int tcp_gen(struct xdp_md *ctx)
+{
+	void *data, *data_end;
+	struct tx_plan plan = {};
+	struct tcp_conn_key key;
+	enum gen_outcome out = GEN_SEND;
+	__u32 hdrs, ts_now, tpl_len;
+	struct tcp_conn *c;
+	__u8 queue;
+	int room;
+
+	if (ctx->ingress_ifindex != GEN_LOOPBACK_IFINDEX)
+		return XDP_PASS;
+	/* The template's first byte names the queue this call drains (the pump's choice). */
+	data = (void *)(long)ctx->data;
+	if (data + 1 > (void *)(long)ctx->data_end)
+		return XDP_DROP;
+	queue = *(__u8 *)data == ETRAN_TCP_ACK_DELAYED ? ETRAN_TCP_ACK_DELAYED
+						       : ETRAN_TCP_ACK_IMMEDIATE;
+	/* An empty queue ends the batch cheaply; nothing to count. */
+	if (queue == ETRAN_TCP_ACK_DELAYED ? bpf_map_pop_elem(&etran_tcp_dack_queue, &key)
+					   : bpf_map_pop_elem(&etran_tcp_ack_queue, &key))
+		return XDP_DROP;
+	c = bpf_map_lookup_elem(&etran_tcp_conns, &key);
+	if (!c)
+		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_GEN_NO_CONN, 0);
+
+	ts_now = tx_ts_now();
+	plan.sack_room = tx_sack_room(c, 0);
+	hdrs = tx_hdrs_len(c, plan.sack_room);
+	/* Both can fail; a redirect takes effect only if the program returns XDP_REDIRECT. */
+	/* The template's length, computed apart: folded into the sum below, the compiler would
+	 * subtract the packet end pointer from a scalar, which the verifier refuses. */
+	tpl_len = ctx->data_end - ctx->data;
+	barrier_var(tpl_len);
+	room = bpf_xdp_adjust_tail(ctx, (int)hdrs - (int)tpl_len) == 0;
+	if (room && bpf_redirect_map(&etran_nic, 0, XDP_DROP) != XDP_REDIRECT)
+		room = -1;
+
+	bpf_spin_lock(&c->lock);
+	c->ack_queued &= ~queue;
+	if (room != 1)
+		out = GEN_REQUEUE;
+	else if (!c->ack_now && !c->ack_pending)
+		out = GEN_SETTLED;
+	else
+		tx_plan_segment(c, &plan);
+	bpf_spin_unlock(&c->lock);
+	if (out == GEN_SETTLED)
+		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_GEN_SETTLED, 0);
+	if (out == GEN_REQUEUE)
+		return drop(ETRAN_PROTO_TCP,
+			    room ? ETRAN_DROP_TCP_TX_NO_NIC : ETRAN_DROP_TCP_TX_NO_HEADROOM, 0);
+
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (!tx_write_headers(data, data_end, c, &key, 0, &plan, 0, ts_now))
+		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_NO_HEADROOM, 0);
+	return delivered(ETRAN_PROTO_TCP, data_end - data, XDP_REDIRECT);
+}
+
+#endif

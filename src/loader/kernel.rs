@@ -1,0 +1,304 @@
+//! What the running kernel offers, probed feature by feature rather than guessed from its
+//! version (distributions backport, and the release number says nothing about BTF or our
+//! patches), and the XDP attach operations on an interface, over libbpf's netlink helpers.
+use std::{
+    ffi::CStr,
+    io, mem,
+    os::fd::{FromRawFd, OwnedFd},
+};
+
+use anyhow::{bail, Context};
+use clap::ValueEnum;
+use libbpf_rs::{libbpf_sys, Btf, MapType, ProgramType};
+use serde::Serialize;
+
+use crate::xsk::sys;
+
+/// A kernel feature etran uses. [`Feature::since`] is the first mainline release that has it,
+/// for messages only: whether the running kernel has it is always probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Feature {
+    /// bpf_spin_lock in XDP programs: every TCP connection's state is updated under its lock.
+    XdpSpinLock,
+    /// BPF_MAP_TYPE_RINGBUF: slow-path segments and ACK-generator wakeups to the daemon.
+    RingBuf,
+    /// BPF_MAP_TYPE_QUEUE: the connections owing an ACK.
+    QueueMap,
+    /// BPF_MAP_TYPE_DEVMAP: redirects between the NIC and apps' ports, and in the testbed switch.
+    DevMap,
+    /// bpf_xdp_load_bytes: ingress copies slow-path segments for the daemon.
+    XdpLoadBytes,
+    /// BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES: the gen pump sends ACKs with it.
+    LiveFrames,
+    /// AF_XDP sockets and BPF_MAP_TYPE_XSKMAP: how apps send and receive.
+    AfXdp,
+    /// The kernel's own BTF (/sys/kernel/btf/vmlinux): how etran recognises a kernel with the
+    /// eTran hooks; without it only the compat backend is considered.
+    VmlinuxBtf,
+    /// The XDP_EGRESS/XDP_GEN hooks of the eTran kernel patches (native backend).
+    NativeHooks,
+}
+
+/// What the TCP datapath needs (`etran up`: its programs and maps).
+pub const TCP_DATAPATH: &[Feature] = &[
+    Feature::XdpSpinLock,
+    Feature::RingBuf,
+    Feature::QueueMap,
+    Feature::DevMap,
+    Feature::XdpLoadBytes,
+];
+
+/// What the daemon and its apps need on the compat backend (`etran daemon`): app ports with
+/// AF_XDP sockets, and the gen pump.
+pub const TCP_DAEMON: &[Feature] = &[Feature::AfXdp, Feature::LiveFrames];
+
+/// Every feature, in the order `etran check` lists them.
+pub const ALL: &[Feature] = &[
+    Feature::XdpSpinLock,
+    Feature::RingBuf,
+    Feature::QueueMap,
+    Feature::DevMap,
+    Feature::XdpLoadBytes,
+    Feature::LiveFrames,
+    Feature::AfXdp,
+    Feature::VmlinuxBtf,
+    Feature::NativeHooks,
+];
+
+impl Feature {
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::XdpSpinLock => "bpf_spin_lock in XDP programs",
+            Feature::RingBuf => "BPF ring buffer maps",
+            Feature::QueueMap => "BPF queue maps",
+            Feature::DevMap => "XDP device maps",
+            Feature::XdpLoadBytes => "bpf_xdp_load_bytes",
+            Feature::LiveFrames => "BPF_PROG_RUN with live XDP frames",
+            Feature::AfXdp => "AF_XDP sockets",
+            Feature::VmlinuxBtf => "kernel BTF (/sys/kernel/btf/vmlinux)",
+            Feature::NativeHooks => "eTran XDP_EGRESS/XDP_GEN hooks",
+        }
+    }
+
+    /// The first Linux release that has the feature ("patched" for our own hooks; the kernel's
+    /// BTF is a build option, CONFIG_DEBUG_INFO_BTF).
+    pub fn since(self) -> &'static str {
+        match self {
+            Feature::XdpSpinLock => "5.1",
+            Feature::RingBuf => "5.8",
+            Feature::QueueMap => "4.20",
+            Feature::DevMap => "4.14",
+            Feature::XdpLoadBytes | Feature::LiveFrames => "5.18",
+            Feature::AfXdp => "4.18",
+            Feature::VmlinuxBtf => "5.4",
+            Feature::NativeHooks => "patched",
+        }
+    }
+
+    /// Whether the running kernel has it (needs CAP_BPF for the BPF probes).
+    pub fn probe(self) -> bool {
+        let helper = |id| ProgramType::Xdp.is_helper_supported(id).unwrap_or(false);
+        let map = |t: MapType| t.is_supported().unwrap_or(false);
+        match self {
+            Feature::XdpSpinLock => helper(libbpf_sys::BPF_FUNC_spin_lock),
+            Feature::RingBuf => map(MapType::RingBuf),
+            Feature::QueueMap => map(MapType::Queue),
+            Feature::DevMap => map(MapType::Devmap),
+            Feature::XdpLoadBytes => helper(libbpf_sys::BPF_FUNC_xdp_load_bytes),
+            Feature::LiveFrames => has_live_frames(),
+            Feature::AfXdp => map(MapType::Xskmap) && xsk_socket().is_ok(),
+            Feature::VmlinuxBtf => std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
+            Feature::NativeHooks => has_native_hooks(),
+        }
+    }
+}
+
+/// Fails with a message naming the first of `features` the running kernel lacks, the first
+/// release that has it and `what` needs it.
+pub fn require(features: &[Feature], what: &str) -> anyhow::Result<()> {
+    for &f in features {
+        if !f.probe() {
+            let release = kernel_release().unwrap_or_else(|_| "?".into());
+            let since = match f.since() {
+                "patched" => "only a kernel with the eTran patches has it".to_string(),
+                v => format!("Linux {v} and newer have it"),
+            };
+            bail!("this kernel ({release}) lacks {} ({since}), which {what} needs", f.name());
+        }
+    }
+    Ok(())
+}
+
+/// Runs a two-instruction XDP program (`return XDP_DROP`) once in live-frames mode: kernels
+/// without the mode refuse the flag (EINVAL). Only that refusal counts as missing: a probe that
+/// could not even load its program learned nothing.
+fn has_live_frames() -> bool {
+    let refused = |e: &io::Error| e.raw_os_error() == Some(libc::EINVAL);
+    !probe_live_frames().is_err_and(|e| refused(&e))
+}
+
+fn probe_live_frames() -> io::Result<()> {
+    // r0 = XDP_DROP; exit
+    let insns = [
+        libbpf_sys::bpf_insn { code: 0xb7, imm: libbpf_sys::XDP_DROP as i32, ..Default::default() },
+        libbpf_sys::bpf_insn { code: 0x95, ..Default::default() },
+    ];
+    // SAFETY: valid instruction array and NUL-terminated strings; NULL opts are accepted.
+    let fd = unsafe {
+        libbpf_sys::bpf_prog_load(
+            libbpf_sys::BPF_PROG_TYPE_XDP,
+            c"etran_probe".as_ptr(),
+            c"GPL".as_ptr(),
+            insns.as_ptr(),
+            insns.len() as _,
+            std::ptr::null_mut(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(-fd));
+    }
+    // SAFETY: bpf_prog_load returned a new descriptor we own.
+    let prog = unsafe { OwnedFd::from_raw_fd(fd) };
+    crate::xsk::run_live_frames(std::os::fd::AsFd::as_fd(&prog), &[0u8; 64], 0, 1)
+}
+
+fn xsk_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(sys::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    crate::sys::cvt(fd)?;
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The running kernel's release, e.g. `6.1.0-57-amd64`.
+pub fn kernel_release() -> anyhow::Result<String> {
+    // SAFETY: utsname is plain data; uname fills it.
+    let mut uts: libc::utsname = unsafe { mem::zeroed() };
+    crate::sys::cvt(unsafe { libc::uname(&mut uts) }).context("uname")?;
+    // SAFETY: uname NUL-terminates release.
+    Ok(unsafe { CStr::from_ptr(uts.release.as_ptr()) }.to_string_lossy().into_owned())
+}
+
+/// True when the kernel carries the eTran hooks (our patch series adds `BPF_XDP_EGRESS` to
+/// `enum bpf_attach_type`; resolved by name from BTF so numbering never matters).
+pub fn has_native_hooks() -> bool {
+    let Ok(btf) = Btf::from_vmlinux() else {
+        return false;
+    };
+    let found = btf
+        .type_by_name::<libbpf_rs::btf::types::Enum<'_>>("bpf_attach_type")
+        .is_some_and(|attach| attach.iter().any(|m| m.name.is_some_and(|n| n == "BPF_XDP_EGRESS")));
+    found
+}
+
+/// How an XDP program sits on an interface, in the words of iproute2 and the kernel's
+/// `XDP_FLAGS_*_MODE` (`drv`, `skb`, `hw`), so that "native" names only the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AttachMode {
+    /// Driver mode (falls back to skb with a warning when the driver lacks XDP).
+    Drv,
+    /// Generic (skb) mode, in the kernel's stack.
+    Skb,
+    /// Offloaded to the NIC: never asked for, only found.
+    #[value(skip)]
+    Hw,
+}
+
+impl AttachMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachMode::Drv => "drv",
+            AttachMode::Skb => "skb",
+            AttachMode::Hw => "hw",
+        }
+    }
+
+    fn flag(self) -> u32 {
+        match self {
+            AttachMode::Drv => libbpf_sys::XDP_FLAGS_DRV_MODE,
+            AttachMode::Skb => libbpf_sys::XDP_FLAGS_SKB_MODE,
+            AttachMode::Hw => libbpf_sys::XDP_FLAGS_HW_MODE,
+        }
+    }
+}
+
+/// The XDP program attached to `ifindex`, if any: (program id, mode).
+pub fn attached(ifindex: u32) -> anyhow::Result<Option<(u32, AttachMode)>> {
+    // SAFETY: opts is a properly sized, zeroed libbpf opts struct.
+    let mut opts: libbpf_sys::bpf_xdp_query_opts = unsafe { mem::zeroed() };
+    opts.sz = mem::size_of::<libbpf_sys::bpf_xdp_query_opts>() as _;
+    let ret = unsafe { libbpf_sys::bpf_xdp_query(ifindex as i32, 0, &mut opts) };
+    if ret < 0 {
+        return Err(io::Error::from_raw_os_error(-ret)).context("querying XDP programs");
+    }
+    let found = [
+        (opts.drv_prog_id, AttachMode::Drv),
+        (opts.skb_prog_id, AttachMode::Skb),
+        (opts.hw_prog_id, AttachMode::Hw),
+    ]
+    .into_iter()
+    .find(|(id, _)| *id != 0);
+    Ok(found)
+}
+
+/// Attaches `prog_fd` in `mode`, refusing to replace anything already there.
+pub fn attach(ifindex: u32, prog_fd: i32, mode: AttachMode) -> io::Result<()> {
+    let flags = mode.flag() | libbpf_sys::XDP_FLAGS_UPDATE_IF_NOEXIST;
+    // SAFETY: a NULL opts pointer is accepted by libbpf.
+    let ret =
+        unsafe { libbpf_sys::bpf_xdp_attach(ifindex as i32, prog_fd, flags, std::ptr::null()) };
+    if ret < 0 {
+        return Err(io::Error::from_raw_os_error(-ret));
+    }
+    Ok(())
+}
+
+pub fn detach(ifindex: u32, mode: AttachMode) -> anyhow::Result<()> {
+    // SAFETY: a NULL opts pointer is accepted by libbpf.
+    let ret = unsafe { libbpf_sys::bpf_xdp_detach(ifindex as i32, mode.flag(), std::ptr::null()) };
+    if ret < 0 {
+        return Err(io::Error::from_raw_os_error(-ret)).context("detaching the XDP program");
+    }
+    Ok(())
+}
+
+/// Name and map ids of a loaded program.
+pub struct ProgInfo {
+    pub name: String,
+    pub map_ids: Vec<u32>,
+}
+
+/// The ids of every loaded program, at the time of the call.
+pub fn prog_ids() -> Vec<u32> {
+    let (mut id, mut ids) = (0u32, Vec::new());
+    // SAFETY: plain syscall wrapper writing the next id into a valid u32.
+    while unsafe { libbpf_sys::bpf_prog_get_next_id(id, &mut id) } == 0 {
+        ids.push(id);
+    }
+    ids
+}
+
+pub fn prog_info(id: u32) -> anyhow::Result<ProgInfo> {
+    let fd = libbpf_rs::Program::fd_from_id(id).with_context(|| format!("opening program {id}"))?;
+    let mut map_ids = vec![0u32; 64];
+    // SAFETY: info is zeroed plain data; map_ids points to a buffer of nr_map_ids entries.
+    let mut info: libbpf_sys::bpf_prog_info = unsafe { mem::zeroed() };
+    info.nr_map_ids = map_ids.len() as u32;
+    info.map_ids = map_ids.as_mut_ptr() as u64;
+    let mut len = mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+    let ret = unsafe {
+        libbpf_sys::bpf_prog_get_info_by_fd(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &mut info,
+            &mut len,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::from_raw_os_error(-ret)).context("reading program info");
+    }
+    map_ids.truncate(info.nr_map_ids.min(64) as usize);
+    // SAFETY: the kernel NUL-terminates name within BPF_OBJ_NAME_LEN.
+    let name = unsafe { CStr::from_ptr(info.name.as_ptr()) }.to_string_lossy().into_owned();
+    Ok(ProgInfo { name, map_ids })
+}

@@ -1,0 +1,360 @@
+//! The datapath on one interface: load the entrance and transport programs, attach the entrance,
+//! pin their objects, find them again from another process, and remove them.
+//!
+//! The program attached to the interface is the source of truth: `find` starts from it (netlink
+//! query → program id → its maps by id), so `stats` and `down` work from any process in the
+//! network namespace, whatever its mount namespace. Pins (see [`pins`]) keep the objects
+//! reachable by name for other tools and across daemon restarts.
+use std::{
+    mem::MaybeUninit,
+    os::fd::{AsFd, AsRawFd},
+};
+
+use anyhow::{bail, Context};
+use libbpf_rs::{skel::SkelBuilder, Btf, MapCore, MapFlags, MapHandle, OpenObject};
+use serde::Serialize;
+
+use crate::{
+    bpf::{
+        entrance::{types, EntranceSkel, EntranceSkelBuilder},
+        tcp::{TcpSkel, TcpSkelBuilder},
+    },
+    log,
+};
+
+pub mod counters;
+pub mod kernel;
+pub mod pins;
+
+pub use kernel::AttachMode;
+
+/// Name of the entrance program as the kernel reports it (BPF names are cut at 15 bytes).
+pub const ENTRANCE_PROG: &str = "etran_entrance";
+
+pub struct UpOptions {
+    /// The backend, resolved against this kernel ([`crate::backend::BackendChoice::resolve`]).
+    pub backend: types::etran_backend,
+    pub mode: AttachMode,
+    pub queues: Option<u32>,
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub iface: String,
+    pub ifindex: u32,
+    pub prog_id: u32,
+    pub xdp_mode: &'static str,
+    pub backend: String,
+    pub queues: u32,
+}
+
+pub enum UpOutcome {
+    Attached(Summary),
+    AlreadyUp(Summary),
+}
+
+/// An interface carrying the etran datapath, found through its attached program.
+pub struct Datapath {
+    pub summary: Summary,
+    btf: Btf<'static>,
+    traffic: MapHandle,
+    drops: MapHandle,
+}
+
+impl Datapath {
+    pub fn counters(&self) -> anyhow::Result<counters::Counters> {
+        counters::read(&self.btf, &self.traffic, &self.drops)
+    }
+}
+
+/// Finds the etran datapath on `iface`; `None` when none is attached.
+pub fn find(iface: &str) -> anyhow::Result<Option<Datapath>> {
+    let ifindex = crate::sys::ifindex(iface)?;
+    let Some((prog_id, mode)) = kernel::attached(ifindex)? else {
+        return Ok(None);
+    };
+    let info = kernel::prog_info(prog_id)?;
+    if info.name != ENTRANCE_PROG {
+        return Ok(None);
+    }
+    let (mut traffic, mut drops, mut config) = (None, None, None);
+    for id in info.map_ids {
+        let map = MapHandle::from_map_id(id).with_context(|| format!("opening map {id}"))?;
+        let name = map.name().to_string_lossy().into_owned();
+        match name.as_str() {
+            "etran_traffic" => traffic = Some(map),
+            "etran_drops" => drops = Some(map),
+            n if n.ends_with(".rodata") => config = Some(map),
+            _ => {}
+        }
+    }
+    let missing = || anyhow::anyhow!("program {prog_id} on {iface} lacks the etran maps");
+    let (traffic, drops, config) =
+        (traffic.ok_or_else(missing)?, drops.ok_or_else(missing)?, config.ok_or_else(missing)?);
+    let btf = Btf::from_prog_id(prog_id).context("reading the program's BTF")?;
+    let rodata = config.lookup(&0u32.to_ne_bytes(), MapFlags::ANY)?.unwrap_or_default();
+    if rodata.len() < std::mem::size_of::<types::rodata>() {
+        bail!("program {prog_id} on {iface} has an unexpected configuration layout");
+    }
+    // SAFETY: rodata is the program's .rodata section, of the generated type `types::rodata`.
+    let rodata: types::rodata = unsafe { std::ptr::read_unaligned(rodata.as_ptr().cast()) };
+    let backend = counters::enum_members(&btf, "etran_backend", "ETRAN_BACKEND_")?
+        .into_iter()
+        .find(|(v, _)| *v == rodata.etran_config.backend.0)
+        .map_or_else(|| "unknown".to_string(), |(_, n)| n);
+    let summary = Summary {
+        iface: iface.to_string(),
+        ifindex,
+        prog_id,
+        xdp_mode: mode.name(),
+        backend,
+        queues: rodata.etran_config.queues,
+    };
+    Ok(Some(Datapath { summary, btf, traffic, drops }))
+}
+
+/// Every interface of this network namespace that carries the etran datapath.
+pub fn find_all() -> anyhow::Result<Vec<Datapath>> {
+    let mut found = Vec::new();
+    for name in interface_names()? {
+        if let Some(dp) = find(&name)? {
+            found.push(dp);
+        }
+    }
+    Ok(found)
+}
+
+fn interface_names() -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
+    let list = unsafe { libc::if_nameindex() };
+    if list.is_null() {
+        return Err(std::io::Error::last_os_error()).context("listing interfaces");
+    }
+    let mut p = list;
+    unsafe {
+        while (*p).if_index != 0 {
+            names.push(std::ffi::CStr::from_ptr((*p).if_name).to_string_lossy().into_owned());
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    Ok(names)
+}
+
+/// Memory the loaded objects live in: libbpf skeletons borrow caller-provided storage.
+pub struct ObjectStorage {
+    entrance: MaybeUninit<OpenObject>,
+    tcp: MaybeUninit<OpenObject>,
+}
+
+impl Default for ObjectStorage {
+    fn default() -> Self {
+        ObjectStorage { entrance: MaybeUninit::uninit(), tcp: MaybeUninit::uninit() }
+    }
+}
+
+/// The datapath's program objects, loaded and linked to one another but attached nowhere.
+pub struct Objects<'a> {
+    pub entrance: EntranceSkel<'a>,
+    pub tcp: TcpSkel<'a>,
+}
+
+/// Loads the entrance and the TCP object. The TCP object gets the entrance's counter maps
+/// (declared identically by both, created once) and is installed in the entrance's program
+/// array, so a frame the entrance hands to TCP is counted in the same place either way.
+pub fn load(
+    storage: &mut ObjectStorage,
+    backend: types::etran_backend,
+    queues: u32,
+) -> anyhow::Result<Objects<'_>> {
+    let entrance = load_entrance(&mut storage.entrance, backend, queues)?;
+    let tcp = load_tcp(&mut storage.tcp, Some(&entrance))?;
+    let slot = tcp.maps.rodata_data.context("TCP object has no .rodata")?.etran_transport_slot.0;
+    let fd = tcp.progs.etran_tcp_ingress.as_fd().as_raw_fd();
+    entrance
+        .maps
+        .etran_transports
+        .update(&slot.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+        .context("installing the TCP program in the entrance's program array")?;
+    Ok(Objects { entrance, tcp })
+}
+
+/// Loads the entrance object alone.
+pub fn load_entrance(
+    storage: &mut MaybeUninit<OpenObject>,
+    backend: types::etran_backend,
+    queues: u32,
+) -> anyhow::Result<EntranceSkel<'_>> {
+    let mut open = EntranceSkelBuilder::default()
+        .open(storage)
+        .context("opening the embedded entrance object")?;
+    let config = open.maps.rodata_data.as_deref_mut().context("entrance object has no .rodata")?;
+    config.etran_config.backend = backend;
+    config.etran_config.queues = queues;
+    crate::bpf::verifier::load(open, "the entrance program")
+}
+
+/// Loads the TCP object, sharing `entrance`'s counter maps when given (else it has its own).
+pub fn load_tcp<'a>(
+    storage: &'a mut MaybeUninit<OpenObject>,
+    entrance: Option<&EntranceSkel<'_>>,
+) -> anyhow::Result<TcpSkel<'a>> {
+    let mut open =
+        TcpSkelBuilder::default().open(storage).context("opening the embedded TCP object")?;
+    if let Some(entrance) = entrance {
+        open.maps.etran_traffic.reuse_fd(entrance.maps.etran_traffic.as_fd())?;
+        open.maps.etran_drops.reuse_fd(entrance.maps.etran_drops.as_fd())?;
+    }
+    crate::bpf::verifier::load(open, "the TCP programs")
+}
+
+/// `etran up`: loads, attaches and pins the datapath on `iface`. Idempotent; on any failure
+/// nothing is left attached or pinned.
+pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
+    crate::sys::require_root("etran up")?;
+    kernel::require(kernel::TCP_DATAPATH, "the TCP datapath")?;
+    let ifindex = crate::sys::ifindex(iface)?;
+    let backend = opts.backend;
+    let available = crate::ethtool::rx_queues(iface)?.unwrap_or(1);
+    let queues = opts.queues.unwrap_or(available);
+    if queues > available {
+        bail!("{iface} has {available} RX queue(s); --queues {queues} is more than that");
+    }
+    // A NIC's RSS keeps each connection on one RX queue, so ingress sees its frames in order.
+    // A veth picks the queue by the sending CPU: frames of one connection would be accepted
+    // on two CPUs at once and reach the app out of order.
+    if available > 1 && crate::ethtool::driver(iface)? == "veth" {
+        bail!(
+            "{iface} is a veth with {available} RX queues, which spreads a connection's frames \
+             over them by sending CPU; the TCP datapath needs one queue on a veth"
+        );
+    }
+
+    if let Some((prog_id, mode)) = kernel::attached(ifindex)? {
+        let info = kernel::prog_info(prog_id)?;
+        if info.name == ENTRANCE_PROG {
+            let dp = find(iface)?.context("etran program vanished while checking it")?;
+            return Ok(UpOutcome::AlreadyUp(dp.summary));
+        }
+        if !opts.force {
+            bail!(
+                "{iface} already carries XDP program {:?} (id {prog_id}); use --force to replace it",
+                info.name
+            );
+        }
+        log::warn(format!("replacing XDP program {:?} (id {prog_id}) on {iface}", info.name));
+        kernel::detach(ifindex, mode)?;
+    }
+
+    let mut storage = ObjectStorage::default();
+    let Objects { mut entrance, mut tcp } = load(&mut storage, backend, queues)?;
+    tcp.maps
+        .etran_nic
+        .update(&0u32.to_ne_bytes(), &ifindex.to_ne_bytes(), MapFlags::ANY)
+        .with_context(|| format!("making {iface} the TCP egress destination"))?;
+    let prog_fd = entrance.progs.etran_entrance.as_fd().as_raw_fd();
+
+    let mode = attach_with_fallback(iface, ifindex, prog_fd, opts.mode)?;
+    let pinned = (|| -> anyhow::Result<()> {
+        pins::ensure_bpffs(std::path::Path::new(pins::BPFFS_ROOT))?;
+        if pins::remove_stale()? > 0 {
+            log::info("removed the pins of network namespaces that no longer exist");
+        }
+        let dir = pins::iface_dir(iface)?;
+        pins::remove_dir(&dir)?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        entrance.progs.etran_entrance.pin(dir.join("entrance"))?;
+        entrance.maps.etran_traffic.pin(dir.join("traffic"))?;
+        entrance.maps.etran_drops.pin(dir.join("drops"))?;
+        entrance.maps.etran_transports.pin(dir.join("transports"))?;
+        entrance.maps.rodata.pin(dir.join("config"))?;
+        tcp.progs.etran_tcp_ingress.pin(dir.join("tcp"))?;
+        tcp.maps.etran_tcp_conns.pin(dir.join("tcp_conns"))?;
+        tcp.maps.etran_app_ports.pin(dir.join("app_ports"))?;
+        tcp.maps.etran_port_ifindex.pin(dir.join("port_ifindex"))?;
+        tcp.progs.etran_tcp_egress.pin(dir.join("tcp_egress"))?;
+        tcp.maps.etran_nic.pin(dir.join("nic"))?;
+        tcp.progs.etran_tcp_gen.pin(dir.join("tcp_gen"))?;
+        tcp.maps.etran_tcp_ack_queue.pin(dir.join("tcp_ack_queue"))?;
+        tcp.maps.etran_tcp_dack_queue.pin(dir.join("tcp_dack_queue"))?;
+        tcp.maps.etran_tcp_gen_wake.pin(dir.join("tcp_gen_wake"))?;
+        Ok(())
+    })();
+    if let Err(err) = pinned {
+        let _ = kernel::detach(ifindex, mode);
+        if let Ok(dir) = pins::iface_dir(iface) {
+            let _ = pins::remove_dir(&dir);
+        }
+        return Err(err.context("pinning the datapath (nothing was left attached)"));
+    }
+    let dp = find(iface)?.context("the entrance program is not attached after attaching it")?;
+    if crate::ethtool::driver(iface).is_ok_and(|d| d == "veth") {
+        // Ingress drops what fails its checksums, and it cannot tell a checksum left for
+        // "hardware" to finish from a corrupted one.
+        log::warn(format!(
+            "{iface} is a veth: a Linux stack sending into its peer with TX checksum offload on              (the veth default) leaves TCP checksums unfinished, and etran drops such segments              (tcp_bad_csum in `etran stats`); turn offload off on the peer: ethtool -K PEER tx              off (etran testbed does)"
+        ));
+    }
+    Ok(UpOutcome::Attached(dp.summary))
+}
+
+/// Attaches TCP egress to the kernel side of an app's port (drv mode, skb when the
+/// driver lacks XDP). It goes away with the port.
+pub fn attach_egress(egress: impl AsFd, port_ifindex: u32) -> anyhow::Result<AttachMode> {
+    attach_with_fallback(
+        &format!("port ifindex {port_ifindex}"),
+        port_ifindex,
+        egress.as_fd().as_raw_fd(),
+        AttachMode::Drv,
+    )
+}
+
+fn attach_with_fallback(
+    iface: &str,
+    ifindex: u32,
+    prog_fd: i32,
+    mode: AttachMode,
+) -> anyhow::Result<AttachMode> {
+    if mode == AttachMode::Drv {
+        match kernel::attach(ifindex, prog_fd, AttachMode::Drv) {
+            Ok(()) => return Ok(AttachMode::Drv),
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                log::warn(format!("{iface} has no driver-mode XDP; attaching in skb mode"))
+            }
+            Err(e) => return Err(e).with_context(|| format!("attaching to {iface}")),
+        }
+    }
+    kernel::attach(ifindex, prog_fd, AttachMode::Skb)
+        .with_context(|| format!("attaching to {iface} in skb mode"))?;
+    Ok(AttachMode::Skb)
+}
+
+/// `etran down`: detaches and unpins. Returns false when etran was not up on `iface`.
+pub fn down(iface: &str) -> anyhow::Result<bool> {
+    crate::sys::require_root("etran down")?;
+    let ifindex = crate::sys::ifindex(iface)?;
+    let dir = pins::iface_dir(iface)?;
+    let had_pins = dir.exists();
+    let mut was_up = false;
+    if let Some((prog_id, mode)) = kernel::attached(ifindex)? {
+        if kernel::prog_info(prog_id)?.name == ENTRANCE_PROG {
+            kernel::detach(ifindex, mode)?;
+            was_up = true;
+        }
+    }
+    pins::remove_dir(&dir)?;
+    Ok(was_up || had_pins)
+}
+
+/// Reads every record of `ring`. libbpf stores its consumer position and then reads the
+/// producer's without a full barrier, while the kernel wakes the reader only if the consumer
+/// had caught up: a record committed in that window is neither read nor announced, and the
+/// ring stays silent. A fence and a second pass close the window.
+pub fn drain_ring(ring: &libbpf_rs::RingBuffer<'_>) -> libbpf_rs::Result<()> {
+    ring.consume()?;
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    ring.consume()?;
+    Ok(())
+}
