@@ -39,7 +39,16 @@ fn class<'a>(stats: &'a Value, name: &str) -> &'a Value {
 #[test]
 fn up_stats_down_lifecycle() {
     let net = VethPair::new("dp-life");
-    let up = ok_json(&net.a, &["-j", "up", "va"]);
+    let first = etran(&net.a, &["-j", "up", "va"]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let warning = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        warning.lines().count() == 1
+            && warning.contains("va is a veth")
+            && warning.contains("tx off"),
+        "one line on a veth's checksum offload: {warning:?}"
+    );
+    let up: Value = serde_json::from_slice(&first.stdout).unwrap();
     assert_eq!(up["already_up"], false);
     assert_eq!(up["datapath"]["backend"], "compat");
     assert_eq!(up["datapath"]["xdp_mode"], "drv");

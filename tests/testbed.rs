@@ -174,6 +174,18 @@ fn xdp_switch_forwards_and_testbed_comes_down() {
     let h1 = tb.netns(1).unwrap();
     let nic = Netlink::open_in(&h1).unwrap().link("eth0").unwrap().unwrap();
     assert_eq!(nic.xdp_prog_id, None);
+    // There, `etran up eth0` has nothing to warn of: the switch ports send with offload off.
+    let up = Command::new("ip")
+        .args(["netns", "exec", &format!("{n}-h1"), env!("CARGO_BIN_EXE_etran"), "up", "eth0"])
+        .output()
+        .unwrap();
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    assert_eq!(String::from_utf8_lossy(&up.stderr), "", "no warning on a testbed host");
+    let down = Command::new("ip")
+        .args(["netns", "exec", &format!("{n}-h1"), env!("CARGO_BIN_EXE_etran"), "down", "eth0"])
+        .status()
+        .unwrap();
+    assert!(down.success());
 
     drop(h1);
     assert!(testbed::down(&n).unwrap());

@@ -490,6 +490,14 @@ fn read_mark(ns: &str) -> anyhow::Result<Option<Mark>> {
     Ok(alias.as_deref().and_then(parse_mark))
 }
 
+/// Whether the calling thread's network namespace is a testbed host (whose NIC's peer, a switch
+/// port, sends with TX checksum offload off: see [`crate::ethtool::set_tx_checksum`]).
+pub fn here_is_a_host() -> bool {
+    let alias =
+        Netlink::open().and_then(|mut nl| nl.link("lo")).ok().flatten().and_then(|l| l.alias);
+    alias.as_deref().and_then(parse_mark).is_some_and(|m| m.role.starts_with('h'))
+}
+
 /// Namespaces (by name) that belong to testbed `name`: named like its parts and marked as such.
 fn namespaces_of(name: &str) -> anyhow::Result<Vec<(String, Mark)>> {
     let mut out = Vec::new();

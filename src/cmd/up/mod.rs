@@ -4,8 +4,10 @@ mod check;
 
 use crate::{
     cli::UpArgs,
+    ethtool,
     loader::{self, kernel, UpOptions, UpOutcome},
     output::Output,
+    testbed,
 };
 
 pub fn run(args: UpArgs, out: &Output) -> anyhow::Result<()> {
@@ -24,6 +26,16 @@ pub fn run(args: UpArgs, out: &Output) -> anyhow::Result<()> {
         UpOutcome::Attached(s) => (s, false),
         UpOutcome::AlreadyUp(s) => (s, true),
     };
+    // Ingress drops what fails its checksums, and it cannot tell a checksum left for "hardware"
+    // to finish from a corrupted one. The testbed turns offload off on its hosts' peers.
+    if !already && ethtool::driver(&iface).is_ok_and(|d| d == "veth") && !testbed::here_is_a_host()
+    {
+        crate::log::warn(format!(
+            "{iface} is a veth: segments its peer sends with TX checksum offload on (the veth \
+             default) arrive with unfinished checksums, and etran drops them (tcp_bad_csum); \
+             turn it off on the peer: ethtool -K PEER tx off"
+        ));
+    }
     // The datapath runs, but it is of no use without apps: say so now rather than at
     // `etran daemon`.
     if let Err(e) = kernel::require(kernel::TCP_DAEMON, "the etran daemon (its apps' ports)") {
