@@ -18,6 +18,7 @@ use etran::{
         tcp_cc_flag, tcp_conn, tcp_conn_flag,
     },
     loader::ObjectStorage,
+    transport::tcp::seq::una_pos,
 };
 use libbpf_rs::MapCore;
 
@@ -112,11 +113,6 @@ fn tx(intent: u8, tx_pos: u32, len: u16) -> Vec<u8> {
     let mut f = as_bytes(&h).to_vec();
     f.extend(std::iter::repeat_n(0x33, len.into()));
     f
-}
-
-/// The stream position of snd_una: the bytes in flight end at tx_pos.
-fn una_pos(c: &tcp_conn) -> u32 {
-    c.tx_pos.wrapping_sub(c.snd_nxt.wrapping_sub(c.snd_una))
 }
 
 struct Bed<'a> {

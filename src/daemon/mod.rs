@@ -43,6 +43,7 @@ use crate::{
         port::{self, Port},
         pump::GenPump,
     },
+    bpf::tcp::types::{etran_app_port_limit, etran_tcp_limit},
     loader::kernel,
     log,
     netlink::Netlink,
@@ -65,9 +66,11 @@ const LISTENER: Token = Token(1);
 const GEN: Token = Token(2);
 const SLOW: Token = Token(3);
 const FIRST_SESSION: usize = 4;
-/// Slots of the `app_ports` devmap (MAX_APP_PORTS in tcp_maps.h). Slot 0 is never given out, so
-/// a zeroed connection entry never routes to an app.
-const APP_SLOTS: u32 = 64;
+/// Slots of the `app_ports` devmap. Slot 0 is never given out, so a zeroed connection entry never
+/// routes to an app.
+const APP_SLOTS: u32 = etran_app_port_limit::ETRAN_APP_PORTS.0;
+/// The MSS the slow path announces: the most payload the fast path sends in one frame.
+const MSS: u16 = etran_tcp_limit::ETRAN_TCP_MAX_PAYLOAD.0 as u16;
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 
 /// TIME_WAIT of the connections apps close first, by default. Linux holds 60 s (2 MSL); a
@@ -141,7 +144,7 @@ impl Daemon {
             .link(&cfg.iface)?
             .and_then(|l| l.mac)
             .with_context(|| format!("{} has no Ethernet address", cfg.iface))?;
-        let slow = SlowPath::new(&tcp, &cfg.iface, local_mac, 1460, cfg.time_wait, cfg.ecn)
+        let slow = SlowPath::new(&tcp, &cfg.iface, local_mac, MSS, cfg.time_wait, cfg.ecn)
             .context("starting the slow path")?;
         let listener = bind_listener(&cfg.socket)?;
         if let Err(e) = remove_stale_ports(&mut nl, &tcp) {

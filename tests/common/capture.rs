@@ -166,11 +166,6 @@ pub struct DirectionReport {
     pub resets: u64,
 }
 
-/// Serial `a < b`.
-fn before(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) < 0
-}
-
 struct Parsed<'a> {
     dir: Direction,
     ip_id: u16,
@@ -355,7 +350,7 @@ pub fn analyse(frames: &[Frame]) -> HashMap<Direction, DirectionReport> {
         if p.flags & ACK != 0 && !late {
             let edge = p.ack.wrapping_add(u32::from(p.window) << d.wscale);
             match d.right_edge {
-                Some(old) if before(edge, old) => {
+                Some(old) if etran::transport::tcp::seq::before(edge, old) => {
                     d.report.window_shrinks += 1;
                     d.report.largest_shrink = d.report.largest_shrink.max(old.wrapping_sub(edge));
                 }

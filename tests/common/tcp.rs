@@ -40,7 +40,7 @@ pub fn from_bytes<T: Copy>(b: &[u8]) -> T {
 
 /// Serial `a <= b`.
 pub fn not_after(a: u32, b: u32) -> bool {
-    (b.wrapping_sub(a) as i32) >= 0
+    !etran::transport::tcp::seq::after(a, b)
 }
 
 pub struct Harness<'a> {

@@ -97,6 +97,7 @@ use crate::transport::tcp::{
     close::{self, Event},
     rto::{GaveUp, RtoConfig, RtoEstimator},
     sack::{Blocks, Scoreboard, MAX_BLOCKS},
+    seq::after,
     window,
 };
 
@@ -274,11 +275,6 @@ pub struct Stream {
 /// `a - b` as a distance along the stream.
 fn dist(a: u32, b: u32) -> u32 {
     a.wrapping_sub(b)
-}
-
-/// Whether position `a` lies past `b` (serial arithmetic).
-fn after(a: u32, b: u32) -> bool {
-    (dist(a, b) as i32) > 0
 }
 
 impl Stream {
