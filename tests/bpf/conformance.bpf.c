@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* Test-only (never embedded in etran): the fast path's arithmetic that Rust also carries
  * (tcp_seq.h's serial comparisons, window scale and flight, tcp_tx.h's window field), run on
- * inputs from the test with BPF_PROG_TEST_RUN. tests/conformance.rs runs the Rust
+ * inputs from the test with BPF_PROG_TEST_RUN. tests/fixtures/conformance.rs runs the Rust
  * helpers on the same inputs and asserts equal results. The frame holds one struct
  * conformance_in; the program overwrites its head with a struct conformance_out. */
 #include <linux/bpf.h>

@@ -5,8 +5,6 @@
 //! Where to capture: frames etran's XDP programs redirect never become skbs, so no packet tap
 //! sees them on an etran host; a host whose TCP is Linux's sees every frame of its own flows (its
 //! received frames were XDP_PASSed, its sent ones went through the stack).
-#![allow(dead_code)]
-
 use std::{
     collections::{HashMap, HashSet},
     io::Write,
@@ -20,8 +18,8 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use super::netns::{in_netns, RawSocket};
-use super::packet::checksum;
+use crate::netns::{in_netns, RawSocket};
+use crate::packet::checksum;
 
 /// One captured frame and when it was seen.
 pub struct Frame {

@@ -1,7 +1,5 @@
 //! An `etran daemon` child process for root tests, started under `ip netns exec` on `va`; killed
 //! (and its directory removed) on drop.
-#![allow(dead_code)]
-
 use std::{
     fs,
     path::PathBuf,
@@ -35,7 +33,7 @@ impl Daemon {
         let sock = dir.join("run/etran.sock");
         let log = dir.join("daemon.log");
         let child = Command::new("ip")
-            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_etran"), "-v", "daemon"])
+            .args(["netns", "exec", ns, crate::cli::etran_bin(), "-v", "daemon"])
             .args(["--iface", iface, "--socket"])
             .arg(&sock)
             .stdout(Stdio::null())
@@ -121,16 +119,16 @@ impl Drop for Daemon {
 /// A veth pair (`va` in `<name>-a`, `vb` in `<name>-b`) with `etran up va` done, GRO on `vb`
 /// (frames redirected out of `va` reach `vb` only if it runs NAPI: the veth rule) and TX checksum
 /// offload off on `vb` (Linux would leave its checksums partial, which etran's ingress drops).
-pub fn etran_up_pair(name: &str) -> super::netns::VethPair {
+pub fn etran_up_pair(name: &str) -> crate::netns::VethPair {
     use etran::loader::pins;
     pins::ensure_bpffs(std::path::Path::new(pins::BPFFS_ROOT)).unwrap();
-    let net = super::netns::VethPair::new(name);
+    let net = crate::netns::VethPair::new(name);
     let out = Command::new("ip")
-        .args(["netns", "exec", &net.a, env!("CARGO_BIN_EXE_etran"), "up", "va"])
+        .args(["netns", "exec", &net.a, crate::cli::etran_bin(), "up", "va"])
         .output()
         .unwrap();
     assert!(out.status.success(), "etran up: {}", String::from_utf8_lossy(&out.stderr));
-    super::netns::in_netns(&net.b, || {
+    crate::netns::in_netns(&net.b, || {
         etran::ethtool::set_gro("vb", true).unwrap();
         etran::ethtool::set_tx_checksum("vb", false).unwrap();
     });
@@ -139,7 +137,7 @@ pub fn etran_up_pair(name: &str) -> super::netns::VethPair {
 
 /// Names of the app ports (`etp<n>k`/`etp<n>a`) in namespace `ns`.
 pub fn port_links(ns: &str) -> Vec<String> {
-    let out = super::netns::sh(&format!("ip -n {ns} -o link show"));
+    let out = crate::netns::sh(&format!("ip -n {ns} -o link show"));
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split(':').nth(1))
@@ -151,7 +149,7 @@ pub fn port_links(ns: &str) -> Vec<String> {
 /// Entries in the `etran_tcp_conns` map of the datapath on `iface` in namespace `ns`.
 pub fn tcp_conn_count(ns: &str, iface: &str) -> usize {
     use libbpf_rs::MapCore;
-    super::netns::in_netns(ns, || {
+    crate::netns::in_netns(ns, || {
         let dp = etran::loader::find(iface).unwrap().expect("etran is up");
         etran::transport::tcp::tcp_handles(dp.summary.prog_id).unwrap().conns.keys().count()
     })
@@ -197,7 +195,7 @@ impl EtranHosts {
         for i in 1..=with_etran {
             let ns = hosts.tb.host(i).netns.clone();
             let out = Command::new("ip")
-                .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_etran"), "up", HOST_NIC])
+                .args(["netns", "exec", &ns, crate::cli::etran_bin(), "up", HOST_NIC])
                 .output()
                 .unwrap();
             assert!(out.status.success(), "etran up: {}", String::from_utf8_lossy(&out.stderr));
@@ -223,7 +221,7 @@ impl Drop for EtranHosts {
         for i in 1..=with_etran {
             let ns = self.ns(i);
             let _ = Command::new("ip")
-                .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_etran"), "down"])
+                .args(["netns", "exec", &ns, crate::cli::etran_bin(), "down"])
                 .arg(etran::testbed::HOST_NIC)
                 .output();
         }

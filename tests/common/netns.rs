@@ -1,7 +1,5 @@
 //! Private network namespaces for root tests: a veth pair between two fresh namespaces, removed
 //! on drop (also when the test panics).
-#![allow(dead_code)]
-
 use std::process::{Command, Output};
 
 pub fn sh(cmd: &str) -> Output {

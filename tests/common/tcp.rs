@@ -1,8 +1,6 @@
 //! The harness of the TCP program fixtures (ingress and egress): the datapath loaded as
 //! `etran up` links it, with lo standing in for the app port and the NIC (a test run never
 //! transmits), connection-map access, BPF_PROG_TEST_RUN with an xdp_md context, counters.
-#![allow(dead_code)]
-
 use std::{mem::size_of, os::fd::AsFd};
 
 use etran::{
@@ -18,7 +16,7 @@ use etran::{
 };
 use libbpf_rs::{Btf, MapCore, MapFlags, MapHandle, ProgramInput, ProgramMut};
 
-use super::fixture::class;
+use crate::fixture::class;
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -135,8 +133,8 @@ pub fn tcp_row(c: &Counters) -> (u64, u64, u64) {
 /// The connection the egress and generator fixtures use: the peer (SRC_IP) talks to us.
 pub const PEER_PORT: u16 = 40000;
 pub const LOCAL_PORT: u16 = 80;
-pub const LOCAL_IP: [u8; 4] = super::packet::DST_IP;
-pub const PEER_IP: [u8; 4] = super::packet::SRC_IP;
+pub const LOCAL_IP: [u8; 4] = crate::packet::DST_IP;
+pub const PEER_IP: [u8; 4] = crate::packet::SRC_IP;
 pub const LOCAL_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x0a];
 pub const PEER_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x0b];
 
@@ -164,7 +162,7 @@ fn va_handles() -> etran::transport::tcp::TcpHandles {
 
 /// Whether `key` is in etran_tcp_conns of `va` in namespace `ns`.
 pub fn conn_present(ns: &str, key: &tcp_conn_key) -> bool {
-    super::netns::in_netns(ns, || {
+    crate::netns::in_netns(ns, || {
         let tcp = va_handles();
         tcp.conns.lookup(as_bytes(key), MapFlags::ANY).unwrap().is_some()
     })
@@ -172,7 +170,7 @@ pub fn conn_present(ns: &str, key: &tcp_conn_key) -> bool {
 
 /// Whether `key` is in etran_tcp_pending (a handshake or TIME_WAIT) in namespace `ns`.
 pub fn pending_present(ns: &str, key: &tcp_conn_key) -> bool {
-    super::netns::in_netns(ns, || {
+    crate::netns::in_netns(ns, || {
         let tcp = va_handles();
         tcp.pending.lookup(as_bytes(key), MapFlags::ANY).unwrap().is_some()
     })
@@ -180,7 +178,7 @@ pub fn pending_present(ns: &str, key: &tcp_conn_key) -> bool {
 
 /// Entries of (etran_tcp_conns, etran_tcp_pending) in namespace `ns`.
 pub fn map_entries(ns: &str) -> (usize, usize) {
-    super::netns::in_netns(ns, || {
+    crate::netns::in_netns(ns, || {
         let tcp = va_handles();
         (tcp.conns.keys().count(), tcp.pending.keys().count())
     })
@@ -196,7 +194,7 @@ pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
 }
 
 /// A neighbour entry for vb (10.77.0.2) on va, which active opens need.
-pub fn add_neighbour_of_b(net: &super::netns::VethPair) {
+pub fn add_neighbour_of_b(net: &crate::netns::VethPair) {
     use std::process::Command;
     let mac = Command::new("ip").args(["-n", &net.b, "-o", "link", "show", "vb"]).output().unwrap();
     let mac = String::from_utf8_lossy(&mac.stdout);

@@ -1,6 +1,6 @@
 //! Sequence-number arithmetic, the Rust half of `src/bpf/tcp/tcp_seq.h`: serial comparisons (correct
 //! across wrap-around), the window scale as used, and where the bytes in flight sit. The two are
-//! pinned to each other by the conformance fixtures (tests/conformance.rs), which run
+//! pinned to each other by the conformance fixtures (tests/fixtures/conformance.rs), which run
 //! the BPF code and these on the same inputs.
 use crate::bpf::tcp::types::{etran_tcp_limit, tcp_conn, tcp_conn_fin};
 

@@ -4,8 +4,6 @@
 //! (h1), and an eTran app on h1 streams to the app on h2. Every byte is checked on arrival, and every corrupted
 //! frame is accounted for: dropped by etran's ingress (counted by reason in `etran stats`) or,
 //! for frames etran leaves to the kernel, by the kernel's own checks. Needs root.
-mod common;
-
 use std::{
     io::{ErrorKind, Read, Write},
     net::{Shutdown, SocketAddrV4, TcpListener, TcpStream},
@@ -128,6 +126,7 @@ fn etran_drops(ns: &str, reasons: &[&str]) -> u64 {
 
 #[test]
 fn every_byte_arrives_intact_through_a_corrupting_switch() {
+    let Some(_root) = common::root::alone() else { return };
     let spec = Spec { corrupt: CORRUPT, ..Spec::new("", 2) };
     let hosts = EtranHosts::with("integrity", spec);
     let (h1, h2) = (hosts.ns(1), hosts.ns(2));

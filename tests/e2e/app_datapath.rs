@@ -4,8 +4,6 @@
 //! [`etran::app::App`] through its port → egress → NIC → the peer namespace (captured there),
 //! and segments injected from the peer received by the app with their metadata (in order, out
 //! of order + merge, acknowledgement freeing the send buffer). Needs root.
-mod common;
-
 use std::{
     process::Command,
     time::{Duration, Instant},
@@ -94,6 +92,7 @@ fn poll_until(app: &mut App, what: &str, mut f: impl FnMut(&mut App) -> bool) {
 
 #[test]
 fn app_sends_and_receives_through_its_port() {
+    let Some(_root) = common::root::alone() else { return };
     let net = etran_up_pair("appdp");
     let (a, b) = (net.a.clone(), net.b.clone());
     let daemon = Daemon::start(&a, "appdp");

@@ -9,8 +9,6 @@
 //!
 //! `ETRAN_INTEROP_MB` sets the megabytes per transfer (default 16); `ETRAN_INTEROP_KEEP=DIR`
 //! keeps the captures there. Needs root and python3.
-mod common;
-
 use std::{
     net::SocketAddrV4,
     path::{Path, PathBuf},
@@ -66,6 +64,7 @@ fn captured<T>(hosts: &EtranHosts, f: impl FnOnce() -> T) -> (T, Vec<common::cap
 
 #[test]
 fn impaired_switch_every_byte_right_both_ways() {
+    let Some(_root) = common::root::alone() else { return };
     let bytes = megabytes() << 20;
     let mut spec = Spec::new("", 2);
     spec.corrupt = 0.001;

@@ -212,6 +212,7 @@ fn pump(
 
 #[test]
 fn send_n_frames_and_receive_all_intact_on_the_peer() {
+    let Some(_root) = common::root::shared() else { return };
     require_root!();
     send_and_receive_all(None);
 }
@@ -220,6 +221,7 @@ fn send_n_frames_and_receive_all_intact_on_the_peer() {
 /// rxdrop): the receiving thread's kicks run vb's receive processing, and nothing is lost.
 #[test]
 fn busy_polling_receiver_gets_every_frame() {
+    let Some(_root) = common::root::shared() else { return };
     require_root!();
     send_and_receive_all(Some(BusyPoll { usecs: 20, budget: 64 }));
 }
@@ -322,6 +324,7 @@ fn send_and_receive_all(busy_poll: Option<BusyPoll>) {
 
 #[test]
 fn shared_umem_on_the_same_queue_and_across_devices() {
+    let Some(_root) = common::root::shared() else { return };
     require_root!();
     let ns = VethNs::new(1);
     ns.run(|| {
@@ -399,6 +402,7 @@ fn shared_umem_on_the_same_queue_and_across_devices() {
 
 #[test]
 fn need_wakeup_tx_waits_for_the_kick_and_statistics_count() {
+    let Some(_root) = common::root::shared() else { return };
     require_root!();
     let ns = VethNs::new(1);
     ns.run(|| {
@@ -483,6 +487,7 @@ fn need_wakeup_tx_waits_for_the_kick_and_statistics_count() {
 
 #[test]
 fn virtual_socket_serves_several_queues_fairly() {
+    let Some(_root) = common::root::shared() else { return };
     require_root!();
     let ns = VethNs::new(2);
     ns.run(|| {
@@ -553,6 +558,7 @@ fn virtual_socket_serves_several_queues_fairly() {
 
 #[test]
 fn mio_reports_readable() {
+    let Some(_root) = common::root::shared() else { return };
     require_root!();
     let ns = VethNs::new(1);
     ns.run(|| {
@@ -587,6 +593,7 @@ fn mio_reports_readable() {
 
 #[test]
 fn errors_are_clear() {
+    let Some(_root) = common::root::shared() else { return };
     require_root!();
     let ns = VethNs::new(1);
     ns.run(|| {
@@ -658,6 +665,7 @@ fn drop_all_capabilities() {
 /// says which topology it ran on.
 #[test]
 fn bench_raw_smoke() {
+    let Some(_root) = common::root::shared() else { return };
     require_root!();
     for (mode, switch) in [("rxdrop", false), ("echo", false), ("txonly", true)] {
         let mut args = vec!["-j", "bench", "raw", "--mode", mode, "--duration", "300ms"];
@@ -665,7 +673,7 @@ fn bench_raw_smoke() {
             args.push("--switch");
         }
         let out =
-            Command::new(env!("CARGO_BIN_EXE_etran")).args(&args).output().expect("running etran");
+            Command::new(common::cli::etran_bin()).args(&args).output().expect("running etran");
         assert!(out.status.success(), "{mode}: {}", String::from_utf8_lossy(&out.stdout));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
         assert_eq!(v["topology"], if switch { "switch" } else { "direct" }, "{v}");
@@ -682,7 +690,7 @@ fn bench_raw_smoke() {
             }
         }
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_etran"))
+    let out = Command::new(common::cli::etran_bin())
         .args(["bench", "raw", "--iface", "nosuch0", "--duration", "100ms"])
         .output()
         .expect("running etran");
@@ -695,16 +703,15 @@ fn bench_raw_smoke() {
 /// count above the CPU count is refused with one line.
 #[test]
 fn bench_raw_lanes() {
+    let Some(_root) = common::root::shared() else { return };
     require_root!();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cpus >= 2 {
         for mode in ["rxdrop", "echo", "txonly"] {
             let args =
                 ["-j", "bench", "raw", "--mode", mode, "--queues", "2", "--duration", "300ms"];
-            let out = Command::new(env!("CARGO_BIN_EXE_etran"))
-                .args(args)
-                .output()
-                .expect("running etran");
+            let out =
+                Command::new(common::cli::etran_bin()).args(args).output().expect("running etran");
             assert!(out.status.success(), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
             assert_eq!(v["queues"], 2, "{v}");
@@ -720,7 +727,7 @@ fn bench_raw_lanes() {
     for (queues, ok) in [(1, false), (2, true)] {
         let ns = VethNs::new(queues);
         let out = Command::new("ip")
-            .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_etran"), "-j", "bench", "raw"])
+            .args(["netns", "exec", &ns.name, common::cli::etran_bin(), "-j", "bench", "raw"])
             .args(["--iface", "va", "--queues", "2", "--duration", "300ms"])
             .output()
             .expect("running etran");
@@ -740,7 +747,7 @@ fn bench_raw_lanes() {
         assert!(r["cpu_ns_per_frame"]["lanes"].as_f64().unwrap() > 0.0, "{v}");
     }
     let too_many = (cpus + 1).to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_etran"))
+    let out = Command::new(common::cli::etran_bin())
         .args(["bench", "raw", "--queues", &too_many, "--duration", "100ms"])
         .output()
         .expect("running etran");

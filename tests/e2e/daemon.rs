@@ -1,18 +1,16 @@
 //! `etran daemon` end to end: the real binary in a private namespace (`ip netns exec`), apps
 //! registering through the library client, ports and `app_ports` slots checked from inside the
 //! namespace, teardown on app exit and on SIGTERM. Needs root.
-mod common;
-
 use std::{
     fs,
     io::{Read, Write},
     os::fd::{AsRawFd, OwnedFd},
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use common::{
+    cli::etran_in as etran,
     daemon::{etran_up_pair, port_links, Daemon},
     netns::{in_netns, sh, VethPair},
 };
@@ -21,14 +19,6 @@ use etran::daemon::{
     proto::{self, Reply, Request, Transport},
 };
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
-
-fn etran(ns: &str, args: &[&str]) -> std::process::Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_etran")])
-        .args(args)
-        .output()
-        .expect("run etran")
-}
 
 /// The gen pump's spare veth pair (`etgen<ifindex>` and its peer `…p`).
 fn gen_links(ns: &str) -> Vec<String> {
@@ -220,6 +210,7 @@ fn frame_reaches_app(ns: &str, reg: &etran::daemon::client::Registration) -> boo
 
 #[test]
 fn apps_register_get_ports_and_leave_nothing_behind() {
+    let Some(_root) = common::root::shared() else { return };
     let net = etran_up_pair("dmn-reg");
     let mut daemon = Daemon::start(&net.a, "dmn-reg");
     let meta = fs::metadata(&daemon.sock).unwrap();
@@ -290,6 +281,7 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
 
 #[test]
 fn bad_input_is_refused_without_harm() {
+    let Some(_root) = common::root::shared() else { return };
     let net = etran_up_pair("dmn-bad");
     let mut daemon = Daemon::start(&net.a, "dmn-bad");
 
@@ -343,6 +335,7 @@ fn bad_input_is_refused_without_harm() {
 
 #[test]
 fn daemon_needs_etran_up_and_refuses_a_live_socket() {
+    let Some(_root) = common::root::shared() else { return };
     let net = VethPair::new("dmn-noup");
     let out = etran(&net.a, &["daemon", "--iface", "va", "--socket", "/tmp/etran-test-noup.sock"]);
     assert!(!out.status.success());

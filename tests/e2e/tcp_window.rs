@@ -8,8 +8,6 @@
 //!   and bytes the kernel acknowledged are never thrown away);
 //! - consecutive small sends in one pass leave as one segment, unless the connection is
 //!   nodelay. Needs root.
-mod common;
-
 use std::{
     io::{ErrorKind, Read, Write},
     net::{SocketAddrV4, TcpListener, TcpStream},
@@ -140,6 +138,7 @@ fn assert_no_shrink(seen: &[(u32, u32)]) {
 
 #[test]
 fn a_linux_download_gets_few_window_updates_and_no_window_shrink() {
+    let Some(_root) = common::root::shared() else { return };
     // Our SYN-ACK announces window scale 7 (handshake::Config) to a Linux client.
     let (updates, seen) = download("etran-wnd-dl", 10 << 20, 7);
     eprintln!("10 MB from Linux: {updates} pure window updates, {} segments seen", seen.len());
@@ -151,6 +150,7 @@ fn a_linux_download_gets_few_window_updates_and_no_window_shrink() {
 /// updates must follow that, or the sender stalls.
 #[test]
 fn a_linux_download_without_window_scaling_never_stalls() {
+    let Some(_root) = common::root::shared() else { return };
     let (updates, seen) = download("etran-wnd-ns", 4 << 20, 0);
     eprintln!("4 MB from Linux, no scaling: {updates} pure window updates");
     assert_no_shrink(&seen);
@@ -158,6 +158,7 @@ fn a_linux_download_without_window_scaling_never_stalls() {
 
 #[test]
 fn a_linux_peer_closing_right_after_echoing_loses_nothing_and_resets_nothing() {
+    let Some(_root) = common::root::shared() else { return };
     let mut e = Etran::new("etran-wnd-echo");
     add_neighbour_of_b(&e.net);
     const CONNS: usize = 6;
@@ -234,6 +235,7 @@ fn a_linux_peer_closing_right_after_echoing_loses_nothing_and_resets_nothing() {
 
 #[test]
 fn small_sends_in_one_pass_leave_as_one_segment_unless_nodelay() {
+    let Some(_root) = common::root::shared() else { return };
     let mut e = Etran::new("etran-wnd-nagle");
     add_neighbour_of_b(&e.net);
     let peer: SocketAddrV4 = format!("10.77.0.2:{PORT}").parse().unwrap();

@@ -4,8 +4,6 @@
 //! missing neighbour entry), and to a closed port (refused). Each time the connection lands in
 //! `etran_tcp_conns`, bytes flow both ways byte-exact, and dropping the app's session removes
 //! the connection and resets the Linux side. Needs root.
-mod common;
-
 use std::{
     io::{ErrorKind, Read, Write},
     net::{SocketAddrV4, TcpListener, TcpStream},
@@ -65,6 +63,7 @@ fn exchange(app: &mut App, id: ConnId, client: &mut TcpStream) {
 
 #[test]
 fn linux_client_connects_to_an_etran_listener() {
+    let Some(_root) = common::root::shared() else { return };
     let net = etran_up_pair("tcpconn");
     let (a, b) = (net.a.clone(), net.b.clone());
     let daemon = Daemon::start(&a, "tcpconn");
@@ -118,6 +117,7 @@ fn linux_client_connects_to_an_etran_listener() {
 
 #[test]
 fn etran_app_connects_to_a_linux_listener() {
+    let Some(_root) = common::root::shared() else { return };
     let net = etran_up_pair("tcpact");
     let (a, b) = (net.a.clone(), net.b.clone());
     let daemon = Daemon::start(&a, "tcpact");

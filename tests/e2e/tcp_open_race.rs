@@ -7,8 +7,6 @@
 //! connection opens: passive, active, and a SYN reopening a 4-tuple in TIME_WAIT. The app must
 //! get every byte exactly once (and the FIN), and the peer an ACK of all of it well before it
 //! would retransmit. Needs root.
-mod common;
-
 use std::{
     io::ErrorKind,
     net::{Ipv4Addr, SocketAddrV4},
@@ -244,6 +242,7 @@ const HELLO: &[u8] = b"GET / HTTP/1.0\r\n\r\n";
 
 #[test]
 fn data_and_fin_right_behind_a_passive_open_reach_the_app() {
+    let Some(_root) = common::root::shared() else { return };
     let mut bed = Bed::new("etran-race-pas");
     let big = pattern(3, 1400);
     let behind: Script = &[(ACK, &[]), (ACK, &big[..700]), (ACK | PSH, &big[700..])];
@@ -266,6 +265,7 @@ fn data_and_fin_right_behind_a_passive_open_reach_the_app() {
 
 #[test]
 fn a_server_speaking_first_races_our_ack_of_its_syn_ack() {
+    let Some(_root) = common::root::shared() else { return };
     let mut bed = Bed::new("etran-race-act");
     let (a, b) = (bed.net.a.clone(), bed.net.b.clone());
     sh(&format!(
@@ -310,6 +310,7 @@ fn a_server_speaking_first_races_our_ack_of_its_syn_ack() {
 
 #[test]
 fn data_right_behind_a_syn_that_reopens_a_tuple_in_time_wait() {
+    let Some(_root) = common::root::shared() else { return };
     let mut bed = Bed::new("etran-race-tw");
     let (a, b) = (bed.net.a.clone(), bed.net.b.clone());
     let port: u16 = 42000;

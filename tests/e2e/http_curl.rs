@@ -3,8 +3,6 @@
 //! handshake's final ACK, so every request exercises the segments the daemon must replay: none
 //! may wait for Linux's retransmission timeout (≈ 200 ms). 100 sequential requests, each under
 //! 20 ms, the body byte-exact. Needs root and curl.
-mod common;
-
 use std::{
     io::ErrorKind,
     process::Command,
@@ -88,6 +86,7 @@ fn serve(app: &mut App, session: &mut Session, response: &[u8], done: &dyn Fn() 
 
 #[test]
 fn sequential_curl_requests_are_all_fast_and_exact() {
+    let Some(_root) = common::root::alone() else { return };
     let net = etran_up_pair("etran-curl");
     let daemon = Daemon::start(&net.a, "etran-curl");
     let mut session = Session::connect(&daemon.sock).unwrap();

@@ -1,7 +1,5 @@
 //! TCP through the app library end to end: eTran to eTran on a private testbed (both hosts with
 //! `etran up` and a daemon), and an app killed mid-transfer against Linux TCP. Needs root.
-mod common;
-
 use std::{
     io::{BufRead, BufReader, ErrorKind, Read},
     net::{SocketAddrV4, TcpStream},
@@ -71,6 +69,7 @@ struct Sender {
 /// echoed by an eTran server app: every byte checked through `App::recv`.
 #[test]
 fn random_sizes_echo_byte_exact_over_many_connections() {
+    let Some(_root) = common::root::shared() else { return };
     const CONNS: usize = 16;
     const PORT: u16 = 7400;
     let hosts = EtranHosts::new("echo-rand");
@@ -216,12 +215,19 @@ fn killed_app_child() {
 /// connections and the daemon's descriptors for it are gone.
 #[test]
 fn killed_app_leaves_nothing_behind() {
+    let Some(_root) = common::root::shared() else { return };
     let net = etran_up_pair("tcpkill");
     let (a, b) = (net.a.clone(), net.b.clone());
     let daemon = Daemon::start(&a, "tcpkill");
     let fds_before = daemon.fds();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["killed_app_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "tcp_echo::killed_app_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, &daemon.sock)
         .stdout(Stdio::piped())
         .spawn()

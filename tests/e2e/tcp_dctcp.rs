@@ -14,8 +14,6 @@
 //! AF_XDP copy path of this 2-vCPU machine well below 1 Gbit/s, so the targets are asserted at
 //! `RATE`; `ETRAN_TEST_RATE=<bit/s>` measures another rate and only prints (run with
 //! --nocapture; the release build's 1 Gbit/s numbers are in the README). Needs root.
-mod common;
-
 use std::{
     io::{ErrorKind, Read, Write},
     net::{SocketAddrV4, TcpListener, TcpStream},
@@ -379,6 +377,7 @@ fn etran_to_linux(hosts: &EtranHosts, rate: u64) -> (f64, StreamStats, f64, u64,
 
 #[test]
 fn dctcp_shares_the_bottleneck_fairly_without_drops() {
+    let Some(_root) = common::root::alone() else { return };
     let measuring = std::env::var("ETRAN_TEST_RATE").ok().map(|v| v.parse::<u64>().unwrap());
     let rate = measuring.unwrap_or(RATE);
     let mut spec = Spec::new("", 2);

@@ -4,8 +4,6 @@
 //! a reset from Linux, an abort from the app, and the same 4-tuple closed and reopened through
 //! TIME_WAIT. Outcomes are checked on both sides: bytes, EOFs and errors, the Linux socket's
 //! state (`ss`), and the datapath's maps. Needs root.
-mod common;
-
 use std::{
     io::{ErrorKind, Read, Write},
     net::{Shutdown, SocketAddrV4, TcpListener, TcpStream},
@@ -204,6 +202,7 @@ fn linux_sockets(ns: &str) -> Vec<String> {
 /// app reads it and EOF. Our side ends in TIME_WAIT, which holds the tuple for its period.
 #[test]
 fn etran_closes_first() {
+    let Some(_root) = common::root::shared() else { return };
     let mut e = Etran::new("tcpclsa");
     let (mut linux, id, key) = e.linux_client(None);
     let to_linux = pattern(3, 5000);
@@ -242,6 +241,7 @@ fn etran_closes_first() {
 /// that Linux reads byte-exact, then closes. No TIME_WAIT on our side; Linux's socket is in it.
 #[test]
 fn linux_closes_first_and_the_app_keeps_sending() {
+    let Some(_root) = common::root::shared() else { return };
     let mut e = Etran::new("tcpclsb");
     let (mut linux, id, key) = e.linux_client(None);
     let to_app = pattern(1, 4000);
@@ -279,6 +279,7 @@ fn linux_closes_first_and_the_app_keeps_sending() {
 /// and the connection leaves the fast path.
 #[test]
 fn linux_reset_reaches_the_app() {
+    let Some(_root) = common::root::shared() else { return };
     let mut e = Etran::new("tcpclsc");
     let (mut linux, id, key) = e.linux_client(None);
     linux.write_all(b"ping").unwrap();
@@ -300,6 +301,7 @@ fn linux_reset_reaches_the_app() {
 /// `send` and `recv` report the timeout, and the daemon removes the connection.
 #[test]
 fn an_unreachable_peer_times_out() {
+    let Some(_root) = common::root::shared() else { return };
     let mut e = Etran::new("tcpclsg");
     let ms = Duration::from_millis;
     e.app.set_rto(RtoConfig {
@@ -324,6 +326,7 @@ fn an_unreachable_peer_times_out() {
 /// The app aborts: Linux reads a reset; nothing is left in the maps.
 #[test]
 fn app_abort_resets_linux() {
+    let Some(_root) = common::root::shared() else { return };
     let mut e = Etran::new("tcpclse");
     let (mut linux, id, key) = e.linux_client(None);
     e.send_all(id, b"bye");
@@ -344,6 +347,7 @@ fn app_abort_resets_linux() {
 /// nothing accumulates in the maps.
 #[test]
 fn the_same_tuple_closes_and_reopens() {
+    let Some(_root) = common::root::shared() else { return };
     let mut e = Etran::new("tcpclsd");
     let from = 41_000;
     for i in 0..20 {
@@ -381,6 +385,7 @@ fn the_same_tuple_closes_and_reopens() {
 /// and can once TIME_WAIT is over.
 #[test]
 fn a_tuple_in_time_wait_is_not_reused() {
+    let Some(_root) = common::root::shared() else { return };
     let mut e = Etran::new("tcpclsf");
     add_neighbour_of_b(&e.net);
     let peer: SocketAddrV4 = "10.77.0.2:7301".parse().unwrap();
