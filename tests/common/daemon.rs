@@ -2,9 +2,14 @@
 //! (and its directory removed) on drop.
 use std::{
     fs,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
+};
+
+use etran::{
+    app::App,
+    daemon::{client::Session, proto::Transport},
 };
 
 /// A daemon child process; killed (and its socket dir removed) on drop.
@@ -224,6 +229,49 @@ impl Drop for EtranHosts {
                 .args(["netns", "exec", &ns, crate::cli::etran_bin(), "down"])
                 .arg(etran::testbed::HOST_NIC)
                 .output();
+        }
+    }
+}
+
+/// An app registered with the daemon listening on `sock`: its session and its port.
+pub fn register(sock: &Path) -> (Session, App) {
+    let mut session = Session::connect(sock).unwrap();
+    let reg = session.register(Transport::Tcp, 1).unwrap();
+    (session, App::open(reg).unwrap())
+}
+
+/// The bed of most end-to-end tests against Linux: [`etran_up_pair`] `name`, a daemon on `va`
+/// and one app registered with it; Linux is in `net.b`. Dropped in field order: the app first.
+pub struct EtranApp {
+    pub app: App,
+    pub session: Session,
+    pub daemon: Daemon,
+    pub net: crate::netns::VethPair,
+}
+
+impl EtranApp {
+    pub fn new(name: &str) -> EtranApp {
+        let net = etran_up_pair(name);
+        let daemon = Daemon::start(&net.a, name);
+        let (session, app) = register(&daemon.sock);
+        EtranApp { app, session, daemon, net }
+    }
+
+    /// Polls the port and the session until `done` holds (or panics after 8 s).
+    pub fn poll_until(&mut self, what: &str, mut done: impl FnMut(&mut App) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(8);
+        loop {
+            self.app.poll().unwrap();
+            self.app.poll_daemon(&mut self.session).unwrap();
+            if done(&mut self.app) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {}",
+                self.daemon.log()
+            );
+            std::thread::sleep(Duration::from_micros(200));
         }
     }
 }

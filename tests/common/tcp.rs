@@ -195,13 +195,38 @@ pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
 
 /// A neighbour entry for vb (10.77.0.2) on va, which active opens need.
 pub fn add_neighbour_of_b(net: &crate::netns::VethPair) {
-    use std::process::Command;
-    let mac = Command::new("ip").args(["-n", &net.b, "-o", "link", "show", "vb"]).output().unwrap();
-    let mac = String::from_utf8_lossy(&mac.stdout);
-    let mac = mac.split("link/ether ").nth(1).unwrap().split(' ').next().unwrap().to_string();
-    let st = Command::new("ip")
-        .args(["-n", &net.a, "neigh", "replace", "10.77.0.2", "lladdr", &mac, "dev", "va"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let mac = crate::netns::mac_of(&net.b, "vb").map(|b| format!("{b:02x}")).join(":");
+    crate::netns::sh(&format!("ip -n {} neigh replace 10.77.0.2 lladdr {mac} dev va", net.a));
+}
+
+/// tcp_conn bit values as the fixtures write them (tcp.h's enums, one definition).
+pub mod flag {
+    use etran::bpf::tcp::types::{tcp_cc_flag, tcp_conn_fin, tcp_conn_flag};
+
+    pub const TS: u8 = tcp_conn_flag::TCP_CONN_TIMESTAMPS.0 as u8;
+    pub const ECN: u8 = tcp_conn_flag::TCP_CONN_ECN.0 as u8;
+    pub const SACK: u8 = tcp_conn_flag::TCP_CONN_SACK.0 as u8;
+    pub const FIN_SENT: u8 = tcp_conn_fin::TCP_CONN_FIN_SENT.0 as u8;
+    pub const FIN_RCVD: u8 = tcp_conn_fin::TCP_CONN_FIN_RCVD.0 as u8;
+    pub const REDUCED: u8 = tcp_cc_flag::TCP_CC_REDUCED.0 as u8;
+    pub const TIMEOUT: u8 = tcp_cc_flag::TCP_CC_TIMEOUT.0 as u8;
+    pub const CWR: u8 = tcp_cc_flag::TCP_CC_CWR.0 as u8;
+    pub const CE: u8 = tcp_cc_flag::TCP_CC_CE.0 as u8;
+}
+
+/// tcp_conn.ack_queued values: the ACK generator's queues a key is in.
+pub mod queued {
+    use etran::bpf::tcp::types::etran_tcp_ack_queued;
+
+    pub const NOT_QUEUED: u8 = etran_tcp_ack_queued::ETRAN_TCP_ACK_NOT_QUEUED.0 as u8;
+    pub const DELAYED: u8 = etran_tcp_ack_queued::ETRAN_TCP_ACK_DELAYED.0 as u8;
+    pub const IMMEDIATE: u8 = etran_tcp_ack_queued::ETRAN_TCP_ACK_IMMEDIATE.0 as u8;
+}
+
+/// TX intents (the app library's names for tcp.h's enum), as the fixtures write them.
+pub mod intent {
+    pub use etran::transport::tcp::stream::{
+        INTENT_ACK as ACK, INTENT_ACK_DUE as ACK_DUE, INTENT_DATA as DATA, INTENT_FIN as FIN,
+        INTENT_RETRANSMIT as RETRANSMIT, INTENT_WINDOW_UPDATE as WINDOW_UPDATE,
+    };
 }

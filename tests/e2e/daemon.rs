@@ -13,6 +13,7 @@ use common::{
     cli::etran_in as etran,
     daemon::{etran_up_pair, port_links, Daemon},
     netns::{in_netns, sh, VethPair},
+    tcp::wait_for,
 };
 use etran::daemon::{
     client::Session,
@@ -50,14 +51,6 @@ fn app_ports(ns: &str) -> Vec<(u32, u32)> {
 fn ifindex_in(ns: &str, name: &str) -> u32 {
     let name = name.to_string();
     in_netns(ns, move || etran::sys::ifindex(&name).unwrap())
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn sockopt_int(fd: &OwnedFd, opt: libc::c_int) -> i32 {
@@ -239,7 +232,7 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
     let rt = twice.register(Transport::Tcp, 1).unwrap();
     twice.send(&Request::Register { version: 1, transport: Transport::Tcp, queues: 1 }).unwrap();
     assert!(matches!(twice.recv().unwrap().0, Reply::Error { .. }));
-    wait_until("the twice-registered port to go", || !port_links(&net.a).contains(&rt.port));
+    wait_for("the twice-registered port to go", 5, || !port_links(&net.a).contains(&rt.port));
 
     // Second app: another slot, another port.
     let mut two = Session::connect(&daemon.sock).unwrap();
@@ -254,11 +247,11 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
 
     // An app that goes away (socket closed, as on exit or crash) loses its port and slot.
     drop(one);
-    wait_until("app one's port to go", || !port_links(&net.a).contains(&r1.port));
+    wait_for("app one's port to go", 5, || !port_links(&net.a).contains(&r1.port));
     assert_eq!(app_ports(&net.a), vec![(r2.slot, r2.kernel_ifindex)]);
     // `Close` does the same.
     two.close().unwrap();
-    wait_until("app two's port to go", || port_links(&net.a).is_empty());
+    wait_for("app two's port to go", 5, || port_links(&net.a).is_empty());
     assert!(app_ports(&net.a).is_empty());
 
     // A freed slot is given out again.
@@ -328,7 +321,7 @@ fn bad_input_is_refused_without_harm() {
     let r = ok.register(Transport::Tcp, 1).unwrap();
     assert!(port_links(&net.a).contains(&r.port));
     drop(ok);
-    wait_until("the port to go", || port_links(&net.a).is_empty());
+    wait_for("the port to go", 5, || port_links(&net.a).is_empty());
     assert!(daemon.terminate().success());
     assert!(!daemon.sock.exists());
 }

@@ -10,12 +10,12 @@ use std::{
 };
 
 use common::{
-    daemon::{etran_up_pair, Daemon},
+    daemon::{etran_up_pair, register, Daemon},
     tcp::pattern,
 };
 use etran::{
     app::{App, ConnId},
-    daemon::{client::Session, proto::Transport},
+    daemon::client::Session,
 };
 
 const PORT: u16 = 8080;
@@ -89,9 +89,7 @@ fn sequential_curl_requests_are_all_fast_and_exact() {
     let Some(_root) = common::root::alone() else { return };
     let net = etran_up_pair("etran-curl");
     let daemon = Daemon::start(&net.a, "etran-curl");
-    let mut session = Session::connect(&daemon.sock).unwrap();
-    let reg = session.register(Transport::Tcp, 1).unwrap();
-    let mut app = App::open(reg).unwrap();
+    let (mut session, mut app) = register(&daemon.sock);
     session.listen(PORT).unwrap();
 
     let body = pattern(5, 20_000);

@@ -13,14 +13,13 @@ use std::{
 };
 
 use common::{
-    daemon::{etran_up_pair, Daemon},
-    netns::{in_netns, sh, VethPair},
+    daemon::EtranApp,
+    netns::{in_netns, sh},
     tcp::{add_neighbour_of_b, conn_present, map_entries, pattern, pending_present, wait_for},
 };
 use etran::{
-    app::{App, ConnId},
+    app::ConnId,
     bpf::tcp::types::tcp_conn_key,
-    daemon::{client::Session, proto::Transport},
     transport::tcp::{close, rto::RtoConfig},
 };
 
@@ -28,43 +27,24 @@ const PORT: u16 = 7300;
 /// The daemon's TIME_WAIT (its default) and then some.
 const AFTER_TIME_WAIT: u64 = 4;
 
-/// An app listening on PORT behind a daemon on `va`. Dropped in field order: the app first.
-struct Etran {
-    app: App,
-    session: Session,
-    daemon: Daemon,
-    net: VethPair,
+/// An app listening on PORT behind a daemon on `va` (the common bed), with Linux in -b.
+fn listening(name: &str) -> EtranApp {
+    let mut e = EtranApp::new(name);
+    e.session.listen(PORT).unwrap();
+    e
 }
 
-impl Etran {
-    fn new(name: &str) -> Etran {
-        let net = etran_up_pair(name);
-        let daemon = Daemon::start(&net.a, name);
-        let mut session = Session::connect(&daemon.sock).unwrap();
-        let reg = session.register(Transport::Tcp, 1).unwrap();
-        let app = App::open(reg).unwrap();
-        session.listen(PORT).unwrap();
-        Etran { app, session, daemon, net }
-    }
+/// What these tests do with the bed.
+trait CloseBed {
+    fn linux_client(&mut self, from_port: Option<u16>) -> (TcpStream, ConnId, tcp_conn_key);
+    fn accept(&mut self) -> ConnId;
+    fn send_all(&mut self, id: ConnId, data: &[u8]);
+    fn read_to_eof(&mut self, id: ConnId) -> Vec<u8>;
+    fn recv_error(&mut self, id: ConnId) -> ErrorKind;
+    fn state(&self, id: ConnId) -> close::State;
+}
 
-    /// Polls the port and the session until `done` holds (or panics after 8 s).
-    fn poll_until(&mut self, what: &str, mut done: impl FnMut(&mut App) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(8);
-        loop {
-            self.app.poll().unwrap();
-            self.app.poll_daemon(&mut self.session).unwrap();
-            if done(&mut self.app) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {}",
-                self.daemon.log()
-            );
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-
+impl CloseBed for EtranApp {
     /// A Linux client connects (from `from_port` if given); the app accepts it. Returns the
     /// client, the app's connection and its key.
     fn linux_client(&mut self, from_port: Option<u16>) -> (TcpStream, ConnId, tcp_conn_key) {
@@ -203,7 +183,7 @@ fn linux_sockets(ns: &str) -> Vec<String> {
 #[test]
 fn etran_closes_first() {
     let Some(_root) = common::root::shared() else { return };
-    let mut e = Etran::new("tcpclsa");
+    let mut e = listening("tcpclsa");
     let (mut linux, id, key) = e.linux_client(None);
     let to_linux = pattern(3, 5000);
     e.send_all(id, &to_linux);
@@ -242,7 +222,7 @@ fn etran_closes_first() {
 #[test]
 fn linux_closes_first_and_the_app_keeps_sending() {
     let Some(_root) = common::root::shared() else { return };
-    let mut e = Etran::new("tcpclsb");
+    let mut e = listening("tcpclsb");
     let (mut linux, id, key) = e.linux_client(None);
     let to_app = pattern(1, 4000);
     linux.write_all(&to_app).unwrap();
@@ -280,7 +260,7 @@ fn linux_closes_first_and_the_app_keeps_sending() {
 #[test]
 fn linux_reset_reaches_the_app() {
     let Some(_root) = common::root::shared() else { return };
-    let mut e = Etran::new("tcpclsc");
+    let mut e = listening("tcpclsc");
     let (mut linux, id, key) = e.linux_client(None);
     linux.write_all(b"ping").unwrap();
     let mut buf = [0u8; 16];
@@ -302,7 +282,7 @@ fn linux_reset_reaches_the_app() {
 #[test]
 fn an_unreachable_peer_times_out() {
     let Some(_root) = common::root::shared() else { return };
-    let mut e = Etran::new("tcpclsg");
+    let mut e = listening("tcpclsg");
     let ms = Duration::from_millis;
     e.app.set_rto(RtoConfig {
         initial: ms(2),
@@ -327,7 +307,7 @@ fn an_unreachable_peer_times_out() {
 #[test]
 fn app_abort_resets_linux() {
     let Some(_root) = common::root::shared() else { return };
-    let mut e = Etran::new("tcpclse");
+    let mut e = listening("tcpclse");
     let (mut linux, id, key) = e.linux_client(None);
     e.send_all(id, b"bye");
     e.app.abort(id);
@@ -348,7 +328,7 @@ fn app_abort_resets_linux() {
 #[test]
 fn the_same_tuple_closes_and_reopens() {
     let Some(_root) = common::root::shared() else { return };
-    let mut e = Etran::new("tcpclsd");
+    let mut e = listening("tcpclsd");
     let from = 41_000;
     for i in 0..20 {
         let (mut linux, id, key) = e.linux_client(Some(from));
@@ -386,7 +366,7 @@ fn the_same_tuple_closes_and_reopens() {
 #[test]
 fn a_tuple_in_time_wait_is_not_reused() {
     let Some(_root) = common::root::shared() else { return };
-    let mut e = Etran::new("tcpclsf");
+    let mut e = listening("tcpclsf");
     add_neighbour_of_b(&e.net);
     let peer: SocketAddrV4 = "10.77.0.2:7301".parse().unwrap();
     let listener = in_netns(&e.net.b, || TcpListener::bind(peer).unwrap());

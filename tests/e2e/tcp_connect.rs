@@ -11,7 +11,7 @@ use std::{
 };
 
 use common::{
-    daemon::{etran_up_pair, Daemon},
+    daemon::{etran_up_pair, register, Daemon},
     netns::in_netns,
     tcp::{add_neighbour_of_b, conn_present, pattern},
 };
@@ -68,9 +68,7 @@ fn linux_client_connects_to_an_etran_listener() {
     let (a, b) = (net.a.clone(), net.b.clone());
     let daemon = Daemon::start(&a, "tcpconn");
 
-    let mut session = Session::connect(&daemon.sock).unwrap();
-    let reg = session.register(Transport::Tcp, 1).unwrap();
-    let mut app = App::open(reg).unwrap();
+    let (mut session, mut app) = register(&daemon.sock);
     session.listen(PORT).unwrap();
     // A second listener on the same port is refused; the session stays usable.
     let mut other = Session::connect(&daemon.sock).unwrap();
@@ -121,9 +119,7 @@ fn etran_app_connects_to_a_linux_listener() {
     let net = etran_up_pair("tcpact");
     let (a, b) = (net.a.clone(), net.b.clone());
     let daemon = Daemon::start(&a, "tcpact");
-    let mut session = Session::connect(&daemon.sock).unwrap();
-    let reg = session.register(Transport::Tcp, 1).unwrap();
-    let mut app = App::open(reg).unwrap();
+    let (mut session, mut app) = register(&daemon.sock);
     let peer: SocketAddrV4 = "10.77.0.2:7200".parse().unwrap();
 
     // No neighbour entry for the peer yet: a clear refusal, the session lives on.

@@ -23,14 +23,14 @@ use std::{
 };
 
 use common::{
-    daemon::EtranHosts,
+    daemon::{register, EtranHosts},
     netns::{in_netns, sh},
     tcp::from_bytes,
 };
 use etran::{
     app::{App, ConnId, StreamStats},
     bpf::tcp::types::{tcp_conn, tcp_conn_key},
-    daemon::{client::Session, proto::Transport},
+    daemon::client::Session,
     testbed::{port_name, Spec, HOST_NIC},
 };
 use libbpf_rs::{MapCore, MapFlags};
@@ -177,12 +177,6 @@ fn conns_to(hosts: &EtranHosts, port: u16) -> Vec<tcp_conn> {
 
 fn alpha(c: &tcp_conn) -> f64 {
     f64::from(c.alpha) / 65536.0
-}
-
-fn register(sock: &std::path::Path) -> (Session, App) {
-    let mut session = Session::connect(sock).unwrap();
-    let reg = session.register(Transport::Tcp, 1).unwrap();
-    (session, App::open(reg).unwrap())
 }
 
 /// Sends on `ids` (the ones from index `late` on from `JOIN`) until `JOIN + REST` after

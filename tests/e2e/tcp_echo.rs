@@ -8,13 +8,13 @@ use std::{
 };
 
 use common::{
-    daemon::{etran_up_pair, port_links, tcp_conn_count, Daemon, EtranHosts},
+    daemon::{etran_up_pair, port_links, register, tcp_conn_count, Daemon, EtranHosts},
     fixture::Rng,
     netns::in_netns,
 };
 use etran::{
     app::{App, ConnId},
-    daemon::{client::Session, proto::Transport},
+    daemon::client::Session,
     testbed::HOST_NIC,
 };
 
@@ -22,12 +22,6 @@ use etran::{
 fn byte(conn: usize, msg: usize, offset: usize) -> u8 {
     (offset.wrapping_mul(131) ^ conn.wrapping_mul(0x9e37) ^ msg.wrapping_mul(71) ^ (offset >> 9))
         as u8
-}
-
-fn register(sock: &std::path::Path) -> (Session, App) {
-    let mut session = Session::connect(sock).unwrap();
-    let reg = session.register(Transport::Tcp, 1).unwrap();
-    (session, App::open(reg).unwrap())
 }
 
 /// Echoes every byte back on every connection it accepts, until `stop`.

@@ -10,10 +10,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{daemon::EtranHosts, netns::in_netns};
+use common::{
+    daemon::{register, EtranHosts},
+    netns::in_netns,
+};
 use etran::{
     app::{App, ConnId},
-    daemon::{client::Session, proto::Transport},
     testbed::{Spec, HOST_NIC},
 };
 
@@ -56,12 +58,6 @@ fn check(what: &str, seed: u64, offset: u64, got: &[u8]) {
     if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
         panic!("{what}: wrong byte at offset {}", offset + i as u64);
     }
-}
-
-fn register(sock: &std::path::Path) -> (Session, App) {
-    let mut session = Session::connect(sock).unwrap();
-    let reg = session.register(Transport::Tcp, 1).unwrap();
-    (session, App::open(reg).unwrap())
 }
 
 /// One direction of a connection, as an app sees it.

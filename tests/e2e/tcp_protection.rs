@@ -20,7 +20,7 @@ use std::{
 };
 
 use common::{
-    daemon::{etran_up_pair, Daemon},
+    daemon::{etran_up_pair, register, Daemon},
     fixture::Rng,
     hostile::{Forgery, Hostile, Victim},
     netns::{in_netns, RawSocket},
@@ -29,7 +29,6 @@ use common::{
 use etran::{
     app::App,
     bpf::tcp::types::{tcp_conn, tcp_conn_key},
-    daemon::{client::Session, proto::Transport},
     transport::tcp::segment::{Segment, RST},
 };
 use libbpf_rs::{MapCore, MapFlags};
@@ -41,12 +40,6 @@ const HALF: usize = 256 << 10;
 const FORGED_PER_KIND: usize = 1000;
 /// Valid frames of the hostile app's own connection (ACKs with forged consumption reports).
 const OWN_FRAMES: usize = 500;
-
-fn register(sock: &std::path::Path) -> (Session, App) {
-    let mut session = Session::connect(sock).unwrap();
-    let reg = session.register(Transport::Tcp, 1).unwrap();
-    (session, App::open(reg).unwrap())
-}
 
 /// The raw bytes of connection `key` in etran_tcp_conns of `va` in namespace `ns`.
 fn conn_bytes(ns: &str, key: &tcp_conn_key) -> Vec<u8> {

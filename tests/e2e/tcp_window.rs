@@ -16,36 +16,16 @@ use std::{
 };
 
 use common::{
-    daemon::{etran_up_pair, Daemon},
-    netns::{in_netns, RawSocket, VethPair},
+    daemon::EtranApp as Etran,
+    netns::{in_netns, RawSocket},
     tcp::{add_neighbour_of_b, pattern},
 };
 use etran::{
-    app::{App, ConnId},
-    daemon::{client::Session, proto::Transport},
+    app::ConnId,
     transport::tcp::segment::{Segment, ACK, RST, SYN},
 };
 
 const PORT: u16 = 7400;
-
-/// An app behind a daemon on `va`. Dropped in field order: the app first.
-struct Etran {
-    app: App,
-    session: Session,
-    daemon: Daemon,
-    net: VethPair,
-}
-
-impl Etran {
-    fn new(name: &str) -> Etran {
-        let net = etran_up_pair(name);
-        let daemon = Daemon::start(&net.a, name);
-        let mut session = Session::connect(&daemon.sock).unwrap();
-        let reg = session.register(Transport::Tcp, 1).unwrap();
-        let app = App::open(reg).unwrap();
-        Etran { app, session, daemon, net }
-    }
-}
 
 /// Linux's count of RSTs it sent, in the calling thread's namespace.
 fn linux_out_rsts() -> u64 {

@@ -1,112 +1,16 @@
 //! Root tests of the AF_XDP layer on a veth pair (va <-> vb) inside a private network namespace
 //! (`xt-<pid>-<n>`), created with `ip` and deleted by a guard even when a test panics.
 use std::{
-    ffi::CString,
     os::fd::AsRawFd,
     process::Command,
-    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
+use common::netns::VethNs;
 use etran::xsk::{
     desc, BindMode, BusyPoll, FrameAlloc, Mode, Socket, SocketConfig, Umem, UmemConfig,
     VirtualSocket, XskProgram,
 };
-
-fn is_root() -> bool {
-    // SAFETY: no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-macro_rules! require_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
-    };
-}
-
-/// A namespace holding a veth pair va/vb with `queues` queues each; deleted on drop.
-struct VethNs {
-    name: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("running ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl VethNs {
-    fn new(queues: u32) -> VethNs {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!("xt-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        ip(&["netns", "add", &name]);
-        let ns = VethNs { name };
-        // No IPv6: its neighbour discovery and MLD frames would land in the sockets under test.
-        let quiet = std::process::Command::new("ip")
-            .args(["netns", "exec", &ns.name, "sh", "-c"])
-            .arg("echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6")
-            .status()
-            .expect("run sh");
-        assert!(quiet.success(), "disabling IPv6 in {}", ns.name);
-        let q = queues.to_string();
-        ip(&[
-            "-n",
-            &ns.name,
-            "link",
-            "add",
-            "va",
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "vb",
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-        ]);
-        for dev in ["lo", "va", "vb"] {
-            ip(&["-n", &ns.name, "link", "set", dev, "up"]);
-        }
-        ns
-    }
-
-    /// Runs `f` on a fresh thread inside the namespace.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = CString::new(format!("/run/netns/{}", self.name)).unwrap();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: valid path; setns affects only this thread.
-                unsafe {
-                    let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-                    assert!(fd >= 0, "open netns");
-                    assert_eq!(libc::setns(fd, libc::CLONE_NEWNET), 0, "setns");
-                    libc::close(fd);
-                }
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
-    }
-}
-
-impl Drop for VethNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-    }
-}
 
 fn small_umem(frames: u32) -> Umem {
     Umem::new(UmemConfig { frame_count: frames, frame_size: 2048, headroom: 0, huge_pages: true })
@@ -213,7 +117,6 @@ fn pump(
 #[test]
 fn send_n_frames_and_receive_all_intact_on_the_peer() {
     let Some(_root) = common::root::shared() else { return };
-    require_root!();
     send_and_receive_all(None);
 }
 
@@ -222,7 +125,6 @@ fn send_n_frames_and_receive_all_intact_on_the_peer() {
 #[test]
 fn busy_polling_receiver_gets_every_frame() {
     let Some(_root) = common::root::shared() else { return };
-    require_root!();
     send_and_receive_all(Some(BusyPoll { usecs: 20, budget: 64 }));
 }
 
@@ -325,7 +227,6 @@ fn send_and_receive_all(busy_poll: Option<BusyPoll>) {
 #[test]
 fn shared_umem_on_the_same_queue_and_across_devices() {
     let Some(_root) = common::root::shared() else { return };
-    require_root!();
     let ns = VethNs::new(1);
     ns.run(|| {
         let umem = small_umem(1024);
@@ -403,7 +304,6 @@ fn shared_umem_on_the_same_queue_and_across_devices() {
 #[test]
 fn need_wakeup_tx_waits_for_the_kick_and_statistics_count() {
     let Some(_root) = common::root::shared() else { return };
-    require_root!();
     let ns = VethNs::new(1);
     ns.run(|| {
         let umem = small_umem(256);
@@ -488,7 +388,6 @@ fn need_wakeup_tx_waits_for_the_kick_and_statistics_count() {
 #[test]
 fn virtual_socket_serves_several_queues_fairly() {
     let Some(_root) = common::root::shared() else { return };
-    require_root!();
     let ns = VethNs::new(2);
     ns.run(|| {
         // Receivers: vb queues 0 and 1 sharing one UMEM, each with its own fill ring.
@@ -559,7 +458,6 @@ fn virtual_socket_serves_several_queues_fairly() {
 #[test]
 fn mio_reports_readable() {
     let Some(_root) = common::root::shared() else { return };
-    require_root!();
     let ns = VethNs::new(1);
     ns.run(|| {
         // With 128 bytes of UMEM headroom, received data starts 256 (the kernel's own
@@ -594,7 +492,6 @@ fn mio_reports_readable() {
 #[test]
 fn errors_are_clear() {
     let Some(_root) = common::root::shared() else { return };
-    require_root!();
     let ns = VethNs::new(1);
     ns.run(|| {
         let umem = small_umem(64);
@@ -666,7 +563,6 @@ fn drop_all_capabilities() {
 #[test]
 fn bench_raw_smoke() {
     let Some(_root) = common::root::shared() else { return };
-    require_root!();
     for (mode, switch) in [("rxdrop", false), ("echo", false), ("txonly", true)] {
         let mut args = vec!["-j", "bench", "raw", "--mode", mode, "--duration", "300ms"];
         if switch {
@@ -704,7 +600,6 @@ fn bench_raw_smoke() {
 #[test]
 fn bench_raw_lanes() {
     let Some(_root) = common::root::shared() else { return };
-    require_root!();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cpus >= 2 {
         for mode in ["rxdrop", "echo", "txonly"] {
