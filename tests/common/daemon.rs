@@ -233,6 +233,21 @@ impl Drop for EtranHosts {
     }
 }
 
+/// [`etran_up_pair`] `name` and a daemon on `va`. Destructure it net first
+/// (`let DaemonPair { net, daemon } = ...`), so that the daemon goes before the namespaces.
+pub struct DaemonPair {
+    pub net: crate::netns::VethPair,
+    pub daemon: Daemon,
+}
+
+impl DaemonPair {
+    pub fn new(name: &str) -> DaemonPair {
+        let net = etran_up_pair(name);
+        let daemon = Daemon::start(&net.a, name);
+        DaemonPair { net, daemon }
+    }
+}
+
 /// An app registered with the daemon listening on `sock`: its session and its port.
 pub fn register(sock: &Path) -> (Session, App) {
     let mut session = Session::connect(sock).unwrap();
@@ -251,8 +266,7 @@ pub struct EtranApp {
 
 impl EtranApp {
     pub fn new(name: &str) -> EtranApp {
-        let net = etran_up_pair(name);
-        let daemon = Daemon::start(&net.a, name);
+        let DaemonPair { net, daemon } = DaemonPair::new(name);
         let (session, app) = register(&daemon.sock);
         EtranApp { app, session, daemon, net }
     }

@@ -48,12 +48,38 @@ pub struct Harness<'a> {
     drops: MapHandle,
 }
 
+/// A root test's [`Harness`], held with the test's root guard (dropped after it); derefs to the
+/// harness.
+pub struct RootHarness {
+    harness: Harness<'static>,
+    _root: crate::root::Guard,
+}
+
+impl std::ops::Deref for RootHarness {
+    type Target = Harness<'static>;
+
+    fn deref(&self) -> &Harness<'static> {
+        &self.harness
+    }
+}
+
 /// What one test run returned: the verdict, the context after the run and the data (from
 /// data_meta on: the kernel copies out any metadata in front of the frame).
 pub struct RawRun {
     pub verdict: u32,
     pub ctx: xdp_md,
     pub data: Vec<u8>,
+}
+
+impl Harness<'static> {
+    /// For a root test: the harness over storage of its own, or None (after saying so) where
+    /// root tests cannot run (see [`crate::root`]).
+    pub fn for_root_test() -> Option<RootHarness> {
+        let root = crate::root::shared()?;
+        // Leaked: the loaded objects borrow it for the harness's life (a few hundred bytes).
+        let storage = Box::leak(Box::new(ObjectStorage::default()));
+        Some(RootHarness { harness: Harness::new(storage), _root: root })
+    }
 }
 
 impl Harness<'_> {

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use common::{
-    daemon::{etran_up_pair, Daemon},
+    daemon::DaemonPair,
     netns::{in_netns, mac_of, RawSocket},
     packet::*,
     tcp::{as_bytes, pattern, with_cwnd},
@@ -74,9 +74,8 @@ fn poll_until(app: &mut App, what: &str, mut f: impl FnMut(&mut App) -> bool) {
 #[test]
 fn app_sends_and_receives_through_its_port() {
     let Some(_root) = common::root::alone() else { return };
-    let net = etran_up_pair("appdp");
+    let DaemonPair { net, daemon } = DaemonPair::new("appdp");
     let (a, b) = (net.a.clone(), net.b.clone());
-    let daemon = Daemon::start(&a, "appdp");
     let (va_mac, vb_mac) = (mac_of(&a, "va"), mac_of(&b, "vb"));
 
     let mut session = Session::connect(&daemon.sock).unwrap();

@@ -10,7 +10,7 @@ use std::{
 };
 
 use common::{
-    daemon::{etran_up_pair, register, Daemon},
+    daemon::{register, DaemonPair},
     tcp::pattern,
 };
 use etran::{
@@ -87,8 +87,7 @@ fn serve(app: &mut App, session: &mut Session, response: &[u8], done: &dyn Fn() 
 #[test]
 fn sequential_curl_requests_are_all_fast_and_exact() {
     let Some(_root) = common::root::alone() else { return };
-    let net = etran_up_pair("etran-curl");
-    let daemon = Daemon::start(&net.a, "etran-curl");
+    let DaemonPair { net, daemon } = DaemonPair::new("etran-curl");
     let (mut session, mut app) = register(&daemon.sock);
     session.listen(PORT).unwrap();
 

@@ -11,7 +11,7 @@ use std::{
 };
 
 use common::{
-    daemon::{etran_up_pair, register, Daemon},
+    daemon::{register, DaemonPair},
     netns::in_netns,
     tcp::{add_neighbour_of_b, conn_present, pattern},
 };
@@ -64,9 +64,8 @@ fn exchange(app: &mut App, id: ConnId, client: &mut TcpStream) {
 #[test]
 fn linux_client_connects_to_an_etran_listener() {
     let Some(_root) = common::root::shared() else { return };
-    let net = etran_up_pair("tcpconn");
+    let DaemonPair { net, daemon } = DaemonPair::new("tcpconn");
     let (a, b) = (net.a.clone(), net.b.clone());
-    let daemon = Daemon::start(&a, "tcpconn");
 
     let (mut session, mut app) = register(&daemon.sock);
     session.listen(PORT).unwrap();
@@ -116,9 +115,8 @@ fn linux_client_connects_to_an_etran_listener() {
 #[test]
 fn etran_app_connects_to_a_linux_listener() {
     let Some(_root) = common::root::shared() else { return };
-    let net = etran_up_pair("tcpact");
+    let DaemonPair { net, daemon } = DaemonPair::new("tcpact");
     let (a, b) = (net.a.clone(), net.b.clone());
-    let daemon = Daemon::start(&a, "tcpact");
     let (mut session, mut app) = register(&daemon.sock);
     let peer: SocketAddrV4 = "10.77.0.2:7200".parse().unwrap();
 

@@ -8,7 +8,7 @@ use std::{
 };
 
 use common::{
-    daemon::{etran_up_pair, port_links, register, tcp_conn_count, Daemon, EtranHosts},
+    daemon::{port_links, register, tcp_conn_count, DaemonPair, EtranHosts},
     fixture::Rng,
     netns::in_netns,
 };
@@ -210,9 +210,8 @@ fn killed_app_child() {
 #[test]
 fn killed_app_leaves_nothing_behind() {
     let Some(_root) = common::root::shared() else { return };
-    let net = etran_up_pair("tcpkill");
+    let DaemonPair { net, daemon } = DaemonPair::new("tcpkill");
     let (a, b) = (net.a.clone(), net.b.clone());
-    let daemon = Daemon::start(&a, "tcpkill");
     let fds_before = daemon.fds();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([

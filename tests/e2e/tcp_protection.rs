@@ -20,7 +20,7 @@ use std::{
 };
 
 use common::{
-    daemon::{etran_up_pair, register, Daemon},
+    daemon::{register, DaemonPair},
     fixture::Rng,
     hostile::{Forgery, Hostile, Victim},
     netns::{in_netns, RawSocket},
@@ -87,9 +87,8 @@ impl Drop for StopOnDrop<'_> {
 #[test]
 fn a_hostile_app_forges_nothing_onto_the_wire() {
     let Some(_root) = common::root::alone() else { return };
-    let net = etran_up_pair("hostile");
+    let DaemonPair { net, daemon } = DaemonPair::new("hostile");
     let (a, b) = (net.a.clone(), net.b.clone());
-    let daemon = Daemon::start(&a, "hostile");
     add_neighbour_of_b(&net);
     let peer = |port| SocketAddrV4::new([10, 77, 0, 2].into(), port);
     let (honest_listener, hostile_listener) = in_netns(&b, || {
