@@ -3,7 +3,9 @@
 //! file) that is embedded in the binary. Programs are written against the kernel UAPI headers
 //! (linux-libc-dev) plus our own headers, included by their path under src/bpf
 //! (`"common/parse.h"`, `"tcp/tcp.h"`): XDP code touches only packet bytes and UAPI structs, so
-//! it needs no CO-RE relocations and no committed vmlinux.h.
+//! it needs no CO-RE relocations and no committed vmlinux.h. Test-only programs under
+//! `tests/bpf` (built from the same headers) become skeletons the same way; only the integration
+//! tests include those.
 use std::{
     env,
     ffi::OsStr,
@@ -17,7 +19,7 @@ use libbpf_cargo::SkeletonBuilder;
 fn files(dir: &Path, found: &mut Vec<PathBuf>) {
     let mut entries: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|e| e.expect("readable src/bpf entry").path())
+        .map(|e| e.expect("readable BPF source entry").path())
         .collect();
     entries.sort();
     for path in entries {
@@ -34,10 +36,11 @@ fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
     let clang = env::var("ETRAN_CLANG").unwrap_or_else(|_| "clang-19".to_string());
     println!("cargo:rerun-if-env-changed=ETRAN_CLANG");
-    println!("cargo:rerun-if-changed=src/bpf");
-
     let mut sources = Vec::new();
-    files(Path::new("src/bpf"), &mut sources);
+    for dir in ["src/bpf", "tests/bpf"] {
+        println!("cargo:rerun-if-changed={dir}");
+        files(Path::new(dir), &mut sources);
+    }
     for path in &sources {
         if matches!(path.extension().and_then(OsStr::to_str), Some("c" | "h")) {
             println!("cargo:rerun-if-changed={}", path.display());

@@ -44,6 +44,7 @@ use crate::{
         compat::{port, Compat},
         Backend,
     },
+    bpf::tcp::types::etran_tcp_limit,
     loader::kernel,
     log,
     netlink::Netlink,
@@ -66,6 +67,8 @@ const LISTENER: Token = Token(1);
 const GEN: Token = Token(2);
 const SLOW: Token = Token(3);
 const FIRST_SESSION: usize = 4;
+/// The MSS the slow path announces: the most payload the fast path sends in one frame.
+const MSS: u16 = etran_tcp_limit::ETRAN_TCP_MAX_PAYLOAD.0 as u16;
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 
 /// TIME_WAIT of the connections apps close first, by default. Linux holds 60 s (2 MSL); a
@@ -135,7 +138,7 @@ impl Daemon {
             .link(&cfg.iface)?
             .and_then(|l| l.mac)
             .with_context(|| format!("{} has no Ethernet address", cfg.iface))?;
-        let tcp = TcpControl::new(tcp, &cfg.iface, local_mac, 1460, cfg.time_wait, cfg.ecn)?;
+        let tcp = TcpControl::new(tcp, &cfg.iface, local_mac, MSS, cfg.time_wait, cfg.ecn)?;
         let listener = bind_listener(&cfg.socket)?;
         if let Err(e) = backend.remove_stale() {
             let _ = std::fs::remove_file(&cfg.socket);

@@ -5,8 +5,6 @@
 //! Where to capture: frames etran's XDP programs redirect never become skbs, so no packet tap
 //! sees them on an etran host; a host whose TCP is Linux's sees every frame of its own flows (its
 //! received frames were XDP_PASSed, its sent ones went through the stack).
-#![allow(dead_code)]
-
 use std::{
     collections::{HashMap, HashSet},
     io::Write,
@@ -20,8 +18,8 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use super::netns::{in_netns, RawSocket};
-use super::packet::checksum;
+use crate::netns::{in_netns, RawSocket};
+use crate::packet::checksum;
 
 /// One captured frame and when it was seen.
 pub struct Frame {
@@ -164,11 +162,6 @@ pub struct DirectionReport {
     /// Their windows are stale, so they are not judged for shrinking.
     pub reordered: u64,
     pub resets: u64,
-}
-
-/// Serial `a < b`.
-fn before(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) < 0
 }
 
 struct Parsed<'a> {
@@ -355,7 +348,7 @@ pub fn analyse(frames: &[Frame]) -> HashMap<Direction, DirectionReport> {
         if p.flags & ACK != 0 && !late {
             let edge = p.ack.wrapping_add(u32::from(p.window) << d.wscale);
             match d.right_edge {
-                Some(old) if before(edge, old) => {
+                Some(old) if etran::transport::tcp::seq::before(edge, old) => {
                     d.report.window_shrinks += 1;
                     d.report.largest_shrink = d.report.largest_shrink.max(old.wrapping_sub(edge));
                 }

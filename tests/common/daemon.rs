@@ -1,12 +1,15 @@
 //! An `etran daemon` child process for root tests, started under `ip netns exec` on `va`; killed
 //! (and its directory removed) on drop.
-#![allow(dead_code)]
-
 use std::{
     fs,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
+};
+
+use etran::{
+    app::App,
+    daemon::{client::Session, proto::Transport},
 };
 
 /// A daemon child process; killed (and its socket dir removed) on drop.
@@ -35,7 +38,7 @@ impl Daemon {
         let sock = dir.join("run/etran.sock");
         let log = dir.join("daemon.log");
         let child = Command::new("ip")
-            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_etran"), "-v", "daemon"])
+            .args(["netns", "exec", ns, crate::cli::etran_bin(), "-v", "daemon"])
             .args(["--iface", iface, "--socket"])
             .arg(&sock)
             .stdout(Stdio::null())
@@ -121,16 +124,16 @@ impl Drop for Daemon {
 /// A veth pair (`va` in `<name>-a`, `vb` in `<name>-b`) with `etran up va` done, GRO on `vb`
 /// (frames redirected out of `va` reach `vb` only if it runs NAPI: the veth rule) and TX checksum
 /// offload off on `vb` (Linux would leave its checksums partial, which etran's ingress drops).
-pub fn etran_up_pair(name: &str) -> super::netns::VethPair {
+pub fn etran_up_pair(name: &str) -> crate::netns::VethPair {
     use etran::loader::pins;
     pins::ensure_bpffs(std::path::Path::new(pins::BPFFS_ROOT)).unwrap();
-    let net = super::netns::VethPair::new(name);
+    let net = crate::netns::VethPair::new(name);
     let out = Command::new("ip")
-        .args(["netns", "exec", &net.a, env!("CARGO_BIN_EXE_etran"), "up", "va"])
+        .args(["netns", "exec", &net.a, crate::cli::etran_bin(), "up", "va"])
         .output()
         .unwrap();
     assert!(out.status.success(), "etran up: {}", String::from_utf8_lossy(&out.stderr));
-    super::netns::in_netns(&net.b, || {
+    crate::netns::in_netns(&net.b, || {
         etran::ethtool::set_gro("vb", true).unwrap();
         etran::ethtool::set_tx_checksum("vb", false).unwrap();
     });
@@ -139,7 +142,7 @@ pub fn etran_up_pair(name: &str) -> super::netns::VethPair {
 
 /// Names of the app ports (`etp<n>k`/`etp<n>a`) in namespace `ns`.
 pub fn port_links(ns: &str) -> Vec<String> {
-    let out = super::netns::sh(&format!("ip -n {ns} -o link show"));
+    let out = crate::netns::sh(&format!("ip -n {ns} -o link show"));
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split(':').nth(1))
@@ -151,7 +154,7 @@ pub fn port_links(ns: &str) -> Vec<String> {
 /// Entries in the `etran_tcp_conns` map of the datapath on `iface` in namespace `ns`.
 pub fn tcp_conn_count(ns: &str, iface: &str) -> usize {
     use libbpf_rs::MapCore;
-    super::netns::in_netns(ns, || {
+    crate::netns::in_netns(ns, || {
         let dp = etran::loader::find(iface).unwrap().expect("etran is up");
         etran::transport::tcp::tcp_handles(dp.summary.prog_id).unwrap().conns.keys().count()
     })
@@ -197,7 +200,7 @@ impl EtranHosts {
         for i in 1..=with_etran {
             let ns = hosts.tb.host(i).netns.clone();
             let out = Command::new("ip")
-                .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_etran"), "up", HOST_NIC])
+                .args(["netns", "exec", &ns, crate::cli::etran_bin(), "up", HOST_NIC])
                 .output()
                 .unwrap();
             assert!(out.status.success(), "etran up: {}", String::from_utf8_lossy(&out.stderr));
@@ -223,9 +226,66 @@ impl Drop for EtranHosts {
         for i in 1..=with_etran {
             let ns = self.ns(i);
             let _ = Command::new("ip")
-                .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_etran"), "down"])
+                .args(["netns", "exec", &ns, crate::cli::etran_bin(), "down"])
                 .arg(etran::testbed::HOST_NIC)
                 .output();
+        }
+    }
+}
+
+/// [`etran_up_pair`] `name` and a daemon on `va`. Destructure it net first
+/// (`let DaemonPair { net, daemon } = ...`), so that the daemon goes before the namespaces.
+pub struct DaemonPair {
+    pub net: crate::netns::VethPair,
+    pub daemon: Daemon,
+}
+
+impl DaemonPair {
+    pub fn new(name: &str) -> DaemonPair {
+        let net = etran_up_pair(name);
+        let daemon = Daemon::start(&net.a, name);
+        DaemonPair { net, daemon }
+    }
+}
+
+/// An app registered with the daemon listening on `sock`: its session and its port.
+pub fn register(sock: &Path) -> (Session, App) {
+    let mut session = Session::connect(sock).unwrap();
+    let reg = session.register(Transport::Tcp, 1).unwrap();
+    (session, App::open(reg).unwrap())
+}
+
+/// The bed of most end-to-end tests against Linux: [`etran_up_pair`] `name`, a daemon on `va`
+/// and one app registered with it; Linux is in `net.b`. Dropped in field order: the app first.
+pub struct EtranApp {
+    pub app: App,
+    pub session: Session,
+    pub daemon: Daemon,
+    pub net: crate::netns::VethPair,
+}
+
+impl EtranApp {
+    pub fn new(name: &str) -> EtranApp {
+        let DaemonPair { net, daemon } = DaemonPair::new(name);
+        let (session, app) = register(&daemon.sock);
+        EtranApp { app, session, daemon, net }
+    }
+
+    /// Polls the port and the session until `done` holds (or panics after 8 s).
+    pub fn poll_until(&mut self, what: &str, mut done: impl FnMut(&mut App) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(8);
+        loop {
+            self.app.poll().unwrap();
+            self.app.poll_daemon(&mut self.session).unwrap();
+            if done(&mut self.app) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {}",
+                self.daemon.log()
+            );
+            std::thread::sleep(Duration::from_micros(200));
         }
     }
 }

@@ -1,7 +1,5 @@
 //! Helpers shared by the BPF_PROG_TEST_RUN fixture tests: counter look-ups by name and a
 //! deterministic random source for the mutation fuzzers.
-#![allow(dead_code)]
-
 use etran::loader::counters::{ClassCounts, Counters};
 
 pub fn class<'a>(c: &'a Counters, class: &str) -> &'a ClassCounts {
@@ -45,7 +43,7 @@ pub fn fuzz_seed(name: &str, default: u64) -> u64 {
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -53,6 +51,6 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 }

@@ -4,8 +4,6 @@
 //! 4-tuples, forged positions and consumption reports, bogus intents, lying lengths, raw
 //! Ethernet segments, random bytes. [`Forgery`] names each kind and the egress drop reason it
 //! must meet.
-#![allow(dead_code)]
-
 use std::{net::SocketAddrV4, path::Path};
 
 use etran::{
@@ -25,7 +23,7 @@ use etran::{
     },
 };
 
-use super::fixture::Rng;
+use crate::fixture::Rng;
 
 const MAX_PAYLOAD: usize = etran_tcp_limit::ETRAN_TCP_MAX_PAYLOAD.0 as usize;
 /// The longest frame that surely reaches the kernel side of an app port: its MTU (1500) and an
@@ -180,7 +178,7 @@ impl Hostile {
 
     /// A frame of kind `f` (see [`Forgery`]), aimed at `victim` where it names a connection.
     pub fn forge(&self, f: Forgery, victim: &Victim, rng: &mut Rng) -> Vec<u8> {
-        let payload = |rng: &mut Rng, n: usize| (0..n).map(|_| rng.next() as u8).collect();
+        let payload = |rng: &mut Rng, n: usize| (0..n).map(|_| rng.next_u64() as u8).collect();
         let frame = |h: etran_tcp_tx_hdr, body: Vec<u8>| {
             let mut f = vec![0u8; TX_HDR_LEN];
             write_hdr(&mut f, &h);
@@ -267,8 +265,8 @@ impl Hostile {
                     dst_mac: victim.remote_mac,
                     src: addr(k.local_ip, k.local_port),
                     dst: addr(k.remote_ip, k.remote_port),
-                    seq: rng.next() as u32,
-                    ack: rng.next() as u32,
+                    seq: rng.next_u64() as u32,
+                    ack: rng.next_u64() as u32,
                     flags: [RST, RST | ACK, SYN][rng.below(3)],
                     window: 65535,
                     payload: payload(rng, len),
@@ -292,7 +290,7 @@ impl Hostile {
     pub fn own_control(&self, rng: &mut Rng) -> Vec<u8> {
         let intent = [INTENT_ACK, INTENT_WINDOW_UPDATE][rng.below(2)];
         let mut h = self.own(intent, self.init.tx_pos, 0);
-        h.consumed = rng.next() as u32;
+        h.consumed = rng.next_u64() as u32;
         let mut f = vec![0u8; TX_HDR_LEN];
         write_hdr(&mut f, &h);
         f

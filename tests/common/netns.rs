@@ -1,8 +1,9 @@
 //! Private network namespaces for root tests: a veth pair between two fresh namespaces, removed
 //! on drop (also when the test panics).
-#![allow(dead_code)]
-
-use std::process::{Command, Output};
+use std::{
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
 
 pub fn sh(cmd: &str) -> Output {
     let out = Command::new("sh").arg("-c").arg(cmd).output().expect("run sh");
@@ -53,6 +54,18 @@ impl Drop for VethPair {
     }
 }
 
+/// The Ethernet address of `iface` in namespace `ns`.
+pub fn mac_of(ns: &str, iface: &str) -> [u8; 6] {
+    let out = sh(&format!("ip -n {ns} -o link show {iface}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hex = text.split("link/ether ").nth(1).expect("an Ethernet address").split(' ').next();
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(hex.unwrap().split(':')) {
+        *m = u8::from_str_radix(p, 16).unwrap();
+    }
+    mac
+}
+
 /// Runs `f` on a thread that has entered network namespace `name`.
 pub fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| {
@@ -64,8 +77,44 @@ pub fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
             f()
         })
         .join()
-        .expect("netns thread")
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
     })
+}
+
+/// One private namespace (`xt-<pid>-<n>`) holding a veth pair `va`/`vb` with `queues` RX and TX
+/// queues each, IPv6 off (its neighbour discovery and MLD frames would land in sockets under
+/// test); deleted on drop.
+pub struct VethNs {
+    pub name: String,
+}
+
+impl VethNs {
+    pub fn new(queues: u32) -> VethNs {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!("xt-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        sh(&format!("ip netns add {name}"));
+        let ns = VethNs { name };
+        let n = &ns.name;
+        sh(&format!(
+            "ip netns exec {n} sh -c 'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && \
+             echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6' && \
+             ip -n {n} link add va numtxqueues {queues} numrxqueues {queues} type veth \
+             peer name vb numtxqueues {queues} numrxqueues {queues} && \
+             ip -n {n} link set lo up && ip -n {n} link set va up && ip -n {n} link set vb up"
+        ));
+        ns
+    }
+
+    /// Runs `f` on a fresh thread inside the namespace.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        in_netns(&self.name, f)
+    }
+}
+
+impl Drop for VethNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
 }
 
 /// An AF_PACKET socket bound to one interface of the calling thread's namespace: sends whole

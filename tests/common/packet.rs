@@ -1,7 +1,5 @@
 //! Builds test frames: Ethernet, IPv4 (with a correct header checksum) and TCP/UDP/Homa/ICMP
 //! headers, byte by byte, so fixtures say exactly what is on the wire.
-#![allow(dead_code)]
-
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
 pub const ETH_P_IPV6: u16 = 0x86dd;

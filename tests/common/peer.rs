@@ -1,8 +1,6 @@
 //! Interop peers: unmodified Linux programs (a python3 socket script) on one side, an eTran app on
 //! the other, moving a deterministic byte stream that the receiving side checks byte for byte
 //! without keeping it (the pattern repeats with a prime period, so a misplaced segment shows).
-#![allow(dead_code)]
-
 use std::{
     io::{BufRead, BufReader, ErrorKind},
     net::SocketAddrV4,

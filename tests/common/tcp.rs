@@ -1,8 +1,6 @@
 //! The harness of the TCP program fixtures (ingress and egress): the datapath loaded as
 //! `etran up` links it, with lo standing in for the app port and the NIC (a test run never
 //! transmits), connection-map access, BPF_PROG_TEST_RUN with an xdp_md context, counters.
-#![allow(dead_code)]
-
 use std::{mem::size_of, os::fd::AsFd};
 
 use etran::{
@@ -18,7 +16,7 @@ use etran::{
 };
 use libbpf_rs::{Btf, MapCore, MapFlags, MapHandle, ProgramInput, ProgramMut};
 
-use super::fixture::class;
+use crate::fixture::class;
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -40,7 +38,7 @@ pub fn from_bytes<T: Copy>(b: &[u8]) -> T {
 
 /// Serial `a <= b`.
 pub fn not_after(a: u32, b: u32) -> bool {
-    (b.wrapping_sub(a) as i32) >= 0
+    !etran::transport::tcp::seq::after(a, b)
 }
 
 pub struct Harness<'a> {
@@ -50,12 +48,38 @@ pub struct Harness<'a> {
     drops: MapHandle,
 }
 
+/// A root test's [`Harness`], held with the test's root guard (dropped after it); derefs to the
+/// harness.
+pub struct RootHarness {
+    harness: Harness<'static>,
+    _root: crate::root::Guard,
+}
+
+impl std::ops::Deref for RootHarness {
+    type Target = Harness<'static>;
+
+    fn deref(&self) -> &Harness<'static> {
+        &self.harness
+    }
+}
+
 /// What one test run returned: the verdict, the context after the run and the data (from
 /// data_meta on: the kernel copies out any metadata in front of the frame).
 pub struct RawRun {
     pub verdict: u32,
     pub ctx: xdp_md,
     pub data: Vec<u8>,
+}
+
+impl Harness<'static> {
+    /// For a root test: the harness over storage of its own, or None (after saying so) where
+    /// root tests cannot run (see [`crate::root`]).
+    pub fn for_root_test() -> Option<RootHarness> {
+        let root = crate::root::shared()?;
+        // Leaked: the loaded objects borrow it for the harness's life (a few hundred bytes).
+        let storage = Box::leak(Box::new(ObjectStorage::default()));
+        Some(RootHarness { harness: Harness::new(storage), _root: root })
+    }
 }
 
 impl Harness<'_> {
@@ -135,8 +159,8 @@ pub fn tcp_row(c: &Counters) -> (u64, u64, u64) {
 /// The connection the egress and generator fixtures use: the peer (SRC_IP) talks to us.
 pub const PEER_PORT: u16 = 40000;
 pub const LOCAL_PORT: u16 = 80;
-pub const LOCAL_IP: [u8; 4] = super::packet::DST_IP;
-pub const PEER_IP: [u8; 4] = super::packet::SRC_IP;
+pub const LOCAL_IP: [u8; 4] = crate::packet::DST_IP;
+pub const PEER_IP: [u8; 4] = crate::packet::SRC_IP;
 pub const LOCAL_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x0a];
 pub const PEER_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x0b];
 
@@ -164,7 +188,7 @@ fn va_handles() -> etran::transport::tcp::TcpHandles {
 
 /// Whether `key` is in etran_tcp_conns of `va` in namespace `ns`.
 pub fn conn_present(ns: &str, key: &tcp_conn_key) -> bool {
-    super::netns::in_netns(ns, || {
+    crate::netns::in_netns(ns, || {
         let tcp = va_handles();
         tcp.conns.lookup(as_bytes(key), MapFlags::ANY).unwrap().is_some()
     })
@@ -172,7 +196,7 @@ pub fn conn_present(ns: &str, key: &tcp_conn_key) -> bool {
 
 /// Whether `key` is in etran_tcp_pending (a handshake or TIME_WAIT) in namespace `ns`.
 pub fn pending_present(ns: &str, key: &tcp_conn_key) -> bool {
-    super::netns::in_netns(ns, || {
+    crate::netns::in_netns(ns, || {
         let tcp = va_handles();
         tcp.pending.lookup(as_bytes(key), MapFlags::ANY).unwrap().is_some()
     })
@@ -180,7 +204,7 @@ pub fn pending_present(ns: &str, key: &tcp_conn_key) -> bool {
 
 /// Entries of (etran_tcp_conns, etran_tcp_pending) in namespace `ns`.
 pub fn map_entries(ns: &str) -> (usize, usize) {
-    super::netns::in_netns(ns, || {
+    crate::netns::in_netns(ns, || {
         let tcp = va_handles();
         (tcp.conns.keys().count(), tcp.pending.keys().count())
     })
@@ -196,14 +220,39 @@ pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
 }
 
 /// A neighbour entry for vb (10.77.0.2) on va, which active opens need.
-pub fn add_neighbour_of_b(net: &super::netns::VethPair) {
-    use std::process::Command;
-    let mac = Command::new("ip").args(["-n", &net.b, "-o", "link", "show", "vb"]).output().unwrap();
-    let mac = String::from_utf8_lossy(&mac.stdout);
-    let mac = mac.split("link/ether ").nth(1).unwrap().split(' ').next().unwrap().to_string();
-    let st = Command::new("ip")
-        .args(["-n", &net.a, "neigh", "replace", "10.77.0.2", "lladdr", &mac, "dev", "va"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+pub fn add_neighbour_of_b(net: &crate::netns::VethPair) {
+    let mac = crate::netns::mac_of(&net.b, "vb").map(|b| format!("{b:02x}")).join(":");
+    crate::netns::sh(&format!("ip -n {} neigh replace 10.77.0.2 lladdr {mac} dev va", net.a));
+}
+
+/// tcp_conn bit values as the fixtures write them (tcp.h's enums, one definition).
+pub mod flag {
+    use etran::bpf::tcp::types::{tcp_cc_flag, tcp_conn_fin, tcp_conn_flag};
+
+    pub const TS: u8 = tcp_conn_flag::TCP_CONN_TIMESTAMPS.0 as u8;
+    pub const ECN: u8 = tcp_conn_flag::TCP_CONN_ECN.0 as u8;
+    pub const SACK: u8 = tcp_conn_flag::TCP_CONN_SACK.0 as u8;
+    pub const FIN_SENT: u8 = tcp_conn_fin::TCP_CONN_FIN_SENT.0 as u8;
+    pub const FIN_RCVD: u8 = tcp_conn_fin::TCP_CONN_FIN_RCVD.0 as u8;
+    pub const REDUCED: u8 = tcp_cc_flag::TCP_CC_REDUCED.0 as u8;
+    pub const TIMEOUT: u8 = tcp_cc_flag::TCP_CC_TIMEOUT.0 as u8;
+    pub const CWR: u8 = tcp_cc_flag::TCP_CC_CWR.0 as u8;
+    pub const CE: u8 = tcp_cc_flag::TCP_CC_CE.0 as u8;
+}
+
+/// tcp_conn.ack_queued values: the ACK generator's queues a key is in.
+pub mod queued {
+    use etran::bpf::tcp::types::etran_tcp_ack_queued;
+
+    pub const NOT_QUEUED: u8 = etran_tcp_ack_queued::ETRAN_TCP_ACK_NOT_QUEUED.0 as u8;
+    pub const DELAYED: u8 = etran_tcp_ack_queued::ETRAN_TCP_ACK_DELAYED.0 as u8;
+    pub const IMMEDIATE: u8 = etran_tcp_ack_queued::ETRAN_TCP_ACK_IMMEDIATE.0 as u8;
+}
+
+/// TX intents (the app library's names for tcp.h's enum), as the fixtures write them.
+pub mod intent {
+    pub use etran::transport::tcp::stream::{
+        INTENT_ACK as ACK, INTENT_ACK_DUE as ACK_DUE, INTENT_DATA as DATA, INTENT_FIN as FIN,
+        INTENT_RETRANSMIT as RETRANSMIT, INTENT_WINDOW_UPDATE as WINDOW_UPDATE,
+    };
 }

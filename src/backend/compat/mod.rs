@@ -12,7 +12,9 @@ use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::Backend;
-use crate::{log, netlink::Netlink, transport::tcp::TcpHandles};
+use crate::{
+    bpf::tcp::types::etran_app_port_limit, log, netlink::Netlink, transport::tcp::TcpHandles,
+};
 
 pub mod port;
 pub mod pump;
@@ -52,8 +54,8 @@ impl Compat {
 
 impl Backend for Compat {
     type AppPort = VethPort;
-    /// The `etran_app_ports` devmap's size (MAX_APP_PORTS in compat/app_ports.h).
-    const SLOTS: u32 = 64;
+    /// The `etran_app_ports` devmap's size (ETRAN_APP_PORTS, common/transport.h).
+    const SLOTS: u32 = etran_app_port_limit::ETRAN_APP_PORTS.0;
 
     fn open_port(&mut self, slot: u32) -> anyhow::Result<VethPort> {
         VethPort::create(&mut self.nl, &self.maps, slot)

@@ -31,7 +31,7 @@ use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, RingBuffer, RingBufferBuilder};
 
 use crate::{
-    bpf::tcp::types::{etran_tcp_ack_queued, etran_tcp_gen_wake},
+    bpf::tcp::types::{etran_tcp_ack_queued, etran_tcp_gen_wake, etran_tcp_limit},
     loader::{kernel, AttachMode},
     netlink::Netlink,
     netns::NetNs,
@@ -46,7 +46,7 @@ pub const DELAYED_ACK: Duration = Duration::from_millis(1);
 /// The template frame: as long as the longest pure ACK (Ethernet, IPv4, TCP with 40 bytes of
 /// options: the timestamp option and three SACK blocks); the generator trims it to the ACK it
 /// writes.
-pub const TEMPLATE_LEN: usize = 14 + 20 + 20 + 40;
+pub const TEMPLATE_LEN: usize = etran_tcp_limit::ETRAN_TCP_MAX_HEADERS.0 as usize;
 
 /// The most runs one `BPF_PROG_RUN` call asks for.
 const MAX_REPEAT: u64 = 1024;

@@ -7,13 +7,13 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
-#define MAX_APP_PORTS 64
+#include "common/transport.h"
 
 /* App ports: slot → ifindex of the kernel side of the app's veth, where ingress redirects the
  * app's frames. */
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP);
-	__uint(max_entries, MAX_APP_PORTS);
+	__uint(max_entries, ETRAN_APP_PORTS);
 	__type(key, __u32);
 	__type(value, __u32);
 } etran_app_ports SEC(".maps");
@@ -23,7 +23,7 @@ struct {
  * together; 0 is an empty slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MAX_APP_PORTS);
+	__uint(max_entries, ETRAN_APP_PORTS);
 	__type(key, __u32);
 	__type(value, __u32);
 } etran_port_ifindex SEC(".maps");

@@ -8,6 +8,8 @@
 #include <linux/bpf.h>
 #include <linux/types.h>
 
+#include "common/transport.h"
+
 /* Key of etran_tcp_conns. Local = this host: the IP destination of an ingress segment. */
 struct tcp_conn_key {
 	__be32 local_ip;
@@ -30,6 +32,9 @@ enum tcp_sack_limit {
 	 * timestamp option (each block 8 bytes, plus 2 NOPs, kind and length). */
 	TCP_SACK_MAX_BLOCKS = 4,
 	TCP_SACK_MAX_BLOCKS_TS = 3,
+	/* Duplicate ACKs, or segments delivered after one, before it is deemed lost (RFC 5681's
+	 * third duplicate ACK, RFC 6675's DupThresh). */
+	TCP_DUP_THRESH = 3,
 };
 
 /* Sequence numbers [start, end). */
@@ -151,6 +156,12 @@ enum etran_tcp_limit {
 	/* The most payload one TX frame may carry: an Ethernet MTU less IPv4 and TCP headers.
 	 * Bounds the egress checksum loop. */
 	ETRAN_TCP_MAX_PAYLOAD = 1460,
+	/* The largest window-scale shift (RFC 7323 2.3): larger ones are taken as this. */
+	ETRAN_TCP_MAX_WSCALE = 14,
+	/* The longest headers of a segment: Ethernet, IPv4 without options, TCP with 40 bytes of
+	 * options (the timestamp option and three SACK blocks). The ACK generator's template is
+	 * this long; it trims it to the ACK it writes. */
+	ETRAN_TCP_MAX_HEADERS = 14 + 20 + 20 + 40,
 };
 
 /* What an ingress segment told the app (etran_tcp_rx_meta.flags). */
@@ -246,6 +257,7 @@ struct etran_tcp_layouts {
 	struct etran_tcp_gen_wake gen_wake;
 	struct etran_tcp_slow_seg slow_seg;
 	enum etran_tcp_slow_limit slow_limit;
+	enum etran_app_port_limit app_port_limit;
 };
 
 #endif

@@ -198,7 +198,7 @@ static __always_inline int rx_ack(struct tcp_conn *c, const struct segment *s, s
 		 * RFC 5681 defines it has the window unchanged (the third triggers fast retransmit);
 		 * SACK blocks say it even when the window moved, as a Linux receiver's does. */
 		left = wnd == c->snd_wnd || s->sack;
-		if (wnd == c->snd_wnd && ++c->dupacks == 3)
+		if (wnd == c->snd_wnd && ++c->dupacks == TCP_DUP_THRESH)
 			v->meta.flags |= ETRAN_TCP_RX_FAST_RETRANSMIT;
 	}
 	if (wnd != c->snd_wnd) {

@@ -8,8 +8,6 @@
 
 #include "tcp/tcp.h"
 
-#define MAX_WSCALE 14 /* RFC 7323 2.3 */
-
 static __always_inline int before(__u32 a, __u32 b)
 {
 	return (__s32)(a - b) < 0;
@@ -23,7 +21,7 @@ static __always_inline int after(__u32 a, __u32 b)
 /* A window-scale shift as used: larger ones are taken as 14 (RFC 7323 2.3). */
 static __always_inline __u32 wscale(__u8 shift)
 {
-	return shift > MAX_WSCALE ? MAX_WSCALE : shift;
+	return shift > ETRAN_TCP_MAX_WSCALE ? ETRAN_TCP_MAX_WSCALE : shift;
 }
 
 /* Stream bytes in flight: [snd_una, snd_nxt) less our FIN while it is unacknowledged (the last

@@ -59,6 +59,12 @@ struct tx_sack_opt {
 	struct tx_sack_block block[TCP_SACK_MAX_BLOCKS];
 };
 
+/* The longest headers written (the ACK generator's template length, ETRAN_TCP_MAX_HEADERS):
+ * the timestamp option and TCP_SACK_MAX_BLOCKS_TS blocks fill TCP's 40 bytes of options. */
+_Static_assert(sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct tx_tcp) + 4 +
+		       8 * TCP_SACK_MAX_BLOCKS_TS == ETRAN_TCP_MAX_HEADERS,
+	       "ETRAN_TCP_MAX_HEADERS is the longest segment header tx_write_headers writes");
+
 /* What the update under the lock decided, acted upon after it. */
 struct tx_plan {
 	__u32 seq;

@@ -124,7 +124,7 @@ pub fn time_wait_segment(flags: u8, seq: u32, rcv_nxt: u32, listening: bool) -> 
         return TimeWaitAction::Ignore; // RFC 1337: a RST must not cut TIME_WAIT short
     }
     if flags & (SYN | ACK) == SYN {
-        let newer = (seq.wrapping_sub(rcv_nxt) as i32) > 0;
+        let newer = super::seq::after(seq, rcv_nxt);
         return if newer && listening { TimeWaitAction::Reopen } else { TimeWaitAction::Ack };
     }
     if flags & FIN != 0 {

@@ -55,7 +55,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            mss: 1460,
+            mss: etran_tcp_limit::ETRAN_TCP_MAX_PAYLOAD.0 as u16,
             sack: true,
             wscale: 7,
             timestamps: true,

@@ -1,6 +1,7 @@
 //! The TCP transport's room, all of its user-space side (its BPF is in `src/bpf/tcp/`):
 //! - pure protocol logic, tested without BPF or sockets: [`close`], [`handshake`], [`isn`],
-//!   [`options`], [`rto`], [`sack`], [`segment`], [`window`];
+//!   [`options`], [`rto`], [`sack`], [`segment`], [`seq`] (serial arithmetic, the Rust half of
+//!   `tcp/tcp_seq.h`), [`window`];
 //! - the app-side engine: [`stream`] (one connection's byte stream) and [`early`] (frames that
 //!   reach the app before its connection is adopted);
 //! - the daemon-side control: [`control`] (the slow path: handshakes, TIME_WAIT, aborts);
@@ -15,6 +16,7 @@ pub mod options;
 pub mod rto;
 pub mod sack;
 pub mod segment;
+pub mod seq;
 pub mod stream;
 pub mod window;
 

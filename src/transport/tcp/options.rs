@@ -9,8 +9,6 @@ const WSCALE: u8 = 3;
 const SACK_PERMITTED: u8 = 4;
 const TIMESTAMPS: u8 = 8;
 
-/// Largest window shift RFC 7323 allows.
-pub const MAX_WSCALE: u8 = 14;
 /// MSS assumed when the peer sends none (RFC 9293).
 pub const DEFAULT_MSS: u16 = 536;
 
@@ -78,7 +76,7 @@ impl SynOptions {
                 WSCALE => {
                     want(1)?;
                     // RFC 7323 2.3: larger shifts are treated as 14.
-                    opts.wscale = Some(body[0].min(MAX_WSCALE));
+                    opts.wscale = Some(super::seq::wscale(body[0]));
                 }
                 SACK_PERMITTED => {
                     want(0)?;
@@ -118,7 +116,7 @@ impl SynOptions {
             out.extend_from_slice(&ecr.to_be_bytes());
         }
         if let Some(ws) = self.wscale {
-            out.extend_from_slice(&[NOP, WSCALE, 3, ws.min(MAX_WSCALE)]);
+            out.extend_from_slice(&[NOP, WSCALE, 3, super::seq::wscale(ws)]);
         }
         debug_assert_eq!(out.len() % 4, 0);
         out

@@ -17,10 +17,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Segments delivered after one before it is deemed lost (RFC 6675's DupThresh).
-pub const DUP_THRESH: usize = 3;
+use crate::bpf::tcp::types::tcp_sack_limit;
+
+/// Segments delivered after one before it is deemed lost (RFC 6675's DupThresh; the fast path's
+/// third duplicate ACK).
+pub const DUP_THRESH: usize = tcp_sack_limit::TCP_DUP_THRESH.0 as usize;
 /// The most SACK blocks a segment carries (40 option bytes).
-pub const MAX_BLOCKS: usize = 4;
+pub const MAX_BLOCKS: usize = tcp_sack_limit::TCP_SACK_MAX_BLOCKS.0 as usize;
 
 const TCPOPT_EOL: u8 = 0;
 const TCPOPT_NOP: u8 = 1;

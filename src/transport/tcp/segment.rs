@@ -1,6 +1,8 @@
 //! Ethernet + IPv4 + TCP frames the daemon's slow path parses (SYN, SYN-ACK, RST, the final ACK
 //! of a handshake) and builds itself (SYN, SYN-ACK, ACK, RST), with correct IPv4 and TCP
-//! checksums. Only what the slow path needs: no IP options on build, no fragments.
+//! checksums. Only what the slow path needs: no IP options on build, no fragments. The fast path
+//! writes headers with its own code (tcp_tx.h); tests/fixtures/tcp_gen.rs pins the two to the
+//! same bytes for a pure ACK.
 use crate::checksum::{checksum, sum16};
 use std::{fmt, net::SocketAddrV4};
 

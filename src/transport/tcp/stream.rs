@@ -101,6 +101,7 @@ use crate::transport::{
         close::{self, Event},
         rto::{GaveUp, RtoConfig, RtoEstimator},
         sack::{Blocks, Scoreboard, MAX_BLOCKS},
+        seq::after,
         window,
     },
     RxMeta,
@@ -325,11 +326,6 @@ pub struct Stream {
 /// `a - b` as a distance along the stream.
 fn dist(a: u32, b: u32) -> u32 {
     a.wrapping_sub(b)
-}
-
-/// Whether position `a` lies past `b` (serial arithmetic).
-fn after(a: u32, b: u32) -> bool {
-    (dist(a, b) as i32) > 0
 }
 
 impl Stream {

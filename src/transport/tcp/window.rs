@@ -19,14 +19,12 @@
 //!   one segment ([`update_due`], Linux's rule). Consumption reports otherwise ride on data
 //!   frames. After the peer's FIN there is none at all (the peer sends nothing more, and a closed
 //!   Linux peer answers a stray segment with RST).
+use super::seq::{after, wscale};
 use crate::bpf::tcp::types::tcp_conn;
-
-/// Largest window-scale shift (RFC 7323 2.3).
-const MAX_WSCALE: u8 = 14;
 
 /// The largest window a field announces under window scale `shift`.
 pub fn max_window(shift: u8) -> u32 {
-    0xffff << shift.min(MAX_WSCALE)
+    0xffff << wscale(shift)
 }
 
 /// Bytes of a receive buffer of `rcv_buf` bytes kept out of the advertised window, under window
@@ -46,17 +44,17 @@ pub fn advertisable(rcv_buf: u32, shift: u8) -> u32 {
 /// The window field announcing `bytes` under window scale `shift` (taken as at most 14),
 /// rounded down and capped at what 16 bits hold.
 pub fn field(bytes: u32, shift: u8) -> u16 {
-    (bytes >> shift.min(MAX_WSCALE)).min(u32::from(u16::MAX)) as u16
+    (bytes >> wscale(shift)).min(u32::from(u16::MAX)) as u16
 }
 
 /// The window field a segment of `c` written now advertises, by the rule of `tx_window` in
 /// tcp_tx.h (read-only: the daemon does not write the connection).
 pub fn no_shrink_field(c: &tcp_conn) -> u16 {
-    let shift = u32::from(c.rcv_wscale.min(MAX_WSCALE));
+    let shift = u32::from(wscale(c.rcv_wscale));
     let room = c.rcv_wnd;
     let mut f = (room.saturating_sub(c.rcv_reserve) >> shift).min(0xffff);
     let edge = |f: u32| c.rcv_nxt.wrapping_add(f << shift);
-    if (c.rcv_adv.wrapping_sub(edge(f)) as i32) > 0 {
+    if after(c.rcv_adv, edge(f)) {
         let need = c.rcv_adv.wrapping_sub(c.rcv_nxt);
         f = (need + (1 << shift) - 1) >> shift;
         if f << shift > room || f > 0xffff {

@@ -4,8 +4,6 @@
 //! a reset from Linux, an abort from the app, and the same 4-tuple closed and reopened through
 //! TIME_WAIT. Outcomes are checked on both sides: bytes, EOFs and errors, the Linux socket's
 //! state (`ss`), and the datapath's maps. Needs root.
-mod common;
-
 use std::{
     io::{ErrorKind, Read, Write},
     net::{Shutdown, SocketAddrV4, TcpListener, TcpStream},
@@ -15,14 +13,13 @@ use std::{
 };
 
 use common::{
-    daemon::{etran_up_pair, Daemon},
-    netns::{in_netns, sh, VethPair},
+    daemon::EtranApp,
+    netns::{in_netns, sh},
     tcp::{add_neighbour_of_b, conn_present, map_entries, pattern, pending_present, wait_for},
 };
 use etran::{
-    app::{App, ConnId},
+    app::ConnId,
     bpf::tcp::types::tcp_conn_key,
-    daemon::{client::Session, proto::Transport},
     transport::tcp::{close, rto::RtoConfig},
 };
 
@@ -30,43 +27,24 @@ const PORT: u16 = 7300;
 /// The daemon's TIME_WAIT (its default) and then some.
 const AFTER_TIME_WAIT: u64 = 4;
 
-/// An app listening on PORT behind a daemon on `va`. Dropped in field order: the app first.
-struct Etran {
-    app: App,
-    session: Session,
-    daemon: Daemon,
-    net: VethPair,
+/// An app listening on PORT behind a daemon on `va` (the common bed), with Linux in -b.
+fn listening(name: &str) -> EtranApp {
+    let mut e = EtranApp::new(name);
+    e.session.listen(PORT).unwrap();
+    e
 }
 
-impl Etran {
-    fn new(name: &str) -> Etran {
-        let net = etran_up_pair(name);
-        let daemon = Daemon::start(&net.a, name);
-        let mut session = Session::connect(&daemon.sock).unwrap();
-        let reg = session.register(Transport::Tcp, 1).unwrap();
-        let app = App::open(reg).unwrap();
-        session.listen(PORT).unwrap();
-        Etran { app, session, daemon, net }
-    }
+/// What these tests do with the bed.
+trait CloseBed {
+    fn linux_client(&mut self, from_port: Option<u16>) -> (TcpStream, ConnId, tcp_conn_key);
+    fn accept(&mut self) -> ConnId;
+    fn send_all(&mut self, id: ConnId, data: &[u8]);
+    fn read_to_eof(&mut self, id: ConnId) -> Vec<u8>;
+    fn recv_error(&mut self, id: ConnId) -> ErrorKind;
+    fn state(&self, id: ConnId) -> close::State;
+}
 
-    /// Polls the port and the session until `done` holds (or panics after 8 s).
-    fn poll_until(&mut self, what: &str, mut done: impl FnMut(&mut App) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(8);
-        loop {
-            self.app.poll().unwrap();
-            self.app.poll_daemon(&mut self.session).unwrap();
-            if done(&mut self.app) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {}",
-                self.daemon.log()
-            );
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-
+impl CloseBed for EtranApp {
     /// A Linux client connects (from `from_port` if given); the app accepts it. Returns the
     /// client, the app's connection and its key.
     fn linux_client(&mut self, from_port: Option<u16>) -> (TcpStream, ConnId, tcp_conn_key) {
@@ -204,7 +182,8 @@ fn linux_sockets(ns: &str) -> Vec<String> {
 /// app reads it and EOF. Our side ends in TIME_WAIT, which holds the tuple for its period.
 #[test]
 fn etran_closes_first() {
-    let mut e = Etran::new("tcpclsa");
+    let Some(_root) = common::root::shared() else { return };
+    let mut e = listening("tcpclsa");
     let (mut linux, id, key) = e.linux_client(None);
     let to_linux = pattern(3, 5000);
     e.send_all(id, &to_linux);
@@ -242,7 +221,8 @@ fn etran_closes_first() {
 /// that Linux reads byte-exact, then closes. No TIME_WAIT on our side; Linux's socket is in it.
 #[test]
 fn linux_closes_first_and_the_app_keeps_sending() {
-    let mut e = Etran::new("tcpclsb");
+    let Some(_root) = common::root::shared() else { return };
+    let mut e = listening("tcpclsb");
     let (mut linux, id, key) = e.linux_client(None);
     let to_app = pattern(1, 4000);
     linux.write_all(&to_app).unwrap();
@@ -279,7 +259,8 @@ fn linux_closes_first_and_the_app_keeps_sending() {
 /// and the connection leaves the fast path.
 #[test]
 fn linux_reset_reaches_the_app() {
-    let mut e = Etran::new("tcpclsc");
+    let Some(_root) = common::root::shared() else { return };
+    let mut e = listening("tcpclsc");
     let (mut linux, id, key) = e.linux_client(None);
     linux.write_all(b"ping").unwrap();
     let mut buf = [0u8; 16];
@@ -300,7 +281,8 @@ fn linux_reset_reaches_the_app() {
 /// `send` and `recv` report the timeout, and the daemon removes the connection.
 #[test]
 fn an_unreachable_peer_times_out() {
-    let mut e = Etran::new("tcpclsg");
+    let Some(_root) = common::root::shared() else { return };
+    let mut e = listening("tcpclsg");
     let ms = Duration::from_millis;
     e.app.set_rto(RtoConfig {
         initial: ms(2),
@@ -324,7 +306,8 @@ fn an_unreachable_peer_times_out() {
 /// The app aborts: Linux reads a reset; nothing is left in the maps.
 #[test]
 fn app_abort_resets_linux() {
-    let mut e = Etran::new("tcpclse");
+    let Some(_root) = common::root::shared() else { return };
+    let mut e = listening("tcpclse");
     let (mut linux, id, key) = e.linux_client(None);
     e.send_all(id, b"bye");
     e.app.abort(id);
@@ -344,7 +327,8 @@ fn app_abort_resets_linux() {
 /// nothing accumulates in the maps.
 #[test]
 fn the_same_tuple_closes_and_reopens() {
-    let mut e = Etran::new("tcpclsd");
+    let Some(_root) = common::root::shared() else { return };
+    let mut e = listening("tcpclsd");
     let from = 41_000;
     for i in 0..20 {
         let (mut linux, id, key) = e.linux_client(Some(from));
@@ -381,7 +365,8 @@ fn the_same_tuple_closes_and_reopens() {
 /// and can once TIME_WAIT is over.
 #[test]
 fn a_tuple_in_time_wait_is_not_reused() {
-    let mut e = Etran::new("tcpclsf");
+    let Some(_root) = common::root::shared() else { return };
+    let mut e = listening("tcpclsf");
     add_neighbour_of_b(&e.net);
     let peer: SocketAddrV4 = "10.77.0.2:7301".parse().unwrap();
     let listener = in_netns(&e.net.b, || TcpListener::bind(peer).unwrap());

@@ -1,7 +1,5 @@
 //! TCP through the app library end to end: eTran to eTran on a private testbed (both hosts with
 //! `etran up` and a daemon), and an app killed mid-transfer against Linux TCP. Needs root.
-mod common;
-
 use std::{
     io::{BufRead, BufReader, ErrorKind, Read},
     net::{SocketAddrV4, TcpStream},
@@ -10,13 +8,13 @@ use std::{
 };
 
 use common::{
-    daemon::{etran_up_pair, port_links, tcp_conn_count, Daemon, EtranHosts},
+    daemon::{port_links, register, tcp_conn_count, DaemonPair, EtranHosts},
     fixture::Rng,
     netns::in_netns,
 };
 use etran::{
     app::{App, ConnId},
-    daemon::{client::Session, proto::Transport},
+    daemon::client::Session,
     testbed::HOST_NIC,
 };
 
@@ -24,12 +22,6 @@ use etran::{
 fn byte(conn: usize, msg: usize, offset: usize) -> u8 {
     (offset.wrapping_mul(131) ^ conn.wrapping_mul(0x9e37) ^ msg.wrapping_mul(71) ^ (offset >> 9))
         as u8
-}
-
-fn register(sock: &std::path::Path) -> (Session, App) {
-    let mut session = Session::connect(sock).unwrap();
-    let reg = session.register(Transport::Tcp, 1).unwrap();
-    (session, App::open(reg).unwrap())
 }
 
 /// Echoes every byte back on every connection it accepts, until `stop`.
@@ -71,6 +63,7 @@ struct Sender {
 /// echoed by an eTran server app: every byte checked through `App::recv`.
 #[test]
 fn random_sizes_echo_byte_exact_over_many_connections() {
+    let Some(_root) = common::root::shared() else { return };
     const CONNS: usize = 16;
     const PORT: u16 = 7400;
     let hosts = EtranHosts::new("echo-rand");
@@ -216,12 +209,18 @@ fn killed_app_child() {
 /// connections and the daemon's descriptors for it are gone.
 #[test]
 fn killed_app_leaves_nothing_behind() {
-    let net = etran_up_pair("tcpkill");
+    let Some(_root) = common::root::shared() else { return };
+    let DaemonPair { net, daemon } = DaemonPair::new("tcpkill");
     let (a, b) = (net.a.clone(), net.b.clone());
-    let daemon = Daemon::start(&a, "tcpkill");
     let fds_before = daemon.fds();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["killed_app_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "tcp_echo::killed_app_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, &daemon.sock)
         .stdout(Stdio::piped())
         .spawn()

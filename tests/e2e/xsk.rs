@@ -1,112 +1,16 @@
 //! Root tests of the AF_XDP layer on a veth pair (va <-> vb) inside a private network namespace
 //! (`xt-<pid>-<n>`), created with `ip` and deleted by a guard even when a test panics.
 use std::{
-    ffi::CString,
     os::fd::AsRawFd,
     process::Command,
-    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
+use common::netns::VethNs;
 use etran::xsk::{
     desc, BindMode, BusyPoll, FrameAlloc, Mode, Socket, SocketConfig, Umem, UmemConfig,
     VirtualSocket, XskProgram,
 };
-
-fn is_root() -> bool {
-    // SAFETY: no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-macro_rules! require_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
-    };
-}
-
-/// A namespace holding a veth pair va/vb with `queues` queues each; deleted on drop.
-struct VethNs {
-    name: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("running ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl VethNs {
-    fn new(queues: u32) -> VethNs {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!("xt-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        ip(&["netns", "add", &name]);
-        let ns = VethNs { name };
-        // No IPv6: its neighbour discovery and MLD frames would land in the sockets under test.
-        let quiet = std::process::Command::new("ip")
-            .args(["netns", "exec", &ns.name, "sh", "-c"])
-            .arg("echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6")
-            .status()
-            .expect("run sh");
-        assert!(quiet.success(), "disabling IPv6 in {}", ns.name);
-        let q = queues.to_string();
-        ip(&[
-            "-n",
-            &ns.name,
-            "link",
-            "add",
-            "va",
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "vb",
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-        ]);
-        for dev in ["lo", "va", "vb"] {
-            ip(&["-n", &ns.name, "link", "set", dev, "up"]);
-        }
-        ns
-    }
-
-    /// Runs `f` on a fresh thread inside the namespace.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = CString::new(format!("/run/netns/{}", self.name)).unwrap();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: valid path; setns affects only this thread.
-                unsafe {
-                    let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-                    assert!(fd >= 0, "open netns");
-                    assert_eq!(libc::setns(fd, libc::CLONE_NEWNET), 0, "setns");
-                    libc::close(fd);
-                }
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
-    }
-}
-
-impl Drop for VethNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-    }
-}
 
 fn small_umem(frames: u32) -> Umem {
     Umem::new(UmemConfig { frame_count: frames, frame_size: 2048, headroom: 0, huge_pages: true })
@@ -212,7 +116,7 @@ fn pump(
 
 #[test]
 fn send_n_frames_and_receive_all_intact_on_the_peer() {
-    require_root!();
+    let Some(_root) = common::root::shared() else { return };
     send_and_receive_all(None);
 }
 
@@ -220,7 +124,7 @@ fn send_n_frames_and_receive_all_intact_on_the_peer() {
 /// rxdrop): the receiving thread's kicks run vb's receive processing, and nothing is lost.
 #[test]
 fn busy_polling_receiver_gets_every_frame() {
-    require_root!();
+    let Some(_root) = common::root::shared() else { return };
     send_and_receive_all(Some(BusyPoll { usecs: 20, budget: 64 }));
 }
 
@@ -322,7 +226,7 @@ fn send_and_receive_all(busy_poll: Option<BusyPoll>) {
 
 #[test]
 fn shared_umem_on_the_same_queue_and_across_devices() {
-    require_root!();
+    let Some(_root) = common::root::shared() else { return };
     let ns = VethNs::new(1);
     ns.run(|| {
         let umem = small_umem(1024);
@@ -399,7 +303,7 @@ fn shared_umem_on_the_same_queue_and_across_devices() {
 
 #[test]
 fn need_wakeup_tx_waits_for_the_kick_and_statistics_count() {
-    require_root!();
+    let Some(_root) = common::root::shared() else { return };
     let ns = VethNs::new(1);
     ns.run(|| {
         let umem = small_umem(256);
@@ -483,7 +387,7 @@ fn need_wakeup_tx_waits_for_the_kick_and_statistics_count() {
 
 #[test]
 fn virtual_socket_serves_several_queues_fairly() {
-    require_root!();
+    let Some(_root) = common::root::shared() else { return };
     let ns = VethNs::new(2);
     ns.run(|| {
         // Receivers: vb queues 0 and 1 sharing one UMEM, each with its own fill ring.
@@ -553,7 +457,7 @@ fn virtual_socket_serves_several_queues_fairly() {
 
 #[test]
 fn mio_reports_readable() {
-    require_root!();
+    let Some(_root) = common::root::shared() else { return };
     let ns = VethNs::new(1);
     ns.run(|| {
         // With 128 bytes of UMEM headroom, received data starts 256 (the kernel's own
@@ -587,7 +491,7 @@ fn mio_reports_readable() {
 
 #[test]
 fn errors_are_clear() {
-    require_root!();
+    let Some(_root) = common::root::shared() else { return };
     let ns = VethNs::new(1);
     ns.run(|| {
         let umem = small_umem(64);
@@ -658,14 +562,14 @@ fn drop_all_capabilities() {
 /// says which topology it ran on.
 #[test]
 fn bench_raw_smoke() {
-    require_root!();
+    let Some(_root) = common::root::shared() else { return };
     for (mode, switch) in [("rxdrop", false), ("echo", false), ("txonly", true)] {
         let mut args = vec!["-j", "bench", "raw", "--mode", mode, "--duration", "300ms"];
         if switch {
             args.push("--switch");
         }
         let out =
-            Command::new(env!("CARGO_BIN_EXE_etran")).args(&args).output().expect("running etran");
+            Command::new(common::cli::etran_bin()).args(&args).output().expect("running etran");
         assert!(out.status.success(), "{mode}: {}", String::from_utf8_lossy(&out.stdout));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
         assert_eq!(v["topology"], if switch { "switch" } else { "direct" }, "{v}");
@@ -682,7 +586,7 @@ fn bench_raw_smoke() {
             }
         }
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_etran"))
+    let out = Command::new(common::cli::etran_bin())
         .args(["bench", "raw", "--iface", "nosuch0", "--duration", "100ms"])
         .output()
         .expect("running etran");
@@ -695,16 +599,14 @@ fn bench_raw_smoke() {
 /// count above the CPU count is refused with one line.
 #[test]
 fn bench_raw_lanes() {
-    require_root!();
+    let Some(_root) = common::root::shared() else { return };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cpus >= 2 {
         for mode in ["rxdrop", "echo", "txonly"] {
             let args =
                 ["-j", "bench", "raw", "--mode", mode, "--queues", "2", "--duration", "300ms"];
-            let out = Command::new(env!("CARGO_BIN_EXE_etran"))
-                .args(args)
-                .output()
-                .expect("running etran");
+            let out =
+                Command::new(common::cli::etran_bin()).args(args).output().expect("running etran");
             assert!(out.status.success(), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
             assert_eq!(v["queues"], 2, "{v}");
@@ -720,7 +622,7 @@ fn bench_raw_lanes() {
     for (queues, ok) in [(1, false), (2, true)] {
         let ns = VethNs::new(queues);
         let out = Command::new("ip")
-            .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_etran"), "-j", "bench", "raw"])
+            .args(["netns", "exec", &ns.name, common::cli::etran_bin(), "-j", "bench", "raw"])
             .args(["--iface", "va", "--queues", "2", "--duration", "300ms"])
             .output()
             .expect("running etran");
@@ -740,7 +642,7 @@ fn bench_raw_lanes() {
         assert!(r["cpu_ns_per_frame"]["lanes"].as_f64().unwrap() > 0.0, "{v}");
     }
     let too_many = (cpus + 1).to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_etran"))
+    let out = Command::new(common::cli::etran_bin())
         .args(["bench", "raw", "--queues", &too_many, "--duration", "100ms"])
         .output()
         .expect("running etran");

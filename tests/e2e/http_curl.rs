@@ -3,8 +3,6 @@
 //! handshake's final ACK, so every request exercises the segments the daemon must replay: none
 //! may wait for Linux's retransmission timeout (≈ 200 ms). 100 sequential requests, each under
 //! 20 ms, the body byte-exact. Needs root and curl.
-mod common;
-
 use std::{
     io::ErrorKind,
     process::Command,
@@ -12,12 +10,12 @@ use std::{
 };
 
 use common::{
-    daemon::{etran_up_pair, Daemon},
+    daemon::{register, DaemonPair},
     tcp::pattern,
 };
 use etran::{
     app::{App, ConnId},
-    daemon::{client::Session, proto::Transport},
+    daemon::client::Session,
 };
 
 const PORT: u16 = 8080;
@@ -88,11 +86,9 @@ fn serve(app: &mut App, session: &mut Session, response: &[u8], done: &dyn Fn() 
 
 #[test]
 fn sequential_curl_requests_are_all_fast_and_exact() {
-    let net = etran_up_pair("etran-curl");
-    let daemon = Daemon::start(&net.a, "etran-curl");
-    let mut session = Session::connect(&daemon.sock).unwrap();
-    let reg = session.register(Transport::Tcp, 1).unwrap();
-    let mut app = App::open(reg).unwrap();
+    let Some(_root) = common::root::alone() else { return };
+    let DaemonPair { net, daemon } = DaemonPair::new("etran-curl");
+    let (mut session, mut app) = register(&daemon.sock);
     session.listen(PORT).unwrap();
 
     let body = pattern(5, 20_000);

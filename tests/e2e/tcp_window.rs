@@ -10,8 +10,6 @@
 //!   probes) and lives on;
 //! - consecutive small sends in one pass leave as one segment, unless the connection is
 //!   nodelay. Needs root.
-mod common;
-
 use std::{
     io::{ErrorKind, Read, Write},
     mem::size_of,
@@ -21,36 +19,16 @@ use std::{
 };
 
 use common::{
-    daemon::{etran_up_pair, Daemon},
-    netns::{in_netns, RawSocket, VethPair},
+    daemon::EtranApp as Etran,
+    netns::{in_netns, RawSocket},
     tcp::{add_neighbour_of_b, pattern},
 };
 use etran::{
-    app::{App, ConnId},
-    daemon::{client::Session, proto::Transport},
+    app::ConnId,
     transport::tcp::segment::{Segment, ACK, RST, SYN},
 };
 
 const PORT: u16 = 7400;
-
-/// An app behind a daemon on `va`. Dropped in field order: the app first.
-struct Etran {
-    app: App,
-    session: Session,
-    daemon: Daemon,
-    net: VethPair,
-}
-
-impl Etran {
-    fn new(name: &str) -> Etran {
-        let net = etran_up_pair(name);
-        let daemon = Daemon::start(&net.a, name);
-        let mut session = Session::connect(&daemon.sock).unwrap();
-        let reg = session.register(Transport::Tcp, 1).unwrap();
-        let app = App::open(reg).unwrap();
-        Etran { app, session, daemon, net }
-    }
-}
 
 /// Linux's count of RSTs it sent, in the calling thread's namespace.
 fn linux_out_rsts() -> u64 {
@@ -143,6 +121,7 @@ fn assert_no_shrink(seen: &[(u32, u32)]) {
 
 #[test]
 fn a_linux_download_gets_few_window_updates_and_no_window_shrink() {
+    let Some(_root) = common::root::shared() else { return };
     // Our SYN-ACK announces window scale 7 (handshake::Config) to a Linux client.
     let (updates, seen) = download("etran-wnd-dl", 10 << 20, 7);
     eprintln!("10 MB from Linux: {updates} pure window updates, {} segments seen", seen.len());
@@ -154,6 +133,7 @@ fn a_linux_download_gets_few_window_updates_and_no_window_shrink() {
 /// updates must follow that, or the sender stalls.
 #[test]
 fn a_linux_download_without_window_scaling_never_stalls() {
+    let Some(_root) = common::root::shared() else { return };
     let (updates, seen) = download("etran-wnd-ns", 4 << 20, 0);
     eprintln!("4 MB from Linux, no scaling: {updates} pure window updates");
     assert_no_shrink(&seen);
@@ -161,6 +141,7 @@ fn a_linux_download_without_window_scaling_never_stalls() {
 
 #[test]
 fn a_linux_peer_closing_right_after_echoing_loses_nothing_and_resets_nothing() {
+    let Some(_root) = common::root::shared() else { return };
     let mut e = Etran::new("etran-wnd-echo");
     add_neighbour_of_b(&e.net);
     const CONNS: usize = 6;
@@ -256,6 +237,7 @@ fn set_opt(fd: std::os::fd::RawFd, level: i32, name: i32, value: i32) {
 #[test]
 fn an_idle_connection_answers_a_linux_peers_keepalive_probes() {
     use std::os::fd::AsRawFd;
+    let Some(_root) = common::root::shared() else { return };
     let mut e = Etran::new("etran-wnd-keep");
     add_neighbour_of_b(&e.net);
     let peer: SocketAddrV4 = format!("10.77.0.2:{PORT}").parse().unwrap();
@@ -307,6 +289,7 @@ fn an_idle_connection_answers_a_linux_peers_keepalive_probes() {
 
 #[test]
 fn small_sends_in_one_pass_leave_as_one_segment_unless_nodelay() {
+    let Some(_root) = common::root::shared() else { return };
     let mut e = Etran::new("etran-wnd-nagle");
     add_neighbour_of_b(&e.net);
     let peer: SocketAddrV4 = format!("10.77.0.2:{PORT}").parse().unwrap();

@@ -4,18 +4,18 @@
 //! (h1), and an eTran app on h1 streams to the app on h2. Every byte is checked on arrival, and every corrupted
 //! frame is accounted for: dropped by etran's ingress (counted by reason in `etran stats`) or,
 //! for frames etran leaves to the kernel, by the kernel's own checks. Needs root.
-mod common;
-
 use std::{
     io::{ErrorKind, Read, Write},
     net::{Shutdown, SocketAddrV4, TcpListener, TcpStream},
     time::{Duration, Instant},
 };
 
-use common::{daemon::EtranHosts, netns::in_netns};
+use common::{
+    daemon::{register, EtranHosts},
+    netns::in_netns,
+};
 use etran::{
     app::{App, ConnId},
-    daemon::{client::Session, proto::Transport},
     testbed::{Spec, HOST_NIC},
 };
 
@@ -58,12 +58,6 @@ fn check(what: &str, seed: u64, offset: u64, got: &[u8]) {
     if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
         panic!("{what}: wrong byte at offset {}", offset + i as u64);
     }
-}
-
-fn register(sock: &std::path::Path) -> (Session, App) {
-    let mut session = Session::connect(sock).unwrap();
-    let reg = session.register(Transport::Tcp, 1).unwrap();
-    (session, App::open(reg).unwrap())
 }
 
 /// One direction of a connection, as an app sees it.
@@ -128,6 +122,7 @@ fn etran_drops(ns: &str, reasons: &[&str]) -> u64 {
 
 #[test]
 fn every_byte_arrives_intact_through_a_corrupting_switch() {
+    let Some(_root) = common::root::alone() else { return };
     let spec = Spec { corrupt: CORRUPT, ..Spec::new("", 2) };
     let hosts = EtranHosts::with("integrity", spec);
     let (h1, h2) = (hosts.ns(1), hosts.ns(2));

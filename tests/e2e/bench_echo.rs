@@ -2,14 +2,8 @@
 //! and eTran against Linux, every byte verified, nothing left behind. Needs root.
 use std::process::Command;
 
+use common::cli::etran;
 use serde_json::Value;
-
-/// The runs build private testbeds and check that none is left: one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn etran(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_etran")).args(args).output().expect("run etran")
-}
 
 fn namespaces() -> Vec<String> {
     let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
@@ -21,7 +15,7 @@ fn namespaces() -> Vec<String> {
 
 #[test]
 fn linux_echo_runs_verified_and_cleans_up() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(_root) = common::root::alone() else { return };
     let before = namespaces();
     let out = etran(&[
         "-j",
@@ -69,7 +63,7 @@ fn bpf_pins() -> Vec<String> {
 /// afterwards.
 #[test]
 fn etran_echo_runs_verified_and_cleans_up() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(_root) = common::root::alone() else { return };
     let before = namespaces();
     let pins_before = bpf_pins();
     for (size, threads) in [("64", "1"), ("1000", "2")] {
@@ -121,7 +115,7 @@ fn etran_echo_runs_verified_and_cleans_up() {
 /// ports back where they started, nothing left behind.
 #[test]
 fn etran_against_linux_echo_runs_verified_and_cleans_up() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(_root) = common::root::alone() else { return };
     let before = namespaces();
     let pins_before = bpf_pins();
     let out = etran(&[
@@ -168,7 +162,7 @@ fn etran_against_linux_echo_runs_verified_and_cleans_up() {
 /// eTran's connection maps, app ports, descriptors and UMEM frames are back where they started.
 #[test]
 fn churn_leaves_nothing_behind() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(_root) = common::root::alone() else { return };
     let out = etran(&[
         "-j",
         "bench",

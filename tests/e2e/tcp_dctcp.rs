@@ -14,8 +14,6 @@
 //! AF_XDP copy path of this 2-vCPU machine well below 1 Gbit/s, so the targets are asserted at
 //! `RATE`; `ETRAN_TEST_RATE=<bit/s>` measures another rate and only prints (run with
 //! --nocapture; the release build's 1 Gbit/s numbers are in the README). Needs root.
-mod common;
-
 use std::{
     io::{ErrorKind, Read, Write},
     net::{SocketAddrV4, TcpListener, TcpStream},
@@ -25,14 +23,14 @@ use std::{
 };
 
 use common::{
-    daemon::EtranHosts,
+    daemon::{register, EtranHosts},
     netns::{in_netns, sh},
     tcp::from_bytes,
 };
 use etran::{
     app::{App, ConnId, StreamStats},
     bpf::tcp::types::{tcp_conn, tcp_conn_key},
-    daemon::{client::Session, proto::Transport},
+    daemon::client::Session,
     testbed::{port_name, Spec, HOST_NIC},
 };
 use libbpf_rs::{MapCore, MapFlags};
@@ -179,12 +177,6 @@ fn conns_to(hosts: &EtranHosts, port: u16) -> Vec<tcp_conn> {
 
 fn alpha(c: &tcp_conn) -> f64 {
     f64::from(c.alpha) / 65536.0
-}
-
-fn register(sock: &std::path::Path) -> (Session, App) {
-    let mut session = Session::connect(sock).unwrap();
-    let reg = session.register(Transport::Tcp, 1).unwrap();
-    (session, App::open(reg).unwrap())
 }
 
 /// Sends on `ids` (the ones from index `late` on from `JOIN`) until `JOIN + REST` after
@@ -379,6 +371,7 @@ fn etran_to_linux(hosts: &EtranHosts, rate: u64) -> (f64, StreamStats, f64, u64,
 
 #[test]
 fn dctcp_shares_the_bottleneck_fairly_without_drops() {
+    let Some(_root) = common::root::alone() else { return };
     let measuring = std::env::var("ETRAN_TEST_RATE").ok().map(|v| v.parse::<u64>().unwrap());
     let rate = measuring.unwrap_or(RATE);
     let mut spec = Spec::new("", 2);

@@ -2,8 +2,6 @@
 //! (`etran::transport::tcp::segment`) against real Linux TCP, both directions, over a private veth pair:
 //! an AF_PACKET socket in namespace -a plays the daemon for an address no namespace owns (so
 //! the kernel of -a stays out), Linux sockets in -b are the peer. Needs root.
-mod common;
-
 use std::{
     io::{ErrorKind, Read, Write},
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
@@ -73,6 +71,7 @@ fn expect_data(raw: &RawSocket, e: &Established, want: &[u8]) {
 
 #[test]
 fn active_open_to_a_linux_listener_then_refused_then_abort() {
+    let Some(_root) = common::root::shared() else { return };
     let pair = setup("etran-hs-act");
     let listener = in_netns(&pair.b, || TcpListener::bind("10.77.0.2:5555").expect("listen"));
     listener.set_nonblocking(true).unwrap();
@@ -128,6 +127,7 @@ fn active_open_to_a_linux_listener_then_refused_then_abort() {
 
 #[test]
 fn passive_open_from_a_linux_client() {
+    let Some(_root) = common::root::shared() else { return };
     let pair = setup("etran-hs-pas");
     let raw = in_netns(&pair.a, || RawSocket::open("va"));
     let local = SocketAddrV4::new(ME, 7000);

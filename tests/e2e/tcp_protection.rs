@@ -8,8 +8,6 @@
 //! connection's state, with correct checksums, and while the hostile app writes, only its own
 //! connection's frames appear; the honest connection's state is byte for byte what it was; every
 //! forged frame is dropped and counted by reason; the honest stream arrives intact. Needs root.
-mod common;
-
 use std::{
     collections::BTreeMap,
     io::{ErrorKind, Read, Write},
@@ -22,7 +20,7 @@ use std::{
 };
 
 use common::{
-    daemon::{etran_up_pair, Daemon},
+    daemon::{register, DaemonPair},
     fixture::Rng,
     hostile::{Forgery, Hostile, Victim},
     netns::{in_netns, RawSocket},
@@ -31,7 +29,6 @@ use common::{
 use etran::{
     app::App,
     bpf::tcp::types::{tcp_conn, tcp_conn_key},
-    daemon::{client::Session, proto::Transport},
     transport::tcp::segment::{Segment, RST},
 };
 use libbpf_rs::{MapCore, MapFlags};
@@ -43,12 +40,6 @@ const HALF: usize = 256 << 10;
 const FORGED_PER_KIND: usize = 1000;
 /// Valid frames of the hostile app's own connection (ACKs with forged consumption reports).
 const OWN_FRAMES: usize = 500;
-
-fn register(sock: &std::path::Path) -> (Session, App) {
-    let mut session = Session::connect(sock).unwrap();
-    let reg = session.register(Transport::Tcp, 1).unwrap();
-    (session, App::open(reg).unwrap())
-}
 
 /// The raw bytes of connection `key` in etran_tcp_conns of `va` in namespace `ns`.
 fn conn_bytes(ns: &str, key: &tcp_conn_key) -> Vec<u8> {
@@ -95,9 +86,9 @@ impl Drop for StopOnDrop<'_> {
 
 #[test]
 fn a_hostile_app_forges_nothing_onto_the_wire() {
-    let net = etran_up_pair("hostile");
+    let Some(_root) = common::root::alone() else { return };
+    let DaemonPair { net, daemon } = DaemonPair::new("hostile");
     let (a, b) = (net.a.clone(), net.b.clone());
-    let daemon = Daemon::start(&a, "hostile");
     add_neighbour_of_b(&net);
     let peer = |port| SocketAddrV4::new([10, 77, 0, 2].into(), port);
     let (honest_listener, hostile_listener) = in_netns(&b, || {

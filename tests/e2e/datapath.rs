@@ -1,19 +1,12 @@
 //! `etran up` / `stats` / `down` end to end on a veth pair in private namespaces, through the
 //! real binary, as a user would run them with `ip netns exec`. Needs root.
-mod common;
-
 use std::process::{Command, Output};
 
-use common::netns::{in_netns, sh, VethPair};
+use common::{
+    cli::etran_in as etran,
+    netns::{in_netns, sh, VethPair},
+};
 use serde_json::Value;
-
-fn etran(ns: &str, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_etran")])
-        .args(args)
-        .output()
-        .expect("run etran")
-}
 
 fn ok_json(ns: &str, args: &[&str]) -> Value {
     let out = etran(ns, args);
@@ -38,6 +31,7 @@ fn class<'a>(stats: &'a Value, name: &str) -> &'a Value {
 
 #[test]
 fn up_stats_down_lifecycle() {
+    let Some(_root) = common::root::shared() else { return };
     let net = VethPair::new("dp-life");
     let first = etran(&net.a, &["-j", "up", "va"]);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
@@ -71,7 +65,7 @@ fn up_stats_down_lifecycle() {
         .arg(format!(
             "set -o pipefail; ip netns exec {} {} stats --watch 10ms va | head -c 1 >/dev/null",
             net.a,
-            env!("CARGO_BIN_EXE_etran")
+            common::cli::etran_bin()
         ))
         .output()
         .unwrap();
@@ -91,6 +85,7 @@ fn up_stats_down_lifecycle() {
 
 #[test]
 fn skb_mode_and_queue_limits() {
+    let Some(_root) = common::root::shared() else { return };
     let net = VethPair::new("dp-mode");
     let up = ok_json(&net.a, &["-j", "up", "va", "--mode", "skb", "--queues", "1"]);
     assert_eq!(up["datapath"]["xdp_mode"], "skb");
@@ -117,6 +112,7 @@ fn skb_mode_and_queue_limits() {
 
 #[test]
 fn bad_input_gets_one_line_errors() {
+    let Some(_root) = common::root::shared() else { return };
     let net = VethPair::new("dp-err");
     assert!(err_line(&etran(&net.a, &["up", "nosuch0"])).contains("no interface named"));
     assert!(err_line(&etran(&net.a, &["down", "nosuch0"])).contains("no interface named"));
@@ -125,7 +121,7 @@ fn bad_input_gets_one_line_errors() {
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
-            env!("CARGO_BIN_EXE_etran"),
+            common::cli::etran_bin(),
             "up",
             "lo",
         ])
@@ -176,6 +172,7 @@ fn attach_foreign_program(ns: &str, iface: &str) {
 
 #[test]
 fn foreign_program_is_refused_unless_forced() {
+    let Some(_root) = common::root::shared() else { return };
     let net = VethPair::new("dp-frgn");
     attach_foreign_program(&net.a, "va");
     let err = err_line(&etran(&net.a, &["up", "va"]));

@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::cli::etran;
 use etran::{
     netlink::Netlink,
     netns::NetNs,
@@ -61,10 +62,6 @@ fn ping(ns: &str, dst: &str) -> bool {
         .expect("run ping")
         .status
         .success()
-}
-
-fn etran(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_etran")).args(args).output().expect("run etran")
 }
 
 /// Sends `n` UDP datagrams of `size` bytes (IP TOS `tos`) from host `from` to host `to`, paced
@@ -145,6 +142,7 @@ fn net_stat(tb: &Testbed, index: u8, key: &str) -> u64 {
 
 #[test]
 fn xdp_switch_forwards_and_testbed_comes_down() {
+    let Some(_root) = common::root::shared() else { return };
     let n = name("xdp");
     let (tb, _guard) = up(&Spec::new(&n, 3));
     assert_eq!(ours(&n).len(), 4, "{:?}", ours(&n));
@@ -199,6 +197,7 @@ fn xdp_switch_forwards_and_testbed_comes_down() {
 
 #[test]
 fn direct_topology_is_one_veth_pair_and_comes_down() {
+    let Some(_root) = common::root::shared() else { return };
     let n = name("direct");
     let (tb, _guard) = up(&Spec { direct: true, ..Spec::new(&n, 2) });
     // Two hosts, no switch namespace.
@@ -248,6 +247,7 @@ fn direct_topology_is_one_veth_pair_and_comes_down() {
 
 #[test]
 fn direct_refuses_what_needs_a_switch() {
+    let Some(_root) = common::root::shared() else { return };
     let n = name("direct-no");
     let _guard = Guard(n.clone());
     for extra in [
@@ -298,6 +298,7 @@ fn queues(ns: &str, nic: &str) -> (usize, usize) {
 
 #[test]
 fn queues_reach_every_veth_and_status() {
+    let Some(_root) = common::root::shared() else { return };
     // Direct: both ends of the one pair.
     let n = name("q-direct");
     let (tb, guard) = up(&Spec { direct: true, queues: 2, ..Spec::new(&n, 2) });
@@ -346,6 +347,7 @@ fn queues_reach_every_veth_and_status() {
 
 #[test]
 fn queues_out_of_range_are_refused() {
+    let Some(_root) = common::root::shared() else { return };
     let n = name("q-bad");
     let _guard = Guard(n.clone());
     for q in ["0", "65", "x"] {
@@ -368,6 +370,7 @@ fn queues_out_of_range_are_refused() {
 
 #[test]
 fn cli_up_replaces_a_stale_testbed_and_refuses_foreign_namespaces() {
+    let Some(_root) = common::root::shared() else { return };
     let n = name("cli");
     let _guard = Guard(n.clone());
     for _ in 0..2 {
@@ -398,6 +401,7 @@ fn cli_up_replaces_a_stale_testbed_and_refuses_foreign_namespaces() {
 
 #[test]
 fn loss_drops_about_a_fifth() {
+    let Some(_root) = common::root::shared() else { return };
     let mut spec = Spec::new(&name("loss"), 2);
     spec.loss = 0.2;
     let (tb, _guard) = up(&spec);
@@ -414,6 +418,7 @@ fn loss_drops_about_a_fifth() {
 
 #[test]
 fn duplicate_and_corrupt_are_visible() {
+    let Some(_root) = common::root::shared() else { return };
     let mut spec = Spec::new(&name("dup"), 2);
     spec.duplicate = 0.5;
     let (tb, _guard) = up(&spec);
@@ -444,6 +449,7 @@ fn duplicate_and_corrupt_are_visible() {
 
 #[test]
 fn rate_limit_uses_htb_and_ecn_marks_above_threshold() {
+    let Some(_root) = common::root::shared() else { return };
     let mut spec = Spec::new(&name("rate"), 2);
     spec.rate_bps = Some(20_000_000);
     spec.ecn_threshold = Some(15_000);
@@ -478,6 +484,7 @@ fn rate_limit_uses_htb_and_ecn_marks_above_threshold() {
 /// burst is marked.
 #[test]
 fn ecn_marks_only_what_htb_queues_beyond_its_burst() {
+    let Some(_root) = common::root::shared() else { return };
     let mut spec = Spec::new(&name("burst"), 2);
     spec.rate_bps = Some(20_000_000);
     spec.ecn_threshold = Some(1500);
@@ -491,6 +498,7 @@ fn ecn_marks_only_what_htb_queues_beyond_its_burst() {
 
 #[test]
 fn private_testbed_goes_away_on_drop() {
+    let Some(_root) = common::root::shared() else { return };
     let _private = private_lock();
     let tb = Testbed::private(2).unwrap();
     let name = tb.name().to_string();
@@ -515,10 +523,11 @@ fn sigterm_child() {
 
 #[test]
 fn private_testbed_goes_away_on_sigterm() {
+    let Some(_root) = common::root::shared() else { return };
     let _private = private_lock();
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "sigterm_child", "--nocapture", "--test-threads=1"])
+        .args(["--exact", "testbed::sigterm_child", "--nocapture", "--test-threads=1"])
         .env("ETRAN_TESTBED_SIGTERM_CHILD", "1")
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -543,6 +552,7 @@ fn private_testbed_goes_away_on_sigterm() {
 
 #[test]
 fn private_testbeds_of_dead_processes_are_reaped() {
+    let Some(_root) = common::root::shared() else { return };
     let _private = private_lock();
     // A pid above the kernel's maximum (4194304) belongs to no process.
     let stale = format!("etb4999999_{}", std::process::id());

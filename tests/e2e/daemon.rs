@@ -1,34 +1,25 @@
 //! `etran daemon` end to end: the real binary in a private namespace (`ip netns exec`), apps
 //! registering through the library client, ports and `app_ports` slots checked from inside the
 //! namespace, teardown on app exit and on SIGTERM. Needs root.
-mod common;
-
 use std::{
     fs,
     io::{Read, Write},
     os::fd::{AsRawFd, OwnedFd},
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use common::{
+    cli::etran_in as etran,
     daemon::{etran_up_pair, port_links, Daemon},
     netns::{in_netns, sh, VethPair},
+    tcp::wait_for,
 };
 use etran::daemon::{
     client::Session,
     proto::{self, Reply, Request, Transport},
 };
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
-
-fn etran(ns: &str, args: &[&str]) -> std::process::Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_etran")])
-        .args(args)
-        .output()
-        .expect("run etran")
-}
 
 /// The gen pump's spare veth pair (`etgen<ifindex>` and its peer `…p`).
 fn gen_links(ns: &str) -> Vec<String> {
@@ -60,14 +51,6 @@ fn app_ports(ns: &str) -> Vec<(u32, u32)> {
 fn ifindex_in(ns: &str, name: &str) -> u32 {
     let name = name.to_string();
     in_netns(ns, move || etran::sys::ifindex(&name).unwrap())
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn sockopt_int(fd: &OwnedFd, opt: libc::c_int) -> i32 {
@@ -220,6 +203,7 @@ fn frame_reaches_app(ns: &str, reg: &etran::daemon::client::Registration) -> boo
 
 #[test]
 fn apps_register_get_ports_and_leave_nothing_behind() {
+    let Some(_root) = common::root::shared() else { return };
     let net = etran_up_pair("dmn-reg");
     let mut daemon = Daemon::start(&net.a, "dmn-reg");
     let meta = fs::metadata(&daemon.sock).unwrap();
@@ -248,7 +232,7 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
     let rt = twice.register(Transport::Tcp, 1).unwrap();
     twice.send(&Request::Register { version: 1, transport: Transport::Tcp, queues: 1 }).unwrap();
     assert!(matches!(twice.recv().unwrap().0, Reply::Error { .. }));
-    wait_until("the twice-registered port to go", || !port_links(&net.a).contains(&rt.port));
+    wait_for("the twice-registered port to go", 5, || !port_links(&net.a).contains(&rt.port));
 
     // Second app: another slot, another port.
     let mut two = Session::connect(&daemon.sock).unwrap();
@@ -263,11 +247,11 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
 
     // An app that goes away (socket closed, as on exit or crash) loses its port and slot.
     drop(one);
-    wait_until("app one's port to go", || !port_links(&net.a).contains(&r1.port));
+    wait_for("app one's port to go", 5, || !port_links(&net.a).contains(&r1.port));
     assert_eq!(app_ports(&net.a), vec![(r2.slot, r2.kernel_ifindex)]);
     // `Close` does the same.
     two.close().unwrap();
-    wait_until("app two's port to go", || port_links(&net.a).is_empty());
+    wait_for("app two's port to go", 5, || port_links(&net.a).is_empty());
     assert!(app_ports(&net.a).is_empty());
 
     // A freed slot is given out again.
@@ -290,6 +274,7 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
 
 #[test]
 fn bad_input_is_refused_without_harm() {
+    let Some(_root) = common::root::shared() else { return };
     let net = etran_up_pair("dmn-bad");
     let mut daemon = Daemon::start(&net.a, "dmn-bad");
 
@@ -336,13 +321,14 @@ fn bad_input_is_refused_without_harm() {
     let r = ok.register(Transport::Tcp, 1).unwrap();
     assert!(port_links(&net.a).contains(&r.port));
     drop(ok);
-    wait_until("the port to go", || port_links(&net.a).is_empty());
+    wait_for("the port to go", 5, || port_links(&net.a).is_empty());
     assert!(daemon.terminate().success());
     assert!(!daemon.sock.exists());
 }
 
 #[test]
 fn daemon_needs_etran_up_and_refuses_a_live_socket() {
+    let Some(_root) = common::root::shared() else { return };
     let net = VethPair::new("dmn-noup");
     let out = etran(&net.a, &["daemon", "--iface", "va", "--socket", "/tmp/etran-test-noup.sock"]);
     assert!(!out.status.success());

@@ -7,8 +7,6 @@
 //! connection opens: passive, active, and a SYN reopening a 4-tuple in TIME_WAIT. The app must
 //! get every byte exactly once (and the FIN), and the peer an ACK of all of it well before it
 //! would retransmit. Needs root.
-mod common;
-
 use std::{
     io::ErrorKind,
     net::{Ipv4Addr, SocketAddrV4},
@@ -16,14 +14,14 @@ use std::{
 };
 
 use common::{
-    daemon::{etran_up_pair, Daemon},
-    netns::{in_netns, sh, RawSocket, VethPair},
+    daemon::EtranApp,
+    netns::{in_netns, mac_of, sh, RawSocket},
     tcp::{conn_present, pattern, pending_present, wait_for},
 };
 use etran::{
     app::{App, ConnId},
     bpf::tcp::types::tcp_conn_key,
-    daemon::{client::Session, proto::Transport},
+    daemon::client::Session,
     transport::tcp::{
         handshake::timestamp_option,
         options::SynOptions,
@@ -39,17 +37,6 @@ const PROMPT: Duration = Duration::from_millis(100);
 
 fn us() -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 1), PORT)
-}
-
-fn mac_of(ns: &str, dev: &str) -> [u8; 6] {
-    let out = sh(&format!("ip -n {ns} -o link show {dev}"));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let hex = text.split("link/ether ").nth(1).unwrap().split(' ').next().unwrap();
-    let mut mac = [0u8; 6];
-    for (m, p) in mac.iter_mut().zip(hex.split(':')) {
-        *m = u8::from_str_radix(p, 16).unwrap();
-    }
-    mac
 }
 
 /// One crafted TCP endpoint at PEER_IP:`port` (the kernel of -b ignores frames to that
@@ -192,32 +179,27 @@ fn expected(script: Script) -> (Vec<u8>, bool) {
     (bytes, script.iter().any(|(f, _)| f & FIN != 0))
 }
 
+/// An app listening on PORT (the common bed), and both ends' Ethernet addresses.
 struct Bed {
-    net: VethPair,
-    daemon: Daemon,
-    session: Session,
-    app: App,
+    etran: EtranApp,
     vb_mac: [u8; 6],
     va_mac: [u8; 6],
 }
 
 impl Bed {
     fn new(name: &str) -> Bed {
-        let net = etran_up_pair(name);
-        let daemon = Daemon::start(&net.a, name);
-        let mut session = Session::connect(&daemon.sock).unwrap();
-        let reg = session.register(Transport::Tcp, 1).unwrap();
-        let app = App::open(reg).unwrap();
-        session.listen(PORT).unwrap();
+        let mut etran = EtranApp::new(name);
+        etran.session.listen(PORT).unwrap();
+        let net = &etran.net;
         let (vb_mac, va_mac) = (mac_of(&net.b, "vb"), mac_of(&net.a, "va"));
-        Bed { net, daemon, session, app, vb_mac, va_mac }
+        Bed { etran, vb_mac, va_mac }
     }
 
     /// A passive open from peer port `port` (initial sequence number `isn`), then `script`
     /// right behind the SYN-ACK; the app reads it all, the peer sees it all ACKed at once.
     fn passive(&mut self, port: u16, isn: u32, script: Script) -> (ConnId, Duration) {
         let (want, fin) = expected(script);
-        let (vb_mac, va_mac, b) = (self.vb_mac, self.va_mac, self.net.b.clone());
+        let (vb_mac, va_mac, b) = (self.vb_mac, self.va_mac, self.etran.net.b.clone());
         std::thread::scope(|s| {
             let peer = s.spawn(move || {
                 in_netns(&b, || {
@@ -231,8 +213,14 @@ impl Bed {
                 })
             });
             let done = || peer.is_finished();
-            let (id, got) =
-                read_all(&mut self.app, &mut self.session, None, want.len(), fin, &done);
+            let (id, got) = read_all(
+                &mut self.etran.app,
+                &mut self.etran.session,
+                None,
+                want.len(),
+                fin,
+                &done,
+            );
             assert_eq!(got, want, "port {port}: every byte exactly once");
             let took = peer.join().expect("the peer saw everything acknowledged in time");
             (id, took)
@@ -244,6 +232,7 @@ const HELLO: &[u8] = b"GET / HTTP/1.0\r\n\r\n";
 
 #[test]
 fn data_and_fin_right_behind_a_passive_open_reach_the_app() {
+    let Some(_root) = common::root::shared() else { return };
     let mut bed = Bed::new("etran-race-pas");
     let big = pattern(3, 1400);
     let behind: Script = &[(ACK, &[]), (ACK, &big[..700]), (ACK | PSH, &big[700..])];
@@ -258,16 +247,17 @@ fn data_and_fin_right_behind_a_passive_open_reach_the_app() {
         let (id, took) =
             bed.passive(41000 + i as u16, 0xffff_fff0u32.wrapping_add(i as u32), script);
         eprintln!("{name}: acknowledged after {took:?}");
-        bed.app.abort(id);
+        bed.etran.app.abort(id);
     }
-    let log = bed.daemon.log();
+    let log = bed.etran.daemon.log();
     assert!(!log.contains("replaying a segment"), "{log}");
 }
 
 #[test]
 fn a_server_speaking_first_races_our_ack_of_its_syn_ack() {
+    let Some(_root) = common::root::shared() else { return };
     let mut bed = Bed::new("etran-race-act");
-    let (a, b) = (bed.net.a.clone(), bed.net.b.clone());
+    let (a, b) = (bed.etran.net.a.clone(), bed.etran.net.b.clone());
     sh(&format!(
         "ip -n {a} neigh replace {PEER_IP} lladdr {} dev va",
         bed.vb_mac.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")
@@ -296,22 +286,29 @@ fn a_server_speaking_first_races_our_ack_of_its_syn_ack() {
                 })
             });
             let remote = SocketAddrV4::new(PEER_IP, port);
-            let id = bed.app.connect(&mut bed.session, remote).expect("connected");
+            let id = bed.etran.app.connect(&mut bed.etran.session, remote).expect("connected");
             let done = || peer.is_finished();
-            let (id, got) =
-                read_all(&mut bed.app, &mut bed.session, Some(id), want.len(), fin, &done);
+            let (id, got) = read_all(
+                &mut bed.etran.app,
+                &mut bed.etran.session,
+                Some(id),
+                want.len(),
+                fin,
+                &done,
+            );
             assert_eq!(got, want, "every byte exactly once");
             let took = peer.join().expect("everything acknowledged in time");
             eprintln!("active open {i}: acknowledged after {took:?}");
-            bed.app.abort(id);
+            bed.etran.app.abort(id);
         });
     }
 }
 
 #[test]
 fn data_right_behind_a_syn_that_reopens_a_tuple_in_time_wait() {
+    let Some(_root) = common::root::shared() else { return };
     let mut bed = Bed::new("etran-race-tw");
-    let (a, b) = (bed.net.a.clone(), bed.net.b.clone());
+    let (a, b) = (bed.etran.net.a.clone(), bed.etran.net.b.clone());
     let port: u16 = 42000;
     let key = tcp_conn_key {
         local_ip: u32::from_ne_bytes(us().ip().octets()),
@@ -344,19 +341,19 @@ fn data_right_behind_a_syn_that_reopens_a_tuple_in_time_wait() {
         });
         let deadline = Instant::now() + Duration::from_secs(5);
         let id = loop {
-            bed.app.poll().unwrap();
-            if let Some(id) = bed.app.accept(&mut bed.session).unwrap() {
+            bed.etran.app.poll().unwrap();
+            if let Some(id) = bed.etran.app.accept(&mut bed.etran.session).unwrap() {
                 break id;
             }
             assert!(Instant::now() < deadline, "no accept");
         };
-        bed.app.close(id).unwrap();
-        while !bed.app.is_closed(id) || !peer.is_finished() {
-            bed.app.poll().unwrap();
+        bed.etran.app.close(id).unwrap();
+        while !bed.etran.app.is_closed(id) || !peer.is_finished() {
+            bed.etran.app.poll().unwrap();
             assert!(Instant::now() < deadline, "the close did not complete");
         }
-        bed.app.poll().unwrap(); // releases it: TIME_WAIT in the daemon
-        bed.app.remove_connection(id);
+        bed.etran.app.poll().unwrap(); // releases it: TIME_WAIT in the daemon
+        bed.etran.app.remove_connection(id);
         peer.join().unwrap();
     });
     wait_for("TIME_WAIT", 3, || pending_present(&a, &key) && !conn_present(&a, &key));
@@ -365,5 +362,5 @@ fn data_right_behind_a_syn_that_reopens_a_tuple_in_time_wait() {
     let script: Script = &[(ACK, &[]), (ACK | PSH | FIN, HELLO)];
     let (id, took) = bed.passive(port, isn.wrapping_add(1_000_000), script);
     eprintln!("reopened: acknowledged after {took:?}");
-    bed.app.abort(id);
+    bed.etran.app.abort(id);
 }

@@ -9,36 +9,20 @@
 //!
 //! `ETRAN_INTEROP_MB` sets the megabytes per transfer (default 16); `ETRAN_INTEROP_KEEP=DIR`
 //! keeps the captures there. Needs root and python3.
-mod common;
-
-use std::{
-    net::SocketAddrV4,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{net::SocketAddrV4, path::PathBuf, time::Duration};
 
 use common::{
     capture::{analyse, parse_expert, tshark_expert, write_pcap, Capture, Direction, Ranges},
-    daemon::EtranHosts,
+    daemon::{register, EtranHosts},
     netns::in_netns,
     peer::{etran_accept, etran_recv, etran_send, Pattern, PyPeer},
 };
-use etran::{
-    app::App,
-    daemon::{client::Session, proto::Transport},
-    testbed::{Spec, HOST_NIC},
-};
+use etran::testbed::{Spec, HOST_NIC};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
 fn megabytes() -> u64 {
     std::env::var("ETRAN_INTEROP_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(16)
-}
-
-fn register(sock: &Path) -> (Session, App) {
-    let mut session = Session::connect(sock).unwrap();
-    let reg = session.register(Transport::Tcp, 1).unwrap();
-    (session, App::open(reg).unwrap())
 }
 
 /// Drop counters of host `i`'s datapath whose reason names a checksum.
@@ -66,6 +50,7 @@ fn captured<T>(hosts: &EtranHosts, f: impl FnOnce() -> T) -> (T, Vec<common::cap
 
 #[test]
 fn impaired_switch_every_byte_right_both_ways() {
+    let Some(_root) = common::root::alone() else { return };
     let bytes = megabytes() << 20;
     let mut spec = Spec::new("", 2);
     spec.corrupt = 0.001;

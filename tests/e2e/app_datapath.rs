@@ -4,18 +4,13 @@
 //! [`etran::app::App`] through its port → egress → NIC → the peer namespace (captured there),
 //! and segments injected from the peer received by the app with their metadata (in order, out
 //! of order + merge, acknowledgement freeing the send buffer). Needs root.
-mod common;
-
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use common::{
-    daemon::{etran_up_pair, Daemon},
-    netns::{in_netns, RawSocket},
+    daemon::DaemonPair,
+    netns::{in_netns, mac_of, RawSocket},
     packet::*,
-    tcp::{as_bytes, with_cwnd},
+    tcp::{as_bytes, pattern, with_cwnd},
 };
 use etran::{
     app::{App, StreamInit},
@@ -36,18 +31,6 @@ const TX_POS: u32 = 0xffff_fc00; // and so do stream positions
 /// 960 advertisable bytes (less than half) and the update more than doubles that.
 const RCV_BUF: u32 = 1024;
 
-fn mac_of(ns: &str, iface: &str) -> [u8; 6] {
-    let out = Command::new("ip").args(["-n", ns, "-o", "link", "show", iface]).output().unwrap();
-    let s = String::from_utf8_lossy(&out.stdout);
-    let mac =
-        s.split("link/ether ").nth(1).expect("an Ethernet address").split(' ').next().unwrap();
-    let mut out = [0u8; 6];
-    for (o, p) in out.iter_mut().zip(mac.split(':')) {
-        *o = u8::from_str_radix(p, 16).unwrap();
-    }
-    out
-}
-
 fn key() -> tcp_conn_key {
     tcp_conn_key {
         local_ip: u32::from_ne_bytes(LOCAL),
@@ -55,10 +38,6 @@ fn key() -> tcp_conn_key {
         local_port: LPORT.to_be(),
         remote_port: RPORT.to_be(),
     }
-}
-
-fn pattern(from: usize, n: usize) -> Vec<u8> {
-    (from..from + n).map(|i| (i * 31 % 251) as u8).collect()
 }
 
 /// A segment from the peer, as it would arrive at va.
@@ -94,9 +73,9 @@ fn poll_until(app: &mut App, what: &str, mut f: impl FnMut(&mut App) -> bool) {
 
 #[test]
 fn app_sends_and_receives_through_its_port() {
-    let net = etran_up_pair("appdp");
+    let Some(_root) = common::root::alone() else { return };
+    let DaemonPair { net, daemon } = DaemonPair::new("appdp");
     let (a, b) = (net.a.clone(), net.b.clone());
-    let daemon = Daemon::start(&a, "appdp");
     let (va_mac, vb_mac) = (mac_of(&a, "va"), mac_of(&b, "vb"));
 
     let mut session = Session::connect(&daemon.sock).unwrap();

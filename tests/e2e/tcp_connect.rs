@@ -4,8 +4,6 @@
 //! missing neighbour entry), and to a closed port (refused). Each time the connection lands in
 //! `etran_tcp_conns`, bytes flow both ways byte-exact, and dropping the app's session removes
 //! the connection and resets the Linux side. Needs root.
-mod common;
-
 use std::{
     io::{ErrorKind, Read, Write},
     net::{SocketAddrV4, TcpListener, TcpStream},
@@ -13,7 +11,7 @@ use std::{
 };
 
 use common::{
-    daemon::{etran_up_pair, Daemon},
+    daemon::{register, DaemonPair},
     netns::in_netns,
     tcp::{add_neighbour_of_b, conn_present, pattern},
 };
@@ -65,13 +63,11 @@ fn exchange(app: &mut App, id: ConnId, client: &mut TcpStream) {
 
 #[test]
 fn linux_client_connects_to_an_etran_listener() {
-    let net = etran_up_pair("tcpconn");
+    let Some(_root) = common::root::shared() else { return };
+    let DaemonPair { net, daemon } = DaemonPair::new("tcpconn");
     let (a, b) = (net.a.clone(), net.b.clone());
-    let daemon = Daemon::start(&a, "tcpconn");
 
-    let mut session = Session::connect(&daemon.sock).unwrap();
-    let reg = session.register(Transport::Tcp, 1).unwrap();
-    let mut app = App::open(reg).unwrap();
+    let (mut session, mut app) = register(&daemon.sock);
     session.listen(PORT).unwrap();
     // A second listener on the same port is refused; the session stays usable.
     let mut other = Session::connect(&daemon.sock).unwrap();
@@ -118,12 +114,10 @@ fn linux_client_connects_to_an_etran_listener() {
 
 #[test]
 fn etran_app_connects_to_a_linux_listener() {
-    let net = etran_up_pair("tcpact");
+    let Some(_root) = common::root::shared() else { return };
+    let DaemonPair { net, daemon } = DaemonPair::new("tcpact");
     let (a, b) = (net.a.clone(), net.b.clone());
-    let daemon = Daemon::start(&a, "tcpact");
-    let mut session = Session::connect(&daemon.sock).unwrap();
-    let reg = session.register(Transport::Tcp, 1).unwrap();
-    let mut app = App::open(reg).unwrap();
+    let (mut session, mut app) = register(&daemon.sock);
     let peer: SocketAddrV4 = "10.77.0.2:7200".parse().unwrap();
 
     // No neighbour entry for the peer yet: a clear refusal, the session lives on.

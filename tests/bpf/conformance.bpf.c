@@ -1,0 +1,86 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* Test-only (never embedded in etran): the fast path's arithmetic that Rust also carries
+ * (tcp_seq.h's serial comparisons, window scale and flight, tcp_tx.h's window field), run on
+ * inputs from the test with BPF_PROG_TEST_RUN. tests/fixtures/conformance.rs runs the Rust
+ * helpers on the same inputs and asserts equal results. The frame holds one struct
+ * conformance_in; the program overwrites its head with a struct conformance_out. */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "tcp/tcp.h"
+#include "tcp/tcp_seq.h"
+#include "tcp/tcp_tx.h"
+
+enum conformance_op {
+	CONFORMANCE_BEFORE = 1, /* value = before(a, b) */
+	CONFORMANCE_AFTER,      /* value = after(a, b) */
+	CONFORMANCE_WSCALE,     /* value = wscale(a) */
+	CONFORMANCE_FLIGHT,     /* value = flight_bytes(&conn) */
+	CONFORMANCE_UNA_POS,    /* value = una_pos(&conn) */
+	CONFORMANCE_WINDOW,     /* value = tx_window(&conn); rcv_adv, rcv_shrinks after it */
+};
+
+struct conformance_in {
+	__u32 op; /* enum conformance_op */
+	__u32 a;
+	__u32 b;
+	__u32 reserved;
+	struct tcp_conn conn;
+};
+
+struct conformance_out {
+	__u32 value;
+	__u32 rcv_adv;
+	__u32 rcv_shrinks;
+};
+
+struct conformance_layouts {
+	struct conformance_in in;
+	struct conformance_out out;
+	enum conformance_op op;
+};
+
+/* Never read: declared so that the layouts reach BTF, hence the skeleton's Rust types. */
+const volatile struct conformance_layouts conformance_layouts;
+
+SEC("xdp")
+int conformance(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct conformance_out *out = data;
+	struct conformance_in in;
+	__u32 value = 0;
+
+	if (data + sizeof(in) > data_end)
+		return XDP_ABORTED;
+	__builtin_memcpy(&in, data, sizeof(in));
+	switch (in.op) {
+	case CONFORMANCE_BEFORE:
+		value = before(in.a, in.b);
+		break;
+	case CONFORMANCE_AFTER:
+		value = after(in.a, in.b);
+		break;
+	case CONFORMANCE_WSCALE:
+		value = wscale(in.a);
+		break;
+	case CONFORMANCE_FLIGHT:
+		value = flight_bytes(&in.conn);
+		break;
+	case CONFORMANCE_UNA_POS:
+		value = una_pos(&in.conn);
+		break;
+	case CONFORMANCE_WINDOW:
+		value = tx_window(&in.conn);
+		break;
+	default:
+		return XDP_ABORTED;
+	}
+	out->value = value;
+	out->rcv_adv = in.conn.rcv_adv;
+	out->rcv_shrinks = in.conn.rcv_shrinks;
+	return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,21 @@
+//! The shared harness of etran's integration tests (one crate, compiled once, used by every
+//! test crate as `common`):
+//! - [`root`]: the root check every root test starts with (it skips, and says so, where it cannot
+//!   run), and the guard that lets a test have the machine to itself;
+//! - [`cli`]: the `etran` binary run on the host or in a namespace;
+//! - [`netns`]: private namespaces (a veth pair), raw sockets, running code in a namespace;
+//! - [`daemon`]: an `etran daemon` child, `etran up` on a pair, two etran hosts on a testbed;
+//! - [`fixture`]: the generic BPF_PROG_TEST_RUN fixture runner, counters, the fuzzers' random
+//!   source; [`tcp`]: the TCP programs' fixture harness and end-to-end helpers;
+//! - [`packet`]: frame builders and parsers; [`capture`], [`peer`], [`hostile`]: a capture
+//!   judge, Linux peers, and a hostile app for the end-to-end tests.
+pub mod capture;
+pub mod cli;
+pub mod daemon;
+pub mod fixture;
+pub mod hostile;
+pub mod netns;
+pub mod packet;
+pub mod peer;
+pub mod root;
+pub mod tcp;
