@@ -14,6 +14,7 @@ pub mod log;
 pub mod netlink;
 pub mod netns;
 pub mod output;
+pub mod proto;
 pub mod sys;
 pub mod testbed;
 pub mod timer;

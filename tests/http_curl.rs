@@ -15,10 +15,7 @@ use common::{
     daemon::{etran_up_pair, Daemon},
     tcp::pattern,
 };
-use etran::{
-    app::{App, ConnId},
-    daemon::{client::Session, proto::Transport},
-};
+use etran::app::{App, ConnId};
 
 const PORT: u16 = 8080;
 const REQUESTS: usize = 100;
@@ -35,7 +32,7 @@ struct Client {
 /// Serves `response` to every request until `done`; returns the connections served. Like a
 /// real server it sleeps until its port is readable (a busy-polling one would take a whole
 /// CPU of two from curl and the daemon); a connection's data comes after the daemon accepted it.
-fn serve(app: &mut App, session: &mut Session, response: &[u8], done: &dyn Fn() -> bool) -> usize {
+fn serve(app: &mut App, response: &[u8], done: &dyn Fn() -> bool) -> usize {
     let mut clients: Vec<Client> = Vec::new();
     let mut served = 0;
     let mut buf = [0u8; 4096];
@@ -46,7 +43,7 @@ fn serve(app: &mut App, session: &mut Session, response: &[u8], done: &dyn Fn() 
         // Edge-triggered: the timeout covers frames a pass left in the ring.
         poll.poll(&mut events, Some(Duration::from_millis(1))).unwrap();
         app.poll().unwrap();
-        while let Some(id) = app.accept(session).unwrap() {
+        while let Some(id) = app.accept().unwrap() {
             clients.push(Client { id, request: Vec::new(), pending: None });
         }
         for c in &mut clients {
@@ -90,10 +87,8 @@ fn serve(app: &mut App, session: &mut Session, response: &[u8], done: &dyn Fn() 
 fn sequential_curl_requests_are_all_fast_and_exact() {
     let net = etran_up_pair("etran-curl");
     let daemon = Daemon::start(&net.a, "etran-curl");
-    let mut session = Session::connect(&daemon.sock).unwrap();
-    let reg = session.register(Transport::Tcp, 1).unwrap();
-    let mut app = App::open(reg).unwrap();
-    session.listen(PORT).unwrap();
+    let mut app = App::open(&daemon.sock).unwrap();
+    app.listen(PORT).unwrap();
 
     let body = pattern(5, 20_000);
     let mut response =
@@ -121,7 +116,7 @@ fn sequential_curl_requests_are_all_fast_and_exact() {
                 })
                 .collect::<Vec<_>>()
         });
-        let served = serve(&mut app, &mut session, &response, &|| client.is_finished());
+        let served = serve(&mut app, &response, &|| client.is_finished());
         let times = client.join().expect("every request answered");
         // The last connection may still be closing.
         assert!(served >= REQUESTS - 1, "served {served}: {}", daemon.log());

@@ -22,7 +22,7 @@ use common::{
 use etran::{
     app::{App, ConnId},
     bpf::tcp::types::tcp_conn_key,
-    daemon::{client::Session, proto::Transport},
+    proto::errno_of,
     transport::tcp::{close, rto::RtoConfig},
 };
 
@@ -33,7 +33,6 @@ const AFTER_TIME_WAIT: u64 = 4;
 /// An app listening on PORT behind a daemon on `va`. Dropped in field order: the app first.
 struct Etran {
     app: App,
-    session: Session,
     daemon: Daemon,
     net: VethPair,
 }
@@ -42,11 +41,9 @@ impl Etran {
     fn new(name: &str) -> Etran {
         let net = etran_up_pair(name);
         let daemon = Daemon::start(&net.a, name);
-        let mut session = Session::connect(&daemon.sock).unwrap();
-        let reg = session.register(Transport::Tcp, 1).unwrap();
-        let app = App::open(reg).unwrap();
-        session.listen(PORT).unwrap();
-        Etran { app, session, daemon, net }
+        let mut app = App::open(&daemon.sock).unwrap();
+        app.listen(PORT).unwrap();
+        Etran { app, daemon, net }
     }
 
     /// Polls the port and the session until `done` holds (or panics after 8 s).
@@ -54,7 +51,7 @@ impl Etran {
         let deadline = Instant::now() + Duration::from_secs(8);
         loop {
             self.app.poll().unwrap();
-            self.app.poll_daemon(&mut self.session).unwrap();
+            self.app.poll_daemon().unwrap();
             if done(&mut self.app) {
                 return;
             }
@@ -75,13 +72,25 @@ impl Etran {
         (linux, id, self.app.stream(id).unwrap().key())
     }
 
+    /// Connects to `peer` from local port `port` (non-blocking connect, polled to its end).
+    fn connect_from(&mut self, peer: SocketAddrV4, port: u16) -> std::io::Result<ConnId> {
+        let c = self.app.connect(peer, Some(port))?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(id) = self.app.poll_connect(&c)? {
+                return Ok(id);
+            }
+            assert!(Instant::now() < deadline, "no answer to the connect: {}", self.daemon.log());
+            self.app.wait(Some(Duration::from_millis(50)))?;
+        }
+    }
+
     fn accept(&mut self) -> ConnId {
         let mut id = None;
-        let session = &mut self.session;
         let deadline = Instant::now() + Duration::from_secs(5);
         while id.is_none() {
             self.app.poll().unwrap();
-            id = self.app.accept(session).unwrap();
+            id = self.app.accept().unwrap();
             assert!(Instant::now() < deadline, "no Accepted: {}", self.daemon.log());
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -385,7 +394,7 @@ fn a_tuple_in_time_wait_is_not_reused() {
     add_neighbour_of_b(&e.net);
     let peer: SocketAddrV4 = "10.77.0.2:7301".parse().unwrap();
     let listener = in_netns(&e.net.b, || TcpListener::bind(peer).unwrap());
-    let id = e.app.connect(&mut e.session, peer).unwrap();
+    let id = e.app.connect_blocking(peer).unwrap();
     let (mut server, _) = listener.accept().unwrap();
     let key = e.app.stream(id).unwrap().key();
     e.app.close(id).unwrap();
@@ -397,14 +406,15 @@ fn a_tuple_in_time_wait_is_not_reused() {
     wait_for("the release", 3, || !conn_present(&e.net.a, &key));
 
     let port = u16::from_be(key.local_port);
-    let err = e.session.connect_tcp(peer, Some(port)).unwrap_err();
-    assert!(format!("{err:#}").contains("in use"), "{err:#}");
+    // As connect(2) after bind(2) to a 4-tuple in TIME_WAIT: EADDRINUSE.
+    let err = e.connect_from(peer, port).unwrap_err();
+    assert_eq!(errno_of(&err), Some(libc::EADDRINUSE), "{err}");
+    assert!(err.to_string().contains("in use"), "{err}");
     wait_for("TIME_WAIT to end", AFTER_TIME_WAIT, || !pending_present(&e.net.a, &key));
-    let (handle, init) = e.session.connect_tcp(peer, Some(port)).expect("free again");
-    assert_eq!(init.local.port(), port);
+    let id = e.connect_from(peer, port).expect("free again");
+    assert_eq!(u16::from_be(e.app.stream(id).unwrap().key().local_port), port);
     let (_server, from) = listener.accept().unwrap();
     assert_eq!(from.port(), port);
-    let id = e.app.add_connection(handle, init.stream_init());
     e.app.abort(id);
     wait_for("the abort", 3, || map_entries(&e.net.a) == (0, 0));
 }

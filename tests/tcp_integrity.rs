@@ -15,7 +15,6 @@ use std::{
 use common::{daemon::EtranHosts, netns::in_netns};
 use etran::{
     app::{App, ConnId},
-    daemon::{client::Session, proto::Transport},
     testbed::{Spec, HOST_NIC},
 };
 
@@ -60,10 +59,8 @@ fn check(what: &str, seed: u64, offset: u64, got: &[u8]) {
     }
 }
 
-fn register(sock: &std::path::Path) -> (Session, App) {
-    let mut session = Session::connect(sock).unwrap();
-    let reg = session.register(Transport::Tcp, 1).unwrap();
-    (session, App::open(reg).unwrap())
+fn register(sock: &std::path::Path) -> App {
+    App::open(sock).unwrap()
 }
 
 /// One direction of a connection, as an app sees it.
@@ -134,10 +131,10 @@ fn every_byte_arrives_intact_through_a_corrupting_switch() {
     let (ip1, ip2) = (hosts.tb.host(1).ip, hosts.tb.host(2).ip);
     let before: Vec<u64> = [&h1, &h2].iter().map(|ns| in_netns(ns, kernel_input_errors)).collect();
 
-    let (mut s2, mut app2) = register(&hosts.daemons[1].sock);
-    s2.listen(LINUX_TO_ETRAN).unwrap();
-    s2.listen(ETRAN_TO_ETRAN).unwrap();
-    let (mut s1, mut app1) = register(&hosts.daemons[0].sock);
+    let mut app2 = register(&hosts.daemons[1].sock);
+    app2.listen(LINUX_TO_ETRAN).unwrap();
+    app2.listen(ETRAN_TO_ETRAN).unwrap();
+    let mut app1 = register(&hosts.daemons[0].sock);
     let listener = in_netns(&h1, || {
         TcpListener::bind(SocketAddrV4::new(ip1, ETRAN_TO_LINUX)).expect("Linux listens")
     });
@@ -148,9 +145,9 @@ fn every_byte_arrives_intact_through_a_corrupting_switch() {
         )
         .expect("the eTran listener accepts")
     });
-    let to_linux = app2.connect(&mut s2, SocketAddrV4::new(ip1, ETRAN_TO_LINUX)).unwrap();
+    let to_linux = app2.connect_blocking(SocketAddrV4::new(ip1, ETRAN_TO_LINUX)).unwrap();
     let (server, _) = listener.accept().unwrap();
-    let e2e_out = app1.connect(&mut s1, SocketAddrV4::new(ip2, ETRAN_TO_ETRAN)).unwrap();
+    let e2e_out = app1.connect_blocking(SocketAddrV4::new(ip2, ETRAN_TO_ETRAN)).unwrap();
 
     let started = Instant::now();
     std::thread::scope(|s| {
@@ -192,7 +189,7 @@ fn every_byte_arrives_intact_through_a_corrupting_switch() {
                 app1.poll().unwrap();
                 pump_send(&mut app1, e2e_out, 3, E2E_STREAM, &mut p, &mut buf);
             }
-            (app1, s1)
+            app1
         });
 
         let mut from_linux: Option<(ConnId, Progress)> = None;
@@ -211,7 +208,7 @@ fn every_byte_arrives_intact_through_a_corrupting_switch() {
                 out.sent
             );
             app2.poll().unwrap();
-            while let Some(id) = app2.accept(&mut s2).unwrap() {
+            while let Some(id) = app2.accept().unwrap() {
                 let port = u16::from_be(app2.stream(id).unwrap().key().local_port);
                 let slot = if port == LINUX_TO_ETRAN { &mut from_linux } else { &mut from_etran };
                 *slot = Some((id, Progress::default()));

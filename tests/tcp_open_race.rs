@@ -23,7 +23,6 @@ use common::{
 use etran::{
     app::{App, ConnId},
     bpf::tcp::types::tcp_conn_key,
-    daemon::{client::Session, proto::Transport},
     transport::tcp::{
         handshake::timestamp_option,
         options::SynOptions,
@@ -151,7 +150,6 @@ type Script<'a> = &'a [(u8, &'a [u8])];
 /// bytes (and the end of the stream with `fin`), then aborts it. Returns what it read.
 fn read_all(
     app: &mut App,
-    session: &mut Session,
     id: Option<ConnId>,
     want: usize,
     fin: bool,
@@ -165,7 +163,7 @@ fn read_all(
     loop {
         app.poll().unwrap();
         if id.is_none() {
-            id = app.accept(session).unwrap();
+            id = app.accept().unwrap();
         }
         if let Some(c) = id {
             loop {
@@ -195,7 +193,6 @@ fn expected(script: Script) -> (Vec<u8>, bool) {
 struct Bed {
     net: VethPair,
     daemon: Daemon,
-    session: Session,
     app: App,
     vb_mac: [u8; 6],
     va_mac: [u8; 6],
@@ -205,12 +202,10 @@ impl Bed {
     fn new(name: &str) -> Bed {
         let net = etran_up_pair(name);
         let daemon = Daemon::start(&net.a, name);
-        let mut session = Session::connect(&daemon.sock).unwrap();
-        let reg = session.register(Transport::Tcp, 1).unwrap();
-        let app = App::open(reg).unwrap();
-        session.listen(PORT).unwrap();
+        let mut app = App::open(&daemon.sock).unwrap();
+        app.listen(PORT).unwrap();
         let (vb_mac, va_mac) = (mac_of(&net.b, "vb"), mac_of(&net.a, "va"));
-        Bed { net, daemon, session, app, vb_mac, va_mac }
+        Bed { net, daemon, app, vb_mac, va_mac }
     }
 
     /// A passive open from peer port `port` (initial sequence number `isn`), then `script`
@@ -231,8 +226,7 @@ impl Bed {
                 })
             });
             let done = || peer.is_finished();
-            let (id, got) =
-                read_all(&mut self.app, &mut self.session, None, want.len(), fin, &done);
+            let (id, got) = read_all(&mut self.app, None, want.len(), fin, &done);
             assert_eq!(got, want, "port {port}: every byte exactly once");
             let took = peer.join().expect("the peer saw everything acknowledged in time");
             (id, took)
@@ -296,10 +290,9 @@ fn a_server_speaking_first_races_our_ack_of_its_syn_ack() {
                 })
             });
             let remote = SocketAddrV4::new(PEER_IP, port);
-            let id = bed.app.connect(&mut bed.session, remote).expect("connected");
+            let id = bed.app.connect_blocking(remote).expect("connected");
             let done = || peer.is_finished();
-            let (id, got) =
-                read_all(&mut bed.app, &mut bed.session, Some(id), want.len(), fin, &done);
+            let (id, got) = read_all(&mut bed.app, Some(id), want.len(), fin, &done);
             assert_eq!(got, want, "every byte exactly once");
             let took = peer.join().expect("everything acknowledged in time");
             eprintln!("active open {i}: acknowledged after {took:?}");
@@ -345,7 +338,7 @@ fn data_right_behind_a_syn_that_reopens_a_tuple_in_time_wait() {
         let deadline = Instant::now() + Duration::from_secs(5);
         let id = loop {
             bed.app.poll().unwrap();
-            if let Some(id) = bed.app.accept(&mut bed.session).unwrap() {
+            if let Some(id) = bed.app.accept().unwrap() {
                 break id;
             }
             assert!(Instant::now() < deadline, "no accept");

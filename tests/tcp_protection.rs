@@ -31,7 +31,6 @@ use common::{
 use etran::{
     app::App,
     bpf::tcp::types::{tcp_conn, tcp_conn_key},
-    daemon::{client::Session, proto::Transport},
     transport::tcp::segment::{Segment, RST},
 };
 use libbpf_rs::{MapCore, MapFlags};
@@ -44,10 +43,8 @@ const FORGED_PER_KIND: usize = 1000;
 /// Valid frames of the hostile app's own connection (ACKs with forged consumption reports).
 const OWN_FRAMES: usize = 500;
 
-fn register(sock: &std::path::Path) -> (Session, App) {
-    let mut session = Session::connect(sock).unwrap();
-    let reg = session.register(Transport::Tcp, 1).unwrap();
-    (session, App::open(reg).unwrap())
+fn register(sock: &std::path::Path) -> App {
+    App::open(sock).unwrap()
 }
 
 /// The raw bytes of connection `key` in etran_tcp_conns of `va` in namespace `ns`.
@@ -107,8 +104,8 @@ fn a_hostile_app_forges_nothing_onto_the_wire() {
         )
     });
 
-    let (mut session, mut app) = register(&daemon.sock);
-    let id = app.connect(&mut session, peer(HONEST_PORT)).expect("the honest app connects");
+    let mut app = register(&daemon.sock);
+    let id = app.connect_blocking(peer(HONEST_PORT)).expect("the honest app connects");
     let (mut honest_peer, _) = honest_listener.accept().unwrap();
     let honest = app.stream(id).unwrap().key();
     let mut evil = Hostile::connect(&daemon.sock, peer(HOSTILE_PORT));
@@ -307,7 +304,6 @@ fn a_hostile_app_forges_nothing_onto_the_wire() {
     assert!(per_phase[0][0] > 0 && per_phase[2][0] > 0, "the honest stream was seen");
     drop(evil);
     drop(app);
-    drop(session);
     drop(daemon);
     drop(net);
 }

@@ -24,7 +24,6 @@ use common::{
 };
 use etran::{
     app::{App, ConnId},
-    daemon::{client::Session, proto::Transport},
     transport::tcp::segment::{Segment, ACK, RST, SYN},
 };
 
@@ -33,7 +32,6 @@ const PORT: u16 = 7400;
 /// An app behind a daemon on `va`. Dropped in field order: the app first.
 struct Etran {
     app: App,
-    session: Session,
     daemon: Daemon,
     net: VethPair,
 }
@@ -42,10 +40,8 @@ impl Etran {
     fn new(name: &str) -> Etran {
         let net = etran_up_pair(name);
         let daemon = Daemon::start(&net.a, name);
-        let mut session = Session::connect(&daemon.sock).unwrap();
-        let reg = session.register(Transport::Tcp, 1).unwrap();
-        let app = App::open(reg).unwrap();
-        Etran { app, session, daemon, net }
+        let app = App::open(&daemon.sock).unwrap();
+        Etran { app, daemon, net }
     }
 }
 
@@ -77,7 +73,7 @@ fn capture(raw: &RawSocket, from: SocketAddrV4, stop: &AtomicBool, wscale: u8) -
 /// the app sent and our segments as the sender saw them (ack, edge under `wscale`).
 fn download(name: &str, total: usize, wscale: u8) -> (u64, Vec<(u32, u32)>) {
     let mut e = Etran::new(name);
-    e.session.listen(PORT).unwrap();
+    e.app.listen(PORT).unwrap();
     if wscale == 0 {
         common::netns::sh(&format!(
             "ip netns exec {} sysctl -qw net.ipv4.tcp_window_scaling=0",
@@ -98,7 +94,7 @@ fn download(name: &str, total: usize, wscale: u8) -> (u64, Vec<(u32, u32)>) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let id = loop {
             e.app.poll().unwrap();
-            if let Some(id) = e.app.accept(&mut e.session).unwrap() {
+            if let Some(id) = e.app.accept().unwrap() {
                 break id;
             }
             assert!(Instant::now() < deadline, "no accept: {}", e.daemon.log());
@@ -186,7 +182,7 @@ fn a_linux_peer_closing_right_after_echoing_loses_nothing_and_resets_nothing() {
             })
         });
         let ids: Vec<ConnId> =
-            (0..CONNS).map(|_| e.app.connect(&mut e.session, peer).expect("connect")).collect();
+            (0..CONNS).map(|_| e.app.connect_blocking(peer).expect("connect")).collect();
         let sent: Vec<Vec<u8>> = (0..CONNS).map(|i| pattern(i * 7 + 1, EACH)).collect();
         let mut off = [0usize; CONNS];
         let mut got: Vec<Vec<u8>> = (0..CONNS).map(|_| Vec::with_capacity(EACH)).collect();
@@ -195,7 +191,7 @@ fn a_linux_peer_closing_right_after_echoing_loses_nothing_and_resets_nothing() {
         let deadline = Instant::now() + Duration::from_secs(30);
         while eof.iter().any(|d| !d) {
             e.app.poll().unwrap();
-            e.app.poll_daemon(&mut e.session).unwrap();
+            e.app.poll_daemon().unwrap();
             // A busy app: what arrives meanwhile (the peer's FIN, say) waits for the next poll,
             // while the kernel has acknowledged it already.
             std::thread::sleep(Duration::from_micros(300));
@@ -241,7 +237,7 @@ fn small_sends_in_one_pass_leave_as_one_segment_unless_nodelay() {
     let listener = in_netns(&b, || TcpListener::bind(peer).expect("listen"));
     let raw = in_netns(&b, || RawSocket::open("vb"));
     for nodelay in [false, true] {
-        let id = e.app.connect(&mut e.session, peer).expect("connect");
+        let id = e.app.connect_blocking(peer).expect("connect");
         let (mut server, from) = listener.accept().unwrap();
         e.app.set_nodelay(id, nodelay).unwrap();
         // Forget what the handshake left on the capture.

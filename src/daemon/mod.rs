@@ -2,13 +2,13 @@
 //! one source per app session, the gen pump's wake ring buffer (ACKs the kernel decided on, see
 //! [`crate::backend::compat::pump`]), a timer wheel and a Waker that asks the loop to shut down.
 //!
-//! - [`proto`]: the wire protocol (length-prefixed JSON, descriptors with SCM_RIGHTS).
 //! - [`session`]: one app's connection and what it owns.
 //! - [`crate::transport::tcp::control`]: the TCP slow path (handshakes: listen, accept, connect;
 //!   release, TIME_WAIT, aborts and resets) and its AF_PACKET socket.
 //! - [`crate::backend::compat::port`]: an app's veth port, its AF_XDP socket and UMEM, its
 //!   `app_ports` slot.
-//! - [`client`]: the app side (`connect`, `register`).
+//!
+//! The wire protocol is [`crate::proto`]; the app side of it lives in [`crate::app::link`].
 //!
 //! Nothing outlives its owner: a session's port is torn down when the app closes its socket
 //! (exit, crash or `Close`), and every session's when the daemon stops. Links named like ports
@@ -53,11 +53,9 @@ use crate::{
     },
 };
 
-pub mod client;
-pub mod proto;
 pub mod session;
 
-use proto::{FdKind, Reply, Request, Transport};
+use crate::proto::{self, FdKind, Refusal, Reply, Request, Transport};
 use session::{Input, Session};
 
 const WAKER: Token = Token(0);
@@ -293,8 +291,8 @@ impl Daemon {
                 Input::Request(Request::Register { version, transport, queues }) => {
                     match self.register(token, version, transport, queues) {
                         Ok(()) => false,
-                        Err(e) => {
-                            self.refuse(token, &format!("{e:#}"));
+                        Err(refusal) => {
+                            self.refuse(token, refusal);
                             true
                         }
                     }
@@ -320,7 +318,7 @@ impl Daemon {
                 Input::Request(Request::Close) => true,
                 Input::Closed => true,
                 Input::Bad(e) => {
-                    self.refuse(token, &e.to_string());
+                    self.refuse(token, Refusal::new(libc::EPROTO, e.to_string()));
                     true
                 }
             };
@@ -337,20 +335,25 @@ impl Daemon {
         version: u32,
         transport: Transport,
         queues: u32,
-    ) -> anyhow::Result<()> {
-        proto::check_version(version).map_err(anyhow::Error::msg)?;
+    ) -> Result<(), Refusal> {
+        proto::check_version(version)?;
         let session = self.sessions.get(&token).expect("live session");
         if session.port.is_some() {
-            bail!("this session is already registered");
+            return Err(Refusal::new(libc::EISCONN, "this session is already registered"));
         }
         match transport {
             Transport::Tcp => {}
         }
         if queues != 1 {
-            bail!("{queues} queues asked for; this daemon gives each app 1 queue for now");
+            let why =
+                format!("{queues} queues asked for; this daemon gives each app 1 queue for now");
+            return Err(Refusal::new(libc::EINVAL, why));
         }
-        let slot = self.free_slot().context("no free app port (all slots are in use)")?;
-        let port = Port::create(&mut self.nl, &self.tcp, slot)?;
+        let slot = self.free_slot().ok_or_else(|| {
+            Refusal::new(libc::ENOBUFS, "no free app port (all slots are in use)")
+        })?;
+        let port = Port::create(&mut self.nl, &self.tcp, slot)
+            .map_err(|e| Refusal::new(libc::EIO, format!("{e:#}")))?;
         let reply = Reply::Registered {
             version: proto::PROTOCOL_VERSION,
             slot,
@@ -371,7 +374,7 @@ impl Daemon {
             .collect();
         let sent = proto::send_fds(session.stream.as_fd(), &proto::encode(&reply), &fds);
         session.port = Some(port);
-        sent.context("sending the registration")?;
+        sent.map_err(|e| Refusal::new(e.raw_os_error().unwrap_or(libc::EIO), e.to_string()))?;
         self.note(format!("app session {id} registered: slot {slot}, port {name}"));
         Ok(())
     }
@@ -379,13 +382,13 @@ impl Daemon {
     fn listen(&mut self, token: Token, port: u16) {
         let Some(session) = self.sessions.get(&token) else { return };
         let reply = match session.port.as_ref().map(|p| p.slot) {
-            None => Reply::ListenFailed { port, reason: "register first".into() },
+            None => Reply::ListenFailed { port, refusal: not_registered() },
             Some(slot) => match self.slow.listen(&self.tcp, token, slot, port) {
                 Ok(()) => {
                     log::info(format!("app session {} listens on {port}", session.id));
                     Reply::Listening { port }
                 }
-                Err(reason) => Reply::ListenFailed { port, reason },
+                Err(refusal) => Reply::ListenFailed { port, refusal },
             },
         };
         self.notify(vec![Notify { owner: token, reply }]);
@@ -394,7 +397,7 @@ impl Daemon {
     fn connect(&mut self, token: Token, remote: std::net::SocketAddrV4, local_port: Option<u16>) {
         let Some(session) = self.sessions.get(&token) else { return };
         let result = match session.port.as_ref().map(|p| p.slot) {
-            None => Err("register first".to_string()),
+            None => Err(not_registered()),
             Some(slot) => self.slow.connect(
                 &self.tcp,
                 &mut self.timers,
@@ -405,8 +408,9 @@ impl Daemon {
                 local_port,
             ),
         };
-        if let Err(reason) = result {
-            self.notify(vec![Notify { owner: token, reply: Reply::ConnectFailed { reason } }]);
+        if let Err(refusal) = result {
+            let reply = Reply::ConnectFailed { remote, refusal };
+            self.notify(vec![Notify { owner: token, reply }]);
         }
     }
 
@@ -431,10 +435,10 @@ impl Daemon {
     }
 
     /// Tells the session why it is being closed (best effort).
-    fn refuse(&mut self, token: Token, why: &str) {
+    fn refuse(&mut self, token: Token, refusal: Refusal) {
         if let Some(s) = self.sessions.get(&token) {
-            log::warn(format!("app session {}: {why}", s.id));
-            let msg = proto::encode(&Reply::Error { message: why.to_string() });
+            log::warn(format!("app session {}: {refusal}", s.id));
+            let msg = proto::encode(&Reply::Error { refusal });
             let _ = proto::send_fds(s.stream.as_fd(), &msg, &[]);
         }
     }
@@ -538,4 +542,9 @@ fn bind_listener(path: &Path) -> anyhow::Result<UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("setting the mode of {}", path.display()))?;
     Ok(listener)
+}
+
+/// A request that needs a port, before `Register`.
+fn not_registered() -> Refusal {
+    Refusal::new(libc::ENOTCONN, "register first")
 }

@@ -3,8 +3,10 @@ use std::io::{self, Read};
 
 use mio::net::UnixStream;
 
-use super::proto::{self, DecodeError, Request};
-use crate::backend::compat::port::Port;
+use crate::{
+    backend::compat::port::Port,
+    proto::{self, DecodeError, Request},
+};
 
 pub struct Session {
     pub stream: UnixStream,

@@ -25,9 +25,9 @@ use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags};
 
 use crate::{
-    daemon::proto::Geometry,
     netlink::Netlink,
     netns::NetNs,
+    proto::Geometry,
     transport::tcp::TcpHandles,
     xsk::{sys, XskProgram},
 };

@@ -48,6 +48,11 @@ impl Early {
         h.frames
     }
 
+    /// When the oldest frames held expire ([`Early::expire`]), if any are held.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.held.values().map(|h| h.since + EARLY_TTL).min()
+    }
+
     /// Drops what waited longer than [`EARLY_TTL`]; returns how many frames.
     pub fn expire(&mut self, now: Instant) -> usize {
         if self.held.is_empty() {

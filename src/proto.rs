@@ -1,4 +1,6 @@
-//! The app ↔ daemon protocol on the Unix socket.
+//! The app ↔ daemon protocol on the Unix socket: the wire messages both sides share (the
+//! daemon in [`crate::daemon`], the app library's end in [`crate::app::link`]); it imports
+//! neither.
 //!
 //! Framing: every message is a 4-byte little-endian length `n` (1 ≤ n ≤ [`MAX_MESSAGE`])
 //! followed by `n` bytes of UTF-8 JSON (serde's externally tagged enums, e.g.
@@ -9,7 +11,13 @@
 //! [`PROTOCOL_VERSION`]; any other version gets an `Error` and the session is closed. Fields
 //! added later are optional (`#[serde(default)]`), so a newer daemon still reads older apps.
 //! New messages, and changed meanings, bump the version: an older peer would take them for
-//! garbage. (2: `Release`, `Abort`, `Reset`. 3: the app binds the AF_XDP socket it is given.)
+//! garbage. (2: `Release`, `Abort`, `Reset`. 3: the app binds the AF_XDP socket it is given.
+//! 4: refusals are a [`Refusal`], an errno plus optional text, instead of a string;
+//! `ConnectFailed` names the remote address.)
+//!
+//! Refusals carry the errno a POSIX call would give (`EADDRINUSE` for a port that is taken,
+//! `ECONNREFUSED` for a SYN answered by RST, `ETIMEDOUT`, ...): the app library hands them on as
+//! `std::io::Error`s, so a POSIX shim can return them as they are.
 //!
 //! Descriptors: `Registered` travels in one `sendmsg` together with its descriptors
 //! (SCM_RIGHTS), in the order the message lists them (`fds`). See [`send_fds`] / [`recv_fds`].
@@ -21,10 +29,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{app::StreamInit, bpf::tcp::types::tcp_conn_key};
-
 /// Version of this protocol; bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Largest message body accepted (a `Registered` is a few hundred bytes).
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Most descriptors one message carries.
@@ -57,7 +63,8 @@ pub enum Request {
     Abort { handle: u64 },
 }
 
-/// What the app needs to adopt an established connection (`etran::app::StreamInit`).
+/// What the app needs to adopt an established connection (it becomes an
+/// `etran::app::StreamInit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnInit {
     pub local: SocketAddrV4,
@@ -79,28 +86,6 @@ pub struct ConnInit {
     /// makes the app's window updates only more eager.
     #[serde(default)]
     pub rcv_wscale: u8,
-}
-
-impl ConnInit {
-    pub fn stream_init(&self) -> StreamInit {
-        StreamInit {
-            key: tcp_conn_key {
-                local_ip: u32::from_ne_bytes(self.local.ip().octets()),
-                remote_ip: u32::from_ne_bytes(self.remote.ip().octets()),
-                local_port: self.local.port().to_be(),
-                remote_port: self.remote.port().to_be(),
-            },
-            rx_pos: self.rx_pos,
-            tx_pos: self.tx_pos,
-            send_wnd: self.send_wnd,
-            mss: self.mss,
-            sack: self.sack,
-            snd_seq: self.snd_seq,
-            rcv_buf: self.rcv_buf,
-            snd_buf: self.snd_buf,
-            rcv_wscale: self.rcv_wscale,
-        }
-    }
 }
 
 /// What each descriptor passed with `Registered` is.
@@ -146,7 +131,7 @@ pub enum Reply {
     },
     /// The request failed; the daemon closes the session after sending it.
     Error {
-        message: String,
+        refusal: Refusal,
     },
     Listening {
         port: u16,
@@ -154,7 +139,7 @@ pub enum Reply {
     /// The `Listen` was refused (the session stays open).
     ListenFailed {
         port: u16,
-        reason: String,
+        refusal: Refusal,
     },
     /// A connection to a listening port completed its handshake and is in the fast path under
     /// `handle` (the value RX metadata carries).
@@ -167,13 +152,72 @@ pub enum Reply {
         handle: u64,
         init: ConnInit,
     },
+    /// A `Connect` to `remote` failed (refused, reset, timed out, or not even started).
     ConnectFailed {
-        reason: String,
+        remote: SocketAddrV4,
+        refusal: Refusal,
     },
     /// The peer reset the connection `handle`: it is gone from the fast path.
     Reset {
         handle: u64,
     },
+}
+
+/// Why the daemon refused a request: the errno a POSIX call would give and, optionally, the
+/// details in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub errno: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Refusal {
+    pub fn new(errno: i32, message: impl Into<String>) -> Refusal {
+        Refusal { errno, message: Some(message.into()) }
+    }
+
+    /// The error the app sees: the errno's kind and code, the text (if any) as its message.
+    pub fn to_io_error(&self) -> io::Error {
+        let os = io::Error::from_raw_os_error(self.errno);
+        match &self.message {
+            None => os,
+            Some(m) => io::Error::new(os.kind(), Refused { errno: self.errno, message: m.clone() }),
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let os = io::Error::from_raw_os_error(self.errno);
+        match &self.message {
+            None => write!(f, "{os}"),
+            Some(m) => write!(f, "{m} ({os})"),
+        }
+    }
+}
+
+/// A daemon refusal with text, inside an `io::Error` (whose `raw_os_error` is then `None`: see
+/// [`errno_of`]).
+#[derive(Debug)]
+struct Refused {
+    errno: i32,
+    message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, io::Error::from_raw_os_error(self.errno))
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// The errno an error of the app library stands for: its OS code, or the daemon's refusal it
+/// carries; `None` for an error of neither kind.
+pub fn errno_of(e: &io::Error) -> Option<i32> {
+    e.raw_os_error()
+        .or_else(|| e.get_ref().and_then(|inner| inner.downcast_ref::<Refused>()).map(|r| r.errno))
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -220,10 +264,13 @@ pub fn decode<T: for<'de> Deserialize<'de>>(buf: &[u8]) -> Result<Option<(T, usi
 }
 
 /// Checks the version of a `Register`.
-pub fn check_version(version: u32) -> Result<(), String> {
+pub fn check_version(version: u32) -> Result<(), Refusal> {
     if version != PROTOCOL_VERSION {
-        return Err(format!(
-            "unsupported protocol version {version} (this daemon speaks {PROTOCOL_VERSION})"
+        return Err(Refusal::new(
+            libc::EPROTONOSUPPORT,
+            format!(
+                "unsupported protocol version {version} (this daemon speaks {PROTOCOL_VERSION})"
+            ),
         ));
     }
     Ok(())
@@ -368,7 +415,8 @@ mod tests {
         let (b, m) = decode::<Request>(&buf[n..]).unwrap().unwrap();
         assert_eq!(b, Request::Close);
         assert_eq!(n + m, buf.len());
-        for reply in [Reply::Error { message: "x".into() }, Reply::Reset { handle: 3 }] {
+        let refusal = Refusal::new(libc::EADDRINUSE, "x");
+        for reply in [Reply::Error { refusal }, Reply::Reset { handle: 3 }] {
             let enc = encode(&reply);
             assert_eq!(decode::<Reply>(&enc).unwrap().unwrap(), (reply, enc.len()));
         }
@@ -382,7 +430,7 @@ mod tests {
     fn wire_form_is_documented_json() {
         let enc = encode(&register());
         assert_eq!(u32::from_le_bytes(enc[..4].try_into().unwrap()) as usize, enc.len() - 4);
-        assert_eq!(&enc[4..], br#"{"Register":{"version":3,"transport":"tcp","queues":1}}"#);
+        assert_eq!(&enc[4..], br#"{"Register":{"version":4,"transport":"tcp","queues":1}}"#);
     }
 
     #[test]
@@ -414,7 +462,24 @@ mod tests {
     fn unknown_version_is_refused() {
         assert!(check_version(PROTOCOL_VERSION).is_ok());
         let err = check_version(PROTOCOL_VERSION + 1).unwrap_err();
-        assert!(err.contains("unsupported protocol version"), "{err}");
+        assert_eq!(err.errno, libc::EPROTONOSUPPORT);
+        assert!(err.to_string().contains("unsupported protocol version"), "{err}");
+    }
+
+    #[test]
+    fn refusals_keep_their_errno() {
+        let bare = Refusal { errno: libc::ECONNREFUSED, message: None }.to_io_error();
+        assert_eq!(bare.kind(), io::ErrorKind::ConnectionRefused);
+        assert_eq!(errno_of(&bare), Some(libc::ECONNREFUSED));
+        let told = Refusal::new(libc::EADDRINUSE, "port 80 is already taken");
+        let enc = encode(&Reply::ListenFailed { port: 80, refusal: told.clone() });
+        let Reply::ListenFailed { refusal, .. } = decode::<Reply>(&enc).unwrap().unwrap().0 else {
+            panic!("not a ListenFailed")
+        };
+        let e = refusal.to_io_error();
+        assert_eq!((e.kind(), errno_of(&e)), (io::ErrorKind::AddrInUse, Some(libc::EADDRINUSE)));
+        assert!(e.to_string().contains("port 80 is already taken"), "{e}");
+        assert_eq!(errno_of(&io::Error::other("no errno")), None);
     }
 
     #[test]
