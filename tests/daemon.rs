@@ -246,7 +246,12 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
     // A second registration on the same session is refused and ends it.
     let mut twice = DaemonLink::connect(&daemon.sock).unwrap();
     let rt = twice.register(Transport::Tcp, 1).unwrap();
-    twice.send(&Request::Register { version: 1, transport: Transport::Tcp, queues: 1 }).unwrap();
+    let again = Request::Register {
+        version: proto::PROTOCOL_VERSION,
+        transport: Transport::Tcp,
+        queues: 1,
+    };
+    twice.send(&again).unwrap();
     match twice.recv().unwrap().0 {
         Reply::Error { refusal } => assert_eq!(refusal.errno, libc::EISCONN, "{refusal}"),
         r => panic!("unexpected {r:?}"),

@@ -837,6 +837,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn engine_errors_carry_the_errno_of_their_posix_namesake() {
+        for (kind, errno) in [
+            (io::ErrorKind::WouldBlock, libc::EAGAIN),
+            (io::ErrorKind::NotConnected, libc::ENOTCONN),
+            (io::ErrorKind::BrokenPipe, libc::EPIPE),
+            (io::ErrorKind::ConnectionReset, libc::ECONNRESET),
+            (io::ErrorKind::ConnectionAborted, libc::ECONNABORTED),
+            (io::ErrorKind::ConnectionRefused, libc::ECONNREFUSED),
+            (io::ErrorKind::TimedOut, libc::ETIMEDOUT),
+        ] {
+            let e = os_error(kind);
+            assert_eq!((e.raw_os_error(), e.kind()), (Some(errno), kind));
+        }
+    }
+
+    #[test]
     fn a_lost_data_frame_aborts_its_connection_and_is_counted() {
         let init = StreamInit {
             key: Default::default(),

@@ -95,10 +95,13 @@ mod tests {
     #[test]
     fn unclaimed_frames_expire_and_the_total_is_bounded() {
         let (mut e, t0) = (Early::default(), Instant::now());
+        assert_eq!(e.next_expiry(), None, "nothing held: no timer");
         assert!(e.hold(&meta(1, 0), &[0; 100], t0));
         assert_eq!(e.expire(t0 + EARLY_TTL / 2), 0);
         assert!(e.hold(&meta(2, 0), &[0; 10], t0 + EARLY_TTL / 2));
+        assert_eq!(e.next_expiry(), Some(t0 + EARLY_TTL), "the oldest's");
         assert_eq!(e.expire(t0 + EARLY_TTL), 1, "only the older handle's frames");
+        assert_eq!(e.next_expiry(), Some(t0 + EARLY_TTL / 2 + EARLY_TTL));
         assert_eq!(e.bytes, 10);
         let big = vec![0; EARLY_MAX_BYTES];
         assert!(!e.hold(&meta(3, 0), &big, t0), "over the bound");
