@@ -65,14 +65,14 @@ fn bpf_pins() -> Vec<String> {
 }
 
 /// eTran against eTran: datapath, daemons and apps in the testbed's hosts, every echoed byte
-/// checked, one and two App threads per side; the namespaces, pins and daemon sockets are gone
-/// afterwards.
+/// checked, one App thread per side busy-polling and two waiting in the library
+/// (`--wait block`); the namespaces, pins and daemon sockets are gone afterwards.
 #[test]
 fn etran_echo_runs_verified_and_cleans_up() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let before = namespaces();
     let pins_before = bpf_pins();
-    for (size, threads) in [("64", "1"), ("1000", "2")] {
+    for (size, threads, wait) in [("64", "1", "busy"), ("1000", "2", "block")] {
         let out = etran(&[
             "-j",
             "bench",
@@ -89,12 +89,15 @@ fn etran_echo_runs_verified_and_cleans_up() {
             "3",
             "--threads",
             threads,
+            "--wait",
+            wait,
         ]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{size} B: {stderr}");
         // The built-in daemons' lifecycle lines are for -v only.
         assert!(!stderr.contains("etran daemon:"), "daemon lines in the output: {stderr}");
         let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["wait"], wait);
         let row = &report["results"][0];
         assert_eq!(row["transport"], "etran");
         let messages = row["messages"].as_u64().unwrap();
@@ -215,6 +218,7 @@ fn echo_rejects_bad_flags_in_one_line() {
         &["bench", "echo", "--duration", "0s"],
         &["bench", "echo", "--transport", "etran", "--iface", "lo"],
         &["bench", "echo", "--churn", "0"],
+        &["bench", "echo", "--wait", "spin"],
     ] {
         let out = etran(args);
         assert!(!out.status.success(), "{args:?} should fail");
