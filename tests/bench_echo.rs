@@ -119,7 +119,8 @@ fn etran_echo_runs_verified_and_cleans_up() {
     assert!(pins.is_empty(), "pins left behind: {pins:?}");
 }
 
-/// eTran clients against Linux TCP servers (the server host runs no etran): every echoed byte
+/// eTran clients against Linux TCP servers (the server host runs no etran), every side
+/// sleeping when idle (`--wait block`: the servers block in epoll_wait): every echoed byte
 /// checked, the client apps back to all their TX frames, the client host's connection map and
 /// ports back where they started, nothing left behind.
 #[test]
@@ -133,6 +134,8 @@ fn etran_against_linux_echo_runs_verified_and_cleans_up() {
         "echo",
         "--transport",
         "etran-linux",
+        "--wait",
+        "block",
         "--duration",
         "1s",
         "--size",

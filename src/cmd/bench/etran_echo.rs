@@ -216,6 +216,8 @@ fn apps(
     let before = probe.snapshot()?;
     let n = p.shares.len();
     let stop = AtomicBool::new(false);
+    // A Linux server that blocks in epoll_wait sees `stop` only once woken.
+    let linux_wakers: Mutex<Vec<Arc<Waker>>> = Mutex::default();
     let phases = Phases::default();
     // Per share: connections its server app adopted (a Linux server needs no adopting).
     let unadopted = if p.peer == Peer::Linux { u64::MAX } else { 0 };
@@ -229,6 +231,7 @@ fn apps(
             .enumerate()
             .map(|(i, share)| {
                 let (ready_tx, stop, adopted) = (ready_tx.clone(), &stop, &adopted[i]);
+                let linux_wakers = &linux_wakers;
                 s.spawn(move || -> anyhow::Result<Option<AppFrames>> {
                     let setup = (|| {
                         p.server.enter()?;
@@ -240,9 +243,14 @@ fn apps(
                                 app.listen(port)?;
                                 Server::Etran(Box::new(app))
                             }
-                            Peer::Linux => Server::Linux(linux_echo::Server::bind(
-                                (std::net::Ipv4Addr::UNSPECIFIED, port).into(),
-                            )?),
+                            Peer::Linux => {
+                                let server = linux_echo::Server::bind(
+                                    (std::net::Ipv4Addr::UNSPECIFIED, port).into(),
+                                )?;
+                                let mut w = linux_wakers.lock().unwrap_or_else(|p| p.into_inner());
+                                w.push(server.waker());
+                                Server::Linux(server)
+                            }
                         })
                     })();
                     match setup {
@@ -334,6 +342,9 @@ fn apps(
             }
         }
         stop.store(true, Ordering::Relaxed);
+        for w in linux_wakers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = w.wake();
+        }
         for srv in servers {
             match joined(srv) {
                 Ok(f) => frames.extend(f),
