@@ -709,14 +709,15 @@ impl App {
             }
             s.hold_tail(false);
             self.transmit(ConnId(h))?;
-            let s = self.conns.get_mut(&h).expect("listed");
-            // What was sent just now arms its timers here, not a pass later: an app that
-            // sleeps after this pass must wake for them.
-            let timer = match timer {
-                stream::TimerEvent::Waiting(_) => timer,
-                _ => s.on_timer(now),
+            let s = &self.conns[&h];
+            let due = match timer {
+                stream::TimerEvent::Waiting(at) => Some(at),
+                // What was sent just now has its timers armed by the next pass (on_timer arms
+                // them lazily): an app that sleeps after this pass comes back for that first.
+                _ if s.needs_timers() => Some(now),
+                _ => None,
             };
-            if let stream::TimerEvent::Waiting(at) = timer {
+            if let Some(at) = due {
                 deadline = Some(deadline.map_or(at, |d| d.min(at)));
             }
             if s.window_update_due() {

@@ -772,6 +772,11 @@ impl Stream {
         self.close.fin_queued() && self.fin_sent
     }
 
+    /// Whether bytes (or the FIN) are outstanding, so that [`Stream::on_timer`] runs timers.
+    pub fn needs_timers(&self) -> bool {
+        !self.close.is_closed() && (self.in_flight() > 0 || self.fin_in_flight())
+    }
+
     /// Whether a resend is waiting: a range deemed lost, or a probe of the last segment.
     pub fn retransmit_pending(&self) -> bool {
         self.board.lost_bytes() > 0 || matches!(self.probe, Some(Probe::Last))
@@ -842,7 +847,7 @@ impl Stream {
     /// the peer's answer shows any loss), and the RTO. Timers are armed at the first call that
     /// finds them needed, so the caller's polling granularity adds to them.
     pub fn on_timer(&mut self, now: Instant) -> TimerEvent {
-        if self.close.is_closed() || (self.in_flight() == 0 && !self.fin_in_flight()) {
+        if !self.needs_timers() {
             self.rto_deadline = None;
             self.pto_deadline = None;
             self.rack_deadline = None;
