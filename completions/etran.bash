@@ -159,7 +159,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__bench__subcmd__echo)
-            opts="-j -p -v -h -V --iface --server --size --conns --depth --threads --duration --transport --churn --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --iface --server --size --conns --depth --threads --duration --transport --wait --churn --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -194,7 +194,11 @@ _etran() {
                     return 0
                     ;;
                 --transport)
-                    COMPREPLY=($(compgen -W "etran etran-linux linux linux-busy all" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "etran etran-linux linux all" -- "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -W "busy block" -- "${cur}"))
                     return 0
                     ;;
                 --churn)

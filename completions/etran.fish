@@ -86,10 +86,11 @@ complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subco
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l threads -d 'Client threads, each with its own server thread (and, for eTran, one App on each side)' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l duration -d 'How long to measure' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l transport -d 'Which transports to measure' -r -f -a "etran\t'eTran apps on both hosts'
-etran-linux\t'eTran client apps against busy-polling Linux TCP servers (interoperation)'
-linux\t'Linux TCP on both hosts, blocking sockets'
-linux-busy\t'Linux TCP on both hosts, busy-polling sockets'
+etran-linux\t'eTran client apps against Linux TCP servers (interoperation)'
+linux\t'Linux TCP on both hosts'
 all\t'Every row above'"
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l wait -d 'How the apps and sockets wait: busy-poll, or sleep when idle' -r -f -a "busy\t'Spin without sleeping: eTran apps poll their port in a loop, Linux sockets are polled with a zero epoll timeout (busy-polling)'
+block\t'Sleep when idle: eTran apps wait in the library (busy-poll budget, then sleep on the AF_XDP socket), Linux sockets block in epoll_wait'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l churn -d 'Connection churn: close each connection after this many round trips and open a new one in its place; reports opens and closes per second and the eTran leak check' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s p -l pretty -d 'Pretty-print JSON (implies --json)'

@@ -117,14 +117,23 @@ pub enum BenchCommand {
 pub enum EchoTransport {
     /// eTran apps on both hosts.
     Etran,
-    /// eTran client apps against busy-polling Linux TCP servers (interoperation).
+    /// eTran client apps against Linux TCP servers (interoperation).
     EtranLinux,
-    /// Linux TCP on both hosts, blocking sockets.
+    /// Linux TCP on both hosts.
     Linux,
-    /// Linux TCP on both hosts, busy-polling sockets.
-    LinuxBusy,
     /// Every row above.
     All,
+}
+
+/// How every side of `etran bench echo` waits for its sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EchoWait {
+    /// Spin without sleeping: eTran apps poll their port in a loop, Linux sockets are polled
+    /// with a zero epoll timeout (busy-polling).
+    Busy,
+    /// Sleep when idle: eTran apps wait in the library (busy-poll budget, then sleep on the
+    /// AF_XDP socket), Linux sockets block in epoll_wait.
+    Block,
 }
 
 #[derive(Debug, Args)]
@@ -153,6 +162,9 @@ pub struct EchoArgs {
     /// Which transports to measure.
     #[arg(long, value_enum, default_value_t = EchoTransport::All)]
     pub transport: EchoTransport,
+    /// How the apps and sockets wait: busy-poll, or sleep when idle.
+    #[arg(long, value_enum, default_value_t = EchoWait::Busy)]
+    pub wait: EchoWait,
     /// Connection churn: close each connection after this many round trips and open a new one
     /// in its place; reports opens and closes per second and the eTran leak check.
     #[arg(long, value_name = "MESSAGES", value_parser = clap::value_parser!(u32).range(1..))]

@@ -28,6 +28,8 @@ pub mod log;
 pub mod netlink;
 pub mod netns;
 pub mod output;
+pub mod proto;
+pub mod refusal;
 pub mod sys;
 pub mod testbed;
 pub mod timer;

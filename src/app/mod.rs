@@ -1,13 +1,43 @@
-//! The app library's TCP data path (ARCHITECTURE.md, "Data"): one app thread, one
-//! port, any number of established connections.
+//! The app library: one [`App`] per app thread owns its link to the daemon, its port and any
+//! number of connections (ARCHITECTURE.md, "Data").
 //!
+//! ```no_run
+//! use etran::app::App;
+//! let mut app = App::open("/run/etran/etran.sock")?; // registers: the daemon builds a port
+//! let id = app.connect_blocking("10.0.0.2:7".parse().unwrap())?;
+//! app.send_blocking(id, b"hello")?;
+//! let mut buf = [0u8; 5];
+//! let n = app.recv_blocking(id, &mut buf)?;
+//! # std::io::Result::Ok(())
+//! ```
+//!
+//! - [`link`]: the app's end of the daemon protocol ([`DaemonLink`]): register, listen,
+//!   connect, accepted connections and resets.
 //! - [`port`]: the daemon-created AF_XDP socket and memfd UMEM, mapped; RX with metadata, TX
 //!   frames, fill/completion recycling, need-wakeup kicks; a mio source.
 //! - [`stream`]: the per-connection byte-stream engine (pure, unit-tested).
 //! - `early`: frames that reach the port before the app adopted their connection, held
 //!   until `accept` (the kernel acknowledged them already).
-//! - [`App`] / [`ConnId`]: the socket-style API over both: non-blocking
-//!   [`App::send`] / [`App::recv`], [`App::poll`] to move frames, pollable through mio.
+//! - [`App`] / [`ConnId`]: the socket-style API over them: non-blocking [`App::connect`] /
+//!   [`App::accept`] / [`App::send`] / [`App::recv`] and blocking `*_blocking` variants,
+//!   [`App::poll`] to move frames, [`App::wait`] to sleep until there is something to do.
+//!
+//! Errors are `std::io::Error`s carrying the errno a POSIX socket call would give
+//! (`ECONNREFUSED`, `ECONNRESET`, `ETIMEDOUT`, `EADDRINUSE`, `ENOTCONN`, `EPIPE`, `EAGAIN` for
+//! `WouldBlock`, ...), the daemon's refusals included ([`crate::proto::errno_of`] reads the code
+//! of either).
+//!
+//! Waiting: [`App::wait`] first busy-polls the RX ring for up to [`App::set_busy_poll`]'s budget
+//! (like `SO_BUSY_POLL`; [`DEFAULT_BUSY_POLL`], zero sleeps at once), then sleeps in `ppoll` on
+//! the AF_XDP socket and the daemon link until a frame or a daemon message comes or the
+//! engine's next timer (RTO, tail-loss probe, reordering, early frames: [`App::next_deadline`])
+//! is due. The kernel wakes a sleeping AF_XDP socket when RX gets a frame; TX is kicked when
+//! the ring asks for it (need-wakeup) before sleeping. An idle app (connections open, no
+//! traffic) thus sleeps and uses no CPU. An app with other event sources registers the [`App`]
+//! (a mio `Source`: its port and its link under one token) in its own `mio::Poll`, calls
+//! [`App::poll`] and [`App::poll_daemon`] on readiness and uses [`App::next_deadline`] for the
+//! poll's timeout. The blocking variants wait with [`App::wait`], up to
+//! [`App::set_timeout`]'s limit (like `SO_RCVTIMEO`: `EAGAIN` when it passes).
 //!
 //! A pass: the app's loop calls [`App::poll`], then sends and receives on its connections, then
 //! [`App::flush`] (or polls again). Small sends within a pass are coalesced (Nagle-like, see
@@ -39,36 +69,71 @@
 //! the connection to the daemon, which removes it from the fast path (holding the 4-tuple in
 //! TIME_WAIT if we closed first). [`App::abort`] (or forgetting a connection that is not
 //! closed, see [`App::remove_connection`]) has the daemon send a RST. A reset from the peer
-//! (learnt through the [`Session`]: [`App::poll_daemon`]) makes `send`/`recv` fail with
+//! (learnt through the [`DaemonLink`]: [`App::poll_daemon`]) makes `send`/`recv` fail with
 //! `ConnectionReset`; a retransmission timer that gives up aborts the connection and they fail
 //! with `TimedOut`. A data frame the kernel accepted but the port lost (see
 //! [`PortStats::xdp`]) leaves a hole no one will fill: that connection is aborted and fails with
 //! `ConnectionAborted` ([`AppStats::rx_lost_data`]). A closed or failed connection stays until
 //! [`App::remove_connection`].
+pub mod link;
 pub mod port;
 
 use std::{
     collections::{HashMap, HashSet},
-    io::{self, Write},
-    os::unix::net::UnixStream,
-    sync::Weak,
+    io,
+    net::SocketAddrV4,
+    os::fd::{AsFd, AsRawFd},
+    path::Path,
+    time::{Duration, Instant},
 };
 
+pub use link::{DaemonLink, Registration};
 pub use port::{AppPort, PortStats};
 pub use stream::{Stream, StreamInit, StreamStats};
 
 use crate::{
     bpf::tcp::types::etran_tcp_rx_meta,
-    daemon::{
-        client::{Registration, Session},
-        proto::{self, Request},
-    },
+    proto::{Request, Transport},
     transport::tcp::{early, sack::Blocks, stream},
 };
+
+/// How long [`App::wait`] busy-polls before it sleeps, unless [`App::set_busy_poll`] says
+/// otherwise: about one round trip between two hosts of a rack, so that a request/response
+/// exchange does not pay a wakeup per message, while an idle app sleeps.
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(50);
 
 /// One connection of an [`App`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnId(pub u64);
+
+/// A connect in progress ([`App::connect`]): [`App::poll_connect`] tells when it is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connecting {
+    remote: SocketAddrV4,
+    local_port: Option<u16>,
+}
+
+impl Connecting {
+    pub fn remote(&self) -> SocketAddrV4 {
+        self.remote
+    }
+}
+
+/// The error a POSIX call gives for what a connection's engine reports: the errno's code, so
+/// that a shim can hand it on.
+fn os_error(kind: io::ErrorKind) -> io::Error {
+    let errno = match kind {
+        io::ErrorKind::WouldBlock => libc::EAGAIN,
+        io::ErrorKind::NotConnected => libc::ENOTCONN,
+        io::ErrorKind::BrokenPipe => libc::EPIPE,
+        io::ErrorKind::ConnectionReset => libc::ECONNRESET,
+        io::ErrorKind::ConnectionAborted => libc::ECONNABORTED,
+        io::ErrorKind::ConnectionRefused => libc::ECONNREFUSED,
+        io::ErrorKind::TimedOut => libc::ETIMEDOUT,
+        other => return other.into(),
+    };
+    io::Error::from_raw_os_error(errno)
+}
 
 /// App-level counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -112,12 +177,10 @@ impl std::hash::Hasher for HandleHasher {
 /// Connections by handle.
 type ConnMap = HashMap<u64, Stream, std::hash::BuildHasherDefault<HandleHasher>>;
 
-/// One app thread's connections over its port.
+/// One app thread's link to the daemon, its port and its connections.
 pub struct App {
     port: AppPort,
-    /// The daemon session's socket, for `Release` and `Abort` (gone with the session, whose
-    /// end tears down every connection anyway).
-    control: Weak<UnixStream>,
+    link: DaemonLink,
     conns: ConnMap,
     /// Handles visited by [`App::poll`] (kept to spare an allocation per poll).
     scratch: Vec<u64>,
@@ -133,15 +196,29 @@ pub struct App {
     released: HashSet<u64>,
     /// Connections holding a short tail of small writes until the end of the pass.
     holding: Vec<u64>,
+    /// When the engine's next timer is due (see [`App::next_deadline`]).
+    deadline: Option<Instant>,
+    /// How long [`App::wait`] spins before it sleeps.
+    busy_poll: Duration,
+    /// How long the blocking calls wait (`None`: without limit).
+    timeout: Option<Duration>,
     stats: AppStats,
 }
 
 impl App {
-    pub fn open(reg: Registration) -> anyhow::Result<App> {
-        let control = reg.control.clone();
+    /// Connects to the daemon at `sock` and registers: the daemon builds this app's port.
+    pub fn open(sock: impl AsRef<Path>) -> io::Result<App> {
+        let mut link = DaemonLink::connect(sock)?;
+        let reg = link.register(Transport::Tcp, 1)?;
+        App::with_link(link, reg)
+    }
+
+    /// Takes over a link that registered as `reg` (maps the port).
+    pub fn with_link(link: DaemonLink, reg: Registration) -> io::Result<App> {
+        let port = AppPort::open(reg).map_err(|e| io::Error::other(format!("{e:#}")))?;
         Ok(App {
-            port: AppPort::open(reg)?,
-            control,
+            port,
+            link,
             conns: ConnMap::default(),
             scratch: Vec::new(),
             first: 0,
@@ -149,8 +226,40 @@ impl App {
             rto: crate::transport::tcp::rto::RtoConfig::default(),
             released: HashSet::new(),
             holding: Vec::new(),
+            deadline: None,
+            busy_poll: DEFAULT_BUSY_POLL,
+            timeout: None,
             stats: AppStats::default(),
         })
+    }
+
+    /// The link to the daemon (requests the [`App`] does not wrap, e.g. a connect from a
+    /// chosen local port).
+    pub fn link(&mut self) -> &mut DaemonLink {
+        &mut self.link
+    }
+
+    /// Ends the app: its connections are released or aborted, then the daemon removes the
+    /// port (as dropping it does, but the `Close` is sent and its failure reported).
+    pub fn close_app(mut self) -> io::Result<()> {
+        self.release_all();
+        self.link.send(&Request::Close)
+    }
+
+    /// How long [`App::wait`] busy-polls before it sleeps ([`DEFAULT_BUSY_POLL`]; zero: it
+    /// sleeps at once).
+    pub fn set_busy_poll(&mut self, budget: Duration) {
+        self.busy_poll = budget;
+    }
+
+    pub fn busy_poll(&self) -> Duration {
+        self.busy_poll
+    }
+
+    /// How long the blocking calls wait before they give up with `EAGAIN` (`ETIMEDOUT` for
+    /// [`App::connect_blocking`]); `None` (the default): without limit.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
     }
 
     /// Sets the retransmission timeout (minimum, maximum, initial, retries before giving up)
@@ -161,25 +270,42 @@ impl App {
         self.rto = rto;
     }
 
-    /// Adopts the next connection `session` accepted on a listening port, if any (non-blocking);
+    /// Listens on TCP `port` (`EADDRINUSE` when it is taken): connections to it come through
+    /// [`App::accept`].
+    pub fn listen(&mut self, port: u16) -> io::Result<()> {
+        self.link.listen(port)
+    }
+
+    /// Adopts the next connection accepted on a listening port, if any (non-blocking);
     /// applies what else the daemon sent ([`App::poll_daemon`]).
-    pub fn accept(&mut self, session: &mut Session) -> anyhow::Result<Option<ConnId>> {
-        let next = session.try_accept()?;
-        self.apply_resets(session);
-        Ok(next.map(|(handle, init)| self.add_connection(handle, init.stream_init())))
+    pub fn accept(&mut self) -> io::Result<Option<ConnId>> {
+        let next = self.link.try_accept()?;
+        self.apply_resets();
+        Ok(next.map(|(handle, init)| self.add_connection(handle, StreamInit::from(&init))))
+    }
+
+    /// [`App::accept`], waiting ([`App::wait`]) until a connection comes.
+    pub fn accept_blocking(&mut self) -> io::Result<ConnId> {
+        let limit = self.limit();
+        loop {
+            if let Some(id) = self.accept()? {
+                return Ok(id);
+            }
+            self.wait_until(limit)?;
+        }
     }
 
     /// Reads the daemon's messages without blocking and applies them: connections the peer
-    /// reset fail with `ConnectionReset` (accepted ones wait for [`App::accept`]). Call it when
-    /// the session is readable, or now and then in a busy loop.
-    pub fn poll_daemon(&mut self, session: &mut Session) -> anyhow::Result<()> {
-        session.poll()?;
-        self.apply_resets(session);
+    /// reset fail with `ECONNRESET` (accepted ones wait for [`App::accept`]). Call it when
+    /// the link is readable, or now and then in a busy loop ([`App::wait`] does).
+    pub fn poll_daemon(&mut self) -> io::Result<()> {
+        self.link.poll()?;
+        self.apply_resets();
         Ok(())
     }
 
-    fn apply_resets(&mut self, session: &mut Session) {
-        while let Some(h) = session.take_reset() {
+    fn apply_resets(&mut self) {
+        while let Some(h) = self.link.take_reset() {
             if let Some(s) = self.conns.get_mut(&h) {
                 s.fail(io::ErrorKind::ConnectionReset);
                 self.released.insert(h);
@@ -187,15 +313,46 @@ impl App {
         }
     }
 
-    /// Opens a connection to `remote` through the daemon and adopts it (blocks for the
-    /// handshake).
+    /// Starts opening a connection to `remote` (from `local_port`, or an ephemeral one)
+    /// without waiting for the handshake: [`App::poll_connect`] tells when it is done.
     pub fn connect(
         &mut self,
-        session: &mut Session,
-        remote: std::net::SocketAddrV4,
-    ) -> anyhow::Result<ConnId> {
-        let (handle, init) = session.connect_tcp(remote, None)?;
-        Ok(self.add_connection(handle, init.stream_init()))
+        remote: SocketAddrV4,
+        local_port: Option<u16>,
+    ) -> io::Result<Connecting> {
+        self.link.request_connect(remote, local_port)?;
+        Ok(Connecting { remote, local_port })
+    }
+
+    /// The connection `c` opened, adopted; `None` while the handshake goes on; its error
+    /// (`ECONNREFUSED`, `ETIMEDOUT`, `EADDRINUSE`, ...) if it failed. Reads what the daemon
+    /// sent without blocking.
+    pub fn poll_connect(&mut self, c: &Connecting) -> io::Result<Option<ConnId>> {
+        if let Some((h, init)) = self.link.take_connected(c.remote, c.local_port)? {
+            return Ok(Some(self.add_connection(h, StreamInit::from(&init))));
+        }
+        self.poll_daemon()?;
+        Ok(self
+            .link
+            .take_connected(c.remote, c.local_port)?
+            .map(|(h, init)| self.add_connection(h, StreamInit::from(&init))))
+    }
+
+    /// Opens a connection to `remote` and adopts it, waiting ([`App::wait`]: the app's other
+    /// connections are served meanwhile) for the handshake. `ETIMEDOUT` when
+    /// [`App::set_timeout`]'s limit (or [`link::REPLY_TIMEOUT`]) passes first.
+    pub fn connect_blocking(&mut self, remote: SocketAddrV4) -> io::Result<ConnId> {
+        let limit = Instant::now() + self.timeout.unwrap_or(link::REPLY_TIMEOUT);
+        let c = self.connect(remote, None)?;
+        loop {
+            if let Some(id) = self.poll_connect(&c)? {
+                return Ok(id);
+            }
+            if Instant::now() >= limit {
+                return Err(io::Error::from_raw_os_error(libc::ETIMEDOUT));
+            }
+            self.wait_until(Some(limit))?;
+        }
     }
 
     pub fn port(&self) -> &AppPort {
@@ -260,11 +417,18 @@ impl App {
         } else {
             Request::Abort { handle: h }
         };
-        let Some(control) = self.control.upgrade() else { return Some(()) };
-        if let Err(e) = (&*control).write_all(&proto::encode(&req)) {
+        if let Err(e) = self.link.send(&req) {
             crate::log::warn(format!("telling the daemon about connection {h}: {e}"));
         }
         Some(())
+    }
+
+    /// Releases or aborts every connection the daemon still holds for us.
+    fn release_all(&mut self) {
+        let ids: Vec<u64> = self.conns.keys().copied().collect();
+        for h in ids {
+            self.release(h);
+        }
     }
 
     pub fn stream(&self, id: ConnId) -> Option<&Stream> {
@@ -273,9 +437,9 @@ impl App {
 
     /// The connection, unless it failed (its error then).
     fn usable(&mut self, id: ConnId) -> io::Result<&mut Stream> {
-        let s = self.conns.get_mut(&id.0).ok_or(io::ErrorKind::NotConnected)?;
+        let s = self.conns.get_mut(&id.0).ok_or_else(|| os_error(io::ErrorKind::NotConnected))?;
         match s.error() {
-            Some(e) => Err(e.into()),
+            Some(e) => Err(os_error(e)),
             None => Ok(s),
         }
     }
@@ -295,6 +459,21 @@ impl App {
         Ok(n)
     }
 
+    /// Sends all of `data`, waiting ([`App::wait`]) while the send buffer is full, as a
+    /// blocking `send` does. `EAGAIN` when [`App::set_timeout`]'s limit passes first (some
+    /// bytes may have been queued then).
+    pub fn send_blocking(&mut self, id: ConnId, mut data: &[u8]) -> io::Result<()> {
+        let limit = self.limit();
+        while !data.is_empty() {
+            match self.send(id, data) {
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_until(limit)?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// [`App::send`] without the kick (as `MSG_MORE`): the frames wait on the port for the
     /// next [`App::flush`] or [`App::poll`], so one system call sends what a pass over many
     /// connections wrote (in copy mode every kick is a synchronous transmit). More is coming:
@@ -308,11 +487,11 @@ impl App {
     fn write(&mut self, id: ConnId, data: &[u8], hold: fn(&Stream) -> bool) -> io::Result<usize> {
         let s = self.usable(id)?;
         if !s.close_state().can_send() {
-            return Err(io::ErrorKind::BrokenPipe.into());
+            return Err(os_error(io::ErrorKind::BrokenPipe));
         }
         let n = s.write(data);
         if n == 0 && !data.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into());
+            return Err(os_error(io::ErrorKind::WouldBlock));
         }
         let held = hold(s);
         s.hold_tail(held);
@@ -327,7 +506,10 @@ impl App {
     /// For request/response traffic whose every message must leave without waiting for the
     /// end of the pass.
     pub fn set_nodelay(&mut self, id: ConnId, on: bool) -> io::Result<()> {
-        self.conns.get_mut(&id.0).ok_or(io::ErrorKind::NotConnected)?.set_nodelay(on);
+        self.conns
+            .get_mut(&id.0)
+            .ok_or_else(|| os_error(io::ErrorKind::NotConnected))?
+            .set_nodelay(on);
         self.transmit(id)
     }
 
@@ -353,13 +535,13 @@ impl App {
     /// Bytes the kernel acknowledged are returned even after the connection failed (a reset,
     /// say): its error comes once they are all read.
     pub fn recv(&mut self, id: ConnId, buf: &mut [u8]) -> io::Result<usize> {
-        let s = self.conns.get_mut(&id.0).ok_or(io::ErrorKind::NotConnected)?;
+        let s = self.conns.get_mut(&id.0).ok_or_else(|| os_error(io::ErrorKind::NotConnected))?;
         let n = s.read(buf);
         if n == 0 {
             return match s.error() {
-                Some(e) => Err(e.into()),
+                Some(e) => Err(os_error(e)),
                 None if s.is_eof() || buf.is_empty() => Ok(0),
-                None => Err(io::ErrorKind::WouldBlock.into()),
+                None => Err(os_error(io::ErrorKind::WouldBlock)),
             };
         }
         // Once the app drained what was there (an app that reads less waits for poll's check,
@@ -371,9 +553,100 @@ impl App {
         Ok(n)
     }
 
-    /// Moves frames: hands received ones to their connections, sends what the windows now
-    /// allow. Call it when the port is readable (and periodically while sends are pending).
-    /// Returns the frames received.
+    /// [`App::recv`], waiting ([`App::wait`]) until bytes, the end of the stream or an error
+    /// come. `EAGAIN` when [`App::set_timeout`]'s limit passes first.
+    pub fn recv_blocking(&mut self, id: ConnId, buf: &mut [u8]) -> io::Result<usize> {
+        let limit = self.limit();
+        loop {
+            match self.recv(id, buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_until(limit)?,
+                done => return done,
+            }
+        }
+    }
+
+    /// When the blocking call starting now gives up.
+    fn limit(&self) -> Option<Instant> {
+        self.timeout.map(|t| Instant::now() + t)
+    }
+
+    /// [`App::wait`] until `limit` at most; `EAGAIN` once it passed.
+    fn wait_until(&mut self, limit: Option<Instant>) -> io::Result<()> {
+        let left = match limit {
+            None => None,
+            Some(at) => match at.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => return Err(os_error(io::ErrorKind::WouldBlock)),
+            },
+        };
+        self.wait(left).map(drop)
+    }
+
+    /// When the engine's next timer is due (a retransmission, probe or reordering timer of a
+    /// connection, early frames to drop), as of the last [`App::poll`]; `None`: no timer runs.
+    /// An app that waits on its own ([`App`] is a mio `Source`) waits at most until then and
+    /// calls [`App::poll`].
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Waits until there is something to do, then does it ([`App::poll`], and
+    /// [`App::poll_daemon`] when the daemon sent something): a frame arrived, the daemon sent a
+    /// message, a timer of the engine is due, or `timeout` passed. Busy-polls the RX ring for
+    /// [`App::set_busy_poll`]'s budget first, then sleeps in `ppoll` on the AF_XDP socket and
+    /// the daemon link. Returns the frames received.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        let start = Instant::now();
+        let limit = timeout.map(|t| start + t);
+        let n = self.poll()?;
+        if n > 0 {
+            return Ok(n);
+        }
+        let wake = [limit, self.deadline].into_iter().flatten().min();
+        let spin_until = wake.map_or(start + self.busy_poll, |w| w.min(start + self.busy_poll));
+        while Instant::now() < spin_until {
+            if self.port.rx_ready() {
+                return self.poll();
+            }
+            std::hint::spin_loop();
+        }
+        let now = Instant::now();
+        if wake.is_some_and(|w| w <= now) {
+            return self.poll();
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: self.port.socket().as_raw_fd(),
+                events: libc::POLLIN | if self.port.pending() > 0 { libc::POLLOUT } else { 0 },
+                revents: 0,
+            },
+            libc::pollfd { fd: self.link.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        let ts = wake.map(|w| {
+            let left = w - now;
+            libc::timespec {
+                tv_sec: left.as_secs() as libc::time_t,
+                tv_nsec: libc::c_long::from(left.subsec_nanos() as i32),
+            }
+        });
+        let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: two valid pollfds; the timespec (if any) outlives the call.
+        let ready = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, ts_ptr, std::ptr::null()) };
+        if ready < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        if fds[1].revents != 0 {
+            self.poll_daemon()?;
+        }
+        self.poll()
+    }
+
+    /// Moves frames: hands received ones to their connections, runs the timers, sends what
+    /// the windows now allow. Call it when the port is readable, or at
+    /// [`App::next_deadline`] (or let [`App::wait`] do both). Returns the frames received.
     pub fn poll(&mut self) -> io::Result<usize> {
         let now = std::time::Instant::now();
         let (conns, early, stats) = (&mut self.conns, &mut self.early, &mut self.stats);
@@ -392,6 +665,7 @@ impl App {
             }
         })?;
         self.stats.rx_unknown += self.early.expire(now) as u64;
+        let mut deadline = self.early.next_expiry();
         let mut ids = std::mem::take(&mut self.scratch);
         ids.clear();
         ids.extend(self.conns.keys().copied());
@@ -402,7 +676,8 @@ impl App {
         }
         for &h in &ids {
             let s = self.conns.get_mut(&h).expect("listed");
-            if let stream::TimerEvent::GaveUp(_) = s.on_timer(now) {
+            let timer = s.on_timer(now);
+            if let stream::TimerEvent::GaveUp(_) = timer {
                 s.fail(io::ErrorKind::TimedOut);
                 self.stats.timeouts_given_up += 1;
             }
@@ -413,6 +688,16 @@ impl App {
             s.hold_tail(false);
             self.transmit(ConnId(h))?;
             let s = &self.conns[&h];
+            let due = match timer {
+                stream::TimerEvent::Waiting(at) => Some(at),
+                // What was sent just now has its timers armed by the next pass (on_timer arms
+                // them lazily): an app that sleeps after this pass comes back for that first.
+                _ if s.needs_timers() => Some(now),
+                _ => None,
+            };
+            if let Some(at) = due {
+                deadline = Some(deadline.map_or(at, |d| d.min(at)));
+            }
             if s.window_update_due() {
                 self.window_update(ConnId(h))?;
             } else if s.ack_due() {
@@ -420,6 +705,7 @@ impl App {
             }
         }
         self.scratch = ids;
+        self.deadline = deadline;
         self.holding.clear();
         self.port.flush()?;
         Ok(n)
@@ -428,7 +714,8 @@ impl App {
     /// Writes the connection's sendable segments into TX frames (flushed by the caller).
     fn transmit(&mut self, id: ConnId) -> io::Result<()> {
         loop {
-            let s = self.conns.get_mut(&id.0).ok_or(io::ErrorKind::NotConnected)?;
+            let s =
+                self.conns.get_mut(&id.0).ok_or_else(|| os_error(io::ErrorKind::NotConnected))?;
             if !s.tx_ready() || !self.port.can_send() {
                 return Ok(());
             }
@@ -444,7 +731,7 @@ impl App {
     /// Sends a pure ACK (see [`Stream::ack_due`]). Without a free TX frame the generator sends
     /// it.
     fn ack(&mut self, id: ConnId) -> io::Result<()> {
-        let s = self.conns.get_mut(&id.0).ok_or(io::ErrorKind::NotConnected)?;
+        let s = self.conns.get_mut(&id.0).ok_or_else(|| os_error(io::ErrorKind::NotConnected))?;
         if self.port.send_with(|frame| s.control_frame(stream::INTENT_ACK_DUE, frame))?.is_some() {
             self.stats.acks += 1;
         }
@@ -454,7 +741,7 @@ impl App {
     /// Sends a pure window update carrying the unreported consumption. Without a free TX
     /// frame nothing is taken: the report rides on the next frame.
     fn window_update(&mut self, id: ConnId) -> io::Result<()> {
-        let s = self.conns.get_mut(&id.0).ok_or(io::ErrorKind::NotConnected)?;
+        let s = self.conns.get_mut(&id.0).ok_or_else(|| os_error(io::ErrorKind::NotConnected))?;
         let sent =
             self.port.send_with(|frame| s.control_frame(stream::INTENT_WINDOW_UPDATE, frame))?;
         if sent.is_some() {
@@ -491,14 +778,12 @@ fn deliver_to(
 /// Connections the daemon still holds for us are released or aborted.
 impl Drop for App {
     fn drop(&mut self) {
-        let ids: Vec<u64> = self.conns.keys().copied().collect();
-        for h in ids {
-            self.release(h);
-        }
+        self.release_all();
     }
 }
 
-/// The app is pollable through its port.
+/// The app is pollable: its port and its daemon link, under one token (on readiness call
+/// [`App::poll`] and [`App::poll_daemon`]; wait no longer than [`App::next_deadline`]).
 impl mio::event::Source for App {
     fn register(
         &mut self,
@@ -506,7 +791,8 @@ impl mio::event::Source for App {
         token: mio::Token,
         interests: mio::Interest,
     ) -> io::Result<()> {
-        self.port.register(registry, token, interests)
+        self.port.register(registry, token, interests)?;
+        mio::event::Source::register(&mut self.link, registry, token, mio::Interest::READABLE)
     }
 
     fn reregister(
@@ -515,17 +801,35 @@ impl mio::event::Source for App {
         token: mio::Token,
         interests: mio::Interest,
     ) -> io::Result<()> {
-        self.port.reregister(registry, token, interests)
+        self.port.reregister(registry, token, interests)?;
+        mio::event::Source::reregister(&mut self.link, registry, token, mio::Interest::READABLE)
     }
 
     fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
-        self.port.deregister(registry)
+        self.port.deregister(registry)?;
+        mio::event::Source::deregister(&mut self.link, registry)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engine_errors_carry_the_errno_of_their_posix_namesake() {
+        for (kind, errno) in [
+            (io::ErrorKind::WouldBlock, libc::EAGAIN),
+            (io::ErrorKind::NotConnected, libc::ENOTCONN),
+            (io::ErrorKind::BrokenPipe, libc::EPIPE),
+            (io::ErrorKind::ConnectionReset, libc::ECONNRESET),
+            (io::ErrorKind::ConnectionAborted, libc::ECONNABORTED),
+            (io::ErrorKind::ConnectionRefused, libc::ECONNREFUSED),
+            (io::ErrorKind::TimedOut, libc::ETIMEDOUT),
+        ] {
+            let e = os_error(kind);
+            assert_eq!((e.raw_os_error(), e.kind()), (Some(errno), kind));
+        }
+    }
 
     #[test]
     fn a_lost_data_frame_aborts_its_connection_and_is_counted() {

@@ -1,5 +1,5 @@
 //! An app's end of its port: the AF_XDP socket and memfd UMEM the daemon created for it
-//! ([`crate::daemon::client::Registration`]), mapped through [`crate::xsk`].
+//! ([`crate::app::link::Registration`]), mapped through [`crate::xsk`].
 //!
 //! The daemon registered the memfd as the socket's UMEM (`geometry.frame_size` chunks,
 //! `geometry.headroom`, rings sized from `geometry`) and left the socket unbound. Here the memfd
@@ -18,8 +18,8 @@ use std::{io, os::fd::AsFd};
 use anyhow::{bail, Context};
 
 use crate::{
+    app::link::Registration,
     bpf::tcp::types::etran_tcp_rx_meta,
-    daemon::client::Registration,
     transport::RxMeta,
     xsk::{desc, Desc, FrameAlloc, Socket, Statistics, Umem, UmemConfig},
 };
@@ -197,6 +197,12 @@ impl AppPort {
                 Ok(None)
             }
         }
+    }
+
+    /// Whether the RX ring holds frames (one load of its producer index: cheap enough to spin
+    /// on).
+    pub fn rx_ready(&mut self) -> bool {
+        self.sock.rx().expect("adopt maps RX").available(1) > 0
     }
 
     /// Frames written and not yet flushed.

@@ -5,12 +5,12 @@
 //! the transport and the backend only through their seams ([`crate::transport`],
 //! [`crate::backend`]).
 //!
-//! - [`proto`]: the wire protocol (length-prefixed JSON, descriptors with SCM_RIGHTS).
 //! - [`session`]: one app's connection, its port and its transport.
-//! - [`client`]: the app side (`connect`, `register`).
 //! - TCP's control path ([`TcpControl`]: handshakes, release, TIME_WAIT, aborts and resets) and
 //!   the compat backend ([`Compat`]: an app's veth port, its AF_XDP socket and UMEM, its slot;
 //!   the gen pump) live in their own rooms.
+//!
+//! The wire protocol is [`crate::proto`]; the app side of it lives in [`crate::app::link`].
 //!
 //! Nothing outlives its owner: a session's port is torn down when the app closes its socket
 //! (exit, crash or `Close`), and every session's when the daemon stops. Links named like ports
@@ -55,11 +55,9 @@ use crate::{
     },
 };
 
-pub mod client;
-pub mod proto;
 pub mod session;
 
-use proto::{FdKind, Reply, Request, Transport};
+use crate::proto::{self, FdKind, Refusal, Reply, Request, Transport};
 use session::{AppSession, Input};
 
 const WAKER: Token = Token(0);
@@ -284,8 +282,8 @@ impl Daemon {
                 Input::Request(Request::Register { version, transport, queues }) => {
                     match self.register(token, version, transport, queues) {
                         Ok(()) => false,
-                        Err(e) => {
-                            self.refuse(token, &format!("{e:#}"));
+                        Err(refusal) => {
+                            self.refuse(token, refusal);
                             true
                         }
                     }
@@ -310,7 +308,7 @@ impl Daemon {
                 Input::Request(Request::Close) => true,
                 Input::Closed => true,
                 Input::Bad(e) => {
-                    self.refuse(token, &e.to_string());
+                    self.refuse(token, Refusal::new(libc::EPROTO, e.to_string()));
                     true
                 }
             };
@@ -327,17 +325,22 @@ impl Daemon {
         version: u32,
         transport: Transport,
         queues: u32,
-    ) -> anyhow::Result<()> {
-        proto::check_version(version).map_err(anyhow::Error::msg)?;
+    ) -> Result<(), Refusal> {
+        proto::check_version(version)?;
         let session = self.sessions.get(&token).expect("live session");
         if session.port.is_some() {
-            bail!("this session is already registered");
+            return Err(Refusal::new(libc::EISCONN, "this session is already registered"));
         }
         if queues != 1 {
-            bail!("{queues} queues asked for; this daemon gives each app 1 queue for now");
+            let why =
+                format!("{queues} queues asked for; this daemon gives each app 1 queue for now");
+            return Err(Refusal::new(libc::EINVAL, why));
         }
-        let slot = self.free_slot().context("no free app port (all slots are in use)")?;
-        let port = self.backend.open_port(slot)?;
+        let slot = self.free_slot().ok_or_else(|| {
+            Refusal::new(libc::ENOBUFS, "no free app port (all slots are in use)")
+        })?;
+        let port =
+            self.backend.open_port(slot).map_err(|e| Refusal::new(libc::EIO, format!("{e:#}")))?;
         let reply = Reply::Registered {
             version: proto::PROTOCOL_VERSION,
             slot,
@@ -359,7 +362,7 @@ impl Daemon {
         let sent = proto::send_fds(session.stream.as_fd(), &proto::encode(&reply), &fds);
         session.port = Some(port);
         session.transport = Some(transport);
-        sent.context("sending the registration")?;
+        sent.map_err(|e| Refusal::new(e.raw_os_error().unwrap_or(libc::EIO), e.to_string()))?;
         self.note(format!("app session {id} registered: slot {slot}, port {name}"));
         Ok(())
     }
@@ -367,13 +370,13 @@ impl Daemon {
     fn listen(&mut self, token: Token, port: u16) {
         let Some(session) = self.sessions.get(&token) else { return };
         let reply = match session.port.as_ref().map(|p| p.slot) {
-            None => Reply::ListenFailed { port, reason: "register first".into() },
+            None => Reply::ListenFailed { port, refusal: not_registered() },
             Some(slot) => match self.tcp.listen(token, slot, port) {
                 Ok(()) => {
                     log::info(format!("app session {} listens on {port}", session.id));
                     Reply::Listening { port }
                 }
-                Err(reason) => Reply::ListenFailed { port, reason },
+                Err(refusal) => Reply::ListenFailed { port, refusal },
             },
         };
         self.tell(token, &reply);
@@ -382,13 +385,13 @@ impl Daemon {
     fn connect(&mut self, token: Token, remote: std::net::SocketAddrV4, local_port: Option<u16>) {
         let Some(session) = self.sessions.get(&token) else { return };
         let result = match session.port.as_ref().map(|p| p.slot) {
-            None => Err("register first".to_string()),
+            None => Err(not_registered()),
             Some(slot) => {
                 self.tcp.connect(&mut self.timers, Timer::Tcp, token, slot, remote, local_port)
             }
         };
-        if let Err(reason) = result {
-            self.tell(token, &Reply::ConnectFailed { reason });
+        if let Err(refusal) = result {
+            self.tell(token, &Reply::ConnectFailed { remote, refusal });
         }
     }
 
@@ -398,7 +401,9 @@ impl Daemon {
             let reply = match n.event {
                 Event::Connected { handle, init } => Reply::Connected { handle, init },
                 Event::Accepted { handle, init } => Reply::Accepted { handle, init },
-                Event::ConnectFailed { reason } => Reply::ConnectFailed { reason },
+                Event::ConnectFailed { remote, refusal } => {
+                    Reply::ConnectFailed { remote, refusal }
+                }
                 Event::Reset { handle } => Reply::Reset { handle },
             };
             self.tell(n.owner, &reply);
@@ -422,10 +427,10 @@ impl Daemon {
     }
 
     /// Tells the session why it is being closed (best effort).
-    fn refuse(&mut self, token: Token, why: &str) {
+    fn refuse(&mut self, token: Token, refusal: Refusal) {
         if let Some(s) = self.sessions.get(&token) {
-            log::warn(format!("app session {}: {why}", s.id));
-            let msg = proto::encode(&Reply::Error { message: why.to_string() });
+            log::warn(format!("app session {}: {refusal}", s.id));
+            let msg = proto::encode(&Reply::Error { refusal });
             let _ = proto::send_fds(s.stream.as_fd(), &msg, &[]);
         }
     }
@@ -508,4 +513,9 @@ fn bind_listener(path: &Path) -> anyhow::Result<UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("setting the mode of {}", path.display()))?;
     Ok(listener)
+}
+
+/// A request that needs a port, before `Register`.
+fn not_registered() -> Refusal {
+    Refusal::new(libc::ENOTCONN, "register first")
 }

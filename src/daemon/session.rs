@@ -4,8 +4,10 @@ use std::io::{self, Read};
 
 use mio::net::UnixStream;
 
-use super::proto::{self, DecodeError, Request, Transport};
-use crate::backend::compat::port::VethPort;
+use crate::{
+    backend::compat::port::VethPort,
+    proto::{self, DecodeError, Request, Transport},
+};
 
 pub struct AppSession {
     pub stream: UnixStream,

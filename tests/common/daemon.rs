@@ -7,10 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use etran::{
-    app::App,
-    daemon::{client::Session, proto::Transport},
-};
+use etran::app::App;
 
 /// A daemon child process; killed (and its socket dir removed) on drop.
 pub struct Daemon {
@@ -248,18 +245,15 @@ impl DaemonPair {
     }
 }
 
-/// An app registered with the daemon listening on `sock`: its session and its port.
-pub fn register(sock: &Path) -> (Session, App) {
-    let mut session = Session::connect(sock).unwrap();
-    let reg = session.register(Transport::Tcp, 1).unwrap();
-    (session, App::open(reg).unwrap())
+/// An app registered with the daemon listening on `sock` (its link to the daemon, its port).
+pub fn register(sock: &Path) -> App {
+    App::open(sock).unwrap()
 }
 
 /// The bed of most end-to-end tests against Linux: [`etran_up_pair`] `name`, a daemon on `va`
 /// and one app registered with it; Linux is in `net.b`. Dropped in field order: the app first.
 pub struct EtranApp {
     pub app: App,
-    pub session: Session,
     pub daemon: Daemon,
     pub net: crate::netns::VethPair,
 }
@@ -267,16 +261,16 @@ pub struct EtranApp {
 impl EtranApp {
     pub fn new(name: &str) -> EtranApp {
         let DaemonPair { net, daemon } = DaemonPair::new(name);
-        let (session, app) = register(&daemon.sock);
-        EtranApp { app, session, daemon, net }
+        let app = register(&daemon.sock);
+        EtranApp { app, daemon, net }
     }
 
-    /// Polls the port and the session until `done` holds (or panics after 8 s).
+    /// Polls the port and the daemon link until `done` holds (or panics after 8 s).
     pub fn poll_until(&mut self, what: &str, mut done: impl FnMut(&mut App) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(8);
         loop {
             self.app.poll().unwrap();
-            self.app.poll_daemon(&mut self.session).unwrap();
+            self.app.poll_daemon().unwrap();
             if done(&mut self.app) {
                 return;
             }

@@ -7,13 +7,10 @@
 use std::{net::SocketAddrV4, path::Path};
 
 use etran::{
-    app::AppPort,
+    app::{AppPort, DaemonLink, StreamInit},
     backend::compat::port::FRAME_SIZE,
     bpf::tcp::types::{etran_tcp_limit, etran_tcp_tx_hdr, tcp_conn_key},
-    daemon::{
-        client::Session,
-        proto::{ConnInit, Transport},
-    },
+    proto::{ConnInit, Transport},
     transport::tcp::{
         segment::{Segment, ACK, RST, SYN},
         stream::{
@@ -119,8 +116,8 @@ pub struct Victim {
 }
 
 pub struct Hostile {
-    /// Held: ending the session would tear its port and connection down.
-    pub session: Session,
+    /// Held: ending the link would tear its port and connection down.
+    pub link: DaemonLink,
     pub port: AppPort,
     /// Its own connection, as the daemon handed it over. It never sends new data on it, so
     /// its send position stays `init.tx_pos`.
@@ -130,15 +127,15 @@ pub struct Hostile {
 impl Hostile {
     /// Registers with the daemon at `sock` and opens a connection to `remote`.
     pub fn connect(sock: &Path, remote: SocketAddrV4) -> Hostile {
-        let mut session = Session::connect(sock).unwrap();
-        let reg = session.register(Transport::Tcp, 1).unwrap();
+        let mut link = DaemonLink::connect(sock).unwrap();
+        let reg = link.register(Transport::Tcp, 1).unwrap();
         let port = AppPort::open(reg).unwrap();
-        let (_, init) = session.connect_tcp(remote, None).expect("the hostile app connects");
-        Hostile { session, port, init }
+        let (_, init) = link.connect_tcp(remote, None).expect("the hostile app connects");
+        Hostile { link, port, init }
     }
 
     pub fn key(&self) -> tcp_conn_key {
-        self.init.stream_init().key
+        StreamInit::from(&self.init).key
     }
 
     /// Writes `frame` into the TX ring as it is, waiting for a free TX frame if need be.

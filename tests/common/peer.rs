@@ -8,10 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use etran::{
-    app::{App, ConnId},
-    daemon::client::Session,
-};
+use etran::app::{App, ConnId};
 
 /// The pattern's period: prime, so no segment size lines up with it.
 pub const PERIOD: usize = 65521;
@@ -217,11 +214,11 @@ pub fn etran_recv(app: &mut App, id: ConnId, bytes: u64, seed: u32, limit: Durat
 }
 
 /// Waits for the next connection on the app's listening port.
-pub fn etran_accept(app: &mut App, session: &mut Session, limit: Duration) -> ConnId {
+pub fn etran_accept(app: &mut App, limit: Duration) -> ConnId {
     let start = Instant::now();
     loop {
         app.poll().unwrap();
-        if let Some(id) = app.accept(session).unwrap() {
+        if let Some(id) = app.accept().unwrap() {
             return id;
         }
         assert!(start.elapsed() < limit, "no connection accepted");

@@ -13,9 +13,9 @@ use common::{
     tcp::{as_bytes, pattern, with_cwnd},
 };
 use etran::{
-    app::{App, StreamInit},
+    app::{App, DaemonLink, StreamInit},
     bpf::tcp::types::{tcp_conn, tcp_conn_key},
-    daemon::{client::Session, proto::Transport},
+    proto::Transport,
 };
 use libbpf_rs::{MapCore, MapFlags};
 
@@ -78,8 +78,8 @@ fn app_sends_and_receives_through_its_port() {
     let (a, b) = (net.a.clone(), net.b.clone());
     let (va_mac, vb_mac) = (mac_of(&a, "va"), mac_of(&b, "vb"));
 
-    let mut session = Session::connect(&daemon.sock).unwrap();
-    let reg = session.register(Transport::Tcp, 1).unwrap();
+    let mut link = DaemonLink::connect(&daemon.sock).unwrap();
+    let reg = link.register(Transport::Tcp, 1).unwrap();
     let slot = reg.slot;
 
     // The connection, as the daemon will insert it after a handshake.
@@ -105,7 +105,7 @@ fn app_sends_and_receives_through_its_port() {
         tcp.conns.update(as_bytes(&key()), as_bytes(&conn), MapFlags::ANY).unwrap();
     });
 
-    let mut app = App::open(reg).unwrap();
+    let mut app = App::with_link(link, reg).unwrap();
     let id = app.add_connection(
         HANDLE,
         StreamInit {
@@ -228,6 +228,5 @@ fn app_sends_and_receives_through_its_port() {
     assert_eq!(app.port().stats().rx_malformed, 0);
     // rx_unknown is not asserted: the kernel side of the port sends its own IPv6 frames
     // (MLD reports), which xsk_redirect hands the app without metadata (see the report).
-    drop(app);
-    session.close().unwrap();
+    app.close_app().unwrap();
 }

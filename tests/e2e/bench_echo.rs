@@ -59,14 +59,14 @@ fn bpf_pins() -> Vec<String> {
 }
 
 /// eTran against eTran: datapath, daemons and apps in the testbed's hosts, every echoed byte
-/// checked, one and two App threads per side; the namespaces, pins and daemon sockets are gone
-/// afterwards.
+/// checked, one App thread per side busy-polling and two waiting in the library
+/// (`--wait block`); the namespaces, pins and daemon sockets are gone afterwards.
 #[test]
 fn etran_echo_runs_verified_and_cleans_up() {
     let Some(_root) = common::root::alone() else { return };
     let before = namespaces();
     let pins_before = bpf_pins();
-    for (size, threads) in [("64", "1"), ("1000", "2")] {
+    for (size, threads, wait) in [("64", "1", "busy"), ("1000", "2", "block")] {
         let out = etran(&[
             "-j",
             "bench",
@@ -83,12 +83,15 @@ fn etran_echo_runs_verified_and_cleans_up() {
             "3",
             "--threads",
             threads,
+            "--wait",
+            wait,
         ]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{size} B: {stderr}");
         // The built-in daemons' lifecycle lines are for -v only.
         assert!(!stderr.contains("etran daemon:"), "daemon lines in the output: {stderr}");
         let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["wait"], wait);
         let row = &report["results"][0];
         assert_eq!(row["transport"], "etran");
         let messages = row["messages"].as_u64().unwrap();
@@ -110,7 +113,8 @@ fn etran_echo_runs_verified_and_cleans_up() {
     assert!(pins.is_empty(), "pins left behind: {pins:?}");
 }
 
-/// eTran clients against Linux TCP servers (the server host runs no etran): every echoed byte
+/// eTran clients against Linux TCP servers (the server host runs no etran), every side
+/// sleeping when idle (`--wait block`: the servers block in epoll_wait): every echoed byte
 /// checked, the client apps back to all their TX frames, the client host's connection map and
 /// ports back where they started, nothing left behind.
 #[test]
@@ -124,6 +128,8 @@ fn etran_against_linux_echo_runs_verified_and_cleans_up() {
         "echo",
         "--transport",
         "etran-linux",
+        "--wait",
+        "block",
         "--duration",
         "1s",
         "--size",

@@ -15,8 +15,8 @@ use common::{
     netns::{in_netns, sh, VethPair},
     tcp::wait_for,
 };
-use etran::daemon::{
-    client::Session,
+use etran::{
+    app::{link::Registration, DaemonLink},
     proto::{self, Reply, Request, Transport},
 };
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
@@ -104,7 +104,7 @@ fn bind_xsk(fd: &OwnedFd, ifindex: u32) -> std::io::Result<()> {
 /// Maps the app's rings and UMEM from the descriptors alone and binds the socket (as an app
 /// would), sends a frame into the kernel side of its port from inside `ns`, and waits for it on
 /// the RX ring.
-fn frame_reaches_app(ns: &str, reg: &etran::daemon::client::Registration) -> bool {
+fn frame_reaches_app(ns: &str, reg: &Registration) -> bool {
     use std::sync::atomic::{AtomicU32, Ordering};
     let xsk = reg.xsks[0].as_raw_fd();
     let g = reg.geometry;
@@ -213,7 +213,7 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
     assert_eq!(gen_links(&net.a), spare, "the gen pump's spare veth pair");
 
     // First app.
-    let mut one = Session::connect(&daemon.sock).unwrap();
+    let mut one = DaemonLink::connect(&daemon.sock).unwrap();
     let r1 = one.register(Transport::Tcp, 1).unwrap();
     assert_ne!(r1.slot, 0);
     assert_eq!(r1.xsks.len(), 1);
@@ -228,14 +228,22 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
     assert_eq!(app_ports(&net.a), vec![(r1.slot, r1.kernel_ifindex)]);
     assert!(frame_reaches_app(&net.a, &r1), "a frame into the kernel side reaches the socket");
     // A second registration on the same session is refused and ends it.
-    let mut twice = Session::connect(&daemon.sock).unwrap();
+    let mut twice = DaemonLink::connect(&daemon.sock).unwrap();
     let rt = twice.register(Transport::Tcp, 1).unwrap();
-    twice.send(&Request::Register { version: 1, transport: Transport::Tcp, queues: 1 }).unwrap();
-    assert!(matches!(twice.recv().unwrap().0, Reply::Error { .. }));
+    let again = Request::Register {
+        version: proto::PROTOCOL_VERSION,
+        transport: Transport::Tcp,
+        queues: 1,
+    };
+    twice.send(&again).unwrap();
+    match twice.recv().unwrap().0 {
+        Reply::Error { refusal } => assert_eq!(refusal.errno, libc::EISCONN, "{refusal}"),
+        r => panic!("unexpected {r:?}"),
+    }
     wait_for("the twice-registered port to go", 5, || !port_links(&net.a).contains(&rt.port));
 
     // Second app: another slot, another port.
-    let mut two = Session::connect(&daemon.sock).unwrap();
+    let mut two = DaemonLink::connect(&daemon.sock).unwrap();
     let r2 = two.register(Transport::Tcp, 1).unwrap();
     assert_ne!(r1.slot, r2.slot);
     assert_ne!(r1.port, r2.port);
@@ -255,7 +263,7 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
     assert!(app_ports(&net.a).is_empty());
 
     // A freed slot is given out again.
-    let mut three = Session::connect(&daemon.sock).unwrap();
+    let mut three = DaemonLink::connect(&daemon.sock).unwrap();
     let r3 = three.register(Transport::Tcp, 1).unwrap();
     assert_eq!(r3.slot, r1.slot.min(r2.slot));
 
@@ -279,10 +287,13 @@ fn bad_input_is_refused_without_harm() {
     let mut daemon = Daemon::start(&net.a, "dmn-bad");
 
     // Garbage: an error reply, then EOF.
-    let mut s = Session::connect(&daemon.sock).unwrap();
+    let mut s = DaemonLink::connect(&daemon.sock).unwrap();
     s.stream().write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
     match s.recv().unwrap().0 {
-        Reply::Error { message } => assert!(message.contains("message length"), "{message}"),
+        Reply::Error { refusal } => {
+            assert_eq!(refusal.errno, libc::EPROTO, "{refusal}");
+            assert!(refusal.to_string().contains("message length"), "{refusal}")
+        }
         r => panic!("unexpected {r:?}"),
     }
     assert!(s.recv().is_err(), "the session is closed");
@@ -297,27 +308,30 @@ fn bad_input_is_refused_without_harm() {
         transport: Transport::Tcp,
         queues: 4,
     });
-    for (bytes, want) in [
-        (bad_json, "malformed"),
-        (unknown_version, "unsupported protocol version"),
-        (queues, "queue"),
+    for (bytes, want, errno) in [
+        (bad_json, "malformed", libc::EPROTO),
+        (unknown_version, "unsupported protocol version", libc::EPROTONOSUPPORT),
+        (queues, "queue", libc::EINVAL),
     ] {
-        let mut s = Session::connect(&daemon.sock).unwrap();
+        let mut s = DaemonLink::connect(&daemon.sock).unwrap();
         s.stream().write_all(&bytes).unwrap();
         match s.recv().unwrap().0 {
-            Reply::Error { message } => assert!(message.contains(want), "{message}"),
+            Reply::Error { refusal } => {
+                assert_eq!(refusal.errno, errno, "{refusal}");
+                assert!(refusal.to_string().contains(want), "{refusal}")
+            }
             r => panic!("unexpected {r:?}"),
         }
     }
     // A client that vanishes mid-message.
     {
-        let s = Session::connect(&daemon.sock).unwrap();
+        let s = DaemonLink::connect(&daemon.sock).unwrap();
         s.stream().write_all(&[200, 0]).unwrap();
     }
 
     // The daemon still serves.
     assert!(daemon.alive());
-    let mut ok = Session::connect(&daemon.sock).unwrap();
+    let mut ok = DaemonLink::connect(&daemon.sock).unwrap();
     let r = ok.register(Transport::Tcp, 1).unwrap();
     assert!(port_links(&net.a).contains(&r.port));
     drop(ok);
@@ -353,7 +367,7 @@ fn daemon_needs_etran_up_and_refuses_a_live_socket() {
 
     // A daemon that dies hard leaves its socket file and its apps' ports; the next one
     // replaces the stale file and removes the stale ports.
-    let mut app = Session::connect(&daemon.sock).unwrap();
+    let mut app = DaemonLink::connect(&daemon.sock).unwrap();
     let r = app.register(Transport::Tcp, 1).unwrap();
     let mut daemon = daemon;
     let mut child = daemon.child.take().unwrap();

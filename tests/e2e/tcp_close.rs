@@ -20,6 +20,7 @@ use common::{
 use etran::{
     app::ConnId,
     bpf::tcp::types::tcp_conn_key,
+    proto::errno_of,
     transport::tcp::{close, rto::RtoConfig},
 };
 
@@ -30,7 +31,7 @@ const AFTER_TIME_WAIT: u64 = 4;
 /// An app listening on PORT behind a daemon on `va` (the common bed), with Linux in -b.
 fn listening(name: &str) -> EtranApp {
     let mut e = EtranApp::new(name);
-    e.session.listen(PORT).unwrap();
+    e.app.listen(PORT).unwrap();
     e
 }
 
@@ -38,6 +39,7 @@ fn listening(name: &str) -> EtranApp {
 trait CloseBed {
     fn linux_client(&mut self, from_port: Option<u16>) -> (TcpStream, ConnId, tcp_conn_key);
     fn accept(&mut self) -> ConnId;
+    fn connect_from(&mut self, peer: SocketAddrV4, port: u16) -> std::io::Result<ConnId>;
     fn send_all(&mut self, id: ConnId, data: &[u8]);
     fn read_to_eof(&mut self, id: ConnId) -> Vec<u8>;
     fn recv_error(&mut self, id: ConnId) -> ErrorKind;
@@ -53,13 +55,25 @@ impl CloseBed for EtranApp {
         (linux, id, self.app.stream(id).unwrap().key())
     }
 
+    /// Connects to `peer` from local port `port` (non-blocking connect, polled to its end).
+    fn connect_from(&mut self, peer: SocketAddrV4, port: u16) -> std::io::Result<ConnId> {
+        let c = self.app.connect(peer, Some(port))?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(id) = self.app.poll_connect(&c)? {
+                return Ok(id);
+            }
+            assert!(Instant::now() < deadline, "no answer to the connect: {}", self.daemon.log());
+            self.app.wait(Some(Duration::from_millis(50)))?;
+        }
+    }
+
     fn accept(&mut self) -> ConnId {
         let mut id = None;
-        let session = &mut self.session;
         let deadline = Instant::now() + Duration::from_secs(5);
         while id.is_none() {
             self.app.poll().unwrap();
-            id = self.app.accept(session).unwrap();
+            id = self.app.accept().unwrap();
             assert!(Instant::now() < deadline, "no Accepted: {}", self.daemon.log());
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -370,7 +384,7 @@ fn a_tuple_in_time_wait_is_not_reused() {
     add_neighbour_of_b(&e.net);
     let peer: SocketAddrV4 = "10.77.0.2:7301".parse().unwrap();
     let listener = in_netns(&e.net.b, || TcpListener::bind(peer).unwrap());
-    let id = e.app.connect(&mut e.session, peer).unwrap();
+    let id = e.app.connect_blocking(peer).unwrap();
     let (mut server, _) = listener.accept().unwrap();
     let key = e.app.stream(id).unwrap().key();
     e.app.close(id).unwrap();
@@ -382,14 +396,15 @@ fn a_tuple_in_time_wait_is_not_reused() {
     wait_for("the release", 3, || !conn_present(&e.net.a, &key));
 
     let port = u16::from_be(key.local_port);
-    let err = e.session.connect_tcp(peer, Some(port)).unwrap_err();
-    assert!(format!("{err:#}").contains("in use"), "{err:#}");
+    // As connect(2) after bind(2) to a 4-tuple in TIME_WAIT: EADDRINUSE.
+    let err = e.connect_from(peer, port).unwrap_err();
+    assert_eq!(errno_of(&err), Some(libc::EADDRINUSE), "{err}");
+    assert!(err.to_string().contains("in use"), "{err}");
     wait_for("TIME_WAIT to end", AFTER_TIME_WAIT, || !pending_present(&e.net.a, &key));
-    let (handle, init) = e.session.connect_tcp(peer, Some(port)).expect("free again");
-    assert_eq!(init.local.port(), port);
+    let id = e.connect_from(peer, port).expect("free again");
+    assert_eq!(u16::from_be(e.app.stream(id).unwrap().key().local_port), port);
     let (_server, from) = listener.accept().unwrap();
     assert_eq!(from.port(), port);
-    let id = e.app.add_connection(handle, init.stream_init());
     e.app.abort(id);
     wait_for("the abort", 3, || map_entries(&e.net.a) == (0, 0));
 }

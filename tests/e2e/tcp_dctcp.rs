@@ -30,7 +30,6 @@ use common::{
 use etran::{
     app::{App, ConnId, StreamStats},
     bpf::tcp::types::{tcp_conn, tcp_conn_key},
-    daemon::client::Session,
     testbed::{port_name, Spec, HOST_NIC},
 };
 use libbpf_rs::{MapCore, MapFlags};
@@ -201,19 +200,13 @@ fn etran_send(app: &mut App, ids: &[ConnId], late: usize, start: Instant) -> Vec
 }
 
 /// Receives on the connections the app accepts (flow index: accept order) until `stop`.
-fn etran_receive(
-    app: &mut App,
-    session: &mut Session,
-    flows: usize,
-    t0: Instant,
-    stop: &AtomicBool,
-) -> Trace {
+fn etran_receive(app: &mut App, flows: usize, t0: Instant, stop: &AtomicBool) -> Trace {
     let mut trace = Trace::new(flows);
     let mut conns: Vec<ConnId> = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
     while !stop.load(Ordering::Relaxed) {
         app.poll().unwrap();
-        while let Some(id) = app.accept(session).unwrap() {
+        while let Some(id) = app.accept().unwrap() {
             conns.push(id);
         }
         for (f, id) in conns.iter().enumerate() {
@@ -252,17 +245,17 @@ fn etran_to_etran(hosts: &EtranHosts, rate: u64) -> Outcome {
     const FLOWS: usize = 3;
     let port = 7700;
     let server = SocketAddrV4::new(hosts.tb.host(2).ip, port);
-    let (mut rsession, mut rapp) = register(&hosts.daemons[1].sock);
-    rsession.listen(port).unwrap();
-    let (mut session, mut app) = register(&hosts.daemons[0].sock);
+    let mut rapp = register(&hosts.daemons[1].sock);
+    rapp.listen(port).unwrap();
+    let mut app = register(&hosts.daemons[0].sock);
     let stop = AtomicBool::new(false);
     let (drops0, marks0) = (switch_drops(hosts, 2), ce_marks(hosts));
     let t0 = Instant::now();
     let (trace, started) = std::thread::scope(|s| {
         let stop = &stop;
-        let rx = s.spawn(move || etran_receive(&mut rapp, &mut rsession, FLOWS, t0, stop));
+        let rx = s.spawn(move || etran_receive(&mut rapp, FLOWS, t0, stop));
         let ids: Vec<ConnId> =
-            (0..FLOWS).map(|_| app.connect(&mut session, server).expect("connect")).collect();
+            (0..FLOWS).map(|_| app.connect_blocking(server).expect("connect")).collect();
         let start = Instant::now();
         let stats = etran_send(&mut app, &ids, 2, start);
         for (f, st) in stats.iter().enumerate() {
@@ -343,8 +336,8 @@ fn linux_to_linux(hosts: &EtranHosts, rate: u64) -> Outcome {
 fn etran_to_linux(hosts: &EtranHosts, rate: u64) -> (f64, StreamStats, f64, u64, u64) {
     let (h2, ip2, port) = (hosts.ns(2), hosts.tb.host(2).ip, 7720);
     let listener = in_netns(&h2, || TcpListener::bind((ip2, port)).unwrap());
-    let (mut session, mut app) = register(&hosts.daemons[0].sock);
-    let id = app.connect(&mut session, SocketAddrV4::new(ip2, port)).expect("connect");
+    let mut app = register(&hosts.daemons[0].sock);
+    let id = app.connect_blocking(SocketAddrV4::new(ip2, port)).expect("connect");
     let accepted = listener.accept().unwrap().0;
     let (drops0, marks0) = (switch_drops(hosts, 2), ce_marks(hosts));
     let t0 = Instant::now();

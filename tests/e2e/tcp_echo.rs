@@ -14,7 +14,6 @@ use common::{
 };
 use etran::{
     app::{App, ConnId},
-    daemon::client::Session,
     testbed::HOST_NIC,
 };
 
@@ -25,12 +24,12 @@ fn byte(conn: usize, msg: usize, offset: usize) -> u8 {
 }
 
 /// Echoes every byte back on every connection it accepts, until `stop`.
-fn echo_server(app: &mut App, session: &mut Session, stop: &std::sync::atomic::AtomicBool) {
+fn echo_server(app: &mut App, stop: &std::sync::atomic::AtomicBool) {
     let mut conns: Vec<(ConnId, Vec<u8>)> = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         app.poll().unwrap();
-        while let Some(id) = app.accept(session).unwrap() {
+        while let Some(id) = app.accept().unwrap() {
             conns.push((id, Vec::new()));
         }
         for (id, pending) in &mut conns {
@@ -69,13 +68,13 @@ fn random_sizes_echo_byte_exact_over_many_connections() {
     let hosts = EtranHosts::new("echo-rand");
     let server_addr = SocketAddrV4::new(hosts.tb.host(2).ip, PORT);
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let (mut ssession, mut sapp) = register(&hosts.daemons[1].sock);
-    ssession.listen(PORT).unwrap();
+    let mut sapp = register(&hosts.daemons[1].sock);
+    sapp.listen(PORT).unwrap();
     let mut rng = Rng(0x5eed_1234_abcd);
     let mut total = 0;
     std::thread::scope(|s| {
-        let server = s.spawn(|| echo_server(&mut sapp, &mut ssession, &stop));
-        let (mut session, mut app) = register(&hosts.daemons[0].sock);
+        let server = s.spawn(|| echo_server(&mut sapp, &stop));
+        let mut app = register(&hosts.daemons[0].sock);
         let mut conns: Vec<Sender> = (0..CONNS)
             .map(|c| {
                 // Log-uniform sizes; the extremes on the first two connections.
@@ -91,7 +90,7 @@ fn random_sizes_echo_byte_exact_over_many_connections() {
                     _ => {}
                 }
                 total += sizes.iter().sum::<usize>();
-                let id = app.connect(&mut session, server_addr).expect("connect");
+                let id = app.connect_blocking(server_addr).expect("connect");
                 Sender { id, sizes, msg: 0, sent: 0, got: 0 }
             })
             .collect();
@@ -143,10 +142,8 @@ fn random_sizes_echo_byte_exact_over_many_connections() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         server.join().unwrap();
         drop(app);
-        drop(session);
     });
     drop(sapp);
-    drop(ssession);
     // Sessions gone: the daemons removed every connection and port.
     for i in [1, 2] {
         let ns = hosts.ns(i);
@@ -178,14 +175,14 @@ fn stream_byte(offset: u64) -> u8 {
 #[ignore = "run as a child process by killed_app_leaves_nothing_behind"]
 fn killed_app_child() {
     let sock = std::env::var(CHILD_ENV).expect("started by the parent test");
-    let (mut session, mut app) = register(std::path::Path::new(&sock));
-    session.listen(KILL_PORT).unwrap();
+    let mut app = register(std::path::Path::new(&sock));
+    app.listen(KILL_PORT).unwrap();
     let mut conns: Vec<(ConnId, u64)> = Vec::new();
     let mut out = vec![0u8; 1 << 14];
     let mut announced = false;
     loop {
         app.poll().unwrap();
-        if let Some(id) = app.accept(&mut session).unwrap() {
+        if let Some(id) = app.accept().unwrap() {
             conns.push((id, 0));
         }
         for (id, sent) in &mut conns {

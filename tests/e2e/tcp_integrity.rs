@@ -129,10 +129,10 @@ fn every_byte_arrives_intact_through_a_corrupting_switch() {
     let (ip1, ip2) = (hosts.tb.host(1).ip, hosts.tb.host(2).ip);
     let before: Vec<u64> = [&h1, &h2].iter().map(|ns| in_netns(ns, kernel_input_errors)).collect();
 
-    let (mut s2, mut app2) = register(&hosts.daemons[1].sock);
-    s2.listen(LINUX_TO_ETRAN).unwrap();
-    s2.listen(ETRAN_TO_ETRAN).unwrap();
-    let (mut s1, mut app1) = register(&hosts.daemons[0].sock);
+    let mut app2 = register(&hosts.daemons[1].sock);
+    app2.listen(LINUX_TO_ETRAN).unwrap();
+    app2.listen(ETRAN_TO_ETRAN).unwrap();
+    let mut app1 = register(&hosts.daemons[0].sock);
     let listener = in_netns(&h1, || {
         TcpListener::bind(SocketAddrV4::new(ip1, ETRAN_TO_LINUX)).expect("Linux listens")
     });
@@ -143,9 +143,9 @@ fn every_byte_arrives_intact_through_a_corrupting_switch() {
         )
         .expect("the eTran listener accepts")
     });
-    let to_linux = app2.connect(&mut s2, SocketAddrV4::new(ip1, ETRAN_TO_LINUX)).unwrap();
+    let to_linux = app2.connect_blocking(SocketAddrV4::new(ip1, ETRAN_TO_LINUX)).unwrap();
     let (server, _) = listener.accept().unwrap();
-    let e2e_out = app1.connect(&mut s1, SocketAddrV4::new(ip2, ETRAN_TO_ETRAN)).unwrap();
+    let e2e_out = app1.connect_blocking(SocketAddrV4::new(ip2, ETRAN_TO_ETRAN)).unwrap();
 
     let started = Instant::now();
     std::thread::scope(|s| {
@@ -187,7 +187,7 @@ fn every_byte_arrives_intact_through_a_corrupting_switch() {
                 app1.poll().unwrap();
                 pump_send(&mut app1, e2e_out, 3, E2E_STREAM, &mut p, &mut buf);
             }
-            (app1, s1)
+            app1
         });
 
         let mut from_linux: Option<(ConnId, Progress)> = None;
@@ -206,7 +206,7 @@ fn every_byte_arrives_intact_through_a_corrupting_switch() {
                 out.sent
             );
             app2.poll().unwrap();
-            while let Some(id) = app2.accept(&mut s2).unwrap() {
+            while let Some(id) = app2.accept().unwrap() {
                 let port = u16::from_be(app2.stream(id).unwrap().key().local_port);
                 let slot = if port == LINUX_TO_ETRAN { &mut from_linux } else { &mut from_etran };
                 *slot = Some((id, Progress::default()));

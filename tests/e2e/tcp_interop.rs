@@ -58,25 +58,25 @@ fn impaired_switch_every_byte_right_both_ways() {
     spec.duplicate = 0.01;
     let hosts = EtranHosts::with("interop", spec);
     let (h1, h2) = (hosts.tb.host(1).ip, hosts.tb.host(2).ip);
-    let (mut session, mut app) = register(&hosts.daemons[0].sock);
+    let mut app = register(&hosts.daemons[0].sock);
     let mut rows = Vec::new();
 
     // eTran (h1) → Linux (h2).
     let addr = SocketAddrV4::new(h2, 7501);
     let (secs, frames) = captured(&hosts, || {
         let peer = PyPeer::start(&hosts.ns(2), "recv", "listen", addr, bytes, 1);
-        let id = app.connect(&mut session, addr).expect("connect to python3");
+        let id = app.connect_blocking(addr).expect("connect to python3");
         etran_send(&mut app, id, bytes, 1, LIMIT);
         peer.finish("eTran → Linux")
     });
     rows.push(Row { name: "eTran → Linux", secs, capture: Some(frames) });
 
     // Linux (h2) → eTran (h1).
-    session.listen(7502).unwrap();
+    app.listen(7502).unwrap();
     let (secs, frames) = captured(&hosts, || {
         let peer =
             PyPeer::start(&hosts.ns(2), "send", "connect", SocketAddrV4::new(h1, 7502), bytes, 2);
-        let id = etran_accept(&mut app, &mut session, LIMIT);
+        let id = etran_accept(&mut app, LIMIT);
         let took = etran_recv(&mut app, id, bytes, 2, LIMIT);
         peer.finish("Linux → eTran");
         took.as_secs_f64()
@@ -85,12 +85,12 @@ fn impaired_switch_every_byte_right_both_ways() {
 
     // eTran (h2) → eTran (h1).
     let secs = std::thread::scope(|s| {
-        let (mut s2, mut app2) = register(&hosts.daemons[1].sock);
+        let mut app2 = register(&hosts.daemons[1].sock);
         let sender = s.spawn(move || {
-            let id = app2.connect(&mut s2, SocketAddrV4::new(h1, 7502)).expect("connect");
+            let id = app2.connect_blocking(SocketAddrV4::new(h1, 7502)).expect("connect");
             etran_send(&mut app2, id, bytes, 3, LIMIT)
         });
-        let id = etran_accept(&mut app, &mut session, LIMIT);
+        let id = etran_accept(&mut app, LIMIT);
         let took = etran_recv(&mut app, id, bytes, 3, LIMIT);
         sender.join().unwrap();
         took.as_secs_f64()

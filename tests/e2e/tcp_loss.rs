@@ -17,7 +17,6 @@ use std::{
 use common::{daemon::EtranHosts, netns::in_netns, tcp::pattern};
 use etran::{
     app::{App, ConnId},
-    daemon::{client::Session, proto::Transport},
     testbed::Spec,
 };
 
@@ -70,7 +69,6 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 struct Bed {
     hosts: EtranHosts,
-    session: Session,
     app: App,
     h1: String,
     h2: String,
@@ -83,12 +81,10 @@ impl Bed {
         let mut spec = Spec::new("", 2);
         spec.loss = std::env::var("ETRAN_TEST_LOSS").map_or(LOSS, |v| v.parse().unwrap());
         let hosts = EtranHosts::first_only("tcploss", spec);
-        let mut session = Session::connect(&hosts.daemons[0].sock).unwrap();
-        let reg = session.register(Transport::Tcp, 1).unwrap();
-        let app = App::open(reg).unwrap();
+        let app = App::open(&hosts.daemons[0].sock).unwrap();
         let (h1, h2) = (hosts.ns(1), hosts.ns(2));
         let (ip1, ip2) = (hosts.tb.host(1).ip, hosts.tb.host(2).ip);
-        Bed { hosts, session, app, h1, h2, ip1, ip2 }
+        Bed { hosts, app, h1, h2, ip1, ip2 }
     }
 
     fn lost(&self) -> u64 {
@@ -124,7 +120,7 @@ impl Bed {
     /// Linux in host 2 sends to the app: the time until the app has every byte.
     fn linux_to_etran(&mut self, port: u16) -> Duration {
         let data = pattern(5, SIZE);
-        self.session.listen(port).unwrap();
+        self.app.listen(port).unwrap();
         let addr = SocketAddrV4::new(self.ip1, port);
         std::thread::scope(|s| {
             let data = &data;
@@ -165,7 +161,7 @@ impl Bed {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             self.app.poll().unwrap();
-            if let Some(id) = self.app.accept(&mut self.session).unwrap() {
+            if let Some(id) = self.app.accept().unwrap() {
                 return id;
             }
             assert!(
@@ -182,7 +178,7 @@ impl Bed {
         let data = pattern(9, SIZE);
         let listener = in_netns(&self.h2, || TcpListener::bind((self.ip2, port)).unwrap());
         let dups0 = in_netns(&self.h2, duplicates_received);
-        let id = self.app.connect(&mut self.session, SocketAddrV4::new(self.ip2, port)).unwrap();
+        let id = self.app.connect_blocking(SocketAddrV4::new(self.ip2, port)).unwrap();
         let (elapsed, resent) = std::thread::scope(|s| {
             let data = &data;
             let rx = s.spawn(move || {

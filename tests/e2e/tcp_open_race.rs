@@ -21,7 +21,6 @@ use common::{
 use etran::{
     app::{App, ConnId},
     bpf::tcp::types::tcp_conn_key,
-    daemon::client::Session,
     transport::tcp::{
         handshake::timestamp_option,
         options::SynOptions,
@@ -138,7 +137,6 @@ type Script<'a> = &'a [(u8, &'a [u8])];
 /// bytes (and the end of the stream with `fin`), then aborts it. Returns what it read.
 fn read_all(
     app: &mut App,
-    session: &mut Session,
     id: Option<ConnId>,
     want: usize,
     fin: bool,
@@ -152,7 +150,7 @@ fn read_all(
     loop {
         app.poll().unwrap();
         if id.is_none() {
-            id = app.accept(session).unwrap();
+            id = app.accept().unwrap();
         }
         if let Some(c) = id {
             loop {
@@ -189,7 +187,7 @@ struct Bed {
 impl Bed {
     fn new(name: &str) -> Bed {
         let mut etran = EtranApp::new(name);
-        etran.session.listen(PORT).unwrap();
+        etran.app.listen(PORT).unwrap();
         let net = &etran.net;
         let (vb_mac, va_mac) = (mac_of(&net.b, "vb"), mac_of(&net.a, "va"));
         Bed { etran, vb_mac, va_mac }
@@ -213,14 +211,7 @@ impl Bed {
                 })
             });
             let done = || peer.is_finished();
-            let (id, got) = read_all(
-                &mut self.etran.app,
-                &mut self.etran.session,
-                None,
-                want.len(),
-                fin,
-                &done,
-            );
+            let (id, got) = read_all(&mut self.etran.app, None, want.len(), fin, &done);
             assert_eq!(got, want, "port {port}: every byte exactly once");
             let took = peer.join().expect("the peer saw everything acknowledged in time");
             (id, took)
@@ -286,16 +277,9 @@ fn a_server_speaking_first_races_our_ack_of_its_syn_ack() {
                 })
             });
             let remote = SocketAddrV4::new(PEER_IP, port);
-            let id = bed.etran.app.connect(&mut bed.etran.session, remote).expect("connected");
+            let id = bed.etran.app.connect_blocking(remote).expect("connected");
             let done = || peer.is_finished();
-            let (id, got) = read_all(
-                &mut bed.etran.app,
-                &mut bed.etran.session,
-                Some(id),
-                want.len(),
-                fin,
-                &done,
-            );
+            let (id, got) = read_all(&mut bed.etran.app, Some(id), want.len(), fin, &done);
             assert_eq!(got, want, "every byte exactly once");
             let took = peer.join().expect("everything acknowledged in time");
             eprintln!("active open {i}: acknowledged after {took:?}");
@@ -342,7 +326,7 @@ fn data_right_behind_a_syn_that_reopens_a_tuple_in_time_wait() {
         let deadline = Instant::now() + Duration::from_secs(5);
         let id = loop {
             bed.etran.app.poll().unwrap();
-            if let Some(id) = bed.etran.app.accept(&mut bed.etran.session).unwrap() {
+            if let Some(id) = bed.etran.app.accept().unwrap() {
                 break id;
             }
             assert!(Instant::now() < deadline, "no accept");

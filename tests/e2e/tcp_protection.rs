@@ -98,8 +98,8 @@ fn a_hostile_app_forges_nothing_onto_the_wire() {
         )
     });
 
-    let (mut session, mut app) = register(&daemon.sock);
-    let id = app.connect(&mut session, peer(HONEST_PORT)).expect("the honest app connects");
+    let mut app = register(&daemon.sock);
+    let id = app.connect_blocking(peer(HONEST_PORT)).expect("the honest app connects");
     let (mut honest_peer, _) = honest_listener.accept().unwrap();
     let honest = app.stream(id).unwrap().key();
     let mut evil = Hostile::connect(&daemon.sock, peer(HOSTILE_PORT));
@@ -298,7 +298,6 @@ fn a_hostile_app_forges_nothing_onto_the_wire() {
     assert!(per_phase[0][0] > 0 && per_phase[2][0] > 0, "the honest stream was seen");
     drop(evil);
     drop(app);
-    drop(session);
     drop(daemon);
     drop(net);
 }

@@ -58,7 +58,7 @@ fn capture(raw: &RawSocket, from: SocketAddrV4, stop: &AtomicBool, wscale: u8) -
 /// the app sent and our segments as the sender saw them (ack, edge under `wscale`).
 fn download(name: &str, total: usize, wscale: u8) -> (u64, Vec<(u32, u32)>) {
     let mut e = Etran::new(name);
-    e.session.listen(PORT).unwrap();
+    e.app.listen(PORT).unwrap();
     if wscale == 0 {
         common::netns::sh(&format!(
             "ip netns exec {} sysctl -qw net.ipv4.tcp_window_scaling=0",
@@ -79,7 +79,7 @@ fn download(name: &str, total: usize, wscale: u8) -> (u64, Vec<(u32, u32)>) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let id = loop {
             e.app.poll().unwrap();
-            if let Some(id) = e.app.accept(&mut e.session).unwrap() {
+            if let Some(id) = e.app.accept().unwrap() {
                 break id;
             }
             assert!(Instant::now() < deadline, "no accept: {}", e.daemon.log());
@@ -170,7 +170,7 @@ fn a_linux_peer_closing_right_after_echoing_loses_nothing_and_resets_nothing() {
             })
         });
         let ids: Vec<ConnId> =
-            (0..CONNS).map(|_| e.app.connect(&mut e.session, peer).expect("connect")).collect();
+            (0..CONNS).map(|_| e.app.connect_blocking(peer).expect("connect")).collect();
         let sent: Vec<Vec<u8>> = (0..CONNS).map(|i| pattern(i * 7 + 1, EACH)).collect();
         let mut off = [0usize; CONNS];
         let mut got: Vec<Vec<u8>> = (0..CONNS).map(|_| Vec::with_capacity(EACH)).collect();
@@ -179,7 +179,7 @@ fn a_linux_peer_closing_right_after_echoing_loses_nothing_and_resets_nothing() {
         let deadline = Instant::now() + Duration::from_secs(30);
         while eof.iter().any(|d| !d) {
             e.app.poll().unwrap();
-            e.app.poll_daemon(&mut e.session).unwrap();
+            e.app.poll_daemon().unwrap();
             // A busy app: what arrives meanwhile (the peer's FIN, say) waits for the next poll,
             // while the kernel has acknowledged it already.
             std::thread::sleep(Duration::from_micros(300));
@@ -258,12 +258,12 @@ fn an_idle_connection_answers_a_linux_peers_keepalive_probes() {
             c.read_exact(&mut buf).expect("the connection outlived the probes");
             c.write_all(&buf).unwrap();
         });
-        let id = e.app.connect(&mut e.session, peer).expect("connect");
+        let id = e.app.connect_blocking(peer).expect("connect");
         // Idle past three probes: unanswered, Linux would have ended it after the second.
         let idle = Instant::now() + Duration::from_millis(4500);
         while Instant::now() < idle {
             e.app.poll().unwrap();
-            e.app.poll_daemon(&mut e.session).unwrap();
+            e.app.poll_daemon().unwrap();
             std::thread::sleep(Duration::from_millis(5));
         }
         e.app.send(id, b"hello").expect("send after the idle time");
@@ -272,7 +272,7 @@ fn an_idle_connection_answers_a_linux_peers_keepalive_probes() {
         let deadline = Instant::now() + Duration::from_secs(5);
         while got.len() < 5 {
             e.app.poll().unwrap();
-            e.app.poll_daemon(&mut e.session).unwrap();
+            e.app.poll_daemon().unwrap();
             match e.app.recv(id, &mut buf) {
                 Ok(n) => got.extend_from_slice(&buf[..n]),
                 Err(err) if err.kind() == ErrorKind::WouldBlock => {}
@@ -297,7 +297,7 @@ fn small_sends_in_one_pass_leave_as_one_segment_unless_nodelay() {
     let listener = in_netns(&b, || TcpListener::bind(peer).expect("listen"));
     let raw = in_netns(&b, || RawSocket::open("vb"));
     for nodelay in [false, true] {
-        let id = e.app.connect(&mut e.session, peer).expect("connect");
+        let id = e.app.connect_blocking(peer).expect("connect");
         let (mut server, from) = listener.accept().unwrap();
         e.app.set_nodelay(id, nodelay).unwrap();
         // Forget what the handshake left on the capture.

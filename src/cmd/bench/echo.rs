@@ -1,5 +1,8 @@
-//! `etran bench echo`: TCP echo, eTran against Linux TCP with blocking and with busy-polling
-//! sockets, same testbed, same message pattern, same CPU placement, printed side by side.
+//! `etran bench echo`: TCP echo, eTran against Linux TCP, same testbed, same message pattern,
+//! same CPU placement, printed side by side. `--wait` says how every side waits: `busy` (eTran
+//! apps poll their port in a loop; Linux sockets are busy-polled, epoll with a zero timeout) or
+//! `block` (eTran apps wait in the library, [`crate::app::App::wait`]: its busy-poll budget,
+//! then sleep; Linux sockets sleep in epoll_wait).
 use std::{
     net::Ipv4Addr,
     sync::atomic::{AtomicBool, Ordering},
@@ -15,7 +18,8 @@ use super::{
     support as bench,
 };
 use crate::{
-    cli::{EchoArgs, EchoTransport},
+    app::DEFAULT_BUSY_POLL,
+    cli::{EchoArgs, EchoTransport, EchoWait},
     netns::NetNs,
     output::{Output, Table},
     sys, testbed,
@@ -65,6 +69,10 @@ struct Report<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     churn: Option<u32>,
     duration_secs: f64,
+    /// "busy" or "block".
+    wait: &'static str,
+    /// How the sides wait, in words.
+    waits: String,
     placement: &'a str,
     testbed: &'a str,
     results: Vec<Row>,
@@ -80,16 +88,28 @@ struct Sides {
 pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
     validate(&args)?;
     let transports: &[EchoTransport] = match args.transport {
-        EchoTransport::All => &[
-            EchoTransport::Etran,
-            EchoTransport::EtranLinux,
-            EchoTransport::Linux,
-            EchoTransport::LinuxBusy,
-        ],
+        EchoTransport::All => {
+            &[EchoTransport::Etran, EchoTransport::EtranLinux, EchoTransport::Linux]
+        }
         EchoTransport::Etran => &[EchoTransport::Etran],
         EchoTransport::EtranLinux => &[EchoTransport::EtranLinux],
         EchoTransport::Linux => &[EchoTransport::Linux],
-        EchoTransport::LinuxBusy => &[EchoTransport::LinuxBusy],
+    };
+    let (wait, waits) = match args.wait {
+        EchoWait::Busy => (
+            Wait::Busy,
+            "busy: eTran apps poll their port without sleeping; Linux sockets busy-polled \
+             (epoll, zero timeout)"
+                .to_string(),
+        ),
+        EchoWait::Block => (
+            Wait::Blocking,
+            format!(
+                "block: eTran apps wait in the library ({} us busy-poll, then sleep on the \
+                 AF_XDP socket); Linux sockets block in epoll_wait",
+                DEFAULT_BUSY_POLL.as_micros()
+            ),
+        ),
     };
     if args.iface.is_some() {
         bail!("bench echo runs on its built-in private testbed; --iface is not supported yet");
@@ -113,12 +133,11 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for &t in transports {
         results.push(match t {
-            EchoTransport::Etran => measure_etran(Peer::Etran, &args, &sides, &shares, out)?,
-            EchoTransport::EtranLinux => measure_etran(Peer::Linux, &args, &sides, &shares, out)?,
-            EchoTransport::Linux => measure("linux", Wait::Blocking, &args, &sides, &shares, out)?,
-            EchoTransport::LinuxBusy => {
-                measure("linux-busy", Wait::Busy, &args, &sides, &shares, out)?
+            EchoTransport::Etran => measure_etran(Peer::Etran, wait, &args, &sides, &shares, out)?,
+            EchoTransport::EtranLinux => {
+                measure_etran(Peer::Linux, wait, &args, &sides, &shares, out)?
             }
+            EchoTransport::Linux => measure("linux", wait, &args, &sides, &shares, out)?,
             EchoTransport::All => unreachable!("expanded above"),
         });
     }
@@ -130,6 +149,11 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
         threads: args.threads,
         churn: args.churn,
         duration_secs: args.duration.as_secs_f64(),
+        wait: match args.wait {
+            EchoWait::Busy => "busy",
+            EchoWait::Block => "block",
+        },
+        waits,
         placement,
         testbed: &testbed,
         results,
@@ -300,6 +324,7 @@ fn progress_bar(name: &str, args: &EchoArgs, out: &Output) -> Option<indicatif::
 /// thread, placed as the Linux threads.
 fn measure_etran(
     peer: Peer,
+    wait: Wait,
     args: &EchoArgs,
     sides: &Sides,
     shares: &[Share],
@@ -320,6 +345,7 @@ fn measure_etran(
         size: args.size,
         churn: args.churn,
         duration: args.duration,
+        wait,
     };
     let r = etran_echo::run(&params, &progress, |done| {
         watch_progress(bar.as_ref(), &progress, Instant::now(), done)
@@ -371,6 +397,7 @@ fn print_table(r: &Report<'_>) {
         r.duration_secs
     );
     crate::outln!("placement: {}; {}", r.placement, r.testbed);
+    crate::outln!("waits: {}", r.waits);
     let mut t = Table::new([
         "transport",
         "msgs/s",

@@ -1,9 +1,11 @@
 //! The eTran side of `etran bench echo`: the datapath up on both hosts' NICs, a daemon per host
 //! (in-process, on a thread inside the host's namespace, socket in a private directory), and per
-//! [`Share`] one busy-polling server App (its own registration, port and listening port) in the
-//! server host and one busy-polling client App in the client host, placed as the Linux engine
-//! places its threads. With a Linux peer ([`Peer::Linux`]) the server host runs no etran: each
-//! share's server is the Linux engine's, busy-polling. Same protocol and byte check as the Linux engine
+//! [`Share`] one server App (its own registration, port and listening port) in the server host
+//! and one client App in the client host, placed as the Linux engine places its threads. Apps
+//! busy-poll ([`Wait::Busy`]: a pass polls the port and goes on at once) or wait
+//! ([`Wait::Blocking`]: a pass starts with [`App::wait`], which sleeps after the library's
+//! busy-poll budget). With a Linux peer ([`Peer::Linux`]) the server host runs no etran: each
+//! share's server is the Linux engine's, waiting the same way. Same protocol and byte check as the Linux engine
 //! ([`linux_echo::pattern`]). At the end every connection is closed (FIN both ways; one that
 //! does not close within 3 s is aborted and reported). A leak check brackets the apps:
 //! connection-map entries, app ports and descriptors before any app, once every connection
@@ -30,7 +32,7 @@ use crate::{
     app::{App, ConnId},
     backend::compat::port,
     backend::BackendChoice,
-    daemon::{client::Session, proto::Transport, Config, Daemon},
+    daemon::{Config, Daemon},
     loader::{self, AttachMode, UpOptions},
     netlink::Netlink,
     netns::NetNs,
@@ -42,7 +44,7 @@ use crate::{
 pub enum Peer {
     /// eTran server apps, on a datapath and daemon of their own.
     Etran,
-    /// Linux TCP sockets (busy-polling), with no etran on the server host.
+    /// Linux TCP sockets (waiting as the eTran clients do), with no etran on the server host.
     Linux,
 }
 
@@ -58,6 +60,21 @@ pub struct Params<'a> {
     /// Round trips per connection before it is closed and replaced.
     pub churn: Option<u32>,
     pub duration: Duration,
+    /// How every app (and a Linux peer) waits.
+    pub wait: Wait,
+}
+
+/// The longest a waiting app sleeps before it looks at the flags of the run (stop, connections
+/// adopted by the server).
+const WAIT_SLICE: Duration = Duration::from_millis(10);
+
+/// Moves frames: at once ([`Wait::Busy`]), or once there is something to do
+/// ([`Wait::Blocking`], up to [`WAIT_SLICE`]).
+fn step(app: &mut App, wait: Wait) -> std::io::Result<usize> {
+    match wait {
+        Wait::Busy => app.poll(),
+        Wait::Blocking => app.wait(Some(WAIT_SLICE)),
+    }
 }
 
 impl Params<'_> {
@@ -203,6 +220,8 @@ fn apps(
     let before = probe.snapshot()?;
     let n = p.shares.len();
     let stop = AtomicBool::new(false);
+    // A Linux server that blocks in epoll_wait sees `stop` only once woken.
+    let linux_wakers: Mutex<Vec<Arc<Waker>>> = Mutex::default();
     let phases = Phases::default();
     // Per share: connections its server app adopted (a Linux server needs no adopting).
     let unadopted = if p.peer == Peer::Linux { u64::MAX } else { 0 };
@@ -216,6 +235,7 @@ fn apps(
             .enumerate()
             .map(|(i, share)| {
                 let (ready_tx, stop, adopted) = (ready_tx.clone(), &stop, &adopted[i]);
+                let linux_wakers = &linux_wakers;
                 s.spawn(move || -> anyhow::Result<Option<AppFrames>> {
                     let setup = (|| {
                         p.server.enter()?;
@@ -223,27 +243,31 @@ fn apps(
                         let port = share.server.port();
                         Ok(match p.peer {
                             Peer::Etran => {
-                                let (mut session, app) =
-                                    register(&socks[1], format!("server {i}"))?;
-                                session.listen(port)?;
-                                Server::Etran(session, Box::new(app))
+                                let mut app = register(&socks[1], format!("server {i}"))?;
+                                app.listen(port)?;
+                                Server::Etran(Box::new(app))
                             }
-                            Peer::Linux => Server::Linux(linux_echo::Server::bind(
-                                (std::net::Ipv4Addr::UNSPECIFIED, port).into(),
-                            )?),
+                            Peer::Linux => {
+                                let server = linux_echo::Server::bind(
+                                    (std::net::Ipv4Addr::UNSPECIFIED, port).into(),
+                                )?;
+                                let mut w = linux_wakers.lock().unwrap_or_else(|p| p.into_inner());
+                                w.push(server.waker());
+                                Server::Linux(server)
+                            }
                         })
                     })();
                     match setup {
-                        Ok(Server::Etran(mut session, mut app)) => {
+                        Ok(Server::Etran(mut app)) => {
                             let _ = ready_tx.send(Ok(()));
                             let churn = p.churn.is_some();
                             let unclosed =
-                                serve(&mut app, &mut session, share.conns, churn, adopted, stop)?;
+                                serve(&mut app, p.wait, share.conns, churn, adopted, stop)?;
                             app.quiesce(&unclosed).map(Some)
                         }
                         Ok(Server::Linux(server)) => {
                             let _ = ready_tx.send(Ok(()));
-                            server.run(Wait::Busy, stop).map(|_| None)
+                            server.run(p.wait, stop).map(|_| None)
                         }
                         Err(e) => {
                             let _ = ready_tx.send(Err(anyhow::anyhow!("{e:#}")));
@@ -322,6 +346,10 @@ fn apps(
             }
         }
         stop.store(true, Ordering::Relaxed);
+        // Dropped once woken: each holds a descriptor the leak check counts.
+        for w in linux_wakers.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            let _ = w.wake();
+        }
         for srv in servers {
             match joined(srv) {
                 Ok(f) => frames.extend(f),
@@ -351,17 +379,15 @@ fn joined<T>(h: std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>) -> anyhow:
 
 /// One share's echo server (the app boxed: it is large, and a Linux server small).
 enum Server {
-    Etran(Session, Box<Probed>),
+    Etran(Box<Probed>),
     Linux(linux_echo::Server),
 }
 
 /// Registers an app with the daemon at `sock`; `role` names it in the leak check.
-fn register(sock: &Path, role: String) -> anyhow::Result<(Session, Probed)> {
-    let mut session = Session::connect(sock)?;
-    let reg = session.register(Transport::Tcp, 1)?;
-    let app = App::open(reg)?;
+fn register(sock: &Path, role: String) -> anyhow::Result<Probed> {
+    let app = App::open(sock)?;
     let tx_free_at_open = app.port().tx_frames().available();
-    Ok((session, Probed { app, role, tx_free_at_open }))
+    Ok(Probed { app, role, tx_free_at_open })
 }
 
 /// An app and what the leak check needs to know about it.
@@ -479,7 +505,7 @@ fn reap(app: &mut App, closing: &mut Vec<ConnId>) -> anyhow::Result<u64> {
 /// by then.
 fn serve(
     app: &mut App,
-    session: &mut Session,
+    wait: Wait,
     expect: u32,
     churn: bool,
     adopted: &AtomicU64,
@@ -490,16 +516,17 @@ fn serve(
     let mut buf = vec![0u8; 1 << 16];
     let mut passes = 0u32;
     while !stop.load(Ordering::Relaxed) {
-        // Accepting costs a syscall: only while connections are expected, every 16th pass.
+        // Accepting costs a syscall: only while connections are expected, every 16th pass of a
+        // busy loop (a waiting app wakes for the daemon's message).
         passes = passes.wrapping_add(1);
         let expected = churn || (adopted.load(Ordering::Relaxed) as usize) < expect as usize;
-        if expected && passes % 16 == 0 {
-            while let Some(id) = app.accept(session)? {
+        if expected && (wait == Wait::Blocking || passes % 16 == 0) {
+            while let Some(id) = app.accept()? {
                 conns.push((id, Vec::new()));
                 adopted.fetch_add(1, Ordering::Release);
             }
         }
-        app.poll()?;
+        step(app, wait)?;
         let mut i = 0;
         while i < conns.len() {
             let (id, pending) = &mut conns[i];
@@ -563,18 +590,18 @@ fn client(
     let share = &p.shares[index];
     p.client.enter()?;
     super::support::pin_to_cpu(share.client_cpu)?;
-    let (mut session, mut app) = register(sock, format!("client {index}"))?;
+    let mut app = register(sock, format!("client {index}"))?;
     let mut result = ClientResult::new();
     let mut conns = Vec::with_capacity(share.conns as usize);
     for i in 0..share.conns {
         let echo = Echo::new(share.first_conn_id + i, p.depth, p.churn);
-        conns.push(open(&mut app, &mut session, share, echo, &mut result)?);
+        conns.push(open(&mut app, share, echo, &mut result)?);
     }
     phases.pass(&phases.connected, p.shares.len())?;
     let size = u64::from(p.size);
     let deadline = Instant::now() + p.duration;
     let mut buf = vec![0u8; 1 << 16];
-    let mut run = Exchange { size, deadline, adopted };
+    let mut run = Exchange { size, deadline, adopted, wait: p.wait };
     let mut closing = Vec::new();
     let mut published = 0;
     while Instant::now() < deadline {
@@ -585,7 +612,7 @@ fn client(
                 app.close(c.conn).context("closing a connection")?;
                 closing.push(c.conn);
                 let echo = c.echo.successor(share.id_stride);
-                *c = open(&mut app, &mut session, share, echo, &mut result)?;
+                *c = open(&mut app, share, echo, &mut result)?;
             }
         }
         let closed = reap(&mut app, &mut closing)?;
@@ -611,19 +638,17 @@ fn client(
     }
     let give_up = Instant::now() + Duration::from_secs(3);
     while !closing.is_empty() && Instant::now() < give_up {
-        app.poll()?;
+        step(&mut app, p.wait)?;
         reap(&mut app, &mut closing)?;
     }
     phases.pass(&phases.closed, p.shares.len() + 1)?;
     let frames = app.quiesce(&closing)?;
-    let _ = session.close();
     Ok((result, frames))
 }
 
 /// Opens the client thread's next connection (blocking for the handshake) for `echo`.
 fn open(
     app: &mut App,
-    session: &mut Session,
     share: &Share,
     echo: Echo,
     result: &mut ClientResult,
@@ -631,7 +656,7 @@ fn open(
     result.opens += 1;
     let seq = result.opens;
     let t = Instant::now();
-    let conn = app.connect(session, share.server).with_context(|| {
+    let conn = app.connect_blocking(share.server).with_context(|| {
         format!("opening connection {seq} to {} (after {:?})", share.server, t.elapsed())
     })?;
     Ok(Conn { conn, echo, seq, started: false })
@@ -642,6 +667,7 @@ struct Exchange<'a> {
     size: u64,
     deadline: Instant,
     adopted: &'a AtomicU64,
+    wait: Wait,
 }
 
 impl Exchange<'_> {
@@ -654,7 +680,7 @@ impl Exchange<'_> {
         buf: &mut [u8],
         result: &mut ClientResult,
     ) -> anyhow::Result<()> {
-        app.poll()?;
+        step(app, self.wait)?;
         for c in conns {
             if !c.started {
                 // Start once the server app adopted the connection, so that no round trip

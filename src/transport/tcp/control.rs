@@ -53,10 +53,11 @@ use crate::transport::Control;
 use crate::{
     bpf::tcp::types::{etran_tcp_slow_seg, tcp_conn, tcp_conn_key},
     log,
+    refusal::Refusal,
     timer::{TimerId, TimerWheel},
     transport::tcp::{
         close::{self, RstCheck, TimeWaitAction},
-        handshake::{Config, Established, Handshake, Outcome},
+        handshake::{Config, Established, Failure, Handshake, Outcome},
         isn::IsnGenerator,
         segment::{Segment, FIN, RST, SYN},
         window,
@@ -134,8 +135,8 @@ pub enum Event {
     Connected { handle: u64, init: ConnInit },
     /// A connection to a port the session listens on completed its handshake.
     Accepted { handle: u64, init: ConnInit },
-    /// A connection the session opened failed.
-    ConnectFailed { reason: String },
+    /// A connection the session opened (to `remote`) failed.
+    ConnectFailed { remote: SocketAddrV4, refusal: Refusal },
     /// The peer reset connection `handle`.
     Reset { handle: u64 },
 }
@@ -319,19 +320,19 @@ impl SlowPath {
         owner: Token,
         slot: u32,
         port: u16,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         if port == 0 {
-            return Err("port 0 cannot be listened on".into());
+            return Err(Refusal::new(libc::EINVAL, "port 0 cannot be listened on"));
         }
         let k = port.to_be_bytes();
         if self.listeners.contains_key(&port)
             || matches!(tcp.listen.lookup(&k, MapFlags::ANY), Ok(Some(_)))
         {
-            return Err(format!("port {port} is already taken"));
+            return Err(Refusal::new(libc::EADDRINUSE, format!("port {port} is already taken")));
         }
-        tcp.listen
-            .update(&k, &slot.to_ne_bytes(), MapFlags::NO_EXIST)
-            .map_err(|e| format!("inserting listening port {port}: {e}"))?;
+        tcp.listen.update(&k, &slot.to_ne_bytes(), MapFlags::NO_EXIST).map_err(|e| {
+            Refusal::new(libc::EIO, format!("inserting listening port {port}: {e}"))
+        })?;
         self.listeners.insert(port, (owner, slot));
         Ok(())
     }
@@ -419,7 +420,12 @@ impl SlowPath {
                         self.send(s);
                     }
                     log::info(format!("handshake {} ← {} failed: {f:?}", key.0, key.1));
-                    self.fail(tcp, timers, &key, format!("{f:?}"), out);
+                    let errno = match f {
+                        Failure::Refused => libc::ECONNREFUSED,
+                        Failure::Reset => libc::ECONNRESET,
+                        Failure::TimedOut => libc::ETIMEDOUT,
+                    };
+                    self.fail(tcp, timers, &key, Refusal { errno, message: None }, out);
                 }
             }
             return;
@@ -514,13 +520,13 @@ impl SlowPath {
         tcp: &TcpHandles,
         timers: &mut TimerWheel<T>,
         key: &FlowKey,
-        reason: String,
+        refusal: Refusal,
         out: &mut Vec<Notify>,
     ) {
         if let Some(p) = self.pending.get(key) {
             if p.active {
-                let reason = format!("{} → {}: {reason}", key.0, key.1);
-                out.push(Notify { owner: p.owner, event: Event::ConnectFailed { reason } });
+                let event = Event::ConnectFailed { remote: key.1, refusal };
+                out.push(Notify { owner: p.owner, event });
             }
         }
         self.drop_pending(tcp, timers, key);
@@ -537,11 +543,13 @@ impl SlowPath {
         slot: u32,
         remote: SocketAddrV4,
         local_port: Option<u16>,
-    ) -> Result<(), String> {
-        let ip =
-            local_ipv4(&self.iface).ok_or_else(|| format!("{} has no IPv4 address", self.iface))?;
+    ) -> Result<(), Refusal> {
+        let ip = local_ipv4(&self.iface).ok_or_else(|| {
+            Refusal::new(libc::EADDRNOTAVAIL, format!("{} has no IPv4 address", self.iface))
+        })?;
         let remote_mac = neighbour(&self.iface, *remote.ip()).ok_or_else(|| {
-            format!("no neighbour entry for {} on {} (add one)", remote.ip(), self.iface)
+            let why = format!("no neighbour entry for {} on {} (add one)", remote.ip(), self.iface);
+            Refusal::new(libc::EHOSTUNREACH, why)
         })?;
         let busy = |this: &SlowPath, l: SocketAddrV4| {
             this.pending.contains_key(&(l, remote))
@@ -553,7 +561,10 @@ impl SlowPath {
             Some(p) => {
                 let l = SocketAddrV4::new(ip, p);
                 if busy(self, l) {
-                    return Err(format!("{l} → {remote} is in use"));
+                    return Err(Refusal::new(
+                        libc::EADDRINUSE,
+                        format!("{l} → {remote} is in use"),
+                    ));
                 }
                 l
             }
@@ -570,16 +581,16 @@ impl SlowPath {
                         break;
                     }
                 }
-                found.ok_or("no free ephemeral port")?
+                found.ok_or_else(|| Refusal::new(libc::EADDRNOTAVAIL, "no free ephemeral port"))?
             }
         };
         let key = (local, remote);
         let iss = self.isn.isn(local, remote);
         let (hs, syn) =
             Handshake::active(self.config, local, remote, self.local_mac, remote_mac, iss, ts_ms());
-        tcp.pending
-            .update(bytes_of(&map_key(&key)), &slot.to_ne_bytes(), MapFlags::ANY)
-            .map_err(|e| format!("inserting pending {local} → {remote}: {e}"))?;
+        tcp.pending.update(bytes_of(&map_key(&key)), &slot.to_ne_bytes(), MapFlags::ANY).map_err(
+            |e| Refusal::new(libc::EIO, format!("inserting pending {local} → {remote}: {e}")),
+        )?;
         let timer = Some(timers.insert(Instant::now() + hs.rto(), wrap(SlowTimer::Handshake(key))));
         self.send(&syn);
         let held = Vec::new();
@@ -627,7 +638,8 @@ impl SlowPath {
             }
             _ => {
                 log::info(format!("handshake {} ← {} timed out", key.0, key.1));
-                self.fail(tcp, timers, &key, "no answer to the SYN".to_string(), &mut out);
+                let refusal = Refusal::new(libc::ETIMEDOUT, "no answer to the SYN");
+                self.fail(tcp, timers, &key, refusal, &mut out);
             }
         }
         out
@@ -830,7 +842,7 @@ impl TcpControl {
     }
 
     /// See [`SlowPath::listen`].
-    pub fn listen(&mut self, owner: Token, slot: u32, port: u16) -> Result<(), String> {
+    pub fn listen(&mut self, owner: Token, slot: u32, port: u16) -> Result<(), Refusal> {
         self.slow.listen(&self.handles, owner, slot, port)
     }
 
@@ -843,7 +855,7 @@ impl TcpControl {
         slot: u32,
         remote: SocketAddrV4,
         local_port: Option<u16>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         self.slow.connect(&self.handles, timers, wrap, owner, slot, remote, local_port)
     }
 

@@ -48,6 +48,11 @@ impl Early {
         h.frames
     }
 
+    /// When the oldest frames held expire ([`Early::expire`]), if any are held.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.held.values().map(|h| h.since + EARLY_TTL).min()
+    }
+
     /// Drops what waited longer than [`EARLY_TTL`]; returns how many frames.
     pub fn expire(&mut self, now: Instant) -> usize {
         if self.held.is_empty() {
@@ -90,10 +95,13 @@ mod tests {
     #[test]
     fn unclaimed_frames_expire_and_the_total_is_bounded() {
         let (mut e, t0) = (Early::default(), Instant::now());
+        assert_eq!(e.next_expiry(), None, "nothing held: no timer");
         assert!(e.hold(&meta(1, 0), &[0; 100], t0));
         assert_eq!(e.expire(t0 + EARLY_TTL / 2), 0);
         assert!(e.hold(&meta(2, 0), &[0; 10], t0 + EARLY_TTL / 2));
+        assert_eq!(e.next_expiry(), Some(t0 + EARLY_TTL), "the oldest's");
         assert_eq!(e.expire(t0 + EARLY_TTL), 1, "only the older handle's frames");
+        assert_eq!(e.next_expiry(), Some(t0 + EARLY_TTL / 2 + EARLY_TTL));
         assert_eq!(e.bytes, 10);
         let big = vec![0; EARLY_MAX_BYTES];
         assert!(!e.hold(&meta(3, 0), &big, t0), "over the bound");

@@ -820,23 +820,6 @@ mod tests {
     }
 
     #[test]
-    fn default_handshake_gives_up_well_before_the_app_stops_waiting() {
-        let (mut h, _) = Handshake::active(Config::default(), local(), remote(), LMAC, RMAC, 1, 0);
-        let mut waited = Duration::ZERO;
-        let mut sent = 1;
-        loop {
-            waited += h.rto();
-            let step = h.on_timeout(0);
-            if step.outcome == Outcome::Failed(Failure::TimedOut) {
-                break;
-            }
-            sent += usize::from(step.send.is_some());
-        }
-        assert_eq!(sent, 5, "the SYN and 4 retransmissions");
-        assert!(waited <= crate::daemon::client::REPLY_TIMEOUT / 2, "gave up after {waited:?}");
-    }
-
-    #[test]
     fn sack_is_offered_and_needs_both_sides() {
         let sack_of = |e: &Established| {
             let flag = tcp_conn_flag::TCP_CONN_SACK.0 as u8;

@@ -181,24 +181,24 @@ pub struct ConnInit {
     pub rcv_wscale: u8,
 }
 
-impl ConnInit {
-    pub fn stream_init(&self) -> StreamInit {
+impl From<&ConnInit> for StreamInit {
+    fn from(c: &ConnInit) -> StreamInit {
         StreamInit {
             key: tcp_conn_key {
-                local_ip: u32::from_ne_bytes(self.local.ip().octets()),
-                remote_ip: u32::from_ne_bytes(self.remote.ip().octets()),
-                local_port: self.local.port().to_be(),
-                remote_port: self.remote.port().to_be(),
+                local_ip: u32::from_ne_bytes(c.local.ip().octets()),
+                remote_ip: u32::from_ne_bytes(c.remote.ip().octets()),
+                local_port: c.local.port().to_be(),
+                remote_port: c.remote.port().to_be(),
             },
-            rx_pos: self.rx_pos,
-            tx_pos: self.tx_pos,
-            send_wnd: self.send_wnd,
-            mss: self.mss,
-            sack: self.sack,
-            snd_seq: self.snd_seq,
-            rcv_buf: self.rcv_buf,
-            snd_buf: self.snd_buf,
-            rcv_wscale: self.rcv_wscale,
+            rx_pos: c.rx_pos,
+            tx_pos: c.tx_pos,
+            send_wnd: c.send_wnd,
+            mss: c.mss,
+            sack: c.sack,
+            snd_seq: c.snd_seq,
+            rcv_buf: c.rcv_buf,
+            snd_buf: c.snd_buf,
+            rcv_wscale: c.rcv_wscale,
         }
     }
 }
@@ -819,6 +819,11 @@ impl Stream {
         self.close.fin_queued() && self.fin_sent
     }
 
+    /// Whether bytes (or the FIN) are outstanding, so that [`Stream::on_timer`] runs timers.
+    pub fn needs_timers(&self) -> bool {
+        !self.close.is_closed() && (self.in_flight() > 0 || self.fin_in_flight())
+    }
+
     /// Whether a resend is waiting: a range deemed lost, or a probe of the last segment.
     pub fn retransmit_pending(&self) -> bool {
         self.board.lost_bytes() > 0 || matches!(self.probe, Some(Probe::Last))
@@ -889,7 +894,7 @@ impl Stream {
     /// the peer's answer shows any loss), and the RTO. Timers are armed at the first call that
     /// finds them needed, so the caller's polling granularity adds to them.
     pub fn on_timer(&mut self, now: Instant) -> TimerEvent {
-        if self.close.is_closed() || (self.in_flight() == 0 && !self.fin_in_flight()) {
+        if !self.needs_timers() {
             self.rto_deadline = None;
             self.pto_deadline = None;
             self.rack_deadline = None;

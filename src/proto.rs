@@ -1,4 +1,6 @@
-//! The app ↔ daemon protocol on the Unix socket.
+//! The app ↔ daemon protocol on the Unix socket: the wire messages both sides share (the
+//! daemon in [`crate::daemon`], the app library's end in [`crate::app::link`]); it imports
+//! neither.
 //!
 //! Framing: every message is a 4-byte little-endian length `n` (1 ≤ n ≤ [`MAX_MESSAGE`])
 //! followed by `n` bytes of UTF-8 JSON (serde's externally tagged enums, e.g.
@@ -9,13 +11,19 @@
 //! [`PROTOCOL_VERSION`]; any other version gets an `Error` and the session is closed. Fields
 //! added later are optional (`#[serde(default)]`), so a newer daemon still reads older apps.
 //! New messages, and changed meanings, bump the version: an older peer would take them for
-//! garbage. (2: `Release`, `Abort`, `Reset`. 3: the app binds the AF_XDP socket it is given.)
+//! garbage. (2: `Release`, `Abort`, `Reset`. 3: the app binds the AF_XDP socket it is given.
+//! 4: refusals are a [`Refusal`], an errno plus optional text, instead of a string;
+//! `ConnectFailed` names the remote address.)
+//!
+//! Refusals carry the errno a POSIX call would give (`EADDRINUSE` for a port that is taken,
+//! `ECONNREFUSED` for a SYN answered by RST, `ETIMEDOUT`, ...): the app library hands them on as
+//! `std::io::Error`s, so a POSIX shim can return them as they are.
 //!
 //! Descriptors: `Registered` travels in one `sendmsg` together with its descriptors
 //! (SCM_RIGHTS), in the order the message lists them (`fds`). See [`send_fds`] / [`recv_fds`].
 use std::{
     io,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddrV4},
     os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
 };
 
@@ -23,10 +31,14 @@ use serde::{Deserialize, Serialize};
 
 /// What the app needs to adopt a connection and to map its rings: defined by the TCP
 /// transport and by the AF_XDP layer, carried here.
-pub use crate::{transport::tcp::stream::ConnInit, xsk::Geometry};
+pub use crate::{
+    refusal::{errno_of, Refusal},
+    transport::tcp::stream::ConnInit,
+    xsk::Geometry,
+};
 
 /// Version of this protocol; bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Largest message body accepted (a `Registered` is a few hundred bytes).
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Most descriptors one message carries.
@@ -90,7 +102,7 @@ pub enum Reply {
     },
     /// The request failed; the daemon closes the session after sending it.
     Error {
-        message: String,
+        refusal: Refusal,
     },
     Listening {
         port: u16,
@@ -98,7 +110,7 @@ pub enum Reply {
     /// The `Listen` was refused (the session stays open).
     ListenFailed {
         port: u16,
-        reason: String,
+        refusal: Refusal,
     },
     /// A connection to a listening port completed its handshake and is in the fast path under
     /// `handle` (the value RX metadata carries).
@@ -111,8 +123,10 @@ pub enum Reply {
         handle: u64,
         init: ConnInit,
     },
+    /// A `Connect` to `remote` failed (refused, reset, timed out, or not even started).
     ConnectFailed {
-        reason: String,
+        remote: SocketAddrV4,
+        refusal: Refusal,
     },
     /// The peer reset the connection `handle`: it is gone from the fast path.
     Reset {
@@ -164,10 +178,13 @@ pub fn decode<T: for<'de> Deserialize<'de>>(buf: &[u8]) -> Result<Option<(T, usi
 }
 
 /// Checks the version of a `Register`.
-pub fn check_version(version: u32) -> Result<(), String> {
+pub fn check_version(version: u32) -> Result<(), Refusal> {
     if version != PROTOCOL_VERSION {
-        return Err(format!(
-            "unsupported protocol version {version} (this daemon speaks {PROTOCOL_VERSION})"
+        return Err(Refusal::new(
+            libc::EPROTONOSUPPORT,
+            format!(
+                "unsupported protocol version {version} (this daemon speaks {PROTOCOL_VERSION})"
+            ),
         ));
     }
     Ok(())
@@ -312,7 +329,8 @@ mod tests {
         let (b, m) = decode::<Request>(&buf[n..]).unwrap().unwrap();
         assert_eq!(b, Request::Close);
         assert_eq!(n + m, buf.len());
-        for reply in [Reply::Error { message: "x".into() }, Reply::Reset { handle: 3 }] {
+        let refusal = Refusal::new(libc::EADDRINUSE, "x");
+        for reply in [Reply::Error { refusal }, Reply::Reset { handle: 3 }] {
             let enc = encode(&reply);
             assert_eq!(decode::<Reply>(&enc).unwrap().unwrap(), (reply, enc.len()));
         }
@@ -326,7 +344,7 @@ mod tests {
     fn wire_form_is_documented_json() {
         let enc = encode(&register());
         assert_eq!(u32::from_le_bytes(enc[..4].try_into().unwrap()) as usize, enc.len() - 4);
-        assert_eq!(&enc[4..], br#"{"Register":{"version":3,"transport":"tcp","queues":1}}"#);
+        assert_eq!(&enc[4..], br#"{"Register":{"version":4,"transport":"tcp","queues":1}}"#);
     }
 
     #[test]
@@ -358,7 +376,24 @@ mod tests {
     fn unknown_version_is_refused() {
         assert!(check_version(PROTOCOL_VERSION).is_ok());
         let err = check_version(PROTOCOL_VERSION + 1).unwrap_err();
-        assert!(err.contains("unsupported protocol version"), "{err}");
+        assert_eq!(err.errno, libc::EPROTONOSUPPORT);
+        assert!(err.to_string().contains("unsupported protocol version"), "{err}");
+    }
+
+    #[test]
+    fn refusals_keep_their_errno() {
+        let bare = Refusal { errno: libc::ECONNREFUSED, message: None }.to_io_error();
+        assert_eq!(bare.kind(), io::ErrorKind::ConnectionRefused);
+        assert_eq!(errno_of(&bare), Some(libc::ECONNREFUSED));
+        let told = Refusal::new(libc::EADDRINUSE, "port 80 is already taken");
+        let enc = encode(&Reply::ListenFailed { port: 80, refusal: told.clone() });
+        let Reply::ListenFailed { refusal, .. } = decode::<Reply>(&enc).unwrap().unwrap().0 else {
+            panic!("not a ListenFailed")
+        };
+        let e = refusal.to_io_error();
+        assert_eq!((e.kind(), errno_of(&e)), (io::ErrorKind::AddrInUse, Some(libc::EADDRINUSE)));
+        assert!(e.to_string().contains("port 80 is already taken"), "{e}");
+        assert_eq!(errno_of(&io::Error::other("no errno")), None);
     }
 
     #[test]

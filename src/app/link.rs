@@ -1,0 +1,387 @@
+//! The app's end of the daemon protocol ([`crate::proto`]): connect, register, receive the
+//! port's descriptors, ask for listens and connects, learn what the daemon tells on its own.
+//!
+//! ```no_run
+//! let mut link = etran::app::DaemonLink::connect("/run/etran/etran.sock")?;
+//! let reg = link.register(etran::proto::Transport::Tcp, 1)?;
+//! println!("slot {} on {}", reg.slot, reg.port);
+//! # std::io::Result::Ok(())
+//! ```
+//! One [`DaemonLink`] owns the socket: an [`crate::app::App`] holds its link, and every request
+//! (its own `Release`/`Abort` included) goes through it. Dropping the link (or the process
+//! exiting) closes the socket, and the daemon removes the port; [`DaemonLink::close`] does the
+//! same explicitly.
+//!
+//! Errors are `std::io::Error`s with the errno a POSIX call would give: the daemon's refusals
+//! carry theirs ([`crate::proto::Refusal`]; [`crate::proto::errno_of`] reads it back).
+//!
+//! Messages the daemon sends on its own (`Accepted`, `Reset`) and answers to connects in
+//! progress (`Connected`, `ConnectFailed`) are queued as they are read; [`DaemonLink::poll`]
+//! reads without blocking, and the link is a mio source (readable when the daemon sent
+//! something).
+use std::{
+    collections::VecDeque,
+    io::{self, Write},
+    net::SocketAddrV4,
+    os::{
+        fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
+        unix::net::UnixStream,
+    },
+    path::Path,
+    time::Duration,
+};
+
+use crate::proto::{self, ConnInit, FdKind, Geometry, Refusal, Reply, Request, Transport};
+
+/// How long a request that waits for its reply (`register`, `listen`) waits.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connection to the daemon.
+pub struct DaemonLink {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    /// Connections accepted, handed out by [`DaemonLink::try_accept`].
+    accepted: VecDeque<(u64, ConnInit)>,
+    /// Connects that completed, claimed by [`DaemonLink::take_connected`].
+    connected: VecDeque<(u64, ConnInit)>,
+    /// Connects that failed, by remote address.
+    connect_failed: VecDeque<(SocketAddrV4, Refusal)>,
+    /// Handles of connections the peer reset, handed out by [`DaemonLink::take_reset`].
+    resets: VecDeque<u64>,
+}
+
+/// What a successful registration hands the app.
+#[derive(Debug)]
+pub struct Registration {
+    pub slot: u32,
+    pub port: String,
+    pub port_ifindex: u32,
+    pub kernel_port: String,
+    pub kernel_ifindex: u32,
+    pub geometry: Geometry,
+    /// AF_XDP sockets, one per queue, in queue order: to map, then bind on `port`
+    /// ([`crate::xsk::Socket::adopt`]).
+    pub xsks: Vec<OwnedFd>,
+    /// The UMEM memfd (map it `MAP_SHARED`, `geometry.umem_len` bytes).
+    pub umem: OwnedFd,
+}
+
+/// An error the daemon's side of the link caused, with its kind.
+fn broken(kind: io::ErrorKind, what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(kind, what.to_string())
+}
+
+impl DaemonLink {
+    pub fn connect(path: impl AsRef<Path>) -> io::Result<DaemonLink> {
+        let path = path.as_ref();
+        let stream = UnixStream::connect(path).map_err(|e| {
+            let what = format!(
+                "connecting to the etran daemon at {} (is it running?): {e}",
+                path.display()
+            );
+            broken(e.kind(), what)
+        })?;
+        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        Ok(DaemonLink {
+            stream,
+            buf: Vec::new(),
+            accepted: VecDeque::new(),
+            connected: VecDeque::new(),
+            connect_failed: VecDeque::new(),
+            resets: VecDeque::new(),
+        })
+    }
+
+    /// The raw stream (tests use it to send arbitrary bytes).
+    pub fn stream(&self) -> &UnixStream {
+        &self.stream
+    }
+
+    pub fn send(&mut self, req: &Request) -> io::Result<()> {
+        (&self.stream).write_all(&proto::encode(req))
+    }
+
+    /// Waits (up to [`REPLY_TIMEOUT`]) for the next message, collecting any descriptors that
+    /// come with it.
+    pub fn recv(&mut self) -> io::Result<(Reply, Vec<OwnedFd>)> {
+        let mut fds = Vec::new();
+        loop {
+            if let Some((reply, used)) = self.decode()? {
+                self.buf.drain(..used);
+                return Ok((reply, fds));
+            }
+            let mut chunk = [0u8; 4096];
+            let n = proto::recv_fds(self.stream.as_fd(), &mut chunk, &mut fds, false)?;
+            if n == 0 {
+                return Err(broken(io::ErrorKind::ConnectionReset, "the daemon closed the link"));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn decode(&self) -> io::Result<Option<(Reply, usize)>> {
+        proto::decode::<Reply>(&self.buf).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("the daemon's message: {e}"))
+        })
+    }
+
+    /// Registers this app: the daemon builds its port and passes its socket(s) and UMEM.
+    pub fn register(&mut self, transport: Transport, queues: u32) -> io::Result<Registration> {
+        self.send(&Request::Register { version: proto::PROTOCOL_VERSION, transport, queues })?;
+        let (reply, fds) = self.recv()?;
+        match reply {
+            Reply::Registered {
+                slot,
+                port,
+                port_ifindex,
+                kernel_port,
+                kernel_ifindex,
+                geometry,
+                fds: kinds,
+                ..
+            } => {
+                if kinds.len() != fds.len() {
+                    let what = format!(
+                        "the daemon announced {} descriptors but sent {}",
+                        kinds.len(),
+                        fds.len()
+                    );
+                    return Err(broken(io::ErrorKind::InvalidData, what));
+                }
+                let (mut xsks, mut umem) = (Vec::new(), None);
+                for (kind, fd) in kinds.into_iter().zip(fds) {
+                    match kind {
+                        FdKind::Xsk { .. } => xsks.push(fd),
+                        FdKind::Umem => umem = Some(fd),
+                    }
+                }
+                let umem = umem
+                    .ok_or_else(|| broken(io::ErrorKind::InvalidData, "the daemon sent no UMEM"))?;
+                Ok(Registration {
+                    slot,
+                    port,
+                    port_ifindex,
+                    kernel_port,
+                    kernel_ifindex,
+                    geometry,
+                    xsks,
+                    umem,
+                })
+            }
+            Reply::Error { refusal } => Err(refusal.to_io_error()),
+            other => Err(unexpected("Register", &other)),
+        }
+    }
+
+    /// Listens on TCP `port`: connections to it arrive through [`DaemonLink::try_accept`].
+    /// `EADDRINUSE` when the port is taken.
+    pub fn listen(&mut self, port: u16) -> io::Result<()> {
+        self.send(&Request::Listen { port })?;
+        loop {
+            let (reply, _) = self.recv()?;
+            match self.stash(reply) {
+                None => {}
+                Some(Reply::Listening { port: p }) if p == port => return Ok(()),
+                Some(Reply::ListenFailed { refusal, .. } | Reply::Error { refusal }) => {
+                    return Err(refusal.to_io_error())
+                }
+                Some(other) => return Err(unexpected("Listen", &other)),
+            }
+        }
+    }
+
+    /// Asks for a connection to `remote` (from `local_port`, or an ephemeral one), without
+    /// waiting: its outcome comes through [`DaemonLink::take_connected`].
+    pub fn request_connect(
+        &mut self,
+        remote: SocketAddrV4,
+        local_port: Option<u16>,
+    ) -> io::Result<()> {
+        self.send(&Request::Connect {
+            remote_ip: *remote.ip(),
+            remote_port: remote.port(),
+            local_port,
+        })
+    }
+
+    /// The outcome of a connect to `remote` (from `local_port` if given) read so far: the
+    /// connection, the refusal (`ECONNREFUSED`, `ETIMEDOUT`, `EADDRINUSE`, ...), or `None` while
+    /// the handshake goes on. Connects to one remote are interchangeable (any completed one
+    /// answers any of them).
+    pub fn take_connected(
+        &mut self,
+        remote: SocketAddrV4,
+        local_port: Option<u16>,
+    ) -> io::Result<Option<(u64, ConnInit)>> {
+        let ours = |init: &ConnInit| {
+            init.remote == remote && local_port.is_none_or(|p| p == init.local.port())
+        };
+        if let Some(i) = self.connected.iter().position(|(_, init)| ours(init)) {
+            return Ok(self.connected.remove(i));
+        }
+        if let Some(i) = self.connect_failed.iter().position(|(r, _)| *r == remote) {
+            let (_, refusal) = self.connect_failed.remove(i).expect("found");
+            return Err(refusal.to_io_error());
+        }
+        Ok(None)
+    }
+
+    /// Connects to `remote`, blocking (up to [`REPLY_TIMEOUT`]: then `ETIMEDOUT`) until the
+    /// handshake completes or fails. Nothing else is done meanwhile: an app with connections
+    /// to serve uses [`crate::app::App::connect_blocking`].
+    pub fn connect_tcp(
+        &mut self,
+        remote: SocketAddrV4,
+        local_port: Option<u16>,
+    ) -> io::Result<(u64, ConnInit)> {
+        self.request_connect(remote, local_port)?;
+        loop {
+            if let Some(done) = self.take_connected(remote, local_port)? {
+                return Ok(done);
+            }
+            let (reply, _) = self.recv().map_err(|e| match e.kind() {
+                io::ErrorKind::WouldBlock => io::Error::from_raw_os_error(libc::ETIMEDOUT),
+                _ => e,
+            })?;
+            match self.stash(reply) {
+                None => {}
+                Some(Reply::Error { refusal }) => return Err(refusal.to_io_error()),
+                Some(other) => return Err(unexpected("Connect", &other)),
+            }
+        }
+    }
+
+    /// Queues a message the daemon sends on its own or for a connect in progress; any other is
+    /// handed back.
+    fn stash(&mut self, reply: Reply) -> Option<Reply> {
+        match reply {
+            Reply::Accepted { handle, init } => self.accepted.push_back((handle, init)),
+            Reply::Connected { handle, init } => self.connected.push_back((handle, init)),
+            Reply::ConnectFailed { remote, refusal } => {
+                self.connect_failed.push_back((remote, refusal))
+            }
+            // A connection reset before it was handed out is never handed out.
+            Reply::Reset { handle } if self.accepted.iter().any(|a| a.0 == handle) => {
+                self.accepted.retain(|a| a.0 != handle)
+            }
+            Reply::Reset { handle } if self.connected.iter().any(|a| a.0 == handle) => {
+                self.connected.retain(|a| a.0 != handle)
+            }
+            Reply::Reset { handle } => self.resets.push_back(handle),
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// Reads and queues whatever the daemon sent, without blocking. An `Error` (the daemon
+    /// closes the link after it) or the daemon going away is an error.
+    pub fn poll(&mut self) -> io::Result<()> {
+        loop {
+            while let Some((reply, used)) = self.decode()? {
+                self.buf.drain(..used);
+                match self.stash(reply) {
+                    None => {}
+                    Some(Reply::Error { refusal }) => return Err(refusal.to_io_error()),
+                    Some(other) => return Err(unexpected("nothing", &other)),
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let mut fds = Vec::new();
+            match proto::recv_fds(self.stream.as_fd(), &mut chunk, &mut fds, true) {
+                Ok(0) => {
+                    return Err(broken(
+                        io::ErrorKind::ConnectionReset,
+                        "the daemon closed the link",
+                    ))
+                }
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next accepted connection (`handle`, what the app adopts), without blocking.
+    pub fn try_accept(&mut self) -> io::Result<Option<(u64, ConnInit)>> {
+        if self.accepted.is_empty() {
+            self.poll()?;
+        }
+        Ok(self.accepted.pop_front())
+    }
+
+    /// The handle of the next connection the peer reset, from what was read so far (see
+    /// [`DaemonLink::poll`]).
+    pub fn take_reset(&mut self) -> Option<u64> {
+        self.resets.pop_front()
+    }
+
+    /// Ends the link; the daemon removes the port.
+    pub fn close(mut self) -> io::Result<()> {
+        self.send(&Request::Close)
+    }
+}
+
+fn unexpected(to: &str, reply: &Reply) -> io::Error {
+    broken(
+        io::ErrorKind::InvalidData,
+        format!("unexpected answer to {to} from the daemon: {reply:?}"),
+    )
+}
+
+/// The link's socket: readable when the daemon sent something ([`DaemonLink::poll`]).
+impl AsFd for DaemonLink {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
+/// The link is pollable: readable when the daemon sent something (edge-triggered: read it
+/// all with [`DaemonLink::poll`] before waiting again).
+impl mio::event::Source for DaemonLink {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> io::Result<()> {
+        mio::unix::SourceFd(&self.stream.as_raw_fd()).register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> io::Result<()> {
+        mio::unix::SourceFd(&self.stream.as_raw_fd()).reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        mio::unix::SourceFd(&self.stream.as_raw_fd()).deregister(registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::tcp::handshake::{Config, Failure, Handshake, Outcome};
+
+    #[test]
+    fn the_daemons_handshake_gives_up_well_before_the_app_stops_waiting() {
+        let (local, remote) = ("10.0.0.1:40000".parse().unwrap(), "10.0.0.2:80".parse().unwrap());
+        let mac = [2, 0, 0, 0, 0, 1];
+        let (mut h, _) = Handshake::active(Config::default(), local, remote, mac, mac, 1, 0);
+        let mut waited = Duration::ZERO;
+        let mut sent = 1;
+        loop {
+            waited += h.rto();
+            let step = h.on_timeout(0);
+            if step.outcome == Outcome::Failed(Failure::TimedOut) {
+                break;
+            }
+            sent += usize::from(step.send.is_some());
+        }
+        assert_eq!(sent, 5, "the SYN and 4 retransmissions");
+        assert!(waited <= REPLY_TIMEOUT / 2, "gave up after {waited:?}");
+    }
+}
