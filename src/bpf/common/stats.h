@@ -52,6 +52,8 @@ enum etran_drop_reason {
 	ETRAN_DROP_TCP_TX_RETX_RANGE, /* retransmit not starting within the bytes in flight */
 	ETRAN_DROP_TCP_TX_RETX_UNSENT, /* retransmit running past the bytes sent (the conn's tx_pos) */
 	ETRAN_DROP_TCP_TX_FIN_EARLY,  /* FIN before every byte up to the app's tx_pos was sent */
+	ETRAN_DROP_TCP_TX_FIN_ACKED,   /* our FIN again after the peer acknowledged it (a closed peer
+					 * would answer RST) */
 	ETRAN_DROP_TCP_TX_AFTER_FIN,  /* new data after our FIN */
 	ETRAN_DROP_TCP_AFTER_FIN,     /* payload past the peer's FIN */
 	ETRAN_DROP_TCP_TX_WND_AFTER_FIN, /* a pure window update after the peer's FIN: no news for

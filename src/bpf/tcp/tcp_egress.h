@@ -68,7 +68,7 @@ static __always_inline void tx_refuse(struct tx_plan *p, enum etran_drop_reason 
 
 /* Our FIN (under the lock). The first one goes out at snd_nxt once the app's stream up to its
  * tx_pos was all sent, and takes one sequence number; any later one is the same FIN resent at
- * snd_nxt - 1. The windows do not limit it. */
+ * snd_nxt - 1, until the peer acknowledged it. The windows do not limit it. */
 static __always_inline void tx_fin(struct tcp_conn *c, const struct etran_tcp_tx_hdr *h,
 				   struct tx_plan *p)
 {
@@ -79,6 +79,11 @@ static __always_inline void tx_fin(struct tcp_conn *c, const struct etran_tcp_tx
 		}
 		c->snd_nxt++;
 		c->fin |= TCP_CONN_FIN_SENT;
+	} else if (c->snd_una == c->snd_nxt) {
+		/* Acknowledged already: the app's timer fired before it saw the ACK. A peer that
+		 * closed meanwhile would answer the FIN with RST. */
+		tx_refuse(p, ETRAN_DROP_TCP_TX_FIN_ACKED);
+		return;
 	}
 	tx_plan_segment(c, p);
 	p->seq = c->snd_nxt - 1;
