@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* Test-only (never embedded in etran): the fast path's arithmetic that Rust also carries
- * (tcp_seq.h's serial comparisons, window scale and flight, tcp_tx.h's window field), run on
+ * (tcp_seq.h's serial comparisons, window scale and flight, tcp_tx.h's window field and its
+ * window-update rule), run on
  * inputs from the test with BPF_PROG_TEST_RUN. tests/fixtures/conformance.rs runs the Rust
  * helpers on the same inputs and asserts equal results. The frame holds one struct
  * conformance_in; the program overwrites its head with a struct conformance_out. */
@@ -18,6 +19,7 @@ enum conformance_op {
 	CONFORMANCE_FLIGHT,     /* value = flight_bytes(&conn) */
 	CONFORMANCE_UNA_POS,    /* value = una_pos(&conn) */
 	CONFORMANCE_WINDOW,     /* value = tx_window(&conn); rcv_adv, rcv_shrinks after it */
+	CONFORMANCE_WINDOW_UPDATE_DUE, /* value = tx_window_update_due(&conn) */
 };
 
 struct conformance_in {
@@ -73,6 +75,9 @@ int conformance(struct xdp_md *ctx)
 		break;
 	case CONFORMANCE_WINDOW:
 		value = tx_window(&in.conn);
+		break;
+	case CONFORMANCE_WINDOW_UPDATE_DUE:
+		value = tx_window_update_due(&in.conn);
 		break;
 	default:
 		return XDP_ABORTED;
