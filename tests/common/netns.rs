@@ -153,17 +153,7 @@ impl RawSocket {
     /// Sets the socket's receive buffer (beyond rmem_max: the tests run as root).
     pub fn set_rcvbuf(&self, bytes: i32) {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&self.fd);
-        // SAFETY: setsockopt with a valid int option value.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&bytes as *const i32).cast(),
-                std::mem::size_of::<i32>() as u32,
-            )
-        };
-        assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+        set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, bytes);
     }
 
     pub fn send(&self, frame: &[u8]) {
@@ -201,4 +191,19 @@ impl RawSocket {
             Some(buf)
         }
     }
+}
+
+/// `setsockopt` of an int option on `fd`; panics (naming the option) if the kernel refuses.
+pub fn set_int_opt(fd: std::os::fd::RawFd, level: i32, name: i32, value: i32) {
+    // SAFETY: a pointer to an int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as u32,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt {level}/{name}: {}", std::io::Error::last_os_error());
 }

@@ -12,7 +12,6 @@
 //!   nodelay. Needs root.
 use std::{
     io::{ErrorKind, Read, Write},
-    mem::size_of,
     net::{SocketAddrV4, TcpListener, TcpStream},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
@@ -20,7 +19,7 @@ use std::{
 
 use common::{
     daemon::EtranApp as Etran,
-    netns::{in_netns, RawSocket},
+    netns::{in_netns, set_int_opt, RawSocket},
     tcp::{add_neighbour_of_b, pattern},
 };
 use etran::{
@@ -225,15 +224,6 @@ fn linux_keepalive_probes() -> u64 {
     values.split_whitespace().nth(at).unwrap().parse().unwrap()
 }
 
-/// Sets an integer socket option.
-fn set_opt(fd: std::os::fd::RawFd, level: i32, name: i32, value: i32) {
-    // SAFETY: a valid fd and a pointer to an int of the size given.
-    let rc = unsafe {
-        libc::setsockopt(fd, level, name, (&value as *const i32).cast(), size_of::<i32>() as u32)
-    };
-    assert_eq!(rc, 0, "setsockopt {level}/{name}: {}", std::io::Error::last_os_error());
-}
-
 #[test]
 fn an_idle_connection_answers_a_linux_peers_keepalive_probes() {
     use std::os::fd::AsRawFd;
@@ -246,10 +236,10 @@ fn an_idle_connection_answers_a_linux_peers_keepalive_probes() {
     // accepted socket inherits all of it).
     let listener = in_netns(&b, || TcpListener::bind(peer).expect("listen"));
     let fd = listener.as_raw_fd();
-    set_opt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
-    set_opt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 1);
-    set_opt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 1);
-    set_opt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 2);
+    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 1);
+    set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 1);
+    set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 2);
     let probes_before = in_netns(&b, linux_keepalive_probes);
     std::thread::scope(|s| {
         let server = s.spawn(|| {

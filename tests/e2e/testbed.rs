@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::cli::etran;
+use common::{cli::etran, netns::set_int_opt};
 use etran::{
     netlink::Netlink,
     netns::NetNs,
@@ -72,23 +72,8 @@ fn udp_blast(tb: &Testbed, from: u8, to: u8, n: usize, size: usize, tos: i32, pa
     let rx = tb.netns(to).unwrap().run(|| UdpSocket::bind((dst, 0))).unwrap().unwrap();
     let tx = tb.netns(from).unwrap().run(|| UdpSocket::bind((src, 0))).unwrap().unwrap();
     let big: libc::c_int = 64 << 20;
-    // SAFETY: plain setsockopt with an int option on sockets we own.
-    unsafe {
-        libc::setsockopt(
-            rx.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&big as *const libc::c_int).cast(),
-            4,
-        );
-        libc::setsockopt(
-            tx.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_TOS,
-            (&tos as *const libc::c_int).cast(),
-            4,
-        );
-    }
+    set_int_opt(rx.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, big);
+    set_int_opt(tx.as_raw_fd(), libc::IPPROTO_IP, libc::IP_TOS, tos);
     let to_addr = rx.local_addr().unwrap();
     let payload = vec![0x5au8; size];
     let mut received = 0;
