@@ -14,7 +14,7 @@ use etran::{
     transport::tcp::{
         segment::{Segment, ACK, RST, SYN},
         stream::{
-            write_hdr, INTENT_ACK, INTENT_DATA, INTENT_FIN, INTENT_RETRANSMIT,
+            write_hdr, INTENT_ACK, INTENT_DATA, INTENT_FIN, INTENT_PROBE, INTENT_RETRANSMIT,
             INTENT_WINDOW_UPDATE, TX_HDR_LEN,
         },
     },
@@ -185,9 +185,14 @@ impl Hostile {
         let any_len = |rng: &mut Rng| 1 + rng.below(MAX_PAYLOAD);
         match f {
             Forgery::OtherAppsConn => {
-                let intent =
-                    [INTENT_DATA, INTENT_RETRANSMIT, INTENT_ACK, INTENT_WINDOW_UPDATE, INTENT_FIN]
-                        [rng.below(5)];
+                let intent = [
+                    INTENT_DATA,
+                    INTENT_RETRANSMIT,
+                    INTENT_ACK,
+                    INTENT_WINDOW_UPDATE,
+                    INTENT_FIN,
+                    INTENT_PROBE,
+                ][rng.below(6)];
                 let len = if matches!(intent, INTENT_DATA | INTENT_RETRANSMIT) {
                     any_len(rng)
                 } else {

@@ -253,6 +253,7 @@ pub mod queued {
 pub mod intent {
     pub use etran::transport::tcp::stream::{
         INTENT_ACK as ACK, INTENT_ACK_DUE as ACK_DUE, INTENT_DATA as DATA, INTENT_FIN as FIN,
-        INTENT_RETRANSMIT as RETRANSMIT, INTENT_WINDOW_UPDATE as WINDOW_UPDATE,
+        INTENT_PROBE as PROBE, INTENT_RETRANSMIT as RETRANSMIT,
+        INTENT_WINDOW_UPDATE as WINDOW_UPDATE,
     };
 }

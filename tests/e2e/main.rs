@@ -20,5 +20,6 @@ mod tcp_loss;
 mod tcp_open_race;
 mod tcp_protection;
 mod tcp_window;
+mod tcp_zero_window;
 mod testbed;
 mod xsk;

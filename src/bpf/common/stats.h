@@ -61,6 +61,8 @@ enum etran_drop_reason {
 					  * would answer RST); the consumption report still counts */
 	ETRAN_DROP_TCP_TX_ACK_SETTLED, /* an app's ACK_DUE with nothing owed any more (the
 					* generator or data carried it): it would be a duplicate */
+	ETRAN_DROP_TCP_TX_PROBE_OPEN, /* a zero-window probe while the peer's window has room:
+				       * the app has data to send instead */
 	ETRAN_DROP_REASON_MAX,
 };
 

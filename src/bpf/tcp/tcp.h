@@ -206,6 +206,9 @@ enum etran_tcp_tx_intent {
 				   * the generator sends them: an app acknowledging what it
 				   * received without repeating an ACK (a duplicate ACK to the
 				   * peer's loss detection) */
+	ETRAN_TCP_TX_PROBE = 7, /* no payload: a zero-window probe (RFC 9293 3.8.6.1) while the
+				 * peer's window leaves no room for new data, sent at snd_una - 1
+				 * (see tcp_egress.h) */
 };
 
 /* In front of the payload of every frame an app transmits (compat backend: on its port). Egress

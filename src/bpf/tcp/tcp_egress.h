@@ -39,6 +39,7 @@ static __always_inline int tx_hdr_valid(const struct etran_tcp_tx_hdr *h, __u64 
 	case ETRAN_TCP_TX_ACK_DUE:
 	case ETRAN_TCP_TX_WINDOW_UPDATE:
 	case ETRAN_TCP_TX_FIN:
+	case ETRAN_TCP_TX_PROBE:
 		return h->len == 0;
 	default:
 		return 0;
@@ -90,6 +91,27 @@ static __always_inline void tx_fin(struct tcp_conn *c, const struct etran_tcp_tx
 	p->fin = 1;
 }
 
+/* A zero-window probe (RFC 9293 3.8.6.1), as Linux sends one: no payload, at snd_una - 1, an
+ * old sequence number the peer answers with an ACK carrying its window. Else a window update
+ * the network lost would leave both sides waiting for good. Only while the peer's window leaves
+ * no room for new data (otherwise the app has data to send instead); it carries no byte, so
+ * no data passes the window through it. The peer drops the probe unread, so the ACK it carries
+ * settles nothing that was owed. */
+static __always_inline void tx_probe(struct tcp_conn *c, struct tx_plan *p)
+{
+	__u32 ack_pending = c->ack_pending;
+	__u8 ack_now = c->ack_now;
+
+	if (c->snd_wnd > flight_bytes(c)) {
+		tx_refuse(p, ETRAN_DROP_TCP_TX_PROBE_OPEN);
+		return;
+	}
+	tx_plan_segment(c, p);
+	p->seq = c->snd_una - 1;
+	c->ack_pending = ack_pending;
+	c->ack_now = ack_now;
+}
+
 /* Everything done under the connection lock: no helper calls, only the state and the copied
  * TX header.
  *
@@ -109,6 +131,7 @@ static __always_inline void tx_fin(struct tcp_conn *c, const struct etran_tcp_tx
  *   a retransmission timeout: congestion control's timeout signal.
  * - ACK_DUE: only while an ACK is owed (ack_pending or ack_now), as for the generator.
  * - FIN: see tx_fin.
+ * - PROBE: see tx_probe.
  * - WINDOW_UPDATE: refused after the peer's FIN unless an ACK is owed (see tx_window for the
  *   window itself).
  * A segment with payload carries the CWR a window cut asked for. */
@@ -131,6 +154,10 @@ static __always_inline void tx_decide(struct tcp_conn *c, const struct etran_tcp
 	}
 	if (h->intent == ETRAN_TCP_TX_FIN) {
 		tx_fin(c, h, p);
+		return;
+	}
+	if (h->intent == ETRAN_TCP_TX_PROBE) {
+		tx_probe(c, p);
 		return;
 	}
 	if (h->intent == ETRAN_TCP_TX_RETRANSMIT) {
@@ -227,7 +254,8 @@ static __always_inline int tcp_egress(struct xdp_md *ctx)
 	if (!ok)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_SHORT, bytes);
 	ts_now = tx_ts_now();
-	plan.sack_room = tx_sack_room(c, h.len);
+	/* A probe reports no SACK blocks: the peer drops it unread (see tx_probe). */
+	plan.sack_room = h.intent == ETRAN_TCP_TX_PROBE ? 0 : tx_sack_room(c, h.len);
 	hdrs = tx_hdrs_len(c, plan.sack_room);
 	/* Both can fail; they go first so that a failure leaves the connection untouched. A
 	 * redirect takes effect only if the program returns XDP_REDIRECT. */

@@ -1,7 +1,7 @@
 //! The TCP transport's room, all of its user-space side (its BPF is in `src/bpf/tcp/`):
 //! - pure protocol logic, tested without BPF or sockets: [`close`], [`handshake`], [`isn`],
-//!   [`options`], [`rto`], [`sack`], [`segment`], [`seq`] (serial arithmetic, the Rust half of
-//!   `tcp/tcp_seq.h`), [`window`];
+//!   [`options`], [`persist`], [`rto`], [`sack`], [`segment`], [`seq`] (serial arithmetic, the
+//!   Rust half of `tcp/tcp_seq.h`), [`window`];
 //! - the app-side engine: [`stream`] (one connection's byte stream) and [`early`] (frames that
 //!   reach the app before its connection is adopted);
 //! - the daemon-side control: [`control`] (the slow path: handshakes, TIME_WAIT, aborts);
@@ -13,6 +13,7 @@ pub mod handles;
 pub mod handshake;
 pub mod isn;
 pub mod options;
+pub mod persist;
 pub mod rto;
 pub mod sack;
 pub mod segment;

@@ -80,6 +80,11 @@ impl RtoEstimator {
         self.smoothed.map(|(srtt, _)| srtt)
     }
 
+    /// The bound of every backed-off timeout.
+    pub fn max(&self) -> Duration {
+        self.config.max
+    }
+
     /// A round-trip sample (from a timestamp echo or an unretransmitted segment: Karn's rule is
     /// the caller's). Also ends any backoff: the path is alive.
     pub fn on_sample(&mut self, rtt: Duration) {

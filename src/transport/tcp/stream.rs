@@ -77,6 +77,12 @@
 //! reason; RETRANSMIT stays strict (refused unless wholly in flight): it never turns into new
 //! data.
 //!
+//! Zero windows ([`crate::transport::tcp::persist`] keeps the timer): while the peer's window
+//! leaves no room, data waits and nothing is in flight (so no ACK is coming), the persist timer
+//! sends zero-window probes (intent PROBE: egress sends a bare ACK at `snd_una - 1`, which the
+//! peer answers with an ACK carrying its window), backed off as the RTO is, until the window
+//! opens. A window update the network lost then costs a probe interval, not the connection.
+//!
 //! Close ([`crate::transport::tcp::close`] keeps the state): [`Stream::close`] ends the send side; once
 //! every written byte was framed, [`Stream::next_frame`] writes a FIN frame (intent FIN, no
 //! payload), which egress sends in sequence order. The retransmission timer covers the FIN as
@@ -99,6 +105,7 @@ use crate::bpf::tcp::types::{
 use crate::transport::{
     tcp::{
         close::{self, Event},
+        persist::{self, Persist},
         rto::{GaveUp, RtoConfig, RtoEstimator},
         sack::{Blocks, Scoreboard, MAX_BLOCKS},
         seq::after,
@@ -127,6 +134,7 @@ pub const INTENT_WINDOW_UPDATE: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_WINDOW_UP
 pub const INTENT_RETRANSMIT: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_RETRANSMIT.0 as u8;
 pub const INTENT_FIN: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_FIN.0 as u8;
 pub const INTENT_ACK_DUE: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_ACK_DUE.0 as u8;
+pub const INTENT_PROBE: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_PROBE.0 as u8;
 
 /// What the daemon hands over for an established connection (and what it put in the
 /// connection's `tcp_conn`).
@@ -246,6 +254,8 @@ pub struct StreamStats {
     pub timeouts: u64,
     /// Tail-loss probes sent.
     pub probes: u64,
+    /// Zero-window probes sent (the persist timer).
+    pub window_probes: u64,
     /// D-SACK blocks received: the peer got bytes twice (a needless retransmission, or
     /// duplication in the network).
     pub dsacks: u64,
@@ -271,9 +281,9 @@ pub enum TimerEvent {
     Idle,
     /// Bytes are outstanding; call again at (or after) this instant.
     Waiting(Instant),
-    /// A timer found something to send: losses (the reordering timer), a tail-loss probe, or,
-    /// after an RTO, every byte not SACKed (the next RTO is backed off). See
-    /// [`Stream::next_frame`].
+    /// A timer found something to send: losses (the reordering timer), a tail-loss probe, a
+    /// zero-window probe, or, after an RTO, every byte not SACKed (the next RTO is backed off).
+    /// See [`Stream::next_frame`].
     Resend,
     /// Too many timeouts in a row without progress: the connection should be aborted.
     GaveUp(GaveUp),
@@ -312,6 +322,8 @@ pub struct Stream {
     pto_deadline: Option<Instant>, // tail-loss probe; armed lazily, None after progress
     probed: bool,                  // a probe went out since the last progress
     probe: Option<Probe>,          // a probe to send
+    persist: Persist,              // zero-window probing (window_closed)
+    window_probe: bool,            // a zero-window probe to send
     // After a timeout: how many bytes may be in the network while the lost bytes are resent. It
     // starts at one segment and grows by what each ACK frees (slow start, RFC 5681 3.1), so a
     // spurious timeout costs a few segments, not a window's worth of duplicates.
@@ -366,6 +378,8 @@ impl Stream {
             pto_deadline: None,
             probed: false,
             probe: None,
+            persist: Persist::default(),
+            window_probe: false,
             resend_wnd: None,
             close: close::State::Established,
             fin_sent: false,
@@ -766,6 +780,10 @@ impl Stream {
         if let Some(seg) = self.next_segment_at(frame, now) {
             return Some(seg);
         }
+        if std::mem::take(&mut self.window_probe) && self.window_closed() {
+            let frame_len = self.control_frame(INTENT_PROBE, frame)?;
+            return Some(TxFrame { tx_pos: self.snd_nxt, payload_len: 0, frame_len });
+        }
         if !self.fin_due() {
             return None;
         }
@@ -782,6 +800,7 @@ impl Stream {
                 || (self.board.lost_bytes() > 0 && self.pipe_admits(1))
                 || (self.new_data_room() > 0
                     && (self.probe.is_some() || self.pipe_admits(self.mss.into())))
+                || (self.window_probe && self.window_closed())
                 || self.fin_due())
     }
 
@@ -819,9 +838,17 @@ impl Stream {
         self.close.fin_queued() && self.fin_sent
     }
 
-    /// Whether bytes (or the FIN) are outstanding, so that [`Stream::on_timer`] runs timers.
+    /// Whether bytes (or the FIN) are outstanding, or data waits for a closed window, so that
+    /// [`Stream::on_timer`] runs timers.
     pub fn needs_timers(&self) -> bool {
-        !self.close.is_closed() && (self.in_flight() > 0 || self.fin_in_flight())
+        !self.close.is_closed()
+            && (self.in_flight() > 0 || self.fin_in_flight() || self.window_closed())
+    }
+
+    /// The peer's window leaves no room, data waits and nothing is outstanding that would draw
+    /// an ACK: the persist timer's case.
+    fn window_closed(&self) -> bool {
+        self.send_wnd == 0 && self.unsent() > 0 && self.in_flight() == 0 && !self.fin_in_flight()
     }
 
     /// Whether a resend is waiting: a range deemed lost, or a probe of the last segment.
@@ -891,15 +918,28 @@ impl Stream {
     /// While bytes (or the FIN) are outstanding: the reordering timer (a segment that a later
     /// one overtook is deemed lost once it expires), the tail-loss probe (RFC 8985: after a
     /// PTO without progress, one segment goes out, new data or the last one sent, so that
-    /// the peer's answer shows any loss), and the RTO. Timers are armed at the first call that
-    /// finds them needed, so the caller's polling granularity adds to them.
+    /// the peer's answer shows any loss), and the RTO; while the window is closed with nothing
+    /// outstanding, the persist timer alone. Timers are armed at the first call that finds them
+    /// needed, so the caller's polling granularity adds to them.
     pub fn on_timer(&mut self, now: Instant) -> TimerEvent {
         if !self.needs_timers() {
-            self.rto_deadline = None;
-            self.pto_deadline = None;
-            self.rack_deadline = None;
+            self.persist.stop();
+            self.stop_loss_timers();
             return TimerEvent::Idle;
         }
+        if self.window_closed() {
+            // Nothing is outstanding: the persist timer alone runs.
+            self.stop_loss_timers();
+            return match self.persist.on_timer(now, self.rto.rto(), self.rto.max()) {
+                persist::Tick::Wait(at) => TimerEvent::Waiting(at),
+                persist::Tick::Probe => {
+                    self.window_probe = true;
+                    self.stats.window_probes += 1;
+                    TimerEvent::Resend
+                }
+            };
+        }
+        self.persist.stop();
         if self.rack_deadline.is_some_and(|at| now >= at) {
             let lost = self.board.lost_bytes();
             self.detect_losses(now);
@@ -917,6 +957,12 @@ impl Stream {
         };
         let next = [self.rack_deadline, self.pto_deadline].into_iter().flatten().min();
         TimerEvent::Waiting(next.map_or(rto_at, |at| at.min(rto_at)))
+    }
+
+    fn stop_loss_timers(&mut self) {
+        self.rto_deadline = None;
+        self.pto_deadline = None;
+        self.rack_deadline = None;
     }
 
     /// The tail-loss probe timer: Some(Resend) when a probe is due now.

@@ -1458,3 +1458,105 @@ fn after_a_timeout_sacked_bytes_are_not_resent_unless_the_peer_reneged() {
     let f = frames(&mut s);
     assert_eq!(f.first().map(|f| f.1), Some(2000), "resent from snd_una: {f:?}");
 }
+
+// ---- Zero windows (the persist timer) ----
+
+/// A stream whose 3000 written bytes filled the peer's window, all acknowledged with a zero
+/// window: 1000 bytes wait.
+fn stalled(t0: Instant) -> Stream {
+    let mut s = Stream::new(StreamInit { send_wnd: 2000, ..init(0, 0) });
+    s.write(&bytes(0, 3000));
+    assert_eq!(drain(&mut s).len(), 2);
+    s.on_rx(&ack(2000, 0), &[]);
+    assert_eq!((s.in_flight(), s.unsent()), (0, 1000));
+    assert!(s.needs_timers(), "the persist timer runs");
+    assert_eq!(s.on_timer(t0), TimerEvent::Waiting(t0 + s.rto()), "one RTO first");
+    s
+}
+
+#[test]
+fn a_closed_window_with_data_waiting_is_probed_with_backoff() {
+    let t0 = Instant::now();
+    let mut s = stalled(t0);
+    let rto = s.rto();
+    let mut frame = [0u8; 2048];
+    assert!(!s.tx_ready() && s.next_frame(&mut frame).is_none(), "nothing before the timer");
+    assert_eq!(s.on_timer(t0 + rto), TimerEvent::Resend);
+    assert!(s.tx_ready());
+    let seg = s.next_frame(&mut frame).expect("the probe");
+    let h = read_hdr(&frame);
+    assert_eq!((h.intent, h.len, h.tx_pos, seg.frame_len), (INTENT_PROBE, 0, 2000, TX_HDR_LEN));
+    assert!(s.next_frame(&mut frame).is_none(), "one probe per expiry, no data");
+    assert_eq!(s.send_positions(), (2000, 2000), "a probe moves nothing");
+    // No answer (or one saying the window is still closed, which the app never sees): the
+    // next probe waits twice as long, and so on, bounded as the RTO is.
+    let mut at = t0 + rto;
+    for wait in [rto * 2, rto * 4, rto * 8, s.rto() * 10] {
+        let next = at + wait.min(Duration::from_secs(2));
+        assert_eq!(s.on_timer(at), TimerEvent::Waiting(next));
+        assert_eq!(s.on_timer(next), TimerEvent::Resend);
+        s.next_frame(&mut frame).expect("the next probe");
+        assert_eq!(read_hdr(&frame).intent, INTENT_PROBE);
+        at = next;
+    }
+    assert_eq!(s.stats().window_probes, 5);
+    assert_eq!(s.error(), None, "never gives up");
+    // The answer opens the window: the waiting bytes go, the RTO covers them.
+    s.on_rx(&ack(2000, 4000), &[]);
+    let segs = drain(&mut s);
+    assert_eq!((segs.len(), segs[0].0.tx_pos, segs[0].1.clone()), (1, 2000, bytes(2000, 1000)));
+    assert_eq!(s.on_timer(at), TimerEvent::Waiting(at + s.rto()), "the RTO, not the persist timer");
+}
+
+#[test]
+fn the_probe_waits_again_one_rto_after_the_window_closes_anew() {
+    let t0 = Instant::now();
+    let mut s = stalled(t0);
+    let rto = s.rto();
+    assert_eq!(s.on_timer(t0 + rto), TimerEvent::Resend);
+    // The window opens for 500 bytes, which go, and closes again once they are acknowledged.
+    s.on_rx(&ack(2000, 500), &[]);
+    assert_eq!(drain(&mut s).len(), 1);
+    let t1 = t0 + rto * 3;
+    assert!(matches!(s.on_timer(t1), TimerEvent::Waiting(_)), "the RTO of the 500 bytes");
+    s.on_rx(&ack(2500, 0), &[]);
+    assert_eq!(s.on_timer(t1), TimerEvent::Waiting(t1 + rto), "backoff started over");
+}
+
+#[test]
+fn a_window_that_opens_before_the_probe_leaves_sends_data_instead() {
+    let t0 = Instant::now();
+    let mut s = stalled(t0);
+    assert_eq!(s.on_timer(t0 + s.rto()), TimerEvent::Resend);
+    s.on_rx(&ack(2000, 300), &[]);
+    let mut frame = [0u8; 2048];
+    s.next_frame(&mut frame).expect("data");
+    assert_eq!((read_hdr(&frame).intent, read_hdr(&frame).len), (INTENT_DATA, 300));
+    s.on_rx(&ack(2000, 300), &[]);
+    assert!(s.next_frame(&mut frame).is_none(), "no probe with bytes in flight");
+    assert_eq!(s.stats().window_probes, 1);
+}
+
+#[test]
+fn no_persist_timer_without_waiting_data_or_with_bytes_in_flight() {
+    let t0 = Instant::now();
+    // Everything sent and acknowledged, zero window: nothing to probe for.
+    let mut s = Stream::new(StreamInit { send_wnd: 2000, ..init(0, 0) });
+    s.write(&bytes(0, 2000));
+    drain(&mut s);
+    s.on_rx(&ack(2000, 0), &[]);
+    assert_eq!(s.on_timer(t0), TimerEvent::Idle);
+    // Bytes in flight under a closed window: the RTO covers them.
+    let mut s = Stream::new(StreamInit { send_wnd: 2000, ..init(0, 0) });
+    s.write(&bytes(0, 3000));
+    drain(&mut s);
+    s.on_rx(&ack(1000, 0), &[]);
+    assert_eq!(s.on_timer(t0), TimerEvent::Waiting(t0 + s.rto()));
+    assert_eq!(s.on_timer(t0 + s.rto()), TimerEvent::Resend);
+    assert_eq!(s.stats().window_probes, 0);
+    assert_eq!(s.stats().timeouts, 1);
+    // A closed connection probes nothing.
+    let mut s = stalled(t0);
+    s.fail(io::ErrorKind::ConnectionReset);
+    assert_eq!(s.on_timer(t0 + Duration::from_secs(9)), TimerEvent::Idle);
+}
