@@ -13,7 +13,7 @@
 //! New messages, and changed meanings, bump the version: an older peer would take them for
 //! garbage. (2: `Release`, `Abort`, `Reset`. 3: the app binds the AF_XDP socket it is given.
 //! 4: refusals are a [`Refusal`], an errno plus optional text, instead of a string;
-//! `ConnectFailed` names the remote address.)
+//! `ConnectFailed` names the remote address. 5: `Unlisten`, `Unlistened`.)
 //!
 //! Refusals carry the errno a POSIX call would give (`EADDRINUSE` for a port that is taken,
 //! `ECONNREFUSED` for a SYN answered by RST, `ETIMEDOUT`, ...): the app library hands them on as
@@ -38,7 +38,7 @@ pub use crate::{
 };
 
 /// Version of this protocol; bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 /// Largest message body accepted (a `Registered` is a few hundred bytes).
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Most descriptors one message carries.
@@ -60,6 +60,10 @@ pub enum Request {
     /// Accept TCP connections to `port` on the NIC's address(es) (after `Register`). Answered
     /// by `Listening` or `ListenFailed`; each completed handshake then by `Accepted`.
     Listen { port: u16 },
+    /// Stop accepting connections to `port` (one this session listens on): later SYNs to it
+    /// are refused (the kernel answers RST), handshakes to it still running are dropped.
+    /// Answered by `Unlistened`, after every `Accepted` for the port.
+    Unlisten { port: u16 },
     /// Opens a TCP connection from the NIC's address (`local_port`, or an ephemeral one).
     /// Answered by `Connected` or `ConnectFailed`.
     Connect { remote_ip: Ipv4Addr, remote_port: u16, local_port: Option<u16> },
@@ -111,6 +115,10 @@ pub enum Reply {
     ListenFailed {
         port: u16,
         refusal: Refusal,
+    },
+    /// The answer to `Unlisten`: no `Accepted` for `port` follows.
+    Unlistened {
+        port: u16,
     },
     /// A connection to a listening port completed its handshake and is in the fast path under
     /// `handle` (the value RX metadata carries).
@@ -330,11 +338,17 @@ mod tests {
         assert_eq!(b, Request::Close);
         assert_eq!(n + m, buf.len());
         let refusal = Refusal::new(libc::EADDRINUSE, "x");
-        for reply in [Reply::Error { refusal }, Reply::Reset { handle: 3 }] {
+        for reply in
+            [Reply::Error { refusal }, Reply::Reset { handle: 3 }, Reply::Unlistened { port: 80 }]
+        {
             let enc = encode(&reply);
             assert_eq!(decode::<Reply>(&enc).unwrap().unwrap(), (reply, enc.len()));
         }
-        for req in [Request::Release { handle: 9, time_wait: true }, Request::Abort { handle: 9 }] {
+        for req in [
+            Request::Release { handle: 9, time_wait: true },
+            Request::Abort { handle: 9 },
+            Request::Unlisten { port: 80 },
+        ] {
             let enc = encode(&req);
             assert_eq!(decode::<Request>(&enc).unwrap().unwrap(), (req, enc.len()));
         }
@@ -344,7 +358,7 @@ mod tests {
     fn wire_form_is_documented_json() {
         let enc = encode(&register());
         assert_eq!(u32::from_le_bytes(enc[..4].try_into().unwrap()) as usize, enc.len() - 4);
-        assert_eq!(&enc[4..], br#"{"Register":{"version":4,"transport":"tcp","queues":1}}"#);
+        assert_eq!(&enc[4..], br#"{"Register":{"version":5,"transport":"tcp","queues":1}}"#);
     }
 
     #[test]

@@ -174,7 +174,7 @@ impl DaemonLink {
     }
 
     /// Listens on TCP `port`: connections to it arrive through [`DaemonLink::try_accept`].
-    /// `EADDRINUSE` when the port is taken.
+    /// `EADDRINUSE` when the port is taken; [`DaemonLink::unlisten`] ends it.
     pub fn listen(&mut self, port: u16) -> io::Result<()> {
         self.send(&Request::Listen { port })?;
         loop {
@@ -188,6 +188,31 @@ impl DaemonLink {
                 Some(other) => return Err(unexpected("Listen", &other)),
             }
         }
+    }
+
+    /// Stops listening on TCP `port`: later SYNs to it are refused. Returns the connections to
+    /// it the daemon accepted and no one took with [`DaemonLink::try_accept`] (every one there
+    /// will be: the daemon answers after its last `Accepted` for the port).
+    pub fn unlisten(&mut self, port: u16) -> io::Result<Vec<(u64, ConnInit)>> {
+        self.send(&Request::Unlisten { port })?;
+        loop {
+            let (reply, _) = self.recv()?;
+            match self.stash(reply) {
+                None => {}
+                Some(Reply::Unlistened { port: p }) if p == port => break,
+                Some(Reply::Error { refusal }) => return Err(refusal.to_io_error()),
+                Some(other) => return Err(unexpected("Unlisten", &other)),
+            }
+        }
+        let mut orphans = Vec::new();
+        self.accepted.retain(|a| {
+            let orphan = a.1.local.port() == port;
+            if orphan {
+                orphans.push(*a);
+            }
+            !orphan
+        });
+        Ok(orphans)
     }
 
     /// Asks for a connection to `remote` (from `local_port`, or an ephemeral one), without
@@ -301,12 +326,15 @@ impl DaemonLink {
         }
     }
 
-    /// The next accepted connection (`handle`, what the app adopts), without blocking.
-    pub fn try_accept(&mut self) -> io::Result<Option<(u64, ConnInit)>> {
-        if self.accepted.is_empty() {
+    /// The next connection accepted on TCP `port` (`handle`, what the app adopts), without
+    /// blocking.
+    pub fn try_accept(&mut self, port: u16) -> io::Result<Option<(u64, ConnInit)>> {
+        let ours =
+            |a: &VecDeque<(u64, ConnInit)>| a.iter().position(|(_, i)| i.local.port() == port);
+        if ours(&self.accepted).is_none() {
             self.poll()?;
         }
-        Ok(self.accepted.pop_front())
+        Ok(ours(&self.accepted).and_then(|i| self.accepted.remove(i)))
     }
 
     /// The handle of the next connection the peer reset, from what was read so far (see
@@ -365,6 +393,54 @@ impl mio::event::Source for DaemonLink {
 mod tests {
     use super::*;
     use crate::transport::tcp::handshake::{Config, Failure, Handshake, Outcome};
+
+    fn init(local_port: u16, remote_port: u16) -> ConnInit {
+        ConnInit {
+            local: SocketAddrV4::new([10, 0, 0, 1].into(), local_port),
+            remote: SocketAddrV4::new([10, 0, 0, 2].into(), remote_port),
+            rx_pos: 0,
+            tx_pos: 0,
+            send_wnd: 1000,
+            mss: 1000,
+            rcv_buf: 1000,
+            snd_buf: 1000,
+            sack: false,
+            snd_seq: 0,
+            rcv_wscale: 0,
+        }
+    }
+
+    /// Connections come out of the listener of their port; an unlisten hands back the ones of
+    /// its port no one took, those the daemon accepted before its answer included.
+    #[test]
+    fn accepted_connections_go_to_their_listener_and_an_unlisten_returns_the_orphans() {
+        let dir = std::env::temp_dir().join(format!("etran-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("d.sock");
+        let daemon = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let mut link = DaemonLink::connect(&path).unwrap();
+        let (mut d, _) = daemon.accept().unwrap();
+        let tell = |d: &mut UnixStream, r: Reply| d.write_all(&proto::encode(&r)).unwrap();
+        tell(&mut d, Reply::Accepted { handle: 1, init: init(80, 1) });
+        tell(&mut d, Reply::Accepted { handle: 2, init: init(81, 2) });
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(link.try_accept(81).unwrap().map(|a| a.0), Some(2));
+        assert_eq!(link.try_accept(81).unwrap(), None);
+        // The daemon's answer comes after one more connection to 80, and one to 81.
+        tell(&mut d, Reply::Accepted { handle: 3, init: init(80, 3) });
+        tell(&mut d, Reply::Accepted { handle: 4, init: init(81, 4) });
+        tell(&mut d, Reply::Unlistened { port: 80 });
+        let orphans: Vec<u64> = link.unlisten(80).unwrap().iter().map(|a| a.0).collect();
+        assert_eq!(orphans, [1, 3]);
+        assert_eq!(link.try_accept(80).unwrap(), None);
+        assert_eq!(link.try_accept(81).unwrap().map(|a| a.0), Some(4));
+        let mut sent = vec![0u8; 64];
+        let n = std::io::Read::read(&mut d, &mut sent).unwrap();
+        let (req, _) = proto::decode::<Request>(&sent[..n]).unwrap().unwrap();
+        assert_eq!(req, Request::Unlisten { port: 80 });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_daemons_handshake_gives_up_well_before_the_app_stops_waiting() {

@@ -18,14 +18,18 @@
 //! - [`stream`]: the per-connection byte-stream engine (pure, unit-tested).
 //! - `early`: frames that reach the port before the app adopted their connection, held
 //!   until `accept` (the kernel acknowledged them already).
-//! - [`App`] / [`ConnId`]: the socket-style API over them: non-blocking [`App::connect`] /
-//!   [`App::accept`] / [`App::send`] / [`App::recv`] and blocking `*_blocking` variants,
-//!   [`App::poll`] to move frames, [`App::wait`] to sleep until there is something to do.
+//! - [`App`] / [`ConnId`] / [`Listener`]: the socket-style API over them: non-blocking
+//!   [`App::connect`] / [`App::accept`] / [`App::send`] / [`App::recv`] and blocking
+//!   `*_blocking` variants, [`App::poll`] to move frames, [`App::wait`] to sleep until there is
+//!   something to do.
 //!
 //! Errors are `std::io::Error`s carrying the errno a POSIX socket call would give
-//! (`ECONNREFUSED`, `ECONNRESET`, `ETIMEDOUT`, `EADDRINUSE`, `ENOTCONN`, `EPIPE`, `EAGAIN` for
-//! `WouldBlock`, ...), the daemon's refusals included ([`crate::proto::errno_of`] reads the code
-//! of either).
+//! (`ECONNREFUSED`, `ECONNRESET`, `ETIMEDOUT`, `EADDRINUSE`, `ENOTCONN`, `EPIPE`, `EINVAL`,
+//! ...), the daemon's refusals included ([`crate::proto::errno_of`] reads the code of either).
+//! A non-blocking call that would have to wait fails with `WouldBlock` (`EAGAIN`), as a POSIX
+//! call on a non-blocking socket does: [`App::accept`] with no connection pending, [`App::recv`]
+//! with nothing to read, [`App::send`] with the send buffer full, [`App::poll_connect`] while
+//! the handshake goes on.
 //!
 //! Waiting: [`App::wait`] first busy-polls the RX ring for up to [`App::set_busy_poll`]'s budget
 //! (like `SO_BUSY_POLL`; [`DEFAULT_BUSY_POLL`], zero sleeps at once), then sleeps in `ppoll` on
@@ -106,6 +110,20 @@ pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(50);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnId(pub u64);
 
+/// A TCP port an [`App`] listens on ([`App::listen`]): connections to it come through
+/// [`App::accept`] on it, until [`App::close_listener`]. Like a listening socket, it belongs to
+/// the app that opened it (an app that ends stops listening on all its ports).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Listener {
+    port: u16,
+}
+
+impl Listener {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
 /// A connect in progress ([`App::connect`]): [`App::poll_connect`] tells when it is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Connecting {
@@ -130,9 +148,20 @@ fn os_error(kind: io::ErrorKind) -> io::Error {
         io::ErrorKind::ConnectionAborted => libc::ECONNABORTED,
         io::ErrorKind::ConnectionRefused => libc::ECONNREFUSED,
         io::ErrorKind::TimedOut => libc::ETIMEDOUT,
+        io::ErrorKind::InvalidInput => libc::EINVAL,
         other => return other.into(),
     };
     io::Error::from_raw_os_error(errno)
+}
+
+/// The outcome of a non-blocking call with `WouldBlock` as `None`, for loops that take what is
+/// ready: `while let Some(id) = ready(app.accept(&listener))? { .. }`.
+pub fn ready<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// App-level counters.
@@ -194,6 +223,8 @@ pub struct App {
     rto: crate::transport::tcp::rto::RtoConfig,
     /// Connections the daemon no longer holds for us (released, aborted, reset).
     released: HashSet<u64>,
+    /// TCP ports this app listens on.
+    listening: HashSet<u16>,
     /// Connections holding a short tail of small writes until the end of the pass.
     holding: Vec<u64>,
     /// When the engine's next timer is due (see [`App::next_deadline`]).
@@ -225,6 +256,7 @@ impl App {
             early: early::Early::default(),
             rto: crate::transport::tcp::rto::RtoConfig::default(),
             released: HashSet::new(),
+            listening: HashSet::new(),
             holding: Vec::new(),
             deadline: None,
             busy_poll: DEFAULT_BUSY_POLL,
@@ -271,28 +303,50 @@ impl App {
     }
 
     /// Listens on TCP `port` (`EADDRINUSE` when it is taken): connections to it come through
-    /// [`App::accept`].
-    pub fn listen(&mut self, port: u16) -> io::Result<()> {
-        self.link.listen(port)
+    /// [`App::accept`] on the [`Listener`].
+    pub fn listen(&mut self, port: u16) -> io::Result<Listener> {
+        self.link.listen(port)?;
+        self.listening.insert(port);
+        Ok(Listener { port })
     }
 
-    /// Adopts the next connection accepted on a listening port, if any (non-blocking);
-    /// applies what else the daemon sent ([`App::poll_daemon`]).
-    pub fn accept(&mut self) -> io::Result<Option<ConnId>> {
-        let next = self.link.try_accept()?;
+    /// Adopts the next connection accepted on `listener` (non-blocking): `WouldBlock` (`EAGAIN`)
+    /// when none is pending, `EINVAL` for a listener not this app's. Applies what else the
+    /// daemon sent ([`App::poll_daemon`]).
+    pub fn accept(&mut self, listener: &Listener) -> io::Result<ConnId> {
+        if !self.listening.contains(&listener.port) {
+            return Err(os_error(io::ErrorKind::InvalidInput));
+        }
+        let next = self.link.try_accept(listener.port)?;
         self.apply_resets();
-        Ok(next.map(|(handle, init)| self.add_connection(handle, StreamInit::from(&init))))
+        let (handle, init) = next.ok_or_else(|| os_error(io::ErrorKind::WouldBlock))?;
+        Ok(self.add_connection(handle, StreamInit::from(&init)))
     }
 
-    /// [`App::accept`], waiting ([`App::wait`]) until a connection comes.
-    pub fn accept_blocking(&mut self) -> io::Result<ConnId> {
+    /// [`App::accept`], waiting ([`App::wait`]) until a connection comes. `EAGAIN` when
+    /// [`App::set_timeout`]'s limit passes first.
+    pub fn accept_blocking(&mut self, listener: &Listener) -> io::Result<ConnId> {
         let limit = self.limit();
         loop {
-            if let Some(id) = self.accept()? {
-                return Ok(id);
+            match self.accept(listener) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_until(limit)?,
+                done => return done,
             }
-            self.wait_until(limit)?;
         }
+    }
+
+    /// Stops listening: a later SYN to the port is refused (RST: `ECONNREFUSED` at a client),
+    /// and the connections to it not yet accepted are reset, as closing a listening socket
+    /// does.
+    pub fn close_listener(&mut self, listener: Listener) -> io::Result<()> {
+        if !self.listening.remove(&listener.port) {
+            return Err(os_error(io::ErrorKind::InvalidInput));
+        }
+        for (handle, _) in self.link.unlisten(listener.port)? {
+            self.early.take(handle);
+            self.link.send(&Request::Abort { handle })?;
+        }
+        Ok(())
     }
 
     /// Reads the daemon's messages without blocking and applies them: connections the peer
@@ -324,18 +378,20 @@ impl App {
         Ok(Connecting { remote, local_port })
     }
 
-    /// The connection `c` opened, adopted; `None` while the handshake goes on; its error
-    /// (`ECONNREFUSED`, `ETIMEDOUT`, `EADDRINUSE`, ...) if it failed. Reads what the daemon
-    /// sent without blocking.
-    pub fn poll_connect(&mut self, c: &Connecting) -> io::Result<Option<ConnId>> {
-        if let Some((h, init)) = self.link.take_connected(c.remote, c.local_port)? {
-            return Ok(Some(self.add_connection(h, StreamInit::from(&init))));
-        }
-        self.poll_daemon()?;
-        Ok(self
-            .link
-            .take_connected(c.remote, c.local_port)?
-            .map(|(h, init)| self.add_connection(h, StreamInit::from(&init))))
+    /// The connection `c` opened, adopted; `WouldBlock` (`EAGAIN`) while the handshake goes on;
+    /// its error (`ECONNREFUSED`, `ETIMEDOUT`, `EADDRINUSE`, ...) if it failed. Reads what the
+    /// daemon sent without blocking.
+    pub fn poll_connect(&mut self, c: &Connecting) -> io::Result<ConnId> {
+        let done = match self.link.take_connected(c.remote, c.local_port)? {
+            Some(done) => done,
+            None => {
+                self.poll_daemon()?;
+                self.link
+                    .take_connected(c.remote, c.local_port)?
+                    .ok_or_else(|| os_error(io::ErrorKind::WouldBlock))?
+            }
+        };
+        Ok(self.add_connection(done.0, StreamInit::from(&done.1)))
     }
 
     /// Opens a connection to `remote` and adopts it, waiting ([`App::wait`]: the app's other
@@ -345,8 +401,9 @@ impl App {
         let limit = Instant::now() + self.timeout.unwrap_or(link::REPLY_TIMEOUT);
         let c = self.connect(remote, None)?;
         loop {
-            if let Some(id) = self.poll_connect(&c)? {
-                return Ok(id);
+            match self.poll_connect(&c) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                done => return done,
             }
             if Instant::now() >= limit {
                 return Err(io::Error::from_raw_os_error(libc::ETIMEDOUT));

@@ -292,6 +292,11 @@ impl Daemon {
                     self.listen(token, port);
                     false
                 }
+                Input::Request(Request::Unlisten { port }) => {
+                    self.tcp.unlisten(&mut self.timers, token, port);
+                    self.tell(token, &Reply::Unlistened { port });
+                    false
+                }
                 Input::Request(Request::Connect { remote_ip, remote_port, local_port }) => {
                     let remote = std::net::SocketAddrV4::new(remote_ip, remote_port);
                     self.connect(token, remote, local_port);

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use etran::app::{App, ConnId};
+use etran::app::{ready, App, ConnId, Listener};
 
 /// The pattern's period: prime, so no segment size lines up with it.
 pub const PERIOD: usize = 65521;
@@ -213,12 +213,12 @@ pub fn etran_recv(app: &mut App, id: ConnId, bytes: u64, seed: u32, limit: Durat
     took
 }
 
-/// Waits for the next connection on the app's listening port.
-pub fn etran_accept(app: &mut App, limit: Duration) -> ConnId {
+/// Waits for the next connection on `listener`.
+pub fn etran_accept(app: &mut App, listener: &Listener, limit: Duration) -> ConnId {
     let start = Instant::now();
     loop {
         app.poll().unwrap();
-        if let Some(id) = app.accept().unwrap() {
+        if let Some(id) = ready(app.accept(listener)).unwrap() {
             return id;
         }
         assert!(start.elapsed() < limit, "no connection accepted");

@@ -13,7 +13,7 @@ use common::{
     daemon::{register, DaemonPair},
     tcp::pattern,
 };
-use etran::app::{App, ConnId};
+use etran::app::{ready, App, ConnId, Listener};
 
 const PORT: u16 = 8080;
 const REQUESTS: usize = 100;
@@ -30,7 +30,7 @@ struct Client {
 /// Serves `response` to every request until `done`; returns the connections served. Like a
 /// real server it sleeps until its port is readable (a busy-polling one would take a whole
 /// CPU of two from curl and the daemon); a connection's data comes after the daemon accepted it.
-fn serve(app: &mut App, response: &[u8], done: &dyn Fn() -> bool) -> usize {
+fn serve(app: &mut App, l: &Listener, response: &[u8], done: &dyn Fn() -> bool) -> usize {
     let mut clients: Vec<Client> = Vec::new();
     let mut served = 0;
     let mut buf = [0u8; 4096];
@@ -41,7 +41,7 @@ fn serve(app: &mut App, response: &[u8], done: &dyn Fn() -> bool) -> usize {
         // Edge-triggered: the timeout covers frames a pass left in the ring.
         poll.poll(&mut events, Some(Duration::from_millis(1))).unwrap();
         app.poll().unwrap();
-        while let Some(id) = app.accept().unwrap() {
+        while let Some(id) = ready(app.accept(l)).unwrap() {
             clients.push(Client { id, request: Vec::new(), pending: None });
         }
         for c in &mut clients {
@@ -86,7 +86,7 @@ fn sequential_curl_requests_are_all_fast_and_exact() {
     let Some(_root) = common::root::alone() else { return };
     let DaemonPair { net, daemon } = DaemonPair::new("etran-curl");
     let mut app = register(&daemon.sock);
-    app.listen(PORT).unwrap();
+    let listener = app.listen(PORT).unwrap();
 
     let body = pattern(5, 20_000);
     let mut response =
@@ -114,7 +114,7 @@ fn sequential_curl_requests_are_all_fast_and_exact() {
                 })
                 .collect::<Vec<_>>()
         });
-        let served = serve(&mut app, &response, &|| client.is_finished());
+        let served = serve(&mut app, &listener, &response, &|| client.is_finished());
         let times = client.join().expect("every request answered");
         // The last connection may still be closing.
         assert!(served >= REQUESTS - 1, "served {served}: {}", daemon.log());

@@ -15,10 +15,11 @@ use std::{
 use common::{
     daemon::EtranApp,
     netns::{in_netns, sh},
+    peer::etran_accept,
     tcp::{add_neighbour_of_b, conn_present, map_entries, pattern, pending_present, wait_for},
 };
 use etran::{
-    app::ConnId,
+    app::{ready, ConnId, Listener},
     bpf::tcp::types::tcp_conn_key,
     proto::errno_of,
     transport::tcp::{close, rto::RtoConfig},
@@ -29,16 +30,19 @@ const PORT: u16 = 7300;
 const AFTER_TIME_WAIT: u64 = 4;
 
 /// An app listening on PORT behind a daemon on `va` (the common bed), with Linux in -b.
-fn listening(name: &str) -> EtranApp {
+fn listening(name: &str) -> (EtranApp, Listener) {
     let mut e = EtranApp::new(name);
-    e.app.listen(PORT).unwrap();
-    e
+    let l = e.app.listen(PORT).unwrap();
+    (e, l)
 }
 
 /// What these tests do with the bed.
 trait CloseBed {
-    fn linux_client(&mut self, from_port: Option<u16>) -> (TcpStream, ConnId, tcp_conn_key);
-    fn accept(&mut self) -> ConnId;
+    fn linux_client(
+        &mut self,
+        l: &Listener,
+        port: Option<u16>,
+    ) -> (TcpStream, ConnId, tcp_conn_key);
     fn connect_from(&mut self, peer: SocketAddrV4, port: u16) -> std::io::Result<ConnId>;
     fn send_all(&mut self, id: ConnId, data: &[u8]);
     fn read_to_eof(&mut self, id: ConnId) -> Vec<u8>;
@@ -49,9 +53,13 @@ trait CloseBed {
 impl CloseBed for EtranApp {
     /// A Linux client connects (from `from_port` if given); the app accepts it. Returns the
     /// client, the app's connection and its key.
-    fn linux_client(&mut self, from_port: Option<u16>) -> (TcpStream, ConnId, tcp_conn_key) {
-        let linux = linux_connect(&self.net.b, from_port);
-        let id = self.accept();
+    fn linux_client(
+        &mut self,
+        l: &Listener,
+        port: Option<u16>,
+    ) -> (TcpStream, ConnId, tcp_conn_key) {
+        let linux = linux_connect(&self.net.b, port);
+        let id = etran_accept(&mut self.app, l, Duration::from_secs(5));
         (linux, id, self.app.stream(id).unwrap().key())
     }
 
@@ -60,24 +68,12 @@ impl CloseBed for EtranApp {
         let c = self.app.connect(peer, Some(port))?;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if let Some(id) = self.app.poll_connect(&c)? {
+            if let Some(id) = ready(self.app.poll_connect(&c))? {
                 return Ok(id);
             }
             assert!(Instant::now() < deadline, "no answer to the connect: {}", self.daemon.log());
             self.app.wait(Some(Duration::from_millis(50)))?;
         }
-    }
-
-    fn accept(&mut self) -> ConnId {
-        let mut id = None;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while id.is_none() {
-            self.app.poll().unwrap();
-            id = self.app.accept().unwrap();
-            assert!(Instant::now() < deadline, "no Accepted: {}", self.daemon.log());
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        id.unwrap()
     }
 
     fn send_all(&mut self, id: ConnId, data: &[u8]) {
@@ -197,8 +193,8 @@ fn linux_sockets(ns: &str) -> Vec<String> {
 #[test]
 fn etran_closes_first() {
     let Some(_root) = common::root::shared() else { return };
-    let mut e = listening("tcpclsa");
-    let (mut linux, id, key) = e.linux_client(None);
+    let (mut e, l) = listening("tcpclsa");
+    let (mut linux, id, key) = e.linux_client(&l, None);
     let to_linux = pattern(3, 5000);
     e.send_all(id, &to_linux);
     e.app.close(id).unwrap();
@@ -236,8 +232,8 @@ fn etran_closes_first() {
 #[test]
 fn linux_closes_first_and_the_app_keeps_sending() {
     let Some(_root) = common::root::shared() else { return };
-    let mut e = listening("tcpclsb");
-    let (mut linux, id, key) = e.linux_client(None);
+    let (mut e, l) = listening("tcpclsb");
+    let (mut linux, id, key) = e.linux_client(&l, None);
     let to_app = pattern(1, 4000);
     linux.write_all(&to_app).unwrap();
     linux.shutdown(Shutdown::Write).unwrap();
@@ -274,8 +270,8 @@ fn linux_closes_first_and_the_app_keeps_sending() {
 #[test]
 fn linux_reset_reaches_the_app() {
     let Some(_root) = common::root::shared() else { return };
-    let mut e = listening("tcpclsc");
-    let (mut linux, id, key) = e.linux_client(None);
+    let (mut e, l) = listening("tcpclsc");
+    let (mut linux, id, key) = e.linux_client(&l, None);
     linux.write_all(b"ping").unwrap();
     let mut buf = [0u8; 16];
     e.poll_until("the ping", |app| app.recv(id, &mut buf).is_ok());
@@ -296,7 +292,7 @@ fn linux_reset_reaches_the_app() {
 #[test]
 fn an_unreachable_peer_times_out() {
     let Some(_root) = common::root::shared() else { return };
-    let mut e = listening("tcpclsg");
+    let (mut e, l) = listening("tcpclsg");
     let ms = Duration::from_millis;
     e.app.set_rto(RtoConfig {
         initial: ms(2),
@@ -305,7 +301,7 @@ fn an_unreachable_peer_times_out() {
         max_retries: 3,
         ..RtoConfig::default()
     });
-    let (linux, id, key) = e.linux_client(None);
+    let (linux, id, key) = e.linux_client(&l, None);
     sh(&format!("ip -n {} link set vb down", e.net.b));
     e.app.send(id, b"never acknowledged").unwrap();
     assert_eq!(e.recv_error(id), ErrorKind::TimedOut);
@@ -321,8 +317,8 @@ fn an_unreachable_peer_times_out() {
 #[test]
 fn app_abort_resets_linux() {
     let Some(_root) = common::root::shared() else { return };
-    let mut e = listening("tcpclse");
-    let (mut linux, id, key) = e.linux_client(None);
+    let (mut e, l) = listening("tcpclse");
+    let (mut linux, id, key) = e.linux_client(&l, None);
     e.send_all(id, b"bye");
     e.app.abort(id);
     assert!(e.app.is_closed(id));
@@ -342,10 +338,10 @@ fn app_abort_resets_linux() {
 #[test]
 fn the_same_tuple_closes_and_reopens() {
     let Some(_root) = common::root::shared() else { return };
-    let mut e = listening("tcpclsd");
+    let (mut e, l) = listening("tcpclsd");
     let from = 41_000;
     for i in 0..20 {
-        let (mut linux, id, key) = e.linux_client(Some(from));
+        let (mut linux, id, key) = e.linux_client(&l, Some(from));
         assert_eq!(u16::from_be(key.remote_port), from);
         let msg = pattern(i, 100 + i);
         linux.write_all(&msg).unwrap();
@@ -380,7 +376,7 @@ fn the_same_tuple_closes_and_reopens() {
 #[test]
 fn a_tuple_in_time_wait_is_not_reused() {
     let Some(_root) = common::root::shared() else { return };
-    let mut e = listening("tcpclsf");
+    let (mut e, _l) = listening("tcpclsf");
     add_neighbour_of_b(&e.net);
     let peer: SocketAddrV4 = "10.77.0.2:7301".parse().unwrap();
     let listener = in_netns(&e.net.b, || TcpListener::bind(peer).unwrap());

@@ -14,6 +14,7 @@ use std::{
 use common::{
     daemon::{register, DaemonPair},
     netns::in_netns,
+    peer::etran_accept,
     tcp::{add_neighbour_of_b, conn_present, pattern},
 };
 use etran::{
@@ -69,7 +70,7 @@ fn linux_client_connects_to_an_etran_listener() {
     let (a, b) = (net.a.clone(), net.b.clone());
 
     let mut app = App::open(&daemon.sock).unwrap();
-    app.listen(PORT).unwrap();
+    let listener = app.listen(PORT).unwrap();
     // A second listener on the same port is refused (EADDRINUSE, as bind(2) says); the app
     // stays usable.
     let mut other = App::open(&daemon.sock).unwrap();
@@ -89,15 +90,7 @@ fn linux_client_connects_to_an_etran_listener() {
     });
     client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let id = loop {
-        app.poll().unwrap();
-        if let Some(id) = app.accept().unwrap() {
-            break id;
-        }
-        assert!(Instant::now() < deadline, "no Accepted: {}", daemon.log());
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let id = etran_accept(&mut app, &listener, Duration::from_secs(5));
     let key = app.stream(id).expect("adopted").key();
     assert!(conn_present(&a, &key));
 
@@ -145,8 +138,11 @@ fn etran_app_connects_to_a_linux_listener() {
     let deadline = Instant::now() + Duration::from_secs(3);
     let err = loop {
         match app.poll_connect(&c) {
-            Ok(None) => app.wait(Some(Duration::from_millis(100))).map(drop).unwrap(),
-            Ok(Some(id)) => panic!("connected to a closed port: {id:?}"),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                assert_eq!(e.raw_os_error(), Some(libc::EAGAIN), "in progress: EAGAIN");
+                app.wait(Some(Duration::from_millis(100))).map(drop).unwrap()
+            }
+            Ok(id) => panic!("connected to a closed port: {id:?}"),
             Err(e) => break e,
         }
         assert!(Instant::now() < deadline, "no answer to the connect");
@@ -165,6 +161,60 @@ fn etran_app_connects_to_a_linux_listener() {
     assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
 }
 
+/// Listening is an object, as a listening socket is: accept on it is non-blocking as accept(2)
+/// on a non-blocking socket (EAGAIN while nothing is pending; EINVAL on another app's), two
+/// listeners on two ports each get their own connections, and closing one resets the
+/// connections it had not handed out and refuses later SYNs to its port (ECONNREFUSED at a
+/// Linux client), while the connections accepted before live on and the port is free again.
+#[test]
+fn listeners_accept_their_own_connections_and_a_closed_one_refuses() {
+    let Some(_root) = common::root::shared() else { return };
+    let DaemonPair { net, daemon } = DaemonPair::new("tcplisten");
+    let b = net.b.clone();
+    let (p1, p2) = (PORT + 10, PORT + 11);
+    let connect = |port: u16| {
+        in_netns(&b, || {
+            let to = SocketAddrV4::new("10.77.0.1".parse().unwrap(), port);
+            TcpStream::connect_timeout(&to.into(), Duration::from_secs(3))
+        })
+    };
+    let port_of = |app: &App, id| u16::from_be(app.stream(id).unwrap().key().local_port);
+    let mut app = App::open(&daemon.sock).unwrap();
+    let first = app.listen(p1).unwrap();
+    let second = app.listen(p2).unwrap();
+    let err = app.accept(&first).unwrap_err();
+    assert_eq!((err.kind(), err.raw_os_error()), (ErrorKind::WouldBlock, Some(libc::EAGAIN)));
+
+    // A connection to the second port comes through the second listener only.
+    let mut c2 = connect(p2).expect("the daemon accepts on the second port");
+    let id2 = etran_accept(&mut app, &second, Duration::from_secs(5));
+    assert_eq!(port_of(&app, id2), p2);
+    assert_eq!(app.accept(&first).unwrap_err().kind(), ErrorKind::WouldBlock);
+    let mut c1 = connect(p1).expect("the daemon accepts on the first port");
+    let id1 = etran_accept(&mut app, &first, Duration::from_secs(5));
+    assert_eq!(port_of(&app, id1), p1);
+    let mut other = App::open(&daemon.sock).unwrap();
+    assert_eq!(other.accept(&second).unwrap_err().raw_os_error(), Some(libc::EINVAL));
+
+    // One more connection to the first port, never accepted: the close resets it.
+    let mut pending = connect(p1).expect("the handshake completes before accept");
+    app.close_listener(first).unwrap();
+    pending.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let err = pending.read(&mut [0u8; 1]).expect_err("reset");
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
+    let err = connect(p1).expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+
+    // What was accepted before lives on; the other listener still accepts.
+    exchange(&mut app, id1, &mut c1);
+    exchange(&mut app, id2, &mut c2);
+    let _c = connect(p2).expect("the second port still listens");
+    etran_accept(&mut app, &second, Duration::from_secs(5));
+    let again = other.listen(p1).expect("the closed port is free");
+    let _c = connect(p1).expect("the new listener accepts");
+    etran_accept(&mut other, &again, Duration::from_secs(5));
+}
+
 /// CPU time this thread has used (`getrusage(RUSAGE_THREAD)`): the app runs on this thread,
 /// and the test binary's other threads (another test, say) must not count.
 fn thread_cpu() -> Duration {
@@ -179,7 +229,8 @@ fn thread_cpu() -> Duration {
 /// and its daemon link) instead of spinning: under 2 % of a CPU over 3 s. Then the blocking
 /// calls work as their POSIX namesakes, errnos included: a `recv` with nothing to read times
 /// out with EAGAIN, the connections still echo after the idle time, a Linux peer's RST fails
-/// `recv` with ECONNRESET, and a connection that was forgotten is ENOTCONN.
+/// `recv` with ECONNRESET, a connection that was forgotten is ENOTCONN, a full send buffer is
+/// EAGAIN.
 #[test]
 fn an_idle_app_sleeps_and_blocking_calls_give_posix_errors() {
     let Some(_root) = common::root::alone() else { return };
@@ -257,6 +308,18 @@ fn an_idle_app_sleeps_and_blocking_calls_give_posix_errors() {
     app.remove_connection(id);
     let err = app.recv(id, &mut buf).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+
+    // A peer that reads nothing: the send buffer fills, then a send is EAGAIN, and a
+    // blocking one gives up after its timeout with EAGAIN too.
+    let (id, _) = conns[2];
+    let big = vec![7u8; 64 << 20];
+    let n = app.send(id, &big).unwrap();
+    assert!(n < big.len(), "the send buffer took it all");
+    let err = app.send(id, &big[n..]).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EAGAIN), "{err}");
+    app.set_timeout(Some(Duration::from_millis(200)));
+    let err = app.send_blocking(id, &big[n..]).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EAGAIN), "{err}");
 
     // After close, sending is EPIPE (the peer's side stays readable).
     let (id, _) = conns[0];

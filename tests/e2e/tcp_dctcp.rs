@@ -28,7 +28,7 @@ use common::{
     tcp::from_bytes,
 };
 use etran::{
-    app::{App, ConnId, StreamStats},
+    app::{ready, App, ConnId, Listener, StreamStats},
     bpf::tcp::types::{tcp_conn, tcp_conn_key},
     testbed::{port_name, Spec, HOST_NIC},
 };
@@ -199,14 +199,20 @@ fn etran_send(app: &mut App, ids: &[ConnId], late: usize, start: Instant) -> Vec
     ids.iter().map(|id| app.stream(*id).unwrap().stats()).collect()
 }
 
-/// Receives on the connections the app accepts (flow index: accept order) until `stop`.
-fn etran_receive(app: &mut App, flows: usize, t0: Instant, stop: &AtomicBool) -> Trace {
+/// Receives on the connections the app accepts on `l` (flow index: accept order) until `stop`.
+fn etran_receive(
+    app: &mut App,
+    l: &Listener,
+    flows: usize,
+    t0: Instant,
+    stop: &AtomicBool,
+) -> Trace {
     let mut trace = Trace::new(flows);
     let mut conns: Vec<ConnId> = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
     while !stop.load(Ordering::Relaxed) {
         app.poll().unwrap();
-        while let Some(id) = app.accept().unwrap() {
+        while let Some(id) = ready(app.accept(l)).unwrap() {
             conns.push(id);
         }
         for (f, id) in conns.iter().enumerate() {
@@ -246,14 +252,14 @@ fn etran_to_etran(hosts: &EtranHosts, rate: u64) -> Outcome {
     let port = 7700;
     let server = SocketAddrV4::new(hosts.tb.host(2).ip, port);
     let mut rapp = register(&hosts.daemons[1].sock);
-    rapp.listen(port).unwrap();
+    let listener = rapp.listen(port).unwrap();
     let mut app = register(&hosts.daemons[0].sock);
     let stop = AtomicBool::new(false);
     let (drops0, marks0) = (switch_drops(hosts, 2), ce_marks(hosts));
     let t0 = Instant::now();
     let (trace, started) = std::thread::scope(|s| {
         let stop = &stop;
-        let rx = s.spawn(move || etran_receive(&mut rapp, FLOWS, t0, stop));
+        let rx = s.spawn(move || etran_receive(&mut rapp, &listener, FLOWS, t0, stop));
         let ids: Vec<ConnId> =
             (0..FLOWS).map(|_| app.connect_blocking(server).expect("connect")).collect();
         let start = Instant::now();

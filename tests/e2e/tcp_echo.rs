@@ -13,7 +13,7 @@ use common::{
     netns::in_netns,
 };
 use etran::{
-    app::{App, ConnId},
+    app::{ready, App, ConnId, Listener},
     testbed::HOST_NIC,
 };
 
@@ -23,13 +23,13 @@ fn byte(conn: usize, msg: usize, offset: usize) -> u8 {
         as u8
 }
 
-/// Echoes every byte back on every connection it accepts, until `stop`.
-fn echo_server(app: &mut App, stop: &std::sync::atomic::AtomicBool) {
+/// Echoes every byte back on every connection it accepts on `l`, until `stop`.
+fn echo_server(app: &mut App, l: &Listener, stop: &std::sync::atomic::AtomicBool) {
     let mut conns: Vec<(ConnId, Vec<u8>)> = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         app.poll().unwrap();
-        while let Some(id) = app.accept().unwrap() {
+        while let Some(id) = ready(app.accept(l)).unwrap() {
             conns.push((id, Vec::new()));
         }
         for (id, pending) in &mut conns {
@@ -69,11 +69,11 @@ fn random_sizes_echo_byte_exact_over_many_connections() {
     let server_addr = SocketAddrV4::new(hosts.tb.host(2).ip, PORT);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let mut sapp = register(&hosts.daemons[1].sock);
-    sapp.listen(PORT).unwrap();
+    let listener = sapp.listen(PORT).unwrap();
     let mut rng = Rng(0x5eed_1234_abcd);
     let mut total = 0;
     std::thread::scope(|s| {
-        let server = s.spawn(|| echo_server(&mut sapp, &stop));
+        let server = s.spawn(|| echo_server(&mut sapp, &listener, &stop));
         let mut app = register(&hosts.daemons[0].sock);
         let mut conns: Vec<Sender> = (0..CONNS)
             .map(|c| {
@@ -176,13 +176,13 @@ fn stream_byte(offset: u64) -> u8 {
 fn killed_app_child() {
     let sock = std::env::var(CHILD_ENV).expect("started by the parent test");
     let mut app = register(std::path::Path::new(&sock));
-    app.listen(KILL_PORT).unwrap();
+    let listener = app.listen(KILL_PORT).unwrap();
     let mut conns: Vec<(ConnId, u64)> = Vec::new();
     let mut out = vec![0u8; 1 << 14];
     let mut announced = false;
     loop {
         app.poll().unwrap();
-        if let Some(id) = app.accept().unwrap() {
+        if let Some(id) = ready(app.accept(&listener)).unwrap() {
             conns.push((id, 0));
         }
         for (id, sent) in &mut conns {

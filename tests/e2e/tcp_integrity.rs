@@ -15,7 +15,7 @@ use common::{
     netns::in_netns,
 };
 use etran::{
-    app::{App, ConnId},
+    app::{ready, App, ConnId},
     testbed::{Spec, HOST_NIC},
 };
 
@@ -130,8 +130,8 @@ fn every_byte_arrives_intact_through_a_corrupting_switch() {
     let before: Vec<u64> = [&h1, &h2].iter().map(|ns| in_netns(ns, kernel_input_errors)).collect();
 
     let mut app2 = register(&hosts.daemons[1].sock);
-    app2.listen(LINUX_TO_ETRAN).unwrap();
-    app2.listen(ETRAN_TO_ETRAN).unwrap();
+    let linux_to_etran = app2.listen(LINUX_TO_ETRAN).unwrap();
+    let etran_to_etran = app2.listen(ETRAN_TO_ETRAN).unwrap();
     let mut app1 = register(&hosts.daemons[0].sock);
     let listener = in_netns(&h1, || {
         TcpListener::bind(SocketAddrV4::new(ip1, ETRAN_TO_LINUX)).expect("Linux listens")
@@ -206,10 +206,12 @@ fn every_byte_arrives_intact_through_a_corrupting_switch() {
                 out.sent
             );
             app2.poll().unwrap();
-            while let Some(id) = app2.accept().unwrap() {
-                let port = u16::from_be(app2.stream(id).unwrap().key().local_port);
-                let slot = if port == LINUX_TO_ETRAN { &mut from_linux } else { &mut from_etran };
-                *slot = Some((id, Progress::default()));
+            for (l, slot) in
+                [(&linux_to_etran, &mut from_linux), (&etran_to_etran, &mut from_etran)]
+            {
+                if let Some(id) = ready(app2.accept(l)).unwrap() {
+                    *slot = Some((id, Progress::default()));
+                }
             }
             if let Some((id, p)) = &mut from_linux {
                 pump_recv(&mut app2, *id, 1, STREAM, p, &mut buf);

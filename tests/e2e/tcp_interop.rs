@@ -72,11 +72,11 @@ fn impaired_switch_every_byte_right_both_ways() {
     rows.push(Row { name: "eTran → Linux", secs, capture: Some(frames) });
 
     // Linux (h2) → eTran (h1).
-    app.listen(7502).unwrap();
+    let listener = app.listen(7502).unwrap();
     let (secs, frames) = captured(&hosts, || {
         let peer =
             PyPeer::start(&hosts.ns(2), "send", "connect", SocketAddrV4::new(h1, 7502), bytes, 2);
-        let id = etran_accept(&mut app, LIMIT);
+        let id = etran_accept(&mut app, &listener, LIMIT);
         let took = etran_recv(&mut app, id, bytes, 2, LIMIT);
         peer.finish("Linux → eTran");
         took.as_secs_f64()
@@ -90,7 +90,7 @@ fn impaired_switch_every_byte_right_both_ways() {
             let id = app2.connect_blocking(SocketAddrV4::new(h1, 7502)).expect("connect");
             etran_send(&mut app2, id, bytes, 3, LIMIT)
         });
-        let id = etran_accept(&mut app, LIMIT);
+        let id = etran_accept(&mut app, &listener, LIMIT);
         let took = etran_recv(&mut app, id, bytes, 3, LIMIT);
         sender.join().unwrap();
         took.as_secs_f64()

@@ -14,11 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{daemon::EtranHosts, netns::in_netns, tcp::pattern};
-use etran::{
-    app::{App, ConnId},
-    testbed::Spec,
-};
+use common::{daemon::EtranHosts, netns::in_netns, peer::etran_accept, tcp::pattern};
+use etran::{app::App, testbed::Spec};
 
 const SIZE: usize = 10 << 20;
 /// The switch's loss rate; ETRAN_TEST_LOSS overrides it (0 gives the loss-free baseline).
@@ -120,7 +117,7 @@ impl Bed {
     /// Linux in host 2 sends to the app: the time until the app has every byte.
     fn linux_to_etran(&mut self, port: u16) -> Duration {
         let data = pattern(5, SIZE);
-        self.app.listen(port).unwrap();
+        let listener = self.app.listen(port).unwrap();
         let addr = SocketAddrV4::new(self.ip1, port);
         std::thread::scope(|s| {
             let data = &data;
@@ -133,7 +130,7 @@ impl Bed {
                 c.write_all(data).unwrap();
                 c // kept open until the app has everything
             });
-            let id = self.accept();
+            let id = etran_accept(&mut self.app, &listener, Duration::from_secs(5));
             let mut got = Vec::with_capacity(SIZE);
             let mut buf = vec![0u8; 64 << 10];
             let start = Instant::now();
@@ -153,23 +150,9 @@ impl Bed {
             println!("  etran receiver: {:?}", st);
             drop(sender.join().unwrap());
             self.app.abort(id);
+            self.app.close_listener(listener).unwrap();
             end - t0
         })
-    }
-
-    fn accept(&mut self) -> ConnId {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            self.app.poll().unwrap();
-            if let Some(id) = self.app.accept().unwrap() {
-                return id;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no connection accepted: {}",
-                self.hosts.daemons[0].log()
-            );
-        }
     }
 
     /// The app sends to Linux in host 2: the time until Linux has every byte; with the app's

@@ -16,10 +16,11 @@ use std::{
 use common::{
     daemon::EtranApp,
     netns::{in_netns, mac_of, sh, RawSocket},
+    peer::etran_accept,
     tcp::{conn_present, pattern, pending_present, wait_for},
 };
 use etran::{
-    app::{App, ConnId},
+    app::{ready, App, ConnId, Listener},
     bpf::tcp::types::tcp_conn_key,
     transport::tcp::{
         handshake::timestamp_option,
@@ -133,10 +134,11 @@ impl Peer {
 /// What a case sends right behind the handshake, back to back.
 type Script<'a> = &'a [(u8, &'a [u8])];
 
-/// The app side: adopts one connection (accepted, or given), reads everything until `want`
-/// bytes (and the end of the stream with `fin`), then aborts it. Returns what it read.
+/// The app side: adopts one connection (accepted on `l`, or given), reads everything until
+/// `want` bytes (and the end of the stream with `fin`), then aborts it. Returns what it read.
 fn read_all(
     app: &mut App,
+    l: &Listener,
     id: Option<ConnId>,
     want: usize,
     fin: bool,
@@ -150,7 +152,7 @@ fn read_all(
     loop {
         app.poll().unwrap();
         if id.is_none() {
-            id = app.accept().unwrap();
+            id = ready(app.accept(l)).unwrap();
         }
         if let Some(c) = id {
             loop {
@@ -180,6 +182,7 @@ fn expected(script: Script) -> (Vec<u8>, bool) {
 /// An app listening on PORT (the common bed), and both ends' Ethernet addresses.
 struct Bed {
     etran: EtranApp,
+    listener: Listener,
     vb_mac: [u8; 6],
     va_mac: [u8; 6],
 }
@@ -187,10 +190,10 @@ struct Bed {
 impl Bed {
     fn new(name: &str) -> Bed {
         let mut etran = EtranApp::new(name);
-        etran.app.listen(PORT).unwrap();
+        let listener = etran.app.listen(PORT).unwrap();
         let net = &etran.net;
         let (vb_mac, va_mac) = (mac_of(&net.b, "vb"), mac_of(&net.a, "va"));
-        Bed { etran, vb_mac, va_mac }
+        Bed { etran, listener, vb_mac, va_mac }
     }
 
     /// A passive open from peer port `port` (initial sequence number `isn`), then `script`
@@ -211,7 +214,8 @@ impl Bed {
                 })
             });
             let done = || peer.is_finished();
-            let (id, got) = read_all(&mut self.etran.app, None, want.len(), fin, &done);
+            let (id, got) =
+                read_all(&mut self.etran.app, &self.listener, None, want.len(), fin, &done);
             assert_eq!(got, want, "port {port}: every byte exactly once");
             let took = peer.join().expect("the peer saw everything acknowledged in time");
             (id, took)
@@ -279,7 +283,8 @@ fn a_server_speaking_first_races_our_ack_of_its_syn_ack() {
             let remote = SocketAddrV4::new(PEER_IP, port);
             let id = bed.etran.app.connect_blocking(remote).expect("connected");
             let done = || peer.is_finished();
-            let (id, got) = read_all(&mut bed.etran.app, Some(id), want.len(), fin, &done);
+            let (id, got) =
+                read_all(&mut bed.etran.app, &bed.listener, Some(id), want.len(), fin, &done);
             assert_eq!(got, want, "every byte exactly once");
             let took = peer.join().expect("everything acknowledged in time");
             eprintln!("active open {i}: acknowledged after {took:?}");
@@ -324,13 +329,7 @@ fn data_right_behind_a_syn_that_reopens_a_tuple_in_time_wait() {
             })
         });
         let deadline = Instant::now() + Duration::from_secs(5);
-        let id = loop {
-            bed.etran.app.poll().unwrap();
-            if let Some(id) = bed.etran.app.accept().unwrap() {
-                break id;
-            }
-            assert!(Instant::now() < deadline, "no accept");
-        };
+        let id = etran_accept(&mut bed.etran.app, &bed.listener, Duration::from_secs(5));
         bed.etran.app.close(id).unwrap();
         while !bed.etran.app.is_closed(id) || !peer.is_finished() {
             bed.etran.app.poll().unwrap();

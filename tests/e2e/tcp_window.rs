@@ -20,6 +20,7 @@ use std::{
 use common::{
     daemon::EtranApp as Etran,
     netns::{in_netns, set_int_opt, RawSocket},
+    peer::etran_accept,
     tcp::{add_neighbour_of_b, pattern},
 };
 use etran::{
@@ -57,7 +58,7 @@ fn capture(raw: &RawSocket, from: SocketAddrV4, stop: &AtomicBool, wscale: u8) -
 /// the app sent and our segments as the sender saw them (ack, edge under `wscale`).
 fn download(name: &str, total: usize, wscale: u8) -> (u64, Vec<(u32, u32)>) {
     let mut e = Etran::new(name);
-    e.app.listen(PORT).unwrap();
+    let listener = e.app.listen(PORT).unwrap();
     if wscale == 0 {
         common::netns::sh(&format!(
             "ip netns exec {} sysctl -qw net.ipv4.tcp_window_scaling=0",
@@ -76,13 +77,7 @@ fn download(name: &str, total: usize, wscale: u8) -> (u64, Vec<(u32, u32)>) {
             c.write_all(&data).unwrap();
         });
         let deadline = Instant::now() + Duration::from_secs(20);
-        let id = loop {
-            e.app.poll().unwrap();
-            if let Some(id) = e.app.accept().unwrap() {
-                break id;
-            }
-            assert!(Instant::now() < deadline, "no accept: {}", e.daemon.log());
-        };
+        let id = etran_accept(&mut e.app, &listener, Duration::from_secs(20));
         let mut got = Vec::with_capacity(total);
         let mut buf = vec![0u8; 64 << 10];
         // Each pass reads what is there, 64 KiB at a time.

@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use super::linux_echo::{self, ClientResult, Echo, Progress, Share, Wait};
 use crate::{
-    app::{App, ConnId},
+    app::{ready, App, ConnId, Listener},
     backend::compat::port,
     backend::BackendChoice,
     daemon::{Config, Daemon},
@@ -244,8 +244,8 @@ fn apps(
                         Ok(match p.peer {
                             Peer::Etran => {
                                 let mut app = register(&socks[1], format!("server {i}"))?;
-                                app.listen(port)?;
-                                Server::Etran(Box::new(app))
+                                let listener = app.listen(port)?;
+                                Server::Etran(Box::new(app), listener)
                             }
                             Peer::Linux => {
                                 let server = linux_echo::Server::bind(
@@ -258,11 +258,18 @@ fn apps(
                         })
                     })();
                     match setup {
-                        Ok(Server::Etran(mut app)) => {
+                        Ok(Server::Etran(mut app, listener)) => {
                             let _ = ready_tx.send(Ok(()));
                             let churn = p.churn.is_some();
-                            let unclosed =
-                                serve(&mut app, p.wait, share.conns, churn, adopted, stop)?;
+                            let unclosed = serve(
+                                &mut app,
+                                &listener,
+                                p.wait,
+                                share.conns,
+                                churn,
+                                adopted,
+                                stop,
+                            )?;
                             app.quiesce(&unclosed).map(Some)
                         }
                         Ok(Server::Linux(server)) => {
@@ -379,7 +386,7 @@ fn joined<T>(h: std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>) -> anyhow:
 
 /// One share's echo server (the app boxed: it is large, and a Linux server small).
 enum Server {
-    Etran(Box<Probed>),
+    Etran(Box<Probed>, Listener),
     Linux(linux_echo::Server),
 }
 
@@ -505,6 +512,7 @@ fn reap(app: &mut App, closing: &mut Vec<ConnId>) -> anyhow::Result<u64> {
 /// by then.
 fn serve(
     app: &mut App,
+    listener: &Listener,
     wait: Wait,
     expect: u32,
     churn: bool,
@@ -521,7 +529,7 @@ fn serve(
         passes = passes.wrapping_add(1);
         let expected = churn || (adopted.load(Ordering::Relaxed) as usize) < expect as usize;
         if expected && (wait == Wait::Blocking || passes % 16 == 0) {
-            while let Some(id) = app.accept()? {
+            while let Some(id) = ready(app.accept(listener))? {
                 conns.push((id, Vec::new()));
                 adopted.fetch_add(1, Ordering::Release);
             }

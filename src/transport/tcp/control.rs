@@ -337,6 +337,33 @@ impl SlowPath {
         Ok(())
     }
 
+    /// `Unlisten { port }` from the session `owner`: the port leaves `etran_tcp_listen`, so a
+    /// later SYN to it goes to the kernel, which answers RST (`ECONNREFUSED` at the peer), and
+    /// the handshakes to it still running are dropped (the kernel resets their final ACK).
+    /// Nothing changes for a port `owner` does not listen on.
+    pub fn unlisten<T>(
+        &mut self,
+        tcp: &TcpHandles,
+        timers: &mut TimerWheel<T>,
+        owner: Token,
+        port: u16,
+    ) {
+        if self.listeners.get(&port).is_none_or(|(o, _)| *o != owner) {
+            return;
+        }
+        self.listeners.remove(&port);
+        let _ = tcp.listen.delete(&port.to_be_bytes());
+        let keys: Vec<FlowKey> = self
+            .pending
+            .iter()
+            .filter(|(k, p)| !p.active && p.owner == owner && k.0.port() == port)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            self.drop_pending(tcp, timers, &k);
+        }
+    }
+
     /// Drains the ring buffer and handles every segment.
     pub fn on_readable<T>(
         &mut self,
@@ -791,12 +818,11 @@ impl SlowPath {
     /// Removes everything `owner` had: listening ports, handshakes, connections (each aborted
     /// with a RST at the positions the fast path reached).
     pub fn teardown<T>(&mut self, tcp: &TcpHandles, timers: &mut TimerWheel<T>, owner: Token) {
-        self.listeners.retain(|port, (o, _)| {
-            if *o == owner {
-                let _ = tcp.listen.delete(&port.to_be_bytes());
-            }
-            *o != owner
-        });
+        let ports: Vec<u16> =
+            self.listeners.iter().filter(|(_, (o, _))| *o == owner).map(|(p, _)| *p).collect();
+        for port in ports {
+            self.unlisten(tcp, timers, owner, port);
+        }
         let keys: Vec<FlowKey> =
             self.pending.iter().filter(|(_, p)| p.owner == owner).map(|(k, _)| *k).collect();
         for k in keys {
@@ -819,8 +845,8 @@ impl SlowPath {
 }
 
 /// TCP's control path as the daemon holds it: the slow path over the TCP object's handles.
-/// The daemon drives it through [`Control`]; the requests only TCP has (listen, connect,
-/// release, abort) are its own methods.
+/// The daemon drives it through [`Control`]; the requests only TCP has (listen, unlisten,
+/// connect, release, abort) are its own methods.
 pub struct TcpControl {
     handles: TcpHandles,
     slow: SlowPath,
@@ -844,6 +870,11 @@ impl TcpControl {
     /// See [`SlowPath::listen`].
     pub fn listen(&mut self, owner: Token, slot: u32, port: u16) -> Result<(), Refusal> {
         self.slow.listen(&self.handles, owner, slot, port)
+    }
+
+    /// See [`SlowPath::unlisten`].
+    pub fn unlisten<T>(&mut self, timers: &mut TimerWheel<T>, owner: Token, port: u16) {
+        self.slow.unlisten(&self.handles, timers, owner, port)
     }
 
     /// See [`SlowPath::connect`].
