@@ -1,9 +1,104 @@
-//! Helpers shared by the BPF_PROG_TEST_RUN fixture tests: counter look-ups by name and a
-//! deterministic random source for the mutation fuzzers.
-use etran::loader::counters::{ClassCounts, Counters};
+//! The BPF_PROG_TEST_RUN fixture runner every program's table uses, in the spirit of Katran's
+//! fixtures: a row is a frame in (or several), the map state before (the bench's base state,
+//! changed by the row's setup), the verdict expected, what the program sent (checked by the
+//! program's [`Bench`]), and the map state and counters after (the state before, changed by the
+//! row's effect). Plus the run itself with an `xdp_md` context, counter look-ups by name, the
+//! clock the programs stamp TSvals with, and a deterministic random source for the mutation
+//! fuzzers.
+use std::{mem::size_of, os::fd::AsFd};
+
+use etran::{
+    bpf::tcp::types::xdp_md,
+    loader::counters::{self, ClassCounts, Counters},
+};
+use libbpf_rs::{Btf, MapHandle, MapMut, ProgramInput, ProgramMut};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_REDIRECT: u32 = 4;
+
+pub fn as_bytes<T>(v: &T) -> &[u8] {
+    // SAFETY: T is a plain #[repr(C)] type generated from the BPF object's BTF.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast(), size_of::<T>()) }
+}
+
+pub fn from_bytes<T: Copy>(b: &[u8]) -> T {
+    assert!(b.len() >= size_of::<T>());
+    // SAFETY: as above; the length was checked.
+    unsafe { std::ptr::read_unaligned(b.as_ptr().cast()) }
+}
+
+/// What one test run returned: the verdict, the context after the run and the data (from
+/// data_meta on: the kernel copies out any metadata in front of the frame).
+pub struct RawRun {
+    pub verdict: u32,
+    pub ctx: xdp_md,
+    pub data: Vec<u8>,
+}
+
+impl RawRun {
+    /// The metadata the program put in front of the frame, if it is a `T`.
+    pub fn meta<T: Copy>(&self) -> Option<T> {
+        (self.ctx.data as usize == size_of::<T>()).then(|| from_bytes(&self.data))
+    }
+
+    /// The frame as the program left it, behind any metadata.
+    pub fn frame(&self) -> &[u8] {
+        &self.data[self.ctx.data as usize..]
+    }
+}
+
+/// Runs `prog` on `frame` as if it arrived on `ingress_ifindex`.
+pub fn test_run(prog: &ProgramMut<'_>, frame: &[u8], ingress_ifindex: u32) -> RawRun {
+    let md = xdp_md { data_end: frame.len() as u32, ingress_ifindex, ..Default::default() };
+    let mut ctx_in = as_bytes(&md).to_vec();
+    let mut ctx_out = vec![0u8; size_of::<xdp_md>()];
+    // Room for the headers egress puts in front of the frame.
+    let mut out = vec![0u8; frame.len() + 256];
+    let input = ProgramInput {
+        context_in: Some(&mut ctx_in),
+        context_out: Some(&mut ctx_out),
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ..Default::default()
+    };
+    let output = prog.test_run(input).expect("test run");
+    let verdict = output.return_value;
+    let len = output.data.as_ref().map_or(0, |d| d.len());
+    out.truncate(len);
+    RawRun { verdict, ctx: from_bytes(&ctx_out), data: out }
+}
+
+/// The entrance's counter maps, read as `etran stats` reads them (names from its BTF).
+pub struct CounterMaps {
+    btf: Btf<'static>,
+    traffic: MapHandle,
+    drops: MapHandle,
+}
+
+impl CounterMaps {
+    pub fn new(entrance: &ProgramMut<'_>, traffic: &MapMut<'_>, drops: &MapMut<'_>) -> Self {
+        let id = libbpf_rs::Program::id_from_fd(entrance.as_fd()).unwrap();
+        CounterMaps {
+            btf: Btf::from_prog_id(id).unwrap(),
+            traffic: MapHandle::try_from(traffic).unwrap(),
+            drops: MapHandle::try_from(drops).unwrap(),
+        }
+    }
+
+    pub fn read(&self) -> Counters {
+        counters::read(&self.btf, &self.traffic, &self.drops).unwrap()
+    }
+}
 
 pub fn class<'a>(c: &'a Counters, class: &str) -> &'a ClassCounts {
     c.traffic.iter().find(|r| r.class == class).unwrap_or_else(|| panic!("no class {class}"))
+}
+
+/// (transport, pass, drop) packets of a class.
+pub fn class_row(c: &Counters, name: &str) -> (u64, u64, u64) {
+    let row = class(c, name);
+    (row.transport.packets, row.pass.packets, row.drop.packets)
 }
 
 pub fn drop_total(c: &Counters, reason: &str) -> u64 {
@@ -18,6 +113,164 @@ pub fn drop_total(c: &Counters, reason: &str) -> u64 {
 /// Frames counted in any class and verdict.
 pub fn total_frames(c: &Counters) -> u64 {
     c.traffic.iter().map(|r| r.transport.packets + r.pass.packets + r.drop.packets).sum()
+}
+
+/// CLOCK_MONOTONIC in ms: bpf_ktime_get_ns's clock, in the TSval unit the TCP programs use.
+pub fn monotonic_ms() -> u32 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid timespec.
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) }, 0);
+    (ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000) as u32
+}
+
+/// What a row expects the program to do with each of its frames.
+#[derive(Clone, Debug)]
+pub enum Verdict<S> {
+    /// Left to the kernel (XDP_PASS), untouched and without metadata; counted as passed.
+    Pass,
+    /// Dropped (XDP_DROP), counted as a drop for this reason.
+    Drop(&'static str),
+    /// Sent on (XDP_REDIRECT), counted as the transport's; `S` says what was sent, which the
+    /// bench checks.
+    Redirect(S),
+    /// Taken by the transport without a redirect (XDP_DROP: handed to the daemon), counted as
+    /// the transport's, without metadata.
+    Consumed,
+    /// Dropped and counted nowhere: the program found no work (an empty queue).
+    Idle,
+}
+
+/// One row of a fixture table.
+pub struct Row<B: Bench + ?Sized> {
+    pub name: &'static str,
+    /// Changes to the bench's base state before the frames.
+    pub setup: fn(&mut B::State),
+    /// The frames in, run one after the other; the verdict holds for each.
+    pub frames: Vec<Vec<u8>>,
+    pub verdict: Verdict<B::Sent>,
+    /// Changes the frames make to the view of the state before: the view expected after.
+    pub effect: fn(&mut B::View),
+    /// The counter class the frames are counted in.
+    pub class: &'static str,
+}
+
+impl<B: Bench> Row<B> {
+    pub fn new(
+        name: &'static str,
+        setup: fn(&mut B::State),
+        frame: Vec<u8>,
+        verdict: Verdict<B::Sent>,
+        effect: fn(&mut B::View),
+    ) -> Row<B> {
+        Row::many(name, setup, vec![frame], verdict, effect)
+    }
+
+    /// A row of several frames in a row.
+    pub fn many(
+        name: &'static str,
+        setup: fn(&mut B::State),
+        frames: Vec<Vec<u8>>,
+        verdict: Verdict<B::Sent>,
+        effect: fn(&mut B::View),
+    ) -> Row<B> {
+        Row { name, setup, frames, verdict, effect, class: B::CLASS }
+    }
+
+    /// The same row counted in another class.
+    pub fn in_class(self, class: &'static str) -> Row<B> {
+        Row { class, ..self }
+    }
+}
+
+/// What a row's last frame did, for [`Bench::check`].
+pub struct Outcome<'a, B: Bench + ?Sized> {
+    pub row: &'a Row<B>,
+    /// The map state the row started from.
+    pub before: &'a B::State,
+    /// The view expected after.
+    pub want: &'a B::View,
+    pub run: &'a RawRun,
+    /// [`monotonic_ms`] before the row's first run and after its last.
+    pub clock: (u32, u32),
+    /// The counters before the row's first run and after its last.
+    pub counters: (&'a Counters, &'a Counters),
+}
+
+/// A program under test and the map state its table works on.
+pub trait Bench {
+    /// The map state a row starts from.
+    type State;
+    /// What of the map state the frames may change, compared after them.
+    type View: PartialEq + std::fmt::Debug;
+    /// What a row says a redirected frame must be.
+    type Sent;
+    /// The counter class of the rows unless they say otherwise.
+    const CLASS: &'static str;
+
+    /// The state every row starts from before its setup.
+    fn base(&self) -> Self::State;
+    /// Puts `state` into the maps (and clears what an earlier row left).
+    fn install(&self, state: &Self::State);
+    /// The view of a state (the effect's starting point).
+    fn view(&self, state: &Self::State) -> Self::View;
+    /// The view of the maps now.
+    fn after(&self) -> Self::View;
+    fn run(&self, frame: &[u8]) -> RawRun;
+    fn counters(&self) -> Counters;
+    /// Checks what the program did with the row's last frame beyond what [`run_table`] checks
+    /// itself (the verdict, counters, an untouched passed frame, the view after): what a
+    /// redirect sent, above all.
+    fn check(&self, _: &Outcome<'_, Self>) {}
+}
+
+/// Runs every row against `bench`, panicking with the row's name at the first mismatch: the
+/// verdict of each frame, its counters (class and drop reason), an untouched frame when
+/// passed, no metadata when passed or consumed, the bench's own checks, and the view after.
+pub fn run_table<B: Bench>(bench: &B, rows: &[Row<B>]) {
+    for row in rows {
+        let name = row.name;
+        let mut before = bench.base();
+        (row.setup)(&mut before);
+        bench.install(&before);
+        let mut want = bench.view(&before);
+        (row.effect)(&mut want);
+        let c0 = bench.counters();
+        let t0 = monotonic_ms();
+        let runs: Vec<RawRun> = row.frames.iter().map(|f| bench.run(f)).collect();
+        let t1 = monotonic_ms();
+        let c1 = bench.counters();
+        let n = row.frames.len() as u64;
+        let (verdict, counted) = match row.verdict {
+            Verdict::Pass => (XDP_PASS, (0, n, 0)),
+            Verdict::Drop(_) => (XDP_DROP, (0, 0, n)),
+            Verdict::Redirect(_) => (XDP_REDIRECT, (n, 0, 0)),
+            Verdict::Consumed => (XDP_DROP, (n, 0, 0)),
+            Verdict::Idle => (XDP_DROP, (0, 0, 0)),
+        };
+        for (run, frame) in runs.iter().zip(&row.frames) {
+            assert_eq!(run.verdict, verdict, "{name}: verdict");
+            if matches!(row.verdict, Verdict::Pass | Verdict::Consumed) {
+                assert_eq!(run.ctx.data, 0, "{name}: no metadata");
+            }
+            if let Verdict::Pass = row.verdict {
+                assert_eq!(&run.data, frame, "{name}: a passed frame is untouched");
+            }
+        }
+        let (r0, r1) = (class_row(&c0, row.class), class_row(&c1, row.class));
+        let moved = (r1.0 - r0.0, r1.1 - r0.1, r1.2 - r0.2);
+        assert_eq!(moved, counted, "{name}: counted as (transport, pass, drop) of {}", row.class);
+        if let Verdict::Drop(reason) = row.verdict {
+            let dropped = drop_total(&c1, reason) - drop_total(&c0, reason);
+            assert_eq!(dropped, n, "{name}: reason {reason}");
+        }
+        if let Some(run) = runs.last() {
+            let counters = (&c0, &c1);
+            let clock = (t0, t1);
+            bench.check(&Outcome { row, before: &before, want: &want, run, clock, counters });
+        }
+        assert_eq!(bench.after(), want, "{name}: the state after");
+    }
+    eprintln!("{} rows", rows.len());
 }
 
 /// The seed of mutation fuzzer `name`: `ETRAN_FUZZ_SEED` (decimal or 0x-hex) when set, else

@@ -5,8 +5,11 @@
 //! - [`cli`]: the `etran` binary run on the host or in a namespace;
 //! - [`netns`]: private namespaces (a veth pair), raw sockets, running code in a namespace;
 //! - [`daemon`]: an `etran daemon` child, `etran up` on a pair, two etran hosts on a testbed;
-//! - [`fixture`]: the generic BPF_PROG_TEST_RUN fixture runner, counters, the fuzzers' random
-//!   source; [`tcp`]: the TCP programs' fixture harness and end-to-end helpers;
+//! - [`fixture`]: the BPF_PROG_TEST_RUN fixture runner every program's table uses (a
+//!   [`fixture::Bench`] per program, [`fixture::Row`]s of frame in, map state before, verdict,
+//!   what was sent, map state and counters after), counters, the fuzzers' random source;
+//!   [`tcp`]: the TCP programs' harness (the datapath, its maps, a run of each program, the
+//!   fixture connection and its frames both ways, [`tcp::OnConn`]) and end-to-end helpers;
 //! - [`packet`]: frame builders and parsers; [`capture`], [`peer`], [`hostile`]: a capture
 //!   judge, Linux peers, and a hostile app for the end-to-end tests.
 pub mod capture;

@@ -1,40 +1,28 @@
-//! The harness of the TCP program fixtures (ingress and egress): the datapath loaded as
-//! `etran up` links it, with lo standing in for the app port and the NIC (a test run never
-//! transmits), connection-map access, BPF_PROG_TEST_RUN with an xdp_md context, counters.
-use std::{mem::size_of, os::fd::AsFd};
+//! The harness of the TCP program fixtures: the datapath loaded as `etran up` links it, with lo
+//! standing in for the app port and the NIC (a test run never transmits), the map state
+//! (connections, the ACK generator's queues, the slow-path ring), a run of each program, the
+//! fixture connection and the frames of it both ways; and helpers for the end-to-end tests.
+use std::{cell::RefCell, net::SocketAddrV4, os::fd::AsFd, rc::Rc};
 
 use etran::{
     bpf::{
         entrance::types::etran_backend,
-        tcp::types::{tcp_conn, tcp_conn_key, xdp_md},
+        tcp::types::{etran_tcp_rx_meta, etran_tcp_tx_hdr, tcp_conn, tcp_conn_key},
     },
-    loader::{
-        self,
-        counters::{self, Counters},
-        ObjectStorage, Objects,
-    },
+    loader::{self, counters::Counters, ObjectStorage, Objects},
 };
-use libbpf_rs::{Btf, MapCore, MapFlags, MapHandle, ProgramInput, ProgramMut};
+use libbpf_rs::{MapCore, MapFlags, MapMut, ProgramMut, RingBuffer, RingBufferBuilder};
 
-use crate::fixture::class;
-
-pub const XDP_DROP: u32 = 1;
-pub const XDP_PASS: u32 = 2;
-pub const XDP_REDIRECT: u32 = 4;
+pub use crate::fixture::{as_bytes, from_bytes, RawRun, XDP_DROP, XDP_PASS, XDP_REDIRECT};
+use crate::{
+    fixture::{class_row, test_run, Bench, CounterMaps, Outcome},
+    packet::*,
+};
+/// The segment fields the fixtures' frames are built from (see [`frame`]).
+pub use etran::transport::tcp::segment::Segment;
 
 /// ifindex of lo, which stands in for app port 0 and for the NIC.
 pub const LO: u32 = 1;
-
-pub fn as_bytes<T>(v: &T) -> &[u8] {
-    // SAFETY: T is a plain #[repr(C)] type generated from the BPF object's BTF.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast(), size_of::<T>()) }
-}
-
-pub fn from_bytes<T: Copy>(b: &[u8]) -> T {
-    assert!(b.len() >= size_of::<T>());
-    // SAFETY: as above; the length was checked.
-    unsafe { std::ptr::read_unaligned(b.as_ptr().cast()) }
-}
 
 /// Serial `a <= b`.
 pub fn not_after(a: u32, b: u32) -> bool {
@@ -43,9 +31,7 @@ pub fn not_after(a: u32, b: u32) -> bool {
 
 pub struct Harness<'a> {
     pub objs: Objects<'a>,
-    btf: Btf<'static>,
-    traffic: MapHandle,
-    drops: MapHandle,
+    counters: CounterMaps,
 }
 
 /// A root test's [`Harness`], held with the test's root guard (dropped after it); derefs to the
@@ -63,14 +49,6 @@ impl std::ops::Deref for RootHarness {
     }
 }
 
-/// What one test run returned: the verdict, the context after the run and the data (from
-/// data_meta on: the kernel copies out any metadata in front of the frame).
-pub struct RawRun {
-    pub verdict: u32,
-    pub ctx: xdp_md,
-    pub data: Vec<u8>,
-}
-
 impl Harness<'static> {
     /// For a root test: the harness over storage of its own, or None (after saying so) where
     /// root tests cannot run (see [`crate::root`]).
@@ -82,25 +60,32 @@ impl Harness<'static> {
     }
 }
 
+/// What TCP ingress did with a frame (run through the entrance).
+pub struct IngressRun {
+    pub verdict: u32,
+    /// The RX metadata, when the frame went to the app.
+    pub meta: Option<etran_tcp_rx_meta>,
+    /// The frame behind the metadata.
+    pub frame: Vec<u8>,
+}
+
 impl Harness<'_> {
     pub fn new(storage: &mut ObjectStorage) -> Harness<'_> {
         let objs = loader::load(storage, etran_backend::ETRAN_BACKEND_COMPAT, 1)
             .expect("the verifier accepts every program");
-        let id =
-            libbpf_rs::Program::id_from_fd(objs.entrance.progs.etran_entrance.as_fd()).unwrap();
-        let btf = Btf::from_prog_id(id).unwrap();
-        let traffic = MapHandle::try_from(&objs.entrance.maps.etran_traffic).unwrap();
-        let drops = MapHandle::try_from(&objs.entrance.maps.etran_drops).unwrap();
+        let e = &objs.entrance;
+        let counters =
+            CounterMaps::new(&e.progs.etran_entrance, &e.maps.etran_traffic, &e.maps.etran_drops);
         let (slot, lo) = (0u32.to_ne_bytes(), LO.to_ne_bytes());
         let maps = &objs.tcp.maps;
         maps.etran_app_ports.update(&slot, &lo, MapFlags::ANY).expect("app port 0: lo");
         maps.etran_port_ifindex.update(&slot, &lo, MapFlags::ANY).expect("port 0 ifindex: lo");
         maps.etran_nic.update(&slot, &lo, MapFlags::ANY).expect("NIC: lo");
-        Harness { objs, btf, traffic, drops }
+        Harness { objs, counters }
     }
 
     pub fn counters(&self) -> Counters {
-        counters::read(&self.btf, &self.traffic, &self.drops).unwrap()
+        self.counters.read()
     }
 
     pub fn set_conn(&self, key: &tcp_conn_key, c: &tcp_conn) {
@@ -115,23 +100,174 @@ impl Harness<'_> {
 
     /// Runs `prog` on `frame` as if it arrived on `ingress_ifindex`.
     pub fn run(&self, prog: &ProgramMut<'_>, frame: &[u8], ingress_ifindex: u32) -> RawRun {
-        let md = xdp_md { data_end: frame.len() as u32, ingress_ifindex, ..Default::default() };
-        let mut ctx_in = as_bytes(&md).to_vec();
-        let mut ctx_out = vec![0u8; size_of::<xdp_md>()];
-        // Room for the headers egress puts in front of the frame.
-        let mut out = vec![0u8; frame.len() + 128];
-        let input = ProgramInput {
-            context_in: Some(&mut ctx_in),
-            context_out: Some(&mut ctx_out),
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..Default::default()
-        };
-        let output = prog.test_run(input).expect("test run");
-        let verdict = output.return_value;
-        let len = output.data.as_ref().map_or(0, |d| d.len());
-        out.truncate(len);
-        RawRun { verdict, ctx: from_bytes(&ctx_out), data: out }
+        test_run(prog, frame, ingress_ifindex)
+    }
+
+    /// A frame from the NIC through the entrance, which tail-calls TCP ingress.
+    pub fn ingress(&self, frame: &[u8]) -> IngressRun {
+        let run = self.run(&self.objs.entrance.progs.etran_entrance, frame, LO);
+        let meta = run.meta::<etran_tcp_rx_meta>();
+        assert!(run.ctx.data == 0 || meta.is_some(), "metadata of {} bytes", run.ctx.data);
+        IngressRun { verdict: run.verdict, meta, frame: run.frame().to_vec() }
+    }
+
+    /// An app's TX frame through egress (from port 0).
+    pub fn egress(&self, frame: &[u8]) -> RawRun {
+        self.run(&self.objs.tcp.progs.etran_tcp_egress, frame, LO)
+    }
+
+    /// One generator run popping queue `q`.
+    pub fn gen(&self, q: u8) -> RawRun {
+        self.run(&self.objs.tcp.progs.etran_tcp_gen, &gen_template(q), LO)
+    }
+
+    /// The generator queue named by an `etran_tcp_ack_queued` bit.
+    pub fn queue(&self, q: u8) -> &MapMut<'_> {
+        match q {
+            queued::IMMEDIATE => &self.objs.tcp.maps.etran_tcp_ack_queue,
+            queued::DELAYED => &self.objs.tcp.maps.etran_tcp_dack_queue,
+            _ => panic!("no queue {q}"),
+        }
+    }
+
+    /// Pops every key of queue `q`.
+    pub fn drain_queue(&self, q: u8) -> Vec<tcp_conn_key> {
+        let q = self.queue(q);
+        std::iter::from_fn(|| q.lookup_and_delete(&[]).unwrap().map(|v| from_bytes(&v))).collect()
+    }
+
+    /// Empties both generator queues.
+    pub fn drain_queues(&self) {
+        self.drain_queue(queued::IMMEDIATE);
+        self.drain_queue(queued::DELAYED);
+    }
+
+    pub fn push_key(&self, q: u8, k: &tcp_conn_key) {
+        self.queue(q).update(&[], as_bytes(k), MapFlags::ANY).unwrap();
+    }
+
+    /// The TCP object's maps and programs as the daemon finds them (by name, from the entrance).
+    pub fn handles(&self) -> etran::transport::tcp::TcpHandles {
+        let id = libbpf_rs::Program::id_from_fd(self.objs.entrance.progs.etran_entrance.as_fd());
+        etran::transport::tcp::tcp_handles(id.unwrap()).expect("TCP handles")
+    }
+
+    /// The records ingress writes to the slow-path ring buffer from now on.
+    pub fn slow_records(&self) -> Records {
+        Records::new(&self.objs.tcp.maps.etran_tcp_slow)
+    }
+}
+
+/// A TCP program on the fixture connection ([`key`]) as a fixture table's [`Bench`]: a row's
+/// state is the connection, `V` what of it the program may change, `S` what a row says the
+/// program sent. Derefs to the harness.
+pub struct OnConn<V: ConnView, S> {
+    h: RootHarness,
+    base: tcp_conn,
+    install: fn(&Harness<'_>, &tcp_conn),
+    run: fn(&Harness<'_>, &[u8]) -> RawRun,
+    check: Check<V, S>,
+}
+
+/// What of the fixture connection a table compares: made from it.
+pub trait ConnView: for<'a> From<&'a tcp_conn> + PartialEq + std::fmt::Debug {}
+
+impl<V: for<'a> From<&'a tcp_conn> + PartialEq + std::fmt::Debug> ConnView for V {}
+
+/// A program's own checks of a row (see [`Bench::check`]).
+pub type Check<V, S> = fn(&Harness<'_>, &Outcome<'_, OnConn<V, S>>);
+
+impl<V: ConnView, S> OnConn<V, S> {
+    /// Rows start from `base`, put into the connection map; their frames go through `run`.
+    pub fn new(
+        h: RootHarness,
+        base: tcp_conn,
+        run: fn(&Harness<'_>, &[u8]) -> RawRun,
+        check: Check<V, S>,
+    ) -> OnConn<V, S> {
+        OnConn { h, base, install: |h, c| h.set_conn(&key(), c), run, check }
+    }
+
+    /// Puts a row's connection into the maps with `install` (and what goes with it).
+    pub fn installing(self, install: fn(&Harness<'_>, &tcp_conn)) -> OnConn<V, S> {
+        OnConn { install, ..self }
+    }
+}
+
+impl<V: ConnView, S> std::ops::Deref for OnConn<V, S> {
+    type Target = Harness<'static>;
+
+    fn deref(&self) -> &Harness<'static> {
+        &self.h
+    }
+}
+
+impl<V: ConnView, S> Bench for OnConn<V, S> {
+    type State = tcp_conn;
+    type View = V;
+    type Sent = S;
+    const CLASS: &'static str = "tcp";
+
+    fn base(&self) -> tcp_conn {
+        self.base
+    }
+
+    fn install(&self, c: &tcp_conn) {
+        (self.install)(&self.h, c)
+    }
+
+    fn view(&self, c: &tcp_conn) -> V {
+        V::from(c)
+    }
+
+    fn after(&self) -> V {
+        V::from(&self.h.conn(&key()))
+    }
+
+    fn run(&self, frame: &[u8]) -> RawRun {
+        (self.run)(&self.h, frame)
+    }
+
+    fn counters(&self) -> Counters {
+        self.h.counters()
+    }
+
+    fn check(&self, o: &Outcome<'_, Self>) {
+        (self.check)(&self.h, o)
+    }
+}
+
+/// The frame the gen pump runs the generator over to pop queue `q` (its first byte names the
+/// queue): as long as the longest pure ACK.
+pub fn gen_template(q: u8) -> Vec<u8> {
+    let mut template = vec![0u8; etran::backend::compat::pump::TEMPLATE_LEN];
+    template[0] = q;
+    template
+}
+
+/// The records of a ring buffer, as they come.
+pub struct Records {
+    ring: RingBuffer<'static>,
+    got: Rc<RefCell<Vec<Vec<u8>>>>,
+}
+
+impl Records {
+    pub fn new(map: &MapMut<'_>) -> Records {
+        let got: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+        let sink = got.clone();
+        let mut b = RingBufferBuilder::new();
+        b.add(map, move |rec: &[u8]| {
+            sink.borrow_mut().push(rec.to_vec());
+            0
+        })
+        .unwrap();
+        Records { ring: b.build().unwrap(), got }
+    }
+
+    /// The records written since the last call.
+    pub fn take(&self) -> Vec<Vec<u8>> {
+        self.ring.consume().unwrap();
+        std::mem::take(&mut *self.got.borrow_mut())
     }
 }
 
@@ -152,8 +288,7 @@ pub fn with_cwnd(c: tcp_conn, cwnd: u32) -> tcp_conn {
 
 /// (transport, pass, drop) packets of class tcp.
 pub fn tcp_row(c: &Counters) -> (u64, u64, u64) {
-    let row = class(c, "tcp");
-    (row.transport.packets, row.pass.packets, row.drop.packets)
+    class_row(c, "tcp")
 }
 
 /// The connection the egress and generator fixtures use: the peer (SRC_IP) talks to us.
@@ -171,6 +306,79 @@ pub fn key() -> tcp_conn_key {
         local_port: LOCAL_PORT.to_be(),
         remote_port: PEER_PORT.to_be(),
     }
+}
+
+/// A segment of the fixture connection ([`key`]) from the peer: a base for
+/// `Segment { seq, .., ..from_peer() }` (addresses, ports, MACs; everything else zero).
+pub fn from_peer() -> Segment {
+    segment((PEER_IP, PEER_PORT, PEER_MAC), (LOCAL_IP, LOCAL_PORT, LOCAL_MAC))
+}
+
+/// The same from us to the peer.
+pub fn to_peer() -> Segment {
+    segment((LOCAL_IP, LOCAL_PORT, LOCAL_MAC), (PEER_IP, PEER_PORT, PEER_MAC))
+}
+
+/// A segment (from, to) as (address, port, MAC).
+fn segment(from: ([u8; 4], u16, [u8; 6]), to: ([u8; 4], u16, [u8; 6])) -> Segment {
+    let at = |(ip, port, _): ([u8; 4], u16, [u8; 6])| SocketAddrV4::new(ip.into(), port);
+    Segment { src_mac: from.2, dst_mac: to.2, src: at(from), dst: at(to), ..Segment::default() }
+}
+
+/// The frame of `s`, built here byte by byte ([`crate::packet`]'s builders, RFC 1071
+/// checksums) rather than by `Segment::build`: what the fixtures expect stays independent of
+/// the code under test. Options must be a multiple of 4 bytes.
+pub fn frame(s: &Segment) -> Vec<u8> {
+    let (src, dst) = (s.src.ip().octets(), s.dst.ip().octets());
+    let (sport, dport) = (s.src.port(), s.dst.port());
+    let tcp = tcp_segment(sport, dport, s.seq, s.ack, s.flags, s.window, &s.options, &s.payload);
+    let ip = Ipv4 { tos: s.tos, id: s.ip_id, src, dst, ..Ipv4::default() };
+    eth_with(s.dst_mac, s.src_mac, ETH_P_IP, &ipv4_with(&ip, &with_tcp_checksum(src, dst, tcp)))
+}
+
+/// Options as Linux lays them out: the timestamp option, then SACK blocks (sequence numbers)
+/// if any.
+pub fn ts_sack_options(tsval: u32, tsecr: u32, blocks: &[(u32, u32)]) -> Vec<u8> {
+    let mut o = tcp_ts_option(tsval, tsecr);
+    if !blocks.is_empty() {
+        o.extend_from_slice(&[1, 1, 5, 2 + 8 * blocks.len() as u8]);
+        for (l, r) in blocks {
+            o.extend_from_slice(&l.to_be_bytes());
+            o.extend_from_slice(&r.to_be_bytes());
+        }
+    }
+    o
+}
+
+/// The TSval of a segment we sent (`seg`: its TCP header on), 0 without timestamps (`ts`),
+/// checked to be the ms clock some time within `clock` (before and after the run).
+pub fn tsval_sent(seg: &[u8], ts: bool, clock: (u32, u32)) -> u32 {
+    if !ts {
+        return 0;
+    }
+    assert_eq!(seg[20..24], [1, 1, 8, 10], "the timestamp option first");
+    let v = u32::from_be_bytes(seg[24..28].try_into().unwrap());
+    let (t0, t1) = clock;
+    assert!(not_after(t0, v) && not_after(v, t1), "TSval {v} is the ms clock ({t0}..={t1})");
+    v
+}
+
+/// A TX header on the fixture connection.
+pub fn tx_hdr(intent: u8, tx_pos: u32, len: u16, consumed: u32) -> etran_tcp_tx_hdr {
+    etran_tcp_tx_hdr { key: key(), tx_pos, consumed, len, intent, reserved: 0 }
+}
+
+/// The payload of a TX frame of `len` bytes.
+pub fn tx_payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + 3) as u8).collect()
+}
+
+/// An app's TX frame: the header (laid out by the C definition) and its `len` payload bytes of
+/// [`tx_payload`].
+pub fn tx_frame(h: &etran_tcp_tx_hdr) -> Vec<u8> {
+    let mut f = as_bytes(h).to_vec();
+    f.extend_from_slice(&tx_payload(h.len.into()));
+    f
 }
 
 // ---- End to end: an etran app against Linux TCP (see daemon::etran_up_pair) ----
