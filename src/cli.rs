@@ -106,6 +106,11 @@ pub struct StatsArgs {
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// TCP echo: eTran against Linux TCP (blocking and busy-polling).
+    ///
+    /// Every row: round trips per second, payload throughput each way, round-trip time
+    /// percentiles, CPU time per round trip (both hosts together: apps, daemons, gen pumps, the
+    /// softirq work in their context and the ksoftirqd threads; busy-polling counts as used,
+    /// so compare rows at --wait block for the cost of the work) and the bytes checked.
     Echo(EchoArgs),
     /// Homa RPCs in HomaModule's cp_node dialect.
     Rpc(RpcArgs),
