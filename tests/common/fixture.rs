@@ -15,6 +15,25 @@ pub fn drop_total(c: &Counters, reason: &str) -> u64 {
         .packets
 }
 
+/// Frames counted under event `event` (e.g. "tcp_tx_data").
+pub fn event_total(c: &Counters, event: &str) -> u64 {
+    c.events
+        .iter()
+        .find(|e| e.event == event)
+        .unwrap_or_else(|| panic!("no event {event}"))
+        .count
+        .packets
+}
+
+/// How many frames each of `events` counted between `before` and `after`.
+pub fn event_deltas<const N: usize>(
+    before: &Counters,
+    after: &Counters,
+    events: [&str; N],
+) -> [u64; N] {
+    events.map(|e| event_total(after, e) - event_total(before, e))
+}
+
 /// Frames counted in any class and verdict.
 pub fn total_frames(c: &Counters) -> u64 {
     c.traffic.iter().map(|r| r.transport.packets + r.pass.packets + r.drop.packets).sum()

@@ -46,6 +46,7 @@ pub struct Harness<'a> {
     btf: Btf<'static>,
     traffic: MapHandle,
     drops: MapHandle,
+    events: MapHandle,
 }
 
 /// A root test's [`Harness`], held with the test's root guard (dropped after it); derefs to the
@@ -91,16 +92,17 @@ impl Harness<'_> {
         let btf = Btf::from_prog_id(id).unwrap();
         let traffic = MapHandle::try_from(&objs.entrance.maps.etran_traffic).unwrap();
         let drops = MapHandle::try_from(&objs.entrance.maps.etran_drops).unwrap();
+        let events = MapHandle::try_from(&objs.entrance.maps.etran_events).unwrap();
         let (slot, lo) = (0u32.to_ne_bytes(), LO.to_ne_bytes());
         let maps = &objs.tcp.maps;
         maps.etran_app_ports.update(&slot, &lo, MapFlags::ANY).expect("app port 0: lo");
         maps.etran_port_ifindex.update(&slot, &lo, MapFlags::ANY).expect("port 0 ifindex: lo");
         maps.etran_nic.update(&slot, &lo, MapFlags::ANY).expect("NIC: lo");
-        Harness { objs, btf, traffic, drops }
+        Harness { objs, btf, traffic, drops, events }
     }
 
     pub fn counters(&self) -> Counters {
-        counters::read(&self.btf, &self.traffic, &self.drops).unwrap()
+        counters::read(&self.btf, &self.traffic, &self.drops, Some(&self.events)).unwrap()
     }
 
     pub fn set_conn(&self, key: &tcp_conn_key, c: &tcp_conn) {
