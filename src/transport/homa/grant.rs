@@ -122,7 +122,8 @@ impl<K: Ord + Copy, P: Eq + Copy> GrantScheduler<K, P> {
 
     /// A message's first DATA arrived: `length` bytes from `peer`, of which the sender sends
     /// `unsched` without grants (DATA's `incoming`). True when it needs grants, and so is now
-    /// scheduled; a message already scheduled is left as it is.
+    /// scheduled; a message already scheduled is left as it is. (A late packet of a message
+    /// already complete must not come here: it would be scheduled anew.)
     pub fn add(&mut self, key: K, peer: P, length: u32, unsched: u32) -> bool {
         if unsched >= length || self.msgs.contains_key(&key) {
             return false;
