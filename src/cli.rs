@@ -35,7 +35,11 @@ pub enum Command {
     /// Show datapath counters read from the pinned maps.
     ///
     /// Packets per class and verdict (handed to a transport, passed to the kernel, dropped), then
-    /// the drop reasons that occurred; `--json` lists every reason, zeros included.
+    /// the drop reasons that occurred, then the events the transport programs counted on the
+    /// frames they let through (data and pure ACKs sent by apps, ACKs from the generator,
+    /// retransmissions, data and duplicate ACKs received, CE marks, ACKs queued at once or
+    /// delayed): the counters behind a per-message cost breakdown. `--json` lists every reason
+    /// and event, zeros included.
     Stats(StatsArgs),
     /// Benchmarks, each run side by side with Linux.
     #[command(subcommand)]
@@ -106,6 +110,11 @@ pub struct StatsArgs {
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// TCP echo: eTran against Linux TCP (blocking and busy-polling).
+    ///
+    /// Every row: round trips per second, payload throughput each way, round-trip time
+    /// percentiles, CPU time per round trip (both hosts together: apps, daemons, gen pumps, the
+    /// softirq work in their context and the ksoftirqd threads; busy-polling counts as used,
+    /// so compare rows at --wait block for the cost of the work) and the bytes checked.
     Echo(EchoArgs),
     /// Homa RPCs in HomaModule's cp_node dialect.
     Rpc(RpcArgs),

@@ -28,6 +28,7 @@ pub mod log;
 pub mod netlink;
 pub mod netns;
 pub mod output;
+pub mod pattern;
 pub mod proto;
 pub mod refusal;
 pub mod sys;

@@ -16,6 +16,8 @@
 //!   control: the window, DCTCP, the echo of ECN marks), `tcp_tx.h` (a segment's headers
 //!   written from connection state, shared by egress and the ACK generator), `tcp_ingress.h`,
 //!   `tcp_egress.h` and `tcp_gen.h` (the three programs' logic), `tcp.bpf.c` (the hook glue).
+//! - `homa/`: the Homa transport: `homa_wire.h` (HomaModule's packets, the one definition BPF
+//!   and Rust share), `homa.bpf.c` (today only carries those layouts into BTF, hence Rust).
 //! - `testbed/switch.bpf.c`: the built-in testbed's switch (tc programs).
 //! - `xsk/xsk_redirect.bpf.c`: plain AF_XDP (frames on queue q → the socket in slot q) and the
 //!   live-frame traffic generator of `etran bench raw`.
@@ -40,5 +42,9 @@ mod skeletons {
 
     pub mod tcp {
         include!(concat!(env!("OUT_DIR"), "/tcp.skel.rs"));
+    }
+
+    pub mod homa {
+        include!(concat!(env!("OUT_DIR"), "/homa.skel.rs"));
     }
 }

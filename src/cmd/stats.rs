@@ -76,6 +76,14 @@ fn render(reports: &[Report], previous: Option<(&[Report], f64)>) -> String {
         } else {
             text += &drops.render();
         }
+        // Only the events that happened (JSON lists them all).
+        let mut events = Table::new(["event", "packets", "bytes"]);
+        for e in r.counters.events.iter().filter(|e| e.count.packets > 0) {
+            events.row([e.event.clone(), e.count.packets.to_string(), e.count.bytes.to_string()]);
+        }
+        if !events.is_empty() {
+            text += &events.render();
+        }
         text.push('\n');
     }
     text

@@ -1,4 +1,4 @@
-//! Reading the entrance counters. Class and drop-reason names come from the enums in
+//! Reading the datapath counters. Class, drop-reason and event names come from the enums in
 //! src/bpf/common/stats.h, read out of the loaded program's BTF, so they are never listed twice.
 use libbpf_rs::{btf::types::Enum, Btf, MapCore, MapFlags, MapHandle};
 use serde::Serialize;
@@ -34,9 +34,19 @@ pub struct DropCount {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct EventCount {
+    pub event: String,
+    #[serde(flatten)]
+    pub count: Count,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct Counters {
     pub traffic: Vec<ClassCounts>,
     pub drops: Vec<DropCount>,
+    /// What the transport programs did with the frames they let through (none for a datapath
+    /// pinned by an etran that did not count them).
+    pub events: Vec<EventCount>,
 }
 
 /// `(value, name)` of every member of C enum `name` whose name starts with `prefix`, the prefix
@@ -68,8 +78,32 @@ fn read_percpu<T: Copy + Default>(map: &MapHandle, key: u32) -> anyhow::Result<V
         .collect())
 }
 
-pub fn read(btf: &Btf<'_>, traffic: &MapHandle, drops: &MapHandle) -> anyhow::Result<Counters> {
-    let mut out = Counters { traffic: Vec::new(), drops: Vec::new() };
+/// Sums the per-CPU `etran_count`s of every member of enum `name` in `map`.
+fn read_counts(
+    btf: &Btf<'_>,
+    map: &MapHandle,
+    name: &str,
+    prefix: &str,
+) -> anyhow::Result<Vec<(String, Count)>> {
+    enum_members(btf, name, prefix)?
+        .into_iter()
+        .map(|(key, member)| {
+            let mut count = Count::default();
+            for cpu in read_percpu::<etran_count>(map, key)? {
+                count.add(&cpu);
+            }
+            Ok((member, count))
+        })
+        .collect()
+}
+
+pub fn read(
+    btf: &Btf<'_>,
+    traffic: &MapHandle,
+    drops: &MapHandle,
+    events: Option<&MapHandle>,
+) -> anyhow::Result<Counters> {
+    let mut out = Counters { traffic: Vec::new(), drops: Vec::new(), events: Vec::new() };
     for (key, class) in enum_members(btf, "etran_proto", "ETRAN_PROTO_")? {
         let mut row = ClassCounts {
             class,
@@ -84,12 +118,15 @@ pub fn read(btf: &Btf<'_>, traffic: &MapHandle, drops: &MapHandle) -> anyhow::Re
         }
         out.traffic.push(row);
     }
-    for (key, reason) in enum_members(btf, "etran_drop_reason", "ETRAN_DROP_")? {
-        let mut count = Count::default();
-        for cpu in read_percpu::<etran_count>(drops, key)? {
-            count.add(&cpu);
-        }
-        out.drops.push(DropCount { reason, count });
+    out.drops = read_counts(btf, drops, "etran_drop_reason", "ETRAN_DROP_")?
+        .into_iter()
+        .map(|(reason, count)| DropCount { reason, count })
+        .collect();
+    if let Some(events) = events {
+        out.events = read_counts(btf, events, "etran_event", "ETRAN_EVENT_")?
+            .into_iter()
+            .map(|(event, count)| EventCount { event, count })
+            .collect();
     }
     Ok(out)
 }

@@ -31,6 +31,9 @@ pub use kernel::AttachMode;
 /// Name of the entrance program as the kernel reports it (BPF names are cut at 15 bytes).
 pub const ENTRANCE_PROG: &str = "etran_entrance";
 
+/// The pin of the event counters in an interface's pin directory.
+const EVENTS_PIN: &str = "events";
+
 pub struct UpOptions {
     /// The backend, resolved against this kernel ([`crate::backend::BackendChoice::resolve`]).
     pub backend: types::etran_backend,
@@ -60,11 +63,12 @@ pub struct Datapath {
     btf: Btf<'static>,
     traffic: MapHandle,
     drops: MapHandle,
+    events: Option<MapHandle>,
 }
 
 impl Datapath {
     pub fn counters(&self) -> anyhow::Result<counters::Counters> {
-        counters::read(&self.btf, &self.traffic, &self.drops)
+        counters::read(&self.btf, &self.traffic, &self.drops, self.events.as_ref())
     }
 }
 
@@ -111,7 +115,12 @@ pub fn find(iface: &str) -> anyhow::Result<Option<Datapath>> {
         backend,
         queues: rodata.etran_config.queues,
     };
-    Ok(Some(Datapath { summary, btf, traffic, drops }))
+    // No program of the entrance's uses the event counters (the transports count them), so
+    // they are found by their pin; a datapath pinned by an older etran has none.
+    let events = pins::iface_dir(iface)
+        .ok()
+        .and_then(|dir| MapHandle::from_pinned_path(dir.join(EVENTS_PIN)).ok());
+    Ok(Some(Datapath { summary, btf, traffic, drops, events }))
 }
 
 /// Every interface of this network namespace that carries the etran datapath.
@@ -206,6 +215,7 @@ pub fn load_tcp<'a>(
     if let Some(entrance) = entrance {
         open.maps.etran_traffic.reuse_fd(entrance.maps.etran_traffic.as_fd())?;
         open.maps.etran_drops.reuse_fd(entrance.maps.etran_drops.as_fd())?;
+        open.maps.etran_events.reuse_fd(entrance.maps.etran_events.as_fd())?;
     }
     crate::bpf::verifier::load(open, "the TCP programs")
 }
@@ -268,6 +278,7 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
         entrance.progs.etran_entrance.pin(dir.join("entrance"))?;
         entrance.maps.etran_traffic.pin(dir.join("traffic"))?;
         entrance.maps.etran_drops.pin(dir.join("drops"))?;
+        entrance.maps.etran_events.pin(dir.join(EVENTS_PIN))?;
         entrance.maps.etran_transports.pin(dir.join("transports"))?;
         entrance.maps.rodata.pin(dir.join("config"))?;
         tcp.progs.etran_tcp_ingress.pin(dir.join("tcp"))?;

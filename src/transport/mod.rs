@@ -1,5 +1,6 @@
 //! Transports: one room per protocol, each holding everything of it on the user-space side (its
-//! BPF sits under `src/bpf/<transport>/`). TCP is the first ([`tcp`]); Homa goes beside it.
+//! BPF sits under `src/bpf/<transport>/`). TCP is the first ([`tcp`]); [`homa`] is being built
+//! beside it (today its wire format and pure protocol logic).
 //!
 //! What the rest of the system asks of a transport:
 //! - the app library: to read the metadata its ingress program puts in front of every frame it
@@ -13,6 +14,7 @@ use mio::Token;
 
 use crate::timer::TimerWheel;
 
+pub mod homa;
 pub mod tcp;
 
 /// The metadata a transport's ingress program writes in front of each frame it hands an app.

@@ -74,20 +74,27 @@ pub struct CounterMaps {
     btf: Btf<'static>,
     traffic: MapHandle,
     drops: MapHandle,
+    events: Option<MapHandle>,
 }
 
 impl CounterMaps {
-    pub fn new(entrance: &ProgramMut<'_>, traffic: &MapMut<'_>, drops: &MapMut<'_>) -> Self {
+    pub fn new(
+        entrance: &ProgramMut<'_>,
+        traffic: &MapMut<'_>,
+        drops: &MapMut<'_>,
+        events: Option<&MapMut<'_>>,
+    ) -> Self {
         let id = libbpf_rs::Program::id_from_fd(entrance.as_fd()).unwrap();
         CounterMaps {
             btf: Btf::from_prog_id(id).unwrap(),
             traffic: MapHandle::try_from(traffic).unwrap(),
             drops: MapHandle::try_from(drops).unwrap(),
+            events: events.map(|e| MapHandle::try_from(e).unwrap()),
         }
     }
 
     pub fn read(&self) -> Counters {
-        counters::read(&self.btf, &self.traffic, &self.drops).unwrap()
+        counters::read(&self.btf, &self.traffic, &self.drops, self.events.as_ref()).unwrap()
     }
 }
 
@@ -108,6 +115,25 @@ pub fn drop_total(c: &Counters, reason: &str) -> u64 {
         .unwrap_or_else(|| panic!("no reason {reason}"))
         .count
         .packets
+}
+
+/// Frames counted under event `event` (e.g. "tcp_tx_data").
+pub fn event_total(c: &Counters, event: &str) -> u64 {
+    c.events
+        .iter()
+        .find(|e| e.event == event)
+        .unwrap_or_else(|| panic!("no event {event}"))
+        .count
+        .packets
+}
+
+/// How many frames each of `events` counted between `before` and `after`.
+pub fn event_deltas<const N: usize>(
+    before: &Counters,
+    after: &Counters,
+    events: [&str; N],
+) -> [u64; N] {
+    events.map(|e| event_total(after, e) - event_total(before, e))
 }
 
 /// Frames counted in any class and verdict.

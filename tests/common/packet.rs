@@ -1,12 +1,15 @@
-//! Builds test frames: Ethernet, IPv4 (with a correct header checksum) and TCP/UDP/Homa/ICMP
-//! headers, byte by byte, so fixtures say exactly what is on the wire.
+//! Builds test frames: Ethernet, IPv4 (with a correct header checksum) and TCP/UDP/ICMP
+//! headers, byte by byte, so fixtures say exactly what is on the wire; Homa packets through
+//! etran's own encoder (`transport::homa::wire`), whose layouts are tested against upstream's.
+pub use etran::transport::homa::wire::IPPROTO_HOMA;
+use etran::transport::homa::wire::{Body, Common, Data, Packet};
+
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
 pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
-pub const IPPROTO_HOMA: u8 = 146;
 
 pub const SRC_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 1];
 pub const DST_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 2];
@@ -224,17 +227,22 @@ pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     h
 }
 
-/// HomaModule common header (28 bytes): ports, unused, doff, type, unused, checksum, unused,
-/// sender id.
-pub fn homa(sport: u16, dport: u16, kind: u8, payload: &[u8]) -> Vec<u8> {
-    let mut h = Vec::with_capacity(28 + payload.len());
-    h.extend_from_slice(&sport.to_be_bytes());
-    h.extend_from_slice(&dport.to_be_bytes());
-    h.extend_from_slice(&[0; 8]);
-    h.extend_from_slice(&[28 << 2, kind, 0, 0, 0, 0, 0, 0]);
-    h.extend_from_slice(&42u64.to_be_bytes());
-    h.extend_from_slice(payload);
-    h
+/// A Homa DATA packet holding a whole message, `payload`.
+pub fn homa_data(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let data = Data {
+        message_length: len,
+        incoming: len,
+        ack: None,
+        cutoff_version: 0,
+        retransmit: false,
+        offset: 0,
+        payload,
+    };
+    let mut b = Vec::new();
+    Packet { common: Common { sport, dport, sender_id: 42 }, body: Body::Data(data) }
+        .encode(&mut b);
+    b
 }
 
 pub fn icmp_echo() -> Vec<u8> {

@@ -1,6 +1,7 @@
 //! Interop peers: unmodified Linux programs (a python3 socket script) on one side, an eTran app on
 //! the other, moving a deterministic byte stream that the receiving side checks byte for byte
-//! without keeping it (the pattern repeats with a prime period, so a misplaced segment shows).
+//! without keeping it ([`Pattern`]: the stream repeats with a prime period, so a misplaced
+//! segment shows).
 use std::{
     io::{BufRead, BufReader, ErrorKind},
     net::SocketAddrV4,
@@ -10,39 +11,7 @@ use std::{
 
 use etran::app::{ready, App, ConnId, Listener};
 
-/// The pattern's period: prime, so no segment size lines up with it.
-pub const PERIOD: usize = 65521;
-
-/// The stream `seed` names: byte `i` is `pattern(seed)[i % PERIOD]`. Returned twice over, so any
-/// run of up to PERIOD bytes from any offset is one slice (see [`Pattern::at`]).
-pub struct Pattern(Vec<u8>);
-
-impl Pattern {
-    pub fn new(seed: u32) -> Pattern {
-        let one: Vec<u8> =
-            (0..PERIOD).map(|i| ((i * 131 + seed as usize * 7 + (i >> 8)) & 0xff) as u8).collect();
-        Pattern([one.clone(), one].concat())
-    }
-
-    /// The `len` (≤ PERIOD) bytes from stream offset `off`.
-    pub fn at(&self, off: u64, len: usize) -> &[u8] {
-        let start = (off % PERIOD as u64) as usize;
-        &self.0[start..start + len]
-    }
-
-    /// The first offset in `data` (received at stream offset `off`) that differs, if any.
-    pub fn mismatch(&self, off: u64, data: &[u8]) -> Option<u64> {
-        let mut done = 0;
-        for chunk in data.chunks(PERIOD) {
-            let want = self.at(off + done as u64, chunk.len());
-            if let Some(i) = chunk.iter().zip(want).position(|(a, b)| a != b) {
-                return Some(off + (done + i) as u64);
-            }
-            done += chunk.len();
-        }
-        None
-    }
-}
+pub use etran::pattern::{Pattern, PERIOD};
 
 /// The python3 side: `send` or `recv` `bytes` of pattern `seed`, as the `listen`ing or
 /// `connect`ing end. The sender shuts its side down after the last byte and waits for the
@@ -51,10 +20,8 @@ impl Pattern {
 /// start to the end of the stream) or `bad <offset>` / `short <bytes>`.
 const PY_PEER: &str = r#"
 import socket, sys, time
-mode, role, host, port, n, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
-P = 65521
-one = bytes(((i * 131 + seed * 7 + (i >> 8)) & 0xff) for i in range(P))
-two = one + one
+mode, role, host, port, n, sh = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+exec(sys.argv[7])
 if role == "listen":
     ls = socket.socket()
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -70,7 +37,8 @@ off = 0
 if mode == "send":
     while off < n:
         k = min(n - off, P)
-        s.sendall(two[off % P:off % P + k])
+        a = (off + sh) % P
+        s.sendall(two[a:a + k])
         off += k
     s.shutdown(socket.SHUT_WR)
     while s.recv(65536):
@@ -84,9 +52,10 @@ else:
         i = 0
         while i < len(b):
             k = min(len(b) - i, P)
-            if b[i:i + k] != two[(off + i) % P:(off + i) % P + k]:
+            a = (off + i + sh) % P
+            if b[i:i + k] != two[a:a + k]:
                 for j in range(k):
-                    if b[i + j] != two[(off + i + j) % P]:
+                    if b[i + j] != two[(a + j) % P]:
                         print("bad", off + i + j, flush=True)
                         sys.exit(1)
             i += k
@@ -119,7 +88,8 @@ impl PyPeer {
             .arg(addr.ip().to_string())
             .arg(addr.port().to_string())
             .arg(bytes.to_string())
-            .arg(seed.to_string())
+            .arg(Pattern::new(seed).python_shift().to_string())
+            .arg(Pattern::PYTHON)
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3");

@@ -74,8 +74,9 @@ impl Harness<'_> {
         let objs = loader::load(storage, etran_backend::ETRAN_BACKEND_COMPAT, 1)
             .expect("the verifier accepts every program");
         let e = &objs.entrance;
+        let (traffic, drops) = (&e.maps.etran_traffic, &e.maps.etran_drops);
         let counters =
-            CounterMaps::new(&e.progs.etran_entrance, &e.maps.etran_traffic, &e.maps.etran_drops);
+            CounterMaps::new(&e.progs.etran_entrance, traffic, drops, Some(&e.maps.etran_events));
         let (slot, lo) = (0u32.to_ne_bytes(), LO.to_ne_bytes());
         let maps = &objs.tcp.maps;
         maps.etran_app_ports.update(&slot, &lo, MapFlags::ANY).expect("app port 0: lo");

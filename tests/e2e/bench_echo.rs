@@ -41,6 +41,8 @@ fn linux_echo_runs_verified_and_cleans_up() {
     let messages = row["messages"].as_u64().unwrap();
     assert!(messages > 100, "{row}");
     assert!(row["verified_bytes"].as_u64().unwrap() >= messages * 1000);
+    let cpu = row["cpu_us_per_msg"].as_f64().unwrap();
+    assert!(cpu > 0.0 && cpu < 1e6, "CPU time per round trip: {row}");
     let p = &row["rtt_us"];
     assert!(p["p50"].as_f64().unwrap() <= p["p99"].as_f64().unwrap());
     assert!(report["placement"].as_str().unwrap().contains("CPU"));

@@ -54,6 +54,8 @@ fn up_stats_down_lifecycle() {
     assert_eq!(stats[0]["iface"], "va");
     assert!(class(&stats, "ipv4_other")["pass"]["packets"].as_u64().unwrap() >= 5);
     assert_eq!(class(&stats, "tcp")["drop"]["packets"], 0);
+    let events = stats[0]["events"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["event"] == "tcp_gen_ack" && e["packets"] == 0), "{stats}");
     let all = ok_json(&net.a, &["-j", "stats"]);
     assert_eq!(all.as_array().unwrap().len(), 1, "stats without IFACE lists every etran interface");
     let table = String::from_utf8(etran(&net.a, &["stats", "va"]).stdout).unwrap();

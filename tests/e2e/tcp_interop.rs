@@ -34,6 +34,14 @@ fn checksum_drops(hosts: &EtranHosts, i: u8) -> u64 {
     })
 }
 
+/// Event counters (name → frames) of host `i`'s datapath.
+fn events(hosts: &EtranHosts, i: u8) -> std::collections::HashMap<String, u64> {
+    in_netns(&hosts.ns(i), || {
+        let dp = etran::loader::find(HOST_NIC).unwrap().expect("etran is up");
+        dp.counters().unwrap().events.into_iter().map(|e| (e.event, e.count.packets)).collect()
+    })
+}
+
 /// One transfer's outcome.
 struct Row {
     name: &'static str,
@@ -119,6 +127,16 @@ fn impaired_switch_every_byte_right_both_ways() {
     );
     assert!(sw.corrupted > 0 && sw.lost > 0 && sw.duplicated > 0, "the switch impaired nothing");
     assert!(bad[0] + bad[1] > 0, "corrupted segments reached etran uncounted");
+    // h1 sent and received through a lossy switch: every kind of frame the breakdown counts
+    // shows up in its events.
+    let ev = events(&hosts, 1);
+    println!("h1 events: {ev:?}");
+    for e in ["tcp_tx_data", "tcp_tx_retransmit", "tcp_rx_data", "tcp_rx_dup_ack", "tcp_gen_ack"] {
+        assert!(ev[e] > 0, "event {e} never counted: {ev:?}");
+    }
+    // At most 1448 payload bytes per segment at this MTU: h1 sent one stream, received two.
+    assert!(ev["tcp_tx_data"] >= bytes / 1448, "{ev:?}");
+    assert!(ev["tcp_rx_data"] >= 2 * bytes / 1448, "{ev:?}");
 
     let keep = std::env::var_os("ETRAN_INTEROP_KEEP").map(PathBuf::from);
     for row in &rows {

@@ -223,18 +223,20 @@ impl GenPump {
         self.flush(Queue::Delayed)
     }
 
-    /// Empties one queue: runs the generator `repeat` = keys announced, then as long as keys
-    /// remain (up to [`MAX_CALLS`] calls).
+    /// Empties one queue: runs the generator `repeat` = keys announced (up to [`MAX_CALLS`]
+    /// calls). No peek at the queue after the runs: a key pushed since has its wake record
+    /// on the way (which pumps again), and one whose record was lost is the housekeeping's
+    /// ([`GenPump::queued`]). A peek is a system call per pump, for nothing nearly always.
     fn flush(&mut self, q: Queue) -> anyhow::Result<()> {
         let i = q.index();
         let mut repeat = self.outstanding[i].clamp(1, MAX_REPEAT);
         for _ in 0..MAX_CALLS {
             self.run_queue(q, repeat as u32)?;
             self.outstanding[i] = self.outstanding[i].saturating_sub(repeat);
-            if self.outstanding[i] == 0 && !self.has_keys(q) {
+            if self.outstanding[i] == 0 {
                 break;
             }
-            repeat = self.outstanding[i].clamp(64, MAX_REPEAT);
+            repeat = self.outstanding[i].min(MAX_REPEAT);
         }
         Ok(())
     }

@@ -12,7 +12,7 @@
 #include <linux/tcp.h>
 #include <bpf/bpf_endian.h>
 
-#define IPPROTO_HOMA 146
+#include "homa/homa_wire.h"
 
 /* A 16-bit network-order field in host order, in a form the verifier can bound. The verifiers
  * of 6.1 and 6.12 know nothing about the result of a byte swap, so a swapped length cannot be
@@ -101,20 +101,7 @@ static __always_inline struct tcp_ts_opt *parse_tcp_ts(struct tcphdr *tcp, void 
 	return ts;
 }
 
-/* HomaModule's common header: ports, 8 unused bytes, doff, type, 2 bytes, checksum, 2 bytes,
- * sender id (28 bytes in all). */
-struct homa_common_hdr {
-	__be16 sport;
-	__be16 dport;
-	__u8 unused1[8];
-	__u8 doff;
-	__u8 type;
-	__u16 unused3;
-	__be16 checksum;
-	__u16 unused4;
-	__be64 sender_id;
-} __attribute__((packed));
-
+/* Homa's common header (homa/homa_wire.h); the transport checks the rest of each type. */
 static __always_inline struct homa_common_hdr *parse_homa(struct cursor *c)
 {
 	struct homa_common_hdr *h = c->pos;

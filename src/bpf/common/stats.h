@@ -66,6 +66,25 @@ enum etran_drop_reason {
 	ETRAN_DROP_REASON_MAX,
 };
 
+/* What the transport programs did with the frames they let through: the counters behind a cost
+ * breakdown (frames of each kind per message, ACKs per data frame). Counted once per frame, by
+ * the program that decided it; a frame may count under more than one event (a retransmission is
+ * also data). */
+enum etran_event {
+	ETRAN_EVENT_TCP_TX_DATA,         /* egress: a segment with payload left for the NIC */
+	ETRAN_EVENT_TCP_TX_RETRANSMIT,   /* egress: ... of bytes sent before (the app's RETRANSMIT) */
+	ETRAN_EVENT_TCP_TX_PURE_ACK,     /* egress: an app's segment without payload (ACK, window
+					  * update, FIN, or data cut to a window update) */
+	ETRAN_EVENT_TCP_GEN_ACK,         /* generator: a pure ACK left for the NIC */
+	ETRAN_EVENT_TCP_RX_DATA,         /* ingress: a segment with payload handed to its app */
+	ETRAN_EVENT_TCP_RX_NO_DATA,      /* ingress: a segment without payload handed to its app */
+	ETRAN_EVENT_TCP_RX_DUP_ACK,      /* ingress: a duplicate ACK (RFC 5681), handed on or not */
+	ETRAN_EVENT_TCP_RX_CE,           /* ingress: a segment the network marked CE */
+	ETRAN_EVENT_TCP_ACK_QUEUED_NOW,  /* ingress: a connection queued for an ACK at once */
+	ETRAN_EVENT_TCP_ACK_QUEUED_LATER, /* ingress: ... for a delayed ACK */
+	ETRAN_EVENT_MAX,
+};
+
 struct etran_count {
 	__u64 packets;
 	__u64 bytes;
@@ -82,6 +101,7 @@ struct etran_class_counts {
 struct etran_stats_names {
 	enum etran_proto proto;
 	enum etran_drop_reason reason;
+	enum etran_event event;
 };
 
 #endif

@@ -27,10 +27,27 @@ struct {
 	__type(value, struct etran_count);
 } etran_drops SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ETRAN_EVENT_MAX);
+	__type(key, __u32); /* enum etran_event */
+	__type(value, struct etran_count);
+} etran_events SEC(".maps");
+
 static __always_inline void add(struct etran_count *c, __u64 bytes)
 {
 	c->packets++;
 	c->bytes += bytes;
+}
+
+/* Counts one frame of `bytes` under `what` (not under a spin lock: it calls a helper). */
+static __always_inline void count_event(enum etran_event what, __u64 bytes)
+{
+	__u32 key = what;
+	struct etran_count *c = bpf_map_lookup_elem(&etran_events, &key);
+
+	if (c)
+		add(c, bytes);
 }
 
 static __always_inline struct etran_class_counts *class_counts(enum etran_proto proto)

@@ -281,7 +281,11 @@ static __always_inline int tcp_egress(struct xdp_md *ctx)
 	data_end = (void *)(long)ctx->data_end;
 	if (!tx_write_headers(data, data_end, c, &h.key, h.len, &plan, payload_sum, ts_now))
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_NO_HEADROOM, bytes);
-	return delivered(ETRAN_PROTO_TCP, data_end - data, XDP_REDIRECT);
+	bytes = data_end - data;
+	count_event(h.len ? ETRAN_EVENT_TCP_TX_DATA : ETRAN_EVENT_TCP_TX_PURE_ACK, bytes);
+	if (h.len && h.intent == ETRAN_TCP_TX_RETRANSMIT)
+		count_event(ETRAN_EVENT_TCP_TX_RETRANSMIT, bytes);
+	return delivered(ETRAN_PROTO_TCP, bytes, XDP_REDIRECT);
 }
 
 #endif

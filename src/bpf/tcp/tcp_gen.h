@@ -79,6 +79,9 @@ static __always_inline void gen_queue(struct tcp_conn *c, const struct tcp_conn_
 		return;
 	}
 	bpf_ringbuf_output(&etran_tcp_gen_wake, &w, sizeof(w), 0);
+	count_event(m.queue == ETRAN_TCP_ACK_IMMEDIATE ? ETRAN_EVENT_TCP_ACK_QUEUED_NOW
+						       : ETRAN_EVENT_TCP_ACK_QUEUED_LATER,
+		    0);
 }
 
 /* What the generator found under the lock. */
@@ -147,6 +150,7 @@ static __always_inline int tcp_gen(struct xdp_md *ctx)
 	data_end = (void *)(long)ctx->data_end;
 	if (!tx_write_headers(data, data_end, c, &key, 0, &plan, 0, ts_now))
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_NO_HEADROOM, 0);
+	count_event(ETRAN_EVENT_TCP_GEN_ACK, data_end - data);
 	return delivered(ETRAN_PROTO_TCP, data_end - data, XDP_REDIRECT);
 }
 

@@ -59,6 +59,7 @@ struct verdict {
 	__u8 wnd_changed; /* the peer's window is news for the app */
 	__u8 acked;       /* snd_una moved: news for the app */
 	__u8 duplicate;   /* the payload was held already (reported by D-SACK) */
+	__u8 dup_ack;     /* a duplicate ACK (RFC 5681): counted after the lock */
 };
 
 static __always_inline void set_drop(struct verdict *v, enum etran_drop_reason why)
@@ -198,7 +199,8 @@ static __always_inline int rx_ack(struct tcp_conn *c, const struct segment *s, s
 		 * RFC 5681 defines it has the window unchanged (the third triggers fast retransmit);
 		 * SACK blocks say it even when the window moved, as a Linux receiver's does. */
 		left = wnd == c->snd_wnd || s->sack;
-		if (wnd == c->snd_wnd && ++c->dupacks == TCP_DUP_THRESH)
+		v->dup_ack = wnd == c->snd_wnd;
+		if (v->dup_ack && ++c->dupacks == TCP_DUP_THRESH)
 			v->meta.flags |= ETRAN_TCP_RX_FAST_RETRANSMIT;
 	}
 	if (wnd != c->snd_wnd) {
@@ -524,6 +526,10 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 	bpf_spin_unlock(&c->lock);
 	/* The ACK this segment made due goes out without the app (even if the frame is dropped). */
 	gen_queue(c, &key, mark);
+	if (v.dup_ack)
+		count_event(ETRAN_EVENT_TCP_RX_DUP_ACK, bytes);
+	if (s.ce)
+		count_event(ETRAN_EVENT_TCP_RX_CE, bytes);
 	if (v.dropped)
 		return drop(ETRAN_PROTO_TCP, v.reason, bytes);
 
@@ -531,6 +537,7 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 	if ((void *)(meta + 1) > (void *)(long)ctx->data)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_NO_HEADROOM, bytes);
 	*meta = v.meta;
+	count_event(v.meta.payload_len ? ETRAN_EVENT_TCP_RX_DATA : ETRAN_EVENT_TCP_RX_NO_DATA, bytes);
 	return delivered(ETRAN_PROTO_TCP, bytes, XDP_REDIRECT);
 }
 

@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::{
     etran_echo::{self, LeakCheck, Peer},
     linux_echo::{self, Client, ClientResult, Progress, Server, Share, Wait},
-    support as bench,
+    support::{self as bench, CpuUse},
 };
 use crate::{
     app::DEFAULT_BUSY_POLL,
@@ -44,6 +44,11 @@ struct Row {
     rtt_us: Option<Percentiles>,
     messages: u64,
     verified_bytes: u64,
+    /// CPU time per round trip, both hosts (apps, daemons, softirq work; busy-polling counts
+    /// as used), in microseconds.
+    cpu_us_per_msg: Option<f64>,
+    /// CPU time of the measured window, by kind.
+    cpu: Option<CpuUse>,
     /// Under churn: connections opened (the first ones included) and closed, per second.
     #[serde(skip_serializing_if = "Option::is_none")]
     churn: Option<ChurnRates>,
@@ -376,6 +381,8 @@ fn row(
         rtt_us: Some(Percentiles { p50: us(0.5), p99: us(0.99), p99_9: us(0.999) }),
         messages: r.messages,
         verified_bytes: r.verified_bytes,
+        cpu_us_per_msg: r.cpu().map(|c| c.total_ns() as f64 / 1000.0 / r.messages as f64),
+        cpu: r.cpu(),
         churn: args.churn.map(|_| ChurnRates {
             opens: r.opens,
             closes: r.closes,
@@ -405,6 +412,7 @@ fn print_table(r: &Report<'_>) {
         "RTT p50 us",
         "p99 us",
         "p99.9 us",
+        "CPU us/msg",
         "verified bytes",
     ]);
     for row in &r.results {
@@ -416,12 +424,14 @@ fn print_table(r: &Report<'_>) {
                 format!("{:.1}", p.p50),
                 format!("{:.1}", p.p99),
                 format!("{:.1}", p.p99_9),
+                row.cpu_us_per_msg.map_or("-".into(), |c| format!("{c:.1}")),
                 row.verified_bytes.to_string(),
             ]),
             _ => t.row([
                 row.transport.to_string(),
                 "n/a".into(),
                 "n/a".into(),
+                "-".into(),
                 "-".into(),
                 "-".into(),
                 "-".into(),

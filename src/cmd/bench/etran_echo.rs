@@ -612,6 +612,7 @@ fn client(
     let mut run = Exchange { size, deadline, adopted, wait: p.wait };
     let mut closing = Vec::new();
     let mut published = 0;
+    result.window_starts();
     while Instant::now() < deadline {
         run.pass(&mut app, &mut conns, &mut buf, &mut result)?;
         progress.publish(&result, &mut published);
@@ -629,6 +630,7 @@ fn client(
             progress.reopened.fetch_add(closed, Ordering::Relaxed);
         }
     }
+    result.window_ends();
     // The messages still in flight come back before the connections close (not counted).
     let mut late = ClientResult::new();
     let give_up = Instant::now() + Duration::from_secs(3);
@@ -708,8 +710,8 @@ impl Exchange<'_> {
                 };
                 c.echo.on_echo(&buf[..n], self.size, self.deadline, result)?;
             }
-            while !c.echo.write_buf.is_empty() {
-                match app.send_more(c.conn, &c.echo.write_buf) {
+            while !c.echo.unsent().is_empty() {
+                match app.send_more(c.conn, c.echo.unsent()) {
                     Ok(n) => c.echo.sent(n),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) => return Err(e).context("sending messages"),

@@ -3,8 +3,8 @@
 //! "Blocking" waits in epoll; "busy" polls epoll with a zero timeout and spins, which is what a
 //! kernel-bypass stack does and what hides the cost of waking an idle vCPU.
 //!
-//! Every byte that comes back is checked against the pattern that was sent (a function of the
-//! connection and the stream offset), so a run with a single wrong byte fails.
+//! Every byte that comes back is checked against the pattern that was sent (the connection's
+//! stream of [`Pattern`]), so a run with a single wrong byte fails.
 use std::{
     collections::VecDeque,
     io::{self, Read, Write},
@@ -18,6 +18,9 @@ use std::{
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
+
+use super::support::CpuUse;
+use crate::pattern::Pattern;
 use mio::{
     net::{TcpListener, TcpStream},
     Events, Interest, Poll, Token, Waker,
@@ -37,12 +40,6 @@ impl Wait {
             Wait::Busy => Some(Duration::ZERO),
         }
     }
-}
-
-/// The byte at stream offset `offset` of connection `conn`: cheap, and different across
-/// connections and positions so misrouted or reordered bytes are caught.
-pub fn pattern(conn: u32, offset: u64) -> u8 {
-    (offset.wrapping_mul(131) ^ u64::from(conn).wrapping_mul(0x9e37)) as u8 ^ (offset >> 8) as u8
 }
 
 const WAKER: Token = Token(usize::MAX);
@@ -168,6 +165,9 @@ pub struct ClientResult {
     /// Connections opened (the first ones included) and closed (churn).
     pub opens: u64,
     pub closes: u64,
+    /// The machine's CPU use at the start and the end of the measured window (the earliest
+    /// start and the latest end of every client thread).
+    pub cpu_window: Option<(CpuUse, CpuUse)>,
 }
 
 impl ClientResult {
@@ -178,7 +178,26 @@ impl ClientResult {
             rtt_ns: super::support::latency_histogram(),
             opens: 0,
             closes: 0,
+            cpu_window: None,
         }
+    }
+
+    /// Marks the start of this thread's measured window.
+    pub fn window_starts(&mut self) {
+        let now = CpuUse::now();
+        self.cpu_window = Some((now, now));
+    }
+
+    /// Marks the end of this thread's measured window.
+    pub fn window_ends(&mut self) {
+        if let Some((_, end)) = &mut self.cpu_window {
+            *end = CpuUse::now();
+        }
+    }
+
+    /// CPU used during the measured window.
+    pub fn cpu(&self) -> Option<CpuUse> {
+        self.cpu_window.map(|(start, end)| end.since(&start))
     }
 
     /// Adds another thread's counts.
@@ -188,6 +207,10 @@ impl ClientResult {
         self.opens += other.opens;
         self.closes += other.closes;
         self.rtt_ns.add(&other.rtt_ns)?;
+        self.cpu_window = match (self.cpu_window, other.cpu_window) {
+            (Some((s1, e1)), Some((s2, e2))) => Some((s1.min(s2), e1.max(e2))),
+            (a, b) => a.or(b),
+        };
         Ok(())
     }
 }
@@ -225,8 +248,12 @@ pub struct Echo {
     completed: u64,
     /// Send times of the messages not yet echoed, oldest first.
     in_flight: VecDeque<Instant>,
-    /// Queued message bytes not yet taken by the transport.
-    pub write_buf: Vec<u8>,
+    /// This connection's byte stream.
+    pattern: Pattern,
+    /// Queued message bytes; those before `written` the transport took already (compacted
+    /// lazily, so a partial send moves no bytes).
+    write_buf: Vec<u8>,
+    written: usize,
 }
 
 impl Echo {
@@ -239,7 +266,9 @@ impl Echo {
             recv_bytes: 0,
             completed: 0,
             in_flight: VecDeque::with_capacity(depth as usize),
+            pattern: Pattern::new(id),
             write_buf: Vec::new(),
+            written: 0,
         }
     }
 
@@ -261,8 +290,12 @@ impl Echo {
         if self.exhausted() {
             return;
         }
-        let start = self.sent_bytes + self.write_buf.len() as u64;
-        self.write_buf.extend((start..start + size).map(|o| pattern(self.id, o)));
+        if self.written > 0 && self.written * 2 >= self.write_buf.len() {
+            self.write_buf.drain(..self.written);
+            self.written = 0;
+        }
+        let start = self.sent_bytes + self.unsent().len() as u64;
+        self.pattern.extend(&mut self.write_buf, start, size);
         self.in_flight.push_back(now);
     }
 
@@ -282,10 +315,19 @@ impl Echo {
         self.in_flight.is_empty()
     }
 
+    /// Queued bytes the transport has not taken yet.
+    pub fn unsent(&self) -> &[u8] {
+        &self.write_buf[self.written..]
+    }
+
     /// The transport took the first `n` queued bytes.
     pub fn sent(&mut self, n: usize) {
         self.sent_bytes += n as u64;
-        self.write_buf.drain(..n);
+        self.written += n;
+        if self.written == self.write_buf.len() {
+            self.write_buf.clear();
+            self.written = 0;
+        }
     }
 
     /// Checks echoed `bytes`, records each completed round trip, and replaces it with a new
@@ -297,11 +339,8 @@ impl Echo {
         deadline: Instant,
         result: &mut ClientResult,
     ) -> anyhow::Result<()> {
-        for (i, &b) in bytes.iter().enumerate() {
-            let offset = self.recv_bytes + i as u64;
-            if b != pattern(self.id, offset) {
-                bail!("echo mismatch on connection {} at byte {offset}", self.id);
-            }
+        if let Some(offset) = self.pattern.mismatch(self.recv_bytes, bytes) {
+            bail!("echo mismatch on connection {} at byte {offset}", self.id);
         }
         self.recv_bytes += bytes.len() as u64;
         result.verified_bytes += bytes.len() as u64;
@@ -386,6 +425,7 @@ impl Client {
         let mut events = Events::with_capacity(1024);
         let mut buf = vec![0u8; 1 << 16];
         let mut published = 0;
+        result.window_starts();
         while Instant::now() < deadline {
             progress.publish(&result, &mut published);
             match poll.poll(&mut events, poll_timeout.or(Some(Duration::from_millis(50)))) {
@@ -416,6 +456,7 @@ impl Client {
                 flush(c)?;
             }
         }
+        result.window_ends();
         progress.publish(&result, &mut published);
         Ok(result)
     }
@@ -441,8 +482,8 @@ impl Client {
 }
 
 fn flush(c: &mut ClientConn) -> anyhow::Result<()> {
-    while !c.echo.write_buf.is_empty() {
-        match c.stream.write(&c.echo.write_buf) {
+    while !c.echo.unsent().is_empty() {
+        match c.stream.write(c.echo.unsent()) {
             Ok(n) => c.echo.sent(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) => return Err(e).context("sending messages"),
@@ -459,14 +500,6 @@ pub fn server_port(i: u32) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pattern_differs_across_connections_and_offsets() {
-        let a: Vec<u8> = (0..512).map(|o| pattern(1, o)).collect();
-        let b: Vec<u8> = (0..512).map(|o| pattern(2, o)).collect();
-        assert_ne!(a, b);
-        assert_ne!(a[..256], a[256..]);
-    }
 
     #[test]
     fn plan_splits_connections_and_places_threads_like_every_engine() {

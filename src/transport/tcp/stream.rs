@@ -726,12 +726,19 @@ impl Stream {
 
     /// New bytes the send window admits now (its right edge is snd_una + send_wnd, as egress
     /// checks), at most a segment; 0 while a short tail of new bytes is held (see
-    /// [`Stream::hold_tail`]).
+    /// [`Stream::hold_tail`]), and 0 while the window admits less than a segment of bytes
+    /// that are there to send and bytes are in flight (sender silly-window avoidance, RFC 9293
+    /// 3.8.6.2.1): the ACKs on the way open it. Sending what a window edge admits instead cuts
+    /// the stream into ever shorter segments once the window is not a multiple of the MSS
+    /// (congestion windows rarely are), and every frame costs the same on the path whatever
+    /// its length.
     fn new_data_room(&self) -> usize {
         let room = self.send_wnd.saturating_sub(self.in_flight()) as usize;
-        let len = self.unsent().min(room).min(self.mss as usize);
-        let short_tail = len == self.unsent() && len < self.mss as usize;
-        if short_tail && self.hold {
+        let mss = self.mss as usize;
+        let len = self.unsent().min(room).min(mss);
+        let short_tail = len == self.unsent() && len < mss;
+        let window_limited = len < mss && len < self.unsent();
+        if (short_tail && self.hold) || (window_limited && self.in_flight() > 0) {
             0
         } else {
             len

@@ -386,20 +386,36 @@ fn peer_window_bounds_the_flight() {
     s.write(&bytes(0, 6000));
     let segs = drain(&mut s);
     let lens: Vec<u16> = segs.iter().map(|(h, _)| h.len).collect();
-    assert_eq!(lens, vec![1000, 1000, 500]);
-    assert_eq!(s.in_flight(), 2500);
-    // The peer acks 1000 and keeps its window: 1000 more may go.
+    // The window's last 500 bytes wait for a full segment's room (silly-window avoidance).
+    assert_eq!(lens, vec![1000, 1000]);
+    assert_eq!(s.in_flight(), 2000);
+    // The peer acks 1000 and keeps its window: 1000 more may go, the 500 after them wait.
     s.on_rx(&ack(1000, 2500), &[]);
     assert_eq!(drain(&mut s).iter().map(|(h, _)| h.len).collect::<Vec<_>>(), vec![1000]);
-    // A zero window stops everything; an update reopens it.
-    s.on_rx(&ack(3500, 0), &[]);
+    // A zero window stops everything; an update reopens it, and with nothing in flight even
+    // a window short of a segment is used (nothing else would open it).
+    s.on_rx(&ack(3000, 0), &[]);
     assert_eq!(s.in_flight(), 0);
     assert!(drain(&mut s).is_empty());
-    s.on_rx(&ack(3500, 700), &[]);
+    s.on_rx(&ack(3000, 700), &[]);
     let segs = drain(&mut s);
     assert_eq!(segs.len(), 1);
-    assert_eq!((segs[0].0.tx_pos, segs[0].0.len), (3500, 700));
-    assert_eq!(segs[0].1, bytes(3500, 700));
+    assert_eq!((segs[0].0.tx_pos, segs[0].0.len), (3000, 700));
+    assert_eq!(segs[0].1, bytes(3000, 700));
+}
+
+#[test]
+fn a_window_edge_never_cuts_the_stream_into_short_segments() {
+    // A window of 3.5 segments, slid by whole segments: every segment is full.
+    let mut s = Stream::new(StreamInit { send_wnd: 3500, snd_buf: 1 << 20, ..init(0, 0) });
+    s.write(&bytes(0, 20_000));
+    let mut lens: Vec<u16> = drain(&mut s).iter().map(|(h, _)| h.len).collect();
+    for una in (1000..=15_000).step_by(1000) {
+        s.on_rx(&ack(una, 3500), &[]);
+        lens.extend(drain(&mut s).iter().map(|(h, _)| h.len));
+    }
+    assert!(lens.iter().all(|&l| l == 1000), "{lens:?}");
+    assert_eq!(lens.len(), 18);
 }
 
 #[test]
