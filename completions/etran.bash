@@ -159,7 +159,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__bench__subcmd__echo)
-            opts="-j -p -v -h -V --iface --server --size --conns --depth --threads --duration --transport --wait --churn --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --iface --server --size --conns --depth --threads --duration --transport --wait --churn --mtu --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -202,6 +202,10 @@ _etran() {
                     return 0
                     ;;
                 --churn)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mtu)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -283,7 +287,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__bench__subcmd__raw)
-            opts="-j -p -v -h -V --iface --mode --size --batch --duration --switch --queues --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --iface --mode --size --batch --duration --switch --queues --mtu --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -310,6 +314,10 @@ _etran() {
                     return 0
                     ;;
                 --queues)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mtu)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -717,7 +725,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__testbed__subcmd__up)
-            opts="-j -p -v -h -V --name --hosts --rate --ecn-threshold --loss --duplicate --corrupt --direct --queues --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --name --hosts --rate --ecn-threshold --loss --duplicate --corrupt --direct --queues --mtu --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -752,6 +760,10 @@ _etran() {
                     return 0
                     ;;
                 --queues)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mtu)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

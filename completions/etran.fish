@@ -92,6 +92,7 @@ all\t'Every row above'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l wait -d 'How the apps and sockets wait: busy-poll, or sleep when idle' -r -f -a "busy\t'Spin without sleeping: eTran apps poll their port in a loop, Linux sockets are polled with a zero epoll timeout (busy-polling)'
 block\t'Sleep when idle: eTran apps wait in the library (busy-poll budget, then sleep on the AF_XDP socket), Linux sockets block in epoll_wait'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l churn -d 'Connection churn: close each connection after this many round trips and open a new one in its place; reports opens and closes per second and the eTran leak check' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l mtu -d 'MTU of the private testbed\'s interfaces (see `etran testbed up --mtu`)' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s v -l verbose -d 'More log output (repeat for more)'
@@ -108,10 +109,11 @@ complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subco
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l mode -d 'Traffic pattern' -r -f -a "txonly\t'One host transmits as fast as it can; the peer counts'
 rxdrop\t'The peer transmits; one host receives and drops'
 echo\t'One host sends, the peer reflects every frame back'"
-complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l size -d 'Frame size in bytes (Ethernet header included, FCS excluded)' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l size -d 'Frame size in bytes (Ethernet header included, FCS excluded): at most the testbed\'s MTU plus 14' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l batch -d 'Frames per ring operation' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l duration -d 'How long to measure' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l queues -d 'Queues to use, one lane (socket pair, thread) per queue and CPU; with more than one, each lane runs both ends of its queue on its own CPU' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l mtu -d 'MTU of the private testbed\'s interfaces (see `etran testbed up --mtu`); --size may be at most the MTU plus the Ethernet header' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l switch -d 'Put the testbed\'s switch namespace (one more XDP hop) between the hosts instead of joining them with one veth pair'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
@@ -139,6 +141,7 @@ complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_sub
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l duplicate -d 'Fraction of frames the switch duplicates, 0..1' -r
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l corrupt -d 'Fraction of frames the switch corrupts (one flipped payload byte), 0..1' -r
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l queues -d 'RX/TX queues of every testbed interface (veth), so traffic can be spread over CPUs. For AF_XDP measurements: `etran up` refuses a veth with more than one queue' -r
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l mtu -d 'MTU of every testbed interface (veth): 1280 up to the most a veth carries to XDP programs without multi-buffer support (3506 on x86-64 with 4 KiB pages). eTran\'s TCP and Linux\'s both announce an MSS of the MTU less 40' -r
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l direct -d 'No switch: the 2 hosts\' eth0 are the two ends of one veth pair (same addresses)'
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -s p -l pretty -d 'Pretty-print JSON (implies --json)'

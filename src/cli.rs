@@ -178,6 +178,9 @@ pub struct EchoArgs {
     /// in its place; reports opens and closes per second and the eTran leak check.
     #[arg(long, value_name = "MESSAGES", value_parser = clap::value_parser!(u32).range(1..))]
     pub churn: Option<u32>,
+    /// MTU of the private testbed's interfaces (see `etran testbed up --mtu`).
+    #[arg(long, default_value_t = crate::testbed::DEFAULT_MTU, conflicts_with = "iface")]
+    pub mtu: u32,
 }
 
 #[derive(Debug, Args)]
@@ -208,8 +211,9 @@ pub struct RawArgs {
     /// Traffic pattern.
     #[arg(long, value_enum, default_value_t = RawMode::Txonly)]
     pub mode: RawMode,
-    /// Frame size in bytes (Ethernet header included, FCS excluded).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(60..=3000))]
+    /// Frame size in bytes (Ethernet header included, FCS excluded): at most the testbed's MTU
+    /// plus 14.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(60..))]
     pub size: u32,
     /// Frames per ring operation.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=2048))]
@@ -225,6 +229,10 @@ pub struct RawArgs {
     /// lane runs both ends of its queue on its own CPU.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub queues: u32,
+    /// MTU of the private testbed's interfaces (see `etran testbed up --mtu`); --size may be
+    /// at most the MTU plus the Ethernet header.
+    #[arg(long, default_value_t = crate::testbed::DEFAULT_MTU, conflicts_with = "iface")]
+    pub mtu: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,6 +282,11 @@ pub struct TestbedUpArgs {
     /// AF_XDP measurements: `etran up` refuses a veth with more than one queue.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub queues: u32,
+    /// MTU of every testbed interface (veth): 1280 up to the most a veth carries to XDP programs
+    /// without multi-buffer support (3506 on x86-64 with 4 KiB pages). eTran's TCP and Linux's
+    /// both announce an MSS of the MTU less 40.
+    #[arg(long, default_value_t = crate::testbed::DEFAULT_MTU)]
+    pub mtu: u32,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -45,6 +45,7 @@ pub struct Link {
     pub mac: Option<[u8; 6]>,
     pub alias: Option<String>,
     pub master: Option<u32>,
+    pub mtu: u32,
     /// Id of the attached XDP program, if any.
     pub xdp_prog_id: Option<u32>,
 }
@@ -237,6 +238,16 @@ impl Netlink {
         self.set_link(msg, &format!("bringing interface {index} up"))
     }
 
+    /// Sets the MTU of interface `index`. A veth refuses an XDP program while its peer's MTU is
+    /// above what XDP carries (see [`crate::loader::kernel::veth_xdp_max_mtu`]), and one with a
+    /// program caps its peer's MTU: set both ends before attaching.
+    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> anyhow::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes = vec![LinkAttribute::Mtu(mtu)];
+        self.set_link(msg, &format!("setting the MTU of interface {index} to {mtu}"))
+    }
+
     /// Enslaves `index` to the bridge (or bond) `master`.
     pub fn set_master(&mut self, index: u32, master: u32) -> anyhow::Result<()> {
         let mut msg = LinkMessage::default();
@@ -349,6 +360,7 @@ fn link_of(l: LinkMessage) -> Link {
         mac: None,
         alias: None,
         master: None,
+        mtu: 0,
         xdp_prog_id: None,
     };
     for a in l.attributes {
@@ -359,6 +371,7 @@ fn link_of(l: LinkMessage) -> Link {
             }
             LinkAttribute::IfAlias(s) => link.alias = Some(s),
             LinkAttribute::Controller(m) => link.master = Some(m),
+            LinkAttribute::Mtu(m) => link.mtu = m,
             LinkAttribute::Xdp(x) => {
                 link.xdp_prog_id = x.into_iter().find_map(|x| match x {
                     LinkXdp::ProgId(id) if id != 0 => Some(id),

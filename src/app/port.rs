@@ -111,6 +111,11 @@ impl AppPort {
         &self.sock
     }
 
+    /// The UMEM's chunk size: the longest frame one TX descriptor may hold.
+    pub fn frame_size(&self) -> u32 {
+        self.umem.frame_size()
+    }
+
     /// The port's counters, with the socket's read now (zeros if the kernel refuses).
     pub fn stats(&self) -> PortStats {
         PortStats { xdp: self.sock.statistics().unwrap_or_default(), ..self.stats }

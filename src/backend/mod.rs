@@ -20,6 +20,9 @@ pub trait Backend {
     /// connection entry never routes to an app.
     const SLOTS: u32;
 
+    /// The longest IPv4 packet apps' frames may become: the NIC's MTU as far as the backend's
+    /// path carries it (TCP announces it less 40 as its MSS).
+    fn mtu(&self) -> u32;
     /// Makes the egress checkpoint of the app in `slot`; on failure nothing is left.
     fn open_port(&mut self, slot: u32) -> anyhow::Result<Self::AppPort>;
     /// Removes it: nothing routes to its slot afterwards. Best effort, failures are logged.

@@ -50,6 +50,7 @@ fn up(args: TestbedUpArgs, out: &Output) -> anyhow::Result<()> {
         corrupt: args.corrupt,
         direct: args.direct,
         queues: args.queues,
+        mtu: args.mtu,
         ..Spec::new(&args.name.name, args.hosts)
     };
     spec.validate()?;
@@ -74,11 +75,12 @@ fn print_status(st: &Status, out: &Output) -> anyhow::Result<()> {
         None => "direct veth pair (no switch)".to_string(),
     };
     crate::outln!(
-        "testbed {}: {} hosts, {topology}, {} queue{} per interface{}",
+        "testbed {}: {} hosts, {topology}, {} queue{} per interface, MTU {}{}",
         st.name,
         st.hosts.len(),
         st.queues,
         if st.queues == 1 { "" } else { "s" },
+        st.mtu,
         if st.complete { "" } else { " (incomplete: run `etran testbed up` again)" }
     );
     if st.switch_netns.is_some() {

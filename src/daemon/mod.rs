@@ -40,17 +40,16 @@ use anyhow::{bail, Context};
 use mio::{net::UnixListener, unix::SourceFd, Events, Interest, Poll, Token, Waker};
 
 use crate::{
-    backend::{
-        compat::{port, Compat},
-        Backend,
-    },
-    bpf::tcp::types::etran_tcp_limit,
+    backend::{compat::Compat, Backend},
     loader::kernel,
     log,
     netlink::Netlink,
     timer::TimerWheel,
     transport::{
-        tcp::control::{Event, Notify, SlowTimer, TcpControl},
+        tcp::{
+            control::{Event, Notify, SlowTimer, TcpControl},
+            handshake::mss_for_mtu,
+        },
         Control,
     },
 };
@@ -65,8 +64,6 @@ const LISTENER: Token = Token(1);
 const GEN: Token = Token(2);
 const SLOW: Token = Token(3);
 const FIRST_SESSION: usize = 4;
-/// The MSS the slow path announces: the most payload the fast path sends in one frame.
-const MSS: u16 = etran_tcp_limit::ETRAN_TCP_MAX_PAYLOAD.0 as u16;
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 
 /// TIME_WAIT of the connections apps close first, by default. Linux holds 60 s (2 MSL); a
@@ -131,12 +128,16 @@ impl Daemon {
         // Before the socket appears, so that a daemon apps can reach is complete. The pump's
         // spare veth is named after the interface: one daemon per interface and namespace (the
         // lock above), and a stale pair from a crash is replaced.
-        let mut backend = Compat::new(&tcp, &format!("etgen{}", dp.summary.ifindex))?;
-        let local_mac = Netlink::open()?
+        let nic = Netlink::open()?
             .link(&cfg.iface)?
-            .and_then(|l| l.mac)
-            .with_context(|| format!("{} has no Ethernet address", cfg.iface))?;
-        let tcp = TcpControl::new(tcp, &cfg.iface, local_mac, MSS, cfg.time_wait, cfg.ecn)?;
+            .with_context(|| format!("no interface named {}", cfg.iface))?;
+        let local_mac =
+            nic.mac.with_context(|| format!("{} has no Ethernet address", cfg.iface))?;
+        let mut backend = Compat::new(&tcp, &format!("etgen{}", dp.summary.ifindex), nic.mtu)?;
+        // The MSS follows the MTU apps' frames may reach (the NIC's, as far as the ports carry
+        // it): read once, so an MTU changed under a running daemon takes a restart.
+        let mss = mss_for_mtu(backend.mtu());
+        let tcp = TcpControl::new(tcp, &cfg.iface, local_mac, mss, cfg.time_wait, cfg.ecn)?;
         let listener = bind_listener(&cfg.socket)?;
         if let Err(e) = backend.remove_stale() {
             let _ = std::fs::remove_file(&cfg.socket);
@@ -353,7 +354,7 @@ impl Daemon {
             port_ifindex: port.app_ifindex,
             kernel_port: port.kernel_name.clone(),
             kernel_ifindex: port.kernel_ifindex,
-            geometry: port::geometry(),
+            geometry: port.geometry,
             fds: vec![FdKind::Xsk { queue: 0 }, FdKind::Umem],
         };
         let session = self.sessions.get_mut(&token).expect("live session");

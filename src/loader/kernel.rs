@@ -192,6 +192,34 @@ pub fn has_native_hooks() -> bool {
     found
 }
 
+/// x86-64's `SMP_CACHE_BYTES` (`L1_CACHE_SHIFT` 6): what `SKB_DATA_ALIGN` rounds up to.
+const SMP_CACHE_BYTES: usize = 64;
+
+/// The largest MTU a veth carries to an XDP program without multi-buffer (frags) support, as
+/// `veth_xdp_set` computes it: the frame must fit one page after the XDP headroom and the
+/// `skb_shared_info` at its end, `SKB_WITH_OVERHEAD(PAGE_SIZE - XDP_PACKET_HEADROOM)`, less the
+/// Ethernet header. Above it the kernel refuses to attach such a program on the peer ("Peer MTU
+/// is too large to set XDP"). 3506 on x86-64 with 4 KiB pages; `ETRAN_TCP_MAX_FRAME` (tcp.h)
+/// is the same figure plus the Ethernet header, fixed at build time. Reads the size of `struct
+/// skb_shared_info` from the kernel's BTF.
+pub fn veth_xdp_max_mtu() -> anyhow::Result<u32> {
+    use libbpf_rs::btf::{types::Struct, HasSize};
+    // SAFETY: sysconf has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        .context("reading the page size")?;
+    let btf = Btf::from_vmlinux().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
+    let shinfo = btf
+        .type_by_name::<Struct<'_>>("skb_shared_info")
+        .context("the kernel's BTF has no struct skb_shared_info")?
+        .size();
+    let aligned = shinfo.div_ceil(SMP_CACHE_BYTES) * SMP_CACHE_BYTES;
+    let eth = 14;
+    let mtu = page
+        .checked_sub(sys::XDP_PACKET_HEADROOM as usize + aligned + eth)
+        .context("a page too small for an XDP frame")?;
+    Ok(u32::try_from(mtu)?)
+}
+
 /// How an XDP program sits on an interface, in the words of iproute2 and the kernel's
 /// `XDP_FLAGS_*_MODE` (`drv`, `skb`, `hw`), so that "native" names only the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -301,4 +329,16 @@ pub fn prog_info(id: u32) -> anyhow::Result<ProgInfo> {
     // SAFETY: the kernel NUL-terminates name within BPF_OBJ_NAME_LEN.
     let name = unsafe { CStr::from_ptr(info.name.as_ptr()) }.to_string_lossy().into_owned();
     Ok(ProgInfo { name, map_ids })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::bpf::tcp::types::etran_tcp_limit;
+
+    /// The datapath's longest frame, fixed at build time, is what this kernel's veth carries.
+    #[test]
+    fn the_veth_limit_is_the_datapaths_longest_frame() {
+        let max = super::veth_xdp_max_mtu().unwrap();
+        assert_eq!(max + 14, etran_tcp_limit::ETRAN_TCP_MAX_FRAME.0, "ETRAN_TCP_MAX_FRAME (tcp.h)");
+    }
 }

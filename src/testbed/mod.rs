@@ -6,6 +6,10 @@
 //! Every veth (host NICs and switch ports) has `queues` real RX/TX queues (default 1), so traffic
 //! can be spread over CPUs: on a veth, a frame the stack or AF_XDP sends on TX queue q arrives
 //! on the peer's RX queue q, and one redirected by XDP (the switch) on the queue of its CPU.
+//! Every veth has the same MTU, 1500 unless `mtu` says otherwise: at least [`MIN_MTU`], at most
+//! what a veth carries to XDP programs without multi-buffer support
+//! ([`crate::loader::kernel::veth_xdp_max_mtu`]: the switch's programs, and etran's on the
+//! hosts' NICs, are such programs).
 //!
 //! The switch holds a Linux bridge `br0` with every port `pI` (the other end of host I's veth)
 //! enslaved, with static FDB entries for the hosts' MACs. By default an XDP program on each port
@@ -68,6 +72,12 @@ pub const BRIDGE: &str = "br0";
 pub const MAX_HOSTS: u8 = 32;
 /// The most RX/TX queues a testbed interface can have.
 pub const MAX_QUEUES: u32 = 64;
+/// The MTU of testbed interfaces unless asked otherwise (Ethernet's).
+pub const DEFAULT_MTU: u32 = 1500;
+/// The smallest testbed MTU: IPv6's minimum link MTU (RFC 8200 5), so that a testbed stays valid
+/// when etran speaks IPv6 (Linux turns IPv6 off on a smaller link); nothing smaller is of use for
+/// measurements, and IPv4's 576 only matters for paths, not links we build.
+pub const MIN_MTU: u32 = 1280;
 const MARK: &str = "etran-testbed v1";
 
 /// What to build.
@@ -88,6 +98,8 @@ pub struct Spec {
     pub direct: bool,
     /// RX/TX queues of every veth (host NICs and switch ports).
     pub queues: u32,
+    /// MTU of every veth (host NICs and switch ports).
+    pub mtu: u32,
 }
 
 impl Spec {
@@ -103,6 +115,7 @@ impl Spec {
             corrupt: 0.0,
             direct: false,
             queues: 1,
+            mtu: DEFAULT_MTU,
         }
     }
 
@@ -143,6 +156,7 @@ impl Spec {
         if !(1..=MAX_QUEUES).contains(&self.queues) {
             bail!("--queues must be 1 to {MAX_QUEUES}, not {}", self.queues);
         }
+        check_mtu(self.mtu)?;
         if self.direct && self.hosts != 2 {
             bail!("--direct joins exactly 2 hosts with one veth pair, not {}", self.hosts);
         }
@@ -171,8 +185,25 @@ impl Spec {
                 s += &format!(" {k}={v}");
             }
         }
-        s + &queues_marker(self)
+        s + &links_marker(self)
     }
+}
+
+/// Refuses an MTU a testbed cannot have (see [`MIN_MTU`] and
+/// [`crate::loader::kernel::veth_xdp_max_mtu`]). The default needs no look at the kernel: every
+/// kernel's veth carries it to XDP.
+fn check_mtu(mtu: u32) -> anyhow::Result<()> {
+    if mtu == DEFAULT_MTU {
+        return Ok(());
+    }
+    let max = crate::loader::kernel::veth_xdp_max_mtu()?;
+    if !(MIN_MTU..=max).contains(&mtu) {
+        bail!(
+            "--mtu must be {MIN_MTU} to {max} (the most a veth carries to XDP programs without \
+             multi-buffer support on this kernel), not {mtu}"
+        );
+    }
+    Ok(())
 }
 
 /// A parsed namespace mark.
@@ -183,20 +214,24 @@ struct Mark {
     spec: Option<Spec>,
 }
 
-/// ` queues=N` when N > 1 (marks without it mean 1 queue).
-fn queues_marker(spec: &Spec) -> String {
+/// ` queues=N` when N > 1 and ` mtu=N` when N is not 1500 (marks without them mean 1 queue and
+/// MTU 1500).
+fn links_marker(spec: &Spec) -> String {
+    let mut s = String::new();
     if spec.queues > 1 {
-        format!(" queues={}", spec.queues)
-    } else {
-        String::new()
+        s += &format!(" queues={}", spec.queues);
     }
+    if spec.mtu != DEFAULT_MTU {
+        s += &format!(" mtu={}", spec.mtu);
+    }
+    s
 }
 
 fn host_marker(spec: &Spec, index: u8) -> String {
     let topology = if spec.direct { " topology=direct" } else { "" };
     // Only a direct testbed's host marks carry the spec (there is no switch to hold it).
-    let queues = if spec.direct { queues_marker(spec) } else { String::new() };
-    format!("{MARK} name={} role=h{index}{topology}{queues}", spec.name)
+    let links = if spec.direct { links_marker(spec) } else { String::new() };
+    format!("{MARK} name={} role=h{index}{topology}{links}", spec.name)
 }
 
 fn parse_mark(alias: &str) -> Option<Mark> {
@@ -217,6 +252,7 @@ fn parse_mark(alias: &str) -> Option<Mark> {
             "corrupt" => spec.corrupt = v.parse().ok()?,
             "topology" => spec.direct = v == "direct",
             "queues" => spec.queues = v.parse().ok()?,
+            "mtu" => spec.mtu = v.parse().ok()?,
             _ => {}
         }
     }
@@ -382,10 +418,11 @@ impl Testbed {
             cleanup::unregister(&key);
         }
         crate::log::info(format!(
-            "testbed {name}: {} hosts, {} forwarding, {} queue(s) per interface",
+            "testbed {name}: {} hosts, {} forwarding, {} queue(s) per interface, MTU {}",
             spec.hosts,
             spec.mode(),
-            spec.queues
+            spec.queues,
+            spec.mtu
         ));
         Ok(Testbed { spec, hosts, private })
     }
@@ -626,6 +663,9 @@ fn build_all(spec: &Spec) -> anyhow::Result<Vec<Host>> {
     for (h, ns) in hosts.iter().zip(&host_ns) {
         let mut hn = Netlink::open_in(ns)?;
         let nic = hn.index(HOST_NIC)?;
+        // The switch port's XDP program caps this MTU at what XDP carries, which validate()
+        // held the spec to; etran's programs come later (`etran up`).
+        hn.set_mtu(nic, spec.mtu)?;
         hn.add_address_v4(nic, h.ip, 24)?;
         for other in hosts.iter().filter(|o| o.index != h.index) {
             hn.add_neighbour_v4(nic, other.ip, other.mac)?;
@@ -658,6 +698,7 @@ fn build_switch(spec: &Spec, sw: &NetNs, hosts: &[Host], host_ns: &[NetNs]) -> a
             .find(|l| l.name == pname)
             .map(|l| l.index)
             .with_context(|| format!("port {pname} vanished"))?;
+        nl.set_mtu(idx, spec.mtu)?;
         nl.set_master(idx, br)?;
         nl.add_bridge_fdb(idx, h.mac)?;
         ports.push(switch::Port { host: h.index, ifindex: idx, host_mac: h.mac });
@@ -711,6 +752,8 @@ pub struct Status {
     pub corrupt: f64,
     /// RX/TX queues of every testbed interface.
     pub queues: u32,
+    /// MTU of every testbed interface.
+    pub mtu: u32,
     pub hosts: Vec<HostStatus>,
     /// Whether every namespace of the testbed is there.
     pub complete: bool,
@@ -769,6 +812,7 @@ pub fn status(name: &str) -> anyhow::Result<Option<Status>> {
         duplicate: spec.duplicate,
         corrupt: spec.corrupt,
         queues: spec.queues,
+        mtu: spec.mtu,
         hosts,
         complete,
         counters,
@@ -840,6 +884,23 @@ mod tests {
     }
 
     #[test]
+    fn mtus_are_bounded_by_what_xdp_on_a_veth_carries() {
+        assert_eq!(Spec::new("t", 2).mtu, DEFAULT_MTU);
+        let max = crate::loader::kernel::veth_xdp_max_mtu().unwrap();
+        for mtu in [MIN_MTU, DEFAULT_MTU, max] {
+            Spec { mtu, ..Spec::new("t", 2) }.validate().unwrap();
+            Spec { mtu, direct: true, ..Spec::new("t", 2) }.validate().unwrap();
+        }
+        for mtu in [0, MIN_MTU - 1, max + 1, 9000] {
+            let e = Spec { mtu, ..Spec::new("t", 2) }.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("--mtu") && e.contains(&max.to_string()) && !e.contains('\n'),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn marks_round_trip() {
         let mut s = Spec::new(&"n".repeat(32), 32);
         s.rate_bps = Some(999_999_999_999);
@@ -866,8 +927,16 @@ mod tests {
         assert_eq!(parse_mark(&m).unwrap().spec.unwrap(), q);
         let dq = Spec { queues: 4, ..direct.clone() };
         assert_eq!(parse_mark(&host_marker(&dq, 1)).unwrap().spec, Some(dq));
+        // MTU: written only when not 1500, absent means 1500.
+        assert!(!Spec::new("tb", 2).marker().contains("mtu"));
+        let m = Spec { mtu: 3506, ..q.clone() };
+        assert!(m.marker().len() <= 255, "{} bytes", m.marker().len());
+        assert_eq!(parse_mark(&m.marker()).unwrap().spec.unwrap(), m);
+        let dm = Spec { mtu: 1280, queues: 4, ..direct.clone() };
+        assert_eq!(parse_mark(&host_marker(&dm, 2)).unwrap().spec, Some(dm));
         let old = "etran-testbed v1 name=tb role=sw hosts=3";
         assert_eq!(parse_mark(old).unwrap().spec.unwrap().queues, 1);
+        assert_eq!(parse_mark(old).unwrap().spec.unwrap().mtu, DEFAULT_MTU);
         let h = parse_mark(&host_marker(&Spec { queues: 2, ..Spec::new("tb", 2) }, 1)).unwrap();
         assert_eq!(h.spec, None);
         assert_eq!(parse_mark("my own alias"), None);

@@ -24,7 +24,7 @@ pub use socket::{
     BindMode, BusyPoll, CompRing, Desc, FillRing, Mode, Rings, RxRing, Socket, SocketConfig,
     Statistics, TxRing,
 };
-pub use umem::{FrameAlloc, Umem, UmemConfig};
+pub use umem::{frame_size_for, FrameAlloc, Umem, UmemConfig};
 pub use vsock::{Drr, Served, VirtualSocket};
 
 /// UMEM and ring geometry of a socket made for someone else (the daemon makes the app's):

@@ -12,6 +12,24 @@ use anyhow::{bail, Context};
 
 use super::sys::XDP_PACKET_HEADROOM;
 
+/// The chunk sizes a UMEM may have (aligned mode: powers of two up to a page).
+pub const FRAME_SIZES: [u32; 2] = [2048, 4096];
+
+/// The smallest chunk size that receives a frame of `frame_len` bytes (Ethernet header
+/// included) behind the kernel's `XDP_PACKET_HEADROOM` and `headroom` more: copy mode refuses
+/// (drops, counted in `rx_dropped`) a frame longer than the chunk less both. An error names the
+/// frame when no chunk holds it.
+pub fn frame_size_for(frame_len: u32, headroom: u32) -> anyhow::Result<u32> {
+    let need = XDP_PACKET_HEADROOM + headroom + frame_len;
+    FRAME_SIZES.into_iter().find(|&size| size >= need).with_context(|| {
+        format!(
+            "a {frame_len}-byte frame needs {need}-byte UMEM chunks ({XDP_PACKET_HEADROOM} bytes \
+             of kernel headroom and {headroom} of ours in front); AF_XDP chunks are at most {}",
+            FRAME_SIZES[FRAME_SIZES.len() - 1]
+        )
+    })
+}
+
 /// How to lay out a UMEM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UmemConfig {
@@ -36,7 +54,7 @@ impl Default for UmemConfig {
 impl UmemConfig {
     /// Checks the layout without allocating anything.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.frame_size != 2048 && self.frame_size != 4096 {
+        if !FRAME_SIZES.contains(&self.frame_size) {
             bail!("UMEM frame size {} is not supported: use 2048 or 4096", self.frame_size);
         }
         if self.frame_count == 0 {
@@ -331,6 +349,17 @@ impl FrameAlloc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_fit_the_frame_and_the_headroom() {
+        assert_eq!(frame_size_for(1514, 0).unwrap(), 2048);
+        assert_eq!(frame_size_for(2048 - XDP_PACKET_HEADROOM, 0).unwrap(), 2048);
+        assert_eq!(frame_size_for(2048 - XDP_PACKET_HEADROOM + 1, 0).unwrap(), 4096);
+        assert_eq!(frame_size_for(1514, 600).unwrap(), 4096);
+        assert_eq!(frame_size_for(3520, 0).unwrap(), 4096);
+        let e = frame_size_for(9014, 0).unwrap_err().to_string();
+        assert!(e.contains("9014-byte frame") && e.contains("at most 4096"), "{e}");
+    }
 
     #[test]
     fn config_errors_are_clear() {

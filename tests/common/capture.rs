@@ -162,6 +162,10 @@ pub struct DirectionReport {
     /// Their windows are stale, so they are not judged for shrinking.
     pub reordered: u64,
     pub resets: u64,
+    /// The MSS option of the direction's SYN (or SYN-ACK).
+    pub mss: Option<u16>,
+    /// The longest IPv4 packet (total length) with valid checksums: at most the path's MTU.
+    pub largest_packet: u32,
 }
 
 struct Parsed<'a> {
@@ -173,6 +177,7 @@ struct Parsed<'a> {
     window: u16,
     options: &'a [u8],
     payload_len: u32,
+    ip_len: u32,
     checksums_ok: bool,
 }
 
@@ -210,30 +215,41 @@ fn parse(frame: &[u8]) -> Option<Parsed<'_>> {
         window: u16::from_be_bytes([tcp[14], tcp[15]]),
         options: &tcp[20..doff],
         payload_len: (tcp.len() - doff) as u32,
+        ip_len: tot as u32,
         checksums_ok: checksum(&ip[..ihl]) == 0 && checksum(&pseudo) == 0,
     })
 }
 
-/// The window scale a SYN's options announce (0 when absent).
-fn wscale_of(options: &[u8]) -> u8 {
+/// The value of option `kind` whose whole length is `len` among a SYN's options.
+fn option_of(options: &[u8], want: u8, want_len: u8) -> Option<&[u8]> {
     let mut i = 0;
     while i < options.len() {
         match options[i] {
             0 => break,
             1 => i += 1,
             kind => {
-                let Some(&len) = options.get(i + 1) else { break };
+                let len = *options.get(i + 1)?;
                 if len < 2 {
                     break;
                 }
-                if kind == 3 && len == 3 {
-                    return options.get(i + 2).copied().unwrap_or(0).min(14);
+                if kind == want && len == want_len {
+                    return options.get(i + 2..i + usize::from(len));
                 }
                 i += usize::from(len);
             }
         }
     }
-    0
+    None
+}
+
+/// The window scale a SYN's options announce (0 when absent).
+fn wscale_of(options: &[u8]) -> u8 {
+    option_of(options, 3, 3).map_or(0, |v| v[0].min(14))
+}
+
+/// The MSS a SYN's options announce.
+fn mss_of(options: &[u8]) -> Option<u16> {
+    option_of(options, 2, 4).map(|v| u16::from_be_bytes([v[0], v[1]]))
 }
 
 const FIN: u8 = 0x01;
@@ -315,12 +331,14 @@ pub fn analyse(frames: &[Frame]) -> HashMap<Direction, DirectionReport> {
             d.report.bad_checksum += 1;
             continue;
         }
+        d.report.largest_packet = d.report.largest_packet.max(p.ip_len);
         if p.flags & RST != 0 {
             d.report.resets += 1;
             continue;
         }
         if p.flags & SYN != 0 {
             d.wscale = wscale_of(p.options);
+            d.report.mss = mss_of(p.options);
             d.base = Some(p.seq.wrapping_add(1));
             continue;
         }

@@ -122,9 +122,15 @@ impl Drop for Daemon {
 /// (frames redirected out of `va` reach `vb` only if it runs NAPI: the veth rule) and TX checksum
 /// offload off on `vb` (Linux would leave its checksums partial, which etran's ingress drops).
 pub fn etran_up_pair(name: &str) -> crate::netns::VethPair {
+    etran_up_pair_at(name, etran::testbed::DEFAULT_MTU)
+}
+
+/// [`etran_up_pair`] with both ends at MTU `mtu`.
+pub fn etran_up_pair_at(name: &str, mtu: u32) -> crate::netns::VethPair {
     use etran::loader::pins;
     pins::ensure_bpffs(std::path::Path::new(pins::BPFFS_ROOT)).unwrap();
     let net = crate::netns::VethPair::new(name);
+    net.set_mtu(mtu);
     let out = Command::new("ip")
         .args(["netns", "exec", &net.a, crate::cli::etran_bin(), "up", "va"])
         .output()
@@ -239,7 +245,12 @@ pub struct DaemonPair {
 
 impl DaemonPair {
     pub fn new(name: &str) -> DaemonPair {
-        let net = etran_up_pair(name);
+        DaemonPair::at_mtu(name, etran::testbed::DEFAULT_MTU)
+    }
+
+    /// [`DaemonPair::new`] with both ends at MTU `mtu`.
+    pub fn at_mtu(name: &str, mtu: u32) -> DaemonPair {
+        let net = etran_up_pair_at(name, mtu);
         let daemon = Daemon::start(&net.a, name);
         DaemonPair { net, daemon }
     }

@@ -3,12 +3,12 @@
 //! its own through the daemon, it writes whatever frames it likes into its TX ring: other apps'
 //! 4-tuples, forged positions and consumption reports, bogus intents, lying lengths, raw
 //! Ethernet segments, random bytes. [`Forgery`] names each kind and the egress drop reason it
-//! must meet.
+//! must meet. Its port must run at an MTU that carries a payload longer than any frame may
+//! carry (`ETRAN_TCP_MAX_PAYLOAD`): the largest one.
 use std::{net::SocketAddrV4, path::Path};
 
 use etran::{
     app::{AppPort, DaemonLink, StreamInit},
-    backend::compat::port::FRAME_SIZE,
     bpf::tcp::types::{etran_tcp_limit, etran_tcp_tx_hdr, tcp_conn_key},
     proto::{ConnInit, Transport},
     transport::tcp::{
@@ -23,11 +23,11 @@ use etran::{
 use crate::fixture::Rng;
 
 const MAX_PAYLOAD: usize = etran_tcp_limit::ETRAN_TCP_MAX_PAYLOAD.0 as usize;
-/// The longest frame that surely reaches the kernel side of an app port: its MTU (1500) and an
-/// Ethernet header. The veth drops what exceeds that by more than a VLAN tag before its XDP
-/// program (egress) runs (measured: every frame of up to 1518 bytes reached egress, none of
-/// 1519 to 2048 bytes filled with one byte value; random bytes of 1600 or more, rarely).
-pub const PORT_MAX_FRAME: usize = 1514;
+/// How far past the port's longest frame random bytes surely stay away from egress. The veth
+/// drops a frame longer than its MTU, an Ethernet header and a VLAN tag before its XDP program
+/// (egress) runs (measured at MTU 1500: every frame of up to 1518 bytes reached egress, none of
+/// 1519 to 2048 bytes filled with one byte value; random bytes 86 or more past 1514, rarely).
+const BEYOND_MTU: usize = 86;
 
 /// What a hostile app writes into its TX ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,19 +119,29 @@ pub struct Hostile {
     /// Held: ending the link would tear its port and connection down.
     pub link: DaemonLink,
     pub port: AppPort,
+    /// The longest frame that surely reaches the kernel side of its port: the port's MTU and an
+    /// Ethernet header.
+    pub max_frame: usize,
     /// Its own connection, as the daemon handed it over. It never sends new data on it, so
     /// its send position stays `init.tx_pos`.
     pub init: ConnInit,
 }
 
 impl Hostile {
-    /// Registers with the daemon at `sock` and opens a connection to `remote`.
-    pub fn connect(sock: &Path, remote: SocketAddrV4) -> Hostile {
+    /// Registers with the daemon at `sock`, whose app ports have MTU `port_mtu`, and opens a
+    /// connection to `remote`.
+    pub fn connect(sock: &Path, port_mtu: u32, remote: SocketAddrV4) -> Hostile {
+        let max_frame = port_mtu as usize + 14;
+        assert!(
+            max_frame - TX_HDR_LEN > MAX_PAYLOAD,
+            "a port of MTU {port_mtu} cannot carry an oversize payload to egress"
+        );
         let mut link = DaemonLink::connect(sock).unwrap();
         let reg = link.register(Transport::Tcp, 1).unwrap();
         let port = AppPort::open(reg).unwrap();
+        assert!(port.frame_size() as usize > max_frame + BEYOND_MTU, "room for LongerThanMtu");
         let (_, init) = link.connect_tcp(remote, None).expect("the hostile app connects");
-        Hostile { link, port, init }
+        Hostile { link, port, max_frame, init }
     }
 
     pub fn key(&self) -> tcp_conn_key {
@@ -140,7 +150,7 @@ impl Hostile {
 
     /// Writes `frame` into the TX ring as it is, waiting for a free TX frame if need be.
     pub fn send_raw(&mut self, frame: &[u8]) {
-        assert!(!frame.is_empty() && frame.len() <= FRAME_SIZE as usize);
+        assert!(!frame.is_empty() && frame.len() <= self.port.frame_size() as usize);
         while !self.port.can_send() {
             self.port.flush().unwrap();
         }
@@ -234,7 +244,7 @@ impl Hostile {
                 frame(self.own(INTENT_DATA, self.init.tx_pos, len as u16), payload(rng, real))
             }
             Forgery::Oversize => {
-                let len = MAX_PAYLOAD + 1 + rng.below(PORT_MAX_FRAME - TX_HDR_LEN - MAX_PAYLOAD);
+                let len = MAX_PAYLOAD + 1 + rng.below(self.max_frame - TX_HDR_LEN - MAX_PAYLOAD);
                 frame(self.own(INTENT_DATA, self.init.tx_pos, len as u16), payload(rng, len))
             }
             Forgery::OverMss => {
@@ -277,11 +287,12 @@ impl Hostile {
                 .build()
             }
             Forgery::LongerThanMtu => {
-                let len = 1600 + rng.below(FRAME_SIZE as usize - 1600 + 1);
+                let shortest = self.max_frame + BEYOND_MTU;
+                let len = shortest + rng.below(self.port.frame_size() as usize - shortest + 1);
                 payload(rng, len)
             }
             Forgery::Random => {
-                let len = 14 + rng.below(PORT_MAX_FRAME - 14 + 1);
+                let len = 14 + rng.below(self.max_frame - 14 + 1);
                 payload(rng, len)
             }
         }

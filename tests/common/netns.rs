@@ -33,6 +33,14 @@ impl VethPair {
         pair
     }
 
+    /// Sets the MTU of both ends (before any XDP program: a veth with one caps its peer's).
+    pub fn set_mtu(&self, mtu: u32) {
+        sh(&format!(
+            "ip -n {} link set va mtu {mtu} && ip -n {} link set vb mtu {mtu}",
+            self.a, self.b
+        ));
+    }
+
     fn remove(&self) {
         // Take down any datapath a test left up, so its pins do not outlive the namespace.
         for (ns, iface) in [(&self.a, "va"), (&self.b, "vb")] {

@@ -9,6 +9,7 @@ mod check;
 mod daemon;
 mod datapath;
 mod http_curl;
+mod mtu;
 mod tcp_close;
 mod tcp_connect;
 mod tcp_dctcp;

@@ -7,7 +7,8 @@
 //! wire (captured on the peer's side) belongs to one of the two connections and lies within that
 //! connection's state, with correct checksums, and while the hostile app writes, only its own
 //! connection's frames appear; the honest connection's state is byte for byte what it was; every
-//! forged frame is dropped and counted by reason; the honest stream arrives intact. Needs root.
+//! forged frame is dropped and counted by reason; the honest stream arrives intact. The pair
+//! runs at the largest MTU, so that the longest frames reach egress. Needs root.
 use std::{
     collections::BTreeMap,
     io::{ErrorKind, Read, Write},
@@ -87,7 +88,8 @@ impl Drop for StopOnDrop<'_> {
 #[test]
 fn a_hostile_app_forges_nothing_onto_the_wire() {
     let Some(_root) = common::root::alone() else { return };
-    let DaemonPair { net, daemon } = DaemonPair::new("hostile");
+    let mtu = etran::loader::kernel::veth_xdp_max_mtu().unwrap();
+    let DaemonPair { net, daemon } = DaemonPair::at_mtu("hostile", mtu);
     let (a, b) = (net.a.clone(), net.b.clone());
     add_neighbour_of_b(&net);
     let peer = |port| SocketAddrV4::new([10, 77, 0, 2].into(), port);
@@ -102,7 +104,8 @@ fn a_hostile_app_forges_nothing_onto_the_wire() {
     let id = app.connect_blocking(peer(HONEST_PORT)).expect("the honest app connects");
     let (mut honest_peer, _) = honest_listener.accept().unwrap();
     let honest = app.stream(id).unwrap().key();
-    let mut evil = Hostile::connect(&daemon.sock, peer(HOSTILE_PORT));
+    let port_mtu = etran::backend::compat::port::port_mtu(mtu).unwrap();
+    let mut evil = Hostile::connect(&daemon.sock, port_mtu, peer(HOSTILE_PORT));
     let (_hostile_peer, _) = hostile_listener.accept().unwrap();
     let hostile = evil.key();
     let start: Vec<tcp_conn> =

@@ -36,19 +36,22 @@ pub struct Compat {
     nl: Netlink,
     maps: PortMaps,
     pump: GenPump,
+    /// The MTU of every app port ([`port::port_mtu`] of the NIC's).
+    mtu: u32,
 }
 
 impl Compat {
-    /// The backend over the TCP object of a datapath; the gen pump's spare veth pair is named
-    /// `spare` (see [`GenPump::new`]).
-    pub fn new(tcp: &TcpHandles, spare: &str) -> anyhow::Result<Compat> {
+    /// The backend over the TCP object of a datapath on a NIC of MTU `nic_mtu`; the gen pump's
+    /// spare veth pair is named `spare` (see [`GenPump::new`]).
+    pub fn new(tcp: &TcpHandles, spare: &str, nic_mtu: u32) -> anyhow::Result<Compat> {
+        let mtu = port::port_mtu(nic_mtu)?;
         let pump = GenPump::new(tcp, Some(spare)).context("starting the gen pump")?;
         let maps = PortMaps {
             app_ports: MapHandle::try_from(&tcp.app_ports)?,
             port_ifindex: MapHandle::try_from(&tcp.port_ifindex)?,
             egress: tcp.egress.try_clone().context("duplicating the egress program descriptor")?,
         };
-        Ok(Compat { nl: Netlink::open()?, maps, pump })
+        Ok(Compat { nl: Netlink::open()?, maps, pump, mtu })
     }
 }
 
@@ -57,8 +60,12 @@ impl Backend for Compat {
     /// The `etran_app_ports` devmap's size (ETRAN_APP_PORTS, common/transport.h).
     const SLOTS: u32 = etran_app_port_limit::ETRAN_APP_PORTS.0;
 
+    fn mtu(&self) -> u32 {
+        self.mtu
+    }
+
     fn open_port(&mut self, slot: u32) -> anyhow::Result<VethPort> {
-        VethPort::create(&mut self.nl, &self.maps, slot)
+        VethPort::create(&mut self.nl, &self.maps, slot, self.mtu)
     }
 
     fn close_port(&mut self, port: &mut VethPort) {

@@ -6,10 +6,13 @@
 //!   socket sits in that program's XSKMAP and is bound to its queue 0 by the app.
 //!
 //! Both ends are up with GRO on (see [`crate::ethtool::set_gro`]; the app side also has its XDP
-//! program, which the veth rule asks for).
+//! program, which the veth rule asks for), and have the NIC's MTU ([`port_mtu`]): a frame
+//! redirected into a veth longer than its peer's MTU is dropped, so what the NIC takes must
+//! pass the port, and what egress makes of an app's frame must pass the NIC.
 //!
 //! The UMEM: an AF_XDP socket cannot bind without one, and apps hold no CAP_NET_RAW, so the
-//! daemon creates it: a memfd of [`FRAME_COUNT`] × [`FRAME_SIZE`] bytes, mapped shared,
+//! daemon creates it: a memfd of [`FRAME_COUNT`] chunks ([`geometry`]: 2048 bytes, or 4096 when
+//! the MTU needs them) mapped shared,
 //! registered on the socket (`XDP_UMEM_REG` pins the pages), rings sized. The app receives the
 //! socket and the memfd, maps the memfd `MAP_SHARED` (same pages) and the four rings from the
 //! socket, binds it (copy mode, need-wakeup; binding needs no privilege), and owns them from then
@@ -26,12 +29,21 @@ use libbpf_rs::{MapCore, MapFlags};
 
 use super::PortMaps;
 use crate::{
+    bpf::tcp::types::{etran_tcp_limit, etran_tcp_rx_meta},
+    loader::kernel,
     netlink::Netlink,
     netns::NetNs,
-    xsk::{sys, Geometry, XskProgram},
+    transport::RxMeta,
+    xsk::{frame_size_for, sys, Geometry, XskProgram},
 };
 
-pub const FRAME_SIZE: u32 = 2048;
+/// The Ethernet header, which an MTU leaves out.
+const ETH_HLEN: u32 = 14;
+/// The largest MTU every kernel's veth carries to XDP (4 KiB pages, any `skb_shared_info`).
+const ETH_DATA_LEN: u32 = 1500;
+// The RX metadata travels in the headroom the kernel keeps in front of a frame it copies into
+// an AF_XDP chunk (copy mode copies `data_meta..data_end`), so a chunk needs no more for it.
+const _: () = assert!(<etran_tcp_rx_meta as RxMeta>::LEN <= sys::XDP_PACKET_HEADROOM as usize);
 /// Receive frames (fill and RX rings). A frame that finds the fill ring empty is lost after
 /// ingress accepted it, so the receive side gets room for bursts of thousands of frames.
 pub const RX_RING_SIZE: u32 = 8192;
@@ -41,16 +53,31 @@ pub const FRAME_COUNT: u32 = RX_RING_SIZE + TX_RING_SIZE;
 /// Prefix of every port name; the daemon owns every link named `etp<digits>{k,a}`.
 pub const PREFIX: &str = "etp";
 
-pub fn geometry() -> Geometry {
-    Geometry {
-        umem_len: FRAME_SIZE as u64 * FRAME_COUNT as u64,
-        frame_size: FRAME_SIZE,
+/// The MTU of app ports on a NIC of MTU `nic_mtu`: the NIC's, as far as a veth carries it to
+/// XDP (the port's programs have no multi-buffer support) and the TCP datapath's longest frame
+/// (`ETRAN_TCP_MAX_FRAME`) holds it. The daemon's TCP announces this less 40 as its MSS.
+pub fn port_mtu(nic_mtu: u32) -> anyhow::Result<u32> {
+    let datapath = etran_tcp_limit::ETRAN_TCP_MAX_FRAME.0 - ETH_HLEN;
+    if nic_mtu <= ETH_DATA_LEN {
+        return Ok(nic_mtu);
+    }
+    Ok(nic_mtu.min(datapath).min(kernel::veth_xdp_max_mtu()?))
+}
+
+/// The UMEM and rings of a port of MTU `mtu`: chunks that receive a whole frame with the
+/// ingress program's metadata in front (see [`frame_size_for`]).
+pub fn geometry(mtu: u32) -> anyhow::Result<Geometry> {
+    let frame_size =
+        frame_size_for(mtu + ETH_HLEN, 0).with_context(|| format!("an app port at MTU {mtu}"))?;
+    Ok(Geometry {
+        umem_len: u64::from(frame_size) * u64::from(FRAME_COUNT),
+        frame_size,
         headroom: 0,
         fill_size: RX_RING_SIZE,
         comp_size: TX_RING_SIZE,
         rx_size: RX_RING_SIZE,
         tx_size: TX_RING_SIZE,
-    }
+    })
 }
 
 /// Whether `name` is a port name (`etp<digits>k` or `etp<digits>a`).
@@ -70,6 +97,8 @@ pub struct VethPort {
     pub app_ifindex: u32,
     pub xsk: Option<OwnedFd>,
     pub umem: Option<OwnedFd>,
+    /// What the app needs to map `umem` and the socket's rings.
+    pub geometry: Geometry,
     prog: Option<XskProgram>,
     in_devmap: bool,
     /// The veth pair exists and is ours to delete.
@@ -77,8 +106,14 @@ pub struct VethPort {
 }
 
 impl VethPort {
-    /// Builds the port for `slot`; on failure, whatever was built is removed again.
-    pub fn create(nl: &mut Netlink, maps: &PortMaps, slot: u32) -> anyhow::Result<VethPort> {
+    /// Builds the port for `slot` with MTU `mtu` (see [`port_mtu`]); on failure, whatever was
+    /// built is removed again.
+    pub fn create(
+        nl: &mut Netlink,
+        maps: &PortMaps,
+        slot: u32,
+        mtu: u32,
+    ) -> anyhow::Result<VethPort> {
         let mut port = VethPort {
             slot,
             kernel_name: format!("{PREFIX}{slot}k"),
@@ -87,11 +122,12 @@ impl VethPort {
             app_ifindex: 0,
             xsk: None,
             umem: None,
+            geometry: geometry(mtu)?,
             prog: None,
             in_devmap: false,
             created: false,
         };
-        match port.build(nl, maps) {
+        match port.build(nl, maps, mtu) {
             Ok(()) => Ok(port),
             Err(e) => {
                 port.teardown(nl, maps);
@@ -100,7 +136,7 @@ impl VethPort {
         }
     }
 
-    fn build(&mut self, nl: &mut Netlink, maps: &PortMaps) -> anyhow::Result<()> {
+    fn build(&mut self, nl: &mut Netlink, maps: &PortMaps, mtu: u32) -> anyhow::Result<()> {
         let s = self.slot as u8;
         let here = NetNs::current()?;
         nl.add_veth(
@@ -117,6 +153,8 @@ impl VethPort {
         for (name, idx) in
             [(&self.kernel_name, self.kernel_ifindex), (&self.app_name, self.app_ifindex)]
         {
+            // Before the XDP programs: a veth with one caps its peer's MTU.
+            nl.set_mtu(idx, mtu)?;
             nl.set_up(idx)?;
             crate::ethtool::set_gro(name, true)?;
         }
@@ -124,7 +162,7 @@ impl VethPort {
         prog.attach_redirect(self.app_ifindex)?;
         self.prog = Some(prog);
 
-        let (xsk, umem) = make_socket()
+        let (xsk, umem) = make_socket(&self.geometry)
             .with_context(|| format!("creating the AF_XDP socket on {}", self.app_name))?;
         self.prog.as_ref().expect("loaded").insert_fd(0, xsk.as_fd())?;
         self.xsk = Some(xsk);
@@ -171,8 +209,7 @@ impl VethPort {
 
 /// Creates the memfd UMEM and an AF_XDP socket with it registered and its rings sized, for the
 /// app to map and bind.
-fn make_socket() -> anyhow::Result<(OwnedFd, OwnedFd)> {
-    let g = geometry();
+fn make_socket(g: &Geometry) -> anyhow::Result<(OwnedFd, OwnedFd)> {
     let name = CString::new("etran-umem").expect("no NUL");
     // SAFETY: plain syscall with a valid name.
     let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
@@ -212,13 +249,36 @@ fn make_socket() -> anyhow::Result<(OwnedFd, OwnedFd)> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_take_the_nics_mtu_as_far_as_xdp_and_the_datapath_carry_it() {
+        let max = kernel::veth_xdp_max_mtu().unwrap();
+        let datapath = etran_tcp_limit::ETRAN_TCP_MAX_FRAME.0 - ETH_HLEN;
+        assert_eq!(port_mtu(1280).unwrap(), 1280);
+        assert_eq!(port_mtu(1500).unwrap(), 1500);
+        assert_eq!(port_mtu(max).unwrap(), max);
+        assert_eq!(port_mtu(9000).unwrap(), max.min(datapath));
+    }
+
+    #[test]
+    fn chunks_hold_a_whole_frame_behind_the_metadata() {
+        assert_eq!(geometry(1500).unwrap().frame_size, 2048);
+        let max = etran_tcp_limit::ETRAN_TCP_MAX_FRAME.0 - ETH_HLEN;
+        let g = geometry(max).unwrap();
+        assert_eq!(g.frame_size, 4096);
+        assert_eq!(g.umem_len, 4096 * u64::from(FRAME_COUNT));
+        let e = format!("{:#}", geometry(9000).unwrap_err());
+        assert!(e.contains("MTU 9000") && e.contains("at most 4096"), "{e}");
+    }
+
     #[test]
     fn port_names() {
-        assert!(super::is_port_name("etp1k"));
-        assert!(super::is_port_name("etp63a"));
-        assert!(!super::is_port_name("etpk"));
-        assert!(!super::is_port_name("etp1x"));
-        assert!(!super::is_port_name("eth0"));
+        assert!(is_port_name("etp1k"));
+        assert!(is_port_name("etp63a"));
+        assert!(!is_port_name("etpk"));
+        assert!(!is_port_name("etp1x"));
+        assert!(!is_port_name("eth0"));
         assert!("etp63k".len() <= 15);
     }
 }

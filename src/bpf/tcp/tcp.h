@@ -153,9 +153,18 @@ struct etran_tcp_gen_wake {
 
 /* Limits apps must know (an enum so that they reach BTF, hence Rust). */
 enum etran_tcp_limit {
-	/* The most payload one TX frame may carry: an Ethernet MTU less IPv4 and TCP headers.
-	 * Bounds the egress checksum loop. */
-	ETRAN_TCP_MAX_PAYLOAD = 1460,
+	/* The longest frame (Ethernet header included) the datapath handles: the most a veth
+	 * hands a program without multi-buffer (frags) support, with 4 KiB pages. The kernel keeps
+	 * an XDP frame in one page: PAGE_SIZE - XDP_PACKET_HEADROOM (256) -
+	 * SKB_DATA_ALIGN(sizeof(struct skb_shared_info)) (320 on x86-64: 6.1 to 6.18), which is
+	 * also what veth_xdp_set allows a peer's MTU plus its Ethernet header and what
+	 * BPF_PROG_TEST_RUN takes. loader::kernel::veth_xdp_max_mtu computes the running
+	 * kernel's figure; a unit test holds it to this one. */
+	ETRAN_TCP_MAX_FRAME = 4096 - 256 - 320,
+	/* The most payload one TX frame may carry: the longest frame less Ethernet, IPv4 and TCP
+	 * headers (its MTU less 40: the largest MSS we announce). Bounds the egress checksum
+	 * loop. */
+	ETRAN_TCP_MAX_PAYLOAD = ETRAN_TCP_MAX_FRAME - 14 - 20 - 20,
 	/* The largest window-scale shift (RFC 7323 2.3): larger ones are taken as this. */
 	ETRAN_TCP_MAX_WSCALE = 14,
 	/* The longest headers of a segment: Ethernet, IPv4 without options, TCP with 40 bytes of
@@ -233,7 +242,7 @@ struct etran_tcp_tx_hdr {
  * rides right behind a handshake is never lost. */
 enum etran_tcp_slow_limit {
 	ETRAN_TCP_SLOW_CAPTURE = 160, /* Ethernet + IPv4 with options + TCP with options */
-	ETRAN_TCP_SLOW_FRAME = 1514,  /* a whole frame: Ethernet + a 1500-byte IPv4 packet */
+	ETRAN_TCP_SLOW_FRAME = ETRAN_TCP_MAX_FRAME, /* a whole frame, the longest one */
 };
 
 /* A record of etran_tcp_slow: the header and len bytes of frame[] (the record may end there). */

@@ -370,9 +370,10 @@ static __always_inline int for_slow_path(const struct tcphdr *tcp, const struct 
 	return established && (tcp->syn || tcp->rst);
 }
 
-/* The longest TCP segment (header and payload) ingress takes: a header with every option and
- * the most payload our MSS lets a peer send. It bounds the checksum loop. */
-#define RX_MAX_SEGMENT (60 + ETRAN_TCP_MAX_PAYLOAD)
+/* The longest TCP segment (header and payload) ingress takes: what the longest frame holds
+ * after Ethernet and IPv4 headers (a peer keeps payload and options within our MSS, RFC 6691).
+ * It bounds the checksum loop. */
+#define RX_MAX_SEGMENT (ETRAN_TCP_MAX_FRAME - 14 - 20)
 
 /* What rx_corruption returns for a frame that arrived intact. */
 #define RX_INTACT -1

@@ -60,11 +60,11 @@ struct {
 	__type(value, __u32);
 } etran_tcp_pending SEC(".maps");
 
-/* Slow-path segments for the daemon: struct etran_tcp_slow_seg records (room for ~680 whole
+/* Slow-path segments for the daemon: struct etran_tcp_slow_seg records (room for ~590 whole
  * frames: the data of a few handshakes' worth of initial windows). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1024 * 1024);
+	__uint(max_entries, 2 * 1024 * 1024);
 } etran_tcp_slow SEC(".maps");
 
 #endif

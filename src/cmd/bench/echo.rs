@@ -80,6 +80,8 @@ struct Report<'a> {
     waits: String,
     placement: &'a str,
     testbed: &'a str,
+    /// MTU of the testbed's interfaces (both transports' MSS is this less 40).
+    mtu: u32,
     results: Vec<Row>,
 }
 
@@ -120,7 +122,10 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
         bail!("bench echo runs on its built-in private testbed; --iface is not supported yet");
     }
     sys::require_root("etran bench echo (it builds a private testbed)")?;
-    let tb = testbed::Testbed::private(2)?;
+    let tb = testbed::Testbed::private_with(testbed::Spec {
+        mtu: args.mtu,
+        ..testbed::Spec::new("", 2)
+    })?;
     let sides = Sides { client: tb.netns(1)?, server: tb.netns(2)?, server_ip: tb.host(2).ip };
     let shares = linux_echo::plan(sides.server_ip, args.conns, args.threads);
     let placement = if bench::cpu_count() >= 2 {
@@ -130,9 +135,10 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
         "client and server threads share CPU 0"
     };
     let testbed = format!(
-        "private testbed, 2 hosts, {} switch (host NICs without TX checksum offload, so \
-         without TSO)",
-        tb.spec().mode()
+        "private testbed, 2 hosts, {} switch, MTU {} (host NICs without TX checksum offload, \
+         so without TSO)",
+        tb.spec().mode(),
+        tb.spec().mtu
     );
 
     let mut results = Vec::new();
@@ -161,6 +167,7 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
         waits,
         placement,
         testbed: &testbed,
+        mtu: args.mtu,
         results,
     };
     if out.json() {

@@ -32,10 +32,22 @@ use super::{
     window,
 };
 
+/// IPv4 and TCP headers without options: what an MTU holds besides the MSS.
+const MSS_OVERHEAD: u32 = 20 + 20;
+
+/// The MSS we announce on an interface of MTU `mtu`: the MTU less IPv4 and TCP headers without
+/// options (RFC 9293 3.7.1, as Linux announces it), at most what the fast path sends in one
+/// frame. The peer's MSS caps what we send, and [`Established::segment_payload`] leaves room for
+/// the options of every segment.
+pub fn mss_for_mtu(mtu: u32) -> u16 {
+    let max = etran_tcp_limit::ETRAN_TCP_MAX_PAYLOAD.0;
+    mtu.saturating_sub(MSS_OVERHEAD).min(max) as u16
+}
+
 /// What this host offers in its SYN or SYN-ACK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
-    /// Our MSS (the NIC MTU minus 40).
+    /// Our MSS ([`mss_for_mtu`] of the NIC's MTU).
     pub mss: u16,
     /// Offer SACK (RFC 2018): our ACKs then carry SACK blocks, and the app's sender uses the
     /// peer's.
@@ -55,7 +67,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            mss: etran_tcp_limit::ETRAN_TCP_MAX_PAYLOAD.0 as u16,
+            mss: mss_for_mtu(1500),
             sack: true,
             wscale: 7,
             timestamps: true,
@@ -113,8 +125,9 @@ impl Established {
         self.irs.wrapping_add(1)
     }
 
-    /// The largest payload per segment: the peer's MSS less the timestamp option every segment
-    /// carries when timestamps are in use (RFC 6691: the MSS excludes TCP options).
+    /// The largest payload per segment: the smaller of the two MSS (the peer's and ours, see
+    /// [`negotiate`]) less the timestamp option every segment carries when timestamps are in
+    /// use (RFC 6691: the MSS excludes TCP options; Linux does the same).
     pub fn segment_payload(&self) -> u16 {
         let opts = if self.negotiated.timestamps { 12 } else { 0 };
         self.negotiated.send_mss.saturating_sub(opts)
@@ -628,6 +641,60 @@ mod tests {
         assert_eq!(e.adv_wnd, 65535, "what the SYN-ACK advertised");
         // Later segments are the fast path's business.
         assert_eq!(h.on_segment(&ack, 81), Step::pending(None));
+    }
+
+    #[test]
+    fn our_mss_is_the_mtu_less_40_within_the_largest_frame() {
+        let max = etran_tcp_limit::ETRAN_TCP_MAX_PAYLOAD.0 as u16;
+        assert_eq!(mss_for_mtu(1500), 1460);
+        assert_eq!(mss_for_mtu(1280), 1240);
+        assert_eq!(mss_for_mtu(u32::from(max) + 40), max);
+        assert_eq!(mss_for_mtu(9000), max, "no more than one frame of the fast path carries");
+        assert_eq!(mss_for_mtu(20), 0);
+        assert_eq!(Config::default().mss, 1460);
+    }
+
+    #[test]
+    fn the_send_mss_is_the_smaller_of_both_less_the_timestamps_either_way() {
+        let max = etran_tcp_limit::ETRAN_TCP_MAX_PAYLOAD.0 as u16;
+        // (our MTU, the peer's MSS option, timestamps) → what each segment carries at most.
+        let cases = [
+            (1500, Some(1460), true, 1448),
+            (1500, Some(1460), false, 1460),
+            (u32::from(max) + 40, Some(1460), true, 1448),
+            (1500, Some(max), true, 1448),
+            (u32::from(max) + 40, Some(max), true, max - 12),
+            (u32::from(max) + 40, Some(max), false, max),
+            (2000, Some(3000), true, 1948),
+            (u32::from(max) + 40, None, true, 536 - 12),
+        ];
+        for (mtu, peer_mss, ts, payload) in cases {
+            let config = Config { mss: mss_for_mtu(mtu), ..quick() };
+            let theirs = SynOptions {
+                mss: peer_mss,
+                wscale: Some(7),
+                sack_permitted: true,
+                timestamps: ts.then_some((1000, 0)),
+            };
+            // Passive: our SYN-ACK announces our MSS, whatever the peer's.
+            let syn = Segment { options: theirs.encode(), ..linux_syn(1) };
+            let (mut h, synack) = Handshake::passive(config, &syn, 2, 0).unwrap();
+            assert_eq!(SynOptions::parse(&synack.options).unwrap().mss, Some(config.mss));
+            let mut ack = from_remote(2, 3, ACK);
+            if ts {
+                ack.options = timestamp_option(1001, 0);
+            }
+            let Outcome::Established(e) = h.on_segment(&ack, 0).outcome else { panic!() };
+            assert_eq!(e.segment_payload(), payload, "passive, MTU {mtu}, {peer_mss:?}, ts {ts}");
+            assert_eq!(e.conn(1, 1, 1 << 20).mss, payload);
+            // Active: our SYN announces it, the SYN-ACK's caps it.
+            let (mut h, syn) = Handshake::active(config, local(), remote(), LMAC, RMAC, 1, 0);
+            assert_eq!(SynOptions::parse(&syn.options).unwrap().mss, Some(config.mss));
+            let mut synack = from_remote(100, 2, SYN | ACK);
+            synack.options = SynOptions { timestamps: ts.then_some((1000, 0)), ..theirs }.encode();
+            let Outcome::Established(e) = h.on_segment(&synack, 0).outcome else { panic!() };
+            assert_eq!(e.segment_payload(), payload, "active, MTU {mtu}, {peer_mss:?}, ts {ts}");
+        }
     }
 
     #[test]

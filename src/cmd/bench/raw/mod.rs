@@ -55,13 +55,14 @@ use crate::{
     output::{Output, Table},
     testbed::{port_name, Spec, Testbed, HOST_NIC},
     xsk::{
-        desc, run_live_frames, BusyPoll, FrameAlloc, Mode, Socket, SocketConfig, Statistics, Umem,
-        UmemConfig, XskProgram,
+        desc, frame_size_for, run_live_frames, BusyPoll, FrameAlloc, Mode, Socket, SocketConfig,
+        Statistics, Umem, UmemConfig, XskProgram,
     },
 };
 
-const FRAME_SIZE: u32 = 2048;
 const UDP_PORT: u16 = 9;
+/// The Ethernet header: a frame is this much longer than the IP packet an MTU bounds.
+const ETH_HLEN: u32 = 14;
 /// Frames per live-frames `BPF_PROG_RUN` call of a generator with a CPU of its own.
 const GEN_BURST: u32 = 1 << 14;
 /// Frames a receive-only socket lends the kernel when its loop has a CPU of its own. The frames
@@ -83,6 +84,8 @@ const TX_BUDGET: u32 = 256;
 struct Params {
     size: u32,
     batch: u32,
+    /// UMEM chunk size: the smallest that receives a `size`-byte frame.
+    frame_size: u32,
 }
 
 /// What one worker saw.
@@ -333,6 +336,8 @@ struct Summary {
     /// "direct" (one veth pair between the hosts) or "switch" (the testbed's switch namespace
     /// between them); None with `--iface`.
     topology: Option<&'static str>,
+    /// The testbed's MTU; None with `--iface`.
+    mtu: Option<u32>,
     rows: Vec<Row>,
     notes: Vec<String>,
 }
@@ -362,7 +367,16 @@ impl Place {
 
 pub fn run(args: RawArgs, out: &Output) -> anyhow::Result<()> {
     crate::sys::require_root("etran bench raw")?;
-    let p = Params { size: args.size, batch: args.batch };
+    if args.iface.is_none() && args.size > args.mtu + ETH_HLEN {
+        anyhow::bail!(
+            "--size {}: the testbed's MTU {} carries frames of at most {} bytes (raise --mtu)",
+            args.size,
+            args.mtu,
+            args.mtu + ETH_HLEN
+        );
+    }
+    let p =
+        Params { size: args.size, batch: args.batch, frame_size: frame_size_for(args.size, 0)? };
     let mut notes = vec![
         "tx: frames the sending kernel completed (AF_XDP completions, sendmmsg returns, \
          generated frames); rx: frames delivered to the receiving socket (echo: round trips); \
@@ -392,7 +406,7 @@ pub fn run(args: RawArgs, out: &Output) -> anyhow::Result<()> {
     }
     let rows = match &args.iface {
         Some(iface) => one_sided(iface, args.mode, p, args.queues, args.duration, out)?,
-        None => on_testbed(args.mode, p, args.queues, args.duration, args.switch, out, &mut notes)?,
+        None => on_testbed(&args, p, out, &mut notes)?,
     };
     let topology = args.iface.is_none().then_some(if args.switch { "switch" } else { "direct" });
     let summary = Summary {
@@ -404,6 +418,7 @@ pub fn run(args: RawArgs, out: &Output) -> anyhow::Result<()> {
         cpus: bench::cpu_count(),
         iface: args.iface.clone(),
         topology,
+        mtu: args.iface.is_none().then_some(args.mtu),
         rows,
         notes,
     };
@@ -423,10 +438,13 @@ fn mode_name(m: RawMode) -> &'static str {
 }
 
 fn print_summary(s: &Summary) {
+    let mtu = s.mtu.map_or_else(String::new, |m| format!(", MTU {m}"));
     let place = match (&s.iface, s.topology) {
         (Some(i), _) => format!("one-sided on {i}"),
-        (None, Some("switch")) => "testbed h1 → switch namespace (XDP forwarding) → h2".into(),
-        (None, _) => "testbed h1 ↔ h2 on one veth pair (no switch)".into(),
+        (None, Some("switch")) => {
+            format!("testbed h1 → switch namespace (XDP forwarding) → h2{mtu}")
+        }
+        (None, _) => format!("testbed h1 ↔ h2 on one veth pair (no switch){mtu}"),
     };
     let queues = match s.queues {
         1 => "one queue".to_string(),
@@ -637,15 +655,13 @@ fn plan<'a>(mode: RawMode, tb: &Testbed, p: Params) -> Vec<RowPlan<'a>> {
 }
 
 fn on_testbed(
-    mode: RawMode,
+    args: &RawArgs,
     p: Params,
-    queues: u32,
-    d: Duration,
-    switch: bool,
     out: &Output,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Vec<Row>> {
-    let spec = Spec { direct: !switch, queues, ..Spec::new("", 2) };
+    let (mode, queues, d) = (args.mode, args.queues, args.duration);
+    let spec = Spec { direct: !args.switch, queues, mtu: args.mtu, ..Spec::new("", 2) };
     let tb = Testbed::private_with(spec).context("building the private testbed")?;
     let mut kernel =
         Kernel { hop: first_hop(&tb)?, h2: tb.netns(2)?, napi: Vec::new(), defer: false };

@@ -5,10 +5,10 @@ use super::*;
 /// Busy polling for receivers that run their NIC's receive processing.
 const BUSY_POLL: BusyPoll = BusyPoll { usecs: 20, budget: 64 };
 
-pub(super) fn umem(frames: u32) -> anyhow::Result<Umem> {
+pub(super) fn umem(frames: u32, p: Params) -> anyhow::Result<Umem> {
     Umem::new(UmemConfig {
         frame_count: frames,
-        frame_size: FRAME_SIZE,
+        frame_size: p.frame_size,
         headroom: 0,
         huge_pages: true,
     })
@@ -29,8 +29,13 @@ fn duplex_config(busy_poll: bool) -> SocketConfig {
 
 /// Gives the kernel frames `frames` (by index) to receive into and points the row's steering
 /// program at the socket for its queue.
-fn receive_into(s: &mut Socket, frames: std::ops::Range<u64>, setup: &Setup) -> anyhow::Result<()> {
-    let addrs: Vec<u64> = frames.map(|i| i * u64::from(FRAME_SIZE)).collect();
+fn receive_into(
+    s: &mut Socket,
+    um: &Umem,
+    frames: std::ops::Range<u64>,
+    setup: &Setup,
+) -> anyhow::Result<()> {
+    let addrs: Vec<u64> = frames.map(|i| i * u64::from(um.frame_size())).collect();
     s.fill().expect("own fill ring").produce_from(&addrs);
     setup.programs()?.insert(setup.queue, s)
 }
@@ -61,7 +66,7 @@ pub(super) struct XskTx {
 
 impl XskTx {
     pub(super) fn open(iface: &str, frame: &[u8], p: Params, setup: Setup) -> anyhow::Result<Self> {
-        let um = umem(4096)?;
+        let um = umem(4096, p)?;
         let cfg = SocketConfig {
             rx_size: 0,
             tx_size: 2048,
@@ -72,7 +77,7 @@ impl XskTx {
         };
         let s = Socket::new(&um, iface, setup.queue, &cfg)?;
         for i in 0..um.frame_count() {
-            let a = u64::from(i) * u64::from(FRAME_SIZE);
+            let a = u64::from(i) * u64::from(p.frame_size);
             // SAFETY: no frame has been handed to the kernel yet.
             unsafe { um.data_mut(a, frame.len()) }.copy_from_slice(frame);
         }
@@ -117,7 +122,7 @@ pub(super) struct XskRx {
 
 impl XskRx {
     pub(super) fn open(iface: &str, p: Params, setup: Setup) -> anyhow::Result<Self> {
-        let um = umem(16384)?;
+        let um = umem(16384, p)?;
         let cfg = SocketConfig {
             rx_size: 8192,
             tx_size: 0,
@@ -127,7 +132,7 @@ impl XskRx {
             ..Default::default()
         };
         let mut s = Socket::new(&um, iface, setup.queue, &cfg)?;
-        receive_into(&mut s, 0..u64::from(setup.lent), &setup)?;
+        receive_into(&mut s, &um, 0..u64::from(setup.lent), &setup)?;
         let report = Report { xsk: Some(XskInfo::of(&s)), ..Default::default() };
         Ok(XskRx { s, size: p.size, busy_poll: setup.busy_poll, report })
     }
@@ -183,9 +188,9 @@ pub(super) struct XskReflect {
 
 impl XskReflect {
     pub(super) fn open(iface: &str, p: Params, count: bool, setup: Setup) -> anyhow::Result<Self> {
-        let um = umem(16384)?;
+        let um = umem(16384, p)?;
         let mut s = Socket::new(&um, iface, setup.queue, &duplex_config(setup.busy_poll))?;
-        receive_into(&mut s, 0..4096, &setup)?;
+        receive_into(&mut s, &um, 0..4096, &setup)?;
         let report = Report { xsk: Some(XskInfo::of(&s)), ..Default::default() };
         Ok(XskReflect { s, um, batch: p.batch, count, busy_poll: setup.busy_poll, report })
     }
@@ -260,15 +265,15 @@ pub(super) struct XskEchoClient {
 
 impl XskEchoClient {
     pub(super) fn open(iface: &str, frame: &[u8], p: Params, setup: Setup) -> anyhow::Result<Self> {
-        let um = umem(8192)?;
+        let um = umem(8192, p)?;
         let mut s = Socket::new(&um, iface, setup.queue, &duplex_config(setup.busy_poll))?;
         // Frames 0..4096 transmit, 4096..8192 receive.
-        let alloc = FrameAlloc::with_range(FRAME_SIZE, 0, 4096);
+        let alloc = FrameAlloc::with_range(p.frame_size, 0, 4096);
         for i in 0..4096u64 {
             // SAFETY: not yet handed to the kernel.
-            unsafe { um.data_mut(i * u64::from(FRAME_SIZE), frame.len()) }.copy_from_slice(frame);
+            unsafe { um.data_mut(i * u64::from(p.frame_size), frame.len()) }.copy_from_slice(frame);
         }
-        receive_into(&mut s, 4096..8192, &setup)?;
+        receive_into(&mut s, &um, 4096..8192, &setup)?;
         let report = Report { xsk: Some(XskInfo::of(&s)), ..Default::default() };
         Ok(XskEchoClient {
             s,

@@ -276,7 +276,7 @@ fn consumption_piggybacks_on_data() {
 
 fn drain(s: &mut Stream) -> Vec<(etran_tcp_tx_hdr, Vec<u8>)> {
     let mut out = Vec::new();
-    let mut frame = [0u8; 2048];
+    let mut frame = [0u8; 4096];
     while let Some(seg) = s.next_segment(&mut frame) {
         let h = read_hdr(&frame);
         assert_eq!(seg.frame_len, TX_HDR_LEN + h.len as usize);
@@ -355,7 +355,7 @@ fn small_writes_held_within_a_pass_leave_as_one_segment() {
 fn mss_is_clamped_to_the_egress_limit() {
     let mut s = Stream::new(StreamInit { mss: 9000, snd_buf: 10000, ..init(0, 0) });
     assert_eq!(s.mss(), MAX_PAYLOAD);
-    s.write(&bytes(0, 3000));
+    s.write(&bytes(0, 5000));
     let segs = drain(&mut s);
     assert_eq!(segs[0].0.len, MAX_PAYLOAD);
     // A small frame limits the payload too.
