@@ -38,7 +38,7 @@ pub use crate::{
 };
 
 /// Version of this protocol; bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 /// Largest message body accepted (a `Registered` is a few hundred bytes).
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Most descriptors one message carries.
@@ -85,6 +85,9 @@ pub enum FdKind {
     Xsk { queue: u32 },
     /// The memfd backing the UMEM registered on the queue-0 socket: mmap it `MAP_SHARED`.
     Umem,
+    /// The port's receive budget (`struct etran_port_rx`, a one-entry mmappable BPF array):
+    /// mmap it shared and keep its `posted` and `consumed` counters current. Since version 6.
+    RxBudget,
 }
 
 /// Daemon → app.
@@ -358,7 +361,7 @@ mod tests {
     fn wire_form_is_documented_json() {
         let enc = encode(&register());
         assert_eq!(u32::from_le_bytes(enc[..4].try_into().unwrap()) as usize, enc.len() - 4);
-        assert_eq!(&enc[4..], br#"{"Register":{"version":5,"transport":"tcp","queues":1}}"#);
+        assert_eq!(&enc[4..], br#"{"Register":{"version":6,"transport":"tcp","queues":1}}"#);
     }
 
     #[test]

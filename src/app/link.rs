@@ -64,6 +64,8 @@ pub struct Registration {
     pub xsks: Vec<OwnedFd>,
     /// The UMEM memfd (map it `MAP_SHARED`, `geometry.umem_len` bytes).
     pub umem: OwnedFd,
+    /// The port's receive budget map (see [`crate::proto::FdKind::RxBudget`]).
+    pub rx_budget: OwnedFd,
 }
 
 /// An error the daemon's side of the link caused, with its kind.
@@ -148,15 +150,19 @@ impl DaemonLink {
                     );
                     return Err(broken(io::ErrorKind::InvalidData, what));
                 }
-                let (mut xsks, mut umem) = (Vec::new(), None);
+                let (mut xsks, mut umem, mut rx_budget) = (Vec::new(), None, None);
                 for (kind, fd) in kinds.into_iter().zip(fds) {
                     match kind {
                         FdKind::Xsk { .. } => xsks.push(fd),
                         FdKind::Umem => umem = Some(fd),
+                        FdKind::RxBudget => rx_budget = Some(fd),
                     }
                 }
                 let umem = umem
                     .ok_or_else(|| broken(io::ErrorKind::InvalidData, "the daemon sent no UMEM"))?;
+                let rx_budget = rx_budget.ok_or_else(|| {
+                    broken(io::ErrorKind::InvalidData, "the daemon sent no receive budget")
+                })?;
                 Ok(Registration {
                     slot,
                     port,
@@ -166,6 +172,7 @@ impl DaemonLink {
                     geometry,
                     xsks,
                     umem,
+                    rx_budget,
                 })
             }
             Reply::Error { refusal } => Err(refusal.to_io_error()),

@@ -13,13 +13,22 @@
 //! `data_meta..data_end`), so the `etran_tcp_rx_meta` the ingress program wrote sits in the
 //! [`RxMeta::LEN`] bytes right before the descriptor's address; the descriptor's address is the
 //! Ethernet header (past `XDP_PACKET_HEADROOM` + headroom), and `payload_off` counts from it.
-use std::{io, os::fd::AsFd};
+//!
+//! The receive budget ([`RxBudget`]): ingress hands the port no more frames than the fill ring
+//! was given, nor more than the port's veth ring holds between the app's polls, so the app
+//! publishes what it put on the fill ring and took from the RX ring as it goes.
+use std::{
+    io,
+    mem::offset_of,
+    os::fd::{AsFd, AsRawFd},
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use anyhow::{bail, Context};
 
 use crate::{
     app::link::Registration,
-    bpf::tcp::types::etran_tcp_rx_meta,
+    bpf::tcp::types::{etran_port_rx, etran_tcp_rx_meta},
     transport::RxMeta,
     xsk::{desc, Desc, FrameAlloc, Socket, Statistics, Umem, UmemConfig},
 };
@@ -52,7 +61,43 @@ pub struct AppPort {
     /// Received frames not yet back on the fill ring: the kernel publishes how far it consumed
     /// the fill ring lazily, so the ring can look full for a moment; they go at the next poll.
     refill: Vec<u64>,
+    budget: RxBudget,
     stats: PortStats,
+}
+
+/// The app's half of the port's receive budget (`struct etran_port_rx`, mapped shared with
+/// ingress): running totals of descriptors put on the fill ring and taken from the RX ring.
+struct RxBudget {
+    map: memmap2::MmapRaw,
+    posted: u64,
+    consumed: u64,
+}
+
+impl RxBudget {
+    fn map(fd: &impl AsRawFd) -> anyhow::Result<RxBudget> {
+        let len = std::mem::size_of::<etran_port_rx>();
+        let map = memmap2::MmapOptions::new()
+            .len(len)
+            .map_raw(fd.as_raw_fd())
+            .context("mapping the port's receive budget")?;
+        Ok(RxBudget { map, posted: 0, consumed: 0 })
+    }
+
+    fn counter(&self, offset: usize) -> &AtomicU64 {
+        // SAFETY: the mapping holds a whole `etran_port_rx`, whose u64 fields are aligned;
+        // the kernel only reads these two.
+        unsafe { &*self.map.as_ptr().add(offset).cast::<AtomicU64>() }
+    }
+
+    fn posted(&mut self, n: usize) {
+        self.posted += n as u64;
+        self.counter(offset_of!(etran_port_rx, posted)).store(self.posted, Ordering::Release);
+    }
+
+    fn consumed(&mut self, n: usize) {
+        self.consumed += n as u64;
+        self.counter(offset_of!(etran_port_rx, consumed)).store(self.consumed, Ordering::Release);
+    }
 }
 
 impl AppPort {
@@ -95,6 +140,7 @@ impl AppPort {
             pending: Vec::new(),
             rx_frame_count,
             refill: Vec::new(),
+            budget: RxBudget::map(&reg.rx_budget)?,
             stats: PortStats::default(),
         };
         let addrs: Vec<u64> =
@@ -103,6 +149,7 @@ impl AppPort {
         if fill.produce_from(&addrs) != rx_frame_count {
             bail!("the fill ring took fewer than {rx_frame_count} frames");
         }
+        port.budget.posted(addrs.len());
         port.sock.wake_rx()?;
         Ok(port)
     }
@@ -151,6 +198,7 @@ impl AppPort {
                 done.push(d);
             }
             peek.release();
+            self.budget.consumed(done.len());
             let umem = self.umem.clone();
             for d in &done {
                 self.stats.rx_frames += 1;
@@ -175,6 +223,7 @@ impl AppPort {
         let fill = self.sock.fill().expect("adopt maps the fill ring");
         let n = fill.produce_from(&self.refill) as usize;
         self.refill.drain(..n);
+        self.budget.posted(n);
     }
 
     /// Writes one TX frame with `f` (given the whole frame buffer; it returns the length to

@@ -355,16 +355,17 @@ impl Daemon {
             kernel_port: port.kernel_name.clone(),
             kernel_ifindex: port.kernel_ifindex,
             geometry: port.geometry,
-            fds: vec![FdKind::Xsk { queue: 0 }, FdKind::Umem],
+            fds: vec![FdKind::Xsk { queue: 0 }, FdKind::Umem, FdKind::RxBudget],
         };
         let session = self.sessions.get_mut(&token).expect("live session");
         let id = session.id;
         let name = port.app_name.clone();
-        let fds: Vec<BorrowedFd<'_>> = [port.xsk.as_ref(), port.umem.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(|f| f.as_fd())
-            .collect();
+        let budget = port.rx_budget.as_ref().map(|m| m.as_fd());
+        let fds: Vec<BorrowedFd<'_>> =
+            [port.xsk.as_ref().map(|f| f.as_fd()), port.umem.as_ref().map(|f| f.as_fd()), budget]
+                .into_iter()
+                .flatten()
+                .collect();
         let sent = proto::send_fds(session.stream.as_fd(), &proto::encode(&reply), &fds);
         session.port = Some(port);
         session.transport = Some(transport);

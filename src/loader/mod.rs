@@ -285,6 +285,7 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
         tcp.maps.etran_tcp_conns.pin(dir.join("tcp_conns"))?;
         tcp.maps.etran_app_ports.pin(dir.join("app_ports"))?;
         tcp.maps.etran_port_ifindex.pin(dir.join("port_ifindex"))?;
+        tcp.maps.etran_port_budget.pin(dir.join("port_budget"))?;
         tcp.progs.etran_tcp_egress.pin(dir.join("tcp_egress"))?;
         tcp.maps.etran_nic.pin(dir.join("nic"))?;
         tcp.progs.etran_tcp_gen.pin(dir.join("tcp_gen"))?;

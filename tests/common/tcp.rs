@@ -2,16 +2,22 @@
 //! standing in for the app port and the NIC (a test run never transmits), the map state
 //! (connections, the ACK generator's queues, the slow-path ring), a run of each program, the
 //! fixture connection and the frames of it both ways; and helpers for the end-to-end tests.
-use std::{cell::RefCell, net::SocketAddrV4, os::fd::AsFd, rc::Rc};
+use std::{
+    cell::RefCell,
+    net::SocketAddrV4,
+    os::fd::{AsFd, AsRawFd},
+    rc::Rc,
+};
 
 use etran::{
+    backend::compat::port::rx_budget_map,
     bpf::{
         entrance::types::etran_backend,
-        tcp::types::{etran_tcp_rx_meta, etran_tcp_tx_hdr, tcp_conn, tcp_conn_key},
+        tcp::types::{etran_port_rx, etran_tcp_rx_meta, etran_tcp_tx_hdr, tcp_conn, tcp_conn_key},
     },
     loader::{self, counters::Counters, ObjectStorage, Objects},
 };
-use libbpf_rs::{MapCore, MapFlags, MapMut, ProgramMut, RingBuffer, RingBufferBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapMut, ProgramMut, RingBuffer, RingBufferBuilder};
 
 pub use crate::fixture::{as_bytes, from_bytes, RawRun, XDP_DROP, XDP_PASS, XDP_REDIRECT};
 use crate::{
@@ -32,6 +38,20 @@ pub fn not_after(a: u32, b: u32) -> bool {
 pub struct Harness<'a> {
     pub objs: Objects<'a>,
     counters: CounterMaps,
+    /// App port 0's receive budget (compat/app_ports.h).
+    budget: MapHandle,
+}
+
+/// Gives port `slot` of the datapath's `etran_port_budget` (`outer`) a receive budget with
+/// room for any number of frames, as an app that keeps its fill ring full and reads at once
+/// would; returns it.
+pub fn roomy_port_budget(outer: &impl MapCore, slot: u32) -> MapHandle {
+    let budget = rx_budget_map().expect("a receive budget map");
+    let fd = (budget.as_fd().as_raw_fd() as u32).to_ne_bytes();
+    outer.update(&slot.to_ne_bytes(), &fd, MapFlags::ANY).expect("port budget");
+    let b = etran_port_rx { posted: u64::MAX / 2, ..Default::default() };
+    budget.update(&0u32.to_ne_bytes(), as_bytes(&b), MapFlags::ANY).expect("budget value");
+    budget
 }
 
 /// A root test's [`Harness`], held with the test's root guard (dropped after it); derefs to the
@@ -82,7 +102,18 @@ impl Harness<'_> {
         maps.etran_app_ports.update(&slot, &lo, MapFlags::ANY).expect("app port 0: lo");
         maps.etran_port_ifindex.update(&slot, &lo, MapFlags::ANY).expect("port 0 ifindex: lo");
         maps.etran_nic.update(&slot, &lo, MapFlags::ANY).expect("NIC: lo");
-        Harness { objs, counters }
+        let budget = roomy_port_budget(&maps.etran_port_budget, 0);
+        Harness { objs, counters, budget }
+    }
+
+    /// App port 0's receive budget.
+    pub fn port_budget(&self) -> etran_port_rx {
+        let v = self.budget.lookup(&0u32.to_ne_bytes(), MapFlags::ANY);
+        from_bytes(&v.unwrap().expect("the budget's one entry"))
+    }
+
+    pub fn set_port_budget(&self, b: &etran_port_rx) {
+        self.budget.update(&0u32.to_ne_bytes(), as_bytes(b), MapFlags::ANY).expect("set budget");
     }
 
     pub fn counters(&self) -> Counters {
@@ -99,9 +130,15 @@ impl Harness<'_> {
         from_bytes(&v.unwrap().expect("conn present"))
     }
 
-    /// Runs `prog` on `frame` as if it arrived on `ingress_ifindex`.
+    /// Runs `prog` on `frame` as if it arrived on `ingress_ifindex`; the app of port 0 then
+    /// takes whatever ingress handed it (its budget's `consumed` catches up).
     pub fn run(&self, prog: &ProgramMut<'_>, frame: &[u8], ingress_ifindex: u32) -> RawRun {
-        test_run(prog, frame, ingress_ifindex)
+        let run = test_run(prog, frame, ingress_ifindex);
+        let b = self.port_budget();
+        if b.consumed != b.taken {
+            self.set_port_budget(&etran_port_rx { consumed: b.taken, ..b });
+        }
+        run
     }
 
     /// A frame from the NIC through the entrance, which tail-calls TCP ingress.

@@ -28,6 +28,8 @@ pub struct PortMaps {
     pub app_ports: MapHandle,
     /// ARRAY: port slot → kernel-side ifindex (what egress checks a frame's origin against).
     pub port_ifindex: MapHandle,
+    /// ARRAY_OF_MAPS: port slot → the port's receive budget (compat/app_ports.h).
+    pub port_budget: MapHandle,
     /// The transport's egress program, attached to each port's kernel side.
     pub egress: OwnedFd,
 }
@@ -49,6 +51,7 @@ impl Compat {
         let maps = PortMaps {
             app_ports: MapHandle::try_from(&tcp.app_ports)?,
             port_ifindex: MapHandle::try_from(&tcp.port_ifindex)?,
+            port_budget: MapHandle::try_from(&tcp.port_budget)?,
             egress: tcp.egress.try_clone().context("duplicating the egress program descriptor")?,
         };
         Ok(Compat { nl: Netlink::open()?, maps, pump, mtu })
@@ -91,6 +94,7 @@ impl Backend for Compat {
                 log::warn(format!("clearing stale app_ports slot {slot}"));
                 let _ = self.maps.app_ports.delete(&key);
             }
+            let _ = self.maps.port_budget.delete(&key);
             let _ = self.maps.port_ifindex.update(&key, &0u32.to_ne_bytes(), MapFlags::ANY);
         }
         Ok(())

@@ -18,6 +18,12 @@
 //! socket, binds it (copy mode, need-wakeup; binding needs no privilege), and owns them from then
 //! on. The socket goes unbound because kernels before 6.4 refuse to map a bound socket's rings;
 //! the XSKMAP takes it unbound, and frames reach it once the app has bound it.
+//!
+//! The receive budget: a one-entry mmappable BPF array (`struct etran_port_rx`) of the port's
+//! own, in the datapath's `etran_port_budget` at `slot`, handed to the app with the socket. The
+//! app keeps its fill and RX counters there; ingress hands the port only frames it can take
+//! (see `compat/app_ports.h`), so no frame whose data the kernel acknowledged is lost on the
+//! way to the app.
 use std::{
     ffi::CString,
     fs::File,
@@ -25,11 +31,11 @@ use std::{
 };
 
 use anyhow::Context;
-use libbpf_rs::{MapCore, MapFlags};
+use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapHandle, MapType};
 
 use super::PortMaps;
 use crate::{
-    bpf::tcp::types::{etran_tcp_limit, etran_tcp_rx_meta},
+    bpf::tcp::types::{etran_port_rx, etran_tcp_limit, etran_tcp_rx_meta},
     loader::kernel,
     netlink::Netlink,
     netns::NetNs,
@@ -97,6 +103,8 @@ pub struct VethPort {
     pub app_ifindex: u32,
     pub xsk: Option<OwnedFd>,
     pub umem: Option<OwnedFd>,
+    /// The port's receive budget map (see the module's doc).
+    pub rx_budget: Option<MapHandle>,
     /// What the app needs to map `umem` and the socket's rings.
     pub geometry: Geometry,
     prog: Option<XskProgram>,
@@ -122,6 +130,7 @@ impl VethPort {
             app_ifindex: 0,
             xsk: None,
             umem: None,
+            rx_budget: None,
             geometry: geometry(mtu)?,
             prog: None,
             in_devmap: false,
@@ -153,6 +162,12 @@ impl VethPort {
         for (name, idx) in
             [(&self.kernel_name, self.kernel_ifindex), (&self.app_name, self.app_ifindex)]
         {
+            // No IPv6 (neighbour discovery, router solicitations): the kernel side would send
+            // the app frames no ingress handed over, outside its receive budget.
+            let knob = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+            if std::path::Path::new(&knob).exists() {
+                std::fs::write(&knob, "1").with_context(|| format!("writing {knob}"))?;
+            }
             // Before the XDP programs: a veth with one caps its peer's MTU.
             nl.set_mtu(idx, mtu)?;
             nl.set_up(idx)?;
@@ -169,9 +184,15 @@ impl VethPort {
         self.umem = Some(umem);
 
         // Egress on the kernel side checks that a frame came from the port owning its
-        // connection: register the port's ifindex, then hand it frames.
+        // connection: register the port's ifindex and its budget, then hand it frames.
         let (slot, ifindex) = (self.slot.to_ne_bytes(), self.kernel_ifindex.to_ne_bytes());
         self.in_devmap = true;
+        let budget = rx_budget_map().context("creating the port's receive budget")?;
+        let inner = (budget.as_fd().as_raw_fd() as u32).to_ne_bytes();
+        maps.port_budget
+            .update(&slot, &inner, MapFlags::ANY)
+            .with_context(|| format!("registering port {}'s receive budget", self.slot))?;
+        self.rx_budget = Some(budget);
         maps.port_ifindex
             .update(&slot, &ifindex, MapFlags::ANY)
             .with_context(|| format!("registering {} as port {}", self.kernel_name, self.slot))?;
@@ -189,6 +210,7 @@ impl VethPort {
             let slot = self.slot.to_ne_bytes();
             // A missing devmap entry is fine (the build may have stopped before inserting it).
             let _ = maps.app_ports.delete(&slot);
+            let _ = maps.port_budget.delete(&slot);
             if let Err(e) = maps.port_ifindex.update(&slot, &0u32.to_ne_bytes(), MapFlags::ANY) {
                 crate::log::warn(format!("clearing port_ifindex slot {}: {e}", self.slot));
             }
@@ -197,6 +219,7 @@ impl VethPort {
         self.prog = None; // detaches xsk_redirect and frees its XSKMAP
         self.xsk = None;
         self.umem = None;
+        self.rx_budget = None;
         if self.created {
             // Deleting one end of a veth deletes both.
             match nl.index(&self.kernel_name).and_then(|i| nl.delete_link(i)) {
@@ -205,6 +228,18 @@ impl VethPort {
             }
         }
     }
+}
+
+/// A port's receive budget: a one-entry array of `struct etran_port_rx`, all zero (nothing
+/// posted yet), that the app can map.
+pub fn rx_budget_map() -> anyhow::Result<MapHandle> {
+    let opts = libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
+        map_flags: libbpf_sys::BPF_F_MMAPABLE,
+        ..Default::default()
+    };
+    let value = std::mem::size_of::<etran_port_rx>() as u32;
+    Ok(MapHandle::create(MapType::Array, Some("etran_port_rx"), 4, value, 1, &opts)?)
 }
 
 /// Creates the memfd UMEM and an AF_XDP socket with it registered and its rings sized, for the

@@ -36,6 +36,8 @@ enum etran_drop_reason {
 	ETRAN_DROP_TCP_CONSUMED,      /* valid but nothing for the app (e.g. 1st/2nd duplicate ACK) */
 	ETRAN_DROP_TCP_PROBE,         /* keepalive or zero-window probe: answered with an ACK */
 	ETRAN_DROP_TCP_NO_OWNER,      /* the connection's app port slot is empty */
+	ETRAN_DROP_PORT_FULL,         /* the app port has no room (compat/app_ports.h): dropped
+				       * before any state changed, so the peer resends it */
 	ETRAN_DROP_TCP_NO_HEADROOM,   /* no room in front of the frame for the RX metadata */
 	ETRAN_DROP_TCP_TX_SHORT,      /* TX frame shorter than its TX header */
 	ETRAN_DROP_TCP_TX_BAD_HDR,    /* TX header inconsistent: intent, length, reserved bits */

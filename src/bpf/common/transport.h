@@ -3,6 +3,8 @@
 #ifndef ETRAN_TRANSPORT_H
 #define ETRAN_TRANSPORT_H
 
+#include <linux/types.h>
+
 enum etran_transport {
 	ETRAN_TRANSPORT_TCP,
 	ETRAN_TRANSPORT_HOMA,
@@ -14,5 +16,20 @@ enum etran_transport {
 enum etran_app_port_limit {
 	ETRAN_APP_PORTS = 64,
 };
+
+/* Frames handed to an app port and not yet taken by the app, at most (compat/app_ports.h): below
+ * the 256 frames of the port's veth ring, less one per CPU that may pass the check at once. */
+enum etran_port_rx_limit {
+	ETRAN_PORT_IN_FLIGHT = 224,
+};
+
+/* An app port's receive budget, a map of its own (see compat/app_ports.h). */
+struct etran_port_rx {
+	__u64 posted;   /* app: descriptors put on the fill ring, ever */
+	__u64 consumed; /* app: descriptors taken from the RX ring, ever */
+	__u8 pad[48];   /* taken on a cache line of its own: app and kernel write apart */
+	__u64 taken;    /* ingress: frames handed to the port, ever */
+};
+
 
 #endif

@@ -28,6 +28,60 @@ struct {
 	__type(value, __u32);
 } etran_port_ifindex SEC(".maps");
 
+/* An app port's receive budget (struct etran_port_rx, common/transport.h). Ingress updates connection state (and acknowledges data) before
+ * the frame reaches the app's AF_XDP socket, and a frame lost after that point (the socket's
+ * fill ring empty, or the 256-frame ring of the port's veth overrun while its softirq lags) is
+ * data the peer will never resend. So ingress hands a port a frame only if the port can take
+ * it, and otherwise drops it before touching any state (the peer retransmits it, as after a
+ * loss on the wire): fewer frames handed over than the app has put on its fill ring, and fewer
+ * than ETRAN_PORT_IN_FLIGHT not yet consumed by the app. The app writes `posted` and `consumed`
+ * (its own copy of this map, mmapped: no system call); ingress counts `taken`. Each app has a
+ * map of its own, so an app that lies about its counters only starves or floods itself. */
+struct etran_port_rx_map {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	/* Sizes, not types: libbpf cannot size a type in an inner map's definition. */
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct etran_port_rx));
+};
+
+/* Port slot → the app's etran_port_rx map (the daemon fills it with the port's). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, ETRAN_APP_PORTS);
+	__type(key, __u32);
+	__array(values, struct etran_port_rx_map);
+} etran_port_budget SEC(".maps");
+
+/* The port's budget counters, or NULL for a slot without any (no frame may go there). */
+static __always_inline struct etran_port_rx *port_rx(__u32 slot)
+{
+	__u32 zero = 0;
+	void *inner = bpf_map_lookup_elem(&etran_port_budget, &slot);
+
+	return inner ? bpf_map_lookup_elem(inner, &zero) : NULL;
+}
+
+/* Whether the port can take one more frame (see struct etran_port_rx). */
+static __always_inline int port_has_room(const struct etran_port_rx *b)
+{
+	/* Volatile: the app writes these at any time. */
+	const volatile struct etran_port_rx *v = b;
+	__u64 taken = v->taken;
+
+	/* Signed differences: frames the kernel side of the port sends itself (IPv6 neighbour
+	 * discovery, say) reach the app untaken, so `consumed` may run ahead of `taken`. */
+	return (__s64)(v->posted - taken) > 0 &&
+	       (__s64)(taken - v->consumed) < ETRAN_PORT_IN_FLIGHT;
+}
+
+/* Counts a frame handed to the port (right before XDP_REDIRECT is returned). */
+static __always_inline void port_take(struct etran_port_rx *b)
+{
+	__sync_fetch_and_add(&b->taken, 1);
+}
+
 /* Where egress sends: slot 0 is the NIC (filled by `etran up`). */
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP);

@@ -270,6 +270,8 @@ struct etran_tcp_layouts {
 	struct etran_tcp_slow_seg slow_seg;
 	enum etran_tcp_slow_limit slow_limit;
 	enum etran_app_port_limit app_port_limit;
+	enum etran_port_rx_limit port_rx_limit;
+	struct etran_port_rx port_rx;
 };
 
 #endif

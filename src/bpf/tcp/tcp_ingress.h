@@ -459,6 +459,7 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
 	struct cursor cur = { .pos = data, .end = data_end };
 	struct etran_tcp_rx_meta *meta;
+	struct etran_port_rx *budget;
 	struct gen_mark mark;
 	struct verdict v = {};
 	struct segment s = {};
@@ -514,8 +515,14 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 	s.sack = (c->flags & TCP_CONN_SACK) &&
 		 tcp->doff * 4 > sizeof(*tcp) + (ts ? sizeof(*ts) : 0);
 
-	/* Both can fail; they go first so that a failure leaves the connection untouched. A
-	 * redirect takes effect only if the program returns XDP_REDIRECT. */
+	/* These can fail; they go first so that a failure leaves the connection untouched: the
+	 * port's room (compat/app_ports.h), the metadata's room, the redirect (which takes effect
+	 * only if the program returns XDP_REDIRECT). */
+	budget = port_rx(c->owner_port);
+	if (!budget)
+		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_NO_OWNER, bytes);
+	if (!port_has_room(budget))
+		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_PORT_FULL, bytes);
 	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(*meta)))
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_NO_HEADROOM, bytes);
 	if (bpf_redirect_map(&etran_app_ports, c->owner_port, XDP_DROP) != XDP_REDIRECT)
@@ -539,6 +546,7 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_NO_HEADROOM, bytes);
 	*meta = v.meta;
 	count_event(v.meta.payload_len ? ETRAN_EVENT_TCP_RX_DATA : ETRAN_EVENT_TCP_RX_NO_DATA, bytes);
+	port_take(budget);
 	return delivered(ETRAN_PROTO_TCP, bytes, XDP_REDIRECT);
 }
 

@@ -14,6 +14,8 @@ pub struct TcpHandles {
     pub app_ports: MapHandle,
     /// ARRAY: port slot → kernel-side ifindex (what egress checks a frame's origin against).
     pub port_ifindex: MapHandle,
+    /// ARRAY_OF_MAPS: port slot → the port's receive budget (etran_port_budget).
+    pub port_budget: MapHandle,
     pub egress: std::os::fd::OwnedFd,
     /// TCP ingress (etran_tcp_ingress), which the slow path replays captured segments through.
     pub ingress: std::os::fd::OwnedFd,
@@ -37,7 +39,7 @@ pub struct TcpHandles {
 }
 
 /// Kernel names are cut at 15 bytes: etran_tcp_ingress, etran_tcp_egress, etran_transports,
-/// etran_port_ifindex.
+/// etran_port_ifindex, etran_port_budget.
 const TCP_INGRESS_PROG: &str = "etran_tcp_ingre";
 const TCP_EGRESS_PROG: &str = "etran_tcp_egres";
 const TCP_GEN_PROG: &str = "etran_tcp_gen";
@@ -66,6 +68,7 @@ pub fn tcp_handles(entrance_prog_id: u32) -> anyhow::Result<TcpHandles> {
     };
     let (conns_id, conns) = named(tcp_id, "etran_tcp_conns")?.ok_or_else(missing)?;
     let (_, app_ports) = named(tcp_id, "etran_app_ports")?.ok_or_else(missing)?;
+    let (_, port_budget) = named(tcp_id, "etran_port_budg")?.ok_or_else(missing)?;
     // The egress and gen programs: the ones of those names sharing the connection map. A
     // program freed while we look (another process's) is skipped, not an error.
     let (mut egress, mut gen) = (None, None);
@@ -91,6 +94,7 @@ pub fn tcp_handles(entrance_prog_id: u32) -> anyhow::Result<TcpHandles> {
     Ok(TcpHandles {
         app_ports,
         port_ifindex,
+        port_budget,
         egress: libbpf_rs::Program::fd_from_id(egress)?,
         ingress: libbpf_rs::Program::fd_from_id(tcp_id)?,
         conns,
