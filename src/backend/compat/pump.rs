@@ -196,17 +196,7 @@ impl GenPort {
 
     /// Takes back the frames the kernel finished with.
     fn reclaim(&mut self) {
-        let mut done = [0u64; 64];
-        loop {
-            let comp = self.sock.comp().expect("the gen port's socket has a completion ring");
-            let n = comp.consume_into(&mut done) as usize;
-            for &a in &done[..n] {
-                self.frames.free(self.umem.frame_base(a));
-            }
-            if n < done.len() {
-                break;
-            }
-        }
+        self.frames.reclaim(self.sock.comp().expect("the gen port's socket has a completion ring"));
     }
 }
 
