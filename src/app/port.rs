@@ -286,17 +286,7 @@ impl AppPort {
 
     /// Takes back the frames the kernel finished sending.
     fn reclaim(&mut self) {
-        let mut done = [0u64; BATCH as usize];
-        loop {
-            let comp = self.sock.comp().expect("adopt maps the completion ring");
-            let n = comp.consume_into(&mut done) as usize;
-            for &a in &done[..n] {
-                self.tx_frames.free(self.umem.frame_base(a));
-            }
-            if n < done.len() {
-                break;
-            }
-        }
+        self.tx_frames.reclaim(self.sock.comp().expect("adopt maps the completion ring"));
     }
 }
 

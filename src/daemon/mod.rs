@@ -126,7 +126,7 @@ impl Daemon {
         let tcp = crate::transport::tcp::tcp_handles(dp.summary.prog_id)?;
         let lock = lock_iface(&cfg.iface)?;
         // Before the socket appears, so that a daemon apps can reach is complete. The pump's
-        // spare veth is named after the interface: one daemon per interface and namespace (the
+        // gen port is named after the interface: one daemon per interface and namespace (the
         // lock above), and a stale pair from a crash is replaced.
         let nic = Netlink::open()?
             .link(&cfg.iface)?

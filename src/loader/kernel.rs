@@ -29,7 +29,8 @@ pub enum Feature {
     DevMap,
     /// bpf_xdp_load_bytes: ingress copies slow-path segments for the daemon.
     XdpLoadBytes,
-    /// BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES: the gen pump sends ACKs with it.
+    /// BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES: the daemon replays SYNs and early data
+    /// through ingress with it.
     LiveFrames,
     /// AF_XDP sockets and BPF_MAP_TYPE_XSKMAP: how apps send and receive.
     AfXdp,

@@ -10,7 +10,7 @@ use std::{ptr::NonNull, sync::Arc};
 
 use anyhow::{bail, Context};
 
-use super::sys::XDP_PACKET_HEADROOM;
+use super::{ring::ConsRing, sys::XDP_PACKET_HEADROOM};
 
 /// The chunk sizes a UMEM may have (aligned mode: powers of two up to a page).
 pub const FRAME_SIZES: [u32; 2] = [2048, 4096];
@@ -316,6 +316,20 @@ impl FrameAlloc {
             got += 1;
         }
         got
+    }
+
+    /// Takes back every chunk the completion ring `comp` returns (the kernel is done with it).
+    pub fn reclaim(&mut self, comp: &mut ConsRing<u64>) {
+        let mut done = [0u64; 64];
+        loop {
+            let n = comp.consume_into(&mut done) as usize;
+            for &a in &done[..n] {
+                self.free(a);
+            }
+            if n < done.len() {
+                break;
+            }
+        }
     }
 
     /// Gives back the chunk holding `addr` (any address inside it). Returns false, and does

@@ -275,12 +275,9 @@ impl<V: ConnView, S> Bench for OnConn<V, S> {
     }
 }
 
-/// The frame the gen pump runs the generator over to pop queue `q` (its first byte names the
-/// queue): as long as the longest pure ACK.
+/// The frame the gen pump sends the generator to pop queue `q`.
 pub fn gen_template(q: u8) -> Vec<u8> {
-    let mut template = vec![0u8; etran::backend::compat::pump::TEMPLATE_LEN];
-    template[0] = q;
-    template
+    etran::backend::compat::pump::template(q).to_vec()
 }
 
 /// The records of a ring buffer, as they come.

@@ -21,7 +21,7 @@ use etran::{
 };
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-/// The gen pump's spare veth pair (`etgen<ifindex>` and its peer `…p`).
+/// The gen pump's gen port, a veth pair (`etgen<ifindex>` and its peer `…p`).
 fn gen_links(ns: &str) -> Vec<String> {
     let out = sh(&format!("ip -n {ns} -o link show"));
     let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
@@ -209,8 +209,8 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
     let meta = fs::metadata(&daemon.sock).unwrap();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o660);
     let va = ifindex_in(&net.a, "va");
-    let spare = vec![format!("etgen{va}"), format!("etgen{va}p")];
-    assert_eq!(gen_links(&net.a), spare, "the gen pump's spare veth pair");
+    let gen_port = vec![format!("etgen{va}"), format!("etgen{va}p")];
+    assert_eq!(gen_links(&net.a), gen_port, "the gen pump's gen port");
 
     // First app.
     let mut one = DaemonLink::connect(&daemon.sock).unwrap();
@@ -273,7 +273,7 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
     assert!(st.success(), "exit status {st}: {}", daemon.log());
     assert!(!daemon.sock.exists(), "socket file removed");
     assert!(port_links(&net.a).is_empty(), "no etp* links: {:?}", port_links(&net.a));
-    assert!(gen_links(&net.a).is_empty(), "no spare veth: {:?}", gen_links(&net.a));
+    assert!(gen_links(&net.a).is_empty(), "no gen port: {:?}", gen_links(&net.a));
     assert!(app_ports(&net.a).is_empty(), "no devmap entries");
     let mut buf = [0u8; 1];
     three.stream().set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -379,7 +379,7 @@ fn daemon_needs_etran_up_and_refuses_a_live_socket() {
     assert!(port_links(&net.a).is_empty(), "stale ports removed: {:?}", port_links(&net.a));
     assert!(app_ports(&net.a).is_empty(), "stale slots cleared");
     assert!(again.log().contains("stale"), "{}", again.log());
-    assert_eq!(gen_links(&net.a).len(), 2, "the dead daemon's spare veth replaced, not added to");
+    assert_eq!(gen_links(&net.a).len(), 2, "the dead daemon's gen port replaced, not added to");
     let st = again.terminate();
     assert!(st.success(), "{st}: {}", again.log());
     assert!(!daemon.sock.exists());

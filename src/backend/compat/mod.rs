@@ -1,7 +1,8 @@
 //! The compat backend, for stock kernels. Each app gets a veth port whose kernel side carries
 //! the transport's egress program ([`port`]): the app's frames cross the pair and egress
 //! checks and rewrites them before they are redirected to the NIC. The ACK generator has no
-//! hook: the gen pump runs it with live frames whenever ingress queues work ([`pump`]). No
+//! hook of its own: it sits on the far side of the daemon's gen port, and the gen pump sends it
+//! a template frame per ACK whenever ingress queues work ([`pump`]). No
 //! pacing: egress hands each frame to the NIC as the app sends it.
 use std::{
     os::fd::{OwnedFd, RawFd},
@@ -44,10 +45,10 @@ pub struct Compat {
 
 impl Compat {
     /// The backend over the TCP object of a datapath on a NIC of MTU `nic_mtu`; the gen pump's
-    /// spare veth pair is named `spare` (see [`GenPump::new`]).
-    pub fn new(tcp: &TcpHandles, spare: &str, nic_mtu: u32) -> anyhow::Result<Compat> {
+    /// port (a veth pair) is named `gen_port` (see [`GenPump::new`]).
+    pub fn new(tcp: &TcpHandles, gen_port: &str, nic_mtu: u32) -> anyhow::Result<Compat> {
         let mtu = port::port_mtu(nic_mtu)?;
-        let pump = GenPump::new(tcp, Some(spare)).context("starting the gen pump")?;
+        let pump = GenPump::new(tcp, gen_port).context("starting the gen pump")?;
         let maps = PortMaps {
             app_ports: MapHandle::try_from(&tcp.app_ports)?,
             port_ifindex: MapHandle::try_from(&tcp.port_ifindex)?,
@@ -126,6 +127,6 @@ impl Backend for Compat {
 
     fn report(&self) -> String {
         let g = self.pump.stats();
-        format!("gen pump: {} BPF_PROG_RUN calls, {} runs", g.calls, g.runs)
+        format!("gen pump: {} sends, {} templates", g.calls, g.runs)
     }
 }

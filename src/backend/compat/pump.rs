@@ -6,10 +6,10 @@
 //! delayed one (`etran_tcp_dack_queue`), at most once per queue, and writes a small record to the
 //! `etran_tcp_gen_wake` ring buffer. The ring buffer's descriptor is pollable (the daemon
 //! registers it with its mio loop); on readiness [`GenPump::on_readable`] drains the records and,
-//! when an ACK is due at once, runs `etran_tcp_gen` with `BPF_PROG_RUN` live frames over a
-//! template frame, `repeat` = the keys queued: each run pops one key and sends that connection's
-//! pure ACK to the NIC. The template's first byte tells the program which queue to pop. Nothing
-//! sleeps on a fixed period.
+//! when an ACK is due at once, sends template frames ([`template`]) through its gen port, one per
+//! key queued: `etran_tcp_gen` on the port's far side pops one key per frame and turns the frame
+//! into that connection's pure ACK for the NIC. The template's first byte tells the program which
+//! queue to pop. Nothing sleeps on a fixed period.
 //!
 //! Delayed-ACK policy: the delayed queue is flushed only at the pump's deadline, [`DELAYED_ACK`]
 //! after its first record (the caller's loop waits for [`GenPump::deadline`] and calls
@@ -17,12 +17,14 @@
 //! skips the connection (counted as `tcp_gen_settled`). Flushing the ACKs due at once leaves the
 //! delayed ones alone: with many connections something is due at once nearly all the time.
 //!
-//! Cheap calls: a live-frames run with `repeat` > 1 of a program attached nowhere waits for an
-//! RCU grace period (≈ 24 ms, reference/machine-facts.md), so the pump attaches the generator
-//! (skb-mode XDP) to a spare veth pair it creates and deletes. The program passes any frame that
-//! really arrives there; the pair is never up.
+//! The gen port: a veth pair the pump creates and deletes, `name` (its own AF_XDP socket, copy
+//! mode, transmit only) and `name`p (the generator, drv-mode XDP). A flush is one `sendto` for up
+//! to [`MAX_REPEAT`] frames, each costing what an app's frame costs to cross its port. Running
+//! the generator with `BPF_PROG_RUN` live frames instead costs about 50 µs per call whatever it
+//! carries (the kernel builds and frees a page pool of 64 pages each call): with 100 connections
+//! that was most of the daemon's time (README, "Where the time goes").
 use std::{
-    os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
+    os::fd::{AsFd, AsRawFd, RawFd},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -31,11 +33,14 @@ use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, RingBuffer, RingBufferBuilder};
 
 use crate::{
-    bpf::tcp::types::{etran_tcp_ack_queued, etran_tcp_gen_wake, etran_tcp_limit},
+    bpf::tcp::types::{
+        etran_tcp_ack_queued, etran_tcp_gen_template, etran_tcp_gen_wake, etran_tcp_limit,
+    },
     loader::{kernel, AttachMode},
     netlink::Netlink,
     netns::NetNs,
     transport::tcp::TcpHandles,
+    xsk::{desc, BindMode, Desc, FrameAlloc, Socket, SocketConfig, Umem, UmemConfig},
 };
 
 /// How long an ACK not due at once may wait for data to carry it. Well under the minimum RTO
@@ -48,12 +53,25 @@ pub const DELAYED_ACK: Duration = Duration::from_millis(1);
 /// writes.
 pub const TEMPLATE_LEN: usize = etran_tcp_limit::ETRAN_TCP_MAX_HEADERS.0 as usize;
 
-/// The most runs one `BPF_PROG_RUN` call asks for.
+/// The most template frames one flush sends per `sendto` (the gen port's frames and rings).
 const MAX_REPEAT: u64 = 1024;
 
-/// Calls one pump may make before leaving what is left to the next wakeup (a queue refilled as
+/// Sends one flush may make before leaving what is left to the next wakeup (a queue refilled as
 /// fast as it is drained must not starve the loop).
 const MAX_CALLS: u32 = 16;
+
+/// The UMEM chunk of a template frame (the smallest AF_XDP takes).
+const CHUNK: u32 = 2048;
+
+/// The frame the pump sends to pop queue `q` (an `etran_tcp_ack_queued` bit): as long as the
+/// longest pure ACK, its first byte the queue, its Ethernet type the generator's marker.
+pub fn template(q: u8) -> [u8; TEMPLATE_LEN] {
+    let mut t = [0u8; TEMPLATE_LEN];
+    t[0] = q;
+    t[12..14]
+        .copy_from_slice(&(etran_tcp_gen_template::ETRAN_TCP_GEN_ETHERTYPE.0 as u16).to_be_bytes());
+    t
+}
 
 /// What the ring-buffer records said since the last drain: keys pushed on each queue.
 #[derive(Default)]
@@ -78,26 +96,116 @@ impl Queue {
     }
 }
 
-/// A veth pair that exists only to carry the generator's attachment.
-struct Spare {
+/// The gen port's veth pair (deleting one end deletes both, and the attachment with them).
+struct Pair {
     ifindex: u32,
 }
 
-impl Drop for Spare {
+impl Drop for Pair {
     fn drop(&mut self) {
-        // Deleting one end deletes the pair and the attachment with it.
         if let Ok(mut nl) = Netlink::open() {
             let _ = nl.delete_link(self.ifindex);
         }
     }
 }
 
+/// The pump's own port: an AF_XDP socket on one end of a veth pair, the generator on the other.
+struct GenPort {
+    // Declared before the pair: the socket unbinds before its device goes.
+    sock: Socket,
+    umem: Umem,
+    frames: FrameAlloc,
+    batch: Vec<Desc>,
+    _pair: Pair,
+}
+
+impl GenPort {
+    /// Creates the veth pair `name`/`name`p (replacing a stale one left by a crash), attaches
+    /// the generator to `name`p and binds a transmit-only socket on `name`.
+    fn open(name: &str, prog_fd: RawFd) -> anyhow::Result<GenPort> {
+        let mut nl = Netlink::open()?;
+        if let Some(stale) = nl.link(name)? {
+            nl.delete_link(stale.index)?;
+        }
+        let here = NetNs::current()?;
+        let peer = format!("{name}p");
+        nl.add_veth(name, [0x02, 0xe7, 0, 0, 0, 1], &peer, [0x02, 0xe7, 0, 0, 0, 2], &here, 1)
+            .with_context(|| format!("creating the gen port {name}"))?;
+        let pair = Pair { ifindex: nl.index(name)? };
+        let peer_index = nl.index(&peer)?;
+        // Before the socket: AF_XDP transmits only on a running device with its carrier.
+        kernel::attach(peer_index, prog_fd, AttachMode::Drv)
+            .with_context(|| format!("attaching etran_tcp_gen to {peer}"))?;
+        nl.set_up(peer_index)?;
+        nl.set_up(pair.ifindex)?;
+        let n = MAX_REPEAT as u32;
+        let umem = Umem::new(UmemConfig {
+            frame_count: n,
+            frame_size: CHUNK,
+            headroom: 0,
+            huge_pages: false,
+        })?;
+        let cfg = SocketConfig {
+            rx_size: 0,
+            tx_size: n,
+            // Binding asks for a fill ring even without RX.
+            fill_size: 64,
+            comp_size: n,
+            bind: BindMode::Copy,
+            need_wakeup: true,
+            tx_budget: Some(n),
+            busy_poll: None,
+        };
+        let sock = Socket::new(&umem, name, 0, &cfg)
+            .with_context(|| format!("binding the gen port's socket on {name}"))?;
+        Ok(GenPort {
+            sock,
+            frames: FrameAlloc::new(&umem),
+            umem,
+            batch: Vec::with_capacity(n as usize),
+            _pair: pair,
+        })
+    }
+
+    /// Sends up to `n` copies of `frame` with one kick; returns how many went on the TX ring
+    /// (fewer when frames are still in flight).
+    fn send(&mut self, frame: &[u8], n: u32) -> anyhow::Result<u32> {
+        self.reclaim();
+        self.batch.clear();
+        for _ in 0..n {
+            let Some(base) = self.frames.alloc() else { break };
+            let addr = base + self.umem.tx_offset();
+            // SAFETY: the chunk was just allocated: nothing else uses it.
+            unsafe { self.umem.data_mut(addr, frame.len()) }.copy_from_slice(frame);
+            self.batch.push(desc(addr, frame.len() as u32));
+        }
+        let tx = self.sock.tx().expect("the gen port's socket has a TX ring");
+        // The TX ring is as large as the frame pool, so every frame fits.
+        let queued = tx.produce_from(&self.batch);
+        // Where the kernel lacks XDP_MAX_TX_SKB_BUDGET, a sendto sends 32 frames: kick until
+        // the ring is empty (each kick runs the frames through the generator synchronously).
+        for _ in 0..=(queued / 32) {
+            self.sock.kick_tx().context("kicking the gen port")?;
+            if self.sock.tx().expect("TX ring").in_flight() == 0 {
+                break;
+            }
+        }
+        self.reclaim();
+        Ok(queued)
+    }
+
+    /// Takes back the frames the kernel finished with.
+    fn reclaim(&mut self) {
+        self.frames.reclaim(self.sock.comp().expect("the gen port's socket has a completion ring"));
+    }
+}
+
 /// Work done so far, for logs and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PumpStats {
-    /// `BPF_PROG_RUN` calls.
+    /// Sends (each one kick of the gen port).
     pub calls: u64,
-    /// Program runs asked for in them.
+    /// Template frames sent in them (each pops at most one key).
     pub runs: u64,
 }
 
@@ -107,8 +215,7 @@ pub struct GenPump {
     wakes: Arc<Mutex<Wakes>>,
     wake_map: MapHandle,
     queues: [MapHandle; 2],
-    prog: OwnedFd,
-    spare: Option<Spare>,
+    port: GenPort,
     /// Keys announced and not yet run for, per queue ([`Queue::index`]).
     outstanding: [u64; 2],
     deadline: Option<Instant>,
@@ -116,11 +223,9 @@ pub struct GenPump {
 }
 
 impl GenPump {
-    /// Opens the pump on the TCP object of a datapath. With `spare`, creates the veth pair
-    /// `spare`/`spare`p (replacing a stale one left by a crash) and attaches the generator to it
-    /// so that calls are cheap; without, calls with `repeat` > 1 are slow (for measurements).
-    pub fn new(tcp: &TcpHandles, spare: Option<&str>) -> anyhow::Result<GenPump> {
-        let prog = tcp.gen.try_clone().context("duplicating the gen program descriptor")?;
+    /// Opens the pump on the TCP object of a datapath, with its gen port `port`/`port`p (see
+    /// the module doc).
+    pub fn new(tcp: &TcpHandles, port: &str) -> anyhow::Result<GenPump> {
         let queues = [MapHandle::try_from(&tcp.ack_queue)?, MapHandle::try_from(&tcp.dack_queue)?];
         let wake_map = MapHandle::try_from(&tcp.gen_wake)?;
         let wakes = Arc::new(Mutex::new(Wakes::default()));
@@ -141,17 +246,13 @@ impl GenPump {
             0
         })?;
         let ring = builder.build().context("opening the gen wake ring buffer")?;
-        let spare = match spare {
-            Some(name) => Some(attach_spare(name, prog.as_raw_fd())?),
-            None => None,
-        };
+        let port = GenPort::open(port, tcp.gen.as_raw_fd())?;
         Ok(GenPump {
             ring,
             wakes,
             wake_map,
             queues,
-            prog,
-            spare,
+            port,
             outstanding: [0; 2],
             deadline: None,
             stats: PumpStats::default(),
@@ -167,11 +268,6 @@ impl GenPump {
     /// When [`GenPump::on_deadline`] must be called next (delayed ACKs are waiting).
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
-    }
-
-    /// The ifindex the generator is attached to, if any.
-    pub fn spare_ifindex(&self) -> Option<u32> {
-        self.spare.as_ref().map(|s| s.ifindex)
     }
 
     pub fn stats(&self) -> PumpStats {
@@ -223,17 +319,17 @@ impl GenPump {
         self.flush(Queue::Delayed)
     }
 
-    /// Empties one queue: runs the generator `repeat` = keys announced (up to [`MAX_CALLS`]
-    /// calls). No peek at the queue after the runs: a key pushed since has its wake record
+    /// Empties one queue: sends a template per key announced (up to [`MAX_CALLS`] sends). No peek at the queue after the runs: a key pushed since has its wake record
     /// on the way (which pumps again), and one whose record was lost is the housekeeping's
     /// ([`GenPump::queued`]). A peek is a system call per pump, for nothing nearly always.
     fn flush(&mut self, q: Queue) -> anyhow::Result<()> {
         let i = q.index();
         let mut repeat = self.outstanding[i].clamp(1, MAX_REPEAT);
         for _ in 0..MAX_CALLS {
-            self.run_queue(q, repeat as u32)?;
-            self.outstanding[i] = self.outstanding[i].saturating_sub(repeat);
-            if self.outstanding[i] == 0 {
+            let sent = self.run_queue(q, repeat as u32)?;
+            self.outstanding[i] = self.outstanding[i].saturating_sub(u64::from(sent));
+            // Nothing went (every frame still in flight): the next wakeup sends the rest.
+            if self.outstanding[i] == 0 || sent == 0 {
                 break;
             }
             repeat = self.outstanding[i].min(MAX_REPEAT);
@@ -241,35 +337,17 @@ impl GenPump {
         Ok(())
     }
 
-    /// One `BPF_PROG_RUN` call of `repeat` runs over the queue of ACKs due at once (each pops
-    /// at most one key).
+    /// One send of `repeat` templates for the queue of ACKs due at once (each pops at most one
+    /// key).
     pub fn run(&mut self, repeat: u32) -> anyhow::Result<()> {
-        self.run_queue(Queue::Immediate, repeat)
+        self.run_queue(Queue::Immediate, repeat).map(drop)
     }
 
-    fn run_queue(&mut self, q: Queue, repeat: u32) -> anyhow::Result<()> {
-        let mut template = [0u8; TEMPLATE_LEN];
-        template[0] = q as u8;
-        crate::xsk::run_live_frames(self.prog.as_fd(), &template, 0, repeat)
-            .context("BPF_PROG_RUN of etran_tcp_gen (live frames)")?;
+    /// Returns how many templates went out.
+    fn run_queue(&mut self, q: Queue, repeat: u32) -> anyhow::Result<u32> {
+        let sent = self.port.send(&template(q as u8), repeat)?;
         self.stats.calls += 1;
-        self.stats.runs += u64::from(repeat);
-        Ok(())
+        self.stats.runs += u64::from(sent);
+        Ok(sent)
     }
-}
-
-/// Creates the veth pair `name`/`name`p (down, no addresses) and attaches the program to it.
-fn attach_spare(name: &str, prog_fd: RawFd) -> anyhow::Result<Spare> {
-    let mut nl = Netlink::open()?;
-    if let Some(stale) = nl.link(name)? {
-        nl.delete_link(stale.index)?;
-    }
-    let here = NetNs::current()?;
-    let peer = format!("{name}p");
-    nl.add_veth(name, [0x02, 0xe7, 0, 0, 0, 1], &peer, [0x02, 0xe7, 0, 0, 0, 2], &here, 1)
-        .with_context(|| format!("creating the gen pump's spare veth pair {name}"))?;
-    let spare = Spare { ifindex: nl.index(name)? };
-    kernel::attach(spare.ifindex, prog_fd, AttachMode::Skb)
-        .with_context(|| format!("attaching etran_tcp_gen to {name}"))?;
-    Ok(spare)
 }

@@ -146,6 +146,14 @@ enum etran_tcp_ack_queued {
 	ETRAN_TCP_ACK_IMMEDIATE = 2, /* in etran_tcp_ack_queue: the gen pump flushes it at once */
 };
 
+/* The gen pump's template frame (what the generator turns into a pure ACK): its first byte names
+ * the queue to pop (enum etran_tcp_ack_queued), its Ethernet type is this local experimental
+ * one (IEEE 802 "Local Experimental Ethertype 1"), so a frame the stack itself sends where the
+ * generator is attached passes untouched. */
+enum etran_tcp_gen_template {
+	ETRAN_TCP_GEN_ETHERTYPE = 0x88b5,
+};
+
 /* A record of etran_tcp_gen_wake: ingress pushed one connection key on the queue of `kind`. */
 struct etran_tcp_gen_wake {
 	__u32 kind; /* enum etran_tcp_ack_queued: DELAYED or IMMEDIATE */
@@ -266,6 +274,7 @@ struct etran_tcp_layouts {
 	enum etran_tcp_tx_intent tx_intent;
 	enum etran_tcp_limit limit;
 	enum etran_tcp_ack_queued ack_queued;
+	enum etran_tcp_gen_template gen_template;
 	struct etran_tcp_gen_wake gen_wake;
 	struct etran_tcp_slow_seg slow_seg;
 	enum etran_tcp_slow_limit slow_limit;

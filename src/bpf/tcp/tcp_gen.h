@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* The ACK generator (compat backend: run by the daemon's gen pump with BPF_PROG_RUN live frames
- * over a template frame). ACKs are decided in the kernel: ingress marks a connection that owes
+/* The ACK generator (compat backend: attached to the kernel side of the daemon's gen port, a veth
+ * pair; the gen pump sends template frames through it from its own AF_XDP socket). ACKs are decided in the kernel: ingress marks a connection that owes
  * one (ack_now, ack_pending) and queues its key once (gen_mark/gen_queue below); each run of
  * etran_tcp_gen pops one key and turns the template into that connection's pure ACK, its headers
  * written from the connection state by the same code egress uses (tcp_tx.h), for the NIC.
@@ -21,11 +21,6 @@
 #include "tcp/tcp.h"
 #include "tcp/tcp_maps.h"
 #include "tcp/tcp_tx.h"
-
-/* The pump runs the generator with this ingress ifindex (the loopback's, 0 in the context). The
- * program is also attached to a spare interface only so that BPF_PROG_RUN is cheap; a frame
- * really arriving there passes untouched. */
-#define GEN_LOOPBACK_IFINDEX 1
 
 /* Full segments one ACK may cover before it is due at once. RFC 5681 asks for an ACK every
  * second segment; a Linux receiver with GRO acknowledges whole aggregates. Every pure ACK here
@@ -97,18 +92,20 @@ static __always_inline int tcp_gen(struct xdp_md *ctx)
 	void *data, *data_end;
 	struct tx_plan plan = {};
 	struct tcp_conn_key key;
+	struct ethhdr *eth;
 	enum gen_outcome out = GEN_SEND;
 	__u32 hdrs, ts_now, tpl_len;
 	struct tcp_conn *c;
 	__u8 queue;
 	int room;
 
-	if (ctx->ingress_ifindex != GEN_LOOPBACK_IFINDEX)
-		return XDP_PASS;
-	/* The template's first byte names the queue this call drains (the pump's choice). */
+	/* Only the pump's templates: whatever else arrives on the gen port (the stack's own
+	 * frames) passes. The first byte names the queue this run pops (the pump's choice). */
 	data = (void *)(long)ctx->data;
-	if (data + 1 > (void *)(long)ctx->data_end)
-		return XDP_DROP;
+	eth = data;
+	if ((void *)(eth + 1) > (void *)(long)ctx->data_end ||
+	    eth->h_proto != bpf_htons(ETRAN_TCP_GEN_ETHERTYPE))
+		return XDP_PASS;
 	queue = *(__u8 *)data == ETRAN_TCP_ACK_DELAYED ? ETRAN_TCP_ACK_DELAYED
 						       : ETRAN_TCP_ACK_IMMEDIATE;
 	/* An empty queue ends the batch cheaply; nothing to count. */
