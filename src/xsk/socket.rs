@@ -555,6 +555,13 @@ impl Socket {
     /// Tells the kernel to process the TX ring: `sendto` (non-blocking). Transient refusals
     /// (EAGAIN, EBUSY, ENOBUFS, ENETDOWN) are not errors: the frames stay queued.
     pub fn kick_tx(&self) -> io::Result<()> {
+        self.try_kick_tx().map(|_| ())
+    }
+
+    /// [`Socket::kick_tx`], returning the errno of a transient refusal (EAGAIN: the kernel
+    /// stopped at its per-call budget or found no completion slot; EBUSY: another thread was
+    /// sending on the socket).
+    pub fn try_kick_tx(&self) -> io::Result<Option<i32>> {
         // SAFETY: a zero-length send with null buffers is the documented AF_XDP kick.
         let ret = unsafe {
             libc::sendto(
@@ -568,7 +575,8 @@ impl Socket {
         };
         match crate::sys::cvt(ret) {
             Err(e) if !is_transient(&e) => Err(e),
-            _ => Ok(()),
+            Err(e) => Ok(e.raw_os_error()),
+            Ok(_) => Ok(None),
         }
     }
 

@@ -18,7 +18,7 @@ use super::{
     support::{self as bench, CpuUse},
 };
 use crate::{
-    app::DEFAULT_BUSY_POLL,
+    app::{AppCounters, DEFAULT_BUSY_POLL},
     cli::{EchoArgs, EchoTransport, EchoWait},
     netns::NetNs,
     output::{Output, Table},
@@ -35,6 +35,12 @@ struct Percentiles {
 #[derive(Serialize)]
 struct Row {
     transport: &'static str,
+    /// Where the row ran: "switch" (the testbed's XDP switch between the hosts) or "direct"
+    /// (one veth pair).
+    topology: &'static str,
+    /// Whether the hosts' NICs had TX checksum offload, and with it TSO (the Linux row on the
+    /// direct topology).
+    tso: bool,
     /// Why there are no numbers (a transport this build cannot run yet).
     #[serde(skip_serializing_if = "Option::is_none")]
     unavailable: Option<String>,
@@ -52,6 +58,10 @@ struct Row {
     /// Under churn: connections opened (the first ones included) and closed, per second.
     #[serde(skip_serializing_if = "Option::is_none")]
     churn: Option<ChurnRates>,
+    /// eTran only: every app's counters together (both hosts), connecting and closing
+    /// included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    counters: Option<AppCounters>,
     /// eTran only: what the apps left behind.
     #[serde(skip_serializing_if = "Option::is_none")]
     leak_check: Option<LeakCheck>,
@@ -124,6 +134,7 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
     sys::require_root("etran bench echo (it builds a private testbed)")?;
     let tb = testbed::Testbed::private_with(testbed::Spec {
         mtu: args.mtu,
+        direct: args.direct,
         ..testbed::Spec::new("", 2)
     })?;
     let sides = Sides { client: tb.netns(1)?, server: tb.netns(2)?, server_ip: tb.host(2).ip };
@@ -134,23 +145,39 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
     } else {
         "client and server threads share CPU 0"
     };
-    let testbed = format!(
-        "private testbed, 2 hosts, {} switch, MTU {} (host NICs without TX checksum offload, \
-         so without TSO)",
-        tb.spec().mode(),
-        tb.spec().mtu
-    );
+    let testbed = if args.direct {
+        format!(
+            "private testbed, 2 hosts on one veth pair (no switch), MTU {}; host NICs with TX \
+             checksum offload and TSO for the linux row only (eTran's ingress would refuse a \
+             Linux peer's partial checksums)",
+            tb.spec().mtu
+        )
+    } else {
+        format!(
+            "private testbed, 2 hosts, {} switch, MTU {} (host NICs without TX checksum \
+             offload, so without TSO)",
+            tb.spec().mode(),
+            tb.spec().mtu
+        )
+    };
 
     let mut results = Vec::new();
     for &t in transports {
-        results.push(match t {
+        let tso = args.direct && t == EchoTransport::Linux;
+        if args.direct {
+            set_tx_offload(&sides, tso)?;
+        }
+        let mut row = match t {
             EchoTransport::Etran => measure_etran(Peer::Etran, wait, &args, &sides, &shares, out)?,
             EchoTransport::EtranLinux => {
                 measure_etran(Peer::Linux, wait, &args, &sides, &shares, out)?
             }
             EchoTransport::Linux => measure("linux", wait, &args, &sides, &shares, out)?,
             EchoTransport::All => unreachable!("expanded above"),
-        });
+        };
+        row.topology = if args.direct { "direct" } else { "switch" };
+        row.tso = tso;
+        results.push(row);
     }
     drop(tb);
     let report = Report {
@@ -183,6 +210,14 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
         .collect();
     if !leaks.is_empty() {
         bail!("leak check failed: {}", leaks.join("; "));
+    }
+    Ok(())
+}
+
+/// TX checksum offload (and so TSO) on both hosts' NICs, on or off.
+fn set_tx_offload(sides: &Sides, on: bool) -> anyhow::Result<()> {
+    for ns in [&sides.client, &sides.server] {
+        ns.run(|| crate::ethtool::set_tx_checksum(testbed::HOST_NIC, on))??;
     }
     Ok(())
 }
@@ -382,6 +417,9 @@ fn row(
     let us = |q: f64| r.rtt_ns.value_at_quantile(q) as f64 / 1000.0;
     Ok(Row {
         transport,
+        // The caller knows the testbed.
+        topology: "",
+        tso: false,
         unavailable: None,
         messages_per_sec: r.messages as f64 / secs,
         gbit_per_sec: (r.messages * u64::from(args.size)) as f64 * 8.0 / secs / 1e9,
@@ -396,6 +434,7 @@ fn row(
             opens_per_sec: r.opens as f64 / secs,
             closes_per_sec: r.closes as f64 / secs,
         }),
+        counters: leak_check.as_ref().map(LeakCheck::counters),
         // The leak check is printed under churn, and always enforced.
         leak_check,
     })
@@ -414,6 +453,7 @@ fn print_table(r: &Report<'_>) {
     crate::outln!("waits: {}", r.waits);
     let mut t = Table::new([
         "transport",
+        "topology",
         "msgs/s",
         "Gbit/s",
         "RTT p50 us",
@@ -426,6 +466,7 @@ fn print_table(r: &Report<'_>) {
         match (&row.unavailable, &row.rtt_us) {
             (None, Some(p)) => t.row([
                 row.transport.to_string(),
+                topology_cell(row),
                 format!("{:.0}", row.messages_per_sec),
                 format!("{:.3}", row.gbit_per_sec),
                 format!("{:.1}", p.p50),
@@ -436,6 +477,7 @@ fn print_table(r: &Report<'_>) {
             ]),
             _ => t.row([
                 row.transport.to_string(),
+                topology_cell(row),
                 "n/a".into(),
                 "n/a".into(),
                 "-".into(),
@@ -447,6 +489,11 @@ fn print_table(r: &Report<'_>) {
         }
     }
     crate::out!("{}", t.render());
+    for row in &r.results {
+        if let Some(c) = &row.counters {
+            crate::outln!("{} counters: {}", row.transport, counters_line(c));
+        }
+    }
     for row in &r.results {
         if let Some(c) = &row.churn {
             crate::outln!(
@@ -469,6 +516,28 @@ fn print_table(r: &Report<'_>) {
     for row in r.results.iter().filter(|r| r.unavailable.is_some()) {
         crate::outln!("{}: {}", row.transport, row.unavailable.as_deref().unwrap_or_default());
     }
+}
+
+/// The apps' counters in one line.
+fn counters_line(c: &AppCounters) -> String {
+    let x = &c.xdp;
+    format!(
+        "TX kicks {} (EAGAIN {}, EBUSY {}); socket drops: RX ring full {}, fill ring empty {}, \
+         other {}; TX ring empty {}; fast retransmits {}, RTOs {}",
+        c.tx_kicks,
+        c.tx_kick_eagain,
+        c.tx_kick_ebusy,
+        x.rx_ring_full,
+        x.rx_fill_ring_empty_descs,
+        x.rx_dropped,
+        x.tx_ring_empty_descs,
+        c.fast_retransmits,
+        c.rtos
+    )
+}
+
+fn topology_cell(row: &Row) -> String {
+    format!("{}{}", row.topology, if row.tso { " +TSO" } else { "" })
 }
 
 fn print_leak_check(transport: &str, l: &LeakCheck) {
