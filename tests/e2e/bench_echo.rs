@@ -46,6 +46,8 @@ fn linux_echo_runs_verified_and_cleans_up() {
     let p = &row["rtt_us"];
     assert!(p["p50"].as_f64().unwrap() <= p["p99"].as_f64().unwrap());
     assert!(report["placement"].as_str().unwrap().contains("CPU"));
+    let c = &row["linux_counters"];
+    assert!(c["fast_retransmits"].is_u64() && c["rtos"].is_u64(), "{row}");
     let left: Vec<_> = namespaces().into_iter().filter(|n| !before.contains(n)).collect();
     assert!(left.iter().all(|n| !n.starts_with("etb")), "private testbed left behind: {left:?}");
 }

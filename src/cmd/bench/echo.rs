@@ -62,6 +62,9 @@ struct Row {
     /// included.
     #[serde(skip_serializing_if = "Option::is_none")]
     counters: Option<AppCounters>,
+    /// Linux only: its TCP's recoveries on both hosts over the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    linux_counters: Option<LinuxCounters>,
     /// eTran only: what the apps left behind.
     #[serde(skip_serializing_if = "Option::is_none")]
     leak_check: Option<LeakCheck>,
@@ -261,6 +264,7 @@ fn measure(
             .run(|| std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "1"))?
             .context("enabling tcp_tw_reuse in the client namespace")?;
     }
+    let tcp_before = [linux_counters(&sides.client)?, linux_counters(&sides.server)?];
     let servers = sides.server.run(|| {
         shares
             .iter()
@@ -321,7 +325,55 @@ fn measure(
     for r in results {
         total.merge(&r.with_context(|| format!("{name} echo client"))?)?;
     }
-    row(name, args, &total, None)
+    let mut row = row(name, args, &total, None)?;
+    let tcp_after = [linux_counters(&sides.client)?, linux_counters(&sides.server)?];
+    row.linux_counters = Some(LinuxCounters {
+        fast_retransmits: tcp_after.iter().map(|c| c.fast_retransmits).sum::<u64>()
+            - tcp_before.iter().map(|c| c.fast_retransmits).sum::<u64>(),
+        rtos: tcp_after.iter().map(|c| c.rtos).sum::<u64>()
+            - tcp_before.iter().map(|c| c.rtos).sum::<u64>(),
+    });
+    Ok(row)
+}
+
+/// Linux TCP's loss recoveries: entered on SACK or duplicate ACKs (`TcpExt` `TCPSackRecovery`
+/// and `TCPRenoRecovery`), and retransmission timeouts (`TCPTimeouts`); as eTran's
+/// [`AppCounters`] count them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+struct LinuxCounters {
+    fast_retransmits: u64,
+    rtos: u64,
+}
+
+/// The counters of namespace `ns` now.
+fn linux_counters(ns: &NetNs) -> anyhow::Result<LinuxCounters> {
+    // thread-self: /proc/net follows the process's first thread, not the namespace entered.
+    let text = ns
+        .run(|| std::fs::read_to_string("/proc/thread-self/net/netstat"))?
+        .context("reading the namespace's TCP counters")?;
+    Ok(parse_netstat(&text))
+}
+
+/// [`LinuxCounters`] from `/proc/net/netstat`: a line of names then a line of values per
+/// group.
+fn parse_netstat(text: &str) -> LinuxCounters {
+    let mut c = LinuxCounters::default();
+    let lines: Vec<&str> = text.lines().collect();
+    for pair in lines.chunks(2) {
+        let [names, values] = pair else { continue };
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        for (name, value) in names.split_whitespace().zip(values.split_whitespace()).skip(1) {
+            let v: u64 = value.parse().unwrap_or(0);
+            match name {
+                "TCPSackRecovery" | "TCPRenoRecovery" => c.fast_retransmits += v,
+                "TCPTimeouts" => c.rtos += v,
+                _ => {}
+            }
+        }
+    }
+    c
 }
 
 /// Per-second progress on `bar` until `done`.
@@ -435,6 +487,7 @@ fn row(
             closes_per_sec: r.closes as f64 / secs,
         }),
         counters: leak_check.as_ref().map(LeakCheck::counters),
+        linux_counters: None,
         // The leak check is printed under churn, and always enforced.
         leak_check,
     })
@@ -492,6 +545,14 @@ fn print_table(r: &Report<'_>) {
     for row in &r.results {
         if let Some(c) = &row.counters {
             crate::outln!("{} counters: {}", row.transport, counters_line(c));
+        }
+        if let Some(c) = &row.linux_counters {
+            crate::outln!(
+                "{} counters (TcpExt, both hosts): fast retransmits {}, RTOs {}",
+                row.transport,
+                c.fast_retransmits,
+                c.rtos
+            );
         }
     }
     for row in &r.results {
@@ -587,5 +648,20 @@ fn print_leak_check(transport: &str, l: &LeakCheck) {
     }
     for leak in leaks {
         crate::outln!("{transport}: LEAKED: {leak}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linux_recoveries_come_from_tcpext() {
+        let text = "TcpExt: SyncookiesSent TCPRenoRecovery TCPSackRecovery TCPTimeouts\n\
+                    TcpExt: 9 2 5 7\n\
+                    IpExt: TCPTimeouts InOctets\n\
+                    IpExt: 100 200\n";
+        assert_eq!(parse_netstat(text), LinuxCounters { fast_retransmits: 7, rtos: 7 });
+        assert_eq!(parse_netstat(""), LinuxCounters::default());
     }
 }
