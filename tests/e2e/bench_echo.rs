@@ -241,20 +241,7 @@ fn echo_rejects_bad_flags_in_one_line() {
 #[test]
 fn direct_topology_rows_say_where_they_ran() {
     let Some(_root) = common::root::alone() else { return };
-    let out = etran(&[
-        "-j",
-        "bench",
-        "echo",
-        "--direct",
-        "--duration",
-        "1s",
-        "--size",
-        "20000",
-        "--depth",
-        "2",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = common::cli::bench_echo_bulk(&["--direct"]);
     assert!(report["testbed"].as_str().unwrap().contains("no switch"), "{report}");
     let rows = report["results"].as_array().unwrap();
     let names: Vec<_> = rows.iter().map(|r| r["transport"].as_str().unwrap()).collect();
