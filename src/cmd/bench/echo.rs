@@ -583,14 +583,16 @@ fn print_table(r: &Report<'_>) {
 fn counters_line(c: &AppCounters) -> String {
     let x = &c.xdp;
     format!(
-        "TX kicks {} (EAGAIN {}, EBUSY {}); socket drops: RX ring full {}, fill ring empty {}, \
-         other {}; TX ring empty {}; fast retransmits {}, RTOs {}",
+        "TX kicks {} (EAGAIN {}, EBUSY {}); socket drops {}: RX ring full {}, no frame to \
+         copy into or too long {} (fill ring found empty {} times); TX ring found empty {} \
+         times (a kick that sent all it had); fast retransmits {}, RTOs {}",
         c.tx_kicks,
         c.tx_kick_eagain,
         c.tx_kick_ebusy,
+        x.rx_drops(),
         x.rx_ring_full,
-        x.rx_fill_ring_empty_descs,
         x.rx_dropped,
+        x.rx_fill_ring_empty_descs,
         x.tx_ring_empty_descs,
         c.fast_retransmits,
         c.rtos
