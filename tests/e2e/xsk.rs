@@ -614,7 +614,7 @@ fn bench_raw_chain() {
         assert_eq!(rows.len(), 1, "{v}");
         let r = &rows[0];
         let path = if mode == "echo" { "chain echo" } else { "chain one-way" };
-        assert_eq!(r["path"], path, "{r}");
+        assert_eq!((&r["path"], &r["topology"]), (&path.into(), &"switch".into()), "{r}");
         assert!(r["tx_pps"].as_f64().unwrap() > 0.0 && r["rx_pps"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["gbit_s"].as_f64().unwrap() > 0.0, "{r}");
         let cost = &r["cpu_ns_per_frame"];

@@ -253,6 +253,9 @@ impl XskInfo {
 #[derive(Debug, Serialize)]
 struct Row {
     path: String,
+    /// As the summary's: where this row ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topology: Option<&'static str>,
     sender: String,
     receiver: String,
     tx_pps: f64,
@@ -414,11 +417,14 @@ pub fn run(args: RawArgs, out: &Output) -> anyhow::Result<()> {
                 .to_string(),
         );
     }
-    let rows = match &args.iface {
+    let mut rows = match &args.iface {
         Some(iface) => one_sided(iface, args.mode, p, args.queues, args.duration, out)?,
         None => on_testbed(&args, p, out, &mut notes)?,
     };
     let topology = args.iface.is_none().then_some(if args.switch { "switch" } else { "direct" });
+    for r in &mut rows {
+        r.topology = topology;
+    }
     let summary = Summary {
         mode: mode_name(args.mode),
         size: p.size,
@@ -1084,6 +1090,8 @@ fn row(
     };
     Row {
         path: path.to_string(),
+        // The caller knows the testbed.
+        topology: None,
         sender,
         receiver,
         tx_pps: res.tx_pps,
