@@ -159,7 +159,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__bench__subcmd__echo)
-            opts="-j -p -v -h -V --iface --server --size --conns --depth --threads --duration --transport --wait --churn --mtu --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --iface --server --size --conns --depth --threads --duration --transport --wait --churn --mtu --direct --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -287,7 +287,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__bench__subcmd__raw)
-            opts="-j -p -v -h -V --iface --mode --size --batch --duration --switch --queues --mtu --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --iface --mode --size --batch --duration --switch --queues --mtu --chain --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -93,6 +93,7 @@ complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subco
 block\t'Sleep when idle: eTran apps wait in the library (busy-poll budget, then sleep on the AF_XDP socket), Linux sockets block in epoll_wait'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l churn -d 'Connection churn: close each connection after this many round trips and open a new one in its place; reports opens and closes per second and the eTran leak check' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l mtu -d 'MTU of the private testbed\'s interfaces (see `etran testbed up --mtu`)' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l direct -d 'No switch: the hosts\' NICs are one veth pair, and the Linux row keeps TX checksum offload and with it TSO (see `etran testbed up --direct`)'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s v -l verbose -d 'More log output (repeat for more)'
@@ -115,6 +116,7 @@ complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subco
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l queues -d 'Queues to use, one lane (socket pair, thread) per queue and CPU; with more than one, each lane runs both ends of its queue on its own CPU' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l mtu -d 'MTU of the private testbed\'s interfaces (see `etran testbed up --mtu`); --size may be at most the MTU plus the Ethernet header' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l switch -d 'Put the testbed\'s switch namespace (one more XDP hop) between the hosts instead of joining them with one veth pair'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l chain -d 'Measure the chain eTran\'s TCP runs on (compat backend): from an app port\'s AF_XDP socket through the egress hook, the NIC, the testbed (with --switch: the switch), the peer\'s NIC and ingress hook into the peer\'s app port and socket, with the transport\'s own work left out; txonly (one-way) and echo. The ceiling of a transport\'s frame rate'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -s v -l verbose -d 'More log output (repeat for more)'

@@ -181,6 +181,10 @@ pub struct EchoArgs {
     /// MTU of the private testbed's interfaces (see `etran testbed up --mtu`).
     #[arg(long, default_value_t = crate::testbed::DEFAULT_MTU, conflicts_with = "iface")]
     pub mtu: u32,
+    /// No switch: the hosts' NICs are one veth pair, and the Linux row keeps TX checksum
+    /// offload and with it TSO (see `etran testbed up --direct`).
+    #[arg(long, conflicts_with = "iface")]
+    pub direct: bool,
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +237,12 @@ pub struct RawArgs {
     /// at most the MTU plus the Ethernet header.
     #[arg(long, default_value_t = crate::testbed::DEFAULT_MTU, conflicts_with = "iface")]
     pub mtu: u32,
+    /// Measure the chain eTran's TCP runs on (compat backend): from an app port's AF_XDP
+    /// socket through the egress hook, the NIC, the testbed (with --switch: the switch), the
+    /// peer's NIC and ingress hook into the peer's app port and socket, with the transport's
+    /// own work left out; txonly (one-way) and echo. The ceiling of a transport's frame rate.
+    #[arg(long, conflicts_with = "iface")]
+    pub chain: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -181,6 +181,34 @@ pub struct AppStats {
     pub acks: u64,
 }
 
+/// What explains an app's share of a benchmark: its port's TX kicks and their transient
+/// refusals, its socket's own counters (`XDP_STATISTICS`: frames dropped on the way in, for a
+/// full RX ring or an empty fill ring, and TX ring-empty events), and its connections'
+/// recoveries (those it still holds and those it has removed).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct AppCounters {
+    pub tx_kicks: u64,
+    pub tx_kick_eagain: u64,
+    pub tx_kick_ebusy: u64,
+    pub xdp: crate::xsk::Statistics,
+    /// Recoveries on a loss found by SACK or duplicate ACKs.
+    pub fast_retransmits: u64,
+    /// Retransmission timeouts.
+    pub rtos: u64,
+}
+
+/// The counters of several apps together.
+impl std::ops::AddAssign for AppCounters {
+    fn add_assign(&mut self, o: AppCounters) {
+        self.tx_kicks += o.tx_kicks;
+        self.tx_kick_eagain += o.tx_kick_eagain;
+        self.tx_kick_ebusy += o.tx_kick_ebusy;
+        self.xdp += o.xdp;
+        self.fast_retransmits += o.fast_retransmits;
+        self.rtos += o.rtos;
+    }
+}
+
 /// Hashes a connection handle with one multiplication: handles are daemon-chosen integers, not
 /// attacker input, and the map is looked up for every received frame.
 #[derive(Default)]
@@ -234,6 +262,8 @@ pub struct App {
     /// How long the blocking calls wait (`None`: without limit).
     timeout: Option<Duration>,
     stats: AppStats,
+    /// Fast retransmits and RTOs of removed connections.
+    gone: AppCounters,
 }
 
 impl App {
@@ -262,6 +292,7 @@ impl App {
             busy_poll: DEFAULT_BUSY_POLL,
             timeout: None,
             stats: AppStats::default(),
+            gone: AppCounters::default(),
         })
     }
 
@@ -420,6 +451,23 @@ impl App {
         self.stats
     }
 
+    /// See [`AppCounters`]; the socket's counters read now.
+    pub fn counters(&self) -> AppCounters {
+        let port = self.port.stats();
+        let mut c = AppCounters {
+            tx_kicks: port.tx_kicks,
+            tx_kick_eagain: port.tx_kick_eagain,
+            tx_kick_ebusy: port.tx_kick_ebusy,
+            xdp: port.xdp,
+            ..self.gone
+        };
+        for s in self.conns.values() {
+            c.fast_retransmits += s.stats().fast_retransmits;
+            c.rtos += s.stats().timeouts;
+        }
+        c
+    }
+
     /// Adopts an established connection. `handle` is the `tcp_conn.handle` the daemon
     /// inserted (ingress puts it in every RX frame's metadata).
     pub fn add_connection(&mut self, handle: u64, init: StreamInit) -> ConnId {
@@ -435,7 +483,10 @@ impl App {
     pub fn remove_connection(&mut self, id: ConnId) -> Option<Stream> {
         self.release(id.0)?;
         self.released.remove(&id.0);
-        self.conns.remove(&id.0)
+        let s = self.conns.remove(&id.0)?;
+        self.gone.fast_retransmits += s.stats().fast_retransmits;
+        self.gone.rtos += s.stats().timeouts;
+        Some(s)
     }
 
     /// Closes the sending side: a FIN follows the bytes queued so far. Receiving goes on until

@@ -30,7 +30,7 @@ use crate::{
     app::link::Registration,
     bpf::tcp::types::{etran_port_rx, etran_tcp_rx_meta},
     transport::RxMeta,
-    xsk::{desc, Desc, FrameAlloc, Socket, Statistics, Umem, UmemConfig},
+    xsk::{desc, Desc, FrameAlloc, Socket, Statistics, Umem},
 };
 
 /// Descriptors handled per ring operation.
@@ -45,6 +45,11 @@ pub struct PortStats {
     pub tx_frames: u64,
     /// Sends refused for want of a TX frame or ring slot.
     pub tx_full: u64,
+    /// TX kicks (`sendto`), and those the kernel refused for now with EAGAIN or EBUSY (the
+    /// frames stay on the ring for the next).
+    pub tx_kicks: u64,
+    pub tx_kick_eagain: u64,
+    pub tx_kick_ebusy: u64,
     /// The socket's own counters (`XDP_STATISTICS`), read by [`AppPort::stats`]: RX frames it
     /// dropped (`rx_dropped`, `rx_ring_full`, `rx_fill_ring_empty_descs`) never reached the app,
     /// though ingress accepted them.
@@ -104,28 +109,11 @@ impl AppPort {
     /// Maps the registration's UMEM and its first socket's rings, and fills the fill ring.
     pub fn open(reg: Registration) -> anyhow::Result<AppPort> {
         let g = reg.geometry;
-        if g.frame_size == 0 || g.umem_len % u64::from(g.frame_size) != 0 {
-            bail!("the daemon's UMEM geometry is inconsistent: {g:?}");
-        }
-        let frame_count = u32::try_from(g.umem_len / u64::from(g.frame_size))?;
-        let cfg = UmemConfig {
-            frame_count,
-            frame_size: g.frame_size,
-            headroom: g.headroom,
-            huge_pages: false,
-        };
-        let umem = Umem::from_memfd(reg.umem.as_fd(), cfg)?;
         let fd = reg.xsks.into_iter().next().context("the daemon passed no AF_XDP socket")?;
-        let sock = Socket::adopt(
-            fd,
-            &umem,
-            &reg.port,
-            reg.port_ifindex,
-            0,
-            [g.fill_size, g.comp_size, g.rx_size, g.tx_size],
-            true,
-        )
-        .with_context(|| format!("taking over the socket on {}", reg.port))?;
+        let (umem, sock) = g
+            .take_over(reg.umem.as_fd(), fd, &reg.port, reg.port_ifindex)
+            .context("the daemon's port")?;
+        let frame_count = umem.frame_count();
         // RX gets what the fill ring can hold (leaving TX at least a quarter), TX the rest.
         let rx_frame_count = (frame_count - frame_count / 4).min(g.fill_size);
         let tx_frames = FrameAlloc::with_range(
@@ -279,7 +267,14 @@ impl AppPort {
             self.stats.tx_frames += n as u64;
             self.pending.drain(..n);
         }
-        self.sock.wake_tx()?;
+        if self.sock.tx_needs_wakeup() {
+            self.stats.tx_kicks += 1;
+            match self.sock.try_kick_tx()? {
+                Some(libc::EAGAIN) => self.stats.tx_kick_eagain += 1,
+                Some(libc::EBUSY) => self.stats.tx_kick_ebusy += 1,
+                _ => {}
+            }
+        }
         self.reclaim();
         Ok(())
     }

@@ -20,7 +20,8 @@
 //!   and Rust share), `homa.bpf.c` (today only carries those layouts into BTF, hence Rust).
 //! - `testbed/switch.bpf.c`: the built-in testbed's switch (tc programs).
 //! - `xsk/xsk_redirect.bpf.c`: plain AF_XDP (frames on queue q → the socket in slot q) and the
-//!   live-frame traffic generator of `etran bench raw`.
+//!   live-frame traffic generator of `etran bench raw`; `xsk/xsk_chain.bpf.c`: the compat
+//!   datapath's hops without a transport (`etran bench raw --chain`).
 pub mod verifier;
 
 pub use skeletons::*;
@@ -38,6 +39,10 @@ mod skeletons {
 
     pub mod xsk_redirect {
         include!(concat!(env!("OUT_DIR"), "/xsk_redirect.skel.rs"));
+    }
+
+    pub mod xsk_chain {
+        include!(concat!(env!("OUT_DIR"), "/xsk_chain.skel.rs"));
     }
 
     pub mod tcp {

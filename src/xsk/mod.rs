@@ -40,6 +40,35 @@ pub struct Geometry {
     pub tx_size: u32,
 }
 
+impl Geometry {
+    /// Maps the UMEM memfd `umem` of a socket made with this geometry and takes the socket
+    /// `xsk` over on queue 0 of `ifname` (`ifindex`), need-wakeup, copy mode
+    /// ([`Socket::adopt`]): what an app does with its port.
+    pub fn take_over(
+        &self,
+        umem: std::os::fd::BorrowedFd<'_>,
+        xsk: std::os::fd::OwnedFd,
+        ifname: &str,
+        ifindex: u32,
+    ) -> anyhow::Result<(Umem, Socket)> {
+        use anyhow::Context;
+        if self.frame_size == 0 || self.umem_len % u64::from(self.frame_size) != 0 {
+            anyhow::bail!("inconsistent UMEM geometry: {self:?}");
+        }
+        let cfg = UmemConfig {
+            frame_count: u32::try_from(self.umem_len / u64::from(self.frame_size))?,
+            frame_size: self.frame_size,
+            headroom: self.headroom,
+            huge_pages: false,
+        };
+        let umem = Umem::from_memfd(umem, cfg)?;
+        let sizes = [self.fill_size, self.comp_size, self.rx_size, self.tx_size];
+        let sock = Socket::adopt(xsk, &umem, ifname, ifindex, 0, sizes, true)
+            .with_context(|| format!("taking over the socket on {ifname}"))?;
+        Ok((umem, sock))
+    }
+}
+
 /// Ring sizes must be powers of two (the kernel masks indices) and at most 2^31.
 pub(crate) fn check_ring_size(which: &str, size: u32) -> anyhow::Result<()> {
     if size == 0 || !size.is_power_of_two() || size > 1 << 31 {

@@ -98,7 +98,8 @@ impl Default for SocketConfig {
 /// `XDP_STATISTICS`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Statistics {
-    /// Frames dropped for reasons other than a full RX ring or an empty fill ring.
+    /// Frames dropped for want of a frame to copy into (the fill ring empty: these count in
+    /// `rx_fill_ring_empty_descs` too) or too long for one; not those of a full RX ring.
     pub rx_dropped: u64,
     pub rx_invalid_descs: u64,
     pub tx_invalid_descs: u64,
@@ -108,6 +109,27 @@ pub struct Statistics {
     pub rx_fill_ring_empty_descs: u64,
     /// Times the kernel found the TX ring empty when asked to send.
     pub tx_ring_empty_descs: u64,
+}
+
+impl Statistics {
+    /// `XDP_STATISTICS` of the AF_XDP socket `fd` (any process's copy of it: the daemon's of
+    /// an app's port).
+    pub fn of(fd: BorrowedFd<'_>) -> io::Result<Statistics> {
+        let (s, _) = sys::get_opt::<sys::xdp_statistics>(fd.as_raw_fd(), sys::XDP_STATISTICS)?;
+        Ok(Statistics {
+            rx_dropped: s.rx_dropped,
+            rx_invalid_descs: s.rx_invalid_descs,
+            tx_invalid_descs: s.tx_invalid_descs,
+            rx_ring_full: s.rx_ring_full,
+            rx_fill_ring_empty_descs: s.rx_fill_ring_empty_descs,
+            tx_ring_empty_descs: s.tx_ring_empty_descs,
+        })
+    }
+
+    /// Frames the socket dropped after its XDP program had redirected them to it.
+    pub fn rx_drops(&self) -> u64 {
+        self.rx_dropped + self.rx_ring_full
+    }
 }
 
 /// The counters of several sockets together.
@@ -555,6 +577,13 @@ impl Socket {
     /// Tells the kernel to process the TX ring: `sendto` (non-blocking). Transient refusals
     /// (EAGAIN, EBUSY, ENOBUFS, ENETDOWN) are not errors: the frames stay queued.
     pub fn kick_tx(&self) -> io::Result<()> {
+        self.try_kick_tx().map(|_| ())
+    }
+
+    /// [`Socket::kick_tx`], returning the errno of a transient refusal (EAGAIN: the kernel
+    /// stopped at its per-call budget or found no completion slot; EBUSY: another thread was
+    /// sending on the socket).
+    pub fn try_kick_tx(&self) -> io::Result<Option<i32>> {
         // SAFETY: a zero-length send with null buffers is the documented AF_XDP kick.
         let ret = unsafe {
             libc::sendto(
@@ -568,7 +597,8 @@ impl Socket {
         };
         match crate::sys::cvt(ret) {
             Err(e) if !is_transient(&e) => Err(e),
-            _ => Ok(()),
+            Err(e) => Ok(e.raw_os_error()),
+            Ok(_) => Ok(None),
         }
     }
 
@@ -632,15 +662,7 @@ impl Socket {
 
     /// `XDP_STATISTICS`.
     pub fn statistics(&self) -> io::Result<Statistics> {
-        let (s, _) = sys::get_opt::<sys::xdp_statistics>(self.fd.as_raw_fd(), sys::XDP_STATISTICS)?;
-        Ok(Statistics {
-            rx_dropped: s.rx_dropped,
-            rx_invalid_descs: s.rx_invalid_descs,
-            tx_invalid_descs: s.tx_invalid_descs,
-            rx_ring_full: s.rx_ring_full,
-            rx_fill_ring_empty_descs: s.rx_fill_ring_empty_descs,
-            tx_ring_empty_descs: s.tx_ring_empty_descs,
-        })
+        Statistics::of(self.fd.as_fd())
     }
 
     /// `XDP_OPTIONS` read afresh: whether the socket runs in zero-copy.

@@ -42,3 +42,14 @@ pub fn etran_in_ok(ns: &str, args: &[&str]) -> Output {
     );
     out
 }
+
+/// `etran -j bench echo` of every transport for 1 s, 20000-byte messages at depth 2 (enough
+/// to fill full-size segments), with `extra` flags; must succeed. Its JSON report.
+pub fn bench_echo_bulk(extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["-j", "bench", "echo", "--duration", "1s", "--size", "20000"];
+    args.extend(["--depth", "2"]);
+    args.extend(extra);
+    let out = etran(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("bench echo's JSON report")
+}

@@ -46,6 +46,8 @@ fn linux_echo_runs_verified_and_cleans_up() {
     let p = &row["rtt_us"];
     assert!(p["p50"].as_f64().unwrap() <= p["p99"].as_f64().unwrap());
     assert!(report["placement"].as_str().unwrap().contains("CPU"));
+    let c = &row["linux_counters"];
+    assert!(c["fast_retransmits"].is_u64() && c["rtos"].is_u64(), "{row}");
     let left: Vec<_> = namespaces().into_iter().filter(|n| !before.contains(n)).collect();
     assert!(left.iter().all(|n| !n.starts_with("etb")), "private testbed left behind: {left:?}");
 }
@@ -102,6 +104,15 @@ fn etran_echo_runs_verified_and_cleans_up() {
         assert!(row["verified_bytes"].as_u64().unwrap() >= messages * size, "{row}");
         let p = &row["rtt_us"];
         assert!(p["p50"].as_f64().unwrap() <= p["p99"].as_f64().unwrap());
+        // The apps' counters: every frame sent was kicked out; nothing lost on a clean testbed.
+        let c = &row["counters"];
+        assert!(c["tx_kicks"].as_u64().unwrap() > 0, "{c}");
+        assert!(c["tx_kick_eagain"].as_u64().unwrap() <= c["tx_kicks"].as_u64().unwrap());
+        for k in ["rx_dropped", "rx_ring_full", "rx_fill_ring_empty_descs"] {
+            assert_eq!(c["xdp"][k], 0, "{k}: {c}");
+        }
+        assert!(c["xdp"]["tx_ring_empty_descs"].is_u64() && c["rtos"].is_u64(), "{c}");
+        assert!(c["fast_retransmits"].is_u64(), "{c}");
         // One client and one server App per thread, each back to all its TX frames.
         let apps = row["leak_check"]["apps"].as_array().unwrap();
         assert_eq!(apps.len(), 2 * threads.parse::<usize>().unwrap(), "{row}");
@@ -223,4 +234,28 @@ fn echo_rejects_bad_flags_in_one_line() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.trim().lines().count() <= 3, "{args:?}: short error, got {err}");
     }
+}
+
+/// `--direct`: every transport on one veth pair, each row saying so; the Linux row alone with
+/// TSO, eTran against a Linux peer still verified (its ingress sees full checksums).
+#[test]
+fn direct_topology_rows_say_where_they_ran() {
+    let Some(_root) = common::root::alone() else { return };
+    let report = common::cli::bench_echo_bulk(&["--direct"]);
+    assert!(report["testbed"].as_str().unwrap().contains("no switch"), "{report}");
+    let rows = report["results"].as_array().unwrap();
+    let names: Vec<_> = rows.iter().map(|r| r["transport"].as_str().unwrap()).collect();
+    assert_eq!(names, ["etran", "etran-linux", "linux"]);
+    for row in rows {
+        assert_eq!(row["topology"], "direct", "{row}");
+        assert_eq!(row["tso"], row["transport"] == "linux", "{row}");
+        let messages = row["messages"].as_u64().unwrap();
+        assert!(messages > 0 && row["verified_bytes"].as_u64().unwrap() >= messages * 20000);
+    }
+    // And the default, for contrast: the switch, no TSO.
+    let out = etran(&["-j", "bench", "echo", "--transport", "linux", "--duration", "300ms"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["results"][0]["topology"], "switch");
+    assert_eq!(report["results"][0]["tso"], false);
 }

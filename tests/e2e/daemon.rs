@@ -102,8 +102,11 @@ fn bind_xsk(fd: &OwnedFd, ifindex: u32) -> std::io::Result<()> {
 }
 
 /// Maps the app's rings and UMEM from the descriptors alone and binds the socket (as an app
-/// would), sends a frame into the kernel side of its port from inside `ns`, and waits for it on
-/// the RX ring.
+/// would), lends it [`LENT`] frames, sends [`SENT`] frames into the kernel side of its port from
+/// inside `ns` (the socket drops those it has no frame for), and waits for one on the RX ring.
+const LENT: u32 = 64;
+const SENT: u32 = LENT + 8;
+
 fn frame_reaches_app(ns: &str, reg: &Registration) -> bool {
     use std::sync::atomic::{AtomicU32, Ordering};
     let xsk = reg.xsks[0].as_raw_fd();
@@ -141,7 +144,7 @@ fn frame_reaches_app(ns: &str, reg: &Registration) -> bool {
     let umem = map(reg.umem.as_raw_fd(), g.umem_len as usize, 0);
     bind_xsk(&reg.xsks[0], reg.port_ifindex).expect("binding the mapped socket");
     assert!(is_bound_xsk(&reg.xsks[0]));
-    const FRAMES: u32 = 64;
+    const FRAMES: u32 = LENT;
     // SAFETY: offsets come from the kernel; the rings are mapped above.
     unsafe {
         let descs = fill.add(off.fr.desc as usize).cast::<u64>();
@@ -165,15 +168,17 @@ fn frame_reaches_app(ns: &str, reg: &Registration) -> bool {
             sll.sll_family = libc::AF_PACKET as u16;
             sll.sll_ifindex = kidx as i32;
             sll.sll_halen = 6;
-            let n = libc::sendto(
-                fd,
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            );
-            assert_eq!(n as usize, frame.len(), "sendto: {}", std::io::Error::last_os_error());
+            for _ in 0..SENT {
+                let n = libc::sendto(
+                    fd,
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                assert_eq!(n as usize, frame.len(), "sendto: {}", std::io::Error::last_os_error());
+            }
             libc::close(fd);
         }
     });
@@ -256,6 +261,17 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
     // An app that goes away (socket closed, as on exit or crash) loses its port and slot.
     drop(one);
     wait_for("app one's port to go", 5, || !port_links(&net.a).contains(&r1.port));
+    // The daemon says what the port's socket dropped: at least the frames beyond those lent
+    // (the kernel side of the port may have sent its own, IPv6 neighbour discovery and such).
+    let log = daemon.log();
+    let said = format!("app port {}: its AF_XDP socket dropped ", r1.port);
+    let dropped: u32 = log
+        .split(&said)
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no drops logged: {log}"));
+    assert!(dropped >= SENT - LENT, "{log}");
     assert_eq!(app_ports(&net.a), vec![(r2.slot, r2.kernel_ifindex)]);
     // `Close` does the same.
     two.close().unwrap();

@@ -101,21 +101,7 @@ fn the_kernel_refuses_xdp_one_byte_above_the_computed_mtu() {
 fn bench_echo_runs_at_the_largest_mtu_and_says_so() {
     let Some(_root) = common::root::alone() else { return };
     let mtu = veth_xdp_max_mtu().unwrap().to_string();
-    let out = etran(&[
-        "-j",
-        "bench",
-        "echo",
-        "--mtu",
-        &mtu,
-        "--duration",
-        "1s",
-        "--size",
-        "20000",
-        "--depth",
-        "2",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = common::cli::bench_echo_bulk(&["--mtu", &mtu]);
     assert_eq!(report["mtu"].to_string(), mtu, "{report}");
     assert!(report["testbed"].as_str().unwrap().contains(&format!("MTU {mtu}")), "{report}");
     let rows = report["results"].as_array().unwrap();

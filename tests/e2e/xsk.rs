@@ -595,6 +595,45 @@ fn bench_raw_smoke() {
     assert!(err.contains("no interface named"), "{err}");
 }
 
+/// `--chain`: frames through eTran's compat chain (app port, egress, NIC, switch, NIC, ingress,
+/// the peer's app port), one-way at 64 B and echo at full size: both ends count frames, the
+/// summary says chain and switch; rxdrop is refused in one line.
+#[test]
+fn bench_raw_chain() {
+    let Some(_root) = common::root::shared() else { return };
+    for (mode, size) in [("txonly", "64"), ("echo", "1514")] {
+        let out = Command::new(common::cli::etran_bin())
+            .args(["-j", "bench", "raw", "--chain", "--switch", "--mode", mode, "--size", size])
+            .args(["--duration", "300ms"])
+            .output()
+            .expect("running etran");
+        assert!(out.status.success(), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
+        assert_eq!((&v["chain"], &v["topology"]), (&true.into(), &"switch".into()), "{v}");
+        let rows = v["rows"].as_array().expect("rows");
+        assert_eq!(rows.len(), 1, "{v}");
+        let r = &rows[0];
+        let path = if mode == "echo" { "chain echo" } else { "chain one-way" };
+        assert_eq!((&r["path"], &r["topology"]), (&path.into(), &"switch".into()), "{r}");
+        assert!(r["tx_pps"].as_f64().unwrap() > 0.0 && r["rx_pps"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["gbit_s"].as_f64().unwrap() > 0.0, "{r}");
+        let cost = &r["cpu_ns_per_frame"];
+        assert!(cost["sender"].as_f64().unwrap() > 0.0, "{mode}: {r}");
+        assert!(cost["receiver"].as_f64().unwrap() > 0.0, "{mode}: {r}");
+        assert!(r["receiver_stats"].is_object(), "{r}");
+        if mode == "echo" {
+            assert!(r["rtt_p99_us"].as_f64().unwrap() > 0.0, "{r}");
+        }
+    }
+    let out = Command::new(common::cli::etran_bin())
+        .args(["bench", "raw", "--chain", "--mode", "rxdrop", "--duration", "100ms"])
+        .output()
+        .expect("running etran");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--chain measures") && err.lines().count() == 1, "{err}");
+}
+
 /// `--queues 2`: one lane per queue and CPU; every lane moves frames in every mode, and a lane
 /// count above the CPU count is refused with one line.
 #[test]

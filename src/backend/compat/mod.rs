@@ -5,7 +5,7 @@
 //! a template frame per ACK whenever ingress queues work ([`pump`]). No
 //! pacing: egress hands each frame to the NIC as the app sends it.
 use std::{
-    os::fd::{OwnedFd, RawFd},
+    os::fd::{AsFd, OwnedFd, RawFd},
     time::Instant,
 };
 
@@ -15,6 +15,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use super::Backend;
 use crate::{
     bpf::tcp::types::etran_app_port_limit, log, netlink::Netlink, transport::tcp::TcpHandles,
+    xsk::Statistics,
 };
 
 pub mod port;
@@ -73,6 +74,19 @@ impl Backend for Compat {
     }
 
     fn close_port(&mut self, port: &mut VethPort) {
+        // The socket's drops are lost with it, and are what tells a frame lost on its way
+        // into the app from one the app lost.
+        let stats = port.xsk.as_ref().and_then(|fd| Statistics::of(fd.as_fd()).ok());
+        if let Some(st) = stats.filter(|s| s.rx_drops() > 0) {
+            log::warn(format!(
+                "app port {}: its AF_XDP socket dropped {} frames ingress had accepted (RX ring \
+                 full {}, no frame to copy into or too long {})",
+                port.app_name,
+                st.rx_drops(),
+                st.rx_ring_full,
+                st.rx_dropped
+            ));
+        }
         port.teardown(&mut self.nl, &self.maps);
     }
 

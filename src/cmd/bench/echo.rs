@@ -18,7 +18,7 @@ use super::{
     support::{self as bench, CpuUse},
 };
 use crate::{
-    app::DEFAULT_BUSY_POLL,
+    app::{AppCounters, DEFAULT_BUSY_POLL},
     cli::{EchoArgs, EchoTransport, EchoWait},
     netns::NetNs,
     output::{Output, Table},
@@ -35,6 +35,12 @@ struct Percentiles {
 #[derive(Serialize)]
 struct Row {
     transport: &'static str,
+    /// Where the row ran: "switch" (the testbed's XDP switch between the hosts) or "direct"
+    /// (one veth pair).
+    topology: &'static str,
+    /// Whether the hosts' NICs had TX checksum offload, and with it TSO (the Linux row on the
+    /// direct topology).
+    tso: bool,
     /// Why there are no numbers (a transport this build cannot run yet).
     #[serde(skip_serializing_if = "Option::is_none")]
     unavailable: Option<String>,
@@ -52,6 +58,13 @@ struct Row {
     /// Under churn: connections opened (the first ones included) and closed, per second.
     #[serde(skip_serializing_if = "Option::is_none")]
     churn: Option<ChurnRates>,
+    /// eTran only: every app's counters together (both hosts), connecting and closing
+    /// included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    counters: Option<AppCounters>,
+    /// Linux only: its TCP's recoveries on both hosts over the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    linux_counters: Option<LinuxCounters>,
     /// eTran only: what the apps left behind.
     #[serde(skip_serializing_if = "Option::is_none")]
     leak_check: Option<LeakCheck>,
@@ -124,6 +137,7 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
     sys::require_root("etran bench echo (it builds a private testbed)")?;
     let tb = testbed::Testbed::private_with(testbed::Spec {
         mtu: args.mtu,
+        direct: args.direct,
         ..testbed::Spec::new("", 2)
     })?;
     let sides = Sides { client: tb.netns(1)?, server: tb.netns(2)?, server_ip: tb.host(2).ip };
@@ -134,23 +148,39 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
     } else {
         "client and server threads share CPU 0"
     };
-    let testbed = format!(
-        "private testbed, 2 hosts, {} switch, MTU {} (host NICs without TX checksum offload, \
-         so without TSO)",
-        tb.spec().mode(),
-        tb.spec().mtu
-    );
+    let testbed = if args.direct {
+        format!(
+            "private testbed, 2 hosts on one veth pair (no switch), MTU {}; host NICs with TX \
+             checksum offload and TSO for the linux row only (eTran's ingress would refuse a \
+             Linux peer's partial checksums)",
+            tb.spec().mtu
+        )
+    } else {
+        format!(
+            "private testbed, 2 hosts, {} switch, MTU {} (host NICs without TX checksum \
+             offload, so without TSO)",
+            tb.spec().mode(),
+            tb.spec().mtu
+        )
+    };
 
     let mut results = Vec::new();
     for &t in transports {
-        results.push(match t {
+        let tso = args.direct && t == EchoTransport::Linux;
+        if args.direct {
+            set_tx_offload(&sides, tso)?;
+        }
+        let mut row = match t {
             EchoTransport::Etran => measure_etran(Peer::Etran, wait, &args, &sides, &shares, out)?,
             EchoTransport::EtranLinux => {
                 measure_etran(Peer::Linux, wait, &args, &sides, &shares, out)?
             }
             EchoTransport::Linux => measure("linux", wait, &args, &sides, &shares, out)?,
             EchoTransport::All => unreachable!("expanded above"),
-        });
+        };
+        row.topology = if args.direct { "direct" } else { "switch" };
+        row.tso = tso;
+        results.push(row);
     }
     drop(tb);
     let report = Report {
@@ -183,6 +213,14 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
         .collect();
     if !leaks.is_empty() {
         bail!("leak check failed: {}", leaks.join("; "));
+    }
+    Ok(())
+}
+
+/// TX checksum offload (and so TSO) on both hosts' NICs, on or off.
+fn set_tx_offload(sides: &Sides, on: bool) -> anyhow::Result<()> {
+    for ns in [&sides.client, &sides.server] {
+        ns.run(|| crate::ethtool::set_tx_checksum(testbed::HOST_NIC, on))??;
     }
     Ok(())
 }
@@ -226,6 +264,7 @@ fn measure(
             .run(|| std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "1"))?
             .context("enabling tcp_tw_reuse in the client namespace")?;
     }
+    let tcp_before = [linux_counters(&sides.client)?, linux_counters(&sides.server)?];
     let servers = sides.server.run(|| {
         shares
             .iter()
@@ -286,7 +325,55 @@ fn measure(
     for r in results {
         total.merge(&r.with_context(|| format!("{name} echo client"))?)?;
     }
-    row(name, args, &total, None)
+    let mut row = row(name, args, &total, None)?;
+    let tcp_after = [linux_counters(&sides.client)?, linux_counters(&sides.server)?];
+    row.linux_counters = Some(LinuxCounters {
+        fast_retransmits: tcp_after.iter().map(|c| c.fast_retransmits).sum::<u64>()
+            - tcp_before.iter().map(|c| c.fast_retransmits).sum::<u64>(),
+        rtos: tcp_after.iter().map(|c| c.rtos).sum::<u64>()
+            - tcp_before.iter().map(|c| c.rtos).sum::<u64>(),
+    });
+    Ok(row)
+}
+
+/// Linux TCP's loss recoveries: entered on SACK or duplicate ACKs (`TcpExt` `TCPSackRecovery`
+/// and `TCPRenoRecovery`), and retransmission timeouts (`TCPTimeouts`); as eTran's
+/// [`AppCounters`] count them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+struct LinuxCounters {
+    fast_retransmits: u64,
+    rtos: u64,
+}
+
+/// The counters of namespace `ns` now.
+fn linux_counters(ns: &NetNs) -> anyhow::Result<LinuxCounters> {
+    // thread-self: /proc/net follows the process's first thread, not the namespace entered.
+    let text = ns
+        .run(|| std::fs::read_to_string("/proc/thread-self/net/netstat"))?
+        .context("reading the namespace's TCP counters")?;
+    Ok(parse_netstat(&text))
+}
+
+/// [`LinuxCounters`] from `/proc/net/netstat`: a line of names then a line of values per
+/// group.
+fn parse_netstat(text: &str) -> LinuxCounters {
+    let mut c = LinuxCounters::default();
+    let lines: Vec<&str> = text.lines().collect();
+    for pair in lines.chunks(2) {
+        let [names, values] = pair else { continue };
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        for (name, value) in names.split_whitespace().zip(values.split_whitespace()).skip(1) {
+            let v: u64 = value.parse().unwrap_or(0);
+            match name {
+                "TCPSackRecovery" | "TCPRenoRecovery" => c.fast_retransmits += v,
+                "TCPTimeouts" => c.rtos += v,
+                _ => {}
+            }
+        }
+    }
+    c
 }
 
 /// Per-second progress on `bar` until `done`.
@@ -382,6 +469,9 @@ fn row(
     let us = |q: f64| r.rtt_ns.value_at_quantile(q) as f64 / 1000.0;
     Ok(Row {
         transport,
+        // The caller knows the testbed.
+        topology: "",
+        tso: false,
         unavailable: None,
         messages_per_sec: r.messages as f64 / secs,
         gbit_per_sec: (r.messages * u64::from(args.size)) as f64 * 8.0 / secs / 1e9,
@@ -396,6 +486,8 @@ fn row(
             opens_per_sec: r.opens as f64 / secs,
             closes_per_sec: r.closes as f64 / secs,
         }),
+        counters: leak_check.as_ref().map(LeakCheck::counters),
+        linux_counters: None,
         // The leak check is printed under churn, and always enforced.
         leak_check,
     })
@@ -414,6 +506,7 @@ fn print_table(r: &Report<'_>) {
     crate::outln!("waits: {}", r.waits);
     let mut t = Table::new([
         "transport",
+        "topology",
         "msgs/s",
         "Gbit/s",
         "RTT p50 us",
@@ -426,6 +519,7 @@ fn print_table(r: &Report<'_>) {
         match (&row.unavailable, &row.rtt_us) {
             (None, Some(p)) => t.row([
                 row.transport.to_string(),
+                topology_cell(row),
                 format!("{:.0}", row.messages_per_sec),
                 format!("{:.3}", row.gbit_per_sec),
                 format!("{:.1}", p.p50),
@@ -436,6 +530,7 @@ fn print_table(r: &Report<'_>) {
             ]),
             _ => t.row([
                 row.transport.to_string(),
+                topology_cell(row),
                 "n/a".into(),
                 "n/a".into(),
                 "-".into(),
@@ -447,6 +542,19 @@ fn print_table(r: &Report<'_>) {
         }
     }
     crate::out!("{}", t.render());
+    for row in &r.results {
+        if let Some(c) = &row.counters {
+            crate::outln!("{} counters: {}", row.transport, counters_line(c));
+        }
+        if let Some(c) = &row.linux_counters {
+            crate::outln!(
+                "{} counters (TcpExt, both hosts): fast retransmits {}, RTOs {}",
+                row.transport,
+                c.fast_retransmits,
+                c.rtos
+            );
+        }
+    }
     for row in &r.results {
         if let Some(c) = &row.churn {
             crate::outln!(
@@ -469,6 +577,30 @@ fn print_table(r: &Report<'_>) {
     for row in r.results.iter().filter(|r| r.unavailable.is_some()) {
         crate::outln!("{}: {}", row.transport, row.unavailable.as_deref().unwrap_or_default());
     }
+}
+
+/// The apps' counters in one line.
+fn counters_line(c: &AppCounters) -> String {
+    let x = &c.xdp;
+    format!(
+        "TX kicks {} (EAGAIN {}, EBUSY {}); socket drops {}: RX ring full {}, no frame to \
+         copy into or too long {} (fill ring found empty {} times); TX ring found empty {} \
+         times (a kick that sent all it had); fast retransmits {}, RTOs {}",
+        c.tx_kicks,
+        c.tx_kick_eagain,
+        c.tx_kick_ebusy,
+        x.rx_drops(),
+        x.rx_ring_full,
+        x.rx_dropped,
+        x.rx_fill_ring_empty_descs,
+        x.tx_ring_empty_descs,
+        c.fast_retransmits,
+        c.rtos
+    )
+}
+
+fn topology_cell(row: &Row) -> String {
+    format!("{}{}", row.topology, if row.tso { " +TSO" } else { "" })
 }
 
 fn print_leak_check(transport: &str, l: &LeakCheck) {
@@ -518,5 +650,20 @@ fn print_leak_check(transport: &str, l: &LeakCheck) {
     }
     for leak in leaks {
         crate::outln!("{transport}: LEAKED: {leak}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linux_recoveries_come_from_tcpext() {
+        let text = "TcpExt: SyncookiesSent TCPRenoRecovery TCPSackRecovery TCPTimeouts\n\
+                    TcpExt: 9 2 5 7\n\
+                    IpExt: TCPTimeouts InOctets\n\
+                    IpExt: 100 200\n";
+        assert_eq!(parse_netstat(text), LinuxCounters { fast_retransmits: 7, rtos: 7 });
+        assert_eq!(parse_netstat(""), LinuxCounters::default());
     }
 }

@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use super::linux_echo::{self, ClientResult, Echo, Progress, Share, Wait};
 use crate::{
-    app::{ready, App, ConnId, Listener},
+    app::{ready, App, AppCounters, ConnId, Listener},
     backend::compat::port,
     backend::BackendChoice,
     daemon::{Config, Daemon},
@@ -438,6 +438,7 @@ impl Probed {
             let pool = self.app.port().tx_frames();
             if pool.available() == pool.capacity() || Instant::now() >= deadline {
                 return Ok(AppFrames {
+                    counters: self.app.counters(),
                     app: self.role,
                     tx_frames: pool.capacity(),
                     tx_free_at_open: self.tx_free_at_open,
@@ -749,6 +750,9 @@ pub struct AppFrames {
     pub tx_free_at_end: u32,
     /// Connections whose close did not complete within 3 s (then aborted).
     pub unclosed: usize,
+    /// The app's counters over its whole life (connecting and closing included).
+    #[serde(skip)]
+    pub counters: AppCounters,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -766,6 +770,15 @@ pub struct LeakCheck {
 }
 
 impl LeakCheck {
+    /// Every app's counters together.
+    pub fn counters(&self) -> AppCounters {
+        let mut c = AppCounters::default();
+        for a in &self.apps {
+            c += a.counters;
+        }
+        c
+    }
+
     /// What grew, one line each; empty when nothing leaked.
     pub fn leaks(&self) -> Vec<String> {
         let (b, a) = (&self.before, &self.after);

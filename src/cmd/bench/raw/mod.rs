@@ -25,14 +25,18 @@
 //! sending CPU) and their pages stay on one CPU. The Linux rows use N socket pairs on ports
 //! 9 + q.
 //!
+//! With `--chain` (see [`chain`]) each host gets an app port as eTran's compat backend builds
+//! it, and one row runs through the whole chain, port to port: txonly one-way, echo both ways.
+//!
 //! With `--iface` the bench is one-sided on that interface (no placement tuning): txonly sends
 //! to a locally administered unicast MAC (02:00:00:00:00:02), rxdrop receives whatever arrives,
 //! echo reflects for a remote client; `--queues N` runs one socket per queue, queue q on the
 //! CPU after queue q−1's.
+mod chain;
 mod udp;
 mod xsk;
 
-use self::{udp::*, xsk::*};
+use self::{chain::*, udp::*, xsk::*};
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
@@ -249,6 +253,9 @@ impl XskInfo {
 #[derive(Debug, Serialize)]
 struct Row {
     path: String,
+    /// As the summary's: where this row ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topology: Option<&'static str>,
     sender: String,
     receiver: String,
     tx_pps: f64,
@@ -338,6 +345,8 @@ struct Summary {
     topology: Option<&'static str>,
     /// The testbed's MTU; None with `--iface`.
     mtu: Option<u32>,
+    /// Through eTran's compat chain (`--chain`): app port, egress, NIC, ..., ingress, app port.
+    chain: bool,
     rows: Vec<Row>,
     notes: Vec<String>,
 }
@@ -375,8 +384,12 @@ pub fn run(args: RawArgs, out: &Output) -> anyhow::Result<()> {
             args.mtu + ETH_HLEN
         );
     }
-    let p =
-        Params { size: args.size, batch: args.batch, frame_size: frame_size_for(args.size, 0)? };
+    if args.chain && (args.mode == RawMode::Rxdrop || args.queues > 1) {
+        anyhow::bail!("--chain measures --mode txonly and echo on one queue (an app port has one)");
+    }
+    let frame_size =
+        if args.chain { chain::frame_size(args.mtu)? } else { frame_size_for(args.size, 0)? };
+    let p = Params { size: args.size, batch: args.batch, frame_size };
     let mut notes = vec![
         "tx: frames the sending kernel completed (AF_XDP completions, sendmmsg returns, \
          generated frames); rx: frames delivered to the receiving socket (echo: round trips); \
@@ -404,11 +417,14 @@ pub fn run(args: RawArgs, out: &Output) -> anyhow::Result<()> {
                 .to_string(),
         );
     }
-    let rows = match &args.iface {
+    let mut rows = match &args.iface {
         Some(iface) => one_sided(iface, args.mode, p, args.queues, args.duration, out)?,
         None => on_testbed(&args, p, out, &mut notes)?,
     };
     let topology = args.iface.is_none().then_some(if args.switch { "switch" } else { "direct" });
+    for r in &mut rows {
+        r.topology = topology;
+    }
     let summary = Summary {
         mode: mode_name(args.mode),
         size: p.size,
@@ -419,6 +435,7 @@ pub fn run(args: RawArgs, out: &Output) -> anyhow::Result<()> {
         iface: args.iface.clone(),
         topology,
         mtu: args.iface.is_none().then_some(args.mtu),
+        chain: args.chain,
         rows,
         notes,
     };
@@ -445,6 +462,13 @@ fn print_summary(s: &Summary) {
             format!("testbed h1 → switch namespace (XDP forwarding) → h2{mtu}")
         }
         (None, _) => format!("testbed h1 ↔ h2 on one veth pair (no switch){mtu}"),
+    };
+    let place = match s.chain {
+        true => format!(
+            "{place}; through eTran's compat chain: app port etp1a → egress stand-in on etp1k \
+             → h1 eth0 → … → h2 eth0, ingress stand-in → etp1k → etp1a → AF_XDP socket"
+        ),
+        false => place,
     };
     let queues = match s.queues {
         1 => "one queue".to_string(),
@@ -563,7 +587,12 @@ fn host_programs(ns: &NetNs, needs: Needs) -> anyhow::Result<Option<Mutex<XskPro
     Ok(Some(Mutex::new(prog)))
 }
 
-fn plan<'a>(mode: RawMode, tb: &Testbed, p: Params) -> Vec<RowPlan<'a>> {
+fn plan<'a>(
+    mode: RawMode,
+    tb: &Testbed,
+    p: Params,
+    chain: Option<&'a [AppSide; 2]>,
+) -> Vec<RowPlan<'a>> {
     let (h1, h2) = (tb.host(1).clone(), tb.host(2).clone());
     let payload = p.size as usize - UDP_PAYLOAD;
     let (src, dst) = (h1.ip, h2.ip);
@@ -572,8 +601,9 @@ fn plan<'a>(mode: RawMode, tb: &Testbed, p: Params) -> Vec<RowPlan<'a>> {
     let udp_dst = move |s: &Setup| SocketAddrV4::new(dst, port(s));
     let frame =
         move |s: &Setup| udp_frame(h1.mac, h2.mac, src, dst, 9000, port(s), p.size as usize);
-    let xsk_rx =
-        move || -> Open<'a> { Box::new(move |s| Ok(Box::new(XskRx::open(HOST_NIC, p, s)?))) };
+    let xsk_rx = move || -> Open<'a> {
+        Box::new(move |s| Ok(Box::new(XskRx::open(Src::Iface(HOST_NIC), p, s)?)))
+    };
     // AF_XDP TX into AF_XDP RX; the receive NAPI as a thread on the other CPU.
     let xsk_to_xsk = |path| RowPlan {
         path,
@@ -581,7 +611,7 @@ fn plan<'a>(mode: RawMode, tb: &Testbed, p: Params) -> Vec<RowPlan<'a>> {
         a: end(
             "tx",
             NOTHING,
-            Box::new(move |s| Ok(Box::new(XskTx::open(HOST_NIC, &frame(&s), p, s)?))),
+            Box::new(move |s| Ok(Box::new(XskTx::open(Src::Iface(HOST_NIC), &frame(&s), p, s)?))),
         ),
         b: end("rx", STEER, xsk_rx()),
     };
@@ -590,6 +620,36 @@ fn plan<'a>(mode: RawMode, tb: &Testbed, p: Params) -> Vec<RowPlan<'a>> {
     };
     let udp_rx =
         || -> Open<'a> { Box::new(move |s| Ok(Box::new(UdpRx::open(udp_dst(&s), payload, p)?))) };
+    if let Some([a, b]) = chain {
+        let (a, b) = (Src::Port(a), Src::Port(b));
+        // Receive processing where eTran's apps get it: softirq on the sending CPU.
+        return vec![match mode {
+            RawMode::Echo => RowPlan {
+                path: "chain echo",
+                rx: Rx::Softirq,
+                a: end(
+                    "client",
+                    NOTHING,
+                    Box::new(move |s| Ok(Box::new(XskEchoClient::open(a, &frame(&s), p, s)?))),
+                ),
+                b: end(
+                    "reflector",
+                    NOTHING,
+                    Box::new(move |s| Ok(Box::new(XskReflect::open(b, p, false, s)?))),
+                ),
+            },
+            _ => RowPlan {
+                path: "chain one-way",
+                rx: Rx::Softirq,
+                a: end(
+                    "tx",
+                    NOTHING,
+                    Box::new(move |s| Ok(Box::new(XskTx::open(a, &frame(&s), p, s)?))),
+                ),
+                b: end("rx", NOTHING, Box::new(move |s| Ok(Box::new(XskRx::open(b, p, s)?)))),
+            },
+        }];
+    }
     match mode {
         RawMode::Txonly => vec![
             xsk_to_xsk("AF_XDP"),
@@ -627,13 +687,15 @@ fn plan<'a>(mode: RawMode, tb: &Testbed, p: Params) -> Vec<RowPlan<'a>> {
                     "client",
                     STEER,
                     Box::new(move |s| {
-                        Ok(Box::new(XskEchoClient::open(HOST_NIC, &frame(&s), p, s)?))
+                        Ok(Box::new(XskEchoClient::open(Src::Iface(HOST_NIC), &frame(&s), p, s)?))
                     }),
                 ),
                 b: end(
                     "reflector",
                     STEER,
-                    Box::new(move |s| Ok(Box::new(XskReflect::open(HOST_NIC, p, false, s)?))),
+                    Box::new(move |s| {
+                        Ok(Box::new(XskReflect::open(Src::Iface(HOST_NIC), p, false, s)?))
+                    }),
                 ),
             },
             RowPlan {
@@ -665,8 +727,19 @@ fn on_testbed(
     let tb = Testbed::private_with(spec).context("building the private testbed")?;
     let mut kernel =
         Kernel { hop: first_hop(&tb)?, h2: tb.netns(2)?, napi: Vec::new(), defer: false };
+    let chain = match args.chain {
+        true => Some([
+            ChainHost::build(&tb.netns(1)?, HOST_NIC, args.mtu)?,
+            ChainHost::build(&tb.netns(2)?, HOST_NIC, args.mtu)?,
+        ]),
+        false => None,
+    };
+    let app_sides = match &chain {
+        Some([a, b]) => Some([a.app_side()?, b.app_side()?]),
+        None => None,
+    };
     let mut rows = Vec::new();
-    for row_plan in plan(mode, &tb, p) {
+    for row_plan in plan(mode, &tb, p, app_sides.as_ref()) {
         let RowPlan { path, rx, a, b } = row_plan;
         let (ns1, ns2) = (tb.netns(1)?, tb.netns(2)?);
         let progs_a = host_programs(&ns1, a.needs)?;
@@ -702,7 +775,11 @@ fn on_testbed(
         let pa = Place { ns: Some(ns1), cpu: cpu_a, name: "h1".into(), share: false };
         let pb = Place { ns: Some(ns2), cpu: cpu_b, name: "h2".into(), share };
         let sa = Setup::solo(&progs_a, 0, false, RX_FRAMES_HOT);
-        let lent = if share { RX_FRAMES_SHARED } else { RX_FRAMES_HOT };
+        let lent = match (args.chain, share) {
+            (true, _) => chain::APP_LENDS,
+            (false, true) => RX_FRAMES_SHARED,
+            (false, false) => RX_FRAMES_HOT,
+        };
         let sb = Setup::solo(&progs_b, 0, rx == Rx::BusyPoll, lent);
         let (la, lb) = (pa.label(a.role), pb.label(b.role));
         let napi = kernel.napi.clone();
@@ -715,6 +792,7 @@ fn on_testbed(
         rows.push(row(path, la, lb, &res, reports, p, cpu));
     }
     drop(kernel);
+    drop(chain);
     drop(tb);
     Ok(rows)
 }
@@ -937,10 +1015,12 @@ fn one_sided(
                 UDP_PORT,
                 p.size as usize,
             );
-            Box::new(move |s| Ok(Box::new(XskTx::open(iface, &frame, p, s)?)))
+            Box::new(move |s| Ok(Box::new(XskTx::open(Src::Iface(iface), &frame, p, s)?)))
         }
-        RawMode::Rxdrop => Box::new(move |s| Ok(Box::new(XskRx::open(iface, p, s)?))),
-        RawMode::Echo => Box::new(move |s| Ok(Box::new(XskReflect::open(iface, p, true, s)?))),
+        RawMode::Rxdrop => Box::new(move |s| Ok(Box::new(XskRx::open(Src::Iface(iface), p, s)?))),
+        RawMode::Echo => {
+            Box::new(move |s| Ok(Box::new(XskReflect::open(Src::Iface(iface), p, true, s)?)))
+        }
     };
     let programs = if mode == RawMode::Txonly {
         None
@@ -1010,6 +1090,8 @@ fn row(
     };
     Row {
         path: path.to_string(),
+        // The caller knows the testbed.
+        topology: None,
         sender,
         receiver,
         tx_pps: res.tx_pps,

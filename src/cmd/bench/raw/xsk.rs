@@ -27,17 +27,48 @@ fn duplex_config(busy_poll: bool) -> SocketConfig {
     }
 }
 
+/// Where an end's socket comes from.
+#[derive(Clone, Copy)]
+pub(super) enum Src<'a> {
+    /// Its own, on this interface, steered to by the row's programs.
+    Iface(&'a str),
+    /// A chain's app port, steered to by the port's own `xsk_redirect`.
+    Port(&'a AppSide),
+}
+
+/// The end's UMEM (its own: `frames` frames) and socket (its own: `cfg`).
+fn open_socket(
+    src: Src,
+    frames: u32,
+    p: Params,
+    cfg: &SocketConfig,
+    setup: &Setup,
+) -> anyhow::Result<(Umem, Socket)> {
+    match src {
+        Src::Iface(iface) => {
+            let um = umem(frames, p)?;
+            let s = Socket::new(&um, iface, setup.queue, cfg)?;
+            Ok((um, s))
+        }
+        Src::Port(app) => app.take_over(),
+    }
+}
+
 /// Gives the kernel frames `frames` (by index) to receive into and points the row's steering
-/// program at the socket for its queue.
+/// program at the socket for its queue (a port's socket is in its port's already).
 fn receive_into(
     s: &mut Socket,
     um: &Umem,
     frames: std::ops::Range<u64>,
     setup: &Setup,
+    src: Src,
 ) -> anyhow::Result<()> {
     let addrs: Vec<u64> = frames.map(|i| i * u64::from(um.frame_size())).collect();
     s.fill().expect("own fill ring").produce_from(&addrs);
-    setup.programs()?.insert(setup.queue, s)
+    match src {
+        Src::Iface(_) => setup.programs()?.insert(setup.queue, s),
+        Src::Port(_) => Ok(()),
+    }
 }
 
 /// Has the kernel send what the TX ring holds (copy mode transmits only when kicked).
@@ -65,8 +96,7 @@ pub(super) struct XskTx {
 }
 
 impl XskTx {
-    pub(super) fn open(iface: &str, frame: &[u8], p: Params, setup: Setup) -> anyhow::Result<Self> {
-        let um = umem(4096, p)?;
+    pub(super) fn open(src: Src, frame: &[u8], p: Params, setup: Setup) -> anyhow::Result<Self> {
         let cfg = SocketConfig {
             rx_size: 0,
             tx_size: 2048,
@@ -75,7 +105,7 @@ impl XskTx {
             tx_budget: Some(TX_BUDGET),
             ..Default::default()
         };
-        let s = Socket::new(&um, iface, setup.queue, &cfg)?;
+        let (um, s) = open_socket(src, 4096, p, &cfg, &setup)?;
         for i in 0..um.frame_count() {
             let a = u64::from(i) * u64::from(p.frame_size);
             // SAFETY: no frame has been handed to the kernel yet.
@@ -121,8 +151,7 @@ pub(super) struct XskRx {
 }
 
 impl XskRx {
-    pub(super) fn open(iface: &str, p: Params, setup: Setup) -> anyhow::Result<Self> {
-        let um = umem(16384, p)?;
+    pub(super) fn open(src: Src, p: Params, setup: Setup) -> anyhow::Result<Self> {
         let cfg = SocketConfig {
             rx_size: 8192,
             tx_size: 0,
@@ -131,8 +160,8 @@ impl XskRx {
             busy_poll: setup.busy_poll.then_some(BUSY_POLL),
             ..Default::default()
         };
-        let mut s = Socket::new(&um, iface, setup.queue, &cfg)?;
-        receive_into(&mut s, &um, 0..u64::from(setup.lent), &setup)?;
+        let (um, mut s) = open_socket(src, 16384, p, &cfg, &setup)?;
+        receive_into(&mut s, &um, 0..u64::from(setup.lent), &setup, src)?;
         let report = Report { xsk: Some(XskInfo::of(&s)), ..Default::default() };
         Ok(XskRx { s, size: p.size, busy_poll: setup.busy_poll, report })
     }
@@ -187,10 +216,10 @@ pub(super) struct XskReflect {
 }
 
 impl XskReflect {
-    pub(super) fn open(iface: &str, p: Params, count: bool, setup: Setup) -> anyhow::Result<Self> {
-        let um = umem(16384, p)?;
-        let mut s = Socket::new(&um, iface, setup.queue, &duplex_config(setup.busy_poll))?;
-        receive_into(&mut s, &um, 0..4096, &setup)?;
+    pub(super) fn open(src: Src, p: Params, count: bool, setup: Setup) -> anyhow::Result<Self> {
+        let cfg = duplex_config(setup.busy_poll);
+        let (um, mut s) = open_socket(src, 16384, p, &cfg, &setup)?;
+        receive_into(&mut s, &um, 0..4096, &setup, src)?;
         let report = Report { xsk: Some(XskInfo::of(&s)), ..Default::default() };
         Ok(XskReflect { s, um, batch: p.batch, count, busy_poll: setup.busy_poll, report })
     }
@@ -264,16 +293,16 @@ pub(super) struct XskEchoClient {
 }
 
 impl XskEchoClient {
-    pub(super) fn open(iface: &str, frame: &[u8], p: Params, setup: Setup) -> anyhow::Result<Self> {
-        let um = umem(8192, p)?;
-        let mut s = Socket::new(&um, iface, setup.queue, &duplex_config(setup.busy_poll))?;
+    pub(super) fn open(src: Src, frame: &[u8], p: Params, setup: Setup) -> anyhow::Result<Self> {
+        let cfg = duplex_config(setup.busy_poll);
+        let (um, mut s) = open_socket(src, 8192, p, &cfg, &setup)?;
         // Frames 0..4096 transmit, 4096..8192 receive.
         let alloc = FrameAlloc::with_range(p.frame_size, 0, 4096);
         for i in 0..4096u64 {
             // SAFETY: not yet handed to the kernel.
             unsafe { um.data_mut(i * u64::from(p.frame_size), frame.len()) }.copy_from_slice(frame);
         }
-        receive_into(&mut s, &um, 4096..8192, &setup)?;
+        receive_into(&mut s, &um, 4096..8192, &setup, src)?;
         let report = Report { xsk: Some(XskInfo::of(&s)), ..Default::default() };
         Ok(XskEchoClient {
             s,
