@@ -707,7 +707,7 @@ impl App {
     pub fn poll(&mut self) -> io::Result<usize> {
         let now = std::time::Instant::now();
         let (conns, early, stats) = (&mut self.conns, &mut self.early, &mut self.stats);
-        let n = self.port.poll_rx(|meta, payload, frame| {
+        let n = self.port.poll_rx(|meta: &etran_tcp_rx_meta, payload, frame| {
             if let Some(s) = conns.get_mut(&meta.handle) {
                 let sack = if meta.flags & stream::RX_SACK != 0 {
                     Blocks::from_frame(frame)

@@ -17,12 +17,22 @@ use crate::timer::TimerWheel;
 pub mod homa;
 pub mod tcp;
 
-/// The metadata a transport's ingress program writes in front of each frame it hands an app.
-pub trait RxMeta: Sized {
+/// The metadata a transport's ingress program writes in front of each frame it hands an app:
+/// plain data (a layout from the transport's BPF headers), every bit pattern valid.
+pub trait RxMeta: Sized + Copy {
     /// Bytes it takes in front of the frame.
-    const LEN: usize;
+    const LEN: usize = std::mem::size_of::<Self>();
+
     /// Reads it from the front of `frame`; `None` when the frame is shorter.
-    fn read(frame: &[u8]) -> Option<Self>;
+    fn read(frame: &[u8]) -> Option<Self> {
+        // SAFETY: plain data, every bit pattern valid, read without alignment from at least
+        // LEN bytes.
+        (frame.len() >= Self::LEN)
+            .then(|| unsafe { std::ptr::read_unaligned(frame.as_ptr().cast::<Self>()) })
+    }
+
+    /// Where the payload for the app lies in the frame behind it: (offset, length).
+    fn payload(&self) -> (usize, usize);
 }
 
 /// What the daemon asks of a transport's control path. Its timers sit on the daemon's wheel

@@ -13,7 +13,8 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::Backend;
 use crate::{
-    bpf::tcp::types::etran_app_port_limit, log, netlink::Netlink, transport::tcp::TcpHandles,
+    bpf::tcp::types::etran_app_port_limit, log, netlink::Netlink, proto::Transport,
+    transport::tcp::TcpHandles,
 };
 
 pub mod port;
@@ -28,8 +29,19 @@ pub struct PortMaps {
     pub app_ports: MapHandle,
     /// ARRAY: port slot → kernel-side ifindex (what egress checks a frame's origin against).
     pub port_ifindex: MapHandle,
-    /// The transport's egress program, attached to each port's kernel side.
-    pub egress: OwnedFd,
+    /// Each transport's egress program: a port's kernel side carries its app's transport's.
+    pub tcp_egress: OwnedFd,
+    pub homa_egress: OwnedFd,
+}
+
+impl PortMaps {
+    /// The egress program of `transport`'s apps.
+    pub fn egress(&self, transport: Transport) -> &OwnedFd {
+        match transport {
+            Transport::Tcp => &self.tcp_egress,
+            Transport::Homa => &self.homa_egress,
+        }
+    }
 }
 
 pub struct Compat {
@@ -41,15 +53,22 @@ pub struct Compat {
 }
 
 impl Compat {
-    /// The backend over the TCP object of a datapath on a NIC of MTU `nic_mtu`; the gen pump's
-    /// spare veth pair is named `spare` (see [`GenPump::new`]).
-    pub fn new(tcp: &TcpHandles, spare: &str, nic_mtu: u32) -> anyhow::Result<Compat> {
+    /// The backend over the TCP object of a datapath on a NIC of MTU `nic_mtu` (and Homa's
+    /// egress, `homa_egress`); the gen pump's spare veth pair is named `spare` (see
+    /// [`GenPump::new`]).
+    pub fn new(
+        tcp: &TcpHandles,
+        homa_egress: &OwnedFd,
+        spare: &str,
+        nic_mtu: u32,
+    ) -> anyhow::Result<Compat> {
         let mtu = port::port_mtu(nic_mtu)?;
         let pump = GenPump::new(tcp, Some(spare)).context("starting the gen pump")?;
         let maps = PortMaps {
             app_ports: MapHandle::try_from(&tcp.app_ports)?,
             port_ifindex: MapHandle::try_from(&tcp.port_ifindex)?,
-            egress: tcp.egress.try_clone().context("duplicating the egress program descriptor")?,
+            tcp_egress: tcp.egress.try_clone().context("duplicating TCP's egress descriptor")?,
+            homa_egress: homa_egress.try_clone().context("duplicating Homa's egress descriptor")?,
         };
         Ok(Compat { nl: Netlink::open()?, maps, pump, mtu })
     }
@@ -64,8 +83,8 @@ impl Backend for Compat {
         self.mtu
     }
 
-    fn open_port(&mut self, slot: u32) -> anyhow::Result<VethPort> {
-        VethPort::create(&mut self.nl, &self.maps, slot, self.mtu)
+    fn open_port(&mut self, slot: u32, transport: Transport) -> anyhow::Result<VethPort> {
+        VethPort::create(&mut self.nl, &self.maps, slot, transport, self.mtu)
     }
 
     fn close_port(&mut self, port: &mut VethPort) {
