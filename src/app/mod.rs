@@ -81,6 +81,7 @@
 //! [`App::remove_connection`].
 pub mod link;
 pub mod port;
+pub mod rpc;
 
 use std::{
     collections::{HashMap, HashSet},

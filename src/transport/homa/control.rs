@@ -17,7 +17,8 @@ use crate::{
     refusal::Refusal,
 };
 
-/// Kernel names are cut at 15 bytes: etran_homa_ingress, etran_homa_egress.
+/// Kernel names are cut at 15 bytes: etran_homa_ingress, etran_homa_egress (and the maps
+/// etran_homa_ports, etran_homa_peers below).
 const HOMA_INGRESS_PROG: &str = "etran_homa_ingr";
 const HOMA_EGRESS_PROG: &str = "etran_homa_egre";
 
@@ -42,8 +43,8 @@ pub fn homa_handles(entrance_prog_id: u32) -> anyhow::Result<HomaHandles> {
     let ingress =
         loader::transport_prog(entrance_prog_id, HOMA_INGRESS_PROG)?.ok_or_else(missing)?;
     let (rpcs_id, rpcs) = loader::prog_map(ingress, "etran_homa_rpcs")?.ok_or_else(missing)?;
-    let (_, ports) = loader::prog_map(ingress, "etran_homa_ports")?.ok_or_else(missing)?;
-    let (_, peers) = loader::prog_map(ingress, "etran_homa_peers")?.ok_or_else(missing)?;
+    let (_, ports) = loader::prog_map(ingress, "etran_homa_port")?.ok_or_else(missing)?;
+    let (_, peers) = loader::prog_map(ingress, "etran_homa_peer")?.ok_or_else(missing)?;
     let egress = loader::prog_sharing(rpcs_id, HOMA_EGRESS_PROG).ok_or_else(missing)?;
     Ok(HomaHandles { egress: libbpf_rs::Program::fd_from_id(egress)?, ports, peers, rpcs })
 }
