@@ -13,8 +13,9 @@
 //!
 //! - [`link`]: the app's end of the daemon protocol ([`DaemonLink`]): register, listen,
 //!   connect, accepted connections and resets.
-//! - [`port`]: the daemon-created AF_XDP socket and memfd UMEM, mapped; RX with metadata, TX
-//!   frames, fill/completion recycling, need-wakeup kicks; a mio source.
+//! - [`port`]: the daemon-created AF_XDP socket and memfd UMEM, mapped; RX with metadata (any
+//!   transport's), TX frames, fill/completion recycling, need-wakeup kicks; a mio source.
+//! - [`rpc`]: the RPC API over Homa ([`rpc::RpcSocket`]), beside the socket-style one below.
 //! - [`stream`]: the per-connection byte-stream engine (pure, unit-tested).
 //! - `early`: frames that reach the port before the app adopted their connection, held
 //!   until `accept` (the kernel acknowledged them already).

@@ -1,11 +1,12 @@
 //! Transports: one room per protocol, each holding everything of it on the user-space side (its
-//! BPF sits under `src/bpf/<transport>/`). TCP is the first ([`tcp`]); [`homa`] is being built
-//! beside it (today its wire format and pure protocol logic).
+//! BPF sits under `src/bpf/<transport>/`): [`tcp`], and [`homa`] (RPCs within the unscheduled
+//! bytes so far).
 //!
 //! What the rest of the system asks of a transport:
 //! - the app library: to read the metadata its ingress program puts in front of every frame it
-//!   hands an app ([`RxMeta`]), and a per-connection engine that turns frames into the app's
-//!   bytes and back (TCP's is [`tcp::stream::Stream`]);
+//!   hands an app ([`RxMeta`]), and an engine that turns frames into the app's data and back
+//!   (TCP's is [`tcp::stream::Stream`], one connection; Homa's [`homa::rpc::Endpoint`], one
+//!   bound port's RPCs);
 //! - the daemon: a control path ([`Control`]) for what the fast path hands up (handshakes,
 //!   TIME_WAIT, resets for TCP), driven by the daemon's event loop and timer wheel.
 use std::os::fd::RawFd;
