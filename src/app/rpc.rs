@@ -29,7 +29,7 @@ use std::{
 use crate::{
     app::{link::DaemonLink, port::AppPort},
     bpf::homa::types::etran_homa_rx_meta,
-    proto::Transport,
+    proto::{Refusal, Transport},
     transport::homa::rpc::{Endpoint, EndpointStats, Event, Refused, RpcKey},
 };
 
@@ -60,14 +60,14 @@ pub struct RpcSocket {
     events: Vec<Event>,
 }
 
+/// The engine's refusal as the errno a POSIX call would give.
 fn refused(r: Refused) -> io::Error {
     let (errno, what) = match r {
         Refused::Length(n) => (libc::EMSGSIZE, format!("a {n}-byte message")),
         Refused::NoIds => (libc::EAGAIN, "the RPC id block is used up".to_string()),
         Refused::NotServing => (libc::EINVAL, "no request of this RPC awaits a response".into()),
     };
-    let e = io::Error::from_raw_os_error(errno);
-    io::Error::new(e.kind(), format!("{what}: {e}"))
+    Refusal::new(errno, what).to_io_error()
 }
 
 impl RpcSocket {

@@ -19,7 +19,7 @@ use etran::{
     app::{rpc::RpcSocket, AppPort, DaemonLink},
     bpf::homa::types::{etran_homa_limit, etran_homa_tx_hdr, etran_homa_tx_intent, homa_rpc_key},
     loader::counters::Counters,
-    proto::Transport,
+    proto::{errno_of, Transport},
     testbed::HOST_NIC,
 };
 
@@ -188,4 +188,53 @@ fn forgeries(hosts: &EtranHosts, victim_port: u16, server: SocketAddrV4) {
     }
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(homa_frames(&counters(&hosts.ns(2))), homa_frames(&c2), "nothing reached the wire");
+}
+
+/// The Homa ports and RPCs of host `ns`'s datapath: (bound ports, RPCs).
+fn homa_state(ns: &str) -> (Vec<u16>, usize) {
+    use libbpf_rs::MapCore;
+    in_netns(ns, || {
+        let dp = etran::loader::find(HOST_NIC).unwrap().expect("etran is up");
+        let h = etran::transport::homa::control::homa_handles(dp.summary.prog_id).unwrap();
+        let ports = h.ports.keys().map(|k| u16::from_be_bytes([k[0], k[1]])).collect();
+        (ports, h.rpcs.keys().count())
+    })
+}
+
+/// A port is one app's (`EADDRINUSE` for the next), a TCP app cannot bind one, and when an app
+/// goes its ports and RPCs go with it, an RPC still waiting for its response included.
+#[test]
+fn ports_are_exclusive_and_go_with_their_app() {
+    let Some(_root) = common::root::shared() else { return };
+    let hosts = EtranHosts::new("homa-teardown");
+    let sock = &hosts.daemons[0].sock;
+    let mut first = RpcSocket::open(sock, PORT).unwrap();
+    let taken = RpcSocket::open(sock, PORT).err().expect("the port is taken");
+    assert_eq!(errno_of(&taken), Some(libc::EADDRINUSE), "{taken}");
+    let mut tcp = DaemonLink::connect(sock).unwrap();
+    tcp.register(Transport::Tcp, 1).unwrap();
+    let e = tcp.homa_bind(PORT + 1).err().expect("a TCP app binds no Homa port");
+    assert_eq!(errno_of(&e), Some(libc::EPROTOTYPE), "{e}");
+
+    // A request to a port nobody bound on host 2: it never gets a response.
+    let nobody = SocketAddrV4::new(hosts.tb.host(2).ip, PORT + 7);
+    first.enqueue_request(nobody, vec![1; 3000], |_, _| panic!("no response")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while homa_state(&hosts.ns(1)).1 == 0 {
+        first.run_once().unwrap();
+        assert!(Instant::now() < deadline, "the client RPC reached egress");
+    }
+    let other = RpcSocket::open(sock, 0).unwrap();
+    let (mut ports, rpcs) = homa_state(&hosts.ns(1));
+    ports.sort_unstable();
+    assert_eq!((ports, rpcs), (vec![PORT, other.local_port()], 1));
+
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while homa_state(&hosts.ns(1)) != (vec![other.local_port()], 0) {
+        assert!(Instant::now() < deadline, "teardown: {:?}", homa_state(&hosts.ns(1)));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The port is free again.
+    drop(RpcSocket::open(sock, PORT).unwrap());
 }
