@@ -213,7 +213,7 @@ fn ports_are_exclusive_and_go_with_their_app() {
     assert_eq!(errno_of(&taken), Some(libc::EADDRINUSE), "{taken}");
     let mut tcp = DaemonLink::connect(sock).unwrap();
     tcp.register(Transport::Tcp, 1).unwrap();
-    let e = tcp.homa_bind(PORT + 1).err().expect("a TCP app binds no Homa port");
+    let e = tcp.homa_bind(PORT + 1).expect_err("a TCP app binds no Homa port");
     assert_eq!(errno_of(&e), Some(libc::EPROTOTYPE), "{e}");
 
     // A request to a port nobody bound on host 2: it never gets a response.
