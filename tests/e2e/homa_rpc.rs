@@ -1,6 +1,7 @@
 //! Homa RPCs end to end: two etran hosts on a private testbed (`etran up` and a daemon on
 //! each), a server [`RpcSocket`] answering every request, a client with many RPCs outstanding,
-//! every byte of requests and responses checked; then a forging app on the client's host whose
+//! messages within the unscheduled bytes and granted ones up to 2 MB, every byte of requests
+//! and responses checked; then a forging app on the client's host whose
 //! frames egress drops, counted, with nothing reaching the wire. Needs root.
 use std::{
     cell::RefCell,
@@ -27,10 +28,11 @@ use etran::{
 const UNSCHED: usize = etran_homa_limit::ETRAN_HOMA_UNSCHED_LIMIT.0 as usize;
 const PORT: u16 = 7600;
 
-/// What the server answers to `req`: another length, bytes that depend on every request byte's
-/// place.
+/// What the server answers to `req`: another length (beyond the unscheduled bytes when the
+/// request is), bytes that depend on every request byte's place.
 fn answer(req: &[u8]) -> Vec<u8> {
-    let len = (req.len() * 7919) % UNSCHED + 1;
+    let len =
+        if req.len() > UNSCHED { req.len() / 2 + 7 } else { (req.len() * 7919) % UNSCHED + 1 };
     let sum = req.iter().fold(0u8, |a, &b| a.wrapping_mul(31).wrapping_add(b));
     (0..len).map(|i| (i as u8).wrapping_mul(13) ^ sum ^ req[i % req.len()]).collect()
 }
@@ -80,9 +82,13 @@ fn rpcs_are_byte_exact_and_forgeries_never_leave() {
         let deadline = Instant::now() + Duration::from_secs(30);
         while done.borrow().len() < RPCS {
             while sent.len() < RPCS && sent.len() - done.borrow().len() < OUTSTANDING {
+                // Most within the unscheduled bytes; one in five up to 600 KB (granted), and one
+                // of 2 MB.
                 let len = match sent.len() {
                     0 => 1,
                     1 => UNSCHED,
+                    2 => 2 << 20,
+                    _ if rng.below(5) == 0 => UNSCHED + 1 + rng.below(600_000),
                     _ => 1 + rng.below(UNSCHED),
                 };
                 let req: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();

@@ -82,6 +82,8 @@ enum etran_drop_reason {
 	ETRAN_DROP_HOMA_TX_NO_PEER,   /* a new RPC to a peer of unknown Ethernet address (the app
 				       * asks the daemon first) */
 	ETRAN_DROP_HOMA_TX_NO_NIC,    /* the NIC slot of etran_nic is empty */
+	ETRAN_DROP_HOMA_TX_GRANT_SETTLED, /* a GRANT intent with no grant owed (the last GRANT
+					   * sent said as much already) */
 	ETRAN_DROP_REASON_MAX,
 };
 
@@ -105,6 +107,7 @@ enum etran_event {
 	ETRAN_EVENT_HOMA_RX_CONTROL,     /* ingress: any other Homa packet handed to its app */
 	ETRAN_EVENT_HOMA_TX_DATA,        /* egress: a Homa DATA packet left for the NIC */
 	ETRAN_EVENT_HOMA_TX_ACK,         /* egress: a Homa ACK left for the NIC */
+	ETRAN_EVENT_HOMA_TX_GRANT,       /* egress: a Homa GRANT left for the NIC */
 	ETRAN_EVENT_MAX,
 };
 

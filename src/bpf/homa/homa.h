@@ -29,6 +29,14 @@ enum etran_homa_limit {
 	 * rounded up to whole packets. Shorter messages go whole. */
 	ETRAN_HOMA_UNSCHED_LIMIT = (ETRAN_HOMA_UNSCHED_BYTES + ETRAN_HOMA_MAX_PAYLOAD - 1) /
 				   ETRAN_HOMA_MAX_PAYLOAD * ETRAN_HOMA_MAX_PAYLOAD,
+	/* What a receiver grants a message beyond the furthest byte that arrived: as much as it
+	 * let come unscheduled (one round trip's worth). A per-message window for now; SRPT
+	 * across messages, the overcommit and the incoming cap come with the scheduler
+	 * (transport/homa/grant.rs). */
+	ETRAN_HOMA_GRANT_WINDOW = ETRAN_HOMA_UNSCHED_LIMIT,
+	/* A grant moves by at least this much (or to the message's end), so that a GRANT is
+	 * owed every few DATA packets, not after each: 8 packets. */
+	ETRAN_HOMA_GRANT_STEP = 8 * ETRAN_HOMA_MAX_PAYLOAD,
 };
 
 _Static_assert(ETRAN_HOMA_MAX_PAYLOAD == 1500 - 20 - sizeof(struct homa_data_hdr), "payload");
@@ -76,7 +84,10 @@ struct homa_rpc {
 			    * what GRANTs raised it to (at most out_length) */
 	/* The peer's message, as its first DATA announced it (0: none seen yet). */
 	__u32 in_length;
-	__u32 pad;
+	__u32 in_end;        /* the furthest byte of it that arrived (exclusive) */
+	__u32 in_granted;    /* the peer may send below this: the unscheduled bytes, then
+			      * ETRAN_HOMA_GRANT_WINDOW past in_end, in ETRAN_HOMA_GRANT_STEP steps */
+	__u32 in_grant_sent; /* the offset of the last GRANT egress sent */
 };
 
 /* XDP metadata in front of every frame Homa ingress hands an app (32 bytes at most). The frame
@@ -91,7 +102,15 @@ struct etran_homa_rx_meta {
 	__u16 payload_off;     /* DATA: the payload's offset from the start of the frame */
 	__u16 payload_len;     /* DATA: payload bytes (0 for other types) */
 	__u8 type;             /* enum homa_packet_type */
-	__u8 pad[3];
+	__u8 flags;            /* enum etran_homa_rx_flag */
+	__u8 pad[2];
+};
+
+/* What an ingress packet told the app (etran_homa_rx_meta.flags). */
+enum etran_homa_rx_flag {
+	/* The RPC's incoming message was granted more than any GRANT sent said: the app sends
+	 * the GRANT intent, and egress writes the GRANT from the RPC's state. */
+	ETRAN_HOMA_RX_GRANT_DUE = 1 << 0,
 };
 
 /* What a TX frame asks egress to send (etran_homa_tx_hdr.intent). Zero is no intent, so a
@@ -100,6 +119,9 @@ enum etran_homa_tx_intent {
 	ETRAN_HOMA_TX_DATA = 1, /* payload at `offset` of a `message_length`-byte message */
 	ETRAN_HOMA_TX_ACK = 2,  /* the client got the whole response: the RPC goes, and an ACK tells
 				 * the server it may forget it too */
+	ETRAN_HOMA_TX_GRANT = 3, /* a GRANT of the RPC's incoming message up to what ingress
+				  * decided (in_granted), while one is owed; the app chooses
+				  * neither offset nor priority */
 };
 
 /* In front of the payload of every frame an app transmits (compat backend: on its port). Egress
@@ -128,6 +150,7 @@ struct etran_homa_layouts {
 	struct etran_homa_rx_meta rx_meta;
 	struct etran_homa_tx_hdr tx_hdr;
 	enum etran_homa_tx_intent tx_intent;
+	enum etran_homa_rx_flag rx_flag;
 	struct homa_port port;
 	struct homa_peer peer;
 	enum etran_app_port_limit app_port_limit;

@@ -7,7 +7,9 @@
  * within its message and below the RPC's granted offset (homa_tx_beyond_grant): the unscheduled
  * bytes, then what GRANTs allowed. Egress then replaces the TX header with Ethernet, IPv4 (TOS
  * priority << 5) and the Homa header written from the RPC's state and sends the packet to the
- * NIC. An ACK intent ends a client's RPC: the RPC goes, and an ACK packet tells the server. */
+ * NIC. An ACK intent ends a client's RPC: the RPC goes, and an ACK packet tells the server. A
+ * GRANT intent sends the grant ingress decided for the RPC's incoming message (in_granted),
+ * once (else homa_tx_grant_settled), at the control priority; the app chooses nothing in it. */
 #ifndef ETRAN_HOMA_EGRESS_H
 #define ETRAN_HOMA_EGRESS_H
 
@@ -44,6 +46,8 @@ static __always_inline int homa_tx_hdr_valid(const struct etran_homa_tx_hdr *h, 
 		       h->offset <= h->message_length && h->len <= h->message_length - h->offset;
 	case ETRAN_HOMA_TX_ACK:
 		return h->len == 0 && !(h->key.id & 1);
+	case ETRAN_HOMA_TX_GRANT:
+		return h->len == 0;
 	default:
 		return 0;
 	}
@@ -149,7 +153,8 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_WRONG_OWNER, bytes);
 
 	hlen = h.intent == ETRAN_HOMA_TX_DATA ? sizeof(struct homa_data_hdr) :
-						 sizeof(struct homa_ack_hdr);
+	       h.intent == ETRAN_HOMA_TX_ACK  ? sizeof(struct homa_ack_hdr) :
+						 sizeof(struct homa_grant_hdr);
 	/* Both can fail; they go first so that a failure leaves the RPC untouched. A redirect
 	 * takes effect only if the program returns XDP_REDIRECT. */
 	if (bpf_xdp_adjust_head(ctx, (int)sizeof(h) - (int)(l3 + hlen)))
@@ -174,6 +179,28 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 		/* After the headers, which read the RPC's addresses. */
 		bpf_map_delete_elem(&etran_homa_rpcs, &h.key);
 		count_event(ETRAN_EVENT_HOMA_TX_ACK, bytes);
+		return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
+	}
+
+	if (h.intent == ETRAN_HOMA_TX_GRANT) {
+		struct homa_grant_hdr g = {};
+
+		bpf_spin_lock(&rpc->lock);
+		granted = rpc->in_granted;
+		if (granted > rpc->in_grant_sent)
+			rpc->in_grant_sent = granted;
+		else
+			refused = ETRAN_DROP_HOMA_TX_GRANT_SETTLED;
+		bpf_spin_unlock(&rpc->lock);
+		if (refused >= 0)
+			return drop(ETRAN_PROTO_HOMA, refused, bytes);
+		homa_tx_common(&g.common, &h.key, HOMA_GRANT, HOMA_DOFF_CONTROL);
+		g.offset = bpf_htonl(granted);
+		if (!homa_tx_write_l3(data, data_end, rpc, &h.key, sizeof(g), HOMA_MAX_PRIORITIES - 1) ||
+		    data + l3 + sizeof(g) > data_end)
+			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
+		__builtin_memcpy(data + l3, &g, sizeof(g));
+		count_event(ETRAN_EVENT_HOMA_TX_GRANT, bytes);
 		return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
 	}
 

@@ -7,8 +7,10 @@
  * - its port is bound (else homa_unbound_port) and its RPC exists: a request's first DATA
  *   creates the server's RPC, owned by the port's app; every other packet about an RPC needs one
  *   (else homa_unknown_rpc). CUTOFFS, FREEZE and ACK name no RPC of ours;
- * - state: a GRANT raises what egress lets our message send (out_granted); an ACK (the packet,
- *   or the one a DATA carries) frees the server RPCs it names.
+ * - state: DATA moves the grant of the RPC's incoming message (homa_rx_grant; the metadata
+ *   tells the app when a GRANT is owed, which it has egress send); a GRANT raises what egress
+ *   lets our message send (out_granted); an ACK (the packet, or the one a DATA carries) frees
+ *   the server RPCs it names.
  * Frames of other ports are not the kernel's either: etran owns IP protocol 146 on its NIC. */
 #ifndef ETRAN_HOMA_INGRESS_H
 #define ETRAN_HOMA_INGRESS_H
@@ -38,14 +40,45 @@ static __always_inline void homa_rx_ack(__be32 peer_ip, __be16 peer_port, const 
 		bpf_map_delete_elem(&etran_homa_rpcs, &key);
 }
 
+/* Counts a DATA segment ending at `end` of a `len`-byte message into the RPC's incoming state
+ * and moves its grant (see ETRAN_HOMA_GRANT_WINDOW, ETRAN_HOMA_GRANT_STEP). The message's first
+ * DATA sets its length; its unscheduled bytes need no GRANT. Returns the RX flags for the app:
+ * whether a GRANT is owed. The furthest byte, not a count, moves the grant: a duplicate cannot
+ * move it, and a sender never has more than the window past what arrived. */
+static __always_inline __u8 homa_rx_grant(struct homa_rpc *rpc, __u32 len, __u32 end)
+{
+	__u8 flags = 0;
+	__u32 want;
+
+	bpf_spin_lock(&rpc->lock);
+	if (!rpc->in_length) {
+		rpc->in_length = len;
+		rpc->in_granted = len < ETRAN_HOMA_UNSCHED_LIMIT ? len : ETRAN_HOMA_UNSCHED_LIMIT;
+		rpc->in_grant_sent = rpc->in_granted;
+	}
+	if (end > rpc->in_length)
+		end = rpc->in_length;
+	if (end > rpc->in_end)
+		rpc->in_end = end;
+	want = rpc->in_length - rpc->in_end > ETRAN_HOMA_GRANT_WINDOW ?
+		       rpc->in_end + ETRAN_HOMA_GRANT_WINDOW :
+		       rpc->in_length;
+	if (want > rpc->in_granted &&
+	    (want - rpc->in_granted >= ETRAN_HOMA_GRANT_STEP || want == rpc->in_length))
+		rpc->in_granted = want;
+	if (rpc->in_granted > rpc->in_grant_sent)
+		flags = ETRAN_HOMA_RX_GRANT_DUE;
+	bpf_spin_unlock(&rpc->lock);
+	return flags;
+}
+
 /* A request's first DATA: the server's RPC, owned by the port's app, and the peer's Ethernet
  * address (learnt from the frame, for the response). NULL when the map is full. */
 static __always_inline struct homa_rpc *homa_rx_new_rpc(const struct homa_rpc_key *key,
 							const struct ethhdr *eth,
-							const struct iphdr *ip, __u32 slot,
-							__u32 in_length)
+							const struct iphdr *ip, __u32 slot)
 {
-	struct homa_rpc rpc = { .owner_slot = slot, .local_ip = ip->daddr, .in_length = in_length };
+	struct homa_rpc rpc = { .owner_slot = slot, .local_ip = ip->daddr };
 	struct homa_peer peer = {};
 
 	__builtin_memcpy(rpc.local_mac, eth->h_dest, ETH_ALEN);
@@ -143,10 +176,11 @@ static __always_inline int homa_ingress(struct xdp_md *ctx)
 			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_MALFORMED, bytes);
 		homa_rx_ack(key.peer_ip, key.peer_port, &d->ack);
 		if (!rpc) {
-			rpc = homa_rx_new_rpc(&key, eth, ip, slot, m.message_length);
+			rpc = homa_rx_new_rpc(&key, eth, ip, slot);
 			if (!rpc)
 				return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
 		}
+		m.flags = homa_rx_grant(rpc, m.message_length, m.offset + m.payload_len);
 	} else if (h->type == HOMA_GRANT && rpc) {
 		struct homa_grant_hdr *g = (void *)h;
 		__u32 offset;

@@ -13,9 +13,10 @@
 //!   [`Endpoint::respond`] queues the response, held (for RESENDs to come) until the client's
 //!   ACK arrives.
 //!
-//! Today messages go whole within what egress lets out unscheduled; GRANTs raise the sender's
-//! limit as they arrive (ingress also raises egress's), so larger messages go as far as they
-//! are granted. RESEND and the loss timer come next.
+//! Messages longer than the unscheduled bytes go as far as they are granted: ingress decides
+//! the receiver's grants and flags the DATA after which one is owed; the engine then sends the
+//! GRANT intent (egress writes the GRANT from the RPC's state). GRANTs that arrive raise the
+//! sender's limit here as ingress raises egress's. RESEND and the loss timer come next.
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     net::{Ipv4Addr, SocketAddrV4},
@@ -30,7 +31,10 @@ use super::{
     MAX_MESSAGE, MAX_PAYLOAD,
 };
 use crate::{
-    bpf::homa::types::{etran_homa_rx_meta, etran_homa_tx_hdr, etran_homa_tx_intent, homa_rpc_key},
+    bpf::homa::types::{
+        etran_homa_rx_flag, etran_homa_rx_meta, etran_homa_tx_hdr, etran_homa_tx_intent,
+        homa_rpc_key,
+    },
     transport::RxMeta,
 };
 
@@ -40,6 +44,9 @@ impl RxMeta for etran_homa_rx_meta {
         (usize::from(self.payload_off), usize::from(self.payload_len))
     }
 }
+
+/// Ingress's word that a GRANT is owed (`ETRAN_HOMA_RX_GRANT_DUE`).
+const GRANT_DUE: u8 = etran_homa_rx_flag::ETRAN_HOMA_RX_GRANT_DUE.0 as u8;
 
 /// Bytes of the TX header in front of every frame's payload.
 pub const TX_HDR_LEN: usize = std::mem::size_of::<etran_homa_tx_hdr>();
@@ -98,6 +105,10 @@ pub struct Endpoint {
     serving: HashSet<RpcKey>,
     /// Client RPCs whose ACK is still to go out.
     acks: VecDeque<RpcKey>,
+    /// RPCs whose incoming message ingress granted more than a GRANT said: each owes the
+    /// GRANT intent once.
+    grants: VecDeque<RpcKey>,
+    grants_due: HashSet<RpcKey>,
     cutoffs: Cutoffs,
     stats: EndpointStats,
 }
@@ -113,6 +124,8 @@ impl Endpoint {
             waiting: HashSet::new(),
             serving: HashSet::new(),
             acks: VecDeque::new(),
+            grants: VecDeque::new(),
+            grants_due: HashSet::new(),
             cutoffs: Cutoffs::UNKNOWN_PEER,
             stats: EndpointStats::default(),
         }
@@ -205,6 +218,9 @@ impl Endpoint {
             self.stats.rx_stale += 1;
             return None;
         }
+        if meta.flags & GRANT_DUE != 0 && self.grants_due.insert(rpc) {
+            self.grants.push_back(rpc);
+        }
         let msg = match self.incoming.entry(rpc) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
@@ -242,11 +258,12 @@ impl Endpoint {
         self.incoming.remove(&rpc);
         self.waiting.remove(&rpc);
         self.serving.remove(&rpc);
+        self.grants_due.remove(&rpc);
     }
 
     /// Whether a frame waits to go out.
     pub fn tx_ready(&self) -> bool {
-        !self.acks.is_empty() || self.sender.has_ready()
+        !self.acks.is_empty() || !self.grants.is_empty() || self.sender.has_ready()
     }
 
     /// Writes the next frame to send into `frame` (TX header, then payload); returns its
@@ -259,6 +276,14 @@ impl Endpoint {
             let h = self.tx_hdr(rpc, etran_homa_tx_intent::ETRAN_HOMA_TX_ACK, 0, 0, 0, 0);
             write_hdr(frame, &h);
             return Some(TX_HDR_LEN);
+        }
+        // A GRANT is owed only while its message is still coming (`end` forgets it).
+        while let Some(rpc) = self.grants.pop_front() {
+            if self.grants_due.remove(&rpc) {
+                let h = self.tx_hdr(rpc, etran_homa_tx_intent::ETRAN_HOMA_TX_GRANT, 0, 0, 0, 0);
+                write_hdr(frame, &h);
+                return Some(TX_HDR_LEN);
+            }
         }
         if frame.len() < TX_HDR_LEN + MAX_PAYLOAD as usize {
             return None;

@@ -34,9 +34,12 @@ fn wire(from: SocketAddrV4, tx: &[u8]) -> (etran_homa_rx_meta, Vec<u8>, Vec<u8>)
             offset: h.offset,
             payload,
         })
-    } else {
+    } else if h.intent == etran_homa_tx_intent::ETRAN_HOMA_TX_ACK.0 as u8 {
         let ack = Ack { client_id: h.key.id, server_port: u16::from_be(h.key.peer_port) };
         Body::Ack(Acks::new(&[ack]).unwrap())
+    } else {
+        // Egress writes the offset from the RPC's state.
+        Body::Grant { offset: 0, priority: 0 }
     };
     let packet = Packet { common, body };
     let mut frame = vec![0u8; 14];
@@ -184,4 +187,21 @@ fn refusals() {
     });
     assert_eq!(a.on_rx(&meta, &payload, &frame), None);
     assert_eq!(a.stats().rx_stale, 1);
+}
+
+#[test]
+fn a_grant_owed_goes_once_while_the_message_comes() {
+    let mut ids = HostIds::default();
+    let (mut a, mut b) =
+        (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
+    a.start_request(B, vec![3; 100_000]).unwrap();
+    let mut frames = drain(&mut a, A).into_iter();
+    let (mut meta, payload, frame) = frames.next().unwrap();
+    meta.flags = GRANT_DUE;
+    assert_eq!(b.on_rx(&meta, &payload, &frame), None);
+    assert_eq!(b.on_rx(&meta, &payload, &frame), None, "a duplicate owes no second GRANT");
+    let grants = drain(&mut b, B);
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].0.r#type, Type::Grant.byte());
+    assert_eq!(grants[0].0.id, meta.id ^ 1, "for the RPC of the DATA");
 }
