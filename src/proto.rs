@@ -13,7 +13,8 @@
 //! New messages, and changed meanings, bump the version: an older peer would take them for
 //! garbage. (2: `Release`, `Abort`, `Reset`. 3: the app binds the AF_XDP socket it is given.
 //! 4: refusals are a [`Refusal`], an errno plus optional text, instead of a string;
-//! `ConnectFailed` names the remote address. 5: `Unlisten`, `Unlistened`.)
+//! `ConnectFailed` names the remote address. 5: `Unlisten`, `Unlistened`. 6: the `homa`
+//! transport: `HomaBind`, `HomaPeer` and their answers.)
 //!
 //! Refusals carry the errno a POSIX call would give (`EADDRINUSE` for a port that is taken,
 //! `ECONNREFUSED` for a SYN answered by RST, `ETIMEDOUT`, ...): the app library hands them on as
@@ -33,12 +34,12 @@ use serde::{Deserialize, Serialize};
 /// transport and by the AF_XDP layer, carried here.
 pub use crate::{
     refusal::{errno_of, Refusal},
-    transport::tcp::stream::ConnInit,
+    transport::{homa::id::IdBlock, tcp::stream::ConnInit},
     xsk::Geometry,
 };
 
 /// Version of this protocol; bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 /// Largest message body accepted (a `Registered` is a few hundred bytes).
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Most descriptors one message carries.
@@ -48,6 +49,7 @@ pub const MAX_FDS: usize = 16;
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     Tcp,
+    Homa,
 }
 
 /// App → daemon.
@@ -73,6 +75,13 @@ pub enum Request {
     Release { handle: u64, time_wait: bool },
     /// Abort the connection `handle`: the daemon resets it (RST) and removes it. Not answered.
     Abort { handle: u64 },
+    /// Bind Homa `port` (0: any free one) to this session's app port: Homa packets to it reach
+    /// the app, and the app may send from it. Answered by `HomaBound` (with the port and a
+    /// block of client RPC ids) or `HomaBindFailed`. A `homa` session only.
+    HomaBind { port: u16 },
+    /// The app is about to start RPCs to `ip`: the daemon tells egress the peer's Ethernet
+    /// address (from the neighbour table). Answered by `HomaPeer`.
+    HomaPeer { ip: Ipv4Addr },
 }
 
 /// What each descriptor passed with `Registered` is.
@@ -86,7 +95,7 @@ pub enum FdKind {
     /// The memfd backing the UMEM registered on the queue-0 socket: mmap it `MAP_SHARED`.
     Umem,
     /// The port's receive budget (`struct etran_port_rx`, a one-entry mmappable BPF array):
-    /// mmap it shared and keep its `posted` and `consumed` counters current. Since version 6.
+    /// mmap it shared and keep its `posted` and `consumed` counters current. Since version 7.
     RxBudget,
 }
 
@@ -142,6 +151,22 @@ pub enum Reply {
     /// The peer reset the connection `handle`: it is gone from the fast path.
     Reset {
         handle: u64,
+    },
+    /// `HomaBind` succeeded: `port` is the app's, and its client RPCs take their ids from
+    /// `ids` (unique on this host).
+    HomaBound {
+        port: u16,
+        ids: IdBlock,
+    },
+    /// `HomaBind` of `port` was refused (the session stays open).
+    HomaBindFailed {
+        port: u16,
+        refusal: Refusal,
+    },
+    /// The answer to `HomaPeer`: egress knows `ip`'s address, unless `refusal` says why not.
+    HomaPeer {
+        ip: Ipv4Addr,
+        refusal: Option<Refusal>,
     },
 }
 
@@ -351,6 +376,8 @@ mod tests {
             Request::Release { handle: 9, time_wait: true },
             Request::Abort { handle: 9 },
             Request::Unlisten { port: 80 },
+            Request::HomaBind { port: 0 },
+            Request::HomaPeer { ip: Ipv4Addr::new(10, 99, 0, 2) },
         ] {
             let enc = encode(&req);
             assert_eq!(decode::<Request>(&enc).unwrap().unwrap(), (req, enc.len()));
@@ -361,7 +388,7 @@ mod tests {
     fn wire_form_is_documented_json() {
         let enc = encode(&register());
         assert_eq!(u32::from_le_bytes(enc[..4].try_into().unwrap()) as usize, enc.len() - 4);
-        assert_eq!(&enc[4..], br#"{"Register":{"version":6,"transport":"tcp","queues":1}}"#);
+        assert_eq!(&enc[4..], br#"{"Register":{"version":7,"transport":"tcp","queues":1}}"#);
     }
 
     #[test]

@@ -22,7 +22,7 @@
 use std::{
     collections::VecDeque,
     io::{self, Write},
-    net::SocketAddrV4,
+    net::{Ipv4Addr, SocketAddrV4},
     os::{
         fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
         unix::net::UnixStream,
@@ -31,7 +31,7 @@ use std::{
     time::Duration,
 };
 
-use crate::proto::{self, ConnInit, FdKind, Geometry, Refusal, Reply, Request, Transport};
+use crate::proto::{self, ConnInit, FdKind, Geometry, IdBlock, Refusal, Reply, Request, Transport};
 
 /// How long a request that waits for its reply (`register`, `listen`) waits.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -342,6 +342,40 @@ impl DaemonLink {
             self.poll()?;
         }
         Ok(ours(&self.accepted).and_then(|i| self.accepted.remove(i)))
+    }
+
+    /// Binds Homa `port` (0: any free one) to this app (registered for Homa): returns the port
+    /// and the block of client RPC ids to number its requests from. `EADDRINUSE` when taken.
+    pub fn homa_bind(&mut self, port: u16) -> io::Result<(u16, IdBlock)> {
+        self.send(&Request::HomaBind { port })?;
+        loop {
+            let (reply, _) = self.recv()?;
+            match self.stash(reply) {
+                None => {}
+                Some(Reply::HomaBound { port, ids }) => return Ok((port, ids)),
+                Some(Reply::HomaBindFailed { refusal, .. } | Reply::Error { refusal }) => {
+                    return Err(refusal.to_io_error())
+                }
+                Some(other) => return Err(unexpected("HomaBind", &other)),
+            }
+        }
+    }
+
+    /// Has the daemon tell egress the Ethernet address of Homa peer `ip` (before the first RPC
+    /// to it). `EHOSTUNREACH` when the neighbour table has none.
+    pub fn homa_peer(&mut self, ip: Ipv4Addr) -> io::Result<()> {
+        self.send(&Request::HomaPeer { ip })?;
+        loop {
+            let (reply, _) = self.recv()?;
+            match self.stash(reply) {
+                None => {}
+                Some(Reply::HomaPeer { ip: i, refusal }) if i == ip => {
+                    return refusal.map_or(Ok(()), |r| Err(r.to_io_error()))
+                }
+                Some(Reply::Error { refusal }) => return Err(refusal.to_io_error()),
+                Some(other) => return Err(unexpected("HomaPeer", &other)),
+            }
+        }
     }
 
     /// The handle of the next connection the peer reset, from what was read so far (see

@@ -13,8 +13,9 @@
 //!
 //! - [`link`]: the app's end of the daemon protocol ([`DaemonLink`]): register, listen,
 //!   connect, accepted connections and resets.
-//! - [`port`]: the daemon-created AF_XDP socket and memfd UMEM, mapped; RX with metadata, TX
-//!   frames, fill/completion recycling, need-wakeup kicks; a mio source.
+//! - [`port`]: the daemon-created AF_XDP socket and memfd UMEM, mapped; RX with metadata (any
+//!   transport's), TX frames, fill/completion recycling, need-wakeup kicks; a mio source.
+//! - [`rpc`]: the RPC API over Homa ([`rpc::RpcSocket`]), beside the socket-style one below.
 //! - [`stream`]: the per-connection byte-stream engine (pure, unit-tested).
 //! - `early`: frames that reach the port before the app adopted their connection, held
 //!   until `accept` (the kernel acknowledged them already).
@@ -81,6 +82,7 @@
 //! [`App::remove_connection`].
 pub mod link;
 pub mod port;
+pub mod rpc;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -758,7 +760,7 @@ impl App {
     pub fn poll(&mut self) -> io::Result<usize> {
         let now = std::time::Instant::now();
         let (conns, early, stats) = (&mut self.conns, &mut self.early, &mut self.stats);
-        let n = self.port.poll_rx(|meta, payload, frame| {
+        let n = self.port.poll_rx(|meta: &etran_tcp_rx_meta, payload, frame| {
             if let Some(s) = conns.get_mut(&meta.handle) {
                 let sack = if meta.flags & stream::RX_SACK != 0 {
                     Blocks::from_frame(frame)

@@ -10,9 +10,11 @@
 //! fill ring (RX), the second half is the TX pool, reclaimed from the completion ring.
 //!
 //! RX frames: the kernel copies the XDP metadata along with the packet (copy mode copies
-//! `data_meta..data_end`), so the `etran_tcp_rx_meta` the ingress program wrote sits in the
-//! [`RxMeta::LEN`] bytes right before the descriptor's address; the descriptor's address is the
-//! Ethernet header (past `XDP_PACKET_HEADROOM` + headroom), and `payload_off` counts from it.
+//! `data_meta..data_end`), so the metadata the transport's ingress program wrote (TCP's
+//! `etran_tcp_rx_meta`, Homa's `etran_homa_rx_meta`: the app's transport's [`RxMeta`]) sits in
+//! the [`RxMeta::LEN`] bytes right before the descriptor's address; the descriptor's address is
+//! the Ethernet header (past `XDP_PACKET_HEADROOM` + headroom), and the payload offset counts
+//! from it.
 //!
 //! The receive budget ([`RxBudget`]): ingress hands the port no more frames than the fill ring
 //! was given, nor more than the port's veth ring holds between the app's polls, so the app
@@ -28,7 +30,7 @@ use anyhow::{bail, Context};
 
 use crate::{
     app::link::Registration,
-    bpf::tcp::types::{etran_port_rx, etran_tcp_rx_meta},
+    bpf::tcp::types::etran_port_rx,
     transport::RxMeta,
     xsk::{desc, Desc, FrameAlloc, Socket, Statistics, Umem},
 };
@@ -168,10 +170,7 @@ impl AppPort {
 
     /// Hands every received frame's metadata, payload and whole frame (its TCP header holds
     /// SACK blocks) to `f`, then gives the frames back to the fill ring. Returns how many frames were handled.
-    pub fn poll_rx(
-        &mut self,
-        mut f: impl FnMut(&etran_tcp_rx_meta, &[u8], &[u8]),
-    ) -> io::Result<usize> {
+    pub fn poll_rx<M: RxMeta>(&mut self, mut f: impl FnMut(&M, &[u8], &[u8])) -> io::Result<usize> {
         let mut total = 0;
         let mut done = Vec::with_capacity(BATCH as usize);
         self.refill_fill();
@@ -287,16 +286,16 @@ impl AppPort {
 
 /// The metadata, payload and whole frame (headers included) of a received frame, if they lie
 /// within it.
-fn frame_parts<'a>(umem: &'a Umem, d: &Desc) -> Option<(etran_tcp_rx_meta, &'a [u8], &'a [u8])> {
+fn frame_parts<'a, M: RxMeta>(umem: &'a Umem, d: &Desc) -> Option<(M, &'a [u8], &'a [u8])> {
     let base = umem.frame_base(d.addr);
-    let meta_at = d.addr.checked_sub(etran_tcp_rx_meta::LEN as u64).filter(|&a| a >= base)?;
+    let meta_at = d.addr.checked_sub(M::LEN as u64).filter(|&a| a >= base)?;
     // SAFETY: the frame came off the RX ring, so it is ours until it goes back to the fill
     // ring after the caller is done; the ranges lie within the frame (Umem::data checks).
-    let meta = etran_tcp_rx_meta::read(unsafe { umem.data(meta_at, etran_tcp_rx_meta::LEN) })?;
+    let meta = M::read(unsafe { umem.data(meta_at, M::LEN) })?;
     // SAFETY: as above.
     let frame = unsafe { umem.data(d.addr, d.len as usize) };
-    let start = usize::from(meta.payload_off);
-    let payload = frame.get(start..start + usize::from(meta.payload_len))?;
+    let (start, len) = meta.payload();
+    let payload = frame.get(start..start + len)?;
     Some((meta, payload, frame))
 }
 

@@ -6,7 +6,7 @@ use std::{os::fd::RawFd, time::Instant};
 use anyhow::bail;
 use clap::ValueEnum;
 
-use crate::{bpf::entrance::types::etran_backend, loader::kernel};
+use crate::{bpf::entrance::types::etran_backend, loader::kernel, proto::Transport};
 
 pub mod compat;
 
@@ -23,8 +23,9 @@ pub trait Backend {
     /// The longest IPv4 packet apps' frames may become: the NIC's MTU as far as the backend's
     /// path carries it (TCP announces it less 40 as its MSS).
     fn mtu(&self) -> u32;
-    /// Makes the egress checkpoint of the app in `slot`; on failure nothing is left.
-    fn open_port(&mut self, slot: u32) -> anyhow::Result<Self::AppPort>;
+    /// Makes the egress checkpoint of the app in `slot`, checking its frames with `transport`'s
+    /// egress; on failure nothing is left.
+    fn open_port(&mut self, slot: u32, transport: Transport) -> anyhow::Result<Self::AppPort>;
     /// Removes it: nothing routes to its slot afterwards. Best effort, failures are logged.
     fn close_port(&mut self, port: &mut Self::AppPort);
     /// Whether `slot` is taken in the datapath (by any daemon).

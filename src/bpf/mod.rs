@@ -17,7 +17,9 @@
 //!   written from connection state, shared by egress and the ACK generator), `tcp_ingress.h`,
 //!   `tcp_egress.h` and `tcp_gen.h` (the three programs' logic), `tcp.bpf.c` (the hook glue).
 //! - `homa/`: the Homa transport: `homa_wire.h` (HomaModule's packets, the one definition BPF
-//!   and Rust share), `homa.bpf.c` (today only carries those layouts into BTF, hence Rust).
+//!   and Rust share), `homa.h` (limits, port/peer/RPC state, RX metadata and TX header),
+//!   `homa_maps.h`, `homa_ingress.h` and `homa_egress.h` (the two programs' logic), `homa.bpf.c`
+//!   (the hook glue).
 //! - `testbed/switch.bpf.c`: the built-in testbed's switch (tc programs).
 //! - `xsk/xsk_redirect.bpf.c`: plain AF_XDP (frames on queue q → the socket in slot q) and the
 //!   live-frame traffic generator of `etran bench raw`; `xsk/xsk_chain.bpf.c`: the compat

@@ -46,6 +46,7 @@ use crate::{
     netlink::Netlink,
     timer::TimerWheel,
     transport::{
+        homa::control::{homa_handles, HomaControl},
         tcp::{
             control::{Event, Notify, SlowTimer, TcpControl},
             handshake::mss_for_mtu,
@@ -102,6 +103,7 @@ pub struct Daemon {
     timers: TimerWheel<Timer>,
     backend: Compat,
     tcp: TcpControl,
+    homa: HomaControl,
     /// Held for the daemon's lifetime: one daemon per interface and network namespace.
     lock: (std::fs::File, PathBuf),
 }
@@ -124,6 +126,7 @@ impl Daemon {
             format!("etran is not up on {}: run `etran up {}` first", cfg.iface, cfg.iface)
         })?;
         let tcp = crate::transport::tcp::tcp_handles(dp.summary.prog_id)?;
+        let homa = homa_handles(dp.summary.prog_id)?;
         let lock = lock_iface(&cfg.iface)?;
         // Before the socket appears, so that a daemon apps can reach is complete. The pump's
         // gen port is named after the interface: one daemon per interface and namespace (the
@@ -133,11 +136,13 @@ impl Daemon {
             .with_context(|| format!("no interface named {}", cfg.iface))?;
         let local_mac =
             nic.mac.with_context(|| format!("{} has no Ethernet address", cfg.iface))?;
-        let mut backend = Compat::new(&tcp, &format!("etgen{}", dp.summary.ifindex), nic.mtu)?;
+        let gen_port = format!("etgen{}", dp.summary.ifindex);
+        let mut backend = Compat::new(&tcp, &homa.egress, &gen_port, nic.mtu)?;
         // The MSS follows the MTU apps' frames may reach (the NIC's, as far as the ports carry
         // it): read once, so an MTU changed under a running daemon takes a restart.
         let mss = mss_for_mtu(backend.mtu());
         let tcp = TcpControl::new(tcp, &cfg.iface, local_mac, mss, cfg.time_wait, cfg.ecn)?;
+        let homa = HomaControl::new(homa, &cfg.iface, local_mac);
         let listener = bind_listener(&cfg.socket)?;
         if let Err(e) = backend.remove_stale() {
             let _ = std::fs::remove_file(&cfg.socket);
@@ -163,6 +168,7 @@ impl Daemon {
             timers,
             backend,
             tcp,
+            homa,
             lock,
         })
     }
@@ -311,6 +317,15 @@ impl Daemon {
                     self.tcp.abort(token, handle);
                     false
                 }
+                Input::Request(Request::HomaBind { port }) => {
+                    self.homa_bind(token, port);
+                    false
+                }
+                Input::Request(Request::HomaPeer { ip }) => {
+                    let refusal = self.homa.peer(ip).err();
+                    self.tell(token, &Reply::HomaPeer { ip, refusal });
+                    false
+                }
                 Input::Request(Request::Close) => true,
                 Input::Closed => true,
                 Input::Bad(e) => {
@@ -345,8 +360,10 @@ impl Daemon {
         let slot = self.free_slot().ok_or_else(|| {
             Refusal::new(libc::ENOBUFS, "no free app port (all slots are in use)")
         })?;
-        let port =
-            self.backend.open_port(slot).map_err(|e| Refusal::new(libc::EIO, format!("{e:#}")))?;
+        let port = self
+            .backend
+            .open_port(slot, transport)
+            .map_err(|e| Refusal::new(libc::EIO, format!("{e:#}")))?;
         let reply = Reply::Registered {
             version: proto::PROTOCOL_VERSION,
             slot,
@@ -385,6 +402,25 @@ impl Daemon {
                 }
                 Err(refusal) => Reply::ListenFailed { port, refusal },
             },
+        };
+        self.tell(token, &reply);
+    }
+
+    fn homa_bind(&mut self, token: Token, port: u16) {
+        let Some(session) = self.sessions.get(&token) else { return };
+        let reply = match (session.port.as_ref().map(|p| p.slot), session.transport) {
+            (Some(slot), Some(Transport::Homa)) => match self.homa.bind(token, slot, port) {
+                Ok((port, ids)) => {
+                    log::info(format!("app session {} bound Homa port {port}", session.id));
+                    Reply::HomaBound { port, ids }
+                }
+                Err(refusal) => Reply::HomaBindFailed { port, refusal },
+            },
+            (Some(_), _) => {
+                let refusal = Refusal::new(libc::EPROTOTYPE, "this session registered for TCP");
+                Reply::HomaBindFailed { port, refusal }
+            }
+            (None, _) => Reply::HomaBindFailed { port, refusal: not_registered() },
         };
         self.tell(token, &reply);
     }
@@ -448,6 +484,7 @@ impl Daemon {
         // Connections before the port: nothing may route to a slot that is gone.
         match s.transport {
             Some(Transport::Tcp) => self.tcp.teardown(&mut self.timers, token),
+            Some(Transport::Homa) => self.homa.teardown(token),
             None => {}
         }
         if let Some(mut port) = s.port.take() {
@@ -465,6 +502,7 @@ impl Daemon {
             self.close(t);
         }
         self.tcp.shutdown(&mut self.timers);
+        self.homa.shutdown();
         let _ = self.poll.registry().deregister(&mut self.listener);
         let _ = self.poll.registry().deregister(&mut SourceFd(&self.backend.gen_fd()));
         let _ = self.poll.registry().deregister(&mut SourceFd(&self.tcp.fd()));
@@ -476,6 +514,7 @@ impl Daemon {
         let _ = std::fs::remove_file(&self.lock.1);
         log::info(self.backend.report());
         log::info(self.tcp.report());
+        log::info(self.homa.report());
         self.note("stopped; every app port was removed");
     }
 }

@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::{
     bpf::{
         entrance::{types, EntranceSkel, EntranceSkelBuilder},
+        homa::{HomaSkel, HomaSkelBuilder},
         tcp::{TcpSkel, TcpSkelBuilder},
     },
     log,
@@ -156,11 +157,16 @@ fn interface_names() -> anyhow::Result<Vec<String>> {
 pub struct ObjectStorage {
     entrance: MaybeUninit<OpenObject>,
     tcp: MaybeUninit<OpenObject>,
+    homa: MaybeUninit<OpenObject>,
 }
 
 impl Default for ObjectStorage {
     fn default() -> Self {
-        ObjectStorage { entrance: MaybeUninit::uninit(), tcp: MaybeUninit::uninit() }
+        ObjectStorage {
+            entrance: MaybeUninit::uninit(),
+            tcp: MaybeUninit::uninit(),
+            homa: MaybeUninit::uninit(),
+        }
     }
 }
 
@@ -168,11 +174,14 @@ impl Default for ObjectStorage {
 pub struct Objects<'a> {
     pub entrance: EntranceSkel<'a>,
     pub tcp: TcpSkel<'a>,
+    pub homa: HomaSkel<'a>,
 }
 
-/// Loads the entrance and the TCP object. The TCP object gets the entrance's counter maps
-/// (declared identically by both, created once) and is installed in the entrance's program
-/// array, so a frame the entrance hands to TCP is counted in the same place either way.
+/// Loads the entrance and the transport objects. Each transport object gets the entrance's
+/// counter maps (declared identically by all, created once) and is installed in the entrance's
+/// program array, so a frame the entrance hands to a transport is counted in the same place
+/// either way. Homa shares TCP's app ports and NIC slot (the compat backend's maps), so an app
+/// port is one slot whichever transport's frames it carries.
 pub fn load(
     storage: &mut ObjectStorage,
     backend: types::etran_backend,
@@ -180,14 +189,25 @@ pub fn load(
 ) -> anyhow::Result<Objects<'_>> {
     let entrance = load_entrance(&mut storage.entrance, backend, queues)?;
     let tcp = load_tcp(&mut storage.tcp, Some(&entrance))?;
-    let slot = tcp.maps.rodata_data.context("TCP object has no .rodata")?.etran_transport_slot.0;
-    let fd = tcp.progs.etran_tcp_ingress.as_fd().as_raw_fd();
-    entrance
-        .maps
-        .etran_transports
-        .update(&slot.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
-        .context("installing the TCP program in the entrance's program array")?;
-    Ok(Objects { entrance, tcp })
+    let homa = load_homa(&mut storage.homa, Some((&entrance, &tcp)))?;
+    let tcp_slot =
+        tcp.maps.rodata_data.context("TCP object has no .rodata")?.etran_transport_slot.0;
+    let homa_slot =
+        homa.maps.rodata_data.context("Homa object has no .rodata")?.etran_transport_slot.0;
+    for (name, slot, prog) in [
+        ("TCP", tcp_slot, tcp.progs.etran_tcp_ingress.as_fd()),
+        ("Homa", homa_slot, homa.progs.etran_homa_ingress.as_fd()),
+    ] {
+        let fd = prog.as_raw_fd();
+        entrance
+            .maps
+            .etran_transports
+            .update(&slot.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+            .with_context(|| {
+                format!("installing the {name} program in the entrance's program array")
+            })?;
+    }
+    Ok(Objects { entrance, tcp, homa })
 }
 
 /// Loads the entrance object alone.
@@ -218,6 +238,26 @@ pub fn load_tcp<'a>(
         open.maps.etran_events.reuse_fd(entrance.maps.etran_events.as_fd())?;
     }
     crate::bpf::verifier::load(open, "the TCP programs")
+}
+
+/// Loads the Homa object, sharing the entrance's counter maps and the TCP object's app-port maps
+/// when given (else it has its own).
+pub fn load_homa<'a>(
+    storage: &'a mut MaybeUninit<OpenObject>,
+    shared: Option<(&EntranceSkel<'_>, &TcpSkel<'_>)>,
+) -> anyhow::Result<HomaSkel<'a>> {
+    let mut open =
+        HomaSkelBuilder::default().open(storage).context("opening the embedded Homa object")?;
+    if let Some((entrance, tcp)) = shared {
+        open.maps.etran_traffic.reuse_fd(entrance.maps.etran_traffic.as_fd())?;
+        open.maps.etran_drops.reuse_fd(entrance.maps.etran_drops.as_fd())?;
+        open.maps.etran_events.reuse_fd(entrance.maps.etran_events.as_fd())?;
+        open.maps.etran_app_ports.reuse_fd(tcp.maps.etran_app_ports.as_fd())?;
+        open.maps.etran_port_ifindex.reuse_fd(tcp.maps.etran_port_ifindex.as_fd())?;
+        open.maps.etran_port_budget.reuse_fd(tcp.maps.etran_port_budget.as_fd())?;
+        open.maps.etran_nic.reuse_fd(tcp.maps.etran_nic.as_fd())?;
+    }
+    crate::bpf::verifier::load(open, "the Homa programs")
 }
 
 /// `etran up`: loads, attaches and pins the datapath on `iface`. Idempotent; on any failure
@@ -259,7 +299,7 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
     }
 
     let mut storage = ObjectStorage::default();
-    let Objects { mut entrance, mut tcp } = load(&mut storage, backend, queues)?;
+    let Objects { mut entrance, mut tcp, mut homa } = load(&mut storage, backend, queues)?;
     tcp.maps
         .etran_nic
         .update(&0u32.to_ne_bytes(), &ifindex.to_ne_bytes(), MapFlags::ANY)
@@ -292,6 +332,11 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
         tcp.maps.etran_tcp_ack_queue.pin(dir.join("tcp_ack_queue"))?;
         tcp.maps.etran_tcp_dack_queue.pin(dir.join("tcp_dack_queue"))?;
         tcp.maps.etran_tcp_gen_wake.pin(dir.join("tcp_gen_wake"))?;
+        homa.progs.etran_homa_ingress.pin(dir.join("homa"))?;
+        homa.progs.etran_homa_egress.pin(dir.join("homa_egress"))?;
+        homa.maps.etran_homa_ports.pin(dir.join("homa_ports"))?;
+        homa.maps.etran_homa_peers.pin(dir.join("homa_peers"))?;
+        homa.maps.etran_homa_rpcs.pin(dir.join("homa_rpcs"))?;
         Ok(())
     })();
     if let Err(err) = pinned {
@@ -305,7 +350,7 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
     Ok(UpOutcome::Attached(dp.summary))
 }
 
-/// Attaches TCP egress to the kernel side of an app's port (drv mode, skb when the
+/// Attaches a transport's egress to the kernel side of an app's port (drv mode, skb when the
 /// driver lacks XDP). It goes away with the port.
 pub fn attach_egress(egress: impl AsFd, port_ifindex: u32) -> anyhow::Result<AttachMode> {
     attach_with_fallback(
@@ -351,6 +396,43 @@ pub fn down(iface: &str) -> anyhow::Result<bool> {
     }
     pins::remove_dir(&dir)?;
     Ok(was_up || had_pins)
+}
+
+/// The program the entrance's program array holds under the (kernel, 15-byte) name `name`: a
+/// transport's ingress. `None` when no such transport is loaded.
+pub fn transport_prog(entrance_prog_id: u32, name: &str) -> anyhow::Result<Option<u32>> {
+    let Some(transports) = kernel::prog_info(entrance_prog_id)?
+        .map_ids
+        .into_iter()
+        .filter_map(|id| MapHandle::from_map_id(id).ok())
+        .find(|m| m.name() == "etran_transport")
+    else {
+        return Ok(None);
+    };
+    Ok((0..transports.max_entries())
+        .filter_map(|k| transports.lookup(&k.to_ne_bytes(), MapFlags::ANY).ok().flatten())
+        .filter_map(|v| <[u8; 4]>::try_from(v.as_slice()).ok().map(u32::from_ne_bytes))
+        .find(|id| kernel::prog_info(*id).is_ok_and(|i| i.name == name)))
+}
+
+/// The map of program `prog` named (kernel name, 15 bytes) `name`, with its id.
+pub fn prog_map(prog: u32, name: &str) -> anyhow::Result<Option<(u32, MapHandle)>> {
+    for id in kernel::prog_info(prog)?.map_ids {
+        let map = MapHandle::from_map_id(id).with_context(|| format!("opening map {id}"))?;
+        if map.name() == name {
+            return Ok(Some((id, map)));
+        }
+    }
+    Ok(None)
+}
+
+/// The program named (kernel name) `name` that uses the map of id `map_id`: a transport's
+/// programs besides its ingress, found by a map they share with it. A program freed while we
+/// look (another process's) is skipped.
+pub fn prog_sharing(map_id: u32, name: &str) -> Option<u32> {
+    kernel::prog_ids().into_iter().find(|&id| {
+        kernel::prog_info(id).is_ok_and(|info| info.name == name && info.map_ids.contains(&map_id))
+    })
 }
 
 /// Reads every record of `ring`. libbpf stores its consumer position and then reads the

@@ -1,11 +1,12 @@
 //! Transports: one room per protocol, each holding everything of it on the user-space side (its
-//! BPF sits under `src/bpf/<transport>/`). TCP is the first ([`tcp`]); [`homa`] is being built
-//! beside it (today its wire format and pure protocol logic).
+//! BPF sits under `src/bpf/<transport>/`): [`tcp`], and [`homa`] (RPCs within the unscheduled
+//! bytes so far).
 //!
 //! What the rest of the system asks of a transport:
 //! - the app library: to read the metadata its ingress program puts in front of every frame it
-//!   hands an app ([`RxMeta`]), and a per-connection engine that turns frames into the app's
-//!   bytes and back (TCP's is [`tcp::stream::Stream`]);
+//!   hands an app ([`RxMeta`]), and an engine that turns frames into the app's data and back
+//!   (TCP's is [`tcp::stream::Stream`], one connection; Homa's [`homa::rpc::Endpoint`], one
+//!   bound port's RPCs);
 //! - the daemon: a control path ([`Control`]) for what the fast path hands up (handshakes,
 //!   TIME_WAIT, resets for TCP), driven by the daemon's event loop and timer wheel.
 use std::os::fd::RawFd;
@@ -17,12 +18,22 @@ use crate::timer::TimerWheel;
 pub mod homa;
 pub mod tcp;
 
-/// The metadata a transport's ingress program writes in front of each frame it hands an app.
-pub trait RxMeta: Sized {
+/// The metadata a transport's ingress program writes in front of each frame it hands an app:
+/// plain data (a layout from the transport's BPF headers), every bit pattern valid.
+pub trait RxMeta: Sized + Copy {
     /// Bytes it takes in front of the frame.
-    const LEN: usize;
+    const LEN: usize = std::mem::size_of::<Self>();
+
     /// Reads it from the front of `frame`; `None` when the frame is shorter.
-    fn read(frame: &[u8]) -> Option<Self>;
+    fn read(frame: &[u8]) -> Option<Self> {
+        // SAFETY: plain data, every bit pattern valid, read without alignment from at least
+        // LEN bytes.
+        (frame.len() >= Self::LEN)
+            .then(|| unsafe { std::ptr::read_unaligned(frame.as_ptr().cast::<Self>()) })
+    }
+
+    /// Where the payload for the app lies in the frame behind it: (offset, length).
+    fn payload(&self) -> (usize, usize);
 }
 
 /// What the daemon asks of a transport's control path. Its timers sit on the daemon's wheel

@@ -318,6 +318,24 @@ pub fn fuzz_seed(name: &str, default: u64) -> u64 {
     seed
 }
 
+/// What the mutation fuzzers do to a frame: one to four bit flips, random bytes or cuts, never
+/// below an Ethernet header (BPF_PROG_TEST_RUN takes no shorter XDP frame).
+pub fn mutate(rng: &mut Rng, frame: &mut Vec<u8>) {
+    for _ in 0..=rng.below(4) {
+        match rng.below(3) {
+            0 => {
+                let at = rng.below(frame.len());
+                frame[at] ^= 1 << rng.below(8);
+            }
+            1 => {
+                let at = rng.below(frame.len());
+                frame[at] = rng.next_u64() as u8;
+            }
+            _ => frame.truncate(14.max(rng.below(frame.len() + 1))),
+        }
+    }
+}
+
 /// xorshift64*: deterministic, so a failure names a reproducible seed.
 pub struct Rng(pub u64);
 

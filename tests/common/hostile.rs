@@ -9,7 +9,7 @@ use std::{net::SocketAddrV4, path::Path};
 
 use etran::{
     app::{AppPort, DaemonLink, StreamInit},
-    bpf::tcp::types::{etran_tcp_limit, etran_tcp_tx_hdr, tcp_conn_key},
+    bpf::tcp::types::{etran_tcp_limit, etran_tcp_rx_meta, etran_tcp_tx_hdr, tcp_conn_key},
     proto::{ConnInit, Transport},
     transport::tcp::{
         segment::{Segment, ACK, RST, SYN},
@@ -164,7 +164,7 @@ impl Hostile {
     /// Kicks the kernel and drops whatever arrived for it.
     pub fn flush(&mut self) {
         self.port.flush().unwrap();
-        self.port.poll_rx(|_, _, _| {}).unwrap();
+        self.port.poll_rx(|_: &etran_tcp_rx_meta, _, _| {}).unwrap();
     }
 
     /// Kicks the kernel until every frame written came back on the completion ring: in copy

@@ -30,7 +30,7 @@ fn this_kernel_has_every_tcp_feature_and_loads_every_program() {
         .map(|p| (p["object"].as_str().unwrap(), &p["error"]))
         .collect();
     let objects: Vec<&str> = programs.iter().map(|(o, _)| *o).collect();
-    assert_eq!(objects, ["entrance", "tcp", "switch", "xsk_redirect"]);
+    assert_eq!(objects, ["entrance", "tcp", "homa", "switch", "xsk_redirect"]);
     for (object, error) in programs {
         assert!(error.is_null(), "{object}: {error}");
     }

@@ -8,6 +8,7 @@ mod bench_echo;
 mod check;
 mod daemon;
 mod datapath;
+mod homa_rpc;
 mod http_curl;
 mod mtu;
 mod tcp_close;

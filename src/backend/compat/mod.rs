@@ -14,8 +14,8 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::Backend;
 use crate::{
-    bpf::tcp::types::etran_app_port_limit, log, netlink::Netlink, transport::tcp::TcpHandles,
-    xsk::Statistics,
+    bpf::tcp::types::etran_app_port_limit, log, netlink::Netlink, proto::Transport,
+    transport::tcp::TcpHandles, xsk::Statistics,
 };
 
 pub mod port;
@@ -32,8 +32,19 @@ pub struct PortMaps {
     pub port_ifindex: MapHandle,
     /// ARRAY_OF_MAPS: port slot → the port's receive budget (compat/app_ports.h).
     pub port_budget: MapHandle,
-    /// The transport's egress program, attached to each port's kernel side.
-    pub egress: OwnedFd,
+    /// Each transport's egress program: a port's kernel side carries its app's transport's.
+    pub tcp_egress: OwnedFd,
+    pub homa_egress: OwnedFd,
+}
+
+impl PortMaps {
+    /// The egress program of `transport`'s apps.
+    pub fn egress(&self, transport: Transport) -> &OwnedFd {
+        match transport {
+            Transport::Tcp => &self.tcp_egress,
+            Transport::Homa => &self.homa_egress,
+        }
+    }
 }
 
 pub struct Compat {
@@ -45,16 +56,23 @@ pub struct Compat {
 }
 
 impl Compat {
-    /// The backend over the TCP object of a datapath on a NIC of MTU `nic_mtu`; the gen pump's
-    /// port (a veth pair) is named `gen_port` (see [`GenPump::new`]).
-    pub fn new(tcp: &TcpHandles, gen_port: &str, nic_mtu: u32) -> anyhow::Result<Compat> {
+    /// The backend over the TCP object of a datapath on a NIC of MTU `nic_mtu` (and Homa's
+    /// egress, `homa_egress`); the gen pump's port (a veth pair) is named `gen_port` (see
+    /// [`GenPump::new`]).
+    pub fn new(
+        tcp: &TcpHandles,
+        homa_egress: &OwnedFd,
+        gen_port: &str,
+        nic_mtu: u32,
+    ) -> anyhow::Result<Compat> {
         let mtu = port::port_mtu(nic_mtu)?;
         let pump = GenPump::new(tcp, gen_port).context("starting the gen pump")?;
         let maps = PortMaps {
             app_ports: MapHandle::try_from(&tcp.app_ports)?,
             port_ifindex: MapHandle::try_from(&tcp.port_ifindex)?,
             port_budget: MapHandle::try_from(&tcp.port_budget)?,
-            egress: tcp.egress.try_clone().context("duplicating the egress program descriptor")?,
+            tcp_egress: tcp.egress.try_clone().context("duplicating TCP's egress descriptor")?,
+            homa_egress: homa_egress.try_clone().context("duplicating Homa's egress descriptor")?,
         };
         Ok(Compat { nl: Netlink::open()?, maps, pump, mtu })
     }
@@ -69,8 +87,8 @@ impl Backend for Compat {
         self.mtu
     }
 
-    fn open_port(&mut self, slot: u32) -> anyhow::Result<VethPort> {
-        VethPort::create(&mut self.nl, &self.maps, slot, self.mtu)
+    fn open_port(&mut self, slot: u32, transport: Transport) -> anyhow::Result<VethPort> {
+        VethPort::create(&mut self.nl, &self.maps, slot, transport, self.mtu)
     }
 
     fn close_port(&mut self, port: &mut VethPort) {

@@ -1,7 +1,7 @@
 //! An app's *port* (compat backend): a veth pair in the daemon's network namespace.
 //!
 //! - `etp<slot>k`, the kernel side: its ifindex sits in the datapath's `app_ports` devmap at
-//!   `slot` (the app's identity in BPF); the egress program will run here.
+//!   `slot` (the app's identity in BPF); the egress program of the app's transport runs here.
 //! - `etp<slot>a`, the app side: `xsk_redirect` is attached (drv-mode XDP), the app's AF_XDP
 //!   socket sits in that program's XSKMAP and is bound to its queue 0 by the app.
 //!
@@ -35,10 +35,14 @@ use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapHandle, MapType};
 
 use super::PortMaps;
 use crate::{
-    bpf::tcp::types::{etran_port_rx, etran_tcp_limit, etran_tcp_rx_meta},
+    bpf::{
+        homa::types::etran_homa_rx_meta,
+        tcp::types::{etran_port_rx, etran_tcp_limit, etran_tcp_rx_meta},
+    },
     loader::kernel,
     netlink::Netlink,
     netns::NetNs,
+    proto::Transport,
     transport::RxMeta,
     xsk::{frame_size_for, sys, Geometry, XskProgram},
 };
@@ -50,6 +54,7 @@ const ETH_DATA_LEN: u32 = 1500;
 // The RX metadata travels in the headroom the kernel keeps in front of a frame it copies into
 // an AF_XDP chunk (copy mode copies `data_meta..data_end`), so a chunk needs no more for it.
 const _: () = assert!(<etran_tcp_rx_meta as RxMeta>::LEN <= sys::XDP_PACKET_HEADROOM as usize);
+const _: () = assert!(<etran_homa_rx_meta as RxMeta>::LEN <= sys::XDP_PACKET_HEADROOM as usize);
 /// Receive frames (fill and RX rings). A frame that finds the fill ring empty is lost after
 /// ingress accepted it, so the receive side gets room for bursts of thousands of frames.
 pub const RX_RING_SIZE: u32 = 8192;
@@ -120,6 +125,7 @@ impl VethPort {
         nl: &mut Netlink,
         maps: &PortMaps,
         slot: u32,
+        transport: Transport,
         mtu: u32,
     ) -> anyhow::Result<VethPort> {
         let mut port = VethPort {
@@ -136,7 +142,7 @@ impl VethPort {
             in_devmap: false,
             created: false,
         };
-        match port.build(nl, maps, mtu) {
+        match port.build(nl, maps, transport, mtu) {
             Ok(()) => Ok(port),
             Err(e) => {
                 port.teardown(nl, maps);
@@ -145,7 +151,13 @@ impl VethPort {
         }
     }
 
-    fn build(&mut self, nl: &mut Netlink, maps: &PortMaps, mtu: u32) -> anyhow::Result<()> {
+    fn build(
+        &mut self,
+        nl: &mut Netlink,
+        maps: &PortMaps,
+        transport: Transport,
+        mtu: u32,
+    ) -> anyhow::Result<()> {
         let s = self.slot as u8;
         let here = NetNs::current()?;
         nl.add_veth(
@@ -196,7 +208,7 @@ impl VethPort {
         maps.port_ifindex
             .update(&slot, &ifindex, MapFlags::ANY)
             .with_context(|| format!("registering {} as port {}", self.kernel_name, self.slot))?;
-        crate::loader::attach_egress(&maps.egress, self.kernel_ifindex)?;
+        crate::loader::attach_egress(maps.egress(transport), self.kernel_ifindex)?;
         maps.app_ports.update(&slot, &ifindex, MapFlags::ANY).with_context(|| {
             format!("inserting {} into app_ports slot {}", self.kernel_name, self.slot)
         })?;

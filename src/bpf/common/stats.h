@@ -65,6 +65,27 @@ enum etran_drop_reason {
 					* generator or data carried it): it would be a duplicate */
 	ETRAN_DROP_TCP_TX_PROBE_OPEN, /* a zero-window probe while the peer's window has room:
 				       * the app has data to send instead */
+	ETRAN_DROP_HOMA_MALFORMED,    /* a Homa packet inconsistent with its type (header cut,
+				       * unknown type, segment past its message) */
+	ETRAN_DROP_HOMA_UNBOUND_PORT, /* to a Homa port no app bound */
+	ETRAN_DROP_HOMA_UNKNOWN_RPC,  /* names an RPC this host does not have (a response,
+				       * GRANT, RESEND, ... that no request of ours asked for) */
+	ETRAN_DROP_HOMA_NO_OWNER,     /* the owner's app port slot is empty */
+	ETRAN_DROP_HOMA_NO_ROOM,      /* no room for a new RPC (the RPC map is full) or in front
+				       * of the frame for metadata or headers */
+	ETRAN_DROP_HOMA_TX_BAD_HDR,   /* TX frame shorter than its header, or the header
+				       * inconsistent: intent, length, a DATA segment past its
+				       * message or a message length the RPC does not have */
+	ETRAN_DROP_HOMA_TX_WRONG_OWNER, /* for a Homa port (or RPC) the sending app does not own:
+					 * a forged sender port */
+	ETRAN_DROP_HOMA_TX_UNKNOWN_RPC, /* a server's packet, or an ACK, for an RPC it does not have */
+	ETRAN_DROP_HOMA_TX_BEYOND_GRANT, /* DATA past what the receiver allowed (unscheduled bytes,
+					  * then GRANTs) */
+	ETRAN_DROP_HOMA_TX_NO_PEER,   /* a new RPC to a peer of unknown Ethernet address (the app
+				       * asks the daemon first) */
+	ETRAN_DROP_HOMA_TX_NO_NIC,    /* the NIC slot of etran_nic is empty */
+	ETRAN_DROP_HOMA_TX_GRANT_SETTLED, /* a GRANT intent with no grant owed (the last GRANT
+					   * sent said as much already) */
 	ETRAN_DROP_REASON_MAX,
 };
 
@@ -84,6 +105,11 @@ enum etran_event {
 	ETRAN_EVENT_TCP_RX_CE,           /* ingress: a segment the network marked CE */
 	ETRAN_EVENT_TCP_ACK_QUEUED_NOW,  /* ingress: a connection queued for an ACK at once */
 	ETRAN_EVENT_TCP_ACK_QUEUED_LATER, /* ingress: ... for a delayed ACK */
+	ETRAN_EVENT_HOMA_RX_DATA,        /* ingress: a Homa DATA packet handed to its app */
+	ETRAN_EVENT_HOMA_RX_CONTROL,     /* ingress: any other Homa packet handed to its app */
+	ETRAN_EVENT_HOMA_TX_DATA,        /* egress: a Homa DATA packet left for the NIC */
+	ETRAN_EVENT_HOMA_TX_ACK,         /* egress: a Homa ACK left for the NIC */
+	ETRAN_EVENT_HOMA_TX_GRANT,       /* egress: a Homa GRANT left for the NIC */
 	ETRAN_EVENT_MAX,
 };
 

@@ -1,13 +1,36 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* The Homa object. Today it carries only Homa's layouts and limits (homa_wire.h, homa.h) into
- * BTF, hence into the skeleton's Rust types (transport/homa/wire.rs encodes and decodes with
- * them); its ingress, egress and grant programs come next (ARCHITECTURE.md, "Homa"). */
+/* The Homa object: the fast path of Homa RPCs, in two programs sharing the port, peer and RPC
+ * maps (homa_maps.h).
+ * - etran_homa_ingress: tail-called by the entrance for every Homa frame from the NIC
+ *   (homa_ingress.h).
+ * - etran_homa_egress: XDP on the kernel side of a Homa app's port (compat backend); turns the
+ *   app's TX frames into Homa packets for the NIC (homa_egress.h).
+ * It also carries Homa's layouts and limits (homa_wire.h, homa.h) into BTF, hence into the
+ * skeleton's Rust types. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
+#include "common/transport.h"
 #include "homa/homa.h"
+#include "homa/homa_egress.h"
+#include "homa/homa_ingress.h"
+
+/* The slot of etran_transports this program fills; read by the loader. */
+const volatile enum etran_transport etran_transport_slot = ETRAN_TRANSPORT_HOMA;
 
 /* Never read: declared so that the layouts reach the object's BTF. */
 const volatile struct etran_homa_layouts etran_homa_layouts;
+
+SEC("xdp")
+int etran_homa_ingress(struct xdp_md *ctx)
+{
+	return homa_ingress(ctx);
+}
+
+SEC("xdp")
+int etran_homa_egress(struct xdp_md *ctx)
+{
+	return homa_egress(ctx);
+}
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

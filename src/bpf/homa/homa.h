@@ -1,9 +1,16 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* etran's Homa: what the BPF programs and Rust must agree on beyond the wire format
- * (homa_wire.h). The fast-path state layouts join it with the programs. */
+ * (homa_wire.h): limits, the fast-path state (port bindings, RPCs, peers), the RX metadata in
+ * front of every frame ingress hands an app and the TX header in front of every frame an app
+ * sends. Addresses and ports stay in network order, as on the wire; ids, lengths and offsets are
+ * host order. */
 #ifndef ETRAN_HOMA_H
 #define ETRAN_HOMA_H
 
+#include <linux/bpf.h>
+#include <linux/types.h>
+
+#include "common/transport.h"
 #include "homa/homa_wire.h"
 
 /* Limits on Homa traffic (an enum so that they reach BTF, hence Rust). */
@@ -15,15 +22,138 @@ enum etran_homa_limit {
 	/* The longest message (64 MiB). HomaModule stops at 1,000,000 bytes; its users ask for
 	 * more, and etran carries at least 16 MB. */
 	ETRAN_HOMA_MAX_MESSAGE = 1 << 26,
+	/* Bytes of a message a sender may send before any grant: HomaModule's unsched_bytes
+	 * (homa_utils.c; the original eTran used 60,000). Egress rounds it up to whole packets. */
+	ETRAN_HOMA_UNSCHED_BYTES = 40000,
+	/* The unscheduled bytes of a message at least this long: ETRAN_HOMA_UNSCHED_BYTES
+	 * rounded up to whole packets. Shorter messages go whole. */
+	ETRAN_HOMA_UNSCHED_LIMIT = (ETRAN_HOMA_UNSCHED_BYTES + ETRAN_HOMA_MAX_PAYLOAD - 1) /
+				   ETRAN_HOMA_MAX_PAYLOAD * ETRAN_HOMA_MAX_PAYLOAD,
+	/* What a receiver grants a message beyond the furthest byte that arrived: as much as it
+	 * let come unscheduled (one round trip's worth). A per-message window for now; SRPT
+	 * across messages, the overcommit and the incoming cap come with the scheduler
+	 * (transport/homa/grant.rs). */
+	ETRAN_HOMA_GRANT_WINDOW = ETRAN_HOMA_UNSCHED_LIMIT,
+	/* A grant moves by at least this much (or to the message's end), so that a GRANT is
+	 * owed every few DATA packets, not after each: 8 packets. */
+	ETRAN_HOMA_GRANT_STEP = 8 * ETRAN_HOMA_MAX_PAYLOAD,
 };
 
 _Static_assert(ETRAN_HOMA_MAX_PAYLOAD == 1500 - 20 - sizeof(struct homa_data_hdr), "payload");
+
+/* Value of etran_homa_ports (key: the Homa port, network order): the app that bound it. The
+ * daemon fills it; ingress hands the port's packets to the slot, egress takes packets from that
+ * port only from the slot's app port. */
+struct homa_port {
+	__u32 slot;       /* the owner's app port slot (etran_app_ports, etran_port_ifindex) */
+	__be32 local_ip;  /* the NIC's address: the source of the client RPCs egress creates */
+	__u8 local_mac[6]; /* the NIC's Ethernet address */
+	__u8 pad[2];
+};
+
+/* Value of etran_homa_peers (key: the peer's IPv4 address): where frames to it go. The daemon
+ * fills it from the neighbour table when an app asks (a client's first RPC to the peer);
+ * ingress learns it from a request's frame. */
+struct homa_peer {
+	__u8 mac[6]; /* Ethernet destination: the peer or the next hop */
+	__u8 pad[2];
+};
+
+/* Key of etran_homa_rpcs: one RPC as this host sees it. Ports are part of it (several apps share
+ * a host); the id is ours: even on the client's side, the client's + 1 on the server's. */
+struct homa_rpc_key {
+	__be32 peer_ip;
+	__be16 local_port;
+	__be16 peer_port;
+	__u64 id;
+};
+
+/* Value of etran_homa_rpcs. A client's RPC is created by egress at its request's first DATA, a
+ * server's by ingress at the request's first DATA; a client's goes when its app sends the ACK
+ * (egress), a server's when that ACK arrives (ingress), and all of an app's when it goes
+ * (the daemon). Fields marked "fixed" never change after creation (read without the lock). */
+struct homa_rpc {
+	struct bpf_spin_lock lock;
+	__u32 owner_slot;  /* fixed: the owner's app port slot */
+	__be32 local_ip;   /* fixed */
+	__u8 local_mac[6]; /* fixed */
+	__u8 peer_mac[6];  /* fixed */
+	/* Our message (the request on the client's side, the response on the server's). */
+	__u32 out_length;  /* its length; 0 until its first DATA (a server's response) */
+	__u32 out_granted; /* egress sends no byte at or past this: the unscheduled bytes, then
+			    * what GRANTs raised it to (at most out_length) */
+	/* The peer's message, as its first DATA announced it (0: none seen yet). */
+	__u32 in_length;
+	__u32 in_end;        /* the furthest byte of it that arrived (exclusive) */
+	__u32 in_granted;    /* the peer may send below this: the unscheduled bytes, then
+			      * ETRAN_HOMA_GRANT_WINDOW past in_end, in ETRAN_HOMA_GRANT_STEP steps */
+	__u32 in_grant_sent; /* the offset of the last GRANT egress sent */
+};
+
+/* XDP metadata in front of every frame Homa ingress hands an app (32 bytes at most). The frame
+ * behind it is the packet as received, headers included. */
+struct etran_homa_rx_meta {
+	__u64 id;              /* our id of the RPC the packet names (sender_id ^ 1) */
+	__be32 peer_ip;
+	__be16 local_port;
+	__be16 peer_port;
+	__u32 offset;          /* DATA: the payload's offset in its message */
+	__u32 message_length;  /* DATA: the whole message */
+	__u16 payload_off;     /* DATA: the payload's offset from the start of the frame */
+	__u16 payload_len;     /* DATA: payload bytes (0 for other types) */
+	__u8 type;             /* enum homa_packet_type */
+	__u8 flags;            /* enum etran_homa_rx_flag */
+	__u8 pad[2];
+};
+
+/* What an ingress packet told the app (etran_homa_rx_meta.flags). */
+enum etran_homa_rx_flag {
+	/* The RPC's incoming message was granted more than any GRANT sent said: the app sends
+	 * the GRANT intent, and egress writes the GRANT from the RPC's state. */
+	ETRAN_HOMA_RX_GRANT_DUE = 1 << 0,
+};
+
+/* What a TX frame asks egress to send (etran_homa_tx_hdr.intent). Zero is no intent, so a
+ * zeroed header is refused. */
+enum etran_homa_tx_intent {
+	ETRAN_HOMA_TX_DATA = 1, /* payload at `offset` of a `message_length`-byte message */
+	ETRAN_HOMA_TX_ACK = 2,  /* the client got the whole response: the RPC goes, and an ACK tells
+				 * the server it may forget it too */
+	ETRAN_HOMA_TX_GRANT = 3, /* a GRANT of the RPC's incoming message up to what ingress
+				  * decided (in_granted), while one is owed; the app chooses
+				  * neither offset nor priority */
+};
+
+/* In front of the payload of every frame an app transmits (compat backend: on its port). Egress
+ * checks it against the port bindings and the RPC, strips it and writes Ethernet, IPv4 and the
+ * Homa header from the RPC's state: nothing here reaches the wire but the payload and what the
+ * RPC's state allows. A multiple of 4 bytes. */
+struct etran_homa_tx_hdr {
+	struct homa_rpc_key key; /* the RPC: our port and id, the peer's address and port */
+	__u32 message_length;    /* DATA: the whole message */
+	__u32 offset;            /* DATA: where the payload sits in it */
+	__u16 len;               /* payload bytes after this header (the rest of the frame) */
+	__u8 intent;             /* enum etran_homa_tx_intent */
+	__u8 priority;           /* 0..7, on the wire as TOS priority << 5 */
+	__u32 reserved;          /* zero */
+};
+
+_Static_assert(sizeof(struct etran_homa_rx_meta) <= 32 && sizeof(struct etran_homa_rx_meta) % 4 == 0,
+	       "XDP metadata");
+_Static_assert(sizeof(struct etran_homa_tx_hdr) % 4 == 0, "TX header");
 
 /* Carries the layouts no map names into BTF, hence into the Rust skeleton types: see
  * etran_homa_layouts in homa.bpf.c. */
 struct etran_homa_layouts {
 	struct homa_wire_layouts wire;
 	enum etran_homa_limit limit;
+	struct etran_homa_rx_meta rx_meta;
+	struct etran_homa_tx_hdr tx_hdr;
+	enum etran_homa_tx_intent tx_intent;
+	enum etran_homa_rx_flag rx_flag;
+	struct homa_port port;
+	struct homa_peer peer;
+	enum etran_app_port_limit app_port_limit;
 };
 
 #endif

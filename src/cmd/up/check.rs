@@ -53,6 +53,8 @@ fn load_all() -> Vec<ProgramRow> {
     let mut storage = MaybeUninit::uninit();
     let tcp = loader::load_tcp(&mut storage, None);
     let mut storage = MaybeUninit::uninit();
+    let homa = loader::load_homa(&mut storage, None);
+    let mut storage = MaybeUninit::uninit();
     let every_path = SwitchConfig {
         loss: 1,
         duplicate: 1,
@@ -67,6 +69,7 @@ fn load_all() -> Vec<ProgramRow> {
     vec![
         row("entrance", entrance.map(drop)),
         row("tcp", tcp.map(drop)),
+        row("homa", homa.map(drop)),
         row("switch", switch.map(drop)),
         row("xsk_redirect", XskProgram::load(1).map(drop)),
     ]

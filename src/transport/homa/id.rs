@@ -33,8 +33,9 @@ impl RpcId {
     }
 }
 
-/// Even ids an app gives its RPCs as a client: `[next, end)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Even ids an app gives its RPCs as a client: `[next, end)`. The daemon hands it to the app
+/// (it travels in the app protocol).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdBlock {
     next: u64,
     end: u64,

@@ -1,6 +1,6 @@
-//! Homa (HomaModule's protocol, IP protocol 146) on the user-space side. Today: the wire format
-//! and the protocol's pure logic, unit-tested away from the kernel; the BPF programs, the app
-//! engine and the daemon's control path are built on them next (ARCHITECTURE.md, "Homa").
+//! Homa (HomaModule's protocol, IP protocol 146) on the user-space side: the wire format, the
+//! protocol's pure logic (unit-tested away from the kernel), the app engine and the daemon's
+//! control path; the fast path is `src/bpf/homa/` (ARCHITECTURE.md, "Homa").
 //!
 //! - [`wire`]: every packet type, encoded and decoded with the layouts of
 //!   `src/bpf/homa/homa_wire.h`.
@@ -12,10 +12,13 @@
 //! - [`prio`]: priority levels and the unscheduled cutoffs a receiver announces.
 //! - [`loss`]: the per-RPC timer: RESEND, NEED_ACK, abort, on silent ticks.
 //! - [`acks`]: a client's acks waiting to reach their server.
+//! - [`rpc`]: the app-side engine: one bound port's RPCs, from RX metadata to TX frames.
+//! - [`control`]: the daemon's side: port bindings, id blocks, peers, teardown.
 //!
 //! Defaults are HomaModule's (PlatformLab/HomaModule 9edb95896ba8) unless a constant says
 //! otherwise and why.
 pub mod acks;
+pub mod control;
 pub mod grant;
 pub mod id;
 pub mod loss;
@@ -23,6 +26,7 @@ pub mod msgin;
 pub mod msgout;
 pub mod prio;
 pub mod ranges;
+pub mod rpc;
 pub mod wire;
 
 use crate::bpf::homa::types::etran_homa_limit;

@@ -9,10 +9,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{ranges::Ranges, wire::ResendLength, MAX_PAYLOAD};
+use crate::bpf::homa::types::etran_homa_limit;
 
 /// Bytes of a message a sender may send before any grant: HomaModule's `unsched_bytes`
-/// (homa_utils.c); the original eTran used 60,000.
-pub const UNSCHED_BYTES: u32 = 40_000;
+/// (homa_utils.c; the original eTran used 60,000): `ETRAN_HOMA_UNSCHED_BYTES`, which egress
+/// enforces.
+pub const UNSCHED_BYTES: u32 = etran_homa_limit::ETRAN_HOMA_UNSCHED_BYTES.0;
 
 /// The unscheduled bytes of a `length`-byte message: `unsched_bytes` rounded up to full packets
 /// (no short packet at the boundary), at most the message. DATA announces it as `incoming`.
@@ -187,6 +189,11 @@ impl<K: Ord + Copy> Sender<K> {
         })
     }
 
+    /// Whether a packet may go now ([`Sender::next_segment`] has one).
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty() || !self.resending.is_empty()
+    }
+
     /// Bytes of the message sent once, and the most it may send now: the loss timer's view.
     pub fn progress(&self, key: K) -> Option<(u32, u32)> {
         self.msgs.get(&key).map(|m| (m.sent, m.limit()))
@@ -236,6 +243,9 @@ mod tests {
         assert_eq!(unscheduled(100, UNSCHED_BYTES), 100);
         assert_eq!(unscheduled(1 << 20, UNSCHED_BYTES), 29 * 1424, "40,000 rounded up");
         assert_eq!(unscheduled(1 << 20, 0), 0);
+        // What egress lets a message send before a grant.
+        let limit = etran_homa_limit::ETRAN_HOMA_UNSCHED_LIMIT.0;
+        assert_eq!(unscheduled(u32::MAX, UNSCHED_BYTES), limit);
     }
 
     #[test]

@@ -571,10 +571,10 @@ impl SlowPath {
         remote: SocketAddrV4,
         local_port: Option<u16>,
     ) -> Result<(), Refusal> {
-        let ip = local_ipv4(&self.iface).ok_or_else(|| {
+        let ip = crate::sys::local_ipv4(&self.iface).ok_or_else(|| {
             Refusal::new(libc::EADDRNOTAVAIL, format!("{} has no IPv4 address", self.iface))
         })?;
-        let remote_mac = neighbour(&self.iface, *remote.ip()).ok_or_else(|| {
+        let remote_mac = crate::sys::neighbour(&self.iface, *remote.ip()).ok_or_else(|| {
             let why = format!("no neighbour entry for {} on {} (add one)", remote.ip(), self.iface);
             Refusal::new(libc::EHOSTUNREACH, why)
         })?;
@@ -948,86 +948,5 @@ impl Control for TcpControl {
             "slow path: {} segments replayed through ingress, {} dropped",
             s.replayed, s.dropped
         )
-    }
-}
-
-/// The first IPv4 address of `iface`.
-fn local_ipv4(iface: &str) -> Option<std::net::Ipv4Addr> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head`; freed below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return None;
-    }
-    let mut found = None;
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: a node of the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        // SAFETY: ifa_name is a NUL-terminated string.
-        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
-        if !ifa.ifa_addr.is_null() && name.to_bytes() == iface.as_bytes() {
-            // SAFETY: ifa_addr points to a sockaddr; sa_family tells its kind.
-            if i32::from(unsafe { (*ifa.ifa_addr).sa_family }) == libc::AF_INET {
-                // SAFETY: an AF_INET address is a sockaddr_in.
-                let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
-                found = Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-                break;
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: the list getifaddrs allocated.
-    unsafe { libc::freeifaddrs(head) };
-    found
-}
-
-/// The neighbour table's (complete) entry for `ip` on `iface`, in the calling thread's network
-/// namespace (`/proc/net` follows the process's main thread, not an in-process daemon's).
-fn neighbour(iface: &str, ip: std::net::Ipv4Addr) -> Option<[u8; 6]> {
-    let table = std::fs::read_to_string("/proc/thread-self/net/arp").ok()?;
-    parse_arp(&table, iface, ip)
-}
-
-fn parse_arp(table: &str, iface: &str, ip: std::net::Ipv4Addr) -> Option<[u8; 6]> {
-    for line in table.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        // IP address, HW type, Flags, HW address, Mask, Device; flag 0x2 = complete.
-        if f.len() < 6 || f[5] != iface || f[0].parse() != Ok(ip) {
-            continue;
-        }
-        let flags = u32::from_str_radix(f[2].trim_start_matches("0x"), 16).ok()?;
-        if flags & 0x2 == 0 {
-            continue;
-        }
-        let mut mac = [0u8; 6];
-        let parts: Vec<&str> = f[3].split(':').collect();
-        if parts.len() != 6 {
-            return None;
-        }
-        for (m, p) in mac.iter_mut().zip(parts) {
-            *m = u8::from_str_radix(p, 16).ok()?;
-        }
-        if mac == [0; 6] {
-            return None;
-        }
-        return Some(mac);
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn arp_table_lookup() {
-        let t = "IP address       HW type     Flags       HW address            Mask     Device\n\
-                 10.77.0.2        0x1         0x2         02:77:00:00:00:02     *        va\n\
-                 10.77.0.3        0x1         0x0         00:00:00:00:00:00     *        va\n";
-        let ip = |s: &str| s.parse().unwrap();
-        assert_eq!(parse_arp(t, "va", ip("10.77.0.2")), Some([2, 0x77, 0, 0, 0, 2]));
-        assert_eq!(parse_arp(t, "vb", ip("10.77.0.2")), None);
-        assert_eq!(parse_arp(t, "va", ip("10.77.0.3")), None, "incomplete");
-        assert_eq!(parse_arp(t, "va", ip("10.77.0.4")), None);
     }
 }

@@ -1,9 +1,8 @@
 //! The TCP object of a datapath as the daemon finds it: its maps and programs, reached from the
 //! attached entrance program (see [`tcp_handles`]).
-use anyhow::Context;
-use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use libbpf_rs::MapHandle;
 
-use crate::loader::kernel;
+use crate::loader;
 
 /// What the daemon needs of the TCP object of a datapath: the app-port maps, the egress program,
 /// the ingress program (for segments the slow path replays) and what the gen pump runs. Found
@@ -46,43 +45,14 @@ const TCP_GEN_PROG: &str = "etran_tcp_gen";
 
 pub fn tcp_handles(entrance_prog_id: u32) -> anyhow::Result<TcpHandles> {
     let missing = || anyhow::anyhow!("the datapath has no TCP transport loaded");
-    let transports = kernel::prog_info(entrance_prog_id)?
-        .map_ids
-        .into_iter()
-        .filter_map(|id| MapHandle::from_map_id(id).ok())
-        .find(|m| m.name() == "etran_transport")
-        .ok_or_else(missing)?;
-    let tcp_id = (0..transports.max_entries())
-        .filter_map(|k| transports.lookup(&k.to_ne_bytes(), MapFlags::ANY).ok().flatten())
-        .filter_map(|v| <[u8; 4]>::try_from(v.as_slice()).ok().map(u32::from_ne_bytes))
-        .find(|id| kernel::prog_info(*id).is_ok_and(|i| i.name == TCP_INGRESS_PROG))
-        .ok_or_else(missing)?;
-    let named = |prog: u32, name: &str| -> anyhow::Result<Option<(u32, MapHandle)>> {
-        for id in kernel::prog_info(prog)?.map_ids {
-            let map = MapHandle::from_map_id(id).with_context(|| format!("opening map {id}"))?;
-            if map.name() == name {
-                return Ok(Some((id, map)));
-            }
-        }
-        Ok(None)
-    };
+    let tcp_id = loader::transport_prog(entrance_prog_id, TCP_INGRESS_PROG)?.ok_or_else(missing)?;
+    let named = loader::prog_map;
     let (conns_id, conns) = named(tcp_id, "etran_tcp_conns")?.ok_or_else(missing)?;
     let (_, app_ports) = named(tcp_id, "etran_app_ports")?.ok_or_else(missing)?;
     let (_, port_budget) = named(tcp_id, "etran_port_budg")?.ok_or_else(missing)?;
-    // The egress and gen programs: the ones of those names sharing the connection map. A
-    // program freed while we look (another process's) is skipped, not an error.
-    let (mut egress, mut gen) = (None, None);
-    for id in kernel::prog_ids() {
-        let Ok(info) = kernel::prog_info(id) else { continue };
-        if !info.map_ids.contains(&conns_id) {
-            continue;
-        }
-        match info.name.as_str() {
-            TCP_EGRESS_PROG => egress = Some(id),
-            TCP_GEN_PROG => gen = Some(id),
-            _ => {}
-        }
-    }
+    // The egress and gen programs: the ones of those names sharing the connection map.
+    let egress = loader::prog_sharing(conns_id, TCP_EGRESS_PROG);
+    let gen = loader::prog_sharing(conns_id, TCP_GEN_PROG);
     let (egress, gen) = (egress.ok_or_else(missing)?, gen.ok_or_else(missing)?);
     let (_, port_ifindex) = named(egress, "etran_port_ifin")?.ok_or_else(missing)?;
     let (_, ack_queue) = named(gen, "etran_tcp_ack_q")?.ok_or_else(missing)?;

@@ -1100,14 +1100,8 @@ pub fn read_hdr(frame: &[u8]) -> etran_tcp_tx_hdr {
 
 /// TCP ingress's RX metadata, in front of every frame it hands an app.
 impl RxMeta for etran_tcp_rx_meta {
-    const LEN: usize = std::mem::size_of::<etran_tcp_rx_meta>();
-
-    fn read(frame: &[u8]) -> Option<etran_tcp_rx_meta> {
-        // SAFETY: plain data, every bit pattern valid, read without alignment from at least
-        // LEN bytes.
-        (frame.len() >= Self::LEN).then(|| unsafe {
-            std::ptr::read_unaligned(frame.as_ptr().cast::<etran_tcp_rx_meta>())
-        })
+    fn payload(&self) -> (usize, usize) {
+        (usize::from(self.payload_off), usize::from(self.payload_len))
     }
 }
 

@@ -17,6 +17,7 @@ use crate::{
     },
     bpf::xsk_chain::XskChainSkelBuilder,
     netlink::Netlink,
+    proto::Transport,
     xsk::Geometry,
 };
 
@@ -87,10 +88,13 @@ impl ChainHost {
                 // lend the whole fill ring and read at once); the port still gets one, as
                 // every compat port does.
                 port_budget: MapHandle::try_from(&skel.maps.etran_port_budget)?,
-                egress: skel.progs.xsk_chain_egress.as_fd().try_clone_to_owned()?,
+                // The chain's port is a TCP app's; its egress stand-in takes either's place.
+                tcp_egress: skel.progs.xsk_chain_egress.as_fd().try_clone_to_owned()?,
+                homa_egress: skel.progs.xsk_chain_egress.as_fd().try_clone_to_owned()?,
             };
             let mut nl = Netlink::open()?;
-            let port = VethPort::create(&mut nl, &maps, SLOT, port::port_mtu(mtu)?)?;
+            let port =
+                VethPort::create(&mut nl, &maps, SLOT, Transport::Tcp, port::port_mtu(mtu)?)?;
             Ok(ChainHost { port, maps, nl, _ingress: ingress })
         })?
     }

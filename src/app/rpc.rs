@@ -1,0 +1,206 @@
+//! The RPC API over Homa (eRPC-style, as in the paper): an [`RpcSocket`] is one app thread's
+//! port registered for Homa and one bound Homa port, driven by the engine
+//! [`crate::transport::homa::rpc::Endpoint`].
+//!
+//! ```no_run
+//! use etran::app::rpc::RpcSocket;
+//! let mut server = RpcSocket::open("/run/etran/etran.sock", 7000)?;
+//! server.set_request_handler(|s, req, bytes| {
+//!     s.enqueue_response(req, bytes).expect("an echo");
+//! });
+//! loop {
+//!     server.run_once()?;
+//! }
+//! # std::io::Result::Ok(())
+//! ```
+//! A client queues requests with [`RpcSocket::enqueue_request`], each with a continuation that
+//! gets the response (or an error), and calls [`RpcSocket::run_once`] (or
+//! [`RpcSocket::wait`], which sleeps when there is nothing to do) until they ran. Handlers and
+//! continuations get the socket, so they may queue more.
+use std::{
+    collections::{HashMap, HashSet},
+    io,
+    net::{Ipv4Addr, SocketAddrV4},
+    os::fd::{AsFd, AsRawFd},
+    path::Path,
+    time::Duration,
+};
+
+use crate::{
+    app::{link::DaemonLink, port::AppPort},
+    bpf::homa::types::etran_homa_rx_meta,
+    proto::{Refusal, Transport},
+    transport::homa::rpc::{Endpoint, EndpointStats, Event, Refused, RpcKey},
+};
+
+/// A request handed to the request handler, to answer with [`RpcSocket::enqueue_response`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestHandle(RpcKey);
+
+impl RequestHandle {
+    /// The client's address and Homa port.
+    pub fn client(&self) -> SocketAddrV4 {
+        self.0.peer
+    }
+}
+
+type Handler = Box<dyn FnMut(&mut RpcSocket, RequestHandle, Vec<u8>)>;
+type Continuation = Box<dyn FnOnce(&mut RpcSocket, io::Result<Vec<u8>>)>;
+
+/// One Homa port of an app thread.
+pub struct RpcSocket {
+    port: AppPort,
+    link: DaemonLink,
+    endpoint: Endpoint,
+    handler: Option<Handler>,
+    continuations: HashMap<RpcKey, Continuation>,
+    /// Peers whose address egress was given.
+    peers: HashSet<Ipv4Addr>,
+    /// Events of the last pass, run after it (they may queue more).
+    events: Vec<Event>,
+}
+
+/// The engine's refusal as the errno a POSIX call would give.
+fn refused(r: Refused) -> io::Error {
+    let (errno, what) = match r {
+        Refused::Length(n) => (libc::EMSGSIZE, format!("a {n}-byte message")),
+        Refused::NoIds => (libc::EAGAIN, "the RPC id block is used up".to_string()),
+        Refused::NotServing => (libc::EINVAL, "no request of this RPC awaits a response".into()),
+    };
+    Refusal::new(errno, what).to_io_error()
+}
+
+impl RpcSocket {
+    /// Connects to the daemon at `sock`, registers for Homa and binds Homa `port` (0: any free
+    /// one, see [`RpcSocket::local_port`]).
+    pub fn open(sock: impl AsRef<Path>, port: u16) -> io::Result<RpcSocket> {
+        let mut link = DaemonLink::connect(sock)?;
+        let reg = link.register(Transport::Homa, 1)?;
+        let (bound, ids) = link.homa_bind(port)?;
+        let port = AppPort::open(reg).map_err(|e| io::Error::other(format!("{e:#}")))?;
+        Ok(RpcSocket {
+            port,
+            link,
+            endpoint: Endpoint::new(bound, ids),
+            handler: None,
+            continuations: HashMap::new(),
+            peers: HashSet::new(),
+            events: Vec::new(),
+        })
+    }
+
+    /// The Homa port this socket is bound to.
+    pub fn local_port(&self) -> u16 {
+        self.endpoint.local_port()
+    }
+
+    /// The app port underneath (its counters).
+    pub fn app_port(&self) -> &AppPort {
+        &self.port
+    }
+
+    pub fn stats(&self) -> EndpointStats {
+        self.endpoint.stats()
+    }
+
+    /// RPCs in progress: requests waiting for their response, requests being answered.
+    pub fn in_progress(&self) -> usize {
+        self.endpoint.in_progress()
+    }
+
+    /// What runs for each request that arrives whole (replacing any handler before).
+    pub fn set_request_handler(
+        &mut self,
+        f: impl FnMut(&mut RpcSocket, RequestHandle, Vec<u8>) + 'static,
+    ) {
+        self.handler = Some(Box::new(f));
+    }
+
+    /// Queues a request to `dest`; `continuation` runs with its response, from a later
+    /// [`RpcSocket::run_once`].
+    pub fn enqueue_request(
+        &mut self,
+        dest: SocketAddrV4,
+        buf: Vec<u8>,
+        continuation: impl FnOnce(&mut RpcSocket, io::Result<Vec<u8>>) + 'static,
+    ) -> io::Result<()> {
+        if self.peers.insert(*dest.ip()) {
+            if let Err(e) = self.link.homa_peer(*dest.ip()) {
+                self.peers.remove(dest.ip());
+                return Err(e);
+            }
+        }
+        let rpc = self.endpoint.start_request(dest, buf).map_err(refused)?;
+        self.continuations.insert(rpc, Box::new(continuation));
+        Ok(())
+    }
+
+    /// Queues the response to `req`.
+    pub fn enqueue_response(&mut self, req: RequestHandle, buf: Vec<u8>) -> io::Result<()> {
+        self.endpoint.respond(req.0, buf).map_err(refused)
+    }
+
+    /// One pass: takes the frames that arrived, runs the handler and the continuations they
+    /// complete, sends what may go. Returns the frames received.
+    pub fn run_once(&mut self) -> io::Result<usize> {
+        let (endpoint, events) = (&mut self.endpoint, &mut self.events);
+        let n = self.port.poll_rx(|meta: &etran_homa_rx_meta, payload, frame| {
+            events.extend(endpoint.on_rx(meta, payload, frame));
+        })?;
+        for ev in std::mem::take(&mut self.events) {
+            match ev {
+                Event::Request { rpc, bytes } => {
+                    if let Some(mut h) = self.handler.take() {
+                        h(self, RequestHandle(rpc), bytes);
+                        self.handler.get_or_insert(h);
+                    }
+                }
+                Event::Response { rpc, bytes } => {
+                    if let Some(c) = self.continuations.remove(&rpc) {
+                        c(self, Ok(bytes));
+                    }
+                }
+            }
+        }
+        self.transmit()?;
+        Ok(n)
+    }
+
+    /// Writes every frame the engine may send, then hands them to the kernel.
+    fn transmit(&mut self) -> io::Result<()> {
+        while self.endpoint.tx_ready() && self.port.can_send() {
+            let endpoint = &mut self.endpoint;
+            if self.port.send_with(|frame| endpoint.next_frame(frame))?.is_none() {
+                break;
+            }
+        }
+        self.port.flush()
+    }
+
+    /// Runs passes until one receives something or `timeout` passes, sleeping in `ppoll` on
+    /// the AF_XDP socket (not spinning) while there is nothing to send. Returns the frames
+    /// received.
+    pub fn wait(&mut self, timeout: Duration) -> io::Result<usize> {
+        let n = self.run_once()?;
+        if n > 0 {
+            return Ok(n);
+        }
+        let mut fd = libc::pollfd {
+            fd: self.port.socket().as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+        };
+        // SAFETY: one valid pollfd and timespec, alive during the call.
+        if unsafe { libc::ppoll(&mut fd, 1, &ts, std::ptr::null()) } < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        self.run_once()
+    }
+}

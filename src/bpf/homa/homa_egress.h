@@ -1,0 +1,239 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Homa egress (compat backend: XDP on the kernel side of an app's port). An app's TX frame is a
+ * struct etran_homa_tx_hdr followed by payload. Egress checks that the frame comes from the app
+ * that bound the header's Homa port (else homa_tx_wrong_owner: a forged sender port) and that
+ * the RPC is the app's: a client's RPC is created here at its request's first DATA, a server's
+ * must exist (ingress created it from the request; else homa_tx_unknown_rpc). DATA must lie
+ * within its message and below the RPC's granted offset (homa_tx_beyond_grant): the unscheduled
+ * bytes, then what GRANTs allowed. Egress then replaces the TX header with Ethernet, IPv4 (TOS
+ * priority << 5) and the Homa header written from the RPC's state and sends the packet to the
+ * NIC. An ACK intent ends a client's RPC: the RPC goes, and an ACK packet tells the server. A
+ * GRANT intent sends the grant ingress decided for the RPC's incoming message (in_granted),
+ * once (else homa_tx_grant_settled), at the control priority; the app chooses nothing in it. */
+#ifndef ETRAN_HOMA_EGRESS_H
+#define ETRAN_HOMA_EGRESS_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "common/csum.h"
+#include "common/stats_maps.h"
+#include "homa/homa.h"
+#include "homa/homa_maps.h"
+
+#define HOMA_TX_TTL 64
+#define HOMA_IP_DF 0x4000
+
+/* The unscheduled bytes of a `length`-byte message (see ETRAN_HOMA_UNSCHED_LIMIT). */
+static __always_inline __u32 homa_unscheduled(__u32 length)
+{
+	return length < ETRAN_HOMA_UNSCHED_LIMIT ? length : ETRAN_HOMA_UNSCHED_LIMIT;
+}
+
+/* The header checks that need no state. */
+static __always_inline int homa_tx_hdr_valid(const struct etran_homa_tx_hdr *h, __u64 frame_len)
+{
+	if (h->reserved || frame_len != sizeof(*h) + h->len || h->priority >= HOMA_MAX_PRIORITIES)
+		return 0;
+	switch (h->intent) {
+	case ETRAN_HOMA_TX_DATA:
+		return h->len > 0 && h->len <= ETRAN_HOMA_MAX_PAYLOAD && h->message_length &&
+		       h->message_length <= ETRAN_HOMA_MAX_MESSAGE &&
+		       h->offset <= h->message_length && h->len <= h->message_length - h->offset;
+	case ETRAN_HOMA_TX_ACK:
+		return h->len == 0 && !(h->key.id & 1);
+	case ETRAN_HOMA_TX_GRANT:
+		return h->len == 0;
+	default:
+		return 0;
+	}
+}
+
+/* A client's new RPC (its request's first DATA), owned by `slot`. NULL when the peer's Ethernet
+ * address is unknown (*why says so) or the map is full. */
+static __always_inline struct homa_rpc *homa_tx_new_rpc(const struct etran_homa_tx_hdr *h,
+							const struct homa_port *port, __u32 slot,
+							enum etran_drop_reason *why)
+{
+	struct homa_rpc rpc = {
+		.owner_slot = slot,
+		.local_ip = port->local_ip,
+		.out_length = h->message_length,
+		.out_granted = homa_unscheduled(h->message_length),
+	};
+	struct homa_peer *peer = bpf_map_lookup_elem(&etran_homa_peers, &h->key.peer_ip);
+
+	*why = ETRAN_DROP_HOMA_TX_NO_PEER;
+	if (!peer)
+		return NULL;
+	__builtin_memcpy(rpc.local_mac, port->local_mac, ETH_ALEN);
+	__builtin_memcpy(rpc.peer_mac, peer->mac, ETH_ALEN);
+	*why = ETRAN_DROP_HOMA_NO_ROOM;
+	bpf_map_update_elem(&etran_homa_rpcs, &h->key, &rpc, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&etran_homa_rpcs, &h->key);
+}
+
+/* Ethernet and IPv4 in front of `l4_len` bytes of Homa, from the RPC's fixed fields. */
+static __always_inline int homa_tx_write_l3(void *data, void *data_end, const struct homa_rpc *rpc,
+					    const struct homa_rpc_key *key, __u32 l4_len,
+					    __u8 priority)
+{
+	struct ethhdr eth = { .h_proto = bpf_htons(ETH_P_IP) };
+	struct iphdr ip = {
+		.version = 4,
+		.ihl = 5,
+		.tos = priority << 5,
+		.tot_len = bpf_htons(sizeof(ip) + l4_len),
+		.frag_off = bpf_htons(HOMA_IP_DF),
+		.ttl = HOMA_TX_TTL,
+		.protocol = IPPROTO_HOMA,
+		.saddr = rpc->local_ip,
+		.daddr = key->peer_ip,
+	};
+
+	__builtin_memcpy(eth.h_dest, rpc->peer_mac, ETH_ALEN);
+	__builtin_memcpy(eth.h_source, rpc->local_mac, ETH_ALEN);
+	ip.check = ~csum_fold(csum_words(&ip, sizeof(ip)));
+	if (data + sizeof(eth) + sizeof(ip) > data_end)
+		return 0;
+	__builtin_memcpy(data, &eth, sizeof(eth));
+	__builtin_memcpy(data + sizeof(eth), &ip, sizeof(ip));
+	return 1;
+}
+
+static __always_inline void homa_tx_common(struct homa_common_hdr *c,
+					   const struct homa_rpc_key *key, __u8 type, __u8 doff)
+{
+	c->sport = key->local_port;
+	c->dport = key->peer_port;
+	c->type = type;
+	c->doff = doff;
+	c->sender_id = bpf_cpu_to_be64(key->id);
+}
+
+/* The egress program's body; see homa.bpf.c. */
+static __always_inline int homa_egress(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	const __u32 l3 = sizeof(struct ethhdr) + sizeof(struct iphdr);
+	enum etran_drop_reason why = ETRAN_DROP_HOMA_TX_BAD_HDR;
+	struct etran_homa_tx_hdr *th = data, h;
+	__u64 bytes = data_end - data;
+	struct homa_port *port;
+	struct homa_rpc *rpc;
+	__u32 slot, *owner, hlen, granted;
+	int refused = -1;
+
+	if ((void *)(th + 1) > data_end)
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_BAD_HDR, bytes);
+	h = *th;
+	if (!homa_tx_hdr_valid(&h, bytes))
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_BAD_HDR, bytes);
+	/* The port a frame arrives on is the app's identity: it cannot be forged. */
+	port = bpf_map_lookup_elem(&etran_homa_ports, &h.key.local_port);
+	if (!port)
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_WRONG_OWNER, bytes);
+	slot = port->slot;
+	owner = bpf_map_lookup_elem(&etran_port_ifindex, &slot);
+	if (!owner || !*owner || *owner != ctx->ingress_ifindex)
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_WRONG_OWNER, bytes);
+	rpc = bpf_map_lookup_elem(&etran_homa_rpcs, &h.key);
+	if (!rpc) {
+		if (h.intent != ETRAN_HOMA_TX_DATA || (h.key.id & 1))
+			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_UNKNOWN_RPC, bytes);
+		rpc = homa_tx_new_rpc(&h, port, slot, &why);
+		if (!rpc)
+			return drop(ETRAN_PROTO_HOMA, why, bytes);
+	}
+	if (rpc->owner_slot != slot)
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_WRONG_OWNER, bytes);
+
+	hlen = h.intent == ETRAN_HOMA_TX_DATA ? sizeof(struct homa_data_hdr) :
+	       h.intent == ETRAN_HOMA_TX_ACK  ? sizeof(struct homa_ack_hdr) :
+						 sizeof(struct homa_grant_hdr);
+	/* Both can fail; they go first so that a failure leaves the RPC untouched. A redirect
+	 * takes effect only if the program returns XDP_REDIRECT. */
+	if (bpf_xdp_adjust_head(ctx, (int)sizeof(h) - (int)(l3 + hlen)))
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
+	if (bpf_redirect_map(&etran_nic, 0, XDP_DROP) != XDP_REDIRECT)
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_NO_NIC, bytes);
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	bytes = data_end - data;
+
+	if (h.intent == ETRAN_HOMA_TX_ACK) {
+		struct homa_ack_hdr a = {};
+
+		homa_tx_common(&a.common, &h.key, HOMA_ACK, HOMA_DOFF_CONTROL);
+		a.num_acks = bpf_htons(1);
+		a.acks[0].client_id = bpf_cpu_to_be64(h.key.id);
+		a.acks[0].server_port = h.key.peer_port;
+		if (!homa_tx_write_l3(data, data_end, rpc, &h.key, sizeof(a), 0) ||
+		    data + l3 + sizeof(a) > data_end)
+			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
+		__builtin_memcpy(data + l3, &a, sizeof(a));
+		/* After the headers, which read the RPC's addresses. */
+		bpf_map_delete_elem(&etran_homa_rpcs, &h.key);
+		count_event(ETRAN_EVENT_HOMA_TX_ACK, bytes);
+		return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
+	}
+
+	if (h.intent == ETRAN_HOMA_TX_GRANT) {
+		struct homa_grant_hdr g = {};
+
+		bpf_spin_lock(&rpc->lock);
+		granted = rpc->in_granted;
+		if (granted > rpc->in_grant_sent)
+			rpc->in_grant_sent = granted;
+		else
+			refused = ETRAN_DROP_HOMA_TX_GRANT_SETTLED;
+		bpf_spin_unlock(&rpc->lock);
+		if (refused >= 0)
+			return drop(ETRAN_PROTO_HOMA, refused, bytes);
+		homa_tx_common(&g.common, &h.key, HOMA_GRANT, HOMA_DOFF_CONTROL);
+		g.offset = bpf_htonl(granted);
+		if (!homa_tx_write_l3(data, data_end, rpc, &h.key, sizeof(g), HOMA_MAX_PRIORITIES - 1) ||
+		    data + l3 + sizeof(g) > data_end)
+			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
+		__builtin_memcpy(data + l3, &g, sizeof(g));
+		count_event(ETRAN_EVENT_HOMA_TX_GRANT, bytes);
+		return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
+	}
+
+	bpf_spin_lock(&rpc->lock);
+	if (!rpc->out_length) {
+		/* A server's response: its first DATA fixes its length. */
+		rpc->out_length = h.message_length;
+		rpc->out_granted = homa_unscheduled(h.message_length);
+	}
+	if (rpc->out_length != h.message_length)
+		refused = ETRAN_DROP_HOMA_TX_BAD_HDR;
+	else if (h.offset + h.len > rpc->out_granted)
+		refused = ETRAN_DROP_HOMA_TX_BEYOND_GRANT;
+	granted = rpc->out_granted;
+	bpf_spin_unlock(&rpc->lock);
+	if (refused >= 0)
+		return drop(ETRAN_PROTO_HOMA, refused, bytes);
+
+	{
+		struct homa_data_hdr d = {};
+
+		homa_tx_common(&d.common, &h.key, HOMA_DATA, HOMA_DOFF_DATA);
+		d.common.sequence = bpf_htonl(h.offset);
+		d.message_length = bpf_htonl(h.message_length);
+		d.incoming = bpf_htonl(granted);
+		d.seg.offset = bpf_htonl(h.offset);
+		if (!homa_tx_write_l3(data, data_end, rpc, &h.key, sizeof(d) + h.len, h.priority) ||
+		    data + l3 + sizeof(d) > data_end)
+			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
+		__builtin_memcpy(data + l3, &d, sizeof(d));
+	}
+	count_event(ETRAN_EVENT_HOMA_TX_DATA, bytes);
+	return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
+}
+
+#endif

@@ -1,0 +1,228 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Homa ingress: every Homa packet to a port an app bound goes to that app with RX metadata in
+ * front (struct etran_homa_rx_meta), after the checks the kernel cannot leave to the app:
+ * - the packet is consistent with its type: its header is whole, a DATA segment lies within a
+ *   message of at most ETRAN_HOMA_MAX_MESSAGE bytes (else dropped, homa_malformed; the IPv4
+ *   header checksum too: Homa checksums nothing else);
+ * - its port is bound (else homa_unbound_port) and its RPC exists: a request's first DATA
+ *   creates the server's RPC, owned by the port's app; every other packet about an RPC needs one
+ *   (else homa_unknown_rpc). CUTOFFS, FREEZE and ACK name no RPC of ours;
+ * - state: DATA moves the grant of the RPC's incoming message (homa_rx_grant; the metadata
+ *   tells the app when a GRANT is owed, which it has egress send); a GRANT raises what egress
+ *   lets our message send (out_granted); an ACK (the packet, or the one a DATA carries) frees
+ *   the server RPCs it names;
+ * - the owner's port can take the frame (its receive budget, compat/app_ports.h; else
+ *   port_full, before any state changes).
+ * Frames of other ports are not the kernel's either: etran owns IP protocol 146 on its NIC. */
+#ifndef ETRAN_HOMA_INGRESS_H
+#define ETRAN_HOMA_INGRESS_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "common/csum.h"
+#include "common/parse.h"
+#include "common/stats_maps.h"
+#include "homa/homa.h"
+#include "homa/homa_maps.h"
+
+/* The server's RPC an ack names (the client's id + 1 on our port `server_port`). */
+static __always_inline void homa_rx_ack(__be32 peer_ip, __be16 peer_port, const struct homa_ack *a)
+{
+	struct homa_rpc_key key = {
+		.peer_ip = peer_ip,
+		.local_port = a->server_port,
+		.peer_port = peer_port,
+		.id = bpf_be64_to_cpu(a->client_id) | 1,
+	};
+
+	if (a->client_id)
+		bpf_map_delete_elem(&etran_homa_rpcs, &key);
+}
+
+/* Counts a DATA segment ending at `end` of a `len`-byte message into the RPC's incoming state
+ * and moves its grant (see ETRAN_HOMA_GRANT_WINDOW, ETRAN_HOMA_GRANT_STEP). The message's first
+ * DATA sets its length; its unscheduled bytes need no GRANT. Returns the RX flags for the app:
+ * whether a GRANT is owed. The furthest byte, not a count, moves the grant: a duplicate cannot
+ * move it, and a sender never has more than the window past what arrived. */
+static __always_inline __u8 homa_rx_grant(struct homa_rpc *rpc, __u32 len, __u32 end)
+{
+	__u8 flags = 0;
+	__u32 want;
+
+	bpf_spin_lock(&rpc->lock);
+	if (!rpc->in_length) {
+		rpc->in_length = len;
+		rpc->in_granted = len < ETRAN_HOMA_UNSCHED_LIMIT ? len : ETRAN_HOMA_UNSCHED_LIMIT;
+		rpc->in_grant_sent = rpc->in_granted;
+	}
+	if (end > rpc->in_length)
+		end = rpc->in_length;
+	if (end > rpc->in_end)
+		rpc->in_end = end;
+	want = rpc->in_length - rpc->in_end > ETRAN_HOMA_GRANT_WINDOW ?
+		       rpc->in_end + ETRAN_HOMA_GRANT_WINDOW :
+		       rpc->in_length;
+	if (want > rpc->in_granted &&
+	    (want - rpc->in_granted >= ETRAN_HOMA_GRANT_STEP || want == rpc->in_length))
+		rpc->in_granted = want;
+	if (rpc->in_granted > rpc->in_grant_sent)
+		flags = ETRAN_HOMA_RX_GRANT_DUE;
+	bpf_spin_unlock(&rpc->lock);
+	return flags;
+}
+
+/* A request's first DATA: the server's RPC, owned by the port's app, and the peer's Ethernet
+ * address (learnt from the frame, for the response). NULL when the map is full. */
+static __always_inline struct homa_rpc *homa_rx_new_rpc(const struct homa_rpc_key *key,
+							const struct ethhdr *eth,
+							const struct iphdr *ip, __u32 slot)
+{
+	struct homa_rpc rpc = { .owner_slot = slot, .local_ip = ip->daddr };
+	struct homa_peer peer = {};
+
+	__builtin_memcpy(rpc.local_mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(rpc.peer_mac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(peer.mac, eth->h_source, ETH_ALEN);
+	bpf_map_update_elem(&etran_homa_peers, &key->peer_ip, &peer, BPF_NOEXIST);
+	/* A copy of the same request racing on another CPU may have created it first. */
+	bpf_map_update_elem(&etran_homa_rpcs, key, &rpc, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&etran_homa_rpcs, key);
+}
+
+/* The ingress program's body; see homa.bpf.c. */
+static __always_inline int homa_ingress(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	struct cursor cur = { .pos = data, .end = data_end };
+	struct etran_homa_rx_meta m = {}, *meta;
+	struct etran_port_rx *budget;
+	__u64 bytes = data_end - data;
+	struct homa_common_hdr *h;
+	struct homa_rpc_key key;
+	struct homa_rpc *rpc = NULL;
+	struct homa_port *port;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__u32 l4_len, hlen, slot;
+
+	/* The entrance checked all this already; the verifier needs it proven here too. */
+	if (!(eth = parse_eth(&cur)) || !(ip = parse_ipv4(&cur)) || !(h = parse_homa(&cur)))
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_SHORT_L4, bytes);
+	if (!csum_ipv4_ok(ip, data_end))
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_BAD_IP_CSUM, bytes);
+	l4_len = ntohs_bounded(ip->tot_len) - ip->ihl * 4;
+	hlen = homa_hdr_len(h->type);
+	if (!hlen || l4_len < hlen || (void *)h + hlen > data_end)
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_MALFORMED, bytes);
+	port = bpf_map_lookup_elem(&etran_homa_ports, &h->dport);
+	if (!port)
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_UNBOUND_PORT, bytes);
+	slot = port->slot;
+	key.peer_ip = ip->saddr;
+	key.local_port = h->dport;
+	key.peer_port = h->sport;
+	key.id = bpf_be64_to_cpu(h->sender_id) ^ 1;
+	m.id = key.id;
+	m.peer_ip = key.peer_ip;
+	m.local_port = key.local_port;
+	m.peer_port = key.peer_port;
+	m.type = h->type;
+
+	if (h->type == HOMA_DATA) {
+		struct homa_data_hdr *d = (void *)h;
+		__u32 off, len;
+
+		if ((void *)(d + 1) > data_end)
+			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_MALFORMED, bytes);
+		len = bpf_ntohl(d->message_length);
+		/* All ones: a segment of a TSO frame, whose offset is its sequence number. */
+		off = d->seg.offset == 0xffffffff ? bpf_ntohl(h->sequence) : bpf_ntohl(d->seg.offset);
+		m.payload_len = l4_len - hlen;
+		if (!m.payload_len || l4_len - hlen > ETRAN_HOMA_MAX_PAYLOAD ||
+		    len > ETRAN_HOMA_MAX_MESSAGE || off > len || m.payload_len > len - off)
+			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_MALFORMED, bytes);
+		m.offset = off;
+		m.message_length = len;
+		m.payload_off = (void *)(d + 1) - data;
+		rpc = bpf_map_lookup_elem(&etran_homa_rpcs, &key);
+		if (!rpc && !(key.id & 1))
+			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_UNKNOWN_RPC, bytes);
+	} else if (h->type != HOMA_CUTOFFS && h->type != HOMA_FREEZE && h->type != HOMA_ACK) {
+		rpc = bpf_map_lookup_elem(&etran_homa_rpcs, &key);
+		if (!rpc)
+			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_UNKNOWN_RPC, bytes);
+	}
+	if (rpc && rpc->owner_slot != slot)
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_OWNER, bytes);
+	/* A frame the port cannot take is dropped before it moves a grant or frees an RPC. */
+	budget = port_rx(slot);
+	if (!budget)
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_OWNER, bytes);
+	if (!port_has_room(budget))
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_PORT_FULL, bytes);
+
+	/* Both can fail; they go first so that a failure leaves the state untouched. A redirect
+	 * takes effect only if the program returns XDP_REDIRECT. */
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(*meta)))
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
+	if (bpf_redirect_map(&etran_app_ports, slot, XDP_DROP) != XDP_REDIRECT)
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_OWNER, bytes);
+
+	/* The frame may have moved: everything is read again from the new pointers. */
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	cur.pos = data;
+	cur.end = data_end;
+	if (!(eth = parse_eth(&cur)) || !(ip = parse_ipv4(&cur)) || !(h = parse_homa(&cur)))
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_SHORT_L4, bytes);
+	if (h->type == HOMA_DATA) {
+		struct homa_data_hdr *d = (void *)h;
+
+		if ((void *)(d + 1) > data_end)
+			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_MALFORMED, bytes);
+		homa_rx_ack(key.peer_ip, key.peer_port, &d->ack);
+		if (!rpc) {
+			rpc = homa_rx_new_rpc(&key, eth, ip, slot);
+			if (!rpc)
+				return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
+		}
+		m.flags = homa_rx_grant(rpc, m.message_length, m.offset + m.payload_len);
+	} else if (h->type == HOMA_GRANT && rpc) {
+		struct homa_grant_hdr *g = (void *)h;
+		__u32 offset;
+
+		if ((void *)(g + 1) > data_end)
+			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_MALFORMED, bytes);
+		offset = bpf_ntohl(g->offset);
+		bpf_spin_lock(&rpc->lock);
+		if (offset > rpc->out_length)
+			offset = rpc->out_length;
+		if (offset > rpc->out_granted)
+			rpc->out_granted = offset;
+		bpf_spin_unlock(&rpc->lock);
+	} else if (h->type == HOMA_ACK) {
+		struct homa_ack_hdr *a = (void *)h;
+		__u32 n;
+
+		if ((void *)(a + 1) > data_end)
+			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_MALFORMED, bytes);
+		n = bpf_ntohs(a->num_acks);
+#pragma unroll
+		for (__u32 i = 0; i < HOMA_MAX_ACKS_PER_PKT; i++)
+			if (i < n)
+				homa_rx_ack(key.peer_ip, key.peer_port, &a->acks[i]);
+	}
+
+	meta = (void *)(long)ctx->data_meta;
+	if ((void *)(meta + 1) > (void *)(long)ctx->data)
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
+	*meta = m;
+	count_event(m.payload_len ? ETRAN_EVENT_HOMA_RX_DATA : ETRAN_EVENT_HOMA_RX_CONTROL, bytes);
+	port_take(budget);
+	return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
+}
+
+#endif

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The maps of the Homa object, shared by its ingress and egress programs (the app ports and the
+ * NIC slot are the compat backend's: compat/app_ports.h). */
+#ifndef ETRAN_HOMA_MAPS_H
+#define ETRAN_HOMA_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "compat/app_ports.h"
+#include "homa/homa.h"
+
+/* Homa ports apps bound: port (network order) → struct homa_port. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __be16);
+	__type(value, struct homa_port);
+} etran_homa_ports SEC(".maps");
+
+/* Peers' Ethernet addresses: IPv4 address → struct homa_peer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __be32);
+	__type(value, struct homa_peer);
+} etran_homa_peers SEC(".maps");
+
+/* Every RPC of this host's apps. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct homa_rpc_key);
+	__type(value, struct homa_rpc);
+} etran_homa_rpcs SEC(".maps");
+
+/* The app-facing header of each packet type: how long it is (0: not a type etran takes). */
+static __always_inline __u32 homa_hdr_len(__u8 type)
+{
+	switch (type) {
+	case HOMA_DATA:
+		return sizeof(struct homa_data_hdr);
+	case HOMA_GRANT:
+		return sizeof(struct homa_grant_hdr);
+	case HOMA_RESEND:
+		return sizeof(struct homa_resend_hdr);
+	case HOMA_CUTOFFS:
+		return sizeof(struct homa_cutoffs_hdr);
+	case HOMA_ACK:
+		return sizeof(struct homa_ack_hdr);
+	case HOMA_RPC_UNKNOWN:
+	case HOMA_BUSY:
+	case HOMA_FREEZE:
+	case HOMA_NEED_ACK:
+		return sizeof(struct homa_common_hdr);
+	default:
+		return 0;
+	}
+}
+
+#endif

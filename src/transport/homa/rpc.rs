@@ -1,0 +1,362 @@
+//! The app-side engine of Homa RPCs: one bound Homa port of an app, with its outgoing messages
+//! ([`msgout::Sender`]: SRPT, never beyond the grant), its incoming ones ([`msgin::MessageIn`]:
+//! segments in any order, duplicated or overlapping) and the RPCs in between. Pure: RX frames
+//! come in as Homa ingress's metadata and payload ([`Endpoint::on_rx`]), TX frames go out as
+//! Homa egress's TX header and payload ([`Endpoint::next_frame`]); the app library drives it
+//! (`crate::app::rpc`).
+//!
+//! An RPC's life on each side:
+//! - client: [`Endpoint::start_request`] takes an even id from the app's block and queues the
+//!   request; the response's last missing byte completes it ([`Event::Response`]), and an ACK
+//!   intent goes out, which ends the RPC in egress and tells the server.
+//! - server: a request's last missing byte completes it ([`Event::Request`]);
+//!   [`Endpoint::respond`] queues the response, held (for RESENDs to come) until the client's
+//!   ACK arrives.
+//!
+//! Messages longer than the unscheduled bytes go as far as they are granted: ingress decides
+//! the receiver's grants and flags the DATA after which one is owed; the engine then sends the
+//! GRANT intent (egress writes the GRANT from the RPC's state). GRANTs that arrive raise the
+//! sender's limit here as ingress raises egress's. RESEND and the loss timer come next.
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    net::{Ipv4Addr, SocketAddrV4},
+};
+
+use super::{
+    id::{IdBlock, RpcId},
+    msgin::MessageIn,
+    msgout::{Sender, UNSCHED_BYTES},
+    prio::Cutoffs,
+    wire::{Ack, Body, Packet, Type},
+    MAX_MESSAGE, MAX_PAYLOAD,
+};
+use crate::{
+    bpf::homa::types::{
+        etran_homa_rx_flag, etran_homa_rx_meta, etran_homa_tx_hdr, etran_homa_tx_intent,
+        homa_rpc_key,
+    },
+    transport::RxMeta,
+};
+
+/// Homa ingress's RX metadata, in front of every frame it hands an app.
+impl RxMeta for etran_homa_rx_meta {
+    fn payload(&self) -> (usize, usize) {
+        (usize::from(self.payload_off), usize::from(self.payload_len))
+    }
+}
+
+/// Ingress's word that a GRANT is owed (`ETRAN_HOMA_RX_GRANT_DUE`).
+const GRANT_DUE: u8 = etran_homa_rx_flag::ETRAN_HOMA_RX_GRANT_DUE.0 as u8;
+
+/// Bytes of the TX header in front of every frame's payload.
+pub const TX_HDR_LEN: usize = std::mem::size_of::<etran_homa_tx_hdr>();
+
+/// One RPC, as this app knows it: the peer's address and port, and our id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RpcKey {
+    pub peer: SocketAddrV4,
+    pub id: RpcId,
+}
+
+/// What a received frame completed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A request arrived whole; answer it with [`Endpoint::respond`].
+    Request { rpc: RpcKey, bytes: Vec<u8> },
+    /// The response to our request `rpc` arrived whole; the RPC is over.
+    Response { rpc: RpcKey, bytes: Vec<u8> },
+}
+
+/// Why a request or response was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Empty, or longer than [`MAX_MESSAGE`].
+    Length(usize),
+    /// The id block is used up (the app asks the daemon for another).
+    NoIds,
+    /// No request of this RPC is waiting for a response.
+    NotServing,
+}
+
+/// The counters of what the engine refused or ignored.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// DATA of an RPC that no longer wants it (completed, or never ours).
+    pub rx_stale: u64,
+    /// Segments `MessageIn` refused (inconsistent with what arrived before).
+    pub rx_refused: u64,
+    /// Packets of types the engine does not act on yet (RESEND, BUSY, ...).
+    pub rx_ignored: u64,
+}
+
+/// One bound Homa port of an app.
+pub struct Endpoint {
+    local_port: u16,
+    ids: IdBlock,
+    sender: Sender<RpcKey>,
+    /// The messages being sent (requests, responses), by RPC.
+    out: HashMap<RpcKey, Vec<u8>>,
+    /// The messages being received.
+    incoming: HashMap<RpcKey, MessageIn>,
+    /// Our client RPCs waiting for their response.
+    waiting: HashSet<RpcKey>,
+    /// Server RPCs whose request arrived whole and whose client has not acknowledged the
+    /// response.
+    serving: HashSet<RpcKey>,
+    /// Client RPCs whose ACK is still to go out.
+    acks: VecDeque<RpcKey>,
+    /// RPCs whose incoming message ingress granted more than a GRANT said: each owes the
+    /// GRANT intent once.
+    grants: VecDeque<RpcKey>,
+    grants_due: HashSet<RpcKey>,
+    cutoffs: Cutoffs,
+    stats: EndpointStats,
+}
+
+impl Endpoint {
+    pub fn new(local_port: u16, ids: IdBlock) -> Endpoint {
+        Endpoint {
+            local_port,
+            ids,
+            sender: Sender::new(UNSCHED_BYTES),
+            out: HashMap::new(),
+            incoming: HashMap::new(),
+            waiting: HashSet::new(),
+            serving: HashSet::new(),
+            acks: VecDeque::new(),
+            grants: VecDeque::new(),
+            grants_due: HashSet::new(),
+            cutoffs: Cutoffs::UNKNOWN_PEER,
+            stats: EndpointStats::default(),
+        }
+    }
+
+    pub fn local_port(&self) -> u16 {
+        self.local_port
+    }
+
+    pub fn stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    /// RPCs in progress: ours waiting for a response, and requests being answered.
+    pub fn in_progress(&self) -> usize {
+        self.waiting.len() + self.serving.len()
+    }
+
+    fn check_length(len: usize) -> Result<u32, Refused> {
+        u32::try_from(len).ok().filter(|&n| n > 0 && n <= MAX_MESSAGE).ok_or(Refused::Length(len))
+    }
+
+    fn queue(&mut self, rpc: RpcKey, buf: Vec<u8>, length: u32) {
+        let priority = self.cutoffs.unsched_priority(length);
+        self.sender.add(rpc, length, priority);
+        self.out.insert(rpc, buf);
+    }
+
+    /// Queues a request to `dest`; its response comes as [`Event::Response`] for the key
+    /// returned.
+    pub fn start_request(&mut self, dest: SocketAddrV4, buf: Vec<u8>) -> Result<RpcKey, Refused> {
+        let length = Self::check_length(buf.len())?;
+        let id = self.ids.next_id().ok_or(Refused::NoIds)?;
+        let rpc = RpcKey { peer: dest, id };
+        self.waiting.insert(rpc);
+        self.queue(rpc, buf, length);
+        Ok(rpc)
+    }
+
+    /// Queues the response to the request of `rpc` (one [`Event::Request`] gave).
+    pub fn respond(&mut self, rpc: RpcKey, buf: Vec<u8>) -> Result<(), Refused> {
+        let length = Self::check_length(buf.len())?;
+        if !self.serving.contains(&rpc) || self.out.contains_key(&rpc) {
+            return Err(Refused::NotServing);
+        }
+        self.queue(rpc, buf, length);
+        Ok(())
+    }
+
+    /// Takes one frame ingress handed us.
+    pub fn on_rx(
+        &mut self,
+        meta: &etran_homa_rx_meta,
+        payload: &[u8],
+        frame: &[u8],
+    ) -> Option<Event> {
+        let peer = SocketAddrV4::new(
+            Ipv4Addr::from(u32::from_be(meta.peer_ip)),
+            u16::from_be(meta.peer_port),
+        );
+        let rpc = RpcKey { peer, id: RpcId::from_wire(meta.id ^ 1) };
+        match Type::from_byte(meta.r#type) {
+            Some(Type::Data) => self.on_data(rpc, meta, payload),
+            Some(Type::Grant) => {
+                let offset = grant_offset(frame)?;
+                self.sender.on_grant(rpc, offset, 0);
+                None
+            }
+            Some(Type::Ack) => {
+                for a in acks(frame) {
+                    if a.server_port == self.local_port {
+                        let server = RpcKey { peer, id: RpcId::from_wire(a.client_id) };
+                        self.end(server);
+                    }
+                }
+                None
+            }
+            _ => {
+                self.stats.rx_ignored += 1;
+                None
+            }
+        }
+    }
+
+    fn on_data(&mut self, rpc: RpcKey, meta: &etran_homa_rx_meta, payload: &[u8]) -> Option<Event> {
+        let client = rpc.id.is_client();
+        // A request's DATA after it arrived whole, or a response's after it did (or for an RPC
+        // we never started): nothing more to take.
+        if (client && !self.waiting.contains(&rpc)) || (!client && self.serving.contains(&rpc)) {
+            self.stats.rx_stale += 1;
+            return None;
+        }
+        if meta.flags & GRANT_DUE != 0 && self.grants_due.insert(rpc) {
+            self.grants.push_back(rpc);
+        }
+        let msg = match self.incoming.entry(rpc) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                match MessageIn::new(meta.message_length) {
+                    Ok(m) => e.insert(m),
+                    Err(_) => {
+                        self.stats.rx_refused += 1;
+                        return None;
+                    }
+                }
+            }
+        };
+        if msg.length() != meta.message_length || msg.add(meta.offset, payload).is_err() {
+            self.stats.rx_refused += 1;
+            return None;
+        }
+        if !msg.is_complete() {
+            return None;
+        }
+        let bytes = self.incoming.remove(&rpc)?.into_bytes()?;
+        if client {
+            self.end(rpc);
+            self.acks.push_back(rpc);
+            Some(Event::Response { rpc, bytes })
+        } else {
+            self.serving.insert(rpc);
+            Some(Event::Request { rpc, bytes })
+        }
+    }
+
+    /// The RPC is over on our side: nothing more goes out for it.
+    fn end(&mut self, rpc: RpcKey) {
+        self.sender.remove(rpc);
+        self.out.remove(&rpc);
+        self.incoming.remove(&rpc);
+        self.waiting.remove(&rpc);
+        self.serving.remove(&rpc);
+        self.grants_due.remove(&rpc);
+    }
+
+    /// Whether a frame waits to go out.
+    pub fn tx_ready(&self) -> bool {
+        !self.acks.is_empty() || !self.grants.is_empty() || self.sender.has_ready()
+    }
+
+    /// Writes the next frame to send into `frame` (TX header, then payload); returns its
+    /// length, or `None` when nothing may go now (or `frame` is too short).
+    pub fn next_frame(&mut self, frame: &mut [u8]) -> Option<usize> {
+        if frame.len() < TX_HDR_LEN {
+            return None;
+        }
+        if let Some(rpc) = self.acks.pop_front() {
+            let h = self.tx_hdr(rpc, etran_homa_tx_intent::ETRAN_HOMA_TX_ACK, 0, 0, 0, 0);
+            write_hdr(frame, &h);
+            return Some(TX_HDR_LEN);
+        }
+        // A GRANT is owed only while its message is still coming (`end` forgets it).
+        while let Some(rpc) = self.grants.pop_front() {
+            if self.grants_due.remove(&rpc) {
+                let h = self.tx_hdr(rpc, etran_homa_tx_intent::ETRAN_HOMA_TX_GRANT, 0, 0, 0, 0);
+                write_hdr(frame, &h);
+                return Some(TX_HDR_LEN);
+            }
+        }
+        if frame.len() < TX_HDR_LEN + MAX_PAYLOAD as usize {
+            return None;
+        }
+        let seg = self.sender.next_segment()?;
+        let buf = &self.out[&seg.key];
+        let (start, end) = (seg.offset as usize, (seg.offset + seg.len) as usize);
+        frame[TX_HDR_LEN..TX_HDR_LEN + (end - start)].copy_from_slice(&buf[start..end]);
+        let h = self.tx_hdr(
+            seg.key,
+            etran_homa_tx_intent::ETRAN_HOMA_TX_DATA,
+            buf.len() as u32,
+            seg.offset,
+            seg.len as u16,
+            seg.priority,
+        );
+        write_hdr(frame, &h);
+        Some(TX_HDR_LEN + seg.len as usize)
+    }
+
+    fn tx_hdr(
+        &self,
+        rpc: RpcKey,
+        intent: etran_homa_tx_intent,
+        message_length: u32,
+        offset: u32,
+        len: u16,
+        priority: u8,
+    ) -> etran_homa_tx_hdr {
+        etran_homa_tx_hdr {
+            key: homa_rpc_key {
+                peer_ip: u32::from(*rpc.peer.ip()).to_be(),
+                local_port: self.local_port.to_be(),
+                peer_port: rpc.peer.port().to_be(),
+                id: rpc.id.wire(),
+            },
+            message_length,
+            offset,
+            len,
+            intent: intent.0 as u8,
+            priority,
+            reserved: 0,
+        }
+    }
+}
+
+fn write_hdr(frame: &mut [u8], h: &etran_homa_tx_hdr) {
+    assert!(frame.len() >= TX_HDR_LEN);
+    // SAFETY: plain data written without alignment into at least its size.
+    unsafe { std::ptr::write_unaligned(frame.as_mut_ptr().cast::<etran_homa_tx_hdr>(), *h) }
+}
+
+/// The Homa packet of a frame ingress checked (Ethernet, IPv4 of any header length).
+fn packet(frame: &[u8]) -> Option<Packet<'_>> {
+    let ihl = usize::from(frame.get(14)? & 0x0f) * 4;
+    Packet::decode(frame.get(14 + ihl..)?).ok()
+}
+
+/// A GRANT's offset.
+fn grant_offset(frame: &[u8]) -> Option<u32> {
+    match packet(frame)?.body {
+        Body::Grant { offset, .. } => Some(offset),
+        _ => None,
+    }
+}
+
+/// An ACK packet's acks.
+fn acks(frame: &[u8]) -> Vec<Ack> {
+    match packet(frame).map(|p| p.body) {
+        Some(Body::Ack(a)) => a.as_slice().to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

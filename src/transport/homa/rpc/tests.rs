@@ -1,0 +1,207 @@
+use super::*;
+use crate::transport::homa::{
+    id::HostIds,
+    wire::{Acks, Common, Data},
+};
+use etran_testkit::fixture::Rng;
+
+const A: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 1000);
+const B: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 2000);
+/// The longest message that goes without a grant.
+const UNSCHED: u32 = crate::bpf::homa::types::etran_homa_limit::ETRAN_HOMA_UNSCHED_LIMIT.0;
+
+fn read_hdr(frame: &[u8]) -> etran_homa_tx_hdr {
+    // SAFETY: plain data read from at least its size.
+    unsafe { std::ptr::read_unaligned(frame.as_ptr().cast()) }
+}
+
+/// What egress and then the peer's ingress make of a TX frame `from` sent: the RX metadata,
+/// the payload and the whole frame (Ethernet, IPv4, Homa).
+fn wire(from: SocketAddrV4, tx: &[u8]) -> (etran_homa_rx_meta, Vec<u8>, Vec<u8>) {
+    let h = read_hdr(tx);
+    let payload = &tx[TX_HDR_LEN..];
+    assert_eq!(usize::from(h.len), payload.len());
+    assert_eq!(u16::from_be(h.key.local_port), from.port());
+    let common =
+        Common { sport: from.port(), dport: u16::from_be(h.key.peer_port), sender_id: h.key.id };
+    let body = if h.intent == etran_homa_tx_intent::ETRAN_HOMA_TX_DATA.0 as u8 {
+        Body::Data(Data {
+            message_length: h.message_length,
+            incoming: h.message_length,
+            ack: None,
+            cutoff_version: 0,
+            retransmit: false,
+            offset: h.offset,
+            payload,
+        })
+    } else if h.intent == etran_homa_tx_intent::ETRAN_HOMA_TX_ACK.0 as u8 {
+        let ack = Ack { client_id: h.key.id, server_port: u16::from_be(h.key.peer_port) };
+        Body::Ack(Acks::new(&[ack]).unwrap())
+    } else {
+        // Egress writes the offset from the RPC's state.
+        Body::Grant { offset: 0, priority: 0 }
+    };
+    let packet = Packet { common, body };
+    let mut frame = vec![0u8; 14];
+    frame.extend_from_slice(&[0x45; 20]);
+    packet.encode(&mut frame);
+    let meta = etran_homa_rx_meta {
+        id: h.key.id ^ 1,
+        peer_ip: u32::from(*from.ip()).to_be(),
+        local_port: h.key.peer_port,
+        peer_port: from.port().to_be(),
+        offset: h.offset,
+        message_length: h.message_length,
+        payload_off: (14 + 20 + 56) * u16::from(!payload.is_empty()),
+        payload_len: h.len,
+        r#type: packet.body.kind().byte(),
+        ..Default::default()
+    };
+    (meta, payload.to_vec(), frame)
+}
+
+/// Every frame `e` has to send, through the wire.
+fn drain(e: &mut Endpoint, from: SocketAddrV4) -> Vec<(etran_homa_rx_meta, Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 2048];
+    while let Some(n) = e.next_frame(&mut buf) {
+        out.push(wire(from, &buf[..n]));
+    }
+    assert!(!e.tx_ready());
+    out
+}
+
+/// Shuffles the frames and repeats some of them.
+fn mess<T: Clone>(rng: &mut Rng, mut v: Vec<T>) -> Vec<T> {
+    for _ in 0..v.len() / 4 {
+        let j = rng.below(v.len());
+        v.push(v[j].clone());
+    }
+    for i in (1..v.len()).rev() {
+        v.swap(i, rng.below(i + 1));
+    }
+    v
+}
+
+fn message(rng: &mut Rng, len: usize) -> Vec<u8> {
+    (0..len).map(|_| rng.next_u64() as u8).collect()
+}
+
+#[test]
+fn rpcs_complete_byte_exact_through_reordering_and_duplicates() {
+    let mut ids = HostIds::default();
+    let (mut a, mut b) =
+        (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
+    let mut rng = Rng(0x5eed_1234);
+    let mut sent = HashMap::new();
+    for i in 0..40 {
+        let len = match i {
+            0 => 1,
+            1 => UNSCHED as usize,
+            2 => MAX_PAYLOAD as usize,
+            _ => 1 + rng.below(UNSCHED as usize),
+        };
+        let req = message(&mut rng, len);
+        let rpc = a.start_request(B, req.clone()).unwrap();
+        assert!(rpc.id.is_client());
+        sent.insert(rpc, req);
+    }
+    // Requests reach the server in any order, some twice; it answers each with its reverse.
+    let mut answered = 0;
+    for (meta, payload, frame) in mess(&mut rng, drain(&mut a, A)) {
+        if let Some(ev) = b.on_rx(&meta, &payload, &frame) {
+            let Event::Request { rpc, bytes } = ev else { panic!("{ev:?}") };
+            assert_eq!(rpc.peer, A);
+            assert_eq!(bytes, sent[&RpcKey { peer: B, id: RpcId::from_wire(rpc.id.wire()) }]);
+            b.respond(rpc, bytes.iter().rev().copied().collect()).unwrap();
+            assert_eq!(b.respond(rpc, vec![1]), Err(Refused::NotServing));
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, sent.len());
+    assert_eq!(b.stats().rx_refused, 0);
+    // Responses come back the same way; each completes its RPC once and an ACK follows.
+    let mut done = 0;
+    for (meta, payload, frame) in mess(&mut rng, drain(&mut b, B)) {
+        if let Some(ev) = a.on_rx(&meta, &payload, &frame) {
+            let Event::Response { rpc, bytes } = ev else { panic!("{ev:?}") };
+            let want: Vec<u8> = sent[&rpc].iter().rev().copied().collect();
+            assert_eq!(bytes, want);
+            done += 1;
+        }
+    }
+    assert_eq!(done, sent.len());
+    assert_eq!(a.in_progress(), 0);
+    assert_eq!(b.in_progress(), sent.len(), "the server holds responses until the ACKs");
+    let acks = drain(&mut a, A);
+    assert_eq!(acks.len(), sent.len());
+    for (meta, payload, frame) in acks {
+        assert_eq!(b.on_rx(&meta, &payload, &frame), None);
+    }
+    assert_eq!(b.in_progress(), 0);
+    assert!(!b.tx_ready());
+}
+
+#[test]
+fn a_long_message_waits_for_grants() {
+    let mut ids = HostIds::default();
+    let mut a = Endpoint::new(A.port(), ids.block());
+    let rpc = a.start_request(B, vec![7; 100_000]).unwrap();
+    let first: u32 = drain(&mut a, A).iter().map(|f| f.0.payload_len as u32).sum();
+    assert_eq!(first, UNSCHED, "the unscheduled bytes, then nothing");
+    let grant = Packet {
+        common: Common { sport: B.port(), dport: A.port(), sender_id: rpc.id.wire() ^ 1 },
+        body: Body::Grant { offset: UNSCHED + 2 * MAX_PAYLOAD, priority: 0 },
+    };
+    let mut frame = vec![0u8; 14];
+    frame.extend_from_slice(&[0x45; 20]);
+    grant.encode(&mut frame);
+    let meta = etran_homa_rx_meta {
+        id: rpc.id.wire(),
+        peer_ip: u32::from(*B.ip()).to_be(),
+        local_port: A.port().to_be(),
+        peer_port: B.port().to_be(),
+        r#type: Type::Grant.byte(),
+        ..Default::default()
+    };
+    assert_eq!(a.on_rx(&meta, &[], &frame), None);
+    let more: Vec<u32> = drain(&mut a, A).iter().map(|f| f.0.offset).collect();
+    assert_eq!(more, [UNSCHED, UNSCHED + MAX_PAYLOAD]);
+}
+
+#[test]
+fn refusals() {
+    let mut a = Endpoint::new(A.port(), HostIds::default().block());
+    assert_eq!(a.start_request(B, vec![]), Err(Refused::Length(0)));
+    let rpc = RpcKey { peer: B, id: RpcId::from_wire(2) };
+    assert_eq!(a.respond(rpc, vec![1]), Err(Refused::NotServing));
+    // DATA of an RPC we never started.
+    let (meta, payload, frame) = wire(B, &{
+        let mut e = Endpoint::new(B.port(), HostIds::default().block());
+        e.serving.insert(RpcKey { peer: A, id: RpcId::from_wire(2) });
+        e.respond(RpcKey { peer: A, id: RpcId::from_wire(2) }, vec![1, 2, 3]).unwrap();
+        let mut buf = vec![0u8; 2048];
+        let n = e.next_frame(&mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    });
+    assert_eq!(a.on_rx(&meta, &payload, &frame), None);
+    assert_eq!(a.stats().rx_stale, 1);
+}
+
+#[test]
+fn a_grant_owed_goes_once_while_the_message_comes() {
+    let mut ids = HostIds::default();
+    let (mut a, mut b) =
+        (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
+    a.start_request(B, vec![3; 100_000]).unwrap();
+    let mut frames = drain(&mut a, A).into_iter();
+    let (mut meta, payload, frame) = frames.next().unwrap();
+    meta.flags = GRANT_DUE;
+    assert_eq!(b.on_rx(&meta, &payload, &frame), None);
+    assert_eq!(b.on_rx(&meta, &payload, &frame), None, "a duplicate owes no second GRANT");
+    let grants = drain(&mut b, B);
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].0.r#type, Type::Grant.byte());
+    assert_eq!(grants[0].0.id, meta.id ^ 1, "for the RPC of the DATA");
+}
