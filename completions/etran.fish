@@ -75,7 +75,7 @@ complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_s
 complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_subcommand_from echo rpc raw help" -s h -l help -d 'Print help'
 complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_subcommand_from echo rpc raw help" -s V -l version -d 'Print version'
 complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_subcommand_from echo rpc raw help" -f -a "echo" -d 'TCP echo: eTran against Linux TCP (blocking and busy-polling)'
-complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_subcommand_from echo rpc raw help" -f -a "rpc" -d 'Homa RPCs in HomaModule\'s cp_node dialect'
+complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_subcommand_from echo rpc raw help" -f -a "rpc" -d 'Closed-loop RPCs: eTran Homa against the same RPCs over Linux TCP'
 complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_subcommand_from echo rpc raw help" -f -a "raw" -d 'Raw AF_XDP frame rate: the ceiling of the path'
 complete -c etran -n "__fish_etran_using_subcommand bench; and not __fish_seen_subcommand_from echo rpc raw help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l iface -d 'Interface to run on instead of the built-in testbed' -r
@@ -99,12 +99,22 @@ complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subco
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s v -l verbose -d 'More log output (repeat for more)'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s V -l version -d 'Print version'
-complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l workload -d 'Message sizes: w1..w5 or a fixed size in bytes' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l workload -d 'Request sizes: w1..w5 (the Homa paper\'s workloads, truncated at 1 MB; requests shorter than the 16-byte RPC header grow to it) or a fixed size in bytes (16 to 1000000)' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l response-size -d 'Response size in bytes (default: the request\'s size, an echo)' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l clients -l conns -d 'Closed-loop clients, each keeping --depth RPCs outstanding' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l depth -d 'Outstanding RPCs per client' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l threads -d 'Client threads (thread i on CPU i mod N), each with its own server thread (CPU i+1 mod N) and, for eTran, one RPC socket on each side' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l duration -d 'How long to measure' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l transport -d 'Which transports to measure' -r -f -a "etran-homa\t'eTran Homa RPC sockets on both hosts'
+linux-tcp\t'The same RPCs over Linux TCP sockets (one connection per outstanding RPC)'
+all\t'Every row above'"
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l wait -d 'How the sockets wait: busy-poll, or sleep when idle' -r -f -a "busy\t'Spin without sleeping: eTran apps poll their port in a loop, Linux sockets are polled with a zero epoll timeout (busy-polling)'
+block\t'Sleep when idle: eTran apps wait in the library (busy-poll budget, then sleep on the AF_XDP socket), Linux sockets block in epoll_wait'"
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l rpc-timeout -d 'An RPC still without its response after this long fails the run' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s v -l verbose -d 'More log output (repeat for more)'
-complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s h -l help -d 'Print help'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s V -l version -d 'Print version'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l iface -d 'Interface to run on instead of the built-in testbed (one-sided: sends or receives only)' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -l mode -d 'Traffic pattern' -r -f -a "txonly\t'One host transmits as fast as it can; the peer counts'
@@ -123,7 +133,7 @@ complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subco
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from raw" -s V -l version -d 'Print version'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "echo" -d 'TCP echo: eTran against Linux TCP (blocking and busy-polling)'
-complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "rpc" -d 'Homa RPCs in HomaModule\'s cp_node dialect'
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "rpc" -d 'Closed-loop RPCs: eTran Homa against the same RPCs over Linux TCP'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "raw" -d 'Raw AF_XDP frame rate: the ceiling of the path'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c etran -n "__fish_etran_using_subcommand testbed; and not __fish_seen_subcommand_from up down status help" -s j -l json -d 'Print machine-readable JSON instead of tables'
@@ -174,7 +184,7 @@ complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_su
 complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats bench testbed help" -f -a "testbed" -d 'The built-in network of namespaces used by benches and tests'
 complete -c etran -n "__fish_etran_using_subcommand help; and not __fish_seen_subcommand_from up down daemon stats bench testbed help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c etran -n "__fish_etran_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "echo" -d 'TCP echo: eTran against Linux TCP (blocking and busy-polling)'
-complete -c etran -n "__fish_etran_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "rpc" -d 'Homa RPCs in HomaModule\'s cp_node dialect'
+complete -c etran -n "__fish_etran_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "rpc" -d 'Closed-loop RPCs: eTran Homa against the same RPCs over Linux TCP'
 complete -c etran -n "__fish_etran_using_subcommand help; and __fish_seen_subcommand_from bench" -f -a "raw" -d 'Raw AF_XDP frame rate: the ceiling of the path'
 complete -c etran -n "__fish_etran_using_subcommand help; and __fish_seen_subcommand_from testbed" -f -a "up" -d 'Build the testbed (removing a stale one of the same name first)'
 complete -c etran -n "__fish_etran_using_subcommand help; and __fish_seen_subcommand_from testbed" -f -a "down" -d 'Remove the testbed'

@@ -116,7 +116,13 @@ pub enum BenchCommand {
     /// softirq work in their context and the ksoftirqd threads; busy-polling counts as used,
     /// so compare rows at --wait block for the cost of the work) and the bytes checked.
     Echo(EchoArgs),
-    /// Homa RPCs in HomaModule's cp_node dialect.
+    /// Closed-loop RPCs: eTran Homa against the same RPCs over Linux TCP.
+    ///
+    /// Clients on testbed host 1 keep --depth RPCs outstanding each against an echo-style
+    /// server on host 2 (the response as long as the request, or --response-size). Every row:
+    /// RPCs per second, round-trip time percentiles (overall and, for w1..w5, per request-size
+    /// decile), CPU time per RPC (both hosts together, as bench echo counts it) and the
+    /// response bytes checked (every request and response is checked byte for byte).
     Rpc(RpcArgs),
     /// Raw AF_XDP frame rate: the ceiling of the path.
     Raw(RawArgs),
@@ -187,14 +193,47 @@ pub struct EchoArgs {
     pub direct: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RpcTransport {
+    /// eTran Homa RPC sockets on both hosts.
+    EtranHoma,
+    /// The same RPCs over Linux TCP sockets (one connection per outstanding RPC).
+    LinuxTcp,
+    /// Every row above.
+    All,
+}
+
 #[derive(Debug, Args)]
 pub struct RpcArgs {
-    /// Message sizes: w1..w5 or a fixed size in bytes.
+    /// Request sizes: w1..w5 (the Homa paper's workloads, truncated at 1 MB; requests shorter
+    /// than the 16-byte RPC header grow to it) or a fixed size in bytes (16 to 1000000).
     #[arg(long, default_value = "100")]
     pub workload: String,
+    /// Response size in bytes (default: the request's size, an echo).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub response_size: Option<u32>,
+    /// Closed-loop clients, each keeping --depth RPCs outstanding.
+    #[arg(long, visible_alias = "conns", default_value_t = 1)]
+    pub clients: u32,
+    /// Outstanding RPCs per client.
+    #[arg(long, default_value_t = 1)]
+    pub depth: u32,
+    /// Client threads (thread i on CPU i mod N), each with its own server thread (CPU i+1 mod
+    /// N) and, for eTran, one RPC socket on each side.
+    #[arg(long, default_value_t = 1)]
+    pub threads: u32,
     /// How long to measure.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Which transports to measure.
+    #[arg(long, value_enum, default_value_t = RpcTransport::All)]
+    pub transport: RpcTransport,
+    /// How the sockets wait: busy-poll, or sleep when idle.
+    #[arg(long, value_enum, default_value_t = EchoWait::Busy)]
+    pub wait: EchoWait,
+    /// An RPC still without its response after this long fails the run.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub rpc_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -16,7 +16,7 @@ fn namespaces() -> Vec<String> {
 #[test]
 fn linux_echo_runs_verified_and_cleans_up() {
     let Some(_root) = common::root::alone() else { return };
-    let before = namespaces();
+    let before = Leftovers::before();
     let out = etran(&[
         "-j",
         "bench",
@@ -48,8 +48,7 @@ fn linux_echo_runs_verified_and_cleans_up() {
     assert!(report["placement"].as_str().unwrap().contains("CPU"));
     let c = &row["linux_counters"];
     assert!(c["fast_retransmits"].is_u64() && c["rtos"].is_u64(), "{row}");
-    let left: Vec<_> = namespaces().into_iter().filter(|n| !before.contains(n)).collect();
-    assert!(left.iter().all(|n| !n.starts_with("etb")), "private testbed left behind: {left:?}");
+    before.assert_none();
 }
 
 fn bpf_pins() -> Vec<String> {
@@ -62,14 +61,36 @@ fn bpf_pins() -> Vec<String> {
         .collect()
 }
 
+/// The testbed namespaces and datapath pins there were before a bench: it must leave none.
+pub(crate) struct Leftovers {
+    namespaces: Vec<String>,
+    pins: Vec<String>,
+}
+
+impl Leftovers {
+    pub(crate) fn before() -> Leftovers {
+        Leftovers { namespaces: namespaces(), pins: bpf_pins() }
+    }
+
+    pub(crate) fn assert_none(&self) {
+        let left: Vec<_> =
+            namespaces().into_iter().filter(|n| !self.namespaces.contains(n)).collect();
+        assert!(
+            left.iter().all(|n| !n.starts_with("etb")),
+            "private testbed left behind: {left:?}"
+        );
+        let pins: Vec<_> = bpf_pins().into_iter().filter(|n| !self.pins.contains(n)).collect();
+        assert!(pins.is_empty(), "pins left behind: {pins:?}");
+    }
+}
+
 /// eTran against eTran: datapath, daemons and apps in the testbed's hosts, every echoed byte
 /// checked, one App thread per side busy-polling and two waiting in the library
 /// (`--wait block`); the namespaces, pins and daemon sockets are gone afterwards.
 #[test]
 fn etran_echo_runs_verified_and_cleans_up() {
     let Some(_root) = common::root::alone() else { return };
-    let before = namespaces();
-    let pins_before = bpf_pins();
+    let before = Leftovers::before();
     for (size, threads, wait) in [("64", "1", "busy"), ("1000", "2", "block")] {
         let out = etran(&[
             "-j",
@@ -120,10 +141,7 @@ fn etran_echo_runs_verified_and_cleans_up() {
             assert_eq!(app["tx_free_at_end"], app["tx_frames"], "{app}");
         }
     }
-    let left: Vec<_> = namespaces().into_iter().filter(|n| !before.contains(n)).collect();
-    assert!(left.iter().all(|n| !n.starts_with("etb")), "private testbed left behind: {left:?}");
-    let pins: Vec<_> = bpf_pins().into_iter().filter(|n| !pins_before.contains(n)).collect();
-    assert!(pins.is_empty(), "pins left behind: {pins:?}");
+    before.assert_none();
 }
 
 /// eTran clients against Linux TCP servers (the server host runs no etran), every side
@@ -133,8 +151,7 @@ fn etran_echo_runs_verified_and_cleans_up() {
 #[test]
 fn etran_against_linux_echo_runs_verified_and_cleans_up() {
     let Some(_root) = common::root::alone() else { return };
-    let before = namespaces();
-    let pins_before = bpf_pins();
+    let before = Leftovers::before();
     let out = etran(&[
         "-j",
         "bench",
@@ -171,10 +188,7 @@ fn etran_against_linux_echo_runs_verified_and_cleans_up() {
         assert!(app["app"].as_str().unwrap().starts_with("client"), "{app}");
         assert_eq!(app["tx_free_at_end"], app["tx_frames"], "{app}");
     }
-    let left: Vec<_> = namespaces().into_iter().filter(|n| !before.contains(n)).collect();
-    assert!(left.iter().all(|n| !n.starts_with("etb")), "private testbed left behind: {left:?}");
-    let pins: Vec<_> = bpf_pins().into_iter().filter(|n| !pins_before.contains(n)).collect();
-    assert!(pins.is_empty(), "pins left behind: {pins:?}");
+    before.assert_none();
 }
 
 /// Connections opened and closed continuously (each after 2 round trips), on both engines:

@@ -5,6 +5,7 @@ extern crate etran_testkit as common;
 
 mod app_datapath;
 mod bench_echo;
+mod bench_rpc;
 mod check;
 mod daemon;
 mod datapath;

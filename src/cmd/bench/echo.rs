@@ -26,10 +26,18 @@ use crate::{
 };
 
 #[derive(Serialize)]
-struct Percentiles {
-    p50: f64,
-    p99: f64,
-    p99_9: f64,
+pub(super) struct Percentiles {
+    pub(super) p50: f64,
+    pub(super) p99: f64,
+    pub(super) p99_9: f64,
+}
+
+impl Percentiles {
+    /// Of a histogram in nanoseconds, in microseconds.
+    pub(super) fn of(h: &hdrhistogram::Histogram<u64>) -> Percentiles {
+        let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Percentiles { p50: us(0.5), p99: us(0.99), p99_9: us(0.999) }
+    }
 }
 
 #[derive(Serialize)]
@@ -115,22 +123,11 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
         EchoTransport::EtranLinux => &[EchoTransport::EtranLinux],
         EchoTransport::Linux => &[EchoTransport::Linux],
     };
-    let (wait, waits) = match args.wait {
-        EchoWait::Busy => (
-            Wait::Busy,
-            "busy: eTran apps poll their port without sleeping; Linux sockets busy-polled \
-             (epoll, zero timeout)"
-                .to_string(),
-        ),
-        EchoWait::Block => (
-            Wait::Blocking,
-            format!(
-                "block: eTran apps wait in the library ({} us busy-poll, then sleep on the \
-                 AF_XDP socket); Linux sockets block in epoll_wait",
-                DEFAULT_BUSY_POLL.as_micros()
-            ),
-        ),
-    };
+    let sleep = format!(
+        "wait in the library ({} us busy-poll, then sleep on the AF_XDP socket)",
+        DEFAULT_BUSY_POLL.as_micros()
+    );
+    let (wait, waits) = waits(args.wait, "apps", &sleep);
     if args.iface.is_some() {
         bail!("bench echo runs on its built-in private testbed; --iface is not supported yet");
     }
@@ -217,6 +214,24 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How every side waits, and that in words (`apps`: what eTran's side is made of; `sleep`:
+/// how they wait with `--wait block`).
+pub(super) fn waits(wait: EchoWait, apps: &str, sleep: &str) -> (Wait, String) {
+    match wait {
+        EchoWait::Busy => (
+            Wait::Busy,
+            format!(
+                "busy: eTran {apps} poll their port without sleeping; Linux sockets busy-polled \
+                 (epoll, zero timeout)"
+            ),
+        ),
+        EchoWait::Block => (
+            Wait::Blocking,
+            format!("block: eTran {apps} {sleep}; Linux sockets block in epoll_wait"),
+        ),
+    }
+}
+
 /// TX checksum offload (and so TSO) on both hosts' NICs, on or off.
 fn set_tx_offload(sides: &Sides, on: bool) -> anyhow::Result<()> {
     for ns in [&sides.client, &sides.server] {
@@ -272,13 +287,13 @@ fn measure(
             .collect::<anyhow::Result<Vec<_>>>()
     })??;
     let wakers: Vec<_> = servers.iter().map(Server::waker).collect();
-    let bar = progress_bar(name, args, out);
+    let bar = progress_bar(name, args.duration, out);
 
     let results: Vec<anyhow::Result<ClientResult>> = std::thread::scope(|s| {
         let mut server_threads = Vec::new();
         for (server, share) in servers.into_iter().zip(shares) {
             let (ns, stop) = (&sides.server, &stop);
-            server_threads.push(s.spawn(move || -> anyhow::Result<u64> {
+            server_threads.push(s.spawn(move || -> anyhow::Result<()> {
                 ns.enter()?;
                 bench::pin_to_cpu(share.server_cpu)?;
                 server.run(wait, stop)
@@ -304,7 +319,13 @@ fn measure(
                 })
             })
             .collect();
-        watch_progress(bar.as_ref(), &progress, start, &|| clients.iter().all(|c| c.is_finished()));
+        watch_progress(
+            bar.as_ref(),
+            &progress,
+            start,
+            &|| clients.iter().all(|c| c.is_finished()),
+            "msgs",
+        );
         let results = clients.into_iter().map(|c| c.join().expect("client thread")).collect();
         stop.store(true, Ordering::Relaxed);
         for w in &wakers {
@@ -376,12 +397,13 @@ fn parse_netstat(text: &str) -> LinuxCounters {
     c
 }
 
-/// Per-second progress on `bar` until `done`.
-fn watch_progress(
+/// Per-second progress on `bar` until `done`, the round trips counted as `unit`.
+pub(super) fn watch_progress(
     bar: Option<&indicatif::ProgressBar>,
     progress: &Progress,
     start: Instant,
     done: &dyn Fn() -> bool,
+    unit: &str,
 ) {
     let mut last = (0, 0);
     let mut tick = start;
@@ -394,7 +416,7 @@ fn watch_progress(
             );
             if let Some(bar) = bar {
                 let secs = tick.elapsed().as_secs_f64();
-                let mut msg = format!("{:.0} msgs/s", (now.0 - last.0) as f64 / secs);
+                let mut msg = format!("{:.0} {unit}/s", (now.0 - last.0) as f64 / secs);
                 if now.1 > 0 {
                     msg += &format!(", {:.0} reconnects/s", (now.1 - last.1) as f64 / secs);
                 }
@@ -407,9 +429,13 @@ fn watch_progress(
     }
 }
 
-fn progress_bar(name: &str, args: &EchoArgs, out: &Output) -> Option<indicatif::ProgressBar> {
+pub(super) fn progress_bar(
+    name: &str,
+    duration: Duration,
+    out: &Output,
+) -> Option<indicatif::ProgressBar> {
     out.interactive().then(|| {
-        let bar = indicatif::ProgressBar::new(args.duration.as_secs().max(1));
+        let bar = indicatif::ProgressBar::new(duration.as_secs().max(1));
         bar.set_style(
             indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:30}] {msg}")
                 .expect("valid template"),
@@ -434,7 +460,7 @@ fn measure_etran(
         Peer::Linux => "etran-linux",
     };
     let progress = Progress::default();
-    let bar = progress_bar(name, args, out);
+    let bar = progress_bar(name, args.duration, out);
     let params = etran_echo::Params {
         client: &sides.client,
         server: &sides.server,
@@ -447,7 +473,7 @@ fn measure_etran(
         wait,
     };
     let r = etran_echo::run(&params, &progress, |done| {
-        watch_progress(bar.as_ref(), &progress, Instant::now(), done)
+        watch_progress(bar.as_ref(), &progress, Instant::now(), done, "msgs")
     });
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -466,7 +492,6 @@ fn row(
         bail!("{transport}: no message completed a round trip in {:?}", args.duration);
     }
     let secs = args.duration.as_secs_f64();
-    let us = |q: f64| r.rtt_ns.value_at_quantile(q) as f64 / 1000.0;
     Ok(Row {
         transport,
         // The caller knows the testbed.
@@ -475,7 +500,7 @@ fn row(
         unavailable: None,
         messages_per_sec: r.messages as f64 / secs,
         gbit_per_sec: (r.messages * u64::from(args.size)) as f64 * 8.0 / secs / 1e9,
-        rtt_us: Some(Percentiles { p50: us(0.5), p99: us(0.99), p99_9: us(0.999) }),
+        rtt_us: Some(Percentiles::of(&r.rtt_ns)),
         messages: r.messages,
         verified_bytes: r.verified_bytes,
         cpu_us_per_msg: r.cpu().map(|c| c.total_ns() as f64 / 1000.0 / r.messages as f64),
@@ -580,7 +605,7 @@ fn print_table(r: &Report<'_>) {
 }
 
 /// The apps' counters in one line.
-fn counters_line(c: &AppCounters) -> String {
+pub(super) fn counters_line(c: &AppCounters) -> String {
     let x = &c.xdp;
     format!(
         "TX kicks {} (EAGAIN {}, EBUSY {}); socket drops {}: RX ring full {}, no frame to \

@@ -1,5 +1,4 @@
-//! The eTran side of `etran bench echo`: the datapath up on both hosts' NICs, a daemon per host
-//! (in-process, on a thread inside the host's namespace, socket in a private directory), and per
+//! The eTran side of `etran bench echo`: etran on the hosts ([`etran_hosts`]), and per
 //! [`Share`] one server App (its own registration, port and listening port) in the server host
 //! and one client App in the client host, placed as the Linux engine places its threads. Apps
 //! busy-poll ([`Wait::Busy`]: a pass polls the port and goes on at once) or wait
@@ -10,8 +9,7 @@
 //! does not close within 3 s is aborted and reported). A leak check brackets the apps:
 //! connection-map entries, app ports and descriptors before any app, once every connection
 //! closed and after the last app, and each app's UMEM TX pool. Everything is torn down before
-//! returning: apps gone, daemons stopped, the datapath taken down; a Ctrl-C on the way runs the
-//! same stop.
+//! returning: apps gone, then [`etran_hosts`] stops the rest.
 use std::{
     io::ErrorKind,
     path::{Path, PathBuf},
@@ -27,13 +25,14 @@ use libbpf_rs::{MapCore, MapHandle};
 use mio::Waker;
 use serde::Serialize;
 
-use super::linux_echo::{self, ClientResult, Echo, Progress, Share, Wait};
+use super::{
+    etran_hosts,
+    linux_echo::{self, ClientResult, Echo, Progress, Share, Wait},
+};
 use crate::{
     app::{ready, App, AppCounters, ConnId, Listener},
     backend::compat::port,
-    backend::BackendChoice,
-    daemon::{Config, Daemon},
-    loader::{self, AttachMode, UpOptions},
+    loader,
     netlink::Netlink,
     netns::NetNs,
     testbed::HOST_NIC,
@@ -94,125 +93,12 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool) + Send,
 ) -> anyhow::Result<Outcome> {
-    let dir = std::env::temp_dir().join(format!("etran-echo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let wakers: Arc<Mutex<Vec<Arc<Waker>>>> = Arc::default();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let key = format!("bench-echo-etran:{}", std::process::id());
-    {
-        let (wakers, dir, done_rx) = (wakers.clone(), dir.clone(), Mutex::new(done_rx));
-        crate::cleanup::register(
-            key.clone(),
-            Box::new(move || {
-                let n = {
-                    let w = wakers.lock().unwrap_or_else(|p| p.into_inner());
-                    for w in w.iter() {
-                        let _ = w.wake();
-                    }
-                    w.len()
-                };
-                let rx = done_rx.lock().unwrap_or_else(|p| p.into_inner());
-                for _ in 0..n {
-                    if rx.recv_timeout(Duration::from_secs(5)).is_err() {
-                        break;
-                    }
-                }
-                let _ = std::fs::remove_dir_all(&dir);
-            }),
-        );
-    }
-    let result = run_in(p, &dir, &wakers, &done_tx, progress, watch);
-    for ns in p.etran_hosts() {
-        match ns.run(|| loader::down(HOST_NIC)) {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) | Err(e) => crate::log::warn(format!("etran down {HOST_NIC}: {e:#}")),
-        }
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    crate::cleanup::unregister(&key);
-    result
-}
-
-fn run_in(
-    p: &Params<'_>,
-    dir: &std::path::Path,
-    wakers: &Mutex<Vec<Arc<Waker>>>,
-    done_tx: &mpsc::Sender<()>,
-    progress: &Progress,
-    watch: impl FnOnce(&dyn Fn() -> bool) + Send,
-) -> anyhow::Result<Outcome> {
-    let opts = UpOptions {
-        backend: BackendChoice::Auto.resolve()?,
-        mode: AttachMode::Drv,
-        queues: None,
-        force: false,
-    };
-    for ns in p.etran_hosts() {
-        ns.run(|| loader::up(HOST_NIC, &opts))?.with_context(|| format!("etran up {HOST_NIC}"))?;
-    }
-    let socks = [dir.join("client.sock"), dir.join("server.sock")];
-    std::thread::scope(|s| {
-        // Daemons: built inside their namespace, their wakers handed back.
-        let mut daemons = Vec::new();
-        for (ns, sock) in p.etran_hosts().into_iter().zip(&socks) {
-            let (tx, rx) = mpsc::channel();
-            let done_tx = done_tx.clone();
-            let handle = s.spawn(move || -> anyhow::Result<()> {
-                let r = (|| {
-                    ns.enter()?;
-                    let mut d = match Daemon::new(Config {
-                        iface: HOST_NIC.to_string(),
-                        socket: sock.clone(),
-                        time_wait: crate::daemon::DEFAULT_TIME_WAIT,
-                        ecn: true,
-                        announce: false,
-                    }) {
-                        Ok(d) => d,
-                        Err(e) => {
-                            let _ = tx.send(None);
-                            return Err(e);
-                        }
-                    };
-                    let _ = tx.send(Some(d.waker()));
-                    d.run()
-                })();
-                let _ = done_tx.send(());
-                r
-            });
-            let waker = rx.recv().ok().flatten();
-            if let Some(w) = &waker {
-                wakers.lock().unwrap_or_else(|p| p.into_inner()).push(w.clone());
-            }
-            daemons.push((handle, waker));
-        }
-        let result = if daemons.iter().all(|(_, w)| w.is_some()) {
-            apps(p, &socks, progress, watch)
-        } else {
-            Err(anyhow::anyhow!("an etran daemon did not start"))
-        };
-        let mut result = result;
-        for (handle, waker) in daemons {
-            let started = waker.is_some();
-            if let Some(w) = waker {
-                let _ = w.wake();
-            }
-            let joined =
-                handle.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the thread panicked")));
-            if let Err(e) = joined {
-                // Why a daemon did not start says more than that it did not.
-                if result.is_ok() || !started {
-                    result = Err(e.context("etran daemon"));
-                }
-            }
-        }
-        result
-    })
+    etran_hosts::with_daemons(&p.etran_hosts(), "echo", |socks| apps(p, socks, progress, watch))
 }
 
 fn apps(
     p: &Params<'_>,
-    socks: &[PathBuf; 2],
+    socks: &[PathBuf],
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool) + Send,
 ) -> anyhow::Result<Outcome> {

@@ -71,18 +71,31 @@ impl Server {
         Arc::clone(&self.waker)
     }
 
-    /// Echoes everything it reads. Returns the bytes echoed.
-    pub fn run(mut self, wait: Wait, stop: &AtomicBool) -> anyhow::Result<u64> {
-        struct Conn {
+    /// Echoes everything it reads.
+    pub fn run(self, wait: Wait, stop: &AtomicBool) -> anyhow::Result<()> {
+        self.serve(wait, stop, || Echoing)
+    }
+
+    /// Serves every connection with its own service from `new` until `stop`; a service's
+    /// error ends the run.
+    pub fn serve<S: Service>(
+        mut self,
+        wait: Wait,
+        stop: &AtomicBool,
+        mut new: impl FnMut() -> S,
+    ) -> anyhow::Result<()> {
+        struct Conn<S> {
             stream: TcpStream,
+            service: S,
+            /// What to send back; the bytes before `written` are sent.
             pending: Vec<u8>,
+            written: usize,
         }
-        let mut conns: Vec<Option<Conn>> = Vec::new();
+        let mut conns: Vec<Option<Conn<S>>> = Vec::new();
         // Slots of closed connections, reused (churn closes them continuously).
         let mut free: Vec<usize> = Vec::new();
         let mut events = Events::with_capacity(1024);
         let mut buf = vec![0u8; 1 << 16];
-        let mut echoed = 0u64;
         while !stop.load(Ordering::Relaxed) {
             match self.poll.poll(&mut events, wait.timeout()) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -104,7 +117,9 @@ impl Server {
                                     Token(i),
                                     Interest::READABLE | Interest::WRITABLE,
                                 )?;
-                                conns[i] = Some(Conn { stream, pending: Vec::new() });
+                                let service = new();
+                                conns[i] =
+                                    Some(Conn { stream, service, pending: Vec::new(), written: 0 });
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             Err(e) => return Err(e).context("accept"),
@@ -116,28 +131,27 @@ impl Server {
                         };
                         let mut closed = false;
                         loop {
-                            if !conn.pending.is_empty() {
-                                match conn.stream.write(&conn.pending) {
-                                    Ok(n) => {
-                                        echoed += n as u64;
-                                        conn.pending.drain(..n);
-                                    }
+                            while conn.written < conn.pending.len() {
+                                match conn.stream.write(&conn.pending[conn.written..]) {
+                                    Ok(n) => conn.written += n,
                                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                                     Err(_) => {
                                         closed = true;
                                         break;
                                     }
                                 }
-                                if !conn.pending.is_empty() {
-                                    break;
-                                }
                             }
+                            if closed || conn.written < conn.pending.len() {
+                                break;
+                            }
+                            conn.pending.clear();
+                            conn.written = 0;
                             match conn.stream.read(&mut buf) {
                                 Ok(0) => {
                                     closed = true;
                                     break;
                                 }
-                                Ok(n) => conn.pending.extend_from_slice(&buf[..n]),
+                                Ok(n) => conn.service.on_bytes(&buf[..n], &mut conn.pending)?,
                                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                                 Err(_) => {
                                     closed = true;
@@ -153,7 +167,23 @@ impl Server {
                 }
             }
         }
-        Ok(echoed)
+        Ok(())
+    }
+}
+
+/// What a [`Server`] does with one connection's bytes.
+pub trait Service {
+    /// Takes the bytes read; appends what to send back to `out`.
+    fn on_bytes(&mut self, data: &[u8], out: &mut Vec<u8>) -> anyhow::Result<()>;
+}
+
+/// The echo service: everything back as it came.
+struct Echoing;
+
+impl Service for Echoing {
+    fn on_bytes(&mut self, data: &[u8], out: &mut Vec<u8>) -> anyhow::Result<()> {
+        out.extend_from_slice(data);
+        Ok(())
     }
 }
 

@@ -1,7 +1,12 @@
 //! `etran bench`: built-in benchmarks, each run side by side with Linux.
 pub mod echo;
 mod etran_echo;
+mod etran_hosts;
+mod etran_rpc;
 mod linux_echo;
+mod linux_rpc;
 pub mod raw;
 pub mod rpc;
+mod rpc_msg;
 mod support;
+mod workload;

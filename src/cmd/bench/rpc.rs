@@ -1,6 +1,426 @@
-//! `etran bench rpc`: Homa RPCs in cp_node's dialect (not built yet).
-use crate::{cli::RpcArgs, output::Output};
+//! `etran bench rpc`: closed-loop RPCs, eTran Homa against the same RPCs over Linux TCP, on the
+//! same private testbed, same sizes, same CPU placement, printed side by side. Clients on host
+//! 1 keep `--depth` RPCs outstanding each against echo-style servers on host 2; request sizes
+//! come from `--workload` (a fixed size, or the Homa paper's W1–W5: [`super::workload`]).
+//! Every request and every response is checked byte for byte ([`super::rpc_msg`]). HomaModule
+//! itself cannot be loaded here (no modules), so Linux TCP is the baseline.
+use std::{
+    net::Ipv4Addr,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Instant,
+};
 
-pub fn run(_args: RpcArgs, _out: &Output) -> anyhow::Result<()> {
-    anyhow::bail!("bench rpc needs the eTran Homa transport, which is not in this build yet")
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use super::{
+    echo::{counters_line, progress_bar, waits, watch_progress, Percentiles},
+    etran_rpc,
+    linux_echo::{self, Progress, Server, Share, Wait},
+    linux_rpc,
+    rpc_msg::{RpcResult, HEADER},
+    support::{self as bench, CpuUse},
+    workload::Workload,
+};
+use crate::{
+    app::AppCounters,
+    cli::{EchoWait, RpcArgs, RpcTransport},
+    netns::NetNs,
+    output::{Output, Table},
+    sys, testbed,
+};
+
+#[derive(Serialize)]
+struct Bucket {
+    /// The largest request size in the bucket (a decile of the workload).
+    max_request_bytes: u32,
+    rpcs: u64,
+    rtt_us: Percentiles,
+}
+
+#[derive(Serialize)]
+struct Row {
+    transport: &'static str,
+    rpcs_per_sec: f64,
+    /// Response payload.
+    gbit_per_sec: f64,
+    rtt_us: Percentiles,
+    rpcs: u64,
+    /// Response bytes checked (every request was checked by its server too).
+    verified_bytes: u64,
+    /// CPU time per RPC, both hosts (apps, daemons, softirq work; busy-polling counts as used),
+    /// in microseconds.
+    cpu_us_per_rpc: Option<f64>,
+    cpu: Option<CpuUse>,
+    /// Round-trip times by request-size decile (w1..w5 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    by_size: Option<Vec<Bucket>>,
+    /// eTran only: every socket's port counters together (both hosts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    counters: Option<AppCounters>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    /// "w1".."w5" or "N B".
+    workload: String,
+    mean_request_bytes: f64,
+    /// Fixed response size; absent: as long as the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_bytes: Option<u32>,
+    clients: u32,
+    depth: u32,
+    threads: u32,
+    duration_secs: f64,
+    rpc_timeout_secs: f64,
+    /// "busy" or "block".
+    wait: &'static str,
+    waits: String,
+    placement: &'static str,
+    testbed: String,
+    results: Vec<Row>,
+}
+
+pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
+    let workload = validate(&args)?;
+    let transports = match args.transport {
+        RpcTransport::All => vec![RpcTransport::EtranHoma, RpcTransport::LinuxTcp],
+        t => vec![t],
+    };
+    let (wait, waits) = waits(
+        args.wait,
+        "RPC sockets",
+        "sleep on the AF_XDP socket whenever a pass finds nothing (RpcSocket::wait)",
+    );
+    sys::require_root("etran bench rpc (it builds a private testbed)")?;
+    let tb = testbed::Testbed::private_with(testbed::Spec::new("", 2))?;
+    let (client, server) = (tb.netns(1)?, tb.netns(2)?);
+    let shares = linux_echo::plan(tb.host(2).ip, args.clients, args.threads);
+    let placement = if bench::cpu_count() >= 2 {
+        "client thread i on CPU i mod N, server thread i on CPU i+1 mod N (each engine: one \
+         server thread and port per client thread)"
+    } else {
+        "client and server threads share CPU 0"
+    };
+    let testbed = format!(
+        "private testbed, 2 hosts, {} switch, MTU {} (host NICs without TX checksum offload, \
+         so without TSO)",
+        tb.spec().mode(),
+        tb.spec().mtu
+    );
+    let mut results = Vec::new();
+    for t in transports {
+        results.push(match t {
+            RpcTransport::EtranHoma => {
+                measure_etran(&args, workload, wait, &client, &server, &shares, out)?
+            }
+            RpcTransport::LinuxTcp => {
+                measure_linux(&args, workload, wait, (&client, &server), &shares, out)?
+            }
+            RpcTransport::All => unreachable!("expanded above"),
+        });
+    }
+    drop(tb);
+    let report = Report {
+        workload: workload.name(),
+        mean_request_bytes: workload.mean().max(HEADER as f64),
+        response_bytes: args.response_size,
+        clients: args.clients,
+        depth: args.depth,
+        threads: args.threads,
+        duration_secs: args.duration.as_secs_f64(),
+        rpc_timeout_secs: args.rpc_timeout.as_secs_f64(),
+        wait: match args.wait {
+            EchoWait::Busy => "busy",
+            EchoWait::Block => "block",
+        },
+        waits,
+        placement,
+        testbed,
+        results,
+    };
+    if out.json() {
+        out.print_json(&report)
+    } else {
+        print_table(&report);
+        Ok(())
+    }
+}
+
+/// The workload, once every flag is within bounds.
+fn validate(args: &RpcArgs) -> anyhow::Result<Workload> {
+    let workload = Workload::parse(&args.workload, HEADER as u32)?;
+    if args.clients == 0 || args.depth == 0 || args.threads == 0 {
+        bail!("--clients, --depth and --threads must be at least 1");
+    }
+    if args.threads > args.clients {
+        bail!("--threads ({}) cannot exceed --clients ({})", args.threads, args.clients);
+    }
+    let outstanding = u64::from(args.clients) * u64::from(args.depth);
+    if args.threads > 64 || outstanding > 4096 {
+        bail!("at most 64 threads and 4096 RPCs outstanding (--clients × --depth)");
+    }
+    let biggest = u64::from(workload.max().max(args.response_size.unwrap_or(0)));
+    if outstanding * biggest > 256 << 20 {
+        bail!("at most 256 MiB outstanding: lower --clients × --depth or the sizes");
+    }
+    Ok(workload)
+}
+
+fn measure_etran(
+    args: &RpcArgs,
+    workload: Workload,
+    wait: Wait,
+    client: &NetNs,
+    server: &NetNs,
+    shares: &[Share],
+    out: &Output,
+) -> anyhow::Result<Row> {
+    let name = "etran-homa";
+    let progress = Progress::default();
+    let bar = progress_bar(name, args.duration, out);
+    let params = etran_rpc::Params {
+        client,
+        server,
+        shares,
+        depth: args.depth,
+        workload,
+        response: args.response_size,
+        duration: args.duration,
+        wait,
+        rpc_timeout: args.rpc_timeout,
+    };
+    let r = etran_rpc::run(&params, &progress, |done| {
+        watch_progress(bar.as_ref(), &progress, Instant::now(), done, "RPCs")
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let r = r.with_context(|| format!("{name} RPCs"))?;
+    let mut row = row(name, args, &workload, &r.result)?;
+    row.counters = Some(r.counters);
+    Ok(row)
+}
+
+/// The Linux run: one server thread per share in the server namespace, the client threads in
+/// the client namespace.
+fn measure_linux(
+    args: &RpcArgs,
+    workload: Workload,
+    wait: Wait,
+    (client_ns, server_ns): (&NetNs, &NetNs),
+    shares: &[Share],
+    out: &Output,
+) -> anyhow::Result<Row> {
+    let name = "linux-tcp";
+    let stop = AtomicBool::new(false);
+    let progress = Progress::default();
+    let servers = server_ns.run(|| {
+        shares
+            .iter()
+            .map(|sh| Server::bind((Ipv4Addr::UNSPECIFIED, sh.server.port()).into()))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })??;
+    let wakers: Vec<_> = servers.iter().map(Server::waker).collect();
+    let bar = progress_bar(name, args.duration, out);
+    let (results, served) = std::thread::scope(|s| {
+        let server_threads: Vec<_> = servers
+            .into_iter()
+            .zip(shares)
+            .map(|(server, share)| {
+                let stop = &stop;
+                s.spawn(move || -> anyhow::Result<()> {
+                    server_ns.enter()?;
+                    bench::pin_to_cpu(share.server_cpu)?;
+                    server.serve(wait, stop, linux_rpc::Answering::default)
+                })
+            })
+            .collect();
+        let start = Instant::now();
+        let deadline = start + args.duration;
+        let clients: Vec<_> = shares
+            .iter()
+            .map(|share| {
+                let client = linux_rpc::Client {
+                    share: share.clone(),
+                    depth: args.depth,
+                    workload,
+                    response: args.response_size,
+                    wait,
+                    rpc_timeout: args.rpc_timeout,
+                };
+                let progress = &progress;
+                s.spawn(move || -> anyhow::Result<RpcResult> {
+                    client_ns.enter()?;
+                    bench::pin_to_cpu(client.share.client_cpu)?;
+                    client.run(deadline, progress)
+                })
+            })
+            .collect();
+        let done = || clients.iter().all(|c| c.is_finished());
+        watch_progress(bar.as_ref(), &progress, start, &done, "RPCs");
+        let results: Vec<_> =
+            clients.into_iter().map(|c| c.join().expect("client thread")).collect();
+        stop.store(true, Ordering::Relaxed);
+        for w in &wakers {
+            let _ = w.wake();
+        }
+        let served: Vec<_> =
+            server_threads.into_iter().map(|t| t.join().expect("server thread")).collect();
+        (results, served)
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let mut total = RpcResult::new(&workload);
+    for r in results {
+        total.merge(&r.with_context(|| format!("{name} RPC client"))?)?;
+    }
+    for r in served {
+        r.with_context(|| format!("{name} RPC server"))?;
+    }
+    row(name, args, &workload, &total)
+}
+
+fn row(
+    transport: &'static str,
+    args: &RpcArgs,
+    workload: &Workload,
+    r: &RpcResult,
+) -> anyhow::Result<Row> {
+    let t = &r.total;
+    if t.messages == 0 {
+        bail!("{transport}: no RPC completed in {:?}", args.duration);
+    }
+    let secs = args.duration.as_secs_f64();
+    let by_size = matches!(workload, Workload::Dist(..)).then(|| {
+        r.bounds
+            .iter()
+            .zip(&r.by_size)
+            .map(|(&max, h)| Bucket {
+                max_request_bytes: max.max(HEADER as u32),
+                rpcs: h.len(),
+                rtt_us: Percentiles::of(h),
+            })
+            .collect()
+    });
+    Ok(Row {
+        transport,
+        rpcs_per_sec: t.messages as f64 / secs,
+        gbit_per_sec: t.verified_bytes as f64 * 8.0 / secs / 1e9,
+        rtt_us: Percentiles::of(&t.rtt_ns),
+        rpcs: t.messages,
+        verified_bytes: t.verified_bytes,
+        cpu_us_per_rpc: t.cpu().map(|c| c.total_ns() as f64 / 1000.0 / t.messages as f64),
+        cpu: t.cpu(),
+        by_size,
+        counters: None,
+    })
+}
+
+fn print_table(r: &Report) {
+    let response = match r.response_bytes {
+        Some(n) => format!("{n} B responses"),
+        None => "responses as long as their requests".into(),
+    };
+    crate::outln!(
+        "rpc: workload {} (mean request {:.0} B), {response}, {} client(s) x depth {}, {} \
+         thread(s), {:.1} s",
+        r.workload,
+        r.mean_request_bytes,
+        r.clients,
+        r.depth,
+        r.threads,
+        r.duration_secs
+    );
+    crate::outln!("placement: {}; {}", r.placement, r.testbed);
+    crate::outln!("waits: {}", r.waits);
+    let mut t = Table::new([
+        "transport",
+        "RPCs/s",
+        "resp Gbit/s",
+        "RTT p50 us",
+        "p99 us",
+        "p99.9 us",
+        "CPU us/RPC",
+        "verified bytes",
+    ]);
+    for row in &r.results {
+        t.row([
+            row.transport.to_string(),
+            format!("{:.0}", row.rpcs_per_sec),
+            format!("{:.3}", row.gbit_per_sec),
+            format!("{:.1}", row.rtt_us.p50),
+            format!("{:.1}", row.rtt_us.p99),
+            format!("{:.1}", row.rtt_us.p99_9),
+            row.cpu_us_per_rpc.map_or("-".into(), |c| format!("{c:.1}")),
+            row.verified_bytes.to_string(),
+        ]);
+    }
+    crate::out!("{}", t.render());
+    let sized: Vec<(&str, &Vec<Bucket>)> =
+        r.results.iter().filter_map(|row| Some((row.transport, row.by_size.as_ref()?))).collect();
+    if let Some((_, first)) = sized.first() {
+        crate::outln!("RTT by request size (deciles of {}), us:", r.workload);
+        let mut header = vec!["request size".to_string()];
+        for (name, _) in &sized {
+            header.extend([format!("{name} p50"), "p99".into()]);
+        }
+        let mut t = Table::new(header);
+        for (i, bucket) in first.iter().enumerate() {
+            let mut cells = vec![format!("<= {}", bucket.max_request_bytes)];
+            for (_, buckets) in &sized {
+                let b = &buckets[i];
+                cells.extend(if b.rpcs == 0 {
+                    ["-".to_string(), "-".to_string()]
+                } else {
+                    [format!("{:.1}", b.rtt_us.p50), format!("{:.1}", b.rtt_us.p99)]
+                });
+            }
+            t.row(cells);
+        }
+        crate::out!("{}", t.render());
+    }
+    for row in &r.results {
+        if let Some(c) = &row.counters {
+            crate::outln!("{} counters: {}", row.transport, counters_line(c));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> RpcArgs {
+        let cli =
+            crate::cli::Cli::try_parse_from(["etran", "bench", "rpc"].iter().chain(extra).copied())
+                .unwrap();
+        match cli.command {
+            crate::cli::Command::Bench(crate::cli::BenchCommand::Rpc(a)) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn bad_flags_are_one_line_errors() {
+        assert_eq!(validate(&args(&[])).unwrap(), Workload::Fixed(100));
+        assert_eq!(validate(&args(&["--workload", "w5"])).unwrap().name(), "w5");
+        for (flags, want) in [
+            (&["--workload", "8"][..], "--workload must be"),
+            (&["--workload", "w9"], "--workload must be"),
+            (&["--depth", "0"], "at least 1"),
+            (&["--threads", "2"], "cannot exceed --clients"),
+            (&["--clients", "100", "--depth", "100"], "4096 RPCs outstanding"),
+            (&["--workload", "w5", "--clients", "300", "--depth", "2"], "256 MiB"),
+        ] {
+            let e = validate(&args(flags)).unwrap_err().to_string();
+            assert!(e.contains(want) && !e.contains('\n'), "{flags:?}: {e}");
+        }
+        for bad in [["--response-size", "0"], ["--rpc-timeout", "0s"]] {
+            let e = crate::cli::Cli::try_parse_from(["etran", "bench", "rpc"].iter().chain(&bad));
+            assert!(e.is_err(), "{bad:?}");
+        }
+    }
 }

@@ -1,0 +1,235 @@
+//! The Linux TCP side of `etran bench rpc`: the same RPCs ([`super::rpc_msg`]) over kernel TCP
+//! sockets driven by mio, the request framed by the length in its header, the response by the
+//! length the request asked for. A client keeps one connection per outstanding RPC (clients ×
+//! depth), so that no RPC waits behind another's bytes, as none does over Homa.
+use std::{
+    io::{self, Read, Write},
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use mio::{net::TcpStream, Events, Interest, Poll, Token};
+
+use super::{
+    linux_echo::{Progress, Service, Share, Wait},
+    rpc_msg::{self, Call, Caller, Header, RpcResult},
+    workload::Workload,
+};
+
+/// How often a client looks for stalled RPCs.
+const STALL_CHECK: Duration = Duration::from_millis(10);
+
+/// The server's side of one connection, for [`super::linux_echo::Server::serve`]: collects
+/// each request (framed by the length in its header), checks it and appends its response.
+#[derive(Default)]
+pub struct Answering {
+    request: Vec<u8>,
+}
+
+impl Service for Answering {
+    fn on_bytes(&mut self, data: &[u8], out: &mut Vec<u8>) -> anyhow::Result<()> {
+        self.request.extend_from_slice(data);
+        while let Some(h) = Header::read(&self.request) {
+            let len = h.len as usize;
+            if len < rpc_msg::HEADER {
+                bail!("a request header with length {len}");
+            }
+            if self.request.len() < len {
+                break;
+            }
+            rpc_msg::answer(&self.request[..len], out).context("answering an RPC")?;
+            self.request.drain(..len);
+        }
+        Ok(())
+    }
+}
+
+/// One client connection: its one RPC in flight and the response bytes so far.
+struct ClientConn {
+    stream: TcpStream,
+    caller: Caller,
+    call: Option<Call>,
+    out: Vec<u8>,
+    written: usize,
+    response: Vec<u8>,
+}
+
+impl ClientConn {
+    fn start(&mut self) {
+        self.out.clear();
+        self.written = 0;
+        self.call = Some(self.caller.next_into(&mut self.out));
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        while self.written < self.out.len() {
+            match self.stream.write(&self.out[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e).context("sending a request"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Client thread: its share's clients, `depth` RPCs outstanding each, until `deadline`.
+pub struct Client {
+    pub share: Share,
+    pub depth: u32,
+    pub workload: Workload,
+    pub response: Option<u32>,
+    pub wait: Wait,
+    pub rpc_timeout: Duration,
+}
+
+impl Client {
+    pub fn run(&self, deadline: Instant, progress: &Progress) -> anyhow::Result<RpcResult> {
+        let mut poll = Poll::new()?;
+        let mut result = RpcResult::new(&self.workload);
+        let server = SocketAddr::V4(self.share.server);
+        let mut conns = Vec::new();
+        for c in 0..self.share.conns {
+            for d in 0..self.depth {
+                let std_stream =
+                    std::net::TcpStream::connect_timeout(&server, Duration::from_secs(3))
+                        .with_context(|| format!("connecting to {server}"))?;
+                std_stream.set_nodelay(true)?;
+                std_stream.set_nonblocking(true)?;
+                let mut stream = TcpStream::from_std(std_stream);
+                let token = Token(conns.len());
+                poll.registry().register(&mut stream, token, Interest::READABLE)?;
+                // Every outstanding RPC its own pattern stream.
+                let stream_id = (self.share.first_conn_id + c) * self.depth + d;
+                conns.push(ClientConn {
+                    stream,
+                    caller: Caller::new(stream_id, self.workload, self.response),
+                    call: None,
+                    out: Vec::new(),
+                    written: 0,
+                    response: Vec::new(),
+                });
+            }
+        }
+        for c in &mut conns {
+            c.start();
+            c.flush()?;
+        }
+        let mut events = Events::with_capacity(1024);
+        let mut buf = vec![0u8; 1 << 16];
+        let mut published = 0;
+        let mut last_check = Instant::now();
+        let timeout = match self.wait {
+            Wait::Busy => Duration::ZERO,
+            Wait::Blocking => STALL_CHECK,
+        };
+        result.total.window_starts();
+        let mut measuring = true;
+        while conns.iter().any(|c| c.call.is_some()) {
+            progress.publish(&result.total, &mut published);
+            match poll.poll(&mut events, Some(timeout)) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => r?,
+            }
+            for event in events.iter() {
+                let c = &mut conns[event.token().0];
+                loop {
+                    let n = match c.stream.read(&mut buf) {
+                        Ok(0) => bail!("the server closed a connection"),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e).context("receiving responses"),
+                    };
+                    c.response.extend_from_slice(&buf[..n]);
+                    let Some(call) = c.call else { bail!("a response to no request") };
+                    let want = call.header.response as usize;
+                    if c.response.len() < want {
+                        continue;
+                    }
+                    let now = Instant::now();
+                    if c.response.len() > want {
+                        bail!("{} bytes more than the response", c.response.len() - want);
+                    }
+                    // Those after the deadline drain uncounted, on the measured window's end.
+                    if now < deadline {
+                        result.complete(&call, &c.response, now)?;
+                    } else {
+                        call.check(&c.response)?;
+                    }
+                    c.response.clear();
+                    c.call = None;
+                    if now < deadline {
+                        c.start();
+                    }
+                }
+                c.flush()?;
+            }
+            let now = Instant::now();
+            if measuring && now >= deadline {
+                result.total.window_ends();
+                measuring = false;
+            }
+            if now.duration_since(last_check) >= STALL_CHECK {
+                last_check = now;
+                for call in conns.iter().filter_map(|c| c.call.as_ref()) {
+                    call.stalled(now, self.rpc_timeout)?;
+                }
+            }
+        }
+        if measuring {
+            result.total.window_ends();
+        }
+        progress.publish(&result.total, &mut published);
+        Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::bench::linux_echo::Server;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Loopback RPCs, both ways of waiting, fixed and distributed sizes: every response
+    /// checked, every RPC counted once.
+    #[test]
+    fn loopback_rpcs_are_verified() {
+        let runs = [
+            (Wait::Blocking, Workload::Fixed(3000), None),
+            (Wait::Busy, Workload::parse("w4", 1).unwrap(), Some(100)),
+        ];
+        for (wait, workload, response) in runs {
+            let server = Server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let SocketAddr::V4(addr) = server.addr().unwrap() else { unreachable!() };
+            let waker = server.waker();
+            let stop = AtomicBool::new(false);
+            let progress = Progress::default();
+            let mut share = super::super::linux_echo::plan(*addr.ip(), 2, 1).remove(0);
+            share.server = addr;
+            let client = Client {
+                share,
+                depth: 3,
+                workload,
+                response,
+                wait,
+                rpc_timeout: Duration::from_secs(5),
+            };
+            let result = std::thread::scope(|s| {
+                let srv = s.spawn(|| server.serve(wait, &stop, Answering::default));
+                let r = client.run(Instant::now() + Duration::from_millis(300), &progress);
+                stop.store(true, Ordering::Relaxed);
+                waker.wake().unwrap();
+                srv.join().unwrap().unwrap();
+                r.unwrap()
+            });
+            let t = &result.total;
+            assert!(t.messages > 10, "{wait:?}: {} RPCs", t.messages);
+            assert_eq!(t.rtt_ns.len(), t.messages);
+            assert_eq!(progress.messages.load(Ordering::Relaxed), t.messages);
+            if let Some(r) = response {
+                assert_eq!(t.verified_bytes, t.messages * u64::from(r));
+            }
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The RPCs of `etran bench rpc`, whatever carries them: every request starts with a 16-byte
+//! header (as `cp_node`'s messages carry theirs within their length), its body and the
+//! response are runs of one [`Pattern`] stream, so the server checks each request and the
+//! client each response with a `memcmp`. A request and its response are checked byte for byte.
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+
+use super::{
+    linux_echo::ClientResult,
+    workload::{Rng, Workload, MAX_SIZE},
+};
+use crate::pattern::{Pattern, PERIOD};
+
+/// Bytes of the header at the start of every request: its length (the header included), the
+/// pattern stream, the stream offset of the body and the length of the response, each u32
+/// little-endian.
+pub const HEADER: usize = 16;
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub len: u32,
+    pub stream: u32,
+    pub offset: u32,
+    pub response: u32,
+}
+
+impl Header {
+    fn write(&self, out: &mut Vec<u8>) {
+        for v in [self.len, self.stream, self.offset, self.response] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    /// The header at the start of `bytes`, if it holds one.
+    pub fn read(bytes: &[u8]) -> Option<Header> {
+        let word = |i: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(bytes.get(4 * i..4 * i + 4)?.try_into().ok()?))
+        };
+        Some(Header { len: word(0)?, stream: word(1)?, offset: word(2)?, response: word(3)? })
+    }
+
+    fn pattern(&self) -> Pattern {
+        Pattern::new(self.stream)
+    }
+}
+
+/// Appends request `h` (header and body) to `out`.
+fn write_request(h: &Header, out: &mut Vec<u8>) {
+    h.write(out);
+    h.pattern().extend(out, u64::from(h.offset), u64::from(h.len) - HEADER as u64);
+}
+
+/// The server's side: checks a whole request and appends its response to `out`.
+pub fn answer(request: &[u8], out: &mut Vec<u8>) -> anyhow::Result<()> {
+    let h = Header::read(request).context("a request shorter than the RPC header")?;
+    if h.len as usize != request.len() || h.response > MAX_SIZE {
+        bail!("a request of {} bytes whose header says {h:?}", request.len());
+    }
+    if let Some(at) = h.pattern().mismatch(u64::from(h.offset), &request[HEADER..]) {
+        bail!("request of stream {} differs at body byte {}", h.stream, at - u64::from(h.offset));
+    }
+    h.pattern().extend(out, u64::from(h.offset), u64::from(h.response));
+    Ok(())
+}
+
+/// One RPC in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct Call {
+    pub header: Header,
+    pub sent: Instant,
+}
+
+impl Call {
+    /// Checks `response` byte for byte.
+    pub fn check(&self, response: &[u8]) -> anyhow::Result<()> {
+        let h = &self.header;
+        if response.len() != h.response as usize {
+            bail!(
+                "a {}-byte response to a request for {} bytes (stream {})",
+                response.len(),
+                h.response,
+                h.stream
+            );
+        }
+        if let Some(at) = h.pattern().mismatch(u64::from(h.offset), response) {
+            bail!("response of stream {} differs at byte {}", h.stream, at - u64::from(h.offset));
+        }
+        Ok(())
+    }
+
+    /// An error when this RPC has waited longer than `timeout` at `now`.
+    pub fn stalled(&self, now: Instant, timeout: Duration) -> anyhow::Result<()> {
+        if now.duration_since(self.sent) > timeout {
+            bail!(
+                "an RPC ({} B request, {} B response) got no response within {timeout:?}",
+                self.header.len,
+                self.header.response
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One client's stream of requests: sizes drawn from the workload, bodies from its pattern
+/// stream.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    stream: u32,
+    offset: u32,
+    rng: Rng,
+    workload: Workload,
+    /// A fixed response size, or the request's.
+    response: Option<u32>,
+}
+
+impl Caller {
+    /// Client `stream` (its pattern stream and its random sizes' seed).
+    pub fn new(stream: u32, workload: Workload, response: Option<u32>) -> Caller {
+        Caller { stream, offset: 0, rng: Rng::new(u64::from(stream) + 1), workload, response }
+    }
+
+    /// Appends the next request to `out`, sent now.
+    pub fn next_into(&mut self, out: &mut Vec<u8>) -> Call {
+        let len = self.workload.size_at(self.rng.unit()).max(HEADER as u32);
+        let header = Header {
+            len,
+            stream: self.stream,
+            offset: self.offset,
+            response: self.response.unwrap_or(len),
+        };
+        self.offset = ((u64::from(self.offset) + u64::from(len)) % PERIOD as u64) as u32;
+        write_request(&header, out);
+        Call { header, sent: Instant::now() }
+    }
+
+    /// The next request as its own buffer.
+    pub fn next(&mut self) -> (Call, Vec<u8>) {
+        let mut buf = Vec::new();
+        let call = self.next_into(&mut buf);
+        (call, buf)
+    }
+}
+
+/// What a client thread measured: the totals (RPCs as messages, response bytes checked) and
+/// the round-trip times by request size decile of the workload.
+pub struct RpcResult {
+    pub total: ClientResult,
+    /// Upper bounds of the size buckets.
+    pub bounds: [u32; 10],
+    pub by_size: Vec<Histogram<u64>>,
+}
+
+impl RpcResult {
+    pub fn new(workload: &Workload) -> RpcResult {
+        RpcResult {
+            total: ClientResult::new(),
+            bounds: workload.deciles(),
+            by_size: (0..10).map(|_| super::support::latency_histogram()).collect(),
+        }
+    }
+
+    /// Checks `response` to `call` and records its round trip, ended at `now`.
+    pub fn complete(&mut self, call: &Call, response: &[u8], now: Instant) -> anyhow::Result<()> {
+        call.check(response)?;
+        let ns = now.duration_since(call.sent).as_nanos() as u64;
+        self.total.rtt_ns.saturating_record(ns);
+        self.total.messages += 1;
+        self.total.verified_bytes += response.len() as u64;
+        let b = self.bounds.iter().position(|&u| call.header.len <= u).unwrap_or(9);
+        self.by_size[b].saturating_record(ns);
+        Ok(())
+    }
+
+    pub fn merge(&mut self, other: &RpcResult) -> anyhow::Result<()> {
+        self.total.merge(&other.total)?;
+        for (a, b) in self.by_size.iter_mut().zip(&other.by_size) {
+            a.add(b)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_answered_and_responses_checked() {
+        for (workload, response) in [
+            (Workload::Fixed(16), None),
+            (Workload::Fixed(70_000), Some(5)),
+            (Workload::parse("w3", 1).unwrap(), None),
+        ] {
+            let mut caller = Caller::new(3, workload, response);
+            let mut result = RpcResult::new(&workload);
+            for _ in 0..50 {
+                let (call, req) = caller.next();
+                assert_eq!(req.len(), call.header.len as usize);
+                assert!(req.len() >= HEADER);
+                let mut resp = Vec::new();
+                answer(&req, &mut resp).unwrap();
+                assert_eq!(resp.len() as u32, response.unwrap_or(call.header.len));
+                result.complete(&call, &resp, Instant::now()).unwrap();
+                if !resp.is_empty() {
+                    let mut bad = resp.clone();
+                    bad[resp.len() / 2] ^= 0x40;
+                    assert!(call.check(&bad).is_err());
+                }
+                assert!(call.check(&resp[1..]).is_err(), "a short response");
+                let mut bad = req.clone();
+                *bad.last_mut().unwrap() ^= 1;
+                if bad.len() > HEADER {
+                    let e = answer(&bad, &mut Vec::new()).unwrap_err().to_string();
+                    assert!(e.contains("differs"), "{e}");
+                }
+                assert!(answer(&req[..req.len() - 1], &mut Vec::new()).is_err());
+            }
+            assert_eq!(result.total.messages, 50);
+            assert_eq!(result.by_size.iter().map(|h| h.len()).sum::<u64>(), 50);
+        }
+        assert!(answer(&[0; 8], &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn two_callers_send_different_bytes_and_a_stall_is_one_line() {
+        let (mut a, mut b) = (
+            Caller::new(1, Workload::Fixed(100), None),
+            Caller::new(2, Workload::Fixed(100), None),
+        );
+        let ((ca, ra), (cb, rb)) = (a.next(), b.next());
+        assert_ne!(ra[HEADER..], rb[HEADER..]);
+        let mut resp = Vec::new();
+        answer(&ra, &mut resp).unwrap();
+        assert!(cb.check(&resp).is_err(), "another stream's response");
+        let later = ca.sent + Duration::from_secs(6);
+        assert!(ca.stalled(later - Duration::from_secs(2), Duration::from_secs(5)).is_ok());
+        let e = ca.stalled(later, Duration::from_secs(5)).unwrap_err().to_string();
+        assert!(e.contains("no response within 5s") && !e.contains('\n'), "{e}");
+    }
+}

@@ -1,0 +1,106 @@
+//! `etran bench rpc` through the real binary on its private testbed: eTran Homa and Linux TCP
+//! rows from one run, every request and response checked, no RPC left in either datapath (the
+//! bench fails otherwise), nothing left behind. Needs root.
+use common::cli::etran;
+use serde_json::Value;
+
+use super::bench_echo::Leftovers;
+
+fn bench_rpc(args: &[&str]) -> Value {
+    let out = etran(&[&["-j", "bench", "rpc"], args].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?}: {stderr}");
+    assert!(!stderr.contains("etran daemon:"), "daemon lines in the output: {stderr}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A row's totals are sane: RPCs completed, every response byte checked, ordered percentiles,
+/// a CPU cost.
+fn check_row(row: &Value, min_response: u64) {
+    let rpcs = row["rpcs"].as_u64().unwrap();
+    assert!(rpcs > 0, "{row}");
+    assert!(row["verified_bytes"].as_u64().unwrap() >= rpcs * min_response, "{row}");
+    let p = &row["rtt_us"];
+    let (p50, p99) = (p["p50"].as_f64().unwrap(), p["p99"].as_f64().unwrap());
+    assert!(p50 > 0.0 && p50 <= p99 && p99 <= p["p99_9"].as_f64().unwrap(), "{row}");
+    let cpu = row["cpu_us_per_rpc"].as_f64().unwrap();
+    assert!(cpu > 0.0 && cpu < 1e6, "{row}");
+    if row["transport"] == "etran-homa" {
+        let c = &row["counters"];
+        assert!(c["tx_kicks"].as_u64().unwrap() > 0, "{c}");
+        for k in ["rx_dropped", "rx_ring_full", "rx_fill_ring_empty_descs"] {
+            assert_eq!(c["xdp"][k], 0, "{k}: {c}");
+        }
+    }
+}
+
+/// Both rows of a W2 run (sizes up to 1 MB: some RPCs granted), two client threads; then eTran
+/// alone at a fixed size with short responses, sleeping when idle.
+#[test]
+fn rpc_rows_are_verified_and_clean_up() {
+    let Some(_root) = common::root::alone() else { return };
+    let before = Leftovers::before();
+    let report = bench_rpc(&[
+        "--duration",
+        "1s",
+        "--workload",
+        "w2",
+        "--clients",
+        "2",
+        "--depth",
+        "4",
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(report["workload"], "w2");
+    assert!(report["placement"].as_str().unwrap().contains("CPU"));
+    let rows = report["results"].as_array().unwrap();
+    let names: Vec<_> = rows.iter().map(|r| r["transport"].as_str().unwrap()).collect();
+    assert_eq!(names, ["etran-homa", "linux-tcp"]);
+    for row in rows {
+        check_row(row, 16);
+        let buckets = row["by_size"].as_array().unwrap();
+        assert_eq!(buckets.len(), 10, "{row}");
+        let counted: u64 = buckets.iter().map(|b| b["rpcs"].as_u64().unwrap()).sum();
+        assert_eq!(counted, row["rpcs"].as_u64().unwrap(), "{row}");
+    }
+
+    let report = bench_rpc(&[
+        "--transport",
+        "etran-homa",
+        "--duration",
+        "1s",
+        "--workload",
+        "3000",
+        "--response-size",
+        "20",
+        "--clients",
+        "3",
+        "--depth",
+        "2",
+        "--wait",
+        "block",
+    ]);
+    let row = &report["results"][0];
+    check_row(row, 20);
+    assert_eq!(row["verified_bytes"].as_u64().unwrap(), row["rpcs"].as_u64().unwrap() * 20);
+    assert!(row.get("by_size").is_none(), "a fixed size has no size buckets: {row}");
+
+    before.assert_none();
+}
+
+#[test]
+fn rpc_rejects_bad_flags_in_one_line() {
+    for args in [
+        &["bench", "rpc", "--workload", "w7"][..],
+        &["bench", "rpc", "--workload", "4"],
+        &["bench", "rpc", "--threads", "3", "--clients", "2"],
+        &["bench", "rpc", "--depth", "0"],
+        &["bench", "rpc", "--response-size", "0"],
+    ] {
+        let out = etran(args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.trim().lines().count() <= 3, "{args:?}: short error, got {err}");
+    }
+}
