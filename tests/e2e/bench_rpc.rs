@@ -23,6 +23,7 @@ fn check_row(row: &Value, min_response: u64) {
     let p = &row["rtt_us"];
     let (p50, p99) = (p["p50"].as_f64().unwrap(), p["p99"].as_f64().unwrap());
     assert!(p50 > 0.0 && p50 <= p99 && p99 <= p["p99_9"].as_f64().unwrap(), "{row}");
+    assert!(row["mean_request_bytes"].as_f64().unwrap() >= 16.0, "{row}");
     let cpu = row["cpu_us_per_rpc"].as_f64().unwrap();
     assert!(cpu > 0.0 && cpu < 1e6, "{row}");
     if row["transport"] == "etran-homa" {
@@ -84,6 +85,7 @@ fn rpc_rows_are_verified_and_clean_up() {
     let row = &report["results"][0];
     check_row(row, 20);
     assert_eq!(row["verified_bytes"].as_u64().unwrap(), row["rpcs"].as_u64().unwrap() * 20);
+    assert_eq!(row["mean_request_bytes"], 3000.0, "{row}");
     assert!(row.get("by_size").is_none(), "a fixed size has no size buckets: {row}");
 
     before.assert_none();

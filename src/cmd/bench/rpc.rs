@@ -46,6 +46,8 @@ struct Row {
     gbit_per_sec: f64,
     rtt_us: Percentiles,
     rpcs: u64,
+    /// The mean length of the requests measured (those shorter than the header grew to it).
+    mean_request_bytes: f64,
     /// Response bytes checked (every request was checked by its server too).
     verified_bytes: u64,
     /// CPU time per RPC, both hosts (apps, daemons, softirq work; busy-polling counts as used),
@@ -64,7 +66,8 @@ struct Row {
 struct Report {
     /// "w1".."w5" or "N B".
     workload: String,
-    mean_request_bytes: f64,
+    /// The workload's mean request length (its table's).
+    workload_mean_bytes: f64,
     /// Fixed response size; absent: as long as the request.
     #[serde(skip_serializing_if = "Option::is_none")]
     response_bytes: Option<u32>,
@@ -123,7 +126,7 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
     drop(tb);
     let report = Report {
         workload: workload.name(),
-        mean_request_bytes: workload.mean().max(HEADER as f64),
+        workload_mean_bytes: workload.mean(),
         response_bytes: args.response_size,
         clients: args.clients,
         depth: args.depth,
@@ -310,6 +313,7 @@ fn row(
         gbit_per_sec: t.verified_bytes as f64 * 8.0 / secs / 1e9,
         rtt_us: Percentiles::of(&t.rtt_ns),
         rpcs: t.messages,
+        mean_request_bytes: r.request_bytes as f64 / t.messages as f64,
         verified_bytes: t.verified_bytes,
         cpu_us_per_rpc: t.cpu().map(|c| c.total_ns() as f64 / 1000.0 / t.messages as f64),
         cpu: t.cpu(),
@@ -324,10 +328,10 @@ fn print_table(r: &Report) {
         None => "responses as long as their requests".into(),
     };
     crate::outln!(
-        "rpc: workload {} (mean request {:.0} B), {response}, {} client(s) x depth {}, {} \
-         thread(s), {:.1} s",
+        "rpc: workload {} (mean {:.0} B), {response}, {} client(s) x depth {}, {} thread(s), \
+         {:.1} s",
         r.workload,
-        r.mean_request_bytes,
+        r.workload_mean_bytes,
         r.clients,
         r.depth,
         r.threads,
@@ -338,6 +342,7 @@ fn print_table(r: &Report) {
     let mut t = Table::new([
         "transport",
         "RPCs/s",
+        "avg req B",
         "resp Gbit/s",
         "RTT p50 us",
         "p99 us",
@@ -349,6 +354,7 @@ fn print_table(r: &Report) {
         t.row([
             row.transport.to_string(),
             format!("{:.0}", row.rpcs_per_sec),
+            format!("{:.1}", row.mean_request_bytes),
             format!("{:.3}", row.gbit_per_sec),
             format!("{:.1}", row.rtt_us.p50),
             format!("{:.1}", row.rtt_us.p99),

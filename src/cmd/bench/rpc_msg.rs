@@ -144,10 +144,11 @@ impl Caller {
     }
 }
 
-/// What a client thread measured: the totals (RPCs as messages, response bytes checked) and
-/// the round-trip times by request size decile of the workload.
+/// What a client thread measured: the totals (RPCs as messages, response bytes checked), the
+/// request bytes, and the round-trip times by request size decile of the workload.
 pub struct RpcResult {
     pub total: ClientResult,
+    pub request_bytes: u64,
     /// Upper bounds of the size buckets.
     pub bounds: [u32; 10],
     pub by_size: Vec<Histogram<u64>>,
@@ -157,6 +158,7 @@ impl RpcResult {
     pub fn new(workload: &Workload) -> RpcResult {
         RpcResult {
             total: ClientResult::new(),
+            request_bytes: 0,
             bounds: workload.deciles(),
             by_size: (0..10).map(|_| super::support::latency_histogram()).collect(),
         }
@@ -169,6 +171,7 @@ impl RpcResult {
         self.total.rtt_ns.saturating_record(ns);
         self.total.messages += 1;
         self.total.verified_bytes += response.len() as u64;
+        self.request_bytes += u64::from(call.header.len);
         let b = self.bounds.iter().position(|&u| call.header.len <= u).unwrap_or(9);
         self.by_size[b].saturating_record(ns);
         Ok(())
@@ -176,6 +179,7 @@ impl RpcResult {
 
     pub fn merge(&mut self, other: &RpcResult) -> anyhow::Result<()> {
         self.total.merge(&other.total)?;
+        self.request_bytes += other.request_bytes;
         for (a, b) in self.by_size.iter_mut().zip(&other.by_size) {
             a.add(b)?;
         }
@@ -219,6 +223,7 @@ mod tests {
                 assert!(answer(&req[..req.len() - 1], &mut Vec::new()).is_err());
             }
             assert_eq!(result.total.messages, 50);
+            assert!(result.request_bytes >= 50 * HEADER as u64);
             assert_eq!(result.by_size.iter().map(|h| h.len()).sum::<u64>(), 50);
         }
         assert!(answer(&[0; 8], &mut Vec::new()).is_err());
