@@ -234,6 +234,9 @@ pub struct RpcArgs {
     /// An RPC still without its response after this long fails the run.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub rpc_timeout: Duration,
+    /// Fraction of frames the testbed's switch drops, 0..1 (see `etran testbed up --loss`).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    pub loss: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

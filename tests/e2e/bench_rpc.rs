@@ -91,6 +91,45 @@ fn rpc_rows_are_verified_and_clean_up() {
     before.assert_none();
 }
 
+/// On a lossy switch an RPC may stall (until Homa resends what was lost): the bench then ends
+/// within the run and its timeout with one line naming the stalled RPC, not a hang; or, once
+/// loss is recovered, it completes with every response checked.
+#[test]
+fn a_stalled_rpc_ends_the_run_in_one_line() {
+    let Some(_root) = common::root::alone() else { return };
+    let before = Leftovers::before();
+    let start = std::time::Instant::now();
+    let out = etran(&[
+        "-j",
+        "bench",
+        "rpc",
+        "--transport",
+        "etran-homa",
+        "--loss",
+        "0.2",
+        "--workload",
+        "3000",
+        "--clients",
+        "2",
+        "--depth",
+        "2",
+        "--duration",
+        "1s",
+        "--rpc-timeout",
+        "1s",
+    ]);
+    assert!(start.elapsed() < std::time::Duration::from_secs(30), "{:?}", start.elapsed());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    if out.status.success() {
+        check_row(&report["results"][0], 3000);
+    } else {
+        // With -j the error is the report.
+        let e = report["error"].as_str().unwrap();
+        assert!(e.contains("got no response within 1s") && !e.contains('\n'), "{e}");
+    }
+    before.assert_none();
+}
+
 #[test]
 fn rpc_rejects_bad_flags_in_one_line() {
     for args in [
@@ -99,6 +138,7 @@ fn rpc_rejects_bad_flags_in_one_line() {
         &["bench", "rpc", "--threads", "3", "--clients", "2"],
         &["bench", "rpc", "--depth", "0"],
         &["bench", "rpc", "--response-size", "0"],
+        &["bench", "rpc", "--loss", "2"],
     ] {
         let out = etran(args);
         assert!(!out.status.success(), "{args:?} should fail");

@@ -81,6 +81,8 @@ struct Report {
     waits: String,
     placement: &'static str,
     testbed: String,
+    /// Fraction of frames the switch drops.
+    loss: f64,
     results: Vec<Row>,
 }
 
@@ -96,7 +98,10 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
         "sleep on the AF_XDP socket whenever a pass finds nothing (RpcSocket::wait)",
     );
     sys::require_root("etran bench rpc (it builds a private testbed)")?;
-    let tb = testbed::Testbed::private_with(testbed::Spec::new("", 2))?;
+    let tb = testbed::Testbed::private_with(testbed::Spec {
+        loss: args.loss,
+        ..testbed::Spec::new("", 2)
+    })?;
     let (client, server) = (tb.netns(1)?, tb.netns(2)?);
     let shares = linux_echo::plan(tb.host(2).ip, args.clients, args.threads);
     let placement = if bench::cpu_count() >= 2 {
@@ -106,9 +111,10 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
         "client and server threads share CPU 0"
     };
     let testbed = format!(
-        "private testbed, 2 hosts, {} switch, MTU {} (host NICs without TX checksum offload, \
+        "private testbed, 2 hosts, {} switch{}, MTU {} (host NICs without TX checksum offload, \
          so without TSO)",
         tb.spec().mode(),
+        if args.loss > 0.0 { format!(" dropping {} of the frames", args.loss) } else { "".into() },
         tb.spec().mtu
     );
     let mut results = Vec::new();
@@ -140,6 +146,7 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
         waits,
         placement,
         testbed,
+        loss: args.loss,
         results,
     };
     if out.json() {
