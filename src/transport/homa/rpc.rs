@@ -21,8 +21,8 @@
 //! Loss: the app drives each RPC's [`RpcTimer`] ([`Endpoint::tick`], every millisecond). A
 //! message coming in that goes silent with bytes missing gets RESENDs for them (every gap, and
 //! the tail, which egress cuts at what ingress granted: a lost GRANT heals the same way); a
-//! client whose request is out and whose response has not started asks for the response from
-//! byte 0. A RESEND is answered with the bytes again (only bytes sent, within the grant), with
+//! client whose request is out and whose response has not started asks for the response's
+//! first packet. A RESEND is answered with the bytes again (only bytes sent, within the grant), with
 //! BUSY while the app has nothing to send (a request still arriving or in service, or bytes not
 //! sent yet), and by ingress with RPC_UNKNOWN when the RPC is unknown there, on which a client
 //! sends its whole request again. Silence past the timeout fails a client's RPC

@@ -157,21 +157,8 @@ fn a_long_message_waits_for_grants() {
     let rpc = a.start_request(B, vec![7; 100_000]).unwrap();
     let first: u32 = drain(&mut a, A).iter().map(|f| f.0.payload_len as u32).sum();
     assert_eq!(first, UNSCHED, "the unscheduled bytes, then nothing");
-    let grant = Packet {
-        common: Common { sport: B.port(), dport: A.port(), sender_id: rpc.id.wire() ^ 1 },
-        body: Body::Grant { offset: UNSCHED + 2 * MAX_PAYLOAD, priority: 0 },
-    };
-    let mut frame = vec![0u8; 14];
-    frame.extend_from_slice(&[0x45; 20]);
-    grant.encode(&mut frame);
-    let meta = etran_homa_rx_meta {
-        id: rpc.id.wire(),
-        peer_ip: u32::from(*B.ip()).to_be(),
-        local_port: A.port().to_be(),
-        peer_port: B.port().to_be(),
-        r#type: Type::Grant.byte(),
-        ..Default::default()
-    };
+    let grant = Body::Grant { offset: UNSCHED + 2 * MAX_PAYLOAD, priority: 0 };
+    let (meta, frame) = control(B, A, rpc, grant);
     assert_eq!(a.on_rx(&meta, &[], &frame), None);
     let more: Vec<u32> = drain(&mut a, A).iter().map(|f| f.0.offset).collect();
     assert_eq!(more, [UNSCHED, UNSCHED + MAX_PAYLOAD]);
@@ -312,7 +299,7 @@ fn a_lost_request_brings_rpc_unknown_and_goes_again_whole() {
     assert_eq!(drain(&mut a, A).len(), 1, "lost on the way");
     ticks(&mut a, 5);
     let asked = drain(&mut a, A);
-    assert_eq!(resends(&asked), [(0, u32::MAX)], "the response, from its start");
+    assert_eq!(resends(&asked), [(0, MAX_PAYLOAD)], "the response's first packet");
     // The server's ingress knows no such RPC and answers for it.
     let (meta, frame) = control(B, A, rpc, Body::RpcUnknown);
     assert_eq!(a.on_rx(&meta, &[], &frame), None);
@@ -362,8 +349,16 @@ fn a_lost_response_is_sent_again_from_what_was_sent() {
     ticks(&mut a, 5);
     let (meta, payload, frame) = &drain(&mut a, A)[0];
     assert_eq!(b.on_rx(meta, payload, frame), None);
+    let first = drain(&mut b, B);
+    assert_eq!(first.iter().map(|f| f.0.offset).collect::<Vec<_>>(), [0], "the first packet");
+    assert_eq!(a.on_rx(&first[0].0, &first[0].1, &first[0].2), None);
+    // It names the length: the rest is asked for as a gap.
+    ticks(&mut a, 5);
+    let asked = drain(&mut a, A);
+    assert_eq!(resends(&asked), [(MAX_PAYLOAD, 3000 - MAX_PAYLOAD)]);
+    assert_eq!(b.on_rx(&asked[0].0, &asked[0].1, &asked[0].2), None);
     let again = drain(&mut b, B);
-    assert_eq!(again.iter().map(|f| f.0.offset).collect::<Vec<_>>(), [0, 1424, 2848]);
+    assert_eq!(again.iter().map(|f| f.0.offset).collect::<Vec<_>>(), [1424, 2848]);
     let events: Vec<_> = again.iter().filter_map(|f| a.on_rx(&f.0, &f.1, &f.2)).collect();
     assert_eq!(events, [Event::Response { rpc, bytes: vec![3; 3000] }]);
 }
