@@ -95,7 +95,7 @@ pub enum FdKind {
     /// The memfd backing the UMEM registered on the queue-0 socket: mmap it `MAP_SHARED`.
     Umem,
     /// The port's receive budget (`struct etran_port_rx`, a one-entry mmappable BPF array):
-    /// mmap it shared and keep its `posted` and `consumed` counters current. Since version 7.
+    /// mmap it shared and keep its `posted` counter current. Since version 7.
     RxBudget,
 }
 

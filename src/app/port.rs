@@ -17,8 +17,8 @@
 //! from it.
 //!
 //! The receive budget ([`RxBudget`]): ingress hands the port no more frames than the fill ring
-//! was given, nor more than the port's veth ring holds between the app's polls, so the app
-//! publishes what it put on the fill ring and took from the RX ring as it goes.
+//! was given (nor more than the port's veth ring holds, which the kernel counts itself), so the
+//! app publishes what it put on the fill ring as it goes.
 use std::{
     io,
     mem::offset_of,
@@ -73,11 +73,10 @@ pub struct AppPort {
 }
 
 /// The app's half of the port's receive budget (`struct etran_port_rx`, mapped shared with
-/// ingress): running totals of descriptors put on the fill ring and taken from the RX ring.
+/// ingress): the running total of descriptors put on the fill ring.
 struct RxBudget {
     map: memmap2::MmapRaw,
     posted: u64,
-    consumed: u64,
 }
 
 impl RxBudget {
@@ -87,23 +86,17 @@ impl RxBudget {
             .len(len)
             .map_raw(fd.as_raw_fd())
             .context("mapping the port's receive budget")?;
-        Ok(RxBudget { map, posted: 0, consumed: 0 })
-    }
-
-    fn counter(&self, offset: usize) -> &AtomicU64 {
-        // SAFETY: the mapping holds a whole `etran_port_rx`, whose u64 fields are aligned;
-        // the kernel only reads these two.
-        unsafe { &*self.map.as_ptr().add(offset).cast::<AtomicU64>() }
+        Ok(RxBudget { map, posted: 0 })
     }
 
     fn posted(&mut self, n: usize) {
         self.posted += n as u64;
-        self.counter(offset_of!(etran_port_rx, posted)).store(self.posted, Ordering::Release);
-    }
-
-    fn consumed(&mut self, n: usize) {
-        self.consumed += n as u64;
-        self.counter(offset_of!(etran_port_rx, consumed)).store(self.consumed, Ordering::Release);
+        // SAFETY: the mapping holds a whole `etran_port_rx`, whose u64 fields are aligned; the
+        // kernel only reads this one.
+        let posted = unsafe {
+            &*self.map.as_ptr().add(offset_of!(etran_port_rx, posted)).cast::<AtomicU64>()
+        };
+        posted.store(self.posted, Ordering::Release);
     }
 }
 
@@ -185,7 +178,6 @@ impl AppPort {
                 done.push(d);
             }
             peek.release();
-            self.budget.consumed(done.len());
             let umem = self.umem.clone();
             for d in &done {
                 self.stats.rx_frames += 1;

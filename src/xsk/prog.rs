@@ -32,6 +32,16 @@ impl XskProgram {
     /// Loads the programs. `pktgen_ifindex` is the interface `xsk_pktgen` transmits on (0 when the
     /// generator is not used).
     pub fn load(pktgen_ifindex: u32) -> anyhow::Result<XskProgram> {
+        Self::open(pktgen_ifindex, None)
+    }
+
+    /// Loads the programs for a compat app port whose receive budget is the map `budget`
+    /// (`xsk_port_redirect` counts arrivals in it): see [`XskProgram::attach_port_redirect`].
+    pub fn load_for_port(budget: BorrowedFd<'_>) -> anyhow::Result<XskProgram> {
+        Self::open(0, Some(budget))
+    }
+
+    fn open(pktgen_ifindex: u32, budget: Option<BorrowedFd<'_>>) -> anyhow::Result<XskProgram> {
         crate::sys::require_root("loading XDP programs")?;
         let object = Box::into_raw(Box::new(MaybeUninit::<OpenObject>::uninit()));
         let mut this = XskProgram { links: Vec::new(), skel: None, object };
@@ -43,6 +53,9 @@ impl XskProgram {
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.pktgen_ifindex = pktgen_ifindex;
         }
+        if let Some(budget) = budget {
+            open.maps.port_rx.reuse_fd(budget).context("sharing the port's receive budget")?;
+        }
         this.skel = Some(crate::bpf::verifier::load(open, "the xsk_redirect programs")?);
         Ok(this)
     }
@@ -53,12 +66,26 @@ impl XskProgram {
 
     /// Attaches `xsk_redirect` to `ifindex` (drv mode when the driver has it).
     pub fn attach_redirect(&mut self, ifindex: u32) -> anyhow::Result<()> {
-        let link =
-            self.skel().progs.xsk_redirect.attach_xdp(ifindex as i32).with_context(|| {
-                format!(
-                    "attaching xsk_redirect to ifindex {ifindex} (is another XDP program there?)"
-                )
-            })?;
+        let link = self.skel().progs.xsk_redirect.attach_xdp(ifindex as i32);
+        self.keep_redirect("xsk_redirect", ifindex, link)
+    }
+
+    /// Attaches `xsk_port_redirect` to `ifindex`, the app side of the port whose budget was
+    /// given to [`XskProgram::load_for_port`].
+    pub fn attach_port_redirect(&mut self, ifindex: u32) -> anyhow::Result<()> {
+        let link = self.skel().progs.xsk_port_redirect.attach_xdp(ifindex as i32);
+        self.keep_redirect("xsk_port_redirect", ifindex, link)
+    }
+
+    fn keep_redirect(
+        &mut self,
+        name: &str,
+        ifindex: u32,
+        link: libbpf_rs::Result<Link>,
+    ) -> anyhow::Result<()> {
+        let link = link.with_context(|| {
+            format!("attaching {name} to ifindex {ifindex} (is another XDP program there?)")
+        })?;
         self.links.push(link);
         Ok(())
     }

@@ -131,12 +131,13 @@ impl Harness<'_> {
     }
 
     /// Runs `prog` on `frame` as if it arrived on `ingress_ifindex`; the app of port 0 then
-    /// takes whatever ingress handed it (its budget's `consumed` catches up).
+    /// takes whatever ingress handed it (its budget's `arrived` catches up, as the port's
+    /// app-side program would count).
     pub fn run(&self, prog: &ProgramMut<'_>, frame: &[u8], ingress_ifindex: u32) -> RawRun {
         let run = test_run(prog, frame, ingress_ifindex);
         let b = self.port_budget();
-        if b.consumed != b.taken {
-            self.set_port_budget(&etran_port_rx { consumed: b.taken, ..b });
+        if b.arrived != b.taken {
+            self.set_port_budget(&etran_port_rx { arrived: b.taken, ..b });
         }
         run
     }

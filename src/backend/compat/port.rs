@@ -185,9 +185,11 @@ impl VethPort {
             nl.set_up(idx)?;
             crate::ethtool::set_gro(name, true)?;
         }
-        let mut prog = XskProgram::load(0)?;
-        prog.attach_redirect(self.app_ifindex)?;
+        let budget = rx_budget_map().context("creating the port's receive budget")?;
+        let mut prog = XskProgram::load_for_port(budget.as_fd())?;
+        prog.attach_port_redirect(self.app_ifindex)?;
         self.prog = Some(prog);
+        self.rx_budget = Some(budget);
 
         let (xsk, umem) = make_socket(&self.geometry)
             .with_context(|| format!("creating the AF_XDP socket on {}", self.app_name))?;
@@ -199,12 +201,11 @@ impl VethPort {
         // connection: register the port's ifindex and its budget, then hand it frames.
         let (slot, ifindex) = (self.slot.to_ne_bytes(), self.kernel_ifindex.to_ne_bytes());
         self.in_devmap = true;
-        let budget = rx_budget_map().context("creating the port's receive budget")?;
+        let budget = self.rx_budget.as_ref().expect("made with the program");
         let inner = (budget.as_fd().as_raw_fd() as u32).to_ne_bytes();
         maps.port_budget
             .update(&slot, &inner, MapFlags::ANY)
             .with_context(|| format!("registering port {}'s receive budget", self.slot))?;
-        self.rx_budget = Some(budget);
         maps.port_ifindex
             .update(&slot, &ifindex, MapFlags::ANY)
             .with_context(|| format!("registering {} as port {}", self.kernel_name, self.slot))?;
@@ -243,7 +244,8 @@ impl VethPort {
 }
 
 /// A port's receive budget: a one-entry array of `struct etran_port_rx`, all zero (nothing
-/// posted yet), that the app can map.
+/// posted yet), that the app can map. Named as `xsk_port_redirect`'s map, which reuses it (the
+/// skeleton finds its maps by name).
 pub fn rx_budget_map() -> anyhow::Result<MapHandle> {
     let opts = libbpf_sys::bpf_map_create_opts {
         sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
@@ -251,7 +253,7 @@ pub fn rx_budget_map() -> anyhow::Result<MapHandle> {
         ..Default::default()
     };
     let value = std::mem::size_of::<etran_port_rx>() as u32;
-    Ok(MapHandle::create(MapType::Array, Some("etran_port_rx"), 4, value, 1, &opts)?)
+    Ok(MapHandle::create(MapType::Array, Some("port_rx"), 4, value, 1, &opts)?)
 }
 
 /// Creates the memfd UMEM and an AF_XDP socket with it registered and its rings sized, for the

@@ -17,18 +17,18 @@ enum etran_app_port_limit {
 	ETRAN_APP_PORTS = 64,
 };
 
-/* Frames handed to an app port and not yet taken by the app, at most (compat/app_ports.h): below
- * the 256 frames of the port's veth ring, less one per CPU that may pass the check at once. */
+/* Frames handed to an app port and not yet out of its veth ring, at most (compat/app_ports.h):
+ * below the ring's 256 frames, less one per CPU that may pass the check at once. */
 enum etran_port_rx_limit {
 	ETRAN_PORT_IN_FLIGHT = 224,
 };
 
 /* An app port's receive budget, a map of its own (see compat/app_ports.h). */
 struct etran_port_rx {
-	__u64 posted;   /* app: descriptors put on the fill ring, ever */
-	__u64 consumed; /* app: descriptors taken from the RX ring, ever */
-	__u8 pad[48];   /* taken on a cache line of its own: app and kernel write apart */
-	__u64 taken;    /* ingress: frames handed to the port, ever */
+	__u64 posted;  /* app: descriptors put on the fill ring, ever */
+	__u8 pad[56];  /* the kernel's counters on a cache line of their own: app and kernel write apart */
+	__u64 taken;   /* ingress: frames handed to the port, ever */
+	__u64 arrived; /* the port's app-side XDP program: frames out of the veth ring, ever */
 };
 
 

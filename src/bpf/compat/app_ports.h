@@ -28,15 +28,18 @@ struct {
 	__type(value, __u32);
 } etran_port_ifindex SEC(".maps");
 
-/* An app port's receive budget (struct etran_port_rx, common/transport.h). Ingress updates connection state (and acknowledges data) before
- * the frame reaches the app's AF_XDP socket, and a frame lost after that point (the socket's
- * fill ring empty, or the 256-frame ring of the port's veth overrun while its softirq lags) is
- * data the peer will never resend. So ingress hands a port a frame only if the port can take
- * it, and otherwise drops it before touching any state (the peer retransmits it, as after a
- * loss on the wire): fewer frames handed over than the app has put on its fill ring, and fewer
- * than ETRAN_PORT_IN_FLIGHT not yet consumed by the app. The app writes `posted` and `consumed`
- * (its own copy of this map, mmapped: no system call); ingress counts `taken`. Each app has a
- * map of its own, so an app that lies about its counters only starves or floods itself. */
+/* An app port's receive budget (struct etran_port_rx, common/transport.h). Ingress updates
+ * connection state (and acknowledges data) before the frame reaches the app's AF_XDP socket, and
+ * a frame lost after that point is data the peer will never resend. On its way a frame can be
+ * lost twice: the port's veth ring (256 frames) overruns while the app side's softirq lags, or
+ * the socket's fill ring is empty (the app stopped reading). So ingress hands a port a frame
+ * only if both have room, and otherwise drops it before touching any state (the peer resends
+ * it, as after a loss on the wire): fewer frames handed over than the app has put on its fill
+ * ring (`posted`, written by the app through its mmapped copy of this map: no system call), and
+ * fewer than ETRAN_PORT_IN_FLIGHT handed over and not yet out of the veth ring (`taken`, counted
+ * here; `arrived`, counted by the app side's XDP program, xsk/xsk_redirect.bpf.c). The RX ring
+ * cannot overrun: it holds as many descriptors as the fill ring lends. Each app has a map of its
+ * own, so an app that lies about `posted` only starves or floods itself. */
 struct etran_port_rx_map {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -70,10 +73,10 @@ static __always_inline int port_has_room(const struct etran_port_rx *b)
 	const volatile struct etran_port_rx *v = b;
 	__u64 taken = v->taken;
 
-	/* Signed differences: frames the kernel side of the port sends itself (IPv6 neighbour
-	 * discovery, say) reach the app untaken, so `consumed` may run ahead of `taken`. */
+	/* Signed differences: a frame the kernel side of the port sends itself arrives untaken, so
+	 * `arrived` may run ahead of `taken`. */
 	return (__s64)(v->posted - taken) > 0 &&
-	       (__s64)(taken - v->consumed) < ETRAN_PORT_IN_FLIGHT;
+	       (__s64)(taken - v->arrived) < ETRAN_PORT_IN_FLIGHT;
 }
 
 /* Counts a frame handed to the port (right before XDP_REDIRECT is returned). */
