@@ -25,7 +25,8 @@
 //! first packet. A RESEND is answered with the bytes again (only bytes sent, within the grant), with
 //! BUSY while the app has nothing to send (a request still arriving or in service, or bytes not
 //! sent yet), and by ingress with RPC_UNKNOWN when the RPC is unknown there, on which a client
-//! sends its whole request again. Silence past the timeout fails a client's RPC
+//! sends its whole request again. DATA, GRANT and BUSY end a silence (a RESEND does not).
+//! Silence past the timeout fails a client's RPC
 //! ([`Event::TimedOut`]) and makes a server forget its part.
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -236,10 +237,16 @@ impl Endpoint {
             u16::from_be(meta.peer_port),
         );
         let rpc = RpcKey { peer, id: RpcId::from_wire(meta.id ^ 1) };
-        if let Some(t) = self.timers.get_mut(&rpc) {
-            t.heard();
+        let ty = Type::from_byte(meta.r#type);
+        // What the peer sends of its own accord shows it alive (HomaModule's rule): not a
+        // RESEND, which a peer waiting on us keeps sending, or two sides each waiting for the
+        // other would keep each other from ever asking.
+        if matches!(ty, Some(Type::Data | Type::Grant | Type::Busy)) {
+            if let Some(t) = self.timers.get_mut(&rpc) {
+                t.heard();
+            }
         }
-        match Type::from_byte(meta.r#type) {
+        match ty {
             Some(Type::Data) => self.on_data(rpc, meta, payload),
             Some(Type::Grant) => {
                 let offset = grant_offset(frame)?;

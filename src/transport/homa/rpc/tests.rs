@@ -379,3 +379,32 @@ fn a_silent_server_fails_the_rpc_with_a_timeout() {
     assert_eq!(ticks(&mut a, 100), []);
     assert_eq!(a.stats().timeouts, 1);
 }
+
+/// The server misses the end of a request while the client waits for the response: both ask
+/// (the client for the response, the server for the request's tail), and the client's RESENDs,
+/// answered with BUSY, must not keep the server from asking.
+#[test]
+fn a_resend_does_not_silence_the_other_sides_timer() {
+    let mut ids = HostIds::default();
+    let (mut a, mut b) =
+        (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
+    a.start_request(B, vec![4; 3000]).unwrap();
+    let frames = drain(&mut a, A);
+    assert_eq!(b.on_rx(&frames[0].0, &frames[0].1, &frames[0].2), None, "the rest is lost");
+    let (mut asked, mut requests) = (Vec::new(), 0);
+    for _ in 0..20 {
+        ticks(&mut a, 1);
+        for (meta, payload, frame) in drain(&mut a, A) {
+            requests += usize::from(b.on_rx(&meta, &payload, &frame).is_some());
+        }
+        ticks(&mut b, 1);
+        for f in drain(&mut b, B) {
+            if f.0.r#type == Type::Resend.byte() {
+                asked.push((f.0.offset, f.0.message_length));
+            }
+            a.on_rx(&f.0, &f.1, &f.2);
+        }
+    }
+    assert_eq!(asked[0], (MAX_PAYLOAD, 3000 - MAX_PAYLOAD), "the server asked for the rest");
+    assert_eq!(requests, 1, "and got it");
+}
