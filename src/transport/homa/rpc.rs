@@ -379,6 +379,7 @@ impl Endpoint {
             self.waiting.iter().chain(&self.serving).chain(self.incoming.keys()).copied().collect();
         rpcs.sort_unstable();
         rpcs.dedup();
+        self.sender.tick(self.loss.resend_ticks as usize);
         let mut failed = Vec::new();
         for rpc in rpcs {
             let phase = self.phase(rpc);

@@ -260,6 +260,9 @@ fn a_lost_request_packet_is_asked_for_and_sent_again() {
     assert_eq!(ticks(&mut b, 1), []);
     let asked = drain(&mut b, B);
     assert_eq!(resends(&asked), [(MAX_PAYLOAD, MAX_PAYLOAD)], "the gap, nothing past the end");
+    // The client's own timer ran meanwhile (it asks for the response): its packets are old.
+    ticks(&mut a, 5);
+    assert_eq!(resends(&drain(&mut a, A)).len(), 1);
     let (meta, payload, frame) = &asked[0];
     assert_eq!(a.on_rx(meta, payload, frame), None);
     let again = drain(&mut a, A);
@@ -346,6 +349,7 @@ fn a_lost_response_is_sent_again_from_what_was_sent() {
     let Some(Event::Request { rpc: srv, .. }) = b.on_rx(meta, payload, frame) else { panic!() };
     b.respond(srv, vec![3; 3000]).unwrap();
     assert_eq!(drain(&mut b, B).len(), 3, "all lost");
+    ticks(&mut b, 5);
     ticks(&mut a, 5);
     let (meta, payload, frame) = &drain(&mut a, A)[0];
     assert_eq!(b.on_rx(meta, payload, frame), None);
