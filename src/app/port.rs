@@ -37,6 +37,9 @@ use crate::{
 
 /// Descriptors handled per ring operation.
 const BATCH: u32 = 64;
+/// TX kicks one flush makes at most while the kernel says more frames wait (see
+/// [`AppPort::flush`]).
+const KICKS_PER_FLUSH: u32 = 8;
 
 /// Counters of the port's own checks.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -258,12 +261,22 @@ impl AppPort {
             self.stats.tx_frames += n as u64;
             self.pending.drain(..n);
         }
-        if self.sock.tx_needs_wakeup() {
+        // In copy mode one kick sends at most 32 frames and says EAGAIN when more wait: the
+        // rest would sit on the ring until the next flush, which a sleeping app may not make
+        // for a while. So kick again, a bounded number of times (EAGAIN also means the
+        // socket's send buffer is full, which another kick at once will not cure).
+        for _ in 0..KICKS_PER_FLUSH {
+            if !self.sock.tx_needs_wakeup() {
+                break;
+            }
             self.stats.tx_kicks += 1;
             match self.sock.try_kick_tx()? {
                 Some(libc::EAGAIN) => self.stats.tx_kick_eagain += 1,
-                Some(libc::EBUSY) => self.stats.tx_kick_ebusy += 1,
-                _ => {}
+                Some(libc::EBUSY) => {
+                    self.stats.tx_kick_ebusy += 1;
+                    break;
+                }
+                _ => break,
             }
         }
         self.reclaim();

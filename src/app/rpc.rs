@@ -17,21 +17,32 @@
 //! gets the response (or an error), and calls [`RpcSocket::run_once`] (or
 //! [`RpcSocket::wait`], which sleeps when there is nothing to do) until they ran. Handlers and
 //! continuations get the socket, so they may queue more.
+//!
+//! The passes also run the loss timer, every millisecond while RPCs are in progress (so an app
+//! with RPCs outstanding must keep calling `run_once` or `wait`): lost packets are asked for
+//! again, and a request whose server stays silent for the loss timeout
+//! ([`crate::transport::homa::rpc::LOSS`]) ends in its continuation with `ETIMEDOUT`.
 use std::{
     collections::{HashMap, HashSet},
     io,
     net::{Ipv4Addr, SocketAddrV4},
     os::fd::{AsFd, AsRawFd},
     path::Path,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use crate::{
     app::{link::DaemonLink, port::AppPort},
     bpf::homa::types::etran_homa_rx_meta,
     proto::{Refusal, Transport},
-    transport::homa::rpc::{Endpoint, EndpointStats, Event, Refused, RpcKey},
+    transport::homa::{
+        loss::LossConfig,
+        rpc::{Endpoint, EndpointStats, Event, Refused, RpcKey},
+    },
 };
+
+/// The loss timer's tick (HomaModule's).
+const TICK: Duration = Duration::from_millis(1);
 
 /// A request handed to the request handler, to answer with [`RpcSocket::enqueue_response`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,6 +69,8 @@ pub struct RpcSocket {
     peers: HashSet<Ipv4Addr>,
     /// Events of the last pass, run after it (they may queue more).
     events: Vec<Event>,
+    /// When the loss timer last ticked.
+    last_tick: Instant,
 }
 
 /// The engine's refusal as the errno a POSIX call would give.
@@ -86,6 +99,7 @@ impl RpcSocket {
             continuations: HashMap::new(),
             peers: HashSet::new(),
             events: Vec::new(),
+            last_tick: Instant::now(),
         })
     }
 
@@ -101,6 +115,11 @@ impl RpcSocket {
 
     pub fn stats(&self) -> EndpointStats {
         self.endpoint.stats()
+    }
+
+    /// Replaces the loss timer's parameters (ticks of 1 ms).
+    pub fn set_loss_config(&mut self, cfg: LossConfig) {
+        self.endpoint.set_loss_config(cfg);
     }
 
     /// RPCs in progress: requests waiting for their response, requests being answered.
@@ -147,6 +166,13 @@ impl RpcSocket {
         let n = self.port.poll_rx(|meta: &etran_homa_rx_meta, payload, frame| {
             events.extend(endpoint.on_rx(meta, payload, frame));
         })?;
+        // At most one tick a pass: time the app itself spent elsewhere is not the peer's
+        // silence.
+        let now = Instant::now();
+        if now - self.last_tick >= TICK {
+            self.last_tick = now;
+            self.events.extend(self.endpoint.tick());
+        }
         for ev in std::mem::take(&mut self.events) {
             match ev {
                 Event::Request { rpc, bytes } => {
@@ -158,6 +184,12 @@ impl RpcSocket {
                 Event::Response { rpc, bytes } => {
                     if let Some(c) = self.continuations.remove(&rpc) {
                         c(self, Ok(bytes));
+                    }
+                }
+                Event::TimedOut { rpc } => {
+                    if let Some(c) = self.continuations.remove(&rpc) {
+                        let what = format!("no word from {} for the loss timeout", rpc.peer);
+                        c(self, Err(Refusal::new(libc::ETIMEDOUT, what).to_io_error()));
                     }
                 }
             }
@@ -178,29 +210,33 @@ impl RpcSocket {
     }
 
     /// Runs passes until one receives something or `timeout` passes, sleeping in `ppoll` on
-    /// the AF_XDP socket (not spinning) while there is nothing to send. Returns the frames
-    /// received.
+    /// the AF_XDP socket (not spinning) while there is nothing to send; while RPCs are in
+    /// progress it wakes every tick for the loss timer. Returns the frames received.
     pub fn wait(&mut self, timeout: Duration) -> io::Result<usize> {
-        let n = self.run_once()?;
-        if n > 0 {
-            return Ok(n);
-        }
-        let mut fd = libc::pollfd {
-            fd: self.port.socket().as_fd().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
-        };
-        // SAFETY: one valid pollfd and timespec, alive during the call.
-        if unsafe { libc::ppoll(&mut fd, 1, &ts, std::ptr::null()) } < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.run_once()?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if n > 0 || left.is_zero() {
+                return Ok(n);
+            }
+            let nap = if self.in_progress() > 0 { left.min(TICK) } else { left };
+            let mut fd = libc::pollfd {
+                fd: self.port.socket().as_fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ts = libc::timespec {
+                tv_sec: nap.as_secs() as libc::time_t,
+                tv_nsec: libc::c_long::from(nap.subsec_nanos() as i32),
+            };
+            // SAFETY: one valid pollfd and timespec, alive during the call.
+            if unsafe { libc::ppoll(&mut fd, 1, &ts, std::ptr::null()) } < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
             }
         }
-        self.run_once()
     }
 }

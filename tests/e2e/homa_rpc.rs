@@ -2,9 +2,12 @@
 //! each), a server [`RpcSocket`] answering every request, a client with many RPCs outstanding,
 //! messages within the unscheduled bytes and granted ones up to 2 MB, every byte of requests
 //! and responses checked; then a forging app on the client's host whose
-//! frames egress drops, counted, with nothing reaching the wire. Needs root.
+//! frames egress drops, counted, with nothing reaching the wire. Loss recovery: the same RPCs
+//! through a switch that loses and duplicates frames, and a server that goes away failing its
+//! RPCs with ETIMEDOUT. Needs root.
 use std::{
     cell::RefCell,
+    io,
     net::SocketAddrV4,
     rc::Rc,
     sync::{atomic::AtomicBool, atomic::Ordering, mpsc},
@@ -13,7 +16,7 @@ use std::{
 
 use common::{
     daemon::EtranHosts,
-    fixture::{as_bytes, class_row, drop_total, Rng},
+    fixture::{as_bytes, class_row, drop_total, event_total, Rng},
     netns::in_netns,
 };
 use etran::{
@@ -21,7 +24,8 @@ use etran::{
     bpf::homa::types::{etran_homa_limit, etran_homa_tx_hdr, etran_homa_tx_intent, homa_rpc_key},
     loader::counters::Counters,
     proto::{errno_of, Transport},
-    testbed::HOST_NIC,
+    testbed::{Spec, HOST_NIC},
+    transport::homa::{loss::LossConfig, rpc::LOSS},
 };
 
 /// The longest message that goes without a grant.
@@ -51,10 +55,15 @@ fn homa_frames(c: &Counters) -> u64 {
     t + p + d
 }
 
-#[test]
-fn rpcs_are_byte_exact_and_forgeries_never_leave() {
-    let Some(_root) = common::root::shared() else { return };
-    let hosts = EtranHosts::new("homa-rpc");
+/// The drop reasons host `ns` counted, those that happened.
+fn drops(ns: &str) -> Vec<String> {
+    let c = counters(ns);
+    c.drops.iter().filter(|d| d.count.packets > 0).map(|d| format!("{d:?}")).collect()
+}
+
+/// Runs an echo server (it answers each request with [`answer`]) on host 2 while `f` runs with
+/// the server's address.
+fn with_server(hosts: &EtranHosts, f: impl FnOnce(SocketAddrV4)) {
     let server_addr = SocketAddrV4::new(hosts.tb.host(2).ip, PORT);
     let stop = AtomicBool::new(false);
     let (bound_tx, bound_rx) = mpsc::channel();
@@ -69,66 +78,191 @@ fn rpcs_are_byte_exact_and_forgeries_never_leave() {
             while !stop.load(Ordering::Relaxed) {
                 srv.wait(Duration::from_millis(5)).unwrap();
             }
-            assert_eq!(srv.stats().rx_refused, 0);
+            srv.stats()
         });
-        bound_rx.recv_timeout(Duration::from_secs(10)).expect("the server bound its port");
-
-        let mut client = RpcSocket::open(&hosts.daemons[0].sock, 0).unwrap();
-        let mut rng = Rng(0x4a4a_5eed_0012);
-        const RPCS: usize = 300;
-        const OUTSTANDING: usize = 32;
-        let done: Responses = Rc::default();
-        let mut sent = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while done.borrow().len() < RPCS {
-            while sent.len() < RPCS && sent.len() - done.borrow().len() < OUTSTANDING {
-                // Most within the unscheduled bytes; one in five up to 600 KB (granted), and one
-                // of 2 MB.
-                let len = match sent.len() {
-                    0 => 1,
-                    1 => UNSCHED,
-                    2 => 2 << 20,
-                    _ if rng.below(5) == 0 => UNSCHED + 1 + rng.below(600_000),
-                    _ => 1 + rng.below(UNSCHED),
-                };
-                let req: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
-                let (i, done) = (sent.len(), done.clone());
-                client
-                    .enqueue_request(server_addr, req.clone(), move |_, r| {
-                        done.borrow_mut().push((i, r.unwrap()))
-                    })
-                    .unwrap();
-                sent.push(req);
+        /// Stops the server however `f` ends (a panic included), so that the scope ends.
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
             }
-            client.run_once().unwrap();
-            assert!(
-                Instant::now() < deadline,
-                "{} of {RPCS} RPCs done; client {:?} {:?}, host 1 {:?}, host 2 {:?}",
-                done.borrow().len(),
-                client.stats(),
-                client.app_port().stats(),
-                counters(&hosts.ns(1))
-                    .drops
-                    .iter()
-                    .filter(|d| d.count.packets > 0)
-                    .collect::<Vec<_>>(),
-                counters(&hosts.ns(2))
-                    .drops
-                    .iter()
-                    .filter(|d| d.count.packets > 0)
-                    .collect::<Vec<_>>(),
-            );
         }
-        for (i, resp) in done.borrow().iter() {
-            assert_eq!(resp, &answer(&sent[*i]), "RPC {i} ({} bytes)", sent[*i].len());
-        }
-        assert_eq!(client.in_progress(), 0);
-
-        forgeries(&hosts, client.local_port(), server_addr);
-
-        stop.store(true, Ordering::Relaxed);
-        server.join().unwrap();
+        let stopper = Stop(&stop);
+        bound_rx.recv_timeout(Duration::from_secs(10)).expect("the server bound its port");
+        f(server_addr);
+        drop(stopper);
+        let stats = server.join().unwrap();
+        println!("server: {stats:?}");
     });
+}
+
+/// Runs `rpcs` RPCs of the sizes `size` picks (by index) from `client` to `server`,
+/// `outstanding` at a time, and checks every response byte for byte, all within `deadline`.
+fn exchange(
+    hosts: &EtranHosts,
+    client: &mut RpcSocket,
+    server: SocketAddrV4,
+    rpcs: usize,
+    outstanding: usize,
+    mut size: impl FnMut(usize, &mut Rng) -> usize,
+    deadline: Duration,
+) {
+    let mut rng = Rng(0x4a4a_5eed_0012);
+    let done: Responses = Rc::default();
+    let mut sent = Vec::new();
+    let deadline = Instant::now() + deadline;
+    while done.borrow().len() < rpcs {
+        while sent.len() < rpcs && sent.len() - done.borrow().len() < outstanding {
+            let len = size(sent.len(), &mut rng);
+            let req: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+            let (i, done) = (sent.len(), done.clone());
+            client
+                .enqueue_request(server, req.clone(), move |_, r| {
+                    done.borrow_mut().push((i, r.unwrap()))
+                })
+                .unwrap();
+            sent.push(req);
+        }
+        client.run_once().unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "{} of {rpcs} RPCs done; client {:?} {:?}, host 1 {:?}, host 2 {:?}",
+            done.borrow().len(),
+            client.stats(),
+            client.app_port().stats(),
+            drops(&hosts.ns(1)),
+            drops(&hosts.ns(2)),
+        );
+    }
+    for (i, resp) in done.borrow().iter() {
+        assert_eq!(resp, &answer(&sent[*i]), "RPC {i} ({} bytes)", sent[*i].len());
+    }
+    assert_eq!(client.in_progress(), 0);
+}
+
+#[test]
+fn rpcs_are_byte_exact_and_forgeries_never_leave() {
+    let Some(_root) = common::root::shared() else { return };
+    let hosts = EtranHosts::new("homa-rpc");
+    with_server(&hosts, |server| {
+        let mut client = RpcSocket::open(&hosts.daemons[0].sock, 0).unwrap();
+        // Most within the unscheduled bytes; one in five up to 600 KB (granted), and one of
+        // 2 MB.
+        let size = |i, rng: &mut Rng| match i {
+            0 => 1,
+            1 => UNSCHED,
+            2 => 2 << 20,
+            _ if rng.below(5) == 0 => UNSCHED + 1 + rng.below(600_000),
+            _ => 1 + rng.below(UNSCHED),
+        };
+        // First, while the network is quiet (loss recovery may still be talking after the
+        // RPCs).
+        forgeries(&hosts, client.local_port(), server);
+        exchange(&hosts, &mut client, server, 300, 32, size, Duration::from_secs(30));
+        // The server's port may fill while its app is busy (the per-message grant window lets
+        // 32 messages in at once; the scheduler's incoming cap is still to come): a frame it
+        // drops (port_full) is recovered like a loss on the wire.
+        let (c1, c2) = (counters(&hosts.ns(1)), counters(&hosts.ns(2)));
+        println!(
+            "client {:?}; resent DATA: client {} server {}; RPC_UNKNOWN answers: {}; \
+             port_full drops: {} {}",
+            client.stats(),
+            event_total(&c1, "homa_tx_retransmit"),
+            event_total(&c2, "homa_tx_retransmit"),
+            event_total(&c2, "homa_rx_unknown"),
+            drop_total(&c1, "port_full"),
+            drop_total(&c2, "port_full"),
+        );
+        assert_eq!(client.stats().timeouts, 0);
+    });
+}
+
+/// RPCs through a switch that loses 2 % of frames and duplicates 1 % (every kind: DATA, GRANT,
+/// RESEND, ACK, ...): every one completes byte for byte, none times out.
+#[test]
+fn rpcs_survive_loss_and_duplicates() {
+    let Some(_root) = common::root::shared() else { return };
+    let mut spec = Spec::new("", 2);
+    spec.loss = 0.02;
+    spec.duplicate = 0.01;
+    let hosts = EtranHosts::with_spec("homa-loss", spec);
+    let start = Instant::now();
+    with_server(&hosts, |server| {
+        let mut client = RpcSocket::open(&hosts.daemons[0].sock, 0).unwrap();
+        // Most within one packet or the unscheduled bytes; one in five up to 300 KB.
+        let size = |_, rng: &mut Rng| match rng.below(5) {
+            0 => UNSCHED + 1 + rng.below(300_000),
+            1 => 1 + rng.below(1424),
+            _ => 1 + rng.below(UNSCHED),
+        };
+        exchange(&hosts, &mut client, server, 200, 16, size, Duration::from_secs(30));
+        let stats = client.stats();
+        let (c1, c2) = (counters(&hosts.ns(1)), counters(&hosts.ns(2)));
+        println!(
+            "200 RPCs in {:?}; switch lost {} frames; client {stats:?}; resent DATA: \
+             client {} server {}; RPC_UNKNOWN answers: {}; port_full drops: {}",
+            start.elapsed(),
+            hosts.tb.counters().unwrap().lost,
+            event_total(&c1, "homa_tx_retransmit"),
+            event_total(&c2, "homa_tx_retransmit"),
+            event_total(&c2, "homa_rx_unknown"),
+            drop_total(&c1, "port_full") + drop_total(&c2, "port_full"),
+        );
+        assert_eq!(stats.timeouts, 0);
+        assert!(hosts.tb.counters().unwrap().lost > 0, "the switch lost nothing");
+        assert!(stats.tx_resend > 0, "losses were asked for again");
+    });
+}
+
+/// How each RPC ended, by the port it went to.
+type Results = Rc<RefCell<Vec<(u16, io::Result<Vec<u8>>)>>>;
+
+/// A server that holds a request keeps its client waiting with BUSY past the loss timeout; once
+/// it goes away, the client's RPC ends with ETIMEDOUT (no hang), as does one to a port nobody
+/// bound.
+#[test]
+fn a_server_that_goes_away_times_out() {
+    let Some(_root) = common::root::shared() else { return };
+    let hosts = EtranHosts::new("homa-gone");
+    let server_addr = SocketAddrV4::new(hosts.tb.host(2).ip, PORT);
+    let mut srv = RpcSocket::open(&hosts.daemons[1].sock, PORT).unwrap();
+    let held = Rc::new(RefCell::new(0usize));
+    let h = held.clone();
+    srv.set_request_handler(move |_, _, bytes| *h.borrow_mut() = bytes.len());
+    let mut client = RpcSocket::open(&hosts.daemons[0].sock, 0).unwrap();
+    // 200 ticks: a fifth of the default, to keep the test short.
+    client.set_loss_config(LossConfig { timeout_ticks: 200, ..LOSS });
+    let result: Results = Rc::default();
+    for (port, len) in [(PORT, 100_000), (PORT + 9, 100)] {
+        let r = result.clone();
+        let dest = SocketAddrV4::new(*server_addr.ip(), port);
+        client
+            .enqueue_request(dest, vec![7; len], move |_, res| r.borrow_mut().push((port, res)))
+            .unwrap();
+    }
+    // The server holds the request for several timeouts: BUSYs answer the client's RESENDs.
+    let start = Instant::now();
+    while result.borrow().is_empty() || start.elapsed() < Duration::from_millis(800) {
+        client.wait(Duration::from_millis(1)).unwrap();
+        srv.wait(Duration::from_millis(1)).unwrap();
+        assert!(start.elapsed() < Duration::from_secs(10), "the RPC to nobody hangs");
+    }
+    assert_eq!(*held.borrow(), 100_000, "the request arrived whole");
+    let waited: Vec<u16> = result.borrow().iter().map(|(p, _)| *p).collect();
+    assert_eq!(waited, [PORT + 9], "only the RPC to nobody timed out while the server lived");
+    drop(srv);
+    let gone = Instant::now();
+    while result.borrow().len() < 2 {
+        client.wait(Duration::from_millis(1)).unwrap();
+        assert!(gone.elapsed() < Duration::from_secs(10), "the client hangs");
+    }
+    println!("ETIMEDOUT {:?} after the server went", gone.elapsed());
+    for (port, res) in result.borrow().iter() {
+        let e = res.as_ref().expect_err("no response");
+        assert_eq!(errno_of(e), Some(libc::ETIMEDOUT), "port {port}: {e}");
+    }
+    assert_eq!(client.in_progress(), 0);
+    assert_eq!(client.stats().timeouts, 2);
 }
 
 /// A Homa app on the client's host writes frames egress must refuse: from the client app's

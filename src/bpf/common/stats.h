@@ -80,7 +80,7 @@ enum etran_drop_reason {
 					 * a forged sender port */
 	ETRAN_DROP_HOMA_TX_UNKNOWN_RPC, /* a server's packet, or an ACK, for an RPC it does not have */
 	ETRAN_DROP_HOMA_TX_BEYOND_GRANT, /* DATA past what the receiver allowed (unscheduled bytes,
-					  * then GRANTs) */
+					  * then GRANTs), or a RESEND of bytes we never granted */
 	ETRAN_DROP_HOMA_TX_NO_PEER,   /* a new RPC to a peer of unknown Ethernet address (the app
 				       * asks the daemon first) */
 	ETRAN_DROP_HOMA_TX_NO_NIC,    /* the NIC slot of etran_nic is empty */
@@ -110,6 +110,11 @@ enum etran_event {
 	ETRAN_EVENT_HOMA_TX_DATA,        /* egress: a Homa DATA packet left for the NIC */
 	ETRAN_EVENT_HOMA_TX_ACK,         /* egress: a Homa ACK left for the NIC */
 	ETRAN_EVENT_HOMA_TX_GRANT,       /* egress: a Homa GRANT left for the NIC */
+	ETRAN_EVENT_HOMA_TX_RETRANSMIT,  /* egress: a Homa DATA packet of bytes sent before */
+	ETRAN_EVENT_HOMA_TX_RESEND,      /* egress: a Homa RESEND left for the NIC */
+	ETRAN_EVENT_HOMA_TX_BUSY,        /* egress: a Homa BUSY left for the NIC */
+	ETRAN_EVENT_HOMA_RX_UNKNOWN,     /* ingress: a RESEND for an RPC this host does not have,
+					  * answered with RPC_UNKNOWN */
 	ETRAN_EVENT_MAX,
 };
 

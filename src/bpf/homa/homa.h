@@ -81,7 +81,10 @@ struct homa_rpc {
 	/* Our message (the request on the client's side, the response on the server's). */
 	__u32 out_length;  /* its length; 0 until its first DATA (a server's response) */
 	__u32 out_granted; /* egress sends no byte at or past this: the unscheduled bytes, then
-			    * what GRANTs raised it to (at most out_length) */
+			    * what GRANTs (or RESENDs: a lost GRANT) raised it to (at most
+			    * out_length) */
+	__u32 out_sent;    /* the furthest byte egress sent: DATA starting below it is a
+			    * retransmission (marked so on the wire) */
 	/* The peer's message, as its first DATA announced it (0: none seen yet). */
 	__u32 in_length;
 	__u32 in_end;        /* the furthest byte of it that arrived (exclusive) */
@@ -122,6 +125,12 @@ enum etran_homa_tx_intent {
 	ETRAN_HOMA_TX_GRANT = 3, /* a GRANT of the RPC's incoming message up to what ingress
 				  * decided (in_granted), while one is owed; the app chooses
 				  * neither offset nor priority */
+	ETRAN_HOMA_TX_RESEND = 4, /* a RESEND of the RPC's incoming message: `offset`, and in
+				   * `message_length` the bytes asked for (all ones: to the
+				   * grant, or everything sent when nothing arrived yet);
+				   * `priority` is the RESEND's, for the resent DATA. Egress
+				   * cuts the range at what ingress granted (in_granted) */
+	ETRAN_HOMA_TX_BUSY = 5,   /* a BUSY: the app is alive but sends nothing of the RPC now */
 };
 
 /* In front of the payload of every frame an app transmits (compat backend: on its port). Egress

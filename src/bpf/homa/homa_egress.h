@@ -7,9 +7,13 @@
  * within its message and below the RPC's granted offset (homa_tx_beyond_grant): the unscheduled
  * bytes, then what GRANTs allowed. Egress then replaces the TX header with Ethernet, IPv4 (TOS
  * priority << 5) and the Homa header written from the RPC's state and sends the packet to the
- * NIC. An ACK intent ends a client's RPC: the RPC goes, and an ACK packet tells the server. A
- * GRANT intent sends the grant ingress decided for the RPC's incoming message (in_granted),
- * once (else homa_tx_grant_settled), at the control priority; the app chooses nothing in it. */
+ * NIC. DATA starting below the furthest byte sent is a retransmission (in answer to a RESEND,
+ * within the same grant) and says so on the wire. An ACK intent ends a client's RPC: the RPC
+ * goes, and an ACK packet tells the server. A GRANT intent sends the grant ingress decided for
+ * the RPC's incoming message (in_granted), once (else homa_tx_grant_settled), at the control
+ * priority; the app chooses nothing in it. A RESEND intent asks the peer again for bytes of the
+ * incoming message, cut at what ingress granted (nothing granted there: homa_tx_beyond_grant);
+ * a BUSY says the app is alive. Both only for an RPC the app owns. */
 #ifndef ETRAN_HOMA_EGRESS_H
 #define ETRAN_HOMA_EGRESS_H
 
@@ -24,9 +28,7 @@
 #include "common/stats_maps.h"
 #include "homa/homa.h"
 #include "homa/homa_maps.h"
-
-#define HOMA_TX_TTL 64
-#define HOMA_IP_DF 0x4000
+#include "homa/homa_out.h"
 
 /* The unscheduled bytes of a `length`-byte message (see ETRAN_HOMA_UNSCHED_LIMIT). */
 static __always_inline __u32 homa_unscheduled(__u32 length)
@@ -47,7 +49,10 @@ static __always_inline int homa_tx_hdr_valid(const struct etran_homa_tx_hdr *h, 
 	case ETRAN_HOMA_TX_ACK:
 		return h->len == 0 && !(h->key.id & 1);
 	case ETRAN_HOMA_TX_GRANT:
+	case ETRAN_HOMA_TX_BUSY:
 		return h->len == 0;
+	case ETRAN_HOMA_TX_RESEND:
+		return h->len == 0 && h->message_length;
 	default:
 		return 0;
 	}
@@ -82,37 +87,46 @@ static __always_inline int homa_tx_write_l3(void *data, void *data_end, const st
 					    const struct homa_rpc_key *key, __u32 l4_len,
 					    __u8 priority)
 {
-	struct ethhdr eth = { .h_proto = bpf_htons(ETH_P_IP) };
-	struct iphdr ip = {
-		.version = 4,
-		.ihl = 5,
-		.tos = priority << 5,
-		.tot_len = bpf_htons(sizeof(ip) + l4_len),
-		.frag_off = bpf_htons(HOMA_IP_DF),
-		.ttl = HOMA_TX_TTL,
-		.protocol = IPPROTO_HOMA,
-		.saddr = rpc->local_ip,
-		.daddr = key->peer_ip,
-	};
-
-	__builtin_memcpy(eth.h_dest, rpc->peer_mac, ETH_ALEN);
-	__builtin_memcpy(eth.h_source, rpc->local_mac, ETH_ALEN);
-	ip.check = ~csum_fold(csum_words(&ip, sizeof(ip)));
-	if (data + sizeof(eth) + sizeof(ip) > data_end)
-		return 0;
-	__builtin_memcpy(data, &eth, sizeof(eth));
-	__builtin_memcpy(data + sizeof(eth), &ip, sizeof(ip));
-	return 1;
+	return homa_write_l3(data, data_end, rpc->local_mac, rpc->peer_mac, rpc->local_ip,
+			     key->peer_ip, l4_len, priority);
 }
 
-static __always_inline void homa_tx_common(struct homa_common_hdr *c,
-					   const struct homa_rpc_key *key, __u8 type, __u8 doff)
+/* A RESEND intent (the frame's head already holds room for Ethernet, IPv4 and the RESEND): the
+ * range asked for, cut at what ingress granted of the incoming message. Before any byte of it
+ * arrived, only a RESEND from offset 0 makes sense (a client asking for its response). */
+static __always_inline int homa_tx_resend(struct xdp_md *ctx, struct homa_rpc *rpc,
+					  const struct etran_homa_tx_hdr *h)
 {
-	c->sport = key->local_port;
-	c->dport = key->peer_port;
-	c->type = type;
-	c->doff = doff;
-	c->sender_id = bpf_cpu_to_be64(key->id);
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	const __u32 l3 = sizeof(struct ethhdr) + sizeof(struct iphdr);
+	__u32 offset = h->offset, length = h->message_length, limit;
+	struct homa_resend_hdr r = {};
+	__u64 bytes = data_end - data;
+	int refused = -1;
+
+	bpf_spin_lock(&rpc->lock);
+	limit = rpc->in_granted;
+	if (!rpc->in_length) {
+		if (offset)
+			refused = ETRAN_DROP_HOMA_TX_BEYOND_GRANT;
+	} else if (offset >= limit) {
+		refused = ETRAN_DROP_HOMA_TX_BEYOND_GRANT;
+	} else if (length > limit - offset) {
+		length = limit - offset;
+	}
+	bpf_spin_unlock(&rpc->lock);
+	if (refused >= 0)
+		return drop(ETRAN_PROTO_HOMA, refused, bytes);
+	homa_tx_common(&r.common, &h->key, HOMA_RESEND, HOMA_DOFF_CONTROL);
+	r.offset = bpf_htonl(offset);
+	r.length = bpf_htonl(length);
+	r.priority = h->priority;
+	if (!homa_tx_write_l3(data, data_end, rpc, &h->key, sizeof(r), HOMA_MAX_PRIORITIES - 1) ||
+	    data + l3 + sizeof(r) > data_end)
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
+	__builtin_memcpy(data + l3, &r, sizeof(r));
+	count_event(ETRAN_EVENT_HOMA_TX_RESEND, bytes);
+	return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
 }
 
 /* The egress program's body; see homa.bpf.c. */
@@ -126,6 +140,7 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 	struct homa_port *port;
 	struct homa_rpc *rpc;
 	__u32 slot, *owner, hlen, granted;
+	__u8 retransmit = 0;
 	int refused = -1;
 
 	if ((void *)(th + 1) > data_end)
@@ -152,9 +167,11 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 	if (rpc->owner_slot != slot)
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_WRONG_OWNER, bytes);
 
-	hlen = h.intent == ETRAN_HOMA_TX_DATA ? sizeof(struct homa_data_hdr) :
-	       h.intent == ETRAN_HOMA_TX_ACK  ? sizeof(struct homa_ack_hdr) :
-						 sizeof(struct homa_grant_hdr);
+	hlen = h.intent == ETRAN_HOMA_TX_DATA	? sizeof(struct homa_data_hdr) :
+	       h.intent == ETRAN_HOMA_TX_ACK	? sizeof(struct homa_ack_hdr) :
+	       h.intent == ETRAN_HOMA_TX_GRANT	? sizeof(struct homa_grant_hdr) :
+	       h.intent == ETRAN_HOMA_TX_RESEND ? sizeof(struct homa_resend_hdr) :
+						  sizeof(struct homa_common_hdr);
 	/* Both can fail; they go first so that a failure leaves the RPC untouched. A redirect
 	 * takes effect only if the program returns XDP_REDIRECT. */
 	if (bpf_xdp_adjust_head(ctx, (int)sizeof(h) - (int)(l3 + hlen)))
@@ -204,6 +221,20 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 		return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
 	}
 
+	if (h.intent == ETRAN_HOMA_TX_RESEND)
+		return homa_tx_resend(ctx, rpc, &h);
+	if (h.intent == ETRAN_HOMA_TX_BUSY) {
+		struct homa_common_hdr b = {};
+
+		homa_tx_common(&b, &h.key, HOMA_BUSY, HOMA_DOFF_CONTROL);
+		if (!homa_tx_write_l3(data, data_end, rpc, &h.key, sizeof(b), HOMA_MAX_PRIORITIES - 1) ||
+		    data + l3 + sizeof(b) > data_end)
+			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
+		__builtin_memcpy(data + l3, &b, sizeof(b));
+		count_event(ETRAN_EVENT_HOMA_TX_BUSY, bytes);
+		return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
+	}
+
 	bpf_spin_lock(&rpc->lock);
 	if (!rpc->out_length) {
 		/* A server's response: its first DATA fixes its length. */
@@ -215,12 +246,19 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 	else if (h.offset + h.len > rpc->out_granted)
 		refused = ETRAN_DROP_HOMA_TX_BEYOND_GRANT;
 	granted = rpc->out_granted;
+	if (refused < 0) {
+		retransmit = h.offset < rpc->out_sent;
+		if (h.offset + h.len > rpc->out_sent)
+			rpc->out_sent = h.offset + h.len;
+	}
 	bpf_spin_unlock(&rpc->lock);
 	if (refused >= 0)
 		return drop(ETRAN_PROTO_HOMA, refused, bytes);
 
 	{
 		struct homa_data_hdr d = {};
+
+		d.retransmit = retransmit;
 
 		homa_tx_common(&d.common, &h.key, HOMA_DATA, HOMA_DOFF_DATA);
 		d.common.sequence = bpf_htonl(h.offset);
@@ -233,6 +271,8 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 		__builtin_memcpy(data + l3, &d, sizeof(d));
 	}
 	count_event(ETRAN_EVENT_HOMA_TX_DATA, bytes);
+	if (retransmit)
+		count_event(ETRAN_EVENT_HOMA_TX_RETRANSMIT, bytes);
 	return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
 }
 

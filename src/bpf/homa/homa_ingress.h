@@ -10,7 +10,10 @@
  * - state: DATA moves the grant of the RPC's incoming message (homa_rx_grant; the metadata
  *   tells the app when a GRANT is owed, which it has egress send); a GRANT raises what egress
  *   lets our message send (out_granted); an ACK (the packet, or the one a DATA carries) frees
- *   the server RPCs it names;
+ *   the server RPCs it names; a RESEND past what our message was granted stands for a lost
+ *   GRANT and raises it; an RPC_UNKNOWN ends a server RPC;
+ * - a RESEND for an RPC this host does not have is answered here with RPC_UNKNOWN
+ *   (homa_rx_unknown);
  * - the owner's port can take the frame (its receive budget, compat/app_ports.h; else
  *   port_full, before any state changes).
  * Frames of other ports are not the kernel's either: etran owns IP protocol 146 on its NIC. */
@@ -27,6 +30,7 @@
 #include "common/stats_maps.h"
 #include "homa/homa.h"
 #include "homa/homa_maps.h"
+#include "homa/homa_out.h"
 
 /* The server's RPC an ack names (the client's id + 1 on our port `server_port`). */
 static __always_inline void homa_rx_ack(__be32 peer_ip, __be16 peer_port, const struct homa_ack *a)
@@ -92,6 +96,38 @@ static __always_inline struct homa_rpc *homa_rx_new_rpc(const struct homa_rpc_ke
 	return bpf_map_lookup_elem(&etran_homa_rpcs, key);
 }
 
+/* A RESEND for an RPC this host does not have (none of the request arrived, or the RPC is over):
+ * the frame becomes the answer, RPC_UNKNOWN, and goes back out of the NIC, as HomaModule's
+ * kernel answers: a client then sends its request again, a server forgets the RPC. */
+static __always_inline int homa_rx_unknown(struct xdp_md *ctx, const struct ethhdr *eth,
+					   const struct iphdr *ip, const struct homa_rpc_key *key,
+					   __u64 bytes)
+{
+	const __u32 len = sizeof(struct ethhdr) + sizeof(struct iphdr) +
+			  sizeof(struct homa_common_hdr);
+	__u8 local_mac[ETH_ALEN], peer_mac[ETH_ALEN];
+	struct homa_common_hdr c = {};
+	__be32 local_ip = ip->daddr;
+	void *data, *data_end;
+
+	__builtin_memcpy(local_mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(peer_mac, eth->h_source, ETH_ALEN);
+	homa_tx_common(&c, key, HOMA_RPC_UNKNOWN, HOMA_DOFF_CONTROL);
+	if (bpf_redirect_map(&etran_nic, 0, XDP_DROP) != XDP_REDIRECT)
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_NO_NIC, bytes);
+	if (bpf_xdp_adjust_tail(ctx, (int)len - (int)bytes))
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (!homa_write_l3(data, data_end, local_mac, peer_mac, local_ip, key->peer_ip, sizeof(c),
+			   HOMA_MAX_PRIORITIES - 1) ||
+	    data + len > data_end)
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
+	__builtin_memcpy(data + len - sizeof(c), &c, sizeof(c));
+	count_event(ETRAN_EVENT_HOMA_RX_UNKNOWN, bytes);
+	return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
+}
+
 /* The ingress program's body; see homa.bpf.c. */
 static __always_inline int homa_ingress(struct xdp_md *ctx)
 {
@@ -152,6 +188,8 @@ static __always_inline int homa_ingress(struct xdp_md *ctx)
 			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_UNKNOWN_RPC, bytes);
 	} else if (h->type != HOMA_CUTOFFS && h->type != HOMA_FREEZE && h->type != HOMA_ACK) {
 		rpc = bpf_map_lookup_elem(&etran_homa_rpcs, &key);
+		if (!rpc && h->type == HOMA_RESEND)
+			return homa_rx_unknown(ctx, eth, ip, &key, bytes);
 		if (!rpc)
 			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_UNKNOWN_RPC, bytes);
 	}
@@ -203,6 +241,22 @@ static __always_inline int homa_ingress(struct xdp_md *ctx)
 		if (offset > rpc->out_granted)
 			rpc->out_granted = offset;
 		bpf_spin_unlock(&rpc->lock);
+	} else if (h->type == HOMA_RESEND && rpc) {
+		struct homa_resend_hdr *r = (void *)h;
+		__u64 end;
+
+		if ((void *)(r + 1) > data_end)
+			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_MALFORMED, bytes);
+		/* Bytes asked for past the grant mean a GRANT was lost: the RESEND grants them
+		 * (HomaModule's rule). All ones asks only for what was sent. */
+		end = (__u64)bpf_ntohl(r->offset) + bpf_ntohl(r->length);
+		bpf_spin_lock(&rpc->lock);
+		if (r->length != 0xffffffff && end > rpc->out_granted)
+			rpc->out_granted = end < rpc->out_length ? end : rpc->out_length;
+		bpf_spin_unlock(&rpc->lock);
+	} else if (h->type == HOMA_RPC_UNKNOWN && (key.id & 1)) {
+		/* The client knows nothing of our server RPC: it is over. */
+		bpf_map_delete_elem(&etran_homa_rpcs, &key);
 	} else if (h->type == HOMA_ACK) {
 		struct homa_ack_hdr *a = (void *)h;
 		__u32 n;

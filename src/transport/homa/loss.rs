@@ -14,7 +14,7 @@
 //! `resend_interval` ticks rather than every tick, and forgets the RPC after `timeout_ticks`
 //! without one (HomaModule keeps it until its socket closes), so a client that died cannot pin
 //! a server's state.
-use super::{msgin::MessageIn, wire::ResendLength};
+use super::{msgin::MessageIn, wire::ResendLength, MAX_PAYLOAD};
 
 /// The timer's parameters; [`LossConfig::default`] is HomaModule's (homa_utils.c), with its
 /// 1 ms tick.
@@ -117,8 +117,10 @@ impl RpcTimer {
 }
 
 /// The RESENDs (offset, length) a receiver sends: one per range below `granted` not received,
-/// or, when nothing of the message arrived (a client that never saw its response start),
-/// everything from 0.
+/// or, when nothing of the message arrived (a client that never saw its response start), its
+/// first packet only, as HomaModule asks: that packet names the message's length, and the gaps
+/// are asked for from there, so that a server whose response is merely slow is not made to
+/// send all it sent again.
 pub fn resend_requests(msg: Option<&MessageIn>, granted: u32) -> Vec<(u32, ResendLength)> {
     match msg {
         Some(m) if m.received() > 0 => m
@@ -126,7 +128,7 @@ pub fn resend_requests(msg: Option<&MessageIn>, granted: u32) -> Vec<(u32, Resen
             .into_iter()
             .map(|(offset, len)| (offset, ResendLength::Bytes(len)))
             .collect(),
-        _ => vec![(0, ResendLength::All)],
+        _ => vec![(0, ResendLength::Bytes(MAX_PAYLOAD))],
     }
 }
 
@@ -186,8 +188,8 @@ mod tests {
         let mut t = RpcTimer::default();
         let acts = run(&mut t, Phase::ClientSending { sent: 20, granted: 20 }, 12);
         assert_eq!(acts, [(5, Action::Resend), (10, Action::Resend)]);
-        // Nothing of the response arrived: ask for all of it.
-        assert_eq!(resend_requests(None, 0), [(0, ResendLength::All)]);
+        // Nothing of the response arrived: ask for its first packet.
+        assert_eq!(resend_requests(None, 0), [(0, ResendLength::Bytes(MAX_PAYLOAD))]);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //!
 //! Generic over the message key `K` (the caller's RPC handle), so that one `Sender` serves all
 //! of an app's RPCs to every peer: the app's uplink is what SRPT shares.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::{ranges::Ranges, wire::ResendLength, MAX_PAYLOAD};
 use crate::bpf::homa::types::etran_homa_limit;
@@ -50,6 +50,8 @@ struct OutMsg {
     granted: u32,
     /// Bytes below this were sent once.
     sent: u32,
+    /// `sent` at each of the last ticks, oldest first ([`Sender::tick`]).
+    sent_at: VecDeque<u32>,
     unsched: u32,
     unsched_priority: u8,
     /// The latest GRANT's priority, for scheduled bytes.
@@ -76,6 +78,8 @@ pub struct Sender<K> {
     resending: BTreeSet<(u32, u64, K)>,
     births: u64,
     unsched_bytes: u32,
+    /// The age [`Sender::tick`] was last given.
+    age: usize,
 }
 
 impl<K: Ord + Copy> Sender<K> {
@@ -86,6 +90,7 @@ impl<K: Ord + Copy> Sender<K> {
             resending: BTreeSet::new(),
             births: 0,
             unsched_bytes,
+            age: 1,
         }
     }
 
@@ -104,6 +109,7 @@ impl<K: Ord + Copy> Sender<K> {
                 length,
                 granted: unsched,
                 sent: 0,
+                sent_at: VecDeque::new(),
                 unsched,
                 unsched_priority,
                 sched_priority: 0,
@@ -130,9 +136,24 @@ impl<K: Ord + Copy> Sender<K> {
         });
     }
 
+    /// One tick of the loss timer: bytes sent `age` ticks ago or more count as settled. A RESEND
+    /// takes only those again; bytes sent since are taken as still on their way (HomaModule
+    /// does not resend a packet still in the NIC's queue; here queues between two apps, a
+    /// veth's among them, can hold a packet for milliseconds on a loaded host).
+    pub fn tick(&mut self, age: usize) {
+        for m in self.msgs.values_mut() {
+            m.sent_at.push_back(m.sent);
+            while m.sent_at.len() > age.max(1) {
+                m.sent_at.pop_front();
+            }
+        }
+        self.age = age.max(1);
+    }
+
     /// A RESEND of `length` bytes at `offset`; `None` when the message is unknown (the caller
-    /// answers RPC_UNKNOWN). Only bytes sent once are sent again; a RESEND reaching past the
-    /// grant means a GRANT was lost, so the grant grows to its end (HomaModule's rule).
+    /// answers RPC_UNKNOWN). Only bytes sent once, at least the age [`Sender::tick`] was given
+    /// ago, are sent again (BUSY for the rest); a RESEND reaching past the grant means a GRANT
+    /// was lost, so the grant grows to its end (HomaModule's rule).
     pub fn on_resend(
         &mut self,
         key: K,
@@ -140,16 +161,19 @@ impl<K: Ord + Copy> Sender<K> {
         length: ResendLength,
         priority: u8,
     ) -> Option<ResendReply> {
+        let age = self.age;
         self.update(key, |m| {
             let end = match length {
                 ResendLength::Bytes(n) => offset.saturating_add(n),
                 ResendLength::All => m.sent,
             };
             m.granted = m.granted.max(end.min(m.length));
-            if offset >= m.sent {
+            // Fewer ticks than the age since the message came: nothing settled yet.
+            let settled = if m.sent_at.len() >= age { m.sent_at[0] } else { 0 };
+            if offset >= settled {
                 return ResendReply::Busy;
             }
-            m.resend.insert(offset, end.min(m.sent));
+            m.resend.insert(offset, end.min(settled));
             m.resend_priority = priority;
             ResendReply::Resending
         })
@@ -295,6 +319,13 @@ mod tests {
             s.next_segment();
         }
         let sent = 10 * MAX_PAYLOAD;
+        assert_eq!(
+            s.on_resend(1, 1000, ResendLength::Bytes(100), 7),
+            Some(ResendReply::Busy),
+            "sent, but too recently: still on its way"
+        );
+        s.tick(2);
+        s.tick(2);
         assert_eq!(s.on_resend(1, sent, ResendLength::Bytes(100), 7), Some(ResendReply::Busy));
         assert_eq!(
             s.on_resend(1, 1000, ResendLength::Bytes(2000), 7),
@@ -324,6 +355,7 @@ mod tests {
         let mut s = Sender::new(UNSCHED_BYTES);
         s.add(1, 5000, 6);
         drain(&mut s);
+        s.tick(1);
         assert_eq!(s.on_resend(1, 0, ResendLength::All, 7), Some(ResendReply::Resending));
         let again = drain(&mut s);
         assert_eq!(again.iter().map(|g| g.len).sum::<u32>(), 5000);

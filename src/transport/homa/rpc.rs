@@ -16,7 +16,18 @@
 //! Messages longer than the unscheduled bytes go as far as they are granted: ingress decides
 //! the receiver's grants and flags the DATA after which one is owed; the engine then sends the
 //! GRANT intent (egress writes the GRANT from the RPC's state). GRANTs that arrive raise the
-//! sender's limit here as ingress raises egress's. RESEND and the loss timer come next.
+//! sender's limit here as ingress raises egress's.
+//!
+//! Loss: the app drives each RPC's [`RpcTimer`] ([`Endpoint::tick`], every millisecond). A
+//! message coming in that goes silent with bytes missing gets RESENDs for them (every gap, and
+//! the tail, which egress cuts at what ingress granted: a lost GRANT heals the same way); a
+//! client whose request is out and whose response has not started asks for the response's
+//! first packet. A RESEND is answered with the bytes again (only bytes sent, within the grant), with
+//! BUSY while the app has nothing to send (a request still arriving or in service, or bytes not
+//! sent yet), and by ingress with RPC_UNKNOWN when the RPC is unknown there, on which a client
+//! sends its whole request again. DATA, GRANT and BUSY end a silence (a RESEND does not).
+//! Silence past the timeout fails a client's RPC
+//! ([`Event::TimedOut`]) and makes a server forget its part.
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     net::{Ipv4Addr, SocketAddrV4},
@@ -24,10 +35,11 @@ use std::{
 
 use super::{
     id::{IdBlock, RpcId},
+    loss::{resend_requests, Action, LossConfig, Phase, RpcTimer},
     msgin::MessageIn,
-    msgout::{Sender, UNSCHED_BYTES},
-    prio::Cutoffs,
-    wire::{Ack, Body, Packet, Type},
+    msgout::{ResendReply, Sender, UNSCHED_BYTES},
+    prio::{Cutoffs, HIGH_PRIORITY},
+    wire::{Ack, Body, Packet, ResendLength, Type},
     MAX_MESSAGE, MAX_PAYLOAD,
 };
 use crate::{
@@ -65,6 +77,24 @@ pub enum Event {
     Request { rpc: RpcKey, bytes: Vec<u8> },
     /// The response to our request `rpc` arrived whole; the RPC is over.
     Response { rpc: RpcKey, bytes: Vec<u8> },
+    /// The server stayed silent past the loss timeout: our request `rpc` failed (ETIMEDOUT).
+    TimedOut { rpc: RpcKey },
+}
+
+/// The loss timer the engine runs by default: HomaModule's (a RESEND after 5 silent ticks of
+/// 1 ms, then every 5), except that an RPC is given up after 1 s of silence rather than 100 ms:
+/// both ends here are apps, which a loaded host may leave unscheduled longer than a kernel
+/// timer, and only the peer's silence, never our own, counts (a tick is a pass of the app).
+pub const LOSS: LossConfig =
+    LossConfig { resend_ticks: 5, resend_interval: 5, timeout_ticks: 1000, request_ack_ticks: 2 };
+
+/// A control packet to send about an RPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    /// Ask the peer again for bytes of its message.
+    Resend { offset: u32, length: ResendLength },
+    /// Tell the peer we are alive but have nothing of the RPC to send yet.
+    Busy,
 }
 
 /// Why a request or response was refused.
@@ -85,8 +115,15 @@ pub struct EndpointStats {
     pub rx_stale: u64,
     /// Segments `MessageIn` refused (inconsistent with what arrived before).
     pub rx_refused: u64,
-    /// Packets of types the engine does not act on yet (RESEND, BUSY, ...).
+    /// Packets of types the engine does not act on (CUTOFFS, NEED_ACK, ...).
     pub rx_ignored: u64,
+    /// RESENDs received, and sent.
+    pub rx_resend: u64,
+    pub tx_resend: u64,
+    /// Requests sent again whole (the server knew nothing of them: RPC_UNKNOWN).
+    pub restarts: u64,
+    /// RPCs given up after the loss timeout.
+    pub timeouts: u64,
 }
 
 /// One bound Homa port of an app.
@@ -109,6 +146,11 @@ pub struct Endpoint {
     /// GRANT intent once.
     grants: VecDeque<RpcKey>,
     grants_due: HashSet<RpcKey>,
+    /// RESENDs and BUSYs to send.
+    control: VecDeque<(RpcKey, Control)>,
+    /// The loss timer of each RPC in progress (made at its first tick).
+    timers: HashMap<RpcKey, RpcTimer>,
+    loss: LossConfig,
     cutoffs: Cutoffs,
     stats: EndpointStats,
 }
@@ -126,6 +168,9 @@ impl Endpoint {
             acks: VecDeque::new(),
             grants: VecDeque::new(),
             grants_due: HashSet::new(),
+            control: VecDeque::new(),
+            timers: HashMap::new(),
+            loss: LOSS,
             cutoffs: Cutoffs::UNKNOWN_PEER,
             stats: EndpointStats::default(),
         }
@@ -137,6 +182,11 @@ impl Endpoint {
 
     pub fn stats(&self) -> EndpointStats {
         self.stats
+    }
+
+    /// Replaces the loss timer's parameters ([`LOSS`] by default).
+    pub fn set_loss_config(&mut self, cfg: LossConfig) {
+        self.loss = cfg;
     }
 
     /// RPCs in progress: ours waiting for a response, and requests being answered.
@@ -187,13 +237,32 @@ impl Endpoint {
             u16::from_be(meta.peer_port),
         );
         let rpc = RpcKey { peer, id: RpcId::from_wire(meta.id ^ 1) };
-        match Type::from_byte(meta.r#type) {
+        let ty = Type::from_byte(meta.r#type);
+        // What the peer sends of its own accord shows it alive (HomaModule's rule): not a
+        // RESEND, which a peer waiting on us keeps sending, or two sides each waiting for the
+        // other would keep each other from ever asking.
+        if matches!(ty, Some(Type::Data | Type::Grant | Type::Busy)) {
+            if let Some(t) = self.timers.get_mut(&rpc) {
+                t.heard();
+            }
+        }
+        match ty {
             Some(Type::Data) => self.on_data(rpc, meta, payload),
             Some(Type::Grant) => {
                 let offset = grant_offset(frame)?;
                 self.sender.on_grant(rpc, offset, 0);
                 None
             }
+            Some(Type::Resend) => {
+                let (offset, length, priority) = resend_of(frame)?;
+                self.on_resend(rpc, offset, length, priority);
+                None
+            }
+            Some(Type::RpcUnknown) => {
+                self.on_unknown(rpc);
+                None
+            }
+            Some(Type::Busy) => None,
             Some(Type::Ack) => {
                 for a in acks(frame) {
                     if a.server_port == self.local_port {
@@ -251,6 +320,90 @@ impl Endpoint {
         }
     }
 
+    /// A RESEND from the peer: the bytes again (those sent, within the grant), or BUSY while
+    /// we have nothing of the RPC to send (HomaModule's answers). Ingress answered it already
+    /// when the RPC is unknown there.
+    fn on_resend(&mut self, rpc: RpcKey, offset: u32, length: ResendLength, priority: u8) {
+        self.stats.rx_resend += 1;
+        let reply = if self.out.contains_key(&rpc) {
+            self.sender.on_resend(rpc, offset, length, priority)
+        } else {
+            self.known(rpc).then_some(ResendReply::Busy)
+        };
+        match reply {
+            Some(ResendReply::Busy) => self.control.push_back((rpc, Control::Busy)),
+            Some(ResendReply::Resending) => {}
+            None => self.stats.rx_stale += 1,
+        }
+    }
+
+    /// The peer knows nothing of the RPC: a server lost our request (none of it arrived), so
+    /// it goes again whole; a client is done with our response (ingress freed the RPC).
+    fn on_unknown(&mut self, rpc: RpcKey) {
+        if !rpc.id.is_client() {
+            self.end(rpc);
+        } else if self.waiting.contains(&rpc) {
+            self.incoming.remove(&rpc);
+            self.sender.restart(rpc);
+            self.stats.restarts += 1;
+        }
+    }
+
+    /// Whether the RPC is in progress here.
+    fn known(&self, rpc: RpcKey) -> bool {
+        self.waiting.contains(&rpc)
+            || self.serving.contains(&rpc)
+            || self.incoming.contains_key(&rpc)
+    }
+
+    /// Where the RPC stands, for its timer.
+    fn phase(&self, rpc: RpcKey) -> Phase {
+        if let Some(m) = self.incoming.get(&rpc) {
+            // Every byte missing counts: egress cuts a RESEND at what was granted.
+            return Phase::Receiving { received: m.received(), granted: m.length() };
+        }
+        match (rpc.id.is_client(), self.sender.progress(rpc)) {
+            (true, Some((sent, granted))) => Phase::ClientSending { sent, granted },
+            (false, Some((sent, _))) => Phase::ServerSending {
+                sent,
+                length: self.out.get(&rpc).map_or(0, |b| b.len() as u32),
+            },
+            (_, None) => Phase::InService,
+        }
+    }
+
+    /// One tick of every RPC's loss timer (the app calls it every millisecond while RPCs are in
+    /// progress): RESENDs for what went silent, and the RPCs given up, as events.
+    pub fn tick(&mut self) -> Vec<Event> {
+        let mut rpcs: Vec<RpcKey> =
+            self.waiting.iter().chain(&self.serving).chain(self.incoming.keys()).copied().collect();
+        rpcs.sort_unstable();
+        rpcs.dedup();
+        self.sender.tick(self.loss.resend_ticks as usize);
+        let mut failed = Vec::new();
+        for rpc in rpcs {
+            let phase = self.phase(rpc);
+            match self.timers.entry(rpc).or_default().tick(phase, &self.loss) {
+                Action::None | Action::NeedAck => {}
+                Action::Resend => {
+                    for (offset, length) in resend_requests(self.incoming.get(&rpc), u32::MAX) {
+                        self.control.push_back((rpc, Control::Resend { offset, length }));
+                    }
+                }
+                Action::Abort => {
+                    self.stats.timeouts += 1;
+                    self.end(rpc);
+                    if rpc.id.is_client() {
+                        // The ACK frees the RPC in egress (and tells the server, if it lives).
+                        self.acks.push_back(rpc);
+                        failed.push(Event::TimedOut { rpc });
+                    }
+                }
+            }
+        }
+        failed
+    }
+
     /// The RPC is over on our side: nothing more goes out for it.
     fn end(&mut self, rpc: RpcKey) {
         self.sender.remove(rpc);
@@ -259,11 +412,15 @@ impl Endpoint {
         self.waiting.remove(&rpc);
         self.serving.remove(&rpc);
         self.grants_due.remove(&rpc);
+        self.timers.remove(&rpc);
     }
 
     /// Whether a frame waits to go out.
     pub fn tx_ready(&self) -> bool {
-        !self.acks.is_empty() || !self.grants.is_empty() || self.sender.has_ready()
+        !self.acks.is_empty()
+            || !self.grants.is_empty()
+            || !self.control.is_empty()
+            || self.sender.has_ready()
     }
 
     /// Writes the next frame to send into `frame` (TX header, then payload); returns its
@@ -284,6 +441,28 @@ impl Endpoint {
                 write_hdr(frame, &h);
                 return Some(TX_HDR_LEN);
             }
+        }
+        // A RESEND or BUSY only while its RPC is in progress.
+        while let Some((rpc, c)) = self.control.pop_front() {
+            if !self.known(rpc) {
+                continue;
+            }
+            let h = match c {
+                Control::Resend { offset, length } => {
+                    self.stats.tx_resend += 1;
+                    let n = match length {
+                        ResendLength::Bytes(n) => n,
+                        ResendLength::All => u32::MAX,
+                    };
+                    let intent = etran_homa_tx_intent::ETRAN_HOMA_TX_RESEND;
+                    self.tx_hdr(rpc, intent, n, offset, 0, HIGH_PRIORITY)
+                }
+                Control::Busy => {
+                    self.tx_hdr(rpc, etran_homa_tx_intent::ETRAN_HOMA_TX_BUSY, 0, 0, 0, 0)
+                }
+            };
+            write_hdr(frame, &h);
+            return Some(TX_HDR_LEN);
         }
         if frame.len() < TX_HDR_LEN + MAX_PAYLOAD as usize {
             return None;
@@ -346,6 +525,14 @@ fn packet(frame: &[u8]) -> Option<Packet<'_>> {
 fn grant_offset(frame: &[u8]) -> Option<u32> {
     match packet(frame)?.body {
         Body::Grant { offset, .. } => Some(offset),
+        _ => None,
+    }
+}
+
+/// A RESEND's range and priority.
+fn resend_of(frame: &[u8]) -> Option<(u32, ResendLength, u8)> {
+    match packet(frame)?.body {
+        Body::Resend { offset, length, priority } => Some((offset, length, priority)),
         _ => None,
     }
 }

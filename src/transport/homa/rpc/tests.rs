@@ -37,6 +37,14 @@ fn wire(from: SocketAddrV4, tx: &[u8]) -> (etran_homa_rx_meta, Vec<u8>, Vec<u8>)
     } else if h.intent == etran_homa_tx_intent::ETRAN_HOMA_TX_ACK.0 as u8 {
         let ack = Ack { client_id: h.key.id, server_port: u16::from_be(h.key.peer_port) };
         Body::Ack(Acks::new(&[ack]).unwrap())
+    } else if h.intent == etran_homa_tx_intent::ETRAN_HOMA_TX_RESEND.0 as u8 {
+        let length = match h.message_length {
+            u32::MAX => ResendLength::All,
+            n => ResendLength::Bytes(n),
+        };
+        Body::Resend { offset: h.offset, length, priority: h.priority }
+    } else if h.intent == etran_homa_tx_intent::ETRAN_HOMA_TX_BUSY.0 as u8 {
+        Body::Busy
     } else {
         // Egress writes the offset from the RPC's state.
         Body::Grant { offset: 0, priority: 0 }
@@ -149,21 +157,8 @@ fn a_long_message_waits_for_grants() {
     let rpc = a.start_request(B, vec![7; 100_000]).unwrap();
     let first: u32 = drain(&mut a, A).iter().map(|f| f.0.payload_len as u32).sum();
     assert_eq!(first, UNSCHED, "the unscheduled bytes, then nothing");
-    let grant = Packet {
-        common: Common { sport: B.port(), dport: A.port(), sender_id: rpc.id.wire() ^ 1 },
-        body: Body::Grant { offset: UNSCHED + 2 * MAX_PAYLOAD, priority: 0 },
-    };
-    let mut frame = vec![0u8; 14];
-    frame.extend_from_slice(&[0x45; 20]);
-    grant.encode(&mut frame);
-    let meta = etran_homa_rx_meta {
-        id: rpc.id.wire(),
-        peer_ip: u32::from(*B.ip()).to_be(),
-        local_port: A.port().to_be(),
-        peer_port: B.port().to_be(),
-        r#type: Type::Grant.byte(),
-        ..Default::default()
-    };
+    let grant = Body::Grant { offset: UNSCHED + 2 * MAX_PAYLOAD, priority: 0 };
+    let (meta, frame) = control(B, A, rpc, grant);
     assert_eq!(a.on_rx(&meta, &[], &frame), None);
     let more: Vec<u32> = drain(&mut a, A).iter().map(|f| f.0.offset).collect();
     assert_eq!(more, [UNSCHED, UNSCHED + MAX_PAYLOAD]);
@@ -204,4 +199,216 @@ fn a_grant_owed_goes_once_while_the_message_comes() {
     assert_eq!(grants.len(), 1);
     assert_eq!(grants[0].0.r#type, Type::Grant.byte());
     assert_eq!(grants[0].0.id, meta.id ^ 1, "for the RPC of the DATA");
+}
+
+/// A control packet from `from` about `rpc` (the receiver's key) as ingress hands it over.
+fn control(
+    from: SocketAddrV4,
+    to: SocketAddrV4,
+    rpc: RpcKey,
+    body: Body<'_>,
+) -> (etran_homa_rx_meta, Vec<u8>) {
+    let packet = Packet {
+        common: Common { sport: from.port(), dport: to.port(), sender_id: rpc.id.wire() ^ 1 },
+        body,
+    };
+    let mut frame = vec![0u8; 14];
+    frame.extend_from_slice(&[0x45; 20]);
+    packet.encode(&mut frame);
+    let meta = etran_homa_rx_meta {
+        id: rpc.id.wire(),
+        peer_ip: u32::from(*from.ip()).to_be(),
+        local_port: to.port().to_be(),
+        peer_port: from.port().to_be(),
+        r#type: packet.body.kind().byte(),
+        ..Default::default()
+    };
+    (meta, frame)
+}
+
+/// Ticks `e` `n` times; returns the events.
+fn ticks(e: &mut Endpoint, n: u32) -> Vec<Event> {
+    (0..n).flat_map(|_| e.tick()).collect()
+}
+
+/// The RESENDs among `frames`: (offset, length asked, all ones for all).
+fn resends(frames: &[(etran_homa_rx_meta, Vec<u8>, Vec<u8>)]) -> Vec<(u32, u32)> {
+    frames
+        .iter()
+        .filter(|f| f.0.r#type == Type::Resend.byte())
+        .map(|f| (f.0.offset, f.0.message_length))
+        .collect()
+}
+
+#[test]
+fn a_lost_request_packet_is_asked_for_and_sent_again() {
+    let mut ids = HostIds::default();
+    let (mut a, mut b) =
+        (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
+    let req = message(&mut Rng(9), 5000);
+    a.start_request(B, req.clone()).unwrap();
+    let frames = drain(&mut a, A);
+    assert_eq!(frames.len(), 4);
+    // The second packet is lost.
+    for (i, (meta, payload, frame)) in frames.iter().enumerate() {
+        if i != 1 {
+            assert_eq!(b.on_rx(meta, payload, frame), None);
+        }
+    }
+    assert_eq!(ticks(&mut b, 4), []);
+    assert!(!b.tx_ready(), "silent for less than the resend ticks");
+    assert_eq!(ticks(&mut b, 1), []);
+    let asked = drain(&mut b, B);
+    assert_eq!(resends(&asked), [(MAX_PAYLOAD, MAX_PAYLOAD)], "the gap, nothing past the end");
+    // The client's own timer ran meanwhile (it asks for the response): its packets are old.
+    ticks(&mut a, 5);
+    assert_eq!(resends(&drain(&mut a, A)).len(), 1);
+    let (meta, payload, frame) = &asked[0];
+    assert_eq!(a.on_rx(meta, payload, frame), None);
+    let again = drain(&mut a, A);
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].0.offset, again[0].0.payload_len), (MAX_PAYLOAD, MAX_PAYLOAD as u16));
+    let (meta, payload, frame) = &again[0];
+    let Some(Event::Request { bytes, .. }) = b.on_rx(meta, payload, frame) else { panic!() };
+    assert_eq!(bytes, req);
+    assert_eq!((a.stats().rx_resend, b.stats().tx_resend), (1, 1));
+}
+
+#[test]
+fn a_lost_tail_is_asked_for_to_the_end() {
+    let mut ids = HostIds::default();
+    let (mut a, mut b) =
+        (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
+    a.start_request(B, vec![5; 5000]).unwrap();
+    let frames = drain(&mut a, A);
+    for (meta, payload, frame) in &frames[..2] {
+        assert_eq!(b.on_rx(meta, payload, frame), None);
+    }
+    ticks(&mut b, 5);
+    // From the furthest byte to the message's end: egress cuts it at the grant.
+    assert_eq!(resends(&drain(&mut b, B)), [(2 * MAX_PAYLOAD, 5000 - 2 * MAX_PAYLOAD)]);
+    ticks(&mut b, 4);
+    assert!(!b.tx_ready());
+    ticks(&mut b, 1);
+    assert_eq!(resends(&drain(&mut b, B)).len(), 1, "again every resend interval");
+}
+
+#[test]
+fn a_lost_request_brings_rpc_unknown_and_goes_again_whole() {
+    let mut ids = HostIds::default();
+    let (mut a, mut b) =
+        (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
+    let rpc = a.start_request(B, vec![1; 100]).unwrap();
+    assert_eq!(drain(&mut a, A).len(), 1, "lost on the way");
+    ticks(&mut a, 5);
+    let asked = drain(&mut a, A);
+    assert_eq!(resends(&asked), [(0, MAX_PAYLOAD)], "the response's first packet");
+    // The server's ingress knows no such RPC and answers for it.
+    let (meta, frame) = control(B, A, rpc, Body::RpcUnknown);
+    assert_eq!(a.on_rx(&meta, &[], &frame), None);
+    let again = drain(&mut a, A);
+    assert_eq!(again.len(), 1);
+    let (meta, payload, frame) = &again[0];
+    assert!(matches!(b.on_rx(meta, payload, frame), Some(Event::Request { .. })));
+    assert_eq!(a.stats().restarts, 1);
+}
+
+#[test]
+fn a_server_answers_busy_while_it_has_nothing_to_send() {
+    let mut ids = HostIds::default();
+    let (mut a, mut b) =
+        (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
+    let rpc = a.start_request(B, vec![1; 100]).unwrap();
+    let (meta, payload, frame) = &drain(&mut a, A)[0];
+    let Some(Event::Request { rpc: srv, .. }) = b.on_rx(meta, payload, frame) else { panic!() };
+    // The app holds the request for long: each RESEND gets a BUSY, which keeps the client
+    // from giving up.
+    for _ in 0..300 {
+        ticks(&mut a, 5);
+        for (meta, payload, frame) in drain(&mut a, A) {
+            assert_eq!(b.on_rx(&meta, &payload, &frame), None);
+        }
+        let busy = drain(&mut b, B);
+        assert_eq!(busy.iter().map(|f| f.0.r#type).collect::<Vec<_>>(), [Type::Busy.byte()]);
+        for (meta, payload, frame) in busy {
+            assert_eq!(a.on_rx(&meta, &payload, &frame), None);
+        }
+    }
+    b.respond(srv, vec![2; 10]).unwrap();
+    let (meta, payload, frame) = &drain(&mut b, B)[0];
+    assert_eq!(a.on_rx(meta, payload, frame), Some(Event::Response { rpc, bytes: vec![2; 10] }));
+}
+
+#[test]
+fn a_lost_response_is_sent_again_from_what_was_sent() {
+    let mut ids = HostIds::default();
+    let (mut a, mut b) =
+        (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
+    let rpc = a.start_request(B, vec![1; 100]).unwrap();
+    let (meta, payload, frame) = &drain(&mut a, A)[0];
+    let Some(Event::Request { rpc: srv, .. }) = b.on_rx(meta, payload, frame) else { panic!() };
+    b.respond(srv, vec![3; 3000]).unwrap();
+    assert_eq!(drain(&mut b, B).len(), 3, "all lost");
+    ticks(&mut b, 5);
+    ticks(&mut a, 5);
+    let (meta, payload, frame) = &drain(&mut a, A)[0];
+    assert_eq!(b.on_rx(meta, payload, frame), None);
+    let first = drain(&mut b, B);
+    assert_eq!(first.iter().map(|f| f.0.offset).collect::<Vec<_>>(), [0], "the first packet");
+    assert_eq!(a.on_rx(&first[0].0, &first[0].1, &first[0].2), None);
+    // It names the length: the rest is asked for as a gap.
+    ticks(&mut a, 5);
+    let asked = drain(&mut a, A);
+    assert_eq!(resends(&asked), [(MAX_PAYLOAD, 3000 - MAX_PAYLOAD)]);
+    assert_eq!(b.on_rx(&asked[0].0, &asked[0].1, &asked[0].2), None);
+    let again = drain(&mut b, B);
+    assert_eq!(again.iter().map(|f| f.0.offset).collect::<Vec<_>>(), [1424, 2848]);
+    let events: Vec<_> = again.iter().filter_map(|f| a.on_rx(&f.0, &f.1, &f.2)).collect();
+    assert_eq!(events, [Event::Response { rpc, bytes: vec![3; 3000] }]);
+}
+
+#[test]
+fn a_silent_server_fails_the_rpc_with_a_timeout() {
+    let mut a = Endpoint::new(A.port(), HostIds::default().block());
+    a.set_loss_config(LossConfig { timeout_ticks: 50, ..LOSS });
+    let rpc = a.start_request(B, vec![1; 100]).unwrap();
+    drain(&mut a, A);
+    assert_eq!(ticks(&mut a, 49), []);
+    assert_eq!(resends(&drain(&mut a, A)).len(), 9, "ticks 5, 10, .. 45");
+    assert_eq!(ticks(&mut a, 1), [Event::TimedOut { rpc }]);
+    assert_eq!(a.in_progress(), 0);
+    // The ACK frees the client's RPC in egress; nothing else goes.
+    let out = drain(&mut a, A);
+    assert_eq!(out.iter().map(|f| f.0.r#type).collect::<Vec<_>>(), [Type::Ack.byte()]);
+    assert_eq!(ticks(&mut a, 100), []);
+    assert_eq!(a.stats().timeouts, 1);
+}
+
+/// The server misses the end of a request while the client waits for the response: both ask
+/// (the client for the response, the server for the request's tail), and the client's RESENDs,
+/// answered with BUSY, must not keep the server from asking.
+#[test]
+fn a_resend_does_not_silence_the_other_sides_timer() {
+    let mut ids = HostIds::default();
+    let (mut a, mut b) =
+        (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
+    a.start_request(B, vec![4; 3000]).unwrap();
+    let frames = drain(&mut a, A);
+    assert_eq!(b.on_rx(&frames[0].0, &frames[0].1, &frames[0].2), None, "the rest is lost");
+    let (mut asked, mut requests) = (Vec::new(), 0);
+    for _ in 0..20 {
+        ticks(&mut a, 1);
+        for (meta, payload, frame) in drain(&mut a, A) {
+            requests += usize::from(b.on_rx(&meta, &payload, &frame).is_some());
+        }
+        ticks(&mut b, 1);
+        for f in drain(&mut b, B) {
+            if f.0.r#type == Type::Resend.byte() {
+                asked.push((f.0.offset, f.0.message_length));
+            }
+            a.on_rx(&f.0, &f.1, &f.2);
+        }
+    }
+    assert_eq!(asked[0], (MAX_PAYLOAD, 3000 - MAX_PAYLOAD), "the server asked for the rest");
+    assert_eq!(requests, 1, "and got it");
 }
