@@ -141,6 +141,18 @@ pub fn total_frames(c: &Counters) -> u64 {
     c.traffic.iter().map(|r| r.transport.packets + r.pass.packets + r.drop.packets).sum()
 }
 
+/// Asserts that every drop between two readings was counted under a reason as well as under its
+/// class.
+pub fn assert_every_drop_has_a_reason(before: &Counters, after: &Counters) {
+    let drops = |c: &Counters| c.drops.iter().map(|d| d.count.packets).sum::<u64>();
+    let class_drops = |c: &Counters| c.traffic.iter().map(|r| r.drop.packets).sum::<u64>();
+    assert_eq!(
+        drops(after) - drops(before),
+        class_drops(after) - class_drops(before),
+        "every drop has a reason"
+    );
+}
+
 /// CLOCK_MONOTONIC in ms: bpf_ktime_get_ns's clock, in the TSval unit the TCP programs use.
 pub fn monotonic_ms() -> u32 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

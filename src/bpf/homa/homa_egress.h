@@ -91,6 +91,21 @@ static __always_inline int homa_tx_write_l3(void *data, void *data_end, const st
 			     key->peer_ip, l4_len, priority);
 }
 
+/* Ethernet and IPv4 for `l4_len` bytes of Homa, then the `hlen`-byte Homa header `hdr`; 0 when
+ * the frame has no room for them. */
+static __always_inline int homa_tx_put(void *data, void *data_end, const struct homa_rpc *rpc,
+				       const struct homa_rpc_key *key, const void *hdr, __u32 hlen,
+				       __u32 l4_len, __u8 priority)
+{
+	const __u32 l3 = sizeof(struct ethhdr) + sizeof(struct iphdr);
+
+	if (!homa_tx_write_l3(data, data_end, rpc, key, l4_len, priority) ||
+	    data + l3 + hlen > data_end)
+		return 0;
+	__builtin_memcpy(data + l3, hdr, hlen);
+	return 1;
+}
+
 /* A RESEND intent (the frame's head already holds room for Ethernet, IPv4 and the RESEND): the
  * range asked for, cut at what ingress granted of the incoming message. Before any byte of it
  * arrived, only a RESEND from offset 0 makes sense (a client asking for its response). */
@@ -98,7 +113,6 @@ static __always_inline int homa_tx_resend(struct xdp_md *ctx, struct homa_rpc *r
 					  const struct etran_homa_tx_hdr *h)
 {
 	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
-	const __u32 l3 = sizeof(struct ethhdr) + sizeof(struct iphdr);
 	__u32 offset = h->offset, length = h->message_length, limit;
 	struct homa_resend_hdr r = {};
 	__u64 bytes = data_end - data;
@@ -121,10 +135,9 @@ static __always_inline int homa_tx_resend(struct xdp_md *ctx, struct homa_rpc *r
 	r.offset = bpf_htonl(offset);
 	r.length = bpf_htonl(length);
 	r.priority = h->priority;
-	if (!homa_tx_write_l3(data, data_end, rpc, &h->key, sizeof(r), HOMA_MAX_PRIORITIES - 1) ||
-	    data + l3 + sizeof(r) > data_end)
+	if (!homa_tx_put(data, data_end, rpc, &h->key, &r, sizeof(r), sizeof(r),
+			 HOMA_MAX_PRIORITIES - 1))
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
-	__builtin_memcpy(data + l3, &r, sizeof(r));
 	count_event(ETRAN_EVENT_HOMA_TX_RESEND, bytes);
 	return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
 }
@@ -189,10 +202,8 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 		a.num_acks = bpf_htons(1);
 		a.acks[0].client_id = bpf_cpu_to_be64(h.key.id);
 		a.acks[0].server_port = h.key.peer_port;
-		if (!homa_tx_write_l3(data, data_end, rpc, &h.key, sizeof(a), 0) ||
-		    data + l3 + sizeof(a) > data_end)
+		if (!homa_tx_put(data, data_end, rpc, &h.key, &a, sizeof(a), sizeof(a), 0))
 			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
-		__builtin_memcpy(data + l3, &a, sizeof(a));
 		/* After the headers, which read the RPC's addresses. */
 		bpf_map_delete_elem(&etran_homa_rpcs, &h.key);
 		count_event(ETRAN_EVENT_HOMA_TX_ACK, bytes);
@@ -213,10 +224,9 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 			return drop(ETRAN_PROTO_HOMA, refused, bytes);
 		homa_tx_common(&g.common, &h.key, HOMA_GRANT, HOMA_DOFF_CONTROL);
 		g.offset = bpf_htonl(granted);
-		if (!homa_tx_write_l3(data, data_end, rpc, &h.key, sizeof(g), HOMA_MAX_PRIORITIES - 1) ||
-		    data + l3 + sizeof(g) > data_end)
+		if (!homa_tx_put(data, data_end, rpc, &h.key, &g, sizeof(g), sizeof(g),
+				 HOMA_MAX_PRIORITIES - 1))
 			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
-		__builtin_memcpy(data + l3, &g, sizeof(g));
 		count_event(ETRAN_EVENT_HOMA_TX_GRANT, bytes);
 		return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
 	}
@@ -227,10 +237,9 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 		struct homa_common_hdr b = {};
 
 		homa_tx_common(&b, &h.key, HOMA_BUSY, HOMA_DOFF_CONTROL);
-		if (!homa_tx_write_l3(data, data_end, rpc, &h.key, sizeof(b), HOMA_MAX_PRIORITIES - 1) ||
-		    data + l3 + sizeof(b) > data_end)
+		if (!homa_tx_put(data, data_end, rpc, &h.key, &b, sizeof(b), sizeof(b),
+				 HOMA_MAX_PRIORITIES - 1))
 			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
-		__builtin_memcpy(data + l3, &b, sizeof(b));
 		count_event(ETRAN_EVENT_HOMA_TX_BUSY, bytes);
 		return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
 	}
@@ -265,10 +274,9 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 		d.message_length = bpf_htonl(h.message_length);
 		d.incoming = bpf_htonl(granted);
 		d.seg.offset = bpf_htonl(h.offset);
-		if (!homa_tx_write_l3(data, data_end, rpc, &h.key, sizeof(d) + h.len, h.priority) ||
-		    data + l3 + sizeof(d) > data_end)
+		if (!homa_tx_put(data, data_end, rpc, &h.key, &d, sizeof(d), sizeof(d) + h.len,
+				 h.priority))
 			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
-		__builtin_memcpy(data + l3, &d, sizeof(d));
 	}
 	count_event(ETRAN_EVENT_HOMA_TX_DATA, bytes);
 	if (retransmit)
