@@ -318,8 +318,8 @@ fn small_sends_in_one_pass_leave_as_one_segment_unless_nodelay() {
 
 /// An app that stops polling while 16 Linux clients each send it 1 MB (more than its 8192 RX
 /// frames hold) loses nothing: ingress hands its port only what the port can take and drops
-/// the rest before acknowledging it (counted as `port_full`), so Linux resends it once the app
-/// reads again, and every connection ends byte-exact. Before the receive budget, the socket
+/// the rest before acknowledging it (counted as `port_full`; the stall lasts until it does), so
+/// Linux resends it once the app reads again, and every connection ends byte-exact. Before the receive budget, the socket
 /// dropped frames whose data the kernel had acknowledged and the connections aborted.
 #[test]
 fn a_stalled_app_loses_nothing_its_port_could_not_take() {
@@ -351,8 +351,16 @@ fn a_stalled_app_loses_nothing_its_port_could_not_take() {
             .collect();
         go.wait();
         // The stall: Linux sends what the windows allow (16 × 1 MB windows, more than the
-        // port's 8192 RX frames); nobody takes frames.
-        std::thread::sleep(Duration::from_millis(500));
+        // port's 8192 RX frames) while nobody takes frames, until ingress turns frames away.
+        let port_full = || {
+            let stats = common::cli::etran_in_ok(&e.net.a, &["stats"]);
+            String::from_utf8_lossy(&stats.stdout).contains("port_full")
+        };
+        let stall = Instant::now();
+        while !port_full() {
+            assert!(stall.elapsed() < Duration::from_secs(20), "the port never turned frames away");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let mut got: Vec<Vec<u8>> = (0..CONNS).map(|_| Vec::with_capacity(EACH)).collect();
         let mut done = [false; CONNS];
         let mut buf = vec![0u8; 64 << 10];
@@ -385,8 +393,5 @@ fn a_stalled_app_loses_nothing_its_port_could_not_take() {
         firsts.sort();
         firsts.dedup();
         assert_eq!(firsts.len(), CONNS, "every client's stream once");
-        let stats = common::cli::etran_in_ok(&e.net.a, &["stats"]);
-        let stats = String::from_utf8_lossy(&stats.stdout);
-        assert!(stats.contains("port_full"), "the port turned frames away: {stats}");
     });
 }
