@@ -8,10 +8,7 @@
 use std::{
     io::ErrorKind,
     path::Path,
-    sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc,
-    },
+    sync::atomic::AtomicU64,
     time::{Duration, Instant},
 };
 
@@ -20,7 +17,7 @@ use anyhow::Context;
 use super::{
     arrivals::Arrivals,
     etran_echo, etran_hosts,
-    etran_rpc::{Outcome, Params},
+    etran_rpc::{self, Outcome, Params},
     linux_echo::{Progress, Share},
     linux_rpc::Answering,
     rpc_msg::{Caller, Exchange, RpcResult},
@@ -38,90 +35,34 @@ pub fn run(
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
     etran_hosts::with_daemons(&[p.client, p.server], "rpc", |socks| {
-        let stop = AtomicBool::new(false);
-        let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
-        std::thread::scope(|s| {
-            let servers: Vec<_> = p
-                .shares
-                .iter()
-                .map(|share| {
-                    let (ready_tx, stop, sock) = (ready_tx.clone(), &stop, &socks[1]);
-                    s.spawn(move || -> anyhow::Result<AppCounters> {
-                        let setup = (|| -> anyhow::Result<_> {
-                            p.server.enter()?;
-                            super::support::pin_to_cpu(share.server_cpu)?;
-                            let mut app = App::open(sock)?;
-                            let listener = app.listen(share.server.port())?;
-                            Ok((app, listener))
-                        })();
-                        let _ = ready_tx.send(setup.as_ref().map(|_| ()).map_err(|e| {
-                            anyhow::anyhow!("server on TCP port {}: {e:#}", share.server.port())
-                        }));
-                        let (mut app, listener) = setup?;
-                        let expect = share.conns * p.depth;
-                        let adopted = AtomicU64::new(0);
-                        let unclosed = etran_echo::serve(
-                            &mut app,
-                            &listener,
-                            p.wait,
-                            expect,
-                            false,
-                            &adopted,
-                            stop,
-                            Answering::default,
-                        )?;
-                        for id in unclosed {
-                            app.abort(id);
-                        }
-                        Ok(app.counters())
-                    })
-                })
-                .collect();
-            drop(ready_tx);
-            let ready = (0..p.shares.len()).try_for_each(|_| {
-                ready_rx.recv().unwrap_or_else(|_| Err(anyhow::anyhow!("a server died")))
-            });
-            let deadline = Instant::now() + p.duration;
-            let clients: Vec<_> = match &ready {
-                Err(_) => Vec::new(),
-                Ok(()) => p
-                    .shares
-                    .iter()
-                    .map(|share| {
-                        let sock = &socks[0];
-                        s.spawn(move || client(p, share, sock, deadline, progress))
-                    })
-                    .collect(),
-            };
-            watch(&|| clients.iter().all(|c| c.is_finished()));
-            let mut first_err = ready.err();
-            let mut total = RpcResult::new(&p.workload);
-            let mut counters = AppCounters::default();
-            for c in clients {
-                match c.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the thread panicked"))) {
-                    Ok((r, c)) => {
-                        total.merge(&r)?;
-                        counters += c;
-                    }
-                    Err(e) => {
-                        first_err.get_or_insert(e.context("eTran TCP RPC client"));
-                    }
+        etran_rpc::threads(
+            p,
+            socks,
+            watch,
+            |share, sock| {
+                let mut app = App::open(sock)?;
+                let listener = app.listen(share.server.port())?;
+                Ok((app, listener, share.conns * p.depth))
+            },
+            |(mut app, listener, expect), stop| {
+                let adopted = AtomicU64::new(0);
+                let unclosed = etran_echo::serve(
+                    &mut app,
+                    &listener,
+                    p.wait,
+                    expect,
+                    false,
+                    &adopted,
+                    stop,
+                    Answering::default,
+                )?;
+                for id in unclosed {
+                    app.abort(id);
                 }
-            }
-            stop.store(true, Ordering::Relaxed);
-            for srv in servers {
-                match srv.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the thread panicked"))) {
-                    Ok(c) => counters += c,
-                    Err(e) => {
-                        first_err.get_or_insert(e.context("eTran TCP RPC server"));
-                    }
-                }
-            }
-            match first_err {
-                Some(e) => Err(e),
-                None => Ok(Outcome { result: total, counters }),
-            }
-        })
+                Ok(app.counters())
+            },
+            |share, sock, deadline| client(p, share, sock, deadline, progress),
+        )
     })
 }
 
@@ -135,8 +76,6 @@ fn client(
     deadline: Instant,
     progress: &Progress,
 ) -> anyhow::Result<(RpcResult, AppCounters)> {
-    p.client.enter()?;
-    super::support::pin_to_cpu(share.client_cpu)?;
     let mut app = App::open(sock)?;
     let mut conns: Vec<(ConnId, Exchange)> = Vec::new();
     for c in 0..share.conns {
