@@ -101,11 +101,13 @@ complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subco
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s V -l version -d 'Print version'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l workload -d 'Request sizes: w1..w5 (the Homa paper\'s workloads, truncated at 1 MB; requests shorter than the 16-byte RPC header grow to it) or a fixed size in bytes (16 to 1000000)' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l response-size -d 'Response size in bytes (default: the request\'s size, an echo)' -r
-complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l clients -l conns -d 'Closed-loop clients, each keeping --depth RPCs outstanding' -r
-complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l depth -d 'Outstanding RPCs per client' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l clients -l conns -d 'Clients, each keeping --depth RPCs outstanding (closed loop) or at most --depth (with --gbps)' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l depth -d 'Outstanding RPCs per client: always (closed loop), or at most (with --gbps, like cp_node\'s --client-max)' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l gbps -d 'Open loop: offer this many Gbit/s of requests (request bytes only) as Poisson arrivals spread over the client threads, as cp_node --gbps does; 0 is closed loop. An arrival that finds all of its thread\'s RPCs outstanding waits and is counted as late' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l threads -d 'Client threads (thread i on CPU i mod N), each with its own server thread (CPU i+1 mod N) and, for eTran, one RPC socket on each side' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l duration -d 'How long to measure' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l transport -d 'Which transports to measure' -r -f -a "etran-homa\t'eTran Homa RPC sockets on both hosts'
+etran-tcp\t'The same RPCs over eTran TCP apps on both hosts (one connection per outstanding RPC)'
 linux-tcp\t'The same RPCs over Linux TCP sockets (one connection per outstanding RPC)'
 all\t'Every row above'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l wait -d 'How the sockets wait: busy-poll, or sleep when idle' -r -f -a "busy\t'Spin without sleeping: eTran apps poll their port in a loop, Linux sockets are polled with a zero epoll timeout (busy-polling)'

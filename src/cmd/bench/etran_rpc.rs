@@ -9,7 +9,7 @@ use std::{
     cell::RefCell,
     io,
     net::SocketAddrV4,
-    path::PathBuf,
+    path::{Path, PathBuf},
     rc::Rc,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -22,6 +22,7 @@ use anyhow::{bail, Context};
 use libbpf_rs::MapCore;
 
 use super::{
+    arrivals::Arrivals,
     etran_hosts,
     linux_echo::{Progress, Share, Wait},
     rpc_msg::{self, Call, Caller, RpcResult},
@@ -41,6 +42,8 @@ pub struct Params<'a> {
     pub duration: Duration,
     pub wait: Wait,
     pub rpc_timeout: Duration,
+    /// Each client thread's offered load in Gbit/s of requests (open loop); 0 is closed loop.
+    pub gbps: f64,
 }
 
 /// What the eTran run measured.
@@ -54,11 +57,11 @@ pub struct Outcome {
 const WAIT_SLICE: Duration = Duration::from_millis(10);
 
 /// Moves frames: at once ([`Wait::Busy`]), or once there is something to do
-/// ([`Wait::Blocking`], up to [`WAIT_SLICE`]).
-fn step(sock: &mut RpcSocket, wait: Wait) -> io::Result<usize> {
+/// ([`Wait::Blocking`], up to `slice`).
+fn step(sock: &mut RpcSocket, wait: Wait, slice: Duration) -> io::Result<usize> {
     match wait {
         Wait::Busy => sock.run_once(),
-        Wait::Blocking => sock.wait(WAIT_SLICE),
+        Wait::Blocking => sock.wait(slice),
     }
 }
 
@@ -84,6 +87,29 @@ fn sockets(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
+    threads(
+        p,
+        socks,
+        watch,
+        |share, sock| Ok(RpcSocket::open(sock, share.server.port())?),
+        |sock, stop| serve(sock, p.wait, stop),
+        |share, sock, deadline| client(p, share, sock, deadline, progress),
+    )
+}
+
+/// An eTran row's threads: per share a server thread in the server host (`open_server` there
+/// on its CPU, then `serve` until the clients are done) and, once every server is open, a
+/// client thread in the client host on its CPU (`client`, until `deadline` and its RPCs in
+/// flight complete). `watch` runs on the calling thread meanwhile. The first error ends the
+/// run: the cause rather than the threads that gave up because of it.
+pub(super) fn threads<S>(
+    p: &Params<'_>,
+    socks: &[PathBuf],
+    watch: impl FnOnce(&dyn Fn() -> bool),
+    open_server: impl Fn(&Share, &Path) -> anyhow::Result<S> + Sync,
+    serve: impl Fn(S, &AtomicBool) -> anyhow::Result<AppCounters> + Sync,
+    client: impl Fn(&Share, &Path, Instant) -> anyhow::Result<(RpcResult, AppCounters)> + Sync,
+) -> anyhow::Result<Outcome> {
     let stop = AtomicBool::new(false);
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
     std::thread::scope(|s| {
@@ -92,16 +118,17 @@ fn sockets(
             .iter()
             .map(|share| {
                 let (ready_tx, stop, sock) = (ready_tx.clone(), &stop, &socks[1]);
+                let (open_server, serve) = (&open_server, &serve);
                 s.spawn(move || -> anyhow::Result<AppCounters> {
-                    let setup = (|| -> anyhow::Result<RpcSocket> {
+                    let setup = (|| -> anyhow::Result<S> {
                         p.server.enter()?;
                         super::support::pin_to_cpu(share.server_cpu)?;
-                        Ok(RpcSocket::open(sock, share.server.port())?)
+                        open_server(share, sock)
                     })();
                     let _ = ready_tx.send(setup.as_ref().map(|_| ()).map_err(|e| {
-                        anyhow::anyhow!("server on Homa port {}: {e:#}", share.server.port())
+                        anyhow::anyhow!("server on port {}: {e:#}", share.server.port())
                     }));
-                    serve(setup?, p.wait, stop)
+                    serve(setup?, stop)
                 })
             })
             .collect();
@@ -116,8 +143,12 @@ fn sockets(
                 .shares
                 .iter()
                 .map(|share| {
-                    let sock = &socks[0];
-                    s.spawn(move || client(p, share, sock, deadline, progress))
+                    let (sock, client) = (&socks[0], &client);
+                    s.spawn(move || {
+                        p.client.enter()?;
+                        super::support::pin_to_cpu(share.client_cpu)?;
+                        client(share, sock, deadline)
+                    })
                 })
                 .collect(),
         };
@@ -178,7 +209,7 @@ fn serve(mut sock: RpcSocket, wait: Wait, stop: &AtomicBool) -> anyhow::Result<A
         }
     });
     while !stop.load(Ordering::Relaxed) {
-        step(&mut sock, wait)?;
+        step(&mut sock, wait, WAIT_SLICE)?;
         if let Some(e) = failed.borrow_mut().take() {
             return Err(e);
         }
@@ -190,16 +221,15 @@ fn serve(mut sock: RpcSocket, wait: Wait, stop: &AtomicBool) -> anyhow::Result<A
 type Completions = Rc<RefCell<Vec<(usize, io::Result<Vec<u8>>)>>>;
 
 /// One client thread: its share's clients, `depth` RPCs outstanding each (slot `k` is client
-/// `k / depth`'s), until `deadline`; then the RPCs in flight complete, uncounted.
+/// `k / depth`'s; open loop: at most), until `deadline`; then the RPCs in flight complete,
+/// uncounted.
 fn client(
     p: &Params<'_>,
     share: &Share,
-    sock: &std::path::Path,
+    sock: &Path,
     deadline: Instant,
     progress: &Progress,
 ) -> anyhow::Result<(RpcResult, AppCounters)> {
-    p.client.enter()?;
-    super::support::pin_to_cpu(share.client_cpu)?;
     let mut sock = RpcSocket::open(sock, 0)?;
     let mut callers: Vec<Caller> = (0..share.conns)
         .map(|c| Caller::new(share.first_conn_id + c, p.workload, p.response))
@@ -216,13 +246,21 @@ fn client(
             .context("queueing a request")
     };
     let mut result = RpcResult::new(&p.workload);
+    let seed = u64::from(share.first_conn_id) + 1;
+    let mut arrivals = Arrivals::new(p.gbps, p.workload.mean(), seed, Instant::now());
+    // Open loop: the slots without an RPC.
+    let mut free = Vec::new();
     for k in 0..slots.len() {
-        issue(&mut sock, &mut slots, k)?;
+        if arrivals.reissue_on_completion() {
+            issue(&mut sock, &mut slots, k)?;
+        } else {
+            free.push(k);
+        }
     }
     let (mut published, mut measuring, mut last_check) = (0, true, Instant::now());
     result.total.window_starts();
-    while slots.iter().any(Option::is_some) {
-        step(&mut sock, p.wait)?;
+    while measuring || slots.iter().any(Option::is_some) {
+        step(&mut sock, p.wait, arrivals.sleep(Instant::now(), WAIT_SLICE))?;
         let completed = std::mem::take(&mut *done.borrow_mut());
         let now = Instant::now();
         for (k, response) in completed {
@@ -230,9 +268,18 @@ fn client(
             let response = response.context("an RPC failed")?;
             if now < deadline {
                 result.complete(&call, &response, now)?;
-                issue(&mut sock, &mut slots, k)?;
+                if arrivals.reissue_on_completion() {
+                    issue(&mut sock, &mut slots, k)?;
+                } else {
+                    free.push(k);
+                }
             } else {
                 call.check(&response)?;
+            }
+        }
+        if now < deadline {
+            while let Some(k) = arrivals.due(now, || free.pop()) {
+                issue(&mut sock, &mut slots, k)?;
             }
         }
         progress.publish(&result.total, &mut published);
@@ -247,9 +294,7 @@ fn client(
             }
         }
     }
-    if measuring {
-        result.total.window_ends();
-    }
+    result.late = arrivals.late();
     Ok((result, counters(&sock)))
 }
 
