@@ -15,8 +15,8 @@
 //! [`Plan`] is the arithmetic of it, pure.
 //!
 //! A new transport's API object implements [`Engine`] over its transport's engine and gets
-//! both; the driver is also a mio source (its port and link under one token) for apps with
-//! event loops of their own.
+//! both, and is a mio source (its port and link under one token, `source_via_driver!`) for
+//! apps with event loops of their own.
 use std::{
     io,
     os::fd::{AsFd, AsRawFd},
@@ -217,36 +217,9 @@ impl Plan {
     }
 }
 
-/// The driver is pollable: its port and its daemon link, under one token (on readiness run a
-/// pass, and read the link; wait no longer than [`Driver::next_deadline`]).
-impl mio::event::Source for Driver {
-    fn register(
-        &mut self,
-        registry: &mio::Registry,
-        token: mio::Token,
-        interests: mio::Interest,
-    ) -> io::Result<()> {
-        self.port.register(registry, token, interests)?;
-        mio::event::Source::register(&mut self.link, registry, token, mio::Interest::READABLE)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &mio::Registry,
-        token: mio::Token,
-        interests: mio::Interest,
-    ) -> io::Result<()> {
-        self.port.reregister(registry, token, interests)?;
-        mio::event::Source::reregister(&mut self.link, registry, token, mio::Interest::READABLE)
-    }
-
-    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
-        self.port.deregister(registry)?;
-        mio::event::Source::deregister(&mut self.link, registry)
-    }
-}
-
-/// An API object over a [`Driver`] in its field `driver` is a mio source through it.
+/// An API object over a [`Driver`] (in its field `driver`) is a mio source: the port and the
+/// daemon link under one token (on readiness run a pass and read the link; wait no longer than
+/// [`Driver::next_deadline`]).
 macro_rules! source_via_driver {
     ($t:ty) => {
         impl mio::event::Source for $t {
@@ -256,7 +229,9 @@ macro_rules! source_via_driver {
                 token: mio::Token,
                 interests: mio::Interest,
             ) -> std::io::Result<()> {
-                self.driver.register(registry, token, interests)
+                let d = &mut self.driver;
+                mio::event::Source::register(&mut d.port, registry, token, interests)?;
+                mio::event::Source::register(&mut d.link, registry, token, mio::Interest::READABLE)
             }
 
             fn reregister(
@@ -265,11 +240,19 @@ macro_rules! source_via_driver {
                 token: mio::Token,
                 interests: mio::Interest,
             ) -> std::io::Result<()> {
-                self.driver.reregister(registry, token, interests)
+                let d = &mut self.driver;
+                mio::event::Source::reregister(&mut d.port, registry, token, interests)?;
+                mio::event::Source::reregister(
+                    &mut d.link,
+                    registry,
+                    token,
+                    mio::Interest::READABLE,
+                )
             }
 
             fn deregister(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
-                self.driver.deregister(registry)
+                mio::event::Source::deregister(&mut self.driver.port, registry)?;
+                mio::event::Source::deregister(&mut self.driver.link, registry)
             }
         }
     };
