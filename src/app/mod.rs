@@ -11,12 +11,16 @@
 //! # std::io::Result::Ok(())
 //! ```
 //!
+//! - [`driver`]: what every transport's API shares ([`Driver`]: the port and the daemon link):
+//!   a pass (received frames to the engine, its timers and sends, one flush) and a wait
+//!   (busy-poll, then sleep); [`App`] is TCP's engine under it, [`rpc::RpcSocket`] Homa's.
 //! - [`link`]: the app's end of the daemon protocol ([`DaemonLink`]): register, listen,
 //!   connect, accepted connections and resets.
 //! - [`port`]: the daemon-created AF_XDP socket and memfd UMEM, mapped; RX with metadata (any
 //!   transport's), TX frames, fill/completion recycling, need-wakeup kicks; a mio source.
 //! - [`rpc`]: the RPC API over Homa ([`rpc::RpcSocket`]), beside the socket-style one below.
-//! - [`stream`]: the per-connection byte-stream engine (pure, unit-tested).
+//! - [`stream`]: the per-connection byte-stream engine (pure, unit-tested;
+//!   `transport::tcp::stream`).
 //! - `early`: frames that reach the port before the app adopted their connection, held
 //!   until `accept` (the kernel acknowledged them already).
 //! - [`App`] / [`ConnId`] / [`Listener`]: the socket-style API over them: non-blocking
@@ -32,11 +36,11 @@
 //! with nothing to read, [`App::send`] with the send buffer full, [`App::poll_connect`] while
 //! the handshake goes on.
 //!
-//! Waiting: [`App::wait`] first busy-polls the RX ring for up to [`App::set_busy_poll`]'s budget
-//! (like `SO_BUSY_POLL`; [`DEFAULT_BUSY_POLL`], zero sleeps at once), then sleeps in `ppoll` on
-//! the AF_XDP socket and the daemon link until a frame or a daemon message comes or the
-//! engine's next timer (RTO, tail-loss probe, reordering, early frames: [`App::next_deadline`])
-//! is due. The kernel wakes a sleeping AF_XDP socket when RX gets a frame; TX is kicked when
+//! Waiting (the [`driver`]'s, as for every transport): [`App::wait`] first busy-polls the RX ring
+//! for up to [`App::set_busy_poll`]'s budget (like `SO_BUSY_POLL`; [`DEFAULT_BUSY_POLL`], zero
+//! sleeps at once), then sleeps in `ppoll` on the AF_XDP socket and the daemon link until a
+//! frame or a daemon message comes or the engine's next timer (RTO, tail-loss probe,
+//! reordering, early frames: [`App::next_deadline`]) is due. The kernel wakes a sleeping AF_XDP socket when RX gets a frame; TX is kicked when
 //! the ring asks for it (need-wakeup) before sleeping. An idle app (connections open, no
 //! traffic) thus sleeps and uses no CPU. An app with other event sources registers the [`App`]
 //! (a mio `Source`: its port and its link under one token) in its own `mio::Poll`, calls

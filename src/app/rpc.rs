@@ -15,8 +15,10 @@
 //! ```
 //! A client queues requests with [`RpcSocket::enqueue_request`], each with a continuation that
 //! gets the response (or an error), and calls [`RpcSocket::run_once`] (or
-//! [`RpcSocket::wait`], which sleeps when there is nothing to do) until they ran. Handlers and
-//! continuations get the socket, so they may queue more.
+//! [`RpcSocket::wait`], which busy-polls for its budget and then sleeps when there is nothing
+//! to do) until they ran. Handlers and continuations get the socket, so they may queue more.
+//! The socket is Homa's engine under the app library's [`crate::app::driver`], which runs its
+//! passes and waits as it runs TCP's [`crate::app::App`]; like the `App`, it is a mio source.
 //!
 //! The passes also run the loss timer, every millisecond while RPCs are in progress (so an app
 //! with RPCs outstanding must keep calling `run_once` or `wait`): lost packets are asked for
