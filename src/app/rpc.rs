@@ -172,12 +172,14 @@ impl RpcSocket {
     /// loss timer. Returns the frames received.
     pub fn wait(&mut self, timeout: Duration) -> io::Result<usize> {
         let limit = Some(Instant::now() + timeout);
-        loop {
+        let mut n = driver::wait(self, Some(timeout))?;
+        while n == 0 {
             match driver::wait_until(self, limit)? {
-                Some(0) => {}
-                done => return Ok(done.unwrap_or(0)),
+                Some(m) => n = m,
+                None => break,
             }
         }
+        Ok(n)
     }
 
     /// How long [`RpcSocket::wait`] busy-polls before it sleeps
