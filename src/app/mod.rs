@@ -40,12 +40,12 @@
 //! for up to [`App::set_busy_poll`]'s budget (like `SO_BUSY_POLL`; [`DEFAULT_BUSY_POLL`], zero
 //! sleeps at once), then sleeps in `ppoll` on the AF_XDP socket and the daemon link until a
 //! frame or a daemon message comes or the engine's next timer (RTO, tail-loss probe,
-//! reordering, early frames: [`App::next_deadline`]) is due. The kernel wakes a sleeping AF_XDP socket when RX gets a frame; TX is kicked when
-//! the ring asks for it (need-wakeup) before sleeping. An idle app (connections open, no
-//! traffic) thus sleeps and uses no CPU. An app with other event sources registers the [`App`]
-//! (a mio `Source`: its port and its link under one token) in its own `mio::Poll`, calls
-//! [`App::poll`] and [`App::poll_daemon`] on readiness and uses [`App::next_deadline`] for the
-//! poll's timeout. The blocking variants wait with [`App::wait`], up to
+//! reordering, early frames: [`App::next_deadline`]) is due. The kernel wakes a sleeping AF_XDP
+//! socket when RX gets a frame; TX is kicked when the ring asks for it (need-wakeup) before
+//! sleeping. An idle app (connections open, no traffic) thus sleeps and uses no CPU. An app
+//! with other event sources registers the [`App`] (a mio `Source`: its port and its link under
+//! one token) in its own `mio::Poll`, calls [`App::poll`] and [`App::poll_daemon`] on readiness
+//! and uses [`App::next_deadline`] for the poll's timeout. The blocking variants wait with [`App::wait`], up to
 //! [`App::set_timeout`]'s limit (like `SO_RCVTIMEO`: `EAGAIN` when it passes).
 //!
 //! A pass: the app's loop calls [`App::poll`], then sends and receives on its connections, then
