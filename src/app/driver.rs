@@ -217,6 +217,19 @@ impl Plan {
     }
 }
 
+impl Driver {
+    /// Runs `f` on each of the driver's mio sources with its interests: the port with
+    /// `interests`, the link readable.
+    pub(crate) fn each_source(
+        &mut self,
+        interests: mio::Interest,
+        mut f: impl FnMut(&mut dyn mio::event::Source, mio::Interest) -> io::Result<()>,
+    ) -> io::Result<()> {
+        f(&mut self.port, interests)?;
+        f(&mut self.link, mio::Interest::READABLE)
+    }
+}
+
 /// An API object over a [`Driver`] (in its field `driver`) is a mio source: the port and the
 /// daemon link under one token (on readiness run a pass and read the link; wait no longer than
 /// [`Driver::next_deadline`]).
@@ -229,9 +242,7 @@ macro_rules! source_via_driver {
                 token: mio::Token,
                 interests: mio::Interest,
             ) -> std::io::Result<()> {
-                let d = &mut self.driver;
-                mio::event::Source::register(&mut d.port, registry, token, interests)?;
-                mio::event::Source::register(&mut d.link, registry, token, mio::Interest::READABLE)
+                self.driver.each_source(interests, |s, i| registry.register(s, token, i))
             }
 
             fn reregister(
@@ -240,19 +251,11 @@ macro_rules! source_via_driver {
                 token: mio::Token,
                 interests: mio::Interest,
             ) -> std::io::Result<()> {
-                let d = &mut self.driver;
-                mio::event::Source::reregister(&mut d.port, registry, token, interests)?;
-                mio::event::Source::reregister(
-                    &mut d.link,
-                    registry,
-                    token,
-                    mio::Interest::READABLE,
-                )
+                self.driver.each_source(interests, |s, i| registry.reregister(s, token, i))
             }
 
             fn deregister(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
-                mio::event::Source::deregister(&mut self.driver.port, registry)?;
-                mio::event::Source::deregister(&mut self.driver.link, registry)
+                self.driver.each_source(mio::Interest::READABLE, |s, _| registry.deregister(s))
             }
         }
     };

@@ -381,8 +381,8 @@ fn ports_are_exclusive_and_go_with_their_app() {
 
 /// An RPC socket with nothing in progress sleeps in its wait (the app driver's, as a TCP app's):
 /// under 2 % of a CPU for 2 s after an RPC, waking hardly but at the wait's own limit. Then its
-/// daemon goes away (its port and link with it): the wait fails at once instead of sleeping
-/// on.
+/// daemon goes away (its port and link with it): a mio poll the socket is registered in says so,
+/// and the wait fails at once instead of sleeping on.
 #[test]
 fn an_idle_rpc_socket_sleeps_and_hears_its_daemon_go() {
     let Some(_root) = common::root::shared() else { return };
@@ -405,7 +405,14 @@ fn an_idle_rpc_socket_sleeps_and_hears_its_daemon_go() {
     assert!(share < 0.02, "an idle RPC socket used {:.1} % of a CPU", share * 100.0);
     assert!(waits <= 10, "{waits} waits of 500 ms in 2 s");
 
+    // A mio source (port and link under one token): the daemon's going is an event.
+    let mut poll = mio::Poll::new().unwrap();
+    poll.registry().register(&mut client, mio::Token(7), mio::Interest::READABLE).unwrap();
     hosts.daemons[0].terminate();
+    let mut events = mio::Events::with_capacity(4);
+    poll.poll(&mut events, Some(Duration::from_secs(5))).unwrap();
+    assert!(events.iter().any(|e| e.token() == mio::Token(7)), "no event for the socket");
+    poll.registry().deregister(&mut client).unwrap();
     let t = Instant::now();
     let e = client.wait(Duration::from_secs(5)).expect_err("the daemon went away");
     assert!(t.elapsed() < Duration::from_secs(1), "noticed after {:?}: {e}", t.elapsed());
