@@ -181,10 +181,11 @@ impl Daemon {
     /// Runs the event loop until the waker fires, then tears everything down.
     pub fn run(&mut self) -> anyhow::Result<()> {
         self.note(format!(
-            "serving {} on {} (pid {})",
+            "serving {} on {} (pid {}); compat backend, pacing: {}",
             self.cfg.iface,
             self.cfg.socket.display(),
-            std::process::id()
+            std::process::id(),
+            Compat::PACING
         ));
         let result = self.run_loop();
         self.shutdown();

@@ -378,3 +378,42 @@ fn ports_are_exclusive_and_go_with_their_app() {
     // The port is free again.
     drop(RpcSocket::open(sock, PORT).unwrap());
 }
+
+/// An RPC socket with nothing in progress sleeps in its wait (the app driver's, as a TCP app's):
+/// under 2 % of a CPU for 2 s after an RPC, waking hardly but at the wait's own limit. Then its
+/// daemon goes away (its port and link with it): a mio poll the socket is registered in says so,
+/// and the wait fails at once instead of sleeping on.
+#[test]
+fn an_idle_rpc_socket_sleeps_and_hears_its_daemon_go() {
+    let Some(_root) = common::root::shared() else { return };
+    let mut hosts = EtranHosts::new("homa-idle");
+    let mut client = RpcSocket::open(&hosts.daemons[0].sock, 0).unwrap();
+    with_server(&hosts, |server| {
+        exchange(&hosts, &mut client, server, 1, 1, |_, _| 100, Duration::from_secs(10))
+    });
+    assert_eq!(client.in_progress(), 0);
+    assert_eq!(client.next_deadline(), None, "no loss timer runs without RPCs");
+
+    let (cpu0, t0) = (common::thread_cpu(), Instant::now());
+    let mut waits = 0;
+    while t0.elapsed() < Duration::from_secs(2) {
+        client.wait(Duration::from_millis(500)).unwrap();
+        waits += 1;
+    }
+    let (cpu, wall) = (common::thread_cpu() - cpu0, t0.elapsed());
+    let share = cpu.as_secs_f64() / wall.as_secs_f64();
+    assert!(share < 0.02, "an idle RPC socket used {:.1} % of a CPU", share * 100.0);
+    assert!(waits <= 10, "{waits} waits of 500 ms in 2 s");
+
+    // A mio source (port and link under one token): the daemon's going is an event.
+    let mut poll = mio::Poll::new().unwrap();
+    poll.registry().register(&mut client, mio::Token(7), mio::Interest::READABLE).unwrap();
+    hosts.daemons[0].terminate();
+    let mut events = mio::Events::with_capacity(4);
+    poll.poll(&mut events, Some(Duration::from_secs(5))).unwrap();
+    assert!(events.iter().any(|e| e.token() == mio::Token(7)), "no event for the socket");
+    poll.registry().deregister(&mut client).unwrap();
+    let t = Instant::now();
+    let e = client.wait(Duration::from_secs(5)).expect_err("the daemon went away");
+    assert!(t.elapsed() < Duration::from_secs(1), "noticed after {:?}: {e}", t.elapsed());
+}
