@@ -129,7 +129,7 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int
     let tcp = domain == libc::AF_INET
         && ty & 0xf == libc::SOCK_STREAM
         && (proto == 0 || proto == libc::IPPROTO_TCP);
-    if fd >= 0 && tcp && (fd as usize) < state::MAX_FD {
+    if fd >= 0 && tcp && (fd as usize) < state::MAX_FD && state::same_process() {
         let mut g = lock();
         let s = shim(&mut g);
         s.remove(fd); // a descriptor the kernel reused behind our back
@@ -1313,6 +1313,7 @@ extern "C" fn after_fork_child() {
         }
     });
     state::forget_wake_fd();
+    state::own_process();
 }
 
 /// When the process exits, its connections close as the kernel would close them: each gets
@@ -1341,6 +1342,7 @@ extern "C" fn at_exit() {
 }
 
 extern "C" fn init() {
+    state::own_process();
     // SAFETY: registering plain handlers.
     unsafe {
         libc::pthread_atfork(Some(before_fork), Some(after_fork_parent), Some(after_fork_child));

@@ -17,7 +17,7 @@ use std::{
     net::{Ipv4Addr, SocketAddrV4},
     os::fd::{AsFd, AsRawFd, RawFd},
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI32, AtomicU64, Ordering},
         Mutex, MutexGuard,
     },
     time::{Duration, Instant},
@@ -37,9 +37,36 @@ pub const MAX_FD: usize = 1 << 20;
 /// Bit `fd` is set while `fd` is one of ours.
 static TRACKED: [AtomicU64; MAX_FD / 64] = [const { AtomicU64::new(0) }; MAX_FD / 64];
 
+/// Whether `fd` is ours. Never in a child that shares our memory without having run the fork
+/// handlers (vfork, as a subprocess starts): it closes its copies of our descriptors before
+/// exec, which must not close our connections.
 pub fn tracked(fd: c_int) -> bool {
     let fd = fd as usize;
-    fd < MAX_FD && TRACKED[fd / 64].load(Ordering::Acquire) & (1 << (fd % 64)) != 0
+    fd < MAX_FD
+        && TRACKED[fd / 64].load(Ordering::Acquire) & (1 << (fd % 64)) != 0
+        && same_process()
+}
+
+/// The process the state belongs to.
+static PID: AtomicI32 = AtomicI32::new(0);
+
+/// Whether this is the process the state belongs to (set at load and in a forked child).
+pub fn same_process() -> bool {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            PID.store(me, Ordering::Relaxed);
+            true
+        }
+        pid => pid == me,
+    }
+}
+
+/// A forked child's state is its own from now on.
+pub fn own_process() {
+    // SAFETY: getpid has no preconditions.
+    PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
 }
 
 fn set_tracked(fd: RawFd, on: bool) {

@@ -149,6 +149,139 @@ fn a_python_echo_server_under_etran_run_serves_linux_clients_byte_exact() {
     assert_eq!(conn_lines(&log), (CONNS, CONNS), "every connection through eTran, closed: {log}");
 }
 
+/// CPU time the process `pid` used so far, all its threads together.
+fn cpu_time(pid: u32) -> Duration {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .sum();
+    Duration::from_nanos(ns)
+}
+
+/// A Linux client that opens a connection, has one byte echoed, then keeps it open and idle
+/// for `secs` seconds before closing.
+const IDLE_CLIENT: &str = r#"
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+s.sendall(b"x")
+assert s.recv(1) == b"x"
+print("idle", flush=True)
+time.sleep(float(sys.argv[3]))
+s.shutdown(socket.SHUT_WR)
+assert s.recv(1) == b""
+print("done", flush=True)
+"#;
+
+#[test]
+fn an_idle_server_under_etran_run_with_a_connection_open_sleeps() {
+    let Some(_root) = common::root::shared() else { return };
+    let hosts = EtranHosts::first_only("shim-idle", etran::testbed::Spec::new("", 2));
+    let (h1, h2) = (hosts.ns(1), hosts.ns(2));
+    let ip1 = hosts.tb.host(1).ip.to_string();
+    let daemon = &hosts.daemons[0];
+    let mut server = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", ECHO_SERVER, "7001", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("etran run");
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "listening", "the server did not start: {}", daemon.log());
+    let mut client = Command::new("ip")
+        .args(["netns", "exec", &h2, PYTHON, "-c", IDLE_CLIENT, &ip1, "7001", "3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = BufReader::new(client.stdout.take().unwrap());
+    line.clear();
+    said.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "idle", "{}", daemon.log());
+    // The server's main thread waits in poll (socketserver's), its handler in recv.
+    std::thread::sleep(Duration::from_millis(300));
+    let (t0, c0) = (Instant::now(), cpu_time(server.id()));
+    std::thread::sleep(Duration::from_secs(2));
+    let share = (cpu_time(server.id()) - c0).as_secs_f64() / t0.elapsed().as_secs_f64();
+    eprintln!("idle server under etran run: {:.2} % of a CPU", share * 100.0);
+    line.clear();
+    said.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "done", "{}", daemon.log());
+    assert!(client.wait().unwrap().success());
+    assert!(server.wait().unwrap().success(), "{}", daemon.log());
+    assert!(share < 0.02, "an idle server used {:.2} % of a CPU", share * 100.0);
+}
+
+/// A server that, holding an accepted connection, runs a subprocess (vfork, descriptors closed
+/// in the child) and forks a child that tries the inherited socket, then echoes one message.
+const FORKING_SERVER: &str = r#"
+import errno, os, socket, subprocess, sys
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("0.0.0.0", int(sys.argv[1])))
+ls.listen()
+print("listening", flush=True)
+c, _ = ls.accept()
+subprocess.run(["/bin/true"], check=True, close_fds=True)
+pid = os.fork()
+if pid == 0:
+    try:
+        c.send(b"from the child")
+        os._exit(1)
+    except OSError as e:
+        os._exit(0 if e.errno == errno.EOPNOTSUPP else 2)
+_, st = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(st), flush=True)
+c.sendall(c.recv(100))
+c.close()
+"#;
+
+#[test]
+fn a_subprocess_and_a_forked_child_leave_the_parents_connection_alone() {
+    let Some(_root) = common::root::shared() else { return };
+    let hosts = EtranHosts::first_only("shim-fork", etran::testbed::Spec::new("", 2));
+    let (h1, h2) = (hosts.ns(1), hosts.ns(2));
+    let ip1 = hosts.tb.host(1).ip.to_string();
+    let daemon = &hosts.daemons[0];
+    let mut server = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", FORKING_SERVER, "7002"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("etran run");
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "listening", "the server did not start: {}", daemon.log());
+    let client = Command::new("ip")
+        .args(["netns", "exec", &h2, PYTHON, "-c"])
+        .arg(
+            "import socket,sys,time\n\
+             s=socket.create_connection((sys.argv[1],7002),timeout=30)\n\
+             time.sleep(0.5); s.sendall(b'still mine'); print(s.recv(100)); print(s.recv(100))",
+        )
+        .arg(&ip1)
+        .output()
+        .unwrap();
+    let server = server.wait_with_output().unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        "child 0",
+        "the child's send failed with EOPNOTSUPP: {}",
+        text(&server)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&client.stdout),
+        "b'still mine'\nb''\n",
+        "{}",
+        text(&client)
+    );
+    assert!(server.status.success(), "{}", text(&server));
+    let err = String::from_utf8_lossy(&server.stderr);
+    assert!(err.contains("before fork() is not usable in the child"), "said once: {err}");
+}
+
 #[test]
 fn curl_under_etran_run_downloads_from_a_linux_http_server_byte_exact() {
     let Some(_root) = common::root::shared() else { return };
