@@ -56,7 +56,7 @@ pub enum Command {
     /// eTran; everything else (Unix sockets, UDP, loopback, other interfaces, files) stays the
     /// kernel's. A statically linked or setuid CMD cannot be interposed: etran run says so and
     /// runs nothing. Served: socket, bind, listen, accept, accept4, connect, close, shutdown,
-    /// read, write, readv, writev, send, recv, sendto, recvfrom, sendmsg, recvmsg,
+    /// read, write, readv, writev, send, recv, sendto, recvfrom, sendmsg, recvmsg, sendfile,
     /// getsockname, getpeername, getsockopt, setsockopt, fcntl, ioctl (FIONBIO, FIONREAD),
     /// poll, ppoll and select over eTran and kernel descriptors together. Not yet: epoll on
     /// eTran sockets (EPERM), dup (EOPNOTSUPP), eTran sockets in a forked child (EOPNOTSUPP;

@@ -725,6 +725,56 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
     }
 }
 
+/// `sendfile` to an eTran connection: up to 1 MiB read from `inp` (at `*off` if given) and
+/// sent; the file position (or `*off`) moves by what was sent.
+#[no_mangle]
+pub unsafe extern "C" fn sendfile(
+    out: c_int,
+    inp: c_int,
+    off: *mut libc::off_t,
+    n: size_t,
+) -> ssize_t {
+    let Route::Etran(g) = (if tracked(out) { route(out) } else { Route::Kernel }) else {
+        // SAFETY: handed on.
+        return unsafe { real::sendfile(out, inp, off, n) };
+    };
+    let mut buf = vec![0u8; n.min(1 << 20)];
+    // SAFETY: our buffer; the caller's offset.
+    let got = unsafe {
+        if off.is_null() {
+            real::read(inp, buf.as_mut_ptr().cast(), buf.len())
+        } else {
+            libc::pread(inp, buf.as_mut_ptr().cast(), buf.len(), *off)
+        }
+    };
+    if got < 0 {
+        return got;
+    }
+    let r = send_etran(g, out, &buf[..got as usize], 0);
+    if let Ok(sent) = r {
+        // SAFETY: the caller's offset, or the file's position.
+        unsafe {
+            if !off.is_null() {
+                *off += sent as libc::off_t;
+            } else if sent < got as usize {
+                libc::lseek(inp, sent as libc::off_t - got as libc::off_t, libc::SEEK_CUR);
+            }
+        }
+    }
+    ssize(r)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendfile64(
+    out: c_int,
+    inp: c_int,
+    off: *mut libc::off_t,
+    n: size_t,
+) -> ssize_t {
+    // SAFETY: the caller's arguments (off_t is 64 bits here).
+    unsafe { sendfile(out, inp, off, n) }
+}
+
 // ---- names and options ----
 
 #[no_mangle]

@@ -213,7 +213,8 @@ fn an_idle_server_under_etran_run_with_a_connection_open_sleeps() {
 }
 
 /// A server that, holding an accepted connection, runs a subprocess (vfork, descriptors closed
-/// in the child) and forks a child that tries the inherited socket, then echoes one message.
+/// in the child) and forks a child that tries the inherited socket, then echoes one message
+/// (through a file, with sendfile).
 const FORKING_SERVER: &str = r#"
 import errno, os, socket, subprocess, sys
 ls = socket.socket()
@@ -232,7 +233,11 @@ if pid == 0:
         os._exit(0 if e.errno == errno.EOPNOTSUPP else 2)
 _, st = os.waitpid(pid, 0)
 print("child", os.waitstatus_to_exitcode(st), flush=True)
-c.sendall(c.recv(100))
+import tempfile
+with tempfile.TemporaryFile() as f:
+    f.write(c.recv(100))
+    f.seek(0)
+    c.sendfile(f)
 c.close()
 "#;
 
