@@ -58,9 +58,10 @@ pub enum Command {
     /// runs nothing. Served: socket, bind, listen, accept, accept4, connect, close, shutdown,
     /// read, write, readv, writev, send, recv, sendto, recvfrom, sendmsg, recvmsg, sendfile,
     /// getsockname, getpeername, getsockopt, setsockopt, fcntl, ioctl (FIONBIO, FIONREAD),
-    /// poll, ppoll and select over eTran and kernel descriptors together. Not yet: epoll on
-    /// eTran sockets (EPERM), dup (EOPNOTSUPP), eTran sockets in a forked child (EOPNOTSUPP;
-    /// the child's own new sockets work), MSG_PEEK and MSG_OOB (EOPNOTSUPP).
+    /// poll, ppoll, select and epoll over eTran and kernel descriptors together (EPOLLET is
+    /// taken as level). IPv6 sockets stay the kernel's. Not yet: dup (EOPNOTSUPP), eTran
+    /// sockets in a forked child (EOPNOTSUPP; the child's own new sockets work), MSG_PEEK and
+    /// MSG_OOB (EOPNOTSUPP).
     /// ETRAN_BUSY_POLL_US (default 50) sets how long a blocking call spins before it sleeps.
     Run(RunArgs),
 }

@@ -5,8 +5,7 @@
 //! ARCHITECTURE.md ("The POSIX shim") says what is served and how.
 //!
 //! A call the shim cannot serve faithfully on an eTran socket fails with the errno the kernel
-//! gives for something it does not support (`EOPNOTSUPP`; `EPERM` from `epoll_ctl`, as for a
-//! descriptor epoll cannot watch), never silently wrong.
+//! gives for something it does not support (`EOPNOTSUPP`), never silently wrong.
 // The exported functions are the C library's, with its contracts (man 2 and 3).
 #![allow(clippy::missing_safety_doc)]
 mod real;
@@ -147,8 +146,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
     }
     let mut g = lock();
     let s = shim(&mut g);
-    let fresh =
-        matches!(s.socks.get(&fd), Some(Sock { kind: Kind::Fresh { .. }, in_epoll: false, .. }));
+    let fresh = matches!(s.socks.get(&fd), Some(Sock { kind: Kind::Fresh { .. }, .. }));
     // SAFETY: the caller's address.
     let Some(want) = (unsafe { v4(addr, len) }) else { return r };
     if fresh && s.serves_bind(*want.ip()) {
@@ -213,6 +211,7 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         sock.kind = Kind::Listening { listener, backlog: Default::default(), kernel_too };
         sock.nodelay = nodelay;
     }
+    s.leave_kernel_epolls(fd, kernel_too);
     0
 }
 
@@ -320,18 +319,12 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     };
     let mut g = lock();
     let s = shim(&mut g);
-    let bound = match sock(s, fd).map(|k| (&k.kind, k.in_epoll)) {
-        Ok((Kind::Fresh { bound }, false)) => *bound,
-        Ok((Kind::Failed, _)) => None,
-        Ok((Kind::Fresh { .. }, true)) => {
-            s.remove(fd);
-            drop(g);
-            // SAFETY: handed on.
-            return unsafe { real::connect(fd, addr, len) };
-        }
-        Ok((Kind::Connecting(_), _)) => return fail(libc::EALREADY),
-        Ok((Kind::Conn { .. }, _)) => return fail(libc::EISCONN),
-        Ok((Kind::Listening { .. }, _)) => return fail(libc::EINVAL),
+    let bound = match sock(s, fd).map(|k| &k.kind) {
+        Ok(Kind::Fresh { bound }) => *bound,
+        Ok(Kind::Failed) => None,
+        Ok(Kind::Connecting(_)) => return fail(libc::EALREADY),
+        Ok(Kind::Conn { .. }) => return fail(libc::EISCONN),
+        Ok(Kind::Listening { .. }) => return fail(libc::EINVAL),
         Err(e) => return fail(e),
     };
     if !s.serves_connect(*dst.ip()) {
@@ -345,6 +338,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         Ok(c) => c,
         Err(e) => return fail(state::errno_of(&e)),
     };
+    s.leave_kernel_epolls(fd, false);
     let sock = s.socks.get_mut(&fd).expect("checked above");
     sock.kind = Kind::Connecting(c);
     if sock.nonblock {
@@ -1023,34 +1017,28 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 
 #[no_mangle]
 pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: c_ulong) -> c_int {
+    let p = arg as *mut c_int;
+    if req == libc::FIONBIO && !p.is_null() && tracked(fd) {
+        let mut g = lock();
+        if let Some(sock) = shim(&mut g).socks.get_mut(&fd) {
+            // SAFETY: the caller's int.
+            sock.nonblock = unsafe { *p } != 0;
+            if matches!(sock.kind, Kind::Listening { kernel_too: true, .. }) {
+                return 0; // the kernel socket stays non-blocking
+            }
+        }
+    }
     let Route::Etran(mut g) = (if tracked(fd) { route(fd) } else { Route::Kernel }) else {
         // SAFETY: handed on.
         return unsafe { real::ioctl(fd, req, arg) };
     };
     let s = shim(&mut g);
-    let (dual, conn) = match sock(s, fd) {
-        Ok(k) => (
-            matches!(k.kind, Kind::Listening { kernel_too: true, .. }),
-            match k.kind {
-                Kind::Conn { id, .. } => Some(id),
-                _ => None,
-            },
-        ),
+    let conn = match sock(s, fd) {
+        Ok(Sock { kind: Kind::Conn { id, .. }, .. }) => Some(*id),
+        Ok(_) => None,
         Err(e) => return fail(e),
     };
-    let p = arg as *mut c_int;
     match req {
-        libc::FIONBIO if !p.is_null() => {
-            // SAFETY: the caller's int.
-            let on = unsafe { *p } != 0;
-            s.socks.get_mut(&fd).expect("found above").nonblock = on;
-            if dual {
-                return 0; // the kernel socket stays non-blocking
-            }
-            drop(g);
-            // SAFETY: handed on.
-            unsafe { real::ioctl(fd, req, arg) }
-        }
         libc::FIONREAD if !p.is_null() => {
             let n = conn.and_then(|id| s.app_ref().stream(id)).map_or(0, |st| st.readable());
             // SAFETY: the caller's int.
@@ -1127,6 +1115,11 @@ unsafe fn dup3_or_2(fd: c_int, to: c_int, flags: Option<c_int>) -> c_int {
     }
 }
 
+/// Epoll sets may watch eTran and kernel descriptors together: the kernel's set watches the
+/// kernel ones (and a fresh socket's, a dual listener's), the shim keeps the eTran ones
+/// beside it (`Shim::epolls`) and `epoll_wait` reports both. Level-triggered: `EPOLLET` is
+/// taken as level (a program that reads until `EAGAIN` sees no difference); `EPOLLONESHOT`
+/// is honoured.
 #[no_mangle]
 pub unsafe extern "C" fn epoll_ctl(
     ep: c_int,
@@ -1134,20 +1127,172 @@ pub unsafe extern "C" fn epoll_ctl(
     fd: c_int,
     ev: *mut libc::epoll_event,
 ) -> c_int {
-    if tracked(fd) && op == libc::EPOLL_CTL_ADD {
-        let mut g = lock();
-        if let Some(sock) = shim(&mut g).socks.get_mut(&fd) {
-            if matches!(sock.kind, Kind::Fresh { .. }) {
-                sock.in_epoll = true;
-            } else {
-                static SAID: AtomicBool = AtomicBool::new(false);
-                say_once(&SAID, "epoll cannot watch eTran sockets yet (poll and select can)");
-                return fail(libc::EPERM);
-            }
+    if !tracked(fd) {
+        // SAFETY: handed on.
+        return unsafe { real::epoll_ctl(ep, op, fd, ev) };
+    }
+    let mut g = lock();
+    let s = shim(&mut g);
+    let in_kernel = match sock(s, fd) {
+        Ok(k) => matches!(k.kind, Kind::Fresh { .. } | Kind::Listening { kernel_too: true, .. }),
+        Err(e) => return fail(e),
+    };
+    // SAFETY: the caller's event, when the operation has one.
+    let want = (!ev.is_null()).then(|| unsafe { ((*ev).events, (*ev).u64) });
+    let set = s.epolls.entry(ep).or_default();
+    let known = set.get(&fd).map(|it| it.in_kernel);
+    match (op, want, known) {
+        (libc::EPOLL_CTL_ADD, _, Some(_)) => return fail(libc::EEXIST),
+        (libc::EPOLL_CTL_MOD | libc::EPOLL_CTL_DEL, _, None) => return fail(libc::ENOENT),
+        (libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD, None, _) => return fail(libc::EFAULT),
+        (libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD | libc::EPOLL_CTL_DEL, ..) => {}
+        _ => return fail(libc::EINVAL),
+    }
+    if known.unwrap_or(in_kernel) {
+        // SAFETY: handed on: the kernel's set watches the kernel socket.
+        let r = unsafe { real::epoll_ctl(ep, op, fd, ev) };
+        if r != 0 {
+            return r;
         }
     }
-    // SAFETY: handed on.
-    unsafe { real::epoll_ctl(ep, op, fd, ev) }
+    match (op, want) {
+        (libc::EPOLL_CTL_DEL, _) => drop(set.remove(&fd)),
+        (_, Some((events, data))) => {
+            let in_kernel = known.unwrap_or(in_kernel);
+            set.insert(fd, state::Interest { events, data, in_kernel });
+            state::set_tracked(ep, true);
+        }
+        _ => {}
+    }
+    0
+}
+
+/// `epoll_wait` over a set that may hold eTran descriptors; `timeout` None: without limit.
+unsafe fn epoll_wait_mixed(
+    ep: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: Option<Duration>,
+) -> Result<c_int, c_int> {
+    if max <= 0 || events.is_null() {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: the caller's array of `max` events.
+    let out = unsafe { std::slice::from_raw_parts_mut(events, max as usize) };
+    let g = lock();
+    let mut kernel = [pollfd { fd: ep, events: libc::POLLIN, revents: 0 }];
+    let r = block_on(g, timeout, &mut kernel, |s, _| {
+        let mut n = 0;
+        let fds: Vec<RawFd> =
+            s.epolls.get(&ep).map(|set| set.keys().copied().collect()).unwrap_or_default();
+        for fd in fds {
+            if n == out.len() {
+                break;
+            }
+            let Some(ev) = s.revents(fd) else { continue }; // fresh: the kernel's set has it
+            let Some(it) = s.epolls.get_mut(&ep).and_then(|set| set.get_mut(&fd)) else { continue };
+            let got =
+                (ev as u16 as u32) & (it.events | libc::EPOLLERR as u32 | libc::EPOLLHUP as u32);
+            if got != 0 {
+                out[n] = libc::epoll_event { events: got, u64: it.data };
+                n += 1;
+                if it.events & libc::EPOLLONESHOT as u32 != 0 {
+                    it.events = 0;
+                }
+            }
+        }
+        if n < out.len() {
+            // SAFETY: the rest of the caller's array.
+            let r =
+                unsafe { real::epoll_wait(ep, out[n..].as_mut_ptr(), (out.len() - n) as c_int, 0) };
+            if r < 0 && n == 0 {
+                return Some(Err(std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO)));
+            }
+            n += r.max(0) as usize;
+        }
+        (n > 0).then_some(Ok(n as c_int))
+    });
+    match r {
+        Err(libc::EAGAIN) => Ok(0),
+        r => r,
+    }
+}
+
+/// Runs `f` with the caller's signal mask in place (not atomically, unlike the kernel's
+/// `ppoll`/`epoll_pwait`).
+fn with_mask<T>(mask: *const libc::sigset_t, f: impl FnOnce() -> T) -> T {
+    if mask.is_null() {
+        return f();
+    }
+    // SAFETY: the caller's mask for the wait; this thread's mask restored after.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, mask, &mut old) };
+    let r = f();
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    r
+}
+
+fn ms_timeout(ms: c_int) -> Option<Duration> {
+    (ms >= 0).then(|| Duration::from_millis(ms as u64))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_wait(
+    ep: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+) -> c_int {
+    if !tracked(ep) {
+        // SAFETY: handed on.
+        return unsafe { real::epoll_wait(ep, events, max, timeout) };
+    }
+    // SAFETY: the caller's events.
+    ret(unsafe { epoll_wait_mixed(ep, events, max, ms_timeout(timeout)) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait(
+    ep: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    if !tracked(ep) {
+        // SAFETY: handed on.
+        return unsafe { real::epoll_pwait(ep, events, max, timeout, mask) };
+    }
+    // SAFETY: the caller's events.
+    ret(with_mask(mask, || unsafe { epoll_wait_mixed(ep, events, max, ms_timeout(timeout)) }))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait2(
+    ep: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    ts: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    if !tracked(ep) {
+        // SAFETY: handed on.
+        return unsafe { real::epoll_pwait2(ep, events, max, ts, mask) };
+    }
+    // SAFETY: the caller's timespec and events.
+    let timeout = unsafe { timespec_timeout(ts) };
+    ret(with_mask(mask, || unsafe { epoll_wait_mixed(ep, events, max, timeout) }))
+}
+
+/// A C timespec pointer as a timeout (null: without limit).
+unsafe fn timespec_timeout(ts: *const libc::timespec) -> Option<Duration> {
+    // SAFETY: the caller's timespec.
+    (!ts.is_null()).then(|| unsafe {
+        Duration::from_secs((*ts).tv_sec.max(0) as u64)
+            + Duration::from_nanos((*ts).tv_nsec.max(0) as u64)
+    })
 }
 
 // ---- waiting ----
@@ -1250,23 +1395,9 @@ pub unsafe extern "C" fn ppoll(
         // SAFETY: handed on.
         return unsafe { real::ppoll(fds, n, ts, mask) };
     }
-    // SAFETY: the caller's timespec.
-    let timeout = (!ts.is_null()).then(|| unsafe {
-        Duration::from_secs((*ts).tv_sec.max(0) as u64)
-            + Duration::from_nanos((*ts).tv_nsec.max(0) as u64)
-    });
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    if !mask.is_null() {
-        // SAFETY: the caller's mask, for the wait (not atomically, unlike ppoll's).
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, mask, &mut old) };
-    }
-    // SAFETY: the caller's pollfds.
-    let r = unsafe { poll_mixed(fds, n, timeout) };
-    if !mask.is_null() {
-        // SAFETY: restoring this thread's mask.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-    }
-    ret(r)
+    // SAFETY: the caller's timespec and pollfds.
+    let timeout = unsafe { timespec_timeout(ts) };
+    ret(with_mask(mask, || unsafe { poll_mixed(fds, n, timeout) }))
 }
 
 #[no_mangle]

@@ -69,7 +69,7 @@ pub fn own_process() {
     PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
 }
 
-fn set_tracked(fd: RawFd, on: bool) {
+pub fn set_tracked(fd: RawFd, on: bool) {
     let (word, bit) = (fd as usize / 64, 1u64 << (fd as usize % 64));
     if on {
         TRACKED[word].fetch_or(bit, Ordering::Release);
@@ -128,9 +128,6 @@ pub struct Sock {
     pub error: c_int,
     /// Opened before a fork by the parent: the parent's, unusable here.
     pub inherited: bool,
-    /// In a kernel epoll set while fresh: it stays the kernel's (epoll cannot see eTran's
-    /// readiness).
-    pub in_epoll: bool,
 }
 
 impl Sock {
@@ -143,9 +140,17 @@ impl Sock {
             nodelay: false,
             error: 0,
             inherited: false,
-            in_epoll: false,
         }
     }
+}
+
+/// What an epoll set watches on one of our descriptors (`epoll_ctl`'s event).
+pub struct Interest {
+    pub events: u32,
+    pub data: u64,
+    /// The kernel's epoll set watches the kernel socket too: a fresh socket's (the kernel's
+    /// until it connects or listens), a listener's on any address (loopback connections).
+    pub in_kernel: bool,
 }
 
 /// Work left when the app closed a descriptor: a connection finishing its close, a connect
@@ -166,6 +171,8 @@ pub struct Shim {
     /// The daemon could not be reached: every socket stays the kernel's.
     unavailable: bool,
     pub socks: HashMap<RawFd, Sock>,
+    /// Epoll sets (by their descriptor, tracked too) watching descriptors of ours.
+    pub epolls: HashMap<RawFd, HashMap<RawFd, Interest>>,
     orphans: Vec<Orphan>,
     /// Eventfds of the threads sleeping now.
     sleepers: Vec<RawFd>,
@@ -183,6 +190,7 @@ pub fn lock() -> Guard {
             iface: None,
             unavailable: false,
             socks: HashMap::new(),
+            epolls: HashMap::new(),
             orphans: Vec::new(),
             sleepers: Vec::new(),
         });
@@ -271,10 +279,30 @@ impl Shim {
         set_tracked(fd, true);
     }
 
-    /// Stops tracking `fd` (before the kernel may give its number to another).
+    /// Stops tracking `fd` (before the kernel may give its number to another): a socket, or an
+    /// epoll set; no epoll set of ours watches it any more.
     pub fn remove(&mut self, fd: RawFd) -> Option<Sock> {
         set_tracked(fd, false);
+        self.epolls.remove(&fd);
+        for set in self.epolls.values_mut() {
+            set.remove(&fd);
+        }
         self.socks.remove(&fd)
+    }
+
+    /// A fresh socket became eTran's: the kernel's epoll sets stop watching its kernel socket
+    /// (unless `dual`: a listener on any address) and ours watch it instead.
+    pub fn leave_kernel_epolls(&mut self, fd: RawFd, dual: bool) {
+        if dual {
+            return;
+        }
+        for (&ep, set) in self.epolls.iter_mut() {
+            if let Some(it) = set.get_mut(&fd).filter(|it| it.in_kernel) {
+                // SAFETY: removing our kernel socket from the set.
+                unsafe { real::epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+                it.in_kernel = false;
+            }
+        }
     }
 
     /// What closing an eTran socket leaves to do: a connection sends its FIN and finishes
@@ -478,19 +506,22 @@ thread_local! {
     static WAKE: WakeFd = const { WakeFd(Cell::new(-1)) };
 }
 
+/// This thread's eventfd; -1 once the thread's locals are gone (at exit) or none could be
+/// made (the thread then sleeps without one: only its own wakeups wake it).
 fn wake_fd() -> RawFd {
-    WAKE.with(|w| {
+    WAKE.try_with(|w| {
         if w.0.get() < 0 {
             // SAFETY: creates a descriptor this thread owns.
             w.0.set(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) });
         }
         w.0.get()
     })
+    .unwrap_or(-1)
 }
 
 /// After a fork: the child's eventfd must not be the parent's.
 pub fn forget_wake_fd() {
-    WAKE.with(|w| {
+    let _ = WAKE.try_with(|w| {
         if w.0.get() >= 0 {
             // SAFETY: the child's copy of the descriptor.
             unsafe { real::close(w.0.get()) };
@@ -501,7 +532,7 @@ pub fn forget_wake_fd() {
 
 /// Wakes every sleeping thread but this one.
 pub fn wake_others(shim: &Shim) {
-    let me = WAKE.with(|w| w.0.get());
+    let me = WAKE.try_with(|w| w.0.get()).unwrap_or(-1);
     for &fd in shim.sleepers.iter().filter(|&&fd| fd != me) {
         let one: u64 = 1;
         // SAFETY: an eventfd of a live sleeper (it removes itself under the lock).

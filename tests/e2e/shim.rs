@@ -4,7 +4,8 @@
 //! serving Linux clients byte-exact; curl downloading from Linux's `python3 -m http.server`,
 //! the body checked by hash; a program using only Unix sockets, UDP and loopback TCP printing
 //! exactly what it prints without the shim; a static binary refused in one line. Needs root
-//! (the static binary's refusal does not), python3 and curl.
+//! (the static binary's refusal does not), python3 and curl. The same echo server written
+//! with asyncio (epoll with eTran and kernel descriptors in one set) too.
 use std::{
     io::{BufRead, BufReader},
     process::{Command, Output, Stdio},
@@ -107,16 +108,46 @@ fn text(out: &Output) -> String {
     )
 }
 
-#[test]
-fn a_python_echo_server_under_etran_run_serves_linux_clients_byte_exact() {
-    let Some(_root) = common::root::shared() else { return };
-    let hosts = EtranHosts::first_only("shim-echo", etran::testbed::Spec::new("", 2));
+/// The same server with asyncio (non-blocking sockets in an epoll set).
+const ASYNC_ECHO_SERVER: &str = r#"
+import asyncio, sys
+port, conns = int(sys.argv[1]), int(sys.argv[2])
+async def main():
+    done = 0
+    finished = asyncio.Event()
+    async def handle(r, w):
+        nonlocal done
+        while True:
+            b = await r.read(65536)
+            if not b:
+                break
+            w.write(b)
+            await w.drain()
+        w.close()
+        await w.wait_closed()
+        done += 1
+        if done == conns:
+            finished.set()
+    srv = await asyncio.start_server(handle, "0.0.0.0", port)
+    print("listening", flush=True)
+    await finished.wait()
+    srv.close()
+    await srv.wait_closed()
+    print("served", done, flush=True)
+asyncio.run(main())
+"#;
+
+/// Runs `server` (an echo server script taking its port and the connections to serve) under
+/// `etran run` on host 1; Linux clients on host 2 check their echoes byte for byte; the server
+/// must stop by itself, every connection through eTran and closed.
+fn echo_server_serves_linux_clients(name: &str, server: &str) {
+    let hosts = EtranHosts::first_only(name, etran::testbed::Spec::new("", 2));
     let (h1, h2) = (hosts.ns(1), hosts.ns(2));
     let ip1 = hosts.tb.host(1).ip.to_string();
     let daemon = &hosts.daemons[0];
     let before = registrations(&daemon.log());
     const CONNS: usize = 3;
-    let mut server = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", ECHO_SERVER, "7000", "3"])
+    let mut server = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", server, "7000", "3"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("etran run");
@@ -147,6 +178,18 @@ fn a_python_echo_server_under_etran_run_serves_linux_clients_byte_exact() {
     let log = daemon.log();
     assert_eq!(registrations(&log) - before, 1, "one app: {log}");
     assert_eq!(conn_lines(&log), (CONNS, CONNS), "every connection through eTran, closed: {log}");
+}
+
+#[test]
+fn a_python_echo_server_under_etran_run_serves_linux_clients_byte_exact() {
+    let Some(_root) = common::root::shared() else { return };
+    echo_server_serves_linux_clients("shim-echo", ECHO_SERVER);
+}
+
+#[test]
+fn an_asyncio_echo_server_under_etran_run_serves_linux_clients_byte_exact() {
+    let Some(_root) = common::root::shared() else { return };
+    echo_server_serves_linux_clients("shim-aecho", ASYNC_ECHO_SERVER);
 }
 
 /// CPU time the process `pid` used so far, all its threads together.
