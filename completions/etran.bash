@@ -335,7 +335,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__bench__subcmd__rpc)
-            opts="-j -p -v -h -V --workload --response-size --conns --clients --depth --gbps --threads --duration --transport --wait --rpc-timeout --loss --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --workload --response-size --conns --clients --depth --gbps --threads --duration --transport --wait --rpc-timeout --loss --dump-times --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -374,7 +374,7 @@ _etran() {
                     return 0
                     ;;
                 --transport)
-                    COMPREPLY=($(compgen -W "etran-homa linux-tcp all" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "etran-homa etran-tcp linux-tcp all" -- "${cur}"))
                     return 0
                     ;;
                 --wait)
@@ -386,6 +386,10 @@ _etran() {
                     return 0
                     ;;
                 --loss)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dump-times)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,11 +1,14 @@
-//! `etran bench rpc`: closed-loop RPCs, eTran Homa against the same RPCs over Linux TCP, on the
-//! same private testbed, same sizes, same CPU placement, printed side by side. Clients on host
-//! 1 keep `--depth` RPCs outstanding each against echo-style servers on host 2; request sizes
-//! come from `--workload` (a fixed size, or the Homa paper's W1–W5: [`super::workload`]).
-//! Every request and every response is checked byte for byte ([`super::rpc_msg`]). HomaModule
-//! itself cannot be loaded here (no modules), so Linux TCP is the baseline.
+//! `etran bench rpc`: RPCs over eTran Homa, and the same RPCs over eTran TCP and Linux TCP, on
+//! the same private testbed, same sizes, same CPU placement, printed side by side. Clients on
+//! host 1 keep `--depth` RPCs outstanding each against echo-style servers on host 2 (closed
+//! loop), or issue them as Poisson arrivals at `--gbps` ([`super::arrivals`]); request sizes
+//! come from `--workload` (a fixed size, or the Homa paper's W1–W5: [`super::workload`]), and
+//! for W1–W5 each transport's unloaded run is the baseline of the slowdowns. Every request and
+//! every response is checked byte for byte ([`super::rpc_msg`]). HomaModule itself cannot be
+//! loaded here (no modules), so Linux TCP is the kernel's baseline.
 use std::{
     net::Ipv4Addr,
+    path::Path,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
@@ -15,7 +18,7 @@ use serde::Serialize;
 
 use super::{
     echo::{counters_line, progress_bar, waits, watch_progress, Percentiles},
-    etran_rpc,
+    etran_rpc, etran_tcp_rpc,
     linux_echo::{self, Progress, Server, Share, Wait},
     linux_rpc,
     rpc_msg::{RpcResult, HEADER},
@@ -112,7 +115,9 @@ struct Report {
 pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
     let workload = validate(&args)?;
     let transports = match args.transport {
-        RpcTransport::All => vec![RpcTransport::EtranHoma, RpcTransport::LinuxTcp],
+        RpcTransport::All => {
+            vec![RpcTransport::EtranHoma, RpcTransport::EtranTcp, RpcTransport::LinuxTcp]
+        }
         t => vec![t],
     };
     let (wait, waits) = waits(
@@ -145,6 +150,7 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
         depth: args.depth,
         gbps_per_thread: args.gbps / f64::from(args.threads),
         duration: args.duration,
+        dump_times: args.dump_times.as_deref(),
     };
     // The slowdowns' baseline: each decile's RTT with one client and one RPC at a time.
     let unloaded_shares = linux_echo::plan(tb.host(2).ip, 1, 1);
@@ -153,6 +159,7 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
         depth: 1,
         gbps_per_thread: 0.0,
         duration: args.duration.min(UNLOADED),
+        dump_times: None,
     });
     let hosts = (&client, &server);
     let mut results = Vec::new();
@@ -227,6 +234,8 @@ struct Load<'a> {
     /// Each client thread's offered Gbit/s of requests; 0 is closed loop.
     gbps_per_thread: f64,
     duration: Duration,
+    /// Where every RPC's length and RTT go (`--dump-times`), if anywhere.
+    dump_times: Option<&'a Path>,
 }
 
 fn measure(
@@ -239,7 +248,9 @@ fn measure(
     out: &Output,
 ) -> anyhow::Result<Row> {
     match t {
-        RpcTransport::EtranHoma => measure_etran(args, load, workload, wait, client, server, out),
+        RpcTransport::EtranHoma | RpcTransport::EtranTcp => {
+            measure_etran(t, args, load, workload, wait, (client, server), out)
+        }
         RpcTransport::LinuxTcp => measure_linux(args, load, workload, wait, (client, server), out),
         RpcTransport::All => unreachable!("expanded by run"),
     }
@@ -259,16 +270,17 @@ fn slow_down(buckets: &mut [Bucket], base: &[Bucket]) {
     }
 }
 
+/// An eTran row: Homa RPC sockets, or TCP apps carrying the Linux row's RPCs.
 fn measure_etran(
+    t: RpcTransport,
     args: &RpcArgs,
     load: &Load<'_>,
     workload: Workload,
     wait: Wait,
-    client: &NetNs,
-    server: &NetNs,
+    (client, server): (&NetNs, &NetNs),
     out: &Output,
 ) -> anyhow::Result<Row> {
-    let name = "etran-homa";
+    let name = if t == RpcTransport::EtranTcp { "etran-tcp" } else { "etran-homa" };
     let progress = Progress::default();
     let bar = progress_bar(name, load.duration, out);
     let params = etran_rpc::Params {
@@ -282,14 +294,20 @@ fn measure_etran(
         wait,
         rpc_timeout: args.rpc_timeout,
         gbps: load.gbps_per_thread,
+        keep_times: load.dump_times.is_some(),
     };
-    let r = etran_rpc::run(&params, &progress, |done| {
+    let watch = |done: &dyn Fn() -> bool| {
         watch_progress(bar.as_ref(), &progress, Instant::now(), done, "RPCs")
-    });
+    };
+    let r = match t {
+        RpcTransport::EtranTcp => etran_tcp_rpc::run(&params, &progress, watch),
+        _ => etran_rpc::run(&params, &progress, watch),
+    };
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     let r = r.with_context(|| format!("{name} RPCs"))?;
+    dump_times(load, name, &workload, &r.result)?;
     let mut row = row(name, load, &workload, &r.result)?;
     row.counters = Some(r.counters);
     Ok(row)
@@ -343,6 +361,7 @@ fn measure_linux(
                     wait,
                     rpc_timeout: args.rpc_timeout,
                     gbps: load.gbps_per_thread,
+                    keep_times: load.dump_times.is_some(),
                 };
                 let progress = &progress;
                 s.spawn(move || -> anyhow::Result<RpcResult> {
@@ -374,7 +393,30 @@ fn measure_linux(
     for r in served {
         r.with_context(|| format!("{name} RPC server"))?;
     }
+    dump_times(load, name, &workload, &total)?;
     row(name, load, &workload, &total)
+}
+
+/// Writes every RPC's request length and RTT to `<--dump-times>.<transport>`, as cp_node's
+/// `--dump-times` does (a line per RPC: length in bytes, RTT in microseconds).
+fn dump_times(
+    load: &Load<'_>,
+    transport: &str,
+    workload: &Workload,
+    r: &RpcResult,
+) -> anyhow::Result<()> {
+    let (Some(base), Some(times)) = (load.dump_times, &r.times) else { return Ok(()) };
+    let mut path = base.as_os_str().to_owned();
+    path.push(format!(".{transport}"));
+    let mut text = format!(
+        "# Round-trip times of individual RPCs: etran bench rpc, {transport}, workload {}\n\
+         # Length   RTT (usec)\n",
+        workload.name()
+    );
+    for &(len, ns) in times {
+        text += &format!("{len:9} {:12.2}\n", ns as f64 / 1000.0);
+    }
+    std::fs::write(&path, text).with_context(|| format!("writing {}", Path::new(&path).display()))
 }
 
 fn row(
