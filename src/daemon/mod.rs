@@ -373,6 +373,7 @@ impl Daemon {
             kernel_port: port.kernel_name.clone(),
             kernel_ifindex: port.kernel_ifindex,
             geometry: port.geometry,
+            iface: self.cfg.iface.clone(),
             fds: vec![FdKind::Xsk { queue: 0 }, FdKind::Umem, FdKind::RxBudget],
         };
         let session = self.sessions.get_mut(&token).expect("live session");
