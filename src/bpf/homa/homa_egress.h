@@ -9,9 +9,10 @@
  * priority << 5) and the Homa header written from the RPC's state and sends the packet to the
  * NIC. DATA starting below the furthest byte sent is a retransmission (in answer to a RESEND,
  * within the same grant) and says so on the wire. An ACK intent ends a client's RPC: the RPC
- * goes, and an ACK packet tells the server. A GRANT intent sends the grant ingress decided for
- * the RPC's incoming message (in_granted), once (else homa_tx_grant_settled), at the control
- * priority; the app chooses nothing in it. A RESEND intent asks the peer again for bytes of the
+ * goes, and an ACK packet tells the server. A GRANT intent asks the grant scheduler about the
+ * RPC's incoming message again (homa_sched.h) and sends its grant (in_granted) if it is new or
+ * not yet answered by DATA (else homa_tx_grant_settled), at the control priority, with the
+ * priority the scheduler chose for the DATA; the app chooses nothing in it. A RESEND intent asks the peer again for bytes of the
  * incoming message, cut at what ingress granted (nothing granted there: homa_tx_beyond_grant);
  * a BUSY says the app is alive. Both only for an RPC the app owns. */
 #ifndef ETRAN_HOMA_EGRESS_H
@@ -29,6 +30,7 @@
 #include "homa/homa.h"
 #include "homa/homa_maps.h"
 #include "homa/homa_out.h"
+#include "homa/homa_sched.h"
 
 /* The unscheduled bytes of a `length`-byte message (see ETRAN_HOMA_UNSCHED_LIMIT). */
 static __always_inline __u32 homa_unscheduled(__u32 length)
@@ -212,10 +214,24 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 
 	if (h.intent == ETRAN_HOMA_TX_GRANT) {
 		struct homa_grant_hdr g = {};
+		struct homa_sched_out o = {};
+		__u32 length, end;
+		__u8 prio;
 
 		bpf_spin_lock(&rpc->lock);
+		length = rpc->in_length;
+		end = rpc->in_end;
 		granted = rpc->in_granted;
-		if (granted > rpc->in_grant_sent)
+		bpf_spin_unlock(&rpc->lock);
+		if (length > ETRAN_HOMA_UNSCHED_LIMIT) {
+			homa_sched_run(&h.key, slot, length, end, granted, bpf_ktime_get_ns(), &o);
+			homa_sched_apply(rpc, &o);
+		}
+		bpf_spin_lock(&rpc->lock);
+		granted = rpc->in_granted;
+		prio = rpc->in_grant_prio;
+		/* A grant new, or one that DATA has not answered yet (its GRANT may be lost). */
+		if (granted > rpc->in_grant_sent || granted > rpc->in_end)
 			rpc->in_grant_sent = granted;
 		else
 			refused = ETRAN_DROP_HOMA_TX_GRANT_SETTLED;
@@ -224,6 +240,7 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 			return drop(ETRAN_PROTO_HOMA, refused, bytes);
 		homa_tx_common(&g.common, &h.key, HOMA_GRANT, HOMA_DOFF_CONTROL);
 		g.offset = bpf_htonl(granted);
+		g.priority = prio;
 		if (!homa_tx_put(data, data_end, rpc, &h.key, &g, sizeof(g), sizeof(g),
 				 HOMA_MAX_PRIORITIES - 1))
 			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);

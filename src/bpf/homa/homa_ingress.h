@@ -7,8 +7,9 @@
  * - its port is bound (else homa_unbound_port) and its RPC exists: a request's first DATA
  *   creates the server's RPC, owned by the port's app; every other packet about an RPC needs one
  *   (else homa_unknown_rpc). CUTOFFS, FREEZE and ACK name no RPC of ours;
- * - state: DATA moves the grant of the RPC's incoming message (homa_rx_grant; the metadata
- *   tells the app when a GRANT is owed, which it has egress send); a GRANT raises what egress
+ * - state: DATA counts toward the RPC's incoming message and asks the grant scheduler about it
+ *   (homa_rx_grant, homa_sched.h; the metadata tells the app the grant, when a GRANT is owed,
+ *   which it has egress send, and when another of its messages may now be granted); a GRANT raises what egress
  *   lets our message send (out_granted); an ACK (the packet, or the one a DATA carries) frees
  *   the server RPCs it names; a RESEND past what our message was granted stands for a lost
  *   GRANT and raises it; an RPC_UNKNOWN ends a server RPC;
@@ -31,6 +32,7 @@
 #include "homa/homa.h"
 #include "homa/homa_maps.h"
 #include "homa/homa_out.h"
+#include "homa/homa_sched.h"
 
 /* The server's RPC an ack names (the client's id + 1 on our port `server_port`). */
 static __always_inline void homa_rx_ack(__be32 peer_ip, __be16 peer_port, const struct homa_ack *a)
@@ -47,14 +49,18 @@ static __always_inline void homa_rx_ack(__be32 peer_ip, __be16 peer_port, const 
 }
 
 /* Counts a DATA segment ending at `end` of a `len`-byte message into the RPC's incoming state
- * and moves its grant (see ETRAN_HOMA_GRANT_WINDOW, ETRAN_HOMA_GRANT_STEP). The message's first
- * DATA sets its length; its unscheduled bytes need no GRANT. Returns the RX flags for the app:
- * whether a GRANT is owed. The furthest byte, not a count, moves the grant: a duplicate cannot
- * move it, and a sender never has more than the window past what arrived. */
-static __always_inline __u8 homa_rx_grant(struct homa_rpc *rpc, __u32 len, __u32 end)
+ * and asks the grant scheduler (homa_sched.h) about the message, if it is longer than the
+ * unscheduled bytes; the message's first DATA sets its length and its unscheduled bytes need no
+ * GRANT. Returns the RX flags for the app (a GRANT owed, another message to wake) and sets
+ * the grant, in packets, in *packets. The furthest byte, not a count, is what arrived: a
+ * duplicate moves nothing. */
+static __always_inline __u8 homa_rx_grant(struct homa_rpc *rpc, const struct homa_rpc_key *key,
+					  __u32 slot, __u32 len, __u32 end, __u16 *packets)
 {
+	struct homa_sched_out o = {};
+	__u32 length, received, granted;
+	__u64 now = bpf_ktime_get_ns();
 	__u8 flags = 0;
-	__u32 want;
 
 	bpf_spin_lock(&rpc->lock);
 	if (!rpc->in_length) {
@@ -66,15 +72,23 @@ static __always_inline __u8 homa_rx_grant(struct homa_rpc *rpc, __u32 len, __u32
 		end = rpc->in_length;
 	if (end > rpc->in_end)
 		rpc->in_end = end;
-	want = rpc->in_length - rpc->in_end > ETRAN_HOMA_GRANT_WINDOW ?
-		       rpc->in_end + ETRAN_HOMA_GRANT_WINDOW :
-		       rpc->in_length;
-	if (want > rpc->in_granted &&
-	    (want - rpc->in_granted >= ETRAN_HOMA_GRANT_STEP || want == rpc->in_length))
-		rpc->in_granted = want;
-	if (rpc->in_granted > rpc->in_grant_sent)
-		flags = ETRAN_HOMA_RX_GRANT_DUE;
+	length = rpc->in_length;
+	received = rpc->in_end;
+	granted = rpc->in_granted;
 	bpf_spin_unlock(&rpc->lock);
+
+	if (length > ETRAN_HOMA_UNSCHED_LIMIT) {
+		homa_sched_run(key, slot, length, received, granted, now, &o);
+		homa_sched_apply(rpc, &o);
+		if (o.wake)
+			flags |= ETRAN_HOMA_RX_GRANT_WAKE;
+	}
+	bpf_spin_lock(&rpc->lock);
+	granted = rpc->in_granted;
+	if (granted > rpc->in_grant_sent)
+		flags |= ETRAN_HOMA_RX_GRANT_DUE;
+	bpf_spin_unlock(&rpc->lock);
+	*packets = (granted + ETRAN_HOMA_MAX_PAYLOAD - 1) / ETRAN_HOMA_MAX_PAYLOAD;
 	return flags;
 }
 
@@ -227,7 +241,8 @@ static __always_inline int homa_ingress(struct xdp_md *ctx)
 			if (!rpc)
 				return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
 		}
-		m.flags = homa_rx_grant(rpc, m.message_length, m.offset + m.payload_len);
+		m.flags = homa_rx_grant(rpc, &key, slot, m.message_length,
+					m.offset + m.payload_len, &m.grant_packets);
 	} else if (h->type == HOMA_GRANT && rpc) {
 		struct homa_grant_hdr *g = (void *)h;
 		__u32 offset;

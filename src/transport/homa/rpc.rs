@@ -13,10 +13,15 @@
 //!   [`Endpoint::respond`] queues the response, held (for RESENDs to come) until the client's
 //!   ACK arrives.
 //!
-//! Messages longer than the unscheduled bytes go as far as they are granted: ingress decides
-//! the receiver's grants and flags the DATA after which one is owed; the engine then sends the
-//! GRANT intent (egress writes the GRANT from the RPC's state). GRANTs that arrive raise the
-//! sender's limit here as ingress raises egress's.
+//! Messages longer than the unscheduled bytes go as far as they are granted: the kernel's grant
+//! scheduler decides the receiver's grants across every message of the host (SRPT, the
+//! overcommit, the incoming cap: `src/bpf/homa/homa_sched.h`), ingress tells each DATA's grant
+//! and flags the DATA after which a GRANT is owed; the engine then sends the GRANT intent
+//! (egress writes the GRANT from the RPC's state). A message whose granted bytes all arrived
+//! waits for its turn: the engine asks again (the GRANT intent, which has egress ask the
+//! scheduler) when ingress says one of its waiting messages may go now
+//! (`ETRAN_HOMA_RX_GRANT_WAKE`), and every [`GRANT_POLL_TICKS`] ticks. GRANTs that arrive raise
+//! the sender's limit here as ingress raises egress's.
 //!
 //! Loss: the app drives each RPC's [`RpcTimer`] ([`Endpoint::tick`], every millisecond). A
 //! message coming in that goes silent with bytes missing gets RESENDs for them (every gap, and
@@ -59,6 +64,14 @@ impl RxMeta for etran_homa_rx_meta {
 
 /// Ingress's word that a GRANT is owed (`ETRAN_HOMA_RX_GRANT_DUE`).
 const GRANT_DUE: u8 = etran_homa_rx_flag::ETRAN_HOMA_RX_GRANT_DUE.0 as u8;
+/// Ingress's word that a message of ours waiting for a grant may get one now
+/// (`ETRAN_HOMA_RX_GRANT_WAKE`).
+const GRANT_WAKE: u8 = etran_homa_rx_flag::ETRAN_HOMA_RX_GRANT_WAKE.0 as u8;
+
+/// Ticks between two requests for a grant of a message whose granted bytes all arrived: its
+/// turn may have come without a word to us (another app's message made room), or its GRANT
+/// was lost.
+pub const GRANT_POLL_TICKS: u32 = 2;
 
 /// Bytes of the TX header in front of every frame's payload.
 pub const TX_HDR_LEN: usize = std::mem::size_of::<etran_homa_tx_hdr>();
@@ -135,6 +148,10 @@ pub struct Endpoint {
     out: HashMap<RpcKey, Vec<u8>>,
     /// The messages being received.
     incoming: HashMap<RpcKey, MessageIn>,
+    /// How far each was granted, as ingress last said.
+    granted: HashMap<RpcKey, u32>,
+    /// Ticks run (the grant poll's clock).
+    ticks: u32,
     /// Our client RPCs waiting for their response.
     waiting: HashSet<RpcKey>,
     /// Server RPCs whose request arrived whole and whose client has not acknowledged the
@@ -163,6 +180,8 @@ impl Endpoint {
             sender: Sender::new(UNSCHED_BYTES),
             out: HashMap::new(),
             incoming: HashMap::new(),
+            granted: HashMap::new(),
+            ticks: 0,
             waiting: HashSet::new(),
             serving: HashSet::new(),
             acks: VecDeque::new(),
@@ -189,9 +208,10 @@ impl Endpoint {
         self.loss = cfg;
     }
 
-    /// RPCs in progress: ours waiting for a response, and requests being answered.
+    /// RPCs in progress: ours waiting for a response, requests arriving or being answered.
     pub fn in_progress(&self) -> usize {
-        self.waiting.len() + self.serving.len()
+        let arriving = self.incoming.keys().filter(|k| !k.id.is_client()).count();
+        self.waiting.len() + self.serving.len() + arriving
     }
 
     fn check_length(len: usize) -> Result<u32, Refused> {
@@ -249,8 +269,8 @@ impl Endpoint {
         match ty {
             Some(Type::Data) => self.on_data(rpc, meta, payload),
             Some(Type::Grant) => {
-                let offset = grant_offset(frame)?;
-                self.sender.on_grant(rpc, offset, 0);
+                let (offset, priority) = grant_of(frame)?;
+                self.sender.on_grant(rpc, offset, priority);
                 None
             }
             Some(Type::Resend) => {
@@ -287,9 +307,15 @@ impl Endpoint {
             self.stats.rx_stale += 1;
             return None;
         }
-        if meta.flags & GRANT_DUE != 0 && self.grants_due.insert(rpc) {
-            self.grants.push_back(rpc);
+        if meta.flags & GRANT_DUE != 0 {
+            self.ask_grant(rpc);
         }
+        if meta.flags & GRANT_WAKE != 0 {
+            self.ask_grants_waiting();
+        }
+        let granted = (u32::from(meta.grant_packets) * MAX_PAYLOAD).min(meta.message_length);
+        let g = self.granted.entry(rpc).or_default();
+        *g = (*g).max(granted);
         let msg = match self.incoming.entry(rpc) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
@@ -309,6 +335,7 @@ impl Endpoint {
         if !msg.is_complete() {
             return None;
         }
+        self.granted.remove(&rpc);
         let bytes = self.incoming.remove(&rpc)?.into_bytes()?;
         if client {
             self.end(rpc);
@@ -317,6 +344,31 @@ impl Endpoint {
         } else {
             self.serving.insert(rpc);
             Some(Event::Request { rpc, bytes })
+        }
+    }
+
+    /// Sends the GRANT intent for `rpc` (once until it goes).
+    fn ask_grant(&mut self, rpc: RpcKey) {
+        if self.grants_due.insert(rpc) {
+            self.grants.push_back(rpc);
+        }
+    }
+
+    /// Whether every byte granted of the incoming message `rpc` arrived and more are to come:
+    /// it waits for the scheduler.
+    fn awaits_grant(&self, rpc: RpcKey) -> bool {
+        let (Some(m), Some(&g)) = (self.incoming.get(&rpc), self.granted.get(&rpc)) else {
+            return false;
+        };
+        m.received() >= g && g < m.length()
+    }
+
+    /// Asks the scheduler again for every incoming message waiting for a grant.
+    fn ask_grants_waiting(&mut self) {
+        let waiting: Vec<RpcKey> =
+            self.incoming.keys().copied().filter(|&k| self.awaits_grant(k)).collect();
+        for rpc in waiting {
+            self.ask_grant(rpc);
         }
     }
 
@@ -344,6 +396,7 @@ impl Endpoint {
             self.end(rpc);
         } else if self.waiting.contains(&rpc) {
             self.incoming.remove(&rpc);
+            self.granted.remove(&rpc);
             self.sender.restart(rpc);
             self.stats.restarts += 1;
         }
@@ -358,6 +411,9 @@ impl Endpoint {
 
     /// Where the RPC stands, for its timer.
     fn phase(&self, rpc: RpcKey) -> Phase {
+        if self.awaits_grant(rpc) {
+            return Phase::AwaitingGrant;
+        }
         if let Some(m) = self.incoming.get(&rpc) {
             // Every byte missing counts: egress cuts a RESEND at what was granted.
             return Phase::Receiving { received: m.received(), granted: m.length() };
@@ -380,6 +436,10 @@ impl Endpoint {
         rpcs.sort_unstable();
         rpcs.dedup();
         self.sender.tick(self.loss.resend_ticks as usize);
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks % GRANT_POLL_TICKS == 0 {
+            self.ask_grants_waiting();
+        }
         let mut failed = Vec::new();
         for rpc in rpcs {
             let phase = self.phase(rpc);
@@ -409,6 +469,7 @@ impl Endpoint {
         self.sender.remove(rpc);
         self.out.remove(&rpc);
         self.incoming.remove(&rpc);
+        self.granted.remove(&rpc);
         self.waiting.remove(&rpc);
         self.serving.remove(&rpc);
         self.grants_due.remove(&rpc);
@@ -521,10 +582,10 @@ fn packet(frame: &[u8]) -> Option<Packet<'_>> {
     Packet::decode(frame.get(14 + ihl..)?).ok()
 }
 
-/// A GRANT's offset.
-fn grant_offset(frame: &[u8]) -> Option<u32> {
+/// A GRANT's offset and priority.
+fn grant_of(frame: &[u8]) -> Option<(u32, u8)> {
     match packet(frame)?.body {
-        Body::Grant { offset, .. } => Some(offset),
+        Body::Grant { offset, priority, .. } => Some((offset, priority)),
         _ => None,
     }
 }

@@ -63,6 +63,8 @@ fn wire(from: SocketAddrV4, tx: &[u8]) -> (etran_homa_rx_meta, Vec<u8>, Vec<u8>)
         payload_off: (14 + 20 + 56) * u16::from(!payload.is_empty()),
         payload_len: h.len,
         r#type: packet.body.kind().byte(),
+        // This wire's ingress grants every message whole.
+        grant_packets: h.message_length.div_ceil(MAX_PAYLOAD) as u16,
         ..Default::default()
     };
     (meta, payload.to_vec(), frame)
