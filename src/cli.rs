@@ -212,12 +212,19 @@ pub struct RpcArgs {
     /// Response size in bytes (default: the request's size, an echo).
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub response_size: Option<u32>,
-    /// Closed-loop clients, each keeping --depth RPCs outstanding.
+    /// Clients, each keeping --depth RPCs outstanding (closed loop) or at most --depth (with
+    /// --gbps).
     #[arg(long, visible_alias = "conns", default_value_t = 1)]
     pub clients: u32,
-    /// Outstanding RPCs per client.
+    /// Outstanding RPCs per client: always (closed loop), or at most (with --gbps, like
+    /// cp_node's --client-max).
     #[arg(long, default_value_t = 1)]
     pub depth: u32,
+    /// Open loop: offer this many Gbit/s of requests (request bytes only) as Poisson arrivals
+    /// spread over the client threads, as cp_node --gbps does; 0 is closed loop. An arrival
+    /// that finds all of its thread's RPCs outstanding waits and is counted as late.
+    #[arg(long, value_name = "GBIT/S", default_value_t = 0.0, value_parser = parse_gbps)]
+    pub gbps: f64,
     /// Client threads (thread i on CPU i mod N), each with its own server thread (CPU i+1 mod
     /// N) and, for eTran, one RPC socket on each side.
     #[arg(long, default_value_t = 1)]
@@ -353,6 +360,13 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
         _ => Err("expected a fraction between 0 and 1, e.g. 0.01".into()),
+    }
+}
+
+fn parse_gbps(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(g) if (0.0..=100.0).contains(&g) => Ok(g),
+        _ => Err("expected Gbit/s between 0 (closed loop) and 100, e.g. 0.5".into()),
     }
 }
 

@@ -264,9 +264,12 @@ impl AppPort {
         // In copy mode one kick sends at most 32 frames and says EAGAIN when more wait: the
         // rest would sit on the ring until the next flush, which a sleeping app may not make
         // for a while. So kick again, a bounded number of times (EAGAIN also means the
-        // socket's send buffer is full, which another kick at once will not cure).
+        // socket's send buffer is full, which another kick at once will not cure). Copy mode
+        // always asks for a kick; one with nothing on the ring would be a wasted system call
+        // (an RPC socket passing often made ~30 per RPC).
         for _ in 0..KICKS_PER_FLUSH {
-            if !self.sock.tx_needs_wakeup() {
+            let queued = self.sock.tx().expect("adopt maps TX").in_flight();
+            if queued == 0 || !self.sock.tx_needs_wakeup() {
                 break;
             }
             self.stats.tx_kicks += 1;

@@ -35,8 +35,9 @@ fn check_row(row: &Value, min_response: u64) {
     }
 }
 
-/// Both rows of a W2 run (sizes up to 1 MB: some RPCs granted), two client threads; then eTran
-/// alone at a fixed size with short responses, sleeping when idle.
+/// Both rows of a W2 run (sizes up to 1 MB: some RPCs granted), two client threads, open loop
+/// (Poisson arrivals) with slowdowns against each transport's unloaded run; then eTran alone at
+/// a fixed size with short responses, closed loop, sleeping when idle.
 #[test]
 fn rpc_rows_are_verified_and_clean_up() {
     let Some(_root) = common::root::alone() else { return };
@@ -52,8 +53,12 @@ fn rpc_rows_are_verified_and_clean_up() {
         "4",
         "--threads",
         "2",
+        "--gbps",
+        "0.01",
     ]);
     assert_eq!(report["workload"], "w2");
+    assert_eq!(report["gbps"], 0.01);
+    assert_eq!(report["unloaded_secs"], 1.0);
     assert!(report["placement"].as_str().unwrap().contains("CPU"));
     let rows = report["results"].as_array().unwrap();
     let names: Vec<_> = rows.iter().map(|r| r["transport"].as_str().unwrap()).collect();
@@ -64,6 +69,11 @@ fn rpc_rows_are_verified_and_clean_up() {
         assert_eq!(buckets.len(), 10, "{row}");
         let counted: u64 = buckets.iter().map(|b| b["rpcs"].as_u64().unwrap()).sum();
         assert_eq!(counted, row["rpcs"].as_u64().unwrap(), "{row}");
+        // Open loop: about 2,800 RPCs/s offered, fewer when the debug build lags (counted).
+        assert!(row["late_arrivals"].is_u64(), "{row}");
+        let slowed: Vec<f64> =
+            buckets.iter().filter_map(|b| b["slowdown"]["p50"].as_f64()).collect();
+        assert!(slowed.len() >= 8 && slowed.iter().all(|&s| s > 0.0), "{row}");
     }
 
     let report = bench_rpc(&[
@@ -87,6 +97,7 @@ fn rpc_rows_are_verified_and_clean_up() {
     assert_eq!(row["verified_bytes"].as_u64().unwrap(), row["rpcs"].as_u64().unwrap() * 20);
     assert_eq!(row["mean_request_bytes"], 3000.0, "{row}");
     assert!(row.get("by_size").is_none(), "a fixed size has no size buckets: {row}");
+    assert!(row.get("late_arrivals").is_none() && report.get("unloaded_secs").is_none());
 
     before.assert_none();
 }

@@ -22,6 +22,7 @@ use anyhow::{bail, Context};
 use libbpf_rs::MapCore;
 
 use super::{
+    arrivals::Arrivals,
     etran_hosts,
     linux_echo::{Progress, Share, Wait},
     rpc_msg::{self, Call, Caller, RpcResult},
@@ -41,6 +42,8 @@ pub struct Params<'a> {
     pub duration: Duration,
     pub wait: Wait,
     pub rpc_timeout: Duration,
+    /// Each client thread's offered load in Gbit/s of requests (open loop); 0 is closed loop.
+    pub gbps: f64,
 }
 
 /// What the eTran run measured.
@@ -54,11 +57,11 @@ pub struct Outcome {
 const WAIT_SLICE: Duration = Duration::from_millis(10);
 
 /// Moves frames: at once ([`Wait::Busy`]), or once there is something to do
-/// ([`Wait::Blocking`], up to [`WAIT_SLICE`]).
-fn step(sock: &mut RpcSocket, wait: Wait) -> io::Result<usize> {
+/// ([`Wait::Blocking`], up to `slice`).
+fn step(sock: &mut RpcSocket, wait: Wait, slice: Duration) -> io::Result<usize> {
     match wait {
         Wait::Busy => sock.run_once(),
-        Wait::Blocking => sock.wait(WAIT_SLICE),
+        Wait::Blocking => sock.wait(slice),
     }
 }
 
@@ -178,7 +181,7 @@ fn serve(mut sock: RpcSocket, wait: Wait, stop: &AtomicBool) -> anyhow::Result<A
         }
     });
     while !stop.load(Ordering::Relaxed) {
-        step(&mut sock, wait)?;
+        step(&mut sock, wait, WAIT_SLICE)?;
         if let Some(e) = failed.borrow_mut().take() {
             return Err(e);
         }
@@ -190,7 +193,8 @@ fn serve(mut sock: RpcSocket, wait: Wait, stop: &AtomicBool) -> anyhow::Result<A
 type Completions = Rc<RefCell<Vec<(usize, io::Result<Vec<u8>>)>>>;
 
 /// One client thread: its share's clients, `depth` RPCs outstanding each (slot `k` is client
-/// `k / depth`'s), until `deadline`; then the RPCs in flight complete, uncounted.
+/// `k / depth`'s; open loop: at most), until `deadline`; then the RPCs in flight complete,
+/// uncounted.
 fn client(
     p: &Params<'_>,
     share: &Share,
@@ -216,13 +220,21 @@ fn client(
             .context("queueing a request")
     };
     let mut result = RpcResult::new(&p.workload);
+    let seed = u64::from(share.first_conn_id) + 1;
+    let mut arrivals = Arrivals::new(p.gbps, p.workload.mean(), seed, Instant::now());
+    // Open loop: the slots without an RPC.
+    let mut free = Vec::new();
     for k in 0..slots.len() {
-        issue(&mut sock, &mut slots, k)?;
+        if arrivals.reissue_on_completion() {
+            issue(&mut sock, &mut slots, k)?;
+        } else {
+            free.push(k);
+        }
     }
     let (mut published, mut measuring, mut last_check) = (0, true, Instant::now());
     result.total.window_starts();
-    while slots.iter().any(Option::is_some) {
-        step(&mut sock, p.wait)?;
+    while measuring || slots.iter().any(Option::is_some) {
+        step(&mut sock, p.wait, arrivals.sleep(Instant::now(), WAIT_SLICE))?;
         let completed = std::mem::take(&mut *done.borrow_mut());
         let now = Instant::now();
         for (k, response) in completed {
@@ -230,9 +242,18 @@ fn client(
             let response = response.context("an RPC failed")?;
             if now < deadline {
                 result.complete(&call, &response, now)?;
-                issue(&mut sock, &mut slots, k)?;
+                if arrivals.reissue_on_completion() {
+                    issue(&mut sock, &mut slots, k)?;
+                } else {
+                    free.push(k);
+                }
             } else {
                 call.check(&response)?;
+            }
+        }
+        if now < deadline {
+            while let Some(k) = arrivals.due(now, || free.pop()) {
+                issue(&mut sock, &mut slots, k)?;
             }
         }
         progress.publish(&result.total, &mut published);
@@ -247,9 +268,7 @@ fn client(
             }
         }
     }
-    if measuring {
-        result.total.window_ends();
-    }
+    result.late = arrivals.late();
     Ok((result, counters(&sock)))
 }
 

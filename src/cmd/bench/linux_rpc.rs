@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use mio::{net::TcpStream, Events, Interest, Poll, Token};
 
 use super::{
+    arrivals::Arrivals,
     linux_echo::{Progress, Service, Share, Wait},
     rpc_msg::{self, Call, Caller, Header, RpcResult},
     workload::Workload,
@@ -82,6 +83,8 @@ pub struct Client {
     pub response: Option<u32>,
     pub wait: Wait,
     pub rpc_timeout: Duration,
+    /// This thread's offered load in Gbit/s of requests (open loop); 0 is closed loop.
+    pub gbps: f64,
 }
 
 impl Client {
@@ -114,28 +117,37 @@ impl Client {
                 });
             }
         }
-        for c in &mut conns {
-            c.start();
-            c.flush()?;
+        let seed = u64::from(self.share.first_conn_id) + 1;
+        let mut arrivals = Arrivals::new(self.gbps, self.workload.mean(), seed, Instant::now());
+        // Open loop: the connections without an RPC.
+        let mut free = Vec::new();
+        for (k, c) in conns.iter_mut().enumerate() {
+            if arrivals.reissue_on_completion() {
+                c.start();
+                c.flush()?;
+            } else {
+                free.push(k);
+            }
         }
         let mut events = Events::with_capacity(1024);
         let mut buf = vec![0u8; 1 << 16];
         let mut published = 0;
         let mut last_check = Instant::now();
-        let timeout = match self.wait {
-            Wait::Busy => Duration::ZERO,
-            Wait::Blocking => STALL_CHECK,
-        };
         result.total.window_starts();
         let mut measuring = true;
-        while conns.iter().any(|c| c.call.is_some()) {
+        while measuring || conns.iter().any(|c| c.call.is_some()) {
             progress.publish(&result.total, &mut published);
+            let timeout = match self.wait {
+                Wait::Busy => Duration::ZERO,
+                Wait::Blocking => arrivals.sleep(Instant::now(), STALL_CHECK),
+            };
             match poll.poll(&mut events, Some(timeout)) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => r?,
             }
             for event in events.iter() {
-                let c = &mut conns[event.token().0];
+                let k = event.token().0;
+                let c = &mut conns[k];
                 loop {
                     let n = match c.stream.read(&mut buf) {
                         Ok(0) => bail!("the server closed a connection"),
@@ -161,13 +173,21 @@ impl Client {
                     }
                     c.response.clear();
                     c.call = None;
-                    if now < deadline {
+                    if now < deadline && arrivals.reissue_on_completion() {
                         c.start();
+                    } else if now < deadline {
+                        free.push(k);
                     }
                 }
                 c.flush()?;
             }
             let now = Instant::now();
+            if now < deadline {
+                while let Some(k) = arrivals.due(now, || free.pop()) {
+                    conns[k].start();
+                    conns[k].flush()?;
+                }
+            }
             if measuring && now >= deadline {
                 result.total.window_ends();
                 measuring = false;
@@ -179,9 +199,7 @@ impl Client {
                 }
             }
         }
-        if measuring {
-            result.total.window_ends();
-        }
+        result.late = arrivals.late();
         progress.publish(&result.total, &mut published);
         Ok(result)
     }
@@ -198,11 +216,13 @@ mod tests {
     #[test]
     fn loopback_rpcs_are_verified() {
         let runs = [
-            (Wait::Blocking, Workload::Fixed(3000), None),
-            (Wait::Busy, Workload::parse("w4", 1).unwrap(), Some(100)),
-            (Wait::Blocking, Workload::Fixed(1_000_000), None),
+            (Wait::Blocking, Workload::Fixed(3000), None, 0.0),
+            (Wait::Busy, Workload::parse("w4", 1).unwrap(), Some(100), 0.0),
+            (Wait::Blocking, Workload::Fixed(1_000_000), None, 0.0),
+            // Open loop: 10,000 RPCs/s offered.
+            (Wait::Blocking, Workload::Fixed(1000), None, 0.08),
         ];
-        for (wait, workload, response) in runs {
+        for (wait, workload, response, gbps) in runs {
             let server = Server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
             let SocketAddr::V4(addr) = server.addr().unwrap() else { unreachable!() };
             let waker = server.waker();
@@ -217,6 +237,7 @@ mod tests {
                 response,
                 wait,
                 rpc_timeout: Duration::from_secs(5),
+                gbps,
             };
             let result = std::thread::scope(|s| {
                 let srv = s.spawn(|| server.serve(wait, &stop, Answering::default));
@@ -232,6 +253,10 @@ mod tests {
             assert_eq!(progress.messages.load(Ordering::Relaxed), t.messages);
             if let Some(r) = response {
                 assert_eq!(t.verified_bytes, t.messages * u64::from(r));
+            }
+            if gbps > 0.0 {
+                // 3,000 offered in 300 ms; a slow machine delivers fewer, never more.
+                assert!((1500..=3300).contains(&t.messages), "open loop: {} RPCs", t.messages);
             }
         }
     }

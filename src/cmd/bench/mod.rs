@@ -1,4 +1,5 @@
 //! `etran bench`: built-in benchmarks, each run side by side with Linux.
+mod arrivals;
 pub mod echo;
 mod etran_echo;
 mod etran_hosts;

@@ -7,7 +7,7 @@
 use std::{
     net::Ipv4Addr,
     sync::atomic::{AtomicBool, Ordering},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context};
@@ -36,14 +36,31 @@ struct Bucket {
     max_request_bytes: u32,
     rpcs: u64,
     rtt_us: Percentiles,
+    /// The decile's RTT p50 unloaded (one client, one RPC at a time), and this run's RTT
+    /// percentiles divided by it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unloaded_p50_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slowdown: Option<Slowdown>,
+}
+
+#[derive(Serialize, Clone, Copy)]
+struct Slowdown {
+    p50: f64,
+    p99: f64,
 }
 
 #[derive(Serialize)]
 struct Row {
     transport: &'static str,
     rpcs_per_sec: f64,
+    /// Request bytes (what --gbps offers).
+    request_gbit_per_sec: f64,
     /// Response payload.
     gbit_per_sec: f64,
+    /// Open loop: arrivals that found all of their thread's RPCs outstanding (they waited).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    late_arrivals: Option<u64>,
     rtt_us: Percentiles,
     rpcs: u64,
     /// The mean length of the requests measured (those shorter than the header grew to it).
@@ -74,7 +91,13 @@ struct Report {
     clients: u32,
     depth: u32,
     threads: u32,
+    /// Offered load in Gbit/s of requests (open loop); 0 is closed loop.
+    gbps: f64,
     duration_secs: f64,
+    /// w1..w5: how long each transport's unloaded run (one client, one RPC at a time) lasted,
+    /// the baseline of the slowdowns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unloaded_secs: Option<f64>,
     rpc_timeout_secs: f64,
     /// "busy" or "block".
     wait: &'static str,
@@ -117,17 +140,32 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
         if args.loss > 0.0 { format!(" dropping {} of the frames", args.loss) } else { "".into() },
         tb.spec().mtu
     );
+    let load = Load {
+        shares: &shares,
+        depth: args.depth,
+        gbps_per_thread: args.gbps / f64::from(args.threads),
+        duration: args.duration,
+    };
+    // The slowdowns' baseline: each decile's RTT with one client and one RPC at a time.
+    let unloaded_shares = linux_echo::plan(tb.host(2).ip, 1, 1);
+    let unloaded = matches!(workload, Workload::Dist(..)).then(|| Load {
+        shares: &unloaded_shares,
+        depth: 1,
+        gbps_per_thread: 0.0,
+        duration: args.duration.min(UNLOADED),
+    });
+    let hosts = (&client, &server);
     let mut results = Vec::new();
     for t in transports {
-        results.push(match t {
-            RpcTransport::EtranHoma => {
-                measure_etran(&args, workload, wait, &client, &server, &shares, out)?
-            }
-            RpcTransport::LinuxTcp => {
-                measure_linux(&args, workload, wait, (&client, &server), &shares, out)?
-            }
-            RpcTransport::All => unreachable!("expanded above"),
-        });
+        let baseline = match &unloaded {
+            Some(u) => Some(measure(t, &args, u, workload, wait, hosts, out)?),
+            None => None,
+        };
+        let mut row = measure(t, &args, &load, workload, wait, hosts, out)?;
+        if let (Some(base), Some(buckets)) = (baseline, row.by_size.as_mut()) {
+            slow_down(buckets, base.by_size.as_deref().unwrap_or_default());
+        }
+        results.push(row);
     }
     drop(tb);
     let report = Report {
@@ -137,7 +175,9 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
         clients: args.clients,
         depth: args.depth,
         threads: args.threads,
+        gbps: args.gbps,
         duration_secs: args.duration.as_secs_f64(),
+        unloaded_secs: unloaded.as_ref().map(|u| u.duration.as_secs_f64()),
         rpc_timeout_secs: args.rpc_timeout.as_secs_f64(),
         wait: match args.wait {
             EchoWait::Busy => "busy",
@@ -177,28 +217,71 @@ fn validate(args: &RpcArgs) -> anyhow::Result<Workload> {
     Ok(workload)
 }
 
+/// How long the unloaded run of w1..w5 lasts at most (the whole --duration when shorter).
+const UNLOADED: Duration = Duration::from_secs(2);
+
+/// The load of one run.
+struct Load<'a> {
+    shares: &'a [Share],
+    depth: u32,
+    /// Each client thread's offered Gbit/s of requests; 0 is closed loop.
+    gbps_per_thread: f64,
+    duration: Duration,
+}
+
+fn measure(
+    t: RpcTransport,
+    args: &RpcArgs,
+    load: &Load<'_>,
+    workload: Workload,
+    wait: Wait,
+    (client, server): (&NetNs, &NetNs),
+    out: &Output,
+) -> anyhow::Result<Row> {
+    match t {
+        RpcTransport::EtranHoma => measure_etran(args, load, workload, wait, client, server, out),
+        RpcTransport::LinuxTcp => measure_linux(args, load, workload, wait, (client, server), out),
+        RpcTransport::All => unreachable!("expanded by run"),
+    }
+}
+
+/// Adds to each bucket its unloaded RTT p50 from `base` and its slowdowns.
+fn slow_down(buckets: &mut [Bucket], base: &[Bucket]) {
+    for (b, u) in buckets.iter_mut().zip(base) {
+        if u.rpcs == 0 || u.rtt_us.p50 <= 0.0 {
+            continue;
+        }
+        b.unloaded_p50_us = Some(u.rtt_us.p50);
+        b.slowdown = (b.rpcs > 0).then(|| Slowdown {
+            p50: b.rtt_us.p50 / u.rtt_us.p50,
+            p99: b.rtt_us.p99 / u.rtt_us.p50,
+        });
+    }
+}
+
 fn measure_etran(
     args: &RpcArgs,
+    load: &Load<'_>,
     workload: Workload,
     wait: Wait,
     client: &NetNs,
     server: &NetNs,
-    shares: &[Share],
     out: &Output,
 ) -> anyhow::Result<Row> {
     let name = "etran-homa";
     let progress = Progress::default();
-    let bar = progress_bar(name, args.duration, out);
+    let bar = progress_bar(name, load.duration, out);
     let params = etran_rpc::Params {
         client,
         server,
-        shares,
-        depth: args.depth,
+        shares: load.shares,
+        depth: load.depth,
         workload,
         response: args.response_size,
-        duration: args.duration,
+        duration: load.duration,
         wait,
         rpc_timeout: args.rpc_timeout,
+        gbps: load.gbps_per_thread,
     };
     let r = etran_rpc::run(&params, &progress, |done| {
         watch_progress(bar.as_ref(), &progress, Instant::now(), done, "RPCs")
@@ -207,7 +290,7 @@ fn measure_etran(
         bar.finish_and_clear();
     }
     let r = r.with_context(|| format!("{name} RPCs"))?;
-    let mut row = row(name, args, &workload, &r.result)?;
+    let mut row = row(name, load, &workload, &r.result)?;
     row.counters = Some(r.counters);
     Ok(row)
 }
@@ -216,13 +299,14 @@ fn measure_etran(
 /// the client namespace.
 fn measure_linux(
     args: &RpcArgs,
+    load: &Load<'_>,
     workload: Workload,
     wait: Wait,
     (client_ns, server_ns): (&NetNs, &NetNs),
-    shares: &[Share],
     out: &Output,
 ) -> anyhow::Result<Row> {
     let name = "linux-tcp";
+    let shares = load.shares;
     let stop = AtomicBool::new(false);
     let progress = Progress::default();
     let servers = server_ns.run(|| {
@@ -232,7 +316,7 @@ fn measure_linux(
             .collect::<anyhow::Result<Vec<_>>>()
     })??;
     let wakers: Vec<_> = servers.iter().map(Server::waker).collect();
-    let bar = progress_bar(name, args.duration, out);
+    let bar = progress_bar(name, load.duration, out);
     let (results, served) = std::thread::scope(|s| {
         let server_threads: Vec<_> = servers
             .into_iter()
@@ -247,17 +331,18 @@ fn measure_linux(
             })
             .collect();
         let start = Instant::now();
-        let deadline = start + args.duration;
+        let deadline = start + load.duration;
         let clients: Vec<_> = shares
             .iter()
             .map(|share| {
                 let client = linux_rpc::Client {
                     share: share.clone(),
-                    depth: args.depth,
+                    depth: load.depth,
                     workload,
                     response: args.response_size,
                     wait,
                     rpc_timeout: args.rpc_timeout,
+                    gbps: load.gbps_per_thread,
                 };
                 let progress = &progress;
                 s.spawn(move || -> anyhow::Result<RpcResult> {
@@ -289,20 +374,20 @@ fn measure_linux(
     for r in served {
         r.with_context(|| format!("{name} RPC server"))?;
     }
-    row(name, args, &workload, &total)
+    row(name, load, &workload, &total)
 }
 
 fn row(
     transport: &'static str,
-    args: &RpcArgs,
+    load: &Load<'_>,
     workload: &Workload,
     r: &RpcResult,
 ) -> anyhow::Result<Row> {
     let t = &r.total;
     if t.messages == 0 {
-        bail!("{transport}: no RPC completed in {:?}", args.duration);
+        bail!("{transport}: no RPC completed in {:?}", load.duration);
     }
-    let secs = args.duration.as_secs_f64();
+    let secs = load.duration.as_secs_f64();
     let by_size = matches!(workload, Workload::Dist(..)).then(|| {
         r.bounds
             .iter()
@@ -311,12 +396,16 @@ fn row(
                 max_request_bytes: max.max(HEADER as u32),
                 rpcs: h.len(),
                 rtt_us: Percentiles::of(h),
+                unloaded_p50_us: None,
+                slowdown: None,
             })
             .collect()
     });
     Ok(Row {
         transport,
         rpcs_per_sec: t.messages as f64 / secs,
+        request_gbit_per_sec: r.request_bytes as f64 * 8.0 / secs / 1e9,
+        late_arrivals: (load.gbps_per_thread > 0.0).then_some(r.late),
         gbit_per_sec: t.verified_bytes as f64 * 8.0 / secs / 1e9,
         rtt_us: Percentiles::of(&t.rtt_ns),
         rpcs: t.messages,
@@ -334,13 +423,19 @@ fn print_table(r: &Report) {
         Some(n) => format!("{n} B responses"),
         None => "responses as long as their requests".into(),
     };
+    let pattern = if r.gbps > 0.0 {
+        format!(
+            "open loop: {} Gbit/s of requests offered (Poisson arrivals), {} client(s) with at \
+             most {} RPCs outstanding each",
+            r.gbps, r.clients, r.depth
+        )
+    } else {
+        format!("closed loop: {} client(s) x depth {}", r.clients, r.depth)
+    };
     crate::outln!(
-        "rpc: workload {} (mean {:.0} B), {response}, {} client(s) x depth {}, {} thread(s), \
-         {:.1} s",
+        "rpc: workload {} (mean {:.0} B), {response}, {pattern}, {} thread(s), {:.1} s",
         r.workload,
         r.workload_mean_bytes,
-        r.clients,
-        r.depth,
         r.threads,
         r.duration_secs
     );
@@ -350,6 +445,7 @@ fn print_table(r: &Report) {
         "transport",
         "RPCs/s",
         "avg req B",
+        "req Gbit/s",
         "resp Gbit/s",
         "RTT p50 us",
         "p99 us",
@@ -362,6 +458,7 @@ fn print_table(r: &Report) {
             row.transport.to_string(),
             format!("{:.0}", row.rpcs_per_sec),
             format!("{:.1}", row.mean_request_bytes),
+            format!("{:.3}", row.request_gbit_per_sec),
             format!("{:.3}", row.gbit_per_sec),
             format!("{:.1}", row.rtt_us.p50),
             format!("{:.1}", row.rtt_us.p99),
@@ -393,12 +490,45 @@ fn print_table(r: &Report) {
             t.row(cells);
         }
         crate::out!("{}", t.render());
+        print_slowdowns(r, &sized);
     }
     for row in &r.results {
+        if let Some(late) = row.late_arrivals.filter(|&n| n > 0) {
+            crate::outln!(
+                "{}: {late} arrivals found all of their thread's RPCs outstanding and waited \
+                 (raise --depth or lower --gbps)",
+                row.transport
+            );
+        }
         if let Some(c) = &row.counters {
             crate::outln!("{} counters: {}", row.transport, counters_line(c));
         }
     }
+}
+
+/// The slowdown table: each decile's RTT percentiles over its unloaded RTT p50.
+fn print_slowdowns(r: &Report, sized: &[(&str, &Vec<Bucket>)]) {
+    let (Some(secs), Some((_, first))) = (r.unloaded_secs, sized.first()) else { return };
+    crate::outln!(
+        "slowdown by request size (RTT / the decile's RTT p50 unloaded: one client, one RPC at a \
+         time, {secs:.1} s, same transport):"
+    );
+    let mut header = vec!["request size".to_string()];
+    for (name, _) in sized {
+        header.extend([format!("{name} p50"), "p99".into()]);
+    }
+    let mut t = Table::new(header);
+    for (i, bucket) in first.iter().enumerate() {
+        let mut cells = vec![format!("<= {}", bucket.max_request_bytes)];
+        for (_, buckets) in sized {
+            cells.extend(match buckets[i].slowdown {
+                Some(s) => [format!("{:.2}", s.p50), format!("{:.2}", s.p99)],
+                None => ["-".to_string(), "-".to_string()],
+            });
+        }
+        t.row(cells);
+    }
+    crate::out!("{}", t.render());
 }
 
 #[cfg(test)]
@@ -431,9 +561,34 @@ mod tests {
             let e = validate(&args(flags)).unwrap_err().to_string();
             assert!(e.contains(want) && !e.contains('\n'), "{flags:?}: {e}");
         }
-        for bad in [["--response-size", "0"], ["--rpc-timeout", "0s"]] {
+        assert_eq!(args(&["--gbps", "0.5"]).gbps, 0.5);
+        for bad in [
+            ["--response-size", "0"],
+            ["--rpc-timeout", "0s"],
+            ["--gbps", "-1"],
+            ["--gbps", "1000"],
+            ["--gbps", "fast"],
+        ] {
             let e = crate::cli::Cli::try_parse_from(["etran", "bench", "rpc"].iter().chain(&bad));
             assert!(e.is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn slowdowns_divide_by_the_unloaded_median_of_the_same_decile() {
+        let bucket = |rpcs, p50, p99| Bucket {
+            max_request_bytes: 100,
+            rpcs,
+            rtt_us: Percentiles { p50, p99, p99_9: p99 },
+            unloaded_p50_us: None,
+            slowdown: None,
+        };
+        let mut loaded = vec![bucket(10, 30.0, 90.0), bucket(10, 50.0, 60.0), bucket(0, 0.0, 0.0)];
+        let base = [bucket(5, 10.0, 12.0), bucket(0, 0.0, 0.0), bucket(3, 20.0, 25.0)];
+        slow_down(&mut loaded, &base);
+        let s = loaded[0].slowdown.unwrap();
+        assert_eq!((s.p50, s.p99, loaded[0].unloaded_p50_us), (3.0, 9.0, Some(10.0)));
+        assert!(loaded[1].slowdown.is_none(), "no unloaded RPC of that size: no slowdown");
+        assert!(loaded[2].slowdown.is_none() && loaded[2].unloaded_p50_us == Some(20.0));
     }
 }

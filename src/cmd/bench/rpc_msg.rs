@@ -152,6 +152,8 @@ pub struct RpcResult {
     /// Upper bounds of the size buckets.
     pub bounds: [u32; 10],
     pub by_size: Vec<Histogram<u64>>,
+    /// Open loop: arrivals that found every RPC slot of their thread busy.
+    pub late: u64,
 }
 
 impl RpcResult {
@@ -161,6 +163,7 @@ impl RpcResult {
             request_bytes: 0,
             bounds: workload.deciles(),
             by_size: (0..10).map(|_| super::support::latency_histogram()).collect(),
+            late: 0,
         }
     }
 
@@ -180,6 +183,7 @@ impl RpcResult {
     pub fn merge(&mut self, other: &RpcResult) -> anyhow::Result<()> {
         self.total.merge(&other.total)?;
         self.request_bytes += other.request_bytes;
+        self.late += other.late;
         for (a, b) in self.by_size.iter_mut().zip(&other.by_size) {
             a.add(b)?;
         }
