@@ -177,6 +177,8 @@ enum etran_homa_tx_intent {
 				   * `priority` is the RESEND's, for the resent DATA. Egress
 				   * cuts the range at what ingress granted (in_granted) */
 	ETRAN_HOMA_TX_BUSY = 5,   /* a BUSY: the app is alive but sends nothing of the RPC now */
+	ETRAN_HOMA_TX_NEED_ACK = 6, /* a server's NEED_ACK: its response is out, the client's ACK
+				     * would let both sides forget the RPC */
 };
 
 /* In front of the payload of every frame an app transmits (compat backend: on its port). Egress

@@ -14,7 +14,8 @@
  * not yet answered by DATA (else homa_tx_grant_settled), at the control priority, with the
  * priority the scheduler chose for the DATA; the app chooses nothing in it. A RESEND intent asks the peer again for bytes of the
  * incoming message, cut at what ingress granted (nothing granted there: homa_tx_beyond_grant);
- * a BUSY says the app is alive. Both only for an RPC the app owns. */
+ * a BUSY says the app is alive, a server's NEED_ACK asks the client for the ACK of a response
+ * all sent. Each only for an RPC the app owns. */
 #ifndef ETRAN_HOMA_EGRESS_H
 #define ETRAN_HOMA_EGRESS_H
 
@@ -53,6 +54,8 @@ static __always_inline int homa_tx_hdr_valid(const struct etran_homa_tx_hdr *h, 
 	case ETRAN_HOMA_TX_GRANT:
 	case ETRAN_HOMA_TX_BUSY:
 		return h->len == 0;
+	case ETRAN_HOMA_TX_NEED_ACK:
+		return h->len == 0 && (h->key.id & 1);
 	case ETRAN_HOMA_TX_RESEND:
 		return h->len == 0 && h->message_length;
 	default:
@@ -250,14 +253,15 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 
 	if (h.intent == ETRAN_HOMA_TX_RESEND)
 		return homa_tx_resend(ctx, rpc, &h);
-	if (h.intent == ETRAN_HOMA_TX_BUSY) {
+	if (h.intent == ETRAN_HOMA_TX_BUSY || h.intent == ETRAN_HOMA_TX_NEED_ACK) {
+		const int busy = h.intent == ETRAN_HOMA_TX_BUSY;
 		struct homa_common_hdr b = {};
 
-		homa_tx_common(&b, &h.key, HOMA_BUSY, HOMA_DOFF_CONTROL);
+		homa_tx_common(&b, &h.key, busy ? HOMA_BUSY : HOMA_NEED_ACK, HOMA_DOFF_CONTROL);
 		if (!homa_tx_put(data, data_end, rpc, &h.key, &b, sizeof(b), sizeof(b),
 				 HOMA_MAX_PRIORITIES - 1))
 			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
-		count_event(ETRAN_EVENT_HOMA_TX_BUSY, bytes);
+		count_event(busy ? ETRAN_EVENT_HOMA_TX_BUSY : ETRAN_EVENT_HOMA_TX_NEED_ACK, bytes);
 		return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
 	}
 

@@ -32,7 +32,10 @@
 //! sent yet), and by ingress with RPC_UNKNOWN when the RPC is unknown there, on which a client
 //! sends its whole request again. DATA, GRANT and BUSY end a silence (a RESEND does not).
 //! Silence past the timeout fails a client's RPC
-//! ([`Event::TimedOut`]) and makes a server forget its part.
+//! ([`Event::TimedOut`]) and makes a server forget its part. A server whose response is all
+//! sent asks the client for its ACK (NEED_ACK, 2 ticks on and every 5 after, HomaModule's
+//! rule); ingress on the client's host answers it with an ACK once the client's RPC is over
+//! there, which frees the RPC on the server's host and in its engine.
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     net::{Ipv4Addr, SocketAddrV4},
@@ -108,6 +111,8 @@ enum Control {
     Resend { offset: u32, length: ResendLength },
     /// Tell the peer we are alive but have nothing of the RPC to send yet.
     Busy,
+    /// Ask the client for the ACK of our response, all sent.
+    NeedAck,
 }
 
 /// Why a request or response was refused.
@@ -444,7 +449,8 @@ impl Endpoint {
         for rpc in rpcs {
             let phase = self.phase(rpc);
             match self.timers.entry(rpc).or_default().tick(phase, &self.loss) {
-                Action::None | Action::NeedAck => {}
+                Action::None => {}
+                Action::NeedAck => self.control.push_back((rpc, Control::NeedAck)),
                 Action::Resend => {
                     for (offset, length) in resend_requests(self.incoming.get(&rpc), u32::MAX) {
                         self.control.push_back((rpc, Control::Resend { offset, length }));
@@ -503,7 +509,7 @@ impl Endpoint {
                 return Some(TX_HDR_LEN);
             }
         }
-        // A RESEND or BUSY only while its RPC is in progress.
+        // A RESEND, BUSY or NEED_ACK only while its RPC is in progress.
         while let Some((rpc, c)) = self.control.pop_front() {
             if !self.known(rpc) {
                 continue;
@@ -520,6 +526,9 @@ impl Endpoint {
                 }
                 Control::Busy => {
                     self.tx_hdr(rpc, etran_homa_tx_intent::ETRAN_HOMA_TX_BUSY, 0, 0, 0, 0)
+                }
+                Control::NeedAck => {
+                    self.tx_hdr(rpc, etran_homa_tx_intent::ETRAN_HOMA_TX_NEED_ACK, 0, 0, 0, 0)
                 }
             };
             write_hdr(frame, &h);
