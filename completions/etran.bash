@@ -368,7 +368,7 @@ _etran() {
                     return 0
                     ;;
                 --transport)
-                    COMPREPLY=($(compgen -W "etran-homa linux-tcp all" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "etran-homa etran-tcp linux-tcp all" -- "${cur}"))
                     return 0
                     ;;
                 --wait)

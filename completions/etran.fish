@@ -107,6 +107,7 @@ complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subco
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l threads -d 'Client threads (thread i on CPU i mod N), each with its own server thread (CPU i+1 mod N) and, for eTran, one RPC socket on each side' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l duration -d 'How long to measure' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l transport -d 'Which transports to measure' -r -f -a "etran-homa\t'eTran Homa RPC sockets on both hosts'
+etran-tcp\t'The same RPCs over eTran TCP apps on both hosts (one connection per outstanding RPC)'
 linux-tcp\t'The same RPCs over Linux TCP sockets (one connection per outstanding RPC)'
 all\t'Every row above'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l wait -d 'How the sockets wait: busy-poll, or sleep when idle' -r -f -a "busy\t'Spin without sleeping: eTran apps poll their port in a loop, Linux sockets are polled with a zero epoll timeout (busy-polling)'

@@ -197,6 +197,8 @@ pub struct EchoArgs {
 pub enum RpcTransport {
     /// eTran Homa RPC sockets on both hosts.
     EtranHoma,
+    /// The same RPCs over eTran TCP apps on both hosts (one connection per outstanding RPC).
+    EtranTcp,
     /// The same RPCs over Linux TCP sockets (one connection per outstanding RPC).
     LinuxTcp,
     /// Every row above.

@@ -1,4 +1,4 @@
-//! `etran bench rpc` through the real binary on its private testbed: eTran Homa and Linux TCP
+//! `etran bench rpc` through the real binary on its private testbed: eTran Homa, eTran TCP and Linux TCP
 //! rows from one run, every request and response checked, no RPC left in either datapath (the
 //! bench fails otherwise), nothing left behind. Needs root.
 use common::cli::etran;
@@ -26,7 +26,7 @@ fn check_row(row: &Value, min_response: u64) {
     assert!(row["mean_request_bytes"].as_f64().unwrap() >= 16.0, "{row}");
     let cpu = row["cpu_us_per_rpc"].as_f64().unwrap();
     assert!(cpu > 0.0 && cpu < 1e6, "{row}");
-    if row["transport"] == "etran-homa" {
+    if row["transport"].as_str().unwrap().starts_with("etran") {
         let c = &row["counters"];
         assert!(c["tx_kicks"].as_u64().unwrap() > 0, "{c}");
         for k in ["rx_dropped", "rx_ring_full", "rx_fill_ring_empty_descs"] {
@@ -35,7 +35,7 @@ fn check_row(row: &Value, min_response: u64) {
     }
 }
 
-/// Both rows of a W2 run (sizes up to 1 MB: some RPCs granted), two client threads, open loop
+/// Every row of a W2 run (sizes up to 1 MB: some RPCs granted), two client threads, open loop
 /// (Poisson arrivals) with slowdowns against each transport's unloaded run; then eTran alone at
 /// a fixed size with short responses, closed loop, sleeping when idle.
 #[test]
@@ -62,7 +62,7 @@ fn rpc_rows_are_verified_and_clean_up() {
     assert!(report["placement"].as_str().unwrap().contains("CPU"));
     let rows = report["results"].as_array().unwrap();
     let names: Vec<_> = rows.iter().map(|r| r["transport"].as_str().unwrap()).collect();
-    assert_eq!(names, ["etran-homa", "linux-tcp"]);
+    assert_eq!(names, ["etran-homa", "etran-tcp", "linux-tcp"]);
     for row in rows {
         check_row(row, 16);
         let buckets = row["by_size"].as_array().unwrap();
@@ -104,7 +104,7 @@ fn rpc_rows_are_verified_and_clean_up() {
 
 /// On a lossy switch: with a 2 ms deadline an RPC whose packet was lost cannot be recovered in
 /// time, and the run ends at once with one line naming it, not a hang; at 2 % loss with the
-/// default deadline both rows recover and complete, every response checked.
+/// default deadline every row recovers and complete, every response checked.
 #[test]
 fn lossy_runs_recover_or_end_in_one_line() {
     let Some(_root) = common::root::alone() else { return };

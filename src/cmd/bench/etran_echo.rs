@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use super::{
     etran_hosts,
-    linux_echo::{self, ClientResult, Echo, Progress, Share, Wait},
+    linux_echo::{self, ClientResult, Echo, Echoing, Progress, Service, Share, Wait},
 };
 use crate::{
     app::{ready, App, AppCounters, ConnId, Listener},
@@ -68,11 +68,11 @@ pub struct Params<'a> {
 const WAIT_SLICE: Duration = Duration::from_millis(10);
 
 /// Moves frames: at once ([`Wait::Busy`]), or once there is something to do
-/// ([`Wait::Blocking`], up to [`WAIT_SLICE`]).
-fn step(app: &mut App, wait: Wait) -> std::io::Result<usize> {
+/// ([`Wait::Blocking`], up to `slice`).
+pub(super) fn step(app: &mut App, wait: Wait, slice: Duration) -> std::io::Result<usize> {
     match wait {
         Wait::Busy => app.poll(),
-        Wait::Blocking => app.wait(Some(WAIT_SLICE)),
+        Wait::Blocking => app.wait(Some(slice)),
     }
 }
 
@@ -155,6 +155,7 @@ fn apps(
                                 churn,
                                 adopted,
                                 stop,
+                                || Echoing,
                             )?;
                             app.quiesce(&unclosed).map(Some)
                         }
@@ -375,7 +376,7 @@ impl std::error::Error for Abandoned {}
 
 /// Forgets the connections in `closing` that are closed; returns how many. One that failed
 /// (reset, timed out) instead of closing is an error.
-fn reap(app: &mut App, closing: &mut Vec<ConnId>) -> anyhow::Result<u64> {
+pub(super) fn reap(app: &mut App, closing: &mut Vec<ConnId>) -> anyhow::Result<u64> {
     let mut n = 0;
     let mut i = 0;
     while i < closing.len() {
@@ -394,10 +395,12 @@ fn reap(app: &mut App, closing: &mut Vec<ConnId>) -> anyhow::Result<u64> {
     Ok(n)
 }
 
-/// Echoes everything until `stop`; accepts connections on the way (up to `expect`, or without
-/// end under churn) and closes each one the client closed. Returns the connections not closed
-/// by then.
-fn serve(
+/// Serves every connection with a [`Service`] of its own (`new`) until `stop`: the echo, or
+/// the RPCs of `bench rpc`; accepts connections on the way (up to `expect`, or without end
+/// under churn) and closes each one the client closed. Returns the connections not closed by
+/// then.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn serve<S: Service>(
     app: &mut App,
     listener: &Listener,
     wait: Wait,
@@ -405,8 +408,9 @@ fn serve(
     churn: bool,
     adopted: &AtomicU64,
     stop: &AtomicBool,
+    mut new: impl FnMut() -> S,
 ) -> anyhow::Result<Vec<ConnId>> {
-    let mut conns: Vec<(ConnId, Vec<u8>)> = Vec::new();
+    let mut conns: Vec<(ConnId, S, Vec<u8>)> = Vec::new();
     let mut closing = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut passes = 0u32;
@@ -417,14 +421,14 @@ fn serve(
         let expected = churn || (adopted.load(Ordering::Relaxed) as usize) < expect as usize;
         if expected && (wait == Wait::Blocking || passes % 16 == 0) {
             while let Some(id) = ready(app.accept(listener))? {
-                conns.push((id, Vec::new()));
+                conns.push((id, new(), Vec::new()));
                 adopted.fetch_add(1, Ordering::Release);
             }
         }
-        step(app, wait)?;
+        step(app, wait, WAIT_SLICE)?;
         let mut i = 0;
         while i < conns.len() {
-            let (id, pending) = &mut conns[i];
+            let (id, service, pending) = &mut conns[i];
             let mut ended = false;
             loop {
                 if !pending.is_empty() {
@@ -442,7 +446,7 @@ fn serve(
                         ended = true;
                         break;
                     }
-                    Ok(n) => pending.extend_from_slice(&buf[..n]),
+                    Ok(n) => service.on_bytes(&buf[..n], pending)?,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) => return Err(e).context("receiving"),
                 }
@@ -535,7 +539,7 @@ fn client(
     }
     let give_up = Instant::now() + Duration::from_secs(3);
     while !closing.is_empty() && Instant::now() < give_up {
-        step(&mut app, p.wait)?;
+        step(&mut app, p.wait, WAIT_SLICE)?;
         reap(&mut app, &mut closing)?;
     }
     phases.pass(&phases.closed, p.shares.len() + 1)?;
@@ -577,7 +581,7 @@ impl Exchange<'_> {
         buf: &mut [u8],
         result: &mut ClientResult,
     ) -> anyhow::Result<()> {
-        step(app, self.wait)?;
+        step(app, self.wait, WAIT_SLICE)?;
         for c in conns {
             if !c.started {
                 // Start once the server app adopted the connection, so that no round trip

@@ -9,7 +9,7 @@ use std::{
     cell::RefCell,
     io,
     net::SocketAddrV4,
-    path::PathBuf,
+    path::{Path, PathBuf},
     rc::Rc,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -87,6 +87,29 @@ fn sockets(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
+    threads(
+        p,
+        socks,
+        watch,
+        |share, sock| Ok(RpcSocket::open(sock, share.server.port())?),
+        |sock, stop| serve(sock, p.wait, stop),
+        |share, sock, deadline| client(p, share, sock, deadline, progress),
+    )
+}
+
+/// An eTran row's threads: per share a server thread in the server host (`open_server` there
+/// on its CPU, then `serve` until the clients are done) and, once every server is open, a
+/// client thread in the client host on its CPU (`client`, until `deadline` and its RPCs in
+/// flight complete). `watch` runs on the calling thread meanwhile. The first error ends the
+/// run: the cause rather than the threads that gave up because of it.
+pub(super) fn threads<S>(
+    p: &Params<'_>,
+    socks: &[PathBuf],
+    watch: impl FnOnce(&dyn Fn() -> bool),
+    open_server: impl Fn(&Share, &Path) -> anyhow::Result<S> + Sync,
+    serve: impl Fn(S, &AtomicBool) -> anyhow::Result<AppCounters> + Sync,
+    client: impl Fn(&Share, &Path, Instant) -> anyhow::Result<(RpcResult, AppCounters)> + Sync,
+) -> anyhow::Result<Outcome> {
     let stop = AtomicBool::new(false);
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
     std::thread::scope(|s| {
@@ -95,16 +118,17 @@ fn sockets(
             .iter()
             .map(|share| {
                 let (ready_tx, stop, sock) = (ready_tx.clone(), &stop, &socks[1]);
+                let (open_server, serve) = (&open_server, &serve);
                 s.spawn(move || -> anyhow::Result<AppCounters> {
-                    let setup = (|| -> anyhow::Result<RpcSocket> {
+                    let setup = (|| -> anyhow::Result<S> {
                         p.server.enter()?;
                         super::support::pin_to_cpu(share.server_cpu)?;
-                        Ok(RpcSocket::open(sock, share.server.port())?)
+                        open_server(share, sock)
                     })();
                     let _ = ready_tx.send(setup.as_ref().map(|_| ()).map_err(|e| {
-                        anyhow::anyhow!("server on Homa port {}: {e:#}", share.server.port())
+                        anyhow::anyhow!("server on port {}: {e:#}", share.server.port())
                     }));
-                    serve(setup?, p.wait, stop)
+                    serve(setup?, stop)
                 })
             })
             .collect();
@@ -119,8 +143,12 @@ fn sockets(
                 .shares
                 .iter()
                 .map(|share| {
-                    let sock = &socks[0];
-                    s.spawn(move || client(p, share, sock, deadline, progress))
+                    let (sock, client) = (&socks[0], &client);
+                    s.spawn(move || {
+                        p.client.enter()?;
+                        super::support::pin_to_cpu(share.client_cpu)?;
+                        client(share, sock, deadline)
+                    })
                 })
                 .collect(),
         };
@@ -198,12 +226,10 @@ type Completions = Rc<RefCell<Vec<(usize, io::Result<Vec<u8>>)>>>;
 fn client(
     p: &Params<'_>,
     share: &Share,
-    sock: &std::path::Path,
+    sock: &Path,
     deadline: Instant,
     progress: &Progress,
 ) -> anyhow::Result<(RpcResult, AppCounters)> {
-    p.client.enter()?;
-    super::support::pin_to_cpu(share.client_cpu)?;
     let mut sock = RpcSocket::open(sock, 0)?;
     let mut callers: Vec<Caller> = (0..share.conns)
         .map(|c| Caller::new(share.first_conn_id + c, p.workload, p.response))

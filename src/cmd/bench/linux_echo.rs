@@ -178,7 +178,7 @@ pub trait Service {
 }
 
 /// The echo service: everything back as it came.
-struct Echoing;
+pub struct Echoing;
 
 impl Service for Echoing {
     fn on_bytes(&mut self, data: &[u8], out: &mut Vec<u8>) -> anyhow::Result<()> {

@@ -14,7 +14,7 @@ use mio::{net::TcpStream, Events, Interest, Poll, Token};
 use super::{
     arrivals::Arrivals,
     linux_echo::{Progress, Service, Share, Wait},
-    rpc_msg::{self, Call, Caller, Header, RpcResult},
+    rpc_msg::{self, Caller, Exchange, Header, RpcResult},
     workload::Workload,
 };
 
@@ -46,27 +46,22 @@ impl Service for Answering {
     }
 }
 
-/// One client connection: its one RPC in flight and the response bytes so far.
+/// One client connection and its RPC exchange.
 struct ClientConn {
     stream: TcpStream,
-    caller: Caller,
-    call: Option<Call>,
-    out: Vec<u8>,
-    written: usize,
-    response: Vec<u8>,
+    ex: Exchange,
 }
 
 impl ClientConn {
-    fn start(&mut self) {
-        self.out.clear();
-        self.written = 0;
-        self.call = Some(self.caller.next_into(&mut self.out));
+    fn start(&mut self) -> anyhow::Result<()> {
+        self.ex.start();
+        self.flush()
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
-        while self.written < self.out.len() {
-            match self.stream.write(&self.out[self.written..]) {
-                Ok(n) => self.written += n,
+        while !self.ex.unsent().is_empty() {
+            match self.stream.write(self.ex.unsent()) {
+                Ok(n) => self.ex.sent(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e).context("sending a request"),
             }
@@ -107,14 +102,8 @@ impl Client {
                 poll.registry().register(&mut stream, token, both)?;
                 // Every outstanding RPC its own pattern stream.
                 let stream_id = (self.share.first_conn_id + c) * self.depth + d;
-                conns.push(ClientConn {
-                    stream,
-                    caller: Caller::new(stream_id, self.workload, self.response),
-                    call: None,
-                    out: Vec::new(),
-                    written: 0,
-                    response: Vec::new(),
-                });
+                let caller = Caller::new(stream_id, self.workload, self.response);
+                conns.push(ClientConn { stream, ex: Exchange::new(caller) });
             }
         }
         let seed = u64::from(self.share.first_conn_id) + 1;
@@ -123,8 +112,7 @@ impl Client {
         let mut free = Vec::new();
         for (k, c) in conns.iter_mut().enumerate() {
             if arrivals.reissue_on_completion() {
-                c.start();
-                c.flush()?;
+                c.start()?;
             } else {
                 free.push(k);
             }
@@ -135,7 +123,7 @@ impl Client {
         let mut last_check = Instant::now();
         result.total.window_starts();
         let mut measuring = true;
-        while measuring || conns.iter().any(|c| c.call.is_some()) {
+        while measuring || conns.iter().any(|c| c.ex.in_flight().is_some()) {
             progress.publish(&result.total, &mut published);
             let timeout = match self.wait {
                 Wait::Busy => Duration::ZERO,
@@ -155,28 +143,13 @@ impl Client {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) => return Err(e).context("receiving responses"),
                     };
-                    c.response.extend_from_slice(&buf[..n]);
-                    let Some(call) = c.call else { bail!("a response to no request") };
-                    let want = call.header.response as usize;
-                    if c.response.len() < want {
-                        continue;
-                    }
                     let now = Instant::now();
-                    if c.response.len() > want {
-                        bail!("{} bytes more than the response", c.response.len() - want);
-                    }
-                    // Those after the deadline drain uncounted, on the measured window's end.
-                    if now < deadline {
-                        result.complete(&call, &c.response, now)?;
-                    } else {
-                        call.check(&c.response)?;
-                    }
-                    c.response.clear();
-                    c.call = None;
-                    if now < deadline && arrivals.reissue_on_completion() {
-                        c.start();
-                    } else if now < deadline {
-                        free.push(k);
+                    if c.ex.on_response(&buf[..n], now, deadline, &mut result)? && now < deadline {
+                        if arrivals.reissue_on_completion() {
+                            c.ex.start();
+                        } else {
+                            free.push(k);
+                        }
                     }
                 }
                 c.flush()?;
@@ -184,8 +157,7 @@ impl Client {
             let now = Instant::now();
             if now < deadline {
                 while let Some(k) = arrivals.due(now, || free.pop()) {
-                    conns[k].start();
-                    conns[k].flush()?;
+                    conns[k].start()?;
                 }
             }
             if measuring && now >= deadline {
@@ -194,7 +166,7 @@ impl Client {
             }
             if now.duration_since(last_check) >= STALL_CHECK {
                 last_check = now;
-                for call in conns.iter().filter_map(|c| c.call.as_ref()) {
+                for call in conns.iter().filter_map(|c| c.ex.in_flight()) {
                     call.stalled(now, self.rpc_timeout)?;
                 }
             }

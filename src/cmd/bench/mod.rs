@@ -4,6 +4,7 @@ pub mod echo;
 mod etran_echo;
 mod etran_hosts;
 mod etran_rpc;
+mod etran_tcp_rpc;
 mod linux_echo;
 mod linux_rpc;
 pub mod raw;

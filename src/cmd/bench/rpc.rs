@@ -1,9 +1,11 @@
-//! `etran bench rpc`: closed-loop RPCs, eTran Homa against the same RPCs over Linux TCP, on the
-//! same private testbed, same sizes, same CPU placement, printed side by side. Clients on host
-//! 1 keep `--depth` RPCs outstanding each against echo-style servers on host 2; request sizes
-//! come from `--workload` (a fixed size, or the Homa paper's W1–W5: [`super::workload`]).
-//! Every request and every response is checked byte for byte ([`super::rpc_msg`]). HomaModule
-//! itself cannot be loaded here (no modules), so Linux TCP is the baseline.
+//! `etran bench rpc`: RPCs over eTran Homa, and the same RPCs over eTran TCP and Linux TCP, on
+//! the same private testbed, same sizes, same CPU placement, printed side by side. Clients on
+//! host 1 keep `--depth` RPCs outstanding each against echo-style servers on host 2 (closed
+//! loop), or issue them as Poisson arrivals at `--gbps` ([`super::arrivals`]); request sizes
+//! come from `--workload` (a fixed size, or the Homa paper's W1–W5: [`super::workload`]), and
+//! for W1–W5 each transport's unloaded run is the baseline of the slowdowns. Every request and
+//! every response is checked byte for byte ([`super::rpc_msg`]). HomaModule itself cannot be
+//! loaded here (no modules), so Linux TCP is the kernel's baseline.
 use std::{
     net::Ipv4Addr,
     sync::atomic::{AtomicBool, Ordering},
@@ -15,7 +17,7 @@ use serde::Serialize;
 
 use super::{
     echo::{counters_line, progress_bar, waits, watch_progress, Percentiles},
-    etran_rpc,
+    etran_rpc, etran_tcp_rpc,
     linux_echo::{self, Progress, Server, Share, Wait},
     linux_rpc,
     rpc_msg::{RpcResult, HEADER},
@@ -112,7 +114,9 @@ struct Report {
 pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
     let workload = validate(&args)?;
     let transports = match args.transport {
-        RpcTransport::All => vec![RpcTransport::EtranHoma, RpcTransport::LinuxTcp],
+        RpcTransport::All => {
+            vec![RpcTransport::EtranHoma, RpcTransport::EtranTcp, RpcTransport::LinuxTcp]
+        }
         t => vec![t],
     };
     let (wait, waits) = waits(
@@ -239,7 +243,9 @@ fn measure(
     out: &Output,
 ) -> anyhow::Result<Row> {
     match t {
-        RpcTransport::EtranHoma => measure_etran(args, load, workload, wait, client, server, out),
+        RpcTransport::EtranHoma | RpcTransport::EtranTcp => {
+            measure_etran(t, args, load, workload, wait, (client, server), out)
+        }
         RpcTransport::LinuxTcp => measure_linux(args, load, workload, wait, (client, server), out),
         RpcTransport::All => unreachable!("expanded by run"),
     }
@@ -259,16 +265,17 @@ fn slow_down(buckets: &mut [Bucket], base: &[Bucket]) {
     }
 }
 
+/// An eTran row: Homa RPC sockets, or TCP apps carrying the Linux row's RPCs.
 fn measure_etran(
+    t: RpcTransport,
     args: &RpcArgs,
     load: &Load<'_>,
     workload: Workload,
     wait: Wait,
-    client: &NetNs,
-    server: &NetNs,
+    (client, server): (&NetNs, &NetNs),
     out: &Output,
 ) -> anyhow::Result<Row> {
-    let name = "etran-homa";
+    let name = if t == RpcTransport::EtranTcp { "etran-tcp" } else { "etran-homa" };
     let progress = Progress::default();
     let bar = progress_bar(name, load.duration, out);
     let params = etran_rpc::Params {
@@ -283,9 +290,13 @@ fn measure_etran(
         rpc_timeout: args.rpc_timeout,
         gbps: load.gbps_per_thread,
     };
-    let r = etran_rpc::run(&params, &progress, |done| {
+    let watch = |done: &dyn Fn() -> bool| {
         watch_progress(bar.as_ref(), &progress, Instant::now(), done, "RPCs")
-    });
+    };
+    let r = match t {
+        RpcTransport::EtranTcp => etran_tcp_rpc::run(&params, &progress, watch),
+        _ => etran_rpc::run(&params, &progress, watch),
+    };
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

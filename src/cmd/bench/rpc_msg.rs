@@ -144,6 +144,71 @@ impl Caller {
     }
 }
 
+/// One connection's RPC exchange on a byte stream (TCP: Linux's or eTran's): its one RPC in
+/// flight, the request bytes still to send, the response bytes so far.
+pub struct Exchange {
+    caller: Caller,
+    call: Option<Call>,
+    out: Vec<u8>,
+    written: usize,
+    response: Vec<u8>,
+}
+
+impl Exchange {
+    pub fn new(caller: Caller) -> Exchange {
+        Exchange { caller, call: None, out: Vec::new(), written: 0, response: Vec::new() }
+    }
+
+    /// Starts the next RPC: its request waits in [`Exchange::unsent`].
+    pub fn start(&mut self) {
+        self.out.clear();
+        self.written = 0;
+        self.call = Some(self.caller.next_into(&mut self.out));
+    }
+
+    pub fn in_flight(&self) -> Option<&Call> {
+        self.call.as_ref()
+    }
+
+    /// The request bytes not sent yet.
+    pub fn unsent(&self) -> &[u8] {
+        &self.out[self.written..]
+    }
+
+    pub fn sent(&mut self, n: usize) {
+        self.written += n;
+    }
+
+    /// Takes response bytes read at `now`. When they complete the response, checks it, counts
+    /// it in `result` if `now` is before `deadline` (after it the RPCs in flight drain
+    /// uncounted) and returns true: the exchange is then idle.
+    pub fn on_response(
+        &mut self,
+        data: &[u8],
+        now: Instant,
+        deadline: Instant,
+        result: &mut RpcResult,
+    ) -> anyhow::Result<bool> {
+        let Some(call) = self.call else { bail!("a response to no request") };
+        self.response.extend_from_slice(data);
+        let want = call.header.response as usize;
+        if self.response.len() < want {
+            return Ok(false);
+        }
+        if self.response.len() > want {
+            bail!("{} bytes more than the response", self.response.len() - want);
+        }
+        if now < deadline {
+            result.complete(&call, &self.response, now)?;
+        } else {
+            call.check(&self.response)?;
+        }
+        self.response.clear();
+        self.call = None;
+        Ok(true)
+    }
+}
+
 /// What a client thread measured: the totals (RPCs as messages, response bytes checked), the
 /// request bytes, and the round-trip times by request size decile of the workload.
 pub struct RpcResult {

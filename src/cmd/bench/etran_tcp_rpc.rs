@@ -1,0 +1,164 @@
+//! The eTran TCP side of `etran bench rpc`: the RPCs the Linux TCP row carries ([`super::rpc_msg`],
+//! one connection per outstanding RPC, framed by the lengths in the header), carried by eTran
+//! TCP apps on both hosts, placed as the other rows place their threads: per [`Share`] one
+//! server [`App`] on the server host answering every connection with the Linux row's
+//! [`Answering`] service ([`etran_echo::serve`]), and one client [`App`] on the client host.
+//! After the deadline the RPCs in flight complete (not counted); then every connection is
+//! closed.
+use std::{
+    io::ErrorKind,
+    path::Path,
+    sync::atomic::AtomicU64,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+
+use super::{
+    arrivals::Arrivals,
+    etran_echo, etran_hosts,
+    etran_rpc::{self, Outcome, Params},
+    linux_echo::{Progress, Share},
+    linux_rpc::Answering,
+    rpc_msg::{Caller, Exchange, RpcResult},
+};
+use crate::app::{App, AppCounters, ConnId};
+
+/// The longest a waiting app sleeps before it looks at the run's flags and its RPCs' ages.
+const WAIT_SLICE: Duration = Duration::from_millis(10);
+
+/// Runs the RPCs over eTran TCP. `watch` runs on the calling thread while the clients run
+/// (the caller's progress display); its argument tells whether the clients are done.
+pub fn run(
+    p: &Params<'_>,
+    progress: &Progress,
+    watch: impl FnOnce(&dyn Fn() -> bool),
+) -> anyhow::Result<Outcome> {
+    etran_hosts::with_daemons(&[p.client, p.server], "rpc", |socks| {
+        etran_rpc::threads(
+            p,
+            socks,
+            watch,
+            |share, sock| {
+                let mut app = App::open(sock)?;
+                let listener = app.listen(share.server.port())?;
+                Ok((app, listener, share.conns * p.depth))
+            },
+            |(mut app, listener, expect), stop| {
+                let adopted = AtomicU64::new(0);
+                let unclosed = etran_echo::serve(
+                    &mut app,
+                    &listener,
+                    p.wait,
+                    expect,
+                    false,
+                    &adopted,
+                    stop,
+                    Answering::default,
+                )?;
+                for id in unclosed {
+                    app.abort(id);
+                }
+                Ok(app.counters())
+            },
+            |share, sock, deadline| client(p, share, sock, deadline, progress),
+        )
+    })
+}
+
+/// One client thread: its share's clients, one connection per outstanding RPC (`depth` each;
+/// open loop: at most), until `deadline`; then the RPCs in flight complete, uncounted, and
+/// the connections close.
+fn client(
+    p: &Params<'_>,
+    share: &Share,
+    sock: &Path,
+    deadline: Instant,
+    progress: &Progress,
+) -> anyhow::Result<(RpcResult, AppCounters)> {
+    let mut app = App::open(sock)?;
+    let mut conns: Vec<(ConnId, Exchange)> = Vec::new();
+    for c in 0..share.conns {
+        for d in 0..p.depth {
+            let id = app
+                .connect_blocking(share.server)
+                .with_context(|| format!("connecting to {}", share.server))?;
+            // Every outstanding RPC its own pattern stream, as in the Linux row.
+            let stream = (share.first_conn_id + c) * p.depth + d;
+            conns.push((id, Exchange::new(Caller::new(stream, p.workload, p.response))));
+        }
+    }
+    let mut result = RpcResult::new(&p.workload);
+    let seed = u64::from(share.first_conn_id) + 1;
+    let mut arrivals = Arrivals::new(p.gbps, p.workload.mean(), seed, Instant::now());
+    // Open loop: the connections without an RPC.
+    let mut free = Vec::new();
+    for (k, (_, ex)) in conns.iter_mut().enumerate() {
+        if arrivals.reissue_on_completion() {
+            ex.start();
+        } else {
+            free.push(k);
+        }
+    }
+    let mut buf = vec![0u8; 1 << 16];
+    let (mut published, mut measuring, mut last_check) = (0, true, Instant::now());
+    result.total.window_starts();
+    while measuring || conns.iter().any(|(_, ex)| ex.in_flight().is_some()) {
+        for (k, (id, ex)) in conns.iter_mut().enumerate() {
+            while !ex.unsent().is_empty() {
+                match app.send_more(*id, ex.unsent()) {
+                    Ok(n) => ex.sent(n),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e).context("sending a request"),
+                }
+            }
+            loop {
+                let n = match app.recv(*id, &mut buf) {
+                    Ok(0) => anyhow::bail!("the server closed a connection"),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e).context("receiving responses"),
+                };
+                let now = Instant::now();
+                if ex.on_response(&buf[..n], now, deadline, &mut result)? && now < deadline {
+                    if arrivals.reissue_on_completion() {
+                        ex.start();
+                    } else {
+                        free.push(k);
+                    }
+                }
+            }
+        }
+        etran_echo::step(&mut app, p.wait, arrivals.sleep(Instant::now(), WAIT_SLICE))?;
+        let now = Instant::now();
+        if now < deadline {
+            while let Some(k) = arrivals.due(now, || free.pop()) {
+                conns[k].1.start();
+            }
+        }
+        progress.publish(&result.total, &mut published);
+        if measuring && now >= deadline {
+            result.total.window_ends();
+            measuring = false;
+        }
+        if now.duration_since(last_check) >= WAIT_SLICE {
+            last_check = now;
+            for call in conns.iter().filter_map(|(_, ex)| ex.in_flight()) {
+                call.stalled(now, p.rpc_timeout)?;
+            }
+        }
+    }
+    result.late = arrivals.late();
+    let mut closing: Vec<ConnId> = conns.iter().map(|(id, _)| *id).collect();
+    for id in &closing {
+        app.close(*id).context("closing a connection")?;
+    }
+    let counters = app.counters();
+    // The FINs go both ways (the server closes as it sees ours).
+    let give_up = Instant::now() + Duration::from_secs(3);
+    while !closing.is_empty() && Instant::now() < give_up {
+        etran_echo::step(&mut app, p.wait, WAIT_SLICE)?;
+        etran_echo::reap(&mut app, &mut closing)?;
+    }
+    Ok((result, counters))
+}
