@@ -233,12 +233,14 @@ fn rpcs_survive_loss_and_duplicates() {
 /// The long RPC's response, and how many short ones had ended by then.
 type LongDone = Rc<RefCell<Option<(usize, Vec<u8>)>>>;
 
-/// SRPT across messages at the receiver: a long request (600 KB) from one app, then 30
-/// shorter ones (100 KB each, three at a time) from another app of the same host, each answered
+/// SRPT across messages at the receiver: a long request (1 MB) from one app, then 45 shorter
+/// ones (100 KB each, three at a time) from another app of the same host, each answered
 /// with a 16-byte digest of every byte. The server's grant scheduler gives the host's shortest
 /// message the grants (one message per peer), so every short RPC, though started after the long
 /// one, ends before it. (A window per message, as before the scheduler, shares the server among
-/// the four: the long one would end about halfway through.)
+/// the four: the long one would end two thirds of the way through. What the long one gets
+/// before the short ones' first packets are through the server's queue, about two windows, and
+/// its FIFO share are far from its 1 MB.)
 #[test]
 fn short_rpcs_started_after_a_long_one_finish_first() {
     let Some(_root) = common::root::shared() else { return };
@@ -251,7 +253,7 @@ fn short_rpcs_started_after_a_long_one_finish_first() {
             |len: usize| -> Vec<u8> { (0..len).map(|_| rng.next_u64() as u8).collect() };
         let long_done: LongDone = Rc::default();
         let shorts_done: Responses = Rc::default();
-        let long_req = message(600_000);
+        let long_req = message(1_000_000);
         let (l, s) = (long_done.clone(), shorts_done.clone());
         long.enqueue_request(server, long_req.clone(), move |_, r| {
             *l.borrow_mut() = Some((s.borrow().len(), r.unwrap()))
@@ -262,7 +264,7 @@ fn short_rpcs_started_after_a_long_one_finish_first() {
         while start.elapsed() < Duration::from_millis(2) {
             long.run_once().unwrap();
         }
-        let (shorts, outstanding) = (30, 3);
+        let (shorts, outstanding) = (45, 3);
         let mut sent: Vec<Vec<u8>> = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         while long_done.borrow().is_none() || shorts_done.borrow().len() < shorts {
