@@ -104,14 +104,19 @@ fn sock(shim: &mut Shim, fd: RawFd) -> Result<&mut Sock, c_int> {
     Ok(sock)
 }
 
-/// What a call on a tracked descriptor does: the kernel's (a fresh socket), or eTran's.
+/// What a call on a descriptor does: the kernel's (not a socket of ours, or a fresh one), or
+/// eTran's.
 enum Route {
     Kernel,
     Etran(Guard),
 }
 
-/// Whether `fd` is a fresh socket (still the kernel's) or eTran's (the lock held).
+/// Whether `fd` is the kernel's (untracked, or a fresh socket) or eTran's (the lock held).
 fn route(fd: RawFd) -> Route {
+    // Untracked descriptors (the common case) never take the lock.
+    if !tracked(fd) {
+        return Route::Kernel;
+    }
     let mut g = lock();
     match shim(&mut g).socks.get(&fd) {
         None | Some(Sock { kind: Kind::Fresh { .. }, .. }) => Route::Kernel,
@@ -228,7 +233,7 @@ pub unsafe extern "C" fn accept4(
     len: *mut socklen_t,
     flags: c_int,
 ) -> c_int {
-    let Route::Etran(mut g) = (if tracked(fd) { route(fd) } else { Route::Kernel }) else {
+    let Route::Etran(mut g) = (route(fd)) else {
         // SAFETY: handed on.
         return unsafe { real::accept4(fd, addr, len, flags) };
     };
@@ -394,7 +399,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
 
 #[no_mangle]
 pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
-    let Route::Etran(mut g) = (if tracked(fd) { route(fd) } else { Route::Kernel }) else {
+    let Route::Etran(mut g) = (route(fd)) else {
         // SAFETY: handed on.
         return unsafe { real::shutdown(fd, how) };
     };
@@ -493,7 +498,7 @@ fn ssize(r: Result<usize, c_int>) -> ssize_t {
 
 #[no_mangle]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
-    match if tracked(fd) { route(fd) } else { Route::Kernel } {
+    match route(fd) {
         // SAFETY: handed on.
         Route::Kernel => unsafe { real::read(fd, buf, n) },
         // SAFETY: the caller's buffer.
@@ -516,7 +521,7 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     len: *mut socklen_t,
 ) -> ssize_t {
-    match if tracked(fd) { route(fd) } else { Route::Kernel } {
+    match route(fd) {
         // SAFETY: handed on.
         Route::Kernel => unsafe { real::recvfrom(fd, buf, n, flags, addr, len) },
         Route::Etran(g) => {
@@ -560,7 +565,7 @@ unsafe fn recv_iov(
 
 #[no_mangle]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
-    match if tracked(fd) { route(fd) } else { Route::Kernel } {
+    match route(fd) {
         // SAFETY: handed on.
         Route::Kernel => unsafe { real::readv(fd, iov, n) },
         // SAFETY: the caller's iovecs.
@@ -570,7 +575,7 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_
 
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    match if tracked(fd) { route(fd) } else { Route::Kernel } {
+    match route(fd) {
         // SAFETY: handed on.
         Route::Kernel => unsafe { real::recvmsg(fd, msg, flags) },
         Route::Etran(g) => {
@@ -638,7 +643,7 @@ fn send_etran(mut g: Guard, fd: RawFd, data: &[u8], flags: c_int) -> Result<usiz
 
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
-    match if tracked(fd) { route(fd) } else { Route::Kernel } {
+    match route(fd) {
         // SAFETY: handed on.
         Route::Kernel => unsafe { real::write(fd, buf, n) },
         // SAFETY: the caller's buffer.
@@ -661,7 +666,7 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     len: socklen_t,
 ) -> ssize_t {
-    match if tracked(fd) { route(fd) } else { Route::Kernel } {
+    match route(fd) {
         // SAFETY: handed on.
         Route::Kernel => unsafe { real::sendto(fd, buf, n, flags, addr, len) },
         // A connected TCP socket ignores the address, as Linux's does.
@@ -694,7 +699,7 @@ unsafe fn send_iov(
 
 #[no_mangle]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
-    match if tracked(fd) { route(fd) } else { Route::Kernel } {
+    match route(fd) {
         // SAFETY: handed on.
         Route::Kernel => unsafe { real::writev(fd, iov, n) },
         // SAFETY: the caller's iovecs.
@@ -704,7 +709,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize
 
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    match if tracked(fd) { route(fd) } else { Route::Kernel } {
+    match route(fd) {
         // SAFETY: handed on.
         Route::Kernel => unsafe { real::sendmsg(fd, msg, flags) },
         Route::Etran(g) => {
@@ -728,7 +733,7 @@ pub unsafe extern "C" fn sendfile(
     off: *mut libc::off_t,
     n: size_t,
 ) -> ssize_t {
-    let Route::Etran(g) = (if tracked(out) { route(out) } else { Route::Kernel }) else {
+    let Route::Etran(g) = route(out) else {
         // SAFETY: handed on.
         return unsafe { real::sendfile(out, inp, off, n) };
     };
@@ -773,7 +778,7 @@ pub unsafe extern "C" fn sendfile64(
 
 #[no_mangle]
 pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    if let Route::Etran(mut g) = if tracked(fd) { route(fd) } else { Route::Kernel } {
+    if let Route::Etran(mut g) = route(fd) {
         let s = shim(&mut g);
         if let Ok(Kind::Conn { id, .. }) = sock(s, fd).map(|k| &k.kind) {
             let id = *id;
@@ -791,7 +796,7 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
 
 #[no_mangle]
 pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    let Route::Etran(mut g) = (if tracked(fd) { route(fd) } else { Route::Kernel }) else {
+    let Route::Etran(mut g) = (route(fd)) else {
         // SAFETY: handed on.
         return unsafe { real::getpeername(fd, addr, len) };
     };
@@ -913,7 +918,7 @@ pub unsafe extern "C" fn getsockopt(
     val: *mut c_void,
     len: *mut socklen_t,
 ) -> c_int {
-    let Route::Etran(mut g) = (if tracked(fd) { route(fd) } else { Route::Kernel }) else {
+    let Route::Etran(mut g) = (route(fd)) else {
         // SAFETY: handed on.
         return unsafe { real::getsockopt(fd, level, name, val, len) };
     };
@@ -1028,7 +1033,7 @@ pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: c_ulong) -> c_int {
             }
         }
     }
-    let Route::Etran(mut g) = (if tracked(fd) { route(fd) } else { Route::Kernel }) else {
+    let Route::Etran(mut g) = (route(fd)) else {
         // SAFETY: handed on.
         return unsafe { real::ioctl(fd, req, arg) };
     };
