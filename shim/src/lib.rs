@@ -233,7 +233,7 @@ pub unsafe extern "C" fn accept4(
     len: *mut socklen_t,
     flags: c_int,
 ) -> c_int {
-    let Route::Etran(mut g) = (route(fd)) else {
+    let Route::Etran(mut g) = route(fd) else {
         // SAFETY: handed on.
         return unsafe { real::accept4(fd, addr, len, flags) };
     };
@@ -399,7 +399,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
 
 #[no_mangle]
 pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
-    let Route::Etran(mut g) = (route(fd)) else {
+    let Route::Etran(mut g) = route(fd) else {
         // SAFETY: handed on.
         return unsafe { real::shutdown(fd, how) };
     };
@@ -796,7 +796,7 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
 
 #[no_mangle]
 pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    let Route::Etran(mut g) = (route(fd)) else {
+    let Route::Etran(mut g) = route(fd) else {
         // SAFETY: handed on.
         return unsafe { real::getpeername(fd, addr, len) };
     };
@@ -918,7 +918,7 @@ pub unsafe extern "C" fn getsockopt(
     val: *mut c_void,
     len: *mut socklen_t,
 ) -> c_int {
-    let Route::Etran(mut g) = (route(fd)) else {
+    let Route::Etran(mut g) = route(fd) else {
         // SAFETY: handed on.
         return unsafe { real::getsockopt(fd, level, name, val, len) };
     };
@@ -1033,7 +1033,7 @@ pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: c_ulong) -> c_int {
             }
         }
     }
-    let Route::Etran(mut g) = (route(fd)) else {
+    let Route::Etran(mut g) = route(fd) else {
         // SAFETY: handed on.
         return unsafe { real::ioctl(fd, req, arg) };
     };
