@@ -118,6 +118,9 @@ enum etran_event {
 	ETRAN_EVENT_HOMA_TX_NEED_ACK,    /* egress: a Homa NEED_ACK left for the NIC */
 	ETRAN_EVENT_HOMA_RX_ACK_ANSWER,  /* ingress: a NEED_ACK for a client RPC this host no longer
 					  * has (its response arrived whole), answered with an ACK */
+	ETRAN_EVENT_HOMA_SCHED_RANK,     /* the grant scheduler ranked the messages it holds (a
+					  * message's DATA in the last step of its grant, a grant
+					  * step after the last ranking, or complete; a GRANT intent) */
 	ETRAN_EVENT_MAX,
 };
 

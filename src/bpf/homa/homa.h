@@ -98,7 +98,10 @@ struct homa_rpc {
 			      * the grant scheduler gave (homa_sched.h) */
 	__u32 in_grant_sent; /* the offset of the last GRANT egress sent */
 	__u8 in_grant_prio;  /* the priority the scheduler gave the grant */
-	__u8 pad2[3];
+	__u8 in_sched_idx;   /* its entry in the grant scheduler + 1, as the last ranking left
+			      * it (0: none): DATA between rankings counts its bytes there */
+	__u8 pad2[2];
+	__u32 in_sched_at;   /* in_end when the scheduler last ranked the message */
 };
 
 /* The grant scheduler's parameters (homa_sched.h; transport/homa/grant.rs's GrantConfig,

@@ -228,7 +228,7 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 		bpf_spin_unlock(&rpc->lock);
 		if (length > ETRAN_HOMA_UNSCHED_LIMIT) {
 			homa_sched_run(&h.key, slot, length, end, granted, bpf_ktime_get_ns(), &o);
-			homa_sched_apply(rpc, &o);
+			homa_sched_apply(rpc, &o, end);
 		}
 		bpf_spin_lock(&rpc->lock);
 		granted = rpc->in_granted;
