@@ -109,6 +109,7 @@ enum etran_event {
 	ETRAN_EVENT_HOMA_RX_CONTROL,     /* ingress: any other Homa packet handed to its app */
 	ETRAN_EVENT_HOMA_TX_DATA,        /* egress: a Homa DATA packet left for the NIC */
 	ETRAN_EVENT_HOMA_TX_ACK,         /* egress: a Homa ACK left for the NIC */
+	ETRAN_EVENT_HOMA_TX_ACK_ON_DATA, /* egress: a Homa DATA left carrying an ack (its RPC went) */
 	ETRAN_EVENT_HOMA_TX_GRANT,       /* egress: a Homa GRANT left for the NIC */
 	ETRAN_EVENT_HOMA_TX_RETRANSMIT,  /* egress: a Homa DATA packet of bytes sent before */
 	ETRAN_EVENT_HOMA_TX_RESEND,      /* egress: a Homa RESEND left for the NIC */

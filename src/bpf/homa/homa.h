@@ -190,6 +190,10 @@ enum etran_homa_tx_intent {
  * RPC's state allows. A multiple of 4 bytes. */
 struct etran_homa_tx_hdr {
 	struct homa_rpc_key key; /* the RPC: our port and id, the peer's address and port */
+	__u64 ack_id;            /* DATA: 0, or our client RPC `ack_id` with the same peer
+				  * address and port, whose response arrived whole: the DATA
+				  * carries its ack (HomaModule's piggy-backed ack) and the RPC
+				  * goes, as at an ACK intent */
 	__u32 message_length;    /* DATA: the whole message */
 	__u32 offset;            /* DATA: where the payload sits in it */
 	__u16 len;               /* payload bytes after this header (the rest of the frame) */
