@@ -7,6 +7,7 @@ mod app_datapath;
 mod bench_echo;
 mod bench_rpc;
 mod check;
+mod containers;
 mod daemon;
 mod datapath;
 mod homa_rpc;
