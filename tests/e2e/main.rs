@@ -10,6 +10,7 @@ mod check;
 mod containers;
 mod daemon;
 mod datapath;
+mod homa_incast;
 mod homa_rpc;
 mod http_curl;
 mod mtu;
