@@ -19,6 +19,8 @@ use std::{
 };
 
 use common::{daemon::EtranHosts, fixture::Rng, netns::in_netns};
+
+use super::homa_rpc::digest;
 use etran::{
     app::rpc::RpcSocket,
     bpf::homa::types::{etran_homa_limit, homa_sched},
@@ -55,14 +57,6 @@ const LONG: usize = 300_000;
 const SHORTS: usize = 30;
 const SHORT: usize = 100;
 const OUTSTANDING: usize = 4;
-
-/// A 16-byte answer that depends on every request byte and its place.
-fn digest(req: &[u8]) -> Vec<u8> {
-    let h = req
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    [h.to_be_bytes(), (req.len() as u64).to_be_bytes()].concat()
-}
 
 /// The receiver's scheduler state: bytes granted and not received, over its messages.
 fn incoming(ns: &str) -> u32 {
