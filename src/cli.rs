@@ -239,13 +239,24 @@ pub enum RpcTransport {
 
 #[derive(Debug, Args)]
 pub struct RpcArgs {
-    /// Request sizes: w1..w5 (the Homa paper's workloads, truncated at 1 MB; requests shorter
-    /// than the 16-byte RPC header grow to it) or a fixed size in bytes (16 to 1000000).
+    /// Request sizes: w1..w5 (the Homa paper's workloads, truncated at --max-size; requests
+    /// shorter than the 16-byte RPC header grow to it) or a fixed size in bytes (16 to
+    /// --max-size).
     #[arg(long, default_value = "100")]
     pub workload: String,
-    /// Response size in bytes (default: the request's size, an echo).
-    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    /// The largest request: w1..w5 are cut there (their tables end at 1 MB, as cp_node's at
+    /// HomaModule's longest message), fixed sizes may go up to it (at most 64 MiB, the longest
+    /// Homa message etran carries).
+    #[arg(long, value_name = "BYTES", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u32).range(16..=1 << 26))]
+    pub max_size: u32,
+    /// Response size in bytes, at most --max-size (default: the request's size, an echo).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..=1 << 26))]
     pub response_size: Option<u32>,
+    /// Responses of 100 bytes (as long as the request if it is shorter), as cp_node's
+    /// --one-way: the requests carry the load.
+    #[arg(long, conflicts_with = "response_size")]
+    pub one_way: bool,
     /// Clients, each keeping --depth RPCs outstanding (closed loop) or at most --depth (with
     /// --gbps).
     #[arg(long, visible_alias = "conns", default_value_t = 1)]

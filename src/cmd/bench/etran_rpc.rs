@@ -25,7 +25,7 @@ use super::{
     arrivals::Arrivals,
     etran_hosts,
     linux_echo::{Progress, Share, Wait},
-    rpc_msg::{self, Call, Caller, RpcResult},
+    rpc_msg::{self, Call, Caller, ResponseSize, RpcResult, Seconds},
     workload::Workload,
 };
 use crate::{app::rpc::RpcSocket, app::AppCounters, loader, netns::NetNs, testbed::HOST_NIC};
@@ -38,7 +38,7 @@ pub struct Params<'a> {
     pub shares: &'a [Share],
     pub depth: u32,
     pub workload: Workload,
-    pub response: Option<u32>,
+    pub response: ResponseSize,
     pub duration: Duration,
     pub wait: Wait,
     pub rpc_timeout: Duration,
@@ -46,6 +46,8 @@ pub struct Params<'a> {
     pub gbps: f64,
     /// Keep every RPC's length and RTT (`--dump-times`).
     pub keep_times: bool,
+    /// Where the client threads merge what the per-second lines report.
+    pub seconds: &'a Seconds,
 }
 
 /// What the eTran run measured.
@@ -285,6 +287,7 @@ fn client(
             }
         }
         progress.publish(&result.total, &mut published);
+        result.publish(p.seconds, now);
         if measuring && now >= deadline {
             result.total.window_ends();
             measuring = false;

@@ -137,6 +137,7 @@ fn client(
             }
         }
         progress.publish(&result.total, &mut published);
+        result.publish(p.seconds, now);
         if measuring && now >= deadline {
             result.total.window_ends();
             measuring = false;
