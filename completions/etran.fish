@@ -43,6 +43,8 @@ native\t'Patched kernel with XDP_EGRESS/XDP_GEN hooks'"
 complete -c etran -n "__fish_etran_using_subcommand up" -l mode -d 'XDP attach mode' -r -f -a "drv\t'Driver mode (falls back to skb with a warning when the driver lacks XDP)'
 skb\t'Generic (skb) mode, in the kernel\'s stack'"
 complete -c etran -n "__fish_etran_using_subcommand up" -l queues -d 'Number of NIC queues etran serves (default: all RX queues of the interface)' -r
+complete -c etran -n "__fish_etran_using_subcommand up" -l homa-max-incoming -d 'Homa: the most bytes granted and not yet received over all incoming messages (HomaModule\'s max_incoming; default 400000). Smaller keeps the receiver\'s queues, hence short messages\' waits, shorter, at long messages\' cost' -r
+complete -c etran -n "__fish_etran_using_subcommand up" -l homa-overcommit -d 'Homa: the most incoming messages granted to at once, one per sender (HomaModule\'s max_overcommit; default 8)' -r
 complete -c etran -n "__fish_etran_using_subcommand up" -l check -d 'Check this kernel instead: list the features each transport needs (with the first Linux release that has each) and load every BPF program, attached nowhere. Changes nothing; fails when the TCP datapath could not run here'
 complete -c etran -n "__fish_etran_using_subcommand up" -l force -d 'Replace an XDP program that etran did not attach'
 complete -c etran -n "__fish_etran_using_subcommand up" -s j -l json -d 'Print machine-readable JSON instead of tables'
@@ -117,6 +119,8 @@ block\t'Sleep when idle: eTran apps wait in the library (busy-poll budget, then 
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l rpc-timeout -d 'An RPC still without its response after this long fails the run' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l loss -d 'Fraction of frames the testbed\'s switch drops, 0..1 (see `etran testbed up --loss`)' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l dump-times -d 'Write every measured RPC\'s request length and RTT to FILE.<transport> (cp_node\'s --dump-times format: a line per RPC, length in bytes and RTT in microseconds)' -r -F
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l homa-max-incoming -d 'Homa: the most bytes granted and not yet received over all incoming messages (HomaModule\'s max_incoming; default 400000). Smaller keeps the receiver\'s queues, hence short messages\' waits, shorter, at long messages\' cost' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l homa-overcommit -d 'Homa: the most incoming messages granted to at once, one per sender (HomaModule\'s max_overcommit; default 8)' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l one-way -d 'Responses of 100 bytes (as long as the request if it is shorter), as cp_node\'s --one-way: the requests carry the load'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s p -l pretty -d 'Pretty-print JSON (implies --json)'

@@ -89,7 +89,11 @@ pub struct UpArgs {
     /// Check this kernel instead: list the features each transport needs (with the first Linux
     /// release that has each) and load every BPF program, attached nowhere. Changes nothing;
     /// fails when the TCP datapath could not run here.
-    #[arg(long, conflicts_with_all = ["iface", "backend", "mode", "queues", "force"])]
+    #[arg(
+        long,
+        conflicts_with_all = ["iface", "backend", "mode", "queues", "force", "homa_max_incoming",
+                              "homa_overcommit"]
+    )]
     pub check: bool,
     /// Datapath backend.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
@@ -103,6 +107,31 @@ pub struct UpArgs {
     /// Replace an XDP program that etran did not attach.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub homa: HomaSchedArgs,
+}
+
+/// The Homa grant scheduler's parameters (HomaModule's defaults unless given).
+#[derive(Debug, Args, Clone, Copy)]
+pub struct HomaSchedArgs {
+    /// Homa: the most bytes granted and not yet received over all incoming messages
+    /// (HomaModule's max_incoming; default 400000). Smaller keeps the receiver's queues, hence
+    /// short messages' waits, shorter, at long messages' cost.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1424..=64 << 20))]
+    pub homa_max_incoming: Option<u32>,
+    /// Homa: the most incoming messages granted to at once, one per sender (HomaModule's
+    /// max_overcommit; default 8).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub homa_overcommit: Option<u32>,
+}
+
+impl HomaSchedArgs {
+    pub fn sched(&self) -> crate::loader::HomaSched {
+        crate::loader::HomaSched {
+            max_incoming: self.homa_max_incoming,
+            max_overcommit: self.homa_overcommit,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -293,6 +322,9 @@ pub struct RpcArgs {
     /// --dump-times format: a line per RPC, length in bytes and RTT in microseconds).
     #[arg(long, value_name = "FILE")]
     pub dump_times: Option<std::path::PathBuf>,
+    /// The testbed hosts' datapaths (as `etran up` brings them up).
+    #[command(flatten)]
+    pub homa: HomaSchedArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

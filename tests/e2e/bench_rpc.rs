@@ -123,14 +123,15 @@ fn rpc_rows_are_verified_and_clean_up() {
 }
 
 /// cp_node's dialect: a per-second line of the clients on stderr for every second of each run
-/// (unloaded and loaded), `--one-way` responses of 100 B, `--max-size` cutting W4 at 100 KB,
-/// then lifting the cap for 4 MB requests.
+/// (unloaded and loaded), `--one-way` responses of 100 B, `--max-size` cutting W4 at 100 KB
+/// (with a smaller incoming cap on the hosts), then lifting the cap for 4 MB requests.
 #[test]
 fn rpc_speaks_cp_node() {
     let Some(_root) = common::root::alone() else { return };
     let args = ["--transport", "etran-homa", "--duration", "2s", "--workload", "w4"];
     let (report, log) =
-        bench_rpc_logged(&[&args[..], &["--one-way", "--max-size", "100000"]].concat());
+        bench_rpc_logged(&[&args[..], &["--one-way", "--max-size", "100000", "--homa-max-incoming", "150000"]].concat());
+    assert_eq!(report["homa_max_incoming"], 150_000);
     assert_eq!(
         (report["one_way"].as_bool(), report["max_request_bytes"].as_u64()),
         (Some(true), Some(100_000))

@@ -28,7 +28,13 @@ use super::{
     rpc_msg::{self, Call, Caller, ResponseSize, RpcResult, Seconds},
     workload::Workload,
 };
-use crate::{app::rpc::RpcSocket, app::AppCounters, loader, netns::NetNs, testbed::HOST_NIC};
+use crate::{
+    app::rpc::RpcSocket,
+    app::AppCounters,
+    loader::{self, HomaSched},
+    netns::NetNs,
+    testbed::HOST_NIC,
+};
 
 /// What one eTran run needs.
 pub struct Params<'a> {
@@ -48,6 +54,8 @@ pub struct Params<'a> {
     pub keep_times: bool,
     /// Where the client threads merge what the per-second lines report.
     pub seconds: &'a Seconds,
+    /// Homa's grant scheduler on both hosts.
+    pub sched: HomaSched,
 }
 
 /// What the eTran run measured.
@@ -76,7 +84,7 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
-    etran_hosts::with_daemons(&[p.client, p.server], "rpc", |socks| {
+    etran_hosts::with_daemons(&[p.client, p.server], p.sched, "rpc", |socks| {
         let outcome = sockets(p, socks, progress, watch)?;
         for ns in [p.client, p.server] {
             rpcs_drained(ns)?;

@@ -114,6 +114,12 @@ struct Report {
     testbed: String,
     /// Fraction of frames the switch drops.
     loss: f64,
+    /// Homa's grant scheduler, where not HomaModule's defaults (--homa-max-incoming,
+    /// --homa-overcommit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    homa_max_incoming: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    homa_overcommit: Option<u32>,
     results: Vec<Row>,
 }
 
@@ -201,6 +207,8 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
         placement,
         testbed,
         loss: args.loss,
+        homa_max_incoming: args.homa.homa_max_incoming,
+        homa_overcommit: args.homa.homa_overcommit,
         results,
     };
     if out.json() {
@@ -315,6 +323,7 @@ fn measure_etran(
         gbps: load.gbps_per_thread,
         keep_times: load.dump_times.is_some(),
         seconds: &seconds,
+        sched: args.homa.sched(),
     };
     let watch = |done: &dyn Fn() -> bool| {
         let mut line = |secs| per_second(name, &seconds, secs, bar.as_ref());
@@ -515,6 +524,14 @@ fn print_table(r: &Report) {
         r.duration_secs
     );
     crate::outln!("placement: {}; {}", r.placement, r.testbed);
+    if r.homa_max_incoming.is_some() || r.homa_overcommit.is_some() {
+        let or_default = |v: Option<u32>, d: &str| v.map_or(d.to_string(), |n| n.to_string());
+        crate::outln!(
+            "homa grant scheduler: max_incoming {}, overcommit {}",
+            or_default(r.homa_max_incoming, "400000 (default)"),
+            or_default(r.homa_overcommit, "8 (default)")
+        );
+    }
     crate::outln!("waits: {}", r.waits);
     let mut t = Table::new([
         "transport",
@@ -644,6 +661,11 @@ mod tests {
         let w4 = args(&["--workload", "w4", "--max-size", "100000"]);
         assert_eq!(validate(&w4).unwrap().max(), 100_000, "--max-size cuts w4");
         assert_eq!(response_size(&args(&["--one-way"])), ResponseSize::OneWay);
+        let tuned = args(&["--homa-max-incoming", "100000", "--homa-overcommit", "2"]);
+        let want =
+            crate::loader::HomaSched { max_incoming: Some(100_000), max_overcommit: Some(2) };
+        assert_eq!(tuned.homa.sched(), want);
+        assert_eq!(args(&[]).homa.sched(), Default::default());
         assert_eq!(response_size(&args(&[])), ResponseSize::Echo);
         for bad in [
             ["--response-size", "0"],
@@ -654,6 +676,8 @@ mod tests {
             ["--max-size", "15"],
             ["--max-size", "67108865"],
             ["--one-way", "--response-size=5"],
+            ["--homa-overcommit", "9"],
+            ["--homa-max-incoming", "1000"],
         ] {
             let e = crate::cli::Cli::try_parse_from(["etran", "bench", "rpc"].iter().chain(&bad));
             assert!(e.is_err(), "{bad:?}");
