@@ -129,8 +129,10 @@ fn rpc_rows_are_verified_and_clean_up() {
 fn rpc_speaks_cp_node() {
     let Some(_root) = common::root::alone() else { return };
     let args = ["--transport", "etran-homa", "--duration", "2s", "--workload", "w4"];
-    let (report, log) =
-        bench_rpc_logged(&[&args[..], &["--one-way", "--max-size", "100000", "--homa-max-incoming", "150000"]].concat());
+    let (report, log) = bench_rpc_logged(
+        &[&args[..], &["--one-way", "--max-size", "100000", "--homa-max-incoming", "150000"]]
+            .concat(),
+    );
     assert_eq!(report["homa_max_incoming"], 150_000);
     assert_eq!(
         (report["one_way"].as_bool(), report["max_request_bytes"].as_u64()),
