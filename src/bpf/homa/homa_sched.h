@@ -255,8 +255,11 @@ static __always_inline int homa_sched_count(const struct homa_rpc_key *key, __u3
 	s = bpf_map_lookup_elem(&etran_homa_sched, &zero);
 	if (!s)
 		return 0;
+	idx--;
+	/* The mask after the comparison, kept by the empty asm (see homa_sched_run). */
+	asm volatile("" : "+r"(idx));
 	bpf_spin_lock(&s->lock);
-	e = &s->msgs[(idx - 1) & (ETRAN_HOMA_SCHED_SLOTS - 1)];
+	e = &s->msgs[idx & (ETRAN_HOMA_SCHED_SLOTS - 1)];
 	if (homa_sched_is(e, key)) {
 		e->touched = now;
 		homa_sched_take(s, e, 0, received);
@@ -318,7 +321,7 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 	const __u32 N = ETRAN_HOMA_SCHED_SLOTS;
 	__u32 k = cfg->max_overcommit, max_incoming = cfg->max_incoming;
 	__u32 i, x, window, peers_n, incoming, target = 0, fifo = 0;
-	__u32 xlength, xreceived, xgranted;
+	__u32 xlength, xreceived, xgranted, fresh;
 	struct homa_sched_walk c = {};
 	struct homa_sched_scratch *w;
 	struct homa_sched_msg *e;
@@ -364,12 +367,19 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 		w->snap[i].birth = e->birth;
 	}
 	x = w->x;
-	if (x >= N) {
+	fresh = x >= N;
+	if (fresh) {
 		x = w->free;
 		if (received >= length || x >= N) {
 			bpf_spin_unlock(&s->lock);
 			return;
 		}
+	}
+	/* x, read back from the scratch map, is below N; 6.1's verifier loses that bound on the
+	 * way, and clang would drop a mask after the comparison: the empty asm keeps it. */
+	asm volatile("" : "+r"(x));
+	x &= N - 1;
+	if (fresh) {
 		e = &s->msgs[x];
 		e->key = *key;
 		e->slot = slot;
