@@ -329,7 +329,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__bench__subcmd__rpc)
-            opts="-j -p -v -h -V --workload --response-size --conns --clients --depth --gbps --threads --duration --transport --wait --rpc-timeout --loss --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --workload --response-size --conns --clients --depth --gbps --threads --duration --transport --wait --rpc-timeout --loss --dump-times --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -380,6 +380,10 @@ _etran() {
                     return 0
                     ;;
                 --loss)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dump-times)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

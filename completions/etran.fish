@@ -114,6 +114,7 @@ complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subco
 block\t'Sleep when idle: eTran apps wait in the library (busy-poll budget, then sleep on the AF_XDP socket), Linux sockets block in epoll_wait'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l rpc-timeout -d 'An RPC still without its response after this long fails the run' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l loss -d 'Fraction of frames the testbed\'s switch drops, 0..1 (see `etran testbed up --loss`)' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l dump-times -d 'Write every measured RPC\'s request length and RTT to FILE.<transport> (cp_node\'s --dump-times format: a line per RPC, length in bytes and RTT in microseconds)' -r -F
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s v -l verbose -d 'More log output (repeat for more)'

@@ -246,6 +246,10 @@ pub struct RpcArgs {
     /// Fraction of frames the testbed's switch drops, 0..1 (see `etran testbed up --loss`).
     #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
     pub loss: f64,
+    /// Write every measured RPC's request length and RTT to FILE.<transport> (cp_node's
+    /// --dump-times format: a line per RPC, length in bytes and RTT in microseconds).
+    #[arg(long, value_name = "FILE")]
+    pub dump_times: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

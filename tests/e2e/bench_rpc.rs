@@ -76,7 +76,10 @@ fn rpc_rows_are_verified_and_clean_up() {
         assert!(slowed.len() >= 8 && slowed.iter().all(|&s| s > 0.0), "{row}");
     }
 
+    let dump = std::env::temp_dir().join(format!("etran-rpc-times-{}", std::process::id()));
     let report = bench_rpc(&[
+        "--dump-times",
+        dump.to_str().unwrap(),
         "--transport",
         "etran-homa",
         "--duration",
@@ -98,6 +101,16 @@ fn rpc_rows_are_verified_and_clean_up() {
     assert_eq!(row["mean_request_bytes"], 3000.0, "{row}");
     assert!(row.get("by_size").is_none(), "a fixed size has no size buckets: {row}");
     assert!(row.get("late_arrivals").is_none() && report.get("unloaded_secs").is_none());
+    // --dump-times: a line per RPC counted (length, RTT in us) under two comment lines.
+    let file = dump.with_extension("etran-homa");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines.len() as u64, row["rpcs"].as_u64().unwrap(), "{text}");
+    for l in lines {
+        let f: Vec<f64> = l.split_whitespace().map(|v| v.parse().unwrap()).collect();
+        assert!(f.len() == 2 && f[0] == 3000.0 && f[1] > 0.0, "{l}");
+    }
 
     before.assert_none();
 }

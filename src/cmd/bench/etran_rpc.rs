@@ -44,6 +44,8 @@ pub struct Params<'a> {
     pub rpc_timeout: Duration,
     /// Each client thread's offered load in Gbit/s of requests (open loop); 0 is closed loop.
     pub gbps: f64,
+    /// Keep every RPC's length and RTT (`--dump-times`).
+    pub keep_times: bool,
 }
 
 /// What the eTran run measured.
@@ -245,7 +247,7 @@ fn client(
         sock.enqueue_request(server, buf, move |_, r| done.borrow_mut().push((k, r)))
             .context("queueing a request")
     };
-    let mut result = RpcResult::new(&p.workload);
+    let mut result = RpcResult::new(&p.workload).keeping_times(p.keep_times);
     let seed = u64::from(share.first_conn_id) + 1;
     let mut arrivals = Arrivals::new(p.gbps, p.workload.mean(), seed, Instant::now());
     // Open loop: the slots without an RPC.

@@ -88,7 +88,7 @@ fn client(
             conns.push((id, Exchange::new(Caller::new(stream, p.workload, p.response))));
         }
     }
-    let mut result = RpcResult::new(&p.workload);
+    let mut result = RpcResult::new(&p.workload).keeping_times(p.keep_times);
     let seed = u64::from(share.first_conn_id) + 1;
     let mut arrivals = Arrivals::new(p.gbps, p.workload.mean(), seed, Instant::now());
     // Open loop: the connections without an RPC.

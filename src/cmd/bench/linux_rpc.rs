@@ -80,12 +80,14 @@ pub struct Client {
     pub rpc_timeout: Duration,
     /// This thread's offered load in Gbit/s of requests (open loop); 0 is closed loop.
     pub gbps: f64,
+    /// Keep every RPC's length and RTT (`--dump-times`).
+    pub keep_times: bool,
 }
 
 impl Client {
     pub fn run(&self, deadline: Instant, progress: &Progress) -> anyhow::Result<RpcResult> {
         let mut poll = Poll::new()?;
-        let mut result = RpcResult::new(&self.workload);
+        let mut result = RpcResult::new(&self.workload).keeping_times(self.keep_times);
         let server = SocketAddr::V4(self.share.server);
         let mut conns = Vec::new();
         for c in 0..self.share.conns {
@@ -210,6 +212,7 @@ mod tests {
                 wait,
                 rpc_timeout: Duration::from_secs(5),
                 gbps,
+                keep_times: gbps > 0.0,
             };
             let result = std::thread::scope(|s| {
                 let srv = s.spawn(|| server.serve(wait, &stop, Answering::default));
@@ -229,6 +232,11 @@ mod tests {
             if gbps > 0.0 {
                 // 3,000 offered in 300 ms; a slow machine delivers fewer, never more.
                 assert!((1500..=3300).contains(&t.messages), "open loop: {} RPCs", t.messages);
+                let times = result.times.as_ref().expect("kept");
+                assert_eq!(times.len() as u64, t.messages);
+                assert!(times.iter().all(|&(len, ns)| len == 1000 && ns > 0));
+            } else {
+                assert!(result.times.is_none());
             }
         }
     }

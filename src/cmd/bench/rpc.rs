@@ -8,6 +8,7 @@
 //! loaded here (no modules), so Linux TCP is the kernel's baseline.
 use std::{
     net::Ipv4Addr,
+    path::Path,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
@@ -149,6 +150,7 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
         depth: args.depth,
         gbps_per_thread: args.gbps / f64::from(args.threads),
         duration: args.duration,
+        dump_times: args.dump_times.as_deref(),
     };
     // The slowdowns' baseline: each decile's RTT with one client and one RPC at a time.
     let unloaded_shares = linux_echo::plan(tb.host(2).ip, 1, 1);
@@ -157,6 +159,7 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
         depth: 1,
         gbps_per_thread: 0.0,
         duration: args.duration.min(UNLOADED),
+        dump_times: None,
     });
     let hosts = (&client, &server);
     let mut results = Vec::new();
@@ -231,6 +234,8 @@ struct Load<'a> {
     /// Each client thread's offered Gbit/s of requests; 0 is closed loop.
     gbps_per_thread: f64,
     duration: Duration,
+    /// Where every RPC's length and RTT go (`--dump-times`), if anywhere.
+    dump_times: Option<&'a Path>,
 }
 
 fn measure(
@@ -289,6 +294,7 @@ fn measure_etran(
         wait,
         rpc_timeout: args.rpc_timeout,
         gbps: load.gbps_per_thread,
+        keep_times: load.dump_times.is_some(),
     };
     let watch = |done: &dyn Fn() -> bool| {
         watch_progress(bar.as_ref(), &progress, Instant::now(), done, "RPCs")
@@ -301,6 +307,7 @@ fn measure_etran(
         bar.finish_and_clear();
     }
     let r = r.with_context(|| format!("{name} RPCs"))?;
+    dump_times(load, name, &workload, &r.result)?;
     let mut row = row(name, load, &workload, &r.result)?;
     row.counters = Some(r.counters);
     Ok(row)
@@ -354,6 +361,7 @@ fn measure_linux(
                     wait,
                     rpc_timeout: args.rpc_timeout,
                     gbps: load.gbps_per_thread,
+                    keep_times: load.dump_times.is_some(),
                 };
                 let progress = &progress;
                 s.spawn(move || -> anyhow::Result<RpcResult> {
@@ -385,7 +393,30 @@ fn measure_linux(
     for r in served {
         r.with_context(|| format!("{name} RPC server"))?;
     }
+    dump_times(load, name, &workload, &total)?;
     row(name, load, &workload, &total)
+}
+
+/// Writes every RPC's request length and RTT to `<--dump-times>.<transport>`, as cp_node's
+/// `--dump-times` does (a line per RPC: length in bytes, RTT in microseconds).
+fn dump_times(
+    load: &Load<'_>,
+    transport: &str,
+    workload: &Workload,
+    r: &RpcResult,
+) -> anyhow::Result<()> {
+    let (Some(base), Some(times)) = (load.dump_times, &r.times) else { return Ok(()) };
+    let mut path = base.as_os_str().to_owned();
+    path.push(format!(".{transport}"));
+    let mut text = format!(
+        "# Round-trip times of individual RPCs: etran bench rpc, {transport}, workload {}\n\
+         # Length   RTT (usec)\n",
+        workload.name()
+    );
+    for &(len, ns) in times {
+        text += &format!("{len:9} {:12.2}\n", ns as f64 / 1000.0);
+    }
+    std::fs::write(&path, text).with_context(|| format!("writing {}", Path::new(&path).display()))
 }
 
 fn row(

@@ -219,6 +219,8 @@ pub struct RpcResult {
     pub by_size: Vec<Histogram<u64>>,
     /// Open loop: arrivals that found every RPC slot of their thread busy.
     pub late: u64,
+    /// With `--dump-times`: every RPC counted, (request length, RTT in ns).
+    pub times: Option<Vec<(u32, u64)>>,
 }
 
 impl RpcResult {
@@ -229,7 +231,14 @@ impl RpcResult {
             bounds: workload.deciles(),
             by_size: (0..10).map(|_| super::support::latency_histogram()).collect(),
             late: 0,
+            times: None,
         }
+    }
+
+    /// Also keeps every RPC's request length and RTT ([`RpcResult::times`]) when `on`.
+    pub fn keeping_times(mut self, on: bool) -> RpcResult {
+        self.times = on.then(Vec::new);
+        self
     }
 
     /// Checks `response` to `call` and records its round trip, ended at `now`.
@@ -242,6 +251,9 @@ impl RpcResult {
         self.request_bytes += u64::from(call.header.len);
         let b = self.bounds.iter().position(|&u| call.header.len <= u).unwrap_or(9);
         self.by_size[b].saturating_record(ns);
+        if let Some(t) = &mut self.times {
+            t.push((call.header.len, ns));
+        }
         Ok(())
     }
 
@@ -249,6 +261,9 @@ impl RpcResult {
         self.total.merge(&other.total)?;
         self.request_bytes += other.request_bytes;
         self.late += other.late;
+        if let Some(t) = &other.times {
+            self.times.get_or_insert_with(Vec::new).extend_from_slice(t);
+        }
         for (a, b) in self.by_size.iter_mut().zip(&other.by_size) {
             a.add(b)?;
         }
