@@ -28,6 +28,9 @@ _etran() {
             etran,help)
                 cmd="etran__subcmd__help"
                 ;;
+            etran,run)
+                cmd="etran__subcmd__run"
+                ;;
             etran,stats)
                 cmd="etran__subcmd__stats"
                 ;;
@@ -72,6 +75,9 @@ _etran() {
                 ;;
             etran__subcmd__help,help)
                 cmd="etran__subcmd__help__subcmd__help"
+                ;;
+            etran__subcmd__help,run)
+                cmd="etran__subcmd__help__subcmd__run"
                 ;;
             etran__subcmd__help,stats)
                 cmd="etran__subcmd__help__subcmd__stats"
@@ -131,7 +137,7 @@ _etran() {
 
     case "${cmd}" in
         etran)
-            opts="-j -p -v -h -V --json --pretty --verbose --help --version up down daemon stats bench testbed help"
+            opts="-j -p -v -h -V --json --pretty --verbose --help --version up down daemon stats bench testbed run help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -435,7 +441,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__help)
-            opts="up down daemon stats bench testbed help"
+            opts="up down daemon stats bench testbed run help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -546,6 +552,20 @@ _etran() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        etran__subcmd__help__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         etran__subcmd__help__subcmd__stats)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -623,6 +643,24 @@ _etran() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        etran__subcmd__run)
+            opts="-j -p -v -h -V --daemon-socket --json --pretty --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --daemon-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -47,6 +47,38 @@ pub enum Command {
     /// The built-in network of namespaces used by benches and tests.
     #[command(subcommand)]
     Testbed(TestbedCommand),
+    /// Run an unmodified program with its TCP sockets over eTran.
+    ///
+    /// Runs CMD with etran's POSIX shim preloaded (LD_PRELOAD; the shim is carried inside this
+    /// binary and written to a private directory: $XDG_RUNTIME_DIR/etran, or /tmp/etran-UID).
+    /// CMD's TCP/IPv4 sockets whose route leaves through the interface the daemon serves (its
+    /// connects, and its listens on that interface's address or on any address) go through
+    /// eTran; everything else (Unix sockets, UDP, loopback, other interfaces, files) stays the
+    /// kernel's. A statically linked or setuid CMD cannot be interposed: etran run says so and
+    /// runs nothing. Served: socket, bind, listen, accept, accept4, connect, close, shutdown,
+    /// read, write, readv, writev, send, recv, sendto, recvfrom, sendmsg, recvmsg, sendfile,
+    /// getsockname, getpeername, getsockopt, setsockopt, fcntl, ioctl (FIONBIO, FIONREAD),
+    /// poll, ppoll, select and epoll over eTran and kernel descriptors together (EPOLLET is
+    /// taken as level). IPv6 sockets stay the kernel's. Not yet: dup (EOPNOTSUPP), eTran
+    /// sockets in a forked child (EOPNOTSUPP; the child's own new sockets work), MSG_PEEK and
+    /// MSG_OOB (EOPNOTSUPP).
+    /// ETRAN_BUSY_POLL_US (default 50) sets how long a blocking call spins before it sleeps.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The daemon's Unix socket (its --socket).
+    #[arg(long, value_name = "PATH", default_value = "/run/etran/etran.sock")]
+    pub daemon_socket: PathBuf,
+    /// The program to run, and its arguments (after `--`).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub cmd: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]

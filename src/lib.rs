@@ -5,11 +5,14 @@
 //! - [`bpf`]: the BPF programs (C under `src/bpf/`, embedded as skeletons): the entrance on the
 //!   NIC, and per transport its ingress, egress and ACK generator.
 //! - [`transport`]: the transport seam ([`transport::RxMeta`], [`transport::Control`]) and one
-//!   room per transport holding all of its user-space side ([`transport::tcp`]: protocol
-//!   logic, the app-side engine, the daemon-side control path).
+//!   room per transport holding all of its user-space side ([`transport::tcp`],
+//!   [`transport::homa`]: protocol logic, the app-side engine, the daemon-side control path).
 //! - [`backend`]: the backend seam ([`backend::Backend`]: an app's egress checkpoint, how the
-//!   ACK generator's work is emitted) and [`backend::compat`], the stock-kernel backend.
-//! - [`app`]: the library applications link: their port and a socket-style API.
+//!   ACK generator's work is emitted, how frames are paced) and [`backend::compat`], the
+//!   stock-kernel backend.
+//! - [`app`]: the library applications link: one driver ([`app::Driver`]: their port, the
+//!   daemon link, passes and waits) under each transport's API, the socket-style [`app::App`]
+//!   over TCP and the RPC [`app::rpc::RpcSocket`] over Homa.
 //! - [`daemon`]: the control path: apps register, get a port, open and close connections.
 //! - [`loader`]: the datapath on an interface: load, attach, pin, find, counters, probes.
 //! - [`xsk`]: our own AF_XDP layer. [`testbed`]: the built-in network of namespaces.

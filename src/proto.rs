@@ -113,6 +113,10 @@ pub enum Reply {
         kernel_port: String,
         kernel_ifindex: u32,
         geometry: Geometry,
+        /// The interface the daemon serves (the NIC): the connections go through it (the
+        /// POSIX shim routes by it). Empty from a daemon that did not say.
+        #[serde(default)]
+        iface: String,
         /// The descriptors sent with this message, in order.
         fds: Vec<FdKind>,
     },

@@ -33,26 +33,32 @@ pub fn require_root(what: &str) -> anyhow::Result<()> {
 
 /// The first IPv4 address of `iface`.
 pub fn local_ipv4(iface: &str) -> Option<std::net::Ipv4Addr> {
+    ipv4_addrs().into_iter().find(|(name, _)| name == iface).map(|(_, ip)| ip)
+}
+
+/// Every IPv4 address of this network namespace, with its interface's name, in the kernel's
+/// order (empty if they cannot be read).
+pub fn ipv4_addrs() -> Vec<(String, std::net::Ipv4Addr)> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head`; freed below.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return None;
+        return Vec::new();
     }
-    let mut found = None;
+    let mut found = Vec::new();
     let mut cur = head;
     while !cur.is_null() {
         // SAFETY: a node of the list getifaddrs returned.
         let ifa = unsafe { &*cur };
-        // SAFETY: ifa_name is a NUL-terminated string.
-        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
-        if !ifa.ifa_addr.is_null() && name.to_bytes() == iface.as_bytes() {
-            // SAFETY: ifa_addr points to a sockaddr; sa_family tells its kind.
-            if i32::from(unsafe { (*ifa.ifa_addr).sa_family }) == libc::AF_INET {
-                // SAFETY: an AF_INET address is a sockaddr_in.
-                let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
-                found = Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-                break;
-            }
+        // SAFETY: ifa_addr points to a sockaddr (when set); sa_family tells its kind.
+        if !ifa.ifa_addr.is_null()
+            && i32::from(unsafe { (*ifa.ifa_addr).sa_family }) == libc::AF_INET
+        {
+            // SAFETY: ifa_name is a NUL-terminated string.
+            let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+            // SAFETY: an AF_INET address is a sockaddr_in.
+            let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            found.push((name.to_string_lossy().into_owned(), ip));
         }
         cur = ifa.ifa_next;
     }

@@ -59,6 +59,8 @@ pub struct Registration {
     pub kernel_port: String,
     pub kernel_ifindex: u32,
     pub geometry: Geometry,
+    /// The interface the daemon serves: what an app's connections go through.
+    pub iface: String,
     /// AF_XDP sockets, one per queue, in queue order: to map, then bind on `port`
     /// ([`crate::xsk::Socket::adopt`]).
     pub xsks: Vec<OwnedFd>,
@@ -139,6 +141,7 @@ impl DaemonLink {
                 kernel_port,
                 kernel_ifindex,
                 geometry,
+                iface,
                 fds: kinds,
                 ..
             } => {
@@ -170,6 +173,7 @@ impl DaemonLink {
                     kernel_port,
                     kernel_ifindex,
                     geometry,
+                    iface,
                     xsks,
                     umem,
                     rx_budget,

@@ -11,12 +11,16 @@
 //! # std::io::Result::Ok(())
 //! ```
 //!
+//! - [`driver`]: what every transport's API shares ([`Driver`]: the port and the daemon link):
+//!   a pass (received frames to the engine, its timers and sends, one flush) and a wait
+//!   (busy-poll, then sleep); [`App`] is TCP's engine under it, [`rpc::RpcSocket`] Homa's.
 //! - [`link`]: the app's end of the daemon protocol ([`DaemonLink`]): register, listen,
 //!   connect, accepted connections and resets.
 //! - [`port`]: the daemon-created AF_XDP socket and memfd UMEM, mapped; RX with metadata (any
 //!   transport's), TX frames, fill/completion recycling, need-wakeup kicks; a mio source.
 //! - [`rpc`]: the RPC API over Homa ([`rpc::RpcSocket`]), beside the socket-style one below.
-//! - [`stream`]: the per-connection byte-stream engine (pure, unit-tested).
+//! - [`stream`]: the per-connection byte-stream engine (pure, unit-tested;
+//!   `transport::tcp::stream`).
 //! - `early`: frames that reach the port before the app adopted their connection, held
 //!   until `accept` (the kernel acknowledged them already).
 //! - [`App`] / [`ConnId`] / [`Listener`]: the socket-style API over them: non-blocking
@@ -32,16 +36,16 @@
 //! with nothing to read, [`App::send`] with the send buffer full, [`App::poll_connect`] while
 //! the handshake goes on.
 //!
-//! Waiting: [`App::wait`] first busy-polls the RX ring for up to [`App::set_busy_poll`]'s budget
-//! (like `SO_BUSY_POLL`; [`DEFAULT_BUSY_POLL`], zero sleeps at once), then sleeps in `ppoll` on
-//! the AF_XDP socket and the daemon link until a frame or a daemon message comes or the
-//! engine's next timer (RTO, tail-loss probe, reordering, early frames: [`App::next_deadline`])
-//! is due. The kernel wakes a sleeping AF_XDP socket when RX gets a frame; TX is kicked when
-//! the ring asks for it (need-wakeup) before sleeping. An idle app (connections open, no
-//! traffic) thus sleeps and uses no CPU. An app with other event sources registers the [`App`]
-//! (a mio `Source`: its port and its link under one token) in its own `mio::Poll`, calls
-//! [`App::poll`] and [`App::poll_daemon`] on readiness and uses [`App::next_deadline`] for the
-//! poll's timeout. The blocking variants wait with [`App::wait`], up to
+//! Waiting (the [`driver`]'s, as for every transport): [`App::wait`] first busy-polls the RX ring
+//! for up to [`App::set_busy_poll`]'s budget (like `SO_BUSY_POLL`; [`DEFAULT_BUSY_POLL`], zero
+//! sleeps at once), then sleeps in `ppoll` on the AF_XDP socket and the daemon link until a
+//! frame or a daemon message comes or the engine's next timer (RTO, tail-loss probe,
+//! reordering, early frames: [`App::next_deadline`]) is due. The kernel wakes a sleeping AF_XDP
+//! socket when RX gets a frame; TX is kicked when the ring asks for it (need-wakeup) before
+//! sleeping. An idle app (connections open, no traffic) thus sleeps and uses no CPU. An app
+//! with other event sources registers the [`App`] (a mio `Source`: its port and its link under
+//! one token) in its own `mio::Poll`, calls [`App::poll`] and [`App::poll_daemon`] on readiness
+//! and uses [`App::next_deadline`] for the poll's timeout. The blocking variants wait with [`App::wait`], up to
 //! [`App::set_timeout`]'s limit (like `SO_RCVTIMEO`: `EAGAIN` when it passes).
 //!
 //! A pass: the app's loop calls [`App::poll`], then sends and receives on its connections, then
@@ -80,6 +84,7 @@
 //! [`PortStats::xdp`]) leaves a hole no one will fill: that connection is aborted and fails with
 //! `ConnectionAborted` ([`AppStats::rx_lost_data`]). A closed or failed connection stays until
 //! [`App::remove_connection`].
+pub mod driver;
 pub mod link;
 pub mod port;
 pub mod rpc;
@@ -88,11 +93,11 @@ use std::{
     collections::{HashMap, HashSet},
     io,
     net::SocketAddrV4,
-    os::fd::{AsFd, AsRawFd},
     path::Path,
     time::{Duration, Instant},
 };
 
+pub use driver::{Driver, DEFAULT_BUSY_POLL};
 pub use link::{DaemonLink, Registration};
 pub use port::{AppPort, PortStats};
 pub use stream::{Stream, StreamInit, StreamStats};
@@ -102,11 +107,6 @@ use crate::{
     proto::{Request, Transport},
     transport::tcp::{early, sack::Blocks, stream},
 };
-
-/// How long [`App::wait`] busy-polls before it sleeps, unless [`App::set_busy_poll`] says
-/// otherwise: about one round trip between two hosts of a rack, so that a request/response
-/// exchange does not pay a wakeup per message, while an idle app sleeps.
-pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(50);
 
 /// One connection of an [`App`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -238,8 +238,8 @@ type ConnMap = HashMap<u64, Stream, std::hash::BuildHasherDefault<HandleHasher>>
 
 /// One app thread's link to the daemon, its port and its connections.
 pub struct App {
-    port: AppPort,
-    link: DaemonLink,
+    /// The port and the daemon link; passes and waits.
+    driver: Driver,
     conns: ConnMap,
     /// Handles visited by [`App::poll`] (kept to spare an allocation per poll).
     scratch: Vec<u64>,
@@ -257,10 +257,6 @@ pub struct App {
     listening: HashSet<u16>,
     /// Connections holding a short tail of small writes until the end of the pass.
     holding: Vec<u64>,
-    /// When the engine's next timer is due (see [`App::next_deadline`]).
-    deadline: Option<Instant>,
-    /// How long [`App::wait`] spins before it sleeps.
-    busy_poll: Duration,
     /// How long the blocking calls wait (`None`: without limit).
     timeout: Option<Duration>,
     stats: AppStats,
@@ -271,17 +267,17 @@ pub struct App {
 impl App {
     /// Connects to the daemon at `sock` and registers: the daemon builds this app's port.
     pub fn open(sock: impl AsRef<Path>) -> io::Result<App> {
-        let mut link = DaemonLink::connect(sock)?;
-        let reg = link.register(Transport::Tcp, 1)?;
-        App::with_link(link, reg)
+        Ok(App::on(Driver::open(sock, Transport::Tcp)?))
     }
 
     /// Takes over a link that registered as `reg` (maps the port).
     pub fn with_link(link: DaemonLink, reg: Registration) -> io::Result<App> {
-        let port = AppPort::open(reg).map_err(|e| io::Error::other(format!("{e:#}")))?;
-        Ok(App {
-            port,
-            link,
+        Ok(App::on(Driver::with_link(link, reg)?))
+    }
+
+    fn on(driver: Driver) -> App {
+        App {
+            driver,
             conns: ConnMap::default(),
             scratch: Vec::new(),
             first: 0,
@@ -290,35 +286,33 @@ impl App {
             released: HashSet::new(),
             listening: HashSet::new(),
             holding: Vec::new(),
-            deadline: None,
-            busy_poll: DEFAULT_BUSY_POLL,
             timeout: None,
             stats: AppStats::default(),
             gone: AppCounters::default(),
-        })
+        }
     }
 
     /// The link to the daemon (requests the [`App`] does not wrap, e.g. a connect from a
     /// chosen local port).
     pub fn link(&mut self) -> &mut DaemonLink {
-        &mut self.link
+        self.driver.link()
     }
 
     /// Ends the app: its connections are released or aborted, then the daemon removes the
     /// port (as dropping it does, but the `Close` is sent and its failure reported).
     pub fn close_app(mut self) -> io::Result<()> {
         self.release_all();
-        self.link.send(&Request::Close)
+        self.driver.link.send(&Request::Close)
     }
 
     /// How long [`App::wait`] busy-polls before it sleeps ([`DEFAULT_BUSY_POLL`]; zero: it
     /// sleeps at once).
     pub fn set_busy_poll(&mut self, budget: Duration) {
-        self.busy_poll = budget;
+        self.driver.set_busy_poll(budget);
     }
 
     pub fn busy_poll(&self) -> Duration {
-        self.busy_poll
+        self.driver.busy_poll()
     }
 
     /// How long the blocking calls wait before they give up with `EAGAIN` (`ETIMEDOUT` for
@@ -338,7 +332,7 @@ impl App {
     /// Listens on TCP `port` (`EADDRINUSE` when it is taken): connections to it come through
     /// [`App::accept`] on the [`Listener`].
     pub fn listen(&mut self, port: u16) -> io::Result<Listener> {
-        self.link.listen(port)?;
+        self.driver.link.listen(port)?;
         self.listening.insert(port);
         Ok(Listener { port })
     }
@@ -350,7 +344,7 @@ impl App {
         if !self.listening.contains(&listener.port) {
             return Err(os_error(io::ErrorKind::InvalidInput));
         }
-        let next = self.link.try_accept(listener.port)?;
+        let next = self.driver.link.try_accept(listener.port)?;
         self.apply_resets();
         let (handle, init) = next.ok_or_else(|| os_error(io::ErrorKind::WouldBlock))?;
         Ok(self.add_connection(handle, StreamInit::from(&init)))
@@ -375,9 +369,9 @@ impl App {
         if !self.listening.remove(&listener.port) {
             return Err(os_error(io::ErrorKind::InvalidInput));
         }
-        for (handle, _) in self.link.unlisten(listener.port)? {
+        for (handle, _) in self.driver.link.unlisten(listener.port)? {
             self.early.take(handle);
-            self.link.send(&Request::Abort { handle })?;
+            self.driver.link.send(&Request::Abort { handle })?;
         }
         Ok(())
     }
@@ -386,13 +380,13 @@ impl App {
     /// reset fail with `ECONNRESET` (accepted ones wait for [`App::accept`]). Call it when
     /// the link is readable, or now and then in a busy loop ([`App::wait`] does).
     pub fn poll_daemon(&mut self) -> io::Result<()> {
-        self.link.poll()?;
+        self.driver.link.poll()?;
         self.apply_resets();
         Ok(())
     }
 
     fn apply_resets(&mut self) {
-        while let Some(h) = self.link.take_reset() {
+        while let Some(h) = self.driver.link.take_reset() {
             if let Some(s) = self.conns.get_mut(&h) {
                 s.fail(io::ErrorKind::ConnectionReset);
                 self.released.insert(h);
@@ -407,7 +401,7 @@ impl App {
         remote: SocketAddrV4,
         local_port: Option<u16>,
     ) -> io::Result<Connecting> {
-        self.link.request_connect(remote, local_port)?;
+        self.driver.link.request_connect(remote, local_port)?;
         Ok(Connecting { remote, local_port })
     }
 
@@ -415,11 +409,12 @@ impl App {
     /// its error (`ECONNREFUSED`, `ETIMEDOUT`, `EADDRINUSE`, ...) if it failed. Reads what the
     /// daemon sent without blocking.
     pub fn poll_connect(&mut self, c: &Connecting) -> io::Result<ConnId> {
-        let done = match self.link.take_connected(c.remote, c.local_port)? {
+        let done = match self.driver.link.take_connected(c.remote, c.local_port)? {
             Some(done) => done,
             None => {
                 self.poll_daemon()?;
-                self.link
+                self.driver
+                    .link
                     .take_connected(c.remote, c.local_port)?
                     .ok_or_else(|| os_error(io::ErrorKind::WouldBlock))?
             }
@@ -446,7 +441,7 @@ impl App {
     }
 
     pub fn port(&self) -> &AppPort {
-        &self.port
+        self.driver.port()
     }
 
     pub fn stats(&self) -> AppStats {
@@ -455,7 +450,7 @@ impl App {
 
     /// See [`AppCounters`]; the socket's counters read now.
     pub fn counters(&self) -> AppCounters {
-        let port = self.port.stats();
+        let port = self.driver.port.stats();
         let mut c = AppCounters {
             tx_kicks: port.tx_kicks,
             tx_kick_eagain: port.tx_kick_eagain,
@@ -498,7 +493,7 @@ impl App {
         s.close();
         s.hold_tail(false);
         self.transmit(id)?;
-        self.port.flush()
+        self.driver.port.flush()
     }
 
     /// Aborts the connection: the daemon sends the peer a RST and removes it; the app forgets it.
@@ -527,7 +522,7 @@ impl App {
         } else {
             Request::Abort { handle: h }
         };
-        if let Err(e) = self.link.send(&req) {
+        if let Err(e) = self.driver.link.send(&req) {
             crate::log::warn(format!("telling the daemon about connection {h}: {e}"));
         }
         Some(())
@@ -565,7 +560,7 @@ impl App {
     /// as with Nagle). [`App::set_nodelay`] turns it off.
     pub fn send(&mut self, id: ConnId, data: &[u8]) -> io::Result<usize> {
         let n = self.write(id, data, |s| s.in_flight() > 0)?;
-        self.port.flush()?;
+        self.driver.port.flush()?;
         Ok(n)
     }
 
@@ -627,7 +622,7 @@ impl App {
     /// written so far to the kernel.
     pub fn flush(&mut self) -> io::Result<()> {
         self.release_holds()?;
-        self.port.flush()
+        self.driver.port.flush()
     }
 
     /// Frames what the connections holding a short tail have.
@@ -658,7 +653,7 @@ impl App {
         // which comes with the next pass anyway): the window then is as large as it gets.
         if s.readable() == 0 && s.window_update_due() && !s.is_closed() {
             self.window_update(id)?;
-            self.port.flush()?;
+            self.driver.port.flush()?;
         }
         Ok(n)
     }
@@ -682,14 +677,8 @@ impl App {
 
     /// [`App::wait`] until `limit` at most; `EAGAIN` once it passed.
     fn wait_until(&mut self, limit: Option<Instant>) -> io::Result<()> {
-        let left = match limit {
-            None => None,
-            Some(at) => match at.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => Some(left),
-                _ => return Err(os_error(io::ErrorKind::WouldBlock)),
-            },
-        };
-        self.wait(left).map(drop)
+        driver::wait_until(self, limit)?.ok_or_else(|| os_error(io::ErrorKind::WouldBlock))?;
+        Ok(())
     }
 
     /// When the engine's next timer is due (a retransmission, probe or reordering timer of a
@@ -697,70 +686,109 @@ impl App {
     /// An app that waits on its own ([`App`] is a mio `Source`) waits at most until then and
     /// calls [`App::poll`].
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadline
+        self.driver.next_deadline()
     }
 
     /// Waits until there is something to do, then does it ([`App::poll`], and
     /// [`App::poll_daemon`] when the daemon sent something): a frame arrived, the daemon sent a
     /// message, a timer of the engine is due, or `timeout` passed. Busy-polls the RX ring for
     /// [`App::set_busy_poll`]'s budget first, then sleeps in `ppoll` on the AF_XDP socket and
-    /// the daemon link. Returns the frames received.
+    /// the daemon link (see [`driver`]). Returns the frames received.
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
-        let start = Instant::now();
-        let limit = timeout.map(|t| start + t);
-        let n = self.poll()?;
-        if n > 0 {
-            return Ok(n);
-        }
-        let wake = [limit, self.deadline].into_iter().flatten().min();
-        let spin_until = wake.map_or(start + self.busy_poll, |w| w.min(start + self.busy_poll));
-        while Instant::now() < spin_until {
-            if self.port.rx_ready() {
-                return self.poll();
-            }
-            std::hint::spin_loop();
-        }
-        let now = Instant::now();
-        if wake.is_some_and(|w| w <= now) {
-            return self.poll();
-        }
-        let mut fds = [
-            libc::pollfd {
-                fd: self.port.socket().as_raw_fd(),
-                events: libc::POLLIN | if self.port.pending() > 0 { libc::POLLOUT } else { 0 },
-                revents: 0,
-            },
-            libc::pollfd { fd: self.link.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        ];
-        let ts = wake.map(|w| {
-            let left = w - now;
-            libc::timespec {
-                tv_sec: left.as_secs() as libc::time_t,
-                tv_nsec: libc::c_long::from(left.subsec_nanos() as i32),
-            }
-        });
-        let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: two valid pollfds; the timespec (if any) outlives the call.
-        let ready = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, ts_ptr, std::ptr::null()) };
-        if ready < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-        if fds[1].revents != 0 {
-            self.poll_daemon()?;
-        }
-        self.poll()
+        driver::wait(self, timeout)
     }
 
     /// Moves frames: hands received ones to their connections, runs the timers, sends what
     /// the windows now allow. Call it when the port is readable, or at
     /// [`App::next_deadline`] (or let [`App::wait`] do both). Returns the frames received.
     pub fn poll(&mut self) -> io::Result<usize> {
-        let now = std::time::Instant::now();
+        driver::pass(self)
+    }
+
+    /// Writes the connection's sendable segments into TX frames (flushed by the caller).
+    fn transmit(&mut self, id: ConnId) -> io::Result<()> {
+        loop {
+            let s =
+                self.conns.get_mut(&id.0).ok_or_else(|| os_error(io::ErrorKind::NotConnected))?;
+            if !s.tx_ready() || !self.driver.port.can_send() {
+                return Ok(());
+            }
+            let now = std::time::Instant::now();
+            let sent = self
+                .driver
+                .port
+                .send_with(|frame| s.next_frame_at(frame, now).map(|g| g.frame_len))?;
+            if sent.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends a pure ACK (see [`Stream::ack_due`]). Without a free TX frame the generator sends
+    /// it.
+    fn ack(&mut self, id: ConnId) -> io::Result<()> {
+        let s = self.conns.get_mut(&id.0).ok_or_else(|| os_error(io::ErrorKind::NotConnected))?;
+        if self
+            .driver
+            .port
+            .send_with(|frame| s.control_frame(stream::INTENT_ACK_DUE, frame))?
+            .is_some()
+        {
+            self.stats.acks += 1;
+        }
+        Ok(())
+    }
+
+    /// Sends a pure window update carrying the unreported consumption. Without a free TX
+    /// frame nothing is taken: the report rides on the next frame.
+    fn window_update(&mut self, id: ConnId) -> io::Result<()> {
+        let s = self.conns.get_mut(&id.0).ok_or_else(|| os_error(io::ErrorKind::NotConnected))?;
+        let sent = self
+            .driver
+            .port
+            .send_with(|frame| s.control_frame(stream::INTENT_WINDOW_UPDATE, frame))?;
+        if sent.is_some() {
+            self.stats.window_updates += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Hands one RX frame held before its connection was adopted to it (nothing was sent then, so
+/// it has no SACK blocks that matter), counting what went wrong.
+fn deliver(conns: &mut ConnMap, stats: &mut AppStats, meta: &etran_tcp_rx_meta, payload: &[u8]) {
+    let now = std::time::Instant::now();
+    match conns.get_mut(&meta.handle) {
+        Some(s) => deliver_to(s, stats, meta, payload, &Blocks::default(), now),
+        None => stats.rx_unknown += 1,
+    }
+}
+
+/// Hands one RX frame to connection `s` (one map lookup per frame: the caller found it).
+fn deliver_to(
+    s: &mut Stream,
+    stats: &mut AppStats,
+    meta: &etran_tcp_rx_meta,
+    payload: &[u8],
+    sack: &Blocks,
+    now: std::time::Instant,
+) {
+    if s.on_rx_at(meta, payload, sack, now).lost > 0 {
+        stats.rx_lost_data += 1;
+    }
+}
+
+/// TCP's engine under the driver: frames go to their connections (or wait for one about to be
+/// adopted), and each pass runs every connection's timers and sends what its windows allow.
+impl driver::Engine for App {
+    type Meta = etran_tcp_rx_meta;
+
+    fn receiver(
+        &mut self,
+        now: Instant,
+    ) -> (&mut Driver, impl driver::Receive<etran_tcp_rx_meta> + '_) {
         let (conns, early, stats) = (&mut self.conns, &mut self.early, &mut self.stats);
-        let n = self.port.poll_rx(|meta: &etran_tcp_rx_meta, payload, frame| {
+        let rx = move |meta: &etran_tcp_rx_meta, payload: &[u8], frame: &[u8]| {
             if let Some(s) = conns.get_mut(&meta.handle) {
                 let sack = if meta.flags & stream::RX_SACK != 0 {
                     Blocks::from_frame(frame)
@@ -773,7 +801,13 @@ impl App {
             } else {
                 stats.rx_unknown += 1;
             }
-        })?;
+        };
+        (&mut self.driver, rx)
+    }
+
+    /// Visits the connections starting one further than the last pass; ends with the pure
+    /// ACKs and window updates due.
+    fn on_pass(&mut self, now: Instant) -> io::Result<Option<Instant>> {
         self.stats.rx_unknown += self.early.expire(now) as u64;
         let mut deadline = self.early.next_expiry();
         let mut ids = std::mem::take(&mut self.scratch);
@@ -815,73 +849,16 @@ impl App {
             }
         }
         self.scratch = ids;
-        self.deadline = deadline;
         self.holding.clear();
-        self.port.flush()?;
-        Ok(n)
+        Ok(deadline)
     }
 
-    /// Writes the connection's sendable segments into TX frames (flushed by the caller).
-    fn transmit(&mut self, id: ConnId) -> io::Result<()> {
-        loop {
-            let s =
-                self.conns.get_mut(&id.0).ok_or_else(|| os_error(io::ErrorKind::NotConnected))?;
-            if !s.tx_ready() || !self.port.can_send() {
-                return Ok(());
-            }
-            let now = std::time::Instant::now();
-            let sent =
-                self.port.send_with(|frame| s.next_frame_at(frame, now).map(|g| g.frame_len))?;
-            if sent.is_none() {
-                return Ok(());
-            }
-        }
+    fn on_daemon(&mut self) -> io::Result<()> {
+        self.poll_daemon()
     }
 
-    /// Sends a pure ACK (see [`Stream::ack_due`]). Without a free TX frame the generator sends
-    /// it.
-    fn ack(&mut self, id: ConnId) -> io::Result<()> {
-        let s = self.conns.get_mut(&id.0).ok_or_else(|| os_error(io::ErrorKind::NotConnected))?;
-        if self.port.send_with(|frame| s.control_frame(stream::INTENT_ACK_DUE, frame))?.is_some() {
-            self.stats.acks += 1;
-        }
-        Ok(())
-    }
-
-    /// Sends a pure window update carrying the unreported consumption. Without a free TX
-    /// frame nothing is taken: the report rides on the next frame.
-    fn window_update(&mut self, id: ConnId) -> io::Result<()> {
-        let s = self.conns.get_mut(&id.0).ok_or_else(|| os_error(io::ErrorKind::NotConnected))?;
-        let sent =
-            self.port.send_with(|frame| s.control_frame(stream::INTENT_WINDOW_UPDATE, frame))?;
-        if sent.is_some() {
-            self.stats.window_updates += 1;
-        }
-        Ok(())
-    }
-}
-
-/// Hands one RX frame held before its connection was adopted to it (nothing was sent then, so
-/// it has no SACK blocks that matter), counting what went wrong.
-fn deliver(conns: &mut ConnMap, stats: &mut AppStats, meta: &etran_tcp_rx_meta, payload: &[u8]) {
-    let now = std::time::Instant::now();
-    match conns.get_mut(&meta.handle) {
-        Some(s) => deliver_to(s, stats, meta, payload, &Blocks::default(), now),
-        None => stats.rx_unknown += 1,
-    }
-}
-
-/// Hands one RX frame to connection `s` (one map lookup per frame: the caller found it).
-fn deliver_to(
-    s: &mut Stream,
-    stats: &mut AppStats,
-    meta: &etran_tcp_rx_meta,
-    payload: &[u8],
-    sack: &Blocks,
-    now: std::time::Instant,
-) {
-    if s.on_rx_at(meta, payload, sack, now).lost > 0 {
-        stats.rx_lost_data += 1;
+    fn driver(&mut self) -> &mut Driver {
+        &mut self.driver
     }
 }
 
@@ -892,34 +869,9 @@ impl Drop for App {
     }
 }
 
-/// The app is pollable: its port and its daemon link, under one token (on readiness call
-/// [`App::poll`] and [`App::poll_daemon`]; wait no longer than [`App::next_deadline`]).
-impl mio::event::Source for App {
-    fn register(
-        &mut self,
-        registry: &mio::Registry,
-        token: mio::Token,
-        interests: mio::Interest,
-    ) -> io::Result<()> {
-        self.port.register(registry, token, interests)?;
-        mio::event::Source::register(&mut self.link, registry, token, mio::Interest::READABLE)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &mio::Registry,
-        token: mio::Token,
-        interests: mio::Interest,
-    ) -> io::Result<()> {
-        self.port.reregister(registry, token, interests)?;
-        mio::event::Source::reregister(&mut self.link, registry, token, mio::Interest::READABLE)
-    }
-
-    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
-        self.port.deregister(registry)?;
-        mio::event::Source::deregister(&mut self.link, registry)
-    }
-}
+// The app is pollable: its port and its daemon link, under one token (on readiness call
+// [`App::poll`] and [`App::poll_daemon`]; wait no longer than [`App::next_deadline`]).
+driver::source_via_driver!(App);
 
 #[cfg(test)]
 mod tests {

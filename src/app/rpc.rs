@@ -15,8 +15,10 @@
 //! ```
 //! A client queues requests with [`RpcSocket::enqueue_request`], each with a continuation that
 //! gets the response (or an error), and calls [`RpcSocket::run_once`] (or
-//! [`RpcSocket::wait`], which sleeps when there is nothing to do) until they ran. Handlers and
-//! continuations get the socket, so they may queue more.
+//! [`RpcSocket::wait`], which busy-polls for its budget and then sleeps when there is nothing
+//! to do) until they ran. Handlers and continuations get the socket, so they may queue more.
+//! The socket is Homa's engine under the app library's [`crate::app::driver`], which runs its
+//! passes and waits as it runs TCP's [`crate::app::App`]; like the `App`, it is a mio source.
 //!
 //! The passes also run the loss timer, every millisecond while RPCs are in progress (so an app
 //! with RPCs outstanding must keep calling `run_once` or `wait`): lost packets are asked for
@@ -26,13 +28,15 @@ use std::{
     collections::{HashMap, HashSet},
     io,
     net::{Ipv4Addr, SocketAddrV4},
-    os::fd::{AsFd, AsRawFd},
     path::Path,
     time::{Duration, Instant},
 };
 
 use crate::{
-    app::{link::DaemonLink, port::AppPort},
+    app::{
+        driver::{self, Driver},
+        port::AppPort,
+    },
     bpf::homa::types::etran_homa_rx_meta,
     proto::{Refusal, Transport},
     transport::homa::{
@@ -60,8 +64,8 @@ type Continuation = Box<dyn FnOnce(&mut RpcSocket, io::Result<Vec<u8>>)>;
 
 /// One Homa port of an app thread.
 pub struct RpcSocket {
-    port: AppPort,
-    link: DaemonLink,
+    /// The port and the daemon link; passes and waits.
+    driver: Driver,
     endpoint: Endpoint,
     handler: Option<Handler>,
     continuations: HashMap<RpcKey, Continuation>,
@@ -87,13 +91,10 @@ impl RpcSocket {
     /// Connects to the daemon at `sock`, registers for Homa and binds Homa `port` (0: any free
     /// one, see [`RpcSocket::local_port`]).
     pub fn open(sock: impl AsRef<Path>, port: u16) -> io::Result<RpcSocket> {
-        let mut link = DaemonLink::connect(sock)?;
-        let reg = link.register(Transport::Homa, 1)?;
-        let (bound, ids) = link.homa_bind(port)?;
-        let port = AppPort::open(reg).map_err(|e| io::Error::other(format!("{e:#}")))?;
+        let mut driver = Driver::open(sock, Transport::Homa)?;
+        let (bound, ids) = driver.link().homa_bind(port)?;
         Ok(RpcSocket {
-            port,
-            link,
+            driver,
             endpoint: Endpoint::new(bound, ids),
             handler: None,
             continuations: HashMap::new(),
@@ -110,7 +111,7 @@ impl RpcSocket {
 
     /// The app port underneath (its counters).
     pub fn app_port(&self) -> &AppPort {
-        &self.port
+        self.driver.port()
     }
 
     pub fn stats(&self) -> EndpointStats {
@@ -144,7 +145,7 @@ impl RpcSocket {
         continuation: impl FnOnce(&mut RpcSocket, io::Result<Vec<u8>>) + 'static,
     ) -> io::Result<()> {
         if self.peers.insert(*dest.ip()) {
-            if let Err(e) = self.link.homa_peer(*dest.ip()) {
+            if let Err(e) = self.driver.link().homa_peer(*dest.ip()) {
                 self.peers.remove(dest.ip());
                 return Err(e);
             }
@@ -162,13 +163,70 @@ impl RpcSocket {
     /// One pass: takes the frames that arrived, runs the handler and the continuations they
     /// complete, sends what may go. Returns the frames received.
     pub fn run_once(&mut self) -> io::Result<usize> {
+        driver::pass(self)
+    }
+
+    /// Runs passes until one receives something or `timeout` passes, busy-polling for
+    /// [`RpcSocket::set_busy_poll`]'s budget, then sleeping in `ppoll` on the AF_XDP socket and
+    /// the daemon link (see [`driver`]); while RPCs are in progress it wakes every tick for the
+    /// loss timer. Returns the frames received.
+    pub fn wait(&mut self, timeout: Duration) -> io::Result<usize> {
+        let limit = Some(Instant::now() + timeout);
+        let mut n = driver::wait(self, Some(timeout))?;
+        while n == 0 {
+            match driver::wait_until(self, limit)? {
+                Some(m) => n = m,
+                None => break,
+            }
+        }
+        Ok(n)
+    }
+
+    /// How long [`RpcSocket::wait`] busy-polls before it sleeps
+    /// ([`crate::app::DEFAULT_BUSY_POLL`]; zero: it sleeps at once).
+    pub fn set_busy_poll(&mut self, budget: Duration) {
+        self.driver.set_busy_poll(budget);
+    }
+
+    /// When the next pass is due for the loss timer (`None`: no RPC in progress), as of the
+    /// last pass. An app that waits on its own ([`RpcSocket`] is a mio `Source`) waits at
+    /// most until then.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.driver.next_deadline()
+    }
+
+    /// Writes every frame the engine may send (the driver flushes them).
+    fn transmit(&mut self) -> io::Result<()> {
+        let port = &mut self.driver.port;
+        while self.endpoint.tx_ready() && port.can_send() {
+            let endpoint = &mut self.endpoint;
+            if port.send_with(|frame| endpoint.next_frame(frame))?.is_none() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Homa's engine under the driver: frames go to the endpoint; each pass ticks the loss timer
+/// (at most once), runs the handler and continuations of what completed, and sends.
+impl driver::Engine for RpcSocket {
+    type Meta = etran_homa_rx_meta;
+
+    fn receiver(
+        &mut self,
+        _now: Instant,
+    ) -> (&mut Driver, impl driver::Receive<etran_homa_rx_meta> + '_) {
         let (endpoint, events) = (&mut self.endpoint, &mut self.events);
-        let n = self.port.poll_rx(|meta: &etran_homa_rx_meta, payload, frame| {
+        let rx = |meta: &etran_homa_rx_meta, payload: &[u8], frame: &[u8]| {
             events.extend(endpoint.on_rx(meta, payload, frame));
-        })?;
+        };
+        (&mut self.driver, rx)
+    }
+
+    fn on_pass(&mut self, now: Instant) -> io::Result<Option<Instant>> {
         // At most one tick a pass: time the app itself spent elsewhere is not the peer's
         // silence.
-        let now = Instant::now();
         if now - self.last_tick >= TICK {
             self.last_tick = now;
             self.events.extend(self.endpoint.tick());
@@ -195,48 +253,19 @@ impl RpcSocket {
             }
         }
         self.transmit()?;
-        Ok(n)
+        Ok((self.in_progress() > 0).then(|| self.last_tick + TICK))
     }
 
-    /// Writes every frame the engine may send, then hands them to the kernel.
-    fn transmit(&mut self) -> io::Result<()> {
-        while self.endpoint.tx_ready() && self.port.can_send() {
-            let endpoint = &mut self.endpoint;
-            if self.port.send_with(|frame| endpoint.next_frame(frame))?.is_none() {
-                break;
-            }
-        }
-        self.port.flush()
+    /// The daemon tells a Homa app nothing of its own accord: only its going away (an error).
+    fn on_daemon(&mut self) -> io::Result<()> {
+        self.driver.link().poll()
     }
 
-    /// Runs passes until one receives something or `timeout` passes, sleeping in `ppoll` on
-    /// the AF_XDP socket (not spinning) while there is nothing to send; while RPCs are in
-    /// progress it wakes every tick for the loss timer. Returns the frames received.
-    pub fn wait(&mut self, timeout: Duration) -> io::Result<usize> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let n = self.run_once()?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            if n > 0 || left.is_zero() {
-                return Ok(n);
-            }
-            let nap = if self.in_progress() > 0 { left.min(TICK) } else { left };
-            let mut fd = libc::pollfd {
-                fd: self.port.socket().as_fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let ts = libc::timespec {
-                tv_sec: nap.as_secs() as libc::time_t,
-                tv_nsec: libc::c_long::from(nap.subsec_nanos() as i32),
-            };
-            // SAFETY: one valid pollfd and timespec, alive during the call.
-            if unsafe { libc::ppoll(&mut fd, 1, &ts, std::ptr::null()) } < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
+    fn driver(&mut self) -> &mut Driver {
+        &mut self.driver
     }
 }
+
+// The socket is pollable: its port and its daemon link, under one token (on readiness call
+// [`RpcSocket::run_once`]; wait no longer than [`RpcSocket::next_deadline`]).
+driver::source_via_driver!(RpcSocket);

@@ -10,15 +10,33 @@ use crate::{bpf::entrance::types::etran_backend, loader::kernel, proto::Transpor
 
 pub mod compat;
 
-/// What the daemon asks of a backend: each app's egress checkpoint, and the ACK generator's
-/// work emitted. (The third difference, pacing, lives inside a backend's egress path: compat
-/// does not pace.)
+/// How a backend paces the frames apps send, on their way from egress to the NIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    /// Not at all: egress hands each frame to the NIC as the app sends it, so a burst is as
+    /// long as the windows let it be (the peer's, and the congestion window ingress keeps).
+    None,
+}
+
+impl std::fmt::Display for Pacing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pacing::None => f.write_str("none (the windows bound a burst)"),
+        }
+    }
+}
+
+/// What the daemon asks of a backend: each app's egress checkpoint, the ACK generator's work
+/// emitted, and what it does about pacing (a backend that paces does it in its egress path,
+/// where the daemon has no part; [`Backend::PACING`] says which).
 pub trait Backend {
     /// What an app holds of the backend: the way its frames reach the transport's egress.
     type AppPort;
     /// App slots: an app's identity in BPF, 1..SLOTS. Slot 0 is never given out, so a zeroed
     /// connection entry never routes to an app.
     const SLOTS: u32;
+    /// How the frames apps send are paced.
+    const PACING: Pacing;
 
     /// The longest IPv4 packet apps' frames may become: the NIC's MTU as far as the backend's
     /// path carries it (TCP announces it less 40 as its MSS).

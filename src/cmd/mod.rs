@@ -7,6 +7,7 @@ use crate::{
 mod bench;
 mod daemon;
 mod down;
+mod run;
 mod stats;
 mod testbed;
 mod up;
@@ -21,5 +22,6 @@ pub fn run(command: Command, out: &Output) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Rpc(args)) => bench::rpc::run(args, out),
         Command::Bench(BenchCommand::Raw(args)) => bench::raw::run(args, out),
         Command::Testbed(cmd) => testbed::run(cmd, out),
+        Command::Run(args) => run::run(args, out),
     }
 }

@@ -181,10 +181,11 @@ impl Daemon {
     /// Runs the event loop until the waker fires, then tears everything down.
     pub fn run(&mut self) -> anyhow::Result<()> {
         self.note(format!(
-            "serving {} on {} (pid {})",
+            "serving {} on {} (pid {}); compat backend, pacing: {}",
             self.cfg.iface,
             self.cfg.socket.display(),
-            std::process::id()
+            std::process::id(),
+            Compat::PACING
         ));
         let result = self.run_loop();
         self.shutdown();
@@ -372,6 +373,7 @@ impl Daemon {
             kernel_port: port.kernel_name.clone(),
             kernel_ifindex: port.kernel_ifindex,
             geometry: port.geometry,
+            iface: self.cfg.iface.clone(),
             fds: vec![FdKind::Xsk { queue: 0 }, FdKind::Umem, FdKind::RxBudget],
         };
         let session = self.sessions.get_mut(&token).expect("live session");

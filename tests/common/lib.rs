@@ -11,7 +11,8 @@
 //!   [`tcp`]: the TCP programs' harness (the datapath, its maps, a run of each program, the
 //!   fixture connection and its frames both ways, [`tcp::OnConn`]) and end-to-end helpers;
 //! - [`packet`]: frame builders and parsers; [`capture`], [`peer`], [`hostile`]: a capture
-//!   judge, Linux peers, and a hostile app for the end-to-end tests.
+//!   judge, Linux peers, and a hostile app for the end-to-end tests; [`thread_cpu`]: what an
+//!   app thread costs.
 pub mod capture;
 pub mod cli;
 pub mod daemon;
@@ -22,3 +23,13 @@ pub mod packet;
 pub mod peer;
 pub mod root;
 pub mod tcp;
+
+/// CPU time this thread has used (`getrusage(RUSAGE_THREAD)`): an app that runs on this thread,
+/// without the test binary's other threads (another test, say).
+pub fn thread_cpu() -> std::time::Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) }, 0);
+    let tv = |t: libc::timeval| std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}

@@ -9,7 +9,9 @@ use super::bench_echo::Leftovers;
 fn bench_rpc(args: &[&str]) -> Value {
     let out = etran(&[&["-j", "bench", "rpc"], args].concat());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{args:?}: {stderr}");
+    // With -j an error is the report on stdout.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{args:?}: {stderr}{stdout}");
     assert!(!stderr.contains("etran daemon:"), "daemon lines in the output: {stderr}");
     serde_json::from_slice(&out.stdout).unwrap()
 }

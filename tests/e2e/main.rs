@@ -12,6 +12,7 @@ mod datapath;
 mod homa_rpc;
 mod http_curl;
 mod mtu;
+mod shim;
 mod tcp_close;
 mod tcp_connect;
 mod tcp_dctcp;

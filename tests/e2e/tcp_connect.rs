@@ -215,16 +215,6 @@ fn listeners_accept_their_own_connections_and_a_closed_one_refuses() {
     etran_accept(&mut other, &again, Duration::from_secs(5));
 }
 
-/// CPU time this thread has used (`getrusage(RUSAGE_THREAD)`): the app runs on this thread,
-/// and the test binary's other threads (another test, say) must not count.
-fn thread_cpu() -> Duration {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) }, 0);
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
 /// An app with open connections and no traffic sleeps in `App::wait` (on its AF_XDP socket
 /// and its daemon link) instead of spinning: under 2 % of a CPU over 3 s. Then the blocking
 /// calls work as their POSIX namesakes, errnos included: a `recv` with nothing to read times
@@ -258,13 +248,13 @@ fn an_idle_app_sleeps_and_blocking_calls_give_posix_errors() {
         assert_eq!(&buf[..4], b"pong");
     }
 
-    let (cpu0, t0) = (thread_cpu(), Instant::now());
+    let (cpu0, t0) = (common::thread_cpu(), Instant::now());
     let mut wakeups = 0;
     while t0.elapsed() < Duration::from_secs(3) {
         app.wait(Some(Duration::from_secs(3) - t0.elapsed().min(Duration::from_secs(3)))).unwrap();
         wakeups += 1;
     }
-    let (cpu, wall) = (thread_cpu() - cpu0, t0.elapsed());
+    let (cpu, wall) = (common::thread_cpu() - cpu0, t0.elapsed());
     let share = cpu.as_secs_f64() / wall.as_secs_f64();
     assert!(share < 0.02, "an idle app used {:.1} % of a CPU ({wakeups} wakeups)", share * 100.0);
 

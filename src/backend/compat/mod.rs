@@ -3,7 +3,8 @@
 //! checks and rewrites them before they are redirected to the NIC. The ACK generator has no
 //! hook of its own: it sits on the far side of the daemon's gen port, and the gen pump sends it
 //! a template frame per ACK whenever ingress queues work ([`pump`]). No
-//! pacing: egress hands each frame to the NIC as the app sends it.
+//! pacing ([`Pacing::None`]): egress hands each frame to the NIC as the app sends it, and
+//! nothing on the way paces either (XDP_REDIRECT to the NIC bypasses its qdisc, `fq` included).
 use std::{
     os::fd::{AsFd, OwnedFd, RawFd},
     time::Instant,
@@ -12,7 +13,7 @@ use std::{
 use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::Backend;
+use super::{Backend, Pacing};
 use crate::{
     bpf::tcp::types::etran_app_port_limit, log, netlink::Netlink, proto::Transport,
     transport::tcp::TcpHandles, xsk::Statistics,
@@ -82,6 +83,7 @@ impl Backend for Compat {
     type AppPort = VethPort;
     /// The `etran_app_ports` devmap's size (ETRAN_APP_PORTS, common/transport.h).
     const SLOTS: u32 = etran_app_port_limit::ETRAN_APP_PORTS.0;
+    const PACING: Pacing = Pacing::None;
 
     fn mtu(&self) -> u32 {
         self.mtu

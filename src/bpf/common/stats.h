@@ -115,6 +115,9 @@ enum etran_event {
 	ETRAN_EVENT_HOMA_TX_BUSY,        /* egress: a Homa BUSY left for the NIC */
 	ETRAN_EVENT_HOMA_RX_UNKNOWN,     /* ingress: a RESEND for an RPC this host does not have,
 					  * answered with RPC_UNKNOWN */
+	ETRAN_EVENT_HOMA_TX_NEED_ACK,    /* egress: a Homa NEED_ACK left for the NIC */
+	ETRAN_EVENT_HOMA_RX_ACK_ANSWER,  /* ingress: a NEED_ACK for a client RPC this host no longer
+					  * has (its response arrived whole), answered with an ACK */
 	ETRAN_EVENT_MAX,
 };
 

@@ -29,14 +29,20 @@ enum etran_homa_limit {
 	 * rounded up to whole packets. Shorter messages go whole. */
 	ETRAN_HOMA_UNSCHED_LIMIT = (ETRAN_HOMA_UNSCHED_BYTES + ETRAN_HOMA_MAX_PAYLOAD - 1) /
 				   ETRAN_HOMA_MAX_PAYLOAD * ETRAN_HOMA_MAX_PAYLOAD,
-	/* What a receiver grants a message beyond the furthest byte that arrived: as much as it
-	 * let come unscheduled (one round trip's worth). A per-message window for now; SRPT
-	 * across messages, the overcommit and the incoming cap come with the scheduler
-	 * (transport/homa/grant.rs). */
-	ETRAN_HOMA_GRANT_WINDOW = ETRAN_HOMA_UNSCHED_LIMIT,
-	/* A grant moves by at least this much (or to the message's end), so that a GRANT is
-	 * owed every few DATA packets, not after each: 8 packets. */
+	/* A grant moves by at least this much (or to the message's end, or from a message whose
+	 * granted bytes all arrived), so that a GRANT is owed every few DATA packets, not after
+	 * each: 8 packets. */
 	ETRAN_HOMA_GRANT_STEP = 8 * ETRAN_HOMA_MAX_PAYLOAD,
+	/* Messages the grant scheduler (homa_sched.h) holds at once: a bounded array, scanned
+	 * whole, because the rbtree kfuncs are missing on 6.1. A message finding it full waits
+	 * (its app asks again) until one leaves. */
+	ETRAN_HOMA_SCHED_SLOTS = 32,
+	/* The most messages granted to at once (max_overcommit is at most this). */
+	ETRAN_HOMA_SCHED_MAX_ACTIVE = 8,
+	/* A scheduled message neither DATA nor its app's GRANT intent touched for this long is
+	 * gone (its RPC ended without completing it: a timeout, an app that went): its entry and
+	 * its incoming bytes are freed. Live messages are touched every few milliseconds. */
+	ETRAN_HOMA_SCHED_STALE_MS = 100,
 };
 
 _Static_assert(ETRAN_HOMA_MAX_PAYLOAD == 1500 - 20 - sizeof(struct homa_data_hdr), "payload");
@@ -88,9 +94,43 @@ struct homa_rpc {
 	/* The peer's message, as its first DATA announced it (0: none seen yet). */
 	__u32 in_length;
 	__u32 in_end;        /* the furthest byte of it that arrived (exclusive) */
-	__u32 in_granted;    /* the peer may send below this: the unscheduled bytes, then
-			      * ETRAN_HOMA_GRANT_WINDOW past in_end, in ETRAN_HOMA_GRANT_STEP steps */
+	__u32 in_granted;    /* the peer may send below this: the unscheduled bytes, then what
+			      * the grant scheduler gave (homa_sched.h) */
 	__u32 in_grant_sent; /* the offset of the last GRANT egress sent */
+	__u8 in_grant_prio;  /* the priority the scheduler gave the grant */
+	__u8 pad2[3];
+};
+
+/* The grant scheduler's parameters (homa_sched.h; transport/homa/grant.rs's GrantConfig,
+ * HomaModule's homa_grant.c defaults), read-only data of the Homa object that the loader may set
+ * before loading it. */
+struct homa_sched_config {
+	__u32 max_incoming;       /* bytes granted and not received, over all messages: 400,000 */
+	__u32 max_overcommit;     /* messages granted to at once: 8 (one per peer) */
+	__u32 window;             /* bytes granted past what arrived; 0: max_incoming / (active + 1) */
+	__u32 fifo_fraction;      /* per mille of granted bytes that go to the oldest message: 50 */
+	__u32 fifo_increment;     /* bytes of one such FIFO grant: 50,000 */
+	__u32 max_sched_priority; /* the highest priority of a grant by rank: 3 */
+};
+
+/* One message the grant scheduler holds (length 0: a free entry). */
+struct homa_sched_msg {
+	struct homa_rpc_key key; /* its RPC */
+	__u32 slot;              /* the RPC's owner */
+	__u32 length;
+	__u32 received;          /* its furthest byte that arrived */
+	__u32 granted;
+	__u64 birth;             /* when it was scheduled (a count): ties and the FIFO share */
+	__u64 touched;           /* ns of the last DATA or GRANT intent about it */
+};
+
+/* The scheduler's state: one entry of etran_homa_sched, for the whole host (as HomaModule's). */
+struct homa_sched {
+	struct bpf_spin_lock lock;
+	__u32 incoming;   /* granted and not received, over the entries (unscheduled bytes too) */
+	__u64 births;
+	__u64 since_fifo; /* bytes granted by rank since the last FIFO grant */
+	struct homa_sched_msg msgs[ETRAN_HOMA_SCHED_SLOTS];
 };
 
 /* XDP metadata in front of every frame Homa ingress hands an app (32 bytes at most). The frame
@@ -106,7 +146,8 @@ struct etran_homa_rx_meta {
 	__u16 payload_len;     /* DATA: payload bytes (0 for other types) */
 	__u8 type;             /* enum homa_packet_type */
 	__u8 flags;            /* enum etran_homa_rx_flag */
-	__u8 pad[2];
+	__u16 grant_packets;   /* DATA: the message's grant, in whole packets from offset 0
+				* (a grant ends on a packet boundary or at the message's end) */
 };
 
 /* What an ingress packet told the app (etran_homa_rx_meta.flags). */
@@ -114,6 +155,10 @@ enum etran_homa_rx_flag {
 	/* The RPC's incoming message was granted more than any GRANT sent said: the app sends
 	 * the GRANT intent, and egress writes the GRANT from the RPC's state. */
 	ETRAN_HOMA_RX_GRANT_DUE = 1 << 0,
+	/* The grant scheduler would grant a message of this app whose granted bytes all arrived
+	 * (no DATA of it will come to say so): the app sends the GRANT intent for each such
+	 * message, and egress asks the scheduler again. */
+	ETRAN_HOMA_RX_GRANT_WAKE = 1 << 1,
 };
 
 /* What a TX frame asks egress to send (etran_homa_tx_hdr.intent). Zero is no intent, so a
@@ -122,15 +167,18 @@ enum etran_homa_tx_intent {
 	ETRAN_HOMA_TX_DATA = 1, /* payload at `offset` of a `message_length`-byte message */
 	ETRAN_HOMA_TX_ACK = 2,  /* the client got the whole response: the RPC goes, and an ACK tells
 				 * the server it may forget it too */
-	ETRAN_HOMA_TX_GRANT = 3, /* a GRANT of the RPC's incoming message up to what ingress
-				  * decided (in_granted), while one is owed; the app chooses
-				  * neither offset nor priority */
+	ETRAN_HOMA_TX_GRANT = 3, /* a GRANT of the RPC's incoming message: egress asks the
+				  * grant scheduler again and sends what it granted, new or
+				  * still unanswered (in_granted past in_end: a GRANT may have
+				  * been lost); the app chooses neither offset nor priority */
 	ETRAN_HOMA_TX_RESEND = 4, /* a RESEND of the RPC's incoming message: `offset`, and in
 				   * `message_length` the bytes asked for (all ones: to the
 				   * grant, or everything sent when nothing arrived yet);
 				   * `priority` is the RESEND's, for the resent DATA. Egress
 				   * cuts the range at what ingress granted (in_granted) */
 	ETRAN_HOMA_TX_BUSY = 5,   /* a BUSY: the app is alive but sends nothing of the RPC now */
+	ETRAN_HOMA_TX_NEED_ACK = 6, /* a server's NEED_ACK: its response is out, the client's ACK
+				     * would let both sides forget the RPC */
 };
 
 /* In front of the payload of every frame an app transmits (compat backend: on its port). Egress
@@ -162,6 +210,7 @@ struct etran_homa_layouts {
 	enum etran_homa_rx_flag rx_flag;
 	struct homa_port port;
 	struct homa_peer peer;
+	struct homa_sched_config sched_config;
 	enum etran_app_port_limit app_port_limit;
 };
 

@@ -9,11 +9,13 @@
  * priority << 5) and the Homa header written from the RPC's state and sends the packet to the
  * NIC. DATA starting below the furthest byte sent is a retransmission (in answer to a RESEND,
  * within the same grant) and says so on the wire. An ACK intent ends a client's RPC: the RPC
- * goes, and an ACK packet tells the server. A GRANT intent sends the grant ingress decided for
- * the RPC's incoming message (in_granted), once (else homa_tx_grant_settled), at the control
- * priority; the app chooses nothing in it. A RESEND intent asks the peer again for bytes of the
+ * goes, and an ACK packet tells the server. A GRANT intent asks the grant scheduler about the
+ * RPC's incoming message again (homa_sched.h) and sends its grant (in_granted) if it is new or
+ * not yet answered by DATA (else homa_tx_grant_settled), at the control priority, with the
+ * priority the scheduler chose for the DATA; the app chooses nothing in it. A RESEND intent asks the peer again for bytes of the
  * incoming message, cut at what ingress granted (nothing granted there: homa_tx_beyond_grant);
- * a BUSY says the app is alive. Both only for an RPC the app owns. */
+ * a BUSY says the app is alive, a server's NEED_ACK asks the client for the ACK of a response
+ * all sent. Each only for an RPC the app owns. */
 #ifndef ETRAN_HOMA_EGRESS_H
 #define ETRAN_HOMA_EGRESS_H
 
@@ -29,6 +31,7 @@
 #include "homa/homa.h"
 #include "homa/homa_maps.h"
 #include "homa/homa_out.h"
+#include "homa/homa_sched.h"
 
 /* The unscheduled bytes of a `length`-byte message (see ETRAN_HOMA_UNSCHED_LIMIT). */
 static __always_inline __u32 homa_unscheduled(__u32 length)
@@ -51,6 +54,8 @@ static __always_inline int homa_tx_hdr_valid(const struct etran_homa_tx_hdr *h, 
 	case ETRAN_HOMA_TX_GRANT:
 	case ETRAN_HOMA_TX_BUSY:
 		return h->len == 0;
+	case ETRAN_HOMA_TX_NEED_ACK:
+		return h->len == 0 && (h->key.id & 1);
 	case ETRAN_HOMA_TX_RESEND:
 		return h->len == 0 && h->message_length;
 	default:
@@ -212,10 +217,24 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 
 	if (h.intent == ETRAN_HOMA_TX_GRANT) {
 		struct homa_grant_hdr g = {};
+		struct homa_sched_out o = {};
+		__u32 length, end;
+		__u8 prio;
 
 		bpf_spin_lock(&rpc->lock);
+		length = rpc->in_length;
+		end = rpc->in_end;
 		granted = rpc->in_granted;
-		if (granted > rpc->in_grant_sent)
+		bpf_spin_unlock(&rpc->lock);
+		if (length > ETRAN_HOMA_UNSCHED_LIMIT) {
+			homa_sched_run(&h.key, slot, length, end, granted, bpf_ktime_get_ns(), &o);
+			homa_sched_apply(rpc, &o);
+		}
+		bpf_spin_lock(&rpc->lock);
+		granted = rpc->in_granted;
+		prio = rpc->in_grant_prio;
+		/* A grant new, or one that DATA has not answered yet (its GRANT may be lost). */
+		if (granted > rpc->in_grant_sent || granted > rpc->in_end)
 			rpc->in_grant_sent = granted;
 		else
 			refused = ETRAN_DROP_HOMA_TX_GRANT_SETTLED;
@@ -224,6 +243,7 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 			return drop(ETRAN_PROTO_HOMA, refused, bytes);
 		homa_tx_common(&g.common, &h.key, HOMA_GRANT, HOMA_DOFF_CONTROL);
 		g.offset = bpf_htonl(granted);
+		g.priority = prio;
 		if (!homa_tx_put(data, data_end, rpc, &h.key, &g, sizeof(g), sizeof(g),
 				 HOMA_MAX_PRIORITIES - 1))
 			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
@@ -233,14 +253,15 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 
 	if (h.intent == ETRAN_HOMA_TX_RESEND)
 		return homa_tx_resend(ctx, rpc, &h);
-	if (h.intent == ETRAN_HOMA_TX_BUSY) {
+	if (h.intent == ETRAN_HOMA_TX_BUSY || h.intent == ETRAN_HOMA_TX_NEED_ACK) {
+		const int busy = h.intent == ETRAN_HOMA_TX_BUSY;
 		struct homa_common_hdr b = {};
 
-		homa_tx_common(&b, &h.key, HOMA_BUSY, HOMA_DOFF_CONTROL);
+		homa_tx_common(&b, &h.key, busy ? HOMA_BUSY : HOMA_NEED_ACK, HOMA_DOFF_CONTROL);
 		if (!homa_tx_put(data, data_end, rpc, &h.key, &b, sizeof(b), sizeof(b),
 				 HOMA_MAX_PRIORITIES - 1))
 			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
-		count_event(ETRAN_EVENT_HOMA_TX_BUSY, bytes);
+		count_event(busy ? ETRAN_EVENT_HOMA_TX_BUSY : ETRAN_EVENT_HOMA_TX_NEED_ACK, bytes);
 		return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
 	}
 

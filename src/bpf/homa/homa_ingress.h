@@ -7,13 +7,15 @@
  * - its port is bound (else homa_unbound_port) and its RPC exists: a request's first DATA
  *   creates the server's RPC, owned by the port's app; every other packet about an RPC needs one
  *   (else homa_unknown_rpc). CUTOFFS, FREEZE and ACK name no RPC of ours;
- * - state: DATA moves the grant of the RPC's incoming message (homa_rx_grant; the metadata
- *   tells the app when a GRANT is owed, which it has egress send); a GRANT raises what egress
- *   lets our message send (out_granted); an ACK (the packet, or the one a DATA carries) frees
- *   the server RPCs it names; a RESEND past what our message was granted stands for a lost
- *   GRANT and raises it; an RPC_UNKNOWN ends a server RPC;
+ * - state: DATA counts toward the RPC's incoming message and asks the grant scheduler about it
+ *   (homa_rx_grant, homa_sched.h; the metadata tells the app the grant, when a GRANT is owed,
+ *   which it has egress send, and when another of its messages may now be granted); a GRANT
+ *   raises what egress lets our message send (out_granted); an ACK (the packet, or the one a
+ *   DATA carries) frees the server RPCs it names; a RESEND past what our message was granted
+ *   stands for a lost GRANT and raises it; an RPC_UNKNOWN ends a server RPC;
  * - a RESEND for an RPC this host does not have is answered here with RPC_UNKNOWN
- *   (homa_rx_unknown);
+ *   (homa_rx_unknown), a NEED_ACK for a client RPC it no longer has with an ACK
+ *   (homa_rx_ack_answer);
  * - the owner's port can take the frame (its receive budget, compat/app_ports.h; else
  *   port_full, before any state changes).
  * Frames of other ports are not the kernel's either: etran owns IP protocol 146 on its NIC. */
@@ -31,6 +33,7 @@
 #include "homa/homa.h"
 #include "homa/homa_maps.h"
 #include "homa/homa_out.h"
+#include "homa/homa_sched.h"
 
 /* The server's RPC an ack names (the client's id + 1 on our port `server_port`). */
 static __always_inline void homa_rx_ack(__be32 peer_ip, __be16 peer_port, const struct homa_ack *a)
@@ -47,14 +50,18 @@ static __always_inline void homa_rx_ack(__be32 peer_ip, __be16 peer_port, const 
 }
 
 /* Counts a DATA segment ending at `end` of a `len`-byte message into the RPC's incoming state
- * and moves its grant (see ETRAN_HOMA_GRANT_WINDOW, ETRAN_HOMA_GRANT_STEP). The message's first
- * DATA sets its length; its unscheduled bytes need no GRANT. Returns the RX flags for the app:
- * whether a GRANT is owed. The furthest byte, not a count, moves the grant: a duplicate cannot
- * move it, and a sender never has more than the window past what arrived. */
-static __always_inline __u8 homa_rx_grant(struct homa_rpc *rpc, __u32 len, __u32 end)
+ * and asks the grant scheduler (homa_sched.h) about the message, if it is longer than the
+ * unscheduled bytes; the message's first DATA sets its length and its unscheduled bytes need no
+ * GRANT. Returns the RX flags for the app (a GRANT owed, another message to wake) and sets
+ * the grant, in packets, in *packets. The furthest byte, not a count, is what arrived: a
+ * duplicate moves nothing. */
+static __always_inline __u8 homa_rx_grant(struct homa_rpc *rpc, const struct homa_rpc_key *key,
+					  __u32 slot, __u32 len, __u32 end, __u16 *packets)
 {
+	struct homa_sched_out o = {};
+	__u32 length, received, granted;
+	__u64 now = bpf_ktime_get_ns();
 	__u8 flags = 0;
-	__u32 want;
 
 	bpf_spin_lock(&rpc->lock);
 	if (!rpc->in_length) {
@@ -66,15 +73,23 @@ static __always_inline __u8 homa_rx_grant(struct homa_rpc *rpc, __u32 len, __u32
 		end = rpc->in_length;
 	if (end > rpc->in_end)
 		rpc->in_end = end;
-	want = rpc->in_length - rpc->in_end > ETRAN_HOMA_GRANT_WINDOW ?
-		       rpc->in_end + ETRAN_HOMA_GRANT_WINDOW :
-		       rpc->in_length;
-	if (want > rpc->in_granted &&
-	    (want - rpc->in_granted >= ETRAN_HOMA_GRANT_STEP || want == rpc->in_length))
-		rpc->in_granted = want;
-	if (rpc->in_granted > rpc->in_grant_sent)
-		flags = ETRAN_HOMA_RX_GRANT_DUE;
+	length = rpc->in_length;
+	received = rpc->in_end;
+	granted = rpc->in_granted;
 	bpf_spin_unlock(&rpc->lock);
+
+	if (length > ETRAN_HOMA_UNSCHED_LIMIT) {
+		homa_sched_run(key, slot, length, received, granted, now, &o);
+		homa_sched_apply(rpc, &o);
+		if (o.wake)
+			flags |= ETRAN_HOMA_RX_GRANT_WAKE;
+	}
+	bpf_spin_lock(&rpc->lock);
+	granted = rpc->in_granted;
+	if (granted > rpc->in_grant_sent)
+		flags |= ETRAN_HOMA_RX_GRANT_DUE;
+	bpf_spin_unlock(&rpc->lock);
+	*packets = (granted + ETRAN_HOMA_MAX_PAYLOAD - 1) / ETRAN_HOMA_MAX_PAYLOAD;
 	return flags;
 }
 
@@ -96,36 +111,63 @@ static __always_inline struct homa_rpc *homa_rx_new_rpc(const struct homa_rpc_ke
 	return bpf_map_lookup_elem(&etran_homa_rpcs, key);
 }
 
-/* A RESEND for an RPC this host does not have (none of the request arrived, or the RPC is over):
- * the frame becomes the answer, RPC_UNKNOWN, and goes back out of the NIC, as HomaModule's
- * kernel answers: a client then sends its request again, a server forgets the RPC. */
-static __always_inline int homa_rx_unknown(struct xdp_md *ctx, const struct ethhdr *eth,
-					   const struct iphdr *ip, const struct homa_rpc_key *key,
-					   __u64 bytes)
+/* The frame becomes `hdr` (`hlen` bytes of Homa) back to its sender, out of the NIC: how ingress
+ * answers, as HomaModule's kernel does, a packet about an RPC this host does not have. */
+static __always_inline int homa_rx_answer(struct xdp_md *ctx, const struct ethhdr *eth,
+					  const struct iphdr *ip, const struct homa_rpc_key *key,
+					  __u64 bytes, const void *hdr, const __u32 hlen,
+					  __u8 priority, enum etran_event event)
 {
-	const __u32 len = sizeof(struct ethhdr) + sizeof(struct iphdr) +
-			  sizeof(struct homa_common_hdr);
+	const __u32 len = sizeof(struct ethhdr) + sizeof(struct iphdr) + hlen;
 	__u8 local_mac[ETH_ALEN], peer_mac[ETH_ALEN];
-	struct homa_common_hdr c = {};
 	__be32 local_ip = ip->daddr;
 	void *data, *data_end;
 
 	__builtin_memcpy(local_mac, eth->h_dest, ETH_ALEN);
 	__builtin_memcpy(peer_mac, eth->h_source, ETH_ALEN);
-	homa_tx_common(&c, key, HOMA_RPC_UNKNOWN, HOMA_DOFF_CONTROL);
 	if (bpf_redirect_map(&etran_nic, 0, XDP_DROP) != XDP_REDIRECT)
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_NO_NIC, bytes);
 	if (bpf_xdp_adjust_tail(ctx, (int)len - (int)bytes))
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-	if (!homa_write_l3(data, data_end, local_mac, peer_mac, local_ip, key->peer_ip, sizeof(c),
-			   HOMA_MAX_PRIORITIES - 1) ||
+	if (!homa_write_l3(data, data_end, local_mac, peer_mac, local_ip, key->peer_ip, hlen,
+			   priority) ||
 	    data + len > data_end)
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
-	__builtin_memcpy(data + len - sizeof(c), &c, sizeof(c));
-	count_event(ETRAN_EVENT_HOMA_RX_UNKNOWN, bytes);
+	__builtin_memcpy(data + len - hlen, hdr, hlen);
+	count_event(event, bytes);
 	return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
+}
+
+/* A RESEND for an RPC this host does not have (none of the request arrived, or the RPC is over):
+ * RPC_UNKNOWN answers it; a client then sends its request again, a server forgets the RPC. */
+static __always_inline int homa_rx_unknown(struct xdp_md *ctx, const struct ethhdr *eth,
+					   const struct iphdr *ip, const struct homa_rpc_key *key,
+					   __u64 bytes)
+{
+	struct homa_common_hdr c = {};
+
+	homa_tx_common(&c, key, HOMA_RPC_UNKNOWN, HOMA_DOFF_CONTROL);
+	return homa_rx_answer(ctx, eth, ip, key, bytes, &c, sizeof(c), HOMA_MAX_PRIORITIES - 1,
+			      ETRAN_EVENT_HOMA_RX_UNKNOWN);
+}
+
+/* A server's NEED_ACK for a client RPC this host no longer has: its response arrived whole (the
+ * RPC goes when its app sends the ACK, which was lost, or which the server asked for first):
+ * an ACK answers it, and the server forgets the RPC. */
+static __always_inline int homa_rx_ack_answer(struct xdp_md *ctx, const struct ethhdr *eth,
+					      const struct iphdr *ip,
+					      const struct homa_rpc_key *key, __u64 bytes)
+{
+	struct homa_ack_hdr a = {};
+
+	homa_tx_common(&a.common, key, HOMA_ACK, HOMA_DOFF_CONTROL);
+	a.num_acks = bpf_htons(1);
+	a.acks[0].client_id = bpf_cpu_to_be64(key->id);
+	a.acks[0].server_port = key->peer_port;
+	return homa_rx_answer(ctx, eth, ip, key, bytes, &a, sizeof(a), 0,
+			      ETRAN_EVENT_HOMA_RX_ACK_ANSWER);
 }
 
 /* The ingress program's body; see homa.bpf.c. */
@@ -190,6 +232,8 @@ static __always_inline int homa_ingress(struct xdp_md *ctx)
 		rpc = bpf_map_lookup_elem(&etran_homa_rpcs, &key);
 		if (!rpc && h->type == HOMA_RESEND)
 			return homa_rx_unknown(ctx, eth, ip, &key, bytes);
+		if (!rpc && h->type == HOMA_NEED_ACK && !(key.id & 1))
+			return homa_rx_ack_answer(ctx, eth, ip, &key, bytes);
 		if (!rpc)
 			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_UNKNOWN_RPC, bytes);
 	}
@@ -227,7 +271,8 @@ static __always_inline int homa_ingress(struct xdp_md *ctx)
 			if (!rpc)
 				return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
 		}
-		m.flags = homa_rx_grant(rpc, m.message_length, m.offset + m.payload_len);
+		m.flags = homa_rx_grant(rpc, &key, slot, m.message_length,
+					m.offset + m.payload_len, &m.grant_packets);
 	} else if (h->type == HOMA_GRANT && rpc) {
 		struct homa_grant_hdr *g = (void *)h;
 		__u32 offset;

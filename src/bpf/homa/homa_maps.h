@@ -34,6 +34,24 @@ struct {
 	__type(value, struct homa_rpc);
 } etran_homa_rpcs SEC(".maps");
 
+/* The grant scheduler's state: one entry for the host (homa_sched.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct homa_sched);
+} etran_homa_sched SEC(".maps");
+
+/* The grant scheduler's parameters: HomaModule's defaults unless the loader sets others. */
+const volatile struct homa_sched_config etran_homa_sched_config = {
+	.max_incoming = 400000,
+	.max_overcommit = 8,
+	.window = 0,
+	.fifo_fraction = 50,
+	.fifo_increment = 50000,
+	.max_sched_priority = 3,
+};
+
 /* The app-facing header of each packet type: how long it is (0: not a type etran takes). */
 static __always_inline __u32 homa_hdr_len(__u8 type)
 {

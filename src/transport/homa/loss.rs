@@ -42,6 +42,10 @@ pub enum Phase {
     /// Receiving a message (a server its request, a client its response): `received` bytes
     /// of it so far, `granted` the most its sender may have sent.
     Receiving { received: u32, granted: u32 },
+    /// Receiving a message whose granted bytes all arrived: it waits for the receiver's own
+    /// grant scheduler, so nothing is missing and nothing is asked for (HomaModule); only the
+    /// timeout runs, so that a peer gone while we waited still ends the RPC.
+    AwaitingGrant,
     /// A client sending its request (and waiting for the response once all is sent): `sent`
     /// bytes so far, `granted` the most it may send.
     ClientSending { sent: u32, granted: u32 },
@@ -84,6 +88,10 @@ impl RpcTimer {
     pub fn tick(&mut self, phase: Phase, cfg: &LossConfig) -> Action {
         let waiting = match phase {
             Phase::Receiving { received, granted } => received < granted,
+            Phase::AwaitingGrant => {
+                self.silent += 1;
+                return if self.silent >= cfg.timeout_ticks { Action::Abort } else { Action::None };
+            }
             Phase::ClientSending { sent, granted } => sent >= granted,
             Phase::InService => false,
             Phase::ServerSending { sent, length } => {

@@ -13,10 +13,15 @@
 //!   [`Endpoint::respond`] queues the response, held (for RESENDs to come) until the client's
 //!   ACK arrives.
 //!
-//! Messages longer than the unscheduled bytes go as far as they are granted: ingress decides
-//! the receiver's grants and flags the DATA after which one is owed; the engine then sends the
-//! GRANT intent (egress writes the GRANT from the RPC's state). GRANTs that arrive raise the
-//! sender's limit here as ingress raises egress's.
+//! Messages longer than the unscheduled bytes go as far as they are granted: the kernel's grant
+//! scheduler decides the receiver's grants across every message of the host (SRPT, the
+//! overcommit, the incoming cap: `src/bpf/homa/homa_sched.h`), ingress tells each DATA's grant
+//! and flags the DATA after which a GRANT is owed; the engine then sends the GRANT intent
+//! (egress writes the GRANT from the RPC's state). A message whose granted bytes all arrived
+//! waits for its turn: the engine asks again (the GRANT intent, which has egress ask the
+//! scheduler) when ingress says one of its waiting messages may go now
+//! (`ETRAN_HOMA_RX_GRANT_WAKE`), and every [`GRANT_POLL_TICKS`] ticks. GRANTs that arrive raise
+//! the sender's limit here as ingress raises egress's.
 //!
 //! Loss: the app drives each RPC's [`RpcTimer`] ([`Endpoint::tick`], every millisecond). A
 //! message coming in that goes silent with bytes missing gets RESENDs for them (every gap, and
@@ -27,7 +32,10 @@
 //! sent yet), and by ingress with RPC_UNKNOWN when the RPC is unknown there, on which a client
 //! sends its whole request again. DATA, GRANT and BUSY end a silence (a RESEND does not).
 //! Silence past the timeout fails a client's RPC
-//! ([`Event::TimedOut`]) and makes a server forget its part.
+//! ([`Event::TimedOut`]) and makes a server forget its part. A server whose response is all
+//! sent asks the client for its ACK (NEED_ACK, 2 ticks on and every 5 after, HomaModule's
+//! rule); ingress on the client's host answers it with an ACK once the client's RPC is over
+//! there, which frees the RPC on the server's host and in its engine.
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     net::{Ipv4Addr, SocketAddrV4},
@@ -59,6 +67,14 @@ impl RxMeta for etran_homa_rx_meta {
 
 /// Ingress's word that a GRANT is owed (`ETRAN_HOMA_RX_GRANT_DUE`).
 const GRANT_DUE: u8 = etran_homa_rx_flag::ETRAN_HOMA_RX_GRANT_DUE.0 as u8;
+/// Ingress's word that a message of ours waiting for a grant may get one now
+/// (`ETRAN_HOMA_RX_GRANT_WAKE`).
+const GRANT_WAKE: u8 = etran_homa_rx_flag::ETRAN_HOMA_RX_GRANT_WAKE.0 as u8;
+
+/// Ticks between two requests for a grant of a message whose granted bytes all arrived: its
+/// turn may have come without a word to us (another app's message made room), or its GRANT
+/// was lost.
+pub const GRANT_POLL_TICKS: u32 = 2;
 
 /// Bytes of the TX header in front of every frame's payload.
 pub const TX_HDR_LEN: usize = std::mem::size_of::<etran_homa_tx_hdr>();
@@ -95,6 +111,8 @@ enum Control {
     Resend { offset: u32, length: ResendLength },
     /// Tell the peer we are alive but have nothing of the RPC to send yet.
     Busy,
+    /// Ask the client for the ACK of our response, all sent.
+    NeedAck,
 }
 
 /// Why a request or response was refused.
@@ -135,6 +153,10 @@ pub struct Endpoint {
     out: HashMap<RpcKey, Vec<u8>>,
     /// The messages being received.
     incoming: HashMap<RpcKey, MessageIn>,
+    /// How far each was granted, as ingress last said.
+    granted: HashMap<RpcKey, u32>,
+    /// Ticks run (the grant poll's clock).
+    ticks: u32,
     /// Our client RPCs waiting for their response.
     waiting: HashSet<RpcKey>,
     /// Server RPCs whose request arrived whole and whose client has not acknowledged the
@@ -163,6 +185,8 @@ impl Endpoint {
             sender: Sender::new(UNSCHED_BYTES),
             out: HashMap::new(),
             incoming: HashMap::new(),
+            granted: HashMap::new(),
+            ticks: 0,
             waiting: HashSet::new(),
             serving: HashSet::new(),
             acks: VecDeque::new(),
@@ -189,9 +213,10 @@ impl Endpoint {
         self.loss = cfg;
     }
 
-    /// RPCs in progress: ours waiting for a response, and requests being answered.
+    /// RPCs in progress: ours waiting for a response, requests arriving or being answered.
     pub fn in_progress(&self) -> usize {
-        self.waiting.len() + self.serving.len()
+        let arriving = self.incoming.keys().filter(|k| !k.id.is_client()).count();
+        self.waiting.len() + self.serving.len() + arriving
     }
 
     fn check_length(len: usize) -> Result<u32, Refused> {
@@ -249,8 +274,8 @@ impl Endpoint {
         match ty {
             Some(Type::Data) => self.on_data(rpc, meta, payload),
             Some(Type::Grant) => {
-                let offset = grant_offset(frame)?;
-                self.sender.on_grant(rpc, offset, 0);
+                let (offset, priority) = grant_of(frame)?;
+                self.sender.on_grant(rpc, offset, priority);
                 None
             }
             Some(Type::Resend) => {
@@ -287,9 +312,15 @@ impl Endpoint {
             self.stats.rx_stale += 1;
             return None;
         }
-        if meta.flags & GRANT_DUE != 0 && self.grants_due.insert(rpc) {
-            self.grants.push_back(rpc);
+        if meta.flags & GRANT_DUE != 0 {
+            self.ask_grant(rpc);
         }
+        if meta.flags & GRANT_WAKE != 0 {
+            self.ask_grants_waiting();
+        }
+        let granted = (u32::from(meta.grant_packets) * MAX_PAYLOAD).min(meta.message_length);
+        let g = self.granted.entry(rpc).or_default();
+        *g = (*g).max(granted);
         let msg = match self.incoming.entry(rpc) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
@@ -309,6 +340,7 @@ impl Endpoint {
         if !msg.is_complete() {
             return None;
         }
+        self.granted.remove(&rpc);
         let bytes = self.incoming.remove(&rpc)?.into_bytes()?;
         if client {
             self.end(rpc);
@@ -317,6 +349,31 @@ impl Endpoint {
         } else {
             self.serving.insert(rpc);
             Some(Event::Request { rpc, bytes })
+        }
+    }
+
+    /// Sends the GRANT intent for `rpc` (once until it goes).
+    fn ask_grant(&mut self, rpc: RpcKey) {
+        if self.grants_due.insert(rpc) {
+            self.grants.push_back(rpc);
+        }
+    }
+
+    /// Whether every byte granted of the incoming message `rpc` arrived and more are to come:
+    /// it waits for the scheduler.
+    fn awaits_grant(&self, rpc: RpcKey) -> bool {
+        let (Some(m), Some(&g)) = (self.incoming.get(&rpc), self.granted.get(&rpc)) else {
+            return false;
+        };
+        m.received() >= g && g < m.length()
+    }
+
+    /// Asks the scheduler again for every incoming message waiting for a grant.
+    fn ask_grants_waiting(&mut self) {
+        let waiting: Vec<RpcKey> =
+            self.incoming.keys().copied().filter(|&k| self.awaits_grant(k)).collect();
+        for rpc in waiting {
+            self.ask_grant(rpc);
         }
     }
 
@@ -344,6 +401,7 @@ impl Endpoint {
             self.end(rpc);
         } else if self.waiting.contains(&rpc) {
             self.incoming.remove(&rpc);
+            self.granted.remove(&rpc);
             self.sender.restart(rpc);
             self.stats.restarts += 1;
         }
@@ -358,6 +416,9 @@ impl Endpoint {
 
     /// Where the RPC stands, for its timer.
     fn phase(&self, rpc: RpcKey) -> Phase {
+        if self.awaits_grant(rpc) {
+            return Phase::AwaitingGrant;
+        }
         if let Some(m) = self.incoming.get(&rpc) {
             // Every byte missing counts: egress cuts a RESEND at what was granted.
             return Phase::Receiving { received: m.received(), granted: m.length() };
@@ -380,11 +441,16 @@ impl Endpoint {
         rpcs.sort_unstable();
         rpcs.dedup();
         self.sender.tick(self.loss.resend_ticks as usize);
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks % GRANT_POLL_TICKS == 0 {
+            self.ask_grants_waiting();
+        }
         let mut failed = Vec::new();
         for rpc in rpcs {
             let phase = self.phase(rpc);
             match self.timers.entry(rpc).or_default().tick(phase, &self.loss) {
-                Action::None | Action::NeedAck => {}
+                Action::None => {}
+                Action::NeedAck => self.control.push_back((rpc, Control::NeedAck)),
                 Action::Resend => {
                     for (offset, length) in resend_requests(self.incoming.get(&rpc), u32::MAX) {
                         self.control.push_back((rpc, Control::Resend { offset, length }));
@@ -409,6 +475,7 @@ impl Endpoint {
         self.sender.remove(rpc);
         self.out.remove(&rpc);
         self.incoming.remove(&rpc);
+        self.granted.remove(&rpc);
         self.waiting.remove(&rpc);
         self.serving.remove(&rpc);
         self.grants_due.remove(&rpc);
@@ -442,7 +509,7 @@ impl Endpoint {
                 return Some(TX_HDR_LEN);
             }
         }
-        // A RESEND or BUSY only while its RPC is in progress.
+        // A RESEND, BUSY or NEED_ACK only while its RPC is in progress.
         while let Some((rpc, c)) = self.control.pop_front() {
             if !self.known(rpc) {
                 continue;
@@ -459,6 +526,9 @@ impl Endpoint {
                 }
                 Control::Busy => {
                     self.tx_hdr(rpc, etran_homa_tx_intent::ETRAN_HOMA_TX_BUSY, 0, 0, 0, 0)
+                }
+                Control::NeedAck => {
+                    self.tx_hdr(rpc, etran_homa_tx_intent::ETRAN_HOMA_TX_NEED_ACK, 0, 0, 0, 0)
                 }
             };
             write_hdr(frame, &h);
@@ -521,10 +591,10 @@ fn packet(frame: &[u8]) -> Option<Packet<'_>> {
     Packet::decode(frame.get(14 + ihl..)?).ok()
 }
 
-/// A GRANT's offset.
-fn grant_offset(frame: &[u8]) -> Option<u32> {
+/// A GRANT's offset and priority.
+fn grant_of(frame: &[u8]) -> Option<(u32, u8)> {
     match packet(frame)?.body {
-        Body::Grant { offset, .. } => Some(offset),
+        Body::Grant { offset, priority, .. } => Some((offset, priority)),
         _ => None,
     }
 }

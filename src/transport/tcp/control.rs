@@ -466,6 +466,12 @@ impl SlowPath {
             return;
         }
         let Some(&(owner, slot)) = self.listeners.get(&seg.dst.port()) else {
+            // No connection and no listener: a listener closed while this segment (say the
+            // final ACK of a handshake it had answered) waited in the ring. CLOSED answers
+            // with a reset (RFC 9293 3.10.7.1), or the peer would wait on a dead connection.
+            if let Some(r) = Segment::reset_for(&seg) {
+                self.send(&r);
+            }
             return;
         };
         if seg.flags & SYN == 0 || seg.flags & RST != 0 {

@@ -45,6 +45,8 @@ fn wire(from: SocketAddrV4, tx: &[u8]) -> (etran_homa_rx_meta, Vec<u8>, Vec<u8>)
         Body::Resend { offset: h.offset, length, priority: h.priority }
     } else if h.intent == etran_homa_tx_intent::ETRAN_HOMA_TX_BUSY.0 as u8 {
         Body::Busy
+    } else if h.intent == etran_homa_tx_intent::ETRAN_HOMA_TX_NEED_ACK.0 as u8 {
+        Body::NeedAck
     } else {
         // Egress writes the offset from the RPC's state.
         Body::Grant { offset: 0, priority: 0 }
@@ -63,6 +65,8 @@ fn wire(from: SocketAddrV4, tx: &[u8]) -> (etran_homa_rx_meta, Vec<u8>, Vec<u8>)
         payload_off: (14 + 20 + 56) * u16::from(!payload.is_empty()),
         payload_len: h.len,
         r#type: packet.body.kind().byte(),
+        // This wire's ingress grants every message whole.
+        grant_packets: h.message_length.div_ceil(MAX_PAYLOAD) as u16,
         ..Default::default()
     };
     (meta, payload.to_vec(), frame)
@@ -199,6 +203,55 @@ fn a_grant_owed_goes_once_while_the_message_comes() {
     assert_eq!(grants.len(), 1);
     assert_eq!(grants[0].0.r#type, Type::Grant.byte());
     assert_eq!(grants[0].0.id, meta.id ^ 1, "for the RPC of the DATA");
+}
+
+/// The GRANT intents among `frames`.
+fn grant_intents(frames: &[(etran_homa_rx_meta, Vec<u8>, Vec<u8>)]) -> usize {
+    frames.iter().filter(|f| f.0.r#type == Type::Grant.byte()).count()
+}
+
+/// A message whose granted bytes all arrived waits for the scheduler: nothing is missing, so no
+/// RESEND, only the timeout runs; the engine asks again (the GRANT intent) every
+/// GRANT_POLL_TICKS ticks, and at once when ingress says its turn may have come.
+#[test]
+fn a_message_waiting_for_its_grant_asks_again_and_never_resends() {
+    let mut ids = HostIds::default();
+    let (mut a, mut b) =
+        (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
+    a.start_request(B, vec![4; 200_000]).unwrap();
+    let frames = drain(&mut a, A);
+    assert_eq!(frames.iter().map(|f| u32::from(f.0.payload_len)).sum::<u32>(), UNSCHED);
+    let unsched_packets = UNSCHED.div_ceil(MAX_PAYLOAD) as u16;
+    for (mut meta, payload, frame) in frames {
+        // The scheduler gave nothing past the unscheduled bytes.
+        meta.grant_packets = unsched_packets;
+        assert_eq!(b.on_rx(&meta, &payload, &frame), None);
+    }
+    assert!(!b.tx_ready());
+    let mut asked = 0;
+    for _ in 0..20 {
+        ticks(&mut b, 1);
+        let out = drain(&mut b, B);
+        assert_eq!(resends(&out), [], "nothing is missing");
+        asked += grant_intents(&out);
+    }
+    assert_eq!(asked, 20 / GRANT_POLL_TICKS as usize);
+    // Ingress's word that its turn may have come: it asks at once, without a tick.
+    let (mut meta, payload, frame) = wire(A, &{
+        let mut e = Endpoint::new(A.port(), HostIds::default().block());
+        e.start_request(B, vec![1; 10]).unwrap();
+        let mut buf = vec![0u8; 2048];
+        let n = e.next_frame(&mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    });
+    meta.flags = etran_homa_rx_flag::ETRAN_HOMA_RX_GRANT_WAKE.0 as u8;
+    b.on_rx(&meta, &payload, &frame);
+    assert_eq!(grant_intents(&drain(&mut b, B)), 1);
+    // Silence past the timeout still ends it (a peer gone while we waited).
+    b.set_loss_config(LossConfig { timeout_ticks: 50, ..LOSS });
+    ticks(&mut b, 50);
+    assert_eq!(b.stats().timeouts, 1);
 }
 
 /// A control packet from `from` about `rpc` (the receiver's key) as ingress hands it over.
@@ -353,7 +406,9 @@ fn a_lost_response_is_sent_again_from_what_was_sent() {
     ticks(&mut a, 5);
     let (meta, payload, frame) = &drain(&mut a, A)[0];
     assert_eq!(b.on_rx(meta, payload, frame), None);
-    let first = drain(&mut b, B);
+    // Its response all sent, the server asked for the ACK meanwhile (NEED_ACK).
+    let first: Vec<_> =
+        drain(&mut b, B).into_iter().filter(|f| f.0.r#type == Type::Data.byte()).collect();
     assert_eq!(first.iter().map(|f| f.0.offset).collect::<Vec<_>>(), [0], "the first packet");
     assert_eq!(a.on_rx(&first[0].0, &first[0].1, &first[0].2), None);
     // It names the length: the rest is asked for as a gap.
@@ -365,6 +420,38 @@ fn a_lost_response_is_sent_again_from_what_was_sent() {
     assert_eq!(again.iter().map(|f| f.0.offset).collect::<Vec<_>>(), [1424, 2848]);
     let events: Vec<_> = again.iter().filter_map(|f| a.on_rx(&f.0, &f.1, &f.2)).collect();
     assert_eq!(events, [Event::Response { rpc, bytes: vec![3; 3000] }]);
+}
+
+/// The client's ACK is lost: the server, its response all sent, asks for it (NEED_ACK, two ticks
+/// on, then every five), and the ACK that answers it (from the client's ingress) ends the RPC.
+#[test]
+fn a_server_asks_for_the_ack_of_its_response() {
+    let mut ids = HostIds::default();
+    let (mut a, mut b) =
+        (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
+    let rpc = a.start_request(B, vec![1; 100]).unwrap();
+    let (meta, payload, frame) = &drain(&mut a, A)[0];
+    let Some(Event::Request { rpc: srv, .. }) = b.on_rx(meta, payload, frame) else { panic!() };
+    b.respond(srv, vec![2; 10]).unwrap();
+    let (meta, payload, frame) = &drain(&mut b, B)[0];
+    assert_eq!(a.on_rx(meta, payload, frame), Some(Event::Response { rpc, bytes: vec![2; 10] }));
+    let ack = drain(&mut a, A);
+    assert_eq!(ack.iter().map(|f| f.0.r#type).collect::<Vec<_>>(), [Type::Ack.byte()]);
+    let types = |e: &mut Endpoint| drain(e, B).iter().map(|f| f.0.r#type).collect::<Vec<_>>();
+    ticks(&mut b, 1);
+    assert!(types(&mut b).is_empty());
+    ticks(&mut b, 1);
+    assert_eq!(types(&mut b), [Type::NeedAck.byte()]);
+    ticks(&mut b, 4);
+    assert!(types(&mut b).is_empty());
+    ticks(&mut b, 1);
+    assert_eq!(types(&mut b), [Type::NeedAck.byte()], "again every resend interval");
+    assert_eq!(b.in_progress(), 1);
+    let (meta, payload, frame) = &ack[0];
+    assert_eq!(b.on_rx(meta, payload, frame), None);
+    assert_eq!(b.in_progress(), 0);
+    ticks(&mut b, 20);
+    assert!(types(&mut b).is_empty());
 }
 
 #[test]

@@ -1,0 +1,1541 @@
+//! The POSIX shim `etran run` preloads (`LD_PRELOAD`): an unmodified program's TCP/IPv4
+//! sockets whose traffic goes through the interface the etran daemon serves run over eTran
+//! (one [`etran::app::App`] per process); every other descriptor — Unix sockets, UDP,
+//! loopback, other interfaces, files — goes to the C library untouched (`dlsym(RTLD_NEXT)`).
+//! ARCHITECTURE.md ("The POSIX shim") says what is served and how.
+//!
+//! A call the shim cannot serve faithfully on an eTran socket fails with the errno the kernel
+//! gives for something it does not support (`EOPNOTSUPP`), never silently wrong.
+// The exported functions are the C library's, with its contracts (man 2 and 3).
+#![allow(clippy::missing_safety_doc)]
+mod real;
+mod state;
+
+use std::{
+    cell::RefCell,
+    net::{Ipv4Addr, SocketAddrV4},
+    os::fd::RawFd,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use etran::app::ConnId;
+use libc::{
+    c_int, c_uint, c_ulong, c_void, iovec, msghdr, nfds_t, pollfd, size_t, sockaddr, socklen_t,
+    ssize_t,
+};
+use state::{block_on, lock, shim, tracked, Guard, Kind, Shim, Sock};
+
+fn set_errno(e: c_int) {
+    // SAFETY: this thread's errno.
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// -1 with `errno` set, as C calls fail.
+fn fail<T: From<i8>>(e: c_int) -> T {
+    set_errno(e);
+    T::from(-1)
+}
+
+/// The outcome of a call as C returns it.
+fn ret<T: From<i8>>(r: Result<T, c_int>) -> T {
+    r.unwrap_or_else(fail)
+}
+
+/// Says once on stderr why eTran sockets refuse a call.
+fn say_once(flag: &AtomicBool, what: &str) {
+    if !flag.swap(true, Ordering::Relaxed) {
+        eprintln!("etran: {what}");
+    }
+}
+
+/// An IPv4 socket address from C's.
+unsafe fn v4(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddrV4> {
+    if addr.is_null() || (len as usize) < std::mem::size_of::<libc::sockaddr_in>() {
+        return None;
+    }
+    // SAFETY: the caller's address is at least a sockaddr_in long.
+    let sin = unsafe { &*addr.cast::<libc::sockaddr_in>() };
+    (i32::from(sin.sin_family) == libc::AF_INET).then(|| {
+        SocketAddrV4::new(
+            Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+            u16::from_be(sin.sin_port),
+        )
+    })
+}
+
+/// Writes `a` where the caller asked for an address (truncated to its buffer, as the kernel
+/// does, with the full length in `*len`).
+unsafe fn put_addr(addr: *mut sockaddr, len: *mut socklen_t, a: SocketAddrV4) {
+    if addr.is_null() || len.is_null() {
+        return;
+    }
+    let sin = state::sockaddr_in(a);
+    let full = std::mem::size_of::<libc::sockaddr_in>();
+    // SAFETY: the caller's buffer holds `*len` bytes.
+    unsafe {
+        let n = full.min(*len as usize);
+        std::ptr::copy_nonoverlapping(
+            (&sin as *const libc::sockaddr_in).cast::<u8>(),
+            addr.cast::<u8>(),
+            n,
+        );
+        *len = full as socklen_t;
+    }
+}
+
+fn conn_addrs(shim: &mut Shim, id: ConnId) -> Option<(SocketAddrV4, SocketAddrV4)> {
+    let k = shim.app_ref().stream(id)?.key();
+    let ip = |v: u32| Ipv4Addr::from(v.to_ne_bytes());
+    Some((
+        SocketAddrV4::new(ip(k.local_ip), u16::from_be(k.local_port)),
+        SocketAddrV4::new(ip(k.remote_ip), u16::from_be(k.remote_port)),
+    ))
+}
+
+/// The socket behind `fd`, refusing one a parent process opened before `fork`.
+fn sock(shim: &mut Shim, fd: RawFd) -> Result<&mut Sock, c_int> {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    let sock = shim.socks.get_mut(&fd).ok_or(libc::EBADF)?;
+    if sock.inherited {
+        say_once(&SAID, "an eTran socket opened before fork() is not usable in the child yet");
+        return Err(libc::EOPNOTSUPP);
+    }
+    Ok(sock)
+}
+
+/// What a call on a descriptor does: the kernel's (not a socket of ours, or a fresh one), or
+/// eTran's.
+enum Route {
+    Kernel,
+    Etran(Guard),
+}
+
+/// Whether `fd` is the kernel's (untracked, or a fresh socket) or eTran's (the lock held).
+fn route(fd: RawFd) -> Route {
+    // Untracked descriptors (the common case) never take the lock.
+    if !tracked(fd) {
+        return Route::Kernel;
+    }
+    let mut g = lock();
+    match shim(&mut g).socks.get(&fd) {
+        None | Some(Sock { kind: Kind::Fresh { .. }, .. }) => Route::Kernel,
+        Some(_) => Route::Etran(g),
+    }
+}
+
+// ---- creating, binding, listening, accepting, connecting ----
+
+#[no_mangle]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int {
+    // SAFETY: the caller's arguments, handed on.
+    let fd = unsafe { real::socket(domain, ty, proto) };
+    let tcp = domain == libc::AF_INET
+        && ty & 0xf == libc::SOCK_STREAM
+        && (proto == 0 || proto == libc::IPPROTO_TCP);
+    if fd >= 0 && tcp && (fd as usize) < state::MAX_FD && state::same_process() {
+        let mut g = lock();
+        let s = shim(&mut g);
+        s.remove(fd); // a descriptor the kernel reused behind our back
+        s.insert(fd, Sock::new(Kind::Fresh { bound: None }, ty & libc::SOCK_NONBLOCK != 0));
+    }
+    fd
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    // SAFETY: the caller's arguments, handed on.
+    let r = unsafe { real::bind(fd, addr, len) };
+    if r != 0 || !tracked(fd) {
+        return r;
+    }
+    let mut g = lock();
+    let s = shim(&mut g);
+    let fresh = matches!(s.socks.get(&fd), Some(Sock { kind: Kind::Fresh { .. }, .. }));
+    // SAFETY: the caller's address.
+    let Some(want) = (unsafe { v4(addr, len) }) else { return r };
+    if fresh && s.serves_bind(*want.ip()) {
+        // The kernel picked the port if asked for 0.
+        let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut l = std::mem::size_of::<libc::sockaddr_in>() as socklen_t;
+        // SAFETY: our buffer.
+        unsafe { real::getsockname(fd, (&mut sin as *mut libc::sockaddr_in).cast(), &mut l) };
+        let port = u16::from_be(sin.sin_port);
+        if let Some(sock) = s.socks.get_mut(&fd) {
+            sock.kind = Kind::Fresh { bound: Some(SocketAddrV4::new(*want.ip(), port)) };
+        }
+    } else if fresh {
+        s.remove(fd);
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    if !tracked(fd) {
+        // SAFETY: handed on.
+        return unsafe { real::listen(fd, backlog) };
+    }
+    let mut g = lock();
+    let s = shim(&mut g);
+    let bound = match s.socks.get(&fd).map(|k| &k.kind) {
+        Some(Kind::Fresh { bound: Some(b) }) => *b,
+        Some(Kind::Fresh { bound: None }) | None => {
+            s.remove(fd);
+            drop(g);
+            // SAFETY: handed on.
+            return unsafe { real::listen(fd, backlog) };
+        }
+        Some(Kind::Listening { .. }) => return 0,
+        Some(_) => return fail(libc::EINVAL),
+    };
+    let Some(app) = s.app() else {
+        s.remove(fd);
+        drop(g);
+        // SAFETY: handed on.
+        return unsafe { real::listen(fd, backlog) };
+    };
+    let listener = match app.listen(bound.port()) {
+        Ok(l) => l,
+        Err(e) => return fail(state::errno_of(&e)),
+    };
+    // Bound to any address: the kernel socket listens too, for loopback and other interfaces
+    // (the datapath takes the port's SYNs on the daemon's interface first). It stays
+    // non-blocking: accept tries it without waiting.
+    let kernel_too = bound.ip().is_unspecified();
+    if kernel_too {
+        // SAFETY: our descriptor.
+        unsafe {
+            real::listen(fd, backlog);
+            let fl = real::fcntl(fd, libc::F_GETFL, 0);
+            real::fcntl(fd, libc::F_SETFL, (fl | libc::O_NONBLOCK) as c_ulong);
+        }
+    }
+    let nodelay = s.socks[&fd].nodelay;
+    if let Some(sock) = s.socks.get_mut(&fd) {
+        sock.kind = Kind::Listening { listener, backlog: Default::default(), kernel_too };
+        sock.nodelay = nodelay;
+    }
+    s.leave_kernel_epolls(fd, kernel_too);
+    0
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    // SAFETY: the caller's arguments.
+    unsafe { accept4(fd, addr, len, 0) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    let Route::Etran(mut g) = route(fd) else {
+        // SAFETY: handed on.
+        return unsafe { real::accept4(fd, addr, len, flags) };
+    };
+    let (nonblock, timeout, kernel_too, nodelay) = match sock(shim(&mut g), fd) {
+        Ok(Sock {
+            kind: Kind::Listening { kernel_too, .. }, nonblock, rcvtimeo, nodelay, ..
+        }) => (*nonblock, *rcvtimeo, *kernel_too, *nodelay),
+        Ok(_) => return fail(libc::EINVAL),
+        Err(e) => return fail(e),
+    };
+    let mut kernel: Vec<pollfd> = Vec::new();
+    if kernel_too {
+        kernel.push(pollfd { fd, events: libc::POLLIN, revents: 0 });
+    }
+    let timeout = if nonblock { Some(Duration::ZERO) } else { timeout };
+    ret(block_on(g, timeout, &mut kernel, |s, _| {
+        let id = match s.socks.get_mut(&fd).map(|k| &mut k.kind) {
+            Some(Kind::Listening { backlog, .. }) => backlog.pop_front(),
+            _ => return Some(Err(libc::EBADF)),
+        };
+        if let Some(id) = id {
+            return Some(adopt(s, id, addr, len, flags, nodelay));
+        }
+        if kernel_too {
+            // SAFETY: the caller's arguments; the kernel socket is non-blocking.
+            let r = unsafe { real::accept4(fd, addr, len, flags) };
+            if r >= 0 {
+                return Some(Ok(r));
+            }
+            let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+            if e != libc::EAGAIN {
+                return Some(Err(e));
+            }
+        }
+        None
+    }))
+}
+
+/// Gives an accepted eTran connection a descriptor: a fresh kernel socket stands for it.
+fn adopt(
+    s: &mut Shim,
+    id: ConnId,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+    nodelay: bool,
+) -> Result<c_int, c_int> {
+    let ty = libc::SOCK_STREAM | (flags & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC));
+    // SAFETY: a new socket of ours.
+    let nfd = unsafe { real::socket(libc::AF_INET, ty, 0) };
+    if nfd < 0 || nfd as usize >= state::MAX_FD {
+        let e = if nfd < 0 {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EMFILE)
+        } else {
+            libc::EMFILE
+        };
+        if nfd >= 0 {
+            // SAFETY: ours.
+            unsafe { real::close(nfd) };
+        }
+        s.app_ref().abort(id);
+        return Err(e);
+    }
+    if nodelay {
+        let _ = s.app_ref().set_nodelay(id, true);
+    }
+    if let Some((_, peer)) = conn_addrs(s, id) {
+        // SAFETY: the caller's buffers.
+        unsafe { put_addr(addr, len, peer) };
+    }
+    s.remove(nfd);
+    let mut sock = Sock::new(
+        Kind::Conn { id, rd_shut: false, wr_shut: false },
+        flags & libc::SOCK_NONBLOCK != 0,
+    );
+    sock.nodelay = nodelay;
+    s.insert(nfd, sock);
+    Ok(nfd)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    // SAFETY: the caller's address.
+    let dst = unsafe { v4(addr, len) };
+    let (true, Some(dst)) = (tracked(fd), dst) else {
+        // SAFETY: handed on.
+        return unsafe { real::connect(fd, addr, len) };
+    };
+    let mut g = lock();
+    let s = shim(&mut g);
+    let bound = match sock(s, fd).map(|k| &k.kind) {
+        Ok(Kind::Fresh { bound }) => *bound,
+        Ok(Kind::Failed) => None,
+        Ok(Kind::Connecting(_)) => return fail(libc::EALREADY),
+        Ok(Kind::Conn { .. }) => return fail(libc::EISCONN),
+        Ok(Kind::Listening { .. }) => return fail(libc::EINVAL),
+        Err(e) => return fail(e),
+    };
+    if !s.serves_connect(*dst.ip()) {
+        s.remove(fd);
+        drop(g);
+        // SAFETY: handed on.
+        return unsafe { real::connect(fd, addr, len) };
+    }
+    let local_port = bound.map(|b| b.port()).filter(|&p| p != 0);
+    let c = match s.app_ref().connect(dst, local_port) {
+        Ok(c) => c,
+        Err(e) => return fail(state::errno_of(&e)),
+    };
+    s.leave_kernel_epolls(fd, false);
+    let sock = s.socks.get_mut(&fd).expect("checked above");
+    sock.kind = Kind::Connecting(c);
+    if sock.nonblock {
+        return fail(libc::EINPROGRESS);
+    }
+    let timeout = sock.sndtimeo;
+    let r = block_on(g, timeout, &mut [], |s, _| match s.socks.get_mut(&fd) {
+        Some(Sock { kind: Kind::Connecting(_), .. }) => None,
+        Some(Sock { kind: Kind::Conn { .. }, .. }) => Some(Ok(0)),
+        Some(sock @ Sock { kind: Kind::Failed, .. }) => Some(Err(std::mem::take(&mut sock.error))),
+        _ => Some(Err(libc::EBADF)),
+    });
+    // A connect whose time ran out goes on, as the kernel's does.
+    ret(r.map_err(|e| if e == libc::EAGAIN { libc::EINPROGRESS } else { e }))
+}
+
+// ---- closing ----
+
+/// Forgets `fd` and leaves what closing it takes to later passes.
+fn release(fd: RawFd) {
+    let mut g = lock();
+    let s = shim(&mut g);
+    if let Some(sock) = s.remove(fd) {
+        s.release(sock);
+        if s.pass() {
+            state::wake_others(s);
+        }
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if tracked(fd) {
+        release(fd);
+    }
+    // SAFETY: handed on.
+    unsafe { real::close(fd) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    if flags as c_uint & libc::CLOSE_RANGE_CLOEXEC == 0 {
+        let last = last.min(state::MAX_FD as c_uint - 1);
+        for fd in first..=last {
+            if tracked(fd as c_int) {
+                release(fd as c_int);
+            }
+        }
+    }
+    // SAFETY: handed on.
+    unsafe { real::close_range(first, last, flags) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
+    let Route::Etran(mut g) = route(fd) else {
+        // SAFETY: handed on.
+        return unsafe { real::shutdown(fd, how) };
+    };
+    let s = shim(&mut g);
+    let (id, rd_shut, wr_shut) = match sock(s, fd).map(|k| &mut k.kind) {
+        Ok(Kind::Conn { id, rd_shut, wr_shut }) => (*id, rd_shut, wr_shut),
+        Ok(_) => return fail(libc::ENOTCONN),
+        Err(e) => return fail(e),
+    };
+    if !matches!(how, libc::SHUT_RD | libc::SHUT_WR | libc::SHUT_RDWR) {
+        return fail(libc::EINVAL);
+    }
+    if how != libc::SHUT_WR {
+        *rd_shut = true;
+    }
+    let send_fin = how != libc::SHUT_RD && !*wr_shut;
+    if how != libc::SHUT_RD {
+        *wr_shut = true;
+    }
+    if send_fin {
+        if let Err(e) = s.app_ref().close(id) {
+            // A connection already reset has nothing to shut down.
+            if e.raw_os_error() != Some(libc::ECONNRESET) {
+                return fail(state::errno_of(&e));
+            }
+        }
+    }
+    0
+}
+
+// ---- receiving ----
+
+const RECV_FLAGS: c_int =
+    libc::MSG_DONTWAIT | libc::MSG_WAITALL | libc::MSG_NOSIGNAL | libc::MSG_CMSG_CLOEXEC;
+
+/// Receives into `buf` from eTran connection `fd` (the lock held).
+fn recv_etran(mut g: Guard, fd: RawFd, buf: &mut [u8], flags: c_int) -> Result<usize, c_int> {
+    let s = shim(&mut g);
+    let sock = sock(s, fd)?;
+    let (id, rd_shut) = match sock.kind {
+        Kind::Conn { id, rd_shut, .. } => (id, rd_shut),
+        Kind::Connecting(_) if sock.nonblock => return Err(libc::EAGAIN),
+        _ => return Err(libc::ENOTCONN),
+    };
+    if flags & !RECV_FLAGS != 0 {
+        // MSG_PEEK, MSG_OOB, MSG_TRUNC: the engine cannot.
+        return Err(libc::EOPNOTSUPP);
+    }
+    if rd_shut {
+        return Ok(0);
+    }
+    let nonblock = sock.nonblock || flags & libc::MSG_DONTWAIT != 0;
+    let all = flags & libc::MSG_WAITALL != 0 && !nonblock;
+    let timeout = if nonblock { Some(Duration::ZERO) } else { sock.rcvtimeo };
+    let mut got = 0;
+    let r = block_on(g, timeout, &mut [], |s, _| match s.app_ref().recv(id, &mut buf[got..]) {
+        Ok(0) => Some(Ok(())),
+        Ok(n) => {
+            got += n;
+            (!all || got == buf.len()).then_some(Ok(()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+        Err(e) if got > 0 => {
+            let _ = e;
+            Some(Ok(()))
+        }
+        Err(e) => Some(Err(state::errno_of(&e))),
+    });
+    match r {
+        Ok(()) => Ok(got),
+        Err(_) if got > 0 => Ok(got),
+        Err(e) => Err(e),
+    }
+}
+
+/// `buf` as a byte slice (empty for a null or empty buffer).
+unsafe fn bytes_mut<'a>(buf: *mut c_void, n: size_t) -> &'a mut [u8] {
+    if buf.is_null() || n == 0 {
+        return &mut [];
+    }
+    // SAFETY: the caller's buffer of `n` bytes.
+    unsafe { std::slice::from_raw_parts_mut(buf.cast(), n) }
+}
+
+unsafe fn bytes<'a>(buf: *const c_void, n: size_t) -> &'a [u8] {
+    if buf.is_null() || n == 0 {
+        return &[];
+    }
+    // SAFETY: the caller's buffer of `n` bytes.
+    unsafe { std::slice::from_raw_parts(buf.cast(), n) }
+}
+
+fn ssize(r: Result<usize, c_int>) -> ssize_t {
+    ret(r.map(|n| n as ssize_t))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
+    match route(fd) {
+        // SAFETY: handed on.
+        Route::Kernel => unsafe { real::read(fd, buf, n) },
+        // SAFETY: the caller's buffer.
+        Route::Etran(g) => ssize(recv_etran(g, fd, unsafe { bytes_mut(buf, n) }, 0)),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: the caller's arguments.
+    unsafe { recvfrom(fd, buf, n, flags, std::ptr::null_mut(), std::ptr::null_mut()) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> ssize_t {
+    match route(fd) {
+        // SAFETY: handed on.
+        Route::Kernel => unsafe { real::recvfrom(fd, buf, n, flags, addr, len) },
+        Route::Etran(g) => {
+            // TCP names no sender.
+            if !len.is_null() {
+                // SAFETY: the caller's length.
+                unsafe { *len = 0 };
+            }
+            // SAFETY: the caller's buffer.
+            ssize(recv_etran(g, fd, unsafe { bytes_mut(buf, n) }, flags))
+        }
+    }
+}
+
+/// Reads into the iovecs through one buffer.
+unsafe fn recv_iov(
+    g: Guard,
+    fd: RawFd,
+    iov: *const iovec,
+    n: usize,
+    flags: c_int,
+) -> Result<usize, c_int> {
+    // SAFETY: the caller's iovecs.
+    let iovs = if iov.is_null() || n == 0 {
+        &[][..]
+    } else {
+        unsafe { std::slice::from_raw_parts(iov, n) }
+    };
+    let total = iovs.iter().map(|v| v.iov_len).sum();
+    let mut tmp = vec![0u8; total];
+    let got = recv_etran(g, fd, &mut tmp, flags)?;
+    let mut at = 0;
+    for v in iovs {
+        let k = v.iov_len.min(got - at);
+        // SAFETY: the caller's buffer of iov_len bytes.
+        unsafe { std::ptr::copy_nonoverlapping(tmp[at..].as_ptr(), v.iov_base.cast::<u8>(), k) };
+        at += k;
+    }
+    Ok(got)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
+    match route(fd) {
+        // SAFETY: handed on.
+        Route::Kernel => unsafe { real::readv(fd, iov, n) },
+        // SAFETY: the caller's iovecs.
+        Route::Etran(g) => ssize(unsafe { recv_iov(g, fd, iov, n.max(0) as usize, 0) }),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    match route(fd) {
+        // SAFETY: handed on.
+        Route::Kernel => unsafe { real::recvmsg(fd, msg, flags) },
+        Route::Etran(g) => {
+            // SAFETY: the caller's message header.
+            let m = unsafe { &mut *msg };
+            m.msg_namelen = 0;
+            m.msg_controllen = 0;
+            m.msg_flags = 0;
+            // SAFETY: its iovecs.
+            ssize(unsafe { recv_iov(g, fd, m.msg_iov, m.msg_iovlen, flags) })
+        }
+    }
+}
+
+// ---- sending ----
+
+const SEND_FLAGS: c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | libc::MSG_MORE | libc::MSG_EOR;
+
+/// Sends `data` on eTran connection `fd` (the lock held): all of it unless non-blocking.
+fn send_etran(mut g: Guard, fd: RawFd, data: &[u8], flags: c_int) -> Result<usize, c_int> {
+    let s = shim(&mut g);
+    let sock = sock(s, fd)?;
+    let (id, wr_shut) = match sock.kind {
+        Kind::Conn { id, wr_shut, .. } => (id, wr_shut),
+        Kind::Connecting(_) if sock.nonblock => return Err(libc::EAGAIN),
+        _ => return Err(libc::ENOTCONN),
+    };
+    if flags & !SEND_FLAGS != 0 {
+        return Err(libc::EOPNOTSUPP); // MSG_OOB
+    }
+    let epipe = || {
+        if flags & libc::MSG_NOSIGNAL == 0 {
+            // SAFETY: what the kernel does to a writer on a closed connection.
+            unsafe { libc::raise(libc::SIGPIPE) };
+        }
+        libc::EPIPE
+    };
+    if wr_shut {
+        return Err(epipe());
+    }
+    let nonblock = sock.nonblock || flags & libc::MSG_DONTWAIT != 0;
+    let timeout = if nonblock { Some(Duration::ZERO) } else { sock.sndtimeo };
+    let mut sent = 0;
+    let r = block_on(g, timeout, &mut [], |s, _| {
+        let app = s.app_ref();
+        let r = app.send(id, &data[sent..]);
+        let _ = app.flush();
+        match r {
+            Ok(n) => {
+                sent += n;
+                (sent == data.len() || nonblock).then_some(Ok(()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+            Err(_) if sent > 0 => Some(Ok(())),
+            Err(e) => Some(Err(state::errno_of(&e))),
+        }
+    });
+    match r {
+        Ok(()) => Ok(sent),
+        Err(_) if sent > 0 => Ok(sent),
+        Err(libc::EPIPE) => Err(epipe()),
+        Err(e) => Err(e),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
+    match route(fd) {
+        // SAFETY: handed on.
+        Route::Kernel => unsafe { real::write(fd, buf, n) },
+        // SAFETY: the caller's buffer.
+        Route::Etran(g) => ssize(send_etran(g, fd, unsafe { bytes(buf, n) }, 0)),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: the caller's arguments.
+    unsafe { sendto(fd, buf, n, flags, std::ptr::null(), 0) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> ssize_t {
+    match route(fd) {
+        // SAFETY: handed on.
+        Route::Kernel => unsafe { real::sendto(fd, buf, n, flags, addr, len) },
+        // A connected TCP socket ignores the address, as Linux's does.
+        // SAFETY: the caller's buffer.
+        Route::Etran(g) => ssize(send_etran(g, fd, unsafe { bytes(buf, n) }, flags)),
+    }
+}
+
+/// Sends the iovecs through one buffer.
+unsafe fn send_iov(
+    g: Guard,
+    fd: RawFd,
+    iov: *const iovec,
+    n: usize,
+    flags: c_int,
+) -> Result<usize, c_int> {
+    // SAFETY: the caller's iovecs.
+    let iovs = if iov.is_null() || n == 0 {
+        &[][..]
+    } else {
+        unsafe { std::slice::from_raw_parts(iov, n) }
+    };
+    let mut tmp = Vec::with_capacity(iovs.iter().map(|v| v.iov_len).sum());
+    for v in iovs {
+        // SAFETY: the caller's buffer of iov_len bytes.
+        tmp.extend_from_slice(unsafe { bytes(v.iov_base, v.iov_len) });
+    }
+    send_etran(g, fd, &tmp, flags)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
+    match route(fd) {
+        // SAFETY: handed on.
+        Route::Kernel => unsafe { real::writev(fd, iov, n) },
+        // SAFETY: the caller's iovecs.
+        Route::Etran(g) => ssize(unsafe { send_iov(g, fd, iov, n.max(0) as usize, 0) }),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    match route(fd) {
+        // SAFETY: handed on.
+        Route::Kernel => unsafe { real::sendmsg(fd, msg, flags) },
+        Route::Etran(g) => {
+            // SAFETY: the caller's message header.
+            let m = unsafe { &*msg };
+            if m.msg_controllen > 0 {
+                return fail(libc::EOPNOTSUPP); // ancillary data (descriptors) over TCP/IP
+            }
+            // SAFETY: its iovecs.
+            ssize(unsafe { send_iov(g, fd, m.msg_iov, m.msg_iovlen, flags) })
+        }
+    }
+}
+
+/// `sendfile` to an eTran connection: up to 1 MiB read from `inp` (at `*off` if given) and
+/// sent; the file position (or `*off`) moves by what was sent.
+#[no_mangle]
+pub unsafe extern "C" fn sendfile(
+    out: c_int,
+    inp: c_int,
+    off: *mut libc::off_t,
+    n: size_t,
+) -> ssize_t {
+    let Route::Etran(g) = route(out) else {
+        // SAFETY: handed on.
+        return unsafe { real::sendfile(out, inp, off, n) };
+    };
+    let mut buf = vec![0u8; n.min(1 << 20)];
+    // SAFETY: our buffer; the caller's offset.
+    let got = unsafe {
+        if off.is_null() {
+            real::read(inp, buf.as_mut_ptr().cast(), buf.len())
+        } else {
+            libc::pread(inp, buf.as_mut_ptr().cast(), buf.len(), *off)
+        }
+    };
+    if got < 0 {
+        return got;
+    }
+    let r = send_etran(g, out, &buf[..got as usize], 0);
+    if let Ok(sent) = r {
+        // SAFETY: the caller's offset, or the file's position.
+        unsafe {
+            if !off.is_null() {
+                *off += sent as libc::off_t;
+            } else if sent < got as usize {
+                libc::lseek(inp, sent as libc::off_t - got as libc::off_t, libc::SEEK_CUR);
+            }
+        }
+    }
+    ssize(r)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sendfile64(
+    out: c_int,
+    inp: c_int,
+    off: *mut libc::off_t,
+    n: size_t,
+) -> ssize_t {
+    // SAFETY: the caller's arguments (off_t is 64 bits here).
+    unsafe { sendfile(out, inp, off, n) }
+}
+
+// ---- names and options ----
+
+#[no_mangle]
+pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if let Route::Etran(mut g) = route(fd) {
+        let s = shim(&mut g);
+        if let Ok(Kind::Conn { id, .. }) = sock(s, fd).map(|k| &k.kind) {
+            let id = *id;
+            if let Some((local, _)) = conn_addrs(s, id) {
+                // SAFETY: the caller's buffers.
+                unsafe { put_addr(addr, len, local) };
+                return 0;
+            }
+        }
+    }
+    // Fresh, listening and connecting sockets: the kernel socket is bound where they are.
+    // SAFETY: handed on.
+    unsafe { real::getsockname(fd, addr, len) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    let Route::Etran(mut g) = route(fd) else {
+        // SAFETY: handed on.
+        return unsafe { real::getpeername(fd, addr, len) };
+    };
+    let s = shim(&mut g);
+    match sock(s, fd).map(|k| &k.kind) {
+        Ok(Kind::Conn { id, .. }) => {
+            let id = *id;
+            match conn_addrs(s, id) {
+                Some((_, peer)) => {
+                    // SAFETY: the caller's buffers.
+                    unsafe { put_addr(addr, len, peer) };
+                    0
+                }
+                None => fail(libc::ENOTCONN),
+            }
+        }
+        Ok(_) => fail(libc::ENOTCONN),
+        Err(e) => fail(e),
+    }
+}
+
+/// TCP options an eTran socket accepts: kept by its kernel socket (getsockopt reads them
+/// back), without effect on eTran's engine (keepalive probes, for one, are not sent).
+const TCP_KEPT: [c_int; 7] = [
+    libc::TCP_KEEPIDLE,
+    libc::TCP_KEEPINTVL,
+    libc::TCP_KEEPCNT,
+    libc::TCP_QUICKACK,
+    libc::TCP_USER_TIMEOUT,
+    libc::TCP_CORK,
+    libc::TCP_DEFER_ACCEPT,
+];
+
+fn timeval_of(val: *const c_void, len: socklen_t) -> Option<Option<Duration>> {
+    if val.is_null() || (len as usize) < std::mem::size_of::<libc::timeval>() {
+        return None;
+    }
+    // SAFETY: the caller's timeval.
+    let tv = unsafe { &*val.cast::<libc::timeval>() };
+    let d = Duration::from_secs(tv.tv_sec.max(0) as u64)
+        + Duration::from_micros(tv.tv_usec.max(0) as u64);
+    Some((!d.is_zero()).then_some(d))
+}
+
+fn int_of(val: *const c_void, len: socklen_t) -> Option<c_int> {
+    // SAFETY: the caller's int.
+    (!val.is_null() && len as usize >= 4).then(|| unsafe { *val.cast::<c_int>() })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    if !tracked(fd) {
+        // SAFETY: handed on.
+        return unsafe { real::setsockopt(fd, level, name, val, len) };
+    }
+    let mut g = lock();
+    let s = shim(&mut g);
+    let sock = match sock(s, fd) {
+        Ok(k) => k,
+        Err(e) => return fail(e),
+    };
+    let fresh = matches!(sock.kind, Kind::Fresh { .. });
+    let conn = match sock.kind {
+        Kind::Conn { id, .. } => Some(id),
+        _ => None,
+    };
+    match (level, name) {
+        (libc::SOL_SOCKET, libc::SO_RCVTIMEO) => match timeval_of(val, len) {
+            Some(t) => sock.rcvtimeo = t,
+            None => return fail(libc::EINVAL),
+        },
+        (libc::SOL_SOCKET, libc::SO_SNDTIMEO) => match timeval_of(val, len) {
+            Some(t) => sock.sndtimeo = t,
+            None => return fail(libc::EINVAL),
+        },
+        (libc::IPPROTO_TCP, libc::TCP_NODELAY) => match int_of(val, len) {
+            Some(v) => {
+                sock.nodelay = v != 0;
+                if let Some(id) = conn {
+                    let _ = s.app_ref().set_nodelay(id, v != 0);
+                }
+            }
+            None => return fail(libc::EINVAL),
+        },
+        (libc::SOL_SOCKET | libc::IPPROTO_IP, _) => {}
+        (libc::IPPROTO_TCP, n) if fresh || TCP_KEPT.contains(&n) => {}
+        _ if fresh => {}
+        _ => return fail(libc::EOPNOTSUPP),
+    }
+    drop(g);
+    // The kernel socket keeps the value (and checks it as it would).
+    // SAFETY: handed on.
+    unsafe { real::setsockopt(fd, level, name, val, len) }
+}
+
+unsafe fn put_int(val: *mut c_void, len: *mut socklen_t, v: c_int) -> c_int {
+    if val.is_null() || len.is_null() || (unsafe { *len } as usize) < 4 {
+        return fail(libc::EINVAL);
+    }
+    // SAFETY: the caller's buffer of at least an int.
+    unsafe {
+        *val.cast::<c_int>() = v;
+        *len = 4;
+    }
+    0
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *mut c_void,
+    len: *mut socklen_t,
+) -> c_int {
+    let Route::Etran(mut g) = route(fd) else {
+        // SAFETY: handed on.
+        return unsafe { real::getsockopt(fd, level, name, val, len) };
+    };
+    let s = shim(&mut g);
+    let (listening, conn, nodelay, error) = match sock(s, fd) {
+        Ok(k) => (
+            matches!(k.kind, Kind::Listening { .. }),
+            match k.kind {
+                Kind::Conn { id, .. } => Some(id),
+                _ => None,
+            },
+            k.nodelay,
+            &mut k.error,
+        ),
+        Err(e) => return fail(e),
+    };
+    // SAFETY: the caller's buffers.
+    match (level, name) {
+        (libc::SOL_SOCKET, libc::SO_ERROR) => unsafe { put_int(val, len, std::mem::take(error)) },
+        (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => unsafe { put_int(val, len, listening.into()) },
+        (libc::IPPROTO_TCP, libc::TCP_NODELAY) => unsafe { put_int(val, len, nodelay.into()) },
+        (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => match conn.and_then(|id| s.app_ref().stream(id)) {
+            Some(st) => unsafe { put_int(val, len, st.mss().into()) },
+            None => fail(libc::EOPNOTSUPP),
+        },
+        (libc::SOL_SOCKET | libc::IPPROTO_IP, _) => {
+            drop(g);
+            // SAFETY: handed on.
+            unsafe { real::getsockopt(fd, level, name, val, len) }
+        }
+        (libc::IPPROTO_TCP, n) if TCP_KEPT.contains(&n) => {
+            drop(g);
+            // SAFETY: handed on.
+            unsafe { real::getsockopt(fd, level, name, val, len) }
+        }
+        // TCP_INFO and the like: the kernel socket's answer would be wrong.
+        _ => fail(libc::EOPNOTSUPP),
+    }
+}
+
+// ---- descriptor flags ----
+
+/// `fcntl`'s third argument is variadic; on x86-64 it arrives in the same register whatever
+/// its type, so one integer parameter carries it.
+#[no_mangle]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    if !tracked(fd) {
+        // SAFETY: handed on.
+        return unsafe { real::fcntl(fd, cmd, arg) };
+    }
+    let mut g = lock();
+    let s = shim(&mut g);
+    let Some(sock) = s.socks.get_mut(&fd) else {
+        drop(g);
+        // SAFETY: handed on.
+        return unsafe { real::fcntl(fd, cmd, arg) };
+    };
+    let fresh = matches!(sock.kind, Kind::Fresh { .. });
+    let dual = matches!(sock.kind, Kind::Listening { kernel_too: true, .. });
+    match cmd {
+        libc::F_SETFL => {
+            sock.nonblock = arg as c_int & libc::O_NONBLOCK != 0;
+            let arg = if dual { arg | libc::O_NONBLOCK as c_ulong } else { arg };
+            drop(g);
+            // SAFETY: handed on.
+            unsafe { real::fcntl(fd, cmd, arg) }
+        }
+        libc::F_GETFL => {
+            let nonblock = sock.nonblock;
+            drop(g);
+            // SAFETY: handed on.
+            let fl = unsafe { real::fcntl(fd, cmd, arg) };
+            if fl < 0 || fresh {
+                return fl;
+            }
+            (fl & !libc::O_NONBLOCK) | if nonblock { libc::O_NONBLOCK } else { 0 }
+        }
+        libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
+            if !fresh {
+                return dup_refused();
+            }
+            // A duplicated fresh socket is the kernel's for good.
+            s.remove(fd);
+            drop(g);
+            // SAFETY: handed on.
+            unsafe { real::fcntl(fd, cmd, arg) }
+        }
+        _ => {
+            drop(g);
+            // SAFETY: handed on.
+            unsafe { real::fcntl(fd, cmd, arg) }
+        }
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    // SAFETY: the caller's arguments.
+    unsafe { fcntl(fd, cmd, arg) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: c_ulong) -> c_int {
+    let p = arg as *mut c_int;
+    if req == libc::FIONBIO && !p.is_null() && tracked(fd) {
+        let mut g = lock();
+        if let Some(sock) = shim(&mut g).socks.get_mut(&fd) {
+            // SAFETY: the caller's int.
+            sock.nonblock = unsafe { *p } != 0;
+            if matches!(sock.kind, Kind::Listening { kernel_too: true, .. }) {
+                return 0; // the kernel socket stays non-blocking
+            }
+        }
+    }
+    let Route::Etran(mut g) = route(fd) else {
+        // SAFETY: handed on.
+        return unsafe { real::ioctl(fd, req, arg) };
+    };
+    let s = shim(&mut g);
+    let conn = match sock(s, fd) {
+        Ok(Sock { kind: Kind::Conn { id, .. }, .. }) => Some(*id),
+        Ok(_) => None,
+        Err(e) => return fail(e),
+    };
+    match req {
+        libc::FIONREAD if !p.is_null() => {
+            let n = conn.and_then(|id| s.app_ref().stream(id)).map_or(0, |st| st.readable());
+            // SAFETY: the caller's int.
+            unsafe { *p = n.min(c_int::MAX as usize) as c_int };
+            0
+        }
+        // The send queue's figures would be the idle kernel socket's.
+        libc::TIOCOUTQ | libc::SIOCOUTQNSD => fail(libc::EOPNOTSUPP),
+        _ => {
+            drop(g);
+            // SAFETY: handed on (interface ioctls work on any socket).
+            unsafe { real::ioctl(fd, req, arg) }
+        }
+    }
+}
+
+fn dup_refused() -> c_int {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    say_once(&SAID, "duplicating an eTran socket (dup, dup2, F_DUPFD) is not supported yet");
+    fail(libc::EOPNOTSUPP)
+}
+
+/// dup of a fresh socket makes it the kernel's for good; of an eTran one is refused.
+fn dup_check(fd: c_int) -> Result<(), c_int> {
+    if !tracked(fd) {
+        return Ok(());
+    }
+    let mut g = lock();
+    let s = shim(&mut g);
+    match s.socks.get(&fd).map(|k| &k.kind) {
+        Some(Kind::Fresh { .. }) => {
+            s.remove(fd);
+            Ok(())
+        }
+        Some(_) => Err(dup_refused()),
+        None => Ok(()),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    match dup_check(fd) {
+        // SAFETY: handed on.
+        Ok(()) => unsafe { real::dup(fd) },
+        Err(r) => r,
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
+    // SAFETY: the caller's arguments.
+    unsafe { dup3_or_2(fd, to, None) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
+    // SAFETY: the caller's arguments.
+    unsafe { dup3_or_2(fd, to, Some(flags)) }
+}
+
+unsafe fn dup3_or_2(fd: c_int, to: c_int, flags: Option<c_int>) -> c_int {
+    if let Err(r) = dup_check(fd) {
+        return r;
+    }
+    if fd != to && tracked(to) {
+        release(to); // dup2 closes `to` first
+    }
+    // SAFETY: handed on.
+    unsafe {
+        match flags {
+            None => real::dup2(fd, to),
+            Some(f) => real::dup3(fd, to, f),
+        }
+    }
+}
+
+/// Epoll sets may watch eTran and kernel descriptors together: the kernel's set watches the
+/// kernel ones (and a fresh socket's, a dual listener's), the shim keeps the eTran ones
+/// beside it (`Shim::epolls`) and `epoll_wait` reports both. Level-triggered: `EPOLLET` is
+/// taken as level (a program that reads until `EAGAIN` sees no difference); `EPOLLONESHOT`
+/// is honoured.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_ctl(
+    ep: c_int,
+    op: c_int,
+    fd: c_int,
+    ev: *mut libc::epoll_event,
+) -> c_int {
+    if !tracked(fd) {
+        // SAFETY: handed on.
+        return unsafe { real::epoll_ctl(ep, op, fd, ev) };
+    }
+    let mut g = lock();
+    let s = shim(&mut g);
+    let in_kernel = match sock(s, fd) {
+        Ok(k) => matches!(k.kind, Kind::Fresh { .. } | Kind::Listening { kernel_too: true, .. }),
+        Err(e) => return fail(e),
+    };
+    // SAFETY: the caller's event, when the operation has one.
+    let want = (!ev.is_null()).then(|| unsafe { ((*ev).events, (*ev).u64) });
+    let set = s.epolls.entry(ep).or_default();
+    let known = set.get(&fd).map(|it| it.in_kernel);
+    match (op, want, known) {
+        (libc::EPOLL_CTL_ADD, _, Some(_)) => return fail(libc::EEXIST),
+        (libc::EPOLL_CTL_MOD | libc::EPOLL_CTL_DEL, _, None) => return fail(libc::ENOENT),
+        (libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD, None, _) => return fail(libc::EFAULT),
+        (libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD | libc::EPOLL_CTL_DEL, ..) => {}
+        _ => return fail(libc::EINVAL),
+    }
+    if known.unwrap_or(in_kernel) {
+        // SAFETY: handed on: the kernel's set watches the kernel socket.
+        let r = unsafe { real::epoll_ctl(ep, op, fd, ev) };
+        if r != 0 {
+            return r;
+        }
+    }
+    match (op, want) {
+        (libc::EPOLL_CTL_DEL, _) => drop(set.remove(&fd)),
+        (_, Some((events, data))) => {
+            let in_kernel = known.unwrap_or(in_kernel);
+            set.insert(fd, state::Interest { events, data, in_kernel });
+            state::set_tracked(ep, true);
+        }
+        _ => {}
+    }
+    0
+}
+
+/// `epoll_wait` over a set that may hold eTran descriptors; `timeout` None: without limit.
+unsafe fn epoll_wait_mixed(
+    ep: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: Option<Duration>,
+) -> Result<c_int, c_int> {
+    if max <= 0 || events.is_null() {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: the caller's array of `max` events.
+    let out = unsafe { std::slice::from_raw_parts_mut(events, max as usize) };
+    let g = lock();
+    let mut kernel = [pollfd { fd: ep, events: libc::POLLIN, revents: 0 }];
+    let r = block_on(g, timeout, &mut kernel, |s, _| {
+        let mut n = 0;
+        let fds: Vec<RawFd> =
+            s.epolls.get(&ep).map(|set| set.keys().copied().collect()).unwrap_or_default();
+        for fd in fds {
+            if n == out.len() {
+                break;
+            }
+            let Some(ev) = s.revents(fd) else { continue }; // fresh: the kernel's set has it
+            let Some(it) = s.epolls.get_mut(&ep).and_then(|set| set.get_mut(&fd)) else { continue };
+            let got =
+                (ev as u16 as u32) & (it.events | libc::EPOLLERR as u32 | libc::EPOLLHUP as u32);
+            if got != 0 {
+                out[n] = libc::epoll_event { events: got, u64: it.data };
+                n += 1;
+                if it.events & libc::EPOLLONESHOT as u32 != 0 {
+                    it.events = 0;
+                }
+            }
+        }
+        if n < out.len() {
+            // SAFETY: the rest of the caller's array.
+            let r =
+                unsafe { real::epoll_wait(ep, out[n..].as_mut_ptr(), (out.len() - n) as c_int, 0) };
+            if r < 0 && n == 0 {
+                return Some(Err(std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO)));
+            }
+            n += r.max(0) as usize;
+        }
+        (n > 0).then_some(Ok(n as c_int))
+    });
+    match r {
+        Err(libc::EAGAIN) => Ok(0),
+        r => r,
+    }
+}
+
+/// Runs `f` with the caller's signal mask in place (not atomically, unlike the kernel's
+/// `ppoll`/`epoll_pwait`).
+fn with_mask<T>(mask: *const libc::sigset_t, f: impl FnOnce() -> T) -> T {
+    if mask.is_null() {
+        return f();
+    }
+    // SAFETY: the caller's mask for the wait; this thread's mask restored after.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, mask, &mut old) };
+    let r = f();
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    r
+}
+
+fn ms_timeout(ms: c_int) -> Option<Duration> {
+    (ms >= 0).then(|| Duration::from_millis(ms as u64))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_wait(
+    ep: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+) -> c_int {
+    if !tracked(ep) {
+        // SAFETY: handed on.
+        return unsafe { real::epoll_wait(ep, events, max, timeout) };
+    }
+    // SAFETY: the caller's events.
+    ret(unsafe { epoll_wait_mixed(ep, events, max, ms_timeout(timeout)) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait(
+    ep: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    if !tracked(ep) {
+        // SAFETY: handed on.
+        return unsafe { real::epoll_pwait(ep, events, max, timeout, mask) };
+    }
+    // SAFETY: the caller's events.
+    ret(with_mask(mask, || unsafe { epoll_wait_mixed(ep, events, max, ms_timeout(timeout)) }))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait2(
+    ep: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    ts: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    if !tracked(ep) {
+        // SAFETY: handed on.
+        return unsafe { real::epoll_pwait2(ep, events, max, ts, mask) };
+    }
+    // SAFETY: the caller's timespec and events.
+    let timeout = unsafe { timespec_timeout(ts) };
+    ret(with_mask(mask, || unsafe { epoll_wait_mixed(ep, events, max, timeout) }))
+}
+
+/// A C timespec pointer as a timeout (null: without limit).
+unsafe fn timespec_timeout(ts: *const libc::timespec) -> Option<Duration> {
+    // SAFETY: the caller's timespec.
+    (!ts.is_null()).then(|| unsafe {
+        Duration::from_secs((*ts).tv_sec.max(0) as u64)
+            + Duration::from_nanos((*ts).tv_nsec.max(0) as u64)
+    })
+}
+
+// ---- waiting ----
+
+/// `poll` over any mix of eTran and kernel descriptors; `timeout` None: without limit.
+unsafe fn poll_mixed(
+    fds: *mut pollfd,
+    n: nfds_t,
+    timeout: Option<Duration>,
+) -> Result<c_int, c_int> {
+    // SAFETY: the caller's pollfds.
+    let user = if fds.is_null() || n == 0 {
+        &mut [][..]
+    } else {
+        unsafe { std::slice::from_raw_parts_mut(fds, n as usize) }
+    };
+    let mut g = lock();
+    let s = shim(&mut g);
+    // Which entries eTran answers (and where each kernel entry is in `kernel`).
+    let mut kernel: Vec<pollfd> = Vec::new();
+    let mut at: Vec<Option<usize>> = Vec::with_capacity(user.len());
+    let mut any = false;
+    for p in user.iter() {
+        let etran = tracked(p.fd) && s.revents(p.fd).is_some();
+        any |= etran;
+        let dual = etran
+            && matches!(
+                s.socks.get(&p.fd).map(|k| &k.kind),
+                Some(Kind::Listening { kernel_too: true, .. })
+            );
+        if !etran || dual {
+            at.push(Some(kernel.len()));
+            kernel.push(pollfd {
+                fd: p.fd,
+                events: if dual { libc::POLLIN } else { p.events },
+                revents: 0,
+            });
+        } else {
+            at.push(None);
+        }
+    }
+    if !any {
+        drop(g);
+        let ms = timeout.map_or(-1, |t| t.as_millis().min(c_int::MAX as u128) as c_int);
+        // SAFETY: handed on.
+        let r = unsafe { real::poll(fds, n, ms) };
+        return if r < 0 {
+            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+        } else {
+            Ok(r)
+        };
+    }
+    let r = block_on(g, timeout, &mut [], |s, _| {
+        for k in kernel.iter_mut() {
+            k.revents = 0;
+        }
+        if !kernel.is_empty() {
+            // SAFETY: our pollfds.
+            unsafe { real::poll(kernel.as_mut_ptr(), kernel.len() as nfds_t, 0) };
+        }
+        let mut ready = 0;
+        for (p, k) in user.iter_mut().zip(&at) {
+            let mut ev = k.map_or(0, |i| kernel[i].revents);
+            if tracked(p.fd) {
+                ev |= s.revents(p.fd).unwrap_or(0);
+            }
+            p.revents = ev & (p.events | libc::POLLERR | libc::POLLHUP | libc::POLLNVAL);
+            ready += i32::from(p.revents != 0);
+        }
+        (ready > 0).then_some(Ok(ready))
+    });
+    match r {
+        Err(libc::EAGAIN) => {
+            for p in user.iter_mut() {
+                p.revents = 0;
+            }
+            Ok(0)
+        }
+        r => r,
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int {
+    let timeout = (timeout >= 0).then(|| Duration::from_millis(timeout as u64));
+    // SAFETY: the caller's pollfds.
+    ret(unsafe { poll_mixed(fds, n, timeout) })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ppoll(
+    fds: *mut pollfd,
+    n: nfds_t,
+    ts: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    // SAFETY: the caller's pollfds.
+    let mine = (0..n as usize).any(|i| tracked(unsafe { (*fds.add(i)).fd }));
+    if !mine {
+        // SAFETY: handed on.
+        return unsafe { real::ppoll(fds, n, ts, mask) };
+    }
+    // SAFETY: the caller's timespec and pollfds.
+    let timeout = unsafe { timespec_timeout(ts) };
+    ret(with_mask(mask, || unsafe { poll_mixed(fds, n, timeout) }))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn select(
+    n: c_int,
+    r: *mut libc::fd_set,
+    w: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    tv: *mut libc::timeval,
+) -> c_int {
+    let sets = [r, w, e];
+    // SAFETY: the caller's sets, fds below n.
+    let isset = |set: *mut libc::fd_set, fd| !set.is_null() && unsafe { libc::FD_ISSET(fd, set) };
+    let mine = (0..n.max(0)).any(|fd| tracked(fd) && sets.iter().any(|&s| isset(s, fd)));
+    if !mine {
+        // SAFETY: handed on.
+        return unsafe { real::select(n, r, w, e, tv) };
+    }
+    let mut fds: Vec<pollfd> = (0..n)
+        .filter_map(|fd| {
+            let mut events = 0;
+            if isset(r, fd) {
+                events |= libc::POLLIN;
+            }
+            if isset(w, fd) {
+                events |= libc::POLLOUT;
+            }
+            if isset(e, fd) {
+                events |= libc::POLLPRI;
+            }
+            (events != 0).then_some(pollfd { fd, events, revents: 0 })
+        })
+        .collect();
+    // SAFETY: the caller's timeval.
+    let timeout = (!tv.is_null()).then(|| unsafe {
+        Duration::from_secs((*tv).tv_sec.max(0) as u64)
+            + Duration::from_micros((*tv).tv_usec.max(0) as u64)
+    });
+    // SAFETY: our pollfds.
+    let res = unsafe { poll_mixed(fds.as_mut_ptr(), fds.len() as nfds_t, timeout) };
+    if let Err(err) = res {
+        return fail(err);
+    }
+    let mut count = 0;
+    for &s in &sets {
+        if !s.is_null() {
+            // SAFETY: the caller's set.
+            unsafe { libc::FD_ZERO(s) };
+        }
+    }
+    for p in &fds {
+        let hits = [
+            (
+                r,
+                p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+                    && p.events & libc::POLLIN != 0,
+            ),
+            (w, p.revents & (libc::POLLOUT | libc::POLLERR) != 0 && p.events & libc::POLLOUT != 0),
+            (e, p.revents & libc::POLLPRI != 0),
+        ];
+        for (set, hit) in hits {
+            if hit && !set.is_null() {
+                // SAFETY: the caller's set.
+                unsafe { libc::FD_SET(p.fd, set) };
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+// ---- process life: fork and exit ----
+
+thread_local! {
+    /// The lock held across a fork, so that the child's copy of the state is whole.
+    static FORKING: RefCell<Option<Guard>> = const { RefCell::new(None) };
+}
+
+extern "C" fn before_fork() {
+    FORKING.with(|f| *f.borrow_mut() = Some(lock()));
+}
+
+extern "C" fn after_fork_parent() {
+    FORKING.with(|f| drop(f.borrow_mut().take()));
+}
+
+/// The child shares the parent's port and daemon link: it must not drive them. Its inherited
+/// eTran sockets refuse calls (closing them is fine); sockets it opens get its own
+/// registration.
+extern "C" fn after_fork_child() {
+    FORKING.with(|f| {
+        if let Some(mut g) = f.borrow_mut().take() {
+            shim(&mut g).forget_after_fork();
+        }
+    });
+    state::forget_wake_fd();
+    state::own_process();
+}
+
+/// When the process exits, its connections close as the kernel would close them: each gets
+/// its FIN, and the process waits (up to a second) for the closes to complete, since the
+/// daemon resets what an app leaves behind.
+extern "C" fn at_exit() {
+    let mut g = lock();
+    let fds: Vec<RawFd> = shim(&mut g).socks.keys().copied().collect();
+    for fd in fds {
+        let s = shim(&mut g);
+        if let Some(sock) = s.remove(fd) {
+            s.release(sock);
+        }
+    }
+    let limit = Instant::now() + Duration::from_secs(1);
+    loop {
+        let s = shim(&mut g);
+        s.pass();
+        if !s.closing() || Instant::now() >= limit {
+            break;
+        }
+        let (g2, _) =
+            state::sleep(g, &mut [], Some(limit.min(Instant::now() + Duration::from_millis(10))));
+        g = g2;
+    }
+}
+
+extern "C" fn init() {
+    state::own_process();
+    // SAFETY: registering plain handlers.
+    unsafe {
+        libc::pthread_atfork(Some(before_fork), Some(after_fork_parent), Some(after_fork_child));
+        libc::atexit(at_exit);
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = init;

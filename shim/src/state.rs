@@ -1,0 +1,641 @@
+//! The process's eTran sockets: the one [`App`] (registered with the daemon when the first
+//! socket needs it), the sockets by descriptor, and the waits.
+//!
+//! Every descriptor is a real kernel socket: the one `socket()` made (a TCP/IPv4 socket is
+//! decided at `bind`/`connect`/`listen`), or a fresh unconnected one standing for an accepted
+//! connection. [`TRACKED`] says, without a lock, which descriptors are ours; every other one
+//! goes to the kernel untouched.
+//!
+//! Threads: one mutex guards the state; nobody sleeps holding it. A thread that must wait
+//! sleeps in `ppoll` on the port's AF_XDP socket, the daemon link, its own eventfd and the
+//! kernel descriptors it also waits for; a thread whose pass moved something wakes the
+//! others' eventfds (their frames may have been taken off the ring by it).
+use std::{
+    cell::Cell,
+    collections::{HashMap, VecDeque},
+    io,
+    net::{Ipv4Addr, SocketAddrV4},
+    os::fd::{AsFd, AsRawFd, RawFd},
+    sync::{
+        atomic::{AtomicI32, AtomicU64, Ordering},
+        Mutex, MutexGuard,
+    },
+    time::{Duration, Instant},
+};
+
+use etran::{
+    app::{ready, App, ConnId, Connecting, DaemonLink, Listener},
+    proto::Transport,
+};
+use libc::c_int;
+
+use crate::real;
+
+/// Descriptors at or above this are never ours (a socket getting one stays the kernel's).
+pub const MAX_FD: usize = 1 << 20;
+
+/// Bit `fd` is set while `fd` is one of ours.
+static TRACKED: [AtomicU64; MAX_FD / 64] = [const { AtomicU64::new(0) }; MAX_FD / 64];
+
+/// Whether `fd` is ours. Never in a child that shares our memory without having run the fork
+/// handlers (vfork, as a subprocess starts): it closes its copies of our descriptors before
+/// exec, which must not close our connections.
+pub fn tracked(fd: c_int) -> bool {
+    let fd = fd as usize;
+    fd < MAX_FD
+        && TRACKED[fd / 64].load(Ordering::Acquire) & (1 << (fd % 64)) != 0
+        && same_process()
+}
+
+/// The process the state belongs to.
+static PID: AtomicI32 = AtomicI32::new(0);
+
+/// Whether this is the process the state belongs to (set at load and in a forked child).
+pub fn same_process() -> bool {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            PID.store(me, Ordering::Relaxed);
+            true
+        }
+        pid => pid == me,
+    }
+}
+
+/// A forked child's state is its own from now on.
+pub fn own_process() {
+    // SAFETY: getpid has no preconditions.
+    PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+}
+
+pub fn set_tracked(fd: RawFd, on: bool) {
+    let (word, bit) = (fd as usize / 64, 1u64 << (fd as usize % 64));
+    if on {
+        TRACKED[word].fetch_or(bit, Ordering::Release);
+    } else {
+        TRACKED[word].fetch_and(!bit, Ordering::Release);
+    }
+}
+
+/// How long a blocking call busy-polls before it sleeps (`ETRAN_BUSY_POLL_US`, default 50).
+fn busy_poll() -> Duration {
+    static US: AtomicU64 = AtomicU64::new(u64::MAX);
+    let mut us = US.load(Ordering::Relaxed);
+    if us == u64::MAX {
+        us = std::env::var("ETRAN_BUSY_POLL_US").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+        US.store(us, Ordering::Relaxed);
+    }
+    Duration::from_micros(us)
+}
+
+/// How long a connection the app closed may take to finish closing before it is aborted (the
+/// kernel's FIN_WAIT2 timeout).
+const CLOSING_LIMIT: Duration = Duration::from_secs(60);
+
+/// What a socket of ours is.
+pub enum Kind {
+    /// TCP/IPv4, neither connected nor listening yet: the kernel's until then (`bound` is
+    /// where the kernel bound it).
+    Fresh {
+        bound: Option<SocketAddrV4>,
+    },
+    /// Listening through eTran; `kernel_too`: bound to any address, so the kernel socket
+    /// listens as well (loopback and other interfaces).
+    Listening {
+        listener: Listener,
+        backlog: VecDeque<ConnId>,
+        kernel_too: bool,
+    },
+    Connecting(Connecting),
+    Conn {
+        id: ConnId,
+        rd_shut: bool,
+        wr_shut: bool,
+    },
+    /// A connect that failed (its errno went to the caller or to `SO_ERROR`).
+    Failed,
+}
+
+pub struct Sock {
+    pub kind: Kind,
+    /// O_NONBLOCK as the app set it (a dual listener's kernel socket is always non-blocking).
+    pub nonblock: bool,
+    pub rcvtimeo: Option<Duration>,
+    pub sndtimeo: Option<Duration>,
+    pub nodelay: bool,
+    /// The pending `SO_ERROR`.
+    pub error: c_int,
+    /// Opened before a fork by the parent: the parent's, unusable here.
+    pub inherited: bool,
+}
+
+impl Sock {
+    pub fn new(kind: Kind, nonblock: bool) -> Sock {
+        Sock {
+            kind,
+            nonblock,
+            rcvtimeo: None,
+            sndtimeo: None,
+            nodelay: false,
+            error: 0,
+            inherited: false,
+        }
+    }
+}
+
+/// What an epoll set watches on one of our descriptors (`epoll_ctl`'s event).
+pub struct Interest {
+    pub events: u32,
+    pub data: u64,
+    /// The kernel's epoll set watches the kernel socket too: a fresh socket's (the kernel's
+    /// until it connects or listens), a listener's on any address (loopback connections).
+    pub in_kernel: bool,
+}
+
+/// Work left when the app closed a descriptor: a connection finishing its close, a connect
+/// nobody waits for.
+enum Orphan {
+    Closing(ConnId, Instant),
+    Connect(Connecting),
+}
+
+/// The interface the daemon serves: its addresses.
+struct Iface {
+    ips: Vec<Ipv4Addr>,
+}
+
+pub struct Shim {
+    app: Option<App>,
+    iface: Option<Iface>,
+    /// The daemon could not be reached: every socket stays the kernel's.
+    unavailable: bool,
+    pub socks: HashMap<RawFd, Sock>,
+    /// Epoll sets (by their descriptor, tracked too) watching descriptors of ours.
+    pub epolls: HashMap<RawFd, HashMap<RawFd, Interest>>,
+    orphans: Vec<Orphan>,
+    /// Eventfds of the threads sleeping now.
+    sleepers: Vec<RawFd>,
+}
+
+static SHIM: Mutex<Option<Shim>> = Mutex::new(None);
+
+pub type Guard = MutexGuard<'static, Option<Shim>>;
+
+pub fn lock() -> Guard {
+    let mut g = SHIM.lock().unwrap_or_else(|p| p.into_inner());
+    if g.is_none() {
+        *g = Some(Shim {
+            app: None,
+            iface: None,
+            unavailable: false,
+            socks: HashMap::new(),
+            epolls: HashMap::new(),
+            orphans: Vec::new(),
+            sleepers: Vec::new(),
+        });
+    }
+    g
+}
+
+pub fn shim(g: &mut Guard) -> &mut Shim {
+    g.as_mut().expect("initialised by lock")
+}
+
+/// The errno of an App error.
+pub fn errno_of(e: &io::Error) -> c_int {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// The daemon's socket: `ETRAN_DAEMON_SOCKET` (set by `etran run`), else the default.
+fn daemon_socket() -> String {
+    std::env::var("ETRAN_DAEMON_SOCKET").unwrap_or_else(|_| "/run/etran/etran.sock".into())
+}
+
+impl Shim {
+    /// The app, registered now if it is not yet; None when the daemon cannot be reached (said
+    /// once on stderr: the sockets then stay the kernel's).
+    pub fn app(&mut self) -> Option<&mut App> {
+        if self.app.is_none() && !self.unavailable {
+            let path = daemon_socket();
+            let opened = DaemonLink::connect(&path).and_then(|mut link| {
+                let reg = link.register(Transport::Tcp, 1)?;
+                let iface = reg.iface.clone();
+                Ok((App::with_link(link, reg)?, iface))
+            });
+            match opened {
+                Ok((app, name)) => {
+                    let ips = etran::sys::ipv4_addrs()
+                        .into_iter()
+                        .filter(|(n, _)| *n == name)
+                        .map(|(_, ip)| ip)
+                        .collect();
+                    self.iface = Some(Iface { ips });
+                    self.app = Some(app);
+                }
+                Err(e) => {
+                    eprintln!("etran: no eTran for this process ({e}): its sockets use the kernel");
+                    self.unavailable = true;
+                }
+            }
+        }
+        self.app.as_mut()
+    }
+
+    /// The registered app (a socket that is eTran's implies one).
+    pub fn app_ref(&mut self) -> &mut App {
+        self.app.as_mut().expect("an eTran socket implies a registered app")
+    }
+
+    /// Whether a socket bound to `ip` (any address included) is served through eTran.
+    pub fn serves_bind(&mut self, ip: Ipv4Addr) -> bool {
+        if ip.is_loopback() || self.app().is_none() {
+            return false;
+        }
+        ip.is_unspecified() || self.iface.as_ref().is_some_and(|i| i.ips.contains(&ip))
+    }
+
+    /// Whether a connection to `dst` leaves through the daemon's interface: not loopback or
+    /// this host, and the kernel's route to it has a source address of that interface.
+    pub fn serves_connect(&mut self, dst: Ipv4Addr) -> bool {
+        if dst.is_loopback()
+            || dst.is_unspecified()
+            || dst.is_multicast()
+            || dst.is_broadcast()
+            || self.app().is_none()
+        {
+            return false;
+        }
+        if etran::sys::ipv4_addrs().iter().any(|(_, ip)| *ip == dst) {
+            return false;
+        }
+        let Some(iface) = self.iface.as_ref() else { return false };
+        route_source(dst).is_some_and(|src| iface.ips.contains(&src))
+    }
+
+    /// Starts tracking `fd`.
+    pub fn insert(&mut self, fd: RawFd, sock: Sock) {
+        self.socks.insert(fd, sock);
+        set_tracked(fd, true);
+    }
+
+    /// Stops tracking `fd` (before the kernel may give its number to another): a socket, or an
+    /// epoll set; no epoll set of ours watches it any more.
+    pub fn remove(&mut self, fd: RawFd) -> Option<Sock> {
+        set_tracked(fd, false);
+        self.epolls.remove(&fd);
+        for set in self.epolls.values_mut() {
+            set.remove(&fd);
+        }
+        self.socks.remove(&fd)
+    }
+
+    /// A fresh socket became eTran's: the kernel's epoll sets stop watching its kernel socket
+    /// (unless `dual`: a listener on any address) and ours watch it instead.
+    pub fn leave_kernel_epolls(&mut self, fd: RawFd, dual: bool) {
+        if dual {
+            return;
+        }
+        for (&ep, set) in self.epolls.iter_mut() {
+            if let Some(it) = set.get_mut(&fd).filter(|it| it.in_kernel) {
+                // SAFETY: removing our kernel socket from the set.
+                unsafe { real::epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+                it.in_kernel = false;
+            }
+        }
+    }
+
+    /// What closing an eTran socket leaves to do: a connection sends its FIN and finishes
+    /// closing in later passes, a listener stops (its unaccepted connections are reset), a
+    /// connect in progress is aborted once it completes.
+    pub fn release(&mut self, sock: Sock) {
+        if sock.inherited {
+            return; // the parent's
+        }
+        let Some(app) = self.app.as_mut() else { return };
+        match sock.kind {
+            Kind::Fresh { .. } | Kind::Failed => {}
+            Kind::Listening { listener, backlog, .. } => {
+                for id in backlog {
+                    app.abort(id);
+                }
+                let _ = app.close_listener(listener);
+            }
+            Kind::Connecting(c) => self.orphans.push(Orphan::Connect(c)),
+            Kind::Conn { id, wr_shut, .. } => {
+                if app.stream(id).is_some_and(|s| s.error().is_some()) {
+                    app.remove_connection(id);
+                } else {
+                    if !wr_shut {
+                        let _ = app.close(id);
+                    }
+                    self.orphans.push(Orphan::Closing(id, Instant::now()));
+                }
+            }
+        }
+    }
+
+    /// Moves frames and daemon messages, adopts what listeners and connects got, finishes
+    /// closes. Returns whether anything moved (other threads then recheck).
+    pub fn pass(&mut self) -> bool {
+        let Some(app) = self.app.as_mut() else { return false };
+        let mut moved = app.poll().unwrap_or(0) > 0;
+        let _ = app.poll_daemon();
+        for sock in self.socks.values_mut().filter(|s| !s.inherited) {
+            match &mut sock.kind {
+                Kind::Listening { listener, backlog, .. } => {
+                    while let Ok(Some(id)) = ready(app.accept(listener)) {
+                        backlog.push_back(id);
+                        moved = true;
+                    }
+                }
+                Kind::Connecting(c) => match app.poll_connect(c) {
+                    Ok(id) => {
+                        if sock.nodelay {
+                            let _ = app.set_nodelay(id, true);
+                        }
+                        sock.kind = Kind::Conn { id, rd_shut: false, wr_shut: false };
+                        moved = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        sock.error = errno_of(&e);
+                        sock.kind = Kind::Failed;
+                        moved = true;
+                    }
+                },
+                _ => {}
+            }
+        }
+        let now = Instant::now();
+        self.orphans.retain(|o| match o {
+            Orphan::Closing(id, since) => {
+                if app.is_closed(*id) {
+                    app.remove_connection(*id);
+                    false
+                } else if now - *since > CLOSING_LIMIT {
+                    app.abort(*id);
+                    false
+                } else {
+                    true
+                }
+            }
+            Orphan::Connect(c) => match app.poll_connect(c) {
+                Ok(id) => {
+                    app.abort(id);
+                    false
+                }
+                Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            },
+        });
+        moved
+    }
+
+    /// In a forked child: the port and the daemon link are the parent's, so the child lets go
+    /// of them (its copies of their descriptors closed, nothing sent) and of every socket it
+    /// inherited; a socket it opens registers anew.
+    pub fn forget_after_fork(&mut self) {
+        if let Some(mut app) = self.app.take() {
+            // SAFETY: the child's copies of the app's descriptors; the app is forgotten, so
+            // nothing closes them again or tells the daemon anything.
+            unsafe {
+                real::close(app.port().socket().as_raw_fd());
+                real::close(app.link().as_fd().as_raw_fd());
+            }
+            std::mem::forget(app);
+        }
+        self.iface = None;
+        for sock in self.socks.values_mut() {
+            sock.inherited = true;
+        }
+        self.orphans.clear();
+        self.sleepers.clear();
+    }
+
+    /// Whether connections the app closed are still closing.
+    pub fn closing(&self) -> bool {
+        !self.orphans.is_empty()
+    }
+
+    /// The eTran events of `fd` now (poll's bits); None for a socket that is the kernel's
+    /// until connected or listening.
+    pub fn revents(&mut self, fd: RawFd) -> Option<i16> {
+        use libc::{POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDHUP};
+        let app = self.app.as_ref();
+        let sock = self.socks.get(&fd)?;
+        if sock.inherited {
+            return Some(POLLERR);
+        }
+        Some(match &sock.kind {
+            Kind::Fresh { .. } => return None,
+            Kind::Listening { backlog, .. } => {
+                if backlog.is_empty() {
+                    0
+                } else {
+                    POLLIN
+                }
+            }
+            Kind::Connecting(_) => 0,
+            Kind::Failed => POLLIN | POLLOUT | POLLERR | POLLHUP,
+            Kind::Conn { id, rd_shut, wr_shut } => {
+                let Some(s) = app.and_then(|a| a.stream(*id)) else { return Some(POLLHUP) };
+                let mut ev = 0;
+                let failed = s.error().is_some();
+                if s.readable() > 0 || s.is_eof() || failed || *rd_shut {
+                    ev |= POLLIN;
+                }
+                if s.is_eof() {
+                    ev |= POLLRDHUP;
+                }
+                if *wr_shut || failed || (s.close_state().can_send() && s.send_space() > 0) {
+                    ev |= POLLOUT;
+                }
+                if failed {
+                    ev |= POLLERR | POLLHUP;
+                } else if s.is_eof() && (*wr_shut || !s.close_state().can_send()) {
+                    ev |= POLLHUP;
+                }
+                ev
+            }
+        })
+    }
+}
+
+/// The source address the kernel's route to `dst` uses (a UDP socket's connect picks it).
+fn route_source(dst: Ipv4Addr) -> Option<Ipv4Addr> {
+    // SAFETY: plain socket calls on a descriptor we own and close.
+    unsafe {
+        let fd = real::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let sin = sockaddr_in(SocketAddrV4::new(dst, 9));
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let mut out: libc::sockaddr_in = std::mem::zeroed();
+        let mut out_len = len;
+        let ok = real::connect(fd, (&sin as *const libc::sockaddr_in).cast(), len) == 0
+            && real::getsockname(fd, (&mut out as *mut libc::sockaddr_in).cast(), &mut out_len)
+                == 0;
+        real::close(fd);
+        ok.then(|| Ipv4Addr::from(u32::from_be(out.sin_addr.s_addr)))
+    }
+}
+
+pub fn sockaddr_in(a: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
+        sin_zero: [0; 8],
+    }
+}
+
+/// This thread's eventfd, by which other threads wake it; closed when the thread ends.
+struct WakeFd(Cell<RawFd>);
+
+impl Drop for WakeFd {
+    fn drop(&mut self) {
+        if self.0.get() >= 0 {
+            // SAFETY: our own eventfd.
+            unsafe { real::close(self.0.get()) };
+        }
+    }
+}
+
+thread_local! {
+    static WAKE: WakeFd = const { WakeFd(Cell::new(-1)) };
+}
+
+/// This thread's eventfd; -1 once the thread's locals are gone (at exit) or none could be
+/// made (the thread then sleeps without one: only its own wakeups wake it).
+fn wake_fd() -> RawFd {
+    WAKE.try_with(|w| {
+        if w.0.get() < 0 {
+            // SAFETY: creates a descriptor this thread owns.
+            w.0.set(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) });
+        }
+        w.0.get()
+    })
+    .unwrap_or(-1)
+}
+
+/// After a fork: the child's eventfd must not be the parent's.
+pub fn forget_wake_fd() {
+    let _ = WAKE.try_with(|w| {
+        if w.0.get() >= 0 {
+            // SAFETY: the child's copy of the descriptor.
+            unsafe { real::close(w.0.get()) };
+            w.0.set(-1);
+        }
+    });
+}
+
+/// Wakes every sleeping thread but this one.
+pub fn wake_others(shim: &Shim) {
+    let me = WAKE.try_with(|w| w.0.get()).unwrap_or(-1);
+    for &fd in shim.sleepers.iter().filter(|&&fd| fd != me) {
+        let one: u64 = 1;
+        // SAFETY: an eventfd of a live sleeper (it removes itself under the lock).
+        unsafe { real::write(fd, (&one as *const u64).cast(), 8) };
+    }
+}
+
+/// Sleeps without the lock until the port or the daemon link has something, another thread
+/// moved something, one of `kernel` is ready (their `revents` are set), the engine's next
+/// timer or `until`. `Err(EINTR)` when a signal came.
+pub fn sleep(
+    mut g: Guard,
+    kernel: &mut [libc::pollfd],
+    until: Option<Instant>,
+) -> (Guard, Result<(), c_int>) {
+    let me = wake_fd();
+    let sh = shim(&mut g);
+    let mut fds: Vec<libc::pollfd> = kernel.to_vec();
+    let mut deadline = until;
+    if let Some(app) = sh.app.as_mut() {
+        let pending = app.port().pending() > 0;
+        let xsk = app.port().socket().as_raw_fd();
+        deadline = [deadline, app.next_deadline()].into_iter().flatten().min();
+        let events = libc::POLLIN | if pending { libc::POLLOUT } else { 0 };
+        fds.push(libc::pollfd { fd: xsk, events, revents: 0 });
+        let link = app.link().as_fd().as_raw_fd();
+        fds.push(libc::pollfd { fd: link, events: libc::POLLIN, revents: 0 });
+        if sh.closing() {
+            // Closing connections are finished by passes: come back now and then.
+            let soon = Instant::now() + Duration::from_millis(50);
+            deadline = Some(deadline.map_or(soon, |d| d.min(soon)));
+        }
+    }
+    if me >= 0 {
+        fds.push(libc::pollfd { fd: me, events: libc::POLLIN, revents: 0 });
+        sh.sleepers.push(me);
+    }
+    drop(g);
+    let ts = deadline.map(|d| {
+        let left = d.saturating_duration_since(Instant::now());
+        libc::timespec {
+            tv_sec: left.as_secs() as libc::time_t,
+            tv_nsec: libc::c_long::from(left.subsec_nanos() as i32),
+        }
+    });
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: valid pollfds; the timespec outlives the call.
+    let r = unsafe {
+        real::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ts_ptr, std::ptr::null())
+    };
+    let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    let mut g = lock();
+    let shim_ref = shim(&mut g);
+    shim_ref.sleepers.retain(|&fd| fd != me);
+    if me >= 0 {
+        let mut v = 0u64;
+        // SAFETY: draining our own non-blocking eventfd.
+        unsafe { real::read(me, (&mut v as *mut u64).cast(), 8) };
+    }
+    for (k, f) in kernel.iter_mut().zip(&fds) {
+        k.revents = f.revents;
+    }
+    if r < 0 && errno == libc::EINTR {
+        return (g, Err(libc::EINTR));
+    }
+    (g, Ok(()))
+}
+
+/// Runs `attempt` (after a pass) until it gives a result: busy-polling first, then sleeping
+/// (also on `kernel`, whose readiness `attempt` may read). `Err(EAGAIN)` once `timeout`
+/// passed, `Err(EINTR)` on a signal.
+pub fn block_on<T>(
+    mut g: Guard,
+    timeout: Option<Duration>,
+    kernel: &mut [libc::pollfd],
+    mut attempt: impl FnMut(&mut Shim, &[libc::pollfd]) -> Option<Result<T, c_int>>,
+) -> Result<T, c_int> {
+    let start = Instant::now();
+    let limit = timeout.map(|t| start + t);
+    let spin_until = start + busy_poll();
+    loop {
+        let shim_ref = shim(&mut g);
+        if shim_ref.pass() {
+            wake_others(shim_ref);
+        }
+        if let Some(r) = attempt(shim_ref, kernel) {
+            return r;
+        }
+        for k in kernel.iter_mut() {
+            k.revents = 0;
+        }
+        let now = Instant::now();
+        if limit.is_some_and(|l| now >= l) {
+            return Err(libc::EAGAIN);
+        }
+        if now < spin_until {
+            drop(g);
+            std::hint::spin_loop();
+            g = lock();
+            continue;
+        }
+        let (g2, slept) = sleep(g, kernel, limit);
+        g = g2;
+        slept?;
+    }
+}

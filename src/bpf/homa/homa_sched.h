@@ -1,0 +1,448 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The receiver's grant scheduler, across every message this host receives: the policy of
+ * HomaModule's homa_grant.c, whose model is transport/homa/grant.rs.
+ * - SRPT: messages rank by bytes not yet received (the furthest byte that arrived), fewest
+ *   first, then by age;
+ * - overcommit: only the first max_overcommit messages in that order are active, one per peer
+ *   (a sender sends one message at a time: a second grant to it would idle the link);
+ * - window: an active message is granted up to `window` bytes past what arrived, by default
+ *   max_incoming / (active + 1);
+ * - cap: grants stop where the bytes granted and not received, over every scheduled message,
+ *   would pass max_incoming; a message leaves the headroom its betters would take first;
+ * - priorities by rank (homa_grant_priority());
+ * - FIFO share: fifo_fraction per mille of the granted bytes goes, fifo_increment at a time, to
+ *   the oldest message not fully granted, so that the longest never starves.
+ * Only messages longer than the unscheduled bytes are scheduled.
+ *
+ * Where it parts from grant.rs: a message's grant is decided when something happens to it, not
+ * for every message at every change (no program can send a GRANT of another RPC's): at its
+ * DATA (ingress) and at its app's GRANT intent (egress). A message whose granted bytes all
+ * arrived hears of a turn through its app: ingress flags the frame it hands that app
+ * (ETRAN_HOMA_RX_GRANT_WAKE) when such a message of the app is now active, and the app asks
+ * again every few ticks for its other waiting messages (another app's frames flag nothing for
+ * it). The messages are a bounded array (ETRAN_HOMA_SCHED_SLOTS), not an rbtree: Linux 6.1 has
+ * no rbtree kfuncs. A run copies them under the scheduler's lock, ranks the copy without it
+ * (bpf_loop: the verifier checks one entry's visit, not 32), and takes the lock again to apply
+ * the grant, checking the cap anew: a grant never takes the incoming bytes past max_incoming,
+ * though two runs at once may rank on copies a packet apart. */
+#ifndef ETRAN_HOMA_SCHED_H
+#define ETRAN_HOMA_SCHED_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "homa/homa.h"
+#include "homa/homa_maps.h"
+
+#define HOMA_SCHED_STALE_NS ((__u64)ETRAN_HOMA_SCHED_STALE_MS * 1000000)
+
+/* What the scheduler decided about one message. */
+struct homa_sched_out {
+	__u32 granted;  /* its grant now (0: not scheduled) */
+	__u8 priority;  /* of a grant that moved */
+	__u8 moved;     /* the grant moved */
+	__u8 wake;      /* another message of the same app waits for a grant it may now get */
+};
+
+static __always_inline __u32 homa_sched_outstanding(const struct homa_sched_msg *m)
+{
+	return m->granted > m->received ? m->granted - m->received : 0;
+}
+
+/* Whether (rem_a, birth_a) ranks before (rem_b, birth_b). */
+static __always_inline int homa_sched_before(__u32 rem_a, __u64 birth_a, __u32 rem_b,
+					     __u64 birth_b)
+{
+	return rem_a < rem_b || (rem_a == rem_b && birth_a < birth_b);
+}
+
+/* `offset` cut back to a packet boundary, unless it is the message's end. */
+static __always_inline __u32 homa_sched_align(__u32 offset, __u32 length)
+{
+	return offset >= length ? length : offset - offset % ETRAN_HOMA_MAX_PAYLOAD;
+}
+
+/* One scheduled message as a run copies it. */
+struct homa_sched_snap {
+	__be32 peer;
+	__u32 slot;
+	__u32 length; /* 0: a free entry */
+	__u32 received;
+	__u32 granted;
+	__u32 pad;
+	__u64 birth;
+};
+
+/* Working memory of one run, in a per-CPU map rather than on the stack (BPF's 512 bytes would
+ * not hold it):
+ * - the copy of the scheduled messages;
+ * - the best message of each of the best `k` peers among those ranked before the message
+ *   asking (`n`, `idx`, `peer`, `rem`, `birth`): the active messages that come first. A peer's
+ *   worse message never displaces its better one, and the worst member only improves, so a
+ *   peer dropped once cannot come back with a worse message;
+ * - the distinct peers of all scheduled messages (at most `k`): how many are active;
+ * - the oldest message not fully granted. */
+struct homa_sched_scratch {
+	struct homa_sched_snap snap[ETRAN_HOMA_SCHED_SLOTS];
+	__u32 n;
+	__u32 idx[ETRAN_HOMA_SCHED_MAX_ACTIVE];
+	__be32 peer[ETRAN_HOMA_SCHED_MAX_ACTIVE];
+	__u32 rem[ETRAN_HOMA_SCHED_MAX_ACTIVE];
+	__u64 birth[ETRAN_HOMA_SCHED_MAX_ACTIVE];
+	__u32 peers_n;
+	__be32 peers[ETRAN_HOMA_SCHED_MAX_ACTIVE];
+	__u32 x;            /* the entry of the message asking, and a free one, found under the
+			     * lock (kept here, the verifier need not follow each value) */
+	__u32 free;
+	__u32 blocked;      /* a message of the same peer ranks before the one asking */
+	__u32 oldest_is_x;
+	__u32 oldest_slot;
+	__u32 oldest_waits; /* its granted bytes all arrived */
+	__u64 oldest_birth;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct homa_sched_scratch);
+} etran_homa_sched_scratch SEC(".maps");
+
+static __always_inline void homa_sched_top_add(struct homa_sched_scratch *w, __u32 k, __u32 i,
+					       __be32 peer, __u32 rem, __u64 birth)
+{
+	__u32 n = w->n, worst = ETRAN_HOMA_SCHED_MAX_ACTIVE, same = ETRAN_HOMA_SCHED_MAX_ACTIVE;
+	__u32 worst_rem = 0;
+	__u64 worst_birth = 0;
+
+#pragma unroll
+	for (__u32 j = 0; j < ETRAN_HOMA_SCHED_MAX_ACTIVE; j++) {
+		if (j < n) {
+			if (w->peer[j] == peer) {
+				same = j;
+			} else if (worst == ETRAN_HOMA_SCHED_MAX_ACTIVE ||
+				   homa_sched_before(worst_rem, worst_birth, w->rem[j],
+						     w->birth[j])) {
+				worst = j;
+				worst_rem = w->rem[j];
+				worst_birth = w->birth[j];
+			}
+		}
+	}
+	if (same < ETRAN_HOMA_SCHED_MAX_ACTIVE) {
+#pragma unroll
+		for (__u32 j = 0; j < ETRAN_HOMA_SCHED_MAX_ACTIVE; j++) {
+			if (j == same && homa_sched_before(rem, birth, w->rem[j], w->birth[j])) {
+				w->idx[j] = i;
+				w->rem[j] = rem;
+				w->birth[j] = birth;
+			}
+		}
+		return;
+	}
+	if (n < k) {
+		worst = n;
+		w->n = n + 1;
+	} else if (worst == ETRAN_HOMA_SCHED_MAX_ACTIVE ||
+		   !homa_sched_before(rem, birth, worst_rem, worst_birth)) {
+		return;
+	}
+#pragma unroll
+	for (__u32 j = 0; j < ETRAN_HOMA_SCHED_MAX_ACTIVE; j++) {
+		if (j == worst) {
+			w->idx[j] = i;
+			w->peer[j] = peer;
+			w->rem[j] = rem;
+			w->birth[j] = birth;
+		}
+	}
+}
+
+/* Counts `peer` among the distinct peers (at most `k`). */
+static __always_inline void homa_sched_peer_add(struct homa_sched_scratch *w, __u32 k, __be32 peer)
+{
+	__u32 n = w->peers_n;
+
+#pragma unroll
+	for (__u32 j = 0; j < ETRAN_HOMA_SCHED_MAX_ACTIVE; j++)
+		if (j < n && w->peers[j] == peer)
+			return;
+	if (n >= k)
+		return;
+#pragma unroll
+	for (__u32 j = 0; j < ETRAN_HOMA_SCHED_MAX_ACTIVE; j++)
+		if (j == n)
+			w->peers[j] = peer;
+	w->peers_n = n + 1;
+}
+
+/* homa_grant_priority(): rank 0 highest; with fewer messages active than scheduled levels,
+ * they use the lowest ones. */
+static __always_inline __u8 homa_sched_priority(__u32 rank, __u32 active, __u32 max)
+{
+	__s32 p = (__s32)max - (__s32)rank;
+	__s32 extra = (__s32)max + 1 - (__s32)active;
+
+	if (extra > 0)
+		p -= extra;
+	return p > 0 ? p : 0;
+}
+
+/* Applies a decision to the RPC: its grant moves (never back) and a GRANT is owed. */
+static __always_inline void homa_sched_apply(struct homa_rpc *rpc, const struct homa_sched_out *o)
+{
+	if (!o->moved)
+		return;
+	bpf_spin_lock(&rpc->lock);
+	if (o->granted > rpc->in_granted && o->granted <= rpc->in_length) {
+		rpc->in_granted = o->granted;
+		rpc->in_grant_prio = o->priority;
+	}
+	bpf_spin_unlock(&rpc->lock);
+}
+
+/* What a run's walk over the copy knows of the message asking. */
+struct homa_sched_walk {
+	struct homa_sched_scratch *w;
+	__u32 k;
+	__u32 x;     /* its entry (ETRAN_HOMA_SCHED_SLOTS: it left, complete) */
+	__u32 xrem;
+	__be32 xpeer;
+	__u64 xbirth;
+};
+
+/* bpf_loop's visit of entry `i` of the copy: the distinct peers, the oldest message, and the
+ * active ones ranked before the message asking (all of them once it left). */
+static long homa_sched_visit(__u32 i, void *ctx)
+{
+	struct homa_sched_walk *c = ctx;
+	struct homa_sched_scratch *w = c->w;
+	struct homa_sched_snap *m;
+	__u32 rem;
+
+	if (!w || i == c->x)
+		return 0;
+	/* A mask, not a comparison, which the compiler would take as proof and drop. */
+	m = &w->snap[i & (ETRAN_HOMA_SCHED_SLOTS - 1)];
+	if (!m->length)
+		return 0;
+	homa_sched_peer_add(w, c->k, m->peer);
+	if (m->granted < m->length && m->birth < w->oldest_birth) {
+		w->oldest_is_x = 0;
+		w->oldest_slot = m->slot;
+		w->oldest_waits = m->granted <= m->received;
+		w->oldest_birth = m->birth;
+	}
+	rem = m->length - m->received;
+	if (c->x >= ETRAN_HOMA_SCHED_SLOTS || homa_sched_before(rem, m->birth, c->xrem, c->xbirth)) {
+		if (m->peer == c->xpeer)
+			w->blocked = 1;
+		homa_sched_top_add(w, c->k, i, m->peer, rem, m->birth);
+	}
+	return 0;
+}
+
+/* The message `key` of `slot` (`length` bytes, the furthest that arrived `received`, granted
+ * `granted` so far) asks the scheduler: it enters it if new (while there is room), counts what
+ * arrived, leaves it once complete, and takes the grant its rank and the cap allow. `now`: ns. */
+static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32 slot,
+					   __u32 length, __u32 received, __u32 granted, __u64 now,
+					   struct homa_sched_out *out)
+{
+	const volatile struct homa_sched_config *cfg = &etran_homa_sched_config;
+	const __u32 N = ETRAN_HOMA_SCHED_SLOTS;
+	__u32 k = cfg->max_overcommit, max_incoming = cfg->max_incoming;
+	__u32 i, x, window, peers_n, incoming, target = 0, fifo = 0;
+	__u32 xlength, xreceived, xgranted;
+	struct homa_sched_walk c = {};
+	struct homa_sched_scratch *w;
+	struct homa_sched_msg *e;
+	struct homa_sched *s;
+	__u64 since_fifo, due = 0;
+	__u32 zero = 0;
+	__s64 headroom;
+
+	if (k > ETRAN_HOMA_SCHED_MAX_ACTIVE)
+		k = ETRAN_HOMA_SCHED_MAX_ACTIVE;
+	if (!k)
+		k = 1;
+	if (cfg->fifo_fraction && cfg->fifo_fraction < 1000 && cfg->fifo_increment)
+		due = (__u64)cfg->fifo_increment * (1000 - cfg->fifo_fraction) / cfg->fifo_fraction;
+	s = bpf_map_lookup_elem(&etran_homa_sched, &zero);
+	w = bpf_map_lookup_elem(&etran_homa_sched_scratch, &zero);
+	if (!s || !w)
+		return;
+
+	/* Under the lock: find (or make) the entry, count what arrived, free what is stale or
+	 * complete, copy the rest. */
+	w->x = N;
+	w->free = N;
+	bpf_spin_lock(&s->lock);
+	for (i = 0; i < N; i++) {
+		e = &s->msgs[i];
+		if (e->length && (__s64)(now - e->touched) > (__s64)HOMA_SCHED_STALE_NS) {
+			s->incoming -= homa_sched_outstanding(e);
+			e->length = 0;
+		}
+		w->snap[i].length = e->length;
+		if (!e->length) {
+			if (w->free >= N)
+				w->free = i;
+			continue;
+		}
+		if (e->key.id == key->id && e->key.peer_ip == key->peer_ip &&
+		    e->key.local_port == key->local_port && e->key.peer_port == key->peer_port)
+			w->x = i;
+		w->snap[i].peer = e->key.peer_ip;
+		w->snap[i].slot = e->slot;
+		w->snap[i].received = e->received;
+		w->snap[i].granted = e->granted;
+		w->snap[i].birth = e->birth;
+	}
+	x = w->x;
+	if (x >= N) {
+		x = w->free;
+		if (received >= length || x >= N) {
+			bpf_spin_unlock(&s->lock);
+			return;
+		}
+		e = &s->msgs[x];
+		e->key = *key;
+		e->slot = slot;
+		e->length = length;
+		e->received = received;
+		e->granted = granted;
+		e->birth = ++s->births;
+		s->incoming += homa_sched_outstanding(e);
+	}
+	e = &s->msgs[x];
+	e->touched = now;
+	if (granted > e->granted || received > e->received) {
+		s->incoming -= homa_sched_outstanding(e);
+		if (granted > e->granted)
+			e->granted = granted;
+		if (received > e->received)
+			e->received = received < e->length ? received : e->length;
+		s->incoming += homa_sched_outstanding(e);
+	}
+	xlength = e->length;
+	xreceived = e->received;
+	xgranted = e->granted;
+	c.xbirth = e->birth;
+	if (xreceived >= xlength) {
+		/* Complete: it leaves, and the rest rank as if it never was. */
+		s->incoming -= homa_sched_outstanding(e);
+		e->length = 0;
+	}
+	incoming = s->incoming;
+	since_fifo = s->since_fifo;
+	bpf_spin_unlock(&s->lock);
+
+	/* Without it: rank the copy. */
+	out->granted = xgranted;
+	w->n = 0;
+	w->peers_n = 0;
+	w->blocked = 0;
+	w->oldest_is_x = 0;
+	w->oldest_slot = 0;
+	w->oldest_waits = 0;
+	w->oldest_birth = ~0ULL;
+	c.w = w;
+	c.k = k;
+	c.x = xreceived >= xlength ? N : x;
+	c.xrem = xlength - xreceived;
+	c.xpeer = key->peer_ip;
+	if (c.x < N) {
+		homa_sched_peer_add(w, k, key->peer_ip);
+		if (xgranted < xlength) {
+			w->oldest_is_x = 1;
+			w->oldest_birth = c.xbirth;
+		}
+	}
+	bpf_loop(N, homa_sched_visit, &c, 0);
+
+	peers_n = w->peers_n;
+	window = cfg->window ? cfg->window : max_incoming / (peers_n + 1);
+	headroom = (__s64)max_incoming - incoming;
+	/* What the active messages ranked before this one would take first; and whether one of
+	 * them, of the same app, waits for a grant with nothing on the way to say so. */
+#pragma unroll
+	for (__u32 j = 0; j < ETRAN_HOMA_SCHED_MAX_ACTIVE; j++) {
+		struct homa_sched_snap *m;
+		__u32 want;
+
+		if (j >= w->n)
+			break;
+		m = &w->snap[w->idx[j] & (N - 1)];
+		want = m->received + window < m->length ? m->received + window : m->length;
+		if (want > m->granted) {
+			headroom -= want - m->granted;
+			if (m->slot == slot && m->granted <= m->received &&
+			    incoming + ETRAN_HOMA_MAX_PAYLOAD <= max_incoming)
+				out->wake = 1;
+		}
+	}
+	if (c.x >= N) {
+		out->granted = length;
+		return;
+	}
+
+	if (!w->blocked && w->n < k) {
+		__u32 want = xreceived + window < xlength ? xreceived + window : xlength;
+
+		target = want;
+		if (headroom < 0)
+			headroom = 0;
+		if ((__u64)xgranted + headroom < target)
+			target = xgranted + headroom;
+		target = homa_sched_align(target, xlength);
+		if (target <= xgranted ||
+		    (target - xgranted < ETRAN_HOMA_GRANT_STEP && target != xlength &&
+		     xgranted > xreceived))
+			target = 0;
+		else
+			out->priority = homa_sched_priority(w->n, peers_n, cfg->max_sched_priority);
+	}
+	/* The FIFO share: due after (1000 - fraction) / fraction bytes granted by rank for each
+	 * fifo_increment, to the oldest message not fully granted that is not ignoring grants
+	 * already (more than a window and two increments outstanding). It goes to this message
+	 * if it is that one; one of the same app waiting with nothing on the way is woken. */
+	if (!target && due && since_fifo >= due) {
+		if (w->oldest_is_x && xgranted - xreceived < window + 2 * cfg->fifo_increment) {
+			target = homa_sched_align(xgranted + cfg->fifo_increment, xlength);
+			fifo = 1;
+			out->priority = HOMA_MAX_PRIORITIES - 2;
+		} else if (!w->oldest_is_x && w->oldest_slot == slot && w->oldest_waits) {
+			out->wake = 1;
+		}
+	}
+	if (!target)
+		return;
+
+	/* Under the lock again: the grant, within the cap as it stands now. */
+	bpf_spin_lock(&s->lock);
+	e = &s->msgs[x];
+	if (e->length && e->key.id == key->id && e->key.peer_ip == key->peer_ip &&
+	    e->key.local_port == key->local_port && e->key.peer_port == key->peer_port) {
+		__u32 room = max_incoming > s->incoming ? max_incoming - s->incoming : 0;
+
+		if ((__u64)e->granted + room < target)
+			target = homa_sched_align(e->granted + room, e->length);
+		if (target > e->granted) {
+			s->incoming += target - e->granted;
+			if (fifo)
+				s->since_fifo -= s->since_fifo < due ? s->since_fifo : due;
+			else
+				s->since_fifo += target - e->granted;
+			e->granted = target;
+			out->granted = target;
+			out->moved = 1;
+		}
+	} else if (due && s->since_fifo > due) {
+		/* Nothing to give the FIFO share to: it stays due, without piling up. */
+		s->since_fifo = due;
+	}
+	bpf_spin_unlock(&s->lock);
+}
+
+#endif
