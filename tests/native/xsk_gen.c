@@ -218,9 +218,13 @@ int main(void)
 	if (link_create(p_redirect, ifindex0, BPF_XDP, XDP_FLAGS_DRV_MODE) < 0 ||
 	    link_create(p_pass, ifindex1, BPF_XDP, XDP_FLAGS_DRV_MODE) < 0)
 		fail("attach native XDP programs to the veth pair");
+	/* A batch's frames arrive in one NAPI poll, each an skb of a page: the default receive
+	 * buffer holds about 45 of them.
+	 */
 	pkt = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
 	bind_to.sll_ifindex = ifindex1;
-	if (pkt < 0 || bind(pkt, (struct sockaddr *)&bind_to, sizeof(bind_to)))
+	if (pkt < 0 || bind(pkt, (struct sockaddr *)&bind_to, sizeof(bind_to)) ||
+	    setsockopt(pkt, SOL_SOCKET, SO_RCVBUFFORCE, &(int){ 4 << 20 }, sizeof(int)))
 		fail("packet socket on xgen1");
 
 	gen_map = counters(2);
