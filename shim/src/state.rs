@@ -128,6 +128,8 @@ pub struct Sock {
     pub error: c_int,
     /// Opened before a fork by the parent: the parent's, unusable here.
     pub inherited: bool,
+    /// How many descriptors refer to it (`dup`): it is released when the last one closes.
+    refs: usize,
 }
 
 impl Sock {
@@ -140,6 +142,7 @@ impl Sock {
             nodelay: false,
             error: 0,
             inherited: false,
+            refs: 1,
         }
     }
 }
@@ -170,7 +173,11 @@ pub struct Shim {
     iface: Option<Iface>,
     /// The daemon could not be reached: every socket stays the kernel's.
     unavailable: bool,
-    pub socks: HashMap<RawFd, Sock>,
+    /// Our descriptors → their socket's key in `socks` (descriptors `dup`ed from one another
+    /// share one).
+    fds: HashMap<RawFd, u64>,
+    socks: HashMap<u64, Sock>,
+    next_key: u64,
     /// Epoll sets (by their descriptor, tracked too) watching descriptors of ours.
     pub epolls: HashMap<RawFd, HashMap<RawFd, Interest>>,
     orphans: Vec<Orphan>,
@@ -189,7 +196,9 @@ pub fn lock() -> Guard {
             app: None,
             iface: None,
             unavailable: false,
+            fds: HashMap::new(),
             socks: HashMap::new(),
+            next_key: 0,
             epolls: HashMap::new(),
             orphans: Vec::new(),
             sleepers: Vec::new(),
@@ -273,21 +282,68 @@ impl Shim {
         route_source(dst).is_some_and(|src| iface.ips.contains(&src))
     }
 
+    /// The socket behind descriptor `fd`.
+    pub fn get(&self, fd: RawFd) -> Option<&Sock> {
+        self.socks.get(self.fds.get(&fd)?)
+    }
+
+    pub fn get_mut(&mut self, fd: RawFd) -> Option<&mut Sock> {
+        self.socks.get_mut(self.fds.get(&fd)?)
+    }
+
+    /// Every descriptor of ours.
+    pub fn fds(&self) -> Vec<RawFd> {
+        self.fds.keys().copied().collect()
+    }
+
+    /// The descriptors referring to the same socket as `fd` (`fd` included).
+    fn same_socket(&self, fd: RawFd) -> Vec<RawFd> {
+        let Some(key) = self.fds.get(&fd) else { return Vec::new() };
+        self.fds.iter().filter(|(_, k)| *k == key).map(|(&f, _)| f).collect()
+    }
+
     /// Starts tracking `fd`.
     pub fn insert(&mut self, fd: RawFd, sock: Sock) {
-        self.socks.insert(fd, sock);
+        let key = self.next_key;
+        self.next_key += 1;
+        self.socks.insert(key, sock);
+        self.fds.insert(fd, key);
         set_tracked(fd, true);
     }
 
-    /// Stops tracking `fd` (before the kernel may give its number to another): a socket, or an
-    /// epoll set; no epoll set of ours watches it any more.
+    /// `nfd` (a duplicate the kernel just made of `fd`) refers to `fd`'s socket from now on.
+    pub fn share(&mut self, fd: RawFd, nfd: RawFd) {
+        let Some(&key) = self.fds.get(&fd) else { return };
+        if let Some(sock) = self.socks.get_mut(&key) {
+            sock.refs += 1;
+            self.fds.insert(nfd, key);
+            set_tracked(nfd, true);
+        }
+    }
+
+    /// Stops tracking descriptor `fd` (before the kernel may give its number to another); no
+    /// epoll set of ours watches it any more. Returns its socket when no other descriptor
+    /// refers to it (the socket is then to be released), or an epoll set's.
     pub fn remove(&mut self, fd: RawFd) -> Option<Sock> {
         set_tracked(fd, false);
         self.epolls.remove(&fd);
         for set in self.epolls.values_mut() {
             set.remove(&fd);
         }
-        self.socks.remove(&fd)
+        let key = self.fds.remove(&fd)?;
+        let sock = self.socks.get_mut(&key)?;
+        sock.refs -= 1;
+        if sock.refs > 0 {
+            return None;
+        }
+        self.socks.remove(&key)
+    }
+
+    /// The socket behind `fd` is the kernel's for good: none of its descriptors is ours.
+    pub fn untrack(&mut self, fd: RawFd) {
+        for f in self.same_socket(fd) {
+            self.remove(f);
+        }
     }
 
     /// A fresh socket became eTran's: the kernel's epoll sets stop watching its kernel socket
@@ -296,11 +352,13 @@ impl Shim {
         if dual {
             return;
         }
-        for (&ep, set) in self.epolls.iter_mut() {
-            if let Some(it) = set.get_mut(&fd).filter(|it| it.in_kernel) {
-                // SAFETY: removing our kernel socket from the set.
-                unsafe { real::epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
-                it.in_kernel = false;
+        for fd in self.same_socket(fd) {
+            for (&ep, set) in self.epolls.iter_mut() {
+                if let Some(it) = set.get_mut(&fd).filter(|it| it.in_kernel) {
+                    // SAFETY: removing our kernel socket from the set.
+                    unsafe { real::epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+                    it.in_kernel = false;
+                }
             }
         }
     }
@@ -422,7 +480,7 @@ impl Shim {
     pub fn revents(&mut self, fd: RawFd) -> Option<i16> {
         use libc::{POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDHUP};
         let app = self.app.as_ref();
-        let sock = self.socks.get(&fd)?;
+        let sock = self.get(fd)?;
         if sock.inherited {
             return Some(POLLERR);
         }

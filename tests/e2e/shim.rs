@@ -87,6 +87,21 @@ fn etran_run(ns: &str, sock: &std::path::Path, cmd: &[&str]) -> Command {
     c
 }
 
+/// Starts `cmd` under `etran run` on `ns` and waits for its first line, "listening".
+fn start_server(
+    ns: &str,
+    daemon: &common::daemon::Daemon,
+    cmd: &[&str],
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let mut server =
+        etran_run(ns, &daemon.sock, cmd).stdout(Stdio::piped()).spawn().expect("etran run");
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "listening", "the server did not start: {}", daemon.log());
+    (server, out)
+}
+
 /// How many apps registered with the daemon so far (each process under `etran run` that
 /// used eTran is one).
 fn registrations(log: &str) -> usize {
@@ -442,4 +457,76 @@ fn etran_run_of_a_static_binary_says_so_in_one_line_and_runs_nothing() {
     assert!(!out.status.success() && out.stdout.is_empty(), "{}", text(&out));
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("is statically linked") && err.contains("cannot run over eTran"), "{err}");
+}
+
+/// A server that duplicates accepted connections: `dup` (the copy serves on after the original
+/// closes), `F_DUPFD_CLOEXEC`, and `dup2` onto a second connection's descriptor (which closes
+/// that connection: its client sees the end), then serves the first through it.
+const DUP_SERVER: &str = r#"
+import fcntl, os, socket, sys
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("0.0.0.0", int(sys.argv[1])))
+ls.listen()
+print("listening", flush=True)
+a, _ = ls.accept()
+b, _ = ls.accept()
+d = os.dup(a.fileno())
+a.close()
+os.write(d, b"dup " + os.read(d, 100))
+e = fcntl.fcntl(d, fcntl.F_DUPFD_CLOEXEC, 100)
+assert e >= 100 and fcntl.fcntl(e, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+os.close(d)
+os.write(e, b"fcntl " + os.read(e, 100))
+bn = b.detach()
+assert os.dup2(e, bn) == bn
+os.close(e)
+os.write(bn, b"dup2 " + os.read(bn, 100))
+os.close(bn)
+print("done", flush=True)
+"#;
+
+/// Connects A, then B; talks to A through each duplicate; B sees its end when `dup2` replaces
+/// its descriptor; A's end comes when the last duplicate closes.
+const DUP_CLIENT: &str = r#"
+import socket, sys, time
+addr = (sys.argv[1], int(sys.argv[2]))
+a = socket.create_connection(addr, timeout=30)
+time.sleep(0.3)
+b = socket.create_connection(addr, timeout=30)
+out = []
+for m in (b"1", b"2"):
+    a.sendall(m)
+    out.append(a.recv(100))
+out.append(b.recv(100))
+a.sendall(b"3")
+out.append(a.recv(100))
+out.append(a.recv(100))
+print(out, flush=True)
+"#;
+
+#[test]
+fn duplicated_etran_sockets_share_their_connection_until_the_last_closes() {
+    let Some(_root) = common::root::shared() else { return };
+    let hosts = EtranHosts::first_only("shim-dup", etran::testbed::Spec::new("", 2));
+    let (h1, h2) = (hosts.ns(1), hosts.ns(2));
+    let ip1 = hosts.tb.host(1).ip.to_string();
+    let daemon = &hosts.daemons[0];
+    let (server, mut out) = start_server(&h1, daemon, &[PYTHON, "-c", DUP_SERVER, "7003"]);
+    let client = Command::new("ip")
+        .args(["netns", "exec", &h2, PYTHON, "-c", DUP_CLIENT, &ip1, "7003"])
+        .output()
+        .unwrap();
+    let server = server.wait_with_output().unwrap();
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(server.status.success() && line.trim() == "done", "{}", text(&server));
+    assert_eq!(
+        String::from_utf8_lossy(&client.stdout).trim(),
+        "[b'dup 1', b'fcntl 2', b'', b'dup2 3', b'']",
+        "{}: {}",
+        text(&client),
+        daemon.log()
+    );
+    assert_eq!(conn_lines(&daemon.log()), (2, 2), "both through eTran, closed: {}", daemon.log());
 }
