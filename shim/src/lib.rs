@@ -93,9 +93,11 @@ fn conn_addrs(shim: &mut Shim, id: ConnId) -> Option<(SocketAddrV4, SocketAddrV4
     ))
 }
 
-/// The socket behind `fd`, refusing one a parent process opened before `fork`.
+/// The socket behind `fd`, refusing one a parent process opened before `fork` (but a
+/// listener, which this process joins).
 fn sock(shim: &mut Shim, fd: RawFd) -> Result<&mut Sock, c_int> {
     static SAID: AtomicBool = AtomicBool::new(false);
+    shim.adopt_listener(fd)?;
     let sock = shim.get_mut(fd).ok_or(libc::EBADF)?;
     if sock.inherited {
         say_once(&SAID, "an eTran socket opened before fork() is not usable in the child yet");
@@ -195,7 +197,9 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         // SAFETY: handed on.
         return unsafe { real::listen(fd, backlog) };
     };
-    let listener = match app.listen(bound.port()) {
+    // SAFETY: `fd` is open (the caller's socket); the daemon gets its own copy.
+    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let listener = match app.listen_shared(bound.port(), socket, true) {
         Ok(l) => l,
         Err(e) => return fail(state::errno_of(&e)),
     };
@@ -213,7 +217,8 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     }
     let nodelay = s.get(fd).is_some_and(|k| k.nodelay);
     if let Some(sock) = s.get_mut(fd) {
-        sock.kind = Kind::Listening { listener, backlog: Default::default(), kernel_too };
+        sock.kind =
+            Kind::Listening { listener, backlog: Default::default(), kernel_too, accepting: false };
         sock.nodelay = nodelay;
     }
     s.leave_kernel_epolls(fd, kernel_too);
@@ -244,6 +249,7 @@ pub unsafe extern "C" fn accept4(
         Ok(_) => return fail(libc::EINVAL),
         Err(e) => return fail(e),
     };
+    shim(&mut g).accepting(fd);
     let mut kernel: Vec<pollfd> = Vec::new();
     if kernel_too {
         kernel.push(pollfd { fd, events: libc::POLLIN, revents: 0 });
@@ -1124,6 +1130,9 @@ pub unsafe extern "C" fn epoll_ctl(
         Ok(k) => matches!(k.kind, Kind::Fresh { .. } | Kind::Listening { kernel_too: true, .. }),
         Err(e) => return fail(e),
     };
+    if op != libc::EPOLL_CTL_DEL {
+        s.accepting(fd); // a listener in an epoll set: its program waits for connections
+    }
     // SAFETY: the caller's event, when the operation has one.
     let want = (!ev.is_null()).then(|| unsafe { ((*ev).events, (*ev).u64) });
     let set = s.epolls.entry(ep).or_default();
@@ -1303,6 +1312,14 @@ unsafe fn poll_mixed(
     let mut at: Vec<Option<usize>> = Vec::with_capacity(user.len());
     let mut any = false;
     for p in user.iter() {
+        if tracked(p.fd) {
+            // An inherited listener is joined (or stays unusable: POLLERR); one waited on
+            // for readability accepts.
+            let _ = s.adopt_listener(p.fd);
+            if p.events & libc::POLLIN != 0 {
+                s.accepting(p.fd);
+            }
+        }
         let etran = tracked(p.fd) && s.revents(p.fd).is_some();
         any |= etran;
         let dual = etran
@@ -1511,6 +1528,7 @@ extern "C" fn at_exit() {
 
 extern "C" fn init() {
     state::own_process();
+    state::read_settings();
     // SAFETY: registering plain handlers.
     unsafe {
         libc::pthread_atfork(Some(before_fork), Some(after_fork_parent), Some(after_fork_child));

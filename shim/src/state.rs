@@ -78,15 +78,35 @@ pub fn set_tracked(fd: RawFd, on: bool) {
     }
 }
 
-/// How long a blocking call busy-polls before it sleeps (`ETRAN_BUSY_POLL_US`, default 50).
+/// What the environment said when the shim was loaded: a program may clear its environment
+/// before forking workers (nginx does), which still use eTran.
+struct Settings {
+    /// The daemon's socket: `ETRAN_DAEMON_SOCKET` (set by `etran run`), else the default.
+    daemon_socket: String,
+    /// How long a blocking call busy-polls before it sleeps (`ETRAN_BUSY_POLL_US`, default 50).
+    busy_poll: Duration,
+}
+
+static SETTINGS: std::sync::OnceLock<Settings> = std::sync::OnceLock::new();
+
+/// Reads the settings from the environment (at load).
+pub fn read_settings() {
+    SETTINGS.get_or_init(|| Settings {
+        daemon_socket: std::env::var("ETRAN_DAEMON_SOCKET")
+            .unwrap_or_else(|_| "/run/etran/etran.sock".into()),
+        busy_poll: Duration::from_micros(
+            std::env::var("ETRAN_BUSY_POLL_US").ok().and_then(|v| v.parse().ok()).unwrap_or(50),
+        ),
+    });
+}
+
+fn settings() -> &'static Settings {
+    read_settings();
+    SETTINGS.get().expect("just set")
+}
+
 fn busy_poll() -> Duration {
-    static US: AtomicU64 = AtomicU64::new(u64::MAX);
-    let mut us = US.load(Ordering::Relaxed);
-    if us == u64::MAX {
-        us = std::env::var("ETRAN_BUSY_POLL_US").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
-        US.store(us, Ordering::Relaxed);
-    }
-    Duration::from_micros(us)
+    settings().busy_poll
 }
 
 /// How long a connection the app closed may take to finish closing before it is aborted (the
@@ -101,11 +121,15 @@ pub enum Kind {
         bound: Option<SocketAddrV4>,
     },
     /// Listening through eTran; `kernel_too`: bound to any address, so the kernel socket
-    /// listens as well (loopback and other interfaces).
+    /// listens as well (loopback and other interfaces). The daemon knows the listener by its
+    /// kernel socket, which a forked child inherits: the child joins it (`adopt_listener`) and
+    /// connections are shared out among the processes that accept (`accepting`: this one
+    /// has accepted or waited for connections; until then none comes to it).
     Listening {
         listener: Listener,
         backlog: VecDeque<ConnId>,
         kernel_too: bool,
+        accepting: bool,
     },
     Connecting(Connecting),
     Conn {
@@ -216,18 +240,12 @@ pub fn errno_of(e: &io::Error) -> c_int {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
 
-/// The daemon's socket: `ETRAN_DAEMON_SOCKET` (set by `etran run`), else the default.
-fn daemon_socket() -> String {
-    std::env::var("ETRAN_DAEMON_SOCKET").unwrap_or_else(|_| "/run/etran/etran.sock".into())
-}
-
 impl Shim {
     /// The app, registered now if it is not yet; None when the daemon cannot be reached (said
     /// once on stderr: the sockets then stay the kernel's).
     pub fn app(&mut self) -> Option<&mut App> {
         if self.app.is_none() && !self.unavailable {
-            let path = daemon_socket();
-            let opened = DaemonLink::connect(&path).and_then(|mut link| {
+            let opened = DaemonLink::connect(&settings().daemon_socket).and_then(|mut link| {
                 let reg = link.register(Transport::Tcp, 1)?;
                 let iface = reg.iface.clone();
                 Ok((App::with_link(link, reg)?, iface))
@@ -447,6 +465,46 @@ impl Shim {
             },
         });
         moved
+    }
+
+    /// The program accepts, or waits for connections, on listener `fd`: the daemon may send
+    /// them here from now on.
+    pub fn accepting(&mut self, fd: RawFd) {
+        let Some(key) = self.fds.get(&fd) else { return };
+        let (Some(app), Some(sock)) = (self.app.as_mut(), self.socks.get_mut(key)) else { return };
+        if let Kind::Listening { listener, accepting: accepting @ false, .. } = &mut sock.kind {
+            if !sock.inherited && app.accepting(listener).is_ok() {
+                *accepting = true;
+            }
+        }
+    }
+
+    /// A listener inherited from the parent (a forked worker's): this process registers and
+    /// joins it by showing its kernel socket (`fd`'s), accepting at once. Its parent keeps its
+    /// own membership and the connections it was given.
+    pub fn adopt_listener(&mut self, fd: RawFd) -> Result<(), c_int> {
+        let port = match self.get(fd) {
+            Some(Sock { inherited: true, kind: Kind::Listening { listener, .. }, .. }) => {
+                listener.port()
+            }
+            _ => return Ok(()),
+        };
+        let app = self.app().ok_or(libc::EOPNOTSUPP)?;
+        // SAFETY: `fd` is open (ours); the daemon gets its own copy.
+        let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let listener = app.listen_shared(port, socket, false).map_err(|e| errno_of(&e))?;
+        if let Some(sock) = self.get_mut(fd) {
+            if let Kind::Listening { kernel_too, .. } = sock.kind {
+                sock.kind = Kind::Listening {
+                    listener,
+                    backlog: VecDeque::new(),
+                    kernel_too,
+                    accepting: true,
+                };
+                sock.inherited = false;
+            }
+        }
+        Ok(())
     }
 
     /// In a forked child: the port and the daemon link are the parent's, so the child lets go

@@ -15,7 +15,7 @@ use std::{
 use common::{cli::etran_bin, daemon::EtranHosts};
 
 /// Debian's python3 (PATH may hold a wrapper script first).
-const PYTHON: &str = "/usr/bin/python3";
+pub(crate) const PYTHON: &str = "/usr/bin/python3";
 
 /// An echo server as people write them: socketserver's threading TCP server. It serves
 /// `conns` connections, then stops and says how many it served.
@@ -80,7 +80,7 @@ print(" ".join(results), flush=True)
 "#;
 
 /// Runs `cmd` under `etran run` in namespace `ns`, with the daemon at `sock`.
-fn etran_run(ns: &str, sock: &std::path::Path, cmd: &[&str]) -> Command {
+pub(crate) fn etran_run(ns: &str, sock: &std::path::Path, cmd: &[&str]) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns, etran_bin(), "run", "--daemon-socket"]).arg(sock).arg("--");
     c.args(cmd);
@@ -88,7 +88,7 @@ fn etran_run(ns: &str, sock: &std::path::Path, cmd: &[&str]) -> Command {
 }
 
 /// Starts `cmd` under `etran run` on `ns` and waits for its first line, "listening".
-fn start_server(
+pub(crate) fn start_server(
     ns: &str,
     daemon: &common::daemon::Daemon,
     cmd: &[&str],
@@ -104,17 +104,17 @@ fn start_server(
 
 /// How many apps registered with the daemon so far (each process under `etran run` that
 /// used eTran is one).
-fn registrations(log: &str) -> usize {
+pub(crate) fn registrations(log: &str) -> usize {
     log.lines().filter(|l| l.contains("app session") && l.contains(" registered: ")).count()
 }
 
 /// The daemon's lines for connections established and closed.
-fn conn_lines(log: &str) -> (usize, usize) {
+pub(crate) fn conn_lines(log: &str) -> (usize, usize) {
     let count = |what: &str| log.lines().filter(|l| l.contains(what)).count();
     (count(" established (handle "), count(" closed (handle "))
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "status {}, stdout {:?}, stderr {:?}",
         out.status,

@@ -1,0 +1,157 @@
+//! The issue's applications under `etran run`, unmodified, from Debian's packages (scripts/deps
+//! installs them): nginx with a master and two forked workers sharing its listener, serving
+//! curl (bodies checked by hash) and wrk; each starts, serves Linux clients on the second
+//! testbed host and exits cleanly, every connection through eTran and closed. Needs root.
+use std::{
+    path::Path,
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+use common::daemon::{Daemon, EtranHosts};
+
+use super::shim::{conn_lines, etran_run, registrations, text};
+
+/// A server process, killed if the test ends before it stopped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Waits (up to 20 s) until `n` more apps than `before` registered with `daemon`; `why`
+/// says what the server logged.
+fn await_registrations(daemon: &Daemon, before: usize, n: usize, why: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while registrations(&daemon.log()) - before < n {
+        assert!(Instant::now() < deadline, "{n} apps did not register: {}{}", why(), daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops `child` with `signal` and waits (up to 20 s) for it to exit successfully.
+fn stop(child: &mut Child, signal: i32, daemon: &Daemon) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "it did not stop: {}", daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}: {}", daemon.log());
+}
+
+fn sha256(p: &Path) -> String {
+    let out = Command::new("sha256sum").arg(p).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
+}
+
+/// `len` bytes of a fixed pattern.
+fn pattern(len: usize, mul: u32) -> Vec<u8> {
+    (0..len as u32).map(|i| (i.wrapping_mul(mul) >> 11) as u8).collect()
+}
+
+const NGINX_CONF: &str = r#"
+daemon off;
+master_process on;
+worker_processes 2;
+user root;
+pid DIR/nginx.pid;
+error_log DIR/error.log info;
+events { worker_connections 512; }
+http {
+    log_format worker '$pid $request_uri $status $body_bytes_sent';
+    access_log DIR/access.log worker;
+    client_body_temp_path DIR/body;
+    proxy_temp_path DIR/proxy;
+    fastcgi_temp_path DIR/fastcgi;
+    uwsgi_temp_path DIR/uwsgi;
+    scgi_temp_path DIR/scgi;
+    sendfile on;
+    keepalive_requests 100000;
+    server {
+        listen PORT;
+        root DIR/www;
+    }
+}
+"#;
+
+#[test]
+fn nginx_with_two_workers_serves_curl_and_wrk_over_etran() {
+    let Some(_root) = common::root::shared() else { return };
+    let hosts = EtranHosts::first_only("app-nginx", etran::testbed::Spec::new("", 2));
+    let (h1, h2) = (hosts.ns(1), hosts.ns(2));
+    let ip1 = hosts.tb.host(1).ip.to_string();
+    let daemon = &hosts.daemons[0];
+    let dir = daemon.dir.join("nginx");
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(dir.join("www/1k.html"), pattern(1024, 2_654_435_761)).unwrap();
+    std::fs::write(dir.join("www/big.bin"), pattern(3_000_000, 40_503)).unwrap();
+    let conf = NGINX_CONF.replace("DIR", dir.to_str().unwrap()).replace("PORT", "8080");
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let before = registrations(&daemon.log());
+    let conf_path = dir.join("nginx.conf");
+    let mut nginx = Server(
+        etran_run(&h1, &daemon.sock, &["nginx", "-c", conf_path.to_str().unwrap()])
+            .spawn()
+            .expect("etran run nginx"),
+    );
+    let errors = || std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+    // The master (which listens) and its two workers (which join its listener).
+    await_registrations(daemon, before, 3, errors);
+
+    // Two connections (one per worker, in turn), each fetching both pages (keep-alive).
+    for i in 0..2 {
+        let mut curl = Command::new("ip");
+        curl.args(["netns", "exec", &h2, "curl", "-sS", "--max-time", "30"]);
+        for page in ["1k.html", "big.bin"] {
+            curl.arg("-o").arg(dir.join(format!("got-{i}-{page}")));
+            curl.arg(format!("http://{ip1}:8080/{page}"));
+        }
+        let out = curl.output().unwrap();
+        assert!(out.status.success(), "curl: {}: {}", text(&out), daemon.log());
+        for page in ["1k.html", "big.bin"] {
+            let got = dir.join(format!("got-{i}-{page}"));
+            assert_eq!(sha256(&got), sha256(&dir.join("www").join(page)), "{page}'s hash");
+        }
+    }
+    let wrk = Command::new("ip")
+        .args(["netns", "exec", &h2, "wrk", "-t1", "-c4", "-d1s"])
+        .arg(format!("http://{ip1}:8080/1k.html"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&wrk.stdout);
+    eprintln!("wrk against nginx under etran run:\n{said}");
+    let rate: f64 = said
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(wrk.status.success() && rate > 0.0, "wrk: {}", text(&wrk));
+    assert!(!said.contains("Non-2xx") && !said.contains("Socket errors"), "{said}");
+
+    stop(&mut nginx.0, libc::SIGQUIT, daemon);
+    let log = std::fs::read_to_string(dir.join("access.log")).unwrap();
+    let mut workers: Vec<&str> = log.lines().filter_map(|l| l.split(' ').next()).collect();
+    workers.sort_unstable();
+    workers.dedup();
+    assert_eq!(workers.len(), 2, "both workers served: {log}");
+    all_ended(daemon, 6);
+}
+
+/// At least `n` connections went through eTran, and every one ended: closed, or reset by the
+/// client (wrk and redis-benchmark leave with responses unread, which Linux answers with RST).
+fn all_ended(daemon: &Daemon, n: usize) {
+    let log = daemon.log();
+    let (opened, closed) = conn_lines(&log);
+    let reset = log.lines().filter(|l| l.contains(" reset by the peer")).count();
+    assert!(opened >= n && opened == closed + reset, "through eTran, all ended: {log}");
+}
