@@ -946,11 +946,15 @@ pub unsafe extern "C" fn getsockopt(
         (libc::SOL_SOCKET, libc::SO_ERROR) => unsafe { put_int(val, len, std::mem::take(error)) },
         (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => unsafe { put_int(val, len, listening.into()) },
         (libc::IPPROTO_TCP, libc::TCP_NODELAY) => unsafe { put_int(val, len, nodelay.into()) },
-        (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => match conn.and_then(|id| s.app_ref().stream(id)) {
-            Some(st) => unsafe { put_int(val, len, st.mss().into()) },
-            None => fail(libc::EOPNOTSUPP),
-        },
-        (libc::SOL_SOCKET | libc::IPPROTO_IP, _) => {
+        (libc::IPPROTO_TCP, libc::TCP_MAXSEG) if conn.is_some() => {
+            match conn.and_then(|id| s.app_ref().stream(id)) {
+                Some(st) => unsafe { put_int(val, len, st.mss().into()) },
+                None => fail(libc::ENOTCONN),
+            }
+        }
+        // Not connected: the kernel socket's answer (the MSS asked for, or the default) is the
+        // one Linux gives.
+        (libc::SOL_SOCKET | libc::IPPROTO_IP, _) | (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => {
             drop(g);
             // SAFETY: handed on.
             unsafe { real::getsockopt(fd, level, name, val, len) }

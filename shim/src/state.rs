@@ -382,7 +382,7 @@ impl Shim {
     }
 
     /// What closing an eTran socket leaves to do: a connection sends its FIN and finishes
-    /// closing in later passes, a listener stops (its unaccepted connections are reset), a
+    /// closing in later passes (or is reset at once when bytes it received are unread), a listener stops (its unaccepted connections are reset), a
     /// connect in progress is aborted once it completes.
     pub fn release(&mut self, sock: Sock) {
         if sock.inherited {
@@ -401,6 +401,9 @@ impl Shim {
             Kind::Conn { id, wr_shut, .. } => {
                 if app.stream(id).is_some_and(|s| s.error().is_some()) {
                     app.remove_connection(id);
+                } else if app.stream(id).is_some_and(|s| s.readable() > 0) {
+                    // Closed with bytes unread: a reset, as Linux sends (RFC 2525, 2.17).
+                    app.abort(id);
                 } else {
                     if !wr_shut {
                         let _ = app.close(id);

@@ -34,10 +34,15 @@ fn await_registrations(daemon: &Daemon, before: usize, n: usize, why: impl Fn() 
     }
 }
 
-/// Stops `child` with `signal` and waits (up to 20 s) for it to exit successfully.
+/// Stops `child` with `signal` and waits for it to exit successfully.
 fn stop(child: &mut Child, signal: i32, daemon: &Daemon) {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, signal) };
+    await_success(child, daemon);
+}
+
+/// Waits (up to 20 s) for `child` to exit, successfully.
+fn await_success(child: &mut Child, daemon: &Daemon) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -147,11 +152,106 @@ fn nginx_with_two_workers_serves_curl_and_wrk_over_etran() {
     all_ended(daemon, 6);
 }
 
-/// At least `n` connections went through eTran, and every one ended: closed, or reset by the
-/// client (wrk and redis-benchmark leave with responses unread, which Linux answers with RST).
+/// At least `n` connections went through eTran, and every one ended: closed, reset by the
+/// client (wrk and redis-benchmark leave with responses unread, which Linux answers with RST),
+/// or by the server (closed with bytes unread, as an iperf3 server closes its data stream).
 fn all_ended(daemon: &Daemon, n: usize) {
     let log = daemon.log();
     let (opened, closed) = conn_lines(&log);
-    let reset = log.lines().filter(|l| l.contains(" reset by the peer")).count();
+    let count = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    let reset = count(" reset by the peer") + count(" aborted (handle ");
     assert!(opened >= n && opened == closed + reset, "through eTran, all ended: {log}");
+}
+
+#[test]
+fn redis_serves_redis_benchmark_and_redis_cli_over_etran() {
+    let Some(_root) = common::root::shared() else { return };
+    let hosts = EtranHosts::first_only("app-redis", etran::testbed::Spec::new("", 2));
+    let (h1, h2) = (hosts.ns(1), hosts.ns(2));
+    let ip1 = hosts.tb.host(1).ip.to_string();
+    let daemon = &hosts.daemons[0];
+    let dir = daemon.dir.join("redis");
+    std::fs::create_dir_all(&dir).unwrap();
+    let before = registrations(&daemon.log());
+    let args = ["--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", ""];
+    let mut cmd = vec!["redis-server"];
+    cmd.extend(args);
+    cmd.extend(["--appendonly", "no", "--dir", dir.to_str().unwrap()]);
+    let mut redis = Server(etran_run(&h1, &daemon.sock, &cmd).spawn().expect("etran run redis"));
+    await_registrations(daemon, before, 1, String::new);
+
+    // Every byte of a value back, through redis-cli (the value from a file: -x).
+    let value: String =
+        pattern(3000, 2_654_435_761).iter().map(|b| (b'a' + b % 26) as char).collect();
+    std::fs::write(dir.join("value"), &value).unwrap();
+    let cli = |args: &[&str], stdin: Option<&Path>| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &h2, "redis-cli", "-h", &ip1, "-p", "6379"]).args(args);
+        if let Some(p) = stdin {
+            c.stdin(std::fs::File::open(p).unwrap());
+        }
+        c.output().unwrap()
+    };
+    let set = cli(&["-x", "SET", "checked"], Some(&dir.join("value")));
+    assert_eq!(
+        String::from_utf8_lossy(&set.stdout).trim(),
+        "OK",
+        "{}: {}",
+        text(&set),
+        daemon.log()
+    );
+    let got = cli(&["--raw", "GET", "checked"], None);
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim_end(), value, "the value came back");
+
+    let bench = Command::new("ip")
+        .args(["netns", "exec", &h2, "redis-benchmark", "-h", &ip1, "-p", "6379"])
+        .args(["-c", "50", "-n", "20000", "-P", "1", "-t", "set,get", "--csv"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&bench.stdout);
+    eprintln!("redis-benchmark against redis under etran run:\n{said}");
+    for test in ["SET", "GET"] {
+        let rps: f64 = said
+            .lines()
+            .find(|l| l.starts_with(&format!("\"{test}\"")))
+            .and_then(|l| l.split(',').nth(1))
+            .and_then(|v| v.trim_matches('"').parse().ok())
+            .unwrap_or(0.0);
+        assert!(bench.status.success() && rps > 0.0, "{test}: {}", text(&bench));
+    }
+    stop(&mut redis.0, libc::SIGTERM, daemon);
+    all_ended(daemon, 52);
+}
+
+#[test]
+fn iperf3_server_receives_and_sends_a_stream_over_etran() {
+    let Some(_root) = common::root::shared() else { return };
+    let hosts = EtranHosts::first_only("app-iperf3", etran::testbed::Spec::new("", 2));
+    let (h1, h2) = (hosts.ns(1), hosts.ns(2));
+    let ip1 = hosts.tb.host(1).ip.to_string();
+    let daemon = &hosts.daemons[0];
+    for reverse in [false, true] {
+        let before = registrations(&daemon.log());
+        // One test, then it exits.
+        let mut server = Server(
+            etran_run(&h1, &daemon.sock, &["iperf3", "-s", "-1", "-4", "-p", "5201"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("etran run iperf3"),
+        );
+        await_registrations(daemon, before, 1, String::new);
+        let mut client = Command::new("ip");
+        client.args(["netns", "exec", &h2, "iperf3", "-c", &ip1, "-p", "5201", "-t", "2", "-J"]);
+        if reverse {
+            client.arg("-R");
+        }
+        let out = client.output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let bps = report["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
+        let dir = if reverse { "server → client" } else { "client → server" };
+        eprintln!("iperf3 {dir}, server under etran run: {:.2} Gbit/s", bps / 1e9);
+        assert!(out.status.success() && bps > 0.0, "{}: {}", text(&out), daemon.log());
+        await_success(&mut server.0, daemon);
+    }
+    all_ended(daemon, 4);
 }
