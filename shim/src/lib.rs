@@ -274,6 +274,7 @@ pub unsafe extern "C" fn accept4(
                 return Some(Err(e));
             }
         }
+        s.consumed(fd, libc::EPOLLIN as u32);
         None
     }))
 }
@@ -461,18 +462,21 @@ fn recv_etran(mut g: Guard, fd: RawFd, buf: &mut [u8], flags: c_int) -> Result<u
     let all = flags & libc::MSG_WAITALL != 0 && !nonblock;
     let timeout = if nonblock { Some(Duration::ZERO) } else { sock.rcvtimeo };
     let mut got = 0;
-    let r = block_on(g, timeout, &mut [], |s, _| match s.app_ref().recv(id, &mut buf[got..]) {
-        Ok(0) => Some(Ok(())),
-        Ok(n) => {
-            got += n;
-            (!all || got == buf.len()).then_some(Ok(()))
+    let r = block_on(g, timeout, &mut [], |s, _| {
+        let r = s.app_ref().recv(id, &mut buf[got..]);
+        if s.app_ref().stream(id).is_some_and(|st| st.readable() == 0 && !st.is_eof()) {
+            s.consumed(fd, libc::EPOLLIN as u32);
         }
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
-        Err(e) if got > 0 => {
-            let _ = e;
-            Some(Ok(()))
+        match r {
+            Ok(0) => Some(Ok(())),
+            Ok(n) => {
+                got += n;
+                (!all || got == buf.len()).then_some(Ok(()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+            Err(_) if got > 0 => Some(Ok(())),
+            Err(e) => Some(Err(state::errno_of(&e))),
         }
-        Err(e) => Some(Err(state::errno_of(&e))),
     });
     match r {
         Ok(()) => Ok(got),
@@ -629,6 +633,9 @@ fn send_etran(mut g: Guard, fd: RawFd, data: &[u8], flags: c_int) -> Result<usiz
         let app = s.app_ref();
         let r = app.send(id, &data[sent..]);
         let _ = app.flush();
+        if app.stream(id).is_some_and(|st| st.send_space() == 0) {
+            s.consumed(fd, libc::EPOLLOUT as u32);
+        }
         match r {
             Ok(n) => {
                 sent += n;
@@ -1114,9 +1121,9 @@ pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
 
 /// Epoll sets may watch eTran and kernel descriptors together: the kernel's set watches the
 /// kernel ones (and a fresh socket's, a dual listener's), the shim keeps the eTran ones
-/// beside it (`Shim::epolls`) and `epoll_wait` reports both. Level-triggered: `EPOLLET` is
-/// taken as level (a program that reads until `EAGAIN` sees no difference); `EPOLLONESHOT`
-/// is honoured.
+/// beside it (`Shim::epolls`) and `epoll_wait` reports both. `EPOLLET` reports an event once
+/// until the program consumed it (`Interest::report`, `Shim::consumed`); `EPOLLONESHOT` is
+/// honoured.
 #[no_mangle]
 pub unsafe extern "C" fn epoll_ctl(
     ep: c_int,
@@ -1159,7 +1166,7 @@ pub unsafe extern "C" fn epoll_ctl(
         (libc::EPOLL_CTL_DEL, _) => drop(set.remove(&fd)),
         (_, Some((events, data))) => {
             let in_kernel = known.unwrap_or(in_kernel);
-            set.insert(fd, state::Interest { events, data, in_kernel });
+            set.insert(fd, state::Interest::new(events, data, in_kernel));
             state::set_tracked(ep, true);
         }
         _ => {}
@@ -1191,8 +1198,9 @@ unsafe fn epoll_wait_mixed(
             }
             let Some(ev) = s.revents(fd) else { continue }; // fresh: the kernel's set has it
             let Some(it) = s.epolls.get_mut(&ep).and_then(|set| set.get_mut(&fd)) else { continue };
-            let got =
-                (ev as u16 as u32) & (it.events | libc::EPOLLERR as u32 | libc::EPOLLHUP as u32);
+            let got = it.report(
+                (ev as u16 as u32) & (it.events | libc::EPOLLERR as u32 | libc::EPOLLHUP as u32),
+            );
             if got != 0 {
                 out[n] = libc::epoll_event { events: got, u64: it.data };
                 n += 1;

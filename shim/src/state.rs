@@ -178,6 +178,27 @@ pub struct Interest {
     /// The kernel's epoll set watches the kernel socket too: a fresh socket's (the kernel's
     /// until it connects or listens), a listener's on any address (loopback connections).
     pub in_kernel: bool,
+    /// `EPOLLET`: the events reported and not consumed since (an edge is an event that rises
+    /// again after the program consumed it: read what was readable, filled the send space,
+    /// took the last connection).
+    pub reported: u32,
+}
+
+impl Interest {
+    pub fn new(events: u32, data: u64, in_kernel: bool) -> Interest {
+        Interest { events, data, in_kernel, reported: 0 }
+    }
+
+    /// Of the events `ready` now, those to report: all of them (level-triggered), or
+    /// (`EPOLLET`) those not reported since the program last consumed them.
+    pub fn report(&mut self, ready: u32) -> u32 {
+        if self.events & libc::EPOLLET as u32 == 0 {
+            return ready;
+        }
+        let edge = ready & !self.reported;
+        self.reported = ready;
+        edge
+    }
 }
 
 /// Work left when the app closed a descriptor: a connection finishing its close, a connect
@@ -361,6 +382,19 @@ impl Shim {
     pub fn untrack(&mut self, fd: RawFd) {
         for f in self.same_socket(fd) {
             self.remove(f);
+        }
+    }
+
+    /// The program consumed `fd`'s events `bits` (`EPOLLIN`: nothing is left to read or
+    /// accept; `EPOLLOUT`: the send space is full): an edge-triggered set reports them again
+    /// when they come back.
+    pub fn consumed(&mut self, fd: RawFd, bits: u32) {
+        for fd in self.same_socket(fd) {
+            for set in self.epolls.values_mut() {
+                if let Some(it) = set.get_mut(&fd) {
+                    it.reported &= !bits;
+                }
+            }
         }
     }
 

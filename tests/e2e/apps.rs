@@ -10,7 +10,7 @@ use std::{
 
 use common::daemon::{Daemon, EtranHosts};
 
-use super::shim::{conn_lines, etran_run, registrations, text};
+use super::shim::{conn_lines, cpu_time, etran_run, registrations, text, PYTHON};
 
 /// A server process, killed if the test ends before it stopped.
 struct Server(Child);
@@ -143,6 +143,11 @@ fn nginx_with_two_workers_serves_curl_and_wrk_over_etran() {
     assert!(wrk.status.success() && rate > 0.0, "wrk: {}", text(&wrk));
     assert!(!said.contains("Non-2xx") && !said.contains("Socket errors"), "{said}");
 
+    // Idle with a keep-alive connection open: the workers sleep (edge-triggered epoll).
+    let share = idle_share(&h2, &ip1, nginx.0.id());
+    eprintln!("idle nginx under etran run: {:.2} % of a CPU", share * 100.0);
+    assert!(share < 0.02, "an idle nginx used {:.2} % of a CPU", share * 100.0);
+
     stop(&mut nginx.0, libc::SIGQUIT, daemon);
     let log = std::fs::read_to_string(dir.join("access.log")).unwrap();
     let mut workers: Vec<&str> = log.lines().filter_map(|l| l.split(' ').next()).collect();
@@ -150,6 +155,41 @@ fn nginx_with_two_workers_serves_curl_and_wrk_over_etran() {
     workers.dedup();
     assert_eq!(workers.len(), 2, "both workers served: {log}");
     all_ended(daemon, 6);
+}
+
+/// The share of a CPU the server `pid` and its children use over 2 s while a Linux client on
+/// `ns` holds one keep-alive HTTP connection to it open and idle.
+fn idle_share(ns: &str, ip: &str, pid: u32) -> f64 {
+    let client = r#"
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], 8080), timeout=30)
+s.sendall(b"GET /1k.html HTTP/1.1\r\nHost: t\r\n\r\n")
+got = b""
+while not got.endswith(b"\r\n\r\n") and b"\r\n\r\n" not in got:
+    got += s.recv(4096)
+print("idle", flush=True)
+time.sleep(3)
+"#;
+    let mut c = Command::new("ip")
+        .args(["netns", "exec", ns, PYTHON, "-c", client, ip])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(c.stdout.take().unwrap()), &mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "idle");
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let pids: Vec<u32> = std::iter::once(pid)
+        .chain(children.split_whitespace().filter_map(|p| p.parse().ok()))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let total = || pids.iter().map(|&p| cpu_time(p)).sum::<Duration>();
+    let (t0, c0) = (Instant::now(), total());
+    std::thread::sleep(Duration::from_secs(2));
+    let share = (total() - c0).as_secs_f64() / t0.elapsed().as_secs_f64();
+    let _ = c.wait();
+    share
 }
 
 /// At least `n` connections went through eTran, and every one ended: closed, reset by the

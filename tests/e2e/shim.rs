@@ -87,14 +87,12 @@ pub(crate) fn etran_run(ns: &str, sock: &std::path::Path, cmd: &[&str]) -> Comma
     c
 }
 
-/// Starts `cmd` under `etran run` on `ns` and waits for its first line, "listening".
+/// Starts the server `cmd` (an `etran_run`) and waits for its first line, "listening".
 pub(crate) fn start_server(
-    ns: &str,
+    mut cmd: Command,
     daemon: &common::daemon::Daemon,
-    cmd: &[&str],
 ) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
-    let mut server =
-        etran_run(ns, &daemon.sock, cmd).stdout(Stdio::piped()).spawn().expect("etran run");
+    let mut server = cmd.stdout(Stdio::piped()).spawn().expect("etran run");
     let mut out = BufReader::new(server.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -162,14 +160,9 @@ fn echo_server_serves_linux_clients(name: &str, server: &str) {
     let daemon = &hosts.daemons[0];
     let before = registrations(&daemon.log());
     const CONNS: usize = 3;
-    let mut server = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", server, "7000", "3"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("etran run");
-    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let cmd = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", server, "7000", "3"]);
+    let (mut server, mut out) = start_server(cmd, daemon);
     let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "listening", "the server did not start: {}", daemon.log());
 
     let client = Command::new("ip")
         .args(["netns", "exec", &h2, PYTHON, "-c", ECHO_CLIENT, &ip1, "7000"])
@@ -208,7 +201,7 @@ fn an_asyncio_echo_server_under_etran_run_serves_linux_clients_byte_exact() {
 }
 
 /// CPU time the process `pid` used so far, all its threads together.
-fn cpu_time(pid: u32) -> Duration {
+pub(crate) fn cpu_time(pid: u32) -> Duration {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
     let ns: u64 = tasks
         .flatten()
@@ -239,14 +232,9 @@ fn an_idle_server_under_etran_run_with_a_connection_open_sleeps() {
     let (h1, h2) = (hosts.ns(1), hosts.ns(2));
     let ip1 = hosts.tb.host(1).ip.to_string();
     let daemon = &hosts.daemons[0];
-    let mut server = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", ECHO_SERVER, "7001", "1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("etran run");
-    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let cmd = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", ECHO_SERVER, "7001", "1"]);
+    let (mut server, _out) = start_server(cmd, daemon);
     let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "listening", "the server did not start: {}", daemon.log());
     let mut client = Command::new("ip")
         .args(["netns", "exec", &h2, PYTHON, "-c", IDLE_CLIENT, &ip1, "7001", "3"])
         .stdout(Stdio::piped())
@@ -306,15 +294,10 @@ fn a_subprocess_and_a_forked_child_leave_the_parents_connection_alone() {
     let (h1, h2) = (hosts.ns(1), hosts.ns(2));
     let ip1 = hosts.tb.host(1).ip.to_string();
     let daemon = &hosts.daemons[0];
-    let mut server = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", FORKING_SERVER, "7002"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("etran run");
-    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut cmd = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", FORKING_SERVER, "7002"]);
+    cmd.stderr(Stdio::piped());
+    let (server, mut out) = start_server(cmd, daemon);
     let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "listening", "the server did not start: {}", daemon.log());
     let client = Command::new("ip")
         .args(["netns", "exec", &h2, PYTHON, "-c"])
         .arg(
@@ -512,7 +495,8 @@ fn duplicated_etran_sockets_share_their_connection_until_the_last_closes() {
     let (h1, h2) = (hosts.ns(1), hosts.ns(2));
     let ip1 = hosts.tb.host(1).ip.to_string();
     let daemon = &hosts.daemons[0];
-    let (server, mut out) = start_server(&h1, daemon, &[PYTHON, "-c", DUP_SERVER, "7003"]);
+    let cmd = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", DUP_SERVER, "7003"]);
+    let (server, mut out) = start_server(cmd, daemon);
     let client = Command::new("ip")
         .args(["netns", "exec", &h2, PYTHON, "-c", DUP_CLIENT, &ip1, "7003"])
         .output()
