@@ -285,17 +285,28 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
     if let Some((prog_id, mode)) = kernel::attached(ifindex)? {
         let info = kernel::prog_info(prog_id)?;
         if info.name == ENTRANCE_PROG {
-            let dp = find(iface)?.context("etran program vanished while checking it")?;
-            return Ok(UpOutcome::AlreadyUp(dp.summary));
-        }
-        if !opts.force {
+            if !transports_lost(prog_id)? {
+                let dp = find(iface)?.context("etran program vanished while checking it")?;
+                return Ok(UpOutcome::AlreadyUp(dp.summary));
+            }
+            // The kernel empties a program array once no descriptor or pin refers to it: the
+            // pins went with the bpffs that held them (a stopped container's, or one mounted
+            // by an `ip netns exec` command), and the entrance hands every segment to the
+            // kernel stack. The connections went with the transports; what is left is rebuilt.
+            log::warn(format!(
+                "the datapath on {iface} had lost its transports (its pins went away with the \
+                 bpffs that held them): replacing it"
+            ));
+            kernel::detach(ifindex, mode)?;
+        } else if !opts.force {
             bail!(
                 "{iface} already carries XDP program {:?} (id {prog_id}); use --force to replace it",
                 info.name
             );
+        } else {
+            log::warn(format!("replacing XDP program {:?} (id {prog_id}) on {iface}", info.name));
+            kernel::detach(ifindex, mode)?;
         }
-        log::warn(format!("replacing XDP program {:?} (id {prog_id}) on {iface}", info.name));
-        kernel::detach(ifindex, mode)?;
     }
 
     let mut storage = ObjectStorage::default();
@@ -401,18 +412,30 @@ pub fn down(iface: &str) -> anyhow::Result<bool> {
 /// The program the entrance's program array holds under the (kernel, 15-byte) name `name`: a
 /// transport's ingress. `None` when no such transport is loaded.
 pub fn transport_prog(entrance_prog_id: u32, name: &str) -> anyhow::Result<Option<u32>> {
+    Ok(transport_progs(entrance_prog_id)?
+        .into_iter()
+        .find(|id| kernel::prog_info(*id).is_ok_and(|i| i.name == name)))
+}
+
+/// Whether the entrance's program array holds no transport at all (see [`up`]).
+fn transports_lost(entrance_prog_id: u32) -> anyhow::Result<bool> {
+    Ok(transport_progs(entrance_prog_id)?.is_empty())
+}
+
+/// The ids of the programs in the entrance's program array (the transports' ingresses).
+fn transport_progs(entrance_prog_id: u32) -> anyhow::Result<Vec<u32>> {
     let Some(transports) = kernel::prog_info(entrance_prog_id)?
         .map_ids
         .into_iter()
         .filter_map(|id| MapHandle::from_map_id(id).ok())
         .find(|m| m.name() == "etran_transport")
     else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     Ok((0..transports.max_entries())
         .filter_map(|k| transports.lookup(&k.to_ne_bytes(), MapFlags::ANY).ok().flatten())
         .filter_map(|v| <[u8; 4]>::try_from(v.as_slice()).ok().map(u32::from_ne_bytes))
-        .find(|id| kernel::prog_info(*id).is_ok_and(|i| i.name == name)))
+        .collect())
 }
 
 /// The map of program `prog` named (kernel name, 15 bytes) `name`, with its id.

@@ -191,6 +191,12 @@ impl EtranHosts {
         EtranHosts::build(name, spec, 2)
     }
 
+    /// etran on every host of a testbed built from `spec`, however many (its name is ignored).
+    pub fn every(name: &str, spec: etran::testbed::Spec) -> EtranHosts {
+        let n = spec.hosts;
+        EtranHosts::build(name, spec, n)
+    }
+
     fn build(name: &str, spec: etran::testbed::Spec, with_etran: u8) -> EtranHosts {
         use etran::{
             loader::pins,
@@ -218,6 +224,18 @@ impl EtranHosts {
     /// Host `i`'s (1-based) namespace name.
     pub fn ns(&self, i: u8) -> String {
         self.tb.host(i).netns.clone()
+    }
+
+    /// Packets the switch's qdiscs towards host `host` dropped so far (`tc -s qdisc`).
+    pub fn switch_drops(&self, host: u8) -> u64 {
+        let ns = self.tb.switch_netns_name();
+        let port = etran::testbed::port_name(host);
+        let out = crate::netns::sh(&format!("ip netns exec {ns} tc -s qdisc show dev {port}"));
+        String::from_utf8_lossy(&out.stdout)
+            .split("dropped ")
+            .skip(1)
+            .filter_map(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok())
+            .sum()
     }
 }
 

@@ -30,7 +30,7 @@ use common::{
 use etran::{
     app::{ready, App, ConnId, Listener, StreamStats},
     bpf::tcp::types::{tcp_conn, tcp_conn_key},
-    testbed::{port_name, Spec, HOST_NIC},
+    testbed::{Spec, HOST_NIC},
 };
 use libbpf_rs::{MapCore, MapFlags};
 
@@ -145,17 +145,6 @@ impl Outcome {
     }
 }
 
-/// Packets the switch's qdiscs towards host `host` dropped so far (`tc -s qdisc`).
-fn switch_drops(hosts: &EtranHosts, host: u8) -> u64 {
-    let ns = hosts.tb.switch_netns_name();
-    let out = sh(&format!("ip netns exec {ns} tc -s qdisc show dev {}", port_name(host)));
-    String::from_utf8_lossy(&out.stdout)
-        .split("dropped ")
-        .skip(1)
-        .filter_map(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok())
-        .sum()
-}
-
 fn ce_marks(hosts: &EtranHosts) -> u64 {
     hosts.tb.counters().unwrap().ce_marked
 }
@@ -255,7 +244,7 @@ fn etran_to_etran(hosts: &EtranHosts, rate: u64) -> Outcome {
     let listener = rapp.listen(port).unwrap();
     let mut app = register(&hosts.daemons[0].sock);
     let stop = AtomicBool::new(false);
-    let (drops0, marks0) = (switch_drops(hosts, 2), ce_marks(hosts));
+    let (drops0, marks0) = (hosts.switch_drops(2), ce_marks(hosts));
     let t0 = Instant::now();
     let (trace, started) = std::thread::scope(|s| {
         let stop = &stop;
@@ -277,7 +266,7 @@ fn etran_to_etran(hosts: &EtranHosts, rate: u64) -> Outcome {
         }
         (trace, start - t0)
     });
-    let (drops, marks) = (switch_drops(hosts, 2) - drops0, ce_marks(hosts) - marks0);
+    let (drops, marks) = (hosts.switch_drops(2) - drops0, ce_marks(hosts) - marks0);
     Outcome::of("eTran DCTCP", &trace.skip(started), rate, drops, marks)
 }
 
@@ -306,7 +295,7 @@ fn linux_to_linux(hosts: &EtranHosts, rate: u64) -> Outcome {
         })
         .collect();
     let accepted: Vec<TcpStream> = (0..FLOWS).map(|_| listener.accept().unwrap().0).collect();
-    let (drops0, marks0) = (switch_drops(hosts, 2), ce_marks(hosts));
+    let (drops0, marks0) = (hosts.switch_drops(2), ce_marks(hosts));
     let t0 = Instant::now();
     let until = JOIN + REST;
     let trace = std::thread::scope(|s| {
@@ -333,7 +322,7 @@ fn linux_to_linux(hosts: &EtranHosts, rate: u64) -> Outcome {
         }
         Trace { flows: rx.into_iter().map(|r| r.join().unwrap()).collect() }
     });
-    let (drops, marks) = (switch_drops(hosts, 2) - drops0, ce_marks(hosts) - marks0);
+    let (drops, marks) = (hosts.switch_drops(2) - drops0, ce_marks(hosts) - marks0);
     Outcome::of("Linux cubic + ECN", &trace, rate, drops, marks)
 }
 
@@ -345,7 +334,7 @@ fn etran_to_linux(hosts: &EtranHosts, rate: u64) -> (f64, StreamStats, f64, u64,
     let mut app = register(&hosts.daemons[0].sock);
     let id = app.connect_blocking(SocketAddrV4::new(ip2, port)).expect("connect");
     let accepted = listener.accept().unwrap().0;
-    let (drops0, marks0) = (switch_drops(hosts, 2), ce_marks(hosts));
+    let (drops0, marks0) = (hosts.switch_drops(2), ce_marks(hosts));
     let t0 = Instant::now();
     let (got, stats, c) = std::thread::scope(|s| {
         // Reading on past the sender's end: the socket closes (RST, with bytes unread) after
@@ -357,7 +346,7 @@ fn etran_to_linux(hosts: &EtranHosts, rate: u64) -> (f64, StreamStats, f64, u64,
     });
     app.abort(id);
     let share = got.shares(rate, WARMUP, JOIN + REST)[0];
-    let (drops, marks) = (switch_drops(hosts, 2) - drops0, ce_marks(hosts) - marks0);
+    let (drops, marks) = (hosts.switch_drops(2) - drops0, ce_marks(hosts) - marks0);
     println!(
         "eTran DCTCP to Linux (classic ECN): {:.1} % of the bottleneck, cwnd {} alpha {:.3}, \
          switch drops {drops}, CE marks {marks}; {stats:?}",

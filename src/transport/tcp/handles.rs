@@ -44,7 +44,14 @@ const TCP_EGRESS_PROG: &str = "etran_tcp_egres";
 const TCP_GEN_PROG: &str = "etran_tcp_gen";
 
 pub fn tcp_handles(entrance_prog_id: u32) -> anyhow::Result<TcpHandles> {
-    let missing = || anyhow::anyhow!("the datapath has no TCP transport loaded");
+    let missing = || {
+        anyhow::anyhow!(
+            "the datapath has no TCP transport loaded: its pins went away with the bpffs that \
+             held them (a stopped container's, or one an ended command mounted); with a bpffs at \
+             {} that outlives it, `etran up` on the interface rebuilds the datapath",
+            loader::pins::BPFFS_ROOT
+        )
+    };
     let tcp_id = loader::transport_prog(entrance_prog_id, TCP_INGRESS_PROG)?.ok_or_else(missing)?;
     let named = loader::prog_map;
     let (conns_id, conns) = named(tcp_id, "etran_tcp_conns")?.ok_or_else(missing)?;
