@@ -395,6 +395,8 @@ mod tests {
             Request::Release { handle: 9, time_wait: true },
             Request::Abort { handle: 9 },
             Request::Unlisten { port: 80 },
+            Request::Listen { port: 80, socket: true, idle: true },
+            Request::Accepting { port: 80 },
             Request::HomaBind { port: 0 },
             Request::HomaPeer { ip: Ipv4Addr::new(10, 99, 0, 2) },
         ] {
@@ -407,7 +409,16 @@ mod tests {
     fn wire_form_is_documented_json() {
         let enc = encode(&register());
         assert_eq!(u32::from_le_bytes(enc[..4].try_into().unwrap()) as usize, enc.len() - 4);
-        assert_eq!(&enc[4..], br#"{"Register":{"version":7,"transport":"tcp","queues":1}}"#);
+        assert_eq!(&enc[4..], br#"{"Register":{"version":8,"transport":"tcp","queues":1}}"#);
+    }
+
+    #[test]
+    fn an_older_listen_is_one_sessions_and_accepts_at_once() {
+        let body = br#"{"Listen":{"port":80}}"#;
+        let mut framed = (body.len() as u32).to_le_bytes().to_vec();
+        framed.extend_from_slice(body);
+        let (req, _) = decode::<Request>(&framed).unwrap().unwrap();
+        assert_eq!(req, Request::Listen { port: 80, socket: false, idle: false });
     }
 
     #[test]
