@@ -15,7 +15,8 @@ use netlink_packet_core::{
 use netlink_packet_route::{
     address::{AddressAttribute, AddressMessage},
     link::{
-        InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp,
+        InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType,
+        LinkMessage, LinkXdp,
     },
     neighbour::{
         NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -48,6 +49,8 @@ pub struct Link {
     pub mtu: u32,
     /// Id of the attached XDP program, if any.
     pub xdp_prog_id: Option<u32>,
+    /// An Ethernet interface (not loopback, a tunnel, ...).
+    pub ethernet: bool,
 }
 
 impl Netlink {
@@ -362,6 +365,7 @@ fn link_of(l: LinkMessage) -> Link {
         master: None,
         mtu: 0,
         xdp_prog_id: None,
+        ethernet: l.header.link_layer_type == LinkLayerType::Ether,
     };
     for a in l.attributes {
         match a {

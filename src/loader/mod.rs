@@ -266,6 +266,11 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
     crate::sys::require_root("etran up")?;
     kernel::require(kernel::TCP_DATAPATH, "the TCP datapath")?;
     let ifindex = crate::sys::ifindex(iface)?;
+    // The programs parse Ethernet frames: loopback, tunnels and the like carry none.
+    let link = crate::netlink::Netlink::open()?.link(iface)?;
+    if link.is_some_and(|l| !l.ethernet) {
+        bail!("{iface} is not an Ethernet interface (loopback, a tunnel, ...): etran needs one");
+    }
     let backend = opts.backend;
     let available = crate::ethtool::rx_queues(iface)?.unwrap_or(1);
     let queues = opts.queues.unwrap_or(available);

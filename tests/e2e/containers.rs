@@ -24,17 +24,17 @@ const PORT: u16 = 8090;
 
 /// A container: `CMD` run by `sh` as the init of new mount and PID namespaces inside network
 /// namespace `ns`, with private tmpfs on `/run` and `/tmp` and the shared directory mounted at
-/// `/run/etran` (the default place of the daemon's socket). Killed on drop.
+/// `at` (`mount` options `opts`). Killed on drop.
 struct Container {
     child: Child,
     log: PathBuf,
 }
 
 impl Container {
-    fn start(ns: &str, shared: &Path, log: PathBuf, cmd: &str) -> Container {
+    fn start(ns: &str, shared: &Path, at: &str, opts: &str, log: PathBuf, cmd: &str) -> Container {
         let setup = format!(
-            "mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /tmp && mkdir /run/etran && \
-             mount --bind {} /run/etran && {cmd}",
+            "mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /tmp && mkdir {at} && \
+             mount --bind -o {opts} {} {at} && {cmd}",
             shared.display()
         );
         let out = fs::File::create(&log).unwrap();
@@ -91,28 +91,38 @@ impl Drop for Container {
     }
 }
 
-/// The daemon's container: `etran up`, then the daemon as the container's init.
+/// The daemon's container: `etran up`, then the daemon as the container's init, its socket
+/// in the shared directory (mounted apart from `/run/etran`, where the daemon keeps its lock
+/// and etran its bpffs, so that neither is shared).
 fn daemon_container(ns: &str, shared: &Path, log: PathBuf) -> Container {
     let etran = etran_bin();
     let mut c = Container::start(
         ns,
         shared,
+        "/run/etran-apps",
+        "rw",
         log,
-        &format!("{etran} up {HOST_NIC} && exec {etran} -v daemon --iface {HOST_NIC}"),
+        &format!(
+            "{etran} up {HOST_NIC} && \
+             exec {etran} -v daemon --iface {HOST_NIC} --socket /run/etran-apps/etran.sock"
+        ),
     );
     c.wait_for("etran daemon: serving");
     c
 }
 
-/// The app's container: it says what it sees of the others, then serves `www` over HTTP
-/// under `etran run` (default daemon socket).
+/// The app's container: the shared directory read-only at `/run/etran` (the default socket
+/// path); it says what it sees of the others, then serves `www` over HTTP under `etran run`.
 fn app_container(ns: &str, shared: &Path, www: &Path, log: PathBuf) -> Container {
     let mut c = Container::start(
         ns,
         shared,
+        "/run/etran",
+        "ro",
         log,
         &format!(
             "echo \"run holds: $(ls /run | tr '\\n' ' ')processes: $(ls /proc | grep -c '^[0-9]')\"; \
+             touch /run/etran/x 2>/dev/null || echo socket directory read-only; \
              cd {} && \
              exec {} run -- {PYTHON} -u -m http.server {PORT}",
             www.display(),
@@ -175,6 +185,14 @@ fn a_daemon_and_an_app_in_containers_share_only_the_socket_directory() {
         .and_then(|n| n.parse().ok())
         .expect("a process count");
     assert!(seen < 10, "the app's container sees {seen} processes: {log}");
+    // The app cannot write where the socket is, and nothing of the daemon's but its socket is
+    // there (its lock and etran's bpffs stay in the daemon's container).
+    assert!(log.contains("socket directory read-only"), "{log}");
+    let names: Vec<String> = fs::read_dir(&shared)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["etran.sock"], "the shared directory");
     for _ in 0..3 {
         assert_eq!(download(&h2), want, "the body over eTran from the contained server");
     }

@@ -118,6 +118,10 @@ fn bad_input_gets_one_line_errors() {
     let net = VethPair::new("dp-err");
     assert!(err_line(&etran(&net.a, &["up", "nosuch0"])).contains("no interface named"));
     assert!(err_line(&etran(&net.a, &["down", "nosuch0"])).contains("no interface named"));
+    // The namespace's own loopback: not Ethernet, refused with nothing attached.
+    assert!(err_line(&etran(&net.a, &["up", "lo"])).contains("not an Ethernet interface"));
+    let out = sh(&format!("ip -n {} -d link show lo", net.a));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("prog/xdp"), "nothing attached");
     let out = Command::new("setpriv")
         .args([
             "--reuid=65534",
