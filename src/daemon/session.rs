@@ -1,6 +1,10 @@
 //! One app's session: its Unix stream, the bytes read so far, the port it owns and the
 //! transport it registered for.
-use std::io::{self, Read};
+use std::{
+    collections::VecDeque,
+    io,
+    os::fd::{AsFd, OwnedFd},
+};
 
 use mio::net::UnixStream;
 
@@ -16,6 +20,8 @@ pub struct AppSession {
     pub port: Option<VethPort>,
     /// The transport it registered for: whose control path owns its connections.
     pub transport: Option<Transport>,
+    /// Descriptors the app sent (a `Listen`'s socket), in order, not yet taken.
+    pub fds: VecDeque<OwnedFd>,
 }
 
 /// What reading a session produced.
@@ -29,15 +35,23 @@ pub enum Input {
 
 impl AppSession {
     pub fn new(stream: UnixStream, id: u64) -> AppSession {
-        AppSession { stream, id, buf: Vec::new(), port: None, transport: None }
+        AppSession {
+            stream,
+            id,
+            buf: Vec::new(),
+            port: None,
+            transport: None,
+            fds: VecDeque::new(),
+        }
     }
 
     /// Reads everything available and decodes it into `out`; stops at the first close or error.
     pub fn read(&mut self, out: &mut Vec<Input>) {
         let mut chunk = [0u8; 4096];
         let mut closed = false;
+        let mut fds = Vec::new();
         loop {
-            match self.stream.read(&mut chunk) {
+            match proto::recv_fds(self.stream.as_fd(), &mut chunk, &mut fds, true) {
                 Ok(0) => {
                     closed = true;
                     break;
@@ -57,6 +71,7 @@ impl AppSession {
                 }
             }
         }
+        self.fds.extend(fds);
         loop {
             match proto::decode::<Request>(&self.buf) {
                 Ok(Some((req, used))) => {
