@@ -555,8 +555,6 @@ fn lock_iface(iface: &str) -> anyhow::Result<(std::fs::File, PathBuf)> {
     Ok((file, PathBuf::from(path)))
 }
 
-/// Binds the Unix listener: creates the parent directory, replaces a stale socket file (one
-/// nobody listens on) and refuses to steal a live one; mode 0660.
 /// The identity (device, inode) of the kernel socket an app showed for its listener on `port`:
 /// a TCP/IPv4 socket bound to that port, as the app's `bind` left it (so the kernel, too, holds
 /// the port for it).
@@ -594,6 +592,8 @@ fn listening_socket(fd: Option<OwnedFd>, port: u16) -> Result<SocketId, Refusal>
     }
 }
 
+/// Binds the Unix listener: creates the parent directory, replaces a stale socket file (one
+/// nobody listens on) and refuses to steal a live one; mode 0660.
 fn bind_listener(path: &Path) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

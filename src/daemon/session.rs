@@ -24,6 +24,10 @@ pub struct AppSession {
     pub fds: VecDeque<OwnedFd>,
 }
 
+/// Descriptors an app's session holds ahead of the messages that take them (a `Listen`'s
+/// socket); any more are closed.
+const MAX_HELD_FDS: usize = 8;
+
 /// What reading a session produced.
 pub enum Input {
     Request(Request),
@@ -72,6 +76,9 @@ impl AppSession {
             }
         }
         self.fds.extend(fds);
+        // An app could send descriptors with every message and pile them up here: the daemon
+        // keeps the first few, enough for the messages in flight that take one.
+        self.fds.truncate(MAX_HELD_FDS);
         loop {
             match proto::decode::<Request>(&self.buf) {
                 Ok(Some((req, used))) => {
@@ -88,5 +95,26 @@ impl AppSession {
         if closed {
             out.push(Input::Closed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    #[test]
+    fn descriptors_sent_beyond_what_messages_take_are_not_piled_up() {
+        let (ours, app) = mio::net::UnixStream::pair().unwrap();
+        let mut session = AppSession::new(ours, 1);
+        let null = std::fs::File::open("/dev/null").unwrap();
+        for _ in 0..5 {
+            let fds = [null.as_fd(); 4];
+            proto::send_fds(app.as_fd(), b"x", &fds).unwrap();
+        }
+        let mut out = Vec::new();
+        session.read(&mut out);
+        assert_eq!(session.fds.len(), MAX_HELD_FDS);
     }
 }
