@@ -14,14 +14,16 @@
 //! garbage. (2: `Release`, `Abort`, `Reset`. 3: the app binds the AF_XDP socket it is given.
 //! 4: refusals are a [`Refusal`], an errno plus optional text, instead of a string;
 //! `ConnectFailed` names the remote address. 5: `Unlisten`, `Unlistened`. 6: the `homa`
-//! transport: `HomaBind`, `HomaPeer` and their answers.)
+//! transport: `HomaBind`, `HomaPeer` and their answers. 7: the receive budget. 8: `Listen`
+//! may show a kernel socket and wait to be `Accepting`: listeners shared across processes.)
 //!
 //! Refusals carry the errno a POSIX call would give (`EADDRINUSE` for a port that is taken,
 //! `ECONNREFUSED` for a SYN answered by RST, `ETIMEDOUT`, ...): the app library hands them on as
 //! `std::io::Error`s, so a POSIX shim can return them as they are.
 //!
 //! Descriptors: `Registered` travels in one `sendmsg` together with its descriptors
-//! (SCM_RIGHTS), in the order the message lists them (`fds`). See [`send_fds`] / [`recv_fds`].
+//! (SCM_RIGHTS), in the order the message lists them (`fds`); a `Listen` with `socket` set
+//! carries one, the same way. See [`send_fds`] / [`recv_fds`].
 use std::{
     io,
     net::{Ipv4Addr, SocketAddrV4},
@@ -39,7 +41,7 @@ pub use crate::{
 };
 
 /// Version of this protocol; bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 /// Largest message body accepted (a `Registered` is a few hundred bytes).
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Most descriptors one message carries.
@@ -61,7 +63,20 @@ pub enum Request {
     Close,
     /// Accept TCP connections to `port` on the NIC's address(es) (after `Register`). Answered
     /// by `Listening` or `ListenFailed`; each completed handshake then by `Accepted`.
-    Listen { port: u16 },
+    /// With `socket`, the message carries the kernel socket bound to `port` that stands for
+    /// the listener (SCM_RIGHTS): a session showing the same socket later (a forked worker)
+    /// joins the listener, and connections are shared out among its members. With `idle`, no
+    /// connection goes to this session before its `Accepting`.
+    Listen {
+        port: u16,
+        #[serde(default)]
+        socket: bool,
+        #[serde(default)]
+        idle: bool,
+    },
+    /// The session accepts connections on `port` (one it listens on) from now on. Not
+    /// answered.
+    Accepting { port: u16 },
     /// Stop accepting connections to `port` (one this session listens on): later SYNs to it
     /// are refused (the kernel answers RST), handshakes to it still running are dropped.
     /// Answered by `Unlistened`, after every `Accepted` for the port.
@@ -380,6 +395,8 @@ mod tests {
             Request::Release { handle: 9, time_wait: true },
             Request::Abort { handle: 9 },
             Request::Unlisten { port: 80 },
+            Request::Listen { port: 80, socket: true, idle: true },
+            Request::Accepting { port: 80 },
             Request::HomaBind { port: 0 },
             Request::HomaPeer { ip: Ipv4Addr::new(10, 99, 0, 2) },
         ] {
@@ -392,7 +409,16 @@ mod tests {
     fn wire_form_is_documented_json() {
         let enc = encode(&register());
         assert_eq!(u32::from_le_bytes(enc[..4].try_into().unwrap()) as usize, enc.len() - 4);
-        assert_eq!(&enc[4..], br#"{"Register":{"version":7,"transport":"tcp","queues":1}}"#);
+        assert_eq!(&enc[4..], br#"{"Register":{"version":8,"transport":"tcp","queues":1}}"#);
+    }
+
+    #[test]
+    fn an_older_listen_is_one_sessions_and_accepts_at_once() {
+        let body = br#"{"Listen":{"port":80}}"#;
+        let mut framed = (body.len() as u32).to_le_bytes().to_vec();
+        framed.extend_from_slice(body);
+        let (req, _) = decode::<Request>(&framed).unwrap().unwrap();
+        assert_eq!(req, Request::Listen { port: 80, socket: false, idle: false });
     }
 
     #[test]

@@ -93,10 +93,12 @@ fn conn_addrs(shim: &mut Shim, id: ConnId) -> Option<(SocketAddrV4, SocketAddrV4
     ))
 }
 
-/// The socket behind `fd`, refusing one a parent process opened before `fork`.
+/// The socket behind `fd`, refusing one a parent process opened before `fork` (but a
+/// listener, which this process joins).
 fn sock(shim: &mut Shim, fd: RawFd) -> Result<&mut Sock, c_int> {
     static SAID: AtomicBool = AtomicBool::new(false);
-    let sock = shim.socks.get_mut(&fd).ok_or(libc::EBADF)?;
+    shim.adopt_listener(fd)?;
+    let sock = shim.get_mut(fd).ok_or(libc::EBADF)?;
     if sock.inherited {
         say_once(&SAID, "an eTran socket opened before fork() is not usable in the child yet");
         return Err(libc::EOPNOTSUPP);
@@ -118,7 +120,7 @@ fn route(fd: RawFd) -> Route {
         return Route::Kernel;
     }
     let mut g = lock();
-    match shim(&mut g).socks.get(&fd) {
+    match shim(&mut g).get(fd) {
         None | Some(Sock { kind: Kind::Fresh { .. }, .. }) => Route::Kernel,
         Some(_) => Route::Etran(g),
     }
@@ -151,7 +153,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
     }
     let mut g = lock();
     let s = shim(&mut g);
-    let fresh = matches!(s.socks.get(&fd), Some(Sock { kind: Kind::Fresh { .. }, .. }));
+    let fresh = matches!(s.get(fd), Some(Sock { kind: Kind::Fresh { .. }, .. }));
     // SAFETY: the caller's address.
     let Some(want) = (unsafe { v4(addr, len) }) else { return r };
     if fresh && s.serves_bind(*want.ip()) {
@@ -161,11 +163,11 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
         // SAFETY: our buffer.
         unsafe { real::getsockname(fd, (&mut sin as *mut libc::sockaddr_in).cast(), &mut l) };
         let port = u16::from_be(sin.sin_port);
-        if let Some(sock) = s.socks.get_mut(&fd) {
+        if let Some(sock) = s.get_mut(fd) {
             sock.kind = Kind::Fresh { bound: Some(SocketAddrV4::new(*want.ip(), port)) };
         }
     } else if fresh {
-        s.remove(fd);
+        s.untrack(fd);
     }
     r
 }
@@ -178,10 +180,10 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     }
     let mut g = lock();
     let s = shim(&mut g);
-    let bound = match s.socks.get(&fd).map(|k| &k.kind) {
+    let bound = match s.get(fd).map(|k| &k.kind) {
         Some(Kind::Fresh { bound: Some(b) }) => *b,
         Some(Kind::Fresh { bound: None }) | None => {
-            s.remove(fd);
+            s.untrack(fd);
             drop(g);
             // SAFETY: handed on.
             return unsafe { real::listen(fd, backlog) };
@@ -190,12 +192,14 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         Some(_) => return fail(libc::EINVAL),
     };
     let Some(app) = s.app() else {
-        s.remove(fd);
+        s.untrack(fd);
         drop(g);
         // SAFETY: handed on.
         return unsafe { real::listen(fd, backlog) };
     };
-    let listener = match app.listen(bound.port()) {
+    // SAFETY: `fd` is open (the caller's socket); the daemon gets its own copy.
+    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let listener = match app.listen_shared(bound.port(), socket, true) {
         Ok(l) => l,
         Err(e) => return fail(state::errno_of(&e)),
     };
@@ -211,9 +215,10 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
             real::fcntl(fd, libc::F_SETFL, (fl | libc::O_NONBLOCK) as c_ulong);
         }
     }
-    let nodelay = s.socks[&fd].nodelay;
-    if let Some(sock) = s.socks.get_mut(&fd) {
-        sock.kind = Kind::Listening { listener, backlog: Default::default(), kernel_too };
+    let nodelay = s.get(fd).is_some_and(|k| k.nodelay);
+    if let Some(sock) = s.get_mut(fd) {
+        sock.kind =
+            Kind::Listening { listener, backlog: Default::default(), kernel_too, accepting: false };
         sock.nodelay = nodelay;
     }
     s.leave_kernel_epolls(fd, kernel_too);
@@ -244,13 +249,14 @@ pub unsafe extern "C" fn accept4(
         Ok(_) => return fail(libc::EINVAL),
         Err(e) => return fail(e),
     };
+    shim(&mut g).accepting(fd);
     let mut kernel: Vec<pollfd> = Vec::new();
     if kernel_too {
         kernel.push(pollfd { fd, events: libc::POLLIN, revents: 0 });
     }
     let timeout = if nonblock { Some(Duration::ZERO) } else { timeout };
     ret(block_on(g, timeout, &mut kernel, |s, _| {
-        let id = match s.socks.get_mut(&fd).map(|k| &mut k.kind) {
+        let id = match s.get_mut(fd).map(|k| &mut k.kind) {
             Some(Kind::Listening { backlog, .. }) => backlog.pop_front(),
             _ => return Some(Err(libc::EBADF)),
         };
@@ -268,6 +274,7 @@ pub unsafe extern "C" fn accept4(
                 return Some(Err(e));
             }
         }
+        s.consumed(fd, libc::EPOLLIN as u32);
         None
     }))
 }
@@ -333,7 +340,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         Err(e) => return fail(e),
     };
     if !s.serves_connect(*dst.ip()) {
-        s.remove(fd);
+        s.untrack(fd);
         drop(g);
         // SAFETY: handed on.
         return unsafe { real::connect(fd, addr, len) };
@@ -344,13 +351,13 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         Err(e) => return fail(state::errno_of(&e)),
     };
     s.leave_kernel_epolls(fd, false);
-    let sock = s.socks.get_mut(&fd).expect("checked above");
+    let sock = s.get_mut(fd).expect("checked above");
     sock.kind = Kind::Connecting(c);
     if sock.nonblock {
         return fail(libc::EINPROGRESS);
     }
     let timeout = sock.sndtimeo;
-    let r = block_on(g, timeout, &mut [], |s, _| match s.socks.get_mut(&fd) {
+    let r = block_on(g, timeout, &mut [], |s, _| match s.get_mut(fd) {
         Some(Sock { kind: Kind::Connecting(_), .. }) => None,
         Some(Sock { kind: Kind::Conn { .. }, .. }) => Some(Ok(0)),
         Some(sock @ Sock { kind: Kind::Failed, .. }) => Some(Err(std::mem::take(&mut sock.error))),
@@ -455,18 +462,21 @@ fn recv_etran(mut g: Guard, fd: RawFd, buf: &mut [u8], flags: c_int) -> Result<u
     let all = flags & libc::MSG_WAITALL != 0 && !nonblock;
     let timeout = if nonblock { Some(Duration::ZERO) } else { sock.rcvtimeo };
     let mut got = 0;
-    let r = block_on(g, timeout, &mut [], |s, _| match s.app_ref().recv(id, &mut buf[got..]) {
-        Ok(0) => Some(Ok(())),
-        Ok(n) => {
-            got += n;
-            (!all || got == buf.len()).then_some(Ok(()))
+    let r = block_on(g, timeout, &mut [], |s, _| {
+        let r = s.app_ref().recv(id, &mut buf[got..]);
+        if s.app_ref().stream(id).is_some_and(|st| st.readable() == 0 && !st.is_eof()) {
+            s.consumed(fd, libc::EPOLLIN as u32);
         }
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
-        Err(e) if got > 0 => {
-            let _ = e;
-            Some(Ok(()))
+        match r {
+            Ok(0) => Some(Ok(())),
+            Ok(n) => {
+                got += n;
+                (!all || got == buf.len()).then_some(Ok(()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+            Err(_) if got > 0 => Some(Ok(())),
+            Err(e) => Some(Err(state::errno_of(&e))),
         }
-        Err(e) => Some(Err(state::errno_of(&e))),
     });
     match r {
         Ok(()) => Ok(got),
@@ -623,6 +633,9 @@ fn send_etran(mut g: Guard, fd: RawFd, data: &[u8], flags: c_int) -> Result<usiz
         let app = s.app_ref();
         let r = app.send(id, &data[sent..]);
         let _ = app.flush();
+        if app.stream(id).is_some_and(|st| st.send_space() == 0) {
+            s.consumed(fd, libc::EPOLLOUT as u32);
+        }
         match r {
             Ok(n) => {
                 sent += n;
@@ -940,11 +953,15 @@ pub unsafe extern "C" fn getsockopt(
         (libc::SOL_SOCKET, libc::SO_ERROR) => unsafe { put_int(val, len, std::mem::take(error)) },
         (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => unsafe { put_int(val, len, listening.into()) },
         (libc::IPPROTO_TCP, libc::TCP_NODELAY) => unsafe { put_int(val, len, nodelay.into()) },
-        (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => match conn.and_then(|id| s.app_ref().stream(id)) {
-            Some(st) => unsafe { put_int(val, len, st.mss().into()) },
-            None => fail(libc::EOPNOTSUPP),
-        },
-        (libc::SOL_SOCKET | libc::IPPROTO_IP, _) => {
+        (libc::IPPROTO_TCP, libc::TCP_MAXSEG) if conn.is_some() => {
+            match conn.and_then(|id| s.app_ref().stream(id)) {
+                Some(st) => unsafe { put_int(val, len, st.mss().into()) },
+                None => fail(libc::ENOTCONN),
+            }
+        }
+        // Not connected: the kernel socket's answer (the MSS asked for, or the default) is the
+        // one Linux gives.
+        (libc::SOL_SOCKET | libc::IPPROTO_IP, _) | (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => {
             drop(g);
             // SAFETY: handed on.
             unsafe { real::getsockopt(fd, level, name, val, len) }
@@ -971,7 +988,7 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     }
     let mut g = lock();
     let s = shim(&mut g);
-    let Some(sock) = s.socks.get_mut(&fd) else {
+    let Some(sock) = s.get_mut(fd) else {
         drop(g);
         // SAFETY: handed on.
         return unsafe { real::fcntl(fd, cmd, arg) };
@@ -997,14 +1014,9 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
             (fl & !libc::O_NONBLOCK) | if nonblock { libc::O_NONBLOCK } else { 0 }
         }
         libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
-            if !fresh {
-                return dup_refused();
-            }
-            // A duplicated fresh socket is the kernel's for good.
-            s.remove(fd);
             drop(g);
             // SAFETY: handed on.
-            unsafe { real::fcntl(fd, cmd, arg) }
+            duplicate(fd, None, || unsafe { real::fcntl(fd, cmd, arg) })
         }
         _ => {
             drop(g);
@@ -1025,7 +1037,7 @@ pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: c_ulong) -> c_int {
     let p = arg as *mut c_int;
     if req == libc::FIONBIO && !p.is_null() && tracked(fd) {
         let mut g = lock();
-        if let Some(sock) = shim(&mut g).socks.get_mut(&fd) {
+        if let Some(sock) = shim(&mut g).get_mut(fd) {
             // SAFETY: the caller's int.
             sock.nonblock = unsafe { *p } != 0;
             if matches!(sock.kind, Kind::Listening { kernel_too: true, .. }) {
@@ -1060,71 +1072,58 @@ pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: c_ulong) -> c_int {
     }
 }
 
-fn dup_refused() -> c_int {
-    static SAID: AtomicBool = AtomicBool::new(false);
-    say_once(&SAID, "duplicating an eTran socket (dup, dup2, F_DUPFD) is not supported yet");
-    fail(libc::EOPNOTSUPP)
-}
-
-/// dup of a fresh socket makes it the kernel's for good; of an eTran one is refused.
-fn dup_check(fd: c_int) -> Result<(), c_int> {
-    if !tracked(fd) {
-        return Ok(());
+/// Duplicates descriptor `fd` with `dup` (the kernel's call, which returns the new
+/// descriptor): the new one refers to the same socket, which stays open until both are closed.
+/// `to`: the descriptor `dup2`/`dup3` replaces, closed first (its socket released unless
+/// another descriptor refers to it) when the kernel's call succeeds.
+fn duplicate(fd: c_int, to: Option<c_int>, dup: impl FnOnce() -> c_int) -> c_int {
+    if !tracked(fd) && !to.is_some_and(tracked) {
+        return dup();
     }
+    // Under the lock: no other thread sees the new descriptor before it is ours.
     let mut g = lock();
-    let s = shim(&mut g);
-    match s.socks.get(&fd).map(|k| &k.kind) {
-        Some(Kind::Fresh { .. }) => {
-            s.remove(fd);
-            Ok(())
-        }
-        Some(_) => Err(dup_refused()),
-        None => Ok(()),
+    let nfd = dup();
+    if nfd < 0 || to == Some(fd) {
+        return nfd;
     }
+    let s = shim(&mut g);
+    if let Some(sock) = s.remove(nfd) {
+        s.release(sock); // dup2's implicit close of `to`
+    }
+    if tracked(fd) {
+        if nfd as usize >= state::MAX_FD {
+            // SAFETY: the descriptor just made, which cannot be ours.
+            unsafe { real::close(nfd) };
+            return fail(libc::EMFILE);
+        }
+        s.share(fd, nfd);
+    }
+    nfd
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
-    match dup_check(fd) {
-        // SAFETY: handed on.
-        Ok(()) => unsafe { real::dup(fd) },
-        Err(r) => r,
-    }
+    // SAFETY: handed on.
+    duplicate(fd, None, || unsafe { real::dup(fd) })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
-    // SAFETY: the caller's arguments.
-    unsafe { dup3_or_2(fd, to, None) }
+    // SAFETY: handed on.
+    duplicate(fd, Some(to), || unsafe { real::dup2(fd, to) })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
-    // SAFETY: the caller's arguments.
-    unsafe { dup3_or_2(fd, to, Some(flags)) }
-}
-
-unsafe fn dup3_or_2(fd: c_int, to: c_int, flags: Option<c_int>) -> c_int {
-    if let Err(r) = dup_check(fd) {
-        return r;
-    }
-    if fd != to && tracked(to) {
-        release(to); // dup2 closes `to` first
-    }
     // SAFETY: handed on.
-    unsafe {
-        match flags {
-            None => real::dup2(fd, to),
-            Some(f) => real::dup3(fd, to, f),
-        }
-    }
+    duplicate(fd, Some(to), || unsafe { real::dup3(fd, to, flags) })
 }
 
 /// Epoll sets may watch eTran and kernel descriptors together: the kernel's set watches the
 /// kernel ones (and a fresh socket's, a dual listener's), the shim keeps the eTran ones
-/// beside it (`Shim::epolls`) and `epoll_wait` reports both. Level-triggered: `EPOLLET` is
-/// taken as level (a program that reads until `EAGAIN` sees no difference); `EPOLLONESHOT`
-/// is honoured.
+/// beside it (`Shim::epolls`) and `epoll_wait` reports both. `EPOLLET` reports an event once
+/// until the program consumed it (`Interest::report`, `Shim::consumed`); `EPOLLONESHOT` is
+/// honoured.
 #[no_mangle]
 pub unsafe extern "C" fn epoll_ctl(
     ep: c_int,
@@ -1142,6 +1141,9 @@ pub unsafe extern "C" fn epoll_ctl(
         Ok(k) => matches!(k.kind, Kind::Fresh { .. } | Kind::Listening { kernel_too: true, .. }),
         Err(e) => return fail(e),
     };
+    if op != libc::EPOLL_CTL_DEL {
+        s.accepting(fd); // a listener in an epoll set: its program waits for connections
+    }
     // SAFETY: the caller's event, when the operation has one.
     let want = (!ev.is_null()).then(|| unsafe { ((*ev).events, (*ev).u64) });
     let set = s.epolls.entry(ep).or_default();
@@ -1164,7 +1166,7 @@ pub unsafe extern "C" fn epoll_ctl(
         (libc::EPOLL_CTL_DEL, _) => drop(set.remove(&fd)),
         (_, Some((events, data))) => {
             let in_kernel = known.unwrap_or(in_kernel);
-            set.insert(fd, state::Interest { events, data, in_kernel });
+            set.insert(fd, state::Interest::new(events, data, in_kernel));
             state::set_tracked(ep, true);
         }
         _ => {}
@@ -1196,8 +1198,9 @@ unsafe fn epoll_wait_mixed(
             }
             let Some(ev) = s.revents(fd) else { continue }; // fresh: the kernel's set has it
             let Some(it) = s.epolls.get_mut(&ep).and_then(|set| set.get_mut(&fd)) else { continue };
-            let got =
-                (ev as u16 as u32) & (it.events | libc::EPOLLERR as u32 | libc::EPOLLHUP as u32);
+            let got = it.report(
+                (ev as u16 as u32) & (it.events | libc::EPOLLERR as u32 | libc::EPOLLHUP as u32),
+            );
             if got != 0 {
                 out[n] = libc::epoll_event { events: got, u64: it.data };
                 n += 1;
@@ -1321,11 +1324,19 @@ unsafe fn poll_mixed(
     let mut at: Vec<Option<usize>> = Vec::with_capacity(user.len());
     let mut any = false;
     for p in user.iter() {
+        if tracked(p.fd) {
+            // An inherited listener is joined (or stays unusable: POLLERR); one waited on
+            // for readability accepts.
+            let _ = s.adopt_listener(p.fd);
+            if p.events & libc::POLLIN != 0 {
+                s.accepting(p.fd);
+            }
+        }
         let etran = tracked(p.fd) && s.revents(p.fd).is_some();
         any |= etran;
         let dual = etran
             && matches!(
-                s.socks.get(&p.fd).map(|k| &k.kind),
+                s.get(p.fd).map(|k| &k.kind),
                 Some(Kind::Listening { kernel_too: true, .. })
             );
         if !etran || dual {
@@ -1507,7 +1518,7 @@ extern "C" fn after_fork_child() {
 /// daemon resets what an app leaves behind.
 extern "C" fn at_exit() {
     let mut g = lock();
-    let fds: Vec<RawFd> = shim(&mut g).socks.keys().copied().collect();
+    let fds: Vec<RawFd> = shim(&mut g).fds();
     for fd in fds {
         let s = shim(&mut g);
         if let Some(sock) = s.remove(fd) {
@@ -1529,6 +1540,7 @@ extern "C" fn at_exit() {
 
 extern "C" fn init() {
     state::own_process();
+    state::read_settings();
     // SAFETY: registering plain handlers.
     unsafe {
         libc::pthread_atfork(Some(before_fork), Some(after_fork_parent), Some(after_fork_child));

@@ -78,15 +78,35 @@ pub fn set_tracked(fd: RawFd, on: bool) {
     }
 }
 
-/// How long a blocking call busy-polls before it sleeps (`ETRAN_BUSY_POLL_US`, default 50).
+/// What the environment said when the shim was loaded: a program may clear its environment
+/// before forking workers (nginx does), which still use eTran.
+struct Settings {
+    /// The daemon's socket: `ETRAN_DAEMON_SOCKET` (set by `etran run`), else the default.
+    daemon_socket: String,
+    /// How long a blocking call busy-polls before it sleeps (`ETRAN_BUSY_POLL_US`, default 50).
+    busy_poll: Duration,
+}
+
+static SETTINGS: std::sync::OnceLock<Settings> = std::sync::OnceLock::new();
+
+/// Reads the settings from the environment (at load).
+pub fn read_settings() {
+    SETTINGS.get_or_init(|| Settings {
+        daemon_socket: std::env::var("ETRAN_DAEMON_SOCKET")
+            .unwrap_or_else(|_| "/run/etran/etran.sock".into()),
+        busy_poll: Duration::from_micros(
+            std::env::var("ETRAN_BUSY_POLL_US").ok().and_then(|v| v.parse().ok()).unwrap_or(50),
+        ),
+    });
+}
+
+fn settings() -> &'static Settings {
+    read_settings();
+    SETTINGS.get().expect("just set")
+}
+
 fn busy_poll() -> Duration {
-    static US: AtomicU64 = AtomicU64::new(u64::MAX);
-    let mut us = US.load(Ordering::Relaxed);
-    if us == u64::MAX {
-        us = std::env::var("ETRAN_BUSY_POLL_US").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
-        US.store(us, Ordering::Relaxed);
-    }
-    Duration::from_micros(us)
+    settings().busy_poll
 }
 
 /// How long a connection the app closed may take to finish closing before it is aborted (the
@@ -101,11 +121,15 @@ pub enum Kind {
         bound: Option<SocketAddrV4>,
     },
     /// Listening through eTran; `kernel_too`: bound to any address, so the kernel socket
-    /// listens as well (loopback and other interfaces).
+    /// listens as well (loopback and other interfaces). The daemon knows the listener by its
+    /// kernel socket, which a forked child inherits: the child joins it (`adopt_listener`) and
+    /// connections are shared out among the processes that accept (`accepting`: this one
+    /// has accepted or waited for connections; until then none comes to it).
     Listening {
         listener: Listener,
         backlog: VecDeque<ConnId>,
         kernel_too: bool,
+        accepting: bool,
     },
     Connecting(Connecting),
     Conn {
@@ -128,6 +152,8 @@ pub struct Sock {
     pub error: c_int,
     /// Opened before a fork by the parent: the parent's, unusable here.
     pub inherited: bool,
+    /// How many descriptors refer to it (`dup`): it is released when the last one closes.
+    refs: usize,
 }
 
 impl Sock {
@@ -140,6 +166,7 @@ impl Sock {
             nodelay: false,
             error: 0,
             inherited: false,
+            refs: 1,
         }
     }
 }
@@ -151,6 +178,27 @@ pub struct Interest {
     /// The kernel's epoll set watches the kernel socket too: a fresh socket's (the kernel's
     /// until it connects or listens), a listener's on any address (loopback connections).
     pub in_kernel: bool,
+    /// `EPOLLET`: the events reported and not consumed since (an edge is an event that rises
+    /// again after the program consumed it: read what was readable, filled the send space,
+    /// took the last connection).
+    pub reported: u32,
+}
+
+impl Interest {
+    pub fn new(events: u32, data: u64, in_kernel: bool) -> Interest {
+        Interest { events, data, in_kernel, reported: 0 }
+    }
+
+    /// Of the events `ready` now, those to report: all of them (level-triggered), or
+    /// (`EPOLLET`) those not reported since the program last consumed them.
+    pub fn report(&mut self, ready: u32) -> u32 {
+        if self.events & libc::EPOLLET as u32 == 0 {
+            return ready;
+        }
+        let edge = ready & !self.reported;
+        self.reported = ready;
+        edge
+    }
 }
 
 /// Work left when the app closed a descriptor: a connection finishing its close, a connect
@@ -170,7 +218,11 @@ pub struct Shim {
     iface: Option<Iface>,
     /// The daemon could not be reached: every socket stays the kernel's.
     unavailable: bool,
-    pub socks: HashMap<RawFd, Sock>,
+    /// Our descriptors → their socket's key in `socks` (descriptors `dup`ed from one another
+    /// share one).
+    fds: HashMap<RawFd, u64>,
+    socks: HashMap<u64, Sock>,
+    next_key: u64,
     /// Epoll sets (by their descriptor, tracked too) watching descriptors of ours.
     pub epolls: HashMap<RawFd, HashMap<RawFd, Interest>>,
     orphans: Vec<Orphan>,
@@ -189,7 +241,9 @@ pub fn lock() -> Guard {
             app: None,
             iface: None,
             unavailable: false,
+            fds: HashMap::new(),
             socks: HashMap::new(),
+            next_key: 0,
             epolls: HashMap::new(),
             orphans: Vec::new(),
             sleepers: Vec::new(),
@@ -207,18 +261,12 @@ pub fn errno_of(e: &io::Error) -> c_int {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
 
-/// The daemon's socket: `ETRAN_DAEMON_SOCKET` (set by `etran run`), else the default.
-fn daemon_socket() -> String {
-    std::env::var("ETRAN_DAEMON_SOCKET").unwrap_or_else(|_| "/run/etran/etran.sock".into())
-}
-
 impl Shim {
     /// The app, registered now if it is not yet; None when the daemon cannot be reached (said
     /// once on stderr: the sockets then stay the kernel's).
     pub fn app(&mut self) -> Option<&mut App> {
         if self.app.is_none() && !self.unavailable {
-            let path = daemon_socket();
-            let opened = DaemonLink::connect(&path).and_then(|mut link| {
+            let opened = DaemonLink::connect(&settings().daemon_socket).and_then(|mut link| {
                 let reg = link.register(Transport::Tcp, 1)?;
                 let iface = reg.iface.clone();
                 Ok((App::with_link(link, reg)?, iface))
@@ -273,21 +321,81 @@ impl Shim {
         route_source(dst).is_some_and(|src| iface.ips.contains(&src))
     }
 
+    /// The socket behind descriptor `fd`.
+    pub fn get(&self, fd: RawFd) -> Option<&Sock> {
+        self.socks.get(self.fds.get(&fd)?)
+    }
+
+    pub fn get_mut(&mut self, fd: RawFd) -> Option<&mut Sock> {
+        self.socks.get_mut(self.fds.get(&fd)?)
+    }
+
+    /// Every descriptor of ours.
+    pub fn fds(&self) -> Vec<RawFd> {
+        self.fds.keys().copied().collect()
+    }
+
+    /// The descriptors referring to the same socket as `fd` (`fd` included).
+    fn same_socket(&self, fd: RawFd) -> Vec<RawFd> {
+        let Some(key) = self.fds.get(&fd) else { return Vec::new() };
+        self.fds.iter().filter(|(_, k)| *k == key).map(|(&f, _)| f).collect()
+    }
+
     /// Starts tracking `fd`.
     pub fn insert(&mut self, fd: RawFd, sock: Sock) {
-        self.socks.insert(fd, sock);
+        let key = self.next_key;
+        self.next_key += 1;
+        self.socks.insert(key, sock);
+        self.fds.insert(fd, key);
         set_tracked(fd, true);
     }
 
-    /// Stops tracking `fd` (before the kernel may give its number to another): a socket, or an
-    /// epoll set; no epoll set of ours watches it any more.
+    /// `nfd` (a duplicate the kernel just made of `fd`) refers to `fd`'s socket from now on.
+    pub fn share(&mut self, fd: RawFd, nfd: RawFd) {
+        let Some(&key) = self.fds.get(&fd) else { return };
+        if let Some(sock) = self.socks.get_mut(&key) {
+            sock.refs += 1;
+            self.fds.insert(nfd, key);
+            set_tracked(nfd, true);
+        }
+    }
+
+    /// Stops tracking descriptor `fd` (before the kernel may give its number to another); no
+    /// epoll set of ours watches it any more. Returns its socket when no other descriptor
+    /// refers to it (the socket is then to be released), or an epoll set's.
     pub fn remove(&mut self, fd: RawFd) -> Option<Sock> {
         set_tracked(fd, false);
         self.epolls.remove(&fd);
         for set in self.epolls.values_mut() {
             set.remove(&fd);
         }
-        self.socks.remove(&fd)
+        let key = self.fds.remove(&fd)?;
+        let sock = self.socks.get_mut(&key)?;
+        sock.refs -= 1;
+        if sock.refs > 0 {
+            return None;
+        }
+        self.socks.remove(&key)
+    }
+
+    /// The socket behind `fd` is the kernel's for good: none of its descriptors is ours.
+    pub fn untrack(&mut self, fd: RawFd) {
+        for f in self.same_socket(fd) {
+            self.remove(f);
+        }
+    }
+
+    /// The program consumed `fd`'s events `bits` (`EPOLLIN`: nothing is left to read or
+    /// accept; `EPOLLOUT`: the send space is full): an edge-triggered set reports them again
+    /// when they come back.
+    pub fn consumed(&mut self, fd: RawFd, bits: u32) {
+        for fd in self.same_socket(fd) {
+            for set in self.epolls.values_mut() {
+                if let Some(it) = set.get_mut(&fd) {
+                    it.reported &= !bits;
+                }
+            }
+        }
     }
 
     /// A fresh socket became eTran's: the kernel's epoll sets stop watching its kernel socket
@@ -296,17 +404,19 @@ impl Shim {
         if dual {
             return;
         }
-        for (&ep, set) in self.epolls.iter_mut() {
-            if let Some(it) = set.get_mut(&fd).filter(|it| it.in_kernel) {
-                // SAFETY: removing our kernel socket from the set.
-                unsafe { real::epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
-                it.in_kernel = false;
+        for fd in self.same_socket(fd) {
+            for (&ep, set) in self.epolls.iter_mut() {
+                if let Some(it) = set.get_mut(&fd).filter(|it| it.in_kernel) {
+                    // SAFETY: removing our kernel socket from the set.
+                    unsafe { real::epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+                    it.in_kernel = false;
+                }
             }
         }
     }
 
     /// What closing an eTran socket leaves to do: a connection sends its FIN and finishes
-    /// closing in later passes, a listener stops (its unaccepted connections are reset), a
+    /// closing in later passes (or is reset at once when bytes it received are unread), a listener stops (its unaccepted connections are reset), a
     /// connect in progress is aborted once it completes.
     pub fn release(&mut self, sock: Sock) {
         if sock.inherited {
@@ -325,6 +435,9 @@ impl Shim {
             Kind::Conn { id, wr_shut, .. } => {
                 if app.stream(id).is_some_and(|s| s.error().is_some()) {
                     app.remove_connection(id);
+                } else if app.stream(id).is_some_and(|s| s.readable() > 0) {
+                    // Closed with bytes unread: a reset, as Linux sends (RFC 2525, 2.17).
+                    app.abort(id);
                 } else {
                     if !wr_shut {
                         let _ = app.close(id);
@@ -391,6 +504,46 @@ impl Shim {
         moved
     }
 
+    /// The program accepts, or waits for connections, on listener `fd`: the daemon may send
+    /// them here from now on.
+    pub fn accepting(&mut self, fd: RawFd) {
+        let Some(key) = self.fds.get(&fd) else { return };
+        let (Some(app), Some(sock)) = (self.app.as_mut(), self.socks.get_mut(key)) else { return };
+        if let Kind::Listening { listener, accepting: accepting @ false, .. } = &mut sock.kind {
+            if !sock.inherited && app.accepting(listener).is_ok() {
+                *accepting = true;
+            }
+        }
+    }
+
+    /// A listener inherited from the parent (a forked worker's): this process registers and
+    /// joins it by showing its kernel socket (`fd`'s), accepting at once. Its parent keeps its
+    /// own membership and the connections it was given.
+    pub fn adopt_listener(&mut self, fd: RawFd) -> Result<(), c_int> {
+        let port = match self.get(fd) {
+            Some(Sock { inherited: true, kind: Kind::Listening { listener, .. }, .. }) => {
+                listener.port()
+            }
+            _ => return Ok(()),
+        };
+        let app = self.app().ok_or(libc::EOPNOTSUPP)?;
+        // SAFETY: `fd` is open (ours); the daemon gets its own copy.
+        let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let listener = app.listen_shared(port, socket, false).map_err(|e| errno_of(&e))?;
+        if let Some(sock) = self.get_mut(fd) {
+            if let Kind::Listening { kernel_too, .. } = sock.kind {
+                sock.kind = Kind::Listening {
+                    listener,
+                    backlog: VecDeque::new(),
+                    kernel_too,
+                    accepting: true,
+                };
+                sock.inherited = false;
+            }
+        }
+        Ok(())
+    }
+
     /// In a forked child: the port and the daemon link are the parent's, so the child lets go
     /// of them (its copies of their descriptors closed, nothing sent) and of every socket it
     /// inherited; a socket it opens registers anew.
@@ -422,7 +575,7 @@ impl Shim {
     pub fn revents(&mut self, fd: RawFd) -> Option<i16> {
         use libc::{POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDHUP};
         let app = self.app.as_ref();
-        let sock = self.socks.get(&fd)?;
+        let sock = self.get(fd)?;
         if sock.inherited {
             return Some(POLLERR);
         }

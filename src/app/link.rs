@@ -186,8 +186,19 @@ impl DaemonLink {
 
     /// Listens on TCP `port`: connections to it arrive through [`DaemonLink::try_accept`].
     /// `EADDRINUSE` when the port is taken; [`DaemonLink::unlisten`] ends it.
-    pub fn listen(&mut self, port: u16) -> io::Result<()> {
-        self.send(&Request::Listen { port })?;
+    /// With `socket`, the listener is that kernel socket's, which other sessions showing it
+    /// may share; with `idle`, connections come only after [`DaemonLink::accepting`].
+    pub fn listen(
+        &mut self,
+        port: u16,
+        socket: Option<BorrowedFd<'_>>,
+        idle: bool,
+    ) -> io::Result<()> {
+        let req = Request::Listen { port, socket: socket.is_some(), idle };
+        match socket {
+            Some(fd) => proto::send_fds(self.stream.as_fd(), &proto::encode(&req), &[fd])?,
+            None => self.send(&req)?,
+        }
         loop {
             let (reply, _) = self.recv()?;
             match self.stash(reply) {

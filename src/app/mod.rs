@@ -332,9 +332,37 @@ impl App {
     /// Listens on TCP `port` (`EADDRINUSE` when it is taken): connections to it come through
     /// [`App::accept`] on the [`Listener`].
     pub fn listen(&mut self, port: u16) -> io::Result<Listener> {
-        self.driver.link.listen(port)?;
+        self.listen_on(port, None, false)
+    }
+
+    /// [`App::listen`] for a listener that stands for the kernel socket `socket` (bound to
+    /// `port`): other apps showing the same socket (a forked worker that inherited it) share
+    /// it, the daemon sharing out the connections among those accepting. With `idle`, none
+    /// comes to this app before [`App::accepting`] (a master that only forks workers).
+    pub fn listen_shared(
+        &mut self,
+        port: u16,
+        socket: std::os::fd::BorrowedFd<'_>,
+        idle: bool,
+    ) -> io::Result<Listener> {
+        self.listen_on(port, Some(socket), idle)
+    }
+
+    fn listen_on(
+        &mut self,
+        port: u16,
+        socket: Option<std::os::fd::BorrowedFd<'_>>,
+        idle: bool,
+    ) -> io::Result<Listener> {
+        self.driver.link.listen(port, socket, idle)?;
         self.listening.insert(port);
         Ok(Listener { port })
+    }
+
+    /// Connections to `listener` may come to this app from now on (see
+    /// [`App::listen_shared`]).
+    pub fn accepting(&mut self, listener: &Listener) -> io::Result<()> {
+        self.driver.link.send(&Request::Accepting { port: listener.port })
     }
 
     /// Adopts the next connection accepted on `listener` (non-blocking): `WouldBlock` (`EAGAIN`)

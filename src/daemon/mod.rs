@@ -28,7 +28,7 @@ use std::{
     collections::HashMap,
     io,
     os::{
-        fd::{AsFd, BorrowedFd},
+        fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
         unix::fs::PermissionsExt,
     },
     path::{Path, PathBuf},
@@ -50,6 +50,7 @@ use crate::{
         tcp::{
             control::{Event, Notify, SlowTimer, TcpControl},
             handshake::mss_for_mtu,
+            listen::SocketId,
         },
         Control,
     },
@@ -296,8 +297,12 @@ impl Daemon {
                         }
                     }
                 }
-                Input::Request(Request::Listen { port }) => {
-                    self.listen(token, port);
+                Input::Request(Request::Listen { port, socket, idle }) => {
+                    self.listen(token, port, socket, idle);
+                    false
+                }
+                Input::Request(Request::Accepting { port }) => {
+                    self.tcp.accepting(&mut self.timers, Timer::Tcp, token, port);
                     false
                 }
                 Input::Request(Request::Unlisten { port }) => {
@@ -393,11 +398,18 @@ impl Daemon {
         Ok(())
     }
 
-    fn listen(&mut self, token: Token, port: u16) {
-        let Some(session) = self.sessions.get(&token) else { return };
+    /// `Listen`: with `socket`, the kernel socket the message carried must be a TCP socket
+    /// bound to `port`; the listener is then that socket's (see `transport::tcp::listen`).
+    fn listen(&mut self, token: Token, port: u16, socket: bool, idle: bool) {
+        let Some(session) = self.sessions.get_mut(&token) else { return };
+        let shown = socket.then(|| session.fds.pop_front());
+        let id = match shown.map(|fd| listening_socket(fd, port)).transpose() {
+            Ok(id) => id,
+            Err(refusal) => return self.tell(token, &Reply::ListenFailed { port, refusal }),
+        };
         let reply = match session.port.as_ref().map(|p| p.slot) {
             None => Reply::ListenFailed { port, refusal: not_registered() },
-            Some(slot) => match self.tcp.listen(token, slot, port) {
+            Some(slot) => match self.tcp.listen(token, slot, port, id, !idle) {
                 Ok(()) => {
                     log::info(format!("app session {} listens on {port}", session.id));
                     Reply::Listening { port }
@@ -524,7 +536,7 @@ impl Daemon {
 /// Takes the per-interface daemon lock (`/run/etran/daemon-net<ino>-<iface>.lock`, flock), so
 /// that a second daemon cannot remove the first one's ports as stale.
 fn lock_iface(iface: &str) -> anyhow::Result<(std::fs::File, PathBuf)> {
-    use std::os::{fd::AsRawFd, unix::fs::MetadataExt};
+    use std::os::unix::fs::MetadataExt;
     let ino = std::fs::metadata("/proc/thread-self/ns/net")
         .context("reading our network namespace")?
         .ino();
@@ -541,6 +553,43 @@ fn lock_iface(iface: &str) -> anyhow::Result<(std::fs::File, PathBuf)> {
         bail!("another etran daemon already serves {iface} in this network namespace");
     }
     Ok((file, PathBuf::from(path)))
+}
+
+/// The identity (device, inode) of the kernel socket an app showed for its listener on `port`:
+/// a TCP/IPv4 socket bound to that port, as the app's `bind` left it (so the kernel, too, holds
+/// the port for it).
+fn listening_socket(fd: Option<OwnedFd>, port: u16) -> Result<SocketId, Refusal> {
+    let bad = |what: &str| Refusal::new(libc::EINVAL, format!("the listener's socket {what}"));
+    let fd = fd.ok_or_else(|| bad("did not come with the message"))?;
+    let raw = fd.as_raw_fd();
+    // SAFETY: plain queries on a descriptor we own; the buffers are ours.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(raw, &mut st) != 0 || st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            return Err(bad("is not a socket"));
+        }
+        let mut ty: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let stream = libc::getsockopt(
+            raw,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut ty as *mut libc::c_int).cast(),
+            &mut len,
+        ) == 0
+            && ty == libc::SOCK_STREAM;
+        let mut sin: libc::sockaddr_in = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let named = libc::getsockname(raw, (&mut sin as *mut libc::sockaddr_in).cast(), &mut len);
+        if !stream
+            || named != 0
+            || i32::from(sin.sin_family) != libc::AF_INET
+            || u16::from_be(sin.sin_port) != port
+        {
+            return Err(bad(&format!("is not a TCP/IPv4 socket bound to port {port}")));
+        }
+        Ok((st.st_dev, st.st_ino))
+    }
 }
 
 /// Binds the Unix listener: creates the parent directory, replaces a stale socket file (one

@@ -1,6 +1,10 @@
 //! One app's session: its Unix stream, the bytes read so far, the port it owns and the
 //! transport it registered for.
-use std::io::{self, Read};
+use std::{
+    collections::VecDeque,
+    io,
+    os::fd::{AsFd, OwnedFd},
+};
 
 use mio::net::UnixStream;
 
@@ -16,7 +20,13 @@ pub struct AppSession {
     pub port: Option<VethPort>,
     /// The transport it registered for: whose control path owns its connections.
     pub transport: Option<Transport>,
+    /// Descriptors the app sent (a `Listen`'s socket), in order, not yet taken.
+    pub fds: VecDeque<OwnedFd>,
 }
+
+/// Descriptors an app's session holds ahead of the messages that take them (a `Listen`'s
+/// socket); any more are closed.
+const MAX_HELD_FDS: usize = 8;
 
 /// What reading a session produced.
 pub enum Input {
@@ -29,15 +39,23 @@ pub enum Input {
 
 impl AppSession {
     pub fn new(stream: UnixStream, id: u64) -> AppSession {
-        AppSession { stream, id, buf: Vec::new(), port: None, transport: None }
+        AppSession {
+            stream,
+            id,
+            buf: Vec::new(),
+            port: None,
+            transport: None,
+            fds: VecDeque::new(),
+        }
     }
 
     /// Reads everything available and decodes it into `out`; stops at the first close or error.
     pub fn read(&mut self, out: &mut Vec<Input>) {
         let mut chunk = [0u8; 4096];
         let mut closed = false;
+        let mut fds = Vec::new();
         loop {
-            match self.stream.read(&mut chunk) {
+            match proto::recv_fds(self.stream.as_fd(), &mut chunk, &mut fds, true) {
                 Ok(0) => {
                     closed = true;
                     break;
@@ -57,6 +75,10 @@ impl AppSession {
                 }
             }
         }
+        self.fds.extend(fds);
+        // An app could send descriptors with every message and pile them up here: the daemon
+        // keeps the first few, enough for the messages in flight that take one.
+        self.fds.truncate(MAX_HELD_FDS);
         loop {
             match proto::decode::<Request>(&self.buf) {
                 Ok(Some((req, used))) => {
@@ -73,5 +95,26 @@ impl AppSession {
         if closed {
             out.push(Input::Closed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    #[test]
+    fn descriptors_sent_beyond_what_messages_take_are_not_piled_up() {
+        let (ours, app) = mio::net::UnixStream::pair().unwrap();
+        let mut session = AppSession::new(ours, 1);
+        let null = std::fs::File::open("/dev/null").unwrap();
+        for _ in 0..5 {
+            let fds = [null.as_fd(); 4];
+            proto::send_fds(app.as_fd(), b"x", &fds).unwrap();
+        }
+        let mut out = Vec::new();
+        session.read(&mut out);
+        assert_eq!(session.fds.len(), MAX_HELD_FDS);
     }
 }

@@ -4,6 +4,7 @@
 extern crate etran_testkit as common;
 
 mod app_datapath;
+mod apps;
 mod bench_echo;
 mod bench_rpc;
 mod check;

@@ -15,7 +15,7 @@ use std::{
 use common::{cli::etran_bin, daemon::EtranHosts};
 
 /// Debian's python3 (PATH may hold a wrapper script first).
-const PYTHON: &str = "/usr/bin/python3";
+pub(crate) const PYTHON: &str = "/usr/bin/python3";
 
 /// An echo server as people write them: socketserver's threading TCP server. It serves
 /// `conns` connections, then stops and says how many it served.
@@ -80,26 +80,39 @@ print(" ".join(results), flush=True)
 "#;
 
 /// Runs `cmd` under `etran run` in namespace `ns`, with the daemon at `sock`.
-fn etran_run(ns: &str, sock: &std::path::Path, cmd: &[&str]) -> Command {
+pub(crate) fn etran_run(ns: &str, sock: &std::path::Path, cmd: &[&str]) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns, etran_bin(), "run", "--daemon-socket"]).arg(sock).arg("--");
     c.args(cmd);
     c
 }
 
+/// Starts the server `cmd` (an `etran_run`) and waits for its first line, "listening".
+pub(crate) fn start_server(
+    mut cmd: Command,
+    daemon: &common::daemon::Daemon,
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let mut server = cmd.stdout(Stdio::piped()).spawn().expect("etran run");
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "listening", "the server did not start: {}", daemon.log());
+    (server, out)
+}
+
 /// How many apps registered with the daemon so far (each process under `etran run` that
 /// used eTran is one).
-fn registrations(log: &str) -> usize {
+pub(crate) fn registrations(log: &str) -> usize {
     log.lines().filter(|l| l.contains("app session") && l.contains(" registered: ")).count()
 }
 
 /// The daemon's lines for connections established and closed.
-fn conn_lines(log: &str) -> (usize, usize) {
+pub(crate) fn conn_lines(log: &str) -> (usize, usize) {
     let count = |what: &str| log.lines().filter(|l| l.contains(what)).count();
     (count(" established (handle "), count(" closed (handle "))
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "status {}, stdout {:?}, stderr {:?}",
         out.status,
@@ -147,14 +160,9 @@ fn echo_server_serves_linux_clients(name: &str, server: &str) {
     let daemon = &hosts.daemons[0];
     let before = registrations(&daemon.log());
     const CONNS: usize = 3;
-    let mut server = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", server, "7000", "3"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("etran run");
-    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let cmd = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", server, "7000", "3"]);
+    let (mut server, mut out) = start_server(cmd, daemon);
     let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "listening", "the server did not start: {}", daemon.log());
 
     let client = Command::new("ip")
         .args(["netns", "exec", &h2, PYTHON, "-c", ECHO_CLIENT, &ip1, "7000"])
@@ -193,7 +201,7 @@ fn an_asyncio_echo_server_under_etran_run_serves_linux_clients_byte_exact() {
 }
 
 /// CPU time the process `pid` used so far, all its threads together.
-fn cpu_time(pid: u32) -> Duration {
+pub(crate) fn cpu_time(pid: u32) -> Duration {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
     let ns: u64 = tasks
         .flatten()
@@ -224,14 +232,9 @@ fn an_idle_server_under_etran_run_with_a_connection_open_sleeps() {
     let (h1, h2) = (hosts.ns(1), hosts.ns(2));
     let ip1 = hosts.tb.host(1).ip.to_string();
     let daemon = &hosts.daemons[0];
-    let mut server = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", ECHO_SERVER, "7001", "1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("etran run");
-    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let cmd = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", ECHO_SERVER, "7001", "1"]);
+    let (mut server, _out) = start_server(cmd, daemon);
     let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "listening", "the server did not start: {}", daemon.log());
     let mut client = Command::new("ip")
         .args(["netns", "exec", &h2, PYTHON, "-c", IDLE_CLIENT, &ip1, "7001", "3"])
         .stdout(Stdio::piped())
@@ -291,15 +294,10 @@ fn a_subprocess_and_a_forked_child_leave_the_parents_connection_alone() {
     let (h1, h2) = (hosts.ns(1), hosts.ns(2));
     let ip1 = hosts.tb.host(1).ip.to_string();
     let daemon = &hosts.daemons[0];
-    let mut server = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", FORKING_SERVER, "7002"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("etran run");
-    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut cmd = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", FORKING_SERVER, "7002"]);
+    cmd.stderr(Stdio::piped());
+    let (server, mut out) = start_server(cmd, daemon);
     let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "listening", "the server did not start: {}", daemon.log());
     let client = Command::new("ip")
         .args(["netns", "exec", &h2, PYTHON, "-c"])
         .arg(
@@ -442,4 +440,77 @@ fn etran_run_of_a_static_binary_says_so_in_one_line_and_runs_nothing() {
     assert!(!out.status.success() && out.stdout.is_empty(), "{}", text(&out));
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("is statically linked") && err.contains("cannot run over eTran"), "{err}");
+}
+
+/// A server that duplicates accepted connections: `dup` (the copy serves on after the original
+/// closes), `F_DUPFD_CLOEXEC`, and `dup2` onto a second connection's descriptor (which closes
+/// that connection: its client sees the end), then serves the first through it.
+const DUP_SERVER: &str = r#"
+import fcntl, os, socket, sys
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("0.0.0.0", int(sys.argv[1])))
+ls.listen()
+print("listening", flush=True)
+a, _ = ls.accept()
+b, _ = ls.accept()
+d = os.dup(a.fileno())
+a.close()
+os.write(d, b"dup " + os.read(d, 100))
+e = fcntl.fcntl(d, fcntl.F_DUPFD_CLOEXEC, 100)
+assert e >= 100 and fcntl.fcntl(e, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+os.close(d)
+os.write(e, b"fcntl " + os.read(e, 100))
+bn = b.detach()
+assert os.dup2(e, bn) == bn
+os.close(e)
+os.write(bn, b"dup2 " + os.read(bn, 100))
+os.close(bn)
+print("done", flush=True)
+"#;
+
+/// Connects A, then B; talks to A through each duplicate; B sees its end when `dup2` replaces
+/// its descriptor; A's end comes when the last duplicate closes.
+const DUP_CLIENT: &str = r#"
+import socket, sys, time
+addr = (sys.argv[1], int(sys.argv[2]))
+a = socket.create_connection(addr, timeout=30)
+time.sleep(0.3)
+b = socket.create_connection(addr, timeout=30)
+out = []
+for m in (b"1", b"2"):
+    a.sendall(m)
+    out.append(a.recv(100))
+out.append(b.recv(100))
+a.sendall(b"3")
+out.append(a.recv(100))
+out.append(a.recv(100))
+print(out, flush=True)
+"#;
+
+#[test]
+fn duplicated_etran_sockets_share_their_connection_until_the_last_closes() {
+    let Some(_root) = common::root::shared() else { return };
+    let hosts = EtranHosts::first_only("shim-dup", etran::testbed::Spec::new("", 2));
+    let (h1, h2) = (hosts.ns(1), hosts.ns(2));
+    let ip1 = hosts.tb.host(1).ip.to_string();
+    let daemon = &hosts.daemons[0];
+    let cmd = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", DUP_SERVER, "7003"]);
+    let (server, mut out) = start_server(cmd, daemon);
+    let client = Command::new("ip")
+        .args(["netns", "exec", &h2, PYTHON, "-c", DUP_CLIENT, &ip1, "7003"])
+        .output()
+        .unwrap();
+    let server = server.wait_with_output().unwrap();
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(server.status.success() && line.trim() == "done", "{}", text(&server));
+    assert_eq!(
+        String::from_utf8_lossy(&client.stdout).trim(),
+        "[b'dup 1', b'fcntl 2', b'', b'dup2 3', b'']",
+        "{}: {}",
+        text(&client),
+        daemon.log()
+    );
+    assert_eq!(conn_lines(&daemon.log()), (2, 2), "both through eTran, closed: {}", daemon.log());
 }

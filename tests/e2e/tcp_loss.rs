@@ -71,6 +71,8 @@ struct Sent {
     resent: u64,
     /// Retransmission timeouts.
     timeouts: u64,
+    /// Tail-loss probes sent.
+    probes: u64,
 }
 
 /// Retransmission timeouts of the calling thread's namespace's Linux TCP.
@@ -202,7 +204,14 @@ impl Bed {
             println!("  etran sender: {st:?}");
             drop(c);
             let mss = u64::from(self.app.stream(id).unwrap().mss());
-            (end - t0, Sent { resent: st.retransmitted.div_ceil(mss), timeouts: st.timeouts })
+            (
+                end - t0,
+                Sent {
+                    resent: st.retransmitted.div_ceil(mss),
+                    timeouts: st.timeouts,
+                    probes: st.probes,
+                },
+            )
         });
         let dups = in_netns(&self.h2, duplicates_received) - dups0;
         self.app.abort(id);
@@ -228,7 +237,7 @@ fn ten_mb_at_one_percent_loss_against_linux_both_ways() {
         times[2].push(bed.linux_to_linux(&h1, &h2, ip2, port + 2));
         linux_rtos += in_netns(&h1, linux_timeouts) - rtos0;
         let lost0 = bed.lost();
-        let (t, Sent { resent, timeouts }, dups) = bed.etran_to_linux(port + 3);
+        let (t, Sent { resent, timeouts, probes }, dups) = bed.etran_to_linux(port + 3);
         etran_rtos += timeouts;
         let lost = bed.lost() - lost0;
         times[3].push(t);
@@ -238,12 +247,13 @@ fn ten_mb_at_one_percent_loss_against_linux_both_ways() {
         );
         println!(
             "  eTran→Linux: {resent} segments resent, switch lost {lost} frames (data and ACKs), \
-             Linux received {dups} duplicates"
+             Linux received {dups} duplicates, {probes} tail-loss probes sent"
         );
         assert!(resent <= lost, "resent {resent} segments, the switch lost only {lost}");
         // A tail-loss probe may duplicate a segment that was not lost (RFC 8985 accepts one per
-        // probe); nothing else may.
-        assert!(dups <= 3, "Linux received {dups} duplicate segments");
+        // probe); nothing else may. (How many probes fire depends on timing: more on a loaded
+        // machine.)
+        assert!(dups <= probes, "Linux received {dups} duplicate segments, {probes} probes");
     }
     // SACK, lost-retransmission detection and tail-loss probes recover almost every loss without
     // a timeout; one now and then is fair when a probe or a resend is lost too (Linux's senders

@@ -59,6 +59,7 @@ use crate::{
         close::{self, RstCheck, TimeWaitAction},
         handshake::{Config, Established, Failure, Handshake, Outcome},
         isn::IsnGenerator,
+        listen::{Listeners, OnSyn, SocketId},
         segment::{Segment, FIN, RST, SYN},
         window,
     },
@@ -163,8 +164,8 @@ pub struct SlowPath {
     next_ephemeral: u16,
     isn: IsnGenerator,
     config: Config,
-    /// Listening port → (owner, slot).
-    listeners: HashMap<u16, (Token, u32)>,
+    /// Listening ports and their members.
+    listeners: Listeners,
     pending: HashMap<FlowKey, Pending>,
     conns: HashMap<FlowKey, Conn>,
     handles: HashMap<u64, FlowKey>,
@@ -270,7 +271,7 @@ impl SlowPath {
             next_ephemeral: EPHEMERAL.start,
             isn: IsnGenerator::default(),
             config,
-            listeners: HashMap::new(),
+            listeners: Listeners::default(),
             pending: HashMap::new(),
             conns: HashMap::new(),
             handles: HashMap::new(),
@@ -313,33 +314,58 @@ impl SlowPath {
         }
     }
 
-    /// `Listen { port }` from the session `owner` whose port is `slot`.
+    /// `Listen { port }` from the session `owner` whose port is `slot`, showing the kernel
+    /// socket `socket` (then others showing it may join: [`Listeners::listen`]); `accepting`:
+    /// connections go to it at once (else after [`SlowPath::accepting`]).
     pub fn listen(
         &mut self,
         tcp: &TcpHandles,
         owner: Token,
         slot: u32,
         port: u16,
+        socket: Option<SocketId>,
+        accepting: bool,
     ) -> Result<(), Refusal> {
         if port == 0 {
             return Err(Refusal::new(libc::EINVAL, "port 0 cannot be listened on"));
         }
         let k = port.to_be_bytes();
-        if self.listeners.contains_key(&port)
-            || matches!(tcp.listen.lookup(&k, MapFlags::ANY), Ok(Some(_)))
+        if !self.listeners.contains(port)
+            && matches!(tcp.listen.lookup(&k, MapFlags::ANY), Ok(Some(_)))
         {
             return Err(Refusal::new(libc::EADDRINUSE, format!("port {port} is already taken")));
         }
+        if !self.listeners.listen(port, owner, slot, socket, accepting)? {
+            return Ok(()); // joined: the port is in the fast path's table already
+        }
         tcp.listen.update(&k, &slot.to_ne_bytes(), MapFlags::NO_EXIST).map_err(|e| {
+            self.listeners.unlisten(port, owner);
             Refusal::new(libc::EIO, format!("inserting listening port {port}: {e}"))
         })?;
-        self.listeners.insert(port, (owner, slot));
         Ok(())
     }
 
-    /// `Unlisten { port }` from the session `owner`: the port leaves `etran_tcp_listen`, so a
-    /// later SYN to it goes to the kernel, which answers RST (`ECONNREFUSED` at the peer), and
-    /// the handshakes to it still running are dropped (the kernel resets their final ACK).
+    /// `Accepting { port }` from the session `owner`: connections to the port may go to it
+    /// now; the SYNs that waited for such a member are answered.
+    pub fn accepting<T>(
+        &mut self,
+        tcp: &TcpHandles,
+        timers: &mut TimerWheel<T>,
+        wrap: impl Fn(SlowTimer) -> T,
+        owner: Token,
+        port: u16,
+    ) {
+        for (key, seg) in self.listeners.accepting(port, owner) {
+            if !self.pending.contains_key(&key) && !self.conns.contains_key(&key) {
+                self.on_syn(tcp, timers, &wrap, key, &seg);
+            }
+        }
+    }
+
+    /// `Unlisten { port }` from the session `owner`. Once nobody listens on the port it leaves
+    /// `etran_tcp_listen`, so a later SYN to it goes to the kernel, which answers RST
+    /// (`ECONNREFUSED` at the peer) unless a kernel socket listens there. The handshakes the
+    /// session's connections were running are dropped (the kernel resets their final ACK).
     /// Nothing changes for a port `owner` does not listen on.
     pub fn unlisten<T>(
         &mut self,
@@ -348,11 +374,10 @@ impl SlowPath {
         owner: Token,
         port: u16,
     ) {
-        if self.listeners.get(&port).is_none_or(|(o, _)| *o != owner) {
-            return;
+        let Some(free) = self.listeners.unlisten(port, owner) else { return };
+        if free {
+            let _ = tcp.listen.delete(&port.to_be_bytes());
         }
-        self.listeners.remove(&port);
-        let _ = tcp.listen.delete(&port.to_be_bytes());
         let keys: Vec<FlowKey> = self
             .pending
             .iter()
@@ -465,7 +490,7 @@ impl SlowPath {
             }
             return;
         }
-        let Some(&(owner, slot)) = self.listeners.get(&seg.dst.port()) else {
+        if !self.listeners.contains(seg.dst.port()) {
             // No connection and no listener: a listener closed while this segment (say the
             // final ACK of a handshake it had answered) waited in the ring. CLOSED answers
             // with a reset (RFC 9293 3.10.7.1), or the peer would wait on a dead connection.
@@ -473,12 +498,26 @@ impl SlowPath {
                 self.send(&r);
             }
             return;
-        };
+        }
         if seg.flags & SYN == 0 || seg.flags & RST != 0 {
             return;
         }
+        self.on_syn(tcp, timers, wrap, key, &seg);
+    }
+
+    /// A SYN to a listening port: answered for the member whose turn it is, or held until a
+    /// member accepts.
+    fn on_syn<T>(
+        &mut self,
+        tcp: &TcpHandles,
+        timers: &mut TimerWheel<T>,
+        wrap: &impl Fn(SlowTimer) -> T,
+        key: FlowKey,
+        seg: &Segment,
+    ) {
+        let OnSyn::Answer { owner, slot } = self.listeners.on_syn(key, seg) else { return };
         let iss = self.isn.isn(key.0, key.1);
-        let Ok((hs, synack)) = Handshake::passive(self.config, &seg, iss, ts_ms()) else {
+        let Ok((hs, synack)) = Handshake::passive(self.config, seg, iss, ts_ms()) else {
             log::debug(format!("slow path: not a SYN from {}", key.1));
             return;
         };
@@ -588,7 +627,7 @@ impl SlowPath {
             this.pending.contains_key(&(l, remote))
                 || this.conns.contains_key(&(l, remote))
                 || this.time_wait.contains_key(&(l, remote))
-                || this.listeners.contains_key(&l.port())
+                || this.listeners.contains(l.port())
         };
         let local = match local_port {
             Some(p) => {
@@ -768,7 +807,7 @@ impl SlowPath {
     ) -> bool {
         let tw = self.time_wait.get(key).expect("in TIME_WAIT");
         let ack = tw.est.ack(tw.snd_nxt, tw.rcv_nxt, tw.window);
-        let listening = self.listeners.contains_key(&key.0.port());
+        let listening = self.listeners.contains(key.0.port());
         match close::time_wait_segment(seg.flags, seg.seq, tw.rcv_nxt, listening) {
             TimeWaitAction::Ignore => {}
             TimeWaitAction::Ack => self.send(&ack),
@@ -824,9 +863,7 @@ impl SlowPath {
     /// Removes everything `owner` had: listening ports, handshakes, connections (each aborted
     /// with a RST at the positions the fast path reached).
     pub fn teardown<T>(&mut self, tcp: &TcpHandles, timers: &mut TimerWheel<T>, owner: Token) {
-        let ports: Vec<u16> =
-            self.listeners.iter().filter(|(_, (o, _))| *o == owner).map(|(p, _)| *p).collect();
-        for port in ports {
+        for port in self.listeners.ports_of(owner) {
             self.unlisten(tcp, timers, owner, port);
         }
         let keys: Vec<FlowKey> =
@@ -874,8 +911,26 @@ impl TcpControl {
     }
 
     /// See [`SlowPath::listen`].
-    pub fn listen(&mut self, owner: Token, slot: u32, port: u16) -> Result<(), Refusal> {
-        self.slow.listen(&self.handles, owner, slot, port)
+    pub fn listen(
+        &mut self,
+        owner: Token,
+        slot: u32,
+        port: u16,
+        socket: Option<SocketId>,
+        accepting: bool,
+    ) -> Result<(), Refusal> {
+        self.slow.listen(&self.handles, owner, slot, port, socket, accepting)
+    }
+
+    /// See [`SlowPath::accepting`].
+    pub fn accepting<T>(
+        &mut self,
+        timers: &mut TimerWheel<T>,
+        wrap: impl Fn(SlowTimer) -> T,
+        owner: Token,
+        port: u16,
+    ) {
+        self.slow.accepting(&self.handles, timers, wrap, owner, port)
     }
 
     /// See [`SlowPath::unlisten`].

@@ -1,6 +1,6 @@
 //! The TCP transport's room, all of its user-space side (its BPF is in `src/bpf/tcp/`):
 //! - pure protocol logic, tested without BPF or sockets: [`close`], [`handshake`], [`isn`],
-//!   [`options`], [`persist`], [`rto`], [`sack`], [`segment`], [`seq`] (serial arithmetic, the
+//!   [`listen`] (who accepts on a listening port), [`options`], [`persist`], [`rto`], [`sack`], [`segment`], [`seq`] (serial arithmetic, the
 //!   Rust half of `tcp/tcp_seq.h`), [`window`];
 //! - the app-side engine: [`stream`] (one connection's byte stream) and [`early`] (frames that
 //!   reach the app before its connection is adopted);
@@ -12,6 +12,7 @@ pub mod early;
 pub mod handles;
 pub mod handshake;
 pub mod isn;
+pub mod listen;
 pub mod options;
 pub mod persist;
 pub mod rto;

@@ -1,0 +1,322 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the series' checks (the .c files beside it) share: reporting, the bpf() syscall, the
+ * new UAPI values read from the kernel's BTF (as etran will), program loading, bpf_links, BPF
+ * map counters, veth pairs and AF_XDP sockets. Plain syscalls only (no libbpf): the checks are
+ * built with gcc -static for the qemu guest's initramfs.
+ */
+#ifndef NATIVE_COMMON_H
+#define NATIVE_COMMON_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/bpf.h>
+#include <linux/if_link.h>
+#include <linux/if_xdp.h>
+#include <linux/rtnetlink.h>
+#include <linux/veth.h>
+#include <net/if.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef AF_XDP
+#define AF_XDP 44
+#endif
+#ifndef SOL_XDP
+#define SOL_XDP 283
+#endif
+
+/* Descriptors per ring and UMEM frames; the frame size. */
+#define NDESC 64
+#define FRAME 2048
+
+#define INSN(c, d, s, o, i) { .code = (c), .dst_reg = (d), .src_reg = (s), .off = (o), .imm = (i) }
+#define CTX(field) offsetof(struct xdp_md, field)
+
+static inline void fail(const char *what)
+{
+	printf("FAIL %s (errno %d: %s)\n", what, errno, strerror(errno));
+	exit(1);
+}
+
+static inline void ok(const char *what)
+{
+	printf("ok %s\n", what);
+}
+
+static inline long sys_bpf(int cmd, union bpf_attr *attr)
+{
+	return syscall(__NR_bpf, cmd, attr, sizeof(*attr));
+}
+
+/* The value of enumerator NAME in the kernel's BTF (/sys/kernel/btf/vmlinux); fails without. */
+static inline uint32_t btf_enum_value(const char *name)
+{
+	struct { uint16_t magic; uint8_t ver, flags; uint32_t hdr_len, type_off, type_len,
+		 str_off, str_len; } *hdr;
+	static char buf[32 << 20];
+	ssize_t n, got = 0;
+	char *t, *end, *strs;
+	int fd;
+
+	fd = open("/sys/kernel/btf/vmlinux", O_RDONLY);
+	if (fd < 0)
+		fail("open /sys/kernel/btf/vmlinux");
+	while ((n = read(fd, buf + got, sizeof(buf) - got)) > 0)
+		got += n;
+	close(fd);
+	hdr = (void *)buf;
+	if (got < (ssize_t)sizeof(*hdr) || hdr->magic != 0xeb9f)
+		fail("read BTF");
+	t = buf + hdr->hdr_len + hdr->type_off;
+	end = t + hdr->type_len;
+	strs = buf + hdr->hdr_len + hdr->str_off;
+	while (t < end) {
+		uint32_t *ty = (uint32_t *)t, kind = (ty[1] >> 24) & 0x1f, vlen = ty[1] & 0xffff;
+		size_t extra = 0;
+
+		switch (kind) {
+		case 1: case 14: case 17: extra = 4; break; /* int, var, decl_tag */
+		case 3: extra = 12; break; /* array */
+		case 4: case 5: case 15: case 19: extra = 12 * vlen; break; /* members, enum64 */
+		case 6: case 13: extra = 8 * vlen; break; /* enum, func_proto */
+		}
+		if (kind == 6)
+			for (uint32_t i = 0; i < vlen; i++)
+				if (!strcmp(strs + ty[3 + 2 * i], name)) {
+					printf("ok BTF: %s = %u\n", name, ty[4 + 2 * i]);
+					return ty[4 + 2 * i];
+				}
+		t += 12 + extra;
+	}
+	printf("FAIL no %s in the kernel's BTF\n", name);
+	exit(1);
+}
+
+/* Loads an XDP program of N instructions expecting ATTACH_TYPE; prints the verifier's log when
+ * it is refused.
+ */
+static inline int load(const struct bpf_insn *insns, int n, uint32_t attach_type)
+{
+	static char log[4096];
+	union bpf_attr a;
+	int fd;
+
+	memset(&a, 0, sizeof(a));
+	a.prog_type = BPF_PROG_TYPE_XDP;
+	a.expected_attach_type = attach_type;
+	a.insns = (uintptr_t)insns;
+	a.insn_cnt = n;
+	a.license = (uintptr_t)"GPL";
+	a.log_buf = (uintptr_t)log;
+	a.log_size = sizeof(log);
+	a.log_level = 1;
+	fd = sys_bpf(BPF_PROG_LOAD, &a);
+	if (fd < 0) {
+		printf("%s\n", log);
+		fail("BPF_PROG_LOAD");
+	}
+	return fd;
+}
+
+/* A bpf_link of PROG to TARGET (a socket or an ifindex) as TYPE, with FLAGS. */
+static inline int link_create(int prog, int target, uint32_t type, uint32_t flags)
+{
+	union bpf_attr a;
+
+	memset(&a, 0, sizeof(a));
+	a.link_create.prog_fd = prog;
+	a.link_create.target_fd = target;
+	a.link_create.attach_type = type;
+	a.link_create.flags = flags;
+	return sys_bpf(BPF_LINK_CREATE, &a);
+}
+
+/* An array map of N u64 counters (or any 4-byte-keyed array of u64). */
+static inline int counters(uint32_t n)
+{
+	union bpf_attr a;
+	int fd;
+
+	memset(&a, 0, sizeof(a));
+	a.map_type = BPF_MAP_TYPE_ARRAY;
+	a.key_size = 4;
+	a.value_size = 8;
+	a.max_entries = n;
+	fd = sys_bpf(BPF_MAP_CREATE, &a);
+	if (fd < 0)
+		fail("BPF_MAP_CREATE");
+	return fd;
+}
+
+static inline uint64_t counter(int map, uint32_t key)
+{
+	union bpf_attr a;
+	uint64_t v;
+
+	memset(&a, 0, sizeof(a));
+	a.map_fd = map;
+	a.key = (uintptr_t)&key;
+	a.value = (uintptr_t)&v;
+	if (sys_bpf(BPF_MAP_LOOKUP_ELEM, &a))
+		fail("BPF_MAP_LOOKUP_ELEM");
+	return v;
+}
+
+static inline void set_counter(int map, uint32_t key, uint64_t v)
+{
+	union bpf_attr a;
+
+	memset(&a, 0, sizeof(a));
+	a.map_fd = map;
+	a.key = (uintptr_t)&key;
+	a.value = (uintptr_t)&v;
+	if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a))
+		fail("BPF_MAP_UPDATE_ELEM");
+}
+
+static inline struct rtattr *rta_add(struct nlmsghdr *n, int type, const void *data, int len)
+{
+	struct rtattr *rta = (struct rtattr *)((char *)n + NLMSG_ALIGN(n->nlmsg_len));
+
+	rta->rta_type = type;
+	rta->rta_len = RTA_LENGTH(len);
+	if (len)
+		memcpy(RTA_DATA(rta), data, len);
+	n->nlmsg_len = NLMSG_ALIGN(n->nlmsg_len) + RTA_ALIGN(rta->rta_len);
+	return rta;
+}
+
+static inline void rta_end(struct nlmsghdr *n, struct rtattr *nest)
+{
+	nest->rta_len = (char *)n + n->nlmsg_len - (char *)nest;
+}
+
+/* Creates the veth pair NAME/PEER through rtnetlink and sets both up, without IPv6. */
+static inline void veth_pair(const char *name, const char *peer)
+{
+	struct {
+		struct nlmsghdr n;
+		struct ifinfomsg i;
+		char buf[512];
+	} req = { .n = { .nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg)),
+			 .nlmsg_type = RTM_NEWLINK,
+			 .nlmsg_flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK } };
+	struct {
+		struct nlmsghdr n;
+		struct nlmsgerr e;
+	} ack;
+	struct ifinfomsg peer_info = { 0 };
+	struct rtattr *info, *data, *p;
+	struct ifreq ifr;
+	int fd = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE), s;
+
+	rta_add(&req.n, IFLA_IFNAME, name, strlen(name) + 1);
+	info = rta_add(&req.n, IFLA_LINKINFO, NULL, 0);
+	rta_add(&req.n, IFLA_INFO_KIND, "veth", 4);
+	data = rta_add(&req.n, IFLA_INFO_DATA, NULL, 0);
+	p = rta_add(&req.n, VETH_INFO_PEER, &peer_info, sizeof(peer_info));
+	rta_add(&req.n, IFLA_IFNAME, peer, strlen(peer) + 1);
+	rta_end(&req.n, p);
+	rta_end(&req.n, data);
+	rta_end(&req.n, info);
+	if (fd < 0 || send(fd, &req, req.n.nlmsg_len, 0) < 0 ||
+	    recv(fd, &ack, sizeof(ack), 0) < (ssize_t)sizeof(ack))
+		fail("rtnetlink");
+	close(fd);
+	if (ack.n.nlmsg_type != NLMSG_ERROR || ack.e.error) {
+		errno = -ack.e.error;
+		fail("create the veth pair");
+	}
+	s = socket(AF_INET, SOCK_DGRAM, 0);
+	for (int i = 0; i < 2; i++) {
+		char path[64];
+		int v6;
+
+		/* Quiet: no IPv6 autoconfiguration frames among the ones the checks count. */
+		snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", i ? peer : name);
+		v6 = open(path, O_WRONLY);
+		if (v6 >= 0 && (write(v6, "1", 1) != 1 || close(v6)))
+			fail("disable IPv6 on the veth pair");
+		memset(&ifr, 0, sizeof(ifr));
+		snprintf(ifr.ifr_name, IFNAMSIZ, "%s", i ? peer : name);
+		if (ioctl(s, SIOCGIFFLAGS, &ifr))
+			fail("SIOCGIFFLAGS");
+		ifr.ifr_flags |= IFF_UP;
+		if (ioctl(s, SIOCSIFFLAGS, &ifr))
+			fail("SIOCSIFFLAGS");
+	}
+	close(s);
+}
+
+struct ring {
+	uint32_t *producer, *consumer;
+	void *descs;
+};
+
+/* An AF_XDP socket, its UMEM and rings (rx and tx only when asked for). */
+struct xsk {
+	int fd;
+	char *umem;
+	struct ring fill, cq, rx, tx;
+};
+
+/* Maps one of X's rings, whose size was set, at PGOFF. */
+static inline struct ring xsk_ring(struct xsk *x, const struct xdp_ring_offset *off,
+				   size_t desc_size, off_t pgoff)
+{
+	char *m = mmap(NULL, off->desc + NDESC * desc_size, PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_POPULATE, x->fd, pgoff);
+
+	if (m == MAP_FAILED)
+		fail("mmap an AF_XDP ring");
+	return (struct ring){ (void *)(m + off->producer), (void *)(m + off->consumer),
+			      m + off->desc };
+}
+
+/* Opens an AF_XDP socket with a UMEM of NDESC frames, its fill and completion rings and, when
+ * asked, Rx and Tx rings; binds it to IFINDEX's queue 0 with BIND_FLAGS unless IFINDEX is 0.
+ */
+static inline struct xsk xsk_open(int ifindex, uint16_t bind_flags, int rx, int tx)
+{
+	struct xdp_umem_reg reg = { .len = NDESC * FRAME, .chunk_size = FRAME };
+	struct sockaddr_xdp sxdp = { .sxdp_family = AF_XDP, .sxdp_ifindex = ifindex,
+				     .sxdp_flags = bind_flags };
+	struct xdp_mmap_offsets off;
+	socklen_t len = sizeof(off);
+	struct xsk x = { 0 };
+	int n = NDESC;
+
+	x.fd = socket(AF_XDP, SOCK_RAW, 0);
+	x.umem = mmap(NULL, NDESC * FRAME, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		      -1, 0);
+	if (x.fd < 0 || x.umem == MAP_FAILED)
+		fail("AF_XDP socket");
+	reg.addr = (uintptr_t)x.umem;
+	if (setsockopt(x.fd, SOL_XDP, XDP_UMEM_REG, &reg, sizeof(reg)) ||
+	    setsockopt(x.fd, SOL_XDP, XDP_UMEM_FILL_RING, &n, sizeof(n)) ||
+	    setsockopt(x.fd, SOL_XDP, XDP_UMEM_COMPLETION_RING, &n, sizeof(n)) ||
+	    (rx && setsockopt(x.fd, SOL_XDP, XDP_RX_RING, &n, sizeof(n))) ||
+	    (tx && setsockopt(x.fd, SOL_XDP, XDP_TX_RING, &n, sizeof(n))) ||
+	    getsockopt(x.fd, SOL_XDP, XDP_MMAP_OFFSETS, &off, &len))
+		fail("AF_XDP rings");
+	x.fill = xsk_ring(&x, &off.fr, sizeof(uint64_t), XDP_UMEM_PGOFF_FILL_RING);
+	x.cq = xsk_ring(&x, &off.cr, sizeof(uint64_t), XDP_UMEM_PGOFF_COMPLETION_RING);
+	if (rx)
+		x.rx = xsk_ring(&x, &off.rx, sizeof(struct xdp_desc), XDP_PGOFF_RX_RING);
+	if (tx)
+		x.tx = xsk_ring(&x, &off.tx, sizeof(struct xdp_desc), XDP_PGOFF_TX_RING);
+	if (ifindex && bind(x.fd, (struct sockaddr *)&sxdp, sizeof(sxdp)))
+		fail("bind the AF_XDP socket");
+	return x;
+}
+
+#endif

@@ -1,0 +1,231 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The native series' egress hook (patches/0001), checked on the patched kernel (run by
+ * scripts/native-test inside the qemu guest) on a veth pair of its own (xegr0, xegr1):
+ * BPF_XSK_EGRESS programs attached through a bpf_link to a copy-mode AF_XDP socket see every
+ * frame it sends, once each (their verdicts counted in a map), with the frame's bytes and the
+ * socket's device and queue in the context; XDP_PASS sends, XDP_DROP completes without sending
+ * (in order, also behind frames still in flight); detaching restores plain sending; one link per
+ * socket; CAP_NET_ADMIN needed; device attach refused; a socket closed before its link.
+ * The new UAPI values are read from the kernel's BTF, as etran will.
+ *
+ *   xsk_egress      prints one "ok ..." line per check; exits 1 at the first failure
+ */
+#include <linux/capability.h>
+#include <sys/wait.h>
+
+#include "common.h"
+
+static const char *ifname = "xegr0";
+static uint32_t attach_type;
+static struct xsk x;
+
+/* The Tx packet count of ifname in this network namespace (/proc/net/dev follows the reader). */
+static unsigned long tx_packets(void)
+{
+	unsigned long v[10];
+	char line[512], name[IFNAMSIZ + 2];
+	FILE *f = fopen("/proc/net/dev", "r");
+
+	snprintf(name, sizeof(name), "%s:", ifname);
+	while (f && fgets(line, sizeof(line), f)) {
+		char *p = strstr(line, name);
+
+		if (p && sscanf(p + strlen(name), "%lu %lu %lu %lu %lu %lu %lu %lu %lu %lu", &v[0],
+				&v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]) == 10) {
+			fclose(f);
+			return v[9];
+		}
+	}
+	fail("no Tx count in /proc/net/dev");
+	return 0;
+}
+
+/* Frame I of a batch: broadcast, a local experimental EtherType, KIND ('P' or 'D') as the first
+ * payload byte, for the counting program's verdict.
+ */
+static void put_frame(uint32_t i, char kind)
+{
+	unsigned char frame[60] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 1,
+				    0x88, 0xb5, kind };
+	struct xdp_desc *d = (struct xdp_desc *)x.tx.descs + (i % NDESC);
+
+	memcpy(x.umem + (i % NDESC) * FRAME, frame, sizeof(frame));
+	d->addr = (i % NDESC) * FRAME;
+	d->len = sizeof(frame);
+	d->options = 0;
+}
+
+/* Sends one frame per character of KINDS in one batch; checks that all complete, in order, and
+ * that SENT of them left the device. The socket is kicked until then: a dropped frame behind
+ * frames still in flight completes on a later kick.
+ */
+static void send_batch(const char *what, const char *kinds, unsigned long sent)
+{
+	static uint32_t next;
+	uint32_t first = next, done = first, n = strlen(kinds);
+	unsigned long before = tx_packets(), left;
+
+	for (uint32_t i = 0; i < n; i++)
+		put_frame(next++, kinds[i]);
+	__atomic_store_n(x.tx.producer, next, __ATOMIC_RELEASE);
+	for (int i = 0; i < 1000 && done != next; i++) {
+		if (sendto(x.fd, NULL, 0, MSG_DONTWAIT, NULL, 0) && errno != EAGAIN &&
+		    errno != EBUSY)
+			fail("sendto");
+		usleep(1000);
+		done = __atomic_load_n(x.cq.producer, __ATOMIC_ACQUIRE);
+	}
+	if (done != next) {
+		printf("FAIL %s: %u of %u completions\n", what, done - first, n);
+		exit(1);
+	}
+	for (uint32_t i = first; i != next; i++)
+		if (((uint64_t *)x.cq.descs)[i % NDESC] != (i % NDESC) * FRAME) {
+			printf("FAIL %s: completion %u out of order\n", what, i - first);
+			exit(1);
+		}
+	__atomic_store_n(x.cq.consumer, done, __ATOMIC_RELEASE);
+	left = tx_packets() - before;
+	if (left != sent) {
+		printf("FAIL %s: %lu frames left, want %lu\n", what, left, sent);
+		exit(1);
+	}
+	printf("ok %s: %u completed in order, %lu left the device\n", what, n, left);
+}
+
+static int counts_map;
+
+/* Checks the counting program's tally: PASS times XDP_PASS and DROP times XDP_DROP in all. */
+static void check_counts(const char *what, uint64_t pass, uint64_t drop)
+{
+	uint64_t got_pass = counter(counts_map, XDP_PASS), got_drop = counter(counts_map, XDP_DROP);
+
+	if (got_pass != pass || got_drop != drop) {
+		printf("FAIL %s: the program counted %llu passes and %llu drops, want %llu and %llu\n",
+		       what, (unsigned long long)got_pass, (unsigned long long)got_drop,
+		       (unsigned long long)pass, (unsigned long long)drop);
+		exit(1);
+	}
+	printf("ok %s: the program counted %llu passes and %llu drops\n", what,
+	       (unsigned long long)pass, (unsigned long long)drop);
+}
+
+int main(void)
+{
+	const struct bpf_insn drop[] = {
+		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_DROP),
+		INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+	};
+	/* XDP_PASS for a frame whose first payload byte is 'P' when the context names our device
+	 * (egress_ifindex, ingress_ifindex) and queue 0; XDP_DROP otherwise. Each verdict is
+	 * counted in counts_map, an array indexed by verdict.
+	 */
+	struct bpf_insn count[] = {
+		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0),		/* r6 = ctx */
+		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 7, 0, 0, XDP_DROP),	/* r7 = verdict */
+		INSN(BPF_LDX | BPF_MEM | BPF_W, 2, 6, CTX(data), 0),
+		INSN(BPF_LDX | BPF_MEM | BPF_W, 3, 6, CTX(data_end), 0),
+		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 4, 2, 0, 0),
+		INSN(BPF_ALU64 | BPF_ADD | BPF_K, 4, 0, 0, 15),
+		INSN(BPF_JMP | BPF_JGT | BPF_X, 4, 3, 9, 0),		/* short: count */
+		INSN(BPF_LDX | BPF_MEM | BPF_B, 5, 2, 14, 0),
+		INSN(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 7, 'P'),
+		INSN(BPF_LDX | BPF_MEM | BPF_W, 5, 6, CTX(egress_ifindex), 0),
+		INSN(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 5, 0),		/* imm: ifindex */
+		INSN(BPF_LDX | BPF_MEM | BPF_W, 5, 6, CTX(ingress_ifindex), 0),
+		INSN(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 3, 0),		/* imm: ifindex */
+		INSN(BPF_LDX | BPF_MEM | BPF_W, 5, 6, CTX(rx_queue_index), 0),
+		INSN(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 1, 0),
+		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 7, 0, 0, XDP_PASS),
+		/* count: counts_map[r7] += 1 */
+		INSN(BPF_STX | BPF_MEM | BPF_W, 10, 7, -4, 0),
+		INSN(BPF_LD | BPF_IMM | BPF_DW, 1, BPF_PSEUDO_MAP_FD, 0, 0), /* imm: counts_map */
+		INSN(0, 0, 0, 0, 0),
+		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0),
+		INSN(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -4),
+		INSN(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem),
+		INSN(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 2, 0),
+		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 1, 0, 0, 1),
+		INSN(BPF_STX | BPF_ATOMIC | BPF_DW, 0, 1, 0, BPF_ADD),
+		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 0, 7, 0, 0),
+		INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+	};
+	union bpf_attr a;
+	int ifindex, p_drop, p_count, link, status;
+	pid_t child;
+
+	veth_pair(ifname, "xegr1");
+	ifindex = if_nametoindex(ifname);
+	if (!ifindex)
+		fail("if_nametoindex");
+	attach_type = btf_enum_value("BPF_XSK_EGRESS");
+	btf_enum_value("BPF_LINK_TYPE_XSK");
+
+	counts_map = counters(XDP_REDIRECT + 1);
+	count[10].imm = ifindex;
+	count[12].imm = ifindex;
+	count[17].imm = counts_map;
+	p_drop = load(drop, sizeof(drop) / sizeof(drop[0]), attach_type);
+	p_count = load(count, sizeof(count) / sizeof(count[0]), attach_type);
+	ok("egress programs load (frame bytes, egress/ingress ifindex, queue, a map)");
+
+	x = xsk_open(ifindex, XDP_COPY, 0, 1);
+	send_batch("no program: the frame leaves", "D", 1);
+
+	link = link_create(p_count, x.fd, attach_type, 0);
+	if (link < 0)
+		fail("BPF_LINK_CREATE (counting program)");
+	send_batch("XDP_PASS: sent", "P", 1);
+	check_counts("one frame passed", 1, 0);
+	send_batch("XDP_DROP: completed, not sent", "D", 0);
+	check_counts("one frame dropped", 1, 1);
+	send_batch("a mixed batch", "PDPDDPPD", 4);
+	check_counts("each frame of the batch seen once", 5, 5);
+	if (link_create(p_drop, x.fd, attach_type, 0) >= 0 || errno != EBUSY)
+		fail("a second link on the socket is refused with EBUSY");
+	ok("a second link on the socket is refused (EBUSY)");
+	close(link);
+	send_batch("link closed: the frame leaves", "D", 1);
+	check_counts("no program ran after the link closed", 5, 5);
+
+	link = link_create(p_drop, x.fd, attach_type, 0);
+	if (link < 0)
+		fail("BPF_LINK_CREATE (drop)");
+	send_batch("another program after the first link: dropped", "PP", 0);
+	close(link);
+
+	memset(&a, 0, sizeof(a));
+	a.link_create.prog_fd = p_drop;
+	a.link_create.target_ifindex = ifindex;
+	a.link_create.attach_type = BPF_XDP;
+	if (sys_bpf(BPF_LINK_CREATE, &a) >= 0 || errno != EINVAL)
+		fail("an egress program attached to a device is refused");
+	ok("an egress program cannot be attached to a device (EINVAL)");
+
+	child = fork();
+	if (child == 0) {
+		struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+		struct __user_cap_data_struct c[2];
+
+		if (syscall(SYS_capget, &h, c))
+			fail("capget");
+		c[0].effective &= ~(1u << CAP_NET_ADMIN);
+		if (syscall(SYS_capset, &h, c))
+			fail("capset");
+		_exit(link_create(p_drop, x.fd, attach_type, 0) < 0 && errno == EPERM ? 0 : 1);
+	}
+	if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status))
+		fail("attaching without CAP_NET_ADMIN is refused with EPERM");
+	ok("attaching without CAP_NET_ADMIN is refused (EPERM)");
+
+	/* The link outlives the socket, defunct; closing it afterwards must be harmless. */
+	link = link_create(p_count, x.fd, attach_type, 0);
+	if (link < 0)
+		fail("BPF_LINK_CREATE (before closing the socket)");
+	close(x.fd);
+	close(link);
+	ok("a socket closed before its link, then the link");
+	printf("xsk_egress: all checks passed\n");
+	return 0;
+}
