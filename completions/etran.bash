@@ -335,13 +335,17 @@ _etran() {
             return 0
             ;;
         etran__subcmd__bench__subcmd__rpc)
-            opts="-j -p -v -h -V --workload --response-size --conns --clients --depth --gbps --threads --duration --transport --wait --rpc-timeout --loss --dump-times --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --workload --max-size --response-size --one-way --conns --clients --depth --gbps --threads --duration --transport --wait --rpc-timeout --loss --dump-times --homa-max-incoming --homa-overcommit --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --workload)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -390,6 +394,14 @@ _etran() {
                     return 0
                     ;;
                 --dump-times)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --homa-max-incoming)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --homa-overcommit)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -857,7 +869,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__up)
-            opts="-j -p -v -h -V --check --backend --mode --queues --force --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --check --backend --mode --queues --force --homa-max-incoming --homa-overcommit --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -872,6 +884,14 @@ _etran() {
                     return 0
                     ;;
                 --queues)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --homa-max-incoming)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --homa-overcommit)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

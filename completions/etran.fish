@@ -43,6 +43,8 @@ native\t'Patched kernel with XDP_EGRESS/XDP_GEN hooks'"
 complete -c etran -n "__fish_etran_using_subcommand up" -l mode -d 'XDP attach mode' -r -f -a "drv\t'Driver mode (falls back to skb with a warning when the driver lacks XDP)'
 skb\t'Generic (skb) mode, in the kernel\'s stack'"
 complete -c etran -n "__fish_etran_using_subcommand up" -l queues -d 'Number of NIC queues etran serves (default: all RX queues of the interface)' -r
+complete -c etran -n "__fish_etran_using_subcommand up" -l homa-max-incoming -d 'Homa: the most bytes granted and not yet received over all incoming messages (HomaModule\'s max_incoming; default 400000). Smaller keeps the receiver\'s queues, hence short messages\' waits, shorter, at long messages\' cost' -r
+complete -c etran -n "__fish_etran_using_subcommand up" -l homa-overcommit -d 'Homa: the most incoming messages granted to at once, one per sender (HomaModule\'s max_overcommit; default 8)' -r
 complete -c etran -n "__fish_etran_using_subcommand up" -l check -d 'Check this kernel instead: list the features each transport needs (with the first Linux release that has each) and load every BPF program, attached nowhere. Changes nothing; fails when the TCP datapath could not run here'
 complete -c etran -n "__fish_etran_using_subcommand up" -l force -d 'Replace an XDP program that etran did not attach'
 complete -c etran -n "__fish_etran_using_subcommand up" -s j -l json -d 'Print machine-readable JSON instead of tables'
@@ -100,8 +102,9 @@ complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subco
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s v -l verbose -d 'More log output (repeat for more)'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s V -l version -d 'Print version'
-complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l workload -d 'Request sizes: w1..w5 (the Homa paper\'s workloads, truncated at 1 MB; requests shorter than the 16-byte RPC header grow to it) or a fixed size in bytes (16 to 1000000)' -r
-complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l response-size -d 'Response size in bytes (default: the request\'s size, an echo)' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l workload -d 'Request sizes: w1..w5 (the Homa paper\'s workloads, truncated at --max-size; requests shorter than the 16-byte RPC header grow to it) or a fixed size in bytes (16 to --max-size)' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l max-size -d 'The largest request: w1..w5 are cut there (their tables end at 1 MB, as cp_node\'s at HomaModule\'s longest message), fixed sizes may go up to it (at most 64 MiB, the longest Homa message etran carries)' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l response-size -d 'Response size in bytes, at most --max-size (default: the request\'s size, an echo)' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l clients -l conns -d 'Clients, each keeping --depth RPCs outstanding (closed loop) or at most --depth (with --gbps)' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l depth -d 'Outstanding RPCs per client: always (closed loop), or at most (with --gbps, like cp_node\'s --client-max)' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l gbps -d 'Open loop: offer this many Gbit/s of requests (request bytes only) as Poisson arrivals spread over the client threads, as cp_node --gbps does; 0 is closed loop. An arrival that finds all of its thread\'s RPCs outstanding waits and is counted as late' -r
@@ -116,6 +119,9 @@ block\t'Sleep when idle: eTran apps wait in the library (busy-poll budget, then 
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l rpc-timeout -d 'An RPC still without its response after this long fails the run' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l loss -d 'Fraction of frames the testbed\'s switch drops, 0..1 (see `etran testbed up --loss`)' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l dump-times -d 'Write every measured RPC\'s request length and RTT to FILE.<transport> (cp_node\'s --dump-times format: a line per RPC, length in bytes and RTT in microseconds)' -r -F
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l homa-max-incoming -d 'Homa: the most bytes granted and not yet received over all incoming messages (HomaModule\'s max_incoming; default 400000). Smaller keeps the receiver\'s queues, hence short messages\' waits, shorter, at long messages\' cost' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l homa-overcommit -d 'Homa: the most incoming messages granted to at once, one per sender (HomaModule\'s max_overcommit; default 8)' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l one-way -d 'Responses of 100 bytes (as long as the request if it is shorter), as cp_node\'s --one-way: the requests carry the load'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s v -l verbose -d 'More log output (repeat for more)'

@@ -89,7 +89,11 @@ pub struct UpArgs {
     /// Check this kernel instead: list the features each transport needs (with the first Linux
     /// release that has each) and load every BPF program, attached nowhere. Changes nothing;
     /// fails when the TCP datapath could not run here.
-    #[arg(long, conflicts_with_all = ["iface", "backend", "mode", "queues", "force"])]
+    #[arg(
+        long,
+        conflicts_with_all = ["iface", "backend", "mode", "queues", "force", "homa_max_incoming",
+                              "homa_overcommit"]
+    )]
     pub check: bool,
     /// Datapath backend.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
@@ -103,6 +107,31 @@ pub struct UpArgs {
     /// Replace an XDP program that etran did not attach.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub homa: HomaSchedArgs,
+}
+
+/// The Homa grant scheduler's parameters (HomaModule's defaults unless given).
+#[derive(Debug, Args, Clone, Copy)]
+pub struct HomaSchedArgs {
+    /// Homa: the most bytes granted and not yet received over all incoming messages
+    /// (HomaModule's max_incoming; default 400000). Smaller keeps the receiver's queues, hence
+    /// short messages' waits, shorter, at long messages' cost.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1424..=64 << 20))]
+    pub homa_max_incoming: Option<u32>,
+    /// Homa: the most incoming messages granted to at once, one per sender (HomaModule's
+    /// max_overcommit; default 8).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub homa_overcommit: Option<u32>,
+}
+
+impl HomaSchedArgs {
+    pub fn sched(&self) -> crate::loader::HomaSched {
+        crate::loader::HomaSched {
+            max_incoming: self.homa_max_incoming,
+            max_overcommit: self.homa_overcommit,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -239,13 +268,24 @@ pub enum RpcTransport {
 
 #[derive(Debug, Args)]
 pub struct RpcArgs {
-    /// Request sizes: w1..w5 (the Homa paper's workloads, truncated at 1 MB; requests shorter
-    /// than the 16-byte RPC header grow to it) or a fixed size in bytes (16 to 1000000).
+    /// Request sizes: w1..w5 (the Homa paper's workloads, truncated at --max-size; requests
+    /// shorter than the 16-byte RPC header grow to it) or a fixed size in bytes (16 to
+    /// --max-size).
     #[arg(long, default_value = "100")]
     pub workload: String,
-    /// Response size in bytes (default: the request's size, an echo).
-    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    /// The largest request: w1..w5 are cut there (their tables end at 1 MB, as cp_node's at
+    /// HomaModule's longest message), fixed sizes may go up to it (at most 64 MiB, the longest
+    /// Homa message etran carries).
+    #[arg(long, value_name = "BYTES", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u32).range(16..=1 << 26))]
+    pub max_size: u32,
+    /// Response size in bytes, at most --max-size (default: the request's size, an echo).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..=1 << 26))]
     pub response_size: Option<u32>,
+    /// Responses of 100 bytes (as long as the request if it is shorter), as cp_node's
+    /// --one-way: the requests carry the load.
+    #[arg(long, conflicts_with = "response_size")]
+    pub one_way: bool,
     /// Clients, each keeping --depth RPCs outstanding (closed loop) or at most --depth (with
     /// --gbps).
     #[arg(long, visible_alias = "conns", default_value_t = 1)]
@@ -282,6 +322,9 @@ pub struct RpcArgs {
     /// --dump-times format: a line per RPC, length in bytes and RTT in microseconds).
     #[arg(long, value_name = "FILE")]
     pub dump_times: Option<std::path::PathBuf>,
+    /// The testbed hosts' datapaths (as `etran up` brings them up).
+    #[command(flatten)]
+    pub homa: HomaSchedArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

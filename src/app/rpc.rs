@@ -253,7 +253,7 @@ impl driver::Engine for RpcSocket {
             }
         }
         self.transmit()?;
-        Ok((self.in_progress() > 0).then(|| self.last_tick + TICK))
+        Ok(self.endpoint.ticking().then(|| self.last_tick + TICK))
     }
 
     /// The daemon tells a Homa app nothing of its own accord: only its going away (an error).

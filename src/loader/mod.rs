@@ -41,6 +41,17 @@ pub struct UpOptions {
     pub mode: AttachMode,
     pub queues: Option<u32>,
     pub force: bool,
+    pub homa: HomaSched,
+}
+
+/// Parameters of Homa's grant scheduler other than HomaModule's defaults (the Homa object's
+/// read-only `etran_homa_sched_config`, set before it loads; `None`: the default there).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HomaSched {
+    /// Bytes granted and not received, over every message (400,000).
+    pub max_incoming: Option<u32>,
+    /// Messages granted to at once (8; at most `ETRAN_HOMA_SCHED_MAX_ACTIVE`).
+    pub max_overcommit: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -186,10 +197,11 @@ pub fn load(
     storage: &mut ObjectStorage,
     backend: types::etran_backend,
     queues: u32,
+    sched: HomaSched,
 ) -> anyhow::Result<Objects<'_>> {
     let entrance = load_entrance(&mut storage.entrance, backend, queues)?;
     let tcp = load_tcp(&mut storage.tcp, Some(&entrance))?;
-    let homa = load_homa(&mut storage.homa, Some((&entrance, &tcp)))?;
+    let homa = load_homa(&mut storage.homa, Some((&entrance, &tcp)), sched)?;
     let tcp_slot =
         tcp.maps.rodata_data.context("TCP object has no .rodata")?.etran_transport_slot.0;
     let homa_slot =
@@ -241,13 +253,22 @@ pub fn load_tcp<'a>(
 }
 
 /// Loads the Homa object, sharing the entrance's counter maps and the TCP object's app-port maps
-/// when given (else it has its own).
+/// when given (else it has its own), its grant scheduler's parameters changed as `sched` says.
 pub fn load_homa<'a>(
     storage: &'a mut MaybeUninit<OpenObject>,
     shared: Option<(&EntranceSkel<'_>, &TcpSkel<'_>)>,
+    sched: HomaSched,
 ) -> anyhow::Result<HomaSkel<'a>> {
     let mut open =
         HomaSkelBuilder::default().open(storage).context("opening the embedded Homa object")?;
+    let rodata = open.maps.rodata_data.as_deref_mut().context("Homa object has no .rodata")?;
+    let cfg = &mut rodata.etran_homa_sched_config;
+    if let Some(n) = sched.max_incoming {
+        cfg.max_incoming = n;
+    }
+    if let Some(n) = sched.max_overcommit {
+        cfg.max_overcommit = n;
+    }
     if let Some((entrance, tcp)) = shared {
         open.maps.etran_traffic.reuse_fd(entrance.maps.etran_traffic.as_fd())?;
         open.maps.etran_drops.reuse_fd(entrance.maps.etran_drops.as_fd())?;
@@ -315,7 +336,8 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
     }
 
     let mut storage = ObjectStorage::default();
-    let Objects { mut entrance, mut tcp, mut homa } = load(&mut storage, backend, queues)?;
+    let Objects { mut entrance, mut tcp, mut homa } =
+        load(&mut storage, backend, queues, opts.homa)?;
     tcp.maps
         .etran_nic
         .update(&0u32.to_ne_bytes(), &ifindex.to_ne_bytes(), MapFlags::ANY)

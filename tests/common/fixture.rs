@@ -34,6 +34,8 @@ pub struct RawRun {
     pub verdict: u32,
     pub ctx: xdp_md,
     pub data: Vec<u8>,
+    /// How long the program ran, as the kernel measured it (ns).
+    pub ns: u64,
 }
 
 impl RawRun {
@@ -64,9 +66,10 @@ pub fn test_run(prog: &ProgramMut<'_>, frame: &[u8], ingress_ifindex: u32) -> Ra
     };
     let output = prog.test_run(input).expect("test run");
     let verdict = output.return_value;
+    let ns = output.duration.as_nanos() as u64;
     let len = output.data.as_ref().map_or(0, |d| d.len());
     out.truncate(len);
-    RawRun { verdict, ctx: from_bytes(&ctx_out), data: out }
+    RawRun { verdict, ctx: from_bytes(&ctx_out), data: out, ns }
 }
 
 /// The entrance's counter maps, read as `etran stats` reads them (names from its BTF).

@@ -91,8 +91,9 @@ pub struct IngressRun {
 
 impl Harness<'_> {
     pub fn new(storage: &mut ObjectStorage) -> Harness<'_> {
-        let objs = loader::load(storage, etran_backend::ETRAN_BACKEND_COMPAT, 1)
-            .expect("the verifier accepts every program");
+        let objs =
+            loader::load(storage, etran_backend::ETRAN_BACKEND_COMPAT, 1, Default::default())
+                .expect("the verifier accepts every program");
         let e = &objs.entrance;
         let (traffic, drops) = (&e.maps.etran_traffic, &e.maps.etran_drops);
         let counters =

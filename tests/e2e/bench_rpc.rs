@@ -7,13 +7,18 @@ use serde_json::Value;
 use super::bench_echo::Leftovers;
 
 fn bench_rpc(args: &[&str]) -> Value {
+    bench_rpc_logged(args).0
+}
+
+/// [`bench_rpc`], and what it wrote to stderr (cp_node's per-second lines).
+fn bench_rpc_logged(args: &[&str]) -> (Value, String) {
     let out = etran(&[&["-j", "bench", "rpc"], args].concat());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     // With -j an error is the report on stdout.
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{args:?}: {stderr}{stdout}");
     assert!(!stderr.contains("etran daemon:"), "daemon lines in the output: {stderr}");
-    serde_json::from_slice(&out.stdout).unwrap()
+    (serde_json::from_slice(&out.stdout).unwrap(), stderr)
 }
 
 /// A row's totals are sane: RPCs completed, every response byte checked, ordered percentiles,
@@ -115,6 +120,70 @@ fn rpc_rows_are_verified_and_clean_up() {
     }
 
     before.assert_none();
+}
+
+/// cp_node's dialect: a per-second line of the clients on stderr for every second of each run
+/// (unloaded and loaded), `--one-way` responses of 100 B, `--max-size` cutting W4 at 100 KB
+/// (with a smaller incoming cap on the hosts), then lifting the cap for 4 MB requests.
+#[test]
+fn rpc_speaks_cp_node() {
+    let Some(_root) = common::root::alone() else { return };
+    let args = ["--transport", "etran-homa", "--duration", "2s", "--workload", "w4"];
+    let (report, log) = bench_rpc_logged(
+        &[&args[..], &["--one-way", "--max-size", "100000", "--homa-max-incoming", "150000"]]
+            .concat(),
+    );
+    assert_eq!(report["homa_max_incoming"], 150_000);
+    assert_eq!(
+        (report["one_way"].as_bool(), report["max_request_bytes"].as_u64()),
+        (Some(true), Some(100_000))
+    );
+    let row = &report["results"][0];
+    check_row(row, 16);
+    let rpcs = row["rpcs"].as_u64().unwrap();
+    assert!(row["verified_bytes"].as_u64().unwrap() <= rpcs * 100, "{row}");
+    assert_eq!(row["by_size"][9]["max_request_bytes"], 100_000, "{row}");
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("etran-homa clients: ")).collect();
+    let mut busy = 0;
+    for &l in &lines {
+        let f: Vec<&str> = l.split(' ').collect();
+        let words = [3, 5, 6, 8, 9, 10, 11, 12, 14, 16, 18, 19, 20, 22].map(|i| f[i]);
+        let want = [
+            "Kops/sec,",
+            "Gbps",
+            "out,",
+            "Gbps",
+            "in,",
+            "RTT",
+            "(us)",
+            "P50",
+            "P99",
+            "P99.9",
+            "avg.",
+            "req.",
+            "length",
+            "bytes",
+        ];
+        assert_eq!((f.len(), words), (23, want), "{l}");
+        let num = |i: usize| f[i].trim_end_matches(',').parse::<f64>().unwrap();
+        assert!(num(13) <= num(15) && num(15) <= num(17), "{l}");
+        busy += usize::from(num(2) > 0.0 && num(13) > 0.0 && num(21) >= 16.0);
+    }
+    assert!(busy >= 3, "a line a second, unloaded and loaded: {log}");
+    let report = bench_rpc(&[
+        "--transport",
+        "etran-homa",
+        "--duration",
+        "1s",
+        "--workload",
+        "4000000",
+        "--max-size",
+        "4000000",
+        "--one-way",
+    ]);
+    let row = &report["results"][0];
+    check_row(row, 100);
+    assert_eq!(row["mean_request_bytes"], 4e6, "{row}");
 }
 
 /// On a lossy switch: with a 2 ms deadline an RPC whose packet was lost cannot be recovered in

@@ -193,6 +193,33 @@ fn rpcs_are_byte_exact_and_forgeries_never_leave() {
     });
 }
 
+/// Back-to-back RPCs to one server: each request carries the ack of the RPC before it (no ACK
+/// packet of its own: two frames an RPC, not three), and the last ack goes alone once the
+/// client has nothing more to send; then neither host holds an RPC.
+#[test]
+fn acks_ride_on_the_next_request() {
+    let Some(_root) = common::root::shared() else { return };
+    let hosts = EtranHosts::new("homa-acks");
+    with_server(&hosts, |server| {
+        let mut client = RpcSocket::open(&hosts.daemons[0].sock, 0).unwrap();
+        let c0 = counters(&hosts.ns(1));
+        let rpcs = 200;
+        let size = |_, rng: &mut Rng| 1 + rng.below(1000);
+        exchange(&hosts, &mut client, server, rpcs, 1, size, Duration::from_secs(30));
+        let start = Instant::now();
+        while homa_state(&hosts.ns(1)).1 + homa_state(&hosts.ns(2)).1 > 0 {
+            client.wait(Duration::from_millis(1)).unwrap();
+            assert!(start.elapsed() < Duration::from_secs(5), "RPCs left behind");
+        }
+        let c1 = counters(&hosts.ns(1));
+        let delta = |e| event_total(&c1, e) - event_total(&c0, e);
+        let (on_data, alone) = (delta("homa_tx_ack_on_data"), delta("homa_tx_ack"));
+        println!("acks on DATA {on_data}, alone {alone}, {:?} to free the last", start.elapsed());
+        assert_eq!(on_data + alone, rpcs as u64, "one ack an RPC");
+        assert!(on_data >= rpcs as u64 - 10, "most ride on a request");
+    });
+}
+
 /// Messages up to 16 MB (HomaModule stops at 1 MB): a 16 MB request (its response 8 MB), two of
 /// random sizes up to 16 MB and a 1-byte one, two at a time, every byte checked both ways.
 #[test]
@@ -391,6 +418,7 @@ fn forgeries(hosts: &EtranHosts, victim_port: u16, server: SocketAddrV4) {
                 peer_port: server.port().to_be(),
                 id,
             },
+            ack_id: 0,
             message_length: length,
             offset,
             len,
@@ -501,7 +529,12 @@ fn an_idle_rpc_socket_sleeps_and_hears_its_daemon_go() {
         exchange(&hosts, &mut client, server, 1, 1, |_, _| 100, Duration::from_secs(10))
     });
     assert_eq!(client.in_progress(), 0);
-    assert_eq!(client.next_deadline(), None, "no loss timer runs without RPCs");
+    // The last RPC's ack waits a few ticks for a request to ride on, then goes alone.
+    let t = Instant::now();
+    while client.next_deadline().is_some() {
+        client.wait(Duration::from_millis(5)).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(1), "no loss timer runs without RPCs");
+    }
 
     let (cpu0, t0) = (common::thread_cpu(), Instant::now());
     let mut waits = 0;

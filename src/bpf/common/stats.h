@@ -109,6 +109,7 @@ enum etran_event {
 	ETRAN_EVENT_HOMA_RX_CONTROL,     /* ingress: any other Homa packet handed to its app */
 	ETRAN_EVENT_HOMA_TX_DATA,        /* egress: a Homa DATA packet left for the NIC */
 	ETRAN_EVENT_HOMA_TX_ACK,         /* egress: a Homa ACK left for the NIC */
+	ETRAN_EVENT_HOMA_TX_ACK_ON_DATA, /* egress: a Homa DATA left carrying an ack (its RPC went) */
 	ETRAN_EVENT_HOMA_TX_GRANT,       /* egress: a Homa GRANT left for the NIC */
 	ETRAN_EVENT_HOMA_TX_RETRANSMIT,  /* egress: a Homa DATA packet of bytes sent before */
 	ETRAN_EVENT_HOMA_TX_RESEND,      /* egress: a Homa RESEND left for the NIC */
@@ -118,6 +119,9 @@ enum etran_event {
 	ETRAN_EVENT_HOMA_TX_NEED_ACK,    /* egress: a Homa NEED_ACK left for the NIC */
 	ETRAN_EVENT_HOMA_RX_ACK_ANSWER,  /* ingress: a NEED_ACK for a client RPC this host no longer
 					  * has (its response arrived whole), answered with an ACK */
+	ETRAN_EVENT_HOMA_SCHED_RANK,     /* the grant scheduler ranked the messages it holds (a
+					  * message's DATA in the last step of its grant, a grant
+					  * step after the last ranking, or complete; a GRANT intent) */
 	ETRAN_EVENT_MAX,
 };
 

@@ -98,7 +98,10 @@ struct homa_rpc {
 			      * the grant scheduler gave (homa_sched.h) */
 	__u32 in_grant_sent; /* the offset of the last GRANT egress sent */
 	__u8 in_grant_prio;  /* the priority the scheduler gave the grant */
-	__u8 pad2[3];
+	__u8 in_sched_idx;   /* its entry in the grant scheduler + 1, as the last ranking left
+			      * it (0: none): DATA between rankings counts its bytes there */
+	__u8 pad2[2];
+	__u32 in_sched_at;   /* in_end when the scheduler last ranked the message */
 };
 
 /* The grant scheduler's parameters (homa_sched.h; transport/homa/grant.rs's GrantConfig,
@@ -187,6 +190,10 @@ enum etran_homa_tx_intent {
  * RPC's state allows. A multiple of 4 bytes. */
 struct etran_homa_tx_hdr {
 	struct homa_rpc_key key; /* the RPC: our port and id, the peer's address and port */
+	__u64 ack_id;            /* DATA: 0, or our client RPC `ack_id` with the same peer
+				  * address and port, whose response arrived whole: the DATA
+				  * carries its ack (HomaModule's piggy-backed ack) and the RPC
+				  * goes, as at an ACK intent */
 	__u32 message_length;    /* DATA: the whole message */
 	__u32 offset;            /* DATA: where the payload sits in it */
 	__u16 len;               /* payload bytes after this header (the rest of the frame) */

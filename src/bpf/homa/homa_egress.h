@@ -9,7 +9,8 @@
  * priority << 5) and the Homa header written from the RPC's state and sends the packet to the
  * NIC. DATA starting below the furthest byte sent is a retransmission (in answer to a RESEND,
  * within the same grant) and says so on the wire. An ACK intent ends a client's RPC: the RPC
- * goes, and an ACK packet tells the server. A GRANT intent asks the grant scheduler about the
+ * goes, and an ACK packet tells the server; so does a DATA naming (ack_id) a client RPC of the
+ * app's with the same peer, whose ack it then carries. A GRANT intent asks the grant scheduler about the
  * RPC's incoming message again (homa_sched.h) and sends its grant (in_granted) if it is new or
  * not yet answered by DATA (else homa_tx_grant_settled), at the control priority, with the
  * priority the scheduler chose for the DATA; the app chooses nothing in it. A RESEND intent asks the peer again for bytes of the
@@ -43,6 +44,8 @@ static __always_inline __u32 homa_unscheduled(__u32 length)
 static __always_inline int homa_tx_hdr_valid(const struct etran_homa_tx_hdr *h, __u64 frame_len)
 {
 	if (h->reserved || frame_len != sizeof(*h) + h->len || h->priority >= HOMA_MAX_PRIORITIES)
+		return 0;
+	if (h->ack_id && (h->intent != ETRAN_HOMA_TX_DATA || (h->ack_id & 1) || h->ack_id == h->key.id))
 		return 0;
 	switch (h->intent) {
 	case ETRAN_HOMA_TX_DATA:
@@ -228,7 +231,7 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 		bpf_spin_unlock(&rpc->lock);
 		if (length > ETRAN_HOMA_UNSCHED_LIMIT) {
 			homa_sched_run(&h.key, slot, length, end, granted, bpf_ktime_get_ns(), &o);
-			homa_sched_apply(rpc, &o);
+			homa_sched_apply(rpc, &o, end);
 		}
 		bpf_spin_lock(&rpc->lock);
 		granted = rpc->in_granted;
@@ -287,8 +290,22 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 
 	{
 		struct homa_data_hdr d = {};
+		struct homa_rpc_key acked = h.key;
+		struct homa_rpc *a = NULL;
 
 		d.retransmit = retransmit;
+		/* The ack it carries names our client RPC with the same peer (address and port: the
+		 * app that must forget the server's side), if it is still here and ours. */
+		if (h.ack_id) {
+			acked.id = h.ack_id;
+			a = bpf_map_lookup_elem(&etran_homa_rpcs, &acked);
+			if (a && a->owner_slot == slot) {
+				d.ack.client_id = bpf_cpu_to_be64(h.ack_id);
+				d.ack.server_port = h.key.peer_port;
+			} else {
+				a = NULL;
+			}
+		}
 
 		homa_tx_common(&d.common, &h.key, HOMA_DATA, HOMA_DOFF_DATA);
 		d.common.sequence = bpf_htonl(h.offset);
@@ -298,6 +315,10 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 		if (!homa_tx_put(data, data_end, rpc, &h.key, &d, sizeof(d), sizeof(d) + h.len,
 				 h.priority))
 			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
+		if (a) {
+			bpf_map_delete_elem(&etran_homa_rpcs, &acked);
+			count_event(ETRAN_EVENT_HOMA_TX_ACK_ON_DATA, bytes);
+		}
 	}
 	count_event(ETRAN_EVENT_HOMA_TX_DATA, bytes);
 	if (retransmit)

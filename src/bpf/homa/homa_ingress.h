@@ -50,8 +50,9 @@ static __always_inline void homa_rx_ack(__be32 peer_ip, __be16 peer_port, const 
 }
 
 /* Counts a DATA segment ending at `end` of a `len`-byte message into the RPC's incoming state
- * and asks the grant scheduler (homa_sched.h) about the message, if it is longer than the
- * unscheduled bytes; the message's first DATA sets its length and its unscheduled bytes need no
+ * and, if the message is longer than the unscheduled bytes, into the grant scheduler
+ * (homa_sched.h), which ranks it again only where its grant can move (homa_sched_idle: not for
+ * each DATA); the message's first DATA sets its length and its unscheduled bytes need no
  * GRANT. Returns the RX flags for the app (a GRANT owed, another message to wake) and sets
  * the grant, in packets, in *packets. The furthest byte, not a count, is what arrived: a
  * duplicate moves nothing. */
@@ -59,7 +60,7 @@ static __always_inline __u8 homa_rx_grant(struct homa_rpc *rpc, const struct hom
 					  __u32 slot, __u32 len, __u32 end, __u16 *packets)
 {
 	struct homa_sched_out o = {};
-	__u32 length, received, granted;
+	__u32 length, received, granted, idx, at;
 	__u64 now = bpf_ktime_get_ns();
 	__u8 flags = 0;
 
@@ -76,11 +77,15 @@ static __always_inline __u8 homa_rx_grant(struct homa_rpc *rpc, const struct hom
 	length = rpc->in_length;
 	received = rpc->in_end;
 	granted = rpc->in_granted;
+	idx = rpc->in_sched_idx;
+	at = rpc->in_sched_at;
 	bpf_spin_unlock(&rpc->lock);
 
-	if (length > ETRAN_HOMA_UNSCHED_LIMIT) {
+	if (length > ETRAN_HOMA_UNSCHED_LIMIT &&
+	    !(received < length && homa_sched_idle(length, received, granted, at) &&
+	      homa_sched_count(key, idx, received, now))) {
 		homa_sched_run(key, slot, length, received, granted, now, &o);
-		homa_sched_apply(rpc, &o);
+		homa_sched_apply(rpc, &o, received);
 		if (o.wake)
 			flags |= ETRAN_HOMA_RX_GRANT_WAKE;
 	}

@@ -31,6 +31,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
+#include "common/stats_maps.h"
 #include "homa/homa.h"
 #include "homa/homa_maps.h"
 
@@ -42,11 +43,35 @@ struct homa_sched_out {
 	__u8 priority;  /* of a grant that moved */
 	__u8 moved;     /* the grant moved */
 	__u8 wake;      /* another message of the same app waits for a grant it may now get */
+	__u8 idx;       /* its entry + 1 after the run (0: none, or it left) */
 };
 
 static __always_inline __u32 homa_sched_outstanding(const struct homa_sched_msg *m)
 {
 	return m->granted > m->received ? m->granted - m->received : 0;
+}
+
+/* Whether the entry `e` holds the message of `key`. */
+static __always_inline int homa_sched_is(const struct homa_sched_msg *e,
+					 const struct homa_rpc_key *key)
+{
+	return e->length && e->key.id == key->id && e->key.peer_ip == key->peer_ip &&
+	       e->key.local_port == key->local_port && e->key.peer_port == key->peer_port;
+}
+
+/* Counts into the entry `e` (under the scheduler's lock) a grant and the furthest byte that
+ * arrived, and the incoming bytes with them. */
+static __always_inline void homa_sched_take(struct homa_sched *s, struct homa_sched_msg *e,
+					    __u32 granted, __u32 received)
+{
+	if (granted > e->granted || received > e->received) {
+		s->incoming -= homa_sched_outstanding(e);
+		if (granted > e->granted)
+			e->granted = granted;
+		if (received > e->received)
+			e->received = received < e->length ? received : e->length;
+		s->incoming += homa_sched_outstanding(e);
+	}
 }
 
 /* Whether (rem_a, birth_a) ranks before (rem_b, birth_b). */
@@ -188,17 +213,60 @@ static __always_inline __u8 homa_sched_priority(__u32 rank, __u32 active, __u32 
 	return p > 0 ? p : 0;
 }
 
-/* Applies a decision to the RPC: its grant moves (never back) and a GRANT is owed. */
-static __always_inline void homa_sched_apply(struct homa_rpc *rpc, const struct homa_sched_out *o)
+/* Applies a run's decision to the RPC, whose message had `received` bytes when ranked: its
+ * grant moves (never back; a GRANT is owed), and where its entry is. */
+static __always_inline void homa_sched_apply(struct homa_rpc *rpc, const struct homa_sched_out *o,
+					     __u32 received)
 {
-	if (!o->moved)
-		return;
 	bpf_spin_lock(&rpc->lock);
-	if (o->granted > rpc->in_granted && o->granted <= rpc->in_length) {
+	if (o->moved && o->granted > rpc->in_granted && o->granted <= rpc->in_length) {
 		rpc->in_granted = o->granted;
 		rpc->in_grant_prio = o->priority;
 	}
+	rpc->in_sched_idx = o->idx;
+	if (received > rpc->in_sched_at)
+		rpc->in_sched_at = received;
 	bpf_spin_unlock(&rpc->lock);
+}
+
+/* Whether a DATA that brought the `length`-byte message to `received` bytes (less than its
+ * whole, `granted` granted, `at` when last ranked) can leave its grant where it is: it is
+ * granted whole, or, since a grant moves by whole steps, ranking it again before another step
+ * arrived, or before it is in the last step of its grant, finds nothing to give it. */
+static __always_inline int homa_sched_idle(__u32 length, __u32 received, __u32 granted, __u32 at)
+{
+	return granted >= length || ((__u64)received < (__u64)at + ETRAN_HOMA_GRANT_STEP &&
+				     (__u64)received + ETRAN_HOMA_GRANT_STEP <= granted);
+}
+
+/* Between rankings: counts what arrived of the message of `key` in its entry `idx` (+ 1, as
+ * homa_sched_out says), so that the incoming bytes stay exact. 0 when the entry no longer holds
+ * it (it went stale, the slot was reused): the caller ranks instead. */
+static __always_inline int homa_sched_count(const struct homa_rpc_key *key, __u32 idx,
+					    __u32 received, __u64 now)
+{
+	struct homa_sched_msg *e;
+	struct homa_sched *s;
+	__u32 zero = 0;
+	int found = 0;
+
+	if (!idx || idx > ETRAN_HOMA_SCHED_SLOTS)
+		return 0;
+	s = bpf_map_lookup_elem(&etran_homa_sched, &zero);
+	if (!s)
+		return 0;
+	idx--;
+	/* The mask after the comparison, kept by the empty asm (see homa_sched_run). */
+	asm volatile("" : "+r"(idx));
+	bpf_spin_lock(&s->lock);
+	e = &s->msgs[idx & (ETRAN_HOMA_SCHED_SLOTS - 1)];
+	if (homa_sched_is(e, key)) {
+		e->touched = now;
+		homa_sched_take(s, e, 0, received);
+		found = 1;
+	}
+	bpf_spin_unlock(&s->lock);
+	return found;
 }
 
 /* What a run's walk over the copy knows of the message asking. */
@@ -253,7 +321,7 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 	const __u32 N = ETRAN_HOMA_SCHED_SLOTS;
 	__u32 k = cfg->max_overcommit, max_incoming = cfg->max_incoming;
 	__u32 i, x, window, peers_n, incoming, target = 0, fifo = 0;
-	__u32 xlength, xreceived, xgranted;
+	__u32 xlength, xreceived, xgranted, fresh;
 	struct homa_sched_walk c = {};
 	struct homa_sched_scratch *w;
 	struct homa_sched_msg *e;
@@ -290,8 +358,7 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 				w->free = i;
 			continue;
 		}
-		if (e->key.id == key->id && e->key.peer_ip == key->peer_ip &&
-		    e->key.local_port == key->local_port && e->key.peer_port == key->peer_port)
+		if (homa_sched_is(e, key))
 			w->x = i;
 		w->snap[i].peer = e->key.peer_ip;
 		w->snap[i].slot = e->slot;
@@ -300,12 +367,19 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 		w->snap[i].birth = e->birth;
 	}
 	x = w->x;
-	if (x >= N) {
+	fresh = x >= N;
+	if (fresh) {
 		x = w->free;
 		if (received >= length || x >= N) {
 			bpf_spin_unlock(&s->lock);
 			return;
 		}
+	}
+	/* x, read back from the scratch map, is below N; 6.1's verifier loses that bound on the
+	 * way, and clang would drop a mask after the comparison: the empty asm keeps it. */
+	asm volatile("" : "+r"(x));
+	x &= N - 1;
+	if (fresh) {
 		e = &s->msgs[x];
 		e->key = *key;
 		e->slot = slot;
@@ -317,14 +391,7 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 	}
 	e = &s->msgs[x];
 	e->touched = now;
-	if (granted > e->granted || received > e->received) {
-		s->incoming -= homa_sched_outstanding(e);
-		if (granted > e->granted)
-			e->granted = granted;
-		if (received > e->received)
-			e->received = received < e->length ? received : e->length;
-		s->incoming += homa_sched_outstanding(e);
-	}
+	homa_sched_take(s, e, granted, received);
 	xlength = e->length;
 	xreceived = e->received;
 	xgranted = e->granted;
@@ -337,6 +404,8 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 	incoming = s->incoming;
 	since_fifo = s->since_fifo;
 	bpf_spin_unlock(&s->lock);
+	count_event(ETRAN_EVENT_HOMA_SCHED_RANK, 0);
+	out->idx = xreceived >= xlength ? 0 : x + 1;
 
 	/* Without it: rank the copy. */
 	out->granted = xgranted;
@@ -422,8 +491,7 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 	/* Under the lock again: the grant, within the cap as it stands now. */
 	bpf_spin_lock(&s->lock);
 	e = &s->msgs[x];
-	if (e->length && e->key.id == key->id && e->key.peer_ip == key->peer_ip &&
-	    e->key.local_port == key->local_port && e->key.peer_port == key->peer_port) {
+	if (homa_sched_is(e, key)) {
 		__u32 room = max_incoming > s->incoming ? max_incoming - s->incoming : 0;
 
 		if ((__u64)e->granted + room < target)

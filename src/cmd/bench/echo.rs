@@ -325,6 +325,7 @@ fn measure(
             start,
             &|| clients.iter().all(|c| c.is_finished()),
             "msgs",
+            &mut |_| {},
         );
         let results = clients.into_iter().map(|c| c.join().expect("client thread")).collect();
         stop.store(true, Ordering::Relaxed);
@@ -397,13 +398,15 @@ fn parse_netstat(text: &str) -> LinuxCounters {
     c
 }
 
-/// Per-second progress on `bar` until `done`, the round trips counted as `unit`.
+/// Per-second progress on `bar` until `done`, the round trips counted as `unit`;
+/// `each_second` runs at each, with the seconds it covers.
 pub(super) fn watch_progress(
     bar: Option<&indicatif::ProgressBar>,
     progress: &Progress,
     start: Instant,
     done: &dyn Fn() -> bool,
     unit: &str,
+    each_second: &mut dyn FnMut(f64),
 ) {
     let mut last = (0, 0);
     let mut tick = start;
@@ -414,8 +417,9 @@ pub(super) fn watch_progress(
                 progress.messages.load(Ordering::Relaxed),
                 progress.reopened.load(Ordering::Relaxed),
             );
+            let secs = tick.elapsed().as_secs_f64();
+            each_second(secs);
             if let Some(bar) = bar {
-                let secs = tick.elapsed().as_secs_f64();
                 let mut msg = format!("{:.0} {unit}/s", (now.0 - last.0) as f64 / secs);
                 if now.1 > 0 {
                     msg += &format!(", {:.0} reconnects/s", (now.1 - last.1) as f64 / secs);
@@ -473,7 +477,7 @@ fn measure_etran(
         wait,
     };
     let r = etran_echo::run(&params, &progress, |done| {
-        watch_progress(bar.as_ref(), &progress, Instant::now(), done, "msgs")
+        watch_progress(bar.as_ref(), &progress, Instant::now(), done, "msgs", &mut |_| {})
     });
     if let Some(bar) = bar {
         bar.finish_and_clear();

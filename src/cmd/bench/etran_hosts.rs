@@ -15,15 +15,17 @@ use mio::Waker;
 use crate::{
     backend::BackendChoice,
     daemon::{Config, Daemon},
-    loader::{self, AttachMode, UpOptions},
+    loader::{self, AttachMode, HomaSched, UpOptions},
     netns::NetNs,
     testbed::HOST_NIC,
 };
 
-/// Runs `apps` with etran up on every host of `hosts`; it gets each host's daemon socket, in
-/// the same order. `label` names the benchmark in the private directory and the Ctrl-C hook.
+/// Runs `apps` with etran up on every host of `hosts` (Homa's grant scheduler set as `sched`
+/// says); it gets each host's daemon socket, in the same order. `label` names the benchmark in
+/// the private directory and the Ctrl-C hook.
 pub fn with_daemons<T>(
     hosts: &[&NetNs],
+    sched: HomaSched,
     label: &str,
     apps: impl FnOnce(&[PathBuf]) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
@@ -55,7 +57,7 @@ pub fn with_daemons<T>(
             }),
         );
     }
-    let result = run_in(hosts, &dir, &wakers, &done_tx, apps);
+    let result = run_in(hosts, sched, &dir, &wakers, &done_tx, apps);
     for ns in hosts {
         match ns.run(|| loader::down(HOST_NIC)) {
             Ok(Ok(_)) => {}
@@ -69,6 +71,7 @@ pub fn with_daemons<T>(
 
 fn run_in<T>(
     hosts: &[&NetNs],
+    sched: HomaSched,
     dir: &Path,
     wakers: &Mutex<Vec<Arc<Waker>>>,
     done_tx: &mpsc::Sender<()>,
@@ -79,6 +82,7 @@ fn run_in<T>(
         mode: AttachMode::Drv,
         queues: None,
         force: false,
+        homa: sched,
     };
     for ns in hosts {
         ns.run(|| loader::up(HOST_NIC, &opts))?.with_context(|| format!("etran up {HOST_NIC}"))?;

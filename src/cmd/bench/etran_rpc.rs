@@ -25,10 +25,16 @@ use super::{
     arrivals::Arrivals,
     etran_hosts,
     linux_echo::{Progress, Share, Wait},
-    rpc_msg::{self, Call, Caller, RpcResult},
+    rpc_msg::{self, Call, Caller, ResponseSize, RpcResult, Seconds},
     workload::Workload,
 };
-use crate::{app::rpc::RpcSocket, app::AppCounters, loader, netns::NetNs, testbed::HOST_NIC};
+use crate::{
+    app::rpc::RpcSocket,
+    app::AppCounters,
+    loader::{self, HomaSched},
+    netns::NetNs,
+    testbed::HOST_NIC,
+};
 
 /// What one eTran run needs.
 pub struct Params<'a> {
@@ -38,7 +44,7 @@ pub struct Params<'a> {
     pub shares: &'a [Share],
     pub depth: u32,
     pub workload: Workload,
-    pub response: Option<u32>,
+    pub response: ResponseSize,
     pub duration: Duration,
     pub wait: Wait,
     pub rpc_timeout: Duration,
@@ -46,6 +52,10 @@ pub struct Params<'a> {
     pub gbps: f64,
     /// Keep every RPC's length and RTT (`--dump-times`).
     pub keep_times: bool,
+    /// Where the client threads merge what the per-second lines report.
+    pub seconds: &'a Seconds,
+    /// Homa's grant scheduler on both hosts.
+    pub sched: HomaSched,
 }
 
 /// What the eTran run measured.
@@ -74,7 +84,7 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
-    etran_hosts::with_daemons(&[p.client, p.server], "rpc", |socks| {
+    etran_hosts::with_daemons(&[p.client, p.server], p.sched, "rpc", |socks| {
         let outcome = sockets(p, socks, progress, watch)?;
         for ns in [p.client, p.server] {
             rpcs_drained(ns)?;
@@ -285,6 +295,7 @@ fn client(
             }
         }
         progress.publish(&result.total, &mut published);
+        result.publish(p.seconds, now);
         if measuring && now >= deadline {
             result.total.window_ends();
             measuring = false;

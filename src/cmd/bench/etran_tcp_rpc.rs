@@ -34,7 +34,7 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
-    etran_hosts::with_daemons(&[p.client, p.server], "rpc", |socks| {
+    etran_hosts::with_daemons(&[p.client, p.server], p.sched, "rpc", |socks| {
         etran_rpc::threads(
             p,
             socks,
@@ -137,6 +137,7 @@ fn client(
             }
         }
         progress.publish(&result.total, &mut published);
+        result.publish(p.seconds, now);
         if measuring && now >= deadline {
             result.total.window_ends();
             measuring = false;

@@ -14,7 +14,7 @@ use mio::{net::TcpStream, Events, Interest, Poll, Token};
 use super::{
     arrivals::Arrivals,
     linux_echo::{Progress, Service, Share, Wait},
-    rpc_msg::{self, Caller, Exchange, Header, RpcResult},
+    rpc_msg::{self, Caller, Exchange, Header, ResponseSize, RpcResult, Seconds},
     workload::Workload,
 };
 
@@ -75,7 +75,7 @@ pub struct Client {
     pub share: Share,
     pub depth: u32,
     pub workload: Workload,
-    pub response: Option<u32>,
+    pub response: ResponseSize,
     pub wait: Wait,
     pub rpc_timeout: Duration,
     /// This thread's offered load in Gbit/s of requests (open loop); 0 is closed loop.
@@ -85,7 +85,12 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn run(&self, deadline: Instant, progress: &Progress) -> anyhow::Result<RpcResult> {
+    pub fn run(
+        &self,
+        deadline: Instant,
+        progress: &Progress,
+        seconds: &Seconds,
+    ) -> anyhow::Result<RpcResult> {
         let mut poll = Poll::new()?;
         let mut result = RpcResult::new(&self.workload).keeping_times(self.keep_times);
         let server = SocketAddr::V4(self.share.server);
@@ -127,6 +132,7 @@ impl Client {
         let mut measuring = true;
         while measuring || conns.iter().any(|c| c.ex.in_flight().is_some()) {
             progress.publish(&result.total, &mut published);
+            result.publish(seconds, Instant::now());
             let timeout = match self.wait {
                 Wait::Busy => Duration::ZERO,
                 Wait::Blocking => arrivals.sleep(Instant::now(), STALL_CHECK),
@@ -182,7 +188,7 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::bench::linux_echo::Server;
+    use crate::cmd::bench::{linux_echo::Server, workload::MAX_SIZE};
     use std::sync::atomic::{AtomicBool, Ordering};
 
     /// Loopback RPCs, both ways of waiting, fixed and distributed sizes: every response
@@ -190,18 +196,23 @@ mod tests {
     #[test]
     fn loopback_rpcs_are_verified() {
         let runs = [
-            (Wait::Blocking, Workload::Fixed(3000), None, 0.0),
-            (Wait::Busy, Workload::parse("w4", 1).unwrap(), Some(100), 0.0),
-            (Wait::Blocking, Workload::Fixed(1_000_000), None, 0.0),
+            (Wait::Blocking, Workload::Fixed(3000), ResponseSize::Echo, 0.0),
+            (
+                Wait::Busy,
+                Workload::parse("w4", 1, MAX_SIZE).unwrap(),
+                ResponseSize::Fixed(100),
+                0.0,
+            ),
+            (Wait::Blocking, Workload::Fixed(1_000_000), ResponseSize::OneWay, 0.0),
             // Open loop: 10,000 RPCs/s offered.
-            (Wait::Blocking, Workload::Fixed(1000), None, 0.08),
+            (Wait::Blocking, Workload::Fixed(1000), ResponseSize::Echo, 0.08),
         ];
         for (wait, workload, response, gbps) in runs {
             let server = Server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
             let SocketAddr::V4(addr) = server.addr().unwrap() else { unreachable!() };
             let waker = server.waker();
             let stop = AtomicBool::new(false);
-            let progress = Progress::default();
+            let (progress, seconds) = (Progress::default(), Seconds::default());
             let mut share = super::super::linux_echo::plan(*addr.ip(), 2, 1).remove(0);
             share.server = addr;
             let client = Client {
@@ -216,7 +227,8 @@ mod tests {
             };
             let result = std::thread::scope(|s| {
                 let srv = s.spawn(|| server.serve(wait, &stop, Answering::default));
-                let r = client.run(Instant::now() + Duration::from_millis(300), &progress);
+                let r =
+                    client.run(Instant::now() + Duration::from_millis(300), &progress, &seconds);
                 stop.store(true, Ordering::Relaxed);
                 waker.wake().unwrap();
                 srv.join().unwrap().unwrap();
@@ -226,8 +238,13 @@ mod tests {
             assert!(t.messages > 3, "{wait:?}: {} RPCs", t.messages);
             assert_eq!(t.rtt_ns.len(), t.messages);
             assert_eq!(progress.messages.load(Ordering::Relaxed), t.messages);
-            if let Some(r) = response {
-                assert_eq!(t.verified_bytes, t.messages * u64::from(r));
+            // What the per-second lines saw (the last 10 ms may not have been merged).
+            let line = seconds.take().line(0.3);
+            assert!(line.starts_with("clients: ") && line.contains(" Kops/sec, "), "{line}");
+            match response {
+                ResponseSize::Fixed(r) => assert_eq!(t.verified_bytes, t.messages * u64::from(r)),
+                ResponseSize::OneWay => assert_eq!(t.verified_bytes, t.messages * 100),
+                ResponseSize::Echo => {}
             }
             if gbps > 0.0 {
                 // 3,000 offered in 300 ms; a slow machine delivers fewer, never more.

@@ -21,7 +21,7 @@ use super::{
     etran_rpc, etran_tcp_rpc,
     linux_echo::{self, Progress, Server, Share, Wait},
     linux_rpc,
-    rpc_msg::{RpcResult, HEADER},
+    rpc_msg::{ResponseSize, RpcResult, Seconds, HEADER},
     support::{self as bench, CpuUse},
     workload::Workload,
 };
@@ -88,9 +88,14 @@ struct Report {
     workload: String,
     /// The workload's mean request length (its table's).
     workload_mean_bytes: f64,
-    /// Fixed response size; absent: as long as the request.
+    /// Fixed response size; absent: as long as the request (or, with `one_way`, at most 100
+    /// bytes).
     #[serde(skip_serializing_if = "Option::is_none")]
     response_bytes: Option<u32>,
+    /// cp_node's --one-way: responses of 100 bytes, or the request's length if shorter.
+    one_way: bool,
+    /// The largest request (--max-size).
+    max_request_bytes: u32,
     clients: u32,
     depth: u32,
     threads: u32,
@@ -109,6 +114,12 @@ struct Report {
     testbed: String,
     /// Fraction of frames the switch drops.
     loss: f64,
+    /// Homa's grant scheduler, where not HomaModule's defaults (--homa-max-incoming,
+    /// --homa-overcommit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    homa_max_incoming: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    homa_overcommit: Option<u32>,
     results: Vec<Row>,
 }
 
@@ -179,6 +190,8 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
         workload: workload.name(),
         workload_mean_bytes: workload.mean(),
         response_bytes: args.response_size,
+        one_way: args.one_way,
+        max_request_bytes: args.max_size,
         clients: args.clients,
         depth: args.depth,
         threads: args.threads,
@@ -194,6 +207,8 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
         placement,
         testbed,
         loss: args.loss,
+        homa_max_incoming: args.homa.homa_max_incoming,
+        homa_overcommit: args.homa.homa_overcommit,
         results,
     };
     if out.json() {
@@ -206,7 +221,10 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
 
 /// The workload, once every flag is within bounds.
 fn validate(args: &RpcArgs) -> anyhow::Result<Workload> {
-    let workload = Workload::parse(&args.workload, HEADER as u32)?;
+    let workload = Workload::parse(&args.workload, HEADER as u32, args.max_size)?;
+    if args.response_size.is_some_and(|n| n > args.max_size) {
+        bail!("--response-size cannot exceed --max-size ({})", args.max_size);
+    }
     if args.clients == 0 || args.depth == 0 || args.threads == 0 {
         bail!("--clients, --depth and --threads must be at least 1");
     }
@@ -222,6 +240,15 @@ fn validate(args: &RpcArgs) -> anyhow::Result<Workload> {
         bail!("at most 256 MiB outstanding: lower --clients × --depth or the sizes");
     }
     Ok(workload)
+}
+
+/// How long responses are, by the flags.
+fn response_size(args: &RpcArgs) -> ResponseSize {
+    match (args.response_size, args.one_way) {
+        (Some(n), _) => ResponseSize::Fixed(n),
+        (None, true) => ResponseSize::OneWay,
+        (None, false) => ResponseSize::Echo,
+    }
 }
 
 /// How long the unloaded run of w1..w5 lasts at most (the whole --duration when shorter).
@@ -281,7 +308,7 @@ fn measure_etran(
     out: &Output,
 ) -> anyhow::Result<Row> {
     let name = if t == RpcTransport::EtranTcp { "etran-tcp" } else { "etran-homa" };
-    let progress = Progress::default();
+    let (progress, seconds) = (Progress::default(), Seconds::default());
     let bar = progress_bar(name, load.duration, out);
     let params = etran_rpc::Params {
         client,
@@ -289,15 +316,18 @@ fn measure_etran(
         shares: load.shares,
         depth: load.depth,
         workload,
-        response: args.response_size,
+        response: response_size(args),
         duration: load.duration,
         wait,
         rpc_timeout: args.rpc_timeout,
         gbps: load.gbps_per_thread,
         keep_times: load.dump_times.is_some(),
+        seconds: &seconds,
+        sched: args.homa.sched(),
     };
     let watch = |done: &dyn Fn() -> bool| {
-        watch_progress(bar.as_ref(), &progress, Instant::now(), done, "RPCs")
+        let mut line = |secs| per_second(name, &seconds, secs, bar.as_ref());
+        watch_progress(bar.as_ref(), &progress, Instant::now(), done, "RPCs", &mut line)
     };
     let r = match t {
         RpcTransport::EtranTcp => etran_tcp_rpc::run(&params, &progress, watch),
@@ -326,7 +356,7 @@ fn measure_linux(
     let name = "linux-tcp";
     let shares = load.shares;
     let stop = AtomicBool::new(false);
-    let progress = Progress::default();
+    let (progress, seconds) = (Progress::default(), Seconds::default());
     let servers = server_ns.run(|| {
         shares
             .iter()
@@ -357,22 +387,23 @@ fn measure_linux(
                     share: share.clone(),
                     depth: load.depth,
                     workload,
-                    response: args.response_size,
+                    response: response_size(args),
                     wait,
                     rpc_timeout: args.rpc_timeout,
                     gbps: load.gbps_per_thread,
                     keep_times: load.dump_times.is_some(),
                 };
-                let progress = &progress;
+                let (progress, seconds) = (&progress, &seconds);
                 s.spawn(move || -> anyhow::Result<RpcResult> {
                     client_ns.enter()?;
                     bench::pin_to_cpu(client.share.client_cpu)?;
-                    client.run(deadline, progress)
+                    client.run(deadline, progress, seconds)
                 })
             })
             .collect();
         let done = || clients.iter().all(|c| c.is_finished());
-        watch_progress(bar.as_ref(), &progress, start, &done, "RPCs");
+        let mut line = |secs| per_second(name, &seconds, secs, bar.as_ref());
+        watch_progress(bar.as_ref(), &progress, start, &done, "RPCs", &mut line);
         let results: Vec<_> =
             clients.into_iter().map(|c| c.join().expect("client thread")).collect();
         stop.store(true, Ordering::Relaxed);
@@ -395,6 +426,16 @@ fn measure_linux(
     }
     dump_times(load, name, &workload, &total)?;
     row(name, load, &workload, &total)
+}
+
+/// Prints cp_node's per-second line of the clients (to stderr, as cp_node's log, above the
+/// progress bar if there is one): what they completed in the `secs` seconds since the last.
+fn per_second(transport: &str, seconds: &Seconds, secs: f64, bar: Option<&indicatif::ProgressBar>) {
+    let line = format!("{transport} {}", seconds.take().line(secs));
+    match bar {
+        Some(bar) => bar.suspend(|| eprintln!("{line}")),
+        None => eprintln!("{line}"),
+    }
 }
 
 /// Writes every RPC's request length and RTT to `<--dump-times>.<transport>`, as cp_node's
@@ -461,9 +502,10 @@ fn row(
 }
 
 fn print_table(r: &Report) {
-    let response = match r.response_bytes {
-        Some(n) => format!("{n} B responses"),
-        None => "responses as long as their requests".into(),
+    let response = match (r.response_bytes, r.one_way) {
+        (Some(n), _) => format!("{n} B responses"),
+        (None, true) => "100 B responses (one way; shorter requests are echoed)".into(),
+        (None, false) => "responses as long as their requests".into(),
     };
     let pattern = if r.gbps > 0.0 {
         format!(
@@ -482,6 +524,14 @@ fn print_table(r: &Report) {
         r.duration_secs
     );
     crate::outln!("placement: {}; {}", r.placement, r.testbed);
+    if r.homa_max_incoming.is_some() || r.homa_overcommit.is_some() {
+        let or_default = |v: Option<u32>, d: &str| v.map_or(d.to_string(), |n| n.to_string());
+        crate::outln!(
+            "homa grant scheduler: max_incoming {}, overcommit {}",
+            or_default(r.homa_max_incoming, "400000 (default)"),
+            or_default(r.homa_overcommit, "8 (default)")
+        );
+    }
     crate::outln!("waits: {}", r.waits);
     let mut t = Table::new([
         "transport",
@@ -599,17 +649,35 @@ mod tests {
             (&["--threads", "2"], "cannot exceed --clients"),
             (&["--clients", "100", "--depth", "100"], "4096 RPCs outstanding"),
             (&["--workload", "w5", "--clients", "300", "--depth", "2"], "256 MiB"),
+            (&["--workload", "2000000"], "--workload must be"),
+            (&["--response-size", "2000000"], "cannot exceed --max-size"),
         ] {
             let e = validate(&args(flags)).unwrap_err().to_string();
             assert!(e.contains(want) && !e.contains('\n'), "{flags:?}: {e}");
         }
         assert_eq!(args(&["--gbps", "0.5"]).gbps, 0.5);
+        let big = args(&["--workload", "16000000", "--max-size", "16000000"]);
+        assert_eq!(validate(&big).unwrap(), Workload::Fixed(16_000_000), "--max-size lifts it");
+        let w4 = args(&["--workload", "w4", "--max-size", "100000"]);
+        assert_eq!(validate(&w4).unwrap().max(), 100_000, "--max-size cuts w4");
+        assert_eq!(response_size(&args(&["--one-way"])), ResponseSize::OneWay);
+        let tuned = args(&["--homa-max-incoming", "100000", "--homa-overcommit", "2"]);
+        let want =
+            crate::loader::HomaSched { max_incoming: Some(100_000), max_overcommit: Some(2) };
+        assert_eq!(tuned.homa.sched(), want);
+        assert_eq!(args(&[]).homa.sched(), Default::default());
+        assert_eq!(response_size(&args(&[])), ResponseSize::Echo);
         for bad in [
             ["--response-size", "0"],
             ["--rpc-timeout", "0s"],
             ["--gbps", "-1"],
             ["--gbps", "1000"],
             ["--gbps", "fast"],
+            ["--max-size", "15"],
+            ["--max-size", "67108865"],
+            ["--one-way", "--response-size=5"],
+            ["--homa-overcommit", "9"],
+            ["--homa-max-incoming", "1000"],
         ] {
             let e = crate::cli::Cli::try_parse_from(["etran", "bench", "rpc"].iter().chain(&bad));
             assert!(e.is_err(), "{bad:?}");

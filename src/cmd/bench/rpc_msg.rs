@@ -2,14 +2,17 @@
 //! header (as `cp_node`'s messages carry theirs within their length), its body and the
 //! response are runs of one [`Pattern`] stream, so the server checks each request and the
 //! client each response with a `memcmp`. A request and its response are checked byte for byte.
-use std::time::{Duration, Instant};
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 
 use super::{
     linux_echo::ClientResult,
-    workload::{Rng, Workload, MAX_SIZE},
+    workload::{Rng, Workload, SIZE_LIMIT},
 };
 use crate::pattern::{Pattern, PERIOD};
 
@@ -17,6 +20,31 @@ use crate::pattern::{Pattern, PERIOD};
 /// pattern stream, the stream offset of the body and the length of the response, each u32
 /// little-endian.
 pub const HEADER: usize = 16;
+
+/// How long the response to a request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseSize {
+    /// As long as the request: an echo.
+    Echo,
+    /// This many bytes (`--response-size`).
+    Fixed(u32),
+    /// cp_node's `--one-way`: 100 bytes, or the request's length if it is shorter.
+    OneWay,
+}
+
+/// The response bytes of a `--one-way` RPC whose request is longer.
+pub const ONE_WAY_BYTES: u32 = 100;
+
+impl ResponseSize {
+    /// The response's length for a `request`-byte request.
+    pub fn of(self, request: u32) -> u32 {
+        match self {
+            ResponseSize::Echo => request,
+            ResponseSize::Fixed(n) => n,
+            ResponseSize::OneWay => request.min(ONE_WAY_BYTES),
+        }
+    }
+}
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +84,7 @@ fn write_request(h: &Header, out: &mut Vec<u8>) {
 /// The server's side: checks a whole request and appends its response to `out`.
 pub fn answer(request: &[u8], out: &mut Vec<u8>) -> anyhow::Result<()> {
     let h = Header::read(request).context("a request shorter than the RPC header")?;
-    if h.len as usize != request.len() || h.response > MAX_SIZE {
+    if h.len as usize != request.len() || h.response > SIZE_LIMIT {
         bail!("a request of {} bytes whose header says {h:?}", request.len());
     }
     if let Some(at) = h.pattern().mismatch(u64::from(h.offset), &request[HEADER..]) {
@@ -112,13 +140,12 @@ pub struct Caller {
     offset: u32,
     rng: Rng,
     workload: Workload,
-    /// A fixed response size, or the request's.
-    response: Option<u32>,
+    response: ResponseSize,
 }
 
 impl Caller {
     /// Client `stream` (its pattern stream and its random sizes' seed).
-    pub fn new(stream: u32, workload: Workload, response: Option<u32>) -> Caller {
+    pub fn new(stream: u32, workload: Workload, response: ResponseSize) -> Caller {
         Caller { stream, offset: 0, rng: Rng::new(u64::from(stream) + 1), workload, response }
     }
 
@@ -129,7 +156,7 @@ impl Caller {
             len,
             stream: self.stream,
             offset: self.offset,
-            response: self.response.unwrap_or(len),
+            response: self.response.of(len),
         };
         self.offset = ((u64::from(self.offset) + u64::from(len)) % PERIOD as u64) as u32;
         write_request(&header, out);
@@ -209,6 +236,76 @@ impl Exchange {
     }
 }
 
+/// The RPCs completed over an interval (a second of cp_node's per-second lines): their RTTs,
+/// request and response bytes.
+pub struct Interval {
+    rtt_ns: Histogram<u64>,
+    rpcs: u64,
+    request_bytes: u64,
+    response_bytes: u64,
+}
+
+impl Default for Interval {
+    fn default() -> Interval {
+        Interval {
+            rtt_ns: super::support::latency_histogram(),
+            rpcs: 0,
+            request_bytes: 0,
+            response_bytes: 0,
+        }
+    }
+}
+
+impl Interval {
+    fn record(&mut self, ns: u64, request: u32, response: usize) {
+        self.rtt_ns.saturating_record(ns);
+        self.rpcs += 1;
+        self.request_bytes += u64::from(request);
+        self.response_bytes += response as u64;
+    }
+
+    fn add(&mut self, other: &Interval) {
+        // Both histograms have the same bounds; a value past them was saturated already.
+        let _ = self.rtt_ns.add(&other.rtt_ns);
+        self.rpcs += other.rpcs;
+        self.request_bytes += other.request_bytes;
+        self.response_bytes += other.response_bytes;
+    }
+
+    /// cp_node's per-second line for the clients, over `secs` seconds.
+    pub fn line(&self, secs: f64) -> String {
+        let us = |q: f64| self.rtt_ns.value_at_quantile(q) as f64 / 1000.0;
+        let per_req =
+            if self.rpcs == 0 { 0.0 } else { self.request_bytes as f64 / self.rpcs as f64 };
+        format!(
+            "clients: {:.2} Kops/sec, {:.2} Gbps out, {:.2} Gbps in, RTT (us) P50 {:.2} P99 {:.2} \
+             P99.9 {:.2}, avg. req. length {:.1} bytes",
+            self.rpcs as f64 / 1000.0 / secs,
+            8.0 * self.request_bytes as f64 / 1e9 / secs,
+            8.0 * self.response_bytes as f64 / 1e9 / secs,
+            us(0.5),
+            us(0.99),
+            us(0.999),
+            per_req,
+        )
+    }
+}
+
+/// What every client thread completed since the last per-second line: each merges its own
+/// [`Interval`] in now and then ([`RpcResult::publish`]), the line takes it all.
+#[derive(Default)]
+pub struct Seconds(Mutex<Interval>);
+
+impl Seconds {
+    /// Everything merged since the last call.
+    pub fn take(&self) -> Interval {
+        std::mem::take(&mut *self.0.lock().expect("not poisoned"))
+    }
+}
+
+/// How often a client thread merges its RPCs into the shared [`Seconds`].
+const PUBLISH_EVERY: Duration = Duration::from_millis(10);
+
 /// What a client thread measured: the totals (RPCs as messages, response bytes checked), the
 /// request bytes, and the round-trip times by request size decile of the workload.
 pub struct RpcResult {
@@ -221,6 +318,9 @@ pub struct RpcResult {
     pub late: u64,
     /// With `--dump-times`: every RPC counted, (request length, RTT in ns).
     pub times: Option<Vec<(u32, u64)>>,
+    /// The RPCs not yet merged into the per-second lines, and when they last were.
+    second: Interval,
+    published: Option<Instant>,
 }
 
 impl RpcResult {
@@ -232,6 +332,8 @@ impl RpcResult {
             by_size: (0..10).map(|_| super::support::latency_histogram()).collect(),
             late: 0,
             times: None,
+            second: Interval::default(),
+            published: None,
         }
     }
 
@@ -254,7 +356,18 @@ impl RpcResult {
         if let Some(t) = &mut self.times {
             t.push((call.header.len, ns));
         }
+        self.second.record(ns, call.header.len, response.len());
         Ok(())
+    }
+
+    /// Merges the RPCs completed since the last merge into `seconds`, if a while passed (the
+    /// threads share a lock, not a lock a pass).
+    pub fn publish(&mut self, seconds: &Seconds, now: Instant) {
+        if self.published.is_some_and(|t| now.duration_since(t) < PUBLISH_EVERY) {
+            return;
+        }
+        self.published = Some(now);
+        seconds.0.lock().expect("not poisoned").add(&std::mem::take(&mut self.second));
     }
 
     pub fn merge(&mut self, other: &RpcResult) -> anyhow::Result<()> {
@@ -274,13 +387,15 @@ impl RpcResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd::bench::workload::MAX_SIZE;
 
     #[test]
     fn requests_are_answered_and_responses_checked() {
         for (workload, response) in [
-            (Workload::Fixed(16), None),
-            (Workload::Fixed(70_000), Some(5)),
-            (Workload::parse("w3", 1).unwrap(), None),
+            (Workload::Fixed(16), ResponseSize::Echo),
+            (Workload::Fixed(70_000), ResponseSize::Fixed(5)),
+            (Workload::parse("w3", 1, MAX_SIZE).unwrap(), ResponseSize::Echo),
+            (Workload::parse("w4", 1, MAX_SIZE).unwrap(), ResponseSize::OneWay),
         ] {
             let mut caller = Caller::new(3, workload, response);
             let mut result = RpcResult::new(&workload);
@@ -290,7 +405,12 @@ mod tests {
                 assert!(req.len() >= HEADER);
                 let mut resp = Vec::new();
                 answer(&req, &mut resp).unwrap();
-                assert_eq!(resp.len() as u32, response.unwrap_or(call.header.len));
+                let want = match response {
+                    ResponseSize::Echo => call.header.len,
+                    ResponseSize::Fixed(n) => n,
+                    ResponseSize::OneWay => call.header.len.min(100),
+                };
+                assert_eq!(resp.len() as u32, want);
                 result.complete(&call, &resp, Instant::now()).unwrap();
                 if !resp.is_empty() {
                     let mut bad = resp.clone();
@@ -313,11 +433,48 @@ mod tests {
         assert!(answer(&[0; 8], &mut Vec::new()).is_err());
     }
 
+    /// cp_node's per-second line, from what two threads merged: 1,000 RPCs of 1,000 B
+    /// requests and 100 B responses in half a second, RTTs 1..=1000 us (the percentiles as the
+    /// latency histogram resolves them).
+    #[test]
+    fn per_second_lines_speak_cp_node() {
+        let seconds = Seconds::default();
+        let w = Workload::Fixed(1000);
+        let (mut a, mut b) = (RpcResult::new(&w), RpcResult::new(&w));
+        let mut caller = Caller::new(1, w, ResponseSize::OneWay);
+        let t0 = Instant::now();
+        for i in 0..1000u64 {
+            let (mut call, req) = caller.next();
+            call.sent = t0;
+            let mut resp = Vec::new();
+            answer(&req, &mut resp).unwrap();
+            let r = if i % 2 == 0 { &mut a } else { &mut b };
+            r.complete(&call, &resp, t0 + Duration::from_micros(i + 1)).unwrap();
+        }
+        a.publish(&seconds, t0);
+        b.publish(&seconds, t0);
+        assert_eq!(
+            seconds.take().line(0.5),
+            "clients: 2.00 Kops/sec, 0.02 Gbps out, 0.00 Gbps in, RTT (us) P50 500.22 P99 \
+             990.21 P99.9 999.42, avg. req. length 1000.0 bytes"
+        );
+        assert!(seconds.take().line(1.0).contains("0.00 Kops/sec"), "taken");
+        // A thread merges at most every 10 ms.
+        let (call, req) = caller.next();
+        let mut resp = Vec::new();
+        answer(&req, &mut resp).unwrap();
+        a.complete(&call, &resp, Instant::now()).unwrap();
+        a.publish(&seconds, t0 + Duration::from_millis(5));
+        assert_eq!(seconds.take().rpcs, 0);
+        a.publish(&seconds, t0 + PUBLISH_EVERY);
+        assert_eq!(seconds.take().rpcs, 1);
+    }
+
     #[test]
     fn two_callers_send_different_bytes_and_a_stall_is_one_line() {
         let (mut a, mut b) = (
-            Caller::new(1, Workload::Fixed(100), None),
-            Caller::new(2, Workload::Fixed(100), None),
+            Caller::new(1, Workload::Fixed(100), ResponseSize::Echo),
+            Caller::new(2, Workload::Fixed(100), ResponseSize::Echo),
         );
         let ((ca, ra), (cb, rb)) = (a.next(), b.next());
         assert_ne!(ra[HEADER..], rb[HEADER..]);

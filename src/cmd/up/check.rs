@@ -53,7 +53,7 @@ fn load_all() -> Vec<ProgramRow> {
     let mut storage = MaybeUninit::uninit();
     let tcp = loader::load_tcp(&mut storage, None);
     let mut storage = MaybeUninit::uninit();
-    let homa = loader::load_homa(&mut storage, None);
+    let homa = loader::load_homa(&mut storage, None, Default::default());
     let mut storage = MaybeUninit::uninit();
     let every_path = SwitchConfig {
         loss: 1,

@@ -21,6 +21,7 @@ pub fn run(args: UpArgs, out: &Output) -> anyhow::Result<()> {
         mode: args.mode,
         queues: args.queues,
         force: args.force,
+        homa: args.homa.sched(),
     };
     let (summary, already) = match loader::up(&iface, &opts)? {
         UpOutcome::Attached(s) => (s, false),

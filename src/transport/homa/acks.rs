@@ -1,67 +1,139 @@
-//! A client's acks for one server host: RPCs whose whole response arrived, which the server may
-//! now forget. Each rides to the server on the next DATA there (one per packet), or in an ACK
-//! packet: when a NEED_ACK asks, or when more are held than one ACK packet carries (then the
-//! RPC that overflowed rides in that packet's header), as homa_peer.c keeps them.
-use super::wire::{Ack, Acks, MAX_ACKS};
+//! A client's acks: RPCs whose whole response arrived, which their server may now forget
+//! (HomaModule keeps them per peer, homa_peer.c). Each rides to its server on the next DATA the
+//! client sends there, one per packet (the DATA header's `ack`), so that back-to-back RPCs cost
+//! two packets each, not three; one that finds nothing to ride on within [`HOLD_TICKS`] goes in
+//! an ACK packet of its own, and so does one the server asks for (NEED_ACK).
+//!
+//! An ack rides only to the server address and port of its own RPC: a server host's ports may
+//! belong to different apps, and the app whose port served the RPC is the one that must forget
+//! it.
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddrV4,
+};
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+use super::id::RpcId;
+
+/// Ticks an ack waits for a DATA to ride on. At least 2: an RPC completes during a pass, whose
+/// tick may come before the continuation that sends the next request.
+pub const HOLD_TICKS: u32 = 2;
+
+/// The acks held, by server.
+#[derive(Debug, Default)]
 pub struct PendingAcks {
-    held: Vec<Ack>,
+    /// Oldest first, each with the tick it was held at.
+    held: HashMap<SocketAddrV4, VecDeque<(RpcId, u32)>>,
+    len: usize,
 }
 
 impl PendingAcks {
-    /// An RPC to this server completed. Returns the acks to send in an ACK packet now (whose
-    /// header names the RPC just completed, acked by it too) when no room was left.
-    pub fn push(&mut self, ack: Ack) -> Option<Acks> {
-        if self.held.len() < MAX_ACKS {
-            self.held.push(ack);
-            return None;
+    /// The response of our RPC `id` to `server` arrived whole at tick `now`.
+    pub fn push(&mut self, server: SocketAddrV4, id: RpcId, now: u32) {
+        self.held.entry(server).or_default().push_back((id, now));
+        self.len += 1;
+    }
+
+    /// The oldest ack for `server`, for a DATA about to go there.
+    pub fn take_one(&mut self, server: SocketAddrV4) -> Option<RpcId> {
+        let q = self.held.get_mut(&server)?;
+        let (id, _) = q.pop_front()?;
+        if q.is_empty() {
+            self.held.remove(&server);
         }
-        let full = Acks::new(&self.held).expect("at most MAX_ACKS held");
-        self.held.clear();
-        Some(full)
+        self.len -= 1;
+        Some(id)
     }
 
-    /// One ack for the DATA about to go to this server.
-    pub fn take_one(&mut self) -> Option<Ack> {
-        self.held.pop()
+    /// Takes the ack of `id` (the server asked for it: it goes in an ACK packet now); false if
+    /// it is not held.
+    pub fn take(&mut self, server: SocketAddrV4, id: RpcId) -> bool {
+        let Some(q) = self.held.get_mut(&server) else { return false };
+        let Some(i) = q.iter().position(|&(held, _)| held == id) else { return false };
+        q.remove(i);
+        if q.is_empty() {
+            self.held.remove(&server);
+        }
+        self.len -= 1;
+        true
     }
 
-    /// Every ack held, for an ACK packet (answering a NEED_ACK).
-    pub fn take_all(&mut self) -> Acks {
-        let all = Acks::new(&self.held).expect("at most MAX_ACKS held");
-        self.held.clear();
-        all
+    /// At tick `now`, the acks that waited [`HOLD_TICKS`] without a DATA to ride on: each goes
+    /// in an ACK packet.
+    pub fn due(&mut self, now: u32) -> Vec<(SocketAddrV4, RpcId)> {
+        let mut out = Vec::new();
+        self.held.retain(|&server, q| {
+            while q.front().is_some_and(|&(_, at)| now.wrapping_sub(at) >= HOLD_TICKS) {
+                let (id, _) = q.pop_front().expect("a front");
+                out.push((server, id));
+            }
+            !q.is_empty()
+        });
+        self.len -= out.len();
+        out
+    }
+
+    /// Acks held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
-    fn ack(id: u64) -> Ack {
-        Ack { client_id: id, server_port: 80 }
+    const S1: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 80);
+    const S2: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 81);
+
+    fn id(n: u64) -> RpcId {
+        RpcId::from_wire(2 * n + 1)
     }
 
     #[test]
-    fn piggyback_then_overflow_into_an_ack_packet() {
+    fn each_rides_on_a_data_to_its_own_server_oldest_first() {
         let mut p = PendingAcks::default();
-        for id in 1..=5 {
-            assert_eq!(p.push(ack(2 * id)), None);
-        }
-        assert_eq!(p.take_one(), Some(ack(10)), "one rides on the next DATA");
-        assert_eq!(p.push(ack(12)), None);
-        let full = p.push(ack(14)).expect("sixth: an ACK packet now");
-        assert_eq!(full.as_slice(), [ack(2), ack(4), ack(6), ack(8), ack(12)]);
-        assert_eq!(p.take_all().as_slice(), [], "the overflowing one is in the header");
+        p.push(S1, id(1), 0);
+        p.push(S1, id(2), 0);
+        p.push(S2, id(3), 0);
+        assert_eq!(p.len(), 3);
+        assert_eq!(p.take_one(S1), Some(id(1)));
+        assert_eq!(p.take_one(S1), Some(id(2)));
+        assert_eq!(p.take_one(S1), None, "not another port's");
+        assert_eq!(p.take_one(S2), Some(id(3)));
+        assert!(p.is_empty());
     }
 
     #[test]
-    fn need_ack_takes_them_all() {
+    fn unridden_ones_go_alone_after_the_hold() {
         let mut p = PendingAcks::default();
-        p.push(ack(2));
-        p.push(ack(4));
-        assert_eq!(p.take_all().as_slice(), [ack(2), ack(4)]);
-        assert_eq!(p.take_one(), None);
+        p.push(S1, id(1), 10);
+        p.push(S1, id(2), 11);
+        p.push(S2, id(3), 11);
+        assert_eq!(p.due(11), []);
+        assert_eq!(p.due(12), [(S1, id(1))]);
+        let mut rest = p.due(13);
+        rest.sort();
+        assert_eq!(rest, [(S1, id(2)), (S2, id(3))]);
+        assert!(p.is_empty());
+        // The tick counter wraps.
+        p.push(S1, id(4), u32::MAX);
+        assert_eq!(p.due(0), []);
+        assert_eq!(p.due(1), [(S1, id(4))]);
+    }
+
+    #[test]
+    fn a_need_ack_takes_its_own() {
+        let mut p = PendingAcks::default();
+        p.push(S1, id(1), 0);
+        p.push(S1, id(2), 0);
+        assert!(p.take(S1, id(2)));
+        assert!(!p.take(S1, id(2)), "once");
+        assert!(!p.take(S2, id(1)), "another server's");
+        assert_eq!((p.len(), p.take_one(S1)), (1, Some(id(1))));
     }
 }

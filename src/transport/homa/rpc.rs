@@ -7,8 +7,10 @@
 //!
 //! An RPC's life on each side:
 //! - client: [`Endpoint::start_request`] takes an even id from the app's block and queues the
-//!   request; the response's last missing byte completes it ([`Event::Response`]), and an ACK
-//!   intent goes out, which ends the RPC in egress and tells the server.
+//!   request; the response's last missing byte completes it ([`Event::Response`]), and its ack
+//!   is held ([`PendingAcks`]): the next DATA to the same server carries it (`ack_id`), or,
+//!   with none to ride on within [`HOLD_TICKS`](super::acks::HOLD_TICKS) or when the server asks (NEED_ACK), an
+//!   ACK intent; either ends the RPC in egress and tells the server.
 //! - server: a request's last missing byte completes it ([`Event::Request`]);
 //!   [`Endpoint::respond`] queues the response, held (for RESENDs to come) until the client's
 //!   ACK arrives.
@@ -42,6 +44,7 @@ use std::{
 };
 
 use super::{
+    acks::PendingAcks,
     id::{IdBlock, RpcId},
     loss::{resend_requests, Action, LossConfig, Phase, RpcTimer},
     msgin::MessageIn,
@@ -162,8 +165,10 @@ pub struct Endpoint {
     /// Server RPCs whose request arrived whole and whose client has not acknowledged the
     /// response.
     serving: HashSet<RpcKey>,
-    /// Client RPCs whose ACK is still to go out.
+    /// Client RPCs whose ACK intent is to go out.
     acks: VecDeque<RpcKey>,
+    /// Client RPCs whose ack waits for a DATA to ride on.
+    held_acks: PendingAcks,
     /// RPCs whose incoming message ingress granted more than a GRANT said: each owes the
     /// GRANT intent once.
     grants: VecDeque<RpcKey>,
@@ -190,6 +195,7 @@ impl Endpoint {
             waiting: HashSet::new(),
             serving: HashSet::new(),
             acks: VecDeque::new(),
+            held_acks: PendingAcks::default(),
             grants: VecDeque::new(),
             grants_due: HashSet::new(),
             control: VecDeque::new(),
@@ -217,6 +223,11 @@ impl Endpoint {
     pub fn in_progress(&self) -> usize {
         let arriving = self.incoming.keys().filter(|k| !k.id.is_client()).count();
         self.waiting.len() + self.serving.len() + arriving
+    }
+
+    /// Whether the engine needs its ticks: RPCs in progress, or acks held.
+    pub fn ticking(&self) -> bool {
+        self.in_progress() > 0 || !self.held_acks.is_empty()
     }
 
     fn check_length(len: usize) -> Result<u32, Refused> {
@@ -272,7 +283,15 @@ impl Endpoint {
             }
         }
         match ty {
-            Some(Type::Data) => self.on_data(rpc, meta, payload),
+            Some(Type::Data) => {
+                // A request may carry the ack of an earlier RPC of its client.
+                if !rpc.id.is_client() {
+                    if let Some(a) = data_ack(frame) {
+                        self.on_ack(peer, a);
+                    }
+                }
+                self.on_data(rpc, meta, payload)
+            }
             Some(Type::Grant) => {
                 let (offset, priority) = grant_of(frame)?;
                 self.sender.on_grant(rpc, offset, priority);
@@ -289,18 +308,27 @@ impl Endpoint {
             }
             Some(Type::Busy) => None,
             Some(Type::Ack) => {
-                for a in acks(frame) {
-                    if a.server_port == self.local_port {
-                        let server = RpcKey { peer, id: RpcId::from_wire(a.client_id) };
-                        self.end(server);
-                    }
+                for a in acks_of(frame) {
+                    self.on_ack(peer, a);
                 }
+                None
+            }
+            // The server asks for an ack we hold: it goes alone, now.
+            Some(Type::NeedAck) if self.held_acks.take(rpc.peer, rpc.id) => {
+                self.acks.push_back(rpc);
                 None
             }
             _ => {
                 self.stats.rx_ignored += 1;
                 None
             }
+        }
+    }
+
+    /// The client `peer` acknowledged a response of ours: the server RPC is over.
+    fn on_ack(&mut self, peer: SocketAddrV4, a: Ack) {
+        if a.server_port == self.local_port {
+            self.end(RpcKey { peer, id: RpcId::from_wire(a.client_id) });
         }
     }
 
@@ -344,7 +372,7 @@ impl Endpoint {
         let bytes = self.incoming.remove(&rpc)?.into_bytes()?;
         if client {
             self.end(rpc);
-            self.acks.push_back(rpc);
+            self.held_acks.push(rpc.peer, rpc.id, self.ticks);
             Some(Event::Response { rpc, bytes })
         } else {
             self.serving.insert(rpc);
@@ -445,6 +473,9 @@ impl Endpoint {
         if self.ticks % GRANT_POLL_TICKS == 0 {
             self.ask_grants_waiting();
         }
+        for (peer, id) in self.held_acks.due(self.ticks) {
+            self.acks.push_back(RpcKey { peer, id });
+        }
         let mut failed = Vec::new();
         for rpc in rpcs {
             let phase = self.phase(rpc);
@@ -538,10 +569,11 @@ impl Endpoint {
             return None;
         }
         let seg = self.sender.next_segment()?;
+        let ack = self.held_acks.take_one(seg.key.peer);
         let buf = &self.out[&seg.key];
         let (start, end) = (seg.offset as usize, (seg.offset + seg.len) as usize);
         frame[TX_HDR_LEN..TX_HDR_LEN + (end - start)].copy_from_slice(&buf[start..end]);
-        let h = self.tx_hdr(
+        let mut h = self.tx_hdr(
             seg.key,
             etran_homa_tx_intent::ETRAN_HOMA_TX_DATA,
             buf.len() as u32,
@@ -549,6 +581,7 @@ impl Endpoint {
             seg.len as u16,
             seg.priority,
         );
+        h.ack_id = ack.map_or(0, RpcId::wire);
         write_hdr(frame, &h);
         Some(TX_HDR_LEN + seg.len as usize)
     }
@@ -569,6 +602,7 @@ impl Endpoint {
                 peer_port: rpc.peer.port().to_be(),
                 id: rpc.id.wire(),
             },
+            ack_id: 0,
             message_length,
             offset,
             len,
@@ -608,10 +642,18 @@ fn resend_of(frame: &[u8]) -> Option<(u32, ResendLength, u8)> {
 }
 
 /// An ACK packet's acks.
-fn acks(frame: &[u8]) -> Vec<Ack> {
+fn acks_of(frame: &[u8]) -> Vec<Ack> {
     match packet(frame).map(|p| p.body) {
         Some(Body::Ack(a)) => a.as_slice().to_vec(),
         _ => Vec::new(),
+    }
+}
+
+/// The ack a DATA packet carries, if any.
+fn data_ack(frame: &[u8]) -> Option<Ack> {
+    match packet(frame)?.body {
+        Body::Data(d) => d.ack,
+        _ => None,
     }
 }
 

@@ -1,5 +1,6 @@
 use super::*;
 use crate::transport::homa::{
+    acks,
     id::HostIds,
     wire::{Acks, Common, Data},
 };
@@ -28,7 +29,8 @@ fn wire(from: SocketAddrV4, tx: &[u8]) -> (etran_homa_rx_meta, Vec<u8>, Vec<u8>)
         Body::Data(Data {
             message_length: h.message_length,
             incoming: h.message_length,
-            ack: None,
+            ack: (h.ack_id != 0)
+                .then_some(Ack { client_id: h.ack_id, server_port: u16::from_be(h.key.peer_port) }),
             cutoff_version: 0,
             retransmit: false,
             offset: h.offset,
@@ -145,7 +147,13 @@ fn rpcs_complete_byte_exact_through_reordering_and_duplicates() {
     assert_eq!(done, sent.len());
     assert_eq!(a.in_progress(), 0);
     assert_eq!(b.in_progress(), sent.len(), "the server holds responses until the ACKs");
+    // No request follows for the acks to ride on: they go alone after the hold.
+    assert!(drain(&mut a, A).is_empty() && a.ticking());
+    ticks(&mut a, acks::HOLD_TICKS - 1);
+    assert!(drain(&mut a, A).is_empty());
+    ticks(&mut a, 1);
     let acks = drain(&mut a, A);
+    assert!(!a.ticking());
     assert_eq!(acks.len(), sent.len());
     for (meta, payload, frame) in acks {
         assert_eq!(b.on_rx(&meta, &payload, &frame), None);
@@ -435,6 +443,7 @@ fn a_server_asks_for_the_ack_of_its_response() {
     b.respond(srv, vec![2; 10]).unwrap();
     let (meta, payload, frame) = &drain(&mut b, B)[0];
     assert_eq!(a.on_rx(meta, payload, frame), Some(Event::Response { rpc, bytes: vec![2; 10] }));
+    ticks(&mut a, acks::HOLD_TICKS);
     let ack = drain(&mut a, A);
     assert_eq!(ack.iter().map(|f| f.0.r#type).collect::<Vec<_>>(), [Type::Ack.byte()]);
     let types = |e: &mut Endpoint| drain(e, B).iter().map(|f| f.0.r#type).collect::<Vec<_>>();
@@ -452,6 +461,48 @@ fn a_server_asks_for_the_ack_of_its_response() {
     assert_eq!(b.in_progress(), 0);
     ticks(&mut b, 20);
     assert!(types(&mut b).is_empty());
+}
+
+/// Back-to-back RPCs to one server: each request carries the ack of the RPC before it, so no
+/// ACK packet goes, and the server forgets each RPC as the next request arrives; the last ack
+/// goes alone once held [`acks::HOLD_TICKS`](super::acks::HOLD_TICKS), or at once when the server asks (NEED_ACK).
+#[test]
+fn acks_ride_on_the_next_request_to_the_same_server() {
+    let mut ids = HostIds::default();
+    let (mut a, mut b) =
+        (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
+    let other = SocketAddrV4::new(*B.ip(), B.port() + 1);
+    let mut last = None;
+    for i in 0..5u8 {
+        let rpc = a.start_request(B, vec![i; 100]).unwrap();
+        let req = drain(&mut a, A);
+        assert_eq!(req.len(), 1, "the request alone: no ACK packet");
+        let acked = data_ack(&req[0].2).map(|a| (a.client_id, a.server_port));
+        let want = last.map(|prev: RpcId| (prev.wire(), B.port()));
+        assert_eq!(acked, want, "request {i} carries the last RPC's ack");
+        let (meta, payload, frame) = &req[0];
+        let Some(Event::Request { rpc: srv, .. }) = b.on_rx(meta, payload, frame) else { panic!() };
+        assert_eq!(b.in_progress(), 1, "the acked RPC is over on the server");
+        b.respond(srv, vec![i; 10]).unwrap();
+        let (meta, payload, frame) = &drain(&mut b, B)[0];
+        assert!(a.on_rx(meta, payload, frame).is_some());
+        ticks(&mut a, acks::HOLD_TICKS - 1);
+        last = Some(rpc.id);
+    }
+    // A request to another server port carries none of them.
+    a.start_request(other, vec![9; 10]).unwrap();
+    let req = drain(&mut a, A);
+    assert_eq!(data_ack(&req[0].2), None);
+    // The server asks: the ack goes at once.
+    let rpc = RpcKey { peer: B, id: last.unwrap() };
+    let (meta, frame) = control(B, A, rpc, Body::NeedAck);
+    assert_eq!(a.on_rx(&meta, &[], &frame), None);
+    let out = drain(&mut a, A);
+    assert_eq!(out.iter().map(|f| f.0.r#type).collect::<Vec<_>>(), [Type::Ack.byte()]);
+    assert_eq!(b.on_rx(&out[0].0, &out[0].1, &out[0].2), None);
+    assert_eq!(b.in_progress(), 0);
+    ticks(&mut a, 10);
+    assert!(drain(&mut a, A).iter().all(|f| f.0.r#type != Type::Ack.byte()), "it went once");
 }
 
 #[test]
