@@ -290,7 +290,9 @@ type LongDone = Rc<RefCell<Option<(usize, Vec<u8>)>>>;
 /// its FIFO share are far from its 1 MB.)
 #[test]
 fn short_rpcs_started_after_a_long_one_finish_first() {
-    let Some(_root) = common::root::shared() else { return };
+    // The order of finishing is a race between two sockets driven by one thread: another test
+    // beside it (the 8-host incast, say) starved it into failing under load.
+    let Some(_root) = common::root::alone() else { return };
     let hosts = EtranHosts::new("homa-srpt");
     with_server_answering(&hosts, digest, |server| {
         let mut long = RpcSocket::open(&hosts.daemons[0].sock, 0).unwrap();
