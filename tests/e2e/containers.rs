@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{cli::etran_bin, netns::sh};
+use common::{cli::etran_bin, daemon::port_links, netns::sh};
 use etran::testbed::{host_ip, Spec, Testbed, HOST_NIC};
 
 /// Debian's python3 (PATH may hold a wrapper script first).
@@ -143,12 +143,6 @@ fn download(ns: &str) -> String {
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
 }
 
-/// The app ports' links (`etp*`, two per port) in namespace `ns`.
-fn ports(ns: &str) -> usize {
-    let out = sh(&format!("ip -n {ns} -br link"));
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("etp")).count()
-}
-
 #[test]
 fn a_daemon_and_an_app_in_containers_share_only_the_socket_directory() {
     let Some(_root) = common::root::shared() else { return };
@@ -206,17 +200,17 @@ fn a_daemon_and_an_app_in_containers_share_only_the_socket_directory() {
         assert!(Instant::now() < deadline, "session not freed: {}", daemon.log());
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(ports(&h1), 0);
+    assert_eq!(port_links(&h1), Vec::<String>::new());
 
     // A new app, then the daemon's container stops (SIGTERM to its init, as a runtime stops
     // it): every port goes, and the socket with it.
     let _app = app_container(&h1, &shared, &www, dir.join("app2.log"));
     assert_eq!(download(&h2), want);
-    assert!(ports(&h1) > 0, "the app's port");
+    assert!(!port_links(&h1).is_empty(), "the app's port");
     daemon.signal("TERM");
     daemon.wait_exit();
     assert!(daemon.log().contains("every app port was removed"), "{}", daemon.log());
-    assert_eq!(ports(&h1), 0);
+    assert_eq!(port_links(&h1), Vec::<String>::new());
     assert!(!shared.join("etran.sock").exists(), "the socket outlived its daemon");
     drop(_app);
 
