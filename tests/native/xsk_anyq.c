@@ -6,8 +6,9 @@
  * arrive on the same queue of xanyq0, whose native XDP program writes the queue it saw into each
  * frame and redirects it to one socket. Checked: a plain socket (queue 0) takes only its queue's
  * frames; an XDP_RX_ANY_QUEUE socket (queue 1) takes both queues', intact; both queues' NAPI polls
- * filling it at once from two CPUs lose, duplicate and corrupt nothing; the flag is refused
- * without XDP_COPY, and sharing such a socket's UMEM is refused where sharing a plain one's works.
+ * filling it at once from two CPUs lose, duplicate and corrupt nothing; its gen program
+ * (patches/0002) runs after frames from the other queue; the flag is refused without XDP_COPY,
+ * and sharing such a socket's UMEM is refused where sharing a plain one's works.
  *
  *   xsk_anyq       prints one "ok ..." line per check; exits 1 at the first failure
  */
@@ -190,7 +191,23 @@ int main(void)
 		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_PASS),
 		INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
 	};
-	int ifindex0, ifindex1, sync[2], status;
+	/* A gen program that counts its runs in map[0] and sends nothing. */
+	struct bpf_insn count[] = {
+		INSN(BPF_ST | BPF_MEM | BPF_W, 10, 0, -4, 0),
+		INSN(BPF_LD | BPF_IMM | BPF_DW, 1, BPF_PSEUDO_MAP_FD, 0, 0),	/* 1: the map */
+		INSN(0, 0, 0, 0, 0),
+		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0),
+		INSN(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -4),
+		INSN(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem),
+		INSN(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 2, 0),			/* -> out */
+		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 1, 0, 0, 1),
+		INSN(BPF_STX | BPF_ATOMIC | BPF_DW, 0, 1, 0, BPF_ADD),
+		/* out: */
+		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_DROP),
+		INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+	};
+	int ifindex0, ifindex1, sync[2], status, runs;
+	uint32_t gen_type = btf_enum_value("BPF_XSK_GEN");
 	struct xsk plain, anyq;
 	uint32_t got[2];
 	pid_t child;
@@ -273,6 +290,21 @@ int main(void)
 	}
 	printf("ok two CPUs at once: 20 rounds of %u frames from each queue, each intact, once\n",
 	       BURST);
+
+	runs = counters(1);
+	count[1].imm = runs;
+	if (link_create(load(count, sizeof(count) / sizeof(count[0]), gen_type), anyq.fd, gen_type,
+			0) < 0)
+		fail("BPF_LINK_CREATE (gen)");
+	flush(0, stage(0, 0, 8));
+	drain(&anyq, "the gen hook", got);
+	if (got[0] != 8 || !counter(runs, 0)) {
+		printf("FAIL the gen hook: %u frames from queue 0, %llu runs\n", got[0],
+		       (unsigned long long)counter(runs, 0));
+		return 1;
+	}
+	printf("ok the gen hook runs after frames from another queue: %llu runs for 8 frames\n",
+	       (unsigned long long)counter(runs, 0));
 	printf("xsk_anyq: all checks passed\n");
 	return 0;
 }
