@@ -101,6 +101,8 @@ enum etran_event {
 	ETRAN_EVENT_TCP_GEN_ACK,         /* generator: a pure ACK left for the NIC */
 	ETRAN_EVENT_TCP_RX_DATA,         /* ingress: a segment with payload handed to its app */
 	ETRAN_EVENT_TCP_RX_NO_DATA,      /* ingress: a segment without payload handed to its app */
+	ETRAN_EVENT_TCP_RX_ACK_KEPT,     /* ingress: a pure ACK that only moved snd_una, taken in the
+					  * kernel without a frame to its app (tcp_ingress.h) */
 	ETRAN_EVENT_TCP_RX_DUP_ACK,      /* ingress: a duplicate ACK (RFC 5681), handed on or not */
 	ETRAN_EVENT_TCP_RX_CE,           /* ingress: a segment the network marked CE */
 	ETRAN_EVENT_TCP_ACK_QUEUED_NOW,  /* ingress: a connection queued for an ACK at once */

@@ -37,6 +37,14 @@ enum tcp_sack_limit {
 	TCP_DUP_THRESH = 3,
 };
 
+/* Pure ACKs the app need not see (tcp_ingress.h, ack_kept): acknowledged bytes the app has not
+ * heard of may reach this many segments' worth, and an eighth of the send window, before an ACK
+ * goes to it. */
+enum tcp_ack_keep_limit {
+	TCP_ACK_KEEP_SEGMENTS = 8,
+	TCP_ACK_KEEP_WND_SHIFT = 3,
+};
+
 /* Sequence numbers [start, end). */
 struct tcp_seq_range {
 	__u32 start;
@@ -72,6 +80,7 @@ struct tcp_conn {
 	__u32 snd_wnd;   /* the peer's receive window in bytes (already scaled) */
 	__u32 ts_recent; /* latest in-order TSval from the peer, echoed as TSecr */
 	__u32 tx_pos;    /* stream position of snd_nxt (the app's send buffer offset, wrapping) */
+	__u32 app_una;   /* snd_una as of the last frame handed to the app (its RX metadata) */
 
 	/* Towards the ACK generator */
 	__u32 ack_pending; /* bytes received since the last ACK we sent */

@@ -60,6 +60,7 @@ struct verdict {
 	__u8 acked;       /* snd_una moved: news for the app */
 	__u8 duplicate;   /* the payload was held already (reported by D-SACK) */
 	__u8 dup_ack;     /* a duplicate ACK (RFC 5681): counted after the lock */
+	__u8 kept;        /* a pure ACK taken in the kernel (ack_kept): consumed, not dropped */
 };
 
 static __always_inline void set_drop(struct verdict *v, enum etran_drop_reason why)
@@ -326,6 +327,27 @@ out:
 }
 
 
+/* Does a pure ACK stay in the kernel? Its news is snd_una moving (and the peer's window), which
+ * ingress has applied; the next frame the app gets carries the absolute una_pos and send window,
+ * so the app misses nothing, and a bulk sender wakes for a fraction of the ACKs (a Linux receiver
+ * acknowledges every other segment) instead of taking each through its port. Handed on all the
+ * same: a duplicate ACK, anything flagged (SACK blocks, our FIN acknowledged, a fast retransmit),
+ * an ACK that moves only the window, the ACK that leaves nothing in flight (the app's timers
+ * stop), and one that finds the app's view of snd_una behind by the keep limit
+ * (tcp_ack_keep_limit): the app's window lags by at most that, and the peer acknowledges the
+ * rest of the flight, so an ACK the app needs is never held back for good. */
+static __always_inline int ack_kept(const struct tcp_conn *c, const struct segment *s,
+				    const struct verdict *v)
+{
+	__u32 limit = cc_min(TCP_ACK_KEEP_SEGMENTS * (__u32)c->mss,
+			     v->meta.send_wnd >> TCP_ACK_KEEP_WND_SHIFT);
+
+	if (s->len || s->fin || !v->acked || v->dup_ack || v->meta.flags ||
+	    c->snd_una == c->snd_nxt)
+		return 0;
+	return c->snd_una - c->app_una < limit;
+}
+
 /* Everything done under the connection lock: no helper calls, only the state and the copied
  * segment. */
 static __always_inline void rx_update(struct tcp_conn *c, const struct segment *s,
@@ -353,6 +375,10 @@ static __always_inline void rx_update(struct tcp_conn *c, const struct segment *
 		set_drop(v, !s->len	    ? ETRAN_DROP_TCP_CONSUMED
 			    : v->duplicate ? ETRAN_DROP_TCP_DUPLICATE
 					   : ETRAN_DROP_TCP_OOO_GAP);
+	else if (ack_kept(c, s, v))
+		v->kept = 1;
+	if (!v->dropped && !v->kept)
+		c->app_una = c->snd_una;
 }
 
 /* Is this segment the daemon's? A SYN (no ACK) to a listening port; any segment of a handshake
@@ -540,6 +566,12 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 		count_event(ETRAN_EVENT_TCP_RX_CE, bytes);
 	if (v.dropped)
 		return drop(ETRAN_PROTO_TCP, v.reason, bytes);
+	if (v.kept) {
+		/* Giving back the metadata's room cannot fail. */
+		bpf_xdp_adjust_meta(ctx, (int)sizeof(*meta));
+		count_event(ETRAN_EVENT_TCP_RX_ACK_KEPT, bytes);
+		return delivered(ETRAN_PROTO_TCP, bytes, XDP_DROP);
+	}
 
 	meta = (void *)(long)ctx->data_meta;
 	if ((void *)(meta + 1) > (void *)(long)ctx->data)

@@ -177,6 +177,7 @@ impl Established {
             snd_wnd: self.snd_wnd,
             ts_recent: self.ts_recent,
             tx_pos: 0,
+            app_una: snd_nxt,
             snd_wscale: self.negotiated.send_wscale,
             rcv_wscale: self.negotiated.recv_wscale,
             flags,
