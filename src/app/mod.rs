@@ -733,15 +733,17 @@ impl App {
         driver::pass(self)
     }
 
-    /// Writes the connection's sendable segments into TX frames (flushed by the caller).
+    /// Writes the connection's sendable segments into TX frames (flushed by the caller). They
+    /// leave back to back, so one clock read stamps them all (the scoreboard orders segments by
+    /// transmission count, not by time).
     fn transmit(&mut self, id: ConnId) -> io::Result<()> {
+        let now = std::time::Instant::now();
         loop {
             let s =
                 self.conns.get_mut(&id.0).ok_or_else(|| os_error(io::ErrorKind::NotConnected))?;
             if !s.tx_ready() || !self.driver.port.can_send() {
                 return Ok(());
             }
-            let now = std::time::Instant::now();
             let sent = self
                 .driver
                 .port
