@@ -353,6 +353,16 @@ impl Netlink {
             .with_context(|| format!("adding an HTB class on interface {index}"))?;
         Ok(())
     }
+
+    /// Replaces the leaf of [`Netlink::add_htb`]'s class with a strict priority queue of
+    /// [`PRIO_BANDS`] bands (`prio`, handle 2:): band `skb->priority` (0 first; larger
+    /// priorities go to the last band), each band a pfifo of txqueuelen packets.
+    pub fn add_htb_prio(&mut self, index: u32) -> anyhow::Result<()> {
+        let qdisc = prio_qdisc_payload(index);
+        self.request_raw(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL, &qdisc)
+            .with_context(|| format!("adding a prio qdisc on interface {index}"))?;
+        Ok(())
+    }
 }
 
 fn link_of(l: LinkMessage) -> Link {
@@ -432,6 +442,22 @@ fn htb_qdisc_payload(index: u32) -> Vec<u8> {
     let mut opts = Vec::new();
     put_attr(&mut opts, TCA_HTB_INIT, &glob);
     put_attr(&mut b, TCA_OPTIONS | NLA_F_NESTED, &opts);
+    b
+}
+
+/// Bands of the priority queue [`Netlink::add_htb_prio`] builds: one per Homa priority level.
+pub const PRIO_BANDS: u8 = 8;
+/// The prio qdisc's handle, 2:.
+const PRIO_HANDLE: u32 = 0x0002_0000;
+
+fn prio_qdisc_payload(index: u32) -> Vec<u8> {
+    let mut b = tcmsg(index, PRIO_HANDLE, HTB_CLASS);
+    put_attr(&mut b, TCA_KIND, b"prio\0");
+    // struct tc_prio_qopt { int bands; __u8 priomap[TC_PRIO_MAX + 1] }, not nested: priority p
+    // to band p, the rest to the last band.
+    let mut opt = i32::from(PRIO_BANDS).to_ne_bytes().to_vec();
+    opt.extend((0..16u8).map(|p| p.min(PRIO_BANDS - 1)));
+    put_attr(&mut b, TCA_OPTIONS, &opt);
     b
 }
 
@@ -524,6 +550,17 @@ mod tests {
         put_attr(&mut b, 9, &[1]);
         assert_eq!(b.len(), 8);
         assert_eq!(&b[..2], &5u16.to_ne_bytes());
+    }
+
+    #[test]
+    fn prio_qdisc_message_layout() {
+        let b = prio_qdisc_payload(7);
+        assert_eq!(&b[8..12], &PRIO_HANDLE.to_ne_bytes());
+        assert_eq!(&b[12..16], &HTB_CLASS.to_ne_bytes(), "the leaf of HTB's class");
+        // tcmsg, TCA_KIND "prio\0" (padded to 12), TCA_OPTIONS: bands and the priomap.
+        assert_eq!(b.len(), 20 + 12 + 4 + 20);
+        assert_eq!(&b[36..40], &8i32.to_ne_bytes());
+        assert_eq!(&b[40..56], &[0, 1, 2, 3, 4, 5, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7]);
     }
 
     #[test]
