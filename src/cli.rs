@@ -413,8 +413,9 @@ pub struct TestbedUpArgs {
     /// is what arrived beyond the rate and beyond the burst HTB lets through at once.
     #[arg(long, value_name = "BYTES", requires = "rate")]
     pub ecn_threshold: Option<u32>,
-    /// Priority queues at the bottleneck (needs --rate): 8 strict bands below HTB, each IPv4
-    /// frame in the band of its TOS's top 3 bits (Homa's priority), the highest first.
+    /// Priority queues at the bottleneck (needs --rate): 8 HTB classes served in strict
+    /// priority order, each IPv4 frame in the one of its TOS's top 3 bits (Homa's priority),
+    /// the highest first.
     #[arg(long, requires = "rate")]
     pub prio: bool,
     /// Fraction of frames the switch drops, 0..1.

@@ -89,7 +89,7 @@ fn print_status(st: &Status, out: &Output) -> anyhow::Result<()> {
             "rate {}  ecn-threshold {}  prio {}  loss {}  duplicate {}  corrupt {}",
             st.rate_bps.map_or_else(|| "-".to_string(), |r| format!("{}bit", fmt_rate(r))),
             fmt_opt(st.ecn_threshold),
-            if st.prio { "8 bands" } else { "-" },
+            if st.prio { "8 classes" } else { "-" },
             st.loss,
             st.duplicate,
             st.corrupt

@@ -36,9 +36,10 @@
 //! the bridge. With --rate (kernel forwarding) the XDP program still impairs but never redirects,
 //! so impaired traffic also crosses the bridge and the HTB queue. ECN marking is a tc egress
 //! program on each port keeping a virtual queue drained at the HTB rate; it marks while that
-//! queue, less the burst HTB passes at once, exceeds the threshold. With --prio the HTB class's
-//! leaf is a strict priority queue of 8 bands, and the same egress program puts each IPv4 frame
-//! in the band of its TOS's top 3 bits (Homa's priorities; the bridge sets no priority itself).
+//! queue, less the burst HTB passes at once, exceeds the threshold. With --prio the HTB class
+//! has 8 leaf classes served in strict priority order (this kernel has no prio qdisc), and the
+//! same egress program puts each IPv4 frame in the class of its TOS's top 3 bits (Homa's
+//! priorities; the bridge sets no priority itself).
 //!
 //! IPv6 is disabled in every testbed namespace (no router solicitation, DAD or MLD chatter in
 //! measurements and counters).
@@ -92,7 +93,7 @@ pub struct Spec {
     /// Mark CE on ECT packets when a port's estimated backlog exceeds this many bytes (needs
     /// `rate_bps`).
     pub ecn_threshold: Option<u32>,
-    /// Priority queues at the bottleneck (needs `rate_bps`): 8 bands below HTB, picked by the
+    /// Priority queues at the bottleneck (needs `rate_bps`): 8 strict priority classes below HTB, picked by the
     /// IPv4 TOS's top 3 bits (Homa's `priority << 5`), highest first.
     pub prio: bool,
     /// Fractions of frames (0..=1) the switch drops, duplicates, corrupts.

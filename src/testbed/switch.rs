@@ -109,9 +109,9 @@ pub(crate) fn install(spec: &Spec, ports: &[Port]) -> anyhow::Result<()> {
     let mut nl = Netlink::open()?;
     if let Some(rate) = spec.rate_bps {
         for p in ports {
-            nl.add_htb(p.ifindex, rate)?;
+            nl.add_htb(p.ifindex, rate, spec.prio)?;
             if spec.prio {
-                nl.add_htb_prio(p.ifindex)?;
+                nl.add_htb_prio(p.ifindex, rate)?;
             }
         }
     }

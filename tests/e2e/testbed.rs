@@ -486,7 +486,7 @@ fn high_priority_places(tb: &Testbed, backlog: usize) -> Vec<usize> {
     (0..backlog + 5).filter(|_| rx.recv(&mut buf).unwrap() > 0 && buf[0] == 7).collect()
 }
 
-/// `--prio`: a strict priority queue of 8 bands below HTB, picked by the TOS's top 3 bits.
+/// `--prio`: 8 strict priority classes below HTB's, picked by the TOS's top 3 bits.
 /// Datagrams at TOS 0xe0 sent behind 100 TOS-0 ones at 10 Mbit/s (80 ms of backlog) overtake
 /// the backlog; with one FIFO (no `--prio`) they come last.
 #[test]
@@ -500,8 +500,7 @@ fn prio_queues_let_the_high_priority_overtake() {
         let sw = tb.switch_netns().unwrap();
         let mut nl = Netlink::open_in(&sw).unwrap();
         let p2 = nl.index("p2").unwrap();
-        let q = nl.qdiscs(p2).unwrap();
-        assert_eq!(q.iter().any(|k| k == "prio"), prio, "{q:?}");
+        assert!(nl.qdiscs(p2).unwrap().iter().any(|k| k == "htb"));
         assert_eq!(testbed::status(&spec.name).unwrap().unwrap().prio, prio);
         let places = high_priority_places(&tb, 100);
         println!("prio {prio}: the high-priority datagrams arrived {places:?}");

@@ -16,11 +16,11 @@
  *
  * sw_egress (tc clsact egress, every port, with --prio or --ecn-threshold; it runs before the
  *   port's qdisc)
- *   With --prio: the port's HTB class leads to a strict priority queue of 8 bands (prio), and
- *   the frame's band is its skb->priority: 7 less the IPv4 TOS's top 3 bits (Homa's priority,
- *   `prio << 5`), so priority 7 goes first and TOS 0 (TCP, say) last; other frames keep
- *   priority 0 (the first band: ARP and the like are rare). Linux sets no priority from the
- *   TOS on a bridged frame, hence the program.
+ *   With --prio: the port's HTB class has 8 leaf classes 1:10 (band 0) to 1:17, served in strict
+ *   priority order (src/netlink.rs), and skb->priority names the frame's class, which HTB takes
+ *   as it is: band 7 less the IPv4 TOS's top 3 bits (Homa's priority, `prio << 5`), so
+ *   priority 7 goes first and TOS 0 (TCP, say) last; other frames go in band 0 (ARP and the
+ *   like are rare). Linux sets no priority from the TOS on a bridged frame, hence the program.
  *   With --ecn-threshold: keeps a virtual queue per port drained at the configured rate (the HTB rate) and sets CE on
  *   ECT IPv4 packets while the queue it estimates is above the threshold. HTB is a token bucket:
  *   after an idle period it lets a burst through at once (sw_config.burst bytes), and the
@@ -38,6 +38,8 @@
 
 #define SW_MAX_PORTS 64
 #define SW_DUP_MAGIC 0xe7d0b1e5u
+/* The HTB class of priority band b (netlink.rs's prio_class): 1:10 + b. */
+#define SW_PRIO_CLASS(b) (0x00010010u + (b))
 
 /* Probabilities are thresholds on a 32-bit random number: p * 2^32 (2^32 means always). */
 struct sw_config {
@@ -259,8 +261,7 @@ int sw_egress(struct __sk_buff *skb)
 
 	if (sw_config.prio) {
 		ip = sw_ipv4(skb);
-		if (ip)
-			skb->priority = 7 - (ip->tos >> 5);
+		skb->priority = SW_PRIO_CLASS(ip ? 7 - (ip->tos >> 5) : 0);
 	}
 	vq = bpf_map_lookup_elem(&sw_vqs, &ifindex);
 	if (!vq)

@@ -159,7 +159,7 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
             Some(r) => format!(
                 " limiting its ports to {} Mbit/s{}",
                 r / 1_000_000,
-                if args.prio { " with 8 priority bands" } else { " (one FIFO)" }
+                if args.prio { " with 8 strict priority classes" } else { " (one FIFO)" }
             ),
             None => "".into(),
         },

@@ -477,7 +477,10 @@ impl Endpoint {
     fn awaits_grant_out(&self, rpc: RpcKey) -> bool {
         let length = self.out.get(&rpc).map_or(0, |b| b.len() as u32);
         rpc.id.is_client()
-            && self.sender.progress(rpc).is_some_and(|(sent, limit)| sent >= limit && limit < length)
+            && self
+                .sender
+                .progress(rpc)
+                .is_some_and(|(sent, limit)| sent >= limit && limit < length)
     }
 
     /// Where the RPC stands, for its timer.
