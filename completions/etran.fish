@@ -37,9 +37,9 @@ complete -c etran -n "__fish_etran_needs_command" -f -a "bench" -d 'Benchmarks, 
 complete -c etran -n "__fish_etran_needs_command" -f -a "testbed" -d 'The built-in network of namespaces used by benches and tests'
 complete -c etran -n "__fish_etran_needs_command" -f -a "run" -d 'Run an unmodified program with its TCP sockets over eTran'
 complete -c etran -n "__fish_etran_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c etran -n "__fish_etran_using_subcommand up" -l backend -d 'Datapath backend' -r -f -a "auto\t'Native when the running kernel has the eTran hooks, compat otherwise'
+complete -c etran -n "__fish_etran_using_subcommand up" -l backend -d 'Datapath backend' -r -f -a "auto\t'The best this kernel and this etran can do: compat for now (native once its datapath is built)'
 compat\t'Stock kernel: egress runs on a per-app veth port'
-native\t'Patched kernel with XDP_EGRESS/XDP_GEN hooks'"
+native\t'A kernel with etran\'s series (patches/): egress and gen hooks on AF_XDP sockets'"
 complete -c etran -n "__fish_etran_using_subcommand up" -l mode -d 'XDP attach mode' -r -f -a "drv\t'Driver mode (falls back to skb with a warning when the driver lacks XDP)'
 skb\t'Generic (skb) mode, in the kernel\'s stack'"
 complete -c etran -n "__fish_etran_using_subcommand up" -l queues -d 'Number of NIC queues etran serves (default: all RX queues of the interface)' -r

@@ -1,9 +1,8 @@
 //! Backends: what differs between a stock kernel and one with the eTran hooks, behind
 //! [`Backend`]. [`compat`] is the stock-kernel one; a patched-kernel backend ("native", the
-//! `XDP_EGRESS`/`XDP_GEN` hooks) goes beside it as `native/`.
+//! `BPF_XSK_EGRESS`/`BPF_XSK_GEN` hooks of `patches/`) goes beside it as `native/`.
 use std::{os::fd::RawFd, time::Instant};
 
-use anyhow::bail;
 use clap::ValueEnum;
 
 use crate::{bpf::entrance::types::etran_backend, loader::kernel, proto::Transport};
@@ -69,25 +68,67 @@ pub trait Backend {
 /// The backend `etran up` is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendChoice {
-    /// Native when the running kernel has the eTran hooks, compat otherwise.
+    /// The best this kernel and this etran can do: compat for now (native once its datapath is
+    /// built).
     Auto,
     /// Stock kernel: egress runs on a per-app veth port.
     Compat,
-    /// Patched kernel with XDP_EGRESS/XDP_GEN hooks.
+    /// A kernel with etran's series (patches/): egress and gen hooks on AF_XDP sockets.
     Native,
 }
 
 impl BackendChoice {
     /// The backend this kernel gets (the entrance's configuration value).
     pub fn resolve(self) -> anyhow::Result<etran_backend> {
-        let native = kernel::has_native_hooks();
-        Ok(match self {
-            BackendChoice::Native if !native => bail!(
-                "this kernel lacks the XDP_EGRESS/XDP_GEN hooks of the etran patch series; use --backend compat"
+        let missing = match self {
+            BackendChoice::Native => kernel::missing_native_hooks(),
+            BackendChoice::Auto | BackendChoice::Compat => Vec::new(),
+        };
+        self.choose(&missing).map_err(anyhow::Error::msg)
+    }
+
+    /// [`BackendChoice::resolve`] given what the kernel lacks of the native ABI
+    /// ([`kernel::NATIVE_ABI`]); the error is one line.
+    fn choose(self, missing: &[&str]) -> Result<etran_backend, String> {
+        match self {
+            // etran's side of native (apps' sockets on the NIC, egress and gen linked to them)
+            // is not built yet: a patched kernel runs compat, which it keeps working.
+            BackendChoice::Auto | BackendChoice::Compat => Ok(etran_backend::ETRAN_BACKEND_COMPAT),
+            BackendChoice::Native if !missing.is_empty() => Err(format!(
+                "--backend native: this kernel lacks {} (etran's kernel series, patches/); use --backend compat",
+                missing.join(", ")
+            )),
+            BackendChoice::Native => Err(
+                "--backend native: this kernel has etran's hooks, but etran's native datapath is not built yet; use --backend compat"
+                    .into(),
             ),
-            BackendChoice::Native => etran_backend::ETRAN_BACKEND_NATIVE,
-            BackendChoice::Auto if native => etran_backend::ETRAN_BACKEND_NATIVE,
-            BackendChoice::Auto | BackendChoice::Compat => etran_backend::ETRAN_BACKEND_COMPAT,
-        })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BackendChoice::{self, *};
+    use crate::bpf::entrance::types::etran_backend;
+
+    fn compat(choice: BackendChoice, missing: &[&str]) -> bool {
+        choice.choose(missing) == Ok(etran_backend::ETRAN_BACKEND_COMPAT)
+    }
+
+    #[test]
+    fn compat_and_auto_run_compat_on_any_kernel() {
+        for missing in [&[][..], &["BPF_XSK_GEN"]] {
+            assert!(compat(Compat, missing));
+            assert!(compat(Auto, missing));
+        }
+    }
+
+    #[test]
+    fn native_is_refused_in_one_line_naming_what_is_missing() {
+        let e = Native.choose(&["BPF_XSK_EGRESS", "rx_any_queue"]).unwrap_err();
+        assert!(e.contains("lacks BPF_XSK_EGRESS, rx_any_queue"), "{e}");
+        let e = Native.choose(&[]).unwrap_err();
+        assert!(e.contains("not built yet"), "{e}");
+        assert!(!e.contains('\n'));
     }
 }

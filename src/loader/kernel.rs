@@ -37,7 +37,8 @@ pub enum Feature {
     /// The kernel's own BTF (/sys/kernel/btf/vmlinux): how etran recognises a kernel with the
     /// eTran hooks; without it only the compat backend is considered.
     VmlinuxBtf,
-    /// The XDP_EGRESS/XDP_GEN hooks of the eTran kernel patches (native backend).
+    /// The AF_XDP hooks of etran's kernel series (native backend): egress, gen, any-queue
+    /// receive.
     NativeHooks,
 }
 
@@ -78,7 +79,7 @@ impl Feature {
             Feature::LiveFrames => "BPF_PROG_RUN with live XDP frames",
             Feature::AfXdp => "AF_XDP sockets",
             Feature::VmlinuxBtf => "kernel BTF (/sys/kernel/btf/vmlinux)",
-            Feature::NativeHooks => "eTran XDP_EGRESS/XDP_GEN hooks",
+            Feature::NativeHooks => "etran's AF_XDP hooks (BPF_XSK_EGRESS/BPF_XSK_GEN)",
         }
     }
 
@@ -181,16 +182,38 @@ pub fn kernel_release() -> anyhow::Result<String> {
     Ok(unsafe { CStr::from_ptr(uts.release.as_ptr()) }.to_string_lossy().into_owned())
 }
 
-/// True when the kernel carries the eTran hooks (our patch series adds `BPF_XDP_EGRESS` to
-/// `enum bpf_attach_type`; resolved by name from BTF so numbering never matters).
-pub fn has_native_hooks() -> bool {
+/// What the native backend needs of the kernel, by the names our patch series (`patches/`) gives
+/// it: enumerators it appends to the BPF UAPI's enums (their values come from BTF, never from a
+/// header, so that the numbering never matters) and the member patch 0003 adds to `struct
+/// xdp_sock` (its bind flag, `XDP_RX_ANY_QUEUE`, is a macro: BTF has no trace of it).
+pub const NATIVE_ABI: &[(&str, &str)] = &[
+    ("bpf_attach_type", "BPF_XSK_EGRESS"),
+    ("bpf_attach_type", "BPF_XSK_GEN"),
+    ("bpf_link_type", "BPF_LINK_TYPE_XSK"),
+    ("xdp_sock", "rx_any_queue"),
+];
+
+/// The names of [`NATIVE_ABI`] that `has` (type, member or enumerator) says are missing.
+pub fn missing_native_abi(has: impl Fn(&str, &str) -> bool) -> Vec<&'static str> {
+    NATIVE_ABI.iter().filter(|(ty, name)| !has(ty, name)).map(|&(_, name)| name).collect()
+}
+
+/// What the running kernel lacks of [`NATIVE_ABI`] (all of it without the kernel's BTF).
+pub fn missing_native_hooks() -> Vec<&'static str> {
+    use libbpf_rs::btf::types::{Enum, Struct};
     let Ok(btf) = Btf::from_vmlinux() else {
-        return false;
+        return NATIVE_ABI.iter().map(|&(_, name)| name).collect();
     };
-    let found = btf
-        .type_by_name::<libbpf_rs::btf::types::Enum<'_>>("bpf_attach_type")
-        .is_some_and(|attach| attach.iter().any(|m| m.name.is_some_and(|n| n == "BPF_XDP_EGRESS")));
-    found
+    missing_native_abi(|ty, name| {
+        let named = |n: Option<&std::ffi::OsStr>| n.is_some_and(|n| n == name);
+        btf.type_by_name::<Enum<'_>>(ty).is_some_and(|e| e.iter().any(|m| named(m.name)))
+            || btf.type_by_name::<Struct<'_>>(ty).is_some_and(|s| s.iter().any(|m| named(m.name)))
+    })
+}
+
+/// True when the kernel carries the hooks of our patch series ([`NATIVE_ABI`], all of it).
+pub fn has_native_hooks() -> bool {
+    missing_native_hooks().is_empty()
 }
 
 /// x86-64's `SMP_CACHE_BYTES` (`L1_CACHE_SHIFT` 6): what `SKB_DATA_ALIGN` rounds up to.
@@ -334,7 +357,22 @@ pub fn prog_info(id: u32) -> anyhow::Result<ProgInfo> {
 
 #[cfg(test)]
 mod tests {
+    use super::{missing_native_abi, NATIVE_ABI};
     use crate::bpf::tcp::types::etran_tcp_limit;
+
+    /// The series' names are looked up in their own types, and every missing one is named.
+    #[test]
+    fn the_native_abi_is_looked_up_by_name_in_its_type() {
+        assert!(missing_native_abi(|_, _| true).is_empty());
+        let all: Vec<&str> = NATIVE_ABI.iter().map(|&(_, n)| n).collect();
+        assert_eq!(missing_native_abi(|_, _| false), all);
+        // Patch 0001 and 0002 alone: no any-queue receive.
+        let without_0003 = missing_native_abi(|ty, _| ty != "xdp_sock");
+        assert_eq!(without_0003, ["rx_any_queue"]);
+        // The paper's names are not ours: a kernel with only those has nothing.
+        let papers = |_: &str, name: &str| name == "BPF_XDP_EGRESS" || name == "BPF_XDP_GEN";
+        assert_eq!(missing_native_abi(papers), all);
+    }
 
     /// The datapath's longest frame, fixed at build time, is what this kernel's veth carries.
     #[test]

@@ -122,6 +122,11 @@ fn bad_input_gets_one_line_errors() {
     assert!(err_line(&etran(&net.a, &["up", "lo"])).contains("not an Ethernet interface"));
     let out = sh(&format!("ip -n {} -d link show lo", net.a));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("prog/xdp"), "nothing attached");
+    // This kernel is stock: the native backend is refused, naming the series' first missing hook.
+    let err = err_line(&etran(&net.a, &["up", "--backend", "native", "va"]));
+    assert!(err.contains("lacks BPF_XSK_EGRESS") && err.contains("--backend compat"), "{err}");
+    let out = sh(&format!("ip -n {} -d link show va", net.a));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("prog/xdp"), "nothing attached");
     let out = Command::new("setpriv")
         .args([
             "--reuid=65534",

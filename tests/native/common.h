@@ -183,6 +183,36 @@ static inline void set_counter(int map, uint32_t key, uint64_t v)
 		fail("BPF_MAP_UPDATE_ELEM");
 }
 
+/* An XSKMAP of N sockets. */
+static inline int xskmap_new(uint32_t n)
+{
+	union bpf_attr a;
+	int fd;
+
+	memset(&a, 0, sizeof(a));
+	a.map_type = BPF_MAP_TYPE_XSKMAP;
+	a.key_size = 4;
+	a.value_size = 4;
+	a.max_entries = n;
+	fd = sys_bpf(BPF_MAP_CREATE, &a);
+	if (fd < 0)
+		fail("BPF_MAP_CREATE (XSKMAP)");
+	return fd;
+}
+
+/* Puts the socket XSK in MAP at KEY. */
+static inline void xskmap_put(int map, uint32_t key, int xsk)
+{
+	union bpf_attr a;
+
+	memset(&a, 0, sizeof(a));
+	a.map_fd = map;
+	a.key = (uintptr_t)&key;
+	a.value = (uintptr_t)&xsk;
+	if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a))
+		fail("put the socket in the XSKMAP");
+}
+
 static inline struct rtattr *rta_add(struct nlmsghdr *n, int type, const void *data, int len)
 {
 	struct rtattr *rta = (struct rtattr *)((char *)n + NLMSG_ALIGN(n->nlmsg_len));
@@ -200,8 +230,10 @@ static inline void rta_end(struct nlmsghdr *n, struct rtattr *nest)
 	nest->rta_len = (char *)n + n->nlmsg_len - (char *)nest;
 }
 
-/* Creates the veth pair NAME/PEER through rtnetlink and sets both up, without IPv6. */
-static inline void veth_pair(const char *name, const char *peer)
+/* Creates the veth pair NAME/PEER with QUEUES Rx and Tx queues each (veth's default is one)
+ * through rtnetlink and sets both up, without IPv6.
+ */
+static inline void veth_pair_queues(const char *name, const char *peer, uint32_t queues)
 {
 	struct {
 		struct nlmsghdr n;
@@ -220,11 +252,15 @@ static inline void veth_pair(const char *name, const char *peer)
 	int fd = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE), s;
 
 	rta_add(&req.n, IFLA_IFNAME, name, strlen(name) + 1);
+	rta_add(&req.n, IFLA_NUM_TX_QUEUES, &queues, 4);
+	rta_add(&req.n, IFLA_NUM_RX_QUEUES, &queues, 4);
 	info = rta_add(&req.n, IFLA_LINKINFO, NULL, 0);
 	rta_add(&req.n, IFLA_INFO_KIND, "veth", 4);
 	data = rta_add(&req.n, IFLA_INFO_DATA, NULL, 0);
 	p = rta_add(&req.n, VETH_INFO_PEER, &peer_info, sizeof(peer_info));
 	rta_add(&req.n, IFLA_IFNAME, peer, strlen(peer) + 1);
+	rta_add(&req.n, IFLA_NUM_TX_QUEUES, &queues, 4);
+	rta_add(&req.n, IFLA_NUM_RX_QUEUES, &queues, 4);
 	rta_end(&req.n, p);
 	rta_end(&req.n, data);
 	rta_end(&req.n, info);
@@ -257,6 +293,12 @@ static inline void veth_pair(const char *name, const char *peer)
 	close(s);
 }
 
+/* veth_pair_queues with one queue each. */
+static inline void veth_pair(const char *name, const char *peer)
+{
+	veth_pair_queues(name, peer, 1);
+}
+
 struct ring {
 	uint32_t *producer, *consumer;
 	void *descs;
@@ -283,13 +325,14 @@ static inline struct ring xsk_ring(struct xsk *x, const struct xdp_ring_offset *
 }
 
 /* Opens an AF_XDP socket with a UMEM of NDESC frames, its fill and completion rings and, when
- * asked, Rx and Tx rings; binds it to IFINDEX's queue 0 with BIND_FLAGS unless IFINDEX is 0.
+ * asked, Rx and Tx rings; binds it to IFINDEX's QUEUE with BIND_FLAGS unless IFINDEX is 0.
  */
-static inline struct xsk xsk_open(int ifindex, uint16_t bind_flags, int rx, int tx)
+static inline struct xsk xsk_open_queue(int ifindex, uint32_t queue, uint16_t bind_flags, int rx,
+					int tx)
 {
 	struct xdp_umem_reg reg = { .len = NDESC * FRAME, .chunk_size = FRAME };
 	struct sockaddr_xdp sxdp = { .sxdp_family = AF_XDP, .sxdp_ifindex = ifindex,
-				     .sxdp_flags = bind_flags };
+				     .sxdp_queue_id = queue, .sxdp_flags = bind_flags };
 	struct xdp_mmap_offsets off;
 	socklen_t len = sizeof(off);
 	struct xsk x = { 0 };
@@ -317,6 +360,12 @@ static inline struct xsk xsk_open(int ifindex, uint16_t bind_flags, int rx, int 
 	if (ifindex && bind(x.fd, (struct sockaddr *)&sxdp, sizeof(sxdp)))
 		fail("bind the AF_XDP socket");
 	return x;
+}
+
+/* xsk_open_queue on queue 0. */
+static inline struct xsk xsk_open(int ifindex, uint16_t bind_flags, int rx, int tx)
+{
+	return xsk_open_queue(ifindex, 0, bind_flags, rx, tx);
 }
 
 #endif

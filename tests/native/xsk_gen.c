@@ -174,10 +174,9 @@ int main(void)
 		INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
 	};
 	struct sockaddr_ll bind_to = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL) };
-	uint32_t egress_type, key = 0;
+	uint32_t egress_type;
 	int xskmap, p_pass, p_redirect, p_gen, p_egress, link, egress_link, lo_index;
 	struct xsk unbound, on_lo;
-	union bpf_attr a;
 
 	gen_type = btf_enum_value("BPF_XSK_GEN");
 	egress_type = btf_enum_value("BPF_XSK_EGRESS");
@@ -194,20 +193,8 @@ int main(void)
 	for (uint32_t i = 0; i < NDESC; i++)
 		((uint64_t *)x.fill.descs)[i] = (uint64_t)i * FRAME;
 	__atomic_store_n(x.fill.producer, NDESC, __ATOMIC_RELEASE);
-	memset(&a, 0, sizeof(a));
-	a.map_type = BPF_MAP_TYPE_XSKMAP;
-	a.key_size = 4;
-	a.value_size = 4;
-	a.max_entries = 1;
-	xskmap = sys_bpf(BPF_MAP_CREATE, &a);
-	if (xskmap < 0)
-		fail("BPF_MAP_CREATE (XSKMAP)");
-	memset(&a, 0, sizeof(a));
-	a.map_fd = xskmap;
-	a.key = (uintptr_t)&key;
-	a.value = (uintptr_t)&x.fd;
-	if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a))
-		fail("put the socket in the XSKMAP");
+	xskmap = xskmap_new(1);
+	xskmap_put(xskmap, 0, x.fd);
 
 	/* Native XDP on both ends: xgen0 redirects to the socket; xgen1 needs a program to
 	 * receive what xgen0's XDP transmit path sends it.
