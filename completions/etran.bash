@@ -335,7 +335,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__bench__subcmd__rpc)
-            opts="-j -p -v -h -V --workload --max-size --response-size --one-way --conns --clients --depth --gbps --threads --duration --transport --wait --rpc-timeout --loss --dump-times --homa-max-incoming --homa-overcommit --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --workload --max-size --response-size --one-way --conns --clients --depth --gbps --threads --duration --transport --wait --rpc-timeout --loss --rate --prio --dump-times --homa-max-incoming --homa-overcommit --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -390,6 +390,10 @@ _etran() {
                     return 0
                     ;;
                 --loss)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rate)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -819,7 +823,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__testbed__subcmd__up)
-            opts="-j -p -v -h -V --name --hosts --rate --ecn-threshold --loss --duplicate --corrupt --direct --queues --mtu --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --name --hosts --rate --ecn-threshold --prio --loss --duplicate --corrupt --direct --queues --mtu --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

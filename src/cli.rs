@@ -322,6 +322,13 @@ pub struct RpcArgs {
     /// Fraction of frames the testbed's switch drops, 0..1 (see `etran testbed up --loss`).
     #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
     pub loss: f64,
+    /// Bottleneck rate of the switch's ports towards the hosts, e.g. 500mbit (see `etran
+    /// testbed up --rate`): the queues form in the switch, not in the hosts.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<u64>,
+    /// Priority queues at the bottleneck (needs --rate; see `etran testbed up --prio`).
+    #[arg(long, requires = "rate")]
+    pub prio: bool,
     /// Write every measured RPC's request length and RTT to FILE.<transport> (cp_node's
     /// --dump-times format: a line per RPC, length in bytes and RTT in microseconds).
     #[arg(long, value_name = "FILE")]
@@ -410,6 +417,11 @@ pub struct TestbedUpArgs {
     /// is what arrived beyond the rate and beyond the burst HTB lets through at once.
     #[arg(long, value_name = "BYTES", requires = "rate")]
     pub ecn_threshold: Option<u32>,
+    /// Priority queues at the bottleneck (needs --rate): 8 HTB classes served in strict
+    /// priority order, each IPv4 frame in the one of its TOS's top 3 bits (Homa's priority),
+    /// the highest first.
+    #[arg(long, requires = "rate")]
+    pub prio: bool,
     /// Fraction of frames the switch drops, 0..1.
     #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
     pub loss: f64,

@@ -344,13 +344,30 @@ impl Netlink {
     /// Shapes egress of `index` to `rate_bps` bits/s with HTB: root qdisc 1: (default class
     /// 1:1) and one class 1:1 with rate = ceil; its leaf is HTB's default pfifo (txqueuelen
     /// packets).
-    pub fn add_htb(&mut self, index: u32, rate_bps: u64) -> anyhow::Result<()> {
-        let qdisc = htb_qdisc_payload(index);
+    pub fn add_htb(&mut self, index: u32, rate_bps: u64, prio: bool) -> anyhow::Result<()> {
+        let default = if prio { prio_class(PRIO_BANDS - 1) } else { HTB_CLASS };
+        let qdisc = htb_qdisc_payload(index, default);
         self.request_raw(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL, &qdisc)
             .with_context(|| format!("adding an HTB qdisc on interface {index}"))?;
-        let class = htb_class_payload(index, rate_bps);
+        let class = htb_class_payload(index, HTB_CLASS, rate_bps, None);
         self.request_raw(RTM_NEWTCLASS, NLM_F_CREATE | NLM_F_EXCL, &class)
             .with_context(|| format!("adding an HTB class on interface {index}"))?;
+        Ok(())
+    }
+
+    /// Splits [`Netlink::add_htb`]'s class into [`PRIO_BANDS`] leaf classes, `1:10` (band 0)
+    /// to `1:17`, each guaranteed next to nothing and allowed the whole rate, at HTB priority
+    /// `band`: HTB lends the rate to the lowest priority value first, so band 0 goes first,
+    /// strictly (this kernel has no `prio` qdisc). A frame's class is its `skb->priority`
+    /// ([`prio_class`]); what names none goes to the last band (the qdisc's default, see
+    /// [`Netlink::add_htb`]). Each leaf queues txqueuelen packets.
+    pub fn add_htb_prio(&mut self, index: u32, rate_bps: u64) -> anyhow::Result<()> {
+        for band in 0..PRIO_BANDS {
+            let class = htb_class_payload(index, prio_class(band), rate_bps, Some(band));
+            self.request_raw(RTM_NEWTCLASS, NLM_F_CREATE | NLM_F_EXCL, &class).with_context(
+                || format!("adding HTB priority class {band} on interface {index}"),
+            )?;
+        }
         Ok(())
     }
 }
@@ -417,22 +434,33 @@ const TCA_HTB_RATE64: u16 = 6;
 const TCA_HTB_CEIL64: u16 = 7;
 const TC_H_ROOT: u32 = 0xFFFF_FFFF;
 const TC_LINKLAYER_ETHERNET: u8 = 1;
+/// The rate a priority leaf is guaranteed (HTB's least, 8 kbit/s): everything else it borrows.
+const PRIO_LEAF_RATE: u64 = 8_000;
 /// HTB handle 1: and class 1:1.
 const HTB_HANDLE: u32 = 0x0001_0000;
 const HTB_CLASS: u32 = 0x0001_0001;
 
-fn htb_qdisc_payload(index: u32) -> Vec<u8> {
+fn htb_qdisc_payload(index: u32, default: u32) -> Vec<u8> {
     let mut b = tcmsg(index, HTB_HANDLE, TC_H_ROOT);
     put_attr(&mut b, TCA_KIND, b"htb\0");
     // struct tc_htb_glob { version, rate2quantum, defcls, debug, direct_pkts }
     let mut glob = Vec::new();
-    for v in [3u32, 10, 1, 0, 0] {
+    for v in [3u32, 10, default & 0xffff, 0, 0] {
         glob.extend_from_slice(&v.to_ne_bytes());
     }
     let mut opts = Vec::new();
     put_attr(&mut opts, TCA_HTB_INIT, &glob);
     put_attr(&mut b, TCA_OPTIONS | NLA_F_NESTED, &opts);
     b
+}
+
+/// Bands of the priority classes [`Netlink::add_htb_prio`] builds: one per Homa priority level.
+pub const PRIO_BANDS: u8 = 8;
+
+/// The HTB class of priority band `band` (0 first): `1:10` + band, what `skb->priority` must
+/// say for HTB to put a frame there (the switch's egress program sets it).
+pub fn prio_class(band: u8) -> u32 {
+    HTB_HANDLE | (0x10 + u32::from(band))
 }
 
 /// HTB class parameters derived from a rate, in the units the kernel wants.
@@ -473,15 +501,23 @@ fn ratespec(rate: u32) -> [u8; 12] {
     r
 }
 
-fn htb_class_payload(index: u32, rate_bps: u64) -> Vec<u8> {
+/// The class `classid`: the root class (rate = ceil = `rate_bps`, under the qdisc), or with a
+/// `band` a priority leaf under it (the least rate HTB takes, ceil `rate_bps`, HTB priority
+/// `band`).
+fn htb_class_payload(index: u32, classid: u32, rate_bps: u64, band: Option<u8>) -> Vec<u8> {
     let p = htb_params(rate_bps);
-    let mut b = tcmsg(index, HTB_CLASS, HTB_HANDLE);
+    let (parent, own) = match band {
+        Some(_) => (HTB_CLASS, htb_params(PRIO_LEAF_RATE)),
+        None => (HTB_HANDLE, p),
+    };
+    let mut b = tcmsg(index, classid, parent);
     put_attr(&mut b, TCA_KIND, b"htb\0");
     // struct tc_htb_opt { rate, ceil, buffer, cbuffer, quantum, level, prio }
     let mut opt = Vec::new();
+    opt.extend_from_slice(&ratespec(own.rate32));
     opt.extend_from_slice(&ratespec(p.rate32));
-    opt.extend_from_slice(&ratespec(p.rate32));
-    for v in [p.buffer_ticks, p.buffer_ticks, p.quantum, 0, 0] {
+    let prio = u32::from(band.unwrap_or(0));
+    for v in [own.buffer_ticks, p.buffer_ticks, p.quantum, 0, prio] {
         opt.extend_from_slice(&v.to_ne_bytes());
     }
     let mut opts = Vec::new();
@@ -527,8 +563,25 @@ mod tests {
     }
 
     #[test]
+    fn prio_classes_are_htb_leaves_by_band() {
+        assert_eq!(prio_class(0), 0x0001_0010);
+        assert_eq!(prio_class(7), 0x0001_0017);
+        let b = htb_class_payload(7, prio_class(3), 8_000_000, Some(3));
+        assert_eq!(&b[8..12], &prio_class(3).to_ne_bytes());
+        assert_eq!(&b[12..16], &HTB_CLASS.to_ne_bytes(), "under the root class");
+        // tcmsg, TCA_KIND, then TCA_OPTIONS { TCA_HTB_PARMS { rate, ceil, .., prio } }.
+        let opt = &b[20 + 8 + 4 + 4..];
+        assert_eq!(&opt[8..12], &1000u32.to_ne_bytes(), "8 kbit/s guaranteed");
+        assert_eq!(&opt[20..24], &1_000_000u32.to_ne_bytes(), "the port's rate to borrow");
+        assert_eq!(&opt[40..44], &3u32.to_ne_bytes(), "HTB priority: the band");
+        // The qdisc's default: the root class, or with priorities the last band.
+        let q = htb_qdisc_payload(7, prio_class(7));
+        assert_eq!(&q[q.len() - 12..q.len() - 8], &0x17u32.to_ne_bytes());
+    }
+
+    #[test]
     fn htb_class_message_layout() {
-        let b = htb_class_payload(7, 8_000_000);
+        let b = htb_class_payload(7, HTB_CLASS, 8_000_000, None);
         assert_eq!(&b[4..8], &7i32.to_ne_bytes());
         assert_eq!(&b[8..12], &HTB_CLASS.to_ne_bytes());
         assert_eq!(&b[12..16], &HTB_HANDLE.to_ne_bytes());

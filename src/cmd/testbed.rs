@@ -45,6 +45,7 @@ fn up(args: TestbedUpArgs, out: &Output) -> anyhow::Result<()> {
     let spec = Spec {
         rate_bps: args.rate,
         ecn_threshold: args.ecn_threshold,
+        prio: args.prio,
         loss: args.loss,
         duplicate: args.duplicate,
         corrupt: args.corrupt,
@@ -85,9 +86,10 @@ fn print_status(st: &Status, out: &Output) -> anyhow::Result<()> {
     );
     if st.switch_netns.is_some() {
         crate::outln!(
-            "rate {}  ecn-threshold {}  loss {}  duplicate {}  corrupt {}",
+            "rate {}  ecn-threshold {}  prio {}  loss {}  duplicate {}  corrupt {}",
             st.rate_bps.map_or_else(|| "-".to_string(), |r| format!("{}bit", fmt_rate(r))),
             fmt_opt(st.ecn_threshold),
+            if st.prio { "8 classes" } else { "-" },
             st.loss,
             st.duplicate,
             st.corrupt

@@ -36,7 +36,10 @@
 //! the bridge. With --rate (kernel forwarding) the XDP program still impairs but never redirects,
 //! so impaired traffic also crosses the bridge and the HTB queue. ECN marking is a tc egress
 //! program on each port keeping a virtual queue drained at the HTB rate; it marks while that
-//! queue, less the burst HTB passes at once, exceeds the threshold.
+//! queue, less the burst HTB passes at once, exceeds the threshold. With --prio the HTB class
+//! has 8 leaf classes served in strict priority order (this kernel has no prio qdisc), and the
+//! same egress program puts each IPv4 frame in the class of its TOS's top 3 bits (Homa's
+//! priorities; the bridge sets no priority itself).
 //!
 //! IPv6 is disabled in every testbed namespace (no router solicitation, DAD or MLD chatter in
 //! measurements and counters).
@@ -90,6 +93,9 @@ pub struct Spec {
     /// Mark CE on ECT packets when a port's estimated backlog exceeds this many bytes (needs
     /// `rate_bps`).
     pub ecn_threshold: Option<u32>,
+    /// Priority queues at the bottleneck (needs `rate_bps`): 8 strict priority classes below HTB, picked by the
+    /// IPv4 TOS's top 3 bits (Homa's `priority << 5`), highest first.
+    pub prio: bool,
     /// Fractions of frames (0..=1) the switch drops, duplicates, corrupts.
     pub loss: f64,
     pub duplicate: f64,
@@ -110,6 +116,7 @@ impl Spec {
             hosts,
             rate_bps: None,
             ecn_threshold: None,
+            prio: false,
             loss: 0.0,
             duplicate: 0.0,
             corrupt: 0.0,
@@ -150,6 +157,9 @@ impl Spec {
         if self.ecn_threshold.is_some() && self.rate_bps.is_none() {
             bail!("--ecn-threshold needs --rate (ECN marks against the bottleneck rate)");
         }
+        if self.prio && self.rate_bps.is_none() {
+            bail!("--prio needs --rate (the priority queue is the bottleneck's)");
+        }
         if self.rate_bps == Some(0) {
             bail!("--rate must be above zero");
         }
@@ -179,6 +189,9 @@ impl Spec {
         }
         if let Some(e) = self.ecn_threshold {
             s += &format!(" ecn={e}");
+        }
+        if self.prio {
+            s += " prio=1";
         }
         for (k, v) in [("loss", self.loss), ("dup", self.duplicate), ("corrupt", self.corrupt)] {
             if v != 0.0 {
@@ -247,6 +260,7 @@ fn parse_mark(alias: &str) -> Option<Mark> {
             "hosts" => spec.hosts = v.parse().ok()?,
             "rate" => spec.rate_bps = Some(v.parse().ok()?),
             "ecn" => spec.ecn_threshold = Some(v.parse().ok()?),
+            "prio" => spec.prio = v == "1",
             "loss" => spec.loss = v.parse().ok()?,
             "dup" => spec.duplicate = v.parse().ok()?,
             "corrupt" => spec.corrupt = v.parse().ok()?,
@@ -747,6 +761,8 @@ pub struct Status {
     pub mode: String,
     pub rate_bps: Option<u64>,
     pub ecn_threshold: Option<u32>,
+    /// Priority queues at the bottleneck.
+    pub prio: bool,
     pub loss: f64,
     pub duplicate: f64,
     pub corrupt: f64,
@@ -808,6 +824,7 @@ pub fn status(name: &str) -> anyhow::Result<Option<Status>> {
         mode: if complete { spec.mode().to_string() } else { "broken".to_string() },
         rate_bps: spec.rate_bps,
         ecn_threshold: spec.ecn_threshold,
+        prio: spec.prio,
         loss: spec.loss,
         duplicate: spec.duplicate,
         corrupt: spec.corrupt,
@@ -865,6 +882,9 @@ mod tests {
         s.rate_bps = Some(1_000_000);
         s.validate().unwrap();
         assert_eq!(s.mode(), "kernel");
+        let e = Spec { prio: true, ..Spec::new("t", 2) }.validate().unwrap_err().to_string();
+        assert!(e.contains("--prio needs --rate"), "{e}");
+        Spec { prio: true, ..s.clone() }.validate().unwrap();
         s.loss = 1.5;
         assert!(s.validate().is_err());
         let mut d = Spec { direct: true, ..Spec::new("t", 2) };
@@ -905,6 +925,7 @@ mod tests {
         let mut s = Spec::new(&"n".repeat(32), 32);
         s.rate_bps = Some(999_999_999_999);
         s.ecn_threshold = Some(u32::MAX);
+        s.prio = true;
         s.loss = 0.123456789012345;
         s.duplicate = 1.0;
         s.corrupt = 0.000001;

@@ -40,6 +40,8 @@ pub struct SwitchConfig {
     /// Bytes HTB passes at once without queueing (its bucket): the ECN marker's virtual queue
     /// holds them besides the real queue (see switch.bpf.c).
     pub burst: u32,
+    /// The bottleneck's queue has priority bands, which the egress program picks by the TOS.
+    pub prio: bool,
 }
 
 /// A probability as a threshold on a 32-bit random number: p * 2^32, 2^32 meaning always.
@@ -68,6 +70,7 @@ impl SwitchConfig {
                 .max(threshold.saturating_mul(2))
                 .saturating_add(burst),
             burst,
+            prio: spec.prio,
         }
     }
 
@@ -80,9 +83,14 @@ impl SwitchConfig {
         self.redirect || self.impaired()
     }
 
-    /// Whether any switch BPF program runs (XDP, or only the ECN marker).
+    /// The egress program goes on the ports when it marks ECN or picks priority bands.
+    pub fn needs_egress(&self) -> bool {
+        self.ecn_threshold != 0 || self.prio
+    }
+
+    /// Whether any switch BPF program runs (XDP, or only the egress program).
     pub fn loads_programs(&self) -> bool {
-        self.needs_xdp() || self.ecn_threshold != 0
+        self.needs_xdp() || self.needs_egress()
     }
 }
 
@@ -94,17 +102,20 @@ fn mac_key(mac: [u8; 6]) -> [u8; 8] {
 }
 
 /// Loads the switch programs and attaches them to `ports`, and adds HTB when the spec has a
-/// rate. Must run inside the switch namespace. Attachments outlive this process (XDP through
+/// rate (with priority bands below it when the spec says `prio`). Must run inside the switch namespace. Attachments outlive this process (XDP through
 /// netlink, tc through cls_bpf), and so do the maps they use.
 pub(crate) fn install(spec: &Spec, ports: &[Port]) -> anyhow::Result<()> {
     let cfg = SwitchConfig::of(spec);
     let mut nl = Netlink::open()?;
     if let Some(rate) = spec.rate_bps {
         for p in ports {
-            nl.add_htb(p.ifindex, rate)?;
+            nl.add_htb(p.ifindex, rate, spec.prio)?;
+            if spec.prio {
+                nl.add_htb_prio(p.ifindex, rate)?;
+            }
         }
     }
-    if !cfg.loads_programs() && spec.ecn_threshold.is_none() {
+    if !cfg.loads_programs() {
         return Ok(());
     }
 
@@ -151,8 +162,8 @@ pub(crate) fn install(spec: &Spec, ports: &[Port]) -> anyhow::Result<()> {
             hook.attach()
                 .with_context(|| format!("attaching the duplicator to port {}", p.host))?;
         }
-        if spec.ecn_threshold.is_some() {
-            let mut hook = TcHookBuilder::new(skel.progs.sw_ecn.as_fd())
+        if cfg.needs_egress() {
+            let mut hook = TcHookBuilder::new(skel.progs.sw_egress.as_fd())
                 .ifindex(ifindex)
                 .replace(true)
                 .handle(1)
@@ -160,7 +171,7 @@ pub(crate) fn install(spec: &Spec, ports: &[Port]) -> anyhow::Result<()> {
                 .hook(TC_EGRESS);
             hook.create().context("adding clsact to a switch port")?;
             hook.attach()
-                .with_context(|| format!("attaching the ECN marker to port {}", p.host))?;
+                .with_context(|| format!("attaching the egress program to port {}", p.host))?;
         }
     }
     Ok(())
@@ -184,6 +195,7 @@ pub fn load<'a>(
     c.ecn_threshold = cfg.ecn_threshold;
     c.queue_cap = cfg.queue_cap;
     c.burst = cfg.burst;
+    c.prio = cfg.prio as u32;
     crate::bpf::verifier::load(open, "the switch programs")
 }
 
@@ -199,7 +211,7 @@ pub struct Counters {
     pub ce_marked: u64,
 }
 
-/// The id of the switch's tc program on port `ifindex` (egress ECN marker, else ingress
+/// The id of the switch's tc program on port `ifindex` (egress program, else ingress
 /// duplicator), if one is attached. Must run inside the switch namespace.
 pub(crate) fn tc_prog_id(ifindex: u32) -> Option<u32> {
     // bpf_tc_query ignores the program descriptor; TcHook just wants one to hold.

@@ -462,6 +462,56 @@ fn rate_limit_uses_htb_and_ecn_marks_above_threshold() {
     assert_eq!(tb.counters().unwrap().ce_marked, ce);
 }
 
+/// Where datagrams sent at TOS 0xe0 (Homa's priority 7) behind a backlog of TOS-0 ones arrive,
+/// among everything received from host 1 to host 2 (indexes from 0).
+fn high_priority_places(tb: &Testbed, backlog: usize) -> Vec<usize> {
+    let (src, dst) = (tb.host(1).ip, tb.host(2).ip);
+    let rx = tb.netns(2).unwrap().run(|| UdpSocket::bind((dst, 0))).unwrap().unwrap();
+    set_int_opt(rx.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 64 << 20);
+    let socket = |tos| {
+        let s = tb.netns(1).unwrap().run(|| UdpSocket::bind((src, 0))).unwrap().unwrap();
+        set_int_opt(s.as_raw_fd(), libc::IPPROTO_IP, libc::IP_TOS, tos);
+        s
+    };
+    let (low, high) = (socket(0), socket(0xe0));
+    let to = rx.local_addr().unwrap();
+    for _ in 0..backlog {
+        low.send_to(&[0u8; 1000], to).unwrap();
+    }
+    for _ in 0..5 {
+        high.send_to(&[7u8; 1000], to).unwrap();
+    }
+    rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 2048];
+    (0..backlog + 5).filter(|_| rx.recv(&mut buf).unwrap() > 0 && buf[0] == 7).collect()
+}
+
+/// `--prio`: 8 strict priority classes below HTB's, picked by the TOS's top 3 bits.
+/// Datagrams at TOS 0xe0 sent behind 100 TOS-0 ones at 10 Mbit/s (80 ms of backlog) overtake
+/// the backlog; with one FIFO (no `--prio`) they come last.
+#[test]
+fn prio_queues_let_the_high_priority_overtake() {
+    let Some(_root) = common::root::shared() else { return };
+    for prio in [false, true] {
+        let mut spec = Spec::new(&name(if prio { "prio" } else { "fifo" }), 2);
+        spec.rate_bps = Some(10_000_000);
+        spec.prio = prio;
+        let (tb, _guard) = up(&spec);
+        let sw = tb.switch_netns().unwrap();
+        let mut nl = Netlink::open_in(&sw).unwrap();
+        let p2 = nl.index("p2").unwrap();
+        assert!(nl.qdiscs(p2).unwrap().iter().any(|k| k == "htb"));
+        assert_eq!(testbed::status(&spec.name).unwrap().unwrap().prio, prio);
+        let places = high_priority_places(&tb, 100);
+        println!("prio {prio}: the high-priority datagrams arrived {places:?}");
+        if prio {
+            assert!(places.iter().all(|&i| i < 20), "{places:?}");
+        } else {
+            assert_eq!(places, [100, 101, 102, 103, 104]);
+        }
+    }
+}
+
 /// HTB passes a burst of its bucket's size (1 ms at the rate, plus a frame) without queueing:
 /// the marker's virtual queue holds it, but only what lies beyond it is a queue to mark for. At
 /// 20 Mbit/s the bucket is 4100 bytes: three back-to-back datagrams of 1042 bytes on the wire

@@ -122,6 +122,8 @@ enum etran_event {
 	ETRAN_EVENT_HOMA_SCHED_RANK,     /* the grant scheduler ranked the messages it holds (a
 					  * message's DATA in the last step of its grant, a grant
 					  * step after the last ranking, or complete; a GRANT intent) */
+	ETRAN_EVENT_HOMA_TX_CUTOFFS,     /* egress: a Homa CUTOFFS left for the NIC (a peer's DATA
+					  * echoed stale cutoffs) */
 	ETRAN_EVENT_MAX,
 };
 

@@ -62,7 +62,8 @@ struct homa_port {
  * ingress learns it from a request's frame. */
 struct homa_peer {
 	__u8 mac[6]; /* Ethernet destination: the peer or the next hop */
-	__u8 pad[2];
+	__u16 cutoff_version; /* of the last CUTOFFS the peer sent (ingress): our DATA to it echo
+			       * it (egress); 0 until one came */
 };
 
 /* Key of etran_homa_rpcs: one RPC as this host sees it. Ports are part of it (several apps share
@@ -116,6 +117,16 @@ struct homa_sched_config {
 	__u32 max_sched_priority; /* the highest priority of a grant by rank: 3 */
 };
 
+/* The unscheduled priority cutoffs this host announces to its peers (CUTOFFS), read-only data
+ * of the Homa object: HomaModule's defaults (homa_utils.c), which transport/homa/prio.rs's
+ * Cutoffs::RECEIVER models. A peer sends the unscheduled bytes of a message to us at the
+ * highest level i with unsched_cutoffs[i] >= its length; a DATA echoing another version makes
+ * ingress flag that a CUTOFFS is due (ETRAN_HOMA_RX_CUTOFFS_DUE). */
+struct homa_cutoffs_config {
+	__u32 unsched_cutoffs[8];
+	__u32 version; /* 1..65535 */
+};
+
 /* One message the grant scheduler holds (length 0: a free entry). */
 struct homa_sched_msg {
 	struct homa_rpc_key key; /* its RPC */
@@ -162,6 +173,10 @@ enum etran_homa_rx_flag {
 	 * (no DATA of it will come to say so): the app sends the GRANT intent for each such
 	 * message, and egress asks the scheduler again. */
 	ETRAN_HOMA_RX_GRANT_WAKE = 1 << 1,
+	/* The DATA echoed a cutoff_version other than this host's (struct homa_cutoffs_config):
+	 * its sender uses stale cutoffs, and the app has egress send a CUTOFFS (at most once a
+	 * tick per peer). */
+	ETRAN_HOMA_RX_CUTOFFS_DUE = 1 << 2,
 };
 
 /* What a TX frame asks egress to send (etran_homa_tx_hdr.intent). Zero is no intent, so a
@@ -182,6 +197,9 @@ enum etran_homa_tx_intent {
 	ETRAN_HOMA_TX_BUSY = 5,   /* a BUSY: the app is alive but sends nothing of the RPC now */
 	ETRAN_HOMA_TX_NEED_ACK = 6, /* a server's NEED_ACK: its response is out, the client's ACK
 				     * would let both sides forget the RPC */
+	ETRAN_HOMA_TX_CUTOFFS = 7, /* a CUTOFFS to the RPC's peer: this host's cutoffs, written by
+				    * egress from struct homa_cutoffs_config (the app chooses
+				    * nothing in it) */
 };
 
 /* In front of the payload of every frame an app transmits (compat backend: on its port). Egress
@@ -218,6 +236,7 @@ struct etran_homa_layouts {
 	struct homa_port port;
 	struct homa_peer peer;
 	struct homa_sched_config sched_config;
+	struct homa_cutoffs_config cutoffs_config;
 	enum etran_app_port_limit app_port_limit;
 };
 

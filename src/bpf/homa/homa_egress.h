@@ -16,7 +16,8 @@
  * priority the scheduler chose for the DATA; the app chooses nothing in it. A RESEND intent asks the peer again for bytes of the
  * incoming message, cut at what ingress granted (nothing granted there: homa_tx_beyond_grant);
  * a BUSY says the app is alive, a server's NEED_ACK asks the client for the ACK of a response
- * all sent. Each only for an RPC the app owns. */
+ * all sent, a CUTOFFS tells the peer this host's cutoffs (homa_cutoffs_config; DATA echo the
+ * version the peer announced, from etran_homa_peers). Each only for an RPC the app owns. */
 #ifndef ETRAN_HOMA_EGRESS_H
 #define ETRAN_HOMA_EGRESS_H
 
@@ -56,6 +57,7 @@ static __always_inline int homa_tx_hdr_valid(const struct etran_homa_tx_hdr *h, 
 		return h->len == 0 && !(h->key.id & 1);
 	case ETRAN_HOMA_TX_GRANT:
 	case ETRAN_HOMA_TX_BUSY:
+	case ETRAN_HOMA_TX_CUTOFFS:
 		return h->len == 0;
 	case ETRAN_HOMA_TX_NEED_ACK:
 		return h->len == 0 && (h->key.id & 1);
@@ -192,6 +194,7 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 	       h.intent == ETRAN_HOMA_TX_ACK	? sizeof(struct homa_ack_hdr) :
 	       h.intent == ETRAN_HOMA_TX_GRANT	? sizeof(struct homa_grant_hdr) :
 	       h.intent == ETRAN_HOMA_TX_RESEND ? sizeof(struct homa_resend_hdr) :
+	       h.intent == ETRAN_HOMA_TX_CUTOFFS ? sizeof(struct homa_cutoffs_hdr) :
 						  sizeof(struct homa_common_hdr);
 	/* Both can fail; they go first so that a failure leaves the RPC untouched. A redirect
 	 * takes effect only if the program returns XDP_REDIRECT. */
@@ -256,6 +259,20 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 
 	if (h.intent == ETRAN_HOMA_TX_RESEND)
 		return homa_tx_resend(ctx, rpc, &h);
+	if (h.intent == ETRAN_HOMA_TX_CUTOFFS) {
+		struct homa_cutoffs_hdr c = {};
+
+		homa_tx_common(&c.common, &h.key, HOMA_CUTOFFS, HOMA_DOFF_CONTROL);
+#pragma unroll
+		for (int i = 0; i < HOMA_MAX_PRIORITIES; i++)
+			c.unsched_cutoffs[i] = bpf_htonl(etran_homa_cutoffs.unsched_cutoffs[i]);
+		c.cutoff_version = bpf_htons(etran_homa_cutoffs.version);
+		if (!homa_tx_put(data, data_end, rpc, &h.key, &c, sizeof(c), sizeof(c),
+				 HOMA_MAX_PRIORITIES - 1))
+			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
+		count_event(ETRAN_EVENT_HOMA_TX_CUTOFFS, bytes);
+		return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
+	}
 	if (h.intent == ETRAN_HOMA_TX_BUSY || h.intent == ETRAN_HOMA_TX_NEED_ACK) {
 		const int busy = h.intent == ETRAN_HOMA_TX_BUSY;
 		struct homa_common_hdr b = {};
@@ -291,9 +308,13 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 	{
 		struct homa_data_hdr d = {};
 		struct homa_rpc_key acked = h.key;
+		struct homa_peer *peer = bpf_map_lookup_elem(&etran_homa_peers, &h.key.peer_ip);
 		struct homa_rpc *a = NULL;
 
 		d.retransmit = retransmit;
+		/* The version of the cutoffs the peer announced: a stale one brings a CUTOFFS. */
+		if (peer)
+			d.cutoff_version = bpf_htons(peer->cutoff_version);
 		/* The ack it carries names our client RPC with the same peer (address and port: the
 		 * app that must forget the server's side), if it is still here and ours. */
 		if (h.ack_id) {

@@ -9,7 +9,9 @@
  *   (else homa_unknown_rpc). CUTOFFS, FREEZE and ACK name no RPC of ours;
  * - state: DATA counts toward the RPC's incoming message and asks the grant scheduler about it
  *   (homa_rx_grant, homa_sched.h; the metadata tells the app the grant, when a GRANT is owed,
- *   which it has egress send, and when another of its messages may now be granted); a GRANT
+ *   which it has egress send, and when another of its messages may now be granted), and a DATA
+ *   echoing cutoffs other than this host's flags a CUTOFFS due; a CUTOFFS sets the
+ *   cutoff_version our DATA to its sender echo (etran_homa_peers); a GRANT
  *   raises what egress lets our message send (out_granted); an ACK (the packet, or the one a
  *   DATA carries) frees the server RPCs it names; a RESEND past what our message was granted
  *   stands for a lost GRANT and raises it; an RPC_UNKNOWN ends a server RPC;
@@ -278,6 +280,8 @@ static __always_inline int homa_ingress(struct xdp_md *ctx)
 		}
 		m.flags = homa_rx_grant(rpc, &key, slot, m.message_length,
 					m.offset + m.payload_len, &m.grant_packets);
+		if (bpf_ntohs(d->cutoff_version) != etran_homa_cutoffs.version)
+			m.flags |= ETRAN_HOMA_RX_CUTOFFS_DUE;
 	} else if (h->type == HOMA_GRANT && rpc) {
 		struct homa_grant_hdr *g = (void *)h;
 		__u32 offset;
@@ -307,6 +311,17 @@ static __always_inline int homa_ingress(struct xdp_md *ctx)
 	} else if (h->type == HOMA_RPC_UNKNOWN && (key.id & 1)) {
 		/* The client knows nothing of our server RPC: it is over. */
 		bpf_map_delete_elem(&etran_homa_rpcs, &key);
+	} else if (h->type == HOMA_CUTOFFS) {
+		struct homa_cutoffs_hdr *c = (void *)h;
+		struct homa_peer *peer;
+
+		if ((void *)(c + 1) > data_end)
+			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_MALFORMED, bytes);
+		/* Our DATA to the peer echo its version from now on; the app takes the cutoffs
+		 * themselves from the packet, for the priorities it sends at. */
+		peer = bpf_map_lookup_elem(&etran_homa_peers, &key.peer_ip);
+		if (peer)
+			peer->cutoff_version = bpf_ntohs(c->cutoff_version);
 	} else if (h->type == HOMA_ACK) {
 		struct homa_ack_hdr *a = (void *)h;
 		__u32 n;

@@ -52,6 +52,14 @@ const volatile struct homa_sched_config etran_homa_sched_config = {
 	.max_sched_priority = 3,
 };
 
+/* The cutoffs this host announces: HomaModule's defaults, levels 7, 6, 5 for messages up to
+ * 200, 2800 and 15,000 bytes, 4 for any longer (INT_MAX), levels 3 to 0 left to scheduled
+ * bytes; version 1. */
+const volatile struct homa_cutoffs_config etran_homa_cutoffs = {
+	.unsched_cutoffs = { 0x7fffffff, 0, 0, 0, 0x7fffffff, 15000, 2800, 200 },
+	.version = 1,
+};
+
 /* The app-facing header of each packet type: how long it is (0: not a type etran takes). */
 static __always_inline __u32 homa_hdr_len(__u8 type)
 {

@@ -14,8 +14,14 @@
  *   For a frame carrying SW_DUP_MAGIC: sends a clone out of the destination host's port (through
  *   its qdisc) and lets the original continue to the bridge, which forwards it by its static FDB.
  *
- * sw_ecn (tc clsact egress, every port, with --ecn-threshold)
- *   Keeps a virtual queue per port drained at the configured rate (the HTB rate) and sets CE on
+ * sw_egress (tc clsact egress, every port, with --prio or --ecn-threshold; it runs before the
+ *   port's qdisc)
+ *   With --prio: the port's HTB class has 8 leaf classes 1:10 (band 0) to 1:17, served in strict
+ *   priority order (src/netlink.rs), and skb->priority names the frame's class, which HTB takes
+ *   as it is: band 7 less the IPv4 TOS's top 3 bits (Homa's priority, `prio << 5`), so
+ *   priority 7 goes first and TOS 0 (TCP, say) last; other frames go in band 0 (ARP and the
+ *   like are rare). Linux sets no priority from the TOS on a bridged frame, hence the program.
+ *   With --ecn-threshold: keeps a virtual queue per port drained at the configured rate (the HTB rate) and sets CE on
  *   ECT IPv4 packets while the queue it estimates is above the threshold. HTB is a token bucket:
  *   after an idle period it lets a burst through at once (sw_config.burst bytes), and the
  *   virtual queue then holds the bucket's deficit as well as the packets really queued. So the
@@ -32,6 +38,8 @@
 
 #define SW_MAX_PORTS 64
 #define SW_DUP_MAGIC 0xe7d0b1e5u
+/* The HTB class of priority band b (netlink.rs's prio_class): 1:10 + b. */
+#define SW_PRIO_CLASS(b) (0x00010010u + (b))
 
 /* Probabilities are thresholds on a 32-bit random number: p * 2^32 (2^32 means always). */
 struct sw_config {
@@ -43,6 +51,8 @@ struct sw_config {
 	__u32 ecn_threshold; /* bytes */
 	__u32 queue_cap; /* bytes: the virtual queue never grows past what the real one holds */
 	__u32 burst;     /* bytes HTB lets through at once (its bucket) */
+	__u32 prio;      /* 1: the port's queue has priority bands (skb->priority from the TOS) */
+	__u32 pad;
 };
 
 const volatile struct sw_config sw_config;
@@ -226,18 +236,34 @@ static __always_inline __u16 csum_replace2(__u16 check, __u16 old, __u16 new)
 	return ~sum;
 }
 
+/* The IPv4 header of the frame, NULL if it has none. */
+static __always_inline struct iphdr *sw_ipv4(struct __sk_buff *skb)
+{
+	struct cursor c = { (void *)(long)skb->data, (void *)(long)skb->data_end };
+	struct ethhdr *eth = parse_eth(&c);
+	struct iphdr *ip = c.pos;
+
+	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP) || (void *)(ip + 1) > c.end ||
+	    ip->version != 4)
+		return NULL;
+	return ip;
+}
+
 SEC("tc")
-int sw_ecn(struct __sk_buff *skb)
+int sw_egress(struct __sk_buff *skb)
 {
 	__u32 ifindex = skb->ifindex;
-	struct sw_vq *vq = bpf_map_lookup_elem(&sw_vqs, &ifindex);
+	struct sw_vq *vq;
 	__u64 now, elapsed, drained, backlog;
-	struct cursor c;
-	struct ethhdr *eth;
 	struct iphdr *ip;
 	__u16 old, new;
 	int mark;
 
+	if (sw_config.prio) {
+		ip = sw_ipv4(skb);
+		skb->priority = SW_PRIO_CLASS(ip ? 7 - (ip->tos >> 5) : 0);
+	}
+	vq = bpf_map_lookup_elem(&sw_vqs, &ifindex);
 	if (!vq)
 		return TC_ACT_OK;
 	now = bpf_ktime_get_ns();
@@ -259,13 +285,8 @@ int sw_ecn(struct __sk_buff *skb)
 	if (!mark)
 		return TC_ACT_OK;
 
-	c.pos = (void *)(long)skb->data;
-	c.end = (void *)(long)skb->data_end;
-	eth = parse_eth(&c);
-	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
-		return TC_ACT_OK;
-	ip = c.pos;
-	if ((void *)(ip + 1) > c.end || ip->version != 4)
+	ip = sw_ipv4(skb);
+	if (!ip)
 		return TC_ACT_OK;
 	if ((ip->tos & 3) == 0 || (ip->tos & 3) == 3)
 		return TC_ACT_OK; /* not ECN-capable, or already CE */

@@ -139,6 +139,8 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
     sys::require_root("etran bench rpc (it builds a private testbed)")?;
     let tb = testbed::Testbed::private_with(testbed::Spec {
         loss: args.loss,
+        rate_bps: args.rate,
+        prio: args.prio,
         ..testbed::Spec::new("", 2)
     })?;
     let (client, server) = (tb.netns(1)?, tb.netns(2)?);
@@ -150,9 +152,17 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
         "client and server threads share CPU 0"
     };
     let testbed = format!(
-        "private testbed, 2 hosts, {} switch{}, MTU {} (host NICs without TX checksum offload, \
-         so without TSO)",
+        "private testbed, 2 hosts, {} switch{}{}, MTU {} (host NICs without TX checksum \
+         offload, so without TSO)",
         tb.spec().mode(),
+        match args.rate {
+            Some(r) => format!(
+                " limiting its ports to {} Mbit/s{}",
+                r / 1_000_000,
+                if args.prio { " with 8 strict priority classes" } else { " (one FIFO)" }
+            ),
+            None => "".into(),
+        },
         if args.loss > 0.0 { format!(" dropping {} of the frames", args.loss) } else { "".into() },
         tb.spec().mtu
     );

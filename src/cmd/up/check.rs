@@ -64,6 +64,7 @@ fn load_all() -> Vec<ProgramRow> {
         ecn_threshold: 30_000,
         queue_cap: 1_640_600,
         burst: 126_600,
+        prio: true,
     };
     let switch = switch::load(&mut storage, &every_path);
     vec![

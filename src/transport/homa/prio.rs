@@ -6,6 +6,12 @@
 //! receiver sees a stale sender and announces again (at most once a tick per peer). Before any
 //! CUTOFFS a sender uses level 6 for every unscheduled byte. Scheduled bytes take the level
 //! their GRANT names ([`super::grant`]), below the unscheduled levels.
+//!
+//! In etran the host's cutoffs are the Homa object's read-only `etran_homa_cutoffs`
+//! ([`Cutoffs::RECEIVER`], which a test keeps equal): ingress flags a DATA echoing another
+//! version, egress writes the CUTOFFS the app asks for and the version our DATA echo (the one
+//! the peer announced, kept in `etran_homa_peers`); the app keeps each peer's cutoffs, from the
+//! CUTOFFS it receives, to pick its unscheduled priorities.
 use super::wire::PRIORITIES;
 
 /// Control packets (everything but DATA), and RESENDs ask for their data at it: the top level.
@@ -50,17 +56,19 @@ impl Cutoffs {
     }
 }
 
-/// A receiver's bookkeeping of one peer's cutoffs: whether a DATA from it calls for a CUTOFFS.
+/// A receiver's bookkeeping of one peer's cutoffs: whether a DATA from it that echoed a stale
+/// version (ingress compares it with the host's, `ETRAN_HOMA_RX_CUTOFFS_DUE`) calls for a
+/// CUTOFFS now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Announced {
     last_tick: Option<u64>,
 }
 
 impl Announced {
-    /// True when the peer echoed a version other than `ours` and no CUTOFFS went to it this
-    /// tick (a stream of stale DATA costs one CUTOFFS a tick, and a lost one is sent again).
-    pub fn due(&mut self, ours: &Cutoffs, echoed: u16, tick: u64) -> bool {
-        if echoed == ours.version || self.last_tick == Some(tick) {
+    /// True when no CUTOFFS went to the peer this tick (a stream of stale DATA costs one
+    /// CUTOFFS a tick, and a lost one is sent again).
+    pub fn due(&mut self, tick: u64) -> bool {
+        if self.last_tick == Some(tick) {
             return false;
         }
         self.last_tick = Some(tick);
@@ -103,12 +111,9 @@ mod tests {
 
     #[test]
     fn stale_peers_get_one_cutoffs_a_tick() {
-        let ours = Cutoffs::RECEIVER;
         let mut a = Announced::default();
-        assert!(!a.due(&ours, 1, 10), "up to date");
-        assert!(a.due(&ours, 0, 10), "never told");
-        assert!(!a.due(&ours, 0, 10), "already sent this tick");
-        assert!(a.due(&ours, 0, 11), "lost? again next tick");
-        assert!(!a.due(&ours, 1, 12), "caught up");
+        assert!(a.due(10), "never told");
+        assert!(!a.due(10), "already sent this tick");
+        assert!(a.due(11), "lost? again next tick");
     }
 }

@@ -49,7 +49,7 @@ use super::{
     loss::{resend_requests, Action, LossConfig, Phase, RpcTimer},
     msgin::MessageIn,
     msgout::{ResendReply, Sender, UNSCHED_BYTES},
-    prio::{Cutoffs, HIGH_PRIORITY},
+    prio::{Announced, Cutoffs, HIGH_PRIORITY},
     wire::{Ack, Body, Packet, ResendLength, Type},
     MAX_MESSAGE, MAX_PAYLOAD,
 };
@@ -73,6 +73,8 @@ const GRANT_DUE: u8 = etran_homa_rx_flag::ETRAN_HOMA_RX_GRANT_DUE.0 as u8;
 /// Ingress's word that a message of ours waiting for a grant may get one now
 /// (`ETRAN_HOMA_RX_GRANT_WAKE`).
 const GRANT_WAKE: u8 = etran_homa_rx_flag::ETRAN_HOMA_RX_GRANT_WAKE.0 as u8;
+/// Ingress's word that the DATA's sender echoed stale cutoffs (`ETRAN_HOMA_RX_CUTOFFS_DUE`).
+const CUTOFFS_DUE: u8 = etran_homa_rx_flag::ETRAN_HOMA_RX_CUTOFFS_DUE.0 as u8;
 
 /// Ticks between two requests for a grant of a message whose granted bytes all arrived: its
 /// turn may have come without a word to us (another app's message made room), or its GRANT
@@ -116,6 +118,8 @@ enum Control {
     Busy,
     /// Ask the client for the ACK of our response, all sent.
     NeedAck,
+    /// Tell the peer this host's cutoffs (egress writes them).
+    Cutoffs,
 }
 
 /// Why a request or response was refused.
@@ -136,7 +140,7 @@ pub struct EndpointStats {
     pub rx_stale: u64,
     /// Segments `MessageIn` refused (inconsistent with what arrived before).
     pub rx_refused: u64,
-    /// Packets of types the engine does not act on (CUTOFFS, NEED_ACK, ...).
+    /// Packets of types the engine does not act on (FREEZE, a NEED_ACK for no held ack, ...).
     pub rx_ignored: u64,
     /// RESENDs received, and sent.
     pub rx_resend: u64,
@@ -177,8 +181,16 @@ pub struct Endpoint {
     control: VecDeque<(RpcKey, Control)>,
     /// The loss timer of each RPC in progress (made at its first tick).
     timers: HashMap<RpcKey, RpcTimer>,
+    /// The tick at which each peer (address and port) last sent DATA, GRANT or BUSY, and at
+    /// which a request of ours waiting for its grant last asked it whether it lives.
+    peers_heard: HashMap<SocketAddrV4, u32>,
+    peers_probed: HashMap<SocketAddrV4, u32>,
     loss: LossConfig,
-    cutoffs: Cutoffs,
+    /// The cutoffs each peer host announced (CUTOFFS): the priorities of our unscheduled bytes
+    /// to it.
+    peer_cutoffs: HashMap<Ipv4Addr, Cutoffs>,
+    /// When we last told each peer host our cutoffs.
+    announced: HashMap<Ipv4Addr, Announced>,
     stats: EndpointStats,
 }
 
@@ -200,8 +212,11 @@ impl Endpoint {
             grants_due: HashSet::new(),
             control: VecDeque::new(),
             timers: HashMap::new(),
+            peers_heard: HashMap::new(),
+            peers_probed: HashMap::new(),
             loss: LOSS,
-            cutoffs: Cutoffs::UNKNOWN_PEER,
+            peer_cutoffs: HashMap::new(),
+            announced: HashMap::new(),
             stats: EndpointStats::default(),
         }
     }
@@ -235,7 +250,8 @@ impl Endpoint {
     }
 
     fn queue(&mut self, rpc: RpcKey, buf: Vec<u8>, length: u32) {
-        let priority = self.cutoffs.unsched_priority(length);
+        let cutoffs = self.peer_cutoffs.get(rpc.peer.ip()).unwrap_or(&Cutoffs::UNKNOWN_PEER);
+        let priority = cutoffs.unsched_priority(length);
         self.sender.add(rpc, length, priority);
         self.out.insert(rpc, buf);
     }
@@ -281,6 +297,7 @@ impl Endpoint {
             if let Some(t) = self.timers.get_mut(&rpc) {
                 t.heard();
             }
+            self.peers_heard.insert(peer, self.ticks);
         }
         match ty {
             Some(Type::Data) => {
@@ -307,6 +324,11 @@ impl Endpoint {
                 None
             }
             Some(Type::Busy) => None,
+            Some(Type::Cutoffs) => {
+                let c = cutoffs_of(frame)?;
+                self.peer_cutoffs.insert(*peer.ip(), c);
+                None
+            }
             Some(Type::Ack) => {
                 for a in acks_of(frame) {
                     self.on_ack(peer, a);
@@ -334,6 +356,12 @@ impl Endpoint {
 
     fn on_data(&mut self, rpc: RpcKey, meta: &etran_homa_rx_meta, payload: &[u8]) -> Option<Event> {
         let client = rpc.id.is_client();
+        // The sender uses stale cutoffs: tell its host ours, once a tick at most.
+        if meta.flags & CUTOFFS_DUE != 0
+            && self.announced.entry(*rpc.peer.ip()).or_default().due(u64::from(self.ticks))
+        {
+            self.control.push_front((rpc, Control::Cutoffs));
+        }
         // A request's DATA after it arrived whole, or a response's after it did (or for an RPC
         // we never started): nothing more to take.
         if (client && !self.waiting.contains(&rpc)) || (!client && self.serving.contains(&rpc)) {
@@ -442,6 +470,19 @@ impl Endpoint {
             || self.incoming.contains_key(&rpc)
     }
 
+    /// Whether our request `rpc` went as far as it was granted and waits for the server's
+    /// next GRANT. Nothing of ours is missing then (the server asks for what it misses of the
+    /// request, and its RESEND past the grant heals a lost GRANT): the wait is the server's
+    /// scheduler's choice, and a RESEND only asks whether the server lives.
+    fn awaits_grant_out(&self, rpc: RpcKey) -> bool {
+        let length = self.out.get(&rpc).map_or(0, |b| b.len() as u32);
+        rpc.id.is_client()
+            && self
+                .sender
+                .progress(rpc)
+                .is_some_and(|(sent, limit)| sent >= limit && limit < length)
+    }
+
     /// Where the RPC stands, for its timer.
     fn phase(&self, rpc: RpcKey) -> Phase {
         if self.awaits_grant(rpc) {
@@ -479,7 +520,33 @@ impl Endpoint {
         let mut failed = Vec::new();
         for rpc in rpcs {
             let phase = self.phase(rpc);
-            match self.timers.entry(rpc).or_default().tick(phase, &self.loss) {
+            // A request waiting for its grant hears its server through any RPC with it, and
+            // asks whether it lives (a RESEND, which a live one answers with BUSY) only if no
+            // other waiting request asked within the resend interval: one probe per server, not
+            // one per request. HomaModule asks for each RPC every 5 ticks; with many requests
+            // from one client (one granted at a time per peer) waiting on a server app that a
+            // loaded host leaves unscheduled for tens of milliseconds, that was most of the
+            // RESENDs on a clean link, each answered with a BUSY by the same starved app.
+            let (waits, heard, probed) = (
+                self.awaits_grant_out(rpc),
+                self.peers_heard.get(&rpc.peer).is_some_and(|&t| t.wrapping_add(1) >= self.ticks),
+                self.peers_probed.get(&rpc.peer).is_some_and(|&t| {
+                    self.ticks.wrapping_sub(t) < self.loss.resend_interval.max(1)
+                }),
+            );
+            let timer = self.timers.entry(rpc).or_default();
+            if waits && heard {
+                timer.heard();
+            }
+            let action = match timer.tick(phase, &self.loss) {
+                Action::Resend if waits && probed => Action::None,
+                Action::Resend if waits => {
+                    self.peers_probed.insert(rpc.peer, self.ticks);
+                    Action::Resend
+                }
+                a => a,
+            };
+            match action {
                 Action::None => {}
                 Action::NeedAck => self.control.push_back((rpc, Control::NeedAck)),
                 Action::Resend => {
@@ -540,9 +607,10 @@ impl Endpoint {
                 return Some(TX_HDR_LEN);
             }
         }
-        // A RESEND, BUSY or NEED_ACK only while its RPC is in progress.
+        // A RESEND, BUSY or NEED_ACK only while its RPC is in progress; a CUTOFFS while egress
+        // still has the RPC (a client's until its ack goes: it rides on a later DATA).
         while let Some((rpc, c)) = self.control.pop_front() {
-            if !self.known(rpc) {
+            if c != Control::Cutoffs && !self.known(rpc) {
                 continue;
             }
             let h = match c {
@@ -560,6 +628,9 @@ impl Endpoint {
                 }
                 Control::NeedAck => {
                     self.tx_hdr(rpc, etran_homa_tx_intent::ETRAN_HOMA_TX_NEED_ACK, 0, 0, 0, 0)
+                }
+                Control::Cutoffs => {
+                    self.tx_hdr(rpc, etran_homa_tx_intent::ETRAN_HOMA_TX_CUTOFFS, 0, 0, 0, 0)
                 }
             };
             write_hdr(frame, &h);
@@ -637,6 +708,14 @@ fn grant_of(frame: &[u8]) -> Option<(u32, u8)> {
 fn resend_of(frame: &[u8]) -> Option<(u32, ResendLength, u8)> {
     match packet(frame)?.body {
         Body::Resend { offset, length, priority } => Some((offset, length, priority)),
+        _ => None,
+    }
+}
+
+/// A CUTOFFS packet's cutoffs.
+fn cutoffs_of(frame: &[u8]) -> Option<Cutoffs> {
+    match packet(frame)?.body {
+        Body::Cutoffs { cutoffs, version } => Some(Cutoffs { cutoffs, version }),
         _ => None,
     }
 }

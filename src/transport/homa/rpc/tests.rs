@@ -49,6 +49,10 @@ fn wire(from: SocketAddrV4, tx: &[u8]) -> (etran_homa_rx_meta, Vec<u8>, Vec<u8>)
         Body::Busy
     } else if h.intent == etran_homa_tx_intent::ETRAN_HOMA_TX_NEED_ACK.0 as u8 {
         Body::NeedAck
+    } else if h.intent == etran_homa_tx_intent::ETRAN_HOMA_TX_CUTOFFS.0 as u8 {
+        // Egress writes the host's cutoffs (etran_homa_cutoffs).
+        let Cutoffs { cutoffs, version } = Cutoffs::RECEIVER;
+        Body::Cutoffs { cutoffs, version }
     } else {
         // Egress writes the offset from the RPC's state.
         Body::Grant { offset: 0, priority: 0 }
@@ -549,4 +553,100 @@ fn a_resend_does_not_silence_the_other_sides_timer() {
     }
     assert_eq!(asked[0], (MAX_PAYLOAD, 3000 - MAX_PAYLOAD), "the server asked for the rest");
     assert_eq!(requests, 1, "and got it");
+}
+
+/// The TX headers of every frame `e` has to send.
+fn headers(e: &mut Endpoint) -> Vec<etran_homa_tx_hdr> {
+    let mut buf = vec![0u8; 2048];
+    std::iter::from_fn(|| e.next_frame(&mut buf).map(|_| read_hdr(&buf))).collect()
+}
+
+/// A DATA whose sender echoed stale cutoffs (ingress's flag) brings one CUTOFFS a tick to its
+/// host; the CUTOFFS sets the priorities of that sender's unscheduled bytes by message size
+/// (HomaModule's cutoffs), where before it sent every message at level 6.
+#[test]
+fn stale_cutoffs_are_announced_once_a_tick_and_taken() {
+    let mut ids = HostIds::default();
+    let (mut a, mut b) =
+        (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
+    let cutoffs = etran_homa_tx_intent::ETRAN_HOMA_TX_CUTOFFS.0 as u8;
+    // Requests from A reach B flagged stale; B's CUTOFFS intents.
+    let stale = |a: &mut Endpoint, b: &mut Endpoint| -> Vec<etran_homa_tx_hdr> {
+        for (mut meta, payload, frame) in drain(a, A) {
+            meta.flags |= CUTOFFS_DUE;
+            b.on_rx(&meta, &payload, &frame);
+        }
+        headers(b).into_iter().filter(|h| h.intent == cutoffs).collect()
+    };
+    // The priority of the first packet of a request of each size from A to B.
+    let levels = |a: &mut Endpoint| -> Vec<u8> {
+        [100, 2800, 15_000, 100_000]
+            .iter()
+            .map(|&len| {
+                a.start_request(B, vec![2; len]).unwrap();
+                headers(a)[0].priority
+            })
+            .collect()
+    };
+    for len in [100, 1000] {
+        a.start_request(B, vec![1; len]).unwrap();
+    }
+    let sent = stale(&mut a, &mut b);
+    assert_eq!(sent.len(), 1, "two stale DATA in one tick: one CUTOFFS");
+    assert_eq!(u16::from_be(sent[0].key.peer_port), A.port());
+    a.start_request(B, vec![3; 10]).unwrap();
+    assert!(stale(&mut a, &mut b).is_empty(), "the same tick");
+    b.tick();
+    a.start_request(B, vec![3; 10]).unwrap();
+    assert_eq!(stale(&mut a, &mut b).len(), 1, "the next tick: again");
+    assert_eq!(levels(&mut a), [6, 6, 6, 6], "no cutoffs from B yet");
+    // B's CUTOFFS reaches A.
+    let mut t = vec![0u8; TX_HDR_LEN];
+    write_hdr(&mut t, &sent[0]);
+    let (meta, payload, frame) = wire(B, &t);
+    assert_eq!(meta.r#type, Type::Cutoffs.byte());
+    assert_eq!(a.on_rx(&meta, &payload, &frame), None);
+    assert_eq!(levels(&mut a), [7, 6, 5, 4], "HomaModule's cutoffs");
+    assert_eq!(a.stats().rx_ignored, 0);
+}
+
+/// A client whose request went as far as it was granted waits for the server's scheduler: while
+/// the server is heard from (DATA, GRANT or BUSY of any RPC, each tick), it sends no RESEND;
+/// once the server falls silent, it asks again (a dead server must still be found out).
+#[test]
+fn a_request_waiting_for_a_live_servers_grant_sends_no_resend() {
+    let mut a = Endpoint::new(A.port(), HostIds::default().block());
+    a.start_request(B, vec![4; 200_000]).unwrap();
+    let other = a.start_request(B, vec![5; 10]).unwrap();
+    let sent = drain(&mut a, A);
+    assert_eq!(sent.iter().map(|f| u32::from(f.0.payload_len)).sum::<u32>(), UNSCHED + 10);
+    // The server answers the short request only when asked, with BUSYs meanwhile.
+    let (busy, busy_frame) = control(B, A, other, Body::Busy);
+    for _ in 0..40 {
+        ticks(&mut a, 1);
+        assert_eq!(a.on_rx(&busy, &[], &busy_frame), None);
+        assert_eq!(resends(&drain(&mut a, A)), [], "the server is alive");
+    }
+    // Silent now: the long request's RESEND comes after the resend ticks, and the short one's.
+    ticks(&mut a, LOSS.resend_ticks);
+    assert_eq!(resends(&drain(&mut a, A)).len(), 2);
+}
+
+/// Requests waiting for their grants from a silent server ask whether it lives once per resend
+/// interval between them, not each of them.
+#[test]
+fn requests_waiting_for_grants_probe_their_server_once_between_them() {
+    let mut ids = HostIds::default();
+    let mut a = Endpoint::new(A.port(), ids.block());
+    for _ in 0..10 {
+        a.start_request(B, vec![4; 200_000]).unwrap();
+    }
+    drain(&mut a, A);
+    let mut asked = 0;
+    for _ in 0..50 {
+        ticks(&mut a, 1);
+        asked += resends(&drain(&mut a, A)).len();
+    }
+    // Silent from tick 5 on: a probe at 5, 10, ... 50.
+    assert_eq!(asked, 10, "one probe per resend interval for the 10 requests");
 }
