@@ -106,6 +106,13 @@ fn sock(shim: &mut Shim, fd: RawFd) -> Result<&mut Sock, c_int> {
     Ok(sock)
 }
 
+/// A kernel call that may sleep (a read, an accept, a connect on a kernel descriptor): what
+/// sends left for the end of the pass is kicked first (one load when there is none).
+fn kernel_wait<T>(call: impl FnOnce() -> T) -> T {
+    state::flush_unkicked();
+    call()
+}
+
 /// What a call on a descriptor does: the kernel's (not a socket of ours, or a fresh one), or
 /// eTran's.
 enum Route {
@@ -135,7 +142,7 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int
     let tcp = domain == libc::AF_INET
         && ty & 0xf == libc::SOCK_STREAM
         && (proto == 0 || proto == libc::IPPROTO_TCP);
-    if fd >= 0 && tcp && (fd as usize) < state::MAX_FD && state::same_process() {
+    if fd >= 0 && tcp && (fd as usize) < state::MAX_FD {
         let mut g = lock();
         let s = shim(&mut g);
         s.remove(fd); // a descriptor the kernel reused behind our back
@@ -240,7 +247,7 @@ pub unsafe extern "C" fn accept4(
 ) -> c_int {
     let Route::Etran(mut g) = route(fd) else {
         // SAFETY: handed on.
-        return unsafe { real::accept4(fd, addr, len, flags) };
+        return kernel_wait(|| unsafe { real::accept4(fd, addr, len, flags) });
     };
     let (nonblock, timeout, kernel_too, nodelay) = match sock(shim(&mut g), fd) {
         Ok(Sock {
@@ -255,7 +262,7 @@ pub unsafe extern "C" fn accept4(
         kernel.push(pollfd { fd, events: libc::POLLIN, revents: 0 });
     }
     let timeout = if nonblock { Some(Duration::ZERO) } else { timeout };
-    ret(block_on(g, timeout, &mut kernel, |s, _| {
+    ret(block_on(g, timeout, &mut kernel, false, |s, _| {
         let id = match s.get_mut(fd).map(|k| &mut k.kind) {
             Some(Kind::Listening { backlog, .. }) => backlog.pop_front(),
             _ => return Some(Err(libc::EBADF)),
@@ -327,7 +334,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     let dst = unsafe { v4(addr, len) };
     let (true, Some(dst)) = (tracked(fd), dst) else {
         // SAFETY: handed on.
-        return unsafe { real::connect(fd, addr, len) };
+        return kernel_wait(|| unsafe { real::connect(fd, addr, len) });
     };
     let mut g = lock();
     let s = shim(&mut g);
@@ -357,7 +364,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         return fail(libc::EINPROGRESS);
     }
     let timeout = sock.sndtimeo;
-    let r = block_on(g, timeout, &mut [], |s, _| match s.get_mut(fd) {
+    let r = block_on(g, timeout, &mut [], false, |s, _| match s.get_mut(fd) {
         Some(Sock { kind: Kind::Connecting(_), .. }) => None,
         Some(Sock { kind: Kind::Conn { .. }, .. }) => Some(Ok(0)),
         Some(sock @ Sock { kind: Kind::Failed, .. }) => Some(Err(std::mem::take(&mut sock.error))),
@@ -462,7 +469,7 @@ fn recv_etran(mut g: Guard, fd: RawFd, buf: &mut [u8], flags: c_int) -> Result<u
     let all = flags & libc::MSG_WAITALL != 0 && !nonblock;
     let timeout = if nonblock { Some(Duration::ZERO) } else { sock.rcvtimeo };
     let mut got = 0;
-    let r = block_on(g, timeout, &mut [], |s, _| {
+    let r = block_on(g, timeout, &mut [], false, |s, _| {
         let r = s.app_ref().recv(id, &mut buf[got..]);
         if s.app_ref().stream(id).is_some_and(|st| st.readable() == 0 && !st.is_eof()) {
             s.consumed(fd, libc::EPOLLIN as u32);
@@ -509,8 +516,8 @@ fn ssize(r: Result<usize, c_int>) -> ssize_t {
 #[no_mangle]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
     match route(fd) {
-        // SAFETY: handed on.
-        Route::Kernel => unsafe { real::read(fd, buf, n) },
+        // SAFETY: handed on (a read that may sleep: see `kernel_wait`).
+        Route::Kernel => kernel_wait(|| unsafe { real::read(fd, buf, n) }),
         // SAFETY: the caller's buffer.
         Route::Etran(g) => ssize(recv_etran(g, fd, unsafe { bytes_mut(buf, n) }, 0)),
     }
@@ -533,7 +540,7 @@ pub unsafe extern "C" fn recvfrom(
 ) -> ssize_t {
     match route(fd) {
         // SAFETY: handed on.
-        Route::Kernel => unsafe { real::recvfrom(fd, buf, n, flags, addr, len) },
+        Route::Kernel => kernel_wait(|| unsafe { real::recvfrom(fd, buf, n, flags, addr, len) }),
         Route::Etran(g) => {
             // TCP names no sender.
             if !len.is_null() {
@@ -577,7 +584,7 @@ unsafe fn recv_iov(
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
     match route(fd) {
         // SAFETY: handed on.
-        Route::Kernel => unsafe { real::readv(fd, iov, n) },
+        Route::Kernel => kernel_wait(|| unsafe { real::readv(fd, iov, n) }),
         // SAFETY: the caller's iovecs.
         Route::Etran(g) => ssize(unsafe { recv_iov(g, fd, iov, n.max(0) as usize, 0) }),
     }
@@ -587,7 +594,7 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     match route(fd) {
         // SAFETY: handed on.
-        Route::Kernel => unsafe { real::recvmsg(fd, msg, flags) },
+        Route::Kernel => kernel_wait(|| unsafe { real::recvmsg(fd, msg, flags) }),
         Route::Etran(g) => {
             // SAFETY: the caller's message header.
             let m = unsafe { &mut *msg };
@@ -629,11 +636,9 @@ fn send_etran(mut g: Guard, fd: RawFd, data: &[u8], flags: c_int) -> Result<usiz
     let nonblock = sock.nonblock || flags & libc::MSG_DONTWAIT != 0;
     let timeout = if nonblock { Some(Duration::ZERO) } else { sock.sndtimeo };
     let mut sent = 0;
-    let r = block_on(g, timeout, &mut [], |s, _| {
-        let app = s.app_ref();
-        let r = app.send(id, &data[sent..]);
-        let _ = app.flush();
-        if app.stream(id).is_some_and(|st| st.send_space() == 0) {
+    let r = block_on(g, timeout, &mut [], false, |s, _| {
+        let r = s.send(id, &data[sent..]);
+        if s.app_ref().stream(id).is_some_and(|st| st.send_space() == 0) {
             s.consumed(fd, libc::EPOLLOUT as u32);
         }
         match r {
@@ -971,9 +976,83 @@ pub unsafe extern "C" fn getsockopt(
             // SAFETY: handed on.
             unsafe { real::getsockopt(fd, level, name, val, len) }
         }
-        // TCP_INFO and the like: the kernel socket's answer would be wrong.
+        (libc::IPPROTO_TCP, libc::TCP_INFO) => {
+            let info = tcp_info(listening, conn.and_then(|id| s.app_ref().stream(id)));
+            // SAFETY: the caller's buffers.
+            unsafe { put_bytes(val, len, bytes_of(&info)) }
+        }
+        // The algorithm egress runs (tcp_cc.h): DCTCP, Reno-like without ECN, as Linux's.
+        (libc::IPPROTO_TCP, libc::TCP_CONGESTION) => {
+            let mut name = [0u8; 16]; // TCP_CA_NAME_MAX, zero-padded as the kernel gives it
+            name[..5].copy_from_slice(b"dctcp");
+            // SAFETY: the caller's buffers.
+            unsafe { put_bytes(val, len, &name) }
+        }
+        // The rest of the TCP options: the kernel socket's answer would be wrong.
         _ => fail(libc::EOPNOTSUPP),
     }
+}
+
+/// `v`'s bytes.
+fn bytes_of<T>(v: &T) -> &[u8] {
+    // SAFETY: a plain C struct, every byte initialised (zeroed first).
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+/// Writes as much of `b` as the caller's buffer holds and says how much, as the kernel does
+/// for structures and names.
+unsafe fn put_bytes(val: *mut c_void, len: *mut socklen_t, b: &[u8]) -> c_int {
+    if val.is_null() || len.is_null() {
+        return fail(libc::EFAULT);
+    }
+    // SAFETY: the caller's buffer of `*len` bytes.
+    unsafe {
+        let n = (*len as usize).min(b.len());
+        std::ptr::copy_nonoverlapping(b.as_ptr(), val.cast::<u8>(), n);
+        *len = n as socklen_t;
+    }
+    0
+}
+
+/// `TCP_INFO` from the engine's view of a connection (or a listener's): state, MSS, RTT, RTO,
+/// segments in flight, retransmissions, the send window (egress keeps the congestion window;
+/// what the app may send, the smaller of it and the peer's, stands for it) and byte counts.
+/// Fields the engine does not know stay zero.
+fn tcp_info(listening: bool, st: Option<&etran::app::Stream>) -> libc::tcp_info {
+    use etran::transport::tcp::close::State;
+    // SAFETY: a plain C struct, valid all zeros.
+    let mut i: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let Some(st) = st else {
+        i.tcpi_state = if listening { 10 } else { 7 }; // TCP_LISTEN, TCP_CLOSE
+        return i;
+    };
+    let us = |d: Duration| d.as_micros().min(u32::MAX.into()) as u32;
+    i.tcpi_state = match st.close_state() {
+        State::Established => 1,
+        State::FinWait1 => 4,
+        State::FinWait2 => 5,
+        State::TimeWait => 6,
+        State::Closed => 7,
+        State::CloseWait => 8,
+        State::LastAck => 9,
+        State::Closing => 11,
+    };
+    let mss = u32::from(st.mss());
+    let stats = st.stats();
+    i.tcpi_rto = us(st.rto());
+    i.tcpi_snd_mss = mss;
+    i.tcpi_rcv_mss = mss;
+    i.tcpi_advmss = mss;
+    i.tcpi_pmtu = mss + 40;
+    i.tcpi_unacked = st.in_flight().div_ceil(mss.max(1));
+    i.tcpi_rtt = st.srtt().map_or(0, us);
+    i.tcpi_snd_cwnd = st.send_wnd() / mss.max(1);
+    i.tcpi_snd_ssthresh = u32::MAX >> 1; // TCP_INFINITE_SSTHRESH: egress has the real one
+    i.tcpi_total_retrans = stats.retransmitted.div_ceil(u64::from(mss.max(1))) as u32;
+    i.tcpi_bytes_acked = stats.tx_bytes.saturating_sub(u64::from(st.in_flight()));
+    i.tcpi_bytes_received = stats.rx_bytes;
+    i.tcpi_notsent_bytes = st.unsent() as u32;
+    i
 }
 
 // ---- descriptor flags ----
@@ -1188,7 +1267,7 @@ unsafe fn epoll_wait_mixed(
     let out = unsafe { std::slice::from_raw_parts_mut(events, max as usize) };
     let g = lock();
     let mut kernel = [pollfd { fd: ep, events: libc::POLLIN, revents: 0 }];
-    let r = block_on(g, timeout, &mut kernel, |s, _| {
+    let r = block_on(g, timeout, &mut kernel, true, |s, k| {
         let mut n = 0;
         let fds: Vec<RawFd> =
             s.epolls.get(&ep).map(|set| set.keys().copied().collect()).unwrap_or_default();
@@ -1209,7 +1288,12 @@ unsafe fn epoll_wait_mixed(
                 }
             }
         }
-        if n < out.len() {
+        // The kernel's set: when eTran has nothing (the call may wait), when a sleep saw it
+        // ready, and now and then behind eTran's events (a system call saved per busy wait).
+        let now = Instant::now();
+        let ask = n == 0 || k.first().is_some_and(|p| p.revents != 0) || now >= s.kernel_due;
+        if ask && n < out.len() {
+            s.kernel_due = now + state::KERNEL_CHECK;
             // SAFETY: the rest of the caller's array.
             let r =
                 unsafe { real::epoll_wait(ep, out[n..].as_mut_ptr(), (out.len() - n) as c_int, 0) };
@@ -1253,12 +1337,14 @@ pub unsafe extern "C" fn epoll_wait(
     max: c_int,
     timeout: c_int,
 ) -> c_int {
-    if !tracked(ep) {
-        // SAFETY: handed on.
-        return unsafe { real::epoll_wait(ep, events, max, timeout) };
-    }
-    // SAFETY: the caller's events.
-    ret(unsafe { epoll_wait_mixed(ep, events, max, ms_timeout(timeout)) })
+    waiting(|| {
+        if !tracked(ep) {
+            // SAFETY: handed on.
+            return unsafe { real::epoll_wait(ep, events, max, timeout) };
+        }
+        // SAFETY: the caller's events.
+        ret(unsafe { epoll_wait_mixed(ep, events, max, ms_timeout(timeout)) })
+    })
 }
 
 #[no_mangle]
@@ -1269,12 +1355,14 @@ pub unsafe extern "C" fn epoll_pwait(
     timeout: c_int,
     mask: *const libc::sigset_t,
 ) -> c_int {
-    if !tracked(ep) {
-        // SAFETY: handed on.
-        return unsafe { real::epoll_pwait(ep, events, max, timeout, mask) };
-    }
-    // SAFETY: the caller's events.
-    ret(with_mask(mask, || unsafe { epoll_wait_mixed(ep, events, max, ms_timeout(timeout)) }))
+    waiting(|| {
+        if !tracked(ep) {
+            // SAFETY: handed on.
+            return unsafe { real::epoll_pwait(ep, events, max, timeout, mask) };
+        }
+        // SAFETY: the caller's events.
+        ret(with_mask(mask, || unsafe { epoll_wait_mixed(ep, events, max, ms_timeout(timeout)) }))
+    })
 }
 
 #[no_mangle]
@@ -1285,13 +1373,15 @@ pub unsafe extern "C" fn epoll_pwait2(
     ts: *const libc::timespec,
     mask: *const libc::sigset_t,
 ) -> c_int {
-    if !tracked(ep) {
-        // SAFETY: handed on.
-        return unsafe { real::epoll_pwait2(ep, events, max, ts, mask) };
-    }
-    // SAFETY: the caller's timespec and events.
-    let timeout = unsafe { timespec_timeout(ts) };
-    ret(with_mask(mask, || unsafe { epoll_wait_mixed(ep, events, max, timeout) }))
+    waiting(|| {
+        if !tracked(ep) {
+            // SAFETY: handed on.
+            return unsafe { real::epoll_pwait2(ep, events, max, ts, mask) };
+        }
+        // SAFETY: the caller's timespec and events.
+        let timeout = unsafe { timespec_timeout(ts) };
+        ret(with_mask(mask, || unsafe { epoll_wait_mixed(ep, events, max, timeout) }))
+    })
 }
 
 /// A C timespec pointer as a timeout (null: without limit).
@@ -1304,6 +1394,50 @@ unsafe fn timespec_timeout(ts: *const libc::timespec) -> Option<Duration> {
 }
 
 // ---- waiting ----
+
+/// A wait: what sends left for the end of the pass is kicked first (the thread may sleep), and
+/// the thread's sends after it belong to its next pass (see `Shim::send`).
+fn waiting<T>(wait: impl FnOnce() -> T) -> T {
+    state::flush_unkicked();
+    let r = wait();
+    state::back_from_wait();
+    r
+}
+
+/// Sleeps, after kicking what sends left for the end of the pass (see `waiting`): the C
+/// library's sleeps, which would otherwise keep those frames until the thread's next wait.
+#[no_mangle]
+pub unsafe extern "C" fn nanosleep(req: *const libc::timespec, rem: *mut libc::timespec) -> c_int {
+    state::flush_unkicked();
+    // SAFETY: handed on.
+    unsafe { real::nanosleep(req, rem) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn clock_nanosleep(
+    clock: libc::clockid_t,
+    flags: c_int,
+    req: *const libc::timespec,
+    rem: *mut libc::timespec,
+) -> c_int {
+    state::flush_unkicked();
+    // SAFETY: handed on.
+    unsafe { real::clock_nanosleep(clock, flags, req, rem) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn usleep(us: libc::useconds_t) -> c_int {
+    state::flush_unkicked();
+    // SAFETY: handed on.
+    unsafe { real::usleep(us) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sleep(secs: c_uint) -> c_uint {
+    state::flush_unkicked();
+    // SAFETY: handed on.
+    unsafe { real::sleep(secs) }
+}
 
 /// `poll` over any mix of eTran and kernel descriptors; `timeout` None: without limit.
 unsafe fn poll_mixed(
@@ -1361,7 +1495,7 @@ unsafe fn poll_mixed(
             Ok(r)
         };
     }
-    let r = block_on(g, timeout, &mut [], |s, _| {
+    let r = block_on(g, timeout, &mut [], true, |s, _| {
         for k in kernel.iter_mut() {
             k.revents = 0;
         }
@@ -1395,7 +1529,7 @@ unsafe fn poll_mixed(
 pub unsafe extern "C" fn poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int {
     let timeout = (timeout >= 0).then(|| Duration::from_millis(timeout as u64));
     // SAFETY: the caller's pollfds.
-    ret(unsafe { poll_mixed(fds, n, timeout) })
+    waiting(|| ret(unsafe { poll_mixed(fds, n, timeout) }))
 }
 
 #[no_mangle]
@@ -1405,19 +1539,33 @@ pub unsafe extern "C" fn ppoll(
     ts: *const libc::timespec,
     mask: *const libc::sigset_t,
 ) -> c_int {
-    // SAFETY: the caller's pollfds.
-    let mine = (0..n as usize).any(|i| tracked(unsafe { (*fds.add(i)).fd }));
-    if !mine {
-        // SAFETY: handed on.
-        return unsafe { real::ppoll(fds, n, ts, mask) };
-    }
-    // SAFETY: the caller's timespec and pollfds.
-    let timeout = unsafe { timespec_timeout(ts) };
-    ret(with_mask(mask, || unsafe { poll_mixed(fds, n, timeout) }))
+    waiting(|| {
+        // SAFETY: the caller's pollfds.
+        let mine = (0..n as usize).any(|i| tracked(unsafe { (*fds.add(i)).fd }));
+        if !mine {
+            // SAFETY: handed on.
+            return unsafe { real::ppoll(fds, n, ts, mask) };
+        }
+        // SAFETY: the caller's timespec and pollfds.
+        let timeout = unsafe { timespec_timeout(ts) };
+        ret(with_mask(mask, || unsafe { poll_mixed(fds, n, timeout) }))
+    })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn select(
+    n: c_int,
+    r: *mut libc::fd_set,
+    w: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    tv: *mut libc::timeval,
+) -> c_int {
+    // SAFETY: the caller's arguments.
+    waiting(|| unsafe { select_mixed(n, r, w, e, tv) })
+}
+
+/// `select` over any mix of eTran and kernel descriptors.
+unsafe fn select_mixed(
     n: c_int,
     r: *mut libc::fd_set,
     w: *mut libc::fd_set,
@@ -1487,6 +1635,20 @@ pub unsafe extern "C" fn select(
 
 // ---- process life: fork and exit ----
 
+/// `vfork` is served as `fork`. A vfork child shares our memory and runs no fork handlers, so
+/// its calls (it closes descriptors before `exec`) would act on the parent's state, and telling
+/// it apart costs a `getpid` on every call. Its contract allows it only `exec` and `_exit`, and
+/// `fork` gives such a child the same outcome (Linux's vfork(2) calls `fork` a valid
+/// implementation); what it costs is the copy of the page tables. The wrapper cannot call the
+/// C library's `vfork` itself: its child would return through this function's frame and
+/// clobber it for the parent. `posix_spawn` and `system` clone with `CLONE_VM` inside the C
+/// library, whose child makes only internal calls, none through the shim.
+#[no_mangle]
+pub unsafe extern "C" fn vfork() -> libc::pid_t {
+    // SAFETY: fork with the fork handlers, as a vfork caller expects of its child.
+    unsafe { libc::fork() }
+}
+
 thread_local! {
     /// The lock held across a fork, so that the child's copy of the state is whole.
     static FORKING: RefCell<Option<Guard>> = const { RefCell::new(None) };
@@ -1510,7 +1672,6 @@ extern "C" fn after_fork_child() {
         }
     });
     state::forget_wake_fd();
-    state::own_process();
 }
 
 /// When the process exits, its connections close as the kernel would close them: each gets
@@ -1539,7 +1700,6 @@ extern "C" fn at_exit() {
 }
 
 extern "C" fn init() {
-    state::own_process();
     state::read_settings();
     // SAFETY: registering plain handlers.
     unsafe {

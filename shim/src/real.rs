@@ -78,4 +78,8 @@ real! {
     fn close_range(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int;
     fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int;
     fn ioctl(fd: c_int, req: c_ulong, arg: c_ulong) -> c_int;
+    fn nanosleep(req: *const libc::timespec, rem: *mut libc::timespec) -> c_int;
+    fn clock_nanosleep(clock: libc::clockid_t, flags: c_int, req: *const libc::timespec, rem: *mut libc::timespec) -> c_int;
+    fn usleep(us: libc::useconds_t) -> c_int;
+    fn sleep(secs: libc::c_uint) -> libc::c_uint;
 }

@@ -12,19 +12,19 @@
 //! others' eventfds (their frames may have been taken off the ring by it).
 use std::{
     cell::Cell,
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     io,
     net::{Ipv4Addr, SocketAddrV4},
     os::fd::{AsFd, AsRawFd, RawFd},
     sync::{
-        atomic::{AtomicI32, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Mutex, MutexGuard,
     },
     time::{Duration, Instant},
 };
 
 use etran::{
-    app::{ready, App, ConnId, Connecting, DaemonLink, Listener},
+    app::{ready, App, ConnId, Connecting, DaemonLink, IntMap, Listener},
     proto::Transport,
 };
 use libc::c_int;
@@ -37,36 +37,12 @@ pub const MAX_FD: usize = 1 << 20;
 /// Bit `fd` is set while `fd` is one of ours.
 static TRACKED: [AtomicU64; MAX_FD / 64] = [const { AtomicU64::new(0) }; MAX_FD / 64];
 
-/// Whether `fd` is ours. Never in a child that shares our memory without having run the fork
-/// handlers (vfork, as a subprocess starts): it closes its copies of our descriptors before
-/// exec, which must not close our connections.
+/// Whether `fd` is ours. One bit test, no system call: a child that shares our memory without
+/// having run the fork handlers cannot exist, since `vfork` is served as `fork` (see `vfork`
+/// in lib.rs).
 pub fn tracked(fd: c_int) -> bool {
     let fd = fd as usize;
-    fd < MAX_FD
-        && TRACKED[fd / 64].load(Ordering::Acquire) & (1 << (fd % 64)) != 0
-        && same_process()
-}
-
-/// The process the state belongs to.
-static PID: AtomicI32 = AtomicI32::new(0);
-
-/// Whether this is the process the state belongs to (set at load and in a forked child).
-pub fn same_process() -> bool {
-    // SAFETY: getpid has no preconditions.
-    let me = unsafe { libc::getpid() };
-    match PID.load(Ordering::Relaxed) {
-        0 => {
-            PID.store(me, Ordering::Relaxed);
-            true
-        }
-        pid => pid == me,
-    }
-}
-
-/// A forked child's state is its own from now on.
-pub fn own_process() {
-    // SAFETY: getpid has no preconditions.
-    PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+    fd < MAX_FD && TRACKED[fd / 64].load(Ordering::Acquire) & (1 << (fd % 64)) != 0
 }
 
 pub fn set_tracked(fd: RawFd, on: bool) {
@@ -85,6 +61,9 @@ struct Settings {
     daemon_socket: String,
     /// How long a blocking call busy-polls before it sleeps (`ETRAN_BUSY_POLL_US`, default 50).
     busy_poll: Duration,
+    /// Whether sends inside an event loop's pass wait for the thread's next wait to be kicked
+    /// (`ETRAN_TX_COALESCE`, default 1; 0: every send kicks).
+    coalesce: bool,
 }
 
 static SETTINGS: std::sync::OnceLock<Settings> = std::sync::OnceLock::new();
@@ -97,6 +76,7 @@ pub fn read_settings() {
         busy_poll: Duration::from_micros(
             std::env::var("ETRAN_BUSY_POLL_US").ok().and_then(|v| v.parse().ok()).unwrap_or(50),
         ),
+        coalesce: std::env::var("ETRAN_TX_COALESCE").map_or(true, |v| v != "0"),
     });
 }
 
@@ -107,6 +87,45 @@ fn settings() -> &'static Settings {
 
 fn busy_poll() -> Duration {
     settings().busy_poll
+}
+
+/// How often a pass reads the daemon link while the program never sleeps (a sleeping one
+/// wakes when the link is readable): connections accepted and resets wait at most this long.
+const LINK_CHECK: Duration = Duration::from_micros(200);
+
+/// How often `epoll_wait` asks the kernel's set while eTran descriptors have events: kernel
+/// descriptors' events wait at most this long behind a busy stream of eTran ones.
+pub const KERNEL_CHECK: Duration = Duration::from_micros(200);
+
+/// Frames written into the port and not yet kicked (`Shim::send`) that make a kick at once.
+const TX_BATCH: usize = 32;
+
+/// Set while sends wait for a kick (`Shim::send` deferred one); cleared by every flush, all
+/// under the lock. Read without it by the calls that wait in the kernel.
+static UNKICKED: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// This thread came back from a wait (poll, select, epoll): it runs an event loop, whose
+    /// pass ends at its next wait.
+    static IN_LOOP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The thread comes back from a wait: its sends until the next one are one pass's.
+pub fn back_from_wait() {
+    let _ = IN_LOOP.try_with(|l| l.set(true));
+}
+
+/// Before a call that may sleep in the kernel (a wait or a read on kernel descriptors only, a
+/// sleep): the frames sends left for the end of the pass are kicked now, since nothing else
+/// would send them while this thread sleeps.
+pub fn flush_unkicked() {
+    if UNKICKED.load(Ordering::Relaxed) && !HOLDING.try_with(Cell::get).unwrap_or(true) {
+        let mut g = lock();
+        if let Some(app) = shim(&mut g).app.as_mut() {
+            let _ = app.flush();
+        }
+        UNKICKED.store(false, Ordering::Relaxed);
+    }
 }
 
 /// How long a connection the app closed may take to finish closing before it is aborted (the
@@ -220,33 +239,71 @@ pub struct Shim {
     unavailable: bool,
     /// Our descriptors → their socket's key in `socks` (descriptors `dup`ed from one another
     /// share one).
-    fds: HashMap<RawFd, u64>,
-    socks: HashMap<u64, Sock>,
+    fds: IntMap<RawFd, u64>,
+    socks: IntMap<u64, Sock>,
     next_key: u64,
     /// Epoll sets (by their descriptor, tracked too) watching descriptors of ours.
-    pub epolls: HashMap<RawFd, HashMap<RawFd, Interest>>,
+    pub epolls: IntMap<RawFd, IntMap<RawFd, Interest>>,
     orphans: Vec<Orphan>,
     /// Eventfds of the threads sleeping now.
     sleepers: Vec<RawFd>,
+    /// A sleep saw the daemon link readable: the next pass reads it.
+    link_readable: bool,
+    /// When a pass reads the daemon link even if no sleep saw it readable.
+    link_due: Instant,
+    /// When `epoll_wait` asks the kernel's set again while eTran descriptors have events to
+    /// report (without them it always asks).
+    pub kernel_due: Instant,
 }
 
 static SHIM: Mutex<Option<Shim>> = Mutex::new(None);
 
-pub type Guard = MutexGuard<'static, Option<Shim>>;
+/// The state, locked by this thread.
+pub struct Guard(MutexGuard<'static, Option<Shim>>);
+
+thread_local! {
+    /// This thread holds the lock: the library's own system calls under it come through the
+    /// shim's wrappers (the shim is the first object the loader searches), which must not take
+    /// it again.
+    static HOLDING: Cell<bool> = const { Cell::new(false) };
+}
+
+impl std::ops::Deref for Guard {
+    type Target = Option<Shim>;
+    fn deref(&self) -> &Option<Shim> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Guard {
+    fn deref_mut(&mut self) -> &mut Option<Shim> {
+        &mut self.0
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = HOLDING.try_with(|h| h.set(false));
+    }
+}
 
 pub fn lock() -> Guard {
-    let mut g = SHIM.lock().unwrap_or_else(|p| p.into_inner());
+    let mut g = Guard(SHIM.lock().unwrap_or_else(|p| p.into_inner()));
+    let _ = HOLDING.try_with(|h| h.set(true));
     if g.is_none() {
         *g = Some(Shim {
             app: None,
             iface: None,
             unavailable: false,
-            fds: HashMap::new(),
-            socks: HashMap::new(),
+            fds: IntMap::default(),
+            socks: IntMap::default(),
             next_key: 0,
-            epolls: HashMap::new(),
+            epolls: IntMap::default(),
             orphans: Vec::new(),
             sleepers: Vec::new(),
+            link_readable: false,
+            link_due: Instant::now(),
+            kernel_due: Instant::now(),
         });
     }
     g
@@ -448,16 +505,23 @@ impl Shim {
         }
     }
 
-    /// Moves frames and daemon messages, adopts what listeners and connects got, finishes
+    /// Moves frames (and kicks what sends left), reads the daemon link when a sleep saw it
+    /// readable or [`LINK_CHECK`] passed, adopts what listeners and connects got, finishes
     /// closes. Returns whether anything moved (other threads then recheck).
     pub fn pass(&mut self) -> bool {
         let Some(app) = self.app.as_mut() else { return false };
         let mut moved = app.poll().unwrap_or(0) > 0;
-        let _ = app.poll_daemon();
+        UNKICKED.store(false, Ordering::Relaxed);
+        let now = Instant::now();
+        if self.link_readable || now >= self.link_due {
+            let _ = app.poll_daemon();
+            self.link_readable = false;
+            self.link_due = now + LINK_CHECK;
+        }
         for sock in self.socks.values_mut().filter(|s| !s.inherited) {
             match &mut sock.kind {
                 Kind::Listening { listener, backlog, .. } => {
-                    while let Ok(Some(id)) = ready(app.accept(listener)) {
+                    while let Ok(Some(id)) = ready(app.accept_queued(listener)) {
                         backlog.push_back(id);
                         moved = true;
                     }
@@ -480,7 +544,6 @@ impl Shim {
                 _ => {}
             }
         }
-        let now = Instant::now();
         self.orphans.retain(|o| match o {
             Orphan::Closing(id, since) => {
                 if app.is_closed(*id) {
@@ -502,6 +565,44 @@ impl Shim {
             },
         });
         moved
+    }
+
+    /// For a call that must not wait (non-blocking): the frames that arrived, without ending
+    /// the pass (no timers, no sends, no kick: the program's next wait does those), unless the
+    /// engine's timers or the daemon link are due (a program that never waits still gets
+    /// them): then a whole pass. Returns whether anything moved.
+    pub fn receive(&mut self) -> bool {
+        let Some(app) = self.app.as_mut() else { return false };
+        let now = Instant::now();
+        if self.link_readable
+            || now >= self.link_due
+            || app.next_deadline().is_some_and(|d| d <= now)
+        {
+            return self.pass();
+        }
+        app.receive().unwrap_or(0) > 0
+    }
+
+    /// Sends `data` on connection `id`: kicked at once, or, in a thread inside an event loop's
+    /// pass (`ETRAN_TX_COALESCE`), left with the pass's other sends for the kick of the
+    /// thread's next wait (a flush of [`TX_BATCH`] frames goes at once). Every wait, blocking
+    /// call, close and shutdown of the shim flushes first, and so do reads and sleeps in the
+    /// kernel, so the frames leave before the thread sleeps; a thread that writes and then
+    /// blocks elsewhere (a futex) leaves them to the next flush of any thread.
+    pub fn send(&mut self, id: ConnId, data: &[u8]) -> io::Result<usize> {
+        let app = self.app_ref();
+        if !settings().coalesce || !IN_LOOP.try_with(Cell::get).unwrap_or(false) {
+            let n = app.send(id, data)?;
+            app.flush()?;
+            return Ok(n);
+        }
+        let n = app.send_more(id, data)?;
+        if app.port().pending() >= TX_BATCH {
+            app.flush()?;
+        } else {
+            UNKICKED.store(true, Ordering::Relaxed);
+        }
+        Ok(n)
     }
 
     /// The program accepts, or waits for connections, on listener `fd`: the daemon may send
@@ -740,7 +841,7 @@ pub fn sleep(
     let mut g = lock();
     let shim_ref = shim(&mut g);
     shim_ref.sleepers.retain(|&fd| fd != me);
-    if me >= 0 {
+    if me >= 0 && fds.last().is_some_and(|w| w.revents != 0) {
         let mut v = 0u64;
         // SAFETY: draining our own non-blocking eventfd.
         unsafe { real::read(me, (&mut v as *mut u64).cast(), 8) };
@@ -748,29 +849,42 @@ pub fn sleep(
     for (k, f) in kernel.iter_mut().zip(&fds) {
         k.revents = f.revents;
     }
+    // The link's entry follows the kernel ones and the port's, when there is an app: the sleep
+    // read its state, so the next check is due only LINK_CHECK from now.
+    if let Some(link) = fds.get(kernel.len() + 1).filter(|_| shim_ref.app.is_some()) {
+        shim_ref.link_readable |= link.revents != 0;
+        shim_ref.link_due = Instant::now() + LINK_CHECK;
+    }
     if r < 0 && errno == libc::EINTR {
         return (g, Err(libc::EINTR));
     }
     (g, Ok(()))
 }
 
-/// Runs `attempt` (after a pass) until it gives a result: busy-polling first, then sleeping
-/// (also on `kernel`, whose readiness `attempt` may read). `Err(EAGAIN)` once `timeout`
-/// passed, `Err(EINTR)` on a signal.
+/// Runs `attempt` until it gives a result: first as things are (after a pass when
+/// `pass_first`: a wait, which ends the program's pass), then after what arrived (a
+/// non-blocking call, `timeout` zero, stops there: see [`Shim::receive`]), then after passes,
+/// busy-polling, then sleeping (also on `kernel`, whose readiness `attempt` may read).
+/// `Err(EAGAIN)` once `timeout` passed, `Err(EINTR)` on a signal.
 pub fn block_on<T>(
     mut g: Guard,
     timeout: Option<Duration>,
     kernel: &mut [libc::pollfd],
+    pass_first: bool,
     mut attempt: impl FnMut(&mut Shim, &[libc::pollfd]) -> Option<Result<T, c_int>>,
 ) -> Result<T, c_int> {
     let start = Instant::now();
     let limit = timeout.map(|t| start + t);
     let spin_until = start + busy_poll();
-    loop {
+    let mut looked = pass_first;
+    if pass_first {
         let shim_ref = shim(&mut g);
         if shim_ref.pass() {
             wake_others(shim_ref);
         }
+    }
+    loop {
+        let shim_ref = shim(&mut g);
         if let Some(r) = attempt(shim_ref, kernel) {
             return r;
         }
@@ -779,16 +893,28 @@ pub fn block_on<T>(
         }
         let now = Instant::now();
         if limit.is_some_and(|l| now >= l) {
-            return Err(libc::EAGAIN);
+            if looked {
+                return Err(libc::EAGAIN);
+            }
+            looked = true;
+            if shim_ref.receive() {
+                wake_others(shim_ref);
+            }
+            continue;
         }
+        looked = true;
         if now < spin_until {
             drop(g);
             std::hint::spin_loop();
             g = lock();
-            continue;
+        } else {
+            let (g2, slept) = sleep(g, kernel, limit);
+            g = g2;
+            slept?;
         }
-        let (g2, slept) = sleep(g, kernel, limit);
-        g = g2;
-        slept?;
+        let shim_ref = shim(&mut g);
+        if shim_ref.pass() {
+            wake_others(shim_ref);
+        }
     }
 }

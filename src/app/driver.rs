@@ -137,13 +137,20 @@ impl Driver {
 /// One pass of `e` (see the module's doc). Returns the frames received.
 pub(crate) fn pass<E: Engine>(e: &mut E) -> io::Result<usize> {
     let now = Instant::now();
-    let (driver, rx) = e.receiver(now);
-    let n = driver.port.poll_rx(rx)?;
+    let n = receive(e, now)?;
     let deadline = e.on_pass(now)?;
     let driver = e.driver();
     driver.deadline = deadline;
     driver.port.flush()?;
     Ok(n)
+}
+
+/// The first half of a pass: the frames that arrived go to the engine, and nothing else (no
+/// timers, no sends, no flush). For a caller that must see what arrived without ending its pass
+/// (the POSIX shim's non-blocking calls between a program's waits). Returns the frames received.
+pub(crate) fn receive<E: Engine>(e: &mut E, now: Instant) -> io::Result<usize> {
+    let (driver, rx) = e.receiver(now);
+    driver.port.poll_rx(rx)
 }
 
 /// Waits until `e` has something to do, then does it (see the module's doc): a frame arrived,

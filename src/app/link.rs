@@ -40,7 +40,7 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct DaemonLink {
     stream: UnixStream,
     buf: Vec<u8>,
-    /// Connections accepted, handed out by [`DaemonLink::try_accept`].
+    /// Connections accepted, handed out by [`DaemonLink::take_accepted`].
     accepted: VecDeque<(u64, ConnInit)>,
     /// Connects that completed, claimed by [`DaemonLink::take_connected`].
     connected: VecDeque<(u64, ConnInit)>,
@@ -184,8 +184,9 @@ impl DaemonLink {
         }
     }
 
-    /// Listens on TCP `port`: connections to it arrive through [`DaemonLink::try_accept`].
-    /// `EADDRINUSE` when the port is taken; [`DaemonLink::unlisten`] ends it.
+    /// Listens on TCP `port`: connections to it arrive through [`DaemonLink::take_accepted`]
+    /// (once [`DaemonLink::poll`] read them). `EADDRINUSE` when the port is taken;
+    /// [`DaemonLink::unlisten`] ends it.
     /// With `socket`, the listener is that kernel socket's, which other sessions showing it
     /// may share; with `idle`, connections come only after [`DaemonLink::accepting`].
     pub fn listen(
@@ -213,7 +214,7 @@ impl DaemonLink {
     }
 
     /// Stops listening on TCP `port`: later SYNs to it are refused. Returns the connections to
-    /// it the daemon accepted and no one took with [`DaemonLink::try_accept`] (every one there
+    /// it the daemon accepted and no one took with [`DaemonLink::take_accepted`] (every one there
     /// will be: the daemon answers after its last `Accepted` for the port).
     pub fn unlisten(&mut self, port: u16) -> io::Result<Vec<(u64, ConnInit)>> {
         self.send(&Request::Unlisten { port })?;
@@ -348,15 +349,15 @@ impl DaemonLink {
         }
     }
 
-    /// The next connection accepted on TCP `port` (`handle`, what the app adopts), without
-    /// blocking.
-    pub fn try_accept(&mut self, port: u16) -> io::Result<Option<(u64, ConnInit)>> {
-        let ours =
-            |a: &VecDeque<(u64, ConnInit)>| a.iter().position(|(_, i)| i.local.port() == port);
-        if ours(&self.accepted).is_none() {
-            self.poll()?;
-        }
-        Ok(ours(&self.accepted).and_then(|i| self.accepted.remove(i)))
+    /// Whether a connection accepted on TCP `port` was read and not yet taken.
+    pub fn has_accepted(&self, port: u16) -> bool {
+        self.accepted.iter().any(|(_, i)| i.local.port() == port)
+    }
+
+    /// The next connection accepted on TCP `port` among those read so far (no system call).
+    pub fn take_accepted(&mut self, port: u16) -> Option<(u64, ConnInit)> {
+        let at = self.accepted.iter().position(|(_, i)| i.local.port() == port)?;
+        self.accepted.remove(at)
     }
 
     /// Binds Homa `port` (0: any free one) to this app (registered for Homa): returns the port
@@ -481,16 +482,17 @@ mod tests {
         tell(&mut d, Reply::Accepted { handle: 1, init: init(80, 1) });
         tell(&mut d, Reply::Accepted { handle: 2, init: init(81, 2) });
         std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(link.try_accept(81).unwrap().map(|a| a.0), Some(2));
-        assert_eq!(link.try_accept(81).unwrap(), None);
+        link.poll().unwrap();
+        assert_eq!(link.take_accepted(81).map(|a| a.0), Some(2));
+        assert_eq!(link.take_accepted(81), None);
         // The daemon's answer comes after one more connection to 80, and one to 81.
         tell(&mut d, Reply::Accepted { handle: 3, init: init(80, 3) });
         tell(&mut d, Reply::Accepted { handle: 4, init: init(81, 4) });
         tell(&mut d, Reply::Unlistened { port: 80 });
         let orphans: Vec<u64> = link.unlisten(80).unwrap().iter().map(|a| a.0).collect();
         assert_eq!(orphans, [1, 3]);
-        assert_eq!(link.try_accept(80).unwrap(), None);
-        assert_eq!(link.try_accept(81).unwrap().map(|a| a.0), Some(4));
+        assert_eq!(link.take_accepted(80), None);
+        assert_eq!(link.take_accepted(81).map(|a| a.0), Some(4));
         let mut sent = vec![0u8; 64];
         let n = std::io::Read::read(&mut d, &mut sent).unwrap();
         let (req, _) = proto::decode::<Request>(&sent[..n]).unwrap().unwrap();

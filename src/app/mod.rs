@@ -211,10 +211,11 @@ impl std::ops::AddAssign for AppCounters {
     }
 }
 
-/// Hashes a connection handle with one multiplication: handles are daemon-chosen integers, not
-/// attacker input, and the map is looked up for every received frame.
+/// Hashes an integer key (a connection handle, a descriptor) with one multiplication: keys the
+/// daemon or the kernel chose, not attacker input, looked up for every received frame (and
+/// every call of the POSIX shim).
 #[derive(Default)]
-struct HandleHasher(u64);
+pub struct HandleHasher(u64);
 
 impl std::hash::Hasher for HandleHasher {
     fn finish(&self) -> u64 {
@@ -231,10 +232,18 @@ impl std::hash::Hasher for HandleHasher {
         // Fibonacci hashing: the high bits, which hashbrown uses, depend on every input bit.
         self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
+
+    fn write_i32(&mut self, n: i32) {
+        self.write_u64(u64::from(n as u32));
+    }
 }
 
+/// A map keyed by integers the program chose (handles, descriptors), hashed with
+/// [`HandleHasher`].
+pub type IntMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<HandleHasher>>;
+
 /// Connections by handle.
-type ConnMap = HashMap<u64, Stream, std::hash::BuildHasherDefault<HandleHasher>>;
+type ConnMap = IntMap<u64, Stream>;
 
 /// One app thread's link to the daemon, its port and its connections.
 pub struct App {
@@ -369,11 +378,19 @@ impl App {
     /// when none is pending, `EINVAL` for a listener not this app's. Applies what else the
     /// daemon sent ([`App::poll_daemon`]).
     pub fn accept(&mut self, listener: &Listener) -> io::Result<ConnId> {
+        if !self.driver.link.has_accepted(listener.port) {
+            self.poll_daemon()?;
+        }
+        self.accept_queued(listener)
+    }
+
+    /// [`App::accept`] among the connections already read from the daemon link: no system
+    /// call, for an app that reads the link ([`App::poll_daemon`]) only when it is readable.
+    pub fn accept_queued(&mut self, listener: &Listener) -> io::Result<ConnId> {
         if !self.listening.contains(&listener.port) {
             return Err(os_error(io::ErrorKind::InvalidInput));
         }
-        let next = self.driver.link.try_accept(listener.port)?;
-        self.apply_resets();
+        let next = self.driver.link.take_accepted(listener.port);
         let (handle, init) = next.ok_or_else(|| os_error(io::ErrorKind::WouldBlock))?;
         Ok(self.add_connection(handle, StreamInit::from(&init)))
     }
@@ -724,6 +741,13 @@ impl App {
     /// the daemon link (see [`driver`]). Returns the frames received.
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         driver::wait(self, timeout)
+    }
+
+    /// The frames that arrived, to their connections, and nothing else: no timers, no sends,
+    /// no kick (those are the next [`App::poll`]'s). For a caller that must see what arrived
+    /// between two passes without ending the first. Returns the frames received.
+    pub fn receive(&mut self) -> io::Result<usize> {
+        driver::receive(self, Instant::now())
     }
 
     /// Moves frames: hands received ones to their connections, runs the timers, sends what

@@ -273,9 +273,11 @@ fn iperf3_server_receives_and_sends_a_stream_over_etran() {
     for reverse in [false, true] {
         let before = registrations(&daemon.log());
         // One test, then it exits.
+        let log = daemon.dir.join(format!("iperf3-{reverse}.log"));
         let mut server = Server(
             etran_run(&h1, &daemon.sock, &["iperf3", "-s", "-1", "-4", "-p", "5201"])
-                .stdout(std::process::Stdio::null())
+                .stdout(std::fs::File::create(&log).unwrap())
+                .stderr(std::process::Stdio::null())
                 .spawn()
                 .expect("etran run iperf3"),
         );
@@ -292,6 +294,13 @@ fn iperf3_server_receives_and_sends_a_stream_over_etran() {
         eprintln!("iperf3 {dir}, server under etran run: {:.2} Gbit/s", bps / 1e9);
         assert!(out.status.success() && bps > 0.0, "{}: {}", text(&out), daemon.log());
         await_success(&mut server.0, daemon);
+        // TCP_INFO and TCP_CONGESTION are served: the server warns of nothing and names the
+        // algorithm it sent with.
+        let said = std::fs::read_to_string(&log).unwrap();
+        assert!(!said.contains("getsockopt") && !said.contains("not supported"), "{said}");
+        if reverse {
+            assert_eq!(report["end"]["sender_tcp_congestion"], "dctcp", "{report}");
+        }
     }
     all_ended(daemon, 4);
 }
