@@ -60,7 +60,7 @@ use crate::{
         handshake::{Config, Established, Failure, Handshake, Outcome},
         isn::IsnGenerator,
         listen::{Listeners, OnSyn, SocketId},
-        segment::{Segment, FIN, RST, SYN},
+        segment::{FlowKey, Segment, FIN, RST, SYN},
         window,
     },
 };
@@ -74,9 +74,6 @@ const EPHEMERAL: std::ops::Range<u16> = 49152..65535;
 pub const MAX_HELD: usize = 64;
 /// Where the frame starts in a slow-path record (after `len` and `wire_len`).
 const SLOW_FRAME_AT: usize = std::mem::offset_of!(etran_tcp_slow_seg, frame);
-
-/// (local, remote) of a connection.
-pub type FlowKey = (SocketAddrV4, SocketAddrV4);
 
 /// The slow path's timers (the daemon's wheel holds them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use mio::Token;
 
-use super::{control::FlowKey, segment::Segment};
+use super::segment::{FlowKey, Segment};
 use crate::refusal::Refusal;
 
 /// SYNs held per port while no member accepts (a kernel listener's default backlog).

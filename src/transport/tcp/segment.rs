@@ -19,6 +19,9 @@ const IPV4_LEN: usize = 20;
 const TCP_LEN: usize = 20;
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const IPPROTO_TCP: u8 = 6;
+/// (local, remote) of a connection: the addresses a segment's flow is known by.
+pub type FlowKey = (SocketAddrV4, SocketAddrV4);
+
 /// Largest TCP option block (data offset 15 words).
 pub const MAX_OPTIONS: usize = 40;
 
