@@ -332,18 +332,22 @@ out:
  * so the app misses nothing, and a bulk sender wakes for a fraction of the ACKs (a Linux receiver
  * acknowledges every other segment) instead of taking each through its port. Handed on all the
  * same: a duplicate ACK, anything flagged (SACK blocks, our FIN acknowledged, a fast retransmit),
- * an ACK that moves only the window, the ACK that leaves nothing in flight (the app's timers
- * stop), and one that finds the app's view of snd_una behind by the keep limit
- * (tcp_ack_keep_limit): the app's window lags by at most that, and the peer acknowledges the
- * rest of the flight, so an ACK the app needs is never held back for good. */
+ * an ACK that moves only the window, one that leaves under two full segments in flight (the
+ * app's timers stop, or the peer's next ACK may be delayed), and one that finds the app's view
+ * of snd_una behind by the keep limit (tcp_ack_keep_limit): the app's window lags by at most
+ * that, and the two segments still in flight draw the peer's next ACK at once, so an ACK the
+ * app needs is never held back for long. */
 static __always_inline int ack_kept(const struct tcp_conn *c, const struct segment *s,
 				    const struct verdict *v)
 {
 	__u32 limit = cc_min(TCP_ACK_KEEP_SEGMENTS * (__u32)c->mss,
 			     v->meta.send_wnd >> TCP_ACK_KEEP_WND_SHIFT);
 
-	if (s->len || s->fin || !v->acked || v->dup_ack || v->meta.flags ||
-	    c->snd_una == c->snd_nxt)
+	if (s->len || s->fin || !v->acked || v->dup_ack || v->meta.flags)
+		return 0;
+	/* Under two full segments still in flight the peer may hold its next ACK back (a delayed
+	 * ACK, up to 40 ms for Linux) while the app waits for the room this one opened. */
+	if (flight_bytes(c) < 2 * (__u32)c->mss)
 		return 0;
 	return c->snd_una - c->app_una < limit;
 }
