@@ -367,6 +367,7 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
         tcp.progs.etran_tcp_egress.pin(dir.join("tcp_egress"))?;
         tcp.maps.etran_nic.pin(dir.join("nic"))?;
         tcp.progs.etran_tcp_gen.pin(dir.join("tcp_gen"))?;
+        tcp.progs.etran_tcp_rehome.pin(dir.join("tcp_rehome"))?;
         tcp.maps.etran_tcp_ack_queue.pin(dir.join("tcp_ack_queue"))?;
         tcp.maps.etran_tcp_dack_queue.pin(dir.join("tcp_dack_queue"))?;
         tcp.maps.etran_tcp_gen_wake.pin(dir.join("tcp_gen_wake"))?;

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* The TCP object: the fast path of established connections, in two programs sharing the
- * connection map.
+/* The TCP object: the fast path of established connections, in programs sharing the connection
+ * map (the ACK generator, etran_tcp_gen, is tcp_gen.h).
  * - etran_tcp_ingress: tail-called by the entrance for every valid TCP frame from the NIC
  *   (tcp_ingress.h).
  * - etran_tcp_egress: XDP on the kernel side of an app's port (compat backend); turns the app's
- *   TX frames into TCP segments for the NIC (tcp_egress.h). */
+ *   TX frames into TCP segments for the NIC (tcp_egress.h).
+ * - etran_tcp_rehome: run by the daemon (BPF_PROG_RUN) to move a connection between apps
+ *   (tcp_rehome.h). */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
@@ -12,6 +14,7 @@
 #include "tcp/tcp_egress.h"
 #include "tcp/tcp_gen.h"
 #include "tcp/tcp_ingress.h"
+#include "tcp/tcp_rehome.h"
 #include "common/transport.h"
 
 /* The slot of etran_transports this program fills; read by the loader. */
@@ -36,6 +39,12 @@ SEC("xdp")
 int etran_tcp_gen(struct xdp_md *ctx)
 {
 	return tcp_gen(ctx);
+}
+
+SEC("xdp")
+int etran_tcp_rehome(struct xdp_md *ctx)
+{
+	return tcp_rehome(ctx);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

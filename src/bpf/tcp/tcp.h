@@ -63,7 +63,9 @@ enum tcp_conn_fin {
  * at insertion and never change, so they may be read without the lock. */
 struct tcp_conn {
 	struct bpf_spin_lock lock;
-	__u32 owner_port; /* fixed: the owner's port slot (etran_app_ports, etran_port_ifindex) */
+	__u32 owner_port; /* the owner's port slot (etran_app_ports, etran_port_ifindex), or
+			   * ETRAN_TCP_OWNER_MOVING; changed only by etran_tcp_rehome, under the lock:
+			   * read before it, it is checked again under it */
 	__u64 handle;     /* fixed: the app's opaque handle, echoed in RX metadata */
 
 	/* Receive side */
@@ -166,6 +168,27 @@ enum etran_tcp_gen_template {
 /* A record of etran_tcp_gen_wake: ingress pushed one connection key on the queue of `kind`. */
 struct etran_tcp_gen_wake {
 	__u32 kind; /* enum etran_tcp_ack_queued: DELAYED or IMMEDIATE */
+};
+
+/* tcp_conn.owner_port while a connection moves between apps (tcp_rehome.h): no app's port. */
+enum etran_tcp_owner {
+	ETRAN_TCP_OWNER_MOVING = 0xffffffff,
+};
+
+/* What the daemon asks of etran_tcp_rehome: the frame BPF_PROG_RUN hands it (and hands back,
+ * with `found` and the positions filled in). At least an Ethernet header long, as XDP's test
+ * runs require. */
+struct etran_tcp_rehome {
+	struct tcp_conn_key key;
+	__u32 owner;    /* the new owner_port: a port slot, or ETRAN_TCP_OWNER_MOVING */
+	__u32 found;    /* out: 1 when the connection exists (and was rehomed) */
+	/* out, read under the lock as the change was made: where the new owner resumes */
+	__u32 rx_pos;   /* stream position of rcv_nxt */
+	__u32 tx_pos;   /* stream position of snd_nxt */
+	__u32 una_pos;  /* stream position of snd_una */
+	__u32 send_wnd; /* what new data may fill from snd_una (as RX metadata says it) */
+	__u32 rcv_wnd;  /* the receive window the kernel holds (the app's reports so far) */
+	__u32 fin;      /* enum tcp_conn_fin */
 };
 
 /* Limits apps must know (an enum so that they reach BTF, hence Rust). */
@@ -273,6 +296,8 @@ struct etran_tcp_slow_seg {
  * etran_tcp_layouts in tcp.bpf.c. */
 struct etran_tcp_layouts {
 	struct etran_tcp_rx_meta rx_meta;
+	struct etran_tcp_rehome rehome;
+	enum etran_tcp_owner owner;
 	enum etran_tcp_rx_flag rx_flag;
 	enum tcp_conn_flag conn_flag;
 	enum tcp_conn_fin conn_fin;

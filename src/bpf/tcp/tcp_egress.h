@@ -243,6 +243,8 @@ static __always_inline int tcp_egress(struct xdp_md *ctx)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_UNKNOWN_CONN, bytes);
 	/* The port a frame arrives on is the app's identity: it cannot be forged. */
 	slot = c->owner_port;
+	if (slot == ETRAN_TCP_OWNER_MOVING)
+		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_MOVING, bytes);
 	owner = bpf_map_lookup_elem(&etran_port_ifindex, &slot);
 	if (!owner || !*owner || *owner != ctx->ingress_ifindex)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_WRONG_OWNER, bytes);
@@ -265,7 +267,11 @@ static __always_inline int tcp_egress(struct xdp_md *ctx)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_NO_NIC, bytes);
 
 	bpf_spin_lock(&c->lock);
-	tx_update(c, &h, &plan);
+	/* Checked again under the lock: the connection may have begun to move (tcp_rehome.h). */
+	if (c->owner_port != slot)
+		tx_refuse(&plan, ETRAN_DROP_TCP_MOVING);
+	else
+		tx_update(c, &h, &plan);
 	bpf_spin_unlock(&c->lock);
 	if (plan.dropped)
 		return drop(ETRAN_PROTO_TCP, plan.reason, bytes);

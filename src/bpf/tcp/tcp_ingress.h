@@ -496,6 +496,7 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 	struct tcp_conn_key key;
 	struct tcp_ts_opt *ts;
 	struct tcp_conn *c;
+	__u32 owner;
 	int corrupt;
 	__u64 bytes = data_end - data;
 	__u32 hdrs, tot;
@@ -548,17 +549,26 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 	/* These can fail; they go first so that a failure leaves the connection untouched: the
 	 * port's room (compat/app_ports.h), the metadata's room, the redirect (which takes effect
 	 * only if the program returns XDP_REDIRECT). */
-	budget = port_rx(c->owner_port);
+	owner = c->owner_port;
+	if (owner == ETRAN_TCP_OWNER_MOVING)
+		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_MOVING, bytes);
+	budget = port_rx(owner);
 	if (!budget)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_NO_OWNER, bytes);
 	if (!port_has_room(budget))
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_PORT_FULL, bytes);
 	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(*meta)))
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_NO_HEADROOM, bytes);
-	if (bpf_redirect_map(&etran_app_ports, c->owner_port, XDP_DROP) != XDP_REDIRECT)
+	if (bpf_redirect_map(&etran_app_ports, owner, XDP_DROP) != XDP_REDIRECT)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_NO_OWNER, bytes);
 
 	bpf_spin_lock(&c->lock);
+	/* The owner read above may have changed since (tcp_rehome.h): a segment applied for an
+	 * app that no longer holds the stream would be acknowledged and lost. */
+	if (c->owner_port != owner) {
+		bpf_spin_unlock(&c->lock);
+		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_MOVING, bytes);
+	}
 	rx_update(c, &s, &v);
 	mark = gen_mark(c);
 	bpf_spin_unlock(&c->lock);

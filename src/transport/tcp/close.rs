@@ -12,7 +12,7 @@
 use super::segment::{ACK, FIN, RST, SYN};
 
 /// A connection's close state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum State {
     Established,
     /// We closed; our FIN is queued or sent, not acknowledged.

@@ -5,9 +5,10 @@ use libbpf_rs::MapHandle;
 use crate::loader;
 
 /// What the daemon needs of the TCP object of a datapath: the app-port maps, the egress program,
-/// the ingress program (for segments the slow path replays) and what the gen pump runs. Found
-/// from the attached entrance program (program array → TCP ingress → its maps; the egress and
-/// gen programs by their names and the shared connection map), so no pins are needed.
+/// the ingress program (for segments the slow path replays), what the gen pump runs and what
+/// moves connections between apps. Found from the attached entrance program (program array →
+/// TCP ingress → its maps; the egress, gen and rehome programs by their names and the shared
+/// connection map), so no pins are needed.
 pub struct TcpHandles {
     /// DEVMAP: port slot → kernel-side ifindex (where ingress hands frames to apps).
     pub app_ports: MapHandle,
@@ -22,6 +23,8 @@ pub struct TcpHandles {
     pub conns: MapHandle,
     /// The ACK generator (etran_tcp_gen), run by the gen pump.
     pub gen: std::os::fd::OwnedFd,
+    /// What moves a connection between apps (etran_tcp_rehome), run by the daemon.
+    pub rehome: std::os::fd::OwnedFd,
     /// QUEUE of connection keys owing an ACK at once (etran_tcp_ack_queue).
     pub ack_queue: MapHandle,
     /// QUEUE of connection keys owing a delayed ACK (etran_tcp_dack_queue).
@@ -42,6 +45,7 @@ pub struct TcpHandles {
 const TCP_INGRESS_PROG: &str = "etran_tcp_ingre";
 const TCP_EGRESS_PROG: &str = "etran_tcp_egres";
 const TCP_GEN_PROG: &str = "etran_tcp_gen";
+const TCP_REHOME_PROG: &str = "etran_tcp_rehom";
 
 pub fn tcp_handles(entrance_prog_id: u32) -> anyhow::Result<TcpHandles> {
     let missing = || {
@@ -61,6 +65,7 @@ pub fn tcp_handles(entrance_prog_id: u32) -> anyhow::Result<TcpHandles> {
     let egress = loader::prog_sharing(conns_id, TCP_EGRESS_PROG);
     let gen = loader::prog_sharing(conns_id, TCP_GEN_PROG);
     let (egress, gen) = (egress.ok_or_else(missing)?, gen.ok_or_else(missing)?);
+    let rehome = loader::prog_sharing(conns_id, TCP_REHOME_PROG).ok_or_else(missing)?;
     let (_, port_ifindex) = named(egress, "etran_port_ifin")?.ok_or_else(missing)?;
     let (_, ack_queue) = named(gen, "etran_tcp_ack_q")?.ok_or_else(missing)?;
     let (_, dack_queue) = named(gen, "etran_tcp_dack_")?.ok_or_else(missing)?;
@@ -76,6 +81,7 @@ pub fn tcp_handles(entrance_prog_id: u32) -> anyhow::Result<TcpHandles> {
         ingress: libbpf_rs::Program::fd_from_id(tcp_id)?,
         conns,
         gen: libbpf_rs::Program::fd_from_id(gen)?,
+        rehome: libbpf_rs::Program::fd_from_id(rehome)?,
         ack_queue,
         dack_queue,
         gen_wake,

@@ -80,6 +80,11 @@ impl RtoEstimator {
         self.smoothed.map(|(srtt, _)| srtt)
     }
 
+    /// The round-trip time's variation (RTTVAR), once a sample was taken.
+    pub fn rttvar(&self) -> Option<Duration> {
+        self.smoothed.map(|(_, rttvar)| rttvar)
+    }
+
     /// The bound of every backed-off timeout.
     pub fn max(&self) -> Duration {
         self.config.max

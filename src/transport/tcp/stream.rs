@@ -1039,6 +1039,11 @@ impl Stream {
         self.rto.srtt()
     }
 
+    /// The round-trip time's variation, once a segment was timed.
+    pub fn rttvar(&self) -> Option<Duration> {
+        self.rto.rttvar()
+    }
+
     /// Header and `len` bytes from stream position `pos` (within the send buffer).
     fn emit(&mut self, frame: &mut [u8], pos: u32, len: usize, intent: u8) -> TxFrame {
         let off = dist(pos, self.snd_una) as usize;
@@ -1104,6 +1109,10 @@ impl RxMeta for etran_tcp_rx_meta {
         (usize::from(self.payload_off), usize::from(self.payload_len))
     }
 }
+
+mod handover;
+
+pub use handover::{Handover, Resume};
 
 #[cfg(test)]
 mod tests;
