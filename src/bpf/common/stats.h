@@ -65,9 +65,6 @@ enum etran_drop_reason {
 					* generator or data carried it): it would be a duplicate */
 	ETRAN_DROP_TCP_TX_PROBE_OPEN, /* a zero-window probe while the peer's window has room:
 				       * the app has data to send instead */
-	ETRAN_DROP_TCP_MOVING,        /* a segment of a connection moving between apps (a forked
-				       * child adopting it): the peer's retransmission, or the
-				       * app's, brings it again once the new owner has it */
 	ETRAN_DROP_HOMA_MALFORMED,    /* a Homa packet inconsistent with its type (header cut,
 				       * unknown type, segment past its message) */
 	ETRAN_DROP_HOMA_UNBOUND_PORT, /* to a Homa port no app bound */
@@ -89,6 +86,9 @@ enum etran_drop_reason {
 	ETRAN_DROP_HOMA_TX_NO_NIC,    /* the NIC slot of etran_nic is empty */
 	ETRAN_DROP_HOMA_TX_GRANT_SETTLED, /* a GRANT intent with no grant owed (the last GRANT
 					   * sent said as much already) */
+	ETRAN_DROP_TCP_MOVING,        /* a segment of a connection moving between apps (a forked
+				       * child adopting it): the peer's retransmission, or the
+				       * app's, brings it again once the new owner has it */
 	ETRAN_DROP_REASON_MAX,
 };
 

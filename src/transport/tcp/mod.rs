@@ -5,7 +5,8 @@
 //! - the app-side engine: [`stream`] (one connection's byte stream) and [`early`] (frames that
 //!   reach the app before its connection is adopted);
 //! - the daemon-side control: [`control`] (the slow path: handshakes, TIME_WAIT, aborts);
-//! - [`handles`]: the TCP object's maps and programs, found from the attached datapath.
+//! - [`handles`]: the TCP object's maps and programs, found from the attached datapath;
+//!   [`rehome`]: moving a connection between apps (`etran_tcp_rehome`).
 pub mod close;
 pub mod control;
 pub mod early;
@@ -15,6 +16,7 @@ pub mod isn;
 pub mod listen;
 pub mod options;
 pub mod persist;
+pub mod rehome;
 pub mod rto;
 pub mod sack;
 pub mod segment;
