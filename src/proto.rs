@@ -15,7 +15,9 @@
 //! 4: refusals are a [`Refusal`], an errno plus optional text, instead of a string;
 //! `ConnectFailed` names the remote address. 5: `Unlisten`, `Unlistened`. 6: the `homa`
 //! transport: `HomaBind`, `HomaPeer` and their answers. 7: the receive budget. 8: `Listen`
-//! may show a kernel socket and wait to be `Accepting`: listeners shared across processes.)
+//! may show a kernel socket and wait to be `Accepting`: listeners shared across processes.
+//! 9: connections shared across processes: `Share`, `Forked`, `Adopt`, `Park`, `Surrendered`
+//! and their answers.)
 //!
 //! Refusals carry the errno a POSIX call would give (`EADDRINUSE` for a port that is taken,
 //! `ECONNREFUSED` for a SYN answered by RST, `ETIMEDOUT`, ...): the app library hands them on as
@@ -23,7 +25,18 @@
 //!
 //! Descriptors: `Registered` travels in one `sendmsg` together with its descriptors
 //! (SCM_RIGHTS), in the order the message lists them (`fds`); a `Listen` with `socket` set
-//! carries one, the same way. See [`send_fds`] / [`recv_fds`].
+//! carries one, the same way; so do `Share` (the process's pidfd, then one kernel socket per
+//! connection), `Forked` (the child's pidfd), `Adopt` (the connection's kernel socket),
+//! `Surrendered` and `Adopted` (a memfd holding the stream handed over). See [`send_fds`] /
+//! [`recv_fds`].
+//!
+//! Connections shared across processes (a forked child inheriting its parent's): holding the
+//! connection's kernel socket is the right to use it, as in the kernel. The owner shows each
+//! connection's socket before it forks (`Share`) and names the child after (`Forked`); a
+//! process showing that socket adopts the connection (`Adopt`): its owner hands the stream over
+//! (`Surrender`, answered by `Surrendered`) and the adopter resumes it (`Adopted`). An owner
+//! closing a shared connection parks it at the daemon instead (`Park`), while another holder
+//! lives.
 use std::{
     io,
     net::{Ipv4Addr, SocketAddrV4},
@@ -31,6 +44,8 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::transport::tcp::stream::Resume;
 
 /// What the app needs to adopt a connection and to map its rings: defined by the TCP
 /// transport and by the AF_XDP layer, carried here.
@@ -41,7 +56,7 @@ pub use crate::{
 };
 
 /// Version of this protocol; bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 /// Largest message body accepted (a `Registered` is a few hundred bytes).
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Most descriptors one message carries.
@@ -97,6 +112,23 @@ pub enum Request {
     /// The app is about to start RPCs to `ip`: the daemon tells egress the peer's Ethernet
     /// address (from the neighbour table). Answered by `HomaPeer`.
     HomaPeer { ip: Ipv4Addr },
+    /// Before a fork: the connections `handles` (this session's) stand for the kernel sockets
+    /// the message carries, one each after the pidfd of process `pid` (this one), which holds
+    /// them. Answered by `Shared`.
+    Share { pid: u32, handles: Vec<u64> },
+    /// After a fork: process `pid` (its pidfd carried) holds the connections `handles` too.
+    /// Not answered.
+    Forked { pid: u32, handles: Vec<u64> },
+    /// The connection `handle` comes to this session, which shows its kernel socket (carried).
+    /// Answered by `Adopted` or `AdoptFailed`.
+    Adopt { handle: u64 },
+    /// Process `pid` closed its descriptor of connection `handle`. From its owner: answered by
+    /// `Surrender` (another holder lives: hand the stream over, it waits at the daemon) or
+    /// `Unshared` (close it as usual); from another session, not answered.
+    Park { handle: u64, pid: u32 },
+    /// The stream of connection `handle`, which the daemon asked for (`Surrender`), in the
+    /// memfd carried ([`crate::transport::tcp::stream::Stream::hand_over`]). Not answered.
+    Surrendered { handle: u64 },
 }
 
 /// What each descriptor passed with `Registered` is.
@@ -186,6 +218,30 @@ pub enum Reply {
     HomaPeer {
         ip: Ipv4Addr,
         refusal: Option<Refusal>,
+    },
+    /// The answer to `Share`.
+    Shared,
+    /// The connection `handle` is this session's now: resume its stream (the memfd carried)
+    /// where the kernel's stands (`at`).
+    Adopted {
+        handle: u64,
+        at: Resume,
+    },
+    /// The `Adopt` of `handle` was refused (`EBADF`: not its socket; `ECONNRESET`: the stream
+    /// was lost on the way).
+    AdoptFailed {
+        handle: u64,
+        refusal: Refusal,
+    },
+    /// Hand the stream of connection `handle` over (`Surrendered`): it no longer reaches this
+    /// session. Frames it received up to stream position `rx_pos` may still be on their way.
+    Surrender {
+        handle: u64,
+        rx_pos: u32,
+    },
+    /// The answer to a `Park` of `handle` when nobody else holds it: close it as usual.
+    Unshared {
+        handle: u64,
     },
 }
 
@@ -399,6 +455,11 @@ mod tests {
             Request::Accepting { port: 80 },
             Request::HomaBind { port: 0 },
             Request::HomaPeer { ip: Ipv4Addr::new(10, 99, 0, 2) },
+            Request::Share { pid: 7, handles: vec![1, 2] },
+            Request::Forked { pid: 8, handles: vec![1] },
+            Request::Adopt { handle: 1 },
+            Request::Park { handle: 1, pid: 8 },
+            Request::Surrendered { handle: 1 },
         ] {
             let enc = encode(&req);
             assert_eq!(decode::<Request>(&enc).unwrap().unwrap(), (req, enc.len()));
@@ -409,7 +470,7 @@ mod tests {
     fn wire_form_is_documented_json() {
         let enc = encode(&register());
         assert_eq!(u32::from_le_bytes(enc[..4].try_into().unwrap()) as usize, enc.len() - 4);
-        assert_eq!(&enc[4..], br#"{"Register":{"version":8,"transport":"tcp","queues":1}}"#);
+        assert_eq!(&enc[4..], br#"{"Register":{"version":9,"transport":"tcp","queues":1}}"#);
     }
 
     #[test]

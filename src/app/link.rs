@@ -48,6 +48,8 @@ pub struct DaemonLink {
     connect_failed: VecDeque<(SocketAddrV4, Refusal)>,
     /// Handles of connections the peer reset, handed out by [`DaemonLink::take_reset`].
     resets: VecDeque<u64>,
+    /// Connections to hand over (`Surrender`): (handle, rx_pos), by [`DaemonLink::take_surrender`].
+    surrenders: VecDeque<(u64, u32)>,
 }
 
 /// What a successful registration hands the app.
@@ -93,6 +95,7 @@ impl DaemonLink {
             connected: VecDeque::new(),
             connect_failed: VecDeque::new(),
             resets: VecDeque::new(),
+            surrenders: VecDeque::new(),
         })
     }
 
@@ -316,6 +319,7 @@ impl DaemonLink {
                 self.connected.retain(|a| a.0 != handle)
             }
             Reply::Reset { handle } => self.resets.push_back(handle),
+            Reply::Surrender { handle, rx_pos } => self.surrenders.push_back((handle, rx_pos)),
             other => return Some(other),
         }
         None
@@ -398,6 +402,121 @@ impl DaemonLink {
     /// [`DaemonLink::poll`]).
     pub fn take_reset(&mut self) -> Option<u64> {
         self.resets.pop_front()
+    }
+
+    /// The next connection the daemon asked this app to hand over (`Surrender`): its handle
+    /// and the stream position up to which frames may still be on their way.
+    pub fn take_surrender(&mut self) -> Option<(u64, u32)> {
+        self.surrenders.pop_front()
+    }
+
+    /// Before a fork: connections `conns` (handle, kernel socket) stand for those sockets;
+    /// process `pid` (`pidfd`, this one) holds them. Waits for the daemon's answer, so that a
+    /// child's `Adopt` finds them.
+    pub fn share(
+        &mut self,
+        pid: u32,
+        pidfd: BorrowedFd<'_>,
+        conns: &[(u64, BorrowedFd<'_>)],
+    ) -> io::Result<()> {
+        for chunk in conns.chunks(proto::MAX_FDS - 1) {
+            let handles = chunk.iter().map(|c| c.0).collect();
+            let mut fds = vec![pidfd];
+            fds.extend(chunk.iter().map(|c| c.1));
+            let msg = proto::encode(&Request::Share { pid, handles });
+            proto::send_fds(self.stream.as_fd(), &msg, &fds)?;
+            self.wait_for("Share", |r| matches!(r, Reply::Shared).then_some(Ok(())))?;
+        }
+        Ok(())
+    }
+
+    /// After a fork: process `pid` (`pidfd`) holds the connections `handles` too.
+    pub fn forked(&mut self, pid: u32, pidfd: BorrowedFd<'_>, handles: Vec<u64>) -> io::Result<()> {
+        let msg = proto::encode(&Request::Forked { pid, handles });
+        proto::send_fds(self.stream.as_fd(), &msg, &[pidfd])
+    }
+
+    /// Adopts connection `handle`, showing its kernel socket: where the kernel's state stands
+    /// and the memfd holding the stream handed over.
+    pub fn adopt(
+        &mut self,
+        handle: u64,
+        socket: BorrowedFd<'_>,
+    ) -> io::Result<(proto::Resume, OwnedFd)> {
+        let msg = proto::encode(&Request::Adopt { handle });
+        proto::send_fds(self.stream.as_fd(), &msg, &[socket])?;
+        loop {
+            let (reply, mut fds) = self.recv()?;
+            match self.stash(reply) {
+                None => {}
+                Some(Reply::Adopted { handle: h, at }) if h == handle => {
+                    let fd = fds.pop().ok_or_else(|| {
+                        broken(io::ErrorKind::InvalidData, "the daemon sent no stream")
+                    })?;
+                    return Ok((at, fd));
+                }
+                Some(Reply::AdoptFailed { handle: h, refusal }) if h == handle => {
+                    return Err(refusal.to_io_error())
+                }
+                Some(Reply::Error { refusal }) => return Err(refusal.to_io_error()),
+                Some(other) => return Err(unexpected("Adopt", &other)),
+            }
+        }
+    }
+
+    /// This process (`pid`) closes its descriptor of connection `handle`, which it owns:
+    /// `Some(rx_pos)` when another holder lives (hand the stream over: see
+    /// [`DaemonLink::take_surrender`]), None to close it as usual.
+    pub fn park(&mut self, handle: u64, pid: u32) -> io::Result<Option<u32>> {
+        self.send(&Request::Park { handle, pid })?;
+        // Asked for already (a holder adopting it): the daemon answers nothing more.
+        if let Some(at) = self.surrenders.iter().position(|s| s.0 == handle) {
+            return Ok(self.surrenders.remove(at).map(|s| s.1));
+        }
+        loop {
+            let (reply, _) = self.recv()?;
+            match reply {
+                Reply::Surrender { handle: h, rx_pos } if h == handle => return Ok(Some(rx_pos)),
+                Reply::Unshared { handle: h } if h == handle => return Ok(None),
+                reply => match self.stash(reply) {
+                    None => {}
+                    Some(Reply::Error { refusal }) => return Err(refusal.to_io_error()),
+                    Some(other) => return Err(unexpected("Park", &other)),
+                },
+            }
+        }
+    }
+
+    /// Process `pid` no longer holds connection `handle`, which it does not own (not answered).
+    pub fn drop_holder(&mut self, handle: u64, pid: u32) -> io::Result<()> {
+        self.send(&Request::Park { handle, pid })
+    }
+
+    /// Hands the stream of connection `handle` over (the memfd `stream`).
+    pub fn surrendered(&mut self, handle: u64, stream: BorrowedFd<'_>) -> io::Result<()> {
+        let msg = proto::encode(&Request::Surrendered { handle });
+        proto::send_fds(self.stream.as_fd(), &msg, &[stream])
+    }
+
+    /// Waits for the answer `want` picks (messages sent on their own are queued meanwhile).
+    fn wait_for<T>(
+        &mut self,
+        to: &str,
+        want: impl Fn(&Reply) -> Option<io::Result<T>>,
+    ) -> io::Result<T> {
+        loop {
+            let (reply, _) = self.recv()?;
+            match self.stash(reply) {
+                None => {}
+                Some(r) => match want(&r) {
+                    Some(done) => return done,
+                    None => match r {
+                        Reply::Error { refusal } => return Err(refusal.to_io_error()),
+                        other => return Err(unexpected(to, &other)),
+                    },
+                },
+            }
+        }
     }
 
     /// Ends the link; the daemon removes the port.

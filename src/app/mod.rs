@@ -14,6 +14,8 @@
 //! - [`driver`]: what every transport's API shares ([`Driver`]: the port and the daemon link):
 //!   a pass (received frames to the engine, its timers and sends, one flush) and a wait
 //!   (busy-poll, then sleep); [`App`] is TCP's engine under it, [`rpc::RpcSocket`] Homa's.
+//! - `handover`: connections moving between apps (a forked child adopting one, and back):
+//!   [`App::adopt`], [`App::park`], and the surrenders the daemon asks for.
 //! - [`link`]: the app's end of the daemon protocol ([`DaemonLink`]): register, listen,
 //!   connect, accepted connections and resets.
 //! - [`port`]: the daemon-created AF_XDP socket and memfd UMEM, mapped; RX with metadata (any
@@ -85,6 +87,7 @@
 //! `ConnectionAborted` ([`AppStats::rx_lost_data`]). A closed or failed connection stays until
 //! [`App::remove_connection`].
 pub mod driver;
+mod handover;
 pub mod link;
 pub mod port;
 pub mod rpc;
@@ -268,6 +271,8 @@ pub struct App {
     holding: Vec<u64>,
     /// How long the blocking calls wait (`None`: without limit).
     timeout: Option<Duration>,
+    /// Connections handed over to another app since [`App::take_moved`] (see `handover`).
+    moved: Vec<u64>,
     stats: AppStats,
     /// Fast retransmits and RTOs of removed connections.
     gone: AppCounters,
@@ -296,6 +301,7 @@ impl App {
             listening: HashSet::new(),
             holding: Vec::new(),
             timeout: None,
+            moved: Vec::new(),
             stats: AppStats::default(),
             gone: AppCounters::default(),
         }
@@ -427,6 +433,9 @@ impl App {
     pub fn poll_daemon(&mut self) -> io::Result<()> {
         self.driver.link.poll()?;
         self.apply_resets();
+        while let Some((h, rx_pos)) = self.driver.link.take_surrender() {
+            self.surrender(h, rx_pos)?;
+        }
         Ok(())
     }
 
@@ -810,7 +819,7 @@ impl App {
 
 /// Hands one RX frame held before its connection was adopted to it (nothing was sent then, so
 /// it has no SACK blocks that matter), counting what went wrong.
-fn deliver(conns: &mut ConnMap, stats: &mut AppStats, meta: &etran_tcp_rx_meta, payload: &[u8]) {
+pub(crate) fn deliver(conns: &mut ConnMap, stats: &mut AppStats, meta: &etran_tcp_rx_meta, payload: &[u8]) {
     let now = std::time::Instant::now();
     match conns.get_mut(&meta.handle) {
         Some(s) => deliver_to(s, stats, meta, payload, &Blocks::default(), now),

@@ -48,7 +48,7 @@ use crate::{
     transport::{
         homa::control::{homa_handles, HomaControl},
         tcp::{
-            control::{Event, Notify, SlowTimer, TcpControl},
+            control::{Event, Handed, Notify, SlowTimer, TcpControl},
             handshake::mss_for_mtu,
             listen::SocketId,
         },
@@ -244,6 +244,8 @@ impl Daemon {
                         if let Err(e) = self.backend.on_housekeeping() {
                             log::warn(format!("gen pump: {e:#}"));
                         }
+                        let out = self.tcp.expire_parked();
+                        self.handed(out);
                         self.timers.insert(now + HOUSEKEEPING, Timer::Housekeeping);
                     }
                     Timer::Tcp(t) => {
@@ -330,6 +332,32 @@ impl Daemon {
                 Input::Request(Request::HomaPeer { ip }) => {
                     let refusal = self.homa.peer(ip).err();
                     self.tell(token, &Reply::HomaPeer { ip, refusal });
+                    false
+                }
+                Input::Request(Request::Share { pid, handles }) => {
+                    self.share(token, pid, &handles);
+                    false
+                }
+                Input::Request(Request::Forked { pid, handles }) => {
+                    if let Some(pidfd) = self.take_fd(token) {
+                        self.tcp.forked(pid, &pidfd, &handles);
+                    }
+                    false
+                }
+                Input::Request(Request::Adopt { handle }) => {
+                    self.adopt(token, handle);
+                    false
+                }
+                Input::Request(Request::Park { handle, pid }) => {
+                    let out = self.tcp.park(token, handle, pid);
+                    self.handed(out);
+                    false
+                }
+                Input::Request(Request::Surrendered { handle }) => {
+                    if let Some(stream) = self.take_fd(token) {
+                        let out = self.tcp.surrendered(token, handle, stream);
+                        self.handed(out);
+                    }
                     false
                 }
                 Input::Request(Request::Close) => true,
@@ -420,6 +448,65 @@ impl Daemon {
         self.tell(token, &reply);
     }
 
+    /// The next descriptor session `token` sent.
+    fn take_fd(&mut self, token: Token) -> Option<OwnedFd> {
+        self.sessions.get_mut(&token)?.fds.pop_front()
+    }
+
+    /// `Share`: the pidfd, then one kernel socket per connection.
+    fn share(&mut self, token: Token, pid: u32, handles: &[u64]) {
+        let pidfd = self.take_fd(token);
+        let mut shown = Vec::new();
+        for &h in handles {
+            if let Some(Ok(id)) = self.take_fd(token).map(|fd| socket_id(&fd)) {
+                shown.push((h, id));
+            }
+        }
+        if let Some(pidfd) = pidfd {
+            self.tcp.share(token, pid, &pidfd, &shown);
+        }
+        self.tell(token, &Reply::Shared);
+    }
+
+    /// `Adopt`: the connection's kernel socket comes with it.
+    fn adopt(&mut self, token: Token, handle: u64) {
+        let slot = self.sessions.get(&token).and_then(|s| s.port.as_ref()).map(|p| p.slot);
+        let shown = self.take_fd(token).map(|fd| socket_id(&fd));
+        let out = match (slot, shown) {
+            (Some(slot), Some(Ok(id))) => self.tcp.adopt(token, slot, handle, id),
+            (None, _) => vec![Handed::AdoptFailed { to: token, handle, refusal: not_registered() }],
+            (_, Some(Err(refusal))) => vec![Handed::AdoptFailed { to: token, handle, refusal }],
+            (_, None) => {
+                let refusal = Refusal::new(libc::EBADF, "no socket came with the message");
+                vec![Handed::AdoptFailed { to: token, handle, refusal }]
+            }
+        };
+        self.handed(out);
+    }
+
+    /// Tells sessions what moving shared connections asks of them.
+    fn handed(&mut self, out: Vec<Handed>) {
+        for h in out {
+            match h {
+                Handed::Surrender { to, handle, rx_pos } => {
+                    self.tell(to, &Reply::Surrender { handle, rx_pos })
+                }
+                Handed::Unshared { to, handle } => self.tell(to, &Reply::Unshared { handle }),
+                Handed::AdoptFailed { to, handle, refusal } => {
+                    self.tell(to, &Reply::AdoptFailed { handle, refusal })
+                }
+                Handed::Adopted { to, handle, at, stream } => {
+                    let Some(s) = self.sessions.get(&to) else { continue };
+                    let msg = proto::encode(&Reply::Adopted { handle, at });
+                    if let Err(e) = proto::send_fds(s.stream.as_fd(), &msg, &[stream.as_fd()]) {
+                        log::warn(format!("app session {}: {e}", s.id));
+                        self.close(to);
+                    }
+                }
+            }
+        }
+    }
+
     fn homa_bind(&mut self, token: Token, port: u16) {
         let Some(session) = self.sessions.get(&token) else { return };
         let reply = match (session.port.as_ref().map(|p| p.slot), session.transport) {
@@ -497,7 +584,11 @@ impl Daemon {
         let _ = self.poll.registry().deregister(&mut s.stream);
         // Connections before the port: nothing may route to a slot that is gone.
         match s.transport {
-            Some(Transport::Tcp) => self.tcp.teardown(&mut self.timers, token),
+            Some(Transport::Tcp) => {
+                self.tcp.teardown(&mut self.timers, token);
+                let out = self.tcp.forget_sharer(token);
+                self.handed(out);
+            }
             Some(Transport::Homa) => self.homa.teardown(token),
             None => {}
         }
@@ -555,19 +646,29 @@ fn lock_iface(iface: &str) -> anyhow::Result<(std::fs::File, PathBuf)> {
     Ok((file, PathBuf::from(path)))
 }
 
-/// The identity (device, inode) of the kernel socket an app showed for its listener on `port`:
-/// a TCP/IPv4 socket bound to that port, as the app's `bind` left it (so the kernel, too, holds
-/// the port for it).
+/// The identity (device, inode) of a kernel socket an app showed: the socket object a
+/// descriptor refers to, whichever process holds it.
+fn socket_id(fd: &OwnedFd) -> Result<SocketId, Refusal> {
+    // SAFETY: fstat on a descriptor we own, into our buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0
+        || st.st_mode & libc::S_IFMT != libc::S_IFSOCK
+    {
+        return Err(Refusal::new(libc::ENOTSOCK, "the descriptor shown is not a socket"));
+    }
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// The identity of the kernel socket an app showed for its listener on `port`: a TCP/IPv4
+/// socket bound to that port, as the app's `bind` left it (so the kernel, too, holds the port
+/// for it).
 fn listening_socket(fd: Option<OwnedFd>, port: u16) -> Result<SocketId, Refusal> {
     let bad = |what: &str| Refusal::new(libc::EINVAL, format!("the listener's socket {what}"));
     let fd = fd.ok_or_else(|| bad("did not come with the message"))?;
+    let id = socket_id(&fd).map_err(|_| bad("is not a socket"))?;
     let raw = fd.as_raw_fd();
     // SAFETY: plain queries on a descriptor we own; the buffers are ours.
     unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        if libc::fstat(raw, &mut st) != 0 || st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-            return Err(bad("is not a socket"));
-        }
         let mut ty: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         let stream = libc::getsockopt(
@@ -588,8 +689,8 @@ fn listening_socket(fd: Option<OwnedFd>, port: u16) -> Result<SocketId, Refusal>
         {
             return Err(bad(&format!("is not a TCP/IPv4 socket bound to port {port}")));
         }
-        Ok((st.st_dev, st.st_ino))
     }
+    Ok(id)
 }
 
 /// Binds the Unix listener: creates the parent directory, replaces a stale socket file (one

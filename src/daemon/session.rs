@@ -20,13 +20,13 @@ pub struct AppSession {
     pub port: Option<VethPort>,
     /// The transport it registered for: whose control path owns its connections.
     pub transport: Option<Transport>,
-    /// Descriptors the app sent (a `Listen`'s socket), in order, not yet taken.
+    /// Descriptors the app sent (a `Listen`'s socket, ...), in order, not yet taken.
     pub fds: VecDeque<OwnedFd>,
 }
 
 /// Descriptors an app's session holds ahead of the messages that take them (a `Listen`'s
-/// socket); any more are closed.
-const MAX_HELD_FDS: usize = 8;
+/// socket, a `Share`'s pidfd and sockets); any more are closed.
+const MAX_HELD_FDS: usize = proto::MAX_FDS;
 
 /// What reading a session produced.
 pub enum Input {

@@ -65,6 +65,10 @@ use crate::{
     },
 };
 
+mod sharing;
+
+pub use sharing::Handed;
+
 /// Send buffer the app gets for each connection.
 const SND_BUF: u32 = 1 << 20;
 /// Local ports active opens pick from.
@@ -170,6 +174,8 @@ pub struct SlowPath {
     time_wait_for: Duration,
     next_handle: u64,
     stats: SlowStats,
+    /// Connections shared across processes, by handle (see `sharing`).
+    shared: HashMap<u64, sharing::Shared>,
 }
 
 /// Bytes of a plain generated C struct.
@@ -276,6 +282,7 @@ impl SlowPath {
             time_wait_for: time_wait,
             next_handle: 1,
             stats: SlowStats::default(),
+            shared: HashMap::new(),
         })
     }
 
@@ -727,6 +734,7 @@ impl SlowPath {
     ) -> Option<(Conn, u32, u32, u16, bool)> {
         let c = self.conns.remove(key)?;
         self.handles.remove(&c.handle);
+        self.shared.remove(&c.handle);
         let mk = map_key(key);
         let (mut snd_nxt, mut rcv_nxt, mut window) = (c.est.snd_nxt(), c.est.rcv_nxt(), 0);
         let mut owes_ack = false;
@@ -963,6 +971,41 @@ impl TcpControl {
     /// See [`SlowPath::abort`].
     pub fn abort(&mut self, owner: Token, handle: u64) {
         self.slow.abort(&self.handles, owner, handle)
+    }
+
+    /// See [`SlowPath::share`].
+    pub fn share(&mut self, owner: Token, pid: u32, pidfd: &OwnedFd, handles: &[(u64, SocketId)]) {
+        self.slow.share(owner, pid, pidfd, handles)
+    }
+
+    /// See [`SlowPath::forked`].
+    pub fn forked(&mut self, pid: u32, pidfd: &OwnedFd, handles: &[u64]) {
+        self.slow.forked(pid, pidfd, handles)
+    }
+
+    /// See [`SlowPath::adopt`].
+    pub fn adopt(&mut self, to: Token, slot: u32, handle: u64, socket: SocketId) -> Vec<Handed> {
+        self.slow.adopt(&self.handles, to, slot, handle, socket)
+    }
+
+    /// See [`SlowPath::park`].
+    pub fn park(&mut self, from: Token, handle: u64, pid: u32) -> Vec<Handed> {
+        self.slow.park(&self.handles, from, handle, pid)
+    }
+
+    /// See [`SlowPath::surrendered`].
+    pub fn surrendered(&mut self, from: Token, handle: u64, stream: OwnedFd) -> Vec<Handed> {
+        self.slow.surrendered(&self.handles, from, handle, stream)
+    }
+
+    /// A session ended: what it was handing over is lost (see `sharing`).
+    pub fn forget_sharer(&mut self, owner: Token) -> Vec<Handed> {
+        self.slow.forget_sharer(&self.handles, owner)
+    }
+
+    /// See [`SlowPath::expire_parked`].
+    pub fn expire_parked(&mut self) -> Vec<Handed> {
+        self.slow.expire_parked(&self.handles)
     }
 }
 

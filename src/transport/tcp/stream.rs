@@ -530,6 +530,11 @@ impl Stream {
         (data.len() - n) as u32
     }
 
+    /// The stream position where the in-order bytes received end.
+    pub fn rx_end(&self) -> u32 {
+        self.rcv_end
+    }
+
     /// Bytes ready for [`Stream::read`].
     pub fn readable(&self) -> usize {
         dist(self.rcv_end, self.read_pos) as usize

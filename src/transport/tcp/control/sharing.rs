@@ -1,0 +1,281 @@
+//! Connections shared across processes (a forked child inheriting its parent's): who holds
+//! them, and their moves between apps.
+//!
+//! Holding a connection's kernel socket is the right to use it, as in the kernel. Its owner
+//! shows the socket before it forks (`share`: the socket's identity, and the owner's pidfd as a
+//! holder) and names each child after (`forked`: the child's pidfd). A session showing that
+//! socket adopts the connection (`adopt`): the fast path stops serving it (`etran_tcp_rehome`
+//! sets ETRAN_TCP_OWNER_MOVING), its owner is asked to hand the stream over (`Surrender`), and
+//! once it did (`surrendered`) the adopter gets the stream and the fast path serves it.
+//! An owner closing a shared connection while another holder lives parks it (`park`): the
+//! stream waits here for the next adopter; a parked connection whose holders all died is reset
+//! (`expire_parked`). A holder is a process (its pidfd tells when it ended), whether or not it
+//! ever registered.
+//!
+//! A session that ends holding a connection loses its stream: the connection is reset (as
+//! before) even if another holder lives, and so is one it was handing over.
+use std::{
+    collections::VecDeque,
+    os::fd::{AsFd, OwnedFd},
+};
+
+use mio::Token;
+
+use super::{SlowPath, TcpHandles};
+use crate::{
+    log,
+    refusal::Refusal,
+    transport::tcp::{
+        listen::SocketId,
+        rehome::{rehome, MOVING},
+        stream::Resume,
+    },
+};
+
+/// The owner of a connection on its way between apps, or parked (no session).
+pub(super) const NOBODY: Token = Token(usize::MAX);
+
+/// Where a shared connection's stream is.
+enum Hand {
+    /// With its owner (`Conn::owner`).
+    Owned,
+    /// Asked of `from`, which hands it over.
+    Moving { from: Token },
+    /// Here, handed over by an owner that closed it.
+    Parked { stream: OwnedFd },
+}
+
+/// One shared connection.
+pub(super) struct Shared {
+    socket: SocketId,
+    /// Processes holding it: (pid as the app sees it, pidfd).
+    holders: Vec<(u32, OwnedFd)>,
+    hand: Hand,
+    /// Sessions waiting for it, with their port slots.
+    adopters: VecDeque<(Token, u32)>,
+}
+
+/// What a session must be told (the daemon words it as a reply).
+pub enum Handed {
+    Surrender { to: Token, handle: u64, rx_pos: u32 },
+    Adopted { to: Token, handle: u64, at: Resume, stream: OwnedFd },
+    AdoptFailed { to: Token, handle: u64, refusal: Refusal },
+    Unshared { to: Token, handle: u64 },
+}
+
+/// Whether the process behind `pidfd` still runs (a pidfd is readable once it ended).
+fn alive(pidfd: &OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, no wait.
+    unsafe { libc::poll(&mut p, 1, 0) == 0 }
+}
+
+impl SlowPath {
+    /// `Share` from `owner`: the connections `handles` stand for the kernel sockets `sockets`;
+    /// process `pid` (`pidfd`) holds them.
+    pub fn share(&mut self, owner: Token, pid: u32, pidfd: &OwnedFd, handles: &[(u64, SocketId)]) {
+        for &(handle, socket) in handles {
+            if self.owned(owner, handle).is_none() {
+                continue;
+            }
+            let s = self.shared.entry(handle).or_insert_with(|| Shared {
+                socket,
+                holders: Vec::new(),
+                hand: Hand::Owned,
+                adopters: VecDeque::new(),
+            });
+            add_holder(s, pid, pidfd);
+        }
+    }
+
+    /// `Forked`: process `pid` (`pidfd`) holds the connections `handles` too.
+    pub fn forked(&mut self, pid: u32, pidfd: &OwnedFd, handles: &[u64]) {
+        for h in handles {
+            if let Some(s) = self.shared.get_mut(h) {
+                add_holder(s, pid, pidfd);
+            }
+        }
+    }
+
+    /// `Adopt { handle }` from session `to` (port `slot`), showing the kernel socket `socket`.
+    pub fn adopt(
+        &mut self,
+        tcp: &TcpHandles,
+        to: Token,
+        slot: u32,
+        handle: u64,
+        socket: SocketId,
+    ) -> Vec<Handed> {
+        let refuse = |errno, why: &str| {
+            let refusal = Refusal::new(errno, why.to_string());
+            vec![Handed::AdoptFailed { to, handle, refusal }]
+        };
+        let Some(key) = self.handles.get(&handle).copied() else {
+            return refuse(libc::ECONNRESET, "the connection is gone");
+        };
+        let Some(s) = self.shared.get_mut(&handle).filter(|s| s.socket == socket) else {
+            return refuse(libc::EBADF, "not the connection's socket");
+        };
+        let owner = self.conns.get(&key).map(|c| c.owner);
+        match &s.hand {
+            Hand::Owned if owner == Some(to) => vec![],
+            Hand::Owned => match rehome(tcp.rehome.as_fd(), &super::map_key(&key), MOVING) {
+                Ok(Some(at)) => {
+                    let from = owner.unwrap_or(NOBODY);
+                    s.hand = Hand::Moving { from };
+                    s.adopters.push_back((to, slot));
+                    if let Some(c) = self.conns.get_mut(&key) {
+                        c.owner = NOBODY;
+                    }
+                    vec![Handed::Surrender { to: from, handle, rx_pos: at.rx_pos }]
+                }
+                _ => refuse(libc::ECONNRESET, "the connection left the fast path"),
+            },
+            Hand::Moving { .. } => {
+                s.adopters.push_back((to, slot));
+                vec![]
+            }
+            Hand::Parked { .. } => {
+                s.adopters.push_back((to, slot));
+                let Hand::Parked { stream } = std::mem::replace(&mut s.hand, Hand::Owned) else {
+                    unreachable!("matched above")
+                };
+                self.hand_to_adopter(tcp, handle, stream)
+            }
+        }
+    }
+
+    /// `Park { handle, pid }` from session `from`: process `pid` closed its descriptor.
+    pub fn park(&mut self, tcp: &TcpHandles, from: Token, handle: u64, pid: u32) -> Vec<Handed> {
+        let owned = self.owned(from, handle);
+        let Some(s) = self.shared.get_mut(&handle) else {
+            return vec![Handed::Unshared { to: from, handle }];
+        };
+        s.holders.retain(|(p, _)| *p != pid);
+        let Some(key) = owned else { return vec![] };
+        if !matches!(s.hand, Hand::Owned) {
+            return vec![];
+        }
+        if !s.holders.iter().any(|(_, fd)| alive(fd)) {
+            return vec![Handed::Unshared { to: from, handle }];
+        }
+        match rehome(tcp.rehome.as_fd(), &super::map_key(&key), MOVING) {
+            Ok(Some(at)) => {
+                s.hand = Hand::Moving { from };
+                if let Some(c) = self.conns.get_mut(&key) {
+                    c.owner = NOBODY;
+                }
+                vec![Handed::Surrender { to: from, handle, rx_pos: at.rx_pos }]
+            }
+            _ => vec![Handed::Unshared { to: from, handle }],
+        }
+    }
+
+    /// `Surrendered { handle }` from session `from`: the stream, which goes to the next
+    /// adopter or waits here.
+    pub fn surrendered(
+        &mut self,
+        tcp: &TcpHandles,
+        from: Token,
+        handle: u64,
+        stream: OwnedFd,
+    ) -> Vec<Handed> {
+        let Some(s) = self.shared.get_mut(&handle) else { return vec![] };
+        if !matches!(s.hand, Hand::Moving { from: f } if f == from) {
+            return vec![];
+        }
+        s.hand = Hand::Owned;
+        self.hand_to_adopter(tcp, handle, stream)
+    }
+
+    /// Gives `stream` to the first adopter still waiting, or parks it.
+    fn hand_to_adopter(&mut self, tcp: &TcpHandles, handle: u64, stream: OwnedFd) -> Vec<Handed> {
+        let key = self.handles.get(&handle).copied();
+        let s = self.shared.get_mut(&handle).expect("shared");
+        let Some((to, slot)) = s.adopters.pop_front() else {
+            s.hand = Hand::Parked { stream };
+            return vec![];
+        };
+        let Some(key) = key else {
+            let refusal = Refusal::new(libc::ECONNRESET, "the connection is gone");
+            return vec![Handed::AdoptFailed { to, handle, refusal }];
+        };
+        match rehome(tcp.rehome.as_fd(), &super::map_key(&key), slot) {
+            Ok(Some(at)) => {
+                if let Some(c) = self.conns.get_mut(&key) {
+                    c.owner = to;
+                }
+                let mut out = vec![Handed::Adopted { to, handle, at, stream }];
+                // The others wait for its next move.
+                let s = self.shared.get_mut(&handle).expect("shared");
+                if !s.adopters.is_empty() {
+                    if let Ok(Some(at)) = rehome(tcp.rehome.as_fd(), &super::map_key(&key), MOVING)
+                    {
+                        s.hand = Hand::Moving { from: to };
+                        if let Some(c) = self.conns.get_mut(&key) {
+                            c.owner = NOBODY;
+                        }
+                        out.push(Handed::Surrender { to, handle, rx_pos: at.rx_pos });
+                    }
+                }
+                out
+            }
+            _ => {
+                let refusal = Refusal::new(libc::ECONNRESET, "the connection left the fast path");
+                vec![Handed::AdoptFailed { to, handle, refusal }]
+            }
+        }
+    }
+
+    /// A session ended: the connections it was handing over are lost (reset); it waits for
+    /// none any more. Returns what other sessions must be told.
+    pub(super) fn forget_sharer(&mut self, tcp: &TcpHandles, owner: Token) -> Vec<Handed> {
+        let mut lost = Vec::new();
+        for (&handle, s) in self.shared.iter_mut() {
+            s.adopters.retain(|(t, _)| *t != owner);
+            if matches!(s.hand, Hand::Moving { from } if from == owner) {
+                lost.push(handle);
+            }
+        }
+        self.drop_shared(tcp, &lost)
+    }
+
+    /// Parked connections whose holders all ended are reset (nobody will adopt them).
+    pub fn expire_parked(&mut self, tcp: &TcpHandles) -> Vec<Handed> {
+        let dead: Vec<u64> = self
+            .shared
+            .iter()
+            .filter(|(_, s)| matches!(s.hand, Hand::Parked { .. }))
+            .filter(|(_, s)| !s.holders.iter().any(|(_, fd)| alive(fd)))
+            .map(|(&h, _)| h)
+            .collect();
+        self.drop_shared(tcp, &dead)
+    }
+
+    /// Resets the connections `handles`; their waiting adopters are told.
+    fn drop_shared(&mut self, tcp: &TcpHandles, handles: &[u64]) -> Vec<Handed> {
+        let mut out = Vec::new();
+        for h in handles {
+            let Some(s) = self.shared.remove(h) else { continue };
+            for (to, _) in s.adopters {
+                let refusal = Refusal::new(libc::ECONNRESET, "the stream was lost on its way");
+                out.push(Handed::AdoptFailed { to, handle: *h, refusal });
+            }
+            if let Some(key) = self.handles.get(h).copied() {
+                log::info(format!("shared connection {} ← {} reset (handle {h})", key.0, key.1));
+                self.abort_conn(tcp, &key);
+            }
+        }
+        out
+    }
+}
+
+fn add_holder(s: &mut Shared, pid: u32, pidfd: &OwnedFd) {
+    if s.holders.iter().any(|(p, _)| *p == pid) {
+        return;
+    }
+    if let Ok(fd) = pidfd.try_clone() {
+        s.holders.push((pid, fd));
+    }
+}
