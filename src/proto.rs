@@ -122,10 +122,16 @@ pub enum Request {
     /// The connection `handle` comes to this session, which shows its kernel socket (carried).
     /// Answered by `Adopted` or `AdoptFailed`.
     Adopt { handle: u64 },
-    /// Process `pid` closed its descriptor of connection `handle`. From its owner: answered by
-    /// `Surrender` (another holder lives: hand the stream over, it waits at the daemon) or
-    /// `Unshared` (close it as usual); from another session, not answered.
-    Park { handle: u64, pid: u32 },
+    /// Process `pid` closed its descriptor of connection `handle` (with `keep`, it still holds
+    /// one: it parks the stream at the daemon, as a parent does at fork). From its owner:
+    /// answered by `Surrender` (another holder lives, or `keep`: hand the stream over, it waits
+    /// at the daemon) or `Unshared` (close it as usual); from another session, not answered.
+    Park {
+        handle: u64,
+        pid: u32,
+        #[serde(default)]
+        keep: bool,
+    },
     /// The stream of connection `handle`, which the daemon asked for (`Surrender`), in the
     /// memfd carried ([`crate::transport::tcp::stream::Stream::hand_over`]). Not answered.
     Surrendered { handle: u64 },
@@ -458,7 +464,7 @@ mod tests {
             Request::Share { pid: 7, handles: vec![1, 2] },
             Request::Forked { pid: 8, handles: vec![1] },
             Request::Adopt { handle: 1 },
-            Request::Park { handle: 1, pid: 8 },
+            Request::Park { handle: 1, pid: 8, keep: true },
             Request::Surrendered { handle: 1 },
         ] {
             let enc = encode(&req);

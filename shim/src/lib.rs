@@ -9,6 +9,7 @@
 // The exported functions are the C library's, with its contracts (man 2 and 3).
 #![allow(clippy::missing_safety_doc)]
 mod real;
+mod shared;
 mod state;
 
 use std::{
@@ -98,6 +99,7 @@ fn conn_addrs(shim: &mut Shim, id: ConnId) -> Option<(SocketAddrV4, SocketAddrV4
 fn sock(shim: &mut Shim, fd: RawFd) -> Result<&mut Sock, c_int> {
     static SAID: AtomicBool = AtomicBool::new(false);
     shim.adopt_listener(fd)?;
+    shim.adopt_conn(fd)?;
     let sock = shim.get_mut(fd).ok_or(libc::EBADF)?;
     if sock.inherited {
         say_once(&SAID, "an eTran socket opened before fork() is not usable in the child yet");
@@ -1462,6 +1464,7 @@ unsafe fn poll_mixed(
             // An inherited listener is joined (or stays unusable: POLLERR); one waited on
             // for readability accepts.
             let _ = s.adopt_listener(p.fd);
+            let _ = s.adopt_conn(p.fd);
             if p.events & libc::POLLIN != 0 {
                 s.accepting(p.fd);
             }
@@ -1646,7 +1649,33 @@ unsafe fn select_mixed(
 #[no_mangle]
 pub unsafe extern "C" fn vfork() -> libc::pid_t {
     // SAFETY: fork with the fork handlers, as a vfork caller expects of its child.
-    unsafe { libc::fork() }
+    unsafe { fork() }
+}
+
+/// `fork`: the connections this process owns are shown to the daemon first, so that the child
+/// may adopt them (see shared.rs), and the daemon learns the child's pid after.
+#[no_mangle]
+pub unsafe extern "C" fn fork() -> libc::pid_t {
+    let handles = {
+        let mut g = lock();
+        shim(&mut g).share_before_fork()
+    };
+    // SAFETY: the C library's fork, which runs the fork handlers.
+    let pid = unsafe { real::fork() };
+    if pid > 0 && !handles.is_empty() {
+        let mut g = lock();
+        shim(&mut g).forked(pid, handles);
+    }
+    pid
+}
+
+/// `_exit` (Python's `os._exit` in a forked child): the process's connections close, or go
+/// back to the other holders, as at `exit`.
+#[no_mangle]
+pub unsafe extern "C" fn _exit(status: c_int) -> ! {
+    at_exit();
+    // SAFETY: the C library's.
+    unsafe { real::_exit(status) }
 }
 
 thread_local! {

@@ -82,4 +82,17 @@ real! {
     fn clock_nanosleep(clock: libc::clockid_t, flags: c_int, req: *const libc::timespec, rem: *mut libc::timespec) -> c_int;
     fn usleep(us: libc::useconds_t) -> c_int;
     fn sleep(secs: libc::c_uint) -> libc::c_uint;
+    fn fork() -> libc::pid_t;
+}
+
+/// The C library's `_exit`.
+///
+/// # Safety
+/// As the C function's.
+pub unsafe fn _exit(status: c_int) -> ! {
+    static CACHE: AtomicUsize = AtomicUsize::new(0);
+    let p = next(&CACHE, "_exit\0");
+    // SAFETY: the C library's `_exit` has this signature.
+    let f: unsafe extern "C" fn(c_int) -> ! = unsafe { std::mem::transmute(p) };
+    unsafe { f(status) }
 }

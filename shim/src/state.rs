@@ -169,8 +169,13 @@ pub struct Sock {
     pub nodelay: bool,
     /// The pending `SO_ERROR`.
     pub error: c_int,
-    /// Opened before a fork by the parent: the parent's, unusable here.
+    /// Its state is another process's: opened before a fork by the parent, or a connection
+    /// handed over to a process that adopted it since. A connection is adopted at its next use
+    /// (`Shim::adopt_conn`), a listener joined (`Shim::adopt_listener`).
     pub inherited: bool,
+    /// A connection open at a fork: other processes may hold its descriptor, so closing ours
+    /// parks it at the daemon while one does (`shared.rs`).
+    pub shared: bool,
     /// How many descriptors refer to it (`dup`): it is released when the last one closes.
     refs: usize,
 }
@@ -185,6 +190,7 @@ impl Sock {
             nodelay: false,
             error: 0,
             inherited: false,
+            shared: false,
             refs: 1,
         }
     }
@@ -233,7 +239,7 @@ struct Iface {
 }
 
 pub struct Shim {
-    app: Option<App>,
+    pub(crate) app: Option<App>,
     iface: Option<Iface>,
     /// The daemon could not be reached: every socket stays the kernel's.
     unavailable: bool,
@@ -476,8 +482,11 @@ impl Shim {
     /// closing in later passes (or is reset at once when bytes it received are unread), a listener stops (its unaccepted connections are reset), a
     /// connect in progress is aborted once it completes.
     pub fn release(&mut self, sock: Sock) {
+        if self.let_go_shared(&sock) {
+            return;
+        }
         if sock.inherited {
-            return; // the parent's
+            return; // another process's
         }
         let Some(app) = self.app.as_mut() else { return };
         match sock.kind {
@@ -509,6 +518,12 @@ impl Shim {
     /// readable or [`LINK_CHECK`] passed, adopts what listeners and connects got, finishes
     /// closes. Returns whether anything moved (other threads then recheck).
     pub fn pass(&mut self) -> bool {
+        let moved = self.pass_app();
+        self.mark_moved();
+        moved
+    }
+
+    fn pass_app(&mut self) -> bool {
         let Some(app) = self.app.as_mut() else { return false };
         let mut moved = app.poll().unwrap_or(0) > 0;
         UNKICKED.store(false, Ordering::Relaxed);
@@ -661,6 +676,7 @@ impl Shim {
         self.iface = None;
         for sock in self.socks.values_mut() {
             sock.inherited = true;
+            sock.shared |= matches!(sock.kind, Kind::Conn { .. });
         }
         self.orphans.clear();
         self.sleepers.clear();

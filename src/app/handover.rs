@@ -36,10 +36,12 @@ impl App {
     }
 
     /// This process (`pid`) closes its last descriptor of connection `id`, which others may
-    /// hold too: true when it was handed over (parked at the daemon for the next holder to
-    /// adopt, and forgotten here), false when nobody else holds it (close it as usual).
-    pub fn park(&mut self, id: ConnId, pid: u32) -> io::Result<bool> {
-        match self.driver.link.park(id.0, pid)? {
+    /// hold too (with `keep`: it holds it still, and parks it so that any holder may adopt
+    /// it without this app's help): true when it was handed over (parked at the daemon for
+    /// the next holder to adopt, and forgotten here), false when nobody else holds it (close
+    /// it as usual).
+    pub fn park(&mut self, id: ConnId, pid: u32, keep: bool) -> io::Result<bool> {
+        match self.driver.link.park(id.0, pid, keep)? {
             Some(rx_pos) => {
                 self.surrender(id.0, rx_pos)?;
                 self.moved.retain(|&h| h != id.0);

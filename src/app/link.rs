@@ -464,11 +464,12 @@ impl DaemonLink {
         }
     }
 
-    /// This process (`pid`) closes its descriptor of connection `handle`, which it owns:
-    /// `Some(rx_pos)` when another holder lives (hand the stream over: see
-    /// [`DaemonLink::take_surrender`]), None to close it as usual.
-    pub fn park(&mut self, handle: u64, pid: u32) -> io::Result<Option<u32>> {
-        self.send(&Request::Park { handle, pid })?;
+    /// This process (`pid`) closes its descriptor of connection `handle`, which it owns (or
+    /// with `keep` parks the stream, holding the descriptor still): `Some(rx_pos)` when
+    /// another holder lives or `keep` (hand the stream over: see
+    /// [`crate::app::App::park`]), None to close it as usual.
+    pub fn park(&mut self, handle: u64, pid: u32, keep: bool) -> io::Result<Option<u32>> {
+        self.send(&Request::Park { handle, pid, keep })?;
         // Asked for already (a holder adopting it): the daemon answers nothing more.
         if let Some(at) = self.surrenders.iter().position(|s| s.0 == handle) {
             return Ok(self.surrenders.remove(at).map(|s| s.1));
@@ -489,7 +490,7 @@ impl DaemonLink {
 
     /// Process `pid` no longer holds connection `handle`, which it does not own (not answered).
     pub fn drop_holder(&mut self, handle: u64, pid: u32) -> io::Result<()> {
-        self.send(&Request::Park { handle, pid })
+        self.send(&Request::Park { handle, pid, keep: false })
     }
 
     /// Hands the stream of connection `handle` over (the memfd `stream`).

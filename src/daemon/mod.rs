@@ -348,8 +348,8 @@ impl Daemon {
                     self.adopt(token, handle);
                     false
                 }
-                Input::Request(Request::Park { handle, pid }) => {
-                    let out = self.tcp.park(token, handle, pid);
+                Input::Request(Request::Park { handle, pid, keep }) => {
+                    let out = self.tcp.park(token, handle, pid, keep);
                     self.handed(out);
                     false
                 }

@@ -989,8 +989,8 @@ impl TcpControl {
     }
 
     /// See [`SlowPath::park`].
-    pub fn park(&mut self, from: Token, handle: u64, pid: u32) -> Vec<Handed> {
-        self.slow.park(&self.handles, from, handle, pid)
+    pub fn park(&mut self, from: Token, handle: u64, pid: u32, keep: bool) -> Vec<Handed> {
+        self.slow.park(&self.handles, from, handle, pid, keep)
     }
 
     /// See [`SlowPath::surrendered`].

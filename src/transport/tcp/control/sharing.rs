@@ -146,18 +146,35 @@ impl SlowPath {
         }
     }
 
-    /// `Park { handle, pid }` from session `from`: process `pid` closed its descriptor.
-    pub fn park(&mut self, tcp: &TcpHandles, from: Token, handle: u64, pid: u32) -> Vec<Handed> {
+    /// `Park { handle, pid, keep }` from session `from`: process `pid` closed its descriptor
+    /// (or, with `keep`, parks the stream while it holds one).
+    pub fn park(
+        &mut self,
+        tcp: &TcpHandles,
+        from: Token,
+        handle: u64,
+        pid: u32,
+        keep: bool,
+    ) -> Vec<Handed> {
         let owned = self.owned(from, handle);
         let Some(s) = self.shared.get_mut(&handle) else {
             return vec![Handed::Unshared { to: from, handle }];
         };
-        s.holders.retain(|(p, _)| *p != pid);
-        let Some(key) = owned else { return vec![] };
+        if !keep {
+            s.holders.retain(|(p, _)| *p != pid);
+        }
+        let held = s.holders.iter().any(|(_, fd)| alive(fd));
+        let Some(key) = owned else {
+            // Parked, and its last holder let go: nobody will adopt it.
+            if !held && matches!(s.hand, Hand::Parked { .. }) {
+                return self.drop_shared(tcp, &[handle]);
+            }
+            return vec![];
+        };
         if !matches!(s.hand, Hand::Owned) {
             return vec![];
         }
-        if !s.holders.iter().any(|(_, fd)| alive(fd)) {
+        if !held {
             return vec![Handed::Unshared { to: from, handle }];
         }
         match rehome(tcp.rehome.as_fd(), &super::map_key(&key), MOVING) {

@@ -1,0 +1,135 @@
+//! Connections shared across processes: a forked child uses a connection its parent accepted
+//! (Python's `ForkingTCPServer`, sshd-style servers), the parent closes its copy, or uses it
+//! again once the child is done, as with the kernel's sockets.
+//!
+//! Holding the connection's kernel socket is the right to use it. Before a fork the owner
+//! shows each connection's kernel socket to the daemon (`Share`, answered before the child
+//! runs, so a child's `Adopt` always finds it) and names the child after (`Forked`, with its
+//! pidfd: the daemon learns when it ends). A process that uses a connection whose stream it
+//! does not have (`Sock::inherited`) adopts it (`Shim::adopt_conn`): the daemon has the owner
+//! hand the stream over (the owner's next pass, `App::poll_daemon`; its descriptor then stands
+//! for a connection another process has, `Shim::mark_moved`), or gives the stream it parked.
+//! Closing a shared connection parks it while another holder lives (`Shim::let_go_shared`):
+//! ForkingTCPServer's parent closes its copy at once, and the connection stays up for the
+//! child. See ARCHITECTURE.md ("The POSIX shim") for what is not covered.
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use libc::c_int;
+
+use etran::app::ConnId;
+
+use crate::state::{errno_of, Kind, Shim, Sock};
+
+/// A pidfd of process `pid` (None on kernels without pidfd_open).
+fn pidfd(pid: libc::pid_t) -> Option<OwnedFd> {
+    // SAFETY: a plain system call; the descriptor is owned right after.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as c_int;
+    // SAFETY: a fresh descriptor of ours.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn this_pid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { libc::getpid() as u32 }
+}
+
+impl Shim {
+    /// Before `fork`: shows the daemon the kernel sockets of the connections this process
+    /// owns, and marks them shared. Returns their handles (for [`Shim::forked`]).
+    pub fn share_before_fork(&mut self) -> Vec<u64> {
+        let mut conns: Vec<(u64, RawFd)> = Vec::new();
+        for fd in self.fds() {
+            if let Some(Sock { inherited: false, kind: Kind::Conn { id, .. }, .. }) = self.get(fd)
+            {
+                if !conns.iter().any(|c| c.0 == id.0) {
+                    conns.push((id.0, fd));
+                }
+            }
+        }
+        let (Some(app), false) = (self.app.as_mut(), conns.is_empty()) else { return Vec::new() };
+        let Some(me) = pidfd(this_pid() as libc::pid_t) else { return Vec::new() };
+        // SAFETY: our open descriptors, borrowed for the call.
+        let shown: Vec<(u64, BorrowedFd<'_>)> =
+            conns.iter().map(|&(h, fd)| (h, unsafe { BorrowedFd::borrow_raw(fd) })).collect();
+        if let Err(e) = app.link().share(this_pid(), me.as_fd(), &shown) {
+            eprintln!("etran: the child cannot use this process's connections ({e})");
+            return Vec::new();
+        }
+        for &(_, fd) in &conns {
+            if let Some(sock) = self.get_mut(fd) {
+                sock.shared = true;
+            }
+        }
+        conns.into_iter().map(|c| c.0).collect()
+    }
+
+    /// After `fork`, in the parent: child `pid` holds the connections `handles` too, and their
+    /// streams are parked at the daemon, so that whichever process uses one next adopts it
+    /// without the other's help (a parent blocked in `waitpid` runs no pass to hand one over).
+    pub fn forked(&mut self, pid: libc::pid_t, handles: Vec<u64>) {
+        let (Some(app), Some(fd)) = (self.app.as_mut(), pidfd(pid)) else { return };
+        let _ = app.link().forked(pid as u32, fd.as_fd(), handles.clone());
+        let parked: Vec<u64> = handles
+            .into_iter()
+            .filter(|&h| matches!(app.park(ConnId(h), this_pid(), true), Ok(true)))
+            .collect();
+        self.mark_elsewhere(&parked);
+    }
+
+    /// A connection whose stream another process has (`inherited`) is adopted: this process
+    /// shows its kernel socket (`fd`'s) and gets the stream.
+    pub fn adopt_conn(&mut self, fd: RawFd) -> Result<(), c_int> {
+        let handle = match self.get(fd) {
+            Some(Sock { inherited: true, kind: Kind::Conn { id, .. }, .. }) => id.0,
+            _ => return Ok(()),
+        };
+        let app = self.app().ok_or(libc::EOPNOTSUPP)?;
+        // SAFETY: `fd` is open (ours); the daemon gets its own copy.
+        let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+        let id = app.adopt(handle, socket).map_err(|e| errno_of(&e))?;
+        let nodelay = self.get(fd).is_some_and(|s| s.nodelay);
+        if nodelay {
+            let _ = self.app_ref().set_nodelay(id, true);
+        }
+        if let Some(sock) = self.get_mut(fd) {
+            sock.inherited = false;
+        }
+        Ok(())
+    }
+
+    /// Connections this process handed over (the daemon asked): their descriptors stand for
+    /// streams another process has now.
+    pub fn mark_moved(&mut self) {
+        let Some(app) = self.app.as_mut() else { return };
+        let moved = app.take_moved();
+        if !moved.is_empty() {
+            self.mark_elsewhere(&moved);
+        }
+    }
+
+    /// The connections `moved` are another process's (or parked): their descriptors adopt
+    /// them at their next use.
+    fn mark_elsewhere(&mut self, moved: &[u64]) {
+        for fd in self.fds() {
+            if let Some(sock) = self.get_mut(fd) {
+                if matches!(sock.kind, Kind::Conn { id, .. } if moved.contains(&id.0)) {
+                    sock.inherited = true;
+                }
+            }
+        }
+    }
+
+    /// Closing the last descriptor of a shared connection: the daemon keeps it for the other
+    /// holders (parked, or it stays with the process that has it). Returns whether it did, and
+    /// nothing is left to close here.
+    pub fn let_go_shared(&mut self, sock: &Sock) -> bool {
+        let Kind::Conn { id, .. } = sock.kind else { return false };
+        let Some(app) = self.app.as_mut().filter(|_| sock.shared) else { return false };
+        if sock.inherited {
+            // Another process has its stream: this one only stops holding it.
+            let _ = app.link().drop_holder(id.0, this_pid());
+            return true;
+        }
+        app.park(id, this_pid(), false).unwrap_or(false)
+    }
+}
