@@ -16,6 +16,7 @@ mod homa_rpc;
 mod http_curl;
 mod mtu;
 mod shim;
+mod shim_fork;
 mod tcp_close;
 mod tcp_connect;
 mod tcp_dctcp;
