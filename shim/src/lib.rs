@@ -102,7 +102,7 @@ fn sock(shim: &mut Shim, fd: RawFd) -> Result<&mut Sock, c_int> {
     shim.adopt_conn(fd)?;
     let sock = shim.get_mut(fd).ok_or(libc::EBADF)?;
     if sock.inherited {
-        say_once(&SAID, "an eTran socket opened before fork() is not usable in the child yet");
+        say_once(&SAID, "an eTran connect in progress at fork() is not usable in the child");
         return Err(libc::EOPNOTSUPP);
     }
     Ok(sock)
@@ -907,6 +907,22 @@ pub unsafe extern "C" fn setsockopt(
             }
             None => return fail(libc::EINVAL),
         },
+        // The algorithm egress runs (tcp_cc.h) is DCTCP: asking for it is fine, any other is
+        // unknown, as Linux says of an algorithm it does not have.
+        (libc::IPPROTO_TCP, libc::TCP_CONGESTION) => {
+            // SAFETY: the caller's buffer of `len` bytes.
+            let name = unsafe { bytes(val, len as usize) };
+            let name = name.split(|&b| b == 0).next().unwrap_or_default();
+            return match (name == b"dctcp", fresh) {
+                (true, _) => 0,
+                (false, false) => fail(libc::ENOENT),
+                (false, true) => {
+                    drop(g);
+                    // SAFETY: handed on: the kernel's until it connects or listens.
+                    unsafe { real::setsockopt(fd, level, libc::TCP_CONGESTION, val, len) }
+                }
+            };
+        }
         (libc::SOL_SOCKET | libc::IPPROTO_IP, _) => {}
         (libc::IPPROTO_TCP, n) if fresh || TCP_KEPT.contains(&n) => {}
         _ if fresh => {}
@@ -1016,9 +1032,10 @@ unsafe fn put_bytes(val: *mut c_void, len: *mut socklen_t, b: &[u8]) -> c_int {
     0
 }
 
-/// `TCP_INFO` from the engine's view of a connection (or a listener's): state, MSS, RTT, RTO,
-/// segments in flight, retransmissions, the send window (egress keeps the congestion window;
-/// what the app may send, the smaller of it and the peer's, stands for it) and byte counts.
+/// `TCP_INFO` from the engine's view of a connection (or a listener's): state, MSS, RTT and its
+/// variation, RTO, segments in flight, retransmissions, the send window (egress keeps the
+/// congestion window; what the app may send, the smaller of it and the peer's, stands for it)
+/// and byte counts.
 /// Fields the engine does not know stay zero.
 fn tcp_info(listening: bool, st: Option<&etran::app::Stream>) -> libc::tcp_info {
     use etran::transport::tcp::close::State;
@@ -1048,6 +1065,7 @@ fn tcp_info(listening: bool, st: Option<&etran::app::Stream>) -> libc::tcp_info 
     i.tcpi_pmtu = mss + 40;
     i.tcpi_unacked = st.in_flight().div_ceil(mss.max(1));
     i.tcpi_rtt = st.srtt().map_or(0, us);
+    i.tcpi_rttvar = st.rttvar().map_or(0, us);
     i.tcpi_snd_cwnd = st.send_wnd() / mss.max(1);
     i.tcpi_snd_ssthresh = u32::MAX >> 1; // TCP_INFINITE_SSTHRESH: egress has the real one
     i.tcpi_total_retrans = stats.retransmitted.div_ceil(u64::from(mss.max(1))) as u32;

@@ -39,8 +39,7 @@ impl Shim {
     pub fn share_before_fork(&mut self) -> Vec<u64> {
         let mut conns: Vec<(u64, RawFd)> = Vec::new();
         for fd in self.fds() {
-            if let Some(Sock { inherited: false, kind: Kind::Conn { id, .. }, .. }) = self.get(fd)
-            {
+            if let Some(Sock { inherited: false, kind: Kind::Conn { id, .. }, .. }) = self.get(fd) {
                 if !conns.iter().any(|c| c.0 == id.0) {
                     conns.push((id.0, fd));
                 }

@@ -319,9 +319,25 @@ pub fn shim(g: &mut Guard) -> &mut Shim {
     g.as_mut().expect("initialised by lock")
 }
 
-/// The errno of an App error.
+/// The errno of an App error: its own, else the one its kind names (EIO only for the rest).
 pub fn errno_of(e: &io::Error) -> c_int {
-    e.raw_os_error().unwrap_or(libc::EIO)
+    use io::ErrorKind::*;
+    e.raw_os_error().unwrap_or(match e.kind() {
+        WouldBlock => libc::EAGAIN,
+        TimedOut => libc::ETIMEDOUT,
+        ConnectionReset | UnexpectedEof => libc::ECONNRESET,
+        ConnectionAborted => libc::ECONNABORTED,
+        ConnectionRefused => libc::ECONNREFUSED,
+        NotConnected => libc::ENOTCONN,
+        BrokenPipe => libc::EPIPE,
+        InvalidInput => libc::EINVAL,
+        InvalidData => libc::EPROTO,
+        NotFound => libc::ENOENT,
+        PermissionDenied => libc::EACCES,
+        AddrInUse => libc::EADDRINUSE,
+        OutOfMemory => libc::ENOMEM,
+        _ => libc::EIO,
+    })
 }
 
 impl Shim {

@@ -819,7 +819,12 @@ impl App {
 
 /// Hands one RX frame held before its connection was adopted to it (nothing was sent then, so
 /// it has no SACK blocks that matter), counting what went wrong.
-pub(crate) fn deliver(conns: &mut ConnMap, stats: &mut AppStats, meta: &etran_tcp_rx_meta, payload: &[u8]) {
+pub(crate) fn deliver(
+    conns: &mut ConnMap,
+    stats: &mut AppStats,
+    meta: &etran_tcp_rx_meta,
+    payload: &[u8],
+) {
     let now = std::time::Instant::now();
     match conns.get_mut(&meta.handle) {
         Some(s) => deliver_to(s, stats, meta, payload, &Blocks::default(), now),

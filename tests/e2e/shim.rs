@@ -277,11 +277,22 @@ if pid == 0:
     os._exit(0)
 _, st = os.waitpid(pid, 0)
 print("child", os.waitstatus_to_exitcode(st), flush=True)
-import tempfile
+import errno, struct, tempfile
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"dctcp")
+try:
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"cubic")
+    print("cubic taken", flush=True)
+except OSError as e:
+    print("cubic", errno.errorcode[e.errno], flush=True)
 with tempfile.TemporaryFile() as f:
     f.write(c.recv(100))
     f.seek(0)
     c.sendfile(f)
+import select
+select.select([c], [], [], 0.3)  # a wait: the ACKs of what was sent come in
+info = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+rtt, rttvar = struct.unpack_from("II", info, 68)
+print("rtt", rtt > 0, rttvar > 0, flush=True)
 c.close()
 "#;
 
@@ -312,6 +323,14 @@ fn a_connection_goes_to_a_forked_child_and_back_to_its_parent() {
     line.clear();
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "child 0", "{}", text(&server));
+    // TCP_CONGESTION names the algorithm egress runs, refuses others as Linux refuses an
+    // unknown one; TCP_INFO has the RTT and its variation (sampled by the parent and the
+    // child: the estimate moves with the stream).
+    for want in ["cubic ENOENT", "rtt True True"] {
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), want, "{}", text(&server));
+    }
     assert_eq!(
         String::from_utf8_lossy(&client.stdout),
         "b'from the child;still mine'\n",
