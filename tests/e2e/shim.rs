@@ -47,15 +47,24 @@ srv.server_close()
 print("served", done, flush=True)
 "#;
 
-/// `conns` clients at once, each sending `n` random bytes (its own seed) while reading the
-/// echo, then checking it byte for byte.
-const ECHO_CLIENT: &str = r#"
+/// `conns` clients at once, each reading `banner` bytes of a banner first (argv, optional),
+/// then sending `n` random bytes (its own seed) while reading the echo, checking both byte for
+/// byte.
+pub(crate) const ECHO_CLIENT: &str = r#"
 import random, socket, sys, threading
 host, port, conns, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+banner = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+BANNER = bytes(range(256)) * 1200
 results = [None] * conns
 def one(i):
     data = random.Random(i).randbytes(n)
     s = socket.create_connection((host, port), timeout=60)
+    head = bytearray()
+    while len(head) < banner:
+        b = s.recv(min(1 << 16, banner - len(head)))
+        if not b:
+            break
+        head += b
     def tx():
         for off in range(0, n, 30000):
             s.sendall(data[off:off + 30000])
@@ -70,7 +79,10 @@ def one(i):
         got += b
     t.join()
     s.close()
-    results[i] = "ok" if bytes(got) == data else "bad %d of %d bytes" % (len(got), n)
+    if bytes(head) != BANNER[:banner]:
+        results[i] = "bad banner: %d of %d bytes" % (len(head), banner)
+    else:
+        results[i] = "ok" if bytes(got) == data else "bad %d of %d bytes" % (len(got), n)
 ts = [threading.Thread(target=one, args=(i,)) for i in range(conns)]
 for t in ts:
     t.start()
@@ -162,7 +174,6 @@ fn echo_server_serves_linux_clients(name: &str, server: &str) {
     const CONNS: usize = 3;
     let cmd = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", server, "7000", "3"]);
     let (mut server, mut out) = start_server(cmd, daemon);
-    let mut line = String::new();
 
     let client = Command::new("ip")
         .args(["netns", "exec", &h2, PYTHON, "-c", ECHO_CLIENT, &ip1, "7000"])
@@ -172,6 +183,19 @@ fn echo_server_serves_linux_clients(name: &str, server: &str) {
     let said = String::from_utf8_lossy(&client.stdout);
     assert_eq!(said.trim(), ["ok"; CONNS].join(" "), "{}: {}", text(&client), daemon.log());
 
+    stops_having_served(&mut server, &mut out, daemon, CONNS);
+    let log = daemon.log();
+    assert_eq!(registrations(&log) - before, 1, "one app: {log}");
+    assert_eq!(conn_lines(&log), (CONNS, CONNS), "every connection through eTran, closed: {log}");
+}
+
+/// The echo server stops by itself within 20 s, saying it served `conns` connections.
+pub(crate) fn stops_having_served(
+    server: &mut std::process::Child,
+    out: &mut BufReader<std::process::ChildStdout>,
+    daemon: &common::daemon::Daemon,
+    conns: usize,
+) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(st) = server.try_wait().unwrap() {
@@ -180,12 +204,9 @@ fn echo_server_serves_linux_clients(name: &str, server: &str) {
         assert!(Instant::now() < deadline, "the server did not stop: {}", daemon.log());
         std::thread::sleep(Duration::from_millis(50));
     };
-    line.clear();
+    let mut line = String::new();
     out.read_line(&mut line).unwrap();
-    assert!(status.success() && line.trim() == "served 3", "{status}: {line:?}");
-    let log = daemon.log();
-    assert_eq!(registrations(&log) - before, 1, "one app: {log}");
-    assert_eq!(conn_lines(&log), (CONNS, CONNS), "every connection through eTran, closed: {log}");
+    assert!(status.success() && line.trim() == format!("served {conns}"), "{status}: {line:?}");
 }
 
 #[test]

@@ -5,14 +5,15 @@
 //! the rest (the stream's unsent and unacknowledged bytes move with it); a child that exits
 //! with `os._exit` without closing (the shim's `_exit` closes it). Needs root and python3.
 use std::{
-    io::BufRead,
     process::Command,
     time::{Duration, Instant},
 };
 
 use common::daemon::EtranHosts;
 
-use crate::shim::{conn_lines, etran_run, start_server, text, PYTHON};
+use crate::shim::{
+    conn_lines, etran_run, start_server, stops_having_served, text, ECHO_CLIENT, PYTHON,
+};
 
 /// ForkingTCPServer echoing `conns` connections (argv: port, conns, mode), then waiting for
 /// its children. `banner`: the parent writes the banner's first 200 KB before it forks, the
@@ -46,48 +47,6 @@ srv.server_close()
 print("served", conns, flush=True)
 "#;
 
-/// `conns` clients at once: each reads `banner` bytes of the banner, then sends `n` random
-/// bytes while reading their echo, and checks both byte for byte.
-const CLIENT: &str = r#"
-import random, socket, sys, threading
-host, port, conns, n, banner = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-BANNER = bytes(range(256)) * 1200
-results = [None] * conns
-def one(i):
-    data = random.Random(i).randbytes(n)
-    s = socket.create_connection((host, port), timeout=60)
-    head = bytearray()
-    while len(head) < banner:
-        b = s.recv(min(1 << 16, banner - len(head)))
-        if not b:
-            break
-        head += b
-    def tx():
-        for off in range(0, n, 30000):
-            s.sendall(data[off:off + 30000])
-        s.shutdown(socket.SHUT_WR)
-    t = threading.Thread(target=tx)
-    t.start()
-    got = bytearray()
-    while True:
-        b = s.recv(1 << 16)
-        if not b:
-            break
-        got += b
-    t.join()
-    s.close()
-    if bytes(head) != BANNER[:banner]:
-        results[i] = "bad banner: %d of %d bytes" % (len(head), banner)
-    else:
-        results[i] = "ok" if bytes(got) == data else "bad %d of %d bytes" % (len(got), n)
-ts = [threading.Thread(target=one, args=(i,)) for i in range(conns)]
-for t in ts:
-    t.start()
-for t in ts:
-    t.join()
-print(" ".join(results), flush=True)
-"#;
-
 const CONNS: usize = 3;
 const BYTES: usize = 300_000;
 
@@ -100,23 +59,13 @@ fn forking_server_serves(name: &str, port: u16, mode: &str, banner: usize) {
     let cmd = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", FORKING_SERVER, &port, "3", mode]);
     let (mut server, mut out) = start_server(cmd, daemon);
     let client = Command::new("ip")
-        .args(["netns", "exec", &h2, PYTHON, "-c", CLIENT, &ip1, &port])
+        .args(["netns", "exec", &h2, PYTHON, "-c", ECHO_CLIENT, &ip1, &port])
         .args([CONNS.to_string(), BYTES.to_string(), banner.to_string()])
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&client.stdout);
     assert_eq!(said.trim(), ["ok"; CONNS].join(" "), "{}: {}", text(&client), daemon.log());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(st) = server.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "the server did not stop: {}", daemon.log());
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(status.success() && line.trim() == "served 3", "{status}: {line:?}");
+    stops_having_served(&mut server, &mut out, daemon, CONNS);
     // The children's last messages reach the daemon as they exit: its log may lag a little.
     let deadline = Instant::now() + Duration::from_secs(5);
     while conn_lines(&daemon.log()) != (CONNS, CONNS) && Instant::now() < deadline {
