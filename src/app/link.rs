@@ -620,6 +620,38 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A `Park` is answered by `Surrender` or `Unshared`; a `Surrender` the daemon sent on its
+    /// own before (another holder adopting) answers it too, and one for another connection
+    /// waits for the app's next pass.
+    #[test]
+    fn a_park_is_answered_by_the_surrender_whoever_asked_for_it() {
+        let (ours, mut d) = UnixStream::pair().unwrap();
+        ours.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        let mut link = DaemonLink {
+            stream: ours,
+            buf: Vec::new(),
+            accepted: VecDeque::new(),
+            connected: VecDeque::new(),
+            connect_failed: VecDeque::new(),
+            resets: VecDeque::new(),
+            surrenders: VecDeque::new(),
+        };
+        let tell = |d: &mut UnixStream, r: Reply| d.write_all(&proto::encode(&r)).unwrap();
+        tell(&mut d, Reply::Surrender { handle: 9, rx_pos: 5 });
+        tell(&mut d, Reply::Unshared { handle: 7 });
+        assert_eq!(link.park(7, 100, false).unwrap(), None);
+        assert_eq!(link.take_surrender(), Some((9, 5)), "kept for the next pass");
+        tell(&mut d, Reply::Surrender { handle: 8, rx_pos: 6 });
+        link.poll().unwrap();
+        assert_eq!(link.park(8, 100, true).unwrap(), Some(6), "asked for already");
+        let mut sent = vec![0u8; 256];
+        let n = std::io::Read::read(&mut d, &mut sent).unwrap();
+        let (first, used) = proto::decode::<Request>(&sent[..n]).unwrap().unwrap();
+        assert_eq!(first, Request::Park { handle: 7, pid: 100, keep: false });
+        let (second, _) = proto::decode::<Request>(&sent[used..n]).unwrap().unwrap();
+        assert_eq!(second, Request::Park { handle: 8, pid: 100, keep: true });
+    }
+
     #[test]
     fn the_daemons_handshake_gives_up_well_before_the_app_stops_waiting() {
         let (local, remote) = ("10.0.0.1:40000".parse().unwrap(), "10.0.0.2:80".parse().unwrap());
