@@ -1671,7 +1671,8 @@ pub unsafe extern "C" fn vfork() -> libc::pid_t {
 }
 
 /// `fork`: the connections this process owns are shown to the daemon first, so that the child
-/// may adopt them (see shared.rs), and the daemon learns the child's pid after.
+/// may adopt them (see shared.rs), and the daemon learns the child's pid after. Their streams
+/// stay here until a holder adopts one or this process waits for a child.
 #[no_mangle]
 pub unsafe extern "C" fn fork() -> libc::pid_t {
     let handles = {
@@ -1685,6 +1686,56 @@ pub unsafe extern "C" fn fork() -> libc::pid_t {
         shim(&mut g).forked(pid, handles);
     }
     pid
+}
+
+/// Before a blocking wait for a child: the connections shared with children are parked, so
+/// that a child may take them while this process sleeps in the kernel (see shared.rs).
+fn before_child_wait(options: c_int) {
+    if options & libc::WNOHANG == 0 {
+        let mut g = lock();
+        shim(&mut g).park_for_wait();
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn waitpid(
+    pid: libc::pid_t,
+    status: *mut c_int,
+    options: c_int,
+) -> libc::pid_t {
+    before_child_wait(options);
+    // SAFETY: handed on.
+    unsafe { real::waitpid(pid, status, options) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn wait4(
+    pid: libc::pid_t,
+    status: *mut c_int,
+    options: c_int,
+    usage: *mut libc::rusage,
+) -> libc::pid_t {
+    before_child_wait(options);
+    // SAFETY: handed on.
+    unsafe { real::wait4(pid, status, options, usage) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn wait(status: *mut c_int) -> libc::pid_t {
+    // SAFETY: wait(2) is waitpid(-1, status, 0).
+    unsafe { waitpid(-1, status, 0) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn waitid(
+    idtype: libc::idtype_t,
+    id: libc::id_t,
+    info: *mut libc::siginfo_t,
+    options: c_int,
+) -> c_int {
+    before_child_wait(options);
+    // SAFETY: handed on.
+    unsafe { real::waitid(idtype, id, info, options) }
 }
 
 /// `_exit` (Python's `os._exit` in a forked child): the process's connections close, or go

@@ -83,6 +83,9 @@ real! {
     fn usleep(us: libc::useconds_t) -> c_int;
     fn sleep(secs: libc::c_uint) -> libc::c_uint;
     fn fork() -> libc::pid_t;
+    fn waitpid(pid: libc::pid_t, status: *mut c_int, options: c_int) -> libc::pid_t;
+    fn wait4(pid: libc::pid_t, status: *mut c_int, options: c_int, usage: *mut libc::rusage) -> libc::pid_t;
+    fn waitid(idtype: libc::idtype_t, id: libc::id_t, info: *mut libc::siginfo_t, options: c_int) -> c_int;
 }
 
 /// The C library's `_exit`.

@@ -9,6 +9,9 @@
 //! does not have (`Sock::inherited`) adopts it (`Shim::adopt_conn`): the daemon has the owner
 //! hand the stream over (the owner's next pass, `App::poll_daemon`; its descriptor then stands
 //! for a connection another process has, `Shim::mark_moved`), or gives the stream it parked.
+//! An owner about to block in `waitpid` (which runs no pass) parks its shared connections
+//! first (`Shim::park_for_wait`); one that blocks elsewhere outside the shim keeps an adopter
+//! waiting until its next call.
 //! Closing a shared connection parks it while another holder lives (`Shim::let_go_shared`):
 //! ForkingTCPServer's parent closes its copy at once, and the connection stays up for the
 //! child. See ARCHITECTURE.md ("The POSIX shim") for what is not covered.
@@ -62,13 +65,28 @@ impl Shim {
         conns.into_iter().map(|c| c.0).collect()
     }
 
-    /// After `fork`, in the parent: child `pid` holds the connections `handles` too, and their
-    /// streams are parked at the daemon, so that whichever process uses one next adopts it
-    /// without the other's help (a parent blocked in `waitpid` runs no pass to hand one over).
+    /// After `fork`, in the parent: child `pid` holds the connections `handles` too.
     pub fn forked(&mut self, pid: libc::pid_t, handles: Vec<u64>) {
         let (Some(app), Some(fd)) = (self.app.as_mut(), pidfd(pid)) else { return };
-        let _ = app.link().forked(pid as u32, fd.as_fd(), handles.clone());
-        let parked: Vec<u64> = handles
+        let _ = app.link().forked(pid as u32, fd.as_fd(), handles);
+    }
+
+    /// Before a blocking wait for a child (`waitpid`): the shared connections this process has
+    /// are parked at the daemon, so that the child may adopt them while this process, blocked
+    /// in the kernel, runs no pass to hand them over.
+    pub fn park_for_wait(&mut self) {
+        let mine: Vec<u64> = self
+            .fds()
+            .into_iter()
+            .filter_map(|fd| match self.get(fd) {
+                Some(Sock {
+                    inherited: false, shared: true, kind: Kind::Conn { id, .. }, ..
+                }) => Some(id.0),
+                _ => None,
+            })
+            .collect();
+        let Some(app) = self.app.as_mut().filter(|_| !mine.is_empty()) else { return };
+        let parked: Vec<u64> = mine
             .into_iter()
             .filter(|&h| matches!(app.park(ConnId(h), this_pid(), true), Ok(true)))
             .collect();
