@@ -272,6 +272,8 @@ fn iperf3_server_receives_and_sends_a_stream_over_etran() {
     let daemon = &hosts.daemons[0];
     for reverse in [false, true] {
         let before = registrations(&daemon.log());
+        let listens = |log: &str| log.matches(" listens on 5201").count();
+        let listened = listens(&daemon.log());
         // One test, then it exits.
         let log = daemon.dir.join(format!("iperf3-{reverse}.log"));
         let mut server = Server(
@@ -282,6 +284,13 @@ fn iperf3_server_receives_and_sends_a_stream_over_etran() {
                 .expect("etran run iperf3"),
         );
         await_registrations(daemon, before, 1, String::new);
+        // The server registers at its listen, and listens a moment later: a SYN in between
+        // finds no listener.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while listens(&daemon.log()) == listened {
+            assert!(Instant::now() < deadline, "iperf3 did not listen: {}", daemon.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let mut client = Command::new("ip");
         client.args(["netns", "exec", &h2, "iperf3", "-c", &ip1, "-p", "5201", "-t", "2", "-J"]);
         if reverse {
