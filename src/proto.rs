@@ -15,7 +15,9 @@
 //! 4: refusals are a [`Refusal`], an errno plus optional text, instead of a string;
 //! `ConnectFailed` names the remote address. 5: `Unlisten`, `Unlistened`. 6: the `homa`
 //! transport: `HomaBind`, `HomaPeer` and their answers. 7: the receive budget. 8: `Listen`
-//! may show a kernel socket and wait to be `Accepting`: listeners shared across processes.)
+//! may show a kernel socket and wait to be `Accepting`: listeners shared across processes. 9: the
+//! native backend: `Registered` may hand over a socket the daemon bound (`bound`), and TX frames
+//! start `geometry.tx_headroom` bytes into their chunk.)
 //!
 //! Refusals carry the errno a POSIX call would give (`EADDRINUSE` for a port that is taken,
 //! `ECONNREFUSED` for a SYN answered by RST, `ETIMEDOUT`, ...): the app library hands them on as
@@ -41,7 +43,7 @@ pub use crate::{
 };
 
 /// Version of this protocol; bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 /// Largest message body accepted (a `Registered` is a few hundred bytes).
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Most descriptors one message carries.
@@ -103,9 +105,9 @@ pub enum Request {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FdKind {
-    /// An AF_XDP socket for the app side of the port, queue `queue`, not yet bound: mmap its
-    /// rings, then bind it there (copy mode, need-wakeup). Since version 3; before, the daemon
-    /// bound it, which kernels before 6.4 do not let the app map.
+    /// An AF_XDP socket for the app's port, queue `queue`: mmap its rings, then, unless
+    /// `Registered` says `bound`, bind it there (copy mode, need-wakeup). Since version 3;
+    /// before, the daemon bound it, which kernels before 6.4 do not let the app map.
     Xsk { queue: u32 },
     /// The memfd backing the UMEM registered on the queue-0 socket: mmap it `MAP_SHARED`.
     Umem,
@@ -134,6 +136,11 @@ pub enum Reply {
         iface: String,
         /// The descriptors sent with this message, in order.
         fds: Vec<FdKind>,
+        /// The daemon bound the AF_XDP socket already, to `port` at its `Xsk` queue (native
+        /// backend: on the NIC, with egress linked to it): the app maps its rings and does not
+        /// bind it. Since version 9.
+        #[serde(default)]
+        bound: bool,
     },
     /// The request failed; the daemon closes the session after sending it.
     Error {

@@ -279,7 +279,7 @@ impl<V: ConnView, S> Bench for OnConn<V, S> {
 
 /// The frame the gen pump sends the generator to pop queue `q`.
 pub fn gen_template(q: u8) -> Vec<u8> {
-    etran::backend::compat::pump::template(q).to_vec()
+    etran::backend::pump::template(q).to_vec()
 }
 
 /// The records of a ring buffer, as they come.

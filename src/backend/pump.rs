@@ -1,5 +1,7 @@
-//! The gen pump: how the compat backend emits the ACK generator's work (ARCHITECTURE.md, "ACKs:
-//! the generator").
+//! The gen pump: how the daemon emits the ACK generator's work (ARCHITECTURE.md, "ACKs: the
+//! generator"): all of it in the compat backend; in the native one, the delayed ACKs and the
+//! ACKs due at once that the gen hook of the apps' sockets did not emit (it runs only after an
+//! RX batch reached a socket).
 //!
 //! ACKs are decided in the kernel (`src/bpf/tcp/tcp_gen.h`): ingress marks a connection that owes
 //! one, pushes its key on the queue of ACKs due at once (`etran_tcp_ack_queue`) or on the
@@ -310,6 +312,14 @@ impl GenPump {
     fn has_keys(&self, q: Queue) -> bool {
         // A queue map's lookup is a peek: ENOENT when empty.
         matches!(self.queues[q.index()].lookup(&[], MapFlags::ANY), Ok(Some(_)))
+    }
+
+    /// Periodic: a wake record lost to a full ring buffer leaves keys queued; sends them.
+    pub fn housekeeping(&mut self) -> anyhow::Result<()> {
+        if self.queued() {
+            self.pump()?;
+        }
+        Ok(())
     }
 
     /// Sends every queued ACK now, due or delayed.
