@@ -39,7 +39,7 @@ use crate::{
         etran_tcp_ack_queued, etran_tcp_gen_template, etran_tcp_gen_wake, etran_tcp_limit,
     },
     loader::{kernel, AttachMode},
-    netlink::Netlink,
+    netlink::{Netlink, VethQueues},
     netns::NetNs,
     transport::tcp::TcpHandles,
     xsk::{desc, BindMode, Desc, FrameAlloc, Socket, SocketConfig, Umem, UmemConfig},
@@ -131,7 +131,7 @@ impl GenPort {
         }
         let here = NetNs::current()?;
         let peer = format!("{name}p");
-        nl.add_veth(name, [0x02, 0xe7, 0, 0, 0, 1], &peer, [0x02, 0xe7, 0, 0, 0, 2], &here, 1)
+        nl.add_veth(name, [0x02, 0xe7, 0, 0, 0, 1], &peer, [0x02, 0xe7, 0, 0, 0, 2], &here, VethQueues::same(1))
             .with_context(|| format!("creating the gen port {name}"))?;
         let pair = Pair { ifindex: nl.index(name)? };
         let peer_index = nl.index(&peer)?;

@@ -32,7 +32,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use super::PortMaps;
 use crate::{
     backend::AppPort,
-    netlink::Netlink,
+    netlink::{Netlink, VethQueues},
     netns::NetNs,
     proto::{FdKind, Reply, Transport},
     xsk::{Geometry, XskProgram},
@@ -156,7 +156,7 @@ impl VethPort {
             &self.app_name,
             [0x02, 0xe7, 0x70, s, (self.slot >> 8) as u8, 0x02],
             &here,
-            1,
+            VethQueues::same(1),
         )?;
         self.created = true;
         self.kernel_ifindex = nl.index(&self.kernel_name)?;

@@ -13,18 +13,19 @@ use anyhow::Context;
 use mio::Waker;
 
 use crate::{
-    backend::BackendChoice,
+    bpf::entrance::types::etran_backend,
     daemon::{Config, Daemon},
     loader::{self, AttachMode, HomaSched, UpOptions},
     netns::NetNs,
     testbed::HOST_NIC,
 };
 
-/// Runs `apps` with etran up on every host of `hosts` (Homa's grant scheduler set as `sched`
-/// says); it gets each host's daemon socket, in the same order. `label` names the benchmark in
+/// Runs `apps` with etran up on every host of `hosts` on `backend` (Homa's grant scheduler set
+/// as `sched` says); it gets each host's daemon socket, in the same order. `label` names the benchmark in
 /// the private directory and the Ctrl-C hook.
 pub fn with_daemons<T>(
     hosts: &[&NetNs],
+    backend: etran_backend,
     sched: HomaSched,
     label: &str,
     apps: impl FnOnce(&[PathBuf]) -> anyhow::Result<T>,
@@ -57,7 +58,7 @@ pub fn with_daemons<T>(
             }),
         );
     }
-    let result = run_in(hosts, sched, &dir, &wakers, &done_tx, apps);
+    let result = run_in(hosts, backend, sched, &dir, &wakers, &done_tx, apps);
     for ns in hosts {
         match ns.run(|| loader::down(HOST_NIC)) {
             Ok(Ok(_)) => {}
@@ -71,6 +72,7 @@ pub fn with_daemons<T>(
 
 fn run_in<T>(
     hosts: &[&NetNs],
+    backend: etran_backend,
     sched: HomaSched,
     dir: &Path,
     wakers: &Mutex<Vec<Arc<Waker>>>,
@@ -78,7 +80,7 @@ fn run_in<T>(
     apps: impl FnOnce(&[PathBuf]) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let opts = UpOptions {
-        backend: BackendChoice::Auto.resolve()?,
+        backend,
         mode: AttachMode::Drv,
         queues: None,
         force: false,
