@@ -45,7 +45,7 @@ skb\t'Generic (skb) mode, in the kernel\'s stack'"
 complete -c etran -n "__fish_etran_using_subcommand up" -l queues -d 'Number of NIC queues etran serves (default: all RX queues of the interface)' -r
 complete -c etran -n "__fish_etran_using_subcommand up" -l homa-max-incoming -d 'Homa: the most bytes granted and not yet received over all incoming messages (HomaModule\'s max_incoming; default 400000). Smaller keeps the receiver\'s queues, hence short messages\' waits, shorter, at long messages\' cost' -r
 complete -c etran -n "__fish_etran_using_subcommand up" -l homa-overcommit -d 'Homa: the most incoming messages granted to at once, one per sender (HomaModule\'s max_overcommit; default 8)' -r
-complete -c etran -n "__fish_etran_using_subcommand up" -l check -d 'Check this kernel instead: list the features each transport needs (with the first Linux release that has each) and load every BPF program, attached nowhere. Changes nothing; fails when the TCP datapath could not run here'
+complete -c etran -n "__fish_etran_using_subcommand up" -l check -d 'Check this kernel instead: list the features each transport needs (with the first Linux release that has each) and load every BPF program, attached nowhere, with the share of the verifier\'s instruction limit each object\'s heaviest program took. Changes nothing; fails when the TCP datapath could not run here'
 complete -c etran -n "__fish_etran_using_subcommand up" -l force -d 'Replace an XDP program that etran did not attach'
 complete -c etran -n "__fish_etran_using_subcommand up" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand up" -s p -l pretty -d 'Pretty-print JSON (implies --json)'

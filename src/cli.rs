@@ -91,7 +91,8 @@ pub struct UpArgs {
     #[arg(required_unless_present = "check")]
     pub iface: Option<String>,
     /// Check this kernel instead: list the features each transport needs (with the first Linux
-    /// release that has each) and load every BPF program, attached nowhere. Changes nothing;
+    /// release that has each) and load every BPF program, attached nowhere, with the share of
+    /// the verifier's instruction limit each object's heaviest program took. Changes nothing;
     /// fails when the TCP datapath could not run here.
     #[arg(
         long,

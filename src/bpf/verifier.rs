@@ -5,10 +5,15 @@
 //! libbpf prints the verifier's log through its print callback as one message; [`load`]
 //! installs a callback that keeps the last such log of the calling thread (printing it only with
 //! `-v`) and passes every other libbpf message on to stderr as libbpf would.
-use std::{cell::RefCell, fmt, sync::Once};
+use std::{
+    cell::RefCell,
+    fmt,
+    os::fd::{AsFd, AsRawFd},
+    sync::Once,
+};
 
 use anyhow::Context;
-use libbpf_rs::{skel::OpenSkel, PrintLevel};
+use libbpf_rs::{skel::OpenSkel, Object, PrintLevel};
 
 const LOG_BEGIN: &str = "-- BEGIN PROG LOAD LOG --\n";
 const LOG_END: &str = "-- END PROG LOAD LOG --";
@@ -114,6 +119,33 @@ pub fn load<'obj, S: OpenSkel<'obj>>(open: S, what: &str) -> anyhow::Result<S::O
             }
         })
         .with_context(|| format!("loading {what}"))
+}
+
+/// The most instructions the verifier may process for one program (`BPF_COMPLEXITY_LIMIT_INSNS`).
+pub const INSN_LIMIT: u32 = 1_000_000;
+
+/// The program of a loaded object the verifier worked hardest on: its name and the instructions
+/// it processed. A program near [`INSN_LIMIT`] is one kernel release away from being refused
+/// (6.18.44 refused a Homa ingress that 6.1, 6.12 and earlier 6.18s took). None before Linux
+/// 5.16, whose program info does not say.
+pub fn heaviest(object: &Object) -> Option<(String, u32)> {
+    object
+        .progs()
+        .filter_map(|prog| {
+            let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+            let mut len = std::mem::size_of_val(&info) as u32;
+            // SAFETY: info is a bpf_prog_info of len bytes; the fd is the program's, open.
+            let ret = unsafe {
+                libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(
+                    prog.as_fd().as_raw_fd(),
+                    &mut info,
+                    &mut len,
+                )
+            };
+            (ret == 0 && info.verified_insns > 0)
+                .then(|| (prog.name().to_string_lossy().into_owned(), info.verified_insns))
+        })
+        .max_by_key(|&(_, insns)| insns)
 }
 
 #[cfg(test)]

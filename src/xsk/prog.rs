@@ -41,6 +41,12 @@ impl XskProgram {
         Self::open(0, Some(budget))
     }
 
+    /// The program the verifier worked hardest on: see [`crate::bpf::verifier::heaviest`].
+    pub fn heaviest(&self) -> Option<(String, u32)> {
+        use libbpf_rs::skel::Skel;
+        self.skel.as_ref().and_then(|s| crate::bpf::verifier::heaviest(s.object()))
+    }
+
     fn open(pktgen_ifindex: u32, budget: Option<BorrowedFd<'_>>) -> anyhow::Result<XskProgram> {
         crate::sys::require_root("loading XDP programs")?;
         let object = Box::into_raw(Box::new(MaybeUninit::<OpenObject>::uninit()));

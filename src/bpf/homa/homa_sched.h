@@ -124,6 +124,11 @@ struct homa_sched_scratch {
 	__u32 oldest_slot;
 	__u32 oldest_waits; /* its granted bytes all arrived */
 	__u64 oldest_birth;
+	__u32 same;         /* homa_sched_top_add's search: the asking peer's member, */
+	__u32 worst;        /* the worst of the others, and its rank */
+	__u32 worst_rem;
+	__u32 pad;
+	__u64 worst_birth;
 };
 
 struct {
@@ -133,54 +138,59 @@ struct {
 	__type(value, struct homa_sched_scratch);
 } etran_homa_sched_scratch SEC(".maps");
 
+/* A scratch-map field read or written where the code says, not kept in a register by the
+ * compiler: the verifier does not follow values in map memory, so what a step of an unrolled
+ * loop decided there does not split the states of the steps after it. */
+#define HOMA_SCRATCH(field) (*(volatile typeof(field) *)&(field))
+
 static __always_inline void homa_sched_top_add(struct homa_sched_scratch *w, __u32 k, __u32 i,
 					       __be32 peer, __u32 rem, __u64 birth)
 {
-	__u32 n = w->n, worst = ETRAN_HOMA_SCHED_MAX_ACTIVE, same = ETRAN_HOMA_SCHED_MAX_ACTIVE;
-	__u32 worst_rem = 0;
-	__u64 worst_birth = 0;
+	const __u32 none = ETRAN_HOMA_SCHED_MAX_ACTIVE;
+	__u32 n = w->n, worst, same;
 
-#pragma unroll
+	/* The peer's member and the worst of the others. In registers, each step's outcome
+	 * (which j, which comparison) multiplied the verifier's states: 6.18.44's gave up after
+	 * a million instructions. */
+	HOMA_SCRATCH(w->same) = none;
+	HOMA_SCRATCH(w->worst) = none;
 	for (__u32 j = 0; j < ETRAN_HOMA_SCHED_MAX_ACTIVE; j++) {
-		if (j < n) {
-			if (w->peer[j] == peer) {
-				same = j;
-			} else if (worst == ETRAN_HOMA_SCHED_MAX_ACTIVE ||
-				   homa_sched_before(worst_rem, worst_birth, w->rem[j],
-						     w->birth[j])) {
-				worst = j;
-				worst_rem = w->rem[j];
-				worst_birth = w->birth[j];
-			}
+		if (j >= n)
+			continue;
+		if (w->peer[j] == peer)
+			HOMA_SCRATCH(w->same) = j;
+		else if (HOMA_SCRATCH(w->worst) == none ||
+			 homa_sched_before(HOMA_SCRATCH(w->worst_rem), HOMA_SCRATCH(w->worst_birth),
+					   w->rem[j], w->birth[j])) {
+			HOMA_SCRATCH(w->worst) = j;
+			HOMA_SCRATCH(w->worst_rem) = w->rem[j];
+			HOMA_SCRATCH(w->worst_birth) = w->birth[j];
 		}
 	}
-	if (same < ETRAN_HOMA_SCHED_MAX_ACTIVE) {
-#pragma unroll
-		for (__u32 j = 0; j < ETRAN_HOMA_SCHED_MAX_ACTIVE; j++) {
-			if (j == same && homa_sched_before(rem, birth, w->rem[j], w->birth[j])) {
-				w->idx[j] = i;
-				w->rem[j] = rem;
-				w->birth[j] = birth;
-			}
+	same = HOMA_SCRATCH(w->same);
+	if (same < none) {
+		same &= none - 1;
+		if (homa_sched_before(rem, birth, w->rem[same], w->birth[same])) {
+			w->idx[same] = i;
+			w->rem[same] = rem;
+			w->birth[same] = birth;
 		}
 		return;
 	}
+	worst = HOMA_SCRATCH(w->worst);
 	if (n < k) {
 		worst = n;
 		w->n = n + 1;
-	} else if (worst == ETRAN_HOMA_SCHED_MAX_ACTIVE ||
-		   !homa_sched_before(rem, birth, worst_rem, worst_birth)) {
+	} else if (worst == none ||
+		   !homa_sched_before(rem, birth, HOMA_SCRATCH(w->worst_rem),
+				      HOMA_SCRATCH(w->worst_birth))) {
 		return;
 	}
-#pragma unroll
-	for (__u32 j = 0; j < ETRAN_HOMA_SCHED_MAX_ACTIVE; j++) {
-		if (j == worst) {
-			w->idx[j] = i;
-			w->peer[j] = peer;
-			w->rem[j] = rem;
-			w->birth[j] = birth;
-		}
-	}
+	worst &= none - 1;
+	w->idx[worst] = i;
+	w->peer[worst] = peer;
+	w->rem[worst] = rem;
+	w->birth[worst] = birth;
 }
 
 /* Counts `peer` among the distinct peers (at most `k`). */

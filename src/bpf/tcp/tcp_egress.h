@@ -278,11 +278,11 @@ static __always_inline int tcp_egress(struct xdp_md *ctx)
 		h.len = 0;
 		payload_sum = 0;
 	}
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	if (!tx_write_headers(data, data_end, c, &h.key, h.len, &plan, payload_sum, ts_now))
+	plan.len = h.len;
+	plan.ts_now = ts_now;
+	if (!tx_write_headers(ctx, &h.key, &plan, payload_sum))
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_NO_HEADROOM, bytes);
-	bytes = data_end - data;
+	bytes = ctx->data_end - ctx->data;
 	count_event(h.len ? ETRAN_EVENT_TCP_TX_DATA : ETRAN_EVENT_TCP_TX_PURE_ACK, bytes);
 	if (h.len && h.intent == ETRAN_TCP_TX_RETRANSMIT)
 		count_event(ETRAN_EVENT_TCP_TX_RETRANSMIT, bytes);

@@ -95,7 +95,7 @@ enum gen_outcome {
  * NIC. */
 static __always_inline int tcp_gen(struct xdp_md *ctx, const int xsk)
 {
-	void *data, *data_end;
+	void *data;
 	struct tx_plan plan = {};
 	struct tcp_conn_key key;
 	struct ethhdr *eth;
@@ -154,12 +154,11 @@ static __always_inline int tcp_gen(struct xdp_md *ctx, const int xsk)
 		return drop(ETRAN_PROTO_TCP,
 			    room ? ETRAN_DROP_TCP_TX_NO_NIC : ETRAN_DROP_TCP_TX_NO_HEADROOM, 0);
 
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	if (!tx_write_headers(data, data_end, c, &key, 0, &plan, 0, ts_now))
+	plan.ts_now = ts_now;
+	if (!tx_write_headers(ctx, &key, &plan, 0))
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_NO_HEADROOM, 0);
-	count_event(ETRAN_EVENT_TCP_GEN_ACK, data_end - data);
-	return delivered(ETRAN_PROTO_TCP, data_end - data, xsk ? XDP_TX : XDP_REDIRECT);
+	count_event(ETRAN_EVENT_TCP_GEN_ACK, ctx->data_end - ctx->data);
+	return delivered(ETRAN_PROTO_TCP, ctx->data_end - ctx->data, xsk ? XDP_TX : XDP_REDIRECT);
 }
 
 #endif

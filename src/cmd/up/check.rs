@@ -5,8 +5,10 @@ use std::mem::MaybeUninit;
 
 use serde::Serialize;
 
+use libbpf_rs::skel::Skel;
+
 use crate::{
-    bpf::entrance::types::etran_backend,
+    bpf::{entrance::types::etran_backend, verifier},
     loader::{
         self,
         kernel::{self, Feature},
@@ -30,6 +32,11 @@ struct ProgramRow {
     object: &'static str,
     /// Why it did not load (the verifier's rejection, for one); none when it loaded.
     error: Option<String>,
+    /// Its program the verifier worked hardest on, and the instructions that took (of
+    /// `verifier_limit`): the margin this kernel leaves it.
+    heaviest: Option<String>,
+    verified_insns: Option<u32>,
+    verifier_limit: u32,
 }
 
 #[derive(Serialize)]
@@ -45,8 +52,16 @@ struct Report {
 /// configured so that the verifier sees all of its code (read-only settings that would leave
 /// branches dead are turned on).
 fn load_all() -> Vec<ProgramRow> {
-    fn row(object: &'static str, r: anyhow::Result<()>) -> ProgramRow {
-        ProgramRow { object, error: r.err().map(|e| format!("{e:#}")) }
+    fn row(object: &'static str, r: anyhow::Result<Option<(String, u32)>>) -> ProgramRow {
+        let (error, heaviest) = match r {
+            Ok(h) => (None, h),
+            Err(e) => (Some(format!("{e:#}")), None),
+        };
+        let (heaviest, verified_insns) = heaviest.unzip();
+        ProgramRow { object, error, heaviest, verified_insns, verifier_limit: verifier::INSN_LIMIT }
+    }
+    fn weigh<'a, S: Skel<'a>>(skel: anyhow::Result<S>) -> anyhow::Result<Option<(String, u32)>> {
+        skel.map(|s| verifier::heaviest(s.object()))
     }
     let mut storage = MaybeUninit::uninit();
     let entrance = loader::load_entrance(&mut storage, etran_backend::ETRAN_BACKEND_COMPAT, 1);
@@ -68,11 +83,11 @@ fn load_all() -> Vec<ProgramRow> {
     };
     let switch = switch::load(&mut storage, &every_path);
     vec![
-        row("entrance", entrance.map(drop)),
-        row("tcp", tcp.map(drop)),
-        row("homa", homa.map(drop)),
-        row("switch", switch.map(drop)),
-        row("xsk_redirect", XskProgram::load(1).map(drop)),
+        row("entrance", weigh(entrance)),
+        row("tcp", weigh(tcp)),
+        row("homa", weigh(homa)),
+        row("switch", weigh(switch)),
+        row("xsk_redirect", XskProgram::load(1).map(|p| p.heaviest())),
     ]
 }
 
@@ -114,9 +129,24 @@ pub fn run(out: &Output) -> anyhow::Result<()> {
             t.row([f.name, f.since, f.needed_by, if f.present { "yes" } else { "NO" }]);
         }
         crate::out!("{}", t.render());
-        let mut t = Table::new(["BPF object", "loads"]);
+        let mut t = Table::new(["BPF object", "loads", "heaviest program", "verifier insns"]);
         for p in &report.programs {
-            t.row([p.object, if p.error.is_none() { "yes" } else { "NO" }]);
+            let insns = p.verified_insns.map_or_else(
+                || "-".to_string(),
+                |n| {
+                    format!(
+                        "{n} ({:.1} % of {})",
+                        100.0 * f64::from(n) / f64::from(p.verifier_limit),
+                        p.verifier_limit
+                    )
+                },
+            );
+            t.row([
+                p.object,
+                if p.error.is_none() { "yes" } else { "NO" },
+                p.heaviest.as_deref().unwrap_or("-"),
+                insns.as_str(),
+            ]);
         }
         crate::out!("{}", t.render());
         for p in &report.programs {
