@@ -131,8 +131,15 @@ impl GenPort {
         }
         let here = NetNs::current()?;
         let peer = format!("{name}p");
-        nl.add_veth(name, [0x02, 0xe7, 0, 0, 0, 1], &peer, [0x02, 0xe7, 0, 0, 0, 2], &here, VethQueues::same(1))
-            .with_context(|| format!("creating the gen port {name}"))?;
+        nl.add_veth(
+            name,
+            [0x02, 0xe7, 0, 0, 0, 1],
+            &peer,
+            [0x02, 0xe7, 0, 0, 0, 2],
+            &here,
+            VethQueues::same(1),
+        )
+        .with_context(|| format!("creating the gen port {name}"))?;
         let pair = Pair { ifindex: nl.index(name)? };
         let peer_index = nl.index(&peer)?;
         // Before the socket: AF_XDP transmits only on a running device with its carrier.

@@ -238,7 +238,12 @@ pub fn link_xsk(
     use std::os::fd::AsRawFd;
     // SAFETY: plain syscall wrapper; a NULL opts pointer is accepted by libbpf.
     let fd = unsafe {
-        libbpf_sys::bpf_link_create(prog.as_raw_fd(), xsk.as_raw_fd(), attach_type, std::ptr::null())
+        libbpf_sys::bpf_link_create(
+            prog.as_raw_fd(),
+            xsk.as_raw_fd(),
+            attach_type,
+            std::ptr::null(),
+        )
     };
     if fd < 0 {
         return Err(io::Error::from_raw_os_error(-fd));

@@ -308,10 +308,7 @@ pub fn load_tcp<'a>(
                 // SAFETY: a program of the open object; the attach type is the kernel's value of
                 // one of the series' names (not in libbpf's enum, hence the raw call).
                 let err = unsafe {
-                    libbpf_rs::libbpf_sys::bpf_program__set_expected_attach_type(
-                        prog.as_ptr(),
-                        ty,
-                    )
+                    libbpf_rs::libbpf_sys::bpf_program__set_expected_attach_type(prog.as_ptr(), ty)
                 };
                 if err != 0 {
                     bail!("setting a TCP program's attach type to {ty}: error {err}");

@@ -18,8 +18,8 @@ use crate::{
 
 pub mod port;
 
-use port::VethPort;
 use super::pump::GenPump;
+use port::VethPort;
 
 /// The datapath objects a port is wired into.
 pub struct PortMaps {

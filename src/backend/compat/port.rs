@@ -38,8 +38,8 @@ use crate::{
     xsk::{Geometry, XskProgram},
 };
 
-pub use crate::backend::socket::{port_mtu, FRAME_COUNT, RX_RING_SIZE, TX_RING_SIZE};
 use crate::backend::socket;
+pub use crate::backend::socket::{port_mtu, FRAME_COUNT, RX_RING_SIZE, TX_RING_SIZE};
 
 /// Prefix of every port name; the daemon owns every link named `etp<digits>{k,a}`.
 pub const PREFIX: &str = "etp";

@@ -66,10 +66,14 @@ pub struct Native {
 impl Native {
     /// The backend over the TCP object of a datapath loaded for native on `nic` (of MTU
     /// `nic_mtu`); the gen pump's port is named `gen_port` (see [`GenPump::new`]).
-    pub fn new(tcp: &TcpHandles, nic: &str, gen_port: &str, nic_mtu: u32) -> anyhow::Result<Native> {
-        let missing = || {
-            anyhow::anyhow!("the datapath on {nic} was not loaded for the native backend")
-        };
+    pub fn new(
+        tcp: &TcpHandles,
+        nic: &str,
+        gen_port: &str,
+        nic_mtu: u32,
+    ) -> anyhow::Result<Native> {
+        let missing =
+            || anyhow::anyhow!("the datapath on {nic} was not loaded for the native backend");
         let wiring = Wiring {
             xsks: tcp.app_xsks.as_ref().ok_or_else(missing).map(MapHandle::try_from)??,
             port_queue: tcp.port_queue.as_ref().ok_or_else(missing).map(MapHandle::try_from)??,
@@ -155,7 +159,8 @@ impl XskPort {
                 std::mem::size_of::<sys::sockaddr_xdp>() as libc::socklen_t,
             )
         };
-        crate::sys::cvt(ret).with_context(|| format!("binding an AF_XDP socket to {}", self.name))?;
+        crate::sys::cvt(ret)
+            .with_context(|| format!("binding an AF_XDP socket to {}", self.name))?;
         for (prog, ty, what) in
             [(&w.egress, w.egress_type, "egress"), (&w.gen, w.gen_type, "the ACK generator")]
         {
@@ -253,7 +258,9 @@ impl Backend for Native {
                 }
                 // Another socket holds the queue (not one of ours): try the next.
                 Err(e)
-                    if e.root_cause().downcast_ref::<std::io::Error>().and_then(|e| e.raw_os_error())
+                    if e.root_cause()
+                        .downcast_ref::<std::io::Error>()
+                        .and_then(|e| e.raw_os_error())
                         == Some(libc::EBUSY) =>
                 {
                     busy += 1

@@ -79,13 +79,8 @@ fn run_in<T>(
     done_tx: &mpsc::Sender<()>,
     apps: impl FnOnce(&[PathBuf]) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let opts = UpOptions {
-        backend,
-        mode: AttachMode::Drv,
-        queues: None,
-        force: false,
-        homa: sched,
-    };
+    let opts =
+        UpOptions { backend, mode: AttachMode::Drv, queues: None, force: false, homa: sched };
     for ns in hosts {
         ns.run(|| loader::up(HOST_NIC, &opts))?.with_context(|| format!("etran up {HOST_NIC}"))?;
     }
