@@ -416,7 +416,23 @@ mod tests {
     fn wire_form_is_documented_json() {
         let enc = encode(&register());
         assert_eq!(u32::from_le_bytes(enc[..4].try_into().unwrap()) as usize, enc.len() - 4);
-        assert_eq!(&enc[4..], br#"{"Register":{"version":8,"transport":"tcp","queues":1}}"#);
+        assert_eq!(&enc[4..], br#"{"Register":{"version":9,"transport":"tcp","queues":1}}"#);
+    }
+
+    /// A `Registered` without `bound` (a daemon before version 9, or compat) leaves the app to
+    /// bind the socket.
+    #[test]
+    fn registered_without_bound_is_unbound() {
+        let body = br#"{"Registered":{"version":8,"slot":1,"port":"etp1a","port_ifindex":5,"kernel_port":"etp1k","kernel_ifindex":6,"geometry":{"umem_len":4096,"frame_size":2048,"headroom":0,"fill_size":2,"comp_size":2,"rx_size":2,"tx_size":2},"fds":[]}}"#;
+        let mut framed = (body.len() as u32).to_le_bytes().to_vec();
+        framed.extend_from_slice(body);
+        match decode::<Reply>(&framed).unwrap().unwrap().0 {
+            Reply::Registered { bound, geometry, .. } => {
+                assert!(!bound);
+                assert_eq!(geometry.tx_headroom, 0);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
