@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::Context;
-use libbpf_rs::{libbpf_sys, MapHandle, MapType};
+use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapHandle, MapType};
 
 use crate::{
     bpf::{
@@ -87,6 +87,21 @@ pub fn log_drops(name: &str, xsk: BorrowedFd<'_>) {
             st.rx_drops(),
             st.rx_ring_full,
             st.rx_dropped
+        ));
+    }
+}
+
+/// Empties `slot` in a backend's slot maps: where ingress hands the app its frames (`to_app`, a
+/// devmap or XSKMAP: an absent entry is fine), its receive budget, and what egress knows the app
+/// by (`identity`, an array: zeroed). Best effort; a failure to clear the identity is logged.
+pub fn clear_slot(to_app: &MapHandle, budget: &MapHandle, identity: &MapHandle, slot: u32) {
+    let key = slot.to_ne_bytes();
+    let _ = to_app.delete(&key);
+    let _ = budget.delete(&key);
+    if let Err(e) = identity.update(&key, &0u32.to_ne_bytes(), MapFlags::ANY) {
+        crate::log::warn(format!(
+            "clearing slot {slot} of {}: {e}",
+            identity.name().to_string_lossy()
         ));
     }
 }

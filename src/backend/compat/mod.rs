@@ -113,10 +113,9 @@ impl Backend for Compat {
             let key = slot.to_ne_bytes();
             if let Ok(Some(_)) = self.maps.app_ports.lookup(&key, MapFlags::ANY) {
                 log::warn(format!("clearing stale app_ports slot {slot}"));
-                let _ = self.maps.app_ports.delete(&key);
             }
-            let _ = self.maps.port_budget.delete(&key);
-            let _ = self.maps.port_ifindex.update(&key, &0u32.to_ne_bytes(), MapFlags::ANY);
+            let m = &self.maps;
+            socket::clear_slot(&m.app_ports, &m.port_budget, &m.port_ifindex, slot);
         }
         Ok(())
     }
@@ -127,10 +126,5 @@ impl Backend for Compat {
 
     fn gen_pump_mut(&mut self) -> &mut GenPump {
         &mut self.pump
-    }
-
-    fn report(&self) -> String {
-        let g = self.pump.stats();
-        format!("gen pump: {} sends, {} templates", g.calls, g.runs)
     }
 }

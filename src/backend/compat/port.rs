@@ -210,13 +210,8 @@ impl VethPort {
     /// Best effort: every step runs, failures are logged.
     pub fn teardown(&mut self, nl: &mut Netlink, maps: &PortMaps) {
         if self.in_devmap {
-            let slot = self.slot.to_ne_bytes();
-            // A missing devmap entry is fine (the build may have stopped before inserting it).
-            let _ = maps.app_ports.delete(&slot);
-            let _ = maps.port_budget.delete(&slot);
-            if let Err(e) = maps.port_ifindex.update(&slot, &0u32.to_ne_bytes(), MapFlags::ANY) {
-                crate::log::warn(format!("clearing port_ifindex slot {}: {e}", self.slot));
-            }
+            // The build may have stopped before inserting anything.
+            socket::clear_slot(&maps.app_ports, &maps.port_budget, &maps.port_ifindex, self.slot);
             self.in_devmap = false;
         }
         self.prog = None; // detaches xsk_redirect and frees its XSKMAP

@@ -187,12 +187,7 @@ impl XskPort {
     /// Undoes [`XskPort::wire`]: nothing routes to the slot, nothing stays linked. Best effort.
     fn unwire(&mut self, w: &Wiring) {
         if std::mem::take(&mut self.in_maps) {
-            let slot = self.slot.to_ne_bytes();
-            let _ = w.xsks.delete(&slot);
-            let _ = w.port_budget.delete(&slot);
-            if let Err(e) = w.port_queue.update(&slot, &0u32.to_ne_bytes(), MapFlags::ANY) {
-                log::warn(format!("clearing port_queue slot {}: {e}", self.slot));
-            }
+            socket::clear_slot(&w.xsks, &w.port_budget, &w.port_queue, self.slot);
         }
         self.links.clear();
     }
@@ -296,10 +291,8 @@ impl Backend for Native {
             if self.slot_in_use(slot) {
                 log::warn(format!("clearing stale native slot {slot}"));
             }
-            let key = slot.to_ne_bytes();
-            let _ = self.wiring.xsks.delete(&key);
-            let _ = self.wiring.port_budget.delete(&key);
-            let _ = self.wiring.port_queue.update(&key, &0u32.to_ne_bytes(), MapFlags::ANY);
+            let w = &self.wiring;
+            socket::clear_slot(&w.xsks, &w.port_budget, &w.port_queue, slot);
         }
         Ok(())
     }
@@ -310,10 +303,5 @@ impl Backend for Native {
 
     fn gen_pump_mut(&mut self) -> &mut GenPump {
         &mut self.pump
-    }
-
-    fn report(&self) -> String {
-        let g = self.pump.stats();
-        format!("native: gen pump {} sends, {} templates", g.calls, g.runs)
     }
 }
