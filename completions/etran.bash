@@ -165,7 +165,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__bench__subcmd__echo)
-            opts="-j -p -v -h -V --iface --server --size --conns --depth --threads --duration --transport --wait --churn --mtu --direct --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --iface --server --size --conns --depth --threads --duration --transport --wait --churn --mtu --direct --backend --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -213,6 +213,10 @@ _etran() {
                     ;;
                 --mtu)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backend)
+                    COMPREPLY=($(compgen -W "auto compat native" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -823,7 +827,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__testbed__subcmd__up)
-            opts="-j -p -v -h -V --name --hosts --rate --ecn-threshold --prio --loss --duplicate --corrupt --direct --queues --mtu --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --name --hosts --rate --ecn-threshold --prio --loss --duplicate --corrupt --direct --queues --app-queues --mtu --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -858,6 +862,10 @@ _etran() {
                     return 0
                     ;;
                 --queues)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --app-queues)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -37,9 +37,9 @@ complete -c etran -n "__fish_etran_needs_command" -f -a "bench" -d 'Benchmarks, 
 complete -c etran -n "__fish_etran_needs_command" -f -a "testbed" -d 'The built-in network of namespaces used by benches and tests'
 complete -c etran -n "__fish_etran_needs_command" -f -a "run" -d 'Run an unmodified program with its TCP sockets over eTran'
 complete -c etran -n "__fish_etran_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c etran -n "__fish_etran_using_subcommand up" -l backend -d 'Datapath backend' -r -f -a "auto\t'The best this kernel and this etran can do: compat for now (native once its datapath is built)'
+complete -c etran -n "__fish_etran_using_subcommand up" -l backend -d 'Datapath backend' -r -f -a "auto\t'The best this kernel can do: native when it has etran\'s hooks, compat otherwise'
 compat\t'Stock kernel: egress runs on a per-app veth port'
-native\t'A kernel with etran\'s series (patches/): egress and gen hooks on AF_XDP sockets'"
+native\t'A kernel with etran\'s series (patches/): apps\' sockets on the NIC, egress and gen hooks linked to them (TCP only for now)'"
 complete -c etran -n "__fish_etran_using_subcommand up" -l mode -d 'XDP attach mode' -r -f -a "drv\t'Driver mode (falls back to skb with a warning when the driver lacks XDP)'
 skb\t'Generic (skb) mode, in the kernel\'s stack'"
 complete -c etran -n "__fish_etran_using_subcommand up" -l queues -d 'Number of NIC queues etran serves (default: all RX queues of the interface)' -r
@@ -96,6 +96,9 @@ complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subco
 block\t'Sleep when idle: eTran apps wait in the library (busy-poll budget, then sleep on the AF_XDP socket), Linux sockets block in epoll_wait'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l churn -d 'Connection churn: close each connection after this many round trips and open a new one in its place; reports opens and closes per second and the eTran leak check' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l mtu -d 'MTU of the private testbed\'s interfaces (see `etran testbed up --mtu`)' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l backend -d 'The eTran rows\' datapath backend (see `etran up --backend`): native binds each app to a queue of the host\'s NIC (the private testbed\'s NICs get one TX queue per thread)' -r -f -a "auto\t'The best this kernel can do: native when it has etran\'s hooks, compat otherwise'
+compat\t'Stock kernel: egress runs on a per-app veth port'
+native\t'A kernel with etran\'s series (patches/): apps\' sockets on the NIC, egress and gen hooks linked to them (TCP only for now)'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l direct -d 'No switch: the hosts\' NICs are one veth pair, and the Linux row keeps TX checksum offload and with it TSO (see `etran testbed up --direct`)'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
@@ -166,6 +169,7 @@ complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_sub
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l duplicate -d 'Fraction of frames the switch duplicates, 0..1' -r
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l corrupt -d 'Fraction of frames the switch corrupts (one flipped payload byte), 0..1' -r
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l queues -d 'RX/TX queues of every testbed interface (veth), so traffic can be spread over CPUs. For AF_XDP measurements: `etran up` refuses a veth with more than one queue' -r
+complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l app-queues -d 'TX queues of every host\'s NIC: one per app the native backend binds to it (each app\'s AF_XDP socket sends on a queue of its own). Its RX queues stay `--queues`' -r
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l mtu -d 'MTU of every testbed interface (veth): 1280 up to the most a veth carries to XDP programs without multi-buffer support (3506 on x86-64 with 4 KiB pages). eTran\'s TCP and Linux\'s both announce an MSS of the MTU less 40' -r
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l prio -d 'Priority queues at the bottleneck (needs --rate): 8 HTB classes served in strict priority order, each IPv4 frame in the one of its TOS\'s top 3 bits (Homa\'s priority), the highest first'
 complete -c etran -n "__fish_etran_using_subcommand testbed; and __fish_seen_subcommand_from up" -l direct -d 'No switch: the 2 hosts\' eth0 are the two ends of one veth pair (same addresses)'

@@ -257,6 +257,10 @@ pub struct EchoArgs {
     /// offload and with it TSO (see `etran testbed up --direct`).
     #[arg(long, conflicts_with = "iface")]
     pub direct: bool,
+    /// The eTran rows' datapath backend (see `etran up --backend`): native binds each app to a
+    /// queue of the host's NIC (the private testbed's NICs get one TX queue per thread).
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -439,6 +443,10 @@ pub struct TestbedUpArgs {
     /// AF_XDP measurements: `etran up` refuses a veth with more than one queue.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub queues: u32,
+    /// TX queues of every host's NIC: one per app the native backend binds to it (each app's
+    /// AF_XDP socket sends on a queue of its own). Its RX queues stay `--queues`.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub app_queues: u32,
     /// MTU of every testbed interface (veth): 1280 up to the most a veth carries to XDP programs
     /// without multi-buffer support (3506 on x86-64 with 4 KiB pages). eTran's TCP and Linux's
     /// both announce an MSS of the MTU less 40.

@@ -46,6 +46,17 @@ fn set_value(name: &str, cmd: u32, on: bool) -> io::Result<()> {
 /// Number of RX queues of `name` (ETHTOOL_GCHANNELS): None when the driver does not report
 /// channels.
 pub fn rx_queues(name: &str) -> anyhow::Result<Option<u32>> {
+    Ok(channels(name)?.map(|(rx, _)| rx))
+}
+
+/// Number of TX queues of `name` (ETHTOOL_GCHANNELS): None when the driver does not report
+/// channels.
+pub fn tx_queues(name: &str) -> anyhow::Result<Option<u32>> {
+    Ok(channels(name)?.map(|(_, tx)| tx))
+}
+
+/// RX and TX queues of `name`, each at least 1 (combined channels count for both).
+fn channels(name: &str) -> anyhow::Result<Option<(u32, u32)>> {
     #[repr(C)]
     #[derive(Default)]
     struct EthtoolChannels {
@@ -61,7 +72,10 @@ pub fn rx_queues(name: &str) -> anyhow::Result<Option<u32>> {
     }
     let mut ch = EthtoolChannels { cmd: ETHTOOL_GCHANNELS, ..Default::default() };
     match ioctl(name, &mut ch) {
-        Ok(()) => Ok(Some((ch.rx_count + ch.combined_count).max(1))),
+        Ok(()) => Ok(Some((
+            (ch.rx_count + ch.combined_count).max(1),
+            (ch.tx_count + ch.combined_count).max(1),
+        ))),
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading the channels of {name}")),
     }

@@ -31,6 +31,23 @@ use crate::netns::NetNs;
 const RTM_NEWQDISC: u16 = 36;
 const RTM_NEWTCLASS: u16 = 40;
 
+/// The queues of a veth pair's two ends (a frame sent on an end's TX queue q arrives on its
+/// peer's RX queue q, which must exist for the peer's XDP program to see it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VethQueues {
+    pub tx: u32,
+    pub rx: u32,
+    pub peer_tx: u32,
+    pub peer_rx: u32,
+}
+
+impl VethQueues {
+    /// `n` queues each way on both ends.
+    pub fn same(n: u32) -> VethQueues {
+        VethQueues { tx: n, rx: n, peer_tx: n, peer_rx: n }
+    }
+}
+
 /// An rtnetlink socket bound to one network namespace.
 pub struct Netlink {
     sock: Socket,
@@ -175,9 +192,9 @@ impl Netlink {
 
     /// Creates a veth pair: `name` (with `mac`) in this socket's namespace and `peer` (with
     /// `peer_mac`) directly inside `peer_ns`, so the peer's name never exists anywhere else.
-    /// Both ends get `queues` real RX and TX queues (a frame the stack or AF_XDP sends on TX
-    /// queue q arrives on the peer's RX queue q; one redirected by XDP, on the queue of the
-    /// sending CPU).
+    /// The ends get the real RX and TX queues `queues` says (a frame the stack or AF_XDP sends
+    /// on TX queue q arrives on the peer's RX queue q; one redirected by XDP, on the queue of
+    /// the sending CPU).
     pub fn add_veth(
         &mut self,
         name: &str,
@@ -185,25 +202,25 @@ impl Netlink {
         peer: &str,
         peer_mac: [u8; 6],
         peer_ns: &NetNs,
-        queues: u32,
+        queues: VethQueues,
     ) -> anyhow::Result<()> {
-        if queues == 0 {
-            bail!("a veth needs at least one queue");
+        if [queues.tx, queues.rx, queues.peer_tx, queues.peer_rx].contains(&0) {
+            bail!("a veth needs at least one queue each way");
         }
         let mut peer_msg = LinkMessage::default();
         peer_msg.attributes = vec![
             LinkAttribute::IfName(peer.to_string()),
             LinkAttribute::Address(peer_mac.to_vec()),
             LinkAttribute::NetNsFd(peer_ns.as_raw_fd()),
-            LinkAttribute::NumTxQueues(queues),
-            LinkAttribute::NumRxQueues(queues),
+            LinkAttribute::NumTxQueues(queues.peer_tx),
+            LinkAttribute::NumRxQueues(queues.peer_rx),
         ];
         let mut msg = LinkMessage::default();
         msg.attributes = vec![
             LinkAttribute::IfName(name.to_string()),
             LinkAttribute::Address(mac.to_vec()),
-            LinkAttribute::NumTxQueues(queues),
-            LinkAttribute::NumRxQueues(queues),
+            LinkAttribute::NumTxQueues(queues.tx),
+            LinkAttribute::NumRxQueues(queues.rx),
             LinkAttribute::LinkInfo(vec![
                 LinkInfo::Kind(InfoKind::Veth),
                 LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),

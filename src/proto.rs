@@ -15,9 +15,10 @@
 //! 4: refusals are a [`Refusal`], an errno plus optional text, instead of a string;
 //! `ConnectFailed` names the remote address. 5: `Unlisten`, `Unlistened`. 6: the `homa`
 //! transport: `HomaBind`, `HomaPeer` and their answers. 7: the receive budget. 8: `Listen`
-//! may show a kernel socket and wait to be `Accepting`: listeners shared across processes.
-//! 9: connections shared across processes: `Share`, `Forked`, `Adopt`, `Park`, `Surrendered`
-//! and their answers.)
+//! may show a kernel socket and wait to be `Accepting`: listeners shared across processes. 9: the
+//! native backend: `Registered` may hand over a socket the daemon bound (`bound`), and TX frames
+//! start `geometry.tx_headroom` bytes into their chunk. 10: connections shared across processes:
+//! `Share`, `Forked`, `Adopt`, `Park`, `Surrendered` and their answers.)
 //!
 //! Refusals carry the errno a POSIX call would give (`EADDRINUSE` for a port that is taken,
 //! `ECONNREFUSED` for a SYN answered by RST, `ETIMEDOUT`, ...): the app library hands them on as
@@ -56,7 +57,7 @@ pub use crate::{
 };
 
 /// Version of this protocol; bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 /// Largest message body accepted (a `Registered` is a few hundred bytes).
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Most descriptors one message carries.
@@ -141,9 +142,9 @@ pub enum Request {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FdKind {
-    /// An AF_XDP socket for the app side of the port, queue `queue`, not yet bound: mmap its
-    /// rings, then bind it there (copy mode, need-wakeup). Since version 3; before, the daemon
-    /// bound it, which kernels before 6.4 do not let the app map.
+    /// An AF_XDP socket for the app's port, queue `queue`: mmap its rings, then, unless
+    /// `Registered` says `bound`, bind it there (copy mode, need-wakeup). Since version 3;
+    /// before, the daemon bound it, which kernels before 6.4 do not let the app map.
     Xsk { queue: u32 },
     /// The memfd backing the UMEM registered on the queue-0 socket: mmap it `MAP_SHARED`.
     Umem,
@@ -172,6 +173,11 @@ pub enum Reply {
         iface: String,
         /// The descriptors sent with this message, in order.
         fds: Vec<FdKind>,
+        /// The daemon bound the AF_XDP socket already, to `port` at its `Xsk` queue (native
+        /// backend: on the NIC, with egress linked to it): the app maps its rings and does not
+        /// bind it. Since version 9.
+        #[serde(default)]
+        bound: bool,
     },
     /// The request failed; the daemon closes the session after sending it.
     Error {
@@ -476,7 +482,23 @@ mod tests {
     fn wire_form_is_documented_json() {
         let enc = encode(&register());
         assert_eq!(u32::from_le_bytes(enc[..4].try_into().unwrap()) as usize, enc.len() - 4);
-        assert_eq!(&enc[4..], br#"{"Register":{"version":9,"transport":"tcp","queues":1}}"#);
+        assert_eq!(&enc[4..], br#"{"Register":{"version":10,"transport":"tcp","queues":1}}"#);
+    }
+
+    /// A `Registered` without `bound` (a daemon before version 9, or compat) leaves the app to
+    /// bind the socket.
+    #[test]
+    fn registered_without_bound_is_unbound() {
+        let body = br#"{"Registered":{"version":8,"slot":1,"port":"etp1a","port_ifindex":5,"kernel_port":"etp1k","kernel_ifindex":6,"geometry":{"umem_len":4096,"frame_size":2048,"headroom":0,"fill_size":2,"comp_size":2,"rx_size":2,"tx_size":2},"fds":[]}}"#;
+        let mut framed = (body.len() as u32).to_le_bytes().to_vec();
+        framed.extend_from_slice(body);
+        match decode::<Reply>(&framed).unwrap().unwrap().0 {
+            Reply::Registered { bound, geometry, .. } => {
+                assert!(!bound);
+                assert_eq!(geometry.tx_headroom, 0);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -31,7 +31,10 @@ use std::{
     time::Duration,
 };
 
-use crate::proto::{self, ConnInit, FdKind, Geometry, IdBlock, Refusal, Reply, Request, Transport};
+use crate::{
+    proto::{self, ConnInit, FdKind, Geometry, IdBlock, Refusal, Reply, Request, Transport},
+    xsk::Bind,
+};
 
 /// How long a request that waits for its reply (`register`, `listen`) waits.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,9 +66,9 @@ pub struct Registration {
     pub geometry: Geometry,
     /// The interface the daemon serves: what an app's connections go through.
     pub iface: String,
-    /// AF_XDP sockets, one per queue, in queue order: to map, then bind on `port`
-    /// ([`crate::xsk::Socket::adopt`]).
-    pub xsks: Vec<OwnedFd>,
+    /// AF_XDP sockets, one per queue, in queue order, each with how to bind it on `port`
+    /// ([`crate::xsk::Socket::adopt`]: the queue, and whether the daemon bound it already).
+    pub xsks: Vec<(Bind, OwnedFd)>,
     /// The UMEM memfd (map it `MAP_SHARED`, `geometry.umem_len` bytes).
     pub umem: OwnedFd,
     /// The port's receive budget map (see [`crate::proto::FdKind::RxBudget`]).
@@ -146,6 +149,7 @@ impl DaemonLink {
                 geometry,
                 iface,
                 fds: kinds,
+                bound,
                 ..
             } => {
                 if kinds.len() != fds.len() {
@@ -159,7 +163,8 @@ impl DaemonLink {
                 let (mut xsks, mut umem, mut rx_budget) = (Vec::new(), None, None);
                 for (kind, fd) in kinds.into_iter().zip(fds) {
                     match kind {
-                        FdKind::Xsk { .. } => xsks.push(fd),
+                        FdKind::Xsk { queue } if bound => xsks.push((Bind::Bound(queue), fd)),
+                        FdKind::Xsk { queue } => xsks.push((Bind::Queue(queue), fd)),
                         FdKind::Umem => umem = Some(fd),
                         FdKind::RxBudget => rx_budget = Some(fd),
                     }

@@ -6,7 +6,9 @@
 //! is mapped `MAP_SHARED` ([`Umem::from_memfd`]: the very pages the kernel pinned), the four
 //! rings are mapped from the socket, and the socket is bound on the app side of the port (queue
 //! 0, need-wakeup, copy mode: [`Socket::adopt`]; binding needs no privilege, and mapping first
-//! is what kernels before 6.4 require). The frames are split in two: the first half feeds the
+//! is what kernels before 6.4 require) unless the daemon bound it (native backend: to a queue
+//! of the NIC). TX frames start `geometry.tx_headroom` bytes into their chunk (native: egress
+//! grows them into it); completions return the address given, within the chunk. The frames are split in two: the first half feeds the
 //! fill ring (RX), the second half is the TX pool, reclaimed from the completion ring.
 //!
 //! RX frames: the kernel copies the XDP metadata along with the packet (copy mode copies
@@ -71,6 +73,8 @@ pub struct AppPort {
     /// Received frames not yet back on the fill ring: the kernel publishes how far it consumed
     /// the fill ring lazily, so the ring can look full for a moment; they go at the next poll.
     refill: Vec<u64>,
+    /// Where a TX frame starts in its chunk ([`crate::xsk::Geometry::tx_headroom`]).
+    tx_headroom: u32,
     budget: RxBudget,
     stats: PortStats,
 }
@@ -107,9 +111,10 @@ impl AppPort {
     /// Maps the registration's UMEM and its first socket's rings, and fills the fill ring.
     pub fn open(reg: Registration) -> anyhow::Result<AppPort> {
         let g = reg.geometry;
-        let fd = reg.xsks.into_iter().next().context("the daemon passed no AF_XDP socket")?;
+        let (bind, fd) =
+            reg.xsks.into_iter().next().context("the daemon passed no AF_XDP socket")?;
         let (umem, sock) = g
-            .take_over(reg.umem.as_fd(), fd, &reg.port, reg.port_ifindex)
+            .take_over(reg.umem.as_fd(), fd, &reg.port, reg.port_ifindex, bind)
             .context("the daemon's port")?;
         let frame_count = umem.frame_count();
         // RX gets what the fill ring can hold (leaving TX at least a quarter), TX the rest.
@@ -126,6 +131,7 @@ impl AppPort {
             pending: Vec::new(),
             rx_frame_count,
             refill: Vec::new(),
+            tx_headroom: g.tx_headroom,
             budget: RxBudget::map(&reg.rx_budget)?,
             stats: PortStats::default(),
         };
@@ -144,9 +150,9 @@ impl AppPort {
         &self.sock
     }
 
-    /// The UMEM's chunk size: the longest frame one TX descriptor may hold.
+    /// The longest frame one TX descriptor may hold: the UMEM's chunk less the TX headroom.
     pub fn frame_size(&self) -> u32 {
-        self.umem.frame_size()
+        self.umem.frame_size() - self.tx_headroom
     }
 
     /// The port's counters, with the socket's read now (zeros if the kernel refuses).
@@ -220,12 +226,13 @@ impl AppPort {
             self.stats.tx_full += 1;
             return Ok(None);
         };
-        let room = self.umem.frame_size() as usize;
+        let room = self.frame_size() as usize;
+        let at = addr + u64::from(self.tx_headroom);
         // SAFETY: the frame was just allocated from the TX pool: nothing else uses it.
-        let buf = unsafe { self.umem.data_mut(addr, room) };
+        let buf = unsafe { self.umem.data_mut(at, room) };
         match f(buf) {
             Some(len) if len > 0 && len <= room => {
-                self.pending.push(desc(addr, len as u32));
+                self.pending.push(desc(at, len as u32));
                 Ok(Some(len))
             }
             _ => {

@@ -1,13 +1,29 @@
 //! Backends: what differs between a stock kernel and one with the eTran hooks, behind
-//! [`Backend`]. [`compat`] is the stock-kernel one; a patched-kernel backend ("native", the
-//! `BPF_XSK_EGRESS`/`BPF_XSK_GEN` hooks of `patches/`) goes beside it as `native/`.
-use std::{os::fd::RawFd, time::Instant};
+//! [`Backend`]. [`compat`] is the stock-kernel one, [`native`] the one of a kernel with etran's
+//! series (`patches/`: the `BPF_XSK_EGRESS`/`BPF_XSK_GEN` hooks, any-queue receive); what their
+//! app sockets share is [`socket`], and both emit the ACK generator's leftover work through the
+//! gen pump ([`pump`]). The daemon holds one as an [`AnyBackend`].
+use std::{
+    os::fd::{BorrowedFd, RawFd},
+    time::Instant,
+};
 
 use clap::ValueEnum;
 
-use crate::{bpf::entrance::types::etran_backend, loader::kernel, proto::Transport};
+use crate::{
+    bpf::entrance::types::etran_backend,
+    loader::kernel,
+    proto::{Reply, Transport},
+};
 
 pub mod compat;
+pub mod native;
+pub mod pump;
+pub mod socket;
+
+use compat::{port::VethPort, Compat};
+use native::{Native, XskPort};
+use pump::GenPump;
 
 /// How a backend paces the frames apps send, on their way from egress to the NIC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,12 +41,23 @@ impl std::fmt::Display for Pacing {
     }
 }
 
+/// An app's port as the daemon hands it over, whatever the backend.
+pub trait AppPort {
+    /// The app's identity in BPF.
+    fn slot(&self) -> u32;
+    /// For messages: the port's name.
+    fn name(&self) -> &str;
+    /// The `Registered` reply (protocol `version`, the daemon serving `iface`) and the
+    /// descriptors that go with it, in the order it lists them.
+    fn registered(&self, iface: &str, version: u32) -> (Reply, Vec<BorrowedFd<'_>>);
+}
+
 /// What the daemon asks of a backend: each app's egress checkpoint, the ACK generator's work
 /// emitted, and what it does about pacing (a backend that paces does it in its egress path,
 /// where the daemon has no part; [`Backend::PACING`] says which).
 pub trait Backend {
     /// What an app holds of the backend: the way its frames reach the transport's egress.
-    type AppPort;
+    type AppPort: AppPort;
     /// App slots: an app's identity in BPF, 1..SLOTS. Slot 0 is never given out, so a zeroed
     /// connection entry never routes to an app.
     const SLOTS: u32;
@@ -40,6 +67,10 @@ pub trait Backend {
     /// The longest IPv4 packet apps' frames may become: the NIC's MTU as far as the backend's
     /// path carries it (TCP announces it less 40 as its MSS).
     fn mtu(&self) -> u32;
+    /// Whether the backend serves apps of `transport` (else why not, in one line).
+    fn supports(&self, _transport: Transport) -> Result<(), String> {
+        Ok(())
+    }
     /// Makes the egress checkpoint of the app in `slot`, checking its frames with `transport`'s
     /// egress; on failure nothing is left.
     fn open_port(&mut self, slot: u32, transport: Transport) -> anyhow::Result<Self::AppPort>;
@@ -50,30 +81,152 @@ pub trait Backend {
     /// Removes what a daemon that died left behind.
     fn remove_stale(&mut self) -> anyhow::Result<()>;
 
+    /// The gen pump, which emits the ACK generator's work the backend's path does not (compat:
+    /// all of it).
+    fn gen_pump(&self) -> &GenPump;
+    fn gen_pump_mut(&mut self) -> &mut GenPump;
     /// Readable when the transport queued work for the ACK generator.
-    fn gen_fd(&self) -> RawFd;
+    fn gen_fd(&self) -> RawFd {
+        self.gen_pump().fd()
+    }
     /// When [`Backend::on_gen_deadline`] must be called next (delayed work waits).
-    fn gen_deadline(&self) -> Option<Instant>;
+    fn gen_deadline(&self) -> Option<Instant> {
+        self.gen_pump().deadline()
+    }
     /// Emits the work announced since the last call (called on every loop pass: a wakeup can
     /// be lost).
-    fn on_gen_wake(&mut self, now: Instant) -> anyhow::Result<()>;
+    fn on_gen_wake(&mut self, now: Instant) -> anyhow::Result<()> {
+        self.gen_pump_mut().on_readable(now)
+    }
     /// Emits the delayed work whose deadline passed.
-    fn on_gen_deadline(&mut self, now: Instant) -> anyhow::Result<()>;
+    fn on_gen_deadline(&mut self, now: Instant) -> anyhow::Result<()> {
+        self.gen_pump_mut().on_deadline(now)
+    }
     /// Periodic: emits work whose announcement was lost.
-    fn on_housekeeping(&mut self) -> anyhow::Result<()>;
+    fn on_housekeeping(&mut self) -> anyhow::Result<()> {
+        self.gen_pump_mut().housekeeping()
+    }
     /// One line of what the backend did, for the daemon's log when it stops.
-    fn report(&self) -> String;
+    fn report(&self) -> String {
+        let g = self.gen_pump().stats();
+        format!("gen pump: {} sends, {} templates", g.calls, g.runs)
+    }
+}
+
+/// The backend a daemon runs: the one its datapath was loaded for.
+pub enum AnyBackend {
+    Compat(Compat),
+    Native(Native),
+}
+
+/// An app's port of either backend (one per app session, so the variants' sizes do not matter).
+#[allow(clippy::large_enum_variant)]
+pub enum AnyPort {
+    Compat(VethPort),
+    Native(XskPort),
+}
+
+impl AnyBackend {
+    /// The backend's name, as `--backend` spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AnyBackend::Compat(_) => "compat",
+            AnyBackend::Native(_) => "native",
+        }
+    }
+}
+
+/// Both backends' ports: what [`AppPort`] asks, of whichever it is.
+macro_rules! either {
+    ($value:expr, $v:ident => $body:expr) => {
+        match $value {
+            AnyPort::Compat($v) => $body,
+            AnyPort::Native($v) => $body,
+        }
+    };
+}
+
+impl AppPort for AnyPort {
+    fn slot(&self) -> u32 {
+        either!(self, p => p.slot())
+    }
+
+    fn name(&self) -> &str {
+        either!(self, p => p.name())
+    }
+
+    fn registered(&self, iface: &str, version: u32) -> (Reply, Vec<BorrowedFd<'_>>) {
+        either!(self, p => p.registered(iface, version))
+    }
+}
+
+/// Both backends: what [`Backend`] asks, of whichever the daemon runs.
+macro_rules! backend {
+    ($value:expr, $b:ident => $body:expr) => {
+        match $value {
+            AnyBackend::Compat($b) => $body,
+            AnyBackend::Native($b) => $body,
+        }
+    };
+}
+
+impl Backend for AnyBackend {
+    type AppPort = AnyPort;
+    const SLOTS: u32 = {
+        assert!(Compat::SLOTS == Native::SLOTS);
+        Compat::SLOTS
+    };
+    const PACING: Pacing = Pacing::None;
+
+    fn mtu(&self) -> u32 {
+        backend!(self, b => b.mtu())
+    }
+
+    fn supports(&self, transport: Transport) -> Result<(), String> {
+        backend!(self, b => b.supports(transport))
+    }
+
+    fn open_port(&mut self, slot: u32, transport: Transport) -> anyhow::Result<AnyPort> {
+        match self {
+            AnyBackend::Compat(b) => b.open_port(slot, transport).map(AnyPort::Compat),
+            AnyBackend::Native(b) => b.open_port(slot, transport).map(AnyPort::Native),
+        }
+    }
+
+    fn close_port(&mut self, port: &mut AnyPort) {
+        match (self, port) {
+            (AnyBackend::Compat(b), AnyPort::Compat(p)) => b.close_port(p),
+            (AnyBackend::Native(b), AnyPort::Native(p)) => b.close_port(p),
+            _ => unreachable!("a port is closed by the backend that opened it"),
+        }
+    }
+
+    fn slot_in_use(&self, slot: u32) -> bool {
+        backend!(self, b => b.slot_in_use(slot))
+    }
+
+    fn remove_stale(&mut self) -> anyhow::Result<()> {
+        backend!(self, b => b.remove_stale())
+    }
+
+    fn gen_pump(&self) -> &GenPump {
+        backend!(self, b => b.gen_pump())
+    }
+
+    fn gen_pump_mut(&mut self) -> &mut GenPump {
+        backend!(self, b => b.gen_pump_mut())
+    }
 }
 
 /// The backend `etran up` is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendChoice {
-    /// The best this kernel and this etran can do: compat for now (native once its datapath is
-    /// built).
+    /// The best this kernel can do: native when it has etran's hooks, compat otherwise.
     Auto,
     /// Stock kernel: egress runs on a per-app veth port.
     Compat,
-    /// A kernel with etran's series (patches/): egress and gen hooks on AF_XDP sockets.
+    /// A kernel with etran's series (patches/): apps' sockets on the NIC, egress and gen hooks
+    /// linked to them (TCP only for now).
     Native,
 }
 
@@ -81,8 +234,8 @@ impl BackendChoice {
     /// The backend this kernel gets (the entrance's configuration value).
     pub fn resolve(self) -> anyhow::Result<etran_backend> {
         let missing = match self {
-            BackendChoice::Native => kernel::missing_native_hooks(),
-            BackendChoice::Auto | BackendChoice::Compat => Vec::new(),
+            BackendChoice::Native | BackendChoice::Auto => kernel::missing_native_hooks(),
+            BackendChoice::Compat => Vec::new(),
         };
         self.choose(&missing).map_err(anyhow::Error::msg)
     }
@@ -91,17 +244,13 @@ impl BackendChoice {
     /// ([`kernel::NATIVE_ABI`]); the error is one line.
     fn choose(self, missing: &[&str]) -> Result<etran_backend, String> {
         match self {
-            // etran's side of native (apps' sockets on the NIC, egress and gen linked to them)
-            // is not built yet: a patched kernel runs compat, which it keeps working.
-            BackendChoice::Auto | BackendChoice::Compat => Ok(etran_backend::ETRAN_BACKEND_COMPAT),
+            BackendChoice::Compat => Ok(etran_backend::ETRAN_BACKEND_COMPAT),
+            BackendChoice::Auto if !missing.is_empty() => Ok(etran_backend::ETRAN_BACKEND_COMPAT),
             BackendChoice::Native if !missing.is_empty() => Err(format!(
                 "--backend native: this kernel lacks {} (etran's kernel series, patches/); use --backend compat",
                 missing.join(", ")
             )),
-            BackendChoice::Native => Err(
-                "--backend native: this kernel has etran's hooks, but etran's native datapath is not built yet; use --backend compat"
-                    .into(),
-            ),
+            BackendChoice::Auto | BackendChoice::Native => Ok(etran_backend::ETRAN_BACKEND_NATIVE),
         }
     }
 }
@@ -111,24 +260,26 @@ mod tests {
     use super::BackendChoice::{self, *};
     use crate::bpf::entrance::types::etran_backend;
 
-    fn compat(choice: BackendChoice, missing: &[&str]) -> bool {
-        choice.choose(missing) == Ok(etran_backend::ETRAN_BACKEND_COMPAT)
+    fn chosen(choice: BackendChoice, missing: &[&str]) -> etran_backend {
+        choice.choose(missing).unwrap()
     }
 
     #[test]
-    fn compat_and_auto_run_compat_on_any_kernel() {
+    fn compat_runs_anywhere_and_auto_takes_native_only_with_every_hook() {
+        const COMPAT: etran_backend = etran_backend::ETRAN_BACKEND_COMPAT;
+        const NATIVE: etran_backend = etran_backend::ETRAN_BACKEND_NATIVE;
         for missing in [&[][..], &["BPF_XSK_GEN"]] {
-            assert!(compat(Compat, missing));
-            assert!(compat(Auto, missing));
+            assert_eq!(chosen(Compat, missing), COMPAT);
         }
+        assert_eq!(chosen(Auto, &["BPF_XSK_GEN"]), COMPAT);
+        assert_eq!(chosen(Auto, &[]), NATIVE);
+        assert_eq!(chosen(Native, &[]), NATIVE);
     }
 
     #[test]
     fn native_is_refused_in_one_line_naming_what_is_missing() {
         let e = Native.choose(&["BPF_XSK_EGRESS", "rx_any_queue"]).unwrap_err();
         assert!(e.contains("lacks BPF_XSK_EGRESS, rx_any_queue"), "{e}");
-        let e = Native.choose(&[]).unwrap_err();
-        assert!(e.contains("not built yet"), "{e}");
         assert!(!e.contains('\n'));
     }
 }

@@ -51,6 +51,7 @@ fn up(args: TestbedUpArgs, out: &Output) -> anyhow::Result<()> {
         corrupt: args.corrupt,
         direct: args.direct,
         queues: args.queues,
+        app_queues: args.app_queues,
         mtu: args.mtu,
         ..Spec::new(&args.name.name, args.hosts)
     };
@@ -76,11 +77,16 @@ fn print_status(st: &Status, out: &Output) -> anyhow::Result<()> {
         None => "direct veth pair (no switch)".to_string(),
     };
     crate::outln!(
-        "testbed {}: {} hosts, {topology}, {} queue{} per interface, MTU {}{}",
+        "testbed {}: {} hosts, {topology}, {} queue{} per interface{}, MTU {}{}",
         st.name,
         st.hosts.len(),
         st.queues,
         if st.queues == 1 { "" } else { "s" },
+        if st.app_queues > st.queues {
+            format!(" ({} app queues per host NIC)", st.app_queues)
+        } else {
+            String::new()
+        },
         st.mtu,
         if st.complete { "" } else { " (incomplete: run `etran testbed up` again)" }
     );

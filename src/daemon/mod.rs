@@ -28,7 +28,7 @@ use std::{
     collections::HashMap,
     io,
     os::{
-        fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
+        fd::{AsFd, AsRawFd, OwnedFd},
         unix::fs::PermissionsExt,
     },
     path::{Path, PathBuf},
@@ -40,7 +40,7 @@ use anyhow::{bail, Context};
 use mio::{net::UnixListener, unix::SourceFd, Events, Interest, Poll, Token, Waker};
 
 use crate::{
-    backend::{compat::Compat, Backend},
+    backend::{compat::Compat, native::Native, AnyBackend, AppPort, Backend},
     loader::kernel,
     log,
     netlink::Netlink,
@@ -58,7 +58,7 @@ use crate::{
 
 pub mod session;
 
-use crate::proto::{self, FdKind, Refusal, Reply, Request, Transport};
+use crate::proto::{self, Refusal, Reply, Request, Transport};
 use session::{AppSession, Input};
 
 const WAKER: Token = Token(0);
@@ -102,7 +102,7 @@ pub struct Daemon {
     next_token: usize,
     next_id: u64,
     timers: TimerWheel<Timer>,
-    backend: Compat,
+    backend: AnyBackend,
     tcp: TcpControl,
     homa: HomaControl,
     /// Held for the daemon's lifetime: one daemon per interface and network namespace.
@@ -138,7 +138,12 @@ impl Daemon {
         let local_mac =
             nic.mac.with_context(|| format!("{} has no Ethernet address", cfg.iface))?;
         let gen_port = format!("etgen{}", dp.summary.ifindex);
-        let mut backend = Compat::new(&tcp, &homa.egress, &gen_port, nic.mtu)?;
+        // The backend the datapath was loaded for (`etran up --backend`).
+        let mut backend = if dp.summary.backend == "native" {
+            AnyBackend::Native(Native::new(&tcp, &cfg.iface, &gen_port, nic.mtu)?)
+        } else {
+            AnyBackend::Compat(Compat::new(&tcp, &homa.egress, &gen_port, nic.mtu)?)
+        };
         // The MSS follows the MTU apps' frames may reach (the NIC's, as far as the ports carry
         // it): read once, so an MTU changed under a running daemon takes a restart.
         let mss = mss_for_mtu(backend.mtu());
@@ -182,11 +187,12 @@ impl Daemon {
     /// Runs the event loop until the waker fires, then tears everything down.
     pub fn run(&mut self) -> anyhow::Result<()> {
         self.note(format!(
-            "serving {} on {} (pid {}); compat backend, pacing: {}",
+            "serving {} on {} (pid {}); {} backend, pacing: {}",
             self.cfg.iface,
             self.cfg.socket.display(),
             std::process::id(),
-            Compat::PACING
+            self.backend.name(),
+            AnyBackend::PACING
         ));
         let result = self.run_loop();
         self.shutdown();
@@ -391,6 +397,7 @@ impl Daemon {
                 format!("{queues} queues asked for; this daemon gives each app 1 queue for now");
             return Err(Refusal::new(libc::EINVAL, why));
         }
+        self.backend.supports(transport).map_err(|why| Refusal::new(libc::EPROTONOSUPPORT, why))?;
         let slot = self.free_slot().ok_or_else(|| {
             Refusal::new(libc::ENOBUFS, "no free app port (all slots are in use)")
         })?;
@@ -398,27 +405,12 @@ impl Daemon {
             .backend
             .open_port(slot, transport)
             .map_err(|e| Refusal::new(libc::EIO, format!("{e:#}")))?;
-        let reply = Reply::Registered {
-            version: proto::PROTOCOL_VERSION,
-            slot,
-            port: port.app_name.clone(),
-            port_ifindex: port.app_ifindex,
-            kernel_port: port.kernel_name.clone(),
-            kernel_ifindex: port.kernel_ifindex,
-            geometry: port.geometry,
-            iface: self.cfg.iface.clone(),
-            fds: vec![FdKind::Xsk { queue: 0 }, FdKind::Umem, FdKind::RxBudget],
-        };
         let session = self.sessions.get_mut(&token).expect("live session");
         let id = session.id;
-        let name = port.app_name.clone();
-        let budget = port.rx_budget.as_ref().map(|m| m.as_fd());
-        let fds: Vec<BorrowedFd<'_>> =
-            [port.xsk.as_ref().map(|f| f.as_fd()), port.umem.as_ref().map(|f| f.as_fd()), budget]
-                .into_iter()
-                .flatten()
-                .collect();
+        let name = port.name().to_string();
+        let (reply, fds) = port.registered(&self.cfg.iface, proto::PROTOCOL_VERSION);
         let sent = proto::send_fds(session.stream.as_fd(), &proto::encode(&reply), &fds);
+        drop(fds);
         session.port = Some(port);
         session.transport = Some(transport);
         sent.map_err(|e| Refusal::new(e.raw_os_error().unwrap_or(libc::EIO), e.to_string()))?;
@@ -435,7 +427,7 @@ impl Daemon {
             Ok(id) => id,
             Err(refusal) => return self.tell(token, &Reply::ListenFailed { port, refusal }),
         };
-        let reply = match session.port.as_ref().map(|p| p.slot) {
+        let reply = match session.port.as_ref().map(|p| p.slot()) {
             None => Reply::ListenFailed { port, refusal: not_registered() },
             Some(slot) => match self.tcp.listen(token, slot, port, id, !idle) {
                 Ok(()) => {
@@ -470,7 +462,7 @@ impl Daemon {
 
     /// `Adopt`: the connection's kernel socket comes with it.
     fn adopt(&mut self, token: Token, handle: u64) {
-        let slot = self.sessions.get(&token).and_then(|s| s.port.as_ref()).map(|p| p.slot);
+        let slot = self.sessions.get(&token).and_then(|s| s.port.as_ref()).map(|p| p.slot());
         let shown = self.take_fd(token).map(|fd| socket_id(&fd));
         let out = match (slot, shown) {
             (Some(slot), Some(Ok(id))) => self.tcp.adopt(token, slot, handle, id),
@@ -509,7 +501,7 @@ impl Daemon {
 
     fn homa_bind(&mut self, token: Token, port: u16) {
         let Some(session) = self.sessions.get(&token) else { return };
-        let reply = match (session.port.as_ref().map(|p| p.slot), session.transport) {
+        let reply = match (session.port.as_ref().map(|p| p.slot()), session.transport) {
             (Some(slot), Some(Transport::Homa)) => match self.homa.bind(token, slot, port) {
                 Ok((port, ids)) => {
                     log::info(format!("app session {} bound Homa port {port}", session.id));
@@ -528,7 +520,7 @@ impl Daemon {
 
     fn connect(&mut self, token: Token, remote: std::net::SocketAddrV4, local_port: Option<u16>) {
         let Some(session) = self.sessions.get(&token) else { return };
-        let result = match session.port.as_ref().map(|p| p.slot) {
+        let result = match session.port.as_ref().map(|p| p.slot()) {
             None => Err(not_registered()),
             Some(slot) => {
                 self.tcp.connect(&mut self.timers, Timer::Tcp, token, slot, remote, local_port)
@@ -564,8 +556,9 @@ impl Daemon {
     }
 
     fn free_slot(&self) -> Option<u32> {
-        (1..Compat::SLOTS).find(|&s| {
-            let ours = self.sessions.values().any(|x| x.port.as_ref().is_some_and(|p| p.slot == s));
+        (1..AnyBackend::SLOTS).find(|&s| {
+            let ours =
+                self.sessions.values().any(|x| x.port.as_ref().is_some_and(|p| p.slot() == s));
             !ours && !self.backend.slot_in_use(s)
         })
     }
@@ -594,7 +587,7 @@ impl Daemon {
         }
         if let Some(mut port) = s.port.take() {
             self.backend.close_port(&mut port);
-            self.note(format!("app session {} closed: port {} removed", s.id, port.app_name));
+            self.note(format!("app session {} closed: port {} removed", s.id, port.name()));
         } else {
             log::info(format!("app session {} closed", s.id));
         }

@@ -9,7 +9,7 @@ use std::{
 use mio::net::UnixStream;
 
 use crate::{
-    backend::compat::port::VethPort,
+    backend::AnyPort,
     proto::{self, DecodeError, Request, Transport},
 };
 
@@ -17,7 +17,7 @@ pub struct AppSession {
     pub stream: UnixStream,
     pub id: u64,
     buf: Vec<u8>,
-    pub port: Option<VethPort>,
+    pub port: Option<AnyPort>,
     /// The transport it registered for: whose control path owns its connections.
     pub transport: Option<Transport>,
     /// Descriptors the app sent (a `Listen`'s socket, ...), in order, not yet taken.

@@ -216,6 +216,42 @@ pub fn has_native_hooks() -> bool {
     missing_native_hooks().is_empty()
 }
 
+/// The value the running kernel gives `enum bpf_attach_type`'s member `name` (one of the
+/// series' appended ones, [`NATIVE_ABI`]), read from its BTF: never compiled in, so that the
+/// numbering never matters.
+pub fn attach_type(name: &str) -> anyhow::Result<u32> {
+    use libbpf_rs::btf::types::Enum;
+    let btf = Btf::from_vmlinux().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
+    btf.type_by_name::<Enum<'_>>("bpf_attach_type")
+        .and_then(|e| e.iter().find(|m| m.name.is_some_and(|n| n == name)).map(|m| m.value as u32))
+        .with_context(|| format!("this kernel has no {name} (etran's kernel series, patches/)"))
+}
+
+/// Links program `prog` to the AF_XDP socket `xsk` as `attach_type` (`BPF_XSK_EGRESS` or
+/// `BPF_XSK_GEN`, [`attach_type`]); the link lasts as long as the returned descriptor (or the
+/// socket). Needs CAP_NET_ADMIN, which apps do not have: only the daemon links.
+pub fn link_xsk(
+    prog: std::os::fd::BorrowedFd<'_>,
+    xsk: std::os::fd::BorrowedFd<'_>,
+    attach_type: u32,
+) -> io::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall wrapper; a NULL opts pointer is accepted by libbpf.
+    let fd = unsafe {
+        libbpf_sys::bpf_link_create(
+            prog.as_raw_fd(),
+            xsk.as_raw_fd(),
+            attach_type,
+            std::ptr::null(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(-fd));
+    }
+    // SAFETY: bpf_link_create returned a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// x86-64's `SMP_CACHE_BYTES` (`L1_CACHE_SHIFT` 6): what `SKB_DATA_ALIGN` rounds up to.
 const SMP_CACHE_BYTES: usize = 64;
 

@@ -54,6 +54,36 @@ pub struct HomaSched {
     pub max_overcommit: Option<u32>,
 }
 
+/// How the TCP object is loaded for its backend (`etran_native` in common/backend.h, and the
+/// attach types of its programs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpBackend {
+    /// Compat: egress and gen are plain XDP programs on veths; `etran_tcp_xsk_gen` is not
+    /// loaded.
+    Compat,
+    /// Native: egress and `etran_tcp_xsk_gen` loaded with the hooks' attach types
+    /// (`BPF_XSK_EGRESS`, `BPF_XSK_GEN`: the kernel's values, from its BTF), for the daemon to
+    /// link to apps' sockets.
+    Native { egress: u32, gen: u32 },
+    /// The native logic in plain XDP programs: what `BPF_PROG_TEST_RUN` runs (it refuses the
+    /// hooks' attach types), on any kernel (the fixtures).
+    NativeUnhooked,
+}
+
+impl TcpBackend {
+    /// How the datapath of `backend` loads its TCP object on this kernel.
+    pub fn of(backend: types::etran_backend) -> anyhow::Result<TcpBackend> {
+        if backend == types::etran_backend::ETRAN_BACKEND_NATIVE {
+            Ok(TcpBackend::Native {
+                egress: kernel::attach_type("BPF_XSK_EGRESS")?,
+                gen: kernel::attach_type("BPF_XSK_GEN")?,
+            })
+        } else {
+            Ok(TcpBackend::Compat)
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub iface: String,
@@ -199,8 +229,19 @@ pub fn load(
     queues: u32,
     sched: HomaSched,
 ) -> anyhow::Result<Objects<'_>> {
+    load_as(storage, backend, TcpBackend::of(backend)?, queues, sched)
+}
+
+/// [`load`], with the TCP object loaded as `tcp` says.
+pub fn load_as(
+    storage: &mut ObjectStorage,
+    backend: types::etran_backend,
+    tcp: TcpBackend,
+    queues: u32,
+    sched: HomaSched,
+) -> anyhow::Result<Objects<'_>> {
     let entrance = load_entrance(&mut storage.entrance, backend, queues)?;
-    let tcp = load_tcp(&mut storage.tcp, Some(&entrance))?;
+    let tcp = load_tcp(&mut storage.tcp, Some(&entrance), tcp)?;
     let homa = load_homa(&mut storage.homa, Some((&entrance, &tcp)), sched)?;
     let tcp_slot =
         tcp.maps.rodata_data.context("TCP object has no .rodata")?.etran_transport_slot.0;
@@ -237,13 +278,44 @@ pub fn load_entrance(
     crate::bpf::verifier::load(open, "the entrance program")
 }
 
-/// Loads the TCP object, sharing `entrance`'s counter maps when given (else it has its own).
+/// Loads the TCP object for `backend`, sharing `entrance`'s counter maps when given (else it
+/// has its own).
 pub fn load_tcp<'a>(
     storage: &'a mut MaybeUninit<OpenObject>,
     entrance: Option<&EntranceSkel<'_>>,
+    backend: TcpBackend,
 ) -> anyhow::Result<TcpSkel<'a>> {
     let mut open =
         TcpSkelBuilder::default().open(storage).context("opening the embedded TCP object")?;
+    let rodata = open.maps.rodata_data.as_deref_mut().context("TCP object has no .rodata")?;
+    rodata.etran_native = u32::from(backend != TcpBackend::Compat);
+    match backend {
+        TcpBackend::Compat => open.progs.etran_tcp_xsk_gen.set_autoload(false),
+        TcpBackend::NativeUnhooked => {}
+        TcpBackend::Native { egress, gen } => {
+            use libbpf_rs::{AsRawLibbpf, ProgramType};
+            for (prog, ty) in [
+                (&mut open.progs.etran_tcp_egress, egress),
+                (&mut open.progs.etran_tcp_xsk_gen, gen),
+            ] {
+                // A program's SEC("xdp") handler lets libbpf drop its expected attach type on a
+                // kernel where libbpf's probe for attach types fails, which it does without
+                // CONFIG_CGROUP_BPF (the probe loads a cgroup program), as on the native
+                // kernel's config: changing the type forgets the handler.
+                prog.set_prog_type(ProgramType::SocketFilter);
+                prog.set_prog_type(ProgramType::Xdp);
+                let prog = prog.as_libbpf_object();
+                // SAFETY: a program of the open object; the attach type is the kernel's value of
+                // one of the series' names (not in libbpf's enum, hence the raw call).
+                let err = unsafe {
+                    libbpf_rs::libbpf_sys::bpf_program__set_expected_attach_type(prog.as_ptr(), ty)
+                };
+                if err != 0 {
+                    bail!("setting a TCP program's attach type to {ty}: error {err}");
+                }
+            }
+        }
+    }
     if let Some(entrance) = entrance {
         open.maps.etran_traffic.reuse_fd(entrance.maps.etran_traffic.as_fd())?;
         open.maps.etran_drops.reuse_fd(entrance.maps.etran_drops.as_fd())?;
@@ -376,6 +448,11 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
         homa.maps.etran_homa_ports.pin(dir.join("homa_ports"))?;
         homa.maps.etran_homa_peers.pin(dir.join("homa_peers"))?;
         homa.maps.etran_homa_rpcs.pin(dir.join("homa_rpcs"))?;
+        if backend == types::etran_backend::ETRAN_BACKEND_NATIVE {
+            tcp.maps.etran_app_xsks.pin(dir.join("app_xsks"))?;
+            tcp.maps.etran_port_queue.pin(dir.join("port_queue"))?;
+            tcp.progs.etran_tcp_xsk_gen.pin(dir.join("tcp_xsk_gen"))?;
+        }
         Ok(())
     })();
     if let Err(err) = pinned {

@@ -59,7 +59,7 @@ use serde::Serialize;
 use crate::{
     cleanup,
     ethtool::{set_gro, set_tx_checksum},
-    netlink::Netlink,
+    netlink::{Netlink, VethQueues},
     netns::NetNs,
 };
 
@@ -104,6 +104,10 @@ pub struct Spec {
     pub direct: bool,
     /// RX/TX queues of every veth (host NICs and switch ports).
     pub queues: u32,
+    /// TX queues of every host NIC (and RX queues of its switch port), at least `queues`: one
+    /// per app the native backend binds to the NIC (each app's socket sends on a queue of its
+    /// own); the NIC keeps `queues` RX queues.
+    pub app_queues: u32,
     /// MTU of every veth (host NICs and switch ports).
     pub mtu: u32,
 }
@@ -122,6 +126,7 @@ impl Spec {
             corrupt: 0.0,
             direct: false,
             queues: 1,
+            app_queues: 1,
             mtu: DEFAULT_MTU,
         }
     }
@@ -165,6 +170,12 @@ impl Spec {
         }
         if !(1..=MAX_QUEUES).contains(&self.queues) {
             bail!("--queues must be 1 to {MAX_QUEUES}, not {}", self.queues);
+        }
+        if !(1..=MAX_QUEUES).contains(&self.app_queues) {
+            bail!("--app-queues must be 1 to {MAX_QUEUES}, not {}", self.app_queues);
+        }
+        if self.direct && self.app_queues > 1 {
+            bail!("--app-queues needs the switch (not --direct): a host NIC's extra TX queues arrive on its switch port's RX queues");
         }
         check_mtu(self.mtu)?;
         if self.direct && self.hosts != 2 {
@@ -227,8 +238,8 @@ struct Mark {
     spec: Option<Spec>,
 }
 
-/// ` queues=N` when N > 1 and ` mtu=N` when N is not 1500 (marks without them mean 1 queue and
-/// MTU 1500).
+/// ` queues=N` when N > 1, ` mtu=N` when N is not 1500 and ` app_queues=N` when N > 1 (marks
+/// without them mean 1 queue, MTU 1500 and 1 app queue).
 fn links_marker(spec: &Spec) -> String {
     let mut s = String::new();
     if spec.queues > 1 {
@@ -236,6 +247,9 @@ fn links_marker(spec: &Spec) -> String {
     }
     if spec.mtu != DEFAULT_MTU {
         s += &format!(" mtu={}", spec.mtu);
+    }
+    if spec.app_queues > 1 {
+        s += &format!(" app_queues={}", spec.app_queues);
     }
     s
 }
@@ -267,6 +281,7 @@ fn parse_mark(alias: &str) -> Option<Mark> {
             "topology" => spec.direct = v == "direct",
             "queues" => spec.queues = v.parse().ok()?,
             "mtu" => spec.mtu = v.parse().ok()?,
+            "app_queues" => spec.app_queues = v.parse().ok()?,
             _ => {}
         }
     }
@@ -669,7 +684,7 @@ fn build_all(spec: &Spec) -> anyhow::Result<Vec<Host>> {
                 HOST_NIC,
                 b.mac,
                 &host_ns[1],
-                spec.queues,
+                VethQueues::same(spec.queues),
             )?;
         }
     }
@@ -701,7 +716,15 @@ fn build_switch(spec: &Spec, sw: &NetNs, hosts: &[Host], host_ns: &[NetNs]) -> a
     nl.add_bridge(BRIDGE, [0x02, 0x99, 0, 0, 2, 0])?;
     let br = nl.index(BRIDGE)?;
     for (h, ns) in hosts.iter().zip(host_ns) {
-        nl.add_veth(&port_name(h.index), port_mac(h.index), HOST_NIC, h.mac, ns, spec.queues)?;
+        // The port's RX queues take what apps on the NIC's extra TX queues send.
+        let app_queues = spec.queues.max(spec.app_queues);
+        let queues = VethQueues {
+            tx: spec.queues,
+            rx: app_queues,
+            peer_tx: app_queues,
+            peer_rx: spec.queues,
+        };
+        nl.add_veth(&port_name(h.index), port_mac(h.index), HOST_NIC, h.mac, ns, queues)?;
     }
     let links = nl.links()?;
     let mut ports = Vec::new();
@@ -768,6 +791,8 @@ pub struct Status {
     pub corrupt: f64,
     /// RX/TX queues of every testbed interface.
     pub queues: u32,
+    /// TX queues of every host NIC, for apps of the native backend.
+    pub app_queues: u32,
     /// MTU of every testbed interface.
     pub mtu: u32,
     pub hosts: Vec<HostStatus>,
@@ -829,6 +854,7 @@ pub fn status(name: &str) -> anyhow::Result<Option<Status>> {
         duplicate: spec.duplicate,
         corrupt: spec.corrupt,
         queues: spec.queues,
+        app_queues: spec.app_queues,
         mtu: spec.mtu,
         hosts,
         complete,
@@ -955,9 +981,16 @@ mod tests {
         assert_eq!(parse_mark(&m.marker()).unwrap().spec.unwrap(), m);
         let dm = Spec { mtu: 1280, queues: 4, ..direct.clone() };
         assert_eq!(parse_mark(&host_marker(&dm, 2)).unwrap().spec, Some(dm));
+        // App queues: written only when above 1, absent means 1; not with --direct.
+        let aq = Spec { app_queues: MAX_QUEUES, ..m.clone() };
+        assert!(aq.marker().len() <= 255, "{} bytes", aq.marker().len());
+        assert_eq!(parse_mark(&aq.marker()).unwrap().spec.unwrap(), aq);
+        let e = Spec { app_queues: 2, ..direct.clone() }.validate().unwrap_err().to_string();
+        assert!(e.contains("--app-queues") && !e.contains('\n'), "{e}");
         let old = "etran-testbed v1 name=tb role=sw hosts=3";
         assert_eq!(parse_mark(old).unwrap().spec.unwrap().queues, 1);
         assert_eq!(parse_mark(old).unwrap().spec.unwrap().mtu, DEFAULT_MTU);
+        assert_eq!(parse_mark(old).unwrap().spec.unwrap().app_queues, 1);
         let h = parse_mark(&host_marker(&Spec { queues: 2, ..Spec::new("tb", 2) }, 1)).unwrap();
         assert_eq!(h.spec, None);
         assert_eq!(parse_mark("my own alias"), None);

@@ -25,6 +25,7 @@ pub use socket::{
     Statistics, TxRing,
 };
 pub use umem::{frame_size_for, FrameAlloc, Umem, UmemConfig};
+
 pub use vsock::{Drr, Served, VirtualSocket};
 
 /// UMEM and ring geometry of a socket made for someone else (the daemon makes the app's):
@@ -34,6 +35,11 @@ pub struct Geometry {
     pub umem_len: u64,
     pub frame_size: u32,
     pub headroom: u32,
+    /// Where a TX frame starts in its chunk: room for an egress program that moves the frame's
+    /// start (native backend: `bpf_xdp_adjust_head` in `BPF_XSK_EGRESS`, patches/0004). 0 for
+    /// a socket whose egress runs elsewhere (compat: on the port's far side).
+    #[serde(default)]
+    pub tx_headroom: u32,
     pub fill_size: u32,
     pub comp_size: u32,
     pub rx_size: u32,
@@ -42,7 +48,7 @@ pub struct Geometry {
 
 impl Geometry {
     /// Maps the UMEM memfd `umem` of a socket made with this geometry and takes the socket
-    /// `xsk` over on queue 0 of `ifname` (`ifindex`), need-wakeup, copy mode
+    /// `xsk` over on `bind`'s queue of `ifname` (`ifindex`), need-wakeup, copy mode
     /// ([`Socket::adopt`]): what an app does with its port.
     pub fn take_over(
         &self,
@@ -50,6 +56,7 @@ impl Geometry {
         xsk: std::os::fd::OwnedFd,
         ifname: &str,
         ifindex: u32,
+        bind: Bind,
     ) -> anyhow::Result<(Umem, Socket)> {
         use anyhow::Context;
         if self.frame_size == 0 || self.umem_len % u64::from(self.frame_size) != 0 {
@@ -63,9 +70,27 @@ impl Geometry {
         };
         let umem = Umem::from_memfd(umem, cfg)?;
         let sizes = [self.fill_size, self.comp_size, self.rx_size, self.tx_size];
-        let sock = Socket::adopt(xsk, &umem, ifname, ifindex, 0, sizes, true)
+        let sock = Socket::adopt(xsk, &umem, ifname, ifindex, bind, sizes, true)
             .with_context(|| format!("taking over the socket on {ifname}"))?;
         Ok((umem, sock))
+    }
+}
+
+/// How a socket made for someone else is bound when they take it over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bind {
+    /// Not yet: bind it to this queue (copy mode).
+    Queue(u32),
+    /// Its maker bound it already, to this queue (the native backend's daemon binds an app's
+    /// socket to the NIC before linking egress to it).
+    Bound(u32),
+}
+
+impl Bind {
+    pub fn queue(self) -> u32 {
+        match self {
+            Bind::Queue(q) | Bind::Bound(q) => q,
+        }
     }
 }
 

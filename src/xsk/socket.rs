@@ -451,10 +451,11 @@ impl Socket {
         })
     }
 
-    /// Takes over a socket another process created and registered `umem` on, not yet bound
-    /// (the daemon's app port): maps its four rings (`fill_size`/`comp_size`/`rx_size`/
-    /// `tx_size`, as the creator sized them), then binds it to interface `ifindex` (named
-    /// `ifname`) queue `queue` in copy mode, with `XDP_USE_NEED_WAKEUP` when `need_wakeup`.
+    /// Takes over a socket another process created and registered `umem` on (the daemon's app
+    /// port): maps its four rings (`fill_size`/`comp_size`/`rx_size`/`tx_size`, as the creator
+    /// sized them), then, unless its creator bound it already ([`super::Bind::Bound`]), binds it
+    /// to interface `ifindex` (named `ifname`) at `bind`'s queue in copy mode, with
+    /// `XDP_USE_NEED_WAKEUP` when `need_wakeup`.
     /// The interface is the creator's: a socket binds in the network namespace it was created
     /// in, whatever the caller's. Mapping before binding is the order every kernel allows:
     /// before 6.4 the rings of a bound socket cannot be mapped. `umem` must map the registered
@@ -464,10 +465,11 @@ impl Socket {
         umem: &Umem,
         ifname: &str,
         ifindex: u32,
-        queue: u32,
+        bind: super::Bind,
         sizes: [u32; 4],
         need_wakeup: bool,
     ) -> anyhow::Result<Self> {
+        let queue = bind.queue();
         let [fill_size, comp_size, rx_size, tx_size] = sizes;
         for (name, size) in
             [("fill", fill_size), ("completion", comp_size), ("RX", rx_size), ("TX", tx_size)]
@@ -494,8 +496,10 @@ impl Socket {
             sxdp_queue_id: queue,
             sxdp_shared_umem_fd: 0,
         };
-        bind_retrying(rfd, &addr)
-            .with_context(|| format!("binding the AF_XDP socket to {ifname} queue {queue}"))?;
+        if let super::Bind::Queue(_) = bind {
+            bind_retrying(rfd, &addr)
+                .with_context(|| format!("binding the AF_XDP socket to {ifname} queue {queue}"))?;
+        }
         Ok(Socket {
             rx: Some(ConsRing::new(rx)),
             tx: Some(ProdRing::new(tx)),

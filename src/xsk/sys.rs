@@ -18,6 +18,11 @@ pub const PGOFF_COMPLETION_RING: u64 = 0x1_8000_0000;
 /// Linux 6.17+: how many TX descriptors one `sendto` turns into skbs in copy mode (default 32).
 pub const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
 
+/// etran's kernel series (patches/0003): a copy-mode socket bound with this flag also takes
+/// frames an XDP program redirects to it from the device's other queues. Not in any UAPI header
+/// of a stock kernel; `loader::kernel::NATIVE_ABI` finds the series before it is used.
+pub const XDP_RX_ANY_QUEUE: u16 = 1 << 5;
+
 /// Headroom the kernel reserves in front of every received frame (`XDP_PACKET_HEADROOM`).
 pub const XDP_PACKET_HEADROOM: u32 = 256;
 

@@ -5,12 +5,12 @@
 use std::{
     cell::RefCell,
     net::SocketAddrV4,
-    os::fd::{AsFd, AsRawFd},
+    os::fd::{AsFd, AsRawFd, FromRawFd},
     rc::Rc,
 };
 
 use etran::{
-    backend::compat::port::rx_budget_map,
+    backend::socket::rx_budget_map,
     bpf::{
         entrance::types::etran_backend,
         tcp::types::{etran_port_rx, etran_tcp_rx_meta, etran_tcp_tx_hdr, tcp_conn, tcp_conn_key},
@@ -40,6 +40,8 @@ pub struct Harness<'a> {
     counters: CounterMaps,
     /// App port 0's receive budget (compat/app_ports.h).
     budget: MapHandle,
+    /// Native: app 0's socket, in `etran_app_xsks`.
+    _xsk: Option<std::os::fd::OwnedFd>,
 }
 
 /// Gives port `slot` of the datapath's `etran_port_budget` (`outer`) a receive budget with
@@ -90,10 +92,26 @@ pub struct IngressRun {
 }
 
 impl Harness<'_> {
+    /// The compat datapath.
     pub fn new(storage: &mut ObjectStorage) -> Harness<'_> {
-        let objs =
-            loader::load(storage, etran_backend::ETRAN_BACKEND_COMPAT, 1, Default::default())
-                .expect("the verifier accepts every program");
+        Harness::with_backend(storage, false)
+    }
+
+    /// The native datapath's logic in plain XDP programs ([`loader::TcpBackend::NativeUnhooked`]:
+    /// test runs refuse the hooks' attach types, and a stock kernel has none), with app 0's
+    /// socket on queue 0 (`etran_port_queue`) and an AF_XDP socket in its `etran_app_xsks` slot.
+    pub fn native(storage: &mut ObjectStorage) -> Harness<'_> {
+        Harness::with_backend(storage, true)
+    }
+
+    fn with_backend(storage: &mut ObjectStorage, native: bool) -> Harness<'_> {
+        let (backend, tcp) = if native {
+            (etran_backend::ETRAN_BACKEND_NATIVE, loader::TcpBackend::NativeUnhooked)
+        } else {
+            (etran_backend::ETRAN_BACKEND_COMPAT, loader::TcpBackend::Compat)
+        };
+        let objs = loader::load_as(storage, backend, tcp, 1, Default::default())
+            .expect("the verifier accepts every program");
         let e = &objs.entrance;
         let (traffic, drops) = (&e.maps.etran_traffic, &e.maps.etran_drops);
         let counters =
@@ -104,7 +122,18 @@ impl Harness<'_> {
         maps.etran_port_ifindex.update(&slot, &lo, MapFlags::ANY).expect("port 0 ifindex: lo");
         maps.etran_nic.update(&slot, &lo, MapFlags::ANY).expect("NIC: lo");
         let budget = roomy_port_budget(&maps.etran_port_budget, 0);
-        Harness { objs, counters, budget }
+        let xsk = native.then(|| {
+            maps.etran_port_queue.update(&slot, &1u32.to_ne_bytes(), MapFlags::ANY).unwrap();
+            // SAFETY: plain socket(2); the descriptor is owned at once.
+            let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+            assert!(fd >= 0, "an AF_XDP socket: {}", std::io::Error::last_os_error());
+            // SAFETY: a fresh descriptor.
+            let xsk = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+            let v = (fd as u32).to_ne_bytes();
+            maps.etran_app_xsks.update(&slot, &v, MapFlags::ANY).expect("app 0's socket");
+            xsk
+        });
+        Harness { objs, counters, budget, _xsk: xsk }
     }
 
     /// App port 0's receive budget.
@@ -154,6 +183,11 @@ impl Harness<'_> {
     /// An app's TX frame through egress (from port 0).
     pub fn egress(&self, frame: &[u8]) -> RawRun {
         self.run(&self.objs.tcp.progs.etran_tcp_egress, frame, LO)
+    }
+
+    /// One run of the native gen hook's program on the zeroed frame the hook gives it.
+    pub fn xsk_gen(&self) -> RawRun {
+        self.run(&self.objs.tcp.progs.etran_tcp_xsk_gen, &[0u8; 256], LO)
     }
 
     /// One generator run popping queue `q`.
@@ -279,7 +313,7 @@ impl<V: ConnView, S> Bench for OnConn<V, S> {
 
 /// The frame the gen pump sends the generator to pop queue `q`.
 pub fn gen_template(q: u8) -> Vec<u8> {
-    etran::backend::compat::pump::template(q).to_vec()
+    etran::backend::pump::template(q).to_vec()
 }
 
 /// The records of a ring buffer, as they come.

@@ -109,7 +109,7 @@ const SENT: u32 = LENT + 8;
 
 fn frame_reaches_app(ns: &str, reg: &Registration) -> bool {
     use std::sync::atomic::{AtomicU32, Ordering};
-    let xsk = reg.xsks[0].as_raw_fd();
+    let xsk = reg.xsks[0].1.as_raw_fd();
     let g = reg.geometry;
     // SAFETY: plain data filled by the kernel.
     let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
@@ -142,8 +142,8 @@ fn frame_reaches_app(ns: &str, reg: &Registration) -> bool {
     let fill = map(xsk, off.fr.desc as usize + g.fill_size as usize * 8, 0x1_0000_0000);
     let rx = map(xsk, off.rx.desc as usize + g.rx_size as usize * 16, 0);
     let umem = map(reg.umem.as_raw_fd(), g.umem_len as usize, 0);
-    bind_xsk(&reg.xsks[0], reg.port_ifindex).expect("binding the mapped socket");
-    assert!(is_bound_xsk(&reg.xsks[0]));
+    bind_xsk(&reg.xsks[0].1, reg.port_ifindex).expect("binding the mapped socket");
+    assert!(is_bound_xsk(&reg.xsks[0].1));
     const FRAMES: u32 = LENT;
     // SAFETY: offsets come from the kernel; the rings are mapped above.
     unsafe {
@@ -222,8 +222,8 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
     let r1 = one.register(Transport::Tcp, 1).unwrap();
     assert_ne!(r1.slot, 0);
     assert_eq!(r1.xsks.len(), 1);
-    assert_eq!(sockopt_int(&r1.xsks[0], libc::SO_DOMAIN), libc::AF_XDP);
-    assert!(!is_bound_xsk(&r1.xsks[0]), "the app binds the socket, after mapping its rings");
+    assert_eq!(sockopt_int(&r1.xsks[0].1, libc::SO_DOMAIN), libc::AF_XDP);
+    assert!(!is_bound_xsk(&r1.xsks[0].1), "the app binds the socket, after mapping its rings");
     // SAFETY: fstat on a descriptor we own.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     assert_eq!(unsafe { libc::fstat(r1.umem.as_raw_fd(), &mut st) }, 0);

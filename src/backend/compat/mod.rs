@@ -5,25 +5,21 @@
 //! a template frame per ACK whenever ingress queues work ([`pump`]). No
 //! pacing ([`Pacing::None`]): egress hands each frame to the NIC as the app sends it, and
 //! nothing on the way paces either (XDP_REDIRECT to the NIC bypasses its qdisc, `fq` included).
-use std::{
-    os::fd::{AsFd, OwnedFd, RawFd},
-    time::Instant,
-};
+use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::{Backend, Pacing};
+use super::{socket, Backend, Pacing};
 use crate::{
     bpf::tcp::types::etran_app_port_limit, log, netlink::Netlink, proto::Transport,
-    transport::tcp::TcpHandles, xsk::Statistics,
+    transport::tcp::TcpHandles,
 };
 
 pub mod port;
-pub mod pump;
 
+use super::pump::GenPump;
 use port::VethPort;
-use pump::GenPump;
 
 /// The datapath objects a port is wired into.
 pub struct PortMaps {
@@ -94,18 +90,8 @@ impl Backend for Compat {
     }
 
     fn close_port(&mut self, port: &mut VethPort) {
-        // The socket's drops are lost with it, and are what tells a frame lost on its way
-        // into the app from one the app lost.
-        let stats = port.xsk.as_ref().and_then(|fd| Statistics::of(fd.as_fd()).ok());
-        if let Some(st) = stats.filter(|s| s.rx_drops() > 0) {
-            log::warn(format!(
-                "app port {}: its AF_XDP socket dropped {} frames ingress had accepted (RX ring \
-                 full {}, no frame to copy into or too long {})",
-                port.app_name,
-                st.rx_drops(),
-                st.rx_ring_full,
-                st.rx_dropped
-            ));
+        if let Some(xsk) = &port.xsk {
+            socket::log_drops(&port.app_name, xsk.as_fd());
         }
         port.teardown(&mut self.nl, &self.maps);
     }
@@ -127,40 +113,18 @@ impl Backend for Compat {
             let key = slot.to_ne_bytes();
             if let Ok(Some(_)) = self.maps.app_ports.lookup(&key, MapFlags::ANY) {
                 log::warn(format!("clearing stale app_ports slot {slot}"));
-                let _ = self.maps.app_ports.delete(&key);
             }
-            let _ = self.maps.port_budget.delete(&key);
-            let _ = self.maps.port_ifindex.update(&key, &0u32.to_ne_bytes(), MapFlags::ANY);
+            let m = &self.maps;
+            socket::clear_slot(&m.app_ports, &m.port_budget, &m.port_ifindex, slot);
         }
         Ok(())
     }
 
-    fn gen_fd(&self) -> RawFd {
-        self.pump.fd()
+    fn gen_pump(&self) -> &GenPump {
+        &self.pump
     }
 
-    fn gen_deadline(&self) -> Option<Instant> {
-        self.pump.deadline()
-    }
-
-    fn on_gen_wake(&mut self, now: Instant) -> anyhow::Result<()> {
-        self.pump.on_readable(now)
-    }
-
-    fn on_gen_deadline(&mut self, now: Instant) -> anyhow::Result<()> {
-        self.pump.on_deadline(now)
-    }
-
-    fn on_housekeeping(&mut self) -> anyhow::Result<()> {
-        // A wake record lost to a full ring buffer leaves keys queued.
-        if self.pump.queued() {
-            self.pump.pump()?;
-        }
-        Ok(())
-    }
-
-    fn report(&self) -> String {
-        let g = self.pump.stats();
-        format!("gen pump: {} sends, {} templates", g.calls, g.runs)
+    fn gen_pump_mut(&mut self) -> &mut GenPump {
+        &mut self.pump
     }
 }

@@ -24,71 +24,30 @@
 //! app keeps its fill and RX counters there; ingress hands the port only frames it can take
 //! (see `compat/app_ports.h`), so no frame whose data the kernel acknowledged is lost on the
 //! way to the app.
-use std::{
-    ffi::CString,
-    fs::File,
-    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
-};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use anyhow::Context;
-use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapHandle, MapType};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::PortMaps;
 use crate::{
-    bpf::{
-        homa::types::etran_homa_rx_meta,
-        tcp::types::{etran_port_rx, etran_tcp_limit, etran_tcp_rx_meta},
-    },
-    loader::kernel,
-    netlink::Netlink,
+    backend::AppPort,
+    netlink::{Netlink, VethQueues},
     netns::NetNs,
-    proto::Transport,
-    transport::RxMeta,
-    xsk::{frame_size_for, sys, Geometry, XskProgram},
+    proto::{FdKind, Reply, Transport},
+    xsk::{Geometry, XskProgram},
 };
 
-/// The Ethernet header, which an MTU leaves out.
-const ETH_HLEN: u32 = 14;
-/// The largest MTU every kernel's veth carries to XDP (4 KiB pages, any `skb_shared_info`).
-const ETH_DATA_LEN: u32 = 1500;
-// The RX metadata travels in the headroom the kernel keeps in front of a frame it copies into
-// an AF_XDP chunk (copy mode copies `data_meta..data_end`), so a chunk needs no more for it.
-const _: () = assert!(<etran_tcp_rx_meta as RxMeta>::LEN <= sys::XDP_PACKET_HEADROOM as usize);
-const _: () = assert!(<etran_homa_rx_meta as RxMeta>::LEN <= sys::XDP_PACKET_HEADROOM as usize);
-/// Receive frames (fill and RX rings). A frame that finds the fill ring empty is lost after
-/// ingress accepted it, so the receive side gets room for bursts of thousands of frames.
-pub const RX_RING_SIZE: u32 = 8192;
-/// Transmit frames (TX and completion rings).
-pub const TX_RING_SIZE: u32 = 4096;
-pub const FRAME_COUNT: u32 = RX_RING_SIZE + TX_RING_SIZE;
+use crate::backend::socket;
+pub use crate::backend::socket::{port_mtu, FRAME_COUNT, RX_RING_SIZE, TX_RING_SIZE};
+
 /// Prefix of every port name; the daemon owns every link named `etp<digits>{k,a}`.
 pub const PREFIX: &str = "etp";
 
-/// The MTU of app ports on a NIC of MTU `nic_mtu`: the NIC's, as far as a veth carries it to
-/// XDP (the port's programs have no multi-buffer support) and the TCP datapath's longest frame
-/// (`ETRAN_TCP_MAX_FRAME`) holds it. The daemon's TCP announces this less 40 as its MSS.
-pub fn port_mtu(nic_mtu: u32) -> anyhow::Result<u32> {
-    let datapath = etran_tcp_limit::ETRAN_TCP_MAX_FRAME.0 - ETH_HLEN;
-    if nic_mtu <= ETH_DATA_LEN {
-        return Ok(nic_mtu);
-    }
-    Ok(nic_mtu.min(datapath).min(kernel::veth_xdp_max_mtu()?))
-}
-
-/// The UMEM and rings of a port of MTU `mtu`: chunks that receive a whole frame with the
-/// ingress program's metadata in front (see [`frame_size_for`]).
+/// The UMEM and rings of a compat port of MTU `mtu`: egress runs on the port's far side, so TX
+/// frames need no headroom ([`socket::geometry`]).
 pub fn geometry(mtu: u32) -> anyhow::Result<Geometry> {
-    let frame_size =
-        frame_size_for(mtu + ETH_HLEN, 0).with_context(|| format!("an app port at MTU {mtu}"))?;
-    Ok(Geometry {
-        umem_len: u64::from(frame_size) * u64::from(FRAME_COUNT),
-        frame_size,
-        headroom: 0,
-        fill_size: RX_RING_SIZE,
-        comp_size: TX_RING_SIZE,
-        rx_size: RX_RING_SIZE,
-        tx_size: TX_RING_SIZE,
-    })
+    socket::geometry(mtu, 0)
 }
 
 /// Whether `name` is a port name (`etp<digits>k` or `etp<digits>a`).
@@ -116,6 +75,37 @@ pub struct VethPort {
     in_devmap: bool,
     /// The veth pair exists and is ours to delete.
     created: bool,
+}
+
+impl AppPort for VethPort {
+    fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    fn name(&self) -> &str {
+        &self.app_name
+    }
+
+    fn registered(&self, iface: &str, version: u32) -> (Reply, Vec<BorrowedFd<'_>>) {
+        let reply = Reply::Registered {
+            version,
+            slot: self.slot,
+            port: self.app_name.clone(),
+            port_ifindex: self.app_ifindex,
+            kernel_port: self.kernel_name.clone(),
+            kernel_ifindex: self.kernel_ifindex,
+            geometry: self.geometry,
+            iface: iface.to_string(),
+            fds: vec![FdKind::Xsk { queue: 0 }, FdKind::Umem, FdKind::RxBudget],
+            bound: false,
+        };
+        let fds = [self.xsk.as_ref().map(|f| f.as_fd()), self.umem.as_ref().map(|f| f.as_fd())]
+            .into_iter()
+            .chain([self.rx_budget.as_ref().map(|m| m.as_fd())])
+            .flatten()
+            .collect();
+        (reply, fds)
+    }
 }
 
 impl VethPort {
@@ -166,7 +156,7 @@ impl VethPort {
             &self.app_name,
             [0x02, 0xe7, 0x70, s, (self.slot >> 8) as u8, 0x02],
             &here,
-            1,
+            VethQueues::same(1),
         )?;
         self.created = true;
         self.kernel_ifindex = nl.index(&self.kernel_name)?;
@@ -185,13 +175,13 @@ impl VethPort {
             nl.set_up(idx)?;
             crate::ethtool::set_gro(name, true)?;
         }
-        let budget = rx_budget_map().context("creating the port's receive budget")?;
+        let budget = socket::rx_budget_map().context("creating the port's receive budget")?;
         let mut prog = XskProgram::load_for_port(budget.as_fd())?;
         prog.attach_port_redirect(self.app_ifindex)?;
         self.prog = Some(prog);
         self.rx_budget = Some(budget);
 
-        let (xsk, umem) = make_socket(&self.geometry)
+        let (xsk, umem) = socket::make_socket(&self.geometry)
             .with_context(|| format!("creating the AF_XDP socket on {}", self.app_name))?;
         self.prog.as_ref().expect("loaded").insert_fd(0, xsk.as_fd())?;
         self.xsk = Some(xsk);
@@ -220,13 +210,8 @@ impl VethPort {
     /// Best effort: every step runs, failures are logged.
     pub fn teardown(&mut self, nl: &mut Netlink, maps: &PortMaps) {
         if self.in_devmap {
-            let slot = self.slot.to_ne_bytes();
-            // A missing devmap entry is fine (the build may have stopped before inserting it).
-            let _ = maps.app_ports.delete(&slot);
-            let _ = maps.port_budget.delete(&slot);
-            if let Err(e) = maps.port_ifindex.update(&slot, &0u32.to_ne_bytes(), MapFlags::ANY) {
-                crate::log::warn(format!("clearing port_ifindex slot {}: {e}", self.slot));
-            }
+            // The build may have stopped before inserting anything.
+            socket::clear_slot(&maps.app_ports, &maps.port_budget, &maps.port_ifindex, self.slot);
             self.in_devmap = false;
         }
         self.prog = None; // detaches xsk_redirect and frees its XSKMAP
@@ -243,83 +228,9 @@ impl VethPort {
     }
 }
 
-/// A port's receive budget: a one-entry array of `struct etran_port_rx`, all zero (nothing
-/// posted yet), that the app can map. Named as `xsk_port_redirect`'s map, which reuses it (the
-/// skeleton finds its maps by name).
-pub fn rx_budget_map() -> anyhow::Result<MapHandle> {
-    let opts = libbpf_sys::bpf_map_create_opts {
-        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as libbpf_sys::size_t,
-        map_flags: libbpf_sys::BPF_F_MMAPABLE,
-        ..Default::default()
-    };
-    let value = std::mem::size_of::<etran_port_rx>() as u32;
-    Ok(MapHandle::create(MapType::Array, Some("port_rx"), 4, value, 1, &opts)?)
-}
-
-/// Creates the memfd UMEM and an AF_XDP socket with it registered and its rings sized, for the
-/// app to map and bind.
-fn make_socket(g: &Geometry) -> anyhow::Result<(OwnedFd, OwnedFd)> {
-    let name = CString::new("etran-umem").expect("no NUL");
-    // SAFETY: plain syscall with a valid name.
-    let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-    let raw = crate::sys::cvt(raw).context("memfd_create")?;
-    // SAFETY: raw is a fresh descriptor we own.
-    let memfd = unsafe { File::from_raw_fd(raw) };
-    memfd.set_len(g.umem_len).context("sizing the UMEM memfd")?;
-    let map = memmap2::MmapOptions::new()
-        .len(g.umem_len as usize)
-        .map_raw(&memfd)
-        .context("mapping the UMEM memfd")?;
-
-    // SAFETY: plain socket call.
-    let raw = unsafe { libc::socket(sys::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    let raw = crate::sys::cvt(raw).context("creating an AF_XDP socket")?;
-    // SAFETY: raw is a fresh descriptor we own.
-    let xsk = unsafe { OwnedFd::from_raw_fd(raw) };
-    let fd = xsk.as_raw_fd();
-    let reg = sys::xdp_umem_reg {
-        addr: map.as_ptr() as u64,
-        len: g.umem_len,
-        chunk_size: g.frame_size,
-        headroom: g.headroom,
-        flags: 0,
-        tx_metadata_len: 0,
-    };
-    sys::set_opt(fd, sys::XDP_UMEM_REG, &reg).context("registering the UMEM")?;
-    sys::set_opt(fd, sys::XDP_UMEM_FILL_RING, &g.fill_size).context("sizing the fill ring")?;
-    sys::set_opt(fd, sys::XDP_UMEM_COMPLETION_RING, &g.comp_size)
-        .context("sizing the completion ring")?;
-    sys::set_opt(fd, sys::XDP_RX_RING, &g.rx_size).context("sizing the RX ring")?;
-    sys::set_opt(fd, sys::XDP_TX_RING, &g.tx_size).context("sizing the TX ring")?;
-    // The pages stay pinned by the socket's UMEM; the app maps them through the memfd.
-    drop(map);
-    Ok((xsk, OwnedFd::from(memfd)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ports_take_the_nics_mtu_as_far_as_xdp_and_the_datapath_carry_it() {
-        let max = kernel::veth_xdp_max_mtu().unwrap();
-        let datapath = etran_tcp_limit::ETRAN_TCP_MAX_FRAME.0 - ETH_HLEN;
-        assert_eq!(port_mtu(1280).unwrap(), 1280);
-        assert_eq!(port_mtu(1500).unwrap(), 1500);
-        assert_eq!(port_mtu(max).unwrap(), max);
-        assert_eq!(port_mtu(9000).unwrap(), max.min(datapath));
-    }
-
-    #[test]
-    fn chunks_hold_a_whole_frame_behind_the_metadata() {
-        assert_eq!(geometry(1500).unwrap().frame_size, 2048);
-        let max = etran_tcp_limit::ETRAN_TCP_MAX_FRAME.0 - ETH_HLEN;
-        let g = geometry(max).unwrap();
-        assert_eq!(g.frame_size, 4096);
-        assert_eq!(g.umem_len, 4096 * u64::from(FRAME_COUNT));
-        let e = format!("{:#}", geometry(9000).unwrap_err());
-        assert!(e.contains("MTU 9000") && e.contains("at most 4096"), "{e}");
-    }
 
     #[test]
     fn port_names() {

@@ -3,10 +3,14 @@
  * map (the ACK generator, etran_tcp_gen, is tcp_gen.h).
  * - etran_tcp_ingress: tail-called by the entrance for every valid TCP frame from the NIC
  *   (tcp_ingress.h).
- * - etran_tcp_egress: XDP on the kernel side of an app's port (compat backend); turns the app's
+ * - etran_tcp_egress: XDP on the kernel side of an app's port (compat backend), or linked to the
+ *   app's socket as BPF_XSK_EGRESS (native: the loader sets the attach type); turns the app's
  *   TX frames into TCP segments for the NIC (tcp_egress.h).
+ * - etran_tcp_gen: the ACK generator the gen pump runs (tcp_gen.h); etran_tcp_xsk_gen, the same
+ *   linked to apps' sockets as BPF_XSK_GEN (native only: not loaded in compat).
  * - etran_tcp_rehome: run by the daemon (BPF_PROG_RUN) to move a connection between apps
- *   (tcp_rehome.h). */
+ *   (tcp_rehome.h).
+ * Which backend the object serves is etran_native (common/backend.h), set before load. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
@@ -38,7 +42,13 @@ int etran_tcp_egress(struct xdp_md *ctx)
 SEC("xdp")
 int etran_tcp_gen(struct xdp_md *ctx)
 {
-	return tcp_gen(ctx);
+	return tcp_gen(ctx, 0);
+}
+
+SEC("xdp")
+int etran_tcp_xsk_gen(struct xdp_md *ctx)
+{
+	return tcp_gen(ctx, 1);
 }
 
 SEC("xdp")

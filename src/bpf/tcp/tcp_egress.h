@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* TCP egress (compat backend: XDP on the kernel side of an app's port). An app's TX frame is a
+/* TCP egress (compat backend: XDP on the kernel side of an app's port; native: BPF_XSK_EGRESS,
+ * linked to the app's socket). An app's TX frame is a
  * struct etran_tcp_tx_hdr followed by payload. Egress checks that the frame comes from the
  * connection's owner, that its payload lies in the stream where it may (new data at tx_pos
  * fitting the peer's and the congestion window, or bytes in flight resent: see tx_update); it
  * applies the app's consumption report to the receive window, replaces the TX header with
  * Ethernet, IPv4 and TCP headers written from the connection state alone (the app writes no
- * header field), and sends the segment to the NIC. */
+ * header field), and sends the segment to the NIC (compat: a redirect; native: XDP_PASS, the
+ * kernel sends what the program left between data and data_end, patches/0004). */
 #ifndef ETRAN_TCP_EGRESS_H
 #define ETRAN_TCP_EGRESS_H
 
@@ -229,7 +231,7 @@ static __always_inline int tcp_egress(struct xdp_md *ctx)
 	struct etran_tcp_tx_hdr *th = data, h;
 	__u64 bytes = data_end - data, payload_sum;
 	struct tx_plan plan = {};
-	__u32 slot, *owner, hdrs, ts_now;
+	__u32 slot, hdrs, ts_now;
 	struct tcp_conn *c;
 	int ok;
 
@@ -241,12 +243,12 @@ static __always_inline int tcp_egress(struct xdp_md *ctx)
 	c = bpf_map_lookup_elem(&etran_tcp_conns, &h.key);
 	if (!c)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_UNKNOWN_CONN, bytes);
-	/* The port a frame arrives on is the app's identity: it cannot be forged. */
+	/* The port a frame arrives on (compat), or the queue of the socket that sends it (native),
+	 * is the app's identity: it cannot be forged. */
 	slot = c->owner_port;
 	if (slot == ETRAN_TCP_OWNER_MOVING)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_MOVING, bytes);
-	owner = bpf_map_lookup_elem(&etran_port_ifindex, &slot);
-	if (!owner || !*owner || *owner != ctx->ingress_ifindex)
+	if (!from_app(ctx, slot))
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_WRONG_OWNER, bytes);
 	if (h.len > c->mss)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_OVER_MSS, bytes);
@@ -263,7 +265,7 @@ static __always_inline int tcp_egress(struct xdp_md *ctx)
 	 * redirect takes effect only if the program returns XDP_REDIRECT. */
 	if (bpf_xdp_adjust_head(ctx, (int)sizeof(h) - (int)hdrs))
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_NO_HEADROOM, bytes);
-	if (bpf_redirect_map(&etran_nic, 0, XDP_DROP) != XDP_REDIRECT)
+	if (to_nic_prepare())
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_NO_NIC, bytes);
 
 	bpf_spin_lock(&c->lock);
@@ -291,7 +293,7 @@ static __always_inline int tcp_egress(struct xdp_md *ctx)
 	count_event(h.len ? ETRAN_EVENT_TCP_TX_DATA : ETRAN_EVENT_TCP_TX_PURE_ACK, bytes);
 	if (h.len && h.intent == ETRAN_TCP_TX_RETRANSMIT)
 		count_event(ETRAN_EVENT_TCP_TX_RETRANSMIT, bytes);
-	return delivered(ETRAN_PROTO_TCP, bytes, XDP_REDIRECT);
+	return delivered(ETRAN_PROTO_TCP, bytes, to_nic_verdict());
 }
 
 #endif

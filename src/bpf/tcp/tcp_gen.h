@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* The ACK generator (compat backend: attached to the kernel side of the daemon's gen port, a veth
- * pair; the gen pump sends template frames through it from its own AF_XDP socket). ACKs are decided in the kernel: ingress marks a connection that owes
+/* The ACK generator: attached to the kernel side of the daemon's gen port, a veth pair, the gen
+ * pump sends template frames through it from its own AF_XDP socket (both backends); with the
+ * native backend its twin is also linked to every app's socket as BPF_XSK_GEN, and emits the
+ * ACKs due at once at the end of each RX batch that reached the app, in the NAPI poll that
+ * brought the data in (the pump, woken as in compat, then finds their keys gone). ACKs are decided in the kernel: ingress marks a connection that owes
  * one (ack_now, ack_pending) and queues its key once (gen_mark/gen_queue below); each run of
  * etran_tcp_gen pops one key and turns the template into that connection's pure ACK, its headers
  * written from the connection state by the same code egress uses (tcp_tx.h), for the NIC.
@@ -86,8 +89,11 @@ enum gen_outcome {
 	GEN_REQUEUE, /* could not send: ACK still owed, the next segment queues it again */
 };
 
-/* The generator's body; see tcp.bpf.c. */
-static __always_inline int tcp_gen(struct xdp_md *ctx)
+/* The generator's body; see tcp.bpf.c. `xsk`: run by the native gen hook (BPF_XSK_GEN, after
+ * an RX batch reached an app's socket) on a zeroed frame, where XDP_TX sends the ACK out of the
+ * NIC and XDP_DROP ends the run; else run on the gen pump's templates, the ACK redirected to the
+ * NIC. */
+static __always_inline int tcp_gen(struct xdp_md *ctx, const int xsk)
 {
 	void *data;
 	struct tx_plan plan = {};
@@ -99,15 +105,20 @@ static __always_inline int tcp_gen(struct xdp_md *ctx)
 	__u8 queue;
 	int room;
 
-	/* Only the pump's templates: whatever else arrives on the gen port (the stack's own
-	 * frames) passes. The first byte names the queue this run pops (the pump's choice). */
+	/* The gen hook pops the ACKs due at once. Else only the pump's templates: whatever else
+	 * arrives on the gen port (the stack's own frames) passes. The first byte names the queue
+	 * this run pops (the pump's choice). */
 	data = (void *)(long)ctx->data;
 	eth = data;
-	if ((void *)(eth + 1) > (void *)(long)ctx->data_end ||
-	    eth->h_proto != bpf_htons(ETRAN_TCP_GEN_ETHERTYPE))
-		return XDP_PASS;
-	queue = *(__u8 *)data == ETRAN_TCP_ACK_DELAYED ? ETRAN_TCP_ACK_DELAYED
-						       : ETRAN_TCP_ACK_IMMEDIATE;
+	if (xsk) {
+		queue = ETRAN_TCP_ACK_IMMEDIATE;
+	} else {
+		if ((void *)(eth + 1) > (void *)(long)ctx->data_end ||
+		    eth->h_proto != bpf_htons(ETRAN_TCP_GEN_ETHERTYPE))
+			return XDP_PASS;
+		queue = *(__u8 *)data == ETRAN_TCP_ACK_DELAYED ? ETRAN_TCP_ACK_DELAYED
+							       : ETRAN_TCP_ACK_IMMEDIATE;
+	}
 	/* An empty queue ends the batch cheaply; nothing to count. */
 	if (queue == ETRAN_TCP_ACK_DELAYED ? bpf_map_pop_elem(&etran_tcp_dack_queue, &key)
 					   : bpf_map_pop_elem(&etran_tcp_ack_queue, &key))
@@ -125,7 +136,7 @@ static __always_inline int tcp_gen(struct xdp_md *ctx)
 	tpl_len = ctx->data_end - ctx->data;
 	barrier_var(tpl_len);
 	room = bpf_xdp_adjust_tail(ctx, (int)hdrs - (int)tpl_len) == 0;
-	if (room && bpf_redirect_map(&etran_nic, 0, XDP_DROP) != XDP_REDIRECT)
+	if (room && !xsk && bpf_redirect_map(&etran_nic, 0, XDP_DROP) != XDP_REDIRECT)
 		room = -1;
 
 	bpf_spin_lock(&c->lock);
@@ -147,7 +158,7 @@ static __always_inline int tcp_gen(struct xdp_md *ctx)
 	if (!tx_write_headers(ctx, &key, &plan, 0))
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_NO_HEADROOM, 0);
 	count_event(ETRAN_EVENT_TCP_GEN_ACK, ctx->data_end - ctx->data);
-	return delivered(ETRAN_PROTO_TCP, ctx->data_end - ctx->data, XDP_REDIRECT);
+	return delivered(ETRAN_PROTO_TCP, ctx->data_end - ctx->data, xsk ? XDP_TX : XDP_REDIRECT);
 }
 
 #endif

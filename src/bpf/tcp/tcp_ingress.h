@@ -547,7 +547,7 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 		 tcp->doff * 4 > sizeof(*tcp) + (ts ? sizeof(*ts) : 0);
 
 	/* These can fail; they go first so that a failure leaves the connection untouched: the
-	 * port's room (compat/app_ports.h), the metadata's room, the redirect (which takes effect
+	 * app's room (common/backend.h), the metadata's room, the redirect (which takes effect
 	 * only if the program returns XDP_REDIRECT). */
 	owner = c->owner_port;
 	if (owner == ETRAN_TCP_OWNER_MOVING)
@@ -555,11 +555,11 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 	budget = port_rx(owner);
 	if (!budget)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_NO_OWNER, bytes);
-	if (!port_has_room(budget))
+	if (!app_has_room(budget))
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_PORT_FULL, bytes);
 	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(*meta)))
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_NO_HEADROOM, bytes);
-	if (bpf_redirect_map(&etran_app_ports, owner, XDP_DROP) != XDP_REDIRECT)
+	if (to_app(owner) != XDP_REDIRECT)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_NO_OWNER, bytes);
 
 	bpf_spin_lock(&c->lock);

@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* The maps of the TCP object, shared by its ingress, egress and gen programs (the app ports and
- * the NIC slot are the compat backend's: compat/app_ports.h). */
+/* The maps of the TCP object, shared by its ingress, egress and gen programs (the apps' ports
+ * or sockets and the NIC slot are the backends': common/backend.h). */
 #ifndef ETRAN_TCP_MAPS_H
 #define ETRAN_TCP_MAPS_H
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
-#include "compat/app_ports.h"
+#include "common/backend.h"
 #include "tcp/tcp.h"
 
 #define MAX_CONNS 65536

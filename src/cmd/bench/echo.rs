@@ -19,6 +19,7 @@ use super::{
 };
 use crate::{
     app::{AppCounters, DEFAULT_BUSY_POLL},
+    bpf::entrance::types::etran_backend,
     cli::{EchoArgs, EchoTransport, EchoWait},
     netns::NetNs,
     output::{Output, Table},
@@ -99,6 +100,8 @@ struct Report<'a> {
     wait: &'static str,
     /// How the sides wait, in words.
     waits: String,
+    /// The eTran rows' datapath backend: "compat" or "native".
+    backend: &'static str,
     placement: &'a str,
     testbed: &'a str,
     /// MTU of the testbed's interfaces (both transports' MSS is this less 40).
@@ -132,9 +135,14 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
         bail!("bench echo runs on its built-in private testbed; --iface is not supported yet");
     }
     sys::require_root("etran bench echo (it builds a private testbed)")?;
+    // A kernel without etran's hooks refuses native here, before anything is built.
+    let backend = args.backend.resolve()?;
+    let native = backend == etran_backend::ETRAN_BACKEND_NATIVE;
     let tb = testbed::Testbed::private_with(testbed::Spec {
         mtu: args.mtu,
         direct: args.direct,
+        // Native: each app's socket sends on a NIC queue of its own, one app per thread.
+        app_queues: if native { args.threads } else { 1 },
         ..testbed::Spec::new("", 2)
     })?;
     let sides = Sides { client: tb.netns(1)?, server: tb.netns(2)?, server_ip: tb.host(2).ip };
@@ -168,9 +176,11 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
             set_tx_offload(&sides, tso)?;
         }
         let mut row = match t {
-            EchoTransport::Etran => measure_etran(Peer::Etran, wait, &args, &sides, &shares, out)?,
+            EchoTransport::Etran => {
+                measure_etran(Peer::Etran, backend, wait, &args, &sides, &shares, out)?
+            }
             EchoTransport::EtranLinux => {
-                measure_etran(Peer::Linux, wait, &args, &sides, &shares, out)?
+                measure_etran(Peer::Linux, backend, wait, &args, &sides, &shares, out)?
             }
             EchoTransport::Linux => measure("linux", wait, &args, &sides, &shares, out)?,
             EchoTransport::All => unreachable!("expanded above"),
@@ -192,6 +202,7 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
             EchoWait::Block => "block",
         },
         waits,
+        backend: if native { "native" } else { "compat" },
         placement,
         testbed: &testbed,
         mtu: args.mtu,
@@ -453,6 +464,7 @@ pub(super) fn progress_bar(
 /// thread, placed as the Linux threads.
 fn measure_etran(
     peer: Peer,
+    backend: etran_backend,
     wait: Wait,
     args: &EchoArgs,
     sides: &Sides,
@@ -475,6 +487,7 @@ fn measure_etran(
         churn: args.churn,
         duration: args.duration,
         wait,
+        backend,
     };
     let r = etran_echo::run(&params, &progress, |done| {
         watch_progress(bar.as_ref(), &progress, Instant::now(), done, "msgs", &mut |_| {})
@@ -532,7 +545,7 @@ fn print_table(r: &Report<'_>) {
         r.duration_secs
     );
     crate::outln!("placement: {}; {}", r.placement, r.testbed);
-    crate::outln!("waits: {}", r.waits);
+    crate::outln!("waits: {}; eTran backend: {}", r.waits, r.backend);
     let mut t = Table::new([
         "transport",
         "topology",

@@ -32,6 +32,7 @@ use super::{
 use crate::{
     app::{ready, App, AppCounters, ConnId, Listener},
     backend::compat::port,
+    bpf::entrance::types::etran_backend,
     loader,
     netlink::Netlink,
     netns::NetNs,
@@ -61,6 +62,8 @@ pub struct Params<'a> {
     pub duration: Duration,
     /// How every app (and a Linux peer) waits.
     pub wait: Wait,
+    /// The datapath backend of the eTran hosts.
+    pub backend: etran_backend,
 }
 
 /// The longest a waiting app sleeps before it looks at the flags of the run (stop, connections
@@ -93,7 +96,7 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool) + Send,
 ) -> anyhow::Result<Outcome> {
-    etran_hosts::with_daemons(&p.etran_hosts(), Default::default(), "echo", |socks| {
+    etran_hosts::with_daemons(&p.etran_hosts(), p.backend, Default::default(), "echo", |socks| {
         apps(p, socks, progress, watch)
     })
 }

@@ -84,7 +84,9 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
-    etran_hosts::with_daemons(&[p.client, p.server], p.sched, "rpc", |socks| {
+    // Homa runs on compat only (the native backend refuses its apps for now).
+    let compat = crate::bpf::entrance::types::etran_backend::ETRAN_BACKEND_COMPAT;
+    etran_hosts::with_daemons(&[p.client, p.server], compat, p.sched, "rpc", |socks| {
         let outcome = sockets(p, socks, progress, watch)?;
         for ns in [p.client, p.server] {
             rpcs_drained(ns)?;

@@ -66,7 +66,7 @@ fn load_all() -> Vec<ProgramRow> {
     let mut storage = MaybeUninit::uninit();
     let entrance = loader::load_entrance(&mut storage, etran_backend::ETRAN_BACKEND_COMPAT, 1);
     let mut storage = MaybeUninit::uninit();
-    let tcp = loader::load_tcp(&mut storage, None);
+    let tcp = loader::load_tcp(&mut storage, None, loader::TcpBackend::Compat);
     let mut storage = MaybeUninit::uninit();
     let homa = loader::load_homa(&mut storage, None, Default::default());
     let mut storage = MaybeUninit::uninit();

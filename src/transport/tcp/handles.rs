@@ -16,6 +16,10 @@ pub struct TcpHandles {
     pub port_ifindex: MapHandle,
     /// ARRAY_OF_MAPS: port slot → the port's receive budget (etran_port_budget).
     pub port_budget: MapHandle,
+    /// XSKMAP: slot → the app's socket on the NIC (etran_app_xsks; native backend).
+    pub app_xsks: Option<MapHandle>,
+    /// ARRAY: slot → its socket's NIC queue + 1 (etran_port_queue; native backend).
+    pub port_queue: Option<MapHandle>,
     pub egress: std::os::fd::OwnedFd,
     /// TCP ingress (etran_tcp_ingress), which the slow path replays captured segments through.
     pub ingress: std::os::fd::OwnedFd,
@@ -25,6 +29,9 @@ pub struct TcpHandles {
     pub gen: std::os::fd::OwnedFd,
     /// What moves a connection between apps (etran_tcp_rehome), run by the daemon.
     pub rehome: std::os::fd::OwnedFd,
+    /// Its twin linked to apps' sockets as BPF_XSK_GEN (etran_tcp_xsk_gen): loaded only for
+    /// the native backend.
+    pub xsk_gen: Option<std::os::fd::OwnedFd>,
     /// QUEUE of connection keys owing an ACK at once (etran_tcp_ack_queue).
     pub ack_queue: MapHandle,
     /// QUEUE of connection keys owing a delayed ACK (etran_tcp_dack_queue).
@@ -46,6 +53,7 @@ const TCP_INGRESS_PROG: &str = "etran_tcp_ingre";
 const TCP_EGRESS_PROG: &str = "etran_tcp_egres";
 const TCP_GEN_PROG: &str = "etran_tcp_gen";
 const TCP_REHOME_PROG: &str = "etran_tcp_rehom";
+const TCP_XSK_GEN_PROG: &str = "etran_tcp_xsk_g";
 
 pub fn tcp_handles(entrance_prog_id: u32) -> anyhow::Result<TcpHandles> {
     let missing = || {
@@ -73,15 +81,24 @@ pub fn tcp_handles(entrance_prog_id: u32) -> anyhow::Result<TcpHandles> {
     let (_, listen) = named(tcp_id, "etran_tcp_liste")?.ok_or_else(missing)?;
     let (_, pending) = named(tcp_id, "etran_tcp_pendi")?.ok_or_else(missing)?;
     let (_, slow) = named(tcp_id, "etran_tcp_slow")?.ok_or_else(missing)?;
+    // The native backend's maps and gen program (present only where they were loaded).
+    let app_xsks = named(tcp_id, "etran_app_xsks")?.map(|(_, m)| m);
+    let port_queue = named(egress, "etran_port_queu")?.map(|(_, m)| m);
+    let xsk_gen = loader::prog_sharing(conns_id, TCP_XSK_GEN_PROG)
+        .map(libbpf_rs::Program::fd_from_id)
+        .transpose()?;
     Ok(TcpHandles {
         app_ports,
         port_ifindex,
         port_budget,
+        app_xsks,
+        port_queue,
         egress: libbpf_rs::Program::fd_from_id(egress)?,
         ingress: libbpf_rs::Program::fd_from_id(tcp_id)?,
         conns,
         gen: libbpf_rs::Program::fd_from_id(gen)?,
         rehome: libbpf_rs::Program::fd_from_id(rehome)?,
+        xsk_gen,
         ack_queue,
         dack_queue,
         gen_wake,

@@ -18,7 +18,7 @@ use crate::{
     bpf::xsk_chain::XskChainSkelBuilder,
     netlink::Netlink,
     proto::Transport,
-    xsk::Geometry,
+    xsk::{Bind, Geometry},
 };
 
 /// The chain's app port slot (any: the host has no other).
@@ -49,7 +49,7 @@ pub(super) struct AppSide {
 impl AppSide {
     pub(super) fn take_over(&self) -> anyhow::Result<(Umem, Socket)> {
         let xsk = self.xsk.try_clone().context("duplicating the port's socket")?;
-        self.geometry.take_over(self.umem.as_fd(), xsk, &self.name, self.ifindex)
+        self.geometry.take_over(self.umem.as_fd(), xsk, &self.name, self.ifindex, Bind::Queue(0))
     }
 }
 

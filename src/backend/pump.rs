@@ -1,5 +1,7 @@
-//! The gen pump: how the compat backend emits the ACK generator's work (ARCHITECTURE.md, "ACKs:
-//! the generator").
+//! The gen pump: how the daemon emits the ACK generator's work (ARCHITECTURE.md, "ACKs: the
+//! generator"): all of it in the compat backend; in the native one, the delayed ACKs and the
+//! ACKs due at once that the gen hook of the apps' sockets did not emit (it runs only after an
+//! RX batch reached a socket).
 //!
 //! ACKs are decided in the kernel (`src/bpf/tcp/tcp_gen.h`): ingress marks a connection that owes
 //! one, pushes its key on the queue of ACKs due at once (`etran_tcp_ack_queue`) or on the
@@ -37,7 +39,7 @@ use crate::{
         etran_tcp_ack_queued, etran_tcp_gen_template, etran_tcp_gen_wake, etran_tcp_limit,
     },
     loader::{kernel, AttachMode},
-    netlink::Netlink,
+    netlink::{Netlink, VethQueues},
     netns::NetNs,
     transport::tcp::TcpHandles,
     xsk::{desc, BindMode, Desc, FrameAlloc, Socket, SocketConfig, Umem, UmemConfig},
@@ -129,8 +131,15 @@ impl GenPort {
         }
         let here = NetNs::current()?;
         let peer = format!("{name}p");
-        nl.add_veth(name, [0x02, 0xe7, 0, 0, 0, 1], &peer, [0x02, 0xe7, 0, 0, 0, 2], &here, 1)
-            .with_context(|| format!("creating the gen port {name}"))?;
+        nl.add_veth(
+            name,
+            [0x02, 0xe7, 0, 0, 0, 1],
+            &peer,
+            [0x02, 0xe7, 0, 0, 0, 2],
+            &here,
+            VethQueues::same(1),
+        )
+        .with_context(|| format!("creating the gen port {name}"))?;
         let pair = Pair { ifindex: nl.index(name)? };
         let peer_index = nl.index(&peer)?;
         // Before the socket: AF_XDP transmits only on a running device with its carrier.
@@ -310,6 +319,14 @@ impl GenPump {
     fn has_keys(&self, q: Queue) -> bool {
         // A queue map's lookup is a peek: ENOENT when empty.
         matches!(self.queues[q.index()].lookup(&[], MapFlags::ANY), Ok(Some(_)))
+    }
+
+    /// Periodic: a wake record lost to a full ring buffer leaves keys queued; sends them.
+    pub fn housekeeping(&mut self) -> anyhow::Result<()> {
+        if self.queued() {
+            self.pump()?;
+        }
+        Ok(())
     }
 
     /// Sends every queued ACK now, due or delayed.

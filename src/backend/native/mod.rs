@@ -1,0 +1,307 @@
+//! The native backend, for a kernel with etran's series (patches/): apps' AF_XDP sockets sit
+//! on the NIC itself, and the transport's programs are linked to them.
+//!
+//! An app's port ([`XskPort`]) is one AF_XDP socket on a free queue of the NIC, made by the
+//! daemon (memfd UMEM and rings as in compat, [`socket`]) and bound by it in copy mode with
+//! `XDP_RX_ANY_QUEUE` (patches/0003: ingress, on whatever queue a frame came in, redirects it
+//! to the socket through `etran_app_xsks`), then linked (bpf links, CAP_NET_ADMIN: never the
+//! app) to the transport's egress as `BPF_XSK_EGRESS` (patches/0001, 0004: it checks and
+//! rewrites each frame the app sends, moving its start into [`TX_HEADROOM`], and `XDP_PASS`
+//! sends it) and to the ACK generator as `BPF_XSK_GEN` (patches/0002: it emits the ACKs due at
+//! once after each RX batch that reached the socket). The socket's queue is the app's identity
+//! in BPF: `etran_port_queue` maps the app's slot to it, and egress compares it with the queue
+//! the frame is sent on (`rx_queue_index`), which the app cannot change: the daemon bound the
+//! socket. The app gets the bound socket and maps its rings (kernels since 6.4 allow that).
+//!
+//! What the gen hook does not emit (the delayed ACKs, and ACKs owed after frames that reached no
+//! socket) the gen pump emits as in compat ([`GenPump`]). No pacing ([`Pacing::None`]). Homa's
+//! apps are refused for now: its programs know apps by their compat ports.
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use anyhow::Context;
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use super::{pump::GenPump, socket, AppPort, Backend, Pacing};
+use crate::{
+    bpf::tcp::types::etran_app_port_limit,
+    loader::kernel,
+    log,
+    proto::{FdKind, Reply, Transport},
+    transport::tcp::TcpHandles,
+    xsk::{sys, Geometry},
+};
+
+/// Where an app's TX frames start in their chunk: room for egress to replace the TX header with
+/// the packet's headers (at most 94 bytes longer) in front of it, plus the `struct xdp_frame`
+/// (40 bytes) `bpf_xdp_adjust_head` keeps at the chunk's start.
+pub const TX_HEADROOM: u32 = 256;
+
+/// The datapath objects an app's socket is wired into, and the programs linked to it.
+struct Wiring {
+    /// XSKMAP: slot → the app's socket (etran_app_xsks).
+    xsks: MapHandle,
+    /// ARRAY: slot → its socket's NIC queue + 1 (etran_port_queue).
+    port_queue: MapHandle,
+    /// ARRAY_OF_MAPS: slot → its receive budget (etran_port_budget).
+    port_budget: MapHandle,
+    egress: OwnedFd,
+    gen: OwnedFd,
+    /// The kernel's values of `BPF_XSK_EGRESS` and `BPF_XSK_GEN` (from its BTF).
+    egress_type: u32,
+    gen_type: u32,
+}
+
+pub struct Native {
+    nic: String,
+    nic_ifindex: u32,
+    /// The NIC's queues apps may bind (its TX queues: a socket sends on its own queue).
+    queues: u32,
+    /// Which of them an app of this daemon holds.
+    taken: Vec<bool>,
+    wiring: Wiring,
+    pump: GenPump,
+    mtu: u32,
+}
+
+impl Native {
+    /// The backend over the TCP object of a datapath loaded for native on `nic` (of MTU
+    /// `nic_mtu`); the gen pump's port is named `gen_port` (see [`GenPump::new`]).
+    pub fn new(
+        tcp: &TcpHandles,
+        nic: &str,
+        gen_port: &str,
+        nic_mtu: u32,
+    ) -> anyhow::Result<Native> {
+        let missing =
+            || anyhow::anyhow!("the datapath on {nic} was not loaded for the native backend");
+        let wiring = Wiring {
+            xsks: tcp.app_xsks.as_ref().ok_or_else(missing).map(MapHandle::try_from)??,
+            port_queue: tcp.port_queue.as_ref().ok_or_else(missing).map(MapHandle::try_from)??,
+            port_budget: MapHandle::try_from(&tcp.port_budget)?,
+            egress: tcp.egress.try_clone().context("duplicating TCP's egress descriptor")?,
+            gen: tcp.xsk_gen.as_ref().ok_or_else(missing)?.try_clone()?,
+            egress_type: kernel::attach_type("BPF_XSK_EGRESS")?,
+            gen_type: kernel::attach_type("BPF_XSK_GEN")?,
+        };
+        let queues = crate::ethtool::tx_queues(nic)?.unwrap_or(1).min(Self::SLOTS - 1);
+        let pump = GenPump::new(tcp, gen_port).context("starting the gen pump")?;
+        Ok(Native {
+            nic: nic.to_string(),
+            nic_ifindex: crate::sys::ifindex(nic)?,
+            queues,
+            taken: vec![false; queues as usize],
+            wiring,
+            pump,
+            mtu: socket::port_mtu(nic_mtu)?,
+        })
+    }
+}
+
+/// An app's port in the native backend: its socket on a queue of the NIC.
+pub struct XskPort {
+    slot: u32,
+    queue: u32,
+    name: String,
+    nic: String,
+    nic_ifindex: u32,
+    xsk: OwnedFd,
+    umem: OwnedFd,
+    rx_budget: MapHandle,
+    geometry: Geometry,
+    /// The egress and gen links: dropping them detaches the programs.
+    links: Vec<OwnedFd>,
+    /// Its slot's entries in the datapath's maps are set (and must be cleared).
+    in_maps: bool,
+}
+
+impl XskPort {
+    /// Makes, binds, links and registers the socket of the app in `slot` on `queue`; on
+    /// failure whatever was set up is undone.
+    fn open(n: &Native, slot: u32, queue: u32) -> anyhow::Result<XskPort> {
+        let geometry = socket::geometry(n.mtu, TX_HEADROOM)?;
+        let (xsk, umem) = socket::make_socket(&geometry)
+            .with_context(|| format!("creating the AF_XDP socket for {} queue {queue}", n.nic))?;
+        let mut port = XskPort {
+            slot,
+            queue,
+            name: format!("{} queue {queue}", n.nic),
+            nic: n.nic.clone(),
+            nic_ifindex: n.nic_ifindex,
+            xsk,
+            umem,
+            rx_budget: socket::rx_budget_map().context("creating the app's receive budget")?,
+            geometry,
+            links: Vec::new(),
+            in_maps: false,
+        };
+        match port.wire(&n.wiring) {
+            Ok(()) => Ok(port),
+            Err(e) => {
+                port.unwire(&n.wiring);
+                Err(e)
+            }
+        }
+    }
+
+    fn wire(&mut self, w: &Wiring) -> anyhow::Result<()> {
+        let addr = sys::sockaddr_xdp {
+            sxdp_family: sys::AF_XDP as u16,
+            sxdp_flags: sys::XDP_USE_NEED_WAKEUP | sys::XDP_COPY | sys::XDP_RX_ANY_QUEUE,
+            sxdp_ifindex: self.nic_ifindex,
+            sxdp_queue_id: self.queue,
+            sxdp_shared_umem_fd: 0,
+        };
+        // SAFETY: addr is a valid sockaddr_xdp of the length given.
+        let ret = unsafe {
+            libc::bind(
+                self.xsk.as_raw_fd(),
+                (&addr as *const sys::sockaddr_xdp).cast(),
+                std::mem::size_of::<sys::sockaddr_xdp>() as libc::socklen_t,
+            )
+        };
+        crate::sys::cvt(ret)
+            .with_context(|| format!("binding an AF_XDP socket to {}", self.name))?;
+        for (prog, ty, what) in
+            [(&w.egress, w.egress_type, "egress"), (&w.gen, w.gen_type, "the ACK generator")]
+        {
+            let link = kernel::link_xsk(prog.as_fd(), self.xsk.as_fd(), ty)
+                .with_context(|| format!("linking {what} to the socket on {}", self.name))?;
+            self.links.push(link);
+        }
+        let slot = self.slot.to_ne_bytes();
+        self.in_maps = true;
+        let inner = (self.rx_budget.as_fd().as_raw_fd() as u32).to_ne_bytes();
+        w.port_budget
+            .update(&slot, &inner, MapFlags::ANY)
+            .with_context(|| format!("registering slot {}'s receive budget", self.slot))?;
+        w.port_queue
+            .update(&slot, &(self.queue + 1).to_ne_bytes(), MapFlags::ANY)
+            .with_context(|| format!("registering {} as slot {}", self.name, self.slot))?;
+        let fd = self.xsk.as_raw_fd() as u32;
+        w.xsks
+            .update(&slot, &fd.to_ne_bytes(), MapFlags::ANY)
+            .with_context(|| format!("inserting {}'s socket into slot {}", self.name, self.slot))?;
+        Ok(())
+    }
+
+    /// Undoes [`XskPort::wire`]: nothing routes to the slot, nothing stays linked. Best effort.
+    fn unwire(&mut self, w: &Wiring) {
+        if std::mem::take(&mut self.in_maps) {
+            socket::clear_slot(&w.xsks, &w.port_budget, &w.port_queue, self.slot);
+        }
+        self.links.clear();
+    }
+}
+
+impl AppPort for XskPort {
+    fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn registered(&self, iface: &str, version: u32) -> (Reply, Vec<BorrowedFd<'_>>) {
+        let reply = Reply::Registered {
+            version,
+            slot: self.slot,
+            port: self.nic.clone(),
+            port_ifindex: self.nic_ifindex,
+            kernel_port: self.nic.clone(),
+            kernel_ifindex: self.nic_ifindex,
+            geometry: self.geometry,
+            iface: iface.to_string(),
+            fds: vec![FdKind::Xsk { queue: self.queue }, FdKind::Umem, FdKind::RxBudget],
+            bound: true,
+        };
+        (reply, vec![self.xsk.as_fd(), self.umem.as_fd(), self.rx_budget.as_fd()])
+    }
+}
+
+impl Backend for Native {
+    type AppPort = XskPort;
+    /// The datapath's slot maps' size (ETRAN_APP_PORTS, common/transport.h).
+    const SLOTS: u32 = etran_app_port_limit::ETRAN_APP_PORTS.0;
+    const PACING: Pacing = Pacing::None;
+
+    fn mtu(&self) -> u32 {
+        self.mtu
+    }
+
+    fn supports(&self, transport: Transport) -> Result<(), String> {
+        match transport {
+            Transport::Tcp => Ok(()),
+            Transport::Homa => Err("Homa does not run on the native backend yet (its programs \
+                                    know apps by their compat ports): run `etran up` with \
+                                    --backend compat for Homa apps"
+                .into()),
+        }
+    }
+
+    fn open_port(&mut self, slot: u32, transport: Transport) -> anyhow::Result<XskPort> {
+        self.supports(transport).map_err(anyhow::Error::msg)?;
+        let mut busy = 0;
+        for q in 0..self.queues {
+            if self.taken[q as usize] {
+                continue;
+            }
+            match XskPort::open(self, slot, q) {
+                Ok(port) => {
+                    self.taken[q as usize] = true;
+                    return Ok(port);
+                }
+                // Another socket holds the queue (not one of ours): try the next.
+                Err(e)
+                    if e.root_cause()
+                        .downcast_ref::<std::io::Error>()
+                        .and_then(|e| e.raw_os_error())
+                        == Some(libc::EBUSY) =>
+                {
+                    busy += 1
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        anyhow::bail!(
+            "no free queue on {} for another app ({} queue(s), {} held by others): give it more \
+             TX queues (`etran testbed up --app-queues N`)",
+            self.nic,
+            self.queues,
+            busy
+        )
+    }
+
+    fn close_port(&mut self, port: &mut XskPort) {
+        socket::log_drops(&port.name, port.xsk.as_fd());
+        port.unwire(&self.wiring);
+        if let Some(t) = self.taken.get_mut(port.queue as usize) {
+            *t = false;
+        }
+    }
+
+    fn slot_in_use(&self, slot: u32) -> bool {
+        let v = self.wiring.port_queue.lookup(&slot.to_ne_bytes(), MapFlags::ANY);
+        matches!(v, Ok(Some(v)) if v.iter().any(|&b| b != 0))
+    }
+
+    /// Clears slots a daemon that died left set (its sockets and links died with it).
+    fn remove_stale(&mut self) -> anyhow::Result<()> {
+        for slot in 1..Self::SLOTS {
+            if self.slot_in_use(slot) {
+                log::warn(format!("clearing stale native slot {slot}"));
+            }
+            let w = &self.wiring;
+            socket::clear_slot(&w.xsks, &w.port_budget, &w.port_queue, slot);
+        }
+        Ok(())
+    }
+
+    fn gen_pump(&self) -> &GenPump {
+        &self.pump
+    }
+
+    fn gen_pump_mut(&mut self) -> &mut GenPump {
+        &mut self.pump
+    }
+}
