@@ -50,8 +50,8 @@ pub trait Backend {
     /// Removes what a daemon that died left behind.
     fn remove_stale(&mut self) -> anyhow::Result<()>;
 
-    /// Readable when the transport queued work for the ACK generator.
-    fn gen_fd(&self) -> RawFd;
+    /// Readable when a transport queued work for its generator (TCP's ACKs, Homa's GRANTs).
+    fn gen_fds(&self) -> Vec<RawFd>;
     /// When [`Backend::on_gen_deadline`] must be called next (delayed work waits).
     fn gen_deadline(&self) -> Option<Instant>;
     /// Emits the work announced since the last call (called on every loop pass: a wakeup can

@@ -138,7 +138,7 @@ impl Daemon {
         let local_mac =
             nic.mac.with_context(|| format!("{} has no Ethernet address", cfg.iface))?;
         let gen_port = format!("etgen{}", dp.summary.ifindex);
-        let mut backend = Compat::new(&tcp, &homa.egress, &gen_port, nic.mtu)?;
+        let mut backend = Compat::new(&tcp, &homa, &gen_port, nic.mtu)?;
         // The MSS follows the MTU apps' frames may reach (the NIC's, as far as the ports carry
         // it): read once, so an MTU changed under a running daemon takes a restart.
         let mss = mss_for_mtu(backend.mtu());
@@ -150,7 +150,9 @@ impl Daemon {
             return Err(e);
         }
         let poll = Poll::new().context("creating the event loop")?;
-        poll.registry().register(&mut SourceFd(&backend.gen_fd()), GEN, Interest::READABLE)?;
+        for fd in backend.gen_fds() {
+            poll.registry().register(&mut SourceFd(&fd), GEN, Interest::READABLE)?;
+        }
         poll.registry().register(&mut SourceFd(&tcp.fd()), SLOW, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut listener = listener;
@@ -518,7 +520,9 @@ impl Daemon {
         self.tcp.shutdown(&mut self.timers);
         self.homa.shutdown();
         let _ = self.poll.registry().deregister(&mut self.listener);
-        let _ = self.poll.registry().deregister(&mut SourceFd(&self.backend.gen_fd()));
+        for fd in self.backend.gen_fds() {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        }
         let _ = self.poll.registry().deregister(&mut SourceFd(&self.tcp.fd()));
         if let Err(e) = std::fs::remove_file(&self.cfg.socket) {
             if e.kind() != io::ErrorKind::NotFound {

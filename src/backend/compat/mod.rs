@@ -1,8 +1,8 @@
 //! The compat backend, for stock kernels. Each app gets a veth port whose kernel side carries
 //! the transport's egress program ([`port`]): the app's frames cross the pair and egress
-//! checks and rewrites them before they are redirected to the NIC. The ACK generator has no
-//! hook of its own: it sits on the far side of the daemon's gen port, and the gen pump sends it
-//! a template frame per ACK whenever ingress queues work ([`pump`]). No
+//! checks and rewrites them before they are redirected to the NIC. The generators (TCP's ACKs,
+//! Homa's GRANTs) have no hook of their own: each sits on the far side of a gen port of the
+//! daemon's, and its gen pump sends it template frames when ingress queues work ([`pump`]). No
 //! pacing ([`Pacing::None`]): egress hands each frame to the NIC as the app sends it, and
 //! nothing on the way paces either (XDP_REDIRECT to the NIC bypasses its qdisc, `fq` included).
 use std::{
@@ -15,15 +15,19 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::{Backend, Pacing};
 use crate::{
-    bpf::tcp::types::etran_app_port_limit, log, netlink::Netlink, proto::Transport,
-    transport::tcp::TcpHandles, xsk::Statistics,
+    bpf::tcp::types::etran_app_port_limit,
+    log,
+    netlink::Netlink,
+    proto::Transport,
+    transport::{homa::control::HomaHandles, tcp::TcpHandles},
+    xsk::Statistics,
 };
 
 pub mod port;
 pub mod pump;
 
 use port::VethPort;
-use pump::GenPump;
+use pump::{GenPump, GrantPump};
 
 /// The datapath objects a port is wired into.
 pub struct PortMaps {
@@ -52,22 +56,26 @@ pub struct Compat {
     nl: Netlink,
     maps: PortMaps,
     pump: GenPump,
+    grants: GrantPump,
     /// The MTU of every app port ([`port::port_mtu`] of the NIC's).
     mtu: u32,
 }
 
 impl Compat {
-    /// The backend over the TCP object of a datapath on a NIC of MTU `nic_mtu` (and Homa's
-    /// egress, `homa_egress`); the gen pump's port (a veth pair) is named `gen_port` (see
-    /// [`GenPump::new`]).
+    /// The backend over the TCP and Homa objects of a datapath on a NIC of MTU `nic_mtu`; the
+    /// TCP gen pump's port (a veth pair) is named `gen_port`, Homa's `gen_port`h (see
+    /// [`GenPump::new`], [`GrantPump::new`]).
     pub fn new(
         tcp: &TcpHandles,
-        homa_egress: &OwnedFd,
+        homa: &HomaHandles,
         gen_port: &str,
         nic_mtu: u32,
     ) -> anyhow::Result<Compat> {
         let mtu = port::port_mtu(nic_mtu)?;
         let pump = GenPump::new(tcp, gen_port).context("starting the gen pump")?;
+        let grants =
+            GrantPump::new(homa, &format!("{gen_port}h")).context("starting the Homa gen pump")?;
+        let homa_egress = &homa.egress;
         let maps = PortMaps {
             app_ports: MapHandle::try_from(&tcp.app_ports)?,
             port_ifindex: MapHandle::try_from(&tcp.port_ifindex)?,
@@ -75,7 +83,7 @@ impl Compat {
             tcp_egress: tcp.egress.try_clone().context("duplicating TCP's egress descriptor")?,
             homa_egress: homa_egress.try_clone().context("duplicating Homa's egress descriptor")?,
         };
-        Ok(Compat { nl: Netlink::open()?, maps, pump, mtu })
+        Ok(Compat { nl: Netlink::open()?, maps, pump, grants, mtu })
     }
 }
 
@@ -135,20 +143,25 @@ impl Backend for Compat {
         Ok(())
     }
 
-    fn gen_fd(&self) -> RawFd {
-        self.pump.fd()
+    fn gen_fds(&self) -> Vec<RawFd> {
+        vec![self.pump.fd(), self.grants.fd()]
     }
 
     fn gen_deadline(&self) -> Option<Instant> {
-        self.pump.deadline()
+        match (self.pump.deadline(), self.grants.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn on_gen_wake(&mut self, now: Instant) -> anyhow::Result<()> {
-        self.pump.on_readable(now)
+        self.pump.on_readable(now)?;
+        self.grants.on_readable(now)
     }
 
     fn on_gen_deadline(&mut self, now: Instant) -> anyhow::Result<()> {
-        self.pump.on_deadline(now)
+        self.pump.on_deadline(now)?;
+        self.grants.on_deadline(now)
     }
 
     fn on_housekeeping(&mut self) -> anyhow::Result<()> {
@@ -156,11 +169,17 @@ impl Backend for Compat {
         if self.pump.queued() {
             self.pump.pump()?;
         }
+        if self.grants.queued() {
+            self.grants.pump()?;
+        }
         Ok(())
     }
 
     fn report(&self) -> String {
-        let g = self.pump.stats();
-        format!("gen pump: {} sends, {} templates", g.calls, g.runs)
+        let (g, h) = (self.pump.stats(), self.grants.stats());
+        format!(
+            "gen pump: {} sends, {} templates; Homa's: {} sends, {} templates",
+            g.calls, g.runs, h.calls, h.runs
+        )
     }
 }

@@ -1,5 +1,6 @@
-//! The gen pump: how the compat backend emits the ACK generator's work (ARCHITECTURE.md, "ACKs:
-//! the generator").
+//! The gen pumps: how the compat backend emits the work of the transports' generators
+//! (ARCHITECTURE.md, "ACKs: the generator"): TCP's ACKs ([`GenPump`]) and Homa's GRANTs
+//! ([`GrantPump`]), each through a gen port of its own.
 //!
 //! ACKs are decided in the kernel (`src/bpf/tcp/tcp_gen.h`): ingress marks a connection that owes
 //! one, pushes its key on the queue of ACKs due at once (`etran_tcp_ack_queue`) or on the
@@ -33,13 +34,16 @@ use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, RingBuffer, RingBufferBuilder};
 
 use crate::{
-    bpf::tcp::types::{
-        etran_tcp_ack_queued, etran_tcp_gen_template, etran_tcp_gen_wake, etran_tcp_limit,
+    bpf::{
+        homa::types::etran_homa_gen,
+        tcp::types::{
+            etran_tcp_ack_queued, etran_tcp_gen_template, etran_tcp_gen_wake, etran_tcp_limit,
+        },
     },
     loader::{kernel, AttachMode},
     netlink::Netlink,
     netns::NetNs,
-    transport::tcp::TcpHandles,
+    transport::{homa::control::HomaHandles, tcp::TcpHandles},
     xsk::{desc, BindMode, Desc, FrameAlloc, Socket, SocketConfig, Umem, UmemConfig},
 };
 
@@ -121,8 +125,9 @@ struct GenPort {
 
 impl GenPort {
     /// Creates the veth pair `name`/`name`p (replacing a stale one left by a crash), attaches
-    /// the generator to `name`p and binds a transmit-only socket on `name`.
-    fn open(name: &str, prog_fd: RawFd) -> anyhow::Result<GenPort> {
+    /// the generator `prog` (its name, for errors) to `name`p and binds a transmit-only socket
+    /// on `name`.
+    fn open(name: &str, prog_fd: RawFd, prog: &str) -> anyhow::Result<GenPort> {
         let mut nl = Netlink::open()?;
         if let Some(stale) = nl.link(name)? {
             nl.delete_link(stale.index)?;
@@ -135,7 +140,7 @@ impl GenPort {
         let peer_index = nl.index(&peer)?;
         // Before the socket: AF_XDP transmits only on a running device with its carrier.
         kernel::attach(peer_index, prog_fd, AttachMode::Drv)
-            .with_context(|| format!("attaching etran_tcp_gen to {peer}"))?;
+            .with_context(|| format!("attaching {prog} to {peer}"))?;
         nl.set_up(peer_index)?;
         nl.set_up(pair.ifindex)?;
         let n = MAX_REPEAT as u32;
@@ -246,7 +251,7 @@ impl GenPump {
             0
         })?;
         let ring = builder.build().context("opening the gen wake ring buffer")?;
-        let port = GenPort::open(port, tcp.gen.as_raw_fd())?;
+        let port = GenPort::open(port, tcp.gen.as_raw_fd(), "etran_tcp_gen")?;
         Ok(GenPump {
             ring,
             wakes,
@@ -349,5 +354,128 @@ impl GenPump {
         self.stats.calls += 1;
         self.stats.runs += u64::from(sent);
         Ok(sent)
+    }
+}
+
+/// How long after a wake the Homa pump looks at its queue again: ingress writes at most one wake
+/// record per this (`ETRAN_HOMA_GEN_WAKE_US`), so every key queued is seen within about twice
+/// this even when no app sent a template for it.
+pub const GRANT_RECHECK: Duration =
+    Duration::from_micros(etran_homa_gen::ETRAN_HOMA_GEN_WAKE_US.0 as u64);
+
+/// Templates one Homa flush sends before it looks at the queue again.
+const GRANT_BATCH: u32 = 16;
+
+/// Homa's template frame: a GRANT's length, its Ethernet type the generator's marker.
+pub fn grant_template() -> [u8; GRANT_TEMPLATE_LEN] {
+    let mut t = [0u8; GRANT_TEMPLATE_LEN];
+    t[12..14].copy_from_slice(&(etran_homa_gen::ETRAN_HOMA_GEN_ETHERTYPE.0 as u16).to_be_bytes());
+    t
+}
+
+/// The length of Homa's template (Ethernet, IPv4 and a GRANT).
+pub const GRANT_TEMPLATE_LEN: usize = etran_homa_gen::ETRAN_HOMA_GEN_TEMPLATE_LEN.0 as usize;
+
+/// The Homa gen pump: runs `etran_homa_gen` (`src/bpf/homa/homa_gen.h`), which turns each
+/// template into the GRANT of the RPC at the head of the gen queue. Apps send templates of their
+/// own with the frames of the pass that received the DATA (the GRANT then leaves as early as an
+/// app-written one did); the pump is what sends the GRANTs of an app that does not: ingress
+/// wakes it at most once per [`GRANT_RECHECK`], and it drains the queue then and again
+/// [`GRANT_RECHECK`] later, as long as keys are left.
+pub struct GrantPump {
+    // Declared before the map it reads.
+    ring: RingBuffer<'static>,
+    woken: Arc<Mutex<u64>>,
+    wake_map: MapHandle,
+    queue: MapHandle,
+    port: GenPort,
+    deadline: Option<Instant>,
+    stats: PumpStats,
+}
+
+impl GrantPump {
+    /// Opens the pump on the Homa object of a datapath, with its gen port `port`/`port`p.
+    pub fn new(homa: &HomaHandles, port: &str) -> anyhow::Result<GrantPump> {
+        let queue = MapHandle::try_from(&homa.gen_queue)?;
+        let wake_map = MapHandle::try_from(&homa.gen_wake)?;
+        let woken = Arc::new(Mutex::new(0u64));
+        let sink = woken.clone();
+        let mut builder = RingBufferBuilder::new();
+        builder.add(&wake_map, move |_rec: &[u8]| {
+            *sink.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            0
+        })?;
+        let ring = builder.build().context("opening the Homa gen wake ring buffer")?;
+        let port = GenPort::open(port, homa.gen.as_raw_fd(), "etran_homa_gen")?;
+        Ok(GrantPump {
+            ring,
+            woken,
+            wake_map,
+            queue,
+            port,
+            deadline: None,
+            stats: PumpStats::default(),
+        })
+    }
+
+    /// The descriptor to poll for readability (the wake ring buffer).
+    pub fn fd(&self) -> RawFd {
+        self.wake_map.as_fd().as_raw_fd()
+    }
+
+    /// When [`GrantPump::on_deadline`] must be called next (the queue is looked at again).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    pub fn stats(&self) -> PumpStats {
+        self.stats
+    }
+
+    /// Drains the wake records; if any came, sends the queued GRANTs and looks again
+    /// [`GRANT_RECHECK`] later.
+    pub fn on_readable(&mut self, now: Instant) -> anyhow::Result<()> {
+        crate::loader::drain_ring(&self.ring).context("reading the Homa gen wake ring buffer")?;
+        let woken = std::mem::take(&mut *self.woken.lock().unwrap_or_else(|e| e.into_inner()));
+        if woken > 0 {
+            self.pump()?;
+            self.deadline = Some(now + GRANT_RECHECK);
+        }
+        Ok(())
+    }
+
+    /// At the deadline: sends what was queued since (keys pushed without a wake record), and
+    /// looks again later while there was any.
+    pub fn on_deadline(&mut self, now: Instant) -> anyhow::Result<()> {
+        match self.deadline {
+            Some(d) if d <= now => {
+                self.deadline = None;
+                if self.queued() {
+                    self.pump()?;
+                    self.deadline = Some(now + GRANT_RECHECK);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether keys are queued (a peek at the queue).
+    pub fn queued(&self) -> bool {
+        matches!(self.queue.lookup(&[], MapFlags::ANY), Ok(Some(_)))
+    }
+
+    /// Sends templates until the queue is empty (up to [`MAX_CALLS`] sends).
+    pub fn pump(&mut self) -> anyhow::Result<()> {
+        let t = grant_template();
+        for _ in 0..MAX_CALLS {
+            let sent = self.port.send(&t, GRANT_BATCH)?;
+            self.stats.calls += 1;
+            self.stats.runs += u64::from(sent);
+            if sent == 0 || !self.queued() {
+                break;
+            }
+        }
+        Ok(())
     }
 }

@@ -84,8 +84,8 @@ enum etran_drop_reason {
 	ETRAN_DROP_HOMA_TX_NO_PEER,   /* a new RPC to a peer of unknown Ethernet address (the app
 				       * asks the daemon first) */
 	ETRAN_DROP_HOMA_TX_NO_NIC,    /* the NIC slot of etran_nic is empty */
-	ETRAN_DROP_HOMA_TX_GRANT_SETTLED, /* a GRANT intent with no grant owed (the last GRANT
-					   * sent said as much already) */
+	ETRAN_DROP_HOMA_TX_APP_GRANT, /* a GRANT an app wrote (intent GRANT): GRANTs are the
+				       * kernel's, written by gen (homa_gen.h) */
 	ETRAN_DROP_REASON_MAX,
 };
 
@@ -112,7 +112,8 @@ enum etran_event {
 	ETRAN_EVENT_HOMA_TX_DATA,        /* egress: a Homa DATA packet left for the NIC */
 	ETRAN_EVENT_HOMA_TX_ACK,         /* egress: a Homa ACK left for the NIC */
 	ETRAN_EVENT_HOMA_TX_ACK_ON_DATA, /* egress: a Homa DATA left carrying an ack (its RPC went) */
-	ETRAN_EVENT_HOMA_TX_GRANT,       /* egress: a Homa GRANT left for the NIC */
+	ETRAN_EVENT_HOMA_TX_GRANT,       /* gen: a Homa GRANT left for the NIC (from a template
+					  * of the daemon's pump or of an app) */
 	ETRAN_EVENT_HOMA_TX_RETRANSMIT,  /* egress: a Homa DATA packet of bytes sent before */
 	ETRAN_EVENT_HOMA_TX_RESEND,      /* egress: a Homa RESEND left for the NIC */
 	ETRAN_EVENT_HOMA_TX_BUSY,        /* egress: a Homa BUSY left for the NIC */
@@ -126,6 +127,14 @@ enum etran_event {
 					  * step after the last ranking, or complete; a GRANT intent) */
 	ETRAN_EVENT_HOMA_TX_CUTOFFS,     /* egress: a Homa CUTOFFS left for the NIC (a peer's DATA
 					  * echoed stale cutoffs) */
+	ETRAN_EVENT_HOMA_GEN_QUEUED,     /* an RPC went on the gen queue (its grant moved, it may
+					  * get one now, or a probe asked) */
+	ETRAN_EVENT_HOMA_GEN_IDLE,       /* gen: a template found nothing owed (the queue empty,
+					  * the RPC gone, its grant settled) and was dropped */
+	ETRAN_EVENT_HOMA_GEN_FULL,       /* the gen queue was full: the RPC's next DATA or probe
+					  * queues it again */
+	ETRAN_EVENT_HOMA_GEN_PROBE,      /* a probe (an app's template naming its RPC) queued
+					  * the scheduled messages of the RPC's peer again */
 	ETRAN_EVENT_MAX,
 };
 

@@ -43,8 +43,10 @@ pub enum Phase {
     /// of it so far, `granted` the most its sender may have sent.
     Receiving { received: u32, granted: u32 },
     /// Receiving a message whose granted bytes all arrived: it waits for the receiver's own
-    /// grant scheduler, so nothing is missing and nothing is asked for (HomaModule); only the
-    /// timeout runs, so that a peer gone while we waited still ends the RPC.
+    /// grant scheduler, so nothing is missing and no RESEND asks for it (HomaModule). Silent
+    /// that long, it probes the scheduler (our kernel's gen sends a GRANT DATA has not
+    /// answered again: it may have been lost); the timeout runs, so that a peer gone while
+    /// we waited still ends the RPC.
     AwaitingGrant,
     /// A client sending its request (and waiting for the response once all is sent): `sent`
     /// bytes so far, `granted` the most it may send.
@@ -61,6 +63,8 @@ pub enum Action {
     None,
     /// Send RESENDs for what is missing ([`resend_requests`]).
     Resend,
+    /// Probe our own grant scheduler for a message waiting for its grant.
+    Probe,
     /// Ask the client for an ACK.
     NeedAck,
     /// Give up: the peer is gone. A client's app gets ETIMEDOUT; a server forgets the RPC.
@@ -90,7 +94,7 @@ impl RpcTimer {
             Phase::Receiving { received, granted } => received < granted,
             Phase::AwaitingGrant => {
                 self.silent += 1;
-                return if self.silent >= cfg.timeout_ticks { Action::Abort } else { Action::None };
+                return Self::every(self.silent, cfg.resend_ticks, cfg, Action::Probe);
             }
             Phase::ClientSending { sent, granted } => sent >= granted,
             Phase::InService => false,
