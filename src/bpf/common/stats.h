@@ -124,7 +124,7 @@ enum etran_event {
 					  * has (its response arrived whole), answered with an ACK */
 	ETRAN_EVENT_HOMA_SCHED_RANK,     /* the grant scheduler ranked the messages it holds (a
 					  * message's DATA in the last step of its grant, a grant
-					  * step after the last ranking, or complete; a GRANT intent) */
+					  * step after the last ranking, or complete; gen popping it) */
 	ETRAN_EVENT_HOMA_TX_CUTOFFS,     /* egress: a Homa CUTOFFS left for the NIC (a peer's DATA
 					  * echoed stale cutoffs) */
 	ETRAN_EVENT_HOMA_GEN_QUEUED,     /* an RPC went on the gen queue (its grant moved, it may

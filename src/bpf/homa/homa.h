@@ -39,7 +39,7 @@ enum etran_homa_limit {
 	ETRAN_HOMA_SCHED_SLOTS = 32,
 	/* The most messages granted to at once (max_overcommit is at most this). */
 	ETRAN_HOMA_SCHED_MAX_ACTIVE = 8,
-	/* A scheduled message neither DATA nor its app's GRANT intent touched for this long is
+	/* A scheduled message neither DATA nor gen touched for this long is
 	 * gone (its RPC ended without completing it: a timeout, an app that went): its entry and
 	 * its incoming bytes are freed. Live messages are touched every few milliseconds. */
 	ETRAN_HOMA_SCHED_STALE_MS = 100,
@@ -136,7 +136,7 @@ struct homa_sched_msg {
 	__u32 received;          /* its furthest byte that arrived */
 	__u32 granted;
 	__u64 birth;             /* when it was scheduled (a count): ties and the FIFO share */
-	__u64 touched;           /* ns of the last DATA or GRANT intent about it */
+	__u64 touched;           /* ns of the last DATA or gen run about it */
 };
 
 /* The scheduler's state: one entry of etran_homa_sched, for the whole host (as HomaModule's). */
@@ -233,9 +233,9 @@ enum etran_homa_tx_intent {
 				* it into the GRANT of the RPC at the head of the gen queue, or
 				* drops it if nothing is owed. The app names no RPC (a zero id),
 				* or, as a probe for a message of its own waiting for a grant,
-				* that RPC: gen first queues every scheduled message from its
-				* peer, to be granted again if DATA has not answered their
-				* grants (a lost GRANT) or ranked again */
+				* that RPC: gen first queues it and every scheduled message from
+				* its peer, to be ranked again or their grants sent again if
+				* DATA has not answered them (a lost GRANT) */
 };
 
 /* In front of the payload of every frame an app transmits (compat backend: on its port). Egress

@@ -133,8 +133,9 @@ static __always_inline int homa_tx_resend(struct xdp_md *ctx, struct homa_rpc *r
 
 /* A gen template (intent GEN) from the app of `slot`: the frame becomes the GRANT at the head of
  * the gen queue (homa_gen.h), or is dropped when nothing is owed. A template naming an RPC is a
- * probe: the RPC must be the app's, and every scheduled message from its peer is queued again
- * first (homa_gen_queue_entries), to be granted anew or its GRANT sent again. */
+ * probe: the RPC must be the app's; it and every scheduled message from its peer are queued
+ * first (homa_gen_queue_entries), to be ranked again (entering the scheduler if it had no room
+ * for the RPC before) or their GRANTs sent again. */
 static __always_inline int homa_tx_gen(struct xdp_md *ctx, const struct etran_homa_tx_hdr *h,
 				       __u32 slot)
 {
@@ -149,6 +150,8 @@ static __always_inline int homa_tx_gen(struct xdp_md *ctx, const struct etran_ho
 			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_UNKNOWN_RPC, bytes);
 		if (rpc->owner_slot != slot)
 			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_WRONG_OWNER, bytes);
+		/* The RPC itself too: the scheduler may have had no room for it yet. */
+		homa_gen_queue(rpc, &h->key, ETRAN_HOMA_GEN_RESEND);
 		homa_sched_of_peer(h->key.peer_ip);
 		homa_gen_queue_entries(ETRAN_HOMA_GEN_RESEND);
 		count_event(ETRAN_EVENT_HOMA_GEN_PROBE, bytes);

@@ -18,8 +18,9 @@
  *   the priority the scheduler chose for the DATA. Anything else drops the template
  *   (homa_gen_idle).
  * - A probe: an app's template naming its own RPC, whose message waits for a grant (the app
- *   sends one per peer per resend interval): every scheduled message from that peer is queued
- *   again with ETRAN_HOMA_GEN_RESEND. So a lost GRANT, or a turn no DATA announced, costs a
+ *   sends one per peer per resend interval, naming its waiting messages in turn): the RPC and
+ *   every scheduled message from that peer are queued again with ETRAN_HOMA_GEN_RESEND (the
+ *   RPC may not be in the scheduler yet: it was full). So a lost GRANT, or a turn no DATA announced, costs a
  *   resend interval, not the RPC. */
 #ifndef ETRAN_HOMA_GEN_H
 #define ETRAN_HOMA_GEN_H

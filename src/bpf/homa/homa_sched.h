@@ -15,12 +15,10 @@
  * Only messages longer than the unscheduled bytes are scheduled.
  *
  * Where it parts from grant.rs: a message's grant is decided when something happens to it, not
- * for every message at every change (no program can send a GRANT of another RPC's): at its
- * DATA (ingress) and at its app's GRANT intent (egress). A message whose granted bytes all
- * arrived hears of a turn through its app: ingress flags the frame it hands that app
- * (ETRAN_HOMA_RX_GRANT_WAKE) when such a message of the app is now active, and the app asks
- * again every few ticks for its other waiting messages (another app's frames flag nothing for
- * it). The messages are a bounded array (ETRAN_HOMA_SCHED_SLOTS), not an rbtree: Linux 6.1 has
+ * for every message at every change: at its DATA (ingress) and when gen pops it (homa_gen.h).
+ * A message whose granted bytes all arrived (no DATA of it will come) is woken by a run that
+ * finds it active and waiting, whoever's app it is (the scratch's `wake`): the caller puts it
+ * on the gen queue, and gen ranks it again. The messages are a bounded array (ETRAN_HOMA_SCHED_SLOTS), not an rbtree: Linux 6.1 has
  * no rbtree kfuncs. A run copies them under the scheduler's lock, ranks the copy without it
  * (bpf_loop: the verifier checks one entry's visit, not 32), and takes the lock again to apply
  * the grant, checking the cap anew: a grant never takes the incoming bytes past max_incoming,

@@ -63,7 +63,8 @@ pub enum Action {
     None,
     /// Send RESENDs for what is missing ([`resend_requests`]).
     Resend,
-    /// Probe our own grant scheduler for a message waiting for its grant.
+    /// Probe our own grant scheduler for a message waiting for its grant (due at every tick
+    /// once silent long enough: the caller limits them).
     Probe,
     /// Ask the client for an ACK.
     NeedAck,
@@ -93,8 +94,16 @@ impl RpcTimer {
         let waiting = match phase {
             Phase::Receiving { received, granted } => received < granted,
             Phase::AwaitingGrant => {
+                // A probe may go at every tick once silent long enough: the caller sends one
+                // per peer per resend interval, its waiting messages taking turns.
                 self.silent += 1;
-                return Self::every(self.silent, cfg.resend_ticks, cfg, Action::Probe);
+                return if self.silent >= cfg.timeout_ticks {
+                    Action::Abort
+                } else if self.silent >= cfg.resend_ticks {
+                    Action::Probe
+                } else {
+                    Action::None
+                };
             }
             Phase::ClientSending { sent, granted } => sent >= granted,
             Phase::InService => false,

@@ -174,8 +174,10 @@ pub struct Endpoint {
     gen_due: u32,
     /// Messages waiting for a grant whose peer is probed: a template naming each.
     grant_probes: VecDeque<RpcKey>,
-    /// The tick at which each peer was last probed for a message of ours waiting for a grant.
+    /// The tick at which each peer was last probed for a message of ours waiting for a grant,
+    /// and each such message last named in a probe (they take turns).
     grant_probed: HashMap<SocketAddrV4, u32>,
+    rpc_probed: HashMap<RpcKey, u32>,
     /// RESENDs and BUSYs to send.
     control: VecDeque<(RpcKey, Control)>,
     /// The loss timer of each RPC in progress (made at its first tick).
@@ -210,6 +212,7 @@ impl Endpoint {
             gen_due: 0,
             grant_probes: VecDeque::new(),
             grant_probed: HashMap::new(),
+            rpc_probed: HashMap::new(),
             control: VecDeque::new(),
             timers: HashMap::new(),
             peers_heard: HashMap::new(),
@@ -494,6 +497,7 @@ impl Endpoint {
             self.acks.push_back(RpcKey { peer, id });
         }
         let mut failed = Vec::new();
+        let mut probes: Vec<RpcKey> = Vec::new();
         for rpc in rpcs {
             let phase = self.phase(rpc);
             // A request waiting for its grant hears its server through any RPC with it, and
@@ -510,12 +514,6 @@ impl Endpoint {
                     self.ticks.wrapping_sub(t) < self.loss.resend_interval.max(1)
                 }),
             );
-            // A message waiting for its grant probes its peer (a template naming it: the kernel
-            // looks at every message from the peer again), one per peer per resend interval.
-            let grant_probed = self
-                .grant_probed
-                .get(&rpc.peer)
-                .is_some_and(|&t| self.ticks.wrapping_sub(t) < self.loss.resend_interval.max(1));
             let timer = self.timers.entry(rpc).or_default();
             if waits && heard {
                 timer.heard();
@@ -526,15 +524,11 @@ impl Endpoint {
                     self.peers_probed.insert(rpc.peer, self.ticks);
                     Action::Resend
                 }
-                Action::Probe if grant_probed => Action::None,
                 a => a,
             };
             match action {
                 Action::None => {}
-                Action::Probe => {
-                    self.grant_probed.insert(rpc.peer, self.ticks);
-                    self.grant_probes.push_back(rpc);
-                }
+                Action::Probe => probes.push(rpc),
                 Action::NeedAck => self.control.push_back((rpc, Control::NeedAck)),
                 Action::Resend => {
                     for (offset, length) in resend_requests(self.incoming.get(&rpc), u32::MAX) {
@@ -552,7 +546,25 @@ impl Endpoint {
                 }
             }
         }
+        self.probe(probes);
         failed
+    }
+
+    /// Messages waiting for their grants, silent long enough, probe their peers (a template
+    /// naming one: the kernel looks at it and every message from its peer again): one probe
+    /// per peer per resend interval, naming the one that waited longest since its last probe.
+    fn probe(&mut self, mut due: Vec<RpcKey>) {
+        due.sort_by_key(|rpc| self.rpc_probed.get(rpc).map_or(0, |&t| t.wrapping_add(1)));
+        for rpc in due {
+            let recent = self.grant_probed.get(&rpc.peer).is_some_and(|&t| {
+                self.ticks.wrapping_sub(t) < self.loss.resend_interval.max(1)
+            });
+            if !recent {
+                self.grant_probed.insert(rpc.peer, self.ticks);
+                self.rpc_probed.insert(rpc, self.ticks);
+                self.grant_probes.push_back(rpc);
+            }
+        }
     }
 
     /// The RPC is over on our side: nothing more goes out for it.
@@ -564,6 +576,7 @@ impl Endpoint {
         self.waiting.remove(&rpc);
         self.serving.remove(&rpc);
         self.timers.remove(&rpc);
+        self.rpc_probed.remove(&rpc);
     }
 
     /// Whether a frame waits to go out.
