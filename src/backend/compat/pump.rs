@@ -214,11 +214,49 @@ pub struct PumpStats {
     pub runs: u64,
 }
 
+/// A generator's wake ring buffer, and what its records said since the last drain.
+struct WakeRing<T> {
+    // Declared before the map it reads.
+    ring: RingBuffer<'static>,
+    seen: Arc<Mutex<T>>,
+    map: MapHandle,
+}
+
+impl<T: Default + Send + 'static> WakeRing<T> {
+    /// Opens the ring buffer `map` (`what`, for errors); `record` adds each record to `T`.
+    fn open(
+        map: &libbpf_rs::MapHandle,
+        what: &str,
+        record: impl Fn(&mut T, &[u8]) + 'static,
+    ) -> anyhow::Result<WakeRing<T>> {
+        let map = MapHandle::try_from(map)?;
+        let seen = Arc::new(Mutex::new(T::default()));
+        let sink = seen.clone();
+        let mut builder = RingBufferBuilder::new();
+        builder.add(&map, move |rec: &[u8]| {
+            record(&mut sink.lock().unwrap_or_else(|e| e.into_inner()), rec);
+            0
+        })?;
+        let ring = builder.build().with_context(|| format!("opening {what}"))?;
+        Ok(WakeRing { ring, seen, map })
+    }
+
+    /// The descriptor to poll for readability. A ring buffer's wakeup can be lost, after which
+    /// it stays silent: the caller also drains it without readiness.
+    fn fd(&self) -> RawFd {
+        self.map.as_fd().as_raw_fd()
+    }
+
+    /// Drains the records and takes what they said.
+    fn take(&self) -> anyhow::Result<T> {
+        crate::loader::drain_ring(&self.ring).context("reading a gen wake ring buffer")?;
+        Ok(std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+}
+
 pub struct GenPump {
     // Declared before the maps it reads.
-    ring: RingBuffer<'static>,
-    wakes: Arc<Mutex<Wakes>>,
-    wake_map: MapHandle,
+    wakes: WakeRing<Wakes>,
     queues: [MapHandle; 2],
     port: GenPort,
     /// Keys announced and not yet run for, per queue ([`Queue::index`]).
@@ -232,30 +270,22 @@ impl GenPump {
     /// the module doc).
     pub fn new(tcp: &TcpHandles, port: &str) -> anyhow::Result<GenPump> {
         let queues = [MapHandle::try_from(&tcp.ack_queue)?, MapHandle::try_from(&tcp.dack_queue)?];
-        let wake_map = MapHandle::try_from(&tcp.gen_wake)?;
-        let wakes = Arc::new(Mutex::new(Wakes::default()));
-        let sink = wakes.clone();
-        let mut builder = RingBufferBuilder::new();
-        builder.add(&wake_map, move |rec: &[u8]| {
-            if rec.len() >= std::mem::size_of::<etran_tcp_gen_wake>() {
-                // SAFETY: the record is a struct etran_tcp_gen_wake (checked length, any bits).
-                let w: etran_tcp_gen_wake =
-                    unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
-                let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
-                if w.kind == etran_tcp_ack_queued::ETRAN_TCP_ACK_IMMEDIATE.0 {
-                    s.immediate += 1;
-                } else {
-                    s.delayed += 1;
+        let wakes =
+            WakeRing::open(&tcp.gen_wake, "the gen wake ring buffer", |s: &mut Wakes, rec| {
+                if rec.len() >= std::mem::size_of::<etran_tcp_gen_wake>() {
+                    // SAFETY: the record is a struct etran_tcp_gen_wake (checked length, any bits).
+                    let w: etran_tcp_gen_wake =
+                        unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
+                    if w.kind == etran_tcp_ack_queued::ETRAN_TCP_ACK_IMMEDIATE.0 {
+                        s.immediate += 1;
+                    } else {
+                        s.delayed += 1;
+                    }
                 }
-            }
-            0
-        })?;
-        let ring = builder.build().context("opening the gen wake ring buffer")?;
+            })?;
         let port = GenPort::open(port, tcp.gen.as_raw_fd(), "etran_tcp_gen")?;
         Ok(GenPump {
-            ring,
             wakes,
-            wake_map,
             queues,
             port,
             outstanding: [0; 2],
@@ -264,10 +294,9 @@ impl GenPump {
         })
     }
 
-    /// The descriptor to poll for readability (the wake ring buffer). A ring buffer's wakeup
-    /// can be lost, after which it stays silent: the caller also drains it without readiness.
+    /// The descriptor to poll for readability (the wake ring buffer; see [`WakeRing::fd`]).
     pub fn fd(&self) -> RawFd {
-        self.wake_map.as_fd().as_raw_fd()
+        self.wakes.fd()
     }
 
     /// When [`GenPump::on_deadline`] must be called next (delayed ACKs are waiting).
@@ -282,8 +311,7 @@ impl GenPump {
     /// Drains the wake records; pumps if an ACK is due at once, else arms the delayed-ACK
     /// deadline.
     pub fn on_readable(&mut self, now: Instant) -> anyhow::Result<()> {
-        crate::loader::drain_ring(&self.ring).context("reading the gen wake ring buffer")?;
-        let w = std::mem::take(&mut *self.wakes.lock().unwrap_or_else(|e| e.into_inner()));
+        let w = self.wakes.take()?;
         self.outstanding[0] += w.immediate;
         self.outstanding[1] += w.delayed;
         if w.immediate > 0 {
@@ -383,10 +411,7 @@ pub const GRANT_TEMPLATE_LEN: usize = etran_homa_gen::ETRAN_HOMA_GEN_TEMPLATE_LE
 /// wakes it at most once per [`GRANT_RECHECK`], and it drains the queue then and again
 /// [`GRANT_RECHECK`] later, as long as keys are left.
 pub struct GrantPump {
-    // Declared before the map it reads.
-    ring: RingBuffer<'static>,
-    woken: Arc<Mutex<u64>>,
-    wake_map: MapHandle,
+    woken: WakeRing<u64>,
     queue: MapHandle,
     port: GenPort,
     deadline: Option<Instant>,
@@ -397,30 +422,17 @@ impl GrantPump {
     /// Opens the pump on the Homa object of a datapath, with its gen port `port`/`port`p.
     pub fn new(homa: &HomaHandles, port: &str) -> anyhow::Result<GrantPump> {
         let queue = MapHandle::try_from(&homa.gen_queue)?;
-        let wake_map = MapHandle::try_from(&homa.gen_wake)?;
-        let woken = Arc::new(Mutex::new(0u64));
-        let sink = woken.clone();
-        let mut builder = RingBufferBuilder::new();
-        builder.add(&wake_map, move |_rec: &[u8]| {
-            *sink.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-            0
-        })?;
-        let ring = builder.build().context("opening the Homa gen wake ring buffer")?;
+        let woken =
+            WakeRing::open(&homa.gen_wake, "the Homa gen wake ring buffer", |n: &mut u64, _| {
+                *n += 1
+            })?;
         let port = GenPort::open(port, homa.gen.as_raw_fd(), "etran_homa_gen")?;
-        Ok(GrantPump {
-            ring,
-            woken,
-            wake_map,
-            queue,
-            port,
-            deadline: None,
-            stats: PumpStats::default(),
-        })
+        Ok(GrantPump { woken, queue, port, deadline: None, stats: PumpStats::default() })
     }
 
-    /// The descriptor to poll for readability (the wake ring buffer).
+    /// The descriptor to poll for readability (the wake ring buffer; see [`WakeRing::fd`]).
     pub fn fd(&self) -> RawFd {
-        self.wake_map.as_fd().as_raw_fd()
+        self.woken.fd()
     }
 
     /// When [`GrantPump::on_deadline`] must be called next (the queue is looked at again).
@@ -435,9 +447,7 @@ impl GrantPump {
     /// Drains the wake records; if any came, sends the queued GRANTs and looks again
     /// [`GRANT_RECHECK`] later.
     pub fn on_readable(&mut self, now: Instant) -> anyhow::Result<()> {
-        crate::loader::drain_ring(&self.ring).context("reading the Homa gen wake ring buffer")?;
-        let woken = std::mem::take(&mut *self.woken.lock().unwrap_or_else(|e| e.into_inner()));
-        if woken > 0 {
+        if self.woken.take()? > 0 {
             self.pump()?;
             self.deadline = Some(now + GRANT_RECHECK);
         }

@@ -427,11 +427,9 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 	xgranted = e->granted;
 	c.xbirth = e->birth;
 	if (xreceived >= xlength) {
-		/* Complete: it leaves, and the rest rank as if it never was (its copy too: it
-		 * would hold back its peer's next message). */
+		/* Complete: it leaves, and the rest rank as if it never was. */
 		s->incoming -= homa_sched_outstanding(e);
 		e->length = 0;
-		w->snap[x].length = 0;
 	}
 	incoming = s->incoming;
 	since_fifo = s->since_fifo;

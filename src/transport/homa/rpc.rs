@@ -556,9 +556,10 @@ impl Endpoint {
     fn probe(&mut self, mut due: Vec<RpcKey>) {
         due.sort_by_key(|rpc| self.rpc_probed.get(rpc).map_or(0, |&t| t.wrapping_add(1)));
         for rpc in due {
-            let recent = self.grant_probed.get(&rpc.peer).is_some_and(|&t| {
-                self.ticks.wrapping_sub(t) < self.loss.resend_interval.max(1)
-            });
+            let recent = self
+                .grant_probed
+                .get(&rpc.peer)
+                .is_some_and(|&t| self.ticks.wrapping_sub(t) < self.loss.resend_interval.max(1));
             if !recent {
                 self.grant_probed.insert(rpc.peer, self.ticks);
                 self.rpc_probed.insert(rpc, self.ticks);
