@@ -57,6 +57,12 @@ pub enum Phase {
     ServerSending { sent: u32, length: u32 },
 }
 
+/// Silent ticks after which a message waiting for its grant may probe (the caller sends one
+/// per peer per resend interval): its turn may have come without a word to it (the kernel
+/// wakes it only where a ranking sees it), or its GRANT was lost. Sooner than a RESEND: with
+/// 5, short messages waiting behind each other on one peer lost their turns to a long one.
+pub const GRANT_PROBE_TICKS: u32 = 2;
+
 /// What a tick asks of the RPC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -99,7 +105,7 @@ impl RpcTimer {
                 self.silent += 1;
                 return if self.silent >= cfg.timeout_ticks {
                     Action::Abort
-                } else if self.silent >= cfg.resend_ticks {
+                } else if self.silent >= GRANT_PROBE_TICKS {
                     Action::Probe
                 } else {
                     Action::None

@@ -23,7 +23,7 @@
 //! (`ETRAN_HOMA_TX_GEN`, naming no RPC) with its next frames, so that the GRANTs leave at this
 //! pass rather than at the daemon's pump's wakeup (which sends them if the app does not). A
 //! message whose granted bytes all arrived waits for its turn, which the kernel announces
-//! itself; one silent for the resend ticks probes its peer, one probe per peer per resend
+//! itself; one silent for `GRANT_PROBE_TICKS` probes its peer, one probe per peer per resend
 //! interval (a template naming the RPC: gen queues every scheduled message from the peer again,
 //! and sends a GRANT DATA has not answered again: a lost GRANT). GRANTs that arrive raise the
 //! sender's limit here as ingress raises egress's.

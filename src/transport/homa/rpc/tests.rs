@@ -237,7 +237,7 @@ fn gen_templates_go_as_ingress_queued_them() {
 }
 
 /// Messages whose granted bytes all arrived wait for the scheduler: nothing is missing, so no
-/// RESEND; once silent for the resend ticks they probe their peer (a template naming one of
+/// RESEND; once silent for GRANT_PROBE_TICKS they probe their peer (a template naming one of
 /// them), one probe per peer per resend interval however many wait; the timeout still runs.
 #[test]
 fn messages_waiting_for_their_grants_probe_once_per_peer_and_never_resend() {
@@ -264,8 +264,8 @@ fn messages_waiting_for_their_grants_probe_once_per_peer_and_never_resend() {
             probes.push(t);
         }
     }
-    // At the resend ticks (5), and every resend interval (5) after.
-    assert_eq!(probes, [5, 10, 15, 20]);
+    // After GRANT_PROBE_TICKS (2) silent ticks, and every resend interval (5) after.
+    assert_eq!(probes, [2, 7, 12, 17]);
     // Silence past the timeout still ends them (a peer gone while we waited).
     b.set_loss_config(LossConfig { timeout_ticks: 50, ..LOSS });
     ticks(&mut b, 50);
