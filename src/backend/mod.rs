@@ -23,7 +23,7 @@ pub mod socket;
 
 use compat::{port::VethPort, Compat};
 use native::{Native, XskPort};
-use pump::GenPump;
+use pump::{GenPump, GrantPump};
 
 /// How a backend paces the frames apps send, on their way from egress to the NIC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,35 +85,56 @@ pub trait Backend {
     /// all of it).
     fn gen_pump(&self) -> &GenPump;
     fn gen_pump_mut(&mut self) -> &mut GenPump;
-    /// Readable when the transport queued work for the ACK generator.
-    fn gen_fd(&self) -> RawFd {
-        self.gen_pump().fd()
+    /// Homa's gen pump, which sends the GRANTs apps' templates did not (compat only: native
+    /// refuses Homa).
+    fn grant_pump(&self) -> Option<&GrantPump> {
+        None
+    }
+    fn grant_pump_mut(&mut self) -> Option<&mut GrantPump> {
+        None
+    }
+    /// Readable when a transport queued work for its generator (TCP's ACKs, Homa's GRANTs).
+    fn gen_fds(&self) -> Vec<RawFd> {
+        std::iter::once(self.gen_pump().fd()).chain(self.grant_pump().map(GrantPump::fd)).collect()
     }
     /// When [`Backend::on_gen_deadline`] must be called next (delayed work waits).
     fn gen_deadline(&self) -> Option<Instant> {
-        self.gen_pump().deadline()
+        let tcp = self.gen_pump().deadline();
+        match (tcp, self.grant_pump().and_then(GrantPump::deadline)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
     /// Emits the work announced since the last call (called on every loop pass: a wakeup can
     /// be lost).
     fn on_gen_wake(&mut self, now: Instant) -> anyhow::Result<()> {
-        self.gen_pump_mut().on_readable(now)
+        self.gen_pump_mut().on_readable(now)?;
+        self.grant_pump_mut().map_or(Ok(()), |g| g.on_readable(now))
     }
     /// Emits the delayed work whose deadline passed.
     fn on_gen_deadline(&mut self, now: Instant) -> anyhow::Result<()> {
-        self.gen_pump_mut().on_deadline(now)
+        self.gen_pump_mut().on_deadline(now)?;
+        self.grant_pump_mut().map_or(Ok(()), |g| g.on_deadline(now))
     }
     /// Periodic: emits work whose announcement was lost.
     fn on_housekeeping(&mut self) -> anyhow::Result<()> {
-        self.gen_pump_mut().housekeeping()
+        self.gen_pump_mut().housekeeping()?;
+        self.grant_pump_mut().map_or(Ok(()), GrantPump::housekeeping)
     }
     /// One line of what the backend did, for the daemon's log when it stops.
     fn report(&self) -> String {
         let g = self.gen_pump().stats();
-        format!("gen pump: {} sends, {} templates", g.calls, g.runs)
+        let mut line = format!("gen pump: {} sends, {} templates", g.calls, g.runs);
+        if let Some(h) = self.grant_pump().map(GrantPump::stats) {
+            line += &format!("; Homa's: {} sends, {} templates", h.calls, h.runs);
+        }
+        line
     }
 }
 
-/// The backend a daemon runs: the one its datapath was loaded for.
+/// The backend a daemon runs: the one its datapath was loaded for (one per daemon, so the
+/// variants' sizes do not matter).
+#[allow(clippy::large_enum_variant)]
 pub enum AnyBackend {
     Compat(Compat),
     Native(Native),
@@ -215,6 +236,14 @@ impl Backend for AnyBackend {
 
     fn gen_pump_mut(&mut self) -> &mut GenPump {
         backend!(self, b => b.gen_pump_mut())
+    }
+
+    fn grant_pump(&self) -> Option<&GrantPump> {
+        backend!(self, b => b.grant_pump())
+    }
+
+    fn grant_pump_mut(&mut self) -> Option<&mut GrantPump> {
+        backend!(self, b => b.grant_pump_mut())
     }
 }
 

@@ -1,7 +1,8 @@
-//! The gen pump: how the daemon emits the ACK generator's work (ARCHITECTURE.md, "ACKs: the
-//! generator"): all of it in the compat backend; in the native one, the delayed ACKs and the
-//! ACKs due at once that the gen hook of the apps' sockets did not emit (it runs only after an
-//! RX batch reached a socket).
+//! The gen pumps: how the daemon emits the work of the transports' generators (ARCHITECTURE.md,
+//! "ACKs: the generator"), each through a gen port of its own: TCP's ACKs ([`GenPump`]; all of
+//! them in the compat backend; in the native one, the delayed ACKs and the ACKs due at once that
+//! the gen hook of the apps' sockets did not emit, since it runs only after an RX batch reached a
+//! socket) and Homa's GRANTs ([`GrantPump`], compat only).
 //!
 //! ACKs are decided in the kernel (`src/bpf/tcp/tcp_gen.h`): ingress marks a connection that owes
 //! one, pushes its key on the queue of ACKs due at once (`etran_tcp_ack_queue`) or on the
@@ -35,13 +36,16 @@ use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, RingBuffer, RingBufferBuilder};
 
 use crate::{
-    bpf::tcp::types::{
-        etran_tcp_ack_queued, etran_tcp_gen_template, etran_tcp_gen_wake, etran_tcp_limit,
+    bpf::{
+        homa::types::etran_homa_gen,
+        tcp::types::{
+            etran_tcp_ack_queued, etran_tcp_gen_template, etran_tcp_gen_wake, etran_tcp_limit,
+        },
     },
     loader::{kernel, AttachMode},
     netlink::{Netlink, VethQueues},
     netns::NetNs,
-    transport::tcp::TcpHandles,
+    transport::{homa::control::HomaHandles, tcp::TcpHandles},
     xsk::{desc, BindMode, Desc, FrameAlloc, Socket, SocketConfig, Umem, UmemConfig},
 };
 
@@ -123,8 +127,9 @@ struct GenPort {
 
 impl GenPort {
     /// Creates the veth pair `name`/`name`p (replacing a stale one left by a crash), attaches
-    /// the generator to `name`p and binds a transmit-only socket on `name`.
-    fn open(name: &str, prog_fd: RawFd) -> anyhow::Result<GenPort> {
+    /// the generator `prog` (its name, for errors) to `name`p and binds a transmit-only socket
+    /// on `name`.
+    fn open(name: &str, prog_fd: RawFd, prog: &str) -> anyhow::Result<GenPort> {
         let mut nl = Netlink::open()?;
         if let Some(stale) = nl.link(name)? {
             nl.delete_link(stale.index)?;
@@ -144,7 +149,7 @@ impl GenPort {
         let peer_index = nl.index(&peer)?;
         // Before the socket: AF_XDP transmits only on a running device with its carrier.
         kernel::attach(peer_index, prog_fd, AttachMode::Drv)
-            .with_context(|| format!("attaching etran_tcp_gen to {peer}"))?;
+            .with_context(|| format!("attaching {prog} to {peer}"))?;
         nl.set_up(peer_index)?;
         nl.set_up(pair.ifindex)?;
         let n = MAX_REPEAT as u32;
@@ -218,11 +223,49 @@ pub struct PumpStats {
     pub runs: u64,
 }
 
+/// A generator's wake ring buffer, and what its records said since the last drain.
+struct WakeRing<T> {
+    // Declared before the map it reads.
+    ring: RingBuffer<'static>,
+    seen: Arc<Mutex<T>>,
+    map: MapHandle,
+}
+
+impl<T: Default + Send + 'static> WakeRing<T> {
+    /// Opens the ring buffer `map` (`what`, for errors); `record` adds each record to `T`.
+    fn open(
+        map: &libbpf_rs::MapHandle,
+        what: &str,
+        record: impl Fn(&mut T, &[u8]) + 'static,
+    ) -> anyhow::Result<WakeRing<T>> {
+        let map = MapHandle::try_from(map)?;
+        let seen = Arc::new(Mutex::new(T::default()));
+        let sink = seen.clone();
+        let mut builder = RingBufferBuilder::new();
+        builder.add(&map, move |rec: &[u8]| {
+            record(&mut sink.lock().unwrap_or_else(|e| e.into_inner()), rec);
+            0
+        })?;
+        let ring = builder.build().with_context(|| format!("opening {what}"))?;
+        Ok(WakeRing { ring, seen, map })
+    }
+
+    /// The descriptor to poll for readability. A ring buffer's wakeup can be lost, after which
+    /// it stays silent: the caller also drains it without readiness.
+    fn fd(&self) -> RawFd {
+        self.map.as_fd().as_raw_fd()
+    }
+
+    /// Drains the records and takes what they said.
+    fn take(&self) -> anyhow::Result<T> {
+        crate::loader::drain_ring(&self.ring).context("reading a gen wake ring buffer")?;
+        Ok(std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+}
+
 pub struct GenPump {
     // Declared before the maps it reads.
-    ring: RingBuffer<'static>,
-    wakes: Arc<Mutex<Wakes>>,
-    wake_map: MapHandle,
+    wakes: WakeRing<Wakes>,
     queues: [MapHandle; 2],
     port: GenPort,
     /// Keys announced and not yet run for, per queue ([`Queue::index`]).
@@ -236,30 +279,22 @@ impl GenPump {
     /// the module doc).
     pub fn new(tcp: &TcpHandles, port: &str) -> anyhow::Result<GenPump> {
         let queues = [MapHandle::try_from(&tcp.ack_queue)?, MapHandle::try_from(&tcp.dack_queue)?];
-        let wake_map = MapHandle::try_from(&tcp.gen_wake)?;
-        let wakes = Arc::new(Mutex::new(Wakes::default()));
-        let sink = wakes.clone();
-        let mut builder = RingBufferBuilder::new();
-        builder.add(&wake_map, move |rec: &[u8]| {
-            if rec.len() >= std::mem::size_of::<etran_tcp_gen_wake>() {
-                // SAFETY: the record is a struct etran_tcp_gen_wake (checked length, any bits).
-                let w: etran_tcp_gen_wake =
-                    unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
-                let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
-                if w.kind == etran_tcp_ack_queued::ETRAN_TCP_ACK_IMMEDIATE.0 {
-                    s.immediate += 1;
-                } else {
-                    s.delayed += 1;
+        let wakes =
+            WakeRing::open(&tcp.gen_wake, "the gen wake ring buffer", |s: &mut Wakes, rec| {
+                if rec.len() >= std::mem::size_of::<etran_tcp_gen_wake>() {
+                    // SAFETY: the record is a struct etran_tcp_gen_wake (checked length, any bits).
+                    let w: etran_tcp_gen_wake =
+                        unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
+                    if w.kind == etran_tcp_ack_queued::ETRAN_TCP_ACK_IMMEDIATE.0 {
+                        s.immediate += 1;
+                    } else {
+                        s.delayed += 1;
+                    }
                 }
-            }
-            0
-        })?;
-        let ring = builder.build().context("opening the gen wake ring buffer")?;
-        let port = GenPort::open(port, tcp.gen.as_raw_fd())?;
+            })?;
+        let port = GenPort::open(port, tcp.gen.as_raw_fd(), "etran_tcp_gen")?;
         Ok(GenPump {
-            ring,
             wakes,
-            wake_map,
             queues,
             port,
             outstanding: [0; 2],
@@ -268,10 +303,9 @@ impl GenPump {
         })
     }
 
-    /// The descriptor to poll for readability (the wake ring buffer). A ring buffer's wakeup
-    /// can be lost, after which it stays silent: the caller also drains it without readiness.
+    /// The descriptor to poll for readability (the wake ring buffer; see [`WakeRing::fd`]).
     pub fn fd(&self) -> RawFd {
-        self.wake_map.as_fd().as_raw_fd()
+        self.wakes.fd()
     }
 
     /// When [`GenPump::on_deadline`] must be called next (delayed ACKs are waiting).
@@ -286,8 +320,7 @@ impl GenPump {
     /// Drains the wake records; pumps if an ACK is due at once, else arms the delayed-ACK
     /// deadline.
     pub fn on_readable(&mut self, now: Instant) -> anyhow::Result<()> {
-        crate::loader::drain_ring(&self.ring).context("reading the gen wake ring buffer")?;
-        let w = std::mem::take(&mut *self.wakes.lock().unwrap_or_else(|e| e.into_inner()));
+        let w = self.wakes.take()?;
         self.outstanding[0] += w.immediate;
         self.outstanding[1] += w.delayed;
         if w.immediate > 0 {
@@ -366,5 +399,122 @@ impl GenPump {
         self.stats.calls += 1;
         self.stats.runs += u64::from(sent);
         Ok(sent)
+    }
+}
+
+/// How long after a wake the Homa pump looks at its queue again: ingress writes at most one wake
+/// record per this (`ETRAN_HOMA_GEN_WAKE_US`), so every key queued is seen within about twice
+/// this even when no app sent a template for it.
+pub const GRANT_RECHECK: Duration =
+    Duration::from_micros(etran_homa_gen::ETRAN_HOMA_GEN_WAKE_US.0 as u64);
+
+/// Templates one Homa flush sends before it looks at the queue again.
+const GRANT_BATCH: u32 = 8;
+
+/// Homa's template frame: a GRANT's length, its Ethernet type the generator's marker.
+pub fn grant_template() -> [u8; GRANT_TEMPLATE_LEN] {
+    let mut t = [0u8; GRANT_TEMPLATE_LEN];
+    t[12..14].copy_from_slice(&(etran_homa_gen::ETRAN_HOMA_GEN_ETHERTYPE.0 as u16).to_be_bytes());
+    t
+}
+
+/// The length of Homa's template (Ethernet, IPv4 and a GRANT).
+pub const GRANT_TEMPLATE_LEN: usize = etran_homa_gen::ETRAN_HOMA_GEN_TEMPLATE_LEN.0 as usize;
+
+/// The Homa gen pump: runs `etran_homa_gen` (`src/bpf/homa/homa_gen.h`), which turns each
+/// template into the GRANT of the RPC at the head of the gen queue. Apps send templates of their
+/// own with the frames of the pass that received the DATA (the GRANT then leaves as early as an
+/// app-written one did); the pump is what sends the GRANTs of an app that does not: ingress
+/// wakes it at most once per [`GRANT_RECHECK`], and it drains the queue then and again
+/// [`GRANT_RECHECK`] later, as long as keys are left.
+pub struct GrantPump {
+    woken: WakeRing<u64>,
+    queue: MapHandle,
+    port: GenPort,
+    deadline: Option<Instant>,
+    stats: PumpStats,
+}
+
+impl GrantPump {
+    /// Opens the pump on the Homa object of a datapath, with its gen port `port`/`port`p.
+    pub fn new(homa: &HomaHandles, port: &str) -> anyhow::Result<GrantPump> {
+        let queue = MapHandle::try_from(&homa.gen_queue)?;
+        let woken =
+            WakeRing::open(&homa.gen_wake, "the Homa gen wake ring buffer", |n: &mut u64, _| {
+                *n += 1
+            })?;
+        let port = GenPort::open(port, homa.gen.as_raw_fd(), "etran_homa_gen")?;
+        Ok(GrantPump { woken, queue, port, deadline: None, stats: PumpStats::default() })
+    }
+
+    /// The descriptor to poll for readability (the wake ring buffer; see [`WakeRing::fd`]).
+    pub fn fd(&self) -> RawFd {
+        self.woken.fd()
+    }
+
+    /// When [`GrantPump::on_deadline`] must be called next (the queue is looked at again).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    pub fn stats(&self) -> PumpStats {
+        self.stats
+    }
+
+    /// Drains the wake records; if any came, sends the queued GRANTs and looks again
+    /// [`GRANT_RECHECK`] later.
+    pub fn on_readable(&mut self, now: Instant) -> anyhow::Result<()> {
+        if self.woken.take()? > 0 {
+            self.pump()?;
+            self.deadline = Some(now + GRANT_RECHECK);
+        }
+        Ok(())
+    }
+
+    /// At the deadline: sends what was queued since (keys pushed without a wake record), and
+    /// looks again later while there was any.
+    pub fn on_deadline(&mut self, now: Instant) -> anyhow::Result<()> {
+        match self.deadline {
+            Some(d) if d <= now => {
+                self.deadline = None;
+                if self.queued() {
+                    self.pump()?;
+                    self.deadline = Some(now + GRANT_RECHECK);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether keys are queued (a peek at the queue).
+    pub fn queued(&self) -> bool {
+        matches!(self.queue.lookup(&[], MapFlags::ANY), Ok(Some(_)))
+    }
+
+    /// Periodic: sends what a lost wake record left queued.
+    pub fn housekeeping(&mut self) -> anyhow::Result<()> {
+        if self.queued() {
+            self.pump()?;
+        }
+        Ok(())
+    }
+
+    /// Sends templates while keys are queued (up to [`MAX_CALLS`] sends): nothing when the
+    /// apps' templates took them all, as they nearly always do.
+    pub fn pump(&mut self) -> anyhow::Result<()> {
+        let t = grant_template();
+        for _ in 0..MAX_CALLS {
+            if !self.queued() {
+                break;
+            }
+            let sent = self.port.send(&t, GRANT_BATCH)?;
+            self.stats.calls += 1;
+            self.stats.runs += u64::from(sent);
+            if sent == 0 {
+                break;
+            }
+        }
+        Ok(())
     }
 }

@@ -18,8 +18,9 @@
 //!   `tcp_egress.h` and `tcp_gen.h` (the three programs' logic), `tcp.bpf.c` (the hook glue).
 //! - `homa/`: the Homa transport: `homa_wire.h` (HomaModule's packets, the one definition BPF
 //!   and Rust share), `homa.h` (limits, port/peer/RPC state, RX metadata and TX header),
-//!   `homa_maps.h`, `homa_ingress.h` and `homa_egress.h` (the two programs' logic), `homa.bpf.c`
-//!   (the hook glue).
+//!   `homa_maps.h`, `homa_sched.h` (the grant scheduler), `homa_ingress.h`, `homa_egress.h` and
+//!   `homa_gen.h` (the three programs' logic: gen writes the GRANTs), `homa.bpf.c` (the hook
+//!   glue).
 //! - `testbed/switch.bpf.c`: the built-in testbed's switch (tc programs).
 //! - `xsk/xsk_redirect.bpf.c`: plain AF_XDP (frames on queue q → the socket in slot q) and the
 //!   live-frame traffic generator of `etran bench raw`; `xsk/xsk_chain.bpf.c`: the compat

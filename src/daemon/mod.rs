@@ -1,6 +1,6 @@
 //! `etran daemon`: the control path. One mio `Poll` drives the Unix listener apps connect to,
-//! one source per app session, the descriptor the backend's ACK generator work arrives on
-//! ([`Backend::gen_fd`]), the one the transport's control path is handed segments on
+//! one source per app session, the descriptors the backend's generators' work arrives on
+//! ([`Backend::gen_fds`]), the one the transport's control path is handed segments on
 //! ([`Control::fd`]), a timer wheel and a Waker that asks the loop to shut down. It reaches
 //! the transport and the backend only through their seams ([`crate::transport`],
 //! [`crate::backend`]).
@@ -142,7 +142,7 @@ impl Daemon {
         let mut backend = if dp.summary.backend == "native" {
             AnyBackend::Native(Native::new(&tcp, &cfg.iface, &gen_port, nic.mtu)?)
         } else {
-            AnyBackend::Compat(Compat::new(&tcp, &homa.egress, &gen_port, nic.mtu)?)
+            AnyBackend::Compat(Compat::new(&tcp, &homa, &gen_port, nic.mtu)?)
         };
         // The MSS follows the MTU apps' frames may reach (the NIC's, as far as the ports carry
         // it): read once, so an MTU changed under a running daemon takes a restart.
@@ -155,7 +155,9 @@ impl Daemon {
             return Err(e);
         }
         let poll = Poll::new().context("creating the event loop")?;
-        poll.registry().register(&mut SourceFd(&backend.gen_fd()), GEN, Interest::READABLE)?;
+        for fd in backend.gen_fds() {
+            poll.registry().register(&mut SourceFd(&fd), GEN, Interest::READABLE)?;
+        }
         poll.registry().register(&mut SourceFd(&tcp.fd()), SLOW, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut listener = listener;
@@ -602,7 +604,9 @@ impl Daemon {
         self.tcp.shutdown(&mut self.timers);
         self.homa.shutdown();
         let _ = self.poll.registry().deregister(&mut self.listener);
-        let _ = self.poll.registry().deregister(&mut SourceFd(&self.backend.gen_fd()));
+        for fd in self.backend.gen_fds() {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        }
         let _ = self.poll.registry().deregister(&mut SourceFd(&self.tcp.fd()));
         if let Err(e) = std::fs::remove_file(&self.cfg.socket) {
             if e.kind() != io::ErrorKind::NotFound {

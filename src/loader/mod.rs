@@ -445,6 +445,9 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
         tcp.maps.etran_tcp_gen_wake.pin(dir.join("tcp_gen_wake"))?;
         homa.progs.etran_homa_ingress.pin(dir.join("homa"))?;
         homa.progs.etran_homa_egress.pin(dir.join("homa_egress"))?;
+        homa.progs.etran_homa_gen.pin(dir.join("homa_gen"))?;
+        homa.maps.etran_homa_genq.pin(dir.join("homa_gen_queue"))?;
+        homa.maps.etran_homa_genw.pin(dir.join("homa_gen_wake"))?;
         homa.maps.etran_homa_ports.pin(dir.join("homa_ports"))?;
         homa.maps.etran_homa_peers.pin(dir.join("homa_peers"))?;
         homa.maps.etran_homa_rpcs.pin(dir.join("homa_rpcs"))?;

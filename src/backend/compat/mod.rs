@@ -1,8 +1,8 @@
 //! The compat backend, for stock kernels. Each app gets a veth port whose kernel side carries
 //! the transport's egress program ([`port`]): the app's frames cross the pair and egress
-//! checks and rewrites them before they are redirected to the NIC. The ACK generator has no
-//! hook of its own: it sits on the far side of the daemon's gen port, and the gen pump sends it
-//! a template frame per ACK whenever ingress queues work ([`pump`]). No
+//! checks and rewrites them before they are redirected to the NIC. The generators (TCP's ACKs,
+//! Homa's GRANTs) have no hook of their own: each sits on the far side of a gen port of the
+//! daemon's, and its gen pump sends it template frames when ingress queues work ([`pump`]). No
 //! pacing ([`Pacing::None`]): egress hands each frame to the NIC as the app sends it, and
 //! nothing on the way paces either (XDP_REDIRECT to the NIC bypasses its qdisc, `fq` included).
 use std::os::fd::{AsFd, OwnedFd};
@@ -12,13 +12,16 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::{socket, Backend, Pacing};
 use crate::{
-    bpf::tcp::types::etran_app_port_limit, log, netlink::Netlink, proto::Transport,
-    transport::tcp::TcpHandles,
+    bpf::tcp::types::etran_app_port_limit,
+    log,
+    netlink::Netlink,
+    proto::Transport,
+    transport::{homa::control::HomaHandles, tcp::TcpHandles},
 };
 
 pub mod port;
 
-use super::pump::GenPump;
+use super::pump::{GenPump, GrantPump};
 use port::VethPort;
 
 /// The datapath objects a port is wired into.
@@ -48,22 +51,26 @@ pub struct Compat {
     nl: Netlink,
     maps: PortMaps,
     pump: GenPump,
+    grants: GrantPump,
     /// The MTU of every app port ([`port::port_mtu`] of the NIC's).
     mtu: u32,
 }
 
 impl Compat {
-    /// The backend over the TCP object of a datapath on a NIC of MTU `nic_mtu` (and Homa's
-    /// egress, `homa_egress`); the gen pump's port (a veth pair) is named `gen_port` (see
-    /// [`GenPump::new`]).
+    /// The backend over the TCP and Homa objects of a datapath on a NIC of MTU `nic_mtu`; the
+    /// TCP gen pump's port (a veth pair) is named `gen_port`, Homa's `gen_port`h (see
+    /// [`GenPump::new`], [`GrantPump::new`]).
     pub fn new(
         tcp: &TcpHandles,
-        homa_egress: &OwnedFd,
+        homa: &HomaHandles,
         gen_port: &str,
         nic_mtu: u32,
     ) -> anyhow::Result<Compat> {
         let mtu = port::port_mtu(nic_mtu)?;
         let pump = GenPump::new(tcp, gen_port).context("starting the gen pump")?;
+        let grants =
+            GrantPump::new(homa, &format!("{gen_port}h")).context("starting the Homa gen pump")?;
+        let homa_egress = &homa.egress;
         let maps = PortMaps {
             app_ports: MapHandle::try_from(&tcp.app_ports)?,
             port_ifindex: MapHandle::try_from(&tcp.port_ifindex)?,
@@ -71,7 +78,7 @@ impl Compat {
             tcp_egress: tcp.egress.try_clone().context("duplicating TCP's egress descriptor")?,
             homa_egress: homa_egress.try_clone().context("duplicating Homa's egress descriptor")?,
         };
-        Ok(Compat { nl: Netlink::open()?, maps, pump, mtu })
+        Ok(Compat { nl: Netlink::open()?, maps, pump, grants, mtu })
     }
 }
 
@@ -126,5 +133,13 @@ impl Backend for Compat {
 
     fn gen_pump_mut(&mut self) -> &mut GenPump {
         &mut self.pump
+    }
+
+    fn grant_pump(&self) -> Option<&GrantPump> {
+        Some(&self.grants)
+    }
+
+    fn grant_pump_mut(&mut self) -> Option<&mut GrantPump> {
+        Some(&mut self.grants)
     }
 }

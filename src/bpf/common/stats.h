@@ -84,11 +84,11 @@ enum etran_drop_reason {
 	ETRAN_DROP_HOMA_TX_NO_PEER,   /* a new RPC to a peer of unknown Ethernet address (the app
 				       * asks the daemon first) */
 	ETRAN_DROP_HOMA_TX_NO_NIC,    /* the NIC slot of etran_nic is empty */
-	ETRAN_DROP_HOMA_TX_GRANT_SETTLED, /* a GRANT intent with no grant owed (the last GRANT
-					   * sent said as much already) */
 	ETRAN_DROP_TCP_MOVING,        /* a segment of a connection moving between apps (a forked
 				       * child adopting it): the peer's retransmission, or the
 				       * app's, brings it again once the new owner has it */
+	ETRAN_DROP_HOMA_TX_APP_GRANT, /* a GRANT an app wrote (intent GRANT): GRANTs are the
+				       * kernel's, written by gen (homa_gen.h) */
 	ETRAN_DROP_REASON_MAX,
 };
 
@@ -115,7 +115,8 @@ enum etran_event {
 	ETRAN_EVENT_HOMA_TX_DATA,        /* egress: a Homa DATA packet left for the NIC */
 	ETRAN_EVENT_HOMA_TX_ACK,         /* egress: a Homa ACK left for the NIC */
 	ETRAN_EVENT_HOMA_TX_ACK_ON_DATA, /* egress: a Homa DATA left carrying an ack (its RPC went) */
-	ETRAN_EVENT_HOMA_TX_GRANT,       /* egress: a Homa GRANT left for the NIC */
+	ETRAN_EVENT_HOMA_TX_GRANT,       /* gen: a Homa GRANT left for the NIC (from a template
+					  * of the daemon's pump or of an app) */
 	ETRAN_EVENT_HOMA_TX_RETRANSMIT,  /* egress: a Homa DATA packet of bytes sent before */
 	ETRAN_EVENT_HOMA_TX_RESEND,      /* egress: a Homa RESEND left for the NIC */
 	ETRAN_EVENT_HOMA_TX_BUSY,        /* egress: a Homa BUSY left for the NIC */
@@ -126,9 +127,17 @@ enum etran_event {
 					  * has (its response arrived whole), answered with an ACK */
 	ETRAN_EVENT_HOMA_SCHED_RANK,     /* the grant scheduler ranked the messages it holds (a
 					  * message's DATA in the last step of its grant, a grant
-					  * step after the last ranking, or complete; a GRANT intent) */
+					  * step after the last ranking, or complete; gen popping it) */
 	ETRAN_EVENT_HOMA_TX_CUTOFFS,     /* egress: a Homa CUTOFFS left for the NIC (a peer's DATA
 					  * echoed stale cutoffs) */
+	ETRAN_EVENT_HOMA_GEN_QUEUED,     /* an RPC went on the gen queue (its grant moved, it may
+					  * get one now, or a probe asked) */
+	ETRAN_EVENT_HOMA_GEN_IDLE,       /* gen: a template found nothing owed (the queue empty,
+					  * the RPC gone, its grant settled) and was dropped */
+	ETRAN_EVENT_HOMA_GEN_FULL,       /* the gen queue was full: the RPC's next DATA or probe
+					  * queues it again */
+	ETRAN_EVENT_HOMA_GEN_PROBE,      /* a probe (an app's template naming its RPC) queued
+					  * the scheduled messages of the RPC's peer again */
 	ETRAN_EVENT_MAX,
 };
 

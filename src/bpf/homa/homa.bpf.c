@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* The Homa object: the fast path of Homa RPCs, in two programs sharing the port, peer and RPC
+/* The Homa object: the fast path of Homa RPCs, in three programs sharing the port, peer and RPC
  * maps (homa_maps.h).
  * - etran_homa_ingress: tail-called by the entrance for every Homa frame from the NIC
  *   (homa_ingress.h).
  * - etran_homa_egress: XDP on the kernel side of a Homa app's port (compat backend); turns the
  *   app's TX frames into Homa packets for the NIC (homa_egress.h).
+ * - etran_homa_gen: XDP on the far side of the daemon's Homa gen port (compat backend); turns
+ *   the pump's template frames into the GRANTs the kernel decided (homa_gen.h).
  * It also carries Homa's layouts and limits (homa_wire.h, homa.h) into BTF, hence into the
  * skeleton's Rust types. */
 #include <linux/bpf.h>
@@ -13,6 +15,7 @@
 #include "common/transport.h"
 #include "homa/homa.h"
 #include "homa/homa_egress.h"
+#include "homa/homa_gen.h"
 #include "homa/homa_ingress.h"
 
 /* The slot of etran_transports this program fills; read by the loader. */
@@ -31,6 +34,12 @@ SEC("xdp")
 int etran_homa_egress(struct xdp_md *ctx)
 {
 	return homa_egress(ctx);
+}
+
+SEC("xdp")
+int etran_homa_gen(struct xdp_md *ctx)
+{
+	return homa_gen(ctx);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

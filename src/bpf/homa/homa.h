@@ -39,7 +39,7 @@ enum etran_homa_limit {
 	ETRAN_HOMA_SCHED_SLOTS = 32,
 	/* The most messages granted to at once (max_overcommit is at most this). */
 	ETRAN_HOMA_SCHED_MAX_ACTIVE = 8,
-	/* A scheduled message neither DATA nor its app's GRANT intent touched for this long is
+	/* A scheduled message neither DATA nor gen touched for this long is
 	 * gone (its RPC ended without completing it: a timeout, an app that went): its entry and
 	 * its incoming bytes are freed. Live messages are touched every few milliseconds. */
 	ETRAN_HOMA_SCHED_STALE_MS = 100,
@@ -101,7 +101,8 @@ struct homa_rpc {
 	__u8 in_grant_prio;  /* the priority the scheduler gave the grant */
 	__u8 in_sched_idx;   /* its entry in the grant scheduler + 1, as the last ranking left
 			      * it (0: none): DATA between rankings counts its bytes there */
-	__u8 pad2[2];
+	__u8 in_gen;         /* enum etran_homa_gen_mark: its key is on the gen queue */
+	__u8 pad2;
 	__u32 in_sched_at;   /* in_end when the scheduler last ranked the message */
 };
 
@@ -135,7 +136,7 @@ struct homa_sched_msg {
 	__u32 received;          /* its furthest byte that arrived */
 	__u32 granted;
 	__u64 birth;             /* when it was scheduled (a count): ties and the FIFO share */
-	__u64 touched;           /* ns of the last DATA or GRANT intent about it */
+	__u64 touched;           /* ns of the last DATA or gen run about it */
 };
 
 /* The scheduler's state: one entry of etran_homa_sched, for the whole host (as HomaModule's). */
@@ -166,17 +167,46 @@ struct etran_homa_rx_meta {
 
 /* What an ingress packet told the app (etran_homa_rx_meta.flags). */
 enum etran_homa_rx_flag {
-	/* The RPC's incoming message was granted more than any GRANT sent said: the app sends
-	 * the GRANT intent, and egress writes the GRANT from the RPC's state. */
-	ETRAN_HOMA_RX_GRANT_DUE = 1 << 0,
-	/* The grant scheduler would grant a message of this app whose granted bytes all arrived
-	 * (no DATA of it will come to say so): the app sends the GRANT intent for each such
-	 * message, and egress asks the scheduler again. */
-	ETRAN_HOMA_RX_GRANT_WAKE = 1 << 1,
 	/* The DATA echoed a cutoff_version other than this host's (struct homa_cutoffs_config):
 	 * its sender uses stale cutoffs, and the app has egress send a CUTOFFS (at most once a
 	 * tick per peer). */
 	ETRAN_HOMA_RX_CUTOFFS_DUE = 1 << 2,
+	/* The high nibble counts the RPCs this packet put on the gen queue (homa_gen.h: a grant
+	 * moved, or a waiting message may get one now), up to 15: the app may send as many gen
+	 * templates (ETRAN_HOMA_TX_GEN) with its next frames, so that the GRANTs leave at its
+	 * pass rather than at the daemon's pump's wakeup. Nothing is lost if it does not. */
+	ETRAN_HOMA_RX_GEN_ONE = 1 << 4,
+};
+
+/* etran_homa_rpcs' in_gen bits. */
+enum etran_homa_gen_mark {
+	ETRAN_HOMA_GEN_QUEUED = 1, /* the key is on etran_homa_genq (pushed once until popped) */
+	ETRAN_HOMA_GEN_RESEND = 2, /* a probe asked: gen sends the grant again if DATA has not
+				    * answered it yet (the GRANT may have been lost) */
+};
+
+/* The gen path of Homa (homa_gen.h): what the daemon's pump and the programs agree on. */
+enum etran_homa_gen {
+	/* The Ethernet type of the pump's template frames (local experimental, TCP's + 1). */
+	ETRAN_HOMA_GEN_ETHERTYPE = 0x88b6,
+	/* A template's length: Ethernet, IPv4 and a GRANT, the frame gen turns it into. */
+	ETRAN_HOMA_GEN_TEMPLATE_LEN = 14 + 20 + sizeof(struct homa_grant_hdr),
+	/* Ingress writes a wake record to etran_homa_genw at most once per this many µs; the
+	 * pump, woken, drains the queue and looks again after as long (so every key is seen
+	 * within about twice this, whether or not its app sent a template). */
+	ETRAN_HOMA_GEN_WAKE_US = 1000,
+	/* Keys the gen queue holds. */
+	ETRAN_HOMA_GEN_QUEUE_LEN = 4096,
+};
+
+/* A record of etran_homa_genw: keys were pushed on etran_homa_genq. */
+struct etran_homa_gen_wake {
+	__u32 queued;
+};
+
+/* The gen path's clock (one entry of etran_homa_genc). */
+struct homa_gen_state {
+	__u64 woke; /* ns of the last wake record */
 };
 
 /* What a TX frame asks egress to send (etran_homa_tx_hdr.intent). Zero is no intent, so a
@@ -185,10 +215,9 @@ enum etran_homa_tx_intent {
 	ETRAN_HOMA_TX_DATA = 1, /* payload at `offset` of a `message_length`-byte message */
 	ETRAN_HOMA_TX_ACK = 2,  /* the client got the whole response: the RPC goes, and an ACK tells
 				 * the server it may forget it too */
-	ETRAN_HOMA_TX_GRANT = 3, /* a GRANT of the RPC's incoming message: egress asks the
-				  * grant scheduler again and sends what it granted, new or
-				  * still unanswered (in_granted past in_end: a GRANT may have
-				  * been lost); the app chooses neither offset nor priority */
+	ETRAN_HOMA_TX_GRANT = 3, /* an app-written GRANT: always refused
+				  * (ETRAN_DROP_HOMA_TX_APP_GRANT). GRANTs are the kernel's: gen
+				  * writes them (ETRAN_HOMA_TX_GEN, homa_gen.h) */
 	ETRAN_HOMA_TX_RESEND = 4, /* a RESEND of the RPC's incoming message: `offset`, and in
 				   * `message_length` the bytes asked for (all ones: to the
 				   * grant, or everything sent when nothing arrived yet);
@@ -200,6 +229,13 @@ enum etran_homa_tx_intent {
 	ETRAN_HOMA_TX_CUTOFFS = 7, /* a CUTOFFS to the RPC's peer: this host's cutoffs, written by
 				    * egress from struct homa_cutoffs_config (the app chooses
 				    * nothing in it) */
+	ETRAN_HOMA_TX_GEN = 8, /* a gen template: egress runs gen on it (homa_gen.h), which turns
+				* it into the GRANT of the RPC at the head of the gen queue, or
+				* drops it if nothing is owed. The app names no RPC (a zero id),
+				* or, as a probe for a message of its own waiting for a grant,
+				* that RPC: gen first queues it and every scheduled message from
+				* its peer, to be ranked again or their grants sent again if
+				* DATA has not answered them (a lost GRANT) */
 };
 
 /* In front of the payload of every frame an app transmits (compat backend: on its port). Egress
@@ -233,6 +269,9 @@ struct etran_homa_layouts {
 	struct etran_homa_tx_hdr tx_hdr;
 	enum etran_homa_tx_intent tx_intent;
 	enum etran_homa_rx_flag rx_flag;
+	enum etran_homa_gen_mark gen_mark;
+	enum etran_homa_gen gen;
+	struct etran_homa_gen_wake gen_wake;
 	struct homa_port port;
 	struct homa_peer peer;
 	struct homa_sched_config sched_config;

@@ -10,10 +10,11 @@
  * NIC. DATA starting below the furthest byte sent is a retransmission (in answer to a RESEND,
  * within the same grant) and says so on the wire. An ACK intent ends a client's RPC: the RPC
  * goes, and an ACK packet tells the server; so does a DATA naming (ack_id) a client RPC of the
- * app's with the same peer, whose ack it then carries. A GRANT intent asks the grant scheduler about the
- * RPC's incoming message again (homa_sched.h) and sends its grant (in_granted) if it is new or
- * not yet answered by DATA (else homa_tx_grant_settled), at the control priority, with the
- * priority the scheduler chose for the DATA; the app chooses nothing in it. A RESEND intent asks the peer again for bytes of the
+ * app's with the same peer, whose ack it then carries. An app never writes a GRANT (the intent
+ * is refused, homa_tx_app_grant): a gen template (intent GEN) runs gen on the frame
+ * (homa_gen.h), which writes the GRANT at the head of the gen queue, the kernel's choice; a
+ * template naming an RPC (the app's own) probes its peer's scheduled messages first. A RESEND
+ * intent asks the peer again for bytes of the
  * incoming message, cut at what ingress granted (nothing granted there: homa_tx_beyond_grant);
  * a BUSY says the app is alive, a server's NEED_ACK asks the client for the ACK of a response
  * all sent, a CUTOFFS tells the peer this host's cutoffs (homa_cutoffs_config; DATA echo the
@@ -32,6 +33,7 @@
 #include "common/stats_maps.h"
 #include "homa/homa.h"
 #include "homa/homa_maps.h"
+#include "homa/homa_gen.h"
 #include "homa/homa_out.h"
 #include "homa/homa_sched.h"
 
@@ -56,6 +58,7 @@ static __always_inline int homa_tx_hdr_valid(const struct etran_homa_tx_hdr *h, 
 	case ETRAN_HOMA_TX_ACK:
 		return h->len == 0 && !(h->key.id & 1);
 	case ETRAN_HOMA_TX_GRANT:
+	case ETRAN_HOMA_TX_GEN:
 	case ETRAN_HOMA_TX_BUSY:
 	case ETRAN_HOMA_TX_CUTOFFS:
 		return h->len == 0;
@@ -90,30 +93,6 @@ static __always_inline struct homa_rpc *homa_tx_new_rpc(const struct etran_homa_
 	*why = ETRAN_DROP_HOMA_NO_ROOM;
 	bpf_map_update_elem(&etran_homa_rpcs, &h->key, &rpc, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&etran_homa_rpcs, &h->key);
-}
-
-/* Ethernet and IPv4 in front of `l4_len` bytes of Homa, from the RPC's fixed fields. */
-static __always_inline int homa_tx_write_l3(void *data, void *data_end, const struct homa_rpc *rpc,
-					    const struct homa_rpc_key *key, __u32 l4_len,
-					    __u8 priority)
-{
-	return homa_write_l3(data, data_end, rpc->local_mac, rpc->peer_mac, rpc->local_ip,
-			     key->peer_ip, l4_len, priority);
-}
-
-/* Ethernet and IPv4 for `l4_len` bytes of Homa, then the `hlen`-byte Homa header `hdr`; 0 when
- * the frame has no room for them. */
-static __always_inline int homa_tx_put(void *data, void *data_end, const struct homa_rpc *rpc,
-				       const struct homa_rpc_key *key, const void *hdr, __u32 hlen,
-				       __u32 l4_len, __u8 priority)
-{
-	const __u32 l3 = sizeof(struct ethhdr) + sizeof(struct iphdr);
-
-	if (!homa_tx_write_l3(data, data_end, rpc, key, l4_len, priority) ||
-	    data + l3 + hlen > data_end)
-		return 0;
-	__builtin_memcpy(data + l3, hdr, hlen);
-	return 1;
 }
 
 /* A RESEND intent (the frame's head already holds room for Ethernet, IPv4 and the RESEND): the
@@ -152,6 +131,40 @@ static __always_inline int homa_tx_resend(struct xdp_md *ctx, struct homa_rpc *r
 	return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
 }
 
+/* A gen template (intent GEN) from the app of `slot`: the frame becomes the GRANT at the head of
+ * the gen queue (homa_gen.h), or is dropped when nothing is owed. A template naming an RPC is a
+ * probe: the RPC must be the app's; it and every scheduled message from its peer are queued
+ * first (homa_gen_queue_entries), to be ranked again (entering the scheduler if it had no room
+ * for the RPC before) or their GRANTs sent again. */
+static __always_inline int homa_tx_gen(struct xdp_md *ctx, const struct etran_homa_tx_hdr *h,
+				       __u32 slot)
+{
+	const __u32 len = ETRAN_HOMA_GEN_TEMPLATE_LEN;
+	void *data, *data_end;
+	__u64 bytes = ctx->data_end - ctx->data;
+
+	if (h->key.id) {
+		struct homa_rpc *rpc = bpf_map_lookup_elem(&etran_homa_rpcs, &h->key);
+
+		if (!rpc)
+			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_UNKNOWN_RPC, bytes);
+		if (rpc->owner_slot != slot)
+			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_WRONG_OWNER, bytes);
+		/* The RPC itself too: the scheduler may have had no room for it yet. */
+		homa_gen_queue(rpc, &h->key, ETRAN_HOMA_GEN_RESEND);
+		homa_sched_of_peer(h->key.peer_ip);
+		homa_gen_queue_entries(ETRAN_HOMA_GEN_RESEND);
+		count_event(ETRAN_EVENT_HOMA_GEN_PROBE, bytes);
+	}
+	if (bpf_xdp_adjust_head(ctx, (int)sizeof(*h) - (int)len))
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
+	if (bpf_redirect_map(&etran_nic, 0, XDP_DROP) != XDP_REDIRECT)
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_NO_NIC, bytes);
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	return homa_gen_done(homa_gen_grant(data, data_end), data_end - data);
+}
+
 /* The egress program's body; see homa.bpf.c. */
 static __always_inline int homa_egress(struct xdp_md *ctx)
 {
@@ -179,6 +192,10 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 	owner = bpf_map_lookup_elem(&etran_port_ifindex, &slot);
 	if (!owner || !*owner || *owner != ctx->ingress_ifindex)
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_WRONG_OWNER, bytes);
+	if (h.intent == ETRAN_HOMA_TX_GRANT)
+		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_APP_GRANT, bytes);
+	if (h.intent == ETRAN_HOMA_TX_GEN)
+		return homa_tx_gen(ctx, &h, slot);
 	rpc = bpf_map_lookup_elem(&etran_homa_rpcs, &h.key);
 	if (!rpc) {
 		if (h.intent != ETRAN_HOMA_TX_DATA || (h.key.id & 1))
@@ -192,7 +209,6 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 
 	hlen = h.intent == ETRAN_HOMA_TX_DATA	? sizeof(struct homa_data_hdr) :
 	       h.intent == ETRAN_HOMA_TX_ACK	? sizeof(struct homa_ack_hdr) :
-	       h.intent == ETRAN_HOMA_TX_GRANT	? sizeof(struct homa_grant_hdr) :
 	       h.intent == ETRAN_HOMA_TX_RESEND ? sizeof(struct homa_resend_hdr) :
 	       h.intent == ETRAN_HOMA_TX_CUTOFFS ? sizeof(struct homa_cutoffs_hdr) :
 						  sizeof(struct homa_common_hdr);
@@ -218,42 +234,6 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 		/* After the headers, which read the RPC's addresses. */
 		bpf_map_delete_elem(&etran_homa_rpcs, &h.key);
 		count_event(ETRAN_EVENT_HOMA_TX_ACK, bytes);
-		return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
-	}
-
-	if (h.intent == ETRAN_HOMA_TX_GRANT) {
-		struct homa_grant_hdr g = {};
-		struct homa_sched_out o = {};
-		__u32 length, end;
-		__u8 prio;
-
-		bpf_spin_lock(&rpc->lock);
-		length = rpc->in_length;
-		end = rpc->in_end;
-		granted = rpc->in_granted;
-		bpf_spin_unlock(&rpc->lock);
-		if (length > ETRAN_HOMA_UNSCHED_LIMIT) {
-			homa_sched_run(&h.key, slot, length, end, granted, bpf_ktime_get_ns(), &o);
-			homa_sched_apply(rpc, &o, end);
-		}
-		bpf_spin_lock(&rpc->lock);
-		granted = rpc->in_granted;
-		prio = rpc->in_grant_prio;
-		/* A grant new, or one that DATA has not answered yet (its GRANT may be lost). */
-		if (granted > rpc->in_grant_sent || granted > rpc->in_end)
-			rpc->in_grant_sent = granted;
-		else
-			refused = ETRAN_DROP_HOMA_TX_GRANT_SETTLED;
-		bpf_spin_unlock(&rpc->lock);
-		if (refused >= 0)
-			return drop(ETRAN_PROTO_HOMA, refused, bytes);
-		homa_tx_common(&g.common, &h.key, HOMA_GRANT, HOMA_DOFF_CONTROL);
-		g.offset = bpf_htonl(granted);
-		g.priority = prio;
-		if (!homa_tx_put(data, data_end, rpc, &h.key, &g, sizeof(g), sizeof(g),
-				 HOMA_MAX_PRIORITIES - 1))
-			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
-		count_event(ETRAN_EVENT_HOMA_TX_GRANT, bytes);
 		return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
 	}
 

@@ -8,8 +8,9 @@
  *   creates the server's RPC, owned by the port's app; every other packet about an RPC needs one
  *   (else homa_unknown_rpc). CUTOFFS, FREEZE and ACK name no RPC of ours;
  * - state: DATA counts toward the RPC's incoming message and asks the grant scheduler about it
- *   (homa_rx_grant, homa_sched.h; the metadata tells the app the grant, when a GRANT is owed,
- *   which it has egress send, and when another of its messages may now be granted), and a DATA
+ *   (homa_rx_grant, homa_sched.h; a grant that moved, and the messages that may now get one,
+ *   go on the gen queue, whose GRANTs gen writes: homa_gen.h; the metadata tells the app the
+ *   grant and how many keys went on the queue), and a DATA
  *   echoing cutoffs other than this host's flags a CUTOFFS due; a CUTOFFS sets the
  *   cutoff_version our DATA to its sender echo (etran_homa_peers); a GRANT
  *   raises what egress lets our message send (out_granted); an ACK (the packet, or the one a
@@ -33,6 +34,7 @@
 #include "common/parse.h"
 #include "common/stats_maps.h"
 #include "homa/homa.h"
+#include "homa/homa_gen.h"
 #include "homa/homa_maps.h"
 #include "homa/homa_out.h"
 #include "homa/homa_sched.h"
@@ -55,16 +57,18 @@ static __always_inline void homa_rx_ack(__be32 peer_ip, __be16 peer_port, const 
  * and, if the message is longer than the unscheduled bytes, into the grant scheduler
  * (homa_sched.h), which ranks it again only where its grant can move (homa_sched_idle: not for
  * each DATA); the message's first DATA sets its length and its unscheduled bytes need no
- * GRANT. Returns the RX flags for the app (a GRANT owed, another message to wake) and sets
- * the grant, in packets, in *packets. The furthest byte, not a count, is what arrived: a
- * duplicate moves nothing. */
+ * GRANT. A grant that moved past the last GRANT sent queues the RPC for gen, and so does each
+ * message the ranking found waiting for a grant it may now get (homa_gen.h). Returns the RX
+ * flags for the app (the keys queued, ETRAN_HOMA_RX_GEN_ONE each) and sets the grant, in
+ * packets, in *packets. The furthest byte, not a count, is what arrived: a duplicate moves
+ * nothing. */
 static __always_inline __u8 homa_rx_grant(struct homa_rpc *rpc, const struct homa_rpc_key *key,
 					  __u32 slot, __u32 len, __u32 end, __u16 *packets)
 {
 	struct homa_sched_out o = {};
-	__u32 length, received, granted, idx, at;
+	__u32 length, received, granted, idx, at, queued = 0;
 	__u64 now = bpf_ktime_get_ns();
-	__u8 flags = 0;
+	int due;
 
 	bpf_spin_lock(&rpc->lock);
 	if (!rpc->in_length) {
@@ -88,16 +92,16 @@ static __always_inline __u8 homa_rx_grant(struct homa_rpc *rpc, const struct hom
 	      homa_sched_count(key, idx, received, now))) {
 		homa_sched_run(key, slot, length, received, granted, now, &o);
 		homa_sched_apply(rpc, &o, received);
-		if (o.wake)
-			flags |= ETRAN_HOMA_RX_GRANT_WAKE;
+		queued = homa_gen_queue_entries(0);
 	}
 	bpf_spin_lock(&rpc->lock);
 	granted = rpc->in_granted;
-	if (granted > rpc->in_grant_sent)
-		flags |= ETRAN_HOMA_RX_GRANT_DUE;
+	due = granted > rpc->in_grant_sent;
 	bpf_spin_unlock(&rpc->lock);
+	if (due)
+		queued += homa_gen_queue(rpc, key, 0);
 	*packets = (granted + ETRAN_HOMA_MAX_PAYLOAD - 1) / ETRAN_HOMA_MAX_PAYLOAD;
-	return flags;
+	return (queued < 15 ? queued : 15) * ETRAN_HOMA_RX_GEN_ONE;
 }
 
 /* A request's first DATA: the server's RPC, owned by the port's app, and the peer's Ethernet

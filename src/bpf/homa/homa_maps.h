@@ -42,6 +42,29 @@ struct {
 	__type(value, struct homa_sched);
 } etran_homa_sched SEC(".maps");
 
+/* RPCs a GRANT may be owed to, for gen to pop (homa_gen.h): each key at most once
+ * (ETRAN_HOMA_GEN_QUEUED). */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, ETRAN_HOMA_GEN_QUEUE_LEN);
+	__type(value, struct homa_rpc_key);
+} etran_homa_genq SEC(".maps");
+
+/* Where ingress wakes the daemon's gen pump (struct etran_homa_gen_wake records, at most one per
+ * ETRAN_HOMA_GEN_WAKE_US). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} etran_homa_genw SEC(".maps");
+
+/* The gen path's clock: when the last wake record went. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct homa_gen_state);
+} etran_homa_genc SEC(".maps");
+
 /* The grant scheduler's parameters: HomaModule's defaults unless the loader sets others. */
 const volatile struct homa_sched_config etran_homa_sched_config = {
 	.max_incoming = 400000,

@@ -55,4 +55,28 @@ static __always_inline void homa_tx_common(struct homa_common_hdr *c,
 	c->sender_id = bpf_cpu_to_be64(key->id);
 }
 
+/* Ethernet and IPv4 in front of `l4_len` bytes of Homa, from the RPC's fixed fields. */
+static __always_inline int homa_tx_write_l3(void *data, void *data_end, const struct homa_rpc *rpc,
+					    const struct homa_rpc_key *key, __u32 l4_len,
+					    __u8 priority)
+{
+	return homa_write_l3(data, data_end, rpc->local_mac, rpc->peer_mac, rpc->local_ip,
+			     key->peer_ip, l4_len, priority);
+}
+
+/* Ethernet and IPv4 for `l4_len` bytes of Homa, then the `hlen`-byte Homa header `hdr`; 0 when
+ * the frame has no room for them. */
+static __always_inline int homa_tx_put(void *data, void *data_end, const struct homa_rpc *rpc,
+				       const struct homa_rpc_key *key, const void *hdr, __u32 hlen,
+				       __u32 l4_len, __u8 priority)
+{
+	const __u32 l3 = sizeof(struct ethhdr) + sizeof(struct iphdr);
+
+	if (!homa_tx_write_l3(data, data_end, rpc, key, l4_len, priority) ||
+	    data + l3 + hlen > data_end)
+		return 0;
+	__builtin_memcpy(data + l3, hdr, hlen);
+	return 1;
+}
+
 #endif

@@ -15,12 +15,10 @@
  * Only messages longer than the unscheduled bytes are scheduled.
  *
  * Where it parts from grant.rs: a message's grant is decided when something happens to it, not
- * for every message at every change (no program can send a GRANT of another RPC's): at its
- * DATA (ingress) and at its app's GRANT intent (egress). A message whose granted bytes all
- * arrived hears of a turn through its app: ingress flags the frame it hands that app
- * (ETRAN_HOMA_RX_GRANT_WAKE) when such a message of the app is now active, and the app asks
- * again every few ticks for its other waiting messages (another app's frames flag nothing for
- * it). The messages are a bounded array (ETRAN_HOMA_SCHED_SLOTS), not an rbtree: Linux 6.1 has
+ * for every message at every change: at its DATA (ingress) and when gen pops it (homa_gen.h).
+ * A message whose granted bytes all arrived (no DATA of it will come) is woken by a run that
+ * finds it active and waiting, whoever's app it is (the scratch's `wake`): the caller puts it
+ * on the gen queue, and gen ranks it again. The messages are a bounded array (ETRAN_HOMA_SCHED_SLOTS), not an rbtree: Linux 6.1 has
  * no rbtree kfuncs. A run copies them under the scheduler's lock, ranks the copy without it
  * (bpf_loop: the verifier checks one entry's visit, not 32), and takes the lock again to apply
  * the grant, checking the cap anew: a grant never takes the incoming bytes past max_incoming,
@@ -42,7 +40,6 @@ struct homa_sched_out {
 	__u32 granted;  /* its grant now (0: not scheduled) */
 	__u8 priority;  /* of a grant that moved */
 	__u8 moved;     /* the grant moved */
-	__u8 wake;      /* another message of the same app waits for a grant it may now get */
 	__u8 idx;       /* its entry + 1 after the run (0: none, or it left) */
 };
 
@@ -90,11 +87,9 @@ static __always_inline __u32 homa_sched_align(__u32 offset, __u32 length)
 /* One scheduled message as a run copies it. */
 struct homa_sched_snap {
 	__be32 peer;
-	__u32 slot;
 	__u32 length; /* 0: a free entry */
 	__u32 received;
 	__u32 granted;
-	__u32 pad;
 	__u64 birth;
 };
 
@@ -109,7 +104,14 @@ struct homa_sched_snap {
  * - the oldest message not fully granted. */
 struct homa_sched_scratch {
 	struct homa_sched_snap snap[ETRAN_HOMA_SCHED_SLOTS];
+	struct homa_rpc_key key[ETRAN_HOMA_SCHED_SLOTS]; /* the entries' RPCs, for gen */
+	/* Entries (bits) for gen to queue (homa_gen_queue_entries): after a run, the other
+	 * messages that wait for a grant they may now get, with none of their DATA on the way
+	 * to say so; after homa_sched_of_peer, the peer's. Kept here, not in a register: the
+	 * verifier would follow each combination of bits as a state of its own. */
+	__u32 wake;
 	__u32 n;
+	__u32 same, worst; /* homa_sched_top_add's finds */
 	__u32 idx[ETRAN_HOMA_SCHED_MAX_ACTIVE];
 	__be32 peer[ETRAN_HOMA_SCHED_MAX_ACTIVE];
 	__u32 rem[ETRAN_HOMA_SCHED_MAX_ACTIVE];
@@ -121,14 +123,9 @@ struct homa_sched_scratch {
 	__u32 free;
 	__u32 blocked;      /* a message of the same peer ranks before the one asking */
 	__u32 oldest_is_x;
-	__u32 oldest_slot;
+	__u32 oldest_idx;
 	__u32 oldest_waits; /* its granted bytes all arrived */
 	__u64 oldest_birth;
-	__u32 same;         /* homa_sched_top_add's search: the asking peer's member, */
-	__u32 worst;        /* the worst of the others, and its rank */
-	__u32 worst_rem;
-	__u32 pad;
-	__u64 worst_birth;
 };
 
 struct {
@@ -138,38 +135,36 @@ struct {
 	__type(value, struct homa_sched_scratch);
 } etran_homa_sched_scratch SEC(".maps");
 
-/* A scratch-map field read or written where the code says, not kept in a register by the
- * compiler: the verifier does not follow values in map memory, so what a step of an unrolled
- * loop decided there does not split the states of the steps after it. */
-#define HOMA_SCRATCH(field) (*(volatile typeof(field) *)&(field))
-
 static __always_inline void homa_sched_top_add(struct homa_sched_scratch *w, __u32 k, __u32 i,
 					       __be32 peer, __u32 rem, __u64 birth)
 {
-	const __u32 none = ETRAN_HOMA_SCHED_MAX_ACTIVE;
+	const __u32 M = ETRAN_HOMA_SCHED_MAX_ACTIVE;
 	__u32 n = w->n, worst, same;
 
-	/* The peer's member and the worst of the others. In registers, each step's outcome
-	 * (which j, which comparison) multiplied the verifier's states: 6.18.44's gave up after
-	 * a million instructions. */
-	HOMA_SCRATCH(w->same) = none;
-	HOMA_SCRATCH(w->worst) = none;
-	for (__u32 j = 0; j < ETRAN_HOMA_SCHED_MAX_ACTIVE; j++) {
-		if (j >= n)
-			continue;
-		if (w->peer[j] == peer)
-			HOMA_SCRATCH(w->same) = j;
-		else if (HOMA_SCRATCH(w->worst) == none ||
-			 homa_sched_before(HOMA_SCRATCH(w->worst_rem), HOMA_SCRATCH(w->worst_birth),
-					   w->rem[j], w->birth[j])) {
-			HOMA_SCRATCH(w->worst) = j;
-			HOMA_SCRATCH(w->worst_rem) = w->rem[j];
-			HOMA_SCRATCH(w->worst_birth) = w->birth[j];
+	/* The member of the same peer and the worst member are found in the scratch, not in
+	 * registers, and the compiler made to read them back (the empty asm): a verifier that
+	 * follows bpf_loop's callback iteration by iteration would otherwise carry each
+	 * combination of the two indices as a state of its own (6.18 gives up). */
+	w->same = M;
+	w->worst = M;
+#pragma unroll
+	for (__u32 j = 0; j < M; j++) {
+		asm volatile("" ::: "memory");
+		if (j < n) {
+			if (w->peer[j] == peer) {
+				w->same = j;
+			} else if (w->worst >= M ||
+				   homa_sched_before(w->rem[w->worst & (M - 1)],
+						     w->birth[w->worst & (M - 1)], w->rem[j],
+						     w->birth[j])) {
+				w->worst = j;
+			}
 		}
 	}
-	same = HOMA_SCRATCH(w->same);
-	if (same < none) {
-		same &= none - 1;
+	asm volatile("" ::: "memory");
+	same = w->same;
+	if (same < M) {
+		same &= M - 1;
 		if (homa_sched_before(rem, birth, w->rem[same], w->birth[same])) {
 			w->idx[same] = i;
 			w->rem[same] = rem;
@@ -177,16 +172,15 @@ static __always_inline void homa_sched_top_add(struct homa_sched_scratch *w, __u
 		}
 		return;
 	}
-	worst = HOMA_SCRATCH(w->worst);
+	worst = w->worst;
 	if (n < k) {
 		worst = n;
 		w->n = n + 1;
-	} else if (worst == none ||
-		   !homa_sched_before(rem, birth, HOMA_SCRATCH(w->worst_rem),
-				      HOMA_SCRATCH(w->worst_birth))) {
+	} else if (worst >= M ||
+		   !homa_sched_before(rem, birth, w->rem[worst & (M - 1)], w->birth[worst & (M - 1)])) {
 		return;
 	}
-	worst &= none - 1;
+	worst &= M - 1;
 	w->idx[worst] = i;
 	w->peer[worst] = peer;
 	w->rem[worst] = rem;
@@ -279,6 +273,31 @@ static __always_inline int homa_sched_count(const struct homa_rpc_key *key, __u3
 	return found;
 }
 
+/* The entries (bits) holding messages from `peer`, their keys copied to the scratch's `key`:
+ * what a probe queues for gen. */
+static __always_inline void homa_sched_of_peer(__be32 peer)
+{
+	struct homa_sched_scratch *w;
+	struct homa_sched *s;
+	__u32 zero = 0;
+
+	s = bpf_map_lookup_elem(&etran_homa_sched, &zero);
+	w = bpf_map_lookup_elem(&etran_homa_sched_scratch, &zero);
+	if (!s || !w)
+		return;
+	w->wake = 0;
+	bpf_spin_lock(&s->lock);
+	for (__u32 i = 0; i < ETRAN_HOMA_SCHED_SLOTS; i++) {
+		struct homa_sched_msg *e = &s->msgs[i];
+
+		if (e->length && e->key.peer_ip == peer) {
+			w->key[i] = e->key;
+			w->wake |= 1u << i;
+		}
+	}
+	bpf_spin_unlock(&s->lock);
+}
+
 /* What a run's walk over the copy knows of the message asking. */
 struct homa_sched_walk {
 	struct homa_sched_scratch *w;
@@ -307,7 +326,7 @@ static long homa_sched_visit(__u32 i, void *ctx)
 	homa_sched_peer_add(w, c->k, m->peer);
 	if (m->granted < m->length && m->birth < w->oldest_birth) {
 		w->oldest_is_x = 0;
-		w->oldest_slot = m->slot;
+		w->oldest_idx = i;
 		w->oldest_waits = m->granted <= m->received;
 		w->oldest_birth = m->birth;
 	}
@@ -350,6 +369,7 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 	w = bpf_map_lookup_elem(&etran_homa_sched_scratch, &zero);
 	if (!s || !w)
 		return;
+	w->wake = 0;
 
 	/* Under the lock: find (or make) the entry, count what arrived, free what is stale or
 	 * complete, copy the rest. */
@@ -371,7 +391,7 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 		if (homa_sched_is(e, key))
 			w->x = i;
 		w->snap[i].peer = e->key.peer_ip;
-		w->snap[i].slot = e->slot;
+		w->key[i] = e->key;
 		w->snap[i].received = e->received;
 		w->snap[i].granted = e->granted;
 		w->snap[i].birth = e->birth;
@@ -423,7 +443,7 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 	w->peers_n = 0;
 	w->blocked = 0;
 	w->oldest_is_x = 0;
-	w->oldest_slot = 0;
+	w->oldest_idx = 0;
 	w->oldest_waits = 0;
 	w->oldest_birth = ~0ULL;
 	c.w = w;
@@ -443,8 +463,8 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 	peers_n = w->peers_n;
 	window = cfg->window ? cfg->window : max_incoming / (peers_n + 1);
 	headroom = (__s64)max_incoming - incoming;
-	/* What the active messages ranked before this one would take first; and whether one of
-	 * them, of the same app, waits for a grant with nothing on the way to say so. */
+	/* What the active messages ranked before this one would take first; and which of them
+	 * wait for a grant with nothing on the way to say so. */
 #pragma unroll
 	for (__u32 j = 0; j < ETRAN_HOMA_SCHED_MAX_ACTIVE; j++) {
 		struct homa_sched_snap *m;
@@ -456,9 +476,9 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 		want = m->received + window < m->length ? m->received + window : m->length;
 		if (want > m->granted) {
 			headroom -= want - m->granted;
-			if (m->slot == slot && m->granted <= m->received &&
+			if (m->granted <= m->received &&
 			    incoming + ETRAN_HOMA_MAX_PAYLOAD <= max_incoming)
-				out->wake = 1;
+				w->wake |= 1u << (w->idx[j] & (N - 1));
 		}
 	}
 	if (c.x >= N) {
@@ -485,14 +505,14 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 	/* The FIFO share: due after (1000 - fraction) / fraction bytes granted by rank for each
 	 * fifo_increment, to the oldest message not fully granted that is not ignoring grants
 	 * already (more than a window and two increments outstanding). It goes to this message
-	 * if it is that one; one of the same app waiting with nothing on the way is woken. */
+	 * if it is that one; another waiting with nothing on the way is woken. */
 	if (!target && due && since_fifo >= due) {
 		if (w->oldest_is_x && xgranted - xreceived < window + 2 * cfg->fifo_increment) {
 			target = homa_sched_align(xgranted + cfg->fifo_increment, xlength);
 			fifo = 1;
 			out->priority = HOMA_MAX_PRIORITIES - 2;
-		} else if (!w->oldest_is_x && w->oldest_slot == slot && w->oldest_waits) {
-			out->wake = 1;
+		} else if (!w->oldest_is_x && w->oldest_waits) {
+			w->wake |= 1u << (w->oldest_idx & (N - 1));
 		}
 	}
 	if (!target)

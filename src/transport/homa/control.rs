@@ -21,6 +21,7 @@ use crate::{
 /// etran_homa_ports, etran_homa_peers below).
 const HOMA_INGRESS_PROG: &str = "etran_homa_ingr";
 const HOMA_EGRESS_PROG: &str = "etran_homa_egre";
+const HOMA_GEN_PROG: &str = "etran_homa_gen";
 
 /// Ports `HomaBind { port: 0 }` picks from (IANA's dynamic range).
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
@@ -36,6 +37,12 @@ pub struct HomaHandles {
     pub peers: MapHandle,
     /// HASH: struct homa_rpc_key → struct homa_rpc (etran_homa_rpcs).
     pub rpcs: MapHandle,
+    /// The GRANT generator (etran_homa_gen), run by the gen pump.
+    pub gen: std::os::fd::OwnedFd,
+    /// QUEUE of RPC keys a GRANT may be owed to (etran_homa_genq).
+    pub gen_queue: MapHandle,
+    /// RINGBUF where ingress wakes the gen pump (etran_homa_genw).
+    pub gen_wake: MapHandle,
 }
 
 pub fn homa_handles(entrance_prog_id: u32) -> anyhow::Result<HomaHandles> {
@@ -46,7 +53,18 @@ pub fn homa_handles(entrance_prog_id: u32) -> anyhow::Result<HomaHandles> {
     let (_, ports) = loader::prog_map(ingress, "etran_homa_port")?.ok_or_else(missing)?;
     let (_, peers) = loader::prog_map(ingress, "etran_homa_peer")?.ok_or_else(missing)?;
     let egress = loader::prog_sharing(rpcs_id, HOMA_EGRESS_PROG).ok_or_else(missing)?;
-    Ok(HomaHandles { egress: libbpf_rs::Program::fd_from_id(egress)?, ports, peers, rpcs })
+    let gen = loader::prog_sharing(rpcs_id, HOMA_GEN_PROG).ok_or_else(missing)?;
+    let (_, gen_queue) = loader::prog_map(gen, "etran_homa_genq")?.ok_or_else(missing)?;
+    let (_, gen_wake) = loader::prog_map(ingress, "etran_homa_genw")?.ok_or_else(missing)?;
+    Ok(HomaHandles {
+        egress: libbpf_rs::Program::fd_from_id(egress)?,
+        ports,
+        peers,
+        rpcs,
+        gen: libbpf_rs::Program::fd_from_id(gen)?,
+        gen_queue,
+        gen_wake,
+    })
 }
 
 fn bytes_of<T>(v: &T) -> &[u8] {

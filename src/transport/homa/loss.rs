@@ -43,8 +43,10 @@ pub enum Phase {
     /// of it so far, `granted` the most its sender may have sent.
     Receiving { received: u32, granted: u32 },
     /// Receiving a message whose granted bytes all arrived: it waits for the receiver's own
-    /// grant scheduler, so nothing is missing and nothing is asked for (HomaModule); only the
-    /// timeout runs, so that a peer gone while we waited still ends the RPC.
+    /// grant scheduler, so nothing is missing and no RESEND asks for it (HomaModule). Silent
+    /// that long, it probes the scheduler (our kernel's gen sends a GRANT DATA has not
+    /// answered again: it may have been lost); the timeout runs, so that a peer gone while
+    /// we waited still ends the RPC.
     AwaitingGrant,
     /// A client sending its request (and waiting for the response once all is sent): `sent`
     /// bytes so far, `granted` the most it may send.
@@ -55,12 +57,21 @@ pub enum Phase {
     ServerSending { sent: u32, length: u32 },
 }
 
+/// Silent ticks after which a message waiting for its grant may probe (the caller sends one
+/// per peer per resend interval): its turn may have come without a word to it (the kernel
+/// wakes it only where a ranking sees it), or its GRANT was lost. Sooner than a RESEND: with
+/// 5, short messages waiting behind each other on one peer lost their turns to a long one.
+pub const GRANT_PROBE_TICKS: u32 = 2;
+
 /// What a tick asks of the RPC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     None,
     /// Send RESENDs for what is missing ([`resend_requests`]).
     Resend,
+    /// Probe our own grant scheduler for a message waiting for its grant (due at every tick
+    /// once silent long enough: the caller limits them).
+    Probe,
     /// Ask the client for an ACK.
     NeedAck,
     /// Give up: the peer is gone. A client's app gets ETIMEDOUT; a server forgets the RPC.
@@ -89,8 +100,16 @@ impl RpcTimer {
         let waiting = match phase {
             Phase::Receiving { received, granted } => received < granted,
             Phase::AwaitingGrant => {
+                // A probe may go at every tick once silent long enough: the caller sends one
+                // per peer per resend interval, its waiting messages taking turns.
                 self.silent += 1;
-                return if self.silent >= cfg.timeout_ticks { Action::Abort } else { Action::None };
+                return if self.silent >= cfg.timeout_ticks {
+                    Action::Abort
+                } else if self.silent >= GRANT_PROBE_TICKS {
+                    Action::Probe
+                } else {
+                    Action::None
+                };
             }
             Phase::ClientSending { sent, granted } => sent >= granted,
             Phase::InService => false,

@@ -17,13 +17,16 @@
 //!
 //! Messages longer than the unscheduled bytes go as far as they are granted: the kernel's grant
 //! scheduler decides the receiver's grants across every message of the host (SRPT, the
-//! overcommit, the incoming cap: `src/bpf/homa/homa_sched.h`), ingress tells each DATA's grant
-//! and flags the DATA after which a GRANT is owed; the engine then sends the GRANT intent
-//! (egress writes the GRANT from the RPC's state). A message whose granted bytes all arrived
-//! waits for its turn: the engine asks again (the GRANT intent, which has egress ask the
-//! scheduler) when ingress says one of its waiting messages may go now
-//! (`ETRAN_HOMA_RX_GRANT_WAKE`), and every [`GRANT_POLL_TICKS`] ticks. GRANTs that arrive raise
-//! the sender's limit here as ingress raises egress's.
+//! overcommit, the incoming cap: `src/bpf/homa/homa_sched.h`) and the kernel writes the GRANTs
+//! (gen, `src/bpf/homa/homa_gen.h`); an app never writes one. Ingress tells each DATA's grant
+//! and how many RPCs it queued for gen; the engine sends as many gen templates
+//! (`ETRAN_HOMA_TX_GEN`, naming no RPC) with its next frames, so that the GRANTs leave at this
+//! pass rather than at the daemon's pump's wakeup (which sends them if the app does not). A
+//! message whose granted bytes all arrived waits for its turn, which the kernel announces
+//! itself; one silent for `GRANT_PROBE_TICKS` probes its peer, one probe per peer per resend
+//! interval (a template naming the RPC: gen queues every scheduled message from the peer again,
+//! and sends a GRANT DATA has not answered again: a lost GRANT). GRANTs that arrive raise the
+//! sender's limit here as ingress raises egress's.
 //!
 //! Loss: the app drives each RPC's [`RpcTimer`] ([`Endpoint::tick`], every millisecond). A
 //! message coming in that goes silent with bytes missing gets RESENDs for them (every gap, and
@@ -68,18 +71,11 @@ impl RxMeta for etran_homa_rx_meta {
     }
 }
 
-/// Ingress's word that a GRANT is owed (`ETRAN_HOMA_RX_GRANT_DUE`).
-const GRANT_DUE: u8 = etran_homa_rx_flag::ETRAN_HOMA_RX_GRANT_DUE.0 as u8;
-/// Ingress's word that a message of ours waiting for a grant may get one now
-/// (`ETRAN_HOMA_RX_GRANT_WAKE`).
-const GRANT_WAKE: u8 = etran_homa_rx_flag::ETRAN_HOMA_RX_GRANT_WAKE.0 as u8;
+/// Ingress's count of the RPCs a frame queued for gen, in units of this
+/// (`ETRAN_HOMA_RX_GEN_ONE`: the flags' high nibble).
+const GEN_ONE: u8 = etran_homa_rx_flag::ETRAN_HOMA_RX_GEN_ONE.0 as u8;
 /// Ingress's word that the DATA's sender echoed stale cutoffs (`ETRAN_HOMA_RX_CUTOFFS_DUE`).
 const CUTOFFS_DUE: u8 = etran_homa_rx_flag::ETRAN_HOMA_RX_CUTOFFS_DUE.0 as u8;
-
-/// Ticks between two requests for a grant of a message whose granted bytes all arrived: its
-/// turn may have come without a word to us (another app's message made room), or its GRANT
-/// was lost.
-pub const GRANT_POLL_TICKS: u32 = 2;
 
 /// Bytes of the TX header in front of every frame's payload.
 pub const TX_HDR_LEN: usize = std::mem::size_of::<etran_homa_tx_hdr>();
@@ -162,7 +158,7 @@ pub struct Endpoint {
     incoming: HashMap<RpcKey, MessageIn>,
     /// How far each was granted, as ingress last said.
     granted: HashMap<RpcKey, u32>,
-    /// Ticks run (the grant poll's clock).
+    /// Ticks run (the probes' and held acks' clock).
     ticks: u32,
     /// Our client RPCs waiting for their response.
     waiting: HashSet<RpcKey>,
@@ -173,10 +169,15 @@ pub struct Endpoint {
     acks: VecDeque<RpcKey>,
     /// Client RPCs whose ack waits for a DATA to ride on.
     held_acks: PendingAcks,
-    /// RPCs whose incoming message ingress granted more than a GRANT said: each owes the
-    /// GRANT intent once.
-    grants: VecDeque<RpcKey>,
-    grants_due: HashSet<RpcKey>,
+    /// Gen templates owed: the RPCs ingress queued for gen (their GRANTs leave with our next
+    /// frames).
+    gen_due: u32,
+    /// Messages waiting for a grant whose peer is probed: a template naming each.
+    grant_probes: VecDeque<RpcKey>,
+    /// The tick at which each peer was last probed for a message of ours waiting for a grant,
+    /// and each such message last named in a probe (they take turns).
+    grant_probed: HashMap<SocketAddrV4, u32>,
+    rpc_probed: HashMap<RpcKey, u32>,
     /// RESENDs and BUSYs to send.
     control: VecDeque<(RpcKey, Control)>,
     /// The loss timer of each RPC in progress (made at its first tick).
@@ -208,8 +209,10 @@ impl Endpoint {
             serving: HashSet::new(),
             acks: VecDeque::new(),
             held_acks: PendingAcks::default(),
-            grants: VecDeque::new(),
-            grants_due: HashSet::new(),
+            gen_due: 0,
+            grant_probes: VecDeque::new(),
+            grant_probed: HashMap::new(),
+            rpc_probed: HashMap::new(),
             control: VecDeque::new(),
             timers: HashMap::new(),
             peers_heard: HashMap::new(),
@@ -290,6 +293,7 @@ impl Endpoint {
         );
         let rpc = RpcKey { peer, id: RpcId::from_wire(meta.id ^ 1) };
         let ty = Type::from_byte(meta.r#type);
+        self.gen_due += u32::from(meta.flags / GEN_ONE);
         // What the peer sends of its own accord shows it alive (HomaModule's rule): not a
         // RESEND, which a peer waiting on us keeps sending, or two sides each waiting for the
         // other would keep each other from ever asking.
@@ -368,12 +372,6 @@ impl Endpoint {
             self.stats.rx_stale += 1;
             return None;
         }
-        if meta.flags & GRANT_DUE != 0 {
-            self.ask_grant(rpc);
-        }
-        if meta.flags & GRANT_WAKE != 0 {
-            self.ask_grants_waiting();
-        }
         let granted = (u32::from(meta.grant_packets) * MAX_PAYLOAD).min(meta.message_length);
         let g = self.granted.entry(rpc).or_default();
         *g = (*g).max(granted);
@@ -408,13 +406,6 @@ impl Endpoint {
         }
     }
 
-    /// Sends the GRANT intent for `rpc` (once until it goes).
-    fn ask_grant(&mut self, rpc: RpcKey) {
-        if self.grants_due.insert(rpc) {
-            self.grants.push_back(rpc);
-        }
-    }
-
     /// Whether every byte granted of the incoming message `rpc` arrived and more are to come:
     /// it waits for the scheduler.
     fn awaits_grant(&self, rpc: RpcKey) -> bool {
@@ -422,15 +413,6 @@ impl Endpoint {
             return false;
         };
         m.received() >= g && g < m.length()
-    }
-
-    /// Asks the scheduler again for every incoming message waiting for a grant.
-    fn ask_grants_waiting(&mut self) {
-        let waiting: Vec<RpcKey> =
-            self.incoming.keys().copied().filter(|&k| self.awaits_grant(k)).collect();
-        for rpc in waiting {
-            self.ask_grant(rpc);
-        }
     }
 
     /// A RESEND from the peer: the bytes again (those sent, within the grant), or BUSY while
@@ -511,13 +493,11 @@ impl Endpoint {
         rpcs.dedup();
         self.sender.tick(self.loss.resend_ticks as usize);
         self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks % GRANT_POLL_TICKS == 0 {
-            self.ask_grants_waiting();
-        }
         for (peer, id) in self.held_acks.due(self.ticks) {
             self.acks.push_back(RpcKey { peer, id });
         }
         let mut failed = Vec::new();
+        let mut probes: Vec<RpcKey> = Vec::new();
         for rpc in rpcs {
             let phase = self.phase(rpc);
             // A request waiting for its grant hears its server through any RPC with it, and
@@ -548,6 +528,7 @@ impl Endpoint {
             };
             match action {
                 Action::None => {}
+                Action::Probe => probes.push(rpc),
                 Action::NeedAck => self.control.push_back((rpc, Control::NeedAck)),
                 Action::Resend => {
                     for (offset, length) in resend_requests(self.incoming.get(&rpc), u32::MAX) {
@@ -565,7 +546,26 @@ impl Endpoint {
                 }
             }
         }
+        self.probe(probes);
         failed
+    }
+
+    /// Messages waiting for their grants, silent long enough, probe their peers (a template
+    /// naming one: the kernel looks at it and every message from its peer again): one probe
+    /// per peer per resend interval, naming the one that waited longest since its last probe.
+    fn probe(&mut self, mut due: Vec<RpcKey>) {
+        due.sort_by_key(|rpc| self.rpc_probed.get(rpc).map_or(0, |&t| t.wrapping_add(1)));
+        for rpc in due {
+            let recent = self
+                .grant_probed
+                .get(&rpc.peer)
+                .is_some_and(|&t| self.ticks.wrapping_sub(t) < self.loss.resend_interval.max(1));
+            if !recent {
+                self.grant_probed.insert(rpc.peer, self.ticks);
+                self.rpc_probed.insert(rpc, self.ticks);
+                self.grant_probes.push_back(rpc);
+            }
+        }
     }
 
     /// The RPC is over on our side: nothing more goes out for it.
@@ -576,14 +576,15 @@ impl Endpoint {
         self.granted.remove(&rpc);
         self.waiting.remove(&rpc);
         self.serving.remove(&rpc);
-        self.grants_due.remove(&rpc);
         self.timers.remove(&rpc);
+        self.rpc_probed.remove(&rpc);
     }
 
     /// Whether a frame waits to go out.
     pub fn tx_ready(&self) -> bool {
         !self.acks.is_empty()
-            || !self.grants.is_empty()
+            || self.gen_due > 0
+            || !self.grant_probes.is_empty()
             || !self.control.is_empty()
             || self.sender.has_ready()
     }
@@ -599,13 +600,24 @@ impl Endpoint {
             write_hdr(frame, &h);
             return Some(TX_HDR_LEN);
         }
-        // A GRANT is owed only while its message is still coming (`end` forgets it).
-        while let Some(rpc) = self.grants.pop_front() {
-            if self.grants_due.remove(&rpc) {
-                let h = self.tx_hdr(rpc, etran_homa_tx_intent::ETRAN_HOMA_TX_GRANT, 0, 0, 0, 0);
+        // A probe only while its message still waits.
+        while let Some(rpc) = self.grant_probes.pop_front() {
+            if self.awaits_grant(rpc) {
+                let h = self.tx_hdr(rpc, etran_homa_tx_intent::ETRAN_HOMA_TX_GEN, 0, 0, 0, 0);
                 write_hdr(frame, &h);
                 return Some(TX_HDR_LEN);
             }
+        }
+        if self.gen_due > 0 {
+            self.gen_due -= 1;
+            // A template names no RPC (id 0 on the wire): gen chooses.
+            let none = RpcKey {
+                peer: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+                id: RpcId::from_wire(1),
+            };
+            let h = self.tx_hdr(none, etran_homa_tx_intent::ETRAN_HOMA_TX_GEN, 0, 0, 0, 0);
+            write_hdr(frame, &h);
+            return Some(TX_HDR_LEN);
         }
         // A RESEND, BUSY or NEED_ACK only while its RPC is in progress; a CUTOFFS while egress
         // still has the RPC (a client's until its ack goes: it rides on a later DATA).

@@ -200,39 +200,54 @@ fn refusals() {
     assert_eq!(a.stats().rx_stale, 1);
 }
 
+/// The TX headers of every frame `e` has to send.
+fn drain_tx(e: &mut Endpoint) -> Vec<etran_homa_tx_hdr> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 2048];
+    while let Some(n) = e.next_frame(&mut buf) {
+        out.push(read_hdr(&buf[..n]));
+    }
+    out
+}
+
+const GEN: u8 = etran_homa_tx_intent::ETRAN_HOMA_TX_GEN.0 as u8;
+
+/// The app never writes a GRANT: for each RPC ingress says it queued for gen, it sends one gen
+/// template naming no RPC (the kernel chooses what it becomes), duplicates included (each is
+/// ingress's count).
 #[test]
-fn a_grant_owed_goes_once_while_the_message_comes() {
+fn gen_templates_go_as_ingress_queued_them() {
     let mut ids = HostIds::default();
     let (mut a, mut b) =
         (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
     a.start_request(B, vec![3; 100_000]).unwrap();
     let mut frames = drain(&mut a, A).into_iter();
     let (mut meta, payload, frame) = frames.next().unwrap();
-    meta.flags = GRANT_DUE;
+    meta.flags = 2 * GEN_ONE;
     assert_eq!(b.on_rx(&meta, &payload, &frame), None);
-    assert_eq!(b.on_rx(&meta, &payload, &frame), None, "a duplicate owes no second GRANT");
-    let grants = drain(&mut b, B);
-    assert_eq!(grants.len(), 1);
-    assert_eq!(grants[0].0.r#type, Type::Grant.byte());
-    assert_eq!(grants[0].0.id, meta.id ^ 1, "for the RPC of the DATA");
+    meta.flags = GEN_ONE;
+    assert_eq!(b.on_rx(&meta, &payload, &frame), None);
+    let out = drain_tx(&mut b);
+    assert_eq!(out.len(), 3);
+    for h in out {
+        assert_eq!((h.intent, h.key.id, h.key.peer_ip, h.key.peer_port), (GEN, 0, 0, 0));
+        assert_eq!(u16::from_be(h.key.local_port), B.port(), "from its own port");
+        assert_ne!(h.intent, etran_homa_tx_intent::ETRAN_HOMA_TX_GRANT.0 as u8);
+    }
 }
 
-/// The GRANT intents among `frames`.
-fn grant_intents(frames: &[(etran_homa_rx_meta, Vec<u8>, Vec<u8>)]) -> usize {
-    frames.iter().filter(|f| f.0.r#type == Type::Grant.byte()).count()
-}
-
-/// A message whose granted bytes all arrived waits for the scheduler: nothing is missing, so no
-/// RESEND, only the timeout runs; the engine asks again (the GRANT intent) every
-/// GRANT_POLL_TICKS ticks, and at once when ingress says its turn may have come.
+/// Messages whose granted bytes all arrived wait for the scheduler: nothing is missing, so no
+/// RESEND; once silent for GRANT_PROBE_TICKS they probe their peer (a template naming one of
+/// them), one probe per peer per resend interval however many wait; the timeout still runs.
 #[test]
-fn a_message_waiting_for_its_grant_asks_again_and_never_resends() {
+fn messages_waiting_for_their_grants_probe_once_per_peer_and_never_resend() {
     let mut ids = HostIds::default();
     let (mut a, mut b) =
         (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
     a.start_request(B, vec![4; 200_000]).unwrap();
+    a.start_request(B, vec![5; 300_000]).unwrap();
     let frames = drain(&mut a, A);
-    assert_eq!(frames.iter().map(|f| u32::from(f.0.payload_len)).sum::<u32>(), UNSCHED);
+    assert_eq!(frames.iter().map(|f| u32::from(f.0.payload_len)).sum::<u32>(), 2 * UNSCHED);
     let unsched_packets = UNSCHED.div_ceil(MAX_PAYLOAD) as u16;
     for (mut meta, payload, frame) in frames {
         // The scheduler gave nothing past the unscheduled bytes.
@@ -240,30 +255,21 @@ fn a_message_waiting_for_its_grant_asks_again_and_never_resends() {
         assert_eq!(b.on_rx(&meta, &payload, &frame), None);
     }
     assert!(!b.tx_ready());
-    let mut asked = 0;
-    for _ in 0..20 {
+    let mut probes = Vec::new();
+    for t in 1..=20u32 {
         ticks(&mut b, 1);
-        let out = drain(&mut b, B);
-        assert_eq!(resends(&out), [], "nothing is missing");
-        asked += grant_intents(&out);
+        for h in drain_tx(&mut b) {
+            assert_eq!(h.intent, GEN, "tick {t}: only probes, no RESEND");
+            assert_ne!(h.key.id, 0, "a probe names its RPC");
+            probes.push(t);
+        }
     }
-    assert_eq!(asked, 20 / GRANT_POLL_TICKS as usize);
-    // Ingress's word that its turn may have come: it asks at once, without a tick.
-    let (mut meta, payload, frame) = wire(A, &{
-        let mut e = Endpoint::new(A.port(), HostIds::default().block());
-        e.start_request(B, vec![1; 10]).unwrap();
-        let mut buf = vec![0u8; 2048];
-        let n = e.next_frame(&mut buf).unwrap();
-        buf.truncate(n);
-        buf
-    });
-    meta.flags = etran_homa_rx_flag::ETRAN_HOMA_RX_GRANT_WAKE.0 as u8;
-    b.on_rx(&meta, &payload, &frame);
-    assert_eq!(grant_intents(&drain(&mut b, B)), 1);
-    // Silence past the timeout still ends it (a peer gone while we waited).
+    // After GRANT_PROBE_TICKS (2) silent ticks, and every resend interval (5) after.
+    assert_eq!(probes, [2, 7, 12, 17]);
+    // Silence past the timeout still ends them (a peer gone while we waited).
     b.set_loss_config(LossConfig { timeout_ticks: 50, ..LOSS });
     ticks(&mut b, 50);
-    assert_eq!(b.stats().timeouts, 1);
+    assert_eq!(b.stats().timeouts, 2);
 }
 
 /// A control packet from `from` about `rpc` (the receiver's key) as ingress hands it over.
