@@ -21,7 +21,8 @@ use etran::{
 };
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-/// The gen pump's gen port, a veth pair (`etgen<ifindex>` and its peer `…p`).
+/// The gen pumps' gen ports, veth pairs (TCP's `etgen<ifindex>`, Homa's `etgen<ifindex>h`, each
+/// with its peer `…p`).
 fn gen_links(ns: &str) -> Vec<String> {
     let out = sh(&format!("ip -n {ns} -o link show"));
     let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
@@ -214,8 +215,14 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
     let meta = fs::metadata(&daemon.sock).unwrap();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o660);
     let va = ifindex_in(&net.a, "va");
-    let gen_port = vec![format!("etgen{va}"), format!("etgen{va}p")];
-    assert_eq!(gen_links(&net.a), gen_port, "the gen pump's gen port");
+    // TCP's gen port and Homa's (`…h`), each a pair.
+    let gen_ports = vec![
+        format!("etgen{va}"),
+        format!("etgen{va}h"),
+        format!("etgen{va}hp"),
+        format!("etgen{va}p"),
+    ];
+    assert_eq!(gen_links(&net.a), gen_ports, "the gen pumps' gen ports");
 
     // First app.
     let mut one = DaemonLink::connect(&daemon.sock).unwrap();
@@ -395,7 +402,7 @@ fn daemon_needs_etran_up_and_refuses_a_live_socket() {
     assert!(port_links(&net.a).is_empty(), "stale ports removed: {:?}", port_links(&net.a));
     assert!(app_ports(&net.a).is_empty(), "stale slots cleared");
     assert!(again.log().contains("stale"), "{}", again.log());
-    assert_eq!(gen_links(&net.a).len(), 2, "the dead daemon's gen port replaced, not added to");
+    assert_eq!(gen_links(&net.a).len(), 4, "the dead daemon's gen ports replaced, not added to");
     let st = again.terminate();
     assert!(st.success(), "{st}: {}", again.log());
     assert!(!daemon.sock.exists());
