@@ -1295,6 +1295,7 @@ unsafe fn epoll_wait_mixed(
             if n == out.len() {
                 break;
             }
+            let _ = s.adopt_conn(fd); // a connection whose stream another process has
             let Some(ev) = s.revents(fd) else { continue }; // fresh: the kernel's set has it
             let Some(it) = s.epolls.get_mut(&ep).and_then(|set| set.get_mut(&fd)) else { continue };
             let got = it.report(
