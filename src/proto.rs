@@ -18,7 +18,8 @@
 //! may show a kernel socket and wait to be `Accepting`: listeners shared across processes. 9: the
 //! native backend: `Registered` may hand over a socket the daemon bound (`bound`), and TX frames
 //! start `geometry.tx_headroom` bytes into their chunk. 10: connections shared across processes:
-//! `Share`, `Forked`, `Adopt`, `Park`, `Surrendered` and their answers.)
+//! `Share`, `Forked`, `Adopt`, `Park`, `Surrendered` and their answers. 11: `HomaIds`, another
+//! block of client RPC ids.)
 //!
 //! Refusals carry the errno a POSIX call would give (`EADDRINUSE` for a port that is taken,
 //! `ECONNREFUSED` for a SYN answered by RST, `ETIMEDOUT`, ...): the app library hands them on as
@@ -57,7 +58,7 @@ pub use crate::{
 };
 
 /// Version of this protocol; bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u32 = 10;
+pub const PROTOCOL_VERSION: u32 = 11;
 /// Largest message body accepted (a `Registered` is a few hundred bytes).
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Most descriptors one message carries.
@@ -113,6 +114,9 @@ pub enum Request {
     /// The app is about to start RPCs to `ip`: the daemon tells egress the peer's Ethernet
     /// address (from the neighbour table). Answered by `HomaPeer`.
     HomaPeer { ip: Ipv4Addr },
+    /// Another block of client RPC ids: the app's is used up (a block lasts 2^19 RPCs).
+    /// Answered by `HomaIds`, or `Error` when the session has no Homa port.
+    HomaIds,
     /// Before a fork: the connections `handles` (this session's) stand for the kernel sockets
     /// the message carries, one each after the pidfd of process `pid` (this one), which holds
     /// them. Answered by `Shared`.
@@ -219,6 +223,10 @@ pub enum Reply {
     /// `ids` (unique on this host).
     HomaBound {
         port: u16,
+        ids: IdBlock,
+    },
+    /// The answer to `HomaIds`: the app's client RPCs take their ids from `ids` now.
+    HomaIds {
         ids: IdBlock,
     },
     /// `HomaBind` of `port` was refused (the session stays open).
@@ -467,6 +475,7 @@ mod tests {
             Request::Accepting { port: 80 },
             Request::HomaBind { port: 0 },
             Request::HomaPeer { ip: Ipv4Addr::new(10, 99, 0, 2) },
+            Request::HomaIds,
             Request::Share { pid: 7, handles: vec![1, 2] },
             Request::Forked { pid: 8, handles: vec![1] },
             Request::Adopt { handle: 1 },
@@ -482,7 +491,7 @@ mod tests {
     fn wire_form_is_documented_json() {
         let enc = encode(&register());
         assert_eq!(u32::from_le_bytes(enc[..4].try_into().unwrap()) as usize, enc.len() - 4);
-        assert_eq!(&enc[4..], br#"{"Register":{"version":10,"transport":"tcp","queues":1}}"#);
+        assert_eq!(&enc[4..], br#"{"Register":{"version":11,"transport":"tcp","queues":1}}"#);
     }
 
     /// A `Registered` without `bound` (a daemon before version 9, or compat) leaves the app to

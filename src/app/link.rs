@@ -386,6 +386,20 @@ impl DaemonLink {
         }
     }
 
+    /// Another block of client RPC ids (this app's is used up).
+    pub fn homa_ids(&mut self) -> io::Result<IdBlock> {
+        self.send(&Request::HomaIds)?;
+        loop {
+            let (reply, _) = self.recv()?;
+            match self.stash(reply) {
+                None => {}
+                Some(Reply::HomaIds { ids }) => return Ok(ids),
+                Some(Reply::Error { refusal }) => return Err(refusal.to_io_error()),
+                Some(other) => return Err(unexpected("HomaIds", &other)),
+            }
+        }
+    }
+
     /// Has the daemon tell egress the Ethernet address of Homa peer `ip` (before the first RPC
     /// to it). `EHOSTUNREACH` when the neighbour table has none.
     pub fn homa_peer(&mut self, ip: Ipv4Addr) -> io::Result<()> {

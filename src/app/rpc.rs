@@ -150,6 +150,10 @@ impl RpcSocket {
                 return Err(e);
             }
         }
+        if self.endpoint.ids_used_up() {
+            let ids = self.driver.link().homa_ids()?;
+            self.endpoint.renew_ids(ids);
+        }
         let rpc = self.endpoint.start_request(dest, buf).map_err(refused)?;
         self.continuations.insert(rpc, Box::new(continuation));
         Ok(())

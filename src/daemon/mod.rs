@@ -337,6 +337,14 @@ impl Daemon {
                     self.homa_bind(token, port);
                     false
                 }
+                Input::Request(Request::HomaIds) => {
+                    let reply = match self.homa.more_ids(token) {
+                        Ok(ids) => Reply::HomaIds { ids },
+                        Err(refusal) => Reply::Error { refusal },
+                    };
+                    self.tell(token, &reply);
+                    false
+                }
                 Input::Request(Request::HomaPeer { ip }) => {
                     let refusal = self.homa.peer(ip).err();
                     self.tell(token, &Reply::HomaPeer { ip, refusal });

@@ -144,6 +144,15 @@ impl HomaControl {
         Ok((port, self.ids.block()))
     }
 
+    /// Another block of client ids for the app of `owner`, which must hold a Homa port (ids
+    /// number a bound port's RPCs). `EPROTOTYPE` otherwise.
+    pub fn more_ids(&mut self, owner: Token) -> Result<IdBlock, Refusal> {
+        if !self.bound.values().any(|b| b.owner == owner) {
+            return Err(Refusal::new(libc::EPROTOTYPE, "no Homa port bound: no RPC ids to renew"));
+        }
+        Ok(self.ids.block())
+    }
+
     /// Tells egress the Ethernet address of `ip`, from the neighbour table.
     pub fn peer(&mut self, ip: Ipv4Addr) -> Result<(), Refusal> {
         let mac = crate::sys::neighbour(&self.iface, ip).ok_or_else(|| {

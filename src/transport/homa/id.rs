@@ -42,6 +42,11 @@ pub struct IdBlock {
 }
 
 impl IdBlock {
+    /// Whether every id of the block was given (the app asks the daemon for another).
+    pub fn used_up(&self) -> bool {
+        self.next >= self.end
+    }
+
     /// The next client id; `None` once the block is used up (the app asks for another).
     pub fn next_id(&mut self) -> Option<RpcId> {
         (self.next < self.end).then(|| {
@@ -49,6 +54,14 @@ impl IdBlock {
             self.next += 2;
             id
         })
+    }
+}
+
+#[cfg(test)]
+impl IdBlock {
+    /// A block of the `n` ids from `start` (even): one a test can use up.
+    pub(crate) fn of(start: u64, n: u64) -> IdBlock {
+        IdBlock { next: start, end: start + 2 * n }
     }
 }
 

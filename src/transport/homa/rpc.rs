@@ -259,6 +259,17 @@ impl Endpoint {
         self.out.insert(rpc, buf);
     }
 
+    /// Whether the client ids are used up: [`Endpoint::start_request`] refuses until
+    /// [`Endpoint::renew_ids`].
+    pub fn ids_used_up(&self) -> bool {
+        self.ids.used_up()
+    }
+
+    /// The block client ids come from from now on (the daemon's answer to a used-up one).
+    pub fn renew_ids(&mut self, ids: IdBlock) {
+        self.ids = ids;
+    }
+
     /// Queues a request to `dest`; its response comes as [`Event::Response`] for the key
     /// returned.
     pub fn start_request(&mut self, dest: SocketAddrV4, buf: Vec<u8>) -> Result<RpcKey, Refused> {

@@ -1,7 +1,7 @@
 use super::*;
 use crate::transport::homa::{
     acks,
-    id::HostIds,
+    id::{HostIds, IdBlock},
     wire::{Acks, Common, Data},
 };
 use etran_testkit::fixture::Rng;
@@ -178,6 +178,22 @@ fn a_long_message_waits_for_grants() {
     assert_eq!(a.on_rx(&meta, &[], &frame), None);
     let more: Vec<u32> = drain(&mut a, A).iter().map(|f| f.0.offset).collect();
     assert_eq!(more, [UNSCHED, UNSCHED + MAX_PAYLOAD]);
+}
+
+/// A client outlives its id block: once it is used up requests are refused (the app library
+/// then asks the daemon for another) until a new block comes, and numbering goes on from it.
+#[test]
+fn a_used_up_id_block_refuses_until_renewed() {
+    let mut a = Endpoint::new(A.port(), IdBlock::of(2, 2));
+    assert!(!a.ids_used_up());
+    let first = a.start_request(B, vec![1]).unwrap();
+    let second = a.start_request(B, vec![2]).unwrap();
+    assert_eq!((first.id.wire(), second.id.wire()), (2, 4));
+    assert!(a.ids_used_up());
+    assert_eq!(a.start_request(B, vec![3]), Err(Refused::NoIds));
+    a.renew_ids(IdBlock::of(1 << 20, 1));
+    assert!(!a.ids_used_up());
+    assert_eq!(a.start_request(B, vec![3]).unwrap().id.wire(), 1 << 20);
 }
 
 #[test]
