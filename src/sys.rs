@@ -101,6 +101,40 @@ fn parse_arp(table: &str, iface: &str, ip: std::net::Ipv4Addr) -> Option<[u8; 6]
     None
 }
 
+/// A type over one pollable descriptor is a mio source through it: `source_via_fd!(T, s =>
+/// expr)`, where `expr` gives the raw descriptor of `s: &T`.
+macro_rules! source_via_fd {
+    ($t:ty, $s:ident => $fd:expr) => {
+        impl mio::event::Source for $t {
+            fn register(
+                &mut self,
+                registry: &mio::Registry,
+                token: mio::Token,
+                interests: mio::Interest,
+            ) -> std::io::Result<()> {
+                let $s = &*self;
+                mio::unix::SourceFd(&$fd).register(registry, token, interests)
+            }
+
+            fn reregister(
+                &mut self,
+                registry: &mio::Registry,
+                token: mio::Token,
+                interests: mio::Interest,
+            ) -> std::io::Result<()> {
+                let $s = &*self;
+                mio::unix::SourceFd(&$fd).reregister(registry, token, interests)
+            }
+
+            fn deregister(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
+                let $s = &*self;
+                mio::unix::SourceFd(&$fd).deregister(registry)
+            }
+        }
+    };
+}
+pub(crate) use source_via_fd;
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -559,31 +559,9 @@ impl AsFd for DaemonLink {
     }
 }
 
-/// The link is pollable: readable when the daemon sent something (edge-triggered: read it
-/// all with [`DaemonLink::poll`] before waiting again).
-impl mio::event::Source for DaemonLink {
-    fn register(
-        &mut self,
-        registry: &mio::Registry,
-        token: mio::Token,
-        interests: mio::Interest,
-    ) -> io::Result<()> {
-        mio::unix::SourceFd(&self.stream.as_raw_fd()).register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &mio::Registry,
-        token: mio::Token,
-        interests: mio::Interest,
-    ) -> io::Result<()> {
-        mio::unix::SourceFd(&self.stream.as_raw_fd()).reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
-        mio::unix::SourceFd(&self.stream.as_raw_fd()).deregister(registry)
-    }
-}
+// The link is pollable: readable when the daemon sent something (edge-triggered: read it all
+// with [`DaemonLink::poll`] before waiting again).
+crate::sys::source_via_fd!(DaemonLink, l => l.stream.as_raw_fd());
 
 #[cfg(test)]
 mod tests {

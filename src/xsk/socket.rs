@@ -713,28 +713,6 @@ impl AsFd for Socket {
     }
 }
 
-/// A socket registers with mio like any fd: readable when RX has frames, writable when TX has
-/// room (edge-triggered, so drain the ring before waiting again).
-impl mio::event::Source for Socket {
-    fn register(
-        &mut self,
-        registry: &mio::Registry,
-        token: mio::Token,
-        interests: mio::Interest,
-    ) -> io::Result<()> {
-        mio::unix::SourceFd(&self.fd.as_raw_fd()).register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &mio::Registry,
-        token: mio::Token,
-        interests: mio::Interest,
-    ) -> io::Result<()> {
-        mio::unix::SourceFd(&self.fd.as_raw_fd()).reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
-        mio::unix::SourceFd(&self.fd.as_raw_fd()).deregister(registry)
-    }
-}
+// A socket registers with mio like any fd: readable when RX has frames, writable when TX has
+// room (edge-triggered, so drain the ring before waiting again).
+crate::sys::source_via_fd!(Socket, s => s.fd.as_raw_fd());
