@@ -90,6 +90,11 @@ impl DaemonLink {
             );
             broken(e.kind(), what)
         })?;
+        DaemonLink::over(stream)
+    }
+
+    /// A link over a connected stream, waiting at most `REPLY_TIMEOUT` for an answer.
+    fn over(stream: UnixStream) -> io::Result<DaemonLink> {
         stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
         Ok(DaemonLink {
             stream,
@@ -623,16 +628,7 @@ mod tests {
     #[test]
     fn a_park_is_answered_by_the_surrender_whoever_asked_for_it() {
         let (ours, mut d) = UnixStream::pair().unwrap();
-        ours.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
-        let mut link = DaemonLink {
-            stream: ours,
-            buf: Vec::new(),
-            accepted: VecDeque::new(),
-            connected: VecDeque::new(),
-            connect_failed: VecDeque::new(),
-            resets: VecDeque::new(),
-            surrenders: VecDeque::new(),
-        };
+        let mut link = DaemonLink::over(ours).unwrap();
         let tell = |d: &mut UnixStream, r: Reply| d.write_all(&proto::encode(&r)).unwrap();
         tell(&mut d, Reply::Surrender { handle: 9, rx_pos: 5 });
         tell(&mut d, Reply::Unshared { handle: 7 });
