@@ -285,8 +285,7 @@ static __always_inline int tcp_egress(struct xdp_md *ctx)
 		h.len = 0;
 		payload_sum = 0;
 	}
-	plan.len = h.len;
-	plan.ts_now = ts_now;
+	tx_plan_frame(c, &plan, h.len, ts_now);
 	if (!tx_write_headers(ctx, &h.key, &plan, payload_sum))
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_NO_HEADROOM, bytes);
 	bytes = ctx->data_end - ctx->data;

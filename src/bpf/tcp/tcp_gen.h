@@ -154,7 +154,7 @@ static __always_inline int tcp_gen(struct xdp_md *ctx, const int xsk)
 		return drop(ETRAN_PROTO_TCP,
 			    room ? ETRAN_DROP_TCP_TX_NO_NIC : ETRAN_DROP_TCP_TX_NO_HEADROOM, 0);
 
-	plan.ts_now = ts_now;
+	tx_plan_frame(c, &plan, 0, ts_now);
 	if (!tx_write_headers(ctx, &key, &plan, 0))
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_NO_HEADROOM, 0);
 	count_event(ETRAN_EVENT_TCP_GEN_ACK, ctx->data_end - ctx->data);

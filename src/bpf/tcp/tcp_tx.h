@@ -82,7 +82,7 @@ struct tx_plan {
 	__u8 sack_n;    /* blocks written, at most sack_room: NOPs fill the rest */
 	struct tcp_seq_range sack[TCP_SACK_MAX_BLOCKS];
 	/* What tx_write_headers needs of the connection beyond the plan (it cannot read the
-	 * connection itself: see there), filled by tx_plan_segment. */
+	 * connection itself: see there), filled by tx_plan_frame after the lock. */
 	__u8 timestamps; /* the timestamp option is on */
 	__u8 ecn;        /* ECN was negotiated */
 	__u8 local_mac[ETH_ALEN];
@@ -218,23 +218,25 @@ static __always_inline void tx_plan_segment(struct tcp_conn *c, struct tx_plan *
 	p->ts_recent = c->ts_recent;
 	p->ip_id = c->ip_id++;
 	p->ece = !!(c->cc & TCP_CC_CE);
-	p->timestamps = !!(c->flags & TCP_CONN_TIMESTAMPS);
-	p->ecn = !!(c->flags & TCP_CONN_ECN);
-	__builtin_memcpy(p->local_mac, c->local_mac, ETH_ALEN);
-	__builtin_memcpy(p->remote_mac, c->remote_mac, ETH_ALEN);
 	tx_plan_sack(c, p);
 	c->ack_pending = 0;
 	c->ack_now = c->ack_now && p->sack_n < owed;
 }
 
-/* Writes Ethernet, IPv4 and TCP headers at the start of ctx's frame, in front of p->len payload
- * bytes. payload_sum is the payload's csum_packet (0 for a pure ACK). Returns 0 if the frame is
- * too short for them (cannot happen: its length was checked; the verifier needs it proven).
- *
- * A global function, so that the verifier checks it once per program: inlined, it was checked
- * again for every way the update under the lock can end (TCP egress took 479,000 of the 6.1
- * verifier's million instructions). So it reads only its arguments: a global function cannot
- * be handed the connection, a map value holding a spin lock. */
+/* After the lock: what tx_write_headers needs of the connection (fixed since its handshake, so
+ * read without the lock), the payload's length and the TSval. */
+static __always_inline void tx_plan_frame(const struct tcp_conn *c, struct tx_plan *p, __u16 len,
+					  __u32 ts_now)
+{
+	p->timestamps = !!(c->flags & TCP_CONN_TIMESTAMPS);
+	p->ecn = !!(c->flags & TCP_CONN_ECN);
+	__builtin_memcpy(p->local_mac, c->local_mac, ETH_ALEN);
+	__builtin_memcpy(p->remote_mac, c->remote_mac, ETH_ALEN);
+	p->len = len;
+	p->ts_now = ts_now;
+}
+
+/* tx_write_headers' work, on the frame [data, data_end). */
 static __always_inline int tx_headers(void *data, void *data_end, const struct tcp_conn_key *key,
 				      const struct tx_plan *p, __u64 payload_sum)
 {
