@@ -102,6 +102,7 @@ fn sock(shim: &mut Shim, fd: RawFd) -> Result<&mut Sock, c_int> {
     shim.adopt_conn(fd)?;
     let sock = shim.get_mut(fd).ok_or(libc::EBADF)?;
     if sock.inherited {
+        // A connect another thread started while this one forked (fork finishes the others).
         say_once(&SAID, "an eTran connect in progress at fork() is not usable in the child");
         return Err(libc::EOPNOTSUPP);
     }
@@ -1671,12 +1672,16 @@ pub unsafe extern "C" fn vfork() -> libc::pid_t {
     unsafe { fork() }
 }
 
-/// `fork`: the connections this process owns are shown to the daemon first, so that the child
+/// `fork`: the connections this process holds are shown to the daemon first, so that the child
 /// may adopt them (see shared.rs), and the daemon learns the child's pid after. Their streams
-/// stay here until a holder adopts one or this process waits for a child.
+/// stay here until a holder adopts one or this process waits for a child. A connect still in
+/// progress finishes first (a handshake's round trip, or the connect's own failure): with the
+/// kernel both processes would see its outcome, and a handshake cannot move between apps.
 #[no_mangle]
 pub unsafe extern "C" fn fork() -> libc::pid_t {
     let handles = {
+        let g = lock();
+        let _ = block_on(g, None, &mut [], false, |s, _| (!s.connecting()).then_some(Ok(())));
         let mut g = lock();
         shim(&mut g).share_before_fork()
     };

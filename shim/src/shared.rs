@@ -38,17 +38,22 @@ fn this_pid() -> u32 {
 
 impl Shim {
     /// Before `fork`: shows the daemon the kernel sockets of the connections this process
-    /// owns, and marks them shared. Returns their handles (for [`Shim::forked`]).
+    /// holds, whether it has their streams or not (a child forking a grandchild shows those
+    /// it inherited, registering first if it never used eTran), and marks them shared.
+    /// Returns their handles (for [`Shim::forked`]).
     pub fn share_before_fork(&mut self) -> Vec<u64> {
         let mut conns: Vec<(u64, RawFd)> = Vec::new();
         for fd in self.fds() {
-            if let Some(Sock { inherited: false, kind: Kind::Conn { id, .. }, .. }) = self.get(fd) {
+            if let Some(Sock { kind: Kind::Conn { id, .. }, .. }) = self.get(fd) {
                 if !conns.iter().any(|c| c.0 == id.0) {
                     conns.push((id.0, fd));
                 }
             }
         }
-        let (Some(app), false) = (self.app.as_mut(), conns.is_empty()) else { return Vec::new() };
+        if conns.is_empty() {
+            return Vec::new();
+        }
+        let Some(app) = self.app() else { return Vec::new() };
         let Some(me) = pidfd(this_pid() as libc::pid_t) else { return Vec::new() };
         // SAFETY: our open descriptors, borrowed for the call.
         let shown: Vec<(u64, BorrowedFd<'_>)> =

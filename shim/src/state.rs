@@ -691,11 +691,20 @@ impl Shim {
         }
         self.iface = None;
         for sock in self.socks.values_mut() {
-            sock.inherited = true;
+            // A fresh or failed socket carries no state of the parent's app: the child's.
+            sock.inherited = matches!(
+                sock.kind,
+                Kind::Conn { .. } | Kind::Listening { .. } | Kind::Connecting(_)
+            );
             sock.shared |= matches!(sock.kind, Kind::Conn { .. });
         }
         self.orphans.clear();
         self.sleepers.clear();
+    }
+
+    /// Whether a connect of this process's is still in progress.
+    pub fn connecting(&self) -> bool {
+        self.socks.values().any(|s| !s.inherited && matches!(s.kind, Kind::Connecting(_)))
     }
 
     /// Whether connections the app closed are still closing.

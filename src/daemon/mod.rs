@@ -65,7 +65,9 @@ const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
 const GEN: Token = Token(2);
 const SLOW: Token = Token(3);
-const FIRST_SESSION: usize = 4;
+/// A process holding a shared connection ended (its pidfd, see [`Daemon::watch_holder`]).
+const HOLDERS: Token = Token(4);
+const FIRST_SESSION: usize = 5;
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 
 /// TIME_WAIT of the connections apps close first, by default. Linux holds 60 s (2 MSL); a
@@ -221,14 +223,22 @@ impl Daemon {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => r.context("waiting for events")?,
             }
+            let mut holder_ended = false;
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => return Ok(()),
                     LISTENER => self.accept(),
                     // Drained below, on every pass.
                     GEN | SLOW => {}
+                    HOLDERS => holder_ended = true,
                     t => self.serve(t),
                 }
+            }
+            if holder_ended {
+                // A parked connection whose last holder died is reset now, not at the next
+                // housekeeping.
+                let out = self.tcp.expire_parked();
+                self.handed(out);
             }
             // Both rings are drained on every pass, not only when epoll says so: before the
             // timers, so that an answer waiting there is not taken for a loss, and as a
@@ -356,6 +366,7 @@ impl Daemon {
                 }
                 Input::Request(Request::Forked { pid, handles }) => {
                     if let Some(pidfd) = self.take_fd(token) {
+                        self.watch_holder(&pidfd);
                         self.tcp.forked(pid, &pidfd, &handles);
                     }
                     false
@@ -465,9 +476,23 @@ impl Daemon {
             }
         }
         if let Some(pidfd) = pidfd {
+            self.watch_holder(&pidfd);
             self.tcp.share(token, pid, &pidfd, &shown);
         }
         self.tell(token, &Reply::Shared);
+    }
+
+    /// Wakes the loop (`HOLDERS`) when the process behind `pidfd` ends. The sharing table keeps
+    /// its own copy of the pidfd (the same open file) while the process holds a connection;
+    /// the kernel drops the registration when the file's last descriptor closes, so nothing is
+    /// deregistered by hand.
+    fn watch_holder(&self, pidfd: &OwnedFd) {
+        let fd = pidfd.as_raw_fd();
+        if let Err(e) =
+            self.poll.registry().register(&mut SourceFd(&fd), HOLDERS, Interest::READABLE)
+        {
+            log::warn(format!("watching a process that holds connections: {e}"));
+        }
     }
 
     /// `Adopt`: the connection's kernel socket comes with it.

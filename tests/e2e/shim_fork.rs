@@ -3,16 +3,21 @@
 //! the child serves the connection and exits with `os._exit`), Linux clients on host 2, every
 //! byte checked. Variants: the parent writes a 200 KB banner before it forks and the child
 //! the rest (the stream's unsent and unacknowledged bytes move with it); a child that exits
-//! with `os._exit` without closing (the shim's `_exit` closes it). Needs root and python3.
+//! with `os._exit` without closing (the shim's `_exit` closes it). Then: grandchildren serving
+//! what their parents inherited; holders killed with SIGKILL (the peer gets a RST at once,
+//! nothing is left in the datapath); a connect in progress at fork (the same outcome as
+//! Linux's); a connection passed over a Unix socket (the receiver gets an unconnected kernel
+//! socket, as documented). Needs root and python3.
 use std::{
     process::Command,
     time::{Duration, Instant},
 };
 
-use common::daemon::EtranHosts;
+use common::daemon::{port_links, tcp_conn_count, EtranHosts};
 
 use crate::shim::{
-    conn_lines, etran_run, start_server, stops_having_served, text, ECHO_CLIENT, PYTHON,
+    conn_lines, etran_run, registrations, start_server, stops_having_served, text, ECHO_CLIENT,
+    PYTHON,
 };
 
 /// ForkingTCPServer echoing `conns` connections (argv: port, conns, mode), then waiting for
@@ -51,12 +56,19 @@ const CONNS: usize = 3;
 const BYTES: usize = 300_000;
 
 fn forking_server_serves(name: &str, port: u16, mode: &str, banner: usize) {
+    serves_forking(name, port, FORKING_SERVER, mode, banner);
+}
+
+/// Runs `server` (argv: port, conns, mode) under `etran run` on host 1 against `CONNS` Linux
+/// echo clients on host 2 (reading `banner` bytes of the banner first): every byte echoed,
+/// every connection through eTran and closed, none reset.
+fn serves_forking(name: &str, port: u16, server: &str, mode: &str, banner: usize) {
     let hosts = EtranHosts::first_only(name, etran::testbed::Spec::new("", 2));
     let (h1, h2) = (hosts.ns(1), hosts.ns(2));
     let ip1 = hosts.tb.host(1).ip.to_string();
     let daemon = &hosts.daemons[0];
     let port = port.to_string();
-    let cmd = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", FORKING_SERVER, &port, "3", mode]);
+    let cmd = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", server, &port, "3", mode]);
     let (mut server, mut out) = start_server(cmd, daemon);
     let client = Command::new("ip")
         .args(["netns", "exec", &h2, PYTHON, "-c", ECHO_CLIENT, &ip1, &port])
@@ -92,4 +104,180 @@ fn a_banner_written_before_fork_and_finished_by_the_child_arrives_whole() {
 fn a_child_leaving_with_os_exit_closes_its_connection() {
     let Some(_root) = common::root::shared() else { return };
     forking_server_serves("fork-exit", 7012, "exit", 0);
+}
+
+/// A server whose children fork again (argv: port, conns, mode): the parent accepts, forks and
+/// closes its copy; the child forks a grandchild and closes its copy; the grandchild writes
+/// the banner's first 1000 bytes and echoes. `used`: the child writes the banner itself before
+/// it forks (it has the stream then) and waits for the grandchild; `daemon`: the child never
+/// uses the connection and leaves at once with `os._exit` (a daemon's double fork).
+const GRANDCHILD_SERVER: &str = r#"
+import os, socket, sys
+port, conns, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+BANNER = bytes(range(256)) * 1200
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", port))
+srv.listen(8)
+print("listening", flush=True)
+kids = []
+for _ in range(conns):
+    c, _ = srv.accept()
+    pid = os.fork()
+    if pid == 0:
+        srv.close()
+        if mode == "used":
+            c.sendall(BANNER[:1000])
+        g = os.fork()
+        if g == 0:
+            if mode != "used":
+                c.sendall(BANNER[:1000])
+            while True:
+                b = c.recv(65536)
+                if not b:
+                    break
+                c.sendall(b)
+            c.close()
+            os._exit(0)
+        if mode == "daemon":
+            os._exit(0)
+        c.close()
+        _, st = os.waitpid(g, 0)
+        os._exit(os.waitstatus_to_exitcode(st))
+    c.close()
+    kids.append(pid)
+for pid in kids:
+    _, st = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(st) == 0, st
+print("served", conns, flush=True)
+"#;
+
+#[test]
+fn a_grandchild_serves_a_connection_its_parent_used_before_forking() {
+    let Some(_root) = common::root::shared() else { return };
+    serves_forking("fork-grand-used", 7013, GRANDCHILD_SERVER, "used", 1000);
+}
+
+#[test]
+fn a_grandchild_serves_a_connection_its_parent_never_used_and_left_at_once() {
+    let Some(_root) = common::root::shared() else { return };
+    serves_forking("fork-grand-daemon", 7014, GRANDCHILD_SERVER, "daemon", 1000);
+}
+
+/// Children killed holding a connection (argv: port), one connection per mode: `adopted`,
+/// the parent closed its copy and the child, which wrote to the connection (it has the
+/// stream), kills itself; `parked`, the parent closed its copy (the stream waits at the
+/// daemon) and the child kills itself without using it; `both`, the parent keeps its copy and
+/// waits while the child writes and kills itself, then reads. Then it waits for a line on
+/// stdin, so that the test can look at the datapath while it lives.
+const KILLED_SERVER: &str = r#"
+import errno, os, signal, socket, sys
+port = int(sys.argv[1])
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", port))
+srv.listen(8)
+print("listening", flush=True)
+for mode in ("adopted", "parked", "both"):
+    c, _ = srv.accept()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        if mode == "parked":
+            os.read(r, 1)
+        else:
+            c.sendall(b"from the child")
+        os.kill(os.getpid(), signal.SIGKILL)
+    if mode != "both":
+        c.close()
+    os.write(w, b"x")
+    _, st = os.waitpid(pid, 0)
+    line = [mode, str(os.waitstatus_to_exitcode(st))]
+    if mode == "both":
+        try:
+            line.append(repr(c.recv(100)))
+        except OSError as e:
+            line.append(errno.errorcode[e.errno])
+        c.close()
+    os.close(r)
+    os.close(w)
+    print(" ".join(line), flush=True)
+print("done", flush=True)
+sys.stdin.readline()
+"#;
+
+/// The Linux client of [`KILLED_SERVER`]: one connection per mode, read until the end; says
+/// how it ended (`rst`, `fin`, `hang`), what it read, and whether it ended within 1.5 s.
+const KILLED_CLIENT: &str = r#"
+import socket, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+for mode in ("adopted", "parked", "both"):
+    s = socket.create_connection((host, port), timeout=10)
+    t = time.monotonic()
+    got = b""
+    try:
+        while True:
+            b = s.recv(100)
+            if not b:
+                end = "fin"
+                break
+            got += b
+    except ConnectionResetError:
+        end = "rst"
+    except socket.timeout:
+        end = "hang"
+    print(mode, end, repr(got), time.monotonic() - t < 1.5, flush=True)
+    s.close()
+"#;
+
+#[test]
+fn a_holder_killed_with_sigkill_resets_the_connection_at_once_and_leaves_nothing() {
+    use std::io::{BufRead, Write};
+    let Some(_root) = common::root::shared() else { return };
+    let hosts = EtranHosts::first_only("fork-killed", etran::testbed::Spec::new("", 2));
+    let (h1, h2) = (hosts.ns(1), hosts.ns(2));
+    let ip1 = hosts.tb.host(1).ip.to_string();
+    let daemon = &hosts.daemons[0];
+    let ports_before = port_links(&h1).len();
+    let mut cmd = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", KILLED_SERVER, "7015"]);
+    cmd.stdin(std::process::Stdio::piped());
+    let (mut server, mut out) = start_server(cmd, daemon);
+    let client = Command::new("ip")
+        .args(["netns", "exec", &h2, PYTHON, "-c", KILLED_CLIENT, &ip1, "7015"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&client.stdout);
+    let want = "adopted rst b'from the child' True\nparked rst b'' True\n\
+                both rst b'from the child' True\n";
+    assert_eq!(said, want, "{}: {}", text(&client), daemon.log());
+    let mut lines = Vec::new();
+    for _ in 0..4 {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        lines.push(line.trim().to_string());
+    }
+    assert_eq!(
+        lines,
+        ["adopted -9", "parked -9", "both -9 ECONNRESET", "done"],
+        "{}",
+        daemon.log()
+    );
+    // While the server lives: no connection left in the datapath, the children's ports gone
+    // (the server's own is the one left), each killed child's session closed.
+    let log = daemon.log();
+    assert_eq!(tcp_conn_count(&h1, "eth0"), 0, "{log}");
+    let apps = registrations(&log);
+    let closed =
+        log.lines().filter(|l| l.contains("app session") && l.contains(" closed: port ")).count();
+    assert_eq!(apps - closed, 1, "only the server's session is left: {log}");
+    assert_eq!(port_links(&h1).len() - ports_before, 2, "one app port (its veth pair): {log}");
+    server.stdin.take().unwrap().write_all(b"\n").unwrap();
+    let status = server.wait().unwrap();
+    assert!(status.success(), "{status}");
+    // The daemon closes the session when it reads the link's end: a moment later.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while port_links(&h1).len() != ports_before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(port_links(&h1).len(), ports_before, "{}", daemon.log());
 }

@@ -73,18 +73,24 @@ fn alive(pidfd: &OwnedFd) -> bool {
 
 impl SlowPath {
     /// `Share` from `owner`: the connections `handles` stand for the kernel sockets `sockets`;
-    /// process `pid` (`pidfd`) holds them.
+    /// process `pid` (`pidfd`) holds them. A connection `owner` does not own is one it
+    /// inherited (a child about to fork a grandchild): shown with the socket it was shared
+    /// with, its holder is recorded all the same.
     pub fn share(&mut self, owner: Token, pid: u32, pidfd: &OwnedFd, handles: &[(u64, SocketId)]) {
         for &(handle, socket) in handles {
-            if self.owned(owner, handle).is_none() {
-                continue;
-            }
-            let s = self.shared.entry(handle).or_insert_with(|| Shared {
-                socket,
-                holders: Vec::new(),
-                hand: Hand::Owned,
-                adopters: VecDeque::new(),
-            });
+            let s = if self.owned(owner, handle).is_some() {
+                self.shared.entry(handle).or_insert_with(|| Shared {
+                    socket,
+                    holders: Vec::new(),
+                    hand: Hand::Owned,
+                    adopters: VecDeque::new(),
+                })
+            } else {
+                match self.shared.get_mut(&handle).filter(|s| s.socket == socket) {
+                    Some(s) => s,
+                    None => continue,
+                }
+            };
             add_holder(s, pid, pidfd);
         }
     }
@@ -258,13 +264,17 @@ impl SlowPath {
         self.drop_shared(tcp, &lost)
     }
 
-    /// Parked connections whose holders all ended are reset (nobody will adopt them).
+    /// Holders that ended are forgotten (their pidfds closed), and parked connections left
+    /// without any are reset (nobody will adopt them). Run when a holder's pidfd says it ended,
+    /// and at housekeeping.
     pub fn expire_parked(&mut self, tcp: &TcpHandles) -> Vec<Handed> {
+        for s in self.shared.values_mut() {
+            s.holders.retain(|(_, fd)| alive(fd));
+        }
         let dead: Vec<u64> = self
             .shared
             .iter()
-            .filter(|(_, s)| matches!(s.hand, Hand::Parked { .. }))
-            .filter(|(_, s)| !s.holders.iter().any(|(_, fd)| alive(fd)))
+            .filter(|(_, s)| matches!(s.hand, Hand::Parked { .. }) && s.holders.is_empty())
             .map(|(&h, _)| h)
             .collect();
         self.drop_shared(tcp, &dead)
