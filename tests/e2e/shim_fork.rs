@@ -281,3 +281,89 @@ fn a_holder_killed_with_sigkill_resets_the_connection_at_once_and_leaves_nothing
     }
     assert_eq!(port_links(&h1).len(), ports_before, "{}", daemon.log());
 }
+
+/// A non-blocking connect still in progress at fork (argv: host, open port, closed port): the
+/// child waits for it and echoes through it, then the parent; a refused one says so in the
+/// child. The same lines as on Linux's sockets.
+const CONNECT_AT_FORK: &str = r#"
+import errno, os, select, socket, sys
+host, port, closed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def pending(p):
+    s = socket.socket()
+    s.setblocking(False)
+    e = s.connect_ex((host, p))
+    print("connect", errno.errorcode.get(e, e), flush=True)
+    return s
+s = pending(port)
+pid = os.fork()
+if pid == 0:
+    select.select([], [s], [], 10)
+    s.setblocking(True)
+    s.sendall(b"from the child")
+    print("child", s.recv(100), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+s.setblocking(True)
+s.sendall(b"and the parent")
+print("parent", s.recv(100), flush=True)
+s.close()
+r = pending(closed)
+pid = os.fork()
+if pid == 0:
+    select.select([], [r], [], 10)
+    e = r.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    print("child", errno.errorcode.get(e, e), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+r.close()
+"#;
+
+/// A Linux echo server for one connection (argv: port).
+const ONE_ECHO: &str = r#"
+import socket, sys
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", int(sys.argv[1])))
+srv.listen(1)
+print("listening", flush=True)
+c, _ = srv.accept()
+while True:
+    b = c.recv(100)
+    if not b:
+        break
+    c.sendall(b)
+"#;
+
+#[test]
+fn a_connect_in_progress_at_fork_ends_as_on_linux_in_the_child_and_the_parent() {
+    use std::io::BufRead;
+    let Some(_root) = common::root::shared() else { return };
+    let hosts = EtranHosts::first_only("fork-connect", etran::testbed::Spec::new("", 2));
+    let (h1, h2) = (hosts.ns(1), hosts.ns(2));
+    let ip2 = hosts.tb.host(2).ip.to_string();
+    let daemon = &hosts.daemons[0];
+    let want = "connect EINPROGRESS\nchild b'from the child'\nparent b'and the parent'\n\
+                connect EINPROGRESS\nchild ECONNREFUSED\n";
+    for shim in [false, true] {
+        let mut echo = Command::new("ip")
+            .args(["netns", "exec", &h2, PYTHON, "-c", ONE_ECHO, "7016"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(echo.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "listening");
+        let args = [PYTHON, "-c", CONNECT_AT_FORK, &ip2, "7016", "7017"];
+        let mut cmd = if shim {
+            etran_run(&h1, &daemon.sock, &args)
+        } else {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &h1]).args(args);
+            c
+        };
+        let out = cmd.output().unwrap();
+        let _ = echo.wait();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{}: {}", text(&out), daemon.log());
+    }
+    assert_eq!(conn_lines(&daemon.log()), (1, 1), "through eTran, closed: {}", daemon.log());
+}
