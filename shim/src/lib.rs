@@ -731,8 +731,20 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     match route(fd) {
-        // SAFETY: handed on.
-        Route::Kernel => unsafe { real::sendmsg(fd, msg, flags) },
+        Route::Kernel => {
+            // SAFETY: the caller's message header.
+            if !msg.is_null() && unsafe { passes_etran_socket(&*msg) } {
+                static SAID: AtomicBool = AtomicBool::new(false);
+                say_once(
+                    &SAID,
+                    "an eTran socket passed over a Unix socket (SCM_RIGHTS) arrives as its \
+                     kernel socket, unconnected: the receiver cannot use its connection \
+                     (ENOTCONN); this process's descriptor keeps it",
+                );
+            }
+            // SAFETY: handed on.
+            unsafe { real::sendmsg(fd, msg, flags) }
+        }
         Route::Etran(g) => {
             // SAFETY: the caller's message header.
             let m = unsafe { &*msg };
@@ -743,6 +755,45 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
             ssize(unsafe { send_iov(g, fd, m.msg_iov, m.msg_iovlen, flags) })
         }
     }
+}
+
+/// Whether `m` passes descriptors (`SCM_RIGHTS`) of which one is an eTran connection or
+/// listener: the receiver gets only the kernel socket behind it (README, "fork").
+unsafe fn passes_etran_socket(m: &msghdr) -> bool {
+    // The library's own messages to the daemon (sockets shown) are sent under the lock.
+    if m.msg_controllen == 0 || m.msg_control.is_null() || state::held_here() {
+        return false;
+    }
+    // SAFETY: the caller's control buffer, walked with the C library's own macros.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(m) };
+    while !c.is_null() {
+        // SAFETY: a header inside the buffer (CMSG_NXTHDR stops at its end).
+        let h = unsafe { &*c };
+        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: a computation on lengths.
+            let head = unsafe { libc::CMSG_LEN(0) } as usize;
+            let n = (h.cmsg_len as usize).saturating_sub(head) / std::mem::size_of::<c_int>();
+            // SAFETY: the header's data, `n` descriptors.
+            let fds = unsafe { libc::CMSG_DATA(c) } as *const c_int;
+            for i in 0..n {
+                // SAFETY: within the header's data; it may be unaligned.
+                let fd = unsafe { fds.add(i).read_unaligned() };
+                if tracked(fd) {
+                    let mut g = lock();
+                    let kind = shim(&mut g).get(fd).map(|s| &s.kind);
+                    if matches!(
+                        kind,
+                        Some(Kind::Conn { .. } | Kind::Listening { .. } | Kind::Connecting(_))
+                    ) {
+                        return true;
+                    }
+                }
+            }
+        }
+        // SAFETY: the next header of the same buffer, or null.
+        c = unsafe { libc::CMSG_NXTHDR(m, c) };
+    }
+    false
 }
 
 /// `sendfile` to an eTran connection: up to 1 MiB read from `inp` (at `*off` if given) and

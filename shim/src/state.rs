@@ -119,7 +119,7 @@ pub fn back_from_wait() {
 /// sleep): the frames sends left for the end of the pass are kicked now, since nothing else
 /// would send them while this thread sleeps.
 pub fn flush_unkicked() {
-    if UNKICKED.load(Ordering::Relaxed) && !HOLDING.try_with(Cell::get).unwrap_or(true) {
+    if UNKICKED.load(Ordering::Relaxed) && !held_here() {
         let mut g = lock();
         if let Some(app) = shim(&mut g).app.as_mut() {
             let _ = app.flush();
@@ -272,6 +272,11 @@ thread_local! {
     /// shim's wrappers (the shim is the first object the loader searches), which must not take
     /// it again.
     static HOLDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread holds the lock (the call comes from the library itself).
+pub fn held_here() -> bool {
+    HOLDING.try_with(Cell::get).unwrap_or(true)
 }
 
 impl std::ops::Deref for Guard {

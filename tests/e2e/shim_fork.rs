@@ -367,3 +367,86 @@ fn a_connect_in_progress_at_fork_ends_as_on_linux_in_the_child_and_the_parent() 
     }
     assert_eq!(conn_lines(&daemon.log()), (1, 1), "through eTran, closed: {}", daemon.log());
 }
+
+/// An accepted connection passed over a Unix socket (argv: port) to another process under
+/// the shim, which tries it; then the sender writes and closes. See the README ("fork"): the
+/// receiver has the kernel socket alone, unconnected.
+const PASSING_SERVER: &str = r#"
+import socket, subprocess, sys
+RECEIVER = '''
+import errno, socket, sys
+u = socket.socket(fileno=int(sys.argv[1]))
+_, fds, _, _ = socket.recv_fds(u, 10, 1)
+s = socket.socket(fileno=fds[0])
+out = []
+for what, call in (("recv", lambda: s.recv(10)), ("send", lambda: s.send(b"x")),
+                   ("peer", s.getpeername)):
+    try:
+        out.append("%s %r" % (what, call()))
+    except OSError as e:
+        out.append("%s %s" % (what, errno.errorcode[e.errno]))
+print("receiver", ", ".join(out), flush=True)
+'''
+a, b = socket.socketpair()
+rx = subprocess.Popen([sys.executable, "-c", RECEIVER, str(b.fileno())], pass_fds=[b.fileno()])
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", int(sys.argv[1])))
+srv.listen(1)
+print("listening", flush=True)
+c, _ = srv.accept()
+socket.send_fds(a, [b"conn"], [c.fileno()])
+rx.wait()
+c.sendall(b"still the sender's")
+c.close()
+print("sent", flush=True)
+"#;
+
+#[test]
+fn a_connection_passed_over_a_unix_socket_is_unconnected_in_the_receiver_as_documented() {
+    use std::io::BufRead;
+    let Some(_root) = common::root::shared() else { return };
+    let hosts = EtranHosts::first_only("fork-passed", etran::testbed::Spec::new("", 2));
+    let (h1, h2) = (hosts.ns(1), hosts.ns(2));
+    let ip1 = hosts.tb.host(1).ip.to_string();
+    let daemon = &hosts.daemons[0];
+    let mut cmd = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", PASSING_SERVER, "7018"]);
+    cmd.stderr(std::process::Stdio::piped());
+    let (mut server, mut out) = start_server(cmd, daemon);
+    let client = Command::new("ip")
+        .args(["netns", "exec", &h2, PYTHON, "-c"])
+        .arg(
+            "import socket,sys\n\
+             s=socket.create_connection((sys.argv[1],7018),timeout=30)\n\
+             got=b''\n\
+             while True:\n    b=s.recv(100)\n    got+=b\n    if not b: break\n\
+             print(got)",
+        )
+        .arg(&ip1)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&client.stdout),
+        "b\"still the sender's\"\n",
+        "{}",
+        text(&client)
+    );
+    let mut lines = Vec::new();
+    for _ in 0..2 {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        lines.push(line.trim().to_string());
+    }
+    let status = server.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(
+        lines,
+        ["receiver recv ENOTCONN, send EPIPE, peer ENOTCONN", "sent"],
+        "{err}: {}",
+        daemon.log()
+    );
+    assert!(status.success(), "{status}: {err}");
+    assert!(err.contains("passed over a Unix socket (SCM_RIGHTS)"), "the sender was told: {err}");
+    assert_eq!(conn_lines(&daemon.log()), (1, 1), "{}", daemon.log());
+}
