@@ -59,10 +59,11 @@ pub enum Command {
     /// read, write, readv, writev, send, recv, sendto, recvfrom, sendmsg, recvmsg, sendfile,
     /// getsockname, getpeername, getsockopt, setsockopt, fcntl, ioctl (FIONBIO, FIONREAD),
     /// poll, ppoll, select and epoll over eTran and kernel descriptors together (EPOLLET and
-    /// EPOLLONESHOT honoured), dup, dup2, dup3, fork (a listener is shared with the children
-    /// that inherit it), vfork (served as fork). IPv6 sockets stay the kernel's. Not yet:
-    /// connections a forked child inherited (EOPNOTSUPP in the child; its own new sockets
-    /// work), MSG_PEEK and MSG_OOB (EOPNOTSUPP).
+    /// EPOLLONESHOT honoured), dup, dup2, dup3, fork (listeners and connections work in the
+    /// children and their children; a connect in progress finishes first), vfork (served as
+    /// fork). IPv6 sockets stay the kernel's. Not yet: MSG_PEEK and MSG_OOB (EOPNOTSUPP); an
+    /// eTran socket passed over a Unix socket (SCM_RIGHTS) arrives as an unconnected kernel
+    /// socket (ENOTCONN).
     /// ETRAN_BUSY_POLL_US (default 50) sets how long a blocking call spins before it sleeps.
     /// ETRAN_TX_COALESCE=0 kicks every send at once; by default, the sends a thread makes
     /// between two of its waits (poll, select, epoll) are kicked together before it waits

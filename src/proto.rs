@@ -117,9 +117,9 @@ pub enum Request {
     /// Another block of client RPC ids: the app's is used up (a block lasts 2^19 RPCs).
     /// Answered by `HomaIds`, or `Error` when the session has no Homa port.
     HomaIds,
-    /// Before a fork: the connections `handles` (this session's) stand for the kernel sockets
-    /// the message carries, one each after the pidfd of process `pid` (this one), which holds
-    /// them. Answered by `Shared`.
+    /// Before a fork: the connections `handles` (this session's, or shared ones it inherited)
+    /// stand for the kernel sockets the message carries, one each after the pidfd of process
+    /// `pid` (this one), which holds them. Answered by `Shared`.
     Share { pid: u32, handles: Vec<u64> },
     /// After a fork: process `pid` (its pidfd carried) holds the connections `handles` too.
     /// Not answered.

@@ -9,8 +9,10 @@
 //! once it did (`surrendered`) the adopter gets the stream and the fast path serves it.
 //! An owner closing a shared connection while another holder lives parks it (`park`): the
 //! stream waits here for the next adopter; a parked connection whose holders all died is reset
-//! (`expire_parked`). A holder is a process (its pidfd tells when it ended), whether or not it
-//! ever registered.
+//! (`expire_parked`, run as soon as the daemon sees a holder's pidfd readable). A holder is a
+//! process (its pidfd tells when it ended), whether or not it ever registered; a child that
+//! forks again shows what it inherited (`share` of a connection it does not own), so its own
+//! children are holders too.
 //!
 //! A session that ends holding a connection loses its stream: the connection is reset (as
 //! before) even if another holder lives, and so is one it was handing over.
