@@ -53,6 +53,48 @@ print("served", conns, flush=True)
 "#;
 
 const CONNS: usize = 3;
+
+/// A testbed whose host 1 runs etran (a daemon) and whose host 2 is plain Linux.
+struct Bed {
+    hosts: EtranHosts,
+    h1: String,
+    h2: String,
+}
+
+impl Bed {
+    fn new(name: &str) -> Bed {
+        let hosts = EtranHosts::first_only(name, etran::testbed::Spec::new("", 2));
+        let (h1, h2) = (hosts.ns(1), hosts.ns(2));
+        Bed { hosts, h1, h2 }
+    }
+
+    /// Host `n`'s address.
+    fn ip(&self, n: u8) -> String {
+        self.hosts.tb.host(n).ip.to_string()
+    }
+
+    fn daemon(&self) -> &common::daemon::Daemon {
+        &self.hosts.daemons[0]
+    }
+}
+
+/// Python `script` with `args` in namespace `ns`, on Linux's sockets.
+fn python_in(ns: &str, script: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, PYTHON, "-c", script]).args(args);
+    c
+}
+
+/// The next `n` lines a server printed, trimmed.
+fn next_lines(out: &mut impl std::io::BufRead, n: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for _ in 0..n {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        lines.push(line.trim().to_string());
+    }
+    lines
+}
 const BYTES: usize = 300_000;
 
 fn forking_server_serves(name: &str, port: u16, mode: &str, banner: usize) {
@@ -63,18 +105,15 @@ fn forking_server_serves(name: &str, port: u16, mode: &str, banner: usize) {
 /// echo clients on host 2 (reading `banner` bytes of the banner first): every byte echoed,
 /// every connection through eTran and closed, none reset.
 fn serves_forking(name: &str, port: u16, server: &str, mode: &str, banner: usize) {
-    let hosts = EtranHosts::first_only(name, etran::testbed::Spec::new("", 2));
-    let (h1, h2) = (hosts.ns(1), hosts.ns(2));
-    let ip1 = hosts.tb.host(1).ip.to_string();
-    let daemon = &hosts.daemons[0];
+    let bed = Bed::new(name);
+    let daemon = bed.daemon();
     let port = port.to_string();
-    let cmd = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", server, &port, "3", mode]);
+    let cmd = etran_run(&bed.h1, &daemon.sock, &[PYTHON, "-c", server, &port, "3", mode]);
     let (mut server, mut out) = start_server(cmd, daemon);
-    let client = Command::new("ip")
-        .args(["netns", "exec", &h2, PYTHON, "-c", ECHO_CLIENT, &ip1, &port])
-        .args([CONNS.to_string(), BYTES.to_string(), banner.to_string()])
-        .output()
-        .unwrap();
+    let (conns, bytes, banner) = (CONNS.to_string(), BYTES.to_string(), banner.to_string());
+    let args = [bed.ip(1), port, conns, bytes, banner];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let client = python_in(&bed.h2, ECHO_CLIENT, &args).output().unwrap();
     let said = String::from_utf8_lossy(&client.stdout);
     assert_eq!(said.trim(), ["ok"; CONNS].join(" "), "{}: {}", text(&client), daemon.log());
     stops_having_served(&mut server, &mut out, daemon, CONNS);
@@ -232,30 +271,20 @@ for mode in ("adopted", "parked", "both"):
 
 #[test]
 fn a_holder_killed_with_sigkill_resets_the_connection_at_once_and_leaves_nothing() {
-    use std::io::{BufRead, Write};
+    use std::io::Write;
     let Some(_root) = common::root::shared() else { return };
-    let hosts = EtranHosts::first_only("fork-killed", etran::testbed::Spec::new("", 2));
-    let (h1, h2) = (hosts.ns(1), hosts.ns(2));
-    let ip1 = hosts.tb.host(1).ip.to_string();
-    let daemon = &hosts.daemons[0];
-    let ports_before = port_links(&h1).len();
-    let mut cmd = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", KILLED_SERVER, "7015"]);
+    let bed = Bed::new("fork-killed");
+    let (h1, daemon) = (&bed.h1, bed.daemon());
+    let ports_before = port_links(h1).len();
+    let mut cmd = etran_run(h1, &daemon.sock, &[PYTHON, "-c", KILLED_SERVER, "7015"]);
     cmd.stdin(std::process::Stdio::piped());
     let (mut server, mut out) = start_server(cmd, daemon);
-    let client = Command::new("ip")
-        .args(["netns", "exec", &h2, PYTHON, "-c", KILLED_CLIENT, &ip1, "7015"])
-        .output()
-        .unwrap();
+    let client = python_in(&bed.h2, KILLED_CLIENT, &[&bed.ip(1), "7015"]).output().unwrap();
     let said = String::from_utf8_lossy(&client.stdout);
     let want = "adopted rst b'from the child' True\nparked rst b'' True\n\
                 both rst b'from the child' True\n";
     assert_eq!(said, want, "{}: {}", text(&client), daemon.log());
-    let mut lines = Vec::new();
-    for _ in 0..4 {
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        lines.push(line.trim().to_string());
-    }
+    let lines = next_lines(&mut out, 4);
     assert_eq!(
         lines,
         ["adopted -9", "parked -9", "both -9 ECONNRESET", "done"],
@@ -265,21 +294,21 @@ fn a_holder_killed_with_sigkill_resets_the_connection_at_once_and_leaves_nothing
     // While the server lives: no connection left in the datapath, the children's ports gone
     // (the server's own is the one left), each killed child's session closed.
     let log = daemon.log();
-    assert_eq!(tcp_conn_count(&h1, "eth0"), 0, "{log}");
+    assert_eq!(tcp_conn_count(h1, "eth0"), 0, "{log}");
     let apps = registrations(&log);
     let closed =
         log.lines().filter(|l| l.contains("app session") && l.contains(" closed: port ")).count();
     assert_eq!(apps - closed, 1, "only the server's session is left: {log}");
-    assert_eq!(port_links(&h1).len() - ports_before, 2, "one app port (its veth pair): {log}");
+    assert_eq!(port_links(h1).len() - ports_before, 2, "one app port (its veth pair): {log}");
     server.stdin.take().unwrap().write_all(b"\n").unwrap();
     let status = server.wait().unwrap();
     assert!(status.success(), "{status}");
     // The daemon closes the session when it reads the link's end: a moment later.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while port_links(&h1).len() != ports_before && Instant::now() < deadline {
+    while port_links(h1).len() != ports_before && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(port_links(&h1).len(), ports_before, "{}", daemon.log());
+    assert_eq!(port_links(h1).len(), ports_before, "{}", daemon.log());
 }
 
 /// A non-blocking connect still in progress at fork (argv: host, open port, closed port): the
@@ -336,30 +365,27 @@ while True:
 
 #[test]
 fn a_connect_in_progress_at_fork_ends_as_on_linux_in_the_child_and_the_parent() {
-    use std::io::BufRead;
     let Some(_root) = common::root::shared() else { return };
-    let hosts = EtranHosts::first_only("fork-connect", etran::testbed::Spec::new("", 2));
-    let (h1, h2) = (hosts.ns(1), hosts.ns(2));
-    let ip2 = hosts.tb.host(2).ip.to_string();
-    let daemon = &hosts.daemons[0];
+    let bed = Bed::new("fork-connect");
+    let (ip2, daemon) = (bed.ip(2), bed.daemon());
     let want = "connect EINPROGRESS\nchild b'from the child'\nparent b'and the parent'\n\
                 connect EINPROGRESS\nchild ECONNREFUSED\n";
     for shim in [false, true] {
-        let mut echo = Command::new("ip")
-            .args(["netns", "exec", &h2, PYTHON, "-c", ONE_ECHO, "7016"])
+        let mut echo = python_in(&bed.h2, ONE_ECHO, &["7016"])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(echo.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "listening");
-        let args = [PYTHON, "-c", CONNECT_AT_FORK, &ip2, "7016", "7017"];
+        let mut said = std::io::BufReader::new(echo.stdout.take().unwrap());
+        assert_eq!(next_lines(&mut said, 1), ["listening"]);
+        let args = [ip2.as_str(), "7016", "7017"];
         let mut cmd = if shim {
-            etran_run(&h1, &daemon.sock, &args)
+            etran_run(
+                &bed.h1,
+                &daemon.sock,
+                &[&[PYTHON, "-c", CONNECT_AT_FORK], &args[..]].concat(),
+            )
         } else {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", &h1]).args(args);
-            c
+            python_in(&bed.h1, CONNECT_AT_FORK, &args)
         };
         let out = cmd.output().unwrap();
         let _ = echo.wait();
@@ -389,10 +415,7 @@ print("receiver", ", ".join(out), flush=True)
 '''
 a, b = socket.socketpair()
 rx = subprocess.Popen([sys.executable, "-c", RECEIVER, str(b.fileno())], pass_fds=[b.fileno()])
-srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", int(sys.argv[1])))
-srv.listen(1)
+srv = socket.create_server(("0.0.0.0", int(sys.argv[1])))
 print("listening", flush=True)
 c, _ = srv.accept()
 socket.send_fds(a, [b"conn"], [c.fileno()])
@@ -402,41 +425,35 @@ c.close()
 print("sent", flush=True)
 "#;
 
+/// A Linux client (argv: host, port) printing all it reads.
+const READ_ALL: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+got = b""
+while True:
+    b = s.recv(100)
+    got += b
+    if not b:
+        break
+print(got)
+"#;
+
 #[test]
 fn a_connection_passed_over_a_unix_socket_is_unconnected_in_the_receiver_as_documented() {
-    use std::io::BufRead;
     let Some(_root) = common::root::shared() else { return };
-    let hosts = EtranHosts::first_only("fork-passed", etran::testbed::Spec::new("", 2));
-    let (h1, h2) = (hosts.ns(1), hosts.ns(2));
-    let ip1 = hosts.tb.host(1).ip.to_string();
-    let daemon = &hosts.daemons[0];
-    let mut cmd = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", PASSING_SERVER, "7018"]);
+    let bed = Bed::new("fork-passed");
+    let daemon = bed.daemon();
+    let mut cmd = etran_run(&bed.h1, &daemon.sock, &[PYTHON, "-c", PASSING_SERVER, "7018"]);
     cmd.stderr(std::process::Stdio::piped());
     let (mut server, mut out) = start_server(cmd, daemon);
-    let client = Command::new("ip")
-        .args(["netns", "exec", &h2, PYTHON, "-c"])
-        .arg(
-            "import socket,sys\n\
-             s=socket.create_connection((sys.argv[1],7018),timeout=30)\n\
-             got=b''\n\
-             while True:\n    b=s.recv(100)\n    got+=b\n    if not b: break\n\
-             print(got)",
-        )
-        .arg(&ip1)
-        .output()
-        .unwrap();
+    let client = python_in(&bed.h2, READ_ALL, &[&bed.ip(1), "7018"]).output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&client.stdout),
         "b\"still the sender's\"\n",
         "{}",
         text(&client)
     );
-    let mut lines = Vec::new();
-    for _ in 0..2 {
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        lines.push(line.trim().to_string());
-    }
+    let lines = next_lines(&mut out, 2);
     let status = server.wait().unwrap();
     let mut err = String::new();
     std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut err).unwrap();
