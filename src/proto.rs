@@ -19,7 +19,8 @@
 //! native backend: `Registered` may hand over a socket the daemon bound (`bound`), and TX frames
 //! start `geometry.tx_headroom` bytes into their chunk. 10: connections shared across processes:
 //! `Share`, `Forked`, `Adopt`, `Park`, `Surrendered` and their answers. 11: `HomaIds`, another
-//! block of client RPC ids.)
+//! block of client RPC ids. 12: connections passed over Unix sockets: `Share` with `passing`,
+//! `AdoptPassed`.)
 //!
 //! Refusals carry the errno a POSIX call would give (`EADDRINUSE` for a port that is taken,
 //! `ECONNREFUSED` for a SYN answered by RST, `ETIMEDOUT`, ...): the app library hands them on as
@@ -29,6 +30,7 @@
 //! (SCM_RIGHTS), in the order the message lists them (`fds`); a `Listen` with `socket` set
 //! carries one, the same way; so do `Share` (the process's pidfd, then one kernel socket per
 //! connection), `Forked` (the child's pidfd), `Adopt` (the connection's kernel socket),
+//! `AdoptPassed` (the process's pidfd, then the socket),
 //! `Surrendered` and `Adopted` (a memfd holding the stream handed over). See [`send_fds`] /
 //! [`recv_fds`].
 //!
@@ -58,7 +60,7 @@ pub use crate::{
 };
 
 /// Version of this protocol; bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u32 = 11;
+pub const PROTOCOL_VERSION: u32 = 12;
 /// Largest message body accepted (a `Registered` is a few hundred bytes).
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Most descriptors one message carries.
@@ -119,14 +121,26 @@ pub enum Request {
     HomaIds,
     /// Before a fork: the connections `handles` (this session's, or shared ones it inherited)
     /// stand for the kernel sockets the message carries, one each after the pidfd of process
-    /// `pid` (this one), which holds them. Answered by `Shared`.
-    Share { pid: u32, handles: Vec<u64> },
+    /// `pid` (this one), which holds them. Answered by `Shared`. With `passing`, the sockets
+    /// are on their way over a Unix socket to a process the daemon does not know yet: the
+    /// connections wait a while for it (`AdoptPassed`), whether or not a known holder lives.
+    Share {
+        pid: u32,
+        handles: Vec<u64>,
+        #[serde(default)]
+        passing: bool,
+    },
     /// After a fork: process `pid` (its pidfd carried) holds the connections `handles` too.
     /// Not answered.
     Forked { pid: u32, handles: Vec<u64> },
     /// The connection `handle` comes to this session, which shows its kernel socket (carried).
     /// Answered by `Adopted` or `AdoptFailed`.
     Adopt { handle: u64 },
+    /// Process `pid` (its pidfd carried, then a kernel socket) received that socket over a Unix
+    /// socket: the connection it stands for, if any, comes to this session. Answered by
+    /// `Adopted` (naming the connection) or `AdoptFailed` with handle 0 (`ENOTCONN`: no
+    /// connection of the daemon's stands for it).
+    AdoptPassed { pid: u32 },
     /// Process `pid` closed its descriptor of connection `handle` (with `keep`, it still holds
     /// one: it parks the stream at the daemon, as a parent does at fork). From its owner:
     /// answered by `Surrender` (another holder lives, or `keep`: hand the stream over, it waits
@@ -476,7 +490,8 @@ mod tests {
             Request::HomaBind { port: 0 },
             Request::HomaPeer { ip: Ipv4Addr::new(10, 99, 0, 2) },
             Request::HomaIds,
-            Request::Share { pid: 7, handles: vec![1, 2] },
+            Request::Share { pid: 7, handles: vec![1, 2], passing: true },
+            Request::AdoptPassed { pid: 7 },
             Request::Forked { pid: 8, handles: vec![1] },
             Request::Adopt { handle: 1 },
             Request::Park { handle: 1, pid: 8, keep: true },

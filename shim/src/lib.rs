@@ -597,7 +597,14 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     match route(fd) {
         // SAFETY: handed on.
-        Route::Kernel => kernel_wait(|| unsafe { real::recvmsg(fd, msg, flags) }),
+        Route::Kernel => {
+            let n = kernel_wait(|| unsafe { real::recvmsg(fd, msg, flags) });
+            if n > 0 && !msg.is_null() {
+                // SAFETY: the header the kernel just filled.
+                after_receiving(&unsafe { passed_fds(&*msg) });
+            }
+            n
+        }
         Route::Etran(g) => {
             // SAFETY: the caller's message header.
             let m = unsafe { &mut *msg };
@@ -733,14 +740,9 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
     match route(fd) {
         Route::Kernel => {
             // SAFETY: the caller's message header.
-            if !msg.is_null() && unsafe { passes_etran_socket(&*msg) } {
-                static SAID: AtomicBool = AtomicBool::new(false);
-                say_once(
-                    &SAID,
-                    "an eTran socket passed over a Unix socket (SCM_RIGHTS) arrives as its \
-                     kernel socket, unconnected: the receiver cannot use its connection \
-                     (ENOTCONN); this process's descriptor keeps it",
-                );
+            let passed = if msg.is_null() { Vec::new() } else { unsafe { passed_fds(&*msg) } };
+            if passed.iter().any(|&p| tracked(p)) {
+                before_passing(&passed);
             }
             // SAFETY: handed on.
             unsafe { real::sendmsg(fd, msg, flags) }
@@ -757,12 +759,12 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
     }
 }
 
-/// Whether `m` passes descriptors (`SCM_RIGHTS`) of which one is an eTran connection or
-/// listener: the receiver gets only the kernel socket behind it (README, "fork").
-unsafe fn passes_etran_socket(m: &msghdr) -> bool {
-    // The library's own messages to the daemon (sockets shown) are sent under the lock.
+/// The descriptors `m` passes (`SCM_RIGHTS`); none for the library's own messages to the
+/// daemon, sent under the lock.
+unsafe fn passed_fds(m: &msghdr) -> Vec<RawFd> {
+    let mut fds = Vec::new();
     if m.msg_controllen == 0 || m.msg_control.is_null() || state::held_here() {
-        return false;
+        return fds;
     }
     // SAFETY: the caller's control buffer, walked with the C library's own macros.
     let mut c = unsafe { libc::CMSG_FIRSTHDR(m) };
@@ -774,26 +776,71 @@ unsafe fn passes_etran_socket(m: &msghdr) -> bool {
             let head = unsafe { libc::CMSG_LEN(0) } as usize;
             let n = (h.cmsg_len as usize).saturating_sub(head) / std::mem::size_of::<c_int>();
             // SAFETY: the header's data, `n` descriptors.
-            let fds = unsafe { libc::CMSG_DATA(c) } as *const c_int;
-            for i in 0..n {
-                // SAFETY: within the header's data; it may be unaligned.
-                let fd = unsafe { fds.add(i).read_unaligned() };
-                if tracked(fd) {
-                    let mut g = lock();
-                    let kind = shim(&mut g).get(fd).map(|s| &s.kind);
-                    if matches!(
-                        kind,
-                        Some(Kind::Conn { .. } | Kind::Listening { .. } | Kind::Connecting(_))
-                    ) {
-                        return true;
-                    }
-                }
-            }
+            let data = unsafe { libc::CMSG_DATA(c) } as *const c_int;
+            // SAFETY: within the header's data; it may be unaligned.
+            fds.extend((0..n).map(|i| unsafe { data.add(i).read_unaligned() }));
         }
         // SAFETY: the next header of the same buffer, or null.
         c = unsafe { libc::CMSG_NXTHDR(m, c) };
     }
-    false
+    fds
+}
+
+/// Descriptors `passed` (some of them eTran sockets) are about to go over a Unix socket: their
+/// connections wait at the daemon for the receiver to adopt them (see shared.rs). A listener
+/// or a connect in progress cannot follow: the receiver gets its kernel socket alone (said
+/// once).
+fn before_passing(passed: &[RawFd]) {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    let mut g = lock();
+    let s = shim(&mut g);
+    s.share_passed(passed);
+    let stuck = passed.iter().any(|&p| {
+        matches!(s.get(p).map(|k| &k.kind), Some(Kind::Listening { .. } | Kind::Connecting(_)))
+    });
+    if stuck {
+        say_once(
+            &SAID,
+            "an eTran listener or connect in progress passed over a Unix socket (SCM_RIGHTS) \
+             arrives as its kernel socket alone: the receiver cannot use it through eTran",
+        );
+    }
+}
+
+/// Descriptors received over a Unix socket: each unconnected TCP/IPv4 socket of the kernel's
+/// may be the socket behind a connection passed by another process under the shim, which
+/// this one then adopts (see shared.rs).
+fn after_receiving(received: &[RawFd]) {
+    for &fd in received {
+        if unconnected_tcp(fd) {
+            let mut g = lock();
+            shim(&mut g).adopt_passed(fd);
+        }
+    }
+}
+
+/// Whether `fd` is a TCP/IPv4 socket neither connected nor listening in the kernel.
+fn unconnected_tcp(fd: RawFd) -> bool {
+    let opt = |name| {
+        let (mut v, mut len) = (0 as c_int, std::mem::size_of::<c_int>() as socklen_t);
+        // SAFETY: an int-sized option into a local.
+        let r = unsafe {
+            real::getsockopt(fd, libc::SOL_SOCKET, name, (&mut v as *mut c_int).cast(), &mut len)
+        };
+        (r == 0).then_some(v)
+    };
+    if opt(libc::SO_DOMAIN) != Some(libc::AF_INET)
+        || opt(libc::SO_PROTOCOL) != Some(libc::IPPROTO_TCP)
+        || opt(libc::SO_ACCEPTCONN) != Some(0)
+    {
+        return false;
+    }
+    // SAFETY: an address buffer of ours.
+    let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as socklen_t;
+    // SAFETY: as above.
+    let r = unsafe { real::getpeername(fd, (&mut a as *mut libc::sockaddr_in).cast(), &mut len) };
+    r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
 }
 
 /// `sendfile` to an eTran connection: up to 1 MiB read from `inp` (at `*off` if given) and

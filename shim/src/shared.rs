@@ -42,8 +42,21 @@ impl Shim {
     /// it inherited, registering first if it never used eTran), and marks them shared.
     /// Returns their handles (for [`Shim::forked`]).
     pub fn share_before_fork(&mut self) -> Vec<u64> {
+        let fds = self.fds();
+        self.show_conns(&fds, false)
+    }
+
+    /// Before descriptors `fds` go over a Unix socket (`sendmsg`, `SCM_RIGHTS`): the
+    /// connections among them are shown to the daemon, which keeps them for their receiver
+    /// ([`Shim::adopt_passed`]) even if this process closes its descriptors at once.
+    pub fn share_passed(&mut self, fds: &[RawFd]) {
+        self.show_conns(fds, true);
+    }
+
+    /// Shows the daemon the connections of descriptors `fds` (see above); their handles.
+    fn show_conns(&mut self, fds: &[RawFd], passing: bool) -> Vec<u64> {
         let mut conns: Vec<(u64, RawFd)> = Vec::new();
-        for fd in self.fds() {
+        for &fd in fds {
             if let Some(Sock { kind: Kind::Conn { id, .. }, .. }) = self.get(fd) {
                 if !conns.iter().any(|c| c.0 == id.0) {
                     conns.push((id.0, fd));
@@ -58,8 +71,8 @@ impl Shim {
         // SAFETY: our open descriptors, borrowed for the call.
         let shown: Vec<(u64, BorrowedFd<'_>)> =
             conns.iter().map(|&(h, fd)| (h, unsafe { BorrowedFd::borrow_raw(fd) })).collect();
-        if let Err(e) = app.link().share(this_pid(), me.as_fd(), &shown) {
-            eprintln!("etran: the child cannot use this process's connections ({e})");
+        if let Err(e) = app.link().share(this_pid(), me.as_fd(), &shown, passing) {
+            eprintln!("etran: other processes cannot use this process's connections ({e})");
             return Vec::new();
         }
         for &(_, fd) in &conns {
@@ -117,6 +130,26 @@ impl Shim {
             sock.inherited = false;
         }
         Ok(())
+    }
+
+    /// A descriptor received over a Unix socket (`fd`, an unconnected TCP socket of the
+    /// kernel's): when it is the kernel socket behind a connection of the daemon's, this
+    /// process adopts the connection and `fd` is an eTran socket from now on; otherwise it
+    /// stays the kernel's.
+    pub fn adopt_passed(&mut self, fd: RawFd) {
+        let Some(me) = pidfd(this_pid() as libc::pid_t) else { return };
+        let Some(app) = self.app() else { return };
+        // SAFETY: `fd` is open (just received); the daemon gets its own copy.
+        let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+        let Ok(id) = app.adopt_passed(this_pid(), me.as_fd(), socket) else { return };
+        // SAFETY: a plain query of an open descriptor.
+        let flags = unsafe { crate::real::fcntl(fd, libc::F_GETFL, 0) };
+        let mut sock = Sock::new(
+            Kind::Conn { id, rd_shut: false, wr_shut: false },
+            flags >= 0 && flags & libc::O_NONBLOCK != 0,
+        );
+        sock.shared = true;
+        self.insert(fd, sock);
     }
 
     /// Connections this process handed over (the daemon asked): their descriptors stand for

@@ -11,6 +11,7 @@ use std::{
 };
 
 use super::{App, ConnId, Stream};
+use crate::proto;
 use crate::transport::tcp::seq::after;
 
 /// How long a surrendering app waits for the frames ingress handed it before the move began
@@ -22,11 +23,29 @@ impl App {
     /// owner hands the stream over (or the daemon had it parked), and it is this app's.
     pub fn adopt(&mut self, handle: u64, socket: BorrowedFd<'_>) -> io::Result<ConnId> {
         let (at, memfd) = self.driver.link.adopt(handle, socket)?;
+        self.resume(handle, &at, memfd)
+    }
+
+    /// Adopts the connection whose kernel socket (`socket`) process `pid` (`pidfd`, this one)
+    /// received over a Unix socket (`ENOTCONN`: none of the daemon's).
+    pub fn adopt_passed(
+        &mut self,
+        pid: u32,
+        pidfd: BorrowedFd<'_>,
+        socket: BorrowedFd<'_>,
+    ) -> io::Result<ConnId> {
+        let (handle, at, memfd) = self.driver.link.adopt_passed(pid, pidfd, socket)?;
+        self.resume(handle, &at, memfd)
+    }
+
+    /// Resumes the stream of connection `handle` handed over in `memfd`, the kernel's state at
+    /// `at`: it is this app's.
+    fn resume(&mut self, handle: u64, at: &proto::Resume, memfd: OwnedFd) -> io::Result<ConnId> {
         let mut bytes = Vec::new();
         let mut file = std::fs::File::from(memfd);
         file.seek(io::SeekFrom::Start(0))?;
         file.read_to_end(&mut bytes)?;
-        let stream = Stream::resume(&bytes, &at, self.rto)?;
+        let stream = Stream::resume(&bytes, at, self.rto)?;
         self.released.remove(&handle);
         self.conns.insert(handle, stream);
         for (meta, payload) in self.early.take(handle) {

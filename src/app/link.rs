@@ -436,18 +436,19 @@ impl DaemonLink {
 
     /// Before a fork: connections `conns` (handle, kernel socket) stand for those sockets;
     /// process `pid` (`pidfd`, this one) holds them. Waits for the daemon's answer, so that a
-    /// child's `Adopt` finds them.
+    /// child's `Adopt` finds them. `passing`: they are about to go over a Unix socket.
     pub fn share(
         &mut self,
         pid: u32,
         pidfd: BorrowedFd<'_>,
         conns: &[(u64, BorrowedFd<'_>)],
+        passing: bool,
     ) -> io::Result<()> {
         for chunk in conns.chunks(proto::MAX_FDS - 1) {
             let handles = chunk.iter().map(|c| c.0).collect();
             let mut fds = vec![pidfd];
             fds.extend(chunk.iter().map(|c| c.1));
-            let msg = proto::encode(&Request::Share { pid, handles });
+            let msg = proto::encode(&Request::Share { pid, handles, passing });
             proto::send_fds(self.stream.as_fd(), &msg, &fds)?;
             self.wait_for("Share", |r| matches!(r, Reply::Shared).then_some(Ok(())))?;
         }
@@ -469,17 +470,38 @@ impl DaemonLink {
     ) -> io::Result<(proto::Resume, OwnedFd)> {
         let msg = proto::encode(&Request::Adopt { handle });
         proto::send_fds(self.stream.as_fd(), &msg, &[socket])?;
+        self.adopted(Some(handle)).map(|(_, at, fd)| (at, fd))
+    }
+
+    /// Adopts the connection that `socket`, received over a Unix socket by process `pid`
+    /// (`pidfd`, this one), stands for: its handle, where the kernel's state stands and the
+    /// memfd holding the stream.
+    pub fn adopt_passed(
+        &mut self,
+        pid: u32,
+        pidfd: BorrowedFd<'_>,
+        socket: BorrowedFd<'_>,
+    ) -> io::Result<(u64, proto::Resume, OwnedFd)> {
+        let msg = proto::encode(&Request::AdoptPassed { pid });
+        proto::send_fds(self.stream.as_fd(), &msg, &[pidfd, socket])?;
+        self.adopted(None)
+    }
+
+    /// The answer to an adoption of `handle` (None: by the socket, whose answer names it or
+    /// says 0).
+    fn adopted(&mut self, handle: Option<u64>) -> io::Result<(u64, proto::Resume, OwnedFd)> {
+        let ours = |h: u64| handle.is_none_or(|want| want == h);
         loop {
             let (reply, mut fds) = self.recv()?;
             match self.stash(reply) {
                 None => {}
-                Some(Reply::Adopted { handle: h, at }) if h == handle => {
+                Some(Reply::Adopted { handle: h, at }) if ours(h) => {
                     let fd = fds.pop().ok_or_else(|| {
                         broken(io::ErrorKind::InvalidData, "the daemon sent no stream")
                     })?;
-                    return Ok((at, fd));
+                    return Ok((h, at, fd));
                 }
-                Some(Reply::AdoptFailed { handle: h, refusal }) if h == handle => {
+                Some(Reply::AdoptFailed { handle: h, refusal }) if ours(h) => {
                     return Err(refusal.to_io_error())
                 }
                 Some(Reply::Error { refusal }) => return Err(refusal.to_io_error()),

@@ -360,8 +360,12 @@ impl Daemon {
                     self.tell(token, &Reply::HomaPeer { ip, refusal });
                     false
                 }
-                Input::Request(Request::Share { pid, handles }) => {
-                    self.share(token, pid, &handles);
+                Input::Request(Request::Share { pid, handles, passing }) => {
+                    self.share(token, pid, &handles, passing);
+                    false
+                }
+                Input::Request(Request::AdoptPassed { pid }) => {
+                    self.adopt_passed(token, pid);
                     false
                 }
                 Input::Request(Request::Forked { pid, handles }) => {
@@ -467,7 +471,7 @@ impl Daemon {
     }
 
     /// `Share`: the pidfd, then one kernel socket per connection.
-    fn share(&mut self, token: Token, pid: u32, handles: &[u64]) {
+    fn share(&mut self, token: Token, pid: u32, handles: &[u64], passing: bool) {
         let pidfd = self.take_fd(token);
         let mut shown = Vec::new();
         for &h in handles {
@@ -477,7 +481,7 @@ impl Daemon {
         }
         if let Some(pidfd) = pidfd {
             self.watch_holder(&pidfd);
-            self.tcp.share(token, pid, &pidfd, &shown);
+            self.tcp.share(token, pid, &pidfd, &shown, passing);
         }
         self.tell(token, &Reply::Shared);
     }
@@ -497,10 +501,32 @@ impl Daemon {
 
     /// `Adopt`: the connection's kernel socket comes with it.
     fn adopt(&mut self, token: Token, handle: u64) {
+        self.adopt_shown(token, handle, |tcp, slot, id| tcp.adopt(token, slot, handle, id));
+    }
+
+    /// `AdoptPassed`: the receiver's pidfd, then the kernel socket it received.
+    fn adopt_passed(&mut self, token: Token, pid: u32) {
+        let Some(pidfd) = self.take_fd(token) else {
+            let refusal = Refusal::new(libc::EBADF, "no pidfd came with the message");
+            return self.handed(vec![Handed::AdoptFailed { to: token, handle: 0, refusal }]);
+        };
+        self.watch_holder(&pidfd);
+        self.adopt_shown(token, 0, |tcp, slot, id| tcp.adopt_passed(token, slot, pid, &pidfd, id));
+    }
+
+    /// An adoption of `handle` (0: by the socket) showing the next kernel socket session
+    /// `token` sent: `adopt` runs once the session's port slot and the socket's identity are
+    /// known, or the session is refused.
+    fn adopt_shown(
+        &mut self,
+        token: Token,
+        handle: u64,
+        adopt: impl FnOnce(&mut TcpControl, u32, SocketId) -> Vec<Handed>,
+    ) {
         let slot = self.sessions.get(&token).and_then(|s| s.port.as_ref()).map(|p| p.slot());
         let shown = self.take_fd(token).map(|fd| socket_id(&fd));
         let out = match (slot, shown) {
-            (Some(slot), Some(Ok(id))) => self.tcp.adopt(token, slot, handle, id),
+            (Some(slot), Some(Ok(id))) => adopt(&mut self.tcp, slot, id),
             (None, _) => vec![Handed::AdoptFailed { to: token, handle, refusal: not_registered() }],
             (_, Some(Err(refusal))) => vec![Handed::AdoptFailed { to: token, handle, refusal }],
             (_, None) => {

@@ -974,8 +974,27 @@ impl TcpControl {
     }
 
     /// See [`SlowPath::share`].
-    pub fn share(&mut self, owner: Token, pid: u32, pidfd: &OwnedFd, handles: &[(u64, SocketId)]) {
-        self.slow.share(owner, pid, pidfd, handles)
+    pub fn share(
+        &mut self,
+        owner: Token,
+        pid: u32,
+        pidfd: &OwnedFd,
+        handles: &[(u64, SocketId)],
+        passing: bool,
+    ) {
+        self.slow.share(owner, pid, pidfd, handles, passing)
+    }
+
+    /// See [`SlowPath::adopt_passed`].
+    pub fn adopt_passed(
+        &mut self,
+        to: Token,
+        slot: u32,
+        pid: u32,
+        pidfd: &OwnedFd,
+        socket: SocketId,
+    ) -> Vec<Handed> {
+        self.slow.adopt_passed(&self.handles, to, slot, pid, pidfd, socket)
     }
 
     /// See [`SlowPath::forked`].

@@ -19,6 +19,7 @@
 use std::{
     collections::VecDeque,
     os::fd::{AsFd, OwnedFd},
+    time::{Duration, Instant},
 };
 
 use mio::Token;
@@ -36,6 +37,10 @@ use crate::{
 
 /// The owner of a connection on its way between apps, or parked (no session).
 pub(super) const NOBODY: Token = Token(usize::MAX);
+
+/// How long a connection passed over a Unix socket waits for its receiver (`adopt_passed`)
+/// while no holder the daemon knows lives.
+const PASSING: Duration = Duration::from_secs(10);
 
 /// Where a shared connection's stream is.
 enum Hand {
@@ -55,6 +60,16 @@ pub(super) struct Shared {
     hand: Hand,
     /// Sessions waiting for it, with their port slots.
     adopters: VecDeque<(Token, u32)>,
+    /// Passed over a Unix socket: kept for its receiver until then, held or not.
+    passed_until: Option<Instant>,
+}
+
+impl Shared {
+    /// Whether a process may still use it: a holder lives, or a receiver may yet come.
+    fn held(&self) -> bool {
+        self.holders.iter().any(|(_, fd)| alive(fd))
+            || self.passed_until.is_some_and(|t| Instant::now() < t)
+    }
 }
 
 /// What a session must be told (the daemon words it as a reply).
@@ -77,8 +92,16 @@ impl SlowPath {
     /// `Share` from `owner`: the connections `handles` stand for the kernel sockets `sockets`;
     /// process `pid` (`pidfd`) holds them. A connection `owner` does not own is one it
     /// inherited (a child about to fork a grandchild): shown with the socket it was shared
-    /// with, its holder is recorded all the same.
-    pub fn share(&mut self, owner: Token, pid: u32, pidfd: &OwnedFd, handles: &[(u64, SocketId)]) {
+    /// with, its holder is recorded all the same. `passing`: the sockets go over a Unix
+    /// socket, and the connections wait for their receiver ([`PASSING`]).
+    pub fn share(
+        &mut self,
+        owner: Token,
+        pid: u32,
+        pidfd: &OwnedFd,
+        handles: &[(u64, SocketId)],
+        passing: bool,
+    ) {
         for &(handle, socket) in handles {
             let s = if self.owned(owner, handle).is_some() {
                 self.shared.entry(handle).or_insert_with(|| Shared {
@@ -86,6 +109,7 @@ impl SlowPath {
                     holders: Vec::new(),
                     hand: Hand::Owned,
                     adopters: VecDeque::new(),
+                    passed_until: None,
                 })
             } else {
                 match self.shared.get_mut(&handle).filter(|s| s.socket == socket) {
@@ -94,7 +118,38 @@ impl SlowPath {
                 }
             };
             add_holder(s, pid, pidfd);
+            if passing {
+                s.passed_until = Some(Instant::now() + PASSING);
+            }
         }
+    }
+
+    /// `AdoptPassed` from session `to` (port `slot`): process `pid` (`pidfd`) received the
+    /// kernel socket `socket` over a Unix socket; the connection it stands for comes to `to`,
+    /// which holds it from now on.
+    pub fn adopt_passed(
+        &mut self,
+        tcp: &TcpHandles,
+        to: Token,
+        slot: u32,
+        pid: u32,
+        pidfd: &OwnedFd,
+        socket: SocketId,
+    ) -> Vec<Handed> {
+        let found = self.shared.iter_mut().find(|(_, s)| s.socket == socket);
+        let Some((&handle, s)) = found else {
+            let refusal = Refusal::new(libc::ENOTCONN, "no connection of etran's".to_string());
+            return vec![Handed::AdoptFailed { to, handle: 0, refusal }];
+        };
+        add_holder(s, pid, pidfd);
+        s.passed_until = None;
+        let owner = self.handles.get(&handle).and_then(|k| self.conns.get(k)).map(|c| c.owner);
+        if owner == Some(to) {
+            // Sent to itself: its stream is here already.
+            let refusal = Refusal::new(libc::EALREADY, "this app has it".to_string());
+            return vec![Handed::AdoptFailed { to, handle: 0, refusal }];
+        }
+        self.adopt(tcp, to, slot, handle, socket)
     }
 
     /// `Forked`: process `pid` (`pidfd`) holds the connections `handles` too.
@@ -171,7 +226,7 @@ impl SlowPath {
         if !keep {
             s.holders.retain(|(p, _)| *p != pid);
         }
-        let held = s.holders.iter().any(|(_, fd)| alive(fd));
+        let held = s.held();
         let Some(key) = owned else {
             // Parked, and its last holder let go: nobody will adopt it.
             if !held && matches!(s.hand, Hand::Parked { .. }) {
@@ -276,7 +331,7 @@ impl SlowPath {
         let dead: Vec<u64> = self
             .shared
             .iter()
-            .filter(|(_, s)| matches!(s.hand, Hand::Parked { .. }) && s.holders.is_empty())
+            .filter(|(_, s)| matches!(s.hand, Hand::Parked { .. }) && !s.held())
             .map(|(&h, _)| h)
             .collect();
         self.drop_shared(tcp, &dead)
