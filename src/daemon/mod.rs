@@ -48,7 +48,7 @@ use crate::{
     transport::{
         homa::control::{homa_handles, HomaControl},
         tcp::{
-            control::{Event, Handed, Notify, SlowTimer, TcpControl},
+            control::{Event, Handed, Holder, Notify, SlowTimer, TcpControl},
             handshake::mss_for_mtu,
             listen::SocketId,
         },
@@ -481,7 +481,7 @@ impl Daemon {
         }
         if let Some(pidfd) = pidfd {
             self.watch_holder(&pidfd);
-            self.tcp.share(token, pid, &pidfd, &shown, passing);
+            self.tcp.share(token, Holder { pid, pidfd: &pidfd }, &shown, passing);
         }
         self.tell(token, &Reply::Shared);
     }
@@ -511,7 +511,8 @@ impl Daemon {
             return self.handed(vec![Handed::AdoptFailed { to: token, handle: 0, refusal }]);
         };
         self.watch_holder(&pidfd);
-        self.adopt_shown(token, 0, |tcp, slot, id| tcp.adopt_passed(token, slot, pid, &pidfd, id));
+        let by = Holder { pid, pidfd: &pidfd };
+        self.adopt_shown(token, 0, |tcp, slot, id| tcp.adopt_passed(token, slot, by, id));
     }
 
     /// An adoption of `handle` (0: by the socket) showing the next kernel socket session

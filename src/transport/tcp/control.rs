@@ -67,7 +67,7 @@ use crate::{
 
 mod sharing;
 
-pub use sharing::Handed;
+pub use sharing::{Handed, Holder};
 
 /// Send buffer the app gets for each connection.
 const SND_BUF: u32 = 1 << 20;
@@ -974,27 +974,13 @@ impl TcpControl {
     }
 
     /// See [`SlowPath::share`].
-    pub fn share(
-        &mut self,
-        owner: Token,
-        pid: u32,
-        pidfd: &OwnedFd,
-        handles: &[(u64, SocketId)],
-        passing: bool,
-    ) {
-        self.slow.share(owner, pid, pidfd, handles, passing)
+    pub fn share(&mut self, owner: Token, by: Holder, conns: &[(u64, SocketId)], passing: bool) {
+        self.slow.share(owner, by, conns, passing)
     }
 
     /// See [`SlowPath::adopt_passed`].
-    pub fn adopt_passed(
-        &mut self,
-        to: Token,
-        slot: u32,
-        pid: u32,
-        pidfd: &OwnedFd,
-        socket: SocketId,
-    ) -> Vec<Handed> {
-        self.slow.adopt_passed(&self.handles, to, slot, pid, pidfd, socket)
+    pub fn adopt_passed(&mut self, to: Token, slot: u32, by: Holder, id: SocketId) -> Vec<Handed> {
+        self.slow.adopt_passed(&self.handles, to, slot, by, id)
     }
 
     /// See [`SlowPath::forked`].

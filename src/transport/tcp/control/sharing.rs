@@ -72,6 +72,13 @@ impl Shared {
     }
 }
 
+/// A process holding shared connections: its pid as the app sees it, and its pidfd.
+#[derive(Clone, Copy)]
+pub struct Holder<'a> {
+    pub pid: u32,
+    pub pidfd: &'a OwnedFd,
+}
+
 /// What a session must be told (the daemon words it as a reply).
 pub enum Handed {
     Surrender { to: Token, handle: u64, rx_pos: u32 },
@@ -89,20 +96,13 @@ fn alive(pidfd: &OwnedFd) -> bool {
 }
 
 impl SlowPath {
-    /// `Share` from `owner`: the connections `handles` stand for the kernel sockets `sockets`;
-    /// process `pid` (`pidfd`) holds them. A connection `owner` does not own is one it
+    /// `Share` from `owner`: the connections `conns` stand for their kernel sockets; process
+    /// `by` holds them. A connection `owner` does not own is one it
     /// inherited (a child about to fork a grandchild): shown with the socket it was shared
     /// with, its holder is recorded all the same. `passing`: the sockets go over a Unix
     /// socket, and the connections wait for their receiver ([`PASSING`]).
-    pub fn share(
-        &mut self,
-        owner: Token,
-        pid: u32,
-        pidfd: &OwnedFd,
-        handles: &[(u64, SocketId)],
-        passing: bool,
-    ) {
-        for &(handle, socket) in handles {
+    pub fn share(&mut self, owner: Token, by: Holder, conns: &[(u64, SocketId)], passing: bool) {
+        for &(handle, socket) in conns {
             let s = if self.owned(owner, handle).is_some() {
                 self.shared.entry(handle).or_insert_with(|| Shared {
                     socket,
@@ -117,23 +117,22 @@ impl SlowPath {
                     None => continue,
                 }
             };
-            add_holder(s, pid, pidfd);
+            add_holder(s, by.pid, by.pidfd);
             if passing {
                 s.passed_until = Some(Instant::now() + PASSING);
             }
         }
     }
 
-    /// `AdoptPassed` from session `to` (port `slot`): process `pid` (`pidfd`) received the
-    /// kernel socket `socket` over a Unix socket; the connection it stands for comes to `to`,
-    /// which holds it from now on.
+    /// `AdoptPassed` from session `to` (port `slot`): process `by` received the kernel socket
+    /// `socket` over a Unix socket; the connection it stands for comes to `to`, and `by`
+    /// holds it from now on.
     pub fn adopt_passed(
         &mut self,
         tcp: &TcpHandles,
         to: Token,
         slot: u32,
-        pid: u32,
-        pidfd: &OwnedFd,
+        by: Holder,
         socket: SocketId,
     ) -> Vec<Handed> {
         let found = self.shared.iter_mut().find(|(_, s)| s.socket == socket);
@@ -141,7 +140,7 @@ impl SlowPath {
             let refusal = Refusal::new(libc::ENOTCONN, "no connection of etran's".to_string());
             return vec![Handed::AdoptFailed { to, handle: 0, refusal }];
         };
-        add_holder(s, pid, pidfd);
+        add_holder(s, by.pid, by.pidfd);
         s.passed_until = None;
         let owner = self.handles.get(&handle).and_then(|k| self.conns.get(k)).map(|c| c.owner);
         if owner == Some(to) {
