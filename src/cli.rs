@@ -61,9 +61,9 @@ pub enum Command {
     /// poll, ppoll, select and epoll over eTran and kernel descriptors together (EPOLLET and
     /// EPOLLONESHOT honoured), dup, dup2, dup3, fork (listeners and connections work in the
     /// children and their children; a connect in progress finishes first), vfork (served as
-    /// fork). IPv6 sockets stay the kernel's. Not yet: MSG_PEEK and MSG_OOB (EOPNOTSUPP); an
-    /// eTran socket passed over a Unix socket (SCM_RIGHTS) arrives as an unconnected kernel
-    /// socket (ENOTCONN).
+    /// fork), connections passed over Unix sockets (SCM_RIGHTS, to a receiver under etran
+    /// run). IPv6 sockets stay the kernel's. Not yet: MSG_PEEK and MSG_OOB (EOPNOTSUPP); a
+    /// listener passed over a Unix socket arrives as its kernel socket alone.
     /// ETRAN_BUSY_POLL_US (default 50) sets how long a blocking call spins before it sleeps.
     /// ETRAN_TX_COALESCE=0 kicks every send at once; by default, the sends a thread makes
     /// between two of its waits (poll, select, epoll) are kicked together before it waits

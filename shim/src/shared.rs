@@ -12,6 +12,8 @@
 //! An owner about to block in `waitpid` (which runs no pass) parks its shared connections
 //! first (`Shim::park_for_wait`); one that blocks elsewhere outside the shim keeps an adopter
 //! waiting until its next call.
+//! A descriptor passed over a Unix socket is shown the same way before `sendmsg`
+//! (`Shim::share_passed`), and the receiver adopts it at `recvmsg` (`Shim::adopt_passed`).
 //! Closing a shared connection parks it while another holder lives (`Shim::let_go_shared`):
 //! ForkingTCPServer's parent closes its copy at once, and the connection stays up for the
 //! child. See ARCHITECTURE.md ("The POSIX shim") for what is not covered.
