@@ -33,6 +33,12 @@ fn pidfd(pid: libc::pid_t) -> Option<OwnedFd> {
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The kernel socket behind `fd`, an open descriptor of ours.
+fn socket_identity(fd: RawFd) -> Option<(u64, u64)> {
+    // SAFETY: open for the call.
+    etran::transport::tcp::listen::socket_id(unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
 fn this_pid() -> u32 {
     // SAFETY: no arguments.
     unsafe { libc::getpid() as u32 }
@@ -137,8 +143,18 @@ impl Shim {
     /// A descriptor received over a Unix socket (`fd`, an unconnected TCP socket of the
     /// kernel's): when it is the kernel socket behind a connection of the daemon's, this
     /// process adopts the connection and `fd` is an eTran socket from now on; otherwise it
-    /// stays the kernel's.
+    /// stays the kernel's. One this process holds already (it passed it to itself) is a
+    /// duplicate of that descriptor.
     pub fn adopt_passed(&mut self, fd: RawFd) {
+        let id = socket_identity(fd);
+        let mine = self.fds().into_iter().find(|&f| {
+            matches!(self.get(f), Some(Sock { kind: Kind::Conn { .. }, .. }))
+                && socket_identity(f) == id
+        });
+        if let (Some(orig), Some(_)) = (mine, id) {
+            self.share(orig, fd);
+            return;
+        }
         let Some(me) = pidfd(this_pid() as libc::pid_t) else { return };
         let Some(app) = self.app() else { return };
         // SAFETY: `fd` is open (just received); the daemon gets its own copy.

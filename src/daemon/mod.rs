@@ -50,7 +50,7 @@ use crate::{
         tcp::{
             control::{Event, Handed, Holder, Notify, SlowTimer, TcpControl},
             handshake::mss_for_mtu,
-            listen::SocketId,
+            listen::{self, SocketId},
         },
         Control,
     },
@@ -706,14 +706,8 @@ fn lock_iface(iface: &str) -> anyhow::Result<(std::fs::File, PathBuf)> {
 /// The identity (device, inode) of a kernel socket an app showed: the socket object a
 /// descriptor refers to, whichever process holds it.
 fn socket_id(fd: &OwnedFd) -> Result<SocketId, Refusal> {
-    // SAFETY: fstat on a descriptor we own, into our buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0
-        || st.st_mode & libc::S_IFMT != libc::S_IFSOCK
-    {
-        return Err(Refusal::new(libc::ENOTSOCK, "the descriptor shown is not a socket"));
-    }
-    Ok((st.st_dev, st.st_ino))
+    listen::socket_id(fd.as_fd())
+        .ok_or_else(|| Refusal::new(libc::ENOTSOCK, "the descriptor shown is not a socket"))
 }
 
 /// The identity of the kernel socket an app showed for its listener on `port`: a TCP/IPv4

@@ -395,8 +395,9 @@ fn a_connect_in_progress_at_fork_ends_as_on_linux_in_the_child_and_the_parent() 
 }
 
 /// An accepted connection passed over a Unix socket (argv: port) to another process under
-/// the shim, which serves it: the sender writes a first line, passes the descriptor and closes
-/// its own at once; the receiver reads the client's line and answers.
+/// the shim, which serves it: the sender passes the descriptor to itself first (a duplicate)
+/// and writes a first line through the copy, then passes it on and closes its own at once;
+/// the receiver reads the client's line and answers.
 const PASSING_SERVER: &str = r#"
 import socket, subprocess, sys
 RECEIVER = """
@@ -416,7 +417,11 @@ rx = subprocess.Popen([sys.executable, "-c", RECEIVER, str(b.fileno())], pass_fd
 srv = socket.create_server(("0.0.0.0", int(sys.argv[1])))
 print("listening", flush=True)
 c, _ = srv.accept()
-c.sendall(b"from the sender;")
+socket.send_fds(b, [b"self"], [c.fileno()])
+_, fds, _, _ = socket.recv_fds(a, 10, 1)
+d = socket.socket(fileno=fds[0])
+d.sendall(b"from the sender;")
+d.close()
 socket.send_fds(a, [b"conn"], [c.fileno()])
 c.close()
 rx.wait()

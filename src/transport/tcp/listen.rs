@@ -25,6 +25,17 @@ pub const MAX_WAITING: usize = 128;
 /// A kernel socket's identity: its device and inode numbers (`fstat`).
 pub type SocketId = (u64, u64);
 
+/// The identity of the kernel socket descriptor `fd` refers to, whichever process holds it;
+/// None when it is not a socket.
+pub fn socket_id(fd: std::os::fd::BorrowedFd<'_>) -> Option<SocketId> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fstat on an open descriptor, into our buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let ok = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0;
+    (ok && st.st_mode & libc::S_IFMT == libc::S_IFSOCK).then_some((st.st_dev, st.st_ino))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Member {
     owner: Token,
