@@ -397,9 +397,10 @@ fn a_connect_in_progress_at_fork_ends_as_on_linux_in_the_child_and_the_parent() 
 /// An accepted connection passed over a Unix socket (argv: port) to another process under
 /// the shim, which serves it: the sender passes the descriptor to itself first (a duplicate)
 /// and writes a first line through the copy, then passes it on and closes its own at once;
-/// the receiver reads the client's line and answers.
+/// the receiver reads the client's line and answers. `plain` (argv 2): the receiver runs
+/// without the shim, and tries the kernel socket it received.
 const PASSING_SERVER: &str = r#"
-import socket, subprocess, sys
+import os, socket, subprocess, sys
 RECEIVER = """
 import socket, sys
 u = socket.socket(fileno=int(sys.argv[1]))
@@ -412,8 +413,27 @@ while not got.endswith(b"\\n"):
 s.sendall(b"receiver got " + got)
 s.close()
 """
+PLAIN = """
+import errno, socket, sys
+u = socket.socket(fileno=int(sys.argv[1]))
+_, fds, _, _ = socket.recv_fds(u, 10, 1)
+s = socket.socket(fileno=fds[0])
+out = []
+for what, call in (("recv", lambda: s.recv(10)), ("send", lambda: s.send(b"x")),
+                   ("peer", s.getpeername)):
+    try:
+        out.append("%s %r" % (what, call()))
+    except OSError as e:
+        out.append("%s %s" % (what, errno.errorcode[e.errno]))
+print("receiver", ", ".join(out), flush=True)
+"""
+env = dict(os.environ)
+if sys.argv[2] == "plain":
+    RECEIVER = PLAIN
+    del env["LD_PRELOAD"]
 a, b = socket.socketpair()
-rx = subprocess.Popen([sys.executable, "-c", RECEIVER, str(b.fileno())], pass_fds=[b.fileno()])
+rx = subprocess.Popen([sys.executable, "-c", RECEIVER, str(b.fileno())], pass_fds=[b.fileno()],
+                      env=env)
 srv = socket.create_server(("0.0.0.0", int(sys.argv[1])))
 print("listening", flush=True)
 c, _ = srv.accept()
@@ -428,18 +448,22 @@ rx.wait()
 print("passed", rx.returncode, flush=True)
 "#;
 
-/// A Linux client (argv: host, port) sending a line, then printing all it reads.
+/// A Linux client (argv: host, port) sending a line, then printing all it reads (and `rst`
+/// if a reset ended it).
 const LINE_CLIENT: &str = r#"
 import socket, sys
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
 s.sendall(b"hello\n")
-got = b""
-while True:
-    b = s.recv(100)
-    got += b
-    if not b:
-        break
-print(got)
+got, end = b"", ""
+try:
+    while True:
+        b = s.recv(100)
+        got += b
+        if not b:
+            break
+except ConnectionResetError:
+    end = " rst"
+print(repr(got) + end)
 "#;
 
 #[test]
@@ -447,7 +471,7 @@ fn a_connection_passed_over_a_unix_socket_is_served_by_the_receiver() {
     let Some(_root) = common::root::shared() else { return };
     let bed = Bed::new("fork-passed");
     let daemon = bed.daemon();
-    let cmd = etran_run(&bed.h1, &daemon.sock, &[PYTHON, "-c", PASSING_SERVER, "7018"]);
+    let cmd = etran_run(&bed.h1, &daemon.sock, &[PYTHON, "-c", PASSING_SERVER, "7018", "shim"]);
     let (mut server, mut out) = start_server(cmd, daemon);
     let client = python_in(&bed.h2, LINE_CLIENT, &[&bed.ip(1), "7018"]).output().unwrap();
     assert_eq!(
@@ -468,4 +492,25 @@ fn a_connection_passed_over_a_unix_socket_is_served_by_the_receiver() {
     let log = daemon.log();
     assert_eq!(conn_lines(&log), (1, 1), "through eTran, closed: {log}");
     assert!(!log.contains("reset (handle"), "not reset: {log}");
+}
+
+#[test]
+fn a_connection_passed_to_a_process_outside_the_shim_is_unconnected_there_and_reset() {
+    let Some(_root) = common::root::shared() else { return };
+    let bed = Bed::new("fork-passed-plain");
+    let daemon = bed.daemon();
+    let cmd = etran_run(&bed.h1, &daemon.sock, &[PYTHON, "-c", PASSING_SERVER, "7019", "plain"]);
+    let (mut server, mut out) = start_server(cmd, daemon);
+    let started = Instant::now();
+    let client = python_in(&bed.h2, LINE_CLIENT, &[&bed.ip(1), "7019"]).output().unwrap();
+    let took = started.elapsed();
+    let said = String::from_utf8_lossy(&client.stdout);
+    assert_eq!(said, "b'from the sender;' rst\n", "{}: {}", text(&client), daemon.log());
+    // Kept 10 s for a receiver, reset at the next housekeeping (every 5 s).
+    assert!(took >= Duration::from_secs(9) && took < Duration::from_secs(20), "{took:?}");
+    let lines = next_lines(&mut out, 2);
+    let want = ["receiver recv ENOTCONN, send EPIPE, peer ENOTCONN", "passed 0"];
+    assert_eq!(lines, want, "{}", daemon.log());
+    assert!(server.wait().unwrap().success());
+    assert!(daemon.log().contains("reset (handle 1)"), "{}", daemon.log());
 }
