@@ -97,7 +97,7 @@ impl Harness<'_> {
         Harness::with_backend(storage, false)
     }
 
-    /// The native datapath's logic in plain XDP programs ([`loader::TcpBackend::NativeUnhooked`]:
+    /// The native datapath's logic in plain XDP programs ([`loader::ObjectBackend::NativeUnhooked`]:
     /// test runs refuse the hooks' attach types, and a stock kernel has none), with app 0's
     /// socket on queue 0 (`etran_port_queue`) and an AF_XDP socket in its `etran_app_xsks` slot.
     pub fn native(storage: &mut ObjectStorage) -> Harness<'_> {
@@ -106,9 +106,9 @@ impl Harness<'_> {
 
     fn with_backend(storage: &mut ObjectStorage, native: bool) -> Harness<'_> {
         let (backend, tcp) = if native {
-            (etran_backend::ETRAN_BACKEND_NATIVE, loader::TcpBackend::NativeUnhooked)
+            (etran_backend::ETRAN_BACKEND_NATIVE, loader::ObjectBackend::NativeUnhooked)
         } else {
-            (etran_backend::ETRAN_BACKEND_COMPAT, loader::TcpBackend::Compat)
+            (etran_backend::ETRAN_BACKEND_COMPAT, loader::ObjectBackend::Compat)
         };
         let objs = loader::load_as(storage, backend, tcp, 1, Default::default())
             .expect("the verifier accepts every program");

@@ -66,9 +66,10 @@ fn load_all() -> Vec<ProgramRow> {
     let mut storage = MaybeUninit::uninit();
     let entrance = loader::load_entrance(&mut storage, etran_backend::ETRAN_BACKEND_COMPAT, 1);
     let mut storage = MaybeUninit::uninit();
-    let tcp = loader::load_tcp(&mut storage, None, loader::TcpBackend::Compat);
+    let tcp = loader::load_tcp(&mut storage, None, loader::ObjectBackend::Compat);
     let mut storage = MaybeUninit::uninit();
-    let homa = loader::load_homa(&mut storage, None, Default::default());
+    let homa =
+        loader::load_homa(&mut storage, None, loader::ObjectBackend::Compat, Default::default());
     let mut storage = MaybeUninit::uninit();
     let every_path = SwitchConfig {
         loss: 1,
