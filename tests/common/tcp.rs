@@ -75,10 +75,15 @@ impl Harness<'static> {
     /// For a root test: the harness over storage of its own, or None (after saying so) where
     /// root tests cannot run (see [`crate::root`]).
     pub fn for_root_test() -> Option<RootHarness> {
+        Harness::for_root_test_as(false)
+    }
+
+    /// [`Harness::for_root_test`] over the native datapath ([`Harness::native`]) when `native`.
+    pub fn for_root_test_as(native: bool) -> Option<RootHarness> {
         let root = crate::root::shared()?;
         // Leaked: the loaded objects borrow it for the harness's life (a few hundred bytes).
         let storage = Box::leak(Box::new(ObjectStorage::default()));
-        Some(RootHarness { harness: Harness::new(storage), _root: root })
+        Some(RootHarness { harness: Harness::with_backend(storage, native), _root: root })
     }
 }
 

@@ -163,7 +163,8 @@ static __always_inline int homa_tx_gen(struct xdp_md *ctx, const struct etran_ho
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_NO_NIC, bytes);
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-	return homa_gen_done(homa_gen_grant(data, data_end), data_end - data, to_nic_verdict());
+	return homa_gen_done(homa_gen_grant(data, data_end) > 0, data_end - data,
+			     to_nic_verdict());
 }
 
 /* The egress program's body; see homa.bpf.c. */

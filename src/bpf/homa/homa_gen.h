@@ -124,7 +124,8 @@ static __always_inline __u32 homa_gen_queue_entries(__u8 mark)
 }
 
 /* Pops one RPC off the gen queue and writes its GRANT into data..data_end, which holds exactly
- * Ethernet, IPv4 and a GRANT. Returns 1 when it wrote one, 0 when nothing was owed. */
+ * Ethernet, IPv4 and a GRANT. Returns 1 when it wrote one, 0 when nothing was owed, -1 when the
+ * queue was empty. */
 static __always_inline int homa_gen_grant(void *data, void *data_end)
 {
 	struct homa_sched_out o = {};
@@ -136,7 +137,7 @@ static __always_inline int homa_gen_grant(void *data, void *data_end)
 	int send = 0;
 
 	if (bpf_map_pop_elem(&etran_homa_genq, &key))
-		return 0;
+		return -1;
 	rpc = bpf_map_lookup_elem(&etran_homa_rpcs, &key);
 	if (!rpc)
 		return 0;
@@ -195,6 +196,7 @@ static __always_inline int homa_gen(struct xdp_md *ctx, const int xsk)
 	const __u32 len = ETRAN_HOMA_GEN_TEMPLATE_LEN;
 	struct ethhdr *eth = data;
 	__u32 tpl_len;
+	int sent;
 
 	if (!xsk &&
 	    ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETRAN_HOMA_GEN_ETHERTYPE)))
@@ -209,8 +211,11 @@ static __always_inline int homa_gen(struct xdp_md *ctx, const int xsk)
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_NO_NIC, tpl_len);
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-	return homa_gen_done(homa_gen_grant(data, data_end), data_end - data,
-			     xsk ? XDP_TX : XDP_REDIRECT);
+	sent = homa_gen_grant(data, data_end);
+	/* The hook's run ends cheaply on an empty queue; nothing to count. */
+	if (xsk && sent < 0)
+		return XDP_DROP;
+	return homa_gen_done(sent > 0, data_end - data, xsk ? XDP_TX : XDP_REDIRECT);
 }
 
 #endif
