@@ -339,7 +339,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__bench__subcmd__rpc)
-            opts="-j -p -v -h -V --workload --max-size --response-size --one-way --conns --clients --depth --gbps --threads --duration --transport --wait --rpc-timeout --loss --rate --prio --dump-times --homa-max-incoming --homa-overcommit --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --workload --max-size --response-size --one-way --conns --clients --depth --gbps --threads --duration --transport --wait --rpc-timeout --loss --rate --prio --dump-times --homa-max-incoming --homa-overcommit --backend --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -411,6 +411,10 @@ _etran() {
                     ;;
                 --homa-overcommit)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backend)
+                    COMPREPLY=($(compgen -W "auto compat native" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -39,7 +39,7 @@ complete -c etran -n "__fish_etran_needs_command" -f -a "run" -d 'Run an unmodif
 complete -c etran -n "__fish_etran_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c etran -n "__fish_etran_using_subcommand up" -l backend -d 'Datapath backend' -r -f -a "auto\t'The best this kernel can do: native when it has etran\'s hooks, compat otherwise'
 compat\t'Stock kernel: egress runs on a per-app veth port'
-native\t'A kernel with etran\'s series (patches/): apps\' sockets on the NIC, egress and gen hooks linked to them (TCP only for now)'"
+native\t'A kernel with etran\'s series (patches/): apps\' sockets on the NIC, egress and gen hooks linked to them'"
 complete -c etran -n "__fish_etran_using_subcommand up" -l mode -d 'XDP attach mode' -r -f -a "drv\t'Driver mode (falls back to skb with a warning when the driver lacks XDP)'
 skb\t'Generic (skb) mode, in the kernel\'s stack'"
 complete -c etran -n "__fish_etran_using_subcommand up" -l queues -d 'Number of NIC queues etran serves (default: all RX queues of the interface)' -r
@@ -98,7 +98,7 @@ complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subco
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l mtu -d 'MTU of the private testbed\'s interfaces (see `etran testbed up --mtu`)' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l backend -d 'The eTran rows\' datapath backend (see `etran up --backend`): native binds each app to a queue of the host\'s NIC (the private testbed\'s NICs get one TX queue per thread)' -r -f -a "auto\t'The best this kernel can do: native when it has etran\'s hooks, compat otherwise'
 compat\t'Stock kernel: egress runs on a per-app veth port'
-native\t'A kernel with etran\'s series (patches/): apps\' sockets on the NIC, egress and gen hooks linked to them (TCP only for now)'"
+native\t'A kernel with etran\'s series (patches/): apps\' sockets on the NIC, egress and gen hooks linked to them'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l direct -d 'No switch: the hosts\' NICs are one veth pair, and the Linux row keeps TX checksum offload and with it TSO (see `etran testbed up --direct`)'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
@@ -125,6 +125,9 @@ complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subco
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l dump-times -d 'Write every measured RPC\'s request length and RTT to FILE.<transport> (cp_node\'s --dump-times format: a line per RPC, length in bytes and RTT in microseconds)' -r -F
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l homa-max-incoming -d 'Homa: the most bytes granted and not yet received over all incoming messages (HomaModule\'s max_incoming; default 400000). Smaller keeps the receiver\'s queues, hence short messages\' waits, shorter, at long messages\' cost' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l homa-overcommit -d 'Homa: the most incoming messages granted to at once, one per sender (HomaModule\'s max_overcommit; default 8)' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l backend -d 'The eTran rows\' datapath backend (see `etran up --backend`): native binds each socket and app to a queue of the host\'s NIC (the private testbed\'s NICs get one TX queue per thread)' -r -f -a "auto\t'The best this kernel can do: native when it has etran\'s hooks, compat otherwise'
+compat\t'Stock kernel: egress runs on a per-app veth port'
+native\t'A kernel with etran\'s series (patches/): apps\' sockets on the NIC, egress and gen hooks linked to them'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l one-way -d 'Responses of 100 bytes (as long as the request if it is shorter), as cp_node\'s --one-way: the requests carry the load'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l prio -d 'Priority queues at the bottleneck (needs --rate; see `etran testbed up --prio`)'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s j -l json -d 'Print machine-readable JSON instead of tables'

@@ -342,6 +342,11 @@ pub struct RpcArgs {
     /// The testbed hosts' datapaths (as `etran up` brings them up).
     #[command(flatten)]
     pub homa: HomaSchedArgs,
+    /// The eTran rows' datapath backend (see `etran up --backend`): native binds each socket
+    /// and app to a queue of the host's NIC (the private testbed's NICs get one TX queue per
+    /// thread).
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -67,10 +67,6 @@ pub trait Backend {
     /// The longest IPv4 packet apps' frames may become: the NIC's MTU as far as the backend's
     /// path carries it (TCP announces it less 40 as its MSS).
     fn mtu(&self) -> u32;
-    /// Whether the backend serves apps of `transport` (else why not, in one line).
-    fn supports(&self, _transport: Transport) -> Result<(), String> {
-        Ok(())
-    }
     /// Makes the egress checkpoint of the app in `slot`, checking its frames with `transport`'s
     /// egress; on failure nothing is left.
     fn open_port(&mut self, slot: u32, transport: Transport) -> anyhow::Result<Self::AppPort>;
@@ -85,22 +81,17 @@ pub trait Backend {
     /// all of it).
     fn gen_pump(&self) -> &GenPump;
     fn gen_pump_mut(&mut self) -> &mut GenPump;
-    /// Homa's gen pump, which sends the GRANTs apps' templates did not (compat only: native
-    /// refuses Homa).
-    fn grant_pump(&self) -> Option<&GrantPump> {
-        None
-    }
-    fn grant_pump_mut(&mut self) -> Option<&mut GrantPump> {
-        None
-    }
+    /// Homa's gen pump, which sends the GRANTs apps' templates (and, native, the gen hook) did
+    /// not.
+    fn grant_pump(&self) -> &GrantPump;
+    fn grant_pump_mut(&mut self) -> &mut GrantPump;
     /// Readable when a transport queued work for its generator (TCP's ACKs, Homa's GRANTs).
     fn gen_fds(&self) -> Vec<RawFd> {
-        std::iter::once(self.gen_pump().fd()).chain(self.grant_pump().map(GrantPump::fd)).collect()
+        vec![self.gen_pump().fd(), self.grant_pump().fd()]
     }
     /// When [`Backend::on_gen_deadline`] must be called next (delayed work waits).
     fn gen_deadline(&self) -> Option<Instant> {
-        let tcp = self.gen_pump().deadline();
-        match (tcp, self.grant_pump().and_then(GrantPump::deadline)) {
+        match (self.gen_pump().deadline(), self.grant_pump().deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -109,26 +100,25 @@ pub trait Backend {
     /// be lost).
     fn on_gen_wake(&mut self, now: Instant) -> anyhow::Result<()> {
         self.gen_pump_mut().on_readable(now)?;
-        self.grant_pump_mut().map_or(Ok(()), |g| g.on_readable(now))
+        self.grant_pump_mut().on_readable(now)
     }
     /// Emits the delayed work whose deadline passed.
     fn on_gen_deadline(&mut self, now: Instant) -> anyhow::Result<()> {
         self.gen_pump_mut().on_deadline(now)?;
-        self.grant_pump_mut().map_or(Ok(()), |g| g.on_deadline(now))
+        self.grant_pump_mut().on_deadline(now)
     }
     /// Periodic: emits work whose announcement was lost.
     fn on_housekeeping(&mut self) -> anyhow::Result<()> {
         self.gen_pump_mut().housekeeping()?;
-        self.grant_pump_mut().map_or(Ok(()), GrantPump::housekeeping)
+        self.grant_pump_mut().housekeeping()
     }
     /// One line of what the backend did, for the daemon's log when it stops.
     fn report(&self) -> String {
-        let g = self.gen_pump().stats();
-        let mut line = format!("gen pump: {} sends, {} templates", g.calls, g.runs);
-        if let Some(h) = self.grant_pump().map(GrantPump::stats) {
-            line += &format!("; Homa's: {} sends, {} templates", h.calls, h.runs);
-        }
-        line
+        let (g, h) = (self.gen_pump().stats(), self.grant_pump().stats());
+        format!(
+            "gen pump: {} sends, {} templates; Homa's: {} sends, {} templates",
+            g.calls, g.runs, h.calls, h.runs
+        )
     }
 }
 
@@ -203,10 +193,6 @@ impl Backend for AnyBackend {
         backend!(self, b => b.mtu())
     }
 
-    fn supports(&self, transport: Transport) -> Result<(), String> {
-        backend!(self, b => b.supports(transport))
-    }
-
     fn open_port(&mut self, slot: u32, transport: Transport) -> anyhow::Result<AnyPort> {
         match self {
             AnyBackend::Compat(b) => b.open_port(slot, transport).map(AnyPort::Compat),
@@ -238,11 +224,11 @@ impl Backend for AnyBackend {
         backend!(self, b => b.gen_pump_mut())
     }
 
-    fn grant_pump(&self) -> Option<&GrantPump> {
+    fn grant_pump(&self) -> &GrantPump {
         backend!(self, b => b.grant_pump())
     }
 
-    fn grant_pump_mut(&mut self) -> Option<&mut GrantPump> {
+    fn grant_pump_mut(&mut self) -> &mut GrantPump {
         backend!(self, b => b.grant_pump_mut())
     }
 }
@@ -255,7 +241,7 @@ pub enum BackendChoice {
     /// Stock kernel: egress runs on a per-app veth port.
     Compat,
     /// A kernel with etran's series (patches/): apps' sockets on the NIC, egress and gen hooks
-    /// linked to them (TCP only for now).
+    /// linked to them.
     Native,
 }
 

@@ -2,7 +2,9 @@
 //! "ACKs: the generator"), each through a gen port of its own: TCP's ACKs ([`GenPump`]; all of
 //! them in the compat backend; in the native one, the delayed ACKs and the ACKs due at once that
 //! the gen hook of the apps' sockets did not emit, since it runs only after an RX batch reached a
-//! socket) and Homa's GRANTs ([`GrantPump`], compat only).
+//! socket) and Homa's GRANTs ([`GrantPump`]; in the native backend, those the gen hook left:
+//! owed after frames that reached no socket, or behind a key owed nothing, where a hook run
+//! ends).
 //!
 //! ACKs are decided in the kernel (`src/bpf/tcp/tcp_gen.h`): ingress marks a connection that owes
 //! one, pushes its key on the queue of ACKs due at once (`etran_tcp_ack_queue`) or on the
@@ -424,7 +426,8 @@ pub const GRANT_TEMPLATE_LEN: usize = etran_homa_gen::ETRAN_HOMA_GEN_TEMPLATE_LE
 /// The Homa gen pump: runs `etran_homa_gen` (`src/bpf/homa/homa_gen.h`), which turns each
 /// template into the GRANT of the RPC at the head of the gen queue. Apps send templates of their
 /// own with the frames of the pass that received the DATA (the GRANT then leaves as early as an
-/// app-written one did); the pump is what sends the GRANTs of an app that does not: ingress
+/// app-written one did; on native the gen hook sends them first, in the NAPI poll that brought
+/// the DATA); the pump is what sends the GRANTs of an app that does not: ingress
 /// wakes it at most once per [`GRANT_RECHECK`], and it drains the queue then and again
 /// [`GRANT_RECHECK`] later, as long as keys are left.
 pub struct GrantPump {

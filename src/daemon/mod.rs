@@ -142,7 +142,7 @@ impl Daemon {
         let gen_port = format!("etgen{}", dp.summary.ifindex);
         // The backend the datapath was loaded for (`etran up --backend`).
         let mut backend = if dp.summary.backend == "native" {
-            AnyBackend::Native(Native::new(&tcp, &cfg.iface, &gen_port, nic.mtu)?)
+            AnyBackend::Native(Native::new(&tcp, &homa, &cfg.iface, &gen_port, nic.mtu)?)
         } else {
             AnyBackend::Compat(Compat::new(&tcp, &homa, &gen_port, nic.mtu)?)
         };
@@ -422,7 +422,6 @@ impl Daemon {
                 format!("{queues} queues asked for; this daemon gives each app 1 queue for now");
             return Err(Refusal::new(libc::EINVAL, why));
         }
-        self.backend.supports(transport).map_err(|why| Refusal::new(libc::EPROTONOSUPPORT, why))?;
         let slot = self.free_slot().ok_or_else(|| {
             Refusal::new(libc::ENOBUFS, "no free app port (all slots are in use)")
         })?;

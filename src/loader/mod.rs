@@ -54,14 +54,14 @@ pub struct HomaSched {
     pub max_overcommit: Option<u32>,
 }
 
-/// How the TCP object is loaded for its backend (`etran_native` in common/backend.h, and the
-/// attach types of its programs).
+/// How a transport object (TCP's, Homa's) is loaded for its backend (`etran_native` in
+/// common/backend.h, and the attach types of its egress and gen-hook programs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TcpBackend {
-    /// Compat: egress and gen are plain XDP programs on veths; `etran_tcp_xsk_gen` is not
-    /// loaded.
+pub enum ObjectBackend {
+    /// Compat: egress and gen are plain XDP programs on veths; the gen-hook twins
+    /// (`etran_tcp_xsk_gen`, `etran_homa_xsk_gen`) are not loaded.
     Compat,
-    /// Native: egress and `etran_tcp_xsk_gen` loaded with the hooks' attach types
+    /// Native: egress and the gen-hook twin loaded with the hooks' attach types
     /// (`BPF_XSK_EGRESS`, `BPF_XSK_GEN`: the kernel's values, from its BTF), for the daemon to
     /// link to apps' sockets.
     Native { egress: u32, gen: u32 },
@@ -70,17 +70,59 @@ pub enum TcpBackend {
     NativeUnhooked,
 }
 
-impl TcpBackend {
-    /// How the datapath of `backend` loads its TCP object on this kernel.
-    pub fn of(backend: types::etran_backend) -> anyhow::Result<TcpBackend> {
+impl ObjectBackend {
+    /// How the datapath of `backend` loads its transport objects on this kernel.
+    pub fn of(backend: types::etran_backend) -> anyhow::Result<ObjectBackend> {
         if backend == types::etran_backend::ETRAN_BACKEND_NATIVE {
-            Ok(TcpBackend::Native {
+            Ok(ObjectBackend::Native {
                 egress: kernel::attach_type("BPF_XSK_EGRESS")?,
                 gen: kernel::attach_type("BPF_XSK_GEN")?,
             })
         } else {
-            Ok(TcpBackend::Compat)
+            Ok(ObjectBackend::Compat)
         }
+    }
+
+    /// The value of `etran_native` (common/backend.h).
+    fn native(self) -> u32 {
+        u32::from(self != ObjectBackend::Compat)
+    }
+
+    /// Prepares a transport object's `egress` and gen-hook twin `xsk_gen` for this backend:
+    /// the twin is loaded only for native, and the hooks' attach types set on both when hooked.
+    fn prepare<'a>(
+        self,
+        what: &str,
+        egress: &mut libbpf_rs::OpenProgramMut<'a>,
+        xsk_gen: &mut libbpf_rs::OpenProgramMut<'a>,
+    ) -> anyhow::Result<()> {
+        use libbpf_rs::{AsRawLibbpf, ProgramType};
+        let (egress_type, gen_type) = match self {
+            ObjectBackend::Compat => {
+                xsk_gen.set_autoload(false);
+                return Ok(());
+            }
+            ObjectBackend::NativeUnhooked => return Ok(()),
+            ObjectBackend::Native { egress, gen } => (egress, gen),
+        };
+        for (prog, ty) in [(egress, egress_type), (xsk_gen, gen_type)] {
+            // A program's SEC("xdp") handler lets libbpf drop its expected attach type on a
+            // kernel where libbpf's probe for attach types fails, which it does without
+            // CONFIG_CGROUP_BPF (the probe loads a cgroup program), as on the native kernel's
+            // config: changing the type forgets the handler.
+            prog.set_prog_type(ProgramType::SocketFilter);
+            prog.set_prog_type(ProgramType::Xdp);
+            let prog = prog.as_libbpf_object();
+            // SAFETY: a program of the open object; the attach type is the kernel's value of one
+            // of the series' names (not in libbpf's enum, hence the raw call).
+            let err = unsafe {
+                libbpf_rs::libbpf_sys::bpf_program__set_expected_attach_type(prog.as_ptr(), ty)
+            };
+            if err != 0 {
+                bail!("setting a {what} program's attach type to {ty}: error {err}");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -229,20 +271,20 @@ pub fn load(
     queues: u32,
     sched: HomaSched,
 ) -> anyhow::Result<Objects<'_>> {
-    load_as(storage, backend, TcpBackend::of(backend)?, queues, sched)
+    load_as(storage, backend, ObjectBackend::of(backend)?, queues, sched)
 }
 
-/// [`load`], with the TCP object loaded as `tcp` says.
+/// [`load`], with the transport objects loaded as `objects` says.
 pub fn load_as(
     storage: &mut ObjectStorage,
     backend: types::etran_backend,
-    tcp: TcpBackend,
+    objects: ObjectBackend,
     queues: u32,
     sched: HomaSched,
 ) -> anyhow::Result<Objects<'_>> {
     let entrance = load_entrance(&mut storage.entrance, backend, queues)?;
-    let tcp = load_tcp(&mut storage.tcp, Some(&entrance), tcp)?;
-    let homa = load_homa(&mut storage.homa, Some((&entrance, &tcp)), sched)?;
+    let tcp = load_tcp(&mut storage.tcp, Some(&entrance), objects)?;
+    let homa = load_homa(&mut storage.homa, Some((&entrance, &tcp)), objects, sched)?;
     let tcp_slot =
         tcp.maps.rodata_data.context("TCP object has no .rodata")?.etran_transport_slot.0;
     let homa_slot =
@@ -283,39 +325,13 @@ pub fn load_entrance(
 pub fn load_tcp<'a>(
     storage: &'a mut MaybeUninit<OpenObject>,
     entrance: Option<&EntranceSkel<'_>>,
-    backend: TcpBackend,
+    backend: ObjectBackend,
 ) -> anyhow::Result<TcpSkel<'a>> {
     let mut open =
         TcpSkelBuilder::default().open(storage).context("opening the embedded TCP object")?;
     let rodata = open.maps.rodata_data.as_deref_mut().context("TCP object has no .rodata")?;
-    rodata.etran_native = u32::from(backend != TcpBackend::Compat);
-    match backend {
-        TcpBackend::Compat => open.progs.etran_tcp_xsk_gen.set_autoload(false),
-        TcpBackend::NativeUnhooked => {}
-        TcpBackend::Native { egress, gen } => {
-            use libbpf_rs::{AsRawLibbpf, ProgramType};
-            for (prog, ty) in [
-                (&mut open.progs.etran_tcp_egress, egress),
-                (&mut open.progs.etran_tcp_xsk_gen, gen),
-            ] {
-                // A program's SEC("xdp") handler lets libbpf drop its expected attach type on a
-                // kernel where libbpf's probe for attach types fails, which it does without
-                // CONFIG_CGROUP_BPF (the probe loads a cgroup program), as on the native
-                // kernel's config: changing the type forgets the handler.
-                prog.set_prog_type(ProgramType::SocketFilter);
-                prog.set_prog_type(ProgramType::Xdp);
-                let prog = prog.as_libbpf_object();
-                // SAFETY: a program of the open object; the attach type is the kernel's value of
-                // one of the series' names (not in libbpf's enum, hence the raw call).
-                let err = unsafe {
-                    libbpf_rs::libbpf_sys::bpf_program__set_expected_attach_type(prog.as_ptr(), ty)
-                };
-                if err != 0 {
-                    bail!("setting a TCP program's attach type to {ty}: error {err}");
-                }
-            }
-        }
-    }
+    rodata.etran_native = backend.native();
+    backend.prepare("TCP", &mut open.progs.etran_tcp_egress, &mut open.progs.etran_tcp_xsk_gen)?;
     if let Some(entrance) = entrance {
         open.maps.etran_traffic.reuse_fd(entrance.maps.etran_traffic.as_fd())?;
         open.maps.etran_drops.reuse_fd(entrance.maps.etran_drops.as_fd())?;
@@ -324,16 +340,19 @@ pub fn load_tcp<'a>(
     crate::bpf::verifier::load(open, "the TCP programs")
 }
 
-/// Loads the Homa object, sharing the entrance's counter maps and the TCP object's app-port maps
-/// when given (else it has its own), its grant scheduler's parameters changed as `sched` says.
+/// Loads the Homa object for `backend`, sharing the entrance's counter maps and the TCP object's
+/// app-slot maps (both backends') when given (else it has its own), its grant scheduler's
+/// parameters changed as `sched` says.
 pub fn load_homa<'a>(
     storage: &'a mut MaybeUninit<OpenObject>,
     shared: Option<(&EntranceSkel<'_>, &TcpSkel<'_>)>,
+    backend: ObjectBackend,
     sched: HomaSched,
 ) -> anyhow::Result<HomaSkel<'a>> {
     let mut open =
         HomaSkelBuilder::default().open(storage).context("opening the embedded Homa object")?;
     let rodata = open.maps.rodata_data.as_deref_mut().context("Homa object has no .rodata")?;
+    rodata.etran_native = backend.native();
     let cfg = &mut rodata.etran_homa_sched_config;
     if let Some(n) = sched.max_incoming {
         cfg.max_incoming = n;
@@ -341,6 +360,8 @@ pub fn load_homa<'a>(
     if let Some(n) = sched.max_overcommit {
         cfg.max_overcommit = n;
     }
+    let progs = &mut open.progs;
+    backend.prepare("Homa", &mut progs.etran_homa_egress, &mut progs.etran_homa_xsk_gen)?;
     if let Some((entrance, tcp)) = shared {
         open.maps.etran_traffic.reuse_fd(entrance.maps.etran_traffic.as_fd())?;
         open.maps.etran_drops.reuse_fd(entrance.maps.etran_drops.as_fd())?;
@@ -349,6 +370,8 @@ pub fn load_homa<'a>(
         open.maps.etran_port_ifindex.reuse_fd(tcp.maps.etran_port_ifindex.as_fd())?;
         open.maps.etran_port_budget.reuse_fd(tcp.maps.etran_port_budget.as_fd())?;
         open.maps.etran_nic.reuse_fd(tcp.maps.etran_nic.as_fd())?;
+        open.maps.etran_app_xsks.reuse_fd(tcp.maps.etran_app_xsks.as_fd())?;
+        open.maps.etran_port_queue.reuse_fd(tcp.maps.etran_port_queue.as_fd())?;
     }
     crate::bpf::verifier::load(open, "the Homa programs")
 }
@@ -455,6 +478,7 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
             tcp.maps.etran_app_xsks.pin(dir.join("app_xsks"))?;
             tcp.maps.etran_port_queue.pin(dir.join("port_queue"))?;
             tcp.progs.etran_tcp_xsk_gen.pin(dir.join("tcp_xsk_gen"))?;
+            homa.progs.etran_homa_xsk_gen.pin(dir.join("homa_xsk_gen"))?;
         }
         Ok(())
     })();

@@ -75,10 +75,15 @@ impl Harness<'static> {
     /// For a root test: the harness over storage of its own, or None (after saying so) where
     /// root tests cannot run (see [`crate::root`]).
     pub fn for_root_test() -> Option<RootHarness> {
+        Harness::for_root_test_as(false)
+    }
+
+    /// [`Harness::for_root_test`] over the native datapath ([`Harness::native`]) when `native`.
+    pub fn for_root_test_as(native: bool) -> Option<RootHarness> {
         let root = crate::root::shared()?;
         // Leaked: the loaded objects borrow it for the harness's life (a few hundred bytes).
         let storage = Box::leak(Box::new(ObjectStorage::default()));
-        Some(RootHarness { harness: Harness::new(storage), _root: root })
+        Some(RootHarness { harness: Harness::with_backend(storage, native), _root: root })
     }
 }
 
@@ -97,7 +102,7 @@ impl Harness<'_> {
         Harness::with_backend(storage, false)
     }
 
-    /// The native datapath's logic in plain XDP programs ([`loader::TcpBackend::NativeUnhooked`]:
+    /// The native datapath's logic in plain XDP programs ([`loader::ObjectBackend::NativeUnhooked`]:
     /// test runs refuse the hooks' attach types, and a stock kernel has none), with app 0's
     /// socket on queue 0 (`etran_port_queue`) and an AF_XDP socket in its `etran_app_xsks` slot.
     pub fn native(storage: &mut ObjectStorage) -> Harness<'_> {
@@ -106,9 +111,9 @@ impl Harness<'_> {
 
     fn with_backend(storage: &mut ObjectStorage, native: bool) -> Harness<'_> {
         let (backend, tcp) = if native {
-            (etran_backend::ETRAN_BACKEND_NATIVE, loader::TcpBackend::NativeUnhooked)
+            (etran_backend::ETRAN_BACKEND_NATIVE, loader::ObjectBackend::NativeUnhooked)
         } else {
-            (etran_backend::ETRAN_BACKEND_COMPAT, loader::TcpBackend::Compat)
+            (etran_backend::ETRAN_BACKEND_COMPAT, loader::ObjectBackend::Compat)
         };
         let objs = loader::load_as(storage, backend, tcp, 1, Default::default())
             .expect("the verifier accepts every program");

@@ -25,7 +25,10 @@ fn this_kernel_has_every_tcp_feature_and_loads_every_program() {
 
     let programs = report["programs"].as_array().unwrap();
     let objects: Vec<&str> = programs.iter().map(|p| p["object"].as_str().unwrap()).collect();
-    assert_eq!(objects, ["entrance", "tcp", "homa", "switch", "xsk_redirect"]);
+    assert_eq!(
+        objects,
+        ["entrance", "tcp", "homa", "tcp_native", "homa_native", "switch", "xsk_redirect"]
+    );
     for p in programs {
         assert!(p["error"].is_null(), "{}: {}", p["object"], p["error"]);
         // A program the verifier takes only near its limit is refused by the next kernel whose

@@ -127,9 +127,11 @@ fn bad_input_gets_one_line_errors() {
     assert!(err.contains("lacks BPF_XSK_EGRESS") && err.contains("--backend compat"), "{err}");
     let out = sh(&format!("ip -n {} -d link show va", net.a));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("prog/xdp"), "nothing attached");
-    // So is the echo bench's, before it builds anything.
-    let err = err_line(&etran(&net.a, &["bench", "echo", "--backend", "native"]));
-    assert!(err.contains("--backend native: this kernel lacks BPF_XSK_EGRESS"), "{err}");
+    // So are the echo and RPC benches', before they build anything.
+    for bench in ["echo", "rpc"] {
+        let err = err_line(&etran(&net.a, &["bench", bench, "--backend", "native"]));
+        assert!(err.contains("--backend native: this kernel lacks BPF_XSK_EGRESS"), "{err}");
+    }
     let out = Command::new("setpriv")
         .args([
             "--reuid=65534",

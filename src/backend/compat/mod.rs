@@ -135,11 +135,11 @@ impl Backend for Compat {
         &mut self.pump
     }
 
-    fn grant_pump(&self) -> Option<&GrantPump> {
-        Some(&self.grants)
+    fn grant_pump(&self) -> &GrantPump {
+        &self.grants
     }
 
-    fn grant_pump_mut(&mut self) -> Option<&mut GrantPump> {
-        Some(&mut self.grants)
+    fn grant_pump_mut(&mut self) -> &mut GrantPump {
+        &mut self.grants
     }
 }

@@ -5,29 +5,33 @@
 //! daemon (memfd UMEM and rings as in compat, [`socket`]) and bound by it in copy mode with
 //! `XDP_RX_ANY_QUEUE` (patches/0003: ingress, on whatever queue a frame came in, redirects it
 //! to the socket through `etran_app_xsks`), then linked (bpf links, CAP_NET_ADMIN: never the
-//! app) to the transport's egress as `BPF_XSK_EGRESS` (patches/0001, 0004: it checks and
+//! app) to its transport's egress as `BPF_XSK_EGRESS` (patches/0001, 0004: it checks and
 //! rewrites each frame the app sends, moving its start into [`TX_HEADROOM`], and `XDP_PASS`
-//! sends it) and to the ACK generator as `BPF_XSK_GEN` (patches/0002: it emits the ACKs due at
-//! once after each RX batch that reached the socket). The socket's queue is the app's identity
-//! in BPF: `etran_port_queue` maps the app's slot to it, and egress compares it with the queue
-//! the frame is sent on (`rx_queue_index`), which the app cannot change: the daemon bound the
-//! socket. The app gets the bound socket and maps its rings (kernels since 6.4 allow that).
+//! sends it) and to its transport's generator as `BPF_XSK_GEN` (patches/0002: TCP's emits the
+//! ACKs due at once, Homa's the GRANTs on its gen queue, after each RX batch that reached the
+//! socket). The socket's queue is the app's identity in BPF: `etran_port_queue` maps the app's
+//! slot to it, and egress compares it with the queue the frame is sent on (`rx_queue_index`),
+//! which the app cannot change: the daemon bound the socket. The app gets the bound socket and
+//! maps its rings (kernels since 6.4 allow that).
 //!
-//! What the gen hook does not emit (the delayed ACKs, and ACKs owed after frames that reached no
-//! socket) the gen pump emits as in compat ([`GenPump`]). No pacing ([`Pacing::None`]). Homa's
-//! apps are refused for now: its programs know apps by their compat ports.
+//! What the gen hooks do not emit (TCP's delayed ACKs, and ACKs or GRANTs owed after frames that
+//! reached no socket or that a run left behind) the gen pumps emit as in compat ([`GenPump`],
+//! [`GrantPump`]). No pacing ([`Pacing::None`]).
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::{pump::GenPump, socket, AppPort, Backend, Pacing};
+use super::{
+    pump::{GenPump, GrantPump},
+    socket, AppPort, Backend, Pacing,
+};
 use crate::{
     bpf::tcp::types::etran_app_port_limit,
     loader::kernel,
     log,
     proto::{FdKind, Reply, Transport},
-    transport::tcp::TcpHandles,
+    transport::{homa::control::HomaHandles, tcp::TcpHandles},
     xsk::{sys, Geometry},
 };
 
@@ -35,6 +39,27 @@ use crate::{
 /// the packet's headers (at most 94 bytes longer) in front of it, plus the `struct xdp_frame`
 /// (40 bytes) `bpf_xdp_adjust_head` keeps at the chunk's start.
 pub const TX_HEADROOM: u32 = 256;
+
+/// A transport's programs linked to its apps' sockets.
+struct Hooks {
+    egress: OwnedFd,
+    gen: OwnedFd,
+}
+
+impl Hooks {
+    /// Copies of a transport object's egress and gen-hook twin (`None` when the object was not
+    /// loaded for native).
+    fn of(
+        egress: &OwnedFd,
+        xsk_gen: Option<&OwnedFd>,
+        missing: impl Fn() -> anyhow::Error,
+    ) -> anyhow::Result<Hooks> {
+        Ok(Hooks {
+            egress: egress.try_clone().context("duplicating an egress descriptor")?,
+            gen: xsk_gen.ok_or_else(missing)?.try_clone()?,
+        })
+    }
+}
 
 /// The datapath objects an app's socket is wired into, and the programs linked to it.
 struct Wiring {
@@ -44,11 +69,21 @@ struct Wiring {
     port_queue: MapHandle,
     /// ARRAY_OF_MAPS: slot → its receive budget (etran_port_budget).
     port_budget: MapHandle,
-    egress: OwnedFd,
-    gen: OwnedFd,
+    tcp: Hooks,
+    homa: Hooks,
     /// The kernel's values of `BPF_XSK_EGRESS` and `BPF_XSK_GEN` (from its BTF).
     egress_type: u32,
     gen_type: u32,
+}
+
+impl Wiring {
+    /// The programs linked to the sockets of `transport`'s apps.
+    fn hooks(&self, transport: Transport) -> &Hooks {
+        match transport {
+            Transport::Tcp => &self.tcp,
+            Transport::Homa => &self.homa,
+        }
+    }
 }
 
 pub struct Native {
@@ -60,14 +95,17 @@ pub struct Native {
     taken: Vec<bool>,
     wiring: Wiring,
     pump: GenPump,
+    grants: GrantPump,
     mtu: u32,
 }
 
 impl Native {
-    /// The backend over the TCP object of a datapath loaded for native on `nic` (of MTU
-    /// `nic_mtu`); the gen pump's port is named `gen_port` (see [`GenPump::new`]).
+    /// The backend over the TCP and Homa objects of a datapath loaded for native on `nic` (of
+    /// MTU `nic_mtu`); the TCP gen pump's port is named `gen_port`, Homa's `gen_port`h (see
+    /// [`GenPump::new`], [`GrantPump::new`]).
     pub fn new(
         tcp: &TcpHandles,
+        homa: &HomaHandles,
         nic: &str,
         gen_port: &str,
         nic_mtu: u32,
@@ -78,13 +116,15 @@ impl Native {
             xsks: tcp.app_xsks.as_ref().ok_or_else(missing).map(MapHandle::try_from)??,
             port_queue: tcp.port_queue.as_ref().ok_or_else(missing).map(MapHandle::try_from)??,
             port_budget: MapHandle::try_from(&tcp.port_budget)?,
-            egress: tcp.egress.try_clone().context("duplicating TCP's egress descriptor")?,
-            gen: tcp.xsk_gen.as_ref().ok_or_else(missing)?.try_clone()?,
+            tcp: Hooks::of(&tcp.egress, tcp.xsk_gen.as_ref(), missing)?,
+            homa: Hooks::of(&homa.egress, homa.xsk_gen.as_ref(), missing)?,
             egress_type: kernel::attach_type("BPF_XSK_EGRESS")?,
             gen_type: kernel::attach_type("BPF_XSK_GEN")?,
         };
         let queues = crate::ethtool::tx_queues(nic)?.unwrap_or(1).min(Self::SLOTS - 1);
         let pump = GenPump::new(tcp, gen_port).context("starting the gen pump")?;
+        let grants =
+            GrantPump::new(homa, &format!("{gen_port}h")).context("starting the Homa gen pump")?;
         Ok(Native {
             nic: nic.to_string(),
             nic_ifindex: crate::sys::ifindex(nic)?,
@@ -92,6 +132,7 @@ impl Native {
             taken: vec![false; queues as usize],
             wiring,
             pump,
+            grants,
             mtu: socket::port_mtu(nic_mtu)?,
         })
     }
@@ -115,9 +156,9 @@ pub struct XskPort {
 }
 
 impl XskPort {
-    /// Makes, binds, links and registers the socket of the app in `slot` on `queue`; on
-    /// failure whatever was set up is undone.
-    fn open(n: &Native, slot: u32, queue: u32) -> anyhow::Result<XskPort> {
+    /// Makes, binds, links (to `transport`'s programs) and registers the socket of the app in
+    /// `slot` on `queue`; on failure whatever was set up is undone.
+    fn open(n: &Native, slot: u32, queue: u32, transport: Transport) -> anyhow::Result<XskPort> {
         let geometry = socket::geometry(n.mtu, TX_HEADROOM)?;
         let (xsk, umem) = socket::make_socket(&geometry)
             .with_context(|| format!("creating the AF_XDP socket for {} queue {queue}", n.nic))?;
@@ -134,7 +175,7 @@ impl XskPort {
             links: Vec::new(),
             in_maps: false,
         };
-        match port.wire(&n.wiring) {
+        match port.wire(&n.wiring, transport) {
             Ok(()) => Ok(port),
             Err(e) => {
                 port.unwire(&n.wiring);
@@ -143,7 +184,7 @@ impl XskPort {
         }
     }
 
-    fn wire(&mut self, w: &Wiring) -> anyhow::Result<()> {
+    fn wire(&mut self, w: &Wiring, transport: Transport) -> anyhow::Result<()> {
         let addr = sys::sockaddr_xdp {
             sxdp_family: sys::AF_XDP as u16,
             sxdp_flags: sys::XDP_USE_NEED_WAKEUP | sys::XDP_COPY | sys::XDP_RX_ANY_QUEUE,
@@ -161,8 +202,9 @@ impl XskPort {
         };
         crate::sys::cvt(ret)
             .with_context(|| format!("binding an AF_XDP socket to {}", self.name))?;
+        let hooks = w.hooks(transport);
         for (prog, ty, what) in
-            [(&w.egress, w.egress_type, "egress"), (&w.gen, w.gen_type, "the ACK generator")]
+            [(&hooks.egress, w.egress_type, "egress"), (&hooks.gen, w.gen_type, "the generator")]
         {
             let link = kernel::link_xsk(prog.as_fd(), self.xsk.as_fd(), ty)
                 .with_context(|| format!("linking {what} to the socket on {}", self.name))?;
@@ -229,24 +271,13 @@ impl Backend for Native {
         self.mtu
     }
 
-    fn supports(&self, transport: Transport) -> Result<(), String> {
-        match transport {
-            Transport::Tcp => Ok(()),
-            Transport::Homa => Err("Homa does not run on the native backend yet (its programs \
-                                    know apps by their compat ports): run `etran up` with \
-                                    --backend compat for Homa apps"
-                .into()),
-        }
-    }
-
     fn open_port(&mut self, slot: u32, transport: Transport) -> anyhow::Result<XskPort> {
-        self.supports(transport).map_err(anyhow::Error::msg)?;
         let mut busy = 0;
         for q in 0..self.queues {
             if self.taken[q as usize] {
                 continue;
             }
-            match XskPort::open(self, slot, q) {
+            match XskPort::open(self, slot, q, transport) {
                 Ok(port) => {
                     self.taken[q as usize] = true;
                     return Ok(port);
@@ -303,5 +334,13 @@ impl Backend for Native {
 
     fn gen_pump_mut(&mut self) -> &mut GenPump {
         &mut self.pump
+    }
+
+    fn grant_pump(&self) -> &GrantPump {
+        &self.grants
+    }
+
+    fn grant_pump_mut(&mut self) -> &mut GrantPump {
+        &mut self.grants
     }
 }

@@ -49,9 +49,9 @@ _Static_assert(ETRAN_HOMA_MAX_PAYLOAD == 1500 - 20 - sizeof(struct homa_data_hdr
 
 /* Value of etran_homa_ports (key: the Homa port, network order): the app that bound it. The
  * daemon fills it; ingress hands the port's packets to the slot, egress takes packets from that
- * port only from the slot's app port. */
+ * port only from the slot's app (common/backend.h: its port, or its socket's queue). */
 struct homa_port {
-	__u32 slot;       /* the owner's app port slot (etran_app_ports, etran_port_ifindex) */
+	__u32 slot;       /* the owner's app slot (common/backend.h) */
 	__be32 local_ip;  /* the NIC's address: the source of the client RPCs egress creates */
 	__u8 local_mac[6]; /* the NIC's Ethernet address */
 	__u8 pad[2];

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Homa egress (compat backend: XDP on the kernel side of an app's port). An app's TX frame is a
+/* Homa egress (compat: XDP on the kernel side of an app's port; native: linked to the app's
+ * socket as BPF_XSK_EGRESS; common/backend.h says where it sends). An app's TX frame is a
  * struct etran_homa_tx_hdr followed by payload. Egress checks that the frame comes from the app
  * that bound the header's Homa port (else homa_tx_wrong_owner: a forged sender port) and that
  * the RPC is the app's: a client's RPC is created here at its request's first DATA, a server's
@@ -128,7 +129,7 @@ static __always_inline int homa_tx_resend(struct xdp_md *ctx, struct homa_rpc *r
 			 HOMA_MAX_PRIORITIES - 1))
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
 	count_event(ETRAN_EVENT_HOMA_TX_RESEND, bytes);
-	return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
+	return delivered(ETRAN_PROTO_HOMA, bytes, to_nic_verdict());
 }
 
 /* A gen template (intent GEN) from the app of `slot`: the frame becomes the GRANT at the head of
@@ -158,11 +159,12 @@ static __always_inline int homa_tx_gen(struct xdp_md *ctx, const struct etran_ho
 	}
 	if (bpf_xdp_adjust_head(ctx, (int)sizeof(*h) - (int)len))
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
-	if (bpf_redirect_map(&etran_nic, 0, XDP_DROP) != XDP_REDIRECT)
+	if (to_nic_prepare())
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_NO_NIC, bytes);
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-	return homa_gen_done(homa_gen_grant(data, data_end), data_end - data);
+	return homa_gen_done(homa_gen_grant(data, data_end) > 0, data_end - data,
+			     to_nic_verdict());
 }
 
 /* The egress program's body; see homa.bpf.c. */
@@ -175,7 +177,7 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 	__u64 bytes = data_end - data;
 	struct homa_port *port;
 	struct homa_rpc *rpc;
-	__u32 slot, *owner, hlen, granted;
+	__u32 slot, hlen, granted;
 	__u8 retransmit = 0;
 	int refused = -1;
 
@@ -184,13 +186,13 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 	h = *th;
 	if (!homa_tx_hdr_valid(&h, bytes))
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_BAD_HDR, bytes);
-	/* The port a frame arrives on is the app's identity: it cannot be forged. */
+	/* The port a frame arrives on (compat), or the queue of the socket that sends it (native),
+	 * is the app's identity: it cannot be forged. */
 	port = bpf_map_lookup_elem(&etran_homa_ports, &h.key.local_port);
 	if (!port)
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_WRONG_OWNER, bytes);
 	slot = port->slot;
-	owner = bpf_map_lookup_elem(&etran_port_ifindex, &slot);
-	if (!owner || !*owner || *owner != ctx->ingress_ifindex)
+	if (!from_app(ctx, slot))
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_WRONG_OWNER, bytes);
 	if (h.intent == ETRAN_HOMA_TX_GRANT)
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_APP_GRANT, bytes);
@@ -213,10 +215,10 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 	       h.intent == ETRAN_HOMA_TX_CUTOFFS ? sizeof(struct homa_cutoffs_hdr) :
 						  sizeof(struct homa_common_hdr);
 	/* Both can fail; they go first so that a failure leaves the RPC untouched. A redirect
-	 * takes effect only if the program returns XDP_REDIRECT. */
+	 * (compat) takes effect only if the program returns XDP_REDIRECT. */
 	if (bpf_xdp_adjust_head(ctx, (int)sizeof(h) - (int)(l3 + hlen)))
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
-	if (bpf_redirect_map(&etran_nic, 0, XDP_DROP) != XDP_REDIRECT)
+	if (to_nic_prepare())
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_NO_NIC, bytes);
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
@@ -234,7 +236,7 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 		/* After the headers, which read the RPC's addresses. */
 		bpf_map_delete_elem(&etran_homa_rpcs, &h.key);
 		count_event(ETRAN_EVENT_HOMA_TX_ACK, bytes);
-		return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
+		return delivered(ETRAN_PROTO_HOMA, bytes, to_nic_verdict());
 	}
 
 	if (h.intent == ETRAN_HOMA_TX_RESEND)
@@ -251,7 +253,7 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 				 HOMA_MAX_PRIORITIES - 1))
 			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
 		count_event(ETRAN_EVENT_HOMA_TX_CUTOFFS, bytes);
-		return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
+		return delivered(ETRAN_PROTO_HOMA, bytes, to_nic_verdict());
 	}
 	if (h.intent == ETRAN_HOMA_TX_BUSY || h.intent == ETRAN_HOMA_TX_NEED_ACK) {
 		const int busy = h.intent == ETRAN_HOMA_TX_BUSY;
@@ -262,7 +264,7 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 				 HOMA_MAX_PRIORITIES - 1))
 			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
 		count_event(busy ? ETRAN_EVENT_HOMA_TX_BUSY : ETRAN_EVENT_HOMA_TX_NEED_ACK, bytes);
-		return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
+		return delivered(ETRAN_PROTO_HOMA, bytes, to_nic_verdict());
 	}
 
 	bpf_spin_lock(&rpc->lock);
@@ -324,7 +326,7 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 	count_event(ETRAN_EVENT_HOMA_TX_DATA, bytes);
 	if (retransmit)
 		count_event(ETRAN_EVENT_HOMA_TX_RETRANSMIT, bytes);
-	return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
+	return delivered(ETRAN_PROTO_HOMA, bytes, to_nic_verdict());
 }
 
 #endif

@@ -11,7 +11,10 @@
  * - A template frame runs gen: one from the pump's gen port (etran_homa_gen, Ethernet type
  *   ETRAN_HOMA_GEN_ETHERTYPE), or an app's (intent ETRAN_HOMA_TX_GEN through its egress, sent
  *   with its next frames: the GRANT then leaves at the receiving app's pass, as early as an
- *   app-written one did, and the pump is the fallback for an app that does not). Gen pops one
+ *   app-written one did, and the pump is the fallback for an app that does not), or, with the
+ *   native backend, the gen hook's zeroed frame after each RX batch that reached a Homa app's
+ *   socket (etran_homa_xsk_gen, BPF_XSK_GEN: the GRANT leaves in the NAPI poll that brought the
+ *   DATA in; the pump, woken as in compat, finds the keys gone). Gen pops one
  *   key, ranks a message whose grant has not moved since its last GRANT again (a woken one),
  *   and turns the template into the GRANT of the grant not sent yet (or, once a probe asked,
  *   of one DATA has not answered: the GRANT may have been lost), at the control priority, with
@@ -121,7 +124,8 @@ static __always_inline __u32 homa_gen_queue_entries(__u8 mark)
 }
 
 /* Pops one RPC off the gen queue and writes its GRANT into data..data_end, which holds exactly
- * Ethernet, IPv4 and a GRANT. Returns 1 when it wrote one, 0 when nothing was owed. */
+ * Ethernet, IPv4 and a GRANT. Returns 1 when it wrote one, 0 when nothing was owed, -1 when the
+ * queue was empty. */
 static __always_inline int homa_gen_grant(void *data, void *data_end)
 {
 	struct homa_sched_out o = {};
@@ -133,7 +137,7 @@ static __always_inline int homa_gen_grant(void *data, void *data_end)
 	int send = 0;
 
 	if (bpf_map_pop_elem(&etran_homa_genq, &key))
-		return 0;
+		return -1;
 	rpc = bpf_map_lookup_elem(&etran_homa_rpcs, &key);
 	if (!rpc)
 		return 0;
@@ -168,28 +172,34 @@ static __always_inline int homa_gen_grant(void *data, void *data_end)
 			   HOMA_MAX_PRIORITIES - 1);
 }
 
-/* The end of a template's run: the GRANT to the NIC, or the template taken and dropped
+/* The end of a template's run: the GRANT sent with `verdict`, or the template taken and dropped
  * (counted as the transport's frame: an app's template is one of its frames). */
-static __always_inline int homa_gen_done(int sent, __u64 bytes)
+static __always_inline int homa_gen_done(int sent, __u64 bytes, int verdict)
 {
 	if (!sent) {
 		count_event(ETRAN_EVENT_HOMA_GEN_IDLE, bytes);
 		return delivered(ETRAN_PROTO_HOMA, bytes, XDP_DROP);
 	}
 	count_event(ETRAN_EVENT_HOMA_TX_GRANT, bytes);
-	return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
+	return delivered(ETRAN_PROTO_HOMA, bytes, verdict);
 }
 
-/* The gen program's body (a template from the pump's gen port); see homa.bpf.c. Frames that are
- * no template (the stack's own on the gen port) pass. */
-static __always_inline int homa_gen(struct xdp_md *ctx)
+/* The gen program's body; see homa.bpf.c. `xsk`: run by the native gen hook (BPF_XSK_GEN,
+ * after an RX batch reached an app's socket) on a zeroed frame, where XDP_TX sends the GRANT out
+ * of the NIC and XDP_DROP ends the run (an empty queue, or a key owed nothing: the pump, woken
+ * by ingress as in compat, finds what is left); else run on the pump's templates, the GRANT
+ * redirected to the NIC, and frames that are no template (the stack's own on the gen port)
+ * pass. */
+static __always_inline int homa_gen(struct xdp_md *ctx, const int xsk)
 {
 	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
 	const __u32 len = ETRAN_HOMA_GEN_TEMPLATE_LEN;
 	struct ethhdr *eth = data;
 	__u32 tpl_len;
+	int sent;
 
-	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETRAN_HOMA_GEN_ETHERTYPE))
+	if (!xsk &&
+	    ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETRAN_HOMA_GEN_ETHERTYPE)))
 		return XDP_PASS;
 	/* Computed apart: folded into the sum, the compiler would subtract the packet end
 	 * pointer from a scalar, which the verifier refuses. */
@@ -197,11 +207,15 @@ static __always_inline int homa_gen(struct xdp_md *ctx)
 	barrier_var(tpl_len);
 	if (bpf_xdp_adjust_tail(ctx, (int)len - (int)tpl_len))
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, tpl_len);
-	if (bpf_redirect_map(&etran_nic, 0, XDP_DROP) != XDP_REDIRECT)
+	if (!xsk && bpf_redirect_map(&etran_nic, 0, XDP_DROP) != XDP_REDIRECT)
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_TX_NO_NIC, tpl_len);
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-	return homa_gen_done(homa_gen_grant(data, data_end), data_end - data);
+	sent = homa_gen_grant(data, data_end);
+	/* The hook's run ends cheaply on an empty queue; nothing to count. */
+	if (xsk && sent < 0)
+		return XDP_DROP;
+	return homa_gen_done(sent > 0, data_end - data, xsk ? XDP_TX : XDP_REDIRECT);
 }
 
 #endif

@@ -19,8 +19,8 @@
  * - a RESEND for an RPC this host does not have is answered here with RPC_UNKNOWN
  *   (homa_rx_unknown), a NEED_ACK for a client RPC it no longer has with an ACK
  *   (homa_rx_ack_answer);
- * - the owner's port can take the frame (its receive budget, compat/app_ports.h; else
- *   port_full, before any state changes).
+ * - the owner's port can take the frame (its receive budget, common/backend.h; else
+ *   port_full, before any state changes); it goes there as the backend says (to_app).
  * Frames of other ports are not the kernel's either: etran owns IP protocol 146 on its NIC. */
 #ifndef ETRAN_HOMA_INGRESS_H
 #define ETRAN_HOMA_INGRESS_H
@@ -254,14 +254,14 @@ static __always_inline int homa_ingress(struct xdp_md *ctx)
 	budget = port_rx(slot);
 	if (!budget)
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_OWNER, bytes);
-	if (!port_has_room(budget))
+	if (!app_has_room(budget))
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_PORT_FULL, bytes);
 
 	/* Both can fail; they go first so that a failure leaves the state untouched. A redirect
 	 * takes effect only if the program returns XDP_REDIRECT. */
 	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(*meta)))
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
-	if (bpf_redirect_map(&etran_app_ports, slot, XDP_DROP) != XDP_REDIRECT)
+	if (to_app(slot) != XDP_REDIRECT)
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_OWNER, bytes);
 
 	/* The frame may have moved: everything is read again from the new pointers. */

@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* The maps of the Homa object, shared by its ingress and egress programs (the app ports and the
- * NIC slot are the compat backend's: compat/app_ports.h). */
+/* The maps of the Homa object, shared by its ingress and egress programs (where apps' frames go
+ * and come from is the backend's: common/backend.h). */
 #ifndef ETRAN_HOMA_MAPS_H
 #define ETRAN_HOMA_MAPS_H
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
-#include "compat/app_ports.h"
+#include "common/backend.h"
 #include "homa/homa.h"
 
 /* Homa ports apps bound: port (network order) → struct homa_port. */

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* The native backend's maps, which the TCP object includes: apps' AF_XDP sockets are bound to
+/* The native backend's maps, which every transport object includes (common/backend.h; the
+ * loader has Homa's share TCP's): apps' AF_XDP sockets are bound to
  * the NIC itself (copy mode, XDP_RX_ANY_QUEUE, one NIC queue each, patches/0003), so ingress
  * hands an app its frames straight into its socket, and egress (BPF_XSK_EGRESS, linked to the
  * socket by the daemon) learns whose frame it runs on from the socket's queue. */

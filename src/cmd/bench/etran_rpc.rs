@@ -31,6 +31,7 @@ use super::{
 use crate::{
     app::rpc::RpcSocket,
     app::AppCounters,
+    bpf::entrance::types::etran_backend,
     loader::{self, HomaSched},
     netns::NetNs,
     testbed::HOST_NIC,
@@ -56,6 +57,8 @@ pub struct Params<'a> {
     pub seconds: &'a Seconds,
     /// Homa's grant scheduler on both hosts.
     pub sched: HomaSched,
+    /// The datapath backend of both hosts.
+    pub backend: etran_backend,
 }
 
 /// What the eTran run measured.
@@ -84,9 +87,7 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
-    // Homa runs on compat only (the native backend refuses its apps for now).
-    let compat = crate::bpf::entrance::types::etran_backend::ETRAN_BACKEND_COMPAT;
-    etran_hosts::with_daemons(&[p.client, p.server], compat, p.sched, "rpc", |socks| {
+    etran_hosts::with_daemons(&[p.client, p.server], p.backend, p.sched, "rpc", |socks| {
         let outcome = sockets(p, socks, progress, watch)?;
         for ns in [p.client, p.server] {
             rpcs_drained(ns)?;

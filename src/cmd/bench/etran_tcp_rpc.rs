@@ -34,9 +34,7 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
-    // On compat, as its Homa rows (see etran_rpc::run).
-    let compat = crate::bpf::entrance::types::etran_backend::ETRAN_BACKEND_COMPAT;
-    etran_hosts::with_daemons(&[p.client, p.server], compat, p.sched, "rpc", |socks| {
+    etran_hosts::with_daemons(&[p.client, p.server], p.backend, p.sched, "rpc", |socks| {
         etran_rpc::threads(
             p,
             socks,

@@ -27,6 +27,7 @@ use super::{
 };
 use crate::{
     app::AppCounters,
+    bpf::entrance::types::etran_backend,
     cli::{EchoWait, RpcArgs, RpcTransport},
     netns::NetNs,
     output::{Output, Table},
@@ -110,6 +111,8 @@ struct Report {
     /// "busy" or "block".
     wait: &'static str,
     waits: String,
+    /// The eTran rows' datapath backend: "compat" or "native".
+    backend: &'static str,
     placement: &'static str,
     testbed: String,
     /// Fraction of frames the switch drops.
@@ -137,7 +140,12 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
         "sleep on the AF_XDP socket whenever a pass finds nothing (RpcSocket::wait)",
     );
     sys::require_root("etran bench rpc (it builds a private testbed)")?;
+    // A kernel without etran's hooks refuses native here, before anything is built.
+    let backend = args.backend.resolve()?;
+    let native = backend == etran_backend::ETRAN_BACKEND_NATIVE;
     let tb = testbed::Testbed::private_with(testbed::Spec {
+        // Native: each socket or app sends on a NIC queue of its own, one per thread and host.
+        app_queues: if native { args.threads } else { 1 },
         loss: args.loss,
         rate_bps: args.rate,
         prio: args.prio,
@@ -182,7 +190,7 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
         duration: args.duration.min(UNLOADED),
         dump_times: None,
     });
-    let hosts = (&client, &server);
+    let hosts = (&client, &server, backend);
     let mut results = Vec::new();
     for t in transports {
         let baseline = match &unloaded {
@@ -214,6 +222,7 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
             EchoWait::Block => "block",
         },
         waits,
+        backend: if native { "native" } else { "compat" },
         placement,
         testbed,
         loss: args.loss,
@@ -281,12 +290,12 @@ fn measure(
     load: &Load<'_>,
     workload: Workload,
     wait: Wait,
-    (client, server): (&NetNs, &NetNs),
+    (client, server, backend): (&NetNs, &NetNs, etran_backend),
     out: &Output,
 ) -> anyhow::Result<Row> {
     match t {
         RpcTransport::EtranHoma | RpcTransport::EtranTcp => {
-            measure_etran(t, args, load, workload, wait, (client, server), out)
+            measure_etran(t, args, load, workload, wait, (client, server, backend), out)
         }
         RpcTransport::LinuxTcp => measure_linux(args, load, workload, wait, (client, server), out),
         RpcTransport::All => unreachable!("expanded by run"),
@@ -314,7 +323,7 @@ fn measure_etran(
     load: &Load<'_>,
     workload: Workload,
     wait: Wait,
-    (client, server): (&NetNs, &NetNs),
+    (client, server, backend): (&NetNs, &NetNs, etran_backend),
     out: &Output,
 ) -> anyhow::Result<Row> {
     let name = if t == RpcTransport::EtranTcp { "etran-tcp" } else { "etran-homa" };
@@ -334,6 +343,7 @@ fn measure_etran(
         keep_times: load.dump_times.is_some(),
         seconds: &seconds,
         sched: args.homa.sched(),
+        backend,
     };
     let watch = |done: &dyn Fn() -> bool| {
         let mut line = |secs| per_second(name, &seconds, secs, bar.as_ref());
@@ -542,7 +552,7 @@ fn print_table(r: &Report) {
             or_default(r.homa_overcommit, "8 (default)")
         );
     }
-    crate::outln!("waits: {}", r.waits);
+    crate::outln!("waits: {}; eTran backend: {}", r.waits, r.backend);
     let mut t = Table::new([
         "transport",
         "RPCs/s",

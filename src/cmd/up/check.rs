@@ -65,10 +65,17 @@ fn load_all() -> Vec<ProgramRow> {
     }
     let mut storage = MaybeUninit::uninit();
     let entrance = loader::load_entrance(&mut storage, etran_backend::ETRAN_BACKEND_COMPAT, 1);
+    // Each transport object twice: for compat, and with the native backend's branches and its
+    // gen-hook programs (as plain XDP programs: any kernel verifies those).
+    let (compat, native) = (loader::ObjectBackend::Compat, loader::ObjectBackend::NativeUnhooked);
     let mut storage = MaybeUninit::uninit();
-    let tcp = loader::load_tcp(&mut storage, None, loader::TcpBackend::Compat);
+    let tcp = loader::load_tcp(&mut storage, None, compat);
     let mut storage = MaybeUninit::uninit();
-    let homa = loader::load_homa(&mut storage, None, Default::default());
+    let homa = loader::load_homa(&mut storage, None, compat, Default::default());
+    let mut storage = MaybeUninit::uninit();
+    let tcp_native = loader::load_tcp(&mut storage, None, native);
+    let mut storage = MaybeUninit::uninit();
+    let homa_native = loader::load_homa(&mut storage, None, native, Default::default());
     let mut storage = MaybeUninit::uninit();
     let every_path = SwitchConfig {
         loss: 1,
@@ -86,6 +93,8 @@ fn load_all() -> Vec<ProgramRow> {
         row("entrance", weigh(entrance)),
         row("tcp", weigh(tcp)),
         row("homa", weigh(homa)),
+        row("tcp_native", weigh(tcp_native)),
+        row("homa_native", weigh(homa_native)),
         row("switch", weigh(switch)),
         row("xsk_redirect", XskProgram::load(1).map(|p| p.heaviest())),
     ]

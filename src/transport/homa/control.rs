@@ -17,11 +17,12 @@ use crate::{
     refusal::Refusal,
 };
 
-/// Kernel names are cut at 15 bytes: etran_homa_ingress, etran_homa_egress (and the maps
-/// etran_homa_ports, etran_homa_peers below).
+/// Kernel names are cut at 15 bytes: etran_homa_ingress, etran_homa_egress, etran_homa_xsk_gen
+/// (and the maps etran_homa_ports, etran_homa_peers below).
 const HOMA_INGRESS_PROG: &str = "etran_homa_ingr";
 const HOMA_EGRESS_PROG: &str = "etran_homa_egre";
 const HOMA_GEN_PROG: &str = "etran_homa_gen";
+const HOMA_XSK_GEN_PROG: &str = "etran_homa_xsk_";
 
 /// Ports `HomaBind { port: 0 }` picks from (IANA's dynamic range).
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
@@ -29,7 +30,8 @@ const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
 /// What the daemon needs of the Homa object of a datapath, found from the attached entrance
 /// program (program array → Homa ingress → its maps; egress by its name and the RPC map).
 pub struct HomaHandles {
-    /// The egress program, attached to the kernel side of each Homa app's port.
+    /// The egress program, attached to the kernel side of each Homa app's port (compat) or
+    /// linked to its socket (native).
     pub egress: std::os::fd::OwnedFd,
     /// HASH: Homa port (network order) → struct homa_port (etran_homa_ports).
     pub ports: MapHandle,
@@ -39,6 +41,9 @@ pub struct HomaHandles {
     pub rpcs: MapHandle,
     /// The GRANT generator (etran_homa_gen), run by the gen pump.
     pub gen: std::os::fd::OwnedFd,
+    /// Its twin linked to Homa apps' sockets as BPF_XSK_GEN (etran_homa_xsk_gen): loaded only
+    /// for the native backend.
+    pub xsk_gen: Option<std::os::fd::OwnedFd>,
     /// QUEUE of RPC keys a GRANT may be owed to (etran_homa_genq).
     pub gen_queue: MapHandle,
     /// RINGBUF where ingress wakes the gen pump (etran_homa_genw).
@@ -56,12 +61,16 @@ pub fn homa_handles(entrance_prog_id: u32) -> anyhow::Result<HomaHandles> {
     let gen = loader::prog_sharing(rpcs_id, HOMA_GEN_PROG).ok_or_else(missing)?;
     let (_, gen_queue) = loader::prog_map(gen, "etran_homa_genq")?.ok_or_else(missing)?;
     let (_, gen_wake) = loader::prog_map(ingress, "etran_homa_genw")?.ok_or_else(missing)?;
+    let xsk_gen = loader::prog_sharing(rpcs_id, HOMA_XSK_GEN_PROG)
+        .map(libbpf_rs::Program::fd_from_id)
+        .transpose()?;
     Ok(HomaHandles {
         egress: libbpf_rs::Program::fd_from_id(egress)?,
         ports,
         peers,
         rpcs,
         gen: libbpf_rs::Program::fd_from_id(gen)?,
+        xsk_gen,
         gen_queue,
         gen_wake,
     })
