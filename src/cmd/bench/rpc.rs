@@ -593,19 +593,19 @@ fn print_table(r: &Report) {
         (None, true) => "100 B responses (one way; shorter requests are echoed)".into(),
         (None, false) => "responses as long as their requests".into(),
     };
+    let per_host = if r.hosts > 2 { " per client host" } else { "" };
     let pattern = if r.gbps > 0.0 {
         format!(
-            "open loop: {} Gbit/s of requests offered (Poisson arrivals), {} client(s) with at \
-             most {} RPCs outstanding each",
+            "open loop: {} Gbit/s of requests offered{per_host} (Poisson arrivals), {} client(s) \
+             with at most {} RPCs outstanding each",
             r.gbps, r.clients, r.depth
         )
     } else {
-        format!("closed loop: {} client(s) x depth {}", r.clients, r.depth)
+        format!("closed loop: {} client(s){per_host} x depth {}", r.clients, r.depth)
     };
-    let per_host = if r.hosts > 2 { " per client host" } else { "" };
     crate::outln!(
-        "rpc: workload {} (mean {:.0} B), {response}, {pattern}, {} thread(s){per_host}, {} \
-         server port(s), {:.1} s",
+        "rpc: workload {} (mean {:.0} B), {response}, {pattern}, {} client thread(s){per_host}, \
+         {} server port(s), {:.1} s",
         r.workload,
         r.workload_mean_bytes,
         r.threads,
