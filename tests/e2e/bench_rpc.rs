@@ -146,22 +146,9 @@ fn rpc_rows_are_verified_and_clean_up() {
 fn rpc_fans_in_from_hosts_over_ports() {
     let Some(_root) = common::root::alone() else { return };
     let before = Leftovers::before();
-    let report = bench_rpc(&[
-        "--hosts",
-        "3",
-        "--ports",
-        "3",
-        "--clients",
-        "2",
-        "--depth",
-        "2",
-        "--duration",
-        "1s",
-        "--workload",
-        "3000",
-        "--response-size",
-        "40",
-    ]);
+    let flags = "--hosts 3 --ports 3 --clients 2 --depth 2 --duration 1s --workload 3000";
+    let flags: Vec<&str> = flags.split(' ').chain(["--response-size", "40"]).collect();
+    let report = bench_rpc(&flags);
     assert_eq!((report["hosts"].as_u64(), report["ports"].as_u64()), (Some(3), Some(3)));
     let placement = report["placement"].as_str().unwrap();
     assert!(placement.contains("hosts 1-2") && placement.contains("on host 3"), "{placement}");
