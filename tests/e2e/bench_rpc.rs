@@ -173,6 +173,20 @@ fn rpc_fans_in_from_hosts_over_ports() {
     before.assert_none();
 }
 
+/// An eTran TCP client that sleeps when idle sends the request it starts on a response at
+/// once: one RPC at a time, each round trip well under the 10 ms a sleeping app waits at most
+/// (the next request used to wait for that sleep to end: 10.4 ms a round trip, 96 RPCs/s).
+#[test]
+fn etran_tcp_rpcs_go_out_before_the_client_sleeps() {
+    let Some(_root) = common::root::alone() else { return };
+    let flags = "--transport etran-tcp --wait block --workload 100 --duration 1s";
+    let report = bench_rpc(&flags.split(' ').collect::<Vec<_>>());
+    let row = &report["results"][0];
+    check_row(row, 100);
+    let p50 = row["rtt_us"]["p50"].as_f64().unwrap();
+    assert!(p50 < 5000.0 && row["rpcs"].as_u64().unwrap() > 200, "{row}");
+}
+
 /// cp_node's dialect: a per-second line of the clients on stderr for every second of each run
 /// (unloaded and loaded), `--one-way` responses of 100 B, `--max-size` cutting W4 at 100 KB
 /// (with a smaller incoming cap on the hosts), then lifting the cap for 4 MB requests.

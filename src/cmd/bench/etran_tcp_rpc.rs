@@ -101,14 +101,8 @@ fn client(
     let (mut published, mut measuring, mut last_check) = (0, true, Instant::now());
     result.total.window_starts();
     while measuring || conns.iter().any(|(_, ex)| ex.in_flight().is_some()) {
+        // Responses first: a request started on one goes out below, before the step sleeps.
         for (k, (id, ex)) in conns.iter_mut().enumerate() {
-            while !ex.unsent().is_empty() {
-                match app.send_more(*id, ex.unsent()) {
-                    Ok(n) => ex.sent(n),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e).context("sending a request"),
-                }
-            }
             loop {
                 let n = match app.recv(*id, &mut buf) {
                     Ok(0) => anyhow::bail!("the server closed a connection"),
@@ -123,6 +117,13 @@ fn client(
                     } else {
                         free.push(k);
                     }
+                }
+            }
+            while !ex.unsent().is_empty() {
+                match app.send_more(*id, ex.unsent()) {
+                    Ok(n) => ex.sent(n),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e).context("sending a request"),
                 }
             }
         }
