@@ -295,8 +295,8 @@ pub struct RpcArgs {
     /// --one-way: the requests carry the load.
     #[arg(long, conflicts_with = "response_size")]
     pub one_way: bool,
-    /// Clients, each keeping --depth RPCs outstanding (closed loop) or at most --depth (with
-    /// --gbps).
+    /// Clients on each client host, each keeping --depth RPCs outstanding (closed loop) or at
+    /// most --depth (with --gbps).
     #[arg(long, visible_alias = "conns", default_value_t = 1)]
     pub clients: u32,
     /// Outstanding RPCs per client: always (closed loop), or at most (with --gbps, like
@@ -309,13 +309,13 @@ pub struct RpcArgs {
     /// counted as late.
     #[arg(long, value_name = "GBIT/S", default_value_t = 0.0, value_parser = parse_gbps)]
     pub gbps: f64,
-    /// Client threads on each client host (thread i of host h on CPU i+h-1 mod N), for eTran
-    /// one RPC socket each.
+    /// Client threads on each client host (thread i of host h on CPU i+h-1 modulo the CPU
+    /// count), for eTran one RPC socket each.
     #[arg(long, default_value_t = 1)]
     pub threads: u32,
     /// Server ports (cp_node's --ports), 1 to 64, default --threads: each is its own socket
     /// (an RPC socket for Homa, a listener for the TCP rows) served by its own thread (port j
-    /// on CPU j+1 mod N); every client spreads its RPCs over all of them (its RPC slots take
+    /// on CPU j+1 modulo the CPU count); every client spreads its RPCs over all of them (its RPC slots take
     /// the ports in turn), so --ports may not exceed --clients × --depth.
     #[arg(long, value_name = "N")]
     pub ports: Option<u32>,
