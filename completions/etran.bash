@@ -339,7 +339,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__bench__subcmd__rpc)
-            opts="-j -p -v -h -V --workload --max-size --response-size --one-way --conns --clients --depth --gbps --threads --duration --transport --wait --rpc-timeout --loss --rate --prio --dump-times --homa-max-incoming --homa-overcommit --backend --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --workload --max-size --response-size --one-way --conns --clients --depth --gbps --threads --ports --hosts --duration --transport --wait --rpc-timeout --loss --rate --prio --dump-times --homa-max-incoming --homa-overcommit --backend --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -374,6 +374,14 @@ _etran() {
                     return 0
                     ;;
                 --threads)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ports)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --hosts)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -296,23 +296,35 @@ pub struct RpcArgs {
     /// --one-way: the requests carry the load.
     #[arg(long, conflicts_with = "response_size")]
     pub one_way: bool,
-    /// Clients, each keeping --depth RPCs outstanding (closed loop) or at most --depth (with
-    /// --gbps).
+    /// Clients on each client host, each keeping --depth RPCs outstanding (closed loop) or at
+    /// most --depth (with --gbps).
     #[arg(long, visible_alias = "conns", default_value_t = 1)]
     pub clients: u32,
     /// Outstanding RPCs per client: always (closed loop), or at most (with --gbps, like
     /// cp_node's --client-max).
     #[arg(long, default_value_t = 1)]
     pub depth: u32,
-    /// Open loop: offer this many Gbit/s of requests (request bytes only) as Poisson arrivals
-    /// spread over the client threads, as cp_node --gbps does; 0 is closed loop. An arrival
-    /// that finds all of its thread's RPCs outstanding waits and is counted as late.
+    /// Open loop: offer this many Gbit/s of requests (request bytes only) from each client
+    /// host as Poisson arrivals spread over its client threads, as cp_node --gbps does; 0 is
+    /// closed loop. An arrival that finds all of its thread's RPCs outstanding waits and is
+    /// counted as late.
     #[arg(long, value_name = "GBIT/S", default_value_t = 0.0, value_parser = parse_gbps)]
     pub gbps: f64,
-    /// Client threads (thread i on CPU i mod N), each with its own server thread (CPU i+1 mod
-    /// N) and, for eTran, one RPC socket on each side.
+    /// Client threads on each client host (thread i of host h on CPU i+h-1 modulo the CPU
+    /// count), for eTran one RPC socket each.
     #[arg(long, default_value_t = 1)]
     pub threads: u32,
+    /// Server ports (cp_node's --ports), 1 to 64, default --threads: each is its own socket
+    /// (an RPC socket for Homa, a listener for the TCP rows) served by its own thread (port j
+    /// on CPU j+1 modulo the CPU count); every client spreads its RPCs over all of them (its RPC slots take
+    /// the ports in turn), so --ports may not exceed --clients × --depth.
+    #[arg(long, value_name = "N")]
+    pub ports: Option<u32>,
+    /// Testbed hosts, 2 to 32: the servers on host N, on each of hosts 1..N-1 the client side
+    /// the other flags describe (--clients, --depth, --threads and --gbps per client host, as
+    /// each client node runs its own cp_node): N-1 hosts fanning in to one.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub hosts: u32,
     /// How long to measure.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub duration: Duration,

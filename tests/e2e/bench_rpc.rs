@@ -21,6 +21,19 @@ fn bench_rpc_logged(args: &[&str]) -> (Value, String) {
     (serde_json::from_slice(&out.stdout).unwrap(), stderr)
 }
 
+/// Each entry of `list` (a row's `by_host` or `by_port`): its `key`, and RPCs completed, all
+/// of them adding up to the row's.
+fn tallies(row: &Value, list: &str, key: &str) -> Vec<(u64, u64)> {
+    let t: Vec<(u64, u64)> = row[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e[key].as_u64().unwrap(), e["rpcs"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(t.iter().map(|e| e.1).sum::<u64>(), row["rpcs"].as_u64().unwrap(), "{list}: {row}");
+    t
+}
+
 /// A row's totals are sane: RPCs completed, every response byte checked, ordered percentiles,
 /// a CPU cost.
 fn check_row(row: &Value, min_response: u64) {
@@ -72,6 +85,10 @@ fn rpc_rows_are_verified_and_clean_up() {
     assert_eq!(names, ["etran-homa", "etran-tcp", "linux-tcp"]);
     for row in rows {
         check_row(row, 16);
+        // Two threads: two server ports by default, each taking RPCs from the one client host.
+        assert_eq!(tallies(row, "by_host", "host").len(), 1, "{row}");
+        let ports = tallies(row, "by_port", "port");
+        assert!(ports.len() == 2 && ports.iter().all(|p| p.1 > 0), "{row}");
         let buckets = row["by_size"].as_array().unwrap();
         assert_eq!(buckets.len(), 10, "{row}");
         let counted: u64 = buckets.iter().map(|b| b["rpcs"].as_u64().unwrap()).sum();
@@ -120,6 +137,54 @@ fn rpc_rows_are_verified_and_clean_up() {
     }
 
     before.assert_none();
+}
+
+/// `--hosts 3 --ports 3`: clients on hosts 1 and 2 fan in to three server ports on host 3, for
+/// every transport: each host and each port completes RPCs, every response byte checked (40 B
+/// each), and nothing is left behind.
+#[test]
+fn rpc_fans_in_from_hosts_over_ports() {
+    let Some(_root) = common::root::alone() else { return };
+    let before = Leftovers::before();
+    let flags = "--hosts 3 --ports 3 --clients 2 --depth 2 --duration 1s --workload 3000";
+    let flags: Vec<&str> = flags.split(' ').chain(["--response-size", "40"]).collect();
+    let report = bench_rpc(&flags);
+    assert_eq!((report["hosts"].as_u64(), report["ports"].as_u64()), (Some(3), Some(3)));
+    let placement = report["placement"].as_str().unwrap();
+    assert!(placement.contains("hosts 1-2") && placement.contains("on host 3"), "{placement}");
+    assert!(report["testbed"].as_str().unwrap().contains("3 hosts"), "{report}");
+    let rows = report["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        check_row(row, 40);
+        assert_eq!(row["verified_bytes"].as_u64().unwrap(), row["rpcs"].as_u64().unwrap() * 40);
+        let hosts = tallies(row, "by_host", "host");
+        assert_eq!(hosts.iter().map(|h| h.0).collect::<Vec<_>>(), [1, 2], "{row}");
+        let ports = tallies(row, "by_port", "port");
+        assert_eq!(ports.iter().map(|p| p.0).collect::<Vec<_>>(), [7700, 7701, 7702], "{row}");
+        for (list, key) in [("by_host", "host"), ("by_port", "port")] {
+            for e in row[list].as_array().unwrap() {
+                let rpcs = e["rpcs"].as_u64().unwrap();
+                assert!(rpcs > 0, "{key} without RPCs: {row}");
+                assert_eq!(e["verified_bytes"].as_u64().unwrap(), rpcs * 40, "{row}");
+            }
+        }
+    }
+    before.assert_none();
+}
+
+/// An eTran TCP client that sleeps when idle sends the request it starts on a response at
+/// once: one RPC at a time, each round trip well under the 10 ms a sleeping app waits at most
+/// (the next request used to wait for that sleep to end: 10.4 ms a round trip, 96 RPCs/s).
+#[test]
+fn etran_tcp_rpcs_go_out_before_the_client_sleeps() {
+    let Some(_root) = common::root::alone() else { return };
+    let flags = "--transport etran-tcp --wait block --workload 100 --duration 1s";
+    let report = bench_rpc(&flags.split(' ').collect::<Vec<_>>());
+    let row = &report["results"][0];
+    check_row(row, 100);
+    let p50 = row["rtt_us"]["p50"].as_f64().unwrap();
+    assert!(p50 < 5000.0 && row["rpcs"].as_u64().unwrap() > 200, "{row}");
 }
 
 /// cp_node's dialect: a per-second line of the clients on stderr for every second of each run
@@ -244,5 +309,16 @@ fn rpc_rejects_bad_flags_in_one_line() {
         assert!(!out.status.success(), "{args:?} should fail");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.trim().lines().count() <= 3, "{args:?}: short error, got {err}");
+    }
+    for (args, flag) in [
+        (&["bench", "rpc", "--hosts", "1"][..], "--hosts"),
+        (&["bench", "rpc", "--hosts", "40"], "--hosts"),
+        (&["bench", "rpc", "--ports", "0"], "--ports"),
+        (&["bench", "rpc", "--ports", "5", "--clients", "2", "--depth", "2"], "--ports"),
+    ] {
+        let out = etran(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.trim().lines().count() == 1, "{args:?}: {err}");
+        assert!(err.contains(flag), "{args:?}: {err}");
     }
 }

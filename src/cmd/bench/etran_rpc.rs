@@ -1,10 +1,11 @@
-//! The eTran Homa side of `etran bench rpc`: etran on both hosts ([`etran_hosts`]), and per
-//! [`Share`] one server [`RpcSocket`] (its own registration and Homa port) on the server host
-//! answering every request, and one client [`RpcSocket`] on the client host keeping `depth`
-//! RPCs outstanding for each of its clients, placed as the Linux engine places its threads.
-//! Same RPCs and checks as the Linux engine ([`super::rpc_msg`]). After the deadline the RPCs
-//! in flight complete (not counted); an RPC without a response for `rpc_timeout` fails the run.
-//! Once every socket is gone, no Homa RPC may be left in either host's datapath.
+//! The eTran Homa side of `etran bench rpc`: etran on every host of the run ([`etran_hosts`]),
+//! and per server port of the [`Plan`] one server [`RpcSocket`] (its own registration and Homa
+//! port) on the servers' host answering every request, and per client thread one client
+//! [`RpcSocket`] on its host keeping `depth` RPCs outstanding for each of its clients, each
+//! RPC slot to its port, placed as the Linux engine places its threads. Same RPCs and checks
+//! as the Linux engine ([`super::rpc_msg`]). After the deadline the RPCs in flight complete
+//! (not counted); an RPC without a response for `rpc_timeout` fails the run. Once every socket
+//! is gone, no Homa RPC may be left in any host's datapath.
 use std::{
     cell::RefCell,
     io,
@@ -24,8 +25,9 @@ use libbpf_rs::MapCore;
 use super::{
     arrivals::Arrivals,
     etran_hosts,
-    linux_echo::{Progress, Share, Wait},
+    linux_echo::{Progress, Wait},
     rpc_msg::{self, Call, Caller, ResponseSize, RpcResult, Seconds},
+    rpc_plan::{ClientThread, Plan, ServerPort},
     workload::Workload,
 };
 use crate::{
@@ -39,11 +41,11 @@ use crate::{
 
 /// What one eTran run needs.
 pub struct Params<'a> {
-    pub client: &'a NetNs,
-    pub server: &'a NetNs,
-    /// One client and one server socket per share.
-    pub shares: &'a [Share],
-    pub depth: u32,
+    /// The run's hosts: its client hosts in order (testbed host `h` at `h - 1`), then the
+    /// servers' host.
+    pub hosts: &'a [NetNs],
+    /// One server socket per port, one client socket per client thread.
+    pub plan: &'a Plan,
     pub workload: Workload,
     pub response: ResponseSize,
     pub duration: Duration,
@@ -57,7 +59,7 @@ pub struct Params<'a> {
     pub seconds: &'a Seconds,
     /// Homa's grant scheduler on both hosts.
     pub sched: HomaSched,
-    /// The datapath backend of both hosts.
+    /// The datapath backend of every host.
     pub backend: etran_backend,
 }
 
@@ -87,13 +89,20 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
-    etran_hosts::with_daemons(&[p.client, p.server], p.backend, p.sched, "rpc", |socks| {
+    etran_hosts::with_daemons(&p.host_refs(), p.backend, p.sched, "rpc", |socks| {
         let outcome = sockets(p, socks, progress, watch)?;
-        for ns in [p.client, p.server] {
+        for ns in p.hosts {
             rpcs_drained(ns)?;
         }
         Ok(outcome)
     })
+}
+
+impl Params<'_> {
+    /// The run's hosts, for [`etran_hosts::with_daemons`] (its sockets come in the same order).
+    pub(super) fn host_refs(&self) -> Vec<&NetNs> {
+        self.hosts.iter().collect()
+    }
 }
 
 fn sockets(
@@ -106,63 +115,68 @@ fn sockets(
         p,
         socks,
         watch,
-        |share, sock| Ok(RpcSocket::open(sock, share.server.port())?),
+        |port, sock| Ok(RpcSocket::open(sock, port.addr.port())?),
         |sock, stop| serve(sock, p.wait, stop),
-        |share, sock, deadline| client(p, share, sock, deadline, progress),
+        |thread, sock, deadline| client(p, thread, sock, deadline, progress),
     )
 }
 
-/// An eTran row's threads: per share a server thread in the server host (`open_server` there
-/// on its CPU, then `serve` until the clients are done) and, once every server is open, a
-/// client thread in the client host on its CPU (`client`, until `deadline` and its RPCs in
-/// flight complete). `watch` runs on the calling thread meanwhile. The first error ends the
-/// run: the cause rather than the threads that gave up because of it.
+/// An eTran row's threads: per server port a server thread in the servers' host
+/// (`open_server` there on its CPU, then `serve` until the clients are done) and, once every
+/// server is open, each client thread in its host on its CPU (`client`, until `deadline` and
+/// its RPCs in flight complete). `watch` runs on the calling thread meanwhile. The first error
+/// ends the run: the cause rather than the threads that gave up because of it.
 pub(super) fn threads<S>(
     p: &Params<'_>,
     socks: &[PathBuf],
     watch: impl FnOnce(&dyn Fn() -> bool),
-    open_server: impl Fn(&Share, &Path) -> anyhow::Result<S> + Sync,
+    open_server: impl Fn(&ServerPort, &Path) -> anyhow::Result<S> + Sync,
     serve: impl Fn(S, &AtomicBool) -> anyhow::Result<AppCounters> + Sync,
-    client: impl Fn(&Share, &Path, Instant) -> anyhow::Result<(RpcResult, AppCounters)> + Sync,
+    client: impl Fn(&ClientThread, &Path, Instant) -> anyhow::Result<(RpcResult, AppCounters)> + Sync,
 ) -> anyhow::Result<Outcome> {
     let stop = AtomicBool::new(false);
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
+    let (server_ns, server_sock) = (p.hosts.last().context("no host")?, socks.last());
+    let server_sock = server_sock.context("no daemon")?;
     std::thread::scope(|s| {
         let servers: Vec<_> = p
-            .shares
+            .plan
+            .ports
             .iter()
-            .map(|share| {
-                let (ready_tx, stop, sock) = (ready_tx.clone(), &stop, &socks[1]);
+            .map(|port| {
+                let (ready_tx, stop) = (ready_tx.clone(), &stop);
                 let (open_server, serve) = (&open_server, &serve);
                 s.spawn(move || -> anyhow::Result<AppCounters> {
                     let setup = (|| -> anyhow::Result<S> {
-                        p.server.enter()?;
-                        super::support::pin_to_cpu(share.server_cpu)?;
-                        open_server(share, sock)
+                        server_ns.enter()?;
+                        super::support::pin_to_cpu(port.cpu)?;
+                        open_server(port, server_sock)
                     })();
                     let _ = ready_tx.send(setup.as_ref().map(|_| ()).map_err(|e| {
-                        anyhow::anyhow!("server on port {}: {e:#}", share.server.port())
+                        anyhow::anyhow!("server on port {}: {e:#}", port.addr.port())
                     }));
                     serve(setup?, stop)
                 })
             })
             .collect();
         drop(ready_tx);
-        let ready = (0..p.shares.len()).try_for_each(|_| {
+        let ready = (0..p.plan.ports.len()).try_for_each(|_| {
             ready_rx.recv().unwrap_or_else(|_| Err(anyhow::anyhow!("a server died")))
         });
         let deadline = Instant::now() + p.duration;
         let clients: Vec<_> = match &ready {
             Err(_) => Vec::new(),
             Ok(()) => p
-                .shares
+                .plan
+                .clients
                 .iter()
-                .map(|share| {
-                    let (sock, client) = (&socks[0], &client);
+                .map(|thread| {
+                    let at = usize::from(thread.host) - 1;
+                    let (ns, sock, client) = (&p.hosts[at], &socks[at], &client);
                     s.spawn(move || {
-                        p.client.enter()?;
-                        super::support::pin_to_cpu(share.client_cpu)?;
-                        client(share, sock, deadline)
+                        ns.enter()?;
+                        super::support::pin_to_cpu(thread.cpu)?;
+                        client(thread, sock, deadline)
                     })
                 })
                 .collect(),
@@ -235,33 +249,30 @@ fn serve(mut sock: RpcSocket, wait: Wait, stop: &AtomicBool) -> anyhow::Result<A
 /// Responses as their continuations hand them over: (slot, response).
 type Completions = Rc<RefCell<Vec<(usize, io::Result<Vec<u8>>)>>>;
 
-/// One client thread: its share's clients, `depth` RPCs outstanding each (slot `k` is client
-/// `k / depth`'s; open loop: at most), until `deadline`; then the RPCs in flight complete,
-/// uncounted.
+/// One client thread: its clients, `depth` RPCs outstanding each (open loop: at most), each
+/// RPC slot to its port, until `deadline`; then the RPCs in flight complete, uncounted.
 fn client(
     p: &Params<'_>,
-    share: &Share,
+    thread: &ClientThread,
     sock: &Path,
     deadline: Instant,
     progress: &Progress,
 ) -> anyhow::Result<(RpcResult, AppCounters)> {
     let mut sock = RpcSocket::open(sock, 0)?;
-    let mut callers: Vec<Caller> = (0..share.conns)
-        .map(|c| Caller::new(share.first_conn_id + c, p.workload, p.response))
-        .collect();
-    let depth = p.depth as usize;
-    let mut slots: Vec<Option<Call>> = vec![None; callers.len() * depth];
+    let mut callers: Vec<(SocketAddrV4, Caller)> =
+        p.plan.callers(thread, p.workload, p.response).collect();
+    let mut slots: Vec<Option<Call>> = vec![None; callers.len()];
     let done: Completions = Rc::default();
-    let server: SocketAddrV4 = share.server;
     let mut issue = |sock: &mut RpcSocket, slots: &mut [Option<Call>], k: usize| {
-        let (call, buf) = callers[k / depth].next();
+        let (server, caller) = &mut callers[k];
+        let (call, buf) = caller.next();
         slots[k] = Some(call);
         let done = done.clone();
-        sock.enqueue_request(server, buf, move |_, r| done.borrow_mut().push((k, r)))
+        sock.enqueue_request(*server, buf, move |_, r| done.borrow_mut().push((k, r)))
             .context("queueing a request")
     };
-    let mut result = RpcResult::new(&p.workload).keeping_times(p.keep_times);
-    let seed = u64::from(share.first_conn_id) + 1;
+    let mut result = RpcResult::new(&p.workload).keeping_times(p.keep_times).on_host(thread.host);
+    let seed = u64::from(thread.first_client) + 1;
     let mut arrivals = Arrivals::new(p.gbps, p.workload.mean(), seed, Instant::now());
     // Open loop: the slots without an RPC.
     let mut free = Vec::new();

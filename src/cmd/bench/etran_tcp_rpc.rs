@@ -1,10 +1,10 @@
 //! The eTran TCP side of `etran bench rpc`: the RPCs the Linux TCP row carries ([`super::rpc_msg`],
 //! one connection per outstanding RPC, framed by the lengths in the header), carried by eTran
-//! TCP apps on both hosts, placed as the other rows place their threads: per [`Share`] one
-//! server [`App`] on the server host answering every connection with the Linux row's
-//! [`Answering`] service ([`etran_echo::serve`]), and one client [`App`] on the client host.
-//! After the deadline the RPCs in flight complete (not counted); then every connection is
-//! closed.
+//! TCP apps on every host of the run, placed as the other rows place their threads: per server
+//! port one server [`App`] listening on it on the servers' host, answering every connection
+//! with the Linux row's [`Answering`] service ([`etran_echo::serve`]), and per client thread
+//! one client [`App`] on its host, each connection to its slot's port. After the deadline the
+//! RPCs in flight complete (not counted); then every connection is closed.
 use std::{
     io::ErrorKind,
     path::Path,
@@ -18,9 +18,10 @@ use super::{
     arrivals::Arrivals,
     etran_echo, etran_hosts,
     etran_rpc::{self, Outcome, Params},
-    linux_echo::{Progress, Share},
+    linux_echo::Progress,
     linux_rpc::Answering,
-    rpc_msg::{Caller, Exchange, RpcResult},
+    rpc_msg::{Exchange, RpcResult},
+    rpc_plan::ClientThread,
 };
 use crate::app::{App, AppCounters, ConnId};
 
@@ -34,15 +35,15 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
-    etran_hosts::with_daemons(&[p.client, p.server], p.backend, p.sched, "rpc", |socks| {
+    etran_hosts::with_daemons(&p.host_refs(), p.backend, p.sched, "rpc", |socks| {
         etran_rpc::threads(
             p,
             socks,
             watch,
-            |share, sock| {
+            |port, sock| {
                 let mut app = App::open(sock)?;
-                let listener = app.listen(share.server.port())?;
-                Ok((app, listener, share.conns * p.depth))
+                let listener = app.listen(port.addr.port())?;
+                Ok((app, listener, port.slots))
             },
             |(mut app, listener, expect), stop| {
                 let adopted = AtomicU64::new(0);
@@ -61,35 +62,29 @@ pub fn run(
                 }
                 Ok(app.counters())
             },
-            |share, sock, deadline| client(p, share, sock, deadline, progress),
+            |thread, sock, deadline| client(p, thread, sock, deadline, progress),
         )
     })
 }
 
-/// One client thread: its share's clients, one connection per outstanding RPC (`depth` each;
-/// open loop: at most), until `deadline`; then the RPCs in flight complete, uncounted, and
-/// the connections close.
+/// One client thread: its clients, one connection per outstanding RPC (`depth` each, each to
+/// its slot's port; open loop: at most), until `deadline`; then the RPCs in flight complete,
+/// uncounted, and the connections close.
 fn client(
     p: &Params<'_>,
-    share: &Share,
+    thread: &ClientThread,
     sock: &Path,
     deadline: Instant,
     progress: &Progress,
 ) -> anyhow::Result<(RpcResult, AppCounters)> {
     let mut app = App::open(sock)?;
     let mut conns: Vec<(ConnId, Exchange)> = Vec::new();
-    for c in 0..share.conns {
-        for d in 0..p.depth {
-            let id = app
-                .connect_blocking(share.server)
-                .with_context(|| format!("connecting to {}", share.server))?;
-            // Every outstanding RPC its own pattern stream, as in the Linux row.
-            let stream = (share.first_conn_id + c) * p.depth + d;
-            conns.push((id, Exchange::new(Caller::new(stream, p.workload, p.response))));
-        }
+    for (server, caller) in p.plan.callers(thread, p.workload, p.response) {
+        let id = app.connect_blocking(server).with_context(|| format!("connecting to {server}"))?;
+        conns.push((id, Exchange::new(caller)));
     }
-    let mut result = RpcResult::new(&p.workload).keeping_times(p.keep_times);
-    let seed = u64::from(share.first_conn_id) + 1;
+    let mut result = RpcResult::new(&p.workload).keeping_times(p.keep_times).on_host(thread.host);
+    let seed = u64::from(thread.first_client) + 1;
     let mut arrivals = Arrivals::new(p.gbps, p.workload.mean(), seed, Instant::now());
     // Open loop: the connections without an RPC.
     let mut free = Vec::new();
@@ -104,14 +99,8 @@ fn client(
     let (mut published, mut measuring, mut last_check) = (0, true, Instant::now());
     result.total.window_starts();
     while measuring || conns.iter().any(|(_, ex)| ex.in_flight().is_some()) {
+        // Responses first: a request started on one goes out below, before the step sleeps.
         for (k, (id, ex)) in conns.iter_mut().enumerate() {
-            while !ex.unsent().is_empty() {
-                match app.send_more(*id, ex.unsent()) {
-                    Ok(n) => ex.sent(n),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e).context("sending a request"),
-                }
-            }
             loop {
                 let n = match app.recv(*id, &mut buf) {
                     Ok(0) => anyhow::bail!("the server closed a connection"),
@@ -126,6 +115,13 @@ fn client(
                     } else {
                         free.push(k);
                     }
+                }
+            }
+            while !ex.unsent().is_empty() {
+                match app.send_more(*id, ex.unsent()) {
+                    Ok(n) => ex.sent(n),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e).context("sending a request"),
                 }
             }
         }

@@ -13,8 +13,9 @@ use mio::{net::TcpStream, Events, Interest, Poll, Token};
 
 use super::{
     arrivals::Arrivals,
-    linux_echo::{Progress, Service, Share, Wait},
-    rpc_msg::{self, Caller, Exchange, Header, ResponseSize, RpcResult, Seconds},
+    linux_echo::{Progress, Service, Wait},
+    rpc_msg::{self, Exchange, Header, ResponseSize, RpcResult, Seconds},
+    rpc_plan::{ClientThread, Plan},
     workload::Workload,
 };
 
@@ -70,10 +71,11 @@ impl ClientConn {
     }
 }
 
-/// Client thread: its share's clients, `depth` RPCs outstanding each, until `deadline`.
-pub struct Client {
-    pub share: Share,
-    pub depth: u32,
+/// Client thread: its clients, `depth` RPCs outstanding each (each slot's connection to its
+/// port), until `deadline`.
+pub struct Client<'a> {
+    pub plan: &'a Plan,
+    pub thread: &'a ClientThread,
     pub workload: Workload,
     pub response: ResponseSize,
     pub wait: Wait,
@@ -84,7 +86,7 @@ pub struct Client {
     pub keep_times: bool,
 }
 
-impl Client {
+impl Client<'_> {
     pub fn run(
         &self,
         deadline: Instant,
@@ -92,28 +94,23 @@ impl Client {
         seconds: &Seconds,
     ) -> anyhow::Result<RpcResult> {
         let mut poll = Poll::new()?;
-        let mut result = RpcResult::new(&self.workload).keeping_times(self.keep_times);
-        let server = SocketAddr::V4(self.share.server);
+        let mut result =
+            RpcResult::new(&self.workload).keeping_times(self.keep_times).on_host(self.thread.host);
         let mut conns = Vec::new();
-        for c in 0..self.share.conns {
-            for d in 0..self.depth {
-                let std_stream =
-                    std::net::TcpStream::connect_timeout(&server, Duration::from_secs(3))
-                        .with_context(|| format!("connecting to {server}"))?;
-                std_stream.set_nodelay(true)?;
-                std_stream.set_nonblocking(true)?;
-                let mut stream = TcpStream::from_std(std_stream);
-                let token = Token(conns.len());
-                // Writable too: a request longer than the socket's buffer goes on as room frees.
-                let both = Interest::READABLE | Interest::WRITABLE;
-                poll.registry().register(&mut stream, token, both)?;
-                // Every outstanding RPC its own pattern stream.
-                let stream_id = (self.share.first_conn_id + c) * self.depth + d;
-                let caller = Caller::new(stream_id, self.workload, self.response);
-                conns.push(ClientConn { stream, ex: Exchange::new(caller) });
-            }
+        for (server, caller) in self.plan.callers(self.thread, self.workload, self.response) {
+            let server = SocketAddr::V4(server);
+            let std_stream = std::net::TcpStream::connect_timeout(&server, Duration::from_secs(3))
+                .with_context(|| format!("connecting to {server}"))?;
+            std_stream.set_nodelay(true)?;
+            std_stream.set_nonblocking(true)?;
+            let mut stream = TcpStream::from_std(std_stream);
+            let token = Token(conns.len());
+            // Writable too: a request longer than the socket's buffer goes on as room frees.
+            let both = Interest::READABLE | Interest::WRITABLE;
+            poll.registry().register(&mut stream, token, both)?;
+            conns.push(ClientConn { stream, ex: Exchange::new(caller) });
         }
-        let seed = u64::from(self.share.first_conn_id) + 1;
+        let seed = u64::from(self.thread.first_client) + 1;
         let mut arrivals = Arrivals::new(self.gbps, self.workload.mean(), seed, Instant::now());
         // Open loop: the connections without an RPC.
         let mut free = Vec::new();
@@ -188,7 +185,7 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::bench::{linux_echo::Server, workload::MAX_SIZE};
+    use crate::cmd::bench::{linux_echo::Server, rpc_plan::Shape, workload::MAX_SIZE};
     use std::sync::atomic::{AtomicBool, Ordering};
 
     /// Loopback RPCs, both ways of waiting, fixed and distributed sizes: every response
@@ -213,11 +210,19 @@ mod tests {
             let waker = server.waker();
             let stop = AtomicBool::new(false);
             let (progress, seconds) = (Progress::default(), Seconds::default());
-            let mut share = super::super::linux_echo::plan(*addr.ip(), 2, 1).remove(0);
-            share.server = addr;
-            let client = Client {
-                share,
+            let shape = Shape {
+                server_ip: *addr.ip(),
+                client_hosts: 1,
+                clients: 2,
                 depth: 3,
+                threads: 1,
+                ports: 1,
+            };
+            let mut plan = Plan::new(shape, 2);
+            plan.ports[0].addr = addr;
+            let client = Client {
+                plan: &plan,
+                thread: &plan.clients[0],
                 workload,
                 response,
                 wait,

@@ -10,5 +10,6 @@ mod linux_rpc;
 pub mod raw;
 pub mod rpc;
 mod rpc_msg;
+mod rpc_plan;
 mod support;
 mod workload;

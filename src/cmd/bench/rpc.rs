@@ -1,7 +1,8 @@
 //! `etran bench rpc`: RPCs over eTran Homa, and the same RPCs over eTran TCP and Linux TCP, on
 //! the same private testbed, same sizes, same CPU placement, printed side by side. Clients on
-//! host 1 keep `--depth` RPCs outstanding each against echo-style servers on host 2 (closed
-//! loop), or issue them as Poisson arrivals at `--gbps` ([`super::arrivals`]); request sizes
+//! hosts 1..N-1 (`--hosts N`, 2 by default) keep `--depth` RPCs outstanding each against
+//! echo-style servers on host N, one per server port (`--ports`; [`super::rpc_plan`]), closed
+//! loop, or issue them as Poisson arrivals at `--gbps` ([`super::arrivals`]); request sizes
 //! come from `--workload` (a fixed size, or the Homa paper's W1–W5: [`super::workload`]), and
 //! for W1–W5 each transport's unloaded run is the baseline of the slowdowns. Every request and
 //! every response is checked byte for byte ([`super::rpc_msg`]). HomaModule itself cannot be
@@ -19,9 +20,10 @@ use serde::Serialize;
 use super::{
     echo::{counters_line, progress_bar, waits, watch_progress, Percentiles},
     etran_rpc, etran_tcp_rpc,
-    linux_echo::{self, Progress, Server, Share, Wait},
+    linux_echo::{Progress, Server, Wait},
     linux_rpc,
-    rpc_msg::{ResponseSize, RpcResult, Seconds, HEADER},
+    rpc_msg::{ResponseSize, RpcResult, Seconds, Tally, HEADER},
+    rpc_plan::{Plan, Shape},
     support::{self as bench, CpuUse},
     workload::Workload,
 };
@@ -54,6 +56,23 @@ struct Slowdown {
     p99: f64,
 }
 
+/// What one client host completed.
+#[derive(Serialize)]
+struct HostTally {
+    /// Its testbed host number.
+    host: u8,
+    #[serde(flatten)]
+    tally: Tally,
+}
+
+/// What one server port answered (RPCs completed at the clients).
+#[derive(Serialize)]
+struct PortTally {
+    port: u16,
+    #[serde(flatten)]
+    tally: Tally,
+}
+
 #[derive(Serialize)]
 struct Row {
     transport: &'static str,
@@ -71,6 +90,9 @@ struct Row {
     mean_request_bytes: f64,
     /// Response bytes checked (every request was checked by its server too).
     verified_bytes: u64,
+    /// The RPCs by client host and by server port.
+    by_host: Vec<HostTally>,
+    by_port: Vec<PortTally>,
     /// CPU time per RPC, both hosts (apps, daemons, softirq work; busy-polling counts as used),
     /// in microseconds.
     cpu_us_per_rpc: Option<f64>,
@@ -97,11 +119,16 @@ struct Report {
     one_way: bool,
     /// The largest request (--max-size).
     max_request_bytes: u32,
+    /// Testbed hosts: clients on each of hosts 1..N-1, the servers on host N.
+    hosts: u32,
+    /// Per client host: clients, their depth, the threads they run on and (open loop) the
+    /// Gbit/s of requests they offer together; 0 is closed loop.
     clients: u32,
     depth: u32,
     threads: u32,
-    /// Offered load in Gbit/s of requests (open loop); 0 is closed loop.
     gbps: f64,
+    /// Server ports, each its own socket and thread.
+    ports: u32,
     duration_secs: f64,
     /// w1..w5: how long each transport's unloaded run (one client, one RPC at a time) lasted,
     /// the baseline of the slowdowns.
@@ -113,7 +140,7 @@ struct Report {
     waits: String,
     /// The eTran rows' datapath backend: "compat" or "native".
     backend: &'static str,
-    placement: &'static str,
+    placement: String,
     testbed: String,
     /// Fraction of frames the switch drops.
     loss: f64,
@@ -140,27 +167,32 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
         "sleep on the AF_XDP socket whenever a pass finds nothing (RpcSocket::wait)",
     );
     sys::require_root("etran bench rpc (it builds a private testbed)")?;
+    let n = args.hosts as u8;
     // A kernel without etran's hooks refuses native here, before anything is built.
     let backend = args.backend.resolve()?;
     let native = backend == etran_backend::ETRAN_BACKEND_NATIVE;
     let tb = testbed::Testbed::private_with(testbed::Spec {
-        // Native: each socket or app sends on a NIC queue of its own, one per thread and host.
-        app_queues: if native { args.threads } else { 1 },
+        // Native: each socket sends on a NIC queue of its own (client threads, server ports).
+        app_queues: if native { args.threads.max(ports(&args)) } else { 1 },
         loss: args.loss,
         rate_bps: args.rate,
         prio: args.prio,
-        ..testbed::Spec::new("", 2)
+        ..testbed::Spec::new("", n)
     })?;
-    let (client, server) = (tb.netns(1)?, tb.netns(2)?);
-    let shares = linux_echo::plan(tb.host(2).ip, args.clients, args.threads);
-    let placement = if bench::cpu_count() >= 2 {
-        "client thread i on CPU i mod N, server thread i on CPU i+1 mod N (each engine: one \
-         server thread and port per client thread)"
-    } else {
-        "client and server threads share CPU 0"
+    let hosts = (1..=n).map(|i| tb.netns(i)).collect::<anyhow::Result<Vec<_>>>()?;
+    let cpus = bench::cpu_count();
+    let shape = Shape {
+        server_ip: tb.host(n).ip,
+        client_hosts: n - 1,
+        clients: args.clients,
+        depth: args.depth,
+        threads: args.threads,
+        ports: ports(&args),
     };
+    let plan = Plan::new(shape, cpus);
+    let placement = placement(&plan, n, cpus);
     let testbed = format!(
-        "private testbed, 2 hosts, {} switch{}{}, MTU {} (host NICs without TX checksum \
+        "private testbed, {n} hosts, {} switch{}{}, MTU {} (host NICs without TX checksum \
          offload, so without TSO)",
         tb.spec().mode(),
         match args.rate {
@@ -175,29 +207,33 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
         tb.spec().mtu
     );
     let load = Load {
-        shares: &shares,
-        depth: args.depth,
+        plan: &plan,
+        hosts: &hosts,
         gbps_per_thread: args.gbps / f64::from(args.threads),
         duration: args.duration,
         dump_times: args.dump_times.as_deref(),
+        backend,
     };
-    // The slowdowns' baseline: each decile's RTT with one client and one RPC at a time.
-    let unloaded_shares = linux_echo::plan(tb.host(2).ip, 1, 1);
+    // The slowdowns' baseline: each decile's RTT with one client (on host 1) and one RPC at a
+    // time, to one port.
+    let alone = Shape { client_hosts: 1, clients: 1, depth: 1, threads: 1, ports: 1, ..shape };
+    let unloaded_plan = Plan::new(alone, cpus);
+    let unloaded_hosts = [tb.netns(1)?, tb.netns(n)?];
     let unloaded = matches!(workload, Workload::Dist(..)).then(|| Load {
-        shares: &unloaded_shares,
-        depth: 1,
+        plan: &unloaded_plan,
+        hosts: &unloaded_hosts,
         gbps_per_thread: 0.0,
         duration: args.duration.min(UNLOADED),
         dump_times: None,
+        backend,
     });
-    let hosts = (&client, &server, backend);
     let mut results = Vec::new();
     for t in transports {
         let baseline = match &unloaded {
-            Some(u) => Some(measure(t, &args, u, workload, wait, hosts, out)?),
+            Some(u) => Some(measure(t, &args, u, workload, wait, out)?),
             None => None,
         };
-        let mut row = measure(t, &args, &load, workload, wait, hosts, out)?;
+        let mut row = measure(t, &args, &load, workload, wait, out)?;
         if let (Some(base), Some(buckets)) = (baseline, row.by_size.as_mut()) {
             slow_down(buckets, base.by_size.as_deref().unwrap_or_default());
         }
@@ -210,10 +246,12 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
         response_bytes: args.response_size,
         one_way: args.one_way,
         max_request_bytes: args.max_size,
+        hosts: args.hosts,
         clients: args.clients,
         depth: args.depth,
         threads: args.threads,
         gbps: args.gbps,
+        ports: ports(&args),
         duration_secs: args.duration.as_secs_f64(),
         unloaded_secs: unloaded.as_ref().map(|u| u.duration.as_secs_f64()),
         rpc_timeout_secs: args.rpc_timeout.as_secs_f64(),
@@ -250,15 +288,54 @@ fn validate(args: &RpcArgs) -> anyhow::Result<Workload> {
     if args.threads > args.clients {
         bail!("--threads ({}) cannot exceed --clients ({})", args.threads, args.clients);
     }
-    let outstanding = u64::from(args.clients) * u64::from(args.depth);
+    if !(2..=u32::from(testbed::MAX_HOSTS)).contains(&args.hosts) {
+        bail!(
+            "--hosts must be 2 to {} (clients on hosts 1..N-1, the servers on host N)",
+            testbed::MAX_HOSTS
+        );
+    }
+    let slots = u64::from(args.clients) * u64::from(args.depth);
+    let ports = ports(args);
+    if !(1..=64).contains(&ports) {
+        bail!("--ports must be 1 to 64");
+    }
+    if u64::from(ports) > slots {
+        bail!(
+            "--ports ({ports}) cannot exceed --clients × --depth ({slots}): each port takes RPC \
+             slots of every client host"
+        );
+    }
+    let outstanding = slots * u64::from(args.hosts - 1);
     if args.threads > 64 || outstanding > 4096 {
-        bail!("at most 64 threads and 4096 RPCs outstanding (--clients × --depth)");
+        bail!("at most 64 threads and 4096 RPCs outstanding (--clients × --depth × client hosts)");
     }
     let biggest = u64::from(workload.max().max(args.response_size.unwrap_or(0)));
     if outstanding * biggest > 256 << 20 {
         bail!("at most 256 MiB outstanding: lower --clients × --depth or the sizes");
     }
     Ok(workload)
+}
+
+/// Server ports, by the flags: --ports, or one per client thread.
+fn ports(args: &RpcArgs) -> u32 {
+    args.ports.unwrap_or(args.threads)
+}
+
+/// Where the threads of `plan` run, on a testbed of `hosts` hosts and `cpus` CPUs.
+fn placement(plan: &Plan, hosts: u8, cpus: usize) -> String {
+    let first = plan.ports[0].addr.port();
+    let last = first + plan.ports.len() as u16 - 1;
+    let clients = if hosts == 2 { "host 1".to_string() } else { format!("hosts 1-{}", hosts - 1) };
+    if cpus < 2 {
+        return format!(
+            "client threads on {clients}, server ports {first}-{last} on host {hosts}, all on CPU 0"
+        );
+    }
+    format!(
+        "client thread i of host h ({clients}) on CPU (i+h-1) mod {cpus}; server ports \
+         {first}-{last} on host {hosts}, each its own socket and thread, port j's on CPU (j+1) \
+         mod {cpus}; each client's RPC slots take the ports in turn"
+    )
 }
 
 /// How long responses are, by the flags.
@@ -275,13 +352,16 @@ const UNLOADED: Duration = Duration::from_secs(2);
 
 /// The load of one run.
 struct Load<'a> {
-    shares: &'a [Share],
-    depth: u32,
+    plan: &'a Plan,
+    /// Its hosts: the client hosts in order, then the servers'.
+    hosts: &'a [NetNs],
     /// Each client thread's offered Gbit/s of requests; 0 is closed loop.
     gbps_per_thread: f64,
     duration: Duration,
     /// Where every RPC's length and RTT go (`--dump-times`), if anywhere.
     dump_times: Option<&'a Path>,
+    /// The eTran rows' datapath backend.
+    backend: etran_backend,
 }
 
 fn measure(
@@ -290,14 +370,13 @@ fn measure(
     load: &Load<'_>,
     workload: Workload,
     wait: Wait,
-    (client, server, backend): (&NetNs, &NetNs, etran_backend),
     out: &Output,
 ) -> anyhow::Result<Row> {
     match t {
         RpcTransport::EtranHoma | RpcTransport::EtranTcp => {
-            measure_etran(t, args, load, workload, wait, (client, server, backend), out)
+            measure_etran(t, args, load, workload, wait, out)
         }
-        RpcTransport::LinuxTcp => measure_linux(args, load, workload, wait, (client, server), out),
+        RpcTransport::LinuxTcp => measure_linux(args, load, workload, wait, out),
         RpcTransport::All => unreachable!("expanded by run"),
     }
 }
@@ -323,17 +402,14 @@ fn measure_etran(
     load: &Load<'_>,
     workload: Workload,
     wait: Wait,
-    (client, server, backend): (&NetNs, &NetNs, etran_backend),
     out: &Output,
 ) -> anyhow::Result<Row> {
     let name = if t == RpcTransport::EtranTcp { "etran-tcp" } else { "etran-homa" };
     let (progress, seconds) = (Progress::default(), Seconds::default());
     let bar = progress_bar(name, load.duration, out);
     let params = etran_rpc::Params {
-        client,
-        server,
-        shares: load.shares,
-        depth: load.depth,
+        hosts: load.hosts,
+        plan: load.plan,
         workload,
         response: response_size(args),
         duration: load.duration,
@@ -343,7 +419,7 @@ fn measure_etran(
         keep_times: load.dump_times.is_some(),
         seconds: &seconds,
         sched: args.homa.sched(),
-        backend,
+        backend: load.backend,
     };
     let watch = |done: &dyn Fn() -> bool| {
         let mut line = |secs| per_second(name, &seconds, secs, bar.as_ref());
@@ -363,24 +439,24 @@ fn measure_etran(
     Ok(row)
 }
 
-/// The Linux run: one server thread per share in the server namespace, the client threads in
-/// the client namespace.
+/// The Linux run: one server thread per port in the servers' namespace, each client thread in
+/// its host's.
 fn measure_linux(
     args: &RpcArgs,
     load: &Load<'_>,
     workload: Workload,
     wait: Wait,
-    (client_ns, server_ns): (&NetNs, &NetNs),
     out: &Output,
 ) -> anyhow::Result<Row> {
     let name = "linux-tcp";
-    let shares = load.shares;
+    let plan = load.plan;
+    let server_ns = load.hosts.last().context("no host")?;
     let stop = AtomicBool::new(false);
     let (progress, seconds) = (Progress::default(), Seconds::default());
     let servers = server_ns.run(|| {
-        shares
+        plan.ports
             .iter()
-            .map(|sh| Server::bind((Ipv4Addr::UNSPECIFIED, sh.server.port()).into()))
+            .map(|port| Server::bind((Ipv4Addr::UNSPECIFIED, port.addr.port()).into()))
             .collect::<anyhow::Result<Vec<_>>>()
     })??;
     let wakers: Vec<_> = servers.iter().map(Server::waker).collect();
@@ -388,24 +464,26 @@ fn measure_linux(
     let (results, served) = std::thread::scope(|s| {
         let server_threads: Vec<_> = servers
             .into_iter()
-            .zip(shares)
-            .map(|(server, share)| {
+            .zip(&plan.ports)
+            .map(|(server, port)| {
                 let stop = &stop;
                 s.spawn(move || -> anyhow::Result<()> {
                     server_ns.enter()?;
-                    bench::pin_to_cpu(share.server_cpu)?;
+                    bench::pin_to_cpu(port.cpu)?;
                     server.serve(wait, stop, linux_rpc::Answering::default)
                 })
             })
             .collect();
         let start = Instant::now();
         let deadline = start + load.duration;
-        let clients: Vec<_> = shares
+        let clients: Vec<_> = plan
+            .clients
             .iter()
-            .map(|share| {
+            .map(|thread| {
+                let client_ns = &load.hosts[usize::from(thread.host) - 1];
                 let client = linux_rpc::Client {
-                    share: share.clone(),
-                    depth: load.depth,
+                    plan,
+                    thread,
                     workload,
                     response: response_size(args),
                     wait,
@@ -416,7 +494,7 @@ fn measure_linux(
                 let (progress, seconds) = (&progress, &seconds);
                 s.spawn(move || -> anyhow::Result<RpcResult> {
                     client_ns.enter()?;
-                    bench::pin_to_cpu(client.share.client_cpu)?;
+                    bench::pin_to_cpu(thread.cpu)?;
                     client.run(deadline, progress, seconds)
                 })
             })
@@ -514,6 +592,8 @@ fn row(
         rpcs: t.messages,
         mean_request_bytes: r.request_bytes as f64 / t.messages as f64,
         verified_bytes: t.verified_bytes,
+        by_host: r.by_host.iter().map(|(&host, &tally)| HostTally { host, tally }).collect(),
+        by_port: r.by_port.iter().map(|(&port, &tally)| PortTally { port, tally }).collect(),
         cpu_us_per_rpc: t.cpu().map(|c| c.total_ns() as f64 / 1000.0 / t.messages as f64),
         cpu: t.cpu(),
         by_size,
@@ -527,20 +607,23 @@ fn print_table(r: &Report) {
         (None, true) => "100 B responses (one way; shorter requests are echoed)".into(),
         (None, false) => "responses as long as their requests".into(),
     };
+    let per_host = if r.hosts > 2 { " per client host" } else { "" };
     let pattern = if r.gbps > 0.0 {
         format!(
-            "open loop: {} Gbit/s of requests offered (Poisson arrivals), {} client(s) with at \
-             most {} RPCs outstanding each",
+            "open loop: {} Gbit/s of requests offered{per_host} (Poisson arrivals), {} client(s) \
+             with at most {} RPCs outstanding each",
             r.gbps, r.clients, r.depth
         )
     } else {
-        format!("closed loop: {} client(s) x depth {}", r.clients, r.depth)
+        format!("closed loop: {} client(s){per_host} x depth {}", r.clients, r.depth)
     };
     crate::outln!(
-        "rpc: workload {} (mean {:.0} B), {response}, {pattern}, {} thread(s), {:.1} s",
+        "rpc: workload {} (mean {:.0} B), {response}, {pattern}, {} client thread(s){per_host}, \
+         {} server port(s), {:.1} s",
         r.workload,
         r.workload_mean_bytes,
         r.threads,
+        r.ports,
         r.duration_secs
     );
     crate::outln!("placement: {}; {}", r.placement, r.testbed);
@@ -603,6 +686,18 @@ fn print_table(r: &Report) {
         }
         crate::out!("{}", t.render());
         print_slowdowns(r, &sized);
+    }
+    for row in r.results.iter().filter(|_| r.hosts > 2 || r.ports > 1) {
+        let hosts: Vec<String> =
+            row.by_host.iter().map(|h| format!("host {} {}", h.host, h.tally.rpcs)).collect();
+        let ports: Vec<String> =
+            row.by_port.iter().map(|p| format!("{} {}", p.port, p.tally.rpcs)).collect();
+        crate::outln!(
+            "{} RPCs by client host: {}; by server port: {}",
+            row.transport,
+            hosts.join(", "),
+            ports.join(", ")
+        );
     }
     for row in &r.results {
         if let Some(late) = row.late_arrivals.filter(|&n| n > 0) {
@@ -671,11 +766,22 @@ mod tests {
             (&["--workload", "w5", "--clients", "300", "--depth", "2"], "256 MiB"),
             (&["--workload", "2000000"], "--workload must be"),
             (&["--response-size", "2000000"], "cannot exceed --max-size"),
+            (&["--hosts", "1"], "--hosts must be 2 to 32"),
+            (&["--hosts", "33"], "--hosts must be 2 to 32"),
+            (&["--ports", "0"], "--ports must be 1 to 64"),
+            (
+                &["--ports", "3", "--clients", "2"],
+                "--ports (3) cannot exceed --clients × --depth (2)",
+            ),
+            (&["--clients", "64", "--depth", "32", "--hosts", "4"], "4096 RPCs outstanding"),
         ] {
             let e = validate(&args(flags)).unwrap_err().to_string();
             assert!(e.contains(want) && !e.contains('\n'), "{flags:?}: {e}");
         }
         assert_eq!(args(&["--gbps", "0.5"]).gbps, 0.5);
+        let wide = args(&["--hosts", "8", "--ports", "4", "--clients", "2", "--depth", "2"]);
+        assert!(validate(&wide).is_ok());
+        assert_eq!((ports(&wide), ports(&args(&["--threads", "2", "--clients", "2"]))), (4, 2));
         let big = args(&["--workload", "16000000", "--max-size", "16000000"]);
         assert_eq!(validate(&big).unwrap(), Workload::Fixed(16_000_000), "--max-size lifts it");
         let w4 = args(&["--workload", "w4", "--max-size", "100000"]);

@@ -3,6 +3,7 @@
 //! response are runs of one [`Pattern`] stream, so the server checks each request and the
 //! client each response with a `memcmp`. A request and its response are checked byte for byte.
 use std::{
+    collections::BTreeMap,
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -99,6 +100,8 @@ pub fn answer(request: &[u8], out: &mut Vec<u8>) -> anyhow::Result<()> {
 pub struct Call {
     pub header: Header,
     pub sent: Instant,
+    /// The server port it went to.
+    pub port: u16,
 }
 
 impl Call {
@@ -123,17 +126,18 @@ impl Call {
     pub fn stalled(&self, now: Instant, timeout: Duration) -> anyhow::Result<()> {
         if now.duration_since(self.sent) > timeout {
             bail!(
-                "an RPC ({} B request, {} B response) got no response within {timeout:?}",
+                "an RPC ({} B request, {} B response, port {}) got no response within {timeout:?}",
                 self.header.len,
-                self.header.response
+                self.header.response,
+                self.port
             );
         }
         Ok(())
     }
 }
 
-/// One client's stream of requests: sizes drawn from the workload, bodies from its pattern
-/// stream.
+/// One RPC slot's stream of requests to one server port: sizes drawn from the workload,
+/// bodies from its pattern stream.
 #[derive(Debug, Clone)]
 pub struct Caller {
     stream: u32,
@@ -141,12 +145,14 @@ pub struct Caller {
     rng: Rng,
     workload: Workload,
     response: ResponseSize,
+    port: u16,
 }
 
 impl Caller {
-    /// Client `stream` (its pattern stream and its random sizes' seed).
-    pub fn new(stream: u32, workload: Workload, response: ResponseSize) -> Caller {
-        Caller { stream, offset: 0, rng: Rng::new(u64::from(stream) + 1), workload, response }
+    /// Slot `stream` (its pattern stream and its random sizes' seed), sending to `port`.
+    pub fn new(stream: u32, workload: Workload, response: ResponseSize, port: u16) -> Caller {
+        let rng = Rng::new(u64::from(stream) + 1);
+        Caller { stream, offset: 0, rng, workload, response, port }
     }
 
     /// Appends the next request to `out`, sent now.
@@ -160,7 +166,7 @@ impl Caller {
         };
         self.offset = ((u64::from(self.offset) + u64::from(len)) % PERIOD as u64) as u32;
         write_request(&header, out);
-        Call { header, sent: Instant::now() }
+        Call { header, sent: Instant::now(), port: self.port }
     }
 
     /// The next request as its own buffer.
@@ -306,6 +312,20 @@ impl Seconds {
 /// How often a client thread merges its RPCs into the shared [`Seconds`].
 const PUBLISH_EVERY: Duration = Duration::from_millis(10);
 
+/// RPCs completed and their response bytes checked, of one client host or server port.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Tally {
+    pub rpcs: u64,
+    pub verified_bytes: u64,
+}
+
+impl std::ops::AddAssign for Tally {
+    fn add_assign(&mut self, o: Tally) {
+        self.rpcs += o.rpcs;
+        self.verified_bytes += o.verified_bytes;
+    }
+}
+
 /// What a client thread measured: the totals (RPCs as messages, response bytes checked), the
 /// request bytes, and the round-trip times by request size decile of the workload.
 pub struct RpcResult {
@@ -318,6 +338,11 @@ pub struct RpcResult {
     pub late: u64,
     /// With `--dump-times`: every RPC counted, (request length, RTT in ns).
     pub times: Option<Vec<(u32, u64)>>,
+    /// The RPCs counted by client host and by server port.
+    pub by_host: BTreeMap<u8, Tally>,
+    pub by_port: BTreeMap<u16, Tally>,
+    /// The testbed host of the thread recording.
+    host: u8,
     /// The RPCs not yet merged into the per-second lines, and when they last were.
     second: Interval,
     published: Option<Instant>,
@@ -332,6 +357,9 @@ impl RpcResult {
             by_size: (0..10).map(|_| super::support::latency_histogram()).collect(),
             late: 0,
             times: None,
+            by_host: BTreeMap::new(),
+            by_port: BTreeMap::new(),
+            host: 1,
             second: Interval::default(),
             published: None,
         }
@@ -340,6 +368,12 @@ impl RpcResult {
     /// Also keeps every RPC's request length and RTT ([`RpcResult::times`]) when `on`.
     pub fn keeping_times(mut self, on: bool) -> RpcResult {
         self.times = on.then(Vec::new);
+        self
+    }
+
+    /// Counts the RPCs recorded from now on as client host `host`'s (host 1 by default).
+    pub fn on_host(mut self, host: u8) -> RpcResult {
+        self.host = host;
         self
     }
 
@@ -356,6 +390,9 @@ impl RpcResult {
         if let Some(t) = &mut self.times {
             t.push((call.header.len, ns));
         }
+        let tally = Tally { rpcs: 1, verified_bytes: response.len() as u64 };
+        *self.by_host.entry(self.host).or_default() += tally;
+        *self.by_port.entry(call.port).or_default() += tally;
         self.second.record(ns, call.header.len, response.len());
         Ok(())
     }
@@ -377,6 +414,12 @@ impl RpcResult {
         if let Some(t) = &other.times {
             self.times.get_or_insert_with(Vec::new).extend_from_slice(t);
         }
+        for (&h, &t) in &other.by_host {
+            *self.by_host.entry(h).or_default() += t;
+        }
+        for (&p, &t) in &other.by_port {
+            *self.by_port.entry(p).or_default() += t;
+        }
         for (a, b) in self.by_size.iter_mut().zip(&other.by_size) {
             a.add(b)?;
         }
@@ -397,7 +440,7 @@ mod tests {
             (Workload::parse("w3", 1, MAX_SIZE).unwrap(), ResponseSize::Echo),
             (Workload::parse("w4", 1, MAX_SIZE).unwrap(), ResponseSize::OneWay),
         ] {
-            let mut caller = Caller::new(3, workload, response);
+            let mut caller = Caller::new(3, workload, response, 7700);
             let mut result = RpcResult::new(&workload);
             for _ in 0..50 {
                 let (call, req) = caller.next();
@@ -441,7 +484,7 @@ mod tests {
         let seconds = Seconds::default();
         let w = Workload::Fixed(1000);
         let (mut a, mut b) = (RpcResult::new(&w), RpcResult::new(&w));
-        let mut caller = Caller::new(1, w, ResponseSize::OneWay);
+        let mut caller = Caller::new(1, w, ResponseSize::OneWay, 7700);
         let t0 = Instant::now();
         for i in 0..1000u64 {
             let (mut call, req) = caller.next();
@@ -470,11 +513,31 @@ mod tests {
         assert_eq!(seconds.take().rpcs, 1);
     }
 
+    /// Each RPC is counted under its client's host and its server port, and merging adds them.
+    #[test]
+    fn rpcs_are_counted_by_host_and_port() {
+        let w = Workload::Fixed(100);
+        let mut total = RpcResult::new(&w);
+        for (host, ports) in [(1, [7700, 7701, 7700]), (2, [7701, 7701, 7701])] {
+            let mut r = RpcResult::new(&w).on_host(host);
+            for port in ports {
+                let (call, req) = Caller::new(5, w, ResponseSize::Fixed(10), port).next();
+                let mut resp = Vec::new();
+                answer(&req, &mut resp).unwrap();
+                r.complete(&call, &resp, Instant::now()).unwrap();
+            }
+            total.merge(&r).unwrap();
+        }
+        let t = |rpcs| Tally { rpcs, verified_bytes: rpcs * 10 };
+        assert_eq!(total.by_host.into_iter().collect::<Vec<_>>(), [(1, t(3)), (2, t(3))]);
+        assert_eq!(total.by_port.into_iter().collect::<Vec<_>>(), [(7700, t(2)), (7701, t(4))]);
+    }
+
     #[test]
     fn two_callers_send_different_bytes_and_a_stall_is_one_line() {
         let (mut a, mut b) = (
-            Caller::new(1, Workload::Fixed(100), ResponseSize::Echo),
-            Caller::new(2, Workload::Fixed(100), ResponseSize::Echo),
+            Caller::new(1, Workload::Fixed(100), ResponseSize::Echo, 7700),
+            Caller::new(2, Workload::Fixed(100), ResponseSize::Echo, 7701),
         );
         let ((ca, ra), (cb, rb)) = (a.next(), b.next());
         assert_ne!(ra[HEADER..], rb[HEADER..]);
@@ -484,6 +547,6 @@ mod tests {
         let later = ca.sent + Duration::from_secs(6);
         assert!(ca.stalled(later - Duration::from_secs(2), Duration::from_secs(5)).is_ok());
         let e = ca.stalled(later, Duration::from_secs(5)).unwrap_err().to_string();
-        assert!(e.contains("no response within 5s") && !e.contains('\n'), "{e}");
+        assert!(e.contains("port 7700) got no response within 5s") && !e.contains('\n'), "{e}");
     }
 }
