@@ -215,3 +215,20 @@ pub fn set_int_opt(fd: std::os::fd::RawFd, level: i32, name: i32, value: i32) {
     };
     assert_eq!(rc, 0, "setsockopt {level}/{name}: {}", std::io::Error::last_os_error());
 }
+
+/// A counter of the calling thread's network namespace, from /proc/net/netstat or /proc/net/snmp,
+/// named "Group:Field" (e.g. "TcpExt:TCPTimeouts", "Tcp:OutRsts").
+pub fn net_stat(key: &str) -> u64 {
+    let (group, field) = key.split_once(':').expect("Group:Field");
+    let mut text = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap();
+    text += &std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(&format!("{group}:"))).collect();
+    for pair in lines.chunks(2) {
+        let names: Vec<&str> = pair[0].split_whitespace().collect();
+        let values: Vec<&str> = pair[1].split_whitespace().collect();
+        if let Some(i) = names.iter().position(|n| *n == field) {
+            return values[i].parse().unwrap();
+        }
+    }
+    panic!("no counter {key}")
+}

@@ -26,6 +26,7 @@ mod tcp_integrity;
 mod tcp_interop;
 mod tcp_loss;
 mod tcp_open_race;
+mod tcp_peer_options;
 mod tcp_protection;
 mod tcp_window;
 mod tcp_zero_window;

@@ -46,14 +46,18 @@ const REST: Duration = Duration::from_millis(700);
 /// 90 %, no switch drop, a joining flow converged within 100 ms. An idle machine meets them
 /// (two flows 40-55 % each, 95 % together, the third flow at its share within 50 ms); they
 /// are asserted with these margins, which hold with one of the two CPUs taken by another job
-/// (busy-polling apps then lose their CPU for whole scheduler slices: 73-87 % together, 31-47 %
-/// each).
+/// (the apps then lose their CPU for whole scheduler slices: 73-87 % together, 31-47 % each).
+/// The release build meets the targets at 1 Gbit/s (README).
 const MIN_SHARE: f64 = 0.28;
 const MAX_SHARE: f64 = 0.65;
 const MIN_SUM: f64 = 0.70;
 const MAX_CONVERGENCE: Duration = Duration::from_millis(150);
-/// One eTran flow to Linux (one busy-polling app only) fills the bottleneck.
+/// One eTran flow to Linux (one app only) fills the bottleneck.
 const MIN_TO_LINUX: f64 = 0.85;
+/// An app with nothing to send or read waits in the library (a short busy-poll, then sleep)
+/// for at most this long, as a bulk app would: spinning would take the CPU the kernel's
+/// forwarding of the same frames needs (2 vCPUs hold both apps, both daemons and the switch).
+const IDLE_WAIT: Duration = Duration::from_millis(1);
 /// The window over which convergence is judged.
 const CONVERGENCE_WINDOW: Duration = Duration::from_millis(20);
 
@@ -175,15 +179,20 @@ fn etran_send(app: &mut App, ids: &[ConnId], late: usize, start: Instant) -> Vec
     while start.elapsed() < JOIN + REST {
         let active = if start.elapsed() < JOIN { late } else { ids.len() };
         turn += 1;
+        let mut sent = false;
         for k in 0..active {
             let (f, id) = ((k + turn) % active, ids[(k + turn) % active]);
             match app.send_more(id, &data) {
-                Ok(_) => {}
+                Ok(n) => sent |= n > 0,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(e) => panic!("send on flow {f}: {e}"),
             }
         }
-        app.poll().unwrap();
+        if sent {
+            app.poll().unwrap();
+        } else {
+            app.wait(Some(IDLE_WAIT)).unwrap();
+        }
     }
     ids.iter().map(|id| app.stream(*id).unwrap().stats()).collect()
 }
@@ -199,8 +208,14 @@ fn etran_receive(
     let mut trace = Trace::new(flows);
     let mut conns: Vec<ConnId> = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
+    let mut got = true;
     while !stop.load(Ordering::Relaxed) {
-        app.poll().unwrap();
+        if got {
+            app.poll().unwrap();
+        } else {
+            app.wait(Some(IDLE_WAIT)).unwrap();
+        }
+        got = false;
         while let Some(id) = ready(app.accept(l)).unwrap() {
             conns.push(id);
         }
@@ -208,7 +223,10 @@ fn etran_receive(
             loop {
                 match app.recv(*id, &mut buf) {
                     Ok(0) => break,
-                    Ok(n) => trace.add(f, t0.elapsed(), n),
+                    Ok(n) => {
+                        got = true;
+                        trace.add(f, t0.elapsed(), n)
+                    }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) => panic!("recv on flow {f}: {e}"),
                 }

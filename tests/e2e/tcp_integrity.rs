@@ -97,14 +97,7 @@ fn pump_recv(app: &mut App, id: ConnId, seed: u64, total: u64, p: &mut Progress,
 /// Counters of the kernel's own input checks in the calling thread's namespace: IPv4 header
 /// errors (checksum, version, length) and TCP checksum errors.
 fn kernel_input_errors() -> u64 {
-    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
-    let field = |proto: &str, name: &str| -> u64 {
-        let mut lines = snmp.lines().filter(|l| l.starts_with(&format!("{proto}:")));
-        let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
-        let at = names.split_whitespace().position(|n| n == name).unwrap();
-        values.split_whitespace().nth(at).unwrap().parse().unwrap()
-    };
-    field("Ip", "InHdrErrors") + field("Tcp", "InCsumErrors")
+    common::netns::net_stat("Ip:InHdrErrors") + common::netns::net_stat("Tcp:InCsumErrors")
 }
 
 /// etran's drops of host `ns` for a reason in `reasons`.

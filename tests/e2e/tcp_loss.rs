@@ -14,7 +14,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{daemon::EtranHosts, netns::in_netns, peer::etran_accept, tcp::pattern};
+use common::{
+    daemon::EtranHosts,
+    netns::{in_netns, net_stat},
+    peer::etran_accept,
+    tcp::pattern,
+};
 use etran::{app::App, testbed::Spec};
 
 const SIZE: usize = 10 << 20;
@@ -31,22 +36,6 @@ const ROUNDS: usize = 3;
 /// both ways, same rounds) plus one, and that nothing was resent needlessly.
 const MAX_RATIO: f64 = 4.0;
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A counter from /proc/net/netstat or /proc/net/snmp of the calling thread's namespace.
-fn net_stat(key: &str) -> u64 {
-    let (group, field) = key.split_once(':').unwrap();
-    let mut text = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap();
-    text += &std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
-    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(&format!("{group}:"))).collect();
-    for pair in lines.chunks(2) {
-        let names: Vec<&str> = pair[0].split_whitespace().collect();
-        let values: Vec<&str> = pair[1].split_whitespace().collect();
-        if let Some(i) = names.iter().position(|n| *n == field) {
-            return values[i].parse().unwrap();
-        }
-    }
-    panic!("no counter {key}")
-}
 
 /// Duplicates a Linux host received (it D-SACKs each: RFC 2883).
 fn duplicates_received() -> u64 {

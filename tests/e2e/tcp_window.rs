@@ -21,7 +21,7 @@ use std::{
 
 use common::{
     daemon::EtranApp as Etran,
-    netns::{in_netns, set_int_opt, RawSocket},
+    netns::{in_netns, net_stat, set_int_opt, RawSocket},
     peer::etran_accept,
     tcp::{add_neighbour_of_b, pattern},
 };
@@ -34,11 +34,7 @@ const PORT: u16 = 7400;
 
 /// Linux's count of RSTs it sent, in the calling thread's namespace.
 fn linux_out_rsts() -> u64 {
-    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
-    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
-    let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
-    let at = names.split_whitespace().position(|n| n == "OutRsts").unwrap();
-    values.split_whitespace().nth(at).unwrap().parse().unwrap()
+    net_stat("Tcp:OutRsts")
 }
 
 /// Our segments as the sender sees them: (ack, right edge), captured on `vb`.
@@ -214,11 +210,7 @@ fn a_linux_peer_closing_right_after_echoing_loses_nothing_and_resets_nothing() {
 
 /// Linux's count of keepalive probes it sent, in the calling thread's namespace.
 fn linux_keepalive_probes() -> u64 {
-    let netstat = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap();
-    let mut ext = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
-    let (names, values) = (ext.next().unwrap(), ext.next().unwrap());
-    let at = names.split_whitespace().position(|n| n == "TCPKeepAlive").unwrap();
-    values.split_whitespace().nth(at).unwrap().parse().unwrap()
+    net_stat("TcpExt:TCPKeepAlive")
 }
 
 #[test]

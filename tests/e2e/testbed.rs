@@ -103,26 +103,7 @@ fn udp_blast(tb: &Testbed, from: u8, to: u8, n: usize, size: usize, tos: i32, pa
 
 /// A counter from /proc/net/netstat or /proc/net/snmp of host `index`'s namespace.
 fn net_stat(tb: &Testbed, index: u8, key: &str) -> u64 {
-    let (group, field) = key.split_once(':').unwrap();
-    tb.netns(index)
-        .unwrap()
-        .run(|| {
-            let mut text = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap();
-            text += &std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
-            let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(group)).collect();
-            for pair in lines.chunks(2) {
-                let names: Vec<&str> = pair[0].split_whitespace().collect();
-                let values: Vec<&str> = pair[1].split_whitespace().collect();
-                if names[0] != format!("{group}:") {
-                    continue;
-                }
-                if let Some(i) = names.iter().position(|n| *n == field) {
-                    return values[i].parse().unwrap();
-                }
-            }
-            panic!("no counter {key}")
-        })
-        .unwrap()
+    tb.netns(index).unwrap().run(|| common::netns::net_stat(key)).unwrap()
 }
 
 #[test]

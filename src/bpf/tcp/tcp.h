@@ -58,6 +58,10 @@ enum tcp_conn_fin {
 	TCP_CONN_FIN_RCVD = 1 << 1, /* the peer's FIN is in order: no data after it */
 };
 
+/* Duplicate ACKs a connection may owe beyond the first (ack_repeats): more out-of-order
+ * segments than this between two runs of the generator add nothing a peer counts. */
+#define TCP_ACK_REPEATS_MAX 32
+
 /* Value of etran_tcp_conns: an established connection's fast-path state. The daemon inserts it
  * after the handshake; the programs change it only under the lock. Fields marked "fixed" are set
  * at insertion and never change, so they may be read without the lock. */
@@ -99,6 +103,9 @@ struct tcp_conn {
 	__u16 ip_id;        /* IPv4 identification of the next segment sent */
 	__u8 ack_queued;    /* enum etran_tcp_ack_queued bits: the queues the key is in */
 	__u8 fin;           /* enum tcp_conn_fin */
+	__u8 ack_repeats;   /* without SACK: more duplicate ACKs owed after the one ack_now asks
+			     * for, one per out-of-order segment (tcp_ingress.h, rx_payload), at
+			     * most TCP_ACK_REPEATS_MAX */
 
 	/* Out-of-order data the app holds, and what our next ACK reports of it (SACK). The
 	 * intervals lie within the receive window past rcv_nxt, are disjoint and never touch

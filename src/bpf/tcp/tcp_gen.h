@@ -9,7 +9,8 @@
  * written from the connection state by the same code egress uses (tcp_tx.h), for the NIC.
  *
  * Policy: an ACK is due at once on ack_now (duplicate, out of order, gap filled, FIN, window
- * probe, a change of the CE marks to echo: tcp_cc.h), once GEN_STRETCH_SEGMENTS full segments are unacknowledged, or when the unacknowledged
+ * probe, a change of the CE marks to echo: tcp_cc.h; without SACK, one per out-of-order segment:
+ * ack_repeats), once GEN_STRETCH_SEGMENTS full segments are unacknowledged, or when the unacknowledged
  * bytes reach what is left of the receive window; any other owed ACK is delayed: queued on the
  * delayed queue, which the pump flushes only at its delayed-ACK deadline. Data an app sends
  * carries the ACK and settles it (egress clears ack_pending and ack_now); the generator then
@@ -100,6 +101,7 @@ static __always_inline int tcp_gen(struct xdp_md *ctx, const int xsk)
 	struct tcp_conn_key key;
 	struct ethhdr *eth;
 	enum gen_outcome out = GEN_SEND;
+	struct gen_mark again = {};
 	__u32 hdrs, ts_now, tpl_len;
 	struct tcp_conn *c;
 	__u8 queue;
@@ -143,10 +145,18 @@ static __always_inline int tcp_gen(struct xdp_md *ctx, const int xsk)
 	c->ack_queued &= ~queue;
 	if (room != 1)
 		out = GEN_REQUEUE;
-	else if (!c->ack_now && !c->ack_pending)
-		out = GEN_SETTLED;
-	else
+	else if (c->ack_now || c->ack_pending)
 		tx_plan_segment(c, &plan);
+	else if (c->ack_repeats && queue == ETRAN_TCP_ACK_IMMEDIATE) {
+		c->ack_repeats--; /* the same ACK again: one more duplicate for the peer to count */
+		tx_plan_segment(c, &plan);
+	} else
+		out = GEN_SETTLED;
+	/* More duplicates owed: the key goes back on the queue, one ACK per run. */
+	if (out == GEN_SEND && c->ack_repeats && !(c->ack_queued & ETRAN_TCP_ACK_IMMEDIATE)) {
+		again.queue = ETRAN_TCP_ACK_IMMEDIATE;
+		c->ack_queued |= ETRAN_TCP_ACK_IMMEDIATE;
+	}
 	bpf_spin_unlock(&c->lock);
 	if (out == GEN_SETTLED)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_GEN_SETTLED, 0);
@@ -154,6 +164,7 @@ static __always_inline int tcp_gen(struct xdp_md *ctx, const int xsk)
 		return drop(ETRAN_PROTO_TCP,
 			    room ? ETRAN_DROP_TCP_TX_NO_NIC : ETRAN_DROP_TCP_TX_NO_HEADROOM, 0);
 
+	gen_queue(c, &key, again);
 	tx_plan_frame(c, &plan, 0, ts_now);
 	if (!tx_write_headers(ctx, &key, &plan, 0))
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_NO_HEADROOM, 0);
