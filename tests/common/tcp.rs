@@ -522,6 +522,7 @@ pub mod flag {
     pub const TIMEOUT: u8 = tcp_cc_flag::TCP_CC_TIMEOUT.0 as u8;
     pub const CWR: u8 = tcp_cc_flag::TCP_CC_CWR.0 as u8;
     pub const CE: u8 = tcp_cc_flag::TCP_CC_CE.0 as u8;
+    pub const LOSS: u8 = tcp_cc_flag::TCP_CC_LOSS.0 as u8;
 }
 
 /// tcp_conn.ack_queued values: the ACK generator's queues a key is in.

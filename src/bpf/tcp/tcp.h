@@ -144,6 +144,10 @@ enum tcp_cc_flag {
 	TCP_CC_CWR = 1 << 2, /* ECN: set CWR on the next segment with payload (RFC 3168 6.1.2) */
 	TCP_CC_CE = 1 << 3,  /* ECN receiver: the latest data segment came with CE, so our ACKs
 			      * carry ECE (DCTCP, RFC 8257 3.2) */
+	/* The app is recovering lost bytes (a RETRANSMIT, or the resend after a timeout) until
+	 * snd_una reaches cc_recover: every ACK reaches it (tcp_ingress.h, ack_kept), the partial
+	 * ones above all, which tell NewReno the next hole. */
+	TCP_CC_LOSS = 1 << 4,
 };
 
 /* Congestion control's constants (an enum so that they reach BTF, hence Rust). */

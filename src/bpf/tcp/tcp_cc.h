@@ -99,6 +99,7 @@ static __always_inline void cc_cut(struct tcp_conn *c, __u32 cwnd)
 static __always_inline void cc_on_loss(struct tcp_conn *c)
 {
 	cc_cut(c, c->cwnd / 2);
+	c->cc |= TCP_CC_LOSS;
 }
 
 /* Egress: the app resends from snd_una after a retransmission timeout. A timeout during the
@@ -112,7 +113,7 @@ static __always_inline void cc_on_timeout(struct tcp_conn *c)
 	c->cwnd = c->mss;
 	c->ca_acked = 0;
 	c->cc_recover = c->snd_nxt;
-	c->cc = (c->cc & ~TCP_CC_REDUCED) | TCP_CC_TIMEOUT;
+	c->cc = (c->cc & ~TCP_CC_REDUCED) | TCP_CC_TIMEOUT | TCP_CC_LOSS;
 	if (c->flags & TCP_CONN_ECN)
 		c->cc |= TCP_CC_CWR;
 }
@@ -176,8 +177,9 @@ static __always_inline void cc_on_ack(struct tcp_conn *c, __u32 acked, __u32 fli
 				      int left)
 {
 	ece = ece && (c->flags & TCP_CONN_ECN);
-	if ((c->cc & (TCP_CC_REDUCED | TCP_CC_TIMEOUT)) && !before(c->snd_una, c->cc_recover))
-		c->cc &= ~(TCP_CC_REDUCED | TCP_CC_TIMEOUT);
+	if ((c->cc & (TCP_CC_REDUCED | TCP_CC_TIMEOUT | TCP_CC_LOSS)) &&
+	    !before(c->snd_una, c->cc_recover))
+		c->cc &= ~(TCP_CC_REDUCED | TCP_CC_TIMEOUT | TCP_CC_LOSS);
 	if (c->flags & TCP_CONN_ECN)
 		dctcp_observe(c, acked, ece);
 	if (ece)

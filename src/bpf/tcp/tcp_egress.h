@@ -114,6 +114,18 @@ static __always_inline void tx_probe(struct tcp_conn *c, struct tx_plan *p)
 	c->ack_now = ack_now;
 }
 
+/* Does a frame at `off` (from snd_una's position, wrapped) start before snd_una, by less than
+ * an app may lag? Ingress keeps pure ACKs from the app while it lags by less than
+ * TCP_ACK_KEEP_SEGMENTS segments (tcp_ingress.h, ack_kept); should the segments after such an
+ * ACK be lost, nothing else tells the app, and its timer resends from where it thinks snd_una
+ * is. Refused, that resend would leave both ends waiting until the app gives up; sent, the
+ * peer drops what it has and answers with an ACK, which reaches the app (a duplicate) and
+ * tells it where snd_una is. */
+static __always_inline int tx_lagging(const struct tcp_conn *c, __u32 off)
+{
+	return -off <= TCP_ACK_KEEP_SEGMENTS * (__u32)c->mss && off;
+}
+
 /* Everything done under the connection lock: no helper calls, only the state and the copied
  * TX header.
  *
@@ -124,6 +136,8 @@ static __always_inline void tx_probe(struct tcp_conn *c, struct tx_plan *p)
  * - RETRANSMIT must lie wholly within the bytes in flight: it is resent at its own sequence
  *   number and changes neither snd_nxt nor tx_pos. The windows do not limit it (its bytes are
  *   already counted in the flight). It is the loss signal of congestion control (tcp_cc.h).
+ * - DATA or RETRANSMIT starting at most TCP_ACK_KEEP_SEGMENTS segments before una_pos (see
+ *   tx_lagging) and ending before tx_pos is resent as it is, at its own sequence number.
  * - DATA may start anywhere in [una_pos, tx_pos]: the part before tx_pos is a retransmission,
  *   the rest is new data, which alone advances snd_nxt/tx_pos and must fit both windows (the
  *   peer's, and the congestion window up to its edge; else the whole frame is refused and
@@ -162,7 +176,15 @@ static __always_inline void tx_decide(struct tcp_conn *c, const struct etran_tcp
 		tx_probe(c, p);
 		return;
 	}
-	if (h->intent == ETRAN_TCP_TX_RETRANSMIT) {
+	if ((h->intent == ETRAN_TCP_TX_RETRANSMIT || h->intent == ETRAN_TCP_TX_DATA) &&
+	    tx_lagging(c, off)) {
+		/* Behind snd_una: resent as it is, no window or congestion signal. */
+		if (h->len > flight - off) {
+			tx_refuse(p, ETRAN_DROP_TCP_TX_STALE);
+			return;
+		}
+		seq = c->snd_una + off;
+	} else if (h->intent == ETRAN_TCP_TX_RETRANSMIT) {
 		if (off >= flight) {
 			tx_refuse(p, ETRAN_DROP_TCP_TX_RETX_RANGE);
 			return;

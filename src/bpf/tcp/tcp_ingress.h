@@ -348,6 +348,7 @@ out:
  * so the app misses nothing, and a bulk sender wakes for a fraction of the ACKs (a Linux receiver
  * acknowledges every other segment) instead of taking each through its port. Handed on all the
  * same: a duplicate ACK, anything flagged (SACK blocks, our FIN acknowledged, a fast retransmit),
+ * every ACK while the app recovers lost bytes (TCP_CC_LOSS),
  * an ACK that moves only the window, one that leaves under two full segments in flight (the
  * app's timers stop, or the peer's next ACK may be delayed), and one that finds the app's view
  * of snd_una behind by the keep limit (tcp_ack_keep_limit): the app's window lags by at most
@@ -359,7 +360,7 @@ static __always_inline int ack_kept(const struct tcp_conn *c, const struct segme
 	__u32 limit = cc_min(TCP_ACK_KEEP_SEGMENTS * (__u32)c->mss,
 			     v->meta.send_wnd >> TCP_ACK_KEEP_WND_SHIFT);
 
-	if (s->len || s->fin || !v->acked || v->dup_ack || v->meta.flags)
+	if (s->len || s->fin || !v->acked || v->dup_ack || v->meta.flags || (c->cc & TCP_CC_LOSS))
 		return 0;
 	/* Under two full segments still in flight the peer may hold its next ACK back (a delayed
 	 * ACK, up to 40 ms for Linux) while the app waits for the room this one opened. */
