@@ -114,16 +114,16 @@ static __always_inline void tx_probe(struct tcp_conn *c, struct tx_plan *p)
 	c->ack_now = ack_now;
 }
 
-/* Does a frame at `off` (from snd_una's position, wrapped) start before snd_una, by less than
- * an app may lag? Ingress keeps pure ACKs from the app while it lags by less than
- * TCP_ACK_KEEP_SEGMENTS segments (tcp_ingress.h, ack_kept); should the segments after such an
- * ACK be lost, nothing else tells the app, and its timer resends from where it thinks snd_una
- * is. Refused, that resend would leave both ends waiting until the app gives up; sent, the
- * peer drops what it has and answers with an ACK, which reaches the app (a duplicate) and
- * tells it where snd_una is. */
+/* Does a frame at `off` (from snd_una's position, wrapped) start before snd_una, but not
+ * before snd_una as the app last heard it (app_una)? Ingress keeps pure ACKs from the app while
+ * it lags by less than TCP_ACK_KEEP_SEGMENTS segments (tcp_ingress.h, ack_kept); should the
+ * segments after such an ACK be lost, nothing else tells the app, and its timer resends from
+ * where it thinks snd_una is. Refused, that resend would leave both ends waiting until the app
+ * gives up; sent, the peer drops what it has and answers with an ACK, which reaches the app (a
+ * duplicate) and tells it where snd_una is. Nothing before what the app was told goes out. */
 static __always_inline int tx_lagging(const struct tcp_conn *c, __u32 off)
 {
-	return -off <= TCP_ACK_KEEP_SEGMENTS * (__u32)c->mss && off;
+	return -off <= c->snd_una - c->app_una && off;
 }
 
 /* Everything done under the connection lock: no helper calls, only the state and the copied
@@ -136,8 +136,8 @@ static __always_inline int tx_lagging(const struct tcp_conn *c, __u32 off)
  * - RETRANSMIT must lie wholly within the bytes in flight: it is resent at its own sequence
  *   number and changes neither snd_nxt nor tx_pos. The windows do not limit it (its bytes are
  *   already counted in the flight). It is the loss signal of congestion control (tcp_cc.h).
- * - DATA or RETRANSMIT starting at most TCP_ACK_KEEP_SEGMENTS segments before una_pos (see
- *   tx_lagging) and ending before tx_pos is resent as it is, at its own sequence number.
+ * - DATA or RETRANSMIT starting before una_pos, but not before what the app last heard it was
+ *   (see tx_lagging), and ending before tx_pos is resent as it is, at its own sequence number.
  * - DATA may start anywhere in [una_pos, tx_pos]: the part before tx_pos is a retransmission,
  *   the rest is new data, which alone advances snd_nxt/tx_pos and must fit both windows (the
  *   peer's, and the congestion window up to its edge; else the whole frame is refused and
