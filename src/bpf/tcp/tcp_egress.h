@@ -123,7 +123,12 @@ static __always_inline void tx_probe(struct tcp_conn *c, struct tx_plan *p)
  * duplicate) and tells it where snd_una is. Nothing before what the app was told goes out. */
 static __always_inline int tx_lagging(const struct tcp_conn *c, __u32 off)
 {
-	return -off <= c->snd_una - c->app_una && off;
+	__u32 lag = -off;
+
+	/* Bounded by the keep limit too: an offset into the flight, however large, is never a
+	 * lag (its negation is close to 2^32), whatever app_una holds. */
+	return off && lag <= c->snd_una - c->app_una &&
+	       lag <= TCP_ACK_KEEP_SEGMENTS * (__u32)c->mss;
 }
 
 /* Everything done under the connection lock: no helper calls, only the state and the copied
