@@ -417,6 +417,56 @@ fn a_server_that_goes_away_times_out() {
     assert_eq!(client.stats().timeouts, 2);
 }
 
+/// A server app that does not run for several loss timeouts (its thread elsewhere, as on a
+/// loaded host) while it holds a request: its host's ingress answers the client's RESENDs with
+/// BUSY (HomaModule's kernel does the same), so the client keeps the RPC and gets the response
+/// once the app answers. Without the kernel's BUSY the client gave up after the timeout.
+#[test]
+fn a_server_app_that_does_not_run_keeps_its_rpcs() {
+    let Some(_root) = common::root::shared() else { return };
+    let hosts = EtranHosts::new("homa-busy");
+    let server_addr = SocketAddrV4::new(hosts.tb.host(2).ip, PORT);
+    let mut srv = RpcSocket::open(&hosts.daemons[1].sock, PORT).unwrap();
+    let held = Rc::new(RefCell::new(None));
+    let h = held.clone();
+    srv.set_request_handler(move |_, req, bytes| *h.borrow_mut() = Some((req, bytes)));
+    let mut client = RpcSocket::open(&hosts.daemons[0].sock, 0).unwrap();
+    // 50 ticks: the server app then stays away for six timeouts.
+    client.set_loss_config(LossConfig { timeout_ticks: 50, ..LOSS });
+    let result: Results = Rc::default();
+    let r = result.clone();
+    client
+        .enqueue_request(server_addr, vec![7; 1000], move |_, res| r.borrow_mut().push((PORT, res)))
+        .unwrap();
+    let start = Instant::now();
+    while held.borrow().is_none() {
+        client.wait(Duration::from_millis(1)).unwrap();
+        srv.wait(Duration::from_millis(1)).unwrap();
+        assert!(start.elapsed() < Duration::from_secs(10), "the request never arrived");
+    }
+    // The server app is away: only the client runs.
+    let away = Instant::now();
+    while away.elapsed() < Duration::from_millis(300) {
+        client.wait(Duration::from_millis(1)).unwrap();
+    }
+    assert!(result.borrow().is_empty(), "the client gave the RPC up: {:?}", result.borrow());
+    let (req, bytes) = held.borrow_mut().take().unwrap();
+    assert_eq!(bytes, vec![7; 1000]);
+    srv.enqueue_response(req, vec![9; 500]).unwrap();
+    let back = Instant::now();
+    while result.borrow().is_empty() {
+        client.wait(Duration::from_millis(1)).unwrap();
+        srv.wait(Duration::from_millis(1)).unwrap();
+        assert!(back.elapsed() < Duration::from_secs(10), "no response");
+    }
+    let busy = event_total(&counters(&hosts.ns(2)), "homa_rx_busy");
+    println!("client {:?}; BUSY answers from the server's ingress: {busy}", client.stats());
+    assert!(busy > 0, "the server's kernel answered no RESEND");
+    let res = result.borrow_mut().pop().unwrap().1;
+    assert_eq!(res.expect("the response"), vec![9; 500]);
+    assert_eq!(client.stats().timeouts, 0);
+}
+
 /// A Homa app on the client's host writes frames egress must refuse: from the client app's
 /// port (forged), from a port nobody bound, a response to an RPC it never received, DATA past
 /// what the receiver allowed. Each is counted under its reason; the server's host sees none.

@@ -138,6 +138,8 @@ enum etran_event {
 					  * queues it again */
 	ETRAN_EVENT_HOMA_GEN_PROBE,      /* a probe (an app's template naming its RPC) queued
 					  * the scheduled messages of the RPC's peer again */
+	ETRAN_EVENT_HOMA_RX_BUSY,        /* ingress: a RESEND for a server RPC whose app holds the
+					  * request (no response begun), answered with BUSY */
 	ETRAN_EVENT_MAX,
 };
 

@@ -17,7 +17,8 @@
  *   DATA carries) frees the server RPCs it names; a RESEND past what our message was granted
  *   stands for a lost GRANT and raises it; an RPC_UNKNOWN ends a server RPC;
  * - a RESEND for an RPC this host does not have is answered here with RPC_UNKNOWN
- *   (homa_rx_unknown), a NEED_ACK for a client RPC it no longer has with an ACK
+ *   (homa_rx_unknown), one for a server RPC whose app holds the request with BUSY
+ *   (homa_rx_busy), a NEED_ACK for a client RPC it no longer has with an ACK
  *   (homa_rx_ack_answer);
  * - the owner's port can take the frame (its receive budget, common/backend.h; else
  *   port_full, before any state changes); it goes there as the backend says (to_app).
@@ -164,6 +165,28 @@ static __always_inline int homa_rx_unknown(struct xdp_md *ctx, const struct ethh
 			      ETRAN_EVENT_HOMA_RX_UNKNOWN);
 }
 
+/* Does a RESEND find a server RPC whose app holds the request: all of it arrived and none of the
+ * response was sent? Read without the lock: a response begun since is the app's to resend. */
+static __always_inline int homa_rx_in_service(const struct homa_rpc *rpc,
+					      const struct homa_rpc_key *key)
+{
+	return (key->id & 1) && !rpc->out_length && rpc->in_length && rpc->in_end >= rpc->in_length;
+}
+
+/* A RESEND for a server RPC whose app holds the request: BUSY answers it here, as HomaModule's
+ * kernel does, so the client's timer hears from us even while the app is busy elsewhere or not
+ * scheduled at all (a silent server fails the RPC after the loss timeout, transport/homa/loss.rs). */
+static __always_inline int homa_rx_busy(struct xdp_md *ctx, const struct ethhdr *eth,
+					const struct iphdr *ip, const struct homa_rpc_key *key,
+					__u64 bytes)
+{
+	struct homa_common_hdr c = {};
+
+	homa_tx_common(&c, key, HOMA_BUSY, HOMA_DOFF_CONTROL);
+	return homa_rx_answer(ctx, eth, ip, key, bytes, &c, sizeof(c), HOMA_MAX_PRIORITIES - 1,
+			      ETRAN_EVENT_HOMA_RX_BUSY);
+}
+
 /* A server's NEED_ACK for a client RPC this host no longer has: its response arrived whole (the
  * RPC goes when its app sends the ACK, which was lost, or which the server asked for first):
  * an ACK answers it, and the server forgets the RPC. */
@@ -250,6 +273,8 @@ static __always_inline int homa_ingress(struct xdp_md *ctx)
 	}
 	if (rpc && rpc->owner_slot != slot)
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_OWNER, bytes);
+	if (rpc && h->type == HOMA_RESEND && homa_rx_in_service(rpc, &key))
+		return homa_rx_busy(ctx, eth, ip, &key, bytes);
 	/* A frame the port cannot take is dropped before it moves a grant or frees an RPC. */
 	budget = port_rx(slot);
 	if (!budget)

@@ -6,8 +6,8 @@
 //!
 //! The answers to those requests live elsewhere: a RESEND is answered by the sender
 //! ([`super::msgout::Sender::on_resend`]: the bytes again, or BUSY when it chose not to send
-//! them yet), by BUSY when a server's app still holds the request, by RPC_UNKNOWN when the RPC
-//! is unknown; a NEED_ACK by an ACK once the client holds the whole response
+//! them yet), by BUSY from the server's ingress when its app still holds the request (so a
+//! server app that is not scheduled still answers), by RPC_UNKNOWN when the RPC is unknown; a NEED_ACK by an ACK once the client holds the whole response
 //! ([`super::acks`]). DATA, GRANT and BUSY reset the silence ([`RpcTimer::heard`]).
 //!
 //! Where we part from HomaModule: a server waiting for an ACK asks again every
