@@ -428,7 +428,8 @@ impl Endpoint {
 
     /// A RESEND from the peer: the bytes again (those sent, within the grant), or BUSY while
     /// we have nothing of the RPC to send (HomaModule's answers). Ingress answered it already
-    /// when the RPC is unknown there.
+    /// when the RPC is unknown there, and with BUSY when it is a server RPC whose whole request
+    /// arrived and none of whose response was sent (this app may not be running).
     fn on_resend(&mut self, rpc: RpcKey, offset: u32, length: ResendLength, priority: u8) {
         self.stats.rx_resend += 1;
         let reply = if self.out.contains_key(&rpc) {
