@@ -17,8 +17,8 @@
  *   DATA carries) frees the server RPCs it names; a RESEND past what our message was granted
  *   stands for a lost GRANT and raises it; an RPC_UNKNOWN ends a server RPC;
  * - a RESEND for an RPC this host does not have is answered here with RPC_UNKNOWN
- *   (homa_rx_unknown), one for a server RPC whose app holds the request with BUSY
- *   (homa_rx_busy), a NEED_ACK for a client RPC it no longer has with an ACK
+ *   (homa_rx_resend_answer), one for a server RPC whose app holds the request with BUSY
+ *   (the same), a NEED_ACK for a client RPC it no longer has with an ACK
  *   (homa_rx_ack_answer);
  * - the owner's port can take the frame (its receive budget, common/backend.h; else
  *   port_full, before any state changes); it goes there as the backend says (to_app).
@@ -152,17 +152,18 @@ static __always_inline int homa_rx_answer(struct xdp_md *ctx, const struct ethhd
 	return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
 }
 
-/* A RESEND for an RPC this host does not have (none of the request arrived, or the RPC is over):
- * RPC_UNKNOWN answers it; a client then sends its request again, a server forgets the RPC. */
-static __always_inline int homa_rx_unknown(struct xdp_md *ctx, const struct ethhdr *eth,
-					   const struct iphdr *ip, const struct homa_rpc_key *key,
-					   __u64 bytes)
+/* A RESEND answered here with a bare control packet of `type` (HOMA_RPC_UNKNOWN, HOMA_BUSY), at
+ * the highest priority, counted as `event`. */
+static __always_inline int homa_rx_resend_answer(struct xdp_md *ctx, const struct ethhdr *eth,
+						 const struct iphdr *ip,
+						 const struct homa_rpc_key *key, __u64 bytes,
+						 __u8 type, enum etran_event event)
 {
 	struct homa_common_hdr c = {};
 
-	homa_tx_common(&c, key, HOMA_RPC_UNKNOWN, HOMA_DOFF_CONTROL);
+	homa_tx_common(&c, key, type, HOMA_DOFF_CONTROL);
 	return homa_rx_answer(ctx, eth, ip, key, bytes, &c, sizeof(c), HOMA_MAX_PRIORITIES - 1,
-			      ETRAN_EVENT_HOMA_RX_UNKNOWN);
+			      event);
 }
 
 /* Does a RESEND find a server RPC whose app holds the request: all of it arrived and none of the
@@ -171,20 +172,6 @@ static __always_inline int homa_rx_in_service(const struct homa_rpc *rpc,
 					      const struct homa_rpc_key *key)
 {
 	return (key->id & 1) && !rpc->out_length && rpc->in_length && rpc->in_end >= rpc->in_length;
-}
-
-/* A RESEND for a server RPC whose app holds the request: BUSY answers it here, as HomaModule's
- * kernel does, so the client's timer hears from us even while the app is busy elsewhere or not
- * scheduled at all (a silent server fails the RPC after the loss timeout, transport/homa/loss.rs). */
-static __always_inline int homa_rx_busy(struct xdp_md *ctx, const struct ethhdr *eth,
-					const struct iphdr *ip, const struct homa_rpc_key *key,
-					__u64 bytes)
-{
-	struct homa_common_hdr c = {};
-
-	homa_tx_common(&c, key, HOMA_BUSY, HOMA_DOFF_CONTROL);
-	return homa_rx_answer(ctx, eth, ip, key, bytes, &c, sizeof(c), HOMA_MAX_PRIORITIES - 1,
-			      ETRAN_EVENT_HOMA_RX_BUSY);
 }
 
 /* A server's NEED_ACK for a client RPC this host no longer has: its response arrived whole (the
@@ -264,8 +251,12 @@ static __always_inline int homa_ingress(struct xdp_md *ctx)
 			return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_UNKNOWN_RPC, bytes);
 	} else if (h->type != HOMA_CUTOFFS && h->type != HOMA_FREEZE && h->type != HOMA_ACK) {
 		rpc = bpf_map_lookup_elem(&etran_homa_rpcs, &key);
+		/* A RESEND for an RPC this host does not have (none of the request arrived, or
+		 * the RPC is over): RPC_UNKNOWN answers it; a client then sends its request
+		 * again, a server forgets the RPC. */
 		if (!rpc && h->type == HOMA_RESEND)
-			return homa_rx_unknown(ctx, eth, ip, &key, bytes);
+			return homa_rx_resend_answer(ctx, eth, ip, &key, bytes, HOMA_RPC_UNKNOWN,
+						     ETRAN_EVENT_HOMA_RX_UNKNOWN);
 		if (!rpc && h->type == HOMA_NEED_ACK && !(key.id & 1))
 			return homa_rx_ack_answer(ctx, eth, ip, &key, bytes);
 		if (!rpc)
@@ -273,8 +264,13 @@ static __always_inline int homa_ingress(struct xdp_md *ctx)
 	}
 	if (rpc && rpc->owner_slot != slot)
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_OWNER, bytes);
+	/* A RESEND for a server RPC whose app holds the request: BUSY answers it here, as
+	 * HomaModule's kernel does, so the client's timer hears from us even while the app is busy
+	 * elsewhere or not scheduled at all (a silent server fails the RPC after the loss timeout,
+	 * transport/homa/loss.rs). */
 	if (rpc && h->type == HOMA_RESEND && homa_rx_in_service(rpc, &key))
-		return homa_rx_busy(ctx, eth, ip, &key, bytes);
+		return homa_rx_resend_answer(ctx, eth, ip, &key, bytes, HOMA_BUSY,
+					     ETRAN_EVENT_HOMA_RX_BUSY);
 	/* A frame the port cannot take is dropped before it moves a grant or frees an RPC. */
 	budget = port_rx(slot);
 	if (!budget)
