@@ -34,6 +34,21 @@ fn await_registrations(daemon: &Daemon, before: usize, n: usize, why: impl Fn() 
     }
 }
 
+/// How many times the daemon's log says an app listens on `port`.
+fn listens(daemon: &Daemon, port: u16) -> usize {
+    daemon.log().matches(&format!(" listens on {port}")).count()
+}
+
+/// Waits (up to 20 s) for one more listen on `port` than `before`. A server registers at its
+/// listen and listens a moment later: a SYN in between finds no listener.
+fn await_listen(daemon: &Daemon, port: u16, before: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while listens(daemon, port) == before {
+        assert!(Instant::now() < deadline, "nothing listens on {port}: {}", daemon.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Stops `child` with `signal` and waits for it to exit successfully.
 fn stop(child: &mut Child, signal: i32, daemon: &Daemon) {
     // SAFETY: signalling our own child.
@@ -212,13 +227,14 @@ fn redis_serves_redis_benchmark_and_redis_cli_over_etran() {
     let daemon = &hosts.daemons[0];
     let dir = daemon.dir.join("redis");
     std::fs::create_dir_all(&dir).unwrap();
-    let before = registrations(&daemon.log());
+    let (before, listened) = (registrations(&daemon.log()), listens(daemon, 6379));
     let args = ["--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", ""];
     let mut cmd = vec!["redis-server"];
     cmd.extend(args);
     cmd.extend(["--appendonly", "no", "--dir", dir.to_str().unwrap()]);
     let mut redis = Server(etran_run(&h1, &daemon.sock, &cmd).spawn().expect("etran run redis"));
     await_registrations(daemon, before, 1, String::new);
+    await_listen(daemon, 6379, listened);
 
     // Every byte of a value back, through redis-cli (the value from a file: -x).
     let value: String =
@@ -272,8 +288,7 @@ fn iperf3_server_receives_and_sends_a_stream_over_etran() {
     let daemon = &hosts.daemons[0];
     for reverse in [false, true] {
         let before = registrations(&daemon.log());
-        let listens = |log: &str| log.matches(" listens on 5201").count();
-        let listened = listens(&daemon.log());
+        let listened = listens(daemon, 5201);
         // One test, then it exits.
         let log = daemon.dir.join(format!("iperf3-{reverse}.log"));
         let mut server = Server(
@@ -284,13 +299,7 @@ fn iperf3_server_receives_and_sends_a_stream_over_etran() {
                 .expect("etran run iperf3"),
         );
         await_registrations(daemon, before, 1, String::new);
-        // The server registers at its listen, and listens a moment later: a SYN in between
-        // finds no listener.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while listens(&daemon.log()) == listened {
-            assert!(Instant::now() < deadline, "iperf3 did not listen: {}", daemon.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        await_listen(daemon, 5201, listened);
         let mut client = Command::new("ip");
         client.args(["netns", "exec", &h2, "iperf3", "-c", &ip1, "-p", "5201", "-t", "2", "-J"]);
         if reverse {
