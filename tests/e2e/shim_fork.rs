@@ -4,7 +4,8 @@
 //! byte checked. Variants: the parent writes a 200 KB banner before it forks and the child
 //! the rest (the stream's unsent and unacknowledged bytes move with it); a child that exits
 //! with `os._exit` without closing (the shim's `_exit` closes it). Then: grandchildren serving
-//! what their parents inherited; holders killed with SIGKILL (the peer gets a RST at once,
+//! what their parents inherited; holders killed with SIGKILL (as on Linux: the other holder
+//! keeps the connection, both directions, and the last one's death closes it with a FIN;
 //! nothing is left in the datapath); a connect in progress at fork (the same outcome as
 //! Linux's); a connection passed over a Unix socket (the receiver gets an unconnected kernel
 //! socket, as documented). Needs root and python3.
@@ -207,7 +208,7 @@ fn a_grandchild_serves_a_connection_its_parent_never_used_and_left_at_once() {
 /// the parent closed its copy and the child, which wrote to the connection (it has the
 /// stream), kills itself; `parked`, the parent closed its copy (the stream waits at the
 /// daemon) and the child kills itself without using it; `both`, the parent keeps its copy and
-/// waits while the child writes and kills itself, then reads. Then it waits for a line on
+/// waits while the child writes and kills itself, then writes and closes. Then it waits for a line on
 /// stdin, so that the test can look at the datapath while it lives.
 const KILLED_SERVER: &str = r#"
 import errno, os, signal, socket, sys
@@ -234,7 +235,8 @@ for mode in ("adopted", "parked", "both"):
     line = [mode, str(os.waitstatus_to_exitcode(st))]
     if mode == "both":
         try:
-            line.append(repr(c.recv(100)))
+            c.sendall(b" and the parent")
+            line.append("sent")
         except OSError as e:
             line.append(errno.errorcode[e.errno])
         c.close()
@@ -270,7 +272,7 @@ for mode in ("adopted", "parked", "both"):
 "#;
 
 #[test]
-fn a_holder_killed_with_sigkill_resets_the_connection_at_once_and_leaves_nothing() {
+fn a_holder_killed_with_sigkill_closes_as_on_linux_and_leaves_nothing() {
     use std::io::Write;
     let Some(_root) = common::root::shared() else { return };
     let bed = Bed::new("fork-killed");
@@ -281,16 +283,13 @@ fn a_holder_killed_with_sigkill_resets_the_connection_at_once_and_leaves_nothing
     let (mut server, mut out) = start_server(cmd, daemon);
     let client = python_in(&bed.h2, KILLED_CLIENT, &[&bed.ip(1), "7015"]).output().unwrap();
     let said = String::from_utf8_lossy(&client.stdout);
-    let want = "adopted rst b'from the child' True\nparked rst b'' True\n\
-                both rst b'from the child' True\n";
+    // As on Linux: the last descriptor going away closes with a FIN, and a connection the
+    // killed child had stays the parent's.
+    let want = "adopted fin b'from the child' True\nparked fin b'' True\n\
+                both fin b'from the child and the parent' True\n";
     assert_eq!(said, want, "{}: {}", text(&client), daemon.log());
     let lines = next_lines(&mut out, 4);
-    assert_eq!(
-        lines,
-        ["adopted -9", "parked -9", "both -9 ECONNRESET", "done"],
-        "{}",
-        daemon.log()
-    );
+    assert_eq!(lines, ["adopted -9", "parked -9", "both -9 sent", "done"], "{}", daemon.log());
     // While the server lives: no connection left in the datapath, the children's ports gone
     // (the server's own is the one left), each killed child's session closed.
     let log = daemon.log();
@@ -309,6 +308,69 @@ fn a_holder_killed_with_sigkill_resets_the_connection_at_once_and_leaves_nothing
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(port_links(h1).len(), ports_before, "{}", daemon.log());
+}
+
+/// A child that has the stream (it answered the client's first line) is killed; the parent,
+/// which kept its copy, carries on in both directions (argv: port): it says so, echoes the
+/// client's next line in capitals and closes.
+const KEPT_SERVER: &str = r#"
+import os, signal, socket, sys
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", int(sys.argv[1])))
+srv.listen(1)
+print("listening", flush=True)
+c, _ = srv.accept()
+pid = os.fork()
+if pid == 0:
+    c.sendall(c.recv(100) + b" from the child")
+    os.kill(os.getpid(), signal.SIGKILL)
+_, st = os.waitpid(pid, 0)
+c.sendall(b"the parent here")
+got = b""
+while not got.endswith(b"."):
+    got += c.recv(100)
+c.sendall(got.upper())
+c.close()
+print("child", os.waitstatus_to_exitcode(st), "parent", got.decode(), flush=True)
+"#;
+
+/// The Linux client of [`KEPT_SERVER`] (argv: host, port): what it read at each step.
+const KEPT_CLIENT: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+def read(n):
+    got = b""
+    while len(got) < n:
+        b = s.recv(n - len(got))
+        if not b:
+            break
+        got += b
+    return got
+s.sendall(b"hello")
+print(read(20))
+print(read(15))
+s.sendall(b"and back to you.")
+print(read(16))
+print(s.recv(100))
+"#;
+
+#[test]
+fn a_holder_killed_with_the_stream_leaves_the_connection_to_the_other_holder() {
+    let Some(_root) = common::root::shared() else { return };
+    let bed = Bed::new("fork-kept");
+    let (h1, daemon) = (&bed.h1, bed.daemon());
+    let cmd = etran_run(h1, &daemon.sock, &[PYTHON, "-c", KEPT_SERVER, "7019"]);
+    let (mut server, mut out) = start_server(cmd, daemon);
+    let client = python_in(&bed.h2, KEPT_CLIENT, &[&bed.ip(1), "7019"]).output().unwrap();
+    let said = String::from_utf8_lossy(&client.stdout);
+    let want = "b'hello from the child'\nb'the parent here'\nb'AND BACK TO YOU.'\nb''\n";
+    assert_eq!(said, want, "{}: {}", text(&client), daemon.log());
+    assert_eq!(next_lines(&mut out, 1), ["child -9 parent and back to you."]);
+    assert!(server.wait().unwrap().success());
+    let log = daemon.log();
+    assert!(log.contains("kept for the other holders"), "{log}");
+    assert!(!log.contains("reset (handle"), "not reset: {log}");
 }
 
 /// A non-blocking connect still in progress at fork (argv: host, open port, closed port): the

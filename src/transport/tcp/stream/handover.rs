@@ -288,7 +288,7 @@ impl Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bpf::tcp::types::etran_tcp_rx_meta;
+    use crate::{bpf::tcp::types::etran_tcp_rx_meta, transport::tcp::stream::TimerEvent};
 
     fn init() -> StreamInit {
         StreamInit {
@@ -433,6 +433,39 @@ mod tests {
         let r = Stream::resume(&s.hand_over(), &fin_sent, RtoConfig::default()).unwrap();
         assert_eq!(r.close_state(), close::State::FinWait1);
         assert!(r.fin_sent);
+    }
+
+    /// A stream rebuilt after its owner died with 500 bytes in flight: their acknowledgement
+    /// frees them, and the stream carries on; resending them fails it instead.
+    #[test]
+    fn a_lost_owners_stream_fails_only_if_its_unknown_bytes_must_go_again() {
+        let una = init().tx_pos;
+        let at = Resume {
+            rx_pos: 1000,
+            tx_pos: una.wrapping_add(500),
+            una_pos: una,
+            send_wnd: 1 << 20,
+            rcv_wnd: 8192,
+            fin: 0,
+        };
+        let bytes = Stream::lost_owner(init(), 500);
+        let mut frame = vec![0u8; 2048];
+        // Acknowledged: the next bytes go out as usual.
+        let mut r = Stream::resume(&bytes, &at, RtoConfig::default()).unwrap();
+        assert_eq!((r.in_flight(), r.unsent()), (500, 0));
+        r.on_rx(&data(1000, una.wrapping_add(500), &[]), &[]);
+        assert_eq!(r.write(b"more"), 4);
+        let f = r.next_frame(&mut frame).unwrap();
+        assert_eq!((f.tx_pos, f.payload_len), (una.wrapping_add(500), 4));
+        assert_eq!(r.error(), None);
+        // A timeout before the acknowledgement: nobody has the bytes to resend.
+        let mut r = Stream::resume(&bytes, &at, RtoConfig::default()).unwrap();
+        let mut now = Instant::now();
+        while !matches!(r.on_timer(now), TimerEvent::Resend) {
+            now += Duration::from_millis(100);
+        }
+        assert!(r.next_frame(&mut frame).is_none());
+        assert_eq!(r.error(), Some(io::ErrorKind::ConnectionAborted));
     }
 
     #[test]
