@@ -208,22 +208,25 @@ fn a_grandchild_serves_a_connection_its_parent_never_used_and_left_at_once() {
 /// the parent closed its copy and the child, which wrote to the connection (it has the
 /// stream), kills itself; `parked`, the parent closed its copy (the stream waits at the
 /// daemon) and the child kills itself without using it; `both`, the parent keeps its copy and
-/// waits while the child writes and kills itself, then writes and closes. Then it waits for a line on
+/// waits while the child writes and kills itself, then writes and closes; `unread`, as `parked`
+/// with bytes the client sent unread (a RST then, as Linux's close). Then it waits for a line on
 /// stdin, so that the test can look at the datapath while it lives.
 const KILLED_SERVER: &str = r#"
-import errno, os, signal, socket, sys
+import errno, os, select, signal, socket, sys
 port = int(sys.argv[1])
 srv = socket.socket()
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind(("0.0.0.0", port))
 srv.listen(8)
 print("listening", flush=True)
-for mode in ("adopted", "parked", "both"):
+for mode in ("adopted", "parked", "both", "unread"):
     c, _ = srv.accept()
+    if mode == "unread":
+        select.select([c], [], [], 10)
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        if mode == "parked":
+        if mode in ("parked", "unread"):
             os.read(r, 1)
         else:
             c.sendall(b"from the child")
@@ -252,8 +255,10 @@ sys.stdin.readline()
 const KILLED_CLIENT: &str = r#"
 import socket, sys, time
 host, port = sys.argv[1], int(sys.argv[2])
-for mode in ("adopted", "parked", "both"):
+for mode in ("adopted", "parked", "both", "unread"):
     s = socket.create_connection((host, port), timeout=10)
+    if mode == "unread":
+        s.sendall(b"never read")
     t = time.monotonic()
     got = b""
     try:
@@ -286,10 +291,11 @@ fn a_holder_killed_with_sigkill_closes_as_on_linux_and_leaves_nothing() {
     // As on Linux: the last descriptor going away closes with a FIN, and a connection the
     // killed child had stays the parent's.
     let want = "adopted fin b'from the child' True\nparked fin b'' True\n\
-                both fin b'from the child and the parent' True\n";
+                both fin b'from the child and the parent' True\nunread rst b'' True\n";
     assert_eq!(said, want, "{}: {}", text(&client), daemon.log());
-    let lines = next_lines(&mut out, 4);
-    assert_eq!(lines, ["adopted -9", "parked -9", "both -9 sent", "done"], "{}", daemon.log());
+    let lines = next_lines(&mut out, 5);
+    let want = ["adopted -9", "parked -9", "both -9 sent", "unread -9", "done"];
+    assert_eq!(lines, want, "{}", daemon.log());
     // While the server lives: no connection left in the datapath, the children's ports gone
     // (the server's own is the one left), each killed child's session closed.
     let log = daemon.log();
