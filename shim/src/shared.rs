@@ -91,10 +91,77 @@ impl Shim {
         conns.into_iter().map(|c| c.0).collect()
     }
 
-    /// After `fork`, in the parent: child `pid` holds the connections `handles` too.
+    /// After `fork`, in the parent: child `pid` holds the connections `handles` too, and the
+    /// fresh sockets (the child has their descriptors: should this process connect one, the
+    /// connection is the child's too, as with the kernel's sockets).
     pub fn forked(&mut self, pid: libc::pid_t, handles: Vec<u64>) {
+        for fd in self.fds() {
+            if let Some(sock) = self.get_mut(fd) {
+                if matches!(sock.kind, Kind::Fresh { .. }) && !sock.forked_to.contains(&pid) {
+                    sock.forked_to.push(pid);
+                }
+            }
+        }
+        self.name_holder(pid, handles);
+    }
+
+    /// Tells the daemon that process `pid` holds the connections `handles` too.
+    fn name_holder(&mut self, pid: libc::pid_t, handles: Vec<u64>) {
+        if handles.is_empty() {
+            return;
+        }
         let (Some(app), Some(fd)) = (self.app.as_mut(), pidfd(pid)) else { return };
         let _ = app.link().forked(pid as u32, fd.as_fd(), handles);
+    }
+
+    /// Connects completed on sockets forked children hold too (`Sock::forked_to`): each
+    /// connection is shown to the daemon, and the children that still live hold it.
+    pub fn share_with_children(&mut self) {
+        for fd in self.fds() {
+            let children = match self.get_mut(fd) {
+                Some(sock) if matches!(sock.kind, Kind::Conn { .. }) => {
+                    std::mem::take(&mut sock.forked_to)
+                }
+                _ => continue,
+            };
+            if children.is_empty() {
+                continue;
+            }
+            let handles = self.show_conns(&[fd], false);
+            for pid in children {
+                self.name_holder(pid, handles.clone());
+            }
+        }
+    }
+
+    /// A fresh socket the parent held at the fork (`fd`, `Sock::from_parent`): when the parent
+    /// connected it since, this process holds that connection, and `fd` is an eTran socket
+    /// from now on (asked at each use while it is not).
+    pub fn adopt_from_parent(&mut self, fd: RawFd) {
+        if !matches!(self.get(fd), Some(Sock { from_parent: true, kind: Kind::Fresh { .. }, .. })) {
+            return;
+        }
+        let Some(id) = self.adopt_by_socket(fd) else { return };
+        let nodelay = self.get(fd).is_some_and(|s| s.nodelay);
+        if nodelay {
+            let _ = self.app_ref().set_nodelay(id, true);
+        }
+        self.leave_kernel_epolls(fd, false);
+        if let Some(sock) = self.get_mut(fd) {
+            sock.kind = Kind::Conn { id, rd_shut: false, wr_shut: false };
+            sock.shared = true;
+            sock.from_parent = false;
+        }
+    }
+
+    /// Asks the daemon for the connection whose kernel socket `fd` is (another process shared
+    /// it): this process holds it and has its stream.
+    fn adopt_by_socket(&mut self, fd: RawFd) -> Option<ConnId> {
+        let me = pidfd(this_pid() as libc::pid_t)?;
+        let app = self.app()?;
+        // SAFETY: `fd` is open (ours); the daemon gets its own copy.
+        let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+        app.adopt_passed(this_pid(), me.as_fd(), socket).ok()
     }
 
     /// Before a blocking wait for a child (`waitpid`): the shared connections this process has
@@ -155,11 +222,7 @@ impl Shim {
             self.share(orig, fd);
             return;
         }
-        let Some(me) = pidfd(this_pid() as libc::pid_t) else { return };
-        let Some(app) = self.app() else { return };
-        // SAFETY: `fd` is open (just received); the daemon gets its own copy.
-        let socket = unsafe { BorrowedFd::borrow_raw(fd) };
-        let Ok(id) = app.adopt_passed(this_pid(), me.as_fd(), socket) else { return };
+        let Some(id) = self.adopt_by_socket(fd) else { return };
         // SAFETY: a plain query of an open descriptor.
         let flags = unsafe { crate::real::fcntl(fd, libc::F_GETFL, 0) };
         let mut sock = Sock::new(

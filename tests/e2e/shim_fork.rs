@@ -415,6 +415,73 @@ os.waitpid(pid, 0)
 r.close()
 "#;
 
+/// Connects racing a fork (argv: host, port of a first echo server, port of a second): one a
+/// thread starts as the main thread forks (it may start before or after the fork), one the
+/// parent starts after the fork on a socket it opened before. Each time the child waits for
+/// the parent's word that the connect is done, then echoes through its copy of the socket;
+/// then the parent does. The same lines as on Linux's sockets: the child's copy is the same
+/// socket, connected.
+const CONNECT_RACING_FORK: &str = r#"
+import os, socket, sys, threading
+host, ports = sys.argv[1], [int(p) for p in sys.argv[2:4]]
+for how, port in zip(("thread", "after"), ports):
+    s = socket.socket()
+    t = threading.Thread(target=s.connect, args=((host, port),))
+    if how == "thread":
+        t.start()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.read(r, 1)
+        s.sendall(b"from the child")
+        print(how, "child", s.recv(100), flush=True)
+        os._exit(0)
+    if how == "after":
+        t.start()
+    t.join()
+    os.write(w, b"x")
+    os.waitpid(pid, 0)
+    s.sendall(b"and the parent")
+    print(how, "parent", s.recv(100), flush=True)
+    s.close()
+"#;
+
+#[test]
+fn a_connect_racing_a_fork_is_the_childs_too_as_on_linux() {
+    let Some(_root) = common::root::shared() else { return };
+    let bed = Bed::new("fork-race");
+    let (ip2, daemon) = (bed.ip(2), bed.daemon());
+    let want = "thread child b'from the child'\nthread parent b'and the parent'\n\
+                after child b'from the child'\nafter parent b'and the parent'\n";
+    for etran in [false, true] {
+        let mut echoes = Vec::new();
+        for port in ["7020", "7021"] {
+            let mut echo = python_in(&bed.h2, ONE_ECHO, &[port])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut out = std::io::BufReader::new(echo.stdout.take().unwrap());
+            assert_eq!(next_lines(&mut out, 1), ["listening"]);
+            echoes.push(echo);
+        }
+        let args = [ip2.as_str(), "7020", "7021"];
+        let out = if etran {
+            let argv = [&[PYTHON, "-c", CONNECT_RACING_FORK], &args[..]].concat();
+            etran_run(&bed.h1, &daemon.sock, &argv).output().unwrap()
+        } else {
+            python_in(&bed.h1, CONNECT_RACING_FORK, &args).output().unwrap()
+        };
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(said, want, "etran: {etran}: {}: {}", text(&out), daemon.log());
+        for mut e in echoes {
+            assert!(e.wait().unwrap().success());
+        }
+    }
+    let log = daemon.log();
+    assert_eq!(conn_lines(&log).0, 2, "both through eTran: {log}");
+    assert!(!log.contains("reset (handle"), "not reset: {log}");
+}
+
 /// A Linux echo server for one connection (argv: port).
 const ONE_ECHO: &str = r#"
 import socket, sys

@@ -69,7 +69,7 @@ impl SlowPath {
         };
         if let Some(why) = why {
             log::info(format!(
-                "shared connection {} ← {} reset: {why} (handle {handle})",
+                "shared connection {} ← {} reset (handle {handle}): {why}",
                 key.0, key.1
             ));
             self.abort_conn(tcp, &key);
