@@ -63,11 +63,27 @@ enum Hand {
     Parked { stream: OwnedFd },
 }
 
+/// A process holding a shared connection.
+struct Holding {
+    /// Its pid as the app sees it.
+    pid: u32,
+    pidfd: OwnedFd,
+    /// Its session while open: what it sent may not be read yet (a `Forked` naming the
+    /// child it left the connection to), so it counts as a holder even once it ended.
+    session: Option<Token>,
+}
+
+impl Holding {
+    fn counts(&self) -> bool {
+        self.session.is_some() || alive(&self.pidfd)
+    }
+}
+
 /// One shared connection.
 pub(super) struct Shared {
     socket: SocketId,
-    /// Processes holding it: (pid as the app sees it, pidfd).
-    holders: Vec<(u32, OwnedFd)>,
+    /// Processes holding it.
+    holders: Vec<Holding>,
     hand: Hand,
     /// Sessions waiting for it, with their port slots.
     adopters: VecDeque<(Token, u32)>,
@@ -76,9 +92,10 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// Whether a process may still use it: a holder lives, or a receiver may yet come.
+    /// Whether a process may still use it: a holder lives (or its session is still open), or
+    /// a receiver may yet come.
     fn held(&self) -> bool {
-        self.holders.iter().any(|(_, fd)| alive(fd))
+        self.holders.iter().any(Holding::counts)
             || self.passed_until.is_some_and(|t| Instant::now() < t)
     }
 }
@@ -128,7 +145,7 @@ impl SlowPath {
                     None => continue,
                 }
             };
-            add_holder(s, by.pid, by.pidfd);
+            add_holder(s, by.pid, by.pidfd, Some(owner));
             if passing {
                 s.passed_until = Some(Instant::now() + PASSING);
             }
@@ -151,7 +168,7 @@ impl SlowPath {
             let refusal = Refusal::new(libc::ENOTCONN, "no connection of etran's".to_string());
             return vec![Handed::AdoptFailed { to, handle: 0, refusal }];
         };
-        add_holder(s, by.pid, by.pidfd);
+        add_holder(s, by.pid, by.pidfd, Some(to));
         s.passed_until = None;
         let owner = self.handles.get(&handle).and_then(|k| self.conns.get(k)).map(|c| c.owner);
         if owner == Some(to) {
@@ -166,7 +183,7 @@ impl SlowPath {
     pub fn forked(&mut self, pid: u32, pidfd: &OwnedFd, handles: &[u64]) {
         for h in handles {
             if let Some(s) = self.shared.get_mut(h) {
-                add_holder(s, pid, pidfd);
+                add_holder(s, pid, pidfd, None);
             }
         }
     }
@@ -236,7 +253,7 @@ impl SlowPath {
             return vec![Handed::Unshared { to: from, handle }];
         };
         if !keep {
-            s.holders.retain(|(p, _)| *p != pid);
+            s.holders.retain(|h| h.pid != pid);
         }
         let held = s.held();
         let Some(key) = owned else {
@@ -326,6 +343,9 @@ impl SlowPath {
         let mut lost = Vec::new();
         for (&handle, s) in self.shared.iter_mut() {
             s.adopters.retain(|(t, _)| *t != owner);
+            for h in s.holders.iter_mut().filter(|h| h.session == Some(owner)) {
+                h.session = None;
+            }
             if matches!(s.hand, Hand::Moving { from } if from == owner) {
                 lost.push(handle);
             }
@@ -415,7 +435,7 @@ impl SlowPath {
         wrap: impl Fn(SlowTimer) -> T,
     ) {
         for s in self.shared.values_mut() {
-            s.holders.retain(|(_, fd)| alive(fd));
+            s.holders.retain(Holding::counts);
         }
         let dead: Vec<u64> = self
             .shared
@@ -460,11 +480,13 @@ impl SlowPath {
     }
 }
 
-fn add_holder(s: &mut Shared, pid: u32, pidfd: &OwnedFd) {
-    if s.holders.iter().any(|(p, _)| *p == pid) {
+/// Process `pid` (`pidfd`; its session, if it has one) holds `s`.
+fn add_holder(s: &mut Shared, pid: u32, pidfd: &OwnedFd, session: Option<Token>) {
+    if let Some(h) = s.holders.iter_mut().find(|h| h.pid == pid) {
+        h.session = h.session.or(session);
         return;
     }
-    if let Ok(fd) = pidfd.try_clone() {
-        s.holders.push((pid, fd));
+    if let Ok(pidfd) = pidfd.try_clone() {
+        s.holders.push(Holding { pid, pidfd, session });
     }
 }
