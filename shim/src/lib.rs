@@ -782,40 +782,47 @@ unsafe fn passed_fds(m: &msghdr) -> Vec<RawFd> {
 }
 
 /// Descriptors `passed` (some of them eTran sockets) are about to go over a Unix socket: their
-/// connections wait at the daemon for the receiver to adopt them (see shared.rs). A listener
-/// or a connect in progress cannot follow: the receiver gets its kernel socket alone (said
-/// once).
+/// connections wait at the daemon for the receiver to adopt them (see shared.rs); a listener
+/// bound to any address is joined by the receiver (its kernel socket listens too). A
+/// listener bound to one address or a connect in progress cannot follow: the receiver gets
+/// its kernel socket alone (said once).
 fn before_passing(passed: &[RawFd]) {
     static SAID: AtomicBool = AtomicBool::new(false);
     let mut g = lock();
     let s = shim(&mut g);
     s.share_passed(passed);
     let stuck = passed.iter().any(|&p| {
-        matches!(s.get(p).map(|k| &k.kind), Some(Kind::Listening { .. } | Kind::Connecting(_)))
+        matches!(
+            s.get(p).map(|k| &k.kind),
+            Some(Kind::Listening { kernel_too: false, .. } | Kind::Connecting(_))
+        )
     });
     if stuck {
         say_once(
             &SAID,
-            "an eTran listener or connect in progress passed over a Unix socket (SCM_RIGHTS) \
-             arrives as its kernel socket alone: the receiver cannot use it through eTran",
+            "an eTran listener bound to one address or a connect in progress passed over a Unix \
+             socket (SCM_RIGHTS) arrives as its kernel socket alone: the receiver cannot use it \
+             through eTran",
         );
     }
 }
 
 /// Descriptors received over a Unix socket: each unconnected TCP/IPv4 socket of the kernel's
 /// may be the socket behind a connection passed by another process under the shim, which
-/// this one then adopts (see shared.rs).
+/// this one then adopts, and each listening one a listener, which this one joins (see
+/// shared.rs).
 fn after_receiving(received: &[RawFd]) {
     for &fd in received {
-        if unconnected_tcp(fd) {
-            let mut g = lock();
-            shim(&mut g).adopt_passed(fd);
+        match tcp_state(fd) {
+            Some(false) if unconnected(fd) => shim(&mut lock()).adopt_passed(fd),
+            Some(true) if !tracked(fd) => shim(&mut lock()).join_passed_listener(fd),
+            _ => {}
         }
     }
 }
 
-/// Whether `fd` is a TCP/IPv4 socket neither connected nor listening in the kernel.
-fn unconnected_tcp(fd: RawFd) -> bool {
+/// For a TCP/IPv4 socket of the kernel's, whether it listens; None for anything else.
+fn tcp_state(fd: RawFd) -> Option<bool> {
     let opt = |name| {
         let (mut v, mut len) = (0 as c_int, std::mem::size_of::<c_int>() as socklen_t);
         // SAFETY: an int-sized option into a local.
@@ -826,10 +833,14 @@ fn unconnected_tcp(fd: RawFd) -> bool {
     };
     if opt(libc::SO_DOMAIN) != Some(libc::AF_INET)
         || opt(libc::SO_PROTOCOL) != Some(libc::IPPROTO_TCP)
-        || opt(libc::SO_ACCEPTCONN) != Some(0)
     {
-        return false;
+        return None;
     }
+    opt(libc::SO_ACCEPTCONN).map(|v| v != 0)
+}
+
+/// Whether `fd`, a TCP socket not listening, is not connected either.
+fn unconnected(fd: RawFd) -> bool {
     // SAFETY: an address buffer of ours.
     let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_in>() as socklen_t;

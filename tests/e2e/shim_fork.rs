@@ -649,3 +649,81 @@ fn a_connection_passed_to_a_process_outside_the_shim_is_unconnected_there_and_re
     assert!(server.wait().unwrap().success());
     assert!(daemon.log().contains("reset (handle 1)"), "{}", daemon.log());
 }
+
+/// A listener passed over a Unix socket (argv: port, conns): the server opens it on any
+/// address, passes it to a process it starts (under the shim too), waits for its word and
+/// closes its own copy; the receiver accepts `conns` connections on it and answers each
+/// line (nginx-style workers, a socket-activated service).
+const LISTENER_PASSING_SERVER: &str = r#"
+import socket, subprocess, sys
+RECEIVER = """
+import socket, sys
+u = socket.socket(fileno=int(sys.argv[1]))
+_, fds, _, _ = socket.recv_fds(u, 10, 1)
+srv = socket.socket(fileno=fds[0])
+u.sendall(b"r")
+for i in range(int(sys.argv[2])):
+    c, _ = srv.accept()
+    got = b""
+    while not got.endswith(b"\\n"):
+        got += c.recv(100)
+    c.sendall(b"receiver %d got " % i + got)
+    c.close()
+print("receiver served", sys.argv[2], flush=True)
+"""
+port, conns = int(sys.argv[1]), sys.argv[2]
+a, b = socket.socketpair()
+srv = socket.create_server(("0.0.0.0", port))
+rx = subprocess.Popen([sys.executable, "-c", RECEIVER, str(b.fileno()), conns],
+                      pass_fds=[b.fileno()])
+socket.send_fds(a, [b"listener"], [srv.fileno()])
+a.recv(1)
+srv.close()
+print("listening", flush=True)
+print("passed", rx.wait(), flush=True)
+"#;
+
+/// Linux clients of [`LISTENER_PASSING_SERVER`] (argv: host, port, conns): one line each,
+/// what came back.
+const LINES_CLIENT: &str = r#"
+import socket, sys
+for i in range(int(sys.argv[3])):
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+    s.sendall(b"hello %d\n" % i)
+    got = b""
+    while True:
+        b = s.recv(100)
+        if not b:
+            break
+        got += b
+    print(got)
+"#;
+
+#[test]
+fn a_listener_passed_over_a_unix_socket_accepts_in_the_receiver() {
+    let Some(_root) = common::root::shared() else { return };
+    let bed = Bed::new("fork-passed-listener");
+    let daemon = bed.daemon();
+    let want = "b'receiver 0 got hello 0\\n'\nb'receiver 1 got hello 1\\n'\n\
+                b'receiver 2 got hello 2\\n'\n";
+    for etran in [false, true] {
+        let args = ["7022", "3"];
+        let cmd = if etran {
+            etran_run(
+                &bed.h1,
+                &daemon.sock,
+                &[&[PYTHON, "-c", LISTENER_PASSING_SERVER], &args[..]].concat(),
+            )
+        } else {
+            python_in(&bed.h1, LISTENER_PASSING_SERVER, &args)
+        };
+        let (mut server, mut out) = start_server(cmd, daemon);
+        let client = python_in(&bed.h2, LINES_CLIENT, &[&bed.ip(1), "7022", "3"]).output().unwrap();
+        let said = String::from_utf8_lossy(&client.stdout);
+        assert_eq!(said, want, "etran {etran}: {}: {}", text(&client), daemon.log());
+        assert_eq!(next_lines(&mut out, 2), ["receiver served 3", "passed 0"]);
+        assert!(server.wait().unwrap().success());
+    }
+    let log = daemon.log();
+    assert_eq!(conn_lines(&log).0, 3, "through eTran: {log}");
+}
