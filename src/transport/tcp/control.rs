@@ -1015,7 +1015,6 @@ impl TcpControl {
     }
 
     /// See [`SlowPath::park`].
-    #[allow(clippy::too_many_arguments)]
     pub fn park<T>(
         &mut self,
         timers: &mut TimerWheel<T>,

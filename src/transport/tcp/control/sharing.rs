@@ -238,6 +238,7 @@ impl SlowPath {
 
     /// `Park { handle, pid, keep }` from session `from`: process `pid` closed its descriptor
     /// (or, with `keep`, parks the stream while it holds one).
+    #[allow(clippy::too_many_arguments)]
     pub fn park<T>(
         &mut self,
         tcp: &TcpHandles,
