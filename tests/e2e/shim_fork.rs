@@ -321,10 +321,7 @@ fn a_holder_killed_with_sigkill_closes_as_on_linux_and_leaves_nothing() {
 /// client's next line in capitals and closes.
 const KEPT_SERVER: &str = r#"
 import os, signal, socket, sys
-srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", int(sys.argv[1])))
-srv.listen(1)
+srv = socket.create_server(("0.0.0.0", int(sys.argv[1])))
 print("listening", flush=True)
 c, _ = srv.accept()
 pid = os.fork()

@@ -838,10 +838,7 @@ impl SlowPath {
             TimeWaitAction::Ack => self.send(&ack),
             TimeWaitAction::AckAndRestart => {
                 self.send(&ack);
-                let at = Instant::now() + self.time_wait_for;
-                let tw = self.time_wait.get_mut(key).expect("in TIME_WAIT");
-                timers.cancel(tw.timer);
-                tw.timer = timers.insert(at, wrap(SlowTimer::TimeWait(*key)));
+                self.restart_time_wait(timers, wrap, key);
             }
             TimeWaitAction::Reopen => {
                 self.end_time_wait(tcp, timers, key);
@@ -849,6 +846,19 @@ impl SlowPath {
             }
         }
         true
+    }
+
+    /// The TIME_WAIT period of `key` starts again now.
+    fn restart_time_wait<T>(
+        &mut self,
+        timers: &mut TimerWheel<T>,
+        wrap: &impl Fn(SlowTimer) -> T,
+        key: &FlowKey,
+    ) {
+        let at = Instant::now() + self.time_wait_for;
+        let tw = self.time_wait.get_mut(key).expect("in TIME_WAIT");
+        timers.cancel(tw.timer);
+        tw.timer = timers.insert(at, wrap(SlowTimer::TimeWait(*key)));
     }
 
     fn end_time_wait<T>(&mut self, tcp: &TcpHandles, timers: &mut TimerWheel<T>, key: &FlowKey) {

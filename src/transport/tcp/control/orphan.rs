@@ -132,7 +132,6 @@ impl SlowPath {
         key: &FlowKey,
         seg: &Segment,
     ) -> bool {
-        let time_wait_for = self.time_wait_for;
         let tw = self.time_wait.get_mut(key).expect("in TIME_WAIT");
         if tw.fin_resent.is_none() && tw.peer_fin {
             return false;
@@ -164,11 +163,67 @@ impl SlowPath {
             }
         }
         if restart {
-            let tw = self.time_wait.get_mut(key).expect("in TIME_WAIT");
-            timers.cancel(tw.timer);
-            tw.timer =
-                timers.insert(Instant::now() + time_wait_for, wrap(SlowTimer::TimeWait(*key)));
+            self.restart_time_wait(timers, wrap, key);
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::tcp::stream::{Stream, StreamInit};
+
+    fn parked(write: &[u8], read_all: bool) -> (Handover, usize) {
+        let init = StreamInit {
+            key: Default::default(),
+            rx_pos: 100,
+            tx_pos: 500,
+            send_wnd: 1 << 20,
+            mss: 1000,
+            sack: true,
+            snd_seq: 7,
+            rcv_buf: 8192,
+            rcv_wscale: 0,
+            snd_buf: 16384,
+        };
+        let mut bytes = Stream::lost_owner(init, 0);
+        if !write.is_empty() || !read_all {
+            let at = Resume { rx_pos: 100, tx_pos: 500, una_pos: 500, ..Default::default() };
+            let mut s = Stream::resume(&bytes, &at, Default::default()).unwrap();
+            s.write(write);
+            if !read_all {
+                let meta = crate::bpf::tcp::types::etran_tcp_rx_meta {
+                    rx_pos: 100,
+                    una_pos: 500,
+                    payload_len: 3,
+                    send_wnd: 1 << 20,
+                    ..Default::default()
+                };
+                s.on_rx(&meta, b"abc");
+            }
+            bytes = s.hand_over();
+        }
+        let (h, body) = Handover::read(&bytes).unwrap();
+        let unacked = body.len() - h.readable as usize;
+        (h, unacked)
+    }
+
+    #[test]
+    fn a_fin_unless_bytes_were_unread_or_never_sent() {
+        let at = Resume { rx_pos: 100, tx_pos: 500, una_pos: 500, ..Default::default() };
+        let (h, n) = parked(b"", true);
+        assert_eq!(reset_because(&h, n, &at), None);
+        let (h, n) = parked(b"", false);
+        assert_eq!(reset_because(&h, n, &at), Some("bytes received were never read"));
+        let (h, n) = parked(b"xyz", true);
+        assert_eq!(reset_because(&h, n, &at), Some("bytes written were never sent"));
+        // Sent (egress took them), not yet acknowledged: the FIN follows them.
+        let sent = Resume { tx_pos: 503, ..at };
+        assert_eq!(reset_because(&h, n, &sent), None);
+        // Received by the kernel, never by the parked stream.
+        let (h, n) = parked(b"", true);
+        let more = Resume { rx_pos: 110, ..at };
+        assert_eq!(reset_because(&h, n, &more), Some("bytes received were never read"));
     }
 }
