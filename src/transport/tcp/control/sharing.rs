@@ -457,9 +457,25 @@ impl SlowPath {
         handles: &[u64],
     ) {
         for h in handles {
-            if let Some(Shared { hand: Hand::Parked { stream }, .. }) = self.shared.remove(h) {
-                self.close_orphan(tcp, timers, wrap, *h, stream);
+            match self.shared.remove(h) {
+                // Passed over a Unix socket and never received: the handover failed (the
+                // peer's bytes may have been dropped while it waited), reset.
+                Some(Shared { passed_until: Some(_), .. }) => self.reset_passed(tcp, *h),
+                Some(Shared { hand: Hand::Parked { stream }, .. }) => {
+                    self.close_orphan(tcp, timers, wrap, *h, stream)
+                }
+                _ => {}
             }
+        }
+    }
+
+    fn reset_passed(&mut self, tcp: &TcpHandles, handle: u64) {
+        if let Some(key) = self.handles.get(&handle).copied() {
+            log::info(format!(
+                "shared connection {} ← {} reset (handle {handle}): passed, never received",
+                key.0, key.1
+            ));
+            self.abort_conn(tcp, &key);
         }
     }
 
