@@ -13,7 +13,11 @@
 //! first (`Shim::park_for_wait`); one that blocks elsewhere outside the shim keeps an adopter
 //! waiting until its next call.
 //! A descriptor passed over a Unix socket is shown the same way before `sendmsg`
-//! (`Shim::share_passed`), and the receiver adopts it at `recvmsg` (`Shim::adopt_passed`).
+//! (`Shim::share_passed`), and the receiver adopts it at `recvmsg` (`Shim::adopt_passed`); a
+//! listener passed so is joined (`Shim::join_passed_listener`). A fresh socket at a fork
+//! stays one socket too: once the parent connects it, the children holding a copy are shown
+//! the connection (`Shim::share_with_children`) and adopt it at their next call
+//! (`Shim::adopt_from_parent`).
 //! Closing a shared connection parks it while another holder lives (`Shim::let_go_shared`):
 //! ForkingTCPServer's parent closes its copy at once, and the connection stays up for the
 //! child. See ARCHITECTURE.md ("The POSIX shim") for what is not covered.
@@ -111,6 +115,10 @@ impl Shim {
         for fd in self.fds() {
             if let Some(sock) = self.get_mut(fd) {
                 if matches!(sock.kind, Kind::Fresh { .. }) && !sock.forked_to.contains(&pid) {
+                    // Children gone (reaped) hold nothing: a server forking for years keeps
+                    // only the live ones.
+                    // SAFETY: signal 0 only checks that the process exists.
+                    sock.forked_to.retain(|&p| unsafe { libc::kill(p, 0) } == 0);
                     sock.forked_to.push(pid);
                 }
             }
