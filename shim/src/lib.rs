@@ -13,7 +13,7 @@ mod shared;
 mod state;
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     net::{Ipv4Addr, SocketAddrV4},
     os::fd::RawFd,
     sync::atomic::{AtomicBool, Ordering},
@@ -94,19 +94,12 @@ fn conn_addrs(shim: &mut Shim, id: ConnId) -> Option<(SocketAddrV4, SocketAddrV4
     ))
 }
 
-/// The socket behind `fd`, refusing one a parent process opened before `fork` (but a
-/// listener, which this process joins).
+/// The socket behind `fd`; a connection or listener a parent process opened before `fork`
+/// is adopted or joined first.
 fn sock(shim: &mut Shim, fd: RawFd) -> Result<&mut Sock, c_int> {
-    static SAID: AtomicBool = AtomicBool::new(false);
     shim.adopt_listener(fd)?;
     shim.adopt_conn(fd)?;
-    let sock = shim.get_mut(fd).ok_or(libc::EBADF)?;
-    if sock.inherited {
-        // A connect another thread started while this one forked (fork finishes the others).
-        say_once(&SAID, "an eTran connect in progress at fork() is not usable in the child");
-        return Err(libc::EOPNOTSUPP);
-    }
-    Ok(sock)
+    shim.get_mut(fd).ok_or(libc::EBADF)
 }
 
 /// A kernel call that may sleep (a read, an accept, a connect on a kernel descriptor): what
@@ -130,7 +123,9 @@ fn route(fd: RawFd) -> Route {
         return Route::Kernel;
     }
     let mut g = lock();
-    match shim(&mut g).get(fd) {
+    let s = shim(&mut g);
+    s.adopt_from_parent(fd);
+    match s.get(fd) {
         None | Some(Sock { kind: Kind::Fresh { .. }, .. }) => Route::Kernel,
         Some(_) => Route::Etran(g),
     }
@@ -787,40 +782,47 @@ unsafe fn passed_fds(m: &msghdr) -> Vec<RawFd> {
 }
 
 /// Descriptors `passed` (some of them eTran sockets) are about to go over a Unix socket: their
-/// connections wait at the daemon for the receiver to adopt them (see shared.rs). A listener
-/// or a connect in progress cannot follow: the receiver gets its kernel socket alone (said
-/// once).
+/// connections wait at the daemon for the receiver to adopt them (see shared.rs); a listener
+/// bound to any address is joined by the receiver (its kernel socket listens too). A
+/// listener bound to one address or a connect in progress cannot follow: the receiver gets
+/// its kernel socket alone (said once).
 fn before_passing(passed: &[RawFd]) {
     static SAID: AtomicBool = AtomicBool::new(false);
     let mut g = lock();
     let s = shim(&mut g);
     s.share_passed(passed);
     let stuck = passed.iter().any(|&p| {
-        matches!(s.get(p).map(|k| &k.kind), Some(Kind::Listening { .. } | Kind::Connecting(_)))
+        matches!(
+            s.get(p).map(|k| &k.kind),
+            Some(Kind::Listening { kernel_too: false, .. } | Kind::Connecting(_))
+        )
     });
     if stuck {
         say_once(
             &SAID,
-            "an eTran listener or connect in progress passed over a Unix socket (SCM_RIGHTS) \
-             arrives as its kernel socket alone: the receiver cannot use it through eTran",
+            "an eTran listener bound to one address or a connect in progress passed over a Unix \
+             socket (SCM_RIGHTS) arrives as its kernel socket alone: the receiver cannot use it \
+             through eTran",
         );
     }
 }
 
 /// Descriptors received over a Unix socket: each unconnected TCP/IPv4 socket of the kernel's
 /// may be the socket behind a connection passed by another process under the shim, which
-/// this one then adopts (see shared.rs).
+/// this one then adopts, and each listening one a listener, which this one joins (see
+/// shared.rs).
 fn after_receiving(received: &[RawFd]) {
     for &fd in received {
-        if unconnected_tcp(fd) {
-            let mut g = lock();
-            shim(&mut g).adopt_passed(fd);
+        match tcp_state(fd) {
+            Some(false) if unconnected(fd) => shim(&mut lock()).adopt_passed(fd),
+            Some(true) if !tracked(fd) => shim(&mut lock()).join_passed_listener(fd),
+            _ => {}
         }
     }
 }
 
-/// Whether `fd` is a TCP/IPv4 socket neither connected nor listening in the kernel.
-fn unconnected_tcp(fd: RawFd) -> bool {
+/// For a TCP/IPv4 socket of the kernel's, whether it listens; None for anything else.
+fn tcp_state(fd: RawFd) -> Option<bool> {
     let opt = |name| {
         let (mut v, mut len) = (0 as c_int, std::mem::size_of::<c_int>() as socklen_t);
         // SAFETY: an int-sized option into a local.
@@ -831,10 +833,14 @@ fn unconnected_tcp(fd: RawFd) -> bool {
     };
     if opt(libc::SO_DOMAIN) != Some(libc::AF_INET)
         || opt(libc::SO_PROTOCOL) != Some(libc::IPPROTO_TCP)
-        || opt(libc::SO_ACCEPTCONN) != Some(0)
     {
-        return false;
+        return None;
     }
+    opt(libc::SO_ACCEPTCONN).map(|v| v != 0)
+}
+
+/// Whether `fd`, a TCP socket not listening, is not connected either.
+fn unconnected(fd: RawFd) -> bool {
     // SAFETY: an address buffer of ours.
     let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_in>() as socklen_t;
@@ -1583,6 +1589,7 @@ unsafe fn poll_mixed(
             // for readability accepts.
             let _ = s.adopt_listener(p.fd);
             let _ = s.adopt_conn(p.fd);
+            s.adopt_from_parent(p.fd);
             if p.events & libc::POLLIN != 0 {
                 s.accepting(p.fd);
             }
@@ -1775,19 +1782,22 @@ pub unsafe extern "C" fn vfork() -> libc::pid_t {
 /// stay here until a holder adopts one or this process waits for a child. A connect still in
 /// progress finishes first (a handshake's round trip, or the connect's own failure): with the
 /// kernel both processes would see its outcome, and a handshake cannot move between apps.
+/// All of it happens in `before_fork`, whose lock is held until the parent named the child:
+/// a connect another thread starts meanwhile waits for the fork, and the child holds that
+/// connection once it is up (`Sock::forked_to`), as it holds the kernel's socket.
 #[no_mangle]
 pub unsafe extern "C" fn fork() -> libc::pid_t {
-    let handles = {
-        let g = lock();
-        let _ = block_on(g, None, &mut [], false, |s, _| (!s.connecting()).then_some(Ok(())));
-        let mut g = lock();
-        shim(&mut g).share_before_fork()
-    };
-    // SAFETY: the C library's fork, which runs the fork handlers.
+    IN_FORK.with(|f| f.set(true));
+    // SAFETY: the C library's fork, which runs the fork handlers (`before_fork`: the lock is
+    // held from there on).
     let pid = unsafe { real::fork() };
-    if pid > 0 && !handles.is_empty() {
-        let mut g = lock();
-        shim(&mut g).forked(pid, handles);
+    IN_FORK.with(|f| f.set(false));
+    if pid != 0 {
+        if let Some((mut g, handles)) = FORKING.with(|f| f.borrow_mut().take()) {
+            if pid > 0 {
+                shim(&mut g).forked(pid, handles);
+            }
+        }
     }
     pid
 }
@@ -1852,16 +1862,31 @@ pub unsafe extern "C" fn _exit(status: c_int) -> ! {
 }
 
 thread_local! {
-    /// The lock held across a fork, so that the child's copy of the state is whole.
-    static FORKING: RefCell<Option<Guard>> = const { RefCell::new(None) };
+    /// The lock held across a fork, so that the child's copy of the state is whole, with
+    /// the connections shown to the daemon for the child (`Shim::share_before_fork`).
+    static FORKING: RefCell<Option<(Guard, Vec<u64>)>> = const { RefCell::new(None) };
+    /// This thread is in our `fork`, which names the child to the daemon (the lock still
+    /// held) once the C library's returns.
+    static IN_FORK: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Finishes the connects in progress and shows the connections to the daemon (see `fork`),
+/// then holds the lock across the fork.
 extern "C" fn before_fork() {
-    FORKING.with(|f| *f.borrow_mut() = Some(lock()));
+    let mut g = lock();
+    while shim(&mut g).connecting() {
+        let _ = block_on(g, None, &mut [], false, |s, _| (!s.connecting()).then_some(Ok(())));
+        g = lock();
+    }
+    let handles = shim(&mut g).share_before_fork();
+    FORKING.with(|f| *f.borrow_mut() = Some((g, handles)));
 }
 
 extern "C" fn after_fork_parent() {
-    FORKING.with(|f| drop(f.borrow_mut().take()));
+    // Our `fork` names the child first; a fork of the C library's own lets go at once.
+    if !IN_FORK.with(|f| f.get()) {
+        FORKING.with(|f| drop(f.borrow_mut().take()));
+    }
 }
 
 /// The child shares the parent's port and daemon link: it must not drive them. Its inherited
@@ -1869,7 +1894,7 @@ extern "C" fn after_fork_parent() {
 /// registration.
 extern "C" fn after_fork_child() {
     FORKING.with(|f| {
-        if let Some(mut g) = f.borrow_mut().take() {
+        if let Some((mut g, _)) = f.borrow_mut().take() {
             shim(&mut g).forget_after_fork();
         }
     });

@@ -13,7 +13,11 @@
 //! first (`Shim::park_for_wait`); one that blocks elsewhere outside the shim keeps an adopter
 //! waiting until its next call.
 //! A descriptor passed over a Unix socket is shown the same way before `sendmsg`
-//! (`Shim::share_passed`), and the receiver adopts it at `recvmsg` (`Shim::adopt_passed`).
+//! (`Shim::share_passed`), and the receiver adopts it at `recvmsg` (`Shim::adopt_passed`); a
+//! listener passed so is joined (`Shim::join_passed_listener`). A fresh socket at a fork
+//! stays one socket too: once the parent connects it, the children holding a copy are shown
+//! the connection (`Shim::share_with_children`) and adopt it at their next call
+//! (`Shim::adopt_from_parent`).
 //! Closing a shared connection parks it while another holder lives (`Shim::let_go_shared`):
 //! ForkingTCPServer's parent closes its copy at once, and the connection stays up for the
 //! child. See ARCHITECTURE.md ("The POSIX shim") for what is not covered.
@@ -37,6 +41,19 @@ fn pidfd(pid: libc::pid_t) -> Option<OwnedFd> {
 fn socket_identity(fd: RawFd) -> Option<(u64, u64)> {
     // SAFETY: open for the call.
     etran::transport::tcp::listen::socket_id(unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
+/// The port the TCP socket `fd` is bound to, on any address (the kernel's socket behind a
+/// listener of ours); None for one bound to a single address.
+fn bound_port(fd: RawFd) -> Option<u16> {
+    // SAFETY: an address buffer of ours.
+    let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: as above, on an open descriptor.
+    let r = unsafe {
+        crate::real::getsockname(fd, (&mut a as *mut libc::sockaddr_in).cast(), &mut len)
+    };
+    (r == 0 && a.sin_addr.s_addr == 0 && a.sin_port != 0).then(|| u16::from_be(a.sin_port))
 }
 
 fn this_pid() -> u32 {
@@ -91,10 +108,81 @@ impl Shim {
         conns.into_iter().map(|c| c.0).collect()
     }
 
-    /// After `fork`, in the parent: child `pid` holds the connections `handles` too.
+    /// After `fork`, in the parent: child `pid` holds the connections `handles` too, and the
+    /// fresh sockets (the child has their descriptors: should this process connect one, the
+    /// connection is the child's too, as with the kernel's sockets).
     pub fn forked(&mut self, pid: libc::pid_t, handles: Vec<u64>) {
+        for fd in self.fds() {
+            if let Some(sock) = self.get_mut(fd) {
+                if matches!(sock.kind, Kind::Fresh { .. }) && !sock.forked_to.contains(&pid) {
+                    // Children gone (reaped) hold nothing: a server forking for years keeps
+                    // only the live ones.
+                    // SAFETY: signal 0 only checks that the process exists.
+                    sock.forked_to.retain(|&p| unsafe { libc::kill(p, 0) } == 0);
+                    sock.forked_to.push(pid);
+                }
+            }
+        }
+        self.name_holder(pid, handles);
+    }
+
+    /// Tells the daemon that process `pid` holds the connections `handles` too.
+    fn name_holder(&mut self, pid: libc::pid_t, handles: Vec<u64>) {
+        if handles.is_empty() {
+            return;
+        }
         let (Some(app), Some(fd)) = (self.app.as_mut(), pidfd(pid)) else { return };
         let _ = app.link().forked(pid as u32, fd.as_fd(), handles);
+    }
+
+    /// Connects completed on sockets forked children hold too (`Sock::forked_to`): each
+    /// connection is shown to the daemon, and the children that still live hold it.
+    pub fn share_with_children(&mut self) {
+        for fd in self.fds() {
+            let children = match self.get_mut(fd) {
+                Some(sock) if matches!(sock.kind, Kind::Conn { .. }) => {
+                    std::mem::take(&mut sock.forked_to)
+                }
+                _ => continue,
+            };
+            if children.is_empty() {
+                continue;
+            }
+            let handles = self.show_conns(&[fd], false);
+            for pid in children {
+                self.name_holder(pid, handles.clone());
+            }
+        }
+    }
+
+    /// A fresh socket the parent held at the fork (`fd`, `Sock::from_parent`): when the parent
+    /// connected it since, this process holds that connection, and `fd` is an eTran socket
+    /// from now on (asked at each use while it is not).
+    pub fn adopt_from_parent(&mut self, fd: RawFd) {
+        if !matches!(self.get(fd), Some(Sock { from_parent: true, kind: Kind::Fresh { .. }, .. })) {
+            return;
+        }
+        let Some(id) = self.adopt_by_socket(fd) else { return };
+        let nodelay = self.get(fd).is_some_and(|s| s.nodelay);
+        if nodelay {
+            let _ = self.app_ref().set_nodelay(id, true);
+        }
+        self.leave_kernel_epolls(fd, false);
+        if let Some(sock) = self.get_mut(fd) {
+            sock.kind = Kind::Conn { id, rd_shut: false, wr_shut: false };
+            sock.shared = true;
+            sock.from_parent = false;
+        }
+    }
+
+    /// Asks the daemon for the connection whose kernel socket `fd` is (another process shared
+    /// it): this process holds it and has its stream.
+    fn adopt_by_socket(&mut self, fd: RawFd) -> Option<ConnId> {
+        let me = pidfd(this_pid() as libc::pid_t)?;
+        let app = self.app()?;
+        // SAFETY: `fd` is open (ours); the daemon gets its own copy.
+        let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+        app.adopt_passed(this_pid(), me.as_fd(), socket).ok()
     }
 
     /// Before a blocking wait for a child (`waitpid`): the shared connections this process has
@@ -155,11 +243,7 @@ impl Shim {
             self.share(orig, fd);
             return;
         }
-        let Some(me) = pidfd(this_pid() as libc::pid_t) else { return };
-        let Some(app) = self.app() else { return };
-        // SAFETY: `fd` is open (just received); the daemon gets its own copy.
-        let socket = unsafe { BorrowedFd::borrow_raw(fd) };
-        let Ok(id) = app.adopt_passed(this_pid(), me.as_fd(), socket) else { return };
+        let Some(id) = self.adopt_by_socket(fd) else { return };
         // SAFETY: a plain query of an open descriptor.
         let flags = unsafe { crate::real::fcntl(fd, libc::F_GETFL, 0) };
         let mut sock = Sock::new(
@@ -168,6 +252,28 @@ impl Shim {
         );
         sock.shared = true;
         self.insert(fd, sock);
+    }
+
+    /// A listening TCP socket received over a Unix socket (`fd`): when it is bound to a port
+    /// the daemon serves (the kernel socket of a listener another process under the shim
+    /// passed: it listens on any address), this process joins that listener, sharing its
+    /// connections with the other members that accept, and `fd` is an eTran listener from
+    /// now on; otherwise it stays the kernel's.
+    pub fn join_passed_listener(&mut self, fd: RawFd) {
+        let Some(port) = bound_port(fd) else { return };
+        let Some(app) = self.app() else { return };
+        // SAFETY: `fd` is open (just received); the daemon gets its own copy.
+        let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+        let Ok(listener) = app.listen_shared(port, socket, true) else { return };
+        // Its kernel socket is non-blocking already (the sender's shim made it so, for the
+        // accepts it tries without waiting): whether the program wants it so is its own.
+        let kind = Kind::Listening {
+            listener,
+            backlog: Default::default(),
+            kernel_too: true,
+            accepting: false,
+        };
+        self.insert(fd, Sock::new(kind, false));
     }
 
     /// Connections this process handed over (the daemon asked): their descriptors stand for

@@ -176,6 +176,12 @@ pub struct Sock {
     /// A connection open at a fork: other processes may hold its descriptor, so closing ours
     /// parks it at the daemon while one does (`shared.rs`).
     pub shared: bool,
+    /// A fresh socket at a fork: the children holding its descriptor too (pids). Once this
+    /// process connects it they hold the connection as well (`Shim::share_with_children`).
+    pub forked_to: Vec<libc::pid_t>,
+    /// A fresh socket the parent held at the fork: the parent may connect it, and this
+    /// process then uses that connection (`Shim::adopt_from_parent`).
+    pub from_parent: bool,
     /// How many descriptors refer to it (`dup`): it is released when the last one closes.
     refs: usize,
 }
@@ -191,6 +197,8 @@ impl Sock {
             error: 0,
             inherited: false,
             shared: false,
+            forked_to: Vec::new(),
+            from_parent: false,
             refs: 1,
         }
     }
@@ -255,6 +263,8 @@ pub struct Shim {
     sleepers: Vec<RawFd>,
     /// A sleep saw the daemon link readable: the next pass reads it.
     link_readable: bool,
+    /// A connect of a socket forked children hold too completed (`Sock::forked_to`).
+    children_connected: bool,
     /// When a pass reads the daemon link even if no sleep saw it readable.
     link_due: Instant,
     /// When `epoll_wait` asks the kernel's set again while eTran descriptors have events to
@@ -313,6 +323,7 @@ pub fn lock() -> Guard {
             orphans: Vec::new(),
             sleepers: Vec::new(),
             link_readable: false,
+            children_connected: false,
             link_due: Instant::now(),
             kernel_due: Instant::now(),
         });
@@ -541,6 +552,9 @@ impl Shim {
     pub fn pass(&mut self) -> bool {
         let moved = self.pass_app();
         self.mark_moved();
+        if std::mem::take(&mut self.children_connected) {
+            self.share_with_children();
+        }
         moved
     }
 
@@ -568,11 +582,13 @@ impl Shim {
                             let _ = app.set_nodelay(id, true);
                         }
                         sock.kind = Kind::Conn { id, rd_shut: false, wr_shut: false };
+                        self.children_connected |= !sock.forked_to.is_empty();
                         moved = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => {
                         sock.error = errno_of(&e);
+                        sock.forked_to.clear();
                         sock.kind = Kind::Failed;
                         moved = true;
                     }
@@ -702,6 +718,8 @@ impl Shim {
                 Kind::Conn { .. } | Kind::Listening { .. } | Kind::Connecting(_)
             );
             sock.shared |= matches!(sock.kind, Kind::Conn { .. });
+            sock.from_parent = matches!(sock.kind, Kind::Fresh { .. });
+            sock.forked_to.clear();
         }
         self.orphans.clear();
         self.sleepers.clear();

@@ -5,14 +5,17 @@
 //! another process holds one ([`App::park`]). The stream travels in a memfd
 //! ([`Stream::hand_over`], [`Stream::resume`]).
 use std::{
-    io::{self, Read, Seek, Write},
+    io,
     os::fd::{AsFd, BorrowedFd, OwnedFd},
     time::{Duration, Instant},
 };
 
 use super::{App, ConnId, Stream};
 use crate::proto;
-use crate::transport::tcp::seq::after;
+use crate::transport::tcp::{
+    seq::after,
+    stream::{memfd, read_memfd},
+};
 
 /// How long a surrendering app waits for the frames ingress handed it before the move began
 /// (they cross the port in microseconds; one missing fails the stream in its new owner).
@@ -41,10 +44,7 @@ impl App {
     /// Resumes the stream of connection `handle` handed over in `memfd`, the kernel's state at
     /// `at`: it is this app's.
     fn resume(&mut self, handle: u64, at: &proto::Resume, memfd: OwnedFd) -> io::Result<ConnId> {
-        let mut bytes = Vec::new();
-        let mut file = std::fs::File::from(memfd);
-        file.seek(io::SeekFrom::Start(0))?;
-        file.read_to_end(&mut bytes)?;
+        let bytes = read_memfd(memfd)?;
         let stream = Stream::resume(&bytes, at, self.rto)?;
         self.released.remove(&handle);
         self.conns.insert(handle, stream);
@@ -93,17 +93,4 @@ impl App {
         self.moved.push(h);
         self.driver.link.surrendered(h, memfd.as_fd())
     }
-}
-
-/// A memfd holding `bytes`.
-fn memfd(bytes: &[u8]) -> io::Result<OwnedFd> {
-    // SAFETY: a NUL-terminated name; the descriptor is owned right after.
-    let fd = unsafe { libc::memfd_create(c"etran-stream".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor we own.
-    let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    file.write_all(bytes)?;
-    Ok(file.into())
 }

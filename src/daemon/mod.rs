@@ -235,10 +235,9 @@ impl Daemon {
                 }
             }
             if holder_ended {
-                // A parked connection whose last holder died is reset now, not at the next
+                // A parked connection whose last holder died is closed now, not at the next
                 // housekeeping.
-                let out = self.tcp.expire_parked();
-                self.handed(out);
+                self.tcp.expire_parked(&mut self.timers, Timer::Tcp);
             }
             // Both rings are drained on every pass, not only when epoll says so: before the
             // timers, so that an answer waiting there is not taken for a loss, and as a
@@ -262,8 +261,7 @@ impl Daemon {
                         if let Err(e) = self.backend.on_housekeeping() {
                             log::warn(format!("gen pump: {e:#}"));
                         }
-                        let out = self.tcp.expire_parked();
-                        self.handed(out);
+                        self.tcp.expire_parked(&mut self.timers, Timer::Tcp);
                         self.timers.insert(now + HOUSEKEEPING, Timer::Housekeeping);
                     }
                     Timer::Tcp(t) => {
@@ -380,7 +378,7 @@ impl Daemon {
                     false
                 }
                 Input::Request(Request::Park { handle, pid, keep }) => {
-                    let out = self.tcp.park(token, handle, pid, keep);
+                    let out = self.tcp.park(&mut self.timers, Timer::Tcp, token, handle, pid, keep);
                     self.handed(out);
                     false
                 }
@@ -642,6 +640,8 @@ impl Daemon {
                 self.tcp.teardown(&mut self.timers, token);
                 let out = self.tcp.forget_sharer(token);
                 self.handed(out);
+                // What it kept for other holders, if none lives any more.
+                self.tcp.expire_parked(&mut self.timers, Timer::Tcp);
             }
             Some(Transport::Homa) => self.homa.teardown(token),
             None => {}

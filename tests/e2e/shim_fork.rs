@@ -4,7 +4,8 @@
 //! byte checked. Variants: the parent writes a 200 KB banner before it forks and the child
 //! the rest (the stream's unsent and unacknowledged bytes move with it); a child that exits
 //! with `os._exit` without closing (the shim's `_exit` closes it). Then: grandchildren serving
-//! what their parents inherited; holders killed with SIGKILL (the peer gets a RST at once,
+//! what their parents inherited; holders killed with SIGKILL (as on Linux: the other holder
+//! keeps the connection, both directions, and the last one's death closes it with a FIN;
 //! nothing is left in the datapath); a connect in progress at fork (the same outcome as
 //! Linux's); a connection passed over a Unix socket (the receiver gets an unconnected kernel
 //! socket, as documented). Needs root and python3.
@@ -207,22 +208,25 @@ fn a_grandchild_serves_a_connection_its_parent_never_used_and_left_at_once() {
 /// the parent closed its copy and the child, which wrote to the connection (it has the
 /// stream), kills itself; `parked`, the parent closed its copy (the stream waits at the
 /// daemon) and the child kills itself without using it; `both`, the parent keeps its copy and
-/// waits while the child writes and kills itself, then reads. Then it waits for a line on
+/// waits while the child writes and kills itself, then writes and closes; `unread`, as `parked`
+/// with bytes the client sent unread (a RST then, as Linux's close). Then it waits for a line on
 /// stdin, so that the test can look at the datapath while it lives.
 const KILLED_SERVER: &str = r#"
-import errno, os, signal, socket, sys
+import errno, os, select, signal, socket, sys
 port = int(sys.argv[1])
 srv = socket.socket()
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind(("0.0.0.0", port))
 srv.listen(8)
 print("listening", flush=True)
-for mode in ("adopted", "parked", "both"):
+for mode in ("adopted", "parked", "both", "unread"):
     c, _ = srv.accept()
+    if mode == "unread":
+        select.select([c], [], [], 10)
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        if mode == "parked":
+        if mode in ("parked", "unread"):
             os.read(r, 1)
         else:
             c.sendall(b"from the child")
@@ -234,7 +238,8 @@ for mode in ("adopted", "parked", "both"):
     line = [mode, str(os.waitstatus_to_exitcode(st))]
     if mode == "both":
         try:
-            line.append(repr(c.recv(100)))
+            c.sendall(b" and the parent")
+            line.append("sent")
         except OSError as e:
             line.append(errno.errorcode[e.errno])
         c.close()
@@ -250,8 +255,10 @@ sys.stdin.readline()
 const KILLED_CLIENT: &str = r#"
 import socket, sys, time
 host, port = sys.argv[1], int(sys.argv[2])
-for mode in ("adopted", "parked", "both"):
+for mode in ("adopted", "parked", "both", "unread"):
     s = socket.create_connection((host, port), timeout=10)
+    if mode == "unread":
+        s.sendall(b"never read")
     t = time.monotonic()
     got = b""
     try:
@@ -270,7 +277,7 @@ for mode in ("adopted", "parked", "both"):
 "#;
 
 #[test]
-fn a_holder_killed_with_sigkill_resets_the_connection_at_once_and_leaves_nothing() {
+fn a_holder_killed_with_sigkill_closes_as_on_linux_and_leaves_nothing() {
     use std::io::Write;
     let Some(_root) = common::root::shared() else { return };
     let bed = Bed::new("fork-killed");
@@ -281,16 +288,14 @@ fn a_holder_killed_with_sigkill_resets_the_connection_at_once_and_leaves_nothing
     let (mut server, mut out) = start_server(cmd, daemon);
     let client = python_in(&bed.h2, KILLED_CLIENT, &[&bed.ip(1), "7015"]).output().unwrap();
     let said = String::from_utf8_lossy(&client.stdout);
-    let want = "adopted rst b'from the child' True\nparked rst b'' True\n\
-                both rst b'from the child' True\n";
+    // As on Linux: the last descriptor going away closes with a FIN, and a connection the
+    // killed child had stays the parent's.
+    let want = "adopted fin b'from the child' True\nparked fin b'' True\n\
+                both fin b'from the child and the parent' True\nunread rst b'' True\n";
     assert_eq!(said, want, "{}: {}", text(&client), daemon.log());
-    let lines = next_lines(&mut out, 4);
-    assert_eq!(
-        lines,
-        ["adopted -9", "parked -9", "both -9 ECONNRESET", "done"],
-        "{}",
-        daemon.log()
-    );
+    let lines = next_lines(&mut out, 5);
+    let want = ["adopted -9", "parked -9", "both -9 sent", "unread -9", "done"];
+    assert_eq!(lines, want, "{}", daemon.log());
     // While the server lives: no connection left in the datapath, the children's ports gone
     // (the server's own is the one left), each killed child's session closed.
     let log = daemon.log();
@@ -309,6 +314,66 @@ fn a_holder_killed_with_sigkill_resets_the_connection_at_once_and_leaves_nothing
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(port_links(h1).len(), ports_before, "{}", daemon.log());
+}
+
+/// A child that has the stream (it answered the client's first line) is killed; the parent,
+/// which kept its copy, carries on in both directions (argv: port): it says so, echoes the
+/// client's next line in capitals and closes.
+const KEPT_SERVER: &str = r#"
+import os, signal, socket, sys
+srv = socket.create_server(("0.0.0.0", int(sys.argv[1])))
+print("listening", flush=True)
+c, _ = srv.accept()
+pid = os.fork()
+if pid == 0:
+    c.sendall(c.recv(100) + b" from the child")
+    os.kill(os.getpid(), signal.SIGKILL)
+_, st = os.waitpid(pid, 0)
+c.sendall(b"the parent here")
+got = b""
+while not got.endswith(b"."):
+    got += c.recv(100)
+c.sendall(got.upper())
+c.close()
+print("child", os.waitstatus_to_exitcode(st), "parent", got.decode(), flush=True)
+"#;
+
+/// The Linux client of [`KEPT_SERVER`] (argv: host, port): what it read at each step.
+const KEPT_CLIENT: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+def read(n):
+    got = b""
+    while len(got) < n:
+        b = s.recv(n - len(got))
+        if not b:
+            break
+        got += b
+    return got
+s.sendall(b"hello")
+print(read(20))
+print(read(15))
+s.sendall(b"and back to you.")
+print(read(16))
+print(s.recv(100))
+"#;
+
+#[test]
+fn a_holder_killed_with_the_stream_leaves_the_connection_to_the_other_holder() {
+    let Some(_root) = common::root::shared() else { return };
+    let bed = Bed::new("fork-kept");
+    let (h1, daemon) = (&bed.h1, bed.daemon());
+    let cmd = etran_run(h1, &daemon.sock, &[PYTHON, "-c", KEPT_SERVER, "7019"]);
+    let (mut server, mut out) = start_server(cmd, daemon);
+    let client = python_in(&bed.h2, KEPT_CLIENT, &[&bed.ip(1), "7019"]).output().unwrap();
+    let said = String::from_utf8_lossy(&client.stdout);
+    let want = "b'hello from the child'\nb'the parent here'\nb'AND BACK TO YOU.'\nb''\n";
+    assert_eq!(said, want, "{}: {}", text(&client), daemon.log());
+    assert_eq!(next_lines(&mut out, 1), ["child -9 parent and back to you."]);
+    assert!(server.wait().unwrap().success());
+    let log = daemon.log();
+    assert!(log.contains("kept for the other holders"), "{log}");
+    assert!(!log.contains("reset (handle"), "not reset: {log}");
 }
 
 /// A non-blocking connect still in progress at fork (argv: host, open port, closed port): the
@@ -346,6 +411,73 @@ if pid == 0:
 os.waitpid(pid, 0)
 r.close()
 "#;
+
+/// Connects racing a fork (argv: host, port of a first echo server, port of a second): one a
+/// thread starts as the main thread forks (it may start before or after the fork), one the
+/// parent starts after the fork on a socket it opened before. Each time the child waits for
+/// the parent's word that the connect is done, then echoes through its copy of the socket;
+/// then the parent does. The same lines as on Linux's sockets: the child's copy is the same
+/// socket, connected.
+const CONNECT_RACING_FORK: &str = r#"
+import os, socket, sys, threading
+host, ports = sys.argv[1], [int(p) for p in sys.argv[2:4]]
+for how, port in zip(("thread", "after"), ports):
+    s = socket.socket()
+    t = threading.Thread(target=s.connect, args=((host, port),))
+    if how == "thread":
+        t.start()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.read(r, 1)
+        s.sendall(b"from the child")
+        print(how, "child", s.recv(100), flush=True)
+        os._exit(0)
+    if how == "after":
+        t.start()
+    t.join()
+    os.write(w, b"x")
+    os.waitpid(pid, 0)
+    s.sendall(b"and the parent")
+    print(how, "parent", s.recv(100), flush=True)
+    s.close()
+"#;
+
+#[test]
+fn a_connect_racing_a_fork_is_the_childs_too_as_on_linux() {
+    let Some(_root) = common::root::shared() else { return };
+    let bed = Bed::new("fork-race");
+    let (ip2, daemon) = (bed.ip(2), bed.daemon());
+    let want = "thread child b'from the child'\nthread parent b'and the parent'\n\
+                after child b'from the child'\nafter parent b'and the parent'\n";
+    for etran in [false, true] {
+        let mut echoes = Vec::new();
+        for port in ["7020", "7021"] {
+            let mut echo = python_in(&bed.h2, ONE_ECHO, &[port])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut out = std::io::BufReader::new(echo.stdout.take().unwrap());
+            assert_eq!(next_lines(&mut out, 1), ["listening"]);
+            echoes.push(echo);
+        }
+        let args = [ip2.as_str(), "7020", "7021"];
+        let out = if etran {
+            let argv = [&[PYTHON, "-c", CONNECT_RACING_FORK], &args[..]].concat();
+            etran_run(&bed.h1, &daemon.sock, &argv).output().unwrap()
+        } else {
+            python_in(&bed.h1, CONNECT_RACING_FORK, &args).output().unwrap()
+        };
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(said, want, "etran: {etran}: {}: {}", text(&out), daemon.log());
+        for mut e in echoes {
+            assert!(e.wait().unwrap().success());
+        }
+    }
+    let log = daemon.log();
+    assert_eq!(conn_lines(&log).0, 2, "both through eTran: {log}");
+    assert!(!log.contains("reset (handle"), "not reset: {log}");
+}
 
 /// A Linux echo server for one connection (argv: port).
 const ONE_ECHO: &str = r#"
@@ -513,4 +645,82 @@ fn a_connection_passed_to_a_process_outside_the_shim_is_unconnected_there_and_re
     assert_eq!(lines, want, "{}", daemon.log());
     assert!(server.wait().unwrap().success());
     assert!(daemon.log().contains("reset (handle 1)"), "{}", daemon.log());
+}
+
+/// A listener passed over a Unix socket (argv: port, conns): the server opens it on any
+/// address, passes it to a process it starts (under the shim too), waits for its word and
+/// closes its own copy; the receiver accepts `conns` connections on it and answers each
+/// line (nginx-style workers, a socket-activated service).
+const LISTENER_PASSING_SERVER: &str = r#"
+import socket, subprocess, sys
+RECEIVER = """
+import socket, sys
+u = socket.socket(fileno=int(sys.argv[1]))
+_, fds, _, _ = socket.recv_fds(u, 10, 1)
+srv = socket.socket(fileno=fds[0])
+u.sendall(b"r")
+for i in range(int(sys.argv[2])):
+    c, _ = srv.accept()
+    got = b""
+    while not got.endswith(b"\\n"):
+        got += c.recv(100)
+    c.sendall(b"receiver %d got " % i + got)
+    c.close()
+print("receiver served", sys.argv[2], flush=True)
+"""
+port, conns = int(sys.argv[1]), sys.argv[2]
+a, b = socket.socketpair()
+srv = socket.create_server(("0.0.0.0", port))
+rx = subprocess.Popen([sys.executable, "-c", RECEIVER, str(b.fileno()), conns],
+                      pass_fds=[b.fileno()])
+socket.send_fds(a, [b"listener"], [srv.fileno()])
+a.recv(1)
+srv.close()
+print("listening", flush=True)
+print("passed", rx.wait(), flush=True)
+"#;
+
+/// Linux clients of [`LISTENER_PASSING_SERVER`] (argv: host, port, conns): one line each,
+/// what came back.
+const LINES_CLIENT: &str = r#"
+import socket, sys
+for i in range(int(sys.argv[3])):
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+    s.sendall(b"hello %d\n" % i)
+    got = b""
+    while True:
+        b = s.recv(100)
+        if not b:
+            break
+        got += b
+    print(got)
+"#;
+
+#[test]
+fn a_listener_passed_over_a_unix_socket_accepts_in_the_receiver() {
+    let Some(_root) = common::root::shared() else { return };
+    let bed = Bed::new("fork-passed-listener");
+    let daemon = bed.daemon();
+    let want = "b'receiver 0 got hello 0\\n'\nb'receiver 1 got hello 1\\n'\n\
+                b'receiver 2 got hello 2\\n'\n";
+    for etran in [false, true] {
+        let args = ["7022", "3"];
+        let cmd = if etran {
+            etran_run(
+                &bed.h1,
+                &daemon.sock,
+                &[&[PYTHON, "-c", LISTENER_PASSING_SERVER], &args[..]].concat(),
+            )
+        } else {
+            python_in(&bed.h1, LISTENER_PASSING_SERVER, &args)
+        };
+        let (mut server, mut out) = start_server(cmd, daemon);
+        let client = python_in(&bed.h2, LINES_CLIENT, &[&bed.ip(1), "7022", "3"]).output().unwrap();
+        let said = String::from_utf8_lossy(&client.stdout);
+        assert_eq!(said, want, "etran {etran}: {}: {}", text(&client), daemon.log());
+        assert_eq!(next_lines(&mut out, 2), ["receiver served 3", "passed 0"]);
+        assert!(server.wait().unwrap().success());
+    }
+    let log = daemon.log();
+    assert_eq!(conn_lines(&log).0, 3, "through eTran: {log}");
 }

@@ -65,6 +65,7 @@ use crate::{
     },
 };
 
+mod orphan;
 mod sharing;
 
 pub use sharing::{Handed, Holder};
@@ -123,6 +124,11 @@ struct TimeWait {
     rcv_nxt: u32,
     window: u16,
     timer: TimerId,
+    /// Closed by the daemon (`orphan`): our FIN (at `snd_nxt - 1`) not acknowledged yet, and
+    /// how often it was sent again.
+    fin_resent: Option<u32>,
+    /// `rcv_nxt` is past the peer's FIN.
+    peer_fin: bool,
 }
 
 /// What the slow path has to tell a session (the daemon words it for the app).
@@ -696,7 +702,9 @@ impl SlowPath {
         let key = match timer {
             SlowTimer::Handshake(key) => key,
             SlowTimer::TimeWait(key) => {
-                self.end_time_wait(tcp, timers, &key);
+                if !self.resend_fin(timers, &wrap, &key) {
+                    self.end_time_wait(tcp, timers, &key);
+                }
                 return out;
             }
         };
@@ -788,7 +796,16 @@ impl SlowPath {
         if time_wait {
             let timer =
                 timers.insert(Instant::now() + self.time_wait_for, wrap(SlowTimer::TimeWait(key)));
-            self.time_wait.insert(key, TimeWait { est: c.est, snd_nxt, rcv_nxt, window, timer });
+            let tw = TimeWait {
+                est: c.est,
+                snd_nxt,
+                rcv_nxt,
+                window,
+                timer,
+                fin_resent: None,
+                peer_fin: true,
+            };
+            self.time_wait.insert(key, tw);
         }
     }
 
@@ -810,6 +827,9 @@ impl SlowPath {
         key: &FlowKey,
         seg: &Segment,
     ) -> bool {
+        if self.on_orphan_segment(tcp, timers, wrap, key, seg) {
+            return true;
+        }
         let tw = self.time_wait.get(key).expect("in TIME_WAIT");
         let ack = tw.est.ack(tw.snd_nxt, tw.rcv_nxt, tw.window);
         let listening = self.listeners.contains(key.0.port());
@@ -818,10 +838,7 @@ impl SlowPath {
             TimeWaitAction::Ack => self.send(&ack),
             TimeWaitAction::AckAndRestart => {
                 self.send(&ack);
-                let at = Instant::now() + self.time_wait_for;
-                let tw = self.time_wait.get_mut(key).expect("in TIME_WAIT");
-                timers.cancel(tw.timer);
-                tw.timer = timers.insert(at, wrap(SlowTimer::TimeWait(*key)));
+                self.restart_time_wait(timers, wrap, key);
             }
             TimeWaitAction::Reopen => {
                 self.end_time_wait(tcp, timers, key);
@@ -829,6 +846,19 @@ impl SlowPath {
             }
         }
         true
+    }
+
+    /// The TIME_WAIT period of `key` starts again now.
+    fn restart_time_wait<T>(
+        &mut self,
+        timers: &mut TimerWheel<T>,
+        wrap: &impl Fn(SlowTimer) -> T,
+        key: &FlowKey,
+    ) {
+        let at = Instant::now() + self.time_wait_for;
+        let tw = self.time_wait.get_mut(key).expect("in TIME_WAIT");
+        timers.cancel(tw.timer);
+        tw.timer = timers.insert(at, wrap(SlowTimer::TimeWait(*key)));
     }
 
     fn end_time_wait<T>(&mut self, tcp: &TcpHandles, timers: &mut TimerWheel<T>, key: &FlowKey) {
@@ -866,7 +896,8 @@ impl SlowPath {
     }
 
     /// Removes everything `owner` had: listening ports, handshakes, connections (each aborted
-    /// with a RST at the positions the fast path reached).
+    /// with a RST at the positions the fast path reached, but for shared ones whose stream
+    /// can be rebuilt for their other holders: `sharing`).
     pub fn teardown<T>(&mut self, tcp: &TcpHandles, timers: &mut TimerWheel<T>, owner: Token) {
         for port in self.listeners.ports_of(owner) {
             self.unlisten(tcp, timers, owner, port);
@@ -878,7 +909,7 @@ impl SlowPath {
         }
         let keys: Vec<FlowKey> =
             self.conns.iter().filter(|(_, c)| c.owner == owner).map(|(k, _)| *k).collect();
-        for k in keys {
+        for k in self.rescue_owned(tcp, keys) {
             self.abort_conn(tcp, &k);
         }
     }
@@ -994,8 +1025,16 @@ impl TcpControl {
     }
 
     /// See [`SlowPath::park`].
-    pub fn park(&mut self, from: Token, handle: u64, pid: u32, keep: bool) -> Vec<Handed> {
-        self.slow.park(&self.handles, from, handle, pid, keep)
+    pub fn park<T>(
+        &mut self,
+        timers: &mut TimerWheel<T>,
+        wrap: impl Fn(SlowTimer) -> T,
+        from: Token,
+        handle: u64,
+        pid: u32,
+        keep: bool,
+    ) -> Vec<Handed> {
+        self.slow.park(&self.handles, timers, wrap, from, handle, pid, keep)
     }
 
     /// See [`SlowPath::surrendered`].
@@ -1003,14 +1042,14 @@ impl TcpControl {
         self.slow.surrendered(&self.handles, from, handle, stream)
     }
 
-    /// A session ended: what it was handing over is lost (see `sharing`).
+    /// A session ended: what it was handing over died with it (see `sharing`).
     pub fn forget_sharer(&mut self, owner: Token) -> Vec<Handed> {
         self.slow.forget_sharer(&self.handles, owner)
     }
 
     /// See [`SlowPath::expire_parked`].
-    pub fn expire_parked(&mut self) -> Vec<Handed> {
-        self.slow.expire_parked(&self.handles)
+    pub fn expire_parked<T>(&mut self, timers: &mut TimerWheel<T>, wrap: impl Fn(SlowTimer) -> T) {
+        self.slow.expire_parked(&self.handles, timers, wrap)
     }
 }
 

@@ -200,6 +200,11 @@ impl Established {
         self.control(RST | ACK, snd_nxt, rcv_nxt, 0)
     }
 
+    /// Our FIN at `snd_nxt` (a connection nobody holds any more, closed by the daemon).
+    pub fn fin(&self, snd_nxt: u32, rcv_nxt: u32, window: u16) -> Segment {
+        self.control(FIN | ACK, snd_nxt, rcv_nxt, window)
+    }
+
     /// A bare ACK at the given positions announcing the `window` field (TIME_WAIT's answer to
     /// a FIN, a challenge ACK).
     pub fn ack(&self, snd_nxt: u32, rcv_nxt: u32, window: u16) -> Segment {

@@ -307,15 +307,19 @@ pub struct Stream {
     sbuf: VecDeque<u8>, // bytes from snd_una on
     snd_cap: usize,
     snd_una: u32,
-    snd_nxt: u32,         // end of every byte framed: [snd_una, snd_nxt) is outstanding
-    send_wnd: u32, // bytes from snd_una new data may fill (RX metadata: the kernel's windows)
-    sack: bool,    // SACK negotiated: losses come from the scoreboard, else NewReno
-    seq_base: u32, // sequence number of send position 0 (the peer's SACK blocks → positions)
+    snd_nxt: u32,      // end of every byte framed: [snd_una, snd_nxt) is outstanding
+    send_wnd: u32,     // bytes from snd_una new data may fill (RX metadata: the kernel's windows)
+    sack: bool,        // SACK negotiated: losses come from the scoreboard, else NewReno
+    seq_base: u32,     // sequence number of send position 0 (the peer's SACK blocks → positions)
     board: Scoreboard, // what was sent from snd_una on: SACKed, lost, when
+    // Bytes before this position were sent by an owner that died with them (a stream the
+    // daemon rebuilt, `Stream::lost_owner`): their content is unknown, so resending one of
+    // them fails the stream instead.
+    unknown_end: Option<u32>,
     recover: Option<u32>, // in recovery until snd_una reaches this (RFC 6675 RecoveryPoint)
-    after_timeout: bool, // the recovery follows a timeout: resends go out as DATA
-    hold: bool,    // a short tail of new bytes waits for more (hold_tail)
-    nodelay: bool, // never hold (set_nodelay)
+    after_timeout: bool,  // the recovery follows a timeout: resends go out as DATA
+    hold: bool,           // a short tail of new bytes waits for more (hold_tail)
+    nodelay: bool,        // never hold (set_nodelay)
     rto: RtoEstimator,
     rto_deadline: Option<Instant>, // armed lazily by on_timer; None after progress
     rack_deadline: Option<Instant>, // when a segment a later one overtook is deemed lost
@@ -368,6 +372,7 @@ impl Stream {
             sack: init.sack,
             seq_base: init.snd_seq.wrapping_sub(init.tx_pos),
             board: Scoreboard::default(),
+            unknown_end: None,
             hold: false,
             nodelay: false,
             recover: None,
@@ -888,6 +893,11 @@ impl Stream {
             }
             (start, end, if self.after_timeout { INTENT_DATA } else { INTENT_RETRANSMIT })
         };
+        if self.unknown_end.is_some_and(|e| after(e, start)) {
+            // Bytes of an owner that died (see `unknown_end`): nobody can send them again.
+            self.fail(io::ErrorKind::ConnectionAborted);
+            return None;
+        }
         let len = dist(end, start);
         let seg = self.emit(frame, start, len as usize, intent);
         self.board.resent(start, end, now);
@@ -1117,7 +1127,7 @@ impl RxMeta for etran_tcp_rx_meta {
 
 mod handover;
 
-pub use handover::{Handover, Resume};
+pub use handover::{memfd, read_memfd, Handover, Resume};
 
 #[cfg(test)]
 mod tests;

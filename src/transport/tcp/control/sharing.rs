@@ -8,14 +8,22 @@
 //! sets ETRAN_TCP_OWNER_MOVING), its owner is asked to hand the stream over (`Surrender`), and
 //! once it did (`surrendered`) the adopter gets the stream and the fast path serves it.
 //! An owner closing a shared connection while another holder lives parks it (`park`): the
-//! stream waits here for the next adopter; a parked connection whose holders all died is reset
-//! (`expire_parked`, run as soon as the daemon sees a holder's pidfd readable). A holder is a
+//! stream waits here for the next adopter; a parked connection whose holders all died or let
+//! go is closed as the kernel closes a socket nobody holds (`orphan`: a FIN, or a RST when
+//! bytes received were never read; `expire_parked`, run as soon as the daemon sees a holder's
+//! pidfd readable). A holder is a
 //! process (its pidfd tells when it ended), whether or not it ever registered; a child that
 //! forks again shows what it inherited (`share` of a connection it does not own), so its own
 //! children are holders too.
 //!
-//! A session that ends holding a connection loses its stream: the connection is reset (as
-//! before) even if another holder lives, and so is one it was handing over.
+//! A session that ends holding a connection's stream (its process killed) loses the stream
+//! with it, but the kernel's state holds what the connection needs where nothing was lost
+//! (`rescue`): every byte received was read (the kernel's receive window is whole again),
+//! no FIN of ours is out; the bytes it sent and the peer has not acknowledged yet are
+//! unknown, and a stream rebuilt from the kernel's positions fails if one of them must be
+//! sent again. Such a stream is parked for the other holders (or goes to an adopter waiting
+//! for it), as Linux keeps a socket open while any process holds it; otherwise the
+//! connection is reset.
 use std::{
     collections::VecDeque,
     os::fd::{AsFd, OwnedFd},
@@ -24,14 +32,17 @@ use std::{
 
 use mio::Token;
 
-use super::{SlowPath, TcpHandles};
+use super::{map_key, read_conn, SlowPath, SlowTimer, TcpHandles, SND_BUF};
 use crate::{
+    bpf::tcp::types::{tcp_conn_fin, tcp_conn_flag},
     log,
     refusal::Refusal,
+    timer::TimerWheel,
     transport::tcp::{
         listen::SocketId,
         rehome::{rehome, MOVING},
-        stream::Resume,
+        segment::FlowKey,
+        stream::{memfd, Resume, Stream, StreamInit},
     },
 };
 
@@ -52,11 +63,27 @@ enum Hand {
     Parked { stream: OwnedFd },
 }
 
+/// A process holding a shared connection.
+struct Holding {
+    /// Its pid as the app sees it.
+    pid: u32,
+    pidfd: OwnedFd,
+    /// Its session while open: what it sent may not be read yet (a `Forked` naming the
+    /// child it left the connection to), so it counts as a holder even once it ended.
+    session: Option<Token>,
+}
+
+impl Holding {
+    fn counts(&self) -> bool {
+        self.session.is_some() || alive(&self.pidfd)
+    }
+}
+
 /// One shared connection.
 pub(super) struct Shared {
     socket: SocketId,
-    /// Processes holding it: (pid as the app sees it, pidfd).
-    holders: Vec<(u32, OwnedFd)>,
+    /// Processes holding it.
+    holders: Vec<Holding>,
     hand: Hand,
     /// Sessions waiting for it, with their port slots.
     adopters: VecDeque<(Token, u32)>,
@@ -65,9 +92,10 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// Whether a process may still use it: a holder lives, or a receiver may yet come.
+    /// Whether a process may still use it: a holder lives (or its session is still open), or
+    /// a receiver may yet come.
     fn held(&self) -> bool {
-        self.holders.iter().any(|(_, fd)| alive(fd))
+        self.holders.iter().any(Holding::counts)
             || self.passed_until.is_some_and(|t| Instant::now() < t)
     }
 }
@@ -117,7 +145,7 @@ impl SlowPath {
                     None => continue,
                 }
             };
-            add_holder(s, by.pid, by.pidfd);
+            add_holder(s, by.pid, by.pidfd, Some(owner));
             if passing {
                 s.passed_until = Some(Instant::now() + PASSING);
             }
@@ -140,7 +168,7 @@ impl SlowPath {
             let refusal = Refusal::new(libc::ENOTCONN, "no connection of etran's".to_string());
             return vec![Handed::AdoptFailed { to, handle: 0, refusal }];
         };
-        add_holder(s, by.pid, by.pidfd);
+        add_holder(s, by.pid, by.pidfd, Some(to));
         s.passed_until = None;
         let owner = self.handles.get(&handle).and_then(|k| self.conns.get(k)).map(|c| c.owner);
         if owner == Some(to) {
@@ -155,7 +183,7 @@ impl SlowPath {
     pub fn forked(&mut self, pid: u32, pidfd: &OwnedFd, handles: &[u64]) {
         for h in handles {
             if let Some(s) = self.shared.get_mut(h) {
-                add_holder(s, pid, pidfd);
+                add_holder(s, pid, pidfd, None);
             }
         }
     }
@@ -182,7 +210,7 @@ impl SlowPath {
         let owner = self.conns.get(&key).map(|c| c.owner);
         match &s.hand {
             Hand::Owned if owner == Some(to) => vec![],
-            Hand::Owned => match rehome(tcp.rehome.as_fd(), &super::map_key(&key), MOVING) {
+            Hand::Owned => match rehome(tcp.rehome.as_fd(), &map_key(&key), MOVING) {
                 Ok(Some(at)) => {
                     let from = owner.unwrap_or(NOBODY);
                     s.hand = Hand::Moving { from };
@@ -210,9 +238,12 @@ impl SlowPath {
 
     /// `Park { handle, pid, keep }` from session `from`: process `pid` closed its descriptor
     /// (or, with `keep`, parks the stream while it holds one).
-    pub fn park(
+    #[allow(clippy::too_many_arguments)]
+    pub fn park<T>(
         &mut self,
         tcp: &TcpHandles,
+        timers: &mut TimerWheel<T>,
+        wrap: impl Fn(SlowTimer) -> T,
         from: Token,
         handle: u64,
         pid: u32,
@@ -223,13 +254,13 @@ impl SlowPath {
             return vec![Handed::Unshared { to: from, handle }];
         };
         if !keep {
-            s.holders.retain(|(p, _)| *p != pid);
+            s.holders.retain(|h| h.pid != pid);
         }
         let held = s.held();
         let Some(key) = owned else {
             // Parked, and its last holder let go: nobody will adopt it.
             if !held && matches!(s.hand, Hand::Parked { .. }) {
-                return self.drop_shared(tcp, &[handle]);
+                self.close_parked(tcp, timers, &wrap, &[handle]);
             }
             return vec![];
         };
@@ -239,7 +270,7 @@ impl SlowPath {
         if !held {
             return vec![Handed::Unshared { to: from, handle }];
         }
-        match rehome(tcp.rehome.as_fd(), &super::map_key(&key), MOVING) {
+        match rehome(tcp.rehome.as_fd(), &map_key(&key), MOVING) {
             Ok(Some(at)) => {
                 s.hand = Hand::Moving { from };
                 if let Some(c) = self.conns.get_mut(&key) {
@@ -280,7 +311,7 @@ impl SlowPath {
             let refusal = Refusal::new(libc::ECONNRESET, "the connection is gone");
             return vec![Handed::AdoptFailed { to, handle, refusal }];
         };
-        match rehome(tcp.rehome.as_fd(), &super::map_key(&key), slot) {
+        match rehome(tcp.rehome.as_fd(), &map_key(&key), slot) {
             Ok(Some(at)) => {
                 if let Some(c) = self.conns.get_mut(&key) {
                     c.owner = to;
@@ -289,8 +320,7 @@ impl SlowPath {
                 // The others wait for its next move.
                 let s = self.shared.get_mut(&handle).expect("shared");
                 if !s.adopters.is_empty() {
-                    if let Ok(Some(at)) = rehome(tcp.rehome.as_fd(), &super::map_key(&key), MOVING)
-                    {
+                    if let Ok(Some(at)) = rehome(tcp.rehome.as_fd(), &map_key(&key), MOVING) {
                         s.hand = Hand::Moving { from: to };
                         if let Some(c) = self.conns.get_mut(&key) {
                             c.owner = NOBODY;
@@ -307,25 +337,106 @@ impl SlowPath {
         }
     }
 
-    /// A session ended: the connections it was handing over are lost (reset); it waits for
-    /// none any more. Returns what other sessions must be told.
+    /// A session ended: the streams it was handing over died with it, and are rescued (see
+    /// [`SlowPath::rescue`]) or reset; it waits for none any more. Returns what other
+    /// sessions must be told.
     pub(super) fn forget_sharer(&mut self, tcp: &TcpHandles, owner: Token) -> Vec<Handed> {
         let mut lost = Vec::new();
         for (&handle, s) in self.shared.iter_mut() {
             s.adopters.retain(|(t, _)| *t != owner);
+            for h in s.holders.iter_mut().filter(|h| h.session == Some(owner)) {
+                h.session = None;
+            }
             if matches!(s.hand, Hand::Moving { from } if from == owner) {
                 lost.push(handle);
             }
         }
-        self.drop_shared(tcp, &lost)
+        let mut out = Vec::new();
+        let mut reset = Vec::new();
+        for handle in lost {
+            match self.rescue(tcp, handle) {
+                Some(stream) => out.extend(self.hand_to_adopter(tcp, handle, stream)),
+                None => reset.push(handle),
+            }
+        }
+        out.extend(self.drop_shared(tcp, &reset));
+        out
+    }
+
+    /// The shared connections among `keys` (owned by a session that ended, its process
+    /// killed) whose streams could be rebuilt: parked for their other holders. Returns the
+    /// others, to be reset.
+    pub(super) fn rescue_owned(&mut self, tcp: &TcpHandles, keys: Vec<FlowKey>) -> Vec<FlowKey> {
+        let mut reset = Vec::new();
+        for key in keys {
+            let handle = self.conns.get(&key).map(|c| c.handle);
+            let parked = handle.filter(|h| self.shared.contains_key(h)).and_then(|h| {
+                let stream = self.rescue(tcp, h)?;
+                self.shared.get_mut(&h).expect("shared").hand = Hand::Parked { stream };
+                Some(())
+            });
+            if parked.is_none() {
+                reset.push(key);
+            }
+        }
+        reset
+    }
+
+    /// The stream of shared connection `handle`, whose owner died with it, rebuilt from the
+    /// kernel's state (see the module doc) in a memfd; the connection is nobody's (the fast
+    /// path holds its segments: `MOVING`). None when something the owner held is lost: the
+    /// connection must be reset.
+    fn rescue(&mut self, tcp: &TcpHandles, handle: u64) -> Option<OwnedFd> {
+        let key = *self.handles.get(&handle)?;
+        let mk = map_key(&key);
+        let at = rehome(tcp.rehome.as_fd(), &mk, MOVING).ok()??;
+        if let Some(c) = self.conns.get_mut(&key) {
+            c.owner = NOBODY;
+        }
+        let cur = read_conn(tcp, &mk)?;
+        let why = if at.fin & tcp_conn_fin::TCP_CONN_FIN_SENT.0 != 0 {
+            Some("its FIN was out")
+        } else if at.rcv_wnd != self.config.rcv_wnd {
+            Some("bytes it received may be unread")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            log::info(format!("shared connection {} ← {}: its owner died, {why}", key.0, key.1));
+            return None;
+        }
+        let init = StreamInit {
+            key: mk,
+            rx_pos: at.rx_pos,
+            tx_pos: at.una_pos,
+            send_wnd: at.send_wnd,
+            mss: cur.mss,
+            sack: cur.flags & tcp_conn_flag::TCP_CONN_SACK.0 as u8 != 0,
+            snd_seq: cur.snd_una,
+            rcv_buf: self.config.rcv_wnd,
+            rcv_wscale: cur.rcv_wscale,
+            snd_buf: SND_BUF,
+        };
+        let in_flight = at.tx_pos.wrapping_sub(at.una_pos);
+        let stream = memfd(&Stream::lost_owner(init, in_flight)).ok()?;
+        log::info(format!(
+            "shared connection {} ← {}: its owner died, kept for the other holders (handle {handle})",
+            key.0, key.1
+        ));
+        Some(stream)
     }
 
     /// Holders that ended are forgotten (their pidfds closed), and parked connections left
-    /// without any are reset (nobody will adopt them). Run when a holder's pidfd says it ended,
-    /// and at housekeeping.
-    pub fn expire_parked(&mut self, tcp: &TcpHandles) -> Vec<Handed> {
+    /// without any are closed (nobody will adopt them: `close_orphan`). Run when a holder's
+    /// pidfd says it ended, and at housekeeping.
+    pub fn expire_parked<T>(
+        &mut self,
+        tcp: &TcpHandles,
+        timers: &mut TimerWheel<T>,
+        wrap: impl Fn(SlowTimer) -> T,
+    ) {
         for s in self.shared.values_mut() {
-            s.holders.retain(|(_, fd)| alive(fd));
+            s.holders.retain(Holding::counts);
         }
         let dead: Vec<u64> = self
             .shared
@@ -333,7 +444,39 @@ impl SlowPath {
             .filter(|(_, s)| matches!(s.hand, Hand::Parked { .. }) && !s.held())
             .map(|(&h, _)| h)
             .collect();
-        self.drop_shared(tcp, &dead)
+        self.close_parked(tcp, timers, &wrap, &dead);
+    }
+
+    /// Closes the parked connections `handles`, which nobody holds any more (no adopter
+    /// waits for a parked stream).
+    fn close_parked<T>(
+        &mut self,
+        tcp: &TcpHandles,
+        timers: &mut TimerWheel<T>,
+        wrap: &impl Fn(SlowTimer) -> T,
+        handles: &[u64],
+    ) {
+        for h in handles {
+            match self.shared.remove(h) {
+                // Passed over a Unix socket and never received: the handover failed (the
+                // peer's bytes may have been dropped while it waited), reset.
+                Some(Shared { passed_until: Some(_), .. }) => self.reset_passed(tcp, *h),
+                Some(Shared { hand: Hand::Parked { stream }, .. }) => {
+                    self.close_orphan(tcp, timers, wrap, *h, stream)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn reset_passed(&mut self, tcp: &TcpHandles, handle: u64) {
+        if let Some(key) = self.handles.get(&handle).copied() {
+            log::info(format!(
+                "shared connection {} ← {} reset (handle {handle}): passed, never received",
+                key.0, key.1
+            ));
+            self.abort_conn(tcp, &key);
+        }
     }
 
     /// Resets the connections `handles`; their waiting adopters are told.
@@ -354,11 +497,13 @@ impl SlowPath {
     }
 }
 
-fn add_holder(s: &mut Shared, pid: u32, pidfd: &OwnedFd) {
-    if s.holders.iter().any(|(p, _)| *p == pid) {
+/// Process `pid` (`pidfd`; its session, if it has one) holds `s`.
+fn add_holder(s: &mut Shared, pid: u32, pidfd: &OwnedFd, session: Option<Token>) {
+    if let Some(h) = s.holders.iter_mut().find(|h| h.pid == pid) {
+        h.session = h.session.or(session);
         return;
     }
-    if let Ok(fd) = pidfd.try_clone() {
-        s.holders.push((pid, fd));
+    if let Ok(pidfd) = pidfd.try_clone() {
+        s.holders.push(Holding { pid, pidfd, session });
     }
 }

@@ -22,7 +22,8 @@
 //! received and unread, then the bytes written and unacknowledged.
 use std::{
     collections::VecDeque,
-    io,
+    io::{self, Read, Seek, Write},
+    os::fd::OwnedFd,
     time::{Duration, Instant},
 };
 
@@ -69,6 +70,10 @@ pub struct Handover {
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub retransmitted: u64,
+    /// Bytes before this position are not known (see [`Stream::lost_owner`]): resending one
+    /// fails the stream.
+    #[serde(default)]
+    pub unknown_end: Option<u32>,
 }
 
 /// Where the kernel's state of the connection stands when it becomes the new owner's (read by
@@ -103,6 +108,41 @@ fn malformed(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("a stream handed over: {what}"))
 }
 
+impl Handover {
+    /// The header of a stream [`Stream::hand_over`] wrote, and the bytes that follow it.
+    pub fn read(bytes: &[u8]) -> io::Result<(Handover, &[u8])> {
+        let head_len = bytes
+            .get(..4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+            .ok_or_else(|| malformed("no header"))?;
+        let head = bytes.get(4..4 + head_len).ok_or_else(|| malformed("header cut"))?;
+        let h: Handover = serde_json::from_slice(head).map_err(|e| malformed(&e.to_string()))?;
+        Ok((h, &bytes[4 + head_len..]))
+    }
+}
+
+/// A memfd holding `bytes` (a stream on its way between apps, or parked at the daemon).
+pub fn memfd(bytes: &[u8]) -> io::Result<OwnedFd> {
+    // SAFETY: a NUL-terminated name; the descriptor is owned right after.
+    let fd = unsafe { libc::memfd_create(c"etran-stream".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    file.write_all(bytes)?;
+    Ok(file.into())
+}
+
+/// The bytes of the memfd `fd` holds (from its start).
+pub fn read_memfd(fd: OwnedFd) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let mut file = std::fs::File::from(fd);
+    file.seek(io::SeekFrom::Start(0))?;
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 impl Stream {
     /// The stream's state and bytes, for [`Stream::resume`] in another app.
     pub fn hand_over(&self) -> Vec<u8> {
@@ -133,6 +173,7 @@ impl Stream {
             rx_bytes: self.stats.rx_bytes,
             tx_bytes: self.stats.tx_bytes,
             retransmitted: self.stats.retransmitted,
+            unknown_end: self.unknown_end,
         };
         let head = serde_json::to_vec(&h).expect("a handover always serializes");
         let mut out = Vec::with_capacity(4 + head.len() + readable + self.sbuf.len());
@@ -154,14 +195,21 @@ impl Stream {
         Stream::resume_at(bytes, at, rto, Instant::now())
     }
 
+    /// The stream of a process that died holding it, rebuilt from what the kernel keeps
+    /// (`init`: its positions now, nothing readable): the `in_flight` bytes from
+    /// `init.tx_pos` the dead owner had sent are unknown (zeros here), so the stream fails
+    /// if one of them must be sent again; if the peer acknowledges them, nothing was lost.
+    /// Returns the stream as [`Stream::hand_over`] writes it.
+    pub fn lost_owner(init: StreamInit, in_flight: u32) -> Vec<u8> {
+        let mut s = Stream::new(init);
+        s.sbuf.extend(std::iter::repeat_n(0, in_flight as usize));
+        s.snd_nxt = s.snd_una.wrapping_add(in_flight);
+        s.unknown_end = (in_flight > 0).then_some(s.snd_nxt);
+        s.hand_over()
+    }
+
     fn resume_at(bytes: &[u8], at: &Resume, rto: RtoConfig, now: Instant) -> io::Result<Stream> {
-        let head_len = bytes
-            .get(..4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
-            .ok_or_else(|| malformed("no header"))?;
-        let head = bytes.get(4..4 + head_len).ok_or_else(|| malformed("header cut"))?;
-        let h: Handover = serde_json::from_slice(head).map_err(|e| malformed(&e.to_string()))?;
-        let body = &bytes[4 + head_len..];
+        let (h, body) = Handover::read(bytes)?;
         let (readable, unacked) = (h.readable as usize, h.unacked as usize);
         if body.len() != readable + unacked
             || h.rcv_buf == 0
@@ -196,6 +244,7 @@ impl Stream {
         s.sbuf = VecDeque::from(body[readable..].to_vec());
         s.sbuf.reserve(h.snd_cap as usize - unacked);
         s.nodelay = h.nodelay;
+        s.unknown_end = h.unknown_end;
         s.close = h.close;
         s.error = h.error.map(kind_of);
         s.stats = StreamStats {
@@ -239,7 +288,7 @@ impl Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bpf::tcp::types::etran_tcp_rx_meta;
+    use crate::{bpf::tcp::types::etran_tcp_rx_meta, transport::tcp::stream::TimerEvent};
 
     fn init() -> StreamInit {
         StreamInit {
@@ -384,6 +433,39 @@ mod tests {
         let r = Stream::resume(&s.hand_over(), &fin_sent, RtoConfig::default()).unwrap();
         assert_eq!(r.close_state(), close::State::FinWait1);
         assert!(r.fin_sent);
+    }
+
+    /// A stream rebuilt after its owner died with 500 bytes in flight: their acknowledgement
+    /// frees them, and the stream carries on; resending them fails it instead.
+    #[test]
+    fn a_lost_owners_stream_fails_only_if_its_unknown_bytes_must_go_again() {
+        let una = init().tx_pos;
+        let at = Resume {
+            rx_pos: 1000,
+            tx_pos: una.wrapping_add(500),
+            una_pos: una,
+            send_wnd: 1 << 20,
+            rcv_wnd: 8192,
+            fin: 0,
+        };
+        let bytes = Stream::lost_owner(init(), 500);
+        let mut frame = vec![0u8; 2048];
+        // Acknowledged: the next bytes go out as usual.
+        let mut r = Stream::resume(&bytes, &at, RtoConfig::default()).unwrap();
+        assert_eq!((r.in_flight(), r.unsent()), (500, 0));
+        r.on_rx(&data(1000, una.wrapping_add(500), &[]), &[]);
+        assert_eq!(r.write(b"more"), 4);
+        let f = r.next_frame(&mut frame).unwrap();
+        assert_eq!((f.tx_pos, f.payload_len), (una.wrapping_add(500), 4));
+        assert_eq!(r.error(), None);
+        // A timeout before the acknowledgement: nobody has the bytes to resend.
+        let mut r = Stream::resume(&bytes, &at, RtoConfig::default()).unwrap();
+        let mut now = Instant::now();
+        while !matches!(r.on_timer(now), TimerEvent::Resend) {
+            now += Duration::from_millis(100);
+        }
+        assert!(r.next_frame(&mut frame).is_none());
+        assert_eq!(r.error(), Some(io::ErrorKind::ConnectionAborted));
     }
 
     #[test]
