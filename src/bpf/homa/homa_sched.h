@@ -121,6 +121,7 @@ struct homa_sched_scratch {
 	__u32 x;            /* the entry of the message asking, and a free one, found under the
 			     * lock (kept here, the verifier need not follow each value) */
 	__u32 free;
+	__u32 stale;        /* entries found stale and freed (event homa_sched_stale) */
 	__u32 blocked;      /* a message of the same peer ranks before the one asking */
 	__u32 oldest_is_x;
 	__u32 oldest_idx;
@@ -298,6 +299,13 @@ static __always_inline void homa_sched_of_peer(__be32 peer)
 	bpf_spin_unlock(&s->lock);
 }
 
+/* Counts the entries a run found stale and freed (after the lock: no helper calls under it). */
+static __always_inline void homa_sched_count_stale(const struct homa_sched_scratch *w)
+{
+	if (w->stale)
+		count_event(ETRAN_EVENT_HOMA_SCHED_STALE, w->stale);
+}
+
 /* What a run's walk over the copy knows of the message asking. */
 struct homa_sched_walk {
 	struct homa_sched_scratch *w;
@@ -349,7 +357,7 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 	const volatile struct homa_sched_config *cfg = &etran_homa_sched_config;
 	const __u32 N = ETRAN_HOMA_SCHED_SLOTS;
 	__u32 k = cfg->max_overcommit, max_incoming = cfg->max_incoming;
-	__u32 i, x, window, peers_n, incoming, target = 0, fifo = 0;
+	__u32 i, x, window, peers_n, incoming, target = 0, fifo = 0, gave = 0;
 	__u32 xlength, xreceived, xgranted, fresh;
 	struct homa_sched_walk c = {};
 	struct homa_sched_scratch *w;
@@ -375,12 +383,14 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 	 * complete, copy the rest. */
 	w->x = N;
 	w->free = N;
+	w->stale = 0;
 	bpf_spin_lock(&s->lock);
 	for (i = 0; i < N; i++) {
 		e = &s->msgs[i];
 		if (e->length && (__s64)(now - e->touched) > (__s64)HOMA_SCHED_STALE_NS) {
 			s->incoming -= homa_sched_outstanding(e);
 			e->length = 0;
+			w->stale++;
 		}
 		w->snap[i].length = e->length;
 		if (!e->length) {
@@ -402,6 +412,7 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 		x = w->free;
 		if (received >= length || x >= N) {
 			bpf_spin_unlock(&s->lock);
+			homa_sched_count_stale(w);
 			return;
 		}
 	}
@@ -435,6 +446,7 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 	since_fifo = s->since_fifo;
 	bpf_spin_unlock(&s->lock);
 	count_event(ETRAN_EVENT_HOMA_SCHED_RANK, 0);
+	homa_sched_count_stale(w);
 	out->idx = xreceived >= xlength ? 0 : x + 1;
 
 	/* Without it: rank the copy. */
@@ -527,7 +539,8 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 		if ((__u64)e->granted + room < target)
 			target = homa_sched_align(e->granted + room, e->length);
 		if (target > e->granted) {
-			s->incoming += target - e->granted;
+			gave = target - e->granted;
+			s->incoming += gave;
 			if (fifo)
 				s->since_fifo -= s->since_fifo < due ? s->since_fifo : due;
 			else
@@ -541,6 +554,8 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 		s->since_fifo = due;
 	}
 	bpf_spin_unlock(&s->lock);
+	if (gave)
+		count_event(fifo ? ETRAN_EVENT_HOMA_SCHED_FIFO : ETRAN_EVENT_HOMA_SCHED_GRANT, gave);
 }
 
 #endif
