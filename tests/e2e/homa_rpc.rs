@@ -67,6 +67,11 @@ fn with_server(hosts: &EtranHosts, f: impl FnOnce(SocketAddrV4)) {
     with_server_answering(hosts, answer, f)
 }
 
+/// `len` random bytes.
+fn random_message(rng: &mut Rng, len: usize) -> Vec<u8> {
+    (0..len).map(|_| rng.next_u64() as u8).collect()
+}
+
 /// A 16-byte answer that depends on every request byte and its place.
 pub(crate) fn digest(req: &[u8]) -> Vec<u8> {
     let h = req
@@ -131,7 +136,7 @@ fn exchange(
     while done.borrow().len() < rpcs {
         while sent.len() < rpcs && sent.len() - done.borrow().len() < outstanding {
             let len = size(sent.len(), &mut rng);
-            let req: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+            let req = random_message(&mut rng, len);
             let (i, done) = (sent.len(), done.clone());
             client
                 .enqueue_request(server, req.clone(), move |_, r| {
@@ -308,8 +313,7 @@ fn short_rpcs_started_after_a_long_one_finish_first() {
         let mut long = RpcSocket::open(&hosts.daemons[0].sock, 0).unwrap();
         let mut short = RpcSocket::open(&hosts.daemons[0].sock, 0).unwrap();
         let mut rng = Rng(0x5a5a_0042);
-        let mut message =
-            |len: usize| -> Vec<u8> { (0..len).map(|_| rng.next_u64() as u8).collect() };
+        let mut message = |len: usize| random_message(&mut rng, len);
         let long_done: LongDone = Rc::default();
         let shorts_done: Responses = Rc::default();
         let long_req = message(1_000_000);
@@ -381,8 +385,7 @@ fn long_rpcs_from_one_app_end_while_shorter_ones_keep_coming() {
     with_server_answering(&hosts, digest, |server| {
         let mut sock = RpcSocket::open(&hosts.daemons[0].sock, 0).unwrap();
         let mut rng = Rng(0x5a5a_0043);
-        let mut message =
-            |len: usize| -> Vec<u8> { (0..len).map(|_| rng.next_u64() as u8).collect() };
+        let mut message = |len: usize| random_message(&mut rng, len);
         let (longs, shorts, outstanding) = (4, 700, 3);
         let shorts_done: Rc<RefCell<usize>> = Rc::default();
         let longs_done: Responses = Rc::default();
