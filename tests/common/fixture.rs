@@ -139,6 +139,18 @@ pub fn event_deltas<const N: usize>(
     events.map(|e| event_total(after, e) - event_total(before, e))
 }
 
+/// How many bytes each of `events` counted between `before` and `after`.
+pub fn event_bytes<const N: usize>(
+    before: &Counters,
+    after: &Counters,
+    events: [&str; N],
+) -> [u64; N] {
+    let bytes = |c: &Counters, e: &str| {
+        c.events.iter().find(|x| x.event == e).unwrap_or_else(|| panic!("no event {e}")).count.bytes
+    };
+    events.map(|e| bytes(after, e) - bytes(before, e))
+}
+
 /// Frames counted in any class and verdict.
 pub fn total_frames(c: &Counters) -> u64 {
     c.traffic.iter().map(|r| r.transport.packets + r.pass.packets + r.drop.packets).sum()

@@ -140,6 +140,12 @@ enum etran_event {
 					  * the scheduled messages of the RPC's peer again */
 	ETRAN_EVENT_HOMA_RX_BUSY,        /* ingress: a RESEND for a server RPC whose app holds the
 					  * request (no response begun), answered with BUSY */
+	ETRAN_EVENT_HOMA_SCHED_GRANT,    /* the grant scheduler moved a message's grant by rank
+					  * (bytes: the bytes granted) */
+	ETRAN_EVENT_HOMA_SCHED_FIFO,     /* ... from the FIFO share, to the oldest message (bytes:
+					  * the bytes granted) */
+	ETRAN_EVENT_HOMA_SCHED_STALE,    /* the grant scheduler let a message go that nothing
+					  * touched for ETRAN_HOMA_SCHED_STALE_MS */
 	ETRAN_EVENT_MAX,
 };
 

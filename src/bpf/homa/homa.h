@@ -39,6 +39,9 @@ enum etran_homa_limit {
 	ETRAN_HOMA_SCHED_SLOTS = 32,
 	/* The most messages granted to at once (max_overcommit is at most this). */
 	ETRAN_HOMA_SCHED_MAX_ACTIVE = 8,
+	/* The most the FIFO share grows to, per mille, however many messages SRPT bypassed
+	 * (homa_sched.h; transport/homa/grant.rs's FIFO_FRACTION_MAX). */
+	ETRAN_HOMA_FIFO_FRACTION_MAX = 500,
 	/* A scheduled message neither DATA nor gen touched for this long is
 	 * gone (its RPC ended without completing it: a timeout, an app that went): its entry and
 	 * its incoming bytes are freed. Live messages are touched every few milliseconds. */

@@ -5,7 +5,9 @@
  *   first, then by age;
  * - overcommit: only the first max_overcommit messages in that order are active, one per peer
  *   (a sender sends one message at a time: a second grant to it would idle the link);
- * - window: an active message is granted up to `window` bytes past what arrived, by default
+ * - window: an active message is granted up to `window` bytes past what arrived, less what
+ *   the other messages of its peer have granted and not received (a FIFO grant's, unscheduled
+ *   bytes: the peer's bytes on the way stay within a window, as with one message), by default
  *   max_incoming / (active + 1);
  * - cap: grants stop where the bytes granted and not received, over every scheduled message,
  *   would pass max_incoming; a message leaves the headroom its betters would take first;
@@ -121,11 +123,20 @@ struct homa_sched_scratch {
 	__u32 x;            /* the entry of the message asking, and a free one, found under the
 			     * lock (kept here, the verifier need not follow each value) */
 	__u32 free;
+	__u32 stale;        /* entries found stale and freed (event homa_sched_stale) */
 	__u32 blocked;      /* a message of the same peer ranks before the one asking */
 	__u32 oldest_is_x;
 	__u32 oldest_idx;
 	__u32 oldest_waits; /* its granted bytes all arrived */
 	__u64 oldest_birth;
+	/* The message SRPT serves first (fewest bytes not received, then oldest), over every
+	 * entry, and how many of its peer's are older and not fully granted (it bypassed them:
+	 * each adds its own FIFO share). */
+	__u32 first_rem;
+	__be32 first_peer;
+	__u64 first_birth;
+	__u32 bypassed;
+	__u32 peer_out; /* bytes granted and not received of the other messages of its peer */
 };
 
 struct {
@@ -298,6 +309,13 @@ static __always_inline void homa_sched_of_peer(__be32 peer)
 	bpf_spin_unlock(&s->lock);
 }
 
+/* Counts the entries a run found stale and freed (after the lock: no helper calls under it). */
+static __always_inline void homa_sched_count_stale(const struct homa_sched_scratch *w)
+{
+	if (w->stale)
+		count_event(ETRAN_EVENT_HOMA_SCHED_STALE, w->stale);
+}
+
 /* What a run's walk over the copy knows of the message asking. */
 struct homa_sched_walk {
 	struct homa_sched_scratch *w;
@@ -324,6 +342,8 @@ static long homa_sched_visit(__u32 i, void *ctx)
 	if (!m->length)
 		return 0;
 	homa_sched_peer_add(w, c->k, m->peer);
+	if (m->peer == c->xpeer && m->granted > m->received)
+		w->peer_out += m->granted - m->received;
 	if (m->granted < m->length && m->birth < w->oldest_birth) {
 		w->oldest_is_x = 0;
 		w->oldest_idx = i;
@@ -331,12 +351,48 @@ static long homa_sched_visit(__u32 i, void *ctx)
 		w->oldest_birth = m->birth;
 	}
 	rem = m->length - m->received;
+	if (homa_sched_before(rem, m->birth, w->first_rem, w->first_birth)) {
+		w->first_rem = rem;
+		w->first_peer = m->peer;
+		w->first_birth = m->birth;
+	}
 	if (c->x >= ETRAN_HOMA_SCHED_SLOTS || homa_sched_before(rem, m->birth, c->xrem, c->xbirth)) {
 		if (m->peer == c->xpeer)
 			w->blocked = 1;
 		homa_sched_top_add(w, c->k, i, m->peer, rem, m->birth);
 	}
 	return 0;
+}
+
+/* bpf_loop's second visit of entry `i` of the copy: counts it if the first message bypassed it
+ * (its peer's, older, not fully granted). */
+static long homa_sched_visit_bypassed(__u32 i, void *ctx)
+{
+	struct homa_sched_walk *c = ctx;
+	struct homa_sched_scratch *w = c->w;
+	struct homa_sched_snap *m;
+
+	if (!w || i == c->x)
+		return 0;
+	m = &w->snap[i & (ETRAN_HOMA_SCHED_SLOTS - 1)];
+	if (m->length && m->granted < m->length && m->peer == w->first_peer &&
+	    m->birth < w->first_birth)
+		w->bypassed++;
+	return 0;
+}
+
+/* The FIFO share, per mille: `fraction` for each of the `bypassed` messages (at least one), at
+ * most ETRAN_HOMA_FIFO_FRACTION_MAX (or `fraction` itself, if that is more): grant.rs's
+ * fifo_share. */
+static __always_inline __u32 homa_sched_fifo_share(__u32 fraction, __u32 bypassed)
+{
+	__u32 max = fraction > ETRAN_HOMA_FIFO_FRACTION_MAX ? fraction : ETRAN_HOMA_FIFO_FRACTION_MAX;
+
+	if (!bypassed)
+		bypassed = 1;
+	if (bypassed > ETRAN_HOMA_SCHED_SLOTS)
+		bypassed = ETRAN_HOMA_SCHED_SLOTS;
+	return fraction * bypassed < max ? fraction * bypassed : max;
 }
 
 /* The message `key` of `slot` (`length` bytes, the furthest that arrived `received`, granted
@@ -349,22 +405,20 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 	const volatile struct homa_sched_config *cfg = &etran_homa_sched_config;
 	const __u32 N = ETRAN_HOMA_SCHED_SLOTS;
 	__u32 k = cfg->max_overcommit, max_incoming = cfg->max_incoming;
-	__u32 i, x, window, peers_n, incoming, target = 0, fifo = 0;
+	__u32 i, x, window, peers_n, incoming, target = 0, fifo = 0, gave = 0;
 	__u32 xlength, xreceived, xgranted, fresh;
 	struct homa_sched_walk c = {};
 	struct homa_sched_scratch *w;
 	struct homa_sched_msg *e;
 	struct homa_sched *s;
 	__u64 since_fifo, due = 0;
-	__u32 zero = 0;
+	__u32 zero = 0, share, idle_fifo = 0;
 	__s64 headroom;
 
 	if (k > ETRAN_HOMA_SCHED_MAX_ACTIVE)
 		k = ETRAN_HOMA_SCHED_MAX_ACTIVE;
 	if (!k)
 		k = 1;
-	if (cfg->fifo_fraction && cfg->fifo_fraction < 1000 && cfg->fifo_increment)
-		due = (__u64)cfg->fifo_increment * (1000 - cfg->fifo_fraction) / cfg->fifo_fraction;
 	s = bpf_map_lookup_elem(&etran_homa_sched, &zero);
 	w = bpf_map_lookup_elem(&etran_homa_sched_scratch, &zero);
 	if (!s || !w)
@@ -375,12 +429,14 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 	 * complete, copy the rest. */
 	w->x = N;
 	w->free = N;
+	w->stale = 0;
 	bpf_spin_lock(&s->lock);
 	for (i = 0; i < N; i++) {
 		e = &s->msgs[i];
 		if (e->length && (__s64)(now - e->touched) > (__s64)HOMA_SCHED_STALE_NS) {
 			s->incoming -= homa_sched_outstanding(e);
 			e->length = 0;
+			w->stale++;
 		}
 		w->snap[i].length = e->length;
 		if (!e->length) {
@@ -402,6 +458,7 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 		x = w->free;
 		if (received >= length || x >= N) {
 			bpf_spin_unlock(&s->lock);
+			homa_sched_count_stale(w);
 			return;
 		}
 	}
@@ -435,6 +492,7 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 	since_fifo = s->since_fifo;
 	bpf_spin_unlock(&s->lock);
 	count_event(ETRAN_EVENT_HOMA_SCHED_RANK, 0);
+	homa_sched_count_stale(w);
 	out->idx = xreceived >= xlength ? 0 : x + 1;
 
 	/* Without it: rank the copy. */
@@ -446,6 +504,11 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 	w->oldest_idx = 0;
 	w->oldest_waits = 0;
 	w->oldest_birth = ~0ULL;
+	w->first_rem = ~0U;
+	w->first_peer = 0;
+	w->first_birth = ~0ULL;
+	w->bypassed = 0;
+	w->peer_out = 0;
 	c.w = w;
 	c.k = k;
 	c.x = xreceived >= xlength ? N : x;
@@ -457,8 +520,19 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 			w->oldest_is_x = 1;
 			w->oldest_birth = c.xbirth;
 		}
+		w->first_rem = c.xrem;
+		w->first_peer = c.xpeer;
+		w->first_birth = c.xbirth;
 	}
 	bpf_loop(N, homa_sched_visit, &c, 0);
+	if (cfg->fifo_fraction && cfg->fifo_fraction < 1000 && cfg->fifo_increment) {
+		bpf_loop(N, homa_sched_visit_bypassed, &c, 0);
+		if (c.x < N && xgranted < xlength && c.xpeer == w->first_peer &&
+		    c.xbirth < w->first_birth)
+			w->bypassed++;
+		share = homa_sched_fifo_share(cfg->fifo_fraction, w->bypassed);
+		due = (__u64)cfg->fifo_increment * (1000 - share) / share;
+	}
 
 	peers_n = w->peers_n;
 	window = cfg->window ? cfg->window : max_incoming / (peers_n + 1);
@@ -487,7 +561,10 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 	}
 
 	if (!w->blocked && w->n < k) {
-		__u32 want = xreceived + window < xlength ? xreceived + window : xlength;
+		/* The peer's window, less what its other messages have on the way (FIFO grants,
+		 * unscheduled bytes). */
+		__u32 own = window > w->peer_out ? window - w->peer_out : 0;
+		__u32 want = xreceived + own < xlength ? xreceived + own : xlength;
 
 		target = want;
 		if (headroom < 0)
@@ -502,18 +579,35 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 		else
 			out->priority = homa_sched_priority(w->n, peers_n, cfg->max_sched_priority);
 	}
-	/* The FIFO share: due after (1000 - fraction) / fraction bytes granted by rank for each
+	/* The FIFO share: due after (1000 - share) / share bytes granted by rank for each
 	 * fifo_increment, to the oldest message not fully granted that is not ignoring grants
 	 * already (more than a window and two increments outstanding). It goes to this message
-	 * if it is that one; another waiting with nothing on the way is woken. */
-	if (!target && due && since_fifo >= due) {
-		if (w->oldest_is_x && xgranted - xreceived < window + 2 * cfg->fifo_increment) {
-			target = homa_sched_align(xgranted + cfg->fifo_increment, xlength);
-			fifo = 1;
-			out->priority = HOMA_MAX_PRIORITIES - 2;
-		} else if (!w->oldest_is_x && w->oldest_waits) {
+	 * if it is that one (and got nothing by rank); another waiting with nothing on the way is
+	 * woken, whatever this one got; with no message to take it, it stays due without piling
+	 * up. */
+	if (due && since_fifo >= due) {
+		if (w->oldest_is_x) {
+			if (xgranted - xreceived < window + 2 * cfg->fifo_increment) {
+				if (!target) {
+					target = homa_sched_align(xgranted + cfg->fifo_increment,
+								  xlength);
+					fifo = 1;
+					out->priority = HOMA_MAX_PRIORITIES - 2;
+				}
+			} else {
+				idle_fifo = 1;
+			}
+		} else if (w->oldest_birth == ~0ULL) {
+			idle_fifo = 1;
+		} else if (w->oldest_waits) {
 			w->wake |= 1u << (w->oldest_idx & (N - 1));
 		}
+	}
+	if (idle_fifo) {
+		bpf_spin_lock(&s->lock);
+		if (s->since_fifo > due)
+			s->since_fifo = due;
+		bpf_spin_unlock(&s->lock);
 	}
 	if (!target)
 		return;
@@ -527,7 +621,8 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 		if ((__u64)e->granted + room < target)
 			target = homa_sched_align(e->granted + room, e->length);
 		if (target > e->granted) {
-			s->incoming += target - e->granted;
+			gave = target - e->granted;
+			s->incoming += gave;
 			if (fifo)
 				s->since_fifo -= s->since_fifo < due ? s->since_fifo : due;
 			else
@@ -536,11 +631,10 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 			out->granted = target;
 			out->moved = 1;
 		}
-	} else if (due && s->since_fifo > due) {
-		/* Nothing to give the FIFO share to: it stays due, without piling up. */
-		s->since_fifo = due;
 	}
 	bpf_spin_unlock(&s->lock);
+	if (gave)
+		count_event(fifo ? ETRAN_EVENT_HOMA_SCHED_FIFO : ETRAN_EVENT_HOMA_SCHED_GRANT, gave);
 }
 
 #endif

@@ -5,8 +5,10 @@
 //! - **Overcommit**: only the first `max_overcommit` (8) messages in that order are *active*
 //!   and get grants; a peer counts once (`max_rpcs_per_peer`, 1): a sender sends one message
 //!   at a time anyway (its own SRPT), so a second grant to it would only idle the link.
-//! - **Window**: an active message is granted up to `window` bytes past what it received,
-//!   `window` being `max_incoming / (active + 1)`, so that a share as large as each active
+//! - **Window**: an active message is granted up to `window` bytes past what it received, less
+//!   what the other messages of its peer were granted and did not deliver yet (a FIFO grant,
+//!   unscheduled bytes: a peer's bytes on the way stay within one window, as with one message;
+//!   more would only queue), `window` being `max_incoming / (active + 1)`, so that a share as large as each active
 //!   message's stays free for new arrivals (HomaModule's dynamic window), or fixed.
 //! - **Cap**: grants stop while the bytes granted but not received (unscheduled bytes
 //!   included, over every message being scheduled) reach `max_incoming`. Only unscheduled
@@ -18,7 +20,13 @@
 //!   `fifo_fraction` (per mille) of the granted bytes goes, `fifo_increment` at a time, to the
 //!   oldest message not fully granted, active or not, at [`HIGH_PRIORITY`]. HomaModule paces
 //!   these grants by time at that fraction of the link rate; here they are paced by the bytes
-//!   granted, which is the same share whenever grants flow and needs no clock.
+//!   granted, which is the same share whenever grants flow and needs no clock. The share is
+//!   `fifo_fraction` for each message SRPT *bypassed*: one not fully granted, from the peer of
+//!   the message SRPT serves first, and older than it; at most [`FIFO_FRACTION_MAX`]. One long message behind a stream of shorter ones gets 5 %, as in
+//!   HomaModule; when long messages pile up behind shorter ones (every message from one peer,
+//!   closed loop: each waits for the FIFO share alone, and they come faster than 5 % carries),
+//!   each adds its own share, so that they drain, oldest first, instead of waiting for the
+//!   stream of shorter ones to stop.
 //!
 //! Grants end on packet boundaries ([`MAX_PAYLOAD`] from offset 0) or at the message's end, so
 //! a sender never cuts a short packet at a grant.
@@ -29,6 +37,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{prio::HIGH_PRIORITY, MAX_PAYLOAD};
+use crate::bpf::homa::types::etran_homa_limit;
+
+/// The most the FIFO share may grow to, per mille, however many messages SRPT bypassed (the
+/// bound HomaModule puts on `fifo_fraction`; `ETRAN_HOMA_FIFO_FRACTION_MAX`, which the grant
+/// scheduler in BPF applies).
+pub const FIFO_FRACTION_MAX: u32 = etran_homa_limit::ETRAN_HOMA_FIFO_FRACTION_MAX.0;
 
 /// The scheduler's parameters; [`GrantConfig::default`] is HomaModule's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +56,8 @@ pub struct GrantConfig {
     pub max_rpcs_per_peer: usize,
     /// A fixed window, or `None` for `max_incoming / (active + 1)` (homa_grant.c's default).
     pub window: Option<u32>,
-    /// Per mille of granted bytes that go to the oldest message (homa_grant.c: 50).
+    /// Per mille of granted bytes that go to the oldest message (homa_grant.c: 50), for each
+    /// message SRPT bypassed (see the module's notes), up to [`FIFO_FRACTION_MAX`].
     pub fifo_fraction: u32,
     /// Bytes of one FIFO grant (homa_grant.c: 50,000).
     pub fifo_increment: u32,
@@ -199,7 +214,7 @@ impl<K: Ord + Copy, P: Eq + Copy> GrantScheduler<K, P> {
                 continue;
             }
             let m = &self.msgs[&key];
-            let want = m.received.saturating_add(window);
+            let want = m.received.saturating_add(window.saturating_sub(self.peer_out(key)));
             let Some(offset) = self.raise(key, want) else { continue };
             let priority = self.priority(rank, active.len());
             self.since_fifo += u64::from(offset - self.grant_to(key, offset));
@@ -229,6 +244,23 @@ impl<K: Ord + Copy, P: Eq + Copy> GrantScheduler<K, P> {
         before
     }
 
+    /// Bytes granted and not received of the other messages from `key`'s peer (FIFO grants,
+    /// unscheduled bytes), which its window leaves room for.
+    fn peer_out(&self, key: K) -> u32 {
+        let peer = self.msgs[&key].peer;
+        let others = self.msgs.iter().filter(|(k, m)| **k != key && m.peer == peer);
+        others.map(|(_, m)| m.incoming()).sum()
+    }
+
+    /// The messages SRPT bypassed: not fully granted, from the peer of the message SRPT
+    /// serves first (which its one active message keeps waiting), and older than it.
+    fn bypassed(&self) -> u32 {
+        let Some(&(_, birth, key)) = self.order.first() else { return 0 };
+        let peer = self.msgs[&key].peer;
+        let waits = |m: &&InMsg<P>| m.peer == peer && m.birth < birth && m.granted < m.length;
+        self.msgs.values().filter(waits).count() as u32
+    }
+
     /// homa_grant_priority(): rank 0 highest; when fewer messages are active than scheduled
     /// levels, they use the lowest ones.
     fn priority(&self, rank: usize, active: usize) -> u8 {
@@ -245,10 +277,11 @@ impl<K: Ord + Copy, P: Eq + Copy> GrantScheduler<K, P> {
     /// message not fully granted, unless it ignores grants already (granted far beyond what
     /// it sent: then the next oldest), as homa_grant_find_oldest() chooses.
     fn fifo_grant(&mut self, window: u32) -> Option<Grant<K>> {
-        let (fraction, inc) = (u64::from(self.cfg.fifo_fraction), self.cfg.fifo_increment);
+        let (fraction, inc) = (self.cfg.fifo_fraction, self.cfg.fifo_increment);
         if fraction == 0 || inc == 0 || fraction >= 1000 {
             return None;
         }
+        let fraction = u64::from(fifo_share(fraction, self.bypassed()));
         // Bytes granted by rank for each FIFO grant, so that FIFO bytes are `fraction` of all.
         let due_after = u64::from(inc) * (1000 - fraction) / fraction;
         if self.since_fifo < due_after {
@@ -270,6 +303,12 @@ impl<K: Ord + Copy, P: Eq + Copy> GrantScheduler<K, P> {
         self.since_fifo -= due_after;
         Some(Grant { key, offset, priority: HIGH_PRIORITY, fifo: true })
     }
+}
+
+/// The FIFO share, per mille: `fraction` for each of the `bypassed` messages (at least one),
+/// at most [`FIFO_FRACTION_MAX`] (or `fraction` itself, if that is more).
+fn fifo_share(fraction: u32, bypassed: u32) -> u32 {
+    fraction.saturating_mul(bypassed.max(1)).min(FIFO_FRACTION_MAX.max(fraction))
 }
 
 #[cfg(test)]

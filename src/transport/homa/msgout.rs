@@ -2,13 +2,18 @@
 //! [`MAX_PAYLOAD`] bytes, sent shortest remaining message first (SRPT: fewest bytes left to
 //! send), never beyond what the receiver allowed: the unscheduled bytes, then its grants.
 //! Whatever may not leave yet simply waits here; nothing is dropped. Bytes a RESEND asks for
-//! go before new data, at the priority the RESEND names, as HomaModule resends at once.
+//! go before new data, at the priority the RESEND names, as HomaModule resends at once. Bytes
+//! the receiver granted from its FIFO share (a GRANT at [`HIGH_PRIORITY`], above every level
+//! it grants by rank) go before other scheduled bytes, oldest message first: the receiver gave
+//! them to a message SRPT made wait, and a sender that kept them back for its shorter messages
+//! would undo that share (one sender carrying every message to a receiver would starve its
+//! long ones at its own SRPT). Unscheduled bytes keep their SRPT turn before them.
 //!
 //! Generic over the message key `K` (the caller's RPC handle), so that one `Sender` serves all
 //! of an app's RPCs to every peer: the app's uplink is what SRPT shares.
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::{ranges::Ranges, wire::ResendLength, MAX_PAYLOAD};
+use super::{prio::HIGH_PRIORITY, ranges::Ranges, wire::ResendLength, MAX_PAYLOAD};
 use crate::bpf::homa::types::etran_homa_limit;
 
 /// Bytes of a message a sender may send before any grant: HomaModule's `unsched_bytes`
@@ -56,6 +61,8 @@ struct OutMsg {
     unsched_priority: u8,
     /// The latest GRANT's priority, for scheduled bytes.
     sched_priority: u8,
+    /// Bytes below this were granted from the receiver's FIFO share.
+    fifo_until: u32,
     birth: u64,
     /// Bytes owed again, and the latest RESEND's priority for them.
     resend: Ranges,
@@ -76,6 +83,8 @@ pub struct Sender<K> {
     /// send, and of those with bytes owed again.
     ready: BTreeSet<(u32, u64, K)>,
     resending: BTreeSet<(u32, u64, K)>,
+    /// The messages with bytes from a FIFO grant to send, oldest first: (age, key).
+    fifo: BTreeSet<(u64, K)>,
     births: u64,
     unsched_bytes: u32,
     /// The age [`Sender::tick`] was last given.
@@ -88,6 +97,7 @@ impl<K: Ord + Copy> Sender<K> {
             msgs: BTreeMap::new(),
             ready: BTreeSet::new(),
             resending: BTreeSet::new(),
+            fifo: BTreeSet::new(),
             births: 0,
             unsched_bytes,
             age: 1,
@@ -113,6 +123,7 @@ impl<K: Ord + Copy> Sender<K> {
                 unsched,
                 unsched_priority,
                 sched_priority: 0,
+                fifo_until: 0,
                 birth: self.births,
                 resend: Ranges::default(),
                 resend_priority: 0,
@@ -128,11 +139,15 @@ impl<K: Ord + Copy> Sender<K> {
         self.msgs.remove(&key);
     }
 
-    /// A GRANT: bytes below `offset` may go, scheduled ones at `priority`.
+    /// A GRANT: bytes below `offset` may go, scheduled ones at `priority`; at
+    /// [`HIGH_PRIORITY`] or above it comes from the receiver's FIFO share.
     pub fn on_grant(&mut self, key: K, offset: u32, priority: u8) {
         self.update(key, |m| {
             m.granted = m.granted.max(offset.min(m.length));
             m.sched_priority = priority;
+            if priority >= HIGH_PRIORITY {
+                m.fifo_until = m.fifo_until.max(m.granted);
+            }
         });
     }
 
@@ -189,7 +204,8 @@ impl<K: Ord + Copy> Sender<K> {
     }
 
     /// The next packet to send, if any may go: bytes owed again first, then new bytes of the
-    /// message with the fewest left to send.
+    /// message with the fewest left to send, unless it is past its unscheduled bytes and
+    /// another holds bytes from a FIFO grant (the oldest such goes first).
     pub fn next_segment(&mut self) -> Option<Segment<K>> {
         if let Some(&(_, _, key)) = self.resending.first() {
             return self.update(key, |m| {
@@ -203,7 +219,12 @@ impl<K: Ord + Copy> Sender<K> {
                 }
             });
         }
-        let &(_, _, key) = self.ready.first()?;
+        let &(_, _, mut key) = self.ready.first()?;
+        if let Some(&(_, oldest)) = self.fifo.first() {
+            if self.msgs[&key].sent >= self.msgs[&key].unsched {
+                key = oldest;
+            }
+        }
         self.update(key, |m| {
             let offset = m.sent;
             let len = (m.limit() - offset).min(MAX_PAYLOAD);
@@ -244,12 +265,16 @@ impl<K: Ord + Copy> Sender<K> {
         if !m.resend.is_empty() {
             self.resending.insert(o);
         }
+        if m.sent < m.fifo_until.min(m.limit()) {
+            self.fifo.insert((m.birth, key));
+        }
     }
 
     fn unfile(&mut self, key: K) {
         if let Some(o) = self.order(key) {
             self.ready.remove(&o);
             self.resending.remove(&o);
+            self.fifo.remove(&(o.1, key));
         }
     }
 }
@@ -309,6 +334,29 @@ mod tests {
         s.add(5, 10, 0);
         assert_eq!(s.next_segment().map(|g| (g.key, g.len)), Some((5, 10)));
         assert_eq!(s.next_segment().map(|g| g.key), Some(4));
+    }
+
+    /// Bytes the receiver granted from its FIFO share (a GRANT at HIGH_PRIORITY) go before a
+    /// shorter message's scheduled bytes, oldest message first; a new message's unscheduled
+    /// bytes still go first. Before, they waited behind every shorter message, and a sender
+    /// carrying all of a receiver's messages undid the receiver's FIFO share.
+    #[test]
+    fn fifo_granted_bytes_go_before_shorter_scheduled_ones() {
+        let mut s = Sender::new(UNSCHED_BYTES);
+        let unsched = s.add(1, 1 << 20, 4);
+        s.add(2, 1 << 20, 4);
+        s.add(3, 200_000, 4);
+        drain(&mut s);
+        s.on_grant(3, 200_000, 0);
+        s.on_grant(2, unsched + 2 * MAX_PAYLOAD, HIGH_PRIORITY);
+        s.on_grant(1, unsched + MAX_PAYLOAD, HIGH_PRIORITY);
+        s.add(4, 100, 4);
+        let order: Vec<(u32, u32)> =
+            (0..5).filter_map(|_| s.next_segment()).map(|g| (g.key, g.offset)).collect();
+        assert_eq!(
+            order,
+            [(4, 0), (1, unsched), (2, unsched), (2, unsched + MAX_PAYLOAD), (3, unsched)]
+        );
     }
 
     #[test]

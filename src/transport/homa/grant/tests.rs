@@ -138,6 +138,63 @@ fn fifo_grants_go_to_the_oldest_at_high_priority() {
     assert!((by_rank / 950_000).abs_diff(fifo.len() as u32) <= 1, "{} FIFO grants", fifo.len());
 }
 
+/// Every message from one peer (`bench rpc` between two hosts): four long messages came
+/// first, and the one SRPT serves is shorter. Each of the four is owed its own FIFO share, so
+/// 4 × 50 per mille of the grants go to them, oldest first (5 % before: the long ones came
+/// faster than it carried them and starved for hundreds of milliseconds).
+#[test]
+fn the_fifo_share_grows_with_the_messages_srpt_bypassed() {
+    let mut s = sched();
+    for key in 1..=4 {
+        s.add(key, 7, 60 * MB, 0);
+    }
+    s.add(10, 7, 30 * MB, 0);
+    let (mut fifo, mut by_rank) = (0u64, 0u64);
+    // 100 rounds: message 10 is far from done.
+    for _ in 0..100 {
+        for g in s.grants() {
+            let before = if g.fifo { &mut fifo } else { &mut by_rank };
+            if g.fifo {
+                assert_eq!(g.key, 1, "the oldest");
+            } else {
+                assert_eq!(g.key, 10, "the one SRPT serves");
+            }
+            *before += 1;
+        }
+        for key in [1, 2, 3, 4, 10] {
+            s.received(key, s.granted(key).expect("not done"));
+        }
+    }
+    let fifo_bytes = u64::from(s.granted(1).unwrap());
+    let rank_bytes = u64::from(s.granted(10).unwrap());
+    let share = fifo_bytes * 1000 / (fifo_bytes + rank_bytes);
+    assert!(
+        (180..=220).contains(&share),
+        "{share} per mille ({fifo} FIFO grants, {by_rank} by rank)"
+    );
+    // One bypassed message: HomaModule's 5 %; and never past half.
+    assert_eq!(fifo_share(50, 1), 50);
+    assert_eq!(fifo_share(50, 0), 50);
+    assert_eq!(fifo_share(50, 30), FIFO_FRACTION_MAX);
+}
+
+/// A peer's bytes on the way stay within one window: its active message leaves room for
+/// what its other messages were granted and did not deliver (here unscheduled bytes).
+#[test]
+fn a_peer_has_one_window_on_the_way() {
+    let mut s = sched();
+    s.add(1, 7, MB, 0);
+    s.add(2, 7, 2 * MB, 41_296);
+    let g = s.grants();
+    // window = 400,000 / 2 = 200,000, less message 2's 41,296, cut to a packet boundary.
+    let want = (200_000 - 41_296) / MAX_PAYLOAD * MAX_PAYLOAD;
+    assert_eq!(g, [Grant { key: 1, offset: want, priority: 0, fifo: false }]);
+    s.received(2, 41_296);
+    s.received(1, MAX_PAYLOAD);
+    let g = s.grants();
+    assert_eq!(g[0].offset, (200_000 + MAX_PAYLOAD) / MAX_PAYLOAD * MAX_PAYLOAD, "a whole window");
+}
+
 #[test]
 fn no_fifo_when_disabled() {
     let cfg = GrantConfig { max_overcommit: 1, fifo_fraction: 0, ..GrantConfig::default() };
