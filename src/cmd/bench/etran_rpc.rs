@@ -14,7 +14,7 @@ use std::{
     rc::Rc,
     sync::{
         atomic::{AtomicBool, Ordering},
-        mpsc,
+        mpsc, Condvar, Mutex, OnceLock,
     },
     time::{Duration, Instant},
 };
@@ -117,8 +117,70 @@ fn sockets(
         watch,
         |port, sock| Ok(RpcSocket::open(sock, port.addr.port())?),
         |sock, stop| serve(sock, p.wait, stop),
-        |thread, sock, deadline| client(p, thread, sock, deadline, progress),
+        |thread, sock, start| client(p, thread, sock, start, progress),
     )
+}
+
+/// The clients' common start: the measured window opens once every client thread has set up
+/// (its socket open, its connections made). Opening a socket makes the host's daemon build a
+/// port, which takes a while on a loaded host: with a deadline fixed before the clients began,
+/// the last host to set up lost its share of a short run (a 1 s run once counted no RPC of one
+/// host's clients).
+pub(super) struct Start {
+    waiting: Mutex<usize>,
+    all_ready: Condvar,
+    duration: Duration,
+    deadline: OnceLock<Instant>,
+}
+
+impl Start {
+    fn new(clients: usize, duration: Duration) -> Start {
+        Start {
+            waiting: Mutex::new(clients),
+            all_ready: Condvar::new(),
+            duration,
+            deadline: OnceLock::new(),
+        }
+    }
+
+    fn ticket(&self) -> Ticket<'_> {
+        Ticket { start: self, arrived: false }
+    }
+
+    fn arrive(&self) {
+        let mut waiting = self.waiting.lock().expect("start lock");
+        *waiting = waiting.saturating_sub(1);
+        if *waiting == 0 {
+            self.all_ready.notify_all();
+        }
+    }
+}
+
+/// One client thread's place at the [`Start`]: [`Ticket::ready`] once set up; a thread that
+/// fails before that still counts as arrived (on drop), so that the others do not wait for it.
+pub(super) struct Ticket<'a> {
+    start: &'a Start,
+    arrived: bool,
+}
+
+impl Ticket<'_> {
+    /// Waits for every other client thread to be set up; returns the run's common deadline.
+    pub(super) fn ready(mut self) -> Instant {
+        self.arrived = true;
+        self.start.arrive();
+        let s = self.start;
+        let waiting = s.waiting.lock().expect("start lock");
+        drop(s.all_ready.wait_while(waiting, |w| *w > 0).expect("start lock"));
+        *s.deadline.get_or_init(|| Instant::now() + s.duration)
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if !self.arrived {
+            self.start.arrive();
+        }
+    }
 }
 
 /// An eTran row's threads: per server port a server thread in the servers' host
@@ -132,12 +194,13 @@ pub(super) fn threads<S>(
     watch: impl FnOnce(&dyn Fn() -> bool),
     open_server: impl Fn(&ServerPort, &Path) -> anyhow::Result<S> + Sync,
     serve: impl Fn(S, &AtomicBool) -> anyhow::Result<AppCounters> + Sync,
-    client: impl Fn(&ClientThread, &Path, Instant) -> anyhow::Result<(RpcResult, AppCounters)> + Sync,
+    client: impl Fn(&ClientThread, &Path, Ticket<'_>) -> anyhow::Result<(RpcResult, AppCounters)> + Sync,
 ) -> anyhow::Result<Outcome> {
     let stop = AtomicBool::new(false);
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
     let (server_ns, server_sock) = (p.hosts.last().context("no host")?, socks.last());
     let server_sock = server_sock.context("no daemon")?;
+    let start = Start::new(p.plan.clients.len(), p.duration);
     std::thread::scope(|s| {
         let servers: Vec<_> = p
             .plan
@@ -163,7 +226,6 @@ pub(super) fn threads<S>(
         let ready = (0..p.plan.ports.len()).try_for_each(|_| {
             ready_rx.recv().unwrap_or_else(|_| Err(anyhow::anyhow!("a server died")))
         });
-        let deadline = Instant::now() + p.duration;
         let clients: Vec<_> = match &ready {
             Err(_) => Vec::new(),
             Ok(()) => p
@@ -172,11 +234,12 @@ pub(super) fn threads<S>(
                 .iter()
                 .map(|thread| {
                     let at = usize::from(thread.host) - 1;
-                    let (ns, sock, client) = (&p.hosts[at], &socks[at], &client);
+                    let (ns, sock, client, start) = (&p.hosts[at], &socks[at], &client, &start);
                     s.spawn(move || {
+                        let ticket = start.ticket();
                         ns.enter()?;
                         super::support::pin_to_cpu(thread.cpu)?;
-                        client(thread, sock, deadline)
+                        client(thread, sock, ticket)
                     })
                 })
                 .collect(),
@@ -250,15 +313,17 @@ fn serve(mut sock: RpcSocket, wait: Wait, stop: &AtomicBool) -> anyhow::Result<A
 type Completions = Rc<RefCell<Vec<(usize, io::Result<Vec<u8>>)>>>;
 
 /// One client thread: its clients, `depth` RPCs outstanding each (open loop: at most), each
-/// RPC slot to its port, until `deadline`; then the RPCs in flight complete, uncounted.
+/// RPC slot to its port, from the common start until its deadline; then the RPCs in flight
+/// complete, uncounted.
 fn client(
     p: &Params<'_>,
     thread: &ClientThread,
     sock: &Path,
-    deadline: Instant,
+    start: Ticket<'_>,
     progress: &Progress,
 ) -> anyhow::Result<(RpcResult, AppCounters)> {
     let mut sock = RpcSocket::open(sock, 0)?;
+    let deadline = start.ready();
     let mut callers: Vec<(SocketAddrV4, Caller)> =
         p.plan.callers(thread, p.workload, p.response).collect();
     let mut slots: Vec<Option<Call>> = vec![None; callers.len()];

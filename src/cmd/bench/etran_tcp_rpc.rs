@@ -17,7 +17,7 @@ use anyhow::Context;
 use super::{
     arrivals::Arrivals,
     etran_echo, etran_hosts,
-    etran_rpc::{self, Outcome, Params},
+    etran_rpc::{self, Outcome, Params, Ticket},
     linux_echo::Progress,
     linux_rpc::Answering,
     rpc_msg::{Exchange, RpcResult},
@@ -62,19 +62,19 @@ pub fn run(
                 }
                 Ok(app.counters())
             },
-            |thread, sock, deadline| client(p, thread, sock, deadline, progress),
+            |thread, sock, start| client(p, thread, sock, start, progress),
         )
     })
 }
 
 /// One client thread: its clients, one connection per outstanding RPC (`depth` each, each to
-/// its slot's port; open loop: at most), until `deadline`; then the RPCs in flight complete,
-/// uncounted, and the connections close.
+/// its slot's port; open loop: at most), made before the common start, until its deadline; then
+/// the RPCs in flight complete, uncounted, and the connections close.
 fn client(
     p: &Params<'_>,
     thread: &ClientThread,
     sock: &Path,
-    deadline: Instant,
+    start: Ticket<'_>,
     progress: &Progress,
 ) -> anyhow::Result<(RpcResult, AppCounters)> {
     let mut app = App::open(sock)?;
@@ -83,6 +83,7 @@ fn client(
         let id = app.connect_blocking(server).with_context(|| format!("connecting to {server}"))?;
         conns.push((id, Exchange::new(caller)));
     }
+    let deadline = start.ready();
     let mut result = RpcResult::new(&p.workload).keeping_times(p.keep_times).on_host(thread.host);
     let seed = u64::from(thread.first_client) + 1;
     let mut arrivals = Arrivals::new(p.gbps, p.workload.mean(), seed, Instant::now());
