@@ -14,7 +14,7 @@ use std::{
     rc::Rc,
     sync::{
         atomic::{AtomicBool, Ordering},
-        mpsc, Condvar, Mutex, OnceLock,
+        mpsc,
     },
     time::{Duration, Instant},
 };
@@ -28,6 +28,7 @@ use super::{
     linux_echo::{Progress, Wait},
     rpc_msg::{self, Call, Caller, ResponseSize, RpcResult, Seconds},
     rpc_plan::{ClientThread, Plan, ServerPort},
+    support::{Start, Ticket},
     workload::Workload,
 };
 use crate::{
@@ -119,68 +120,6 @@ fn sockets(
         |sock, stop| serve(sock, p.wait, stop),
         |thread, sock, start| client(p, thread, sock, start, progress),
     )
-}
-
-/// The clients' common start: the measured window opens once every client thread has set up
-/// (its socket open, its connections made). Opening a socket makes the host's daemon build a
-/// port, which takes a while on a loaded host: with a deadline fixed before the clients began,
-/// the last host to set up lost its share of a short run (a 1 s run once counted no RPC of one
-/// host's clients).
-pub(super) struct Start {
-    waiting: Mutex<usize>,
-    all_ready: Condvar,
-    duration: Duration,
-    deadline: OnceLock<Instant>,
-}
-
-impl Start {
-    fn new(clients: usize, duration: Duration) -> Start {
-        Start {
-            waiting: Mutex::new(clients),
-            all_ready: Condvar::new(),
-            duration,
-            deadline: OnceLock::new(),
-        }
-    }
-
-    fn ticket(&self) -> Ticket<'_> {
-        Ticket { start: self, arrived: false }
-    }
-
-    fn arrive(&self) {
-        let mut waiting = self.waiting.lock().expect("start lock");
-        *waiting = waiting.saturating_sub(1);
-        if *waiting == 0 {
-            self.all_ready.notify_all();
-        }
-    }
-}
-
-/// One client thread's place at the [`Start`]: [`Ticket::ready`] once set up; a thread that
-/// fails before that still counts as arrived (on drop), so that the others do not wait for it.
-pub(super) struct Ticket<'a> {
-    start: &'a Start,
-    arrived: bool,
-}
-
-impl Ticket<'_> {
-    /// Waits for every other client thread to be set up; returns the run's common deadline.
-    pub(super) fn ready(mut self) -> Instant {
-        self.arrived = true;
-        self.start.arrive();
-        let s = self.start;
-        let waiting = s.waiting.lock().expect("start lock");
-        drop(s.all_ready.wait_while(waiting, |w| *w > 0).expect("start lock"));
-        *s.deadline.get_or_init(|| Instant::now() + s.duration)
-    }
-}
-
-impl Drop for Ticket<'_> {
-    fn drop(&mut self) {
-        if !self.arrived {
-            self.start.arrive();
-        }
-    }
 }
 
 /// An eTran row's threads: per server port a server thread in the servers' host

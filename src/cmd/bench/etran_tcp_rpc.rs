@@ -17,11 +17,12 @@ use anyhow::Context;
 use super::{
     arrivals::Arrivals,
     etran_echo, etran_hosts,
-    etran_rpc::{self, Outcome, Params, Ticket},
+    etran_rpc::{self, Outcome, Params},
     linux_echo::Progress,
     linux_rpc::Answering,
     rpc_msg::{Exchange, RpcResult},
     rpc_plan::ClientThread,
+    support::Ticket,
 };
 use crate::app::{App, AppCounters, ConnId};
 

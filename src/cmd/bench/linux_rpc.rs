@@ -16,6 +16,7 @@ use super::{
     linux_echo::{Progress, Service, Wait},
     rpc_msg::{self, Exchange, Header, ResponseSize, RpcResult, Seconds},
     rpc_plan::{ClientThread, Plan},
+    support::Ticket,
     workload::Workload,
 };
 
@@ -72,7 +73,7 @@ impl ClientConn {
 }
 
 /// Client thread: its clients, `depth` RPCs outstanding each (each slot's connection to its
-/// port), until `deadline`.
+/// port), connected before the common start ([`Ticket`]), until its deadline.
 pub struct Client<'a> {
     pub plan: &'a Plan,
     pub thread: &'a ClientThread,
@@ -89,7 +90,7 @@ pub struct Client<'a> {
 impl Client<'_> {
     pub fn run(
         &self,
-        deadline: Instant,
+        start: Ticket<'_>,
         progress: &Progress,
         seconds: &Seconds,
     ) -> anyhow::Result<RpcResult> {
@@ -110,6 +111,7 @@ impl Client<'_> {
             poll.registry().register(&mut stream, token, both)?;
             conns.push(ClientConn { stream, ex: Exchange::new(caller) });
         }
+        let deadline = start.ready();
         let seed = u64::from(self.thread.first_client) + 1;
         let mut arrivals = Arrivals::new(self.gbps, self.workload.mean(), seed, Instant::now());
         // Open loop: the connections without an RPC.
@@ -185,7 +187,9 @@ impl Client<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::bench::{linux_echo::Server, rpc_plan::Shape, workload::MAX_SIZE};
+    use crate::cmd::bench::{
+        linux_echo::Server, rpc_plan::Shape, support::Start, workload::MAX_SIZE,
+    };
     use std::sync::atomic::{AtomicBool, Ordering};
 
     /// Loopback RPCs, both ways of waiting, fixed and distributed sizes: every response
@@ -232,8 +236,8 @@ mod tests {
             };
             let result = std::thread::scope(|s| {
                 let srv = s.spawn(|| server.serve(wait, &stop, Answering::default));
-                let r =
-                    client.run(Instant::now() + Duration::from_millis(300), &progress, &seconds);
+                let start = Start::new(1, Duration::from_millis(300));
+                let r = client.run(start.ticket(), &progress, &seconds);
                 stop.store(true, Ordering::Relaxed);
                 waker.wake().unwrap();
                 srv.join().unwrap().unwrap();

@@ -24,7 +24,7 @@ use super::{
     linux_rpc,
     rpc_msg::{ResponseSize, RpcResult, Seconds, Tally, HEADER},
     rpc_plan::{Plan, Shape},
-    support::{self as bench, CpuUse},
+    support::{self as bench, CpuUse, Start},
     workload::Workload,
 };
 use crate::{
@@ -460,6 +460,7 @@ fn measure_linux(
             .collect::<anyhow::Result<Vec<_>>>()
     })??;
     let wakers: Vec<_> = servers.iter().map(Server::waker).collect();
+    let together = Start::new(plan.clients.len(), load.duration);
     let bar = progress_bar(name, load.duration, out);
     let (results, served) = std::thread::scope(|s| {
         let server_threads: Vec<_> = servers
@@ -475,7 +476,6 @@ fn measure_linux(
             })
             .collect();
         let start = Instant::now();
-        let deadline = start + load.duration;
         let clients: Vec<_> = plan
             .clients
             .iter()
@@ -491,11 +491,12 @@ fn measure_linux(
                     gbps: load.gbps_per_thread,
                     keep_times: load.dump_times.is_some(),
                 };
-                let (progress, seconds) = (&progress, &seconds);
+                let (progress, seconds, together) = (&progress, &seconds, &together);
                 s.spawn(move || -> anyhow::Result<RpcResult> {
+                    let ticket = together.ticket();
                     client_ns.enter()?;
                     bench::pin_to_cpu(thread.cpu)?;
-                    client.run(deadline, progress, seconds)
+                    client.run(ticket, progress, seconds)
                 })
             })
             .collect();

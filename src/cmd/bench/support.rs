@@ -4,7 +4,7 @@ use std::{
     net::Ipv4Addr,
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
-        Mutex,
+        Condvar, Mutex, OnceLock,
     },
     time::{Duration, Instant},
 };
@@ -359,6 +359,69 @@ fn sample(label: &str, duration: Duration, out: &Output, ctl: &Ctl) -> PhaseResu
         rx_pps: (lrx - rx0) as f64 / secs,
         seconds: secs,
         ..Default::default()
+    }
+}
+
+/// A bench's common start: the measured window opens once every client thread has set up (its
+/// socket open, its connections made), for every transport alike. Opening an eTran socket makes
+/// the host's daemon build a port, which takes a while on a loaded host: with a deadline fixed
+/// before the clients began, the last host to set up lost its share of a short run (a 1 s
+/// `bench rpc` once counted no RPC of one host's clients).
+pub struct Start {
+    waiting: Mutex<usize>,
+    all_ready: Condvar,
+    duration: Duration,
+    deadline: OnceLock<Instant>,
+}
+
+impl Start {
+    pub fn new(clients: usize, duration: Duration) -> Start {
+        Start {
+            waiting: Mutex::new(clients),
+            all_ready: Condvar::new(),
+            duration,
+            deadline: OnceLock::new(),
+        }
+    }
+
+    /// A client thread's place, taken before it sets up.
+    pub fn ticket(&self) -> Ticket<'_> {
+        Ticket { start: self, arrived: false }
+    }
+
+    fn arrive(&self) {
+        let mut waiting = self.waiting.lock().expect("start lock");
+        *waiting = waiting.saturating_sub(1);
+        if *waiting == 0 {
+            self.all_ready.notify_all();
+        }
+    }
+}
+
+/// One client thread's place at the [`Start`]: [`Ticket::ready`] once set up; a thread that
+/// fails before that still counts as arrived (on drop), so that the others do not wait for it.
+pub struct Ticket<'a> {
+    start: &'a Start,
+    arrived: bool,
+}
+
+impl Ticket<'_> {
+    /// Waits for every other client thread to be set up; returns the run's common deadline.
+    pub fn ready(mut self) -> Instant {
+        self.arrived = true;
+        self.start.arrive();
+        let s = self.start;
+        let waiting = s.waiting.lock().expect("start lock");
+        drop(s.all_ready.wait_while(waiting, |w| *w > 0).expect("start lock"));
+        *s.deadline.get_or_init(|| Instant::now() + s.duration)
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if !self.arrived {
+            self.start.arrive();
+        }
     }
 }
 
