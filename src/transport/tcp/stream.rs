@@ -1005,6 +1005,9 @@ impl Stream {
             return None;
         }
         self.pto_deadline = None;
+        // RFC 8985 7.3: the RTO is armed anew behind the probe, or it fires right after it
+        // (the lone segment's probe timeout is the RTO) and undoes what the probe may repair.
+        self.rto_deadline = Some(now + self.rto.rto());
         self.probed = true;
         self.stats.probes += 1;
         if self.new_data_room() > 0 {

@@ -1440,6 +1440,26 @@ fn a_tail_loss_is_probed_and_recovered_without_a_timeout() {
 }
 
 #[test]
+fn a_tail_loss_probe_arms_the_rto_anew() {
+    let t0 = Instant::now();
+    let mut s = Stream::new(sack_init());
+    let mut frame = [0u8; 2048];
+    s.write(&bytes(0, 1000));
+    while s.next_frame_at(&mut frame, t0).is_some() {}
+    let t1 = t0 + RTT;
+    s.on_rx_at(&ack(1000, 1 << 20), &[], &Blocks::default(), t1);
+    // A lone segment, then silence: its probe timeout is the RTO.
+    s.write(&bytes(1000, 500));
+    while s.next_frame_at(&mut frame, t1).is_some() {}
+    let TimerEvent::Waiting(pto) = s.on_timer(t1) else { panic!("a timer runs") };
+    assert_eq!(s.on_timer(pto), TimerEvent::Resend);
+    assert!(s.next_frame_at(&mut frame, pto).is_some(), "the probe");
+    // The RTO waits a whole timeout behind the probe (RFC 8985 7.3), not its old deadline.
+    assert_eq!(s.on_timer(pto), TimerEvent::Waiting(pto + s.rto()));
+    assert_eq!((s.stats().probes, s.stats().timeouts), (1, 0));
+}
+
+#[test]
 fn after_a_timeout_sacked_bytes_are_not_resent_unless_the_peer_reneged() {
     let t0 = Instant::now();
     let mut s = Stream::new(sack_init());
