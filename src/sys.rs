@@ -10,6 +10,11 @@ pub fn cvt<T: Copy + PartialOrd + Default>(ret: T) -> io::Result<T> {
     }
 }
 
+/// CPUs this process may run on.
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// The ifindex of `name` in the caller's network namespace, with a one-line error otherwise.
 pub fn ifindex(name: &str) -> anyhow::Result<u32> {
     let cname = CString::new(name).map_err(|_| anyhow::anyhow!("bad interface name {name:?}"))?;

@@ -5,7 +5,9 @@
 //! no switch (nothing between the hosts: the topology the raw AF_XDP ceiling is judged on).
 //! Every veth (host NICs and switch ports) has `queues` real RX/TX queues (default 1), so traffic
 //! can be spread over CPUs: on a veth, a frame the stack or AF_XDP sends on TX queue q arrives
-//! on the peer's RX queue q, and one redirected by XDP (the switch) on the queue of its CPU.
+//! on the peer's RX queue q, and one redirected by XDP (the switch, a host's etran) on the
+//! queue of its CPU. A switch port has at least one RX queue per CPU, so hosts' frames sent
+//! from different CPUs never contend for one ring.
 //! Every veth has the same MTU, 1500 unless `mtu` says otherwise: at least [`MIN_MTU`], at most
 //! what a veth carries to XDP programs without multi-buffer support
 //! ([`crate::loader::kernel::veth_xdp_max_mtu`]: the switch's programs, and etran's on the
@@ -716,14 +718,15 @@ fn build_switch(spec: &Spec, sw: &NetNs, hosts: &[Host], host_ns: &[NetNs]) -> a
     nl.add_bridge(BRIDGE, [0x02, 0x99, 0, 0, 2, 0])?;
     let br = nl.index(BRIDGE)?;
     for (h, ns) in hosts.iter().zip(host_ns) {
-        // The port's RX queues take what apps on the NIC's extra TX queues send.
+        // The port's RX queues take what apps on the NIC's extra TX queues send, and at least
+        // one per CPU: a frame a host's XDP redirects lands on the queue of the CPU that sent
+        // it, so senders on different CPUs never share one 256-frame ring (with one queue, the
+        // ring overflowed whenever the CPU draining it was busy with the other side's work:
+        // drops a hardware port, taking frames at line rate, would not have).
         let app_queues = spec.queues.max(spec.app_queues);
-        let queues = VethQueues {
-            tx: spec.queues,
-            rx: app_queues,
-            peer_tx: app_queues,
-            peer_rx: spec.queues,
-        };
+        let port_rx = app_queues.max(crate::sys::cpu_count().min(MAX_QUEUES as usize) as u32);
+        let queues =
+            VethQueues { tx: spec.queues, rx: port_rx, peer_tx: app_queues, peer_rx: spec.queues };
         nl.add_veth(&port_name(h.index), port_mac(h.index), HOST_NIC, h.mac, ns, queues)?;
     }
     let links = nl.links()?;
