@@ -43,9 +43,8 @@ fn socket_identity(fd: RawFd) -> Option<(u64, u64)> {
     etran::transport::tcp::listen::socket_id(unsafe { BorrowedFd::borrow_raw(fd) })
 }
 
-/// The port the TCP socket `fd` is bound to, on any address (the kernel's socket behind a
-/// listener of ours); None for one bound to a single address.
-fn bound_port(fd: RawFd) -> Option<u16> {
+/// Where the TCP/IPv4 socket `fd` is bound (None: to no port).
+fn bound_addr(fd: RawFd) -> Option<std::net::SocketAddrV4> {
     // SAFETY: an address buffer of ours.
     let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
@@ -53,7 +52,10 @@ fn bound_port(fd: RawFd) -> Option<u16> {
     let r = unsafe {
         crate::real::getsockname(fd, (&mut a as *mut libc::sockaddr_in).cast(), &mut len)
     };
-    (r == 0 && a.sin_addr.s_addr == 0 && a.sin_port != 0).then(|| u16::from_be(a.sin_port))
+    (r == 0 && a.sin_port != 0).then(|| {
+        let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+        std::net::SocketAddrV4::new(ip, u16::from_be(a.sin_port))
+    })
 }
 
 fn this_pid() -> u32 {
@@ -167,7 +169,7 @@ impl Shim {
         if nodelay {
             let _ = self.app_ref().set_nodelay(id, true);
         }
-        self.leave_kernel_epolls(fd, false);
+        self.leave_kernel_epolls(fd);
         if let Some(sock) = self.get_mut(fd) {
             sock.kind = Kind::Conn { id, rd_shut: false, wr_shut: false };
             sock.shared = true;
@@ -254,25 +256,21 @@ impl Shim {
         self.insert(fd, sock);
     }
 
-    /// A listening TCP socket received over a Unix socket (`fd`): when it is bound to a port
-    /// the daemon serves (the kernel socket of a listener another process under the shim
-    /// passed: it listens on any address), this process joins that listener, sharing its
-    /// connections with the other members that accept, and `fd` is an eTran listener from
-    /// now on; otherwise it stays the kernel's.
+    /// A listening TCP socket received over a Unix socket (`fd`): when it is bound where
+    /// eTran serves (any address, or one of the daemon's interface: the kernel socket of a
+    /// listener another process under the shim passed listens too), this process joins that
+    /// listener, sharing its connections with the other members that accept, and `fd` is an
+    /// eTran listener from now on; otherwise it stays the kernel's.
     pub fn join_passed_listener(&mut self, fd: RawFd) {
-        let Some(port) = bound_port(fd) else { return };
+        let Some(at) = bound_addr(fd).filter(|a| self.serves_bind(*a.ip())) else { return };
+        let port = at.port();
         let Some(app) = self.app() else { return };
         // SAFETY: `fd` is open (just received); the daemon gets its own copy.
         let socket = unsafe { BorrowedFd::borrow_raw(fd) };
         let Ok(listener) = app.listen_shared(port, socket, true) else { return };
         // Its kernel socket is non-blocking already (the sender's shim made it so, for the
         // accepts it tries without waiting): whether the program wants it so is its own.
-        let kind = Kind::Listening {
-            listener,
-            backlog: Default::default(),
-            kernel_too: true,
-            accepting: false,
-        };
+        let kind = Kind::Listening { listener, backlog: Default::default(), accepting: false };
         self.insert(fd, Sock::new(kind, false));
     }
 

@@ -139,15 +139,16 @@ pub enum Kind {
     Fresh {
         bound: Option<SocketAddrV4>,
     },
-    /// Listening through eTran; `kernel_too`: bound to any address, so the kernel socket
-    /// listens as well (loopback and other interfaces). The daemon knows the listener by its
+    /// Listening through eTran; the kernel socket listens as well, for what the kernel
+    /// receives (loopback, other interfaces: the datapath takes the port's SYNs on the
+    /// daemon's interface first), and so that a receiver of its descriptor (`SCM_RIGHTS`) or
+    /// a program after `exec` sees a listening socket. The daemon knows the listener by its
     /// kernel socket, which a forked child inherits: the child joins it (`adopt_listener`) and
     /// connections are shared out among the processes that accept (`accepting`: this one
     /// has accepted or waited for connections; until then none comes to it).
     Listening {
         listener: Listener,
         backlog: VecDeque<ConnId>,
-        kernel_too: bool,
         accepting: bool,
     },
     Connecting(Connecting),
@@ -162,7 +163,7 @@ pub enum Kind {
 
 pub struct Sock {
     pub kind: Kind,
-    /// O_NONBLOCK as the app set it (a dual listener's kernel socket is always non-blocking).
+    /// O_NONBLOCK as the app set it (a listener's kernel socket is always non-blocking).
     pub nonblock: bool,
     pub rcvtimeo: Option<Duration>,
     pub sndtimeo: Option<Duration>,
@@ -209,7 +210,7 @@ pub struct Interest {
     pub events: u32,
     pub data: u64,
     /// The kernel's epoll set watches the kernel socket too: a fresh socket's (the kernel's
-    /// until it connects or listens), a listener's on any address (loopback connections).
+    /// until it connects or listens), a listener's (what the kernel receives: loopback).
     pub in_kernel: bool,
     /// `EPOLLET`: the events reported and not consumed since (an edge is an event that rises
     /// again after the program consumed it: read what was readable, filled the send space,
@@ -493,12 +494,9 @@ impl Shim {
         }
     }
 
-    /// A fresh socket became eTran's: the kernel's epoll sets stop watching its kernel socket
-    /// (unless `dual`: a listener on any address) and ours watch it instead.
-    pub fn leave_kernel_epolls(&mut self, fd: RawFd, dual: bool) {
-        if dual {
-            return;
-        }
+    /// A fresh socket became an eTran connection: the kernel's epoll sets stop watching its
+    /// kernel socket and ours watch it instead.
+    pub fn leave_kernel_epolls(&mut self, fd: RawFd) {
         for fd in self.same_socket(fd) {
             for (&ep, set) in self.epolls.iter_mut() {
                 if let Some(it) = set.get_mut(&fd).filter(|it| it.in_kernel) {
@@ -684,13 +682,9 @@ impl Shim {
         let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         let listener = app.listen_shared(port, socket, false).map_err(|e| errno_of(&e))?;
         if let Some(sock) = self.get_mut(fd) {
-            if let Kind::Listening { kernel_too, .. } = sock.kind {
-                sock.kind = Kind::Listening {
-                    listener,
-                    backlog: VecDeque::new(),
-                    kernel_too,
-                    accepting: true,
-                };
+            if let Kind::Listening { .. } = sock.kind {
+                sock.kind =
+                    Kind::Listening { listener, backlog: VecDeque::new(), accepting: true };
                 sock.inherited = false;
             }
         }
