@@ -327,10 +327,11 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     };
     let mut g = lock();
     let s = shim(&mut g);
+    s.adopt_from_parent(fd);
     let bound = match sock(s, fd).map(|k| &k.kind) {
         Ok(Kind::Fresh { bound }) => *bound,
         Ok(Kind::Failed) => None,
-        Ok(Kind::Connecting(_)) => return fail(libc::EALREADY),
+        Ok(Kind::Connecting(_) | Kind::ParentConnecting) => return fail(libc::EALREADY),
         Ok(Kind::Conn { .. }) => return fail(libc::EISCONN),
         Ok(Kind::Listening { .. }) => return fail(libc::EINVAL),
         Err(e) => return fail(e),
@@ -347,8 +348,9 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         Err(e) => return fail(state::errno_of(&e)),
     };
     s.leave_kernel_epolls(fd);
+    s.get_mut(fd).expect("checked above").kind = Kind::Connecting(c);
+    s.show_connect_to_children(fd);
     let sock = s.get_mut(fd).expect("checked above");
-    sock.kind = Kind::Connecting(c);
     if sock.nonblock {
         return fail(libc::EINPROGRESS);
     }
@@ -369,6 +371,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 fn release(fd: RawFd) {
     let mut g = lock();
     let s = shim(&mut g);
+    s.abandon_connect(fd);
     if let Some(sock) = s.remove(fd) {
         s.release(sock);
         if s.pass() {
@@ -445,6 +448,11 @@ fn recv_etran(mut g: Guard, fd: RawFd, buf: &mut [u8], flags: c_int) -> Result<u
     let (id, rd_shut) = match sock.kind {
         Kind::Conn { id, rd_shut, .. } => (id, rd_shut),
         Kind::Connecting(_) if sock.nonblock => return Err(libc::EAGAIN),
+        Kind::ParentConnecting => {
+            let nonblock = sock.nonblock || flags & libc::MSG_DONTWAIT != 0;
+            let timeout = sock.rcvtimeo;
+            return recv_etran(parents_connect(g, fd, nonblock, timeout)?, fd, buf, flags);
+        }
         _ => return Err(libc::ENOTCONN),
     };
     if flags & !RECV_FLAGS != 0 {
@@ -485,6 +493,25 @@ fn recv_etran(mut g: Guard, fd: RawFd, buf: &mut [u8], flags: c_int) -> Result<u
         Err(_) if got > 0 => Ok(got),
         Err(e) => Err(e),
     }
+}
+
+/// A socket whose connect the parent process makes (`Kind::ParentConnecting`): a call that
+/// must not wait gets `EAGAIN`; a blocking one waits until it is up or failed (`EAGAIN` once
+/// `timeout` passed), as on a connecting kernel socket. The lock again, for the call.
+fn parents_connect(
+    g: Guard,
+    fd: RawFd,
+    nonblock: bool,
+    timeout: Option<Duration>,
+) -> Result<Guard, c_int> {
+    if nonblock {
+        return Err(libc::EAGAIN);
+    }
+    block_on(g, timeout, &mut [], false, |s, _| {
+        let waiting = matches!(s.get(fd), Some(Sock { kind: Kind::ParentConnecting, .. }));
+        (!waiting).then_some(Ok(()))
+    })?;
+    Ok(lock())
 }
 
 /// `buf` as a byte slice (empty for a null or empty buffer).
@@ -620,6 +647,11 @@ fn send_etran(mut g: Guard, fd: RawFd, data: &[u8], flags: c_int) -> Result<usiz
     let (id, wr_shut) = match sock.kind {
         Kind::Conn { id, wr_shut, .. } => (id, wr_shut),
         Kind::Connecting(_) if sock.nonblock => return Err(libc::EAGAIN),
+        Kind::ParentConnecting => {
+            let nonblock = sock.nonblock || flags & libc::MSG_DONTWAIT != 0;
+            let timeout = sock.sndtimeo;
+            return send_etran(parents_connect(g, fd, nonblock, timeout)?, fd, data, flags);
+        }
         _ => return Err(libc::ENOTCONN),
     };
     if flags & !SEND_FLAGS != 0 {
@@ -1401,6 +1433,7 @@ unsafe fn epoll_wait_mixed(
                 break;
             }
             let _ = s.adopt_conn(fd); // a connection whose stream another process has
+            s.adopt_from_parent(fd); // a fresh socket the parent may have connected
             let Some(ev) = s.revents(fd) else { continue }; // fresh: the kernel's set has it
             let Some(it) = s.epolls.get_mut(&ep).and_then(|set| set.get_mut(&fd)) else { continue };
             let got = it.report(
@@ -1596,11 +1629,7 @@ unsafe fn poll_mixed(
         }
         let etran = tracked(p.fd) && s.revents(p.fd).is_some();
         any |= etran;
-        let dual = etran
-            && matches!(
-                s.get(p.fd).map(|k| &k.kind),
-                Some(Kind::Listening { .. })
-            );
+        let dual = etran && matches!(s.get(p.fd).map(|k| &k.kind), Some(Kind::Listening { .. }));
         if !etran || dual {
             at.push(Some(kernel.len()));
             kernel.push(pollfd {
@@ -1909,6 +1938,7 @@ extern "C" fn at_exit() {
     let fds: Vec<RawFd> = shim(&mut g).fds();
     for fd in fds {
         let s = shim(&mut g);
+        s.abandon_connect(fd);
         if let Some(sock) = s.remove(fd) {
             s.release(sock);
         }

@@ -93,6 +93,10 @@ fn busy_poll() -> Duration {
 /// wakes when the link is readable): connections accepted and resets wait at most this long.
 const LINK_CHECK: Duration = Duration::from_micros(200);
 
+/// How often a pass asks the daemon about the connects parent processes are making
+/// (`Kind::ParentConnecting`): such a connect is seen up at most this long after the parent.
+pub const PARENT_CHECK: Duration = Duration::from_millis(2);
+
 /// How often `epoll_wait` asks the kernel's set while eTran descriptors have events: kernel
 /// descriptors' events wait at most this long behind a busy stream of eTran ones.
 pub const KERNEL_CHECK: Duration = Duration::from_micros(200);
@@ -152,6 +156,10 @@ pub enum Kind {
         accepting: bool,
     },
     Connecting(Connecting),
+    /// A fresh socket the parent held at the fork, which the parent is connecting now (the
+    /// daemon said so): calls wait for its connect, as on a connecting kernel socket, and
+    /// passes ask the daemon again every [`PARENT_CHECK`] (`Shim::ask_parents`).
+    ParentConnecting,
     Conn {
         id: ConnId,
         rd_shut: bool,
@@ -264,8 +272,11 @@ pub struct Shim {
     sleepers: Vec<RawFd>,
     /// A sleep saw the daemon link readable: the next pass reads it.
     link_readable: bool,
-    /// A connect of a socket forked children hold too completed (`Sock::forked_to`).
-    children_connected: bool,
+    /// A connect of a socket forked children hold too ended, up or failed (`Sock::forked_to`).
+    children_connect_ended: bool,
+    /// Some while a socket waits for its parent's connect (`Kind::ParentConnecting`): when a
+    /// pass asks the daemon again.
+    pub(crate) parent_due: Option<Instant>,
     /// When a pass reads the daemon link even if no sleep saw it readable.
     link_due: Instant,
     /// When `epoll_wait` asks the kernel's set again while eTran descriptors have events to
@@ -324,7 +335,8 @@ pub fn lock() -> Guard {
             orphans: Vec::new(),
             sleepers: Vec::new(),
             link_readable: false,
-            children_connected: false,
+            children_connect_ended: false,
+            parent_due: None,
             link_due: Instant::now(),
             kernel_due: Instant::now(),
         });
@@ -336,10 +348,11 @@ pub fn shim(g: &mut Guard) -> &mut Shim {
     g.as_mut().expect("initialised by lock")
 }
 
-/// The errno of an App error: its own, else the one its kind names (EIO only for the rest).
+/// The errno of an App error: its own (or the daemon's refusal's), else the one its kind names
+/// (EIO only for the rest).
 pub fn errno_of(e: &io::Error) -> c_int {
     use io::ErrorKind::*;
-    e.raw_os_error().unwrap_or(match e.kind() {
+    etran::refusal::errno_of(e).unwrap_or(match e.kind() {
         WouldBlock => libc::EAGAIN,
         TimedOut => libc::ETIMEDOUT,
         ConnectionReset | UnexpectedEof => libc::ECONNRESET,
@@ -432,7 +445,7 @@ impl Shim {
     }
 
     /// The descriptors referring to the same socket as `fd` (`fd` included).
-    fn same_socket(&self, fd: RawFd) -> Vec<RawFd> {
+    pub(crate) fn same_socket(&self, fd: RawFd) -> Vec<RawFd> {
         let Some(key) = self.fds.get(&fd) else { return Vec::new() };
         self.fds.iter().filter(|(_, k)| *k == key).map(|(&f, _)| f).collect()
     }
@@ -520,7 +533,7 @@ impl Shim {
         }
         let Some(app) = self.app.as_mut() else { return };
         match sock.kind {
-            Kind::Fresh { .. } | Kind::Failed => {}
+            Kind::Fresh { .. } | Kind::ParentConnecting | Kind::Failed => {}
             Kind::Listening { listener, backlog, .. } => {
                 for id in backlog {
                     app.abort(id);
@@ -550,8 +563,11 @@ impl Shim {
     pub fn pass(&mut self) -> bool {
         let moved = self.pass_app();
         self.mark_moved();
-        if std::mem::take(&mut self.children_connected) {
+        if std::mem::take(&mut self.children_connect_ended) {
             self.share_with_children();
+        }
+        if self.parent_due.is_some_and(|d| Instant::now() >= d) {
+            self.ask_parents();
         }
         moved
     }
@@ -580,14 +596,14 @@ impl Shim {
                             let _ = app.set_nodelay(id, true);
                         }
                         sock.kind = Kind::Conn { id, rd_shut: false, wr_shut: false };
-                        self.children_connected |= !sock.forked_to.is_empty();
+                        self.children_connect_ended |= !sock.forked_to.is_empty();
                         moved = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => {
                         sock.error = errno_of(&e);
-                        sock.forked_to.clear();
                         sock.kind = Kind::Failed;
+                        self.children_connect_ended |= !sock.forked_to.is_empty();
                         moved = true;
                     }
                 },
@@ -683,8 +699,7 @@ impl Shim {
         let listener = app.listen_shared(port, socket, false).map_err(|e| errno_of(&e))?;
         if let Some(sock) = self.get_mut(fd) {
             if let Kind::Listening { .. } = sock.kind {
-                sock.kind =
-                    Kind::Listening { listener, backlog: VecDeque::new(), accepting: true };
+                sock.kind = Kind::Listening { listener, backlog: VecDeque::new(), accepting: true };
                 sock.inherited = false;
             }
         }
@@ -712,7 +727,7 @@ impl Shim {
                 Kind::Conn { .. } | Kind::Listening { .. } | Kind::Connecting(_)
             );
             sock.shared |= matches!(sock.kind, Kind::Conn { .. });
-            sock.from_parent = matches!(sock.kind, Kind::Fresh { .. });
+            sock.from_parent = matches!(sock.kind, Kind::Fresh { .. } | Kind::ParentConnecting);
             sock.forked_to.clear();
         }
         self.orphans.clear();
@@ -747,7 +762,7 @@ impl Shim {
                     POLLIN
                 }
             }
-            Kind::Connecting(_) => 0,
+            Kind::Connecting(_) | Kind::ParentConnecting => 0,
             Kind::Failed => POLLIN | POLLOUT | POLLERR | POLLHUP,
             Kind::Conn { id, rd_shut, wr_shut } => {
                 let Some(s) = app.and_then(|a| a.stream(*id)) else { return Some(POLLHUP) };
@@ -872,6 +887,9 @@ pub fn sleep(
         fds.push(libc::pollfd { fd: xsk, events, revents: 0 });
         let link = app.link().as_fd().as_raw_fd();
         fds.push(libc::pollfd { fd: link, events: libc::POLLIN, revents: 0 });
+        if let Some(due) = sh.parent_due {
+            deadline = Some(deadline.map_or(due, |d| d.min(due)));
+        }
         if sh.closing() {
             // Closing connections are finished by passes: come back now and then.
             let soon = Instant::now() + Duration::from_millis(50);

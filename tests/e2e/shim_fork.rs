@@ -479,6 +479,71 @@ fn a_connect_racing_a_fork_is_the_childs_too_as_on_linux() {
     assert!(!log.contains("reset (handle"), "not reset: {log}");
 }
 
+/// A connect the parent starts after the fork on a socket the child holds too (argv: host, open
+/// port, closed port): the child, told that the connect began, waits until the socket is
+/// writable and echoes through it (then the parent does), or says how it failed. The same lines
+/// as on Linux's sockets: the child's copy is the same socket, connecting with the parent's.
+const CONNECT_AFTER_FORK: &str = r#"
+import errno, os, select, socket, sys
+host = sys.argv[1]
+for port in (int(sys.argv[2]), int(sys.argv[3])):
+    s = socket.socket()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.read(r, 1)
+        select.select([], [s], [], 10)
+        e = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if e:
+            print("child", errno.errorcode.get(e, e), flush=True)
+        else:
+            s.setblocking(True)
+            s.sendall(b"from the child")
+            print("child", s.recv(100), flush=True)
+        os._exit(0)
+    s.setblocking(False)
+    e = s.connect_ex((host, port))
+    print("connect", errno.errorcode.get(e, e), flush=True)
+    os.write(w, b"x")
+    select.select([], [s], [], 10)
+    os.waitpid(pid, 0)
+    if port == int(sys.argv[2]):
+        s.setblocking(True)
+        s.sendall(b"and the parent")
+        print("parent", s.recv(100), flush=True)
+    s.close()
+"#;
+
+#[test]
+fn a_connect_the_parent_starts_after_fork_is_waited_for_by_the_child_as_on_linux() {
+    let Some(_root) = common::root::shared() else { return };
+    let bed = Bed::new("fork-connect-after");
+    let (ip2, daemon) = (bed.ip(2), bed.daemon());
+    let want = "connect EINPROGRESS\nchild b'from the child'\nparent b'and the parent'\n\
+                connect EINPROGRESS\nchild ECONNREFUSED\n";
+    for etran in [false, true] {
+        let mut echo = python_in(&bed.h2, ONE_ECHO, &["7026"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut said = std::io::BufReader::new(echo.stdout.take().unwrap());
+        assert_eq!(next_lines(&mut said, 1), ["listening"]);
+        let args = [ip2.as_str(), "7026", "7027"];
+        let out = if etran {
+            let argv = [&[PYTHON, "-c", CONNECT_AFTER_FORK], &args[..]].concat();
+            etran_run(&bed.h1, &daemon.sock, &argv).output().unwrap()
+        } else {
+            python_in(&bed.h1, CONNECT_AFTER_FORK, &args).output().unwrap()
+        };
+        let _ = echo.wait();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(said, want, "etran {etran}: {}: {}", text(&out), daemon.log());
+    }
+    let log = daemon.log();
+    assert_eq!(conn_lines(&log), (1, 1), "through eTran, closed: {log}");
+    assert!(!log.contains("reset (handle"), "not reset: {log}");
+}
+
 /// A Linux echo server for one connection (argv: port).
 const ONE_ECHO: &str = r#"
 import socket, sys
@@ -869,9 +934,8 @@ fn a_holder_killed_after_reading_leaves_the_connection_as_on_linux() {
             python_in(&bed.h1, READ_THEN_KILLED, &["7025"])
         };
         let (mut server, mut out) = start_server(cmd, daemon);
-        let client = python_in(&bed.h2, READ_THEN_KILLED_CLIENT, &[&bed.ip(1), "7025"])
-            .output()
-            .unwrap();
+        let client =
+            python_in(&bed.h2, READ_THEN_KILLED_CLIENT, &[&bed.ip(1), "7025"]).output().unwrap();
         let said = String::from_utf8_lossy(&client.stdout);
         assert_eq!(said, want, "etran {etran}: {}: {}", text(&client), daemon.log());
         assert_eq!(next_lines(&mut out, 2), ["kept -9", "alone -9"], "{}", daemon.log());
