@@ -481,10 +481,11 @@ fn a_connect_racing_a_fork_is_the_childs_too_as_on_linux() {
 
 /// A connect the parent starts after the fork on a socket the child holds too (argv: host, open
 /// port, closed port): the child, told that the connect began, waits until the socket is
-/// writable and echoes through it (then the parent does), or says how it failed. The same lines
-/// as on Linux's sockets: the child's copy is the same socket, connecting with the parent's.
+/// writable and echoes through it (then the parent does), or says how it failed; the parent
+/// sleeps a while before it waits for the connect itself. The same lines as on Linux's sockets:
+/// the child's copy is the same socket, connecting with the parent's.
 const CONNECT_AFTER_FORK: &str = r#"
-import errno, os, select, socket, sys
+import errno, os, select, socket, sys, time
 host = sys.argv[1]
 for port in (int(sys.argv[2]), int(sys.argv[3])):
     s = socket.socket()
@@ -505,6 +506,7 @@ for port in (int(sys.argv[2]), int(sys.argv[3])):
     e = s.connect_ex((host, port))
     print("connect", errno.errorcode.get(e, e), flush=True)
     os.write(w, b"x")
+    time.sleep(0.3)
     select.select([], [s], [], 10)
     os.waitpid(pid, 0)
     if port == int(sys.argv[2]):
