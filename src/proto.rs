@@ -513,7 +513,7 @@ mod tests {
     fn wire_form_is_documented_json() {
         let enc = encode(&register());
         assert_eq!(u32::from_le_bytes(enc[..4].try_into().unwrap()) as usize, enc.len() - 4);
-        assert_eq!(&enc[4..], br#"{"Register":{"version":12,"transport":"tcp","queues":1}}"#);
+        assert_eq!(&enc[4..], br#"{"Register":{"version":13,"transport":"tcp","queues":1}}"#);
     }
 
     /// A `Registered` without `bound` (a daemon before version 9, or compat) leaves the app to
