@@ -370,6 +370,15 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 /// Forgets `fd` and leaves what closing it takes to later passes.
 fn release(fd: RawFd) {
     let mut g = lock();
+    let awaited = matches!(
+        shim(&mut g).get(fd),
+        Some(Sock { inherited: false, kind: Kind::Connecting(_), forked_to, .. })
+            if !forked_to.is_empty()
+    );
+    if awaited {
+        // A connect children wait for goes on: it finishes first, and is theirs once up.
+        g = state::finish_awaited_connects(g);
+    }
     let s = shim(&mut g);
     s.abandon_connect(fd);
     if let Some(sock) = s.remove(fd) {
@@ -1831,10 +1840,13 @@ pub unsafe extern "C" fn fork() -> libc::pid_t {
     pid
 }
 
-/// Before a blocking wait for a child: the connections shared with children are parked, so
-/// that a child may take them while this process sleeps in the kernel (see shared.rs).
+/// Before a blocking wait for a child: what any sleep in the kernel takes first
+/// (`flush_unkicked`: a connect children wait for finishes), then the connections shared with
+/// children are parked, so that a child may take them while this process sleeps in the kernel
+/// (see shared.rs).
 fn before_child_wait(options: c_int) {
     if options & libc::WNOHANG == 0 {
+        state::flush_unkicked();
         let mut g = lock();
         shim(&mut g).park_for_wait();
     }
@@ -1935,6 +1947,9 @@ extern "C" fn after_fork_child() {
 /// daemon resets what an app leaves behind.
 extern "C" fn at_exit() {
     let mut g = lock();
+    if shim(&mut g).connects_awaited() {
+        g = state::finish_awaited_connects(g);
+    }
     let fds: Vec<RawFd> = shim(&mut g).fds();
     for fd in fds {
         let s = shim(&mut g);

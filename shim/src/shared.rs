@@ -186,12 +186,13 @@ impl Shim {
         sock.forked_to.retain(|&p| unsafe { libc::kill(p, 0) } == 0);
         if !sock.forked_to.is_empty() {
             self.show_connect(fd, 0);
+            crate::state::AWAITED.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
-    /// `fd`, the last descriptor here of a socket whose connect is in progress, closes: the
-    /// connect is aborted once up, so the children waiting for it are told it was
-    /// (`ECONNABORTED`).
+    /// `fd`, the last descriptor here of a socket whose connect is in progress, closes after
+    /// waiting for it (`state::finish_awaited_connects`): the connect is aborted once up, so
+    /// the children waiting for it are told it was (`ECONNABORTED`).
     pub fn abandon_connect(&mut self, fd: RawFd) {
         let waited = matches!(
             self.get(fd),

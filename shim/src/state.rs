@@ -119,10 +119,21 @@ pub fn back_from_wait() {
     let _ = IN_LOOP.try_with(|l| l.set(true));
 }
 
+/// Set while a connect forked children wait for may be in progress
+/// (`Shim::show_connect_to_children`). Read without the lock by the calls that may sleep.
+pub static AWAITED: AtomicBool = AtomicBool::new(false);
+
+/// How long a call about to sleep, or a close, waits for the connects forked children wait for.
+const AWAITED_LIMIT: Duration = Duration::from_secs(1);
+
 /// Before a call that may sleep in the kernel (a wait or a read on kernel descriptors only, a
-/// sleep): the frames sends left for the end of the pass are kicked now, since nothing else
-/// would send them while this thread sleeps.
+/// sleep): the connects forked children wait for finish first (see
+/// [`finish_awaited_connects`]), and the frames sends left for the end of the pass are kicked
+/// now, since nothing else would send them while this thread sleeps.
 pub fn flush_unkicked() {
+    if AWAITED.load(Ordering::Relaxed) && !held_here() {
+        drop(finish_awaited_connects(lock()));
+    }
     if UNKICKED.load(Ordering::Relaxed) && !held_here() {
         let mut g = lock();
         if let Some(app) = shim(&mut g).app.as_mut() {
@@ -130,6 +141,24 @@ pub fn flush_unkicked() {
         }
         UNKICKED.store(false, Ordering::Relaxed);
     }
+}
+
+/// The connects forked children wait for (`Kind::ParentConnecting` there) finish first, for
+/// up to [`AWAITED_LIMIT`]: while this process sleeps in the kernel, or once it closed the
+/// socket, nothing would take the handshake's answer and the children would wait as long. Once
+/// up, each is shared with them (`Shim::share_with_children`, run by the pass). Returns the
+/// lock again.
+pub fn finish_awaited_connects(g: Guard) -> Guard {
+    let r = block_on(g, Some(AWAITED_LIMIT), &mut [], false, |s, _| {
+        (!s.connects_awaited()).then_some(Ok(()))
+    });
+    if r.is_err() {
+        eprintln!("etran: a connect forked children wait for is still in progress");
+    }
+    // Asked again by the next connect shown: a connect that takes longer does not hold up
+    // every call.
+    AWAITED.store(false, Ordering::Relaxed);
+    lock()
 }
 
 /// How long a connection the app closed may take to finish closing before it is aborted (the
@@ -737,6 +766,13 @@ impl Shim {
     /// Whether a connect of this process's is still in progress.
     pub fn connecting(&self) -> bool {
         self.socks.values().any(|s| !s.inherited && matches!(s.kind, Kind::Connecting(_)))
+    }
+
+    /// Whether a connect of this process's that forked children wait for is in progress.
+    pub fn connects_awaited(&self) -> bool {
+        self.socks.values().any(|s| {
+            !s.inherited && matches!(s.kind, Kind::Connecting(_)) && !s.forked_to.is_empty()
+        })
     }
 
     /// Whether connections the app closed are still closing.

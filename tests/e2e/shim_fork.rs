@@ -480,14 +480,15 @@ fn a_connect_racing_a_fork_is_the_childs_too_as_on_linux() {
 }
 
 /// A connect the parent starts after the fork on a socket the child holds too (argv: host, open
-/// port, closed port): the child, told that the connect began, waits until the socket is
-/// writable and echoes through it (then the parent does), or says how it failed; the parent
-/// sleeps a while before it waits for the connect itself. The same lines as on Linux's sockets:
-/// the child's copy is the same socket, connecting with the parent's.
+/// port, closed port, another open port): the child, told that the connect began, waits until
+/// the socket is writable and echoes through it (then the parent does), or says how it failed;
+/// the parent sleeps a while before it waits for the connect itself, or (`close`) closes its
+/// copy at once and waits for the child. The same lines as on Linux's sockets: the child's copy
+/// is the same socket, connecting with the parent's.
 const CONNECT_AFTER_FORK: &str = r#"
 import errno, os, select, socket, sys, time
 host = sys.argv[1]
-for port in (int(sys.argv[2]), int(sys.argv[3])):
+for how, port in zip(("wait", "refused", "close"), map(int, sys.argv[2:5])):
     s = socket.socket()
     r, w = os.pipe()
     pid = os.fork()
@@ -496,23 +497,27 @@ for port in (int(sys.argv[2]), int(sys.argv[3])):
         select.select([], [s], [], 10)
         e = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if e:
-            print("child", errno.errorcode.get(e, e), flush=True)
+            print(how, "child", errno.errorcode.get(e, e), flush=True)
         else:
             s.setblocking(True)
             s.sendall(b"from the child")
-            print("child", s.recv(100), flush=True)
+            print(how, "child", s.recv(100), flush=True)
         os._exit(0)
     s.setblocking(False)
     e = s.connect_ex((host, port))
-    print("connect", errno.errorcode.get(e, e), flush=True)
+    print(how, "connect", errno.errorcode.get(e, e), flush=True)
     os.write(w, b"x")
+    if how == "close":
+        s.close()
+        os.waitpid(pid, 0)
+        continue
     time.sleep(0.3)
     select.select([], [s], [], 10)
     os.waitpid(pid, 0)
-    if port == int(sys.argv[2]):
+    if how == "wait":
         s.setblocking(True)
         s.sendall(b"and the parent")
-        print("parent", s.recv(100), flush=True)
+        print(how, "parent", s.recv(100), flush=True)
     s.close()
 "#;
 
@@ -521,28 +526,36 @@ fn a_connect_the_parent_starts_after_fork_is_waited_for_by_the_child_as_on_linux
     let Some(_root) = common::root::shared() else { return };
     let bed = Bed::new("fork-connect-after");
     let (ip2, daemon) = (bed.ip(2), bed.daemon());
-    let want = "connect EINPROGRESS\nchild b'from the child'\nparent b'and the parent'\n\
-                connect EINPROGRESS\nchild ECONNREFUSED\n";
+    let want = "wait connect EINPROGRESS\nwait child b'from the child'\n\
+                wait parent b'and the parent'\nrefused connect EINPROGRESS\n\
+                refused child ECONNREFUSED\nclose connect EINPROGRESS\n\
+                close child b'from the child'\n";
     for etran in [false, true] {
-        let mut echo = python_in(&bed.h2, ONE_ECHO, &["7026"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut said = std::io::BufReader::new(echo.stdout.take().unwrap());
-        assert_eq!(next_lines(&mut said, 1), ["listening"]);
-        let args = [ip2.as_str(), "7026", "7027"];
+        let mut echoes = Vec::new();
+        for port in ["7026", "7028"] {
+            let mut echo = python_in(&bed.h2, ONE_ECHO, &[port])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut said = std::io::BufReader::new(echo.stdout.take().unwrap());
+            assert_eq!(next_lines(&mut said, 1), ["listening"]);
+            echoes.push(echo);
+        }
+        let args = [ip2.as_str(), "7026", "7027", "7028"];
         let out = if etran {
             let argv = [&[PYTHON, "-c", CONNECT_AFTER_FORK], &args[..]].concat();
             etran_run(&bed.h1, &daemon.sock, &argv).output().unwrap()
         } else {
             python_in(&bed.h1, CONNECT_AFTER_FORK, &args).output().unwrap()
         };
-        let _ = echo.wait();
+        for mut e in echoes {
+            let _ = e.wait();
+        }
         let said = String::from_utf8_lossy(&out.stdout);
         assert_eq!(said, want, "etran {etran}: {}: {}", text(&out), daemon.log());
     }
     let log = daemon.log();
-    assert_eq!(conn_lines(&log), (1, 1), "through eTran, closed: {log}");
+    assert_eq!(conn_lines(&log), (2, 2), "through eTran, closed: {log}");
     assert!(!log.contains("reset (handle"), "not reset: {log}");
 }
 
