@@ -15,9 +15,13 @@
 //! A descriptor passed over a Unix socket is shown the same way before `sendmsg`
 //! (`Shim::share_passed`), and the receiver adopts it at `recvmsg` (`Shim::adopt_passed`); a
 //! listener passed so is joined (`Shim::join_passed_listener`). A fresh socket at a fork
-//! stays one socket too: once the parent connects it, the children holding a copy are shown
-//! the connection (`Shim::share_with_children`) and adopt it at their next call
-//! (`Shim::adopt_from_parent`).
+//! stays one socket too: while the parent connects it, the children holding a copy wait for
+//! the connect (`Shim::show_connect_to_children`, `Kind::ParentConnecting`); once it is up
+//! they are shown the connection (`Shim::share_with_children`) and adopt it at their next call
+//! (`Shim::adopt_from_parent`), or take its error.
+//! A process holding a shared connection reports its reads to the datapath once it has read
+//! all there was (`App::report_reads`), so that should it die, the daemon knows nothing it
+//! received is lost and keeps the connection for the others (or closes it with a FIN).
 //! Closing a shared connection parks it while another holder lives (`Shim::let_go_shared`):
 //! ForkingTCPServer's parent closes its copy at once, and the connection stays up for the
 //! child. See ARCHITECTURE.md ("The POSIX shim") for what is not covered.

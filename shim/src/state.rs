@@ -215,7 +215,8 @@ pub struct Sock {
     /// parks it at the daemon while one does (`shared.rs`).
     pub shared: bool,
     /// A fresh socket at a fork: the children holding its descriptor too (pids). Once this
-    /// process connects it they hold the connection as well (`Shim::share_with_children`).
+    /// process connects it they wait for the connect (`Shim::show_connect_to_children`) and
+    /// hold the connection as well (`Shim::share_with_children`).
     pub forked_to: Vec<libc::pid_t>,
     /// A fresh socket the parent held at the fork: the parent may connect it, and this
     /// process then uses that connection (`Shim::adopt_from_parent`).

@@ -447,34 +447,9 @@ for how, port in zip(("thread", "after"), ports):
 fn a_connect_racing_a_fork_is_the_childs_too_as_on_linux() {
     let Some(_root) = common::root::shared() else { return };
     let bed = Bed::new("fork-race");
-    let (ip2, daemon) = (bed.ip(2), bed.daemon());
     let want = "thread child b'from the child'\nthread parent b'and the parent'\n\
                 after child b'from the child'\nafter parent b'and the parent'\n";
-    for etran in [false, true] {
-        let mut echoes = Vec::new();
-        for port in ["7020", "7021"] {
-            let mut echo = python_in(&bed.h2, ONE_ECHO, &[port])
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut out = std::io::BufReader::new(echo.stdout.take().unwrap());
-            assert_eq!(next_lines(&mut out, 1), ["listening"]);
-            echoes.push(echo);
-        }
-        let args = [ip2.as_str(), "7020", "7021"];
-        let out = if etran {
-            let argv = [&[PYTHON, "-c", CONNECT_RACING_FORK], &args[..]].concat();
-            etran_run(&bed.h1, &daemon.sock, &argv).output().unwrap()
-        } else {
-            python_in(&bed.h1, CONNECT_RACING_FORK, &args).output().unwrap()
-        };
-        let said = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(said, want, "etran: {etran}: {}: {}", text(&out), daemon.log());
-        for mut e in echoes {
-            assert!(e.wait().unwrap().success());
-        }
-    }
-    let log = daemon.log();
+    let log = same_as_linux(&bed, CONNECT_RACING_FORK, &["7020", "7021"], &["7020", "7021"], want);
     assert_eq!(conn_lines(&log).0, 2, "both through eTran: {log}");
     assert!(!log.contains("reset (handle"), "not reset: {log}");
 }
@@ -525,36 +500,12 @@ for how, port in zip(("wait", "refused", "close"), map(int, sys.argv[2:5])):
 fn a_connect_the_parent_starts_after_fork_is_waited_for_by_the_child_as_on_linux() {
     let Some(_root) = common::root::shared() else { return };
     let bed = Bed::new("fork-connect-after");
-    let (ip2, daemon) = (bed.ip(2), bed.daemon());
     let want = "wait connect EINPROGRESS\nwait child b'from the child'\n\
                 wait parent b'and the parent'\nrefused connect EINPROGRESS\n\
                 refused child ECONNREFUSED\nclose connect EINPROGRESS\n\
                 close child b'from the child'\n";
-    for etran in [false, true] {
-        let mut echoes = Vec::new();
-        for port in ["7026", "7028"] {
-            let mut echo = python_in(&bed.h2, ONE_ECHO, &[port])
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut said = std::io::BufReader::new(echo.stdout.take().unwrap());
-            assert_eq!(next_lines(&mut said, 1), ["listening"]);
-            echoes.push(echo);
-        }
-        let args = [ip2.as_str(), "7026", "7027", "7028"];
-        let out = if etran {
-            let argv = [&[PYTHON, "-c", CONNECT_AFTER_FORK], &args[..]].concat();
-            etran_run(&bed.h1, &daemon.sock, &argv).output().unwrap()
-        } else {
-            python_in(&bed.h1, CONNECT_AFTER_FORK, &args).output().unwrap()
-        };
-        for mut e in echoes {
-            let _ = e.wait();
-        }
-        let said = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(said, want, "etran {etran}: {}: {}", text(&out), daemon.log());
-    }
-    let log = daemon.log();
+    let log =
+        same_as_linux(&bed, CONNECT_AFTER_FORK, &["7026", "7027", "7028"], &["7026", "7028"], want);
     assert_eq!(conn_lines(&log), (2, 2), "through eTran, closed: {log}");
     assert!(!log.contains("reset (handle"), "not reset: {log}");
 }
@@ -575,35 +526,53 @@ while True:
     c.sendall(b)
 "#;
 
+/// Runs `script` on host 1 (argv: host 2's address, then `ports`), on Linux's sockets and under
+/// `etran run`, against a Linux echo server for one connection ([`ONE_ECHO`]) on each of
+/// `echo_ports` of host 2: both print `want`, every echo server ends well. Returns the
+/// daemon's log.
+fn same_as_linux(
+    bed: &Bed,
+    script: &str,
+    ports: &[&str],
+    echo_ports: &[&str],
+    want: &str,
+) -> String {
+    let (ip2, daemon) = (bed.ip(2), bed.daemon());
+    let args = [&[ip2.as_str()], ports].concat();
+    for etran in [false, true] {
+        let mut echoes = Vec::new();
+        for port in echo_ports {
+            let mut echo = python_in(&bed.h2, ONE_ECHO, &[port])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut out = std::io::BufReader::new(echo.stdout.take().unwrap());
+            assert_eq!(next_lines(&mut out, 1), ["listening"]);
+            echoes.push(echo);
+        }
+        let out = if etran {
+            let argv = [&[PYTHON, "-c", script], &args[..]].concat();
+            etran_run(&bed.h1, &daemon.sock, &argv).output().unwrap()
+        } else {
+            python_in(&bed.h1, script, &args).output().unwrap()
+        };
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(said, want, "etran {etran}: {}: {}", text(&out), daemon.log());
+        for mut e in echoes {
+            assert!(e.wait().unwrap().success());
+        }
+    }
+    daemon.log()
+}
+
 #[test]
 fn a_connect_in_progress_at_fork_ends_as_on_linux_in_the_child_and_the_parent() {
     let Some(_root) = common::root::shared() else { return };
     let bed = Bed::new("fork-connect");
-    let (ip2, daemon) = (bed.ip(2), bed.daemon());
     let want = "connect EINPROGRESS\nchild b'from the child'\nparent b'and the parent'\n\
                 connect EINPROGRESS\nchild ECONNREFUSED\n";
-    for shim in [false, true] {
-        let mut echo = python_in(&bed.h2, ONE_ECHO, &["7016"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut said = std::io::BufReader::new(echo.stdout.take().unwrap());
-        assert_eq!(next_lines(&mut said, 1), ["listening"]);
-        let args = [ip2.as_str(), "7016", "7017"];
-        let mut cmd = if shim {
-            etran_run(
-                &bed.h1,
-                &daemon.sock,
-                &[&[PYTHON, "-c", CONNECT_AT_FORK], &args[..]].concat(),
-            )
-        } else {
-            python_in(&bed.h1, CONNECT_AT_FORK, &args)
-        };
-        let out = cmd.output().unwrap();
-        let _ = echo.wait();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{}: {}", text(&out), daemon.log());
-    }
-    assert_eq!(conn_lines(&daemon.log()), (1, 1), "through eTran, closed: {}", daemon.log());
+    let log = same_as_linux(&bed, CONNECT_AT_FORK, &["7016", "7017"], &["7016"], want);
+    assert_eq!(conn_lines(&log), (1, 1), "through eTran, closed: {log}");
 }
 
 /// An accepted connection passed over a Unix socket (argv: port) to another process under
@@ -851,27 +820,8 @@ print("passed", rx.wait(), flush=True)
 fn a_connect_in_progress_passed_over_a_unix_socket_completes_in_the_receiver() {
     let Some(_root) = common::root::shared() else { return };
     let bed = Bed::new("fork-passed-connect");
-    let (ip2, daemon) = (bed.ip(2), bed.daemon());
     let want = "connect EINPROGRESS\nreceiver error 0\nreceiver b'from the receiver'\npassed 0\n";
-    for etran in [false, true] {
-        let mut echo = python_in(&bed.h2, ONE_ECHO, &["7024"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut said = std::io::BufReader::new(echo.stdout.take().unwrap());
-        assert_eq!(next_lines(&mut said, 1), ["listening"]);
-        let args = [ip2.as_str(), "7024"];
-        let out = if etran {
-            let argv = [&[PYTHON, "-c", CONNECT_PASSING], &args[..]].concat();
-            etran_run(&bed.h1, &daemon.sock, &argv).output().unwrap()
-        } else {
-            python_in(&bed.h1, CONNECT_PASSING, &args).output().unwrap()
-        };
-        let _ = echo.wait();
-        let said = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(said, want, "etran {etran}: {}: {}", text(&out), daemon.log());
-    }
-    let log = daemon.log();
+    let log = same_as_linux(&bed, CONNECT_PASSING, &["7024"], &["7024"], want);
     assert_eq!(conn_lines(&log), (1, 1), "through eTran, closed: {log}");
     assert!(!log.contains("reset (handle"), "not reset: {log}");
 }
