@@ -56,7 +56,7 @@ use crate::{
     },
 };
 
-pub mod connects;
+mod connects;
 pub mod session;
 
 use crate::proto::{self, Refusal, Reply, Request, Transport};
