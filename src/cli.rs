@@ -61,12 +61,12 @@ pub enum Command {
     /// poll, ppoll, select and epoll over eTran and kernel descriptors together (EPOLLET and
     /// EPOLLONESHOT honoured), dup, dup2, dup3, fork (listeners and connections work in the
     /// children and their children; a connect in progress finishes first, one racing the
-    /// fork is the child's too; a holder killed leaves the connection to the others, and the
-    /// last one's death closes it with a FIN), vfork (served as fork), connections and
-    /// listeners on any address passed over Unix sockets (SCM_RIGHTS, to a receiver under
-    /// etran run). IPv6 sockets stay the kernel's. Not yet: MSG_PEEK and MSG_OOB
-    /// (EOPNOTSUPP); a listener bound to one address passed over a Unix socket arrives as its
-    /// kernel socket alone.
+    /// fork is the child's too, one the parent starts after it is waited for by the child; a
+    /// holder killed leaves the connection to the others, and the last one's death closes it
+    /// with a FIN), vfork (served as fork), connections, connects
+    /// in progress (finished first) and listeners passed over Unix sockets (SCM_RIGHTS, to a
+    /// receiver under etran run). IPv6 sockets stay the kernel's. Not yet: MSG_PEEK and
+    /// MSG_OOB (EOPNOTSUPP).
     /// ETRAN_BUSY_POLL_US (default 50) sets how long a blocking call spins before it sleeps.
     /// ETRAN_TX_COALESCE=0 kicks every send at once; by default, the sends a thread makes
     /// between two of its waits (poll, select, epoll) are kicked together before it waits

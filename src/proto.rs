@@ -20,7 +20,7 @@
 //! start `geometry.tx_headroom` bytes into their chunk. 10: connections shared across processes:
 //! `Share`, `Forked`, `Adopt`, `Park`, `Surrendered` and their answers. 11: `HomaIds`, another
 //! block of client RPC ids. 12: connections passed over Unix sockets: `Share` with `passing`,
-//! `AdoptPassed`.)
+//! `AdoptPassed`. 13: `Connecting`, a connect other processes wait for.)
 //!
 //! Refusals carry the errno a POSIX call would give (`EADDRINUSE` for a port that is taken,
 //! `ECONNREFUSED` for a SYN answered by RST, `ETIMEDOUT`, ...): the app library hands them on as
@@ -30,7 +30,7 @@
 //! (SCM_RIGHTS), in the order the message lists them (`fds`); a `Listen` with `socket` set
 //! carries one, the same way; so do `Share` (the process's pidfd, then one kernel socket per
 //! connection), `Forked` (the child's pidfd), `Adopt` (the connection's kernel socket),
-//! `AdoptPassed` (the process's pidfd, then the socket),
+//! `AdoptPassed` (the process's pidfd, then the socket), `Connecting` (the socket),
 //! `Surrendered` and `Adopted` (a memfd holding the stream handed over). See [`send_fds`] /
 //! [`recv_fds`].
 //!
@@ -60,7 +60,7 @@ pub use crate::{
 };
 
 /// Version of this protocol; bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u32 = 12;
+pub const PROTOCOL_VERSION: u32 = 13;
 /// Largest message body accepted (a `Registered` is a few hundred bytes).
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Most descriptors one message carries.
@@ -141,6 +141,12 @@ pub enum Request {
     /// `Adopted` (naming the connection) or `AdoptFailed` with handle 0 (`ENOTCONN`: no
     /// connection of the daemon's stands for it).
     AdoptPassed { pid: u32 },
+    /// A connect of this session's is in progress (`errno` 0) on the kernel socket the message
+    /// carries, or it failed with `errno`: other processes holding that socket (a child forked
+    /// before the connect began) asking for it (`AdoptPassed`) are answered `AdoptFailed`
+    /// with `EINPROGRESS`, or with that errno, until the connection is shown (`Share`), the
+    /// session ends or, once failed, a minute passed. Answered by `Shared`.
+    Connecting { errno: i32 },
     /// Process `pid` closed its descriptor of connection `handle` (with `keep`, it still holds
     /// one: it parks the stream at the daemon, as a parent does at fork). From its owner:
     /// answered by `Surrender` (another holder lives, or `keep`: hand the stream over, it waits
@@ -253,7 +259,7 @@ pub enum Reply {
         ip: Ipv4Addr,
         refusal: Option<Refusal>,
     },
-    /// The answer to `Share`.
+    /// The answer to `Share` and `Connecting`.
     Shared,
     /// The connection `handle` is this session's now: resume its stream (the memfd carried)
     /// where the kernel's stands (`at`).
@@ -492,6 +498,7 @@ mod tests {
             Request::HomaIds,
             Request::Share { pid: 7, handles: vec![1, 2], passing: true },
             Request::AdoptPassed { pid: 7 },
+            Request::Connecting { errno: libc::ECONNREFUSED },
             Request::Forked { pid: 8, handles: vec![1] },
             Request::Adopt { handle: 1 },
             Request::Park { handle: 1, pid: 8, keep: true },
@@ -506,7 +513,7 @@ mod tests {
     fn wire_form_is_documented_json() {
         let enc = encode(&register());
         assert_eq!(u32::from_le_bytes(enc[..4].try_into().unwrap()) as usize, enc.len() - 4);
-        assert_eq!(&enc[4..], br#"{"Register":{"version":12,"transport":"tcp","queues":1}}"#);
+        assert_eq!(&enc[4..], br#"{"Register":{"version":13,"transport":"tcp","queues":1}}"#);
     }
 
     /// A `Registered` without `bound` (a daemon before version 9, or compat) leaves the app to

@@ -208,25 +208,21 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         Ok(l) => l,
         Err(e) => return fail(state::errno_of(&e)),
     };
-    // Bound to any address: the kernel socket listens too, for loopback and other interfaces
-    // (the datapath takes the port's SYNs on the daemon's interface first). It stays
-    // non-blocking: accept tries it without waiting.
-    let kernel_too = bound.ip().is_unspecified();
-    if kernel_too {
-        // SAFETY: our descriptor.
-        unsafe {
-            real::listen(fd, backlog);
-            let fl = real::fcntl(fd, libc::F_GETFL, 0);
-            real::fcntl(fd, libc::F_SETFL, (fl | libc::O_NONBLOCK) as c_ulong);
-        }
+    // The kernel socket listens too, for what the kernel receives (loopback, other interfaces
+    // for a listener on any address: the datapath takes the port's SYNs on the daemon's
+    // interface first), and so that its descriptor is a listening socket to a receiver
+    // (SCM_RIGHTS) or after exec. It stays non-blocking: accept tries it without waiting.
+    // SAFETY: our descriptor.
+    unsafe {
+        real::listen(fd, backlog);
+        let fl = real::fcntl(fd, libc::F_GETFL, 0);
+        real::fcntl(fd, libc::F_SETFL, (fl | libc::O_NONBLOCK) as c_ulong);
     }
     let nodelay = s.get(fd).is_some_and(|k| k.nodelay);
     if let Some(sock) = s.get_mut(fd) {
-        sock.kind =
-            Kind::Listening { listener, backlog: Default::default(), kernel_too, accepting: false };
+        sock.kind = Kind::Listening { listener, backlog: Default::default(), accepting: false };
         sock.nodelay = nodelay;
     }
-    s.leave_kernel_epolls(fd, kernel_too);
     0
 }
 
@@ -247,18 +243,15 @@ pub unsafe extern "C" fn accept4(
         // SAFETY: handed on.
         return kernel_wait(|| unsafe { real::accept4(fd, addr, len, flags) });
     };
-    let (nonblock, timeout, kernel_too, nodelay) = match sock(shim(&mut g), fd) {
-        Ok(Sock {
-            kind: Kind::Listening { kernel_too, .. }, nonblock, rcvtimeo, nodelay, ..
-        }) => (*nonblock, *rcvtimeo, *kernel_too, *nodelay),
+    let (nonblock, timeout, nodelay) = match sock(shim(&mut g), fd) {
+        Ok(Sock { kind: Kind::Listening { .. }, nonblock, rcvtimeo, nodelay, .. }) => {
+            (*nonblock, *rcvtimeo, *nodelay)
+        }
         Ok(_) => return fail(libc::EINVAL),
         Err(e) => return fail(e),
     };
     shim(&mut g).accepting(fd);
-    let mut kernel: Vec<pollfd> = Vec::new();
-    if kernel_too {
-        kernel.push(pollfd { fd, events: libc::POLLIN, revents: 0 });
-    }
+    let mut kernel = [pollfd { fd, events: libc::POLLIN, revents: 0 }];
     let timeout = if nonblock { Some(Duration::ZERO) } else { timeout };
     ret(block_on(g, timeout, &mut kernel, false, |s, _| {
         let id = match s.get_mut(fd).map(|k| &mut k.kind) {
@@ -268,16 +261,14 @@ pub unsafe extern "C" fn accept4(
         if let Some(id) = id {
             return Some(adopt(s, id, addr, len, flags, nodelay));
         }
-        if kernel_too {
-            // SAFETY: the caller's arguments; the kernel socket is non-blocking.
-            let r = unsafe { real::accept4(fd, addr, len, flags) };
-            if r >= 0 {
-                return Some(Ok(r));
-            }
-            let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
-            if e != libc::EAGAIN {
-                return Some(Err(e));
-            }
+        // SAFETY: the caller's arguments; the kernel socket is non-blocking.
+        let r = unsafe { real::accept4(fd, addr, len, flags) };
+        if r >= 0 {
+            return Some(Ok(r));
+        }
+        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+        if e != libc::EAGAIN {
+            return Some(Err(e));
         }
         s.consumed(fd, libc::EPOLLIN as u32);
         None
@@ -336,10 +327,11 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     };
     let mut g = lock();
     let s = shim(&mut g);
+    s.adopt_from_parent(fd);
     let bound = match sock(s, fd).map(|k| &k.kind) {
         Ok(Kind::Fresh { bound }) => *bound,
         Ok(Kind::Failed) => None,
-        Ok(Kind::Connecting(_)) => return fail(libc::EALREADY),
+        Ok(Kind::Connecting(_) | Kind::ParentConnecting) => return fail(libc::EALREADY),
         Ok(Kind::Conn { .. }) => return fail(libc::EISCONN),
         Ok(Kind::Listening { .. }) => return fail(libc::EINVAL),
         Err(e) => return fail(e),
@@ -355,9 +347,10 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         Ok(c) => c,
         Err(e) => return fail(state::errno_of(&e)),
     };
-    s.leave_kernel_epolls(fd, false);
+    s.leave_kernel_epolls(fd);
+    s.get_mut(fd).expect("checked above").kind = Kind::Connecting(c);
+    s.show_connect_to_children(fd);
     let sock = s.get_mut(fd).expect("checked above");
-    sock.kind = Kind::Connecting(c);
     if sock.nonblock {
         return fail(libc::EINPROGRESS);
     }
@@ -377,7 +370,17 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 /// Forgets `fd` and leaves what closing it takes to later passes.
 fn release(fd: RawFd) {
     let mut g = lock();
+    let awaited = matches!(
+        shim(&mut g).get(fd),
+        Some(Sock { inherited: false, kind: Kind::Connecting(_), forked_to, .. })
+            if !forked_to.is_empty()
+    );
+    if awaited {
+        // A connect children wait for goes on: it finishes first, and is theirs once up.
+        g = state::finish_awaited_connects(g);
+    }
     let s = shim(&mut g);
+    s.abandon_connect(fd);
     if let Some(sock) = s.remove(fd) {
         s.release(sock);
         if s.pass() {
@@ -454,6 +457,11 @@ fn recv_etran(mut g: Guard, fd: RawFd, buf: &mut [u8], flags: c_int) -> Result<u
     let (id, rd_shut) = match sock.kind {
         Kind::Conn { id, rd_shut, .. } => (id, rd_shut),
         Kind::Connecting(_) if sock.nonblock => return Err(libc::EAGAIN),
+        Kind::ParentConnecting => {
+            let nonblock = sock.nonblock || flags & libc::MSG_DONTWAIT != 0;
+            let timeout = sock.rcvtimeo;
+            return recv_etran(parents_connect(g, fd, nonblock, timeout)?, fd, buf, flags);
+        }
         _ => return Err(libc::ENOTCONN),
     };
     if flags & !RECV_FLAGS != 0 {
@@ -465,6 +473,7 @@ fn recv_etran(mut g: Guard, fd: RawFd, buf: &mut [u8], flags: c_int) -> Result<u
     }
     let nonblock = sock.nonblock || flags & libc::MSG_DONTWAIT != 0;
     let all = flags & libc::MSG_WAITALL != 0 && !nonblock;
+    let shared = sock.shared;
     let timeout = if nonblock { Some(Duration::ZERO) } else { sock.rcvtimeo };
     let mut got = 0;
     let r = block_on(g, timeout, &mut [], false, |s, _| {
@@ -476,6 +485,11 @@ fn recv_etran(mut g: Guard, fd: RawFd, buf: &mut [u8], flags: c_int) -> Result<u
             Ok(0) => Some(Ok(())),
             Ok(n) => {
                 got += n;
+                if shared {
+                    // Another process may hold it: should this one die, the daemon knows from
+                    // the kernel's receive window that nothing it received is lost.
+                    let _ = s.app_ref().report_reads(id);
+                }
                 (!all || got == buf.len()).then_some(Ok(()))
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
@@ -488,6 +502,25 @@ fn recv_etran(mut g: Guard, fd: RawFd, buf: &mut [u8], flags: c_int) -> Result<u
         Err(_) if got > 0 => Ok(got),
         Err(e) => Err(e),
     }
+}
+
+/// A socket whose connect the parent process makes (`Kind::ParentConnecting`): a call that
+/// must not wait gets `EAGAIN`; a blocking one waits until it is up or failed (`EAGAIN` once
+/// `timeout` passed), as on a connecting kernel socket. The lock again, for the call.
+fn parents_connect(
+    g: Guard,
+    fd: RawFd,
+    nonblock: bool,
+    timeout: Option<Duration>,
+) -> Result<Guard, c_int> {
+    if nonblock {
+        return Err(libc::EAGAIN);
+    }
+    block_on(g, timeout, &mut [], false, |s, _| {
+        let waiting = matches!(s.get(fd), Some(Sock { kind: Kind::ParentConnecting, .. }));
+        (!waiting).then_some(Ok(()))
+    })?;
+    Ok(lock())
 }
 
 /// `buf` as a byte slice (empty for a null or empty buffer).
@@ -623,6 +656,11 @@ fn send_etran(mut g: Guard, fd: RawFd, data: &[u8], flags: c_int) -> Result<usiz
     let (id, wr_shut) = match sock.kind {
         Kind::Conn { id, wr_shut, .. } => (id, wr_shut),
         Kind::Connecting(_) if sock.nonblock => return Err(libc::EAGAIN),
+        Kind::ParentConnecting => {
+            let nonblock = sock.nonblock || flags & libc::MSG_DONTWAIT != 0;
+            let timeout = sock.sndtimeo;
+            return send_etran(parents_connect(g, fd, nonblock, timeout)?, fd, data, flags);
+        }
         _ => return Err(libc::ENOTCONN),
     };
     if flags & !SEND_FLAGS != 0 {
@@ -783,26 +821,29 @@ unsafe fn passed_fds(m: &msghdr) -> Vec<RawFd> {
 
 /// Descriptors `passed` (some of them eTran sockets) are about to go over a Unix socket: their
 /// connections wait at the daemon for the receiver to adopt them (see shared.rs); a listener
-/// bound to any address is joined by the receiver (its kernel socket listens too). A
-/// listener bound to one address or a connect in progress cannot follow: the receiver gets
-/// its kernel socket alone (said once).
+/// is joined by the receiver (its kernel socket listens too). A connect in progress among them
+/// finishes first, as at `fork` (a handshake cannot move between apps): the receiver finds the
+/// connection up, or, when it failed, an unconnected socket without the connect's error
+/// (said once).
 fn before_passing(passed: &[RawFd]) {
     static SAID: AtomicBool = AtomicBool::new(false);
+    let connecting = |s: &Shim| {
+        passed.iter().any(|&p| {
+            matches!(s.get(p), Some(Sock { inherited: false, kind: Kind::Connecting(_), .. }))
+        })
+    };
     let mut g = lock();
+    while connecting(shim(&mut g)) {
+        let _ = block_on(g, None, &mut [], false, |s, _| (!connecting(s)).then_some(Ok(())));
+        g = lock();
+    }
     let s = shim(&mut g);
     s.share_passed(passed);
-    let stuck = passed.iter().any(|&p| {
-        matches!(
-            s.get(p).map(|k| &k.kind),
-            Some(Kind::Listening { kernel_too: false, .. } | Kind::Connecting(_))
-        )
-    });
-    if stuck {
+    if passed.iter().any(|&p| matches!(s.get(p).map(|k| &k.kind), Some(Kind::Failed))) {
         say_once(
             &SAID,
-            "an eTran listener bound to one address or a connect in progress passed over a Unix \
-             socket (SCM_RIGHTS) arrives as its kernel socket alone: the receiver cannot use it \
-             through eTran",
+            "an eTran socket whose connect failed, passed over a Unix socket (SCM_RIGHTS), \
+             arrives unconnected: the receiver does not see the connect's error",
         );
     }
 }
@@ -1198,11 +1239,11 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
         return unsafe { real::fcntl(fd, cmd, arg) };
     };
     let fresh = matches!(sock.kind, Kind::Fresh { .. });
-    let dual = matches!(sock.kind, Kind::Listening { kernel_too: true, .. });
+    let listening = matches!(sock.kind, Kind::Listening { .. });
     match cmd {
         libc::F_SETFL => {
             sock.nonblock = arg as c_int & libc::O_NONBLOCK != 0;
-            let arg = if dual { arg | libc::O_NONBLOCK as c_ulong } else { arg };
+            let arg = if listening { arg | libc::O_NONBLOCK as c_ulong } else { arg };
             drop(g);
             // SAFETY: handed on.
             unsafe { real::fcntl(fd, cmd, arg) }
@@ -1244,7 +1285,7 @@ pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: c_ulong) -> c_int {
         if let Some(sock) = shim(&mut g).get_mut(fd) {
             // SAFETY: the caller's int.
             sock.nonblock = unsafe { *p } != 0;
-            if matches!(sock.kind, Kind::Listening { kernel_too: true, .. }) {
+            if matches!(sock.kind, Kind::Listening { .. }) {
                 return 0; // the kernel socket stays non-blocking
             }
         }
@@ -1324,7 +1365,7 @@ pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
 }
 
 /// Epoll sets may watch eTran and kernel descriptors together: the kernel's set watches the
-/// kernel ones (and a fresh socket's, a dual listener's), the shim keeps the eTran ones
+/// kernel ones (and a fresh socket's, a listener's), the shim keeps the eTran ones
 /// beside it (`Shim::epolls`) and `epoll_wait` reports both. `EPOLLET` reports an event once
 /// until the program consumed it (`Interest::report`, `Shim::consumed`); `EPOLLONESHOT` is
 /// honoured.
@@ -1342,7 +1383,7 @@ pub unsafe extern "C" fn epoll_ctl(
     let mut g = lock();
     let s = shim(&mut g);
     let in_kernel = match sock(s, fd) {
-        Ok(k) => matches!(k.kind, Kind::Fresh { .. } | Kind::Listening { kernel_too: true, .. }),
+        Ok(k) => matches!(k.kind, Kind::Fresh { .. } | Kind::Listening { .. }),
         Err(e) => return fail(e),
     };
     if op != libc::EPOLL_CTL_DEL {
@@ -1401,6 +1442,7 @@ unsafe fn epoll_wait_mixed(
                 break;
             }
             let _ = s.adopt_conn(fd); // a connection whose stream another process has
+            s.adopt_from_parent(fd); // a fresh socket the parent may have connected
             let Some(ev) = s.revents(fd) else { continue }; // fresh: the kernel's set has it
             let Some(it) = s.epolls.get_mut(&ep).and_then(|set| set.get_mut(&fd)) else { continue };
             let got = it.report(
@@ -1596,11 +1638,7 @@ unsafe fn poll_mixed(
         }
         let etran = tracked(p.fd) && s.revents(p.fd).is_some();
         any |= etran;
-        let dual = etran
-            && matches!(
-                s.get(p.fd).map(|k| &k.kind),
-                Some(Kind::Listening { kernel_too: true, .. })
-            );
+        let dual = etran && matches!(s.get(p.fd).map(|k| &k.kind), Some(Kind::Listening { .. }));
         if !etran || dual {
             at.push(Some(kernel.len()));
             kernel.push(pollfd {
@@ -1802,10 +1840,13 @@ pub unsafe extern "C" fn fork() -> libc::pid_t {
     pid
 }
 
-/// Before a blocking wait for a child: the connections shared with children are parked, so
-/// that a child may take them while this process sleeps in the kernel (see shared.rs).
+/// Before a blocking wait for a child: what any sleep in the kernel takes first
+/// (`flush_unkicked`: a connect children wait for finishes), then the connections shared with
+/// children are parked, so that a child may take them while this process sleeps in the kernel
+/// (see shared.rs).
 fn before_child_wait(options: c_int) {
     if options & libc::WNOHANG == 0 {
+        state::flush_unkicked();
         let mut g = lock();
         shim(&mut g).park_for_wait();
     }
@@ -1906,9 +1947,13 @@ extern "C" fn after_fork_child() {
 /// daemon resets what an app leaves behind.
 extern "C" fn at_exit() {
     let mut g = lock();
+    if shim(&mut g).connects_awaited() {
+        g = state::finish_awaited_connects(g);
+    }
     let fds: Vec<RawFd> = shim(&mut g).fds();
     for fd in fds {
         let s = shim(&mut g);
+        s.abandon_connect(fd);
         if let Some(sock) = s.remove(fd) {
             s.release(sock);
         }

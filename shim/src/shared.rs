@@ -15,9 +15,13 @@
 //! A descriptor passed over a Unix socket is shown the same way before `sendmsg`
 //! (`Shim::share_passed`), and the receiver adopts it at `recvmsg` (`Shim::adopt_passed`); a
 //! listener passed so is joined (`Shim::join_passed_listener`). A fresh socket at a fork
-//! stays one socket too: once the parent connects it, the children holding a copy are shown
-//! the connection (`Shim::share_with_children`) and adopt it at their next call
-//! (`Shim::adopt_from_parent`).
+//! stays one socket too: while the parent connects it, the children holding a copy wait for
+//! the connect (`Shim::show_connect_to_children`, `Kind::ParentConnecting`); once it is up
+//! they are shown the connection (`Shim::share_with_children`) and adopt it at their next call
+//! (`Shim::adopt_from_parent`), or take its error.
+//! A process holding a shared connection reports its reads to the datapath once it has read
+//! all there was (`App::report_reads`), so that should it die, the daemon knows nothing it
+//! received is lost and keeps the connection for the others (or closes it with a FIN).
 //! Closing a shared connection parks it while another holder lives (`Shim::let_go_shared`):
 //! ForkingTCPServer's parent closes its copy at once, and the connection stays up for the
 //! child. See ARCHITECTURE.md ("The POSIX shim") for what is not covered.
@@ -27,7 +31,20 @@ use libc::c_int;
 
 use etran::app::ConnId;
 
-use crate::state::{errno_of, Kind, Shim, Sock};
+use crate::state::{errno_of, Kind, Shim, Sock, PARENT_CHECK};
+
+/// The errnos a connect fails with: the daemon's answer for a socket whose connect the parent
+/// made and that failed (`Connecting`), or for a connection that is gone.
+const CONNECT_ERRORS: [c_int; 8] = [
+    libc::ECONNREFUSED,
+    libc::ETIMEDOUT,
+    libc::ENETUNREACH,
+    libc::EHOSTUNREACH,
+    libc::ECONNABORTED,
+    libc::ECONNRESET,
+    libc::EADDRINUSE,
+    libc::EADDRNOTAVAIL,
+];
 
 /// A pidfd of process `pid` (None on kernels without pidfd_open).
 fn pidfd(pid: libc::pid_t) -> Option<OwnedFd> {
@@ -43,9 +60,8 @@ fn socket_identity(fd: RawFd) -> Option<(u64, u64)> {
     etran::transport::tcp::listen::socket_id(unsafe { BorrowedFd::borrow_raw(fd) })
 }
 
-/// The port the TCP socket `fd` is bound to, on any address (the kernel's socket behind a
-/// listener of ours); None for one bound to a single address.
-fn bound_port(fd: RawFd) -> Option<u16> {
+/// Where the TCP/IPv4 socket `fd` is bound (None: to no port).
+fn bound_addr(fd: RawFd) -> Option<std::net::SocketAddrV4> {
     // SAFETY: an address buffer of ours.
     let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
@@ -53,7 +69,10 @@ fn bound_port(fd: RawFd) -> Option<u16> {
     let r = unsafe {
         crate::real::getsockname(fd, (&mut a as *mut libc::sockaddr_in).cast(), &mut len)
     };
-    (r == 0 && a.sin_addr.s_addr == 0 && a.sin_port != 0).then(|| u16::from_be(a.sin_port))
+    (r == 0 && a.sin_port != 0).then(|| {
+        let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+        std::net::SocketAddrV4::new(ip, u16::from_be(a.sin_port))
+    })
 }
 
 fn this_pid() -> u32 {
@@ -135,17 +154,25 @@ impl Shim {
         let _ = app.link().forked(pid as u32, fd.as_fd(), handles);
     }
 
-    /// Connects completed on sockets forked children hold too (`Sock::forked_to`): each
-    /// connection is shown to the daemon, and the children that still live hold it.
+    /// Connects ended on sockets forked children hold too (`Sock::forked_to`): each
+    /// connection is shown to the daemon, and the children that still live hold it; a failed
+    /// connect's error is shown for them.
     pub fn share_with_children(&mut self) {
         for fd in self.fds() {
-            let children = match self.get_mut(fd) {
+            let (children, failed) = match self.get_mut(fd) {
                 Some(sock) if matches!(sock.kind, Kind::Conn { .. }) => {
-                    std::mem::take(&mut sock.forked_to)
+                    (std::mem::take(&mut sock.forked_to), None)
+                }
+                Some(sock) if matches!(sock.kind, Kind::Failed) => {
+                    (std::mem::take(&mut sock.forked_to), Some(sock.error))
                 }
                 _ => continue,
             };
             if children.is_empty() {
+                continue;
+            }
+            if let Some(errno) = failed {
+                self.show_connect(fd, if errno != 0 { errno } else { libc::ECONNABORTED });
                 continue;
             }
             let handles = self.show_conns(&[fd], false);
@@ -155,34 +182,111 @@ impl Shim {
         }
     }
 
-    /// A fresh socket the parent held at the fork (`fd`, `Sock::from_parent`): when the parent
-    /// connected it since, this process holds that connection, and `fd` is an eTran socket
-    /// from now on (asked at each use while it is not).
-    pub fn adopt_from_parent(&mut self, fd: RawFd) {
-        if !matches!(self.get(fd), Some(Sock { from_parent: true, kind: Kind::Fresh { .. }, .. })) {
-            return;
-        }
-        let Some(id) = self.adopt_by_socket(fd) else { return };
-        let nodelay = self.get(fd).is_some_and(|s| s.nodelay);
-        if nodelay {
-            let _ = self.app_ref().set_nodelay(id, true);
-        }
-        self.leave_kernel_epolls(fd, false);
-        if let Some(sock) = self.get_mut(fd) {
-            sock.kind = Kind::Conn { id, rd_shut: false, wr_shut: false };
-            sock.shared = true;
-            sock.from_parent = false;
+    /// A connect began on `fd`: the children forked before, which hold its socket too and
+    /// still live, wait for it (`Kind::ParentConnecting`); the daemon is shown it.
+    pub fn show_connect_to_children(&mut self, fd: RawFd) {
+        let Some(sock) = self.get_mut(fd) else { return };
+        // SAFETY: signal 0 only checks that the process exists.
+        sock.forked_to.retain(|&p| unsafe { libc::kill(p, 0) } == 0);
+        if !sock.forked_to.is_empty() {
+            self.show_connect(fd, 0);
+            crate::state::AWAITED.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
-    /// Asks the daemon for the connection whose kernel socket `fd` is (another process shared
-    /// it): this process holds it and has its stream.
-    fn adopt_by_socket(&mut self, fd: RawFd) -> Option<ConnId> {
-        let me = pidfd(this_pid() as libc::pid_t)?;
-        let app = self.app()?;
+    /// `fd`, the last descriptor here of a socket whose connect is in progress, closes after
+    /// waiting for it (`state::finish_awaited_connects`): the connect is aborted once up, so
+    /// the children waiting for it are told it was (`ECONNABORTED`).
+    pub fn abandon_connect(&mut self, fd: RawFd) {
+        let waited = matches!(
+            self.get(fd),
+            Some(Sock { kind: Kind::Connecting(_), forked_to, .. }) if !forked_to.is_empty()
+        );
+        if waited && self.same_socket(fd).len() == 1 {
+            self.show_connect(fd, libc::ECONNABORTED);
+        }
+    }
+
+    /// Shows the daemon the connect of `fd`'s socket for the processes forked before it
+    /// began: in progress (`errno` 0), or failed with `errno`.
+    fn show_connect(&mut self, fd: RawFd, errno: c_int) {
+        let Some(app) = self.app.as_mut() else { return };
         // SAFETY: `fd` is open (ours); the daemon gets its own copy.
         let socket = unsafe { BorrowedFd::borrow_raw(fd) };
-        app.adopt_passed(this_pid(), me.as_fd(), socket).ok()
+        if let Err(e) = app.link().connecting(socket, errno) {
+            eprintln!("etran: forked children cannot wait for this process's connect ({e})");
+        }
+    }
+
+    /// A fresh socket the parent held at the fork (`fd`, `Sock::from_parent`): when the parent
+    /// connected it since, this process holds that connection, and `fd` is an eTran socket
+    /// from now on (asked at each use while it is not); while the parent's connect goes on,
+    /// `fd` waits for it (`Kind::ParentConnecting`, asked again by the passes); when it failed,
+    /// `fd` has its error. A socket the parent never connected stays the kernel's.
+    pub fn adopt_from_parent(&mut self, fd: RawFd) {
+        let waiting = match self.get(fd) {
+            Some(Sock { from_parent: true, kind: Kind::Fresh { .. }, .. }) => false,
+            Some(Sock { from_parent: true, kind: Kind::ParentConnecting, .. }) => true,
+            _ => return,
+        };
+        let (kind, error) = match self.adopt_by_socket(fd) {
+            Ok(id) => {
+                let nodelay = self.get(fd).is_some_and(|s| s.nodelay);
+                if nodelay {
+                    let _ = self.app_ref().set_nodelay(id, true);
+                }
+                (Kind::Conn { id, rd_shut: false, wr_shut: false }, 0)
+            }
+            Err(libc::EINPROGRESS) if waiting => return,
+            Err(libc::EINPROGRESS) => {
+                let due = std::time::Instant::now() + PARENT_CHECK;
+                self.parent_due.get_or_insert(due);
+                (Kind::ParentConnecting, 0)
+            }
+            Err(e) if CONNECT_ERRORS.contains(&e) => (Kind::Failed, e),
+            Err(_) if !waiting => return,
+            // The connect ended without an outcome this process can learn (its process ended
+            // first): aborted.
+            Err(_) => (Kind::Failed, libc::ECONNABORTED),
+        };
+        self.leave_kernel_epolls(fd);
+        // The parent may have changed the flags of the one open file since the fork.
+        // SAFETY: a plain query of an open descriptor.
+        let flags = unsafe { crate::real::fcntl(fd, libc::F_GETFL, 0) };
+        if let Some(sock) = self.get_mut(fd) {
+            sock.shared |= matches!(kind, Kind::Conn { .. });
+            sock.from_parent = matches!(kind, Kind::ParentConnecting);
+            sock.kind = kind;
+            sock.error = error;
+            if flags >= 0 {
+                sock.nonblock = flags & libc::O_NONBLOCK != 0;
+            }
+        }
+    }
+
+    /// The sockets waiting for their parent's connect ask the daemon again (see
+    /// [`Shim::adopt_from_parent`]).
+    pub fn ask_parents(&mut self) {
+        let waiting =
+            |s: &Shim, fd| matches!(s.get(fd), Some(Sock { kind: Kind::ParentConnecting, .. }));
+        for fd in self.fds() {
+            if waiting(self, fd) {
+                self.adopt_from_parent(fd);
+            }
+        }
+        let still = self.fds().into_iter().any(|fd| waiting(self, fd));
+        self.parent_due = still.then(|| std::time::Instant::now() + PARENT_CHECK);
+    }
+
+    /// Asks the daemon for the connection whose kernel socket `fd` is (another process shared
+    /// it): this process holds it and has its stream. The daemon's errno otherwise
+    /// (`ENOTCONN`: none; `EINPROGRESS`: the connect of another process goes on).
+    fn adopt_by_socket(&mut self, fd: RawFd) -> Result<ConnId, c_int> {
+        let me = pidfd(this_pid() as libc::pid_t).ok_or(libc::ENOSYS)?;
+        let app = self.app().ok_or(libc::EOPNOTSUPP)?;
+        // SAFETY: `fd` is open (ours); the daemon gets its own copy.
+        let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+        app.adopt_passed(this_pid(), me.as_fd(), socket).map_err(|e| errno_of(&e))
     }
 
     /// Before a blocking wait for a child (`waitpid`): the shared connections this process has
@@ -243,7 +347,7 @@ impl Shim {
             self.share(orig, fd);
             return;
         }
-        let Some(id) = self.adopt_by_socket(fd) else { return };
+        let Ok(id) = self.adopt_by_socket(fd) else { return };
         // SAFETY: a plain query of an open descriptor.
         let flags = unsafe { crate::real::fcntl(fd, libc::F_GETFL, 0) };
         let mut sock = Sock::new(
@@ -254,25 +358,21 @@ impl Shim {
         self.insert(fd, sock);
     }
 
-    /// A listening TCP socket received over a Unix socket (`fd`): when it is bound to a port
-    /// the daemon serves (the kernel socket of a listener another process under the shim
-    /// passed: it listens on any address), this process joins that listener, sharing its
-    /// connections with the other members that accept, and `fd` is an eTran listener from
-    /// now on; otherwise it stays the kernel's.
+    /// A listening TCP socket received over a Unix socket (`fd`): when it is bound where
+    /// eTran serves (any address, or one of the daemon's interface: the kernel socket of a
+    /// listener another process under the shim passed listens too), this process joins that
+    /// listener, sharing its connections with the other members that accept, and `fd` is an
+    /// eTran listener from now on; otherwise it stays the kernel's.
     pub fn join_passed_listener(&mut self, fd: RawFd) {
-        let Some(port) = bound_port(fd) else { return };
+        let Some(at) = bound_addr(fd).filter(|a| self.serves_bind(*a.ip())) else { return };
+        let port = at.port();
         let Some(app) = self.app() else { return };
         // SAFETY: `fd` is open (just received); the daemon gets its own copy.
         let socket = unsafe { BorrowedFd::borrow_raw(fd) };
         let Ok(listener) = app.listen_shared(port, socket, true) else { return };
         // Its kernel socket is non-blocking already (the sender's shim made it so, for the
         // accepts it tries without waiting): whether the program wants it so is its own.
-        let kind = Kind::Listening {
-            listener,
-            backlog: Default::default(),
-            kernel_too: true,
-            accepting: false,
-        };
+        let kind = Kind::Listening { listener, backlog: Default::default(), accepting: false };
         self.insert(fd, Sock::new(kind, false));
     }
 

@@ -93,6 +93,10 @@ fn busy_poll() -> Duration {
 /// wakes when the link is readable): connections accepted and resets wait at most this long.
 const LINK_CHECK: Duration = Duration::from_micros(200);
 
+/// How often a pass asks the daemon about the connects parent processes are making
+/// (`Kind::ParentConnecting`): such a connect is seen up at most this long after the parent.
+pub const PARENT_CHECK: Duration = Duration::from_millis(2);
+
 /// How often `epoll_wait` asks the kernel's set while eTran descriptors have events: kernel
 /// descriptors' events wait at most this long behind a busy stream of eTran ones.
 pub const KERNEL_CHECK: Duration = Duration::from_micros(200);
@@ -115,10 +119,21 @@ pub fn back_from_wait() {
     let _ = IN_LOOP.try_with(|l| l.set(true));
 }
 
+/// Set while a connect forked children wait for may be in progress
+/// (`Shim::show_connect_to_children`). Read without the lock by the calls that may sleep.
+pub static AWAITED: AtomicBool = AtomicBool::new(false);
+
+/// How long a call about to sleep, or a close, waits for the connects forked children wait for.
+const AWAITED_LIMIT: Duration = Duration::from_secs(1);
+
 /// Before a call that may sleep in the kernel (a wait or a read on kernel descriptors only, a
-/// sleep): the frames sends left for the end of the pass are kicked now, since nothing else
-/// would send them while this thread sleeps.
+/// sleep): the connects forked children wait for finish first (see
+/// [`finish_awaited_connects`]), and the frames sends left for the end of the pass are kicked
+/// now, since nothing else would send them while this thread sleeps.
 pub fn flush_unkicked() {
+    if AWAITED.load(Ordering::Relaxed) && !held_here() {
+        drop(finish_awaited_connects(lock()));
+    }
     if UNKICKED.load(Ordering::Relaxed) && !held_here() {
         let mut g = lock();
         if let Some(app) = shim(&mut g).app.as_mut() {
@@ -126,6 +141,24 @@ pub fn flush_unkicked() {
         }
         UNKICKED.store(false, Ordering::Relaxed);
     }
+}
+
+/// The connects forked children wait for (`Kind::ParentConnecting` there) finish first, for
+/// up to [`AWAITED_LIMIT`]: while this process sleeps in the kernel, or once it closed the
+/// socket, nothing would take the handshake's answer and the children would wait as long. Once
+/// up, each is shared with them (`Shim::share_with_children`, run by the pass). Returns the
+/// lock again.
+pub fn finish_awaited_connects(g: Guard) -> Guard {
+    let r = block_on(g, Some(AWAITED_LIMIT), &mut [], false, |s, _| {
+        (!s.connects_awaited()).then_some(Ok(()))
+    });
+    if r.is_err() {
+        eprintln!("etran: a connect forked children wait for is still in progress");
+    }
+    // Asked again by the next connect shown: a connect that takes longer does not hold up
+    // every call.
+    AWAITED.store(false, Ordering::Relaxed);
+    lock()
 }
 
 /// How long a connection the app closed may take to finish closing before it is aborted (the
@@ -139,18 +172,23 @@ pub enum Kind {
     Fresh {
         bound: Option<SocketAddrV4>,
     },
-    /// Listening through eTran; `kernel_too`: bound to any address, so the kernel socket
-    /// listens as well (loopback and other interfaces). The daemon knows the listener by its
+    /// Listening through eTran; the kernel socket listens as well, for what the kernel
+    /// receives (loopback, other interfaces: the datapath takes the port's SYNs on the
+    /// daemon's interface first), and so that a receiver of its descriptor (`SCM_RIGHTS`) or
+    /// a program after `exec` sees a listening socket. The daemon knows the listener by its
     /// kernel socket, which a forked child inherits: the child joins it (`adopt_listener`) and
     /// connections are shared out among the processes that accept (`accepting`: this one
     /// has accepted or waited for connections; until then none comes to it).
     Listening {
         listener: Listener,
         backlog: VecDeque<ConnId>,
-        kernel_too: bool,
         accepting: bool,
     },
     Connecting(Connecting),
+    /// A fresh socket the parent held at the fork, which the parent is connecting now (the
+    /// daemon said so): calls wait for its connect, as on a connecting kernel socket, and
+    /// passes ask the daemon again every [`PARENT_CHECK`] (`Shim::ask_parents`).
+    ParentConnecting,
     Conn {
         id: ConnId,
         rd_shut: bool,
@@ -162,7 +200,7 @@ pub enum Kind {
 
 pub struct Sock {
     pub kind: Kind,
-    /// O_NONBLOCK as the app set it (a dual listener's kernel socket is always non-blocking).
+    /// O_NONBLOCK as the app set it (a listener's kernel socket is always non-blocking).
     pub nonblock: bool,
     pub rcvtimeo: Option<Duration>,
     pub sndtimeo: Option<Duration>,
@@ -177,7 +215,8 @@ pub struct Sock {
     /// parks it at the daemon while one does (`shared.rs`).
     pub shared: bool,
     /// A fresh socket at a fork: the children holding its descriptor too (pids). Once this
-    /// process connects it they hold the connection as well (`Shim::share_with_children`).
+    /// process connects it they wait for the connect (`Shim::show_connect_to_children`) and
+    /// hold the connection as well (`Shim::share_with_children`).
     pub forked_to: Vec<libc::pid_t>,
     /// A fresh socket the parent held at the fork: the parent may connect it, and this
     /// process then uses that connection (`Shim::adopt_from_parent`).
@@ -209,7 +248,7 @@ pub struct Interest {
     pub events: u32,
     pub data: u64,
     /// The kernel's epoll set watches the kernel socket too: a fresh socket's (the kernel's
-    /// until it connects or listens), a listener's on any address (loopback connections).
+    /// until it connects or listens), a listener's (what the kernel receives: loopback).
     pub in_kernel: bool,
     /// `EPOLLET`: the events reported and not consumed since (an edge is an event that rises
     /// again after the program consumed it: read what was readable, filled the send space,
@@ -263,8 +302,11 @@ pub struct Shim {
     sleepers: Vec<RawFd>,
     /// A sleep saw the daemon link readable: the next pass reads it.
     link_readable: bool,
-    /// A connect of a socket forked children hold too completed (`Sock::forked_to`).
-    children_connected: bool,
+    /// A connect of a socket forked children hold too ended, up or failed (`Sock::forked_to`).
+    children_connect_ended: bool,
+    /// Some while a socket waits for its parent's connect (`Kind::ParentConnecting`): when a
+    /// pass asks the daemon again.
+    pub(crate) parent_due: Option<Instant>,
     /// When a pass reads the daemon link even if no sleep saw it readable.
     link_due: Instant,
     /// When `epoll_wait` asks the kernel's set again while eTran descriptors have events to
@@ -323,7 +365,8 @@ pub fn lock() -> Guard {
             orphans: Vec::new(),
             sleepers: Vec::new(),
             link_readable: false,
-            children_connected: false,
+            children_connect_ended: false,
+            parent_due: None,
             link_due: Instant::now(),
             kernel_due: Instant::now(),
         });
@@ -335,10 +378,11 @@ pub fn shim(g: &mut Guard) -> &mut Shim {
     g.as_mut().expect("initialised by lock")
 }
 
-/// The errno of an App error: its own, else the one its kind names (EIO only for the rest).
+/// The errno of an App error: its own (or the daemon's refusal's), else the one its kind names
+/// (EIO only for the rest).
 pub fn errno_of(e: &io::Error) -> c_int {
     use io::ErrorKind::*;
-    e.raw_os_error().unwrap_or(match e.kind() {
+    etran::refusal::errno_of(e).unwrap_or(match e.kind() {
         WouldBlock => libc::EAGAIN,
         TimedOut => libc::ETIMEDOUT,
         ConnectionReset | UnexpectedEof => libc::ECONNRESET,
@@ -431,7 +475,7 @@ impl Shim {
     }
 
     /// The descriptors referring to the same socket as `fd` (`fd` included).
-    fn same_socket(&self, fd: RawFd) -> Vec<RawFd> {
+    pub(crate) fn same_socket(&self, fd: RawFd) -> Vec<RawFd> {
         let Some(key) = self.fds.get(&fd) else { return Vec::new() };
         self.fds.iter().filter(|(_, k)| *k == key).map(|(&f, _)| f).collect()
     }
@@ -493,12 +537,9 @@ impl Shim {
         }
     }
 
-    /// A fresh socket became eTran's: the kernel's epoll sets stop watching its kernel socket
-    /// (unless `dual`: a listener on any address) and ours watch it instead.
-    pub fn leave_kernel_epolls(&mut self, fd: RawFd, dual: bool) {
-        if dual {
-            return;
-        }
+    /// A fresh socket became an eTran connection: the kernel's epoll sets stop watching its
+    /// kernel socket and ours watch it instead.
+    pub fn leave_kernel_epolls(&mut self, fd: RawFd) {
         for fd in self.same_socket(fd) {
             for (&ep, set) in self.epolls.iter_mut() {
                 if let Some(it) = set.get_mut(&fd).filter(|it| it.in_kernel) {
@@ -522,7 +563,7 @@ impl Shim {
         }
         let Some(app) = self.app.as_mut() else { return };
         match sock.kind {
-            Kind::Fresh { .. } | Kind::Failed => {}
+            Kind::Fresh { .. } | Kind::ParentConnecting | Kind::Failed => {}
             Kind::Listening { listener, backlog, .. } => {
                 for id in backlog {
                     app.abort(id);
@@ -552,8 +593,11 @@ impl Shim {
     pub fn pass(&mut self) -> bool {
         let moved = self.pass_app();
         self.mark_moved();
-        if std::mem::take(&mut self.children_connected) {
+        if std::mem::take(&mut self.children_connect_ended) {
             self.share_with_children();
+        }
+        if self.parent_due.is_some_and(|d| Instant::now() >= d) {
+            self.ask_parents();
         }
         moved
     }
@@ -582,14 +626,14 @@ impl Shim {
                             let _ = app.set_nodelay(id, true);
                         }
                         sock.kind = Kind::Conn { id, rd_shut: false, wr_shut: false };
-                        self.children_connected |= !sock.forked_to.is_empty();
+                        self.children_connect_ended |= !sock.forked_to.is_empty();
                         moved = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => {
                         sock.error = errno_of(&e);
-                        sock.forked_to.clear();
                         sock.kind = Kind::Failed;
+                        self.children_connect_ended |= !sock.forked_to.is_empty();
                         moved = true;
                     }
                 },
@@ -684,13 +728,8 @@ impl Shim {
         let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         let listener = app.listen_shared(port, socket, false).map_err(|e| errno_of(&e))?;
         if let Some(sock) = self.get_mut(fd) {
-            if let Kind::Listening { kernel_too, .. } = sock.kind {
-                sock.kind = Kind::Listening {
-                    listener,
-                    backlog: VecDeque::new(),
-                    kernel_too,
-                    accepting: true,
-                };
+            if let Kind::Listening { .. } = sock.kind {
+                sock.kind = Kind::Listening { listener, backlog: VecDeque::new(), accepting: true };
                 sock.inherited = false;
             }
         }
@@ -718,7 +757,7 @@ impl Shim {
                 Kind::Conn { .. } | Kind::Listening { .. } | Kind::Connecting(_)
             );
             sock.shared |= matches!(sock.kind, Kind::Conn { .. });
-            sock.from_parent = matches!(sock.kind, Kind::Fresh { .. });
+            sock.from_parent = matches!(sock.kind, Kind::Fresh { .. } | Kind::ParentConnecting);
             sock.forked_to.clear();
         }
         self.orphans.clear();
@@ -728,6 +767,13 @@ impl Shim {
     /// Whether a connect of this process's is still in progress.
     pub fn connecting(&self) -> bool {
         self.socks.values().any(|s| !s.inherited && matches!(s.kind, Kind::Connecting(_)))
+    }
+
+    /// Whether a connect of this process's that forked children wait for is in progress.
+    pub fn connects_awaited(&self) -> bool {
+        self.socks.values().any(|s| {
+            !s.inherited && matches!(s.kind, Kind::Connecting(_)) && !s.forked_to.is_empty()
+        })
     }
 
     /// Whether connections the app closed are still closing.
@@ -753,7 +799,7 @@ impl Shim {
                     POLLIN
                 }
             }
-            Kind::Connecting(_) => 0,
+            Kind::Connecting(_) | Kind::ParentConnecting => 0,
             Kind::Failed => POLLIN | POLLOUT | POLLERR | POLLHUP,
             Kind::Conn { id, rd_shut, wr_shut } => {
                 let Some(s) = app.and_then(|a| a.stream(*id)) else { return Some(POLLHUP) };
@@ -878,6 +924,9 @@ pub fn sleep(
         fds.push(libc::pollfd { fd: xsk, events, revents: 0 });
         let link = app.link().as_fd().as_raw_fd();
         fds.push(libc::pollfd { fd: link, events: libc::POLLIN, revents: 0 });
+        if let Some(due) = sh.parent_due {
+            deadline = Some(deadline.map_or(due, |d| d.min(due)));
+        }
         if sh.closing() {
             // Closing connections are finished by passes: come back now and then.
             let soon = Instant::now() + Duration::from_millis(50);

@@ -455,6 +455,15 @@ impl DaemonLink {
         Ok(())
     }
 
+    /// A connect of this app's on `socket`, which processes forked before it began hold too:
+    /// in progress (`errno` 0), or failed with `errno`. Waits for the daemon's answer, so that
+    /// those processes' `AdoptPassed` is told to wait for it.
+    pub fn connecting(&mut self, socket: BorrowedFd<'_>, errno: i32) -> io::Result<()> {
+        let msg = proto::encode(&Request::Connecting { errno });
+        proto::send_fds(self.stream.as_fd(), &msg, &[socket])?;
+        self.wait_for("Connecting", |r| matches!(r, Reply::Shared).then_some(Ok(())))
+    }
+
     /// After a fork: process `pid` (`pidfd`) holds the connections `handles` too.
     pub fn forked(&mut self, pid: u32, pidfd: BorrowedFd<'_>, handles: Vec<u64>) -> io::Result<()> {
         let msg = proto::encode(&Request::Forked { pid, handles });

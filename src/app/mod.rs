@@ -712,6 +712,20 @@ impl App {
         Ok(n)
     }
 
+    /// Reports what the app read of connection `id` to the kernel at once, once it read all
+    /// there was (a pure ACK carrying the report, which egress sends only if an ACK is owed):
+    /// the kernel's receive window is whole again. For a connection another process may take
+    /// over should this one die (a shared one): the daemon keeps it only if nothing received
+    /// is lost.
+    pub fn report_reads(&mut self, id: ConnId) -> io::Result<()> {
+        let s = self.conns.get(&id.0).ok_or_else(|| os_error(io::ErrorKind::NotConnected))?;
+        if s.readable() > 0 || s.unreported() == 0 {
+            return Ok(());
+        }
+        self.ack(id)?;
+        self.driver.port.flush()
+    }
+
     /// [`App::recv`], waiting ([`App::wait`]) until bytes, the end of the stream or an error
     /// come. `EAGAIN` when [`App::set_timeout`]'s limit passes first.
     pub fn recv_blocking(&mut self, id: ConnId, buf: &mut [u8]) -> io::Result<usize> {

@@ -56,6 +56,7 @@ use crate::{
     },
 };
 
+mod connects;
 pub mod session;
 
 use crate::proto::{self, Refusal, Reply, Request, Transport};
@@ -107,6 +108,8 @@ pub struct Daemon {
     backend: AnyBackend,
     tcp: TcpControl,
     homa: HomaControl,
+    /// Connects other processes wait for (`Connecting`).
+    connects: connects::Connects,
     /// Held for the daemon's lifetime: one daemon per interface and network namespace.
     lock: (std::fs::File, PathBuf),
 }
@@ -179,6 +182,7 @@ impl Daemon {
             backend,
             tcp,
             homa,
+            connects: Default::default(),
             lock,
         })
     }
@@ -262,6 +266,7 @@ impl Daemon {
                             log::warn(format!("gen pump: {e:#}"));
                         }
                         self.tcp.expire_parked(&mut self.timers, Timer::Tcp);
+                        self.connects.expire(now);
                         self.timers.insert(now + HOUSEKEEPING, Timer::Housekeeping);
                     }
                     Timer::Tcp(t) => {
@@ -364,6 +369,13 @@ impl Daemon {
                 }
                 Input::Request(Request::AdoptPassed { pid }) => {
                     self.adopt_passed(token, pid);
+                    false
+                }
+                Input::Request(Request::Connecting { errno }) => {
+                    if let Some(Ok(id)) = self.take_fd(token).map(|fd| socket_id(&fd)) {
+                        self.connects.show(token, id, errno);
+                    }
+                    self.tell(token, &Reply::Shared);
                     false
                 }
                 Input::Request(Request::Forked { pid, handles }) => {
@@ -473,6 +485,7 @@ impl Daemon {
         let mut shown = Vec::new();
         for &h in handles {
             if let Some(Ok(id)) = self.take_fd(token).map(|fd| socket_id(&fd)) {
+                self.connects.up(&id);
                 shown.push((h, id));
             }
         }
@@ -498,7 +511,7 @@ impl Daemon {
 
     /// `Adopt`: the connection's kernel socket comes with it.
     fn adopt(&mut self, token: Token, handle: u64) {
-        self.adopt_shown(token, handle, |tcp, slot, id| tcp.adopt(token, slot, handle, id));
+        self.adopt_shown(token, handle, |d, slot, id| d.tcp.adopt(token, slot, handle, id));
     }
 
     /// `AdoptPassed`: the receiver's pidfd, then the kernel socket it received.
@@ -509,7 +522,14 @@ impl Daemon {
         };
         self.watch_holder(&pidfd);
         let by = Holder { pid, pidfd: &pidfd };
-        self.adopt_shown(token, 0, |tcp, slot, id| tcp.adopt_passed(token, slot, by, id));
+        self.adopt_shown(token, 0, |d, slot, id| match d.connects.errno(&id) {
+            // A connect the process that began it has not finished (or that failed).
+            Some(errno) => {
+                let refusal = Refusal::new(errno, "the connect of another holder".to_string());
+                vec![Handed::AdoptFailed { to: token, handle: 0, refusal }]
+            }
+            None => d.tcp.adopt_passed(token, slot, by, id),
+        });
     }
 
     /// An adoption of `handle` (0: by the socket) showing the next kernel socket session
@@ -519,12 +539,12 @@ impl Daemon {
         &mut self,
         token: Token,
         handle: u64,
-        adopt: impl FnOnce(&mut TcpControl, u32, SocketId) -> Vec<Handed>,
+        adopt: impl FnOnce(&mut Daemon, u32, SocketId) -> Vec<Handed>,
     ) {
         let slot = self.sessions.get(&token).and_then(|s| s.port.as_ref()).map(|p| p.slot());
         let shown = self.take_fd(token).map(|fd| socket_id(&fd));
         let out = match (slot, shown) {
-            (Some(slot), Some(Ok(id))) => adopt(&mut self.tcp, slot, id),
+            (Some(slot), Some(Ok(id))) => adopt(self, slot, id),
             (None, _) => vec![Handed::AdoptFailed { to: token, handle, refusal: not_registered() }],
             (_, Some(Err(refusal))) => vec![Handed::AdoptFailed { to: token, handle, refusal }],
             (_, None) => {
@@ -640,6 +660,7 @@ impl Daemon {
                 self.tcp.teardown(&mut self.timers, token);
                 let out = self.tcp.forget_sharer(token);
                 self.handed(out);
+                self.connects.forget(token);
                 // What it kept for other holders, if none lives any more.
                 self.tcp.expire_parked(&mut self.timers, Timer::Tcp);
             }

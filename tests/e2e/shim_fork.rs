@@ -447,35 +447,66 @@ for how, port in zip(("thread", "after"), ports):
 fn a_connect_racing_a_fork_is_the_childs_too_as_on_linux() {
     let Some(_root) = common::root::shared() else { return };
     let bed = Bed::new("fork-race");
-    let (ip2, daemon) = (bed.ip(2), bed.daemon());
     let want = "thread child b'from the child'\nthread parent b'and the parent'\n\
                 after child b'from the child'\nafter parent b'and the parent'\n";
-    for etran in [false, true] {
-        let mut echoes = Vec::new();
-        for port in ["7020", "7021"] {
-            let mut echo = python_in(&bed.h2, ONE_ECHO, &[port])
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut out = std::io::BufReader::new(echo.stdout.take().unwrap());
-            assert_eq!(next_lines(&mut out, 1), ["listening"]);
-            echoes.push(echo);
-        }
-        let args = [ip2.as_str(), "7020", "7021"];
-        let out = if etran {
-            let argv = [&[PYTHON, "-c", CONNECT_RACING_FORK], &args[..]].concat();
-            etran_run(&bed.h1, &daemon.sock, &argv).output().unwrap()
-        } else {
-            python_in(&bed.h1, CONNECT_RACING_FORK, &args).output().unwrap()
-        };
-        let said = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(said, want, "etran: {etran}: {}: {}", text(&out), daemon.log());
-        for mut e in echoes {
-            assert!(e.wait().unwrap().success());
-        }
-    }
-    let log = daemon.log();
+    let log = same_as_linux(&bed, CONNECT_RACING_FORK, &["7020", "7021"], &["7020", "7021"], want);
     assert_eq!(conn_lines(&log).0, 2, "both through eTran: {log}");
+    assert!(!log.contains("reset (handle"), "not reset: {log}");
+}
+
+/// A connect the parent starts after the fork on a socket the child holds too (argv: host, open
+/// port, closed port, another open port): the child, told that the connect began, waits until
+/// the socket is writable and echoes through it (then the parent does), or says how it failed;
+/// the parent sleeps a while before it waits for the connect itself, or (`close`) closes its
+/// copy at once and waits for the child. The same lines as on Linux's sockets: the child's copy
+/// is the same socket, connecting with the parent's.
+const CONNECT_AFTER_FORK: &str = r#"
+import errno, os, select, socket, sys, time
+host = sys.argv[1]
+for how, port in zip(("wait", "refused", "close"), map(int, sys.argv[2:5])):
+    s = socket.socket()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.read(r, 1)
+        select.select([], [s], [], 10)
+        e = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if e:
+            print(how, "child", errno.errorcode.get(e, e), flush=True)
+        else:
+            s.setblocking(True)
+            s.sendall(b"from the child")
+            print(how, "child", s.recv(100), flush=True)
+        os._exit(0)
+    s.setblocking(False)
+    e = s.connect_ex((host, port))
+    print(how, "connect", errno.errorcode.get(e, e), flush=True)
+    os.write(w, b"x")
+    if how == "close":
+        s.close()
+        os.waitpid(pid, 0)
+        continue
+    time.sleep(0.3)
+    select.select([], [s], [], 10)
+    os.waitpid(pid, 0)
+    if how == "wait":
+        s.setblocking(True)
+        s.sendall(b"and the parent")
+        print(how, "parent", s.recv(100), flush=True)
+    s.close()
+"#;
+
+#[test]
+fn a_connect_the_parent_starts_after_fork_is_waited_for_by_the_child_as_on_linux() {
+    let Some(_root) = common::root::shared() else { return };
+    let bed = Bed::new("fork-connect-after");
+    let want = "wait connect EINPROGRESS\nwait child b'from the child'\n\
+                wait parent b'and the parent'\nrefused connect EINPROGRESS\n\
+                refused child ECONNREFUSED\nclose connect EINPROGRESS\n\
+                close child b'from the child'\n";
+    let log =
+        same_as_linux(&bed, CONNECT_AFTER_FORK, &["7026", "7027", "7028"], &["7026", "7028"], want);
+    assert_eq!(conn_lines(&log), (2, 2), "through eTran, closed: {log}");
     assert!(!log.contains("reset (handle"), "not reset: {log}");
 }
 
@@ -495,35 +526,53 @@ while True:
     c.sendall(b)
 "#;
 
+/// Runs `script` on host 1 (argv: host 2's address, then `ports`), on Linux's sockets and under
+/// `etran run`, against a Linux echo server for one connection ([`ONE_ECHO`]) on each of
+/// `echo_ports` of host 2: both print `want`, every echo server ends well. Returns the
+/// daemon's log.
+fn same_as_linux(
+    bed: &Bed,
+    script: &str,
+    ports: &[&str],
+    echo_ports: &[&str],
+    want: &str,
+) -> String {
+    let (ip2, daemon) = (bed.ip(2), bed.daemon());
+    let args = [&[ip2.as_str()], ports].concat();
+    for etran in [false, true] {
+        let mut echoes = Vec::new();
+        for port in echo_ports {
+            let mut echo = python_in(&bed.h2, ONE_ECHO, &[port])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut out = std::io::BufReader::new(echo.stdout.take().unwrap());
+            assert_eq!(next_lines(&mut out, 1), ["listening"]);
+            echoes.push(echo);
+        }
+        let out = if etran {
+            let argv = [&[PYTHON, "-c", script], &args[..]].concat();
+            etran_run(&bed.h1, &daemon.sock, &argv).output().unwrap()
+        } else {
+            python_in(&bed.h1, script, &args).output().unwrap()
+        };
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(said, want, "etran {etran}: {}: {}", text(&out), daemon.log());
+        for mut e in echoes {
+            assert!(e.wait().unwrap().success());
+        }
+    }
+    daemon.log()
+}
+
 #[test]
 fn a_connect_in_progress_at_fork_ends_as_on_linux_in_the_child_and_the_parent() {
     let Some(_root) = common::root::shared() else { return };
     let bed = Bed::new("fork-connect");
-    let (ip2, daemon) = (bed.ip(2), bed.daemon());
     let want = "connect EINPROGRESS\nchild b'from the child'\nparent b'and the parent'\n\
                 connect EINPROGRESS\nchild ECONNREFUSED\n";
-    for shim in [false, true] {
-        let mut echo = python_in(&bed.h2, ONE_ECHO, &["7016"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut said = std::io::BufReader::new(echo.stdout.take().unwrap());
-        assert_eq!(next_lines(&mut said, 1), ["listening"]);
-        let args = [ip2.as_str(), "7016", "7017"];
-        let mut cmd = if shim {
-            etran_run(
-                &bed.h1,
-                &daemon.sock,
-                &[&[PYTHON, "-c", CONNECT_AT_FORK], &args[..]].concat(),
-            )
-        } else {
-            python_in(&bed.h1, CONNECT_AT_FORK, &args)
-        };
-        let out = cmd.output().unwrap();
-        let _ = echo.wait();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{}: {}", text(&out), daemon.log());
-    }
-    assert_eq!(conn_lines(&daemon.log()), (1, 1), "through eTran, closed: {}", daemon.log());
+    let log = same_as_linux(&bed, CONNECT_AT_FORK, &["7016", "7017"], &["7016"], want);
+    assert_eq!(conn_lines(&log), (1, 1), "through eTran, closed: {log}");
 }
 
 /// An accepted connection passed over a Unix socket (argv: port) to another process under
@@ -647,8 +696,8 @@ fn a_connection_passed_to_a_process_outside_the_shim_is_unconnected_there_and_re
     assert!(daemon.log().contains("reset (handle 1)"), "{}", daemon.log());
 }
 
-/// A listener passed over a Unix socket (argv: port, conns): the server opens it on any
-/// address, passes it to a process it starts (under the shim too), waits for its word and
+/// A listener passed over a Unix socket (argv: port, conns, address): the server opens it on
+/// the address, passes it to a process it starts (under the shim too), waits for its word and
 /// closes its own copy; the receiver accepts `conns` connections on it and answers each
 /// line (nginx-style workers, a socket-activated service).
 const LISTENER_PASSING_SERVER: &str = r#"
@@ -668,9 +717,9 @@ for i in range(int(sys.argv[2])):
     c.close()
 print("receiver served", sys.argv[2], flush=True)
 """
-port, conns = int(sys.argv[1]), sys.argv[2]
+port, conns, addr = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 a, b = socket.socketpair()
-srv = socket.create_server(("0.0.0.0", port))
+srv = socket.create_server((addr, port))
 rx = subprocess.Popen([sys.executable, "-c", RECEIVER, str(b.fileno()), conns],
                       pass_fds=[b.fileno()])
 socket.send_fds(a, [b"listener"], [srv.fileno()])
@@ -699,12 +748,24 @@ for i in range(int(sys.argv[3])):
 #[test]
 fn a_listener_passed_over_a_unix_socket_accepts_in_the_receiver() {
     let Some(_root) = common::root::shared() else { return };
-    let bed = Bed::new("fork-passed-listener");
-    let daemon = bed.daemon();
+    listener_passed("fork-passed-listener", "7022", |_| "0.0.0.0".to_string());
+}
+
+#[test]
+fn a_listener_bound_to_one_address_passed_over_a_unix_socket_accepts_in_the_receiver() {
+    let Some(_root) = common::root::shared() else { return };
+    listener_passed("fork-passed-one", "7023", |bed| bed.ip(1));
+}
+
+/// [`LISTENER_PASSING_SERVER`] on host 1 bound to `addr`'s address on `port`, on Linux's
+/// sockets and under `etran run`: the same lines, and under eTran the connections are its.
+fn listener_passed(name: &str, port: &str, addr: impl Fn(&Bed) -> String) {
+    let bed = Bed::new(name);
+    let (daemon, addr) = (bed.daemon(), addr(&bed));
     let want = "b'receiver 0 got hello 0\\n'\nb'receiver 1 got hello 1\\n'\n\
                 b'receiver 2 got hello 2\\n'\n";
     for etran in [false, true] {
-        let args = ["7022", "3"];
+        let args = [port, "3", addr.as_str()];
         let cmd = if etran {
             etran_run(
                 &bed.h1,
@@ -715,7 +776,7 @@ fn a_listener_passed_over_a_unix_socket_accepts_in_the_receiver() {
             python_in(&bed.h1, LISTENER_PASSING_SERVER, &args)
         };
         let (mut server, mut out) = start_server(cmd, daemon);
-        let client = python_in(&bed.h2, LINES_CLIENT, &[&bed.ip(1), "7022", "3"]).output().unwrap();
+        let client = python_in(&bed.h2, LINES_CLIENT, &[&bed.ip(1), port, "3"]).output().unwrap();
         let said = String::from_utf8_lossy(&client.stdout);
         assert_eq!(said, want, "etran {etran}: {}: {}", text(&client), daemon.log());
         assert_eq!(next_lines(&mut out, 2), ["receiver served 3", "passed 0"]);
@@ -723,4 +784,129 @@ fn a_listener_passed_over_a_unix_socket_accepts_in_the_receiver() {
     }
     let log = daemon.log();
     assert_eq!(conn_lines(&log).0, 3, "through eTran: {log}");
+}
+
+/// A non-blocking connect still in progress passed over a Unix socket (argv: host, port): the
+/// sender starts it, passes the socket to a process it started (under the shim too) and
+/// closes its own copy; the receiver waits until the socket is writable, then echoes through
+/// it. The same lines as on Linux's sockets.
+const CONNECT_PASSING: &str = r#"
+import errno, socket, subprocess, sys
+RECEIVER = """
+import select, socket, sys
+u = socket.socket(fileno=int(sys.argv[1]))
+_, fds, _, _ = socket.recv_fds(u, 10, 1)
+s = socket.socket(fileno=fds[0])
+select.select([], [s], [], 10)
+print("receiver error", s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), flush=True)
+s.setblocking(True)
+s.sendall(b"from the receiver")
+print("receiver", s.recv(100), flush=True)
+s.close()
+"""
+host, port = sys.argv[1], int(sys.argv[2])
+a, b = socket.socketpair()
+rx = subprocess.Popen([sys.executable, "-c", RECEIVER, str(b.fileno())], pass_fds=[b.fileno()])
+s = socket.socket()
+s.setblocking(False)
+e = s.connect_ex((host, port))
+print("connect", errno.errorcode.get(e, e), flush=True)
+socket.send_fds(a, [b"conn"], [s.fileno()])
+s.close()
+print("passed", rx.wait(), flush=True)
+"#;
+
+#[test]
+fn a_connect_in_progress_passed_over_a_unix_socket_completes_in_the_receiver() {
+    let Some(_root) = common::root::shared() else { return };
+    let bed = Bed::new("fork-passed-connect");
+    let want = "connect EINPROGRESS\nreceiver error 0\nreceiver b'from the receiver'\npassed 0\n";
+    let log = same_as_linux(&bed, CONNECT_PASSING, &["7024"], &["7024"], want);
+    assert_eq!(conn_lines(&log), (1, 1), "through eTran, closed: {log}");
+    assert!(!log.contains("reset (handle"), "not reset: {log}");
+}
+
+/// Children killed right after reading what the client sent, writing nothing (argv: port),
+/// one connection per mode: `kept`, the parent keeps its copy and carries on once the child
+/// is gone (it writes, echoes the client's next line in capitals and closes); `alone`, the
+/// parent closed its copy at once, so the child was the last holder. As on Linux: the bytes
+/// were read, so the connection stays the parent's, or closes with a FIN.
+const READ_THEN_KILLED: &str = r#"
+import os, signal, socket, sys
+srv = socket.create_server(("0.0.0.0", int(sys.argv[1])))
+print("listening", flush=True)
+for mode in ("kept", "alone"):
+    c, _ = srv.accept()
+    pid = os.fork()
+    if pid == 0:
+        got = b""
+        while len(got) < 5:
+            got += c.recv(5 - len(got))
+        os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "alone":
+        c.close()
+    _, st = os.waitpid(pid, 0)
+    if mode == "kept":
+        c.sendall(b"the parent here")
+        got = b""
+        while not got.endswith(b"."):
+            got += c.recv(100)
+        c.sendall(got.upper())
+        c.close()
+    print(mode, os.waitstatus_to_exitcode(st), flush=True)
+"#;
+
+/// The Linux client of [`READ_THEN_KILLED`] (argv: host, port): what it read at each step,
+/// and how the stream ended (`fin`, `rst`).
+const READ_THEN_KILLED_CLIENT: &str = r#"
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+def read(s, n):
+    got = b""
+    while len(got) < n:
+        try:
+            b = s.recv(n - len(got))
+        except ConnectionResetError:
+            return repr(got) + " rst"
+        if not b:
+            return repr(got) + " fin"
+        got += b
+    return repr(got)
+s = socket.create_connection((host, port), timeout=10)
+s.sendall(b"hello")
+print("kept", read(s, 15), flush=True)
+try:
+    s.sendall(b"and back to you.")
+except OSError as e:
+    print("kept send", e.errno, flush=True)
+print("kept", read(s, 16), read(s, 1), flush=True)
+s.close()
+s = socket.create_connection((host, port), timeout=10)
+s.sendall(b"hello")
+print("alone", read(s, 1), flush=True)
+"#;
+
+#[test]
+fn a_holder_killed_after_reading_leaves_the_connection_as_on_linux() {
+    let Some(_root) = common::root::shared() else { return };
+    let bed = Bed::new("fork-read-killed");
+    let daemon = bed.daemon();
+    let want = "kept b'the parent here'\nkept b'AND BACK TO YOU.' b'' fin\nalone b'' fin\n";
+    for etran in [false, true] {
+        let cmd = if etran {
+            etran_run(&bed.h1, &daemon.sock, &[PYTHON, "-c", READ_THEN_KILLED, "7025"])
+        } else {
+            python_in(&bed.h1, READ_THEN_KILLED, &["7025"])
+        };
+        let (mut server, mut out) = start_server(cmd, daemon);
+        let client =
+            python_in(&bed.h2, READ_THEN_KILLED_CLIENT, &[&bed.ip(1), "7025"]).output().unwrap();
+        let said = String::from_utf8_lossy(&client.stdout);
+        assert_eq!(said, want, "etran {etran}: {}: {}", text(&client), daemon.log());
+        assert_eq!(next_lines(&mut out, 2), ["kept -9", "alone -9"], "{}", daemon.log());
+        assert!(server.wait().unwrap().success());
+    }
+    let log = daemon.log();
+    assert_eq!(conn_lines(&log).0, 2, "through eTran: {log}");
+    assert!(!log.contains("reset (handle"), "not reset: {log}");
 }
