@@ -647,3 +647,55 @@ impl GrantPump {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{cell::Cell, os::unix::net::UnixStream};
+
+    use super::{GenWake, PumpStats, MAX_CALLS};
+
+    /// A socket whose zero-length `recvfrom` succeeds (its peer closed: end of stream), as an
+    /// AF_XDP socket's Rx wakeup does.
+    fn takes_wakeups() -> std::os::fd::OwnedFd {
+        let (a, _b) = UnixStream::pair().unwrap();
+        a.into()
+    }
+
+    /// One whose `recvfrom` fails (nothing to read, non-blocking; while the peer it returns
+    /// stays open), as an unbound socket's does.
+    fn refuses_wakeups() -> (std::os::fd::OwnedFd, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (a.into(), b)
+    }
+
+    #[test]
+    fn gen_wake_runs_gen_while_keys_are_left_through_a_socket_that_takes_it() {
+        let mut wake = GenWake::default();
+        let mut stats = PumpStats::default();
+        // No socket: the caller sends templates.
+        assert!(!wake.drain(&mut stats, || true));
+        assert_eq!(stats.wakeups, 0);
+
+        // A socket that refuses is skipped for the next one.
+        let (refusing, _peer) = refuses_wakeups();
+        wake.add(1, refusing);
+        assert!(!wake.drain(&mut stats, || true));
+        wake.add(2, takes_wakeups());
+        let left = Cell::new(2);
+        let queued = || {
+            left.set(left.get() - 1);
+            left.get() >= 0
+        };
+        assert!(wake.drain(&mut stats, queued));
+        assert_eq!(stats.wakeups, 3, "a run per peek that found keys, and the one before");
+
+        // Keys that never run out: at most MAX_CALLS runs per drain.
+        stats = PumpStats::default();
+        assert!(wake.drain(&mut stats, || true));
+        assert_eq!(stats.wakeups, u64::from(MAX_CALLS));
+
+        // Its app closed: no socket takes the wakeup any more.
+        wake.remove(2);
+        assert!(!wake.drain(&mut stats, || true));
+    }
+}
