@@ -629,7 +629,11 @@ impl GrantPump {
     /// Sends templates while keys are queued (up to [`MAX_CALLS`] sends): nothing when the
     /// apps' templates took them all, as they nearly always do.
     pub fn pump(&mut self) -> anyhow::Result<()> {
-        if self.queued() && self.wake.drain(&mut self.stats, || peek(&self.queue)) {
+        // On demand when a socket can be woken (native): no templates.
+        if self.wake.ready()
+            && self.queued()
+            && self.wake.drain(&mut self.stats, || peek(&self.queue))
+        {
             return Ok(());
         }
         let t = grant_template();
