@@ -116,8 +116,9 @@ pub trait Backend {
     fn report(&self) -> String {
         let (g, h) = (self.gen_pump().stats(), self.grant_pump().stats());
         format!(
-            "gen pump: {} sends, {} templates; Homa's: {} sends, {} templates",
-            g.calls, g.runs, h.calls, h.runs
+            "gen pump: {} sends, {} templates, {} on-demand runs; Homa's: {} sends, {} \
+             templates, {} on-demand runs",
+            g.calls, g.runs, g.wakeups, h.calls, h.runs, h.wakeups
         )
     }
 }

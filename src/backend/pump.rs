@@ -1,10 +1,11 @@
 //! The gen pumps: how the daemon emits the work of the transports' generators (ARCHITECTURE.md,
 //! "ACKs: the generator"), each through a gen port of its own: TCP's ACKs ([`GenPump`]; all of
 //! them in the compat backend; in the native one, the delayed ACKs and the ACKs due at once that
-//! the gen hook of the apps' sockets did not emit, since it runs only after an RX batch reached a
-//! socket) and Homa's GRANTs ([`GrantPump`]; in the native backend, those the gen hook left:
-//! owed after frames that reached no socket, or behind a key owed nothing, where a hook run
-//! ends).
+//! the gen hook of the apps' sockets did not emit after an RX batch) and Homa's GRANTs
+//! ([`GrantPump`]; in the native backend, those the gen hook left: owed after frames that reached
+//! no socket, or behind a key owed nothing, where a hook run ends). On a kernel with gen on
+//! demand (patches/0005) the native backend's pumps send no templates for that work: they wake
+//! an app's socket, whose gen hook runs in the daemon's context ([`GenWake`]).
 //!
 //! ACKs are decided in the kernel (`src/bpf/tcp/tcp_gen.h`): ingress marks a connection that owes
 //! one, pushes its key on the queue of ACKs due at once (`etran_tcp_ack_queue`) or on the
@@ -29,7 +30,7 @@
 //! carries (the kernel builds and frees a page pool of 64 pages each call): with 100 connections
 //! that was most of the daemon's time (README, "Where the time goes").
 use std::{
-    os::fd::{AsFd, AsRawFd, RawFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -223,6 +224,77 @@ pub struct PumpStats {
     pub calls: u64,
     /// Template frames sent in them (each pops at most one key).
     pub runs: u64,
+    /// Gen runs on demand ([`GenWake`]: each one `recvfrom` on an app's socket).
+    pub wakeups: u64,
+}
+
+/// Whether a queue map holds a key (a queue map's lookup is a peek: ENOENT when empty).
+fn peek(queue: &MapHandle) -> bool {
+    matches!(queue.lookup(&[], MapFlags::ANY), Ok(Some(_)))
+}
+
+/// Gen on demand (native backend, patches/0005): a `recvfrom` on an AF_XDP socket with a linked
+/// `BPF_XSK_GEN` program (its Rx wakeup) runs the program once, up to 64 frames, in the
+/// caller's context, straight out of the NIC: no template, no gen port. The pump holds a copy of
+/// each app socket of its transport (any of them runs the same program on the same queues) and
+/// wakes one instead of sending templates while it has one; the backend adds and removes them
+/// ([`GenPump::wake_mut`], [`GrantPump::wake_mut`]). Empty in compat, and on a kernel without
+/// the patch (`kernel::has_gen_wakeup`): the templates then.
+#[derive(Default)]
+pub struct GenWake {
+    socks: Vec<(u32, OwnedFd)>,
+}
+
+impl GenWake {
+    /// Adds the socket of the app in `slot`.
+    pub fn add(&mut self, slot: u32, sock: OwnedFd) {
+        self.socks.push((slot, sock));
+    }
+
+    /// Removes the socket of the app in `slot` (it is closing).
+    pub fn remove(&mut self, slot: u32) {
+        self.socks.retain(|(s, _)| *s != slot);
+    }
+
+    /// Whether it has a socket to wake.
+    fn ready(&self) -> bool {
+        !self.socks.is_empty()
+    }
+
+    /// Runs the gen program once through the first socket that takes the wakeup; false when
+    /// none does (none added, or each unbound: its device went away).
+    fn wake(&self) -> bool {
+        self.socks.iter().any(|(_, sock)| {
+            // SAFETY: a zero-length receive into no buffer; the socket is ours.
+            let ret = unsafe {
+                libc::recvfrom(
+                    sock.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                )
+            };
+            ret >= 0
+        })
+    }
+
+    /// Wakes gen while `queued` says keys are left (a run ends at a key owed nothing, or at its
+    /// budget), up to [`MAX_CALLS`] runs; counts them in `stats`. False when no socket takes the
+    /// wakeup: the caller sends templates instead.
+    fn drain(&self, stats: &mut PumpStats, queued: impl Fn() -> bool) -> bool {
+        for _ in 0..MAX_CALLS {
+            if !self.wake() {
+                return false;
+            }
+            stats.wakeups += 1;
+            if !queued() {
+                break;
+            }
+        }
+        true
+    }
 }
 
 /// A generator's wake ring buffer, and what its records said since the last drain.
@@ -274,6 +346,9 @@ pub struct GenPump {
     outstanding: [u64; 2],
     deadline: Option<Instant>,
     stats: PumpStats,
+    wake: GenWake,
+    /// Set while the delayed ACKs are flushed on demand (etran_tcp_gen_flush; native only).
+    gen_flush: Option<MapHandle>,
 }
 
 impl GenPump {
@@ -302,12 +377,44 @@ impl GenPump {
             outstanding: [0; 2],
             deadline: None,
             stats: PumpStats::default(),
+            wake: GenWake::default(),
+            gen_flush: tcp.gen_flush.as_ref().map(MapHandle::try_from).transpose()?,
         })
+    }
+
+    /// The app sockets through which gen runs on demand ([`GenWake`]).
+    pub fn wake_mut(&mut self) -> &mut GenWake {
+        &mut self.wake
     }
 
     /// The descriptor to poll for readability (the wake ring buffer; see [`WakeRing::fd`]).
     pub fn fd(&self) -> RawFd {
         self.wakes.fd()
+    }
+
+    /// Empties queue `q` through the gen hook on demand ([`GenWake`]): the hook pops the ACKs
+    /// due at once, and the delayed ones while `etran_tcp_gen_flush` is set. False when it
+    /// cannot (no socket to wake, or no flag for the delayed queue): templates then.
+    fn drain_on_demand(&mut self, q: Queue) -> anyhow::Result<bool> {
+        let queue = &self.queues[q.index()];
+        let flag = match q {
+            Queue::Immediate => None,
+            Queue::Delayed => match &self.gen_flush {
+                Some(f) if self.wake.ready() => Some(f),
+                _ => return Ok(false),
+            },
+        };
+        let set = |on: u32| -> anyhow::Result<()> {
+            if let Some(f) = flag {
+                f.update(&0u32.to_ne_bytes(), &on.to_ne_bytes(), MapFlags::ANY)
+                    .context("setting etran_tcp_gen_flush")?;
+            }
+            Ok(())
+        };
+        set(1)?;
+        let drained = self.wake.drain(&mut self.stats, || peek(queue));
+        set(0)?;
+        Ok(drained)
     }
 
     /// When [`GenPump::on_deadline`] must be called next (delayed ACKs are waiting).
@@ -352,8 +459,7 @@ impl GenPump {
     }
 
     fn has_keys(&self, q: Queue) -> bool {
-        // A queue map's lookup is a peek: ENOENT when empty.
-        matches!(self.queues[q.index()].lookup(&[], MapFlags::ANY), Ok(Some(_)))
+        peek(&self.queues[q.index()])
     }
 
     /// Periodic: a wake record lost to a full ring buffer leaves keys queued; sends them.
@@ -376,6 +482,10 @@ impl GenPump {
     /// ([`GenPump::queued`]). A peek is a system call per pump, for nothing nearly always.
     fn flush(&mut self, q: Queue) -> anyhow::Result<()> {
         let i = q.index();
+        if self.drain_on_demand(q)? {
+            self.outstanding[i] = 0;
+            return Ok(());
+        }
         let mut repeat = self.outstanding[i].clamp(1, MAX_REPEAT);
         for _ in 0..MAX_CALLS {
             let sent = self.run_queue(q, repeat as u32)?;
@@ -436,6 +546,7 @@ pub struct GrantPump {
     port: GenPort,
     deadline: Option<Instant>,
     stats: PumpStats,
+    wake: GenWake,
 }
 
 impl GrantPump {
@@ -447,7 +558,19 @@ impl GrantPump {
                 *n += 1
             })?;
         let port = GenPort::open(port, homa.gen.as_raw_fd(), "etran_homa_gen")?;
-        Ok(GrantPump { woken, queue, port, deadline: None, stats: PumpStats::default() })
+        Ok(GrantPump {
+            woken,
+            queue,
+            port,
+            deadline: None,
+            stats: PumpStats::default(),
+            wake: GenWake::default(),
+        })
+    }
+
+    /// The app sockets through which gen runs on demand ([`GenWake`]).
+    pub fn wake_mut(&mut self) -> &mut GenWake {
+        &mut self.wake
     }
 
     /// The descriptor to poll for readability (the wake ring buffer; see [`WakeRing::fd`]).
@@ -492,7 +615,7 @@ impl GrantPump {
 
     /// Whether keys are queued (a peek at the queue).
     pub fn queued(&self) -> bool {
-        matches!(self.queue.lookup(&[], MapFlags::ANY), Ok(Some(_)))
+        peek(&self.queue)
     }
 
     /// Periodic: sends what a lost wake record left queued.
@@ -506,6 +629,13 @@ impl GrantPump {
     /// Sends templates while keys are queued (up to [`MAX_CALLS`] sends): nothing when the
     /// apps' templates took them all, as they nearly always do.
     pub fn pump(&mut self) -> anyhow::Result<()> {
+        // On demand when a socket can be woken (native): no templates.
+        if self.wake.ready()
+            && self.queued()
+            && self.wake.drain(&mut self.stats, || peek(&self.queue))
+        {
+            return Ok(());
+        }
         let t = grant_template();
         for _ in 0..MAX_CALLS {
             if !self.queued() {
@@ -519,5 +649,57 @@ impl GrantPump {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{cell::Cell, os::unix::net::UnixStream};
+
+    use super::{GenWake, PumpStats, MAX_CALLS};
+
+    /// A socket whose zero-length `recvfrom` succeeds (its peer closed: end of stream), as an
+    /// AF_XDP socket's Rx wakeup does.
+    fn takes_wakeups() -> std::os::fd::OwnedFd {
+        let (a, _b) = UnixStream::pair().unwrap();
+        a.into()
+    }
+
+    /// One whose `recvfrom` fails (nothing to read, non-blocking; while the peer it returns
+    /// stays open), as an unbound socket's does.
+    fn refuses_wakeups() -> (std::os::fd::OwnedFd, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (a.into(), b)
+    }
+
+    #[test]
+    fn gen_wake_runs_gen_while_keys_are_left_through_a_socket_that_takes_it() {
+        let mut wake = GenWake::default();
+        let mut stats = PumpStats::default();
+        // No socket: the caller sends templates.
+        assert!(!wake.drain(&mut stats, || true));
+        assert_eq!(stats.wakeups, 0);
+
+        // A socket that refuses is skipped for the next one.
+        let (refusing, _peer) = refuses_wakeups();
+        wake.add(1, refusing);
+        assert!(!wake.drain(&mut stats, || true));
+        wake.add(2, takes_wakeups());
+        let left = Cell::new(2);
+        let queued = || {
+            left.set(left.get() - 1);
+            left.get() >= 0
+        };
+        assert!(wake.drain(&mut stats, queued));
+        assert_eq!(stats.wakeups, 3, "a run per peek that found keys, and the one before");
+
+        // Keys that never run out: at most MAX_CALLS runs per drain.
+        stats = PumpStats::default();
+        assert!(wake.drain(&mut stats, || true));
+        assert_eq!(stats.wakeups, u64::from(MAX_CALLS));
+
+        // Its app closed: no socket takes the wakeup any more.
+        wake.remove(2);
+        assert!(!wake.drain(&mut stats, || true));
     }
 }

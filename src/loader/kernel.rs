@@ -40,6 +40,9 @@ pub enum Feature {
     /// The AF_XDP hooks of etran's kernel series (native backend): egress, gen, any-queue
     /// receive.
     NativeHooks,
+    /// Gen on demand (patches/0005): the native backend's daemon runs an app socket's gen
+    /// program through it instead of sending the gen pump's templates.
+    GenWakeup,
 }
 
 /// What the TCP datapath needs (`etran up`: its programs and maps).
@@ -66,6 +69,7 @@ pub const ALL: &[Feature] = &[
     Feature::AfXdp,
     Feature::VmlinuxBtf,
     Feature::NativeHooks,
+    Feature::GenWakeup,
 ];
 
 impl Feature {
@@ -80,6 +84,7 @@ impl Feature {
             Feature::AfXdp => "AF_XDP sockets",
             Feature::VmlinuxBtf => "kernel BTF (/sys/kernel/btf/vmlinux)",
             Feature::NativeHooks => "etran's AF_XDP hooks (BPF_XSK_EGRESS/BPF_XSK_GEN)",
+            Feature::GenWakeup => "etran's gen on demand (the Rx wakeup runs BPF_XSK_GEN)",
         }
     }
 
@@ -94,7 +99,7 @@ impl Feature {
             Feature::XdpLoadBytes | Feature::LiveFrames => "5.18",
             Feature::AfXdp => "4.18",
             Feature::VmlinuxBtf => "5.4",
-            Feature::NativeHooks => "patched",
+            Feature::NativeHooks | Feature::GenWakeup => "patched",
         }
     }
 
@@ -112,6 +117,7 @@ impl Feature {
             Feature::AfXdp => map(MapType::Xskmap) && xsk_socket().is_ok(),
             Feature::VmlinuxBtf => std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
             Feature::NativeHooks => has_native_hooks(),
+            Feature::GenWakeup => has_gen_wakeup(),
         }
     }
 }
@@ -198,17 +204,31 @@ pub fn missing_native_abi(has: impl Fn(&str, &str) -> bool) -> Vec<&'static str>
     NATIVE_ABI.iter().filter(|(ty, name)| !has(ty, name)).map(|&(_, name)| name).collect()
 }
 
+/// Whether `btf` has enumerator or member `name` in type `ty`.
+fn btf_has(btf: &Btf<'_>, ty: &str, name: &str) -> bool {
+    use libbpf_rs::btf::types::{Enum, Struct};
+    let named = |n: Option<&std::ffi::OsStr>| n.is_some_and(|n| n == name);
+    btf.type_by_name::<Enum<'_>>(ty).is_some_and(|e| e.iter().any(|m| named(m.name)))
+        || btf.type_by_name::<Struct<'_>>(ty).is_some_and(|s| s.iter().any(|m| named(m.name)))
+}
+
 /// What the running kernel lacks of [`NATIVE_ABI`] (all of it without the kernel's BTF).
 pub fn missing_native_hooks() -> Vec<&'static str> {
-    use libbpf_rs::btf::types::{Enum, Struct};
     let Ok(btf) = Btf::from_vmlinux() else {
         return NATIVE_ABI.iter().map(|&(_, name)| name).collect();
     };
-    missing_native_abi(|ty, name| {
-        let named = |n: Option<&std::ffi::OsStr>| n.is_some_and(|n| n == name);
-        btf.type_by_name::<Enum<'_>>(ty).is_some_and(|e| e.iter().any(|m| named(m.name)))
-            || btf.type_by_name::<Struct<'_>>(ty).is_some_and(|s| s.iter().any(|m| named(m.name)))
-    })
+    missing_native_abi(|ty, name| btf_has(&btf, ty, name))
+}
+
+/// Gen on demand (patches/0005), by the member it adds to `struct xdp_sock`: on a kernel with
+/// it a `recvfrom` on an AF_XDP socket (its Rx wakeup) runs the socket's `BPF_XSK_GEN` program
+/// once. Not part of [`NATIVE_ABI`]: without it the native backend's gen pumps send templates.
+pub const GEN_WAKEUP_ABI: (&str, &str) = ("xdp_sock", "gen_wakeup");
+
+/// True when the running kernel runs a socket's gen program on demand ([`GEN_WAKEUP_ABI`]).
+pub fn has_gen_wakeup() -> bool {
+    let (ty, name) = GEN_WAKEUP_ABI;
+    Btf::from_vmlinux().is_ok_and(|btf| btf_has(&btf, ty, name))
 }
 
 /// True when the kernel carries the hooks of our patch series ([`NATIVE_ABI`], all of it).
@@ -393,7 +413,7 @@ pub fn prog_info(id: u32) -> anyhow::Result<ProgInfo> {
 
 #[cfg(test)]
 mod tests {
-    use super::{missing_native_abi, NATIVE_ABI};
+    use super::{missing_native_abi, GEN_WAKEUP_ABI, NATIVE_ABI};
     use crate::bpf::tcp::types::etran_tcp_limit;
 
     /// The series' names are looked up in their own types, and every missing one is named.
@@ -408,6 +428,10 @@ mod tests {
         // The paper's names are not ours: a kernel with only those has nothing.
         let papers = |_: &str, name: &str| name == "BPF_XDP_EGRESS" || name == "BPF_XDP_GEN";
         assert_eq!(missing_native_abi(papers), all);
+        // Gen on demand (patch 0005) is not needed: patches 0001-0004 run native, the gen
+        // pumps sending templates.
+        assert!(!NATIVE_ABI.contains(&GEN_WAKEUP_ABI));
+        assert!(missing_native_abi(|ty, name| (ty, name) != GEN_WAKEUP_ABI).is_empty());
     }
 
     /// The datapath's longest frame, fixed at build time, is what this kernel's veth carries.

@@ -8,7 +8,9 @@
  * per emitted frame plus the one that says "nothing more", the 64-frame budget per batch, the
  * frames' bytes and context (egress_ifindex, rx_queue_index) as written, nothing after the link
  * closes, one gen link per socket beside an egress link, an unbound socket and a device without
- * an XDP transmit path refused.
+ * an XDP transmit path refused. On demand (patches/0005): a recvfrom on the socket (its Rx
+ * wakeup) runs the program once with the same budget, receiving nothing; not without a link,
+ * not after it closed, not for a blocking recvfrom (refused).
  *
  *   xsk_gen       prints one "ok ..." line per check; exits 1 at the first failure
  */
@@ -27,22 +29,15 @@ static uint32_t gen_type;
 static int gen_map, pkt, ifindex0, ifindex1;
 static struct xsk x;
 
-/* Sends a trigger frame from xgen1 (it arrives on xgen0, where it is redirected to the socket),
- * then counts the generated frames xgen1 receives until none comes for 300 ms; checks each one's
+/* Counts the generated frames xgen1 receives until none comes for 300 ms; checks each one's
  * bytes. Returns how many came.
  */
-static unsigned int trigger(void)
+static unsigned int collect(void)
 {
-	unsigned char frame[60] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 1,
-				    TRIGGER_TYPE >> 8, TRIGGER_TYPE & 0xff };
-	struct sockaddr_ll to = { .sll_family = AF_PACKET, .sll_ifindex = ifindex1,
-				  .sll_halen = ETH_ALEN };
 	struct pollfd pfd = { .fd = pkt, .events = POLLIN };
 	unsigned char buf[2048];
 	unsigned int got = 0;
 
-	if (sendto(pkt, frame, sizeof(frame), 0, (struct sockaddr *)&to, sizeof(to)) < 0)
-		fail("send the trigger frame");
 	while (poll(&pfd, 1, 300) == 1) {
 		struct sockaddr_ll from;
 		socklen_t len = sizeof(from);
@@ -66,6 +61,52 @@ static unsigned int trigger(void)
 	return got;
 }
 
+/* Sends a trigger frame from xgen1 (it arrives on xgen0, where it is redirected to the socket);
+ * returns how many generated frames came (collect).
+ */
+static unsigned int trigger(void)
+{
+	unsigned char frame[60] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 1,
+				    TRIGGER_TYPE >> 8, TRIGGER_TYPE & 0xff };
+	struct sockaddr_ll to = { .sll_family = AF_PACKET, .sll_ifindex = ifindex1,
+				  .sll_halen = ETH_ALEN };
+
+	if (sendto(pkt, frame, sizeof(frame), 0, (struct sockaddr *)&to, sizeof(to)) < 0)
+		fail("send the trigger frame");
+	return collect();
+}
+
+/* Checks SENT frames came and the program ran RUNS times since RUNS_BEFORE (WHAT, for the
+ * report), with GOT frames collected.
+ */
+static void expect(const char *what, unsigned int got, unsigned int sent, uint64_t runs_before,
+		   uint64_t runs)
+{
+	if (got != sent || counter(gen_map, 0) - runs_before != runs) {
+		printf("FAIL %s: %u frames came, want %u; %llu runs, want %llu\n", what, got, sent,
+		       (unsigned long long)(counter(gen_map, 0) - runs_before),
+		       (unsigned long long)runs);
+		exit(1);
+	}
+	printf("ok %s: %u frames, %llu runs\n", what, got, (unsigned long long)runs);
+}
+
+/* On demand (patches/0005): with LEFT frames for the program to send, one recvfrom on the
+ * socket (the Rx wakeup, no frame received); checks that SENT frames came, that the program ran
+ * RUNS times and that the socket received nothing.
+ */
+static void wakeup(const char *what, uint64_t left, unsigned int sent, uint64_t runs)
+{
+	uint64_t runs_before = counter(gen_map, 0), rx_before = *x.rx.producer;
+
+	set_counter(gen_map, 1, left);
+	if (recvfrom(x.fd, NULL, 0, MSG_DONTWAIT, NULL, NULL) < 0)
+		fail("recvfrom on the socket (the Rx wakeup)");
+	if (*x.rx.producer != rx_before)
+		fail("the Rx wakeup received nothing");
+	expect(what, collect(), sent, runs_before, runs);
+}
+
 /* Triggers one Rx batch with LEFT frames for the program to send; checks that SENT frames came
  * and that the program ran RUNS times in that batch.
  */
@@ -82,13 +123,7 @@ static void batch(const char *what, uint64_t left, unsigned int sent, uint64_t r
 		exit(1);
 	}
 	*x.rx.consumer = *x.rx.producer;
-	if (got != sent || counter(gen_map, 0) - runs_before != runs) {
-		printf("FAIL %s: %u frames came, want %u; %llu runs, want %llu\n", what, got, sent,
-		       (unsigned long long)(counter(gen_map, 0) - runs_before),
-		       (unsigned long long)runs);
-		exit(1);
-	}
-	printf("ok %s: %u frames, %llu runs\n", what, got, (unsigned long long)runs);
+	expect(what, got, sent, runs_before, runs);
 }
 
 int main(void)
@@ -221,6 +256,7 @@ int main(void)
 	ok("gen program loads (frame writes, bpf_xdp_adjust_tail, egress_ifindex, a map)");
 
 	batch("no gen link: nothing generated", 3, 0, 0);
+	wakeup("no gen link: the Rx wakeup generates nothing", 3, 0, 0);
 	link = link_create(p_gen, x.fd, gen_type, 0);
 	if (link < 0)
 		fail("BPF_LINK_CREATE (gen)");
@@ -245,8 +281,24 @@ int main(void)
 	close(egress_link);
 	batch("after the egress link closed", 1, 1, 2);
 
+	/* On demand: the Rx wakeup runs the program once, with the budget of an Rx batch. */
+	wakeup("on demand: three frames to send", 3, 3, 4);
+	wakeup("on demand: nothing to send", 0, 0, 1);
+	wakeup("on demand: more than the budget", 100, 64, 64);
+	wakeup("on demand: the rest on the next wakeup", 36, 36, 37);
+	{
+		uint64_t runs_before = counter(gen_map, 0);
+
+		set_counter(gen_map, 1, 2);
+		if (recvfrom(x.fd, NULL, 0, 0, NULL, NULL) >= 0 || errno != EOPNOTSUPP)
+			fail("a blocking recvfrom is refused with EOPNOTSUPP");
+		expect("a blocking recvfrom (refused) runs nothing", collect(), 0, runs_before, 0);
+	}
+	batch("an Rx batch after on-demand runs", 2, 2, 3);
+
 	close(link);
 	batch("gen link closed: nothing generated", 5, 0, 0);
+	wakeup("gen link closed: the Rx wakeup generates nothing", 5, 0, 0);
 
 	unbound = xsk_open(0, 0, 1, 0);
 	if (link_create(p_gen, unbound.fd, gen_type, 0) >= 0 || errno != ENXIO)

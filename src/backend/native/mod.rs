@@ -14,16 +14,20 @@
 //! which the app cannot change: the daemon bound the socket. The app gets the bound socket and
 //! maps its rings (kernels since 6.4 allow that).
 //!
-//! What the gen hooks do not emit (TCP's delayed ACKs, and ACKs or GRANTs owed after frames that
-//! reached no socket or that a run left behind) the gen pumps emit as in compat ([`GenPump`],
-//! [`GrantPump`]). No pacing ([`Pacing::None`]).
+//! What the gen hooks do not emit after an RX batch (ACKs or GRANTs owed after frames that
+//! reached no socket or that a run left behind) the gen pumps emit when ingress wakes them as
+//! in compat ([`GenPump`], [`GrantPump`]); on a kernel with gen on demand (patches/0005,
+//! `kernel::has_gen_wakeup`) they do it by waking an app socket of the transport, whose gen hook
+//! then runs in the daemon's context ([`GenWake`]), not with templates through their gen ports;
+//! TCP's delayed ACKs too, at the pump's deadline (the daemon sets `etran_tcp_gen_flush` while it
+//! wakes: the hook then pops the delayed queue as well). No pacing ([`Pacing::None`]).
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::{
-    pump::{GenPump, GrantPump},
+    pump::{GenPump, GenWake, GrantPump},
     socket, AppPort, Backend, Pacing,
 };
 use crate::{
@@ -97,6 +101,8 @@ pub struct Native {
     pump: GenPump,
     grants: GrantPump,
     mtu: u32,
+    /// The kernel runs gen on demand: the pumps wake apps' sockets ([`GenWake`]).
+    gen_wakeup: bool,
 }
 
 impl Native {
@@ -134,7 +140,16 @@ impl Native {
             pump,
             grants,
             mtu: socket::port_mtu(nic_mtu)?,
+            gen_wakeup: kernel::has_gen_wakeup(),
         })
+    }
+
+    /// The pump whose gen is linked to the sockets of `transport`'s apps ([`GenWake`]).
+    fn wake_mut(&mut self, transport: Transport) -> &mut GenWake {
+        match transport {
+            Transport::Tcp => self.pump.wake_mut(),
+            Transport::Homa => self.grants.wake_mut(),
+        }
     }
 }
 
@@ -280,6 +295,13 @@ impl Backend for Native {
             match XskPort::open(self, slot, q, transport) {
                 Ok(port) => {
                     self.taken[q as usize] = true;
+                    if self.gen_wakeup {
+                        // Without a copy the pump sends templates, as on a kernel without it.
+                        match port.xsk.try_clone() {
+                            Ok(sock) => self.wake_mut(transport).add(slot, sock),
+                            Err(e) => log::warn(format!("duplicating {}'s socket: {e}", port.name)),
+                        }
+                    }
                     return Ok(port);
                 }
                 // Another socket holds the queue (not one of ours): try the next.
@@ -304,6 +326,9 @@ impl Backend for Native {
     }
 
     fn close_port(&mut self, port: &mut XskPort) {
+        for t in [Transport::Tcp, Transport::Homa] {
+            self.wake_mut(t).remove(port.slot);
+        }
         socket::log_drops(&port.name, port.xsk.as_fd());
         port.unwire(&self.wiring);
         if let Some(t) = self.taken.get_mut(port.queue as usize) {

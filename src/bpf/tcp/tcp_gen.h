@@ -3,7 +3,9 @@
  * pump sends template frames through it from its own AF_XDP socket (both backends); with the
  * native backend its twin is also linked to every app's socket as BPF_XSK_GEN, and emits the
  * ACKs due at once at the end of each RX batch that reached the app, in the NAPI poll that
- * brought the data in (the pump, woken as in compat, then finds their keys gone). ACKs are decided in the kernel: ingress marks a connection that owes
+ * brought the data in (the pump, woken as in compat, then finds their keys gone), and, woken on
+ * demand by the daemon (patches/0005), what is left of them and the delayed ACKs at their
+ * deadline. ACKs are decided in the kernel: ingress marks a connection that owes
  * one (ack_now, ack_pending) and queues its key once (gen_mark/gen_queue below); each run of
  * etran_tcp_gen pops one key and turns the template into that connection's pure ACK, its headers
  * written from the connection state by the same code egress uses (tcp_tx.h), for the NIC.
@@ -91,8 +93,8 @@ enum gen_outcome {
 };
 
 /* The generator's body; see tcp.bpf.c. `xsk`: run by the native gen hook (BPF_XSK_GEN, after
- * an RX batch reached an app's socket) on a zeroed frame, where XDP_TX sends the ACK out of the
- * NIC and XDP_DROP ends the run; else run on the gen pump's templates, the ACK redirected to the
+ * an RX batch reached an app's socket, or on demand) on a zeroed frame, where XDP_TX sends the
+ * ACK out of the NIC and XDP_DROP ends the run; else run on the gen pump's templates, the ACK redirected to the
  * NIC. */
 static __always_inline int tcp_gen(struct xdp_md *ctx, const int xsk)
 {
@@ -107,24 +109,33 @@ static __always_inline int tcp_gen(struct xdp_md *ctx, const int xsk)
 	__u8 queue;
 	int room;
 
-	/* The gen hook pops the ACKs due at once. Else only the pump's templates: whatever else
+	/* The gen hook pops the ACKs due at once, then the delayed ones while the daemon flushes
+	 * them on demand (etran_tcp_gen_flush). Else only the pump's templates: whatever else
 	 * arrives on the gen port (the stack's own frames) passes. The first byte names the queue
-	 * this run pops (the pump's choice). */
+	 * this run pops (the pump's choice). An empty queue ends the batch cheaply; nothing to
+	 * count. */
 	data = (void *)(long)ctx->data;
 	eth = data;
 	if (xsk) {
+		__u32 zero = 0, *flush;
+
 		queue = ETRAN_TCP_ACK_IMMEDIATE;
+		if (bpf_map_pop_elem(&etran_tcp_ack_queue, &key)) {
+			flush = bpf_map_lookup_elem(&etran_tcp_gen_flush, &zero);
+			if (!flush || !*flush || bpf_map_pop_elem(&etran_tcp_dack_queue, &key))
+				return XDP_DROP;
+			queue = ETRAN_TCP_ACK_DELAYED;
+		}
 	} else {
 		if ((void *)(eth + 1) > (void *)(long)ctx->data_end ||
 		    eth->h_proto != bpf_htons(ETRAN_TCP_GEN_ETHERTYPE))
 			return XDP_PASS;
 		queue = *(__u8 *)data == ETRAN_TCP_ACK_DELAYED ? ETRAN_TCP_ACK_DELAYED
 							       : ETRAN_TCP_ACK_IMMEDIATE;
+		if (queue == ETRAN_TCP_ACK_DELAYED ? bpf_map_pop_elem(&etran_tcp_dack_queue, &key)
+						   : bpf_map_pop_elem(&etran_tcp_ack_queue, &key))
+			return XDP_DROP;
 	}
-	/* An empty queue ends the batch cheaply; nothing to count. */
-	if (queue == ETRAN_TCP_ACK_DELAYED ? bpf_map_pop_elem(&etran_tcp_dack_queue, &key)
-					   : bpf_map_pop_elem(&etran_tcp_ack_queue, &key))
-		return XDP_DROP;
 	c = bpf_map_lookup_elem(&etran_tcp_conns, &key);
 	if (!c)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_GEN_NO_CONN, 0);

@@ -35,6 +35,16 @@ struct {
 	__type(value, struct tcp_conn_key);
 } etran_tcp_dack_queue SEC(".maps"); /* delayed: flushed at the pump's deadline */
 
+/* Native gen on demand: [0] is set (1) by the daemon at the delayed-ACK deadline while it wakes
+ * an app's socket (patches/0005); the gen hook (etran_tcp_xsk_gen) then pops the delayed queue
+ * once the one of ACKs due at once is empty. 0 otherwise: delayed ACKs wait for the deadline. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} etran_tcp_gen_flush SEC(".maps");
+
 /* Wakes the gen pump: one struct etran_tcp_gen_wake per change of a connection's ack_queued. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -36,6 +36,9 @@ pub struct TcpHandles {
     pub ack_queue: MapHandle,
     /// QUEUE of connection keys owing a delayed ACK (etran_tcp_dack_queue).
     pub dack_queue: MapHandle,
+    /// ARRAY: set while the daemon flushes the delayed ACKs through the gen hook on demand
+    /// (etran_tcp_gen_flush; native backend: read by etran_tcp_xsk_gen only).
+    pub gen_flush: Option<MapHandle>,
     /// RINGBUF where ingress wakes the gen pump (etran_tcp_gen_wake).
     pub gen_wake: MapHandle,
     /// HASH: listening TCP port (network order) → owner's port slot (etran_tcp_listen).
@@ -84,9 +87,12 @@ pub fn tcp_handles(entrance_prog_id: u32) -> anyhow::Result<TcpHandles> {
     // The native backend's maps and gen program (present only where they were loaded).
     let app_xsks = named(tcp_id, "etran_app_xsks")?.map(|(_, m)| m);
     let port_queue = named(egress, "etran_port_queu")?.map(|(_, m)| m);
-    let xsk_gen = loader::prog_sharing(conns_id, TCP_XSK_GEN_PROG)
-        .map(libbpf_rs::Program::fd_from_id)
-        .transpose()?;
+    let xsk_gen_id = loader::prog_sharing(conns_id, TCP_XSK_GEN_PROG);
+    let gen_flush = match xsk_gen_id {
+        Some(id) => named(id, "etran_tcp_gen_f")?.map(|(_, m)| m),
+        None => None,
+    };
+    let xsk_gen = xsk_gen_id.map(libbpf_rs::Program::fd_from_id).transpose()?;
     Ok(TcpHandles {
         app_ports,
         port_ifindex,
@@ -101,6 +107,7 @@ pub fn tcp_handles(entrance_prog_id: u32) -> anyhow::Result<TcpHandles> {
         xsk_gen,
         ack_queue,
         dack_queue,
+        gen_flush,
         gen_wake,
         listen,
         pending,
