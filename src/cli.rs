@@ -191,8 +191,9 @@ pub enum BenchCommand {
     /// Clients on testbed host 1 keep --depth RPCs outstanding each against an echo-style
     /// server on host 2 (the response as long as the request, or --response-size). Every row:
     /// RPCs per second, round-trip time percentiles (overall and, for w1..w5, per request-size
-    /// decile), CPU time per RPC (both hosts together, as bench echo counts it) and the
-    /// response bytes checked (every request and response is checked byte for byte).
+    /// decile), CPU time per RPC (both hosts together, as bench echo counts it), the
+    /// response bytes checked (every request and response is checked byte for byte) and what
+    /// the switch dropped (in its bottleneck queues, at its ports' receive rings).
     Rpc(RpcArgs),
     /// Raw AF_XDP frame rate: the ceiling of the path.
     Raw(RawArgs),

@@ -21,7 +21,7 @@ use netlink_packet_route::{
     neighbour::{
         NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
     },
-    tc::{TcAttribute, TcMessage},
+    tc::{TcAttribute, TcHandle, TcMessage},
     AddressFamily, RouteNetlinkMessage,
 };
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -68,6 +68,8 @@ pub struct Link {
     pub xdp_prog_id: Option<u32>,
     /// An Ethernet interface (not loopback, a tunnel, ...).
     pub ethernet: bool,
+    /// Frames dropped on receive (a veth: the receive ring was full, or XDP could not take it).
+    pub rx_dropped: u64,
 }
 
 impl Netlink {
@@ -339,8 +341,8 @@ impl Netlink {
         Ok(())
     }
 
-    /// The kinds of the qdiscs on `index` (e.g. `["htb", "pfifo"]`).
-    pub fn qdiscs(&mut self, index: u32) -> anyhow::Result<Vec<String>> {
+    /// The qdiscs on `index`.
+    fn qdisc_dump(&mut self, index: u32) -> anyhow::Result<Vec<TcMessage>> {
         let replies = self
             .request(RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()), NLM_F_DUMP)
             .context("listing qdiscs")?;
@@ -348,14 +350,39 @@ impl Netlink {
             .into_iter()
             .filter_map(|m| match m {
                 RouteNetlinkMessage::NewQueueDiscipline(q) if q.header.index == index as i32 => {
-                    q.attributes.into_iter().find_map(|a| match a {
-                        TcAttribute::Kind(k) => Some(k),
-                        _ => None,
-                    })
+                    Some(q)
                 }
                 _ => None,
             })
             .collect())
+    }
+
+    /// The kinds of the qdiscs on `index` (e.g. `["htb", "pfifo"]`).
+    pub fn qdiscs(&mut self, index: u32) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .qdisc_dump(index)?
+            .into_iter()
+            .filter_map(|q| {
+                q.attributes.into_iter().find_map(|a| match a {
+                    TcAttribute::Kind(k) => Some(k),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
+    /// Packets the root qdisc of `index` dropped (with HTB: its classes' queues' drops too).
+    pub fn root_qdisc_drops(&mut self, index: u32) -> anyhow::Result<u64> {
+        Ok(self
+            .qdisc_dump(index)?
+            .into_iter()
+            .filter(|q| q.header.parent == TcHandle::ROOT)
+            .flat_map(|q| q.attributes)
+            .map(|a| match a {
+                TcAttribute::Stats(st) => u64::from(st.drops),
+                _ => 0,
+            })
+            .sum())
     }
 
     /// Shapes egress of `index` to `rate_bps` bits/s with HTB: root qdisc 1: (default class
@@ -400,6 +427,7 @@ fn link_of(l: LinkMessage) -> Link {
         mtu: 0,
         xdp_prog_id: None,
         ethernet: l.header.link_layer_type == LinkLayerType::Ether,
+        rx_dropped: 0,
     };
     for a in l.attributes {
         match a {
@@ -410,6 +438,7 @@ fn link_of(l: LinkMessage) -> Link {
             LinkAttribute::IfAlias(s) => link.alias = Some(s),
             LinkAttribute::Controller(m) => link.master = Some(m),
             LinkAttribute::Mtu(m) => link.mtu = m,
+            LinkAttribute::Stats64(st) => link.rx_dropped = st.rx_dropped,
             LinkAttribute::Xdp(x) => {
                 link.xdp_prog_id = x.into_iter().find_map(|x| match x {
                     LinkXdp::ProgId(id) if id != 0 => Some(id),

@@ -502,6 +502,16 @@ impl Testbed {
         NetNs::open(&self.switch_netns_name())
     }
 
+    /// What the switch dropped so far (None for a direct testbed).
+    pub fn switch_drops(&self) -> anyhow::Result<Option<switch::Drops>> {
+        if self.spec.direct {
+            return Ok(None);
+        }
+        let ports: Vec<String> = self.hosts.iter().map(|h| port_name(h.index)).collect();
+        let mut nl = Netlink::open_in(&self.switch_netns()?)?;
+        switch::drops(&mut nl, &ports).map(Some)
+    }
+
     /// Whether this testbed is removed on drop.
     pub fn is_private(&self) -> bool {
         self.private

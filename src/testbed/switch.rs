@@ -23,6 +23,51 @@ pub(crate) struct Port {
     pub host_mac: [u8; 6],
 }
 
+/// What the switch dropped: in its bottleneck queues (HTB, with a rate) and at its ports'
+/// receive rings (frames a host sent that found the ring full).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Drops {
+    pub queues: u64,
+    pub rings: u64,
+}
+
+impl std::ops::Sub for Drops {
+    type Output = Drops;
+
+    fn sub(self, before: Drops) -> Drops {
+        Drops {
+            queues: self.queues.saturating_sub(before.queues),
+            rings: self.rings.saturating_sub(before.rings),
+        }
+    }
+}
+
+impl std::fmt::Display for Drops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} in the bottleneck queues, {} at the ports' receive rings",
+            self.queues, self.rings
+        )
+    }
+}
+
+/// The drops so far of the ports named `ports`, through a netlink socket of the switch
+/// namespace.
+pub(crate) fn drops(nl: &mut Netlink, ports: &[String]) -> anyhow::Result<Drops> {
+    let links = nl.links()?;
+    let mut sum = Drops::default();
+    for name in ports {
+        let link = links
+            .iter()
+            .find(|l| &l.name == name)
+            .with_context(|| format!("switch port {name} vanished"))?;
+        sum.rings += link.rx_dropped;
+        sum.queues += nl.root_qdisc_drops(link.index)?;
+    }
+    Ok(sum)
+}
+
 /// Packets per HTB leaf queue (HTB's default pfifo takes the port's txqueuelen, 1000): the ECN
 /// virtual queue never grows past this many full-sized frames (and HTB's burst).
 const QUEUE_PACKETS: u32 = 1000;

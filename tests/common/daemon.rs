@@ -226,16 +226,11 @@ impl EtranHosts {
         self.tb.host(i).netns.clone()
     }
 
-    /// Packets the switch's qdiscs towards host `host` dropped so far (`tc -s qdisc`).
-    pub fn switch_drops(&self, host: u8) -> u64 {
-        let ns = self.tb.switch_netns_name();
-        let port = etran::testbed::port_name(host);
-        let out = crate::netns::sh(&format!("ip netns exec {ns} tc -s qdisc show dev {port}"));
-        String::from_utf8_lossy(&out.stdout)
-            .split("dropped ")
-            .skip(1)
-            .filter_map(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok())
-            .sum()
+    /// Packets the switch dropped so far, in its bottleneck queues or at its ports' receive
+    /// rings.
+    pub fn switch_drops(&self) -> u64 {
+        let d = self.tb.switch_drops().unwrap().expect("a switched testbed");
+        d.queues + d.rings
     }
 }
 

@@ -190,6 +190,34 @@ fn etran_tcp_rpcs_go_out_before_the_client_sleeps() {
 /// cp_node's dialect: a per-second line of the clients on stderr for every second of each run
 /// (unloaded and loaded), `--one-way` responses of 100 B, `--max-size` cutting W4 at 100 KB
 /// (with a smaller incoming cap on the hosts), then lifting the cap for 4 MB requests.
+/// eTran TCP's bursts through a 1 Gbit/s bottleneck (eight 1 MB RPCs at once) lose nothing at
+/// the switch's ports: frames sent from both CPUs used to share one 256-frame receive ring,
+/// which overflowed by hundreds of frames a second (each one a retransmission, some a 200 ms
+/// timeout). The bench reports the switch's drops by where they happened.
+#[test]
+fn bursts_through_a_bottleneck_find_room_at_the_switch_ports() {
+    let Some(_root) = common::root::shared() else { return };
+    let leftovers = Leftovers::before();
+    let report = bench_rpc(&[
+        "--transport",
+        "etran-tcp",
+        "--workload",
+        "1000000",
+        "--rate",
+        "1gbit",
+        "--depth",
+        "8",
+        "--duration",
+        "2s",
+    ]);
+    let row = &report["results"][0];
+    check_row(row, 1_000_000);
+    let drops = &row["switch_drops"];
+    assert_eq!(drops["rings"], 0, "{row}");
+    assert!(drops["queues"].is_u64(), "{row}");
+    leftovers.assert_none();
+}
+
 #[test]
 fn rpc_speaks_cp_node() {
     let Some(_root) = common::root::alone() else { return };

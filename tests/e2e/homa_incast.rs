@@ -167,7 +167,7 @@ fn seven_senders_to_one_receiver_stay_within_its_cap_and_every_rpc_completes() {
                 std::thread::sleep(Duration::from_millis(1));
             }
         });
-        let drops0 = hosts.switch_drops(1);
+        let drops0 = hosts.switch_drops();
         let sizes: Vec<usize> =
             std::iter::repeat_n(LONG, LONGS).chain(std::iter::repeat_n(SHORT, SHORTS)).collect();
         let t0 = Instant::now();
@@ -184,7 +184,7 @@ fn seven_senders_to_one_receiver_stay_within_its_cap_and_every_rpc_completes() {
         sampler.join().unwrap();
 
         let peak = u64::from(peak.load(Ordering::Relaxed));
-        let drops = hosts.switch_drops(1) - drops0;
+        let drops = hosts.switch_drops() - drops0;
         let (p50, p99) = (percentile(&mut shorts, 0.5), percentile(&mut shorts, 0.99));
         let bytes = (HOSTS as usize - 1) * (LONGS * LONG + SHORTS * SHORT);
         println!(

@@ -262,7 +262,7 @@ fn etran_to_etran(hosts: &EtranHosts, rate: u64) -> Outcome {
     let listener = rapp.listen(port).unwrap();
     let mut app = register(&hosts.daemons[0].sock);
     let stop = AtomicBool::new(false);
-    let (drops0, marks0) = (hosts.switch_drops(2), ce_marks(hosts));
+    let (drops0, marks0) = (hosts.switch_drops(), ce_marks(hosts));
     let t0 = Instant::now();
     let (trace, started) = std::thread::scope(|s| {
         let stop = &stop;
@@ -284,7 +284,7 @@ fn etran_to_etran(hosts: &EtranHosts, rate: u64) -> Outcome {
         }
         (trace, start - t0)
     });
-    let (drops, marks) = (hosts.switch_drops(2) - drops0, ce_marks(hosts) - marks0);
+    let (drops, marks) = (hosts.switch_drops() - drops0, ce_marks(hosts) - marks0);
     Outcome::of("eTran DCTCP", &trace.skip(started), rate, drops, marks)
 }
 
@@ -313,7 +313,7 @@ fn linux_to_linux(hosts: &EtranHosts, rate: u64) -> Outcome {
         })
         .collect();
     let accepted: Vec<TcpStream> = (0..FLOWS).map(|_| listener.accept().unwrap().0).collect();
-    let (drops0, marks0) = (hosts.switch_drops(2), ce_marks(hosts));
+    let (drops0, marks0) = (hosts.switch_drops(), ce_marks(hosts));
     let t0 = Instant::now();
     let until = JOIN + REST;
     let trace = std::thread::scope(|s| {
@@ -340,7 +340,7 @@ fn linux_to_linux(hosts: &EtranHosts, rate: u64) -> Outcome {
         }
         Trace { flows: rx.into_iter().map(|r| r.join().unwrap()).collect() }
     });
-    let (drops, marks) = (hosts.switch_drops(2) - drops0, ce_marks(hosts) - marks0);
+    let (drops, marks) = (hosts.switch_drops() - drops0, ce_marks(hosts) - marks0);
     Outcome::of("Linux cubic + ECN", &trace, rate, drops, marks)
 }
 
@@ -352,7 +352,7 @@ fn etran_to_linux(hosts: &EtranHosts, rate: u64) -> (f64, StreamStats, f64, u64,
     let mut app = register(&hosts.daemons[0].sock);
     let id = app.connect_blocking(SocketAddrV4::new(ip2, port)).expect("connect");
     let accepted = listener.accept().unwrap().0;
-    let (drops0, marks0) = (hosts.switch_drops(2), ce_marks(hosts));
+    let (drops0, marks0) = (hosts.switch_drops(), ce_marks(hosts));
     let t0 = Instant::now();
     let (got, stats, c) = std::thread::scope(|s| {
         // Reading on past the sender's end: the socket closes (RST, with bytes unread) after
@@ -364,7 +364,7 @@ fn etran_to_linux(hosts: &EtranHosts, rate: u64) -> (f64, StreamStats, f64, u64,
     });
     app.abort(id);
     let share = got.shares(rate, WARMUP, JOIN + REST)[0];
-    let (drops, marks) = (hosts.switch_drops(2) - drops0, ce_marks(hosts) - marks0);
+    let (drops, marks) = (hosts.switch_drops() - drops0, ce_marks(hosts) - marks0);
     println!(
         "eTran DCTCP to Linux (classic ECN): {:.1} % of the bottleneck, cwnd {} alpha {:.3}, \
          switch drops {drops}, CE marks {marks}; {stats:?}",

@@ -103,6 +103,9 @@ struct Row {
     /// eTran only: every socket's port counters together (both hosts).
     #[serde(skip_serializing_if = "Option::is_none")]
     counters: Option<AppCounters>,
+    /// What the testbed's switch dropped during the row (absent without a switch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    switch_drops: Option<testbed::switch::Drops>,
 }
 
 #[derive(Serialize)]
@@ -233,7 +236,9 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
             Some(u) => Some(measure(t, &args, u, workload, wait, out)?),
             None => None,
         };
+        let before = tb.switch_drops()?;
         let mut row = measure(t, &args, &load, workload, wait, out)?;
+        row.switch_drops = tb.switch_drops()?.zip(before).map(|(after, before)| after - before);
         if let (Some(base), Some(buckets)) = (baseline, row.by_size.as_mut()) {
             slow_down(buckets, base.by_size.as_deref().unwrap_or_default());
         }
@@ -599,6 +604,7 @@ fn row(
         cpu: t.cpu(),
         by_size,
         counters: None,
+        switch_drops: None,
     })
 }
 
@@ -710,6 +716,9 @@ fn print_table(r: &Report) {
         }
         if let Some(c) = &row.counters {
             crate::outln!("{} counters: {}", row.transport, counters_line(c));
+        }
+        if let Some(d) = &row.switch_drops {
+            crate::outln!("{} switch drops: {d}", row.transport);
         }
     }
 }
