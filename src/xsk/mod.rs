@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use prog::{run_live_frames, XskProgram};
 pub use ring::{ring_pair, ConsRing, Peek, ProdRing, Reservation};
 pub use socket::{
-    BindMode, BusyPoll, CompRing, Desc, FillRing, Mode, Rings, RxRing, Socket, SocketConfig,
+    Bind, BindMode, BusyPoll, CompRing, Desc, FillRing, Mode, Rings, RxRing, Socket, SocketConfig,
     Statistics, TxRing,
 };
 pub use umem::{frame_size_for, FrameAlloc, Umem, UmemConfig};
@@ -74,32 +74,6 @@ impl Geometry {
             .with_context(|| format!("taking over the socket on {ifname}"))?;
         Ok((umem, sock))
     }
-}
-
-/// How a socket made for someone else is bound when they take it over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bind {
-    /// Not yet: bind it to this queue (copy mode).
-    Queue(u32),
-    /// Its maker bound it already, to this queue (the native backend's daemon binds an app's
-    /// socket to the NIC before linking egress to it).
-    Bound(u32),
-}
-
-impl Bind {
-    pub fn queue(self) -> u32 {
-        match self {
-            Bind::Queue(q) | Bind::Bound(q) => q,
-        }
-    }
-}
-
-/// Ring sizes must be powers of two (the kernel masks indices) and at most 2^31.
-pub(crate) fn check_ring_size(which: &str, size: u32) -> anyhow::Result<()> {
-    if size == 0 || !size.is_power_of_two() || size > 1 << 31 {
-        anyhow::bail!("{which} ring size {size} is not a power of two (use e.g. 2048)");
-    }
-    Ok(())
 }
 
 /// A TX/RX descriptor for `len` bytes at UMEM address `addr`.

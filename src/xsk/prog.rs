@@ -12,7 +12,7 @@ use libbpf_rs::{skel::SkelBuilder, Link, MapCore, MapFlags, OpenObject};
 
 use crate::bpf::xsk_redirect::{XskRedirectSkel, XskRedirectSkelBuilder};
 
-use super::Socket;
+use super::socket::Socket;
 
 /// `BPF_F_TEST_XDP_LIVE_FRAMES`.
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;

@@ -317,6 +317,14 @@ unsafe impl<T: Send> Sync for HeapRing<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Send for HeapRing<T> {}
 
+/// Ring sizes must be powers of two (the kernel masks indices) and at most 2^31.
+pub(crate) fn check_ring_size(which: &str, size: u32) -> anyhow::Result<()> {
+    if size == 0 || !size.is_power_of_two() || size > 1 << 31 {
+        anyhow::bail!("{which} ring size {size} is not a power of two (use e.g. 2048)");
+    }
+    Ok(())
+}
+
 /// An in-process ring with the same layout and protocol as the kernel's, both ends in user
 /// space: for queues between threads, and for testing the ring arithmetic from any starting
 /// index (`start`, e.g. just below 2^32).
@@ -324,7 +332,7 @@ pub fn ring_pair<T: Copy + Send + 'static>(
     size: u32,
     start: u32,
 ) -> anyhow::Result<(ProdRing<T>, ConsRing<T>)> {
-    super::check_ring_size("in-process", size)?;
+    check_ring_size("in-process", size)?;
     let heap = Arc::new(HeapRing::<T> {
         producer: Padded(AtomicU32::new(start)),
         consumer: Padded(AtomicU32::new(start)),

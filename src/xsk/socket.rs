@@ -10,8 +10,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use super::{
-    check_ring_size,
-    ring::{ConsRing, ProdRing, RingMem},
+    ring::{check_ring_size, ConsRing, ProdRing, RingMem},
     sys::{self, xdp_desc},
     umem::Umem,
 };
@@ -22,6 +21,24 @@ pub type FillRing = ProdRing<u64>;
 pub type CompRing = ConsRing<u64>;
 pub type RxRing = ConsRing<Desc>;
 pub type TxRing = ProdRing<Desc>;
+
+/// How a socket made for someone else is bound when they take it over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bind {
+    /// Not yet: bind it to this queue (copy mode).
+    Queue(u32),
+    /// Its maker bound it already, to this queue (the native backend's daemon binds an app's
+    /// socket to the NIC before linking egress to it).
+    Bound(u32),
+}
+
+impl Bind {
+    pub fn queue(self) -> u32 {
+        match self {
+            Bind::Queue(q) | Bind::Bound(q) => q,
+        }
+    }
+}
 
 /// Which bind mode to ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -453,7 +470,7 @@ impl Socket {
 
     /// Takes over a socket another process created and registered `umem` on (the daemon's app
     /// port): maps its four rings (`fill_size`/`comp_size`/`rx_size`/`tx_size`, as the creator
-    /// sized them), then, unless its creator bound it already ([`super::Bind::Bound`]), binds it
+    /// sized them), then, unless its creator bound it already ([`Bind::Bound`]), binds it
     /// to interface `ifindex` (named `ifname`) at `bind`'s queue in copy mode, with
     /// `XDP_USE_NEED_WAKEUP` when `need_wakeup`.
     /// The interface is the creator's: a socket binds in the network namespace it was created
@@ -465,7 +482,7 @@ impl Socket {
         umem: &Umem,
         ifname: &str,
         ifindex: u32,
-        bind: super::Bind,
+        bind: Bind,
         sizes: [u32; 4],
         need_wakeup: bool,
     ) -> anyhow::Result<Self> {
@@ -496,7 +513,7 @@ impl Socket {
             sxdp_queue_id: queue,
             sxdp_shared_umem_fd: 0,
         };
-        if let super::Bind::Queue(_) = bind {
+        if let Bind::Queue(_) = bind {
             bind_retrying(rfd, &addr)
                 .with_context(|| format!("binding the AF_XDP socket to {ifname} queue {queue}"))?;
         }
