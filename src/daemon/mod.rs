@@ -40,7 +40,7 @@ use anyhow::{bail, Context};
 use mio::{net::UnixListener, unix::SourceFd, Events, Interest, Poll, Token, Waker};
 
 use crate::{
-    backend::{compat::Compat, native::Native, AnyBackend, AppPort, Backend},
+    backend::{any::AnyBackend, compat::Compat, native::Native, AppPort, Backend},
     loader::kernel,
     log,
     netlink::Netlink,

@@ -9,7 +9,7 @@ use std::{
 use mio::net::UnixStream;
 
 use crate::{
-    backend::AnyPort,
+    backend::any::AnyPort,
     proto::{self, DecodeError, Request, Transport},
 };
 
