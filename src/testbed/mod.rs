@@ -19,7 +19,7 @@
 //! the switch without ever becoming an skb; the bridge only sees broadcast and unknown frames.
 //! With a bottleneck rate (HTB on every port towards a host) or ECN marking, the XDP redirect is
 //! off and frames go through the bridge and the qdisc, so a real queue forms. Loss, duplication
-//! and corruption are our own BPF (see src/bpf/switch.bpf.c), since this kernel has no netem.
+//! and corruption are our own BPF (see src/bpf/testbed/switch.bpf.c), since this kernel has no netem.
 //!
 //! The hosts' eth0 get GRO rather than an XDP program (users run `etran up eth0` there), which
 //! is what a veth needs to receive redirected frames; the switch ports get GRO too. Every veth
@@ -31,7 +31,7 @@
 //! again), and on the raw bytes an XDP switch forwards. The cost: host kernel TCP sends MTU-sized
 //! segments with software checksums (etran's AF_XDP frames are unaffected).
 //!
-//! Impairments (all in src/bpf/switch.bpf.c, probabilities in .rodata): loss is XDP_DROP and
+//! Impairments (all in src/bpf/testbed/switch.bpf.c, probabilities in .rodata): loss is XDP_DROP and
 //! corruption flips one random byte of the Ethernet payload, both in the ports' XDP program;
 //! duplication is XDP_PASS with a mark in the XDP metadata, then a tc ingress program clones the
 //! frame out of the destination port (`bpf_clone_redirect`) and lets the original go on through

@@ -1,4 +1,4 @@
-//! The switch namespace's forwarding: BPF programs on its ports (src/bpf/switch.bpf.c), HTB for
+//! The switch namespace's forwarding: BPF programs on its ports (src/bpf/testbed/switch.bpf.c), HTB for
 //! a bottleneck rate. Everything here runs on a thread inside the switch namespace: devmap
 //! entries and XDP/tc attachments name interfaces of the namespace they are made in.
 use std::{mem::MaybeUninit, os::fd::AsFd};

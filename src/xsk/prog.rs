@@ -1,5 +1,5 @@
 //! The XDP side of a plain AF_XDP setup: `xsk_redirect` (frames on queue q → the socket in
-//! XSKMAP slot q) and the `xsk_pktgen` live-frame generator, from `src/bpf/xsk_redirect.bpf.c`.
+//! XSKMAP slot q) and the `xsk_pktgen` live-frame generator, from `src/bpf/xsk/xsk_redirect.bpf.c`.
 //! Attachments are BPF links: they go away when this value is dropped, or when the process
 //! dies, so nothing stale stays on an interface.
 use std::{

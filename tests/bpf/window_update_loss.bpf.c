@@ -8,8 +8,8 @@
  *   WU_LOST:   every segment from Linux is dropped, until a zero-window probe reaches Linux
  *              (no payload, seq one below the ACK Linux sent last).
  *   WU_PROBED: pass: the answer to the probe tells the sender the window.
- * A sender without a persist timer waits forever in WU_LOST; tests/e2e/tcp_window.rs checks that
- * etran's transfer completes. */
+ * A sender without a persist timer waits forever in WU_LOST; tests/e2e/tcp_zero_window.rs
+ * checks that etran's transfer completes. */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
