@@ -5,11 +5,14 @@
 //! (`compat/app_ports.h`), the sockets taken over as an app takes its port over
 //! ([`crate::xsk::Geometry::take_over`]); the programs are the stand-ins of
 //! `xsk/xsk_chain.bpf.c`.
-use std::mem::MaybeUninit;
+use std::{
+    mem::MaybeUninit,
+    os::fd::{AsFd, OwnedFd},
+};
 
+use anyhow::Context;
 use libbpf_rs::{skel::SkelBuilder, Link, MapCore, MapFlags, MapHandle};
 
-use super::*;
 use crate::{
     backend::compat::{
         port::{self, VethPort},
@@ -17,8 +20,9 @@ use crate::{
     },
     bpf::xsk_chain::XskChainSkelBuilder,
     netlink::Netlink,
+    netns::NetNs,
     proto::Transport,
-    xsk::{Bind, Geometry},
+    xsk::{Bind, Geometry, Socket, Umem},
 };
 
 /// The chain's app port slot (any: the host has no other).

@@ -33,42 +33,36 @@
 //! echo reflects for a remote client; `--queues N` runs one socket per queue, queue q on the
 //! CPU after queue q−1's.
 mod chain;
+mod end;
 mod udp;
 mod xsk;
 
-use self::{chain::*, udp::*, xsk::*};
+use self::{chain::*, end::*, udp::*, xsk::*};
 
 use std::{
-    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
-    os::fd::{AsFd, AsRawFd, OwnedFd},
-    sync::{atomic::Ordering, Mutex},
-    time::{Duration, Instant},
+    net::{Ipv4Addr, SocketAddrV4},
+    sync::Mutex,
+    time::Duration,
 };
 
 use anyhow::Context;
-use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::support::{
-    self as bench, cpu_for, fmt_pps, gbps, latency_histogram, now_ns, pin_to_cpu, run_phase,
-    udp_frame, Ctl, Worker, UDP_PAYLOAD,
+    self as bench, cpu_for, fmt_pps, gbps, pin_to_cpu, run_phase, udp_frame, Ctl, Worker,
+    UDP_PAYLOAD,
 };
 use crate::{
     cli::{RawArgs, RawMode},
     netns::NetNs,
     output::{Output, Table},
     testbed::{port_name, Spec, Testbed, HOST_NIC},
-    xsk::{
-        desc, frame_size_for, run_live_frames, BusyPoll, FrameAlloc, Mode, Socket, SocketConfig,
-        Statistics, Umem, UmemConfig, XskProgram,
-    },
+    xsk::{frame_size_for, Statistics, XskProgram},
 };
 
 const UDP_PORT: u16 = 9;
 /// The Ethernet header: a frame is this much longer than the IP packet an MTU bounds.
 const ETH_HLEN: u32 = 14;
-/// Frames per live-frames `BPF_PROG_RUN` call of a generator with a CPU of its own.
-const GEN_BURST: u32 = 1 << 14;
 /// Frames a receive-only socket lends the kernel when its loop has a CPU of its own. The frames
 /// cycle through the FIFO fill ring, so each one's first cache line (where the kernel copies the
 /// frame) and page are touched once per round: 1024 of them stay in cache and TLB; with 8192 the
@@ -77,114 +71,6 @@ const RX_FRAMES_HOT: u32 = 1024;
 /// ... and when the loop shares its CPU with the sender: it refills only when it gets the CPU
 /// back, so the kernel needs a deeper reserve or it drops frames on an empty fill ring.
 const RX_FRAMES_SHARED: u32 = 8192;
-/// In a lane, the generator makes this many frames per call and the receiving end, which runs
-/// right after, lends twice as many.
-const LANE_GEN_BURST: u32 = 1024;
-const RX_FRAMES_LANE: u32 = 2 * LANE_GEN_BURST;
-/// Copy-mode TX descriptors per `sendto` (`XDP_MAX_TX_SKB_BUDGET`; default 32).
-const TX_BUDGET: u32 = 256;
-
-#[derive(Debug, Clone, Copy)]
-struct Params {
-    size: u32,
-    batch: u32,
-    /// UMEM chunk size: the smallest that receives a `size`-byte frame.
-    frame_size: u32,
-}
-
-/// What one worker saw.
-#[derive(Default)]
-struct Report {
-    xsk: Option<XskInfo>,
-    stats: Option<Statistics>,
-    hist: Option<Histogram<u64>>,
-    lost: u64,
-    other: u64,
-    /// Frames (echo: round trips) this worker counted as `rx`.
-    rx: u64,
-}
-
-impl Report {
-    /// Folds in the report of the other end of the same lane or of another lane; receive
-    /// statistics add up.
-    fn absorb(&mut self, other: Report) {
-        self.xsk = self.xsk.or(other.xsk);
-        self.stats = match (self.stats, other.stats) {
-            (Some(mut a), Some(b)) => {
-                a += b;
-                Some(a)
-            }
-            (a, b) => a.or(b),
-        };
-        self.hist = match (self.hist.take(), other.hist) {
-            (Some(mut a), Some(b)) => {
-                let _ = a.add(&b);
-                Some(a)
-            }
-            (a, b) => a.or(b),
-        };
-        self.lost += other.lost;
-        self.other += other.other;
-        self.rx += other.rx;
-    }
-}
-
-/// One end of a pattern (sender, receiver, reflector, client, generator), opened in its
-/// namespace and then driven by `step` from one thread: alone on a CPU, or in a lane, taking
-/// turns with the other end of its queue.
-trait End {
-    /// One batch of work; whether anything moved.
-    fn step(&mut self, ctl: &Ctl) -> anyhow::Result<bool>;
-    /// What the end saw, once the phase is over.
-    fn finish(self: Box<Self>) -> Report;
-}
-
-/// What the thread running an end decides for it.
-#[derive(Clone, Copy)]
-struct Setup<'s> {
-    /// The queue of the end's interface.
-    queue: u32,
-    /// Receive by busy polling ([`BusyPoll`]): the end runs its NIC's receive processing.
-    busy_poll: bool,
-    /// Frames a receive-only socket lends the kernel.
-    lent: u32,
-    /// Frames per generator call.
-    burst: u32,
-    /// The row's XDP programs on the end's host: steering its NIC's queues into AF_XDP
-    /// sockets, and the generator.
-    programs: Option<&'s Mutex<XskProgram>>,
-}
-
-impl<'s> Setup<'s> {
-    /// For an end of lane `queue`: the generator's bursts fit in what the receiving end lends.
-    fn lane(programs: &'s Option<Mutex<XskProgram>>, queue: u32) -> Setup<'s> {
-        Setup {
-            queue,
-            busy_poll: false,
-            lent: RX_FRAMES_LANE,
-            burst: LANE_GEN_BURST,
-            programs: programs.as_ref(),
-        }
-    }
-
-    /// For an end with a thread of its own.
-    fn solo(
-        programs: &'s Option<Mutex<XskProgram>>,
-        queue: u32,
-        busy_poll: bool,
-        lent: u32,
-    ) -> Setup<'s> {
-        Setup { queue, busy_poll, lent, burst: GEN_BURST, programs: programs.as_ref() }
-    }
-
-    fn programs(&self) -> anyhow::Result<std::sync::MutexGuard<'_, XskProgram>> {
-        self.programs
-            .context("the row loaded no XDP programs on this host")?
-            .lock()
-            .map_err(|_| anyhow::anyhow!("a worker panicked holding the XDP programs"))
-    }
-}
-
 /// Opens an end in the calling thread's namespace.
 type Open<'a> = Box<dyn for<'s> Fn(Setup<'s>) -> anyhow::Result<Box<dyn End>> + Send + Sync + 'a>;
 
@@ -235,19 +121,6 @@ fn lane<'a>(cpu: usize, a: LaneEnd<'a>, b: LaneEnd<'a>) -> Worker<'a, Report> {
         r.absorb(end_b.finish());
         Ok(r)
     })
-}
-
-#[derive(Debug, Clone, Copy, Serialize)]
-struct XskInfo {
-    mode: Mode,
-    huge_pages: bool,
-    tx_budget: Option<u32>,
-}
-
-impl XskInfo {
-    fn of(s: &Socket) -> XskInfo {
-        XskInfo { mode: s.mode(), huge_pages: s.umem().huge_pages(), tx_budget: s.tx_budget() }
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -1122,46 +995,6 @@ fn relax(share: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reports_of_lanes_add_up() {
-        let stats = |full, empty| Statistics {
-            rx_ring_full: full,
-            rx_fill_ring_empty_descs: empty,
-            ..Default::default()
-        };
-        let hist = |v: u64| {
-            let mut h = latency_histogram();
-            h.record(v).unwrap();
-            h
-        };
-        let mut a = Report {
-            stats: Some(stats(1, 2)),
-            hist: Some(hist(1_000)),
-            lost: 1,
-            other: 2,
-            rx: 10,
-            ..Default::default()
-        };
-        let b = Report {
-            stats: Some(stats(10, 20)),
-            hist: Some(hist(3_000)),
-            lost: 3,
-            other: 4,
-            rx: 30,
-            ..Default::default()
-        };
-        a.absorb(b);
-        assert_eq!(a.stats, Some(stats(11, 22)));
-        let h = a.hist.expect("merged histogram");
-        assert_eq!((h.len(), h.min(), h.max() / 1000), (2, 1_000, 3));
-        assert_eq!((a.lost, a.other, a.rx), (4, 6, 40));
-        // A side without statistics or histogram takes the other's.
-        let mut c = Report::default();
-        c.absorb(Report { stats: Some(stats(5, 0)), ..Default::default() });
-        assert_eq!(c.stats, Some(stats(5, 0)));
-        assert!(c.hist.is_none());
-    }
 
     #[test]
     fn echo_window_keeps_its_frames_in_flight_and_gives_up_on_silence() {

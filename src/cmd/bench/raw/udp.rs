@@ -1,6 +1,19 @@
 //! Linux UDP socket ends of `etran bench raw`, the comparison for every AF_XDP pattern:
 //! sendmmsg/recvmmsg batches, never blocking (a lane takes turns with the other end).
-use super::*;
+use std::{
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    os::fd::AsRawFd,
+    sync::atomic::Ordering,
+};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+
+use super::{
+    end::{End, Params, Report},
+    xsk::EchoWindow,
+};
+use crate::cmd::bench::support::{latency_histogram, now_ns, Ctl};
 
 pub(super) fn udp_socket(bind: SocketAddrV4) -> anyhow::Result<UdpSocket> {
     let s = UdpSocket::bind(bind).with_context(|| format!("binding UDP {bind}"))?;

@@ -1,6 +1,22 @@
 //! AF_XDP ends of `etran bench raw`: TX, RX-drop, reflector, echo client, and the
 //! `BPF_PROG_RUN` live-frames generator.
-use super::*;
+use std::{
+    os::fd::{AsFd, OwnedFd},
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+
+use super::{
+    chain::AppSide,
+    end::{End, Params, Report, Setup, XskInfo, TX_BUDGET},
+};
+use crate::{
+    cmd::bench::support::{latency_histogram, now_ns, Ctl, UDP_PAYLOAD},
+    xsk::{desc, run_live_frames, BusyPoll, FrameAlloc, Socket, SocketConfig, Umem, UmemConfig},
+};
 
 /// Busy polling for receivers that run their NIC's receive processing.
 const BUSY_POLL: BusyPoll = BusyPoll { usecs: 20, budget: 64 };
