@@ -5,7 +5,7 @@
 //! daemon's, and its gen pump sends it template frames when ingress queues work ([`pump`]). No
 //! pacing ([`Pacing::None`]): egress hands each frame to the NIC as the app sends it, and
 //! nothing on the way paces either (XDP_REDIRECT to the NIC bypasses its qdisc, `fq` included).
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 
 use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
@@ -22,30 +22,7 @@ use crate::{
 pub mod port;
 
 use super::pump::{GenPump, GrantPump};
-use port::VethPort;
-
-/// The datapath objects a port is wired into.
-pub struct PortMaps {
-    /// DEVMAP: port slot → kernel-side ifindex (where ingress hands frames to apps).
-    pub app_ports: MapHandle,
-    /// ARRAY: port slot → kernel-side ifindex (what egress checks a frame's origin against).
-    pub port_ifindex: MapHandle,
-    /// ARRAY_OF_MAPS: port slot → the port's receive budget (compat/app_ports.h).
-    pub port_budget: MapHandle,
-    /// Each transport's egress program: a port's kernel side carries its app's transport's.
-    pub tcp_egress: OwnedFd,
-    pub homa_egress: OwnedFd,
-}
-
-impl PortMaps {
-    /// The egress program of `transport`'s apps.
-    pub fn egress(&self, transport: Transport) -> &OwnedFd {
-        match transport {
-            Transport::Tcp => &self.tcp_egress,
-            Transport::Homa => &self.homa_egress,
-        }
-    }
-}
+use port::{PortMaps, VethPort};
 
 pub struct Compat {
     nl: Netlink,

@@ -29,7 +29,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::PortMaps;
 use crate::{
     backend::AppPort,
     netlink::{Netlink, VethQueues},
@@ -40,6 +39,29 @@ use crate::{
 
 use crate::backend::socket;
 pub use crate::backend::socket::{port_mtu, FRAME_COUNT, RX_RING_SIZE, TX_RING_SIZE};
+
+/// The datapath objects a port is wired into.
+pub struct PortMaps {
+    /// DEVMAP: port slot → kernel-side ifindex (where ingress hands frames to apps).
+    pub app_ports: MapHandle,
+    /// ARRAY: port slot → kernel-side ifindex (what egress checks a frame's origin against).
+    pub port_ifindex: MapHandle,
+    /// ARRAY_OF_MAPS: port slot → the port's receive budget (compat/app_ports.h).
+    pub port_budget: MapHandle,
+    /// Each transport's egress program: a port's kernel side carries its app's transport's.
+    pub tcp_egress: OwnedFd,
+    pub homa_egress: OwnedFd,
+}
+
+impl PortMaps {
+    /// The egress program of `transport`'s apps.
+    pub fn egress(&self, transport: Transport) -> &OwnedFd {
+        match transport {
+            Transport::Tcp => &self.tcp_egress,
+            Transport::Homa => &self.homa_egress,
+        }
+    }
+}
 
 /// Prefix of every port name; the daemon owns every link named `etp<digits>{k,a}`.
 pub const PREFIX: &str = "etp";

@@ -14,10 +14,7 @@ use anyhow::Context;
 use libbpf_rs::{skel::SkelBuilder, Link, MapCore, MapFlags, MapHandle};
 
 use crate::{
-    backend::compat::{
-        port::{self, VethPort},
-        PortMaps,
-    },
+    backend::compat::port::{self, PortMaps, VethPort},
     bpf::xsk_chain::XskChainSkelBuilder,
     netlink::Netlink,
     netns::NetNs,
