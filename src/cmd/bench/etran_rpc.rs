@@ -26,7 +26,7 @@ use super::{
     arrivals::Arrivals,
     etran_hosts,
     linux_echo::{Progress, Wait},
-    rpc_msg::{self, Call, Caller, ResponseSize, RpcResult, Seconds},
+    rpc_msg::{self, Call, Caller, ClientWindow, ResponseSize, RpcResult, Seconds},
     rpc_plan::{ClientThread, Plan, ServerPort},
     support::{Start, Ticket},
     workload::Workload,
@@ -287,9 +287,9 @@ fn client(
             free.push(k);
         }
     }
-    let (mut published, mut measuring, mut last_check) = (0, true, Instant::now());
-    result.total.window_starts();
-    while measuring || slots.iter().any(Option::is_some) {
+    let mut published = 0;
+    let mut window = ClientWindow::open(&mut result, deadline, WAIT_SLICE, p.rpc_timeout);
+    while window.measuring() || slots.iter().any(Option::is_some) {
         step(&mut sock, p.wait, arrivals.sleep(Instant::now(), WAIT_SLICE))?;
         let completed = std::mem::take(&mut *done.borrow_mut());
         let now = Instant::now();
@@ -314,16 +314,7 @@ fn client(
         }
         progress.publish(&result.total, &mut published);
         result.publish(p.seconds, now);
-        if measuring && now >= deadline {
-            result.total.window_ends();
-            measuring = false;
-        }
-        if now.duration_since(last_check) >= WAIT_SLICE {
-            last_check = now;
-            for call in slots.iter().flatten() {
-                call.stalled(now, p.rpc_timeout)?;
-            }
-        }
+        window.tick(now, &mut result, slots.iter().flatten())?;
     }
     result.late = arrivals.late();
     Ok((result, counters(&sock)))

@@ -20,7 +20,7 @@ use super::{
     etran_rpc::{self, Outcome, Params},
     linux_echo::Progress,
     linux_rpc::Answering,
-    rpc_msg::{Exchange, RpcResult},
+    rpc_msg::{ClientWindow, Exchange, RpcResult},
     rpc_plan::ClientThread,
     support::Ticket,
 };
@@ -98,9 +98,9 @@ fn client(
         }
     }
     let mut buf = vec![0u8; 1 << 16];
-    let (mut published, mut measuring, mut last_check) = (0, true, Instant::now());
-    result.total.window_starts();
-    while measuring || conns.iter().any(|(_, ex)| ex.in_flight().is_some()) {
+    let mut published = 0;
+    let mut window = ClientWindow::open(&mut result, deadline, WAIT_SLICE, p.rpc_timeout);
+    while window.measuring() || conns.iter().any(|(_, ex)| ex.in_flight().is_some()) {
         // Responses first: a request started on one goes out below, before the step sleeps.
         for (k, (id, ex)) in conns.iter_mut().enumerate() {
             loop {
@@ -136,16 +136,7 @@ fn client(
         }
         progress.publish(&result.total, &mut published);
         result.publish(p.seconds, now);
-        if measuring && now >= deadline {
-            result.total.window_ends();
-            measuring = false;
-        }
-        if now.duration_since(last_check) >= WAIT_SLICE {
-            last_check = now;
-            for call in conns.iter().filter_map(|(_, ex)| ex.in_flight()) {
-                call.stalled(now, p.rpc_timeout)?;
-            }
-        }
+        window.tick(now, &mut result, conns.iter().filter_map(|(_, ex)| ex.in_flight()))?;
     }
     result.late = arrivals.late();
     let mut closing: Vec<ConnId> = conns.iter().map(|(id, _)| *id).collect();

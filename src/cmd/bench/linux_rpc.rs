@@ -14,7 +14,7 @@ use mio::{net::TcpStream, Events, Interest, Poll, Token};
 use super::{
     arrivals::Arrivals,
     linux_echo::{Progress, Service, Wait},
-    rpc_msg::{self, Exchange, Header, ResponseSize, RpcResult, Seconds},
+    rpc_msg::{self, ClientWindow, Exchange, Header, ResponseSize, RpcResult, Seconds},
     rpc_plan::{ClientThread, Plan},
     support::Ticket,
     workload::Workload,
@@ -126,10 +126,8 @@ impl Client<'_> {
         let mut events = Events::with_capacity(1024);
         let mut buf = vec![0u8; 1 << 16];
         let mut published = 0;
-        let mut last_check = Instant::now();
-        result.total.window_starts();
-        let mut measuring = true;
-        while measuring || conns.iter().any(|c| c.ex.in_flight().is_some()) {
+        let mut window = ClientWindow::open(&mut result, deadline, STALL_CHECK, self.rpc_timeout);
+        while window.measuring() || conns.iter().any(|c| c.ex.in_flight().is_some()) {
             progress.publish(&result.total, &mut published);
             result.publish(seconds, Instant::now());
             let timeout = match self.wait {
@@ -167,16 +165,7 @@ impl Client<'_> {
                     conns[k].start()?;
                 }
             }
-            if measuring && now >= deadline {
-                result.total.window_ends();
-                measuring = false;
-            }
-            if now.duration_since(last_check) >= STALL_CHECK {
-                last_check = now;
-                for call in conns.iter().filter_map(|c| c.ex.in_flight()) {
-                    call.stalled(now, self.rpc_timeout)?;
-                }
-            }
+            window.tick(now, &mut result, conns.iter().filter_map(|c| c.ex.in_flight()))?;
         }
         result.late = arrivals.late();
         progress.publish(&result.total, &mut published);

@@ -427,6 +427,58 @@ impl RpcResult {
     }
 }
 
+/// A client thread's measured window, from the common start to its deadline (RPCs completed
+/// after it are checked, not counted; the loop runs on while RPCs are in flight), and the check,
+/// every `every`, that no RPC in flight has waited past the timeout. Every engine's client loop
+/// runs one.
+pub struct ClientWindow {
+    deadline: Instant,
+    measuring: bool,
+    last_check: Instant,
+    every: Duration,
+    timeout: Duration,
+}
+
+impl ClientWindow {
+    /// Opens `result`'s window, which ends at `deadline`; stalls (RPCs waiting longer than
+    /// `timeout`) are looked for every `every`.
+    pub fn open(
+        result: &mut RpcResult,
+        deadline: Instant,
+        every: Duration,
+        timeout: Duration,
+    ) -> ClientWindow {
+        result.total.window_starts();
+        ClientWindow { deadline, measuring: true, last_check: Instant::now(), every, timeout }
+    }
+
+    /// Whether the window is still open.
+    pub fn measuring(&self) -> bool {
+        self.measuring
+    }
+
+    /// At `now`: ends `result`'s window once the deadline passed, and, every `every`, fails if
+    /// an RPC of `in_flight` stalled.
+    pub fn tick<'c>(
+        &mut self,
+        now: Instant,
+        result: &mut RpcResult,
+        in_flight: impl IntoIterator<Item = &'c Call>,
+    ) -> anyhow::Result<()> {
+        if self.measuring && now >= self.deadline {
+            result.total.window_ends();
+            self.measuring = false;
+        }
+        if now.duration_since(self.last_check) >= self.every {
+            self.last_check = now;
+            for call in in_flight {
+                call.stalled(now, self.timeout)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,5 +600,25 @@ mod tests {
         assert!(ca.stalled(later - Duration::from_secs(2), Duration::from_secs(5)).is_ok());
         let e = ca.stalled(later, Duration::from_secs(5)).unwrap_err().to_string();
         assert!(e.contains("port 7700) got no response within 5s") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn a_client_window_ends_at_its_deadline_and_looks_for_stalls_every_slice() {
+        let mut result = RpcResult::new(&Workload::Fixed(100));
+        let start = Instant::now();
+        let (slice, timeout) = (Duration::from_millis(10), Duration::from_secs(5));
+        let mut w = ClientWindow::open(&mut result, start + Duration::from_secs(1), slice, timeout);
+        assert!(w.measuring() && result.total.cpu().is_some());
+        let (call, _) = Caller::new(1, Workload::Fixed(100), ResponseSize::Echo, 7700).next();
+        let stalled = call.sent + Duration::from_secs(6);
+        // Not looked at within a slice of the last look (the window opened at `start`).
+        w.tick(start, &mut result, [&call]).unwrap();
+        assert!(w.measuring(), "before the deadline");
+        w.tick(start + Duration::from_secs(1), &mut result, std::iter::empty()).unwrap();
+        assert!(!w.measuring(), "at the deadline");
+        w.tick(stalled, &mut result, std::iter::empty()).unwrap();
+        assert!(w.tick(stalled, &mut result, [&call]).is_ok(), "the last look was at `stalled`");
+        let e = w.tick(stalled + slice, &mut result, [&call]).unwrap_err().to_string();
+        assert!(e.contains("got no response within 5s"), "{e}");
     }
 }
