@@ -197,11 +197,11 @@ impl DaemonLink {
         }
     }
 
-    /// Listens on TCP `port`: connections to it arrive through [`DaemonLink::take_accepted`]
-    /// (once [`DaemonLink::poll`] read them). `EADDRINUSE` when the port is taken;
-    /// [`DaemonLink::unlisten`] ends it.
-    /// With `socket`, the listener is that kernel socket's, which other sessions showing it
-    /// may share; with `idle`, connections come only after [`DaemonLink::accepting`].
+    /// Listens on TCP `port`: connections to it arrive through [`DaemonLink::take_accepted`] (once
+    /// [`DaemonLink::poll`] read them). `EADDRINUSE` when the port is taken;
+    /// [`DaemonLink::unlisten`] ends it. With `socket`, the listener is that kernel socket's, which
+    /// other sessions showing it may share; with `idle`, connections come only after an `Accepting`
+    /// ([`crate::app::App::accepting`]).
     pub fn listen(
         &mut self,
         port: u16,

@@ -1,10 +1,10 @@
-//! The compat backend, for stock kernels. Each app gets a veth port whose kernel side carries
-//! the transport's egress program ([`port`]): the app's frames cross the pair and egress
-//! checks and rewrites them before they are redirected to the NIC. The generators (TCP's ACKs,
-//! Homa's GRANTs) have no hook of their own: each sits on the far side of a gen port of the
-//! daemon's, and its gen pump sends it template frames when ingress queues work ([`pump`]). No
-//! pacing ([`Pacing::None`]): egress hands each frame to the NIC as the app sends it, and
-//! nothing on the way paces either (XDP_REDIRECT to the NIC bypasses its qdisc, `fq` included).
+//! The compat backend, for stock kernels. Each app gets a veth port whose kernel side carries the
+//! transport's egress program ([`port`]): the app's frames cross the pair and egress checks and
+//! rewrites them before they are redirected to the NIC. The generators (TCP's ACKs, Homa's GRANTs)
+//! have no hook of their own: each sits on the far side of a gen port of the daemon's, and its gen
+//! pump sends it template frames when ingress queues work ([`super::pump`]). No pacing
+//! ([`Pacing::None`]): egress hands each frame to the NIC as the app sends it, and nothing on the
+//! way paces either (XDP_REDIRECT to the NIC bypasses its qdisc, `fq` included).
 use std::os::fd::AsFd;
 
 use anyhow::Context;

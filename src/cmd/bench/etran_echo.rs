@@ -5,7 +5,7 @@
 //! ([`Wait::Blocking`]: a pass starts with [`App::wait`], which sleeps after the library's
 //! busy-poll budget). With a Linux peer ([`Peer::Linux`]) the server host runs no etran: each
 //! share's server is the Linux engine's, waiting the same way. Same protocol and byte check as the Linux engine
-//! ([`linux_echo::pattern`]). At the end every connection is closed (FIN both ways; one that
+//! ([`crate::pattern`]). At the end every connection is closed (FIN both ways; one that
 //! does not close within 3 s is aborted and reported). A leak check brackets the apps:
 //! connection-map entries, app ports and descriptors before any app, once every connection
 //! closed and after the last app, and each app's UMEM TX pool. Everything is torn down before

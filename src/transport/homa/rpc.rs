@@ -1,9 +1,9 @@
 //! The app-side engine of Homa RPCs: one bound Homa port of an app, with its outgoing messages
-//! ([`msgout::Sender`]: SRPT, never beyond the grant), its incoming ones ([`msgin::MessageIn`]:
-//! segments in any order, duplicated or overlapping) and the RPCs in between. Pure: RX frames
-//! come in as Homa ingress's metadata and payload ([`Endpoint::on_rx`]), TX frames go out as
-//! Homa egress's TX header and payload ([`Endpoint::next_frame`]); the app library drives it
-//! (`crate::app::rpc`).
+//! ([`super::msgout::Sender`]: SRPT, never beyond the grant), its incoming ones
+//! ([`super::msgin::MessageIn`]: segments in any order, duplicated or overlapping) and the RPCs in
+//! between. Pure: RX frames come in as Homa ingress's metadata and payload ([`Endpoint::on_rx`]),
+//! TX frames go out as Homa egress's TX header and payload ([`Endpoint::next_frame`]); the app
+//! library drives it (`crate::app::rpc`).
 //!
 //! An RPC's life on each side:
 //! - client: [`Endpoint::start_request`] takes an even id from the app's block and queues the

@@ -802,8 +802,8 @@ fn in_sysfs<T: Send>(
     })?
 }
 
-/// Makes `dev` in `ns` leave its receive NAPI to busy-polling sockets ([`BusyPoll`]), or
-/// (`on` false) not: after a busy poll the kernel re-arms a timer instead of the device's
+/// Makes `dev` in `ns` leave its receive NAPI to busy-polling sockets ([`crate::xsk::BusyPoll`]),
+/// or (`on` false) not: after a busy poll the kernel re-arms a timer instead of the device's
 /// "interrupt" (for a veth, the peer's transmit scheduling its NAPI), twice before giving up.
 fn defer_to_busy_poll(ns: &NetNs, dev: &str, on: bool) -> anyhow::Result<()> {
     let vals = if on { ["2", "200000"] } else { ["0", "0"] };
