@@ -362,3 +362,190 @@ fn a_connection_goes_to_a_forked_child_and_back_to_its_parent() {
     assert!(server.status.success(), "{}", text(&server));
     assert_eq!(conn_lines(&daemon.log()), (1, 1), "{}", daemon.log());
 }
+
+#[test]
+fn curl_under_etran_run_downloads_from_a_linux_http_server_byte_exact() {
+    let Some(_root) = common::root::shared() else { return };
+    let hosts = EtranHosts::first_only("shim-curl", etran::testbed::Spec::new("", 2));
+    let (h1, h2) = (hosts.ns(1), hosts.ns(2));
+    let ip2 = hosts.tb.host(2).ip.to_string();
+    let daemon = &hosts.daemons[0];
+    let dir = daemon.dir.join("www");
+    std::fs::create_dir_all(&dir).unwrap();
+    let body: Vec<u8> =
+        (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(dir.join("body.bin"), &body).unwrap();
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &h2, PYTHON, "-m", "http.server", "8000", "--bind", &ip2])
+        .arg("--directory")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Until it listens.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !common::netns::sh(&format!("ip netns exec {h2} ss -ltn"))
+        .stdout
+        .windows(5)
+        .any(|w| w == b":8000")
+    {
+        assert!(Instant::now() < deadline, "http.server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = registrations(&daemon.log());
+    let got = dir.join("got.bin");
+    let url = format!("http://{ip2}:8000/body.bin");
+    let got_s = got.to_str().unwrap();
+    let curl =
+        etran_run(&h1, &daemon.sock, &["curl", "-sS", "--max-time", "30", "-o", got_s, &url])
+            .output()
+            .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(curl.status.success(), "curl: {}: {}", text(&curl), daemon.log());
+    let sha = |p: &std::path::Path| {
+        let out = Command::new("sha256sum").arg(p).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
+    };
+    assert_eq!(sha(&got), sha(&dir.join("body.bin")), "the body's hash");
+    let log = daemon.log();
+    assert_eq!(registrations(&log) - before, 1, "one app: {log}");
+    assert_eq!(conn_lines(&log), (1, 1), "fetched through eTran, closed: {log}");
+}
+
+/// Unix sockets, UDP and TCP over loopback (to a listener on any address and to one on
+/// 127.0.0.1), with threads, poll and select: all the kernel's.
+const LOCAL_ONLY: &str = r#"
+import select, socket, threading
+a, b = socket.socketpair()
+a.sendall(b"unix says hi")
+print("unix", b.recv(100))
+u1 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u1.bind(("127.0.0.1", 0))
+u2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u2.sendto(b"udp datagram", u1.getsockname())
+print("udp", u1.recvfrom(100)[0])
+for bind_to in ("0.0.0.0", "127.0.0.1"):
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((bind_to, 0))
+    ls.listen()
+    port = ls.getsockname()[1]
+    def serve():
+        c, _ = ls.accept()
+        while True:
+            d = c.recv(4096)
+            if not d:
+                break
+            c.sendall(d.upper())
+        c.close()
+    t = threading.Thread(target=serve)
+    t.start()
+    c = socket.create_connection(("127.0.0.1", port))
+    c.sendall(b"loopback to " + bind_to.encode())
+    r, _, _ = select.select([c], [], [], 5)
+    p = select.poll(); p.register(c, select.POLLIN); p.poll(5000)
+    print("tcp", bind_to, c.recv(100), len(r))
+    c.shutdown(socket.SHUT_WR)
+    print("eof", c.recv(100))
+    c.close()
+    t.join()
+    ls.close()
+"#;
+
+#[test]
+fn a_program_using_only_unix_sockets_udp_and_loopback_sees_no_difference() {
+    let Some(_root) = common::root::shared() else { return };
+    let hosts = EtranHosts::first_only("shim-local", etran::testbed::Spec::new("", 2));
+    let h1 = hosts.ns(1);
+    let daemon = &hosts.daemons[0];
+    let plain =
+        Command::new("ip").args(["netns", "exec", &h1, PYTHON, "-c", LOCAL_ONLY]).output().unwrap();
+    let shimmed = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", LOCAL_ONLY]).output().unwrap();
+    assert!(plain.status.success(), "{}", text(&plain));
+    assert_eq!(text(&shimmed), text(&plain), "{}", daemon.log());
+}
+
+#[test]
+fn etran_run_of_a_static_binary_says_so_in_one_line_and_runs_nothing() {
+    // The etran binary itself is statically linked.
+    let out =
+        Command::new(etran_bin()).args(["run", "--", etran_bin(), "--version"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && out.stdout.is_empty(), "{}", text(&out));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("is statically linked") && err.contains("cannot run over eTran"), "{err}");
+}
+
+/// A server that duplicates accepted connections: `dup` (the copy serves on after the original
+/// closes), `F_DUPFD_CLOEXEC`, and `dup2` onto a second connection's descriptor (which closes
+/// that connection: its client sees the end), then serves the first through it.
+const DUP_SERVER: &str = r#"
+import fcntl, os, socket, sys
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("0.0.0.0", int(sys.argv[1])))
+ls.listen()
+print("listening", flush=True)
+a, _ = ls.accept()
+b, _ = ls.accept()
+d = os.dup(a.fileno())
+a.close()
+os.write(d, b"dup " + os.read(d, 100))
+e = fcntl.fcntl(d, fcntl.F_DUPFD_CLOEXEC, 100)
+assert e >= 100 and fcntl.fcntl(e, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+os.close(d)
+os.write(e, b"fcntl " + os.read(e, 100))
+bn = b.detach()
+assert os.dup2(e, bn) == bn
+os.close(e)
+os.write(bn, b"dup2 " + os.read(bn, 100))
+os.close(bn)
+print("done", flush=True)
+"#;
+
+/// Connects A, then B; talks to A through each duplicate; B sees its end when `dup2` replaces
+/// its descriptor; A's end comes when the last duplicate closes.
+const DUP_CLIENT: &str = r#"
+import socket, sys, time
+addr = (sys.argv[1], int(sys.argv[2]))
+a = socket.create_connection(addr, timeout=30)
+time.sleep(0.3)
+b = socket.create_connection(addr, timeout=30)
+out = []
+for m in (b"1", b"2"):
+    a.sendall(m)
+    out.append(a.recv(100))
+out.append(b.recv(100))
+a.sendall(b"3")
+out.append(a.recv(100))
+out.append(a.recv(100))
+print(out, flush=True)
+"#;
+
+#[test]
+fn duplicated_etran_sockets_share_their_connection_until_the_last_closes() {
+    let Some(_root) = common::root::shared() else { return };
+    let hosts = EtranHosts::first_only("shim-dup", etran::testbed::Spec::new("", 2));
+    let (h1, h2) = (hosts.ns(1), hosts.ns(2));
+    let ip1 = hosts.tb.host(1).ip.to_string();
+    let daemon = &hosts.daemons[0];
+    let cmd = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", DUP_SERVER, "7003"]);
+    let (server, mut out) = start_server(cmd, daemon);
+    let client = Command::new("ip")
+        .args(["netns", "exec", &h2, PYTHON, "-c", DUP_CLIENT, &ip1, "7003"])
+        .output()
+        .unwrap();
+    let server = server.wait_with_output().unwrap();
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(server.status.success() && line.trim() == "done", "{}", text(&server));
+    assert_eq!(
+        String::from_utf8_lossy(&client.stdout).trim(),
+        "[b'dup 1', b'fcntl 2', b'', b'dup2 3', b'']",
+        "{}: {}",
+        text(&client),
+        daemon.log()
+    );
+    assert_eq!(conn_lines(&daemon.log()), (2, 2), "both through eTran, closed: {}", daemon.log());
+}
