@@ -45,9 +45,13 @@ pub enum Phase {
     /// Receiving a message whose granted bytes all arrived: it waits for the receiver's own
     /// grant scheduler, so nothing is missing and no RESEND asks for it (HomaModule). Silent
     /// that long, it probes the scheduler (our kernel's gen sends a GRANT DATA has not
-    /// answered again: it may have been lost); the timeout runs, so that a peer gone while
-    /// we waited still ends the RPC.
-    AwaitingGrant,
+    /// answered again: it may have been lost). The wait is ours, not the peer's silence
+    /// (HomaModule's timer lets such an RPC be: "we've received everything that we've
+    /// granted, so we shouldn't expect to hear anything until we grant more"): it is given up
+    /// only when nothing at all came from its peer (any packet, about any RPC) for the
+    /// timeout, `peer_silent` ticks: a peer gone while we waited (the app learns its grants
+    /// from DATA, so one that moved towards a dead peer would not tell it).
+    AwaitingGrant { peer_silent: u32 },
     /// A client sending its request (and waiting for the response once all is sent): `sent`
     /// bytes so far, `granted` the most it may send.
     ClientSending { sent: u32, granted: u32 },
@@ -85,6 +89,8 @@ pub struct RpcTimer {
     silent: u32,
     /// Ticks a server waited for the ACK of its response.
     unacked: u32,
+    /// The last tick found the message waiting for our own grant ([`Phase::AwaitingGrant`]).
+    awaiting_grant: bool,
 }
 
 impl RpcTimer {
@@ -97,13 +103,23 @@ impl RpcTimer {
     /// granted bytes missing, or a client whose request is out as far as it may go. While it
     /// has bytes it may send, or its app holds the request, the next move is its own.
     pub fn tick(&mut self, phase: Phase, cfg: &LossConfig) -> Action {
+        let awaiting = matches!(phase, Phase::AwaitingGrant { .. });
+        if self.awaiting_grant && !awaiting {
+            // Our grant moved: the peer's silence counts from now, not from our own wait.
+            self.silent = 0;
+        }
+        self.awaiting_grant = awaiting;
         let waiting = match phase {
             Phase::Receiving { received, granted } => received < granted,
-            Phase::AwaitingGrant => {
+            Phase::AwaitingGrant { peer_silent } => {
                 // A probe may go at every tick once silent long enough: the caller sends one
-                // per peer per resend interval, its waiting messages taking turns.
-                self.silent += 1;
-                return if self.silent >= cfg.timeout_ticks {
+                // per peer per resend interval, its waiting messages taking turns. Our own
+                // scheduler may make a long message wait past the timeout (SRPT, one message
+                // per peer, on a loaded host); giving it up then left the peer's side waiting
+                // for ever (a server app that forgot a request answers its client's RESENDs
+                // with nothing, and the client hears the server through its other RPCs).
+                self.silent = self.silent.saturating_add(1);
+                return if peer_silent >= cfg.timeout_ticks {
                     Action::Abort
                 } else if self.silent >= GRANT_PROBE_TICKS {
                     Action::Probe
@@ -217,6 +233,27 @@ mod tests {
         assert_eq!(acts, [(5, Action::Resend), (10, Action::Resend)]);
         // Nothing of the response arrived: ask for its first packet.
         assert_eq!(resend_requests(None, 0), [(0, ResendLength::Bytes(MAX_PAYLOAD))]);
+    }
+
+    /// A message whose granted bytes all arrived waits for our own scheduler: it probes, and is
+    /// not given up while its peer is heard from, however long the wait (before, it was given
+    /// up after the timeout of its own silence, and a server that gave up a request left its
+    /// client waiting for ever). A peer silent for the timeout ends it. Once the grant moves,
+    /// the peer's silence about it counts from then: RESENDs, and the timeout.
+    #[test]
+    fn waiting_for_our_own_grant_times_out_only_on_a_silent_peer() {
+        let cfg = LossConfig::default();
+        let mut t = RpcTimer::default();
+        let alive = Phase::AwaitingGrant { peer_silent: 3 };
+        let acts = run(&mut t, alive, 10 * cfg.timeout_ticks);
+        assert!(acts.iter().all(|&(_, a)| a == Action::Probe), "only probes: {acts:?}");
+        assert_eq!(acts.first(), Some(&(GRANT_PROBE_TICKS, Action::Probe)));
+        let acts = run(&mut t, Phase::Receiving { received: 10, granted: 100 }, 100);
+        assert_eq!(when(&acts, Action::Resend)[..2], [5, 10], "silence counted from the grant");
+        assert_eq!(acts.last(), Some(&(100, Action::Abort)), "a peer gone is still found");
+        let mut t = RpcTimer::default();
+        let gone = Phase::AwaitingGrant { peer_silent: cfg.timeout_ticks };
+        assert_eq!(t.tick(gone, &cfg), Action::Abort);
     }
 
     #[test]

@@ -35,7 +35,9 @@
 //! first packet. A RESEND is answered with the bytes again (only bytes sent, within the grant), with
 //! BUSY while the app has nothing to send (a request still arriving or in service, or bytes not
 //! sent yet), and by ingress with RPC_UNKNOWN when the RPC is unknown there, on which a client
-//! sends its whole request again. DATA, GRANT and BUSY end a silence (a RESEND does not).
+//! sends its whole request again. DATA, GRANT and BUSY end a silence (a RESEND does not). A
+//! message waiting for our own grant is silent by our choice: only its peer sending nothing at
+//! all (any packet, about any RPC) for the timeout ends it.
 //! Silence past the timeout fails a client's RPC
 //! ([`Event::TimedOut`]) and makes a server forget its part. A server whose response is all
 //! sent asks the client for its ACK (NEED_ACK, 2 ticks on and every 5 after, HomaModule's
@@ -186,6 +188,9 @@ pub struct Endpoint {
     /// which a request of ours waiting for its grant last asked it whether it lives.
     peers_heard: HashMap<SocketAddrV4, u32>,
     peers_probed: HashMap<SocketAddrV4, u32>,
+    /// The tick at which each peer last sent anything (any packet, a RESEND too): whether it
+    /// lives, for messages waiting for our own grants.
+    peers_alive: HashMap<SocketAddrV4, u32>,
     loss: LossConfig,
     /// The cutoffs each peer host announced (CUTOFFS): the priorities of our unscheduled bytes
     /// to it.
@@ -217,6 +222,7 @@ impl Endpoint {
             timers: HashMap::new(),
             peers_heard: HashMap::new(),
             peers_probed: HashMap::new(),
+            peers_alive: HashMap::new(),
             loss: LOSS,
             peer_cutoffs: HashMap::new(),
             announced: HashMap::new(),
@@ -305,6 +311,7 @@ impl Endpoint {
         let rpc = RpcKey { peer, id: RpcId::from_wire(meta.id ^ 1) };
         let ty = Type::from_byte(meta.r#type);
         self.gen_due += u32::from(meta.flags / GEN_ONE);
+        self.peers_alive.insert(peer, self.ticks);
         // What the peer sends of its own accord shows it alive (HomaModule's rule): not a
         // RESEND, which a peer waiting on us keeps sending, or two sides each waiting for the
         // other would keep each other from ever asking.
@@ -480,7 +487,8 @@ impl Endpoint {
     /// Where the RPC stands, for its timer.
     fn phase(&self, rpc: RpcKey) -> Phase {
         if self.awaits_grant(rpc) {
-            return Phase::AwaitingGrant;
+            let heard = self.peers_alive.get(&rpc.peer).copied().unwrap_or(self.ticks);
+            return Phase::AwaitingGrant { peer_silent: self.ticks.wrapping_sub(heard) };
         }
         if let Some(m) = self.incoming.get(&rpc) {
             // Every byte missing counts: egress cuts a RESEND at what was granted.

@@ -252,24 +252,35 @@ fn gen_templates_go_as_ingress_queued_them() {
     }
 }
 
-/// Messages whose granted bytes all arrived wait for the scheduler: nothing is missing, so no
-/// RESEND; once silent for GRANT_PROBE_TICKS they probe their peer (a template naming one of
-/// them), one probe per peer per resend interval however many wait; the timeout still runs.
-#[test]
-fn messages_waiting_for_their_grants_probe_once_per_peer_and_never_resend() {
+/// Requests of `sizes` bytes from A to B, whose unscheduled bytes reach B with no grant past
+/// them: A, B, and A's keys of the requests.
+fn requests_waiting_for_grants(sizes: &[usize]) -> (Endpoint, Endpoint, Vec<RpcKey>) {
     let mut ids = HostIds::default();
     let (mut a, mut b) =
         (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
-    a.start_request(B, vec![4; 200_000]).unwrap();
-    a.start_request(B, vec![5; 300_000]).unwrap();
+    let rpcs: Vec<RpcKey> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| a.start_request(B, vec![i as u8; n]).unwrap())
+        .collect();
     let frames = drain(&mut a, A);
-    assert_eq!(frames.iter().map(|f| u32::from(f.0.payload_len)).sum::<u32>(), 2 * UNSCHED);
+    let sent = frames.iter().map(|f| u32::from(f.0.payload_len)).sum::<u32>();
+    assert_eq!(sent, sizes.len() as u32 * UNSCHED);
     let unsched_packets = UNSCHED.div_ceil(MAX_PAYLOAD) as u16;
     for (mut meta, payload, frame) in frames {
         // The scheduler gave nothing past the unscheduled bytes.
         meta.grant_packets = unsched_packets;
         assert_eq!(b.on_rx(&meta, &payload, &frame), None);
     }
+    (a, b, rpcs)
+}
+
+/// Messages whose granted bytes all arrived wait for the scheduler: nothing is missing, so no
+/// RESEND; once silent for GRANT_PROBE_TICKS they probe their peer (a template naming one of
+/// them), one probe per peer per resend interval however many wait; the timeout still runs.
+#[test]
+fn messages_waiting_for_their_grants_probe_once_per_peer_and_never_resend() {
+    let (_, mut b, _) = requests_waiting_for_grants(&[200_000, 300_000]);
     assert!(!b.tx_ready());
     let mut probes = Vec::new();
     for t in 1..=20u32 {
@@ -286,6 +297,31 @@ fn messages_waiting_for_their_grants_probe_once_per_peer_and_never_resend() {
     b.set_loss_config(LossConfig { timeout_ticks: 50, ..LOSS });
     ticks(&mut b, 50);
     assert_eq!(b.stats().timeouts, 2);
+}
+
+/// A message waiting for our own grant stays while its peer is heard from, however long our
+/// scheduler makes it wait: here its client's probes (RESENDs naming it, answered with BUSY),
+/// which alone end no RPC's silence. Before, it was given up after the timeout of its own
+/// silence: on a loaded host a long request that SRPT kept waiting for a second was forgotten
+/// by its server, whose client, hearing the server through its other RPCs, waited for the
+/// response for ever. A peer silent for the timeout still ends it.
+#[test]
+fn a_message_waiting_for_its_grant_stays_while_its_peer_lives() {
+    let (_, mut b, rpcs) = requests_waiting_for_grants(&[200_000]);
+    let rpc = rpcs[0];
+    b.set_loss_config(LossConfig { timeout_ticks: 50, ..LOSS });
+    let waiting = RpcKey { peer: A, id: RpcId::from_wire(rpc.id.wire()) };
+    let probe = Body::Resend { offset: 0, length: ResendLength::Bytes(MAX_PAYLOAD), priority: 7 };
+    for round in 0..100 {
+        assert_eq!(ticks(&mut b, 5), [], "round {round}");
+        let (meta, frame) = control(A, B, waiting, probe);
+        assert_eq!(b.on_rx(&meta, &[], &frame), None);
+        let tx = drain_tx(&mut b);
+        assert!(tx.iter().any(|h| h.intent == etran_homa_tx_intent::ETRAN_HOMA_TX_BUSY.0 as u8));
+    }
+    assert_eq!((b.stats().timeouts, b.in_progress()), (0, 1), "10 timeouts long, it stays");
+    ticks(&mut b, 50);
+    assert_eq!((b.stats().timeouts, b.in_progress()), (1, 0), "its peer silent for the timeout");
 }
 
 /// A control packet from `from` about `rpc` (the receiver's key) as ingress hands it over.
