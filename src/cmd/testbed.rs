@@ -77,7 +77,7 @@ fn print_status(st: &Status, out: &Output) -> anyhow::Result<()> {
         None => "direct veth pair (no switch)".to_string(),
     };
     crate::outln!(
-        "testbed {}: {} hosts, {topology}, {} queue{} per interface{}, MTU {}{}",
+        "testbed {}: {} hosts, {topology}, {} queue{} per interface{}{}, MTU {}{}",
         st.name,
         st.hosts.len(),
         st.queues,
@@ -86,6 +86,11 @@ fn print_status(st: &Status, out: &Output) -> anyhow::Result<()> {
             format!(" ({} app queues per host NIC)", st.app_queues)
         } else {
             String::new()
+        },
+        if st.switch_netns.is_some() {
+            " (switch ports: an RX queue per CPU at least)"
+        } else {
+            ""
         },
         st.mtu,
         if st.complete { "" } else { " (incomplete: run `etran testbed up` again)" }
