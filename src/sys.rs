@@ -10,9 +10,12 @@ pub fn cvt<T: Copy + PartialOrd + Default>(ret: T) -> io::Result<T> {
     }
 }
 
-/// CPUs this process may run on.
-pub fn cpu_count() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+/// CPUs online on this machine, whichever this process may run on (the kernel's per-CPU
+/// choices, such as a veth's RX queue for an XDP-redirected frame, range over them all).
+pub fn online_cpus() -> usize {
+    // SAFETY: sysconf reads a system value; no memory is passed.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(1)
 }
 
 /// The ifindex of `name` in the caller's network namespace, with a one-line error otherwise.

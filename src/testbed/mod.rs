@@ -734,7 +734,7 @@ fn build_switch(spec: &Spec, sw: &NetNs, hosts: &[Host], host_ns: &[NetNs]) -> a
         // ring overflowed whenever the CPU draining it was busy with the other side's work:
         // drops a hardware port, taking frames at line rate, would not have).
         let app_queues = spec.queues.max(spec.app_queues);
-        let port_rx = app_queues.max(crate::sys::cpu_count().min(MAX_QUEUES as usize) as u32);
+        let port_rx = app_queues.max(crate::sys::online_cpus().min(MAX_QUEUES as usize) as u32);
         let queues =
             VethQueues { tx: spec.queues, rx: port_rx, peer_tx: app_queues, peer_rx: spec.queues };
         nl.add_veth(&port_name(h.index), port_mac(h.index), HOST_NIC, h.mac, ns, queues)?;

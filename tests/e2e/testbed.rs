@@ -294,7 +294,7 @@ fn queues_reach_every_veth_and_status() {
     for i in 1..=2 {
         assert_eq!(queues(&format!("{n}-h{i}"), "eth0"), (2, 2), "h{i}");
         // A switch port takes at least one RX queue per CPU.
-        let port_rx = etran::sys::cpu_count().max(2);
+        let port_rx = etran::sys::online_cpus().max(2);
         assert_eq!(queues(&format!("{n}-sw"), &format!("p{i}")), (port_rx, 2), "p{i}");
     }
     assert!(ping(&format!("{n}-h1"), "10.99.0.2"), "h1 -> h2");
@@ -309,7 +309,7 @@ fn queues_reach_every_veth_and_status() {
     let n = name("q-one");
     let (_tb, _guard) = up(&Spec::new(&n, 2));
     assert_eq!(queues(&format!("{n}-h1"), "eth0"), (1, 1));
-    assert_eq!(queues(&format!("{n}-sw"), "p2"), (etran::sys::cpu_count(), 1));
+    assert_eq!(queues(&format!("{n}-sw"), "p2"), (etran::sys::online_cpus(), 1));
     assert_eq!(testbed::status(&n).unwrap().unwrap().queues, 1);
 }
 

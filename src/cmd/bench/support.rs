@@ -26,7 +26,10 @@ pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub use crate::sys::cpu_count;
+/// CPUs this process may run on.
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 /// The CPU for role `i` (0 = sender/client, 1 = receiver/server): distinct when possible.
 pub fn cpu_for(i: usize) -> usize {
