@@ -370,12 +370,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 /// Forgets `fd` and leaves what closing it takes to later passes.
 fn release(fd: RawFd) {
     let mut g = lock();
-    let awaited = matches!(
-        shim(&mut g).get(fd),
-        Some(Sock { inherited: false, kind: Kind::Connecting(_), forked_to, .. })
-            if !forked_to.is_empty()
-    );
-    if awaited {
+    if shim(&mut g).get(fd).is_some_and(Sock::connect_awaited) {
         // A connect children wait for goes on: it finishes first, and is theirs once up.
         g = state::finish_awaited_connects(g);
     }

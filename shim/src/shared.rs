@@ -269,12 +269,13 @@ impl Shim {
     pub fn ask_parents(&mut self) {
         let waiting =
             |s: &Shim, fd| matches!(s.get(fd), Some(Sock { kind: Kind::ParentConnecting, .. }));
+        let mut still = false;
         for fd in self.fds() {
             if waiting(self, fd) {
                 self.adopt_from_parent(fd);
+                still |= waiting(self, fd);
             }
         }
-        let still = self.fds().into_iter().any(|fd| waiting(self, fd));
         self.parent_due = still.then(|| std::time::Instant::now() + PARENT_CHECK);
     }
 

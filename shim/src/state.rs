@@ -226,6 +226,11 @@ pub struct Sock {
 }
 
 impl Sock {
+    /// Whether this is a connect of this process's in progress that forked children wait for.
+    pub fn connect_awaited(&self) -> bool {
+        !self.inherited && matches!(self.kind, Kind::Connecting(_)) && !self.forked_to.is_empty()
+    }
+
     pub fn new(kind: Kind, nonblock: bool) -> Sock {
         Sock {
             kind,
@@ -771,9 +776,7 @@ impl Shim {
 
     /// Whether a connect of this process's that forked children wait for is in progress.
     pub fn connects_awaited(&self) -> bool {
-        self.socks.values().any(|s| {
-            !s.inherited && matches!(s.kind, Kind::Connecting(_)) && !s.forked_to.is_empty()
-        })
+        self.socks.values().any(Sock::connect_awaited)
     }
 
     /// Whether connections the app closed are still closing.
