@@ -5,10 +5,10 @@
  * ACKs due at once at the end of each RX batch that reached the app, in the NAPI poll that
  * brought the data in (the pump, woken as in compat, then finds their keys gone), and, woken on
  * demand by the daemon (patches/0005), what is left of them and the delayed ACKs at their
- * deadline. ACKs are decided in the kernel: ingress marks a connection that owes
- * one (ack_now, ack_pending) and queues its key once (gen_mark/gen_queue below); each run of
- * etran_tcp_gen pops one key and turns the template into that connection's pure ACK, its headers
- * written from the connection state by the same code egress uses (tcp_tx.h), for the NIC.
+ * deadline. ACKs are decided in the kernel: ingress marks a connection that owes one (ack_now,
+ * ack_pending) and queues its key once (gen_mark/gen_queue below); each run of etran_tcp_gen
+ * pops one key and turns the template into that connection's pure ACK, its headers written from
+ * the connection state by the same code egress uses (tcp_tx.h), for the NIC.
  *
  * Policy: an ACK is due at once on ack_now (duplicate, out of order, gap filled, FIN, window
  * probe, a change of the CE marks to echo: tcp_cc.h; without SACK, one per out-of-order segment:
@@ -94,8 +94,8 @@ enum gen_outcome {
 
 /* The generator's body; see tcp.bpf.c. `xsk`: run by the native gen hook (BPF_XSK_GEN, after
  * an RX batch reached an app's socket, or on demand) on a zeroed frame, where XDP_TX sends the
- * ACK out of the NIC and XDP_DROP ends the run; else run on the gen pump's templates, the ACK redirected to the
- * NIC. */
+ * ACK out of the NIC and XDP_DROP ends the run; else run on the gen pump's templates, the ACK
+ * redirected to the NIC. */
 static __always_inline int tcp_gen(struct xdp_md *ctx, const int xsk)
 {
 	void *data;

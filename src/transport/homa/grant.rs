@@ -8,8 +8,9 @@
 //! - **Window**: an active message is granted up to `window` bytes past what it received, less
 //!   what the other messages of its peer were granted and did not deliver yet (a FIFO grant,
 //!   unscheduled bytes: a peer's bytes on the way stay within one window, as with one message;
-//!   more would only queue), `window` being `max_incoming / (active + 1)`, so that a share as large as each active
-//!   message's stays free for new arrivals (HomaModule's dynamic window), or fixed.
+//!   more would only queue), `window` being `max_incoming / (active + 1)`, so that a share as
+//!   large as each active message's stays free for new arrivals (HomaModule's dynamic window),
+//!   or fixed.
 //! - **Cap**: grants stop while the bytes granted but not received (unscheduled bytes
 //!   included, over every message being scheduled) reach `max_incoming`. Only unscheduled
 //!   bytes of new messages can push the total beyond it; grants never do.
@@ -22,11 +23,11 @@
 //!   these grants by time at that fraction of the link rate; here they are paced by the bytes
 //!   granted, which is the same share whenever grants flow and needs no clock. The share is
 //!   `fifo_fraction` for each message SRPT *bypassed*: one not fully granted, from the peer of
-//!   the message SRPT serves first, and older than it; at most [`FIFO_FRACTION_MAX`]. One long message behind a stream of shorter ones gets 5 %, as in
-//!   HomaModule; when long messages pile up behind shorter ones (every message from one peer,
-//!   closed loop: each waits for the FIFO share alone, and they come faster than 5 % carries),
-//!   each adds its own share, so that they drain, oldest first, instead of waiting for the
-//!   stream of shorter ones to stop.
+//!   the message SRPT serves first, and older than it; at most [`FIFO_FRACTION_MAX`]. One long
+//!   message behind a stream of shorter ones gets 5 %, as in HomaModule; when long messages
+//!   pile up behind shorter ones (every message from one peer, closed loop: each waits for the
+//!   FIFO share alone, and they come faster than 5 % carries), each adds its own share, so that
+//!   they drain, oldest first, instead of waiting for the stream of shorter ones to stop.
 //!
 //! Grants end on packet boundaries ([`MAX_PAYLOAD`] from offset 0) or at the message's end, so
 //! a sender never cuts a short packet at a grant.
