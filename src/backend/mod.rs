@@ -115,8 +115,8 @@ pub trait Backend {
     fn report(&self) -> String {
         let (g, h) = (self.gen_pump().stats(), self.grant_pump().stats());
         format!(
-            "gen pump: {} sends, {} templates, {} on-demand runs; Homa's: {} sends, {} \
-             templates, {} on-demand runs",
+            "gen pump: {} sends, {} templates, {} on-demand wakeups; Homa's: {} sends, {} \
+             templates, {} on-demand wakeups",
             g.calls, g.runs, g.wakeups, h.calls, h.runs, h.wakeups
         )
     }

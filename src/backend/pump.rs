@@ -224,7 +224,8 @@ pub struct PumpStats {
     pub calls: u64,
     /// Template frames sent in them (each pops at most one key).
     pub runs: u64,
-    /// Gen runs on demand ([`GenWake`]: each one `recvfrom` on an app's socket).
+    /// Wakeups of an app's socket to run gen on demand ([`GenWake`]: each one `recvfrom`; one
+    /// that finds the socket's gen already running runs nothing itself).
     pub wakeups: u64,
 }
 
