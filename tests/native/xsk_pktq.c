@@ -1,0 +1,385 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The native series' packet queue (patches/0007), checked on the patched kernel (run by
+ * scripts/native-test inside the qemu guest) on a veth pair of its own (xpq0, xpq1): a copy-mode
+ * AF_XDP socket on xpq0 sends frames that each carry a delay; its BPF_XSK_EGRESS program queues
+ * each with bpf_xsk_egress_queue(ctx, now + delay) (a kfunc found in the kernel's BTF) and
+ * counts its runs and the drops of a full queue; a packet socket on xpq1 receives what leaves.
+ * Checked: nothing leaves or completes before its time; frames leave in the order of their
+ * release times, not of sending, no earlier than asked and with the spacing asked (coarse
+ * bounds: TCG is slow); each descriptor completes once, after its frame left; a full queue
+ * (256 frames) drops the next frame, counted, and completes it at once; closing the socket with
+ * frames queued completes them without sending them, also while its timer releases others (20
+ * rounds, no crash); a plain XDP program may not call the kfunc.
+ *
+ *   xsk_pktq   prints one "ok ..." line per check; exits 1 at the first failure
+ */
+#define NDESC 512
+
+#include <arpa/inet.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <poll.h>
+#include <time.h>
+
+#include "common.h"
+
+/* The app's frame length and type; the queue's bound (XSK_PKTQ_MAX in the patch). */
+#define LEN 60
+#define TYPE 0x88b7
+#define QUEUE_MAX 256
+#define MS 1000000ull
+
+static struct xsk x, owner;
+static int pkt, map, prog, link_fd;
+static uint32_t next, completed;
+
+static uint64_t now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+static void expect(const char *what, uint64_t got, uint64_t want)
+{
+	if (got != want) {
+		printf("FAIL %s: %llu, want %llu\n", what, (unsigned long long)got,
+		       (unsigned long long)want);
+		exit(1);
+	}
+	printf("ok %s: %llu\n", what, (unsigned long long)got);
+}
+
+/* The chunk of frame number I. */
+static uint64_t addr_of(uint32_t i)
+{
+	return (uint64_t)(i % NDESC) * FRAME;
+}
+
+/* Puts frame NEXT on the Tx ring: broadcast, TYPE, DELAY (ns) at byte 14, its number at 22. */
+static void put(uint64_t delay)
+{
+	unsigned char frame[LEN] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 1,
+				     TYPE >> 8, TYPE & 0xff };
+	struct xdp_desc *d = (struct xdp_desc *)x.tx.descs + next % NDESC;
+
+	memcpy(frame + 14, &delay, 8);
+	memcpy(frame + 22, &next, 4);
+	memcpy(x.umem + addr_of(next), frame, sizeof(frame));
+	d->addr = addr_of(next);
+	d->len = sizeof(frame);
+	d->options = 0;
+	next++;
+	__atomic_store_n(x.tx.producer, next, __ATOMIC_RELEASE);
+}
+
+/* Kicks the socket until it took every descriptor put on its Tx ring. */
+static void kick(void)
+{
+	for (int i = 0; i < 400; i++) {
+		if (sendto(x.fd, NULL, 0, MSG_DONTWAIT, NULL, 0) && errno != EAGAIN &&
+		    errno != EBUSY && errno != ENOBUFS)
+			fail("sendto");
+		if (__atomic_load_n(x.tx.consumer, __ATOMIC_ACQUIRE) == next)
+			return;
+		usleep(1000);
+	}
+	printf("FAIL the socket took %u of %u descriptors\n",
+	       __atomic_load_n(x.tx.consumer, __ATOMIC_ACQUIRE), next);
+	exit(1);
+}
+
+static uint32_t cq_prod(void)
+{
+	return __atomic_load_n(x.cq.producer, __ATOMIC_ACQUIRE);
+}
+
+/* Takes the next completion: it must return the address of frame NUM. */
+static void take_completion(uint32_t num)
+{
+	uint64_t addr = ((uint64_t *)x.cq.descs)[completed % NDESC];
+
+	if (completed == cq_prod()) {
+		printf("FAIL no completion for frame %u\n", num);
+		exit(1);
+	}
+	if (addr != addr_of(num)) {
+		printf("FAIL completion %u returned address %llu, want frame %u's (%llu)\n",
+		       completed, (unsigned long long)addr, num,
+		       (unsigned long long)addr_of(num));
+		exit(1);
+	}
+	completed++;
+	__atomic_store_n(x.cq.consumer, completed, __ATOMIC_RELEASE);
+}
+
+/* Receives one of the frames sent within WAIT_MS; returns its number (-1: none came) and
+ * when it came in *AT.
+ */
+static int64_t receive(int wait_ms, uint64_t *at)
+{
+	struct pollfd pfd = { .fd = pkt, .events = POLLIN };
+	unsigned char buf[2048];
+	uint64_t end = now() + wait_ms * MS;
+
+	for (uint64_t t; (t = now()) < end;) {
+		uint32_t num;
+		ssize_t n;
+
+		if (poll(&pfd, 1, (end - t) / MS + 1) != 1)
+			continue;
+		n = recv(pkt, buf, sizeof(buf), 0);
+		if (n < 0)
+			fail("recv");
+		*at = now();
+		if (n != LEN || buf[12] != TYPE >> 8 || buf[13] != (TYPE & 0xff))
+			continue;
+		memcpy(&num, buf + 22, 4);
+		return num;
+	}
+	return -1;
+}
+
+/* A socket on IFINDEX with the program linked. */
+static void open_linked(int ifindex, uint32_t egress_type)
+{
+	x = xsk_open(ifindex, XDP_COPY, 0, 1);
+	next = completed = 0;
+	link_fd = link_create(prog, x.fd, egress_type, 0);
+	if (link_fd < 0)
+		fail("BPF_LINK_CREATE (egress)");
+}
+
+/* A socket on IFINDEX sharing OWNER's UMEM, and so its pool and completion ring, with the
+ * program linked: the sender from now on.
+ */
+static void open_shared(struct xsk *owner, int ifindex, uint32_t egress_type)
+{
+	struct sockaddr_xdp sxdp = { .sxdp_family = AF_XDP, .sxdp_ifindex = ifindex,
+				     .sxdp_flags = XDP_SHARED_UMEM,
+				     .sxdp_shared_umem_fd = owner->fd };
+	struct xdp_mmap_offsets off;
+	socklen_t len = sizeof(off);
+	int n = NDESC;
+
+	memset(&x, 0, sizeof(x));
+	x.fd = socket(AF_XDP, SOCK_RAW, 0);
+	if (x.fd < 0 || setsockopt(x.fd, SOL_XDP, XDP_TX_RING, &n, sizeof(n)) ||
+	    getsockopt(x.fd, SOL_XDP, XDP_MMAP_OFFSETS, &off, &len))
+		fail("a socket sharing the UMEM");
+	x.tx = xsk_ring(&x, &off.tx, sizeof(struct xdp_desc), XDP_PGOFF_TX_RING);
+	if (bind(x.fd, (struct sockaddr *)&sxdp, sizeof(sxdp)))
+		fail("bind a socket sharing the UMEM");
+	/* The owner's UMEM and completion ring, which this one does not map itself. */
+	x.umem = owner->umem;
+	x.cq = owner->cq;
+	x.cq.map = NULL;
+	next = 0;
+	link_fd = link_create(prog, x.fd, egress_type, 0);
+	if (link_fd < 0)
+		fail("BPF_LINK_CREATE (egress, shared UMEM)");
+}
+
+/* Closes the sender and its link, the link first when LINK_FIRST (the socket holds the frames
+ * either way). The link holds the socket: the socket goes, and its pool with it unless shared,
+ * when both are closed.
+ */
+static void close_sender(int link_first)
+{
+	if (link_first && close(link_fd))
+		fail("close the link");
+	xsk_close(&x);
+	if (!link_first && close(link_fd))
+		fail("close the link");
+}
+
+int main(void)
+{
+	/* Queues each frame at now + the delay at byte 14 (XDP_ABORTED when the frame is too
+	 * short); counts the program's verdicts in map[0] (XDP_REDIRECT: queued) and map[1]
+	 * (XDP_DROP: the queue was full); returns the kfunc's verdict.
+	 */
+	struct bpf_insn queue[] = {
+		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0),			/* r6 = ctx */
+		INSN(BPF_LDX | BPF_MEM | BPF_W, 2, 6, CTX(data), 0),
+		INSN(BPF_LDX | BPF_MEM | BPF_W, 3, 6, CTX(data_end), 0),
+		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 4, 2, 0, 0),
+		INSN(BPF_ALU64 | BPF_ADD | BPF_K, 4, 0, 0, 22),
+		INSN(BPF_JMP | BPF_JGT | BPF_X, 4, 3, 21, 0),			/* -> abort */
+		INSN(BPF_LDX | BPF_MEM | BPF_DW, 7, 2, 14, 0),			/* the delay */
+		INSN(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_ktime_get_ns),
+		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 2, 0, 0, 0),
+		INSN(BPF_ALU64 | BPF_ADD | BPF_X, 2, 7, 0, 0),			/* now + delay */
+		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 1, 6, 0, 0),
+		INSN(BPF_JMP | BPF_CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, 0),	/* 11: the kfunc */
+		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 7, 0, 0, 0),			/* r7 = verdict */
+		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 1, 0, 0, 0),
+		INSN(BPF_JMP | BPF_JNE | BPF_K, 7, 0, 1, XDP_DROP),
+		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 1, 0, 0, 1),
+		INSN(BPF_STX | BPF_MEM | BPF_W, 10, 1, -4, 0),			/* key */
+		INSN(BPF_LD | BPF_IMM | BPF_DW, 1, BPF_PSEUDO_MAP_FD, 0, 0),	/* 17: the map */
+		INSN(0, 0, 0, 0, 0),
+		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0),
+		INSN(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -4),
+		INSN(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem),
+		INSN(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 2, 0),
+		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 1, 0, 0, 1),
+		INSN(BPF_STX | BPF_ATOMIC | BPF_DW, 0, 1, 0, BPF_ADD),
+		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 0, 7, 0, 0),
+		INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+		/* abort: */
+		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_ABORTED),
+		INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+	};
+	/* Release order: frame i (sent in order 0..5) is released RANK[i]-th, BASE + RANK[i] *
+	 * SPACING after it was sent.
+	 */
+	static const uint32_t rank[] = { 3, 0, 5, 1, 4, 2 };
+	const uint64_t base = 300 * MS, spacing = 100 * MS;
+	struct sockaddr_ll bind_to = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL) };
+	uint64_t sent_at, at[6], prev = 0;
+	uint32_t egress_type, order[6];
+	int ifindex0, ifindex1;
+	static char log[4096];
+	union bpf_attr a;
+	int64_t num;
+
+	egress_type = btf_enum_value("BPF_XSK_EGRESS");
+	queue[11].imm = btf_func_id("bpf_xsk_egress_queue");
+	veth_pair("xpq0", "xpq1");
+	ifindex0 = if_nametoindex("xpq0");
+	ifindex1 = if_nametoindex("xpq1");
+	if (!ifindex0 || !ifindex1)
+		fail("if_nametoindex");
+	pkt = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
+	bind_to.sll_ifindex = ifindex1;
+	if (pkt < 0 || bind(pkt, (struct sockaddr *)&bind_to, sizeof(bind_to)) ||
+	    setsockopt(pkt, SOL_SOCKET, SO_RCVBUFFORCE, &(int){ 4 << 20 }, sizeof(int)))
+		fail("packet socket on xpq1");
+	ok("veth pair xpq0/xpq1 up, a packet socket on xpq1");
+
+	map = counters(2);
+	queue[17].imm = map;
+	/* The kfunc is for egress programs only. */
+	memset(&a, 0, sizeof(a));
+	a.prog_type = BPF_PROG_TYPE_XDP;
+	a.insns = (uintptr_t)queue;
+	a.insn_cnt = sizeof(queue) / sizeof(queue[0]);
+	a.license = (uintptr_t)"GPL";
+	a.log_buf = (uintptr_t)log;
+	a.log_size = sizeof(log);
+	a.log_level = 1;
+	if (sys_bpf(BPF_PROG_LOAD, &a) >= 0 || !strstr(log, "is not allowed")) {
+		printf("%s\n", log);
+		fail("a plain XDP program calling bpf_xsk_egress_queue was not refused for it");
+	}
+	ok("a plain XDP program calling bpf_xsk_egress_queue is refused");
+	prog = load(queue, sizeof(queue) / sizeof(queue[0]), egress_type);
+	open_linked(ifindex0, egress_type);
+	ok("an egress program that queues each frame is linked to the socket");
+
+	/* Six frames, released in another order than sent. */
+	sent_at = now();
+	for (int i = 0; i < 6; i++)
+		put(base + rank[i] * spacing);
+	kick();
+	expect("six frames queued: none completes at once", cq_prod(), 0);
+	expect("the program queued six", counter(map, 0), 6);
+	num = receive(base / MS / 2, &at[0]);
+	expect("nothing leaves before its time", num == -1, 1);
+	for (int i = 0; i < 6; i++)
+		order[rank[i]] = i;
+	for (int k = 0; k < 6; k++) {
+		num = receive(2000, &at[k]);
+		if (num != order[k]) {
+			printf("FAIL the %dth frame released is frame %lld, want %u\n", k + 1,
+			       (long long)num, order[k]);
+			return 1;
+		}
+		if (at[k] < sent_at + base + k * spacing ||
+		    at[k] > sent_at + base + k * spacing + 400 * MS) {
+			printf("FAIL frame %u left %.1f ms after it was sent, want %llu to %llu\n",
+			       order[k], (at[k] - sent_at) / 1e6,
+			       (unsigned long long)((base + k * spacing) / MS),
+			       (unsigned long long)((base + k * spacing) / MS + 400));
+			return 1;
+		}
+		if (k && at[k] - prev < spacing / 2) {
+			printf("FAIL frames %u and %u left %.1f ms apart, want about %llu\n",
+			       order[k - 1], order[k], (at[k] - prev) / 1e6,
+			       (unsigned long long)(spacing / MS));
+			return 1;
+		}
+		printf("ok frame %u left %.1f ms after it was sent (asked: %llu)\n", order[k],
+		       (at[k] - sent_at) / 1e6, (unsigned long long)((base + k * spacing) / MS));
+		prev = at[k];
+	}
+	ok("the six left in the order of their release times, with the spacing asked");
+	usleep(100000);
+	expect("each completed once", cq_prod(), 6);
+	for (int k = 0; k < 6; k++)
+		take_completion(order[k]);
+	ok("the completions return the addresses, in the order the frames left");
+	expect("nothing more leaves", receive(300, &at[0]), (uint64_t)-1);
+
+	/* A full queue: QUEUE_MAX frames wait 10 s; the next is dropped, counted, completed. */
+	for (int i = 0; i < QUEUE_MAX + 1; i++)
+		put(10000 * MS);
+	kick();
+	expect("with the queue full, a drop is counted", counter(map, 1), 1);
+	expect("the program queued the others", counter(map, 0), 6 + QUEUE_MAX);
+	usleep(50000);
+	expect("only the dropped frame completes", cq_prod(), 7);
+	take_completion(6 + QUEUE_MAX);
+	close_sender(0);
+	ok("the socket and its pool closed with a full queue");
+	expect("and none of the queued frames leaves", receive(300, &at[0]), (uint64_t)-1);
+
+	/* Closing while the timer releases frames (half due at once, half within 2 ms), on a
+	 * socket sharing the UMEM and completion ring of another: that one's ring shows each
+	 * descriptor completed once, sent or purged.
+	 */
+	owner = xsk_open(ifindex0, XDP_COPY, 0, 1);
+	completed = 0;
+	for (int round = 0; round < 20; round++) {
+		uint32_t put_n = 64, got = 0;
+
+		open_shared(&owner, ifindex0, egress_type);
+		for (uint32_t i = 0; i < put_n; i++)
+			put(i % 2 ? 0 : (i % 8) * MS / 4);
+		kick();
+		usleep(round * 100);
+		close_sender(round % 2);
+		while (receive(100, &at[0]) >= 0)
+			got++;
+		x.cq = owner.cq;
+		if (cq_prod() - completed != put_n || got > put_n) {
+			printf("FAIL round %d: %u completions, %u frames left, want %u completions\n",
+			       round, cq_prod() - completed, got, put_n);
+			return 1;
+		}
+		for (uint32_t c = 0; c < put_n; c++) {
+			uint64_t addr = ((uint64_t *)x.cq.descs)[(completed + c) % NDESC];
+
+			for (uint32_t d = c + 1; d < put_n; d++)
+				if (addr == ((uint64_t *)x.cq.descs)[(completed + d) % NDESC]) {
+					printf("FAIL round %d: address %llu completed twice\n", round,
+					       (unsigned long long)addr);
+					return 1;
+				}
+			if (addr % FRAME || addr / FRAME >= put_n) {
+				printf("FAIL round %d: completed address %llu was not sent\n", round,
+				       (unsigned long long)addr);
+				return 1;
+			}
+		}
+		completed += put_n;
+		__atomic_store_n(x.cq.consumer, completed, __ATOMIC_RELEASE);
+		printf("ok round %d: closed with frames queued: %u sent, all %u completed once\n",
+		       round, got, put_n);
+	}
+	printf("xsk_pktq: all checks passed\n");
+	return 0;
+}
