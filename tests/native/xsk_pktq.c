@@ -10,7 +10,8 @@
  * bounds: TCG is slow); each descriptor completes once, after its frame left; a full queue
  * (256 frames) drops the next frame, counted, and completes it at once; closing the socket with
  * frames queued completes them without sending them, also while its timer releases others (20
- * rounds, no crash); a plain XDP program may not call the kfunc.
+ * rounds, no crash; seen through a socket sharing the UMEM and completion ring), and so does
+ * deleting its device; a plain XDP program may not call the kfunc.
  *
  *   xsk_pktq   prints one "ok ..." line per check; exits 1 at the first failure
  */
@@ -140,6 +141,31 @@ static int64_t receive(int wait_ms, uint64_t *at)
 		return num;
 	}
 	return -1;
+}
+
+/* Deletes the device IFINDEX (a veth pair goes as a whole) through rtnetlink. */
+static void link_del(int ifindex)
+{
+	struct {
+		struct nlmsghdr n;
+		struct ifinfomsg i;
+	} req = { .n = { .nlmsg_len = sizeof(req), .nlmsg_type = RTM_DELLINK,
+			 .nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK },
+		  .i = { .ifi_family = AF_UNSPEC, .ifi_index = ifindex } };
+	struct {
+		struct nlmsghdr n;
+		struct nlmsgerr e;
+	} ack;
+	int fd = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+
+	if (fd < 0 || send(fd, &req, sizeof(req), 0) < 0 ||
+	    recv(fd, &ack, sizeof(ack), 0) < (ssize_t)sizeof(ack))
+		fail("rtnetlink");
+	close(fd);
+	if (ack.n.nlmsg_type != NLMSG_ERROR || ack.e.error) {
+		errno = -ack.e.error;
+		fail("delete the veth pair");
+	}
 }
 
 /* A socket on IFINDEX with the program linked. */
@@ -380,6 +406,18 @@ int main(void)
 		printf("ok round %d: closed with frames queued: %u sent, all %u completed once\n",
 		       round, got, put_n);
 	}
+	/* The device goes with frames queued: the socket is unbound and its queue purged. */
+	open_shared(&owner, ifindex0, egress_type);
+	for (int i = 0; i < 64; i++)
+		put(10000 * MS);
+	kick();
+	usleep(50000);
+	expect("64 frames queued for 10 s: none completes yet", cq_prod() - completed, 0);
+	link_del(ifindex0);
+	expect("deleting the device completes them", cq_prod() - completed, 64);
+	close_sender(0);
+	xsk_close(&owner);
+	ok("both sockets closed after their device went");
 	printf("xsk_pktq: all checks passed\n");
 	return 0;
 }
