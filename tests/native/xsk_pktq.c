@@ -11,7 +11,8 @@
  * (256 frames) drops the next frame, counted, and completes it at once; closing the socket with
  * frames queued completes them without sending them, also while its timer releases others (20
  * rounds, no crash; seen through a socket sharing the UMEM and completion ring), and so does
- * deleting its device; a plain XDP program may not call the kfunc.
+ * deleting its device; frames queued when the link closes still leave at their time; a plain
+ * XDP program may not call the kfunc.
  *
  *   xsk_pktq   prints one "ok ..." line per check; exits 1 at the first failure
  */
@@ -406,6 +407,29 @@ int main(void)
 		printf("ok round %d: closed with frames queued: %u sent, all %u completed once\n",
 		       round, got, put_n);
 	}
+	/* The link goes with frames queued: they stay, and leave at their time. */
+	open_shared(&owner, ifindex0, egress_type);
+	put(200 * MS);
+	put(250 * MS);
+	kick();
+	sent_at = now();
+	if (close(link_fd))
+		fail("close the link");
+	for (int k = 0; k < 2; k++) {
+		num = receive(2000, &at[k]);
+		if (num != k || at[k] < sent_at + 150 * MS) {
+			printf("FAIL after the link closed: frame %lld left %.1f ms later, want "
+			       "frame %d after 200 ms\n", (long long)num, (at[k] - sent_at) / 1e6, k);
+			return 1;
+		}
+	}
+	usleep(50000);
+	expect("the link closed, the queued frames leave at their time and complete",
+	       cq_prod() - completed, 2);
+	completed += 2;
+	__atomic_store_n(x.cq.consumer, completed, __ATOMIC_RELEASE);
+	xsk_close(&x);
+
 	/* The device goes with frames queued: the socket is unbound and its queue purged. */
 	open_shared(&owner, ifindex0, egress_type);
 	for (int i = 0; i < 64; i++)
