@@ -10,8 +10,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <linux/bpf.h>
+#include <linux/if_ether.h>
 #include <linux/if_link.h>
+#include <linux/if_packet.h>
 #include <linux/if_xdp.h>
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
@@ -44,6 +47,22 @@
 
 #define INSN(c, d, s, o, i) { .code = (c), .dst_reg = (d), .src_reg = (s), .off = (o), .imm = (i) }
 #define CTX(field) offsetof(struct xdp_md, field)
+
+/* The end of a program whose verdict is in r7: counts it (an array map of u64 counters indexed
+ * by verdict, whose fd goes in the imm of this sequence's second instruction) and returns it.
+ */
+#define COUNT_VERDICT_R7 \
+	INSN(BPF_STX | BPF_MEM | BPF_W, 10, 7, -4, 0), \
+	INSN(BPF_LD | BPF_IMM | BPF_DW, 1, BPF_PSEUDO_MAP_FD, 0, 0), \
+	INSN(0, 0, 0, 0, 0), \
+	INSN(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0), \
+	INSN(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -4), \
+	INSN(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem), \
+	INSN(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 2, 0), \
+	INSN(BPF_ALU64 | BPF_MOV | BPF_K, 1, 0, 0, 1), \
+	INSN(BPF_STX | BPF_ATOMIC | BPF_DW, 0, 1, 0, BPF_ADD), \
+	INSN(BPF_ALU64 | BPF_MOV | BPF_X, 0, 7, 0, 0), \
+	INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
 
 static inline void fail(const char *what)
 {
@@ -335,6 +354,34 @@ static inline void veth_pair_queues(const char *name, const char *peer, uint32_t
 			fail("SIOCSIFFLAGS");
 	}
 	close(s);
+}
+
+/* The ifindex of device NAME; fails without. */
+static inline int ifindex_of(const char *name)
+{
+	int ifindex = if_nametoindex(name);
+
+	if (!ifindex)
+		fail("if_nametoindex");
+	return ifindex;
+}
+
+/* A packet socket that receives every frame device IFINDEX (NAME, for messages) gets, with a
+ * receive buffer of 4 MiB: a batch's frames arrive in one NAPI poll, each an skb of a page, and
+ * the default buffer holds about 45 of them.
+ */
+static inline int packet_socket(int ifindex, const char *name)
+{
+	struct sockaddr_ll bind_to = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL),
+				       .sll_ifindex = ifindex };
+	int fd = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
+
+	if (fd < 0 || bind(fd, (struct sockaddr *)&bind_to, sizeof(bind_to)) ||
+	    setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &(int){ 4 << 20 }, sizeof(int))) {
+		printf("FAIL packet socket on %s\n", name);
+		exit(1);
+	}
+	return fd;
 }
 
 /* veth_pair_queues with one queue each. */

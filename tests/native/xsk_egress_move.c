@@ -180,21 +180,14 @@ int main(void)
 		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_ABORTED),
 		INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
 	};
-	struct sockaddr_ll bind_to = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL) };
 	uint32_t egress_type, n;
 	int map, ifindex0, ifindex1;
 
 	egress_type = btf_enum_value("BPF_XSK_EGRESS");
 	veth_pair("xmov0", "xmov1");
-	ifindex0 = if_nametoindex("xmov0");
-	ifindex1 = if_nametoindex("xmov1");
-	if (!ifindex0 || !ifindex1)
-		fail("if_nametoindex");
-	pkt = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
-	bind_to.sll_ifindex = ifindex1;
-	if (pkt < 0 || bind(pkt, (struct sockaddr *)&bind_to, sizeof(bind_to)) ||
-	    setsockopt(pkt, SOL_SOCKET, SO_RCVBUFFORCE, &(int){ 4 << 20 }, sizeof(int)))
-		fail("packet socket on xmov1");
+	ifindex0 = ifindex_of("xmov0");
+	ifindex1 = ifindex_of("xmov1");
+	pkt = packet_socket(ifindex1, "xmov1");
 	ok("veth pair xmov0/xmov1 up, a packet socket on xmov1");
 
 	map = counters(2);

@@ -225,8 +225,8 @@ static void close_sender(int link_first)
 int main(void)
 {
 	/* Queues each frame at now + the delay at byte 14 (XDP_ABORTED when the frame is too
-	 * short); counts the program's verdicts in map[0] (XDP_REDIRECT: queued) and map[1]
-	 * (XDP_DROP: the queue was full); returns the kfunc's verdict.
+	 * short); returns the kfunc's verdict (XDP_REDIRECT: queued; XDP_DROP: the queue was
+	 * full), counted in the map, an array indexed by verdict.
 	 */
 	struct bpf_insn queue[] = {
 		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0),			/* r6 = ctx */
@@ -234,7 +234,7 @@ int main(void)
 		INSN(BPF_LDX | BPF_MEM | BPF_W, 3, 6, CTX(data_end), 0),
 		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 4, 2, 0, 0),
 		INSN(BPF_ALU64 | BPF_ADD | BPF_K, 4, 0, 0, 22),
-		INSN(BPF_JMP | BPF_JGT | BPF_X, 4, 3, 21, 0),			/* -> abort */
+		INSN(BPF_JMP | BPF_JGT | BPF_X, 4, 3, 18, 0),			/* -> abort */
 		INSN(BPF_LDX | BPF_MEM | BPF_DW, 7, 2, 14, 0),			/* the delay */
 		INSN(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_ktime_get_ns),
 		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 2, 0, 0, 0),
@@ -242,20 +242,7 @@ int main(void)
 		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 1, 6, 0, 0),
 		INSN(BPF_JMP | BPF_CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, 0),	/* 11: the kfunc */
 		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 7, 0, 0, 0),			/* r7 = verdict */
-		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 1, 0, 0, 0),
-		INSN(BPF_JMP | BPF_JNE | BPF_K, 7, 0, 1, XDP_DROP),
-		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 1, 0, 0, 1),
-		INSN(BPF_STX | BPF_MEM | BPF_W, 10, 1, -4, 0),			/* key */
-		INSN(BPF_LD | BPF_IMM | BPF_DW, 1, BPF_PSEUDO_MAP_FD, 0, 0),	/* 17: the map */
-		INSN(0, 0, 0, 0, 0),
-		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0),
-		INSN(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -4),
-		INSN(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem),
-		INSN(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 2, 0),
-		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 1, 0, 0, 1),
-		INSN(BPF_STX | BPF_ATOMIC | BPF_DW, 0, 1, 0, BPF_ADD),
-		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 0, 7, 0, 0),
-		INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+		COUNT_VERDICT_R7,						/* 13: the map at 14 */
 		/* abort: */
 		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_ABORTED),
 		INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
@@ -265,7 +252,6 @@ int main(void)
 	 */
 	static const uint32_t rank[] = { 3, 0, 5, 1, 4, 2 };
 	const uint64_t base = 300 * MS, spacing = 100 * MS;
-	struct sockaddr_ll bind_to = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL) };
 	uint64_t sent_at, at[6], prev = 0;
 	uint32_t egress_type, order[6];
 	int ifindex0, ifindex1;
@@ -276,19 +262,13 @@ int main(void)
 	egress_type = btf_enum_value("BPF_XSK_EGRESS");
 	queue[11].imm = btf_func_id("bpf_xsk_egress_queue");
 	veth_pair("xpq0", "xpq1");
-	ifindex0 = if_nametoindex("xpq0");
-	ifindex1 = if_nametoindex("xpq1");
-	if (!ifindex0 || !ifindex1)
-		fail("if_nametoindex");
-	pkt = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
-	bind_to.sll_ifindex = ifindex1;
-	if (pkt < 0 || bind(pkt, (struct sockaddr *)&bind_to, sizeof(bind_to)) ||
-	    setsockopt(pkt, SOL_SOCKET, SO_RCVBUFFORCE, &(int){ 4 << 20 }, sizeof(int)))
-		fail("packet socket on xpq1");
+	ifindex0 = ifindex_of("xpq0");
+	ifindex1 = ifindex_of("xpq1");
+	pkt = packet_socket(ifindex1, "xpq1");
 	ok("veth pair xpq0/xpq1 up, a packet socket on xpq1");
 
-	map = counters(2);
-	queue[17].imm = map;
+	map = counters(XDP_REDIRECT + 1);
+	queue[14].imm = map;
 	/* The kfunc is for egress programs only. */
 	memset(&a, 0, sizeof(a));
 	a.prog_type = BPF_PROG_TYPE_XDP;
@@ -313,7 +293,7 @@ int main(void)
 		put(base + rank[i] * spacing);
 	kick();
 	expect("six frames queued: none completes at once", cq_prod(), 0);
-	expect("the program queued six", counter(map, 0), 6);
+	expect("the program queued six", counter(map, XDP_REDIRECT), 6);
 	num = receive(base / MS / 2, &at[0]);
 	expect("nothing leaves before its time", num == -1, 1);
 	for (int i = 0; i < 6; i++)
@@ -355,8 +335,8 @@ int main(void)
 	for (int i = 0; i < QUEUE_MAX + 1; i++)
 		put(10000 * MS);
 	kick();
-	expect("with the queue full, a drop is counted", counter(map, 1), 1);
-	expect("the program queued the others", counter(map, 0), 6 + QUEUE_MAX);
+	expect("with the queue full, a drop is counted", counter(map, XDP_DROP), 1);
+	expect("the program queued the others", counter(map, XDP_REDIRECT), 6 + QUEUE_MAX);
 	usleep(50000);
 	expect("only the dropped frame completes", cq_prod(), 7);
 	take_completion(6 + QUEUE_MAX);
