@@ -75,6 +75,17 @@ static inline void ok(const char *what)
 	printf("ok %s\n", what);
 }
 
+/* "ok WHAT: GOT" when GOT is WANT; a failure otherwise. */
+static inline void expect_eq(const char *what, uint64_t got, uint64_t want)
+{
+	if (got != want) {
+		printf("FAIL %s: %llu, want %llu\n", what, (unsigned long long)got,
+		       (unsigned long long)want);
+		exit(1);
+	}
+	printf("ok %s: %llu\n", what, (unsigned long long)got);
+}
+
 static inline long sys_bpf(int cmd, union bpf_attr *attr)
 {
 	return syscall(__NR_bpf, cmd, attr, sizeof(*attr));

@@ -119,16 +119,6 @@ static uint32_t receive(uint32_t first)
 	return got;
 }
 
-static void expect(const char *what, uint64_t got, uint64_t want)
-{
-	if (got != want) {
-		printf("FAIL %s: %llu, want %llu\n", what, (unsigned long long)got,
-		       (unsigned long long)want);
-		exit(1);
-	}
-	printf("ok %s: %llu\n", what, (unsigned long long)got);
-}
-
 int main(void)
 {
 	/* Counts its runs in map[0]; grows the frame by map[1] bytes in front (XDP_ABORTED when
@@ -201,11 +191,11 @@ int main(void)
 	ok("an egress program that moves the frame is linked to the socket");
 
 	put(4);
-	expect("four frames complete", kick(4), 4);
+	expect_eq("four frames complete", kick(4), 4);
 	take_completions();
 	ok("the completions return the addresses the app gave");
-	expect("four moved frames leave, each written once", receive(0), 4);
-	expect("the program ran once per frame", counter(map, 0), 4);
+	expect_eq("four moved frames leave, each written once", receive(0), 4);
+	expect_eq("the program ran once per frame", counter(map, 0), 4);
 
 	/* The completion ring holds NDESC: with NDESC - 4 left unread, 4 of 8 more fit; the
 	 * fifth waits with its verdict through 200 kicks, and goes once the ring is read, not
@@ -213,16 +203,16 @@ int main(void)
 	 */
 	put(NDESC - 4);
 	n = kick(NDESC);
-	expect("with the completion ring left unread, it fills", n, NDESC);
+	expect_eq("with the completion ring left unread, it fills", n, NDESC);
 	receive(4);
 	put(8);
-	expect("four more fit, then the ring is full", kick(NDESC + 5) - n, 4);
+	expect_eq("four more fit, then the ring is full", kick(NDESC + 5) - n, 4);
 	runs = counter(map, 0);
 	take_completions();
-	expect("the rest go once the ring is read", kick(NDESC + 8) - n, 8);
+	expect_eq("the rest go once the ring is read", kick(NDESC + 8) - n, 8);
 	take_completions();
-	expect("the held-back frames leave moved once", receive(NDESC), 8);
-	expect("the program ran once per frame, the held-back one included", counter(map, 0),
+	expect_eq("the held-back frames leave moved once", receive(NDESC), 8);
+	expect_eq("the program ran once per frame, the held-back one included", counter(map, 0),
 	       NDESC + 8);
 	if (runs != NDESC + 5) {
 		printf("FAIL while held back: %d runs, want %d\n", runs, NDESC + 5);
@@ -235,9 +225,9 @@ int main(void)
 	 */
 	set_counter(map, 1, OFFSET);
 	put(1);
-	expect("a move past the chunk's start: completes", kick(NDESC + 9), NDESC + 9);
+	expect_eq("a move past the chunk's start: completes", kick(NDESC + 9), NDESC + 9);
 	take_completions();
-	expect("and nothing leaves", receive(NDESC + 8), 0);
+	expect_eq("and nothing leaves", receive(NDESC + 8), 0);
 	printf("xsk_egress_move: all checks passed\n");
 	return 0;
 }

@@ -44,16 +44,6 @@ static uint64_t now(void)
 	return ts.tv_sec * 1000000000ull + ts.tv_nsec;
 }
 
-static void expect(const char *what, uint64_t got, uint64_t want)
-{
-	if (got != want) {
-		printf("FAIL %s: %llu, want %llu\n", what, (unsigned long long)got,
-		       (unsigned long long)want);
-		exit(1);
-	}
-	printf("ok %s: %llu\n", what, (unsigned long long)got);
-}
-
 /* The chunk of frame number I. */
 static uint64_t addr_of(uint32_t i)
 {
@@ -292,10 +282,10 @@ int main(void)
 	for (int i = 0; i < 6; i++)
 		put(base + rank[i] * spacing);
 	kick();
-	expect("six frames queued: none completes at once", cq_prod(), 0);
-	expect("the program queued six", counter(map, XDP_REDIRECT), 6);
+	expect_eq("six frames queued: none completes at once", cq_prod(), 0);
+	expect_eq("the program queued six", counter(map, XDP_REDIRECT), 6);
 	num = receive(base / MS / 2, &at[0]);
-	expect("nothing leaves before its time", num == -1, 1);
+	expect_eq("nothing leaves before its time", num == -1, 1);
 	for (int i = 0; i < 6; i++)
 		order[rank[i]] = i;
 	for (int k = 0; k < 6; k++) {
@@ -325,24 +315,24 @@ int main(void)
 	}
 	ok("the six left in the order of their release times, with the spacing asked");
 	usleep(100000);
-	expect("each completed once", cq_prod(), 6);
+	expect_eq("each completed once", cq_prod(), 6);
 	for (int k = 0; k < 6; k++)
 		take_completion(order[k]);
 	ok("the completions return the addresses, in the order the frames left");
-	expect("nothing more leaves", receive(300, &at[0]), (uint64_t)-1);
+	expect_eq("nothing more leaves", receive(300, &at[0]), (uint64_t)-1);
 
 	/* A full queue: QUEUE_MAX frames wait 10 s; the next is dropped, counted, completed. */
 	for (int i = 0; i < QUEUE_MAX + 1; i++)
 		put(10000 * MS);
 	kick();
-	expect("with the queue full, a drop is counted", counter(map, XDP_DROP), 1);
-	expect("the program queued the others", counter(map, XDP_REDIRECT), 6 + QUEUE_MAX);
+	expect_eq("with the queue full, a drop is counted", counter(map, XDP_DROP), 1);
+	expect_eq("the program queued the others", counter(map, XDP_REDIRECT), 6 + QUEUE_MAX);
 	usleep(50000);
-	expect("only the dropped frame completes", cq_prod(), 7);
+	expect_eq("only the dropped frame completes", cq_prod(), 7);
 	take_completion(6 + QUEUE_MAX);
 	close_sender(0);
 	ok("the socket and its pool closed with a full queue");
-	expect("and none of the queued frames leaves", receive(300, &at[0]), (uint64_t)-1);
+	expect_eq("and none of the queued frames leaves", receive(300, &at[0]), (uint64_t)-1);
 
 	/* Closing while the timer releases frames (half due at once, half within 2 ms), on a
 	 * socket sharing the UMEM and completion ring of another: that one's ring shows each
@@ -404,7 +394,7 @@ int main(void)
 		}
 	}
 	usleep(50000);
-	expect("the link closed, the queued frames leave at their time and complete",
+	expect_eq("the link closed, the queued frames leave at their time and complete",
 	       cq_prod() - completed, 2);
 	completed += 2;
 	__atomic_store_n(x.cq.consumer, completed, __ATOMIC_RELEASE);
@@ -416,9 +406,9 @@ int main(void)
 		put(10000 * MS);
 	kick();
 	usleep(50000);
-	expect("64 frames queued for 10 s: none completes yet", cq_prod() - completed, 0);
+	expect_eq("64 frames queued for 10 s: none completes yet", cq_prod() - completed, 0);
 	link_del(ifindex0);
-	expect("deleting the device completes them", cq_prod() - completed, 64);
+	expect_eq("deleting the device completes them", cq_prod() - completed, 64);
 	close_sender(0);
 	xsk_close(&owner);
 	ok("both sockets closed after their device went");
