@@ -212,8 +212,8 @@ int main(void)
 	expect_eq("the rest go once the ring is read", kick(NDESC + 8) - n, 8);
 	take_completions();
 	expect_eq("the held-back frames leave moved once", receive(NDESC), 8);
-	expect_eq("the program ran once per frame, the held-back one included", counter(map, 0),
-	       NDESC + 8);
+	expect_eq("the program ran once per frame, the held-back one included",
+		  counter(map, 0), NDESC + 8);
 	if (runs != NDESC + 5) {
 		printf("FAIL while held back: %d runs, want %d\n", runs, NDESC + 5);
 		return 1;

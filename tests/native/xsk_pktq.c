@@ -395,7 +395,7 @@ int main(void)
 	}
 	usleep(50000);
 	expect_eq("the link closed, the queued frames leave at their time and complete",
-	       cq_prod() - completed, 2);
+		  cq_prod() - completed, 2);
 	completed += 2;
 	__atomic_store_n(x.cq.consumer, completed, __ATOMIC_RELEASE);
 	xsk_close(&x);
