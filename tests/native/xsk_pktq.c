@@ -2,11 +2,12 @@
 /*
  * The native series' packet queue (patches/0007), checked on the patched kernel (run by
  * scripts/native-test inside the qemu guest) on a veth pair of its own (xpq0, xpq1): a copy-mode
- * AF_XDP socket on xpq0 sends frames that each carry a delay; its BPF_XSK_EGRESS program queues
- * each with bpf_xsk_egress_queue(ctx, now + delay) (a kfunc found in the kernel's BTF) and
- * counts its runs and the drops of a full queue; a packet socket on xpq1 receives what leaves.
- * Checked: nothing leaves or completes before its time; frames leave in the order of their
- * release times, not of sending, no earlier than asked and with the spacing asked (coarse
+ * AF_XDP socket on xpq0 sends frames that each carry a delay; its BPF_XSK_EGRESS program trims
+ * 4 bytes off each and queues it with bpf_xsk_egress_queue(ctx, now + delay) (a kfunc found in
+ * the kernel's BTF), counting its verdicts (queued, and the drops of a full queue); a packet
+ * socket on xpq1 receives what leaves. Checked: nothing leaves or completes before its time;
+ * frames leave as the program left them, in the order of their release times, not of sending,
+ * no earlier than asked and with the spacing asked (coarse
  * bounds: TCG is slow); each descriptor completes once, after its frame left; a full queue
  * (256 frames) drops the next frame, counted, and completes it at once; closing the socket with
  * frames queued completes them without sending them, also while its timer releases others (20
@@ -28,6 +29,7 @@
 
 /* The app's frame length and type; the queue's bound (XSK_PKTQ_MAX in the patch). */
 #define LEN 60
+#define TRIM 4
 #define TYPE 0x88b7
 #define QUEUE_MAX 256
 #define MS 1000000ull
@@ -126,8 +128,13 @@ static int64_t receive(int wait_ms, uint64_t *at)
 		if (n < 0)
 			fail("recv");
 		*at = now();
-		if (n != LEN || buf[12] != TYPE >> 8 || buf[13] != (TYPE & 0xff))
+		if (n < 14 || buf[12] != TYPE >> 8 || buf[13] != (TYPE & 0xff))
 			continue;
+		if (n != LEN - TRIM) {
+			printf("FAIL a frame of %zd bytes left, want %d: not as the program left it\n",
+			       n, LEN - TRIM);
+			exit(1);
+		}
 		memcpy(&num, buf + 22, 4);
 		return num;
 	}
@@ -214,8 +221,8 @@ static void close_sender(int link_first)
 
 int main(void)
 {
-	/* Queues each frame at now + the delay at byte 14 (XDP_ABORTED when the frame is too
-	 * short); returns the kfunc's verdict (XDP_REDIRECT: queued; XDP_DROP: the queue was
+	/* Trims TRIM bytes off each frame's tail and queues it at now + the delay at byte 14
+	 * (XDP_ABORTED when the frame is too short); returns the kfunc's verdict (XDP_REDIRECT: queued; XDP_DROP: the queue was
 	 * full), counted in the map, an array indexed by verdict.
 	 */
 	struct bpf_insn queue[] = {
@@ -224,15 +231,19 @@ int main(void)
 		INSN(BPF_LDX | BPF_MEM | BPF_W, 3, 6, CTX(data_end), 0),
 		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 4, 2, 0, 0),
 		INSN(BPF_ALU64 | BPF_ADD | BPF_K, 4, 0, 0, 22),
-		INSN(BPF_JMP | BPF_JGT | BPF_X, 4, 3, 18, 0),			/* -> abort */
+		INSN(BPF_JMP | BPF_JGT | BPF_X, 4, 3, 22, 0),			/* -> abort */
 		INSN(BPF_LDX | BPF_MEM | BPF_DW, 7, 2, 14, 0),			/* the delay */
+		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 1, 6, 0, 0),
+		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 2, 0, 0, -TRIM),
+		INSN(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_xdp_adjust_tail),
+		INSN(BPF_JMP | BPF_JNE | BPF_K, 0, 0, 17, 0),			/* -> abort */
 		INSN(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_ktime_get_ns),
 		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 2, 0, 0, 0),
 		INSN(BPF_ALU64 | BPF_ADD | BPF_X, 2, 7, 0, 0),			/* now + delay */
 		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 1, 6, 0, 0),
-		INSN(BPF_JMP | BPF_CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, 0),	/* 11: the kfunc */
+		INSN(BPF_JMP | BPF_CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, 0),	/* 15: the kfunc */
 		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 7, 0, 0, 0),			/* r7 = verdict */
-		COUNT_VERDICT_R7,						/* 13: the map at 14 */
+		COUNT_VERDICT_R7,						/* 17: the map at 18 */
 		/* abort: */
 		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_ABORTED),
 		INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
@@ -250,7 +261,7 @@ int main(void)
 	int64_t num;
 
 	egress_type = btf_enum_value("BPF_XSK_EGRESS");
-	queue[11].imm = btf_func_id("bpf_xsk_egress_queue");
+	queue[15].imm = btf_func_id("bpf_xsk_egress_queue");
 	veth_pair("xpq0", "xpq1");
 	ifindex0 = ifindex_of("xpq0");
 	ifindex1 = ifindex_of("xpq1");
@@ -258,7 +269,7 @@ int main(void)
 	ok("veth pair xpq0/xpq1 up, a packet socket on xpq1");
 
 	map = counters(XDP_REDIRECT + 1);
-	queue[14].imm = map;
+	queue[18].imm = map;
 	/* The kfunc is for egress programs only. */
 	memset(&a, 0, sizeof(a));
 	a.prog_type = BPF_PROG_TYPE_XDP;
