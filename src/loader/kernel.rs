@@ -43,6 +43,9 @@ pub enum Feature {
     /// Gen on demand (patches/0005): the native backend's daemon runs an app socket's gen
     /// program through it instead of sending the gen pump's templates.
     GenWakeup,
+    /// The packet queue (patches/0008): an egress program queues a frame to leave at a given
+    /// time. Probed only: the transports do not pace through it yet.
+    PacketQueue,
 }
 
 /// What the TCP datapath needs (`etran up`: its programs and maps).
@@ -70,6 +73,7 @@ pub const ALL: &[Feature] = &[
     Feature::VmlinuxBtf,
     Feature::NativeHooks,
     Feature::GenWakeup,
+    Feature::PacketQueue,
 ];
 
 impl Feature {
@@ -85,6 +89,7 @@ impl Feature {
             Feature::VmlinuxBtf => "kernel BTF (/sys/kernel/btf/vmlinux)",
             Feature::NativeHooks => "etran's AF_XDP hooks (BPF_XSK_EGRESS/BPF_XSK_GEN)",
             Feature::GenWakeup => "etran's gen on demand (the Rx wakeup runs BPF_XSK_GEN)",
+            Feature::PacketQueue => "etran's packet queue (bpf_xsk_egress_queue; not used yet)",
         }
     }
 
@@ -99,7 +104,7 @@ impl Feature {
             Feature::XdpLoadBytes | Feature::LiveFrames => "5.18",
             Feature::AfXdp => "4.18",
             Feature::VmlinuxBtf => "5.4",
-            Feature::NativeHooks | Feature::GenWakeup => "patched",
+            Feature::NativeHooks | Feature::GenWakeup | Feature::PacketQueue => "patched",
         }
     }
 
@@ -118,6 +123,7 @@ impl Feature {
             Feature::VmlinuxBtf => std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
             Feature::NativeHooks => has_native_hooks(),
             Feature::GenWakeup => has_gen_wakeup(),
+            Feature::PacketQueue => has_packet_queue(),
         }
     }
 }
@@ -229,6 +235,18 @@ pub const GEN_WAKEUP_ABI: (&str, &str) = ("xdp_sock", "gen_wakeup");
 pub fn has_gen_wakeup() -> bool {
     let (ty, name) = GEN_WAKEUP_ABI;
     Btf::from_vmlinux().is_ok_and(|btf| btf_has(&btf, ty, name))
+}
+
+/// The packet queue's kfunc (patches/0008): a `BPF_XSK_EGRESS` program that returns
+/// `bpf_xsk_egress_queue(ctx, tstamp)` has its frame sent at `tstamp` (CLOCK_MONOTONIC ns) by
+/// the kernel, which holds the descriptor meanwhile. Not part of [`NATIVE_ABI`]: nothing in etran
+/// calls it yet.
+pub const PACKET_QUEUE_KFUNC: &str = "bpf_xsk_egress_queue";
+
+/// True when the running kernel has the packet queue ([`PACKET_QUEUE_KFUNC`] in its BTF).
+pub fn has_packet_queue() -> bool {
+    use libbpf_rs::btf::types::Func;
+    Btf::from_vmlinux().is_ok_and(|btf| btf.type_by_name::<Func<'_>>(PACKET_QUEUE_KFUNC).is_some())
 }
 
 /// True when the kernel carries the hooks of our patch series ([`NATIVE_ABI`], all of it).

@@ -10,8 +10,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <linux/bpf.h>
+#include <linux/if_ether.h>
 #include <linux/if_link.h>
+#include <linux/if_packet.h>
 #include <linux/if_xdp.h>
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
@@ -34,12 +37,32 @@
 #define SOL_XDP 283
 #endif
 
-/* Descriptors per ring and UMEM frames; the frame size. */
+/* Descriptors per ring and UMEM frames (a check may define more before including this); the
+ * frame size.
+ */
+#ifndef NDESC
 #define NDESC 64
+#endif
 #define FRAME 2048
 
 #define INSN(c, d, s, o, i) { .code = (c), .dst_reg = (d), .src_reg = (s), .off = (o), .imm = (i) }
 #define CTX(field) offsetof(struct xdp_md, field)
+
+/* The end of a program whose verdict is in r7: counts it (an array map of u64 counters indexed
+ * by verdict, whose fd goes in the imm of this sequence's second instruction) and returns it.
+ */
+#define COUNT_VERDICT_R7 \
+	INSN(BPF_STX | BPF_MEM | BPF_W, 10, 7, -4, 0), \
+	INSN(BPF_LD | BPF_IMM | BPF_DW, 1, BPF_PSEUDO_MAP_FD, 0, 0), \
+	INSN(0, 0, 0, 0, 0), \
+	INSN(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0), \
+	INSN(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -4), \
+	INSN(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem), \
+	INSN(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 2, 0), \
+	INSN(BPF_ALU64 | BPF_MOV | BPF_K, 1, 0, 0, 1), \
+	INSN(BPF_STX | BPF_ATOMIC | BPF_DW, 0, 1, 0, BPF_ADD), \
+	INSN(BPF_ALU64 | BPF_MOV | BPF_X, 0, 7, 0, 0), \
+	INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
 
 static inline void fail(const char *what)
 {
@@ -52,52 +75,103 @@ static inline void ok(const char *what)
 	printf("ok %s\n", what);
 }
 
+/* "ok WHAT: GOT" when GOT is WANT; a failure otherwise. */
+static inline void expect_eq(const char *what, uint64_t got, uint64_t want)
+{
+	if (got != want) {
+		printf("FAIL %s: %llu, want %llu\n", what, (unsigned long long)got,
+		       (unsigned long long)want);
+		exit(1);
+	}
+	printf("ok %s: %llu\n", what, (unsigned long long)got);
+}
+
 static inline long sys_bpf(int cmd, union bpf_attr *attr)
 {
 	return syscall(__NR_bpf, cmd, attr, sizeof(*attr));
 }
 
-/* The value of enumerator NAME in the kernel's BTF (/sys/kernel/btf/vmlinux); fails without. */
-static inline uint32_t btf_enum_value(const char *name)
+/* The kernel's BTF (/sys/kernel/btf/vmlinux), read once; fails without. */
+struct btf_types {
+	char *start, *end, *strs;
+};
+
+static inline struct btf_types btf_types(void)
 {
 	struct { uint16_t magic; uint8_t ver, flags; uint32_t hdr_len, type_off, type_len,
 		 str_off, str_len; } *hdr;
 	static char buf[32 << 20];
-	ssize_t n, got = 0;
-	char *t, *end, *strs;
+	static ssize_t got;
+	ssize_t n;
 	int fd;
 
-	fd = open("/sys/kernel/btf/vmlinux", O_RDONLY);
-	if (fd < 0)
-		fail("open /sys/kernel/btf/vmlinux");
-	while ((n = read(fd, buf + got, sizeof(buf) - got)) > 0)
-		got += n;
-	close(fd);
+	if (!got) {
+		fd = open("/sys/kernel/btf/vmlinux", O_RDONLY);
+		if (fd < 0)
+			fail("open /sys/kernel/btf/vmlinux");
+		while ((n = read(fd, buf + got, sizeof(buf) - got)) > 0)
+			got += n;
+		close(fd);
+	}
 	hdr = (void *)buf;
 	if (got < (ssize_t)sizeof(*hdr) || hdr->magic != 0xeb9f)
 		fail("read BTF");
-	t = buf + hdr->hdr_len + hdr->type_off;
-	end = t + hdr->type_len;
-	strs = buf + hdr->hdr_len + hdr->str_off;
-	while (t < end) {
-		uint32_t *ty = (uint32_t *)t, kind = (ty[1] >> 24) & 0x1f, vlen = ty[1] & 0xffff;
-		size_t extra = 0;
+	return (struct btf_types){ buf + hdr->hdr_len + hdr->type_off,
+				   buf + hdr->hdr_len + hdr->type_off + hdr->type_len,
+				   buf + hdr->hdr_len + hdr->str_off };
+}
 
-		switch (kind) {
-		case 1: case 14: case 17: extra = 4; break; /* int, var, decl_tag */
-		case 3: extra = 12; break; /* array */
-		case 4: case 5: case 15: case 19: extra = 12 * vlen; break; /* members, enum64 */
-		case 6: case 13: extra = 8 * vlen; break; /* enum, func_proto */
-		}
-		if (kind == 6)
+/* The BTF type after the one at T. */
+static inline char *btf_next(char *t)
+{
+	uint32_t *ty = (uint32_t *)t, kind = (ty[1] >> 24) & 0x1f, vlen = ty[1] & 0xffff;
+	size_t extra = 0;
+
+	switch (kind) {
+	case 1: case 14: case 17: extra = 4; break; /* int, var, decl_tag */
+	case 3: extra = 12; break; /* array */
+	case 4: case 5: case 15: case 19: extra = 12 * vlen; break; /* members, enum64 */
+	case 6: case 13: extra = 8 * vlen; break; /* enum, func_proto */
+	}
+	return t + 12 + extra;
+}
+
+/* The value of enumerator NAME in the kernel's BTF; fails without. */
+static inline uint32_t btf_enum_value(const char *name)
+{
+	struct btf_types b = btf_types();
+
+	for (char *t = b.start; t < b.end; t = btf_next(t)) {
+		uint32_t *ty = (uint32_t *)t, vlen = ty[1] & 0xffff;
+
+		if (((ty[1] >> 24) & 0x1f) == 6)
 			for (uint32_t i = 0; i < vlen; i++)
-				if (!strcmp(strs + ty[3 + 2 * i], name)) {
+				if (!strcmp(b.strs + ty[3 + 2 * i], name)) {
 					printf("ok BTF: %s = %u\n", name, ty[4 + 2 * i]);
 					return ty[4 + 2 * i];
 				}
-		t += 12 + extra;
 	}
 	printf("FAIL no %s in the kernel's BTF\n", name);
+	exit(1);
+}
+
+/* The BTF id of the function NAME (a kfunc, for a call with BPF_PSEUDO_KFUNC_CALL); fails
+ * without.
+ */
+static inline uint32_t btf_func_id(const char *name)
+{
+	struct btf_types b = btf_types();
+	uint32_t id = 1;
+
+	for (char *t = b.start; t < b.end; t = btf_next(t), id++) {
+		uint32_t *ty = (uint32_t *)t;
+
+		if (((ty[1] >> 24) & 0x1f) == 12 && !strcmp(b.strs + ty[0], name)) {
+			printf("ok BTF: function %s\n", name);
+			return id;
+		}
+	}
+	printf("FAIL no function %s in the kernel's BTF\n", name);
 	exit(1);
 }
 
@@ -293,6 +367,34 @@ static inline void veth_pair_queues(const char *name, const char *peer, uint32_t
 	close(s);
 }
 
+/* The ifindex of device NAME; fails without. */
+static inline int ifindex_of(const char *name)
+{
+	int ifindex = if_nametoindex(name);
+
+	if (!ifindex)
+		fail("if_nametoindex");
+	return ifindex;
+}
+
+/* A packet socket that receives every frame device IFINDEX (NAME, for messages) gets, with a
+ * receive buffer of 4 MiB: a batch's frames arrive in one NAPI poll, each an skb of a page, and
+ * the default buffer holds about 45 of them.
+ */
+static inline int packet_socket(int ifindex, const char *name)
+{
+	struct sockaddr_ll bind_to = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL),
+				       .sll_ifindex = ifindex };
+	int fd = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
+
+	if (fd < 0 || bind(fd, (struct sockaddr *)&bind_to, sizeof(bind_to)) ||
+	    setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &(int){ 4 << 20 }, sizeof(int))) {
+		printf("FAIL packet socket on %s\n", name);
+		exit(1);
+	}
+	return fd;
+}
+
 /* veth_pair_queues with one queue each. */
 static inline void veth_pair(const char *name, const char *peer)
 {
@@ -302,6 +404,8 @@ static inline void veth_pair(const char *name, const char *peer)
 struct ring {
 	uint32_t *producer, *consumer;
 	void *descs;
+	void *map;	/* the mapping, for munmap */
+	size_t len;
 };
 
 /* An AF_XDP socket, its UMEM and rings (rx and tx only when asked for). */
@@ -315,13 +419,25 @@ struct xsk {
 static inline struct ring xsk_ring(struct xsk *x, const struct xdp_ring_offset *off,
 				   size_t desc_size, off_t pgoff)
 {
-	char *m = mmap(NULL, off->desc + NDESC * desc_size, PROT_READ | PROT_WRITE,
-		       MAP_SHARED | MAP_POPULATE, x->fd, pgoff);
+	size_t len = off->desc + NDESC * desc_size;
+	char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, x->fd, pgoff);
 
 	if (m == MAP_FAILED)
 		fail("mmap an AF_XDP ring");
 	return (struct ring){ (void *)(m + off->producer), (void *)(m + off->consumer),
-			      m + off->desc };
+			      m + off->desc, m, len };
+}
+
+/* Unmaps X's rings and closes it: the socket is released (a mapping holds it open). */
+static inline void xsk_close(struct xsk *x)
+{
+	struct ring *rings[] = { &x->fill, &x->cq, &x->rx, &x->tx };
+
+	for (size_t i = 0; i < sizeof(rings) / sizeof(rings[0]); i++)
+		if (rings[i]->map && munmap(rings[i]->map, rings[i]->len))
+			fail("munmap an AF_XDP ring");
+	if (close(x->fd))
+		fail("close the AF_XDP socket");
 }
 
 /* Opens an AF_XDP socket with a UMEM of NDESC frames, its fill and completion rings and, when

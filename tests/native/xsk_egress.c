@@ -139,17 +139,7 @@ int main(void)
 		INSN(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 1, 0),
 		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 7, 0, 0, XDP_PASS),
 		/* count: counts_map[r7] += 1 */
-		INSN(BPF_STX | BPF_MEM | BPF_W, 10, 7, -4, 0),
-		INSN(BPF_LD | BPF_IMM | BPF_DW, 1, BPF_PSEUDO_MAP_FD, 0, 0), /* imm: counts_map */
-		INSN(0, 0, 0, 0, 0),
-		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0),
-		INSN(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -4),
-		INSN(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem),
-		INSN(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 2, 0),
-		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 1, 0, 0, 1),
-		INSN(BPF_STX | BPF_ATOMIC | BPF_DW, 0, 1, 0, BPF_ADD),
-		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 0, 7, 0, 0),
-		INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+		COUNT_VERDICT_R7,				/* 16: counts_map at 17 */
 	};
 	union bpf_attr a;
 	int ifindex, p_drop, p_count, link, status;

@@ -119,16 +119,6 @@ static uint32_t receive(uint32_t first)
 	return got;
 }
 
-static void expect(const char *what, uint64_t got, uint64_t want)
-{
-	if (got != want) {
-		printf("FAIL %s: %llu, want %llu\n", what, (unsigned long long)got,
-		       (unsigned long long)want);
-		exit(1);
-	}
-	printf("ok %s: %llu\n", what, (unsigned long long)got);
-}
-
 int main(void)
 {
 	/* Counts its runs in map[0]; grows the frame by map[1] bytes in front (XDP_ABORTED when
@@ -180,21 +170,14 @@ int main(void)
 		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_ABORTED),
 		INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
 	};
-	struct sockaddr_ll bind_to = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL) };
 	uint32_t egress_type, n;
 	int map, ifindex0, ifindex1;
 
 	egress_type = btf_enum_value("BPF_XSK_EGRESS");
 	veth_pair("xmov0", "xmov1");
-	ifindex0 = if_nametoindex("xmov0");
-	ifindex1 = if_nametoindex("xmov1");
-	if (!ifindex0 || !ifindex1)
-		fail("if_nametoindex");
-	pkt = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
-	bind_to.sll_ifindex = ifindex1;
-	if (pkt < 0 || bind(pkt, (struct sockaddr *)&bind_to, sizeof(bind_to)) ||
-	    setsockopt(pkt, SOL_SOCKET, SO_RCVBUFFORCE, &(int){ 4 << 20 }, sizeof(int)))
-		fail("packet socket on xmov1");
+	ifindex0 = ifindex_of("xmov0");
+	ifindex1 = ifindex_of("xmov1");
+	pkt = packet_socket(ifindex1, "xmov1");
 	ok("veth pair xmov0/xmov1 up, a packet socket on xmov1");
 
 	map = counters(2);
@@ -208,11 +191,11 @@ int main(void)
 	ok("an egress program that moves the frame is linked to the socket");
 
 	put(4);
-	expect("four frames complete", kick(4), 4);
+	expect_eq("four frames complete", kick(4), 4);
 	take_completions();
 	ok("the completions return the addresses the app gave");
-	expect("four moved frames leave, each written once", receive(0), 4);
-	expect("the program ran once per frame", counter(map, 0), 4);
+	expect_eq("four moved frames leave, each written once", receive(0), 4);
+	expect_eq("the program ran once per frame", counter(map, 0), 4);
 
 	/* The completion ring holds NDESC: with NDESC - 4 left unread, 4 of 8 more fit; the
 	 * fifth waits with its verdict through 200 kicks, and goes once the ring is read, not
@@ -220,17 +203,17 @@ int main(void)
 	 */
 	put(NDESC - 4);
 	n = kick(NDESC);
-	expect("with the completion ring left unread, it fills", n, NDESC);
+	expect_eq("with the completion ring left unread, it fills", n, NDESC);
 	receive(4);
 	put(8);
-	expect("four more fit, then the ring is full", kick(NDESC + 5) - n, 4);
+	expect_eq("four more fit, then the ring is full", kick(NDESC + 5) - n, 4);
 	runs = counter(map, 0);
 	take_completions();
-	expect("the rest go once the ring is read", kick(NDESC + 8) - n, 8);
+	expect_eq("the rest go once the ring is read", kick(NDESC + 8) - n, 8);
 	take_completions();
-	expect("the held-back frames leave moved once", receive(NDESC), 8);
-	expect("the program ran once per frame, the held-back one included", counter(map, 0),
-	       NDESC + 8);
+	expect_eq("the held-back frames leave moved once", receive(NDESC), 8);
+	expect_eq("the program ran once per frame, the held-back one included",
+		  counter(map, 0), NDESC + 8);
 	if (runs != NDESC + 5) {
 		printf("FAIL while held back: %d runs, want %d\n", runs, NDESC + 5);
 		return 1;
@@ -242,9 +225,9 @@ int main(void)
 	 */
 	set_counter(map, 1, OFFSET);
 	put(1);
-	expect("a move past the chunk's start: completes", kick(NDESC + 9), NDESC + 9);
+	expect_eq("a move past the chunk's start: completes", kick(NDESC + 9), NDESC + 9);
 	take_completions();
-	expect("and nothing leaves", receive(NDESC + 8), 0);
+	expect_eq("and nothing leaves", receive(NDESC + 8), 0);
 	printf("xsk_egress_move: all checks passed\n");
 	return 0;
 }

@@ -208,7 +208,6 @@ int main(void)
 		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_ABORTED),
 		INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
 	};
-	struct sockaddr_ll bind_to = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL) };
 	uint32_t egress_type;
 	int xskmap, p_pass, p_redirect, p_gen, p_egress, link, egress_link, lo_index;
 	struct xsk unbound, on_lo;
@@ -240,14 +239,7 @@ int main(void)
 	if (link_create(p_redirect, ifindex0, BPF_XDP, XDP_FLAGS_DRV_MODE) < 0 ||
 	    link_create(p_pass, ifindex1, BPF_XDP, XDP_FLAGS_DRV_MODE) < 0)
 		fail("attach native XDP programs to the veth pair");
-	/* A batch's frames arrive in one NAPI poll, each an skb of a page: the default receive
-	 * buffer holds about 45 of them.
-	 */
-	pkt = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
-	bind_to.sll_ifindex = ifindex1;
-	if (pkt < 0 || bind(pkt, (struct sockaddr *)&bind_to, sizeof(bind_to)) ||
-	    setsockopt(pkt, SOL_SOCKET, SO_RCVBUFFORCE, &(int){ 4 << 20 }, sizeof(int)))
-		fail("packet socket on xgen1");
+	pkt = packet_socket(ifindex1, "xgen1");
 
 	gen_map = counters(2);
 	gen[2].imm = gen_map;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * The native series' batched copy-mode transmit (patches/0006), checked on the patched kernel
+ * The native series' batched copy-mode transmit (patches/0009), checked on the patched kernel
  * (run by scripts/native-test inside the qemu guest) on a veth pair of its own (xbat0, xbat1):
  * the segments of one TCP flow that a copy-mode AF_XDP socket with an egress program sends in one
  * sendto() reach the peer in one NAPI poll, where GRO merges them (seen by a packet socket on the
