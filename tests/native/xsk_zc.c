@@ -43,26 +43,6 @@ static int is_virtio_net(const char *ifname)
 	return strstr(target, "virtio_net") != NULL;
 }
 
-/* Sets IFNAME up, without IPv6 (no autoconfiguration frames). */
-static void up(const char *ifname)
-{
-	struct ifreq ifr = { 0 };
-	char path[96];
-	int s = socket(AF_INET, SOCK_DGRAM, 0), v6;
-
-	snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", ifname);
-	v6 = open(path, O_WRONLY);
-	if (v6 >= 0 && (write(v6, "1", 1) != 1 || close(v6)))
-		fail("disable IPv6");
-	snprintf(ifr.ifr_name, IFNAMSIZ, "%s", ifname);
-	if (ioctl(s, SIOCGIFFLAGS, &ifr))
-		fail("SIOCGIFFLAGS");
-	ifr.ifr_flags |= IFF_UP;
-	if (ioctl(s, SIOCSIFFLAGS, &ifr))
-		fail("SIOCSIFFLAGS");
-	close(s);
-}
-
 /* Frame SEQ in UMEM chunk SEQ % NDESC: broadcast, a local experimental EtherType, KIND as the
  * first payload byte and SEQ in the next two.
  */
@@ -125,9 +105,7 @@ static uint32_t kick_until(uint32_t want)
 	uint32_t done = __atomic_load_n(x.cq.producer, __ATOMIC_ACQUIRE);
 
 	for (int i = 0; i < 2000 && done != want; i++) {
-		if (sendto(x.fd, NULL, 0, MSG_DONTWAIT, NULL, 0) && errno != EAGAIN &&
-		    errno != EBUSY && errno != ENOBUFS)
-			fail("sendto");
+		xsk_kick(x.fd);
 		usleep(1000);
 		done = __atomic_load_n(x.cq.producer, __ATOMIC_ACQUIRE);
 	}
@@ -159,7 +137,8 @@ static void send_batch(const char *what, const char *kinds, const char *order, i
 		uint64_t addr = ((uint64_t *)x.cq.descs)[i % NDESC];
 		uint32_t k = addr / FRAME, seq = first + ((k - first % NDESC + NDESC) % NDESC);
 
-		if (addr % FRAME != headroom || k >= NDESC || seq - first >= n || seen[seq - first]++) {
+		if (addr % FRAME != headroom || k >= NDESC || seq - first >= n ||
+		    seen[seq - first]++) {
 			printf("FAIL %s: completion %u (address %llu) is none of the batch's or a "
 			       "duplicate\n", what, i - cq_first, (unsigned long long)addr);
 			exit(1);
@@ -178,7 +157,8 @@ static void send_batch(const char *what, const char *kinds, const char *order, i
 		uint32_t k = seqs[i] - first;
 
 		if (k >= n || (kinds[k] != 'P' && kinds[k] != 'd') || seen[k]++ != 1) {
-			printf("FAIL %s: frame %u arrived (kind %c)\n", what, k, k < n ? kinds[k] : '?');
+			printf("FAIL %s: frame %u arrived (kind %c)\n", what, k,
+			       k < n ? kinds[k] : '?');
 			exit(1);
 		}
 	}
@@ -191,21 +171,6 @@ static void send_batch(const char *what, const char *kinds, const char *order, i
 }
 
 static int counts_map;
-
-/* Checks the counting program's tally: PASS times XDP_PASS and DROP times XDP_DROP in all. */
-static void check_counts(const char *what, uint64_t pass, uint64_t drop)
-{
-	uint64_t got_pass = counter(counts_map, XDP_PASS), got_drop = counter(counts_map, XDP_DROP);
-
-	if (got_pass != pass || got_drop != drop) {
-		printf("FAIL %s: the program counted %llu passes and %llu drops, want %llu and %llu\n",
-		       what, (unsigned long long)got_pass, (unsigned long long)got_drop,
-		       (unsigned long long)pass, (unsigned long long)drop);
-		exit(1);
-	}
-	printf("ok %s: the program counted %llu passes and %llu drops\n", what,
-	       (unsigned long long)pass, (unsigned long long)drop);
-}
 
 /* With the completion ring full, the driver leaves the descriptors behind on the Tx ring: the
  * counting program sees each once however often the socket is kicked, and they leave (or
@@ -228,18 +193,17 @@ static void send_held(uint64_t pass, uint64_t drop)
 		put_frame(next++, i % 2 ? 'D' : 'P');
 	__atomic_store_n(x.tx.producer, next, __ATOMIC_RELEASE);
 	for (int i = 0; i < 50; i++) {
-		if (sendto(x.fd, NULL, 0, MSG_DONTWAIT, NULL, 0) && errno != EAGAIN &&
-		    errno != EBUSY && errno != ENOBUFS)
-			fail("sendto");
+		xsk_kick(x.fd);
 		usleep(1000);
 	}
 	done = __atomic_load_n(x.cq.producer, __ATOMIC_ACQUIRE);
 	if (done != cq_first + NDESC) {
-		printf("FAIL completion ring full: %u completions, want %u\n", done - cq_first, NDESC);
+		printf("FAIL completion ring full: %u completions, want %u\n", done - cq_first,
+		       NDESC);
 		exit(1);
 	}
-	check_counts("completion ring full through 50 kicks: 64 descriptors seen once", pass + 52,
-		     drop + 12);
+	check_counts(counts_map, "completion ring full through 50 kicks: 64 descriptors seen once",
+		     pass + 52, drop + 12);
 	__atomic_store_n(x.cq.consumer, done, __ATOMIC_RELEASE);
 	done = kick_until(cq_first + 80);
 	if (done != cq_first + 80) {
@@ -247,7 +211,8 @@ static void send_held(uint64_t pass, uint64_t drop)
 		exit(1);
 	}
 	__atomic_store_n(x.cq.consumer, done, __ATOMIC_RELEASE);
-	check_counts("room again: the 16 held back seen once each", pass + 60, drop + 20);
+	check_counts(counts_map, "room again: the 16 held back seen once each", pass + 60,
+		     drop + 20);
 	got = receive(seqs, 2 * NDESC, 0);
 	for (int i = 0; i < got; i++) {
 		uint32_t k = seqs[i] - first;
@@ -266,40 +231,6 @@ static void send_held(uint64_t pass, uint64_t drop)
 
 int main(void)
 {
-	/* XDP_PASS for a frame whose first payload byte is 'P' when the context names eth0
-	 * (egress_ifindex, ingress_ifindex) and queue 0; XDP_DROP otherwise. Each verdict is
-	 * counted in counts_map, an array indexed by verdict.
-	 */
-	struct bpf_insn count[] = {
-		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0),		/* r6 = ctx */
-		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 7, 0, 0, XDP_DROP),	/* r7 = verdict */
-		INSN(BPF_LDX | BPF_MEM | BPF_W, 2, 6, CTX(data), 0),
-		INSN(BPF_LDX | BPF_MEM | BPF_W, 3, 6, CTX(data_end), 0),
-		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 4, 2, 0, 0),
-		INSN(BPF_ALU64 | BPF_ADD | BPF_K, 4, 0, 0, 15),
-		INSN(BPF_JMP | BPF_JGT | BPF_X, 4, 3, 9, 0),		/* short: count */
-		INSN(BPF_LDX | BPF_MEM | BPF_B, 5, 2, 14, 0),
-		INSN(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 7, 'P'),
-		INSN(BPF_LDX | BPF_MEM | BPF_W, 5, 6, CTX(egress_ifindex), 0),
-		INSN(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 5, 0),		/* imm: ifindex */
-		INSN(BPF_LDX | BPF_MEM | BPF_W, 5, 6, CTX(ingress_ifindex), 0),
-		INSN(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 3, 0),		/* imm: ifindex */
-		INSN(BPF_LDX | BPF_MEM | BPF_W, 5, 6, CTX(rx_queue_index), 0),
-		INSN(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 1, 0),
-		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 7, 0, 0, XDP_PASS),
-		/* count: counts_map[r7] += 1 */
-		INSN(BPF_STX | BPF_MEM | BPF_W, 10, 7, -4, 0),
-		INSN(BPF_LD | BPF_IMM | BPF_DW, 1, BPF_PSEUDO_MAP_FD, 0, 0), /* imm: counts_map */
-		INSN(0, 0, 0, 0, 0),
-		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0),
-		INSN(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -4),
-		INSN(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem),
-		INSN(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 2, 0),
-		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 1, 0, 0, 1),
-		INSN(BPF_STX | BPF_ATOMIC | BPF_DW, 0, 1, 0, BPF_ADD),
-		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 0, 7, 0, 0),
-		INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
-	};
 	/* Grows the frame by 14 bytes in front (bpf_xdp_adjust_head) and writes a copy of its
 	 * Ethernet header there; XDP_PASS.
 	 */
@@ -331,8 +262,8 @@ int main(void)
 
 	if (!is_virtio_net("eth0") || !is_virtio_net("eth1"))
 		fail("eth0 and eth1 are virtio-net devices (scripts/kernel-matrix's qemu hub)");
-	up("eth0");
-	up("eth1");
+	if_up_quiet("eth0");
+	if_up_quiet("eth1");
 	ifindex = if_nametoindex("eth0");
 	sll.sll_ifindex = if_nametoindex("eth1");
 	rx_fd = socket(AF_PACKET, SOCK_RAW, htons(ETHERTYPE));
@@ -342,10 +273,7 @@ int main(void)
 	attach_type = btf_enum_value("BPF_XSK_EGRESS");
 
 	counts_map = counters(XDP_REDIRECT + 1);
-	count[10].imm = ifindex;
-	count[12].imm = ifindex;
-	count[17].imm = counts_map;
-	p_count = load(count, sizeof(count) / sizeof(count[0]), attach_type);
+	p_count = load_counting(attach_type, ifindex, counts_map);
 	p_move = load(move, sizeof(move) / sizeof(move[0]), attach_type);
 
 	x = xsk_open(ifindex, XDP_ZEROCOPY, 0, 1);
@@ -357,24 +285,24 @@ int main(void)
 		fail("BPF_LINK_CREATE on a zero-copy socket");
 	ok("an egress program links to the zero-copy socket");
 	send_batch("XDP_PASS", "P", "a", 0);
-	check_counts("one frame passed", 1, 0);
+	check_counts(counts_map, "one frame passed", 1, 0);
 	send_batch("XDP_DROP", "D", "a", 0);
-	check_counts("one frame dropped", 1, 1);
+	check_counts(counts_map, "one frame dropped", 1, 1);
 	/* The driver takes the batch's descriptors before it sends any: each drop is taken behind
 	 * the passes in front of it, still in flight, and completes ahead of them.
 	 */
 	send_batch("drops behind frames in flight complete first", "PPDPDDP", "cefabdg", 0);
-	check_counts("each frame of the batch seen once", 5, 4);
-	send_batch("a batch of drops alone", "DDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDD", NULL,
-		   0);
-	check_counts("48 more drops", 5, 52);
+	check_counts(counts_map, "each frame of the batch seen once", 5, 4);
+	send_batch("a batch of drops alone",
+		   "DDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDD", NULL, 0);
+	check_counts(counts_map, "48 more drops", 5, 52);
 	send_batch("a batch of 40, every third dropped",
 		   "PPDPPDPPDPPDPPDPPDPPDPPDPPDPPDPPDPPDPPDP", NULL, 0);
-	check_counts("the batch of 40", 32, 65);
+	check_counts(counts_map, "the batch of 40", 32, 65);
 	send_held(32, 65);
 	close(link);
 	send_batch("link closed: every frame arrives", "dPd", NULL, 0);
-	check_counts("no program ran after the link closed", 92, 85);
+	check_counts(counts_map, "no program ran after the link closed", 92, 85);
 
 	link = link_create(p_move, x.fd, attach_type, 0);
 	if (link < 0)
