@@ -2,8 +2,9 @@
 /*
  * What the series' checks (the .c files beside it) share: reporting, the bpf() syscall, the
  * new UAPI values read from the kernel's BTF (as etran will), program loading, bpf_links, BPF
- * map counters, veth pairs and AF_XDP sockets. Plain syscalls only (no libbpf): the checks are
- * built with gcc -static for the qemu guest's initramfs.
+ * map counters, the counting egress program, interfaces set up, veth pairs and AF_XDP sockets
+ * with their Tx wakeup. Plain syscalls only (no libbpf): the checks are built with gcc -static
+ * for the qemu guest's initramfs.
  */
 #ifndef NATIVE_COMMON_H
 #define NATIVE_COMMON_H
@@ -257,6 +258,64 @@ static inline void set_counter(int map, uint32_t key, uint64_t v)
 		fail("BPF_MAP_UPDATE_ELEM");
 }
 
+/* A Tx wakeup of the AF_XDP socket FD (sendto without data); a busy or full ring is no error. */
+static inline void xsk_kick(int fd)
+{
+	if (sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0) && errno != EAGAIN && errno != EBUSY &&
+	    errno != ENOBUFS)
+		fail("sendto");
+}
+
+/* Loads the counting egress program for ATTACH_TYPE: XDP_PASS for a frame whose first payload
+ * byte (after the Ethernet header) is 'P' when the context names IFINDEX (egress_ifindex,
+ * ingress_ifindex) and queue 0; XDP_DROP otherwise. Each verdict is counted in MAP, an array
+ * of counters() indexed by verdict.
+ */
+static inline int load_counting(uint32_t attach_type, int ifindex, int map)
+{
+	struct bpf_insn count[] = {
+		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0),		/* r6 = ctx */
+		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 7, 0, 0, XDP_DROP),	/* r7 = verdict */
+		INSN(BPF_LDX | BPF_MEM | BPF_W, 2, 6, CTX(data), 0),
+		INSN(BPF_LDX | BPF_MEM | BPF_W, 3, 6, CTX(data_end), 0),
+		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 4, 2, 0, 0),
+		INSN(BPF_ALU64 | BPF_ADD | BPF_K, 4, 0, 0, 15),
+		INSN(BPF_JMP | BPF_JGT | BPF_X, 4, 3, 9, 0),		/* short: count */
+		INSN(BPF_LDX | BPF_MEM | BPF_B, 5, 2, 14, 0),
+		INSN(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 7, 'P'),
+		INSN(BPF_LDX | BPF_MEM | BPF_W, 5, 6, CTX(egress_ifindex), 0),
+		INSN(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 5, 0),		/* imm: ifindex */
+		INSN(BPF_LDX | BPF_MEM | BPF_W, 5, 6, CTX(ingress_ifindex), 0),
+		INSN(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 3, 0),		/* imm: ifindex */
+		INSN(BPF_LDX | BPF_MEM | BPF_W, 5, 6, CTX(rx_queue_index), 0),
+		INSN(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 1, 0),
+		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 7, 0, 0, XDP_PASS),
+		/* count: counts_map[r7] += 1 */
+		COUNT_VERDICT_R7,				/* 16: the map at 17 */
+	};
+	count[10].imm = ifindex;
+	count[12].imm = ifindex;
+	count[17].imm = map;
+	return load(count, sizeof(count) / sizeof(count[0]), attach_type);
+}
+
+/* Checks the counting program's tally in MAP: PASS times XDP_PASS and DROP times XDP_DROP in
+ * all.
+ */
+static inline void check_counts(int map, const char *what, uint64_t pass, uint64_t drop)
+{
+	uint64_t got_pass = counter(map, XDP_PASS), got_drop = counter(map, XDP_DROP);
+
+	if (got_pass != pass || got_drop != drop) {
+		printf("FAIL %s: the program counted %llu passes and %llu drops, want %llu and "
+		       "%llu\n", what, (unsigned long long)got_pass, (unsigned long long)got_drop,
+		       (unsigned long long)pass, (unsigned long long)drop);
+		exit(1);
+	}
+	printf("ok %s: the program counted %llu passes and %llu drops\n", what,
+	       (unsigned long long)pass, (unsigned long long)drop);
+}
+
 /* An XSKMAP of N sockets. */
 static inline int xskmap_new(uint32_t n)
 {
@@ -285,6 +344,29 @@ static inline void xskmap_put(int map, uint32_t key, int xsk)
 	a.value = (uintptr_t)&xsk;
 	if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a))
 		fail("put the socket in the XSKMAP");
+}
+
+/* Sets the interface NAME up, without IPv6: no autoconfiguration frames among the ones the
+ * checks count.
+ */
+static inline void if_up_quiet(const char *name)
+{
+	int s = socket(AF_INET, SOCK_DGRAM, 0), v6;
+	struct ifreq ifr;
+	char path[96];
+
+	snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", name);
+	v6 = open(path, O_WRONLY);
+	if (v6 >= 0 && (write(v6, "1", 1) != 1 || close(v6)))
+		fail("disable IPv6");
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name);
+	if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr))
+		fail("SIOCGIFFLAGS");
+	ifr.ifr_flags |= IFF_UP;
+	if (ioctl(s, SIOCSIFFLAGS, &ifr))
+		fail("SIOCSIFFLAGS");
+	close(s);
 }
 
 static inline struct rtattr *rta_add(struct nlmsghdr *n, int type, const void *data, int len)
@@ -322,8 +404,7 @@ static inline void veth_pair_queues(const char *name, const char *peer, uint32_t
 	} ack;
 	struct ifinfomsg peer_info = { 0 };
 	struct rtattr *info, *data, *p;
-	struct ifreq ifr;
-	int fd = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE), s;
+	int fd = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
 
 	rta_add(&req.n, IFLA_IFNAME, name, strlen(name) + 1);
 	rta_add(&req.n, IFLA_NUM_TX_QUEUES, &queues, 4);
@@ -346,25 +427,8 @@ static inline void veth_pair_queues(const char *name, const char *peer, uint32_t
 		errno = -ack.e.error;
 		fail("create the veth pair");
 	}
-	s = socket(AF_INET, SOCK_DGRAM, 0);
-	for (int i = 0; i < 2; i++) {
-		char path[64];
-		int v6;
-
-		/* Quiet: no IPv6 autoconfiguration frames among the ones the checks count. */
-		snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", i ? peer : name);
-		v6 = open(path, O_WRONLY);
-		if (v6 >= 0 && (write(v6, "1", 1) != 1 || close(v6)))
-			fail("disable IPv6 on the veth pair");
-		memset(&ifr, 0, sizeof(ifr));
-		snprintf(ifr.ifr_name, IFNAMSIZ, "%s", i ? peer : name);
-		if (ioctl(s, SIOCGIFFLAGS, &ifr))
-			fail("SIOCGIFFLAGS");
-		ifr.ifr_flags |= IFF_UP;
-		if (ioctl(s, SIOCSIFFLAGS, &ifr))
-			fail("SIOCSIFFLAGS");
-	}
-	close(s);
+	if_up_quiet(name);
+	if_up_quiet(peer);
 }
 
 /* The ifindex of device NAME; fails without. */

@@ -67,9 +67,7 @@ static void flush(int q, uint32_t prod)
 
 	__atomic_store_n(s->tx.producer, prod, __ATOMIC_RELEASE);
 	for (int i = 0; i < 2000 && __atomic_load_n(s->cq.producer, __ATOMIC_ACQUIRE) != prod; i++) {
-		if (sendto(s->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) && errno != EAGAIN &&
-		    errno != EBUSY)
-			fail("sendto");
+		xsk_kick(s->fd);
 		usleep(500);
 	}
 	if (__atomic_load_n(s->cq.producer, __ATOMIC_ACQUIRE) != prod)

@@ -70,9 +70,7 @@ static void send_batch(const char *what, const char *kinds, unsigned long sent)
 		put_frame(next++, kinds[i]);
 	__atomic_store_n(x.tx.producer, next, __ATOMIC_RELEASE);
 	for (int i = 0; i < 1000 && done != next; i++) {
-		if (sendto(x.fd, NULL, 0, MSG_DONTWAIT, NULL, 0) && errno != EAGAIN &&
-		    errno != EBUSY)
-			fail("sendto");
+		xsk_kick(x.fd);
 		usleep(1000);
 		done = __atomic_load_n(x.cq.producer, __ATOMIC_ACQUIRE);
 	}
@@ -96,50 +94,11 @@ static void send_batch(const char *what, const char *kinds, unsigned long sent)
 
 static int counts_map;
 
-/* Checks the counting program's tally: PASS times XDP_PASS and DROP times XDP_DROP in all. */
-static void check_counts(const char *what, uint64_t pass, uint64_t drop)
-{
-	uint64_t got_pass = counter(counts_map, XDP_PASS), got_drop = counter(counts_map, XDP_DROP);
-
-	if (got_pass != pass || got_drop != drop) {
-		printf("FAIL %s: the program counted %llu passes and %llu drops, want %llu and %llu\n",
-		       what, (unsigned long long)got_pass, (unsigned long long)got_drop,
-		       (unsigned long long)pass, (unsigned long long)drop);
-		exit(1);
-	}
-	printf("ok %s: the program counted %llu passes and %llu drops\n", what,
-	       (unsigned long long)pass, (unsigned long long)drop);
-}
-
 int main(void)
 {
 	const struct bpf_insn drop[] = {
 		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_DROP),
 		INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
-	};
-	/* XDP_PASS for a frame whose first payload byte is 'P' when the context names our device
-	 * (egress_ifindex, ingress_ifindex) and queue 0; XDP_DROP otherwise. Each verdict is
-	 * counted in counts_map, an array indexed by verdict.
-	 */
-	struct bpf_insn count[] = {
-		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0),		/* r6 = ctx */
-		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 7, 0, 0, XDP_DROP),	/* r7 = verdict */
-		INSN(BPF_LDX | BPF_MEM | BPF_W, 2, 6, CTX(data), 0),
-		INSN(BPF_LDX | BPF_MEM | BPF_W, 3, 6, CTX(data_end), 0),
-		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 4, 2, 0, 0),
-		INSN(BPF_ALU64 | BPF_ADD | BPF_K, 4, 0, 0, 15),
-		INSN(BPF_JMP | BPF_JGT | BPF_X, 4, 3, 9, 0),		/* short: count */
-		INSN(BPF_LDX | BPF_MEM | BPF_B, 5, 2, 14, 0),
-		INSN(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 7, 'P'),
-		INSN(BPF_LDX | BPF_MEM | BPF_W, 5, 6, CTX(egress_ifindex), 0),
-		INSN(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 5, 0),		/* imm: ifindex */
-		INSN(BPF_LDX | BPF_MEM | BPF_W, 5, 6, CTX(ingress_ifindex), 0),
-		INSN(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 3, 0),		/* imm: ifindex */
-		INSN(BPF_LDX | BPF_MEM | BPF_W, 5, 6, CTX(rx_queue_index), 0),
-		INSN(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 1, 0),
-		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 7, 0, 0, XDP_PASS),
-		/* count: counts_map[r7] += 1 */
-		COUNT_VERDICT_R7,				/* 16: counts_map at 17 */
 	};
 	union bpf_attr a;
 	int ifindex, p_drop, p_count, link, status;
@@ -153,11 +112,8 @@ int main(void)
 	btf_enum_value("BPF_LINK_TYPE_XSK");
 
 	counts_map = counters(XDP_REDIRECT + 1);
-	count[10].imm = ifindex;
-	count[12].imm = ifindex;
-	count[17].imm = counts_map;
 	p_drop = load(drop, sizeof(drop) / sizeof(drop[0]), attach_type);
-	p_count = load(count, sizeof(count) / sizeof(count[0]), attach_type);
+	p_count = load_counting(attach_type, ifindex, counts_map);
 	ok("egress programs load (frame bytes, egress/ingress ifindex, queue, a map)");
 
 	x = xsk_open(ifindex, XDP_COPY, 0, 1);
@@ -167,17 +123,17 @@ int main(void)
 	if (link < 0)
 		fail("BPF_LINK_CREATE (counting program)");
 	send_batch("XDP_PASS: sent", "P", 1);
-	check_counts("one frame passed", 1, 0);
+	check_counts(counts_map, "one frame passed", 1, 0);
 	send_batch("XDP_DROP: completed, not sent", "D", 0);
-	check_counts("one frame dropped", 1, 1);
+	check_counts(counts_map, "one frame dropped", 1, 1);
 	send_batch("a mixed batch", "PDPDDPPD", 4);
-	check_counts("each frame of the batch seen once", 5, 5);
+	check_counts(counts_map, "each frame of the batch seen once", 5, 5);
 	if (link_create(p_drop, x.fd, attach_type, 0) >= 0 || errno != EBUSY)
 		fail("a second link on the socket is refused with EBUSY");
 	ok("a second link on the socket is refused (EBUSY)");
 	close(link);
 	send_batch("link closed: the frame leaves", "D", 1);
-	check_counts("no program ran after the link closed", 5, 5);
+	check_counts(counts_map, "no program ran after the link closed", 5, 5);
 
 	link = link_create(p_drop, x.fd, attach_type, 0);
 	if (link < 0)

@@ -60,9 +60,7 @@ static uint32_t kick(uint32_t want)
 	uint32_t prod = 0;
 
 	for (int i = 0; i < 200; i++) {
-		if (sendto(x.fd, NULL, 0, MSG_DONTWAIT, NULL, 0) && errno != EAGAIN &&
-		    errno != EBUSY && errno != ENOBUFS)
-			fail("sendto");
+		xsk_kick(x.fd);
 		usleep(1000);
 		prod = __atomic_load_n(x.cq.producer, __ATOMIC_ACQUIRE);
 		if (prod == want)
