@@ -330,7 +330,9 @@ int main(void)
 	for (int k = 0; k < 6; k++)
 		take_completion(order[k]);
 	ok("the completions return the addresses, in the order the frames left");
-	expect_eq("nothing more leaves", receive(300, &at[0]), (uint64_t)-1);
+	if (receive(300, &at[0]) != -1)
+		fail("nothing more leaves: a frame left");
+	ok("nothing more leaves (300 ms)");
 
 	/* A full queue: QUEUE_MAX frames wait 10 s; the next is dropped, counted, completed. */
 	for (int i = 0; i < QUEUE_MAX + 1; i++)
@@ -343,7 +345,9 @@ int main(void)
 	take_completion(6 + QUEUE_MAX);
 	close_sender(0);
 	ok("the socket and its pool closed with a full queue");
-	expect_eq("and none of the queued frames leaves", receive(300, &at[0]), (uint64_t)-1);
+	if (receive(300, &at[0]) != -1)
+		fail("and none of the queued frames leaves: a frame left");
+	ok("and none of the queued frames leaves (300 ms)");
 
 	/* Closing while the timer releases frames (half due at once, half within 2 ms), on a
 	 * socket sharing the UMEM and completion ring of another: that one's ring shows each
