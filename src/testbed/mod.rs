@@ -766,29 +766,8 @@ fn build_switch(spec: &Spec, sw: &NetNs, hosts: &[Host], host_ns: &[NetNs]) -> a
             set_gro(p, true)?;
             set_tx_checksum(p, false)?;
         }
-        bridge_without_netfilter()
+        Ok(())
     })??;
-    Ok(())
-}
-
-/// The bridge-netfilter knobs (present when br_netfilter is loaded, as Docker does; on by
-/// default in every namespace): they pass each bridged frame through iptables, ip6tables and
-/// arptables, which a switch does not do. Per frame, that cost lands on the sending host's CPU
-/// (the switch runs in its softirq), so it weighed on a transport sending full-size frames more
-/// than on Linux's 64 KB GSO batches.
-pub const BRIDGE_NETFILTER: [&str; 3] = [
-    "/proc/sys/net/bridge/bridge-nf-call-iptables",
-    "/proc/sys/net/bridge/bridge-nf-call-ip6tables",
-    "/proc/sys/net/bridge/bridge-nf-call-arptables",
-];
-
-/// Turns the bridge-netfilter knobs off in the current (the switch's) namespace, where present.
-fn bridge_without_netfilter() -> anyhow::Result<()> {
-    for knob in BRIDGE_NETFILTER {
-        if std::path::Path::new(knob).exists() {
-            std::fs::write(knob, "0").with_context(|| format!("writing {knob}"))?;
-        }
-    }
     Ok(())
 }
 
