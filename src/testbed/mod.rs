@@ -766,10 +766,24 @@ fn build_switch(spec: &Spec, sw: &NetNs, hosts: &[Host], host_ns: &[NetNs]) -> a
             set_gro(p, true)?;
             set_tx_checksum(p, false)?;
         }
+        if spec.rate_bps.is_some() && !std::path::Path::new(BRIDGE_NETFILTER).exists() {
+            crate::log::warn(
+                "br_netfilter is not loaded: frames queued at the switch's bottleneck stay \
+                 charged to their Linux senders' sockets (a veth keeps a frame's owner across \
+                 namespaces), so Linux senders feel that queue as their own (socket buffers, \
+                 TCP small queues); `modprobe br_netfilter` releases them at the switch, as a \
+                 real network does",
+            );
+        }
         Ok(())
     })??;
     Ok(())
 }
+
+/// Present in a namespace when br_netfilter is loaded. Bridged IPv4 frames then pass through
+/// netfilter, which releases them from their sender's socket; without it a veth keeps a frame
+/// charged to its sender across namespaces until the frame leaves the switch.
+const BRIDGE_NETFILTER: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
 
 fn read_counters(sw: &NetNs, hosts: u8) -> anyhow::Result<Counters> {
     sw.run(|| -> anyhow::Result<Counters> {

@@ -454,6 +454,11 @@ fn high_priority_places(tb: &Testbed, backlog: usize) -> Vec<usize> {
     let socket = |tos| {
         let s = tb.netns(1).unwrap().run(|| UdpSocket::bind((src, 0))).unwrap().unwrap();
         set_int_opt(s.as_raw_fd(), libc::IPPROTO_IP, libc::IP_TOS, tos);
+        // Room for the whole backlog: a veth keeps a frame charged to its sender's socket
+        // across namespaces, so without br_netfilter (which releases bridged frames) the
+        // frames queued at the switch fill the default buffer after about 50 and the sender
+        // waits for the bottleneck before it sends the high-priority ones.
+        set_int_opt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 64 << 20);
         s
     };
     let (low, high) = (socket(0), socket(0xe0));
