@@ -220,3 +220,35 @@ fn removed_messages_give_back_their_incoming() {
     s.received(1, 5);
     assert_eq!(s.granted(1), None);
 }
+
+/// The model's side of the Homa ingress fixture row "the FIFO share grows with the messages
+/// SRPT bypassed" (tests/fixtures/homa.rs, which runs the BPF scheduler on the same messages):
+/// the oldest of three long messages behind a shorter one of their host, 41,296 unscheduled
+/// bytes each, the FIFO count one byte past 15 %'s due (5 % would not be due): the oldest gets
+/// its 50,000 bytes, on a packet boundary, and the count what is left of it.
+#[test]
+fn three_bypassed_messages_make_a_fifo_grant_due_three_times_sooner() {
+    const UNSCHED: u32 = etran_homa_limit::ETRAN_HOMA_UNSCHED_LIMIT.0;
+    let due = 50_000 * 850 / 150;
+    let mut s = sched();
+    s.add(1, 7, 1_000_000, UNSCHED);
+    s.received(1, 11 * MAX_PAYLOAD);
+    s.add(2, 7, 2_000_000, UNSCHED);
+    s.add(3, 7, 3_000_000, UNSCHED);
+    s.add(4, 7, 100_000, 60_000);
+    s.received(4, 50_000);
+    s.since_fifo = due + 1;
+    let fifo = Grant {
+        key: 1,
+        offset: (UNSCHED + 50_000) / MAX_PAYLOAD * MAX_PAYLOAD,
+        priority: HIGH_PRIORITY,
+        fifo: true,
+    };
+    assert_eq!(s.grants()[0], fifo);
+    // One bypassed message: 5 %, not due yet.
+    let mut s = sched();
+    s.add(1, 7, 1_000_000, UNSCHED);
+    s.add(4, 7, 100_000, 60_000);
+    s.since_fifo = due + 1;
+    assert!(s.grants().iter().all(|g| !g.fifo));
+}
