@@ -1437,7 +1437,7 @@ unsafe fn epoll_wait_mixed(
                 break;
             }
             let _ = s.adopt_conn(fd); // a connection whose stream another process has
-            s.adopt_from_parent(fd); // a fresh socket the parent may have connected
+            s.adopt_from_parent_paced(fd); // a fresh socket the parent may have connected
             let Some(ev) = s.revents(fd) else { continue }; // fresh: the kernel's set has it
             let Some(it) = s.epolls.get_mut(&ep).and_then(|set| set.get_mut(&fd)) else { continue };
             let got = it.report(
@@ -1626,7 +1626,7 @@ unsafe fn poll_mixed(
             // for readability accepts.
             let _ = s.adopt_listener(p.fd);
             let _ = s.adopt_conn(p.fd);
-            s.adopt_from_parent(p.fd);
+            s.adopt_from_parent_paced(p.fd);
             if p.events & libc::POLLIN != 0 {
                 s.accepting(p.fd);
             }

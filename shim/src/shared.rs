@@ -224,8 +224,11 @@ impl Shim {
     /// `fd` waits for it (`Kind::ParentConnecting`, asked again by the passes); when it failed,
     /// `fd` has its error. A socket the parent never connected stays the kernel's.
     pub fn adopt_from_parent(&mut self, fd: RawFd) {
-        let waiting = match self.get(fd) {
-            Some(Sock { from_parent: true, kind: Kind::Fresh { .. }, .. }) => false,
+        let waiting = match self.get_mut(fd) {
+            Some(sock @ Sock { from_parent: true, kind: Kind::Fresh { .. }, .. }) => {
+                sock.parent_asked = Some(std::time::Instant::now());
+                false
+            }
             Some(Sock { from_parent: true, kind: Kind::ParentConnecting, .. }) => true,
             _ => return,
         };
@@ -261,6 +264,24 @@ impl Shim {
             if flags >= 0 {
                 sock.nonblock = flags & libc::O_NONBLOCK != 0;
             }
+        }
+    }
+
+    /// [`Shim::adopt_from_parent`] for the passes of a wait (`poll`, `epoll_wait`), which may
+    /// come thousands of times a second: a fresh socket is asked about at most every
+    /// [`PARENT_CHECK`] (each question is a pidfd and a round trip to the daemon), and one
+    /// waiting for its parent's connect is left to [`Shim::ask_parents`], which asks at that
+    /// pace. A call that uses the socket asks at once (`route`), since the program may know
+    /// the parent connected it.
+    pub fn adopt_from_parent_paced(&mut self, fd: RawFd) {
+        let asked = match self.get(fd) {
+            Some(Sock { from_parent: true, kind: Kind::Fresh { .. }, parent_asked, .. }) => {
+                *parent_asked
+            }
+            _ => return,
+        };
+        if crate::state::due(asked, std::time::Instant::now(), PARENT_CHECK) {
+            self.adopt_from_parent(fd);
         }
     }
 

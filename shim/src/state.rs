@@ -97,6 +97,12 @@ const LINK_CHECK: Duration = Duration::from_micros(200);
 /// (`Kind::ParentConnecting`): such a connect is seen up at most this long after the parent.
 pub const PARENT_CHECK: Duration = Duration::from_millis(2);
 
+/// Whether a question last asked at `last` (None: never) is to be asked again at `now`, at
+/// most every `every`.
+pub fn due(last: Option<Instant>, now: Instant, every: Duration) -> bool {
+    last.is_none_or(|t| now.saturating_duration_since(t) >= every)
+}
+
 /// How often `epoll_wait` asks the kernel's set while eTran descriptors have events: kernel
 /// descriptors' events wait at most this long behind a busy stream of eTran ones.
 pub const KERNEL_CHECK: Duration = Duration::from_micros(200);
@@ -221,6 +227,9 @@ pub struct Sock {
     /// A fresh socket the parent held at the fork: the parent may connect it, and this
     /// process then uses that connection (`Shim::adopt_from_parent`).
     pub from_parent: bool,
+    /// When this process last asked the daemon whether the parent connected it (a wait's
+    /// passes ask again only [`PARENT_CHECK`] later: `Shim::adopt_from_parent_paced`).
+    pub parent_asked: Option<Instant>,
     /// How many descriptors refer to it (`dup`): it is released when the last one closes.
     refs: usize,
 }
@@ -243,6 +252,7 @@ impl Sock {
             shared: false,
             forked_to: Vec::new(),
             from_parent: false,
+            parent_asked: None,
             refs: 1,
         }
     }
@@ -763,6 +773,7 @@ impl Shim {
             );
             sock.shared |= matches!(sock.kind, Kind::Conn { .. });
             sock.from_parent = matches!(sock.kind, Kind::Fresh { .. } | Kind::ParentConnecting);
+            sock.parent_asked = None;
             sock.forked_to.clear();
         }
         self.orphans.clear();

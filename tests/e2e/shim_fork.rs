@@ -910,3 +910,54 @@ fn a_holder_killed_after_reading_leaves_the_connection_as_on_linux() {
     assert_eq!(conn_lines(&log).0, 2, "through eTran: {log}");
     assert!(!log.contains("reset (handle"), "not reset: {log}");
 }
+
+/// A child waiting, with `epoll` and `poll`, on a socket its parent opened before the fork and
+/// never connected: the waits return at once (on Linux the socket is unconnected: writable,
+/// hung up), and the child spins through them for 300 ms, then says how many it made and how
+/// long it took.
+const WAITS_ON_AN_UNCONNECTED_COPY: &str = r#"
+import os, select, socket, time
+s = socket.socket()
+pid = os.fork()
+if pid == 0:
+    ep = select.epoll()
+    ep.register(s.fileno(), select.EPOLLIN)
+    p = select.poll()
+    p.register(s.fileno(), select.POLLIN)
+    calls, start = 0, time.monotonic()
+    while time.monotonic() - start < 0.3:
+        ep.poll(0)
+        p.poll(0)
+        calls += 2
+    print("calls", calls, "ms", int((time.monotonic() - start) * 1000), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+"#;
+
+/// [`WAITS_ON_AN_UNCONNECTED_COPY`] under `etran run`: the child asks the daemon whether the
+/// parent connected the socket (a pidfd and a round trip each time) at most every 2 ms
+/// (`PARENT_CHECK`), not at every wait: strace counts the pidfd_open calls.
+#[test]
+fn waits_ask_about_a_socket_the_parent_may_connect_every_few_ms_not_at_every_pass() {
+    let Some(_root) = common::root::shared() else { return };
+    let bed = Bed::new("fork-pace");
+    let daemon = bed.daemon();
+    let trace = std::env::temp_dir().join(format!("etran-fork-pace-{}.strace", std::process::id()));
+    let out = Command::new("ip")
+        .args(["netns", "exec", &bed.h1, "strace", "-f", "-qq", "-e", "trace=pidfd_open", "-o"])
+        .arg(&trace)
+        .args([common::cli::etran_bin(), "run", "--daemon-socket"])
+        .arg(&daemon.sock)
+        .args(["--", PYTHON, "-c", WAITS_ON_AN_UNCONNECTED_COPY])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    let strace = std::fs::read_to_string(&trace).unwrap_or_default();
+    let _ = std::fs::remove_file(&trace);
+    let words: Vec<&str> = said.split_whitespace().collect();
+    let [_, calls, _, ms] = words[..] else { panic!("{}: {}", text(&out), daemon.log()) };
+    let (calls, ms): (u64, u64) = (calls.parse().unwrap(), ms.parse().unwrap());
+    let asks = strace.lines().filter(|l| l.contains("pidfd_open(")).count() as u64;
+    // One question per 2 ms, and a few more (registering, the last one in flight).
+    assert!(asks <= ms / 2 + 10, "{asks} questions in {ms} ms, {calls} waits: {strace}");
+}
