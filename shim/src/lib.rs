@@ -817,9 +817,10 @@ unsafe fn passed_fds(m: &msghdr) -> Vec<RawFd> {
 /// Descriptors `passed` (some of them eTran sockets) are about to go over a Unix socket: their
 /// connections wait at the daemon for the receiver to adopt them (see shared.rs); a listener
 /// is joined by the receiver (its kernel socket listens too). A connect in progress among them
-/// finishes first, as at `fork` (a handshake cannot move between apps): the receiver finds the
-/// connection up, or, when it failed, an unconnected socket without the connect's error
-/// (said once).
+/// finishes first, for up to a second (`state::finish_connects`, the bound of the connects
+/// forked children wait for; a handshake cannot move between apps): the receiver finds the
+/// connection up, or, when it failed or is still in progress, an unconnected socket without
+/// the connect's outcome (said once).
 fn before_passing(passed: &[RawFd]) {
     static SAID: AtomicBool = AtomicBool::new(false);
     let connecting = |s: &Shim| {
@@ -827,18 +828,17 @@ fn before_passing(passed: &[RawFd]) {
             matches!(s.get(p), Some(Sock { inherited: false, kind: Kind::Connecting(_), .. }))
         })
     };
-    let mut g = lock();
-    while connecting(shim(&mut g)) {
-        let _ = block_on(g, None, &mut [], false, |s, _| (!connecting(s)).then_some(Ok(())));
-        g = lock();
-    }
+    let (mut g, _) = state::finish_connects(lock(), connecting);
     let s = shim(&mut g);
     s.share_passed(passed);
-    if passed.iter().any(|&p| matches!(s.get(p).map(|k| &k.kind), Some(Kind::Failed))) {
+    let unconnected =
+        |p: &RawFd| matches!(s.get(*p).map(|k| &k.kind), Some(Kind::Failed | Kind::Connecting(_)));
+    if passed.iter().any(unconnected) {
         say_once(
             &SAID,
-            "an eTran socket whose connect failed, passed over a Unix socket (SCM_RIGHTS), \
-             arrives unconnected: the receiver does not see the connect's error",
+            "an eTran socket whose connect failed or is still in progress after a second, \
+             passed over a Unix socket (SCM_RIGHTS), arrives unconnected: the receiver does \
+             not see the connect's outcome",
         );
     }
 }

@@ -129,7 +129,8 @@ pub fn back_from_wait() {
 /// (`Shim::show_connect_to_children`). Read without the lock by the calls that may sleep.
 pub static AWAITED: AtomicBool = AtomicBool::new(false);
 
-/// How long a call about to sleep, or a close, waits for the connects forked children wait for.
+/// How long a call about to sleep, or a close, waits for the connects forked children wait for,
+/// and `sendmsg` for the connects of the descriptors it passes.
 const AWAITED_LIMIT: Duration = Duration::from_secs(1);
 
 /// Before a call that may sleep in the kernel (a wait or a read on kernel descriptors only, a
@@ -155,16 +156,23 @@ pub fn flush_unkicked() {
 /// up, each is shared with them (`Shim::share_with_children`, run by the pass). Returns the
 /// lock again.
 pub fn finish_awaited_connects(g: Guard) -> Guard {
-    let r = block_on(g, Some(AWAITED_LIMIT), &mut [], false, |s, _| {
-        (!s.connects_awaited()).then_some(Ok(()))
-    });
-    if r.is_err() {
+    let (g, done) = finish_connects(g, Shim::connects_awaited);
+    if !done {
         eprintln!("etran: a connect forked children wait for is still in progress");
     }
     // Asked again by the next connect shown: a connect that takes longer does not hold up
     // every call.
     AWAITED.store(false, Ordering::Relaxed);
-    lock()
+    g
+}
+
+/// Runs passes until the connects `pending` says are in progress finished, for up to
+/// [`AWAITED_LIMIT`] (a handshake whose answer never comes must not hang the caller). Returns
+/// the lock again, and whether they finished.
+pub fn finish_connects(g: Guard, pending: impl Fn(&Shim) -> bool) -> (Guard, bool) {
+    let r =
+        block_on(g, Some(AWAITED_LIMIT), &mut [], false, |s, _| (!pending(s)).then_some(Ok(())));
+    (lock(), r.is_ok())
 }
 
 /// How long a connection the app closed may take to finish closing before it is aborted (the

@@ -961,3 +961,61 @@ fn waits_ask_about_a_socket_the_parent_may_connect_every_few_ms_not_at_every_pas
     // One question per 2 ms, and a few more (registering, the last one in flight).
     assert!(asks <= ms / 2 + 10, "{asks} questions in {ms} ms, {calls} waits: {strace}");
 }
+
+/// A Linux server that never accepts (argv: port), its queue one connection long (`listen(0)`):
+/// once a connection waits in it, the SYNs of the next are dropped, and its connect hangs.
+const FULL_QUEUE: &str = r#"
+import socket, sys, time
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", int(sys.argv[1])))
+srv.listen(0)
+print("listening", flush=True)
+time.sleep(60)
+"#;
+
+/// A connect whose handshake hangs ([`FULL_QUEUE`], argv: host, port), its descriptor passed
+/// over a Unix socket: `sendmsg` returns within a second (the receiver would get an
+/// unconnected socket), where it waited for the handshake before. An alarm ends a script that
+/// hangs.
+const PASSING_A_HANGING_CONNECT: &str = r#"
+import errno, signal, socket, sys, time
+signal.alarm(10)
+host, port = sys.argv[1], int(sys.argv[2])
+first = socket.create_connection((host, port))
+time.sleep(0.1)
+s = socket.socket()
+s.setblocking(False)
+e = s.connect_ex((host, port))
+print("connect", errno.errorcode.get(e, e), flush=True)
+a, b = socket.socketpair()
+start = time.monotonic()
+socket.send_fds(a, [b"conn"], [s.fileno()])
+print("passed", "soon" if time.monotonic() - start < 3 else "late", flush=True)
+"#;
+
+#[test]
+fn passing_a_connect_whose_handshake_hangs_returns_within_a_second_as_on_linux() {
+    let Some(_root) = common::root::shared() else { return };
+    let bed = Bed::new("fork-pass-hang");
+    let (ip2, daemon) = (bed.ip(2), bed.daemon());
+    for etran in [false, true] {
+        let mut srv = python_in(&bed.h2, FULL_QUEUE, &["7030"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(srv.stdout.take().unwrap());
+        assert_eq!(next_lines(&mut out, 1), ["listening"]);
+        let args = [ip2.as_str(), "7030"];
+        let out = if etran {
+            let argv = [&[PYTHON, "-c", PASSING_A_HANGING_CONNECT], &args[..]].concat();
+            etran_run(&bed.h1, &daemon.sock, &argv).output().unwrap()
+        } else {
+            python_in(&bed.h1, PASSING_A_HANGING_CONNECT, &args).output().unwrap()
+        };
+        let _ = srv.kill();
+        let _ = srv.wait();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(said, "connect EINPROGRESS\npassed soon\n", "etran {etran}: {}", text(&out));
+    }
+}
