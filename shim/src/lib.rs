@@ -451,12 +451,12 @@ fn recv_etran(mut g: Guard, fd: RawFd, buf: &mut [u8], flags: c_int) -> Result<u
     let sock = sock(s, fd)?;
     let (id, rd_shut) = match sock.kind {
         Kind::Conn { id, rd_shut, .. } => (id, rd_shut),
-        Kind::Connecting(_) if sock.nonblock => return Err(libc::EAGAIN),
-        Kind::ParentConnecting => {
+        Kind::Connecting(_) | Kind::ParentConnecting if !sock.inherited => {
             let nonblock = sock.nonblock || flags & libc::MSG_DONTWAIT != 0;
             let timeout = sock.rcvtimeo;
-            return recv_etran(parents_connect(g, fd, nonblock, timeout)?, fd, buf, flags);
+            return recv_etran(connect_done(g, fd, nonblock, timeout)?, fd, buf, flags);
         }
+        Kind::Failed if sock.error != 0 => return Err(std::mem::take(&mut sock.error)),
         _ => return Err(libc::ENOTCONN),
     };
     if flags & !RECV_FLAGS != 0 {
@@ -499,10 +499,12 @@ fn recv_etran(mut g: Guard, fd: RawFd, buf: &mut [u8], flags: c_int) -> Result<u
     }
 }
 
-/// A socket whose connect the parent process makes (`Kind::ParentConnecting`): a call that
-/// must not wait gets `EAGAIN`; a blocking one waits until it is up or failed (`EAGAIN` once
-/// `timeout` passed), as on a connecting kernel socket. The lock again, for the call.
-fn parents_connect(
+/// A socket whose connect is in progress, this process's (`Kind::Connecting`) or the parent
+/// process's (`Kind::ParentConnecting`): a call that must not wait gets `EAGAIN`; a blocking
+/// one waits until it is up or failed (`EAGAIN` once `timeout` passed), as Linux's `recv` and
+/// `send` wait on a connecting socket; the call then goes on (a failed connect's error is its
+/// result, as the kernel's pending error is). The lock again, for the call.
+fn connect_done(
     g: Guard,
     fd: RawFd,
     nonblock: bool,
@@ -512,7 +514,10 @@ fn parents_connect(
         return Err(libc::EAGAIN);
     }
     block_on(g, timeout, &mut [], false, |s, _| {
-        let waiting = matches!(s.get(fd), Some(Sock { kind: Kind::ParentConnecting, .. }));
+        let waiting = matches!(
+            s.get(fd).map(|k| &k.kind),
+            Some(Kind::ParentConnecting | Kind::Connecting(_))
+        );
         (!waiting).then_some(Ok(()))
     })?;
     Ok(lock())
@@ -650,12 +655,12 @@ fn send_etran(mut g: Guard, fd: RawFd, data: &[u8], flags: c_int) -> Result<usiz
     let sock = sock(s, fd)?;
     let (id, wr_shut) = match sock.kind {
         Kind::Conn { id, wr_shut, .. } => (id, wr_shut),
-        Kind::Connecting(_) if sock.nonblock => return Err(libc::EAGAIN),
-        Kind::ParentConnecting => {
+        Kind::Connecting(_) | Kind::ParentConnecting if !sock.inherited => {
             let nonblock = sock.nonblock || flags & libc::MSG_DONTWAIT != 0;
             let timeout = sock.sndtimeo;
-            return send_etran(parents_connect(g, fd, nonblock, timeout)?, fd, data, flags);
+            return send_etran(connect_done(g, fd, nonblock, timeout)?, fd, data, flags);
         }
+        Kind::Failed if sock.error != 0 => return Err(std::mem::take(&mut sock.error)),
         _ => return Err(libc::ENOTCONN),
     };
     if flags & !SEND_FLAGS != 0 {

@@ -1019,3 +1019,56 @@ fn passing_a_connect_whose_handshake_hangs_returns_within_a_second_as_on_linux()
         assert_eq!(said, "connect EINPROGRESS\npassed soon\n", "etran {etran}: {}", text(&out));
     }
 }
+
+/// Blocking calls on a socket whose non-blocking connect is in progress (argv: host, two echo
+/// ports, a closed port), as on Linux: `recv` waits for the connect and then for the bytes (a
+/// thread sends them a while later), `send` waits for the connect, and `recv` on a refused
+/// connect gets its error.
+const CALLS_WHILE_CONNECTING: &str = r#"
+import errno, socket, sys, threading, time
+host = sys.argv[1]
+def pending(port):
+    s = socket.socket()
+    s.setblocking(False)
+    e = s.connect_ex((host, int(port)))
+    print("connect", errno.errorcode.get(e, e), flush=True)
+    s.setblocking(True)
+    return s
+s = pending(sys.argv[2])
+def later():
+    time.sleep(0.3)
+    s.sendall(b"to recv")
+t = threading.Thread(target=later)
+t.start()
+print("recv", s.recv(100), flush=True)
+t.join()
+s.close()
+s = pending(sys.argv[3])
+s.sendall(b"sent while connecting")
+print("send then recv", s.recv(100), flush=True)
+s.close()
+s = pending(sys.argv[4])
+try:
+    print("recv", s.recv(100), flush=True)
+except OSError as e:
+    print("recv", errno.errorcode.get(e.errno, e.errno), flush=True)
+s.close()
+"#;
+
+#[test]
+fn blocking_calls_on_a_connecting_socket_wait_for_the_connect_as_on_linux() {
+    let Some(_root) = common::root::shared() else { return };
+    let bed = Bed::new("shim-connecting");
+    let want = "connect EINPROGRESS\nrecv b'to recv'\nconnect EINPROGRESS\n\
+                send then recv b'sent while connecting'\nconnect EINPROGRESS\n\
+                recv ECONNREFUSED\n";
+    let ports = ["7032", "7033", "7034"];
+    same_as_linux(&bed, CALLS_WHILE_CONNECTING, &ports, &ports[..2], want);
+    // The closes reach the daemon's log as the program exits: it may lag a little.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while conn_lines(&bed.daemon().log()) != (2, 2) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = bed.daemon().log();
+    assert_eq!(conn_lines(&log), (2, 2), "through eTran, closed: {log}");
+}
