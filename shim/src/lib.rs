@@ -6,7 +6,8 @@
 //!
 //! A call the shim cannot serve faithfully on an eTran socket fails with the errno the kernel
 //! gives for something it does not support (`EOPNOTSUPP`), never silently wrong.
-// The exported functions are the C library's, with its contracts (man 2 and 3).
+// The exported functions are the C library's, with its contracts (man 2 and 3). The unit tests'
+// binary exports none of them (nor runs `init`): its own calls to the C library would come here.
 #![allow(clippy::missing_safety_doc)]
 mod real;
 mod shared;
@@ -133,7 +134,7 @@ fn route(fd: RawFd) -> Route {
 
 // ---- creating, binding, listening, accepting, connecting ----
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int {
     // SAFETY: the caller's arguments, handed on.
     let fd = unsafe { real::socket(domain, ty, proto) };
@@ -149,7 +150,7 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int
     fd
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     // SAFETY: the caller's arguments, handed on.
     let r = unsafe { real::bind(fd, addr, len) };
@@ -177,7 +178,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
     r
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     if !tracked(fd) {
         // SAFETY: handed on.
@@ -226,13 +227,13 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     0
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     // SAFETY: the caller's arguments.
     unsafe { accept4(fd, addr, len, 0) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn accept4(
     fd: c_int,
     addr: *mut sockaddr,
@@ -317,7 +318,7 @@ fn adopt(
     Ok(nfd)
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     // SAFETY: the caller's address.
     let dst = unsafe { v4(addr, len) };
@@ -384,7 +385,7 @@ fn release(fd: RawFd) {
     }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     if tracked(fd) {
         release(fd);
@@ -393,7 +394,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     unsafe { real::close(fd) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     if flags as c_uint & libc::CLOSE_RANGE_CLOEXEC == 0 {
         let last = last.min(state::MAX_FD as c_uint - 1);
@@ -407,7 +408,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
     unsafe { real::close_range(first, last, flags) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
     let Route::Etran(mut g) = route(fd) else {
         // SAFETY: handed on.
@@ -544,7 +545,7 @@ fn ssize(r: Result<usize, c_int>) -> ssize_t {
     ret(r.map(|n| n as ssize_t))
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
     match route(fd) {
         // SAFETY: handed on (a read that may sleep: see `kernel_wait`).
@@ -554,13 +555,13 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t
     }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
     // SAFETY: the caller's arguments.
     unsafe { recvfrom(fd, buf, n, flags, std::ptr::null_mut(), std::ptr::null_mut()) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn recvfrom(
     fd: c_int,
     buf: *mut c_void,
@@ -611,7 +612,7 @@ unsafe fn recv_iov(
     Ok(got)
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
     match route(fd) {
         // SAFETY: handed on.
@@ -621,7 +622,7 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_
     }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     match route(fd) {
         // SAFETY: handed on.
@@ -702,7 +703,7 @@ fn send_etran(mut g: Guard, fd: RawFd, data: &[u8], flags: c_int) -> Result<usiz
     }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
     match route(fd) {
         // SAFETY: handed on.
@@ -712,13 +713,13 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssiz
     }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
     // SAFETY: the caller's arguments.
     unsafe { sendto(fd, buf, n, flags, std::ptr::null(), 0) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn sendto(
     fd: c_int,
     buf: *const c_void,
@@ -758,7 +759,7 @@ unsafe fn send_iov(
     send_etran(g, fd, &tmp, flags)
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
     match route(fd) {
         // SAFETY: handed on.
@@ -768,7 +769,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize
     }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     match route(fd) {
         Route::Kernel => {
@@ -892,7 +893,7 @@ fn unconnected(fd: RawFd) -> bool {
 
 /// `sendfile` to an eTran connection: up to 1 MiB read from `inp` (at `*off` if given) and
 /// sent; the file position (or `*off`) moves by what was sent.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn sendfile(
     out: c_int,
     inp: c_int,
@@ -929,7 +930,7 @@ pub unsafe extern "C" fn sendfile(
     ssize(r)
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn sendfile64(
     out: c_int,
     inp: c_int,
@@ -942,7 +943,7 @@ pub unsafe extern "C" fn sendfile64(
 
 // ---- names and options ----
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     if let Route::Etran(mut g) = route(fd) {
         let s = shim(&mut g);
@@ -960,7 +961,7 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
     unsafe { real::getsockname(fd, addr, len) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     let Route::Etran(mut g) = route(fd) else {
         // SAFETY: handed on.
@@ -1012,7 +1013,7 @@ fn int_of(val: *const c_void, len: socklen_t) -> Option<c_int> {
     (!val.is_null() && len as usize >= 4).then(|| unsafe { *val.cast::<c_int>() })
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn setsockopt(
     fd: c_int,
     level: c_int,
@@ -1092,7 +1093,7 @@ unsafe fn put_int(val: *mut c_void, len: *mut socklen_t, v: c_int) -> c_int {
     0
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn getsockopt(
     fd: c_int,
     level: c_int,
@@ -1225,7 +1226,7 @@ fn tcp_info(listening: bool, st: Option<&etran::app::Stream>) -> libc::tcp_info 
 
 /// `fcntl`'s third argument is variadic; on x86-64 it arrives in the same register whatever
 /// its type, so one integer parameter carries it.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     if !tracked(fd) {
         // SAFETY: handed on.
@@ -1271,13 +1272,13 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     // SAFETY: the caller's arguments.
     unsafe { fcntl(fd, cmd, arg) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: c_ulong) -> c_int {
     let p = arg as *mut c_int;
     if req == libc::FIONBIO && !p.is_null() && tracked(fd) {
@@ -1346,19 +1347,19 @@ fn duplicate(fd: c_int, to: Option<c_int>, dup: impl FnOnce() -> c_int) -> c_int
     nfd
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     // SAFETY: handed on.
     duplicate(fd, None, || unsafe { real::dup(fd) })
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
     // SAFETY: handed on.
     duplicate(fd, Some(to), || unsafe { real::dup2(fd, to) })
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
     // SAFETY: handed on.
     duplicate(fd, Some(to), || unsafe { real::dup3(fd, to, flags) })
@@ -1369,7 +1370,7 @@ pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
 /// beside it (`Shim::epolls`) and `epoll_wait` reports both. `EPOLLET` reports an event once
 /// until the program consumed it (`Interest::report`, `Shim::consumed`); `EPOLLONESHOT` is
 /// honoured.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn epoll_ctl(
     ep: c_int,
     op: c_int,
@@ -1498,7 +1499,7 @@ fn ms_timeout(ms: c_int) -> Option<Duration> {
     (ms >= 0).then(|| Duration::from_millis(ms as u64))
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn epoll_wait(
     ep: c_int,
     events: *mut libc::epoll_event,
@@ -1515,7 +1516,7 @@ pub unsafe extern "C" fn epoll_wait(
     })
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn epoll_pwait(
     ep: c_int,
     events: *mut libc::epoll_event,
@@ -1533,7 +1534,7 @@ pub unsafe extern "C" fn epoll_pwait(
     })
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn epoll_pwait2(
     ep: c_int,
     events: *mut libc::epoll_event,
@@ -1574,14 +1575,14 @@ fn waiting<T>(wait: impl FnOnce() -> T) -> T {
 
 /// Sleeps, after kicking what sends left for the end of the pass (see `waiting`): the C
 /// library's sleeps, which would otherwise keep those frames until the thread's next wait.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn nanosleep(req: *const libc::timespec, rem: *mut libc::timespec) -> c_int {
     state::flush_unkicked();
     // SAFETY: handed on.
     unsafe { real::nanosleep(req, rem) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn clock_nanosleep(
     clock: libc::clockid_t,
     flags: c_int,
@@ -1593,14 +1594,14 @@ pub unsafe extern "C" fn clock_nanosleep(
     unsafe { real::clock_nanosleep(clock, flags, req, rem) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn usleep(us: libc::useconds_t) -> c_int {
     state::flush_unkicked();
     // SAFETY: handed on.
     unsafe { real::usleep(us) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn sleep(secs: c_uint) -> c_uint {
     state::flush_unkicked();
     // SAFETY: handed on.
@@ -1691,14 +1692,14 @@ unsafe fn poll_mixed(
     }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int {
     let timeout = (timeout >= 0).then(|| Duration::from_millis(timeout as u64));
     // SAFETY: the caller's pollfds.
     waiting(|| ret(unsafe { poll_mixed(fds, n, timeout) }))
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn ppoll(
     fds: *mut pollfd,
     n: nfds_t,
@@ -1718,7 +1719,7 @@ pub unsafe extern "C" fn ppoll(
     })
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn select(
     n: c_int,
     r: *mut libc::fd_set,
@@ -1809,7 +1810,7 @@ unsafe fn select_mixed(
 /// C library's `vfork` itself: its child would return through this function's frame and
 /// clobber it for the parent. `posix_spawn` and `system` clone with `CLONE_VM` inside the C
 /// library, whose child makes only internal calls, none through the shim.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn vfork() -> libc::pid_t {
     // SAFETY: fork with the fork handlers, as a vfork caller expects of its child.
     unsafe { fork() }
@@ -1823,7 +1824,7 @@ pub unsafe extern "C" fn vfork() -> libc::pid_t {
 /// All of it happens in `before_fork`, whose lock is held until the parent named the child:
 /// a connect another thread starts meanwhile waits for the fork, and the child holds that
 /// connection once it is up (`Sock::forked_to`), as it holds the kernel's socket.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn fork() -> libc::pid_t {
     IN_FORK.with(|f| f.set(true));
     // SAFETY: the C library's fork, which runs the fork handlers (`before_fork`: the lock is
@@ -1852,7 +1853,7 @@ fn before_child_wait(options: c_int) {
     }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn waitpid(
     pid: libc::pid_t,
     status: *mut c_int,
@@ -1863,7 +1864,7 @@ pub unsafe extern "C" fn waitpid(
     unsafe { real::waitpid(pid, status, options) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn wait4(
     pid: libc::pid_t,
     status: *mut c_int,
@@ -1875,13 +1876,13 @@ pub unsafe extern "C" fn wait4(
     unsafe { real::wait4(pid, status, options, usage) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn wait(status: *mut c_int) -> libc::pid_t {
     // SAFETY: wait(2) is waitpid(-1, status, 0).
     unsafe { waitpid(-1, status, 0) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn waitid(
     idtype: libc::idtype_t,
     id: libc::id_t,
@@ -1895,7 +1896,7 @@ pub unsafe extern "C" fn waitid(
 
 /// `_exit` (Python's `os._exit` in a forked child): the process's connections close, or go
 /// back to the other holders, as at `exit`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn _exit(status: c_int) -> ! {
     at_exit();
     // SAFETY: the C library's.
@@ -1971,6 +1972,7 @@ extern "C" fn at_exit() {
     }
 }
 
+#[cfg_attr(test, allow(dead_code))]
 extern "C" fn init() {
     state::read_settings();
     // SAFETY: registering plain handlers.
@@ -1980,6 +1982,10 @@ extern "C" fn init() {
     }
 }
 
+#[cfg(not(test))]
 #[used]
 #[link_section = ".init_array"]
 static INIT: extern "C" fn() = init;
+
+#[cfg(test)]
+mod tests;

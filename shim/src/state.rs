@@ -377,22 +377,7 @@ pub fn lock() -> Guard {
     let mut g = Guard(SHIM.lock().unwrap_or_else(|p| p.into_inner()));
     let _ = HOLDING.try_with(|h| h.set(true));
     if g.is_none() {
-        *g = Some(Shim {
-            app: None,
-            iface: None,
-            unavailable: false,
-            fds: IntMap::default(),
-            socks: IntMap::default(),
-            next_key: 0,
-            epolls: IntMap::default(),
-            orphans: Vec::new(),
-            sleepers: Vec::new(),
-            link_readable: false,
-            children_connect_ended: false,
-            parent_due: None,
-            link_due: Instant::now(),
-            kernel_due: Instant::now(),
-        });
+        *g = Some(Shim::new());
     }
     g
 }
@@ -424,6 +409,26 @@ pub fn errno_of(e: &io::Error) -> c_int {
 }
 
 impl Shim {
+    /// No socket, no app yet (registered when the first socket needs it).
+    fn new() -> Shim {
+        Shim {
+            app: None,
+            iface: None,
+            unavailable: false,
+            fds: IntMap::default(),
+            socks: IntMap::default(),
+            next_key: 0,
+            epolls: IntMap::default(),
+            orphans: Vec::new(),
+            sleepers: Vec::new(),
+            link_readable: false,
+            children_connect_ended: false,
+            parent_due: None,
+            link_due: Instant::now(),
+            kernel_due: Instant::now(),
+        }
+    }
+
     /// The app, registered now if it is not yet; None when the daemon cannot be reached (said
     /// once on stderr: the sockets then stay the kernel's).
     pub fn app(&mut self) -> Option<&mut App> {
@@ -1053,3 +1058,6 @@ pub fn block_on<T>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
