@@ -1819,8 +1819,10 @@ pub unsafe extern "C" fn vfork() -> libc::pid_t {
 /// `fork`: the connections this process holds are shown to the daemon first, so that the child
 /// may adopt them (see shared.rs), and the daemon learns the child's pid after. Their streams
 /// stay here until a holder adopts one or this process waits for a child. A connect still in
-/// progress finishes first (a handshake's round trip, or the connect's own failure): with the
-/// kernel both processes would see its outcome, and a handshake cannot move between apps.
+/// progress finishes first, for up to a second (a handshake's round trip, or the connect's own
+/// failure): with the kernel both processes would see its outcome, and a handshake cannot move
+/// between apps. One that takes longer goes on here, and the child waits for it as for a
+/// connect begun after the fork (`Kind::ParentConnecting`).
 /// All of it happens in `before_fork`, whose lock is held until the parent named the child:
 /// a connect another thread starts meanwhile waits for the fork, and the child holds that
 /// connection once it is up (`Sock::forked_to`), as it holds the kernel's socket.
@@ -1915,10 +1917,11 @@ thread_local! {
 /// Finishes the connects in progress and shows the connections to the daemon (see `fork`),
 /// then holds the lock across the fork.
 extern "C" fn before_fork() {
-    let mut g = lock();
-    while shim(&mut g).connecting() {
-        let _ = block_on(g, None, &mut [], false, |s, _| (!s.connecting()).then_some(Ok(())));
-        g = lock();
+    let (mut g, done) = state::finish_connects(lock(), Shim::connecting);
+    if !done {
+        // Still in progress after a second: the children wait for them, as for a connect
+        // begun after the fork (shown now, before any child may ask).
+        shim(&mut g).show_connects_before_fork();
     }
     let handles = shim(&mut g).share_before_fork();
     FORKING.with(|f| *f.borrow_mut() = Some((g, handles)));

@@ -127,13 +127,32 @@ impl Shim {
         conns.into_iter().map(|c| c.0).collect()
     }
 
+    /// Before `fork`, the connects of this process still in progress (`before_fork` waited a
+    /// second for them) are shown to the daemon: the child waits for them
+    /// (`Kind::ParentConnecting`) and holds each connection once it is up, as the child of a
+    /// connect begun after the fork does ([`Shim::forked`] names the child).
+    pub fn show_connects_before_fork(&mut self) {
+        for fd in self.fds() {
+            if matches!(
+                self.get(fd),
+                Some(Sock { inherited: false, kind: Kind::Connecting(_), .. })
+            ) {
+                self.show_connect(fd, 0);
+            }
+        }
+    }
+
     /// After `fork`, in the parent: child `pid` holds the connections `handles` too, and the
-    /// fresh sockets (the child has their descriptors: should this process connect one, the
-    /// connection is the child's too, as with the kernel's sockets).
+    /// fresh sockets and those still connecting (the child has their descriptors: once this
+    /// process connects one, the connection is the child's too, as with the kernel's sockets).
     pub fn forked(&mut self, pid: libc::pid_t, handles: Vec<u64>) {
         for fd in self.fds() {
             if let Some(sock) = self.get_mut(fd) {
-                if matches!(sock.kind, Kind::Fresh { .. }) && !sock.forked_to.contains(&pid) {
+                if matches!(sock.kind, Kind::Connecting(_)) && !sock.inherited {
+                    sock.forked_to.push(pid);
+                    crate::state::AWAITED.store(true, std::sync::atomic::Ordering::Relaxed);
+                } else if matches!(sock.kind, Kind::Fresh { .. }) && !sock.forked_to.contains(&pid)
+                {
                     // Children gone (reaped) hold nothing: a server forking for years keeps
                     // only the live ones.
                     // SAFETY: signal 0 only checks that the process exists.

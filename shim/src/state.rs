@@ -779,6 +779,12 @@ impl Shim {
         }
         self.iface = None;
         for sock in self.socks.values_mut() {
+            if !sock.inherited && matches!(sock.kind, Kind::Connecting(_)) {
+                // A connect still in progress at the fork (`before_fork` showed it): the
+                // child waits for the parent's, as for one begun after the fork.
+                sock.kind = Kind::ParentConnecting;
+                self.parent_due = Some(Instant::now());
+            }
             // A fresh or failed socket carries no state of the parent's app: the child's.
             sock.inherited = matches!(
                 sock.kind,

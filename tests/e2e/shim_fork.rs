@@ -1072,3 +1072,75 @@ fn blocking_calls_on_a_connecting_socket_wait_for_the_connect_as_on_linux() {
     let log = bed.daemon().log();
     assert_eq!(conn_lines(&log), (2, 2), "through eTran, closed: {log}");
 }
+
+/// A Linux server whose queue is one connection long (argv: port): it accepts nothing for 2.3 s
+/// (the SYNs of a second connection are dropped meanwhile: eTran's at 0, 0.2, 0.6 and 1.4 s,
+/// Linux's at 0 and 1 s; those at 3 s go through), then two connections, and echoes once on
+/// the second.
+const SLOW_ACCEPT: &str = r#"
+import socket, sys, time
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", int(sys.argv[1])))
+srv.listen(0)
+print("listening", flush=True)
+time.sleep(2.3)
+a, _ = srv.accept()
+b, _ = srv.accept()
+b.sendall(b.recv(100))
+b.close()
+a.close()
+"#;
+
+/// A fork while a connect's handshake hangs ([`SLOW_ACCEPT`], argv: host, port): the fork
+/// returns soon, the child's copy is the same socket, still connecting, which it echoes through
+/// once the connect is up; the parent waits for the connect itself, then for the child.
+const FORK_WHILE_CONNECTING: &str = r#"
+import errno, os, select, signal, socket, sys, time
+signal.alarm(20)
+host, port = sys.argv[1], int(sys.argv[2])
+first = socket.create_connection((host, port))
+time.sleep(0.1)
+s = socket.socket()
+s.setblocking(False)
+e = s.connect_ex((host, port))
+print("connect", errno.errorcode.get(e, e), flush=True)
+start = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    s.setblocking(True)
+    s.sendall(b"from the child")
+    print("child", s.recv(100), flush=True)
+    os._exit(0)
+took = time.monotonic() - start
+select.select([], [s], [], 15)
+os.waitpid(pid, 0)
+print("fork", "soon" if took < 2.5 else "late", flush=True)
+"#;
+
+#[test]
+fn a_fork_while_a_handshake_hangs_returns_soon_and_the_child_waits_for_it_as_on_linux() {
+    let Some(_root) = common::root::shared() else { return };
+    let bed = Bed::new("fork-slow-connect");
+    let (ip2, daemon) = (bed.ip(2), bed.daemon());
+    for etran in [false, true] {
+        let mut srv = python_in(&bed.h2, SLOW_ACCEPT, &["7036"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(srv.stdout.take().unwrap());
+        assert_eq!(next_lines(&mut out, 1), ["listening"]);
+        let args = [ip2.as_str(), "7036"];
+        let out = if etran {
+            let argv = [&[PYTHON, "-c", FORK_WHILE_CONNECTING], &args[..]].concat();
+            etran_run(&bed.h1, &daemon.sock, &argv).output().unwrap()
+        } else {
+            python_in(&bed.h1, FORK_WHILE_CONNECTING, &args).output().unwrap()
+        };
+        let served = srv.wait().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        let want = "connect EINPROGRESS\nchild b'from the child'\nfork soon\n";
+        assert_eq!(said, want, "etran {etran}: {}: {}", text(&out), daemon.log());
+        assert!(served.success(), "etran {etran}: the server");
+    }
+}
