@@ -537,18 +537,40 @@ fn same_as_linux(
     echo_ports: &[&str],
     want: &str,
 ) -> String {
+    let server = LinuxServer { script: ONE_ECHO, args: &[], ends: true };
+    same_as_linux_against(bed, server, script, ports, echo_ports, want)
+}
+
+/// A Linux server on host 2 for [`same_as_linux_against`]: `script` (argv: its port, then
+/// `args`), which must end well when `ends`, and is killed otherwise.
+struct LinuxServer<'a> {
+    script: &'a str,
+    args: &'a [&'a str],
+    ends: bool,
+}
+
+/// [`same_as_linux`] against `server` on each of `server_ports`.
+fn same_as_linux_against(
+    bed: &Bed,
+    server: LinuxServer<'_>,
+    script: &str,
+    ports: &[&str],
+    server_ports: &[&str],
+    want: &str,
+) -> String {
     let (ip2, daemon) = (bed.ip(2), bed.daemon());
     let args = [&[ip2.as_str()], ports].concat();
     for etran in [false, true] {
-        let mut echoes = Vec::new();
-        for port in echo_ports {
-            let mut echo = python_in(&bed.h2, ONE_ECHO, &[port])
+        let mut servers = Vec::new();
+        for port in server_ports {
+            let argv = [&[*port], server.args].concat();
+            let mut srv = python_in(&bed.h2, server.script, &argv)
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();
-            let mut out = std::io::BufReader::new(echo.stdout.take().unwrap());
+            let mut out = std::io::BufReader::new(srv.stdout.take().unwrap());
             assert_eq!(next_lines(&mut out, 1), ["listening"]);
-            echoes.push(echo);
+            servers.push(srv);
         }
         let out = if etran {
             let argv = [&[PYTHON, "-c", script], &args[..]].concat();
@@ -556,10 +578,14 @@ fn same_as_linux(
         } else {
             python_in(&bed.h1, script, &args).output().unwrap()
         };
+        if !server.ends {
+            servers.iter_mut().for_each(|s| drop(s.kill()));
+        }
         let said = String::from_utf8_lossy(&out.stdout);
         assert_eq!(said, want, "etran {etran}: {}: {}", text(&out), daemon.log());
-        for mut e in echoes {
-            assert!(e.wait().unwrap().success());
+        for mut srv in servers {
+            let status = srv.wait().unwrap();
+            assert!(!server.ends || status.success(), "etran {etran}: the server: {status}");
         }
     }
     daemon.log()
@@ -962,25 +988,31 @@ fn waits_ask_about_a_socket_the_parent_may_connect_every_few_ms_not_at_every_pas
     assert!(asks <= ms / 2 + 10, "{asks} questions in {ms} ms, {calls} waits: {strace}");
 }
 
-/// A Linux server that never accepts (argv: port), its queue one connection long (`listen(0)`):
-/// once a connection waits in it, the SYNs of the next are dropped, and its connect hangs.
-const FULL_QUEUE: &str = r#"
+/// A Linux server whose queue is one connection long (argv: port, delay): it accepts nothing for
+/// `delay` seconds (the SYNs of a second connection are dropped meanwhile: the connect hangs;
+/// eTran sends SYNs at 0, 0.2, 0.6, 1.4 and 3 s, Linux at 0, 1 and 3 s), then two connections,
+/// and echoes once on the second.
+const QUEUE_OF_ONE: &str = r#"
 import socket, sys, time
 srv = socket.socket()
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind(("0.0.0.0", int(sys.argv[1])))
 srv.listen(0)
 print("listening", flush=True)
-time.sleep(60)
+time.sleep(float(sys.argv[2]))
+a, _ = srv.accept()
+b, _ = srv.accept()
+b.sendall(b.recv(100))
+b.close()
+a.close()
 "#;
 
-/// A connect whose handshake hangs ([`FULL_QUEUE`], argv: host, port), its descriptor passed
-/// over a Unix socket: `sendmsg` returns within a second (the receiver would get an
-/// unconnected socket), where it waited for the handshake before. An alarm ends a script that
-/// hangs.
-const PASSING_A_HANGING_CONNECT: &str = r#"
-import errno, signal, socket, sys, time
-signal.alarm(10)
+/// The start of a script whose connect `s` hangs ([`QUEUE_OF_ONE`], argv: host, port): a first
+/// connection fills the server's queue, then `s` connects without blocking. An alarm ends a
+/// script that hangs.
+const HANGING_CONNECT: &str = r#"
+import errno, os, select, signal, socket, sys, time
+signal.alarm(20)
 host, port = sys.argv[1], int(sys.argv[2])
 first = socket.create_connection((host, port))
 time.sleep(0.1)
@@ -988,6 +1020,12 @@ s = socket.socket()
 s.setblocking(False)
 e = s.connect_ex((host, port))
 print("connect", errno.errorcode.get(e, e), flush=True)
+"#;
+
+/// After [`HANGING_CONNECT`], its descriptor is passed over a Unix socket: `sendmsg` returns
+/// within a second (the receiver would get an unconnected socket), where it waited for the
+/// handshake before.
+const PASSING_A_HANGING_CONNECT: &str = r#"
 a, b = socket.socketpair()
 start = time.monotonic()
 socket.send_fds(a, [b"conn"], [s.fileno()])
@@ -998,26 +1036,10 @@ print("passed", "soon" if time.monotonic() - start < 3 else "late", flush=True)
 fn passing_a_connect_whose_handshake_hangs_returns_within_a_second_as_on_linux() {
     let Some(_root) = common::root::shared() else { return };
     let bed = Bed::new("fork-pass-hang");
-    let (ip2, daemon) = (bed.ip(2), bed.daemon());
-    for etran in [false, true] {
-        let mut srv = python_in(&bed.h2, FULL_QUEUE, &["7030"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = std::io::BufReader::new(srv.stdout.take().unwrap());
-        assert_eq!(next_lines(&mut out, 1), ["listening"]);
-        let args = [ip2.as_str(), "7030"];
-        let out = if etran {
-            let argv = [&[PYTHON, "-c", PASSING_A_HANGING_CONNECT], &args[..]].concat();
-            etran_run(&bed.h1, &daemon.sock, &argv).output().unwrap()
-        } else {
-            python_in(&bed.h1, PASSING_A_HANGING_CONNECT, &args).output().unwrap()
-        };
-        let _ = srv.kill();
-        let _ = srv.wait();
-        let said = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(said, "connect EINPROGRESS\npassed soon\n", "etran {etran}: {}", text(&out));
-    }
+    let want = "connect EINPROGRESS\npassed soon\n";
+    let script = format!("{HANGING_CONNECT}{PASSING_A_HANGING_CONNECT}");
+    let server = LinuxServer { script: QUEUE_OF_ONE, args: &["60"], ends: false };
+    same_as_linux_against(&bed, server, &script, &["7030"], &["7030"], want);
 }
 
 /// Blocking calls on a socket whose non-blocking connect is in progress (argv: host, two echo
@@ -1073,38 +1095,11 @@ fn blocking_calls_on_a_connecting_socket_wait_for_the_connect_as_on_linux() {
     assert_eq!(conn_lines(&log), (2, 2), "through eTran, closed: {log}");
 }
 
-/// A Linux server whose queue is one connection long (argv: port): it accepts nothing for 2.3 s
-/// (the SYNs of a second connection are dropped meanwhile: eTran's at 0, 0.2, 0.6 and 1.4 s,
-/// Linux's at 0 and 1 s; those at 3 s go through), then two connections, and echoes once on
-/// the second.
-const SLOW_ACCEPT: &str = r#"
-import socket, sys, time
-srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", int(sys.argv[1])))
-srv.listen(0)
-print("listening", flush=True)
-time.sleep(2.3)
-a, _ = srv.accept()
-b, _ = srv.accept()
-b.sendall(b.recv(100))
-b.close()
-a.close()
-"#;
-
-/// A fork while a connect's handshake hangs ([`SLOW_ACCEPT`], argv: host, port): the fork
-/// returns soon, the child's copy is the same socket, still connecting, which it echoes through
-/// once the connect is up; the parent waits for the connect itself, then for the child.
+/// After [`HANGING_CONNECT`] (the server accepting after 2.3 s, the handshake's SYNs at 3 s go
+/// through), a fork: it returns soon, the child's copy is the same socket, still connecting,
+/// which it echoes through once the connect is up; the parent waits for the connect itself,
+/// then for the child.
 const FORK_WHILE_CONNECTING: &str = r#"
-import errno, os, select, signal, socket, sys, time
-signal.alarm(20)
-host, port = sys.argv[1], int(sys.argv[2])
-first = socket.create_connection((host, port))
-time.sleep(0.1)
-s = socket.socket()
-s.setblocking(False)
-e = s.connect_ex((host, port))
-print("connect", errno.errorcode.get(e, e), flush=True)
 start = time.monotonic()
 pid = os.fork()
 if pid == 0:
@@ -1122,25 +1117,8 @@ print("fork", "soon" if took < 2.5 else "late", flush=True)
 fn a_fork_while_a_handshake_hangs_returns_soon_and_the_child_waits_for_it_as_on_linux() {
     let Some(_root) = common::root::shared() else { return };
     let bed = Bed::new("fork-slow-connect");
-    let (ip2, daemon) = (bed.ip(2), bed.daemon());
-    for etran in [false, true] {
-        let mut srv = python_in(&bed.h2, SLOW_ACCEPT, &["7036"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = std::io::BufReader::new(srv.stdout.take().unwrap());
-        assert_eq!(next_lines(&mut out, 1), ["listening"]);
-        let args = [ip2.as_str(), "7036"];
-        let out = if etran {
-            let argv = [&[PYTHON, "-c", FORK_WHILE_CONNECTING], &args[..]].concat();
-            etran_run(&bed.h1, &daemon.sock, &argv).output().unwrap()
-        } else {
-            python_in(&bed.h1, FORK_WHILE_CONNECTING, &args).output().unwrap()
-        };
-        let served = srv.wait().unwrap();
-        let said = String::from_utf8_lossy(&out.stdout);
-        let want = "connect EINPROGRESS\nchild b'from the child'\nfork soon\n";
-        assert_eq!(said, want, "etran {etran}: {}: {}", text(&out), daemon.log());
-        assert!(served.success(), "etran {etran}: the server");
-    }
+    let want = "connect EINPROGRESS\nchild b'from the child'\nfork soon\n";
+    let script = format!("{HANGING_CONNECT}{FORK_WHILE_CONNECTING}");
+    let server = LinuxServer { script: QUEUE_OF_ONE, args: &["2.3"], ends: true };
+    same_as_linux_against(&bed, server, &script, &["7036"], &["7036"], want);
 }
