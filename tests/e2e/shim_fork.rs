@@ -8,7 +8,9 @@
 //! keeps the connection, both directions, and the last one's death closes it with a FIN;
 //! nothing is left in the datapath); a connect in progress at fork (the same outcome as
 //! Linux's); a connection passed over a Unix socket (the receiver gets an unconnected kernel
-//! socket, as documented). Needs root and python3.
+//! socket, as documented); a fork and a `sendmsg` while a handshake hangs (each returns within
+//! about a second); blocking calls on a connecting socket; how often a child's waits ask the
+//! daemon about a socket its parent may connect. Needs root, python3 and strace.
 use std::{
     process::Command,
     time::{Duration, Instant},
