@@ -587,7 +587,11 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 	 * up. */
 	if (due && since_fifo >= due) {
 		if (w->oldest_is_x) {
-			if (xgranted - xreceived < window + 2 * cfg->fifo_increment) {
+			/* What of its grant is on the way: none when more arrived than it was
+			 * granted (a peer whose unscheduled bytes are more than ours). */
+			__u32 on_the_way = xgranted > xreceived ? xgranted - xreceived : 0;
+
+			if (on_the_way < window + 2 * cfg->fifo_increment) {
 				if (!target) {
 					target = homa_sched_align(xgranted + cfg->fifo_increment,
 								  xlength);
@@ -622,12 +626,15 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 			target = homa_sched_align(e->granted + room, e->length);
 		if (target > e->granted) {
 			gave = target - e->granted;
-			s->incoming += gave;
 			if (fifo)
 				s->since_fifo -= s->since_fifo < due ? s->since_fifo : due;
 			else
-				s->since_fifo += target - e->granted;
+				s->since_fifo += gave;
+			/* The incoming bytes grow by what of the grant is not here yet (less than
+			 * `gave` when more arrived than the message was granted). */
+			s->incoming -= homa_sched_outstanding(e);
 			e->granted = target;
+			s->incoming += homa_sched_outstanding(e);
 			out->granted = target;
 			out->moved = 1;
 		}

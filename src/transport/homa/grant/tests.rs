@@ -252,3 +252,20 @@ fn three_bypassed_messages_make_a_fifo_grant_due_three_times_sooner() {
     s.since_fifo = due + 1;
     assert!(s.grants().iter().all(|g| !g.fifo));
 }
+
+/// The model's side of the Homa ingress fixture row "the FIFO share goes to the oldest message
+/// though more of it arrived than it was granted": a peer whose unscheduled bytes are more than
+/// ours sent 40 packets of a message granted 29. Nothing of its grant is on the way, so it is
+/// not ignoring grants (HomaModule's signed difference is negative): the FIFO share is its.
+#[test]
+fn the_fifo_share_goes_to_a_message_that_received_more_than_its_grant() {
+    const UNSCHED: u32 = etran_homa_limit::ETRAN_HOMA_UNSCHED_LIMIT.0;
+    let mut s = sched();
+    s.add(1, 7, 1_000_000, UNSCHED);
+    s.received(1, 41 * MAX_PAYLOAD);
+    s.add(4, 7, 100_000, 60_000);
+    s.received(4, 50_000);
+    s.since_fifo = 50_000 * 950 / 50;
+    let offset = (UNSCHED + 50_000) / MAX_PAYLOAD * MAX_PAYLOAD;
+    assert_eq!(s.grants()[0], Grant { key: 1, offset, priority: HIGH_PRIORITY, fifo: true });
+}
