@@ -269,3 +269,19 @@ fn the_fifo_share_goes_to_a_message_that_received_more_than_its_grant() {
     let offset = (UNSCHED + 50_000) / MAX_PAYLOAD * MAX_PAYLOAD;
     assert_eq!(s.grants()[0], Grant { key: 1, offset, priority: HIGH_PRIORITY, fifo: true });
 }
+
+/// The model's side of the Homa ingress fixture row "the FIFO share passes over the oldest
+/// message when it ignores grants": the oldest was granted a window and two increments past
+/// what arrived (its peer does not answer), so the share goes to the next oldest.
+#[test]
+fn the_fifo_share_passes_over_a_message_that_ignores_grants() {
+    let mut s = sched();
+    let ignored = 11 * MAX_PAYLOAD + 200_000 + 100_000;
+    s.add(1, 7, 4_000_000, ignored);
+    s.received(1, 11 * MAX_PAYLOAD);
+    s.add(2, 7, 5_000_000, 200_000);
+    s.received(2, 200_000);
+    s.since_fifo = 50_000 * 950 / 50;
+    let offset = (200_000 + 50_000) / MAX_PAYLOAD * MAX_PAYLOAD;
+    assert_eq!(s.grants()[0], Grant { key: 2, offset, priority: HIGH_PRIORITY, fifo: true });
+}
