@@ -6,7 +6,8 @@
 //!
 //! A call the shim cannot serve faithfully on an eTran socket fails with the errno the kernel
 //! gives for something it does not support (`EOPNOTSUPP`), never silently wrong.
-// The exported functions are the C library's, with its contracts (man 2 and 3).
+// The exported functions are the C library's, with its contracts (man 2 and 3). The unit tests'
+// binary exports none of them (nor runs `init`): its own calls to the C library would come here.
 #![allow(clippy::missing_safety_doc)]
 mod real;
 mod shared;
@@ -133,7 +134,7 @@ fn route(fd: RawFd) -> Route {
 
 // ---- creating, binding, listening, accepting, connecting ----
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int {
     // SAFETY: the caller's arguments, handed on.
     let fd = unsafe { real::socket(domain, ty, proto) };
@@ -149,7 +150,7 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int
     fd
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     // SAFETY: the caller's arguments, handed on.
     let r = unsafe { real::bind(fd, addr, len) };
@@ -177,7 +178,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
     r
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     if !tracked(fd) {
         // SAFETY: handed on.
@@ -226,13 +227,13 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     0
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     // SAFETY: the caller's arguments.
     unsafe { accept4(fd, addr, len, 0) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn accept4(
     fd: c_int,
     addr: *mut sockaddr,
@@ -317,7 +318,7 @@ fn adopt(
     Ok(nfd)
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     // SAFETY: the caller's address.
     let dst = unsafe { v4(addr, len) };
@@ -384,7 +385,7 @@ fn release(fd: RawFd) {
     }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     if tracked(fd) {
         release(fd);
@@ -393,7 +394,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     unsafe { real::close(fd) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     if flags as c_uint & libc::CLOSE_RANGE_CLOEXEC == 0 {
         let last = last.min(state::MAX_FD as c_uint - 1);
@@ -407,7 +408,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
     unsafe { real::close_range(first, last, flags) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
     let Route::Etran(mut g) = route(fd) else {
         // SAFETY: handed on.
@@ -451,12 +452,12 @@ fn recv_etran(mut g: Guard, fd: RawFd, buf: &mut [u8], flags: c_int) -> Result<u
     let sock = sock(s, fd)?;
     let (id, rd_shut) = match sock.kind {
         Kind::Conn { id, rd_shut, .. } => (id, rd_shut),
-        Kind::Connecting(_) if sock.nonblock => return Err(libc::EAGAIN),
-        Kind::ParentConnecting => {
+        Kind::Connecting(_) | Kind::ParentConnecting if !sock.inherited => {
             let nonblock = sock.nonblock || flags & libc::MSG_DONTWAIT != 0;
             let timeout = sock.rcvtimeo;
-            return recv_etran(parents_connect(g, fd, nonblock, timeout)?, fd, buf, flags);
+            return recv_etran(connect_done(g, fd, nonblock, timeout)?, fd, buf, flags);
         }
+        Kind::Failed if sock.error != 0 => return Err(std::mem::take(&mut sock.error)),
         _ => return Err(libc::ENOTCONN),
     };
     if flags & !RECV_FLAGS != 0 {
@@ -499,10 +500,12 @@ fn recv_etran(mut g: Guard, fd: RawFd, buf: &mut [u8], flags: c_int) -> Result<u
     }
 }
 
-/// A socket whose connect the parent process makes (`Kind::ParentConnecting`): a call that
-/// must not wait gets `EAGAIN`; a blocking one waits until it is up or failed (`EAGAIN` once
-/// `timeout` passed), as on a connecting kernel socket. The lock again, for the call.
-fn parents_connect(
+/// A socket whose connect is in progress, this process's (`Kind::Connecting`) or the parent
+/// process's (`Kind::ParentConnecting`): a call that must not wait gets `EAGAIN`; a blocking
+/// one waits until it is up or failed (`EAGAIN` once `timeout` passed), as Linux's `recv` and
+/// `send` wait on a connecting socket; the call then goes on (a failed connect's error is its
+/// result, as the kernel's pending error is). The lock again, for the call.
+fn connect_done(
     g: Guard,
     fd: RawFd,
     nonblock: bool,
@@ -512,7 +515,10 @@ fn parents_connect(
         return Err(libc::EAGAIN);
     }
     block_on(g, timeout, &mut [], false, |s, _| {
-        let waiting = matches!(s.get(fd), Some(Sock { kind: Kind::ParentConnecting, .. }));
+        let waiting = matches!(
+            s.get(fd).map(|k| &k.kind),
+            Some(Kind::ParentConnecting | Kind::Connecting(_))
+        );
         (!waiting).then_some(Ok(()))
     })?;
     Ok(lock())
@@ -539,7 +545,7 @@ fn ssize(r: Result<usize, c_int>) -> ssize_t {
     ret(r.map(|n| n as ssize_t))
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
     match route(fd) {
         // SAFETY: handed on (a read that may sleep: see `kernel_wait`).
@@ -549,13 +555,13 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t
     }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
     // SAFETY: the caller's arguments.
     unsafe { recvfrom(fd, buf, n, flags, std::ptr::null_mut(), std::ptr::null_mut()) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn recvfrom(
     fd: c_int,
     buf: *mut c_void,
@@ -606,7 +612,7 @@ unsafe fn recv_iov(
     Ok(got)
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
     match route(fd) {
         // SAFETY: handed on.
@@ -616,7 +622,7 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_
     }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     match route(fd) {
         // SAFETY: handed on.
@@ -650,12 +656,12 @@ fn send_etran(mut g: Guard, fd: RawFd, data: &[u8], flags: c_int) -> Result<usiz
     let sock = sock(s, fd)?;
     let (id, wr_shut) = match sock.kind {
         Kind::Conn { id, wr_shut, .. } => (id, wr_shut),
-        Kind::Connecting(_) if sock.nonblock => return Err(libc::EAGAIN),
-        Kind::ParentConnecting => {
+        Kind::Connecting(_) | Kind::ParentConnecting if !sock.inherited => {
             let nonblock = sock.nonblock || flags & libc::MSG_DONTWAIT != 0;
             let timeout = sock.sndtimeo;
-            return send_etran(parents_connect(g, fd, nonblock, timeout)?, fd, data, flags);
+            return send_etran(connect_done(g, fd, nonblock, timeout)?, fd, data, flags);
         }
+        Kind::Failed if sock.error != 0 => return Err(std::mem::take(&mut sock.error)),
         _ => return Err(libc::ENOTCONN),
     };
     if flags & !SEND_FLAGS != 0 {
@@ -697,7 +703,7 @@ fn send_etran(mut g: Guard, fd: RawFd, data: &[u8], flags: c_int) -> Result<usiz
     }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
     match route(fd) {
         // SAFETY: handed on.
@@ -707,13 +713,13 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssiz
     }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
     // SAFETY: the caller's arguments.
     unsafe { sendto(fd, buf, n, flags, std::ptr::null(), 0) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn sendto(
     fd: c_int,
     buf: *const c_void,
@@ -753,7 +759,7 @@ unsafe fn send_iov(
     send_etran(g, fd, &tmp, flags)
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
     match route(fd) {
         // SAFETY: handed on.
@@ -763,7 +769,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize
     }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     match route(fd) {
         Route::Kernel => {
@@ -817,9 +823,10 @@ unsafe fn passed_fds(m: &msghdr) -> Vec<RawFd> {
 /// Descriptors `passed` (some of them eTran sockets) are about to go over a Unix socket: their
 /// connections wait at the daemon for the receiver to adopt them (see shared.rs); a listener
 /// is joined by the receiver (its kernel socket listens too). A connect in progress among them
-/// finishes first, as at `fork` (a handshake cannot move between apps): the receiver finds the
-/// connection up, or, when it failed, an unconnected socket without the connect's error
-/// (said once).
+/// finishes first, for up to a second (`state::finish_connects`, the bound of the connects
+/// forked children wait for; a handshake cannot move between apps): the receiver finds the
+/// connection up, or, when it failed or is still in progress, an unconnected socket without
+/// the connect's outcome (said once).
 fn before_passing(passed: &[RawFd]) {
     static SAID: AtomicBool = AtomicBool::new(false);
     let connecting = |s: &Shim| {
@@ -827,18 +834,17 @@ fn before_passing(passed: &[RawFd]) {
             matches!(s.get(p), Some(Sock { inherited: false, kind: Kind::Connecting(_), .. }))
         })
     };
-    let mut g = lock();
-    while connecting(shim(&mut g)) {
-        let _ = block_on(g, None, &mut [], false, |s, _| (!connecting(s)).then_some(Ok(())));
-        g = lock();
-    }
+    let (mut g, _) = state::finish_connects(lock(), connecting);
     let s = shim(&mut g);
     s.share_passed(passed);
-    if passed.iter().any(|&p| matches!(s.get(p).map(|k| &k.kind), Some(Kind::Failed))) {
+    let unconnected =
+        |p: &RawFd| matches!(s.get(*p).map(|k| &k.kind), Some(Kind::Failed | Kind::Connecting(_)));
+    if passed.iter().any(unconnected) {
         say_once(
             &SAID,
-            "an eTran socket whose connect failed, passed over a Unix socket (SCM_RIGHTS), \
-             arrives unconnected: the receiver does not see the connect's error",
+            "an eTran socket whose connect failed or is still in progress after a second, \
+             passed over a Unix socket (SCM_RIGHTS), arrives unconnected: the receiver does \
+             not see the connect's outcome",
         );
     }
 }
@@ -887,7 +893,7 @@ fn unconnected(fd: RawFd) -> bool {
 
 /// `sendfile` to an eTran connection: up to 1 MiB read from `inp` (at `*off` if given) and
 /// sent; the file position (or `*off`) moves by what was sent.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn sendfile(
     out: c_int,
     inp: c_int,
@@ -924,7 +930,7 @@ pub unsafe extern "C" fn sendfile(
     ssize(r)
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn sendfile64(
     out: c_int,
     inp: c_int,
@@ -937,7 +943,7 @@ pub unsafe extern "C" fn sendfile64(
 
 // ---- names and options ----
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     if let Route::Etran(mut g) = route(fd) {
         let s = shim(&mut g);
@@ -955,7 +961,7 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
     unsafe { real::getsockname(fd, addr, len) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     let Route::Etran(mut g) = route(fd) else {
         // SAFETY: handed on.
@@ -1007,7 +1013,7 @@ fn int_of(val: *const c_void, len: socklen_t) -> Option<c_int> {
     (!val.is_null() && len as usize >= 4).then(|| unsafe { *val.cast::<c_int>() })
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn setsockopt(
     fd: c_int,
     level: c_int,
@@ -1087,7 +1093,7 @@ unsafe fn put_int(val: *mut c_void, len: *mut socklen_t, v: c_int) -> c_int {
     0
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn getsockopt(
     fd: c_int,
     level: c_int,
@@ -1220,7 +1226,7 @@ fn tcp_info(listening: bool, st: Option<&etran::app::Stream>) -> libc::tcp_info 
 
 /// `fcntl`'s third argument is variadic; on x86-64 it arrives in the same register whatever
 /// its type, so one integer parameter carries it.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     if !tracked(fd) {
         // SAFETY: handed on.
@@ -1266,13 +1272,13 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     // SAFETY: the caller's arguments.
     unsafe { fcntl(fd, cmd, arg) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: c_ulong) -> c_int {
     let p = arg as *mut c_int;
     if req == libc::FIONBIO && !p.is_null() && tracked(fd) {
@@ -1341,19 +1347,19 @@ fn duplicate(fd: c_int, to: Option<c_int>, dup: impl FnOnce() -> c_int) -> c_int
     nfd
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     // SAFETY: handed on.
     duplicate(fd, None, || unsafe { real::dup(fd) })
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
     // SAFETY: handed on.
     duplicate(fd, Some(to), || unsafe { real::dup2(fd, to) })
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
     // SAFETY: handed on.
     duplicate(fd, Some(to), || unsafe { real::dup3(fd, to, flags) })
@@ -1364,7 +1370,7 @@ pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
 /// beside it (`Shim::epolls`) and `epoll_wait` reports both. `EPOLLET` reports an event once
 /// until the program consumed it (`Interest::report`, `Shim::consumed`); `EPOLLONESHOT` is
 /// honoured.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn epoll_ctl(
     ep: c_int,
     op: c_int,
@@ -1437,7 +1443,7 @@ unsafe fn epoll_wait_mixed(
                 break;
             }
             let _ = s.adopt_conn(fd); // a connection whose stream another process has
-            s.adopt_from_parent(fd); // a fresh socket the parent may have connected
+            s.adopt_from_parent_paced(fd); // a fresh socket the parent may have connected
             let Some(ev) = s.revents(fd) else { continue }; // fresh: the kernel's set has it
             let Some(it) = s.epolls.get_mut(&ep).and_then(|set| set.get_mut(&fd)) else { continue };
             let got = it.report(
@@ -1493,7 +1499,7 @@ fn ms_timeout(ms: c_int) -> Option<Duration> {
     (ms >= 0).then(|| Duration::from_millis(ms as u64))
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn epoll_wait(
     ep: c_int,
     events: *mut libc::epoll_event,
@@ -1510,7 +1516,7 @@ pub unsafe extern "C" fn epoll_wait(
     })
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn epoll_pwait(
     ep: c_int,
     events: *mut libc::epoll_event,
@@ -1528,7 +1534,7 @@ pub unsafe extern "C" fn epoll_pwait(
     })
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn epoll_pwait2(
     ep: c_int,
     events: *mut libc::epoll_event,
@@ -1569,14 +1575,14 @@ fn waiting<T>(wait: impl FnOnce() -> T) -> T {
 
 /// Sleeps, after kicking what sends left for the end of the pass (see `waiting`): the C
 /// library's sleeps, which would otherwise keep those frames until the thread's next wait.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn nanosleep(req: *const libc::timespec, rem: *mut libc::timespec) -> c_int {
     state::flush_unkicked();
     // SAFETY: handed on.
     unsafe { real::nanosleep(req, rem) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn clock_nanosleep(
     clock: libc::clockid_t,
     flags: c_int,
@@ -1588,14 +1594,14 @@ pub unsafe extern "C" fn clock_nanosleep(
     unsafe { real::clock_nanosleep(clock, flags, req, rem) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn usleep(us: libc::useconds_t) -> c_int {
     state::flush_unkicked();
     // SAFETY: handed on.
     unsafe { real::usleep(us) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn sleep(secs: c_uint) -> c_uint {
     state::flush_unkicked();
     // SAFETY: handed on.
@@ -1626,7 +1632,7 @@ unsafe fn poll_mixed(
             // for readability accepts.
             let _ = s.adopt_listener(p.fd);
             let _ = s.adopt_conn(p.fd);
-            s.adopt_from_parent(p.fd);
+            s.adopt_from_parent_paced(p.fd);
             if p.events & libc::POLLIN != 0 {
                 s.accepting(p.fd);
             }
@@ -1686,14 +1692,14 @@ unsafe fn poll_mixed(
     }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int {
     let timeout = (timeout >= 0).then(|| Duration::from_millis(timeout as u64));
     // SAFETY: the caller's pollfds.
     waiting(|| ret(unsafe { poll_mixed(fds, n, timeout) }))
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn ppoll(
     fds: *mut pollfd,
     n: nfds_t,
@@ -1713,7 +1719,7 @@ pub unsafe extern "C" fn ppoll(
     })
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn select(
     n: c_int,
     r: *mut libc::fd_set,
@@ -1804,7 +1810,7 @@ unsafe fn select_mixed(
 /// C library's `vfork` itself: its child would return through this function's frame and
 /// clobber it for the parent. `posix_spawn` and `system` clone with `CLONE_VM` inside the C
 /// library, whose child makes only internal calls, none through the shim.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn vfork() -> libc::pid_t {
     // SAFETY: fork with the fork handlers, as a vfork caller expects of its child.
     unsafe { fork() }
@@ -1813,12 +1819,14 @@ pub unsafe extern "C" fn vfork() -> libc::pid_t {
 /// `fork`: the connections this process holds are shown to the daemon first, so that the child
 /// may adopt them (see shared.rs), and the daemon learns the child's pid after. Their streams
 /// stay here until a holder adopts one or this process waits for a child. A connect still in
-/// progress finishes first (a handshake's round trip, or the connect's own failure): with the
-/// kernel both processes would see its outcome, and a handshake cannot move between apps.
+/// progress finishes first, for up to a second (a handshake's round trip, or the connect's own
+/// failure): with the kernel both processes would see its outcome, and a handshake cannot move
+/// between apps. One that takes longer goes on here, and the child waits for it as for a
+/// connect begun after the fork (`Kind::ParentConnecting`).
 /// All of it happens in `before_fork`, whose lock is held until the parent named the child:
 /// a connect another thread starts meanwhile waits for the fork, and the child holds that
 /// connection once it is up (`Sock::forked_to`), as it holds the kernel's socket.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn fork() -> libc::pid_t {
     IN_FORK.with(|f| f.set(true));
     // SAFETY: the C library's fork, which runs the fork handlers (`before_fork`: the lock is
@@ -1847,7 +1855,7 @@ fn before_child_wait(options: c_int) {
     }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn waitpid(
     pid: libc::pid_t,
     status: *mut c_int,
@@ -1858,7 +1866,7 @@ pub unsafe extern "C" fn waitpid(
     unsafe { real::waitpid(pid, status, options) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn wait4(
     pid: libc::pid_t,
     status: *mut c_int,
@@ -1870,13 +1878,13 @@ pub unsafe extern "C" fn wait4(
     unsafe { real::wait4(pid, status, options, usage) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn wait(status: *mut c_int) -> libc::pid_t {
     // SAFETY: wait(2) is waitpid(-1, status, 0).
     unsafe { waitpid(-1, status, 0) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn waitid(
     idtype: libc::idtype_t,
     id: libc::id_t,
@@ -1890,7 +1898,7 @@ pub unsafe extern "C" fn waitid(
 
 /// `_exit` (Python's `os._exit` in a forked child): the process's connections close, or go
 /// back to the other holders, as at `exit`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn _exit(status: c_int) -> ! {
     at_exit();
     // SAFETY: the C library's.
@@ -1909,10 +1917,11 @@ thread_local! {
 /// Finishes the connects in progress and shows the connections to the daemon (see `fork`),
 /// then holds the lock across the fork.
 extern "C" fn before_fork() {
-    let mut g = lock();
-    while shim(&mut g).connecting() {
-        let _ = block_on(g, None, &mut [], false, |s, _| (!s.connecting()).then_some(Ok(())));
-        g = lock();
+    let (mut g, done) = state::finish_connects(lock(), Shim::connecting);
+    if !done {
+        // Still in progress after a second: the children wait for them, as for a connect
+        // begun after the fork (shown now, before any child may ask).
+        shim(&mut g).show_connects_before_fork();
     }
     let handles = shim(&mut g).share_before_fork();
     FORKING.with(|f| *f.borrow_mut() = Some((g, handles)));
@@ -1966,6 +1975,7 @@ extern "C" fn at_exit() {
     }
 }
 
+#[cfg_attr(test, allow(dead_code))]
 extern "C" fn init() {
     state::read_settings();
     // SAFETY: registering plain handlers.
@@ -1975,6 +1985,10 @@ extern "C" fn init() {
     }
 }
 
+#[cfg(not(test))]
 #[used]
 #[link_section = ".init_array"]
 static INIT: extern "C" fn() = init;
+
+#[cfg(test)]
+mod tests;

@@ -127,13 +127,32 @@ impl Shim {
         conns.into_iter().map(|c| c.0).collect()
     }
 
+    /// Before `fork`, the connects of this process still in progress (`before_fork` waited a
+    /// second for them) are shown to the daemon: the child waits for them
+    /// (`Kind::ParentConnecting`) and holds each connection once it is up, as the child of a
+    /// connect begun after the fork does ([`Shim::forked`] names the child).
+    pub fn show_connects_before_fork(&mut self) {
+        for fd in self.fds() {
+            if matches!(
+                self.get(fd),
+                Some(Sock { inherited: false, kind: Kind::Connecting(_), .. })
+            ) {
+                self.show_connect(fd, 0);
+            }
+        }
+    }
+
     /// After `fork`, in the parent: child `pid` holds the connections `handles` too, and the
-    /// fresh sockets (the child has their descriptors: should this process connect one, the
-    /// connection is the child's too, as with the kernel's sockets).
+    /// fresh sockets and those still connecting (the child has their descriptors: once this
+    /// process connects one, the connection is the child's too, as with the kernel's sockets).
     pub fn forked(&mut self, pid: libc::pid_t, handles: Vec<u64>) {
         for fd in self.fds() {
             if let Some(sock) = self.get_mut(fd) {
-                if matches!(sock.kind, Kind::Fresh { .. }) && !sock.forked_to.contains(&pid) {
+                if matches!(sock.kind, Kind::Connecting(_)) && !sock.inherited {
+                    sock.forked_to.push(pid);
+                    crate::state::AWAITED.store(true, std::sync::atomic::Ordering::Relaxed);
+                } else if matches!(sock.kind, Kind::Fresh { .. }) && !sock.forked_to.contains(&pid)
+                {
                     // Children gone (reaped) hold nothing: a server forking for years keeps
                     // only the live ones.
                     // SAFETY: signal 0 only checks that the process exists.
@@ -224,8 +243,11 @@ impl Shim {
     /// `fd` waits for it (`Kind::ParentConnecting`, asked again by the passes); when it failed,
     /// `fd` has its error. A socket the parent never connected stays the kernel's.
     pub fn adopt_from_parent(&mut self, fd: RawFd) {
-        let waiting = match self.get(fd) {
-            Some(Sock { from_parent: true, kind: Kind::Fresh { .. }, .. }) => false,
+        let waiting = match self.get_mut(fd) {
+            Some(sock @ Sock { from_parent: true, kind: Kind::Fresh { .. }, .. }) => {
+                sock.parent_asked = Some(std::time::Instant::now());
+                false
+            }
             Some(Sock { from_parent: true, kind: Kind::ParentConnecting, .. }) => true,
             _ => return,
         };
@@ -261,6 +283,24 @@ impl Shim {
             if flags >= 0 {
                 sock.nonblock = flags & libc::O_NONBLOCK != 0;
             }
+        }
+    }
+
+    /// [`Shim::adopt_from_parent`] for the passes of a wait (`poll`, `epoll_wait`), which may
+    /// come thousands of times a second: a fresh socket is asked about at most every
+    /// [`PARENT_CHECK`] (each question is a pidfd and a round trip to the daemon), and one
+    /// waiting for its parent's connect is left to [`Shim::ask_parents`], which asks at that
+    /// pace. A call that uses the socket asks at once (`route`), since the program may know
+    /// the parent connected it.
+    pub fn adopt_from_parent_paced(&mut self, fd: RawFd) {
+        let asked = match self.get(fd) {
+            Some(Sock { from_parent: true, kind: Kind::Fresh { .. }, parent_asked, .. }) => {
+                *parent_asked
+            }
+            _ => return,
+        };
+        if crate::state::due(asked, std::time::Instant::now(), PARENT_CHECK) {
+            self.adopt_from_parent(fd);
         }
     }
 

@@ -97,6 +97,12 @@ const LINK_CHECK: Duration = Duration::from_micros(200);
 /// (`Kind::ParentConnecting`): such a connect is seen up at most this long after the parent.
 pub const PARENT_CHECK: Duration = Duration::from_millis(2);
 
+/// Whether a question last asked at `last` (None: never) is to be asked again at `now`, at
+/// most every `every`.
+pub fn due(last: Option<Instant>, now: Instant, every: Duration) -> bool {
+    last.is_none_or(|t| now.saturating_duration_since(t) >= every)
+}
+
 /// How often `epoll_wait` asks the kernel's set while eTran descriptors have events: kernel
 /// descriptors' events wait at most this long behind a busy stream of eTran ones.
 pub const KERNEL_CHECK: Duration = Duration::from_micros(200);
@@ -123,7 +129,8 @@ pub fn back_from_wait() {
 /// (`Shim::show_connect_to_children`). Read without the lock by the calls that may sleep.
 pub static AWAITED: AtomicBool = AtomicBool::new(false);
 
-/// How long a call about to sleep, or a close, waits for the connects forked children wait for.
+/// How long a call about to sleep, or a close, waits for the connects forked children wait for,
+/// and `sendmsg` for the connects of the descriptors it passes.
 const AWAITED_LIMIT: Duration = Duration::from_secs(1);
 
 /// Before a call that may sleep in the kernel (a wait or a read on kernel descriptors only, a
@@ -149,16 +156,23 @@ pub fn flush_unkicked() {
 /// up, each is shared with them (`Shim::share_with_children`, run by the pass). Returns the
 /// lock again.
 pub fn finish_awaited_connects(g: Guard) -> Guard {
-    let r = block_on(g, Some(AWAITED_LIMIT), &mut [], false, |s, _| {
-        (!s.connects_awaited()).then_some(Ok(()))
-    });
-    if r.is_err() {
+    let (g, done) = finish_connects(g, Shim::connects_awaited);
+    if !done {
         eprintln!("etran: a connect forked children wait for is still in progress");
     }
     // Asked again by the next connect shown: a connect that takes longer does not hold up
     // every call.
     AWAITED.store(false, Ordering::Relaxed);
-    lock()
+    g
+}
+
+/// Runs passes until the connects `pending` says are in progress finished, for up to
+/// [`AWAITED_LIMIT`] (a handshake whose answer never comes must not hang the caller). Returns
+/// the lock again, and whether they finished.
+pub fn finish_connects(g: Guard, pending: impl Fn(&Shim) -> bool) -> (Guard, bool) {
+    let r =
+        block_on(g, Some(AWAITED_LIMIT), &mut [], false, |s, _| (!pending(s)).then_some(Ok(())));
+    (lock(), r.is_ok())
 }
 
 /// How long a connection the app closed may take to finish closing before it is aborted (the
@@ -221,6 +235,9 @@ pub struct Sock {
     /// A fresh socket the parent held at the fork: the parent may connect it, and this
     /// process then uses that connection (`Shim::adopt_from_parent`).
     pub from_parent: bool,
+    /// When this process last asked the daemon whether the parent connected it (a wait's
+    /// passes ask again only [`PARENT_CHECK`] later: `Shim::adopt_from_parent_paced`).
+    pub parent_asked: Option<Instant>,
     /// How many descriptors refer to it (`dup`): it is released when the last one closes.
     refs: usize,
 }
@@ -243,6 +260,7 @@ impl Sock {
             shared: false,
             forked_to: Vec::new(),
             from_parent: false,
+            parent_asked: None,
             refs: 1,
         }
     }
@@ -359,22 +377,7 @@ pub fn lock() -> Guard {
     let mut g = Guard(SHIM.lock().unwrap_or_else(|p| p.into_inner()));
     let _ = HOLDING.try_with(|h| h.set(true));
     if g.is_none() {
-        *g = Some(Shim {
-            app: None,
-            iface: None,
-            unavailable: false,
-            fds: IntMap::default(),
-            socks: IntMap::default(),
-            next_key: 0,
-            epolls: IntMap::default(),
-            orphans: Vec::new(),
-            sleepers: Vec::new(),
-            link_readable: false,
-            children_connect_ended: false,
-            parent_due: None,
-            link_due: Instant::now(),
-            kernel_due: Instant::now(),
-        });
+        *g = Some(Shim::new());
     }
     g
 }
@@ -406,6 +409,26 @@ pub fn errno_of(e: &io::Error) -> c_int {
 }
 
 impl Shim {
+    /// No socket, no app yet (registered when the first socket needs it).
+    fn new() -> Shim {
+        Shim {
+            app: None,
+            iface: None,
+            unavailable: false,
+            fds: IntMap::default(),
+            socks: IntMap::default(),
+            next_key: 0,
+            epolls: IntMap::default(),
+            orphans: Vec::new(),
+            sleepers: Vec::new(),
+            link_readable: false,
+            children_connect_ended: false,
+            parent_due: None,
+            link_due: Instant::now(),
+            kernel_due: Instant::now(),
+        }
+    }
+
     /// The app, registered now if it is not yet; None when the daemon cannot be reached (said
     /// once on stderr: the sockets then stay the kernel's).
     pub fn app(&mut self) -> Option<&mut App> {
@@ -756,6 +779,12 @@ impl Shim {
         }
         self.iface = None;
         for sock in self.socks.values_mut() {
+            if !sock.inherited && matches!(sock.kind, Kind::Connecting(_)) {
+                // A connect still in progress at the fork (`before_fork` showed it): the
+                // child waits for the parent's, as for one begun after the fork.
+                sock.kind = Kind::ParentConnecting;
+                self.parent_due = Some(Instant::now());
+            }
             // A fresh or failed socket carries no state of the parent's app: the child's.
             sock.inherited = matches!(
                 sock.kind,
@@ -763,6 +792,7 @@ impl Shim {
             );
             sock.shared |= matches!(sock.kind, Kind::Conn { .. });
             sock.from_parent = matches!(sock.kind, Kind::Fresh { .. } | Kind::ParentConnecting);
+            sock.parent_asked = None;
             sock.forked_to.clear();
         }
         self.orphans.clear();
@@ -1034,3 +1064,6 @@ pub fn block_on<T>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

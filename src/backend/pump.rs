@@ -234,6 +234,10 @@ fn peek(queue: &MapHandle) -> bool {
     matches!(queue.lookup(&[], MapFlags::ANY), Ok(Some(_)))
 }
 
+/// Wakeups a socket of [`GenWake`] may refuse in a row before it is dropped (an unbound
+/// socket, whose device went away, refuses every one; a refusal may also be passing).
+const MAX_REFUSALS: u32 = 3;
+
 /// Gen on demand (native backend, patches/0005): a `recvfrom` on an AF_XDP socket with a linked
 /// `BPF_XSK_GEN` program (its Rx wakeup) runs the program once, up to 64 frames, in the
 /// caller's context, straight out of the NIC: no template, no gen port. The pump holds a copy of
@@ -241,20 +245,35 @@ fn peek(queue: &MapHandle) -> bool {
 /// wakes one instead of sending templates while it has one; the backend adds and removes them
 /// ([`GenPump::wake_mut`], [`GrantPump::wake_mut`]). Empty in compat, and on a kernel without
 /// the patch (`kernel::has_gen_wakeup`): the templates then.
+/// A socket that refuses [`MAX_REFUSALS`] wakeups in a row is dropped, as if its app had
+/// closed (the pump sends templates once none is left).
 #[derive(Default)]
 pub struct GenWake {
-    socks: Vec<(u32, OwnedFd)>,
+    socks: Vec<WakeSock>,
+}
+
+/// A socket of [`GenWake`]: its app's slot, and the wakeups it refused in a row.
+struct WakeSock {
+    slot: u32,
+    sock: OwnedFd,
+    refused: u32,
 }
 
 impl GenWake {
     /// Adds the socket of the app in `slot`.
     pub fn add(&mut self, slot: u32, sock: OwnedFd) {
-        self.socks.push((slot, sock));
+        self.socks.push(WakeSock { slot, sock, refused: 0 });
     }
 
     /// Removes the socket of the app in `slot` (it is closing).
     pub fn remove(&mut self, slot: u32) {
-        self.socks.retain(|(s, _)| *s != slot);
+        self.socks.retain(|w| w.slot != slot);
+    }
+
+    /// The apps' slots whose sockets it holds, in the order it tries them.
+    #[cfg(test)]
+    fn slots(&self) -> Vec<u32> {
+        self.socks.iter().map(|w| w.slot).collect()
     }
 
     /// Whether it has a socket to wake.
@@ -263,13 +282,14 @@ impl GenWake {
     }
 
     /// Runs the gen program once through the first socket that takes the wakeup; false when
-    /// none does (none added, or each unbound: its device went away).
-    fn wake(&self) -> bool {
-        self.socks.iter().any(|(_, sock)| {
+    /// none does (none added, or each unbound: its device went away). The sockets that refused
+    /// it count one refusal more, and go at [`MAX_REFUSALS`].
+    fn wake(&mut self) -> bool {
+        let took = self.socks.iter_mut().any(|w| {
             // SAFETY: a zero-length receive into no buffer; the socket is ours.
             let ret = unsafe {
                 libc::recvfrom(
-                    sock.as_raw_fd(),
+                    w.sock.as_raw_fd(),
                     std::ptr::null_mut(),
                     0,
                     libc::MSG_DONTWAIT,
@@ -277,14 +297,17 @@ impl GenWake {
                     std::ptr::null_mut(),
                 )
             };
+            w.refused = if ret >= 0 { 0 } else { w.refused + 1 };
             ret >= 0
-        })
+        });
+        self.socks.retain(|w| w.refused < MAX_REFUSALS);
+        took
     }
 
     /// Wakes gen while `queued` says keys are left (a run ends at a key owed nothing, or at its
     /// budget), up to [`MAX_CALLS`] runs; counts them in `stats`. False when no socket takes the
     /// wakeup: the caller sends templates instead.
-    fn drain(&self, stats: &mut PumpStats, queued: impl Fn() -> bool) -> bool {
+    fn drain(&mut self, stats: &mut PumpStats, queued: impl Fn() -> bool) -> bool {
         for _ in 0..MAX_CALLS {
             if !self.wake() {
                 return false;
@@ -657,7 +680,7 @@ impl GrantPump {
 mod tests {
     use std::{cell::Cell, os::unix::net::UnixStream};
 
-    use super::{GenWake, PumpStats, MAX_CALLS};
+    use super::{GenWake, PumpStats, MAX_CALLS, MAX_REFUSALS};
 
     /// A socket whose zero-length `recvfrom` succeeds (its peer closed: end of stream), as an
     /// AF_XDP socket's Rx wakeup does.
@@ -702,5 +725,31 @@ mod tests {
         // Its app closed: no socket takes the wakeup any more.
         wake.remove(2);
         assert!(!wake.drain(&mut stats, || true));
+    }
+
+    /// A socket that refuses the wakeup (unbound: its device went away) is tried again a few
+    /// times, then dropped: a wakeup no longer costs a failed `recvfrom` for it first.
+    #[test]
+    fn gen_wake_drops_a_socket_that_keeps_refusing() {
+        let mut wake = GenWake::default();
+        let mut stats = PumpStats::default();
+        let (refusing, _peer) = refuses_wakeups();
+        wake.add(1, refusing);
+        wake.add(2, takes_wakeups());
+        for _ in 0..MAX_REFUSALS {
+            assert_eq!(wake.slots(), [1, 2]);
+            assert!(wake.drain(&mut stats, || false), "the second takes it");
+        }
+        assert_eq!(wake.slots(), [2], "dropped after {MAX_REFUSALS} refusals in a row");
+        // One that takes a wakeup between refusals is kept: only refusals in a row count.
+        let (flaky, peer) = refuses_wakeups();
+        let mut wake = GenWake::default();
+        wake.add(3, flaky);
+        for _ in 0..MAX_REFUSALS - 1 {
+            assert!(!wake.drain(&mut stats, || false));
+        }
+        drop(peer); // end of stream: its recvfrom succeeds now
+        assert!(wake.drain(&mut stats, || false));
+        assert_eq!(wake.slots(), [3]);
     }
 }

@@ -8,7 +8,9 @@
 //! keeps the connection, both directions, and the last one's death closes it with a FIN;
 //! nothing is left in the datapath); a connect in progress at fork (the same outcome as
 //! Linux's); a connection passed over a Unix socket (the receiver gets an unconnected kernel
-//! socket, as documented). Needs root and python3.
+//! socket, as documented); a fork and a `sendmsg` while a handshake hangs (each returns within
+//! about a second); blocking calls on a connecting socket; how often a child's waits ask the
+//! daemon about a socket its parent may connect. Needs root, python3 and strace.
 use std::{
     process::Command,
     time::{Duration, Instant},
@@ -537,18 +539,40 @@ fn same_as_linux(
     echo_ports: &[&str],
     want: &str,
 ) -> String {
+    let server = LinuxServer { script: ONE_ECHO, args: &[], ends: true };
+    same_as_linux_against(bed, server, script, ports, echo_ports, want)
+}
+
+/// A Linux server on host 2 for [`same_as_linux_against`]: `script` (argv: its port, then
+/// `args`), which must end well when `ends`, and is killed otherwise.
+struct LinuxServer<'a> {
+    script: &'a str,
+    args: &'a [&'a str],
+    ends: bool,
+}
+
+/// [`same_as_linux`] against `server` on each of `server_ports`.
+fn same_as_linux_against(
+    bed: &Bed,
+    server: LinuxServer<'_>,
+    script: &str,
+    ports: &[&str],
+    server_ports: &[&str],
+    want: &str,
+) -> String {
     let (ip2, daemon) = (bed.ip(2), bed.daemon());
     let args = [&[ip2.as_str()], ports].concat();
     for etran in [false, true] {
-        let mut echoes = Vec::new();
-        for port in echo_ports {
-            let mut echo = python_in(&bed.h2, ONE_ECHO, &[port])
+        let mut servers = Vec::new();
+        for port in server_ports {
+            let argv = [&[*port], server.args].concat();
+            let mut srv = python_in(&bed.h2, server.script, &argv)
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();
-            let mut out = std::io::BufReader::new(echo.stdout.take().unwrap());
+            let mut out = std::io::BufReader::new(srv.stdout.take().unwrap());
             assert_eq!(next_lines(&mut out, 1), ["listening"]);
-            echoes.push(echo);
+            servers.push(srv);
         }
         let out = if etran {
             let argv = [&[PYTHON, "-c", script], &args[..]].concat();
@@ -556,10 +580,14 @@ fn same_as_linux(
         } else {
             python_in(&bed.h1, script, &args).output().unwrap()
         };
+        if !server.ends {
+            servers.iter_mut().for_each(|s| drop(s.kill()));
+        }
         let said = String::from_utf8_lossy(&out.stdout);
         assert_eq!(said, want, "etran {etran}: {}: {}", text(&out), daemon.log());
-        for mut e in echoes {
-            assert!(e.wait().unwrap().success());
+        for mut srv in servers {
+            let status = srv.wait().unwrap();
+            assert!(!server.ends || status.success(), "etran {etran}: the server: {status}");
         }
     }
     daemon.log()
@@ -909,4 +937,190 @@ fn a_holder_killed_after_reading_leaves_the_connection_as_on_linux() {
     let log = daemon.log();
     assert_eq!(conn_lines(&log).0, 2, "through eTran: {log}");
     assert!(!log.contains("reset (handle"), "not reset: {log}");
+}
+
+/// A child waiting, with `epoll` and `poll`, on a socket its parent opened before the fork and
+/// never connected: the waits return at once (on Linux the socket is unconnected: writable,
+/// hung up), and the child spins through them for 300 ms, then says how many it made and how
+/// long it took.
+const WAITS_ON_AN_UNCONNECTED_COPY: &str = r#"
+import os, select, socket, time
+s = socket.socket()
+pid = os.fork()
+if pid == 0:
+    ep = select.epoll()
+    ep.register(s.fileno(), select.EPOLLIN)
+    p = select.poll()
+    p.register(s.fileno(), select.POLLIN)
+    calls, start = 0, time.monotonic()
+    while time.monotonic() - start < 0.3:
+        ep.poll(0)
+        p.poll(0)
+        calls += 2
+    print("calls", calls, "ms", int((time.monotonic() - start) * 1000), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+"#;
+
+/// [`WAITS_ON_AN_UNCONNECTED_COPY`] under `etran run`: the child asks the daemon whether the
+/// parent connected the socket (a pidfd and a round trip each time) at most every 2 ms
+/// (`PARENT_CHECK`), not at every wait: strace counts the pidfd_open calls.
+#[test]
+fn waits_ask_about_a_socket_the_parent_may_connect_every_few_ms_not_at_every_pass() {
+    let Some(_root) = common::root::shared() else { return };
+    let bed = Bed::new("fork-pace");
+    let daemon = bed.daemon();
+    let trace = std::env::temp_dir().join(format!("etran-fork-pace-{}.strace", std::process::id()));
+    let out = Command::new("ip")
+        .args(["netns", "exec", &bed.h1, "strace", "-f", "-qq", "-e", "trace=pidfd_open", "-o"])
+        .arg(&trace)
+        .args([common::cli::etran_bin(), "run", "--daemon-socket"])
+        .arg(&daemon.sock)
+        .args(["--", PYTHON, "-c", WAITS_ON_AN_UNCONNECTED_COPY])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    let strace = std::fs::read_to_string(&trace).unwrap_or_default();
+    let _ = std::fs::remove_file(&trace);
+    let words: Vec<&str> = said.split_whitespace().collect();
+    let [_, calls, _, ms] = words[..] else { panic!("{}: {}", text(&out), daemon.log()) };
+    let (calls, ms): (u64, u64) = (calls.parse().unwrap(), ms.parse().unwrap());
+    let asks = strace.lines().filter(|l| l.contains("pidfd_open(")).count() as u64;
+    // One question per 2 ms, and a few more (registering, the last one in flight).
+    assert!(asks <= ms / 2 + 10, "{asks} questions in {ms} ms, {calls} waits: {strace}");
+}
+
+/// A Linux server whose queue is one connection long (argv: port, delay): it accepts nothing for
+/// `delay` seconds (the SYNs of a second connection are dropped meanwhile: the connect hangs;
+/// eTran sends SYNs at 0, 0.2, 0.6, 1.4 and 3 s, Linux at 0, 1 and 3 s), then two connections,
+/// and echoes once on the second.
+const QUEUE_OF_ONE: &str = r#"
+import socket, sys, time
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", int(sys.argv[1])))
+srv.listen(0)
+print("listening", flush=True)
+time.sleep(float(sys.argv[2]))
+a, _ = srv.accept()
+b, _ = srv.accept()
+b.sendall(b.recv(100))
+b.close()
+a.close()
+"#;
+
+/// The start of a script whose connect `s` hangs ([`QUEUE_OF_ONE`], argv: host, port): a first
+/// connection fills the server's queue, then `s` connects without blocking. An alarm ends a
+/// script that hangs.
+const HANGING_CONNECT: &str = r#"
+import errno, os, select, signal, socket, sys, time
+signal.alarm(20)
+host, port = sys.argv[1], int(sys.argv[2])
+first = socket.create_connection((host, port))
+time.sleep(0.1)
+s = socket.socket()
+s.setblocking(False)
+e = s.connect_ex((host, port))
+print("connect", errno.errorcode.get(e, e), flush=True)
+"#;
+
+/// After [`HANGING_CONNECT`], its descriptor is passed over a Unix socket: `sendmsg` returns
+/// within a second (the receiver would get an unconnected socket), where it waited for the
+/// handshake before.
+const PASSING_A_HANGING_CONNECT: &str = r#"
+a, b = socket.socketpair()
+start = time.monotonic()
+socket.send_fds(a, [b"conn"], [s.fileno()])
+print("passed", "soon" if time.monotonic() - start < 3 else "late", flush=True)
+"#;
+
+#[test]
+fn passing_a_connect_whose_handshake_hangs_returns_within_a_second_as_on_linux() {
+    let Some(_root) = common::root::shared() else { return };
+    let bed = Bed::new("fork-pass-hang");
+    let want = "connect EINPROGRESS\npassed soon\n";
+    let script = format!("{HANGING_CONNECT}{PASSING_A_HANGING_CONNECT}");
+    let server = LinuxServer { script: QUEUE_OF_ONE, args: &["60"], ends: false };
+    same_as_linux_against(&bed, server, &script, &["7030"], &["7030"], want);
+}
+
+/// Blocking calls on a socket whose non-blocking connect is in progress (argv: host, two echo
+/// ports, a closed port), as on Linux: `recv` waits for the connect and then for the bytes (a
+/// thread sends them a while later), `send` waits for the connect, and `recv` on a refused
+/// connect gets its error.
+const CALLS_WHILE_CONNECTING: &str = r#"
+import errno, socket, sys, threading, time
+host = sys.argv[1]
+def pending(port):
+    s = socket.socket()
+    s.setblocking(False)
+    e = s.connect_ex((host, int(port)))
+    print("connect", errno.errorcode.get(e, e), flush=True)
+    s.setblocking(True)
+    return s
+s = pending(sys.argv[2])
+def later():
+    time.sleep(0.3)
+    s.sendall(b"to recv")
+t = threading.Thread(target=later)
+t.start()
+print("recv", s.recv(100), flush=True)
+t.join()
+s.close()
+s = pending(sys.argv[3])
+s.sendall(b"sent while connecting")
+print("send then recv", s.recv(100), flush=True)
+s.close()
+s = pending(sys.argv[4])
+try:
+    print("recv", s.recv(100), flush=True)
+except OSError as e:
+    print("recv", errno.errorcode.get(e.errno, e.errno), flush=True)
+s.close()
+"#;
+
+#[test]
+fn blocking_calls_on_a_connecting_socket_wait_for_the_connect_as_on_linux() {
+    let Some(_root) = common::root::shared() else { return };
+    let bed = Bed::new("shim-connecting");
+    let want = "connect EINPROGRESS\nrecv b'to recv'\nconnect EINPROGRESS\n\
+                send then recv b'sent while connecting'\nconnect EINPROGRESS\n\
+                recv ECONNREFUSED\n";
+    let ports = ["7032", "7033", "7034"];
+    same_as_linux(&bed, CALLS_WHILE_CONNECTING, &ports, &ports[..2], want);
+    // The closes reach the daemon's log as the program exits: it may lag a little.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while conn_lines(&bed.daemon().log()) != (2, 2) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = bed.daemon().log();
+    assert_eq!(conn_lines(&log), (2, 2), "through eTran, closed: {log}");
+}
+
+/// After [`HANGING_CONNECT`] (the server accepting after 2.3 s, the handshake's SYNs at 3 s go
+/// through), a fork: it returns soon, the child's copy is the same socket, still connecting,
+/// which it echoes through once the connect is up; the parent waits for the connect itself,
+/// then for the child.
+const FORK_WHILE_CONNECTING: &str = r#"
+start = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    s.setblocking(True)
+    s.sendall(b"from the child")
+    print("child", s.recv(100), flush=True)
+    os._exit(0)
+took = time.monotonic() - start
+select.select([], [s], [], 15)
+os.waitpid(pid, 0)
+print("fork", "soon" if took < 2.5 else "late", flush=True)
+"#;
+
+#[test]
+fn a_fork_while_a_handshake_hangs_returns_soon_and_the_child_waits_for_it_as_on_linux() {
+    let Some(_root) = common::root::shared() else { return };
+    let bed = Bed::new("fork-slow-connect");
+    let want = "connect EINPROGRESS\nchild b'from the child'\nfork soon\n";
+    let script = format!("{HANGING_CONNECT}{FORK_WHILE_CONNECTING}");
+    let server = LinuxServer { script: QUEUE_OF_ONE, args: &["2.3"], ends: true };
+    same_as_linux_against(&bed, server, &script, &["7036"], &["7036"], want);
 }

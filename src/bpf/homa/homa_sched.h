@@ -103,7 +103,7 @@ struct homa_sched_snap {
  *   worse message never displaces its better one, and the worst member only improves, so a
  *   peer dropped once cannot come back with a worse message;
  * - the distinct peers of all scheduled messages (at most `k`): how many are active;
- * - the oldest message not fully granted. */
+ * - the oldest message not fully granted that does not ignore grants (FIFO). */
 struct homa_sched_scratch {
 	struct homa_sched_snap snap[ETRAN_HOMA_SCHED_SLOTS];
 	struct homa_rpc_key key[ETRAN_HOMA_SCHED_SLOTS]; /* the entries' RPCs, for gen */
@@ -321,13 +321,14 @@ struct homa_sched_walk {
 	struct homa_sched_scratch *w;
 	__u32 k;
 	__u32 x;     /* its entry (ETRAN_HOMA_SCHED_SLOTS: it left, complete) */
+	__u32 stuck; /* bytes on the way past which a message ignores grants (FIFO) */
 	__u32 xrem;
 	__be32 xpeer;
 	__u64 xbirth;
 };
 
-/* bpf_loop's visit of entry `i` of the copy: the distinct peers, the oldest message, and the
- * active ones ranked before the message asking (all of them once it left). */
+/* bpf_loop's visit of entry `i` of the copy: the distinct peers and the active ones ranked
+ * before the message asking (all of them once it left). */
 static long homa_sched_visit(__u32 i, void *ctx)
 {
 	struct homa_sched_walk *c = ctx;
@@ -344,12 +345,6 @@ static long homa_sched_visit(__u32 i, void *ctx)
 	homa_sched_peer_add(w, c->k, m->peer);
 	if (m->peer == c->xpeer && m->granted > m->received)
 		w->peer_out += m->granted - m->received;
-	if (m->granted < m->length && m->birth < w->oldest_birth) {
-		w->oldest_is_x = 0;
-		w->oldest_idx = i;
-		w->oldest_waits = m->granted <= m->received;
-		w->oldest_birth = m->birth;
-	}
 	rem = m->length - m->received;
 	if (homa_sched_before(rem, m->birth, w->first_rem, w->first_birth)) {
 		w->first_rem = rem;
@@ -364,9 +359,11 @@ static long homa_sched_visit(__u32 i, void *ctx)
 	return 0;
 }
 
-/* bpf_loop's second visit of entry `i` of the copy: counts it if the first message bypassed it
- * (its peer's, older, not fully granted). */
-static long homa_sched_visit_bypassed(__u32 i, void *ctx)
+/* bpf_loop's second visit of entry `i` of the copy, for the FIFO share: counts it if the first
+ * message bypassed it (its peer's, older, not fully granted), and finds the oldest message not
+ * fully granted that does not ignore grants (fewer than `stuck` bytes on the way: a peer that
+ * does not answer FIFO grants does not hold the share, homa_grant_find_oldest()). */
+static long homa_sched_visit_fifo(__u32 i, void *ctx)
 {
 	struct homa_sched_walk *c = ctx;
 	struct homa_sched_scratch *w = c->w;
@@ -375,9 +372,17 @@ static long homa_sched_visit_bypassed(__u32 i, void *ctx)
 	if (!w || i == c->x)
 		return 0;
 	m = &w->snap[i & (ETRAN_HOMA_SCHED_SLOTS - 1)];
-	if (m->length && m->granted < m->length && m->peer == w->first_peer &&
-	    m->birth < w->first_birth)
+	if (!m->length || m->granted >= m->length)
+		return 0;
+	if (m->peer == w->first_peer && m->birth < w->first_birth)
 		w->bypassed++;
+	if (m->birth < w->oldest_birth &&
+	    (m->granted > m->received ? m->granted - m->received : 0) < c->stuck) {
+		w->oldest_is_x = 0;
+		w->oldest_idx = i;
+		w->oldest_waits = m->granted <= m->received;
+		w->oldest_birth = m->birth;
+	}
 	return 0;
 }
 
@@ -516,17 +521,23 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 	c.xpeer = key->peer_ip;
 	if (c.x < N) {
 		homa_sched_peer_add(w, k, key->peer_ip);
-		if (xgranted < xlength) {
-			w->oldest_is_x = 1;
-			w->oldest_birth = c.xbirth;
-		}
 		w->first_rem = c.xrem;
 		w->first_peer = c.xpeer;
 		w->first_birth = c.xbirth;
 	}
 	bpf_loop(N, homa_sched_visit, &c, 0);
+	peers_n = w->peers_n;
+	window = cfg->window ? cfg->window : max_incoming / (peers_n + 1);
 	if (cfg->fifo_fraction && cfg->fifo_fraction < 1000 && cfg->fifo_increment) {
-		bpf_loop(N, homa_sched_visit_bypassed, &c, 0);
+		c.stuck = window + 2 * cfg->fifo_increment;
+		/* What of its grant is on the way: none when more arrived than it was granted (a
+		 * peer whose unscheduled bytes are more than ours). */
+		if (c.x < N && xgranted < xlength &&
+		    (xgranted > xreceived ? xgranted - xreceived : 0) < c.stuck) {
+			w->oldest_is_x = 1;
+			w->oldest_birth = c.xbirth;
+		}
+		bpf_loop(N, homa_sched_visit_fifo, &c, 0);
 		if (c.x < N && xgranted < xlength && c.xpeer == w->first_peer &&
 		    c.xbirth < w->first_birth)
 			w->bypassed++;
@@ -534,8 +545,6 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 		due = (__u64)cfg->fifo_increment * (1000 - share) / share;
 	}
 
-	peers_n = w->peers_n;
-	window = cfg->window ? cfg->window : max_incoming / (peers_n + 1);
 	headroom = (__s64)max_incoming - incoming;
 	/* What the active messages ranked before this one would take first; and which of them
 	 * wait for a grant with nothing on the way to say so. */
@@ -587,15 +596,10 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 	 * up. */
 	if (due && since_fifo >= due) {
 		if (w->oldest_is_x) {
-			if (xgranted - xreceived < window + 2 * cfg->fifo_increment) {
-				if (!target) {
-					target = homa_sched_align(xgranted + cfg->fifo_increment,
-								  xlength);
-					fifo = 1;
-					out->priority = HOMA_MAX_PRIORITIES - 2;
-				}
-			} else {
-				idle_fifo = 1;
+			if (!target) {
+				target = homa_sched_align(xgranted + cfg->fifo_increment, xlength);
+				fifo = 1;
+				out->priority = HOMA_MAX_PRIORITIES - 2;
 			}
 		} else if (w->oldest_birth == ~0ULL) {
 			idle_fifo = 1;
@@ -622,12 +626,15 @@ static __always_inline void homa_sched_run(const struct homa_rpc_key *key, __u32
 			target = homa_sched_align(e->granted + room, e->length);
 		if (target > e->granted) {
 			gave = target - e->granted;
-			s->incoming += gave;
 			if (fifo)
 				s->since_fifo -= s->since_fifo < due ? s->since_fifo : due;
 			else
-				s->since_fifo += target - e->granted;
+				s->since_fifo += gave;
+			/* The incoming bytes grow by what of the grant is not here yet (less than
+			 * `gave` when more arrived than the message was granted). */
+			s->incoming -= homa_sched_outstanding(e);
 			e->granted = target;
+			s->incoming += homa_sched_outstanding(e);
 			out->granted = target;
 			out->moved = 1;
 		}

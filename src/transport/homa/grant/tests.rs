@@ -220,3 +220,68 @@ fn removed_messages_give_back_their_incoming() {
     s.received(1, 5);
     assert_eq!(s.granted(1), None);
 }
+
+/// The model's side of the Homa ingress fixture row "the FIFO share grows with the messages
+/// SRPT bypassed" (tests/fixtures/homa.rs, which runs the BPF scheduler on the same messages):
+/// the oldest of three long messages behind a shorter one of their host, 41,296 unscheduled
+/// bytes each, the FIFO count one byte past 15 %'s due (5 % would not be due): the oldest gets
+/// its 50,000 bytes, on a packet boundary, and the count what is left of it.
+#[test]
+fn three_bypassed_messages_make_a_fifo_grant_due_three_times_sooner() {
+    const UNSCHED: u32 = etran_homa_limit::ETRAN_HOMA_UNSCHED_LIMIT.0;
+    let due = 50_000 * 850 / 150;
+    let mut s = sched();
+    s.add(1, 7, 1_000_000, UNSCHED);
+    s.received(1, 11 * MAX_PAYLOAD);
+    s.add(2, 7, 2_000_000, UNSCHED);
+    s.add(3, 7, 3_000_000, UNSCHED);
+    s.add(4, 7, 100_000, 60_000);
+    s.received(4, 50_000);
+    s.since_fifo = due + 1;
+    let fifo = Grant {
+        key: 1,
+        offset: (UNSCHED + 50_000) / MAX_PAYLOAD * MAX_PAYLOAD,
+        priority: HIGH_PRIORITY,
+        fifo: true,
+    };
+    assert_eq!(s.grants()[0], fifo);
+    // One bypassed message: 5 %, not due yet.
+    let mut s = sched();
+    s.add(1, 7, 1_000_000, UNSCHED);
+    s.add(4, 7, 100_000, 60_000);
+    s.since_fifo = due + 1;
+    assert!(s.grants().iter().all(|g| !g.fifo));
+}
+
+/// The model's side of the Homa ingress fixture row "the FIFO share goes to the oldest message
+/// though more of it arrived than it was granted": a peer whose unscheduled bytes are more than
+/// ours sent 40 packets of a message granted 29. Nothing of its grant is on the way, so it is
+/// not ignoring grants (HomaModule's signed difference is negative): the FIFO share is its.
+#[test]
+fn the_fifo_share_goes_to_a_message_that_received_more_than_its_grant() {
+    const UNSCHED: u32 = etran_homa_limit::ETRAN_HOMA_UNSCHED_LIMIT.0;
+    let mut s = sched();
+    s.add(1, 7, 1_000_000, UNSCHED);
+    s.received(1, 41 * MAX_PAYLOAD);
+    s.add(4, 7, 100_000, 60_000);
+    s.received(4, 50_000);
+    s.since_fifo = 50_000 * 950 / 50;
+    let offset = (UNSCHED + 50_000) / MAX_PAYLOAD * MAX_PAYLOAD;
+    assert_eq!(s.grants()[0], Grant { key: 1, offset, priority: HIGH_PRIORITY, fifo: true });
+}
+
+/// The model's side of the Homa ingress fixture row "the FIFO share passes over the oldest
+/// message when it ignores grants": the oldest was granted a window and two increments past
+/// what arrived (its peer does not answer), so the share goes to the next oldest.
+#[test]
+fn the_fifo_share_passes_over_a_message_that_ignores_grants() {
+    let mut s = sched();
+    let ignored = 11 * MAX_PAYLOAD + 200_000 + 100_000;
+    s.add(1, 7, 4_000_000, ignored);
+    s.received(1, 11 * MAX_PAYLOAD);
+    s.add(2, 7, 5_000_000, 200_000);
+    s.received(2, 200_000);
+    s.since_fifo = 50_000 * 950 / 50;
+    let offset = (200_000 + 50_000) / MAX_PAYLOAD * MAX_PAYLOAD;
+    assert_eq!(s.grants()[0], Grant { key: 2, offset, priority: HIGH_PRIORITY, fifo: true });
+}
