@@ -120,6 +120,12 @@ fn etran_app_connects_to_a_linux_listener() {
     let err = app.connect_blocking(peer).unwrap_err();
     assert_eq!(errno_of(&err), Some(libc::EHOSTUNREACH), "{err}");
     assert!(err.to_string().contains("no neighbour entry"), "{err}");
+    // This host's own address, or loopback: refused in one line, not a neighbour to add.
+    for own in ["10.77.0.1:7200", "127.0.0.1:7200"] {
+        let err = app.connect_blocking(own.parse().unwrap()).unwrap_err();
+        assert_eq!(errno_of(&err), Some(libc::EOPNOTSUPP), "{own}: {err}");
+        assert!(err.to_string().contains("is this host"), "{own}: {err}");
+    }
     add_neighbour_of_b(&net);
 
     let listener = in_netns(&b, || TcpListener::bind(peer).expect("listen"));

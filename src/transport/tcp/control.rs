@@ -22,7 +22,9 @@
 //!
 //! Active open (`Connect`): the local address is the NIC's first IPv4 address, the port an
 //! ephemeral one (`EPHEMERAL`) unless asked for, the peer's MAC comes from the neighbour table
-//! (the kernel's, as `/proc/net/arp` shows it): no entry is a clear error, not an ARP probe.
+//! (the kernel's, as `/proc/net/arp` shows it): no entry is a clear error, not an ARP probe. A
+//! connect to this host itself (the NIC's address, loopback) is refused (`EOPNOTSUPP`): the wire
+//! would not bring its frames back.
 //!
 //! Close: the fast path exchanges the FINs; the app then releases the connection (`Release`)
 //! and it leaves `etran_tcp_conns`. If the app closed first the 4-tuple stays in TIME_WAIT for
@@ -629,6 +631,16 @@ impl SlowPath {
         let ip = crate::sys::local_ipv4(&self.iface).ok_or_else(|| {
             Refusal::new(libc::EADDRNOTAVAIL, format!("{} has no IPv4 address", self.iface))
         })?;
+        // The wire does not bring a frame back to the host that sent it (a switch does not send
+        // a frame out where it came in); Linux would connect within the host.
+        if *remote.ip() == ip || remote.ip().is_loopback() || remote.ip().is_unspecified() {
+            let why = format!(
+                "{} is this host: eTran carries no connection within a host (the kernel's TCP \
+                 does; `etran run` sends such connects there)",
+                remote.ip()
+            );
+            return Err(Refusal::new(libc::EOPNOTSUPP, why));
+        }
         let remote_mac = crate::sys::neighbour(&self.iface, *remote.ip()).ok_or_else(|| {
             let why = format!("no neighbour entry for {} on {} (add one)", remote.ip(), self.iface);
             Refusal::new(libc::EHOSTUNREACH, why)
