@@ -406,7 +406,8 @@ impl DaemonLink {
     }
 
     /// Has the daemon tell egress the Ethernet address of Homa peer `ip` (before the first RPC
-    /// to it). `EHOSTUNREACH` when the neighbour table has none.
+    /// to it). `EHOSTUNREACH` when the neighbour table has none, `EOPNOTSUPP` for this host
+    /// itself.
     pub fn homa_peer(&mut self, ip: Ipv4Addr) -> io::Result<()> {
         self.send(&Request::HomaPeer { ip })?;
         loop {

@@ -9,11 +9,11 @@
 //!   bound port's RPCs);
 //! - the daemon: a control path ([`Control`]) for what the fast path hands up (handshakes,
 //!   TIME_WAIT, resets for TCP), driven by the daemon's event loop and timer wheel.
-use std::os::fd::RawFd;
+use std::{net::Ipv4Addr, os::fd::RawFd};
 
 use mio::Token;
 
-use crate::timer::TimerWheel;
+use crate::{refusal::Refusal, timer::TimerWheel};
 
 pub mod homa;
 pub mod tcp;
@@ -66,4 +66,23 @@ pub trait Control {
     fn shutdown<T>(&mut self, timers: &mut TimerWheel<T>);
     /// One line of what it did, for the daemon's log when it stops.
     fn report(&self) -> String;
+}
+
+/// The Ethernet address of peer `ip` on `iface`, from the kernel's neighbour table: no entry is
+/// a clear refusal (`EHOSTUNREACH`), not an ARP probe. This host itself (`iface`'s address,
+/// loopback) is refused with `EOPNOTSUPP`: the wire does not bring a frame back to the host that
+/// sent it (a switch does not send a frame out where it came in), and no transport hands frames
+/// from app to app within a host yet.
+pub(crate) fn peer_mac(iface: &str, ip: Ipv4Addr) -> Result<[u8; 6], Refusal> {
+    if crate::sys::local_ipv4(iface) == Some(ip) || ip.is_loopback() || ip.is_unspecified() {
+        let why = format!(
+            "{ip} is this host: eTran carries nothing within a host (the kernel's TCP does; \
+             `etran run` sends such connects there)"
+        );
+        return Err(Refusal::new(libc::EOPNOTSUPP, why));
+    }
+    crate::sys::neighbour(iface, ip).ok_or_else(|| {
+        let why = format!("no neighbour entry for {ip} on {iface} (add one)");
+        Refusal::new(libc::EHOSTUNREACH, why)
+    })
 }

@@ -625,6 +625,12 @@ fn ports_are_exclusive_and_go_with_their_app() {
     let e = tcp.homa_bind(PORT + 1).expect_err("a TCP app binds no Homa port");
     assert_eq!(errno_of(&e), Some(libc::EPROTOTYPE), "{e}");
 
+    // A request to this host itself: refused in one line (nothing would bring it back).
+    let own = SocketAddrV4::new(hosts.tb.host(1).ip, PORT + 7);
+    let e = first.enqueue_request(own, vec![1; 10], |_, _| panic!("no response")).unwrap_err();
+    assert_eq!(errno_of(&e), Some(libc::EOPNOTSUPP), "{e}");
+    assert!(e.to_string().contains("is this host"), "{e}");
+
     // A request to a port nobody bound on host 2: it never gets a response.
     let nobody = SocketAddrV4::new(hosts.tb.host(2).ip, PORT + 7);
     first.enqueue_request(nobody, vec![1; 3000], |_, _| panic!("no response")).unwrap();

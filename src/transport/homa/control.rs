@@ -164,10 +164,7 @@ impl HomaControl {
 
     /// Tells egress the Ethernet address of `ip`, from the neighbour table.
     pub fn peer(&mut self, ip: Ipv4Addr) -> Result<(), Refusal> {
-        let mac = crate::sys::neighbour(&self.iface, ip).ok_or_else(|| {
-            let why = format!("no neighbour entry for {ip} on {} (add one)", self.iface);
-            Refusal::new(libc::EHOSTUNREACH, why)
-        })?;
+        let mac = crate::transport::peer_mac(&self.iface, ip)?;
         let v = homa_peer { mac, ..Default::default() };
         self.handles
             .peers

@@ -631,20 +631,7 @@ impl SlowPath {
         let ip = crate::sys::local_ipv4(&self.iface).ok_or_else(|| {
             Refusal::new(libc::EADDRNOTAVAIL, format!("{} has no IPv4 address", self.iface))
         })?;
-        // The wire does not bring a frame back to the host that sent it (a switch does not send
-        // a frame out where it came in); Linux would connect within the host.
-        if *remote.ip() == ip || remote.ip().is_loopback() || remote.ip().is_unspecified() {
-            let why = format!(
-                "{} is this host: eTran carries no connection within a host (the kernel's TCP \
-                 does; `etran run` sends such connects there)",
-                remote.ip()
-            );
-            return Err(Refusal::new(libc::EOPNOTSUPP, why));
-        }
-        let remote_mac = crate::sys::neighbour(&self.iface, *remote.ip()).ok_or_else(|| {
-            let why = format!("no neighbour entry for {} on {} (add one)", remote.ip(), self.iface);
-            Refusal::new(libc::EHOSTUNREACH, why)
-        })?;
+        let remote_mac = crate::transport::peer_mac(&self.iface, *remote.ip())?;
         let busy = |this: &SlowPath, l: SocketAddrV4| {
             this.pending.contains_key(&(l, remote))
                 || this.conns.contains_key(&(l, remote))
