@@ -258,6 +258,29 @@ static inline void set_counter(int map, uint32_t key, uint64_t v)
 		fail("BPF_MAP_UPDATE_ELEM");
 }
 
+/* The Tx packet count of device NAME in this network namespace (/proc/net/dev follows the
+ * reader).
+ */
+static inline unsigned long tx_packets(const char *name)
+{
+	unsigned long v[10];
+	char line[512], key[IFNAMSIZ + 2];
+	FILE *f = fopen("/proc/net/dev", "r");
+
+	snprintf(key, sizeof(key), "%s:", name);
+	while (f && fgets(line, sizeof(line), f)) {
+		char *p = strstr(line, key);
+
+		if (p && sscanf(p + strlen(key), "%lu %lu %lu %lu %lu %lu %lu %lu %lu %lu", &v[0],
+				&v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]) == 10) {
+			fclose(f);
+			return v[9];
+		}
+	}
+	fail("no Tx count in /proc/net/dev");
+	return 0;
+}
+
 /* A Tx wakeup of the AF_XDP socket FD (sendto without data); a busy or full ring is no error. */
 static inline void xsk_kick(int fd)
 {

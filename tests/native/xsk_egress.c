@@ -20,27 +20,6 @@ static const char *ifname = "xegr0";
 static uint32_t attach_type;
 static struct xsk x;
 
-/* The Tx packet count of ifname in this network namespace (/proc/net/dev follows the reader). */
-static unsigned long tx_packets(void)
-{
-	unsigned long v[10];
-	char line[512], name[IFNAMSIZ + 2];
-	FILE *f = fopen("/proc/net/dev", "r");
-
-	snprintf(name, sizeof(name), "%s:", ifname);
-	while (f && fgets(line, sizeof(line), f)) {
-		char *p = strstr(line, name);
-
-		if (p && sscanf(p + strlen(name), "%lu %lu %lu %lu %lu %lu %lu %lu %lu %lu", &v[0],
-				&v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]) == 10) {
-			fclose(f);
-			return v[9];
-		}
-	}
-	fail("no Tx count in /proc/net/dev");
-	return 0;
-}
-
 /* Frame I of a batch: broadcast, a local experimental EtherType, KIND ('P' or 'D') as the first
  * payload byte, for the counting program's verdict.
  */
@@ -64,7 +43,7 @@ static void send_batch(const char *what, const char *kinds, unsigned long sent)
 {
 	static uint32_t next;
 	uint32_t first = next, done = first, n = strlen(kinds);
-	unsigned long before = tx_packets(), left;
+	unsigned long before = tx_packets(ifname), left;
 
 	for (uint32_t i = 0; i < n; i++)
 		put_frame(next++, kinds[i]);
@@ -84,7 +63,7 @@ static void send_batch(const char *what, const char *kinds, unsigned long sent)
 			exit(1);
 		}
 	__atomic_store_n(x.cq.consumer, done, __ATOMIC_RELEASE);
-	left = tx_packets() - before;
+	left = tx_packets(ifname) - before;
 	if (left != sent) {
 		printf("FAIL %s: %lu frames left, want %lu\n", what, left, sent);
 		exit(1);

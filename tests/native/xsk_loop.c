@@ -20,27 +20,6 @@ static const char *ifname = "xloop0";
 static struct xsk tx, rx;
 static uint32_t sent, done;
 
-/* The Tx packet count of ifname (/proc/net/dev follows the reader's namespace). */
-static unsigned long tx_packets(void)
-{
-	unsigned long v[10];
-	char line[512], name[IFNAMSIZ + 2];
-	FILE *f = fopen("/proc/net/dev", "r");
-
-	snprintf(name, sizeof(name), "%s:", ifname);
-	while (f && fgets(line, sizeof(line), f)) {
-		char *p = strstr(line, name);
-
-		if (p && sscanf(p + strlen(name), "%lu %lu %lu %lu %lu %lu %lu %lu %lu %lu", &v[0],
-				&v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]) == 10) {
-			fclose(f);
-			return v[9];
-		}
-	}
-	fail("no Tx count in /proc/net/dev");
-	return 0;
-}
-
 /* Sends one 60-byte frame per character of KINDS ('L': loop back to slot 0, 'E': to the empty
  * slot 1, anything else: pass), byte 15 numbering it; waits until each completes, in order.
  */
@@ -153,13 +132,13 @@ int main(void)
 	if (link < 0)
 		fail("BPF_LINK_CREATE");
 
-	before = tx_packets();
+	before = tx_packets(ifname);
 	send_frames("LLPLPL");
 	expect_eq("looped frames reach the receiver as sent, in order", received(), 4);
-	expect_eq("only the passed frames leave the device", tx_packets() - before, 2);
+	expect_eq("only the passed frames leave the device", tx_packets(ifname) - before, 2);
 
 	/* Twice the receiver's buffers: the ones beyond its fill ring are dropped and counted. */
-	before = tx_packets();
+	before = tx_packets(ifname);
 	dropped = rx_dropped();
 	for (int i = 0; i < 4; i++) {
 		char kinds[NDESC / 2 + 1];
@@ -172,12 +151,12 @@ int main(void)
 		  NDESC);
 	expect_eq("the others are dropped, counted in its statistics", rx_dropped() - dropped,
 		  NDESC);
-	expect_eq("and none leaves the device", tx_packets() - before, 0);
+	expect_eq("and none leaves the device", tx_packets(ifname) - before, 0);
 
-	before = tx_packets();
+	before = tx_packets(ifname);
 	send_frames("EP");
 	expect_eq("a redirect to an empty slot sends nothing (of it and a passed frame, frames out)",
-		  tx_packets() - before, 1);
+		  tx_packets(ifname) - before, 1);
 	expect_eq("and reaches no socket", received(), 0);
 
 	close(link);

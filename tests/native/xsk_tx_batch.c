@@ -10,8 +10,6 @@
  *   xsk_tx_batch    prints one "ok ..." line per check; exits 1 at the first failure
  */
 #include <linux/ethtool.h>
-#include <linux/if_ether.h>
-#include <linux/if_packet.h>
 #include <linux/sockios.h>
 #include <netinet/ip.h>
 #include <netinet/tcp.h>
@@ -92,18 +90,6 @@ static void put_segment(char *frame, uint32_t i)
 	tcp->check = htons(~sum & 0xffff);
 }
 
-/* A packet socket on the peer: what the peer's stack received, after GRO. */
-static int tap_open(void)
-{
-	struct sockaddr_ll sll = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL),
-				   .sll_ifindex = (int)if_nametoindex(peername) };
-	int s = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
-
-	if (s < 0 || !sll.sll_ifindex || bind(s, (struct sockaddr *)&sll, sizeof(sll)))
-		fail("packet socket on the peer");
-	return s;
-}
-
 /* Sends the flow's SEGS segments from X in one sendto() and waits for their completions; then
  * reads the tap until every payload byte arrived. Returns the packets that carried them.
  */
@@ -123,10 +109,13 @@ static int send_flow(struct xsk *x, int tap)
 		d->options = 0;
 	}
 	__atomic_store_n(x->tx.producer, next, __ATOMIC_RELEASE);
-	if (sendto(x->fd, NULL, 0, MSG_DONTWAIT, NULL, 0))
-		fail("sendto");
-	for (int i = 0; i < 1000 && __atomic_load_n(x->cq.producer, __ATOMIC_ACQUIRE) != next; i++)
+	/* One sendto takes the whole batch; the kicks after it only serve a batch cut short (a
+	 * busy device, an allocation that failed).
+	 */
+	for (int i = 0; i < 1000 && __atomic_load_n(x->cq.producer, __ATOMIC_ACQUIRE) != next; i++) {
+		xsk_kick(x->fd);
 		usleep(1000);
+	}
 	if (__atomic_load_n(x->cq.producer, __ATOMIC_ACQUIRE) != next) {
 		printf("FAIL %u of %u completions\n",
 		       __atomic_load_n(x->cq.producer, __ATOMIC_ACQUIRE) - first, SEGS);
@@ -166,9 +155,7 @@ int main(void)
 	struct xsk x;
 
 	veth_pair(ifname, peername);
-	ifindex = if_nametoindex(ifname);
-	if (!ifindex)
-		fail("if_nametoindex");
+	ifindex = ifindex_of(ifname);
 	/* The sender without checksum offload (so without TSO): veth hands such a device's frames
 	 * to its peer's NAPI; the peer with GRO on (NAPI: set while it is up).
 	 */
@@ -176,7 +163,7 @@ int main(void)
 	ethtool_set(peername, ETHTOOL_SGRO, 1);
 	attach_type = btf_enum_value("BPF_XSK_EGRESS");
 	prog = load(pass, sizeof(pass) / sizeof(pass[0]), attach_type);
-	tap = tap_open();
+	tap = packet_socket(ifindex_of(peername), peername);
 
 	x = xsk_open(ifindex, XDP_COPY, 0, 1);
 	got = send_flow(&x, tap);
