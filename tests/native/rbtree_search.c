@@ -251,7 +251,7 @@ static int emit_insert(void)
  */
 static void emit_lower_bound(void)
 {
-	int loop, found, deep, right, exact, back;
+	int loop, end, deep, right, exact, back;
 
 	lock();
 	MOV_K(9, -1); /* NONE */
@@ -259,7 +259,7 @@ static void emit_lower_bound(void)
 	map_value(1, tree, TREE_ROOT);
 	KFUNC(kf_root);
 	loop = n;
-	found = JMP_K(BPF_JEQ, 0, 0); /* no node: done */
+	end = JMP_K(BPF_JEQ, 0, 0); /* no node: done */
 	ADD_K(7, 1);
 	deep = JMP_K(BPF_JGT, 7, MAX_DEPTH);
 	MOV_X(2, 0);
@@ -277,7 +277,7 @@ static void emit_lower_bound(void)
 	KFUNC(kf_right);
 	back = JA();
 	p[back].off = loop - back - 1;
-	land(found);
+	land(end);
 	land(exact);
 	land(deep);
 	unlock();
