@@ -120,12 +120,10 @@ static int btf_load(void)
 				  .hdr_len = sizeof(*h), .type_len = btf_types_len,
 				  .str_off = btf_types_len, .str_len = btf_strs_len };
 	memcpy(btf_buf + sizeof(*h) + btf_types_len, btf_strs, btf_strs_len);
-	memset(&a, 0, sizeof(a));
-	a.btf = (uintptr_t)btf_buf;
-	a.btf_size = sizeof(*h) + btf_types_len + btf_strs_len;
-	a.btf_log_buf = (uintptr_t)log;
-	a.btf_log_size = sizeof(log);
-	a.btf_log_level = 1;
+	a = (union bpf_attr){ .btf = (uintptr_t)btf_buf,
+			      .btf_size = sizeof(*h) + btf_types_len + btf_strs_len,
+			      .btf_log_buf = (uintptr_t)log, .btf_log_size = sizeof(log),
+			      .btf_log_level = 1 };
 	fd = sys_bpf(BPF_BTF_LOAD, &a);
 	if (fd < 0) {
 		printf("%s\n", log);
@@ -388,15 +386,9 @@ static uint64_t run(int prog, uint64_t op, uint64_t key)
 {
 	struct io in = { op, key, 0xdead }, out;
 	uint8_t frame[64] = { 0 };
-	uint32_t zero = 0;
 	union bpf_attr a;
 
-	memset(&a, 0, sizeof(a));
-	a.map_fd = io;
-	a.key = (uintptr_t)&zero;
-	a.value = (uintptr_t)&in;
-	if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a))
-		fail("write the io map");
+	map_write(io, 0, &in);
 	memset(&a, 0, sizeof(a));
 	a.test.prog_fd = prog;
 	a.test.data_in = (uintptr_t)frame;
@@ -409,12 +401,7 @@ static uint64_t run(int prog, uint64_t op, uint64_t key)
 		       (unsigned long long)op);
 		exit(1);
 	}
-	memset(&a, 0, sizeof(a));
-	a.map_fd = io;
-	a.key = (uintptr_t)&zero;
-	a.value = (uintptr_t)&out;
-	if (sys_bpf(BPF_MAP_LOOKUP_ELEM, &a))
-		fail("read the io map");
+	map_read(io, 0, &out);
 	return out.result;
 }
 
