@@ -5,7 +5,10 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use crate::{backend::BackendChoice, loader::AttachMode};
+pub use crate::{
+    backend::{native::ZeroCopy, BackendChoice},
+    loader::AttachMode,
+};
 
 /// Extensible kernel transports (TCP/DCTCP, Homa) in eBPF, driven through AF_XDP.
 #[derive(Debug, Parser)]
@@ -166,6 +169,11 @@ pub struct DaemonArgs {
     /// window.
     #[arg(long)]
     pub no_ecn: bool,
+    /// Native backend: `auto` binds the app on queue 0 of a NIC with one RX queue (where every
+    /// frame arrives) in zero copy when the driver supports it, the others in copy mode; `off`:
+    /// every app in copy mode.
+    #[arg(long, value_enum, default_value_t = ZeroCopy::Auto)]
+    pub zero_copy: ZeroCopy,
 }
 
 #[derive(Debug, Args)]
@@ -266,6 +274,9 @@ pub struct EchoArgs {
     /// queue of the host's NIC (the private testbed's NICs get one TX queue per thread).
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+    /// The eTran rows' daemons' zero copy on native (see `etran daemon --zero-copy`).
+    #[arg(long, value_enum, default_value_t = ZeroCopy::Auto)]
+    pub zero_copy: ZeroCopy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

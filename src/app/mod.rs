@@ -196,6 +196,8 @@ pub struct AppCounters {
     pub tx_kick_eagain: u64,
     pub tx_kick_ebusy: u64,
     pub xdp: crate::xsk::Statistics,
+    /// Apps whose socket runs in zero copy ([`crate::app::port::PortStats::zero_copy`]).
+    pub zero_copy_ports: u64,
     /// Recoveries on a loss found by SACK or duplicate ACKs.
     pub fast_retransmits: u64,
     /// Retransmission timeouts.
@@ -209,6 +211,7 @@ impl std::ops::AddAssign for AppCounters {
         self.tx_kick_eagain += o.tx_kick_eagain;
         self.tx_kick_ebusy += o.tx_kick_ebusy;
         self.xdp += o.xdp;
+        self.zero_copy_ports += o.zero_copy_ports;
         self.fast_retransmits += o.fast_retransmits;
         self.rtos += o.rtos;
     }
@@ -510,6 +513,7 @@ impl App {
             tx_kick_eagain: port.tx_kick_eagain,
             tx_kick_ebusy: port.tx_kick_ebusy,
             xdp: port.xdp,
+            zero_copy_ports: port.zero_copy.into(),
             ..self.gone
         };
         for s in self.conns.values() {

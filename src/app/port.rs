@@ -34,7 +34,7 @@ use crate::{
     app::link::Registration,
     bpf::tcp::types::etran_port_rx,
     transport::RxMeta,
-    xsk::{desc, Desc, FrameAlloc, Socket, Statistics, Umem},
+    xsk::{desc, Desc, FrameAlloc, Mode, Socket, Statistics, Umem},
 };
 
 /// Descriptors handled per ring operation.
@@ -61,6 +61,8 @@ pub struct PortStats {
     /// dropped (`rx_dropped`, `rx_ring_full`, `rx_fill_ring_empty_descs`) never reached the app,
     /// though ingress accepted them.
     pub xdp: Statistics,
+    /// The socket runs in zero copy (`XDP_OPTIONS`: the native backend's daemon bound it so).
+    pub zero_copy: bool,
 }
 
 pub struct AppPort {
@@ -157,7 +159,11 @@ impl AppPort {
 
     /// The port's counters, with the socket's read now (zeros if the kernel refuses).
     pub fn stats(&self) -> PortStats {
-        PortStats { xdp: self.sock.statistics().unwrap_or_default(), ..self.stats }
+        PortStats {
+            xdp: self.sock.statistics().unwrap_or_default(),
+            zero_copy: self.sock.mode() == Mode::ZeroCopy,
+            ..self.stats
+        }
     }
 
     /// The TX frame pool (all of it free again once nothing is in flight: a leak check).

@@ -48,6 +48,7 @@ pub fn run(args: DaemonArgs, _out: &Output) -> anyhow::Result<()> {
             time_wait: args.time_wait,
             ecn: !args.no_ecn,
             announce: true,
+            zero_copy: args.zero_copy,
         })?;
         *waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(daemon.waker());
         if stop.load(Ordering::SeqCst) {

@@ -40,7 +40,10 @@ use anyhow::{bail, Context};
 use mio::{net::UnixListener, unix::SourceFd, Events, Interest, Poll, Token, Waker};
 
 use crate::{
-    backend::{any::AnyBackend, compat::Compat, native::Native, AppPort, Backend},
+    backend::{any::AnyBackend, compat::Compat, native::{Native, ZeroCopy},
+        AppPort,
+        Backend,
+    },
     loader::kernel,
     log,
     netlink::Netlink,
@@ -89,6 +92,8 @@ pub struct Config {
     /// verbosity, as `etran daemon` does; otherwise only with `-v` (a bench's built-in daemons,
     /// whose lines would interleave with its results).
     pub announce: bool,
+    /// Native backend: whether apps' sockets may bind in zero copy (`etran daemon --zero-copy`).
+    pub zero_copy: ZeroCopy,
 }
 
 enum Timer {
@@ -145,7 +150,14 @@ impl Daemon {
         let gen_port = format!("etgen{}", dp.summary.ifindex);
         // The backend the datapath was loaded for (`etran up --backend`).
         let mut backend = if dp.summary.backend == "native" {
-            AnyBackend::Native(Native::new(&tcp, &homa, &cfg.iface, &gen_port, nic.mtu)?)
+            AnyBackend::Native(Native::new(
+                &tcp,
+                &homa,
+                &cfg.iface,
+                &gen_port,
+                nic.mtu,
+                cfg.zero_copy,
+            )?)
         } else {
             AnyBackend::Compat(Compat::new(&tcp, &homa, &gen_port, nic.mtu)?)
         };

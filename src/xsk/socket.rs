@@ -40,6 +40,13 @@ impl Bind {
     }
 }
 
+/// The mode the bound socket `fd` runs in, as the kernel reports it (`XDP_OPTIONS`).
+fn bound_mode(fd: RawFd) -> anyhow::Result<Mode> {
+    let (opts, _) =
+        sys::get_opt::<sys::xdp_options>(fd, sys::XDP_OPTIONS).context("reading XDP_OPTIONS")?;
+    Ok(if opts.flags & sys::XDP_OPTIONS_ZEROCOPY != 0 { Mode::ZeroCopy } else { Mode::Copy })
+}
+
 /// Which bind mode to ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BindMode {
@@ -420,10 +427,7 @@ impl Socket {
                 }
             }
         }
-        let (opts, _) = sys::get_opt::<sys::xdp_options>(rfd, sys::XDP_OPTIONS)
-            .context("reading XDP_OPTIONS")?;
-        let mode =
-            if opts.flags & sys::XDP_OPTIONS_ZEROCOPY != 0 { Mode::ZeroCopy } else { Mode::Copy };
+        let mode = bound_mode(rfd)?;
         let mut tx_budget = None;
         if let (Some(b), Some(_)) = (cfg.tx_budget, tx.as_ref()) {
             if sys::set_opt(rfd, sys::XDP_MAX_TX_SKB_BUDGET, &b).is_ok() {
@@ -517,6 +521,8 @@ impl Socket {
             bind_retrying(rfd, &addr)
                 .with_context(|| format!("binding the AF_XDP socket to {ifname} queue {queue}"))?;
         }
+        // The daemon may have bound it in zero copy (the native backend).
+        let mode = bound_mode(rfd)?;
         Ok(Socket {
             rx: Some(ConsRing::new(rx)),
             tx: Some(ProdRing::new(tx)),
@@ -527,7 +533,7 @@ impl Socket {
             ifname: ifname.to_string(),
             ifindex,
             queue,
-            mode: Mode::Copy,
+            mode,
             need_wakeup,
             shared: false,
             tx_budget: None,

@@ -4,7 +4,8 @@
 //! An app's port ([`XskPort`]) is one AF_XDP socket on a free queue of the NIC, made by the
 //! daemon (memfd UMEM and rings as in compat, [`socket`]) and bound by it in copy mode with
 //! `XDP_RX_ANY_QUEUE` (patches/0003: ingress, on whatever queue a frame came in, redirects it
-//! to the socket through `etran_app_xsks`), then linked (bpf links, CAP_NET_ADMIN: never the
+//! to the socket through `etran_app_xsks`), or in zero copy where every frame arrives
+//! ([`ZeroCopy`], [`zero_copy_first`]), then linked (bpf links, CAP_NET_ADMIN: never the
 //! app) to its transport's egress as `BPF_XSK_EGRESS` (patches/0001, 0004: it checks and
 //! rewrites each frame the app sends, moving its start into [`TX_HEADROOM`], and `XDP_PASS`
 //! sends it) and to its transport's generator as `BPF_XSK_GEN` (patches/0002: TCP's emits the
@@ -43,6 +44,26 @@ use crate::{
 /// the packet's headers (at most 94 bytes longer) in front of it, plus the `struct xdp_frame`
 /// (40 bytes) `bpf_xdp_adjust_head` keeps at the chunk's start.
 pub const TX_HEADROOM: u32 = 256;
+
+/// Whether the daemon binds apps' sockets in zero copy (`etran daemon --zero-copy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ZeroCopy {
+    /// Zero copy for the app on queue 0 of a NIC with one RX queue (where every frame
+    /// arrives) when the driver supports it; copy mode otherwise.
+    #[default]
+    Auto,
+    /// Every app's socket in copy mode.
+    Off,
+}
+
+/// Whether an app's socket on `queue` of a NIC of `rx_queues` RX queues is bound in zero copy
+/// first (copy mode if the driver refuses it). A zero-copy socket takes only the frames of its
+/// own queue (`XDP_RX_ANY_QUEUE` is copy-only) and owns that queue's buffers: so only where
+/// every frame arrives, queue 0 of a NIC with one RX queue. The NIC's frames then land in the
+/// app's UMEM; ingress's redirects to the other apps' (copy-mode) sockets are copied out of it.
+pub fn zero_copy_first(choice: ZeroCopy, queue: u32, rx_queues: u32) -> bool {
+    choice == ZeroCopy::Auto && queue == 0 && rx_queues == 1
+}
 
 /// A transport's programs linked to its apps' sockets.
 struct Hooks {
@@ -97,6 +118,9 @@ pub struct Native {
     queues: u32,
     /// Which of them an app of this daemon holds.
     taken: Vec<bool>,
+    /// The NIC's RX queues (see [`zero_copy_first`]).
+    rx_queues: u32,
+    zero_copy: ZeroCopy,
     wiring: Wiring,
     pump: GenPump,
     grants: GrantPump,
@@ -108,13 +132,15 @@ pub struct Native {
 impl Native {
     /// The backend over the TCP and Homa objects of a datapath loaded for native on `nic` (of
     /// MTU `nic_mtu`); the TCP gen pump's port is named `gen_port`, Homa's `gen_port`h (see
-    /// [`GenPump::new`], [`GrantPump::new`]).
+    /// [`GenPump::new`], [`GrantPump::new`]); apps' sockets bound in zero copy as `zero_copy`
+    /// says.
     pub fn new(
         tcp: &TcpHandles,
         homa: &HomaHandles,
         nic: &str,
         gen_port: &str,
         nic_mtu: u32,
+        zero_copy: ZeroCopy,
     ) -> anyhow::Result<Native> {
         let missing =
             || anyhow::anyhow!("the datapath on {nic} was not loaded for the native backend");
@@ -136,6 +162,8 @@ impl Native {
             nic_ifindex: crate::sys::ifindex(nic)?,
             queues,
             taken: vec![false; queues as usize],
+            rx_queues: crate::ethtool::rx_queues(nic)?.unwrap_or(1),
+            zero_copy,
             wiring,
             pump,
             grants,
@@ -168,12 +196,34 @@ pub struct XskPort {
     links: Vec<OwnedFd>,
     /// Its slot's entries in the datapath's maps are set (and must be cleared).
     in_maps: bool,
+    /// Bound in zero copy (else copy mode with `XDP_RX_ANY_QUEUE`).
+    zero_copy: bool,
 }
 
 impl XskPort {
     /// Makes, binds, links (to `transport`'s programs) and registers the socket of the app in
-    /// `slot` on `queue`; on failure whatever was set up is undone.
+    /// `slot` on `queue`, in zero copy where [`zero_copy_first`] says so and the driver supports
+    /// it, in copy mode otherwise; on failure whatever was set up is undone.
     fn open(n: &Native, slot: u32, queue: u32, transport: Transport) -> anyhow::Result<XskPort> {
+        if zero_copy_first(n.zero_copy, queue, n.rx_queues) {
+            match XskPort::open_as(n, slot, queue, transport, true) {
+                Err(e) if bind_refused(&e) == Some(libc::EOPNOTSUPP) => log::debug(format!(
+                    "{} queue {queue}: no zero copy ({e:#}), binding in copy mode",
+                    n.nic
+                )),
+                r => return r,
+            }
+        }
+        XskPort::open_as(n, slot, queue, transport, false)
+    }
+
+    fn open_as(
+        n: &Native,
+        slot: u32,
+        queue: u32,
+        transport: Transport,
+        zero_copy: bool,
+    ) -> anyhow::Result<XskPort> {
         let geometry = socket::geometry(n.mtu, TX_HEADROOM)?;
         let (xsk, umem) = socket::make_socket(&geometry)
             .with_context(|| format!("creating the AF_XDP socket for {} queue {queue}", n.nic))?;
@@ -189,6 +239,7 @@ impl XskPort {
             geometry,
             links: Vec::new(),
             in_maps: false,
+            zero_copy,
         };
         match port.wire(&n.wiring, transport) {
             Ok(()) => Ok(port),
@@ -200,9 +251,14 @@ impl XskPort {
     }
 
     fn wire(&mut self, w: &Wiring, transport: Transport) -> anyhow::Result<()> {
+        let mode = if self.zero_copy {
+            sys::XDP_ZEROCOPY
+        } else {
+            sys::XDP_COPY | sys::XDP_RX_ANY_QUEUE
+        };
         let addr = sys::sockaddr_xdp {
             sxdp_family: sys::AF_XDP as u16,
-            sxdp_flags: sys::XDP_USE_NEED_WAKEUP | sys::XDP_COPY | sys::XDP_RX_ANY_QUEUE,
+            sxdp_flags: sys::XDP_USE_NEED_WAKEUP | mode,
             sxdp_ifindex: self.nic_ifindex,
             sxdp_queue_id: self.queue,
             sxdp_shared_umem_fd: 0,
@@ -215,8 +271,10 @@ impl XskPort {
                 std::mem::size_of::<sys::sockaddr_xdp>() as libc::socklen_t,
             )
         };
-        crate::sys::cvt(ret)
-            .with_context(|| format!("binding an AF_XDP socket to {}", self.name))?;
+        crate::sys::cvt(ret).map_err(BindError).with_context(|| {
+            let mode = if self.zero_copy { "zero copy" } else { "copy mode" };
+            format!("binding an AF_XDP socket to {} in {mode}", self.name)
+        })?;
         let hooks = w.hooks(transport);
         for (prog, ty, what) in
             [(&hooks.egress, w.egress_type, "egress"), (&hooks.gen, w.gen_type, "the generator")]
@@ -248,6 +306,23 @@ impl XskPort {
         }
         self.links.clear();
     }
+}
+
+/// The bind of an app's socket failed (with this error).
+#[derive(Debug)]
+struct BindError(std::io::Error);
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BindError {}
+
+/// The errno of `e` when it is a refused bind ([`XskPort::wire`]), not a later step's failure.
+fn bind_refused(e: &anyhow::Error) -> Option<i32> {
+    e.root_cause().downcast_ref::<BindError>().and_then(|b| b.0.raw_os_error())
 }
 
 impl AppPort for XskPort {
@@ -295,6 +370,8 @@ impl Backend for Native {
             match XskPort::open(self, slot, q, transport) {
                 Ok(port) => {
                     self.taken[q as usize] = true;
+                    let mode = if port.zero_copy { "zero copy" } else { "copy mode" };
+                    log::info(format!("app port {} (slot {slot}): {mode}", port.name));
                     if self.gen_wakeup {
                         // Without a copy the pump sends templates, as on a kernel without it.
                         match port.xsk.try_clone() {
@@ -305,14 +382,7 @@ impl Backend for Native {
                     return Ok(port);
                 }
                 // Another socket holds the queue (not one of ours): try the next.
-                Err(e)
-                    if e.root_cause()
-                        .downcast_ref::<std::io::Error>()
-                        .and_then(|e| e.raw_os_error())
-                        == Some(libc::EBUSY) =>
-                {
-                    busy += 1
-                }
+                Err(e) if bind_refused(&e) == Some(libc::EBUSY) => busy += 1,
                 Err(e) => return Err(e),
             }
         }
@@ -367,5 +437,31 @@ impl Backend for Native {
 
     fn grant_pump_mut(&mut self) -> &mut GrantPump {
         &mut self.grants
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Zero copy only on queue 0 of a NIC with one RX queue (every frame arrives there), and
+    /// never when it is off.
+    #[test]
+    fn zero_copy_only_where_every_frame_arrives() {
+        assert!(zero_copy_first(ZeroCopy::Auto, 0, 1));
+        assert!(!zero_copy_first(ZeroCopy::Auto, 1, 1), "another queue's frames would miss it");
+        assert!(!zero_copy_first(ZeroCopy::Auto, 0, 2), "RSS spreads flows over both queues");
+        assert!(!zero_copy_first(ZeroCopy::Off, 0, 1));
+    }
+
+    /// A refused bind is told from a later step's failure, whatever context wraps it.
+    #[test]
+    fn a_refused_bind_is_found_under_its_context() {
+        let e = anyhow::Error::new(BindError(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP)))
+            .context("binding")
+            .context("creating the app's port");
+        assert_eq!(bind_refused(&e), Some(libc::EOPNOTSUPP));
+        let other = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::EBUSY));
+        assert_eq!(bind_refused(&other), None);
     }
 }

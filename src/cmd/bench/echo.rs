@@ -488,6 +488,7 @@ fn measure_etran(
         duration: args.duration,
         wait,
         backend,
+        zero_copy: args.zero_copy,
     };
     let r = etran_echo::run(&params, &progress, |done| {
         watch_progress(bar.as_ref(), &progress, Instant::now(), done, "msgs", &mut |_| {})
@@ -627,7 +628,7 @@ pub(super) fn counters_line(c: &AppCounters) -> String {
     format!(
         "TX kicks {} (EAGAIN {}, EBUSY {}); socket drops {}: RX ring full {}, no frame to \
          copy into or too long {} (fill ring found empty {} times); TX ring found empty {} \
-         times (a kick that sent all it had); fast retransmits {}, RTOs {}",
+         times (a kick that sent all it had); fast retransmits {}, RTOs {}; apps in zero copy {}",
         c.tx_kicks,
         c.tx_kick_eagain,
         c.tx_kick_ebusy,
@@ -637,7 +638,8 @@ pub(super) fn counters_line(c: &AppCounters) -> String {
         x.rx_fill_ring_empty_descs,
         x.tx_ring_empty_descs,
         c.fast_retransmits,
-        c.rtos
+        c.rtos,
+        c.zero_copy_ports
     )
 }
 

@@ -31,7 +31,7 @@ use super::{
 };
 use crate::{
     app::{ready, App, AppCounters, ConnId, Listener},
-    backend::compat::port,
+    backend::{compat::port, native::ZeroCopy},
     bpf::entrance::types::etran_backend,
     loader,
     netlink::Netlink,
@@ -64,6 +64,8 @@ pub struct Params<'a> {
     pub wait: Wait,
     /// The datapath backend of the eTran hosts.
     pub backend: etran_backend,
+    /// Their daemons' zero copy (native).
+    pub zero_copy: ZeroCopy,
 }
 
 /// The longest a waiting app sleeps before it looks at the flags of the run (stop, connections
@@ -96,7 +98,7 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool) + Send,
 ) -> anyhow::Result<Outcome> {
-    etran_hosts::with_daemons(&p.etran_hosts(), p.backend, Default::default(), "echo", |socks| {
+    etran_hosts::with_daemons(&p.etran_hosts(), p.backend, p.zero_copy, Default::default(), "echo", |socks| {
         apps(p, socks, progress, watch)
     })
 }

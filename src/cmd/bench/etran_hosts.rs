@@ -13,6 +13,7 @@ use anyhow::Context;
 use mio::Waker;
 
 use crate::{
+    backend::native::ZeroCopy,
     bpf::entrance::types::etran_backend,
     daemon::{Config, Daemon},
     loader::{self, AttachMode, HomaSched, UpOptions},
@@ -21,11 +22,12 @@ use crate::{
 };
 
 /// Runs `apps` with etran up on every host of `hosts` on `backend` (Homa's grant scheduler set
-/// as `sched` says); it gets each host's daemon socket, in the same order. `label` names the benchmark in
+/// as `sched` says, apps' sockets in zero copy as `zero_copy` says); it gets each host's daemon socket, in the same order. `label` names the benchmark in
 /// the private directory and the Ctrl-C hook.
 pub fn with_daemons<T>(
     hosts: &[&NetNs],
     backend: etran_backend,
+    zero_copy: ZeroCopy,
     sched: HomaSched,
     label: &str,
     apps: impl FnOnce(&[PathBuf]) -> anyhow::Result<T>,
@@ -58,7 +60,7 @@ pub fn with_daemons<T>(
             }),
         );
     }
-    let result = run_in(hosts, backend, sched, &dir, &wakers, &done_tx, apps);
+    let result = run_in(hosts, backend, zero_copy, sched, &dir, &wakers, &done_tx, apps);
     for ns in hosts {
         match ns.run(|| loader::down(HOST_NIC)) {
             Ok(Ok(_)) => {}
@@ -73,6 +75,7 @@ pub fn with_daemons<T>(
 fn run_in<T>(
     hosts: &[&NetNs],
     backend: etran_backend,
+    zero_copy: ZeroCopy,
     sched: HomaSched,
     dir: &Path,
     wakers: &Mutex<Vec<Arc<Waker>>>,
@@ -101,6 +104,7 @@ fn run_in<T>(
                         time_wait: crate::daemon::DEFAULT_TIME_WAIT,
                         ecn: true,
                         announce: false,
+                        zero_copy,
                     }) {
                         Ok(d) => d,
                         Err(e) => {

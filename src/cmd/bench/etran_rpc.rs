@@ -90,7 +90,7 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
-    etran_hosts::with_daemons(&p.host_refs(), p.backend, p.sched, "rpc", |socks| {
+    etran_hosts::with_daemons(&p.host_refs(), p.backend, Default::default(), p.sched, "rpc", |socks| {
         let outcome = sockets(p, socks, progress, watch)?;
         for ns in p.hosts {
             rpcs_drained(ns)?;
@@ -222,6 +222,7 @@ fn counters(sock: &RpcSocket) -> AppCounters {
         tx_kick_eagain: s.tx_kick_eagain,
         tx_kick_ebusy: s.tx_kick_ebusy,
         xdp: s.xdp,
+        zero_copy_ports: s.zero_copy.into(),
         ..AppCounters::default()
     }
 }
