@@ -270,6 +270,11 @@ pub struct EchoArgs {
     /// offload and with it TSO (see `etran testbed up --direct`).
     #[arg(long, conflicts_with = "iface")]
     pub direct: bool,
+    /// With --direct: the hosts' NICs are these two interfaces, joined outside etran (a qemu
+    /// guest's virtio-net pair on one hub), instead of a veth pair. Each is moved into its
+    /// host for the run (renamed eth0, with the host's Ethernet address) and back after it.
+    #[arg(long, value_name = "NIC1,NIC2", value_parser = parse_nic_pair, requires = "direct")]
+    pub nics: Option<[String; 2]>,
     /// The eTran rows' datapath backend (see `etran up --backend`): native binds each app to a
     /// queue of the host's NIC (the private testbed's NICs get one TX queue per thread).
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
@@ -277,6 +282,16 @@ pub struct EchoArgs {
     /// The eTran rows' daemons' zero copy on native (see `etran daemon --zero-copy`).
     #[arg(long, value_enum, default_value_t = ZeroCopy::Auto)]
     pub zero_copy: ZeroCopy,
+}
+
+/// `NIC1,NIC2`: two different interface names.
+fn parse_nic_pair(s: &str) -> Result<[String; 2], String> {
+    match s.split_once(',') {
+        Some((a, b)) if !a.is_empty() && !b.is_empty() && a != b && !b.contains(',') => {
+            Ok([a.to_string(), b.to_string()])
+        }
+        _ => Err(format!("want two different interfaces as NIC1,NIC2, not {s:?}")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

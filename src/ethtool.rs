@@ -5,6 +5,7 @@ use std::io;
 use anyhow::Context;
 
 const ETHTOOL_GDRVINFO: u32 = 0x03;
+const ETHTOOL_GTXCSUM: u32 = 0x16;
 const ETHTOOL_STXCSUM: u32 = 0x17;
 const ETHTOOL_SGRO: u32 = 0x2c;
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
@@ -35,12 +36,19 @@ fn ioctl<T>(name: &str, arg: &mut T) -> io::Result<()> {
 }
 
 fn set_value(name: &str, cmd: u32, on: bool) -> io::Result<()> {
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
     ioctl(name, &mut EthtoolValue { cmd, data: u32::from(on) })
+}
+
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+fn get_value(name: &str, cmd: u32) -> io::Result<bool> {
+    let mut v = EthtoolValue { cmd, data: 0 };
+    ioctl(name, &mut v)?;
+    Ok(v.data != 0)
 }
 
 /// Number of RX queues of `name` (ETHTOOL_GCHANNELS): None when the driver does not report
@@ -118,9 +126,15 @@ pub fn set_gro(name: &str, on: bool) -> anyhow::Result<()> {
 /// Turns TX checksum offload on or off (off also turns TSO off). A veth whose frames are
 /// forwarded by XDP on its peer needs it off: with offload the stack leaves TCP/UDP checksums
 /// partial (to be finished by "hardware"), XDP turns the frame into raw bytes, and the receiver
-/// then sees a bad checksum.
+/// then sees a bad checksum. A NIC that cannot change it (a virtio-net NIC whose device offers
+/// no checksum offload) is fine when it is as wanted.
 pub fn set_tx_checksum(name: &str, on: bool) -> anyhow::Result<()> {
-    set_value(name, ETHTOOL_STXCSUM, on).with_context(|| {
+    let set = set_value(name, ETHTOOL_STXCSUM, on);
+    let fixed = |e: &io::Error| {
+        e.raw_os_error() == Some(libc::EOPNOTSUPP)
+            && get_value(name, ETHTOOL_GTXCSUM).is_ok_and(|v| v == on)
+    };
+    set.or_else(|e| if fixed(&e) { Ok(()) } else { Err(e) }).with_context(|| {
         format!("turning TX checksum offload {} for {name}", if on { "on" } else { "off" })
     })
 }

@@ -270,6 +270,23 @@ impl Netlink {
         self.set_link(msg, &format!("setting the MTU of interface {index} to {mtu}"))
     }
 
+    /// Sets the Ethernet address of interface `index`.
+    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> anyhow::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes = vec![LinkAttribute::Address(mac.to_vec())];
+        self.set_link(msg, &format!("setting the Ethernet address of interface {index}"))
+    }
+
+    /// Moves interface `index` into namespace `ns`, named `name` there.
+    pub fn move_link(&mut self, index: u32, ns: &NetNs, name: &str) -> anyhow::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes =
+            vec![LinkAttribute::NetNsFd(ns.as_raw_fd()), LinkAttribute::IfName(name.to_string())];
+        self.set_link(msg, &format!("moving interface {index} to another namespace as {name}"))
+    }
+
     /// Enslaves `index` to the bridge (or bond) `master`.
     pub fn set_master(&mut self, index: u32, master: u32) -> anyhow::Result<()> {
         let mut msg = LinkMessage::default();

@@ -104,6 +104,11 @@ pub struct Spec {
     pub corrupt: f64,
     /// No switch: the two hosts' NICs are one veth pair.
     pub direct: bool,
+    /// Direct, over these two interfaces of the caller's namespace (joined outside etran, as a
+    /// qemu guest's virtio-net NICs on one hub) instead of a veth pair: each moves into its
+    /// host (renamed [`HOST_NIC`], given the host's Ethernet address) and back, under its own
+    /// name, when the testbed goes down.
+    pub nics: Option<[String; 2]>,
     /// RX/TX queues of every veth (host NICs and switch ports).
     pub queues: u32,
     /// TX queues of every host NIC (and RX queues of its switch port), at least `queues`: one
@@ -127,6 +132,7 @@ impl Spec {
             duplicate: 0.0,
             corrupt: 0.0,
             direct: false,
+            nics: None,
             queues: 1,
             app_queues: 1,
             mtu: DEFAULT_MTU,
@@ -180,6 +186,9 @@ impl Spec {
             bail!("--app-queues needs the switch (not --direct): a host NIC's extra TX queues arrive on its switch port's RX queues");
         }
         check_mtu(self.mtu)?;
+        if self.nics.is_some() && !self.direct {
+            bail!("given NICs make a direct testbed (--direct)");
+        }
         if self.direct && self.hosts != 2 {
             bail!("--direct joins exactly 2 hosts with one veth pair, not {}", self.hosts);
         }
@@ -253,6 +262,9 @@ fn links_marker(spec: &Spec) -> String {
     if spec.app_queues > 1 {
         s += &format!(" app_queues={}", spec.app_queues);
     }
+    if let Some([a, b]) = &spec.nics {
+        s += &format!(" nics={a},{b}");
+    }
     s
 }
 
@@ -284,6 +296,10 @@ fn parse_mark(alias: &str) -> Option<Mark> {
             "queues" => spec.queues = v.parse().ok()?,
             "mtu" => spec.mtu = v.parse().ok()?,
             "app_queues" => spec.app_queues = v.parse().ok()?,
+            "nics" => {
+                let (a, b) = v.split_once(',')?;
+                spec.nics = Some([a.to_string(), b.to_string()]);
+            }
             _ => {}
         }
     }
@@ -626,18 +642,42 @@ pub fn down(name: &str) -> anyhow::Result<bool> {
             removed = true;
         }
     }
-    for (ns, _) in namespaces_of(name)? {
+    for (ns, mark) in namespaces_of(name)? {
         // A datapath a user put on a host NIC dies with the namespace, but its pins would keep
         // its maps alive: take it down first.
         if let Ok(handle) = NetNs::open(&ns) {
             if let Ok(Err(e)) = handle.run(|| crate::loader::down(HOST_NIC)) {
                 crate::log::debug(format!("etran down {HOST_NIC} in {ns}: {e:#}"));
             }
+            if let Some(nic) = given_nic(&mark) {
+                // Deleting the namespace would return it too, but under the host's name.
+                if let Err(e) = give_back(&handle, nic) {
+                    crate::log::warn(format!("giving {nic} back from {ns}: {e:#}"));
+                }
+            }
         }
         NetNs::delete(&ns).with_context(|| format!("removing network namespace {ns}"))?;
         removed = true;
     }
     Ok(removed)
+}
+
+/// The interface of the caller's namespace a host of a testbed over given NICs holds.
+fn given_nic(mark: &Mark) -> Option<&str> {
+    let nics = mark.spec.as_ref()?.nics.as_ref()?;
+    match mark.role.as_str() {
+        "h1" => Some(&nics[0]),
+        "h2" => Some(&nics[1]),
+        _ => None,
+    }
+}
+
+/// Moves `nic` (the host's [`HOST_NIC`] in `host`) back into the caller's namespace.
+fn give_back(host: &NetNs, nic: &str) -> anyhow::Result<()> {
+    let home = NetNs::current()?;
+    let mut nl = Netlink::open_in(host)?;
+    let index = nl.index(HOST_NIC)?;
+    nl.move_link(index, &home, nic)
 }
 
 /// Removes private testbeds (`etb<pid>_<n>`) whose process is gone.
@@ -687,6 +727,14 @@ fn build_all(spec: &Spec) -> anyhow::Result<Vec<Host>> {
     }
     match &sw {
         Some(sw) => build_switch(spec, sw, &hosts, &host_ns)?,
+        None if spec.nics.is_some() => {
+            let mut nl = Netlink::open()?;
+            for ((h, ns), nic) in hosts.iter().zip(&host_ns).zip(spec.nics.iter().flatten()) {
+                let index = nl.index(nic)?;
+                nl.set_mac(index, h.mac)?;
+                nl.move_link(index, ns, HOST_NIC)?;
+            }
+        }
         None => {
             // Created in h1, the peer end goes straight into h2 under the same name.
             let (a, b) = (&hosts[0], &hosts[1]);
@@ -1022,5 +1070,23 @@ mod tests {
         assert_eq!(h.spec, None);
         assert_eq!(parse_mark("my own alias"), None);
         assert_eq!(parse_mark("etran-testbed v1 role=sw"), None);
+    }
+
+    /// A direct testbed over given NICs: each host's mark says which interface it holds (to
+    /// give back under its name); given NICs without --direct are refused.
+    #[test]
+    fn hosts_over_given_nics_know_which_to_give_back() {
+        let nics = Some(["eth0".to_string(), "eth1".to_string()]);
+        let spec = Spec { direct: true, nics: nics.clone(), ..Spec::new("tb", 2) };
+        spec.validate().unwrap();
+        for (i, nic) in [(1, "eth0"), (2, "eth1")] {
+            let h = parse_mark(&host_marker(&spec, i)).unwrap();
+            assert_eq!(h.spec.as_ref(), Some(&spec));
+            assert_eq!(given_nic(&h), Some(nic));
+        }
+        let veth = Spec { direct: true, ..Spec::new("tb", 2) };
+        assert_eq!(given_nic(&parse_mark(&host_marker(&veth, 1)).unwrap()), None);
+        let e = Spec { nics, ..Spec::new("tb", 2) }.validate().unwrap_err().to_string();
+        assert!(e.contains("--direct"), "{e}");
     }
 }

@@ -141,6 +141,7 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
     let tb = testbed::Testbed::private_with(testbed::Spec {
         mtu: args.mtu,
         direct: args.direct,
+        nics: args.nics.clone(),
         // Native: each app's socket sends on a NIC queue of its own, one app per thread.
         app_queues: if native { args.threads } else { 1 },
         ..testbed::Spec::new("", 2)
@@ -153,9 +154,13 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
     } else {
         "client and server threads share CPU 0"
     };
+    let pair = match &args.nics {
+        Some(n) => format!("{} and {}", n[0], n[1]),
+        None => "one veth pair".to_string(),
+    };
     let testbed = if args.direct {
         format!(
-            "private testbed, 2 hosts on one veth pair (no switch), MTU {}; host NICs with TX \
+            "private testbed, 2 hosts on {pair} (no switch), MTU {}; host NICs with TX \
              checksum offload and TSO for the linux row only (eTran's ingress would refuse a \
              Linux peer's partial checksums)",
             tb.spec().mtu
@@ -171,8 +176,10 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
 
     let mut results = Vec::new();
     for &t in transports {
-        let tso = args.direct && t == EchoTransport::Linux;
-        if args.direct {
+        // Given NICs keep their offloads (a virtio-net NIC on a qemu hub has none to give).
+        let veth_pair = args.direct && args.nics.is_none();
+        let tso = veth_pair && t == EchoTransport::Linux;
+        if veth_pair {
             set_tx_offload(&sides, tso)?;
         }
         let mut row = match t {
