@@ -389,6 +389,9 @@ pub struct RpcArgs {
     /// thread).
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+    /// The eTran rows' daemons' zero copy on native (see `etran daemon --zero-copy`).
+    #[arg(long, value_enum, default_value_t = ZeroCopy::Auto)]
+    pub zero_copy: ZeroCopy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

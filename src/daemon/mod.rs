@@ -40,9 +40,11 @@ use anyhow::{bail, Context};
 use mio::{net::UnixListener, unix::SourceFd, Events, Interest, Poll, Token, Waker};
 
 use crate::{
-    backend::{any::AnyBackend, compat::Compat, native::{Native, ZeroCopy},
-        AppPort,
-        Backend,
+    backend::{
+        any::AnyBackend,
+        compat::Compat,
+        native::{Native, ZeroCopy},
+        AppPort, Backend,
     },
     loader::kernel,
     log,

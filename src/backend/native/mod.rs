@@ -251,11 +251,8 @@ impl XskPort {
     }
 
     fn wire(&mut self, w: &Wiring, transport: Transport) -> anyhow::Result<()> {
-        let mode = if self.zero_copy {
-            sys::XDP_ZEROCOPY
-        } else {
-            sys::XDP_COPY | sys::XDP_RX_ANY_QUEUE
-        };
+        let mode =
+            if self.zero_copy { sys::XDP_ZEROCOPY } else { sys::XDP_COPY | sys::XDP_RX_ANY_QUEUE };
         let addr = sys::sockaddr_xdp {
             sxdp_family: sys::AF_XDP as u16,
             sxdp_flags: sys::XDP_USE_NEED_WAKEUP | mode,

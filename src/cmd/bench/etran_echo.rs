@@ -98,9 +98,14 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool) + Send,
 ) -> anyhow::Result<Outcome> {
-    etran_hosts::with_daemons(&p.etran_hosts(), p.backend, p.zero_copy, Default::default(), "echo", |socks| {
-        apps(p, socks, progress, watch)
-    })
+    etran_hosts::with_daemons(
+        &p.etran_hosts(),
+        p.backend,
+        p.zero_copy,
+        Default::default(),
+        "echo",
+        |socks| apps(p, socks, progress, watch),
+    )
 }
 
 fn apps(

@@ -34,6 +34,7 @@ use super::{
 use crate::{
     app::rpc::RpcSocket,
     app::AppCounters,
+    backend::native::ZeroCopy,
     bpf::entrance::types::etran_backend,
     loader::{self, HomaSched},
     netns::NetNs,
@@ -62,6 +63,8 @@ pub struct Params<'a> {
     pub sched: HomaSched,
     /// The datapath backend of every host.
     pub backend: etran_backend,
+    /// Their daemons' zero copy (native).
+    pub zero_copy: ZeroCopy,
 }
 
 /// What the eTran run measured.
@@ -90,7 +93,7 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
-    etran_hosts::with_daemons(&p.host_refs(), p.backend, Default::default(), p.sched, "rpc", |socks| {
+    etran_hosts::with_daemons(&p.host_refs(), p.backend, p.zero_copy, p.sched, "rpc", |socks| {
         let outcome = sockets(p, socks, progress, watch)?;
         for ns in p.hosts {
             rpcs_drained(ns)?;

@@ -425,6 +425,7 @@ fn measure_etran(
         seconds: &seconds,
         sched: args.homa.sched(),
         backend: load.backend,
+        zero_copy: args.zero_copy,
     };
     let watch = |done: &dyn Fn() -> bool| {
         let mut line = |secs| per_second(name, &seconds, secs, bar.as_ref());
