@@ -477,6 +477,20 @@ static inline int ifindex_of(const char *name)
 	return ifindex;
 }
 
+/* Whether IFNAME is a virtio-net device (its driver's name in sysfs). */
+static int is_virtio_net(const char *ifname)
+{
+	char path[128], target[256];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/sys/class/net/%s/device/driver", ifname);
+	n = readlink(path, target, sizeof(target) - 1);
+	if (n < 0)
+		return 0;
+	target[n] = 0;
+	return strstr(target, "virtio_net") != NULL;
+}
+
 /* A packet socket that receives every frame device IFINDEX (NAME, for messages) gets, with a
  * receive buffer of 4 MiB: a batch's frames arrive in one NAPI poll, each an skb of a page, and
  * the default buffer holds about 45 of them.

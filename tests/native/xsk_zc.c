@@ -29,20 +29,6 @@ static uint32_t next;
 /* Where the frames start in their UMEM chunks. */
 static uint32_t headroom;
 
-/* Whether IFNAME is a virtio-net device (its driver's name in sysfs). */
-static int is_virtio_net(const char *ifname)
-{
-	char path[128], target[256];
-	ssize_t n;
-
-	snprintf(path, sizeof(path), "/sys/class/net/%s/device/driver", ifname);
-	n = readlink(path, target, sizeof(target) - 1);
-	if (n < 0)
-		return 0;
-	target[n] = 0;
-	return strstr(target, "virtio_net") != NULL;
-}
-
 /* Frame SEQ in UMEM chunk SEQ % NDESC: broadcast, a local experimental EtherType, KIND as the
  * first payload byte and SEQ in the next two.
  */
