@@ -478,7 +478,7 @@ static inline int ifindex_of(const char *name)
 }
 
 /* Whether IFNAME is a virtio-net device (its driver's name in sysfs). */
-static int is_virtio_net(const char *ifname)
+static inline int is_virtio_net(const char *ifname)
 {
 	char path[128], target[256];
 	ssize_t n;
