@@ -34,6 +34,7 @@ use super::{
 use crate::{
     app::rpc::RpcSocket,
     app::AppCounters,
+    backend::PacingChoice,
     bpf::entrance::types::etran_backend,
     loader::{self, HomaSched},
     netns::NetNs,
@@ -90,7 +91,8 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
-    etran_hosts::with_daemons(&p.host_refs(), p.backend, p.sched, "rpc", |socks| {
+    let pacing = PacingChoice::Auto.resolve(p.backend);
+    etran_hosts::with_daemons(&p.host_refs(), p.backend, pacing, p.sched, "rpc", |socks| {
         let outcome = sockets(p, socks, progress, watch)?;
         for ns in p.hosts {
             rpcs_drained(ns)?;

@@ -24,7 +24,10 @@ use super::{
     rpc_plan::ClientThread,
     support::Ticket,
 };
-use crate::app::{App, AppCounters, ConnId};
+use crate::{
+    app::{App, AppCounters, ConnId},
+    backend::PacingChoice,
+};
 
 /// The longest a waiting app sleeps before it looks at the run's flags and its RPCs' ages.
 const WAIT_SLICE: Duration = Duration::from_millis(10);
@@ -36,7 +39,8 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
-    etran_hosts::with_daemons(&p.host_refs(), p.backend, p.sched, "rpc", |socks| {
+    let pacing = PacingChoice::Auto.resolve(p.backend);
+    etran_hosts::with_daemons(&p.host_refs(), p.backend, pacing, p.sched, "rpc", |socks| {
         etran_rpc::threads(
             p,
             socks,
