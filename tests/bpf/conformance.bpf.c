@@ -22,7 +22,7 @@ enum conformance_op {
 	CONFORMANCE_WINDOW,     /* value = tx_window(&conn); rcv_adv, rcv_shrinks after it */
 	CONFORMANCE_WINDOW_UPDATE_DUE, /* value = tx_window_update_due(&conn) */
 	CONFORMANCE_PACE_DELAY,   /* wide = pace_delay_ns(&conn, a) */
-	CONFORMANCE_PACE_RELEASE, /* wide = pace_release(&conn, now, a, &value); conn after it */
+	CONFORMANCE_PACE_RELEASE, /* wide = pace_release(&conn, now, a, b, &value); conn after it */
 	CONFORMANCE_RTT_SENT,     /* pace_rtt_sent(&conn, now, a, b); conn after it */
 	CONFORMANCE_RTT_ACKED,    /* pace_rtt_acked(&conn, now); conn after it */
 };
@@ -96,7 +96,7 @@ int conformance(struct xdp_md *ctx)
 		wide = pace_delay_ns(&in.conn, in.a);
 		break;
 	case CONFORMANCE_PACE_RELEASE:
-		wide = pace_release(&in.conn, in.now, in.a, &queue);
+		wide = pace_release(&in.conn, in.now, in.a, in.b, &queue);
 		value = queue;
 		break;
 	case CONFORMANCE_RTT_SENT:

@@ -138,7 +138,9 @@ struct tcp_conn {
 	__u32 srtt_us;   /* smoothed RTT in microseconds; 0: no sample yet, so no pacing */
 	__u64 rtt_start; /* CLOCK_MONOTONIC ns the sample's segment left at; 0: none under way */
 	__u64 pace_next; /* ns: the earliest release time of the next paced segment */
-	__u64 pace_tail; /* ns: the release time of the last segment queued */
+	__u64 pace_tail; /* ns: the release time of the last segment queued; 0: none ever was */
+	__u32 pace_seq;  /* the end (sequence number) of the furthest segment queued: one may still
+			  * wait in the kernel until snd_una reaches it */
 };
 
 /* tcp_conn.cc: congestion state. */
@@ -174,11 +176,6 @@ enum tcp_pace_limit {
 	TCP_PACE_SS_PERCENT = 200, /* the factor in slow start (cwnd < ssthresh), in percent */
 	TCP_PACE_CA_PERCENT = 120, /* ... in congestion avoidance */
 	TCP_RTT_SHIFT = 3,         /* srtt += (sample - srtt) / 8 (RFC 6298's alpha) */
-	/* How long a queued segment may still wait in the kernel after its release time (the
-	 * queue's timer and work item; 50 us retries when the device is busy): a segment due at
-	 * once is queued too while one queued less than this ago may not have left, so that it
-	 * never overtakes it. */
-	TCP_PACE_DRAIN_NS = 2000000,
 };
 
 /* tcp_conn.ack_queued: bits, the generator queues a connection's key is in. Ingress sets one

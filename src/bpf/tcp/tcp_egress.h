@@ -265,7 +265,7 @@ static __always_inline int tx_pace(struct tcp_conn *c, const struct etran_tcp_tx
 
 	if (!p->fin && (!h->len || p->bare))
 		return 0;
-	*at = pace_release(c, now, len, &queue);
+	*at = pace_release(c, now, len, p->seq + h->len + p->fin, &queue);
 	pace_rtt_sent(c, *at, snd_nxt_before, p->seq != snd_nxt_before);
 	return queue;
 }

@@ -16,8 +16,10 @@
  * - The release time: the later of now and pace_next, which each paced segment moves on by its
  *   length at the rate (an idle connection builds no credit: its next segment goes now). Queued
  *   segments of one connection leave in order: their times never go back (the queue keeps equal
- *   times in the order they came), and a segment due now is queued too while one queued less
- *   than TCP_PACE_DRAIN_NS ago may still be waiting in the kernel, else it would overtake it. */
+ *   times in the order they came), and a segment due now is queued too while a queued one may
+ *   still be waiting in the kernel (snd_una has not reached the end of the furthest one queued,
+ *   pace_seq: the kernel's timer and work item may be late, and a segment sent at once would
+ *   overtake it), so a paced bulk flow goes through the queue as a whole. */
 #ifndef ETRAN_TCP_PACE_H
 #define ETRAN_TCP_PACE_H
 
@@ -37,19 +39,23 @@ static __always_inline __u64 pace_delay_ns(const struct tcp_conn *c, __u32 len)
 	return (__u64)len * c->srtt_us * 1000 * 100 / (percent * c->cwnd);
 }
 
-/* A segment of `len` bytes sent `now`: its release time, and whether it must wait in the packet
- * queue (*queue) rather than go at once. Moves pace_next on, and pace_tail when queued. */
-static __always_inline __u64 pace_release(struct tcp_conn *c, __u64 now, __u32 len, int *queue)
+/* A segment of `len` bytes ending at sequence number `end`, sent `now`: its release time, and
+ * whether it must wait in the packet queue (*queue) rather than go at once. Moves pace_next on,
+ * and pace_tail and pace_seq when queued. */
+static __always_inline __u64 pace_release(struct tcp_conn *c, __u64 now, __u32 len, __u32 end,
+					  int *queue)
 {
 	__u64 at = c->pace_next > now ? c->pace_next : now;
 
 	*queue = 0;
 	if (!c->srtt_us)
 		return now;
-	if (at > now || c->pace_tail + TCP_PACE_DRAIN_NS > now) {
+	if (at > now || (c->pace_tail && after(c->pace_seq, c->snd_una))) {
 		*queue = 1;
 		if (at < c->pace_tail)
 			at = c->pace_tail;
+		if (!c->pace_tail || after(end, c->pace_seq))
+			c->pace_seq = end;
 		c->pace_tail = at;
 	}
 	c->pace_next = at + pace_delay_ns(c, len);
