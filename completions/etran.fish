@@ -134,6 +134,8 @@ complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subco
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l backend -d 'The eTran rows\' datapath backend (see `etran up --backend`): native binds each socket and app to a queue of the host\'s NIC (the private testbed\'s NICs get one TX queue per thread)' -r -f -a "auto\t'The best this kernel can do: native when it has etran\'s hooks, compat otherwise'
 compat\t'Stock kernel: egress runs on a per-app veth port'
 native\t'A kernel with etran\'s series (patches/): apps\' sockets on the NIC, egress and gen hooks linked to them'"
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l pacing -d 'The eTran TCP row\'s pacing (see `etran up --pacing`)' -r -f -a "auto\t'Pace through the packet queue on the native backend when the kernel has it (patch 0008); elsewhere nothing paces'
+off\t'Never pace: egress sends every segment at once (for measuring what pacing does)'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l one-way -d 'Responses of 100 bytes (as long as the request if it is shorter), as cp_node\'s --one-way: the requests carry the load'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l prio -d 'Priority queues at the bottleneck (needs --rate; see `etran testbed up --prio`)'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s j -l json -d 'Print machine-readable JSON instead of tables'

@@ -375,6 +375,9 @@ pub struct RpcArgs {
     /// thread).
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+    /// The eTran TCP row's pacing (see `etran up --pacing`).
+    #[arg(long, value_enum, default_value_t = PacingChoice::Auto)]
+    pub pacing: PacingChoice,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

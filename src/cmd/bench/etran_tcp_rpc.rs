@@ -24,10 +24,7 @@ use super::{
     rpc_plan::ClientThread,
     support::Ticket,
 };
-use crate::{
-    app::{App, AppCounters, ConnId},
-    backend::PacingChoice,
-};
+use crate::app::{App, AppCounters, ConnId};
 
 /// The longest a waiting app sleeps before it looks at the run's flags and its RPCs' ages.
 const WAIT_SLICE: Duration = Duration::from_millis(10);
@@ -39,8 +36,7 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
-    let pacing = PacingChoice::Auto.resolve(p.backend);
-    etran_hosts::with_daemons(&p.host_refs(), p.backend, pacing, p.sched, "rpc", |socks| {
+    etran_hosts::with_daemons(&p.host_refs(), p.backend, p.pacing, p.sched, "rpc", |socks| {
         etran_rpc::threads(
             p,
             socks,
