@@ -74,7 +74,7 @@ impl PacingChoice {
     /// The pacing the datapath of `backend` gets on this kernel (the entrance's configuration
     /// value).
     pub fn resolve(self, backend: etran_backend) -> etran_pacing {
-        self.choose(backend, kernel::has_packet_queue())
+        self.choose(backend, kernel::has_kfunc(kernel::PACKET_QUEUE_KFUNC))
     }
 
     /// [`PacingChoice::resolve`] given whether the kernel has the packet queue.

@@ -44,8 +44,12 @@ pub enum Feature {
     /// program through it instead of sending the gen pump's templates.
     GenWakeup,
     /// The packet queue (patches/0008): an egress program queues a frame to leave at a given
-    /// time. Probed only: the transports do not pace through it yet.
+    /// time. Not required: where it is, TCP paces through it (`etran up --pacing`).
     PacketQueue,
+    /// The rbtree walk (Linux 6.16's `bpf_rbtree_root`/`left`/`right`, backported by
+    /// patches/0011-0012): a program finds a key's lower bound in its own rbtree. Probed only:
+    /// Homa's grant scheduler keeps its bounded array.
+    RbtreeSearch,
 }
 
 /// What the TCP datapath needs (`etran up`: its programs and maps).
@@ -74,6 +78,7 @@ pub const ALL: &[Feature] = &[
     Feature::NativeHooks,
     Feature::GenWakeup,
     Feature::PacketQueue,
+    Feature::RbtreeSearch,
 ];
 
 impl Feature {
@@ -89,7 +94,8 @@ impl Feature {
             Feature::VmlinuxBtf => "kernel BTF (/sys/kernel/btf/vmlinux)",
             Feature::NativeHooks => "etran's AF_XDP hooks (BPF_XSK_EGRESS/BPF_XSK_GEN)",
             Feature::GenWakeup => "etran's gen on demand (the Rx wakeup runs BPF_XSK_GEN)",
-            Feature::PacketQueue => "etran's packet queue (bpf_xsk_egress_queue; not used yet)",
+            Feature::PacketQueue => "etran's packet queue (bpf_xsk_egress_queue; TCP pacing)",
+            Feature::RbtreeSearch => "BPF rbtree walk (bpf_rbtree_root/left/right; not used yet)",
         }
     }
 
@@ -105,6 +111,8 @@ impl Feature {
             Feature::AfXdp => "4.18",
             Feature::VmlinuxBtf => "5.4",
             Feature::NativeHooks | Feature::GenWakeup | Feature::PacketQueue => "patched",
+            // And our series' 6.12 (patches/0012, a backport).
+            Feature::RbtreeSearch => "6.16",
         }
     }
 
@@ -123,7 +131,8 @@ impl Feature {
             Feature::VmlinuxBtf => std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
             Feature::NativeHooks => has_native_hooks(),
             Feature::GenWakeup => has_gen_wakeup(),
-            Feature::PacketQueue => has_packet_queue(),
+            Feature::PacketQueue => has_kfunc(PACKET_QUEUE_KFUNC),
+            Feature::RbtreeSearch => has_kfunc(RBTREE_SEARCH_KFUNC),
         }
     }
 }
@@ -239,14 +248,21 @@ pub fn has_gen_wakeup() -> bool {
 
 /// The packet queue's kfunc (patches/0008): a `BPF_XSK_EGRESS` program that returns
 /// `bpf_xsk_egress_queue(ctx, tstamp)` has its frame sent at `tstamp` (CLOCK_MONOTONIC ns) by
-/// the kernel, which holds the descriptor meanwhile. Not part of [`NATIVE_ABI`]: nothing in etran
-/// calls it yet.
+/// the kernel, which holds the descriptor meanwhile. Not part of [`NATIVE_ABI`]: where it is, TCP
+/// egress paces through it (`etran up --pacing`, tcp_pace.h).
 pub const PACKET_QUEUE_KFUNC: &str = "bpf_xsk_egress_queue";
 
-/// True when the running kernel has the packet queue ([`PACKET_QUEUE_KFUNC`] in its BTF).
-pub fn has_packet_queue() -> bool {
+/// The rbtree walk's first kfunc (patches/0012, Linux 6.16's): under the lock of a `struct
+/// bpf_rb_root`, `bpf_rbtree_root(root)` returns its root node, and `bpf_rbtree_left` and
+/// `bpf_rbtree_right` (which come with it) a node's children, so that a program walks the tree
+/// to a key's lower bound in a bounded loop. Not part of [`NATIVE_ABI`]: nothing in etran calls
+/// it yet (Homa's grant scheduler keeps its bounded array, which every kernel verifies).
+pub const RBTREE_SEARCH_KFUNC: &str = "bpf_rbtree_root";
+
+/// True when the running kernel's BTF has the function `name` (a kfunc).
+pub fn has_kfunc(name: &str) -> bool {
     use libbpf_rs::btf::types::Func;
-    Btf::from_vmlinux().is_ok_and(|btf| btf.type_by_name::<Func<'_>>(PACKET_QUEUE_KFUNC).is_some())
+    Btf::from_vmlinux().is_ok_and(|btf| btf.type_by_name::<Func<'_>>(name).is_some())
 }
 
 /// True when the kernel carries the hooks of our patch series ([`NATIVE_ABI`], all of it).

@@ -44,14 +44,15 @@ const JOIN: Duration = Duration::from_millis(700);
 const REST: Duration = Duration::from_millis(700);
 /// The targets (issue 9): each of two flows 40-60 % of the bottleneck, together at least
 /// 90 %, no switch drop, a joining flow converged within 100 ms. An idle machine meets them
-/// (two flows 40-55 % each, 95 % together, the third flow at its share within 50 ms); they
-/// are asserted with these margins, which hold with one of the two CPUs taken by another job
-/// (the apps then lose their CPU for whole scheduler slices: 73-87 % together, 31-47 % each).
-/// The release build meets the targets at 1 Gbit/s (README).
+/// (two flows 40-55 % each, 95 % together, the third flow at its share within 10 ms); the
+/// shares are asserted with these margins, which hold with one of the two CPUs taken by
+/// another job (the apps then lose their CPU for whole scheduler slices: 73-87 % together,
+/// 31-47 % each); the convergence as the issue says (0-9 ms with both CPUs busy with kernel
+/// builds). The release build meets the targets at 1 Gbit/s (README).
 const MIN_SHARE: f64 = 0.28;
 const MAX_SHARE: f64 = 0.65;
 const MIN_SUM: f64 = 0.70;
-const MAX_CONVERGENCE: Duration = Duration::from_millis(150);
+const MAX_CONVERGENCE: Duration = Duration::from_millis(100);
 /// One eTran flow to Linux (one app only) fills the bottleneck.
 const MIN_TO_LINUX: f64 = 0.85;
 /// An app with nothing to send or read waits in the library (a short busy-poll, then sleep)

@@ -232,30 +232,43 @@ static inline int counters(uint32_t n)
 	return fd;
 }
 
-static inline uint64_t counter(int map, uint32_t key)
+/* Reads the value at KEY of MAP into VALUE (of the map's value size). */
+static inline void map_read(int map, uint32_t key, void *value)
 {
 	union bpf_attr a;
-	uint64_t v;
 
 	memset(&a, 0, sizeof(a));
 	a.map_fd = map;
 	a.key = (uintptr_t)&key;
-	a.value = (uintptr_t)&v;
+	a.value = (uintptr_t)value;
 	if (sys_bpf(BPF_MAP_LOOKUP_ELEM, &a))
 		fail("BPF_MAP_LOOKUP_ELEM");
+}
+
+/* Writes VALUE (of the map's value size) at KEY of MAP. */
+static inline void map_write(int map, uint32_t key, const void *value)
+{
+	union bpf_attr a;
+
+	memset(&a, 0, sizeof(a));
+	a.map_fd = map;
+	a.key = (uintptr_t)&key;
+	a.value = (uintptr_t)value;
+	if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a))
+		fail("BPF_MAP_UPDATE_ELEM");
+}
+
+static inline uint64_t counter(int map, uint32_t key)
+{
+	uint64_t v;
+
+	map_read(map, key, &v);
 	return v;
 }
 
 static inline void set_counter(int map, uint32_t key, uint64_t v)
 {
-	union bpf_attr a;
-
-	memset(&a, 0, sizeof(a));
-	a.map_fd = map;
-	a.key = (uintptr_t)&key;
-	a.value = (uintptr_t)&v;
-	if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a))
-		fail("BPF_MAP_UPDATE_ELEM");
+	map_write(map, key, &v);
 }
 
 /* The Tx packet count of device NAME in this network namespace (/proc/net/dev follows the

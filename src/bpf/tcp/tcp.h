@@ -131,6 +131,8 @@ struct tcp_conn {
 	__u32 dctcp_end;    /* DCTCP's observation window ends when snd_una reaches it */
 	__u32 dctcp_acked;  /* bytes acknowledged in the observation window */
 	__u32 dctcp_marked; /* of those, bytes acknowledged with ECE */
+	__u32 cc_used;      /* the most bytes in flight since the round began (egress) */
+	__u32 cc_round_end; /* cc_used's round ends when snd_una reaches it (snd_nxt then) */
 
 	/* Pacing through the packet queue (tcp_pace.h; native, on a kernel with patch 0008, and
 	 * only then: elsewhere these stay zero). */

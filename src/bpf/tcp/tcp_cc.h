@@ -9,7 +9,10 @@
  *   congestion avoidance then adds one MSS per window of bytes acknowledged. The window grows
  *   only while it is used (at least half of it was in flight: RFC 7661's concern, so an
  *   app-limited connection does not build a window it never tried), and never past what the
- *   peer's window field can announce.
+ *   peer's window field can announce. "In flight" is the most in flight over the round
+ *   (cc_used, as Linux's tcp_is_cwnd_limited judges it), not as the ACK arrives: an app
+ *   writing in turns over several connections may see each one's whole flight acknowledged
+ *   between its turns, and one whose window is what limits it must still grow.
  * - DCTCP (ECN negotiated): alpha, the fraction of bytes marked, is updated once per
  *   observation window (it ends when snd_una reaches the snd_nxt recorded at its start):
  *   alpha = alpha * (1 - g) + g * marked / acked. An ACK with ECE cuts cwnd to
@@ -118,6 +121,19 @@ static __always_inline void cc_on_timeout(struct tcp_conn *c)
 		c->cc |= TCP_CC_CWR;
 }
 
+/* Egress, admitting `fresh` new bytes: records the most bytes in flight in the current round
+ * (a new round begins with the first send after snd_una passed the last one's end), which
+ * tells whether the window limited the sender (cc_grow). */
+static __always_inline void cc_on_send(struct tcp_conn *c, __u32 fresh)
+{
+	__u32 flight = c->snd_nxt + fresh - c->snd_una;
+
+	if (!before(c->snd_una, c->cc_round_end) || flight > c->cc_used) {
+		c->cc_used = flight;
+		c->cc_round_end = c->snd_nxt + fresh;
+	}
+}
+
 /* Egress, planning a segment with payload: the CWR a cut asked for goes on it. */
 static __always_inline int cc_take_cwr(struct tcp_conn *c)
 {
@@ -132,7 +148,7 @@ static __always_inline void cc_grow(struct tcp_conn *c, __u32 acked, __u32 fligh
 {
 	__u32 mss = c->mss, max = 0xffffU << wscale(c->snd_wscale);
 
-	if (2 * flight < c->cwnd)
+	if (2 * cc_max(flight, c->cc_used) < c->cwnd)
 		return; /* not limited by the window: growing it would build an untried burst */
 	if (c->cwnd < c->ssthresh) {
 		c->cwnd = cc_min(c->cwnd + cc_min(acked, TCP_CC_SS_MAX_SEGMENTS * mss), c->ssthresh);

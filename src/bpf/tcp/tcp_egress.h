@@ -226,6 +226,8 @@ static __always_inline void tx_decide(struct tcp_conn *c, const struct etran_tcp
 		/* Bytes in flight resent from snd_una: the app's retransmission timeout fired. */
 		if (off == 0 && flight)
 			cc_on_timeout(c);
+		if (fresh)
+			cc_on_send(c, fresh);
 	}
 	tx_plan_segment(c, p);
 	p->seq = seq;
