@@ -5,7 +5,10 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use crate::{backend::BackendChoice, loader::AttachMode};
+pub use crate::{
+    backend::{BackendChoice, PacingChoice},
+    loader::AttachMode,
+};
 
 /// Extensible kernel transports (TCP/DCTCP, Homa) in eBPF, driven through AF_XDP.
 #[derive(Debug, Parser)]
@@ -100,13 +103,19 @@ pub struct UpArgs {
     /// fails when the TCP datapath could not run here.
     #[arg(
         long,
-        conflicts_with_all = ["iface", "backend", "mode", "queues", "force", "homa_max_incoming",
-                              "homa_overcommit"]
+        conflicts_with_all = ["iface", "backend", "pacing", "mode", "queues", "force",
+                              "homa_max_incoming", "homa_overcommit"]
     )]
     pub check: bool,
     /// Datapath backend.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+    /// TCP pacing: auto paces each connection at its congestion window per round trip (twice
+    /// that in slow start, 1.2 times after, as Linux) through the socket's packet queue, on the
+    /// native backend of a kernel that has it (`etran up --check`'s packet-queue); elsewhere
+    /// nothing paces. Off sends every segment at once.
+    #[arg(long, value_enum, default_value_t = PacingChoice::Auto)]
+    pub pacing: PacingChoice,
     /// XDP attach mode.
     #[arg(long, value_enum, default_value_t = AttachMode::Drv)]
     pub mode: AttachMode,
@@ -266,6 +275,9 @@ pub struct EchoArgs {
     /// queue of the host's NIC (the private testbed's NICs get one TX queue per thread).
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+    /// The eTran rows' TCP pacing (see `etran up --pacing`).
+    #[arg(long, value_enum, default_value_t = PacingChoice::Auto)]
+    pub pacing: PacingChoice,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -363,6 +375,9 @@ pub struct RpcArgs {
     /// thread).
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+    /// The eTran TCP row's pacing (see `etran up --pacing`).
+    #[arg(long, value_enum, default_value_t = PacingChoice::Auto)]
+    pub pacing: PacingChoice,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

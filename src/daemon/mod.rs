@@ -40,7 +40,7 @@ use anyhow::{bail, Context};
 use mio::{net::UnixListener, unix::SourceFd, Events, Interest, Poll, Token, Waker};
 
 use crate::{
-    backend::{any::AnyBackend, compat::Compat, native::Native, AppPort, Backend},
+    backend::{any::AnyBackend, compat::Compat, native::Native, AppPort, Backend, Pacing},
     loader::kernel,
     log,
     netlink::Netlink,
@@ -145,7 +145,8 @@ impl Daemon {
         let gen_port = format!("etgen{}", dp.summary.ifindex);
         // The backend the datapath was loaded for (`etran up --backend`).
         let mut backend = if dp.summary.backend == "native" {
-            AnyBackend::Native(Native::new(&tcp, &homa, &cfg.iface, &gen_port, nic.mtu)?)
+            let pacing = Pacing::of(&dp.summary.pacing);
+            AnyBackend::Native(Native::new(&tcp, &homa, &cfg.iface, &gen_port, nic.mtu, pacing)?)
         } else {
             AnyBackend::Compat(Compat::new(&tcp, &homa, &gen_port, nic.mtu)?)
         };
@@ -187,6 +188,25 @@ impl Daemon {
         })
     }
 
+    /// One line of what pacing did on the datapath since it came up: the segments TCP egress
+    /// queued until their release time, and those the packet queue refused (sent at once).
+    fn pacing_report(&self) -> String {
+        let counters = crate::loader::find(&self.cfg.iface)
+            .and_then(|dp| dp.context("the datapath is gone")?.counters());
+        let events = match counters {
+            Ok(c) => c.events,
+            Err(e) => return format!("pacing: no counters ({e:#})"),
+        };
+        let count =
+            |name: &str| events.iter().find(|e| e.event == name).map_or(0, |e| e.count.packets);
+        format!(
+            "pacing: {} segments queued until their release time, {} refused by a full queue \
+             (sent at once)",
+            count("tcp_tx_paced"),
+            count("tcp_tx_pace_refused")
+        )
+    }
+
     /// Waking it makes [`Daemon::run`] return (used from the signal cleanup).
     pub fn waker(&self) -> Arc<Waker> {
         self.waker.clone()
@@ -200,7 +220,7 @@ impl Daemon {
             self.cfg.socket.display(),
             std::process::id(),
             self.backend.name(),
-            AnyBackend::PACING
+            self.backend.pacing()
         ));
         let result = self.run_loop();
         self.shutdown();
@@ -695,6 +715,9 @@ impl Daemon {
         }
         let _ = std::fs::remove_file(&self.lock.1);
         log::info(self.backend.report());
+        if self.backend.pacing() == Pacing::PacketQueue {
+            log::info(self.pacing_report());
+        }
         log::info(self.tcp.report());
         log::info(self.homa.report());
         self.note("stopped; every app port was removed");

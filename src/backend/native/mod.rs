@@ -20,7 +20,11 @@
 //! `kernel::has_gen_wakeup`) they do it by waking an app socket of the transport, whose gen hook
 //! then runs in the daemon's context ([`GenWake`]), not with templates through their gen ports;
 //! TCP's delayed ACKs too, at the pump's deadline (the daemon sets `etran_tcp_gen_flush` while it
-//! wakes: the hook then pops the delayed queue as well). No pacing ([`Pacing::None`]).
+//! wakes: the hook then pops the delayed queue as well).
+//!
+//! Pacing: TCP's egress paces each connection through the socket's packet queue (patches/0008,
+//! [`Pacing::PacketQueue`]) when the datapath was loaded so (`etran up`: native, the kernel has
+//! the queue, no `--pacing off`); else none ([`Pacing::None`]).
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use anyhow::Context;
@@ -103,11 +107,13 @@ pub struct Native {
     mtu: u32,
     /// The kernel runs gen on demand: the pumps wake apps' sockets ([`GenWake`]).
     gen_wakeup: bool,
+    /// What the datapath's egress does about pacing.
+    pacing: Pacing,
 }
 
 impl Native {
     /// The backend over the TCP and Homa objects of a datapath loaded for native on `nic` (of
-    /// MTU `nic_mtu`); the TCP gen pump's port is named `gen_port`, Homa's `gen_port`h (see
+    /// MTU `nic_mtu`, with `pacing`); the TCP gen pump's port is named `gen_port`, Homa's `gen_port`h (see
     /// [`GenPump::new`], [`GrantPump::new`]).
     pub fn new(
         tcp: &TcpHandles,
@@ -115,6 +121,7 @@ impl Native {
         nic: &str,
         gen_port: &str,
         nic_mtu: u32,
+        pacing: Pacing,
     ) -> anyhow::Result<Native> {
         let missing =
             || anyhow::anyhow!("the datapath on {nic} was not loaded for the native backend");
@@ -141,6 +148,7 @@ impl Native {
             grants,
             mtu: socket::port_mtu(nic_mtu)?,
             gen_wakeup: kernel::has_gen_wakeup(),
+            pacing,
         })
     }
 
@@ -280,7 +288,10 @@ impl Backend for Native {
     type AppPort = XskPort;
     /// The datapath's slot maps' size (ETRAN_APP_PORTS, common/transport.h).
     const SLOTS: u32 = etran_app_port_limit::ETRAN_APP_PORTS.0;
-    const PACING: Pacing = Pacing::None;
+
+    fn pacing(&self) -> Pacing {
+        self.pacing
+    }
 
     fn mtu(&self) -> u32 {
         self.mtu

@@ -488,6 +488,7 @@ fn measure_etran(
         duration: args.duration,
         wait,
         backend,
+        pacing: args.pacing.resolve(backend),
     };
     let r = etran_echo::run(&params, &progress, |done| {
         watch_progress(bar.as_ref(), &progress, Instant::now(), done, "msgs", &mut |_| {})

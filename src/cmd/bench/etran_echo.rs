@@ -32,7 +32,7 @@ use super::{
 use crate::{
     app::{ready, App, AppCounters, ConnId, Listener},
     backend::compat::port,
-    bpf::entrance::types::etran_backend,
+    bpf::entrance::types::{etran_backend, etran_pacing},
     loader,
     netlink::Netlink,
     netns::NetNs,
@@ -64,6 +64,8 @@ pub struct Params<'a> {
     pub wait: Wait,
     /// The datapath backend of the eTran hosts.
     pub backend: etran_backend,
+    /// Their TCP pacing.
+    pub pacing: etran_pacing,
 }
 
 /// The longest a waiting app sleeps before it looks at the flags of the run (stop, connections
@@ -96,9 +98,14 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool) + Send,
 ) -> anyhow::Result<Outcome> {
-    etran_hosts::with_daemons(&p.etran_hosts(), p.backend, Default::default(), "echo", |socks| {
-        apps(p, socks, progress, watch)
-    })
+    etran_hosts::with_daemons(
+        &p.etran_hosts(),
+        p.backend,
+        p.pacing,
+        Default::default(),
+        "echo",
+        |socks| apps(p, socks, progress, watch),
+    )
 }
 
 fn apps(

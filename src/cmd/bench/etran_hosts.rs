@@ -13,19 +13,20 @@ use anyhow::Context;
 use mio::Waker;
 
 use crate::{
-    bpf::entrance::types::etran_backend,
+    bpf::entrance::types::{etran_backend, etran_pacing},
     daemon::{Config, Daemon},
     loader::{self, AttachMode, HomaSched, UpOptions},
     netns::NetNs,
     testbed::HOST_NIC,
 };
 
-/// Runs `apps` with etran up on every host of `hosts` on `backend` (Homa's grant scheduler set
-/// as `sched` says); it gets each host's daemon socket, in the same order. `label` names the benchmark in
+/// Runs `apps` with etran up on every host of `hosts` on `backend` with TCP's `pacing` (Homa's
+/// grant scheduler set as `sched` says); it gets each host's daemon socket, in the same order. `label` names the benchmark in
 /// the private directory and the Ctrl-C hook.
 pub fn with_daemons<T>(
     hosts: &[&NetNs],
     backend: etran_backend,
+    pacing: etran_pacing,
     sched: HomaSched,
     label: &str,
     apps: impl FnOnce(&[PathBuf]) -> anyhow::Result<T>,
@@ -58,7 +59,15 @@ pub fn with_daemons<T>(
             }),
         );
     }
-    let result = run_in(hosts, backend, sched, &dir, &wakers, &done_tx, apps);
+    let opts = UpOptions {
+        backend,
+        pacing,
+        mode: AttachMode::Drv,
+        queues: None,
+        force: false,
+        homa: sched,
+    };
+    let result = run_in(hosts, &opts, &dir, &wakers, &done_tx, apps);
     for ns in hosts {
         match ns.run(|| loader::down(HOST_NIC)) {
             Ok(Ok(_)) => {}
@@ -72,17 +81,14 @@ pub fn with_daemons<T>(
 
 fn run_in<T>(
     hosts: &[&NetNs],
-    backend: etran_backend,
-    sched: HomaSched,
+    opts: &UpOptions,
     dir: &Path,
     wakers: &Mutex<Vec<Arc<Waker>>>,
     done_tx: &mpsc::Sender<()>,
     apps: impl FnOnce(&[PathBuf]) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let opts =
-        UpOptions { backend, mode: AttachMode::Drv, queues: None, force: false, homa: sched };
     for ns in hosts {
-        ns.run(|| loader::up(HOST_NIC, &opts))?.with_context(|| format!("etran up {HOST_NIC}"))?;
+        ns.run(|| loader::up(HOST_NIC, opts))?.with_context(|| format!("etran up {HOST_NIC}"))?;
     }
     let socks: Vec<PathBuf> =
         (0..hosts.len()).map(|i| dir.join(format!("host{}.sock", i + 1))).collect();

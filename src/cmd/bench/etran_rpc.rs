@@ -34,7 +34,7 @@ use super::{
 use crate::{
     app::rpc::RpcSocket,
     app::AppCounters,
-    bpf::entrance::types::etran_backend,
+    bpf::entrance::types::{etran_backend, etran_pacing},
     loader::{self, HomaSched},
     netns::NetNs,
     testbed::HOST_NIC,
@@ -62,6 +62,8 @@ pub struct Params<'a> {
     pub sched: HomaSched,
     /// The datapath backend of every host.
     pub backend: etran_backend,
+    /// Their TCP pacing.
+    pub pacing: etran_pacing,
 }
 
 /// What the eTran run measured.
@@ -90,7 +92,7 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
-    etran_hosts::with_daemons(&p.host_refs(), p.backend, p.sched, "rpc", |socks| {
+    etran_hosts::with_daemons(&p.host_refs(), p.backend, p.pacing, p.sched, "rpc", |socks| {
         let outcome = sockets(p, socks, progress, watch)?;
         for ns in p.hosts {
             rpcs_drained(ns)?;
