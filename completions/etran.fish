@@ -40,8 +40,8 @@ complete -c etran -n "__fish_etran_needs_command" -f -a "help" -d 'Print this me
 complete -c etran -n "__fish_etran_using_subcommand up" -l backend -d 'Datapath backend' -r -f -a "auto\t'The best this kernel can do: native when it has etran\'s hooks, compat otherwise'
 compat\t'Stock kernel: egress runs on a per-app veth port'
 native\t'A kernel with etran\'s series (patches/): apps\' sockets on the NIC, egress and gen hooks linked to them'"
-complete -c etran -n "__fish_etran_using_subcommand up" -l pacing -d 'TCP pacing: auto paces each connection at its congestion window per round trip (twice that in slow start, 1.2 times after, as Linux) through the socket\'s packet queue, on the native backend of a kernel that has it (`etran up --check`\'s packet-queue); elsewhere nothing paces. Off sends every segment at once' -r -f -a "auto\t'Pace through the packet queue on the native backend when the kernel has it (patch 0008); elsewhere nothing paces'
-off\t'Never pace: egress sends every segment at once (for measuring what pacing does)'"
+complete -c etran -n "__fish_etran_using_subcommand up" -l pacing -d 'TCP pacing: auto paces each connection at its congestion window per round trip (twice that in slow start, 1.2 times after, as Linux) through the socket\'s packet queue, on the native backend of a kernel that has it (`etran up --check`\'s packet-queue); elsewhere nothing paces. Off (the default) sends every segment at once' -r -f -a "auto\t'Pace through the packet queue on the native backend when the kernel has it (patch 0008); elsewhere nothing paces'
+off\t'Never pace: egress sends every segment at once'"
 complete -c etran -n "__fish_etran_using_subcommand up" -l mode -d 'XDP attach mode' -r -f -a "drv\t'Driver mode (falls back to skb with a warning when the driver lacks XDP)'
 skb\t'Generic (skb) mode, in the kernel\'s stack'"
 complete -c etran -n "__fish_etran_using_subcommand up" -l queues -d 'Number of NIC queues etran serves (default: all RX queues of the interface)' -r
@@ -102,7 +102,7 @@ complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subco
 compat\t'Stock kernel: egress runs on a per-app veth port'
 native\t'A kernel with etran\'s series (patches/): apps\' sockets on the NIC, egress and gen hooks linked to them'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l pacing -d 'The eTran rows\' TCP pacing (see `etran up --pacing`)' -r -f -a "auto\t'Pace through the packet queue on the native backend when the kernel has it (patch 0008); elsewhere nothing paces'
-off\t'Never pace: egress sends every segment at once (for measuring what pacing does)'"
+off\t'Never pace: egress sends every segment at once'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l direct -d 'No switch: the hosts\' NICs are one veth pair, and the Linux row keeps TX checksum offload and with it TSO (see `etran testbed up --direct`)'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
@@ -135,7 +135,7 @@ complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subco
 compat\t'Stock kernel: egress runs on a per-app veth port'
 native\t'A kernel with etran\'s series (patches/): apps\' sockets on the NIC, egress and gen hooks linked to them'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l pacing -d 'The eTran TCP row\'s pacing (see `etran up --pacing`)' -r -f -a "auto\t'Pace through the packet queue on the native backend when the kernel has it (patch 0008); elsewhere nothing paces'
-off\t'Never pace: egress sends every segment at once (for measuring what pacing does)'"
+off\t'Never pace: egress sends every segment at once'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l one-way -d 'Responses of 100 bytes (as long as the request if it is shorter), as cp_node\'s --one-way: the requests carry the load'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l prio -d 'Priority queues at the bottleneck (needs --rate; see `etran testbed up --prio`)'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s j -l json -d 'Print machine-readable JSON instead of tables'

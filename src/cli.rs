@@ -113,8 +113,8 @@ pub struct UpArgs {
     /// TCP pacing: auto paces each connection at its congestion window per round trip (twice
     /// that in slow start, 1.2 times after, as Linux) through the socket's packet queue, on the
     /// native backend of a kernel that has it (`etran up --check`'s packet-queue); elsewhere
-    /// nothing paces. Off sends every segment at once.
-    #[arg(long, value_enum, default_value_t = PacingChoice::Auto)]
+    /// nothing paces. Off (the default) sends every segment at once.
+    #[arg(long, value_enum, default_value_t = PacingChoice::Off)]
     pub pacing: PacingChoice,
     /// XDP attach mode.
     #[arg(long, value_enum, default_value_t = AttachMode::Drv)]
@@ -276,7 +276,7 @@ pub struct EchoArgs {
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
     /// The eTran rows' TCP pacing (see `etran up --pacing`).
-    #[arg(long, value_enum, default_value_t = PacingChoice::Auto)]
+    #[arg(long, value_enum, default_value_t = PacingChoice::Off)]
     pub pacing: PacingChoice,
 }
 
@@ -376,7 +376,7 @@ pub struct RpcArgs {
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
     /// The eTran TCP row's pacing (see `etran up --pacing`).
-    #[arg(long, value_enum, default_value_t = PacingChoice::Auto)]
+    #[arg(long, value_enum, default_value_t = PacingChoice::Off)]
     pub pacing: PacingChoice,
 }
 
