@@ -165,7 +165,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__bench__subcmd__echo)
-            opts="-j -p -v -h -V --iface --server --size --conns --depth --threads --duration --transport --wait --churn --mtu --direct --nics --backend --zero-copy --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --iface --server --size --conns --depth --threads --duration --transport --wait --churn --mtu --direct --backend --pacing --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -215,15 +215,11 @@ _etran() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --nics)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --backend)
                     COMPREPLY=($(compgen -W "auto compat native" -- "${cur}"))
                     return 0
                     ;;
-                --zero-copy)
+                --pacing)
                     COMPREPLY=($(compgen -W "auto off" -- "${cur}"))
                     return 0
                     ;;
@@ -347,7 +343,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__bench__subcmd__rpc)
-            opts="-j -p -v -h -V --workload --max-size --response-size --one-way --conns --clients --depth --gbps --threads --ports --hosts --duration --transport --wait --rpc-timeout --loss --rate --prio --dump-times --homa-max-incoming --homa-overcommit --backend --zero-copy --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --workload --max-size --response-size --one-way --conns --clients --depth --gbps --threads --ports --hosts --duration --transport --wait --rpc-timeout --loss --rate --prio --dump-times --homa-max-incoming --homa-overcommit --backend --pacing --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -433,7 +429,7 @@ _etran() {
                     COMPREPLY=($(compgen -W "auto compat native" -- "${cur}"))
                     return 0
                     ;;
-                --zero-copy)
+                --pacing)
                     COMPREPLY=($(compgen -W "auto off" -- "${cur}"))
                     return 0
                     ;;
@@ -445,7 +441,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__daemon)
-            opts="-j -p -v -h -V --iface --socket --time-wait --no-ecn --zero-copy --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --iface --socket --time-wait --no-ecn --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -461,10 +457,6 @@ _etran() {
                     ;;
                 --time-wait)
                     COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --zero-copy)
-                    COMPREPLY=($(compgen -W "auto off" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -909,7 +901,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__up)
-            opts="-j -p -v -h -V --check --backend --mode --queues --force --homa-max-incoming --homa-overcommit --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --check --backend --pacing --mode --queues --force --homa-max-incoming --homa-overcommit --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -917,6 +909,10 @@ _etran() {
             case "${prev}" in
                 --backend)
                     COMPREPLY=($(compgen -W "auto compat native" -- "${cur}"))
+                    return 0
+                    ;;
+                --pacing)
+                    COMPREPLY=($(compgen -W "auto off" -- "${cur}"))
                     return 0
                     ;;
                 --mode)

@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use crate::{
-    backend::{native::ZeroCopy, BackendChoice},
+    backend::{native::ZeroCopy, BackendChoice, PacingChoice},
     loader::AttachMode,
 };
 
@@ -103,13 +103,19 @@ pub struct UpArgs {
     /// fails when the TCP datapath could not run here.
     #[arg(
         long,
-        conflicts_with_all = ["iface", "backend", "mode", "queues", "force", "homa_max_incoming",
-                              "homa_overcommit"]
+        conflicts_with_all = ["iface", "backend", "pacing", "mode", "queues", "force",
+                              "homa_max_incoming", "homa_overcommit"]
     )]
     pub check: bool,
     /// Datapath backend.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+    /// TCP pacing: auto paces each connection at its congestion window per round trip (twice
+    /// that in slow start, 1.2 times after, as Linux) through the socket's packet queue, on the
+    /// native backend of a kernel that has it (`etran up --check`'s packet-queue); elsewhere
+    /// nothing paces. Off (the default) sends every segment at once.
+    #[arg(long, value_enum, default_value_t = PacingChoice::Off)]
+    pub pacing: PacingChoice,
     /// XDP attach mode.
     #[arg(long, value_enum, default_value_t = AttachMode::Drv)]
     pub mode: AttachMode,
@@ -279,6 +285,9 @@ pub struct EchoArgs {
     /// queue of the host's NIC (the private testbed's NICs get one TX queue per thread).
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+    /// The eTran rows' TCP pacing (see `etran up --pacing`).
+    #[arg(long, value_enum, default_value_t = PacingChoice::Off)]
+    pub pacing: PacingChoice,
     /// The eTran rows' daemons' zero copy on native (see `etran daemon --zero-copy`).
     #[arg(long, value_enum, default_value_t = ZeroCopy::Auto)]
     pub zero_copy: ZeroCopy,
@@ -389,6 +398,9 @@ pub struct RpcArgs {
     /// thread).
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+    /// The eTran TCP row's pacing (see `etran up --pacing`).
+    #[arg(long, value_enum, default_value_t = PacingChoice::Off)]
+    pub pacing: PacingChoice,
     /// The eTran rows' daemons' zero copy on native (see `etran daemon --zero-copy`).
     #[arg(long, value_enum, default_value_t = ZeroCopy::Auto)]
     pub zero_copy: ZeroCopy,

@@ -75,7 +75,10 @@ impl Backend for AnyBackend {
         assert!(Compat::SLOTS == Native::SLOTS);
         Compat::SLOTS
     };
-    const PACING: Pacing = Pacing::None;
+
+    fn pacing(&self) -> Pacing {
+        backend!(self, b => b.pacing())
+    }
 
     fn mtu(&self) -> u32 {
         backend!(self, b => b.mtu())

@@ -11,7 +11,7 @@ use std::{
 use clap::ValueEnum;
 
 use crate::{
-    bpf::entrance::types::etran_backend,
+    bpf::entrance::types::{etran_backend, etran_pacing},
     loader::kernel,
     proto::{Reply, Transport},
 };
@@ -30,12 +30,64 @@ pub enum Pacing {
     /// Not at all: egress hands each frame to the NIC as the app sends it, so a burst is as
     /// long as the windows let it be (the peer's, and the congestion window ingress keeps).
     None,
+    /// TCP egress gives each connection's segments release times at its pacing rate (cwnd /
+    /// srtt, times 2 in slow start and 1.2 after, as Linux) and one due later waits in the app
+    /// socket's packet queue (native, patches/0008: `tcp_pace.h`).
+    PacketQueue,
+}
+
+impl Pacing {
+    /// The pacing a datapath was loaded with, by the name `etran stats` shows
+    /// ([`crate::loader::Summary::pacing`]).
+    pub fn of(name: &str) -> Pacing {
+        if name == "packet_queue" {
+            Pacing::PacketQueue
+        } else {
+            Pacing::None
+        }
+    }
 }
 
 impl std::fmt::Display for Pacing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Pacing::None => f.write_str("none (the windows bound a burst)"),
+            Pacing::PacketQueue => {
+                f.write_str("packet queue (TCP segments released at cwnd/srtt, in the kernel)")
+            }
+        }
+    }
+}
+
+/// `etran up --pacing`: whether TCP paces where the kernel lets it. Off by default: measured in
+/// the guest, pacing cost a bulk echo about half its rate and bought nothing on the testbed
+/// (README, Pacing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum PacingChoice {
+    /// Pace through the packet queue on the native backend when the kernel has it (patch
+    /// 0008); elsewhere nothing paces.
+    Auto,
+    /// Never pace: egress sends every segment at once.
+    #[default]
+    Off,
+}
+
+impl PacingChoice {
+    /// The pacing the datapath of `backend` gets on this kernel (the entrance's configuration
+    /// value).
+    pub fn resolve(self, backend: etran_backend) -> etran_pacing {
+        self.choose(backend, kernel::has_kfunc(kernel::PACKET_QUEUE_KFUNC))
+    }
+
+    /// [`PacingChoice::resolve`] given whether the kernel has the packet queue.
+    fn choose(self, backend: etran_backend, packet_queue: bool) -> etran_pacing {
+        if self == PacingChoice::Auto
+            && backend == etran_backend::ETRAN_BACKEND_NATIVE
+            && packet_queue
+        {
+            etran_pacing::ETRAN_PACING_PACKET_QUEUE
+        } else {
+            etran_pacing::ETRAN_PACING_NONE
         }
     }
 }
@@ -53,7 +105,7 @@ pub trait AppPort {
 
 /// What the daemon asks of a backend: each app's egress checkpoint, the ACK generator's work
 /// emitted, and what it does about pacing (a backend that paces does it in its egress path,
-/// where the daemon has no part; [`Backend::PACING`] says which).
+/// where the daemon has no part; [`Backend::pacing`] says which).
 pub trait Backend {
     /// What an app holds of the backend: the way its frames reach the transport's egress.
     type AppPort: AppPort;
@@ -61,7 +113,7 @@ pub trait Backend {
     /// connection entry never routes to an app.
     const SLOTS: u32;
     /// How the frames apps send are paced.
-    const PACING: Pacing;
+    fn pacing(&self) -> Pacing;
 
     /// The longest IPv4 packet apps' frames may become: the NIC's MTU as far as the backend's
     /// path carries it (TCP announces it less 40 as its MSS).
@@ -178,6 +230,22 @@ mod tests {
         assert_eq!(chosen(Auto, &["BPF_XSK_GEN"]), COMPAT);
         assert_eq!(chosen(Auto, &[]), NATIVE);
         assert_eq!(chosen(Native, &[]), NATIVE);
+    }
+
+    #[test]
+    fn pacing_runs_on_native_with_the_packet_queue_unless_turned_off() {
+        use super::PacingChoice;
+        use crate::bpf::entrance::types::etran_pacing;
+        const NONE: etran_pacing = etran_pacing::ETRAN_PACING_NONE;
+        const QUEUE: etran_pacing = etran_pacing::ETRAN_PACING_PACKET_QUEUE;
+        let (compat, native) =
+            (etran_backend::ETRAN_BACKEND_COMPAT, etran_backend::ETRAN_BACKEND_NATIVE);
+        assert_eq!(PacingChoice::Auto.choose(native, true), QUEUE);
+        assert_eq!(PacingChoice::Auto.choose(native, false), NONE);
+        assert_eq!(PacingChoice::Auto.choose(compat, true), NONE);
+        assert_eq!(PacingChoice::Off.choose(native, true), NONE);
+        assert_eq!(super::Pacing::of("packet_queue"), super::Pacing::PacketQueue);
+        assert_eq!(super::Pacing::of("none"), super::Pacing::None);
     }
 
     #[test]

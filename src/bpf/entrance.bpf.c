@@ -17,10 +17,17 @@ enum etran_backend {
 	ETRAN_BACKEND_NATIVE, /* patched kernel: XDP_EGRESS and XDP_GEN hooks */
 };
 
+/* How TCP paces what apps send (the TCP object's etran_tcp_pace, tcp/tcp_pace.h). */
+enum etran_pacing {
+	ETRAN_PACING_NONE,         /* not at all: the windows alone bound a burst */
+	ETRAN_PACING_PACKET_QUEUE, /* native: segments wait in the socket's packet queue (0008) */
+};
+
 /* Set by `etran up` before load; read back by `etran stats`. */
 struct etran_config {
 	enum etran_backend backend;
 	__u32 queues;  /* NIC queues served */
+	enum etran_pacing pacing;
 };
 
 const volatile struct etran_config etran_config;

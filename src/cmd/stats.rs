@@ -41,8 +41,8 @@ fn render(reports: &[Report], previous: Option<(&[Report], f64)>) -> String {
     for (i, r) in reports.iter().enumerate() {
         let d = &r.datapath;
         text += &format!(
-            "{} (ifindex {}): {} backend, {} XDP, {} queue(s), program id {}\n",
-            d.iface, d.ifindex, d.backend, d.xdp_mode, d.queues, d.prog_id
+            "{} (ifindex {}): {} backend, {} XDP, {} queue(s), program id {}, pacing: {}\n",
+            d.iface, d.ifindex, d.backend, d.xdp_mode, d.queues, d.prog_id, d.pacing
         );
         let before = previous.and_then(|(p, secs)| p.get(i).map(|p| (p, secs)));
         // Packets by verdict; bytes and the rate count every verdict.

@@ -44,7 +44,7 @@ use crate::{
         any::AnyBackend,
         compat::Compat,
         native::{Native, ZeroCopy},
-        AppPort, Backend,
+        AppPort, Backend, Pacing,
     },
     loader::kernel,
     log,
@@ -152,12 +152,14 @@ impl Daemon {
         let gen_port = format!("etgen{}", dp.summary.ifindex);
         // The backend the datapath was loaded for (`etran up --backend`).
         let mut backend = if dp.summary.backend == "native" {
+            let pacing = Pacing::of(&dp.summary.pacing);
             AnyBackend::Native(Native::new(
                 &tcp,
                 &homa,
                 &cfg.iface,
                 &gen_port,
                 nic.mtu,
+                pacing,
                 cfg.zero_copy,
             )?)
         } else {
@@ -201,6 +203,25 @@ impl Daemon {
         })
     }
 
+    /// One line of what pacing did on the datapath since it came up: the segments TCP egress
+    /// queued until their release time, and those the packet queue refused (sent at once).
+    fn pacing_report(&self) -> String {
+        let counters = crate::loader::find(&self.cfg.iface)
+            .and_then(|dp| dp.context("the datapath is gone")?.counters());
+        let events = match counters {
+            Ok(c) => c.events,
+            Err(e) => return format!("pacing: no counters ({e:#})"),
+        };
+        let count =
+            |name: &str| events.iter().find(|e| e.event == name).map_or(0, |e| e.count.packets);
+        format!(
+            "pacing: {} segments queued until their release time, {} refused by a full queue \
+             (sent at once)",
+            count("tcp_tx_paced"),
+            count("tcp_tx_pace_refused")
+        )
+    }
+
     /// Waking it makes [`Daemon::run`] return (used from the signal cleanup).
     pub fn waker(&self) -> Arc<Waker> {
         self.waker.clone()
@@ -214,7 +235,7 @@ impl Daemon {
             self.cfg.socket.display(),
             std::process::id(),
             self.backend.name(),
-            AnyBackend::PACING
+            self.backend.pacing()
         ));
         let result = self.run_loop();
         self.shutdown();
@@ -709,6 +730,9 @@ impl Daemon {
         }
         let _ = std::fs::remove_file(&self.lock.1);
         log::info(self.backend.report());
+        if self.backend.pacing() == Pacing::PacketQueue {
+            log::info(self.pacing_report());
+        }
         log::info(self.tcp.report());
         log::info(self.homa.report());
         self.note("stopped; every app port was removed");

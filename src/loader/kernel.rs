@@ -44,7 +44,7 @@ pub enum Feature {
     /// program through it instead of sending the gen pump's templates.
     GenWakeup,
     /// The packet queue (patches/0008): an egress program queues a frame to leave at a given
-    /// time. Probed only: the transports do not pace through it yet.
+    /// time. Not required: where it is, TCP paces through it (`etran up --pacing`).
     PacketQueue,
     /// The rbtree walk (Linux 6.16's `bpf_rbtree_root`/`left`/`right`, backported by
     /// patches/0011-0012): a program finds a key's lower bound in its own rbtree. Probed only:
@@ -94,7 +94,7 @@ impl Feature {
             Feature::VmlinuxBtf => "kernel BTF (/sys/kernel/btf/vmlinux)",
             Feature::NativeHooks => "etran's AF_XDP hooks (BPF_XSK_EGRESS/BPF_XSK_GEN)",
             Feature::GenWakeup => "etran's gen on demand (the Rx wakeup runs BPF_XSK_GEN)",
-            Feature::PacketQueue => "etran's packet queue (bpf_xsk_egress_queue; not used yet)",
+            Feature::PacketQueue => "etran's packet queue (bpf_xsk_egress_queue; TCP pacing)",
             Feature::RbtreeSearch => "BPF rbtree walk (bpf_rbtree_root/left/right; not used yet)",
         }
     }
@@ -248,8 +248,8 @@ pub fn has_gen_wakeup() -> bool {
 
 /// The packet queue's kfunc (patches/0008): a `BPF_XSK_EGRESS` program that returns
 /// `bpf_xsk_egress_queue(ctx, tstamp)` has its frame sent at `tstamp` (CLOCK_MONOTONIC ns) by
-/// the kernel, which holds the descriptor meanwhile. Not part of [`NATIVE_ABI`]: nothing in etran
-/// calls it yet.
+/// the kernel, which holds the descriptor meanwhile. Not part of [`NATIVE_ABI`]: where it is, TCP
+/// egress paces through it (`etran up --pacing`, tcp_pace.h).
 pub const PACKET_QUEUE_KFUNC: &str = "bpf_xsk_egress_queue";
 
 /// The rbtree walk's first kfunc (patches/0012, Linux 6.16's): under the lock of a `struct

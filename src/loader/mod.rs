@@ -38,6 +38,9 @@ const EVENTS_PIN: &str = "events";
 pub struct UpOptions {
     /// The backend, resolved against this kernel ([`crate::backend::BackendChoice::resolve`]).
     pub backend: types::etran_backend,
+    /// TCP's pacing, resolved against this kernel and backend
+    /// ([`crate::backend::PacingChoice::resolve`]).
+    pub pacing: types::etran_pacing,
     pub mode: AttachMode,
     pub queues: Option<u32>,
     pub force: bool,
@@ -134,6 +137,8 @@ pub struct Summary {
     pub xdp_mode: &'static str,
     pub backend: String,
     pub queues: u32,
+    /// TCP's pacing: `none` or `packet_queue`.
+    pub pacing: String,
 }
 
 pub enum UpOutcome {
@@ -191,6 +196,10 @@ pub fn find(iface: &str) -> anyhow::Result<Option<Datapath>> {
         .into_iter()
         .find(|(v, _)| *v == rodata.etran_config.backend.0)
         .map_or_else(|| "unknown".to_string(), |(_, n)| n);
+    let pacing = counters::enum_members(&btf, "etran_pacing", "ETRAN_PACING_")?
+        .into_iter()
+        .find(|(v, _)| *v == rodata.etran_config.pacing.0)
+        .map_or_else(|| "unknown".to_string(), |(_, n)| n);
     let summary = Summary {
         iface: iface.to_string(),
         ifindex,
@@ -198,6 +207,7 @@ pub fn find(iface: &str) -> anyhow::Result<Option<Datapath>> {
         xdp_mode: mode.name(),
         backend,
         queues: rodata.etran_config.queues,
+        pacing,
     };
     // No program of the entrance's uses the event counters (the transports count them), so
     // they are found by their pin; a datapath pinned by an older etran has none.
@@ -268,10 +278,11 @@ pub struct Objects<'a> {
 pub fn load(
     storage: &mut ObjectStorage,
     backend: types::etran_backend,
+    pacing: types::etran_pacing,
     queues: u32,
     sched: HomaSched,
 ) -> anyhow::Result<Objects<'_>> {
-    load_as(storage, backend, ObjectBackend::of(backend)?, queues, sched)
+    load_as(storage, backend, ObjectBackend::of(backend)?, pacing, queues, sched)
 }
 
 /// [`load`], with the transport objects loaded as `objects` says.
@@ -279,11 +290,13 @@ pub fn load_as(
     storage: &mut ObjectStorage,
     backend: types::etran_backend,
     objects: ObjectBackend,
+    pacing: types::etran_pacing,
     queues: u32,
     sched: HomaSched,
 ) -> anyhow::Result<Objects<'_>> {
-    let entrance = load_entrance(&mut storage.entrance, backend, queues)?;
-    let tcp = load_tcp(&mut storage.tcp, Some(&entrance), objects)?;
+    let entrance = load_entrance(&mut storage.entrance, backend, pacing, queues)?;
+    let pace = pacing == types::etran_pacing::ETRAN_PACING_PACKET_QUEUE;
+    let tcp = load_tcp(&mut storage.tcp, Some(&entrance), objects, pace)?;
     let homa = load_homa(&mut storage.homa, Some((&entrance, &tcp)), objects, sched)?;
     let tcp_slot =
         tcp.maps.rodata_data.context("TCP object has no .rodata")?.etran_transport_slot.0;
@@ -309,6 +322,7 @@ pub fn load_as(
 pub fn load_entrance(
     storage: &mut MaybeUninit<OpenObject>,
     backend: types::etran_backend,
+    pacing: types::etran_pacing,
     queues: u32,
 ) -> anyhow::Result<EntranceSkel<'_>> {
     let mut open = EntranceSkelBuilder::default()
@@ -317,20 +331,24 @@ pub fn load_entrance(
     let config = open.maps.rodata_data.as_deref_mut().context("entrance object has no .rodata")?;
     config.etran_config.backend = backend;
     config.etran_config.queues = queues;
+    config.etran_config.pacing = pacing;
     crate::bpf::verifier::load(open, "the entrance program")
 }
 
 /// Loads the TCP object for `backend`, sharing `entrance`'s counter maps when given (else it
-/// has its own).
+/// has its own), pacing through the packet queue when `pace` (`etran_tcp_pace`: its egress
+/// then paces where the kernel has the queue, tcp_pace.h).
 pub fn load_tcp<'a>(
     storage: &'a mut MaybeUninit<OpenObject>,
     entrance: Option<&EntranceSkel<'_>>,
     backend: ObjectBackend,
+    pace: bool,
 ) -> anyhow::Result<TcpSkel<'a>> {
     let mut open =
         TcpSkelBuilder::default().open(storage).context("opening the embedded TCP object")?;
     let rodata = open.maps.rodata_data.as_deref_mut().context("TCP object has no .rodata")?;
     rodata.etran_native = backend.native();
+    rodata.etran_tcp_pace = u32::from(pace);
     backend.prepare("TCP", &mut open.progs.etran_tcp_egress, &mut open.progs.etran_tcp_xsk_gen)?;
     if let Some(entrance) = entrance {
         open.maps.etran_traffic.reuse_fd(entrance.maps.etran_traffic.as_fd())?;
@@ -432,7 +450,7 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
 
     let mut storage = ObjectStorage::default();
     let Objects { mut entrance, mut tcp, mut homa } =
-        load(&mut storage, backend, queues, opts.homa)?;
+        load(&mut storage, backend, opts.pacing, queues, opts.homa)?;
     tcp.maps
         .etran_nic
         .update(&0u32.to_ne_bytes(), &ifindex.to_ne_bytes(), MapFlags::ANY)

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* Test-only (never embedded in etran): the fast path's arithmetic that Rust also carries
  * (tcp_seq.h's serial comparisons, window scale and flight, tcp_tx.h's window field and its
- * window-update rule), run on
+ * window-update rule; tcp_pace.h's pacing, which the test models), run on
  * inputs from the test with BPF_PROG_TEST_RUN. tests/fixtures/conformance.rs runs the Rust
  * helpers on the same inputs and asserts equal results. The frame holds one struct
  * conformance_in; the program overwrites its head with a struct conformance_out. */
@@ -9,6 +9,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "tcp/tcp.h"
+#include "tcp/tcp_pace.h"
 #include "tcp/tcp_seq.h"
 #include "tcp/tcp_tx.h"
 
@@ -20,6 +21,10 @@ enum conformance_op {
 	CONFORMANCE_UNA_POS,    /* value = una_pos(&conn) */
 	CONFORMANCE_WINDOW,     /* value = tx_window(&conn); rcv_adv, rcv_shrinks after it */
 	CONFORMANCE_WINDOW_UPDATE_DUE, /* value = tx_window_update_due(&conn) */
+	CONFORMANCE_PACE_DELAY,   /* wide = pace_delay_ns(&conn, a) */
+	CONFORMANCE_PACE_RELEASE, /* wide = pace_release(&conn, now, a, b, &value); conn after it */
+	CONFORMANCE_RTT_SENT,     /* pace_rtt_sent(&conn, now, a, b); conn after it */
+	CONFORMANCE_RTT_ACKED,    /* pace_rtt_acked(&conn, now); conn after it */
 };
 
 struct conformance_in {
@@ -27,13 +32,18 @@ struct conformance_in {
 	__u32 a;
 	__u32 b;
 	__u32 reserved;
+	__u64 now;
 	struct tcp_conn conn;
 };
 
+/* As long as conformance_in: the program writes it over the frame. */
 struct conformance_out {
 	__u32 value;
 	__u32 rcv_adv;
 	__u32 rcv_shrinks;
+	__u32 reserved;
+	__u64 wide;
+	struct tcp_conn conn;
 };
 
 struct conformance_layouts {
@@ -53,7 +63,10 @@ int conformance(struct xdp_md *ctx)
 	struct conformance_out *out = data;
 	struct conformance_in in;
 	__u32 value = 0;
+	__u64 wide = 0;
+	int queue = 0;
 
+	_Static_assert(sizeof(struct conformance_out) == sizeof(struct conformance_in), "lengths");
 	if (data + sizeof(in) > data_end)
 		return XDP_ABORTED;
 	__builtin_memcpy(&in, data, sizeof(in));
@@ -79,12 +92,28 @@ int conformance(struct xdp_md *ctx)
 	case CONFORMANCE_WINDOW_UPDATE_DUE:
 		value = tx_window_update_due(&in.conn);
 		break;
+	case CONFORMANCE_PACE_DELAY:
+		wide = pace_delay_ns(&in.conn, in.a);
+		break;
+	case CONFORMANCE_PACE_RELEASE:
+		wide = pace_release(&in.conn, in.now, in.a, in.b, &queue);
+		value = queue;
+		break;
+	case CONFORMANCE_RTT_SENT:
+		pace_rtt_sent(&in.conn, in.now, in.a, in.b);
+		break;
+	case CONFORMANCE_RTT_ACKED:
+		pace_rtt_acked(&in.conn, in.now);
+		break;
 	default:
 		return XDP_ABORTED;
 	}
 	out->value = value;
 	out->rcv_adv = in.conn.rcv_adv;
 	out->rcv_shrinks = in.conn.rcv_shrinks;
+	out->reserved = 0;
+	out->wide = wide;
+	__builtin_memcpy(&out->conn, &in.conn, sizeof(in.conn));
 	return XDP_PASS;
 }
 

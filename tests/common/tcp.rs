@@ -12,7 +12,7 @@ use std::{
 use etran::{
     backend::socket::rx_budget_map,
     bpf::{
-        entrance::types::etran_backend,
+        entrance::types::{etran_backend, etran_pacing},
         tcp::types::{etran_port_rx, etran_tcp_rx_meta, etran_tcp_tx_hdr, tcp_conn, tcp_conn_key},
     },
     loader::{self, counters::Counters, ObjectStorage, Objects},
@@ -80,10 +80,16 @@ impl Harness<'static> {
 
     /// [`Harness::for_root_test`] over the native datapath ([`Harness::native`]) when `native`.
     pub fn for_root_test_as(native: bool) -> Option<RootHarness> {
+        Harness::for_root_test_with(native, etran_pacing::ETRAN_PACING_NONE)
+    }
+
+    /// [`Harness::for_root_test_as`] loaded with TCP's `pacing` (`etran_tcp_pace`: where the
+    /// kernel lacks the packet queue's kfunc, a stock kernel, the pacing branches are dead).
+    pub fn for_root_test_with(native: bool, pacing: etran_pacing) -> Option<RootHarness> {
         let root = crate::root::shared()?;
         // Leaked: the loaded objects borrow it for the harness's life (a few hundred bytes).
         let storage = Box::leak(Box::new(ObjectStorage::default()));
-        Some(RootHarness { harness: Harness::with_backend(storage, native), _root: root })
+        Some(RootHarness { harness: Harness::with_backend(storage, native, pacing), _root: root })
     }
 }
 
@@ -99,23 +105,27 @@ pub struct IngressRun {
 impl Harness<'_> {
     /// The compat datapath.
     pub fn new(storage: &mut ObjectStorage) -> Harness<'_> {
-        Harness::with_backend(storage, false)
+        Harness::with_backend(storage, false, etran_pacing::ETRAN_PACING_NONE)
     }
 
     /// The native datapath's logic in plain XDP programs ([`loader::ObjectBackend::NativeUnhooked`]:
     /// test runs refuse the hooks' attach types, and a stock kernel has none), with app 0's
     /// socket on queue 0 (`etran_port_queue`) and an AF_XDP socket in its `etran_app_xsks` slot.
     pub fn native(storage: &mut ObjectStorage) -> Harness<'_> {
-        Harness::with_backend(storage, true)
+        Harness::with_backend(storage, true, etran_pacing::ETRAN_PACING_NONE)
     }
 
-    fn with_backend(storage: &mut ObjectStorage, native: bool) -> Harness<'_> {
+    fn with_backend(
+        storage: &mut ObjectStorage,
+        native: bool,
+        pacing: etran_pacing,
+    ) -> Harness<'_> {
         let (backend, tcp) = if native {
             (etran_backend::ETRAN_BACKEND_NATIVE, loader::ObjectBackend::NativeUnhooked)
         } else {
             (etran_backend::ETRAN_BACKEND_COMPAT, loader::ObjectBackend::Compat)
         };
-        let objs = loader::load_as(storage, backend, tcp, 1, Default::default())
+        let objs = loader::load_as(storage, backend, tcp, pacing, 1, Default::default())
             .expect("the verifier accepts every program");
         let e = &objs.entrance;
         let (traffic, drops) = (&e.maps.etran_traffic, &e.maps.etran_drops);

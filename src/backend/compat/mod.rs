@@ -63,7 +63,10 @@ impl Backend for Compat {
     type AppPort = VethPort;
     /// The `etran_app_ports` devmap's size (ETRAN_APP_PORTS, common/transport.h).
     const SLOTS: u32 = etran_app_port_limit::ETRAN_APP_PORTS.0;
-    const PACING: Pacing = Pacing::None;
+
+    fn pacing(&self) -> Pacing {
+        Pacing::None
+    }
 
     fn mtu(&self) -> u32 {
         self.mtu

@@ -21,7 +21,11 @@
 //! `kernel::has_gen_wakeup`) they do it by waking an app socket of the transport, whose gen hook
 //! then runs in the daemon's context ([`GenWake`]), not with templates through their gen ports;
 //! TCP's delayed ACKs too, at the pump's deadline (the daemon sets `etran_tcp_gen_flush` while it
-//! wakes: the hook then pops the delayed queue as well). No pacing ([`Pacing::None`]).
+//! wakes: the hook then pops the delayed queue as well).
+//!
+//! Pacing: TCP's egress paces each connection through the socket's packet queue (patches/0008,
+//! [`Pacing::PacketQueue`]) when the datapath was loaded so (`etran up`: native, the kernel has
+//! the queue, no `--pacing off`); else none ([`Pacing::None`]).
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use anyhow::Context;
@@ -61,8 +65,10 @@ pub enum ZeroCopy {
 /// own queue (`XDP_RX_ANY_QUEUE` is copy-only) and owns that queue's buffers: so only where
 /// every frame arrives, queue 0 of a NIC with one RX queue. The NIC's frames then land in the
 /// app's UMEM; ingress's redirects to the other apps' (copy-mode) sockets are copied out of it.
-pub fn zero_copy_first(choice: ZeroCopy, queue: u32, rx_queues: u32) -> bool {
-    choice == ZeroCopy::Auto && queue == 0 && rx_queues == 1
+/// Never with `pacing` through the packet queue: a zero-copy socket's egress cannot queue a frame
+/// (patches/0008 is copy mode only), so its paced segments would be lost.
+pub fn zero_copy_first(choice: ZeroCopy, pacing: Pacing, queue: u32, rx_queues: u32) -> bool {
+    choice == ZeroCopy::Auto && pacing == Pacing::None && queue == 0 && rx_queues == 1
 }
 
 /// A transport's programs linked to its apps' sockets.
@@ -127,19 +133,22 @@ pub struct Native {
     mtu: u32,
     /// The kernel runs gen on demand: the pumps wake apps' sockets ([`GenWake`]).
     gen_wakeup: bool,
+    /// What the datapath's egress does about pacing.
+    pacing: Pacing,
 }
 
 impl Native {
     /// The backend over the TCP and Homa objects of a datapath loaded for native on `nic` (of
-    /// MTU `nic_mtu`); the TCP gen pump's port is named `gen_port`, Homa's `gen_port`h (see
-    /// [`GenPump::new`], [`GrantPump::new`]); apps' sockets bound in zero copy as `zero_copy`
-    /// says.
+    /// MTU `nic_mtu`, with `pacing`); the TCP gen pump's port is named `gen_port`, Homa's
+    /// `gen_port`h (see [`GenPump::new`], [`GrantPump::new`]); apps' sockets bound in zero copy
+    /// as `zero_copy` says (never with pacing: see [`zero_copy_first`]).
     pub fn new(
         tcp: &TcpHandles,
         homa: &HomaHandles,
         nic: &str,
         gen_port: &str,
         nic_mtu: u32,
+        pacing: Pacing,
         zero_copy: ZeroCopy,
     ) -> anyhow::Result<Native> {
         let missing =
@@ -169,6 +178,7 @@ impl Native {
             grants,
             mtu: socket::port_mtu(nic_mtu)?,
             gen_wakeup: kernel::has_gen_wakeup(),
+            pacing,
         })
     }
 
@@ -205,7 +215,7 @@ impl XskPort {
     /// `slot` on `queue`, in zero copy where [`zero_copy_first`] says so and the driver supports
     /// it, in copy mode otherwise; on failure whatever was set up is undone.
     fn open(n: &Native, slot: u32, queue: u32, transport: Transport) -> anyhow::Result<XskPort> {
-        if zero_copy_first(n.zero_copy, queue, n.rx_queues) {
+        if zero_copy_first(n.zero_copy, n.pacing, queue, n.rx_queues) {
             match XskPort::open_as(n, slot, queue, transport, true) {
                 Err(e) if bind_refused(&e) == Some(libc::EOPNOTSUPP) => log::debug(format!(
                     "{} queue {queue}: no zero copy ({e:#}), binding in copy mode",
@@ -352,7 +362,10 @@ impl Backend for Native {
     type AppPort = XskPort;
     /// The datapath's slot maps' size (ETRAN_APP_PORTS, common/transport.h).
     const SLOTS: u32 = etran_app_port_limit::ETRAN_APP_PORTS.0;
-    const PACING: Pacing = Pacing::None;
+
+    fn pacing(&self) -> Pacing {
+        self.pacing
+    }
 
     fn mtu(&self) -> u32 {
         self.mtu
@@ -442,13 +455,15 @@ mod tests {
     use super::*;
 
     /// Zero copy only on queue 0 of a NIC with one RX queue (every frame arrives there), and
-    /// never when it is off.
+    /// never when it is off or TCP paces through the packet queue.
     #[test]
     fn zero_copy_only_where_every_frame_arrives() {
-        assert!(zero_copy_first(ZeroCopy::Auto, 0, 1));
-        assert!(!zero_copy_first(ZeroCopy::Auto, 1, 1), "another queue's frames would miss it");
-        assert!(!zero_copy_first(ZeroCopy::Auto, 0, 2), "RSS spreads flows over both queues");
-        assert!(!zero_copy_first(ZeroCopy::Off, 0, 1));
+        let (auto, none) = (ZeroCopy::Auto, Pacing::None);
+        assert!(zero_copy_first(auto, none, 0, 1));
+        assert!(!zero_copy_first(auto, none, 1, 1), "another queue's frames would miss it");
+        assert!(!zero_copy_first(auto, none, 0, 2), "RSS spreads flows over both queues");
+        assert!(!zero_copy_first(ZeroCopy::Off, none, 0, 1));
+        assert!(!zero_copy_first(auto, Pacing::PacketQueue, 0, 1), "a zero-copy run cannot queue");
     }
 
     /// A refused bind is told from a later step's failure, whatever context wraps it.

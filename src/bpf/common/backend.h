@@ -9,7 +9,8 @@
  *   ifindex (etran_port_ifindex), and redirects what it accepts to the NIC (etran_nic).
  * - native (patches/, native/xsk_ports.h): the app's socket is on the NIC (etran_app_xsks),
  *   egress runs in the socket's transmit path and knows the app by the socket's queue
- *   (etran_port_queue), and XDP_PASS sends the frame. */
+ *   (etran_port_queue), and XDP_PASS sends the frame; with the packet queue (patch 0008) a
+ *   frame may wait in the socket until a release time instead (to_nic_later). */
 #ifndef ETRAN_COMMON_BACKEND_H
 #define ETRAN_COMMON_BACKEND_H
 
@@ -68,6 +69,29 @@ static __always_inline int to_nic_prepare(void)
 static __always_inline int to_nic_verdict(void)
 {
 	return etran_native ? XDP_PASS : XDP_REDIRECT;
+}
+
+/* Patch 0008's packet queue: a BPF_XSK_EGRESS program may leave its frame in the socket's queue
+ * until a release time. Weak, so that the objects load on kernels without it (and in compat,
+ * where the program never runs in a socket's path, the branches calling it are dead). */
+extern int bpf_xsk_egress_queue(struct xdp_md *ctx, __u64 tstamp) __weak __ksym;
+
+/* Whether egress may queue frames: native, on a kernel with the packet queue. */
+static __always_inline int has_packet_queue(void)
+{
+	return etran_native && bpf_ksym_exists(bpf_xsk_egress_queue);
+}
+
+/* Queues the frame bound for the NIC until `at` (CLOCK_MONOTONIC ns) instead of sending it now:
+ * XDP_REDIRECT when it will wait in the queue (the program must then return XDP_REDIRECT);
+ * anything else when it cannot (the socket's queue is full: 256 frames; or the context is not a
+ * socket's egress run, as in BPF_PROG_TEST_RUN; or no packet queue here), and the frame may
+ * then go at once. */
+static __always_inline int to_nic_later(struct xdp_md *ctx, __u64 at)
+{
+	if (!has_packet_queue())
+		return XDP_DROP;
+	return bpf_xsk_egress_queue(ctx, at);
 }
 
 #endif

@@ -146,6 +146,10 @@ enum etran_event {
 					  * the bytes granted) */
 	ETRAN_EVENT_HOMA_SCHED_STALE,    /* the grant scheduler let a message go that nothing
 					  * touched for ETRAN_HOMA_SCHED_STALE_MS */
+	ETRAN_EVENT_TCP_TX_PACED,        /* egress: a TCP segment queued until its release time
+					  * (pacing through the packet queue, tcp_pace.h) */
+	ETRAN_EVENT_TCP_TX_PACE_REFUSED, /* egress: ... the socket's queue refused (full): sent at
+					  * once instead */
 	ETRAN_EVENT_MAX,
 };
 

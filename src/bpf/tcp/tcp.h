@@ -133,6 +133,16 @@ struct tcp_conn {
 	__u32 dctcp_marked; /* of those, bytes acknowledged with ECE */
 	__u32 cc_used;      /* the most bytes in flight since the round began (egress) */
 	__u32 cc_round_end; /* cc_used's round ends when snd_una reaches it (snd_nxt then) */
+
+	/* Pacing through the packet queue (tcp_pace.h; native, on a kernel with patch 0008, and
+	 * only then: elsewhere these stay zero). */
+	__u32 rtt_seq;   /* the RTT sample under way ends when snd_una reaches it */
+	__u32 srtt_us;   /* smoothed RTT in microseconds; 0: no sample yet, so no pacing */
+	__u64 rtt_start; /* CLOCK_MONOTONIC ns the sample's segment left at; 0: none under way */
+	__u64 pace_next; /* ns: the earliest release time of the next paced segment */
+	__u64 pace_tail; /* ns: the release time of the last segment queued; 0: none ever was */
+	__u32 pace_seq;  /* the end (sequence number) of the furthest segment queued: one may still
+			  * wait in the kernel until snd_una reaches it */
 };
 
 /* tcp_conn.cc: congestion state. */
@@ -160,6 +170,14 @@ enum tcp_cc_limit {
 	TCP_CC_SS_MAX_SEGMENTS = 8,
 	TCP_DCTCP_ALPHA_SHIFT = 16, /* alpha == 1 << 16 is 1 */
 	TCP_DCTCP_G_SHIFT = 4,      /* the estimator's gain g = 1/16 (RFC 8257 4.2) */
+};
+
+/* Pacing's constants (tcp_pace.h), as Linux paces (tcp_update_pacing_rate): the rate is
+ * cwnd / srtt, times 2 in slow start and 1.2 after. */
+enum tcp_pace_limit {
+	TCP_PACE_SS_PERCENT = 200, /* the factor in slow start (cwnd < ssthresh), in percent */
+	TCP_PACE_CA_PERCENT = 120, /* ... in congestion avoidance */
+	TCP_RTT_SHIFT = 3,         /* srtt += (sample - srtt) / 8 (RFC 6298's alpha) */
 };
 
 /* tcp_conn.ack_queued: bits, the generator queues a connection's key is in. Ingress sets one
@@ -316,6 +334,7 @@ struct etran_tcp_layouts {
 	enum tcp_conn_fin conn_fin;
 	enum tcp_cc_flag cc_flag;
 	enum tcp_cc_limit cc_limit;
+	enum tcp_pace_limit pace_limit;
 	enum tcp_sack_limit sack_limit;
 	struct etran_tcp_tx_hdr tx_hdr;
 	enum etran_tcp_tx_intent tx_intent;

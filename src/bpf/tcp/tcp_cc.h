@@ -15,7 +15,8 @@
  *   between its turns, and one whose window is what limits it must still grow.
  * - DCTCP (ECN negotiated): alpha, the fraction of bytes marked, is updated once per
  *   observation window (it ends when snd_una reaches the snd_nxt recorded at its start):
- *   alpha = alpha * (1 - g) + g * marked / acked. An ACK with ECE cuts cwnd to
+ *   alpha = alpha * (1 - g) + g * marked / acked. An ACK with ECE that acknowledges new
+ *   data cuts cwnd to
  *   cwnd * (1 - alpha / 2), at most once per window of data, and has CWR set on the next
  *   segment with payload (a classic RFC 3168 receiver echoes ECE until it sees CWR).
  * - Losses are found by the app (SACK scoreboard, RACK timing, duplicate ACKs), which resends
@@ -192,7 +193,12 @@ static __always_inline void dctcp_observe(struct tcp_conn *c, __u32 acked, int e
 static __always_inline void cc_on_ack(struct tcp_conn *c, __u32 acked, __u32 flight, int ece,
 				      int left)
 {
-	ece = ece && (c->flags & TCP_CONN_ECN);
+	/* An ACK that acknowledges nothing new brings no news of marks: a classic receiver repeats
+	 * ECE on every segment until it sees our CWR (on our next data), a DCTCP receiver keeps the
+	 * last data's CE state. While nothing of ours is in flight, the cut's window of data is
+	 * over at once, and each such segment would cut again (a response of 45 segments took the
+	 * window to its floor). */
+	ece = ece && (c->flags & TCP_CONN_ECN) && acked;
 	if ((c->cc & (TCP_CC_REDUCED | TCP_CC_TIMEOUT | TCP_CC_LOSS)) &&
 	    !before(c->snd_una, c->cc_recover))
 		c->cc &= ~(TCP_CC_REDUCED | TCP_CC_TIMEOUT | TCP_CC_LOSS);

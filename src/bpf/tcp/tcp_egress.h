@@ -7,7 +7,8 @@
  * applies the app's consumption report to the receive window, replaces the TX header with
  * Ethernet, IPv4 and TCP headers written from the connection state alone (the app writes no
  * header field), and sends the segment to the NIC (compat: a redirect; native: XDP_PASS, the
- * kernel sends what the program left between data and data_end, patches/0004). */
+ * kernel sends what the program left between data and data_end, patches/0004; or, pacing, the
+ * segment waits in the socket's packet queue until its release time: tcp_pace.h). */
 #ifndef ETRAN_TCP_EGRESS_H
 #define ETRAN_TCP_EGRESS_H
 
@@ -25,6 +26,7 @@
 #include "tcp/tcp.h"
 #include "tcp/tcp_cc.h"
 #include "tcp/tcp_maps.h"
+#include "tcp/tcp_pace.h"
 #include "tcp/tcp_seq.h"
 #include "tcp/tcp_tx.h"
 
@@ -253,6 +255,23 @@ static __always_inline void tx_update(struct tcp_conn *c, const struct etran_tcp
 	tx_plan_segment(c, p);
 }
 
+/* Pacing (tcp_pace.h), under the lock, for a frame egress sends: a segment with payload or a FIN
+ * gets its release time (*at) and starts or cancels an RTT sample; returns 1 when it must wait
+ * in the packet queue. Pure ACKs, window updates and probes go at once. `len`: the frame's
+ * bytes; `snd_nxt_before`: snd_nxt before tx_update. */
+static __always_inline int tx_pace(struct tcp_conn *c, const struct etran_tcp_tx_hdr *h,
+				   const struct tx_plan *p, __u64 now, __u32 snd_nxt_before,
+				   __u32 len, __u64 *at)
+{
+	int queue;
+
+	if (!p->fin && (!h->len || p->bare))
+		return 0;
+	*at = pace_release(c, now, len, p->seq + h->len + p->fin, &queue);
+	pace_rtt_sent(c, *at, snd_nxt_before, p->seq != snd_nxt_before);
+	return queue;
+}
+
 /* The egress program's body; see tcp.bpf.c. */
 static __always_inline int tcp_egress(struct xdp_md *ctx)
 {
@@ -260,9 +279,10 @@ static __always_inline int tcp_egress(struct xdp_md *ctx)
 	struct etran_tcp_tx_hdr *th = data, h;
 	__u64 bytes = data_end - data, payload_sum;
 	struct tx_plan plan = {};
-	__u32 slot, hdrs, ts_now;
+	__u32 slot, hdrs, ts_now, snd_nxt;
+	__u64 now = 0, at = 0;
 	struct tcp_conn *c;
-	int ok;
+	int ok, later = 0;
 
 	if ((void *)(th + 1) > data_end)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_SHORT, bytes);
@@ -296,13 +316,19 @@ static __always_inline int tcp_egress(struct xdp_md *ctx)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_NO_HEADROOM, bytes);
 	if (to_nic_prepare())
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_NO_NIC, bytes);
+	if (pace_on())
+		now = bpf_ktime_get_ns();
 
 	bpf_spin_lock(&c->lock);
 	/* Checked again under the lock: the connection may have begun to move (tcp_rehome.h). */
-	if (c->owner_port != slot)
+	if (c->owner_port != slot) {
 		tx_refuse(&plan, ETRAN_DROP_TCP_MOVING);
-	else
+	} else {
+		snd_nxt = c->snd_nxt;
 		tx_update(c, &h, &plan);
+		if (pace_on() && !plan.dropped)
+			later = tx_pace(c, &h, &plan, now, snd_nxt, hdrs + h.len, &at);
+	}
 	bpf_spin_unlock(&c->lock);
 	if (plan.dropped)
 		return drop(ETRAN_PROTO_TCP, plan.reason, bytes);
@@ -321,6 +347,14 @@ static __always_inline int tcp_egress(struct xdp_md *ctx)
 	count_event(h.len ? ETRAN_EVENT_TCP_TX_DATA : ETRAN_EVENT_TCP_TX_PURE_ACK, bytes);
 	if (h.len && h.intent == ETRAN_TCP_TX_RETRANSMIT)
 		count_event(ETRAN_EVENT_TCP_TX_RETRANSMIT, bytes);
+	if (later) {
+		if (to_nic_later(ctx, at) == XDP_REDIRECT) {
+			count_event(ETRAN_EVENT_TCP_TX_PACED, bytes);
+			return delivered(ETRAN_PROTO_TCP, bytes, XDP_REDIRECT);
+		}
+		/* The socket's queue is full: sent now rather than lost. */
+		count_event(ETRAN_EVENT_TCP_TX_PACE_REFUSED, bytes);
+	}
 	return delivered(ETRAN_PROTO_TCP, bytes, to_nic_verdict());
 }
 

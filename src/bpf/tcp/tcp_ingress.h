@@ -33,6 +33,7 @@
 #include "tcp/tcp_cc.h"
 #include "tcp/tcp_gen.h"
 #include "tcp/tcp_maps.h"
+#include "tcp/tcp_pace.h"
 #include "tcp/tcp_seq.h"
 
 /* The fields of a segment, copied out of the frame before the lock is taken. */
@@ -49,6 +50,7 @@ struct segment {
 	__u8 sack; /* options past the timestamp on a SACK connection: SACK blocks for the app */
 	__u8 ece;  /* the ECE flag: the peer echoes congestion marks */
 	__u8 ce;   /* the IP header's ECN field is CE: the network marked this segment */
+	__u64 now; /* pacing (tcp_pace.h): when it arrived, CLOCK_MONOTONIC ns; else 0 */
 };
 
 /* What the update under the lock decided, acted upon after it. */
@@ -205,6 +207,8 @@ static __always_inline int rx_ack(struct tcp_conn *c, const struct segment *s, s
 		acked = s->ack - c->snd_una;
 		c->snd_una = s->ack;
 		c->dupacks = 0;
+		if (pace_on())
+			pace_rtt_acked(c, s->now);
 	} else if (!s->len && !s->fin && c->snd_una != c->snd_nxt) {
 		/* The peer got a segment out of order: one left the network. A duplicate ACK as
 		 * RFC 5681 defines it has the window unchanged (the third triggers fast retransmit);
@@ -562,6 +566,8 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 	 * are (most likely) SACK blocks, which the app parses. Flags are fixed: no lock needed. */
 	s.sack = (c->flags & TCP_CONN_SACK) &&
 		 tcp->doff * 4 > sizeof(*tcp) + (ts ? sizeof(*ts) : 0);
+	if (pace_on())
+		s.now = bpf_ktime_get_ns();
 
 	/* These can fail; they go first so that a failure leaves the connection untouched: the
 	 * app's room (common/backend.h), the metadata's room, the redirect (which takes effect

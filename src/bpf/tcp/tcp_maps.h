@@ -12,6 +12,16 @@
 
 #define MAX_CONNS 65536
 
+/* Non-zero: egress paces each connection through the packet queue (tcp_pace.h). Set before load
+ * by `etran up` (native, with the packet queue in the kernel, unless `--pacing off`). */
+const volatile __u32 etran_tcp_pace;
+
+/* Whether this object paces: the setting, on a kernel and backend where it can. */
+static __always_inline int pace_on(void)
+{
+	return etran_tcp_pace && has_packet_queue();
+}
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_CONNS);

@@ -496,6 +496,7 @@ fn measure_etran(
         wait,
         backend,
         zero_copy: args.zero_copy,
+        pacing: args.pacing.resolve(backend),
     };
     let r = etran_echo::run(&params, &progress, |done| {
         watch_progress(bar.as_ref(), &progress, Instant::now(), done, "msgs", &mut |_| {})

@@ -32,7 +32,7 @@ use super::{
 use crate::{
     app::{ready, App, AppCounters, ConnId, Listener},
     backend::{compat::port, native::ZeroCopy},
-    bpf::entrance::types::etran_backend,
+    bpf::entrance::types::{etran_backend, etran_pacing},
     loader,
     netlink::Netlink,
     netns::NetNs,
@@ -64,6 +64,8 @@ pub struct Params<'a> {
     pub wait: Wait,
     /// The datapath backend of the eTran hosts.
     pub backend: etran_backend,
+    /// Their TCP pacing.
+    pub pacing: etran_pacing,
     /// Their daemons' zero copy (native).
     pub zero_copy: ZeroCopy,
 }
@@ -101,6 +103,7 @@ pub fn run(
     etran_hosts::with_daemons(
         &p.etran_hosts(),
         p.backend,
+        p.pacing,
         p.zero_copy,
         Default::default(),
         "echo",

@@ -14,19 +14,20 @@ use mio::Waker;
 
 use crate::{
     backend::native::ZeroCopy,
-    bpf::entrance::types::etran_backend,
+    bpf::entrance::types::{etran_backend, etran_pacing},
     daemon::{Config, Daemon},
     loader::{self, AttachMode, HomaSched, UpOptions},
     netns::NetNs,
     testbed::HOST_NIC,
 };
 
-/// Runs `apps` with etran up on every host of `hosts` on `backend` (Homa's grant scheduler set
-/// as `sched` says, apps' sockets in zero copy as `zero_copy` says); it gets each host's daemon socket, in the same order. `label` names the benchmark in
+/// Runs `apps` with etran up on every host of `hosts` on `backend` with TCP's `pacing` (Homa's
+/// grant scheduler set as `sched` says, apps' sockets in zero copy as `zero_copy` says); it gets each host's daemon socket, in the same order. `label` names the benchmark in
 /// the private directory and the Ctrl-C hook.
 pub fn with_daemons<T>(
     hosts: &[&NetNs],
     backend: etran_backend,
+    pacing: etran_pacing,
     zero_copy: ZeroCopy,
     sched: HomaSched,
     label: &str,
@@ -60,8 +61,14 @@ pub fn with_daemons<T>(
             }),
         );
     }
-    let opts =
-        UpOptions { backend, mode: AttachMode::Drv, queues: None, force: false, homa: sched };
+    let opts = UpOptions {
+        backend,
+        pacing,
+        mode: AttachMode::Drv,
+        queues: None,
+        force: false,
+        homa: sched,
+    };
     let result = run_in(hosts, &opts, zero_copy, &dir, &wakers, &done_tx, apps);
     for ns in hosts {
         match ns.run(|| loader::down(HOST_NIC)) {

@@ -35,7 +35,7 @@ use crate::{
     app::rpc::RpcSocket,
     app::AppCounters,
     backend::native::ZeroCopy,
-    bpf::entrance::types::etran_backend,
+    bpf::entrance::types::{etran_backend, etran_pacing},
     loader::{self, HomaSched},
     netns::NetNs,
     testbed::HOST_NIC,
@@ -63,6 +63,8 @@ pub struct Params<'a> {
     pub sched: HomaSched,
     /// The datapath backend of every host.
     pub backend: etran_backend,
+    /// Their TCP pacing.
+    pub pacing: etran_pacing,
     /// Their daemons' zero copy (native).
     pub zero_copy: ZeroCopy,
 }
@@ -93,7 +95,7 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
-    etran_hosts::with_daemons(&p.host_refs(), p.backend, p.zero_copy, p.sched, "rpc", |socks| {
+    etran_hosts::with_daemons(&p.host_refs(), p.backend, p.pacing, p.zero_copy, p.sched, "rpc", |socks| {
         let outcome = sockets(p, socks, progress, watch)?;
         for ns in p.hosts {
             rpcs_drained(ns)?;

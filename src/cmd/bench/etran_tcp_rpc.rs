@@ -36,7 +36,7 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
-    etran_hosts::with_daemons(&p.host_refs(), p.backend, p.zero_copy, p.sched, "rpc", |socks| {
+    etran_hosts::with_daemons(&p.host_refs(), p.backend, p.pacing, p.zero_copy, p.sched, "rpc", |socks| {
         etran_rpc::threads(
             p,
             socks,

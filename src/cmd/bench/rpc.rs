@@ -29,7 +29,7 @@ use super::{
 };
 use crate::{
     app::AppCounters,
-    bpf::entrance::types::etran_backend,
+    bpf::entrance::types::{etran_backend, etran_pacing},
     cli::{EchoWait, RpcArgs, RpcTransport},
     netns::NetNs,
     output::{Output, Table},
@@ -216,6 +216,7 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
         duration: args.duration,
         dump_times: args.dump_times.as_deref(),
         backend,
+        pacing: args.pacing.resolve(backend),
     };
     // The slowdowns' baseline: each decile's RTT with one client (on host 1) and one RPC at a
     // time, to one port.
@@ -229,6 +230,7 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
         duration: args.duration.min(UNLOADED),
         dump_times: None,
         backend,
+        pacing: args.pacing.resolve(backend),
     });
     let mut results = Vec::new();
     for t in transports {
@@ -367,6 +369,8 @@ struct Load<'a> {
     dump_times: Option<&'a Path>,
     /// The eTran rows' datapath backend.
     backend: etran_backend,
+    /// Its TCP pacing.
+    pacing: etran_pacing,
 }
 
 fn measure(
@@ -425,6 +429,7 @@ fn measure_etran(
         seconds: &seconds,
         sched: args.homa.sched(),
         backend: load.backend,
+        pacing: load.pacing,
         zero_copy: args.zero_copy,
     };
     let watch = |done: &dyn Fn() -> bool| {

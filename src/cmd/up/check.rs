@@ -8,7 +8,10 @@ use serde::Serialize;
 use libbpf_rs::skel::Skel;
 
 use crate::{
-    bpf::{entrance::types::etran_backend, verifier},
+    bpf::{
+        entrance::types::{etran_backend, etran_pacing},
+        verifier,
+    },
     loader::{
         self,
         kernel::{self, Feature},
@@ -63,17 +66,20 @@ fn load_all() -> Vec<ProgramRow> {
     fn weigh<'a, S: Skel<'a>>(skel: anyhow::Result<S>) -> anyhow::Result<Option<(String, u32)>> {
         skel.map(|s| verifier::heaviest(s.object()))
     }
+    const NONE: etran_pacing = etran_pacing::ETRAN_PACING_NONE;
     let mut storage = MaybeUninit::uninit();
-    let entrance = loader::load_entrance(&mut storage, etran_backend::ETRAN_BACKEND_COMPAT, 1);
+    let entrance =
+        loader::load_entrance(&mut storage, etran_backend::ETRAN_BACKEND_COMPAT, NONE, 1);
     // Each transport object twice: for compat, and with the native backend's branches and its
     // gen-hook programs (as plain XDP programs: any kernel verifies those).
     let (compat, native) = (loader::ObjectBackend::Compat, loader::ObjectBackend::NativeUnhooked);
     let mut storage = MaybeUninit::uninit();
-    let tcp = loader::load_tcp(&mut storage, None, compat);
+    let tcp = loader::load_tcp(&mut storage, None, compat, false);
     let mut storage = MaybeUninit::uninit();
     let homa = loader::load_homa(&mut storage, None, compat, Default::default());
     let mut storage = MaybeUninit::uninit();
-    let tcp_native = loader::load_tcp(&mut storage, None, native);
+    // Not pacing: plain XDP programs may not call the packet queue's kfunc.
+    let tcp_native = loader::load_tcp(&mut storage, None, native, false);
     let mut storage = MaybeUninit::uninit();
     let homa_native = loader::load_homa(&mut storage, None, native, Default::default());
     let mut storage = MaybeUninit::uninit();

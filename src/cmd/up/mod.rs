@@ -16,8 +16,10 @@ pub fn run(args: UpArgs, out: &Output) -> anyhow::Result<()> {
     }
     // clap requires IFACE unless --check.
     let iface = args.iface.expect("IFACE is required without --check");
+    let backend = args.backend.resolve()?;
     let opts = UpOptions {
-        backend: args.backend.resolve()?,
+        backend,
+        pacing: args.pacing.resolve(backend),
         mode: args.mode,
         queues: args.queues,
         force: args.force,
@@ -47,13 +49,15 @@ pub fn run(args: UpArgs, out: &Output) -> anyhow::Result<()> {
     }
     let verb = if already { "already up on" } else { "up on" };
     crate::outln!(
-        "etran {verb} {} (ifindex {}): {} backend, {} XDP, {} queue(s), program id {}",
+        "etran {verb} {} (ifindex {}): {} backend, {} XDP, {} queue(s), program id {}, \
+         pacing: {}",
         summary.iface,
         summary.ifindex,
         summary.backend,
         summary.xdp_mode,
         summary.queues,
-        summary.prog_id
+        summary.prog_id,
+        summary.pacing
     );
     Ok(())
 }
