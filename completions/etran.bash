@@ -165,7 +165,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__bench__subcmd__echo)
-            opts="-j -p -v -h -V --iface --server --size --conns --depth --threads --duration --transport --wait --churn --mtu --direct --backend --pacing --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --iface --server --size --conns --depth --threads --duration --transport --wait --churn --mtu --direct --nics --backend --pacing --zero-copy --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -215,11 +215,19 @@ _etran() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --nics)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --backend)
                     COMPREPLY=($(compgen -W "auto compat native" -- "${cur}"))
                     return 0
                     ;;
                 --pacing)
+                    COMPREPLY=($(compgen -W "auto off" -- "${cur}"))
+                    return 0
+                    ;;
+                --zero-copy)
                     COMPREPLY=($(compgen -W "auto off" -- "${cur}"))
                     return 0
                     ;;
@@ -343,7 +351,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__bench__subcmd__rpc)
-            opts="-j -p -v -h -V --workload --max-size --response-size --one-way --conns --clients --depth --gbps --threads --ports --hosts --duration --transport --wait --rpc-timeout --loss --rate --prio --dump-times --homa-max-incoming --homa-overcommit --backend --pacing --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --workload --max-size --response-size --one-way --conns --clients --depth --gbps --threads --ports --hosts --duration --transport --wait --rpc-timeout --loss --rate --prio --dump-times --homa-max-incoming --homa-overcommit --backend --pacing --zero-copy --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -433,6 +441,10 @@ _etran() {
                     COMPREPLY=($(compgen -W "auto off" -- "${cur}"))
                     return 0
                     ;;
+                --zero-copy)
+                    COMPREPLY=($(compgen -W "auto off" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -441,7 +453,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__daemon)
-            opts="-j -p -v -h -V --iface --socket --time-wait --no-ecn --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --iface --socket --time-wait --no-ecn --zero-copy --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -457,6 +469,10 @@ _etran() {
                     ;;
                 --time-wait)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --zero-copy)
+                    COMPREPLY=($(compgen -W "auto off" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -62,11 +62,13 @@ complete -c etran -n "__fish_etran_using_subcommand down" -s V -l version -d 'Pr
 complete -c etran -n "__fish_etran_using_subcommand daemon" -l iface -d 'Interface carrying the etran datapath (`etran up IFACE` first)' -r
 complete -c etran -n "__fish_etran_using_subcommand daemon" -l socket -d 'Unix socket that apps connect to' -r -F
 complete -c etran -n "__fish_etran_using_subcommand daemon" -l time-wait -d 'How long a connection closed by our side first holds its 4-tuple (TIME_WAIT). Short by default: datacenter RTTs are microseconds, and timestamps guard against old duplicates' -r
+complete -c etran -n "__fish_etran_using_subcommand daemon" -l zero-copy -d 'Native backend: `auto` binds the app on queue 0 of a NIC with one RX queue (where every frame arrives) in zero copy when the driver supports it, the others in copy mode; `off`: every app in copy mode' -r -f -a "auto\t'Zero copy for the app on queue 0 of a NIC with one RX queue (where every frame arrives) when the driver supports it; copy mode otherwise'
+off\t'Every app\'s socket in copy mode'"
 complete -c etran -n "__fish_etran_using_subcommand daemon" -l no-ecn -d 'Do not negotiate ECN. By default connections offer and accept it, and congestion control reacts to the network\'s marks as DCTCP does; without it only losses cut the window'
 complete -c etran -n "__fish_etran_using_subcommand daemon" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand daemon" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
 complete -c etran -n "__fish_etran_using_subcommand daemon" -s v -l verbose -d 'More log output (repeat for more)'
-complete -c etran -n "__fish_etran_using_subcommand daemon" -s h -l help -d 'Print help'
+complete -c etran -n "__fish_etran_using_subcommand daemon" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c etran -n "__fish_etran_using_subcommand daemon" -s V -l version -d 'Print version'
 complete -c etran -n "__fish_etran_using_subcommand stats" -l watch -d 'Refresh every DURATION (e.g. 1s, 500ms) until interrupted' -r
 complete -c etran -n "__fish_etran_using_subcommand stats" -s j -l json -d 'Print machine-readable JSON instead of tables'
@@ -98,11 +100,14 @@ complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subco
 block\t'Sleep when idle: eTran apps wait in the library (busy-poll budget, then sleep on the AF_XDP socket), Linux sockets block in epoll_wait'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l churn -d 'Connection churn: close each connection after this many round trips and open a new one in its place; reports opens and closes per second and the eTran leak check' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l mtu -d 'MTU of the private testbed\'s interfaces (see `etran testbed up --mtu`)' -r
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l nics -d 'With --direct: the hosts\' NICs are these two interfaces, joined outside etran (a qemu guest\'s virtio-net pair on one hub), instead of a veth pair. Each is moved into its host for the run (renamed eth0, with the host\'s Ethernet address) and back after it' -r
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l backend -d 'The eTran rows\' datapath backend (see `etran up --backend`): native binds each app to a queue of the host\'s NIC (the private testbed\'s NICs get one TX queue per thread)' -r -f -a "auto\t'The best this kernel can do: native when it has etran\'s hooks, compat otherwise'
 compat\t'Stock kernel: egress runs on a per-app veth port'
 native\t'A kernel with etran\'s series (patches/): apps\' sockets on the NIC, egress and gen hooks linked to them'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l pacing -d 'The eTran rows\' TCP pacing (see `etran up --pacing`)' -r -f -a "auto\t'Pace through the packet queue on the native backend when the kernel has it (patch 0008); elsewhere nothing paces'
 off\t'Never pace: egress sends every segment at once'"
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l zero-copy -d 'The eTran rows\' daemons\' zero copy on native (see `etran daemon --zero-copy`)' -r -f -a "auto\t'Zero copy for the app on queue 0 of a NIC with one RX queue (where every frame arrives) when the driver supports it; copy mode otherwise'
+off\t'Every app\'s socket in copy mode'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -l direct -d 'No switch: the hosts\' NICs are one veth pair, and the Linux row keeps TX checksum offload and with it TSO (see `etran testbed up --direct`)'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s j -l json -d 'Print machine-readable JSON instead of tables'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from echo" -s p -l pretty -d 'Pretty-print JSON (implies --json)'
@@ -136,6 +141,8 @@ compat\t'Stock kernel: egress runs on a per-app veth port'
 native\t'A kernel with etran\'s series (patches/): apps\' sockets on the NIC, egress and gen hooks linked to them'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l pacing -d 'The eTran TCP row\'s pacing (see `etran up --pacing`)' -r -f -a "auto\t'Pace through the packet queue on the native backend when the kernel has it (patch 0008); elsewhere nothing paces'
 off\t'Never pace: egress sends every segment at once'"
+complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l zero-copy -d 'The eTran rows\' daemons\' zero copy on native (see `etran daemon --zero-copy`)' -r -f -a "auto\t'Zero copy for the app on queue 0 of a NIC with one RX queue (where every frame arrives) when the driver supports it; copy mode otherwise'
+off\t'Every app\'s socket in copy mode'"
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l one-way -d 'Responses of 100 bytes (as long as the request if it is shorter), as cp_node\'s --one-way: the requests carry the load'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -l prio -d 'Priority queues at the bottleneck (needs --rate; see `etran testbed up --prio`)'
 complete -c etran -n "__fish_etran_using_subcommand bench; and __fish_seen_subcommand_from rpc" -s j -l json -d 'Print machine-readable JSON instead of tables'

@@ -95,13 +95,21 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
-    etran_hosts::with_daemons(&p.host_refs(), p.backend, p.pacing, p.zero_copy, p.sched, "rpc", |socks| {
-        let outcome = sockets(p, socks, progress, watch)?;
-        for ns in p.hosts {
-            rpcs_drained(ns)?;
-        }
-        Ok(outcome)
-    })
+    etran_hosts::with_daemons(
+        &p.host_refs(),
+        p.backend,
+        p.pacing,
+        p.zero_copy,
+        p.sched,
+        "rpc",
+        |socks| {
+            let outcome = sockets(p, socks, progress, watch)?;
+            for ns in p.hosts {
+                rpcs_drained(ns)?;
+            }
+            Ok(outcome)
+        },
+    )
 }
 
 impl Params<'_> {
