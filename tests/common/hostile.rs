@@ -39,7 +39,7 @@ pub enum Forgery {
     UnknownConn,
     /// Its own connection, an intent that does not exist.
     BogusIntent,
-    /// Its own connection, the reserved byte set.
+    /// Its own connection, a TX header flag bit no flag uses set.
     Reserved,
     /// Its own connection, a `len` that is not the frame's payload length.
     LyingLen,
@@ -180,7 +180,7 @@ impl Hostile {
 
     /// A TX header on its own connection.
     fn own(&self, intent: u8, tx_pos: u32, len: u16) -> etran_tcp_tx_hdr {
-        etran_tcp_tx_hdr { key: self.key(), tx_pos, consumed: 0, len, intent, reserved: 0 }
+        etran_tcp_tx_hdr { key: self.key(), tx_pos, consumed: 0, len, intent, flags: 0 }
     }
 
     /// A frame of kind `f` (see [`Forgery`]), aimed at `victim` where it names a connection.
@@ -219,7 +219,7 @@ impl Hostile {
                     consumed: u32::MAX,
                     len: len as u16,
                     intent,
-                    reserved: 0,
+                    flags: 0,
                 };
                 frame(h, payload(rng, len))
             }
@@ -235,7 +235,7 @@ impl Hostile {
             }
             Forgery::Reserved => {
                 let mut h = self.own(INTENT_ACK, self.init.tx_pos, 0);
-                h.reserved = 1 + rng.below(255) as u8;
+                h.flags = 2 + rng.below(254) as u8; // a bit no flag uses
                 frame(h, Vec::new())
             }
             Forgery::LyingLen => {

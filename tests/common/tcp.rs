@@ -451,7 +451,7 @@ pub fn tsval_sent(seg: &[u8], ts: bool, clock: (u32, u32)) -> u32 {
 
 /// A TX header on the fixture connection.
 pub fn tx_hdr(intent: u8, tx_pos: u32, len: u16, consumed: u32) -> etran_tcp_tx_hdr {
-    etran_tcp_tx_hdr { key: key(), tx_pos, consumed, len, intent, reserved: 0 }
+    etran_tcp_tx_hdr { key: key(), tx_pos, consumed, len, intent, flags: 0 }
 }
 
 /// The payload of a TX frame of `len` bytes.

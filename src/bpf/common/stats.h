@@ -40,7 +40,7 @@ enum etran_drop_reason {
 				       * before any state changed, so the peer resends it */
 	ETRAN_DROP_TCP_NO_HEADROOM,   /* no room in front of the frame for the RX metadata */
 	ETRAN_DROP_TCP_TX_SHORT,      /* TX frame shorter than its TX header */
-	ETRAN_DROP_TCP_TX_BAD_HDR,    /* TX header inconsistent: intent, length, reserved bits */
+	ETRAN_DROP_TCP_TX_BAD_HDR,    /* TX header inconsistent: intent, length, unknown flags */
 	ETRAN_DROP_TCP_TX_OVER_MSS,   /* TX payload longer than the connection's MSS */
 	ETRAN_DROP_TCP_TX_UNKNOWN_CONN, /* TX header names no connection */
 	ETRAN_DROP_TCP_TX_WRONG_OWNER,  /* sent from a port other than the connection owner's */

@@ -301,7 +301,16 @@ struct etran_tcp_tx_hdr {
 	__u32 consumed; /* bytes the app consumed since its last report: reopens rcv_wnd */
 	__u16 len;      /* payload bytes after this header (the rest of the frame, exactly) */
 	__u8 intent;    /* enum etran_tcp_tx_intent */
-	__u8 reserved;  /* zero */
+	__u8 flags;     /* enum etran_tcp_tx_flag; the other bits zero */
+};
+
+/* Bits of etran_tcp_tx_hdr.flags. */
+enum etran_tcp_tx_flag {
+	/* DATA: the app stopped at this segment's end because its send window (as the RX metadata
+	 * it had read told it) was full, with bytes still to send. Egress cannot tell that from
+	 * the bytes in flight: by the time the frame leaves, ACKs the app has not read yet may have
+	 * taken most of them (tcp_cc.h, cc_on_send). */
+	ETRAN_TCP_TX_WINDOW_FULL = 1 << 0,
 };
 
 /* The slow path: SYNs to listening ports, segments of flows the daemon handles itself
@@ -338,6 +347,7 @@ struct etran_tcp_layouts {
 	enum tcp_sack_limit sack_limit;
 	struct etran_tcp_tx_hdr tx_hdr;
 	enum etran_tcp_tx_intent tx_intent;
+	enum etran_tcp_tx_flag tx_flag;
 	enum etran_tcp_limit limit;
 	enum etran_tcp_ack_queued ack_queued;
 	enum etran_tcp_gen_template gen_template;

@@ -124,10 +124,18 @@ static __always_inline void cc_on_timeout(struct tcp_conn *c)
 
 /* Egress, admitting `fresh` new bytes: records the most bytes in flight in the current round
  * (a new round begins with the first send after snd_una passed the last one's end), which
- * tells whether the window limited the sender (cc_grow). */
-static __always_inline void cc_on_send(struct tcp_conn *c, __u32 fresh)
+ * tells whether the window limited the sender (cc_grow). An app that says it stopped at a full
+ * send window (`full`) used all of the room the congestion window gave it, if that window, not
+ * the peer's, was the smaller: it counts as the whole room in flight. (The app's view lags: it
+ * sent up to the edge the ACKs it had read gave, and ACKs it had not read may have taken most
+ * of those bytes by the time egress sees the frame; on a busy CPU that was most of the time.
+ * An app claiming it falsely gains no more than sending whole windows would.) */
+static __always_inline void cc_on_send(struct tcp_conn *c, __u32 fresh, int full)
 {
-	__u32 flight = c->snd_nxt + fresh - c->snd_una;
+	__u32 flight = c->snd_nxt + fresh - c->snd_una, room = cc_room(c);
+
+	if (full && room <= c->snd_wnd && flight < room)
+		flight = room;
 
 	if (!before(c->snd_una, c->cc_round_end) || flight > c->cc_used) {
 		c->cc_used = flight;

@@ -99,8 +99,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::bpf::tcp::types::{
-    etran_tcp_limit, etran_tcp_rx_flag, etran_tcp_rx_meta, etran_tcp_tx_hdr, etran_tcp_tx_intent,
-    tcp_conn_key,
+    etran_tcp_limit, etran_tcp_rx_flag, etran_tcp_rx_meta, etran_tcp_tx_flag, etran_tcp_tx_hdr,
+    etran_tcp_tx_intent, tcp_conn_key,
 };
 use crate::transport::{
     tcp::{
@@ -135,6 +135,8 @@ pub const INTENT_RETRANSMIT: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_RETRANSMIT.0
 pub const INTENT_FIN: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_FIN.0 as u8;
 pub const INTENT_ACK_DUE: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_ACK_DUE.0 as u8;
 pub const INTENT_PROBE: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_PROBE.0 as u8;
+/// TX header flag: this DATA segment filled the send window, more bytes wait (see tcp.h).
+pub const TX_WINDOW_FULL: u8 = etran_tcp_tx_flag::ETRAN_TCP_TX_WINDOW_FULL.0 as u8;
 
 /// What the daemon hands over for an established connection (and what it put in the
 /// connection's `tcp_conn`).
@@ -771,7 +773,13 @@ impl Stream {
         if self.probe == Some(Probe::NewData) {
             self.probe = None;
         }
-        let seg = self.emit(frame, self.snd_nxt, len, INTENT_DATA);
+        // The window stops the stream here (less than a segment of room left, bytes waiting):
+        // egress counts the round as window-limited, which it cannot see itself.
+        let after = self.in_flight() as usize + len;
+        let full = self.unsent() > len
+            && (self.send_wnd as usize).saturating_sub(after) < usize::from(self.mss);
+        let flags = if full { TX_WINDOW_FULL } else { 0 };
+        let seg = self.emit(frame, self.snd_nxt, len, INTENT_DATA, flags);
         let end = self.snd_nxt.wrapping_add(len as u32);
         self.board.sent(self.snd_nxt, end, now);
         self.snd_nxt = end;
@@ -899,7 +907,7 @@ impl Stream {
             return None;
         }
         let len = dist(end, start);
-        let seg = self.emit(frame, start, len as usize, intent);
+        let seg = self.emit(frame, start, len as usize, intent, 0);
         self.board.resent(start, end, now);
         self.stats.retransmitted += u64::from(len);
         Some(seg)
@@ -1062,8 +1070,8 @@ impl Stream {
         self.rto.rttvar()
     }
 
-    /// Header and `len` bytes from stream position `pos` (within the send buffer).
-    fn emit(&mut self, frame: &mut [u8], pos: u32, len: usize, intent: u8) -> TxFrame {
+    /// Header (with `flags`) and `len` bytes from stream position `pos` (within the send buffer).
+    fn emit(&mut self, frame: &mut [u8], pos: u32, len: usize, intent: u8, flags: u8) -> TxFrame {
         let off = dist(pos, self.snd_una) as usize;
         let hdr = etran_tcp_tx_hdr {
             key: self.key,
@@ -1071,7 +1079,7 @@ impl Stream {
             consumed: self.take_consumed(),
             len: len as u16,
             intent,
-            reserved: 0,
+            flags,
         };
         write_hdr(frame, &hdr);
         let (a, b) = self.sbuf.as_slices();
@@ -1099,7 +1107,7 @@ impl Stream {
             consumed: self.take_consumed(),
             len: 0,
             intent,
-            reserved: 0,
+            flags: 0,
         };
         write_hdr(frame, &hdr);
         Some(TX_HDR_LEN)

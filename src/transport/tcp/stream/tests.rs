@@ -185,7 +185,7 @@ fn window_feedback() {
     let mut frame = [0u8; 64];
     assert_eq!(s.control_frame(INTENT_WINDOW_UPDATE, &mut frame), Some(TX_HDR_LEN));
     let h = read_hdr(&frame);
-    assert_eq!((h.intent, h.consumed, h.len, h.reserved), (INTENT_WINDOW_UPDATE, 2000, 0, 0));
+    assert_eq!((h.intent, h.consumed, h.len, h.flags), (INTENT_WINDOW_UPDATE, 2000, 0, 0));
     assert_eq!(s.unreported(), 0);
     assert!(!s.window_update_due());
 
@@ -402,6 +402,21 @@ fn peer_window_bounds_the_flight() {
     assert_eq!(segs.len(), 1);
     assert_eq!((segs[0].0.tx_pos, segs[0].0.len), (3000, 700));
     assert_eq!(segs[0].1, bytes(3000, 700));
+}
+
+#[test]
+fn the_segment_that_fills_the_send_window_says_so() {
+    let flags = |segs: &[(etran_tcp_tx_hdr, Vec<u8>)]| -> Vec<u8> {
+        segs.iter().map(|(h, _)| h.flags).collect()
+    };
+    // Bytes wait behind the window: the segment leaving it less than a segment's room says so.
+    let mut s = Stream::new(StreamInit { send_wnd: 2500, ..init(0, 0) });
+    s.write(&bytes(0, 6000));
+    assert_eq!(flags(&drain(&mut s)), vec![0, TX_WINDOW_FULL]);
+    // Everything written fits: the window limited nothing.
+    let mut s = Stream::new(StreamInit { send_wnd: 2500, ..init(0, 0) });
+    s.write(&bytes(0, 2000));
+    assert_eq!(flags(&drain(&mut s)), vec![0u8, 0]);
 }
 
 #[test]
