@@ -49,6 +49,32 @@
 #define INSN(c, d, s, o, i) { .code = (c), .dst_reg = (d), .src_reg = (s), .off = (o), .imm = (i) }
 #define CTX(field) offsetof(struct xdp_md, field)
 
+/* The start of an XDP program that looks at a frame's EtherType: r2 = data, r3 = data_end,
+ * r4 = the EtherType (network order), for frames of at least LEN bytes; a shorter one jumps
+ * SHORT instructions ahead of the check.
+ */
+#define ETHERTYPE_R4(len, short) \
+	INSN(BPF_LDX | BPF_MEM | BPF_W, 2, 1, CTX(data), 0), \
+	INSN(BPF_LDX | BPF_MEM | BPF_W, 3, 1, CTX(data_end), 0), \
+	INSN(BPF_ALU64 | BPF_MOV | BPF_X, 4, 2, 0, 0), \
+	INSN(BPF_ALU64 | BPF_ADD | BPF_K, 4, 0, 0, (len)), \
+	INSN(BPF_JMP | BPF_JGT | BPF_X, 4, 3, (short), 0), \
+	INSN(BPF_LDX | BPF_MEM | BPF_H, 4, 2, 12, 0)
+
+/* The end of an XDP program: bpf_redirect_map(the XSKMAP, 0, XDP_PASS), the map's fd in the imm
+ * of this sequence's first instruction; then, 5 instructions in, XDP_PASS for frames that jump
+ * there.
+ */
+#define REDIRECT_SLOT0_ELSE_PASS \
+	INSN(BPF_LD | BPF_IMM | BPF_DW, 1, BPF_PSEUDO_MAP_FD, 0, 0), \
+	INSN(0, 0, 0, 0, 0), \
+	INSN(BPF_ALU64 | BPF_MOV | BPF_K, 2, 0, 0, 0), \
+	INSN(BPF_ALU64 | BPF_MOV | BPF_K, 3, 0, 0, XDP_PASS), \
+	INSN(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_redirect_map), \
+	INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0), \
+	INSN(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_PASS), \
+	INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
+
 /* The end of a program whose verdict is in r7: counts it (an array map of u64 counters indexed
  * by verdict, whose fd goes in the imm of this sequence's second instruction) and returns it.
  */

@@ -31,22 +31,9 @@ int main(void)
 {
 	/* Frames of TYPE: bpf_redirect_map(xskmap, 0, XDP_PASS); the rest: XDP_PASS. */
 	struct bpf_insn redirect[] = {
-		INSN(BPF_LDX | BPF_MEM | BPF_W, 2, 1, CTX(data), 0),
-		INSN(BPF_LDX | BPF_MEM | BPF_W, 3, 1, CTX(data_end), 0),
-		INSN(BPF_ALU64 | BPF_MOV | BPF_X, 4, 2, 0, 0),
-		INSN(BPF_ALU64 | BPF_ADD | BPF_K, 4, 0, 0, 14),
-		INSN(BPF_JMP | BPF_JGT | BPF_X, 4, 3, 8, 0),			/* -> pass */
-		INSN(BPF_LDX | BPF_MEM | BPF_H, 4, 2, 12, 0),
+		ETHERTYPE_R4(14, 8),						/* short: pass */
 		INSN(BPF_JMP | BPF_JNE | BPF_K, 4, 0, 6, htons(TYPE)),		/* -> pass */
-		INSN(BPF_LD | BPF_IMM | BPF_DW, 1, BPF_PSEUDO_MAP_FD, 0, 0),	/* 7: the XSKMAP */
-		INSN(0, 0, 0, 0, 0),
-		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 2, 0, 0, 0),
-		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 3, 0, 0, XDP_PASS),
-		INSN(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_redirect_map),
-		INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
-		/* pass: */
-		INSN(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_PASS),
-		INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+		REDIRECT_SLOT0_ELSE_PASS,					/* 7: the XSKMAP */
 	};
 	unsigned char frame[LEN] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 2,
 				     TYPE >> 8, TYPE & 0xff };

@@ -95,27 +95,25 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
-    etran_hosts::with_daemons(
-        &p.host_refs(),
-        p.backend,
-        p.pacing,
-        p.zero_copy,
-        p.sched,
-        "rpc",
-        |socks| {
-            let outcome = sockets(p, socks, progress, watch)?;
-            for ns in p.hosts {
-                rpcs_drained(ns)?;
-            }
-            Ok(outcome)
-        },
-    )
+    p.with_daemons(|socks| {
+        let outcome = sockets(p, socks, progress, watch)?;
+        for ns in p.hosts {
+            rpcs_drained(ns)?;
+        }
+        Ok(outcome)
+    })
 }
 
 impl Params<'_> {
-    /// The run's hosts, for [`etran_hosts::with_daemons`] (its sockets come in the same order).
-    pub(super) fn host_refs(&self) -> Vec<&NetNs> {
-        self.hosts.iter().collect()
+    /// Runs `apps` with etran up and a daemon on every host of the run as its parameters say
+    /// ([`etran_hosts::with_daemons`]; the sockets come in the hosts' order).
+    pub(super) fn with_daemons<T>(
+        &self,
+        apps: impl FnOnce(&[PathBuf]) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let hosts: Vec<&NetNs> = self.hosts.iter().collect();
+        let (backend, pacing, zero_copy) = (self.backend, self.pacing, self.zero_copy);
+        etran_hosts::with_daemons(&hosts, backend, pacing, zero_copy, self.sched, "rpc", apps)
     }
 }
 

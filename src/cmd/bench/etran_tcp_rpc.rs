@@ -16,7 +16,7 @@ use anyhow::Context;
 
 use super::{
     arrivals::Arrivals,
-    etran_echo, etran_hosts,
+    etran_echo,
     etran_rpc::{self, Outcome, Params},
     linux_echo::Progress,
     linux_rpc::Answering,
@@ -36,44 +36,36 @@ pub fn run(
     progress: &Progress,
     watch: impl FnOnce(&dyn Fn() -> bool),
 ) -> anyhow::Result<Outcome> {
-    etran_hosts::with_daemons(
-        &p.host_refs(),
-        p.backend,
-        p.pacing,
-        p.zero_copy,
-        p.sched,
-        "rpc",
-        |socks| {
-            etran_rpc::threads(
-                p,
-                socks,
-                watch,
-                |port, sock| {
-                    let mut app = App::open(sock)?;
-                    let listener = app.listen(port.addr.port())?;
-                    Ok((app, listener, port.slots))
-                },
-                |(mut app, listener, expect), stop| {
-                    let adopted = AtomicU64::new(0);
-                    let unclosed = etran_echo::serve(
-                        &mut app,
-                        &listener,
-                        p.wait,
-                        expect,
-                        false,
-                        &adopted,
-                        stop,
-                        Answering::default,
-                    )?;
-                    for id in unclosed {
-                        app.abort(id);
-                    }
-                    Ok(app.counters())
-                },
-                |thread, sock, start| client(p, thread, sock, start, progress),
-            )
-        },
-    )
+    p.with_daemons(|socks| {
+        etran_rpc::threads(
+            p,
+            socks,
+            watch,
+            |port, sock| {
+                let mut app = App::open(sock)?;
+                let listener = app.listen(port.addr.port())?;
+                Ok((app, listener, port.slots))
+            },
+            |(mut app, listener, expect), stop| {
+                let adopted = AtomicU64::new(0);
+                let unclosed = etran_echo::serve(
+                    &mut app,
+                    &listener,
+                    p.wait,
+                    expect,
+                    false,
+                    &adopted,
+                    stop,
+                    Answering::default,
+                )?;
+                for id in unclosed {
+                    app.abort(id);
+                }
+                Ok(app.counters())
+            },
+            |thread, sock, start| client(p, thread, sock, start, progress),
+        )
+    })
 }
 
 /// One client thread: its clients, one connection per outstanding RPC (`depth` each, each to
