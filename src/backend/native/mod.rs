@@ -25,7 +25,7 @@
 //!
 //! Pacing: TCP's egress paces each connection through the socket's packet queue (patches/0008,
 //! [`Pacing::PacketQueue`]) when the datapath was loaded so (`etran up`: native, the kernel has
-//! the queue, no `--pacing off`); else none ([`Pacing::None`]).
+//! the queue, `--pacing auto`; off by default); else none ([`Pacing::None`]).
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use anyhow::Context;

@@ -204,8 +204,8 @@ static __always_inline void cc_on_ack(struct tcp_conn *c, __u32 acked, __u32 fli
 	/* An ACK that acknowledges nothing new brings no news of marks: a classic receiver repeats
 	 * ECE on every segment until it sees our CWR (on our next data), a DCTCP receiver keeps the
 	 * last data's CE state. While nothing of ours is in flight, the cut's window of data is
-	 * over at once, and each such segment would cut again (a response of 45 segments took the
-	 * window to its floor). */
+	 * over at once, and each such segment would cut again (in the fixture, five segments of a
+	 * response took a 10-segment window to its floor). */
 	ece = ece && (c->flags & TCP_CONN_ECN) && acked;
 	if ((c->cc & (TCP_CC_REDUCED | TCP_CC_TIMEOUT | TCP_CC_LOSS)) &&
 	    !before(c->snd_una, c->cc_recover))

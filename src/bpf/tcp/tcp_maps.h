@@ -13,7 +13,7 @@
 #define MAX_CONNS 65536
 
 /* Non-zero: egress paces each connection through the packet queue (tcp_pace.h). Set before load
- * by `etran up` (native, with the packet queue in the kernel, unless `--pacing off`). */
+ * by `etran up --pacing auto` (native, with the packet queue in the kernel; off by default). */
 const volatile __u32 etran_tcp_pace;
 
 /* Whether this object paces: the setting, on a kernel and backend where it can. */
