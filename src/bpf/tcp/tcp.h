@@ -306,11 +306,12 @@ struct etran_tcp_tx_hdr {
 
 /* Bits of etran_tcp_tx_hdr.flags. */
 enum etran_tcp_tx_flag {
-	/* DATA: the app stopped at this segment's end because its send window (as the RX metadata
-	 * it had read told it) was full, with bytes still to send. Egress cannot tell that from
-	 * the bytes in flight: by the time the frame leaves, ACKs the app has not read yet may have
-	 * taken most of them (tcp_cc.h, cc_on_send). */
-	ETRAN_TCP_TX_WINDOW_FULL = 1 << 0,
+	/* DATA: the app's send window (as the RX metadata it had read told it), not its data,
+	 * limits it: bytes wait beyond what the window admits. Egress cannot tell that from the
+	 * bytes in flight: by the time the frame leaves, ACKs the app has not read yet may have
+	 * taken most of them, and on a stock kernel the ACKs of a pass's first segments are often
+	 * back before its last one leaves (tcp_cc.h, cc_on_send). */
+	ETRAN_TCP_TX_WINDOW_LIMITED = 1 << 0,
 };
 
 /* The slow path: SYNs to listening ports, segments of flows the daemon handles itself

@@ -33,7 +33,7 @@
 /* The header checks that need no connection. */
 static __always_inline int tx_hdr_valid(const struct etran_tcp_tx_hdr *h, __u64 frame_len)
 {
-	if ((h->flags & ~ETRAN_TCP_TX_WINDOW_FULL) || frame_len != sizeof(*h) + h->len)
+	if ((h->flags & ~ETRAN_TCP_TX_WINDOW_LIMITED) || frame_len != sizeof(*h) + h->len)
 		return 0;
 	switch (h->intent) {
 	case ETRAN_TCP_TX_DATA:
@@ -227,7 +227,7 @@ static __always_inline void tx_decide(struct tcp_conn *c, const struct etran_tcp
 		if (off == 0 && flight)
 			cc_on_timeout(c);
 		if (fresh)
-			cc_on_send(c, fresh, h->flags & ETRAN_TCP_TX_WINDOW_FULL);
+			cc_on_send(c, fresh, h->flags & ETRAN_TCP_TX_WINDOW_LIMITED);
 	}
 	tx_plan_segment(c, p);
 	p->seq = seq;

@@ -135,8 +135,9 @@ pub const INTENT_RETRANSMIT: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_RETRANSMIT.0
 pub const INTENT_FIN: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_FIN.0 as u8;
 pub const INTENT_ACK_DUE: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_ACK_DUE.0 as u8;
 pub const INTENT_PROBE: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_PROBE.0 as u8;
-/// TX header flag: this DATA segment filled the send window, more bytes wait (see tcp.h).
-pub const TX_WINDOW_FULL: u8 = etran_tcp_tx_flag::ETRAN_TCP_TX_WINDOW_FULL.0 as u8;
+/// TX header flag: the send window, not the app's data, limits this DATA segment's pass: bytes
+/// wait beyond what it admits (see tcp.h).
+pub const TX_WINDOW_LIMITED: u8 = etran_tcp_tx_flag::ETRAN_TCP_TX_WINDOW_LIMITED.0 as u8;
 
 /// What the daemon hands over for an established connection (and what it put in the
 /// connection's `tcp_conn`).
@@ -773,12 +774,10 @@ impl Stream {
         if self.probe == Some(Probe::NewData) {
             self.probe = None;
         }
-        // The window stops the stream here (less than a segment of room left, bytes waiting):
-        // egress counts the round as window-limited, which it cannot see itself.
-        let after = self.in_flight() as usize + len;
-        let full = self.unsent() > len
-            && (self.send_wnd as usize).saturating_sub(after) < usize::from(self.mss);
-        let flags = if full { TX_WINDOW_FULL } else { 0 };
+        // More bytes wait than the window admits: it, not the app, limits the stream. Egress
+        // counts the round as window-limited, which it cannot see itself (tcp_cc.h).
+        let window_room = self.send_wnd.saturating_sub(self.in_flight()) as usize;
+        let flags = if self.unsent() > window_room { TX_WINDOW_LIMITED } else { 0 };
         let seg = self.emit(frame, self.snd_nxt, len, INTENT_DATA, flags);
         let end = self.snd_nxt.wrapping_add(len as u32);
         self.board.sent(self.snd_nxt, end, now);
