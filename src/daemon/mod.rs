@@ -204,7 +204,8 @@ impl Daemon {
     }
 
     /// One line of what pacing did on the datapath since it came up: the segments TCP egress
-    /// queued until their release time, and those the packet queue refused (sent at once).
+    /// queued until their release time, and those the packet queue refused (sent at once); the
+    /// same of Homa's DATA packets (its link clock, homa_pace.h).
     fn pacing_report(&self) -> String {
         let counters = crate::loader::find(&self.cfg.iface)
             .and_then(|dp| dp.context("the datapath is gone")?.counters());
@@ -216,9 +217,12 @@ impl Daemon {
             |name: &str| events.iter().find(|e| e.event == name).map_or(0, |e| e.count.packets);
         format!(
             "pacing: {} segments queued until their release time, {} refused by a full queue \
-             (sent at once)",
+             (sent at once); Homa: {} DATA packets queued until the link clock let them go, {} \
+             refused",
             count("tcp_tx_paced"),
-            count("tcp_tx_pace_refused")
+            count("tcp_tx_pace_refused"),
+            count("homa_tx_paced"),
+            count("homa_tx_pace_refused")
         )
     }
 

@@ -805,7 +805,11 @@ mod tests {
         assert_eq!(response_size(&args(&["--one-way"])), ResponseSize::OneWay);
         let tuned = args(&["--homa-max-incoming", "100000", "--homa-overcommit", "2"]);
         let want =
-            crate::loader::HomaSched { max_incoming: Some(100_000), max_overcommit: Some(2) };
+            crate::loader::HomaSched {
+                max_incoming: Some(100_000),
+                max_overcommit: Some(2),
+                link_mbps: None,
+            };
         assert_eq!(tuned.homa.sched(), want);
         assert_eq!(args(&[]).homa.sched(), Default::default());
         assert_eq!(response_size(&args(&[])), ResponseSize::Echo);
