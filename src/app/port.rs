@@ -79,6 +79,8 @@ pub struct AppPort {
     tx_headroom: u32,
     budget: RxBudget,
     stats: PortStats,
+    /// The datapath paces the app's Homa DATA ([`AppPort::paced`]).
+    paced: bool,
 }
 
 /// The app's half of the port's receive budget (`struct etran_port_rx`, mapped shared with
@@ -136,6 +138,7 @@ impl AppPort {
             tx_headroom: g.tx_headroom,
             budget: RxBudget::map(&reg.rx_budget)?,
             stats: PortStats::default(),
+            paced: reg.paced,
         };
         let addrs: Vec<u64> =
             (0..rx_frame_count).map(|i| u64::from(i) * u64::from(g.frame_size)).collect();
@@ -257,6 +260,17 @@ impl AppPort {
     /// Frames written and not yet flushed.
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Whether the datapath paces this app's Homa DATA through its socket's packet queue (the
+    /// daemon says so at registration): its frames then complete only when they leave.
+    pub fn paced(&self) -> bool {
+        self.paced
+    }
+
+    /// TX frames written and not yet completed (flushed or not), as of the last reclaim.
+    pub fn tx_unfinished(&self) -> u32 {
+        self.tx_frames.capacity() - self.tx_frames.available()
     }
 
     /// Whether a TX frame is free (after reclaiming completions).

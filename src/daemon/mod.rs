@@ -117,6 +117,8 @@ pub struct Daemon {
     homa: HomaControl,
     /// Connects other processes wait for (`Connecting`).
     connects: connects::Connects,
+    /// The datapath paces Homa's DATA (homa_pace.h): its apps keep few frames uncompleted.
+    homa_paced: bool,
     /// Held for the daemon's lifetime: one daemon per interface and network namespace.
     lock: (std::fs::File, PathBuf),
 }
@@ -150,6 +152,9 @@ impl Daemon {
         let local_mac =
             nic.mac.with_context(|| format!("{} has no Ethernet address", cfg.iface))?;
         let gen_port = format!("etgen{}", dp.summary.ifindex);
+        let homa_paced = dp.summary.backend == "native"
+            && Pacing::of(&dp.summary.pacing) == Pacing::PacketQueue
+            && dp.summary.homa_link_mbps > 0;
         // The backend the datapath was loaded for (`etran up --backend`).
         let mut backend = if dp.summary.backend == "native" {
             let pacing = Pacing::of(&dp.summary.pacing);
@@ -199,6 +204,7 @@ impl Daemon {
             tcp,
             homa,
             connects: Default::default(),
+            homa_paced,
             lock,
         })
     }
@@ -481,7 +487,10 @@ impl Daemon {
         let session = self.sessions.get_mut(&token).expect("live session");
         let id = session.id;
         let name = port.name().to_string();
-        let (reply, fds) = port.registered(&self.cfg.iface, proto::PROTOCOL_VERSION);
+        let (mut reply, fds) = port.registered(&self.cfg.iface, proto::PROTOCOL_VERSION);
+        if let proto::Reply::Registered { paced, .. } = &mut reply {
+            *paced = transport == Transport::Homa && self.homa_paced;
+        }
         let sent = proto::send_fds(session.stream.as_fd(), &proto::encode(&reply), &fds);
         drop(fds);
         session.port = Some(port);
