@@ -208,8 +208,7 @@ impl RpcSocket {
         let backlog = Backlog::new(port.paced());
         while port.can_send() {
             let data = backlog.data_may_go(port.tx_unfinished());
-            let ready =
-                if data { self.endpoint.tx_ready() } else { self.endpoint.control_ready() };
+            let ready = if data { self.endpoint.tx_ready() } else { self.endpoint.control_ready() };
             let endpoint = &mut self.endpoint;
             if !ready || port.send_with(|frame| endpoint.next_frame_as(frame, data))?.is_none() {
                 break;

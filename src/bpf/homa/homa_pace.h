@@ -29,32 +29,13 @@
 #include <bpf/bpf_helpers.h>
 
 #include "homa/homa.h"
+#include "homa/homa_link.h"
 #include "homa/homa_maps.h"
-
-/* What a frame costs on the wire beyond its bytes: the preamble and start delimiter (8), the
- * frame check sequence (4) and the gap between frames (12). */
-#define HOMA_PACE_WIRE_OVERHEAD 24
 
 /* Whether this object paces: a rate set, on a kernel and backend where it can. */
 static __always_inline int homa_pace_on(void)
 {
 	return etran_homa_pace.ps_per_byte && has_packet_queue();
-}
-
-/* A DATA frame of `bytes` (Ethernet header on) handed on at `now` with the link free at `*idle`:
- * its release time (`now`: it goes at once), and *idle moved past it. `urgent` frames go at once
- * whatever the clock says. `cfg` is the pacer's configuration. Pure: the conformance test runs
- * it. */
-static __always_inline __u64 homa_pace_release(__u64 *idle, __u64 now, __u32 bytes, int urgent,
-					       const struct homa_pace_config *cfg)
-{
-	__u64 start = *idle > now ? *idle : now;
-	__u64 at = now;
-
-	if (!urgent && start - now > cfg->max_queue_ns)
-		at = start - cfg->max_queue_ns;
-	*idle = start + (__u64)(bytes + HOMA_PACE_WIRE_OVERHEAD) * cfg->ps_per_byte / 1000;
-	return at;
 }
 
 /* Egress, for a DATA frame of `bytes` of a `length`-byte message handed on `now`: its release

@@ -804,12 +804,11 @@ mod tests {
         assert_eq!(validate(&w4).unwrap().max(), 100_000, "--max-size cuts w4");
         assert_eq!(response_size(&args(&["--one-way"])), ResponseSize::OneWay);
         let tuned = args(&["--homa-max-incoming", "100000", "--homa-overcommit", "2"]);
-        let want =
-            crate::loader::HomaSched {
-                max_incoming: Some(100_000),
-                max_overcommit: Some(2),
-                link_mbps: None,
-            };
+        let want = crate::loader::HomaSched {
+            max_incoming: Some(100_000),
+            max_overcommit: Some(2),
+            link_mbps: None,
+        };
         assert_eq!(tuned.homa.sched(), want);
         assert_eq!(args(&[]).homa.sched(), Default::default());
         assert_eq!(response_size(&args(&[])), ResponseSize::Echo);

@@ -109,7 +109,8 @@ mod tests {
             // Two frames complete: the short message goes, then the long one goes on.
             unfinished -= 2;
             let then = send(&mut e, b, &mut unfinished);
-            let offsets: Vec<_> = then.iter().map(|&(id, off)| (id == short.id.wire(), off)).collect();
+            let offsets: Vec<_> =
+                then.iter().map(|&(id, off)| (id == short.id.wire(), off)).collect();
             assert_eq!(offsets, [(true, 0), (true, MAX_PAYLOAD)], "the short one first");
             unfinished = 0;
             let rest = send(&mut e, b, &mut unfinished);
