@@ -73,8 +73,9 @@ pub struct Registration {
     pub umem: OwnedFd,
     /// The port's receive budget map (see [`crate::proto::FdKind::RxBudget`]).
     pub rx_budget: OwnedFd,
-    /// The datapath paces the app's Homa DATA (see `Reply::Registered`).
-    pub paced: bool,
+    /// The link rate the datapath paces the app's Homa DATA at (see `Reply::Registered`; 0:
+    /// it does not).
+    pub homa_link_mbps: u32,
 }
 
 /// An error the daemon's side of the link caused, with its kind.
@@ -157,7 +158,7 @@ impl DaemonLink {
                 iface,
                 fds: kinds,
                 bound,
-                paced,
+                homa_link_mbps,
                 ..
             } => {
                 if kinds.len() != fds.len() {
@@ -193,7 +194,7 @@ impl DaemonLink {
                     xsks,
                     umem,
                     rx_budget,
-                    paced,
+                    homa_link_mbps,
                 })
             }
             Reply::Error { refusal } => Err(refusal.to_io_error()),

@@ -79,8 +79,8 @@ pub struct AppPort {
     tx_headroom: u32,
     budget: RxBudget,
     stats: PortStats,
-    /// The datapath paces the app's Homa DATA ([`AppPort::paced`]).
-    paced: bool,
+    /// The link rate the datapath paces the app's Homa DATA at ([`AppPort::homa_link_mbps`]).
+    homa_link_mbps: u32,
 }
 
 /// The app's half of the port's receive budget (`struct etran_port_rx`, mapped shared with
@@ -138,7 +138,7 @@ impl AppPort {
             tx_headroom: g.tx_headroom,
             budget: RxBudget::map(&reg.rx_budget)?,
             stats: PortStats::default(),
-            paced: reg.paced,
+            homa_link_mbps: reg.homa_link_mbps,
         };
         let addrs: Vec<u64> =
             (0..rx_frame_count).map(|i| u64::from(i) * u64::from(g.frame_size)).collect();
@@ -262,10 +262,11 @@ impl AppPort {
         self.pending.len()
     }
 
-    /// Whether the datapath paces this app's Homa DATA through its socket's packet queue (the
-    /// daemon says so at registration): its frames then complete only when they leave.
-    pub fn paced(&self) -> bool {
-        self.paced
+    /// The link rate (Mbit/s) at which the datapath paces this app's Homa DATA through its
+    /// socket's packet queue (the daemon says at registration; 0: it does not): its frames then
+    /// complete only when they leave.
+    pub fn homa_link_mbps(&self) -> u32 {
+        self.homa_link_mbps
     }
 
     /// TX frames written and not yet completed (flushed or not), as of the last reclaim.

@@ -41,7 +41,7 @@ use crate::{
     proto::{Refusal, Transport},
     transport::homa::{
         loss::LossConfig,
-        pace::{Backlog, RECHECK},
+        pace::Backlog,
         rpc::{Endpoint, EndpointStats, Event, Refused, RpcKey},
     },
 };
@@ -202,10 +202,10 @@ impl RpcSocket {
 
     /// Writes every frame the engine may send (the driver flushes them): DATA only while the
     /// port's backlog allows ([`Backlog`]: a paced app keeps few frames uncompleted). Returns
-    /// whether DATA waits for completions.
-    fn transmit(&mut self) -> io::Result<bool> {
+    /// when to look again for completions while DATA waits for them.
+    fn transmit(&mut self, now: Instant) -> io::Result<Option<Instant>> {
         let port = &mut self.driver.port;
-        let backlog = Backlog::new(port.paced());
+        let backlog = Backlog::new(port.homa_link_mbps());
         while port.can_send() {
             let data = backlog.data_may_go(port.tx_unfinished());
             let ready = if data { self.endpoint.tx_ready() } else { self.endpoint.control_ready() };
@@ -214,7 +214,8 @@ impl RpcSocket {
                 break;
             }
         }
-        Ok(self.endpoint.tx_ready() && !backlog.data_may_go(port.tx_unfinished()))
+        let held = self.endpoint.tx_ready() && !backlog.data_may_go(port.tx_unfinished());
+        Ok(held.then(|| now + backlog.recheck()))
     }
 }
 
@@ -262,10 +263,9 @@ impl driver::Engine for RpcSocket {
                 }
             }
         }
-        let held = self.transmit()?;
-        let tick = self.endpoint.ticking().then(|| self.last_tick + TICK);
         // Completions wake nobody: a sender holding DATA back looks again soon.
-        let recheck = held.then(|| now + RECHECK);
+        let recheck = self.transmit(now)?;
+        let tick = self.endpoint.ticking().then(|| self.last_tick + TICK);
         Ok([tick, recheck].into_iter().flatten().min())
     }
 

@@ -117,8 +117,9 @@ pub struct Daemon {
     homa: HomaControl,
     /// Connects other processes wait for (`Connecting`).
     connects: connects::Connects,
-    /// The datapath paces Homa's DATA (homa_pace.h): its apps keep few frames uncompleted.
-    homa_paced: bool,
+    /// The link rate the datapath paces Homa's DATA at (homa_pace.h; 0: none): its apps keep
+    /// few frames uncompleted.
+    homa_link_mbps: u32,
     /// Held for the daemon's lifetime: one daemon per interface and network namespace.
     lock: (std::fs::File, PathBuf),
 }
@@ -152,9 +153,13 @@ impl Daemon {
         let local_mac =
             nic.mac.with_context(|| format!("{} has no Ethernet address", cfg.iface))?;
         let gen_port = format!("etgen{}", dp.summary.ifindex);
-        let homa_paced = dp.summary.backend == "native"
+        let homa_link_mbps = if dp.summary.backend == "native"
             && Pacing::of(&dp.summary.pacing) == Pacing::PacketQueue
-            && dp.summary.homa_link_mbps > 0;
+        {
+            dp.summary.homa_link_mbps
+        } else {
+            0
+        };
         // The backend the datapath was loaded for (`etran up --backend`).
         let mut backend = if dp.summary.backend == "native" {
             let pacing = Pacing::of(&dp.summary.pacing);
@@ -204,7 +209,7 @@ impl Daemon {
             tcp,
             homa,
             connects: Default::default(),
-            homa_paced,
+            homa_link_mbps,
             lock,
         })
     }
@@ -488,8 +493,8 @@ impl Daemon {
         let id = session.id;
         let name = port.name().to_string();
         let (mut reply, fds) = port.registered(&self.cfg.iface, proto::PROTOCOL_VERSION);
-        if let proto::Reply::Registered { paced, .. } = &mut reply {
-            *paced = transport == Transport::Homa && self.homa_paced;
+        if let proto::Reply::Registered { homa_link_mbps, .. } = &mut reply {
+            *homa_link_mbps = if transport == Transport::Homa { self.homa_link_mbps } else { 0 };
         }
         let sent = proto::send_fds(session.stream.as_fd(), &proto::encode(&reply), &fds);
         drop(fds);

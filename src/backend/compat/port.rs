@@ -121,7 +121,7 @@ impl AppPort for VethPort {
             fds: vec![FdKind::Xsk { queue: 0 }, FdKind::Umem, FdKind::RxBudget],
             bound: false,
             // The daemon says, from the datapath's pacing.
-            paced: false,
+            homa_link_mbps: 0,
         };
         let fds = [self.xsk.as_ref().map(|f| f.as_fd()), self.umem.as_ref().map(|f| f.as_fd())]
             .into_iter()

@@ -8,35 +8,44 @@
 //! back (control frames still go), so its SRPT pick ([`super::msgout`]) is made when the link
 //! is nearly free, as HomaModule's pacer picks from its throttled RPCs.
 //!
-//! Only where the daemon says the datapath paces Homa (`Registered::paced`): elsewhere a frame
-//! completes as soon as the kernel sent it, and nothing holds DATA back.
+//! Only where the daemon says the datapath paces Homa (`Registered::homa_link_mbps`):
+//! elsewhere a frame completes as soon as the kernel sent it, and nothing holds DATA back.
 use std::time::Duration;
 
-/// Frames a paced app keeps written and not completed: a short message waits behind at most
-/// this many of a long one's packets (16 full packets: 19 µs at 10 Gbit/s), and the app must
-/// come back within their time on the link to keep it busy ([`RECHECK`]).
-pub const BACKLOG: u32 = 16;
+use super::MAX_PAYLOAD;
 
-/// How soon a sender holding DATA back looks for completions again (the completion ring wakes
-/// nobody): 16 full packets take 19 µs at 10 Gbit/s.
-pub const RECHECK: Duration = Duration::from_micros(10);
+/// Frames a paced app keeps written and not completed: a short message waits behind at most
+/// this many of a long one's packets (16 full packets: 20 µs at 10 Gbit/s), and the app must
+/// come back before the link drained them ([`Backlog::recheck`]) to keep it busy.
+pub const BACKLOG: u32 = 16;
 
 /// Whether an app's sender may hand the kernel more DATA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backlog {
-    /// The most frames written and not completed before DATA waits; `None`: no bound.
-    limit: Option<u32>,
+    /// The link rate the datapath paces at, Mbit/s; 0: it does not (no bound).
+    link_mbps: u32,
 }
 
 impl Backlog {
-    /// The bound of an app whose datapath paces Homa when `paced` ([`BACKLOG`]), else none.
-    pub fn new(paced: bool) -> Backlog {
-        Backlog { limit: paced.then_some(BACKLOG) }
+    /// The bound of an app whose datapath paces Homa at `link_mbps` ([`BACKLOG`] frames), or
+    /// of one whose datapath does not (0: none).
+    pub fn new(link_mbps: u32) -> Backlog {
+        Backlog { link_mbps }
     }
 
     /// Whether DATA may go with `unfinished` frames written and not completed.
     pub fn data_may_go(&self, unfinished: u32) -> bool {
-        self.limit.is_none_or(|limit| unfinished < limit)
+        self.link_mbps == 0 || unfinished < BACKLOG
+    }
+
+    /// How soon a sender holding DATA back looks for completions again (the completion ring
+    /// wakes nobody): when the link has sent half the backlog (full 1500-byte IPv4 packets:
+    /// 9.6 µs at 10 Gbit/s, 0.96 ms at 100 Mbit/s), so it sleeps while the other half keeps
+    /// the link busy. At least 1 µs.
+    pub fn recheck(&self) -> Duration {
+        let bits = u64::from(BACKLOG / 2) * u64::from(MAX_PAYLOAD + 76) * 8;
+        let ns = bits * 1000 / u64::from(self.link_mbps.max(1));
+        Duration::from_nanos(ns.max(1000))
     }
 }
 
@@ -57,10 +66,14 @@ mod tests {
 
     #[test]
     fn only_a_paced_app_holds_data_back() {
-        let (paced, free) = (Backlog::new(true), Backlog::new(false));
+        let (paced, free) = (Backlog::new(10_000), Backlog::new(0));
         assert!(paced.data_may_go(0) && paced.data_may_go(BACKLOG - 1));
         assert!(!paced.data_may_go(BACKLOG) && !paced.data_may_go(BACKLOG + 100));
         assert!(free.data_may_go(0) && free.data_may_go(u32::MAX));
+        // Half the backlog: 8 full IPv4 packets of 1500 bytes, 96,000 bits.
+        assert_eq!(paced.recheck(), Duration::from_nanos(9600));
+        assert_eq!(Backlog::new(100).recheck(), Duration::from_micros(960));
+        assert_eq!(Backlog::new(1_000_000).recheck(), Duration::from_micros(1), "at least");
     }
 
     /// The DATA offsets an endpoint writes while its backlog lets it, frames completing only
@@ -89,7 +102,7 @@ mod tests {
         let server = SocketAddrV4::new(Ipv4Addr::new(10, 99, 0, 2), 7000);
         for paced in [false, true] {
             let mut e = Endpoint::new(5000, IdBlock::of(100, 1000));
-            let b = Backlog::new(paced);
+            let b = Backlog::new(if paced { 10_000 } else { 0 });
             let long = e.start_request(server, vec![1; 60_000]).unwrap();
             let mut unfinished = 0;
             let first = send(&mut e, b, &mut unfinished);
