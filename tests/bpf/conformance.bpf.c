@@ -134,13 +134,11 @@ int conformance(struct xdp_md *ctx)
 SEC("xdp")
 int conformance_link(struct xdp_md *ctx)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct conformance_link *l = data;
+	struct conformance_link *l = (void *)(long)ctx->data;
 	struct homa_pace_config cfg;
 	__u64 idle;
 
-	if (data + sizeof(*l) > data_end)
+	if ((void *)(l + 1) > (void *)(long)ctx->data_end)
 		return XDP_ABORTED;
 	cfg = l->cfg;
 	idle = l->idle;
