@@ -405,7 +405,8 @@ pub struct RpcArgs {
     /// thread).
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
-    /// The eTran TCP row's pacing (see `etran up --pacing`).
+    /// The eTran rows' pacing, TCP's and Homa's (see `etran up --pacing`; Homa's link rate:
+    /// --homa-link-mbps).
     #[arg(long, value_enum, default_value_t = PacingChoice::Off)]
     pub pacing: PacingChoice,
     /// The eTran rows' daemons' zero copy on native (see `etran daemon --zero-copy`).

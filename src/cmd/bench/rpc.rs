@@ -369,7 +369,7 @@ struct Load<'a> {
     dump_times: Option<&'a Path>,
     /// The eTran rows' datapath backend.
     backend: etran_backend,
-    /// Its TCP pacing.
+    /// Its pacing (TCP's and Homa's).
     pacing: etran_pacing,
 }
 
