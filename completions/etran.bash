@@ -351,7 +351,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__bench__subcmd__rpc)
-            opts="-j -p -v -h -V --workload --max-size --response-size --one-way --conns --clients --depth --gbps --threads --ports --hosts --duration --transport --wait --rpc-timeout --loss --rate --prio --dump-times --homa-max-incoming --homa-overcommit --backend --pacing --zero-copy --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --workload --max-size --response-size --one-way --conns --clients --depth --gbps --threads --ports --hosts --duration --transport --wait --rpc-timeout --loss --rate --prio --dump-times --homa-max-incoming --homa-overcommit --homa-link-mbps --backend --pacing --zero-copy --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -430,6 +430,10 @@ _etran() {
                     return 0
                     ;;
                 --homa-overcommit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --homa-link-mbps)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -917,7 +921,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__up)
-            opts="-j -p -v -h -V --check --backend --pacing --mode --queues --force --homa-max-incoming --homa-overcommit --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --check --backend --pacing --mode --queues --force --homa-max-incoming --homa-overcommit --homa-link-mbps --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -944,6 +948,10 @@ _etran() {
                     return 0
                     ;;
                 --homa-overcommit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --homa-link-mbps)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -104,16 +104,17 @@ pub struct UpArgs {
     #[arg(
         long,
         conflicts_with_all = ["iface", "backend", "pacing", "mode", "queues", "force",
-                              "homa_max_incoming", "homa_overcommit"]
+                              "homa_max_incoming", "homa_overcommit", "homa_link_mbps"]
     )]
     pub check: bool,
     /// Datapath backend.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
-    /// TCP pacing: auto paces each connection at its congestion window per round trip (twice
-    /// that in slow start, 1.2 times after, as Linux) through the socket's packet queue, on the
+    /// Pacing: auto paces each TCP connection at its congestion window per round trip (twice
+    /// that in slow start, 1.2 times after, as Linux) and keeps the NIC's queue of Homa DATA
+    /// short at the link rate (--homa-link-mbps), through the socket's packet queue, on the
     /// native backend of a kernel that has it (`etran up --check`'s packet-queue); elsewhere
-    /// nothing paces. Off (the default) sends every segment at once.
+    /// nothing paces. Off (the default) sends every packet at once.
     #[arg(long, value_enum, default_value_t = PacingChoice::Off)]
     pub pacing: PacingChoice,
     /// XDP attach mode.
@@ -141,6 +142,11 @@ pub struct HomaSchedArgs {
     /// max_overcommit; default 8).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=8))]
     pub homa_overcommit: Option<u32>,
+    /// Homa: the link rate its pacer keeps the NIC's queue short at, in Mbit/s, when pacing
+    /// (`--pacing auto` on a kernel with the packet queue); default: the NIC's speed (ethtool),
+    /// without which Homa does not pace.
+    #[arg(long, value_name = "MBIT/S", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub homa_link_mbps: Option<u32>,
 }
 
 impl HomaSchedArgs {
@@ -148,6 +154,7 @@ impl HomaSchedArgs {
         crate::loader::HomaSched {
             max_incoming: self.homa_max_incoming,
             max_overcommit: self.homa_overcommit,
+            link_mbps: self.homa_link_mbps,
         }
     }
 }
@@ -398,7 +405,8 @@ pub struct RpcArgs {
     /// thread).
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
-    /// The eTran TCP row's pacing (see `etran up --pacing`).
+    /// The eTran rows' pacing, TCP's and Homa's (see `etran up --pacing`; Homa's link rate:
+    /// --homa-link-mbps).
     #[arg(long, value_enum, default_value_t = PacingChoice::Off)]
     pub pacing: PacingChoice,
     /// The eTran rows' daemons' zero copy on native (see `etran daemon --zero-copy`).

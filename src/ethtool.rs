@@ -4,6 +4,7 @@ use std::io;
 
 use anyhow::Context;
 
+const ETHTOOL_GSET: u32 = 0x01;
 const ETHTOOL_GDRVINFO: u32 = 0x03;
 const ETHTOOL_GTXCSUM: u32 = 0x16;
 const ETHTOOL_STXCSUM: u32 = 0x17;
@@ -86,6 +87,41 @@ fn channels(name: &str) -> anyhow::Result<Option<(u32, u32)>> {
         ))),
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading the channels of {name}")),
+    }
+}
+
+/// The link speed of `name` in Mbit/s (ETHTOOL_GSET): None when the driver does not know it
+/// (`SPEED_UNKNOWN`, as virtio-net without a speed given) or reports none.
+pub fn speed_mbps(name: &str) -> anyhow::Result<Option<u32>> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct EthtoolCmd {
+        cmd: u32,
+        supported: u32,
+        advertising: u32,
+        speed: u16,
+        duplex: u8,
+        port: u8,
+        phy_address: u8,
+        transceiver: u8,
+        autoneg: u8,
+        mdio_support: u8,
+        maxtxpkt: u32,
+        maxrxpkt: u32,
+        speed_hi: u16,
+        eth_tp_mdix: u8,
+        eth_tp_mdix_ctrl: u8,
+        lp_advertising: u32,
+        reserved: [u32; 2],
+    }
+    let mut c = EthtoolCmd { cmd: ETHTOOL_GSET, ..Default::default() };
+    match ioctl(name, &mut c) {
+        Ok(()) => {
+            let speed = u32::from(c.speed) | u32::from(c.speed_hi) << 16;
+            Ok((speed != 0 && speed != u32::MAX).then_some(speed))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading the link speed of {name}")),
     }
 }
 

@@ -202,6 +202,12 @@ pub enum Reply {
         /// bind it. Since version 9.
         #[serde(default)]
         bound: bool,
+        /// The link rate (Mbit/s) at which the datapath paces this app's Homa DATA through its
+        /// socket's packet queue (native, `--pacing auto`: homa_pace.h); 0: it does not. A
+        /// paced frame completes only when it leaves, and the app keeps few uncompleted
+        /// (`transport::homa::pace`). Optional: older daemons never pace Homa.
+        #[serde(default)]
+        homa_link_mbps: u32,
     },
     /// The request failed; the daemon closes the session after sending it.
     Error {

@@ -73,6 +73,9 @@ pub struct Registration {
     pub umem: OwnedFd,
     /// The port's receive budget map (see [`crate::proto::FdKind::RxBudget`]).
     pub rx_budget: OwnedFd,
+    /// The link rate the datapath paces the app's Homa DATA at (see `Reply::Registered`; 0:
+    /// it does not).
+    pub homa_link_mbps: u32,
 }
 
 /// An error the daemon's side of the link caused, with its kind.
@@ -155,6 +158,7 @@ impl DaemonLink {
                 iface,
                 fds: kinds,
                 bound,
+                homa_link_mbps,
                 ..
             } => {
                 if kinds.len() != fds.len() {
@@ -190,6 +194,7 @@ impl DaemonLink {
                     xsks,
                     umem,
                     rx_budget,
+                    homa_link_mbps,
                 })
             }
             Reply::Error { refusal } => Err(refusal.to_io_error()),

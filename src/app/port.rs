@@ -79,6 +79,8 @@ pub struct AppPort {
     tx_headroom: u32,
     budget: RxBudget,
     stats: PortStats,
+    /// The link rate the datapath paces the app's Homa DATA at ([`AppPort::homa_link_mbps`]).
+    homa_link_mbps: u32,
 }
 
 /// The app's half of the port's receive budget (`struct etran_port_rx`, mapped shared with
@@ -136,6 +138,7 @@ impl AppPort {
             tx_headroom: g.tx_headroom,
             budget: RxBudget::map(&reg.rx_budget)?,
             stats: PortStats::default(),
+            homa_link_mbps: reg.homa_link_mbps,
         };
         let addrs: Vec<u64> =
             (0..rx_frame_count).map(|i| u64::from(i) * u64::from(g.frame_size)).collect();
@@ -257,6 +260,18 @@ impl AppPort {
     /// Frames written and not yet flushed.
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+
+    /// The link rate (Mbit/s) at which the datapath paces this app's Homa DATA through its
+    /// socket's packet queue (the daemon says at registration; 0: it does not): its frames then
+    /// complete only when they leave.
+    pub fn homa_link_mbps(&self) -> u32 {
+        self.homa_link_mbps
+    }
+
+    /// TX frames written and not yet completed (flushed or not), as of the last reclaim.
+    pub fn tx_unfinished(&self) -> u32 {
+        self.tx_frames.capacity() - self.tx_frames.available()
     }
 
     /// Whether a TX frame is free (after reclaiming completions).

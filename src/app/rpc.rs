@@ -41,6 +41,7 @@ use crate::{
     proto::{Refusal, Transport},
     transport::homa::{
         loss::LossConfig,
+        pace::Backlog,
         rpc::{Endpoint, EndpointStats, Event, Refused, RpcKey},
     },
 };
@@ -199,16 +200,22 @@ impl RpcSocket {
         self.driver.next_deadline()
     }
 
-    /// Writes every frame the engine may send (the driver flushes them).
-    fn transmit(&mut self) -> io::Result<()> {
+    /// Writes every frame the engine may send (the driver flushes them): DATA only while the
+    /// port's backlog allows ([`Backlog`]: a paced app keeps few frames uncompleted). Returns
+    /// when to look again for completions while DATA waits for them.
+    fn transmit(&mut self, now: Instant) -> io::Result<Option<Instant>> {
         let port = &mut self.driver.port;
-        while self.endpoint.tx_ready() && port.can_send() {
+        let backlog = Backlog::new(port.homa_link_mbps());
+        while port.can_send() {
+            let data = backlog.data_may_go(port.tx_unfinished());
+            let ready = if data { self.endpoint.tx_ready() } else { self.endpoint.control_ready() };
             let endpoint = &mut self.endpoint;
-            if port.send_with(|frame| endpoint.next_frame(frame))?.is_none() {
+            if !ready || port.send_with(|frame| endpoint.next_frame_as(frame, data))?.is_none() {
                 break;
             }
         }
-        Ok(())
+        let held = self.endpoint.tx_ready() && !backlog.data_may_go(port.tx_unfinished());
+        Ok(held.then(|| now + backlog.recheck()))
     }
 }
 
@@ -256,8 +263,10 @@ impl driver::Engine for RpcSocket {
                 }
             }
         }
-        self.transmit()?;
-        Ok(self.endpoint.ticking().then(|| self.last_tick + TICK))
+        // Completions wake nobody: a sender holding DATA back looks again soon.
+        let recheck = self.transmit(now)?;
+        let tick = self.endpoint.ticking().then(|| self.last_tick + TICK);
+        Ok([tick, recheck].into_iter().flatten().min())
     }
 
     /// The daemon tells a Homa app nothing of its own accord: only its going away (an error).

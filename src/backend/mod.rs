@@ -32,7 +32,8 @@ pub enum Pacing {
     None,
     /// TCP egress gives each connection's segments release times at its pacing rate (cwnd /
     /// srtt, times 2 in slow start and 1.2 after, as Linux) and one due later waits in the app
-    /// socket's packet queue (native, patches/0008: `tcp_pace.h`).
+    /// socket's packet queue (native, patches/0008: `tcp_pace.h`); Homa egress keeps the NIC's
+    /// queue short at the link rate, when it has one (`homa_pace.h`).
     PacketQueue,
 }
 
@@ -52,14 +53,16 @@ impl std::fmt::Display for Pacing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Pacing::None => f.write_str("none (the windows bound a burst)"),
-            Pacing::PacketQueue => {
-                f.write_str("packet queue (TCP segments released at cwnd/srtt, in the kernel)")
-            }
+            Pacing::PacketQueue => f.write_str(
+                "packet queue (TCP segments released at cwnd/srtt, Homa's DATA by the link clock \
+                 when it has a rate, in the kernel)",
+            ),
         }
     }
 }
 
-/// `etran up --pacing`: whether TCP paces where the kernel lets it. Off by default: measured in
+/// `etran up --pacing`: whether TCP (and Homa, at a known link rate) paces where the kernel
+/// lets it. Off by default: measured in
 /// the guest, pacing cost a bulk echo about half its rate and bought nothing on the testbed
 /// (README, Pacing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]

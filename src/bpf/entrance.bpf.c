@@ -28,6 +28,7 @@ struct etran_config {
 	enum etran_backend backend;
 	__u32 queues;  /* NIC queues served */
 	enum etran_pacing pacing;
+	__u32 homa_link_mbps; /* the link rate Homa's pacer uses (homa/homa_pace.h); 0: none */
 };
 
 const volatile struct etran_config etran_config;

@@ -42,7 +42,13 @@ fn render(reports: &[Report], previous: Option<(&[Report], f64)>) -> String {
         let d = &r.datapath;
         text += &format!(
             "{} (ifindex {}): {} backend, {} XDP, {} queue(s), program id {}, pacing: {}\n",
-            d.iface, d.ifindex, d.backend, d.xdp_mode, d.queues, d.prog_id, d.pacing
+            d.iface,
+            d.ifindex,
+            d.backend,
+            d.xdp_mode,
+            d.queues,
+            d.prog_id,
+            d.pacing_shown()
         );
         let before = previous.and_then(|(p, secs)| p.get(i).map(|p| (p, secs)));
         // Packets by verdict; bytes and the rate count every verdict.

@@ -117,6 +117,9 @@ pub struct Daemon {
     homa: HomaControl,
     /// Connects other processes wait for (`Connecting`).
     connects: connects::Connects,
+    /// The link rate the datapath paces Homa's DATA at (homa_pace.h; 0: none): its apps keep
+    /// few frames uncompleted.
+    homa_link_mbps: u32,
     /// Held for the daemon's lifetime: one daemon per interface and network namespace.
     lock: (std::fs::File, PathBuf),
 }
@@ -150,6 +153,13 @@ impl Daemon {
         let local_mac =
             nic.mac.with_context(|| format!("{} has no Ethernet address", cfg.iface))?;
         let gen_port = format!("etgen{}", dp.summary.ifindex);
+        let homa_link_mbps = if dp.summary.backend == "native"
+            && Pacing::of(&dp.summary.pacing) == Pacing::PacketQueue
+        {
+            dp.summary.homa_link_mbps
+        } else {
+            0
+        };
         // The backend the datapath was loaded for (`etran up --backend`).
         let mut backend = if dp.summary.backend == "native" {
             let pacing = Pacing::of(&dp.summary.pacing);
@@ -199,12 +209,14 @@ impl Daemon {
             tcp,
             homa,
             connects: Default::default(),
+            homa_link_mbps,
             lock,
         })
     }
 
     /// One line of what pacing did on the datapath since it came up: the segments TCP egress
-    /// queued until their release time, and those the packet queue refused (sent at once).
+    /// queued until their release time, and those the packet queue refused (sent at once); the
+    /// same of Homa's DATA packets (its link clock, homa_pace.h).
     fn pacing_report(&self) -> String {
         let counters = crate::loader::find(&self.cfg.iface)
             .and_then(|dp| dp.context("the datapath is gone")?.counters());
@@ -216,9 +228,12 @@ impl Daemon {
             |name: &str| events.iter().find(|e| e.event == name).map_or(0, |e| e.count.packets);
         format!(
             "pacing: {} segments queued until their release time, {} refused by a full queue \
-             (sent at once)",
+             (sent at once); Homa: {} DATA packets queued until the link clock let them go, {} \
+             refused",
             count("tcp_tx_paced"),
-            count("tcp_tx_pace_refused")
+            count("tcp_tx_pace_refused"),
+            count("homa_tx_paced"),
+            count("homa_tx_pace_refused")
         )
     }
 
@@ -477,7 +492,10 @@ impl Daemon {
         let session = self.sessions.get_mut(&token).expect("live session");
         let id = session.id;
         let name = port.name().to_string();
-        let (reply, fds) = port.registered(&self.cfg.iface, proto::PROTOCOL_VERSION);
+        let (mut reply, fds) = port.registered(&self.cfg.iface, proto::PROTOCOL_VERSION);
+        if let proto::Reply::Registered { homa_link_mbps, .. } = &mut reply {
+            *homa_link_mbps = if transport == Transport::Homa { self.homa_link_mbps } else { 0 };
+        }
         let sent = proto::send_fds(session.stream.as_fd(), &proto::encode(&reply), &fds);
         drop(fds);
         session.port = Some(port);

@@ -48,13 +48,18 @@ pub struct UpOptions {
 }
 
 /// Parameters of Homa's grant scheduler other than HomaModule's defaults (the Homa object's
-/// read-only `etran_homa_sched_config`, set before it loads; `None`: the default there).
+/// read-only `etran_homa_sched_config`, set before it loads; `None`: the default there), and
+/// its pacer's link rate (`etran_homa_pace`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HomaSched {
     /// Bytes granted and not received, over every message (400,000).
     pub max_incoming: Option<u32>,
     /// Messages granted to at once (8; at most `ETRAN_HOMA_SCHED_MAX_ACTIVE`).
     pub max_overcommit: Option<u32>,
+    /// The link rate Homa's pacer uses, in Mbit/s (`etran_homa_pace`, homa_pace.h): given
+    /// (`--homa-link-mbps`), else the NIC's speed when `etran up` paces; `None`: Homa does not
+    /// pace. Taken only with pacing through the packet queue.
+    pub link_mbps: Option<u32>,
 }
 
 /// How a transport object (TCP's, Homa's) is loaded for its backend (`etran_native` in
@@ -139,6 +144,19 @@ pub struct Summary {
     pub queues: u32,
     /// TCP's pacing: `none` or `packet_queue`.
     pub pacing: String,
+    /// The link rate Homa's pacer uses, in Mbit/s; 0: Homa does not pace.
+    pub homa_link_mbps: u32,
+}
+
+impl Summary {
+    /// The pacing as `etran up` and `etran stats` show it: TCP's, and the link rate of Homa's.
+    pub fn pacing_shown(&self) -> String {
+        match self.homa_link_mbps {
+            0 if self.pacing == "packet_queue" => format!("{} (Homa: none)", self.pacing),
+            0 => self.pacing.clone(),
+            mbps => format!("{} (Homa at {mbps} Mbit/s)", self.pacing),
+        }
+    }
 }
 
 pub enum UpOutcome {
@@ -208,6 +226,7 @@ pub fn find(iface: &str) -> anyhow::Result<Option<Datapath>> {
         backend,
         queues: rodata.etran_config.queues,
         pacing,
+        homa_link_mbps: rodata.etran_config.homa_link_mbps,
     };
     // No program of the entrance's uses the event counters (the transports count them), so
     // they are found by their pin; a datapath pinned by an older etran has none.
@@ -294,8 +313,11 @@ pub fn load_as(
     queues: u32,
     sched: HomaSched,
 ) -> anyhow::Result<Objects<'_>> {
-    let entrance = load_entrance(&mut storage.entrance, backend, pacing, queues)?;
     let pace = pacing == types::etran_pacing::ETRAN_PACING_PACKET_QUEUE;
+    // Homa paces only where TCP may, at a known rate.
+    let sched = HomaSched { link_mbps: sched.link_mbps.filter(|_| pace), ..sched };
+    let link_mbps = sched.link_mbps.unwrap_or(0);
+    let entrance = load_entrance(&mut storage.entrance, backend, pacing, queues, link_mbps)?;
     let tcp = load_tcp(&mut storage.tcp, Some(&entrance), objects, pace)?;
     let homa = load_homa(&mut storage.homa, Some((&entrance, &tcp)), objects, sched)?;
     let tcp_slot =
@@ -324,6 +346,7 @@ pub fn load_entrance(
     backend: types::etran_backend,
     pacing: types::etran_pacing,
     queues: u32,
+    homa_link_mbps: u32,
 ) -> anyhow::Result<EntranceSkel<'_>> {
     let mut open = EntranceSkelBuilder::default()
         .open(storage)
@@ -332,6 +355,7 @@ pub fn load_entrance(
     config.etran_config.backend = backend;
     config.etran_config.queues = queues;
     config.etran_config.pacing = pacing;
+    config.etran_config.homa_link_mbps = homa_link_mbps;
     crate::bpf::verifier::load(open, "the entrance program")
 }
 
@@ -358,9 +382,16 @@ pub fn load_tcp<'a>(
     crate::bpf::verifier::load(open, "the TCP programs")
 }
 
+/// The time a byte takes on a link of `mbps` Mbit/s, in picoseconds (Homa's pacer's rate), at
+/// least 1.
+pub fn ps_per_byte(mbps: u32) -> u32 {
+    (8_000_000 / mbps.max(1)).max(1)
+}
+
 /// Loads the Homa object for `backend`, sharing the entrance's counter maps and the TCP object's
 /// app-slot maps (both backends') when given (else it has its own), its grant scheduler's
-/// parameters changed as `sched` says.
+/// parameters changed as `sched` says, and pacing at `sched.link_mbps` when given (where the
+/// kernel has the packet queue, homa_pace.h).
 pub fn load_homa<'a>(
     storage: &'a mut MaybeUninit<OpenObject>,
     shared: Option<(&EntranceSkel<'_>, &TcpSkel<'_>)>,
@@ -377,6 +408,9 @@ pub fn load_homa<'a>(
     }
     if let Some(n) = sched.max_overcommit {
         cfg.max_overcommit = n;
+    }
+    if let Some(mbps) = sched.link_mbps {
+        rodata.etran_homa_pace.ps_per_byte = ps_per_byte(mbps);
     }
     let progs = &mut open.progs;
     backend.prepare("Homa", &mut progs.etran_homa_egress, &mut progs.etran_homa_xsk_gen)?;
@@ -449,8 +483,9 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
     }
 
     let mut storage = ObjectStorage::default();
+    let homa = HomaSched { link_mbps: homa_link_mbps(iface, opts)?, ..opts.homa };
     let Objects { mut entrance, mut tcp, mut homa } =
-        load(&mut storage, backend, opts.pacing, queues, opts.homa)?;
+        load(&mut storage, backend, opts.pacing, queues, homa)?;
     tcp.maps
         .etran_nic
         .update(&0u32.to_ne_bytes(), &ifindex.to_ne_bytes(), MapFlags::ANY)
@@ -509,6 +544,24 @@ pub fn up(iface: &str, opts: &UpOptions) -> anyhow::Result<UpOutcome> {
     }
     let dp = find(iface)?.context("the entrance program is not attached after attaching it")?;
     Ok(UpOutcome::Attached(dp.summary))
+}
+
+/// The link rate Homa's pacer uses on `iface`: none unless the datapath paces through the
+/// packet queue; then the one given, else the NIC's speed (ethtool), else none (and a warning).
+fn homa_link_mbps(iface: &str, opts: &UpOptions) -> anyhow::Result<Option<u32>> {
+    if opts.pacing != types::etran_pacing::ETRAN_PACING_PACKET_QUEUE {
+        return Ok(None);
+    }
+    if let Some(mbps) = opts.homa.link_mbps {
+        return Ok(Some(mbps));
+    }
+    let speed = crate::ethtool::speed_mbps(iface)?;
+    if speed.is_none() {
+        log::warn(format!(
+            "{iface} does not say its speed: Homa does not pace (give --homa-link-mbps)"
+        ));
+    }
+    Ok(speed)
 }
 
 /// Attaches a transport's egress to the kernel side of an app's port (drv mode, skb when the

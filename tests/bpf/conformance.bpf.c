@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* Test-only (never embedded in etran): the fast path's arithmetic that Rust also carries
  * (tcp_seq.h's serial comparisons, window scale and flight, tcp_tx.h's window field and its
- * window-update rule; tcp_pace.h's pacing, which the test models), run on
+ * window-update rule; tcp_pace.h's pacing and homa_link.h's link clock, which the test
+ * models), run on
  * inputs from the test with BPF_PROG_TEST_RUN. tests/fixtures/conformance.rs runs the Rust
  * helpers on the same inputs and asserts equal results. The frame holds one struct
  * conformance_in; the program overwrites its head with a struct conformance_out. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
+#include "homa/homa_link.h"
 #include "tcp/tcp.h"
 #include "tcp/tcp_pace.h"
 #include "tcp/tcp_seq.h"
@@ -46,10 +48,22 @@ struct conformance_out {
 	struct tcp_conn conn;
 };
 
+/* Homa's link clock (homa_link.h): the frame holds one; the program writes `at` and the clock
+ * after the frame in place. */
+struct conformance_link {
+	__u64 idle; /* in: the clock; out: the clock after */
+	__u64 now;
+	__u64 at;   /* out: the release time */
+	__u32 bytes;
+	__u32 urgent;
+	struct homa_pace_config cfg;
+};
+
 struct conformance_layouts {
 	struct conformance_in in;
 	struct conformance_out out;
 	enum conformance_op op;
+	struct conformance_link link;
 };
 
 /* Never read: declared so that the layouts reach BTF, hence the skeleton's Rust types. */
@@ -114,6 +128,22 @@ int conformance(struct xdp_md *ctx)
 	out->reserved = 0;
 	out->wide = wide;
 	__builtin_memcpy(&out->conn, &in.conn, sizeof(in.conn));
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int conformance_link(struct xdp_md *ctx)
+{
+	struct conformance_link *l = (void *)(long)ctx->data;
+	struct homa_pace_config cfg;
+	__u64 idle;
+
+	if ((void *)(l + 1) > (void *)(long)ctx->data_end)
+		return XDP_ABORTED;
+	cfg = l->cfg;
+	idle = l->idle;
+	l->at = homa_pace_release(&idle, l->now, l->bytes, l->urgent, &cfg);
+	l->idle = idle;
 	return XDP_PASS;
 }
 

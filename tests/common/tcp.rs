@@ -86,10 +86,21 @@ impl Harness<'static> {
     /// [`Harness::for_root_test_as`] loaded with TCP's `pacing` (`etran_tcp_pace`: where the
     /// kernel lacks the packet queue's kfunc, a stock kernel, the pacing branches are dead).
     pub fn for_root_test_with(native: bool, pacing: etran_pacing) -> Option<RootHarness> {
+        Harness::for_root_test_homa(native, pacing, Default::default())
+    }
+
+    /// [`Harness::for_root_test_with`], the Homa object loaded with `homa` (its pacer's link
+    /// rate, taken with `pacing` through the packet queue).
+    pub fn for_root_test_homa(
+        native: bool,
+        pacing: etran_pacing,
+        homa: loader::HomaSched,
+    ) -> Option<RootHarness> {
         let root = crate::root::shared()?;
         // Leaked: the loaded objects borrow it for the harness's life (a few hundred bytes).
         let storage = Box::leak(Box::new(ObjectStorage::default()));
-        Some(RootHarness { harness: Harness::with_backend(storage, native, pacing), _root: root })
+        let harness = Harness::with_backend(storage, native, pacing, homa);
+        Some(RootHarness { harness, _root: root })
     }
 }
 
@@ -105,27 +116,28 @@ pub struct IngressRun {
 impl Harness<'_> {
     /// The compat datapath.
     pub fn new(storage: &mut ObjectStorage) -> Harness<'_> {
-        Harness::with_backend(storage, false, etran_pacing::ETRAN_PACING_NONE)
+        Harness::with_backend(storage, false, etran_pacing::ETRAN_PACING_NONE, Default::default())
     }
 
     /// The native datapath's logic in plain XDP programs ([`loader::ObjectBackend::NativeUnhooked`]:
     /// test runs refuse the hooks' attach types, and a stock kernel has none), with app 0's
     /// socket on queue 0 (`etran_port_queue`) and an AF_XDP socket in its `etran_app_xsks` slot.
     pub fn native(storage: &mut ObjectStorage) -> Harness<'_> {
-        Harness::with_backend(storage, true, etran_pacing::ETRAN_PACING_NONE)
+        Harness::with_backend(storage, true, etran_pacing::ETRAN_PACING_NONE, Default::default())
     }
 
     fn with_backend(
         storage: &mut ObjectStorage,
         native: bool,
         pacing: etran_pacing,
+        homa: loader::HomaSched,
     ) -> Harness<'_> {
         let (backend, tcp) = if native {
             (etran_backend::ETRAN_BACKEND_NATIVE, loader::ObjectBackend::NativeUnhooked)
         } else {
             (etran_backend::ETRAN_BACKEND_COMPAT, loader::ObjectBackend::Compat)
         };
-        let objs = loader::load_as(storage, backend, tcp, pacing, 1, Default::default())
+        let objs = loader::load_as(storage, backend, tcp, pacing, 1, homa)
             .expect("the verifier accepts every program");
         let e = &objs.entrance;
         let (traffic, drops) = (&e.maps.etran_traffic, &e.maps.etran_drops);

@@ -120,6 +120,8 @@ impl AppPort for VethPort {
             iface: iface.to_string(),
             fds: vec![FdKind::Xsk { queue: 0 }, FdKind::Umem, FdKind::RxBudget],
             bound: false,
+            // The daemon says, from the datapath's pacing.
+            homa_link_mbps: 0,
         };
         let fds = [self.xsk.as_ref().map(|f| f.as_fd()), self.umem.as_ref().map(|f| f.as_fd())]
             .into_iter()

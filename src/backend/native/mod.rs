@@ -353,6 +353,8 @@ impl AppPort for XskPort {
             iface: iface.to_string(),
             fds: vec![FdKind::Xsk { queue: self.queue }, FdKind::Umem, FdKind::RxBudget],
             bound: true,
+            // The daemon says, from the datapath's pacing.
+            homa_link_mbps: 0,
         };
         (reply, vec![self.xsk.as_fd(), self.umem.as_fd(), self.rx_budget.as_fd()])
     }

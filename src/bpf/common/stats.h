@@ -150,6 +150,10 @@ enum etran_event {
 					  * (pacing through the packet queue, tcp_pace.h) */
 	ETRAN_EVENT_TCP_TX_PACE_REFUSED, /* egress: ... the socket's queue refused (full): sent at
 					  * once instead */
+	ETRAN_EVENT_HOMA_TX_PACED,       /* egress: a Homa DATA packet queued until the link
+					  * clock let it go (homa/homa_pace.h) */
+	ETRAN_EVENT_HOMA_TX_PACE_REFUSED, /* egress: ... the socket's queue refused (full): sent
+					   * at once instead */
 	ETRAN_EVENT_MAX,
 };
 

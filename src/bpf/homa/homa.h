@@ -121,6 +121,24 @@ struct homa_sched_config {
 	__u32 max_sched_priority; /* the highest priority of a grant by rank: 3 */
 };
 
+/* Homa's pacer (homa_pace.h), read-only data of the Homa object that the loader sets before
+ * loading it: the link's rate, as the time one byte takes on it, and how much work the NIC's
+ * transmit queue may hold before a DATA packet waits. */
+struct homa_pace_config {
+	__u32 ps_per_byte;  /* picoseconds a byte takes on the link (8,000,000 / Mbit/s); 0: Homa
+			     * does not pace */
+	__u32 max_queue_ns; /* how far the link clock may run ahead of now before a DATA packet waits
+			     * in the packet queue (2,000 ns: HomaModule's max_nic_queue_ns idea) */
+};
+
+/* The link clock (etran_homa_link): when the NIC will have sent every DATA packet egress handed
+ * it, as far as the pacer knows (CLOCK_MONOTONIC ns). */
+struct homa_link {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__u64 idle;
+};
+
 /* The unscheduled priority cutoffs this host announces to its peers (CUTOFFS), read-only data
  * of the Homa object: HomaModule's defaults (homa_utils.c), which transport/homa/prio.rs's
  * Cutoffs::RECEIVER models. A peer sends the unscheduled bytes of a message to us at the
@@ -278,6 +296,7 @@ struct etran_homa_layouts {
 	struct homa_port port;
 	struct homa_peer peer;
 	struct homa_sched_config sched_config;
+	struct homa_pace_config pace_config;
 	struct homa_cutoffs_config cutoffs_config;
 	enum etran_app_port_limit app_port_limit;
 };

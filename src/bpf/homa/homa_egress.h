@@ -19,7 +19,10 @@
  * incoming message, cut at what ingress granted (nothing granted there: homa_tx_beyond_grant);
  * a BUSY says the app is alive, a server's NEED_ACK asks the client for the ACK of a response
  * all sent, a CUTOFFS tells the peer this host's cutoffs (homa_cutoffs_config; DATA echo the
- * version the peer announced, from etran_homa_peers). Each only for an RPC the app owns. */
+ * version the peer announced, from etran_homa_peers). Each only for an RPC the app owns. With
+ * Homa's pacer on (homa_pace.h) a DATA packet the link clock puts too far ahead waits in the app
+ * socket's packet queue until its release time (homa_tx_paced; homa_tx_pace_refused when the
+ * queue is full and it goes at once). */
 #ifndef ETRAN_HOMA_EGRESS_H
 #define ETRAN_HOMA_EGRESS_H
 
@@ -36,6 +39,7 @@
 #include "homa/homa_maps.h"
 #include "homa/homa_gen.h"
 #include "homa/homa_out.h"
+#include "homa/homa_pace.h"
 #include "homa/homa_sched.h"
 
 /* The unscheduled bytes of a `length`-byte message (see ETRAN_HOMA_UNSCHED_LIMIT). */
@@ -326,6 +330,19 @@ static __always_inline int homa_egress(struct xdp_md *ctx)
 	count_event(ETRAN_EVENT_HOMA_TX_DATA, bytes);
 	if (retransmit)
 		count_event(ETRAN_EVENT_HOMA_TX_RETRANSMIT, bytes);
+	if (homa_pace_on()) {
+		__u64 now = bpf_ktime_get_ns();
+		__u64 at = homa_pace(now, bytes, h.message_length);
+
+		if (at > now) {
+			if (to_nic_later(ctx, at) == XDP_REDIRECT) {
+				count_event(ETRAN_EVENT_HOMA_TX_PACED, bytes);
+				return delivered(ETRAN_PROTO_HOMA, bytes, XDP_REDIRECT);
+			}
+			/* The socket's queue is full: sent now rather than lost. */
+			count_event(ETRAN_EVENT_HOMA_TX_PACE_REFUSED, bytes);
+		}
+	}
 	return delivered(ETRAN_PROTO_HOMA, bytes, to_nic_verdict());
 }
 

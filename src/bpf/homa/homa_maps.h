@@ -75,6 +75,21 @@ const volatile struct homa_sched_config etran_homa_sched_config = {
 	.max_sched_priority = 3,
 };
 
+/* Homa's pacer (homa_pace.h): the link's rate set by `etran up` when Homa paces (`--pacing
+ * auto` on a kernel with the packet queue), else 0 and the pacer's code is dead. */
+const volatile struct homa_pace_config etran_homa_pace = {
+	.ps_per_byte = 0,
+	.max_queue_ns = 2000,
+};
+
+/* The link clock of the NIC this object serves: one entry (homa_pace.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct homa_link);
+} etran_homa_link SEC(".maps");
+
 /* The cutoffs this host announces: HomaModule's defaults, levels 7, 6, 5 for messages up to
  * 200, 2800 and 15,000 bytes, 4 for any longer (INT_MAX), levels 3 to 0 left to scheduled
  * bytes; version 1. */

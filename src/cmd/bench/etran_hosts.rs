@@ -21,8 +21,8 @@ use crate::{
     testbed::HOST_NIC,
 };
 
-/// Runs `apps` with etran up on every host of `hosts` on `backend` with TCP's `pacing` (Homa's
-/// grant scheduler set as `sched` says, apps' sockets in zero copy as `zero_copy` says); it gets each host's daemon socket, in the same order. `label` names the benchmark in
+/// Runs `apps` with etran up on every host of `hosts` on `backend` with `pacing` (Homa's
+/// grant scheduler and its pacer's link rate set as `sched` says, apps' sockets in zero copy as `zero_copy` says); it gets each host's daemon socket, in the same order. `label` names the benchmark in
 /// the private directory and the Ctrl-C hook.
 pub fn with_daemons<T>(
     hosts: &[&NetNs],

@@ -63,7 +63,7 @@ pub struct Params<'a> {
     pub sched: HomaSched,
     /// The datapath backend of every host.
     pub backend: etran_backend,
-    /// Their TCP pacing.
+    /// Their pacing (TCP's, and Homa's at the link rate `sched` gives).
     pub pacing: etran_pacing,
     /// Their daemons' zero copy (native).
     pub zero_copy: ZeroCopy,

@@ -369,7 +369,7 @@ struct Load<'a> {
     dump_times: Option<&'a Path>,
     /// The eTran rows' datapath backend.
     backend: etran_backend,
-    /// Its TCP pacing.
+    /// Its pacing (TCP's and Homa's).
     pacing: etran_pacing,
 }
 
@@ -804,8 +804,11 @@ mod tests {
         assert_eq!(validate(&w4).unwrap().max(), 100_000, "--max-size cuts w4");
         assert_eq!(response_size(&args(&["--one-way"])), ResponseSize::OneWay);
         let tuned = args(&["--homa-max-incoming", "100000", "--homa-overcommit", "2"]);
-        let want =
-            crate::loader::HomaSched { max_incoming: Some(100_000), max_overcommit: Some(2) };
+        let want = crate::loader::HomaSched {
+            max_incoming: Some(100_000),
+            max_overcommit: Some(2),
+            link_mbps: None,
+        };
         assert_eq!(tuned.homa.sched(), want);
         assert_eq!(args(&[]).homa.sched(), Default::default());
         assert_eq!(response_size(&args(&[])), ResponseSize::Echo);

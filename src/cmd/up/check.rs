@@ -69,7 +69,7 @@ fn load_all() -> Vec<ProgramRow> {
     const NONE: etran_pacing = etran_pacing::ETRAN_PACING_NONE;
     let mut storage = MaybeUninit::uninit();
     let entrance =
-        loader::load_entrance(&mut storage, etran_backend::ETRAN_BACKEND_COMPAT, NONE, 1);
+        loader::load_entrance(&mut storage, etran_backend::ETRAN_BACKEND_COMPAT, NONE, 1, 0);
     // Each transport object twice: for compat, and with the native backend's branches and its
     // gen-hook programs (as plain XDP programs: any kernel verifies those).
     let (compat, native) = (loader::ObjectBackend::Compat, loader::ObjectBackend::NativeUnhooked);

@@ -57,7 +57,7 @@ pub fn run(args: UpArgs, out: &Output) -> anyhow::Result<()> {
         summary.xdp_mode,
         summary.queues,
         summary.prog_id,
-        summary.pacing
+        summary.pacing_shown()
     );
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! - [`msgout`]: the sender: shortest remaining message first, never beyond its grant.
 //! - [`grant`]: the receiver's grant scheduler (SRPT, overcommit, the incoming cap, FIFO).
 //! - [`prio`]: priority levels and the unscheduled cutoffs a receiver announces.
+//! - [`pace`]: the app's half of the pacer: DATA held back while a paced app's frames wait.
 //! - [`loss`]: the per-RPC timer: RESEND, NEED_ACK, abort, on silent ticks.
 //! - [`acks`]: a client's acks waiting to reach their server.
 //! - [`rpc`]: the app-side engine: one bound port's RPCs, from RX metadata to TX frames.
@@ -24,6 +25,7 @@ pub mod id;
 pub mod loss;
 pub mod msgin;
 pub mod msgout;
+pub mod pace;
 pub mod prio;
 pub mod ranges;
 pub mod rpc;

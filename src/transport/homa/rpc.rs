@@ -602,16 +602,28 @@ impl Endpoint {
 
     /// Whether a frame waits to go out.
     pub fn tx_ready(&self) -> bool {
+        self.control_ready() || self.sender.has_ready()
+    }
+
+    /// Whether a frame other than DATA waits to go out (ACK, gen template, probe, RESEND, BUSY,
+    /// NEED_ACK, CUTOFFS): those go even while DATA is held back ([`super::pace::Backlog`]).
+    pub fn control_ready(&self) -> bool {
         !self.acks.is_empty()
             || self.gen_due > 0
             || !self.grant_probes.is_empty()
             || !self.control.is_empty()
-            || self.sender.has_ready()
     }
 
     /// Writes the next frame to send into `frame` (TX header, then payload); returns its
     /// length, or `None` when nothing may go now (or `frame` is too short).
     pub fn next_frame(&mut self, frame: &mut [u8]) -> Option<usize> {
+        self.next_frame_as(frame, true)
+    }
+
+    /// [`Endpoint::next_frame`], DATA only when `data` (else only what
+    /// [`Endpoint::control_ready`] counts): the SRPT pick of the next segment is made only once
+    /// the sender may send it.
+    pub fn next_frame_as(&mut self, frame: &mut [u8], data: bool) -> Option<usize> {
         if frame.len() < TX_HDR_LEN {
             return None;
         }
@@ -668,7 +680,7 @@ impl Endpoint {
             write_hdr(frame, &h);
             return Some(TX_HDR_LEN);
         }
-        if frame.len() < TX_HDR_LEN + MAX_PAYLOAD as usize {
+        if !data || frame.len() < TX_HDR_LEN + MAX_PAYLOAD as usize {
             return None;
         }
         let seg = self.sender.next_segment()?;
