@@ -29,6 +29,26 @@ pub fn ifindex(name: &str) -> anyhow::Result<u32> {
     Ok(idx)
 }
 
+/// The process at the other end of the Unix socket `fd` (`SO_PEERCRED`: the one that
+/// connected, in our pid namespace), `None` when the kernel does not say.
+pub fn peer_pid(fd: std::os::fd::BorrowedFd<'_>) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain data the kernel fills.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred and len are valid for writes of the sizes given.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (ret == 0 && cred.pid > 0).then_some(cred.pid as u32)
+}
+
 /// Fails with a clear message unless the process runs with root privileges (CAP_BPF and
 /// CAP_NET_ADMIN in practice).
 pub fn require_root(what: &str) -> anyhow::Result<()> {

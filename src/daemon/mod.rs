@@ -44,6 +44,7 @@ use crate::{
         any::AnyBackend,
         compat::Compat,
         native::{Native, ZeroCopy},
+        ports::{PortRow, PortTable},
         AppPort, Backend, Pacing,
     },
     loader::kernel,
@@ -117,6 +118,8 @@ pub struct Daemon {
     homa: HomaControl,
     /// Connects other processes wait for (`Connecting`).
     connects: connects::Connects,
+    /// Its apps' ports, published for `etran stats` (freed with the daemon).
+    published: PortTable,
     /// Held for the daemon's lifetime: one daemon per interface and network namespace.
     lock: (std::fs::File, PathBuf),
 }
@@ -170,6 +173,7 @@ impl Daemon {
         let mss = mss_for_mtu(backend.mtu());
         let tcp = TcpControl::new(tcp, &cfg.iface, local_mac, mss, cfg.time_wait, cfg.ecn)?;
         let homa = HomaControl::new(homa, &cfg.iface, local_mac);
+        let published = PortTable::new(dp.summary.prog_id, &cfg.iface, AnyBackend::SLOTS)?;
         let listener = bind_listener(&cfg.socket)?;
         if let Err(e) = backend.remove_stale() {
             let _ = std::fs::remove_file(&cfg.socket);
@@ -199,6 +203,7 @@ impl Daemon {
             tcp,
             homa,
             connects: Default::default(),
+            published,
             lock,
         })
     }
@@ -477,6 +482,14 @@ impl Daemon {
         let session = self.sessions.get_mut(&token).expect("live session");
         let id = session.id;
         let name = port.name().to_string();
+        self.published.set(&PortRow {
+            slot,
+            pid: crate::sys::peer_pid(session.stream.as_fd()).unwrap_or(0),
+            transport,
+            port: name.clone(),
+            queue: port.queue(),
+            mode: port.mode(),
+        });
         let (reply, fds) = port.registered(&self.cfg.iface, proto::PROTOCOL_VERSION);
         let sent = proto::send_fds(session.stream.as_fd(), &proto::encode(&reply), &fds);
         drop(fds);
@@ -703,6 +716,7 @@ impl Daemon {
             None => {}
         }
         if let Some(mut port) = s.port.take() {
+            self.published.clear(port.slot());
             self.backend.close_port(&mut port);
             self.note(format!("app session {} closed: port {} removed", s.id, port.name()));
         } else {

@@ -30,7 +30,7 @@ use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::{
-    backend::AppPort,
+    backend::{ports::PortMode, AppPort},
     netlink::{Netlink, VethQueues},
     netns::NetNs,
     proto::{FdKind, Reply, Transport},
@@ -106,6 +106,14 @@ impl AppPort for VethPort {
 
     fn name(&self) -> &str {
         &self.app_name
+    }
+
+    fn mode(&self) -> PortMode {
+        PortMode::VethPort
+    }
+
+    fn queue(&self) -> u32 {
+        0
     }
 
     fn registered(&self, iface: &str, version: u32) -> (Reply, Vec<BorrowedFd<'_>>) {

@@ -32,6 +32,7 @@ use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::{
+    ports::PortMode,
     pump::{GenPump, GenWake, GrantPump},
     socket, AppPort, Backend, Pacing,
 };
@@ -339,6 +340,18 @@ impl AppPort for XskPort {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn mode(&self) -> PortMode {
+        if self.zero_copy {
+            PortMode::ZeroCopy
+        } else {
+            PortMode::Copy
+        }
+    }
+
+    fn queue(&self) -> u32 {
+        self.queue
     }
 
     fn registered(&self, iface: &str, version: u32) -> (Reply, Vec<BorrowedFd<'_>>) {
