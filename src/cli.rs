@@ -41,8 +41,11 @@ pub enum Command {
     /// the drop reasons that occurred, then the events the transport programs counted on the
     /// frames they let through (data and pure ACKs sent by apps, ACKs from the generator,
     /// retransmissions, data and duplicate ACKs received, CE marks, ACKs queued at once or
-    /// delayed): the counters behind a per-message cost breakdown. `--json` lists every reason
-    /// and event, zeros included.
+    /// delayed): the counters behind a per-message cost breakdown; last, the app ports of the
+    /// daemon serving the interface (`etran daemon`), each with its slot, transport, app's pid
+    /// and AF_XDP mode: zero copy, copy mode, or a compat veth port (copy mode). `--json` lists
+    /// every reason and event, zeros included, and the ports under `daemon` (`null`: no daemon
+    /// serves the interface).
     Stats(StatsArgs),
     /// Benchmarks, each run side by side with Linux.
     #[command(subcommand)]

@@ -1,4 +1,5 @@
-//! `etran stats [IFACE] [--watch DURATION]`: the entrance counters of each interface.
+//! `etran stats [IFACE] [--watch DURATION]`: the entrance counters of each interface, and the
+//! app ports of the daemon serving it with their AF_XDP mode ([`ports`]).
 use std::time::Instant;
 
 use serde::Serialize;
