@@ -291,6 +291,12 @@ pub struct EchoArgs {
     /// The eTran rows' TCP pacing (see `etran up --pacing`).
     #[arg(long, value_enum, default_value_t = PacingChoice::Off)]
     pub pacing: PacingChoice,
+    /// Paced: let each connection hand over all its windows allow, without TCP small queues
+    /// (by default a connection keeps about 1 ms at its rate, at least 4 segments, in the
+    /// kernel's packet queue, and an app fewer than 224 frames; beyond the queue's 256 frames
+    /// egress sends a segment at once, out of its turn). For measuring what the cap does.
+    #[arg(long, requires = "pacing")]
+    pub no_small_queues: bool,
     /// The eTran rows' daemons' zero copy on native (see `etran daemon --zero-copy`).
     #[arg(long, value_enum, default_value_t = ZeroCopy::Auto)]
     pub zero_copy: ZeroCopy,

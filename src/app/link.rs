@@ -73,6 +73,8 @@ pub struct Registration {
     pub umem: OwnedFd,
     /// The port's receive budget map (see [`crate::proto::FdKind::RxBudget`]).
     pub rx_budget: OwnedFd,
+    /// TCP's segments may wait in the kernel's packet queue (see `Reply::Registered`).
+    pub paced: bool,
 }
 
 /// An error the daemon's side of the link caused, with its kind.
@@ -155,6 +157,7 @@ impl DaemonLink {
                 iface,
                 fds: kinds,
                 bound,
+                paced,
                 ..
             } => {
                 if kinds.len() != fds.len() {
@@ -190,6 +193,7 @@ impl DaemonLink {
                     xsks,
                     umem,
                     rx_budget,
+                    paced,
                 })
             }
             Reply::Error { refusal } => Err(refusal.to_io_error()),

@@ -128,6 +128,7 @@ impl AppPort for VethPort {
             iface: iface.to_string(),
             fds: vec![FdKind::Xsk { queue: 0 }, FdKind::Umem, FdKind::RxBudget],
             bound: false,
+            paced: false,
         };
         let fds = [self.xsk.as_ref().map(|f| f.as_fd()), self.umem.as_ref().map(|f| f.as_fd())]
             .into_iter()

@@ -209,6 +209,8 @@ pub struct XskPort {
     in_maps: bool,
     /// Bound in zero copy (else copy mode with `XDP_RX_ANY_QUEUE`).
     zero_copy: bool,
+    /// A TCP app's segments may wait in the socket's packet queue (`Registered { paced }`).
+    paced: bool,
 }
 
 impl XskPort {
@@ -251,6 +253,7 @@ impl XskPort {
             links: Vec::new(),
             in_maps: false,
             zero_copy,
+            paced: transport == Transport::Tcp && n.pacing == Pacing::PacketQueue,
         };
         match port.wire(&n.wiring, transport) {
             Ok(()) => Ok(port),
@@ -366,6 +369,7 @@ impl AppPort for XskPort {
             iface: iface.to_string(),
             fds: vec![FdKind::Xsk { queue: self.queue }, FdKind::Umem, FdKind::RxBudget],
             bound: true,
+            paced: self.paced,
         };
         (reply, vec![self.xsk.as_fd(), self.umem.as_fd(), self.rx_budget.as_fd()])
     }

@@ -497,6 +497,7 @@ fn measure_etran(
         backend,
         zero_copy: args.zero_copy,
         pacing: args.pacing.resolve(backend),
+        small_queues: !args.no_small_queues,
     };
     let r = etran_echo::run(&params, &progress, |done| {
         watch_progress(bar.as_ref(), &progress, Instant::now(), done, "msgs", &mut |_| {})
