@@ -26,6 +26,7 @@ pub const PACKET_QUEUE_FRAMES: u32 = 256;
 /// Frames an app may have uncompleted at once, over all its connections: the queue's size, less
 /// room for FINs and for frames handed over between two checks.
 pub const SOCKET_FRAMES: u32 = PACKET_QUEUE_FRAMES - 32;
+const _: () = assert!(SOCKET_FRAMES < PACKET_QUEUE_FRAMES);
 /// The least a connection may have uncompleted, in segments: Linux's 2, and 2 more since the
 /// app sees completions only at its next pass (an ACK's arrival), not when they happen.
 pub const MIN_SEGMENTS: u32 = 4;
@@ -141,14 +142,13 @@ mod tests {
             handle += 1;
         }
         assert_eq!(q.frames(), SOCKET_FRAMES);
-        assert!(SOCKET_FRAMES < PACKET_QUEUE_FRAMES);
         assert!(!q.may_send(handle + 1, u32::MAX));
         q.completed(0, 1000);
         assert!(q.may_send(handle + 1, 4000));
     }
 
     #[test]
-    fn frames_of_a_connection_gone_still_count_until_they_complete() {
+    fn a_fin_counts_as_a_frame_of_no_bytes() {
         let mut q = SmallQueues::default();
         q.handed(1, 1000);
         q.handed(1, 0); // its FIN
