@@ -77,6 +77,9 @@ struct Row {
     /// eTran only: what the apps left behind.
     #[serde(skip_serializing_if = "Option::is_none")]
     leak_check: Option<LeakCheck>,
+    /// What the testbed's switch dropped during the row (absent without a switch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    switch_drops: Option<testbed::switch::Drops>,
 }
 
 #[derive(Serialize)]
@@ -182,6 +185,7 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
         if veth_pair {
             set_tx_offload(&sides, tso)?;
         }
+        let before = tb.switch_drops()?;
         let mut row = match t {
             EchoTransport::Etran => {
                 measure_etran(Peer::Etran, backend, wait, &args, &sides, &shares, out)?
@@ -194,6 +198,7 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
         };
         row.topology = if args.direct { "direct" } else { "switch" };
         row.tso = tso;
+        row.switch_drops = tb.switch_drops()?.zip(before).map(|(after, before)| after - before);
         results.push(row);
     }
     drop(tb);
@@ -542,6 +547,8 @@ fn row(
         linux_counters: None,
         // The leak check is printed under churn, and always enforced.
         leak_check,
+        // The caller knows the testbed.
+        switch_drops: None,
     })
 }
 
@@ -597,6 +604,9 @@ fn print_table(r: &Report<'_>) {
     for row in &r.results {
         if let Some(c) = &row.counters {
             crate::outln!("{} counters: {}", row.transport, counters_line(c));
+        }
+        if let Some(d) = row.switch_drops.filter(|d| *d != Default::default()) {
+            crate::outln!("{} switch drops: {d}", row.transport);
         }
         if let Some(c) = &row.linux_counters {
             crate::outln!(
