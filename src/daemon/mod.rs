@@ -208,23 +208,39 @@ impl Daemon {
         })
     }
 
-    /// One line of what pacing did on the datapath since it came up: the segments TCP egress
-    /// queued until their release time, and those the packet queue refused (sent at once).
-    fn pacing_report(&self) -> String {
+    /// What the datapath did since it came up, for the closing log: the frames it dropped, by
+    /// reason, and, paced, the segments TCP egress queued until their release time and those
+    /// the packet queue refused (sent at once).
+    fn datapath_report(&self) -> Vec<String> {
         let counters = crate::loader::find(&self.cfg.iface)
             .and_then(|dp| dp.context("the datapath is gone")?.counters());
-        let events = match counters {
-            Ok(c) => c.events,
-            Err(e) => return format!("pacing: no counters ({e:#})"),
+        let c = match counters {
+            Ok(c) => c,
+            Err(e) => return vec![format!("datapath: no counters ({e:#})")],
         };
-        let count =
-            |name: &str| events.iter().find(|e| e.event == name).map_or(0, |e| e.count.packets);
-        format!(
-            "pacing: {} segments queued until their release time, {} refused by a full queue \
-             (sent at once)",
-            count("tcp_tx_paced"),
-            count("tcp_tx_pace_refused")
-        )
+        let drops: Vec<String> = c
+            .drops
+            .iter()
+            .filter(|d| d.count.packets > 0)
+            .map(|d| format!("{} {}", d.reason, d.count.packets))
+            .collect();
+        let mut lines = vec![if drops.is_empty() {
+            "datapath drops: none".to_string()
+        } else {
+            format!("datapath drops: {}", drops.join(", "))
+        }];
+        if self.backend.pacing() == Pacing::PacketQueue {
+            let count = |name: &str| {
+                c.events.iter().find(|e| e.event == name).map_or(0, |e| e.count.packets)
+            };
+            lines.push(format!(
+                "pacing: {} segments queued until their release time, {} refused by a full \
+                 queue (sent at once)",
+                count("tcp_tx_paced"),
+                count("tcp_tx_pace_refused")
+            ));
+        }
+        lines
     }
 
     /// Waking it makes [`Daemon::run`] return (used from the signal cleanup).
@@ -744,8 +760,8 @@ impl Daemon {
         }
         let _ = std::fs::remove_file(&self.lock.1);
         log::info(self.backend.report());
-        if self.backend.pacing() == Pacing::PacketQueue {
-            log::info(self.pacing_report());
+        for line in self.datapath_report() {
+            log::info(line);
         }
         log::info(self.tcp.report());
         log::info(self.homa.report());
