@@ -80,6 +80,8 @@ struct Row {
     /// What the testbed's switch dropped during the row (absent without a switch).
     #[serde(skip_serializing_if = "Option::is_none")]
     switch_drops: Option<testbed::switch::Drops>,
+    /// Frames the hosts' NICs dropped during the row (`Testbed::nic_drops`).
+    nic_drops: u64,
 }
 
 #[derive(Serialize)]
@@ -185,7 +187,7 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
         if veth_pair {
             set_tx_offload(&sides, tso)?;
         }
-        let before = tb.switch_drops()?;
+        let (before, nic_before) = (tb.switch_drops()?, tb.nic_drops()?);
         let mut row = match t {
             EchoTransport::Etran => {
                 measure_etran(Peer::Etran, backend, wait, &args, &sides, &shares, out)?
@@ -199,6 +201,7 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
         row.topology = if args.direct { "direct" } else { "switch" };
         row.tso = tso;
         row.switch_drops = tb.switch_drops()?.zip(before).map(|(after, before)| after - before);
+        row.nic_drops = tb.nic_drops()?.saturating_sub(nic_before);
         results.push(row);
     }
     drop(tb);
@@ -549,6 +552,7 @@ fn row(
         leak_check,
         // The caller knows the testbed.
         switch_drops: None,
+        nic_drops: 0,
     })
 }
 
@@ -607,6 +611,9 @@ fn print_table(r: &Report<'_>) {
         }
         if let Some(d) = row.switch_drops.filter(|d| *d != Default::default()) {
             crate::outln!("{} switch drops: {d}", row.transport);
+        }
+        if row.nic_drops > 0 {
+            crate::outln!("{} host NIC drops: {}", row.transport, row.nic_drops);
         }
         if let Some(c) = &row.linux_counters {
             crate::outln!(
