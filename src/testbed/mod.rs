@@ -529,8 +529,9 @@ impl Testbed {
     }
 
     /// Frames the hosts' NICs dropped so far, either way (a veth: its peer's receive ring, or
-    /// its own, was full): losses the switch does not see, as a native host's frames reach
-    /// the wire through its NIC's transmit path.
+    /// its own, was full; the kernel also counts there a frame no protocol took): losses the
+    /// switch does not see, as a native host's frames reach the wire through its NIC's
+    /// transmit path.
     pub fn nic_drops(&self) -> anyhow::Result<u64> {
         let mut sum = 0;
         for h in &self.hosts {
