@@ -328,6 +328,15 @@ impl App {
         }
     }
 
+    /// Frames paced connections handed the kernel and have not seen completed ([`small_queues`];
+    /// 0 when the daemon does not pace this app).
+    pub fn small_queue_frames(&mut self) -> u32 {
+        for (owner, bytes) in self.driver.port.take_completed() {
+            self.queues.completed(owner, bytes);
+        }
+        self.queues.frames()
+    }
+
     /// Whether paced connections keep what they have in the kernel's packet queue short (on by
     /// default; [`small_queues`]). Off, a connection hands over all its windows allow, and a
     /// full queue sends segments at once, out of their turn: for measuring what the cap does.
@@ -818,15 +827,15 @@ impl App {
         let now = std::time::Instant::now();
         let tracked = self.driver.port.tracks();
         loop {
+            if tracked {
+                self.small_queue_frames();
+            }
             let s =
                 self.conns.get_mut(&id.0).ok_or_else(|| os_error(io::ErrorKind::NotConnected))?;
             if !s.tx_ready() || !self.driver.port.can_send() {
                 return Ok(());
             }
             if tracked {
-                for (owner, bytes) in self.driver.port.take_completed() {
-                    self.queues.completed(owner, bytes);
-                }
                 let room = small_queues::room(s.mss(), s.send_wnd(), s.srtt());
                 if self.small_queues && !self.queues.may_send(id.0, room) {
                     self.stats.small_queue_waits += 1;
