@@ -821,6 +821,7 @@ impl App {
     /// Writes the connection's sendable segments into TX frames (flushed by the caller). They
     /// leave back to back, so one clock read stamps them all (the scoreboard orders segments by
     /// transmission count, not by time).
+    ///
     /// Paced ([`AppPort::tracks`]), each frame is counted against the connection's small queue
     /// until it completes, and a connection with its room used waits ([`small_queues`]).
     fn transmit(&mut self, id: ConnId) -> io::Result<()> {
