@@ -41,8 +41,11 @@ pub enum Command {
     /// the drop reasons that occurred, then the events the transport programs counted on the
     /// frames they let through (data and pure ACKs sent by apps, ACKs from the generator,
     /// retransmissions, data and duplicate ACKs received, CE marks, ACKs queued at once or
-    /// delayed): the counters behind a per-message cost breakdown. `--json` lists every reason
-    /// and event, zeros included.
+    /// delayed): the counters behind a per-message cost breakdown; last, the app ports of the
+    /// daemon serving the interface (`etran daemon`), each with its slot, transport, app's pid
+    /// and AF_XDP mode: zero copy, copy mode, or a compat veth port (copy mode). `--json` lists
+    /// every reason and event, zeros included, and the ports under `daemon` (`null`: no daemon
+    /// serves the interface).
     Stats(StatsArgs),
     /// Benchmarks, each run side by side with Linux.
     #[command(subcommand)]
@@ -295,6 +298,12 @@ pub struct EchoArgs {
     /// The eTran rows' TCP pacing (see `etran up --pacing`).
     #[arg(long, value_enum, default_value_t = PacingChoice::Off)]
     pub pacing: PacingChoice,
+    /// Paced: let each connection hand over all its windows allow, without TCP small queues
+    /// (by default a connection keeps about 1 ms at its rate, at least 4 segments, in the
+    /// kernel's packet queue, and an app fewer than 224 frames; beyond the queue's 256 frames
+    /// egress sends a segment at once, out of its turn). For measuring what the cap does.
+    #[arg(long, requires = "pacing")]
+    pub no_small_queues: bool,
     /// The eTran rows' daemons' zero copy on native (see `etran daemon --zero-copy`).
     #[arg(long, value_enum, default_value_t = ZeroCopy::Auto)]
     pub zero_copy: ZeroCopy,

@@ -70,6 +70,8 @@ pub struct Link {
     pub ethernet: bool,
     /// Frames dropped on receive (a veth: the receive ring was full, or XDP could not take it).
     pub rx_dropped: u64,
+    /// Frames dropped on transmit (a veth: its peer's receive ring was full).
+    pub tx_dropped: u64,
 }
 
 impl Netlink {
@@ -445,6 +447,7 @@ fn link_of(l: LinkMessage) -> Link {
         xdp_prog_id: None,
         ethernet: l.header.link_layer_type == LinkLayerType::Ether,
         rx_dropped: 0,
+        tx_dropped: 0,
     };
     for a in l.attributes {
         match a {
@@ -455,7 +458,10 @@ fn link_of(l: LinkMessage) -> Link {
             LinkAttribute::IfAlias(s) => link.alias = Some(s),
             LinkAttribute::Controller(m) => link.master = Some(m),
             LinkAttribute::Mtu(m) => link.mtu = m,
-            LinkAttribute::Stats64(st) => link.rx_dropped = st.rx_dropped,
+            LinkAttribute::Stats64(st) => {
+                link.rx_dropped = st.rx_dropped;
+                link.tx_dropped = st.tx_dropped;
+            }
             LinkAttribute::Xdp(x) => {
                 link.xdp_prog_id = x.into_iter().find_map(|x| match x {
                     LinkXdp::ProgId(id) if id != 0 => Some(id),

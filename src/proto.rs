@@ -208,6 +208,11 @@ pub enum Reply {
         /// (`transport::homa::pace`). Optional: older daemons never pace Homa.
         #[serde(default)]
         homa_link_mbps: u32,
+        /// TCP egress paces through the packet queue (native, `etran up --pacing auto`): a
+        /// segment may wait there, and completes only when it leaves, so the app keeps what
+        /// each connection has there short (`transport::tcp::small_queues`). Absent: false.
+        #[serde(default)]
+        paced: bool,
     },
     /// The request failed; the daemon closes the session after sending it.
     Error {

@@ -29,6 +29,31 @@ pub fn ifindex(name: &str) -> anyhow::Result<u32> {
     Ok(idx)
 }
 
+/// `getsockopt(fd, level, opt)` into a zeroed `T`: the value and the length the kernel wrote
+/// (older kernels write shorter versions of some structs).
+pub fn sockopt<T: Copy>(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+) -> io::Result<(T, usize)> {
+    // SAFETY: every T used here is a plain C struct for which all-zero is valid.
+    let mut val: T = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: val and len are valid for writes of the advertised size.
+    let ret = unsafe { libc::getsockopt(fd, level, opt, (&mut val as *mut T).cast(), &mut len) };
+    cvt(ret)?;
+    Ok((val, len as usize))
+}
+
+/// The process at the other end of the Unix socket `fd` (`SO_PEERCRED`: the one that
+/// connected, in our pid namespace), `None` when the kernel does not say.
+pub fn peer_pid(fd: std::os::fd::BorrowedFd<'_>) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let (cred, _) =
+        sockopt::<libc::ucred>(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED).ok()?;
+    u32::try_from(cred.pid).ok().filter(|&p| p > 0)
+}
+
 /// Fails with a clear message unless the process runs with root privileges (CAP_BPF and
 /// CAP_NET_ADMIN in practice).
 pub fn require_root(what: &str) -> anyhow::Result<()> {

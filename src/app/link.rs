@@ -76,6 +76,8 @@ pub struct Registration {
     /// The link rate the datapath paces the app's Homa DATA at (see `Reply::Registered`; 0:
     /// it does not).
     pub homa_link_mbps: u32,
+    /// TCP's segments may wait in the kernel's packet queue (see `Reply::Registered`).
+    pub paced: bool,
 }
 
 /// An error the daemon's side of the link caused, with its kind.
@@ -159,6 +161,7 @@ impl DaemonLink {
                 fds: kinds,
                 bound,
                 homa_link_mbps,
+                paced,
                 ..
             } => {
                 if kinds.len() != fds.len() {
@@ -195,6 +198,7 @@ impl DaemonLink {
                     umem,
                     rx_budget,
                     homa_link_mbps,
+                    paced,
                 })
             }
             Reply::Error { refusal } => Err(refusal.to_io_error()),

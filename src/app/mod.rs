@@ -108,7 +108,12 @@ pub use stream::{Stream, StreamInit, StreamStats};
 use crate::{
     bpf::tcp::types::etran_tcp_rx_meta,
     proto::{Request, Transport},
-    transport::tcp::{early, sack::Blocks, stream},
+    transport::tcp::{
+        early,
+        sack::Blocks,
+        small_queues::{self, SmallQueues},
+        stream,
+    },
 };
 
 /// One connection of an [`App`].
@@ -184,6 +189,9 @@ pub struct AppStats {
     pub window_updates: u64,
     /// Pure ACKs sent at the end of a pass (see [`Stream::ack_due`]).
     pub acks: u64,
+    /// Times a paced connection stopped sending because it (or the app) had its room in the
+    /// kernel's packet queue used ([`small_queues`]).
+    pub small_queue_waits: u64,
 }
 
 /// What explains an app's share of a benchmark: its port's TX kicks and their transient
@@ -279,6 +287,13 @@ pub struct App {
     stats: AppStats,
     /// Fast retransmits and RTOs of removed connections.
     gone: AppCounters,
+    /// Paced: what each connection has in the kernel's packet queue, kept short
+    /// ([`small_queues`]; see [`App::set_small_queues`]).
+    queues: SmallQueues,
+    small_queues: bool,
+    /// A connection stopped for its small queue in this pass: the pass comes back within
+    /// [`small_queues::WINDOW`] even if no frame arrives.
+    queue_waited: bool,
 }
 
 impl App {
@@ -307,7 +322,26 @@ impl App {
             moved: Vec::new(),
             stats: AppStats::default(),
             gone: AppCounters::default(),
+            queues: SmallQueues::default(),
+            small_queues: true,
+            queue_waited: false,
         }
+    }
+
+    /// Frames paced connections handed the kernel and have not seen completed ([`small_queues`];
+    /// 0 when the daemon does not pace this app).
+    pub fn small_queue_frames(&mut self) -> u32 {
+        for (owner, bytes) in self.driver.port.take_completed() {
+            self.queues.completed(owner, bytes);
+        }
+        self.queues.frames()
+    }
+
+    /// Whether paced connections keep what they have in the kernel's packet queue short (on by
+    /// default; [`small_queues`]). Off, a connection hands over all its windows allow, and a
+    /// full queue sends segments at once, out of their turn: for measuring what the cap does.
+    pub fn set_small_queues(&mut self, on: bool) {
+        self.small_queues = on;
     }
 
     /// The link to the daemon (requests the [`App`] does not wrap, e.g. a connect from a
@@ -787,20 +821,41 @@ impl App {
     /// Writes the connection's sendable segments into TX frames (flushed by the caller). They
     /// leave back to back, so one clock read stamps them all (the scoreboard orders segments by
     /// transmission count, not by time).
+    ///
+    /// Paced ([`AppPort::tracks`]), each frame is counted against the connection's small queue
+    /// until it completes, and a connection with its room used waits ([`small_queues`]).
     fn transmit(&mut self, id: ConnId) -> io::Result<()> {
         let now = std::time::Instant::now();
+        let tracked = self.driver.port.tracks();
         loop {
+            if tracked {
+                self.small_queue_frames();
+            }
             let s =
                 self.conns.get_mut(&id.0).ok_or_else(|| os_error(io::ErrorKind::NotConnected))?;
             if !s.tx_ready() || !self.driver.port.can_send() {
                 return Ok(());
             }
-            let sent = self
-                .driver
-                .port
-                .send_with(|frame| s.next_frame_at(frame, now).map(|g| g.frame_len))?;
+            if tracked {
+                let room = small_queues::room(s.mss(), s.send_wnd(), s.srtt());
+                if self.small_queues && !self.queues.may_send(id.0, room) {
+                    self.stats.small_queue_waits += 1;
+                    self.queue_waited = true;
+                    return Ok(());
+                }
+            }
+            let mut bytes = 0;
+            let sent = self.driver.port.send_with(|frame| {
+                let f = s.next_frame_at(frame, now)?;
+                bytes = u32::from(f.payload_len);
+                Some(f.frame_len)
+            })?;
             if sent.is_none() {
                 return Ok(());
+            }
+            if tracked {
+                self.driver.port.track_last(id.0, bytes);
+                self.queues.handed(id.0, bytes);
             }
         }
     }
@@ -936,6 +991,11 @@ impl driver::Engine for App {
         }
         self.scratch = ids;
         self.holding.clear();
+        if std::mem::take(&mut self.queue_waited) {
+            // Completions wake no one: come back for them (ACKs arriving usually come first).
+            let at = now + small_queues::WINDOW;
+            deadline = Some(deadline.map_or(at, |d| d.min(at)));
+        }
         Ok(deadline)
     }
 

@@ -81,6 +81,12 @@ pub struct AppPort {
     stats: PortStats,
     /// The link rate the datapath paces the app's Homa DATA at ([`AppPort::homa_link_mbps`]).
     homa_link_mbps: u32,
+    /// The owner and payload bytes of each TX frame handed over, by its index in the TX pool
+    /// ([`AppPort::track_last`]), kept until it completes; empty when the engine does not
+    /// count its frames ([`AppPort::tracks`]).
+    owners: Vec<Option<(u64, u32)>>,
+    /// Tracked frames that completed since [`AppPort::take_completed`].
+    completed: Vec<(u64, u32)>,
 }
 
 /// The app's half of the port's receive budget (`struct etran_port_rx`, mapped shared with
@@ -128,6 +134,9 @@ impl AppPort {
             rx_frame_count,
             (frame_count - rx_frame_count).min(g.tx_size).min(g.comp_size),
         );
+        // Paced, the kernel's packet queue holds frames until their time: the engine counts
+        // what each connection has there (`transport::tcp::small_queues`).
+        let owners = if reg.paced { vec![None; tx_frames.capacity() as usize] } else { Vec::new() };
         let mut port = AppPort {
             sock,
             umem,
@@ -139,6 +148,8 @@ impl AppPort {
             budget: RxBudget::map(&reg.rx_budget)?,
             stats: PortStats::default(),
             homa_link_mbps: reg.homa_link_mbps,
+            owners,
+            completed: Vec::new(),
         };
         let addrs: Vec<u64> =
             (0..rx_frame_count).map(|i| u64::from(i) * u64::from(g.frame_size)).collect();
@@ -314,9 +325,36 @@ impl AppPort {
         Ok(())
     }
 
-    /// Takes back the frames the kernel finished sending.
+    /// Takes back the frames the kernel finished sending (and notes the tracked ones).
     fn reclaim(&mut self) {
-        self.tx_frames.reclaim(self.sock.comp().expect("adopt maps the completion ring"));
+        let comp = self.sock.comp().expect("adopt maps the completion ring");
+        if self.owners.is_empty() {
+            return self.tx_frames.reclaim(comp);
+        }
+        let (owners, completed) = (&mut self.owners, &mut self.completed);
+        self.tx_frames.reclaim_each(comp, |i| completed.extend(owners[i].take()));
+    }
+
+    /// Whether the daemon said TX frames may wait in the kernel's packet queue (`Registered {
+    /// paced }`): the engine then tracks its frames until they complete.
+    pub fn tracks(&self) -> bool {
+        !self.owners.is_empty()
+    }
+
+    /// Tracks the frame [`AppPort::send_with`] wrote last: `owner`'s, of `bytes` payload
+    /// bytes; [`AppPort::take_completed`] hands both back once it completed. Nothing without
+    /// [`AppPort::tracks`].
+    pub fn track_last(&mut self, owner: u64, bytes: u32) {
+        let last = self.pending.last().and_then(|d| self.tx_frames.index_of(d.addr));
+        if let Some(slot) = last.and_then(|i| self.owners.get_mut(i)) {
+            *slot = Some((owner, bytes));
+        }
+    }
+
+    /// The owners and bytes of the tracked frames that completed since the last call.
+    pub fn take_completed(&mut self) -> std::vec::Drain<'_, (u64, u32)> {
+        self.reclaim();
+        self.completed.drain(..)
     }
 }
 

@@ -5,6 +5,7 @@ use std::os::fd::BorrowedFd;
 use super::{
     compat::{port::VethPort, Compat},
     native::{Native, XskPort},
+    ports::PortMode,
     pump::{GenPump, GrantPump},
     AppPort, Backend, Pacing,
 };
@@ -52,6 +53,14 @@ impl AppPort for AnyPort {
 
     fn name(&self) -> &str {
         either!(self, p => p.name())
+    }
+
+    fn mode(&self) -> PortMode {
+        either!(self, p => p.mode())
+    }
+
+    fn queue(&self) -> u32 {
+        either!(self, p => p.queue())
     }
 
     fn registered(&self, iface: &str, version: u32) -> (Reply, Vec<BorrowedFd<'_>>) {

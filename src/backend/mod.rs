@@ -19,6 +19,7 @@ use crate::{
 pub mod any;
 pub mod compat;
 pub mod native;
+pub mod ports;
 pub mod pump;
 pub mod socket;
 
@@ -101,6 +102,10 @@ pub trait AppPort {
     fn slot(&self) -> u32;
     /// For messages: the port's name.
     fn name(&self) -> &str;
+    /// How its socket reaches the NIC (what `etran stats` shows, [`ports`]).
+    fn mode(&self) -> ports::PortMode;
+    /// The queue its socket is bound to (of the NIC, native; of its veth, compat).
+    fn queue(&self) -> u32;
     /// The `Registered` reply (protocol `version`, the daemon serving `iface`) and the
     /// descriptors that go with it, in the order it lists them.
     fn registered(&self, iface: &str, version: u32) -> (Reply, Vec<BorrowedFd<'_>>);

@@ -1,9 +1,11 @@
-//! `etran stats [IFACE] [--watch DURATION]`: the entrance counters of each interface.
+//! `etran stats [IFACE] [--watch DURATION]`: the entrance counters of each interface, and the
+//! app ports of the daemon serving it with their AF_XDP mode ([`ports`]).
 use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::{
+    backend::ports::{self, Served},
     cli::StatsArgs,
     loader::{self, counters::Counters, Datapath, Summary},
     output::{Output, Table},
@@ -15,6 +17,8 @@ struct Report {
     datapath: Summary,
     #[serde(flatten)]
     counters: Counters,
+    /// The daemon serving the datapath and its apps' ports (`null`: no daemon serves it).
+    daemon: Option<Served>,
 }
 
 fn collect(args: &StatsArgs) -> anyhow::Result<Vec<Datapath>> {
@@ -29,7 +33,13 @@ fn collect(args: &StatsArgs) -> anyhow::Result<Vec<Datapath>> {
 
 fn snapshot(dps: &[Datapath]) -> anyhow::Result<Vec<Report>> {
     dps.iter()
-        .map(|dp| Ok(Report { datapath: dp.summary.clone(), counters: dp.counters()? }))
+        .map(|dp| {
+            Ok(Report {
+                datapath: dp.summary.clone(),
+                counters: dp.counters()?,
+                daemon: ports::served(dp.summary.prog_id)?,
+            })
+        })
         .collect()
 }
 
@@ -90,9 +100,36 @@ fn render(reports: &[Report], previous: Option<(&[Report], f64)>) -> String {
         if !events.is_empty() {
             text += &events.render();
         }
+        text += &render_ports(&d.iface, r.daemon.as_ref());
         text.push('\n');
     }
     text
+}
+
+/// The daemon's line and its apps' ports, each with its AF_XDP mode.
+fn render_ports(iface: &str, daemon: Option<&Served>) -> String {
+    let Some(daemon) = daemon else {
+        return format!("no daemon serves {iface}\n");
+    };
+    if daemon.ports.is_empty() {
+        return format!("daemon (pid {}): no app ports\n", daemon.pid);
+    }
+    let mut t = Table::new(["app port", "slot", "transport", "app pid", "mode"]);
+    for p in &daemon.ports {
+        let pid = if p.pid == 0 { "-".to_string() } else { p.pid.to_string() };
+        let transport = match p.transport {
+            crate::proto::Transport::Tcp => "tcp",
+            crate::proto::Transport::Homa => "homa",
+        };
+        t.row([
+            p.port.clone(),
+            p.slot.to_string(),
+            transport.into(),
+            pid,
+            p.mode.describe().into(),
+        ]);
+    }
+    format!("daemon (pid {}): {} app port(s)\n{}", daemon.pid, daemon.ports.len(), t.render())
 }
 
 pub fn run(args: StatsArgs, out: &Output) -> anyhow::Result<()> {
@@ -120,5 +157,64 @@ pub fn run(args: StatsArgs, out: &Output) -> anyhow::Result<()> {
         }
         previous = Some((reports, now));
         std::thread::sleep(every);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        backend::ports::{PortMode, PortRow},
+        proto::Transport,
+    };
+
+    fn port(slot: u32, pid: u32, transport: Transport, name: &str, mode: PortMode) -> PortRow {
+        PortRow { slot, pid, transport, port: name.into(), queue: 0, mode }
+    }
+
+    #[test]
+    fn each_app_port_is_shown_with_its_mode() {
+        let served = Served {
+            pid: 10,
+            ports: vec![
+                port(1, 100, Transport::Tcp, "eth0 queue 0", PortMode::ZeroCopy),
+                port(2, 0, Transport::Homa, "eth0 queue 1", PortMode::Copy),
+            ],
+        };
+        assert_eq!(
+            render_ports("eth0", Some(&served)),
+            "daemon (pid 10): 2 app port(s)\n\
+             app port      slot  transport  app pid       mode\n\
+             eth0 queue 0     1        tcp      100  zero copy\n\
+             eth0 queue 1     2       homa        -  copy mode\n"
+        );
+        let compat = Served {
+            pid: 7,
+            ports: vec![port(3, 55, Transport::Tcp, "etp3a", PortMode::VethPort)],
+        };
+        assert!(render_ports("va", Some(&compat))
+            .contains("etp3a        3        tcp       55  veth port (copy mode)"));
+    }
+
+    #[test]
+    fn no_daemon_and_no_apps_are_told_apart() {
+        assert_eq!(render_ports("va", None), "no daemon serves va\n");
+        assert_eq!(
+            render_ports("va", Some(&Served { pid: 7, ports: vec![] })),
+            "daemon (pid 7): no app ports\n"
+        );
+    }
+
+    #[test]
+    fn json_names_the_modes_and_null_is_no_daemon() {
+        let served = Served {
+            pid: 7,
+            ports: vec![port(3, 55, Transport::Tcp, "etp3a", PortMode::VethPort)],
+        };
+        let v = serde_json::to_value(Some(&served)).unwrap();
+        assert_eq!(v["ports"][0]["mode"], "veth_port");
+        assert_eq!(v["ports"][0]["transport"], "tcp");
+        assert_eq!(v["ports"][0]["port"], "etp3a");
+        assert_eq!(serde_json::to_value(None::<Served>).unwrap(), serde_json::Value::Null);
     }
 }

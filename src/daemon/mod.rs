@@ -44,6 +44,7 @@ use crate::{
         any::AnyBackend,
         compat::Compat,
         native::{Native, ZeroCopy},
+        ports::{PortRow, PortTable},
         AppPort, Backend, Pacing,
     },
     loader::kernel,
@@ -120,6 +121,8 @@ pub struct Daemon {
     /// The link rate the datapath paces Homa's DATA at (homa_pace.h; 0: none): its apps keep
     /// few frames uncompleted.
     homa_link_mbps: u32,
+    /// Its apps' ports, published for `etran stats` (freed with the daemon).
+    published: PortTable,
     /// Held for the daemon's lifetime: one daemon per interface and network namespace.
     lock: (std::fs::File, PathBuf),
 }
@@ -180,6 +183,7 @@ impl Daemon {
         let mss = mss_for_mtu(backend.mtu());
         let tcp = TcpControl::new(tcp, &cfg.iface, local_mac, mss, cfg.time_wait, cfg.ecn)?;
         let homa = HomaControl::new(homa, &cfg.iface, local_mac);
+        let published = PortTable::new(dp.summary.prog_id, &cfg.iface, AnyBackend::SLOTS)?;
         let listener = bind_listener(&cfg.socket)?;
         if let Err(e) = backend.remove_stale() {
             let _ = std::fs::remove_file(&cfg.socket);
@@ -210,31 +214,48 @@ impl Daemon {
             homa,
             connects: Default::default(),
             homa_link_mbps,
+            published,
             lock,
         })
     }
 
-    /// One line of what pacing did on the datapath since it came up: the segments TCP egress
-    /// queued until their release time, and those the packet queue refused (sent at once); the
-    /// same of Homa's DATA packets (its link clock, homa_pace.h).
-    fn pacing_report(&self) -> String {
+    /// What the datapath did since it came up, for the closing log: the frames it dropped, by
+    /// reason, and, paced, the segments TCP egress queued until their release time and those
+    /// the packet queue refused (sent at once); the same of Homa's DATA packets (its link
+    /// clock, homa_pace.h).
+    fn datapath_report(&self) -> Vec<String> {
         let counters = crate::loader::find(&self.cfg.iface)
             .and_then(|dp| dp.context("the datapath is gone")?.counters());
-        let events = match counters {
-            Ok(c) => c.events,
-            Err(e) => return format!("pacing: no counters ({e:#})"),
+        let c = match counters {
+            Ok(c) => c,
+            Err(e) => return vec![format!("datapath: no counters ({e:#})")],
         };
-        let count =
-            |name: &str| events.iter().find(|e| e.event == name).map_or(0, |e| e.count.packets);
-        format!(
-            "pacing: {} segments queued until their release time, {} refused by a full queue \
-             (sent at once); Homa: {} DATA packets queued until the link clock let them go, {} \
-             refused",
-            count("tcp_tx_paced"),
-            count("tcp_tx_pace_refused"),
-            count("homa_tx_paced"),
-            count("homa_tx_pace_refused")
-        )
+        let drops: Vec<String> = c
+            .drops
+            .iter()
+            .filter(|d| d.count.packets > 0)
+            .map(|d| format!("{} {}", d.reason, d.count.packets))
+            .collect();
+        let mut lines = vec![if drops.is_empty() {
+            "datapath drops: none".to_string()
+        } else {
+            format!("datapath drops: {}", drops.join(", "))
+        }];
+        if self.backend.pacing() == Pacing::PacketQueue {
+            let count = |name: &str| {
+                c.events.iter().find(|e| e.event == name).map_or(0, |e| e.count.packets)
+            };
+            lines.push(format!(
+                "pacing: {} segments queued until their release time, {} refused by a full \
+                 queue (sent at once); Homa: {} DATA packets queued until the link clock let \
+                 them go, {} refused",
+                count("tcp_tx_paced"),
+                count("tcp_tx_pace_refused"),
+                count("homa_tx_paced"),
+                count("homa_tx_pace_refused")
+            ));
+        }
+        lines
     }
 
     /// Waking it makes [`Daemon::run`] return (used from the signal cleanup).
@@ -492,6 +513,14 @@ impl Daemon {
         let session = self.sessions.get_mut(&token).expect("live session");
         let id = session.id;
         let name = port.name().to_string();
+        self.published.set(&PortRow {
+            slot,
+            pid: crate::sys::peer_pid(session.stream.as_fd()).unwrap_or(0),
+            transport,
+            port: name.clone(),
+            queue: port.queue(),
+            mode: port.mode(),
+        });
         let (mut reply, fds) = port.registered(&self.cfg.iface, proto::PROTOCOL_VERSION);
         if let proto::Reply::Registered { homa_link_mbps, .. } = &mut reply {
             *homa_link_mbps = if transport == Transport::Homa { self.homa_link_mbps } else { 0 };
@@ -721,6 +750,7 @@ impl Daemon {
             None => {}
         }
         if let Some(mut port) = s.port.take() {
+            self.published.clear(port.slot());
             self.backend.close_port(&mut port);
             self.note(format!("app session {} closed: port {} removed", s.id, port.name()));
         } else {
@@ -748,8 +778,8 @@ impl Daemon {
         }
         let _ = std::fs::remove_file(&self.lock.1);
         log::info(self.backend.report());
-        if self.backend.pacing() == Pacing::PacketQueue {
-            log::info(self.pacing_report());
+        for line in self.datapath_report() {
+            log::info(line);
         }
         log::info(self.tcp.report());
         log::info(self.homa.report());

@@ -528,6 +528,21 @@ impl Testbed {
         switch::drops(&mut nl, &ports).map(Some)
     }
 
+    /// Frames the hosts' NICs dropped so far, either way (a veth: its peer's receive ring, or
+    /// its own, was full; the kernel also counts there a frame no protocol took): losses the
+    /// switch does not see, as a native host's frames reach the wire through its NIC's
+    /// transmit path.
+    pub fn nic_drops(&self) -> anyhow::Result<u64> {
+        let mut sum = 0;
+        for h in &self.hosts {
+            let link = Netlink::open_in(&NetNs::open(&h.netns)?)?
+                .link(HOST_NIC)?
+                .with_context(|| format!("{} has no {HOST_NIC}", h.netns))?;
+            sum += link.rx_dropped + link.tx_dropped;
+        }
+        Ok(sum)
+    }
+
     /// Whether this testbed is removed on drop.
     pub fn is_private(&self) -> bool {
         self.private

@@ -44,11 +44,5 @@ pub fn set_opt<T>(fd: RawFd, opt: libc::c_int, val: &T) -> io::Result<()> {
 /// `getsockopt(fd, SOL_XDP, opt)` into a zeroed T; returns the value and the length the kernel
 /// wrote (older kernels write shorter versions of some structs).
 pub fn get_opt<T: Copy>(fd: RawFd, opt: libc::c_int) -> io::Result<(T, usize)> {
-    // SAFETY: every T used here is a plain C struct for which all-zero is valid.
-    let mut val: T = unsafe { mem::zeroed() };
-    let mut len = mem::size_of::<T>() as libc::socklen_t;
-    // SAFETY: val and len are valid for writes of the advertised size.
-    let ret = unsafe { libc::getsockopt(fd, SOL_XDP, opt, (&mut val as *mut T).cast(), &mut len) };
-    crate::sys::cvt(ret)?;
-    Ok((val, len as usize))
+    crate::sys::sockopt(fd, SOL_XDP, opt)
 }

@@ -283,6 +283,11 @@ impl FrameAlloc {
         self.rejected
     }
 
+    /// The index in the range (0..capacity) of the chunk holding `addr`, `None` outside it.
+    pub fn index_of(&self, addr: u64) -> Option<usize> {
+        self.index(addr)
+    }
+
     fn index(&self, addr: u64) -> Option<usize> {
         let i = addr >> self.shift;
         let first = u64::from(self.first);
@@ -320,10 +325,19 @@ impl FrameAlloc {
 
     /// Takes back every chunk the completion ring `comp` returns (the kernel is done with it).
     pub fn reclaim(&mut self, comp: &mut ConsRing<u64>) {
+        self.reclaim_each(comp, |_| {});
+    }
+
+    /// [`FrameAlloc::reclaim`], telling `each` the index in the range ([`FrameAlloc::index_of`])
+    /// of every chunk taken back, before it is free again.
+    pub fn reclaim_each(&mut self, comp: &mut ConsRing<u64>, mut each: impl FnMut(usize)) {
         let mut done = [0u64; 64];
         loop {
             let n = comp.consume_into(&mut done) as usize;
             for &a in &done[..n] {
+                if let Some(i) = self.index(a) {
+                    each(i);
+                }
                 self.free(a);
             }
             if n < done.len() {

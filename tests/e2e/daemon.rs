@@ -303,6 +303,59 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
     assert_eq!(three.stream().read(&mut buf).unwrap_or(0), 0, "the app sees EOF");
 }
 
+/// `etran -j stats va`'s daemon and app ports.
+fn served(ns: &str) -> serde_json::Value {
+    let out = common::cli::etran_in_ok(ns, &["-j", "stats", "va"]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    stats[0]["daemon"].clone()
+}
+
+#[test]
+fn stats_names_each_app_ports_mode_while_it_lives() {
+    let Some(_root) = common::root::shared() else { return };
+    let net = etran_up_pair("dmn-stats");
+    assert!(served(&net.a).is_null(), "no daemon yet");
+    let mut daemon = Daemon::start(&net.a, "dmn-stats");
+    let pid = daemon.child.as_ref().unwrap().id();
+    assert_eq!(served(&net.a), serde_json::json!({ "pid": pid, "ports": [] }));
+
+    // Two apps: each port by slot, its app's pid, its transport and its mode (compat: a veth
+    // port, copy mode).
+    let mut tcp = DaemonLink::connect(&daemon.sock).unwrap();
+    let rt = tcp.register(Transport::Tcp, 1).unwrap();
+    let mut homa = DaemonLink::connect(&daemon.sock).unwrap();
+    let rh = homa.register(Transport::Homa, 1).unwrap();
+    let ports = served(&net.a)["ports"].clone();
+    let row = |slot: u32, transport: &str, port: &str| {
+        serde_json::json!({ "slot": slot, "pid": std::process::id(), "transport": transport,
+                            "port": port, "queue": 0, "mode": "veth_port" })
+    };
+    assert_eq!(
+        ports,
+        serde_json::json!([row(rt.slot, "tcp", &rt.port), row(rh.slot, "homa", &rh.port)])
+    );
+    let table = String::from_utf8(etran(&net.a, &["stats", "va"]).stdout).unwrap();
+    assert!(table.contains(&format!("daemon (pid {pid}): 2 app port(s)")), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with(&rt.port) && l.ends_with("veth port (copy mode)")),
+        "{table}"
+    );
+
+    // An app that exits takes its row along; the other stays.
+    drop(tcp);
+    wait_for("the TCP app's row to go", 5, || {
+        served(&net.a)["ports"].as_array().unwrap().len() == 1
+    });
+    assert_eq!(served(&net.a)["ports"], serde_json::json!([row(rh.slot, "homa", &rh.port)]));
+
+    // A daemon killed outright leaves no row behind: the table died with it.
+    daemon.child.as_mut().unwrap().kill().unwrap();
+    daemon.child.as_mut().unwrap().wait().unwrap();
+    assert!(served(&net.a).is_null(), "a dead daemon's ports are not shown");
+    let table = String::from_utf8(etran(&net.a, &["stats", "va"]).stdout).unwrap();
+    assert!(table.contains("no daemon serves va"), "{table}");
+}
+
 #[test]
 fn bad_input_is_refused_without_harm() {
     let Some(_root) = common::root::shared() else { return };

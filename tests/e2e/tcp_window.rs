@@ -11,7 +11,9 @@
 //! - consecutive small sends in one pass leave as one segment, unless the connection is
 //!   nodelay;
 //! - an app that stops polling while 16 Linux clients fill their windows loses nothing: what its
-//!   port cannot take is dropped before it is acknowledged (`port_full`) and resent. Needs root.
+//!   port cannot take is dropped before it is acknowledged (`port_full`) and resent;
+//! - an app told it is paced counts what each connection handed the kernel until it completes
+//!   (TCP small queues): a bulk send waits for its room and every frame comes back. Needs root.
 use std::{
     io::{ErrorKind, Read, Write},
     net::{SocketAddrV4, TcpListener, TcpStream},
@@ -386,4 +388,38 @@ fn a_stalled_app_loses_nothing_its_port_could_not_take() {
         firsts.dedup();
         assert_eq!(firsts.len(), CONNS, "every client's stream once");
     });
+}
+
+/// TCP small queues on the app's side. Compat never paces, so the registration is told it does
+/// (`Registered { paced }`, as native's daemon says with `--pacing auto`): the port then tracks
+/// each frame a connection hands over until its completion comes back, and the connection
+/// hands over no more than its room. A bulk send to Linux goes through whole, held back by its
+/// room at times, and every frame is given back at the end: a frame never seen complete would
+/// hold its connection's room for good (the send would stall).
+#[test]
+fn a_paced_apps_connections_wait_for_their_room_and_every_frame_comes_back() {
+    use common::{
+        daemon::DaemonPair,
+        peer::{etran_send, PyPeer},
+    };
+    let Some(_root) = common::root::shared() else { return };
+    const BYTES: u64 = 4 << 20;
+    let DaemonPair { net, daemon } = DaemonPair::new("tcpsq");
+    add_neighbour_of_b(&net);
+    let mut link = etran::app::DaemonLink::connect(&daemon.sock).unwrap();
+    let mut reg = link.register(etran::proto::Transport::Tcp, 1).unwrap();
+    reg.paced = true;
+    let mut app = etran::app::App::with_link(link, reg).unwrap();
+    let peer: SocketAddrV4 = format!("10.77.0.2:{PORT}").parse().unwrap();
+    let linux = PyPeer::start(&net.b, "recv", "listen", peer, BYTES, 5);
+    let id = app.connect_blocking(peer).expect("connect");
+    etran_send(&mut app, id, BYTES, 5, Duration::from_secs(60));
+    linux.finish("a paced eTran sender to Linux");
+    assert!(app.stats().small_queue_waits > 0, "{:?}", app.stats());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.small_queue_frames() > 0 {
+        assert!(Instant::now() < deadline, "{} frames never completed", app.small_queue_frames());
+        app.poll().unwrap();
+    }
+    assert_eq!(app.port().tx_frames().allocated(), 0, "every TX frame is back");
 }

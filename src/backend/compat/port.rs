@@ -30,7 +30,7 @@ use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::{
-    backend::AppPort,
+    backend::{ports::PortMode, AppPort},
     netlink::{Netlink, VethQueues},
     netns::NetNs,
     proto::{FdKind, Reply, Transport},
@@ -108,6 +108,14 @@ impl AppPort for VethPort {
         &self.app_name
     }
 
+    fn mode(&self) -> PortMode {
+        PortMode::VethPort
+    }
+
+    fn queue(&self) -> u32 {
+        0
+    }
+
     fn registered(&self, iface: &str, version: u32) -> (Reply, Vec<BorrowedFd<'_>>) {
         let reply = Reply::Registered {
             version,
@@ -122,6 +130,7 @@ impl AppPort for VethPort {
             bound: false,
             // The daemon says, from the datapath's pacing.
             homa_link_mbps: 0,
+            paced: false,
         };
         let fds = [self.xsk.as_ref().map(|f| f.as_fd()), self.umem.as_ref().map(|f| f.as_fd())]
             .into_iter()

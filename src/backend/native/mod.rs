@@ -32,6 +32,7 @@ use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::{
+    ports::PortMode,
     pump::{GenPump, GenWake, GrantPump},
     socket, AppPort, Backend, Pacing,
 };
@@ -208,6 +209,8 @@ pub struct XskPort {
     in_maps: bool,
     /// Bound in zero copy (else copy mode with `XDP_RX_ANY_QUEUE`).
     zero_copy: bool,
+    /// A TCP app's segments may wait in the socket's packet queue (`Registered { paced }`).
+    paced: bool,
 }
 
 impl XskPort {
@@ -250,6 +253,7 @@ impl XskPort {
             links: Vec::new(),
             in_maps: false,
             zero_copy,
+            paced: transport == Transport::Tcp && n.pacing == Pacing::PacketQueue,
         };
         match port.wire(&n.wiring, transport) {
             Ok(()) => Ok(port),
@@ -341,6 +345,18 @@ impl AppPort for XskPort {
         &self.name
     }
 
+    fn mode(&self) -> PortMode {
+        if self.zero_copy {
+            PortMode::ZeroCopy
+        } else {
+            PortMode::Copy
+        }
+    }
+
+    fn queue(&self) -> u32 {
+        self.queue
+    }
+
     fn registered(&self, iface: &str, version: u32) -> (Reply, Vec<BorrowedFd<'_>>) {
         let reply = Reply::Registered {
             version,
@@ -355,6 +371,7 @@ impl AppPort for XskPort {
             bound: true,
             // The daemon says, from the datapath's pacing.
             homa_link_mbps: 0,
+            paced: self.paced,
         };
         (reply, vec![self.xsk.as_fd(), self.umem.as_fd(), self.rx_budget.as_fd()])
     }

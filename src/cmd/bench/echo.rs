@@ -77,6 +77,11 @@ struct Row {
     /// eTran only: what the apps left behind.
     #[serde(skip_serializing_if = "Option::is_none")]
     leak_check: Option<LeakCheck>,
+    /// What the testbed's switch dropped during the row (absent without a switch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    switch_drops: Option<testbed::switch::Drops>,
+    /// Frames the hosts' NICs dropped during the row (`Testbed::nic_drops`).
+    nic_drops: u64,
 }
 
 #[derive(Serialize)]
@@ -182,6 +187,7 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
         if veth_pair {
             set_tx_offload(&sides, tso)?;
         }
+        let (before, nic_before) = (tb.switch_drops()?, tb.nic_drops()?);
         let mut row = match t {
             EchoTransport::Etran => {
                 measure_etran(Peer::Etran, backend, wait, &args, &sides, &shares, out)?
@@ -194,6 +200,8 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
         };
         row.topology = if args.direct { "direct" } else { "switch" };
         row.tso = tso;
+        row.switch_drops = tb.switch_drops()?.zip(before).map(|(after, before)| after - before);
+        row.nic_drops = tb.nic_drops()?.saturating_sub(nic_before);
         results.push(row);
     }
     drop(tb);
@@ -497,6 +505,7 @@ fn measure_etran(
         backend,
         zero_copy: args.zero_copy,
         pacing: args.pacing.resolve(backend),
+        small_queues: !args.no_small_queues,
     };
     let r = etran_echo::run(&params, &progress, |done| {
         watch_progress(bar.as_ref(), &progress, Instant::now(), done, "msgs", &mut |_| {})
@@ -541,6 +550,9 @@ fn row(
         linux_counters: None,
         // The leak check is printed under churn, and always enforced.
         leak_check,
+        // The caller knows the testbed.
+        switch_drops: None,
+        nic_drops: 0,
     })
 }
 
@@ -596,6 +608,12 @@ fn print_table(r: &Report<'_>) {
     for row in &r.results {
         if let Some(c) = &row.counters {
             crate::outln!("{} counters: {}", row.transport, counters_line(c));
+        }
+        if let Some(d) = row.switch_drops.filter(|d| *d != Default::default()) {
+            crate::outln!("{} switch drops: {d}", row.transport);
+        }
+        if row.nic_drops > 0 {
+            crate::outln!("{} host NIC drops: {}", row.transport, row.nic_drops);
         }
         if let Some(c) = &row.linux_counters {
             crate::outln!(

@@ -68,6 +68,8 @@ pub struct Params<'a> {
     pub pacing: etran_pacing,
     /// Their daemons' zero copy (native).
     pub zero_copy: ZeroCopy,
+    /// Paced connections keep their share of the packet queue short (`App::set_small_queues`).
+    pub small_queues: bool,
 }
 
 /// The longest a waiting app sleeps before it looks at the flags of the run (stop, connections
@@ -144,7 +146,8 @@ fn apps(
                         let port = share.server.port();
                         Ok(match p.peer {
                             Peer::Etran => {
-                                let mut app = register(&socks[1], format!("server {i}"))?;
+                                let mut app =
+                                    register(&socks[1], format!("server {i}"), p.small_queues)?;
                                 let listener = app.listen(port)?;
                                 Server::Etran(Box::new(app), listener)
                             }
@@ -292,9 +295,11 @@ enum Server {
     Linux(linux_echo::Server),
 }
 
-/// Registers an app with the daemon at `sock`; `role` names it in the leak check.
-fn register(sock: &Path, role: String) -> anyhow::Result<Probed> {
-    let app = App::open(sock)?;
+/// Registers an app with the daemon at `sock`; `role` names it in the leak check; its paced
+/// connections keep their small queues as `small_queues` says.
+fn register(sock: &Path, role: String, small_queues: bool) -> anyhow::Result<Probed> {
+    let mut app = App::open(sock)?;
+    app.set_small_queues(small_queues);
     let tx_free_at_open = app.port().tx_frames().available();
     Ok(Probed { app, role, tx_free_at_open })
 }
@@ -504,7 +509,7 @@ fn client(
     let share = &p.shares[index];
     p.client.enter()?;
     super::support::pin_to_cpu(share.client_cpu)?;
-    let mut app = register(sock, format!("client {index}"))?;
+    let mut app = register(sock, format!("client {index}"), p.small_queues)?;
     let mut result = ClientResult::new();
     let mut conns = Vec::with_capacity(share.conns as usize);
     for i in 0..share.conns {

@@ -21,6 +21,7 @@ pub mod rto;
 pub mod sack;
 pub mod segment;
 pub mod seq;
+pub mod small_queues;
 pub mod stream;
 pub mod window;
 
