@@ -426,9 +426,11 @@ impl SlowPath {
 
     /// Runs the TCP ingress program over a captured frame, as if it arrived from the NIC now:
     /// with the connection in the fast path it is checked, applied, acknowledged and handed to
-    /// the app's port. One `BPF_PROG_RUN` call (≈ 15 µs: reference/machine-facts.md).
+    /// the app's port. One `BPF_PROG_RUN` call (≈ 15 µs: reference/machine-facts.md). As
+    /// arriving on the NIC, not on the loopback: on native, ingress hands the frame to the app's
+    /// AF_XDP socket, which is bound to the NIC and takes no frame received on another device.
     fn replay(&mut self, frame: &[u8]) {
-        match crate::xsk::run_live_frames(self.ingress.as_fd(), frame, 0, 1) {
+        match crate::xsk::run_live_frames(self.ingress.as_fd(), frame, self.ifindex as u32, 1) {
             Ok(()) => self.stats.replayed += 1,
             Err(e) => {
                 self.stats.dropped += 1;
