@@ -3,11 +3,17 @@
 //! it from eTran, every byte checked, each timed against Linux to Linux on the same switch in
 //! the same run. Also checks that eTran resent nothing the network had not lost: the Linux
 //! receiver reports every duplicate it gets with a D-SACK (counted in its netstat), and eTran's
-//! resent segments stay within the switch's drops. Needs root.
+//! resent segments stay within the switch's drops; and that eTran's receiver kept what arrived
+//! out of order, so the Linux sender resent no more than the switch lost. Needs root.
+//!
+//! Two switches: one without a rate limit, where the hosts' CPUs set the pace and every ACK
+//! comes back within the sender's own `sendto` (the stock kernel runs the whole path per frame
+//! there), and one with a 1 Gbit/s bottleneck, where the link sets the pace and ACKs return
+//! while the sender goes on, as on a real network.
 //!
 //! The times are printed (run with --nocapture). Random loss makes them noisy, so each transfer
 //! runs `ROUNDS` times and the medians are compared, with a margin over the issue's 2x target
-//! (see `MAX_RATIO`).
+//! where the CPU sets the pace (see `MAX_RATIO`).
 use std::{
     io::{ErrorKind, Read, Write},
     net::{SocketAddrV4, TcpListener, TcpStream},
@@ -35,7 +41,16 @@ const ROUNDS: usize = 3;
 /// eTran's sender needed no more retransmission timeouts than Linux's senders (Linux to Linux,
 /// both ways, same rounds) plus one, and that nothing was resent needlessly.
 const MAX_RATIO: f64 = 4.0;
+/// Behind a bottleneck the link, not the CPU, sets the pace: there the issue's 2x target itself
+/// is asserted (measured: 1.0 to 1.1x both ways).
+const BOTTLENECK_BPS: u64 = 1_000_000_000;
+const BOTTLENECK_MAX_RATIO: f64 = 2.0;
 const DEADLINE: Duration = Duration::from_secs(60);
+/// The app sleeps when it has nothing to do (as the bench and real apps do), at most this long
+/// between checks of the Linux side: an app spinning on one of this machine's two CPUs would
+/// take the Linux peer's (its reader got the CPU only at the scheduler's tick, every 4 ms,
+/// and its window closed meanwhile).
+const POLL: Duration = Duration::from_millis(1);
 
 /// Duplicates a Linux host received (it D-SACKs each: RFC 2883).
 fn duplicates_received() -> u64 {
@@ -69,6 +84,11 @@ fn linux_timeouts() -> u64 {
     net_stat("TcpExt:TCPTimeouts")
 }
 
+/// Segments the calling thread's namespace's Linux TCP resent, and its tail-loss probes.
+fn linux_resent() -> (u64, u64) {
+    (net_stat("Tcp:RetransSegs"), net_stat("TcpExt:TCPLossProbes"))
+}
+
 struct Bed {
     hosts: EtranHosts,
     app: App,
@@ -79,9 +99,10 @@ struct Bed {
 }
 
 impl Bed {
-    fn new() -> Bed {
+    fn new(rate_bps: Option<u64>) -> Bed {
         let mut spec = Spec::new("", 2);
         spec.loss = std::env::var("ETRAN_TEST_LOSS").map_or(LOSS, |v| v.parse().unwrap());
+        spec.rate_bps = rate_bps;
         let hosts = EtranHosts::first_only("tcploss", spec);
         let app = App::open(&hosts.daemons[0].sock).unwrap();
         let (h1, h2) = (hosts.ns(1), hosts.ns(2));
@@ -140,7 +161,7 @@ impl Bed {
             let mut buf = vec![0u8; 64 << 10];
             let start = Instant::now();
             while got.len() < SIZE {
-                self.app.poll().unwrap();
+                self.app.wait(Some(POLL)).unwrap();
                 match self.app.recv(id, &mut buf) {
                     Ok(n) => got.extend_from_slice(&buf[..n]),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
@@ -178,7 +199,7 @@ impl Bed {
             let t0 = Instant::now();
             let mut sent = 0;
             while !rx.is_finished() {
-                self.app.poll().unwrap();
+                self.app.wait(Some(POLL)).unwrap();
                 if sent < SIZE {
                     match self.app.send(id, &data[sent..]) {
                         Ok(n) => sent += n,
@@ -211,7 +232,19 @@ impl Bed {
 #[test]
 fn ten_mb_at_one_percent_loss_against_linux_both_ways() {
     let Some(_root) = common::root::alone() else { return };
-    let mut bed = Bed::new();
+    both_ways(None, MAX_RATIO);
+}
+
+#[test]
+fn ten_mb_at_one_percent_loss_behind_a_gigabit_bottleneck() {
+    let Some(_root) = common::root::alone() else { return };
+    both_ways(Some(BOTTLENECK_BPS), BOTTLENECK_MAX_RATIO);
+}
+
+/// `ROUNDS` rounds of the four transfers on a lossy switch with bottleneck `rate_bps`; in
+/// release builds eTran's medians may take `max_ratio` times Linux's.
+fn both_ways(rate_bps: Option<u64>, max_ratio: f64) {
+    let mut bed = Bed::new(rate_bps);
     let (h1, h2, ip1, ip2) = (bed.h1.clone(), bed.h2.clone(), bed.ip1, bed.ip2);
     let mut times: [Vec<Duration>; 4] = Default::default();
     let mut port = 7400;
@@ -221,10 +254,27 @@ fn ten_mb_at_one_percent_loss_against_linux_both_ways() {
         let rtos0 = in_netns(&h2, linux_timeouts);
         times[0].push(bed.linux_to_linux(&h2, &h1, ip1, port));
         linux_rtos += in_netns(&h2, linux_timeouts) - rtos0;
+        let (lost0, (resent0, probes0)) = (bed.lost(), in_netns(&h2, linux_resent));
         times[1].push(bed.linux_to_etran(port + 1));
+        let (resent1, probes1) = in_netns(&h2, linux_resent);
+        let (lost, linux_resent, linux_probes) =
+            (bed.lost() - lost0, resent1 - resent0, probes1 - probes0);
         let rtos0 = in_netns(&h1, linux_timeouts);
         times[2].push(bed.linux_to_linux(&h1, &h2, ip2, port + 2));
         linux_rtos += in_netns(&h1, linux_timeouts) - rtos0;
+        println!(
+            "  Linux→eTran: Linux resent {linux_resent} segments ({linux_probes} tail-loss \
+             probes), switch lost {lost} frames (data and ACKs)"
+        );
+        // Out-of-order data eTran's ingress cannot hold is dropped, and Linux sends it again:
+        // with four intervals held, Linux resent 2.5 to 10 times what the switch lost. Some
+        // duplicates remain (up to 0.4 times the losses measured): eTran acknowledges a burst
+        // once, and when it touched more intervals than the ACK's three SACK blocks report,
+        // Linux resends what was held but never reported.
+        assert!(
+            linux_resent <= lost * 3 / 2 + linux_probes,
+            "Linux resent {linux_resent} segments to eTran, the switch lost {lost} frames"
+        );
         let lost0 = bed.lost();
         let (t, Sent { resent, timeouts, probes }, dups) = bed.etran_to_linux(port + 3);
         etran_rtos += timeouts;
@@ -253,14 +303,15 @@ fn ten_mb_at_one_percent_loss_against_linux_both_ways() {
         "eTran's sender timed out {etran_rtos} times in {ROUNDS} rounds, Linux's {linux_rtos}"
     );
     let [ll_in, le, ll_out, el] = times.map(median);
-    println!("medians of {ROUNDS} (h1 = eTran's host, h2 = Linux; 10 MB):");
+    let switch = rate_bps.map_or("no rate limit".into(), |r| format!("{} Mbit/s", r / 1_000_000));
+    println!("medians of {ROUNDS} (h1 = eTran's host, h2 = Linux; 10 MB; {switch}):");
     println!("  receiving: Linux {ll_in:?}, eTran {le:?} ({:.2}x)", ratio(le, ll_in));
     println!("  sending:   Linux {ll_out:?}, eTran {el:?} ({:.2}x)", ratio(el, ll_out));
     if cfg!(debug_assertions) {
         return;
     }
-    assert!(ratio(le, ll_in) <= MAX_RATIO, "eTran receiving: {le:?} vs Linux {ll_in:?}");
-    assert!(ratio(el, ll_out) <= MAX_RATIO, "eTran sending: {el:?} vs Linux {ll_out:?}");
+    assert!(ratio(le, ll_in) <= max_ratio, "eTran receiving: {le:?} vs Linux {ll_in:?}");
+    assert!(ratio(el, ll_out) <= max_ratio, "eTran sending: {el:?} vs Linux {ll_out:?}");
 }
 
 fn ratio(a: Duration, b: Duration) -> f64 {

@@ -27,7 +27,7 @@ enum tcp_conn_flag {
 
 /* Selective acknowledgement on the receive side (RFC 2018, 2883). */
 enum tcp_sack_limit {
-	TCP_OOO_MAX = 4, /* out-of-order intervals ingress holds per connection */
+	TCP_OOO_MAX = 16, /* out-of-order intervals ingress holds per connection */
 	/* SACK blocks one segment carries: 40 bytes of options hold 4, or 3 next to the
 	 * timestamp option (each block 8 bytes, plus 2 NOPs, kind and length). */
 	TCP_SACK_MAX_BLOCKS = 4,

@@ -101,34 +101,64 @@ static __always_inline void note_dsack(struct tcp_conn *c, __u32 start, __u32 en
 	c->ack_now = 1;
 }
 
+/* The interval code below has no branch per interval: with TCP_OOO_MAX intervals, a branch
+ * each would multiply the paths the verifier walks (2^TCP_OOO_MAX). Each interval instead
+ * yields 0/1 flags and all-ones/zero masks (hidden from the compiler, which would turn a
+ * masked merge back into a branch), the loops stay loops (unrolled, they would spill past the
+ * stack's 512 bytes), and the intervals kept are compacted in place, each
+ * written at the next free index whether kept or not (a slot past the ones kept holds
+ * garbage until the count says it is in use). */
+
+/* 1 when sequence number a is before b, else 0 (before(), as a number). */
+static __always_inline __u32 ooo_before(__u32 a, __u32 b)
+{
+	__u32 d = a - b;
+
+	barrier_var(d);
+	return d >> 31;
+}
+
+/* All ones when flag (0 or 1) is set, else 0; opaque to the compiler. */
+static __always_inline __u32 ooo_mask(__u32 flag)
+{
+	__u32 m = -flag;
+
+	barrier_var(m);
+	return m;
+}
+
+/* b where m is all ones, else a. */
+static __always_inline __u32 ooo_pick(__u32 a, __u32 b, __u32 m)
+{
+	return (a & ~m) | (b & m);
+}
+
 /* In-order data advanced rcv_nxt: every interval it reached is in order now, and the bytes
- * past the new frontier that they held are too. One pass suffices: intervals never touch, so
- * none starts within another's reach. */
+ * past the new frontier that they held are too. Intervals never touch, so the ones reached
+ * are those starting at or before rcv_nxt, and the frontier moves to the furthest end. */
 static __always_inline void merge_ooo(struct tcp_conn *c, struct verdict *v)
 {
-	struct tcp_seq_range keep[TCP_OOO_MAX] = {};
-	__u32 from = c->rcv_nxt, n, kept = 0, reached = 0;
+	__u32 from = c->rcv_nxt, front = from, n = c->ooo_n, kept = 0, reached = 0;
 
+#pragma clang loop unroll(disable)
 	for (__u32 i = 0; i < TCP_OOO_MAX; i++) {
-		if (i >= c->ooo_n)
-			break;
-		if (after(c->ooo[i].start, c->rcv_nxt)) {
-			keep[kept++ & (TCP_OOO_MAX - 1)] = c->ooo[i];
-			continue;
-		}
-		reached = 1;
-		if (after(c->ooo[i].end, c->rcv_nxt)) {
-			n = c->ooo[i].end - c->rcv_nxt;
-			/* Intervals lie within the window; the clamp keeps a bad insert harmless. */
-			if (n > c->rcv_wnd)
-				n = c->rcv_wnd;
-			advance(c, n);
-		}
+		struct tcp_seq_range r = c->ooo[i];
+		__u32 used = ooo_before(i, n); /* i < n (both small) */
+		__u32 ahead = ooo_before(from, r.start);
+		__u32 reach = used & (ahead ^ 1);
+
+		c->ooo[kept & (TCP_OOO_MAX - 1)] = r;
+		kept += used & ahead;
+		reached |= reach;
+		front = ooo_pick(front, r.end, ooo_mask(reach & ooo_before(front, r.end)));
 	}
 	if (!reached)
 		return;
-	for (__u32 i = 0; i < TCP_OOO_MAX; i++)
-		c->ooo[i] = keep[i];
+	n = front - from;
+	/* Intervals lie within the window; the clamp keeps a bad insert harmless. */
+	if (n > c->rcv_wnd)
+		n = c->rcv_wnd;
+	advance(c, n);
 	c->ooo_n = kept;
 	c->ack_now = 1; /* a filled gap is ACKed at once (RFC 5681 4.2) */
 	v->meta.merged = c->rcv_nxt - from;
@@ -147,32 +177,33 @@ enum ooo_verdict {
  * received segment, so its SACK block goes first); the others keep their order behind it. */
 static __always_inline enum ooo_verdict hold_ooo(struct tcp_conn *c, __u32 seq, __u32 end)
 {
-	struct tcp_seq_range keep[TCP_OOO_MAX] = {};
-	__u32 lo = seq, hi = end, kept = 0, touched = 0, dup = 0;
+	__u32 lo = seq, hi = end, n = c->ooo_n, kept = 0, touched = 0, dup = 0;
 
+#pragma clang loop unroll(disable)
 	for (__u32 i = 0; i < TCP_OOO_MAX; i++) {
-		if (i >= c->ooo_n)
-			break;
-		if (after(c->ooo[i].start, end) || before(c->ooo[i].end, seq)) {
-			keep[kept++ & (TCP_OOO_MAX - 1)] = c->ooo[i];
-			continue;
-		}
+		struct tcp_seq_range r = c->ooo[i];
+		__u32 used = ooo_before(i, n); /* i < n (both small) */
+		__u32 apart = ooo_before(end, r.start) | ooo_before(r.end, seq);
+		__u32 join = used & (apart ^ 1);
+
+		c->ooo[kept & (TCP_OOO_MAX - 1)] = r;
+		kept += used & apart;
+		touched |= join;
 		/* All of it held already: still moved to the front, so that the block holding
 		 * the D-SACK'd bytes follows the D-SACK block (RFC 2883 4). */
-		if (!after(c->ooo[i].start, seq) && !before(c->ooo[i].end, end))
-			dup = 1;
-		touched = 1;
-		if (before(c->ooo[i].start, lo))
-			lo = c->ooo[i].start;
-		if (after(c->ooo[i].end, hi))
-			hi = c->ooo[i].end;
+		dup |= join & (ooo_before(seq, r.start) ^ 1) & (ooo_before(r.end, end) ^ 1);
+		lo = ooo_pick(lo, r.start, ooo_mask(join & ooo_before(r.start, lo)));
+		hi = ooo_pick(hi, r.end, ooo_mask(join & ooo_before(hi, r.end)));
 	}
 	if (!touched && kept >= TCP_OOO_MAX)
-		return OOO_FULL;
+		return OOO_FULL; /* every interval was written back where it was */
+	/* The intervals kept move one back (when the new one joined others, kept < n and the
+	 * last slot moved holds garbage), the joined one goes in front. */
+#pragma unroll
+	for (__u32 i = TCP_OOO_MAX - 1; i > 0; i--)
+		c->ooo[i] = c->ooo[i - 1];
 	c->ooo[0].start = lo;
 	c->ooo[0].end = hi;
-	for (__u32 i = 1; i < TCP_OOO_MAX; i++)
-		c->ooo[i] = keep[i - 1];
 	c->ooo_n = kept + 1;
 	if (dup) {
 		note_dsack(c, seq, end);

@@ -100,8 +100,9 @@ static __always_inline __u32 tx_ts_now(void)
 /* SACK blocks the connection has to report: a D-SACK block, then its out-of-order intervals. */
 static __always_inline __u32 tx_sack_owed(const struct tcp_conn *c)
 {
-	__u32 n = (c->ooo_n & 7) + (c->dsack.start != c->dsack.end);
 	__u32 max = (c->flags & TCP_CONN_TIMESTAMPS) ? TCP_SACK_MAX_BLOCKS_TS : TCP_SACK_MAX_BLOCKS;
+	__u32 held = c->ooo_n < max ? c->ooo_n : max;
+	__u32 n = held + (c->dsack.start != c->dsack.end);
 
 	if (!(c->flags & TCP_CONN_SACK))
 		return 0;
