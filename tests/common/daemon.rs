@@ -155,6 +155,19 @@ pub fn port_links(ns: &str) -> Vec<String> {
         .collect()
 }
 
+/// `etran -j stats IFACE`'s daemon and its app ports (null without a daemon), in namespace
+/// `ns`: the ports of either backend.
+pub fn served(ns: &str, iface: &str) -> serde_json::Value {
+    let out = crate::cli::etran_in_ok(ns, &["-j", "stats", iface]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    stats[0]["daemon"].clone()
+}
+
+/// How many app ports the daemon on `iface` in `ns` holds ([`served`]).
+pub fn served_ports(ns: &str, iface: &str) -> usize {
+    served(ns, iface)["ports"].as_array().map_or(0, Vec::len)
+}
+
 /// Entries in the `etran_tcp_conns` map of the datapath on `iface` in namespace `ns`.
 pub fn tcp_conn_count(ns: &str, iface: &str) -> usize {
     use libbpf_rs::MapCore;

@@ -24,6 +24,14 @@ pub mod peer;
 pub mod root;
 pub mod tcp;
 
+/// Whether these tests run on etran's kernel series, where `--backend auto` takes native: the
+/// harness that booted it says so (`ETRAN_E2E_BACKEND=native`, scripts/native-e2e). Anything
+/// else is a stock kernel, on which `auto` takes compat: what a test asserts of the backend does
+/// not rest on etran's own detection of the kernel (which the tests check).
+pub fn on_native() -> bool {
+    std::env::var("ETRAN_E2E_BACKEND").is_ok_and(|b| b == "native")
+}
+
 /// CPU time this thread has used (`getrusage(RUSAGE_THREAD)`): an app that runs on this thread,
 /// without the test binary's other threads (another test, say).
 pub fn thread_cpu() -> std::time::Duration {

@@ -305,9 +305,7 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
 
 /// `etran -j stats va`'s daemon and app ports.
 fn served(ns: &str) -> serde_json::Value {
-    let out = common::cli::etran_in_ok(ns, &["-j", "stats", "va"]);
-    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
-    stats[0]["daemon"].clone()
+    common::daemon::served(ns, "va")
 }
 
 #[test]
