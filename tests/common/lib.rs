@@ -32,6 +32,24 @@ pub fn on_native() -> bool {
     std::env::var("ETRAN_E2E_BACKEND").is_ok_and(|b| b == "native")
 }
 
+/// The processes whose parent is `pid`, from every process's `/proc/PID/stat` (a kernel
+/// without CONFIG_PROC_CHILDREN, as the native guest's, has no `/proc/PID/task/TID/children`).
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut found: Vec<u32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            // `PID (COMM) STATE PPID ...`: COMM may hold spaces and parentheses.
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            rest.split_whitespace().nth(1).and_then(|v| v.parse::<u32>().ok()) == Some(pid)
+        })
+        .collect();
+    found.sort_unstable();
+    found
+}
+
 /// CPU time this thread has used (`getrusage(RUSAGE_THREAD)`): an app that runs on this thread,
 /// without the test binary's other threads (another test, say).
 pub fn thread_cpu() -> std::time::Duration {

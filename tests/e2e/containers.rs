@@ -68,9 +68,8 @@ impl Container {
 
     /// Sends `sig` to the container's init (its PID namespace dies with it).
     fn signal(&mut self, sig: &str) {
-        let init = fs::read_to_string(format!("/proc/{}/task/{0}/children", self.child.id()))
-            .unwrap_or_default();
-        let init = init.split_whitespace().next().expect("the container's init").to_string();
+        let init = common::children(self.child.id());
+        let init = init.first().expect("the container's init").to_string();
         assert!(sh(&format!("kill -{sig} {init}")).status.success());
     }
 

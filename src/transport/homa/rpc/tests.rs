@@ -567,6 +567,29 @@ fn acks_ride_on_the_next_request_to_the_same_server() {
     assert!(drain(&mut a, A).iter().all(|f| f.0.r#type != Type::Ack.byte()), "it went once");
 }
 
+/// A pass slower than the hold (an emulated CPU, an app the host left unscheduled): the response
+/// arrives, the hold's ticks pass before the next request is built, and the tick of the pass
+/// that sends it comes first. The request still carries the ack, and no ACK packet goes.
+#[test]
+fn a_request_after_a_slow_pass_still_carries_the_ack() {
+    let mut ids = HostIds::default();
+    let (mut a, mut b) =
+        (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
+    let rpc = a.start_request(B, vec![1; 100]).unwrap();
+    let (meta, payload, frame) = &drain(&mut a, A)[0];
+    let Some(Event::Request { rpc: srv, .. }) = b.on_rx(meta, payload, frame) else { panic!() };
+    b.respond(srv, vec![2; 10]).unwrap();
+    let (meta, payload, frame) = &drain(&mut b, B)[0];
+    assert!(a.on_rx(meta, payload, frame).is_some());
+    ticks(&mut a, acks::HOLD_TICKS - 1);
+    a.start_request(B, vec![3; 100]).unwrap();
+    ticks(&mut a, 1);
+    let out = drain(&mut a, A);
+    assert_eq!(out.iter().map(|f| f.0.r#type).collect::<Vec<_>>(), [Type::Data.byte()]);
+    let acked = data_ack(&out[0].2).map(|a| (a.client_id, a.server_port));
+    assert_eq!(acked, Some((rpc.id.wire(), B.port())));
+}
+
 #[test]
 fn a_silent_server_fails_the_rpc_with_a_timeout() {
     let mut a = Endpoint::new(A.port(), HostIds::default().block());
