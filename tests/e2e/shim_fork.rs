@@ -574,12 +574,15 @@ fn same_as_linux_against(
             assert_eq!(next_lines(&mut out, 1), ["listening"]);
             servers.push(srv);
         }
-        let out = if etran {
+        let mut cmd = if etran {
             let argv = [&[PYTHON, "-c", script], &args[..]].concat();
-            etran_run(&bed.h1, &daemon.sock, &argv).output().unwrap()
+            etran_run(&bed.h1, &daemon.sock, &argv)
         } else {
-            python_in(&bed.h1, script, &args).output().unwrap()
+            python_in(&bed.h1, script, &args)
         };
+        // A minute: the script's own waits are 10 s at most.
+        let out = common::cli::output_within(&mut cmd, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("etran {etran}: {e}: {}", daemon.log()));
         if !server.ends {
             servers.iter_mut().for_each(|s| drop(s.kill()));
         }
