@@ -302,18 +302,13 @@ fn killed_app_leaves_nothing_behind() {
                 })
             })
             .collect();
-        let ready = wait_for_line(&lines, READY, READY_WITHIN);
-        if ready.is_err() {
+        if let Err(why) = wait_for_line(&lines, READY, READY_WITHIN) {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
             child.wait().unwrap();
             let got: Vec<_> =
                 readers.into_iter().map(|r| r.join().map(|(n, e)| (n, e.kind()))).collect();
-            panic!(
-                "the child app {}: the readers got {got:?}; {}",
-                ready.unwrap_err(),
-                daemon.log()
-            );
+            panic!("the child app {why}: the readers got {got:?}; {}", daemon.log());
         }
         if common::on_native() {
             assert_eq!(served_ports(&a, "va"), 1, "the child's port (a socket on va)");
