@@ -492,6 +492,18 @@ fn a_lost_response_is_sent_again_from_what_was_sent() {
     assert_eq!(events, [Event::Response { rpc, bytes: vec![3; 3000] }]);
 }
 
+/// One RPC from `a` (at [`A`]) to `b` (at [`B`]): a 100-byte request, a 10-byte response, which
+/// `a` receives whole (its ack held from then on).
+fn one_rpc(a: &mut Endpoint, b: &mut Endpoint) -> RpcKey {
+    let rpc = a.start_request(B, vec![1; 100]).unwrap();
+    let (meta, payload, frame) = &drain(a, A)[0];
+    let Some(Event::Request { rpc: srv, .. }) = b.on_rx(meta, payload, frame) else { panic!() };
+    b.respond(srv, vec![2; 10]).unwrap();
+    let (meta, payload, frame) = &drain(b, B)[0];
+    assert_eq!(a.on_rx(meta, payload, frame), Some(Event::Response { rpc, bytes: vec![2; 10] }));
+    rpc
+}
+
 /// The client's ACK is lost: the server, its response all sent, asks for it (NEED_ACK, two ticks
 /// on, then every five), and the ACK that answers it (from the client's ingress) ends the RPC.
 #[test]
@@ -499,12 +511,7 @@ fn a_server_asks_for_the_ack_of_its_response() {
     let mut ids = HostIds::default();
     let (mut a, mut b) =
         (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
-    let rpc = a.start_request(B, vec![1; 100]).unwrap();
-    let (meta, payload, frame) = &drain(&mut a, A)[0];
-    let Some(Event::Request { rpc: srv, .. }) = b.on_rx(meta, payload, frame) else { panic!() };
-    b.respond(srv, vec![2; 10]).unwrap();
-    let (meta, payload, frame) = &drain(&mut b, B)[0];
-    assert_eq!(a.on_rx(meta, payload, frame), Some(Event::Response { rpc, bytes: vec![2; 10] }));
+    one_rpc(&mut a, &mut b);
     ticks(&mut a, acks::HOLD_TICKS);
     let ack = drain(&mut a, A);
     assert_eq!(ack.iter().map(|f| f.0.r#type).collect::<Vec<_>>(), [Type::Ack.byte()]);
@@ -575,12 +582,7 @@ fn a_request_after_a_slow_pass_still_carries_the_ack() {
     let mut ids = HostIds::default();
     let (mut a, mut b) =
         (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
-    let rpc = a.start_request(B, vec![1; 100]).unwrap();
-    let (meta, payload, frame) = &drain(&mut a, A)[0];
-    let Some(Event::Request { rpc: srv, .. }) = b.on_rx(meta, payload, frame) else { panic!() };
-    b.respond(srv, vec![2; 10]).unwrap();
-    let (meta, payload, frame) = &drain(&mut b, B)[0];
-    assert!(a.on_rx(meta, payload, frame).is_some());
+    let rpc = one_rpc(&mut a, &mut b);
     ticks(&mut a, acks::HOLD_TICKS - 1);
     a.start_request(B, vec![3; 100]).unwrap();
     ticks(&mut a, 1);
