@@ -78,11 +78,13 @@ pub fn output_within(cmd: &mut Command, within: Duration) -> Result<Output, Stri
     let out = drain(Box::new(child.stdout.take().unwrap()));
     let err = drain(Box::new(child.stderr.take().unwrap()));
     let deadline = Instant::now() + within;
+    let mut blocked = String::new();
     let status = loop {
         if let Some(st) = child.try_wait().expect("wait") {
             break Some(st);
         }
         if Instant::now() > deadline {
+            blocked = crate::blocked_in(&crate::process_group(child.id()));
             // SAFETY: signalling the process group of our own child.
             unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
             let _ = child.wait();
@@ -94,7 +96,7 @@ pub fn output_within(cmd: &mut Command, within: Duration) -> Result<Output, Stri
     match status {
         Some(status) => Ok(Output { status, stdout, stderr }),
         None => Err(format!(
-            "killed after {within:?}; it printed: {}{}",
+            "killed after {within:?}, its processes then in:\n{blocked}it printed: {}{}",
             String::from_utf8_lossy(&stdout),
             String::from_utf8_lossy(&stderr)
         )),

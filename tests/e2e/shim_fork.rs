@@ -583,8 +583,11 @@ fn same_as_linux_against(
             python_in(&bed.h1, script, &args)
         };
         // A minute: the script's own waits are 10 s at most.
-        let out = common::cli::output_within(&mut cmd, Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("etran {etran}: {e}: {}", daemon.log()));
+        let out =
+            common::cli::output_within(&mut cmd, Duration::from_secs(60)).unwrap_or_else(|e| {
+                let at = common::blocked_in(&[daemon.child.as_ref().unwrap().id()]);
+                panic!("etran {etran}: {e}; the daemon's threads in:\n{at}{}", daemon.log())
+            });
         if !server.ends {
             servers.iter_mut().for_each(|s| drop(s.kill()));
         }
