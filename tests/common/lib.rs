@@ -61,8 +61,9 @@ fn processes_whose(n: usize, value: u32) -> Vec<u32> {
     found
 }
 
-/// Where each thread of `pids` is, a line each: `pid/tid comm state wchan` (what a hung test
-/// says about the processes it waited for).
+/// Where each thread of `pids` is, a line each: `pid/tid comm state wchan syscall` (the
+/// system call's number and arguments, `running` in user space: what a hung test says about
+/// the processes it waited for).
 pub fn blocked_in(pids: &[u32]) -> String {
     let read = |p: String| std::fs::read_to_string(p).unwrap_or_default().trim().to_string();
     let mut out = String::new();
@@ -73,11 +74,12 @@ pub fn blocked_in(pids: &[u32]) -> String {
             let stat = read(format!("{dir}/stat"));
             let state = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().next();
             out += &format!(
-                "{pid}/{} {} {} {}\n",
+                "{pid}/{} {} {} {} [{}]\n",
                 t.file_name().to_string_lossy(),
                 read(format!("{dir}/comm")),
                 state.unwrap_or("?"),
                 read(format!("{dir}/wchan")),
+                read(format!("{dir}/syscall")),
             );
         }
     }
