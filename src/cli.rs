@@ -524,9 +524,10 @@ pub struct TestbedUpArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub queues: u32,
     /// TX queues of every host's NIC: one per app the native backend binds to it (each app's
-    /// AF_XDP socket sends on a queue of its own). Its RX queues stay `--queues`.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub app_queues: u32,
+    /// AF_XDP socket sends on a queue of its own). Its RX queues stay `--queues`. Default: 8 on
+    /// a kernel with etran's hooks (patches/), 1 on a stock kernel or with --direct.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub app_queues: Option<u32>,
     /// MTU of every testbed interface (veth): 1280 up to the most a veth carries to XDP programs
     /// without multi-buffer support (3506 on x86-64 with 4 KiB pages). eTran's TCP and Linux's
     /// both announce an MSS of the MTU less 40.

@@ -77,6 +77,9 @@ pub const BRIDGE: &str = "br0";
 pub const MAX_HOSTS: u8 = 32;
 /// The most RX/TX queues a testbed interface can have.
 pub const MAX_QUEUES: u32 = 64;
+/// TX queues of a switched testbed's host NICs unless asked otherwise, on a kernel with etran's
+/// hooks ([`kernel_app_queues`]): apps per host on the native backend.
+pub const NATIVE_APP_QUEUES: u32 = 8;
 /// The MTU of testbed interfaces unless asked otherwise (Ethernet's).
 pub const DEFAULT_MTU: u32 = 1500;
 /// The smallest testbed MTU: IPv6's minimum link MTU (RFC 8200 5), so that a testbed stays valid
@@ -113,8 +116,9 @@ pub struct Spec {
     pub queues: u32,
     /// TX queues of every host NIC (and RX queues of its switch port), at least `queues`: one
     /// per app the native backend binds to the NIC (each app's socket sends on a queue of its
-    /// own); the NIC keeps `queues` RX queues.
-    pub app_queues: u32,
+    /// own); the NIC keeps `queues` RX queues. None: what the running kernel's backend wants
+    /// ([`Spec::app_queues`]), which building the testbed settles.
+    pub app_queues: Option<u32>,
     /// MTU of every veth (host NICs and switch ports).
     pub mtu: u32,
 }
@@ -134,8 +138,18 @@ impl Spec {
             direct: false,
             nics: None,
             queues: 1,
-            app_queues: 1,
+            app_queues: None,
             mtu: DEFAULT_MTU,
+        }
+    }
+
+    /// The host NICs' TX queues: as asked, else [`kernel_app_queues`] on a switched testbed
+    /// and 1 on a direct one (whose NICs cannot have more, see [`Spec::validate`]).
+    pub fn app_queues(&self) -> u32 {
+        match self.app_queues {
+            Some(q) => q,
+            None if self.direct => 1,
+            None => kernel_app_queues(),
         }
     }
 
@@ -179,10 +193,11 @@ impl Spec {
         if !(1..=MAX_QUEUES).contains(&self.queues) {
             bail!("--queues must be 1 to {MAX_QUEUES}, not {}", self.queues);
         }
-        if !(1..=MAX_QUEUES).contains(&self.app_queues) {
-            bail!("--app-queues must be 1 to {MAX_QUEUES}, not {}", self.app_queues);
+        let app_queues = self.app_queues.unwrap_or(1);
+        if !(1..=MAX_QUEUES).contains(&app_queues) {
+            bail!("--app-queues must be 1 to {MAX_QUEUES}, not {app_queues}");
         }
-        if self.direct && self.app_queues > 1 {
+        if self.direct && app_queues > 1 {
             bail!("--app-queues needs the switch (not --direct): a host NIC's extra TX queues arrive on its switch port's RX queues");
         }
         check_mtu(self.mtu)?;
@@ -224,6 +239,18 @@ impl Spec {
     }
 }
 
+/// TX queues a NIC that etran apps bind to gets unless asked otherwise: [`NATIVE_APP_QUEUES`]
+/// where the kernel has etran's hooks (the native backend binds each app's socket to a TX queue
+/// of its own; a NIC of one queue takes one app), 1 on a stock kernel (compat gives each app a
+/// port of its own, and the NIC stays as it always was).
+pub fn kernel_app_queues() -> u32 {
+    if crate::loader::kernel::has_native_hooks() {
+        NATIVE_APP_QUEUES
+    } else {
+        1
+    }
+}
+
 /// Refuses an MTU a testbed cannot have (see [`MIN_MTU`] and
 /// [`crate::loader::kernel::veth_xdp_max_mtu`]). The default needs no look at the kernel: every
 /// kernel's veth carries it to XDP.
@@ -259,8 +286,8 @@ fn links_marker(spec: &Spec) -> String {
     if spec.mtu != DEFAULT_MTU {
         s += &format!(" mtu={}", spec.mtu);
     }
-    if spec.app_queues > 1 {
-        s += &format!(" app_queues={}", spec.app_queues);
+    if spec.app_queues() > 1 {
+        s += &format!(" app_queues={}", spec.app_queues());
     }
     if let Some([a, b]) = &spec.nics {
         s += &format!(" nics={a},{b}");
@@ -279,7 +306,7 @@ fn parse_mark(alias: &str) -> Option<Mark> {
     let rest = alias.strip_prefix(MARK)?.strip_prefix(' ')?;
     let mut name = None;
     let mut role = None;
-    let mut spec = Spec::new("", 0);
+    let mut spec = Spec { app_queues: Some(1), ..Spec::new("", 0) };
     for kv in rest.split(' ') {
         let (k, v) = kv.split_once('=')?;
         match k {
@@ -295,7 +322,7 @@ fn parse_mark(alias: &str) -> Option<Mark> {
             "topology" => spec.direct = v == "direct",
             "queues" => spec.queues = v.parse().ok()?,
             "mtu" => spec.mtu = v.parse().ok()?,
-            "app_queues" => spec.app_queues = v.parse().ok()?,
+            "app_queues" => spec.app_queues = Some(v.parse().ok()?),
             "nics" => {
                 let (a, b) = v.split_once(',')?;
                 spec.nics = Some([a.to_string(), b.to_string()]);
@@ -434,7 +461,8 @@ impl Testbed {
         Self::build(spec, true)
     }
 
-    fn build(spec: Spec, private: bool) -> anyhow::Result<Testbed> {
+    fn build(mut spec: Spec, private: bool) -> anyhow::Result<Testbed> {
+        spec.app_queues = Some(spec.app_queues());
         spec.validate()?;
         check_names_free(&spec)?;
         let name = spec.name.clone();
@@ -796,7 +824,7 @@ fn build_switch(spec: &Spec, sw: &NetNs, hosts: &[Host], host_ns: &[NetNs]) -> a
         // it, so senders on different CPUs never share one 256-frame ring (with one queue, the
         // ring overflowed whenever the CPU draining it was busy with the other side's work:
         // drops a hardware port, taking frames at line rate, would not have).
-        let app_queues = spec.queues.max(spec.app_queues);
+        let app_queues = spec.queues.max(spec.app_queues());
         let port_rx = app_queues.max(crate::sys::online_cpus().min(MAX_QUEUES as usize) as u32);
         let queues =
             VethQueues { tx: spec.queues, rx: port_rx, peer_tx: app_queues, peer_rx: spec.queues };
@@ -944,7 +972,7 @@ pub fn status(name: &str) -> anyhow::Result<Option<Status>> {
         duplicate: spec.duplicate,
         corrupt: spec.corrupt,
         queues: spec.queues,
-        app_queues: spec.app_queues,
+        app_queues: spec.app_queues(),
         mtu: spec.mtu,
         hosts,
         complete,
@@ -1037,8 +1065,21 @@ mod tests {
     }
 
     #[test]
+    fn host_nics_get_the_kernels_app_queues_unless_asked_or_direct() {
+        let switched = Spec::new("tb", 2);
+        assert_eq!(switched.app_queues, None);
+        assert_eq!(switched.app_queues(), kernel_app_queues());
+        assert_eq!(Spec { app_queues: Some(3), ..switched.clone() }.app_queues(), 3);
+        assert_eq!(Spec { direct: true, ..switched.clone() }.app_queues(), 1);
+        Spec { direct: true, ..switched }.validate().unwrap();
+        let expected =
+            if crate::loader::kernel::has_native_hooks() { NATIVE_APP_QUEUES } else { 1 };
+        assert_eq!(kernel_app_queues(), expected);
+    }
+
+    #[test]
     fn marks_round_trip() {
-        let mut s = Spec::new(&"n".repeat(32), 32);
+        let mut s = Spec { app_queues: Some(1), ..Spec::new(&"n".repeat(32), 32) };
         s.rate_bps = Some(999_999_999_999);
         s.ecn_threshold = Some(u32::MAX);
         s.prio = true;
@@ -1052,11 +1093,11 @@ mod tests {
         assert_eq!(parsed.spec.unwrap(), s);
         let h = parse_mark(&host_marker(&Spec::new("tb", 4), 4)).unwrap();
         assert_eq!((h.name.as_str(), h.role.as_str(), h.spec), ("tb", "h4", None));
-        let direct = Spec { direct: true, ..Spec::new("tb", 2) };
+        let direct = Spec { direct: true, app_queues: Some(1), ..Spec::new("tb", 2) };
         let h = parse_mark(&host_marker(&direct, 2)).unwrap();
         assert_eq!((h.role.as_str(), h.spec), ("h2", Some(direct.clone())));
         // Queues: written only when above 1, absent means 1.
-        assert!(!Spec::new("tb", 2).marker().contains("queues"));
+        assert!(!Spec { app_queues: Some(1), ..Spec::new("tb", 2) }.marker().contains("queues"));
         assert!(!host_marker(&direct, 1).contains("queues"));
         let q = Spec { queues: MAX_QUEUES, ..s.clone() };
         let m = q.marker();
@@ -1072,15 +1113,15 @@ mod tests {
         let dm = Spec { mtu: 1280, queues: 4, ..direct.clone() };
         assert_eq!(parse_mark(&host_marker(&dm, 2)).unwrap().spec, Some(dm));
         // App queues: written only when above 1, absent means 1; not with --direct.
-        let aq = Spec { app_queues: MAX_QUEUES, ..m.clone() };
+        let aq = Spec { app_queues: Some(MAX_QUEUES), ..m.clone() };
         assert!(aq.marker().len() <= 255, "{} bytes", aq.marker().len());
         assert_eq!(parse_mark(&aq.marker()).unwrap().spec.unwrap(), aq);
-        let e = Spec { app_queues: 2, ..direct.clone() }.validate().unwrap_err().to_string();
+        let e = Spec { app_queues: Some(2), ..direct.clone() }.validate().unwrap_err().to_string();
         assert!(e.contains("--app-queues") && !e.contains('\n'), "{e}");
         let old = "etran-testbed v1 name=tb role=sw hosts=3";
         assert_eq!(parse_mark(old).unwrap().spec.unwrap().queues, 1);
         assert_eq!(parse_mark(old).unwrap().spec.unwrap().mtu, DEFAULT_MTU);
-        assert_eq!(parse_mark(old).unwrap().spec.unwrap().app_queues, 1);
+        assert_eq!(parse_mark(old).unwrap().spec.unwrap().app_queues, Some(1));
         let h = parse_mark(&host_marker(&Spec { queues: 2, ..Spec::new("tb", 2) }, 1)).unwrap();
         assert_eq!(h.spec, None);
         assert_eq!(parse_mark("my own alias"), None);
@@ -1092,7 +1133,8 @@ mod tests {
     #[test]
     fn hosts_over_given_nics_know_which_to_give_back() {
         let nics = Some(["eth0".to_string(), "eth1".to_string()]);
-        let spec = Spec { direct: true, nics: nics.clone(), ..Spec::new("tb", 2) };
+        let spec =
+            Spec { direct: true, nics: nics.clone(), app_queues: Some(1), ..Spec::new("tb", 2) };
         spec.validate().unwrap();
         for (i, nic) in [(1, "eth0"), (2, "eth1")] {
             let h = parse_mark(&host_marker(&spec, i)).unwrap();

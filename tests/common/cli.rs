@@ -1,8 +1,10 @@
 //! The `etran` binary as a user runs it: on the host, or in a namespace (`ip netns exec`).
 use std::{
+    io::Read,
     path::Path,
-    process::{Command, Output},
+    process::{Command, Output, Stdio},
     sync::OnceLock,
+    time::{Duration, Instant},
 };
 
 /// The `etran` binary cargo builds beside the test binaries: the tests run in
@@ -52,4 +54,51 @@ pub fn bench_echo_bulk(extra: &[&str]) -> serde_json::Value {
     let out = etran(&args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("bench echo's JSON report")
+}
+
+/// `cmd`'s output, as [`Command::output`], but killed (SIGKILL to its process group, which
+/// its forks share) once `within` passed: `Err` then holds what it printed so far (stdout and
+/// stderr), so that a test that hangs says where.
+pub fn output_within(cmd: &mut Command, within: Duration) -> Result<Output, String> {
+    use std::os::unix::process::CommandExt;
+    let mut child = cmd
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + within;
+    let mut blocked = String::new();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            blocked = crate::blocked_in(&crate::process_group(child.id()));
+            // SAFETY: signalling the process group of our own child.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
+    match status {
+        Some(status) => Ok(Output { status, stdout, stderr }),
+        None => Err(format!(
+            "killed after {within:?}, its processes then in:\n{blocked}it printed: {}{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        )),
+    }
 }

@@ -118,7 +118,8 @@ impl Drop for Daemon {
     }
 }
 
-/// A veth pair (`va` in `<name>-a`, `vb` in `<name>-b`) with `etran up va` done, GRO on `vb`
+/// A veth pair for apps ([`crate::netns::VethPair::for_apps`]: `va` in `<name>-a`, `vb` in
+/// `<name>-b`) with `etran up va` done, GRO on `vb`
 /// (frames redirected out of `va` reach `vb` only if it runs NAPI: the veth rule) and TX checksum
 /// offload off on `vb` (Linux would leave its checksums partial, which etran's ingress drops).
 pub fn etran_up_pair(name: &str) -> crate::netns::VethPair {
@@ -129,7 +130,7 @@ pub fn etran_up_pair(name: &str) -> crate::netns::VethPair {
 pub fn etran_up_pair_at(name: &str, mtu: u32) -> crate::netns::VethPair {
     use etran::loader::pins;
     pins::ensure_bpffs(std::path::Path::new(pins::BPFFS_ROOT)).unwrap();
-    let net = crate::netns::VethPair::new(name);
+    let net = crate::netns::VethPair::for_apps(name);
     net.set_mtu(mtu);
     let out = Command::new("ip")
         .args(["netns", "exec", &net.a, crate::cli::etran_bin(), "up", "va"])
@@ -152,6 +153,19 @@ pub fn port_links(ns: &str) -> Vec<String> {
         .map(|n| n.trim().split('@').next().unwrap().to_string())
         .filter(|n| etran::backend::compat::port::is_port_name(n))
         .collect()
+}
+
+/// `etran -j stats IFACE`'s daemon and its app ports (null without a daemon), in namespace
+/// `ns`: the ports of either backend.
+pub fn served(ns: &str, iface: &str) -> serde_json::Value {
+    let out = crate::cli::etran_in_ok(ns, &["-j", "stats", iface]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    stats[0]["daemon"].clone()
+}
+
+/// How many app ports the daemon on `iface` in `ns` holds ([`served`]).
+pub fn served_ports(ns: &str, iface: &str) -> usize {
+    served(ns, iface)["ports"].as_array().map_or(0, Vec::len)
 }
 
 /// Entries in the `etran_tcp_conns` map of the datapath on `iface` in namespace `ns`.

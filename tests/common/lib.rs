@@ -24,6 +24,68 @@ pub mod peer;
 pub mod root;
 pub mod tcp;
 
+/// Whether these tests run on etran's kernel series, where `--backend auto` takes native: the
+/// harness that booted it says so (`ETRAN_E2E_BACKEND=native`, scripts/native-e2e). Anything
+/// else is a stock kernel, on which `auto` takes compat: what a test asserts of the backend does
+/// not rest on etran's own detection of the kernel (which the tests check).
+pub fn on_native() -> bool {
+    std::env::var("ETRAN_E2E_BACKEND").is_ok_and(|b| b == "native")
+}
+
+/// The processes whose parent is `pid`, from every process's `/proc/PID/stat` (a kernel
+/// without CONFIG_PROC_CHILDREN, as the native guest's, has no `/proc/PID/task/TID/children`).
+pub fn children(pid: u32) -> Vec<u32> {
+    processes_whose(1, pid)
+}
+
+/// The processes of process group `pgid`.
+pub fn process_group(pgid: u32) -> Vec<u32> {
+    processes_whose(2, pgid)
+}
+
+/// The processes whose field `n` after the state in `/proc/PID/stat` (1: the parent, 2: the
+/// process group) is `value`, sorted.
+fn processes_whose(n: usize, value: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut found: Vec<u32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            // `PID (COMM) STATE PPID PGRP ...`: COMM may hold spaces and parentheses.
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            rest.split_whitespace().nth(n).and_then(|v| v.parse::<u32>().ok()) == Some(value)
+        })
+        .collect();
+    found.sort_unstable();
+    found
+}
+
+/// Where each thread of `pids` is, a line each: `pid/tid comm state wchan syscall` (the
+/// system call's number and arguments, `running` in user space: what a hung test says about
+/// the processes it waited for).
+pub fn blocked_in(pids: &[u32]) -> String {
+    let read = |p: String| std::fs::read_to_string(p).unwrap_or_default().trim().to_string();
+    let mut out = String::new();
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for t in tasks.flatten() {
+            let dir = t.path().display().to_string();
+            let stat = read(format!("{dir}/stat"));
+            let state = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().next();
+            out += &format!(
+                "{pid}/{} {} {} {} [{}]\n",
+                t.file_name().to_string_lossy(),
+                read(format!("{dir}/comm")),
+                state.unwrap_or("?"),
+                read(format!("{dir}/wchan")),
+                read(format!("{dir}/syscall")),
+            );
+        }
+    }
+    out
+}
+
 /// CPU time this thread has used (`getrusage(RUSAGE_THREAD)`): an app that runs on this thread,
 /// without the test binary's other threads (another test, say).
 pub fn thread_cpu() -> std::time::Duration {

@@ -20,12 +20,26 @@ pub struct VethPair {
 
 impl VethPair {
     pub fn new(name: &str) -> VethPair {
+        VethPair::with_app_queues(name, 1)
+    }
+
+    /// A pair whose `va` etran apps bind to: as many TX queues as the kernel's backend wants
+    /// ([`etran::testbed::kernel_app_queues`]: on native each app sends on a queue of its own),
+    /// each arriving on the RX queue of its number of `vb` (with GRO, through its NAPI). One
+    /// queue each way on a stock kernel, as [`VethPair::new`].
+    pub fn for_apps(name: &str) -> VethPair {
+        VethPair::with_app_queues(name, etran::testbed::kernel_app_queues())
+    }
+
+    /// `q` TX queues on `va` and RX queues on `vb` (one the other way).
+    fn with_app_queues(name: &str, q: u32) -> VethPair {
         let pair = VethPair { a: format!("{name}-a"), b: format!("{name}-b") };
         pair.remove();
         let (a, b) = (&pair.a, &pair.b);
         sh(&format!(
             "ip netns add {a} && ip netns add {b} && \
-             ip link add va netns {a} type veth peer name vb netns {b} && \
+             ip link add va netns {a} numtxqueues {q} numrxqueues 1 type veth \
+             peer name vb netns {b} numtxqueues 1 numrxqueues {q} && \
              ip -n {a} addr add 10.77.0.1/24 dev va && ip -n {b} addr add 10.77.0.2/24 dev vb && \
              ip -n {a} link set va up && ip -n {b} link set vb up && \
              ip -n {a} link set lo up && ip -n {b} link set lo up"

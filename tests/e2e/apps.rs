@@ -194,10 +194,7 @@ time.sleep(3)
     std::io::BufRead::read_line(&mut std::io::BufReader::new(c.stdout.take().unwrap()), &mut line)
         .unwrap();
     assert_eq!(line.trim(), "idle");
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
-    let pids: Vec<u32> = std::iter::once(pid)
-        .chain(children.split_whitespace().filter_map(|p| p.parse().ok()))
-        .collect();
+    let pids: Vec<u32> = std::iter::once(pid).chain(common::children(pid)).collect();
     std::thread::sleep(Duration::from_millis(300));
     let total = || pids.iter().map(|&p| cpu_time(p)).sum::<Duration>();
     let (t0, c0) = (Instant::now(), total());

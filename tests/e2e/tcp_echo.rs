@@ -8,7 +8,7 @@ use std::{
 };
 
 use common::{
-    daemon::{port_links, register, tcp_conn_count, DaemonPair, EtranHosts},
+    daemon::{port_links, register, served_ports, tcp_conn_count, DaemonPair, EtranHosts},
     fixture::Rng,
     netns::in_netns,
 };
@@ -202,6 +202,33 @@ fn killed_app_child() {
     }
 }
 
+/// How long the child app may take to stream [`KILL_CONNS`] × 256 KB (seconds in a guest under
+/// TCG, milliseconds on the host).
+const READY_WITHIN: Duration = Duration::from_secs(60);
+
+/// Waits for a line of `lines` holding `word`: Err says why none came (the sender ended, or
+/// `within` passed).
+fn wait_for_line(
+    lines: &std::sync::mpsc::Receiver<String>,
+    word: &str,
+    within: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) if l.contains(word) => return Ok(()),
+            Ok(_) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                return Err(format!("printed no {word} within {within:?}"))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(format!("died before printing {word}"))
+            }
+        }
+    }
+}
+
 /// An app SIGKILLed while it streams to Linux peers: its peers get an RST, and its port, its
 /// connections and the daemon's descriptors for it are gone.
 #[test]
@@ -222,7 +249,16 @@ fn killed_app_leaves_nothing_behind() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The child's lines, through a thread: the wait for READY has a deadline.
+    let (line_tx, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line_tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
     let addr: std::net::SocketAddr = format!("10.77.0.1:{KILL_PORT}").parse().unwrap();
     // The child listens once it printed nothing yet but registered: retry the first connect.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -266,9 +302,19 @@ fn killed_app_leaves_nothing_behind() {
                 })
             })
             .collect();
-        let ready = lines.by_ref().map_while(Result::ok).any(|l| l.contains(READY));
-        assert!(ready, "the child app died before streaming: {}", daemon.log());
-        assert_eq!(port_links(&a).len(), 2, "the child's port");
+        if let Err(why) = wait_for_line(&lines, READY, READY_WITHIN) {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            child.wait().unwrap();
+            let got: Vec<_> =
+                readers.into_iter().map(|r| r.join().map(|(n, e)| (n, e.kind()))).collect();
+            panic!("the child app {why}: the readers got {got:?}; {}", daemon.log());
+        }
+        if common::on_native() {
+            assert_eq!(served_ports(&a, "va"), 1, "the child's port (a socket on va)");
+        } else {
+            assert_eq!(port_links(&a).len(), 2, "the child's port");
+        }
         assert_eq!(tcp_conn_count(&a, "va"), KILL_CONNS);
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
@@ -280,7 +326,7 @@ fn killed_app_leaves_nothing_behind() {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !port_links(&a).is_empty() || tcp_conn_count(&a, "va") > 0 {
+    while !port_links(&a).is_empty() || served_ports(&a, "va") > 0 || tcp_conn_count(&a, "va") > 0 {
         assert!(Instant::now() < deadline, "state left behind: {}", daemon.log());
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -148,7 +148,7 @@ pub fn run(args: EchoArgs, out: &Output) -> anyhow::Result<()> {
         direct: args.direct,
         nics: args.nics.clone(),
         // Native: each app's socket sends on a NIC queue of its own, one app per thread.
-        app_queues: if native { args.threads } else { 1 },
+        app_queues: Some(if native { args.threads } else { 1 }),
         ..testbed::Spec::new("", 2)
     })?;
     let sides = Sides { client: tb.netns(1)?, server: tb.netns(2)?, server_ip: tb.host(2).ip };

@@ -176,7 +176,7 @@ pub fn run(args: RpcArgs, out: &Output) -> anyhow::Result<()> {
     let native = backend == etran_backend::ETRAN_BACKEND_NATIVE;
     let tb = testbed::Testbed::private_with(testbed::Spec {
         // Native: each socket sends on a NIC queue of its own (client threads, server ports).
-        app_queues: if native { args.threads.max(ports(&args)) } else { 1 },
+        app_queues: Some(if native { args.threads.max(ports(&args)) } else { 1 }),
         loss: args.loss,
         rate_bps: args.rate,
         prio: args.prio,

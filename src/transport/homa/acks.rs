@@ -2,7 +2,8 @@
 //! (HomaModule keeps them per peer, homa_peer.c). Each rides to its server on the next DATA the
 //! client sends there, one per packet (the DATA header's `ack`), so that back-to-back RPCs cost
 //! two packets each, not three; one that finds nothing to ride on within [`HOLD_TICKS`] goes in
-//! an ACK packet of its own, and so does one the server asks for (NEED_ACK).
+//! an ACK packet of its own (unless a DATA to its server is ready to go by then: it rides on that
+//! one), and so does one the server asks for (NEED_ACK).
 //!
 //! An ack rides only to the server address and port of its own RPC: a server host's ports may
 //! belong to different apps, and the app whose port served the RPC is the one that must forget
@@ -58,10 +59,19 @@ impl PendingAcks {
     }
 
     /// At tick `now`, the acks that waited [`HOLD_TICKS`] without a DATA to ride on: each goes
-    /// in an ACK packet.
-    pub fn due(&mut self, now: u32) -> Vec<(SocketAddrV4, RpcId)> {
+    /// in an ACK packet. Those to a server `data_ready` names (a DATA to it may go now, which
+    /// takes them: the pass that ticks sends after) stay: a pass slower than the hold (an app
+    /// the host leaves unscheduled, an emulated CPU) still lets the next request carry the ack.
+    pub fn due(
+        &mut self,
+        now: u32,
+        data_ready: impl Fn(SocketAddrV4) -> bool,
+    ) -> Vec<(SocketAddrV4, RpcId)> {
         let mut out = Vec::new();
         self.held.retain(|&server, q| {
+            if data_ready(server) {
+                return true;
+            }
             while q.front().is_some_and(|&(_, at)| now.wrapping_sub(at) >= HOLD_TICKS) {
                 let (id, _) = q.pop_front().expect("a front");
                 out.push((server, id));
@@ -114,16 +124,28 @@ mod tests {
         p.push(S1, id(1), 10);
         p.push(S1, id(2), 11);
         p.push(S2, id(3), 11);
-        assert_eq!(p.due(11), []);
-        assert_eq!(p.due(12), [(S1, id(1))]);
-        let mut rest = p.due(13);
+        let none = |_| false;
+        assert_eq!(p.due(11, none), []);
+        assert_eq!(p.due(12, none), [(S1, id(1))]);
+        let mut rest = p.due(13, none);
         rest.sort();
         assert_eq!(rest, [(S1, id(2)), (S2, id(3))]);
         assert!(p.is_empty());
         // The tick counter wraps.
         p.push(S1, id(4), u32::MAX);
-        assert_eq!(p.due(0), []);
-        assert_eq!(p.due(1), [(S1, id(4))]);
+        assert_eq!(p.due(0, none), []);
+        assert_eq!(p.due(1, none), [(S1, id(4))]);
+    }
+
+    /// Past the hold, an ack whose server has a DATA ready to go waits for it; the others go.
+    #[test]
+    fn one_with_a_data_ready_to_its_server_keeps_waiting_for_it() {
+        let mut p = PendingAcks::default();
+        p.push(S1, id(1), 10);
+        p.push(S2, id(2), 10);
+        assert_eq!(p.due(15, |s| s == S1), [(S2, id(2))]);
+        assert_eq!(p.take_one(S1), Some(id(1)), "the DATA to S1 takes it");
+        assert!(p.is_empty());
     }
 
     #[test]

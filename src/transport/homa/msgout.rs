@@ -239,6 +239,12 @@ impl<K: Ord + Copy> Sender<K> {
         !self.ready.is_empty() || !self.resending.is_empty()
     }
 
+    /// Whether a packet of a message whose key `which` picks may go now (it is among those
+    /// [`Sender::next_segment`] chooses from).
+    pub fn ready_for(&self, which: impl Fn(&K) -> bool) -> bool {
+        self.ready.iter().chain(&self.resending).any(|(_, _, k)| which(k))
+    }
+
     /// Bytes of the message sent once, and the most it may send now: the loss timer's view.
     pub fn progress(&self, key: K) -> Option<(u32, u32)> {
         self.msgs.get(&key).map(|m| (m.sent, m.limit()))

@@ -513,7 +513,8 @@ impl Endpoint {
         rpcs.dedup();
         self.sender.tick(self.loss.resend_ticks as usize);
         self.ticks = self.ticks.wrapping_add(1);
-        for (peer, id) in self.held_acks.due(self.ticks) {
+        let sender = &self.sender;
+        for (peer, id) in self.held_acks.due(self.ticks, |s| sender.ready_for(|k| k.peer == s)) {
             self.acks.push_back(RpcKey { peer, id });
         }
         let mut failed = Vec::new();

@@ -492,6 +492,18 @@ fn a_lost_response_is_sent_again_from_what_was_sent() {
     assert_eq!(events, [Event::Response { rpc, bytes: vec![3; 3000] }]);
 }
 
+/// One RPC from `a` (at [`A`]) to `b` (at [`B`]): a 100-byte request, a 10-byte response, which
+/// `a` receives whole (its ack held from then on).
+fn one_rpc(a: &mut Endpoint, b: &mut Endpoint) -> RpcKey {
+    let rpc = a.start_request(B, vec![1; 100]).unwrap();
+    let (meta, payload, frame) = &drain(a, A)[0];
+    let Some(Event::Request { rpc: srv, .. }) = b.on_rx(meta, payload, frame) else { panic!() };
+    b.respond(srv, vec![2; 10]).unwrap();
+    let (meta, payload, frame) = &drain(b, B)[0];
+    assert_eq!(a.on_rx(meta, payload, frame), Some(Event::Response { rpc, bytes: vec![2; 10] }));
+    rpc
+}
+
 /// The client's ACK is lost: the server, its response all sent, asks for it (NEED_ACK, two ticks
 /// on, then every five), and the ACK that answers it (from the client's ingress) ends the RPC.
 #[test]
@@ -499,12 +511,7 @@ fn a_server_asks_for_the_ack_of_its_response() {
     let mut ids = HostIds::default();
     let (mut a, mut b) =
         (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
-    let rpc = a.start_request(B, vec![1; 100]).unwrap();
-    let (meta, payload, frame) = &drain(&mut a, A)[0];
-    let Some(Event::Request { rpc: srv, .. }) = b.on_rx(meta, payload, frame) else { panic!() };
-    b.respond(srv, vec![2; 10]).unwrap();
-    let (meta, payload, frame) = &drain(&mut b, B)[0];
-    assert_eq!(a.on_rx(meta, payload, frame), Some(Event::Response { rpc, bytes: vec![2; 10] }));
+    one_rpc(&mut a, &mut b);
     ticks(&mut a, acks::HOLD_TICKS);
     let ack = drain(&mut a, A);
     assert_eq!(ack.iter().map(|f| f.0.r#type).collect::<Vec<_>>(), [Type::Ack.byte()]);
@@ -565,6 +572,24 @@ fn acks_ride_on_the_next_request_to_the_same_server() {
     assert_eq!(b.in_progress(), 0);
     ticks(&mut a, 10);
     assert!(drain(&mut a, A).iter().all(|f| f.0.r#type != Type::Ack.byte()), "it went once");
+}
+
+/// A pass slower than the hold (an emulated CPU, an app the host left unscheduled): the response
+/// arrives, the hold's ticks pass before the next request is built, and the tick of the pass
+/// that sends it comes first. The request still carries the ack, and no ACK packet goes.
+#[test]
+fn a_request_after_a_slow_pass_still_carries_the_ack() {
+    let mut ids = HostIds::default();
+    let (mut a, mut b) =
+        (Endpoint::new(A.port(), ids.block()), Endpoint::new(B.port(), ids.block()));
+    let rpc = one_rpc(&mut a, &mut b);
+    ticks(&mut a, acks::HOLD_TICKS - 1);
+    a.start_request(B, vec![3; 100]).unwrap();
+    ticks(&mut a, 1);
+    let out = drain(&mut a, A);
+    assert_eq!(out.iter().map(|f| f.0.r#type).collect::<Vec<_>>(), [Type::Data.byte()]);
+    let acked = data_ack(&out[0].2).map(|a| (a.client_id, a.server_port));
+    assert_eq!(acked, Some((rpc.id.wire(), B.port())));
 }
 
 #[test]
