@@ -290,9 +290,14 @@ fn both_ways(rate_bps: Option<u64>, max_ratio: f64) {
         );
         assert!(resent <= lost, "resent {resent} segments, the switch lost only {lost}");
         // A tail-loss probe may duplicate a segment that was not lost (RFC 8985 accepts one per
-        // probe); nothing else may. (How many probes fire depends on timing: more on a loaded
-        // machine.)
-        assert!(dups <= probes, "Linux received {dups} duplicate segments, {probes} probes");
+        // probe), and so may the first resend after a retransmission timeout whose ACK was
+        // only late (RFC 6298 accepts that); nothing else may. (How many timers fire depends
+        // on timing: more on a loaded machine, and in an emulated guest, where Linux's own
+        // senders probed 15 times in one transfer.)
+        assert!(
+            dups <= probes + timeouts,
+            "Linux received {dups} duplicate segments, {probes} probes, {timeouts} timeouts"
+        );
     }
     // SACK, lost-retransmission detection and tail-loss probes recover almost every loss without
     // a timeout; one now and then is fair when a probe or a resend is lost too (Linux's senders
