@@ -1132,3 +1132,45 @@ fn a_fork_while_a_handshake_hangs_returns_soon_and_the_child_waits_for_it_as_on_
     let server = LinuxServer { script: QUEUE_OF_ONE, args: &["2.3"], ends: true };
     same_as_linux_against(&bed, server, &script, &["7036"], &["7036"], want);
 }
+
+/// A client (argv: host, port) that waits for its socket to be writable (`select`: its thread
+/// runs an event loop from then on, and the shim leaves its short sends for the end of the
+/// pass, the thread's next wait), sends a short line and blocks in `recv` for the echo.
+const SEND_AFTER_A_WAIT: &str = r#"
+import select, socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+select.select([], [s], [], 10)
+s.sendall(b"after a wait")
+print(s.recv(100), flush=True)
+s.close()
+"#;
+
+/// The `recv` must send the short line before it sleeps, even when its first look outlasts the
+/// busy poll (`ETRAN_BUSY_POLL_US=0` here; under TCG in the native guest, every time): it slept
+/// with the line held back and no deadline, and the child of each fork test above that
+/// `select`s before it writes hung there on native.
+#[test]
+fn a_short_send_after_a_wait_leaves_before_recv_sleeps_without_busy_polling() {
+    let Some(_root) = common::root::shared() else { return };
+    let bed = Bed::new("fork-no-spin");
+    let daemon = bed.daemon();
+    let mut srv = python_in(&bed.h2, ONE_ECHO, &["7029"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(srv.stdout.take().unwrap());
+    assert_eq!(next_lines(&mut out, 1), ["listening"]);
+    let (ip2, no_spin) = (bed.ip(2), "ETRAN_BUSY_POLL_US=0");
+    let argv = ["env", no_spin, PYTHON, "-c", SEND_AFTER_A_WAIT, &ip2, "7029"];
+    let out = common::cli::output_within(
+        &mut etran_run(&bed.h1, &daemon.sock, &argv),
+        Duration::from_secs(20),
+    )
+    .unwrap_or_else(|e| {
+        drop(srv.kill());
+        panic!("{e}{}", daemon.log())
+    });
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "b'after a wait'\n", "{}", text(&out));
+    assert!(srv.wait().unwrap().success(), "the server");
+    assert_eq!(conn_lines(&daemon.log()).0, 1, "through eTran: {}", daemon.log());
+}
