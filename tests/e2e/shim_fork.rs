@@ -10,7 +10,8 @@
 //! Linux's); a connection passed over a Unix socket (the receiver gets an unconnected kernel
 //! socket, as documented); a fork and a `sendmsg` while a handshake hangs (each returns within
 //! about a second); blocking calls on a connecting socket; how often a child's waits ask the
-//! daemon about a socket its parent may connect. Needs root, python3 and strace.
+//! daemon about a socket its parent may connect; a short send after a wait leaving before a
+//! blocking `recv` sleeps, without busy polling. Needs root, python3 and strace.
 use std::{
     process::Command,
     time::{Duration, Instant},
