@@ -566,17 +566,8 @@ fn same_as_linux_against(
     let (ip2, daemon) = (bed.ip(2), bed.daemon());
     let args = [&[ip2.as_str()], ports].concat();
     for etran in [false, true] {
-        let mut servers = Vec::new();
-        for port in server_ports {
-            let argv = [&[*port], server.args].concat();
-            let mut srv = python_in(&bed.h2, server.script, &argv)
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut out = std::io::BufReader::new(srv.stdout.take().unwrap());
-            assert_eq!(next_lines(&mut out, 1), ["listening"]);
-            servers.push(srv);
-        }
+        let mut servers: Vec<_> =
+            server_ports.iter().map(|port| linux_server(bed, &server, port)).collect();
         let mut cmd = if etran {
             let argv = [&[PYTHON, "-c", script], &args[..]].concat();
             etran_run(&bed.h1, &daemon.sock, &argv)
@@ -600,6 +591,18 @@ fn same_as_linux_against(
         }
     }
     daemon.log()
+}
+
+/// `server` on host 2, listening on `port`.
+fn linux_server(bed: &Bed, server: &LinuxServer<'_>, port: &str) -> std::process::Child {
+    let argv = [&[port], server.args].concat();
+    let mut srv = python_in(&bed.h2, server.script, &argv)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(srv.stdout.take().unwrap());
+    assert_eq!(next_lines(&mut out, 1), ["listening"]);
+    srv
 }
 
 #[test]
@@ -1155,19 +1158,13 @@ fn a_short_send_after_a_wait_leaves_before_recv_sleeps_without_busy_polling() {
     let Some(_root) = common::root::shared() else { return };
     let bed = Bed::new("fork-no-spin");
     let daemon = bed.daemon();
-    let mut srv = python_in(&bed.h2, ONE_ECHO, &["7029"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(srv.stdout.take().unwrap());
-    assert_eq!(next_lines(&mut out, 1), ["listening"]);
-    let (ip2, no_spin) = (bed.ip(2), "ETRAN_BUSY_POLL_US=0");
-    let argv = ["env", no_spin, PYTHON, "-c", SEND_AFTER_A_WAIT, &ip2, "7029"];
-    let out = common::cli::output_within(
-        &mut etran_run(&bed.h1, &daemon.sock, &argv),
-        Duration::from_secs(20),
-    )
-    .unwrap_or_else(|e| {
+    let server = LinuxServer { script: ONE_ECHO, args: &[], ends: true };
+    let mut srv = linux_server(&bed, &server, "7029");
+    let ip2 = bed.ip(2);
+    let mut cmd =
+        etran_run(&bed.h1, &daemon.sock, &[PYTHON, "-c", SEND_AFTER_A_WAIT, &ip2, "7029"]);
+    cmd.env("ETRAN_BUSY_POLL_US", "0");
+    let out = common::cli::output_within(&mut cmd, Duration::from_secs(20)).unwrap_or_else(|e| {
         drop(srv.kill());
         panic!("{e}{}", daemon.log())
     });
