@@ -1023,6 +1023,12 @@ pub fn block_on<T>(
     let limit = timeout.map(|t| start + t);
     let spin_until = start + busy_poll();
     let mut looked = pass_first;
+    // Whether a pass ran since the call began: one always does before the first sleep, however
+    // long the first attempt took (past the busy poll: under emulation, or with
+    // ETRAN_BUSY_POLL_US=0). It ends the program's pass (frames the short tails its sends
+    // held back, `Shim::send`, and kicks them) and arms the timers of what went, which the
+    // sleep's deadline takes; sleeping first left them held with no deadline.
+    let mut passed = pass_first;
     if pass_first {
         let shim_ref = shim(&mut g);
         if shim_ref.pass() {
@@ -1049,7 +1055,7 @@ pub fn block_on<T>(
             continue;
         }
         looked = true;
-        if now < spin_until {
+        if now < spin_until || !passed {
             drop(g);
             std::hint::spin_loop();
             g = lock();
@@ -1062,6 +1068,7 @@ pub fn block_on<T>(
         if shim_ref.pass() {
             wake_others(shim_ref);
         }
+        passed = true;
     }
 }
 

@@ -10,7 +10,8 @@
 //! Linux's); a connection passed over a Unix socket (the receiver gets an unconnected kernel
 //! socket, as documented); a fork and a `sendmsg` while a handshake hangs (each returns within
 //! about a second); blocking calls on a connecting socket; how often a child's waits ask the
-//! daemon about a socket its parent may connect. Needs root, python3 and strace.
+//! daemon about a socket its parent may connect; a short send after a wait leaving before a
+//! blocking `recv` sleeps, without busy polling. Needs root, python3 and strace.
 use std::{
     process::Command,
     time::{Duration, Instant},
@@ -565,17 +566,8 @@ fn same_as_linux_against(
     let (ip2, daemon) = (bed.ip(2), bed.daemon());
     let args = [&[ip2.as_str()], ports].concat();
     for etran in [false, true] {
-        let mut servers = Vec::new();
-        for port in server_ports {
-            let argv = [&[*port], server.args].concat();
-            let mut srv = python_in(&bed.h2, server.script, &argv)
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut out = std::io::BufReader::new(srv.stdout.take().unwrap());
-            assert_eq!(next_lines(&mut out, 1), ["listening"]);
-            servers.push(srv);
-        }
+        let mut servers: Vec<_> =
+            server_ports.iter().map(|port| linux_server(bed, &server, port)).collect();
         let mut cmd = if etran {
             let argv = [&[PYTHON, "-c", script], &args[..]].concat();
             etran_run(&bed.h1, &daemon.sock, &argv)
@@ -599,6 +591,18 @@ fn same_as_linux_against(
         }
     }
     daemon.log()
+}
+
+/// `server` on host 2, listening on `port`.
+fn linux_server(bed: &Bed, server: &LinuxServer<'_>, port: &str) -> std::process::Child {
+    let argv = [&[port], server.args].concat();
+    let mut srv = python_in(&bed.h2, server.script, &argv)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(srv.stdout.take().unwrap());
+    assert_eq!(next_lines(&mut out, 1), ["listening"]);
+    srv
 }
 
 #[test]
@@ -1131,4 +1135,40 @@ fn a_fork_while_a_handshake_hangs_returns_soon_and_the_child_waits_for_it_as_on_
     let script = format!("{HANGING_CONNECT}{FORK_WHILE_CONNECTING}");
     let server = LinuxServer { script: QUEUE_OF_ONE, args: &["2.3"], ends: true };
     same_as_linux_against(&bed, server, &script, &["7036"], &["7036"], want);
+}
+
+/// A client (argv: host, port) that waits for its socket to be writable (`select`: its thread
+/// runs an event loop from then on, and the shim leaves its short sends for the end of the
+/// pass, the thread's next wait), sends a short line and blocks in `recv` for the echo.
+const SEND_AFTER_A_WAIT: &str = r#"
+import select, socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+select.select([], [s], [], 10)
+s.sendall(b"after a wait")
+print(s.recv(100), flush=True)
+s.close()
+"#;
+
+/// The `recv` must send the short line before it sleeps, even when its first look outlasts the
+/// busy poll (`ETRAN_BUSY_POLL_US=0` here; under TCG in the native guest, every time): it slept
+/// with the line held back and no deadline, and the child of each fork test above that
+/// `select`s before it writes hung there on native.
+#[test]
+fn a_short_send_after_a_wait_leaves_before_recv_sleeps_without_busy_polling() {
+    let Some(_root) = common::root::shared() else { return };
+    let bed = Bed::new("fork-no-spin");
+    let daemon = bed.daemon();
+    let server = LinuxServer { script: ONE_ECHO, args: &[], ends: true };
+    let mut srv = linux_server(&bed, &server, "7029");
+    let ip2 = bed.ip(2);
+    let mut cmd =
+        etran_run(&bed.h1, &daemon.sock, &[PYTHON, "-c", SEND_AFTER_A_WAIT, &ip2, "7029"]);
+    cmd.env("ETRAN_BUSY_POLL_US", "0");
+    let out = common::cli::output_within(&mut cmd, Duration::from_secs(20)).unwrap_or_else(|e| {
+        drop(srv.kill());
+        panic!("{e}{}", daemon.log())
+    });
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "b'after a wait'\n", "{}", text(&out));
+    assert!(srv.wait().unwrap().success(), "the server");
+    assert_eq!(conn_lines(&daemon.log()).0, 1, "through eTran: {}", daemon.log());
 }
