@@ -84,6 +84,14 @@ fn linux_timeouts() -> u64 {
     net_stat("TcpExt:TCPTimeouts")
 }
 
+/// Out-of-order segments the calling thread's namespace's etran ingress left out (no interval
+/// free to hold them).
+fn left_out() -> u64 {
+    let dp = etran::loader::find(etran::testbed::HOST_NIC).unwrap().expect("etran is up");
+    let drops = dp.counters().unwrap().drops;
+    drops.iter().filter(|d| d.reason == "tcp_ooo_gap").map(|d| d.count.packets).sum()
+}
+
 /// Segments the calling thread's namespace's Linux TCP resent, and its tail-loss probes.
 fn linux_resent() -> (u64, u64) {
     (net_stat("Tcp:RetransSegs"), net_stat("TcpExt:TCPLossProbes"))
@@ -255,24 +263,36 @@ fn both_ways(rate_bps: Option<u64>, max_ratio: f64) {
         times[0].push(bed.linux_to_linux(&h2, &h1, ip1, port));
         linux_rtos += in_netns(&h2, linux_timeouts) - rtos0;
         let (lost0, (resent0, probes0)) = (bed.lost(), in_netns(&h2, linux_resent));
+        let left_out0 = in_netns(&h1, left_out);
         times[1].push(bed.linux_to_etran(port + 1));
         let (resent1, probes1) = in_netns(&h2, linux_resent);
-        let (lost, linux_resent, linux_probes) =
-            (bed.lost() - lost0, resent1 - resent0, probes1 - probes0);
+        let (lost, linux_resent, linux_probes, left_out) = (
+            bed.lost() - lost0,
+            resent1 - resent0,
+            probes1 - probes0,
+            in_netns(&h1, left_out) - left_out0,
+        );
         let rtos0 = in_netns(&h1, linux_timeouts);
         times[2].push(bed.linux_to_linux(&h1, &h2, ip2, port + 2));
         linux_rtos += in_netns(&h1, linux_timeouts) - rtos0;
         println!(
             "  Linux→eTran: Linux resent {linux_resent} segments ({linux_probes} tail-loss \
-             probes), switch lost {lost} frames (data and ACKs)"
+             probes), switch lost {lost} frames (data and ACKs), eTran left out {left_out} \
+             out-of-order segments"
         );
-        // Out-of-order data eTran's ingress cannot hold is dropped, and Linux sends it again:
-        // with four intervals held, Linux resent 2.5 to 10 times what the switch lost. Some
-        // duplicates remain (up to 0.4 times the losses measured): eTran acknowledges a burst
-        // once, and when it touched more intervals than the ACK's three SACK blocks report,
-        // Linux resends what was held but never reported.
+        // Out-of-order data eTran's ingress has no interval for is dropped, and Linux sends it
+        // again: holding four intervals, ingress left out up to 1,038 segments per transfer
+        // (34 and 167 in the two tests' second rounds, against 79 and 71 losses) and Linux
+        // resent up to 10 times the losses. With 16 it left out none in every run measured; a
+        // quarter of the losses is room for a rare long run of holes.
+        assert!(left_out <= lost / 4, "eTran left out {left_out} segments, {lost} were lost");
+        // What eTran held but never reported, Linux resends as well: the generator acknowledges
+        // a burst once, and a burst that touched more intervals than its ACK's three SACK
+        // blocks report leaves some unreported (0.1 to 0.4 times the losses measured alone, up
+        // to 1.5 times with the suite's tests running beside it). Five times the losses is a
+        // collapse.
         assert!(
-            linux_resent <= lost * 3 / 2 + linux_probes,
+            linux_resent <= lost * 5 + linux_probes,
             "Linux resent {linux_resent} segments to eTran, the switch lost {lost} frames"
         );
         let lost0 = bed.lost();
