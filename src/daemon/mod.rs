@@ -156,13 +156,8 @@ impl Daemon {
         let local_mac =
             nic.mac.with_context(|| format!("{} has no Ethernet address", cfg.iface))?;
         let gen_port = format!("etgen{}", dp.summary.ifindex);
-        let homa_link_mbps = if dp.summary.backend == "native"
-            && Pacing::of(&dp.summary.pacing) == Pacing::PacketQueue
-        {
-            dp.summary.homa_link_mbps
-        } else {
-            0
-        };
+        // Set (non-zero) only where the datapath paces through the packet queue (loader::load_as).
+        let homa_link_mbps = dp.summary.homa_link_mbps;
         // The backend the datapath was loaded for (`etran up --backend`).
         let mut backend = if dp.summary.backend == "native" {
             let pacing = Pacing::of(&dp.summary.pacing);

@@ -51,14 +51,18 @@ fn processes_whose(n: usize, value: u32) -> Vec<u32> {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|p| {
-            // `PID (COMM) STATE PPID PGRP ...`: COMM may hold spaces and parentheses.
             let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-            rest.split_whitespace().nth(n).and_then(|v| v.parse::<u32>().ok()) == Some(value)
+            after_comm(&stat).nth(n).and_then(|v| v.parse::<u32>().ok()) == Some(value)
         })
         .collect();
     found.sort_unstable();
     found
+}
+
+/// The fields of a `/proc/.../stat` line after the command name, from the state on:
+/// `PID (COMM) STATE PPID PGRP ...`, where COMM may hold spaces and parentheses.
+fn after_comm(stat: &str) -> std::str::SplitWhitespace<'_> {
+    stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace()
 }
 
 /// Where each thread of `pids` is, a line each: `pid/tid comm state wchan syscall` (the
@@ -72,7 +76,7 @@ pub fn blocked_in(pids: &[u32]) -> String {
         for t in tasks.flatten() {
             let dir = t.path().display().to_string();
             let stat = read(format!("{dir}/stat"));
-            let state = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().next();
+            let state = after_comm(&stat).next();
             out += &format!(
                 "{pid}/{} {} {} {} [{}]\n",
                 t.file_name().to_string_lossy(),

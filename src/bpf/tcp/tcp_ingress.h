@@ -105,9 +105,9 @@ static __always_inline void note_dsack(struct tcp_conn *c, __u32 start, __u32 en
  * each would multiply the paths the verifier walks (2^TCP_OOO_MAX). Each interval instead
  * yields 0/1 flags and all-ones/zero masks (hidden from the compiler, which would turn a
  * masked merge back into a branch), the loops stay loops (unrolled, they would spill past the
- * stack's 512 bytes), and the intervals kept are compacted in place, each
- * written at the next free index whether kept or not (a slot past the ones kept holds
- * garbage until the count says it is in use). */
+ * stack's 512 bytes), and the intervals kept are compacted in place, each written at the next
+ * free index whether kept or not (a slot past the ones kept holds garbage until the count says
+ * it is in use). */
 
 /* 1 when sequence number a is before b, else 0 (before(), as a number). */
 static __always_inline __u32 ooo_before(__u32 a, __u32 b)
