@@ -84,12 +84,17 @@ fn linux_timeouts() -> u64 {
     net_stat("TcpExt:TCPTimeouts")
 }
 
-/// Out-of-order segments the calling thread's namespace's etran ingress left out (no interval
-/// free to hold them).
-fn left_out() -> u64 {
+/// Segments the calling thread's namespace's etran ingress dropped for `reason`.
+fn etran_drops(reason: &str) -> u64 {
     let dp = etran::loader::find(etran::testbed::HOST_NIC).unwrap().expect("etran is up");
     let drops = dp.counters().unwrap().drops;
-    drops.iter().filter(|d| d.reason == "tcp_ooo_gap").map(|d| d.count.packets).sum()
+    drops.iter().filter(|d| d.reason == reason).map(|d| d.count.packets).sum()
+}
+
+/// Out-of-order segments etran's ingress left out (no interval free to hold them), and the
+/// duplicates it dropped (bytes it held already), in the calling thread's namespace.
+fn left_out_and_duplicates() -> (u64, u64) {
+    (etran_drops("tcp_ooo_gap"), etran_drops("tcp_duplicate"))
 }
 
 /// Segments the calling thread's namespace's Linux TCP resent, and its tail-loss probes.
@@ -263,22 +268,27 @@ fn both_ways(rate_bps: Option<u64>, max_ratio: f64) {
         times[0].push(bed.linux_to_linux(&h2, &h1, ip1, port));
         linux_rtos += in_netns(&h2, linux_timeouts) - rtos0;
         let (lost0, (resent0, probes0)) = (bed.lost(), in_netns(&h2, linux_resent));
-        let left_out0 = in_netns(&h1, left_out);
+        let ((left_out0, dups0), rtos0) =
+            (in_netns(&h1, left_out_and_duplicates), in_netns(&h2, linux_timeouts));
         times[1].push(bed.linux_to_etran(port + 1));
         let (resent1, probes1) = in_netns(&h2, linux_resent);
-        let (lost, linux_resent, linux_probes, left_out) = (
+        let (left_out1, dups1) = in_netns(&h1, left_out_and_duplicates);
+        let (lost, linux_resent, linux_probes, linux_timeouts_to_etran, left_out, dups) = (
             bed.lost() - lost0,
             resent1 - resent0,
             probes1 - probes0,
-            in_netns(&h1, left_out) - left_out0,
+            in_netns(&h2, linux_timeouts) - rtos0,
+            left_out1 - left_out0,
+            dups1 - dups0,
         );
         let rtos0 = in_netns(&h1, linux_timeouts);
         times[2].push(bed.linux_to_linux(&h1, &h2, ip2, port + 2));
         linux_rtos += in_netns(&h1, linux_timeouts) - rtos0;
         println!(
             "  Linux→eTran: Linux resent {linux_resent} segments ({linux_probes} tail-loss \
-             probes), switch lost {lost} frames (data and ACKs), eTran left out {left_out} \
-             out-of-order segments"
+             probes, {linux_timeouts_to_etran} timeouts), switch lost {lost} frames (data and \
+             ACKs), eTran left out {left_out} out-of-order segments and dropped {dups} \
+             duplicates"
         );
         // Out-of-order data eTran's ingress has no interval for is dropped, and Linux sends it
         // again: holding four intervals, ingress left out up to 1,038 segments per transfer

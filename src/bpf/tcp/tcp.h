@@ -109,12 +109,16 @@ struct tcp_conn {
 
 	/* Out-of-order data the app holds, and what our next ACK reports of it (SACK). The
 	 * intervals lie within the receive window past rcv_nxt, are disjoint and never touch
-	 * (adjacent ones are merged), and are kept most recently changed first: the order of the
-	 * SACK blocks (RFC 2018 4). Without TCP_CONN_SACK they are held all the same. */
+	 * (adjacent ones are merged), and are kept most recently changed first (RFC 2018 4: the
+	 * first SACK block holds the latest segment). Without TCP_CONN_SACK they are held all the
+	 * same. */
 	struct tcp_seq_range ooo[TCP_OOO_MAX]; /* ooo[0, ooo_n) are in use */
 	struct tcp_seq_range dsack; /* a duplicate to report first in the next ACK (RFC 2883);
 				     * empty (start == end) when there is none */
 	__u8 ooo_n;                 /* intervals in use */
+	__u8 ooo_fresh;             /* ooo[0, ooo_fresh) hold every interval that changed since
+				     * an ACK last reported it (changed ones move to the front);
+				     * tx_plan_sack reports the oldest of them after ooo[0] */
 
 	/* Congestion control (tcp_cc.h): NewReno-style windows, DCTCP's reaction to ECN marks. */
 	__u8 cc;            /* enum tcp_cc_flag */

@@ -12,7 +12,7 @@
  *
  * Policy: an ACK is due at once on ack_now (duplicate, out of order, gap filled, FIN, window
  * probe, a change of the CE marks to echo: tcp_cc.h; without SACK, one per out-of-order segment:
- * ack_repeats), once GEN_STRETCH_SEGMENTS full segments are unacknowledged, or when the unacknowledged
+ * ack_repeats; with it, as many as report every interval a burst changed: tcp_tx.h), once GEN_STRETCH_SEGMENTS full segments are unacknowledged, or when the unacknowledged
  * bytes reach what is left of the receive window; any other owed ACK is delayed: queued on the
  * delayed queue, which the pump flushes only at its delayed-ACK deadline. Data an app sends
  * carries the ACK and settles it (egress clears ack_pending and ack_now); the generator then
@@ -163,8 +163,10 @@ static __always_inline int tcp_gen(struct xdp_md *ctx, const int xsk)
 		tx_plan_segment(c, &plan);
 	} else
 		out = GEN_SETTLED;
-	/* More duplicates owed: the key goes back on the queue, one ACK per run. */
-	if (out == GEN_SEND && c->ack_repeats && !(c->ack_queued & ETRAN_TCP_ACK_IMMEDIATE)) {
+	/* More duplicates owed, or intervals this ACK had no room to report: the key goes back
+	 * on the queue, one ACK per run. */
+	if (out == GEN_SEND && (c->ack_repeats || c->ack_now) &&
+	    !(c->ack_queued & ETRAN_TCP_ACK_IMMEDIATE)) {
 		again.queue = ETRAN_TCP_ACK_IMMEDIATE;
 		c->ack_queued |= ETRAN_TCP_ACK_IMMEDIATE;
 	}

@@ -139,6 +139,7 @@ static __always_inline __u32 ooo_pick(__u32 a, __u32 b, __u32 m)
 static __always_inline void merge_ooo(struct tcp_conn *c, struct verdict *v)
 {
 	__u32 from = c->rcv_nxt, front = from, n = c->ooo_n, kept = 0, reached = 0;
+	__u32 fresh = c->ooo_fresh, fresh_reached = 0;
 
 #pragma clang loop unroll(disable)
 	for (__u32 i = 0; i < TCP_OOO_MAX; i++) {
@@ -150,6 +151,7 @@ static __always_inline void merge_ooo(struct tcp_conn *c, struct verdict *v)
 		c->ooo[kept & (TCP_OOO_MAX - 1)] = r;
 		kept += used & ahead;
 		reached |= reach;
+		fresh_reached += reach & ooo_before(i, fresh);
 		front = ooo_pick(front, r.end, ooo_mask(reach & ooo_before(front, r.end)));
 	}
 	if (!reached)
@@ -160,6 +162,7 @@ static __always_inline void merge_ooo(struct tcp_conn *c, struct verdict *v)
 		n = c->rcv_wnd;
 	advance(c, n);
 	c->ooo_n = kept;
+	c->ooo_fresh = fresh - fresh_reached; /* the cumulative ACK reports those reached */
 	c->ack_now = 1; /* a filled gap is ACKed at once (RFC 5681 4.2) */
 	v->meta.merged = c->rcv_nxt - from;
 	v->meta.flags |= ETRAN_TCP_RX_MERGED;
@@ -178,6 +181,7 @@ enum ooo_verdict {
 static __always_inline enum ooo_verdict hold_ooo(struct tcp_conn *c, __u32 seq, __u32 end)
 {
 	__u32 lo = seq, hi = end, n = c->ooo_n, kept = 0, touched = 0, dup = 0;
+	__u32 fresh = c->ooo_fresh, fresh_joined = 0;
 
 #pragma clang loop unroll(disable)
 	for (__u32 i = 0; i < TCP_OOO_MAX; i++) {
@@ -189,6 +193,7 @@ static __always_inline enum ooo_verdict hold_ooo(struct tcp_conn *c, __u32 seq, 
 		c->ooo[kept & (TCP_OOO_MAX - 1)] = r;
 		kept += used & apart;
 		touched |= join;
+		fresh_joined += join & ooo_before(i, fresh);
 		/* All of it held already: still moved to the front, so that the block holding
 		 * the D-SACK'd bytes follows the D-SACK block (RFC 2883 4). */
 		dup |= join & (ooo_before(seq, r.start) ^ 1) & (ooo_before(r.end, end) ^ 1);
@@ -205,6 +210,8 @@ static __always_inline enum ooo_verdict hold_ooo(struct tcp_conn *c, __u32 seq, 
 	c->ooo[0].start = lo;
 	c->ooo[0].end = hi;
 	c->ooo_n = kept + 1;
+	/* The fresh ones it did not join stay in front, behind it (the kept keep their order). */
+	c->ooo_fresh = fresh - fresh_joined + 1;
 	if (dup) {
 		note_dsack(c, seq, end);
 		return OOO_DUPLICATE;

@@ -40,6 +40,7 @@ static __always_inline int tcp_rehome(struct xdp_md *ctx)
 		c->owner_port = req.owner;
 		if (req.owner == ETRAN_TCP_OWNER_MOVING) {
 			c->ooo_n = 0;
+			c->ooo_fresh = 0;
 			c->dsack.start = c->dsack.end;
 		}
 		req.rx_pos = c->rx_pos;

@@ -184,10 +184,14 @@ static __always_inline int tx_window_update_due(const struct tcp_conn *c)
 }
 
 /* Under the connection lock: the SACK blocks of a segment with room for p->sack_room of them.
- * The D-SACK block is reported once. */
+ * The D-SACK block is reported once. Then ooo[0], the latest segment's interval, and after it
+ * the most recent others; but when more intervals changed since the last report (a burst
+ * ACKed once) than the blocks left hold, the oldest of those instead, and the ones skipped
+ * stay owed (tx_sack_unreported): every interval reaches the peer, whose scoreboard would
+ * otherwise resend what we hold. */
 static __always_inline void tx_plan_sack(struct tcp_conn *c, struct tx_plan *p)
 {
-	__u32 n = 0, room = p->sack_room;
+	__u32 n = 0, room = p->sack_room, fresh = c->ooo_fresh, skip = 0, left;
 
 	if (!room)
 		return;
@@ -196,19 +200,36 @@ static __always_inline void tx_plan_sack(struct tcp_conn *c, struct tx_plan *p)
 		c->dsack.end = c->dsack.start;
 		n = 1;
 	}
-	for (__u32 i = 0; i < TCP_OOO_MAX; i++) {
+	left = room - n;
+	if (fresh <= left) {
+		c->ooo_fresh = 0;
+	} else if (left >= 2) {
+		skip = fresh - left; /* ooo[1, 1 + skip) wait for the next ACK */
+		c->ooo_fresh = skip + 1;
+	}
+#pragma unroll
+	for (__u32 j = 0; j < TCP_SACK_MAX_BLOCKS; j++) {
+		__u32 i = j ? j + skip : 0;
+
 		if (i >= c->ooo_n || n >= room)
 			break;
-		p->sack[n & (TCP_SACK_MAX_BLOCKS - 1)] = c->ooo[i];
+		p->sack[n & (TCP_SACK_MAX_BLOCKS - 1)] = c->ooo[i & (TCP_OOO_MAX - 1)];
 		n++;
 	}
 	p->sack_n = n;
 }
 
+/* Under the connection lock: intervals changed that no ACK has reported yet (beyond ooo[0],
+ * which every ACK reports), so another ACK is owed. */
+static __always_inline int tx_sack_unreported(const struct tcp_conn *c)
+{
+	return (c->flags & TCP_CONN_SACK) && c->ooo_fresh > 1;
+}
+
 /* Under the connection lock: the header fields of a segment sent now (before its payload, if
  * any, advances snd_nxt), which carries the ACK and so settles what was owed, unless it had
- * no room for SACK blocks an immediate ACK owes (news of out-of-order data): the generator
- * then still sends a pure ACK with them. */
+ * no room for SACK blocks an immediate ACK owes (news of out-of-order data) or left intervals
+ * unreported: the generator then still sends pure ACKs with them. */
 static __always_inline void tx_plan_segment(struct tcp_conn *c, struct tx_plan *p)
 {
 	__u32 owed = tx_sack_owed(c);
@@ -221,7 +242,7 @@ static __always_inline void tx_plan_segment(struct tcp_conn *c, struct tx_plan *
 	p->ece = !!(c->cc & TCP_CC_CE);
 	tx_plan_sack(c, p);
 	c->ack_pending = 0;
-	c->ack_now = c->ack_now && p->sack_n < owed;
+	c->ack_now = c->ack_now && (p->sack_n < owed || tx_sack_unreported(c));
 }
 
 /* After the lock: what tx_write_headers needs of the connection (fixed since its handshake, so
