@@ -193,6 +193,8 @@ static __always_inline void tx_plan_sack(struct tcp_conn *c, struct tx_plan *p)
 {
 	__u32 n = 0, room = p->sack_room, fresh = c->ooo_fresh, skip = 0, left;
 
+	if (fresh > c->ooo_n)
+		fresh = c->ooo_n; /* never so; a bound keeps a bad count from owing ACKs forever */
 	if (!room)
 		return;
 	if (c->dsack.start != c->dsack.end) {
