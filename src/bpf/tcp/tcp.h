@@ -316,6 +316,10 @@ enum etran_tcp_tx_flag {
 	 * taken most of them, and on a stock kernel the ACKs of a pass's first segments are often
 	 * back before its last one leaves (tcp_cc.h, cc_on_send). */
 	ETRAN_TCP_TX_WINDOW_LIMITED = 1 << 0,
+	/* DATA, RETRANSMIT: the payload ends the bytes the app has written (nothing waits behind
+	 * it): the segment carries PSH, as Linux sets it at the end of a write. Segments in the
+	 * middle go without, so a receiver's GRO merges a burst of them (PSH ends a merge). */
+	ETRAN_TCP_TX_PUSH = 1 << 1,
 };
 
 /* The slow path: SYNs to listening ports, segments of flows the daemon handles itself

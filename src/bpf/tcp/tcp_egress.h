@@ -33,7 +33,8 @@
 /* The header checks that need no connection. */
 static __always_inline int tx_hdr_valid(const struct etran_tcp_tx_hdr *h, __u64 frame_len)
 {
-	if ((h->flags & ~ETRAN_TCP_TX_WINDOW_LIMITED) || frame_len != sizeof(*h) + h->len)
+	if ((h->flags & ~(ETRAN_TCP_TX_WINDOW_LIMITED | ETRAN_TCP_TX_PUSH)) ||
+	    frame_len != sizeof(*h) + h->len)
 		return 0;
 	switch (h->intent) {
 	case ETRAN_TCP_TX_DATA:
@@ -341,6 +342,7 @@ static __always_inline int tcp_egress(struct xdp_md *ctx)
 		payload_sum = 0;
 	}
 	tx_plan_frame(c, &plan, h.len, ts_now);
+	plan.psh = h.len && (h.flags & ETRAN_TCP_TX_PUSH);
 	if (!tx_write_headers(ctx, &h.key, &plan, payload_sum))
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_TX_NO_HEADROOM, bytes);
 	bytes = ctx->data_end - ctx->data;

@@ -88,6 +88,7 @@ struct tx_plan {
 	__u8 local_mac[ETH_ALEN];
 	__u8 remote_mac[ETH_ALEN];
 	__u16 len;       /* payload bytes behind the headers */
+	__u8 psh;        /* set PSH (egress, from the app's ETRAN_TCP_TX_PUSH) */
 	__u32 ts_now;    /* TSval */
 };
 
@@ -289,7 +290,7 @@ static __always_inline int tx_headers(void *data, void *data_end, const struct t
 			.ack_seq = bpf_htonl(p->ack),
 			.doff = tcp_len / 4,
 			.ack = 1,
-			.psh = len > 0,
+			.psh = p->psh,
 			.fin = p->fin,
 			.ece = p->ece,
 			.cwr = p->cwr,

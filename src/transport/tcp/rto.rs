@@ -5,8 +5,8 @@
 //! The defaults suit Linux peers: a minimum RTO of 200 ms, as Linux's own, because a Linux
 //! receiver delays its ACK of a lone segment by 40 to 200 ms, and an RTO below that fires
 //! spuriously on request/response traffic. Tail losses do not wait that long: a probe goes out
-//! after 2 SRTT (at least `pto_min`), plus the peer's delayed ACK when a single segment is in
-//! flight. Between etran hosts (whose receiver delays an ACK by 1 ms) smaller bounds are fine:
+//! after 2 SRTT plus 2 ms (`pto_margin`, as Linux's senders: `TCP_TIMEOUT_MIN`), or plus the
+//! peer's delayed ACK when a single segment is in flight. Between etran hosts (whose receiver delays an ACK by 1 ms) smaller bounds are fine:
 //! every one is configurable (`App::set_rto`).
 use std::time::Duration;
 
@@ -23,8 +23,11 @@ pub struct RtoConfig {
     /// The longest the peer may delay an ACK (RFC 8985's WCDelAckT): added to the probe timeout
     /// when one segment is in flight.
     pub delayed_ack: Duration,
-    /// The shortest probe timeout.
-    pub pto_min: Duration,
+    /// Added to 2 SRTT for the probe timeout when more than one segment is in flight (RFC 8985
+    /// 7.2's 2 ms; Linux's `TCP_TIMEOUT_MIN`): room for an ACK a little late. (It was a floor
+    /// of 10 ms, from the TLP draft: with round trips of tens of µs every tail loss, or lost
+    /// last ACK of a flight, stalled a sender 10 ms where a Linux sender waits 2.)
+    pub pto_margin: Duration,
 }
 
 impl Default for RtoConfig {
@@ -36,7 +39,7 @@ impl Default for RtoConfig {
             max_retries: 12,
             granularity: Duration::from_micros(1),
             delayed_ack: Duration::from_millis(200),
-            pto_min: Duration::from_millis(10),
+            pto_margin: Duration::from_millis(2),
         }
     }
 }
@@ -109,15 +112,12 @@ impl RtoEstimator {
     }
 
     /// The tail-loss probe timeout (RFC 8985 7.2) with `one_segment` in flight or more: 2 SRTT,
-    /// plus the peer's delayed ACK for a lone segment, at least `pto_min`; never later than the
-    /// RTO. None before the first RTT sample (the RTO covers that time).
+    /// plus the peer's delayed ACK for a lone segment, else plus `pto_margin`; never later than
+    /// the RTO. None before the first RTT sample (the RTO covers that time).
     pub fn pto(&self, one_segment: bool) -> Option<Duration> {
         let (srtt, _) = self.smoothed?;
-        let mut pto = (srtt * 2).max(self.config.pto_min);
-        if one_segment {
-            pto += self.config.delayed_ack;
-        }
-        Some(pto.min(self.rto))
+        let wait = if one_segment { self.config.delayed_ack } else { self.config.pto_margin };
+        Some((srtt * 2 + wait).min(self.rto))
     }
 
     /// The smallest RTT sampled (RFC 8985's reordering window is a quarter of it).
@@ -187,17 +187,22 @@ mod tests {
         let mut e = RtoEstimator::new(RtoConfig::default());
         assert_eq!(e.pto(false), None, "no sample: the RTO covers it");
         e.on_sample(8 * MS);
-        assert_eq!(e.pto(false), Some(16 * MS));
+        assert_eq!(e.pto(false), Some(18 * MS), "2 SRTT and Linux's 2 ms");
         assert_eq!(e.pto(true), Some(200 * MS), "capped by the RTO (8 + 4 * 4 -> 200 ms)");
         e.on_sample(US * 100);
         assert_eq!(e.min_rtt(), Some(US * 100));
         let mut e = RtoEstimator::new(RtoConfig { min: MS, ..RtoConfig::default() });
         e.on_sample(US * 100);
-        assert_eq!(e.pto(false), Some(MS), "at least pto_min, at most the RTO (1 ms)");
-        let cfg = RtoConfig { min: MS, pto_min: US, delayed_ack: MS, ..RtoConfig::default() };
+        assert_eq!(e.pto(false), Some(MS), "at most the RTO (1 ms)");
+        let cfg = RtoConfig { min: MS, pto_margin: US, delayed_ack: MS, ..RtoConfig::default() };
         let mut e = RtoEstimator::new(cfg);
         e.on_sample(US * 100);
-        assert_eq!((e.pto(false), e.pto(true)), (Some(US * 200), Some(MS)));
+        assert_eq!((e.pto(false), e.pto(true)), (Some(US * 201), Some(MS)));
+        // Round trips of tens of µs (the testbed): a tail loss waits about Linux's 2 ms, not
+        // the TLP draft's 10.
+        let mut e = RtoEstimator::new(RtoConfig::default());
+        e.on_sample(US * 50);
+        assert_eq!(e.pto(false), Some(US * 2100));
     }
 
     #[test]

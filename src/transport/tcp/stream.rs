@@ -138,6 +138,9 @@ pub const INTENT_PROBE: u8 = etran_tcp_tx_intent::ETRAN_TCP_TX_PROBE.0 as u8;
 /// TX header flag: the send window, not the app's data, limits this DATA segment's pass: bytes
 /// wait beyond what it admits (see tcp.h).
 pub const TX_WINDOW_LIMITED: u8 = etran_tcp_tx_flag::ETRAN_TCP_TX_WINDOW_LIMITED.0 as u8;
+/// TX header flag: the payload ends the bytes the app has written, so the segment carries PSH
+/// (see tcp.h); [`Stream::emit`] sets it.
+pub const TX_PUSH: u8 = etran_tcp_tx_flag::ETRAN_TCP_TX_PUSH.0 as u8;
 
 /// What the daemon hands over for an established connection (and what it put in the
 /// connection's `tcp_conn`).
@@ -1070,8 +1073,12 @@ impl Stream {
     }
 
     /// Header (with `flags`) and `len` bytes from stream position `pos` (within the send buffer).
+    /// A payload ending the bytes written so far (nothing waits behind it) is pushed
+    /// ([`TX_PUSH`]): PSH, as Linux sets it at the end of a write, and only there, since a
+    /// receiver's GRO ends a merge at every PSH.
     fn emit(&mut self, frame: &mut [u8], pos: u32, len: usize, intent: u8, flags: u8) -> TxFrame {
         let off = dist(pos, self.snd_una) as usize;
+        let flags = if off + len == self.sbuf.len() { flags | TX_PUSH } else { flags };
         let hdr = etran_tcp_tx_hdr {
             key: self.key,
             tx_pos: pos,

@@ -414,17 +414,34 @@ fn segments_sent_while_the_window_holds_bytes_back_say_so() {
     let mut s = Stream::new(StreamInit { send_wnd: 2500, ..init(0, 0) });
     s.write(&bytes(0, 6000));
     assert_eq!(flags(&drain(&mut s)), vec![TX_WINDOW_LIMITED; 2]);
-    // Everything written fits: the window limited nothing.
+    // Everything written fits: the window limited nothing (the last segment ends the bytes
+    // written: pushed).
     let mut s = Stream::new(StreamInit { send_wnd: 2500, ..init(0, 0) });
     s.write(&bytes(0, 2000));
-    assert_eq!(flags(&drain(&mut s)), vec![0u8, 0]);
+    assert_eq!(flags(&drain(&mut s)), vec![0u8, TX_PUSH]);
     // The window admits all but the last bytes: the segments before say so; once the ACK of the
     // first opens it for the rest, the last one does not.
     let mut s = Stream::new(StreamInit { send_wnd: 2500, ..init(0, 0) });
     s.write(&bytes(0, 3000));
     assert_eq!(flags(&drain(&mut s)), vec![TX_WINDOW_LIMITED; 2]);
     s.on_rx(&ack(1000, 2500), &[]);
-    assert_eq!(flags(&drain(&mut s)), vec![0u8]);
+    assert_eq!(flags(&drain(&mut s)), vec![TX_PUSH]);
+}
+
+#[test]
+fn only_the_segment_ending_the_bytes_written_is_pushed() {
+    let flags = |segs: &[(etran_tcp_tx_hdr, Vec<u8>)]| -> Vec<u8> {
+        segs.iter().map(|(h, _)| h.flags & TX_PUSH).collect()
+    };
+    // A write of 2.5 segments: PSH on its tail only, as Linux sets it, so that a receiver's
+    // GRO can merge the segments before it.
+    let mut s = Stream::new(StreamInit { send_wnd: 1 << 20, snd_buf: 1 << 20, ..init(0, 0) });
+    s.write(&bytes(0, 2500));
+    assert_eq!(flags(&drain(&mut s)), vec![0, 0, TX_PUSH]);
+    // Written in two parts before a segment leaves: one tail.
+    s.write(&bytes(2500, 1000));
+    s.write(&bytes(3500, 1000));
+    assert_eq!(flags(&drain(&mut s)), vec![0, TX_PUSH]);
 }
 
 #[test]
