@@ -15,7 +15,7 @@ use etran::{
         segment::{Segment, ACK, RST, SYN},
         stream::{
             write_hdr, INTENT_ACK, INTENT_DATA, INTENT_FIN, INTENT_PROBE, INTENT_RETRANSMIT,
-            INTENT_WINDOW_UPDATE, TX_HDR_LEN,
+            INTENT_WINDOW_UPDATE, TX_HDR_LEN, TX_PUSH, TX_WINDOW_LIMITED,
         },
     },
 };
@@ -235,7 +235,9 @@ impl Hostile {
             }
             Forgery::Reserved => {
                 let mut h = self.own(INTENT_ACK, self.init.tx_pos, 0);
-                h.flags = 2 + rng.below(254) as u8; // a bit no flag uses
+                // Random bits, one of bits 2-7 among them: no flag uses those.
+                const _: () = assert!(TX_WINDOW_LIMITED | TX_PUSH == 0b11);
+                h.flags = rng.below(256) as u8 | 4 << rng.below(6);
                 frame(h, Vec::new())
             }
             Forgery::LyingLen => {
