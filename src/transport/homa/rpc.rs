@@ -147,6 +147,9 @@ pub struct EndpointStats {
     pub restarts: u64,
     /// RPCs given up after the loss timeout.
     pub timeouts: u64,
+    /// Acks sent alone because the server asked for one we held (NEED_ACK: it heard nothing
+    /// from us for its request-ack ticks after its response went).
+    pub acks_asked: u64,
 }
 
 /// One bound Homa port of an app.
@@ -359,6 +362,7 @@ impl Endpoint {
             }
             // The server asks for an ack we hold: it goes alone, now.
             Some(Type::NeedAck) if self.held_acks.take(rpc.peer, rpc.id) => {
+                self.stats.acks_asked += 1;
                 self.acks.push_back(rpc);
                 None
             }
