@@ -245,7 +245,7 @@ fn acks_ride_on_the_next_request() {
         // request comes: rightly so, and the client counts those. On a host the next request
         // comes well within the 2 ms and the server asks for none; in an emulated guest (qemu
         // TCG, `scripts/native-e2e`) the client often takes longer between its RPCs (the server
-        // asked for 55-132 of 200). Every ack the server did not ask for rides on the next
+        // asked for 99 of 200 in one run). Every ack the server did not ask for rides on the next
         // request, the last excepted (a few more at most: an ack whose hold ran out before the
         // next request was built).
         let asked = client.stats().acks_asked;

@@ -286,12 +286,7 @@ fn etran_to_etran(hosts: &EtranHosts, rate: u64) -> Outcome {
             assert_eq!(st.timeouts, 0, "flow {f}: no retransmission timeout: {st:?}");
         }
         for c in conns_to(hosts, port) {
-            println!(
-                "  a sender's connection: cwnd {} alpha {:.3} srtt {} us",
-                c.cwnd,
-                alpha(&c),
-                c.srtt_us
-            );
+            println!("  a sender's connection: cwnd {} alpha {:.3}", c.cwnd, alpha(&c));
         }
         stop.store(true, Ordering::Relaxed);
         let trace = rx.join().unwrap();

@@ -40,9 +40,10 @@
 //! all (any packet, about any RPC) for the timeout ends it.
 //! Silence past the timeout fails a client's RPC
 //! ([`Event::TimedOut`]) and makes a server forget its part. A server whose response is all
-//! sent asks the client for its ACK (NEED_ACK, 2 ticks after the tick that found it all sent and
-//! every 5 after, HomaModule's rule); ingress on the client's host answers it with an ACK once the client's RPC is over
-//! there, which frees the RPC on the server's host and in its engine.
+//! sent asks the client for its ACK (NEED_ACK, 2 ticks after the tick that found it all sent
+//! and every 5 after, HomaModule's rule); ingress on the client's host answers it with an ACK
+//! once the client's RPC is over there, which frees the RPC on the server's host and in its
+//! engine.
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     net::{Ipv4Addr, SocketAddrV4},
