@@ -190,9 +190,10 @@ fn rpcs_are_byte_exact_and_forgeries_never_leave() {
         // The server's port may fill while its app is busy: a frame it drops (port_full) is
         // recovered like a loss on the wire.
         let (c1, c2) = (counters(&hosts.ns(1)), counters(&hosts.ns(2)));
+        let busy = event_total(&c2, "homa_rx_busy");
         println!(
-            "client {:?}; resent DATA: client {} server {}; RPC_UNKNOWN answers: {}; \
-             port_full drops: {} {}",
+            "client {:?}; resent DATA: client {} server {}; RPC_UNKNOWN answers: {}; BUSY \
+             answers: {busy}; port_full drops: {} {}",
             client.stats(),
             event_total(&c1, "homa_tx_retransmit"),
             event_total(&c2, "homa_tx_retransmit"),
@@ -203,8 +204,14 @@ fn rpcs_are_byte_exact_and_forgeries_never_leave() {
         assert_eq!(client.stats().timeouts, 0);
         // Requests waiting for their grants probe the server once per resend interval between
         // them, not each of them (this run sent 2,200-5,200 RESENDs when they did, about 650
-        // since): what is left asks for responses the server has not started.
-        assert!(client.stats().tx_resend < 1500, "{:?}", client.stats());
+        // since). What is left asks for responses the server has not started: each such RPC
+        // asks every resend interval (HomaModule's rule), and the server's ingress answers
+        // BUSY while its app holds the request. Those grow with how long the server's app
+        // takes (on a host about 300 in all; in an emulated guest, `scripts/native-e2e`, 4,600-
+        // 8,600 with an app tens of times slower), so the bound is on the others: on a host
+        // about 30.
+        let other = client.stats().tx_resend.saturating_sub(busy);
+        assert!(other < 1000, "{other} RESENDs not answered BUSY: {:?}", client.stats());
         // Each host tells the other its cutoffs once their first DATA echo none: a CUTOFFS a
         // tick at most while stale DATA still arrive.
         let cutoffs = (event_total(&c1, "homa_tx_cutoffs"), event_total(&c2, "homa_tx_cutoffs"));
@@ -234,16 +241,24 @@ fn acks_ride_on_the_next_request() {
         let delta = |e| event_total(&c1, e) - event_total(&c0, e);
         let (on_data, alone) = (delta("homa_tx_ack_on_data"), delta("homa_tx_ack"));
         // An ack goes alone when the server asks for it (NEED_ACK: it heard nothing for its
-        // request-ack ticks) before the next request comes.
-        let asked = event_total(&c2, "homa_tx_need_ack");
+        // request-ack ticks, HomaModule's 2 ms, after its response went) before the next
+        // request comes: rightly so, and the client counts those. On a host the next request
+        // comes well within the 2 ms and the server asks for none; in an emulated guest (qemu
+        // TCG, `scripts/native-e2e`) the client often takes longer between its RPCs (the server
+        // asked for 99 of 200 in one run). Every ack the server did not ask for rides on the next
+        // request, the last excepted (a few more at most: an ack whose hold ran out before the
+        // next request was built).
+        let asked = client.stats().acks_asked;
         let said = format!(
-            "acks on DATA {on_data}, alone {alone} (NEED_ACKs from the server {asked}), {:?} to \
-             free the last",
+            "acks on DATA {on_data}, alone {alone} ({asked} of them asked for; NEED_ACKs from \
+             the server {}), {:?} to free the last",
+            event_total(&c2, "homa_tx_need_ack"),
             start.elapsed()
         );
         println!("{said}");
         assert_eq!(on_data + alone, rpcs as u64, "one ack an RPC: {said}");
-        assert!(on_data >= rpcs as u64 - 10, "most ride on a request: {said}");
+        let unasked = alone.checked_sub(asked).expect("acks asked for went alone");
+        assert!(unasked <= 10, "the acks not asked for ride on a request: {said}");
     });
 }
 

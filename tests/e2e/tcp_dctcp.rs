@@ -137,6 +137,16 @@ impl Outcome {
             marks,
         };
         let pct = |v: &[f64]| v.iter().map(|s| format!("{:.1} %", s * 100.0)).collect::<Vec<_>>();
+        // How the shares moved: each flow's, 50 ms at a time.
+        let step = Duration::from_millis(50);
+        let mut t = Duration::ZERO;
+        let mut steps = Vec::new();
+        while t + step <= JOIN + REST {
+            let v = trace.shares(rate, t, t + step);
+            steps.push(v.iter().map(|s| format!("{:.0}", s * 100.0)).collect::<Vec<_>>().join("/"));
+            t += step;
+        }
+        println!("{what}: shares (%) every {step:?}: {}", steps.join(" "));
         println!(
             "{what}: two flows {:?} (sum {:.1} %); with a third {:?} (sum {:.1} %), which got \
              its share after {}; switch drops {drops}, CE marks {marks}",

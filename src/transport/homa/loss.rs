@@ -26,7 +26,8 @@ pub struct LossConfig {
     pub resend_interval: u32,
     /// Silent ticks before the RPC is given up (100).
     pub timeout_ticks: u32,
-    /// Ticks after a server sent its whole response before it asks for an ACK (2).
+    /// Ticks after the one that found a server's response all sent before it asks for the
+    /// ACK (2).
     pub request_ack_ticks: u32,
 }
 
@@ -135,8 +136,14 @@ impl RpcTimer {
                     self.unacked = 0;
                     return Action::None;
                 }
+                // HomaModule's done_timer_ticks: the tick that first finds the response all
+                // sent starts the count without counting itself (it may come right after the
+                // last packet left), and the NEED_ACK goes `request_ack_ticks` ticks after it:
+                // the client had at least that many whole ticks to send its next request,
+                // which carries the ack.
+                let since = self.unacked;
                 self.unacked += 1;
-                return Self::every(self.unacked, cfg.request_ack_ticks, cfg, Action::NeedAck);
+                return Self::every(since, cfg.request_ack_ticks, cfg, Action::NeedAck);
             }
         };
         if !waiting {
@@ -259,9 +266,11 @@ mod tests {
     #[test]
     fn a_server_asks_for_its_ack_then_forgets() {
         let mut t = RpcTimer::default();
-        let acts = run(&mut t, Phase::ServerSending { sent: 20, length: 20 }, 100);
-        assert_eq!(when(&acts, Action::NeedAck)[..3], [2, 7, 12]);
-        assert_eq!(acts.last(), Some(&(100, Action::Abort)), "a client gone for good");
+        let acts = run(&mut t, Phase::ServerSending { sent: 20, length: 20 }, 101);
+        // The first tick only notes the response all sent (it may come a moment after the
+        // last packet): the client has 2 whole ticks before it is asked (HomaModule's rule).
+        assert_eq!(when(&acts, Action::NeedAck)[..3], [3, 8, 13]);
+        assert_eq!(acts.last(), Some(&(101, Action::Abort)), "a client gone for good");
     }
 
     #[test]

@@ -40,9 +40,10 @@
 //! all (any packet, about any RPC) for the timeout ends it.
 //! Silence past the timeout fails a client's RPC
 //! ([`Event::TimedOut`]) and makes a server forget its part. A server whose response is all
-//! sent asks the client for its ACK (NEED_ACK, 2 ticks on and every 5 after, HomaModule's
-//! rule); ingress on the client's host answers it with an ACK once the client's RPC is over
-//! there, which frees the RPC on the server's host and in its engine.
+//! sent asks the client for its ACK (NEED_ACK, 2 ticks after the tick that found it all sent
+//! and every 5 after, HomaModule's rule); ingress on the client's host answers it with an ACK
+//! once the client's RPC is over there, which frees the RPC on the server's host and in its
+//! engine.
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     net::{Ipv4Addr, SocketAddrV4},
@@ -147,6 +148,9 @@ pub struct EndpointStats {
     pub restarts: u64,
     /// RPCs given up after the loss timeout.
     pub timeouts: u64,
+    /// Acks sent alone because the server asked for one we held (NEED_ACK: it heard nothing
+    /// from us for its request-ack ticks after its response went).
+    pub acks_asked: u64,
 }
 
 /// One bound Homa port of an app.
@@ -359,6 +363,7 @@ impl Endpoint {
             }
             // The server asks for an ack we hold: it goes alone, now.
             Some(Type::NeedAck) if self.held_acks.take(rpc.peer, rpc.id) => {
+                self.stats.acks_asked += 1;
                 self.acks.push_back(rpc);
                 None
             }

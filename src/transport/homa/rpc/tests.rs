@@ -516,7 +516,9 @@ fn a_server_asks_for_the_ack_of_its_response() {
     let ack = drain(&mut a, A);
     assert_eq!(ack.iter().map(|f| f.0.r#type).collect::<Vec<_>>(), [Type::Ack.byte()]);
     let types = |e: &mut Endpoint| drain(e, B).iter().map(|f| f.0.r#type).collect::<Vec<_>>();
-    ticks(&mut b, 1);
+    // The first tick finds the response all sent; the client then has 2 whole ticks
+    // (HomaModule's `request_ack_ticks`) before the server asks.
+    ticks(&mut b, 2);
     assert!(types(&mut b).is_empty());
     ticks(&mut b, 1);
     assert_eq!(types(&mut b), [Type::NeedAck.byte()]);
@@ -565,7 +567,9 @@ fn acks_ride_on_the_next_request_to_the_same_server() {
     // The server asks: the ack goes at once.
     let rpc = RpcKey { peer: B, id: last.unwrap() };
     let (meta, frame) = control(B, A, rpc, Body::NeedAck);
+    assert_eq!(a.stats().acks_asked, 0, "every ack before rode on a request");
     assert_eq!(a.on_rx(&meta, &[], &frame), None);
+    assert_eq!(a.stats().acks_asked, 1, "counted: the server asked");
     let out = drain(&mut a, A);
     assert_eq!(out.iter().map(|f| f.0.r#type).collect::<Vec<_>>(), [Type::Ack.byte()]);
     assert_eq!(b.on_rx(&out[0].0, &out[0].1, &out[0].2), None);
