@@ -540,6 +540,7 @@ pub mod flag {
     pub const SACK: u8 = tcp_conn_flag::TCP_CONN_SACK.0 as u8;
     pub const FIN_SENT: u8 = tcp_conn_fin::TCP_CONN_FIN_SENT.0 as u8;
     pub const FIN_RCVD: u8 = tcp_conn_fin::TCP_CONN_FIN_RCVD.0 as u8;
+    pub const FIN_HELD: u8 = tcp_conn_fin::TCP_CONN_FIN_HELD.0 as u8;
     pub const REDUCED: u8 = tcp_cc_flag::TCP_CC_REDUCED.0 as u8;
     pub const TIMEOUT: u8 = tcp_cc_flag::TCP_CC_TIMEOUT.0 as u8;
     pub const CWR: u8 = tcp_cc_flag::TCP_CC_CWR.0 as u8;

@@ -56,6 +56,8 @@ struct tcp_seq_range {
 enum tcp_conn_fin {
 	TCP_CONN_FIN_SENT = 1 << 0, /* our FIN went out at snd_nxt - 1: no new data after it */
 	TCP_CONN_FIN_RCVD = 1 << 1, /* the peer's FIN is in order: no data after it */
+	TCP_CONN_FIN_HELD = 1 << 2, /* the peer's FIN came beyond a hole, at fin_seq: taken once
+				     * everything before it is in order */
 };
 
 /* Duplicate ACKs a connection may owe beyond the first (ack_repeats): more out-of-order
@@ -116,6 +118,7 @@ struct tcp_conn {
 	struct tcp_seq_range dsack; /* a duplicate to report first in the next ACK (RFC 2883);
 				     * empty (start == end) when there is none */
 	__u8 ooo_n;                 /* intervals in use */
+	__u32 fin_seq;              /* with TCP_CONN_FIN_HELD: the held FIN's sequence number */
 	__u8 ooo_fresh;             /* ooo[0, ooo_fresh) hold every interval that changed since
 				     * an ACK last reported it (changed ones move to the front);
 				     * tx_plan_sack reports the oldest of them after ooo[0] */

@@ -318,6 +318,27 @@ static __always_inline int rx_check_seq(struct tcp_conn *c, const struct segment
 	return 1;
 }
 
+/* 1 when a == b, else 0, opaque to the compiler (a branch here doubles the verifier's paths
+ * for the rest of ingress). */
+static __always_inline __u32 ooo_same(__u32 a, __u32 b)
+{
+	__u32 d = a ^ b;
+
+	barrier_var(d);
+	return ((d | -d) >> 31) ^ 1;
+}
+
+/* With `hold` (0 or 1): the peer's FIN at `seq` came beyond a hole. It is kept until everything
+ * before it is in order (as Linux keeps it in its out-of-order queue); else a FIN right behind
+ * data that overtook it (a segment replayed from the daemon, say) waits for the peer's
+ * retransmission timeout. Without a branch (see ooo_same). */
+static __always_inline void hold_fin(struct tcp_conn *c, __u32 hold, __u32 seq)
+{
+	_Static_assert(TCP_CONN_FIN_HELD == 1 << 2, "bit position");
+	c->fin |= hold << 2;
+	c->fin_seq = ooo_pick(c->fin_seq, seq, ooo_mask(hold));
+}
+
 /* An acceptable segment's payload and FIN: the in-order part advances the stream (and may reach
  * out-of-order intervals), a later part is held in an interval or, without room for one, left
  * out. */
@@ -331,6 +352,8 @@ static __always_inline void rx_payload(struct tcp_conn *c, const struct segment 
 	v->meta.payload_off = s->payload_off;
 	if (!s->len) {
 		fin = s->fin && s->seq == c->rcv_nxt && !c->ooo_n;
+		/* Beyond a hole (acceptable: within the window; not their FIN again, before). */
+		hold_fin(c, s->fin & ooo_before(c->rcv_nxt, s->seq), s->seq);
 		goto out;
 	}
 	if (before(s->seq, c->rcv_nxt)) {
@@ -360,6 +383,8 @@ static __always_inline void rx_payload(struct tcp_conn *c, const struct segment 
 	c->ack_repeats += tcp_ack_repeat_owed(c);
 	c->ack_now = 1;
 	held = hold_ooo(c, c->rcv_nxt + off, c->rcv_nxt + off + len);
+	hold_fin(c, s->fin & (ooo_same(held, OOO_FULL) ^ 1) & ooo_same(len, s->len - skip),
+		 c->rcv_nxt + off + len);
 	if (held == OOO_HELD) {
 		v->meta.flags |= ETRAN_TCP_RX_OUT_OF_ORDER;
 	} else {
@@ -371,6 +396,8 @@ static __always_inline void rx_payload(struct tcp_conn *c, const struct segment 
 		v->meta.payload_len = 0;
 	}
 out:
+	/* A FIN held beyond a hole counts once the hole filled and nothing is out of order. */
+	fin |= (c->fin >> 2) & 1 & ooo_same(c->fin_seq, c->rcv_nxt) & ooo_same(c->ooo_n, 0);
 	if (fin && !(c->fin & TCP_CONN_FIN_RCVD)) {
 		c->rcv_nxt++; /* the FIN takes one sequence number, no stream byte */
 		c->fin |= TCP_CONN_FIN_RCVD;

@@ -41,6 +41,7 @@ static __always_inline int tcp_rehome(struct xdp_md *ctx)
 		if (req.owner == ETRAN_TCP_OWNER_MOVING) {
 			c->ooo_n = 0;
 			c->ooo_fresh = 0;
+			c->fin &= ~TCP_CONN_FIN_HELD; /* it lay beyond the intervals */
 			c->dsack.start = c->dsack.end;
 		}
 		req.rx_pos = c->rx_pos;
