@@ -166,6 +166,9 @@ pub struct DirectionReport {
     pub mss: Option<u16>,
     /// The longest IPv4 packet (total length) with valid checksums: at most the path's MTU.
     pub largest_packet: u32,
+    /// Packets the receiver's GRO merged from several segments (payload beyond every MSS),
+    /// read for their bytes only.
+    pub gro_merged: u64,
 }
 
 struct Parsed<'a> {
@@ -319,6 +322,7 @@ impl DirectionState {
 /// Reads the TCP streams of a capture, per direction.
 pub fn analyse(frames: &[Frame]) -> HashMap<Direction, DirectionReport> {
     let mut dirs: HashMap<Direction, DirectionState> = HashMap::new();
+    let mut largest_mss: Option<u32> = None; // of the SYNs seen, either way
     for f in frames {
         let Some(p) = parse(&f.data) else { continue };
         let d = dirs.entry(p.dir).or_default();
@@ -327,11 +331,18 @@ pub fn analyse(frames: &[Frame]) -> HashMap<Direction, DirectionReport> {
             d.report.duplicates += 1;
             continue;
         }
-        if !p.checksums_ok {
+        // More payload than any MSS allows: the receiver's GRO merged segments it had verified
+        // (a capture on the receiving host sees packets after GRO), and the merged packet keeps
+        // the first one's TCP checksum. Its bytes count; its checksum and length are no one's.
+        let merged = p.payload_len > largest_mss.unwrap_or(1460);
+        if merged {
+            d.report.gro_merged += 1;
+        } else if !p.checksums_ok {
             d.report.bad_checksum += 1;
             continue;
+        } else {
+            d.report.largest_packet = d.report.largest_packet.max(p.ip_len);
         }
-        d.report.largest_packet = d.report.largest_packet.max(p.ip_len);
         if p.flags & RST != 0 {
             d.report.resets += 1;
             continue;
@@ -339,6 +350,7 @@ pub fn analyse(frames: &[Frame]) -> HashMap<Direction, DirectionReport> {
         if p.flags & SYN != 0 {
             d.wscale = wscale_of(p.options);
             d.report.mss = mss_of(p.options);
+            largest_mss = largest_mss.max(d.report.mss.map(u32::from));
             d.base = Some(p.seq.wrapping_add(1));
             continue;
         }

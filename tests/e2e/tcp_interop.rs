@@ -216,3 +216,37 @@ fn capture_ranges_and_expert_parsing() {
     assert_eq!(c["Previous segment not captured"], 2);
     assert_eq!(c["This frame is a (suspected) retransmission"], 3);
 }
+
+/// A capture on the receiving host sees packets after its GRO: one merged from several
+/// segments carries more payload than the MSS and the first segment's TCP checksum. It is read
+/// for its bytes, not counted as a bad checksum; a segment within the MSS with a wrong
+/// checksum still is.
+#[test]
+fn capture_reads_a_gro_merged_packet_as_data_not_as_a_bad_checksum() {
+    use etran::transport::tcp::segment::{Segment, ACK, SYN};
+    let (a, b) =
+        (SocketAddrV4::new([10, 0, 0, 1].into(), 1), SocketAddrV4::new([10, 0, 0, 2].into(), 2));
+    let seg = |flags, seq, options: &[u8], payload: usize| {
+        let s = Segment {
+            src: a,
+            dst: b,
+            flags,
+            seq,
+            options: options.to_vec(),
+            payload: vec![7; payload],
+            ip_id: seq as u16,
+            ..Segment::default()
+        };
+        common::capture::Frame { at: Duration::ZERO, data: s.build() }
+    };
+    let mss_1460 = [2, 4, 0x05, 0xb4];
+    let mut merged = seg(ACK, 1, &[], 3 * 1448);
+    let mut bad = seg(ACK, 1 + 3 * 1448, &[], 1448);
+    for f in [&mut merged, &mut bad] {
+        let at = f.data.len() - 1;
+        f.data[at] ^= 1; // the checksum no longer matches
+    }
+    let report = analyse(&[seg(SYN, 0, &mss_1460, 0), merged, bad]);
+    let r = &report[&Direction { src: a, dst: b }];
+    assert_eq!((r.gro_merged, r.bad_checksum, r.data_segments), (1, 1, 1));
+}
