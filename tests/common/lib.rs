@@ -90,6 +90,16 @@ pub fn blocked_in(pids: &[u32]) -> String {
     out
 }
 
+/// Sets its flag when dropped: a thread told to stop however the test ends (a panic included),
+/// so that the `std::thread::scope` around it ends.
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// CPU time this thread has used (`getrusage(RUSAGE_THREAD)`): an app that runs on this thread,
 /// without the test binary's other threads (another test, say).
 pub fn thread_cpu() -> std::time::Duration {

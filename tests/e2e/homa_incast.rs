@@ -146,14 +146,7 @@ fn seven_senders_to_one_receiver_stay_within_its_cap_and_every_rpc_completes() {
             }
             println!("server: {:?}", srv.stats());
         });
-        /// Stops the server however the test ends (a panic included), so that the scope ends.
-        struct Stop<'a>(&'a AtomicBool);
-        impl Drop for Stop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Relaxed);
-            }
-        }
-        let _stop = Stop(&stop);
+        let _stop = common::StopOnDrop(&stop);
         bound_rx.recv_timeout(Duration::from_secs(10)).expect("the server bound its port");
 
         // Unloaded: host 2 alone, one short request at a time.

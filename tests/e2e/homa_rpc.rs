@@ -108,14 +108,8 @@ fn with_server_answering(
             }
             (srv.stats(), slowest.get())
         });
-        /// Stops the server however `f` ends (a panic included), so that the scope ends.
-        struct Stop<'a>(&'a AtomicBool);
-        impl Drop for Stop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Relaxed);
-            }
-        }
-        let stopper = Stop(&stop);
+        // Stops the server however `f` ends (a panic included), so that the scope ends.
+        let stopper = common::StopOnDrop(&stop);
         bound_rx.recv_timeout(Duration::from_secs(10)).expect("the server bound its port");
         f(server_addr);
         drop(stopper);

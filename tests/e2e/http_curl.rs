@@ -129,15 +129,6 @@ fn linux_serve(listener: &TcpListener, response: &[u8], done: &dyn Fn() -> bool)
     }
 }
 
-/// Sets its flag when dropped.
-struct Stop<'a>(&'a AtomicBool);
-
-impl Drop for Stop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 /// Linux's counters of timer-driven resends in the calling thread's namespace: retransmission
 /// timeouts, SYNs sent again.
 fn timeouts() -> (u64, u64) {
@@ -179,7 +170,7 @@ fn sequential_curl_requests_are_all_fast_and_exact() {
         });
         s.spawn(|| linux_serve(&linux_listener, &response, &|| done.load(Ordering::Relaxed)));
         // Linux's server stops however this ends (a panic included), so that the scope ends.
-        let _stop = Stop(&done);
+        let _stop = common::StopOnDrop(&done);
         let served = serve(&mut app, &listener, &response, &|| client.is_finished());
         let times = client.join().expect("every request answered");
         // The last connection may still be closing.

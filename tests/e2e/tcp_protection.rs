@@ -77,14 +77,6 @@ fn key_of(seg: &Segment) -> tcp_conn_key {
     }
 }
 
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 #[test]
 fn a_hostile_app_forges_nothing_onto_the_wire() {
     let Some(_root) = common::root::alone() else { return };
@@ -137,7 +129,7 @@ fn a_hostile_app_forges_nothing_onto_the_wire() {
             }
         });
         // Ends the capture however the test ends (a panic included).
-        let _stop = StopOnDrop(&stop);
+        let _stop = common::StopOnDrop(&stop);
         let linux = s.spawn(|| {
             honest_peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             let (mut got, mut buf) = (Vec::new(), vec![0u8; 1 << 16]);
