@@ -118,10 +118,10 @@ struct tcp_conn {
 	struct tcp_seq_range dsack; /* a duplicate to report first in the next ACK (RFC 2883);
 				     * empty (start == end) when there is none */
 	__u8 ooo_n;                 /* intervals in use */
-	__u32 fin_seq;              /* with TCP_CONN_FIN_HELD: the held FIN's sequence number */
 	__u8 ooo_fresh;             /* ooo[0, ooo_fresh) hold every interval that changed since
 				     * an ACK last reported it (changed ones move to the front);
 				     * tx_plan_sack reports the oldest of them after ooo[0] */
+	__u32 fin_seq;              /* with TCP_CONN_FIN_HELD: the held FIN's sequence number */
 
 	/* Congestion control (tcp_cc.h): NewReno-style windows, DCTCP's reaction to ECN marks. */
 	__u8 cc;            /* enum tcp_cc_flag */

@@ -12,8 +12,9 @@
  *
  * Policy: an ACK is due at once on ack_now (duplicate, out of order, gap filled, FIN, window
  * probe, a change of the CE marks to echo: tcp_cc.h; without SACK, one per out-of-order segment:
- * ack_repeats; with it, as many as report every interval a burst changed: tcp_tx.h), once GEN_STRETCH_SEGMENTS full segments are unacknowledged, or when the unacknowledged
- * bytes reach what is left of the receive window; any other owed ACK is delayed: queued on the
+ * ack_repeats; with it, as many as report every interval a burst changed: tcp_tx.h), once
+ * GEN_STRETCH_SEGMENTS full segments are unacknowledged, or when the unacknowledged bytes reach
+ * what is left of the receive window; any other owed ACK is delayed: queued on the
  * delayed queue, which the pump flushes only at its delayed-ACK deadline. Data an app sends
  * carries the ACK and settles it (egress clears ack_pending and ack_now); the generator then
  * skips the connection. */

@@ -118,6 +118,15 @@ static __always_inline __u32 ooo_before(__u32 a, __u32 b)
 	return d >> 31;
 }
 
+/* 1 when a == b, else 0 (also for the held FIN, whose tests run on every segment). */
+static __always_inline __u32 ooo_same(__u32 a, __u32 b)
+{
+	__u32 d = a ^ b;
+
+	barrier_var(d);
+	return ((d | -d) >> 31) ^ 1;
+}
+
 /* All ones when flag (0 or 1) is set, else 0; opaque to the compiler. */
 static __always_inline __u32 ooo_mask(__u32 flag)
 {
@@ -318,20 +327,10 @@ static __always_inline int rx_check_seq(struct tcp_conn *c, const struct segment
 	return 1;
 }
 
-/* 1 when a == b, else 0, opaque to the compiler (a branch here doubles the verifier's paths
- * for the rest of ingress). */
-static __always_inline __u32 ooo_same(__u32 a, __u32 b)
-{
-	__u32 d = a ^ b;
-
-	barrier_var(d);
-	return ((d | -d) >> 31) ^ 1;
-}
-
 /* With `hold` (0 or 1): the peer's FIN at `seq` came beyond a hole. It is kept until everything
  * before it is in order (as Linux keeps it in its out-of-order queue); else a FIN right behind
  * data that overtook it (a segment replayed from the daemon, say) waits for the peer's
- * retransmission timeout. Without a branch (see ooo_same). */
+ * retransmission timeout. Without a branch, like the interval code. */
 static __always_inline void hold_fin(struct tcp_conn *c, __u32 hold, __u32 seq)
 {
 	_Static_assert(TCP_CONN_FIN_HELD == 1 << 2, "bit position");

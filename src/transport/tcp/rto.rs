@@ -6,8 +6,8 @@
 //! receiver delays its ACK of a lone segment by 40 to 200 ms, and an RTO below that fires
 //! spuriously on request/response traffic. Tail losses do not wait that long: a probe goes out
 //! after 2 SRTT plus 2 ms (`pto_margin`, as Linux's senders: `TCP_TIMEOUT_MIN`), or plus the
-//! peer's delayed ACK when a single segment is in flight. Between etran hosts (whose receiver delays an ACK by 1 ms) smaller bounds are fine:
-//! every one is configurable (`App::set_rto`).
+//! peer's delayed ACK when a single segment is in flight. Between etran hosts (whose receiver
+//! delays an ACK by 1 ms) smaller bounds are fine: every one is configurable (`App::set_rto`).
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

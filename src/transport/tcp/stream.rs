@@ -1078,7 +1078,7 @@ impl Stream {
     /// receiver's GRO ends a merge at every PSH.
     fn emit(&mut self, frame: &mut [u8], pos: u32, len: usize, intent: u8, flags: u8) -> TxFrame {
         let off = dist(pos, self.snd_una) as usize;
-        let flags = if off + len == self.sbuf.len() { flags | TX_PUSH } else { flags };
+        let flags = if len > 0 && off + len == self.sbuf.len() { flags | TX_PUSH } else { flags };
         let hdr = etran_tcp_tx_hdr {
             key: self.key,
             tx_pos: pos,
