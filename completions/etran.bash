@@ -165,7 +165,7 @@ _etran() {
             return 0
             ;;
         etran__subcmd__bench__subcmd__echo)
-            opts="-j -p -v -h -V --iface --server --size --conns --depth --threads --duration --transport --wait --churn --mtu --direct --nics --backend --pacing --no-small-queues --zero-copy --json --pretty --verbose --help --version"
+            opts="-j -p -v -h -V --iface --server --size --conns --depth --threads --duration --transport --wait --churn --mtu --direct --nics --backend --pacing --no-small-queues --no-batching --zero-copy --json --pretty --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -304,6 +304,11 @@ pub struct EchoArgs {
     /// egress sends a segment at once, out of its turn). For measuring what the cap does.
     #[arg(long, requires = "pacing")]
     pub no_small_queues: bool,
+    /// Never batch the eTran apps' frames (by default a compat port runs its kernel side as a
+    /// NAPI thread while its app streams: a connection with 16 segments or more in flight or
+    /// unsent). For measuring what batching does.
+    #[arg(long)]
+    pub no_batching: bool,
     /// The eTran rows' daemons' zero copy on native (see `etran daemon --zero-copy`).
     #[arg(long, value_enum, default_value_t = ZeroCopy::Auto)]
     pub zero_copy: ZeroCopy,

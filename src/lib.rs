@@ -28,6 +28,7 @@ pub mod daemon;
 pub mod ethtool;
 pub mod loader;
 pub mod log;
+pub mod napi;
 pub mod netlink;
 pub mod netns;
 pub mod output;

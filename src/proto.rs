@@ -20,7 +20,8 @@
 //! start `geometry.tx_headroom` bytes into their chunk. 10: connections shared across processes:
 //! `Share`, `Forked`, `Adopt`, `Park`, `Surrendered` and their answers. 11: `HomaIds`, another
 //! block of client RPC ids. 12: connections passed over Unix sockets: `Share` with `passing`,
-//! `AdoptPassed`. 13: `Connecting`, a connect other processes wait for.)
+//! `AdoptPassed`. 13: `Connecting`, a connect other processes wait for. 14: `Batch`, an app that
+//! streams asks its port to batch its frames.)
 //!
 //! Refusals carry the errno a POSIX call would give (`EADDRINUSE` for a port that is taken,
 //! `ECONNREFUSED` for a SYN answered by RST, `ETIMEDOUT`, ...): the app library hands them on as
@@ -60,7 +61,7 @@ pub use crate::{
 };
 
 /// Version of this protocol; bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u32 = 13;
+pub const PROTOCOL_VERSION: u32 = 14;
 /// Largest message body accepted (a `Registered` is a few hundred bytes).
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Most descriptors one message carries.
@@ -109,6 +110,11 @@ pub enum Request {
     Release { handle: u64, time_wait: bool },
     /// Abort the connection `handle`: the daemon resets it (RST) and removes it. Not answered.
     Abort { handle: u64 },
+    /// The app's sends come in bursts (`on`: a connection framed a burst in one pass) or no
+    /// longer do: the backend batches what the app's port carries, or stops (a compat port
+    /// runs its kernel side's receive processing in a NAPI thread; see
+    /// `backend::AppPort::batch_sends`). Not answered.
+    Batch { on: bool },
     /// Bind Homa `port` (0: any free one) to this session's app port: Homa packets to it reach
     /// the app, and the app may send from it. Answered by `HomaBound` (with the port and a
     /// block of client RPC ids) or `HomaBindFailed`. A `homa` session only.
@@ -524,7 +530,7 @@ mod tests {
     fn wire_form_is_documented_json() {
         let enc = encode(&register());
         assert_eq!(u32::from_le_bytes(enc[..4].try_into().unwrap()) as usize, enc.len() - 4);
-        assert_eq!(&enc[4..], br#"{"Register":{"version":13,"transport":"tcp","queues":1}}"#);
+        assert_eq!(&enc[4..], br#"{"Register":{"version":14,"transport":"tcp","queues":1}}"#);
     }
 
     /// A `Registered` without `bound` (a daemon before version 9, or compat) leaves the app to

@@ -68,7 +68,7 @@ const LAYERS: &[&[&str]] = &[
     &["proto"],
     &["transport"],
     &["loader", "testbed"],
-    &["xsk", "netlink", "netns", "ethtool"],
+    &["xsk", "netlink", "netns", "ethtool", "napi"],
 ];
 
 /// The top-level modules `text` names through `crate::` (paths and `use` groups).

@@ -86,6 +86,7 @@
 //! [`PortStats::xdp`]) leaves a hole no one will fill: that connection is aborted and fails with
 //! `ConnectionAborted` ([`AppStats::rx_lost_data`]). A closed or failed connection stays until
 //! [`App::remove_connection`].
+mod bursts;
 pub mod driver;
 mod handover;
 pub mod link;
@@ -100,6 +101,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bursts::Bursts;
 pub use driver::{Driver, DEFAULT_BUSY_POLL};
 pub use link::{DaemonLink, Registration};
 pub use port::{AppPort, PortStats};
@@ -291,6 +293,10 @@ pub struct App {
     /// ([`small_queues`]; see [`App::set_small_queues`]).
     queues: SmallQueues,
     small_queues: bool,
+    /// Whether the app streams: the port then batches its frames ([`bursts`]).
+    bursts: Bursts,
+    /// Whether the app asks for batching at all ([`App::set_batching`]).
+    batching: bool,
     /// A connection stopped for its small queue in this pass: the pass comes back within
     /// [`small_queues::WINDOW`] even if no frame arrives.
     queue_waited: bool,
@@ -324,6 +330,8 @@ impl App {
             gone: AppCounters::default(),
             queues: SmallQueues::default(),
             small_queues: true,
+            bursts: Bursts::default(),
+            batching: true,
             queue_waited: false,
         }
     }
@@ -371,6 +379,13 @@ impl App {
     /// [`App::connect_blocking`]); `None` (the default): without limit.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) {
         self.timeout = timeout;
+    }
+
+    /// Whether the app's port batches its frames while it streams ([`bursts`]; on by default).
+    /// Off, every frame runs the kernel's path on its own, as a lone one does: for measuring
+    /// what batching does. Turning it off ends batching at the next pass.
+    pub fn set_batching(&mut self, on: bool) {
+        self.batching = on;
     }
 
     /// Sets the retransmission timeout (minimum, maximum, initial, retries before giving up)
@@ -860,6 +875,19 @@ impl App {
         }
     }
 
+    /// Asks the daemon to batch the port's frames while the app streams, or to stop
+    /// ([`bursts`]). Batched, frames wait in the kernel before they leave: from the first
+    /// burst on, the app counts each connection's frames there as a paced one does
+    /// ([`small_queues`]).
+    fn batch(&mut self, on: bool) {
+        if on {
+            self.driver.port.track_frames();
+        }
+        if let Err(e) = self.driver.link.send(&Request::Batch { on }) {
+            crate::log::warn(format!("asking the daemon to batch the port's frames: {e}"));
+        }
+    }
+
     /// Sends a pure ACK (see [`Stream::ack_due`]). Without a free TX frame the generator sends
     /// it.
     fn ack(&mut self, id: ConnId) -> io::Result<()> {
@@ -951,6 +979,7 @@ impl driver::Engine for App {
     fn on_pass(&mut self, now: Instant) -> io::Result<Option<Instant>> {
         self.stats.rx_unknown += self.early.expire(now) as u64;
         let mut deadline = self.early.next_expiry();
+        let mut streaming = false;
         let mut ids = std::mem::take(&mut self.scratch);
         ids.clear();
         ids.extend(self.conns.keys().copied());
@@ -973,6 +1002,7 @@ impl driver::Engine for App {
             s.hold_tail(false);
             self.transmit(ConnId(h))?;
             let s = &self.conns[&h];
+            streaming |= Bursts::streams(s.in_flight() as usize + s.unsent(), s.mss());
             let due = match timer {
                 stream::TimerEvent::Waiting(at) => Some(at),
                 // What was sent just now has its timers armed by the next pass (on_timer arms
@@ -991,6 +1021,9 @@ impl driver::Engine for App {
         }
         self.scratch = ids;
         self.holding.clear();
+        if let Some(on) = self.bursts.pass(streaming && self.batching, now) {
+            self.batch(on);
+        }
         if std::mem::take(&mut self.queue_waited) {
             // Completions wake no one: come back for them (ACKs arriving usually come first).
             let at = now + small_queues::WINDOW;

@@ -335,6 +335,15 @@ impl AppPort {
         self.tx_frames.reclaim_each(comp, |i| completed.extend(owners[i].take()));
     }
 
+    /// Tracks the frames handed over from now on, as [`AppPort::tracks`] does (the frames
+    /// already handed over complete untracked): the engine asked for its frames to be batched,
+    /// and they wait in the kernel before they leave.
+    pub fn track_frames(&mut self) {
+        if self.owners.is_empty() {
+            self.owners = vec![None; self.tx_frames.capacity() as usize];
+        }
+    }
+
     /// Whether the daemon said TX frames may wait in the kernel's packet queue (`Registered {
     /// paced }`): the engine then tracks its frames until they complete.
     pub fn tracks(&self) -> bool {

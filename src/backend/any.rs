@@ -66,6 +66,10 @@ impl AppPort for AnyPort {
     fn registered(&self, iface: &str, version: u32) -> (Reply, Vec<BorrowedFd<'_>>) {
         either!(self, p => p.registered(iface, version))
     }
+
+    fn batch_sends(&mut self, on: bool) {
+        either!(self, p => p.batch_sends(on))
+    }
 }
 
 /// Both backends: what [`Backend`] asks, of whichever the daemon runs.

@@ -109,6 +109,12 @@ pub trait AppPort {
     /// The `Registered` reply (protocol `version`, the daemon serving `iface`) and the
     /// descriptors that go with it, in the order it lists them.
     fn registered(&self, iface: &str, version: u32) -> (Reply, Vec<BorrowedFd<'_>>);
+    /// The app's sends come in bursts (`on`) or no longer do ([`Request::Batch`]): a backend
+    /// that pays per frame on the way out batches them while they do, at the cost of a
+    /// thread's wakeup per frame that leaves alone. The default does nothing.
+    ///
+    /// [`Request::Batch`]: crate::proto::Request::Batch
+    fn batch_sends(&mut self, _on: bool) {}
 }
 
 /// What the daemon asks of a backend: each app's egress checkpoint, the ACK generator's work

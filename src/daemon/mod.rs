@@ -412,6 +412,13 @@ impl Daemon {
                     self.tcp.abort(token, handle);
                     false
                 }
+                Input::Request(Request::Batch { on }) => {
+                    if let Some(port) = self.sessions.get_mut(&token).and_then(|s| s.port.as_mut())
+                    {
+                        port.batch_sends(on);
+                    }
+                    false
+                }
                 Input::Request(Request::HomaBind { port }) => {
                     self.homa_bind(token, port);
                     false

@@ -15,6 +15,7 @@ mod homa_incast;
 mod homa_rpc;
 mod http_curl;
 mod mtu;
+mod port_batching;
 mod shim;
 mod shim_fork;
 mod tcp_close;

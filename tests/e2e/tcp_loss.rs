@@ -6,14 +6,14 @@
 //! resent segments stay within the switch's drops; and that eTran's receiver kept what arrived
 //! out of order, so the Linux sender resent no more than the switch lost. Needs root.
 //!
-//! Two switches: one without a rate limit, where the hosts' CPUs set the pace and every ACK
-//! comes back within the sender's own `sendto` (the stock kernel runs the whole path per frame
-//! there), and one with a 1 Gbit/s bottleneck, where the link sets the pace and ACKs return
-//! while the sender goes on, as on a real network.
+//! Two switches: one without a rate limit, where the hosts' CPUs set the pace (eTran's sending
+//! app streams, so its compat port batches its frames: `app::bursts`), and one with a 1 Gbit/s
+//! bottleneck, where the link sets the pace and ACKs return while the sender goes on, as on a
+//! real network.
 //!
 //! The times are printed (run with --nocapture). Random loss makes them noisy, so each transfer
-//! runs `ROUNDS` times and the medians are compared, with a margin over the issue's 2x target
-//! where the CPU sets the pace (see `MAX_RATIO`).
+//! runs `ROUNDS` times (`ETRAN_TEST_ROUNDS` overrides it) and the medians are compared against
+//! the issue's 2x target (see `MAX_RATIO`).
 use std::{
     io::{ErrorKind, Read, Write},
     net::{SocketAddrV4, TcpListener, TcpStream},
@@ -31,20 +31,17 @@ use etran::{app::App, testbed::Spec};
 const SIZE: usize = 10 << 20;
 /// The switch's loss rate; ETRAN_TEST_LOSS overrides it (0 gives the loss-free baseline).
 const LOSS: f64 = 0.01;
-const ROUNDS: usize = 3;
-/// The issue's target is 2x Linux. On this testbed eTran's send path alone (no loss, AF_XDP
-/// copy mode) already takes 2 to 2.5x Linux's time for 10 MB, and the medians of a few runs at
-/// 1 % random loss on a shared 2-CPU machine vary by tens of percent; so the assertion guards
-/// against a collapse of recovery (which took hundreds of times Linux's time before SACK) with
-/// this margin, and the 2x target is judged from the printed times. Debug builds (the suite's)
-/// are slower still and their times are only printed: there the test checks the bytes, that
-/// eTran's sender needed no more retransmission timeouts than Linux's senders (Linux to Linux,
-/// both ways, same rounds) plus one, and that nothing was resent needlessly.
-const MAX_RATIO: f64 = 4.0;
-/// Behind a bottleneck the link, not the CPU, sets the pace: there the issue's 2x target itself
-/// is asserted (measured: 1.0 to 1.1x both ways).
+/// Five, so that one round with a retransmission timeout (about 1 in 16 of eTran's sending
+/// rounds, and Linux's senders have them too) does not move a median.
+const ROUNDS: usize = 5;
+/// The issue's target, asserted on the medians in release builds: eTran takes at most 2x
+/// Linux's time both ways (measured without a rate limit: 1.3-1.7x receiving, 1.65-1.8x
+/// sending; behind the bottleneck 1.0-1.1x). Debug builds (the suite's) are slower and their
+/// times are only printed: there the test checks the bytes, that eTran's sender needed no more
+/// retransmission timeouts than Linux's senders (Linux to Linux, both ways, same rounds) plus
+/// one, and that nothing was resent needlessly.
+const MAX_RATIO: f64 = 2.0;
 const BOTTLENECK_BPS: u64 = 1_000_000_000;
-const BOTTLENECK_MAX_RATIO: f64 = 2.0;
 const DEADLINE: Duration = Duration::from_secs(60);
 /// The app sleeps when it has nothing to do (as the bench and real apps do), at most this long
 /// between checks of the Linux side: an app spinning on one of this machine's two CPUs would
@@ -245,24 +242,25 @@ impl Bed {
 #[test]
 fn ten_mb_at_one_percent_loss_against_linux_both_ways() {
     let Some(_root) = common::root::alone() else { return };
-    both_ways(None, MAX_RATIO);
+    both_ways(None);
 }
 
 #[test]
 fn ten_mb_at_one_percent_loss_behind_a_gigabit_bottleneck() {
     let Some(_root) = common::root::alone() else { return };
-    both_ways(Some(BOTTLENECK_BPS), BOTTLENECK_MAX_RATIO);
+    both_ways(Some(BOTTLENECK_BPS));
 }
 
 /// `ROUNDS` rounds of the four transfers on a lossy switch with bottleneck `rate_bps`; in
-/// release builds eTran's medians may take `max_ratio` times Linux's.
-fn both_ways(rate_bps: Option<u64>, max_ratio: f64) {
+/// release builds eTran's medians may take [`MAX_RATIO`] times Linux's.
+fn both_ways(rate_bps: Option<u64>) {
     let mut bed = Bed::new(rate_bps);
     let (h1, h2, ip1, ip2) = (bed.h1.clone(), bed.h2.clone(), bed.ip1, bed.ip2);
     let mut times: [Vec<Duration>; 4] = Default::default();
     let mut port = 7400;
     let (mut etran_rtos, mut linux_rtos) = (0, 0);
-    for round in 0..ROUNDS {
+    let rounds = std::env::var("ETRAN_TEST_ROUNDS").map_or(ROUNDS, |v| v.parse().unwrap());
+    for round in 0..rounds {
         port += 10;
         let rtos0 = in_netns(&h2, linux_timeouts);
         times[0].push(bed.linux_to_linux(&h2, &h1, ip1, port));
@@ -318,12 +316,16 @@ fn both_ways(rate_bps: Option<u64>, max_ratio: f64) {
             "  eTran→Linux: {resent} segments resent, switch lost {lost} frames (data and ACKs), \
              Linux received {dups} duplicates, {probes} tail-loss probes sent"
         );
-        assert!(resent <= lost, "resent {resent} segments, the switch lost only {lost}");
         // A tail-loss probe may duplicate a segment that was not lost (RFC 8985 accepts one per
-        // probe), and so may the first resend after a retransmission timeout whose ACK was
+        // probe: when the switch drops the one ACK of a flight, the data got through), and so
+        // may the first resend after a retransmission timeout whose ACK was
         // only late (RFC 6298 accepts that); nothing else may. (How many timers fire depends
         // on timing: more on a loaded machine, and in an emulated guest, where Linux's own
         // senders probed 15 times in one transfer.)
+        assert!(
+            resent <= lost + probes,
+            "resent {resent} segments, the switch lost only {lost}, {probes} probes"
+        );
         assert!(
             dups <= probes + timeouts,
             "Linux received {dups} duplicate segments, {probes} probes, {timeouts} timeouts"
@@ -335,18 +337,18 @@ fn both_ways(rate_bps: Option<u64>, max_ratio: f64) {
     println!("retransmission timeouts: eTran sending {etran_rtos}, Linux sending {linux_rtos}");
     assert!(
         etran_rtos <= linux_rtos + 1,
-        "eTran's sender timed out {etran_rtos} times in {ROUNDS} rounds, Linux's {linux_rtos}"
+        "eTran's sender timed out {etran_rtos} times in {rounds} rounds, Linux's {linux_rtos}"
     );
     let [ll_in, le, ll_out, el] = times.map(median);
     let switch = rate_bps.map_or("no rate limit".into(), |r| format!("{} Mbit/s", r / 1_000_000));
-    println!("medians of {ROUNDS} (h1 = eTran's host, h2 = Linux; 10 MB; {switch}):");
+    println!("medians of {rounds} (h1 = eTran's host, h2 = Linux; 10 MB; {switch}):");
     println!("  receiving: Linux {ll_in:?}, eTran {le:?} ({:.2}x)", ratio(le, ll_in));
     println!("  sending:   Linux {ll_out:?}, eTran {el:?} ({:.2}x)", ratio(el, ll_out));
     if cfg!(debug_assertions) {
         return;
     }
-    assert!(ratio(le, ll_in) <= max_ratio, "eTran receiving: {le:?} vs Linux {ll_in:?}");
-    assert!(ratio(el, ll_out) <= max_ratio, "eTran sending: {el:?} vs Linux {ll_out:?}");
+    assert!(ratio(le, ll_in) <= MAX_RATIO, "eTran receiving: {le:?} vs Linux {ll_in:?}");
+    assert!(ratio(el, ll_out) <= MAX_RATIO, "eTran sending: {el:?} vs Linux {ll_out:?}");
 }
 
 fn ratio(a: Duration, b: Duration) -> f64 {

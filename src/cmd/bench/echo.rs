@@ -506,6 +506,7 @@ fn measure_etran(
         zero_copy: args.zero_copy,
         pacing: args.pacing.resolve(backend),
         small_queues: !args.no_small_queues,
+        batching: !args.no_batching,
     };
     let r = etran_echo::run(&params, &progress, |done| {
         watch_progress(bar.as_ref(), &progress, Instant::now(), done, "msgs", &mut |_| {})

@@ -70,6 +70,8 @@ pub struct Params<'a> {
     pub zero_copy: ZeroCopy,
     /// Paced connections keep their share of the packet queue short (`App::set_small_queues`).
     pub small_queues: bool,
+    /// An app that streams has its port batch its frames (`App::set_batching`).
+    pub batching: bool,
 }
 
 /// The longest a waiting app sleeps before it looks at the flags of the run (stop, connections
@@ -146,8 +148,7 @@ fn apps(
                         let port = share.server.port();
                         Ok(match p.peer {
                             Peer::Etran => {
-                                let mut app =
-                                    register(&socks[1], format!("server {i}"), p.small_queues)?;
+                                let mut app = register(&socks[1], format!("server {i}"), p)?;
                                 let listener = app.listen(port)?;
                                 Server::Etran(Box::new(app), listener)
                             }
@@ -296,10 +297,11 @@ enum Server {
 }
 
 /// Registers an app with the daemon at `sock`; `role` names it in the leak check; its paced
-/// connections keep their small queues as `small_queues` says.
-fn register(sock: &Path, role: String, small_queues: bool) -> anyhow::Result<Probed> {
+/// connections keep their small queues, and its port batches, as `p` says.
+fn register(sock: &Path, role: String, p: &Params<'_>) -> anyhow::Result<Probed> {
     let mut app = App::open(sock)?;
-    app.set_small_queues(small_queues);
+    app.set_small_queues(p.small_queues);
+    app.set_batching(p.batching);
     let tx_free_at_open = app.port().tx_frames().available();
     Ok(Probed { app, role, tx_free_at_open })
 }
@@ -509,7 +511,7 @@ fn client(
     let share = &p.shares[index];
     p.client.enter()?;
     super::support::pin_to_cpu(share.client_cpu)?;
-    let mut app = register(sock, format!("client {index}"), p.small_queues)?;
+    let mut app = register(sock, format!("client {index}"), p)?;
     let mut result = ClientResult::new();
     let mut conns = Vec::with_capacity(share.conns as usize);
     for i in 0..share.conns {

@@ -54,6 +54,7 @@ use super::support::{
 };
 use crate::{
     cli::{RawArgs, RawMode},
+    napi,
     netns::NetNs,
     output::{Output, Table},
     testbed::{port_name, Spec, Testbed, HOST_NIC},
@@ -738,7 +739,7 @@ impl Kernel {
         }
         let want_defer = rx == Rx::BusyPoll;
         if want_defer != self.defer {
-            defer_to_busy_poll(&self.h2, HOST_NIC, want_defer)?;
+            napi::defer_to_busy_poll(&self.h2, HOST_NIC, want_defer)?;
             self.defer = want_defer;
         }
         Ok(rx)
@@ -768,72 +769,13 @@ fn first_hop(tb: &Testbed) -> anyhow::Result<Hop> {
     })
 }
 
-/// Runs `f` on a thread in `ns` that sees that namespace's sysfs (interface attributes are
-/// per namespace): it unshares its mount namespace (slave, so nothing propagates back) and
-/// mounts a fresh sysfs there, both gone with the thread.
-fn in_sysfs<T: Send>(
-    ns: &NetNs,
-    f: impl FnOnce() -> anyhow::Result<T> + Send,
-) -> anyhow::Result<T> {
-    use crate::sys::cvt;
-    ns.run(|| -> anyhow::Result<T> {
-        // SAFETY: plain syscalls with valid NUL-terminated strings; they affect only this
-        // thread's mount namespace, which dies with the thread.
-        unsafe {
-            cvt(libc::unshare(libc::CLONE_NEWNS)).context("unshare(CLONE_NEWNS)")?;
-            cvt(libc::mount(
-                c"none".as_ptr(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_SLAVE | libc::MS_REC,
-                std::ptr::null(),
-            ))
-            .context("making mounts private")?;
-            cvt(libc::mount(
-                c"sysfs".as_ptr(),
-                c"/sys".as_ptr(),
-                c"sysfs".as_ptr(),
-                0,
-                std::ptr::null(),
-            ))
-            .context("mounting the namespace's sysfs")?;
-        }
-        f()
-    })?
-}
-
-/// Makes `dev` in `ns` leave its receive NAPI to busy-polling sockets ([`crate::xsk::BusyPoll`]),
-/// or (`on` false) not: after a busy poll the kernel re-arms a timer instead of the device's
-/// "interrupt" (for a veth, the peer's transmit scheduling its NAPI), twice before giving up.
-fn defer_to_busy_poll(ns: &NetNs, dev: &str, on: bool) -> anyhow::Result<()> {
-    let vals = if on { ["2", "200000"] } else { ["0", "0"] };
-    in_sysfs(ns, || {
-        for (attr, val) in ["napi_defer_hard_irqs", "gro_flush_timeout"].into_iter().zip(vals) {
-            std::fs::write(format!("/sys/class/net/{dev}/{attr}"), val)
-                .with_context(|| format!("setting {attr} of {dev}"))?;
-        }
-        Ok(())
-    })
-}
-
 /// Gives `hop` threaded NAPI with its kernel thread pinned to `cpu`, or (None) takes it back to
-/// softirq; returns the new kernel threads.
+/// softirq; returns its kernel threads.
 fn threaded_napi(hop: &Hop, cpu: Option<usize>) -> anyhow::Result<Vec<i32>> {
     use crate::sys::cvt;
-    let dev = hop.dev.as_str();
-    in_sysfs(&hop.ns, || {
-        let before = napi_threads(dev);
-        std::fs::write(
-            format!("/sys/class/net/{dev}/threaded"),
-            if cpu.is_some() { "1" } else { "0" },
-        )
-        .with_context(|| format!("switching threaded NAPI on {dev}"))?;
-        let Some(cpu) = cpu else {
-            return Ok(Vec::new());
-        };
-        let new: Vec<i32> = napi_threads(dev).into_iter().filter(|p| !before.contains(p)).collect();
-        anyhow::ensure!(!new.is_empty(), "no NAPI thread appeared for {dev}");
-        for &pid in &new {
+    let threads = napi::set_threaded(&hop.ns, &hop.dev, cpu.is_some())?;
+    if let Some(cpu) = cpu {
+        for &pid in &threads {
             // SAFETY: cpu_set_t is plain data.
             unsafe {
                 let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -842,22 +784,8 @@ fn threaded_napi(hop: &Hop, cpu: Option<usize>) -> anyhow::Result<Vec<i32>> {
                     .with_context(|| format!("pinning NAPI thread {pid}"))?;
             }
         }
-        Ok(new)
-    })
-}
-
-/// Thread ids of the kernel's NAPI threads for `dev` (`napi/<dev>-<id>`).
-fn napi_threads(dev: &str) -> Vec<i32> {
-    let prefix = format!("napi/{dev}-");
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| {
-        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        comm.starts_with(&prefix).then_some(pid)
-    })
-    .collect()
+    }
+    Ok(threads)
 }
 
 fn one_sided(

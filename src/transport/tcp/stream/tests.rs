@@ -445,6 +445,26 @@ fn only_the_segment_ending_the_bytes_written_is_pushed() {
 }
 
 #[test]
+fn a_long_write_is_pushed_every_eight_segments() {
+    // 20 segments: PSH ends the 8th and the 16th (so that a receiver's GRO merge, and the one
+    // ACK a Linux receiver sends for it, never spans a whole flight) and the write.
+    let mut s = Stream::new(StreamInit { send_wnd: 1 << 20, snd_buf: 1 << 20, ..init(0, 0) });
+    s.write(&bytes(0, 20_000));
+    let pushed: Vec<usize> = drain(&mut s)
+        .iter()
+        .enumerate()
+        .filter(|(_, (h, _))| h.flags & TX_PUSH != 0)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(pushed, vec![7, 15, 19]);
+    // The runs follow stream positions, not writes: a write starting mid-run ends it on time.
+    s.on_rx(&ack(20_000, 1 << 20), &[]);
+    s.write(&bytes(20_000, 6_000));
+    let flags: Vec<u8> = drain(&mut s).iter().map(|(h, _)| h.flags & TX_PUSH).collect();
+    assert_eq!(flags, vec![0, 0, 0, TX_PUSH, 0, TX_PUSH], "24,000 ends a run");
+}
+
+#[test]
 fn a_window_edge_never_cuts_the_stream_into_short_segments() {
     // A window of 3.5 segments, slid by whole segments: every segment is full.
     let mut s = Stream::new(StreamInit { send_wnd: 3500, snd_buf: 1 << 20, ..init(0, 0) });

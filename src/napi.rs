@@ -1,0 +1,89 @@
+//! A device's NAPI knobs (sysfs): whether its receive processing runs as a kernel thread, and
+//! whether it defers to busy-polling sockets. Interface attributes are per network namespace,
+//! so each change runs on a thread that sees the namespace's own sysfs ([`in_sysfs`]).
+use anyhow::Context;
+
+use crate::{netns::NetNs, sys::cvt};
+
+/// Runs `f` on a thread in `ns` that sees that namespace's sysfs: it unshares its mount
+/// namespace (slave, so nothing propagates back) and mounts a fresh sysfs there, both gone with
+/// the thread.
+fn in_sysfs<T: Send>(
+    ns: &NetNs,
+    f: impl FnOnce() -> anyhow::Result<T> + Send,
+) -> anyhow::Result<T> {
+    ns.run(|| -> anyhow::Result<T> {
+        // SAFETY: plain syscalls with valid NUL-terminated strings; they affect only this
+        // thread's mount namespace, which dies with the thread.
+        unsafe {
+            cvt(libc::unshare(libc::CLONE_NEWNS)).context("unshare(CLONE_NEWNS)")?;
+            cvt(libc::mount(
+                c"none".as_ptr(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_SLAVE | libc::MS_REC,
+                std::ptr::null(),
+            ))
+            .context("making mounts private")?;
+            let mounted = cvt(libc::mount(
+                c"sysfs".as_ptr(),
+                c"/sys".as_ptr(),
+                c"sysfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            ));
+            // EBUSY: this namespace's sysfs is mounted there already (as under `ip netns
+            // exec`); the kernel refuses the same superblock twice on one mount point.
+            if let Err(e) = mounted {
+                if e.raw_os_error() != Some(libc::EBUSY) {
+                    return Err(e).context("mounting the namespace's sysfs");
+                }
+            }
+        }
+        f()
+    })?
+}
+
+/// Runs `dev`'s (in `ns`) receive NAPI as a kernel thread (`on`), or takes it back to softirq;
+/// returns the device's NAPI threads (none when switched off). The kernel keeps a thread once
+/// made, so switching back on finds it again.
+pub fn set_threaded(ns: &NetNs, dev: &str, on: bool) -> anyhow::Result<Vec<i32>> {
+    in_sysfs(ns, || {
+        std::fs::write(format!("/sys/class/net/{dev}/threaded"), if on { "1" } else { "0" })
+            .with_context(|| format!("switching threaded NAPI on {dev}"))?;
+        if !on {
+            return Ok(Vec::new());
+        }
+        let threads = threads(dev);
+        anyhow::ensure!(!threads.is_empty(), "no NAPI thread appeared for {dev}");
+        Ok(threads)
+    })
+}
+
+/// Makes `dev` in `ns` leave its receive NAPI to busy-polling sockets ([`crate::xsk::BusyPoll`]),
+/// or (`on` false) not: after a busy poll the kernel re-arms a timer instead of the device's
+/// "interrupt" (for a veth, the peer's transmit scheduling its NAPI), twice before giving up.
+pub fn defer_to_busy_poll(ns: &NetNs, dev: &str, on: bool) -> anyhow::Result<()> {
+    let vals = if on { ["2", "200000"] } else { ["0", "0"] };
+    in_sysfs(ns, || {
+        for (attr, val) in ["napi_defer_hard_irqs", "gro_flush_timeout"].into_iter().zip(vals) {
+            std::fs::write(format!("/sys/class/net/{dev}/{attr}"), val)
+                .with_context(|| format!("setting {attr} of {dev}"))?;
+        }
+        Ok(())
+    })
+}
+
+/// Thread ids of the kernel's NAPI threads for `dev` (`napi/<dev>-<id>`).
+fn threads(dev: &str) -> Vec<i32> {
+    let prefix = format!("napi/{dev}-");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        comm.starts_with(&prefix).then_some(pid)
+    })
+    .collect()
+}
