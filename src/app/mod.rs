@@ -962,9 +962,13 @@ impl driver::Engine for App {
         for &h in &ids {
             let s = self.conns.get_mut(&h).expect("listed");
             let timer = s.on_timer(now);
-            if let stream::TimerEvent::GaveUp(_) = timer {
-                s.fail(io::ErrorKind::TimedOut);
-                self.stats.timeouts_given_up += 1;
+            match timer {
+                stream::TimerEvent::GaveUp(_) => {
+                    s.fail(io::ErrorKind::TimedOut);
+                    self.stats.timeouts_given_up += 1;
+                }
+                stream::TimerEvent::RxHole(_) => self.stats.rx_lost_data += 1,
+                _ => {}
             }
             if s.is_closed() {
                 self.release(h);
@@ -1061,11 +1065,18 @@ mod tests {
             payload_len: 10,
             ..Default::default()
         };
-        deliver(&mut conns, &mut stats, &frame(7, 0), &[1; 10]);
-        deliver(&mut conns, &mut stats, &frame(8, 0), &[1; 10]);
-        // [10, 20) of connection 7 never came.
-        deliver(&mut conns, &mut stats, &frame(7, 20), &[1; 10]);
-        deliver(&mut conns, &mut stats, &frame(8, 10), &[1; 10]);
+        let t0 = Instant::now();
+        let mut at = |handle, rx_pos, now| {
+            let s = conns.get_mut(&handle).expect("known");
+            deliver_to(s, &mut stats, &frame(handle, rx_pos), &[1; 10], &Blocks::default(), now)
+        };
+        at(7, 0, t0);
+        at(8, 0, t0);
+        // [10, 20) of connection 7 never came: it may be late, for a while.
+        at(7, 20, t0);
+        at(7, 30, t0 + stream::REORDER_LIMIT / 2);
+        at(8, 10, t0 + stream::REORDER_LIMIT);
+        at(7, 40, t0 + stream::REORDER_LIMIT);
         deliver(&mut conns, &mut stats, &frame(9, 0), &[1; 10]);
         assert_eq!((stats.rx_lost_data, stats.rx_unknown), (1, 1));
         assert_eq!(conns[&7].error(), Some(io::ErrorKind::ConnectionAborted));
