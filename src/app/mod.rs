@@ -914,9 +914,23 @@ fn deliver_to(
     sack: &Blocks,
     now: std::time::Instant,
 ) {
-    if s.on_rx_at(meta, payload, sack, now).lost > 0 {
-        stats.rx_lost_data += 1;
+    let lost = s.on_rx_at(meta, payload, sack, now).lost;
+    if lost > 0 {
+        lost_data(stats, meta.handle, s, lost);
     }
+}
+
+/// Counts connection `handle` (`s`), which just failed for `lost` bytes the kernel
+/// acknowledged and the app never got, and says so on stderr with where the gap was.
+fn lost_data(stats: &mut AppStats, handle: u64, s: &Stream, lost: u32) {
+    stats.rx_lost_data += 1;
+    crate::log::warn(format!(
+        "connection {handle}: aborted: {lost} bytes ingress acknowledged never reached the app \
+         (readable up to stream position {}, in order at ingress up to {}, for {:?})",
+        s.rx_end(),
+        s.rx_in_order_end(),
+        stream::REORDER_LIMIT,
+    ));
 }
 
 /// TCP's engine under the driver: frames go to their connections (or wait for one about to be
@@ -967,7 +981,7 @@ impl driver::Engine for App {
                     s.fail(io::ErrorKind::TimedOut);
                     self.stats.timeouts_given_up += 1;
                 }
-                stream::TimerEvent::RxHole(_) => self.stats.rx_lost_data += 1,
+                stream::TimerEvent::RxHole(lost) => lost_data(&mut self.stats, h, s, lost),
                 _ => {}
             }
             if s.is_closed() {

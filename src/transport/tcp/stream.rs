@@ -314,17 +314,17 @@ pub struct Stream {
     mss: u16,
     // Receive side.
     rbuf: Box<[u8]>,
-    head: usize,          // index of read_pos in rbuf
-    read_pos: u32,        // next byte read() returns
-    rcv_end: u32,         // end of the readable (in-order) bytes
-    kernel_end: u32,      // end of the bytes ingress had in order, as far as frames told
-    fin_at: Option<u32>,  // where the peer's FIN ends the stream (a frame said FIN)
+    head: usize,                // index of read_pos in rbuf
+    read_pos: u32,              // next byte read() returns
+    rcv_end: u32,               // end of the readable (in-order) bytes
+    kernel_end: u32,            // end of the bytes ingress had in order, as far as frames told
+    fin_at: Option<u32>,        // where the peer's FIN ends the stream (a frame said FIN)
     gap_since: Option<Instant>, // since when the readable bytes end before kernel_end
-    unreported: u32,      // consumed, not yet reported in a TX header
-    rx_unacked: u32,      // payload bytes received since our last frame (each carries the ACK)
-    fin: bool,            // the stream ends at rcv_end
+    unreported: u32,            // consumed, not yet reported in a TX header
+    rx_unacked: u32, // payload bytes received since our last frame (each carries the ACK)
+    fin: bool,       // the stream ends at rcv_end
     ooo: Vec<(u32, u32)>, // bytes held past rcv_end: disjoint, apart [start, end) intervals
-    adv: u32,             // the largest window the kernel advertises for this buffer
+    adv: u32,        // the largest window the kernel advertises for this buffer
     // Send side.
     sbuf: VecDeque<u8>, // bytes from snd_una on
     snd_cap: usize,
@@ -591,6 +591,12 @@ impl Stream {
     /// The stream position where the in-order bytes received end.
     pub fn rx_end(&self) -> u32 {
         self.rcv_end
+    }
+
+    /// The stream position up to which ingress had the bytes in order, as far as the frames
+    /// that reached the app told (past [`Stream::rx_end`] while a frame is late).
+    pub fn rx_in_order_end(&self) -> u32 {
+        self.kernel_end
     }
 
     /// Bytes ready for [`Stream::read`].
