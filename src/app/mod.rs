@@ -83,8 +83,10 @@
 //! (learnt through the [`DaemonLink`]: [`App::poll_daemon`]) makes `send`/`recv` fail with
 //! `ConnectionReset`; a retransmission timer that gives up aborts the connection and they fail
 //! with `TimedOut`. A data frame the kernel accepted but the port lost (see
-//! [`PortStats::xdp`]) leaves a hole no one will fill: that connection is aborted and fails with
-//! `ConnectionAborted` ([`AppStats::rx_lost_data`]). A closed or failed connection stays until
+//! [`PortStats::xdp`]) leaves a hole no one will fill: once it stayed open for
+//! [`stream::REORDER_LIMIT`] (a frame may come behind one ingress applied after it) that
+//! connection is aborted and fails with `ConnectionAborted` ([`AppStats::rx_lost_data`], and a
+//! warning on stderr saying where the gap was). A closed or failed connection stays until
 //! [`App::remove_connection`].
 pub mod driver;
 mod handover;

@@ -12,9 +12,15 @@
 //! carries `MERGED`, whose `merged` bytes beyond its own payload then become readable. `FIN`
 //! ends the stream after the in-order data. An in-order frame (one not `OUT_OF_ORDER`) always
 //! starts where the readable bytes end, and a merge covers only out-of-order bytes the app
-//! holds: anything else means a data frame the kernel accepted, and acknowledged, was lost on
-//! the way to the app (its fill ring ran empty). The peer will not resend it, so the connection
-//! fails with `ConnectionAborted` rather than hang or read garbage.
+//! holds, as long as frames reach the app in the order ingress applied them. They need not: the
+//! daemon's replay of segments that came right behind the handshake runs ingress on its CPU while
+//! the NIC's NAPI runs it on another, and either may hand its frame to the socket first. So the
+//! frontier moves over every byte held up to where ingress had the stream in order (what the
+//! frames' positions and merges said), and a gap before that waits for the frame carrying it. A
+//! gap still open after [`REORDER_LIMIT`] means a data frame the kernel accepted, and
+//! acknowledged, was lost on the way to the app (its fill ring ran empty, say). The peer will not
+//! resend it, so the connection fails with `ConnectionAborted` ([`TimerEvent::RxHole`], or
+//! [`RxEffect::lost`] when a frame finds it) rather than hang or read garbage.
 //! [`Stream::read`] consumes bytes;
 //! [`Stream::take_consumed`] hands the not yet reported count to the next TX header, and
 //! [`Stream::window_update_due`] says when a pure `WINDOW_UPDATE` is worth a frame: only when
@@ -471,8 +477,9 @@ impl Stream {
         self.rx_unacked = self.rx_unacked.saturating_add(len);
         let end = meta.rx_pos.wrapping_add(len);
         if len > 0 {
-            fx.dropped += self.store(meta.rx_pos, &payload[..len as usize]);
-            self.hold(meta.rx_pos, end);
+            let outside = self.store(meta.rx_pos, &payload[..len as usize]);
+            fx.dropped += outside;
+            self.hold(meta.rx_pos, end.wrapping_sub(outside));
         }
         if meta.flags & OUT_OF_ORDER == 0 {
             // Ingress had everything up to here in order (the merge: intervals it joined).
@@ -501,7 +508,7 @@ impl Stream {
     }
 
     /// Adds the bytes [start, end), just stored, to the intervals held past the readable end,
-    /// joining the ones it touches.
+    /// joining the ones it touches (as the kernel does).
     fn hold(&mut self, mut start: u32, mut end: u32) {
         if !after(end, self.rcv_end) {
             return; // readable already
