@@ -923,15 +923,20 @@ fn deliver_to(
 }
 
 /// Counts connection `handle` (`s`), which just failed for `lost` bytes the kernel
-/// acknowledged and the app never got, and says so on stderr with where the gap was.
+/// acknowledged and the app never got, and says so on stderr with what tells why: where the
+/// gap was, and the frames held for connections not yet adopted and those dropped for want of
+/// one (held too long, say: the gap is then at the stream's start).
 fn lost_data(stats: &mut AppStats, handle: u64, s: &Stream, lost: u32) {
     stats.rx_lost_data += 1;
     crate::log::warn(format!(
         "connection {handle}: aborted: {lost} bytes ingress acknowledged never reached the app \
-         (readable up to stream position {}, in order at ingress up to {}, for {:?})",
+         (readable up to stream position {}, in order at ingress up to {}, for {:?}; frames \
+         held before adoption {}, for no connection {})",
         s.rx_end(),
         s.rx_in_order_end(),
         stream::REORDER_LIMIT,
+        stats.rx_early,
+        stats.rx_unknown,
     ));
 }
 

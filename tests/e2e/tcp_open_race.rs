@@ -418,7 +418,7 @@ fn linux_clients_sending_at_once_are_all_echoed_byte_exact() {
     let Some(_root) = common::root::shared() else { return };
     const CONNS: usize = 16;
     const ECHO_PORT: u16 = 7310;
-    let hosts = EtranHosts::first_only("race-burst", etran::testbed::Spec::new("", 2));
+    let mut hosts = EtranHosts::first_only("race-burst", etran::testbed::Spec::new("", 2));
     let ip1 = hosts.tb.host(1).ip.to_string();
     let daemon = &hosts.daemons[0];
     let mut app = register(&daemon.sock);
@@ -442,10 +442,15 @@ fn linux_clients_sending_at_once_are_all_echoed_byte_exact() {
         stop.store(true, Ordering::Relaxed);
         server.join().unwrap()
     });
-    eprintln!(
-        "{served} connections echoed, {reordered} frames reached the app behind one ingress \
-         applied after them"
-    );
     assert!(failed.is_empty(), "{failed:?}: {}", daemon.log());
     assert_eq!(served, 3 * CONNS);
+    // The daemon says at exit how many segments it replayed (the race's precondition).
+    drop(app);
+    hosts.daemons[0].terminate();
+    let log = hosts.daemons[0].log();
+    let replays = log.lines().find(|l| l.contains("segments replayed")).unwrap_or("");
+    eprintln!(
+        "{served} connections echoed, {reordered} frames reached the app behind one ingress \
+         applied after them; {replays}"
+    );
 }
