@@ -970,7 +970,8 @@ impl driver::Engine for App {
     /// Visits the connections starting one further than the last pass; ends with the pure
     /// ACKs and window updates due.
     fn on_pass(&mut self, now: Instant) -> io::Result<Option<Instant>> {
-        self.stats.rx_unknown += self.early.expire(now) as u64;
+        let link = &self.driver.link;
+        self.stats.rx_unknown += self.early.expire(now, |h| link.is_accepted(h)) as u64;
         let mut deadline = self.early.next_expiry();
         let mut ids = std::mem::take(&mut self.scratch);
         ids.clear();
