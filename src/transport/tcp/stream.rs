@@ -454,7 +454,11 @@ impl Stream {
     ) -> RxEffect {
         let mut fx =
             RxEffect { freed: self.on_ack(meta.una_pos, sack, now), ..RxEffect::default() };
-        self.send_wnd = meta.send_wnd;
+        // A frame that came behind a later one (see REORDER_LIMIT) says the window from an
+        // older snd_una: from ours, it could reach past the edge egress holds to.
+        if !after(self.snd_una, meta.una_pos) {
+            self.send_wnd = meta.send_wnd;
+        }
         let len = (meta.payload_len as usize).min(payload.len()) as u32;
         if meta.flags & FIN_ACKED != 0 && self.close.fin_queued() {
             self.close = self.close.on(Event::FinAcked);

@@ -1054,6 +1054,13 @@ fn frames_handed_over_out_of_ingress_order_are_not_a_loss() {
     assert_eq!(s.on_rx_at(&meta(10, 0, 0), &[], &Blocks::default(), t0).lost, 0);
     let fx = s.on_rx_at(&meta(0, 10, 0), &bytes(0, 10), &Blocks::default(), t0);
     assert_eq!((fx.readable, s.error()), (10, None));
+    // The late frame's window is from an older snd_una: the newer one's stands.
+    let mut s = Stream::new(init(0, 0));
+    s.write(&bytes(0, 3000));
+    drain(&mut s);
+    s.on_rx(&ack(2000, 1000), &[]);
+    s.on_rx(&ack(1000, 2000), &[]);
+    assert_eq!((s.send_positions(), s.send_wnd()), ((2000, 3000), 1000));
 }
 
 #[test]
