@@ -372,6 +372,11 @@ impl DaemonLink {
         }
     }
 
+    /// Whether connection `handle` was accepted (read) and not yet taken.
+    pub fn is_accepted(&self, handle: u64) -> bool {
+        self.accepted.iter().any(|a| a.0 == handle)
+    }
+
     /// Whether a connection accepted on TCP `port` was read and not yet taken.
     pub fn has_accepted(&self, port: u16) -> bool {
         self.accepted.iter().any(|(_, i)| i.local.port() == port)

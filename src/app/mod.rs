@@ -83,8 +83,10 @@
 //! (learnt through the [`DaemonLink`]: [`App::poll_daemon`]) makes `send`/`recv` fail with
 //! `ConnectionReset`; a retransmission timer that gives up aborts the connection and they fail
 //! with `TimedOut`. A data frame the kernel accepted but the port lost (see
-//! [`PortStats::xdp`]) leaves a hole no one will fill: that connection is aborted and fails with
-//! `ConnectionAborted` ([`AppStats::rx_lost_data`]). A closed or failed connection stays until
+//! [`PortStats::xdp`]) leaves a hole no one will fill: once it stayed open for
+//! [`stream::REORDER_LIMIT`] (a frame may come behind one ingress applied after it) that
+//! connection is aborted and fails with `ConnectionAborted` ([`AppStats::rx_lost_data`], and a
+//! warning on stderr saying where the gap was). A closed or failed connection stays until
 //! [`App::remove_connection`].
 mod bursts;
 pub mod driver;
@@ -942,9 +944,28 @@ fn deliver_to(
     sack: &Blocks,
     now: std::time::Instant,
 ) {
-    if s.on_rx_at(meta, payload, sack, now).lost > 0 {
-        stats.rx_lost_data += 1;
+    let lost = s.on_rx_at(meta, payload, sack, now).lost;
+    if lost > 0 {
+        lost_data(stats, meta.handle, s, lost);
     }
+}
+
+/// Counts connection `handle` (`s`), which just failed for `lost` bytes the kernel
+/// acknowledged and the app never got, and says so on stderr with what tells why: where the
+/// gap was, and the frames held for connections not yet adopted and those dropped for want of
+/// one (held too long, say: the gap is then at the stream's start).
+fn lost_data(stats: &mut AppStats, handle: u64, s: &Stream, lost: u32) {
+    stats.rx_lost_data += 1;
+    crate::log::warn(format!(
+        "connection {handle}: aborted: {lost} bytes ingress acknowledged never reached the app \
+         (readable up to stream position {}, in order at ingress up to {}, for {:?}; frames \
+         held before adoption {}, for no connection {})",
+        s.rx_end(),
+        s.rx_in_order_end(),
+        stream::REORDER_LIMIT,
+        stats.rx_early,
+        stats.rx_unknown,
+    ));
 }
 
 /// TCP's engine under the driver: frames go to their connections (or wait for one about to be
@@ -977,7 +998,8 @@ impl driver::Engine for App {
     /// Visits the connections starting one further than the last pass; ends with the pure
     /// ACKs and window updates due.
     fn on_pass(&mut self, now: Instant) -> io::Result<Option<Instant>> {
-        self.stats.rx_unknown += self.early.expire(now) as u64;
+        let link = &self.driver.link;
+        self.stats.rx_unknown += self.early.expire(now, |h| link.is_accepted(h)) as u64;
         let mut deadline = self.early.next_expiry();
         let mut streaming = false;
         let mut ids = std::mem::take(&mut self.scratch);
@@ -991,9 +1013,13 @@ impl driver::Engine for App {
         for &h in &ids {
             let s = self.conns.get_mut(&h).expect("listed");
             let timer = s.on_timer(now);
-            if let stream::TimerEvent::GaveUp(_) = timer {
-                s.fail(io::ErrorKind::TimedOut);
-                self.stats.timeouts_given_up += 1;
+            match timer {
+                stream::TimerEvent::GaveUp(_) => {
+                    s.fail(io::ErrorKind::TimedOut);
+                    self.stats.timeouts_given_up += 1;
+                }
+                stream::TimerEvent::RxHole(lost) => lost_data(&mut self.stats, h, s, lost),
+                _ => {}
             }
             if s.is_closed() {
                 self.release(h);
@@ -1094,11 +1120,18 @@ mod tests {
             payload_len: 10,
             ..Default::default()
         };
-        deliver(&mut conns, &mut stats, &frame(7, 0), &[1; 10]);
-        deliver(&mut conns, &mut stats, &frame(8, 0), &[1; 10]);
-        // [10, 20) of connection 7 never came.
-        deliver(&mut conns, &mut stats, &frame(7, 20), &[1; 10]);
-        deliver(&mut conns, &mut stats, &frame(8, 10), &[1; 10]);
+        let t0 = Instant::now();
+        let mut at = |handle, rx_pos, now| {
+            let s = conns.get_mut(&handle).expect("known");
+            deliver_to(s, &mut stats, &frame(handle, rx_pos), &[1; 10], &Blocks::default(), now)
+        };
+        at(7, 0, t0);
+        at(8, 0, t0);
+        // [10, 20) of connection 7 never came: it may be late, for a while.
+        at(7, 20, t0);
+        at(7, 30, t0 + stream::REORDER_LIMIT / 2);
+        at(8, 10, t0 + stream::REORDER_LIMIT);
+        at(7, 40, t0 + stream::REORDER_LIMIT);
         deliver(&mut conns, &mut stats, &frame(9, 0), &[1; 10]);
         assert_eq!((stats.rx_lost_data, stats.rx_unknown), (1, 1));
         assert_eq!(conns[&7].error(), Some(io::ErrorKind::ConnectionAborted));

@@ -10,11 +10,14 @@
 use std::{
     io::ErrorKind,
     net::{Ipv4Addr, SocketAddrV4},
+    process::Command,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
+use crate::shim::{text, ECHO_CLIENT, PYTHON};
 use common::{
-    daemon::EtranApp,
+    daemon::{register, EtranApp, EtranHosts},
     netns::{in_netns, mac_of, sh, RawSocket},
     peer::etran_accept,
     tcp::{conn_present, pattern, pending_present, wait_for},
@@ -346,4 +349,108 @@ fn data_right_behind_a_syn_that_reopens_a_tuple_in_time_wait() {
     let (id, took) = bed.passive(port, isn.wrapping_add(1_000_000), script);
     eprintln!("reopened: acknowledged after {took:?}");
     bed.etran.app.abort(id);
+}
+
+/// An eTran echo server on `l` until `stop`: echoes every connection it accepts byte for byte
+/// and closes it after the peer's FIN. Returns the connections it served to the end, the
+/// frames of theirs that reached the app behind one ingress applied after them
+/// (`StreamStats::rx_reordered`), and what failed.
+fn echo_until(app: &mut App, l: &Listener, stop: &AtomicBool) -> (usize, u64, Vec<String>) {
+    struct Conn {
+        id: ConnId,
+        pending: Vec<u8>,
+        eof: bool,
+    }
+    let (mut conns, mut served, mut reordered, mut failed) = (Vec::<Conn>::new(), 0, 0, vec![]);
+    let mut buf = vec![0u8; 1 << 16];
+    while !stop.load(Ordering::Relaxed) || !conns.is_empty() {
+        app.poll().unwrap();
+        while let Some(id) = ready(app.accept(l)).unwrap() {
+            conns.push(Conn { id, pending: Vec::new(), eof: false });
+        }
+        conns.retain_mut(|c| {
+            let mut error = None;
+            if !c.eof {
+                match app.recv(c.id, &mut buf) {
+                    Ok(0) => c.eof = true,
+                    Ok(n) => c.pending.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => error = Some(format!("recv: {e}")),
+                }
+            }
+            if !c.pending.is_empty() && error.is_none() {
+                match app.send(c.id, &c.pending) {
+                    Ok(n) => drop(c.pending.drain(..n)),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => error = Some(format!("send: {e}")),
+                }
+                if c.eof && c.pending.is_empty() {
+                    app.close(c.id).unwrap();
+                }
+            } else if c.eof && c.pending.is_empty() && !app.is_closed(c.id) {
+                let _ = app.close(c.id);
+            }
+            let s = app.stream(c.id).expect("held until removed").stats();
+            if let Some(e) = error {
+                failed.push(format!("connection {:?}: {e} ({s:?})", c.id));
+            } else if !app.is_closed(c.id) {
+                return true;
+            } else {
+                served += 1;
+            }
+            reordered += s.rx_reordered;
+            app.remove_connection(c.id);
+            false
+        });
+    }
+    (served, reordered, failed)
+}
+
+/// Linux clients that send at once (python's `sendall` right behind `connect`), 16 at a time,
+/// to an eTran echo server, three rounds. Their first segments reach the daemon while the flow
+/// is still pending, and it replays them through ingress (on its CPU) while the NIC's NAPI runs
+/// ingress on the segments behind them (on another): either CPU may hand its frame to the app
+/// first, so the app may get a frame before one ingress applied earlier. That is no loss, and
+/// no connection may fail for it (issue 15: once in the guest, a python echo server's connection
+/// was aborted with ECONNABORTED); every echo is byte-exact.
+#[test]
+fn linux_clients_sending_at_once_are_all_echoed_byte_exact() {
+    let Some(_root) = common::root::shared() else { return };
+    const CONNS: usize = 16;
+    const ECHO_PORT: u16 = 7310;
+    let mut hosts = EtranHosts::first_only("race-burst", etran::testbed::Spec::new("", 2));
+    let ip1 = hosts.tb.host(1).ip.to_string();
+    let daemon = &hosts.daemons[0];
+    let mut app = register(&daemon.sock);
+    let listener = app.listen(ECHO_PORT).unwrap();
+    let stop = AtomicBool::new(false);
+    let (served, reordered, failed) = std::thread::scope(|s| {
+        let server = s.spawn(|| echo_until(&mut app, &listener, &stop));
+        for round in 0..3 {
+            let client = Command::new("ip")
+                .args(["netns", "exec", &hosts.ns(2), PYTHON, "-c", ECHO_CLIENT, &ip1])
+                .args([&ECHO_PORT.to_string(), &CONNS.to_string(), "65536"])
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&client.stdout);
+            if said.trim() != ["ok"; CONNS].join(" ") {
+                stop.store(true, Ordering::Relaxed);
+                let (_, _, failed) = server.join().unwrap();
+                panic!("round {round}: {}: {failed:?}: {}", text(&client), daemon.log());
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap()
+    });
+    assert!(failed.is_empty(), "{failed:?}: {}", daemon.log());
+    assert_eq!(served, 3 * CONNS);
+    // The daemon says at exit how many segments it replayed (the race's precondition).
+    drop(app);
+    hosts.daemons[0].terminate();
+    let log = hosts.daemons[0].log();
+    let replays = log.lines().find(|l| l.contains("segments replayed")).unwrap_or("");
+    eprintln!(
+        "{served} connections echoed, {reordered} frames reached the app behind one ingress \
+         applied after them; {replays}"
+    );
 }

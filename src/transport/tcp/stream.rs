@@ -12,9 +12,15 @@
 //! carries `MERGED`, whose `merged` bytes beyond its own payload then become readable. `FIN`
 //! ends the stream after the in-order data. An in-order frame (one not `OUT_OF_ORDER`) always
 //! starts where the readable bytes end, and a merge covers only out-of-order bytes the app
-//! holds: anything else means a data frame the kernel accepted, and acknowledged, was lost on
-//! the way to the app (its fill ring ran empty). The peer will not resend it, so the connection
-//! fails with `ConnectionAborted` rather than hang or read garbage.
+//! holds, as long as frames reach the app in the order ingress applied them. They need not: the
+//! daemon's replay of segments that came right behind the handshake runs ingress on its CPU while
+//! the NIC's NAPI runs it on another, and either may hand its frame to the socket first. So the
+//! frontier moves over every byte held up to where ingress had the stream in order (what the
+//! frames' positions and merges said), and a gap before that waits for the frame carrying it. A
+//! gap still open after [`REORDER_LIMIT`] means a data frame the kernel accepted, and
+//! acknowledged, was lost on the way to the app (its fill ring ran empty, say). The peer will not
+//! resend it, so the connection fails with `ConnectionAborted` ([`TimerEvent::RxHole`], or
+//! [`RxEffect::lost`] when a frame finds it) rather than hang or read garbage.
 //! [`Stream::read`] consumes bytes;
 //! [`Stream::take_consumed`] hands the not yet reported count to the next TX header, and
 //! [`Stream::window_update_due`] says when a pure `WINDOW_UPDATE` is worth a frame: only when
@@ -124,6 +130,13 @@ const FIN: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_FIN.0;
 const OUT_OF_ORDER: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_OUT_OF_ORDER.0;
 const MERGED: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_MERGED.0;
 const FIN_ACKED: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_FIN_ACKED.0;
+/// How long bytes ingress had in order may wait for the frame that carries them: a frame
+/// reaches the app in the order frames reached its socket, which is not always the order
+/// ingress applied them in (the daemon's replay of a segment that came right behind the
+/// handshake runs ingress on its CPU while the NIC's NAPI runs it on another, and either may
+/// hand its frame over first; microseconds, more under a hypervisor). A gap open longer is a
+/// frame lost on its way, and fails the stream ([`Stream::check_gap`]).
+pub const REORDER_LIMIT: Duration = Duration::from_secs(1);
 /// RX flag: the frame's TCP header carries SACK blocks ([`Blocks::from_frame`]).
 pub const RX_SACK: u32 = etran_tcp_rx_flag::ETRAN_TCP_RX_SACK.0;
 
@@ -278,6 +291,9 @@ pub struct StreamStats {
     pub reneged: u64,
     /// Holes left by data frames lost between ingress and the app (each fails the stream).
     pub rx_holes: u64,
+    /// Frames that reached the app behind one ingress applied after them, until it came (the
+    /// bytes the kernel had in order waited: see [`REORDER_LIMIT`]).
+    pub rx_reordered: u64,
 }
 
 /// A tail-loss probe to send (RFC 8985 7.3).
@@ -302,6 +318,9 @@ pub enum TimerEvent {
     Resend,
     /// Too many timeouts in a row without progress: the connection should be aborted.
     GaveUp(GaveUp),
+    /// Bytes ingress had in order (acknowledged) never reached the app (at most this many):
+    /// the stream failed with `ConnectionAborted` (see [`REORDER_LIMIT`]).
+    RxHole(u32),
 }
 
 /// One connection's byte streams.
@@ -310,14 +329,17 @@ pub struct Stream {
     mss: u16,
     // Receive side.
     rbuf: Box<[u8]>,
-    head: usize,          // index of read_pos in rbuf
-    read_pos: u32,        // next byte read() returns
-    rcv_end: u32,         // end of the readable (in-order) bytes
-    unreported: u32,      // consumed, not yet reported in a TX header
-    rx_unacked: u32,      // payload bytes received since our last frame (each carries the ACK)
-    fin: bool,            // the stream ends at rcv_end
-    ooo: Vec<(u32, u32)>, // out-of-order bytes held: disjoint [start, end) intervals
-    adv: u32,             // the largest window the kernel advertises for this buffer
+    head: usize,                // index of read_pos in rbuf
+    read_pos: u32,              // next byte read() returns
+    rcv_end: u32,               // end of the readable (in-order) bytes
+    kernel_end: u32,            // end of the bytes ingress had in order, as far as frames told
+    fin_at: Option<u32>,        // where the peer's FIN ends the stream (a frame said FIN)
+    gap_since: Option<Instant>, // since when the readable bytes end before kernel_end
+    unreported: u32,            // consumed, not yet reported in a TX header
+    rx_unacked: u32, // payload bytes received since our last frame (each carries the ACK)
+    fin: bool,       // the stream ends at rcv_end
+    ooo: Vec<(u32, u32)>, // bytes held past rcv_end: disjoint, apart [start, end) intervals
+    adv: u32,        // the largest window the kernel advertises for this buffer
     // Send side.
     sbuf: VecDeque<u8>, // bytes from snd_una on
     snd_cap: usize,
@@ -374,6 +396,9 @@ impl Stream {
             head: 0,
             read_pos: init.rx_pos,
             rcv_end: init.rx_pos,
+            kernel_end: init.rx_pos,
+            fin_at: None,
+            gap_since: None,
             unreported: 0,
             rx_unacked: 0,
             fin: false,
@@ -438,15 +463,12 @@ impl Stream {
     ) -> RxEffect {
         let mut fx =
             RxEffect { freed: self.on_ack(meta.una_pos, sack, now), ..RxEffect::default() };
-        self.send_wnd = meta.send_wnd;
-        let len = (meta.payload_len as usize).min(payload.len()) as u32;
-        let lost = self.lost_before(meta, len);
-        if lost > 0 && self.error.is_none() {
-            self.fail(io::ErrorKind::ConnectionAborted);
-            self.stats.rx_holes += 1;
-            fx.lost = lost;
-            return fx;
+        // A frame that came behind a later one (see REORDER_LIMIT) says the window from an
+        // older snd_una: from ours, it could reach past the edge egress holds to.
+        if !after(self.snd_una, meta.una_pos) {
+            self.send_wnd = meta.send_wnd;
         }
+        let len = (meta.payload_len as usize).min(payload.len()) as u32;
         if meta.flags & FIN_ACKED != 0 && self.close.fin_queued() {
             self.close = self.close.on(Event::FinAcked);
             self.rto.on_progress();
@@ -466,43 +488,47 @@ impl Stream {
         }
         fx.dropped += meta.payload_len as u32 - len;
         self.rx_unacked = self.rx_unacked.saturating_add(len);
+        let end = meta.rx_pos.wrapping_add(len);
         if len > 0 {
-            fx.dropped += self.store(meta.rx_pos, &payload[..len as usize]);
-        }
-        if meta.flags & OUT_OF_ORDER != 0 && len > 0 {
-            self.hold_ooo(meta.rx_pos, meta.rx_pos.wrapping_add(len));
+            let outside = self.store(meta.rx_pos, &payload[..len as usize]);
+            fx.dropped += outside;
+            self.hold(meta.rx_pos, end.wrapping_sub(outside));
         }
         if meta.flags & OUT_OF_ORDER == 0 {
-            let mut end = meta.rx_pos.wrapping_add(len);
+            // Ingress had everything up to here in order (the merge: intervals it joined).
+            let mut in_order = end;
             if meta.flags & MERGED != 0 {
-                end = end.wrapping_add(meta.merged);
+                in_order = in_order.wrapping_add(meta.merged);
             }
-            let cap = self.rbuf.len() as u32;
-            let reach = dist(end, self.read_pos).min(cap);
-            // Only the frame that continues the readable bytes moves the frontier.
-            if dist(meta.rx_pos, self.read_pos) <= dist(self.rcv_end, self.read_pos)
-                && reach > dist(self.rcv_end, self.read_pos)
-            {
-                fx.readable = reach - dist(self.rcv_end, self.read_pos);
-                self.rcv_end = self.read_pos.wrapping_add(reach);
+            if after(in_order, self.kernel_end) {
+                self.kernel_end = in_order;
             }
-            // Intervals the frontier reached are in order now (the kernel merged them).
-            let frontier = self.rcv_end;
-            self.ooo.retain(|&(a, _)| after(a, frontier));
-            if meta.flags & FIN != 0 && !self.fin {
-                self.fin = true;
-                self.close = self.close.on(Event::PeerFin);
-                fx.fin = true;
+            if meta.flags & FIN != 0 {
+                // Every frame after the FIN says it, each ending where the stream ends.
+                self.fin_at.get_or_insert(in_order);
             }
         }
+        fx.readable = self.advance();
+        if self.fin_at == Some(self.rcv_end) && !self.fin {
+            self.fin = true;
+            self.close = self.close.on(Event::PeerFin);
+            fx.fin = true;
+        }
+        fx.lost = self.check_gap(now);
         self.stats.rx_bytes += u64::from(fx.readable);
         self.stats.rx_dropped += u64::from(fx.dropped);
         fx
     }
 
-    /// Adds out-of-order bytes [start, end) to the intervals held, joining the ones it touches
-    /// (as the kernel does).
-    fn hold_ooo(&mut self, mut start: u32, mut end: u32) {
+    /// Adds the bytes [start, end), just stored, to the intervals held past the readable end,
+    /// joining the ones it touches (as the kernel does).
+    fn hold(&mut self, mut start: u32, mut end: u32) {
+        if !after(end, self.rcv_end) {
+            return; // readable already
+        }
+        if after(self.rcv_end, start) {
+            start = self.rcv_end;
+        }
         self.ooo.retain(|&(a, b)| {
             let apart = after(a, end) || after(start, b);
             if !apart {
@@ -514,25 +540,57 @@ impl Stream {
         self.ooo.push((start, end));
     }
 
-    /// Bytes (at most) the kernel delivered in frames that never reached us, as far as this
-    /// frame (of `len` payload bytes) shows: an in-order frame starting past the readable end,
-    /// a merge reaching bytes past this payload that no interval we hold covers. (A lost
-    /// out-of-order frame shows when its interval merges: the kernel's intervals never touch,
-    /// so the bytes merged past a payload lie in one of them, which we must hold whole.)
-    fn lost_before(&self, meta: &etran_tcp_rx_meta, len: u32) -> u32 {
-        let (pos, end) = (meta.rx_pos, meta.rx_pos.wrapping_add(len));
-        if meta.flags & OUT_OF_ORDER != 0 {
+    /// Moves the readable end over the bytes held from it on, as far as ingress had them in
+    /// order (`kernel_end`: out-of-order bytes stay held until a merge says otherwise, as in
+    /// the kernel) and the buffer reaches; returns how many bytes became readable.
+    fn advance(&mut self) -> u32 {
+        let from = self.rcv_end;
+        let mut front = from;
+        if let Some(&(_, b)) = self.ooo.iter().find(|&&(a, b)| !after(a, front) && after(b, front))
+        {
+            front = b; // held intervals never touch: one at most continues the readable bytes
+        }
+        let limit = dist(self.kernel_end, self.read_pos).min(self.rbuf.len() as u32);
+        if dist(front, self.read_pos) > limit {
+            front = self.read_pos.wrapping_add(limit);
+        }
+        if !after(front, from) {
             return 0;
         }
-        if after(pos, self.rcv_end) {
-            return dist(pos, self.rcv_end);
+        self.rcv_end = front;
+        self.ooo.retain(|&(_, b)| after(b, front));
+        dist(front, from)
+    }
+
+    /// Bytes ingress had in order that did not reach the app: normally a frame handed over
+    /// behind one ingress applied after it (see [`REORDER_LIMIT`]), so the gap waits for it;
+    /// one still open after [`REORDER_LIMIT`] is a frame lost on its way (the kernel
+    /// acknowledged it: nobody will resend it), which fails the stream with
+    /// `ConnectionAborted`. Returns the bytes missing then, those not held (0 otherwise).
+    fn check_gap(&mut self, now: Instant) -> u32 {
+        if !after(self.kernel_end, self.rcv_end) {
+            if self.gap_since.take().is_some() {
+                self.stats.rx_reordered += 1;
+            }
+            return 0;
         }
-        let merged_end = end.wrapping_add(meta.merged);
-        let covers = |&(a, b): &(u32, u32)| !after(a, end) && !after(merged_end, b);
-        if meta.flags & MERGED != 0 && meta.merged > 0 && !self.ooo.iter().any(covers) {
-            return meta.merged;
+        let since = *self.gap_since.get_or_insert(now);
+        if self.error.is_some() || now.saturating_duration_since(since) < REORDER_LIMIT {
+            return 0;
         }
-        0
+        self.fail(io::ErrorKind::ConnectionAborted);
+        self.stats.rx_holes += 1;
+        let (from, to) = (self.rcv_end, self.kernel_end);
+        let held: u32 = (self.ooo.iter())
+            .filter(|&&(a, _)| after(to, a))
+            .map(|&(a, b)| dist(if after(b, to) { to } else { b }, a))
+            .sum();
+        dist(to, from) - held
+    }
+
+    /// When an open gap fails the stream ([`Stream::check_gap`]), if one is open.
+    fn gap_deadline(&self) -> Option<Instant> {
+        self.gap_since.filter(|_| self.error.is_none()).map(|t| t + REORDER_LIMIT)
     }
 
     /// Writes `data` at stream position `pos`; returns the bytes outside the buffer.
@@ -553,6 +611,12 @@ impl Stream {
     /// The stream position where the in-order bytes received end.
     pub fn rx_end(&self) -> u32 {
         self.rcv_end
+    }
+
+    /// The stream position up to which ingress had the bytes in order, as far as the frames
+    /// that reached the app told (past [`Stream::rx_end`] while a frame is late).
+    pub fn rx_in_order_end(&self) -> u32 {
+        self.kernel_end
     }
 
     /// Bytes ready for [`Stream::read`].
@@ -961,8 +1025,24 @@ impl Stream {
     /// PTO without progress, one segment goes out, new data or the last one sent, so that
     /// the peer's answer shows any loss), and the RTO; while the window is closed with nothing
     /// outstanding, the persist timer alone. Timers are armed at the first call that finds them
-    /// needed, so the caller's polling granularity adds to them.
+    /// needed, so the caller's polling granularity adds to them. On the receive side, a gap
+    /// before bytes ingress had in order that stays open for [`REORDER_LIMIT`] fails the stream
+    /// ([`TimerEvent::RxHole`]).
     pub fn on_timer(&mut self, now: Instant) -> TimerEvent {
+        let lost = self.check_gap(now);
+        if lost > 0 {
+            return TimerEvent::RxHole(lost);
+        }
+        let event = self.send_timers(now);
+        match (event, self.gap_deadline()) {
+            (TimerEvent::Idle, Some(at)) => TimerEvent::Waiting(at),
+            (TimerEvent::Waiting(next), Some(at)) => TimerEvent::Waiting(next.min(at)),
+            (event, _) => event,
+        }
+    }
+
+    /// The send side's timers ([`Stream::on_timer`]).
+    fn send_timers(&mut self, now: Instant) -> TimerEvent {
         if !self.needs_timers() {
             self.persist.stop();
             self.stop_loss_timers();

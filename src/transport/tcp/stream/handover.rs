@@ -240,6 +240,7 @@ impl Stream {
         s.adv = h.adv;
         s.rbuf[..readable].copy_from_slice(&body[..readable]);
         s.rcv_end = h.read_pos.wrapping_add(h.readable);
+        s.kernel_end = s.rcv_end;
         s.fin = h.fin;
         s.sbuf = VecDeque::from(body[readable..].to_vec());
         s.sbuf.reserve(h.snd_cap as usize - unacked);
