@@ -1,6 +1,8 @@
 //! A device's NAPI knobs (sysfs): whether its receive processing runs as a kernel thread, and
 //! whether it defers to busy-polling sockets. Interface attributes are per network namespace,
 //! so each change runs on a thread that sees the namespace's own sysfs ([`in_sysfs`]).
+use std::{os::unix::fs::FileExt, sync::mpsc};
+
 use anyhow::Context;
 
 use crate::{netns::NetNs, sys::cvt};
@@ -58,6 +60,49 @@ pub fn set_threaded(ns: &NetNs, dev: &str, on: bool) -> anyhow::Result<Vec<i32>>
         anyhow::ensure!(!threads.is_empty(), "no NAPI thread appeared for {dev}");
         Ok(threads)
     })
+}
+
+/// Switches `dev`'s receive NAPI between a kernel thread and softirq on a thread of its own,
+/// in the order asked, so that whoever asks never waits: switching a device back to softirq
+/// waits for its thread to finish polling (the kernel sleeps in steps of 20 ms), and the
+/// daemon, which switches its apps' ports, serves every app from one loop. The thread ends
+/// with the switch.
+pub struct ThreadedSwitch {
+    tx: mpsc::Sender<bool>,
+}
+
+impl ThreadedSwitch {
+    /// The switch of `dev` in the calling thread's namespace; its thread opens the device's
+    /// knob once, and logs what fails.
+    pub fn new(dev: &str) -> anyhow::Result<ThreadedSwitch> {
+        let ns = NetNs::current()?;
+        let dev = dev.to_string();
+        let (tx, rx) = mpsc::channel::<bool>();
+        std::thread::Builder::new()
+            .name(format!("napi {dev}"))
+            .spawn(move || {
+                let path = format!("/sys/class/net/{dev}/threaded");
+                let knob = match in_sysfs(&ns, || {
+                    std::fs::OpenOptions::new().write(true).open(&path).context("opening")
+                }) {
+                    Ok(f) => f,
+                    Err(e) => return crate::log::warn(format!("{path}: {e:#}")),
+                };
+                for on in rx {
+                    // At offset 0, as a fresh open would (an attribute is one value).
+                    if let Err(e) = knob.write_at(if on { b"1" } else { b"0" }, 0) {
+                        crate::log::warn(format!("{path}: writing {}: {e}", u8::from(on)));
+                    }
+                }
+            })
+            .context("starting a NAPI switch thread")?;
+        Ok(ThreadedSwitch { tx })
+    }
+
+    /// Asks for `dev`'s NAPI in a thread (`on`) or in softirq.
+    pub fn set(&self, on: bool) {
+        let _ = self.tx.send(on);
+    }
 }
 
 /// Makes `dev` in `ns` leave its receive NAPI to busy-polling sockets ([`crate::xsk::BusyPoll`]),

@@ -31,6 +31,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::{
     backend::{ports::PortMode, AppPort},
+    napi::ThreadedSwitch,
     netlink::{Netlink, VethQueues},
     netns::NetNs,
     proto::{FdKind, Reply, Transport},
@@ -101,6 +102,8 @@ pub struct VethPort {
     transport: Transport,
     /// The kernel side's receive processing runs as a NAPI thread ([`AppPort::batch_sends`]).
     threaded: bool,
+    /// What switches it, made at the first request.
+    switch: Option<ThreadedSwitch>,
 }
 
 impl AppPort for VethPort {
@@ -153,15 +156,22 @@ impl AppPort for VethPort {
     /// thread takes them in batches that the receiver merges; the app keeps that queue short
     /// (`app::bursts`). Homa's ports stay in softirq: its compat pacer releases frames at the
     /// link's rate by its own clock and would not see a queue behind it. Without the knob (no
-    /// sysfs, an old kernel) the port stays in softirq.
+    /// sysfs, an old kernel) the port stays in softirq. The switch runs on a thread of its own
+    /// ([`ThreadedSwitch`]): going back to softirq takes the kernel 20 ms, which the daemon's
+    /// loop must not wait.
     fn batch_sends(&mut self, on: bool) {
         if self.transport != Transport::Tcp || on == self.threaded {
             return;
         }
-        let dev = &self.kernel_name;
-        match NetNs::current().and_then(|ns| crate::napi::set_threaded(&ns, dev, on)) {
-            Ok(_) => self.threaded = on,
-            Err(e) => crate::log::warn(format!("{dev}: batching its frames {on}: {e:#}")),
+        if self.switch.is_none() {
+            match ThreadedSwitch::new(&self.kernel_name) {
+                Ok(s) => self.switch = Some(s),
+                Err(e) => return crate::log::warn(format!("{}: {e:#}", self.kernel_name)),
+            }
+        }
+        if let Some(switch) = &self.switch {
+            switch.set(on);
+            self.threaded = on;
         }
     }
 }
@@ -191,6 +201,7 @@ impl VethPort {
             created: false,
             transport,
             threaded: false,
+            switch: None,
         };
         match port.build(nl, maps, transport, mtu) {
             Ok(()) => Ok(port),
