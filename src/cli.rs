@@ -43,7 +43,8 @@ pub enum Command {
     /// retransmissions, data and duplicate ACKs received, CE marks, ACKs queued at once or
     /// delayed): the counters behind a per-message cost breakdown; last, the app ports of the
     /// daemon serving the interface (`etran daemon`), each with its slot, transport, app's pid
-    /// and AF_XDP mode: zero copy, copy mode, or a compat veth port (copy mode). `--json` lists
+    /// and AF_XDP mode: zero copy, copy mode, or a compat veth port (copy mode), which says
+    /// "batching" while its app streams and the port batches its frames. `--json` lists
     /// every reason and event, zeros included, and the ports under `daemon` (`null`: no daemon
     /// serves the interface).
     Stats(StatsArgs),

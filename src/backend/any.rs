@@ -70,6 +70,10 @@ impl AppPort for AnyPort {
     fn batch_sends(&mut self, on: bool) {
         either!(self, p => p.batch_sends(on))
     }
+
+    fn batching(&self) -> bool {
+        either!(self, p => p.batching())
+    }
 }
 
 /// Both backends: what [`Backend`] asks, of whichever the daemon runs.

@@ -115,6 +115,10 @@ pub trait AppPort {
     ///
     /// [`Request::Batch`]: crate::proto::Request::Batch
     fn batch_sends(&mut self, _on: bool) {}
+    /// Whether it batches them now.
+    fn batching(&self) -> bool {
+        false
+    }
 }
 
 /// What the daemon asks of a backend: each app's egress checkpoint, the ACK generator's work

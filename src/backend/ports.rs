@@ -19,11 +19,14 @@ use crate::proto::Transport;
 
 /// The table's map name (the kernel keeps 15 bytes).
 pub const MAP_NAME: &str = "etran_daemon";
-/// Bytes in a row: mode, transport, queue, pid (4 bytes each), then the port's name.
+/// Bytes in a row: mode (with [`BATCHING`]), transport, queue, pid (4 bytes each), then the
+/// port's name.
 pub const ROW_SIZE: usize = 16 + NAME_LEN;
 const NAME_LEN: usize = 32;
 /// The header row's first word ("ETRD"), which no [`PortMode`] is.
 const MAGIC: u32 = u32::from_be_bytes(*b"ETRD");
+/// In a row's mode word: the port batches its app's frames ([`PortRow::batching`]).
+const BATCHING: u32 = 1 << 16;
 
 /// How an app's port reaches the NIC, as `etran stats` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -76,6 +79,9 @@ pub struct PortRow {
     /// The NIC queue its socket is bound to (native; compat: 0, its veth's queue).
     pub queue: u32,
     pub mode: PortMode,
+    /// The port batches the frames its app sends, while the app streams
+    /// (`AppPort::batch_sends`).
+    pub batching: bool,
 }
 
 /// What a daemon serving a datapath publishes: its pid and its apps' ports, by slot.
@@ -113,7 +119,8 @@ fn encode_port(port: &PortRow) -> [u8; ROW_SIZE] {
         Transport::Tcp => 1,
         Transport::Homa => 2,
     };
-    encode([port.mode.code(), transport, port.queue, port.pid], &port.port)
+    let mode = port.mode.code() | if port.batching { BATCHING } else { 0 };
+    encode([mode, transport, port.queue, port.pid], &port.port)
 }
 
 /// The port in row `slot`, `None` for an empty (zeroed) or unreadable one.
@@ -132,7 +139,8 @@ fn decode_port(slot: u32, bytes: &[u8]) -> Option<PortRow> {
         transport,
         port: name_of(bytes),
         queue: word(bytes, 2),
-        mode: PortMode::from_code(word(bytes, 0))?,
+        mode: PortMode::from_code(word(bytes, 0) & !BATCHING)?,
+        batching: word(bytes, 0) & BATCHING != 0,
     })
 }
 
@@ -212,15 +220,25 @@ mod tests {
     use super::*;
 
     fn port(mode: PortMode, transport: Transport, name: &str) -> PortRow {
-        PortRow { slot: 3, pid: 4242, transport, port: name.into(), queue: 1, mode }
+        PortRow {
+            slot: 3,
+            pid: 4242,
+            transport,
+            port: name.into(),
+            queue: 1,
+            mode,
+            batching: false,
+        }
     }
 
     #[test]
     fn a_port_row_reads_back_as_written() {
         for mode in [PortMode::ZeroCopy, PortMode::Copy, PortMode::VethPort] {
             for transport in [Transport::Tcp, Transport::Homa] {
-                let p = port(mode, transport, "eth0 queue 1");
-                assert_eq!(decode_port(3, &encode_port(&p)), Some(p));
+                for batching in [false, true] {
+                    let p = PortRow { batching, ..port(mode, transport, "eth0 queue 1") };
+                    assert_eq!(decode_port(3, &encode_port(&p)), Some(p));
+                }
             }
         }
     }

@@ -126,7 +126,11 @@ fn render_ports(iface: &str, daemon: Option<&Served>) -> String {
             p.slot.to_string(),
             transport.into(),
             pid,
-            p.mode.describe().into(),
+            if p.batching {
+                format!("{}, batching", p.mode.describe())
+            } else {
+                p.mode.describe().into()
+            },
         ]);
     }
     format!("daemon (pid {}): {} app port(s)\n{}", daemon.pid, daemon.ports.len(), t.render())
@@ -169,7 +173,7 @@ mod tests {
     };
 
     fn port(slot: u32, pid: u32, transport: Transport, name: &str, mode: PortMode) -> PortRow {
-        PortRow { slot, pid, transport, port: name.into(), queue: 0, mode }
+        PortRow { slot, pid, transport, port: name.into(), queue: 0, mode, batching: false }
     }
 
     #[test]
@@ -194,6 +198,16 @@ mod tests {
         };
         assert!(render_ports("va", Some(&compat))
             .contains("etp3a        3        tcp       55  veth port (copy mode)"));
+        let streaming = Served {
+            pid: 7,
+            ports: vec![PortRow {
+                batching: true,
+                ..port(3, 55, Transport::Tcp, "etp3a", PortMode::VethPort)
+            }],
+        };
+        assert!(render_ports("va", Some(&streaming)).contains("veth port (copy mode), batching"));
+        let v = serde_json::to_value(Some(&streaming)).unwrap();
+        assert_eq!(v["ports"][0]["batching"], true);
     }
 
     #[test]

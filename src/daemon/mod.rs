@@ -413,9 +413,11 @@ impl Daemon {
                     false
                 }
                 Input::Request(Request::Batch { on }) => {
-                    if let Some(port) = self.sessions.get_mut(&token).and_then(|s| s.port.as_mut())
-                    {
-                        port.batch_sends(on);
+                    if let Some(s) = self.sessions.get_mut(&token) {
+                        if let (Some(port), Some(transport)) = (s.port.as_mut(), s.transport) {
+                            port.batch_sends(on);
+                            self.published.set(&port_row(s.stream.as_fd(), port, transport));
+                        }
                     }
                     false
                 }
@@ -515,14 +517,7 @@ impl Daemon {
         let session = self.sessions.get_mut(&token).expect("live session");
         let id = session.id;
         let name = port.name().to_string();
-        self.published.set(&PortRow {
-            slot,
-            pid: crate::sys::peer_pid(session.stream.as_fd()).unwrap_or(0),
-            transport,
-            port: name.clone(),
-            queue: port.queue(),
-            mode: port.mode(),
-        });
+        self.published.set(&port_row(session.stream.as_fd(), &port, transport));
         let (mut reply, fds) = port.registered(&self.cfg.iface, proto::PROTOCOL_VERSION);
         if let proto::Reply::Registered { homa_link_mbps, .. } = &mut reply {
             *homa_link_mbps = if transport == Transport::Homa { self.homa_link_mbps } else { 0 };
@@ -791,6 +786,23 @@ impl Daemon {
 
 /// Takes the per-interface daemon lock (`/run/etran/daemon-net<ino>-<iface>.lock`, flock), so
 /// that a second daemon cannot remove the first one's ports as stale.
+/// The row `etran stats` shows for `port`, an app's of `transport` on the session `stream`.
+fn port_row(
+    stream: std::os::fd::BorrowedFd,
+    port: &crate::backend::any::AnyPort,
+    transport: Transport,
+) -> PortRow {
+    PortRow {
+        slot: port.slot(),
+        pid: crate::sys::peer_pid(stream).unwrap_or(0),
+        transport,
+        port: port.name().to_string(),
+        queue: port.queue(),
+        mode: port.mode(),
+        batching: port.batching(),
+    }
+}
+
 fn lock_iface(iface: &str) -> anyhow::Result<(std::fs::File, PathBuf)> {
     use std::os::unix::fs::MetadataExt;
     let ino = std::fs::metadata("/proc/thread-self/ns/net")

@@ -1,7 +1,8 @@
 //! A compat port batches the frames of an app that streams (`app::bursts`): its kernel side's
 //! receive processing moves to a NAPI thread while one of the app's connections streams, and
 //! back to softirq once none has for a while; small messages never move it (a thread's wakeup
-//! would cost each its latency). Against a Linux peer, every byte checked.
+//! would cost each its latency). `etran stats` says so. Against a Linux peer, every byte
+//! checked.
 use std::{
     io::{ErrorKind, Read, Write},
     net::{SocketAddrV4, TcpListener},
@@ -9,20 +10,25 @@ use std::{
 };
 
 use common::{
-    daemon::{port_links, EtranHosts},
+    daemon::{port_links, served, EtranHosts},
     netns::{in_netns, sh},
     tcp::pattern,
 };
-use etran::{app::App, testbed::Spec};
+use etran::{
+    app::App,
+    testbed::{Spec, HOST_NIC},
+};
 
 const MESSAGES: usize = 100;
 const STREAM: usize = 8 << 20;
 
-/// Whether the app's port in `ns` runs its kernel side's receive processing as a NAPI thread.
-fn threaded(ns: &str) -> bool {
+/// Whether the app's port in `ns` runs its kernel side's receive processing as a NAPI thread,
+/// and whether `etran stats` says the port batches.
+fn threaded(ns: &str) -> (bool, bool) {
     let k = port_links(ns).into_iter().find(|n| n.ends_with('k')).expect("the app's port");
     let out = sh(&format!("ip netns exec {ns} cat /sys/class/net/{k}/threaded"));
-    String::from_utf8_lossy(&out.stdout).trim() == "1"
+    let stats = served(ns, HOST_NIC)["ports"][0]["batching"].as_bool();
+    (String::from_utf8_lossy(&out.stdout).trim() == "1", stats == Some(true))
 }
 
 #[test]
@@ -57,7 +63,7 @@ fn a_streaming_app_has_its_port_batched_and_a_chatty_one_not() {
             }
             assert_eq!(back, msg);
         }
-        assert!(!threaded(&h1), "64-byte messages one at a time are not batched");
+        assert_eq!(threaded(&h1), (false, false), "64-byte messages one at a time are not batched");
 
         let (mut sent, mut batched) = (0, None);
         while !peer.is_finished() {
@@ -75,11 +81,11 @@ fn a_streaming_app_has_its_port_batched_and_a_chatty_one_not() {
             }
         }
         assert!(peer.join().unwrap() == data, "Linux received wrong bytes");
-        assert_eq!(batched, Some(true), "the port batched the stream's frames");
+        assert_eq!(batched, Some((true, true)), "the port batched the stream's frames");
 
         // Quiet now: the app gives batching back (after `bursts::QUIET`), the daemon switches.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while threaded(&h1) {
+        while threaded(&h1) != (false, false) {
             assert!(Instant::now() < deadline, "the port still batches 5 s after the stream");
             for _ in 0..20 {
                 app.wait(Some(Duration::from_millis(5))).unwrap();

@@ -174,6 +174,10 @@ impl AppPort for VethPort {
             self.threaded = on;
         }
     }
+
+    fn batching(&self) -> bool {
+        self.threaded
+    }
 }
 
 impl VethPort {
