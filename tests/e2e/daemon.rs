@@ -371,7 +371,8 @@ fn stats_names_each_app_ports_mode_while_it_lives() {
     };
     let row = |r: &Registration, transport: &str| {
         serde_json::json!({ "slot": r.slot, "pid": std::process::id(), "transport": transport,
-                            "port": name(r), "queue": r.xsks[0].0.queue(), "mode": mode })
+                            "port": name(r), "queue": r.xsks[0].0.queue(), "mode": mode,
+                            "batching": false })
     };
     assert_eq!(ports, serde_json::json!([row(&rt, "tcp"), row(&rh, "homa")]));
     let table = String::from_utf8(etran(&net.a, &["stats", "va"]).stdout).unwrap();
