@@ -120,6 +120,10 @@ use crate::{
     },
 };
 
+/// Segments a connection writes in one turn of a pass before the next connection's turn
+/// ([`stream::PUSH_SEGMENTS`], a receiver's merge).
+const TURN_SEGMENTS: usize = stream::PUSH_SEGMENTS as usize;
+
 /// One connection of an [`App`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnId(pub u64);
@@ -842,23 +846,29 @@ impl App {
     /// Paced ([`AppPort::tracks`]), each frame is counted against the connection's small queue
     /// until it completes, and a connection with its room used waits ([`small_queues`]).
     fn transmit(&mut self, id: ConnId) -> io::Result<()> {
+        self.transmit_up_to(id, usize::MAX).map(drop)
+    }
+
+    /// [`App::transmit`], `max` frames at most; true when it stopped there (the connection may
+    /// have more to send).
+    fn transmit_up_to(&mut self, id: ConnId, max: usize) -> io::Result<bool> {
         let now = std::time::Instant::now();
         let tracked = self.driver.port.tracks();
-        loop {
+        for _ in 0..max {
             if tracked {
                 self.small_queue_frames();
             }
             let s =
                 self.conns.get_mut(&id.0).ok_or_else(|| os_error(io::ErrorKind::NotConnected))?;
             if !s.tx_ready() || !self.driver.port.can_send() {
-                return Ok(());
+                return Ok(false);
             }
             if tracked {
                 let room = small_queues::room(s.mss(), s.send_wnd(), s.srtt());
                 if self.small_queues && !self.queues.may_send(id.0, room) {
                     self.stats.small_queue_waits += 1;
                     self.queue_waited = true;
-                    return Ok(());
+                    return Ok(false);
                 }
             }
             let mut bytes = 0;
@@ -868,13 +878,14 @@ impl App {
                 Some(f.frame_len)
             })?;
             if sent.is_none() {
-                return Ok(());
+                return Ok(false);
             }
             if tracked {
                 self.driver.port.track_last(id.0, bytes);
                 self.queues.handed(id.0, bytes);
             }
         }
+        Ok(true)
     }
 
     /// Asks the daemon to batch the port's frames while the app streams, or to stop
@@ -1002,6 +1013,7 @@ impl driver::Engine for App {
         self.stats.rx_unknown += self.early.expire(now, |h| link.is_accepted(h)) as u64;
         let mut deadline = self.early.next_expiry();
         let mut streaming = false;
+        let mut more = Vec::new();
         let mut ids = std::mem::take(&mut self.scratch);
         ids.clear();
         ids.extend(self.conns.keys().copied());
@@ -1026,7 +1038,9 @@ impl driver::Engine for App {
                 continue;
             }
             s.hold_tail(false);
-            self.transmit(ConnId(h))?;
+            if self.transmit_up_to(ConnId(h), TURN_SEGMENTS)? {
+                more.push(h);
+            }
             let s = &self.conns[&h];
             streaming |= Bursts::streams(s.in_flight() as usize + s.unsent(), s.mss());
             let due = match timer {
@@ -1044,6 +1058,18 @@ impl driver::Engine for App {
             } else if s.ack_due() {
                 self.ack(ConnId(h))?;
             }
+        }
+        // Connections with more to send take further turns, so that their segments interleave
+        // where the kernel batches them (a batch of one flow's run meets a switch's queue as a
+        // burst: DCTCP's marks then fall on whoever comes next).
+        while !more.is_empty() {
+            let mut next = Vec::new();
+            for &h in &more {
+                if self.transmit_up_to(ConnId(h), TURN_SEGMENTS)? {
+                    next.push(h);
+                }
+            }
+            more = next;
         }
         self.scratch = ids;
         self.holding.clear();
