@@ -51,7 +51,7 @@ fn in_sysfs<T: Send>(
 /// made, so switching back on finds it again.
 pub fn set_threaded(ns: &NetNs, dev: &str, on: bool) -> anyhow::Result<Vec<i32>> {
     in_sysfs(ns, || {
-        std::fs::write(format!("/sys/class/net/{dev}/threaded"), if on { "1" } else { "0" })
+        std::fs::write(threaded_knob(dev), threaded_value(on))
             .with_context(|| format!("switching threaded NAPI on {dev}"))?;
         if !on {
             return Ok(Vec::new());
@@ -72,25 +72,21 @@ pub struct ThreadedSwitch {
 }
 
 impl ThreadedSwitch {
-    /// The switch of `dev` in the calling thread's namespace; its thread opens the device's
-    /// knob once, and logs what fails.
+    /// The switch of `dev` in the calling thread's namespace: opens the device's knob (an
+    /// error if the kernel has none), and starts the thread that writes it, which logs what
+    /// fails.
     pub fn new(dev: &str) -> anyhow::Result<ThreadedSwitch> {
-        let ns = NetNs::current()?;
-        let dev = dev.to_string();
+        let path = threaded_knob(dev);
+        let knob = in_sysfs(&NetNs::current()?, || {
+            std::fs::OpenOptions::new().write(true).open(&path).with_context(|| path.clone())
+        })?;
         let (tx, rx) = mpsc::channel::<bool>();
         std::thread::Builder::new()
             .name(format!("napi {dev}"))
             .spawn(move || {
-                let path = format!("/sys/class/net/{dev}/threaded");
-                let knob = match in_sysfs(&ns, || {
-                    std::fs::OpenOptions::new().write(true).open(&path).context("opening")
-                }) {
-                    Ok(f) => f,
-                    Err(e) => return crate::log::warn(format!("{path}: {e:#}")),
-                };
                 for on in rx {
                     // At offset 0, as a fresh open would (an attribute is one value).
-                    if let Err(e) = knob.write_at(if on { b"1" } else { b"0" }, 0) {
+                    if let Err(e) = knob.write_at(threaded_value(on), 0) {
                         crate::log::warn(format!("{path}: writing {}: {e}", u8::from(on)));
                     }
                 }
@@ -117,6 +113,19 @@ pub fn defer_to_busy_poll(ns: &NetNs, dev: &str, on: bool) -> anyhow::Result<()>
         }
         Ok(())
     })
+}
+
+/// The sysfs attribute that runs `dev`'s NAPI as a kernel thread, and what it takes.
+fn threaded_knob(dev: &str) -> String {
+    format!("/sys/class/net/{dev}/threaded")
+}
+
+fn threaded_value(on: bool) -> &'static [u8] {
+    if on {
+        b"1"
+    } else {
+        b"0"
+    }
 }
 
 /// Thread ids of the kernel's NAPI threads for `dev` (`napi/<dev>-<id>`).

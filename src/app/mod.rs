@@ -854,23 +854,27 @@ impl App {
     fn transmit_up_to(&mut self, id: ConnId, max: usize) -> io::Result<bool> {
         let now = std::time::Instant::now();
         let tracked = self.driver.port.tracks();
+        if tracked {
+            self.small_queue_frames();
+        }
         for _ in 0..max {
-            if tracked {
-                self.small_queue_frames();
-            }
             let s =
                 self.conns.get_mut(&id.0).ok_or_else(|| os_error(io::ErrorKind::NotConnected))?;
             if !s.tx_ready() || !self.driver.port.can_send() {
                 return Ok(false);
             }
-            if tracked {
-                let room = small_queues::room(s.mss(), s.send_wnd(), s.srtt());
-                if self.small_queues && !self.queues.may_send(id.0, room) {
+            let room = small_queues::room(s.mss(), s.send_wnd(), s.srtt());
+            if tracked && self.small_queues && !self.queues.may_send(id.0, room) {
+                // Used up as far as the completions taken so far show: take the newer ones
+                // and look again (here, not for every frame: most frames pass without).
+                self.small_queue_frames();
+                if !self.queues.may_send(id.0, room) {
                     self.stats.small_queue_waits += 1;
                     self.queue_waited = true;
                     return Ok(false);
                 }
             }
+            let s = self.conns.get_mut(&id.0).expect("looked up above");
             let mut bytes = 0;
             let sent = self.driver.port.send_with(|frame| {
                 let f = s.next_frame_at(frame, now)?;

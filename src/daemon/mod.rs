@@ -784,8 +784,6 @@ impl Daemon {
     }
 }
 
-/// Takes the per-interface daemon lock (`/run/etran/daemon-net<ino>-<iface>.lock`, flock), so
-/// that a second daemon cannot remove the first one's ports as stale.
 /// The row `etran stats` shows for `port`, an app's of `transport` on the session `stream`.
 fn port_row(
     stream: std::os::fd::BorrowedFd,
@@ -803,6 +801,8 @@ fn port_row(
     }
 }
 
+/// Takes the per-interface daemon lock (`/run/etran/daemon-net<ino>-<iface>.lock`, flock), so
+/// that a second daemon cannot remove the first one's ports as stale.
 fn lock_iface(iface: &str) -> anyhow::Result<(std::fs::File, PathBuf)> {
     use std::os::unix::fs::MetadataExt;
     let ino = std::fs::metadata("/proc/thread-self/ns/net")
