@@ -32,6 +32,7 @@ pub mod napi;
 pub mod netlink;
 pub mod netns;
 pub mod output;
+pub mod packet;
 pub mod pattern;
 pub mod proto;
 pub mod refusal;

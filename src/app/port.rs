@@ -11,12 +11,11 @@
 //! grows them into it); completions return the address given, within the chunk. The frames are split in two: the first half feeds the
 //! fill ring (RX), the second half is the TX pool, reclaimed from the completion ring.
 //!
-//! RX frames: the kernel copies the XDP metadata along with the packet (copy mode copies
-//! `data_meta..data_end`), so the metadata the transport's ingress program wrote (TCP's
-//! `etran_tcp_rx_meta`, Homa's `etran_homa_rx_meta`: the app's transport's [`RxMeta`]) sits in
-//! the [`RxMeta::LEN`] bytes right before the descriptor's address; the descriptor's address is
-//! the Ethernet header (past `XDP_PACKET_HEADROOM` + headroom), and the payload offset counts
-//! from it.
+//! RX frames: the transport's ingress program grew each frame at its head for its metadata
+//! (TCP's `etran_tcp_rx_meta`, Homa's `etran_homa_rx_meta`: the app's transport's [`RxMeta`];
+//! see `app_meta_grow` in src/bpf/common/backend.h), so a descriptor's first [`RxMeta::LEN`]
+//! bytes are the metadata and the Ethernet header follows; the payload offset counts from the
+//! Ethernet header.
 //!
 //! The receive budget ([`RxBudget`]): ingress hands the port no more frames than the fill ring
 //! was given (nor more than the port's veth ring holds, which the kernel counts itself), so the
@@ -47,7 +46,7 @@ const KICKS_PER_FLUSH: u32 = 8;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PortStats {
     pub rx_frames: u64,
-    /// Frames without room for metadata in front, or whose payload lies outside the frame.
+    /// Frames shorter than their metadata, or whose payload lies outside the frame.
     pub rx_malformed: u64,
     pub tx_frames: u64,
     /// Sends refused for want of a TX frame or ring slot.
@@ -370,13 +369,11 @@ impl AppPort {
 /// The metadata, payload and whole frame (headers included) of a received frame, if they lie
 /// within it.
 fn frame_parts<'a, M: RxMeta>(umem: &'a Umem, d: &Desc) -> Option<(M, &'a [u8], &'a [u8])> {
-    let base = umem.frame_base(d.addr);
-    let meta_at = d.addr.checked_sub(M::LEN as u64).filter(|&a| a >= base)?;
     // SAFETY: the frame came off the RX ring, so it is ours until it goes back to the fill
-    // ring after the caller is done; the ranges lie within the frame (Umem::data checks).
-    let meta = M::read(unsafe { umem.data(meta_at, M::LEN) })?;
-    // SAFETY: as above.
-    let frame = unsafe { umem.data(d.addr, d.len as usize) };
+    // ring after the caller is done; the range lies within the frame (Umem::data checks).
+    let whole = unsafe { umem.data(d.addr, d.len as usize) };
+    let meta = M::read(whole)?;
+    let frame = &whole[M::LEN..];
     let (start, len) = meta.payload();
     let payload = frame.get(start..start + len)?;
     Some((meta, payload, frame))

@@ -9,7 +9,10 @@ use super::{
     pump::{GenPump, GrantPump},
     AppPort, Backend, Pacing,
 };
-use crate::proto::{Reply, Transport};
+use crate::{
+    proto::{Reply, Transport},
+    transport::tcp::{control::Replay, TcpHandles},
+};
 
 /// The backend a daemon runs: the one its datapath was loaded for (one per daemon, so the
 /// variants' sizes do not matter).
@@ -122,6 +125,10 @@ impl Backend for AnyBackend {
 
     fn remove_stale(&mut self) -> anyhow::Result<()> {
         backend!(self, b => b.remove_stale())
+    }
+
+    fn replay(&self, tcp: &TcpHandles, name: &str) -> anyhow::Result<Box<dyn Replay>> {
+        backend!(self, b => b.replay(tcp, name))
     }
 
     fn gen_pump(&self) -> &GenPump {

@@ -1,8 +1,9 @@
 //! Backends: what differs between a stock kernel and one with the eTran hooks, behind
 //! [`Backend`]. [`compat`] is the stock-kernel one, [`native`] the one of a kernel with etran's
 //! series (`patches/`: the `BPF_XSK_EGRESS`/`BPF_XSK_GEN` hooks, any-queue receive); what their
-//! app sockets share is [`socket`], and both emit the ACK generator's leftover work through the
-//! gen pump ([`pump`]). The daemon holds one as an [`any::AnyBackend`].
+//! app sockets share is [`socket`], both emit the ACK generator's leftover work through the
+//! gen pump ([`pump`]), and each replays the TCP slow path's held segments its own way
+//! ([`replay`]). The daemon holds one as an [`any::AnyBackend`].
 use std::{
     os::fd::{BorrowedFd, RawFd},
     time::Instant,
@@ -14,13 +15,16 @@ use crate::{
     bpf::entrance::types::{etran_backend, etran_pacing},
     loader::kernel,
     proto::{Reply, Transport},
+    transport::tcp::{control::Replay, TcpHandles},
 };
 
 pub mod any;
 pub mod compat;
+pub mod daemon_pair;
 pub mod native;
 pub mod ports;
 pub mod pump;
+pub mod replay;
 pub mod socket;
 
 use pump::{GenPump, GrantPump};
@@ -145,6 +149,9 @@ pub trait Backend {
     fn slot_in_use(&self, slot: u32) -> bool;
     /// Removes what a daemon that died left behind.
     fn remove_stale(&mut self) -> anyhow::Result<()>;
+    /// How the TCP slow path's held segments go through ingress again ([`replay`]); compat's
+    /// is a veth pair named `name`.
+    fn replay(&self, tcp: &TcpHandles, name: &str) -> anyhow::Result<Box<dyn Replay>>;
 
     /// The gen pump, which emits the ACK generator's work the backend's path does not (compat:
     /// all of it).

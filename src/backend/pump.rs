@@ -39,15 +39,13 @@ use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, RingBuffer, RingBufferBuilder};
 
 use crate::{
+    backend::daemon_pair::DaemonPair,
     bpf::{
         homa::types::etran_homa_gen,
         tcp::types::{
             etran_tcp_ack_queued, etran_tcp_gen_template, etran_tcp_gen_wake, etran_tcp_limit,
         },
     },
-    loader::{kernel, AttachMode},
-    netlink::{Netlink, VethQueues},
-    netns::NetNs,
     transport::{homa::control::HomaHandles, tcp::TcpHandles},
     xsk::{desc, BindMode, Desc, FrameAlloc, Socket, SocketConfig, Umem, UmemConfig},
 };
@@ -105,19 +103,6 @@ impl Queue {
     }
 }
 
-/// The gen port's veth pair (deleting one end deletes both, and the attachment with them).
-struct Pair {
-    ifindex: u32,
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        if let Ok(mut nl) = Netlink::open() {
-            let _ = nl.delete_link(self.ifindex);
-        }
-    }
-}
-
 /// The pump's own port: an AF_XDP socket on one end of a veth pair, the generator on the other.
 struct GenPort {
     // Declared before the pair: the socket unbinds before its device goes.
@@ -125,7 +110,7 @@ struct GenPort {
     umem: Umem,
     frames: FrameAlloc,
     batch: Vec<Desc>,
-    _pair: Pair,
+    _pair: DaemonPair,
 }
 
 impl GenPort {
@@ -133,28 +118,9 @@ impl GenPort {
     /// the generator `prog` (its name, for errors) to `name`p and binds a transmit-only socket
     /// on `name`.
     fn open(name: &str, prog_fd: RawFd, prog: &str) -> anyhow::Result<GenPort> {
-        let mut nl = Netlink::open()?;
-        if let Some(stale) = nl.link(name)? {
-            nl.delete_link(stale.index)?;
-        }
-        let here = NetNs::current()?;
-        let peer = format!("{name}p");
-        nl.add_veth(
-            name,
-            [0x02, 0xe7, 0, 0, 0, 1],
-            &peer,
-            [0x02, 0xe7, 0, 0, 0, 2],
-            &here,
-            VethQueues::same(1),
-        )
-        .with_context(|| format!("creating the gen port {name}"))?;
-        let pair = Pair { ifindex: nl.index(name)? };
-        let peer_index = nl.index(&peer)?;
         // Before the socket: AF_XDP transmits only on a running device with its carrier.
-        kernel::attach(peer_index, prog_fd, AttachMode::Drv)
-            .with_context(|| format!("attaching {prog} to {peer}"))?;
-        nl.set_up(peer_index)?;
-        nl.set_up(pair.ifindex)?;
+        let pair = DaemonPair::open(name, prog_fd, prog)
+            .with_context(|| format!("creating the gen port {name}"))?;
         let n = MAX_REPEAT as u32;
         let umem = Umem::new(UmemConfig {
             frame_count: n,

@@ -30,10 +30,12 @@ use crate::{
 const ETH_HLEN: u32 = 14;
 /// The largest MTU every kernel's veth carries to XDP (4 KiB pages, any `skb_shared_info`).
 const ETH_DATA_LEN: u32 = 1500;
-// The RX metadata travels in the headroom the kernel keeps in front of a frame it copies into
-// an AF_XDP chunk (copy mode copies `data_meta..data_end`), so a chunk needs no more for it.
-const _: () = assert!(<etran_tcp_rx_meta as RxMeta>::LEN <= sys::XDP_PACKET_HEADROOM as usize);
-const _: () = assert!(<etran_homa_rx_meta as RxMeta>::LEN <= sys::XDP_PACKET_HEADROOM as usize);
+/// The RX metadata a transport's ingress puts in front of a frame for its app, the longest:
+/// the frame grows by as much at its head on its way to the app.
+pub const RX_META_LEN: u32 = {
+    let (tcp, homa) = (<etran_tcp_rx_meta as RxMeta>::LEN, <etran_homa_rx_meta as RxMeta>::LEN);
+    (if tcp > homa { tcp } else { homa }) as u32
+};
 /// Receive frames (fill and RX rings). A frame that finds the fill ring empty is lost after
 /// ingress accepted it, so the receive side gets room for bursts of thousands of frames.
 pub const RX_RING_SIZE: u32 = 8192;
@@ -43,21 +45,22 @@ pub const FRAME_COUNT: u32 = RX_RING_SIZE + TX_RING_SIZE;
 
 /// The MTU of app sockets on a NIC of MTU `nic_mtu`: the NIC's, as far as a veth carries it to
 /// XDP (the programs have no multi-buffer support) and the TCP datapath's longest frame
-/// (`ETRAN_TCP_MAX_FRAME`) holds it. The daemon's TCP announces this less 40 as its MSS.
+/// (`ETRAN_TCP_MAX_FRAME`) holds it, with room for the RX metadata ([`RX_META_LEN`]) a
+/// received frame carries through a veth. The daemon's TCP announces this less 40 as its MSS.
 pub fn port_mtu(nic_mtu: u32) -> anyhow::Result<u32> {
     let datapath = etran_tcp_limit::ETRAN_TCP_MAX_FRAME.0 - ETH_HLEN;
     if nic_mtu <= ETH_DATA_LEN {
         return Ok(nic_mtu);
     }
-    Ok(nic_mtu.min(datapath).min(kernel::veth_xdp_max_mtu()?))
+    Ok(nic_mtu.min(datapath).min(kernel::veth_xdp_max_mtu()? - RX_META_LEN))
 }
 
 /// The UMEM and rings of an app socket of MTU `mtu`: chunks that receive a whole frame with the
 /// ingress program's metadata in front (see [`frame_size_for`]), and hold a TX frame (the TX
 /// header and a full segment's payload) `tx_headroom` bytes into its chunk.
 pub fn geometry(mtu: u32, tx_headroom: u32) -> anyhow::Result<Geometry> {
-    let frame_size =
-        frame_size_for(mtu + ETH_HLEN, 0).with_context(|| format!("an app port at MTU {mtu}"))?;
+    let frame_size = frame_size_for(mtu + ETH_HLEN + RX_META_LEN, 0)
+        .with_context(|| format!("an app port at MTU {mtu}"))?;
     let tx_frame = std::mem::size_of::<etran_tcp_tx_hdr>() as u32 + mtu - 40;
     if tx_headroom + tx_frame > frame_size {
         anyhow::bail!(
@@ -169,8 +172,8 @@ mod tests {
         let datapath = etran_tcp_limit::ETRAN_TCP_MAX_FRAME.0 - ETH_HLEN;
         assert_eq!(port_mtu(1280).unwrap(), 1280);
         assert_eq!(port_mtu(1500).unwrap(), 1500);
-        assert_eq!(port_mtu(max).unwrap(), max);
-        assert_eq!(port_mtu(9000).unwrap(), max.min(datapath));
+        assert_eq!(port_mtu(max).unwrap(), (max - RX_META_LEN).min(datapath));
+        assert_eq!(port_mtu(9000).unwrap(), (max - RX_META_LEN).min(datapath));
     }
 
     #[test]

@@ -176,7 +176,10 @@ impl Daemon {
         // The MSS follows the MTU apps' frames may reach (the NIC's, as far as the ports carry
         // it): read once, so an MTU changed under a running daemon takes a restart.
         let mss = mss_for_mtu(backend.mtu());
-        let tcp = TcpControl::new(tcp, &cfg.iface, local_mac, mss, cfg.time_wait, cfg.ecn)?;
+        let replay = backend
+            .replay(&tcp, &format!("etrep{}", dp.summary.ifindex))
+            .context("the slow path's replay")?;
+        let tcp = TcpControl::new(tcp, &cfg.iface, local_mac, mss, cfg.time_wait, cfg.ecn, replay)?;
         let homa = HomaControl::new(homa, &cfg.iface, local_mac);
         let published = PortTable::new(dp.summary.prog_id, &cfg.iface, AnyBackend::SLOTS)?;
         let listener = bind_listener(&cfg.socket)?;

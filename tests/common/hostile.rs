@@ -119,8 +119,8 @@ pub struct Hostile {
     /// Held: ending the link would tear its port and connection down.
     pub link: DaemonLink,
     pub port: AppPort,
-    /// The longest frame that surely reaches the kernel side of its port: the port's MTU and an
-    /// Ethernet header.
+    /// The longest frame that surely reaches the kernel side of its port: the MTU of the port's
+    /// veths and an Ethernet header.
     pub max_frame: usize,
     /// Its own connection, as the daemon handed it over. It never sends new data on it, so
     /// its send position stays `init.tx_pos`.
@@ -128,13 +128,13 @@ pub struct Hostile {
 }
 
 impl Hostile {
-    /// Registers with the daemon at `sock`, whose app ports have MTU `port_mtu`, and opens a
-    /// connection to `remote`.
-    pub fn connect(sock: &Path, port_mtu: u32, remote: SocketAddrV4) -> Hostile {
-        let max_frame = port_mtu as usize + 14;
+    /// Registers with the daemon at `sock`, whose app ports' veths have MTU `veth_mtu`, and
+    /// opens a connection to `remote`.
+    pub fn connect(sock: &Path, veth_mtu: u32, remote: SocketAddrV4) -> Hostile {
+        let max_frame = veth_mtu as usize + 14;
         assert!(
             max_frame - TX_HDR_LEN > MAX_PAYLOAD,
-            "a port of MTU {port_mtu} cannot carry an oversize payload to egress"
+            "a port of MTU {veth_mtu} cannot carry an oversize payload to egress"
         );
         let mut link = DaemonLink::connect(sock).unwrap();
         let reg = link.register(Transport::Tcp, 1).unwrap();

@@ -202,9 +202,8 @@ impl Harness<'_> {
     /// A frame from the NIC through the entrance, which tail-calls TCP ingress.
     pub fn ingress(&self, frame: &[u8]) -> IngressRun {
         let run = self.run(&self.objs.entrance.progs.etran_entrance, frame, LO);
-        let meta = run.meta::<etran_tcp_rx_meta>();
-        assert!(run.ctx.data == 0 || meta.is_some(), "metadata of {} bytes", run.ctx.data);
-        IngressRun { verdict: run.verdict, meta, frame: run.frame().to_vec() }
+        let (meta, frame) = run.split::<etran_tcp_rx_meta>();
+        IngressRun { verdict: run.verdict, meta, frame: frame.to_vec() }
     }
 
     /// An app's TX frame through egress (from port 0).

@@ -21,15 +21,16 @@ use etran::{
 };
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-/// The gen pumps' gen ports, veth pairs (TCP's `etgen<ifindex>`, Homa's `etgen<ifindex>h`, each
-/// with its peer `…p`).
-fn gen_links(ns: &str) -> Vec<String> {
+/// The daemon's own veth pairs, each with its peer `…p`: the gen pumps' gen ports (TCP's
+/// `etgen<ifindex>`, Homa's `etgen<ifindex>h`) and, compat, the slow path's replay port
+/// (`etrep<ifindex>`).
+fn daemon_links(ns: &str) -> Vec<String> {
     let out = sh(&format!("ip -n {ns} -o link show"));
     let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split(':').nth(1))
         .map(|n| n.trim().split('@').next().unwrap().to_string())
-        .filter(|n| n.starts_with("etgen"))
+        .filter(|n| n.starts_with("etgen") || n.starts_with("etrep"))
         .collect();
     names.sort();
     names
@@ -243,14 +244,14 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
     let meta = fs::metadata(&daemon.sock).unwrap();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o660);
     let va = ifindex_in(&net.a, "va");
-    // TCP's gen port and Homa's (`…h`), each a pair.
-    let gen_ports = vec![
-        format!("etgen{va}"),
-        format!("etgen{va}h"),
-        format!("etgen{va}hp"),
-        format!("etgen{va}p"),
-    ];
-    assert_eq!(gen_links(&net.a), gen_ports, "the gen pumps' gen ports");
+    // TCP's gen port and Homa's (`…h`), and compat's replay port, each a pair.
+    let mut pairs = vec![format!("etgen{va}"), format!("etgen{va}h")];
+    if !common::on_native() {
+        pairs.push(format!("etrep{va}"));
+    }
+    let mut links: Vec<String> = pairs.iter().flat_map(|p| [p.clone(), format!("{p}p")]).collect();
+    links.sort();
+    assert_eq!(daemon_links(&net.a), links, "the daemon's own veth pairs");
 
     // First app.
     let mut one = DaemonLink::connect(&daemon.sock).unwrap();
@@ -330,7 +331,7 @@ fn apps_register_get_ports_and_leave_nothing_behind() {
     assert!(st.success(), "exit status {st}: {}", daemon.log());
     assert!(!daemon.sock.exists(), "socket file removed");
     assert!(port_links(&net.a).is_empty(), "no etp* links: {:?}", port_links(&net.a));
-    assert!(gen_links(&net.a).is_empty(), "no gen port: {:?}", gen_links(&net.a));
+    assert!(daemon_links(&net.a).is_empty(), "no pair of its own: {:?}", daemon_links(&net.a));
     assert!(app_ports(&net.a).is_empty(), "no devmap entries");
     let mut buf = [0u8; 1];
     three.stream().set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -493,7 +494,12 @@ fn daemon_needs_etran_up_and_refuses_a_live_socket() {
     assert!(port_links(&net.a).is_empty(), "stale ports removed: {:?}", port_links(&net.a));
     assert!(app_ports(&net.a).is_empty(), "stale slots cleared");
     assert!(again.log().contains("stale"), "{}", again.log());
-    assert_eq!(gen_links(&net.a).len(), 4, "the dead daemon's gen ports replaced, not added to");
+    let pairs = if common::on_native() { 2 } else { 3 };
+    assert_eq!(
+        daemon_links(&net.a).len(),
+        2 * pairs,
+        "the dead daemon's pairs replaced, not added"
+    );
     let st = again.terminate();
     assert!(st.success(), "{st}: {}", again.log());
     assert!(!daemon.sock.exists());

@@ -1,6 +1,7 @@
 //! The testbed's MTU and eTran's MSS following it: at the largest MTU a veth carries to XDP,
-//! eTran and Linux announce an MSS of the MTU less 40 and fill every full segment to the MTU,
-//! both ways, every byte right; the benches take `--mtu` and say so; the kernel refuses one byte
+//! Linux announces an MSS of the MTU less 40 and eTran of its app ports' MTU less 40 (the MTU
+//! less the RX metadata a received frame carries through the port's veth), each fills every
+//! full segment to its MTU, both ways, every byte right; the benches take `--mtu` and say so; the kernel refuses one byte
 //! more than the figure etran computes; a bad `--mtu` is refused in one line. Needs root and
 //! python3.
 use std::{
@@ -16,6 +17,7 @@ use common::{
     peer::{etran_accept, etran_recv, etran_send, PyPeer},
 };
 use etran::{
+    backend::socket::port_mtu,
     loader::kernel::veth_xdp_max_mtu,
     testbed::{Spec, HOST_NIC},
 };
@@ -24,11 +26,11 @@ const BYTES: u64 = 4 << 20;
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// One connection's two directions as the capture on the Linux host saw them: (eTran's, Linux's).
-/// Both SYNs announced `mss`; what eTran sent had valid checksums.
+/// The SYNs announced `mss` (eTran's, Linux's); what eTran sent had valid checksums.
 fn both_ways(
     frames: &[common::capture::Frame],
     etran_ip: Ipv4Addr,
-    mss: u16,
+    mss: (u16, u16),
     what: &str,
 ) -> (DirectionReport, DirectionReport) {
     let report = analyse(frames);
@@ -39,7 +41,7 @@ fn both_ways(
     }
     let (etran, linux) = (etran.unwrap(), linux.unwrap());
     println!("{what}: eTran {etran:?}, Linux {linux:?}");
-    assert_eq!((etran.mss, linux.mss), (Some(mss), Some(mss)), "{what}: MSS options");
+    assert_eq!((etran.mss, linux.mss), (Some(mss.0), Some(mss.1)), "{what}: MSS options");
     assert_eq!(etran.bad_checksum, 0, "{what}");
     (etran, linux)
 }
@@ -55,7 +57,9 @@ fn largest_mtu_moves_bytes_both_ways_in_full_sized_segments() {
     // has NAPI without it: etran's entrance is on it).
     in_netns(&hosts.ns(2), || etran::ethtool::set_gro(HOST_NIC, false).unwrap());
     let mut app = register(&hosts.daemons[0].sock);
-    let mss = (mtu - 40) as u16;
+    let port_mtu = port_mtu(mtu).unwrap();
+    assert!(port_mtu > 1500 && port_mtu < mtu, "app ports at {port_mtu} bytes");
+    let mss = ((port_mtu - 40) as u16, (mtu - 40) as u16);
 
     // eTran (h1) → Linux (h2).
     let addr = SocketAddrV4::new(h2, 7601);
@@ -65,7 +69,7 @@ fn largest_mtu_moves_bytes_both_ways_in_full_sized_segments() {
     etran_send(&mut app, id, BYTES, 1, LIMIT);
     peer.finish("eTran → Linux");
     let (etran, _) = both_ways(&cap.stop(), h1, mss, "eTran → Linux");
-    assert_eq!(etran.largest_packet, mtu, "eTran's full segments fill the MTU");
+    assert_eq!(etran.largest_packet, port_mtu, "eTran's full segments fill its ports' MTU");
 
     // Linux (h2) → eTran (h1).
     let listener = app.listen(7602).unwrap();
@@ -76,7 +80,7 @@ fn largest_mtu_moves_bytes_both_ways_in_full_sized_segments() {
     etran_recv(&mut app, id, BYTES, 2, LIMIT);
     peer.finish("Linux → eTran");
     let (_, linux) = both_ways(&cap.stop(), h1, mss, "Linux → eTran");
-    assert_eq!(linux.largest_packet, mtu, "Linux's full segments fill the MTU");
+    assert_eq!(linux.largest_packet, port_mtu, "Linux's full segments fill eTran's MSS");
 }
 
 #[test]

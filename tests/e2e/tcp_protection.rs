@@ -97,8 +97,10 @@ fn a_hostile_app_forges_nothing_onto_the_wire() {
     let (mut honest_peer, _) = honest_listener.accept().unwrap();
     let honest = app.stream(id).unwrap().key();
     let mss = usize::from(app.stream(id).unwrap().mss());
-    let port_mtu = etran::backend::compat::port::port_mtu(mtu).unwrap();
-    let mut evil = Hostile::connect(&daemon.sock, port_mtu, peer(HOSTILE_PORT));
+    // The port's veths carry the RX metadata's bytes beyond the port's MTU.
+    use etran::backend::compat::port::{port_mtu, RX_META_LEN};
+    let veth_mtu = port_mtu(mtu).unwrap() + RX_META_LEN;
+    let mut evil = Hostile::connect(&daemon.sock, veth_mtu, peer(HOSTILE_PORT));
     let (_hostile_peer, _) = hostile_listener.accept().unwrap();
     let hostile = evil.key();
     let start: Vec<tcp_conn> =

@@ -2,7 +2,9 @@
 //! transport's egress program ([`port`]): the app's frames cross the pair and egress checks and
 //! rewrites them before they are redirected to the NIC. The generators (TCP's ACKs, Homa's GRANTs)
 //! have no hook of their own: each sits on the far side of a gen port of the daemon's, and its gen
-//! pump sends it template frames when ingress queues work ([`super::pump`]). No pacing
+//! pump sends it template frames when ingress queues work ([`super::pump`]); TCP ingress sits
+//! on the far side of a replay port too, for the slow path's held segments
+//! ([`super::replay::ReplayPort`]). No pacing
 //! ([`Pacing::None`]): egress hands each frame to the NIC as the app sends it, and nothing on the
 //! way paces either (XDP_REDIRECT to the NIC bypasses its qdisc, `fq` included).
 use std::os::fd::AsFd;
@@ -10,13 +12,16 @@ use std::os::fd::AsFd;
 use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::{socket, Backend, Pacing};
+use super::{replay::ReplayPort, socket, Backend, Pacing};
 use crate::{
     bpf::tcp::types::etran_app_port_limit,
     log,
     netlink::Netlink,
     proto::Transport,
-    transport::{homa::control::HomaHandles, tcp::TcpHandles},
+    transport::{
+        homa::control::HomaHandles,
+        tcp::{control::Replay, TcpHandles},
+    },
 };
 
 pub mod port;
@@ -89,6 +94,10 @@ impl Backend for Compat {
 
     /// Deletes port links left by a daemon that died without cleaning up (their devmap entries
     /// go with them) and clears slots that point at no live port.
+    fn replay(&self, tcp: &TcpHandles, name: &str) -> anyhow::Result<Box<dyn Replay>> {
+        Ok(Box::new(ReplayPort::open(name, &tcp.ingress)?))
+    }
+
     fn remove_stale(&mut self) -> anyhow::Result<()> {
         for link in self.nl.links()? {
             if port::is_port_name(&link.name) && link.name.ends_with('k') {

@@ -6,9 +6,10 @@
 //!   socket sits in that program's XSKMAP and is bound to its queue 0 by the app.
 //!
 //! Both ends are up with GRO on (see [`crate::ethtool::set_gro`]; the app side also has its XDP
-//! program, which the veth rule asks for), and have the NIC's MTU ([`port_mtu`]): a frame
-//! redirected into a veth longer than its peer's MTU is dropped, so what the NIC takes must
-//! pass the port, and what egress makes of an app's frame must pass the NIC.
+//! program, which the veth rule asks for), and have the NIC's MTU ([`port_mtu`]) plus the RX
+//! metadata ingress puts in front of a frame ([`RX_META_LEN`]): a frame redirected into a veth
+//! longer than its peer's MTU is dropped, so what the NIC takes must pass the port with its
+//! metadata, and what egress makes of an app's frame must pass the NIC.
 //!
 //! The UMEM: an AF_XDP socket cannot bind without one, and apps hold no CAP_NET_RAW, so the
 //! daemon creates it: a memfd of [`FRAME_COUNT`] chunks ([`geometry`]: 2048 bytes, or 4096 when
@@ -39,7 +40,7 @@ use crate::{
 };
 
 use crate::backend::socket;
-pub use crate::backend::socket::{port_mtu, FRAME_COUNT, RX_RING_SIZE, TX_RING_SIZE};
+pub use crate::backend::socket::{port_mtu, FRAME_COUNT, RX_META_LEN, RX_RING_SIZE, TX_RING_SIZE};
 
 /// The datapath objects a port is wired into.
 pub struct PortMaps {
@@ -246,7 +247,7 @@ impl VethPort {
                 std::fs::write(&knob, "1").with_context(|| format!("writing {knob}"))?;
             }
             // Before the XDP programs: a veth with one caps its peer's MTU.
-            nl.set_mtu(idx, mtu)?;
+            nl.set_mtu(idx, mtu + RX_META_LEN)?;
             nl.set_up(idx)?;
             crate::ethtool::set_gro(name, true)?;
         }

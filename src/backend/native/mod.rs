@@ -34,6 +34,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use super::{
     ports::PortMode,
     pump::{GenPump, GenWake, GrantPump},
+    replay::LiveFrames,
     socket, AppPort, Backend, Pacing,
 };
 use crate::{
@@ -41,7 +42,10 @@ use crate::{
     loader::kernel,
     log,
     proto::{FdKind, Reply, Transport},
-    transport::{homa::control::HomaHandles, tcp::TcpHandles},
+    transport::{
+        homa::control::HomaHandles,
+        tcp::{control::Replay, TcpHandles},
+    },
     xsk::{sys, Geometry},
 };
 
@@ -441,6 +445,11 @@ impl Backend for Native {
     }
 
     /// Clears slots a daemon that died left set (its sockets and links died with it).
+    fn replay(&self, tcp: &TcpHandles, _: &str) -> anyhow::Result<Box<dyn Replay>> {
+        kernel::require(&[kernel::Feature::LiveFrames], "the native backend's slow path")?;
+        Ok(Box::new(LiveFrames::new(&tcp.ingress, self.nic_ifindex)?))
+    }
+
     fn remove_stale(&mut self) -> anyhow::Result<()> {
         for slot in 1..Self::SLOTS {
             if self.slot_in_use(slot) {

@@ -43,6 +43,33 @@ static __always_inline long to_app(__u32 slot)
 	return bpf_redirect_map(&etran_app_ports, slot, XDP_DROP);
 }
 
+/* The RX metadata a transport hands its app with a frame rides in front of it, inside the
+ * packet: the frame grows `len` bytes at its head (bpf_xdp_adjust_head; XDP metadata proper,
+ * bpf_xdp_adjust_meta, is refused to XDP programs by some kernels, such as a hardened 6.18
+ * build). 0 on success; the frame then starts with that room, and packet pointers taken
+ * before must be read again. */
+static __always_inline long app_meta_grow(struct xdp_md *ctx, int len)
+{
+	return bpf_xdp_adjust_head(ctx, -len);
+}
+
+/* Gives back the room app_meta_grow made: cannot fail, the frame behind it being longer than
+ * an Ethernet header. */
+static __always_inline void app_meta_shrink(struct xdp_md *ctx, int len)
+{
+	bpf_xdp_adjust_head(ctx, len);
+}
+
+/* The room app_meta_grow made for `len` bytes of metadata; NULL if the frame is shorter. */
+static __always_inline void *app_meta(const struct xdp_md *ctx, __u32 len)
+{
+	void *meta = (void *)(long)ctx->data;
+
+	if (meta + len > (void *)(long)ctx->data_end)
+		return NULL;
+	return meta;
+}
+
 /* Whether the frame egress runs on was sent by the app in `slot`. */
 static __always_inline int from_app(const struct xdp_md *ctx, __u32 slot)
 {

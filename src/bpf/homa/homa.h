@@ -169,8 +169,8 @@ struct homa_sched {
 	struct homa_sched_msg msgs[ETRAN_HOMA_SCHED_SLOTS];
 };
 
-/* XDP metadata in front of every frame Homa ingress hands an app (32 bytes at most). The frame
- * behind it is the packet as received, headers included. */
+/* RX metadata in front of every frame Homa ingress hands an app (common/backend.h,
+ * app_meta_grow). The frame behind it is the packet as received, headers included. */
 struct etran_homa_rx_meta {
 	__u64 id;              /* our id of the RPC the packet names (sender_id ^ 1) */
 	__be32 peer_ip;
@@ -277,8 +277,7 @@ struct etran_homa_tx_hdr {
 	__u32 reserved;          /* zero */
 };
 
-_Static_assert(sizeof(struct etran_homa_rx_meta) <= 32 && sizeof(struct etran_homa_rx_meta) % 4 == 0,
-	       "XDP metadata");
+_Static_assert(sizeof(struct etran_homa_rx_meta) % 4 == 0, "RX metadata");
 _Static_assert(sizeof(struct etran_homa_tx_hdr) % 4 == 0, "TX header");
 
 /* Carries the layouts no map names into BTF, hence into the Rust skeleton types: see

@@ -280,15 +280,16 @@ static __always_inline int homa_ingress(struct xdp_md *ctx)
 
 	/* Both can fail; they go first so that a failure leaves the state untouched. A redirect
 	 * takes effect only if the program returns XDP_REDIRECT. */
-	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(*meta)))
+	if (app_meta_grow(ctx, sizeof(*meta)))
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
 	if (to_app(slot) != XDP_REDIRECT)
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_OWNER, bytes);
 
-	/* The frame may have moved: everything is read again from the new pointers. */
+	/* The frame moved behind the metadata's room: everything is read again from the new
+	 * pointers. */
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-	cur.pos = data;
+	cur.pos = data + sizeof(*meta);
 	cur.end = data_end;
 	if (!(eth = parse_eth(&cur)) || !(ip = parse_ipv4(&cur)) || !(h = parse_homa(&cur)))
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_SHORT_L4, bytes);
@@ -360,8 +361,8 @@ static __always_inline int homa_ingress(struct xdp_md *ctx)
 				homa_rx_ack(key.peer_ip, key.peer_port, &a->acks[i]);
 	}
 
-	meta = (void *)(long)ctx->data_meta;
-	if ((void *)(meta + 1) > (void *)(long)ctx->data)
+	meta = app_meta(ctx, sizeof(*meta));
+	if (!meta)
 		return drop(ETRAN_PROTO_HOMA, ETRAN_DROP_HOMA_NO_ROOM, bytes);
 	*meta = m;
 	count_event(m.payload_len ? ETRAN_EVENT_HOMA_RX_DATA : ETRAN_EVENT_HOMA_RX_CONTROL, bytes);

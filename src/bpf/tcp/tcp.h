@@ -265,8 +265,7 @@ enum etran_tcp_rx_flag {
 				     * blocks): the app reads them from the TCP header */
 };
 
-/* XDP metadata in front of every frame handed to an app (a multiple of 4, at most 32 bytes, as
- * bpf_xdp_adjust_meta requires). */
+/* RX metadata in front of every frame handed to an app (common/backend.h, app_meta_grow). */
 struct etran_tcp_rx_meta {
 	__u64 handle;      /* the connection's app handle */
 	__u32 rx_pos;      /* stream position of the first payload byte */

@@ -644,7 +644,7 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_NO_OWNER, bytes);
 	if (!app_has_room(budget))
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_PORT_FULL, bytes);
-	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(*meta)))
+	if (app_meta_grow(ctx, sizeof(*meta)))
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_NO_HEADROOM, bytes);
 	if (to_app(owner) != XDP_REDIRECT)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_NO_OWNER, bytes);
@@ -669,13 +669,13 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 		return drop(ETRAN_PROTO_TCP, v.reason, bytes);
 	if (v.kept) {
 		/* Giving back the metadata's room cannot fail. */
-		bpf_xdp_adjust_meta(ctx, (int)sizeof(*meta));
+		app_meta_shrink(ctx, sizeof(*meta));
 		count_event(ETRAN_EVENT_TCP_RX_ACK_KEPT, bytes);
 		return delivered(ETRAN_PROTO_TCP, bytes, XDP_DROP);
 	}
 
-	meta = (void *)(long)ctx->data_meta;
-	if ((void *)(meta + 1) > (void *)(long)ctx->data)
+	meta = app_meta(ctx, sizeof(*meta));
+	if (!meta)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_NO_HEADROOM, bytes);
 	*meta = v.meta;
 	count_event(v.meta.payload_len ? ETRAN_EVENT_TCP_RX_DATA : ETRAN_EVENT_TCP_RX_NO_DATA, bytes);

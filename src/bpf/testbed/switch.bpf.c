@@ -5,14 +5,17 @@
  *
  * sw_xdp (XDP, every port, when forwarding with XDP or when an impairment is set)
  *   Random loss (XDP_DROP) and corruption (one byte of the Ethernet payload flipped), then
- *   picks frames to duplicate: those are XDP_PASSed with SW_DUP_MAGIC in the XDP metadata so that
- *   sw_dup sees them. In XDP mode (sw_config.redirect) every other unicast frame whose
- *   destination MAC is a known host is redirected straight to that host's port through the
- *   sw_ports devmap; the rest (broadcast, unknown, hairpin) goes to the bridge.
+ *   in XDP mode (sw_config.redirect) picks frames to duplicate: those are XDP_PASSed for sw_dup,
+ *   and every other unicast frame whose destination MAC is a known host is redirected straight
+ *   to that host's port through the sw_ports devmap; the rest (broadcast, unknown, hairpin)
+ *   goes to the bridge. Without XDP mode every frame goes to the bridge.
  *
  * sw_dup (tc clsact ingress, every port, when --duplicate is set)
- *   For a frame carrying SW_DUP_MAGIC: sends a clone out of the destination host's port (through
- *   its qdisc) and lets the original continue to the bridge, which forwards it by its static FDB.
+ *   Duplicates a frame for a known host on another port: in XDP mode every such frame (sw_xdp
+ *   passed it up for this; no mark is needed, and XDP metadata is refused to XDP programs on
+ *   some kernels), else one picked at random. Sends a clone out of the destination host's port
+ *   (through its qdisc) and lets the original continue to the bridge, which forwards it by its
+ *   static FDB.
  *
  * sw_egress (tc clsact egress, every port, with --prio or --ecn-threshold; it runs before the
  *   port's qdisc)
@@ -37,7 +40,6 @@
 #include "common/parse.h"
 
 #define SW_MAX_PORTS 64
-#define SW_DUP_MAGIC 0xe7d0b1e5u
 /* The HTB class of priority band b (netlink.rs's prio_class): 1:10 + b. */
 #define SW_PRIO_CLASS(b) (0x00010010u + (b))
 
@@ -166,20 +168,10 @@ int sw_xdp(struct xdp_md *ctx)
 	}
 	if (chance(sw_config.corrupt))
 		corrupt(ctx);
-	if (chance(sw_config.duplicate)) {
-		void *data;
-		__u32 *meta;
-
-		if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(__u32)) == 0) {
-			meta = (void *)(long)ctx->data_meta;
-			data = (void *)(long)ctx->data;
-			if ((void *)(meta + 1) <= data)
-				*meta = SW_DUP_MAGIC;
-		}
-		sw_count(SW_CNT_PASSED);
-		return XDP_PASS;
-	}
+	/* Without XDP forwarding every frame goes up to sw_dup, which picks duplicates itself. */
 	if (!sw_config.redirect)
+		goto pass;
+	if (chance(sw_config.duplicate))
 		goto pass;
 
 	/* Reload: corrupt() may have changed nothing we parsed, but the verifier wants fresh
@@ -205,13 +197,12 @@ int sw_dup(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
-	__u32 *meta = (void *)(long)skb->data_meta;
 	struct cursor c = { data, end };
 	struct ethhdr *eth;
 	struct sw_port *port;
 	__u64 key;
 
-	if ((void *)(meta + 1) > data || *meta != SW_DUP_MAGIC)
+	if (!sw_config.redirect && !chance(sw_config.duplicate))
 		return TC_ACT_OK;
 	eth = parse_eth(&c);
 	if (!eth)

@@ -14,7 +14,7 @@
 //! pending flows that carry payload or a FIN whole (control segments only in part). The daemon
 //! holds those of a handshake still running ([`MAX_HELD`] at most) and, once the connection is
 //! in the fast path, replays them, the establishing segment's own payload included, in sequence
-//! order through the TCP ingress program (`BPF_PROG_RUN` with live frames, one call per frame):
+//! order through the TCP ingress program (the backend's [`Replay`], one frame at a time):
 //! each is checked, applied and acknowledged, and reaches the app's port with its metadata,
 //! exactly like a segment that arrived later (the app library holds frames that come before
 //! `accept`). A copy drained after the connection was established is replayed at once. A
@@ -38,15 +38,14 @@
 use std::{
     cell::RefCell,
     collections::HashMap,
-    ffi::CString,
     io,
     net::SocketAddrV4,
-    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
+    os::fd::{OwnedFd, RawFd},
     rc::Rc,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use libbpf_rs::{MapCore, MapFlags, RingBuffer, RingBufferBuilder};
 use mio::Token;
 
@@ -55,6 +54,7 @@ use crate::transport::Control;
 use crate::{
     bpf::tcp::types::{etran_tcp_slow_seg, tcp_conn, tcp_conn_key},
     log,
+    packet::PacketSocket,
     refusal::Refusal,
     timer::{TimerId, TimerWheel},
     transport::tcp::{
@@ -164,10 +164,10 @@ pub struct SlowStats {
 pub struct SlowPath {
     ring: RingBuffer<'static>,
     segs: Rc<RefCell<Vec<Captured>>>,
-    raw: OwnedFd,
-    /// The TCP ingress program, which captured segments are replayed through.
-    ingress: OwnedFd,
-    ifindex: i32,
+    /// The NIC's: handshake and reset segments leave through it.
+    packet: PacketSocket,
+    /// How captured segments go through ingress again.
+    replay: Box<dyn Replay>,
     iface: String,
     local_mac: [u8; 6],
     next_ephemeral: u16,
@@ -223,22 +223,11 @@ fn ts_ms() -> u32 {
     (ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000) as u32
 }
 
-fn open_packet_socket(iface: &str) -> anyhow::Result<(OwnedFd, i32)> {
-    let name = CString::new(iface).context("interface name")?;
-    // SAFETY: a NUL-terminated name.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
-    if ifindex == 0 {
-        bail!("no interface {iface}");
-    }
-    // Protocol 0: this socket only sends, it receives nothing.
-    // SAFETY: plain socket call; the fd is owned right after.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error()).context("opening the slow-path AF_PACKET socket");
-    }
-    // SAFETY: fd is a fresh descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    Ok((fd, ifindex))
+/// How a held segment goes through TCP ingress again once its connection is in the fast path,
+/// as if it arrived from the NIC now: checked, applied, acknowledged and handed to the app's
+/// port. The backend's ([`crate::backend::replay`]).
+pub trait Replay {
+    fn replay(&self, frame: &[u8]) -> io::Result<()>;
 }
 
 impl SlowPath {
@@ -249,6 +238,7 @@ impl SlowPath {
         mtu_mss: u16,
         time_wait: Duration,
         ecn: bool,
+        replay: Box<dyn Replay>,
     ) -> anyhow::Result<SlowPath> {
         let segs: Rc<RefCell<Vec<Captured>>> = Rc::default();
         let sink = segs.clone();
@@ -267,16 +257,13 @@ impl SlowPath {
             0
         })?;
         let ring = builder.build().context("opening the slow-path ring buffer")?;
-        let (raw, ifindex) = open_packet_socket(iface)?;
+        let packet = PacketSocket::open(iface).context("the slow path's socket")?;
         let config = Config { mss: mtu_mss, ecn, ..Config::default() };
-        let ingress =
-            tcp.ingress.try_clone().context("duplicating the ingress program descriptor")?;
         Ok(SlowPath {
             ring,
             segs,
-            raw,
-            ingress,
-            ifindex,
+            packet,
+            replay,
             iface: iface.to_string(),
             local_mac,
             next_ephemeral: EPHEMERAL.start,
@@ -303,26 +290,8 @@ impl SlowPath {
     }
 
     fn send(&self, seg: &Segment) {
-        let frame = seg.build();
-        // SAFETY: sockaddr_ll is plain data.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = self.ifindex;
-        sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(&seg.dst_mac);
-        // SAFETY: frame and sll outlive the call.
-        let n = unsafe {
-            libc::sendto(
-                self.raw.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if n < 0 {
-            log::warn(format!("slow path: sending to {}: {}", seg.dst, io::Error::last_os_error()));
+        if let Err(e) = self.packet.send(&seg.build()) {
+            log::warn(format!("slow path: sending to {}: {e}", seg.dst));
         }
     }
 
@@ -424,13 +393,9 @@ impl SlowPath {
         }
     }
 
-    /// Runs the TCP ingress program over a captured frame, as if it arrived from the NIC now:
-    /// with the connection in the fast path it is checked, applied, acknowledged and handed to
-    /// the app's port. One `BPF_PROG_RUN` call (≈ 15 µs: reference/machine-facts.md). As
-    /// arriving on the NIC, not on the loopback: on native, ingress hands the frame to the app's
-    /// AF_XDP socket, which is bound to the NIC and takes no frame received on another device.
+    /// Runs the TCP ingress program over a captured frame ([`Replay`]).
     fn replay(&mut self, frame: &[u8]) {
-        match crate::xsk::run_live_frames(self.ingress.as_fd(), frame, self.ifindex as u32, 1) {
+        match self.replay.replay(frame) {
             Ok(()) => self.stats.replayed += 1,
             Err(e) => {
                 self.stats.dropped += 1;
@@ -933,7 +898,8 @@ pub struct TcpControl {
 }
 
 impl TcpControl {
-    /// Opens the slow path on `iface` (whose address is `local_mac`); SYNs offer `mss`.
+    /// Opens the slow path on `iface` (whose address is `local_mac`); SYNs offer `mss`; held
+    /// segments go through ingress again by `replay`.
     pub fn new(
         handles: TcpHandles,
         iface: &str,
@@ -941,8 +907,9 @@ impl TcpControl {
         mss: u16,
         time_wait: Duration,
         ecn: bool,
+        replay: Box<dyn Replay>,
     ) -> anyhow::Result<TcpControl> {
-        let slow = SlowPath::new(&handles, iface, local_mac, mss, time_wait, ecn)
+        let slow = SlowPath::new(&handles, iface, local_mac, mss, time_wait, ecn, replay)
             .context("starting the slow path")?;
         Ok(TcpControl { handles, slow })
     }

@@ -261,6 +261,10 @@ pub fn run(args: RawArgs, out: &Output) -> anyhow::Result<()> {
     if args.chain && (args.mode == RawMode::Rxdrop || args.queues > 1) {
         anyhow::bail!("--chain measures --mode txonly and echo on one queue (an app port has one)");
     }
+    if args.mode == RawMode::Rxdrop {
+        let live = crate::loader::kernel::Feature::LiveFrames;
+        crate::loader::kernel::require(&[live], "--mode rxdrop's frame generator")?;
+    }
     let frame_size =
         if args.chain { chain::frame_size(args.mtu)? } else { frame_size_for(args.size, 0)? };
     let p = Params { size: args.size, batch: args.batch, frame_size };
