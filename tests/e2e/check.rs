@@ -20,17 +20,20 @@ fn this_kernel_has_every_tcp_feature_and_loads_every_program() {
         // The eTran hooks (gen on demand, the packet queue) need our patched kernel: present
         // there, absent from a stock one. The rbtree walk is mainline's since 6.16 (our series
         // backports it).
+        // Live frames are the native backend's need only: a stock kernel may refuse them
+        // (this machine's 6.18.44 does).
         let patched = ["native-hooks", "gen-wakeup", "packet-queue"];
         let expected = match f["feature"].as_str().unwrap() {
             "rbtree-search" => {
                 native || release_at_least(report["kernel"].as_str().unwrap(), (6, 16))
             }
+            "live-frames" if !native => continue,
             name => native || !patched.contains(&name),
         };
         assert_eq!(f["present"], expected, "{f}");
     }
     let needed = |by: &str| features.iter().filter(|f| f["needed_by"] == by).count();
-    assert!(needed("etran up") >= 5 && needed("etran daemon") >= 2, "{report:#}");
+    assert!(needed("etran up") >= 5 && needed("etran daemon") >= 1, "{report:#}");
 
     let programs = report["programs"].as_array().unwrap();
     let objects: Vec<&str> = programs.iter().map(|p| p["object"].as_str().unwrap()).collect();
