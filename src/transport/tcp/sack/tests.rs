@@ -43,7 +43,7 @@ fn three_segments_sacked_above_make_the_ones_below_lost() {
     let t0 = Instant::now();
     let mut b = board(1000, 10, t0);
     let d = b.on_ack(1000, &[(1300, 1600)], t0 + MS * 20);
-    assert_eq!((d.segments, d.dsack), (3, false));
+    assert_eq!((d.segments, d.dsack), (3, None));
     assert_eq!(d.rtt, Some(MS * 15), "the newest delivered: sent at 5 ms");
     assert_eq!(b.mark_losses(t0 + MS * 20, MS * 100), None);
     assert_eq!((b.sacked_bytes(), b.lost_bytes(), b.pipe()), (300, 300, 400));
@@ -102,9 +102,10 @@ fn dsack_blocks_are_recognised_and_reneging_is_seen() {
     let t0 = Instant::now();
     let mut b = board(1000, 5, t0);
     b.on_ack(1200, &[], t0);
-    assert!(b.on_ack(1200, &[(1100, 1200)], t0).dsack, "below snd_una");
-    assert!(b.on_ack(1200, &[(1300, 1350), (1300, 1500)], t0).dsack, "inside the next block");
-    assert!(!b.on_ack(1200, &[(1400, 1500), (1300, 1350)], t0).dsack);
+    assert_eq!(b.on_ack(1200, &[(1100, 1200)], t0).dsack, Some((1100, 1200)), "below snd_una");
+    let inside = b.on_ack(1200, &[(1300, 1350), (1300, 1500)], t0).dsack;
+    assert_eq!(inside, Some((1300, 1350)), "inside the next block");
+    assert_eq!(b.on_ack(1200, &[(1400, 1500), (1300, 1350)], t0).dsack, None);
     assert!(!b.reneged());
     // The ACK reaches the SACKed [1300, 1500) yet stops at its start: the peer dropped it.
     b.on_ack(1300, &[], t0);

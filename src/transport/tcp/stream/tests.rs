@@ -1630,6 +1630,38 @@ fn after_a_timeout_sacked_bytes_are_not_resent_unless_the_peer_reneged() {
     assert_eq!(f.first().map(|f| f.1), Some(2000), "resent from snd_una: {f:?}");
 }
 
+/// RFC 3708: a timeout whose first resent bytes the peer reports twice (a D-SACK) was spurious:
+/// the bytes had arrived and only their acknowledgement had not. One whose resend the peer
+/// needed was not.
+#[test]
+fn a_timeout_whose_resend_the_peer_already_had_is_counted_spurious() {
+    for spurious in [true, false] {
+        let t0 = Instant::now();
+        let mut s = Stream::new(sack_init());
+        s.write(&bytes(0, 3000));
+        let mut frame = [0u8; 2048];
+        while s.next_frame_at(&mut frame, t0).is_some() {}
+        // Silence: the tail-loss probe, then the timeout.
+        let mut now = t0;
+        loop {
+            match s.on_timer(now) {
+                TimerEvent::Waiting(at) => now = at,
+                TimerEvent::Resend if s.stats().timeouts == 1 => break,
+                TimerEvent::Resend => while s.next_frame_at(&mut frame, now).is_some() {},
+                e => panic!("{e:?}"),
+            }
+        }
+        let seg = s.next_frame_at(&mut frame, now).expect("the timeout's resend");
+        assert_eq!(seg.tx_pos, 0);
+        // Everything acknowledged, with a D-SACK of the resent bytes if the peer had them.
+        let dsack = if spurious { Blocks::new(&[(0, 1000)]) } else { Blocks::default() };
+        s.on_rx_at(&ack(3000, 1 << 20), &[], &dsack, now + RTT);
+        let st = s.stats();
+        assert_eq!((st.timeouts, st.spurious_timeouts), (1, u64::from(spurious)), "{spurious}");
+        assert_eq!(st.dsacks, u64::from(spurious));
+    }
+}
+
 // ---- Zero windows (the persist timer) ----
 
 /// A stream whose 3000 written bytes filled the peer's window, all acknowledged with a zero
