@@ -179,6 +179,20 @@ impl Scoreboard {
         self.outstanding() - self.sacked_bytes - self.lost_bytes
     }
 
+    /// When only retransmissions are in the network (every other byte outstanding SACKed or
+    /// deemed lost): the first one's start and when the last of them went out. RACK finds a
+    /// lost segment by the delivery of one sent after it; after these, nothing was.
+    pub fn only_resends_out(&self) -> Option<(u32, Instant)> {
+        let mut out: Option<(u32, Instant)> = None;
+        for s in self.segs.iter().filter(|s| !s.sacked && !s.lost) {
+            if !s.retransmitted {
+                return None;
+            }
+            out = Some(out.map_or((s.start, s.sent), |(start, at)| (start, at.max(s.sent))));
+        }
+        out
+    }
+
     /// Bytes deemed lost and waiting to be resent.
     pub fn lost_bytes(&self) -> u32 {
         self.lost_bytes

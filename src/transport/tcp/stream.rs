@@ -1102,9 +1102,12 @@ impl Stream {
     /// The tail-loss probe timer: Some(Resend) when a probe is due now.
     fn tail_probe(&mut self, now: Instant) -> Option<TimerEvent> {
         // Only the peer's SACK blocks tell what a probe found (RFC 8985 needs SACK).
-        if !self.sack || self.probed || self.recover.is_some() {
+        if !self.sack || self.probed {
             self.pto_deadline = None;
             return None;
+        }
+        if self.recover.is_some() {
+            return self.recovery_probe(now);
         }
         let at = match self.pto_deadline {
             Some(at) => at,
@@ -1129,6 +1132,31 @@ impl Stream {
         } else {
             self.fin_sent = false; // only the FIN is out: it is the probe
         }
+        Some(TimerEvent::Resend)
+    }
+
+    /// In recovery, a lost retransmission is found by the delivery of something sent after it
+    /// (RACK). With only retransmissions in the network and nothing new to send, or no room
+    /// for it (egress measures the congestion window from snd_una, so SACKed bytes still fill
+    /// it, where Linux would send new data against the pipe), nothing is: a probe timeout after
+    /// the last of them deems the first lost, and it is resent (counted as a probe), instead of
+    /// waiting for the RTO.
+    fn recovery_probe(&mut self, now: Instant) -> Option<TimerEvent> {
+        self.pto_deadline = None;
+        let (start, sent) = self.board.only_resends_out()?;
+        if self.board.lost_bytes() > 0 || self.new_data_room() > 0 {
+            return None;
+        }
+        let at = sent + self.rto.pto(2)?;
+        if now < at {
+            self.pto_deadline = Some(at);
+            return None;
+        }
+        // As behind a tail-loss probe, the RTO waits a whole timeout behind this one.
+        self.rto_deadline = Some(now + self.rto.rto());
+        self.probed = true;
+        self.stats.probes += 1;
+        self.board.mark_lost_at(start);
         Some(TimerEvent::Resend)
     }
 

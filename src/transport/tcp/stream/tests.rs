@@ -1531,6 +1531,23 @@ fn sack_recovery_finds_a_lost_retransmission_without_a_timeout() {
     assert_eq!(s.stats().timeouts, 0);
 }
 
+/// The same loss with nothing more to send (or no room for it: egress measures the window
+/// from snd_una, so SACKed bytes fill it): nothing sent after the lost retransmission can show
+/// it lost, so a probe timeout after it resends it, well before the RTO.
+#[test]
+fn a_lost_retransmission_with_nothing_after_it_is_probed_before_the_rto() {
+    let t0 = Instant::now();
+    let mut s = Stream::new(sack_init());
+    let mut peer = SackPeer::new(&[(3000, 1), (3000, 2)]);
+    s.write(&bytes(0, 10_000));
+    let now = peer.run(&mut s, t0, 50);
+    assert_eq!(peer.link.got.values().copied().collect::<Vec<u8>>(), bytes(0, 10_000));
+    let resent: Vec<(u8, u32)> = peer.retransmissions().iter().map(|r| (r.0, r.1)).collect();
+    assert_eq!(resent, [(INTENT_RETRANSMIT, 3000), (INTENT_RETRANSMIT, 3000)]);
+    assert_eq!((s.stats().timeouts, s.stats().probes), (0, 1));
+    assert!(now - t0 < RtoConfig::default().min, "well before the RTO: {:?}", now - t0);
+}
+
 #[test]
 fn reordering_within_the_threshold_resends_nothing() {
     let t0 = Instant::now();
