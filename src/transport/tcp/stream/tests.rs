@@ -1536,16 +1536,24 @@ fn sack_recovery_finds_a_lost_retransmission_without_a_timeout() {
 /// it lost, so a probe timeout after it resends it, well before the RTO.
 #[test]
 fn a_lost_retransmission_with_nothing_after_it_is_probed_before_the_rto() {
-    let t0 = Instant::now();
-    let mut s = Stream::new(sack_init());
-    let mut peer = SackPeer::new(&[(3000, 1), (3000, 2)]);
-    s.write(&bytes(0, 10_000));
-    let now = peer.run(&mut s, t0, 50);
-    assert_eq!(peer.link.got.values().copied().collect::<Vec<u8>>(), bytes(0, 10_000));
-    let resent: Vec<(u8, u32)> = peer.retransmissions().iter().map(|r| (r.0, r.1)).collect();
+    let (s, resent, took) = send_through_losses(&[(3000, 1), (3000, 2)], 10_000);
     assert_eq!(resent, [(INTENT_RETRANSMIT, 3000), (INTENT_RETRANSMIT, 3000)]);
     assert_eq!((s.stats().timeouts, s.stats().probes), (0, 1));
-    assert!(now - t0 < RtoConfig::default().min, "well before the RTO: {:?}", now - t0);
+    assert!(took < RtoConfig::default().min, "well before the RTO: {took:?}");
+}
+
+/// A SACK stream sends `len` bytes through a peer whose wire loses the transmissions `lose`
+/// ((position, nth time sent)); the peer ends up with every byte. Returns the stream, its
+/// resends (intent, position) in order, and the time it took.
+fn send_through_losses(lose: &[(u32, u32)], len: usize) -> (Stream, Vec<(u8, u32)>, Duration) {
+    let t0 = Instant::now();
+    let mut s = Stream::new(sack_init());
+    let mut peer = SackPeer::new(lose);
+    s.write(&bytes(0, len));
+    let end = peer.run(&mut s, t0, 50);
+    assert_eq!(peer.link.got.values().copied().collect::<Vec<u8>>(), bytes(0, len));
+    let resent = peer.retransmissions().iter().map(|r| (r.0, r.1)).collect();
+    (s, resent, end - t0)
 }
 
 #[test]
@@ -1575,20 +1583,13 @@ fn reordering_within_the_threshold_resends_nothing() {
 
 #[test]
 fn a_tail_loss_is_probed_and_recovered_without_a_timeout() {
-    let t0 = Instant::now();
-    let mut s = Stream::new(sack_init());
     // The last two segments of the flight are lost.
-    let mut peer = SackPeer::new(&[(8000, 1), (9000, 1)]);
-    s.write(&bytes(0, 10_000));
-    let end = peer.run(&mut s, t0, 20);
-    assert_eq!(peer.link.got.values().copied().collect::<Vec<u8>>(), bytes(0, 10_000));
+    let (s, resent, took) = send_through_losses(&[(8000, 1), (9000, 1)], 10_000);
     assert_eq!(s.stats().probes, 1);
     assert_eq!(s.stats().timeouts, 0);
     // The probe resent the last segment; its SACK showed the one before it lost.
-    let resent: Vec<(u8, u32)> = peer.retransmissions().iter().map(|r| (r.0, r.1)).collect();
     assert_eq!(resent, [(INTENT_DATA, 9000), (INTENT_RETRANSMIT, 8000)]);
-    let rto_min = RtoConfig::default().min;
-    assert!(end - t0 < rto_min, "well before the RTO: {:?}", end - t0);
+    assert!(took < RtoConfig::default().min, "well before the RTO: {took:?}");
 }
 
 #[test]
@@ -1611,6 +1612,20 @@ fn a_tail_loss_probe_arms_the_rto_anew() {
     assert_eq!((s.stats().probes, s.stats().timeouts), (1, 0));
 }
 
+/// Runs the timers of a stream the peer no longer answers from `now` (sending the probes they
+/// ask for) until its first retransmission timeout; returns when that was.
+fn until_the_first_timeout(s: &mut Stream, mut now: Instant) -> Instant {
+    let mut frame = [0u8; 2048];
+    loop {
+        match s.on_timer(now) {
+            TimerEvent::Waiting(at) => now = at,
+            TimerEvent::Resend if s.stats().timeouts == 1 => return now,
+            TimerEvent::Resend => while s.next_frame_at(&mut frame, now).is_some() {},
+            e => panic!("{e:?}"),
+        }
+    }
+}
+
 #[test]
 fn after_a_timeout_sacked_bytes_are_not_resent_unless_the_peer_reneged() {
     let t0 = Instant::now();
@@ -1621,15 +1636,7 @@ fn after_a_timeout_sacked_bytes_are_not_resent_unless_the_peer_reneged() {
     // [2000, 4000) SACKed, then silence.
     s.on_rx_at(&ack(1000, 1 << 20), &[], &Blocks::new(&[(2000, 4000)]), t0 + RTT);
     s.on_timer(t0 + RTT);
-    let mut now = t0 + RTT;
-    loop {
-        match s.on_timer(now) {
-            TimerEvent::Waiting(at) => now = at,
-            TimerEvent::Resend if s.stats().timeouts == 1 => break,
-            TimerEvent::Resend => while s.next_frame_at(&mut frame, now).is_some() {},
-            e => panic!("{e:?}"),
-        }
-    }
+    let now = until_the_first_timeout(&mut s, t0 + RTT);
     // Resent: [1000, 2000) and [4000, 5000), never the SACKed bytes.
     let mut resent = Vec::new();
     for _ in 0..3 {
@@ -1659,15 +1666,7 @@ fn a_timeout_whose_resend_the_peer_already_had_is_counted_spurious() {
         let mut frame = [0u8; 2048];
         while s.next_frame_at(&mut frame, t0).is_some() {}
         // Silence: the tail-loss probe, then the timeout.
-        let mut now = t0;
-        loop {
-            match s.on_timer(now) {
-                TimerEvent::Waiting(at) => now = at,
-                TimerEvent::Resend if s.stats().timeouts == 1 => break,
-                TimerEvent::Resend => while s.next_frame_at(&mut frame, now).is_some() {},
-                e => panic!("{e:?}"),
-            }
-        }
+        let now = until_the_first_timeout(&mut s, t0);
         let seg = s.next_frame_at(&mut frame, now).expect("the timeout's resend");
         assert_eq!(seg.tx_pos, 0);
         // Everything acknowledged, with a D-SACK of the resent bytes if the peer had them.
