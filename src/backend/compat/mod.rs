@@ -92,12 +92,12 @@ impl Backend for Compat {
         matches!(self.maps.app_ports.lookup(&slot.to_ne_bytes(), MapFlags::ANY), Ok(Some(_)))
     }
 
-    /// Deletes port links left by a daemon that died without cleaning up (their devmap entries
-    /// go with them) and clears slots that point at no live port.
     fn replay(&self, tcp: &TcpHandles, name: &str) -> anyhow::Result<Box<dyn Replay>> {
         Ok(Box::new(ReplayPort::open(name, &tcp.ingress)?))
     }
 
+    /// Deletes port links left by a daemon that died without cleaning up (their devmap entries
+    /// go with them) and clears slots that point at no live port.
     fn remove_stale(&mut self) -> anyhow::Result<()> {
         for link in self.nl.links()? {
             if port::is_port_name(&link.name) && link.name.ends_with('k') {

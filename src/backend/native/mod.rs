@@ -444,12 +444,12 @@ impl Backend for Native {
         matches!(v, Ok(Some(v)) if v.iter().any(|&b| b != 0))
     }
 
-    /// Clears slots a daemon that died left set (its sockets and links died with it).
     fn replay(&self, tcp: &TcpHandles, _: &str) -> anyhow::Result<Box<dyn Replay>> {
         kernel::require(&[kernel::Feature::LiveFrames], "the native backend's slow path")?;
         Ok(Box::new(LiveFrames::new(&tcp.ingress, self.nic_ifindex)?))
     }
 
+    /// Clears slots a daemon that died left set (its sockets and links died with it).
     fn remove_stale(&mut self) -> anyhow::Result<()> {
         for slot in 1..Self::SLOTS {
             if self.slot_in_use(slot) {

@@ -1147,6 +1147,8 @@ impl Stream {
         if self.board.lost_bytes() > 0 || self.new_data_room() > 0 {
             return None;
         }
+        // A resend that fills a hole draws the peer's ACK at once (RFC 5681 4.2), so the
+        // probe timeout of a few segments applies, without the margin of a delayed ACK.
         let at = sent + self.rto.pto(2)?;
         if now < at {
             self.pto_deadline = Some(at);
