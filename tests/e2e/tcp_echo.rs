@@ -195,15 +195,20 @@ fn killed_app_child() {
                 Err(e) => panic!("send: {e}"),
             }
         }
-        if !announced && conns.len() == KILL_CONNS && conns.iter().all(|c| c.1 >= 256 << 10) {
+        // Ready once each peer acknowledged 256 KB: bytes only written may die with the app.
+        let acked = |&(id, sent): &(ConnId, u64)| {
+            let s = app.stream(id).expect("a live connection");
+            sent - (s.in_flight() as u64 + s.unsent() as u64)
+        };
+        if !announced && conns.len() == KILL_CONNS && conns.iter().all(|c| acked(c) >= 256 << 10) {
             println!("{READY}");
             announced = true;
         }
     }
 }
 
-/// How long the child app may take to stream [`KILL_CONNS`] × 256 KB (seconds in a guest under
-/// TCG, milliseconds on the host).
+/// How long the child app may take to have [`KILL_CONNS`] × 256 KB acknowledged (seconds in a
+/// guest under TCG, milliseconds on the host).
 const READY_WITHIN: Duration = Duration::from_secs(60);
 
 /// Waits for a line of `lines` holding `word`: Err says why none came (the sender ended, or
