@@ -1593,7 +1593,7 @@ fn a_tail_loss_is_probed_and_recovered_without_a_timeout() {
 }
 
 #[test]
-fn a_tail_loss_probe_arms_the_rto_anew() {
+fn tail_loss_probes_arm_the_rto_anew() {
     let t0 = Instant::now();
     let mut s = Stream::new(sack_init());
     let mut frame = [0u8; 2048];
@@ -1607,9 +1607,51 @@ fn a_tail_loss_probe_arms_the_rto_anew() {
     let TimerEvent::Waiting(pto) = s.on_timer(t1) else { panic!("a timer runs") };
     assert_eq!(s.on_timer(pto), TimerEvent::Resend);
     assert!(s.next_frame_at(&mut frame, pto).is_some(), "the probe");
-    // The RTO waits a whole timeout behind the probe (RFC 8985 7.3), not its old deadline.
-    assert_eq!(s.on_timer(pto), TimerEvent::Waiting(pto + s.rto()));
-    assert_eq!((s.stats().probes, s.stats().timeouts), (1, 0));
+    // The second probe a few segments' probe timeout later, well before the RTO.
+    let TimerEvent::Waiting(second) = s.on_timer(pto) else { panic!("a timer runs") };
+    assert!(second - pto < s.rto() / 10, "{:?}", second - pto);
+    assert_eq!(s.on_timer(second), TimerEvent::Resend);
+    assert_eq!(s.next_frame_at(&mut frame, second).map(|f| f.tx_pos), Some(1000));
+    // The RTO waits a whole timeout behind the last probe (RFC 8985 7.3), not its old
+    // deadline, and no third probe comes before it.
+    assert_eq!(s.on_timer(second), TimerEvent::Waiting(second + s.rto()));
+    assert_eq!((s.stats().probes, s.stats().timeouts), (2, 0));
+}
+
+/// A flight the peer acknowledges once (a Linux receiver whose GRO merged it): that ACK and
+/// the answer to the tail-loss probe are lost. The second probe, a duplicate, is answered at
+/// once and ends it without a retransmission timeout.
+#[test]
+fn a_flight_whose_ack_and_probe_answer_are_lost_is_probed_again_before_the_rto() {
+    let t0 = Instant::now();
+    let mut s = Stream::new(sack_init());
+    let mut frame = [0u8; 2048];
+    s.write(&bytes(0, 1000));
+    while s.next_frame_at(&mut frame, t0).is_some() {}
+    s.on_rx_at(&ack(1000, 1 << 20), &[], &Blocks::default(), t0 + RTT);
+    let t1 = t0 + RTT;
+    s.write(&bytes(1000, 9000));
+    while s.next_frame_at(&mut frame, t1).is_some() {}
+    let mut now = t1;
+    let mut probes = Vec::new();
+    while probes.len() < 2 {
+        match s.on_timer(now) {
+            TimerEvent::Waiting(at) => now = at,
+            TimerEvent::Resend => {
+                while let Some(seg) = s.next_frame_at(&mut frame, now) {
+                    probes.push(seg.tx_pos);
+                }
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(probes, [9000, 9000], "the last segment, twice");
+    assert!(now - t1 < RtoConfig::default().min / 10, "{:?}", now - t1);
+    // The peer had everything: it acknowledges the flight with a D-SACK of the duplicate.
+    s.on_rx_at(&ack(10_000, 1 << 20), &[], &Blocks::new(&[(9000, 10_000)]), now + RTT);
+    assert_eq!(s.in_flight(), 0);
+    let st = s.stats();
+    assert_eq!((st.probes, st.timeouts, st.dsacks), (2, 0, 1));
 }
 
 /// Runs the timers of a stream the peer no longer answers from `now` (sending the probes they
