@@ -338,9 +338,9 @@ fn both_ways(rate_bps: Option<u64>) {
     // SACK, lost-retransmission detection and tail-loss probes recover almost every loss without
     // a timeout; one now and then is fair when a probe or a resend is lost too (Linux's senders
     // have them as well). A collapse of recovery times out in every round. A spurious timeout
-    // (the peer had every byte, its ACKs came late) is no failure of recovery: with the app's
-    // port batched, a flight's ACKs now and then reach the app only after its timeout (issue
-    // 9's open item), printed here, not counted.
+    // (the peer had every byte, its ACKs were lost: a batched flight draws one ACK, and a
+    // second tail-loss probe makes the timeout rare, not impossible) is no failure of recovery:
+    // printed here, not counted.
     println!(
         "retransmission timeouts: eTran sending {etran_rtos} ({etran_spurious} spurious), Linux \
          sending {linux_rtos}"
