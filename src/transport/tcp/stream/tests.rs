@@ -1592,15 +1592,21 @@ fn a_tail_loss_is_probed_and_recovered_without_a_timeout() {
     assert!(took < RtoConfig::default().min, "well before the RTO: {took:?}");
 }
 
-#[test]
-fn tail_loss_probes_arm_the_rto_anew() {
-    let t0 = Instant::now();
+/// A SACK stream whose first 1000 bytes left at `t0` and were acknowledged a round trip later
+/// (an RTT sample taken); returns it and that instant.
+fn sampled(t0: Instant) -> (Stream, Instant) {
     let mut s = Stream::new(sack_init());
     let mut frame = [0u8; 2048];
     s.write(&bytes(0, 1000));
     while s.next_frame_at(&mut frame, t0).is_some() {}
-    let t1 = t0 + RTT;
-    s.on_rx_at(&ack(1000, 1 << 20), &[], &Blocks::default(), t1);
+    s.on_rx_at(&ack(1000, 1 << 20), &[], &Blocks::default(), t0 + RTT);
+    (s, t0 + RTT)
+}
+
+#[test]
+fn tail_loss_probes_arm_the_rto_anew() {
+    let (mut s, t1) = sampled(Instant::now());
+    let mut frame = [0u8; 2048];
     // A lone segment, then silence: its probe timeout is the RTO.
     s.write(&bytes(1000, 500));
     while s.next_frame_at(&mut frame, t1).is_some() {}
@@ -1623,13 +1629,8 @@ fn tail_loss_probes_arm_the_rto_anew() {
 /// once and ends it without a retransmission timeout.
 #[test]
 fn a_flight_whose_ack_and_probe_answer_are_lost_is_probed_again_before_the_rto() {
-    let t0 = Instant::now();
-    let mut s = Stream::new(sack_init());
+    let (mut s, t1) = sampled(Instant::now());
     let mut frame = [0u8; 2048];
-    s.write(&bytes(0, 1000));
-    while s.next_frame_at(&mut frame, t0).is_some() {}
-    s.on_rx_at(&ack(1000, 1 << 20), &[], &Blocks::default(), t0 + RTT);
-    let t1 = t0 + RTT;
     s.write(&bytes(1000, 9000));
     while s.next_frame_at(&mut frame, t1).is_some() {}
     let mut now = t1;
