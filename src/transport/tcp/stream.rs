@@ -59,10 +59,11 @@
 //! replace bytes the network dropped). A tail-loss probe (RFC 8985 7.3) goes out after 2 SRTT
 //! without progress (plus the peer's delayed ACK with one segment in flight): new data if the
 //! send window allows, else the last segment again, so that the peer's SACK shows what the tail
-//! lost; if it draws no answer, the last segment goes once more before the RTO. Without SACK: NewReno (the kernel's
-//! `FAST_RETRANSMIT` after three duplicate ACKs resends the segment at `snd_una`, each partial
-//! acknowledgement the next). D-SACK blocks (the peer got bytes twice) are counted; a peer that
-//! drops bytes it SACKed (the cumulative ACK stops at a SACKed segment) loses every mark.
+//! lost; if it draws no answer, the last segment goes once more before the RTO. Without SACK:
+//! NewReno (the kernel's `FAST_RETRANSMIT` after three duplicate ACKs resends the segment at
+//! `snd_una`, each partial acknowledgement the next). D-SACK blocks (the peer got bytes twice)
+//! are counted; a peer that drops bytes it SACKed (the cumulative ACK stops at a SACKed
+//! segment) loses every mark.
 //! RTT samples come from every acknowledgement of a segment sent once (Karn's rule).
 //!
 //! Recovery from refused frames. Egress may refuse a DATA frame the app cannot foresee (the
