@@ -89,20 +89,39 @@ fn serve(app: &mut App, l: &Listener, response: &[u8], done: &dyn Fn() -> bool) 
     served
 }
 
-/// One curl request from namespace `ns` to `url` (request `i`), checked against `body`: the time
-/// curl reports (`time_total`).
-fn curl(ns: &str, url: &str, body: &[u8], i: usize) -> Duration {
+/// The times curl reports for a request, each from its start: the handshake done
+/// (`time_connect`), the first byte of the response (`time_starttransfer`), the last
+/// (`time_total`).
+#[derive(Clone, Copy)]
+struct Timing {
+    connect: Duration,
+    first_byte: Duration,
+    total: Duration,
+}
+
+impl std::fmt::Debug for Timing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} (connect {:?}, first byte {:?})", self.total, self.connect, self.first_byte)
+    }
+}
+
+/// One curl request from namespace `ns` to `url` (request `i`), checked against `body`: the times
+/// curl reports.
+fn curl(ns: &str, url: &str, body: &[u8], i: usize) -> Timing {
     let out = Command::new("ip")
         .args(["netns", "exec", ns, "curl", "--http1.0", "-sS", "--max-time", "5"])
-        .args(["-w", "#T#%{time_total}", url])
+        .args(["-w", "#T#%{time_connect} %{time_starttransfer} %{time_total}", url])
         .output()
         .expect("run curl");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "request {i} to {url}: curl failed: {stderr}");
     let at = out.stdout.windows(3).rposition(|w| w == b"#T#").expect("timing");
     assert!(out.stdout[..at] == body[..], "request {i} to {url}: body not byte-exact");
-    let secs: f64 = String::from_utf8_lossy(&out.stdout[at + 3..]).parse().unwrap();
-    Duration::from_secs_f64(secs)
+    let times = String::from_utf8_lossy(&out.stdout[at + 3..]).into_owned();
+    let secs: Vec<Duration> =
+        times.split(' ').map(|t| Duration::from_secs_f64(t.parse().unwrap())).collect();
+    let [connect, first_byte, total] = secs[..] else { panic!("curl's times: {times}") };
+    Timing { connect, first_byte, total }
 }
 
 /// Linux's server: answers each connection on `listener` with `response` until `done`.
@@ -162,7 +181,7 @@ fn sequential_curl_requests_are_all_fast_and_exact() {
     let before = in_netns(&b, timeouts);
     let done = AtomicBool::new(false);
     // Each request to etran's server, then one to Linux's: both see the machine as it is then.
-    let (times, mut linux): (Vec<Duration>, Vec<Duration>) = std::thread::scope(|s| {
+    let (timings, linux_timings): (Vec<Timing>, Vec<Timing>) = std::thread::scope(|s| {
         let client = s.spawn(|| {
             (0..REQUESTS)
                 .map(|i| (curl(&b, &url, &body, i), curl(&b, &linux_url, &body, i)))
@@ -178,6 +197,16 @@ fn sequential_curl_requests_are_all_fast_and_exact() {
         times
     });
     let after = in_netns(&b, timeouts);
+    // eTran's slowest requests, where their time went, each with the request to Linux right
+    // after it (request 0 warms each server up).
+    let mut slowest: Vec<usize> = (0..REQUESTS).collect();
+    slowest.sort_by_key(|&i| std::cmp::Reverse(timings[i].total));
+    let slowest: Vec<String> = slowest[..5]
+        .iter()
+        .map(|&i| format!("#{i} {:?}, Linux {:?}", timings[i], linux_timings[i]))
+        .collect();
+    let times: Vec<Duration> = timings.iter().map(|t| t.total).collect();
+    let mut linux: Vec<Duration> = linux_timings.iter().map(|t| t.total).collect();
     let mut sorted = times.clone();
     sorted.sort();
     linux.sort();
@@ -189,7 +218,12 @@ fn sequential_curl_requests_are_all_fast_and_exact() {
             t[REQUESTS - 1]
         )
     };
-    eprintln!("{REQUESTS} curl requests: {}; to Linux {}", summary(&sorted), summary(&linux));
+    eprintln!(
+        "{REQUESTS} curl requests: {}; to Linux {}; eTran's slowest: {}",
+        summary(&sorted),
+        summary(&linux),
+        slowest.join(", ")
+    );
     assert_eq!(
         (after.0 - before.0, after.1 - before.1),
         (0, 0),
