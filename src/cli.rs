@@ -208,8 +208,9 @@ pub enum BenchCommand {
     ///
     /// Every row: round trips per second, payload throughput each way, round-trip time
     /// percentiles, CPU time per round trip (both hosts together: apps, daemons, gen pumps, the
-    /// softirq work in their context and the ksoftirqd threads; busy-polling counts as used,
-    /// so compare rows at --wait block for the cost of the work) and the bytes checked.
+    /// softirq work in their context, the ksoftirqd threads and the ports' NAPI threads;
+    /// busy-polling counts as used, so compare rows at --wait block for the cost of the work)
+    /// and the bytes checked.
     Echo(EchoArgs),
     /// Closed-loop RPCs: eTran Homa against the same RPCs over Linux TCP.
     ///
