@@ -150,17 +150,23 @@ impl CpuUse {
     }
 }
 
-/// CPU time of the kernel's `ksoftirqd/N` and threaded-NAPI (`napi/DEV-ID`) threads.
+/// CPU time of the kernel's network threads ([`is_network_kthread`]).
 fn kthreads_ns() -> u64 {
     let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.starts_with("ksoftirqd/") || c.starts_with("napi/"))
+                .is_ok_and(|c| is_network_kthread(&c))
         })
         .filter_map(task_cpu_ns)
         .sum()
+}
+
+/// Whether a task named `comm` is a kernel thread doing network work a bench causes: a
+/// softirq thread (`ksoftirqd/N`) or a device's threaded NAPI (`napi/DEV-ID`).
+fn is_network_kthread(comm: &str) -> bool {
+    comm.starts_with("ksoftirqd/") || comm.starts_with("napi/")
 }
 
 /// Monotonic nanoseconds (CLOCK_MONOTONIC), comparable across threads and namespaces.
@@ -430,6 +436,16 @@ impl Drop for Ticket<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn softirq_and_napi_threads_count_as_the_bench_s_and_others_do_not() {
+        for comm in ["ksoftirqd/0\n", "napi/etp3k-8195", "napi/eth0-8193\n"] {
+            assert!(is_network_kthread(comm), "{comm:?}");
+        }
+        for comm in ["kworker/0:1", "etran", "napi", "rcu_preempt", "irq/24-virtio0"] {
+            assert!(!is_network_kthread(comm), "{comm:?}");
+        }
+    }
 
     #[test]
     fn udp_frame_is_well_formed() {
