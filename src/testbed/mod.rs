@@ -39,8 +39,8 @@
 //! host that reaches tc is one). With --rate (kernel forwarding) the XDP program still impairs
 //! but never redirects, so impaired traffic also crosses the bridge and the HTB queue. ECN
 //! marking is a tc egress program on each port keeping a virtual queue drained at the HTB
-//! rate; it marks while that
-//! queue, less the burst HTB passes at once, exceeds the threshold. With --prio the HTB class
+//! rate; it marks while that queue, less the burst HTB passes at once, exceeds the threshold.
+//! With --prio the HTB class
 //! has 8 leaf classes served in strict priority order (this kernel has no prio qdisc), and the
 //! same egress program puts each IPv4 frame in the class of its TOS's top 3 bits (Homa's
 //! priorities; the bridge sets no priority itself).
