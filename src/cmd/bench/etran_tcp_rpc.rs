@@ -136,7 +136,9 @@ fn client(
         }
         progress.publish(&result.total, &mut published);
         result.publish(p.seconds, now);
-        window.tick(now, &mut result, conns.iter().filter_map(|(_, ex)| ex.in_flight()))?;
+        window
+            .tick(now, &mut result, conns.iter().filter_map(|(_, ex)| ex.in_flight()))
+            .with_context(|| oldest_rpc(&app, &conns))?;
     }
     result.late = arrivals.late();
     let mut closing: Vec<ConnId> = conns.iter().map(|(id, _)| *id).collect();
@@ -151,4 +153,32 @@ fn client(
         etran_echo::reap(&mut app, &mut closing)?;
     }
     Ok((result, counters))
+}
+
+/// Where the oldest RPC in flight stands, on its exchange and its connection: whose side a
+/// stalled RPC waits on.
+fn oldest_rpc(app: &App, conns: &[(ConnId, Exchange)]) -> String {
+    let Some((id, ex)) = conns
+        .iter()
+        .filter(|(_, ex)| ex.in_flight().is_some())
+        .min_by_key(|(_, ex)| ex.in_flight().map(|c| c.sent))
+    else {
+        return "no RPC in flight".into();
+    };
+    let Some(s) = app.stream(*id) else {
+        return format!("{}; the connection is gone", ex.progress());
+    };
+    format!(
+        "{}; the connection: {} bytes in flight, {} unsent, send window {}, rto {:?}, srtt {:?}, \
+         {} readable, error {:?}, {:?}",
+        ex.progress(),
+        s.in_flight(),
+        s.unsent(),
+        s.send_wnd(),
+        s.rto(),
+        s.srtt(),
+        s.readable(),
+        s.error(),
+        s.stats()
+    )
 }

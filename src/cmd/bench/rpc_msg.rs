@@ -212,6 +212,17 @@ impl Exchange {
         self.written += n;
     }
 
+    /// How far the RPC in flight got, for an error about it.
+    pub fn progress(&self) -> String {
+        let want = self.call.map_or(0, |c| c.header.response);
+        format!(
+            "request {} of {} bytes written, response {} of {want} bytes read",
+            self.written,
+            self.out.len(),
+            self.response.len()
+        )
+    }
+
     /// Takes response bytes read at `now`. When they complete the response, checks it, counts
     /// it in `result` if `now` is before `deadline` (after it the RPCs in flight drain
     /// uncounted) and returns true: the exchange is then idle.
@@ -600,6 +611,22 @@ mod tests {
         assert!(ca.stalled(later - Duration::from_secs(2), Duration::from_secs(5)).is_ok());
         let e = ca.stalled(later, Duration::from_secs(5)).unwrap_err().to_string();
         assert!(e.contains("port 7700) got no response within 5s") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn an_exchange_tells_how_far_its_rpc_got() {
+        let mut ex =
+            Exchange::new(Caller::new(1, Workload::Fixed(100), ResponseSize::Fixed(10), 7700));
+        ex.start();
+        let len = ex.unsent().len();
+        ex.sent(len - 4);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut result = RpcResult::new(&Workload::Fixed(100));
+        assert!(!ex.on_response(&[0; 3], Instant::now(), deadline, &mut result).unwrap());
+        assert_eq!(
+            ex.progress(),
+            format!("request {} of {len} bytes written, response 3 of 10 bytes read", len - 4)
+        );
     }
 
     #[test]
