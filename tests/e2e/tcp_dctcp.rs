@@ -160,6 +160,38 @@ impl Outcome {
     }
 }
 
+/// `ping` from host 1 to host 2 beside the flows, every 5 ms: the path's round trip with its
+/// queues. At the threshold the switch's queue holds about 0.25 ms at 1 Gbit/s; a longer round
+/// trip waits elsewhere, unseen by the marker (at host 2's receive ring when its CPU is the
+/// slower stage), and slows the additive increase a joining flow converges by.
+struct PathRtt(std::process::Child);
+
+impl PathRtt {
+    fn start(hosts: &EtranHosts) -> PathRtt {
+        let (h1, ip2) = (hosts.ns(1), hosts.tb.host(2).ip);
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &h1, "ping", "-q", "-i", "0.005", "-W", "1", &ip2.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ping");
+        PathRtt(child)
+    }
+
+    /// Stops it and says what it measured ("avg/max ms").
+    fn finish(self) -> String {
+        // SAFETY: kill(2) on our own child's pid; ping prints its summary on SIGINT.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        let out = self.0.wait_with_output().expect("ping's summary");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let Some(rtt) = text.lines().find_map(|l| l.strip_prefix("rtt min/avg/max/mdev = ")) else {
+            return "no ping summary".into();
+        };
+        let v: Vec<&str> = rtt.trim_end_matches(" ms").split('/').collect();
+        format!("avg {} ms, max {} ms", v[1], v[2])
+    }
+}
+
 fn ce_marks(hosts: &EtranHosts) -> u64 {
     hosts.tb.counters().unwrap().ce_marked
 }
@@ -274,6 +306,7 @@ fn etran_to_etran(hosts: &EtranHosts, rate: u64) -> Outcome {
     let mut app = register(&hosts.daemons[0].sock);
     let stop = AtomicBool::new(false);
     let (drops0, marks0) = (hosts.switch_drops(), ce_marks(hosts));
+    let ping = PathRtt::start(hosts);
     let t0 = Instant::now();
     let (trace, started) = std::thread::scope(|s| {
         let stop = &stop;
@@ -296,6 +329,7 @@ fn etran_to_etran(hosts: &EtranHosts, rate: u64) -> Outcome {
         (trace, start - t0)
     });
     let (drops, marks) = (hosts.switch_drops() - drops0, ce_marks(hosts) - marks0);
+    println!("eTran DCTCP: the path's round trip beside the flows (ping): {}", ping.finish());
     Outcome::of("eTran DCTCP", &trace.skip(started), rate, drops, marks)
 }
 
@@ -325,6 +359,7 @@ fn linux_to_linux(hosts: &EtranHosts, rate: u64) -> Outcome {
         .collect();
     let accepted: Vec<TcpStream> = (0..FLOWS).map(|_| listener.accept().unwrap().0).collect();
     let (drops0, marks0) = (hosts.switch_drops(), ce_marks(hosts));
+    let ping = PathRtt::start(hosts);
     let t0 = Instant::now();
     let until = JOIN + REST;
     let trace = std::thread::scope(|s| {
@@ -352,6 +387,7 @@ fn linux_to_linux(hosts: &EtranHosts, rate: u64) -> Outcome {
         Trace { flows: rx.into_iter().map(|r| r.join().unwrap()).collect() }
     });
     let (drops, marks) = (hosts.switch_drops() - drops0, ce_marks(hosts) - marks0);
+    println!("Linux cubic + ECN: the path's round trip beside the flows (ping): {}", ping.finish());
     Outcome::of("Linux cubic + ECN", &trace, rate, drops, marks)
 }
 
