@@ -13,8 +13,9 @@
  * Policy: an ACK is due at once on ack_now (duplicate, out of order, gap filled, FIN, window
  * probe, a change of the CE marks to echo: tcp_cc.h; without SACK, one per out-of-order segment:
  * ack_repeats; with it, as many as report every interval a burst changed: tcp_tx.h), once
- * GEN_STRETCH_SEGMENTS full segments are unacknowledged, or when the unacknowledged bytes reach
- * what is left of the receive window; any other owed ACK is delayed: queued on the
+ * GEN_STRETCH_SEGMENTS full segments are unacknowledged, when the unacknowledged bytes reach
+ * what is left of the receive window, or when a segment with PSH brings them past one full
+ * segment (gen_mark); any other owed ACK is delayed: queued on the
  * delayed queue, which the pump flushes only at its delayed-ACK deadline. Data an app sends
  * carries the ACK and settles it (egress clears ack_pending and ack_now); the generator then
  * skips the connection. */
@@ -39,9 +40,18 @@ struct gen_mark {
 	__u8 queue; /* enum etran_tcp_ack_queued: the queue to push the key on; 0: none */
 };
 
-/* Under the connection lock, after ingress updated it: the queue the owed ACK needs, unless the
- * key is in it already. So ingress pushes at most once per queue until the generator pops. */
-static __always_inline struct gen_mark gen_mark(struct tcp_conn *c)
+/* Under the connection lock, after ingress updated it with a segment (`push`: its PSH flag): the
+ * queue the owed ACK needs, unless the key is in it already. So ingress pushes at most once per
+ * queue until the generator pops.
+ *
+ * PSH ends the sender's write, or its window (an etran sender sets it on the last segment its
+ * window admits: it waits for this ACK), and a Linux receiver's GRO ends a merge there and
+ * acknowledges at once a merge longer than one segment. So do we: more than one full segment
+ * owed at a PSH is ACKed at once. Otherwise a flight shorter than GEN_STRETCH_SEGMENTS (a small
+ * congestion window: DCTCP's cuts at a shallow queue leave 3 to 8 segments) waited for the
+ * delayed-ACK deadline, which lengthened its round trip fourfold at 1 Gbit/s and slowed its
+ * recovery to its share. A one-segment request still waits for the response to carry its ACK. */
+static __always_inline struct gen_mark gen_mark(struct tcp_conn *c, __u8 push)
 {
 	struct gen_mark m = {};
 	__u8 want = ETRAN_TCP_ACK_NOT_QUEUED;
@@ -49,7 +59,7 @@ static __always_inline struct gen_mark gen_mark(struct tcp_conn *c)
 	if (!c->ack_now && !c->ack_pending)
 		return m;
 	if (c->ack_now || c->ack_pending >= GEN_STRETCH_SEGMENTS * (__u32)c->mss ||
-	    c->ack_pending >= c->rcv_wnd)
+	    c->ack_pending >= c->rcv_wnd || (push && c->ack_pending > c->mss))
 		want = ETRAN_TCP_ACK_IMMEDIATE;
 	else
 		want = ETRAN_TCP_ACK_DELAYED;

@@ -50,6 +50,7 @@ struct segment {
 	__u8 sack; /* options past the timestamp on a SACK connection: SACK blocks for the app */
 	__u8 ece;  /* the ECE flag: the peer echoes congestion marks */
 	__u8 ce;   /* the IP header's ECN field is CE: the network marked this segment */
+	__u8 psh;  /* the PSH flag: the sender's write (or its window) ends here */
 	__u64 now; /* pacing (tcp_pace.h): when it arrived, CLOCK_MONOTONIC ns; else 0 */
 };
 
@@ -621,6 +622,7 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 	s.fin = tcp->fin;
 	s.ece = tcp->ece;
 	s.ce = (ip->tos & IPTOS_ECN_MASK) == IPTOS_ECN_CE;
+	s.psh = tcp->psh;
 	ts = parse_tcp_ts(tcp, data_end);
 	if (ts) {
 		s.has_ts = 1;
@@ -657,7 +659,7 @@ static __always_inline int tcp_ingress(struct xdp_md *ctx)
 		return drop(ETRAN_PROTO_TCP, ETRAN_DROP_TCP_MOVING, bytes);
 	}
 	rx_update(c, &s, &v);
-	mark = gen_mark(c);
+	mark = gen_mark(c, s.psh);
 	bpf_spin_unlock(&c->lock);
 	/* The ACK this segment made due goes out without the app (even if the frame is dropped). */
 	gen_queue(c, &key, mark);

@@ -868,9 +868,18 @@ impl Stream {
             self.probe = None;
         }
         // More bytes wait than the window admits: it, not the app, limits the stream. Egress
-        // counts the round as window-limited, which it cannot see itself (tcp_cc.h).
+        // counts the round as window-limited, which it cannot see itself (tcp_cc.h). The last
+        // segment the window admits is pushed: the stream waits for its ACK, which a receiver
+        // sends at once at a PSH ending more than a segment (GRO's merge on Linux, `gen_mark`
+        // on etran), where it would delay it for a flight shorter than its stretch.
         let window_room = self.send_wnd.saturating_sub(self.in_flight()) as usize;
-        let flags = if self.unsent() > window_room { TX_WINDOW_LIMITED } else { 0 };
+        let flags = if self.unsent() <= window_room {
+            0
+        } else if window_room - len < usize::from(self.mss) {
+            TX_WINDOW_LIMITED | TX_PUSH
+        } else {
+            TX_WINDOW_LIMITED
+        };
         let seg = self.emit(frame, self.snd_nxt, len, INTENT_DATA, flags);
         let end = self.snd_nxt.wrapping_add(len as u32);
         self.board.sent(self.snd_nxt, end, now);

@@ -405,15 +405,21 @@ fn peer_window_bounds_the_flight() {
 }
 
 #[test]
-fn segments_sent_while_the_window_holds_bytes_back_say_so() {
+fn segments_sent_while_the_window_holds_bytes_back_say_so_and_the_last_is_pushed() {
     let flags = |segs: &[(etran_tcp_tx_hdr, Vec<u8>)]| -> Vec<u8> {
         segs.iter().map(|(h, _)| h.flags).collect()
     };
+    const LAST: u8 = TX_WINDOW_LIMITED | TX_PUSH;
     // Bytes wait behind the window: every segment of the pass says so, the first one too (on a
-    // stock kernel its ACK may be back before the last one leaves).
+    // stock kernel its ACK may be back before the last one leaves); the last one the window
+    // admits is pushed (the stream waits for its ACK: a receiver sends it at once).
     let mut s = Stream::new(StreamInit { send_wnd: 2500, ..init(0, 0) });
     s.write(&bytes(0, 6000));
-    assert_eq!(flags(&drain(&mut s)), vec![TX_WINDOW_LIMITED; 2]);
+    assert_eq!(flags(&drain(&mut s)), vec![TX_WINDOW_LIMITED, LAST]);
+    // A window of whole segments: its last one.
+    let mut s = Stream::new(StreamInit { send_wnd: 3000, ..init(0, 0) });
+    s.write(&bytes(0, 6000));
+    assert_eq!(flags(&drain(&mut s)), vec![TX_WINDOW_LIMITED, TX_WINDOW_LIMITED, LAST]);
     // Everything written fits: the window limited nothing (the last segment ends the bytes
     // written: pushed).
     let mut s = Stream::new(StreamInit { send_wnd: 2500, ..init(0, 0) });
@@ -423,7 +429,7 @@ fn segments_sent_while_the_window_holds_bytes_back_say_so() {
     // first opens it for the rest, the last one does not.
     let mut s = Stream::new(StreamInit { send_wnd: 2500, ..init(0, 0) });
     s.write(&bytes(0, 3000));
-    assert_eq!(flags(&drain(&mut s)), vec![TX_WINDOW_LIMITED; 2]);
+    assert_eq!(flags(&drain(&mut s)), vec![TX_WINDOW_LIMITED, LAST]);
     s.on_rx(&ack(1000, 2500), &[]);
     assert_eq!(flags(&drain(&mut s)), vec![TX_PUSH]);
 }
