@@ -1,8 +1,8 @@
 //! DCTCP end to end on the testbed switch (kernel forwarding through an HTB bottleneck towards
 //! host 2, our tc-BPF marker setting CE above about 20 full segments of queue):
 //! - eTran to eTran: two long flows (one sending app on host 1, one receiving app on host 2)
-//!   share the bottleneck and fill it without a switch drop; a third flow joining gets its
-//!   share (see `MIN_SHARE` for how fairly and how quickly, and why).
+//!   share the bottleneck fairly and fill it without a switch drop; a third flow joining gets
+//!   its share quickly (see `MIN_SHARE`).
 //! - Linux TCP (cubic with classic ECN) runs the same scenario beside it, for contrast
 //!   (printed, not judged).
 //! - eTran sending to a Linux receiver, which echoes ECE until it sees CWR (RFC 3168): the
@@ -44,23 +44,21 @@ const ECN_THRESHOLD: u32 = 30_000;
 const WARMUP: Duration = Duration::from_millis(150);
 const JOIN: Duration = Duration::from_millis(700);
 const REST: Duration = Duration::from_millis(700);
-/// The targets (issue 9) are each of two flows 40-60 % of the bottleneck, together at least
-/// 90 %, no switch drop, a joining flow converged within 100 ms. What this test asserts is
-/// looser, bounds that catch broken congestion control, not the targets: until 2026-12-06 the
+/// The targets (issue 9): each of two flows 40-60 % of the bottleneck, together at least 90 %,
+/// no switch drop, a joining flow converged within 100 ms. A quiet machine meets them (debug
+/// build, 2026-12-06, six runs: two flows 42.5-52.8 % each, 95.3-95.6 % together, the joining
+/// flow at its share within 0-57 ms); the shares are asserted with margins. Until that day the
 /// switch's marker missed about 4 % of what HTB sends (it counted GRO aggregates without their
-/// segments' headers), so a queue of 150-230 KB stood at 200 Mbit/s unmarked (6-9 ms; ping
-/// shows it), the flows' windows were large, and the targets held with room to spare. With the
-/// queue marked at its real 30 KB (1.2 ms here) the windows are 5-15 segments, and on this
-/// machine both eTran's flows and Linux's stall for 50-150 ms in some runs (nothing delivered,
-/// the probes unanswered, then everything arrives: delayed, not lost; ping beside them is not
-/// delayed; cause not found yet). In the debug build under load, 2026-12-06: two flows 20-72 %
-/// each, 64-96 % together, the joining flow at its share within 0-256 ms. The release build's
-/// 1 Gbit/s numbers are in the README.
-const MIN_SHARE: f64 = 0.15;
-const MAX_SHARE: f64 = 0.80;
-const MIN_SUM: f64 = 0.50;
-/// The joining flow gets its share before the run ends.
-const MAX_CONVERGENCE: Duration = REST;
+/// segments' headers), so 150-230 KB stood queued unmarked (6-9 ms here; the ping shows it)
+/// and the windows were large; at the real 30 KB (1.2 ms) they are 5-15 segments. With a qemu
+/// guest busy beside the test, some runs stall: every flow, eTran's and Linux's alike, delivers
+/// nothing for 50-150 ms, then everything arrives (held, not lost; ping beside them is not
+/// delayed; cause not found), and the shares miss these bounds in about one run of four. The
+/// release build's 1 Gbit/s numbers are in the README.
+const MIN_SHARE: f64 = 0.28;
+const MAX_SHARE: f64 = 0.65;
+const MIN_SUM: f64 = 0.70;
+const MAX_CONVERGENCE: Duration = Duration::from_millis(100);
 /// One eTran flow to Linux (one app only) fills the bottleneck.
 const MIN_TO_LINUX: f64 = 0.85;
 /// An app with nothing to send or read waits in the library (a short busy-poll, then sleep)
@@ -342,9 +340,9 @@ fn etran_to_etran(hosts: &EtranHosts, rate: u64) -> Outcome {
             (0..FLOWS).map(|_| app.connect_blocking(server).expect("connect")).collect();
         let start = Instant::now();
         let stats = etran_send(&mut app, &ids, 2, start);
-        // Printed, not asserted: a stall (above) can outlast the retransmission timeout.
         for (f, st) in stats.iter().enumerate() {
             println!("  flow {f}'s sender: {st:?}");
+            assert_eq!(st.timeouts, 0, "flow {f}: no retransmission timeout: {st:?}");
         }
         for c in conns_to(hosts, port) {
             println!("  a sender's connection: cwnd {} alpha {:.3}", c.cwnd, alpha(&c));
@@ -486,7 +484,7 @@ fn dctcp_shares_the_bottleneck_fairly_without_drops() {
     let sum: f64 = etran.three.iter().sum();
     assert!(sum >= MIN_SUM, "three flows fill the bottleneck: {:.1} %", sum * 100.0);
     let converged = etran.converged.expect("the joining flow got its share");
-    assert!(converged < MAX_CONVERGENCE, "the joining flow took {converged:?}");
+    assert!(converged <= MAX_CONVERGENCE, "the joining flow took {converged:?}");
 
     assert_eq!((drops, stats.timeouts), (0, 0), "to Linux: no drop, no timeout");
     assert!(marks > 0, "to Linux: the flow filled the queue");
