@@ -51,8 +51,11 @@ pub struct PortStats {
     pub tx_frames: u64,
     /// Sends refused for want of a TX frame or ring slot.
     pub tx_full: u64,
-    /// TX kicks (`sendto`), and those the kernel refused for now with EAGAIN or EBUSY (the
-    /// frames stay on the ring for the next).
+    /// TX kicks (`sendto`), and those that came back EAGAIN (the kernel stopped: the frames
+    /// left stay on the ring for the next) or EBUSY (in copy mode the device dropped a frame,
+    /// `NET_XMIT_DROP`, a full veth queue for one: AF_XDP completes it all the same, so the
+    /// app takes it for sent; its data is recovered as a loss, any consumption report it
+    /// carried is not: README, "Receive window").
     pub tx_kicks: u64,
     pub tx_kick_eagain: u64,
     pub tx_kick_ebusy: u64,

@@ -608,8 +608,9 @@ impl Socket {
     }
 
     /// [`Socket::kick_tx`], returning the errno of a transient refusal (EAGAIN: the kernel
-    /// stopped at its per-call budget or found no completion slot; EBUSY: another thread was
-    /// sending on the socket).
+    /// stopped at its per-call budget or found no completion slot; EBUSY, in copy mode: the
+    /// device dropped the frame it was sending, `NET_XMIT_DROP`, which the kernel completes
+    /// all the same, and the kick stopped there).
     pub fn try_kick_tx(&self) -> io::Result<Option<i32>> {
         // SAFETY: a zero-length send with null buffers is the documented AF_XDP kick.
         let ret = unsafe {
