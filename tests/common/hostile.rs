@@ -180,7 +180,7 @@ impl Hostile {
 
     /// A TX header on its own connection.
     fn own(&self, intent: u8, tx_pos: u32, len: u16) -> etran_tcp_tx_hdr {
-        etran_tcp_tx_hdr { key: self.key(), tx_pos, consumed: 0, len, intent, flags: 0 }
+        etran_tcp_tx_hdr { key: self.key(), tx_pos, read_pos: 0, len, intent, flags: 0 }
     }
 
     /// A frame of kind `f` (see [`Forgery`]), aimed at `victim` where it names a connection.
@@ -216,7 +216,7 @@ impl Hostile {
                 let h = etran_tcp_tx_hdr {
                     key: victim.key,
                     tx_pos: pos,
-                    consumed: u32::MAX,
+                    read_pos: u32::MAX,
                     len: len as u16,
                     intent,
                     flags: 0,
@@ -300,12 +300,13 @@ impl Hostile {
         }
     }
 
-    /// A valid frame of its own connection: a pure ACK or window update with a forged (huge)
-    /// consumption report. Egress sends it: the connection is the app's to ruin.
+    /// A valid frame of its own connection: a pure ACK or window update with a forged
+    /// consumption report (any read position). Egress sends it: the connection is the app's to
+    /// ruin.
     pub fn own_control(&self, rng: &mut Rng) -> Vec<u8> {
         let intent = [INTENT_ACK, INTENT_WINDOW_UPDATE][rng.below(2)];
         let mut h = self.own(intent, self.init.tx_pos, 0);
-        h.consumed = rng.next_u64() as u32;
+        h.read_pos = rng.next_u64() as u32;
         let mut f = vec![0u8; TX_HDR_LEN];
         write_hdr(&mut f, &h);
         f

@@ -460,9 +460,10 @@ pub fn tsval_sent(seg: &[u8], ts: bool, clock: (u32, u32)) -> u32 {
     v
 }
 
-/// A TX header on the fixture connection.
-pub fn tx_hdr(intent: u8, tx_pos: u32, len: u16, consumed: u32) -> etran_tcp_tx_hdr {
-    etran_tcp_tx_hdr { key: key(), tx_pos, consumed, len, intent, flags: 0 }
+/// A TX header on the fixture connection, reporting the app's read position `read_pos` (the
+/// fixture connections' last report is at 0, so it is also the bytes read since).
+pub fn tx_hdr(intent: u8, tx_pos: u32, len: u16, read_pos: u32) -> etran_tcp_tx_hdr {
+    etran_tcp_tx_hdr { key: key(), tx_pos, read_pos, len, intent, flags: 0 }
 }
 
 /// The payload of a TX frame of `len` bytes.

@@ -78,6 +78,7 @@ struct tcp_conn {
 	__u32 rcv_nxt;   /* next sequence number expected */
 	__u32 rcv_wnd;   /* bytes from rcv_nxt on the app can still take (its free buffer) */
 	__u32 rx_pos;    /* stream position of rcv_nxt (the app's buffer offset, wrapping) */
+	__u32 app_read;  /* stream position up to which the app reported reading (tcp_egress.h) */
 	__u32 rcv_adv;     /* the highest right edge advertised (rcv_nxt + window): never moves back */
 	__u32 rcv_reserve; /* fixed: bytes of rcv_wnd never advertised, room for rounded-up edges */
 	__u32 rcv_shrinks; /* segments whose edge moved back all the same (reserve used up) */
@@ -304,7 +305,8 @@ struct etran_tcp_tx_hdr {
 	struct tcp_conn_key key; /* the connection, as in etran_tcp_conns */
 	__u32 tx_pos;   /* DATA, RETRANSMIT: stream position of the first payload byte; FIN: the
 			 * end of the app's stream */
-	__u32 consumed; /* bytes the app consumed since its last report: reopens rcv_wnd */
+	__u32 read_pos; /* stream position up to which the app has read: reopens rcv_wnd by what
+			 * it read since the last report egress applied */
 	__u16 len;      /* payload bytes after this header (the rest of the frame, exactly) */
 	__u8 intent;    /* enum etran_tcp_tx_intent */
 	__u8 flags;     /* enum etran_tcp_tx_flag; the other bits zero */

@@ -51,19 +51,26 @@ static __always_inline int tx_hdr_valid(const struct etran_tcp_tx_hdr *h, __u64 
 	}
 }
 
-/* The consumption report reopens the receive window, up to the largest window the field can
- * announce: more could never reach the peer. It counts even when the frame's data is refused
- * below (the app cannot tell a dropped frame from a sent one, so a lost report would shrink its
- * window for good). */
-static __always_inline void tx_reopen(struct tcp_conn *c, __u32 consumed)
+/* The consumption report reopens the receive window by what the app read since the report
+ * applied last, up to the largest window the field can announce (more could never reach the
+ * peer). It is a position, not a count: a frame lost before egress (a compat port's veth full:
+ * AF_XDP completes the frame all the same) takes no bytes of window with it, since the next
+ * frame's report covers them too; counts were lost for good, and a window closed that way stayed
+ * closed. A report behind the last one (frames taken out of order) changes nothing. It counts
+ * even when the frame's data is refused below. */
+static __always_inline void tx_reopen(struct tcp_conn *c, __u32 read_pos)
 {
 	__u32 max = 0xffffU << wscale(c->rcv_wscale);
+	__u32 read = read_pos - c->app_read;
 
+	if (read == 0 || read >= 0x80000000U)
+		return;
+	c->app_read = read_pos;
 	if (c->rcv_wnd >= max)
 		return;
-	if (consumed > max - c->rcv_wnd)
-		consumed = max - c->rcv_wnd;
-	c->rcv_wnd += consumed;
+	if (read > max - c->rcv_wnd)
+		read = max - c->rcv_wnd;
+	c->rcv_wnd += read;
 }
 
 static __always_inline void tx_refuse(struct tx_plan *p, enum etran_drop_reason why)
@@ -245,7 +252,7 @@ static __always_inline void tx_decide(struct tcp_conn *c, const struct etran_tcp
 static __always_inline void tx_update(struct tcp_conn *c, const struct etran_tcp_tx_hdr *h,
 				      struct tx_plan *p)
 {
-	tx_reopen(c, h->consumed);
+	tx_reopen(c, h->read_pos);
 	tx_decide(c, h, p);
 	if (!p->dropped || !tx_window_update_due(c))
 		return;

@@ -22,7 +22,8 @@
 //! resend it, so the connection fails with `ConnectionAborted` ([`TimerEvent::RxHole`], or
 //! [`RxEffect::lost`] when a frame finds it) rather than hang or read garbage.
 //! [`Stream::read`] consumes bytes;
-//! [`Stream::take_consumed`] hands the not yet reported count to the next TX header, and
+//! [`Stream::take_report`] hands the read position to the next TX header (a position, not a
+//! count, so that a frame lost on its way to egress takes no window with it), and
 //! [`Stream::window_update_due`] says when a pure `WINDOW_UPDATE` is worth a frame: only when
 //! the window the peer still has is down to half the advertisable buffer and the report at least
 //! doubles it ([`crate::transport::tcp::window::update_due`]), and never after the peer's FIN. Bytes
@@ -674,10 +675,12 @@ impl Stream {
         window::update_due(left, after, self.adv, u32::from(self.mss))
     }
 
-    /// Takes the consumption report for a TX header (every frame carries one, and the ACK).
-    pub fn take_consumed(&mut self) -> u32 {
+    /// Takes the consumption report for a TX header (every frame carries one, and the ACK): the
+    /// read position; what was read since the last report is reported with it.
+    pub fn take_report(&mut self) -> u32 {
         self.rx_unacked = 0;
-        std::mem::take(&mut self.unreported)
+        self.unreported = 0;
+        self.read_pos
     }
 
     /// Whether a pure ACK is worth a frame now, at the end of a pass over what was received:
@@ -1248,7 +1251,7 @@ impl Stream {
         let hdr = etran_tcp_tx_hdr {
             key: self.key,
             tx_pos: pos,
-            consumed: self.take_consumed(),
+            read_pos: self.take_report(),
             len: len as u16,
             intent,
             flags,
@@ -1276,7 +1279,7 @@ impl Stream {
         let hdr = etran_tcp_tx_hdr {
             key: self.key,
             tx_pos: self.snd_nxt,
-            consumed: self.take_consumed(),
+            read_pos: self.take_report(),
             len: 0,
             intent,
             flags: 0,

@@ -185,7 +185,7 @@ fn window_feedback() {
     let mut frame = [0u8; 64];
     assert_eq!(s.control_frame(INTENT_WINDOW_UPDATE, &mut frame), Some(TX_HDR_LEN));
     let h = read_hdr(&frame);
-    assert_eq!((h.intent, h.consumed, h.len, h.flags), (INTENT_WINDOW_UPDATE, 2000, 0, 0));
+    assert_eq!((h.intent, h.read_pos, h.len, h.flags), (INTENT_WINDOW_UPDATE, 2000, 0, 0));
     assert_eq!(s.unreported(), 0);
     assert!(!s.window_update_due());
 
@@ -200,7 +200,7 @@ fn window_feedback() {
         s.read(&mut [0u8; 1400]);
         if s.window_update_due() {
             assert!(s.unreported() >= half, "only once the peer is down to half");
-            s.take_consumed();
+            s.take_report();
             updates += 1;
         }
     }
@@ -267,7 +267,7 @@ fn consumption_piggybacks_on_data() {
     s.write(b"hello");
     let mut frame = [0u8; 2048];
     let seg = s.next_segment(&mut frame).unwrap();
-    assert_eq!(read_hdr(&frame).consumed, 100);
+    assert_eq!(read_hdr(&frame).read_pos, 100);
     assert_eq!(seg.frame_len, TX_HDR_LEN + 5);
     assert_eq!(s.unreported(), 0);
 }
