@@ -54,8 +54,8 @@ pub struct PortStats {
     /// TX kicks (`sendto`), and those that came back EAGAIN (the kernel stopped: the frames
     /// left stay on the ring for the next) or EBUSY (in copy mode the device dropped a frame,
     /// `NET_XMIT_DROP`, a full veth queue for one: AF_XDP completes it all the same, so the
-    /// app takes it for sent; its data is recovered as a loss, any consumption report it
-    /// carried is not: README, "Receive window").
+    /// app takes it for sent; its data is recovered as a loss, and its consumption report, a
+    /// read position, by the next frame's).
     pub tx_kicks: u64,
     pub tx_kick_eagain: u64,
     pub tx_kick_ebusy: u64,
