@@ -78,7 +78,6 @@ struct tcp_conn {
 	__u32 rcv_nxt;   /* next sequence number expected */
 	__u32 rcv_wnd;   /* bytes from rcv_nxt on the app can still take (its free buffer) */
 	__u32 rx_pos;    /* stream position of rcv_nxt (the app's buffer offset, wrapping) */
-	__u32 app_read;  /* stream position up to which the app reported reading (tcp_egress.h) */
 	__u32 rcv_adv;     /* the highest right edge advertised (rcv_nxt + window): never moves back */
 	__u32 rcv_reserve; /* fixed: bytes of rcv_wnd never advertised, room for rounded-up edges */
 	__u32 rcv_shrinks; /* segments whose edge moved back all the same (reserve used up) */
@@ -151,6 +150,11 @@ struct tcp_conn {
 	__u64 pace_tail; /* ns: the release time of the last segment queued; 0: none ever was */
 	__u32 pace_seq;  /* the end (sequence number) of the furthest segment queued: one may still
 			  * wait in the kernel until snd_una reaches it */
+
+	/* Receive side, last: it fills the tail's padding, so the struct keeps its size and every
+	 * other field its offset (6.1's verifier counted the ingress program's stack over its
+	 * 512 bytes when this field sat beside rx_pos). */
+	__u32 app_read; /* stream position up to which the app reported reading (tcp_egress.h) */
 };
 
 /* tcp_conn.cc: congestion state. */
