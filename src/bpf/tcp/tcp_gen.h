@@ -50,7 +50,7 @@ struct gen_mark {
  * owed at a PSH is ACKed at once. Otherwise a flight shorter than GEN_STRETCH_SEGMENTS (DCTCP
  * at a shallow queue: windows of 3-25 segments on the testbed at 1 Gbit/s) waited for the
  * pump's delayed-ACK deadline, 1 ms, four round trips there: the flow with the smaller window
- * got the longer round trip and kept falling behind (two flows' shares 16-79 %, 40-50 % with
+ * got the longer round trip and kept falling behind (two flows' shares 16-79 %, 39-56 % with
  * this). A one-segment request still waits for the response to carry its ACK. */
 static __always_inline struct gen_mark gen_mark(struct tcp_conn *c, __u8 push)
 {

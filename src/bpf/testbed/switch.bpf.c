@@ -35,8 +35,8 @@
  *   before this hook), not skb->len. The two differ for an aggregate (GRO on the switch's
  *   ingress port merges a flow's segments): the wire length counts every segment's headers,
  *   66 bytes in 1514. Counting skb->len, the virtual queue drained about 4 % faster than HTB,
- *   so a queue that grew by less than that never showed: at 200 Mbit/s HTB held 150-230 KB
- *   (6-9 ms) standing while the marker saw almost none.
+ *   so a queue that grew by less than that never showed: at 200 Mbit/s HTB held up to 230 KB
+ *   (9 ms) while the marker saw almost none.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
