@@ -125,7 +125,11 @@ pub fn parse_expert(text: &str) -> HashMap<String, u64> {
         if rest.len() < 3 {
             continue;
         }
-        *counts.entry(rest[2..].join(" ")).or_default() += n;
+        // A summary's bracketed detail ("Bad checksum [should be 0x1234]") differs per frame:
+        // counted under the summary alone, as one line.
+        let summary = rest[2..].join(" ");
+        let summary = summary.split(" [").next().unwrap_or_default().to_owned();
+        *counts.entry(summary).or_default() += n;
     }
     counts
 }

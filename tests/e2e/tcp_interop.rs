@@ -211,10 +211,14 @@ fn capture_ranges_and_expert_parsing() {
     assert_eq!(r.covered(0, 300), 300);
     let text = "Warnings (2)\n   Frequency      Group           Protocol  Summary\n           2   \
                 Sequence             TCP  Previous segment not captured\nNotes (3)\n           \
-                3   Sequence             TCP  This frame is a (suspected) retransmission\n";
+                3   Sequence             TCP  This frame is a (suspected) retransmission\n\
+                Errors (2)\n           1   Checksum             TCP  Bad checksum [should be \
+                0x0003]\n           1   Checksum             TCP  Bad checksum [should be \
+                0xff31]\n";
     let c = parse_expert(text);
     assert_eq!(c["Previous segment not captured"], 2);
     assert_eq!(c["This frame is a (suspected) retransmission"], 3);
+    assert_eq!(c["Bad checksum"], 2, "one line whatever each frame's checksum should be");
 }
 
 /// A capture on the receiving host sees packets after its GRO: one merged from several
