@@ -178,8 +178,10 @@ impl Drop for StopOnDrop<'_> {
 /// `ping` from host 1 to host 2 beside the flows, every 5 ms: the path's round trip with its
 /// queues. At the threshold the switch's queue holds about 0.25 ms at 1 Gbit/s; a longer round
 /// trip waits elsewhere, unseen by the marker (at host 2's receive ring when its CPU is the
-/// slower stage), and slows the additive increase a joining flow converges by.
-struct PathRtt(std::process::Child);
+/// slower stage), and slows the additive increase a joining flow converges by. Dropped
+/// unfinished (a failed assertion), it kills the ping: left running, it kept host 1's namespace
+/// alive after the testbed went.
+struct PathRtt(Option<std::process::Child>);
 
 impl PathRtt {
     fn start(hosts: &EtranHosts) -> PathRtt {
@@ -190,20 +192,30 @@ impl PathRtt {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("ping");
-        PathRtt(child)
+        PathRtt(Some(child))
     }
 
     /// Stops it and says what it measured ("avg/max ms").
-    fn finish(self) -> String {
+    fn finish(mut self) -> String {
+        let child = self.0.take().expect("running");
         // SAFETY: kill(2) on our own child's pid; ping prints its summary on SIGINT.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
-        let out = self.0.wait_with_output().expect("ping's summary");
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let out = child.wait_with_output().expect("ping's summary");
         let text = String::from_utf8_lossy(&out.stdout);
         let Some(rtt) = text.lines().find_map(|l| l.strip_prefix("rtt min/avg/max/mdev = ")) else {
             return "no ping summary".into();
         };
         let v: Vec<&str> = rtt.trim_end_matches(" ms").split('/').collect();
         format!("avg {} ms, max {} ms", v[1], v[2])
+    }
+}
+
+impl Drop for PathRtt {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
