@@ -91,18 +91,17 @@ impl Daemon {
 
     /// SIGTERM, then the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
+        let pid = self.child.as_ref().unwrap().id();
         // SAFETY: plain kill on our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(st) = child.try_wait().unwrap() {
+            // Taken only once it exited: a panic here leaves it to drop (killed, reaped).
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
                 return st;
             }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("daemon ignored SIGTERM: {}", self.log());
-            }
+            assert!(Instant::now() < deadline, "daemon ignored SIGTERM: {}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -12,7 +12,8 @@
 //!   fixture connection and its frames both ways, [`tcp::OnConn`]) and end-to-end helpers;
 //! - [`packet`]: frame builders and parsers; [`capture`], [`peer`], [`hostile`]: a capture
 //!   judge, Linux peers, and a hostile app for the end-to-end tests; [`thread_cpu`]: what an
-//!   app thread costs.
+//!   app thread costs; [`KillOnDrop`]: a spawned child killed, its forks too, however the test
+//!   ends.
 pub mod capture;
 pub mod cli;
 pub mod daemon;
@@ -98,6 +99,56 @@ impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// A child process leading a process group of its own; on drop, SIGKILL to that group (the
+/// child and whatever it forked: a server's workers) and the child reaped, so that a test
+/// that panics leaves nothing running in, and keeping alive, its namespaces.
+pub struct KillOnDrop(std::process::Child);
+
+impl KillOnDrop {
+    /// Spawns `cmd` in a new process group.
+    pub fn spawn(cmd: &mut std::process::Command) -> std::io::Result<KillOnDrop> {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0).spawn().map(KillOnDrop)
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let pgid = self.0.id();
+        // The group's number stays ours while its leader is unreaped or a member lives.
+        if matches!(self.0.try_wait(), Ok(None)) || !process_group(pgid).is_empty() {
+            // SAFETY: signalling the process group of our own child.
+            unsafe { libc::kill(-(pgid as i32), libc::SIGKILL) };
+        }
+        let _ = self.0.wait();
+        // Forks left to init: until they are gone (a zombie holds no namespace).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while process_group(pgid).iter().any(|&p| !is_zombie(p))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    after_comm(&stat).next().is_none_or(|s| s == "Z")
 }
 
 /// CPU time this thread has used (`getrusage(RUSAGE_THREAD)`): an app that runs on this thread,

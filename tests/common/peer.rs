@@ -93,13 +93,15 @@ impl PyPeer {
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let out = BufReader::new(child.stdout.take().unwrap());
+        // Built before the wait: a failed start drops (kills) it.
+        let mut peer = PyPeer { child, out };
         if role == "listen" {
             let mut line = String::new();
-            out.read_line(&mut line).unwrap();
+            peer.out.read_line(&mut line).unwrap();
             assert_eq!(line.trim(), "listening", "python3 peer did not start");
         }
-        PyPeer { child, out }
+        peer
     }
 
     /// Waits for the peer's verdict: the seconds it reports on success; panics otherwise.

@@ -8,21 +8,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::daemon::{Daemon, EtranHosts};
+use common::{
+    daemon::{Daemon, EtranHosts},
+    KillOnDrop,
+};
 
 use super::shim::{conn_lines, cpu_time, etran_run, registrations, text, PYTHON};
-
-/// A server process, killed if the test ends before it stopped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 /// Waits (up to 20 s) until `n` more apps than `before` registered with `daemon`; `why`
 /// says what the server logged.
@@ -119,11 +110,8 @@ fn nginx_with_two_workers_serves_curl_and_wrk_over_etran() {
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
     let before = registrations(&daemon.log());
     let conf_path = dir.join("nginx.conf");
-    let mut nginx = Server(
-        etran_run(&h1, &daemon.sock, &["nginx", "-c", conf_path.to_str().unwrap()])
-            .spawn()
-            .expect("etran run nginx"),
-    );
+    let mut cmd = etran_run(&h1, &daemon.sock, &["nginx", "-c", conf_path.to_str().unwrap()]);
+    let mut nginx = KillOnDrop::spawn(&mut cmd).expect("etran run nginx");
     let errors = || std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
     // The master (which listens) and its two workers (which join its listener).
     await_registrations(daemon, before, 3, errors);
@@ -159,11 +147,11 @@ fn nginx_with_two_workers_serves_curl_and_wrk_over_etran() {
     assert!(!said.contains("Non-2xx") && !said.contains("Socket errors"), "{said}");
 
     // Idle with a keep-alive connection open: the workers sleep (edge-triggered epoll).
-    let share = idle_share(&h2, &ip1, nginx.0.id());
+    let share = idle_share(&h2, &ip1, nginx.id());
     eprintln!("idle nginx under etran run: {:.2} % of a CPU", share * 100.0);
     assert!(share < 0.02, "an idle nginx used {:.2} % of a CPU", share * 100.0);
 
-    stop(&mut nginx.0, libc::SIGQUIT, daemon);
+    stop(&mut nginx, libc::SIGQUIT, daemon);
     let log = std::fs::read_to_string(dir.join("access.log")).unwrap();
     let mut workers: Vec<&str> = log.lines().filter_map(|l| l.split(' ').next()).collect();
     workers.sort_unstable();
@@ -185,11 +173,12 @@ while not got.endswith(b"\r\n\r\n") and b"\r\n\r\n" not in got:
 print("idle", flush=True)
 time.sleep(3)
 "#;
-    let mut c = Command::new("ip")
-        .args(["netns", "exec", ns, PYTHON, "-c", client, ip])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut c = KillOnDrop::spawn(
+        Command::new("ip")
+            .args(["netns", "exec", ns, PYTHON, "-c", client, ip])
+            .stdout(std::process::Stdio::piped()),
+    )
+    .unwrap();
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(c.stdout.take().unwrap()), &mut line)
         .unwrap();
@@ -229,7 +218,8 @@ fn redis_serves_redis_benchmark_and_redis_cli_over_etran() {
     let mut cmd = vec!["redis-server"];
     cmd.extend(args);
     cmd.extend(["--appendonly", "no", "--dir", dir.to_str().unwrap()]);
-    let mut redis = Server(etran_run(&h1, &daemon.sock, &cmd).spawn().expect("etran run redis"));
+    let mut redis =
+        KillOnDrop::spawn(&mut etran_run(&h1, &daemon.sock, &cmd)).expect("etran run redis");
     await_registrations(daemon, before, 1, String::new);
     await_listen(daemon, 6379, listened);
 
@@ -272,7 +262,7 @@ fn redis_serves_redis_benchmark_and_redis_cli_over_etran() {
             .unwrap_or(0.0);
         assert!(bench.status.success() && rps > 0.0, "{test}: {}", text(&bench));
     }
-    stop(&mut redis.0, libc::SIGTERM, daemon);
+    stop(&mut redis, libc::SIGTERM, daemon);
     all_ended(daemon, 52);
 }
 
@@ -288,13 +278,12 @@ fn iperf3_server_receives_and_sends_a_stream_over_etran() {
         let listened = listens(daemon, 5201);
         // One test, then it exits.
         let log = daemon.dir.join(format!("iperf3-{reverse}.log"));
-        let mut server = Server(
+        let mut server = KillOnDrop::spawn(
             etran_run(&h1, &daemon.sock, &["iperf3", "-s", "-1", "-4", "-p", "5201"])
                 .stdout(std::fs::File::create(&log).unwrap())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("etran run iperf3"),
-        );
+                .stderr(std::process::Stdio::null()),
+        )
+        .expect("etran run iperf3");
         await_registrations(daemon, before, 1, String::new);
         await_listen(daemon, 5201, listened);
         let mut client = Command::new("ip");
@@ -308,7 +297,7 @@ fn iperf3_server_receives_and_sends_a_stream_over_etran() {
         let dir = if reverse { "server → client" } else { "client → server" };
         eprintln!("iperf3 {dir}, server under etran run: {:.2} Gbit/s", bps / 1e9);
         assert!(out.status.success() && bps > 0.0, "{}: {}", text(&out), daemon.log());
-        await_success(&mut server.0, daemon);
+        await_success(&mut server, daemon);
         // TCP_INFO and TCP_CONGESTION are served: the server warns of nothing and names the
         // algorithm it sent with.
         let said = std::fs::read_to_string(&log).unwrap();

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{cli::etran_bin, daemon::EtranHosts};
+use common::{cli::etran_bin, daemon::EtranHosts, KillOnDrop};
 
 /// Debian's python3 (PATH may hold a wrapper script first).
 pub(crate) const PYTHON: &str = "/usr/bin/python3";
@@ -103,8 +103,8 @@ pub(crate) fn etran_run(ns: &str, sock: &std::path::Path, cmd: &[&str]) -> Comma
 pub(crate) fn start_server(
     mut cmd: Command,
     daemon: &common::daemon::Daemon,
-) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
-    let mut server = cmd.stdout(Stdio::piped()).spawn().expect("etran run");
+) -> (KillOnDrop, BufReader<std::process::ChildStdout>) {
+    let mut server = KillOnDrop::spawn(cmd.stdout(Stdio::piped())).expect("etran run");
     let mut out = BufReader::new(server.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -256,11 +256,12 @@ fn an_idle_server_under_etran_run_with_a_connection_open_sleeps() {
     let cmd = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", ECHO_SERVER, "7001", "1"]);
     let (mut server, _out) = start_server(cmd, daemon);
     let mut line = String::new();
-    let mut client = Command::new("ip")
-        .args(["netns", "exec", &h2, PYTHON, "-c", IDLE_CLIENT, &ip1, "7001", "3"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut client = KillOnDrop::spawn(
+        Command::new("ip")
+            .args(["netns", "exec", &h2, PYTHON, "-c", IDLE_CLIENT, &ip1, "7001", "3"])
+            .stdout(Stdio::piped()),
+    )
+    .unwrap();
     let mut said = BufReader::new(client.stdout.take().unwrap());
     line.clear();
     said.read_line(&mut line).unwrap();
@@ -325,7 +326,7 @@ fn a_connection_goes_to_a_forked_child_and_back_to_its_parent() {
     let ip1 = hosts.tb.host(1).ip.to_string();
     let daemon = &hosts.daemons[0];
     let cmd = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", FORKING_SERVER, "7002"]);
-    let (server, mut out) = start_server(cmd, daemon);
+    let (mut server, mut out) = start_server(cmd, daemon);
     let mut line = String::new();
     let client = Command::new("ip")
         .args(["netns", "exec", &h2, PYTHON, "-c"])
@@ -340,17 +341,17 @@ fn a_connection_goes_to_a_forked_child_and_back_to_its_parent() {
         .arg(&ip1)
         .output()
         .unwrap();
-    let server = server.wait_with_output().unwrap();
+    let status = server.wait().unwrap();
     line.clear();
     out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "child 0", "{}", text(&server));
+    assert_eq!(line.trim(), "child 0", "{status}");
     // TCP_CONGESTION names the algorithm egress runs, refuses others as Linux refuses an
     // unknown one; TCP_INFO has the RTT and its variation (sampled by the parent and the
     // child: the estimate moves with the stream).
     for want in ["cubic ENOENT", "rtt True True"] {
         line.clear();
         out.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), want, "{}", text(&server));
+        assert_eq!(line.trim(), want, "{status}");
     }
     assert_eq!(
         String::from_utf8_lossy(&client.stdout),
@@ -359,7 +360,7 @@ fn a_connection_goes_to_a_forked_child_and_back_to_its_parent() {
         text(&client),
         daemon.log()
     );
-    assert!(server.status.success(), "{}", text(&server));
+    assert!(status.success(), "{status}");
     assert_eq!(conn_lines(&daemon.log()), (1, 1), "{}", daemon.log());
 }
 
@@ -375,14 +376,15 @@ fn curl_under_etran_run_downloads_from_a_linux_http_server_byte_exact() {
     let body: Vec<u8> =
         (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     std::fs::write(dir.join("body.bin"), &body).unwrap();
-    let mut server = Command::new("ip")
-        .args(["netns", "exec", &h2, PYTHON, "-m", "http.server", "8000", "--bind", &ip2])
-        .arg("--directory")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let server = KillOnDrop::spawn(
+        Command::new("ip")
+            .args(["netns", "exec", &h2, PYTHON, "-m", "http.server", "8000", "--bind", &ip2])
+            .arg("--directory")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
     // Until it listens.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !common::netns::sh(&format!("ip netns exec {h2} ss -ltn"))
@@ -401,8 +403,7 @@ fn curl_under_etran_run_downloads_from_a_linux_http_server_byte_exact() {
         etran_run(&h1, &daemon.sock, &["curl", "-sS", "--max-time", "30", "-o", got_s, &url])
             .output()
             .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert!(curl.status.success(), "curl: {}: {}", text(&curl), daemon.log());
     let sha = |p: &std::path::Path| {
         let out = Command::new("sha256sum").arg(p).output().unwrap();
@@ -531,15 +532,15 @@ fn duplicated_etran_sockets_share_their_connection_until_the_last_closes() {
     let ip1 = hosts.tb.host(1).ip.to_string();
     let daemon = &hosts.daemons[0];
     let cmd = etran_run(&h1, &daemon.sock, &[PYTHON, "-c", DUP_SERVER, "7003"]);
-    let (server, mut out) = start_server(cmd, daemon);
+    let (mut server, mut out) = start_server(cmd, daemon);
     let client = Command::new("ip")
         .args(["netns", "exec", &h2, PYTHON, "-c", DUP_CLIENT, &ip1, "7003"])
         .output()
         .unwrap();
-    let server = server.wait_with_output().unwrap();
+    let status = server.wait().unwrap();
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
-    assert!(server.status.success() && line.trim() == "done", "{}", text(&server));
+    assert!(status.success() && line.trim() == "done", "{status}");
     assert_eq!(
         String::from_utf8_lossy(&client.stdout).trim(),
         "[b'dup 1', b'fcntl 2', b'', b'dup2 3', b'']",

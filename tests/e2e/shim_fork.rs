@@ -594,12 +594,12 @@ fn same_as_linux_against(
 }
 
 /// `server` on host 2, listening on `port`.
-fn linux_server(bed: &Bed, server: &LinuxServer<'_>, port: &str) -> std::process::Child {
+fn linux_server(bed: &Bed, server: &LinuxServer<'_>, port: &str) -> common::KillOnDrop {
     let argv = [&[port], server.args].concat();
-    let mut srv = python_in(&bed.h2, server.script, &argv)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut srv = common::KillOnDrop::spawn(
+        python_in(&bed.h2, server.script, &argv).stdout(std::process::Stdio::piped()),
+    )
+    .unwrap();
     let mut out = std::io::BufReader::new(srv.stdout.take().unwrap());
     assert_eq!(next_lines(&mut out, 1), ["listening"]);
     srv

@@ -242,18 +242,19 @@ fn killed_app_leaves_nothing_behind() {
     let DaemonPair { net, daemon } = DaemonPair::new("tcpkill");
     let (a, b) = (net.a.clone(), net.b.clone());
     let fds_before = daemon.fds();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "tcp_echo::killed_app_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, &daemon.sock)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::KillOnDrop::spawn(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "tcp_echo::killed_app_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, &daemon.sock)
+            .stdout(Stdio::piped()),
+    )
+    .unwrap();
     // The child's lines, through a thread: the wait for READY has a deadline.
     let (line_tx, lines) = std::sync::mpsc::channel();
     let stdout = child.stdout.take().unwrap();

@@ -552,12 +552,13 @@ fn private_testbed_goes_away_on_sigterm() {
     let Some(_root) = common::root::shared() else { return };
     let _private = private_lock();
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "testbed::sigterm_child", "--nocapture", "--test-threads=1"])
-        .env("ETRAN_TESTBED_SIGTERM_CHILD", "1")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::KillOnDrop::spawn(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "testbed::sigterm_child", "--nocapture", "--test-threads=1"])
+            .env("ETRAN_TESTBED_SIGTERM_CHILD", "1")
+            .stdout(std::process::Stdio::piped()),
+    )
+    .unwrap();
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let name = stdout
         .lines()
