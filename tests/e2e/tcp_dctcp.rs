@@ -28,6 +28,7 @@ use common::{
     daemon::{register, EtranHosts},
     netns::{in_netns, sh},
     tcp::from_bytes,
+    KillOnDrop,
 };
 use etran::{
     app::{ready, App, ConnId, Listener, StreamStats},
@@ -182,41 +183,35 @@ impl Drop for StopOnDrop<'_> {
 /// slower stage), and slows the additive increase a joining flow converges by. Dropped
 /// unfinished (a failed assertion), it kills the ping: left running, it kept host 1's namespace
 /// alive after the testbed went.
-struct PathRtt(Option<std::process::Child>);
+struct PathRtt(KillOnDrop);
 
 impl PathRtt {
     fn start(hosts: &EtranHosts) -> PathRtt {
         let (h1, ip2) = (hosts.ns(1), hosts.tb.host(2).ip);
-        let child = std::process::Command::new("ip")
-            .args(["netns", "exec", &h1, "ping", "-q", "-i", "0.005", "-W", "1", &ip2.to_string()])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("ping");
-        PathRtt(Some(child))
+        let child = KillOnDrop::spawn(
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &h1, "ping", "-q", "-i", "0.005", "-W", "1"])
+                .arg(ip2.to_string())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null()),
+        )
+        .expect("ping");
+        PathRtt(child)
     }
 
     /// Stops it and says what it measured ("avg/max ms").
     fn finish(mut self) -> String {
-        let child = self.0.take().expect("running");
         // SAFETY: kill(2) on our own child's pid; ping prints its summary on SIGINT.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let out = child.wait_with_output().expect("ping's summary");
-        let text = String::from_utf8_lossy(&out.stdout);
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        let mut text = String::new();
+        let mut out = self.0.stdout.take().expect("piped");
+        out.read_to_string(&mut text).expect("ping's summary");
+        let _ = self.0.wait();
         let Some(rtt) = text.lines().find_map(|l| l.strip_prefix("rtt min/avg/max/mdev = ")) else {
             return "no ping summary".into();
         };
         let v: Vec<&str> = rtt.trim_end_matches(" ms").split('/').collect();
         format!("avg {} ms, max {} ms", v[1], v[2])
-    }
-}
-
-impl Drop for PathRtt {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
