@@ -1117,7 +1117,7 @@ driver::source_via_driver!(App);
 /// (or the ACK that releases its sender's next ones) at the head of the bottleneck's queue, so
 /// the turn goes round the senders alone. A plain rotation over every connection let an idle
 /// one hand its turns to the one after it: of two DCTCP flows beside a third not yet sending,
-/// one led two passes in three and took 49-54 % of the bottleneck to the other's 38-44 %.
+/// one led two passes in three and took 45-54 % of the bottleneck to the other's 33-45 %.
 fn next_leader(ids: &[u64], last: Option<u64>, ready: impl Fn(u64) -> bool) -> Option<usize> {
     let start = last.and_then(|l| ids.iter().position(|&h| h == l)).map_or(0, |i| i + 1);
     (0..ids.len()).map(|k| (start + k) % ids.len()).find(|&i| ready(ids[i]))
