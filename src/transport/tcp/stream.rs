@@ -343,7 +343,7 @@ pub struct Stream {
     kernel_end: u32,            // end of the bytes ingress had in order, as far as frames told
     fin_at: Option<u32>,        // where the peer's FIN ends the stream (a frame said FIN)
     gap_since: Option<Instant>, // since when the readable bytes end before kernel_end
-    unreported: u32,            // consumed, not yet reported in a TX header
+    reported: u32,              // read_pos as of the last TX header's report (take_report)
     rx_unacked: u32, // payload bytes received since our last frame (each carries the ACK)
     fin: bool,       // the stream ends at rcv_end
     ooo: Vec<(u32, u32)>, // bytes held past rcv_end: disjoint, apart [start, end) intervals
@@ -408,7 +408,7 @@ impl Stream {
             kernel_end: init.rx_pos,
             fin_at: None,
             gap_since: None,
-            unreported: 0,
+            reported: init.rx_pos,
             rx_unacked: 0,
             fin: false,
             ooo: Vec::new(),
@@ -653,25 +653,24 @@ impl Stream {
         buf[first..n].copy_from_slice(&self.rbuf[..n - first]);
         self.head = (self.head + n) % cap;
         self.read_pos = self.read_pos.wrapping_add(n as u32);
-        self.unreported = self.unreported.wrapping_add(n as u32);
         n
     }
 
     /// Consumed bytes not yet reported to the kernel.
     pub fn unreported(&self) -> u32 {
-        self.unreported
+        self.read_pos.wrapping_sub(self.reported)
     }
 
     /// Whether a pure window update should be sent now (see the module doc). The window the
     /// peer has is what the kernel last advertised less what arrived since, as far as this
     /// side knows: the advertisable buffer less the bytes held or read and not reported.
     pub fn window_update_due(&self) -> bool {
-        if self.fin || self.unreported == 0 {
+        if self.fin || self.unreported() == 0 {
             return false;
         }
         let held = dist(self.rcv_end, self.read_pos);
         let after = self.adv.saturating_sub(held);
-        let left = after.saturating_sub(self.unreported);
+        let left = after.saturating_sub(self.unreported());
         window::update_due(left, after, self.adv, u32::from(self.mss))
     }
 
@@ -679,7 +678,7 @@ impl Stream {
     /// read position; what was read since the last report is reported with it.
     pub fn take_report(&mut self) -> u32 {
         self.rx_unacked = 0;
-        self.unreported = 0;
+        self.reported = self.read_pos;
         self.read_pos
     }
 

@@ -281,7 +281,7 @@ impl Stream {
         }
         // What was read and never reported reaches the kernel with the next frame.
         let free = h.rcv_buf.saturating_sub(kernel_held.min(held));
-        s.unreported = free.saturating_sub(at.rcv_wnd);
+        s.reported = s.read_pos.wrapping_sub(free.saturating_sub(at.rcv_wnd));
         Ok(s)
     }
 }
