@@ -28,7 +28,7 @@ use common::{
     daemon::{register, EtranHosts},
     netns::{in_netns, sh},
     tcp::from_bytes,
-    KillOnDrop,
+    KillOnDrop, StopOnDrop,
 };
 use etran::{
     app::{ready, App, ConnId, Listener, StreamStats},
@@ -165,15 +165,6 @@ impl Outcome {
             o.converged.map_or("never".to_string(), |d| format!("{} ms", d.as_millis())),
         );
         o
-    }
-}
-
-/// Sets the flag when dropped, on a panic's unwinding too.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
     }
 }
 
